@@ -1,0 +1,55 @@
+// Injected time. Every component that reads "now" takes a `clock&`; tests
+// drive a `manual_clock` so that no test sleeps for a timeout to pass.
+//
+// Thread-safety: both implementations may be read from any thread; a
+// `manual_clock` is advanced by the test thread only.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <optional>
+
+namespace polymesh {
+
+using timestamp = std::chrono::system_clock::time_point;
+using duration = std::chrono::milliseconds;
+
+class clock {
+public:
+  virtual ~clock() = default;
+  /// The current wall-clock time, millisecond resolution.
+  [[nodiscard]] virtual timestamp now() const = 0;
+};
+
+/// The real clock (`std::chrono::system_clock`).
+class system_clock final : public clock {
+public:
+  [[nodiscard]] timestamp now() const override;
+};
+
+/// A clock that only moves when told to. Starts at a fixed instant so that
+/// test output is reproducible.
+class manual_clock final : public clock {
+public:
+  manual_clock();
+  explicit manual_clock(timestamp start);
+  [[nodiscard]] timestamp now() const override;
+  void advance(duration d);
+  void set(timestamp t);
+
+private:
+  std::atomic<int64_t> ms_since_epoch_;
+};
+
+/// Milliseconds since the Unix epoch, the store's representation.
+[[nodiscard]] int64_t to_unix_ms(timestamp t);
+[[nodiscard]] timestamp from_unix_ms(int64_t ms);
+
+/// RFC 3339 UTC with millisecond precision, e.g. `2026-11-23T20:45:03.120Z`.
+[[nodiscard]] std::string to_rfc3339(timestamp t);
+/// Parses the form produced by `to_rfc3339` (fraction optional, `Z` only).
+[[nodiscard]] std::optional<timestamp> parse_rfc3339(const std::string& text);
+
+} // namespace polymesh

@@ -1,0 +1,68 @@
+// The project's one error vocabulary.
+//
+// Every failure that crosses a component boundary is a `caf::error` whose
+// category is `mesh` and whose code is an `errc`. Its context carries a human
+// message (no trailing period), the offending field (may be empty) and, for
+// selector errors, the 0-based character position (-1 when not applicable).
+// The HTTP front maps each `errc` to one status code (`http_status`).
+//
+// Thread-safety: free functions only; all are pure.
+#pragma once
+
+#include <caf/atom.hpp>
+#include <caf/error.hpp>
+
+#include <cstdint>
+#include <string>
+
+namespace polymesh {
+
+/// The category atom of every polymesh error.
+constexpr caf::atom_value error_category = caf::atom("mesh");
+
+enum class errc : uint8_t {
+  /// Not an error; never sent.
+  none = 0,
+  /// The request is malformed or a value is out of bounds (HTTP 400).
+  invalid_argument,
+  /// A label selector does not parse; the position is set (HTTP 400).
+  invalid_selector,
+  /// No credential, or one that is unknown, expired or revoked (HTTP 401).
+  unauthenticated,
+  /// The credential is valid but may not do this (HTTP 403).
+  forbidden,
+  /// The addressed entity does not exist (HTTP 404).
+  not_found,
+  /// The entity is in a state that refuses this transition (HTTP 409).
+  illegal_transition,
+  /// A unique name or key is taken (HTTP 409).
+  conflict,
+  /// The body exceeds the configured limit (HTTP 413).
+  payload_too_large,
+  /// The server is overloaded or shutting down (HTTP 503).
+  unavailable,
+  /// The store refused or failed a write; nothing was acknowledged (HTTP 500).
+  store_failure,
+  /// A bug or an impossible state (HTTP 500).
+  internal,
+};
+
+/// Returns the stable snake_case name of `code`, used as the JSON `code`.
+[[nodiscard]] const char* to_string(errc code);
+
+/// Builds a polymesh error. `field` names the offending input (may be empty);
+/// `position` is a 0-based offset into that input or -1.
+[[nodiscard]] caf::error make_error(errc code, std::string message, std::string field = {},
+                                    int64_t position = -1);
+
+/// Accessors for errors built by `make_error`. For a foreign error (another
+/// category) `code_of` returns `errc::internal` and `message_of` renders it.
+[[nodiscard]] errc code_of(const caf::error& err);
+[[nodiscard]] std::string message_of(const caf::error& err);
+[[nodiscard]] std::string field_of(const caf::error& err);
+[[nodiscard]] int64_t position_of(const caf::error& err);
+
+/// The HTTP status that answers an error with this code.
+[[nodiscard]] int http_status(errc code);
+
+} // namespace polymesh

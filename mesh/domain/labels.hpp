@@ -1,0 +1,26 @@
+// Label keys and values, validated exactly as Kubernetes validates them.
+//
+// Key: optional DNS-subdomain prefix (<= 253 chars) and '/', then a name of
+// 1..63 chars of [A-Za-z0-9._-] that begins and ends alphanumeric.
+// Value: empty, or 1..63 chars of the same alphabet, alphanumeric at both ends.
+//
+// Thread-safety: pure functions.
+#pragma once
+
+#include "mesh/domain/records.hpp"
+
+#include <caf/error.hpp>
+
+#include <string>
+
+namespace polymesh {
+
+/// Returns an `invalid_argument` error naming `field` (e.g. `labels.env`)
+/// and the rule broken, or a default (empty) error when `key` is valid.
+[[nodiscard]] caf::error validate_label_key(const std::string& key, const std::string& field);
+[[nodiscard]] caf::error validate_label_value(const std::string& value,
+                                              const std::string& field);
+/// Validates every key and value; field names are `labels.<key>`.
+[[nodiscard]] caf::error validate_labels(const label_map& labels);
+
+} // namespace polymesh

@@ -1,0 +1,52 @@
+// The run state machine as a table: which event moves a run from which
+// status to which, and what each refusal says. Actors consult it before they
+// persist anything; it knows nothing of actors, HTTP or SQL.
+//
+// Thread-safety: pure functions.
+#pragma once
+
+#include "mesh/domain/records.hpp"
+
+#include <caf/expected.hpp>
+
+#include <cstdint>
+
+namespace polymesh {
+
+/// Everything that can happen to a run.
+enum class run_event : uint8_t {
+  /// The assignment routine picked an agent (created -> pending).
+  assign,
+  /// The agent's poll carried the run (pending -> pending, sets delivered_at).
+  deliver,
+  /// The assigned agent started it (pending -> running; running -> running is
+  /// an idempotent repeat).
+  start,
+  /// Progress or log from the assigned agent (running -> running).
+  progress,
+  /// The agent reported the outcome (pending|running -> terminal).
+  finish,
+  /// A user asked to cancel (created|pending-undelivered -> canceled at once;
+  /// delivered|running -> cancel requested, the agent reports the end).
+  cancel,
+  /// Back to the queue: lease lapsed, agent offline or deregistered while
+  /// pending (pending -> created).
+  requeue,
+  /// The mesh gives up on it: expiry, TTL, timeout, agent lost
+  /// (created|pending|running -> error/canceled).
+  abort,
+};
+
+[[nodiscard]] const char* to_string(run_event x);
+
+/// Returns the status after `event` in `from`, or an `illegal_transition`
+/// error naming both. For `finish` and `abort`, `outcome` is the terminal
+/// status asked for; it is ignored for other events.
+[[nodiscard]] caf::expected<run_status>
+next_status(run_status from, run_event event, run_status outcome = run_status::error);
+
+/// The Skadi view of a run (DESIGN.md): queuing, sent, succeeded, expired,
+/// failed, canceled.
+[[nodiscard]] const char* skadi_status(const run_record& run);
+
+} // namespace polymesh

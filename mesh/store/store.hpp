@@ -1,0 +1,123 @@
+// The store: the only code that speaks SQL.
+//
+// Everything durable goes through `apply`, which commits a batch of writes in
+// one transaction (the store actor groups concurrent writes into one batch:
+// group commit). A write is a whole-row upsert of a record, or an append.
+// Reads serve the HTTP queries and rebuild memory at start-up.
+//
+// An implementation (SQLite now, PostgreSQL later) is owned by one thread at
+// a time; open one instance per thread that needs it (the store actor writes,
+// the query actor reads).
+#pragma once
+
+#include "mesh/domain/records.hpp"
+
+#include <caf/error.hpp>
+#include <caf/expected.hpp>
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <variant>
+#include <vector>
+
+namespace polymesh {
+
+/// Upserts the whole run row. With `insert_only`, a run whose
+/// `idempotency_key` (non-empty) is already taken is not written and the
+/// write's outcome is `conflict` (carrying the existing run's id).
+struct put_run {
+  run_record run;
+  bool insert_only = false;
+};
+struct put_agent {
+  agent_record agent;
+};
+struct put_token {
+  token_record token;
+};
+/// Appends a log chunk; a chunk whose (run_id, seq) exists is ignored.
+struct append_log {
+  std::string run_id;
+  log_chunk chunk;
+};
+using write = std::variant<put_run, put_agent, put_token, append_log>;
+
+/// The outcome of one write within a committed batch.
+struct write_outcome {
+  /// False only for an `insert_only` run whose idempotency key was taken.
+  bool written = true;
+  /// For a refused `insert_only`: the id of the run that holds the key.
+  std::string existing_id;
+};
+
+/// Everything needed to rebuild memory at start-up.
+struct snapshot {
+  std::vector<token_record> tokens;  ///< not revoked and not expired at load
+  std::vector<agent_record> agents;  ///< every agent not deregistered
+  std::vector<run_record> runs;      ///< every run that is not terminal
+  uint64_t max_seq = 0;              ///< highest run seq ever stored
+};
+
+struct run_filter {
+  std::optional<run_status> status;
+  std::string plan;            ///< "" = any
+  std::string agent;           ///< assigned agent id, "" = any
+  size_t limit = 50;
+  /// Opaque pagination cursor from a previous page ("" = newest first).
+  std::string cursor;
+};
+
+struct run_page {
+  std::vector<run_record> runs;  ///< newest first (descending seq)
+  std::string next_cursor;       ///< "" when this is the last page
+};
+
+struct store_options {
+  /// `normal`: durable across process crashes (WAL); `full`: also across
+  /// power loss (fsync per commit).
+  std::string synchronous = "full";
+  bool read_only = false;
+};
+
+class store {
+public:
+  virtual ~store() = default;
+
+  /// Commits `batch` in one transaction: either every write is durable and
+  /// one outcome per write is returned (same order), or nothing is and an
+  /// `errc::store_failure` error is returned.
+  [[nodiscard]] virtual caf::expected<std::vector<write_outcome>>
+  apply(const std::vector<write>& batch) = 0;
+
+  [[nodiscard]] virtual caf::expected<snapshot> load() = 0;
+
+  [[nodiscard]] virtual caf::expected<std::optional<run_record>>
+  get_run(const std::string& id) = 0;
+  /// Pagination is stable: runs created after the first page do not shift
+  /// later pages. A malformed cursor is `invalid_argument` on field `cursor`.
+  [[nodiscard]] virtual caf::expected<run_page> list_runs(const run_filter& filter) = 0;
+  /// Chunks of `run_id` with seq > `after_seq`, ascending, at most `limit`.
+  [[nodiscard]] virtual caf::expected<std::vector<log_chunk>>
+  logs(const std::string& run_id, int64_t after_seq, size_t limit) = 0;
+
+  [[nodiscard]] virtual caf::expected<std::optional<agent_record>>
+  get_agent(const std::string& id) = 0;
+  /// Every agent including deregistered ones, by name.
+  [[nodiscard]] virtual caf::expected<std::vector<agent_record>> list_agents() = 0;
+  /// Every token, including revoked and expired ones, oldest first.
+  [[nodiscard]] virtual caf::expected<std::vector<token_record>> list_tokens() = 0;
+
+  /// Deletes terminal runs finished before `cutoff`, and their logs, at most
+  /// `max_rows` runs per call. Returns the number of runs deleted.
+  [[nodiscard]] virtual caf::expected<size_t> prune(timestamp cutoff, size_t max_rows) = 0;
+  /// Number of runs per status (for `/readyz`, `meshctl status`).
+  [[nodiscard]] virtual caf::expected<std::vector<std::pair<run_status, int64_t>>>
+  count_runs() = 0;
+};
+
+/// Opens (and creates or migrates) the SQLite database at `path`.
+[[nodiscard]] caf::expected<std::unique_ptr<store>>
+open_sqlite_store(const std::string& path, const store_options& options = {});
+
+} // namespace polymesh

@@ -1,0 +1,127 @@
+// The assignment decision, free of actors: which queued run goes to which
+// agent. The assignment routine actor feeds it events and carries out its
+// placements.
+//
+// Rules (issue "Mesh server core"):
+// - A run may go only to an agent that is `online` (not draining, offline or
+//   deregistered), lists the run's plan, matches the run's selector AND its
+//   scope, is the run's target agent if one is named, and has a free slot
+//   (capacity - reserved > 0).
+// - Higher priority first, FIFO (by `seq`) within a priority.
+// - No head-of-line blocking: a run nobody can take never blocks a run that
+//   some agent can take.
+// - Spread: among eligible agents pick the one with the most free slots; ties
+//   go to the one assigned to least recently.
+//
+// Runs are grouped into classes of identical (plan, selector, scope, target);
+// eligibility is computed once per class, so a decision costs
+// O(classes + agents of the plan), not O(queued runs).
+//
+// Thread-safety: none; owned by the assignment routine actor.
+#pragma once
+
+#include "mesh/domain/records.hpp"
+#include "mesh/domain/selector.hpp"
+
+#include <cstdint>
+#include <map>
+#include <set>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+namespace polymesh {
+
+struct queued_run {
+  std::string id;
+  uint64_t seq = 0;
+  int64_t priority = 0;
+  std::string plan;
+  selector sel;
+  selector scope;
+  /// Agent name ("" = any agent).
+  std::string target_agent;
+};
+
+struct agent_view {
+  std::string id;
+  std::string name;
+  label_map labels;
+  std::set<std::string> plans;
+  int64_t capacity = 1;
+  agent_status status = agent_status::online;
+};
+
+struct placement {
+  std::string run_id;
+  std::string agent_id;
+};
+
+/// Why one agent can or cannot take one run.
+struct candidacy {
+  std::string agent_id;
+  std::string agent_name;
+  bool candidate = false;
+  /// "" when `candidate`; otherwise e.g. `offline`, `draining`,
+  /// `lacks plan deploy`, `selector requirement env=prod not met`,
+  /// `outside the token's scope (env=dev not met)`, `not the target agent`,
+  /// `no free slot (2 of 2 in use)`.
+  std::string reason;
+};
+
+class assigner {
+public:
+  /// Adds an agent or replaces its labels/plans/capacity/status; keeps its
+  /// reserved slot count.
+  void upsert_agent(agent_view agent);
+  void remove_agent(const std::string& agent_id);
+  /// Marks one slot of `agent_id` in use (a pending or running run that the
+  /// routine did not place itself, e.g. rebuilt at start-up).
+  void reserve(const std::string& agent_id);
+  /// Frees one slot of `agent_id` (never below zero).
+  void release(const std::string& agent_id);
+  [[nodiscard]] int64_t reserved(const std::string& agent_id) const;
+
+  /// Queues a run; a run already queued is replaced.
+  void enqueue(queued_run run);
+  /// Removes a run from the queue; returns false if it was not queued.
+  bool dequeue(const std::string& run_id);
+  [[nodiscard]] bool queued(const std::string& run_id) const;
+  [[nodiscard]] size_t queue_size() const { return runs_.size(); }
+
+  /// Assigns as many queued runs as free slots allow (at most `max`),
+  /// reserving a slot for each and removing it from the queue.
+  [[nodiscard]] std::vector<placement> place(size_t max = SIZE_MAX);
+
+  /// For a queued run: every known agent and why it is or is not a candidate.
+  /// Returns an empty vector when `run_id` is not queued.
+  [[nodiscard]] std::vector<candidacy> explain(const std::string& run_id) const;
+
+private:
+  // Implementation-defined; see assigner.cpp.
+  struct agent_entry {
+    agent_view view;
+    int64_t reserved = 0;
+    uint64_t last_assigned = 0;
+  };
+  struct run_key {
+    int64_t priority;
+    uint64_t seq;
+    std::string id;
+    bool operator<(const run_key& other) const;
+  };
+  struct run_class {
+    std::string plan;
+    selector sel;
+    selector scope;
+    std::string target_agent;
+    std::set<run_key> queue;
+  };
+  std::unordered_map<std::string, agent_entry> agents_;
+  std::map<std::string, run_class> classes_;
+  /// run id -> (class key, queue key)
+  std::unordered_map<std::string, std::pair<std::string, run_key>> runs_;
+  uint64_t assignments_ = 0;
+};
+
+} // namespace polymesh
