@@ -99,7 +99,9 @@ struct mesh_config {
 [[nodiscard]] caf::expected<mesh_config> parse_mesh_config(const std::string& yaml_text);
 /// Reads and parses a file; a missing or unreadable file is an error.
 [[nodiscard]] caf::expected<mesh_config> load_mesh_config(const std::string& path);
-/// Cross-field checks (e.g. `delivery_lease < result_expiry`).
+/// Checks every key against its bounds, then the cross-field rules (e.g.
+/// `delivery_lease < result_expiry`). `parse_mesh_config` calls it; call it
+/// again after applying command-line overrides such as `--listen`.
 [[nodiscard]] caf::error validate(const mesh_config& cfg);
 
 /// One documented key of the table, for the example file and the docs.
@@ -108,6 +110,8 @@ struct config_key_doc {
   std::string type;
   std::string default_value;
   std::string doc;
+  /// Accepted values, e.g. `1..65536`, `1ms..1d` or `full, normal`.
+  std::string bounds;
 };
 [[nodiscard]] std::vector<config_key_doc> mesh_config_keys();
 
