@@ -1,0 +1,984 @@
+// The SQLite implementation of `store`.
+//
+// One `sqlite_store` owns one connection and the prepared statements cached
+// on it. Every statement is reset as soon as its rows are read, so that a
+// reader never pins an old WAL snapshot (it would neither see new commits nor
+// let checkpoints finish). The schema lives in `sqlite_schema.hpp`.
+
+#include "mesh/domain/error.hpp"
+#include "mesh/store/sqlite_schema.hpp"
+#include "mesh/store/store.hpp"
+
+#include <algorithm>
+#include <charconv>
+#include <filesystem>
+#include <limits>
+#include <nlohmann/json.hpp>
+#include <sqlite3.h>
+#include <unordered_map>
+#include <utility>
+
+namespace polymesh {
+
+namespace {
+
+/// How long a statement waits for another connection's lock before it fails.
+constexpr int busy_timeout_ms = 5000;
+
+/// Bounds of `run_filter::limit`.
+constexpr size_t min_page = 1;
+constexpr size_t max_page = 1000;
+
+// -- RAII wrappers ------------------------------------------------------------
+
+struct db_closer {
+  void operator()(sqlite3* db) const { sqlite3_close_v2(db); }
+};
+using db_ptr = std::unique_ptr<sqlite3, db_closer>;
+
+struct stmt_finalizer {
+  void operator()(sqlite3_stmt* s) const { sqlite3_finalize(s); }
+};
+using stmt_ptr = std::unique_ptr<sqlite3_stmt, stmt_finalizer>;
+
+/// A cached prepared statement lent out for one execution. The destructor
+/// resets it and clears its bindings, which ends its read transaction.
+class statement {
+public:
+  explicit statement(sqlite3_stmt* s)
+      : s_(s) {}
+  statement(statement&& other) noexcept
+      : s_(std::exchange(other.s_, nullptr)) {}
+  statement(const statement&) = delete;
+  statement& operator=(const statement&) = delete;
+  statement& operator=(statement&&) = delete;
+  ~statement() {
+    if (s_) {
+      sqlite3_reset(s_);
+      sqlite3_clear_bindings(s_);
+    }
+  }
+
+  // A failed bind (only "too big" is possible here) is remembered and
+  // reported by the next `step`, so call sites bind without checking.
+  void bind(int i, const std::string& x) {
+    keep(sqlite3_bind_text64(s_, i, x.data(), x.size(), SQLITE_TRANSIENT, SQLITE_UTF8));
+  }
+  void bind(int i, int64_t x) { keep(sqlite3_bind_int64(s_, i, x)); }
+  void bind(int i, uint64_t x) { bind(i, static_cast<int64_t>(x)); }
+  void bind(int i, bool x) { bind(i, int64_t{x ? 1 : 0}); }
+  void bind(int i, timestamp x) { bind(i, to_unix_ms(x)); }
+  template <class T> void bind(int i, const std::optional<T>& x) {
+    if (x)
+      bind(i, *x);
+    else
+      keep(sqlite3_bind_null(s_, i));
+  }
+
+  /// `SQLITE_ROW`, `SQLITE_DONE` or an error code.
+  int step() { return bind_rc_ != SQLITE_OK ? bind_rc_ : sqlite3_step(s_); }
+
+  [[nodiscard]] bool is_null(int i) const {
+    return sqlite3_column_type(s_, i) == SQLITE_NULL;
+  }
+  [[nodiscard]] std::string text(int i) const {
+    auto p = reinterpret_cast<const char*>(sqlite3_column_text(s_, i));
+    return p ? std::string(p, static_cast<size_t>(sqlite3_column_bytes(s_, i)))
+             : std::string{};
+  }
+  [[nodiscard]] int64_t int64(int i) const { return sqlite3_column_int64(s_, i); }
+  [[nodiscard]] timestamp time(int i) const { return from_unix_ms(int64(i)); }
+  [[nodiscard]] std::optional<int64_t> opt_int64(int i) const {
+    return is_null(i) ? std::nullopt : std::optional<int64_t>{int64(i)};
+  }
+  [[nodiscard]] std::optional<timestamp> opt_time(int i) const {
+    return is_null(i) ? std::nullopt : std::optional<timestamp>{time(i)};
+  }
+
+private:
+  void keep(int rc) {
+    if (bind_rc_ == SQLITE_OK) bind_rc_ = rc;
+  }
+
+  sqlite3_stmt* s_;
+  int bind_rc_ = SQLITE_OK;
+};
+
+/// One database connection and its statement cache.
+class connection {
+public:
+  explicit connection(db_ptr db)
+      : db_(std::move(db)) {}
+
+  [[nodiscard]] sqlite3* get() const { return db_.get(); }
+
+  /// An error carrying SQLite's last message, prefixed with what we tried.
+  [[nodiscard]] caf::error fail(const std::string& what) const {
+    return make_error(errc::store_failure, what + ": " + sqlite3_errmsg(db_.get()));
+  }
+
+  /// The cached statement for `sql`, prepared on first use.
+  [[nodiscard]] caf::expected<statement> prepare(const std::string& sql) {
+    auto it = cache_.find(sql);
+    if (it == cache_.end()) {
+      sqlite3_stmt* raw = nullptr;
+      if (sqlite3_prepare_v3(db_.get(), sql.c_str(), static_cast<int>(sql.size() + 1),
+                             SQLITE_PREPARE_PERSISTENT, &raw, nullptr) != SQLITE_OK) {
+        sqlite3_finalize(raw);
+        return fail("cannot prepare statement");
+      }
+      it = cache_.emplace(sql, stmt_ptr{raw}).first;
+    }
+    return statement{it->second.get()};
+  }
+
+  /// Runs one statement that returns no rows we need.
+  [[nodiscard]] caf::error exec(const std::string& sql, const std::string& what) {
+    auto st = prepare(sql);
+    if (!st) return std::move(st.error());
+    int rc;
+    while ((rc = st->step()) == SQLITE_ROW) {
+    }
+    return rc == SQLITE_DONE ? caf::error{} : fail(what);
+  }
+
+  /// Runs a script of several statements, uncached (schema migrations).
+  [[nodiscard]] caf::error exec_script(const char* sql, const std::string& what) {
+    return sqlite3_exec(db_.get(), sql, nullptr, nullptr, nullptr) == SQLITE_OK
+               ? caf::error{}
+               : fail(what);
+  }
+
+  /// The single integer that `sql` returns (a pragma or an aggregate).
+  [[nodiscard]] caf::expected<int64_t> query_int(const std::string& sql,
+                                                 const std::string& what) {
+    auto st = prepare(sql);
+    if (!st) return std::move(st.error());
+    if (st->step() != SQLITE_ROW) return fail(what);
+    return st->int64(0);
+  }
+
+private:
+  // Declared first so that it is destroyed last, after the statements.
+  db_ptr db_;
+  std::unordered_map<std::string, stmt_ptr> cache_;
+};
+
+/// A transaction that rolls back unless committed. Rolling back is checked
+/// against SQLite's own state: some errors end the transaction already.
+class transaction {
+public:
+  explicit transaction(connection& db)
+      : db_(db) {}
+  transaction(const transaction&) = delete;
+  transaction& operator=(const transaction&) = delete;
+  ~transaction() {
+    if (open_ && !sqlite3_get_autocommit(db_.get()))
+      (void)db_.exec("ROLLBACK", "rollback");
+  }
+
+  /// `IMMEDIATE` takes the write lock up front, so a writer never fails
+  /// halfway through upgrading a read transaction; readers begin deferred.
+  [[nodiscard]] caf::error begin(bool immediate) {
+    auto err =
+        db_.exec(immediate ? "BEGIN IMMEDIATE" : "BEGIN", "cannot begin transaction");
+    open_ = !err;
+    return err;
+  }
+
+  [[nodiscard]] caf::error commit() {
+    if (auto err = db_.exec("COMMIT", "cannot commit")) return err;
+    open_ = false;
+    return {};
+  }
+
+private:
+  connection& db_;
+  bool open_ = false;
+};
+
+// -- JSON columns -------------------------------------------------------------
+
+// Invalid UTF-8 is replaced rather than thrown on: a write must not fail
+// because of one label, and labels are validated long before they get here.
+std::string dump_json(const nlohmann::json& j) {
+  return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
+std::optional<label_map> parse_labels(const std::string& text) {
+  auto j = nlohmann::json::parse(text, nullptr, false);
+  if (j.is_discarded() || !j.is_object()) return std::nullopt;
+  label_map out;
+  for (auto& [k, v] : j.items()) {
+    if (!v.is_string()) return std::nullopt;
+    out.emplace(k, v.get<std::string>());
+  }
+  return out;
+}
+
+std::optional<std::vector<std::string>> parse_strings(const std::string& text) {
+  auto j = nlohmann::json::parse(text, nullptr, false);
+  if (j.is_discarded() || !j.is_array()) return std::nullopt;
+  std::vector<std::string> out;
+  out.reserve(j.size());
+  for (auto& v : j) {
+    if (!v.is_string()) return std::nullopt;
+    out.push_back(v.get<std::string>());
+  }
+  return out;
+}
+
+caf::error corrupt(const std::string& what, const std::string& id,
+                   const std::string& value) {
+  return make_error(errc::store_failure,
+                    "stored " + what + " of '" + id + "' is corrupt: '" + value + "'");
+}
+
+// -- Row mapping --------------------------------------------------------------
+//
+// Each record has one column list; `bind_*` binds parameters ?1..?N in that
+// order and `read_*` reads result columns 0..N-1 in that order. Keep the three
+// in step: the round-trip tests catch a mismatch.
+
+constexpr const char* run_columns[] = {
+    "seq",
+    "id",
+    "plan",
+    "selector",
+    "scope",
+    "target_agent",
+    "assigned_agent",
+    "params",
+    "payload",
+    "priority",
+    "status",
+    "reason",
+    "exit_code",
+    "result",
+    "error",
+    "attempts",
+    "idempotency_key",
+    "submitted_by",
+    "timeout_s",
+    "ttl_s",
+    "cancel_requested",
+    "cancel_reason",
+    "progress",
+    "created_at",
+    "assigned_at",
+    "delivered_at",
+    "started_at",
+    "finished_at",
+    "last_activity_at",
+    "cancel_requested_at",
+};
+
+void bind_run(statement& st, const run_record& r) {
+  int i = 0;
+  st.bind(++i, r.seq);
+  st.bind(++i, r.id);
+  st.bind(++i, r.plan);
+  st.bind(++i, r.selector);
+  st.bind(++i, r.scope);
+  st.bind(++i, r.target_agent);
+  st.bind(++i, r.assigned_agent);
+  st.bind(++i, r.params);
+  st.bind(++i, r.payload);
+  st.bind(++i, r.priority);
+  st.bind(++i, std::string{to_string(r.status)});
+  st.bind(++i, r.reason);
+  st.bind(++i, r.exit_code);
+  st.bind(++i, r.result);
+  st.bind(++i, r.error);
+  st.bind(++i, r.attempts);
+  st.bind(++i, r.idempotency_key);
+  st.bind(++i, r.submitted_by);
+  st.bind(++i, r.timeout_s);
+  st.bind(++i, r.ttl_s);
+  st.bind(++i, r.cancel_requested);
+  st.bind(++i, r.cancel_reason);
+  st.bind(++i, r.progress);
+  st.bind(++i, r.created_at);
+  st.bind(++i, r.assigned_at);
+  st.bind(++i, r.delivered_at);
+  st.bind(++i, r.started_at);
+  st.bind(++i, r.finished_at);
+  st.bind(++i, r.last_activity_at);
+  st.bind(++i, r.cancel_requested_at);
+}
+
+caf::expected<run_record> read_run(const statement& st) {
+  run_record r;
+  int i = 0;
+  r.seq = static_cast<uint64_t>(st.int64(i++));
+  r.id = st.text(i++);
+  r.plan = st.text(i++);
+  r.selector = st.text(i++);
+  r.scope = st.text(i++);
+  r.target_agent = st.text(i++);
+  r.assigned_agent = st.text(i++);
+  r.params = st.text(i++);
+  r.payload = st.text(i++);
+  r.priority = st.int64(i++);
+  auto status = st.text(i++);
+  if (auto s = parse_run_status(status))
+    r.status = *s;
+  else
+    return corrupt("status", r.id, status);
+  r.reason = st.text(i++);
+  r.exit_code = st.opt_int64(i++);
+  r.result = st.text(i++);
+  r.error = st.text(i++);
+  r.attempts = st.int64(i++);
+  r.idempotency_key = st.text(i++);
+  r.submitted_by = st.text(i++);
+  r.timeout_s = st.int64(i++);
+  r.ttl_s = st.int64(i++);
+  r.cancel_requested = st.int64(i++) != 0;
+  r.cancel_reason = st.text(i++);
+  r.progress = st.text(i++);
+  r.created_at = st.time(i++);
+  r.assigned_at = st.opt_time(i++);
+  r.delivered_at = st.opt_time(i++);
+  r.started_at = st.opt_time(i++);
+  r.finished_at = st.opt_time(i++);
+  r.last_activity_at = st.opt_time(i++);
+  r.cancel_requested_at = st.opt_time(i++);
+  return r;
+}
+
+constexpr const char* agent_columns[] = {
+    "id",      "name",     "labels", "plans",         "capacity",     "status",
+    "version", "hostname", "scope",  "registered_at", "last_seen_at", "session",
+};
+
+void bind_agent(statement& st, const agent_record& a) {
+  int i = 0;
+  st.bind(++i, a.id);
+  st.bind(++i, a.name);
+  st.bind(++i, dump_json(a.labels));
+  st.bind(++i, dump_json(a.plans));
+  st.bind(++i, a.capacity);
+  st.bind(++i, std::string{to_string(a.status)});
+  st.bind(++i, a.version);
+  st.bind(++i, a.hostname);
+  st.bind(++i, a.scope);
+  st.bind(++i, a.registered_at);
+  st.bind(++i, a.last_seen_at);
+  st.bind(++i, a.session);
+}
+
+caf::expected<agent_record> read_agent(const statement& st) {
+  agent_record a;
+  int i = 0;
+  a.id = st.text(i++);
+  a.name = st.text(i++);
+  auto labels = st.text(i++);
+  if (auto x = parse_labels(labels))
+    a.labels = std::move(*x);
+  else
+    return corrupt("labels", a.id, labels);
+  auto plans = st.text(i++);
+  if (auto x = parse_strings(plans))
+    a.plans = std::move(*x);
+  else
+    return corrupt("plans", a.id, plans);
+  a.capacity = st.int64(i++);
+  auto status = st.text(i++);
+  if (auto s = parse_agent_status(status))
+    a.status = *s;
+  else
+    return corrupt("status", a.id, status);
+  a.version = st.text(i++);
+  a.hostname = st.text(i++);
+  a.scope = st.text(i++);
+  a.registered_at = st.time(i++);
+  a.last_seen_at = st.time(i++);
+  a.session = st.int64(i++);
+  return a;
+}
+
+constexpr const char* token_columns[] = {
+    "id",       "kind",          "name",       "secret_hash", "scope",
+    "agent_id", "agent_session", "created_at", "expires_at",  "revoked_at",
+};
+
+void bind_token(statement& st, const token_record& t) {
+  int i = 0;
+  st.bind(++i, t.id);
+  st.bind(++i, std::string{to_string(t.kind)});
+  st.bind(++i, t.name);
+  st.bind(++i, t.secret_hash);
+  st.bind(++i, t.scope);
+  st.bind(++i, t.agent_id);
+  st.bind(++i, t.agent_session);
+  st.bind(++i, t.created_at);
+  st.bind(++i, t.expires_at);
+  st.bind(++i, t.revoked_at);
+}
+
+caf::expected<token_record> read_token(const statement& st) {
+  token_record t;
+  int i = 0;
+  t.id = st.text(i++);
+  auto kind = st.text(i++);
+  if (auto k = parse_token_kind(kind))
+    t.kind = *k;
+  else
+    return corrupt("kind", t.id, kind);
+  t.name = st.text(i++);
+  t.secret_hash = st.text(i++);
+  t.scope = st.text(i++);
+  t.agent_id = st.text(i++);
+  t.agent_session = st.int64(i++);
+  t.created_at = st.time(i++);
+  t.expires_at = st.opt_time(i++);
+  t.revoked_at = st.opt_time(i++);
+  return t;
+}
+
+// -- SQL text -----------------------------------------------------------------
+
+template <size_t N> std::string column_list(const char* const (&columns)[N]) {
+  std::string out;
+  for (auto c : columns) {
+    if (!out.empty()) out += ", ";
+    out += c;
+  }
+  return out;
+}
+
+template <size_t N> std::string placeholders(const char* const (&)[N]) {
+  std::string out;
+  for (size_t i = 1; i <= N; ++i)
+    out += (i > 1 ? ", ?" : "?") + std::to_string(i);
+  return out;
+}
+
+/// `INSERT ...` of every column, then `tail` (a conflict clause).
+template <size_t N>
+std::string insert_sql(const char* table, const char* const (&columns)[N],
+                       const std::string& tail) {
+  return std::string{"INSERT INTO "} + table + " (" + column_list(columns) +
+         ") VALUES (" + placeholders(columns) + ") " + tail;
+}
+
+/// A whole-row upsert: every column but the key takes the new value.
+template <size_t N>
+std::string upsert_sql(const char* table, const char* const (&columns)[N],
+                       const char* key) {
+  std::string set;
+  for (auto c : columns) {
+    if (std::string_view{c} == key) continue;
+    if (!set.empty()) set += ", ";
+    set += std::string{c} + " = excluded." + c;
+  }
+  return insert_sql(table, columns,
+                    std::string{"ON CONFLICT("} + key + ") DO UPDATE SET " + set);
+}
+
+template <size_t N>
+std::string select_sql(const char* table, const char* const (&columns)[N]) {
+  return std::string{"SELECT "} + column_list(columns) + " FROM " + table + " ";
+}
+
+const std::string& upsert_run_sql() {
+  static const auto sql = upsert_sql("runs", run_columns, "id");
+  return sql;
+}
+
+// An `insert_only` run never overwrites: a taken key or id leaves the row
+// alone. The conflict targets are named so that any other conflict (a taken
+// `seq`, a bug) still fails the batch instead of vanishing.
+const std::string& insert_run_sql() {
+  static const auto sql =
+      insert_sql("runs", run_columns,
+                 "ON CONFLICT(idempotency_key) WHERE idempotency_key <> '' DO NOTHING "
+                 "ON CONFLICT(id) DO NOTHING");
+  return sql;
+}
+
+const std::string& select_runs_sql() {
+  static const auto sql = select_sql("runs", run_columns);
+  return sql;
+}
+
+const std::string& upsert_agent_sql() {
+  static const auto sql = upsert_sql("agents", agent_columns, "id");
+  return sql;
+}
+
+const std::string& select_agents_sql() {
+  static const auto sql = select_sql("agents", agent_columns);
+  return sql;
+}
+
+const std::string& upsert_token_sql() {
+  static const auto sql = upsert_sql("tokens", token_columns, "id");
+  return sql;
+}
+
+const std::string& select_tokens_sql() {
+  static const auto sql = select_sql("tokens", token_columns);
+  return sql;
+}
+
+/// Steps `st` to the end, reading each row with `read` into `out`.
+template <class T, class Read>
+caf::error read_all(connection& db, statement& st, Read read, std::vector<T>& out,
+                    const std::string& what) {
+  int rc;
+  while ((rc = st.step()) == SQLITE_ROW) {
+    auto x = read(st);
+    if (!x) return std::move(x.error());
+    out.push_back(std::move(*x));
+  }
+  return rc == SQLITE_DONE ? caf::error{} : db.fail(what);
+}
+
+/// At most one row of `st`, read with `read`.
+template <class Read>
+auto read_one(connection& db, statement& st, Read read, const std::string& what)
+    -> caf::expected<std::optional<typename decltype(read(st))::value_type>> {
+  using value_type = typename decltype(read(st))::value_type;
+  switch (st.step()) {
+  case SQLITE_DONE:
+    return std::optional<value_type>{};
+  case SQLITE_ROW: {
+    auto x = read(st);
+    if (!x) return std::move(x.error());
+    return std::optional<value_type>{std::move(*x)};
+  }
+  default:
+    return db.fail(what);
+  }
+}
+
+int64_t clamp_to_int64(size_t n) {
+  return static_cast<int64_t>(
+      std::min<uint64_t>(n, static_cast<uint64_t>(std::numeric_limits<int64_t>::max())));
+}
+
+// -- Cursors ------------------------------------------------------------------
+//
+// A cursor is "s" followed by the decimal seq of the last run of the previous
+// page, without leading zeros. The next page holds runs with a smaller seq, so
+// runs created meanwhile (larger seqs) never shift it.
+
+std::string encode_cursor(uint64_t seq) {
+  return "s" + std::to_string(seq);
+}
+
+caf::expected<int64_t> decode_cursor(const std::string& cursor) {
+  auto bad = [&] {
+    return make_error(errc::invalid_argument,
+                      "cursor '" + cursor + "' is not one this server returned",
+                      "cursor");
+  };
+  if (cursor.size() < 2 || cursor[0] != 's' || (cursor[1] == '0' && cursor.size() > 2))
+    return bad();
+  int64_t seq = 0;
+  auto first = cursor.data() + 1;
+  auto last = cursor.data() + cursor.size();
+  if (!std::all_of(first, last, [](char c) { return c >= '0' && c <= '9'; }))
+    return bad();
+  auto [end, ec] = std::from_chars(first, last, seq);
+  if (ec != std::errc{} || end != last) return bad();
+  return seq;
+}
+
+// -- Opening ------------------------------------------------------------------
+
+/// SQLite's special names: a private in-memory or temporary database, which
+/// has no directory to create and may not support WAL.
+bool is_special(const std::string& path) {
+  return path.empty() || path == ":memory:";
+}
+
+caf::error check_options(const store_options& options) {
+  if (options.synchronous != "full" && options.synchronous != "normal")
+    return make_error(errc::invalid_argument,
+                      "synchronous must be 'full' or 'normal', not '" +
+                          options.synchronous + "'",
+                      "store.synchronous");
+  return {};
+}
+
+caf::error make_parent_dirs(const std::string& path) {
+  if (is_special(path)) return {};
+  auto parent = std::filesystem::path{path}.parent_path();
+  if (parent.empty()) return {};
+  std::error_code ec;
+  std::filesystem::create_directories(parent, ec);
+  if (ec)
+    return make_error(errc::store_failure, "cannot create directory '" + parent.string() +
+                                               "' for the database: " + ec.message());
+  return {};
+}
+
+/// Brings a writable database to `sqlite_schema_version`, in one transaction
+/// so that two processes opening a fresh file cannot both migrate it.
+caf::error migrate(connection& db) {
+  transaction txn{db};
+  if (auto err = txn.begin(true)) return err;
+  auto version = db.query_int("PRAGMA user_version", "cannot read schema version");
+  if (!version) return std::move(version.error());
+  if (*version < 0)
+    return make_error(errc::store_failure, "database schema version " +
+                                               std::to_string(*version) + " is invalid");
+  if (*version > sqlite_schema_version)
+    return make_error(errc::store_failure,
+                      "database schema version " + std::to_string(*version) +
+                          " is newer than this build supports (" +
+                          std::to_string(sqlite_schema_version) + ")");
+  for (auto v = *version; v < sqlite_schema_version; ++v) {
+    auto to = std::to_string(v + 1);
+    if (auto err = db.exec_script(sqlite_migrations[v],
+                                  "cannot migrate schema to version " + to))
+      return err;
+    // Pragmas take no parameters; `to` is a number we formatted.
+    if (auto err = db.exec_script(("PRAGMA user_version = " + to).c_str(),
+                                  "cannot record schema version " + to))
+      return err;
+  }
+  return txn.commit();
+}
+
+/// A read-only connection cannot migrate, so it insists on the exact version.
+caf::error check_version(connection& db) {
+  auto version = db.query_int("PRAGMA user_version", "cannot read schema version");
+  if (!version) return std::move(version.error());
+  if (*version != sqlite_schema_version)
+    return make_error(errc::store_failure, "database schema version " +
+                                               std::to_string(*version) +
+                                               " is not this build's (" +
+                                               std::to_string(sqlite_schema_version) +
+                                               "); open it writable first to migrate it");
+  return {};
+}
+
+// -- The store ----------------------------------------------------------------
+
+class sqlite_store final : public store {
+public:
+  explicit sqlite_store(connection db)
+      : db_(std::move(db)) {}
+
+  caf::expected<std::vector<write_outcome>>
+  apply(const std::vector<write>& batch) override {
+    std::vector<write_outcome> out;
+    if (batch.empty()) return out;
+    out.reserve(batch.size());
+    transaction txn{db_};
+    if (auto err = txn.begin(true)) return err;
+    for (auto& w : batch) {
+      auto outcome = std::visit([this](const auto& x) { return write_one(x); }, w);
+      if (!outcome) return std::move(outcome.error());
+      out.push_back(std::move(*outcome));
+    }
+    if (auto err = txn.commit()) return err;
+    return out;
+  }
+
+  caf::expected<snapshot> load() override {
+    snapshot out;
+    // One read transaction, so that the four reads see the same commit.
+    transaction txn{db_};
+    if (auto err = txn.begin(false)) return err;
+    {
+      auto st = db_.prepare(select_tokens_sql() +
+                            "WHERE revoked_at IS NULL ORDER BY created_at, id");
+      if (!st) return std::move(st.error());
+      if (auto err = read_all(db_, *st, read_token, out.tokens, "cannot load tokens"))
+        return err;
+    }
+    {
+      auto st = db_.prepare(select_agents_sql() +
+                            "WHERE status <> 'deregistered' ORDER BY name, id");
+      if (!st) return std::move(st.error());
+      if (auto err = read_all(db_, *st, read_agent, out.agents, "cannot load agents"))
+        return err;
+    }
+    {
+      // The WHERE clause repeats the partial index's own, which is what lets
+      // SQLite use it; INDEXED BY turns a missing index into a loud failure
+      // rather than a silent scan of every finished run.
+      auto st = db_.prepare(std::string{"SELECT "} + column_list(run_columns) +
+                            " FROM runs INDEXED BY runs_unfinished"
+                            " WHERE status IN ('created', 'pending', 'running')"
+                            " ORDER BY seq");
+      if (!st) return std::move(st.error());
+      if (auto err = read_all(db_, *st, read_run, out.runs, "cannot load runs"))
+        return err;
+    }
+    auto max_seq = db_.query_int(
+        "SELECT MAX(COALESCE((SELECT MAX(seq) FROM runs), 0),"
+        " COALESCE((SELECT value FROM meta WHERE key = 'max_pruned_seq'), 0))",
+        "cannot load the highest run seq");
+    if (!max_seq) return std::move(max_seq.error());
+    out.max_seq = static_cast<uint64_t>(*max_seq);
+    if (auto err = txn.commit()) return err;
+    return out;
+  }
+
+  caf::expected<std::optional<run_record>> get_run(const std::string& id) override {
+    auto st = db_.prepare(select_runs_sql() + "WHERE id = ?1");
+    if (!st) return std::move(st.error());
+    st->bind(1, id);
+    return read_one(db_, *st, read_run, "cannot read run '" + id + "'");
+  }
+
+  caf::expected<run_page> list_runs(const run_filter& filter) override {
+    std::optional<int64_t> before;
+    if (!filter.cursor.empty()) {
+      auto seq = decode_cursor(filter.cursor);
+      if (!seq) return std::move(seq.error());
+      before = *seq;
+    }
+    auto limit = std::clamp(filter.limit, min_page, max_page);
+    // One SQL text per combination of filters, each cached like any other.
+    std::string sql = select_runs_sql() + "WHERE 1";
+    if (filter.status) sql += " AND status = ?1";
+    if (!filter.plan.empty()) sql += " AND plan = ?2";
+    if (!filter.agent.empty()) sql += " AND assigned_agent = ?3";
+    if (before) sql += " AND seq < ?4";
+    sql += " ORDER BY seq DESC LIMIT ?5";
+    auto st = db_.prepare(sql);
+    if (!st) return std::move(st.error());
+    if (filter.status) st->bind(1, std::string{to_string(*filter.status)});
+    if (!filter.plan.empty()) st->bind(2, filter.plan);
+    if (!filter.agent.empty()) st->bind(3, filter.agent);
+    if (before) st->bind(4, *before);
+    // One row more than asked tells whether another page follows.
+    st->bind(5, static_cast<int64_t>(limit + 1));
+    run_page out;
+    if (auto err = read_all(db_, *st, read_run, out.runs, "cannot list runs")) return err;
+    if (out.runs.size() > limit) {
+      out.runs.pop_back();
+      out.next_cursor = encode_cursor(out.runs.back().seq);
+    }
+    return out;
+  }
+
+  caf::expected<std::vector<log_chunk>> logs(const std::string& run_id, int64_t after_seq,
+                                             size_t limit) override {
+    auto st = db_.prepare("SELECT seq, stream, data, at FROM run_logs"
+                          " WHERE run_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3");
+    if (!st) return std::move(st.error());
+    st->bind(1, run_id);
+    st->bind(2, after_seq);
+    st->bind(3, clamp_to_int64(limit));
+    std::vector<log_chunk> out;
+    auto read = [](const statement& s) -> caf::expected<log_chunk> {
+      log_chunk c;
+      c.seq = s.int64(0);
+      c.stream = s.text(1);
+      c.data = s.text(2);
+      c.at = s.time(3);
+      return c;
+    };
+    if (auto err =
+            read_all(db_, *st, read, out, "cannot read logs of run '" + run_id + "'"))
+      return err;
+    return out;
+  }
+
+  caf::expected<std::optional<agent_record>> get_agent(const std::string& id) override {
+    auto st = db_.prepare(select_agents_sql() + "WHERE id = ?1");
+    if (!st) return std::move(st.error());
+    st->bind(1, id);
+    return read_one(db_, *st, read_agent, "cannot read agent '" + id + "'");
+  }
+
+  caf::expected<std::vector<agent_record>> list_agents() override {
+    auto st = db_.prepare(select_agents_sql() + "ORDER BY name, id");
+    if (!st) return std::move(st.error());
+    std::vector<agent_record> out;
+    if (auto err = read_all(db_, *st, read_agent, out, "cannot list agents")) return err;
+    return out;
+  }
+
+  caf::expected<std::vector<token_record>> list_tokens() override {
+    auto st = db_.prepare(select_tokens_sql() + "ORDER BY created_at, id");
+    if (!st) return std::move(st.error());
+    std::vector<token_record> out;
+    if (auto err = read_all(db_, *st, read_token, out, "cannot list tokens")) return err;
+    return out;
+  }
+
+  caf::expected<size_t> prune(timestamp cutoff, size_t max_rows) override {
+    if (max_rows == 0) return size_t{0};
+    transaction txn{db_};
+    if (auto err = txn.begin(true)) return err;
+    std::vector<std::pair<int64_t, std::string>> victims;
+    {
+      // Without INDEXED BY the planner prefers `runs_by_status`, which here
+      // means reading and sorting every finished run to delete a few.
+      auto st = db_.prepare("SELECT seq, id FROM runs INDEXED BY runs_by_finished_at"
+                            " WHERE finished_at < ?1"
+                            " AND status IN ('success', 'error', 'canceled')"
+                            " ORDER BY finished_at, seq LIMIT ?2");
+      if (!st) return std::move(st.error());
+      st->bind(1, cutoff);
+      st->bind(2, clamp_to_int64(max_rows));
+      auto read =
+          [](const statement& s) -> caf::expected<std::pair<int64_t, std::string>> {
+        return std::pair{s.int64(0), s.text(1)};
+      };
+      if (auto err = read_all(db_, *st, read, victims, "cannot select runs to prune"))
+        return err;
+    }
+    if (victims.empty()) return size_t{0};
+    // Remember the highest seq before it can vanish (see `meta` in the schema).
+    if (auto err = db_.exec("INSERT INTO meta (key, value)"
+                            " SELECT 'max_pruned_seq', COALESCE(MAX(seq), 0) FROM runs"
+                            " WHERE 1 ON CONFLICT(key) DO UPDATE"
+                            " SET value = MAX(value, excluded.value)",
+                            "cannot record the highest run seq"))
+      return err;
+    for (auto& [seq, id] : victims) {
+      {
+        auto st = db_.prepare("DELETE FROM run_logs WHERE run_id = ?1");
+        if (!st) return std::move(st.error());
+        st->bind(1, id);
+        if (st->step() != SQLITE_DONE)
+          return db_.fail("cannot prune logs of run '" + id + "'");
+      }
+      auto st = db_.prepare("DELETE FROM runs WHERE seq = ?1");
+      if (!st) return std::move(st.error());
+      st->bind(1, seq);
+      if (st->step() != SQLITE_DONE) return db_.fail("cannot prune run '" + id + "'");
+    }
+    if (auto err = txn.commit()) return err;
+    return victims.size();
+  }
+
+  caf::expected<std::vector<std::pair<run_status, int64_t>>> count_runs() override {
+    static constexpr run_status all[] = {run_status::created, run_status::pending,
+                                         run_status::running, run_status::success,
+                                         run_status::error,   run_status::canceled};
+    auto st = db_.prepare("SELECT status, COUNT(*) FROM runs GROUP BY status");
+    if (!st) return std::move(st.error());
+    std::vector<std::pair<run_status, int64_t>> out;
+    for (auto s : all)
+      out.emplace_back(s, 0);
+    int rc;
+    while ((rc = st->step()) == SQLITE_ROW) {
+      auto text = st->text(0);
+      auto s = parse_run_status(text);
+      if (!s) return corrupt("status", "runs", text);
+      out[static_cast<size_t>(*s)].second = st->int64(1);
+    }
+    if (rc != SQLITE_DONE) return db_.fail("cannot count runs");
+    return out;
+  }
+
+private:
+  caf::expected<write_outcome> write_one(const put_run& w) {
+    auto st = db_.prepare(w.insert_only ? insert_run_sql() : upsert_run_sql());
+    if (!st) return std::move(st.error());
+    bind_run(*st, w.run);
+    if (st->step() != SQLITE_DONE) return db_.fail("cannot write run '" + w.run.id + "'");
+    write_outcome out;
+    if (!w.insert_only || sqlite3_changes(db_.get()) > 0) return out;
+    // Refused: name the holder of the key, or else the run is already there.
+    out.written = false;
+    out.existing_id = w.run.id;
+    if (!w.run.idempotency_key.empty()) {
+      auto q = db_.prepare("SELECT id FROM runs"
+                           " WHERE idempotency_key = ?1 AND idempotency_key <> ''");
+      if (!q) return std::move(q.error());
+      q->bind(1, w.run.idempotency_key);
+      auto rc = q->step();
+      if (rc == SQLITE_ROW)
+        out.existing_id = q->text(0);
+      else if (rc != SQLITE_DONE)
+        return db_.fail("cannot find the holder of idempotency key '" +
+                        w.run.idempotency_key + "'");
+    }
+    return out;
+  }
+
+  caf::expected<write_outcome> write_one(const put_agent& w) {
+    auto st = db_.prepare(upsert_agent_sql());
+    if (!st) return std::move(st.error());
+    bind_agent(*st, w.agent);
+    if (st->step() != SQLITE_DONE)
+      return db_.fail("cannot write agent '" + w.agent.id + "'");
+    return write_outcome{};
+  }
+
+  caf::expected<write_outcome> write_one(const put_token& w) {
+    auto st = db_.prepare(upsert_token_sql());
+    if (!st) return std::move(st.error());
+    bind_token(*st, w.token);
+    if (st->step() != SQLITE_DONE)
+      return db_.fail("cannot write token '" + w.token.id + "'");
+    return write_outcome{};
+  }
+
+  caf::expected<write_outcome> write_one(const append_log& w) {
+    auto st = db_.prepare("INSERT OR IGNORE INTO run_logs (run_id, seq, stream, data, at)"
+                          " VALUES (?1, ?2, ?3, ?4, ?5)");
+    if (!st) return std::move(st.error());
+    st->bind(1, w.run_id);
+    st->bind(2, w.chunk.seq);
+    st->bind(3, w.chunk.stream);
+    st->bind(4, w.chunk.data);
+    st->bind(5, w.chunk.at);
+    if (st->step() != SQLITE_DONE)
+      return db_.fail("cannot append log chunk " + std::to_string(w.chunk.seq) +
+                      " of run '" + w.run_id + "'");
+    return write_outcome{};
+  }
+
+  connection db_;
+};
+
+} // namespace
+
+caf::expected<std::unique_ptr<store>> open_sqlite_store(const std::string& path,
+                                                        const store_options& options) {
+  if (auto err = check_options(options)) return err;
+  if (!options.read_only)
+    if (auto err = make_parent_dirs(path)) return err;
+  // NOMUTEX: a store is used by one thread at a time (see store.hpp).
+  int flags = SQLITE_OPEN_NOMUTEX |
+              (options.read_only ? SQLITE_OPEN_READONLY
+                                 : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
+  sqlite3* raw = nullptr;
+  auto rc = sqlite3_open_v2(path.c_str(), &raw, flags, nullptr);
+  connection db{db_ptr{raw}};
+  if (rc != SQLITE_OK) {
+    if (!raw)
+      return make_error(errc::store_failure,
+                        "cannot open database '" + path + "': " + sqlite3_errstr(rc));
+    return db.fail("cannot open database '" + path + "'");
+  }
+  sqlite3_extended_result_codes(raw, 1);
+  // Set before anything else touches the file, so that opening next to a
+  // busy writer waits instead of failing.
+  if (sqlite3_busy_timeout(raw, busy_timeout_ms) != SQLITE_OK)
+    return db.fail("cannot set busy timeout");
+  if (!options.read_only) {
+    // WAL lets the reader connection read while the writer commits; the mode
+    // is stored in the file, so a reader inherits it.
+    auto st = db.prepare("PRAGMA journal_mode = WAL");
+    if (!st) return std::move(st.error());
+    if (st->step() != SQLITE_ROW) return db.fail("cannot enable WAL");
+    auto mode = st->text(0);
+    if (mode != "wal" && !is_special(path))
+      return make_error(errc::store_failure,
+                        "cannot enable WAL on '" + path + "': journal mode is " + mode);
+  }
+  // Pragmas take no parameters; the value was checked against a fixed list.
+  if (auto err = db.exec_script(("PRAGMA synchronous = " + options.synchronous).c_str(),
+                                "cannot set synchronous"))
+    return err;
+  if (auto err = db.exec_script("PRAGMA foreign_keys = ON", "cannot enable foreign keys"))
+    return err;
+  if (auto err = options.read_only ? check_version(db) : migrate(db)) return err;
+  return std::unique_ptr<store>{new sqlite_store(std::move(db))};
+}
+
+} // namespace polymesh

@@ -53,7 +53,9 @@ struct write_outcome {
 
 /// Everything needed to rebuild memory at start-up.
 struct snapshot {
-  std::vector<token_record> tokens;  ///< not revoked and not expired at load
+  /// Every token not revoked. The store has no clock, so expired ones are
+  /// included: the caller drops those whose `expires_at` has passed.
+  std::vector<token_record> tokens;
   std::vector<agent_record> agents;  ///< every agent not deregistered
   std::vector<run_record> runs;      ///< every run that is not terminal
   uint64_t max_seq = 0;              ///< highest run seq ever stored

@@ -1,0 +1,988 @@
+#include "mesh/domain/error.hpp"
+#include "mesh/store/sqlite_schema.hpp"
+#include "mesh/store/store.hpp"
+
+#include <cstdlib>
+#include <filesystem>
+#include <gtest/gtest.h>
+#include <set>
+#include <sqlite3.h>
+
+namespace polymesh {
+namespace {
+
+using namespace std::string_literals;
+
+// A fixed instant, so that every timestamp is whole milliseconds like the
+// store's representation.
+const timestamp t0 = from_unix_ms(1'800'000'000'000);
+
+timestamp at(int64_t ms_after_t0) {
+  return t0 + std::chrono::milliseconds{ms_after_t0};
+}
+
+run_record make_run(const std::string& id, uint64_t seq,
+                    run_status status = run_status::created) {
+  run_record r;
+  r.id = id;
+  r.seq = seq;
+  r.plan = "build";
+  r.status = status;
+  r.created_at = at(static_cast<int64_t>(seq));
+  if (is_terminal(status)) r.finished_at = at(1000 + static_cast<int64_t>(seq));
+  return r;
+}
+
+/// Every field set to a value that differs from its default.
+run_record full_run() {
+  run_record r;
+  r.id = "run_full";
+  r.seq = 42;
+  r.plan = "deploy";
+  r.selector = "env=prod,region in (eu, us)";
+  r.scope = "team=core";
+  r.target_agent = "builder-7";
+  r.assigned_agent = "agt_1";
+  r.params = R"({"ref":"main","n":3})";
+  r.payload = "bin\0ary \xc3\xa9 'quoted' \"x\""s;
+  r.priority = -5;
+  r.status = run_status::canceled;
+  r.reason = "canceled_by_user";
+  r.exit_code = -9;
+  r.result = "partial";
+  r.error = "killed";
+  r.attempts = 3;
+  r.idempotency_key = "key-1";
+  r.submitted_by = "tok_1";
+  r.timeout_s = 600;
+  r.ttl_s = std::numeric_limits<int64_t>::max();
+  r.cancel_requested = true;
+  r.cancel_reason = "timeout";
+  r.progress = "50%";
+  r.created_at = at(1);
+  r.assigned_at = at(2);
+  r.delivered_at = at(3);
+  r.started_at = at(4);
+  r.finished_at = at(5);
+  r.last_activity_at = at(6);
+  r.cancel_requested_at = at(-7);
+  return r;
+}
+
+agent_record make_agent(const std::string& id, const std::string& name,
+                        agent_status status = agent_status::online) {
+  agent_record a;
+  a.id = id;
+  a.name = name;
+  a.status = status;
+  a.registered_at = at(10);
+  a.last_seen_at = at(20);
+  return a;
+}
+
+token_record make_token(const std::string& id, int64_t created_ms) {
+  token_record t;
+  t.id = id;
+  t.kind = token_kind::submitter;
+  t.name = id + "-name";
+  t.secret_hash = "ab12";
+  t.created_at = at(created_ms);
+  return t;
+}
+
+log_chunk make_chunk(int64_t seq, const std::string& data) {
+  log_chunk c;
+  c.seq = seq;
+  c.data = data;
+  c.at = at(seq);
+  return c;
+}
+
+void expect_same(const run_record& a, const run_record& b) {
+  EXPECT_EQ(a.id, b.id);
+  EXPECT_EQ(a.seq, b.seq);
+  EXPECT_EQ(a.plan, b.plan);
+  EXPECT_EQ(a.selector, b.selector);
+  EXPECT_EQ(a.scope, b.scope);
+  EXPECT_EQ(a.target_agent, b.target_agent);
+  EXPECT_EQ(a.assigned_agent, b.assigned_agent);
+  EXPECT_EQ(a.params, b.params);
+  EXPECT_EQ(a.payload, b.payload);
+  EXPECT_EQ(a.priority, b.priority);
+  EXPECT_EQ(a.status, b.status);
+  EXPECT_EQ(a.reason, b.reason);
+  EXPECT_EQ(a.exit_code, b.exit_code);
+  EXPECT_EQ(a.result, b.result);
+  EXPECT_EQ(a.error, b.error);
+  EXPECT_EQ(a.attempts, b.attempts);
+  EXPECT_EQ(a.idempotency_key, b.idempotency_key);
+  EXPECT_EQ(a.submitted_by, b.submitted_by);
+  EXPECT_EQ(a.timeout_s, b.timeout_s);
+  EXPECT_EQ(a.ttl_s, b.ttl_s);
+  EXPECT_EQ(a.cancel_requested, b.cancel_requested);
+  EXPECT_EQ(a.cancel_reason, b.cancel_reason);
+  EXPECT_EQ(a.progress, b.progress);
+  EXPECT_EQ(a.created_at, b.created_at);
+  EXPECT_EQ(a.assigned_at, b.assigned_at);
+  EXPECT_EQ(a.delivered_at, b.delivered_at);
+  EXPECT_EQ(a.started_at, b.started_at);
+  EXPECT_EQ(a.finished_at, b.finished_at);
+  EXPECT_EQ(a.last_activity_at, b.last_activity_at);
+  EXPECT_EQ(a.cancel_requested_at, b.cancel_requested_at);
+}
+
+void expect_same(const agent_record& a, const agent_record& b) {
+  EXPECT_EQ(a.id, b.id);
+  EXPECT_EQ(a.name, b.name);
+  EXPECT_EQ(a.labels, b.labels);
+  EXPECT_EQ(a.plans, b.plans);
+  EXPECT_EQ(a.capacity, b.capacity);
+  EXPECT_EQ(a.status, b.status);
+  EXPECT_EQ(a.version, b.version);
+  EXPECT_EQ(a.hostname, b.hostname);
+  EXPECT_EQ(a.scope, b.scope);
+  EXPECT_EQ(a.registered_at, b.registered_at);
+  EXPECT_EQ(a.last_seen_at, b.last_seen_at);
+  EXPECT_EQ(a.session, b.session);
+}
+
+void expect_same(const token_record& a, const token_record& b) {
+  EXPECT_EQ(a.id, b.id);
+  EXPECT_EQ(a.kind, b.kind);
+  EXPECT_EQ(a.name, b.name);
+  EXPECT_EQ(a.secret_hash, b.secret_hash);
+  EXPECT_EQ(a.scope, b.scope);
+  EXPECT_EQ(a.agent_id, b.agent_id);
+  EXPECT_EQ(a.agent_session, b.agent_session);
+  EXPECT_EQ(a.created_at, b.created_at);
+  EXPECT_EQ(a.expires_at, b.expires_at);
+  EXPECT_EQ(a.revoked_at, b.revoked_at);
+}
+
+template <class T> std::vector<std::string> ids_of(const std::vector<T>& xs) {
+  std::vector<std::string> out;
+  for (auto& x : xs)
+    out.push_back(x.id);
+  return out;
+}
+
+/// A fresh directory per test, removed afterwards, and a writable store in it.
+class sqlite_store_test : public ::testing::Test {
+protected:
+  void SetUp() override {
+    auto tmpl =
+        (std::filesystem::temp_directory_path() / "sqlite_store_test.XXXXXX").string();
+    ASSERT_NE(mkdtemp(tmpl.data()), nullptr);
+    dir_ = tmpl;
+    path_ = (std::filesystem::path{dir_} / "mesh.db").string();
+    db_ = open();
+  }
+
+  void TearDown() override {
+    db_.reset();
+    std::error_code ec;
+    std::filesystem::remove_all(dir_, ec);
+  }
+
+  std::unique_ptr<store> open(store_options options = {}) {
+    auto db = open_sqlite_store(path_, options);
+    EXPECT_TRUE(db) << message_of(db.error());
+    return db ? std::move(*db) : nullptr;
+  }
+
+  std::vector<write_outcome> apply(const std::vector<write>& batch) {
+    auto out = db_->apply(batch);
+    EXPECT_TRUE(out) << message_of(out.error());
+    return out ? *out : std::vector<write_outcome>{};
+  }
+
+  std::optional<run_record> get_run(const std::string& id) {
+    auto r = db_->get_run(id);
+    EXPECT_TRUE(r) << message_of(r.error());
+    return r ? *r : std::nullopt;
+  }
+
+  run_page list(run_filter f) {
+    auto page = db_->list_runs(f);
+    EXPECT_TRUE(page) << message_of(page.error());
+    return page ? *page : run_page{};
+  }
+
+  /// Runs `sql` on a separate raw connection, for what the store API cannot
+  /// express: inspecting pragmas and tampering with the schema.
+  std::string raw_query(const std::string& sql) {
+    sqlite3* raw = nullptr;
+    EXPECT_EQ(sqlite3_open(path_.c_str(), &raw), SQLITE_OK);
+    sqlite3_busy_timeout(raw, 5000);
+    std::string out;
+    auto cb = [](void* p, int, char** values, char**) {
+      *static_cast<std::string*>(p) = values[0] ? values[0] : "NULL";
+      return 0;
+    };
+    char* err = nullptr;
+    EXPECT_EQ(sqlite3_exec(raw, sql.c_str(), cb, &out, &err), SQLITE_OK) << err;
+    sqlite3_free(err);
+    sqlite3_close(raw);
+    return out;
+  }
+
+  std::string dir_;
+  std::string path_;
+  std::unique_ptr<store> db_;
+};
+
+// -- Opening ------------------------------------------------------------------
+
+// This test ensures that opening creates parent dirs, the file, the schema and WAL mode.
+TEST_F(sqlite_store_test, open_creates_file_schema_and_wal) {
+  path_ = (std::filesystem::path{dir_} / "a" / "b" / "mesh.db").string();
+  auto db = open();
+  ASSERT_TRUE(db);
+  EXPECT_TRUE(std::filesystem::exists(path_));
+  EXPECT_EQ(raw_query("PRAGMA user_version"), std::to_string(sqlite_schema_version));
+  EXPECT_EQ(raw_query("PRAGMA journal_mode"), "wal");
+}
+
+// This test ensures that only `full` and `normal` pass as `store.synchronous`.
+TEST_F(sqlite_store_test, synchronous_option_is_validated) {
+  for (auto ok : {"full", "normal"}) {
+    store_options opts;
+    opts.synchronous = ok;
+    EXPECT_TRUE(open_sqlite_store(path_, opts)) << ok;
+  }
+  for (auto bad : {"off", "", "FULL", "extra", "normal; DROP TABLE runs"}) {
+    store_options opts;
+    opts.synchronous = bad;
+    auto db = open_sqlite_store(path_, opts);
+    ASSERT_FALSE(db) << bad;
+    EXPECT_EQ(code_of(db.error()), errc::invalid_argument);
+    EXPECT_EQ(field_of(db.error()), "store.synchronous");
+  }
+}
+
+// This test ensures that a database from a newer build is refused, not misread.
+TEST_F(sqlite_store_test, newer_schema_version_is_refused) {
+  db_.reset();
+  raw_query("PRAGMA user_version = " + std::to_string(sqlite_schema_version + 1));
+  auto db = open_sqlite_store(path_);
+  ASSERT_FALSE(db);
+  EXPECT_EQ(code_of(db.error()), errc::store_failure);
+  EXPECT_NE(message_of(db.error()).find("newer"), std::string::npos);
+}
+
+// This test ensures that a read-only store does not create a missing file.
+TEST_F(sqlite_store_test, read_only_open_of_missing_file_fails) {
+  store_options opts;
+  opts.read_only = true;
+  auto db =
+      open_sqlite_store((std::filesystem::path{dir_} / "missing.db").string(), opts);
+  ASSERT_FALSE(db);
+  EXPECT_EQ(code_of(db.error()), errc::store_failure);
+  EXPECT_FALSE(std::filesystem::exists(std::filesystem::path{dir_} / "missing.db"));
+}
+
+// -- Round trips --------------------------------------------------------------
+
+// This test ensures that every run field, set optionals included, round-trips.
+TEST_F(sqlite_store_test, run_round_trips_every_field) {
+  auto run = full_run();
+  apply({put_run{run}});
+  auto got = get_run(run.id);
+  ASSERT_TRUE(got);
+  expect_same(*got, run);
+}
+
+// This test ensures that empty strings and unset optionals round-trip as such.
+TEST_F(sqlite_store_test, run_round_trips_empty_values_and_unset_optionals) {
+  run_record empty;
+  empty.id = "run_empty";
+  empty.params = "";
+  apply({put_run{empty}});
+  auto got = get_run(empty.id);
+  ASSERT_TRUE(got);
+  expect_same(*got, empty);
+  EXPECT_FALSE(got->exit_code);
+  EXPECT_FALSE(got->finished_at);
+
+  auto zero = make_run("run_zero", 1);
+  zero.exit_code = 0;
+  apply({put_run{zero}});
+  got = get_run(zero.id);
+  ASSERT_TRUE(got);
+  EXPECT_EQ(got->exit_code, std::optional<int64_t>{0});
+}
+
+// This test ensures that every agent field round-trips, awkward labels included.
+TEST_F(sqlite_store_test, agent_round_trips_every_field) {
+  auto a = make_agent("agt_1", "builder-1", agent_status::draining);
+  a.labels = {{"env", "prod"},
+              {"quote\"key", "back\\slash"},
+              {"empty", ""},
+              {"unicode", "\xc3\xa9\xe2\x82\xac"},
+              {"ctl", "line\nbreak\ttab"}};
+  a.plans = {"build", "deploy", "with \"quotes\"", ""};
+  a.capacity = 16;
+  a.version = "1.2.3";
+  a.hostname = "host.example";
+  a.scope = "team=core";
+  a.session = 7;
+  auto bare = make_agent("agt_2", "builder-2", agent_status::offline);
+  bare.capacity = 0;
+  apply({put_agent{a}, put_agent{bare}});
+
+  auto got = db_->get_agent(a.id);
+  ASSERT_TRUE(got && *got);
+  expect_same(**got, a);
+  got = db_->get_agent(bare.id);
+  ASSERT_TRUE(got && *got);
+  expect_same(**got, bare);
+  EXPECT_TRUE((*got)->labels.empty());
+  EXPECT_TRUE((*got)->plans.empty());
+}
+
+// This test ensures that every token field round-trips, optionals set and unset.
+TEST_F(sqlite_store_test, token_round_trips_every_field) {
+  auto full = make_token("tok_full", 1);
+  full.kind = token_kind::agent;
+  full.scope = "team=core";
+  full.agent_id = "agt_1";
+  full.agent_session = 3;
+  full.expires_at = at(100);
+  full.revoked_at = at(50);
+  token_record bare;
+  bare.id = "tok_bare";
+  apply({put_token{full}, put_token{bare}});
+
+  auto tokens = db_->list_tokens();
+  ASSERT_TRUE(tokens);
+  ASSERT_EQ(tokens->size(), 2u);
+  // `bare` has the epoch as `created_at`, so it lists first.
+  expect_same((*tokens)[0], bare);
+  expect_same((*tokens)[1], full);
+}
+
+// This test ensures that every token kind, agent and run status reads back as itself.
+TEST_F(sqlite_store_test, every_enum_value_round_trips) {
+  std::vector<write> batch;
+  for (auto k : {token_kind::admin, token_kind::submitter, token_kind::reader,
+                 token_kind::registration, token_kind::agent}) {
+    auto t = make_token(std::string{"tok_"} + to_string(k), static_cast<int64_t>(k));
+    t.kind = k;
+    batch.emplace_back(put_token{t});
+  }
+  for (auto s : {agent_status::online, agent_status::draining, agent_status::offline,
+                 agent_status::deregistered})
+    batch.emplace_back(
+        put_agent{make_agent(std::string{"agt_"} + to_string(s), to_string(s), s)});
+  uint64_t seq = 0;
+  for (auto s : {run_status::created, run_status::pending, run_status::running,
+                 run_status::success, run_status::error, run_status::canceled})
+    batch.emplace_back(put_run{make_run(std::string{"run_"} + to_string(s), ++seq, s)});
+  apply(batch);
+
+  auto tokens = db_->list_tokens();
+  ASSERT_TRUE(tokens);
+  for (auto& t : *tokens)
+    EXPECT_EQ(t.id, std::string{"tok_"} + to_string(t.kind));
+  auto agents = db_->list_agents();
+  ASSERT_TRUE(agents);
+  ASSERT_EQ(agents->size(), 4u);
+  for (auto& a : *agents)
+    EXPECT_EQ(a.id, std::string{"agt_"} + to_string(a.status));
+  auto page = list({});
+  ASSERT_EQ(page.runs.size(), 6u);
+  for (auto& r : page.runs)
+    EXPECT_EQ(r.id, std::string{"run_"} + to_string(r.status));
+}
+
+// This test ensures that `logs` returns chunks in order after `after_seq`, up to `limit`.
+TEST_F(sqlite_store_test, logs_round_trip_in_order_with_after_and_limit) {
+  std::vector<write> batch;
+  for (int64_t i : {3, 0, 2, 1}) {
+    auto c = make_chunk(i, "line " + std::to_string(i) + "\n");
+    c.stream = i % 2 ? "stderr" : "stdout";
+    batch.emplace_back(append_log{"run_a", c});
+  }
+  batch.emplace_back(append_log{"run_b", make_chunk(0, "other")});
+  apply(batch);
+
+  auto all = db_->logs("run_a", -1, 100);
+  ASSERT_TRUE(all);
+  ASSERT_EQ(all->size(), 4u);
+  for (int64_t i = 0; i < 4; ++i) {
+    EXPECT_EQ((*all)[i].seq, i);
+    EXPECT_EQ((*all)[i].data, "line " + std::to_string(i) + "\n");
+    EXPECT_EQ((*all)[i].stream, i % 2 ? "stderr" : "stdout");
+    EXPECT_EQ((*all)[i].at, at(i));
+  }
+  auto tail = db_->logs("run_a", 1, 1);
+  ASSERT_TRUE(tail);
+  ASSERT_EQ(tail->size(), 1u);
+  EXPECT_EQ((*tail)[0].seq, 2);
+  auto none = db_->logs("run_a", 3, SIZE_MAX);
+  ASSERT_TRUE(none);
+  EXPECT_TRUE(none->empty());
+  auto unknown = db_->logs("run_x", -1, 10);
+  ASSERT_TRUE(unknown);
+  EXPECT_TRUE(unknown->empty());
+}
+
+// This test ensures that missing runs and agents read as "none", not errors.
+TEST_F(sqlite_store_test, missing_entities_read_as_none) {
+  auto run = db_->get_run("run_nope");
+  ASSERT_TRUE(run);
+  EXPECT_FALSE(*run);
+  auto agent = db_->get_agent("agt_nope");
+  ASSERT_TRUE(agent);
+  EXPECT_FALSE(*agent);
+}
+
+// -- Writes -------------------------------------------------------------------
+
+// This test ensures that `put_run` replaces the whole row, clearing dropped optionals.
+TEST_F(sqlite_store_test, put_run_upsert_replaces_whole_row) {
+  auto run = full_run();
+  apply({put_run{run}});
+  auto next = make_run(run.id, run.seq, run_status::pending);
+  next.assigned_agent = "agt_2";
+  next.idempotency_key = "key-2";
+  apply({put_run{next}});
+  auto got = get_run(run.id);
+  ASSERT_TRUE(got);
+  expect_same(*got, next);
+  EXPECT_FALSE(got->finished_at);
+  EXPECT_FALSE(got->exit_code);
+}
+
+// This test ensures that `put_agent` and `put_token` replace whole rows.
+TEST_F(sqlite_store_test, put_agent_and_put_token_upsert_replace) {
+  auto a = make_agent("agt_1", "one");
+  a.labels = {{"k", "v"}};
+  a.plans = {"p"};
+  auto t = make_token("tok_1", 1);
+  t.revoked_at = at(5);
+  apply({put_agent{a}, put_token{t}});
+
+  auto a2 = make_agent("agt_1", "renamed", agent_status::deregistered);
+  a2.session = 2;
+  auto t2 = make_token("tok_1", 2);
+  t2.kind = token_kind::admin;
+  apply({put_agent{a2}, put_token{t2}});
+
+  auto got = db_->get_agent("agt_1");
+  ASSERT_TRUE(got && *got);
+  expect_same(**got, a2);
+  auto tokens = db_->list_tokens();
+  ASSERT_TRUE(tokens);
+  ASSERT_EQ(tokens->size(), 1u);
+  expect_same((*tokens)[0], t2);
+}
+
+// This test ensures that a taken key refuses one write; the rest of its batch commits.
+TEST_F(sqlite_store_test, idempotency_conflict_refuses_one_write_and_commits_the_rest) {
+  auto first = make_run("run_1", 1);
+  first.idempotency_key = "k";
+  apply({put_run{first, true}});
+
+  auto dup = make_run("run_2", 2);
+  dup.idempotency_key = "k";
+  auto other = make_run("run_3", 3);
+  other.idempotency_key = "k2";
+  auto out = apply({put_agent{make_agent("agt_1", "a")}, put_run{dup, true},
+                    put_run{other, true}, append_log{"run_3", make_chunk(0, "x")}});
+  ASSERT_EQ(out.size(), 4u);
+  EXPECT_TRUE(out[0].written);
+  EXPECT_FALSE(out[1].written);
+  EXPECT_EQ(out[1].existing_id, "run_1");
+  EXPECT_TRUE(out[2].written);
+  EXPECT_TRUE(out[2].existing_id.empty());
+  EXPECT_TRUE(out[3].written);
+
+  EXPECT_FALSE(get_run("run_2"));
+  EXPECT_TRUE(get_run("run_3"));
+  auto agent = db_->get_agent("agt_1");
+  ASSERT_TRUE(agent);
+  EXPECT_TRUE(*agent);
+  auto logs = db_->logs("run_3", -1, 10);
+  ASSERT_TRUE(logs);
+  EXPECT_EQ(logs->size(), 1u);
+  // The holder is untouched.
+  auto held = get_run("run_1");
+  ASSERT_TRUE(held);
+  expect_same(*held, first);
+}
+
+// This test ensures that two runs with one key in the same batch conflict too.
+TEST_F(sqlite_store_test, idempotency_conflict_within_one_batch) {
+  auto a = make_run("run_a", 1);
+  a.idempotency_key = "same";
+  auto b = make_run("run_b", 2);
+  b.idempotency_key = "same";
+  auto out = apply({put_run{a, true}, put_run{b, true}});
+  ASSERT_EQ(out.size(), 2u);
+  EXPECT_TRUE(out[0].written);
+  EXPECT_FALSE(out[1].written);
+  EXPECT_EQ(out[1].existing_id, "run_a");
+}
+
+// This test ensures that an empty idempotency key means none and never conflicts.
+TEST_F(sqlite_store_test, empty_idempotency_keys_never_conflict) {
+  auto out =
+      apply({put_run{make_run("run_1", 1), true}, put_run{make_run("run_2", 2), true},
+             put_run{make_run("run_3", 3), false}});
+  for (auto& o : out)
+    EXPECT_TRUE(o.written);
+  EXPECT_EQ(list({}).runs.size(), 3u);
+}
+
+// This test ensures that `insert_only` never overwrites a run whose id exists.
+TEST_F(sqlite_store_test, insert_only_does_not_overwrite_an_existing_id) {
+  auto run = make_run("run_1", 1);
+  run.idempotency_key = "k";
+  apply({put_run{run, true}});
+  auto again = run;
+  again.status = run_status::running;
+  auto out = apply({put_run{again, true}});
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_FALSE(out[0].written);
+  EXPECT_EQ(out[0].existing_id, "run_1");
+  auto no_key = make_run("run_2", 2);
+  apply({put_run{no_key}});
+  no_key.status = run_status::error;
+  out = apply({put_run{no_key, true}});
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_FALSE(out[0].written);
+  EXPECT_EQ(out[0].existing_id, "run_2");
+  EXPECT_EQ(get_run("run_1")->status, run_status::created);
+  EXPECT_EQ(get_run("run_2")->status, run_status::created);
+}
+
+// This test ensures that a repeated (run_id, seq) log chunk is ignored, the first kept.
+TEST_F(sqlite_store_test, duplicate_log_seq_is_ignored) {
+  auto out = apply({append_log{"run_1", make_chunk(0, "first")},
+                    append_log{"run_1", make_chunk(0, "second")}});
+  ASSERT_EQ(out.size(), 2u);
+  EXPECT_TRUE(out[1].written);
+  apply({append_log{"run_1", make_chunk(0, "third")}});
+  auto logs = db_->logs("run_1", -1, 10);
+  ASSERT_TRUE(logs);
+  ASSERT_EQ(logs->size(), 1u);
+  EXPECT_EQ((*logs)[0].data, "first");
+}
+
+// This test ensures that a failing write rolls back its whole batch and nothing else.
+TEST_F(sqlite_store_test, failing_write_rolls_back_the_whole_batch) {
+  auto holder = make_run("run_1", 1);
+  holder.idempotency_key = "k";
+  apply({put_run{holder}});
+
+  // A plain upsert (not `insert_only`) of another run with a taken key
+  // violates the unique index.
+  auto clash = make_run("run_2", 2);
+  clash.idempotency_key = "k";
+  auto out =
+      db_->apply({put_agent{make_agent("agt_1", "a")}, put_run{make_run("run_3", 3)},
+                  append_log{"run_3", make_chunk(0, "x")}, put_run{clash},
+                  put_token{make_token("tok_1", 1)}});
+  ASSERT_FALSE(out);
+  EXPECT_EQ(code_of(out.error()), errc::store_failure);
+  EXPECT_NE(message_of(out.error()).find("UNIQUE"), std::string::npos)
+      << message_of(out.error());
+  EXPECT_NE(message_of(out.error()).find("run_2"), std::string::npos);
+
+  EXPECT_FALSE(get_run("run_2"));
+  EXPECT_FALSE(get_run("run_3"));
+  EXPECT_FALSE(*db_->get_agent("agt_1"));
+  EXPECT_TRUE(db_->logs("run_3", -1, 10)->empty());
+  EXPECT_TRUE(db_->list_tokens()->empty());
+
+  out = db_->apply({put_run{make_run("run_4", 4)}});
+  EXPECT_TRUE(out) << message_of(out.error());
+  EXPECT_TRUE(get_run("run_4"));
+}
+
+// This test ensures that an error raised inside SQLite mid-batch rolls back too.
+TEST_F(sqlite_store_test, sqlite_error_mid_batch_rolls_back) {
+  raw_query("CREATE TRIGGER fail_boom BEFORE INSERT ON run_logs WHEN NEW.data = 'boom'"
+            " BEGIN SELECT RAISE(ABORT, 'forced failure'); END");
+  auto out =
+      db_->apply({put_run{make_run("run_1", 1)}, append_log{"run_1", make_chunk(0, "ok")},
+                  append_log{"run_1", make_chunk(1, "boom")}});
+  ASSERT_FALSE(out);
+  EXPECT_EQ(code_of(out.error()), errc::store_failure);
+  EXPECT_NE(message_of(out.error()).find("forced failure"), std::string::npos);
+  EXPECT_FALSE(get_run("run_1"));
+  EXPECT_TRUE(db_->logs("run_1", -1, 10)->empty());
+}
+
+// This test ensures that an empty batch commits nothing and succeeds.
+TEST_F(sqlite_store_test, empty_batch_is_a_no_op) {
+  auto out = db_->apply({});
+  ASSERT_TRUE(out);
+  EXPECT_TRUE(out->empty());
+}
+
+// -- Listing ------------------------------------------------------------------
+
+// This test ensures that pages list every run once, newest first, then end.
+TEST_F(sqlite_store_test, list_runs_pages_newest_first) {
+  std::vector<write> batch;
+  for (uint64_t s = 1; s <= 10; ++s)
+    batch.emplace_back(put_run{make_run("run_" + std::to_string(s), s)});
+  apply(batch);
+
+  run_filter f;
+  f.limit = 3;
+  std::vector<uint64_t> seen;
+  int pages = 0;
+  do {
+    auto page = list(f);
+    ++pages;
+    for (auto& r : page.runs)
+      seen.push_back(r.seq);
+    f.cursor = page.next_cursor;
+    ASSERT_LE(pages, 4);
+  } while (!f.cursor.empty());
+  EXPECT_EQ(pages, 4);
+  EXPECT_EQ(seen, (std::vector<uint64_t>{10, 9, 8, 7, 6, 5, 4, 3, 2, 1}));
+
+  // An exact fit ends without an empty extra page.
+  f = {};
+  f.limit = 10;
+  auto page = list(f);
+  EXPECT_EQ(page.runs.size(), 10u);
+  EXPECT_TRUE(page.next_cursor.empty());
+}
+
+// This test ensures that runs created between pages do not shift later pages.
+TEST_F(sqlite_store_test, list_runs_pagination_is_stable_under_inserts) {
+  std::vector<write> batch;
+  for (uint64_t s = 1; s <= 6; ++s)
+    batch.emplace_back(put_run{make_run("run_" + std::to_string(s), s)});
+  apply(batch);
+
+  run_filter f;
+  f.limit = 2;
+  auto first = list(f);
+  EXPECT_EQ(ids_of(first.runs), (std::vector<std::string>{"run_6", "run_5"}));
+  apply({put_run{make_run("run_7", 7)}, put_run{make_run("run_8", 8)}});
+  f.cursor = first.next_cursor;
+  auto second = list(f);
+  EXPECT_EQ(ids_of(second.runs), (std::vector<std::string>{"run_4", "run_3"}));
+  f.cursor = second.next_cursor;
+  auto third = list(f);
+  EXPECT_EQ(ids_of(third.runs), (std::vector<std::string>{"run_2", "run_1"}));
+  EXPECT_TRUE(third.next_cursor.empty());
+}
+
+// This test ensures that status, plan and agent filters work alone, together and paged.
+TEST_F(sqlite_store_test, list_runs_filters) {
+  std::vector<write> batch;
+  for (uint64_t s = 1; s <= 12; ++s) {
+    auto r = make_run("run_" + std::to_string(s), s,
+                      s % 3 == 0 ? run_status::success : run_status::running);
+    r.plan = s % 2 ? "odd" : "even";
+    r.assigned_agent = s <= 6 ? "agt_a" : "agt_b";
+    batch.emplace_back(put_run{r});
+  }
+  apply(batch);
+
+  run_filter f;
+  f.status = run_status::success;
+  EXPECT_EQ(ids_of(list(f).runs),
+            (std::vector<std::string>{"run_12", "run_9", "run_6", "run_3"}));
+  f = {};
+  f.plan = "odd";
+  EXPECT_EQ(ids_of(list(f).runs), (std::vector<std::string>{"run_11", "run_9", "run_7",
+                                                            "run_5", "run_3", "run_1"}));
+  f = {};
+  f.agent = "agt_a";
+  EXPECT_EQ(list(f).runs.size(), 6u);
+  EXPECT_EQ(list(f).runs.front().id, "run_6");
+  f = {};
+  f.status = run_status::running;
+  f.plan = "even";
+  f.agent = "agt_b";
+  EXPECT_EQ(ids_of(list(f).runs), (std::vector<std::string>{"run_10", "run_8"}));
+  f.limit = 1;
+  auto page = list(f);
+  EXPECT_EQ(ids_of(page.runs), (std::vector<std::string>{"run_10"}));
+  f.cursor = page.next_cursor;
+  page = list(f);
+  EXPECT_EQ(ids_of(page.runs), (std::vector<std::string>{"run_8"}));
+  EXPECT_TRUE(page.next_cursor.empty());
+  f = {};
+  f.plan = "none";
+  page = list(f);
+  EXPECT_TRUE(page.runs.empty());
+  EXPECT_TRUE(page.next_cursor.empty());
+}
+
+// This test ensures that the page size is clamped to 1..1000.
+TEST_F(sqlite_store_test, list_runs_limit_is_clamped) {
+  std::vector<write> batch;
+  for (uint64_t s = 1; s <= 1001; ++s)
+    batch.emplace_back(put_run{make_run("run_" + std::to_string(s), s)});
+  apply(batch);
+  run_filter f;
+  f.limit = 0;
+  auto page = list(f);
+  EXPECT_EQ(page.runs.size(), 1u);
+  EXPECT_FALSE(page.next_cursor.empty());
+  f.limit = 5000;
+  page = list(f);
+  EXPECT_EQ(page.runs.size(), 1000u);
+  EXPECT_FALSE(page.next_cursor.empty());
+  f.cursor = page.next_cursor;
+  page = list(f);
+  ASSERT_EQ(page.runs.size(), 1u);
+  EXPECT_EQ(page.runs[0].seq, 1u);
+  EXPECT_TRUE(page.next_cursor.empty());
+}
+
+// This test ensures that a malformed cursor is `invalid_argument` on field `cursor`.
+TEST_F(sqlite_store_test, list_runs_rejects_bad_cursor) {
+  for (auto bad : {"x", "s", "S5", "s-1", "s+1", "s01", "s1a", " s1", "s1 ", "5",
+                   "s99999999999999999999", "s9223372036854775808"}) {
+    run_filter f;
+    f.cursor = bad;
+    auto page = db_->list_runs(f);
+    ASSERT_FALSE(page) << bad;
+    EXPECT_EQ(code_of(page.error()), errc::invalid_argument) << bad;
+    EXPECT_EQ(field_of(page.error()), "cursor") << bad;
+  }
+  run_filter f;
+  f.cursor = "s9223372036854775807";
+  EXPECT_TRUE(db_->list_runs(f));
+}
+
+// -- Maintenance --------------------------------------------------------------
+
+// This test ensures that `prune` deletes only old terminal runs and their logs, bounded.
+TEST_F(sqlite_store_test, prune_deletes_old_terminal_runs_and_their_logs) {
+  std::vector<write> batch;
+  // Terminal runs 1..5 finish at t0+1001..t0+1005; 6 is terminal but recent;
+  // 7 is unfinished with an (odd) old `finished_at`; 8 is unfinished.
+  for (uint64_t s = 1; s <= 5; ++s) {
+    auto r = make_run("run_" + std::to_string(s), s, run_status::success);
+    batch.emplace_back(put_run{r});
+    batch.emplace_back(append_log{r.id, make_chunk(0, "log")});
+  }
+  auto recent = make_run("run_6", 6, run_status::error);
+  recent.finished_at = at(5000);
+  auto odd = make_run("run_7", 7, run_status::running);
+  odd.finished_at = at(0);
+  batch.emplace_back(put_run{recent});
+  batch.emplace_back(put_run{odd});
+  batch.emplace_back(put_run{make_run("run_8", 8, run_status::pending)});
+  batch.emplace_back(append_log{"run_8", make_chunk(0, "keep")});
+  apply(batch);
+
+  auto n = db_->prune(at(2000), 2);
+  ASSERT_TRUE(n);
+  EXPECT_EQ(*n, 2u);
+  EXPECT_FALSE(get_run("run_1"));
+  EXPECT_FALSE(get_run("run_2"));
+  EXPECT_TRUE(get_run("run_3"));
+  EXPECT_TRUE(db_->logs("run_1", -1, 10)->empty());
+  EXPECT_EQ(db_->logs("run_3", -1, 10)->size(), 1u);
+
+  n = db_->prune(at(2000), 100);
+  ASSERT_TRUE(n);
+  EXPECT_EQ(*n, 3u);
+  n = db_->prune(at(2000), 100);
+  ASSERT_TRUE(n);
+  EXPECT_EQ(*n, 0u);
+  n = db_->prune(at(9000), 0);
+  ASSERT_TRUE(n);
+  EXPECT_EQ(*n, 0u);
+  EXPECT_EQ(ids_of(list({}).runs), (std::vector<std::string>{"run_8", "run_7", "run_6"}));
+  EXPECT_EQ(db_->logs("run_8", -1, 10)->size(), 1u);
+  // The cutoff is exclusive.
+  n = db_->prune(at(5000), 100);
+  ASSERT_TRUE(n);
+  EXPECT_EQ(*n, 0u);
+}
+
+// This test ensures that `max_seq` survives pruning the newest runs and a restart.
+TEST_F(sqlite_store_test, max_seq_survives_prune_and_reopen) {
+  apply({put_run{make_run("run_1", 1, run_status::success)},
+         put_run{make_run("run_9", 9, run_status::canceled)}});
+  auto n = db_->prune(at(1'000'000), 100);
+  ASSERT_TRUE(n);
+  EXPECT_EQ(*n, 2u);
+  db_ = open();
+  ASSERT_TRUE(db_);
+  auto snap = db_->load();
+  ASSERT_TRUE(snap);
+  EXPECT_TRUE(snap->runs.empty());
+  EXPECT_EQ(snap->max_seq, 9u);
+  // A later, higher seq wins over the remembered one.
+  apply({put_run{make_run("run_12", 12)}});
+  EXPECT_EQ(db_->load()->max_seq, 12u);
+}
+
+// This test ensures that `count_runs` reports every status, zeros included.
+TEST_F(sqlite_store_test, count_runs_counts_per_status) {
+  apply({put_run{make_run("run_1", 1)}, put_run{make_run("run_2", 2)},
+         put_run{make_run("run_3", 3, run_status::running)},
+         put_run{make_run("run_4", 4, run_status::error)}});
+  auto counts = db_->count_runs();
+  ASSERT_TRUE(counts);
+  std::vector<std::pair<run_status, int64_t>> want{
+      {run_status::created, 2}, {run_status::pending, 0}, {run_status::running, 1},
+      {run_status::success, 0}, {run_status::error, 1},   {run_status::canceled, 0}};
+  EXPECT_EQ(*counts, want);
+}
+
+// -- Load ---------------------------------------------------------------------
+
+// This test ensures that `load` returns unrevoked tokens, live agents, unfinished runs.
+TEST_F(sqlite_store_test, load_filters_what_memory_needs) {
+  auto live = make_token("tok_live", 2);
+  auto expired = make_token("tok_expired", 1);
+  expired.expires_at = at(-1);
+  auto revoked = make_token("tok_revoked", 0);
+  revoked.revoked_at = at(3);
+  std::vector<write> batch{
+      put_token{live},
+      put_token{expired},
+      put_token{revoked},
+      put_agent{make_agent("agt_1", "b-online")},
+      put_agent{make_agent("agt_2", "a-offline", agent_status::offline)},
+      put_agent{make_agent("agt_3", "c-gone", agent_status::deregistered)},
+      put_agent{make_agent("agt_4", "d-drain", agent_status::draining)}};
+  // Unfinished runs inserted out of seq order.
+  for (auto [id, seq, status] :
+       std::vector<std::tuple<std::string, uint64_t, run_status>>{
+           {"run_5", 5, run_status::running},
+           {"run_2", 2, run_status::created},
+           {"run_9", 9, run_status::success},
+           {"run_3", 3, run_status::pending},
+           {"run_1", 1, run_status::error},
+           {"run_7", 7, run_status::canceled}})
+    batch.emplace_back(put_run{make_run(id, seq, status)});
+  apply(batch);
+
+  auto snap = db_->load();
+  ASSERT_TRUE(snap) << message_of(snap.error());
+  EXPECT_EQ(ids_of(snap->tokens), (std::vector<std::string>{"tok_expired", "tok_live"}));
+  std::set<std::string> agents;
+  for (auto& a : snap->agents)
+    agents.insert(a.id);
+  EXPECT_EQ(agents, (std::set<std::string>{"agt_1", "agt_2", "agt_4"}));
+  EXPECT_EQ(ids_of(snap->runs), (std::vector<std::string>{"run_2", "run_3", "run_5"}));
+  EXPECT_EQ(snap->max_seq, 9u);
+  // Loaded runs are whole records.
+  expect_same(snap->runs[2], make_run("run_5", 5, run_status::running));
+}
+
+// This test ensures that `load` of a fresh database is empty with seq 0.
+TEST_F(sqlite_store_test, load_of_empty_database) {
+  auto snap = db_->load();
+  ASSERT_TRUE(snap);
+  EXPECT_TRUE(snap->tokens.empty());
+  EXPECT_TRUE(snap->agents.empty());
+  EXPECT_TRUE(snap->runs.empty());
+  EXPECT_EQ(snap->max_seq, 0u);
+}
+
+// This test ensures that agents list by name and tokens by age, none left out.
+TEST_F(sqlite_store_test, list_agents_by_name_and_tokens_by_age) {
+  auto revoked = make_token("tok_a", 30);
+  revoked.revoked_at = at(31);
+  apply({put_agent{make_agent("agt_1", "zeta")},
+         put_agent{make_agent("agt_2", "alpha", agent_status::deregistered)},
+         put_agent{make_agent("agt_3", "mu")}, put_token{revoked},
+         put_token{make_token("tok_b", 10)}, put_token{make_token("tok_c", 20)}});
+  auto agents = db_->list_agents();
+  ASSERT_TRUE(agents);
+  std::vector<std::string> names;
+  for (auto& a : *agents)
+    names.push_back(a.name);
+  EXPECT_EQ(names, (std::vector<std::string>{"alpha", "mu", "zeta"}));
+  auto tokens = db_->list_tokens();
+  ASSERT_TRUE(tokens);
+  EXPECT_EQ(ids_of(*tokens), (std::vector<std::string>{"tok_b", "tok_c", "tok_a"}));
+}
+
+// -- Durability and concurrency -----------------------------------------------
+
+// This test ensures that everything written is there after closing and reopening.
+TEST_F(sqlite_store_test, reopen_persists_everything) {
+  auto run = full_run();
+  auto agent = make_agent("agt_1", "one");
+  agent.labels = {{"k", "v"}};
+  auto token = make_token("tok_1", 1);
+  apply({put_run{run}, put_agent{agent}, put_token{token},
+         append_log{run.id, make_chunk(0, "hello")}});
+  db_.reset();
+  db_ = open();
+  ASSERT_TRUE(db_);
+
+  auto got = get_run(run.id);
+  ASSERT_TRUE(got);
+  expect_same(*got, run);
+  auto a = db_->get_agent(agent.id);
+  ASSERT_TRUE(a && *a);
+  expect_same(**a, agent);
+  auto tokens = db_->list_tokens();
+  ASSERT_TRUE(tokens);
+  ASSERT_EQ(tokens->size(), 1u);
+  expect_same((*tokens)[0], token);
+  auto logs = db_->logs(run.id, -1, 10);
+  ASSERT_TRUE(logs);
+  ASSERT_EQ(logs->size(), 1u);
+  EXPECT_EQ((*logs)[0].data, "hello");
+  EXPECT_EQ(raw_query("PRAGMA user_version"), std::to_string(sqlite_schema_version));
+}
+
+// This test ensures that a reader sees each writer commit and cannot write.
+TEST_F(sqlite_store_test, read_only_store_sees_writer_commits) {
+  store_options ro;
+  ro.read_only = true;
+  ro.synchronous = "normal";
+  auto reader = open(ro);
+  ASSERT_TRUE(reader);
+
+  EXPECT_FALSE(*reader->get_run("run_1"));
+  apply({put_run{make_run("run_1", 1)}});
+  auto got = reader->get_run("run_1");
+  ASSERT_TRUE(got && *got);
+  EXPECT_EQ((*got)->status, run_status::created);
+
+  auto page = reader->list_runs({});
+  ASSERT_TRUE(page);
+  EXPECT_EQ(page->runs.size(), 1u);
+  apply({put_run{make_run("run_1", 1, run_status::running)},
+         put_run{make_run("run_2", 2)}, append_log{"run_1", make_chunk(0, "x")}});
+  got = reader->get_run("run_1");
+  ASSERT_TRUE(got && *got);
+  EXPECT_EQ((*got)->status, run_status::running);
+  page = reader->list_runs({});
+  ASSERT_TRUE(page);
+  EXPECT_EQ(page->runs.size(), 2u);
+  EXPECT_EQ(reader->logs("run_1", -1, 10)->size(), 1u);
+  auto snap = reader->load();
+  ASSERT_TRUE(snap);
+  EXPECT_EQ(snap->runs.size(), 2u);
+
+  auto out = reader->apply({put_run{make_run("run_3", 3)}});
+  ASSERT_FALSE(out);
+  EXPECT_EQ(code_of(out.error()), errc::store_failure);
+  EXPECT_FALSE(get_run("run_3"));
+}
+
+// This test ensures that a reader refuses a schema it would have to migrate.
+TEST_F(sqlite_store_test, read_only_store_refuses_other_schema_version) {
+  db_.reset();
+  raw_query("PRAGMA user_version = 0");
+  store_options ro;
+  ro.read_only = true;
+  auto reader = open_sqlite_store(path_, ro);
+  ASSERT_FALSE(reader);
+  EXPECT_EQ(code_of(reader.error()), errc::store_failure);
+}
+
+} // namespace
+} // namespace polymesh

@@ -1,0 +1,129 @@
+// The SQLite schema, as the list of migrations that builds it.
+//
+// The database records how many migrations it has seen in
+// `PRAGMA user_version`. Opening a writable store applies the missing ones in
+// one transaction; a read-only store refuses a database whose version is not
+// `sqlite_schema_version`. A migration, once released, never changes: a new
+// schema is a new entry at the end of `sqlite_migrations`.
+//
+// Conventions: timestamps are INTEGER Unix milliseconds (NULL for an unset
+// optional), enums are their `to_string` text, label maps and plan lists are
+// JSON text.
+//
+// Thread-safety: constants only.
+#pragma once
+
+#include <cstddef>
+
+namespace polymesh {
+
+/// Migration `i` (0-based) takes a database from version `i` to `i + 1`.
+inline constexpr const char* sqlite_migrations[] = {
+    // Version 1: runs, agents, tokens, run logs.
+    R"sql(
+CREATE TABLE runs (
+  -- The rowid: paging and FIFO order by `seq` need no index of their own, and
+  -- every index below ends with it, so `runs_by_plan` is ordered by (plan, seq).
+  seq                 INTEGER PRIMARY KEY,
+  id                  TEXT NOT NULL UNIQUE,
+  plan                TEXT NOT NULL,
+  selector            TEXT NOT NULL,
+  scope               TEXT NOT NULL,
+  target_agent        TEXT NOT NULL,
+  assigned_agent      TEXT NOT NULL,
+  params              TEXT NOT NULL,
+  payload             TEXT NOT NULL,
+  priority            INTEGER NOT NULL,
+  status              TEXT NOT NULL,
+  reason              TEXT NOT NULL,
+  exit_code           INTEGER,
+  result              TEXT NOT NULL,
+  error               TEXT NOT NULL,
+  attempts            INTEGER NOT NULL,
+  idempotency_key     TEXT NOT NULL,
+  submitted_by        TEXT NOT NULL,
+  timeout_s           INTEGER NOT NULL,
+  ttl_s               INTEGER NOT NULL,
+  cancel_requested    INTEGER NOT NULL,
+  cancel_reason       TEXT NOT NULL,
+  progress            TEXT NOT NULL,
+  created_at          INTEGER NOT NULL,
+  assigned_at         INTEGER,
+  delivered_at        INTEGER,
+  started_at          INTEGER,
+  finished_at         INTEGER,
+  last_activity_at    INTEGER,
+  cancel_requested_at INTEGER
+);
+-- Start-up loads the few unfinished runs, in seq order, out of millions of
+-- finished ones; this index holds only those few. `runs_by_status` serves
+-- status filters over finished runs.
+CREATE INDEX runs_unfinished ON runs(seq)
+  WHERE status IN ('created', 'pending', 'running');
+CREATE INDEX runs_by_status ON runs(status);
+-- An empty key means "none": only non-empty keys must be unique.
+CREATE UNIQUE INDEX runs_by_idempotency_key ON runs(idempotency_key)
+  WHERE idempotency_key <> '';
+CREATE INDEX runs_by_finished_at ON runs(finished_at);
+CREATE INDEX runs_by_plan ON runs(plan);
+CREATE INDEX runs_by_agent ON runs(assigned_agent);
+
+-- Rows are small and always read by key or whole, hence WITHOUT ROWID.
+CREATE TABLE agents (
+  id            TEXT PRIMARY KEY NOT NULL,
+  -- Not UNIQUE: a deregistered agent's row stays, and its name may register
+  -- again under a new id.
+  name          TEXT NOT NULL,
+  labels        TEXT NOT NULL,
+  plans         TEXT NOT NULL,
+  capacity      INTEGER NOT NULL,
+  status        TEXT NOT NULL,
+  version       TEXT NOT NULL,
+  hostname      TEXT NOT NULL,
+  scope         TEXT NOT NULL,
+  registered_at INTEGER NOT NULL,
+  last_seen_at  INTEGER NOT NULL,
+  session       INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX agents_by_name ON agents(name);
+
+CREATE TABLE tokens (
+  id            TEXT PRIMARY KEY NOT NULL,
+  kind          TEXT NOT NULL,
+  name          TEXT NOT NULL,
+  secret_hash   TEXT NOT NULL,
+  scope         TEXT NOT NULL,
+  agent_id      TEXT NOT NULL,
+  agent_session INTEGER NOT NULL,
+  created_at    INTEGER NOT NULL,
+  expires_at    INTEGER,
+  revoked_at    INTEGER
+) WITHOUT ROWID;
+CREATE INDEX tokens_by_created_at ON tokens(created_at);
+
+-- A rowid table: chunks may be large, which WITHOUT ROWID handles badly.
+-- No foreign key to `runs`: a late chunk for a pruned run must not fail the
+-- whole group-committed batch it travels in.
+CREATE TABLE run_logs (
+  run_id TEXT NOT NULL,
+  seq    INTEGER NOT NULL,
+  stream TEXT NOT NULL,
+  data   TEXT NOT NULL,
+  at     INTEGER NOT NULL,
+  PRIMARY KEY (run_id, seq)
+);
+
+-- Small named counters. `max_pruned_seq` keeps the highest seq that `prune`
+-- may have deleted, so that seqs never repeat once every run is pruned.
+CREATE TABLE meta (
+  key   TEXT PRIMARY KEY NOT NULL,
+  value INTEGER NOT NULL
+) WITHOUT ROWID;
+)sql",
+};
+
+/// The schema version this build reads and writes.
+inline constexpr int sqlite_schema_version =
+    static_cast<int>(sizeof(sqlite_migrations) / sizeof(sqlite_migrations[0]));
+
+} // namespace polymesh
