@@ -9,7 +9,6 @@
 
 #include <cstdint>
 #include <optional>
-#include <queue>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -22,10 +21,12 @@ public:
   void arm(const std::string& key, timestamp deadline);
   /// Forgets `key`; a later `pop_due` will not return it.
   void cancel(const std::string& key);
-  /// Removes and returns every key whose deadline is <= `now`, earliest first.
+  /// Removes and returns every key whose deadline is <= `now`, earliest first
+  /// (keys due at the same instant in the order they were armed).
   [[nodiscard]] std::vector<std::string> pop_due(timestamp now);
   /// The earliest armed deadline, if any.
-  [[nodiscard]] std::optional<timestamp> next() ;
+  [[nodiscard]] std::optional<timestamp> next() const;
+  /// The number of armed keys (stale heap entries are not counted).
   [[nodiscard]] size_t size() const { return armed_.size(); }
 
 private:
@@ -33,10 +34,24 @@ private:
     timestamp deadline;
     uint64_t generation;
     std::string key;
-    bool operator>(const entry& other) const { return deadline > other.deadline; }
   };
-  void drop_stale();
-  std::priority_queue<entry, std::vector<entry>, std::greater<entry>> heap_;
+  /// Heap order: earliest deadline on top, then the earliest armed.
+  struct later {
+    bool operator()(const entry& x, const entry& y) const {
+      return x.deadline != y.deadline ? x.deadline > y.deadline
+                                      : x.generation > y.generation;
+    }
+  };
+  [[nodiscard]] bool live(const entry& x) const;
+  /// Pops stale entries off the top. `const` because it changes only the
+  /// representation, never which keys are armed or when.
+  void drop_stale() const;
+  /// Rebuilds the heap from live entries once stale ones dominate, so that a
+  /// key re-armed forever does not grow the heap forever.
+  void compact();
+  /// A binary heap under `later` (std::push_heap/pop_heap); a plain vector so
+  /// that `compact` can filter it in place.
+  mutable std::vector<entry> heap_;
   /// key -> generation of its live heap entry.
   std::unordered_map<std::string, uint64_t> armed_;
   uint64_t next_generation_ = 0;

@@ -1,0 +1,524 @@
+#include "mesh/wire/json.hpp"
+
+#include "mesh/domain/error.hpp"
+#include "mesh/domain/labels.hpp"
+#include "mesh/domain/run_state.hpp"
+
+#include <set>
+
+namespace polymesh::wire {
+
+namespace {
+
+json optional_time(const std::optional<timestamp>& t) {
+  return t ? json(to_rfc3339(*t)) : json(nullptr);
+}
+
+/// Reads the fields of one JSON object strictly: each accessor records the
+/// key as known, the first problem wins, and `finish` rejects unknown keys.
+class object_reader {
+public:
+  explicit object_reader(const json& j) : j_(j) {}
+
+  void string(const char* key, std::string& out, bool required, size_t max_len = 1024) {
+    auto* v = find(key, required);
+    if (!v)
+      return;
+    if (!v->is_string())
+      return fail(key, "must be a string");
+    auto s = v->get<std::string>();
+    if (s.size() > max_len)
+      return fail(key, "must be at most " + std::to_string(max_len) + " bytes");
+    out = std::move(s);
+  }
+
+  void integer(const char* key, int64_t& out, bool required, int64_t lo, int64_t hi) {
+    auto* v = find(key, required);
+    if (!v)
+      return;
+    if (!v->is_number_integer())
+      return fail(key, "must be an integer");
+    auto x = v->get<int64_t>();
+    if (v->is_number_unsigned() && v->get<uint64_t>() > static_cast<uint64_t>(INT64_MAX))
+      return fail(key, "is out of range");
+    if (x < lo || x > hi)
+      return fail(key, "must be between " + std::to_string(lo) + " and " + std::to_string(hi));
+    out = x;
+  }
+
+  void optional_integer(const char* key, std::optional<int64_t>& out, int64_t lo, int64_t hi) {
+    auto* v = find(key, false);
+    if (!v || v->is_null())
+      return;
+    int64_t x = 0;
+    integer(key, x, false, lo, hi);
+    if (!err_)
+      out = x;
+  }
+
+  void labels(const char* key, label_map& out, bool required) {
+    auto* v = find(key, required);
+    if (!v)
+      return;
+    if (!v->is_object())
+      return fail(key, "must be an object of string values");
+    label_map m;
+    for (auto& [k, val] : v->items()) {
+      if (!val.is_string())
+        return fail(std::string{key} + "." + k, "must be a string");
+      m.emplace(k, val.get<std::string>());
+    }
+    if (auto e = validate_labels(m); e && !err_)
+      err_ = std::move(e);
+    out = std::move(m);
+  }
+
+  void string_list(const char* key, std::vector<std::string>& out, bool required) {
+    auto* v = find(key, required);
+    if (!v)
+      return;
+    if (!v->is_array())
+      return fail(key, "must be an array of strings");
+    std::vector<std::string> xs;
+    for (size_t i = 0; i < v->size(); ++i) {
+      if (!(*v)[i].is_string())
+        return fail(std::string{key} + "[" + std::to_string(i) + "]", "must be a string");
+      xs.push_back((*v)[i].get<std::string>());
+    }
+    out = std::move(xs);
+  }
+
+  /// Returns the raw value of `key` (marked as known) or nullptr.
+  const json* raw(const char* key) { return find(key, false); }
+
+  void fail(const std::string& field, const std::string& what) {
+    if (!err_)
+      err_ = make_error(errc::invalid_argument, "field '" + field + "' " + what, field);
+  }
+
+  void check(caf::error e) {
+    if (e && !err_)
+      err_ = std::move(e);
+  }
+
+  [[nodiscard]] caf::error finish() {
+    if (err_)
+      return std::move(err_);
+    for (auto& [k, v] : j_.items())
+      if (known_.count(k) == 0)
+        return make_error(errc::invalid_argument, "unknown field '" + k + "'", k);
+    return {};
+  }
+
+private:
+  const json* find(const char* key, bool required) {
+    known_.insert(key);
+    auto it = j_.find(key);
+    if (it == j_.end() || (it->is_null() && !required)) {
+      if (required)
+        fail(key, "is required");
+      return nullptr;
+    }
+    return &*it;
+  }
+
+  const json& j_;
+  std::set<std::string> known_;
+  caf::error err_;
+};
+
+bool name_char(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-'
+         || c == '_' || c == '.';
+}
+
+bool alnum(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+}
+
+} // namespace
+
+// -- responses ----------------------------------------------------------------
+
+json to_json(const run_record& r) {
+  auto params = json::parse(r.params, nullptr, false);
+  if (params.is_discarded())
+    params = json::object();
+  return json{
+    {"id", r.id},
+    {"plan", r.plan},
+    {"selector", r.selector},
+    {"scope", r.scope},
+    {"target_agent", r.target_agent.empty() ? json(nullptr) : json(r.target_agent)},
+    {"assigned_agent", r.assigned_agent.empty() ? json(nullptr) : json(r.assigned_agent)},
+    {"params", std::move(params)},
+    {"payload", r.payload},
+    {"priority", r.priority},
+    {"status", to_string(r.status)},
+    {"skadi_status", skadi_status(r)},
+    {"reason", r.reason.empty() ? json(nullptr) : json(r.reason)},
+    {"exit_code", r.exit_code ? json(*r.exit_code) : json(nullptr)},
+    {"result", r.result},
+    {"error", r.error.empty() ? json(nullptr) : json(r.error)},
+    {"attempts", r.attempts},
+    {"idempotency_key", r.idempotency_key.empty() ? json(nullptr) : json(r.idempotency_key)},
+    {"timeout_s", r.timeout_s},
+    {"ttl_s", r.ttl_s},
+    {"cancel_requested", r.cancel_requested},
+    {"progress", r.progress},
+    {"created_at", to_rfc3339(r.created_at)},
+    {"assigned_at", optional_time(r.assigned_at)},
+    {"delivered_at", optional_time(r.delivered_at)},
+    {"started_at", optional_time(r.started_at)},
+    {"finished_at", optional_time(r.finished_at)},
+    {"last_activity_at", optional_time(r.last_activity_at)},
+  };
+}
+
+json to_json(const agent_record& a) {
+  return json{
+    {"id", a.id},
+    {"name", a.name},
+    {"labels", a.labels},
+    {"plans", a.plans},
+    {"capacity", a.capacity},
+    {"status", to_string(a.status)},
+    {"version", a.version},
+    {"hostname", a.hostname},
+    {"scope", a.scope},
+    {"registered_at", to_rfc3339(a.registered_at)},
+    {"last_seen_at", to_rfc3339(a.last_seen_at)},
+  };
+}
+
+json to_json(const token_record& t) {
+  return json{
+    {"id", t.id},
+    {"kind", to_string(t.kind)},
+    {"name", t.name},
+    {"scope", t.scope},
+    {"agent_id", t.agent_id.empty() ? json(nullptr) : json(t.agent_id)},
+    {"created_at", to_rfc3339(t.created_at)},
+    {"expires_at", optional_time(t.expires_at)},
+    {"revoked_at", optional_time(t.revoked_at)},
+  };
+}
+
+json to_json(const log_chunk& c) {
+  return json{{"seq", c.seq}, {"stream", c.stream}, {"data", c.data}, {"at", to_rfc3339(c.at)}};
+}
+
+json error_body(const caf::error& err) {
+  json e{{"code", to_string(code_of(err))}, {"message", message_of(err)}};
+  if (auto f = field_of(err); !f.empty())
+    e["field"] = f;
+  if (auto p = position_of(err); p >= 0)
+    e["position"] = p;
+  return json{{"error", std::move(e)}};
+}
+
+std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
+
+namespace {
+
+std::optional<timestamp> read_time(const json& j, const char* key) {
+  auto it = j.find(key);
+  if (it == j.end() || !it->is_string())
+    return std::nullopt;
+  return parse_rfc3339(it->get<std::string>());
+}
+
+std::string read_string(const json& j, const char* key) {
+  auto it = j.find(key);
+  return it != j.end() && it->is_string() ? it->get<std::string>() : std::string{};
+}
+
+} // namespace
+
+caf::expected<run_record> run_from_json(const json& j) {
+  if (!j.is_object())
+    return make_error(errc::invalid_argument, "a run must be a JSON object", "body");
+  run_record r;
+  r.id = read_string(j, "id");
+  r.plan = read_string(j, "plan");
+  r.selector = read_string(j, "selector");
+  r.scope = read_string(j, "scope");
+  r.target_agent = read_string(j, "target_agent");
+  r.assigned_agent = read_string(j, "assigned_agent");
+  r.params = j.contains("params") ? j["params"].dump() : "{}";
+  r.payload = read_string(j, "payload");
+  r.priority = j.value("priority", int64_t{0});
+  auto status = parse_run_status(read_string(j, "status"));
+  if (!status)
+    return make_error(errc::invalid_argument, "run has no valid status", "status");
+  r.status = *status;
+  r.reason = read_string(j, "reason");
+  if (j.contains("exit_code") && j["exit_code"].is_number_integer())
+    r.exit_code = j["exit_code"].get<int64_t>();
+  r.result = read_string(j, "result");
+  r.error = read_string(j, "error");
+  r.attempts = j.value("attempts", int64_t{0});
+  r.idempotency_key = read_string(j, "idempotency_key");
+  r.timeout_s = j.value("timeout_s", int64_t{0});
+  r.ttl_s = j.value("ttl_s", int64_t{0});
+  r.cancel_requested = j.value("cancel_requested", false);
+  r.progress = read_string(j, "progress");
+  r.created_at = read_time(j, "created_at").value_or(timestamp{});
+  r.assigned_at = read_time(j, "assigned_at");
+  r.delivered_at = read_time(j, "delivered_at");
+  r.started_at = read_time(j, "started_at");
+  r.finished_at = read_time(j, "finished_at");
+  r.last_activity_at = read_time(j, "last_activity_at");
+  return r;
+}
+
+caf::expected<agent_record> agent_from_json(const json& j) {
+  if (!j.is_object())
+    return make_error(errc::invalid_argument, "an agent must be a JSON object", "body");
+  agent_record a;
+  a.id = read_string(j, "id");
+  a.name = read_string(j, "name");
+  if (auto it = j.find("labels"); it != j.end() && it->is_object())
+    for (auto& [k, v] : it->items())
+      if (v.is_string())
+        a.labels.emplace(k, v.get<std::string>());
+  if (auto it = j.find("plans"); it != j.end() && it->is_array())
+    for (auto& p : *it)
+      if (p.is_string())
+        a.plans.push_back(p.get<std::string>());
+  a.capacity = j.value("capacity", int64_t{1});
+  a.status = parse_agent_status(read_string(j, "status")).value_or(agent_status::offline);
+  a.version = read_string(j, "version");
+  a.hostname = read_string(j, "hostname");
+  a.scope = read_string(j, "scope");
+  a.registered_at = read_time(j, "registered_at").value_or(timestamp{});
+  a.last_seen_at = read_time(j, "last_seen_at").value_or(timestamp{});
+  return a;
+}
+
+// -- requests -----------------------------------------------------------------
+
+caf::expected<json> parse_object(const std::string& body) {
+  auto j = json::parse(body, nullptr, false);
+  if (j.is_discarded())
+    return make_error(errc::invalid_argument, "body is not valid JSON", "body");
+  if (!j.is_object())
+    return make_error(errc::invalid_argument, "body must be a JSON object", "body");
+  return j;
+}
+
+caf::error validate_plan_name(const std::string& plan, const std::string& field) {
+  if (plan.empty() || plan.size() > 128)
+    return make_error(errc::invalid_argument, "plan name must be 1 to 128 characters", field);
+  if (!alnum(plan.front()))
+    return make_error(errc::invalid_argument, "plan name must start with a letter or digit",
+                      field);
+  for (char c : plan)
+    if (!name_char(c))
+      return make_error(errc::invalid_argument,
+                        "plan name may contain only letters, digits, '-', '_' and '.'", field);
+  return {};
+}
+
+caf::error validate_agent_name(const std::string& name, const std::string& field) {
+  if (name.empty() || name.size() > 63)
+    return make_error(errc::invalid_argument, "agent name must be 1 to 63 characters", field);
+  if (!alnum(name.front()) || !alnum(name.back()))
+    return make_error(errc::invalid_argument,
+                      "agent name must start and end with a letter or digit", field);
+  for (char c : name)
+    if (!name_char(c))
+      return make_error(errc::invalid_argument,
+                        "agent name may contain only letters, digits, '-', '_' and '.'", field);
+  return {};
+}
+
+caf::expected<token_request> parse_token_request(const json& j) {
+  token_request r;
+  object_reader in{j};
+  std::string kind;
+  in.string("kind", kind, true, 32);
+  in.string("name", r.name, true, 128);
+  in.integer("ttl_s", r.ttl_s, false, 0, int64_t{10} * 365 * 24 * 3600);
+  in.string("scope", r.scope, false, 4096);
+  if (auto e = in.finish())
+    return e;
+  auto k = parse_token_kind(kind);
+  if (!k || *k == token_kind::agent)
+    return make_error(errc::invalid_argument,
+                      "field 'kind' must be one of admin, submitter, reader, registration",
+                      "kind");
+  if (r.name.empty())
+    return make_error(errc::invalid_argument, "field 'name' must not be empty", "name");
+  r.kind = *k;
+  return r;
+}
+
+caf::expected<register_request> parse_register_request(const json& j) {
+  register_request r;
+  object_reader in{j};
+  in.string("name", r.name, true, 63);
+  in.labels("labels", r.labels, false);
+  in.string_list("plans", r.plans, true);
+  in.integer("capacity", r.capacity, false, 1, 4096);
+  in.string("version", r.version, false, 128);
+  in.string("hostname", r.hostname, false, 255);
+  if (auto e = in.finish())
+    return e;
+  if (auto e = validate_agent_name(r.name, "name"))
+    return e;
+  if (r.plans.empty())
+    return make_error(errc::invalid_argument, "field 'plans' must list at least one plan",
+                      "plans");
+  for (size_t i = 0; i < r.plans.size(); ++i)
+    if (auto e = validate_plan_name(r.plans[i], "plans[" + std::to_string(i) + "]"))
+      return e;
+  return r;
+}
+
+json to_json(const register_request& r) {
+  return json{{"name", r.name},     {"labels", r.labels},   {"plans", r.plans},
+              {"capacity", r.capacity}, {"version", r.version}, {"hostname", r.hostname}};
+}
+
+caf::expected<labels_patch> parse_labels_patch(const json& j) {
+  labels_patch r;
+  object_reader in{j};
+  in.labels("labels", r.labels, true);
+  if (auto e = in.finish())
+    return e;
+  return r;
+}
+
+caf::expected<run_request> parse_run_request(const json& j, const limits& lim) {
+  run_request r;
+  object_reader in{j};
+  in.string("plan", r.plan, true, 128);
+  in.string("selector", r.selector, false, 4096);
+  in.string("agent", r.agent, false, 63);
+  if (auto* p = in.raw("params")) {
+    if (!p->is_object())
+      in.fail("params", "must be an object");
+    else
+      r.params = p->dump();
+  }
+  in.string("payload", r.payload, false, lim.max_payload_bytes);
+  in.integer("priority", r.priority, false, -1'000'000, 1'000'000);
+  in.integer("timeout_s", r.timeout_s, false, 0, int64_t{30} * 24 * 3600);
+  in.integer("ttl_s", r.ttl_s, false, 0, int64_t{30} * 24 * 3600);
+  in.string("idempotency_key", r.idempotency_key, false, 256);
+  if (auto e = in.finish())
+    return e;
+  if (auto e = validate_plan_name(r.plan, "plan"))
+    return e;
+  if (!r.agent.empty())
+    if (auto e = validate_agent_name(r.agent, "agent"))
+      return e;
+  return r;
+}
+
+json to_json(const run_request& r) {
+  json j{{"plan", r.plan}};
+  if (!r.selector.empty())
+    j["selector"] = r.selector;
+  if (!r.agent.empty())
+    j["agent"] = r.agent;
+  j["params"] = json::parse(r.params, nullptr, false);
+  if (j["params"].is_discarded())
+    j["params"] = json::object();
+  if (!r.payload.empty())
+    j["payload"] = r.payload;
+  if (r.priority != 0)
+    j["priority"] = r.priority;
+  if (r.timeout_s != 0)
+    j["timeout_s"] = r.timeout_s;
+  if (r.ttl_s != 0)
+    j["ttl_s"] = r.ttl_s;
+  if (!r.idempotency_key.empty())
+    j["idempotency_key"] = r.idempotency_key;
+  return j;
+}
+
+caf::expected<progress_request> parse_progress_request(const json& j) {
+  progress_request r;
+  object_reader in{j};
+  in.string("message", r.message, false, 4096);
+  if (auto e = in.finish())
+    return e;
+  return r;
+}
+
+caf::expected<log_request> parse_log_request(const json& j) {
+  log_request r;
+  object_reader in{j};
+  auto* chunks = in.raw("chunks");
+  if (auto e = in.finish())
+    return e;
+  if (!chunks || !chunks->is_array() || chunks->empty())
+    return make_error(errc::invalid_argument, "field 'chunks' must be a non-empty array",
+                      "chunks");
+  for (size_t i = 0; i < chunks->size(); ++i) {
+    auto field = "chunks[" + std::to_string(i) + "]";
+    auto& c = (*chunks)[i];
+    if (!c.is_object())
+      return make_error(errc::invalid_argument, "field '" + field + "' must be an object",
+                        field);
+    log_chunk chunk;
+    object_reader cin{c};
+    cin.integer("seq", chunk.seq, true, 0, INT64_MAX);
+    cin.string("stream", chunk.stream, false, 16);
+    cin.string("data", chunk.data, true, SIZE_MAX);
+    if (auto e = cin.finish())
+      return make_error(code_of(e), field + ": " + message_of(e), field + "." + field_of(e));
+    if (chunk.stream != "stdout" && chunk.stream != "stderr")
+      return make_error(errc::invalid_argument, "stream must be stdout or stderr",
+                        field + ".stream");
+    r.chunks.push_back(std::move(chunk));
+  }
+  return r;
+}
+
+json to_json(const log_request& r) {
+  json chunks = json::array();
+  for (auto& c : r.chunks)
+    chunks.push_back(json{{"seq", c.seq}, {"stream", c.stream}, {"data", c.data}});
+  return json{{"chunks", std::move(chunks)}};
+}
+
+caf::expected<finish_request> parse_finish_request(const json& j, const limits& lim) {
+  finish_request r;
+  object_reader in{j};
+  std::string status;
+  in.string("status", status, true, 16);
+  in.optional_integer("exit_code", r.exit_code, INT32_MIN, INT32_MAX);
+  in.string("result", r.result, false, lim.max_result_bytes);
+  in.string("error", r.error, false, 4096);
+  in.string("reason", r.reason, false, 64);
+  if (auto e = in.finish())
+    return e;
+  for (char c : r.reason)
+    if (!((c >= 'a' && c <= 'z') || c == '_'))
+      return make_error(errc::invalid_argument,
+                        "field 'reason' must be snake_case (a-z and '_')", "reason");
+  auto s = parse_run_status(status);
+  if (!s || !is_terminal(*s))
+    return make_error(errc::invalid_argument,
+                      "field 'status' must be one of success, error, canceled", "status");
+  r.status = *s;
+  return r;
+}
+
+json to_json(const finish_request& r) {
+  json j{{"status", to_string(r.status)}};
+  if (r.exit_code)
+    j["exit_code"] = *r.exit_code;
+  if (!r.result.empty())
+    j["result"] = r.result;
+  if (!r.error.empty())
+    j["error"] = r.error;
+  if (!r.reason.empty())
+    j["reason"] = r.reason;
+  return j;
+}
+
+} // namespace polymesh::wire

@@ -1,0 +1,347 @@
+#include "routines/assignment/assigner.hpp"
+
+#include <algorithm>
+#include <string>
+#include <tuple>
+#include <utility>
+
+// How it works
+// ------------
+// Runs are grouped into classes of identical (plan, selector, scope, target).
+// Each class keeps, besides its queue, the set of agents that are statically
+// eligible for it (online, list the plan, match selector and scope, are the
+// target) ranked best first: most free slots, then least recently assigned,
+// then id. Each agent knows the classes it is ranked in, so a change of its
+// free slots re-ranks it in those classes only.
+//
+// `ready_` holds exactly the classes that have a queued run and whose best
+// agent has a free slot, ordered by their head run (priority desc, seq asc).
+// `place` therefore never looks at a class it cannot serve: it takes the
+// front class, gives its head run to that class's best agent and repeats.
+// A run nobody can take sits in a class that is not ready, so it never
+// blocks one that can be taken (no head-of-line blocking).
+//
+// Costs, with C the number of classes, E the agents of a plan, M the classes
+// one agent is ranked in (at most the classes of its plans):
+// - `place`: O(M log(C + E)) per placement; O(1) when nothing is placeable,
+//   independent of the queue length.
+// - `reserve`, `release`: O(M log(C + E)).
+// - `enqueue`: O(log n) into an existing class; a new class first matches
+//   the plan's online agents, O(E) selector matches.
+// - `upsert_agent`: O(M log(C + E)) for a capacity change; a change of
+//   labels, plans, status or name re-matches the agent against the classes
+//   of its plans, O(C) selector matches.
+// - `explain`: O(A log A) over all known agents A; it is a diagnostic.
+//
+// Classes whose queue runs empty are kept (a steady stream of one kind of run
+// would otherwise rebuild its class for every run); beyond `max_idle` of them
+// the least recently emptied are dropped.
+
+namespace polymesh {
+
+namespace {
+
+// Idle classes still cost: each is re-ranked when a slot of one of its agents
+// changes. A mesh has few distinct kinds of run; one-off kinds (a target
+// agent, an unusual selector) age out.
+constexpr size_t max_idle = 4;
+
+std::string class_key(const queued_run& run) {
+  // '\0' occurs in no plan name, canonical selector or agent name, so the
+  // parts cannot run into each other. The canonical selector text makes
+  // equivalent selectors written differently share a class.
+  std::string key = run.plan;
+  key += '\0';
+  key += run.sel.to_string();
+  key += '\0';
+  key += run.scope.to_string();
+  key += '\0';
+  key += run.target_agent;
+  return key;
+}
+
+} // namespace
+
+// -- ordering -----------------------------------------------------------------
+
+int64_t assigner::agent_entry::free() const {
+  // A capacity lowered below the slots in use leaves no free slot, not a
+  // negative number that would rank below agents that are merely full.
+  return std::max<int64_t>(0, view.capacity - reserved);
+}
+
+bool assigner::rank_less::operator()(const agent_rank& x, const agent_rank& y) const {
+  if (x.free != y.free) return x.free > y.free;
+  if (x.last_assigned != y.last_assigned) return x.last_assigned < y.last_assigned;
+  // The id never changes while the agent is ranked; it makes ties
+  // deterministic.
+  return x.agent->view.id < y.agent->view.id;
+}
+
+bool assigner::run_key::operator<(const run_key& other) const {
+  if (priority != other.priority) return priority > other.priority;
+  if (seq != other.seq) return seq < other.seq;
+  return id < other.id;
+}
+
+assigner::agent_rank assigner::rank_of(agent_entry& agent) {
+  return {agent.free(), agent.last_assigned, &agent};
+}
+
+bool assigner::eligible(const agent_entry& agent, const run_class& cls) {
+  const auto& v = agent.view;
+  return agent.known && v.status == agent_status::online && v.plans.count(cls.plan) > 0 &&
+         (cls.target_agent.empty() || cls.target_agent == v.name) &&
+         cls.sel.matches(v.labels) && cls.scope.matches(v.labels);
+}
+
+// -- index maintenance --------------------------------------------------------
+
+void assigner::sync_ready(run_class& cls) {
+  bool want = !cls.queue.empty() && !cls.ranked.empty() && cls.ranked.begin()->free > 0;
+  if (cls.is_ready) {
+    const auto& at = cls.ready_at->first;
+    const auto& head = *cls.queue.begin();
+    if (want && !(at < head) && !(head < at)) return;
+    ready_.erase(cls.ready_at);
+    cls.is_ready = false;
+  }
+  if (want) {
+    cls.ready_at = ready_.emplace(*cls.queue.begin(), &cls).first;
+    cls.is_ready = true;
+  }
+}
+
+void assigner::link(agent_entry& agent, run_class& cls) {
+  cls.ranked.insert(rank_of(agent));
+  agent.classes.insert(&cls);
+  sync_ready(cls);
+}
+
+void assigner::unlink(agent_entry& agent, run_class& cls) {
+  cls.ranked.erase(rank_of(agent));
+  agent.classes.erase(&cls);
+  sync_ready(cls);
+}
+
+void assigner::attach(agent_entry& agent) {
+  if (!agent.known || agent.view.status != agent_status::online) return;
+  name_agents_[agent.view.name].insert(&agent);
+  for (const auto& plan : agent.view.plans) {
+    plan_agents_[plan].insert(&agent);
+    if (auto it = plan_classes_.find(plan); it != plan_classes_.end())
+      for (auto* cls : it->second)
+        if (eligible(agent, *cls)) link(agent, *cls);
+  }
+}
+
+void assigner::detach(agent_entry& agent) {
+  std::vector<run_class*> classes(agent.classes.begin(), agent.classes.end());
+  for (auto* cls : classes)
+    unlink(agent, *cls);
+  for (const auto& plan : agent.view.plans) {
+    if (auto it = plan_agents_.find(plan); it != plan_agents_.end()) {
+      it->second.erase(&agent);
+      if (it->second.empty()) plan_agents_.erase(it);
+    }
+  }
+  if (auto it = name_agents_.find(agent.view.name); it != name_agents_.end()) {
+    it->second.erase(&agent);
+    if (it->second.empty()) name_agents_.erase(it);
+  }
+}
+
+template <class F> void assigner::rerank(agent_entry& agent, F&& change) {
+  // A rank is a copy of the agent's free slots and last assignment, so the
+  // stale copy still finds itself in each class after `change`.
+  auto before = rank_of(agent);
+  change();
+  auto after = rank_of(agent);
+  if (before.free == after.free && before.last_assigned == after.last_assigned) return;
+  for (auto* cls : agent.classes) {
+    // Moving the node avoids an allocation per class.
+    if (auto node = cls->ranked.extract(before)) {
+      node.value() = after;
+      cls->ranked.insert(std::move(node));
+    }
+    sync_ready(*cls);
+  }
+}
+
+void assigner::drop_class(run_class& cls) {
+  for (const auto& rank : cls.ranked)
+    rank.agent->classes.erase(&cls);
+  cls.ranked.clear();
+  if (cls.is_ready) {
+    ready_.erase(cls.ready_at);
+    cls.is_ready = false;
+  }
+  if (auto it = plan_classes_.find(cls.plan); it != plan_classes_.end()) {
+    it->second.erase(&cls);
+    if (it->second.empty()) plan_classes_.erase(it);
+  }
+}
+
+void assigner::trim_idle() {
+  while (idle_.size() > max_idle) {
+    auto& cls = *idle_.front();
+    idle_.pop_front();
+    drop_class(cls);
+    // A copy: the key must outlive the element it is erasing.
+    classes_.erase(std::string{cls.key});
+  }
+}
+
+// -- agents -------------------------------------------------------------------
+
+void assigner::upsert_agent(agent_view agent) {
+  auto& entry = agents_[agent.id];
+  const auto& old = entry.view;
+  if (entry.known && old.name == agent.name && old.labels == agent.labels &&
+      old.plans == agent.plans && old.status == agent.status) {
+    // Only the capacity (or nothing) changed: eligibility stands.
+    rerank(entry, [&] { entry.view = std::move(agent); });
+    return;
+  }
+  detach(entry);
+  entry.view = std::move(agent);
+  entry.known = true;
+  attach(entry);
+}
+
+void assigner::remove_agent(const std::string& agent_id) {
+  auto it = agents_.find(agent_id);
+  if (it == agents_.end()) return;
+  detach(it->second);
+  agents_.erase(it);
+}
+
+void assigner::reserve(const std::string& agent_id) {
+  // An unknown agent gets a placeholder that keeps the count until it is
+  // upserted: at start-up its runs may be restored before it announces itself.
+  auto& entry = agents_[agent_id];
+  if (!entry.known) entry.view.id = agent_id;
+  rerank(entry, [&] { ++entry.reserved; });
+}
+
+void assigner::release(const std::string& agent_id) {
+  auto it = agents_.find(agent_id);
+  if (it == agents_.end()) return;
+  auto& entry = it->second;
+  rerank(entry, [&] {
+    if (entry.reserved > 0) --entry.reserved;
+  });
+  if (!entry.known && entry.reserved == 0) agents_.erase(it);
+}
+
+int64_t assigner::reserved(const std::string& agent_id) const {
+  auto it = agents_.find(agent_id);
+  return it == agents_.end() ? 0 : it->second.reserved;
+}
+
+// -- runs ---------------------------------------------------------------------
+
+void assigner::enqueue(queued_run run) {
+  dequeue(run.id);
+  auto key = class_key(run);
+  auto [it, fresh] = classes_.try_emplace(key);
+  auto& cls = it->second;
+  if (fresh) {
+    cls.key = std::move(key);
+    cls.plan = run.plan;
+    cls.sel = std::move(run.sel);
+    cls.scope = std::move(run.scope);
+    cls.target_agent = std::move(run.target_agent);
+    plan_classes_[cls.plan].insert(&cls);
+    // A target narrows the candidates to (usually) one agent.
+    const auto& index = cls.target_agent.empty() ? plan_agents_ : name_agents_;
+    const auto& by = cls.target_agent.empty() ? cls.plan : cls.target_agent;
+    if (auto agents = index.find(by); agents != index.end())
+      for (auto* agent : agents->second)
+        if (eligible(*agent, cls)) link(*agent, cls);
+  } else if (cls.queue.empty()) {
+    idle_.erase(cls.idle_at);
+  }
+  run_key rk{run.priority, run.seq, run.id};
+  cls.queue.insert(rk);
+  runs_.emplace(std::move(run.id), std::make_pair(&cls, std::move(rk)));
+  sync_ready(cls);
+}
+
+bool assigner::dequeue(const std::string& run_id) {
+  auto it = runs_.find(run_id);
+  if (it == runs_.end()) return false;
+  auto& cls = *it->second.first;
+  cls.queue.erase(it->second.second);
+  runs_.erase(it);
+  sync_ready(cls);
+  if (cls.queue.empty()) {
+    cls.idle_at = idle_.insert(idle_.end(), &cls);
+    trim_idle();
+  }
+  return true;
+}
+
+bool assigner::queued(const std::string& run_id) const {
+  return runs_.count(run_id) > 0;
+}
+
+std::vector<placement> assigner::place(size_t max) {
+  std::vector<placement> result;
+  while (result.size() < max && !ready_.empty()) {
+    // The front class has the highest head among the classes that can be
+    // served, and being ready means its best agent has a free slot.
+    auto& cls = *ready_.begin()->second;
+    auto& agent = *cls.ranked.begin()->agent;
+    auto run_id = cls.queue.begin()->id;
+    result.push_back(placement{run_id, agent.view.id});
+    rerank(agent, [&] {
+      ++agent.reserved;
+      agent.last_assigned = ++assignments_;
+    });
+    dequeue(run_id);
+  }
+  return result;
+}
+
+std::vector<candidacy> assigner::explain(const std::string& run_id) const {
+  auto run = runs_.find(run_id);
+  if (run == runs_.end()) return {};
+  const auto& cls = *run->second.first;
+  std::vector<const agent_entry*> agents;
+  agents.reserve(agents_.size());
+  for (const auto& [id, entry] : agents_)
+    if (entry.known) agents.push_back(&entry);
+  // Stable output for people and tests: by name, then id.
+  std::sort(agents.begin(), agents.end(), [](const agent_entry* x, const agent_entry* y) {
+    return std::tie(x->view.name, x->view.id) < std::tie(y->view.name, y->view.id);
+  });
+  std::vector<candidacy> result;
+  result.reserve(agents.size());
+  for (const auto* entry : agents) {
+    const auto& v = entry->view;
+    candidacy c;
+    c.agent_id = v.id;
+    c.agent_name = v.name;
+    // The checks run in the documented order; the first failing one is the
+    // reason, so an operator fixes the most fundamental problem first.
+    if (v.status != agent_status::online)
+      c.reason = to_string(v.status);
+    else if (v.plans.count(cls.plan) == 0)
+      c.reason = "lacks plan " + cls.plan;
+    else if (const auto* req = cls.sel.first_unmet(v.labels))
+      c.reason = "selector requirement " + req->to_string() + " not met";
+    else if (const auto* req = cls.scope.first_unmet(v.labels))
+      c.reason = "outside the token's scope (" + req->to_string() + " not met)";
+    else if (!cls.target_agent.empty() && cls.target_agent != v.name)
+      c.reason = "not the target agent";
+    else if (entry->free() <= 0)
+      c.reason = "no free slot (" + std::to_string(entry->reserved) + " of " +
+                 std::to_string(v.capacity) + " in use)";
+    c.candidate = c.reason.empty();
+    result.push_back(std::move(c));
+  }
+  return result;
+}
+
+} // namespace polymesh

@@ -24,10 +24,12 @@
 #include "mesh/domain/selector.hpp"
 
 #include <cstdint>
+#include <list>
 #include <map>
 #include <set>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 namespace polymesh {
@@ -71,6 +73,14 @@ struct candidacy {
 
 class assigner {
 public:
+  assigner() = default;
+  // Not copyable: the indexes point into its own containers. Moving keeps
+  // every node, pointer and iterator valid.
+  assigner(const assigner&) = delete;
+  assigner& operator=(const assigner&) = delete;
+  assigner(assigner&&) = default;
+  assigner& operator=(assigner&&) = default;
+
   /// Adds an agent or replaces its labels/plans/capacity/status; keeps its
   /// reserved slot count.
   void upsert_agent(agent_view agent);
@@ -98,11 +108,28 @@ public:
   [[nodiscard]] std::vector<candidacy> explain(const std::string& run_id) const;
 
 private:
-  // Implementation-defined; see assigner.cpp.
+  // Implementation-defined; see assigner.cpp for the invariants and costs.
+  struct run_class;
   struct agent_entry {
     agent_view view;
+    /// False for a placeholder that `reserve` created before the agent was
+    /// upserted (start-up restore races the agent's own announcement).
+    bool known = false;
     int64_t reserved = 0;
+    /// `assignments_` at its last placement; 0 = never placed to.
     uint64_t last_assigned = 0;
+    /// The classes it is statically eligible for (all but the slot rule).
+    std::unordered_set<run_class*> classes;
+    [[nodiscard]] int64_t free() const;
+  };
+  /// An agent's place in a class's preference order (see `rank_less`).
+  struct agent_rank {
+    int64_t free;
+    uint64_t last_assigned;
+    agent_entry* agent;
+  };
+  struct rank_less {
+    bool operator()(const agent_rank& x, const agent_rank& y) const;
   };
   struct run_key {
     int64_t priority;
@@ -111,16 +138,49 @@ private:
     bool operator<(const run_key& other) const;
   };
   struct run_class {
+    std::string key;
     std::string plan;
     selector sel;
     selector scope;
     std::string target_agent;
     std::set<run_key> queue;
+    /// Its statically eligible agents, best first.
+    std::set<agent_rank, rank_less> ranked;
+    /// Whether it is in `ready_`, and under which head.
+    bool is_ready = false;
+    std::map<run_key, run_class*>::iterator ready_at;
+    /// Its place in `idle_` while its queue is empty.
+    std::list<run_class*>::iterator idle_at;
   };
+
+  [[nodiscard]] static agent_rank rank_of(agent_entry& agent);
+  [[nodiscard]] static bool eligible(const agent_entry& agent, const run_class& cls);
+  void link(agent_entry& agent, run_class& cls);
+  void unlink(agent_entry& agent, run_class& cls);
+  void attach(agent_entry& agent);
+  void detach(agent_entry& agent);
+  template <class F> void rerank(agent_entry& agent, F&& change);
+  void sync_ready(run_class& cls);
+  void drop_class(run_class& cls);
+  void trim_idle();
+
   std::unordered_map<std::string, agent_entry> agents_;
-  std::map<std::string, run_class> classes_;
-  /// run id -> (class key, queue key)
-  std::unordered_map<std::string, std::pair<std::string, run_key>> runs_;
+  std::unordered_map<std::string, run_class> classes_;
+  /// run id -> (its class, its queue key)
+  std::unordered_map<std::string, std::pair<run_class*, run_key>> runs_;
+  /// Classes with a queued run and an eligible agent with a free slot, by
+  /// their head run: `place` takes from the front.
+  std::map<run_key, run_class*> ready_;
+  /// plan -> online agents listing it.
+  std::unordered_map<std::string, std::unordered_set<agent_entry*>> plan_agents_;
+  /// name -> online agents of that name (for classes with a target).
+  std::unordered_map<std::string, std::unordered_set<agent_entry*>> name_agents_;
+  /// plan -> its classes (with or without queued runs).
+  std::unordered_map<std::string, std::unordered_set<run_class*>> plan_classes_;
+  /// Classes with an empty queue, least recently emptied first. They are kept
+  /// so that a steady kind of run does not rebuild its class every time;
+  /// `trim_idle` bounds their number.
+  std::list<run_class*> idle_;
   uint64_t assignments_ = 0;
 };
 

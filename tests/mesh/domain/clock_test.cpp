@@ -1,0 +1,128 @@
+#include "mesh/domain/clock.hpp"
+
+#include <gtest/gtest.h>
+#include <string>
+#include <vector>
+
+namespace polymesh {
+namespace {
+
+using namespace std::chrono_literals;
+
+// This test ensures a manual clock starts at a fixed instant and only moves
+// when told to.
+TEST(Clock, ManualClockStartsFixedAndAdvances) {
+  manual_clock a;
+  manual_clock b;
+  EXPECT_EQ(a.now(), b.now());
+  auto t0 = a.now();
+  EXPECT_EQ(a.now(), t0);
+  a.advance(1500ms);
+  EXPECT_EQ(a.now() - t0, 1500ms);
+  a.advance(std::chrono::duration_cast<duration>(3min));
+  EXPECT_EQ(to_unix_ms(a.now()) - to_unix_ms(t0), 181'500);
+}
+
+// This test ensures `set` jumps anywhere, backwards included, and a clock may
+// start at a given instant.
+TEST(Clock, ManualClockSet) {
+  manual_clock c{from_unix_ms(42)};
+  EXPECT_EQ(to_unix_ms(c.now()), 42);
+  c.set(from_unix_ms(1'000'000));
+  EXPECT_EQ(to_unix_ms(c.now()), 1'000'000);
+  c.set(from_unix_ms(-5));
+  EXPECT_EQ(to_unix_ms(c.now()), -5);
+  c.advance(10ms);
+  EXPECT_EQ(to_unix_ms(c.now()), 5);
+}
+
+// This test ensures the system clock reads milliseconds near the real time.
+TEST(Clock, SystemClockHasMillisecondResolution) {
+  system_clock c;
+  auto t = c.now();
+  EXPECT_EQ(from_unix_ms(to_unix_ms(t)), t);
+  // Any time after 2020 is a sane wall clock.
+  EXPECT_GT(to_unix_ms(t), 1'577'836'800'000);
+}
+
+// This test ensures milliseconds convert both ways, negative ones included.
+TEST(Clock, UnixMillisecondsRoundTrip) {
+  for (int64_t ms : {int64_t{0}, int64_t{1}, int64_t{-1}, int64_t{-1001},
+                     int64_t{1'800'000'000'123}, int64_t{-86'400'000}})
+    EXPECT_EQ(to_unix_ms(from_unix_ms(ms)), ms) << ms;
+}
+
+// This test ensures the RFC 3339 text has the documented shape.
+TEST(Clock, FormatsRfc3339) {
+  EXPECT_EQ(to_rfc3339(from_unix_ms(0)), "1970-01-01T00:00:00.000Z");
+  EXPECT_EQ(to_rfc3339(from_unix_ms(1'795'466'703'120)), "2026-11-23T20:45:03.120Z");
+  EXPECT_EQ(to_rfc3339(from_unix_ms(951'782'400'007)), "2000-02-29T00:00:00.007Z");
+}
+
+// This test ensures instants before the epoch format with a positive fraction
+// of the previous second.
+TEST(Clock, FormatsPreEpoch) {
+  EXPECT_EQ(to_rfc3339(from_unix_ms(-1)), "1969-12-31T23:59:59.999Z");
+  EXPECT_EQ(to_rfc3339(from_unix_ms(-1000)), "1969-12-31T23:59:59.000Z");
+  EXPECT_EQ(to_rfc3339(from_unix_ms(-1001)), "1969-12-31T23:59:58.999Z");
+}
+
+// This test ensures formatting then parsing gives back the same millisecond,
+// before and after the epoch.
+TEST(Clock, Rfc3339RoundTrip) {
+  const std::vector<int64_t> samples = {
+      0,
+      1,
+      999,
+      1000,
+      -1,
+      -999,
+      -1000,
+      -1001,
+      -86'400'000,
+      1'795'466'703'120,
+      951'782'400'007,
+      4'102'444'799'999,
+      -2'208'988'800'000,
+  };
+  for (auto ms : samples) {
+    auto text = to_rfc3339(from_unix_ms(ms));
+    auto back = parse_rfc3339(text);
+    ASSERT_TRUE(back) << text;
+    EXPECT_EQ(to_unix_ms(*back), ms) << text;
+  }
+}
+
+// This test ensures the fraction is optional and shorter or longer fractions
+// are read as milliseconds (extra digits truncated).
+TEST(Clock, ParsesFractionVariants) {
+  EXPECT_EQ(parse_rfc3339("2026-11-23T20:45:03Z"), from_unix_ms(1'795'466'703'000));
+  EXPECT_EQ(parse_rfc3339("2026-11-23T20:45:03.1Z"), from_unix_ms(1'795'466'703'100));
+  EXPECT_EQ(parse_rfc3339("2026-11-23T20:45:03.12Z"), from_unix_ms(1'795'466'703'120));
+  EXPECT_EQ(parse_rfc3339("2026-11-23T20:45:03.123456Z"),
+            from_unix_ms(1'795'466'703'123));
+}
+
+// This test ensures text that is not the documented form is refused.
+TEST(Clock, RejectsBadText) {
+  const std::vector<std::string> bad = {
+      "",
+      "now",
+      "2026-11-23",
+      "2026-11-23T20:45",
+      "2026-11-23T20:45:03",
+      "2026-11-23T20:45:03.120",
+      "2026-11-23T20:45:03.Z",
+      "2026-11-23T20:45:03.120+01:00",
+      "2026-11-23T20:45:03+00:00",
+      "2026-11-23T20:45:03.120ZZ",
+      "2026-11-23T20:45:03.120Z ",
+      "2026-11-23 20:45:03.120Z",
+      "2026/11/23T20:45:03.120Z",
+  };
+  for (const auto& text : bad)
+    EXPECT_FALSE(parse_rfc3339(text)) << "'" << text << "'";
+}
+
+} // namespace
+} // namespace polymesh

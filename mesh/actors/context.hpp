@@ -1,0 +1,48 @@
+// What every meshd actor may reach: configuration, the clock, the token
+// cache and the handles of the singleton actors.
+//
+// Ownership: `mesh_node` creates one context, fills the handles while it
+// spawns the singletons (each is set before any actor that uses it is
+// spawned) and never changes them afterwards, so actors read them without
+// locks. It clears them at shutdown so no handle outlives the actor system.
+#pragma once
+
+#include "mesh/actors/token_cache.hpp"
+#include "mesh/config/mesh_config.hpp"
+#include "mesh/domain/clock.hpp"
+#include "mesh/domain/run_timers.hpp"
+
+#include <caf/actor.hpp>
+
+#include <atomic>
+#include <memory>
+
+namespace polymesh {
+
+struct mesh_context {
+  mesh_config config;
+  run_timing timing;
+  const polymesh::clock* clock = nullptr;
+  std::unique_ptr<token_cache> tokens;
+  /// The group-committing writer.
+  caf::actor store;
+  /// The reader: queries and answers for runs that are no longer live.
+  caf::actor query;
+  /// Registries: route requests to per-run and per-agent actors.
+  caf::actor runs;
+  caf::actor agents;
+  caf::actor token_registry;
+  /// Routines.
+  caf::actor assignment;
+  caf::actor liveness;
+  caf::actor expiry;
+  caf::actor retention;
+  /// Set once shutdown begins: long-polls return at once, new work is refused.
+  std::atomic<bool> stopping{false};
+
+  [[nodiscard]] timestamp now() const { return clock->now(); }
+};
+
+using context_ptr = std::shared_ptr<mesh_context>;
+
+} // namespace polymesh

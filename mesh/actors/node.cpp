@@ -1,0 +1,237 @@
+#include "mesh/actors/node.hpp"
+
+#include "mesh/actors/messages.hpp"
+#include "mesh/actors/query_actor.hpp"
+#include "mesh/actors/registries.hpp"
+#include "mesh/actors/store_actor.hpp"
+#include "mesh/domain/error.hpp"
+#include "mesh/domain/ids.hpp"
+#include "routines/assignment/assignment_routine.hpp"
+#include "routines/retention/retention_routine.hpp"
+#include "routines/timers/timer_routine.hpp"
+
+#include <caf/scoped_actor.hpp>
+#include <caf/send.hpp>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+namespace polymesh {
+
+namespace {
+
+/// Creates `dir` and its parents (mode 0700 for the leaf).
+caf::error make_dirs(const std::string& dir) {
+  std::string partial;
+  for (size_t i = 0; i <= dir.size(); ++i) {
+    if (i == dir.size() || dir[i] == '/') {
+      if (!partial.empty() && ::mkdir(partial.c_str(), 0700) != 0 && errno != EEXIST)
+        return make_error(errc::invalid_argument,
+                          "cannot create data directory '" + partial + "': " + std::strerror(errno),
+                          "data_dir");
+    }
+    if (i < dir.size())
+      partial += dir[i];
+  }
+  return {};
+}
+
+/// Sends `msg` to `dest` and waits for the answer (start-up and tests only).
+template <class T, class... Ts>
+caf::expected<T> ask(caf::actor_system& sys, const caf::actor& dest, Ts&&... xs) {
+  caf::scoped_actor self{sys};
+  caf::expected<T> out{caf::error{}};
+  self->request(dest, caf::infinite, std::forward<Ts>(xs)...)
+    .receive([&](T& x) { out = std::move(x); }, [&](caf::error& err) { out = std::move(err); });
+  return out;
+}
+
+} // namespace
+
+caf::expected<std::unique_ptr<mesh_node>> mesh_node::start(const mesh_config& cfg,
+                                                           const polymesh::clock& clk) {
+  std::unique_ptr<mesh_node> node{new mesh_node};
+  if (auto err = node->boot(cfg, clk)) {
+    node->shutdown();
+    return err;
+  }
+  return node;
+}
+
+caf::error mesh_node::boot(const mesh_config& cfg, const polymesh::clock& clk) {
+  auto t0 = std::chrono::steady_clock::now();
+  if (auto err = make_dirs(cfg.data_dir))
+    return err;
+  store_options wopts;
+  wopts.synchronous = cfg.store_synchronous;
+  auto writer = open_sqlite_store(cfg.database_path(), wopts);
+  if (!writer)
+    return writer.error();
+  auto snap = (*writer)->load();
+  if (!snap)
+    return snap.error();
+  store_options ropts = wopts;
+  ropts.read_only = true;
+  auto reader = open_sqlite_store(cfg.database_path(), ropts);
+  if (!reader)
+    return reader.error();
+
+  system_config_ = std::make_unique<caf::actor_system_config>();
+  system_config_->set("logger.verbosity", caf::atom("quiet"));
+  system_config_->set("logger.console", caf::atom("none"));
+  system_ = std::make_unique<caf::actor_system>(*system_config_);
+  auto& sys = *system_;
+
+  ctx_ = std::make_shared<mesh_context>();
+  ctx_->config = cfg;
+  ctx_->timing.delivery_lease = cfg.delivery_lease;
+  ctx_->timing.result_expiry = cfg.result_expiry;
+  ctx_->timing.cancel_grace = cfg.cancel_grace;
+  ctx_->clock = &clk;
+  ctx_->tokens = std::make_unique<token_cache>(clk);
+  auto now = clk.now();
+  for (auto& t : snap->tokens)
+    if (!t.revoked_at && (!t.expires_at || *t.expires_at > now)) {
+      ctx_->tokens->put(t);
+      ++restored_.tokens;
+    }
+
+  // Each handle is set before anything that uses it is spawned.
+  ctx_->store = spawn_store_actor(sys, std::move(*writer),
+                                  static_cast<size_t>(cfg.group_commit_max));
+  ctx_->query = spawn_query_actor(sys, ctx_, std::move(*reader));
+  ctx_->liveness = spawn_timer_routine(sys, ctx_, "liveness");
+  ctx_->expiry = spawn_timer_routine(sys, ctx_, "expiry");
+  ctx_->assignment = spawn_assignment_routine(sys, ctx_);
+  ctx_->retention = spawn_retention_routine(sys, ctx_);
+  ctx_->token_registry = spawn_token_registry(sys, ctx_);
+  ctx_->agents = spawn_agent_registry(sys, ctx_);
+  ctx_->runs = spawn_run_registry(sys, ctx_, snap->max_seq);
+
+  if (auto err = bootstrap_admin_token(snap->tokens))
+    return err;
+
+  // Agents first: restored runs re-attach to their agent's actor.
+  std::unordered_map<std::string, caf::actor> agent_actors;
+  for (auto& a : snap->agents) {
+    auto id = a.id;
+    auto actor = ask<caf::actor>(sys, ctx_->agents, admit_atom::value, std::move(a));
+    if (!actor)
+      return actor.error();
+    agent_actors.emplace(id, *actor);
+    ++restored_.agents;
+  }
+  caf::scoped_actor self{sys};
+  for (auto& r : snap->runs) {
+    caf::actor agent;
+    if (r.status != run_status::created) {
+      if (auto it = agent_actors.find(r.assigned_agent); it != agent_actors.end()) {
+        agent = it->second;
+        self->send(ctx_->assignment, reserve_atom::value, r.assigned_agent);
+      }
+    }
+    self->send(ctx_->runs, admit_atom::value, std::move(r), agent);
+    ++restored_.runs;
+  }
+  // Wait until the registry has spawned every restored run.
+  if (auto n = ask<uint64_t>(sys, ctx_->runs, count_atom::value); !n)
+    return n.error();
+  restored_.seconds =
+    std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return {};
+}
+
+caf::error mesh_node::bootstrap_admin_token(const std::vector<token_record>& existing) {
+  auto now = ctx_->now();
+  const char* env = std::getenv("POLYMESH_ADMIN_TOKEN");
+  std::string token;
+  if (env && *env) {
+    token = env;
+    if (token.size() < 16)
+      return make_error(errc::invalid_argument,
+                        "POLYMESH_ADMIN_TOKEN must be at least 16 characters",
+                        "POLYMESH_ADMIN_TOKEN");
+  } else {
+    for (auto& t : existing)
+      if (t.id == token_cache::bootstrap_admin_id && !t.revoked_at)
+        return {}; // already bootstrapped; the secret is not ours to show again
+    token = "pm_admin." + new_secret();
+    auto path = ctx_->config.data_dir + "/admin.token";
+    int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    if (fd < 0)
+      return make_error(errc::invalid_argument,
+                        "cannot write '" + path + "': " + std::strerror(errno), "data_dir");
+    auto line = token + "\n";
+    auto written = ::write(fd, line.data(), line.size());
+    ::fsync(fd);
+    ::close(fd);
+    if (written != static_cast<ssize_t>(line.size()))
+      return make_error(errc::invalid_argument, "cannot write '" + path + "'", "data_dir");
+    admin_token_file_ = path;
+  }
+  token_record rec;
+  rec.id = token_cache::bootstrap_admin_id;
+  rec.kind = token_kind::admin;
+  rec.name = "bootstrap admin";
+  rec.secret_hash = sha256_hex(token);
+  rec.created_at = now;
+  for (auto& t : existing)
+    if (t.id == rec.id)
+      rec.created_at = t.created_at;
+  auto out = ask<write_outcomes>(*system_, ctx_->store, write_atom::value,
+                                 write_batch{put_token{rec}});
+  if (!out)
+    return out.error();
+  ctx_->tokens->put(rec);
+  return {};
+}
+
+void mesh_node::tick() {
+  auto& sys = *system_;
+  (void) ask<size_t>(sys, ctx_->liveness, tick_atom::value);
+  (void) ask<size_t>(sys, ctx_->expiry, tick_atom::value);
+  (void) ask<size_t>(sys, ctx_->assignment, tick_atom::value);
+}
+
+size_t mesh_node::prune_once() {
+  auto n = ask<size_t>(*system_, ctx_->retention, tick_atom::value);
+  return n ? *n : 0;
+}
+
+void mesh_node::begin_shutdown() {
+  if (!ctx_ || ctx_->stopping.exchange(true))
+    return;
+  if (ctx_->agents)
+    caf::anon_send(ctx_->agents, shutdown_atom::value);
+}
+
+mesh_node::~mesh_node() { shutdown(); }
+
+void mesh_node::shutdown() {
+  if (down_)
+    return;
+  down_ = true;
+  if (!system_)
+    return;
+  begin_shutdown();
+  // Registries first (their run and agent actors are linked to them), then
+  // the routines, and the store last so in-flight writes still commit.
+  for (auto* h : {&ctx_->runs, &ctx_->agents, &ctx_->token_registry, &ctx_->assignment,
+                  &ctx_->liveness, &ctx_->expiry, &ctx_->retention, &ctx_->query,
+                  &ctx_->store})
+    if (*h)
+      caf::anon_send_exit(*h, caf::exit_reason::user_shutdown);
+  system_->await_all_actors_done();
+  for (auto* h : {&ctx_->runs, &ctx_->agents, &ctx_->token_registry, &ctx_->assignment,
+                  &ctx_->liveness, &ctx_->expiry, &ctx_->retention, &ctx_->query,
+                  &ctx_->store})
+    *h = nullptr;
+  system_.reset();
+  system_config_.reset();
+}
+
+} // namespace polymesh

@@ -1,0 +1,76 @@
+// `mesh_node`: one running mesh. It opens the store, rebuilds every agent,
+// unfinished run and timer from it, spawns the actors and routines, and
+// bootstraps the admin token. The HTTP front (mesh/http) talks to the
+// handles in `context()`.
+//
+// Threads: construct, `tick` and `shutdown` from one controlling thread
+// (main, or a test). `context()` may be read from any thread after `start`.
+#pragma once
+
+#include "mesh/actors/context.hpp"
+#include "mesh/config/mesh_config.hpp"
+#include "mesh/domain/clock.hpp"
+
+#include <caf/actor_system.hpp>
+#include <caf/actor_system_config.hpp>
+#include <caf/expected.hpp>
+
+#include <memory>
+#include <string>
+
+namespace polymesh {
+
+class mesh_node {
+public:
+  /// Starts a mesh. `clk` must outlive the node. On failure nothing keeps
+  /// running and the error names the cause (config, store, data dir).
+  [[nodiscard]] static caf::expected<std::unique_ptr<mesh_node>>
+  start(const mesh_config& cfg, const polymesh::clock& clk);
+
+  ~mesh_node();
+  mesh_node(const mesh_node&) = delete;
+  mesh_node& operator=(const mesh_node&) = delete;
+
+  [[nodiscard]] const context_ptr& context() const { return ctx_; }
+  [[nodiscard]] caf::actor_system& system() { return *system_; }
+
+  /// Where the generated admin token was written ("" when it came from
+  /// `POLYMESH_ADMIN_TOKEN` or already existed).
+  [[nodiscard]] const std::string& admin_token_file() const { return admin_token_file_; }
+
+  /// What start-up restored, for the log line.
+  struct restore_stats {
+    size_t agents = 0;
+    size_t runs = 0;
+    size_t tokens = 0;
+    double seconds = 0;
+  };
+  [[nodiscard]] const restore_stats& restored() const { return restored_; }
+
+  /// Fires every due timer and sweeps the queue once, and waits until each
+  /// routine has done so. For tests that drive a manual clock.
+  void tick();
+
+  /// Prunes finished runs past retention once; returns how many.
+  size_t prune_once();
+
+  /// Begins shutdown: refuses new work and answers every waiting long-poll.
+  /// Call before stopping the HTTP server.
+  void begin_shutdown();
+  /// Stops every actor and waits for them. Idempotent.
+  void shutdown();
+
+private:
+  mesh_node() = default;
+  caf::error boot(const mesh_config& cfg, const polymesh::clock& clk);
+  caf::error bootstrap_admin_token(const std::vector<token_record>& existing);
+
+  std::unique_ptr<caf::actor_system_config> system_config_;
+  std::unique_ptr<caf::actor_system> system_;
+  context_ptr ctx_;
+  std::string admin_token_file_;
+  restore_stats restored_;
+  bool down_ = false;
+};
+
+} // namespace polymesh

@@ -1,0 +1,32 @@
+// The query actor: owns a read-only store connection. It answers every read
+// of the API (runs, logs, agents' history, tokens, counts) straight from the
+// store, which is always at least as new as memory because every change is
+// persisted before it is applied. It also answers agent calls about runs
+// that have finished (and so have no run actor any more): idempotent repeats
+// of `finish`, late log chunks, and 404/409 for the rest.
+//
+// Messages:
+//   (get_atom, id)                          -> run_record | not_found
+//   (list_atom, run_filter)                 -> run_page
+//   (logs_atom, id, int64 after, size_t n)  -> log_list
+//   (count_atom)                            -> status_counts
+//   (list_atom, agent_atom)                 -> agent_list
+//   (list_atom, tokens_atom)                -> token_list
+//   run calls with no live actor: start/progress/logs/finish/cancel
+//
+// Runs detached (its own thread): SQLite calls block.
+#pragma once
+
+#include "mesh/actors/context.hpp"
+#include "mesh/store/store.hpp"
+
+#include <caf/fwd.hpp>
+
+#include <memory>
+
+namespace polymesh {
+
+[[nodiscard]] caf::actor spawn_query_actor(caf::actor_system& sys, context_ptr ctx,
+                                           std::unique_ptr<store> reader);
+
+} // namespace polymesh

@@ -1,0 +1,89 @@
+#include "mesh/actors/store_actor.hpp"
+
+#include "mesh/actors/messages.hpp"
+#include "mesh/domain/error.hpp"
+
+#include <caf/actor_system.hpp>
+#include <caf/event_based_actor.hpp>
+#include <caf/stateful_actor.hpp>
+
+namespace polymesh {
+
+namespace {
+
+struct store_state {
+  static inline const char* name = "store";
+  std::shared_ptr<store> db;
+  size_t group_commit_max = 4096;
+  /// The writes of every request waiting for the next commit, in order.
+  write_batch batch;
+  /// One promise per waiting request and how many writes of `batch` are its.
+  std::vector<std::pair<caf::response_promise, size_t>> waiting;
+  bool flush_scheduled = false;
+};
+
+void commit(caf::stateful_actor<store_state>* self) {
+  auto& st = self->state;
+  st.flush_scheduled = false;
+  if (st.waiting.empty())
+    return;
+  auto batch = std::move(st.batch);
+  auto waiting = std::move(st.waiting);
+  st.batch.clear();
+  st.waiting.clear();
+  auto outcomes = st.db->apply(batch);
+  size_t offset = 0;
+  for (auto& [promise, n] : waiting) {
+    if (!outcomes) {
+      promise.deliver(outcomes.error());
+      continue;
+    }
+    write_outcomes mine(outcomes->begin() + static_cast<ptrdiff_t>(offset),
+                        outcomes->begin() + static_cast<ptrdiff_t>(offset + n));
+    offset += n;
+    promise.deliver(std::move(mine));
+  }
+}
+
+caf::behavior store_actor(caf::stateful_actor<store_state>* self, std::shared_ptr<store> db,
+                          size_t group_commit_max) {
+  self->state.db = std::move(db);
+  self->state.group_commit_max = group_commit_max;
+  return {
+    [=](write_atom, write_batch& writes) -> caf::result<write_outcomes> {
+      auto& st = self->state;
+      auto promise = self->make_response_promise();
+      auto n = writes.size();
+      for (auto& w : writes)
+        st.batch.push_back(std::move(w));
+      st.waiting.emplace_back(promise, n);
+      if (st.batch.size() >= st.group_commit_max) {
+        commit(self);
+      } else if (!st.flush_scheduled) {
+        // The flush message queues behind every request already in the
+        // mailbox, so all of them join this transaction.
+        st.flush_scheduled = true;
+        self->send(self, flush_atom::value);
+      }
+      return caf::delegated<write_outcomes>{};
+    },
+    [=](flush_atom) { commit(self); },
+    [=](prune_atom, timestamp cutoff, size_t max_rows) -> caf::result<size_t> {
+      commit(self);
+      auto n = self->state.db->prune(cutoff, max_rows);
+      if (!n)
+        return n.error();
+      return *n;
+    },
+  };
+}
+
+} // namespace
+
+caf::actor spawn_store_actor(caf::actor_system& sys, std::unique_ptr<store> db,
+                             size_t group_commit_max) {
+  return sys.spawn<caf::detached>(store_actor, std::shared_ptr<store>{std::move(db)},
+                                  group_commit_max);
+}
+
+} // namespace polymesh

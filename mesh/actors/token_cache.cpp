@@ -1,0 +1,89 @@
+#include "mesh/actors/token_cache.hpp"
+
+#include "mesh/domain/error.hpp"
+#include "mesh/domain/ids.hpp"
+
+#include <mutex>
+
+namespace polymesh {
+
+bool token_cache::split(const std::string& token, std::string& id, std::string& secret) {
+  if (token.rfind("pm_", 0) != 0)
+    return false;
+  auto dot = token.find('.');
+  if (dot == std::string::npos || dot <= 3 || dot + 1 >= token.size())
+    return false;
+  id = token.substr(3, dot - 3);
+  secret = token.substr(dot + 1);
+  return true;
+}
+
+std::string token_cache::format(const std::string& id, const std::string& secret) {
+  return "pm_" + id + "." + secret;
+}
+
+caf::expected<token_record> token_cache::authenticate(const std::string& header) const {
+  static const std::string bearer = "Bearer ";
+  if (header.empty())
+    return make_error(errc::unauthenticated, "missing Authorization header (Bearer token)");
+  if (header.rfind(bearer, 0) != 0)
+    return make_error(errc::unauthenticated, "Authorization header must be 'Bearer <token>'");
+  auto token = header.substr(bearer.size());
+  std::string id;
+  std::string secret;
+  if (!split(token, id, secret) || id == bootstrap_admin_id) {
+    // The bootstrap admin token may be any string (POLYMESH_ADMIN_TOKEN); its
+    // hash covers the whole token.
+    id = bootstrap_admin_id;
+    secret = token;
+  }
+  token_record rec;
+  {
+    std::shared_lock<std::shared_mutex> guard{mtx_};
+    auto it = tokens_.find(id);
+    if (it == tokens_.end())
+      return make_error(errc::unauthenticated, "unknown or revoked token");
+    rec = it->second;
+  }
+  if (!constant_time_equal(sha256_hex(secret), rec.secret_hash))
+    return make_error(errc::unauthenticated, "unknown or revoked token");
+  if (rec.revoked_at)
+    return make_error(errc::unauthenticated, "token has been revoked");
+  if (rec.expires_at && *rec.expires_at <= clock_.now())
+    return make_error(errc::unauthenticated, "token expired at " + to_rfc3339(*rec.expires_at));
+  return rec;
+}
+
+void token_cache::put(const token_record& token) {
+  std::unique_lock<std::shared_mutex> guard{mtx_};
+  tokens_[token.id] = token;
+}
+
+std::optional<token_record> token_cache::find(const std::string& id) const {
+  std::shared_lock<std::shared_mutex> guard{mtx_};
+  auto it = tokens_.find(id);
+  if (it == tokens_.end())
+    return std::nullopt;
+  return it->second;
+}
+
+std::vector<token_record> token_cache::of_agent(const std::string& agent_id) const {
+  std::shared_lock<std::shared_mutex> guard{mtx_};
+  std::vector<token_record> out;
+  for (auto& [id, t] : tokens_)
+    if (t.kind == token_kind::agent && t.agent_id == agent_id)
+      out.push_back(t);
+  return out;
+}
+
+void token_cache::erase(const std::string& id) {
+  std::unique_lock<std::shared_mutex> guard{mtx_};
+  tokens_.erase(id);
+}
+
+size_t token_cache::size() const {
+  std::shared_lock<std::shared_mutex> guard{mtx_};
+  return tokens_.size();
+}
+
+} // namespace polymesh

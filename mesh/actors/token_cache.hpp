@@ -1,0 +1,58 @@
+// The in-memory copy of every live token, read by HTTP threads to
+// authenticate each request without an actor hop.
+//
+// Tokens look like `pm_<token id>.<secret>` (the bootstrap admin token may be
+// any string, see `bootstrap_admin_id`). Lookup is by id; the secret's
+// SHA-256 is compared in constant time with the stored hash.
+//
+// Ownership and threads: written only by the token registry actor, after the
+// corresponding store write committed ("persist, then apply"); read by any
+// thread. A shared mutex guards the map.
+#pragma once
+
+#include "mesh/domain/clock.hpp"
+#include "mesh/domain/records.hpp"
+
+#include <caf/expected.hpp>
+
+#include <optional>
+#include <shared_mutex>
+#include <vector>
+#include <string>
+#include <unordered_map>
+
+namespace polymesh {
+
+class token_cache {
+public:
+  /// The id of the admin token created at first start. Its secret is the
+  /// whole token string, so `POLYMESH_ADMIN_TOKEN` may be any string.
+  static constexpr const char* bootstrap_admin_id = "admin";
+
+  explicit token_cache(const polymesh::clock& clk) : clock_(clk) {}
+
+  /// Resolves an `Authorization` header value. Errors are `unauthenticated`
+  /// with a message saying whether the token is missing, malformed, unknown,
+  /// expired or revoked.
+  [[nodiscard]] caf::expected<token_record> authenticate(const std::string& header) const;
+
+  void put(const token_record& token);
+  /// The live token with this id, if any.
+  [[nodiscard]] std::optional<token_record> find(const std::string& id) const;
+  /// Every live access token of one agent.
+  [[nodiscard]] std::vector<token_record> of_agent(const std::string& agent_id) const;
+  void erase(const std::string& id);
+  [[nodiscard]] size_t size() const;
+
+  /// Splits `pm_<id>.<secret>`; returns false when the form is wrong.
+  static bool split(const std::string& token, std::string& id, std::string& secret);
+  /// Formats a token from its id and secret.
+  static std::string format(const std::string& id, const std::string& secret);
+
+private:
+  const polymesh::clock& clock_;
+  mutable std::shared_mutex mtx_;
+  std::unordered_map<std::string, token_record> tokens_;
+};
+
+} // namespace polymesh

@@ -1,0 +1,19 @@
+// meshd's log: one line per event on stderr, `<RFC 3339 time> <level> <text>`.
+// Secrets never go through here in full.
+//
+// Thread-safety: `log` may be called from any thread; lines never interleave.
+#pragma once
+
+#include <string>
+
+namespace polymesh {
+
+enum class log_level : int { error = 0, warn = 1, info = 2, debug = 3 };
+
+/// Sets the most verbose level written (default `info`).
+void set_log_level(log_level level);
+/// Parses `error`, `warn`, `info`, `debug`.
+[[nodiscard]] bool parse_log_level(const std::string& text, log_level& out);
+void log(log_level level, const std::string& text);
+
+} // namespace polymesh

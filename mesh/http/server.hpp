@@ -1,0 +1,81 @@
+// The HTTP front of meshd (cpp-httplib): parse, validate, authenticate, then
+// one message to an actor. HTTP types stop here; actors never see JSON text.
+//
+// Every endpoint is declared once in `endpoints()` (method, path, who may
+// call it, summary, handler); the router is built from that table and so is
+// the endpoint list in docs/api.md (`meshd --endpoints`).
+//
+// Threads: `bind` and `serve` from one thread; `stop` from any thread.
+// Requests run on the server's worker pool (`http.threads`).
+#pragma once
+
+#include "mesh/actors/node.hpp"
+
+#include <caf/expected.hpp>
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace httplib {
+class Server;
+struct Request;
+struct Response;
+} // namespace httplib
+
+namespace polymesh {
+
+struct caller;
+
+/// Token kinds as a bit set, for an endpoint's access rule.
+enum access : unsigned {
+  public_access = 0,
+  admin_access = 1u << 0,
+  submitter_access = 1u << 1,
+  reader_access = 1u << 2,
+  registration_access = 1u << 3,
+  agent_access = 1u << 4,
+  any_token = admin_access | submitter_access | reader_access | registration_access | agent_access,
+};
+
+struct request_context;
+
+/// One declared endpoint.
+struct endpoint {
+  const char* method;
+  /// Path with `{name}` placeholders, e.g. `/v1/runs/{id}/start`.
+  const char* path;
+  /// Which token kinds may call it (`public_access` = no token needed).
+  unsigned allowed;
+  const char* summary;
+  std::function<void(request_context&)> handler;
+};
+
+/// The whole API, in the order docs/api.md lists it.
+[[nodiscard]] const std::vector<endpoint>& endpoints();
+/// The endpoint list as a Markdown table (for docs/api.md).
+[[nodiscard]] std::string endpoints_markdown();
+
+class http_server {
+public:
+  explicit http_server(mesh_node& node);
+  ~http_server();
+
+  /// Binds `host:port` (port 0 picks one). Returns the bound port.
+  [[nodiscard]] caf::expected<int> bind(const std::string& host, int port);
+  /// Serves until `stop`. Blocks.
+  void serve();
+  /// Stops accepting and returns once running handlers are done. Call
+  /// `mesh_node::begin_shutdown` first so long-polls return.
+  void stop();
+
+private:
+  mesh_node& node_;
+  std::unique_ptr<httplib::Server> svr_;
+};
+
+/// Splits `HOST:PORT`; `[v6]:PORT` is accepted too.
+[[nodiscard]] caf::expected<std::pair<std::string, int>> split_host_port(const std::string& s);
+
+} // namespace polymesh

@@ -1,0 +1,115 @@
+// meshd: the mesh server. Reads the config (optional), opens the store in
+// the data directory, restores agents and runs, and serves the REST API
+// until SIGTERM or SIGINT.
+#include "mesh/actors/node.hpp"
+#include "mesh/config/mesh_config.hpp"
+#include "mesh/domain/error.hpp"
+#include "mesh/domain/log.hpp"
+#include "mesh/http/server.hpp"
+
+#include <CLI/CLI.hpp>
+
+#include <csignal>
+#include <cstdio>
+#include <iostream>
+#include <pthread.h>
+#include <thread>
+
+using namespace polymesh;
+
+namespace {
+
+int fail(const caf::error& err) {
+  auto field = field_of(err);
+  auto message = message_of(err);
+  // Config errors already name their key; others get the field in front.
+  if (!field.empty() && message.find(field) == std::string::npos)
+    message = field + ": " + message;
+  std::cerr << "meshd: " << message << std::endl;
+  return 2;
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"meshd — the polymesh mesh server"};
+  std::string config_file;
+  std::string listen;
+  std::string data_dir;
+  bool print_endpoints = false;
+  app.add_option("--config", config_file, "YAML config file (see config/mesh.example.yaml)");
+  app.add_option("--listen", listen, "HOST:PORT to listen on (port 0 picks a free port)");
+  app.add_option("--data-dir", data_dir, "Directory for the database and admin.token");
+  app.add_flag("--endpoints", print_endpoints, "Print the API's endpoint table and exit");
+  app.set_version_flag("--version", std::string{"meshd "} + POLYMESH_VERSION);
+  CLI11_PARSE(app, argc, argv);
+
+  if (print_endpoints) {
+    std::cout << endpoints_markdown();
+    return 0;
+  }
+
+  mesh_config cfg;
+  if (!config_file.empty()) {
+    auto loaded = load_mesh_config(config_file);
+    if (!loaded)
+      return fail(loaded.error());
+    cfg = std::move(*loaded);
+  }
+  if (!listen.empty())
+    cfg.listen = listen;
+  if (!data_dir.empty())
+    cfg.data_dir = data_dir;
+  if (auto err = validate(cfg))
+    return fail(err);
+  auto hp = split_host_port(cfg.listen);
+  if (!hp)
+    return fail(hp.error());
+  log_level level = log_level::info;
+  if (parse_log_level(cfg.log_level, level))
+    set_log_level(level);
+
+  // Signals go to one waiting thread, never to a worker.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  std::signal(SIGPIPE, SIG_IGN);
+
+  system_clock clk;
+  auto node = mesh_node::start(cfg, clk);
+  if (!node)
+    return fail(node.error());
+  auto& r = (*node)->restored();
+  log(log_level::info, "store " + cfg.database_path() + ": restored " + std::to_string(r.agents)
+                         + " agents, " + std::to_string(r.runs) + " unfinished runs, "
+                         + std::to_string(r.tokens) + " tokens in "
+                         + std::to_string(static_cast<int>(r.seconds * 1000)) + " ms");
+  if (!(*node)->admin_token_file().empty())
+    log(log_level::info, "admin token written to " + (*node)->admin_token_file());
+
+  http_server server{**node};
+  auto port = server.bind(hp->first, hp->second);
+  if (!port)
+    return fail(port.error());
+  auto shown_host = hp->first.find(':') != std::string::npos ? "[" + hp->first + "]" : hp->first;
+  std::printf("listening on http://%s:%d\n", shown_host.c_str(), *port);
+  std::fflush(stdout);
+
+  std::thread waiter{[&] {
+    int sig = 0;
+    sigwait(&signals, &sig);
+    log(log_level::info, std::string{"received "} + (sig == SIGTERM ? "SIGTERM" : "SIGINT")
+                           + ", shutting down");
+    (*node)->begin_shutdown();
+    server.stop();
+  }};
+  server.serve();
+  // serve() also returns if the listener fails; make sure the waiter ends.
+  pthread_kill(waiter.native_handle(), SIGTERM);
+  waiter.join();
+  (*node)->shutdown();
+  log(log_level::info, "stopped");
+  return 0;
+}

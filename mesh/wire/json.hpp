@@ -1,0 +1,125 @@
+// The wire contract: the JSON form of every request and response of the REST
+// API v1 (docs/api.md). meshd, agent-sdk and meshctl all build against this
+// target, so the three cannot drift.
+//
+// Parsing is strict: unknown fields, wrong types and out-of-range values are
+// `invalid_argument` errors naming the field; nothing throws.
+//
+// Thread-safety: pure functions.
+#pragma once
+
+#include "mesh/domain/records.hpp"
+
+#include <caf/error.hpp>
+#include <caf/expected.hpp>
+#include <nlohmann/json.hpp>
+
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace polymesh::wire {
+
+using json = nlohmann::json;
+
+// -- responses ----------------------------------------------------------------
+
+[[nodiscard]] json to_json(const run_record& run);
+[[nodiscard]] json to_json(const agent_record& agent);
+/// A token's metadata; never the secret or its hash.
+[[nodiscard]] json to_json(const token_record& token);
+[[nodiscard]] json to_json(const log_chunk& chunk);
+/// `{"error":{"code","message","field"?,"position"?}}`.
+[[nodiscard]] json error_body(const caf::error& err);
+/// Serializes without throwing on invalid UTF-8 (replaced by U+FFFD).
+[[nodiscard]] std::string dump(const json& j);
+
+[[nodiscard]] caf::expected<run_record> run_from_json(const json& j);
+[[nodiscard]] caf::expected<agent_record> agent_from_json(const json& j);
+
+// -- requests -----------------------------------------------------------------
+
+/// Parses a request body into a JSON object; a body that is not an object is
+/// `invalid_argument` with field `body`.
+[[nodiscard]] caf::expected<json> parse_object(const std::string& body);
+
+/// Size limits that come from configuration, checked while parsing.
+struct limits {
+  size_t max_payload_bytes = 256 * 1024;
+  size_t max_result_bytes = 64 * 1024;
+};
+
+/// POST /v1/tokens
+struct token_request {
+  token_kind kind = token_kind::reader;
+  std::string name;
+  int64_t ttl_s = 0; ///< 0 = never expires
+  std::string scope;
+};
+[[nodiscard]] caf::expected<token_request> parse_token_request(const json& j);
+
+/// POST /v1/agents/register
+struct register_request {
+  std::string name;
+  label_map labels;
+  std::vector<std::string> plans;
+  int64_t capacity = 1;
+  std::string version;
+  std::string hostname;
+};
+[[nodiscard]] caf::expected<register_request> parse_register_request(const json& j);
+[[nodiscard]] json to_json(const register_request& r);
+
+/// PATCH /v1/agents/{id}
+struct labels_patch {
+  label_map labels;
+};
+[[nodiscard]] caf::expected<labels_patch> parse_labels_patch(const json& j);
+
+/// POST /v1/runs
+struct run_request {
+  std::string plan;
+  std::string selector;
+  std::string agent;
+  std::string params = "{}"; ///< a JSON object as text
+  std::string payload;
+  int64_t priority = 0;
+  int64_t timeout_s = 0;
+  int64_t ttl_s = 0;
+  std::string idempotency_key;
+};
+[[nodiscard]] caf::expected<run_request> parse_run_request(const json& j, const limits& lim);
+[[nodiscard]] json to_json(const run_request& r);
+
+/// POST /v1/runs/{id}/progress
+struct progress_request {
+  std::string message;
+};
+[[nodiscard]] caf::expected<progress_request> parse_progress_request(const json& j);
+
+/// POST /v1/runs/{id}/logs
+struct log_request {
+  std::vector<log_chunk> chunks;
+};
+[[nodiscard]] caf::expected<log_request> parse_log_request(const json& j);
+[[nodiscard]] json to_json(const log_request& r);
+
+/// POST /v1/runs/{id}/finish
+struct finish_request {
+  run_status status = run_status::success;
+  std::optional<int64_t> exit_code;
+  std::string result;
+  std::string error;
+  /// Why it ended, snake_case (e.g. `agent_shutdown`); "" lets the mesh choose.
+  std::string reason;
+};
+[[nodiscard]] caf::expected<finish_request> parse_finish_request(const json& j, const limits& lim);
+[[nodiscard]] json to_json(const finish_request& r);
+
+
+/// The plan name rule: 1..128 chars of [A-Za-z0-9._-], alphanumeric first.
+[[nodiscard]] caf::error validate_plan_name(const std::string& plan, const std::string& field);
+/// The agent name rule: like a label value, 1..63 chars.
+[[nodiscard]] caf::error validate_agent_name(const std::string& name, const std::string& field);
+
+} // namespace polymesh::wire

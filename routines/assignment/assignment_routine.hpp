@@ -1,0 +1,26 @@
+// The assignment routine: the actor around `assigner`. Event driven — a
+// submit (enqueue), a change of an agent (labels, status, capacity) and a
+// freed slot each trigger placement at once — plus a periodic sweep as a
+// safety net. For every placement it asks the run actor to take the agent;
+// a run that has moved on meanwhile (canceled, say) declines and the slot is
+// freed again.
+//
+// Messages:
+//   (enqueue_atom, run_record, run actor)   a run is waiting for an agent
+//   (dequeue_atom, run id)                  it no longer is
+//   (agent_atom, agent_record, agent actor) an agent appeared or changed
+//   (release_atom, agent id)                a slot of that agent is free
+//   (reserve_atom, agent id)                a slot is in use (start-up restore)
+//   (explain_atom, run id)               -> candidacies
+//   (tick_atom)                          -> size_t placements (the sweep)
+#pragma once
+
+#include "mesh/actors/context.hpp"
+
+#include <caf/fwd.hpp>
+
+namespace polymesh {
+
+[[nodiscard]] caf::actor spawn_assignment_routine(caf::actor_system& sys, context_ptr ctx);
+
+} // namespace polymesh

@@ -1,0 +1,18 @@
+// The retention routine: deletes finished runs (and their logs) older than
+// `retention.finished_runs`, in batches, every `retention.interval`. A zero
+// retention keeps everything. Deletion goes through the store actor, the
+// only writer.
+//
+// Messages:
+//   (tick_atom) -> size_t runs pruned now (tests drive it with a manual clock)
+#pragma once
+
+#include "mesh/actors/context.hpp"
+
+#include <caf/fwd.hpp>
+
+namespace polymesh {
+
+[[nodiscard]] caf::actor spawn_retention_routine(caf::actor_system& sys, context_ptr ctx);
+
+} // namespace polymesh

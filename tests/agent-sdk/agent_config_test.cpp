@@ -1,0 +1,103 @@
+#include "polymesh/sdk/agent_yaml.hpp"
+
+#include "polymesh/sdk/testing.hpp"
+
+#include <fstream>
+#include <gtest/gtest.h>
+
+using namespace polymesh::sdk;
+using namespace std::chrono_literals;
+
+namespace {
+
+const char* minimal = R"(
+mesh: {url: "http://127.0.0.1:7700", registration_token: "reg-1"}
+agent: {name: a1}
+plans: {echo: {}}
+)";
+
+std::string error_key(const std::string& yaml) {
+  try {
+    (void) parse_agent_yaml(yaml);
+  } catch (const config_error& e) {
+    return e.key();
+  }
+  return "(no error)";
+}
+
+} // namespace
+
+// This test ensures the documented example config parses with the documented values.
+TEST(agent_config, example_file_parses) {
+  auto cfg = load_agent_yaml(POLYMESH_SOURCE_DIR "/config/agent.example.yaml");
+  EXPECT_EQ(cfg.agent.mesh_url, "http://127.0.0.1:7700");
+  EXPECT_EQ(cfg.agent.name, "dev-1");
+  EXPECT_EQ(cfg.agent.labels.at("env"), "dev");
+  EXPECT_EQ(cfg.agent.capacity, 2);
+  EXPECT_EQ(cfg.agent.drain_deadline, 60s);
+  EXPECT_EQ(cfg.agent.log_flush_interval, 500ms);
+  EXPECT_EQ(cfg.agent.backoff_max, 30s);
+  EXPECT_EQ(cfg.plans.count("shell"), 1u);
+  EXPECT_EQ(cfg.log_level, "info");
+}
+
+// This test ensures defaults apply when only the required keys are given.
+TEST(agent_config, minimal_uses_defaults) {
+  auto cfg = parse_agent_yaml(minimal);
+  EXPECT_EQ(cfg.agent.capacity, 1);
+  EXPECT_EQ(cfg.agent.registration_token, "reg-1");
+  EXPECT_EQ(cfg.agent.log_chunk_bytes, 16384u);
+  EXPECT_TRUE(cfg.plans.at("echo").is_object());
+}
+
+// This test ensures unknown keys, bad values and missing keys name the dotted key.
+TEST(agent_config, errors_name_the_key) {
+  std::string base = "mesh: {url: 'http://h:1', registration_token: t}\nplans: {echo: {}}\n";
+  EXPECT_EQ(error_key(base + "agent: {name: a, capcity: 2}"), "agent.capcity");
+  EXPECT_EQ(error_key(base + "agent: {name: a, capacity: 0}"), "agent.capacity");
+  EXPECT_EQ(error_key(base + "agent: {name: a, drain_deadline: 10}"), "agent.drain_deadline");
+  EXPECT_EQ(error_key(base + "agent: {name: a}\nlogs: {chunk_bytes: many}"), "logs.chunk_bytes");
+  EXPECT_EQ(error_key(base + "agent: {name: -bad-}"), "agent.name");
+  EXPECT_EQ(error_key(base + "agent: {name: a}\nextra: 1"), "extra");
+  EXPECT_EQ(error_key("agent: {name: a}\nplans: {echo: {}}"), "mesh.url");
+  EXPECT_EQ(error_key("mesh: {url: 'ftp://x'}\nagent: {name: a}\nplans: {echo: {}}"),
+            "mesh.registration_token");
+  EXPECT_EQ(error_key("mesh: {url: 'ftp://x', registration_token: t}\nagent: {name: a}\n"
+                      "plans: {echo: {}}"),
+            "mesh.url");
+  EXPECT_EQ(error_key("mesh: {url: 'http://h:1', registration_token: t}\nagent: {name: a}"),
+            "plans");
+}
+
+// This test ensures the token can come from a file next to the config.
+TEST(agent_config, token_file_relative_to_config) {
+  testing::temp_dir dir;
+  std::ofstream{dir.path() / "reg.token"} << "  secret-token\n";
+  std::ofstream{dir.path() / "agent.yaml"}
+    << "mesh: {url: 'http://h:1', registration_token_file: reg.token}\n"
+       "agent: {name: a}\nplans: {noop: {}}\n";
+  auto cfg = load_agent_yaml((dir.path() / "agent.yaml").string());
+  EXPECT_EQ(cfg.agent.registration_token, "secret-token");
+}
+
+// This test ensures quoted YAML scalars stay strings and plain ones get types.
+TEST(agent_config, yaml_scalars) {
+  auto j = yaml_to_json("a: 10\nb: '10'\nc: true\nd: 010\ne: ~\nf: [x, 2]");
+  EXPECT_TRUE(j["a"].is_number_integer());
+  EXPECT_TRUE(j["b"].is_string());
+  EXPECT_TRUE(j["c"].is_boolean());
+  EXPECT_EQ(j["d"], "010");
+  EXPECT_TRUE(j["e"].is_null());
+  EXPECT_EQ(j["f"][1], 2);
+}
+
+// This test ensures an enabled plan nobody provides is an error naming plans.<name>.
+TEST(agent_config, unknown_plan_is_refused) {
+  plan_catalog catalog;
+  try {
+    (void) make_plans(catalog, {{"ghost", nullptr}});
+    FAIL();
+  } catch (const config_error& e) {
+    EXPECT_EQ(e.key(), "plans.ghost");
+  }
+}

@@ -1,0 +1,462 @@
+// The agent runtime against a fake mesh: a small cpp-httplib server speaking
+// the agent side of the REST API, with knobs to fail calls the way a
+// restarting or overloaded meshd would. Lets the retry, ordering, cancel and
+// drain rules be checked without a real meshd (the integration tests do that).
+#include "polymesh/sdk/agent.hpp"
+
+#include "polymesh/sdk/plan.hpp"
+
+#include <condition_variable>
+#include <gtest/gtest.h>
+#include <httplib.h>
+#include <set>
+#include <thread>
+
+using namespace polymesh::sdk;
+using namespace std::chrono_literals;
+using nlohmann::json;
+
+namespace {
+
+/// Polls `pred` until it holds or a bounded deadline passes.
+template <class F>
+bool eventually(F pred, std::chrono::milliseconds limit = 20s) {
+  auto until = std::chrono::steady_clock::now() + limit;
+  while (std::chrono::steady_clock::now() < until) {
+    if (pred())
+      return true;
+    std::this_thread::sleep_for(5ms);
+  }
+  return pred();
+}
+
+class fake_mesh {
+public:
+  fake_mesh() {
+    svr_.set_tcp_nodelay(true);
+    svr_.Post("/v1/agents/register", [this](const httplib::Request& req, httplib::Response& res) {
+      std::lock_guard<std::mutex> g{mtx_};
+      if (req.get_header_value("Authorization") != "Bearer reg-token") {
+        res.status = 401;
+        res.set_content(R"({"error":{"code":"unauthenticated","message":"bad token"}})",
+                        "application/json");
+        return;
+      }
+      registrations_.push_back(json::parse(req.body));
+      reply(res, 201, json{{"id", "a1"}, {"access_token", "tok"},
+                           {"token_expires_at", "2999-01-01T00:00:00Z"},
+                           {"poll_wait_max_s", 1}, {"heartbeat_interval_s", 1}});
+    });
+    svr_.Get(R"(/v1/agents/a1/runs)", [this](const httplib::Request& req, httplib::Response& res) {
+      if (!authorized(req, res))
+        return;
+      std::unique_lock<std::mutex> g{mtx_};
+      ++polls_;
+      auto ready = [this] { return !pending_json().empty() || !cancels_.empty() || stopping_; };
+      cv_.wait_for(g, 1s, ready);
+      json body{{"runs", pending_json()}, {"cancel", cancels_}};
+      cancels_.clear();
+      reply(res, 200, body);
+    });
+    svr_.Post(R"(/v1/runs/([^/]+)/start)", [this](const httplib::Request& req, httplib::Response& res) {
+      if (!authorized(req, res))
+        return;
+      std::lock_guard<std::mutex> g{mtx_};
+      auto id = req.matches[1].str();
+      if (conflict_.count(id)) {
+        pending_.erase(id);
+        return reply(res, 409, json{{"error", {{"code", "illegal_transition"}, {"message", "elsewhere"}}}});
+      }
+      started_.insert(id);
+      pending_.erase(id);
+      ++running_now_;
+      max_running_ = std::max(max_running_, running_now_);
+      reply(res, 200, run_json(id));
+    });
+    svr_.Post(R"(/v1/runs/([^/]+)/logs)", [this](const httplib::Request& req, httplib::Response& res) {
+      if (!authorized(req, res))
+        return;
+      std::lock_guard<std::mutex> g{mtx_};
+      if (fail_logs_every_other_ && (++log_calls_ % 2 == 1))
+        return reply(res, 503, json{{"error", {{"message", "busy"}}}});
+      auto id = req.matches[1].str();
+      for (auto& c : json::parse(req.body)["chunks"]) {
+        auto seq = c["seq"].get<int64_t>();
+        auto& chunks = logs_[id];
+        if (!chunks.count(seq)) // repeats by seq are ignored, like meshd
+          chunks[seq] = c["stream"].get<std::string>() + ":" + c["data"].get<std::string>();
+      }
+      reply(res, 200, json{{"accepted", 1}});
+    });
+    svr_.Post(R"(/v1/runs/([^/]+)/progress)", [this](const httplib::Request& req, httplib::Response& res) {
+      if (!authorized(req, res))
+        return;
+      std::lock_guard<std::mutex> g{mtx_};
+      reply(res, 200, json{{"cancel_requested", cancel_by_progress_.count(req.matches[1].str()) > 0}});
+    });
+    svr_.Post(R"(/v1/runs/([^/]+)/finish)", [this](const httplib::Request& req, httplib::Response& res) {
+      if (!authorized(req, res))
+        return;
+      std::lock_guard<std::mutex> g{mtx_};
+      auto id = req.matches[1].str();
+      finish_attempts_[id].push_back(json::parse(req.body));
+      if (finish_failures_ > 0) {
+        --finish_failures_;
+        return reply(res, 503, json{{"error", {{"message", "meshd restarting"}}}});
+      }
+      if (finished_.count(id))
+        return reply(res, 409, json{{"error", {{"message", "already finished"}}}});
+      finished_[id] = json::parse(req.body);
+      --running_now_;
+      cv_.notify_all();
+      reply(res, 200, run_json(id));
+    });
+    svr_.Delete("/v1/agents/a1", [this](const httplib::Request& req, httplib::Response& res) {
+      if (!authorized(req, res))
+        return;
+      std::lock_guard<std::mutex> g{mtx_};
+      deregistered_ = true;
+      reply(res, 200, json{{"id", "a1"}});
+    });
+    port_ = svr_.bind_to_any_port("127.0.0.1");
+    thread_ = std::thread{[this] { svr_.listen_after_bind(); }};
+  }
+
+  ~fake_mesh() {
+    {
+      std::lock_guard<std::mutex> g{mtx_};
+      stopping_ = true;
+      cv_.notify_all();
+    }
+    svr_.stop();
+    thread_.join();
+  }
+
+  std::string url() const { return "http://127.0.0.1:" + std::to_string(port_); }
+
+  void submit(const std::string& id, const std::string& plan, json params = json::object(),
+              std::string payload = {}, int64_t timeout_s = 0) {
+    std::lock_guard<std::mutex> g{mtx_};
+    runs_[id] = json{{"id", id}, {"plan", plan}, {"params", params}, {"payload", payload},
+                     {"status", "pending"}, {"timeout_s", timeout_s}};
+    pending_.insert(id);
+    cv_.notify_all();
+  }
+
+  void cancel(const std::string& id) {
+    std::lock_guard<std::mutex> g{mtx_};
+    cancels_.push_back(id);
+    cv_.notify_all();
+  }
+
+  template <class F>
+  auto with(F f) {
+    std::lock_guard<std::mutex> g{mtx_};
+    return f(*this);
+  }
+
+  std::set<std::string> conflict_;
+  std::set<std::string> cancel_by_progress_;
+  int finish_failures_ = 0;
+  bool fail_logs_every_other_ = false;
+  std::set<std::string> started_;
+  std::map<std::string, json> finished_;
+  std::map<std::string, std::vector<json>> finish_attempts_;
+  std::map<std::string, std::map<int64_t, std::string>> logs_;
+  std::vector<json> registrations_;
+  bool deregistered_ = false;
+  int max_running_ = 0;
+  int polls_ = 0;
+
+private:
+  bool authorized(const httplib::Request& req, httplib::Response& res) {
+    if (req.get_header_value("Authorization") == "Bearer tok")
+      return true;
+    reply(res, 401, json{{"error", {{"message", "no"}}}});
+    return false;
+  }
+
+  static void reply(httplib::Response& res, int status, const json& body) {
+    res.status = status;
+    res.set_content(body.dump(), "application/json");
+  }
+
+  json pending_json() {
+    json out = json::array();
+    for (auto& id : pending_)
+      out.push_back(runs_[id]);
+    return out;
+  }
+
+  json run_json(const std::string& id) { return runs_[id]; }
+
+  httplib::Server svr_;
+  std::thread thread_;
+  int port_ = 0;
+  std::mutex mtx_;
+  std::condition_variable cv_;
+  bool stopping_ = false;
+  std::map<std::string, json> runs_;
+  std::set<std::string> pending_;
+  json cancels_ = json::array();
+  int log_calls_ = 0;
+  int running_now_ = 0;
+};
+
+/// A plan that blocks until canceled, counting how many run at once.
+class blocking_plan final : public plan {
+public:
+  plan_result run(run_context& ctx) override {
+    ++running;
+    ctx.log->line("blocking");
+    while (!ctx.cancel->wait_for(50ms)) {
+    }
+    --running;
+    return plan_result::failure("canceled");
+  }
+  std::atomic<int> running{0};
+};
+
+agent_config config(const fake_mesh& mesh) {
+  agent_config cfg;
+  cfg.mesh_url = mesh.url();
+  cfg.registration_token = "reg-token";
+  cfg.name = "unit-agent";
+  cfg.labels = {{"env", "test"}};
+  cfg.capacity = 2;
+  cfg.poll_wait = 1s;
+  cfg.backoff_initial = 10ms;
+  cfg.backoff_max = 50ms;
+  cfg.log_flush_interval = 20ms;
+  cfg.kill_grace = 500ms;
+  cfg.drain_deadline = 200ms;
+  cfg.shutdown_result_grace = 2s;
+  return cfg;
+}
+
+plan_set echo_plans(std::shared_ptr<blocking_plan> blocker = nullptr) {
+  plan_set p;
+  p["echo"] = std::make_shared<function_plan>([](run_context& ctx) {
+    ctx.log->write(log_stream::out, ctx.payload);
+    if (ctx.params.value("fail", false))
+      return plan_result::failure("asked to fail", 3, "partial");
+    return plan_result::success(ctx.payload, 0);
+  });
+  p["lines"] = std::make_shared<function_plan>([](run_context& ctx) {
+    for (int i = 0; i < 200; ++i)
+      ctx.log->write(i % 3 ? log_stream::out : log_stream::err,
+                     "line " + std::to_string(i) + "\n");
+    return plan_result::success();
+  });
+  p["block"] = blocker ? std::static_pointer_cast<plan>(blocker)
+                       : std::static_pointer_cast<plan>(std::make_shared<blocking_plan>());
+  return p;
+}
+
+} // namespace
+
+// This test ensures a run is started, its log shipped, its result reported, and the agent deregisters on drain.
+TEST(agent, runs_and_reports_success) {
+  fake_mesh mesh;
+  agent a{config(mesh), echo_plans()};
+  a.start();
+  mesh.submit("r1", "echo", json::object(), "hello\n");
+  ASSERT_TRUE(eventually([&] { return mesh.with([](fake_mesh& m) { return m.finished_.count("r1") > 0; }); }));
+  mesh.with([](fake_mesh& m) {
+    EXPECT_EQ(m.finished_["r1"]["status"], "success");
+    EXPECT_EQ(m.finished_["r1"]["result"], "hello\n");
+    EXPECT_EQ(m.logs_["r1"][0], "stdout:hello\n");
+    EXPECT_EQ(m.registrations_.at(0)["labels"]["env"], "test");
+    EXPECT_EQ(m.registrations_.at(0)["capacity"], 2);
+    return 0;
+  });
+  a.drain();
+  a.wait();
+  EXPECT_TRUE(mesh.with([](fake_mesh& m) { return m.deregistered_; }));
+  EXPECT_EQ(a.stats().finished, 1u);
+}
+
+// This test ensures a failing plan is reported as error with its exit code and reason plan_failed.
+TEST(agent, reports_error_with_exit_code) {
+  fake_mesh mesh;
+  agent a{config(mesh), echo_plans()};
+  a.start();
+  mesh.submit("r1", "echo", json{{"fail", true}});
+  ASSERT_TRUE(eventually([&] { return mesh.with([](fake_mesh& m) { return m.finished_.count("r1") > 0; }); }));
+  mesh.with([](fake_mesh& m) {
+    auto& f = m.finished_["r1"];
+    EXPECT_EQ(f["status"], "error");
+    EXPECT_EQ(f["exit_code"], 3);
+    EXPECT_EQ(f["reason"], "plan_failed");
+    EXPECT_EQ(f["error"], "asked to fail");
+    return 0;
+  });
+}
+
+// This test ensures a result refused with 503 (meshd restarting) is re-sent unchanged until accepted, once.
+TEST(agent, result_is_resent_until_accepted) {
+  fake_mesh mesh;
+  mesh.with([](fake_mesh& m) { return m.finish_failures_ = 3; });
+  agent a{config(mesh), echo_plans()};
+  a.start();
+  mesh.submit("r1", "echo", json::object(), "x");
+  ASSERT_TRUE(eventually([&] { return mesh.with([](fake_mesh& m) { return m.finished_.count("r1") > 0; }); }));
+  mesh.with([](fake_mesh& m) {
+    auto& attempts = m.finish_attempts_["r1"];
+    EXPECT_EQ(attempts.size(), 4u);
+    for (auto& x : attempts)
+      EXPECT_EQ(x, attempts.front());
+    return 0;
+  });
+}
+
+// This test ensures log chunks arrive complete and in order although every other log call fails.
+TEST(agent, logs_survive_failures_in_order) {
+  fake_mesh mesh;
+  mesh.with([](fake_mesh& m) { return m.fail_logs_every_other_ = true; });
+  auto cfg = config(mesh);
+  cfg.log_chunk_bytes = 64;
+  agent a{cfg, echo_plans()};
+  a.start();
+  mesh.submit("r1", "lines");
+  ASSERT_TRUE(eventually([&] { return mesh.with([](fake_mesh& m) { return m.finished_.count("r1") > 0; }); }));
+  std::string expect_out, expect_err;
+  for (int i = 0; i < 200; ++i)
+    (i % 3 ? expect_out : expect_err) += "line " + std::to_string(i) + "\n";
+  mesh.with([&](fake_mesh& m) {
+    std::string out, err;
+    int64_t next = 0;
+    for (auto& [seq, text] : m.logs_["r1"]) {
+      EXPECT_EQ(seq, next++); // no gap: nothing lost
+      auto colon = text.find(':');
+      (text.substr(0, colon) == "stdout" ? out : err) += text.substr(colon + 1);
+    }
+    EXPECT_EQ(out, expect_out);
+    EXPECT_EQ(err, expect_err);
+    return 0;
+  });
+}
+
+// This test ensures a 409 on start drops the run without running or finishing it.
+TEST(agent, start_conflict_drops_run) {
+  fake_mesh mesh;
+  mesh.with([](fake_mesh& m) { return m.conflict_.insert("r1").second; });
+  agent a{config(mesh), echo_plans()};
+  a.start();
+  mesh.submit("r1", "echo");
+  mesh.submit("r2", "echo");
+  ASSERT_TRUE(eventually([&] { return mesh.with([](fake_mesh& m) { return m.finished_.count("r2") > 0; }); }));
+  EXPECT_EQ(mesh.with([](fake_mesh& m) { return m.finish_attempts_.count("r1"); }), 0u);
+}
+
+// This test ensures a cancel in the poll answer stops the run, reported canceled_by_user.
+TEST(agent, cancel_from_poll) {
+  fake_mesh mesh;
+  agent a{config(mesh), echo_plans()};
+  a.start();
+  mesh.submit("r1", "block");
+  ASSERT_TRUE(eventually([&] { return mesh.with([](fake_mesh& m) { return m.started_.count("r1") > 0; }); }));
+  mesh.cancel("r1");
+  ASSERT_TRUE(eventually([&] { return mesh.with([](fake_mesh& m) { return m.finished_.count("r1") > 0; }); }));
+  mesh.with([](fake_mesh& m) {
+    EXPECT_EQ(m.finished_["r1"]["status"], "canceled");
+    EXPECT_EQ(m.finished_["r1"]["reason"], "canceled_by_user");
+    return 0;
+  });
+}
+
+// This test ensures the progress heartbeat delivers a cancel too.
+TEST(agent, cancel_from_progress) {
+  fake_mesh mesh;
+  mesh.with([](fake_mesh& m) { return m.cancel_by_progress_.insert("r1").second; });
+  agent a{config(mesh), echo_plans()};
+  a.start();
+  mesh.submit("r1", "block");
+  ASSERT_TRUE(eventually([&] { return mesh.with([](fake_mesh& m) { return m.finished_.count("r1") > 0; }); }));
+  EXPECT_EQ(mesh.with([](fake_mesh& m) { return m.finished_["r1"]["reason"]; }), "canceled_by_user");
+}
+
+// This test ensures a run past its timeout ends error/timeout.
+TEST(agent, timeout_is_an_error) {
+  fake_mesh mesh;
+  agent a{config(mesh), echo_plans()};
+  a.start();
+  mesh.submit("r1", "block", json::object(), "", 1);
+  ASSERT_TRUE(eventually([&] { return mesh.with([](fake_mesh& m) { return m.finished_.count("r1") > 0; }); }));
+  mesh.with([](fake_mesh& m) {
+    EXPECT_EQ(m.finished_["r1"]["status"], "error");
+    EXPECT_EQ(m.finished_["r1"]["reason"], "timeout");
+    return 0;
+  });
+}
+
+// This test ensures no more runs execute at once than the capacity.
+TEST(agent, capacity_bounds_parallel_runs) {
+  fake_mesh mesh;
+  auto blocker = std::make_shared<blocking_plan>();
+  agent a{config(mesh), echo_plans(blocker)};
+  a.start();
+  for (auto id : {"r1", "r2", "r3"})
+    mesh.submit(id, "block");
+  ASSERT_TRUE(eventually([&] { return blocker->running == 2; }));
+  // Several more polls pass with the third run offered; it must stay unstarted.
+  auto polls = mesh.with([](fake_mesh& m) { return m.polls_; });
+  ASSERT_TRUE(eventually([&] { return mesh.with([](fake_mesh& m) { return m.polls_; }) >= polls + 2; }));
+  EXPECT_EQ(blocker->running, 2);
+  EXPECT_EQ(mesh.with([](fake_mesh& m) { return m.started_.size(); }), 2u);
+  a.cancel_all();
+  a.wait();
+  EXPECT_EQ(mesh.with([](fake_mesh& m) { return m.max_running_; }), 2);
+}
+
+// This test ensures a drain lets a quick run finish, cancels a long one as agent_shutdown, and deregisters.
+TEST(agent, drain_cancels_after_deadline) {
+  fake_mesh mesh;
+  agent a{config(mesh), echo_plans()};
+  a.start();
+  mesh.submit("r1", "block");
+  ASSERT_TRUE(eventually([&] { return mesh.with([](fake_mesh& m) { return m.started_.count("r1") > 0; }); }));
+  a.drain();
+  a.wait();
+  mesh.with([](fake_mesh& m) {
+    EXPECT_EQ(m.finished_["r1"]["status"], "canceled");
+    EXPECT_EQ(m.finished_["r1"]["reason"], "agent_shutdown");
+    EXPECT_TRUE(m.deregistered_);
+    return 0;
+  });
+  EXPECT_TRUE(a.stats().stopped);
+}
+
+// This test ensures a refused registration token stops the agent with a fatal error.
+TEST(agent, bad_registration_token_is_fatal) {
+  fake_mesh mesh;
+  auto cfg = config(mesh);
+  cfg.registration_token = "wrong";
+  agent a{cfg, echo_plans()};
+  a.start();
+  a.wait();
+  EXPECT_NE(a.stats().fatal_error.find("registration refused: HTTP 401: bad token"),
+            std::string::npos)
+    << a.stats().fatal_error;
+}
+
+// This test ensures an unreachable mesh is retried until it appears.
+TEST(agent, retries_until_mesh_is_up) {
+  auto cfg = agent_config{};
+  std::unique_ptr<fake_mesh> mesh;
+  {
+    // Learn a free port, then leave it closed for a while.
+    httplib::Server probe;
+    auto port = probe.bind_to_any_port("127.0.0.1");
+    cfg.mesh_url = "http://127.0.0.1:" + std::to_string(port);
+  }
+  fake_mesh later;
+  auto real = config(later);
+  real.mesh_url = cfg.mesh_url; // nothing listens there
+  agent a{real, echo_plans()};
+  a.start();
+  ASSERT_TRUE(eventually([&] { return !a.stats().registered && !a.stats().stopped; }, 200ms));
+  a.drain();
+  a.wait();
+  EXPECT_TRUE(a.stats().fatal_error.empty());
+}

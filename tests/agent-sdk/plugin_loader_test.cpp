@@ -1,0 +1,85 @@
+#include "polymesh/sdk/plugin_loader.hpp"
+
+#include "polymesh/sdk/agent_yaml.hpp"
+#include "polymesh/sdk/testing.hpp"
+
+#include <gtest/gtest.h>
+
+using namespace polymesh::sdk;
+
+// This test ensures the example plugin loads and its plan runs through the C ABI.
+TEST(plugin_loader, example_plugin_runs) {
+  plan_catalog catalog;
+  std::vector<std::string> added;
+  ASSERT_EQ(load_plugin(POLYMESH_HELLO_PLUGIN, catalog, &added), "");
+  EXPECT_EQ(added, std::vector<std::string>{"hello"});
+  EXPECT_EQ(catalog.find("hello")->origin, POLYMESH_HELLO_PLUGIN);
+  auto plans = make_plans(catalog, {{"hello", nlohmann::json{{"greeting", "Hi"}}}});
+  testing::scratch_run run;
+  run.ctx.payload = "mesh";
+  auto r = plans.at("hello")->run(run.ctx);
+  EXPECT_TRUE(r.ok);
+  EXPECT_EQ(r.result, "Hi, mesh!");
+  EXPECT_EQ(run.log.out(), "Hi, mesh!\n");
+}
+
+// This test ensures the plugin's cancel path works across the ABI.
+TEST(plugin_loader, example_plugin_sees_cancel) {
+  plan_catalog catalog;
+  ASSERT_EQ(load_plugin(POLYMESH_HELLO_PLUGIN, catalog), "");
+  auto plans = make_plans(catalog, {{"hello", nullptr}});
+  testing::scratch_run run;
+  run.ctx.params = {{"wait_seconds", 600}};
+  run.cancel.cancel(cancel_reason::canceled_by_user);
+  auto r = plans.at("hello")->run(run.ctx);
+  EXPECT_FALSE(r.ok);
+  EXPECT_EQ(r.error, "canceled while waiting");
+}
+
+// This test ensures plugin settings errors come back through the ABI naming the key.
+TEST(plugin_loader, plugin_settings_are_strict) {
+  plan_catalog catalog;
+  ASSERT_EQ(load_plugin(POLYMESH_HELLO_PLUGIN, catalog), "");
+  try {
+    (void) make_plans(catalog, {{"hello", nlohmann::json{{"greting", "x"}}}});
+    FAIL();
+  } catch (const config_error& e) {
+    EXPECT_NE(std::string{e.what()}.find("plans.hello.greting: unknown key"), std::string::npos)
+      << e.what();
+  }
+}
+
+// This test ensures an ABI mismatch is refused with both versions and the file named.
+TEST(plugin_loader, abi_mismatch_is_refused) {
+  plan_catalog catalog;
+  auto err = load_plugin(POLYMESH_ABI_MISMATCH_PLUGIN, catalog);
+  EXPECT_NE(err.find(POLYMESH_ABI_MISMATCH_PLUGIN), std::string::npos) << err;
+  EXPECT_NE(err.find("plugin ABI version 999, this agent speaks version 1"), std::string::npos)
+    << err;
+  EXPECT_TRUE(catalog.names().empty());
+}
+
+// This test ensures a library without the entry point is refused, naming the file.
+TEST(plugin_loader, missing_entry_point_is_refused) {
+  plan_catalog catalog;
+  auto err = load_plugin(POLYMESH_NO_ENTRY_PLUGIN, catalog);
+  EXPECT_NE(err.find(POLYMESH_NO_ENTRY_PLUGIN), std::string::npos) << err;
+  EXPECT_NE(err.find("no 'polymesh_plugin_init' entry point"), std::string::npos) << err;
+}
+
+// This test ensures a missing file is refused, naming it.
+TEST(plugin_loader, missing_file_is_refused) {
+  plan_catalog catalog;
+  auto err = load_plugin("/nonexistent/plugin.so", catalog);
+  EXPECT_NE(err.find("cannot load plugin /nonexistent/plugin.so"), std::string::npos) << err;
+}
+
+// This test ensures a plugin cannot take the name of a plan that exists already.
+TEST(plugin_loader, name_clash_is_refused) {
+  plan_catalog catalog;
+  ASSERT_EQ(catalog.add("hello", "", [](const nlohmann::json&, const std::string&) {
+    return std::shared_ptr<plan>{};
+  }, "built-in"), "");
+  auto err = load_plugin(POLYMESH_HELLO_PLUGIN, catalog);
+  EXPECT_NE(err.find("already provided by built-in"), std::string::npos) << err;
+}

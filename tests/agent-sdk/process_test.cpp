@@ -1,0 +1,175 @@
+#include "polymesh/sdk/process.hpp"
+
+#include "polymesh/sdk/cancel_source.hpp"
+#include "polymesh/sdk/testing.hpp"
+
+#include <csignal>
+#include <fstream>
+#include <gtest/gtest.h>
+#include <sys/resource.h>
+#include <thread>
+
+using namespace polymesh::sdk;
+using namespace std::chrono_literals;
+
+namespace {
+
+/// True once `pid` no longer exists (or is a zombie awaiting its reaper),
+/// polling up to a bounded deadline.
+bool gone(pid_t pid) {
+  auto until = std::chrono::steady_clock::now() + 10s;
+  while (std::chrono::steady_clock::now() < until) {
+    if (::kill(pid, 0) != 0 && errno == ESRCH)
+      return true;
+    std::ifstream stat{"/proc/" + std::to_string(pid) + "/stat"};
+    std::string line;
+    std::getline(stat, line);
+    auto close = line.rfind(')');
+    if (close != std::string::npos && close + 2 < line.size() && line[close + 2] == 'Z')
+      return true;
+    std::this_thread::sleep_for(10ms);
+  }
+  return false;
+}
+
+process_spec sh(const std::string& script, const std::string& cwd) {
+  process_spec s;
+  s.argv = {"sh", "-c", script};
+  s.env = {{"PATH", "/usr/bin:/bin"}};
+  s.cwd = cwd;
+  s.kill_grace = 300ms;
+  return s;
+}
+
+/// Cancels `c` once `log` shows `marker` (the program is up), bounded.
+std::thread cancel_when(testing::memory_log& log, cancel_source& c, std::string marker) {
+  return std::thread{[&log, &c, marker] {
+    auto until = std::chrono::steady_clock::now() + 20s;
+    while (log.out().find(marker) == std::string::npos && std::chrono::steady_clock::now() < until)
+      std::this_thread::sleep_for(5ms);
+    c.cancel(cancel_reason::canceled_by_user);
+  }};
+}
+
+} // namespace
+
+// This test ensures stdout and stderr are captured separately and exit 0 is success.
+TEST(process, captures_streams) {
+  testing::temp_dir dir;
+  testing::memory_log log;
+  cancel_source c;
+  auto out = run_process(sh("echo out; echo err >&2", dir.path()), log, c);
+  EXPECT_TRUE(out.success()) << out.describe();
+  EXPECT_EQ(log.out(), "out\n");
+  EXPECT_EQ(log.err(), "err\n");
+}
+
+// This test ensures the exit code, the working directory and the exact environment.
+TEST(process, exit_code_cwd_env) {
+  testing::temp_dir dir;
+  testing::memory_log log;
+  cancel_source c;
+  ::setenv("POLYMESH_PROCESS_TEST_LEAK", "1", 1);
+  auto spec = sh("pwd; env | sort; exit 7", dir.path());
+  spec.env["ONLY_THIS"] = "yes";
+  auto out = run_process(spec, log, c);
+  EXPECT_TRUE(out.started);
+  EXPECT_EQ(out.exit_code, 7);
+  EXPECT_EQ(out.describe(), "exited with code 7");
+  auto text = log.out();
+  EXPECT_EQ(text.rfind(dir.path().string() + "\n", 0), 0u) << text;
+  EXPECT_NE(text.find("ONLY_THIS=yes"), std::string::npos);
+  EXPECT_EQ(text.find("POLYMESH_PROCESS_TEST_LEAK"), std::string::npos);
+}
+
+// This test ensures a missing program or directory is a start error, not a crash.
+TEST(process, start_errors) {
+  testing::temp_dir dir;
+  testing::memory_log log;
+  cancel_source c;
+  process_spec s;
+  s.argv = {"no-such-program-xyz"};
+  s.cwd = dir.path();
+  auto out = run_process(s, log, c);
+  EXPECT_FALSE(out.started);
+  EXPECT_NE(out.error.find("not found"), std::string::npos) << out.error;
+  auto bad_dir = sh("true", "/nonexistent/dir");
+  out = run_process(bad_dir, log, c);
+  EXPECT_FALSE(out.started);
+  EXPECT_NE(out.error.find("cannot enter working directory"), std::string::npos) << out.error;
+}
+
+// This test ensures a cancel kills the whole process group, grandchildren included.
+TEST(process, cancel_kills_the_group) {
+  testing::temp_dir dir;
+  testing::memory_log log;
+  cancel_source c;
+  pid_t child = -1;
+  auto canceler = cancel_when(log, c, "ready");
+  auto out = run_process(sh("sleep 600 & echo $! > bg.pid; echo ready; wait", dir.path()), log,
+                         c, [&](pid_t p) { child = p; });
+  canceler.join();
+  EXPECT_TRUE(out.canceled);
+  EXPECT_EQ(out.signal, SIGTERM);
+  std::ifstream in{dir.path() / "bg.pid"};
+  pid_t grandchild = 0;
+  in >> grandchild;
+  ASSERT_GT(grandchild, 0);
+  EXPECT_TRUE(gone(child));
+  EXPECT_TRUE(gone(grandchild));
+}
+
+// This test ensures a program ignoring SIGTERM gets SIGKILL after the grace.
+TEST(process, sigkill_after_grace) {
+  testing::temp_dir dir;
+  testing::memory_log log;
+  cancel_source c;
+  auto canceler = cancel_when(log, c, "ready");
+  auto out = run_process(sh("trap '' TERM; echo ready; while :; do sleep 1; done", dir.path()),
+                         log, c);
+  canceler.join();
+  EXPECT_TRUE(out.canceled);
+  EXPECT_EQ(out.signal, SIGKILL);
+}
+
+// This test ensures processes left behind after the program exits are killed.
+TEST(process, stragglers_are_killed) {
+  testing::temp_dir dir;
+  testing::memory_log log;
+  cancel_source c;
+  auto out = run_process(sh("sleep 600 & echo $!", dir.path()), log, c);
+  EXPECT_TRUE(out.success());
+  auto pid = static_cast<pid_t>(std::stol(log.out()));
+  EXPECT_TRUE(gone(pid));
+}
+
+// This test ensures rlimits apply in the child.
+TEST(process, rlimits_apply) {
+  testing::temp_dir dir;
+  testing::memory_log log;
+  cancel_source c;
+  auto spec = sh("ulimit -n", dir.path());
+  spec.limits.push_back({RLIMIT_NOFILE, 17, 17});
+  auto out = run_process(spec, log, c);
+  EXPECT_TRUE(out.success()) << out.describe();
+  EXPECT_EQ(log.out(), "17\n");
+}
+
+// This test ensures a token canceled before the start runs nothing.
+TEST(process, canceled_before_start) {
+  testing::temp_dir dir;
+  testing::memory_log log;
+  cancel_source c;
+  c.cancel(cancel_reason::agent_shutdown);
+  auto out = run_process(sh("echo no", dir.path()), log, c);
+  EXPECT_FALSE(out.started);
+  EXPECT_TRUE(out.canceled);
+  EXPECT_EQ(log.all(), "");
+}
+
+// This test ensures program names resolve through the search path only.
+TEST(process, find_program_uses_search_path) {
+  EXPECT_EQ(find_program("sh", "/nonexistent:/bin"), "/bin/sh");
+  EXPECT_EQ(find_program("sh", "/nonexistent"), "");
+  EXPECT_EQ(find_program("/bin/sh", ""), "/bin/sh");
+}

@@ -1,0 +1,58 @@
+#include "polymesh/sdk/settings.hpp"
+
+#include <gtest/gtest.h>
+
+using namespace polymesh::sdk;
+using namespace std::chrono_literals;
+using nlohmann::json;
+
+// This test ensures duration texts parse in every unit and junk does not.
+TEST(settings, durations) {
+  EXPECT_EQ(parse_duration_text("250ms"), 250ms);
+  EXPECT_EQ(parse_duration_text("90s"), 90s);
+  EXPECT_EQ(parse_duration_text("10m"), 10min);
+  EXPECT_EQ(parse_duration_text("2h"), 2h);
+  EXPECT_EQ(parse_duration_text("1d"), 24h);
+  EXPECT_EQ(parse_duration_text("0"), 0ms);
+  for (auto bad : {"", "s", "10", "10x", "-1s", "1.5s"})
+    EXPECT_FALSE(parse_duration_text(bad).has_value()) << bad;
+}
+
+// This test ensures unknown keys are errors naming the dotted key.
+TEST(settings, unknown_key_names_dotted_path) {
+  json j{{"known", "x"}, {"typo", 1}};
+  settings_reader in{j, "plans.demo"};
+  EXPECT_EQ(in.string("known"), "x");
+  try {
+    in.finish();
+    FAIL();
+  } catch (const config_error& e) {
+    EXPECT_EQ(e.key(), "plans.demo.typo");
+    EXPECT_STREQ(e.what(), "plans.demo.typo: unknown key");
+  }
+}
+
+// This test ensures types and bounds are checked with the key in the message.
+TEST(settings, types_and_bounds) {
+  json j{{"n", 99}, {"b", "yes"}, {"d", "5x"}, {"list", {"a", 1}}};
+  settings_reader in{j, "s"};
+  EXPECT_THROW((void) in.integer("n", 0, 1, 10), config_error);
+  EXPECT_THROW((void) in.boolean("b", false), config_error);
+  EXPECT_THROW((void) in.duration("d", 1s, 0ms, 1h), config_error);
+  try {
+    (void) in.strings("list");
+    FAIL();
+  } catch (const config_error& e) {
+    EXPECT_EQ(e.key(), "s.list[1]");
+  }
+}
+
+// This test ensures absent keys give their defaults and null settings read as empty.
+TEST(settings, defaults) {
+  settings_reader in{nullptr, "x"};
+  EXPECT_EQ(in.string("a", "dflt"), "dflt");
+  EXPECT_EQ(in.integer("b", 7, 0, 10), 7);
+  EXPECT_EQ(in.duration("c", 3s, 0ms, 1h), 3s);
+  EXPECT_NO_THROW(in.finish());
+  EXPECT_THROW((settings_reader{json{1, 2}, "x"}), config_error);
+}

@@ -1,0 +1,74 @@
+// meshd restarted in the middle of work: nothing acknowledged is lost and
+// every run carries on from the state the store holds.
+#include "tests/support/mesh_fixture.hpp"
+
+namespace polymesh::test {
+namespace {
+
+using namespace std::chrono_literals;
+using restart = mesh_fixture;
+
+// This test ensures a restart keeps tokens, agents, queued, pending and
+// running runs, and that each carries on: the running run can finish, the
+// pending one is re-offered, the queued one is assigned when a slot frees.
+TEST_F(restart, runs_agents_and_tokens_survive_and_carry_on) {
+  auto a = register_agent("a", json{{"env", "prod"}}, json::array({"noop"}), 2);
+  auto submitter = make_token("submitter");
+  auto running = submit(json{{"plan", "noop"}}, submitter).body["id"].get<std::string>();
+  ASSERT_EQ(a.take(1).size(), 1u);
+  ASSERT_EQ(a.start(running).status, 200);
+  ASSERT_EQ(a.logs(running, 0, "before restart\n").status, 200);
+  auto pending = submit(json{{"plan", "noop"}}, submitter).body["id"].get<std::string>();
+  ASSERT_TRUE(eventually([&] { return get_run(pending)["status"] == "pending"; }));
+  auto queued = submit(json{{"plan", "noop"}, {"priority", 5}}, submitter).body["id"].get<std::string>();
+  auto done_before = submit(json{{"plan", "other"}}, submitter);
+  ASSERT_EQ(done_before.status, 201);
+
+  restart_mesh();
+  a.port = port;
+
+  EXPECT_EQ(get_run(running)["status"], "running");
+  EXPECT_EQ(get_run(pending)["status"], "pending");
+  EXPECT_EQ(get_run(queued)["status"], "created");
+  EXPECT_EQ(call("GET", "/v1/agents/a", admin).body["status"], "online");
+  // The agent's token and the submitter's token still work.
+  auto offered = a.take(1);
+  ASSERT_EQ(offered.size(), 1u) << "the pending run is offered again";
+  EXPECT_EQ(offered[0]["id"], pending);
+  EXPECT_EQ(submit(json{{"plan", "noop"}}, submitter).status, 201);
+
+  ASSERT_EQ(a.logs(running, 1, "after restart\n").status, 200);
+  ASSERT_EQ(a.finish(running, "success").status, 200);
+  ASSERT_TRUE(eventually([&] { return get_run(queued)["status"] == "pending"; }))
+    << "the freed slot goes to the queued run with the highest priority";
+  auto logs = call("GET", "/v1/runs/" + running + "/logs", admin);
+  ASSERT_EQ(logs.body["chunks"].size(), 2u);
+}
+
+// This test ensures run ids keep increasing in submission order across a
+// restart, so newest-first listing stays right.
+TEST_F(restart, listing_order_survives_restart) {
+  auto first = submit(json{{"plan", "noop"}}).body["id"].get<std::string>();
+  restart_mesh();
+  auto second = submit(json{{"plan", "noop"}}).body["id"].get<std::string>();
+  auto list = call("GET", "/v1/runs?limit=2", admin);
+  ASSERT_EQ(list.status, 200);
+  ASSERT_EQ(list.body["runs"].size(), 2u);
+  EXPECT_EQ(list.body["runs"][0]["id"], second);
+  EXPECT_EQ(list.body["runs"][1]["id"], first);
+}
+
+// This test ensures timers come back from stored timestamps: a run whose
+// TTL ran out while meshd was down ends as soon as it is up again.
+TEST_F(restart, timers_resume_from_stored_timestamps) {
+  auto id = submit(json{{"plan", "nobody"}, {"ttl_s", 60}}).body["id"].get<std::string>();
+  stop_mesh();
+  clock.advance(61s);
+  start_mesh();
+  tick();
+  ASSERT_TRUE(eventually([&] { return get_run(id)["status"] == "error"; }));
+  EXPECT_EQ(get_run(id)["reason"], "no_agent_within_ttl");
+}
+
+} // namespace
+} // namespace polymesh::test

@@ -1,0 +1,171 @@
+// Timers over real HTTP, driven by the fixture's manual clock: agent
+// offline, delivery lease, result expiry, run timeout, queue TTL.
+#include "tests/support/mesh_fixture.hpp"
+
+#include <set>
+
+namespace polymesh::test {
+namespace {
+
+using namespace std::chrono_literals;
+
+class timers : public mesh_fixture {
+protected:
+  /// Moves the clock by `d` in steps, the agent polling between them so
+  /// that only run timers (not agent liveness) can lapse.
+  void advance_alive(const scripted_agent& a, duration d) {
+    auto step = cfg.offline_after / 3;
+    while (d.count() > 0) {
+      auto s = std::min(d, std::chrono::duration_cast<duration>(step));
+      advance(s);
+      ASSERT_EQ(a.poll().status, 200);
+      d -= s;
+    }
+  }
+  std::string status_of(const std::string& id) { return get_run(id)["status"]; }
+  std::string reason_of(const std::string& id) {
+    auto r = get_run(id)["reason"];
+    return r.is_null() ? "" : r.get<std::string>();
+  }
+  bool becomes(const std::string& id, const std::string& status) {
+    return eventually([&] { return status_of(id) == status; });
+  }
+};
+
+// This test ensures an agent silent for the offline timeout goes offline:
+// its pending run returns to created and goes to another agent, its running
+// run ends error/agent_lost, and a run queued for it by name ends error/expired.
+TEST_F(timers, agent_offline_requeues_pending_loses_running_expires_targeted) {
+  auto a = register_agent("a", json{{"env", "dev"}}, json::array({"noop"}), 3);
+  auto running = submit(json{{"plan", "noop"}, {"agent", "a"}}).body["id"].get<std::string>();
+  ASSERT_EQ(a.take(1).size(), 1u);
+  ASSERT_EQ(a.start(running).status, 200);
+  auto pending = submit(json{{"plan", "noop"}, {"agent", "a"}}).body["id"].get<std::string>();
+  auto roaming = submit(json{{"plan", "noop"}}).body["id"].get<std::string>();
+  ASSERT_TRUE(becomes(pending, "pending"));
+  ASSERT_TRUE(becomes(roaming, "pending"));
+  // A third targeted run waits in the queue: capacity is 3, so drain first.
+  ASSERT_EQ(call("POST", "/v1/agents/a/drain", admin).status, 200);
+  auto queued = submit(json{{"plan", "noop"}, {"agent", "a"}}).body["id"].get<std::string>();
+  EXPECT_EQ(status_of(queued), "created");
+
+  advance(cfg.offline_after + 1s);
+  ASSERT_TRUE(eventually([&] {
+    return call("GET", "/v1/agents/a", admin).body["status"] == "offline";
+  }));
+  ASSERT_TRUE(becomes(running, "error"));
+  EXPECT_EQ(reason_of(running), "agent_lost");
+  ASSERT_TRUE(becomes(pending, "error"));
+  EXPECT_EQ(reason_of(pending), "expired");
+  ASSERT_TRUE(becomes(queued, "error"));
+  EXPECT_EQ(get_run(queued)["skadi_status"], "expired");
+  ASSERT_TRUE(becomes(roaming, "created"));
+
+  auto b = register_agent("b", json{{"env", "dev"}});
+  ASSERT_TRUE(becomes(roaming, "pending"));
+  EXPECT_EQ(get_run(roaming)["assigned_agent"], b.id);
+}
+
+// This test ensures any authenticated agent request counts as liveness.
+TEST_F(timers, requests_keep_an_agent_online) {
+  auto a = register_agent("a", json::object());
+  for (int i = 0; i < 4; ++i) {
+    advance(cfg.offline_after / 2);
+    ASSERT_EQ(a.poll().status, 200);
+  }
+  advance(cfg.offline_after / 2);
+  EXPECT_EQ(call("GET", "/v1/agents/a", admin).body["status"], "online");
+}
+
+// This test ensures a delivered run that is never started is carried again
+// by a later poll, and goes back to the queue once the delivery lease lapses.
+TEST_F(timers, delivered_but_unstarted_run_is_redelivered_then_reassigned) {
+  auto a = register_agent("a", json::object());
+  auto id = submit(json{{"plan", "noop"}}).body["id"].get<std::string>();
+  ASSERT_EQ(a.take(1).size(), 1u);
+  // delivered_at is persisted just after the poll answered.
+  ASSERT_TRUE(eventually([&] { return get_run(id)["skadi_status"] == "sent"; }));
+  clock.advance(3s); // past the redelivery pause, within the lease
+  ASSERT_EQ(a.poll().body["runs"].size(), 1u) << "an unstarted run is delivered again";
+  advance(cfg.delivery_lease + 1s);
+  ASSERT_TRUE(eventually([&] { return get_run(id)["attempts"] == 2; }));
+  EXPECT_EQ(status_of(id), "pending");
+  EXPECT_EQ(get_run(id)["assigned_agent"], a.id);
+}
+
+// This test ensures a sent run with no start, progress or result for the
+// result expiry ends error/expired (Skadi's expired).
+TEST_F(timers, silent_running_run_expires) {
+  auto a = register_agent("a", json::object());
+  auto id = submit(json{{"plan", "noop"}}).body["id"].get<std::string>();
+  ASSERT_EQ(a.take(1).size(), 1u);
+  ASSERT_EQ(a.start(id).status, 200);
+  advance_alive(a, cfg.result_expiry / 2);
+  ASSERT_EQ(a.progress(id, "half way").status, 200);
+  advance_alive(a, cfg.result_expiry / 2 + 1s);
+  EXPECT_EQ(status_of(id), "running") << "progress restarted the expiry window";
+  advance_alive(a, cfg.result_expiry / 2);
+  ASSERT_TRUE(becomes(id, "error"));
+  EXPECT_EQ(reason_of(id), "expired");
+  EXPECT_EQ(get_run(id)["skadi_status"], "expired");
+  EXPECT_EQ(a.finish(id, "success").status, 409);
+}
+
+// This test ensures a run over its timeout is cancelled through the agent
+// and ends error/timeout, whether the agent confirms or stays silent.
+TEST_F(timers, timeout_asks_the_agent_to_cancel_then_ends_error_timeout) {
+  auto a = register_agent("a", json::object(), json::array({"noop"}), 2);
+  auto confirmed = submit(json{{"plan", "noop"}, {"timeout_s", 60}}).body["id"].get<std::string>();
+  auto silent = submit(json{{"plan", "noop"}, {"timeout_s", 60}}).body["id"].get<std::string>();
+  ASSERT_EQ(a.take(2).size(), 2u);
+  ASSERT_EQ(a.start(confirmed).status, 200);
+  ASSERT_EQ(a.start(silent).status, 200);
+  advance(61s);
+  ASSERT_TRUE(eventually([&] { return get_run(confirmed)["cancel_requested"] == true; }));
+  ASSERT_TRUE(eventually([&] { return get_run(silent)["cancel_requested"] == true; }));
+  std::set<std::string> told;
+  ASSERT_TRUE(eventually([&] {
+    auto p = a.poll(1);
+    EXPECT_EQ(p.status, 200) << p.raw;
+    for (auto& id : p.body["cancel"])
+      told.insert(id.get<std::string>());
+    return told.size() == 2;
+  })) << "the agent's poll carries both cancel requests";
+  EXPECT_EQ(a.progress(confirmed).body["cancel_requested"], true);
+  ASSERT_EQ(a.finish(confirmed, "canceled", 143).status, 200);
+  EXPECT_EQ(status_of(confirmed), "error");
+  EXPECT_EQ(reason_of(confirmed), "timeout");
+  ASSERT_EQ(a.poll().status, 200);
+  advance(cfg.cancel_grace + 1s);
+  ASSERT_TRUE(becomes(silent, "error"));
+  EXPECT_EQ(reason_of(silent), "timeout");
+}
+
+// This test ensures a run nobody takes within ttl_s ends error/no_agent_within_ttl.
+TEST_F(timers, ttl_lapses_without_an_agent) {
+  auto id = submit(json{{"plan", "deploy"}, {"ttl_s", 30}}).body["id"].get<std::string>();
+  advance(29s);
+  EXPECT_EQ(status_of(id), "created");
+  advance(2s);
+  ASSERT_TRUE(becomes(id, "error"));
+  EXPECT_EQ(reason_of(id), "no_agent_within_ttl");
+}
+
+// This test ensures retention prunes finished runs (and their logs) older
+// than the configured age and keeps unfinished ones.
+TEST_F(timers, retention_prunes_old_finished_runs) {
+  auto a = register_agent("a", json::object());
+  auto done = submit(json{{"plan", "noop"}}).body["id"].get<std::string>();
+  ASSERT_EQ(a.take(1).size(), 1u);
+  ASSERT_EQ(a.start(done).status, 200);
+  ASSERT_EQ(a.logs(done, 0, "x").status, 200);
+  ASSERT_EQ(a.finish(done, "success").status, 200);
+  auto waiting = submit(json{{"plan", "other"}}).body["id"].get<std::string>();
+  clock.advance(cfg.retention + 1s);
+  EXPECT_EQ(node_->prune_once(), 1u);
+  EXPECT_EQ(call("GET", "/v1/runs/" + done, admin).status, 404);
+  EXPECT_EQ(call("GET", "/v1/runs/" + waiting, admin).status, 200);
+}
+
+} // namespace
+} // namespace polymesh::test

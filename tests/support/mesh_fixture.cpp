@@ -1,0 +1,194 @@
+#include "tests/support/mesh_fixture.hpp"
+
+#include "mesh/domain/error.hpp"
+
+#include <httplib.h>
+
+#include <cstdlib>
+#include <set>
+#include <fstream>
+#include <ftw.h>
+#include <unistd.h>
+
+namespace polymesh::test {
+
+std::string make_temp_dir() {
+  const char* base = std::getenv("TMPDIR");
+  std::string tmpl = std::string{base && *base ? base : "/tmp"} + "/polymesh-test-XXXXXX";
+  if (!::mkdtemp(tmpl.data()))
+    throw std::runtime_error("mkdtemp failed");
+  return tmpl;
+}
+
+void remove_tree(const std::string& dir) {
+  ::nftw(
+    dir.c_str(),
+    [](const char* path, const struct stat*, int, struct FTW*) { return ::remove(path); }, 16,
+    FTW_DEPTH | FTW_PHYS);
+}
+
+response call(int port, const std::string& method, const std::string& path,
+              const std::string& token, const json& body, const std::string* raw_body) {
+  httplib::Client cli{"127.0.0.1", port};
+  cli.set_read_timeout(std::chrono::seconds{120});
+  httplib::Headers headers;
+  if (!token.empty())
+    headers.emplace("Authorization", "Bearer " + token);
+  std::string payload = raw_body ? *raw_body : (body.is_null() ? std::string{} : body.dump());
+  httplib::Result res{nullptr, httplib::Error::Unknown};
+  if (method == "GET")
+    res = cli.Get(path, headers);
+  else if (method == "POST")
+    res = cli.Post(path, headers, payload, "application/json");
+  else if (method == "PATCH")
+    res = cli.Patch(path, headers, payload, "application/json");
+  else if (method == "DELETE")
+    res = cli.Delete(path, headers);
+  response out;
+  if (!res) {
+    out.status = -1;
+    out.raw = httplib::to_string(res.error());
+    return out;
+  }
+  out.status = res->status;
+  out.raw = res->body;
+  out.body = json::parse(res->body, nullptr, false);
+  return out;
+}
+
+bool eventually(const std::function<bool()>& cond, std::chrono::milliseconds limit) {
+  auto deadline = std::chrono::steady_clock::now() + limit;
+  while (!cond()) {
+    if (std::chrono::steady_clock::now() > deadline)
+      return false;
+    std::this_thread::yield();
+  }
+  return true;
+}
+
+response scripted_agent::poll(int wait_s) const {
+  return call(port, "GET", "/v1/agents/" + id + "/runs?wait=" + std::to_string(wait_s), token);
+}
+json scripted_agent::take(size_t n) const {
+  json out = json::array();
+  std::set<std::string> seen;
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds{10};
+  while (out.size() < n && std::chrono::steady_clock::now() < deadline) {
+    auto r = poll(1);
+    if (r.status != 200)
+      break;
+    for (auto& run : r.body["runs"])
+      if (seen.insert(run["id"].get<std::string>()).second)
+        out.push_back(run);
+  }
+  return out;
+}
+
+response scripted_agent::start(const std::string& run_id) const {
+  return call(port, "POST", "/v1/runs/" + run_id + "/start", token, json::object());
+}
+response scripted_agent::progress(const std::string& run_id, const std::string& msg) const {
+  return call(port, "POST", "/v1/runs/" + run_id + "/progress", token, json{{"message", msg}});
+}
+response scripted_agent::logs(const std::string& run_id, int64_t seq,
+                              const std::string& data) const {
+  return call(port, "POST", "/v1/runs/" + run_id + "/logs", token,
+              json{{"chunks", json::array({json{{"seq", seq}, {"data", data}}})}});
+}
+response scripted_agent::finish(const std::string& run_id, const std::string& status,
+                                int exit_code, const std::string& result) const {
+  return call(port, "POST", "/v1/runs/" + run_id + "/finish", token,
+              json{{"status", status}, {"exit_code", exit_code}, {"result", result}});
+}
+response scripted_agent::deregister() const {
+  return call(port, "DELETE", "/v1/agents/" + id, token);
+}
+
+void mesh_fixture::SetUp() {
+  dir = make_temp_dir();
+  cfg = mesh_config{};
+  cfg.data_dir = dir;
+  cfg.listen = "127.0.0.1:0";
+  cfg.http_threads = 32;
+  cfg.store_synchronous = "normal";
+  configure(cfg);
+  start_mesh();
+  std::ifstream in{dir + "/admin.token"};
+  std::getline(in, admin);
+  ASSERT_FALSE(admin.empty()) << "meshd wrote no admin.token";
+}
+
+void mesh_fixture::TearDown() {
+  stop_mesh();
+  remove_tree(dir);
+}
+
+void mesh_fixture::start_mesh() {
+  auto node = mesh_node::start(cfg, clock);
+  ASSERT_TRUE(node) << message_of(node.error());
+  node_ = std::move(*node);
+  server_ = std::make_unique<http_server>(*node_);
+  auto bound = server_->bind("127.0.0.1", 0);
+  ASSERT_TRUE(bound) << message_of(bound.error());
+  port = *bound;
+  serving_ = std::thread{[this] { server_->serve(); }};
+  ASSERT_TRUE(eventually([this] { return call("GET", "/healthz", "").status == 200; }));
+}
+
+void mesh_fixture::stop_mesh() {
+  if (!node_)
+    return;
+  node_->begin_shutdown();
+  server_->stop();
+  if (serving_.joinable())
+    serving_.join();
+  server_.reset();
+  node_->shutdown();
+  node_.reset();
+}
+
+void mesh_fixture::restart_mesh() {
+  stop_mesh();
+  start_mesh();
+}
+
+std::string mesh_fixture::make_token(const std::string& kind, const std::string& scope,
+                                     int64_t ttl_s) {
+  json body{{"kind", kind}, {"name", kind + " for a test"}};
+  if (!scope.empty())
+    body["scope"] = scope;
+  if (ttl_s > 0)
+    body["ttl_s"] = ttl_s;
+  auto r = call("POST", "/v1/tokens", admin, body);
+  EXPECT_EQ(r.status, 201) << r.raw;
+  return r.body.value("token", "");
+}
+
+scripted_agent mesh_fixture::register_agent(const std::string& name, const json& labels,
+                                            const json& plans, int capacity) {
+  if (registration_.empty())
+    registration_ = make_token("registration");
+  auto r = call("POST", "/v1/agents/register", registration_,
+                json{{"name", name}, {"labels", labels}, {"plans", plans}, {"capacity", capacity}});
+  EXPECT_EQ(r.status, 201) << r.raw;
+  scripted_agent a;
+  a.port = port;
+  a.name = name;
+  a.id = r.body.value("id", "");
+  a.token = r.body.value("access_token", "");
+  return a;
+}
+
+response mesh_fixture::submit(const json& body, const std::string& token) {
+  if (token.empty() && submitter_.empty())
+    submitter_ = make_token("submitter");
+  return call("POST", "/v1/runs", token.empty() ? submitter_ : token, body);
+}
+
+json mesh_fixture::get_run(const std::string& id) {
+  auto r = call("GET", "/v1/runs/" + id, admin);
+  EXPECT_EQ(r.status, 200) << r.raw;
+  return r.body;
+}
+
+} // namespace polymesh::test

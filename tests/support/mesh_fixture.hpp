@@ -1,0 +1,111 @@
+// A real meshd in the test process: `mesh_node` + `http_server` bound to
+// 127.0.0.1:0, driven by a `manual_clock`, spoken to over real HTTP.
+//
+// Timers never need a sleep: a test advances `clock` and calls `tick()`,
+// which fires every due timer and waits for the routines to have done so.
+// Where a consequence is asynchronous (an actor persisting after a timer),
+// `eventually` re-reads the API until the condition holds or 10 s pass.
+#pragma once
+
+#include "mesh/actors/node.hpp"
+#include "mesh/domain/clock.hpp"
+#include "mesh/http/server.hpp"
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <thread>
+
+namespace polymesh::test {
+
+using nlohmann::json;
+
+struct response {
+  int status = 0;
+  json body;
+  std::string raw;
+};
+
+/// Creates a fresh directory under $TMPDIR; removed by `remove_tree`.
+std::string make_temp_dir();
+void remove_tree(const std::string& dir);
+
+/// One HTTP call with an optional bearer token. `body` is sent as JSON
+/// when not null; `raw_body` wins when set.
+response call(int port, const std::string& method, const std::string& path,
+              const std::string& token = {}, const json& body = nullptr,
+              const std::string* raw_body = nullptr);
+
+/// Re-evaluates `cond` until it holds or `limit` elapses; true if it held.
+bool eventually(const std::function<bool()>& cond,
+                std::chrono::milliseconds limit = std::chrono::seconds{10});
+
+/// A scripted agent speaking the agent protocol.
+struct scripted_agent {
+  int port = 0;
+  std::string id;
+  std::string name;
+  std::string token;
+
+  response poll(int wait_s = 0) const;
+  /// Long-polls until `n` distinct runs arrived (assignment is asynchronous
+  /// to the submit's 201); returns them, fewer only if 10 s pass.
+  json take(size_t n) const;
+  response start(const std::string& run_id) const;
+  response progress(const std::string& run_id, const std::string& msg = {}) const;
+  response logs(const std::string& run_id, int64_t seq, const std::string& data) const;
+  response finish(const std::string& run_id, const std::string& status,
+                  int exit_code = 0, const std::string& result = {}) const;
+  response deregister() const;
+};
+
+class mesh_fixture : public ::testing::Test {
+protected:
+  void SetUp() override;
+  void TearDown() override;
+
+  /// Adjust before `start_mesh` (SetUp starts with the defaults).
+  virtual void configure(mesh_config&) {}
+
+  void start_mesh();
+  void stop_mesh();
+  void restart_mesh();
+  /// Fires due timers and sweeps, synchronously.
+  void tick() { node_->tick(); }
+  void advance(duration d) {
+    clock.advance(d);
+    tick();
+  }
+
+  response call(const std::string& method, const std::string& path, const std::string& token,
+                const json& body = nullptr) {
+    return polymesh::test::call(port, method, path, token, body);
+  }
+  /// Creates a token of `kind` with the admin token; returns the secret.
+  std::string make_token(const std::string& kind, const std::string& scope = {},
+                         int64_t ttl_s = 0);
+  /// Registers an agent with a registration token.
+  scripted_agent register_agent(const std::string& name, const json& labels,
+                                const json& plans = json::array({"noop"}), int capacity = 1);
+  /// Submits a run with `submitter`; returns the response.
+  response submit(const json& body, const std::string& token = {});
+  json get_run(const std::string& id);
+
+  manual_clock clock;
+  mesh_config cfg;
+  std::string dir;
+  std::string admin;
+  int port = 0;
+  std::unique_ptr<mesh_node> node_;
+
+private:
+  std::unique_ptr<http_server> server_;
+  std::thread serving_;
+  std::string submitter_;
+  std::string registration_;
+};
+
+} // namespace polymesh::test

@@ -1,0 +1,67 @@
+#include "tests/support/meshd_process.hpp"
+
+#include <csignal>
+#include <cstdio>
+#include <cstring>
+#include <stdexcept>
+#include <sys/wait.h>
+#include <unistd.h>
+
+namespace polymesh::test {
+
+meshd_process::meshd_process(const std::string& binary, const std::string& dir,
+                             const std::string& admin_token, std::vector<std::string> extra) {
+  int out[2];
+  if (::pipe(out) != 0)
+    throw std::runtime_error("pipe failed");
+  pid_ = ::fork();
+  if (pid_ < 0)
+    throw std::runtime_error("fork failed");
+  if (pid_ == 0) {
+    ::dup2(out[1], STDOUT_FILENO);
+    ::close(out[0]);
+    ::close(out[1]);
+    ::setenv("POLYMESH_ADMIN_TOKEN", admin_token.c_str(), 1);
+    std::vector<std::string> args{binary, "--listen", "127.0.0.1:0", "--data-dir", dir};
+    for (auto& e : extra)
+      args.push_back(e);
+    std::vector<char*> argv;
+    for (auto& a : args)
+      argv.push_back(a.data());
+    argv.push_back(nullptr);
+    ::execv(binary.c_str(), argv.data());
+    std::perror("execv meshd");
+    ::_exit(127);
+  }
+  ::close(out[1]);
+  // Read the first line: `listening on http://127.0.0.1:PORT`. A meshd that
+  // fails to start closes the pipe instead.
+  std::string line;
+  char c = 0;
+  while (::read(out[0], &c, 1) == 1 && c != '\n')
+    line += c;
+  ::close(out[0]);
+  auto colon = line.rfind(':');
+  if (line.rfind("listening on http://", 0) != 0 || colon == std::string::npos) {
+    kill_and_wait(SIGKILL);
+    throw std::runtime_error("meshd did not start; it printed: '" + line + "'");
+  }
+  port_ = std::stoi(line.substr(colon + 1));
+}
+
+meshd_process::~meshd_process() {
+  if (pid_ > 0)
+    kill_and_wait(SIGKILL);
+}
+
+int meshd_process::kill_and_wait(int sig) {
+  if (pid_ <= 0)
+    return -1;
+  ::kill(pid_, sig);
+  int status = 0;
+  ::waitpid(pid_, &status, 0);
+  pid_ = -1;
+  return status;
+}
+
+} // namespace polymesh::test

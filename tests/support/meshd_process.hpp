@@ -1,0 +1,30 @@
+// A real `meshd` process for tests that must kill or restart the binary:
+// started on 127.0.0.1:0 with a data directory, its bound port read from the
+// `listening on http://HOST:PORT` line it prints.
+#pragma once
+
+#include <string>
+#include <sys/types.h>
+#include <vector>
+
+namespace polymesh::test {
+
+class meshd_process {
+public:
+  /// Starts `binary --listen 127.0.0.1:0 --data-dir dir [extra...]` with
+  /// POLYMESH_ADMIN_TOKEN=`admin_token`. Throws if it does not come up.
+  meshd_process(const std::string& binary, const std::string& dir,
+                const std::string& admin_token, std::vector<std::string> extra = {});
+  ~meshd_process();
+
+  [[nodiscard]] int port() const { return port_; }
+  [[nodiscard]] pid_t pid() const { return pid_; }
+  /// Sends `sig` and waits for the process; returns its wait status.
+  int kill_and_wait(int sig);
+
+private:
+  pid_t pid_ = -1;
+  int port_ = 0;
+};
+
+} // namespace polymesh::test
