@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# The main job, end to end on one machine: installs what is missing, builds,
+# starts meshd on its embedded SQLite store (./polymesh-data), brings up a
+# local agent labelled env=dev, submits a run to env=dev over the REST API,
+# follows it to the end, prints its output, and shuts everything down.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/install-deps.sh
+scripts/build.sh
+build=${BUILD_DIR:-build}
+data=${POLYMESH_DATA_DIR:-./polymesh-data}
+mkdir -p "$data"
+
+log=$(mktemp)
+"$build/mesh/meshd/meshd" --listen 127.0.0.1:0 --data-dir "$data" >"$log" 2>&1 &
+meshd_pid=$!
+agent_pid=""
+cleanup() {
+  [ -n "$agent_pid" ] && kill -TERM "$agent_pid" 2>/dev/null && wait "$agent_pid" 2>/dev/null || true
+  kill -TERM "$meshd_pid" 2>/dev/null && wait "$meshd_pid" 2>/dev/null || true
+  rm -f "$log"
+}
+trap cleanup EXIT
+
+url=""
+for _ in $(seq 1 200); do
+  url=$(sed -n 's/^listening on \(http:[^ ]*\)$/\1/p' "$log")
+  [ -n "$url" ] && break
+  kill -0 "$meshd_pid" 2>/dev/null || { cat "$log" >&2; exit 1; }
+  sleep 0.05
+done
+[ -n "$url" ] || { echo "quickstart: meshd did not start" >&2; cat "$log" >&2; exit 1; }
+echo "quickstart: meshd is up at $url (data in $data)"
+admin=$(cat "$data/admin.token")
+
+api() { # api METHOD PATH TOKEN [JSON]
+  curl -sS -X "$1" "$url$2" -H "Authorization: Bearer $3" ${4:+-H 'Content-Type: application/json' -d "$4"}
+}
+
+registration=$(api POST /v1/tokens "$admin" '{"kind":"registration","name":"quickstart agent"}' | jq -r .token)
+submitter=$(api POST /v1/tokens "$admin" '{"kind":"submitter","name":"quickstart"}' | jq -r .token)
+
+# The local agent. It speaks the agent protocol over HTTP: register, long-poll,
+# start, stream the plan's output as log chunks, finish, deregister.
+scripts/scripted-agent.sh "$url" "$registration" local-dev &
+agent_pid=$!
+for _ in $(seq 1 100); do
+  [ "$(api GET /v1/agents/local-dev "$admin" | jq -r .status)" = online ] && break
+  sleep 0.05
+done
+
+run=$(api POST /v1/runs "$submitter" \
+  '{"plan":"echo","selector":"env=dev","payload":"hello from polymesh"}')
+id=$(echo "$run" | jq -r .id)
+[ "$id" != null ] || { echo "quickstart: submit failed: $run" >&2; exit 1; }
+echo "quickstart: submitted run $id (plan echo, selector env=dev)"
+status=""
+for _ in $(seq 1 200); do
+  status=$(api GET "/v1/runs/$id" "$submitter" | jq -r .status)
+  case "$status" in success|error|canceled) break ;; esac
+  sleep 0.05
+done
+echo "quickstart: run $id ended: $status"
+echo "quickstart: output:"
+api GET "/v1/runs/$id/logs" "$submitter" | jq -r '.chunks[].data'
+api GET "/v1/runs/$id" "$submitter" | jq '{id, plan, status, skadi_status, assigned_agent, exit_code, result, created_at, finished_at}'
+[ "$status" = success ]

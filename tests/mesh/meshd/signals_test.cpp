@@ -1,0 +1,66 @@
+// meshd's process behaviour: SIGTERM stops it cleanly, answering waiting
+// long-polls, and it exits 0; bad start-up input fails with a message.
+#include "tests/support/mesh_fixture.hpp"
+#include "tests/support/meshd_process.hpp"
+
+#include <csignal>
+#include <future>
+#include <sys/wait.h>
+
+namespace polymesh::test {
+namespace {
+
+constexpr const char* admin = "signals-test-admin-token-0123456789";
+
+// This test ensures SIGTERM answers a waiting long-poll at once (instead of
+// after its wait) and meshd exits with status 0.
+TEST(signals, sigterm_wakes_long_polls_and_exits_zero) {
+  auto dir = make_temp_dir();
+  meshd_process mesh{MESHD_PATH, dir, admin};
+  auto reg = call(mesh.port(), "POST", "/v1/tokens", admin,
+                  json{{"kind", "registration"}, {"name", "r"}});
+  auto agent = call(mesh.port(), "POST", "/v1/agents/register", reg.body["token"].get<std::string>(),
+                    json{{"name", "a"}, {"plans", {"noop"}}});
+  ASSERT_EQ(agent.status, 201) << agent.raw;
+  scripted_agent a{mesh.port(), agent.body["id"], "a", agent.body["access_token"]};
+  // Timestamps have millisecond resolution: let the clock move past the
+  // registration so the poll's liveness stamp is distinguishable.
+  auto seen = call(mesh.port(), "GET", "/v1/agents/a", admin).body["last_seen_at"].get<std::string>();
+  ASSERT_TRUE(eventually([&] { return to_rfc3339(system_clock{}.now()) > seen; }));
+  auto started = std::chrono::steady_clock::now();
+  auto poll = std::async(std::launch::async, [&] { return a.poll(25); });
+  // The poll is waiting once the agent was seen after registration.
+  ASSERT_TRUE(eventually([&] {
+    auto shown = call(mesh.port(), "GET", "/v1/agents/a", admin);
+    return shown.body["last_seen_at"] != seen;
+  }));
+  auto status = mesh.kill_and_wait(SIGTERM);
+  auto answered = poll.get();
+  EXPECT_LT(std::chrono::steady_clock::now() - started, std::chrono::seconds{20})
+    << "the long-poll ran out its wait instead of being answered at shutdown";
+  EXPECT_TRUE(answered.status == 200 || answered.status == 503 || answered.status == -1)
+    << answered.raw;
+  ASSERT_TRUE(WIFEXITED(status)) << "meshd did not exit by itself";
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+  remove_tree(dir);
+}
+
+// This test ensures a config file with an unknown key stops meshd at
+// start-up with the key named.
+TEST(signals, unknown_config_key_fails_start_up) {
+  auto dir = make_temp_dir();
+  auto file = dir + "/bad.yaml";
+  FILE* f = std::fopen(file.c_str(), "w");
+  std::fputs("http:\n  thread: 4\n", f);
+  std::fclose(f);
+  try {
+    meshd_process mesh{MESHD_PATH, dir, admin, {"--config", file}};
+    FAIL() << "meshd started with an unknown config key";
+  } catch (const std::runtime_error& e) {
+    SUCCEED() << e.what();
+  }
+  remove_tree(dir);
+}
+
+} // namespace
+} // namespace polymesh::test
