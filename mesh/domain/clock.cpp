@@ -33,7 +33,7 @@ std::string to_rfc3339(timestamp t) {
   auto frac = static_cast<int>(ms - static_cast<int64_t>(secs) * 1000);
   std::tm tm{};
   gmtime_r(&secs, &tm);
-  char buf[40];
+  char buf[64];
   std::snprintf(buf, sizeof(buf), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
                 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, frac);
   return buf;
@@ -71,6 +71,9 @@ std::optional<timestamp> parse_rfc3339(const std::string& text) {
     return std::nullopt;
   z = rest[0];
   if (z != 'Z' && z != 'z')
+    return std::nullopt;
+  if (tm.tm_mon < 1 || tm.tm_mon > 12 || tm.tm_mday < 1 || tm.tm_mday > 31 || tm.tm_hour > 23
+      || tm.tm_min > 59 || tm.tm_sec > 60 || tm.tm_hour < 0 || tm.tm_min < 0 || tm.tm_sec < 0)
     return std::nullopt;
   tm.tm_year -= 1900;
   tm.tm_mon -= 1;

@@ -38,13 +38,23 @@ struct cell {
   uint8_t outcomes = 0;
 };
 
-constexpr cell no{};
 constexpr cell to(run_status target) {
   return {cell_kind::fixed, target, 0};
 }
 constexpr cell end(uint8_t outcomes) {
   return {cell_kind::outcome, run_status::created, outcomes};
 }
+
+// The cells, named after where they lead.
+constexpr cell no{};
+constexpr cell created = to(run_status::created);
+constexpr cell pending = to(run_status::pending);
+constexpr cell running = to(run_status::running);
+constexpr cell canceled = to(run_status::canceled);
+/// Any terminal outcome: what the agent reports.
+constexpr cell ended = end(any_end);
+/// `error` or `canceled`: the mesh giving up never claims success.
+constexpr cell gave_up = end(mesh_end);
 
 // The whole state machine. Rows are `run_status`, columns `run_event`, both in
 // declaration order. Terminal rows are all `no`: nothing moves a finished run.
@@ -57,25 +67,17 @@ constexpr cell end(uint8_t outcomes) {
 //   requested (delivered) is the caller's decision; the target is `canceled`
 //   either way. The same holds for running/cancel (always only requested).
 // - progress needs `running`: a pending run has not been confirmed started.
+// clang-format off
 constexpr cell table[status_count][event_count] = {
-    //           assign              deliver             start
-    //           progress            finish              cancel
-    //           requeue             abort
-    /* created */ {to(run_status::pending), no, no,  //
-                   no, no, to(run_status::canceled), //
-                   no, end(mesh_end)},
-    /* pending */
-    {no, to(run_status::pending), to(run_status::running), //
-     no, end(any_end), to(run_status::canceled),           //
-     to(run_status::created), end(mesh_end)},
-    /* running */
-    {no, no, to(run_status::running),                                 //
-     to(run_status::running), end(any_end), to(run_status::canceled), //
-     no, end(mesh_end)},
-    /* success */ {no, no, no, no, no, no, no, no},
-    /* error */ {no, no, no, no, no, no, no, no},
-    /* canceled */ {no, no, no, no, no, no, no, no},
+  //             assign   deliver  start    progress finish   cancel    requeue  abort
+  /* created */ {pending, no,      no,      no,      no,      canceled, no,      gave_up},
+  /* pending */ {no,      pending, running, no,      ended,   canceled, created, gave_up},
+  /* running */ {no,      no,      running, running, ended,   canceled, no,      gave_up},
+  /* success */ {no,      no,      no,      no,      no,      no,       no,      no},
+  /* error */   {no,      no,      no,      no,      no,      no,       no,      no},
+  /* canceled */{no,      no,      no,      no,      no,      no,       no,      no},
 };
+// clang-format on
 
 static_assert(static_cast<size_t>(run_status::canceled) + 1 == status_count,
               "the transition table needs a row per run_status");

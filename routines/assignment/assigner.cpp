@@ -21,21 +21,23 @@
 // A run nobody can take sits in a class that is not ready, so it never
 // blocks one that can be taken (no head-of-line blocking).
 //
-// Costs, with C the number of classes, E the agents of a plan, M the classes
-// one agent is ranked in (at most the classes of its plans):
-// - `place`: O(M log(C + E)) per placement; O(1) when nothing is placeable,
-//   independent of the queue length.
+// Costs, with C the number of classes, E the online agents of a plan, M the
+// classes one agent is ranked in (at most the classes of its plans) and n the
+// queued runs:
+// - `place`: O(M log(C + E) + log n) per placement; O(1) when nothing is
+//   placeable, whatever the queue length.
 // - `reserve`, `release`: O(M log(C + E)).
-// - `enqueue`: O(log n) into an existing class; a new class first matches
-//   the plan's online agents, O(E) selector matches.
-// - `upsert_agent`: O(M log(C + E)) for a capacity change; a change of
-//   labels, plans, status or name re-matches the agent against the classes
+// - `enqueue`, `dequeue`: O(log n) for an existing class. A new class first
+//   matches the plan's online agents, O(E) selector matches (O(1) agents when
+//   it names a target agent).
+// - `upsert_agent`: O(M log(C + E)) when only the capacity changed; a change
+//   of labels, plans, status or name re-matches the agent against the classes
 //   of its plans, O(C) selector matches.
 // - `explain`: O(A log A) over all known agents A; it is a diagnostic.
 //
-// Classes whose queue runs empty are kept (a steady stream of one kind of run
-// would otherwise rebuild its class for every run); beyond `max_idle` of them
-// the least recently emptied are dropped.
+// Classes whose queue runs empty are kept (a steady kind of run would
+// otherwise rebuild its class for every run); beyond `max_idle` of them the
+// least recently emptied are dropped.
 
 namespace polymesh {
 
@@ -44,7 +46,7 @@ namespace {
 // Idle classes still cost: each is re-ranked when a slot of one of its agents
 // changes. A mesh has few distinct kinds of run; one-off kinds (a target
 // agent, an unusual selector) age out.
-constexpr size_t max_idle = 4;
+constexpr size_t max_idle = 1024;
 
 std::string class_key(const queued_run& run) {
   // '\0' occurs in no plan name, canonical selector or agent name, so the

@@ -14,8 +14,9 @@
 //   go to the one assigned to least recently.
 //
 // Runs are grouped into classes of identical (plan, selector, scope, target);
-// eligibility is computed once per class, so a decision costs
-// O(classes + agents of the plan), not O(queued runs).
+// eligibility is computed once per class and kept up to date as agents
+// change, so a decision costs at most O(classes + agents of the plan) and
+// never O(queued runs). assigner.cpp lists the exact costs.
 //
 // Thread-safety: none; owned by the assignment routine actor.
 #pragma once

@@ -126,3 +126,16 @@ TEST(Clock, RejectsBadText) {
 
 } // namespace
 } // namespace polymesh
+
+namespace polymesh {
+namespace {
+
+// This test ensures out-of-range fields are refused rather than rolled over.
+TEST(ClockRfc3339, RejectsOutOfRangeFields) {
+  for (auto bad : {"2026-13-01T00:00:00Z", "2026-00-01T00:00:00Z", "2026-01-32T00:00:00Z",
+                   "2026-01-01T24:00:00Z", "2026-01-01T00:60:00Z"})
+    EXPECT_FALSE(parse_rfc3339(bad)) << bad;
+}
+
+} // namespace
+} // namespace polymesh
