@@ -23,6 +23,9 @@ struct offered_run {
   run_record run;
   caf::actor actor;
   std::optional<timestamp> carried_at;
+  /// A cancel was requested before the agent started it: never carry it
+  /// again (the agent is told through `cancel` instead).
+  bool cancel_requested = false;
 };
 
 struct agent_actor_state {
@@ -88,11 +91,14 @@ poll_result collect(self_ptr self) {
   auto now = st.ctx->now();
   if (st.agent.status == agent_status::online || st.agent.status == agent_status::draining) {
     for (auto& [seq, o] : st.offered) {
-      if (o.carried_at && now - *o.carried_at < redeliver_after)
+      if (o.cancel_requested || (o.carried_at && now - *o.carried_at < redeliver_after))
         continue;
       if (!o.carried_at)
         self->send(o.actor, deliver_atom::value, now);
       o.carried_at = now;
+      // The copy the agent gets shows what the run actor is about to store.
+      if (!o.run.delivered_at)
+        o.run.delivered_at = now;
       out.runs.push_back(o.run);
     }
   }
@@ -299,7 +305,11 @@ caf::behavior agent_actor(self_ptr self, context_ptr ctx, agent_record agent, bo
         }
     },
     [=](cancel_atom, const std::string& run_id) {
-      self->state.cancel_untold.insert(run_id);
+      auto& st = self->state;
+      st.cancel_untold.insert(run_id);
+      for (auto& [seq, o] : st.offered)
+        if (o.run.id == run_id)
+          o.cancel_requested = true;
       wake(self);
     },
     [=](fired_atom) {

@@ -17,6 +17,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -66,6 +67,17 @@ caf::error mesh_node::boot(const mesh_config& cfg, const polymesh::clock& clk) {
   auto t0 = std::chrono::steady_clock::now();
   if (auto err = make_dirs(cfg.data_dir))
     return err;
+  // One meshd per data directory: two writers would each believe they own
+  // every run. The lock dies with the process, so a crash leaves none behind.
+  auto lock_path = cfg.data_dir + "/meshd.lock";
+  lock_fd_ = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (lock_fd_ < 0)
+    return make_error(errc::invalid_argument,
+                      "cannot open '" + lock_path + "': " + std::strerror(errno), "data_dir");
+  if (::flock(lock_fd_, LOCK_EX | LOCK_NB) != 0)
+    return make_error(errc::conflict,
+                      "data directory '" + cfg.data_dir + "' is in use by another meshd",
+                      "data_dir");
   store_options wopts;
   wopts.synchronous = cfg.store_synchronous;
   auto writer = open_sqlite_store(cfg.database_path(), wopts);
@@ -215,8 +227,10 @@ void mesh_node::shutdown() {
   if (down_)
     return;
   down_ = true;
-  if (!system_)
+  if (!system_) {
+    release_lock();
     return;
+  }
   begin_shutdown();
   // Registries first (their run and agent actors are linked to them), then
   // the routines, and the store last so in-flight writes still commit.
@@ -232,6 +246,14 @@ void mesh_node::shutdown() {
     *h = nullptr;
   system_.reset();
   system_config_.reset();
+  release_lock();
+}
+
+void mesh_node::release_lock() {
+  if (lock_fd_ >= 0) {
+    ::close(lock_fd_);
+    lock_fd_ = -1;
+  }
 }
 
 } // namespace polymesh

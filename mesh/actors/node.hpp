@@ -64,6 +64,7 @@ private:
   mesh_node() = default;
   caf::error boot(const mesh_config& cfg, const polymesh::clock& clk);
   caf::error bootstrap_admin_token(const std::vector<token_record>& existing);
+  void release_lock();
 
   std::unique_ptr<caf::actor_system_config> system_config_;
   std::unique_ptr<caf::actor_system> system_;
@@ -71,6 +72,8 @@ private:
   std::string admin_token_file_;
   restore_stats restored_;
   bool down_ = false;
+  /// Holds an exclusive `flock` on `<data_dir>/meshd.lock` while running.
+  int lock_fd_ = -1;
 };
 
 } // namespace polymesh

@@ -24,7 +24,7 @@
 //     (issue_atom, agent id, session)                -> issued_token (agent access token)
 //     (revoke_atom, id)                              -> token_record
 //     (revoke_atom, agent_atom, agent id)            -> bool
-//     (admit_atom, token_record)                        start-up restore
+//   (start-up fills the token cache directly from the store snapshot)
 #pragma once
 
 #include "mesh/actors/context.hpp"

@@ -146,6 +146,11 @@ caf::error check_own(self_ptr self, const caller& c) {
   auto& run = self->state.run;
   if (c.kind != token_kind::agent || c.agent_id.empty())
     return make_error(errc::forbidden, "only the assigned agent may report on a run");
+  // A created run is held by no agent: starting or reporting on it is an
+  // illegal transition for every agent, not a question of ownership.
+  if (run.status == run_status::created)
+    return make_error(errc::illegal_transition,
+                      "run '" + run.id + "' is created and not assigned to any agent", "status");
   if (run.assigned_agent != c.agent_id
       || (run.status != run_status::pending && run.status != run_status::running
           && !is_terminal(run.status)))
@@ -284,11 +289,12 @@ caf::behavior run_actor(self_ptr self, context_ptr ctx, run_record run, bool fre
       auto& st = self->state;
       if (auto err = check_own(self, c))
         return err;
-      if (is_terminal(st.run.status))
-        return make_error(errc::illegal_transition, "run has already finished", "status");
       auto now = st.ctx->now();
       auto next = st.run;
-      next.last_activity_at = now;
+      // Late chunks of a finished run (a retried upload) are kept, as the
+      // query actor does once this actor is gone; they change nothing else.
+      if (!is_terminal(st.run.status))
+        next.last_activity_at = now;
       write_batch logs;
       for (auto& chunk : req.chunks) {
         chunk.at = now;

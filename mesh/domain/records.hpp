@@ -75,7 +75,8 @@ struct run_record {
   /// Submission order, strictly increasing; FIFO within a priority.
   uint64_t seq = 0;
   std::string plan;
-  /// The selector as submitted ("" selects every agent).
+  /// The selector in canonical form (`selector::to_string`); "" selects
+  /// every agent.
   std::string selector;
   /// The submitting token's scope selector ("" for none).
   std::string scope;
@@ -155,7 +156,7 @@ struct token_record {
 struct log_chunk {
   /// Sequence number chosen by the agent, starting at 0; repeats are ignored.
   int64_t seq = 0;
-  /// `stdout`, `stderr` or `mesh`.
+  /// `stdout` or `stderr`.
   std::string stream = "stdout";
   std::string data;
   timestamp at{};

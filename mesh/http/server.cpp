@@ -10,6 +10,7 @@
 #include <caf/send.hpp>
 #include <httplib.h>
 
+#include <atomic>
 #include <regex>
 #include <sys/socket.h>
 
@@ -23,6 +24,10 @@ struct request_context {
   const httplib::Request& req;
   httplib::Response& res;
   const std::vector<std::string>& param_names;
+  /// Long-polls waiting now, and how many the worker pool can hold while
+  /// keeping threads free for every other request.
+  std::atomic<int64_t>& open_polls;
+  int64_t max_polls;
   caller who;
 
   [[nodiscard]] const context_ptr& ctx() const { return node.context(); }
@@ -234,6 +239,22 @@ void poll_runs(request_context& rc) {
   if (!wait)
     return rc.fail(wait.error());
   auto wait_ms = std::min<int64_t>(*wait, max_wait.count()) * 1000;
+  // A waiting poll holds a worker thread. Past the pool's headroom, answer
+  // 503 now rather than let every other request queue behind the polls.
+  if (wait_ms > 0 && rc.open_polls.fetch_add(1) >= rc.max_polls) {
+    rc.open_polls.fetch_sub(1);
+    return rc.fail(make_error(errc::unavailable,
+                              "too many agents are long-polling for http.threads="
+                                + std::to_string(rc.ctx()->config.http_threads)
+                                + "; retry later or raise http.threads"));
+  }
+  struct release {
+    std::atomic<int64_t>* n;
+    ~release() {
+      if (n)
+        n->fetch_sub(1);
+    }
+  } guard{wait_ms > 0 ? &rc.open_polls : nullptr};
   auto timeout = caf::duration{std::chrono::milliseconds{wait_ms} + ask_timeout};
   auto out = ask<poll_result>(rc, rc.ctx()->agents, timeout, poll_atom::value, rc.who, id, wait_ms);
   if (!out)
@@ -422,7 +443,10 @@ void explain_run(request_context& rc) {
                           {"reason", c.reason.empty() ? json(nullptr) : json(c.reason)}});
   body["assigned"] = false;
   body["agents"] = agents;
-  body["message"] = why->empty() ? "no agent is registered" : "waiting for a free candidate";
+  bool any = std::any_of(why->begin(), why->end(), [](auto& c) { return c.candidate; });
+  body["message"] = why->empty()  ? "no agent to consider (none registered, or the run is being assigned right now)"
+                    : any         ? "a candidate has a free slot; the run is being assigned"
+                                  : "no agent can take this run; see each agent's reason";
   rc.reply(200, body);
 }
 
@@ -500,7 +524,9 @@ void readyz(request_context& rc) {
     by_status[to_string(s)] = 0;
   for (auto& a : *agents)
     by_status[to_string(a.status)] = by_status[to_string(a.status)].get<int64_t>() + 1;
-  rc.reply(200, json{{"status", "ready"}, {"runs", runs}, {"agents", by_status}});
+  json http{{"long_polls", rc.open_polls.load()}, {"long_polls_max", rc.max_polls},
+            {"threads", rc.ctx()->config.http_threads}};
+  rc.reply(200, json{{"status", "ready"}, {"runs", runs}, {"agents", by_status}, {"http", http}});
 }
 
 // -- plumbing -----------------------------------------------------------------------
@@ -618,6 +644,8 @@ public:
 http_server::http_server(mesh_node& node) : node_(node), svr_(new mesh_http_server) {
   auto& cfg = node_.context()->config;
   auto threads = static_cast<size_t>(cfg.http_threads);
+  // Keep an eighth of the pool (at least 4 threads) for everything but polls.
+  max_polls_ = std::max<int64_t>(1, cfg.http_threads - std::max<int64_t>(4, cfg.http_threads / 8));
   svr_->new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
   svr_->set_tcp_nodelay(true);
   svr_->set_keep_alive_timeout(
@@ -677,7 +705,7 @@ http_server::http_server(mesh_node& node) : node_(node), svr_(new mesh_http_serv
     }
     const endpoint* decl = &ep;
     auto handler = [this, decl, names](const httplib::Request& req, httplib::Response& res) {
-      request_context rc{node_, req, res, *names, {}};
+      request_context rc{node_, req, res, *names, open_polls_, max_polls_, {}};
       if (decl->allowed != public_access) {
         auto tok = node_.context()->tokens->authenticate(req.get_header_value("Authorization"));
         if (!tok)

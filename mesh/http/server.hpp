@@ -13,6 +13,7 @@
 
 #include <caf/expected.hpp>
 
+#include <atomic>
 #include <functional>
 #include <memory>
 #include <string>
@@ -73,6 +74,8 @@ public:
 private:
   mesh_node& node_;
   std::unique_ptr<httplib::Server> svr_;
+  std::atomic<int64_t> open_polls_{0};
+  int64_t max_polls_ = 1;
 };
 
 /// Splits `HOST:PORT`; `[v6]:PORT` is accepted too.

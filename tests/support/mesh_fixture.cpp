@@ -56,6 +56,34 @@ response call(int port, const std::string& method, const std::string& path,
   return out;
 }
 
+response call_raw(int port, const std::string& method, const std::string& path,
+                  const std::string& authorization, const std::string& raw_body) {
+  httplib::Client cli{"127.0.0.1", port};
+  cli.set_read_timeout(std::chrono::seconds{120});
+  httplib::Headers headers;
+  if (!authorization.empty())
+    headers.emplace("Authorization", authorization);
+  httplib::Result res{nullptr, httplib::Error::Unknown};
+  if (method == "GET")
+    res = cli.Get(path, headers);
+  else if (method == "POST")
+    res = cli.Post(path, headers, raw_body, "application/json");
+  else if (method == "PATCH")
+    res = cli.Patch(path, headers, raw_body, "application/json");
+  else if (method == "DELETE")
+    res = cli.Delete(path, headers);
+  response out;
+  if (!res) {
+    out.status = -1;
+    out.raw = httplib::to_string(res.error());
+    return out;
+  }
+  out.status = res->status;
+  out.raw = res->body;
+  out.body = json::parse(res->body, nullptr, false);
+  return out;
+}
+
 bool eventually(const std::function<bool()>& cond, std::chrono::milliseconds limit) {
   auto deadline = std::chrono::steady_clock::now() + limit;
   while (!cond()) {
@@ -113,6 +141,11 @@ void mesh_fixture::SetUp() {
   cfg.store_synchronous = "normal";
   configure(cfg);
   start_mesh();
+  // With POLYMESH_ADMIN_TOKEN set meshd writes no admin.token file.
+  if (const char* env = std::getenv("POLYMESH_ADMIN_TOKEN"); env && *env) {
+    admin = env;
+    return;
+  }
   std::ifstream in{dir + "/admin.token"};
   std::getline(in, admin);
   ASSERT_FALSE(admin.empty()) << "meshd wrote no admin.token";
@@ -189,6 +222,12 @@ json mesh_fixture::get_run(const std::string& id) {
   auto r = call("GET", "/v1/runs/" + id, admin);
   EXPECT_EQ(r.status, 200) << r.raw;
   return r.body;
+}
+
+std::pair<std::string, std::string> mesh_fixture::state_of(const std::string& run_id) {
+  auto run = get_run(run_id);
+  return {run.value("status", ""), run["reason"].is_string() ? run["reason"].get<std::string>()
+                                                              : std::string{}};
 }
 
 } // namespace polymesh::test

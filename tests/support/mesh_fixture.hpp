@@ -39,6 +39,11 @@ response call(int port, const std::string& method, const std::string& path,
               const std::string& token = {}, const json& body = nullptr,
               const std::string* raw_body = nullptr);
 
+/// One HTTP call with a verbatim `Authorization` header value (empty: no
+/// header) and a verbatim body, for malformed-header and malformed-body cases.
+response call_raw(int port, const std::string& method, const std::string& path,
+                  const std::string& authorization, const std::string& raw_body = {});
+
 /// Re-evaluates `cond` until it holds or `limit` elapses; true if it held.
 bool eventually(const std::function<bool()>& cond,
                 std::chrono::milliseconds limit = std::chrono::seconds{10});
@@ -84,6 +89,13 @@ protected:
                 const json& body = nullptr) {
     return polymesh::test::call(port, method, path, token, body);
   }
+  /// Sends `raw_body` verbatim (malformed JSON, empty or huge bodies).
+  response call_body(const std::string& method, const std::string& path,
+                     const std::string& token, const std::string& raw_body) {
+    return polymesh::test::call(port, method, path, token, nullptr, &raw_body);
+  }
+  /// The run's `status` and `reason` as re-read through the API.
+  std::pair<std::string, std::string> state_of(const std::string& run_id);
   /// Creates a token of `kind` with the admin token; returns the secret.
   std::string make_token(const std::string& kind, const std::string& scope = {},
                          int64_t ttl_s = 0);

@@ -1,6 +1,8 @@
 // End-to-end run lifecycle over real HTTP against an in-process meshd.
 #include "tests/support/mesh_fixture.hpp"
 
+#include <set>
+
 namespace polymesh::test {
 namespace {
 
@@ -60,6 +62,47 @@ TEST_F(lifecycle, idempotent_repeat_answers_with_the_first_run) {
   EXPECT_EQ(repeat.body["id"], first.body["id"]);
   auto list = call("GET", "/v1/runs", admin);
   EXPECT_EQ(list.body["runs"].size(), 1u);
+}
+
+} // namespace
+} // namespace polymesh::test
+
+namespace polymesh::test {
+namespace {
+
+// This test ensures the run a poll carries shows itself as delivered (sent),
+// not as the queued copy taken at assignment.
+TEST_F(lifecycle, polled_run_shows_delivered_at) {
+  auto agent = register_agent("a", json::object());
+  ASSERT_EQ(submit(json{{"plan", "noop"}}).status, 201);
+  auto runs = agent.take(1);
+  ASSERT_EQ(runs.size(), 1u);
+  EXPECT_FALSE(runs[0]["delivered_at"].is_null());
+  EXPECT_EQ(runs[0]["skadi_status"], "sent");
+}
+
+// This test ensures a delivered run whose cancel was requested before the
+// agent started it is not carried again; the agent gets its id in `cancel`.
+TEST_F(lifecycle, cancel_requested_unstarted_run_is_not_redelivered) {
+  auto agent = register_agent("a", json::object());
+  auto id = submit(json{{"plan", "noop"}}).body["id"].get<std::string>();
+  ASSERT_EQ(agent.take(1).size(), 1u);
+  ASSERT_TRUE(eventually([&] { return get_run(id)["skadi_status"] == "sent"; }));
+  auto canceled = call("POST", "/v1/runs/" + id + "/cancel", admin, json::object());
+  ASSERT_EQ(canceled.status, 200) << canceled.raw;
+  EXPECT_EQ(canceled.body["cancel_requested"], true);
+  clock.advance(std::chrono::seconds{3}); // past the redelivery pause
+  std::set<std::string> told;
+  ASSERT_TRUE(eventually([&] {
+    auto p = agent.poll(1);
+    EXPECT_EQ(p.body["runs"].size(), 0u) << p.raw;
+    for (auto& c : p.body["cancel"])
+      told.insert(c.get<std::string>());
+    return told.count(id) == 1;
+  }));
+  ASSERT_EQ(agent.finish(id, "canceled").status, 200);
+  EXPECT_EQ(get_run(id)["status"], "canceled");
+  EXPECT_EQ(get_run(id)["reason"], "canceled_by_user");
 }
 
 } // namespace

@@ -64,3 +64,22 @@ TEST(signals, unknown_config_key_fails_start_up) {
 
 } // namespace
 } // namespace polymesh::test
+
+namespace polymesh::test {
+namespace {
+
+// This test ensures a second meshd on the same data directory refuses to
+// start while the first one runs, and starts once the first is gone.
+TEST(signals, one_meshd_per_data_directory) {
+  auto dir = make_temp_dir();
+  auto first = std::make_unique<meshd_process>(MESHD_PATH, dir, admin);
+  EXPECT_THROW(meshd_process(MESHD_PATH, dir, admin), std::runtime_error);
+  first->kill_and_wait(SIGKILL); // a crash leaves no stale lock behind
+  meshd_process second{MESHD_PATH, dir, admin};
+  EXPECT_EQ(call(second.port(), "GET", "/healthz").status, 200);
+  first.reset();
+  remove_tree(dir);
+}
+
+} // namespace
+} // namespace polymesh::test
