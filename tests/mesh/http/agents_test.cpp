@@ -1,0 +1,255 @@
+// Agent endpoints over real HTTP: registration superseding, deregistration,
+// drain, runtime label changes, explain reasons and the agent list filters.
+#include "tests/support/mesh_fixture.hpp"
+
+#include <map>
+
+namespace polymesh::test {
+namespace {
+
+using agents = mesh_fixture;
+
+std::string id_of(const response& r) {
+  return r.body.value("id", "");
+}
+
+json names_of(const response& list) {
+  json out = json::array();
+  for (auto& a : list.body["agents"])
+    out.push_back(a["name"]);
+  return out;
+}
+
+// This test ensures registering again under the same name supersedes the
+// session: the old token is 401, its running run ends error/agent_lost and
+// its pending run goes back to created and reaches the new session.
+TEST_F(agents, registering_the_same_name_supersedes_the_old_session) {
+  auto old = register_agent("web-1", json{{"env", "dev"}}, json::array({"noop"}), 2);
+  auto running = id_of(submit(json{{"plan", "noop"}}));
+  auto pending = id_of(submit(json{{"plan", "noop"}}));
+  ASSERT_EQ(old.take(2).size(), 2u);
+  ASSERT_EQ(old.start(running).status, 200);
+
+  auto fresh = register_agent("web-1", json{{"env", "dev"}}, json::array({"noop"}), 2);
+  EXPECT_EQ(fresh.id, old.id) << "the name is the agent's identity";
+  EXPECT_NE(fresh.token, old.token);
+  auto stale = old.poll(0);
+  EXPECT_EQ(stale.status, 401) << stale.raw;
+  EXPECT_EQ(stale.body["error"]["code"], "unauthenticated");
+  EXPECT_EQ(old.finish(running, "success").status, 401);
+
+  EXPECT_TRUE(eventually([&] { return state_of(running).first == "error"; }));
+  EXPECT_EQ(state_of(running).second, "agent_lost");
+  auto got = fresh.take(1);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0]["id"], pending);
+  auto run = get_run(pending);
+  EXPECT_EQ(run["status"], "pending");
+  EXPECT_GE(run["attempts"].get<int>(), 2) << run.dump();
+  ASSERT_EQ(fresh.start(pending).status, 200);
+  EXPECT_EQ(call("GET", "/v1/agents", admin).body["agents"].size(), 1u);
+}
+
+// This test ensures a pending run of a superseded session goes to another
+// matching agent when one is free.
+TEST_F(agents, superseded_sessions_pending_run_is_reassigned_elsewhere) {
+  auto old = register_agent("web-1", json{{"env", "dev"}});
+  auto id = id_of(submit(json{{"plan", "noop"}, {"selector", "env=dev"}}));
+  ASSERT_EQ(old.take(1).size(), 1u);
+  auto other = register_agent("web-2", json{{"env", "dev"}});
+  register_agent("web-1", json{{"env", "retired"}});
+  auto got = other.take(1);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0]["id"], id);
+  EXPECT_EQ(get_run(id)["assigned_agent"], other.id);
+}
+
+// This test ensures deregistration puts pending runs back to created and
+// ends running runs canceled/agent_shutdown; the token then stops working.
+TEST_F(agents, deregistration_requeues_pending_and_cancels_running) {
+  auto agent = register_agent("leaving", json::object(), json::array({"noop"}), 2);
+  auto running = id_of(submit(json{{"plan", "noop"}}));
+  auto pending = id_of(submit(json{{"plan", "noop"}}));
+  ASSERT_EQ(agent.take(2).size(), 2u);
+  ASSERT_EQ(agent.start(running).status, 200);
+  auto r = agent.deregister();
+  ASSERT_EQ(r.status, 200) << r.raw;
+  EXPECT_EQ(r.body["status"], "deregistered");
+  EXPECT_TRUE(eventually([&] { return state_of(running).first == "canceled"; }));
+  EXPECT_EQ(state_of(running).second, "agent_shutdown");
+  EXPECT_TRUE(eventually([&] { return state_of(pending).first == "created"; }));
+  EXPECT_EQ(agent.poll(0).status, 401);
+  EXPECT_EQ(call("GET", "/v1/agents/leaving", admin).body["status"], "deregistered");
+  auto again = call("POST", "/v1/agents/leaving/drain", admin);
+  EXPECT_EQ(again.status, 409) << again.raw;
+  // The requeued run reaches the next agent.
+  auto next = register_agent("arriving", json::object());
+  auto got = next.take(1);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0]["id"], pending);
+}
+
+// This test ensures an admin can remove an agent by id.
+TEST_F(agents, admin_removes_an_agent) {
+  auto agent = register_agent("doomed", json::object());
+  auto r = call("DELETE", "/v1/agents/" + agent.id, admin);
+  ASSERT_EQ(r.status, 200) << r.raw;
+  EXPECT_EQ(r.body["status"], "deregistered");
+  EXPECT_EQ(agent.poll(0).status, 401);
+}
+
+// This test ensures a draining agent gets no new runs (explain says
+// `draining`) while a run it already holds can still finish.
+TEST_F(agents, draining_agent_gets_no_new_runs) {
+  auto agent = register_agent("drainee", json::object(), json::array({"noop"}), 4);
+  auto held = id_of(submit(json{{"plan", "noop"}}));
+  ASSERT_EQ(agent.take(1).size(), 1u);
+  ASSERT_EQ(agent.start(held).status, 200);
+  auto d = call("POST", "/v1/agents/drainee/drain", admin);
+  ASSERT_EQ(d.status, 200) << d.raw;
+  EXPECT_EQ(d.body["status"], "draining");
+  EXPECT_EQ(call("POST", "/v1/agents/drainee/drain", admin).status, 200) << "idempotent";
+
+  auto id = id_of(submit(json{{"plan", "noop"}}));
+  tick();
+  auto polled = agent.poll(1);
+  ASSERT_EQ(polled.status, 200);
+  EXPECT_TRUE(polled.body["runs"].empty()) << polled.raw;
+  EXPECT_EQ(get_run(id)["status"], "created");
+  auto why = call("GET", "/v1/runs/" + id + "/explain", admin);
+  ASSERT_EQ(why.body["agents"].size(), 1u) << why.raw;
+  EXPECT_EQ(why.body["agents"][0]["reason"], "draining") << why.raw;
+  EXPECT_EQ(agent.finish(held, "success").status, 200);
+  EXPECT_EQ(get_run(held)["status"], "success");
+}
+
+// This test ensures PATCH replaces an agent's labels and the next
+// assignment uses them.
+TEST_F(agents, patched_labels_take_effect_for_the_next_assignment) {
+  auto agent = register_agent("mover", json{{"env", "dev"}});
+  auto id = id_of(submit(json{{"plan", "noop"}, {"selector", "env=prod"}}));
+  tick();
+  auto why = call("GET", "/v1/runs/" + id + "/explain", admin);
+  ASSERT_EQ(why.body["agents"].size(), 1u) << why.raw;
+  EXPECT_NE(why.body["agents"][0]["reason"].get<std::string>().find("env=prod"),
+            std::string::npos)
+      << why.raw;
+  EXPECT_TRUE(agent.poll(0).body["runs"].empty());
+
+  auto bad =
+      call("PATCH", "/v1/agents/mover", admin, json{{"labels", {{"env", "pr od"}}}});
+  EXPECT_EQ(bad.status, 400) << bad.raw;
+  EXPECT_EQ(call("GET", "/v1/agents/mover", admin).body["labels"],
+            (json{{"env", "dev"}}));
+
+  auto p = call("PATCH", "/v1/agents/mover", admin, json{{"labels", {{"env", "prod"}}}});
+  ASSERT_EQ(p.status, 200) << p.raw;
+  EXPECT_EQ(p.body["labels"], (json{{"env", "prod"}}));
+  auto got = agent.take(1);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0]["id"], id);
+  // And back: a run for the old labels no longer matches.
+  auto later = id_of(submit(json{{"plan", "noop"}, {"selector", "env=dev"}}));
+  tick();
+  EXPECT_EQ(get_run(later)["status"], "created");
+}
+
+// This test ensures explain names, per agent, why it is not a candidate:
+// offline, draining, lacks the plan, failed selector requirement, no free
+// slot; and reports an assigned run as assigned.
+TEST_F(agents, explain_names_every_reason) {
+  auto gone = register_agent("a-gone", json{{"env", "dev"}});
+  advance(cfg.offline_after + std::chrono::seconds{1});
+  ASSERT_TRUE(eventually([&] {
+    return call("GET", "/v1/agents/a-gone", admin).body["status"] == "offline";
+  }));
+  auto busy = register_agent("b-busy", json{{"env", "dev"}});
+  auto first = id_of(submit(json{{"plan", "noop"}, {"selector", "env=dev"}}));
+  ASSERT_EQ(busy.take(1).size(), 1u);
+  register_agent("c-draining", json{{"env", "dev"}});
+  ASSERT_EQ(call("POST", "/v1/agents/c-draining/drain", admin).status, 200);
+  register_agent("d-noplan", json{{"env", "dev"}}, json::array({"other"}));
+  register_agent("e-prod", json{{"env", "prod"}});
+
+  auto id = id_of(submit(json{{"plan", "noop"}, {"selector", "env=dev"}}));
+  tick();
+  auto why = call("GET", "/v1/runs/" + id + "/explain", make_token("reader"));
+  ASSERT_EQ(why.status, 200) << why.raw;
+  EXPECT_EQ(why.body["assigned"], false);
+  std::map<std::string, std::string> reasons;
+  for (auto& a : why.body["agents"]) {
+    EXPECT_FALSE(a["candidate"].get<bool>()) << a.dump();
+    reasons[a["agent_name"].get<std::string>()] =
+        a["reason"].is_string() ? a["reason"].get<std::string>() : "";
+  }
+  ASSERT_EQ(reasons.size(), 5u) << why.raw;
+  EXPECT_EQ(reasons["a-gone"], "offline");
+  EXPECT_NE(reasons["b-busy"].find("no free slot"), std::string::npos)
+      << reasons["b-busy"];
+  EXPECT_EQ(reasons["c-draining"], "draining");
+  EXPECT_NE(reasons["d-noplan"].find("lacks plan noop"), std::string::npos);
+  EXPECT_NE(reasons["e-prod"].find("env=dev"), std::string::npos) << reasons["e-prod"];
+
+  auto assigned = call("GET", "/v1/runs/" + first + "/explain", admin);
+  ASSERT_EQ(assigned.status, 200);
+  EXPECT_EQ(assigned.body["assigned"], true);
+  EXPECT_EQ(assigned.body["assigned_agent"], busy.id);
+}
+
+// This test ensures GET /v1/agents filters by selector, status and plan,
+// and GET /v1/agents/{id-or-name} finds an agent either way.
+TEST_F(agents, list_filters_by_selector_status_and_plan) {
+  auto a = register_agent("a-dev", json{{"env", "dev"}, {"cores", "8"}},
+                          json::array({"noop", "shell"}));
+  register_agent("b-prod", json{{"env", "prod"}, {"cores", "64"}});
+  register_agent("c-bare", json::object(), json::array({"shell"}));
+  ASSERT_EQ(call("POST", "/v1/agents/b-prod/drain", admin).status, 200);
+  auto reader = make_token("reader");
+  auto list = [&](const std::string& q) {
+    return names_of(call("GET", "/v1/agents" + q, reader));
+  };
+  EXPECT_EQ(list(""), json::array({"a-dev", "b-prod", "c-bare"}));
+  EXPECT_EQ(list("?selector=env%3Ddev"), json::array({"a-dev"}));
+  EXPECT_EQ(list("?selector=env%21%3Dprod"), json::array({"a-dev", "c-bare"}));
+  EXPECT_EQ(list("?selector=cores%3E10"), json::array({"b-prod"}));
+  EXPECT_EQ(list("?selector=%21env"), json::array({"c-bare"}));
+  EXPECT_EQ(list("?status=draining"), json::array({"b-prod"}));
+  EXPECT_EQ(list("?status=online&plan=shell"), json::array({"a-dev", "c-bare"}));
+  EXPECT_EQ(list("?plan=nothing"), json::array());
+
+  auto by_name = call("GET", "/v1/agents/a-dev", reader);
+  ASSERT_EQ(by_name.status, 200);
+  EXPECT_EQ(by_name.body["id"], a.id);
+  auto by_id = call("GET", "/v1/agents/" + a.id, reader);
+  EXPECT_EQ(by_id.body["name"], "a-dev");
+  EXPECT_EQ(by_id.body["plans"], json::array({"noop", "shell"}));
+
+  auto bad = call("GET", "/v1/agents?selector=env%20in%20(a", reader);
+  EXPECT_EQ(bad.status, 400) << bad.raw;
+  EXPECT_EQ(bad.body["error"]["code"], "invalid_selector");
+  EXPECT_EQ(bad.body["error"]["field"], "selector");
+  EXPECT_TRUE(bad.body["error"]["position"].is_number_integer()) << bad.raw;
+}
+
+// This test ensures registration answers the session fields of the
+// contract.
+TEST_F(agents, registration_answers_the_session_fields) {
+  auto r = call("POST", "/v1/agents/register", make_token("registration"),
+                json{{"name", "full-1"},
+                     {"labels", {{"env", "dev"}}},
+                     {"plans", {"noop"}},
+                     {"version", "1.2.3"},
+                     {"hostname", "host-1"}});
+  ASSERT_EQ(r.status, 201) << r.raw;
+  for (auto* key : {"id", "name", "access_token", "token_expires_at", "poll_wait_max_s",
+                    "heartbeat_interval_s"})
+    EXPECT_TRUE(r.body.contains(key)) << key;
+  auto a = call("GET", "/v1/agents/full-1", admin);
+  EXPECT_EQ(a.body["capacity"], 1) << "capacity defaults to one slot";
+  EXPECT_EQ(a.body["version"], "1.2.3");
+  EXPECT_EQ(a.body["hostname"], "host-1");
+  EXPECT_EQ(a.body["status"], "online");
+}
+
+} // namespace
+} // namespace polymesh::test

@@ -1,0 +1,175 @@
+// Assignment as seen over HTTP: priority order, FIFO, no head-of-line
+// blocking, spreading, capacity, and the long-poll waking on a submit.
+#include "tests/support/mesh_fixture.hpp"
+
+#include <atomic>
+#include <chrono>
+#include <future>
+#include <map>
+
+namespace polymesh::test {
+namespace {
+
+using assignment = mesh_fixture;
+using std::chrono::steady_clock;
+
+std::string id_of(const response& r) {
+  return r.body.value("id", "");
+}
+
+/// Takes one run, starts and finishes it; returns its id ("" if none came).
+std::string run_one(const scripted_agent& agent) {
+  auto got = agent.take(1);
+  if (got.size() != 1) return {};
+  auto id = got[0]["id"].get<std::string>();
+  EXPECT_EQ(agent.start(id).status, 200);
+  EXPECT_EQ(agent.finish(id, "success").status, 200);
+  return id;
+}
+
+// This test ensures a long-poll waiting for work returns within a second of
+// the submit's 201 carrying the run, rather than waiting out `wait`.
+TEST_F(assignment, long_poll_returns_promptly_after_a_submit) {
+  auto agent = register_agent("waiter", json::object());
+  ASSERT_EQ(agent.poll(0).status, 200);
+  auto submitter = make_token("submitter");
+  std::atomic<bool> polling{false};
+  auto waiting = std::async(std::launch::async, [&] {
+    polling = true;
+    auto r = agent.poll(10);
+    return std::make_pair(r, steady_clock::now());
+  });
+  ASSERT_TRUE(eventually([&] { return polling.load(); }));
+  auto poll_began = steady_clock::now();
+  auto sub = submit(json{{"plan", "noop"}}, submitter);
+  auto created = steady_clock::now();
+  ASSERT_EQ(sub.status, 201) << sub.raw;
+  auto [r, returned] = waiting.get();
+  ASSERT_EQ(r.status, 200) << r.raw;
+  ASSERT_EQ(r.body["runs"].size(), 1u) << "the poll timed out empty: " << r.raw;
+  EXPECT_EQ(r.body["runs"][0]["id"], id_of(sub));
+  EXPECT_LT(returned - created, std::chrono::seconds{1});
+  EXPECT_LT(returned - poll_began, std::chrono::seconds{9})
+      << "the poll waited out `wait`";
+  // The delivery mark is stored right after the poll carried the run.
+  EXPECT_TRUE(eventually([&] { return !get_run(id_of(sub))["delivered_at"].is_null(); }));
+}
+
+// This test ensures a long-poll with nothing to deliver waits and returns
+// an empty list, and `wait` is capped by `poll_wait_max`.
+TEST_F(assignment, empty_long_poll_returns_empty_after_wait) {
+  auto agent = register_agent("idle", json::object());
+  auto began = steady_clock::now();
+  auto r = agent.poll(1);
+  ASSERT_EQ(r.status, 200) << r.raw;
+  EXPECT_TRUE(r.body["runs"].empty());
+  EXPECT_TRUE(r.body["cancel"].empty());
+  EXPECT_GE(steady_clock::now() - began, std::chrono::milliseconds{900});
+}
+
+// This test ensures higher priority runs are assigned first and FIFO holds
+// within a priority.
+TEST_F(assignment, priority_first_then_fifo) {
+  std::vector<std::pair<int, std::string>> order;
+  for (int prio : {0, 10, 5, 10, 0, 5}) {
+    auto r = submit(json{{"plan", "noop"}, {"priority", prio}});
+    ASSERT_EQ(r.status, 201);
+    order.emplace_back(prio, id_of(r));
+  }
+  std::vector<std::string> expected{order[1].second, order[3].second, order[2].second,
+                                    order[5].second, order[0].second, order[4].second};
+  auto agent = register_agent("serial", json::object());
+  std::vector<std::string> got;
+  for (size_t i = 0; i < expected.size(); ++i)
+    got.push_back(run_one(agent));
+  EXPECT_EQ(got, expected);
+}
+
+// This test ensures a run nobody can take does not block runs behind it,
+// even with a higher priority.
+TEST_F(assignment, no_head_of_line_blocking) {
+  auto blocked =
+      id_of(submit(json{{"plan", "noop"}, {"selector", "gpu"}, {"priority", 100}}));
+  auto other_plan = id_of(submit(json{{"plan", "missing"}, {"priority", 50}}));
+  auto free = id_of(submit(json{{"plan", "noop"}}));
+  auto agent = register_agent("cpu-only", json{{"cores", "4"}});
+  auto got = agent.take(1);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0]["id"], free);
+  EXPECT_EQ(get_run(blocked)["status"], "created");
+  EXPECT_EQ(get_run(other_plan)["status"], "created");
+}
+
+// This test ensures runs are spread across matching agents rather than
+// piled on one.
+TEST_F(assignment, load_is_spread_over_matching_agents) {
+  auto a = register_agent("spread-a", json::object(), json::array({"noop"}), 4);
+  auto b = register_agent("spread-b", json::object(), json::array({"noop"}), 4);
+  std::vector<std::string> ids;
+  for (int i = 0; i < 4; ++i)
+    ids.push_back(id_of(submit(json{{"plan", "noop"}})));
+  ASSERT_TRUE(eventually([&] {
+    for (auto& id : ids)
+      if (get_run(id)["status"] != "pending") return false;
+    return true;
+  }));
+  std::map<std::string, int> per_agent;
+  for (auto& id : ids)
+    ++per_agent[get_run(id)["assigned_agent"].get<std::string>()];
+  EXPECT_EQ(per_agent[a.id], 2);
+  EXPECT_EQ(per_agent[b.id], 2);
+}
+
+// This test ensures an agent never holds more unfinished runs than its
+// capacity, and a freed slot is refilled at once.
+TEST_F(assignment, capacity_is_never_exceeded) {
+  auto agent = register_agent("two-slots", json::object(), json::array({"noop"}), 2);
+  std::vector<std::string> ids;
+  for (int i = 0; i < 5; ++i)
+    ids.push_back(id_of(submit(json{{"plan", "noop"}})));
+  auto got = agent.take(2);
+  ASSERT_EQ(got.size(), 2u);
+  for (auto& r : got)
+    ASSERT_EQ(agent.start(r["id"].get<std::string>()).status, 200);
+  tick();
+  auto more = agent.poll(1);
+  ASSERT_EQ(more.status, 200);
+  EXPECT_TRUE(more.body["runs"].empty()) << more.raw;
+  auto count = [&](const char* status) {
+    return call("GET", std::string{"/v1/runs?status="} + status, admin)
+        .body["runs"]
+        .size();
+  };
+  EXPECT_EQ(count("running"), 2u);
+  EXPECT_EQ(count("pending"), 0u);
+  EXPECT_EQ(count("created"), 3u);
+  auto readyz = call("GET", "/readyz", admin);
+  EXPECT_EQ(readyz.body["runs"]["created"], 3);
+
+  ASSERT_EQ(agent.finish(got[0]["id"].get<std::string>(), "success").status, 200);
+  auto next = agent.take(1);
+  ASSERT_EQ(next.size(), 1u);
+  EXPECT_EQ(next[0]["id"], ids[2]) << "FIFO refill";
+  EXPECT_EQ(count("created"), 2u);
+  EXPECT_EQ(count("pending") + count("running"), 2u);
+}
+
+// This test ensures a run naming an agent (Skadi style) goes only to that
+// agent, and naming an offline agent is 409.
+TEST_F(assignment, named_agent_gets_the_run) {
+  auto a = register_agent("named-a", json::object(), json::array({"noop"}), 4);
+  auto b = register_agent("named-b", json::object(), json::array({"noop"}), 4);
+  auto r = submit(json{{"plan", "noop"}, {"agent", "named-b"}});
+  ASSERT_EQ(r.status, 201) << r.raw;
+  auto got = b.take(1);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0]["id"], id_of(r));
+  EXPECT_TRUE(a.poll(0).body["runs"].empty());
+  ASSERT_EQ(a.deregister().status, 200);
+  auto gone = submit(json{{"plan", "noop"}, {"agent", "named-a"}});
+  EXPECT_EQ(gone.status, 409) << gone.raw;
+  EXPECT_EQ(gone.body["error"]["field"], "agent");
+}
+
+} // namespace
+} // namespace polymesh::test

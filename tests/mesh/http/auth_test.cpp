@@ -1,0 +1,285 @@
+// The auth matrix over real HTTP: missing and malformed headers, each token
+// kind against each endpoint class, other agents' paths, expiry, revocation
+// and selector scopes.
+#include "tests/support/mesh_fixture.hpp"
+
+#include <cstdlib>
+#include <map>
+#include <sys/stat.h>
+
+namespace polymesh::test {
+namespace {
+
+using auth = mesh_fixture;
+
+/// `path` with every `{name}` placeholder replaced by `value`.
+std::string fill(const std::string& path, const std::string& value) {
+  std::string out;
+  for (size_t i = 0; i < path.size(); ++i) {
+    if (path[i] == '{') {
+      i = path.find('}', i);
+      out += value;
+    } else {
+      out += path[i];
+    }
+  }
+  return out;
+}
+
+// This test ensures every endpoint except /healthz answers 401 with a JSON
+// error when no token is sent.
+TEST_F(auth, every_protected_endpoint_refuses_a_missing_token) {
+  size_t checked = 0;
+  for (auto& ep : endpoints()) {
+    auto path = fill(ep.path, "x");
+    auto r = call_raw(port, ep.method, path, "", "{}");
+    if (ep.allowed == public_access) {
+      EXPECT_EQ(r.status, 200) << ep.method << " " << path;
+      continue;
+    }
+    EXPECT_EQ(r.status, 401) << ep.method << " " << path << ": " << r.raw;
+    EXPECT_EQ(r.body["error"]["code"], "unauthenticated") << ep.method << " " << path;
+    ++checked;
+  }
+  EXPECT_GE(checked, 20u);
+}
+
+// This test ensures malformed Authorization headers and unknown tokens are
+// 401, and a refused submit creates nothing.
+TEST_F(auth, malformed_authorization_headers_are_401) {
+  for (const std::string& header : std::vector<std::string>{
+           "Basic " + admin, "bearer " + admin, "Bearer", "Bearer ", "Token " + admin,
+           "Bearer pm_nope.secret", "Bearer " + admin + "x", "Bearer pm_.x", admin}) {
+    auto r = call_raw(port, "POST", "/v1/runs", header, R"({"plan":"noop"})");
+    EXPECT_EQ(r.status, 401) << "header '" << header << "': " << r.raw;
+    EXPECT_EQ(r.body["error"]["code"], "unauthenticated") << header;
+  }
+  auto list = call("GET", "/v1/runs", admin);
+  ASSERT_EQ(list.status, 200);
+  EXPECT_TRUE(list.body["runs"].empty());
+}
+
+// This test ensures each token kind outside an endpoint's allowed kinds is
+// refused with 403 before the handler runs, for every endpoint.
+TEST_F(auth, every_endpoint_refuses_the_wrong_token_kind) {
+  auto agent = register_agent("kind-agent", json{{"env", "dev"}});
+  std::vector<std::pair<unsigned, std::string>> kinds{
+      {admin_access, admin},
+      {submitter_access, make_token("submitter")},
+      {reader_access, make_token("reader")},
+      {registration_access, make_token("registration")},
+      {agent_access, agent.token},
+  };
+  size_t refused = 0;
+  for (auto& ep : endpoints()) {
+    if (ep.allowed == public_access) continue;
+    auto path = fill(ep.path, agent.id);
+    for (auto& [bit, token] : kinds) {
+      if (ep.allowed & bit) continue;
+      auto r = call_raw(port, ep.method, path, "Bearer " + token, "{}");
+      EXPECT_EQ(r.status, 403) << ep.method << " " << path << " bit " << bit << ": "
+                               << r.raw;
+      EXPECT_EQ(r.body["error"]["code"], "forbidden") << ep.method << " " << path;
+      ++refused;
+    }
+  }
+  EXPECT_GE(refused, 50u);
+  // Nothing the refused calls carried took effect: the agent is still online
+  // with its labels, and no run or token was created.
+  auto a = call("GET", "/v1/agents/" + agent.id, admin);
+  EXPECT_EQ(a.body["status"], "online");
+  EXPECT_EQ(a.body["labels"], (json{{"env", "dev"}}));
+  EXPECT_TRUE(call("GET", "/v1/runs", admin).body["runs"].empty());
+}
+
+// This test ensures an agent token cannot touch another agent's paths or
+// runs (403), and the other agent's run is unchanged afterwards.
+TEST_F(auth, another_agents_paths_and_runs_are_403) {
+  auto a = register_agent("agent-a", json{{"team", "a"}});
+  auto b = register_agent("agent-b", json{{"team", "b"}});
+  auto sub = submit(json{{"plan", "noop"}, {"selector", "team=a"}});
+  ASSERT_EQ(sub.status, 201) << sub.raw;
+  auto id = sub.body["id"].get<std::string>();
+  ASSERT_EQ(a.take(1).size(), 1u);
+
+  for (auto& [method, path] : std::vector<std::pair<std::string, std::string>>{
+           {"GET", "/v1/agents/" + a.id + "/runs?wait=0"},
+           {"POST", "/v1/agents/" + a.id + "/token"},
+           {"DELETE", "/v1/agents/" + a.id}}) {
+    auto r = call(method, path, b.token, json::object());
+    EXPECT_EQ(r.status, 403) << method << " " << path << ": " << r.raw;
+    EXPECT_EQ(r.body["error"]["code"], "forbidden");
+  }
+  EXPECT_EQ(b.start(id).status, 403);
+  EXPECT_EQ(b.progress(id, "hi").status, 403);
+  EXPECT_EQ(b.logs(id, 0, "x").status, 403);
+  auto fin = b.finish(id, "success");
+  EXPECT_EQ(fin.status, 403) << fin.raw;
+  EXPECT_EQ(fin.body["error"]["code"], "forbidden");
+
+  auto run = get_run(id);
+  EXPECT_EQ(run["status"], "pending");
+  EXPECT_EQ(run["assigned_agent"], a.id);
+  EXPECT_TRUE(run["started_at"].is_null());
+  EXPECT_TRUE(call("GET", "/v1/runs/" + id + "/logs", admin).body["chunks"].empty());
+  EXPECT_EQ(call("GET", "/v1/agents/" + a.id, admin).body["status"], "online");
+  // The rightful agent still can.
+  EXPECT_EQ(a.start(id).status, 200);
+}
+
+// This test ensures a token created with `ttl_s` works until the manual
+// clock passes its expiry, then is 401 naming the expiry.
+TEST_F(auth, expired_token_is_401) {
+  auto reader = make_token("reader", "", 60);
+  ASSERT_EQ(call("GET", "/v1/runs", reader).status, 200);
+  advance(std::chrono::seconds{59});
+  ASSERT_EQ(call("GET", "/v1/runs", reader).status, 200);
+  advance(std::chrono::seconds{2});
+  auto r = call("GET", "/v1/runs", reader);
+  EXPECT_EQ(r.status, 401) << r.raw;
+  EXPECT_EQ(r.body["error"]["code"], "unauthenticated");
+  EXPECT_NE(r.body["error"]["message"].get<std::string>().find("expired"),
+            std::string::npos)
+      << r.raw;
+}
+
+// This test ensures an agent's access token expires after
+// `agent.token_ttl` and a refreshed one keeps working.
+TEST_F(auth, expired_agent_token_is_401_and_refresh_replaces_it) {
+  auto a = register_agent("short-lived", json::object());
+  auto fresh = call("POST", "/v1/agents/" + a.id + "/token", a.token, json::object());
+  ASSERT_EQ(fresh.status, 200) << fresh.raw;
+  ASSERT_TRUE(fresh.body["access_token"].is_string());
+  EXPECT_NE(fresh.body["access_token"], a.token);
+  EXPECT_EQ(fresh.body["id"], a.id);
+  advance(cfg.agent_token_ttl + std::chrono::seconds{1});
+  auto r = a.poll(0);
+  EXPECT_EQ(r.status, 401) << r.raw;
+  EXPECT_EQ(r.body["error"]["code"], "unauthenticated");
+}
+
+// This test ensures a revoked token is 401 at once, and revoking it again
+// is 404.
+TEST_F(auth, revoked_token_is_401) {
+  auto created =
+      call("POST", "/v1/tokens", admin, json{{"kind", "submitter"}, {"name", "ci"}});
+  ASSERT_EQ(created.status, 201) << created.raw;
+  auto secret = created.body["token"].get<std::string>();
+  auto id = created.body["id"].get<std::string>();
+  ASSERT_EQ(call("GET", "/v1/runs", secret).status, 200);
+  auto rev = call("DELETE", "/v1/tokens/" + id, admin);
+  ASSERT_EQ(rev.status, 200) << rev.raw;
+  EXPECT_FALSE(rev.body["revoked_at"].is_null());
+  auto r = submit(json{{"plan", "noop"}}, secret);
+  EXPECT_EQ(r.status, 401) << r.raw;
+  EXPECT_EQ(r.body["error"]["code"], "unauthenticated");
+  EXPECT_TRUE(call("GET", "/v1/runs", admin).body["runs"].empty());
+  auto again = call("DELETE", "/v1/tokens/" + id, admin);
+  EXPECT_EQ(again.status, 404) << again.raw;
+  EXPECT_EQ(again.body["error"]["code"], "not_found");
+}
+
+// This test ensures the bootstrap admin token cannot revoke itself (409)
+// and keeps working.
+TEST_F(auth, bootstrap_admin_cannot_revoke_itself) {
+  auto r = call("DELETE", "/v1/tokens/admin", admin);
+  EXPECT_EQ(r.status, 409) << r.raw;
+  EXPECT_EQ(r.body["error"]["code"], "conflict");
+  EXPECT_EQ(call("GET", "/v1/tokens", admin).status, 200);
+}
+
+// This test ensures a scoped submitter naming an agent outside its scope is
+// 403 on field `agent`, and no run is created.
+TEST_F(auth, scoped_submitter_cannot_target_an_agent_outside_its_scope) {
+  register_agent("prod-1", json{{"env", "prod"}});
+  register_agent("dev-1", json{{"env", "dev"}});
+  auto dev_only = make_token("submitter", "env=dev");
+  auto r = submit(json{{"plan", "noop"}, {"agent", "prod-1"}}, dev_only);
+  EXPECT_EQ(r.status, 403) << r.raw;
+  EXPECT_EQ(r.body["error"]["code"], "forbidden");
+  EXPECT_EQ(r.body["error"]["field"], "agent");
+  EXPECT_TRUE(call("GET", "/v1/runs", admin).body["runs"].empty());
+  auto ok = submit(json{{"plan", "noop"}, {"agent", "dev-1"}}, dev_only);
+  EXPECT_EQ(ok.status, 201) << ok.raw;
+  EXPECT_EQ(ok.body["target_agent"], "dev-1");
+}
+
+// This test ensures runs created with a scoped submitter only ever go to
+// agents matching the scope, and explain names the scope for the others.
+TEST_F(auth, scoped_submitters_runs_only_go_to_matching_agents) {
+  auto prod = register_agent("prod-1", json{{"env", "prod"}}, json::array({"noop"}), 4);
+  auto dev_only = make_token("submitter", "env=dev");
+  auto sub = submit(json{{"plan", "noop"}}, dev_only);
+  ASSERT_EQ(sub.status, 201) << sub.raw;
+  auto id = sub.body["id"].get<std::string>();
+  EXPECT_EQ(sub.body["scope"], "env=dev");
+  tick();
+  auto polled = prod.poll(1);
+  ASSERT_EQ(polled.status, 200);
+  EXPECT_TRUE(polled.body["runs"].empty()) << polled.raw;
+  EXPECT_EQ(get_run(id)["status"], "created");
+  auto why = call("GET", "/v1/runs/" + id + "/explain", admin);
+  ASSERT_EQ(why.status, 200) << why.raw;
+  ASSERT_EQ(why.body["agents"].size(), 1u) << why.raw;
+  EXPECT_FALSE(why.body["agents"][0]["candidate"].get<bool>());
+  EXPECT_NE(why.body["agents"][0]["reason"].get<std::string>().find("scope"),
+            std::string::npos)
+      << why.raw;
+
+  auto dev = register_agent("dev-1", json{{"env", "dev"}});
+  auto got = dev.take(1);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0]["id"], id);
+  EXPECT_EQ(get_run(id)["assigned_agent"], dev.id);
+}
+
+// This test ensures a scoped registration token may only register agents
+// whose labels match its scope (403 on field `labels`, nothing registered).
+TEST_F(auth, scoped_registration_token_refuses_non_matching_labels) {
+  auto reg = make_token("registration", "env=dev");
+  auto bad =
+      call("POST", "/v1/agents/register", reg,
+           json{{"name", "prod-1"}, {"labels", {{"env", "prod"}}}, {"plans", {"noop"}}});
+  EXPECT_EQ(bad.status, 403) << bad.raw;
+  EXPECT_EQ(bad.body["error"]["code"], "forbidden");
+  EXPECT_EQ(bad.body["error"]["field"], "labels");
+  auto none = call("POST", "/v1/agents/register", reg,
+                   json{{"name", "bare-1"}, {"plans", {"noop"}}});
+  EXPECT_EQ(none.status, 403) << none.raw;
+  EXPECT_TRUE(call("GET", "/v1/agents", admin).body["agents"].empty());
+  EXPECT_EQ(call("GET", "/v1/agents/prod-1", admin).status, 404);
+  auto ok =
+      call("POST", "/v1/agents/register", reg,
+           json{{"name", "dev-1"}, {"labels", {{"env", "dev"}}}, {"plans", {"noop"}}});
+  EXPECT_EQ(ok.status, 201) << ok.raw;
+}
+
+// The bootstrap admin token taken from POLYMESH_ADMIN_TOKEN.
+class env_admin : public mesh_fixture {
+protected:
+  static constexpr const char* secret = "env-admin-secret-0123456789";
+  void SetUp() override {
+    ::setenv("POLYMESH_ADMIN_TOKEN", secret, 1);
+    mesh_fixture::SetUp();
+  }
+  void TearDown() override {
+    ::unsetenv("POLYMESH_ADMIN_TOKEN");
+    mesh_fixture::TearDown();
+  }
+};
+
+// This test ensures POLYMESH_ADMIN_TOKEN becomes the admin token verbatim,
+// no admin.token file is written, and other strings are refused.
+TEST_F(env_admin, admin_token_comes_from_the_environment) {
+  EXPECT_EQ(admin, secret);
+  auto r = call("POST", "/v1/tokens", secret, json{{"kind", "reader"}, {"name", "r"}});
+  EXPECT_EQ(r.status, 201) << r.raw;
+  EXPECT_EQ(call("GET", "/v1/tokens", secret).status, 200);
+  EXPECT_EQ(call("GET", "/v1/tokens", std::string{secret} + "x").status, 401);
+  struct stat st {};
+  EXPECT_NE(::stat((dir + "/admin.token").c_str(), &st), 0)
+      << "admin.token written anyway";
+}
+
+} // namespace
+} // namespace polymesh::test

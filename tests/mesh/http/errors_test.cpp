@@ -1,0 +1,271 @@
+// Bad input over real HTTP: malformed, empty, oversized and mistyped bodies,
+// unknown fields, bad query parameters, unknown paths and ids, selector
+// errors with their position, and 503 while shutting down. Each refused
+// request must change nothing.
+#include "tests/support/mesh_fixture.hpp"
+
+namespace polymesh::test {
+namespace {
+
+using errors = mesh_fixture;
+
+void expect_error(const response& r, int status, const std::string& code,
+                  const std::string& field = {}) {
+  EXPECT_EQ(r.status, status) << r.raw;
+  ASSERT_TRUE(r.body.is_object()) << "not JSON: " << r.raw;
+  EXPECT_EQ(r.body["error"]["code"], code) << r.raw;
+  EXPECT_TRUE(r.body["error"]["message"].is_string()) << r.raw;
+  auto msg = r.body["error"]["message"].get<std::string>();
+  EXPECT_FALSE(msg.empty());
+  EXPECT_NE(msg.back(), '.') << "trailing period: " << msg;
+  if (!field.empty()) {
+    EXPECT_EQ(r.body["error"]["field"], field) << r.raw;
+  }
+}
+
+// This test ensures malformed JSON, an empty body and a non-object body are
+// 400 on field `body` for every endpoint that takes a body.
+TEST_F(errors, malformed_empty_and_non_object_bodies_are_400) {
+  auto agent = register_agent("body-agent", json::object());
+  const std::vector<std::pair<std::string, std::string>> targets{
+      {"/v1/runs", admin},
+      {"/v1/tokens", admin},
+      {"/v1/agents/register", admin},
+      {"/v1/runs/run_x/logs", agent.token},
+      {"/v1/runs/run_x/finish", agent.token},
+  };
+  for (auto& [path, token] : targets) {
+    for (std::string raw : {"{", "", "[1,2]", "\"plan\"", "{\"plan\":}", "nul"}) {
+      auto r = call_body("POST", path, token, raw);
+      SCOPED_TRACE(path + " with body '" + raw + "'");
+      expect_error(r, 400, "invalid_argument", "body");
+    }
+  }
+  auto patch = call_body("PATCH", "/v1/agents/" + agent.id, admin, "{labels:");
+  expect_error(patch, 400, "invalid_argument", "body");
+  EXPECT_TRUE(call("GET", "/v1/runs", admin).body["runs"].empty());
+  EXPECT_EQ(call("GET", "/v1/agents", admin).body["agents"].size(), 1u);
+}
+
+// This test ensures unknown fields are 400 naming the field, on every
+// endpoint that takes a body.
+TEST_F(errors, unknown_fields_are_400_naming_the_field) {
+  auto agent = register_agent("strict-agent", json::object());
+  expect_error(submit(json{{"plan", "noop"}, {"colour", "red"}}), 400, "invalid_argument",
+               "colour");
+  expect_error(call("POST", "/v1/tokens", admin,
+                    json{{"kind", "reader"}, {"name", "r"}, {"role", "x"}}),
+               400, "invalid_argument", "role");
+  expect_error(call("POST", "/v1/agents/register", admin,
+                    json{{"name", "n-1"}, {"plans", {"noop"}}, {"slots", 2}}),
+               400, "invalid_argument", "slots");
+  expect_error(call("PATCH", "/v1/agents/" + agent.id, admin,
+                    json{{"labels", json::object()}, {"plans", {"x"}}}),
+               400, "invalid_argument", "plans");
+  expect_error(call("POST", "/v1/runs/run_x/progress", agent.token,
+                    json{{"message", "m"}, {"percent", 5}}),
+               400, "invalid_argument", "percent");
+  expect_error(call("POST", "/v1/runs/run_x/finish", agent.token,
+                    json{{"status", "success"}, {"output", ""}}),
+               400, "invalid_argument", "output");
+  expect_error(call("POST", "/v1/runs/run_x/logs", agent.token,
+                    json{{"chunks", {{{"seq", 0}, {"data", "x"}, {"colour", 1}}}}}),
+               400, "invalid_argument", "chunks[0].colour");
+  EXPECT_TRUE(call("GET", "/v1/runs", admin).body["runs"].empty());
+  EXPECT_EQ(call("GET", "/v1/agents/n-1", admin).status, 404);
+  EXPECT_EQ(call("GET", "/v1/agents/" + agent.id, admin).body["labels"], json::object());
+}
+
+// This test ensures wrong types and out-of-range values are 400 naming the
+// field, and nothing is created.
+TEST_F(errors, wrong_types_and_bad_values_are_400_naming_the_field) {
+  const std::vector<std::pair<json, std::string>> runs{
+      {json{{"selector", "env=dev"}}, "plan"},
+      {json{{"plan", 5}}, "plan"},
+      {json{{"plan", ""}}, "plan"},
+      {json{{"plan", "no spaces"}}, "plan"},
+      {json{{"plan", "noop"}, {"priority", "high"}}, "priority"},
+      {json{{"plan", "noop"}, {"priority", 1.5}}, "priority"},
+      {json{{"plan", "noop"}, {"priority", 2000000}}, "priority"},
+      {json{{"plan", "noop"}, {"params", json::array()}}, "params"},
+      {json{{"plan", "noop"}, {"params", "a=b"}}, "params"},
+      {json{{"plan", "noop"}, {"payload", 42}}, "payload"},
+      {json{{"plan", "noop"}, {"ttl_s", -1}}, "ttl_s"},
+      {json{{"plan", "noop"}, {"timeout_s", "10"}}, "timeout_s"},
+      {json{{"plan", "noop"}, {"selector", json::array()}}, "selector"},
+      {json{{"plan", "noop"}, {"agent", "-bad-"}}, "agent"},
+      {json{{"plan", "noop"}, {"idempotency_key", 7}}, "idempotency_key"},
+  };
+  for (auto& [body, field] : runs) {
+    SCOPED_TRACE(body.dump());
+    expect_error(submit(body), 400, "invalid_argument", field);
+  }
+  const std::vector<std::pair<json, std::string>> registrations{
+      {json{{"plans", {"noop"}}}, "name"},
+      {json{{"name", "a-1"}}, "plans"},
+      {json{{"name", "a-1"}, {"plans", json::array()}}, "plans"},
+      {json{{"name", "a-1"}, {"plans", {"noop", 3}}}, "plans[1]"},
+      {json{{"name", "a-1"}, {"plans", {"noop"}}, {"capacity", 0}}, "capacity"},
+      {json{{"name", "a-1"}, {"plans", {"noop"}}, {"capacity", "2"}}, "capacity"},
+      {json{{"name", "a-1"}, {"plans", {"noop"}}, {"labels", {{"env", 1}}}},
+       "labels.env"},
+      {json{{"name", "a-1"}, {"plans", {"noop"}}, {"labels", "env=dev"}}, "labels"},
+      {json{{"name", "a 1"}, {"plans", {"noop"}}}, "name"},
+  };
+  for (auto& [body, field] : registrations) {
+    SCOPED_TRACE(body.dump());
+    expect_error(call("POST", "/v1/agents/register", admin, body), 400,
+                 "invalid_argument", field);
+  }
+  auto bad_label =
+      call("POST", "/v1/agents/register", admin,
+           json{{"name", "a-1"}, {"plans", {"noop"}}, {"labels", {{"bad key!", "x"}}}});
+  EXPECT_EQ(bad_label.status, 400) << bad_label.raw;
+  EXPECT_TRUE(call("GET", "/v1/runs", admin).body["runs"].empty());
+  EXPECT_TRUE(call("GET", "/v1/agents", admin).body["agents"].empty());
+}
+
+// This test ensures a malformed selector is 400 with `field` and the
+// `position` of the error, on submit and on the agent list.
+TEST_F(errors, malformed_selector_is_400_with_position) {
+  auto r = submit(json{{"plan", "noop"}, {"selector", "env in (a,b"}});
+  EXPECT_EQ(r.status, 400) << r.raw;
+  EXPECT_EQ(r.body["error"]["code"], "invalid_selector") << r.raw;
+  EXPECT_EQ(r.body["error"]["field"], "selector");
+  ASSERT_TRUE(r.body["error"]["position"].is_number_integer()) << r.raw;
+  EXPECT_EQ(r.body["error"]["position"], 11) << r.raw;
+
+  auto bad_op = submit(json{{"plan", "noop"}, {"selector", "env=dev,tier=>web"}});
+  EXPECT_EQ(bad_op.status, 400) << bad_op.raw;
+  ASSERT_TRUE(bad_op.body["error"]["position"].is_number_integer()) << bad_op.raw;
+  EXPECT_GE(bad_op.body["error"]["position"].get<int>(), 8) << bad_op.raw;
+
+  auto list = call("GET", "/v1/agents?selector=env%3D%3D%3Dx", admin);
+  EXPECT_EQ(list.status, 400) << list.raw;
+  EXPECT_EQ(list.body["error"]["field"], "selector");
+  EXPECT_TRUE(list.body["error"]["position"].is_number_integer()) << list.raw;
+
+  auto tok = call("POST", "/v1/tokens", admin,
+                  json{{"kind", "submitter"}, {"name", "s"}, {"scope", "env in ("}});
+  EXPECT_EQ(tok.status, 400) << tok.raw;
+  EXPECT_EQ(tok.body["error"]["field"], "scope");
+  EXPECT_TRUE(tok.body["error"]["position"].is_number_integer()) << tok.raw;
+  EXPECT_TRUE(call("GET", "/v1/runs", admin).body["runs"].empty());
+}
+
+// This test ensures bad query parameters (not an integer, out of range,
+// unknown name, unknown enum value) are 400 naming the parameter.
+TEST_F(errors, bad_query_parameters_are_400_naming_the_parameter) {
+  auto agent = register_agent("query-agent", json::object());
+  const std::vector<std::tuple<std::string, std::string, std::string>> cases{
+      {"/v1/agents/" + agent.id + "/runs?wait=abc", agent.token, "wait"},
+      {"/v1/agents/" + agent.id + "/runs?wait=-1", agent.token, "wait"},
+      {"/v1/agents/" + agent.id + "/runs?wait=1x", agent.token, "wait"},
+      {"/v1/agents/" + agent.id + "/runs?wait=", agent.token, "wait"},
+      {"/v1/agents/" + agent.id + "/runs?timeout=1", agent.token, "timeout"},
+      {"/v1/runs?limit=0", admin, "limit"},
+      {"/v1/runs?limit=1001", admin, "limit"},
+      {"/v1/runs?limit=ten", admin, "limit"},
+      {"/v1/runs?status=done", admin, "status"},
+      {"/v1/runs?sort=asc", admin, "sort"},
+      {"/v1/agents?status=busy", admin, "status"},
+      {"/v1/agents?name=x", admin, "name"},
+      {"/v1/runs/run_x/logs?after=x", admin, "after"},
+      {"/v1/runs/run_x/logs?limit=0", admin, "limit"},
+      {"/v1/runs/run_x/logs?from=0", admin, "from"},
+  };
+  for (auto& [path, token, field] : cases) {
+    SCOPED_TRACE(path);
+    expect_error(call("GET", path, token), 400, "invalid_argument", field);
+  }
+}
+
+// This test ensures an unknown path answers 404 with the JSON error body,
+// and unknown ids are 404 on every endpoint that takes one.
+TEST_F(errors, unknown_paths_and_ids_are_404_json) {
+  for (auto& [method, path] :
+       std::vector<std::pair<std::string, std::string>>{{"GET", "/v1/nope"},
+                                                        {"GET", "/"},
+                                                        {"POST", "/v2/runs"},
+                                                        {"GET", "/v1/runs/a/b/c"}}) {
+    auto r = call(method, path, admin, json::object());
+    SCOPED_TRACE(method + " " + path);
+    expect_error(r, 404, "not_found");
+  }
+  auto agent = register_agent("lonely", json::object());
+  for (auto& [method, path, token] :
+       std::vector<std::tuple<std::string, std::string, std::string>>{
+           {"GET", "/v1/runs/run_missing", admin},
+           {"GET", "/v1/runs/run_missing/logs", admin},
+           {"GET", "/v1/runs/run_missing/explain", admin},
+           {"POST", "/v1/runs/run_missing/cancel", admin},
+           {"POST", "/v1/runs/run_missing/start", agent.token},
+           {"POST", "/v1/runs/run_missing/progress", agent.token},
+           {"GET", "/v1/agents/agt_missing", admin},
+           {"PATCH", "/v1/agents/agt_missing", admin},
+           {"POST", "/v1/agents/agt_missing/drain", admin},
+           {"DELETE", "/v1/agents/agt_missing", admin},
+           {"DELETE", "/v1/tokens/tok_missing", admin}}) {
+    json body = method == "PATCH" ? json{{"labels", json::object()}} : json::object();
+    auto r = call(method, path, token, body);
+    SCOPED_TRACE(method + " " + path);
+    expect_error(r, 404, "not_found");
+  }
+  auto fin = call("POST", "/v1/runs/run_missing/finish", agent.token,
+                  json{{"status", "success"}});
+  expect_error(fin, 404, "not_found");
+  auto logs = agent.logs("run_missing", 0, "x");
+  expect_error(logs, 404, "not_found");
+  auto named = submit(json{{"plan", "noop"}, {"agent", "ghost"}});
+  expect_error(named, 404, "not_found", "agent");
+  EXPECT_TRUE(call("GET", "/v1/runs", admin).body["runs"].empty());
+}
+
+// A mesh with a small body limit.
+class small_bodies : public mesh_fixture {
+protected:
+  void configure(mesh_config& c) override { c.max_body_bytes = 4096; }
+};
+
+// This test ensures a body over `http.max_body_bytes` is 413 with a JSON
+// error naming the limit, and nothing is created; one under it is accepted.
+TEST_F(small_bodies, body_over_the_limit_is_413) {
+  auto huge = json{{"plan", "noop"}, {"payload", std::string(8192, 'x')}}.dump();
+  auto r = call_body("POST", "/v1/runs", admin, huge);
+  EXPECT_EQ(r.status, 413) << r.raw;
+  ASSERT_TRUE(r.body.is_object()) << r.raw;
+  EXPECT_EQ(r.body["error"]["code"], "payload_too_large");
+  EXPECT_EQ(r.body["error"]["field"], "body");
+  EXPECT_NE(r.body["error"]["message"].get<std::string>().find("4096"),
+            std::string::npos);
+  auto reg = call_body("POST", "/v1/agents/register", admin,
+                       json{{"name", "big"},
+                            {"plans", {"noop"}},
+                            {"labels", {{"k", std::string(60, 'v')}}},
+                            {"hostname", std::string(5000, 'h')}}
+                           .dump());
+  EXPECT_EQ(reg.status, 413) << reg.raw;
+  EXPECT_TRUE(call("GET", "/v1/runs", admin).body["runs"].empty());
+  EXPECT_TRUE(call("GET", "/v1/agents", admin).body["agents"].empty());
+  auto small = submit(json{{"plan", "noop"}, {"payload", std::string(2048, 'x')}});
+  EXPECT_EQ(small.status, 201) << small.raw;
+}
+
+// This test ensures that while meshd shuts down, /readyz and submits are
+// 503 `unavailable` and no run is created, while /healthz still answers.
+TEST_F(errors, shutting_down_is_503) {
+  auto reader = make_token("reader");
+  auto submitter = make_token("submitter");
+  node_->begin_shutdown();
+  auto ready = call("GET", "/readyz", reader);
+  expect_error(ready, 503, "unavailable");
+  auto r = submit(json{{"plan", "noop"}}, submitter);
+  expect_error(r, 503, "unavailable");
+  EXPECT_EQ(call("GET", "/healthz", "").status, 200);
+  auto list = call("GET", "/v1/runs", admin);
+  ASSERT_EQ(list.status, 200) << list.raw;
+  EXPECT_TRUE(list.body["runs"].empty());
+}
+
+} // namespace
+} // namespace polymesh::test

@@ -1,0 +1,202 @@
+// Run endpoints over real HTTP: illegal transitions that change nothing,
+// cancel, progress, logs, list filters and pagination.
+#include "tests/support/mesh_fixture.hpp"
+
+#include <set>
+
+namespace polymesh::test {
+namespace {
+
+using runs = mesh_fixture;
+
+std::string id_of(const response& r) {
+  return r.body.value("id", "");
+}
+
+// This test ensures starting a run that no agent holds (created) is 409
+// and leaves it created and unassigned (regression: it was 403).
+TEST_F(runs, start_of_a_created_run_is_409_not_403_and_changes_nothing) {
+  auto agent = register_agent("idle", json::object(), json::array({"other"}));
+  auto sub = submit(json{{"plan", "noop"}});
+  ASSERT_EQ(sub.status, 201) << sub.raw;
+  auto id = id_of(sub);
+  auto before = get_run(id);
+  auto r = agent.start(id);
+  EXPECT_EQ(r.status, 409) << r.raw;
+  EXPECT_EQ(r.body["error"]["code"], "illegal_transition") << r.raw;
+  auto after = get_run(id);
+  EXPECT_EQ(after["status"], "created");
+  EXPECT_TRUE(after["assigned_agent"].is_null());
+  EXPECT_TRUE(after["started_at"].is_null());
+  EXPECT_EQ(after["attempts"], before["attempts"]);
+}
+
+// This test ensures finishing, starting or cancelling a canceled run is 409
+// and the run stays canceled with its reason.
+TEST_F(runs, finish_of_a_canceled_run_is_409_and_changes_nothing) {
+  auto agent = register_agent("worker", json::object());
+  auto sub = submit(json{{"plan", "noop"}});
+  ASSERT_EQ(sub.status, 201);
+  auto id = id_of(sub);
+  ASSERT_EQ(agent.take(1).size(), 1u);
+  ASSERT_EQ(agent.start(id).status, 200);
+  auto cancel = call("POST", "/v1/runs/" + id + "/cancel", admin);
+  ASSERT_EQ(cancel.status, 200) << cancel.raw;
+  EXPECT_TRUE(cancel.body["cancel_requested"].get<bool>());
+  auto told = agent.progress(id, "still going");
+  ASSERT_EQ(told.status, 200);
+  EXPECT_TRUE(told.body["cancel_requested"].get<bool>());
+  auto polled = agent.poll(0);
+  EXPECT_EQ(polled.body["cancel"], json::array({id})) << polled.raw;
+  ASSERT_EQ(agent.finish(id, "canceled").status, 200);
+  EXPECT_EQ(state_of(id),
+            (std::pair<std::string, std::string>{"canceled", "canceled_by_user"}));
+
+  auto fin = agent.finish(id, "success", 0, "late");
+  EXPECT_EQ(fin.status, 409) << fin.raw;
+  EXPECT_EQ(fin.body["error"]["code"], "illegal_transition");
+  EXPECT_EQ(agent.start(id).status, 409);
+  auto again = call("POST", "/v1/runs/" + id + "/cancel", admin);
+  EXPECT_EQ(again.status, 409) << again.raw;
+  auto run = get_run(id);
+  EXPECT_EQ(run["status"], "canceled");
+  EXPECT_EQ(run["skadi_status"], "canceled");
+  EXPECT_EQ(run["result"], "");
+  // Late log chunks (a retried upload) are kept but change nothing else.
+  auto logs = agent.logs(id, 0, "late\n");
+  EXPECT_EQ(logs.status, 200) << logs.raw;
+  EXPECT_EQ(get_run(id), run);
+  EXPECT_EQ(call("GET", "/v1/runs/" + id + "/logs", admin).body["chunks"].size(), 1u);
+}
+
+// This test ensures cancelling a finished run is 409 and leaves its outcome
+// untouched.
+TEST_F(runs, cancel_of_a_finished_run_is_409_and_changes_nothing) {
+  auto agent = register_agent("worker", json::object());
+  auto id = id_of(submit(json{{"plan", "noop"}}));
+  ASSERT_EQ(agent.take(1).size(), 1u);
+  ASSERT_EQ(agent.start(id).status, 200);
+  ASSERT_EQ(agent.finish(id, "error", 3, "boom").status, 200);
+  auto before = get_run(id);
+  auto r = call("POST", "/v1/runs/" + id + "/cancel", make_token("submitter"));
+  EXPECT_EQ(r.status, 409) << r.raw;
+  EXPECT_EQ(r.body["error"]["code"], "illegal_transition");
+  auto after = get_run(id);
+  EXPECT_EQ(after, before);
+  EXPECT_EQ(after["status"], "error");
+  EXPECT_EQ(after["reason"], "plan_failed");
+  EXPECT_EQ(after["exit_code"], 3);
+}
+
+// This test ensures a created run is canceled at once by the user, and a
+// starting agent is refused afterwards.
+TEST_F(runs, cancel_of_a_created_run_ends_it_at_once) {
+  auto id = id_of(submit(json{{"plan", "noop"}}));
+  auto r = call("POST", "/v1/runs/" + id + "/cancel", admin);
+  ASSERT_EQ(r.status, 200) << r.raw;
+  EXPECT_EQ(r.body["status"], "canceled");
+  EXPECT_EQ(r.body["reason"], "canceled_by_user");
+  EXPECT_FALSE(r.body["finished_at"].is_null());
+  // No agent receives it later.
+  auto agent = register_agent("late", json::object());
+  auto polled = agent.poll(1);
+  EXPECT_TRUE(polled.body["runs"].empty()) << polled.raw;
+}
+
+// This test ensures log chunks are ordered by sequence, repeats are
+// ignored, and `after` pages through them.
+TEST_F(runs, logs_are_ordered_and_repeats_ignored) {
+  auto agent = register_agent("logger", json::object());
+  auto id = id_of(submit(json{{"plan", "noop"}}));
+  ASSERT_EQ(agent.take(1).size(), 1u);
+  ASSERT_EQ(agent.start(id).status, 200);
+  ASSERT_EQ(agent.logs(id, 1, "b").status, 200);
+  ASSERT_EQ(agent.logs(id, 0, "a").status, 200);
+  ASSERT_EQ(agent.logs(id, 1, "b-again").status, 200);
+  ASSERT_EQ(agent.logs(id, 2, "c").status, 200);
+  auto all = call("GET", "/v1/runs/" + id + "/logs", admin);
+  ASSERT_EQ(all.status, 200);
+  ASSERT_EQ(all.body["chunks"].size(), 3u) << all.raw;
+  EXPECT_EQ(all.body["chunks"][0]["data"], "a");
+  EXPECT_EQ(all.body["chunks"][1]["data"], "b");
+  EXPECT_EQ(all.body["chunks"][2]["data"], "c");
+  auto tail =
+      call("GET", "/v1/runs/" + id + "/logs?after=0&limit=1", make_token("reader"));
+  ASSERT_EQ(tail.status, 200) << tail.raw;
+  ASSERT_EQ(tail.body["chunks"].size(), 1u);
+  EXPECT_EQ(tail.body["chunks"][0]["seq"], 1);
+  EXPECT_EQ(tail.body["next_after"], 1);
+}
+
+// This test ensures GET /v1/runs filters by status, plan and agent, and
+// the cursor pages through every run exactly once, newest first.
+TEST_F(runs, list_filters_and_cursor_pagination) {
+  std::vector<std::string> ids;
+  for (int i = 0; i < 7; ++i) {
+    auto r = submit(json{{"plan", i < 5 ? "build" : "deploy"}});
+    ASSERT_EQ(r.status, 201);
+    ids.push_back(id_of(r));
+  }
+  auto agent = register_agent("deployer", json::object(), json::array({"deploy"}), 4);
+  ASSERT_EQ(agent.take(2).size(), 2u);
+  ASSERT_EQ(agent.start(ids[5]).status, 200);
+
+  std::vector<std::string> seen;
+  std::string cursor;
+  int pages = 0;
+  do {
+    auto path = "/v1/runs?limit=3" + (cursor.empty() ? "" : "&cursor=" + cursor);
+    auto page = call("GET", path, admin);
+    ASSERT_EQ(page.status, 200) << page.raw;
+    ASSERT_LE(page.body["runs"].size(), 3u);
+    for (auto& r : page.body["runs"])
+      seen.push_back(r["id"].get<std::string>());
+    cursor = page.body["next_cursor"].is_string()
+                 ? page.body["next_cursor"].get<std::string>()
+                 : std::string{};
+    ASSERT_LT(++pages, 10);
+  } while (!cursor.empty());
+  std::vector<std::string> newest_first(ids.rbegin(), ids.rend());
+  EXPECT_EQ(seen, newest_first);
+
+  auto deploy = call("GET", "/v1/runs?plan=deploy", admin);
+  ASSERT_EQ(deploy.body["runs"].size(), 2u);
+  EXPECT_EQ(deploy.body["runs"][0]["id"], ids[6]);
+  auto created = call("GET", "/v1/runs?status=created", admin);
+  EXPECT_EQ(created.body["runs"].size(), 5u);
+  auto running = call("GET", "/v1/runs?status=running", admin);
+  ASSERT_EQ(running.body["runs"].size(), 1u);
+  EXPECT_EQ(running.body["runs"][0]["id"], ids[5]);
+  auto mine = call("GET", "/v1/runs?agent=" + agent.id, admin);
+  EXPECT_EQ(mine.body["runs"].size(), 2u);
+  auto both = call("GET", "/v1/runs?plan=build&status=running", admin);
+  EXPECT_TRUE(both.body["runs"].empty());
+  auto none = call("GET", "/v1/runs?agent=nobody", admin);
+  EXPECT_TRUE(none.body["runs"].empty());
+  EXPECT_TRUE(none.body["next_cursor"].is_null());
+}
+
+// This test ensures every field the contract lists is present in run JSON.
+TEST_F(runs, run_json_carries_every_contract_field) {
+  auto r = submit(json{{"plan", "noop"},
+                       {"selector", "env in (dev, qa)"},
+                       {"params", {{"n", 1}}},
+                       {"payload", "p"},
+                       {"priority", 7},
+                       {"timeout_s", 60},
+                       {"ttl_s", 120}});
+  ASSERT_EQ(r.status, 201) << r.raw;
+  for (auto* key :
+       {"id", "plan", "selector", "target_agent", "assigned_agent", "params", "payload",
+        "priority", "status", "skadi_status", "reason", "exit_code", "result", "attempts",
+        "created_at", "assigned_at", "delivered_at", "started_at", "finished_at"})
+    EXPECT_TRUE(r.body.contains(key)) << key;
+  EXPECT_EQ(r.body["params"], (json{{"n", 1}}));
+  EXPECT_EQ(r.body["priority"], 7);
+  EXPECT_EQ(r.body["status"], "created");
+  EXPECT_EQ(r.body["skadi_status"], "queuing");
+  EXPECT_EQ(get_run(id_of(r)), r.body);
+}
+
+} // namespace
+} // namespace polymesh::test
