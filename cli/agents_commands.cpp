@@ -1,0 +1,207 @@
+// `meshctl agents ...`: list, show, label, drain, remove.
+#include "cli/commands.hpp"
+#include "mesh/config/mesh_config.hpp"
+#include "mesh/domain/labels.hpp"
+#include "mesh/domain/selector.hpp"
+
+#include <iostream>
+
+namespace polymesh::cli {
+
+int64_t duration_seconds(const std::string& text, const std::string& flag) {
+  auto d = parse_duration(text, flag);
+  if (!d)
+    throw failure{exit_usage,
+                  flag + ": '" + text +
+                      "' is not a duration; use a number with a unit, e.g. 90s, "
+                      "10m, 2h, 1d"};
+  auto ms = d->count();
+  if (ms < 0) throw failure{exit_usage, flag + ": must not be negative"};
+  return (ms + 999) / 1000;
+}
+
+void check_selector(const std::string& text, const std::string& flag) {
+  if (auto sel = selector::parse(text, flag); !sel)
+    throw usage_failure(sel.error(), text);
+}
+
+json find_agent(mesh_client& mesh, const std::string& id_or_name) {
+  return mesh.get("/v1/agents/" + url_encode(id_or_name));
+}
+
+namespace {
+
+std::vector<std::pair<std::string, std::string>> agent_fields(const json& a) {
+  std::string plans;
+  for (auto& p : a.value("plans", json::array()))
+    plans += (plans.empty() ? "" : ",") + p.get<std::string>();
+  return {
+      {"id", cell(a["id"])},
+      {"name", cell(a["name"])},
+      {"status", cell(a["status"])},
+      {"labels", labels_text(a["labels"])},
+      {"plans", plans.empty() ? "-" : plans},
+      {"capacity", cell(a["capacity"])},
+      {"version", cell(a["version"])},
+      {"hostname", cell(a["hostname"])},
+      {"scope", cell(a["scope"])},
+      {"registered", cell(a["registered_at"]) + "  (" + age(a["registered_at"]) + ")"},
+      {"last seen", cell(a["last_seen_at"]) + "  (" + age(a["last_seen_at"]) + ")"},
+  };
+}
+
+void print_agent(const command_context& ctx, const json& a) {
+  auto out = ctx.out();
+  if (out.structured()) return out.emit(a);
+  out.fields(agent_fields(a));
+}
+
+struct list_options {
+  std::string selector;
+  std::string status;
+  std::string plan;
+};
+
+int list_agents(const command_context& ctx, const list_options& o) {
+  check_selector(o.selector, "-l/--selector");
+  auto mesh = ctx.client();
+  mesh.remember_input("selector", o.selector);
+  auto body = mesh.get(
+      "/v1/agents", {{"selector", o.selector}, {"status", o.status}, {"plan", o.plan}});
+  auto out = ctx.out();
+  if (out.structured()) {
+    out.emit(body);
+    return exit_ok;
+  }
+  std::vector<std::vector<std::string>> rows;
+  for (auto& a : body["agents"]) {
+    std::string plans;
+    for (auto& p : a["plans"])
+      plans += (plans.empty() ? "" : ",") + p.get<std::string>();
+    rows.push_back({cell(a["name"]), cell(a["status"]), labels_text(a["labels"]), plans,
+                    cell(a["capacity"]), age(a["last_seen_at"]), cell(a["id"])});
+  }
+  if (rows.empty()) {
+    std::cerr << "no agents match\n";
+    return exit_ok;
+  }
+  out.table({"NAME", "STATUS", "LABELS", "PLANS", "SLOTS", "LAST SEEN", "ID"}, rows, 1);
+  return exit_ok;
+}
+
+/// Applies `k=v` (set) and `k-` (remove) edits to `labels`, validating each
+/// key and value the way the mesh will.
+json edit_labels(json labels, const std::vector<std::string>& edits) {
+  if (!labels.is_object()) labels = json::object();
+  for (auto& e : edits) {
+    if (e.size() > 1 && e.back() == '-' && e.find('=') == std::string::npos) {
+      auto key = e.substr(0, e.size() - 1);
+      if (!labels.contains(key))
+        throw failure{exit_usage, "label '" + key + "' is not set on this agent"};
+      labels.erase(key);
+      continue;
+    }
+    auto eq = e.find('=');
+    if (eq == std::string::npos || eq == 0)
+      throw failure{exit_usage,
+                    "'" + e + "' is neither KEY=VALUE (set) nor KEY- (remove)"};
+    auto key = e.substr(0, eq);
+    auto value = e.substr(eq + 1);
+    if (auto err = validate_label_key(key, "labels." + key)) throw usage_failure(err);
+    if (auto err = validate_label_value(value, "labels." + key)) throw usage_failure(err);
+    labels[key] = value;
+  }
+  return labels;
+}
+
+} // namespace
+
+void add_agents_commands(CLI::App& app, command_context& ctx) {
+  auto* agents = app.add_subcommand("agents", "Inspect and manage agents");
+  agents->require_subcommand(1);
+
+  auto lo = std::make_shared<list_options>();
+  auto* list =
+      agents->add_subcommand("list", "List agents, filtered by selector, status, plan");
+  list->alias("ls");
+  list->add_option("-l,--selector", lo->selector, "Label selector, e.g. 'env=prod,gpu'");
+  list->add_option("--status", lo->status, "online, draining, offline or deregistered")
+      ->check(CLI::IsMember({"online", "draining", "offline", "deregistered"}));
+  list->add_option("--plan", lo->plan, "Only agents that offer this plan");
+  list->callback(
+      [&ctx, lo] { ctx.action = [&ctx, lo] { return list_agents(ctx, *lo); }; });
+
+  auto name = std::make_shared<std::string>();
+  auto* show = agents->add_subcommand("show", "Show one agent by name or id");
+  show->add_option("NAME", *name, "Agent name or id")->required();
+  show->callback([&ctx, name] {
+    ctx.action = [&ctx, name] {
+      auto mesh = ctx.client();
+      print_agent(ctx, find_agent(mesh, *name));
+      return exit_ok;
+    };
+  });
+
+  auto edits = std::make_shared<std::vector<std::string>>();
+  auto* label =
+      agents->add_subcommand("label", "Set (KEY=VALUE) or remove (KEY-) labels at "
+                                      "runtime; the next assignment uses them");
+  label->add_option("NAME", *name, "Agent name or id")->required();
+  label->add_option("EDITS", *edits, "KEY=VALUE to set, KEY- to remove")->required();
+  label->callback([&ctx, name, edits] {
+    ctx.action = [&ctx, name, edits] {
+      auto mesh = ctx.client();
+      // The API replaces all labels at once: read, edit, write back.
+      auto agent = find_agent(mesh, *name);
+      auto labels = edit_labels(agent["labels"], *edits);
+      auto id = agent["id"].get<std::string>();
+      auto updated = mesh.patch("/v1/agents/" + url_encode(id), json{{"labels", labels}});
+      auto out = ctx.out();
+      if (out.structured())
+        out.emit(updated);
+      else
+        std::cout << "agent " << updated.value("name", *name)
+                  << " labels: " << labels_text(updated["labels"]) << '\n';
+      return exit_ok;
+    };
+  });
+
+  auto* drain = agents->add_subcommand(
+      "drain", "Stop giving an agent new runs; it finishes what it has");
+  drain->add_option("NAME", *name, "Agent name or id")->required();
+  drain->callback([&ctx, name] {
+    ctx.action = [&ctx, name] {
+      auto mesh = ctx.client();
+      auto id = find_agent(mesh, *name)["id"].get<std::string>();
+      auto a = mesh.post("/v1/agents/" + url_encode(id) + "/drain");
+      auto out = ctx.out();
+      if (out.structured())
+        out.emit(a);
+      else
+        std::cout << "agent " << a.value("name", *name) << " is "
+                  << out.paint(a.value("status", "draining"), color::yellow) << '\n';
+      return exit_ok;
+    };
+  });
+
+  auto* remove = agents->add_subcommand(
+      "remove",
+      "Remove an agent: revoke its token; its runs go back to the queue or end");
+  remove->alias("rm");
+  remove->add_option("NAME", *name, "Agent name or id")->required();
+  remove->callback([&ctx, name] {
+    ctx.action = [&ctx, name] {
+      auto mesh = ctx.client();
+      auto id = find_agent(mesh, *name)["id"].get<std::string>();
+      auto a = mesh.del("/v1/agents/" + url_encode(id));
+      auto out = ctx.out();
+      if (out.structured())
+        out.emit(a);
+      else
+        std::cout << "agent " << a.value("name", *name) << " removed\n";
+      return exit_ok;
+    };
+  });
+}
+
+} // namespace polymesh::cli

@@ -1,0 +1,57 @@
+// How meshctl fails: its exit codes, and the one exception type that carries
+// a message people understand from wherever it is raised to `main`, which
+// prints it and exits with its code.
+//
+// Thread-safety: values and pure functions.
+#pragma once
+
+#include <caf/error.hpp>
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace polymesh::cli {
+
+/// meshctl's exit codes (docs/cli.md "Exit codes"); scripts may rely on them.
+enum exit_code : int {
+  /// The command did what was asked; `runs submit --wait`: the run succeeded.
+  exit_ok = 0,
+  /// The mesh refused the request, or `runs submit --wait`: the run ended in error.
+  exit_failed = 1,
+  /// `runs submit --wait` / `runs wait`: the run was canceled.
+  exit_canceled = 2,
+  /// Bad command line or config file (BSD `EX_USAGE`); nothing was sent.
+  exit_usage = 64,
+  /// The mesh could not be reached at all (BSD `EX_UNAVAILABLE`).
+  exit_unreachable = 69,
+};
+
+/// A failure to report: the first line, indented detail lines (a caret
+/// display, a hint) and the exit code.
+class failure : public std::runtime_error {
+public:
+  failure(int code, const std::string& message, std::vector<std::string> details = {})
+      : std::runtime_error(message)
+      , code_(code)
+      , details_(std::move(details)) {}
+
+  [[nodiscard]] int code() const { return code_; }
+  [[nodiscard]] const std::vector<std::string>& details() const { return details_; }
+
+private:
+  int code_;
+  std::vector<std::string> details_;
+};
+
+/// Two lines: `text`, and a caret under the 0-based `position` (clamped to
+/// one past the end, where "expected more" errors point).
+[[nodiscard]] std::vector<std::string> caret_lines(const std::string& text,
+                                                   int64_t position);
+
+/// A usage failure from a local validation error (`make_error` form): the
+/// message, the field, and for selectors `input` with a caret under the
+/// error's position.
+[[nodiscard]] failure usage_failure(const caf::error& err, const std::string& input = {});
+
+} // namespace polymesh::cli

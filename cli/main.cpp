@@ -1,0 +1,90 @@
+// meshctl: the admin and user CLI of a polymesh mesh (docs/cli.md).
+//
+// Reading order: main.cpp (global flags, exit codes) -> settings.hpp (where
+// flags come from) -> commands.hpp and the *_commands.cpp files (one per
+// command group) -> mesh_client.hpp (HTTP and error messages) -> output.hpp
+// (tables, json/yaml, colour, spinner).
+#include "cli/commands.hpp"
+#include "cli/failure.hpp"
+
+#include <csignal>
+#include <iostream>
+#include <unistd.h>
+
+using namespace polymesh::cli;
+
+namespace {
+
+/// Ctrl-C while waiting: erase the spinner line and exit 130 as shells do.
+/// Only async-signal-safe calls here.
+extern "C" void on_interrupt(int) {
+  static const char erase[] = "\r\033[2K";
+  if (::isatty(STDERR_FILENO) == 1) [[maybe_unused]]
+    auto n = ::write(STDERR_FILENO, erase, sizeof erase - 1);
+  ::_exit(130);
+}
+
+void print_failure(const failure& f, bool color) {
+  auto red = color ? "\033[31m" : "";
+  auto reset = color ? "\033[0m" : "";
+  std::cerr << red << "error:" << reset << ' ' << f.what() << '\n';
+  for (auto& line : f.details())
+    std::cerr << "  " << line << '\n';
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+  // A closed pipe (`meshctl runs logs -f ID | head`) ends us quietly.
+  std::signal(SIGPIPE, SIG_DFL);
+  std::signal(SIGINT, on_interrupt);
+  command_context ctx;
+  CLI::App app{
+      "meshctl: submit and watch runs, manage agents and tokens of a polymesh mesh",
+      "meshctl"};
+  app.fallthrough();
+  app.set_version_flag("--version", std::string{"meshctl "} + POLYMESH_VERSION);
+  app.add_option("--mesh", ctx.flags.mesh,
+                 "Mesh URL (env MESH_URL; default http://127.0.0.1:7700)");
+  app.add_option("--token", ctx.flags.token, "API token (env MESH_TOKEN)");
+  app.add_option("-o,--output", ctx.flags.output, "Output format: table, json or yaml")
+      ->check(CLI::IsMember({"table", "json", "yaml"}));
+  app.add_option(
+      "--config", ctx.flags.config,
+      "Config file (env MESHCTL_CONFIG; default ~/.config/polymesh/meshctl.yaml)");
+  app.add_flag("--no-color", ctx.flags.no_color,
+               "No colour even on a TTY (env NO_COLOR)");
+  app.footer("Exit codes: 0 ok, 1 failed (or run error), 2 run canceled, 64 usage error, "
+             "69 mesh unreachable. See docs/cli.md");
+
+  add_agents_commands(app, ctx);
+  add_runs_commands(app, ctx);
+  add_tokens_commands(app, ctx);
+  add_mesh_commands(app, ctx);
+  add_completion_command(app, ctx);
+  app.require_subcommand(1);
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::Success& e) {
+    // --help and --version.
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    app.exit(e);
+    return exit_usage;
+  }
+  try {
+    try {
+      ctx.resolved = resolve_settings(ctx.flags);
+    } catch (const failure& f) {
+      ctx.settings_error = f;
+    }
+    return ctx.action ? ctx.action() : exit_usage;
+  } catch (const failure& f) {
+    print_failure(f, ctx.resolved && ctx.resolved->color_stderr);
+    return f.code();
+  } catch (const std::exception& e) {
+    print_failure(failure{exit_failed, e.what()}, false);
+    return exit_failed;
+  }
+}

@@ -1,0 +1,168 @@
+#include "cli/mesh_client.hpp"
+
+#include <httplib.h>
+
+namespace polymesh::cli {
+
+namespace {
+
+/// Long enough for the slowest API call; meshctl never long-polls.
+constexpr time_t read_timeout_s = 60;
+constexpr time_t connect_timeout_s = 10;
+
+/// What went wrong with the connection, in words.
+std::string describe(httplib::Error err) {
+  switch (err) {
+  case httplib::Error::Connection:
+    return "connection failed: nothing is listening there, or the host is unreachable";
+  case httplib::Error::ConnectionTimeout:
+    return "connection timed out";
+  case httplib::Error::Read:
+    return "the connection broke while reading the answer";
+  case httplib::Error::Write:
+    return "the connection broke while sending the request";
+  case httplib::Error::SSLConnection:
+    return "TLS handshake failed";
+  case httplib::Error::SSLServerVerification:
+    return "the server's TLS certificate is not trusted";
+  default:
+    return httplib::to_string(err);
+  }
+}
+
+} // namespace
+
+std::string url_encode(const std::string& text) {
+  static const char* hex = "0123456789ABCDEF";
+  std::string out;
+  for (unsigned char c : text) {
+    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+        c == '-' || c == '_' || c == '.' || c == '~') {
+      out += static_cast<char>(c);
+    } else {
+      out += '%';
+      out += hex[c >> 4];
+      out += hex[c & 15];
+    }
+  }
+  return out;
+}
+
+mesh_client::mesh_client(std::string base_url, std::string token)
+    : base_url_(std::move(base_url))
+    , token_(std::move(token)) {}
+
+json mesh_client::get(const std::string& path, const query& q) {
+  auto full = path;
+  char sep = '?';
+  for (auto& [k, v] : q) {
+    if (v.empty()) continue;
+    full += sep + url_encode(k) + "=" + url_encode(v);
+    sep = '&';
+  }
+  return call("GET", full, nullptr, false);
+}
+
+json mesh_client::post(const std::string& path, const json& body) {
+  return call("POST", path, &body, false);
+}
+
+json mesh_client::patch(const std::string& path, const json& body) {
+  return call("PATCH", path, &body, false);
+}
+
+json mesh_client::del(const std::string& path) {
+  return call("DELETE", path, nullptr, false);
+}
+
+json mesh_client::get_or_null(const std::string& path) {
+  return call("GET", path, nullptr, true);
+}
+
+json mesh_client::call(const std::string& method, const std::string& path,
+                       const json* body, bool null_on_404) {
+  httplib::Client http{base_url_};
+  http.set_tcp_nodelay(true);
+  http.set_keep_alive(false);
+  http.set_connection_timeout(connect_timeout_s, 0);
+  http.set_read_timeout(read_timeout_s, 0);
+  http.set_write_timeout(read_timeout_s, 0);
+  httplib::Headers headers;
+  if (!token_.empty()) headers.emplace("Authorization", "Bearer " + token_);
+  std::string payload =
+      body ? body->dump(-1, ' ', false, json::error_handler_t::replace) : "";
+  httplib::Result res{nullptr, httplib::Error::Unknown};
+  if (method == "GET")
+    res = http.Get(path, headers);
+  else if (method == "POST")
+    res = http.Post(path, headers, payload, "application/json");
+  else if (method == "PATCH")
+    res = http.Patch(path, headers, payload, "application/json");
+  else
+    res = http.Delete(path, headers);
+  if (!res)
+    throw failure{
+        exit_unreachable,
+        "cannot reach the mesh at " + base_url_ + ": " + describe(res.error()),
+        {"check --mesh, MESH_URL or the config file, and that meshd is running"}};
+  if (res->status == 404 && null_on_404) return nullptr;
+  if (res->status >= 400) fail(res->status, res->body, method, path);
+  if (res->body.empty()) return json::object();
+  auto j = json::parse(res->body, nullptr, false);
+  if (j.is_discarded())
+    throw failure{exit_failed, method + " " + path +
+                                   ": the mesh answered with something that is "
+                                   "not JSON (is " +
+                                   base_url_ + " a meshd?)"};
+  return j;
+}
+
+void mesh_client::fail(int status, const std::string& raw, const std::string& method,
+                       const std::string& path) {
+  auto j = json::parse(raw, nullptr, false);
+  std::string code, message, field;
+  int64_t position = -1;
+  if (!j.is_discarded() && j.is_object() && j.contains("error") &&
+      j["error"].is_object()) {
+    auto& e = j["error"];
+    code = e.value("code", "");
+    message = e.value("message", "");
+    field = e.value("field", "");
+    if (e.contains("position") && e["position"].is_number_integer())
+      position = e["position"].get<int64_t>();
+  } else {
+    message = method + " " + path + " failed with HTTP " + std::to_string(status);
+  }
+  std::vector<std::string> details;
+  std::string headline;
+  switch (status) {
+  case 401:
+    headline = "not authenticated: " + message;
+    details.push_back(
+        token_.empty() ? "no token was given: pass --token, set MESH_TOKEN or put "
+                         "`token:` in the config file"
+                       : "the token is unknown, expired or revoked; ask an admin for a "
+                         "new one (meshctl tokens create)");
+    break;
+  case 403:
+    headline = "permission denied: " + message;
+    break;
+  case 404:
+    headline = "not found: " + message;
+    break;
+  default:
+    headline = message;
+    if (!field.empty() && message.find(field) == std::string::npos)
+      headline = field + ": " + message;
+  }
+  if (!code.empty()) headline += " (HTTP " + std::to_string(status) + " " + code + ")";
+  if (position >= 0) {
+    if (auto it = inputs_.find(field); it != inputs_.end()) {
+      auto lines = caret_lines(it->second, position);
+      details.insert(details.begin(), lines.begin(), lines.end());
+    }
+  }
+  throw failure{exit_failed, headline, std::move(details)};
+}
+
+} // namespace polymesh::cli

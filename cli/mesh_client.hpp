@@ -1,0 +1,69 @@
+// meshctl's side of the REST API v1: one blocking call per method, errors
+// turned into `failure`s a person can act on.
+//
+// Every call opens its own connection with TCP_NODELAY and closes it after
+// the answer: meshctl never leaves an idle keep-alive connection open (an
+// idle connection costs the server a poll loop, see DEPENDENCIES.md).
+//
+// Error mapping (the body is the contract's `{"error":{...}}`):
+//   - no connection            -> exit_unreachable, naming the URL
+//   - 401                       -> the server's message plus where tokens come from
+//   - 403                       -> the server's message (it names the kinds needed)
+//   - 404                       -> "not found: ..."
+//   - 400 with `position`       -> the message plus the input with a caret, when
+//                                  the field is one `remember_input` was told about
+//
+// Thread-safety: one client per thread.
+#pragma once
+
+#include "cli/failure.hpp"
+
+#include <chrono>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace polymesh::cli {
+
+using json = nlohmann::json;
+
+/// Query parameters, in order; empty values are left out.
+using query = std::vector<std::pair<std::string, std::string>>;
+
+class mesh_client {
+public:
+  mesh_client(std::string base_url, std::string token);
+
+  [[nodiscard]] json get(const std::string& path, const query& q = {});
+  [[nodiscard]] json post(const std::string& path, const json& body = json::object());
+  [[nodiscard]] json patch(const std::string& path, const json& body);
+  [[nodiscard]] json del(const std::string& path);
+
+  /// Like `get`, but a 404 returns null instead of failing.
+  [[nodiscard]] json get_or_null(const std::string& path);
+
+  /// The text the user gave for a request field (`selector`, `scope`), shown
+  /// with a caret when the server rejects it at a position.
+  void remember_input(const std::string& field, const std::string& text) {
+    inputs_[field] = text;
+  }
+
+  [[nodiscard]] const std::string& base_url() const { return base_url_; }
+
+private:
+  json call(const std::string& method, const std::string& path, const json* body,
+            bool null_on_404);
+  [[noreturn]] void fail(int status, const std::string& raw, const std::string& method,
+                         const std::string& path);
+
+  std::string base_url_;
+  std::string token_;
+  std::map<std::string, std::string> inputs_;
+};
+
+/// Percent-encodes `text` for a path segment or query value.
+[[nodiscard]] std::string url_encode(const std::string& text);
+
+} // namespace polymesh::cli

@@ -1,0 +1,485 @@
+// `meshctl runs ...`: submit (optionally waiting and following the log),
+// list, show, logs, cancel, explain, wait.
+#include "cli/commands.hpp"
+#include "mesh/wire/json.hpp"
+
+#include <fstream>
+#include <iostream>
+#include <sstream>
+#include <thread>
+#include <yaml-cpp/yaml.h>
+
+namespace polymesh::cli {
+
+namespace {
+
+bool terminal(const std::string& status) {
+  return status == "success" || status == "error" || status == "canceled";
+}
+
+int exit_code_of(const std::string& status) {
+  if (status == "success") return exit_ok;
+  if (status == "canceled") return exit_canceled;
+  return exit_failed;
+}
+
+std::string read_file(const std::string& path, const std::string& flag) {
+  std::ifstream in{path, std::ios::binary};
+  if (!in) throw failure{exit_usage, flag + ": cannot read " + path};
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+json yaml_to_json(const YAML::Node& n) {
+  switch (n.Type()) {
+  case YAML::NodeType::Map: {
+    json out = json::object();
+    for (auto it = n.begin(); it != n.end(); ++it)
+      out[it->first.as<std::string>()] = yaml_to_json(it->second);
+    return out;
+  }
+  case YAML::NodeType::Sequence: {
+    json out = json::array();
+    for (auto& x : n)
+      out.push_back(yaml_to_json(x));
+    return out;
+  }
+  case YAML::NodeType::Scalar: {
+    if (n.Tag() == "!") return n.as<std::string>(); // quoted: always a string
+    int64_t i = 0;
+    double d = 0;
+    bool b = false;
+    if (YAML::convert<int64_t>::decode(n, i)) return i;
+    if (YAML::convert<double>::decode(n, d)) return d;
+    if (YAML::convert<bool>::decode(n, b)) return b;
+    return n.as<std::string>();
+  }
+  default:
+    return nullptr;
+  }
+}
+
+/// The params object: `--params-file` (JSON or YAML), then each `--param`
+/// on top. `k=v` sets a string, `k:=JSON` a typed value.
+json build_params(const std::string& file, const std::vector<std::string>& params) {
+  json out = json::object();
+  if (!file.empty()) {
+    auto text = read_file(file, "--params-file");
+    out = json::parse(text, nullptr, false);
+    if (out.is_discarded()) {
+      try {
+        out = yaml_to_json(YAML::Load(text));
+      } catch (const std::exception& e) {
+        throw failure{exit_usage, "--params-file " + file + ": neither JSON nor YAML (" +
+                                      e.what() + ")"};
+      }
+    }
+    if (!out.is_object())
+      throw failure{exit_usage,
+                    "--params-file " + file + ": must hold an object of parameters"};
+  }
+  for (auto& p : params) {
+    auto eq = p.find('=');
+    if (eq == std::string::npos || eq == 0)
+      throw failure{exit_usage, "--param '" + p + "': expected KEY=VALUE or KEY:=JSON"};
+    if (p[eq - 1] == ':') {
+      auto value = json::parse(p.substr(eq + 1), nullptr, false);
+      if (value.is_discarded())
+        throw failure{exit_usage, "--param '" + p + "': the value after := is not JSON"};
+      out[p.substr(0, eq - 1)] = value;
+    } else {
+      out[p.substr(0, eq)] = p.substr(eq + 1);
+    }
+  }
+  return out;
+}
+
+/// Prints log chunks: data verbatim to stdout or stderr by stream in table
+/// mode; one JSON object per line with `-o json`, a YAML document each with
+/// `-o yaml`.
+void print_chunks(const printer& out, const json& chunks) {
+  for (auto& c : chunks) {
+    if (out.format() == output_format::json) {
+      std::cout << c.dump(-1, ' ', false, json::error_handler_t::replace) << '\n';
+    } else if (out.format() == output_format::yaml) {
+      std::cout << "---\n" << to_yaml(c) << '\n';
+    } else {
+      auto data = c.value("data", "");
+      (c.value("stream", "stdout") == "stderr" ? std::cerr : std::cout) << data;
+    }
+  }
+  std::cout << std::flush;
+}
+
+/// Fetches and prints every chunk after `after`; returns the new `after`.
+int64_t drain_logs(mesh_client& mesh, const printer& out, const std::string& id,
+                   int64_t after, spinner* sp) {
+  for (;;) {
+    auto page = mesh.get("/v1/runs/" + url_encode(id) + "/logs",
+                         {{"after", std::to_string(after)}, {"limit", "1000"}});
+    auto& chunks = page["chunks"];
+    if (chunks.empty()) return after;
+    if (sp) sp->clear();
+    print_chunks(out, chunks);
+    after = page.value("next_after", after);
+  }
+}
+
+/// Polls the run until it is terminal, streaming its log when `follow`.
+/// Returns the final run object.
+json wait_for_run(const command_context& ctx, mesh_client& mesh, const std::string& id,
+                  bool follow) {
+  auto out = ctx.out();
+  spinner sp{ctx.config()};
+  int64_t after = -1;
+  auto interval = std::chrono::milliseconds{100};
+  for (;;) {
+    if (follow) after = drain_logs(mesh, out, id, after, &sp);
+    auto run = mesh.get("/v1/runs/" + url_encode(id));
+    auto status = run.value("status", "");
+    if (terminal(status)) {
+      // Chunks written just before the finish are still to be shown.
+      if (follow) drain_logs(mesh, out, id, after, &sp);
+      sp.clear();
+      return run;
+    }
+    std::string where = run["assigned_agent"].is_string()
+                            ? " on " + run["assigned_agent"].get<std::string>()
+                            : std::string{};
+    sp.update("run " + id + " " + status + where);
+    // Poll fast at first (short runs end quickly), then settle at 1 s.
+    std::this_thread::sleep_for(interval);
+    interval = std::min(interval * 2, std::chrono::milliseconds{1000});
+  }
+}
+
+std::vector<std::pair<std::string, std::string>> run_fields(const json& r) {
+  std::vector<std::pair<std::string, std::string>> kv{
+      {"id", cell(r["id"])},
+      {"plan", cell(r["plan"])},
+      {"status", cell(r["status"])},
+      {"skadi_status", cell(r["skadi_status"])},
+      {"reason", cell(r["reason"])},
+      {"selector", cell(r["selector"])},
+      {"target agent", cell(r["target_agent"])},
+      {"assigned agent", cell(r["assigned_agent"])},
+      {"priority", cell(r["priority"])},
+      {"attempts", cell(r["attempts"])},
+      {"params", r.contains("params") ? r["params"].dump() : "{}"},
+      {"payload", cell(r["payload"])},
+      {"exit code", cell(r["exit_code"])},
+      {"result", cell(r["result"])},
+      {"error", cell(r["error"])},
+      {"progress", cell(r["progress"])},
+      {"created", cell(r["created_at"])},
+      {"assigned", cell(r["assigned_at"])},
+      {"started", cell(r["started_at"])},
+      {"finished", cell(r["finished_at"])},
+  };
+  return kv;
+}
+
+void print_run(const printer& out, const json& r) {
+  if (out.structured())
+    out.emit(r);
+  else
+    out.fields(run_fields(r));
+}
+
+/// Reports a finished wait and returns the exit code for its status.
+int finish_wait(const command_context& ctx, const json& run, bool follow) {
+  auto out = ctx.out();
+  auto status = run.value("status", "");
+  if (out.structured()) {
+    if (follow && out.format() == output_format::json)
+      std::cout << run.dump(-1, ' ', false, json::error_handler_t::replace) << '\n';
+    else
+      out.emit(run);
+  } else if (follow) {
+    std::string line = "run " + run.value("id", "") + " " + status;
+    if (run["reason"].is_string()) line += " (" + run["reason"].get<std::string>() + ")";
+    if (run["exit_code"].is_number_integer())
+      line += ", exit code " + std::to_string(run["exit_code"].get<int64_t>());
+    std::cerr << out.paint_err(line, printer::status_color(status)) << '\n';
+  } else {
+    print_run(out, run);
+  }
+  return exit_code_of(status);
+}
+
+struct submit_options {
+  std::string plan;
+  std::string selector;
+  std::string agent;
+  std::vector<std::string> params;
+  std::string params_file;
+  std::string payload;
+  int64_t priority = 0;
+  std::string timeout;
+  std::string ttl;
+  std::string idempotency_key;
+  bool wait = false;
+  bool follow = false;
+};
+
+int submit(const command_context& ctx, const submit_options& o) {
+  wire::run_request req;
+  req.plan = o.plan;
+  req.selector = o.selector;
+  req.agent = o.agent;
+  req.params = build_params(o.params_file, o.params).dump();
+  req.payload = o.payload;
+  if (!o.payload.empty() && o.payload.front() == '@')
+    req.payload = read_file(o.payload.substr(1), "--payload");
+  req.priority = o.priority;
+  req.timeout_s = o.timeout.empty() ? 0 : duration_seconds(o.timeout, "--timeout");
+  req.ttl_s = o.ttl.empty() ? 0 : duration_seconds(o.ttl, "--ttl");
+  req.idempotency_key = o.idempotency_key;
+  check_selector(o.selector, "-l/--selector");
+  auto body = wire::to_json(req);
+  // The shared contract checks names and bounds before anything is sent;
+  // size limits are the server's to enforce.
+  wire::limits unbounded{SIZE_MAX, SIZE_MAX};
+  if (auto parsed = wire::parse_run_request(body, unbounded); !parsed)
+    throw usage_failure(parsed.error());
+  auto mesh = ctx.client();
+  mesh.remember_input("selector", o.selector);
+  auto run = mesh.post("/v1/runs", body);
+  auto id = run.value("id", "");
+  auto out = ctx.out();
+  if (!o.wait && !o.follow) {
+    if (out.structured())
+      out.emit(run);
+    else
+      std::cout << "run " << id << " submitted ("
+                << out.paint(run.value("status", ""),
+                             printer::status_color(run.value("status", "")))
+                << ")\n";
+    return exit_ok;
+  }
+  if (!out.structured())
+    std::cerr << "run " << id << " submitted; "
+              << (o.follow ? "following its log" : "waiting for it to end") << '\n';
+  return finish_wait(ctx, wait_for_run(ctx, mesh, id, o.follow), o.follow);
+}
+
+struct list_options {
+  std::string status;
+  std::string plan;
+  std::string agent;
+  int64_t limit = 50;
+  std::string cursor;
+};
+
+int list_runs(const command_context& ctx, const list_options& o) {
+  auto mesh = ctx.client();
+  std::string agent_id = o.agent;
+  if (!o.agent.empty()) {
+    // The filter is by agent id; accept a name too.
+    auto a = mesh.get_or_null("/v1/agents/" + url_encode(o.agent));
+    if (a.is_object()) agent_id = a.value("id", o.agent);
+  }
+  auto body = mesh.get("/v1/runs", {{"status", o.status},
+                                    {"plan", o.plan},
+                                    {"agent", agent_id},
+                                    {"limit", std::to_string(o.limit)},
+                                    {"cursor", o.cursor}});
+  auto out = ctx.out();
+  if (out.structured()) {
+    out.emit(body);
+    return exit_ok;
+  }
+  // Show agent names, not ids.
+  std::map<std::string, std::string> names;
+  if (!body["runs"].empty()) {
+    auto agents = mesh.get("/v1/agents");
+    for (auto& a : agents["agents"])
+      names[a.value("id", "")] = a.value("name", "");
+  }
+  std::vector<std::vector<std::string>> rows;
+  for (auto& r : body["runs"]) {
+    std::string agent = "-";
+    if (r["assigned_agent"].is_string()) {
+      agent = r["assigned_agent"].get<std::string>();
+      if (auto it = names.find(agent); it != names.end()) agent = it->second;
+    } else if (r["target_agent"].is_string()) {
+      agent = "(" + r["target_agent"].get<std::string>() + ")";
+    }
+    rows.push_back({cell(r["id"]), cell(r["plan"]), cell(r["status"]), agent,
+                    cell(r["priority"]), age(r["created_at"]), cell(r["reason"])});
+  }
+  if (rows.empty())
+    std::cerr << "no runs match\n";
+  else
+    out.table({"ID", "PLAN", "STATUS", "AGENT", "PRIORITY", "CREATED", "REASON"}, rows,
+              2);
+  if (body["next_cursor"].is_string())
+    std::cerr << "more: --cursor " << body["next_cursor"].get<std::string>() << '\n';
+  return exit_ok;
+}
+
+int show_logs(const command_context& ctx, const std::string& id, bool follow) {
+  auto mesh = ctx.client();
+  auto out = ctx.out();
+  if (follow) {
+    auto run = wait_for_run(ctx, mesh, id, true);
+    return exit_code_of(run.value("status", ""));
+  }
+  if (out.structured()) {
+    // Every page gathered into one object of the API's shape.
+    json all = json::array();
+    int64_t after = -1;
+    for (;;) {
+      auto page = mesh.get("/v1/runs/" + url_encode(id) + "/logs",
+                           {{"after", std::to_string(after)}, {"limit", "1000"}});
+      if (page["chunks"].empty()) break;
+      for (auto& c : page["chunks"])
+        all.push_back(c);
+      after = page.value("next_after", after);
+    }
+    out.emit(json{{"chunks", all}, {"next_after", after}});
+    return exit_ok;
+  }
+  drain_logs(mesh, out, id, -1, nullptr);
+  return exit_ok;
+}
+
+int explain(const command_context& ctx, const std::string& id) {
+  auto mesh = ctx.client();
+  auto body = mesh.get("/v1/runs/" + url_encode(id) + "/explain");
+  auto out = ctx.out();
+  if (out.structured()) {
+    out.emit(body);
+    return exit_ok;
+  }
+  auto status = body.value("status", "");
+  if (body.value("assigned", false)) {
+    // Explain is about waiting runs; say where this one is instead.
+    std::cout << "run " << id << " is "
+              << out.paint(status, printer::status_color(status));
+    if (body["assigned_agent"].is_string())
+      std::cout << " (agent " << body["assigned_agent"].get<std::string>() << ")";
+    std::cout << ": nothing to explain, it is not waiting for an agent\n";
+    return exit_ok;
+  }
+  std::cout << "run " << id << " is " << out.paint(status, printer::status_color(status))
+            << ": " << body.value("message", "") << '\n';
+  std::vector<std::vector<std::string>> rows;
+  for (auto& a : body["agents"])
+    rows.push_back(
+        {cell(a["agent_name"]), a.value("candidate", false) ? "yes" : "no",
+         a["reason"].is_string() ? a["reason"].get<std::string>() : "can take it"});
+  if (!rows.empty()) {
+    std::cout << '\n';
+    out.table({"AGENT", "CANDIDATE", "REASON"}, rows, 1);
+  }
+  return exit_ok;
+}
+
+} // namespace
+
+void add_runs_commands(CLI::App& app, command_context& ctx) {
+  auto* runs = app.add_subcommand("runs", "Submit, watch and manage runs");
+  runs->require_subcommand(1);
+
+  auto so = std::make_shared<submit_options>();
+  auto* submit_cmd = runs->add_subcommand("submit", "Submit a run of PLAN");
+  submit_cmd->add_option("PLAN", so->plan, "The plan to run")->required();
+  submit_cmd->add_option("-l,--selector", so->selector,
+                         "Only agents whose labels match, e.g. 'env=prod'");
+  submit_cmd->add_option("--agent", so->agent, "Only this one agent (by name)");
+  submit_cmd
+      ->add_option("--param", so->params,
+                   "Parameter KEY=VALUE (string) or KEY:=JSON; repeatable")
+      ->allow_extra_args(false);
+  submit_cmd->add_option("--params-file", so->params_file,
+                         "Parameters from a JSON or YAML object file");
+  submit_cmd->add_option("--payload", so->payload,
+                         "Payload text, or @FILE to read it from a file");
+  submit_cmd->add_option("--priority", so->priority, "Higher runs first (default 0)");
+  submit_cmd->add_option("--timeout", so->timeout, "Run time limit, e.g. 90s, 10m, 2h");
+  submit_cmd->add_option("--ttl", so->ttl, "How long it may wait for an agent, e.g. 10m");
+  submit_cmd->add_option("--idempotency-key", so->idempotency_key,
+                         "A repeat with the same key returns the same run");
+  submit_cmd->add_flag("--wait", so->wait,
+                       "Wait for the end; exit 0 success, 1 error, 2 canceled");
+  submit_cmd->add_flag("-f,--follow", so->follow,
+                       "Stream the run's log while it runs (implies --wait)");
+  submit_cmd->callback(
+      [&ctx, so] { ctx.action = [&ctx, so] { return submit(ctx, *so); }; });
+
+  auto lo = std::make_shared<list_options>();
+  auto* list = runs->add_subcommand("list", "List runs, newest first");
+  list->alias("ls");
+  list->add_option("--status", lo->status,
+                   "created, pending, running, success, error, canceled")
+      ->check(CLI::IsMember(
+          {"created", "pending", "running", "success", "error", "canceled"}));
+  list->add_option("--plan", lo->plan, "Only runs of this plan");
+  list->add_option("--agent", lo->agent, "Only runs held by this agent (name or id)");
+  list->add_option("--limit", lo->limit, "At most this many (1 to 1000, default 50)")
+      ->check(CLI::Range(1, 1000));
+  list->add_option("--cursor", lo->cursor, "Continue after a previous page");
+  list->callback([&ctx, lo] { ctx.action = [&ctx, lo] { return list_runs(ctx, *lo); }; });
+
+  auto id = std::make_shared<std::string>();
+  auto* show = runs->add_subcommand("show", "Show one run");
+  show->add_option("ID", *id, "Run id")->required();
+  show->callback([&ctx, id] {
+    ctx.action = [&ctx, id] {
+      auto mesh = ctx.client();
+      print_run(ctx.out(), mesh.get("/v1/runs/" + url_encode(*id)));
+      return exit_ok;
+    };
+  });
+
+  auto follow = std::make_shared<bool>(false);
+  auto* logs = runs->add_subcommand("logs", "Print a run's log");
+  logs->add_option("ID", *id, "Run id")->required();
+  logs->add_flag("-f,--follow", *follow,
+                 "Keep streaming until the run ends; exit code as for --wait");
+  logs->callback([&ctx, id, follow] {
+    ctx.action = [&ctx, id, follow] { return show_logs(ctx, *id, *follow); };
+  });
+
+  auto* cancel =
+      runs->add_subcommand("cancel", "Cancel a run (a running one is told to stop)");
+  cancel->add_option("ID", *id, "Run id")->required();
+  cancel->callback([&ctx, id] {
+    ctx.action = [&ctx, id] {
+      auto mesh = ctx.client();
+      auto run = mesh.post("/v1/runs/" + url_encode(*id) + "/cancel");
+      auto out = ctx.out();
+      if (out.structured()) {
+        out.emit(run);
+      } else {
+        auto status = run.value("status", "");
+        std::cout << "run " << *id << " "
+                  << (terminal(status) ? out.paint(status, printer::status_color(status))
+                                       : "cancel requested (" + status + ")")
+                  << '\n';
+      }
+      return exit_ok;
+    };
+  });
+
+  auto* explain_cmd = runs->add_subcommand(
+      "explain", "Why a waiting run is not dispatched, agent by agent");
+  explain_cmd->add_option("ID", *id, "Run id")->required();
+  explain_cmd->callback(
+      [&ctx, id] { ctx.action = [&ctx, id] { return explain(ctx, *id); }; });
+
+  auto* wait = runs->add_subcommand(
+      "wait", "Wait for a run to end; exit 0 success, 1 error, 2 canceled");
+  wait->add_option("ID", *id, "Run id")->required();
+  wait->add_flag("-f,--follow", *follow, "Stream its log while waiting");
+  wait->callback([&ctx, id, follow] {
+    ctx.action = [&ctx, id, follow] {
+      auto mesh = ctx.client();
+      return finish_wait(ctx, wait_for_run(ctx, mesh, *id, *follow), *follow);
+    };
+  });
+}
+
+} // namespace polymesh::cli

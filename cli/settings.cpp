@@ -1,0 +1,146 @@
+#include "cli/settings.hpp"
+
+#include "cli/failure.hpp"
+
+#include <cstdlib>
+#include <fstream>
+#include <optional>
+#include <unistd.h>
+#include <yaml-cpp/yaml.h>
+
+namespace polymesh::cli {
+
+namespace {
+
+std::string env(const char* name) {
+  const char* v = std::getenv(name);
+  return v ? std::string{v} : std::string{};
+}
+
+output_format parse_output(const std::string& text, const std::string& source) {
+  if (text == "table") return output_format::table;
+  if (text == "json") return output_format::json;
+  if (text == "yaml") return output_format::yaml;
+  throw failure{exit_usage,
+                source + ": output must be one of table, json, yaml, got '" + text + "'"};
+}
+
+std::string check_url(std::string url, const std::string& source) {
+  while (!url.empty() && url.back() == '/')
+    url.pop_back();
+  auto scheme_end = url.find("://");
+  if (scheme_end == std::string::npos || (url.compare(0, scheme_end, "http") != 0 &&
+                                          url.compare(0, scheme_end, "https") != 0))
+    throw failure{exit_usage,
+                  source + ": mesh URL must start with http:// or https://, got '" + url +
+                      "'"};
+  if (url.find('/', scheme_end + 3) != std::string::npos)
+    throw failure{exit_usage,
+                  source +
+                      ": mesh URL must be scheme://HOST[:PORT] without a path, got '" +
+                      url + "'"};
+  if (scheme_end + 3 == url.size())
+    throw failure{exit_usage, source + ": mesh URL has no host"};
+  return url;
+}
+
+struct file_settings {
+  std::string mesh;
+  std::string token;
+  std::string output;
+  std::optional<bool> color;
+};
+
+file_settings read_config(const std::string& path) {
+  file_settings out;
+  YAML::Node root;
+  try {
+    root = YAML::LoadFile(path);
+  } catch (const std::exception& e) {
+    throw failure{exit_usage, "config file " + path + ": " + e.what()};
+  }
+  if (root.IsNull()) return out;
+  if (!root.IsMap())
+    throw failure{exit_usage,
+                  "config file " + path + ": must be a mapping of keys to values"};
+  for (auto it = root.begin(); it != root.end(); ++it) {
+    auto key = it->first.as<std::string>();
+    auto where = "config file " + path + ": key '" + key + "'";
+    try {
+      if (key == "mesh")
+        out.mesh = it->second.as<std::string>();
+      else if (key == "token")
+        out.token = it->second.as<std::string>();
+      else if (key == "output")
+        out.output = it->second.as<std::string>();
+      else if (key == "color")
+        out.color = it->second.as<bool>();
+      else
+        throw failure{exit_usage,
+                      where + " is unknown; known keys are mesh, token, output, color"};
+    } catch (const YAML::Exception&) {
+      throw failure{exit_usage, where + " has a value of the wrong type"};
+    }
+  }
+  return out;
+}
+
+} // namespace
+
+std::string default_config_path() {
+  if (auto xdg = env("XDG_CONFIG_HOME"); !xdg.empty())
+    return xdg + "/polymesh/meshctl.yaml";
+  if (auto home = env("HOME"); !home.empty())
+    return home + "/.config/polymesh/meshctl.yaml";
+  return {};
+}
+
+settings resolve_settings(const global_flags& flags) {
+  settings s;
+  // The config file: named ones must exist, the default one may not.
+  std::string path = flags.config;
+  bool named = true;
+  if (path.empty()) path = env("MESHCTL_CONFIG");
+  if (path.empty()) {
+    path = default_config_path();
+    named = false;
+  }
+  file_settings file;
+  if (!path.empty()) {
+    if (std::ifstream probe{path}; probe.good()) {
+      file = read_config(path);
+      s.config_file = path;
+    } else if (named) {
+      throw failure{exit_usage, "config file " + path + " cannot be read"};
+    }
+  }
+  if (!flags.mesh.empty())
+    s.mesh_url = check_url(flags.mesh, "--mesh");
+  else if (auto e = env("MESH_URL"); !e.empty())
+    s.mesh_url = check_url(e, "MESH_URL");
+  else if (!file.mesh.empty())
+    s.mesh_url = check_url(file.mesh, "config file " + path + ": key 'mesh'");
+
+  if (!flags.token.empty())
+    s.token = flags.token;
+  else if (auto e = env("MESH_TOKEN"); !e.empty())
+    s.token = e;
+  else
+    s.token = file.token;
+
+  if (!flags.output.empty())
+    s.output = parse_output(flags.output, "-o");
+  else if (auto e = env("MESH_OUTPUT"); !e.empty())
+    s.output = parse_output(e, "MESH_OUTPUT");
+  else if (!file.output.empty())
+    s.output = parse_output(file.output, "config file " + path + ": key 'output'");
+
+  // NO_COLOR (https://no-color.org): present and non-empty disables colour.
+  bool color = !flags.no_color && env("NO_COLOR").empty() && file.color.value_or(true);
+  s.color_stdout = color && ::isatty(STDOUT_FILENO) == 1;
+  s.color_stderr = color && ::isatty(STDERR_FILENO) == 1;
+  s.interactive = ::isatty(STDERR_FILENO) == 1;
+  return s;
+}
+
+} // namespace polymesh::cli

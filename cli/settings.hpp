@@ -1,0 +1,53 @@
+// Where meshctl's global settings come from. Each is taken from the first
+// source that sets it: command-line flag, environment, config file, default.
+//
+//   setting  flag          environment    config key  default
+//   mesh     --mesh URL    MESH_URL       mesh        http://127.0.0.1:7700
+//   token    --token T     MESH_TOKEN     token       (none)
+//   output   -o FORMAT     MESH_OUTPUT    output      table
+//   colour   --no-color    NO_COLOR       color       on when stdout is a TTY
+//
+// The config file is `--config FILE`, else `$MESHCTL_CONFIG`, else
+// `$XDG_CONFIG_HOME/polymesh/meshctl.yaml` (`~/.config/...` without XDG). A
+// missing default file is fine; a named file that is missing, an unknown key
+// or a bad value is a usage failure naming the file and key.
+//
+// Thread-safety: called once from `main`'s thread.
+#pragma once
+
+#include <string>
+
+namespace polymesh::cli {
+
+/// The global flags as parsed; empty strings mean "not given".
+struct global_flags {
+  std::string mesh;
+  std::string token;
+  std::string output;
+  std::string config;
+  bool no_color = false;
+};
+
+enum class output_format { table, json, yaml };
+
+struct settings {
+  /// `http://HOST:PORT` or `https://HOST:PORT`, no trailing slash.
+  std::string mesh_url = "http://127.0.0.1:7700";
+  std::string token;
+  output_format output = output_format::table;
+  /// Colour and spinners on stdout / stderr; only ever true on a TTY.
+  bool color_stdout = false;
+  bool color_stderr = false;
+  /// True when stderr is a terminal: progress lines go there.
+  bool interactive = false;
+  /// The config file that was read ("" when none).
+  std::string config_file;
+};
+
+/// Resolves the settings; throws `failure` (exit_usage) on a bad value.
+[[nodiscard]] settings resolve_settings(const global_flags& flags);
+
+/// The default config file path (see above), or "" when $HOME is unset.
+[[nodiscard]] std::string default_config_path();
+
+} // namespace polymesh::cli

@@ -1,0 +1,114 @@
+// meshctl agents list / show / label / drain / remove against a real meshd.
+#include "tests/cli/meshctl_harness.hpp"
+
+#include <yaml-cpp/yaml.h>
+
+namespace polymesh::cli_test {
+namespace {
+
+using agents_cmd = meshctl_test;
+
+std::vector<std::string> names_of(const json& body) {
+  std::vector<std::string> out;
+  for (auto& a : body["agents"])
+    out.push_back(a["name"].get<std::string>());
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+// This test ensures `agents list` prints the API's agents as JSON and
+// filters them by selector, status and plan.
+TEST_F(agents_cmd, list_filters_by_selector_status_and_plan) {
+  register_agent("web-1", json{{"env", "prod"}, {"zone", "a"}}, json::array({"deploy"}));
+  register_agent("web-2", json{{"env", "dev"}}, json::array({"deploy", "backup"}));
+
+  auto all = ctl({"agents", "list", "-o", "json"});
+  ASSERT_EQ(all.code, 0) << all.err;
+  EXPECT_EQ(names_of(all.json_out()), (std::vector<std::string>{"web-1", "web-2"}));
+
+  auto prod = ctl({"agents", "list", "-l", "env=prod", "-o", "json"});
+  ASSERT_EQ(prod.code, 0) << prod.err;
+  auto body = prod.json_out();
+  ASSERT_EQ(names_of(body), (std::vector<std::string>{"web-1"}));
+  EXPECT_EQ(body["agents"][0]["labels"]["zone"], "a");
+
+  auto backup = ctl({"agents", "list", "--plan", "backup", "-o", "json"});
+  EXPECT_EQ(names_of(backup.json_out()), (std::vector<std::string>{"web-2"}));
+
+  auto draining = ctl({"agents", "list", "--status", "draining", "-o", "json"});
+  EXPECT_TRUE(draining.json_out()["agents"].empty());
+
+  auto table = ctl({"agents", "list"});
+  ASSERT_EQ(table.code, 0) << table.err;
+  EXPECT_NE(table.out.find("NAME"), std::string::npos);
+  EXPECT_NE(table.out.find("web-1"), std::string::npos);
+  EXPECT_NE(table.out.find("env=prod,zone=a"), std::string::npos);
+  EXPECT_EQ(table.out.find("\033["), std::string::npos) << "no colour when not a TTY";
+}
+
+// This test ensures `agents show` finds an agent by name and prints the API
+// object as JSON and as YAML.
+TEST_F(agents_cmd, show_by_name_as_json_and_yaml) {
+  auto a = register_agent("builder", json{{"arch", "arm64"}}, json::array({"build"}), 3);
+  auto j = ctl({"agents", "show", "builder", "-o", "json"});
+  ASSERT_EQ(j.code, 0) << j.err;
+  auto body = j.json_out();
+  EXPECT_EQ(body["id"], a.id);
+  EXPECT_EQ(body["capacity"], 3);
+  EXPECT_EQ(body["labels"]["arch"], "arm64");
+
+  auto y = ctl({"agents", "show", a.id, "-o", "yaml"});
+  ASSERT_EQ(y.code, 0) << y.err;
+  auto node = YAML::Load(y.out);
+  EXPECT_EQ(node["name"].as<std::string>(), "builder");
+  EXPECT_EQ(node["plans"][0].as<std::string>(), "build");
+
+  auto t = ctl({"agents", "show", "builder"});
+  ASSERT_EQ(t.code, 0) << t.err;
+  EXPECT_NE(t.out.find("arch=arm64"), std::string::npos);
+}
+
+// This test ensures `agents label` sets and removes labels while keeping the
+// others, and refuses bad keys and unknown removals without changing anything.
+TEST_F(agents_cmd, label_sets_and_removes_keeping_the_rest) {
+  register_agent("db-1", json{{"env", "prod"}, {"disk", "ssd"}, {"old", "x"}});
+  auto r =
+      ctl({"agents", "label", "db-1", "tier=gold", "env=staging", "old-", "-o", "json"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.json_out()["labels"],
+            (json{{"env", "staging"}, {"disk", "ssd"}, {"tier", "gold"}}));
+  auto now = call(port, "GET", "/v1/agents/db-1", admin).body;
+  EXPECT_EQ(now["labels"], (json{{"env", "staging"}, {"disk", "ssd"}, {"tier", "gold"}}));
+
+  auto missing = ctl({"agents", "label", "db-1", "nope-"});
+  EXPECT_EQ(missing.code, 64);
+  EXPECT_NE(missing.err.find("'nope' is not set"), std::string::npos) << missing.err;
+
+  auto bad = ctl({"agents", "label", "db-1", "--", "-bad=1"});
+  EXPECT_EQ(bad.code, 64);
+  EXPECT_NE(bad.err.find("labels.-bad"), std::string::npos) << bad.err;
+  auto bad_value = ctl({"agents", "label", "db-1", "ok=not valid"});
+  EXPECT_EQ(bad_value.code, 64);
+  EXPECT_NE(bad_value.err.find("labels.ok"), std::string::npos) << bad_value.err;
+  EXPECT_EQ(call(port, "GET", "/v1/agents/db-1", admin).body["labels"], now["labels"]);
+}
+
+// This test ensures `agents drain` stops new assignments and `agents remove`
+// deregisters the agent, both addressed by name.
+TEST_F(agents_cmd, drain_then_remove) {
+  register_agent("old-box", json::object());
+  auto d = ctl({"agents", "drain", "old-box", "-o", "json"});
+  ASSERT_EQ(d.code, 0) << d.err;
+  EXPECT_EQ(d.json_out()["status"], "draining");
+  auto dt = ctl({"agents", "drain", "old-box"});
+  EXPECT_NE(dt.out.find("draining"), std::string::npos);
+
+  auto rm = ctl({"agents", "remove", "old-box"});
+  ASSERT_EQ(rm.code, 0) << rm.err;
+  EXPECT_NE(rm.out.find("removed"), std::string::npos);
+  EXPECT_EQ(call(port, "GET", "/v1/agents/old-box", admin).body["status"],
+            "deregistered");
+}
+
+} // namespace
+} // namespace polymesh::cli_test

@@ -1,0 +1,102 @@
+// meshctl's error messages and exit codes: unreachable mesh, 401, 403, 404,
+// validation with a caret, usage errors.
+#include "tests/cli/meshctl_harness.hpp"
+
+#include <arpa/inet.h>
+#include <fstream>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+namespace polymesh::cli_test {
+namespace {
+
+using failure_cmd = meshctl_test;
+
+/// A 127.0.0.1 port nobody listens on: bound by the kernel, then released.
+int closed_port() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = 0;
+  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+  socklen_t len = sizeof addr;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  ::close(fd);
+  return ntohs(addr.sin_port);
+}
+
+// This test ensures an unreachable mesh is reported with its URL and exit
+// code 69, distinct from errors the mesh answers.
+TEST_F(failure_cmd, unreachable_mesh_names_the_url) {
+  auto dead = "http://127.0.0.1:" + std::to_string(closed_port());
+  auto o = ctl_raw({"--mesh", dead, "--token", admin, "agents", "list"});
+  EXPECT_EQ(o.code, 69);
+  EXPECT_NE(o.err.find("cannot reach the mesh at " + dead), std::string::npos) << o.err;
+}
+
+// This test ensures a bad selector fails before anything is sent, with exit
+// code 64, the selector echoed and a caret under the offending position.
+TEST_F(failure_cmd, bad_selector_shows_a_caret) {
+  auto o = ctl({"agents", "list", "-l", "env=prod,tier in (a b"});
+  EXPECT_EQ(o.code, 64);
+  EXPECT_NE(o.err.find("error: "), std::string::npos);
+  auto at = o.err.find("  env=prod,tier in (a b\n");
+  ASSERT_NE(at, std::string::npos) << o.err;
+  auto caret_line = o.err.substr(o.err.find('\n', at) + 1);
+  auto caret = caret_line.find('^');
+  ASSERT_NE(caret, std::string::npos) << o.err;
+  // The caret points into the selector text, at or after `in (`.
+  EXPECT_GE(caret - 2, std::string{"env=prod,tier in ("}.size()) << o.err;
+
+  auto s = ctl({"runs", "submit", "noop", "-l", "!"});
+  EXPECT_EQ(s.code, 64);
+  EXPECT_NE(s.err.find("  !\n   ^\n"), std::string::npos) << s.err;
+}
+
+// This test ensures 401 says that no token was given and where tokens come
+// from, and 403 names the token kinds the endpoint needs.
+TEST_F(failure_cmd, unauthenticated_and_forbidden_are_explained) {
+  auto none = ctl_raw({"--mesh", url, "runs", "list"});
+  EXPECT_EQ(none.code, 1);
+  EXPECT_NE(none.err.find("not authenticated"), std::string::npos) << none.err;
+  EXPECT_NE(none.err.find("MESH_TOKEN"), std::string::npos) << none.err;
+
+  auto reader = make_token("reader");
+  auto denied = ctl_raw({"--mesh", url, "--token", reader, "runs", "submit", "noop"});
+  EXPECT_EQ(denied.code, 1);
+  EXPECT_NE(denied.err.find("permission denied"), std::string::npos) << denied.err;
+  EXPECT_NE(denied.err.find("submitter"), std::string::npos) << denied.err;
+  EXPECT_NE(denied.err.find("HTTP 403"), std::string::npos) << denied.err;
+}
+
+// This test ensures a missing run or agent is reported as not found.
+TEST_F(failure_cmd, not_found) {
+  auto run = ctl({"runs", "show", "no-such-run"});
+  EXPECT_EQ(run.code, 1);
+  EXPECT_NE(run.err.find("not found"), std::string::npos) << run.err;
+  auto agent = ctl({"agents", "drain", "no-such-agent"});
+  EXPECT_EQ(agent.code, 1);
+  EXPECT_NE(agent.err.find("not found"), std::string::npos) << agent.err;
+}
+
+// This test ensures validation errors name the field, and bad command lines
+// exit 64 without contacting the mesh.
+TEST_F(failure_cmd, validation_and_usage_errors) {
+  auto plan = ctl({"runs", "submit", "bad plan!"});
+  EXPECT_EQ(plan.code, 64);
+  EXPECT_NE(plan.err.find("plan"), std::string::npos) << plan.err;
+  auto flag = ctl({"runs", "list", "--no-such-flag"});
+  EXPECT_EQ(flag.code, 64);
+  auto missing = ctl({"runs"});
+  EXPECT_EQ(missing.code, 64);
+  auto output = ctl({"status", "-o", "xml"});
+  EXPECT_EQ(output.code, 64);
+  auto bad_url = ctl_raw({"--mesh", "127.0.0.1:1", "status"});
+  EXPECT_EQ(bad_url.code, 64);
+  EXPECT_NE(bad_url.err.find("http://"), std::string::npos) << bad_url.err;
+}
+
+} // namespace
+} // namespace polymesh::cli_test

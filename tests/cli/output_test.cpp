@@ -1,0 +1,60 @@
+// meshctl's output on a terminal: colour and the progress spinner appear only
+// on a TTY and go away with --no-color / NO_COLOR; YAML keeps string types.
+#include "tests/cli/meshctl_harness.hpp"
+
+#include <yaml-cpp/yaml.h>
+
+namespace polymesh::cli_test {
+namespace {
+
+using output_cmd = meshctl_test;
+
+// This test ensures tables are coloured on a TTY, and not with --no-color,
+// with NO_COLOR, or when stdout is a pipe.
+TEST_F(output_cmd, colour_only_on_a_tty_unless_disabled) {
+  register_agent("bright", json::object());
+  auto tty = ctl_async({"agents", "list"}, true)->wait();
+  ASSERT_EQ(tty.code, 0) << tty.out;
+  EXPECT_NE(tty.out.find("\033[32monline\033[0m"), std::string::npos) << tty.out;
+
+  auto flag = ctl_async({"--no-color", "agents", "list"}, true)->wait();
+  EXPECT_EQ(flag.out.find("\033["), std::string::npos) << flag.out;
+  auto env = ctl_async({"agents", "list"}, true, {"NO_COLOR=1"})->wait();
+  EXPECT_EQ(env.out.find("\033["), std::string::npos) << env.out;
+  EXPECT_NE(env.out.find("bright"), std::string::npos);
+  auto pipe = ctl({"agents", "list"});
+  EXPECT_EQ(pipe.out.find("\033["), std::string::npos) << pipe.out;
+}
+
+// This test ensures a wait on a TTY shows a spinner line naming the run and
+// erases it when the run ends, while a wait on a pipe prints no progress.
+TEST_F(output_cmd, spinner_only_on_a_tty) {
+  auto id = submit(json{{"plan", "nobody-offers-this"}});
+  auto waiting = ctl_async({"runs", "wait", id}, true);
+  ASSERT_TRUE(waiting->wait_for_out("run " + id + " created")) << waiting->out();
+  ASSERT_EQ(call(port, "POST", "/v1/runs/" + id + "/cancel", admin).status, 200);
+  auto o = waiting->wait();
+  EXPECT_EQ(o.code, 2) << o.out;
+  EXPECT_NE(o.out.find("\r\033[2K"), std::string::npos) << "the spinner line is erased";
+
+  auto piped = ctl({"runs", "wait", id});
+  EXPECT_EQ(piped.code, 2);
+  EXPECT_EQ(piped.err.find('\r'), std::string::npos) << piped.err;
+}
+
+// This test ensures -o yaml quotes strings that YAML would read as another
+// type, so a parameter "1" stays a string.
+TEST_F(output_cmd, yaml_keeps_strings_strings) {
+  auto r = ctl({"runs", "submit", "noop", "--param", "n=1", "--param", "flag=yes",
+                "--param", "count:=2", "-o", "yaml"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto node = YAML::Load(r.out);
+  EXPECT_EQ(node["params"]["n"].Tag(), "!") << r.out;
+  EXPECT_EQ(node["params"]["n"].as<std::string>(), "1");
+  EXPECT_EQ(node["params"]["flag"].Tag(), "!") << r.out;
+  EXPECT_EQ(node["params"]["count"].as<int>(), 2);
+  EXPECT_EQ(node["payload"].as<std::string>(), "");
+}
+
+} // namespace
+} // namespace polymesh::cli_test

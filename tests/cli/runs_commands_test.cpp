@@ -1,0 +1,239 @@
+// meshctl runs submit / list / show / logs / cancel / explain / wait against a
+// real meshd, with the test acting as the agent over plain HTTP.
+#include "tests/cli/meshctl_harness.hpp"
+
+#include <fstream>
+
+namespace polymesh::cli_test {
+namespace {
+
+using runs_cmd = meshctl_test;
+
+/// The id of the one run of `plan`, once it exists (bounded wait).
+std::string run_of_plan(meshctl_test& t, int port, const std::string& token,
+                        const std::string& plan) {
+  std::string id;
+  eventually([&] {
+    auto r = call(port, "GET", "/v1/runs?plan=" + plan, token);
+    if (r.status == 200 && r.body["runs"].size() == 1)
+      id = r.body["runs"][0]["id"].get<std::string>();
+    return !id.empty();
+  });
+  (void)t;
+  return id;
+}
+
+// This test ensures `runs submit` sends every field of the request (selector,
+// params from a file and flags, payload, priority, durations) and prints the
+// API's run object; a repeated idempotency key gives back the same run.
+TEST_F(runs_cmd, submit_sends_every_field_and_prints_the_run) {
+  {
+    std::ofstream f{dir + "/params.yaml"};
+    f << "count: 3\nname: nightly\nflags: [a, b]\n";
+  }
+  auto r = ctl({"runs",
+                "submit",
+                "deploy",
+                "-l",
+                "env=prod,tier in (web, api)",
+                "--param",
+                "version=1.2.3",
+                "--param",
+                "dry_run:=true",
+                "--params-file",
+                dir + "/params.yaml",
+                "--payload",
+                "hello",
+                "--priority",
+                "7",
+                "--timeout",
+                "90s",
+                "--ttl",
+                "10m",
+                "--idempotency-key",
+                "deploy-42",
+                "-o",
+                "json"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto run = r.json_out();
+  ASSERT_TRUE(run.is_object()) << r.out;
+  EXPECT_EQ(run["plan"], "deploy");
+  EXPECT_EQ(run["status"], "created");
+  EXPECT_EQ(run["selector"], "env=prod,tier in (api,web)");
+  EXPECT_EQ(run["params"], (json{{"count", 3},
+                                 {"name", "nightly"},
+                                 {"flags", {"a", "b"}},
+                                 {"version", "1.2.3"},
+                                 {"dry_run", true}}));
+  EXPECT_EQ(run["payload"], "hello");
+  EXPECT_EQ(run["priority"], 7);
+  EXPECT_EQ(run["timeout_s"], 90);
+  EXPECT_EQ(run["ttl_s"], 600);
+  EXPECT_EQ(run["idempotency_key"], "deploy-42");
+  EXPECT_EQ(get_run(run["id"].get<std::string>())["plan"], "deploy");
+
+  auto again =
+      ctl({"runs", "submit", "deploy", "--idempotency-key", "deploy-42", "-o", "json"});
+  ASSERT_EQ(again.code, 0) << again.err;
+  EXPECT_EQ(again.json_out()["id"], run["id"]);
+
+  auto table = ctl({"runs", "submit", "deploy", "--agent", "nobody-here"});
+  EXPECT_EQ(table.code, 1);
+  EXPECT_NE(table.err.find("no agent named 'nobody-here'"), std::string::npos)
+      << table.err;
+
+  auto bad_duration = ctl({"runs", "submit", "deploy", "--ttl", "ten minutes"});
+  EXPECT_EQ(bad_duration.code, 64);
+  EXPECT_NE(bad_duration.err.find("--ttl"), std::string::npos) << bad_duration.err;
+}
+
+// This test ensures `runs submit --wait` exits 0 when the run succeeds.
+TEST_F(runs_cmd, submit_wait_exits_0_on_success) {
+  auto agent = register_agent("worker", json{{"env", "prod"}}, json::array({"build"}));
+  auto ctl_run =
+      ctl_async({"runs", "submit", "build", "-l", "env=prod", "--wait", "-o", "json"});
+  auto run = agent.take();
+  ASSERT_TRUE(run.is_object());
+  auto id = run["id"].get<std::string>();
+  ASSERT_EQ(agent.start(id).status, 200);
+  ASSERT_EQ(agent.finish(id, "success", 0, "built").status, 200);
+  auto o = ctl_run->wait();
+  EXPECT_EQ(o.code, 0) << o.err;
+  auto final_run = o.json_out();
+  EXPECT_EQ(final_run["id"], id);
+  EXPECT_EQ(final_run["status"], "success");
+  EXPECT_EQ(final_run["result"], "built");
+}
+
+// This test ensures `runs submit --wait` exits 1 when the run ends in error.
+TEST_F(runs_cmd, submit_wait_exits_1_on_error) {
+  auto agent = register_agent("worker", json::object(), json::array({"build"}));
+  auto ctl_run = ctl_async({"runs", "submit", "build", "--wait"});
+  auto run = agent.take();
+  ASSERT_TRUE(run.is_object());
+  auto id = run["id"].get<std::string>();
+  ASSERT_EQ(agent.start(id).status, 200);
+  ASSERT_EQ(agent.finish(id, "error", 3).status, 200);
+  auto o = ctl_run->wait();
+  EXPECT_EQ(o.code, 1) << o.err;
+  EXPECT_NE(o.out.find("error"), std::string::npos) << o.out;
+  EXPECT_NE(o.err.find("run " + id + " submitted"), std::string::npos) << o.err;
+}
+
+// This test ensures `runs submit --wait` exits 2 when the run is canceled,
+// here with `runs cancel` while it waits for an agent.
+TEST_F(runs_cmd, submit_wait_exits_2_when_canceled) {
+  auto waiting = ctl_async({"runs", "submit", "nobody-offers-this", "--wait"});
+  auto id = run_of_plan(*this, port, admin, "nobody-offers-this");
+  ASSERT_FALSE(id.empty());
+  auto c = ctl({"runs", "cancel", id, "-o", "json"});
+  ASSERT_EQ(c.code, 0) << c.err;
+  EXPECT_EQ(c.json_out()["status"], "canceled");
+  auto o = waiting->wait();
+  EXPECT_EQ(o.code, 2) << o.err;
+}
+
+// This test ensures `runs submit --follow` prints log chunks written while
+// the run is running, in order, and exits with the run's outcome.
+TEST_F(runs_cmd, submit_follow_streams_logs_written_while_running) {
+  auto agent = register_agent("worker", json::object(), json::array({"tail"}));
+  auto follower = ctl_async({"runs", "submit", "tail", "--follow"});
+  auto run = agent.take();
+  ASSERT_TRUE(run.is_object());
+  auto id = run["id"].get<std::string>();
+  ASSERT_EQ(agent.start(id).status, 200);
+  ASSERT_EQ(agent.log(id, 0, "first line\n").status, 200);
+  ASSERT_TRUE(follower->wait_for_out("first line\n")) << follower->out();
+  // Written only after meshctl showed the first one: it must still arrive.
+  ASSERT_EQ(agent.log(id, 1, "second line\n").status, 200);
+  ASSERT_TRUE(follower->wait_for_out("second line\n")) << follower->out();
+  ASSERT_EQ(agent.log(id, 2, "last words\n").status, 200);
+  ASSERT_EQ(agent.finish(id, "success").status, 200);
+  auto o = follower->wait();
+  EXPECT_EQ(o.code, 0) << o.err;
+  EXPECT_EQ(o.out, "first line\nsecond line\nlast words\n");
+  EXPECT_NE(o.err.find("success"), std::string::npos) << o.err;
+}
+
+// This test ensures `runs list`, `runs show`, `runs logs` and `runs wait`
+// print the API objects and honour the status, plan, agent and limit filters.
+TEST_F(runs_cmd, list_show_logs_and_wait) {
+  auto agent = register_agent("lister", json::object(), json::array({"alpha"}));
+  auto done = submit(json{{"plan", "alpha"}});
+  auto run = agent.take();
+  ASSERT_EQ(run["id"], done);
+  ASSERT_EQ(agent.start(done).status, 200);
+  ASSERT_EQ(agent.log(done, 0, "out text\n").status, 200);
+  ASSERT_EQ(agent.log(done, 1, "err text\n", "stderr").status, 200);
+  ASSERT_EQ(agent.finish(done, "success").status, 200);
+  auto queued = submit(json{{"plan", "beta"}});
+
+  auto all = ctl({"runs", "list", "-o", "json"});
+  ASSERT_EQ(all.code, 0) << all.err;
+  ASSERT_EQ(all.json_out()["runs"].size(), 2u);
+  EXPECT_EQ(all.json_out()["runs"][0]["id"], queued) << "newest first";
+
+  auto ok = ctl({"runs", "list", "--status", "success", "-o", "json"});
+  ASSERT_EQ(ok.json_out()["runs"].size(), 1u);
+  EXPECT_EQ(ok.json_out()["runs"][0]["id"], done);
+  auto beta = ctl({"runs", "list", "--plan", "beta", "-o", "json"});
+  ASSERT_EQ(beta.json_out()["runs"].size(), 1u);
+  EXPECT_EQ(beta.json_out()["runs"][0]["id"], queued);
+  auto by_agent = ctl({"runs", "list", "--agent", "lister", "-o", "json"});
+  ASSERT_EQ(by_agent.json_out()["runs"].size(), 1u) << by_agent.out;
+  EXPECT_EQ(by_agent.json_out()["runs"][0]["id"], done);
+  auto one = ctl({"runs", "list", "--limit", "1", "-o", "json"});
+  EXPECT_EQ(one.json_out()["runs"].size(), 1u);
+  EXPECT_TRUE(one.json_out()["next_cursor"].is_string());
+  auto table = ctl({"runs", "list"});
+  EXPECT_NE(table.out.find("lister"), std::string::npos)
+      << "agent names, not ids: " << table.out;
+
+  auto show = ctl({"runs", "show", done, "-o", "json"});
+  ASSERT_EQ(show.code, 0) << show.err;
+  EXPECT_EQ(show.json_out()["status"], "success");
+  auto show_table = ctl({"runs", "show", done});
+  EXPECT_NE(show_table.out.find("success"), std::string::npos);
+
+  auto logs = ctl({"runs", "logs", done});
+  ASSERT_EQ(logs.code, 0) << logs.err;
+  EXPECT_EQ(logs.out, "out text\n");
+  EXPECT_EQ(logs.err, "err text\n");
+  auto logs_json = ctl({"runs", "logs", done, "-o", "json"});
+  auto chunks = logs_json.json_out()["chunks"];
+  ASSERT_EQ(chunks.size(), 2u);
+  EXPECT_EQ(chunks[1]["stream"], "stderr");
+  EXPECT_EQ(logs_json.json_out()["next_after"], 1);
+  auto logs_follow = ctl({"runs", "logs", "-f", done});
+  EXPECT_EQ(logs_follow.code, 0);
+  EXPECT_EQ(logs_follow.out, "out text\n");
+
+  auto w = ctl({"runs", "wait", done, "-o", "json"});
+  EXPECT_EQ(w.code, 0);
+  EXPECT_EQ(w.json_out()["status"], "success");
+}
+
+// This test ensures `runs explain` lists every agent with why it is or is
+// not a candidate for a waiting run.
+TEST_F(runs_cmd, explain_gives_a_reason_per_agent) {
+  register_agent("prod-box", json{{"env", "prod"}}, json::array({"report"}));
+  register_agent("dev-box", json{{"env", "dev"}}, json::array({"report"}));
+  register_agent("other", json{{"env", "staging"}}, json::array({"unrelated"}));
+  auto id = submit(json{{"plan", "report"}, {"selector", "env=staging"}});
+  auto e = ctl({"runs", "explain", id, "-o", "json"});
+  ASSERT_EQ(e.code, 0) << e.err;
+  auto body = e.json_out();
+  EXPECT_EQ(body["assigned"], false);
+  ASSERT_EQ(body["agents"].size(), 3u);
+  for (auto& a : body["agents"]) {
+    EXPECT_EQ(a["candidate"], false) << a;
+    EXPECT_TRUE(a["reason"].is_string()) << a;
+  }
+  auto t = ctl({"runs", "explain", id});
+  ASSERT_EQ(t.code, 0) << t.err;
+  EXPECT_NE(t.out.find("prod-box"), std::string::npos);
+  EXPECT_NE(t.out.find("CANDIDATE"), std::string::npos);
+}
+
+} // namespace
+} // namespace polymesh::cli_test
