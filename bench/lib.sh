@@ -1,0 +1,64 @@
+# shellcheck shell=bash
+# Shared helpers of bench/run-all.sh and bench/compare-gearman.sh (sourced).
+# Expects: BUILD (build directory), WORK (scratch directory).
+
+MESHD=${MESHD:-$BUILD/mesh/meshd/meshd}
+MESH_BENCH=${MESH_BENCH:-$BUILD/bench/mesh-bench}
+MICRO_BENCH=${MICRO_BENCH:-$BUILD/bench/polymesh_micro_bench}
+GEARMAN_BENCH=${GEARMAN_BENCH:-$BUILD/bench/gearman-bench}
+export POLYMESH_ADMIN_TOKEN=${POLYMESH_ADMIN_TOKEN:-bench-admin-$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')}
+
+MESHD_PID=
+URL=
+
+log() { printf '%s %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
+
+# start_meshd NAME [HTTP_THREADS] [SYNCHRONOUS]: a fresh meshd on 127.0.0.1:0
+# with its own data dir; sets URL and MESHD_PID.
+start_meshd() {
+  local name=$1 threads=${2:-64} sync=${3:-full}
+  local dir=$WORK/$name
+  mkdir -p "$dir"
+  printf 'http:\n  threads: %s\nstore:\n  synchronous: %s\nlog:\n  level: warn\n' \
+    "$threads" "$sync" >"$dir/mesh.yaml"
+  "$MESHD" --listen 127.0.0.1:0 --data-dir "$dir" --config "$dir/mesh.yaml" \
+    >"$dir/stdout" 2>"$dir/stderr" &
+  MESHD_PID=$!
+  for _ in $(seq 1 600); do
+    grep -q 'listening on' "$dir/stdout" 2>/dev/null && break
+    kill -0 "$MESHD_PID" 2>/dev/null || break
+    sleep 0.05
+  done
+  URL=$(sed -n 's/.*listening on \(http:[^ ]*\).*/\1/p' "$dir/stdout" | head -1)
+  if [ -z "$URL" ]; then
+    log "meshd ($name) did not start:"; cat "$dir/stderr" >&2
+    return 1
+  fi
+  log "meshd $name (threads=$threads, synchronous=$sync) pid $MESHD_PID at $URL"
+}
+
+# stop_meshd: SIGTERM, then SIGKILL after 15 s.
+stop_meshd() {
+  [ -n "$MESHD_PID" ] || return 0
+  kill -TERM "$MESHD_PID" 2>/dev/null || true
+  for _ in $(seq 1 300); do
+    kill -0 "$MESHD_PID" 2>/dev/null || break
+    sleep 0.05
+  done
+  if kill -0 "$MESHD_PID" 2>/dev/null; then
+    log "meshd $MESHD_PID did not stop in 15 s; killing it"
+    kill -KILL "$MESHD_PID" 2>/dev/null || true
+  fi
+  wait "$MESHD_PID" 2>/dev/null || true
+  MESHD_PID=
+}
+
+# field LINE KEY: the value of key=value in a result line.
+field() { printf '%s\n' "$1" | tr ' ' '\n' | sed -n "s/^$2=//p" | head -1; }
+
+# ratio A B: A/B with two decimals, "-" when either is missing.
+ratio() {
+  awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || b + 0 == 0) print "-"; else printf "%.2f", a / b }'
+}
+
+load_note() { printf 'nproc=%s load=%s' "$(nproc)" "$(cut -d' ' -f1-3 /proc/loadavg | tr ' ' '/')"; }

@@ -1,0 +1,205 @@
+// Micro benchmarks of the pure units: selector parse and match, and one
+// assignment decision with 10,000 agents and 100,000 queued runs across 50
+// plans. Run: polymesh_micro_bench [--benchmark_min_time=0.2]
+// After Google Benchmark's own report it prints one machine-readable line
+// per benchmark: `bench=micro name=... ns_per_op=...`.
+#include "mesh/domain/selector.hpp"
+#include "routines/assignment/assigner.hpp"
+
+#include <benchmark/benchmark.h>
+#include <cstdio>
+#include <memory>
+#include <string>
+#include <vector>
+
+using namespace polymesh;
+
+namespace {
+
+const char* simple_text = "env=prod";
+const char* complex_text =
+    "env in (prod,staging),zone notin (z1,z2),!deprecated,tier>3,gpu,arch==amd64";
+
+label_map agent_labels() {
+  return {{"env", "prod"},   {"zone", "z7"},  {"tier", "5"},        {"gpu", "a100"},
+          {"arch", "amd64"}, {"os", "linux"}, {"team", "platform"}, {"rack", "r12"}};
+}
+
+void BM_selector_parse_simple(benchmark::State& state) {
+  std::string text = simple_text;
+  for (auto _ : state) {
+    auto sel = selector::parse(text);
+    benchmark::DoNotOptimize(sel);
+  }
+}
+BENCHMARK(BM_selector_parse_simple);
+
+void BM_selector_parse_complex(benchmark::State& state) {
+  std::string text = complex_text;
+  for (auto _ : state) {
+    auto sel = selector::parse(text);
+    benchmark::DoNotOptimize(sel);
+  }
+}
+BENCHMARK(BM_selector_parse_complex);
+
+void BM_selector_match_simple(benchmark::State& state) {
+  auto sel = *selector::parse(simple_text);
+  auto labels = agent_labels();
+  for (auto _ : state)
+    benchmark::DoNotOptimize(sel.matches(labels));
+}
+BENCHMARK(BM_selector_match_simple);
+
+void BM_selector_match_complex(benchmark::State& state) {
+  auto sel = *selector::parse(complex_text);
+  auto labels = agent_labels();
+  for (auto _ : state)
+    benchmark::DoNotOptimize(sel.matches(labels));
+}
+BENCHMARK(BM_selector_match_complex);
+
+// -- assignment ----------------------------------------------------------------
+
+constexpr int n_agents = 10'000;
+constexpr int n_runs = 100'000;
+constexpr int n_plans = 50;
+
+std::string plan_name(int i) {
+  return "plan-" + std::to_string(i % n_plans);
+}
+
+const std::vector<std::string>& run_selectors() {
+  static const std::vector<std::string> texts{"", "env=prod", "zone in (z1,z2,z3)",
+                                              "env!=dev,tier>3"};
+  return texts;
+}
+
+struct fixture {
+  assigner a;
+  uint64_t seq = 0;
+  std::vector<selector> sels;
+  /// seq -> (plan, selector index) of every run made, to queue a like run.
+  std::vector<std::pair<int, int>> kinds{{0, 0}};
+
+  queued_run make_run(int plan, int sel) {
+    queued_run r;
+    r.seq = ++seq;
+    r.id = "run_" + std::to_string(r.seq);
+    r.priority = static_cast<int64_t>(r.seq % 3);
+    r.plan = plan_name(plan);
+    r.sel = sels[static_cast<size_t>(sel)];
+    kinds.emplace_back(plan, sel);
+    return r;
+  }
+
+  /// Queues a run like the placed run `id` (same plan and selector), so the
+  /// mix of the queue stays the same.
+  void replace(const std::string& id) {
+    auto [plan, sel] = kinds[std::stoull(id.substr(4))];
+    a.enqueue(make_run(plan, sel));
+  }
+
+  /// `busy_percent` of the agents have no free slot.
+  explicit fixture(int busy_percent) {
+    for (auto& t : run_selectors())
+      sels.push_back(*selector::parse(t));
+    kinds.reserve(n_runs * 4);
+    for (int i = 0; i < n_agents; ++i) {
+      agent_view v;
+      v.id = "agent_" + std::to_string(i);
+      v.name = "a" + std::to_string(i);
+      v.labels = {{"env", i % 3 == 0 ? "prod" : (i % 3 == 1 ? "dev" : "staging")},
+                  {"zone", "z" + std::to_string(i % 10)},
+                  {"tier", std::to_string(i % 8)}};
+      for (int p = 0; p < 5; ++p)
+        v.plans.insert(plan_name(i + p * 10));
+      v.capacity = 1;
+      a.upsert_agent(v);
+      if (i % 100 < busy_percent) a.reserve(v.id);
+    }
+    for (int i = 0; i < n_runs; ++i)
+      a.enqueue(make_run(i % n_plans, (i / n_plans) % static_cast<int>(sels.size())));
+  }
+};
+
+fixture& shared_fixture(int busy_percent) {
+  static std::unique_ptr<fixture> idle;
+  static std::unique_ptr<fixture> busy;
+  auto& f = busy_percent == 0 ? idle : busy;
+  if (!f) f = std::make_unique<fixture>(busy_percent);
+  return *f;
+}
+
+/// One decision: place() of one run, then put things back (release the slot,
+/// queue a fresh run of the same plan) so the state stays the same. The
+/// restore is paused out of the measurement.
+void BM_assign_place_one(benchmark::State& state) {
+  auto& f = shared_fixture(static_cast<int>(state.range(0)));
+  int64_t placed = 0;
+  for (auto _ : state) {
+    auto p = f.a.place(1);
+    state.PauseTiming();
+    for (auto& x : p) {
+      ++placed;
+      f.a.release(x.agent_id);
+      f.replace(x.run_id);
+    }
+    state.ResumeTiming();
+  }
+  state.counters["placed_per_iter"] =
+      static_cast<double>(placed) / static_cast<double>(state.iterations());
+  state.counters["queued"] = static_cast<double>(f.a.queue_size());
+}
+BENCHMARK(BM_assign_place_one)->Arg(0)->Arg(99)->ArgName("busy_pct");
+
+/// The whole cycle a placement costs the routine: place(1), release the slot
+/// when the run finishes, enqueue a new run. Not paused.
+void BM_assign_cycle(benchmark::State& state) {
+  auto& f = shared_fixture(static_cast<int>(state.range(0)));
+  for (auto _ : state) {
+    auto p = f.a.place(1);
+    for (auto& x : p) {
+      f.a.release(x.agent_id);
+      f.replace(x.run_id);
+    }
+  }
+  state.counters["queued"] = static_cast<double>(f.a.queue_size());
+}
+BENCHMARK(BM_assign_cycle)->Arg(0)->Arg(99)->ArgName("busy_pct");
+
+/// Prints one `bench=micro` line per benchmark after the normal report.
+class line_reporter : public benchmark::ConsoleReporter {
+public:
+  void ReportRuns(const std::vector<Run>& runs) override {
+    ConsoleReporter::ReportRuns(runs);
+    for (auto& r : runs) {
+      std::string line = "bench=micro name=" + r.benchmark_name() +
+                         " ns_per_op=" + std::to_string(r.GetAdjustedRealTime()) +
+                         " cpu_ns_per_op=" + std::to_string(r.GetAdjustedCPUTime()) +
+                         " iterations=" + std::to_string(r.iterations);
+      for (auto& [name, c] : r.counters)
+        line += " " + name + "=" + std::to_string(c.value);
+      lines_.push_back(line);
+    }
+  }
+  void Finalize() override {
+    ConsoleReporter::Finalize();
+    for (auto& l : lines_)
+      std::printf("%s\n", l.c_str());
+  }
+
+private:
+  std::vector<std::string> lines_;
+};
+
+} // namespace
+
+int main(int argc, char** argv) {
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  line_reporter reporter;
+  benchmark::RunSpecifiedBenchmarks(&reporter);
+  benchmark::Shutdown();
+  return 0;
+}
