@@ -141,6 +141,23 @@ void requeue(self_ptr self, std::string why) {
           log_failure(self, "requeue"));
 }
 
+/// Records that the run should stop (`reason`: `canceled_by_user` or
+/// `timeout`) and, once durable, tells its agent, whose poll carries it.
+void request_cancel(self_ptr self, const char* reason, std::function<void()> then,
+                    std::function<void(caf::error)> fail) {
+  auto next = self->state.run;
+  next.cancel_requested = true;
+  next.cancel_reason = reason;
+  next.cancel_requested_at = self->state.ctx->now();
+  persist(self, std::move(next), {},
+          [self, then] {
+            if (self->state.agent)
+              self->send(self->state.agent, cancel_atom::value, self->state.run.id);
+            then();
+          },
+          std::move(fail));
+}
+
 /// Checks that `c` is the agent the run is assigned to.
 caf::error check_own(self_ptr self, const caller& c) {
   auto& run = self->state.run;
@@ -366,17 +383,8 @@ caf::behavior run_actor(self_ptr self, context_ptr ctx, run_record run, bool fre
       }
       if (st.run.cancel_requested && st.run.cancel_reason == "canceled_by_user")
         return st.run;
-      auto next = st.run;
-      next.cancel_requested = true;
-      next.cancel_reason = "canceled_by_user";
-      next.cancel_requested_at = now;
-      persist(self, std::move(next), {},
-              [=]() mutable {
-                if (self->state.agent)
-                  self->send(self->state.agent, cancel_atom::value, self->state.run.id);
-                rp.deliver(self->state.run);
-              },
-              fail_to(rp));
+      request_cancel(self, "canceled_by_user", [=]() mutable { rp.deliver(self->state.run); },
+                     fail_to(rp));
       return rp;
     },
     [=](lost_atom, const std::string& why) {
@@ -419,19 +427,9 @@ caf::behavior run_actor(self_ptr self, context_ptr ctx, run_record run, bool fre
         case timer_action::result_expired:
           abort_run(self, run_status::error, "expired");
           break;
-        case timer_action::timed_out: {
-          auto next = st.run;
-          next.cancel_requested = true;
-          next.cancel_reason = "timeout";
-          next.cancel_requested_at = st.ctx->now();
-          persist(self, std::move(next), {},
-                  [self] {
-                    if (self->state.agent)
-                      self->send(self->state.agent, cancel_atom::value, self->state.run.id);
-                  },
-                  log_failure(self, "timeout"));
+        case timer_action::timed_out:
+          request_cancel(self, "timeout", [] {}, log_failure(self, "timeout"));
           break;
-        }
         case timer_action::cancel_grace_lapsed:
           if (st.run.cancel_reason == "timeout")
             abort_run(self, run_status::error, "timeout");

@@ -29,31 +29,8 @@ void remove_tree(const std::string& dir) {
 
 response call(int port, const std::string& method, const std::string& path,
               const std::string& token, const json& body, const std::string* raw_body) {
-  httplib::Client cli{"127.0.0.1", port};
-  cli.set_read_timeout(std::chrono::seconds{120});
-  httplib::Headers headers;
-  if (!token.empty())
-    headers.emplace("Authorization", "Bearer " + token);
   std::string payload = raw_body ? *raw_body : (body.is_null() ? std::string{} : body.dump());
-  httplib::Result res{nullptr, httplib::Error::Unknown};
-  if (method == "GET")
-    res = cli.Get(path, headers);
-  else if (method == "POST")
-    res = cli.Post(path, headers, payload, "application/json");
-  else if (method == "PATCH")
-    res = cli.Patch(path, headers, payload, "application/json");
-  else if (method == "DELETE")
-    res = cli.Delete(path, headers);
-  response out;
-  if (!res) {
-    out.status = -1;
-    out.raw = httplib::to_string(res.error());
-    return out;
-  }
-  out.status = res->status;
-  out.raw = res->body;
-  out.body = json::parse(res->body, nullptr, false);
-  return out;
+  return call_raw(port, method, path, token.empty() ? "" : "Bearer " + token, payload);
 }
 
 response call_raw(int port, const std::string& method, const std::string& path,
