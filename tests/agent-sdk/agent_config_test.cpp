@@ -1,6 +1,5 @@
 #include "polymesh/sdk/agent_yaml.hpp"
-
-#include "polymesh/sdk/testing.hpp"
+#include "polymesh/sdk/testkit.hpp"
 
 #include <fstream>
 #include <gtest/gtest.h>
@@ -18,7 +17,7 @@ plans: {echo: {}}
 
 std::string error_key(const std::string& yaml) {
   try {
-    (void) parse_agent_yaml(yaml);
+    (void)parse_agent_yaml(yaml);
   } catch (const config_error& e) {
     return e.key();
   }
@@ -52,11 +51,14 @@ TEST(agent_config, minimal_uses_defaults) {
 
 // This test ensures unknown keys, bad values and missing keys name the dotted key.
 TEST(agent_config, errors_name_the_key) {
-  std::string base = "mesh: {url: 'http://h:1', registration_token: t}\nplans: {echo: {}}\n";
+  std::string base =
+      "mesh: {url: 'http://h:1', registration_token: t}\nplans: {echo: {}}\n";
   EXPECT_EQ(error_key(base + "agent: {name: a, capcity: 2}"), "agent.capcity");
   EXPECT_EQ(error_key(base + "agent: {name: a, capacity: 0}"), "agent.capacity");
-  EXPECT_EQ(error_key(base + "agent: {name: a, drain_deadline: 10}"), "agent.drain_deadline");
-  EXPECT_EQ(error_key(base + "agent: {name: a}\nlogs: {chunk_bytes: many}"), "logs.chunk_bytes");
+  EXPECT_EQ(error_key(base + "agent: {name: a, drain_deadline: 10}"),
+            "agent.drain_deadline");
+  EXPECT_EQ(error_key(base + "agent: {name: a}\nlogs: {chunk_bytes: many}"),
+            "logs.chunk_bytes");
   EXPECT_EQ(error_key(base + "agent: {name: -bad-}"), "agent.name");
   EXPECT_EQ(error_key(base + "agent: {name: a}\nextra: 1"), "extra");
   EXPECT_EQ(error_key("agent: {name: a}\nplans: {echo: {}}"), "mesh.url");
@@ -65,17 +67,18 @@ TEST(agent_config, errors_name_the_key) {
   EXPECT_EQ(error_key("mesh: {url: 'ftp://x', registration_token: t}\nagent: {name: a}\n"
                       "plans: {echo: {}}"),
             "mesh.url");
-  EXPECT_EQ(error_key("mesh: {url: 'http://h:1', registration_token: t}\nagent: {name: a}"),
-            "plans");
+  EXPECT_EQ(
+      error_key("mesh: {url: 'http://h:1', registration_token: t}\nagent: {name: a}"),
+      "plans");
 }
 
 // This test ensures the token can come from a file next to the config.
 TEST(agent_config, token_file_relative_to_config) {
-  testing::temp_dir dir;
+  testkit::temp_dir dir;
   std::ofstream{dir.path() / "reg.token"} << "  secret-token\n";
   std::ofstream{dir.path() / "agent.yaml"}
-    << "mesh: {url: 'http://h:1', registration_token_file: reg.token}\n"
-       "agent: {name: a}\nplans: {noop: {}}\n";
+      << "mesh: {url: 'http://h:1', registration_token_file: reg.token}\n"
+         "agent: {name: a}\nplans: {noop: {}}\n";
   auto cfg = load_agent_yaml((dir.path() / "agent.yaml").string());
   EXPECT_EQ(cfg.agent.registration_token, "secret-token");
 }
@@ -95,7 +98,7 @@ TEST(agent_config, yaml_scalars) {
 TEST(agent_config, unknown_plan_is_refused) {
   plan_catalog catalog;
   try {
-    (void) make_plans(catalog, {{"ghost", nullptr}});
+    (void)make_plans(catalog, {{"ghost", nullptr}});
     FAIL();
   } catch (const config_error& e) {
     EXPECT_EQ(e.key(), "plans.ghost");

@@ -2,13 +2,15 @@
 // the agent side of the REST API, with knobs to fail calls the way a
 // restarting or overloaded meshd would. Lets the retry, ordering, cancel and
 // drain rules be checked without a real meshd (the integration tests do that).
+#include "mesh/domain/clock.hpp"
 #include "polymesh/sdk/agent.hpp"
-
 #include "polymesh/sdk/plan.hpp"
 
+#include <algorithm>
 #include <condition_variable>
 #include <gtest/gtest.h>
 #include <httplib.h>
+#include <optional>
 #include <set>
 #include <thread>
 
@@ -19,12 +21,10 @@ using nlohmann::json;
 namespace {
 
 /// Polls `pred` until it holds or a bounded deadline passes.
-template <class F>
-bool eventually(F pred, std::chrono::milliseconds limit = 20s) {
+template <class F> bool eventually(F pred, std::chrono::milliseconds limit = 20s) {
   auto until = std::chrono::steady_clock::now() + limit;
   while (std::chrono::steady_clock::now() < until) {
-    if (pred())
-      return true;
+    if (pred()) return true;
     std::this_thread::sleep_for(5ms);
   }
   return pred();
@@ -34,8 +34,19 @@ class fake_mesh {
 public:
   fake_mesh() {
     svr_.set_tcp_nodelay(true);
-    svr_.Post("/v1/agents/register", [this](const httplib::Request& req, httplib::Response& res) {
+    svr_.Post("/v1/agents/register", [this](const httplib::Request& req,
+                                            httplib::Response& res) {
       std::lock_guard<std::mutex> g{mtx_};
+      ++register_attempts_;
+      if (register_garbage_ > 0) {
+        --register_garbage_;
+        res.status = 201;
+        return res.set_content("<html>proxy says hi</html>", "text/html");
+      }
+      if (register_failures_ > 0) {
+        --register_failures_;
+        return reply(res, 503, json{{"error", {{"message", "starting"}}}});
+      }
       if (req.get_header_value("Authorization") != "Bearer reg-token") {
         res.status = 401;
         res.set_content(R"({"error":{"code":"unauthenticated","message":"bad token"}})",
@@ -43,29 +54,40 @@ public:
         return;
       }
       registrations_.push_back(json::parse(req.body));
-      reply(res, 201, json{{"id", "a1"}, {"access_token", "tok"},
-                           {"token_expires_at", "2999-01-01T00:00:00Z"},
-                           {"poll_wait_max_s", 1}, {"heartbeat_interval_s", 1}});
+      token_ = "tok-r" + std::to_string(registrations_.size());
+      reply(res, 201, session_json());
     });
-    svr_.Get(R"(/v1/agents/a1/runs)", [this](const httplib::Request& req, httplib::Response& res) {
-      if (!authorized(req, res))
-        return;
-      std::unique_lock<std::mutex> g{mtx_};
-      ++polls_;
-      auto ready = [this] { return !pending_json().empty() || !cancels_.empty() || stopping_; };
-      cv_.wait_for(g, 1s, ready);
-      json body{{"runs", pending_json()}, {"cancel", cancels_}};
-      cancels_.clear();
-      reply(res, 200, body);
-    });
-    svr_.Post(R"(/v1/runs/([^/]+)/start)", [this](const httplib::Request& req, httplib::Response& res) {
-      if (!authorized(req, res))
-        return;
+    svr_.Post("/v1/agents/a1/token",
+              [this](const httplib::Request& req, httplib::Response& res) {
+                if (!authorized(req, res)) return;
+                std::lock_guard<std::mutex> g{mtx_};
+                ++refreshes_;
+                token_ = "tok" + std::to_string(refreshes_);
+                reply(res, 200, session_json());
+              });
+    svr_.Get(R"(/v1/agents/a1/runs)",
+             [this](const httplib::Request& req, httplib::Response& res) {
+               if (!authorized(req, res)) return;
+               std::unique_lock<std::mutex> g{mtx_};
+               ++polls_;
+               auto ready = [this] {
+                 return !pending_json().empty() || !cancels_.empty() || stopping_;
+               };
+               cv_.wait_for(g, 1s, ready);
+               json body{{"runs", pending_json()}, {"cancel", cancels_}};
+               cancels_.clear();
+               reply(res, 200, body);
+             });
+    svr_.Post(R"(/v1/runs/([^/]+)/start)", [this](const httplib::Request& req,
+                                                  httplib::Response& res) {
+      if (!authorized(req, res)) return;
       std::lock_guard<std::mutex> g{mtx_};
       auto id = req.matches[1].str();
       if (conflict_.count(id)) {
         pending_.erase(id);
-        return reply(res, 409, json{{"error", {{"code", "illegal_transition"}, {"message", "elsewhere"}}}});
+        return reply(
+            res, 409,
+            json{{"error", {{"code", "illegal_transition"}, {"message", "elsewhere"}}}});
       }
       started_.insert(id);
       pending_.erase(id);
@@ -73,30 +95,37 @@ public:
       max_running_ = std::max(max_running_, running_now_);
       reply(res, 200, run_json(id));
     });
-    svr_.Post(R"(/v1/runs/([^/]+)/logs)", [this](const httplib::Request& req, httplib::Response& res) {
-      if (!authorized(req, res))
-        return;
-      std::lock_guard<std::mutex> g{mtx_};
-      if (fail_logs_every_other_ && (++log_calls_ % 2 == 1))
-        return reply(res, 503, json{{"error", {{"message", "busy"}}}});
-      auto id = req.matches[1].str();
-      for (auto& c : json::parse(req.body)["chunks"]) {
-        auto seq = c["seq"].get<int64_t>();
-        auto& chunks = logs_[id];
-        if (!chunks.count(seq)) // repeats by seq are ignored, like meshd
-          chunks[seq] = c["stream"].get<std::string>() + ":" + c["data"].get<std::string>();
-      }
-      reply(res, 200, json{{"accepted", 1}});
-    });
-    svr_.Post(R"(/v1/runs/([^/]+)/progress)", [this](const httplib::Request& req, httplib::Response& res) {
-      if (!authorized(req, res))
-        return;
-      std::lock_guard<std::mutex> g{mtx_};
-      reply(res, 200, json{{"cancel_requested", cancel_by_progress_.count(req.matches[1].str()) > 0}});
-    });
-    svr_.Post(R"(/v1/runs/([^/]+)/finish)", [this](const httplib::Request& req, httplib::Response& res) {
-      if (!authorized(req, res))
-        return;
+    svr_.Post(R"(/v1/runs/([^/]+)/logs)",
+              [this](const httplib::Request& req, httplib::Response& res) {
+                if (!authorized(req, res)) return;
+                std::lock_guard<std::mutex> g{mtx_};
+                if (fail_logs_every_other_ && (++log_calls_ % 2 == 1))
+                  return reply(res, 503, json{{"error", {{"message", "busy"}}}});
+                auto id = req.matches[1].str();
+                auto body = json::parse(req.body);
+                for (auto& c : body["chunks"]) {
+                  auto seq = c["seq"].get<int64_t>();
+                  auto& chunks = logs_[id];
+                  if (!chunks.count(seq)) // repeats by seq are ignored, like meshd
+                    chunks[seq] = c["stream"].get<std::string>() + ":" +
+                                  c["data"].get<std::string>();
+                }
+                reply(res, 200, json{{"accepted", 1}});
+              });
+    svr_.Post(R"(/v1/runs/([^/]+)/progress)",
+              [this](const httplib::Request& req, httplib::Response& res) {
+                if (!authorized(req, res)) return;
+                std::lock_guard<std::mutex> g{mtx_};
+                auto body = json::parse(req.body, nullptr, false);
+                if (body.is_object())
+                  progress_[req.matches[1].str()].push_back(body.value("message", ""));
+                reply(res, 200,
+                      json{{"cancel_requested",
+                            cancel_by_progress_.count(req.matches[1].str()) > 0}});
+              });
+    svr_.Post(R"(/v1/runs/([^/]+)/finish)", [this](const httplib::Request& req,
+                                                   httplib::Response& res) {
+      if (!authorized(req, res)) return;
       std::lock_guard<std::mutex> g{mtx_};
       auto id = req.matches[1].str();
       finish_attempts_[id].push_back(json::parse(req.body));
@@ -111,13 +140,13 @@ public:
       cv_.notify_all();
       reply(res, 200, run_json(id));
     });
-    svr_.Delete("/v1/agents/a1", [this](const httplib::Request& req, httplib::Response& res) {
-      if (!authorized(req, res))
-        return;
-      std::lock_guard<std::mutex> g{mtx_};
-      deregistered_ = true;
-      reply(res, 200, json{{"id", "a1"}});
-    });
+    svr_.Delete("/v1/agents/a1",
+                [this](const httplib::Request& req, httplib::Response& res) {
+                  if (!authorized(req, res)) return;
+                  std::lock_guard<std::mutex> g{mtx_};
+                  deregistered_ = true;
+                  reply(res, 200, json{{"id", "a1"}});
+                });
     port_ = svr_.bind_to_any_port("127.0.0.1");
     thread_ = std::thread{[this] { svr_.listen_after_bind(); }};
   }
@@ -134,11 +163,13 @@ public:
 
   std::string url() const { return "http://127.0.0.1:" + std::to_string(port_); }
 
-  void submit(const std::string& id, const std::string& plan, json params = json::object(),
-              std::string payload = {}, int64_t timeout_s = 0) {
+  void submit(const std::string& id, const std::string& plan,
+              json params = json::object(), std::string payload = {},
+              int64_t timeout_s = 0) {
     std::lock_guard<std::mutex> g{mtx_};
-    runs_[id] = json{{"id", id}, {"plan", plan}, {"params", params}, {"payload", payload},
-                     {"status", "pending"}, {"timeout_s", timeout_s}};
+    runs_[id] =
+        json{{"id", id},           {"plan", plan},        {"params", params},
+             {"payload", payload}, {"status", "pending"}, {"timeout_s", timeout_s}};
     pending_.insert(id);
     cv_.notify_all();
   }
@@ -149,8 +180,7 @@ public:
     cv_.notify_all();
   }
 
-  template <class F>
-  auto with(F f) {
+  template <class F> auto with(F f) {
     std::lock_guard<std::mutex> g{mtx_};
     return f(*this);
   }
@@ -158,6 +188,14 @@ public:
   std::set<std::string> conflict_;
   std::set<std::string> cancel_by_progress_;
   int finish_failures_ = 0;
+  int register_failures_ = 0;
+  int register_attempts_ = 0;
+  int register_garbage_ = 0;
+  int refreshes_ = 0;
+  std::map<std::string, std::vector<std::string>> progress_;
+  int unauthorized_ = 0;
+  std::optional<std::chrono::milliseconds> token_life_;
+  std::string token_ = "tok";
   bool fail_logs_every_other_ = false;
   std::set<std::string> started_;
   std::map<std::string, json> finished_;
@@ -169,9 +207,21 @@ public:
   int polls_ = 0;
 
 private:
+  json session_json() {
+    // Like meshd: an expiry within the representable range (year < 2262).
+    auto life = token_life_.value_or(std::chrono::milliseconds{std::chrono::hours{1}});
+    auto expires = polymesh::to_rfc3339(std::chrono::system_clock::now() + life);
+    return json{{"id", "a1"},
+                {"access_token", token_},
+                {"token_expires_at", expires},
+                {"poll_wait_max_s", 1},
+                {"heartbeat_interval_s", 1}};
+  }
+
   bool authorized(const httplib::Request& req, httplib::Response& res) {
-    if (req.get_header_value("Authorization") == "Bearer tok")
-      return true;
+    std::lock_guard<std::mutex> g{mtx_};
+    if (req.get_header_value("Authorization") == "Bearer " + token_) return true;
+    ++unauthorized_;
     reply(res, 401, json{{"error", {{"message", "no"}}}});
     return false;
   }
@@ -248,20 +298,31 @@ plan_set echo_plans(std::shared_ptr<blocking_plan> blocker = nullptr) {
                      "line " + std::to_string(i) + "\n");
     return plan_result::success();
   });
-  p["block"] = blocker ? std::static_pointer_cast<plan>(blocker)
-                       : std::static_pointer_cast<plan>(std::make_shared<blocking_plan>());
+  p["progress"] = std::make_shared<function_plan>([](run_context& ctx) {
+    ctx.progress("step 1 of 2");
+    // Stays until the mesh cancels it, so the shipper has time to report.
+    while (!ctx.cancel->wait_for(50ms)) {
+    }
+    return plan_result::failure("canceled");
+  });
+  p["block"] = blocker
+                   ? std::static_pointer_cast<plan>(blocker)
+                   : std::static_pointer_cast<plan>(std::make_shared<blocking_plan>());
   return p;
 }
 
 } // namespace
 
-// This test ensures a run is started, its log shipped, its result reported, and the agent deregisters on drain.
+// This test ensures a run is started, its log shipped, its result reported, and the agent
+// deregisters on drain.
 TEST(agent, runs_and_reports_success) {
   fake_mesh mesh;
   agent a{config(mesh), echo_plans()};
   a.start();
   mesh.submit("r1", "echo", json::object(), "hello\n");
-  ASSERT_TRUE(eventually([&] { return mesh.with([](fake_mesh& m) { return m.finished_.count("r1") > 0; }); }));
+  ASSERT_TRUE(eventually([&] {
+    return mesh.with([](fake_mesh& m) { return m.finished_.count("r1") > 0; });
+  }));
   mesh.with([](fake_mesh& m) {
     EXPECT_EQ(m.finished_["r1"]["status"], "success");
     EXPECT_EQ(m.finished_["r1"]["result"], "hello\n");
@@ -276,13 +337,16 @@ TEST(agent, runs_and_reports_success) {
   EXPECT_EQ(a.stats().finished, 1u);
 }
 
-// This test ensures a failing plan is reported as error with its exit code and reason plan_failed.
+// This test ensures a failing plan is reported as error with its exit code and reason
+// plan_failed.
 TEST(agent, reports_error_with_exit_code) {
   fake_mesh mesh;
   agent a{config(mesh), echo_plans()};
   a.start();
   mesh.submit("r1", "echo", json{{"fail", true}});
-  ASSERT_TRUE(eventually([&] { return mesh.with([](fake_mesh& m) { return m.finished_.count("r1") > 0; }); }));
+  ASSERT_TRUE(eventually([&] {
+    return mesh.with([](fake_mesh& m) { return m.finished_.count("r1") > 0; });
+  }));
   mesh.with([](fake_mesh& m) {
     auto& f = m.finished_["r1"];
     EXPECT_EQ(f["status"], "error");
@@ -293,14 +357,17 @@ TEST(agent, reports_error_with_exit_code) {
   });
 }
 
-// This test ensures a result refused with 503 (meshd restarting) is re-sent unchanged until accepted, once.
+// This test ensures a result refused with 503 (meshd restarting) is re-sent unchanged
+// until accepted, once.
 TEST(agent, result_is_resent_until_accepted) {
   fake_mesh mesh;
   mesh.with([](fake_mesh& m) { return m.finish_failures_ = 3; });
   agent a{config(mesh), echo_plans()};
   a.start();
   mesh.submit("r1", "echo", json::object(), "x");
-  ASSERT_TRUE(eventually([&] { return mesh.with([](fake_mesh& m) { return m.finished_.count("r1") > 0; }); }));
+  ASSERT_TRUE(eventually([&] {
+    return mesh.with([](fake_mesh& m) { return m.finished_.count("r1") > 0; });
+  }));
   mesh.with([](fake_mesh& m) {
     auto& attempts = m.finish_attempts_["r1"];
     EXPECT_EQ(attempts.size(), 4u);
@@ -310,7 +377,8 @@ TEST(agent, result_is_resent_until_accepted) {
   });
 }
 
-// This test ensures log chunks arrive complete and in order although every other log call fails.
+// This test ensures log chunks arrive complete and in order although every other log call
+// fails.
 TEST(agent, logs_survive_failures_in_order) {
   fake_mesh mesh;
   mesh.with([](fake_mesh& m) { return m.fail_logs_every_other_ = true; });
@@ -319,7 +387,9 @@ TEST(agent, logs_survive_failures_in_order) {
   agent a{cfg, echo_plans()};
   a.start();
   mesh.submit("r1", "lines");
-  ASSERT_TRUE(eventually([&] { return mesh.with([](fake_mesh& m) { return m.finished_.count("r1") > 0; }); }));
+  ASSERT_TRUE(eventually([&] {
+    return mesh.with([](fake_mesh& m) { return m.finished_.count("r1") > 0; });
+  }));
   std::string expect_out, expect_err;
   for (int i = 0; i < 200; ++i)
     (i % 3 ? expect_out : expect_err) += "line " + std::to_string(i) + "\n";
@@ -345,7 +415,9 @@ TEST(agent, start_conflict_drops_run) {
   a.start();
   mesh.submit("r1", "echo");
   mesh.submit("r2", "echo");
-  ASSERT_TRUE(eventually([&] { return mesh.with([](fake_mesh& m) { return m.finished_.count("r2") > 0; }); }));
+  ASSERT_TRUE(eventually([&] {
+    return mesh.with([](fake_mesh& m) { return m.finished_.count("r2") > 0; });
+  }));
   EXPECT_EQ(mesh.with([](fake_mesh& m) { return m.finish_attempts_.count("r1"); }), 0u);
 }
 
@@ -355,9 +427,13 @@ TEST(agent, cancel_from_poll) {
   agent a{config(mesh), echo_plans()};
   a.start();
   mesh.submit("r1", "block");
-  ASSERT_TRUE(eventually([&] { return mesh.with([](fake_mesh& m) { return m.started_.count("r1") > 0; }); }));
+  ASSERT_TRUE(eventually([&] {
+    return mesh.with([](fake_mesh& m) { return m.started_.count("r1") > 0; });
+  }));
   mesh.cancel("r1");
-  ASSERT_TRUE(eventually([&] { return mesh.with([](fake_mesh& m) { return m.finished_.count("r1") > 0; }); }));
+  ASSERT_TRUE(eventually([&] {
+    return mesh.with([](fake_mesh& m) { return m.finished_.count("r1") > 0; });
+  }));
   mesh.with([](fake_mesh& m) {
     EXPECT_EQ(m.finished_["r1"]["status"], "canceled");
     EXPECT_EQ(m.finished_["r1"]["reason"], "canceled_by_user");
@@ -372,8 +448,11 @@ TEST(agent, cancel_from_progress) {
   agent a{config(mesh), echo_plans()};
   a.start();
   mesh.submit("r1", "block");
-  ASSERT_TRUE(eventually([&] { return mesh.with([](fake_mesh& m) { return m.finished_.count("r1") > 0; }); }));
-  EXPECT_EQ(mesh.with([](fake_mesh& m) { return m.finished_["r1"]["reason"]; }), "canceled_by_user");
+  ASSERT_TRUE(eventually([&] {
+    return mesh.with([](fake_mesh& m) { return m.finished_.count("r1") > 0; });
+  }));
+  EXPECT_EQ(mesh.with([](fake_mesh& m) { return m.finished_["r1"]["reason"]; }),
+            "canceled_by_user");
 }
 
 // This test ensures a run past its timeout ends error/timeout.
@@ -382,7 +461,9 @@ TEST(agent, timeout_is_an_error) {
   agent a{config(mesh), echo_plans()};
   a.start();
   mesh.submit("r1", "block", json::object(), "", 1);
-  ASSERT_TRUE(eventually([&] { return mesh.with([](fake_mesh& m) { return m.finished_.count("r1") > 0; }); }));
+  ASSERT_TRUE(eventually([&] {
+    return mesh.with([](fake_mesh& m) { return m.finished_.count("r1") > 0; });
+  }));
   mesh.with([](fake_mesh& m) {
     EXPECT_EQ(m.finished_["r1"]["status"], "error");
     EXPECT_EQ(m.finished_["r1"]["reason"], "timeout");
@@ -401,7 +482,8 @@ TEST(agent, capacity_bounds_parallel_runs) {
   ASSERT_TRUE(eventually([&] { return blocker->running == 2; }));
   // Several more polls pass with the third run offered; it must stay unstarted.
   auto polls = mesh.with([](fake_mesh& m) { return m.polls_; });
-  ASSERT_TRUE(eventually([&] { return mesh.with([](fake_mesh& m) { return m.polls_; }) >= polls + 2; }));
+  ASSERT_TRUE(eventually(
+      [&] { return mesh.with([](fake_mesh& m) { return m.polls_; }) >= polls + 2; }));
   EXPECT_EQ(blocker->running, 2);
   EXPECT_EQ(mesh.with([](fake_mesh& m) { return m.started_.size(); }), 2u);
   a.cancel_all();
@@ -409,13 +491,16 @@ TEST(agent, capacity_bounds_parallel_runs) {
   EXPECT_EQ(mesh.with([](fake_mesh& m) { return m.max_running_; }), 2);
 }
 
-// This test ensures a drain lets a quick run finish, cancels a long one as agent_shutdown, and deregisters.
+// This test ensures a drain lets a quick run finish, cancels a long one as
+// agent_shutdown, and deregisters.
 TEST(agent, drain_cancels_after_deadline) {
   fake_mesh mesh;
   agent a{config(mesh), echo_plans()};
   a.start();
   mesh.submit("r1", "block");
-  ASSERT_TRUE(eventually([&] { return mesh.with([](fake_mesh& m) { return m.started_.count("r1") > 0; }); }));
+  ASSERT_TRUE(eventually([&] {
+    return mesh.with([](fake_mesh& m) { return m.started_.count("r1") > 0; });
+  }));
   a.drain();
   a.wait();
   mesh.with([](fake_mesh& m) {
@@ -437,26 +522,104 @@ TEST(agent, bad_registration_token_is_fatal) {
   a.wait();
   EXPECT_NE(a.stats().fatal_error.find("registration refused: HTTP 401: bad token"),
             std::string::npos)
-    << a.stats().fatal_error;
+      << a.stats().fatal_error;
 }
 
-// This test ensures an unreachable mesh is retried until it appears.
-TEST(agent, retries_until_mesh_is_up) {
-  auto cfg = agent_config{};
-  std::unique_ptr<fake_mesh> mesh;
-  {
-    // Learn a free port, then leave it closed for a while.
-    httplib::Server probe;
-    auto port = probe.bind_to_any_port("127.0.0.1");
-    cfg.mesh_url = "http://127.0.0.1:" + std::to_string(port);
-  }
-  fake_mesh later;
-  auto real = config(later);
-  real.mesh_url = cfg.mesh_url; // nothing listens there
-  agent a{real, echo_plans()};
+// This test ensures a mesh answering 503 at registration is retried until it accepts.
+TEST(agent, registration_is_retried) {
+  fake_mesh mesh;
+  mesh.with([](fake_mesh& m) { return m.register_failures_ = 3; });
+  agent a{config(mesh), echo_plans()};
   a.start();
-  ASSERT_TRUE(eventually([&] { return !a.stats().registered && !a.stats().stopped; }, 200ms));
-  a.drain();
-  a.wait();
-  EXPECT_TRUE(a.stats().fatal_error.empty());
+  ASSERT_TRUE(eventually([&] { return a.stats().registered; }));
+  EXPECT_EQ(mesh.with([](fake_mesh& m) { return m.register_attempts_; }), 4);
+  EXPECT_EQ(a.stats().agent_id, "a1");
+}
+
+// This test ensures the access token is refreshed before it expires and later calls use
+// the new one.
+TEST(agent, token_is_refreshed_before_expiry) {
+  fake_mesh mesh;
+  mesh.with([](fake_mesh& m) { return m.token_life_ = 1500ms; });
+  agent a{config(mesh), echo_plans()};
+  a.start();
+  ASSERT_TRUE(eventually(
+      [&] { return mesh.with([](fake_mesh& m) { return m.refreshes_; }) >= 2; }));
+  mesh.submit("r1", "echo", json::object(), "after refresh");
+  ASSERT_TRUE(eventually([&] {
+    return mesh.with([](fake_mesh& m) { return m.finished_.count("r1") > 0; });
+  }));
+  EXPECT_EQ(mesh.with([](fake_mesh& m) { return m.unauthorized_; }), 0);
+}
+
+// This test ensures a cancel that arrives while the run waits for a free slot is applied
+// when it starts (regression: the run used to run until the next heartbeat).
+TEST(agent, cancel_for_deferred_run_is_kept) {
+  fake_mesh mesh;
+  auto blocker = std::make_shared<blocking_plan>();
+  auto cfg = config(mesh);
+  cfg.capacity = 1;
+  agent a{cfg, echo_plans(blocker)};
+  a.start();
+  mesh.submit("r1", "block");
+  ASSERT_TRUE(eventually([&] { return blocker->running == 1; }));
+  mesh.submit("r2", "block");
+  mesh.cancel("r2"); // r2 is offered but no slot is free
+  ASSERT_TRUE(
+      eventually([&] { return mesh.with([](fake_mesh& m) { return m.polls_; }) >= 3; }));
+  mesh.cancel("r1");
+  ASSERT_TRUE(eventually(
+      [&] { return mesh.with([](fake_mesh& m) { return m.finished_.count("r2") > 0; }); },
+      5s));
+  mesh.with([](fake_mesh& m) {
+    EXPECT_EQ(m.finished_["r2"]["status"], "canceled");
+    EXPECT_EQ(m.finished_["r2"]["reason"], "canceled_by_user");
+    return 0;
+  });
+}
+
+// This test ensures a revoked session is recovered: refresh refused, register again,
+// carry on.
+TEST(agent, revoked_token_leads_to_new_session) {
+  fake_mesh mesh;
+  agent a{config(mesh), echo_plans()};
+  a.start();
+  ASSERT_TRUE(eventually([&] { return a.stats().registered; }));
+  mesh.with([](fake_mesh& m) { return m.token_ = "revoked"; });
+  mesh.submit("r1", "echo", json::object(), "still here");
+  ASSERT_TRUE(eventually([&] {
+    return mesh.with([](fake_mesh& m) { return m.finished_.count("r1") > 0; });
+  }));
+  EXPECT_EQ(mesh.with([](fake_mesh& m) { return m.registrations_.size(); }), 2u);
+  EXPECT_EQ(mesh.with([](fake_mesh& m) { return m.finished_["r1"]["result"]; }),
+            "still here");
+}
+
+// This test ensures a plan's progress message reaches the mesh.
+TEST(agent, progress_is_reported) {
+  fake_mesh mesh;
+  agent a{config(mesh), echo_plans()};
+  a.start();
+  mesh.submit("r1", "progress");
+  ASSERT_TRUE(eventually([&] {
+    return mesh.with([](fake_mesh& m) {
+      auto& p = m.progress_["r1"];
+      return std::find(p.begin(), p.end(), "step 1 of 2") != p.end();
+    });
+  }));
+  mesh.cancel("r1");
+  ASSERT_TRUE(eventually([&] {
+    return mesh.with([](fake_mesh& m) { return m.finished_.count("r1") > 0; });
+  }));
+}
+
+// This test ensures a 2xx registration answer that is not the expected JSON is retried,
+// not a crash.
+TEST(agent, malformed_registration_answer_is_retried) {
+  fake_mesh mesh;
+  mesh.with([](fake_mesh& m) { return m.register_garbage_ = 2; });
+  agent a{config(mesh), echo_plans()};
+  a.start();
+  ASSERT_TRUE(eventually([&] { return a.stats().registered; }));
+  EXPECT_EQ(mesh.with([](fake_mesh& m) { return m.register_attempts_; }), 3);
 }

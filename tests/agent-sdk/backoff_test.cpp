@@ -25,8 +25,8 @@ TEST(backoff, jitter_lower_half) {
 // This test ensures reset starts over from the initial delay.
 TEST(backoff, reset_starts_over) {
   backoff b{{100ms, 1000ms}, [] { return 0.0; }};
-  (void) b.next();
-  (void) b.next();
+  (void)b.next();
+  (void)b.next();
   b.reset();
   EXPECT_EQ(b.attempts(), 0);
   EXPECT_EQ(b.next(), 50ms);

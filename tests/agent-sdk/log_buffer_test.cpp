@@ -1,5 +1,4 @@
 #include "log_buffer.hpp"
-
 #include "polymesh/sdk/cancel_source.hpp"
 
 #include <gtest/gtest.h>
@@ -82,4 +81,57 @@ TEST(log_buffer, cancel_releases_blocked_writer) {
   cancel.cancel(cancel_reason::canceled_by_user);
   writer.join();
   EXPECT_EQ(b.buffered_bytes(), 8u);
+}
+
+// This test ensures a chunk never ends inside a UTF-8 character when it fills up.
+TEST(log_buffer, full_chunks_end_on_character_boundaries) {
+  log_buffer b{4, 1024};
+  b.write(log_stream::out, "ab\xC3\xA9\xE2\x82\xAC!"); // "abé€!"
+  auto chunks = b.take(10, true);
+  std::string joined;
+  for (auto& c : chunks) {
+    EXPECT_EQ(log_buffer::incomplete_utf8_tail(c.data), 0u) << c.data;
+    joined += c.data;
+  }
+  EXPECT_EQ(joined, "ab\xC3\xA9\xE2\x82\xAC!");
+  EXPECT_EQ(chunks[0].data, "ab\xC3\xA9");
+}
+
+// This test ensures a flush keeps a character split across two writes together.
+TEST(log_buffer, flush_keeps_split_character_for_the_next_chunk) {
+  log_buffer b{100, 1024};
+  b.write(log_stream::out, "x\xE2\x82");
+  auto first = b.take(10, true);
+  ASSERT_EQ(first.size(), 1u);
+  EXPECT_EQ(first[0].data, "x");
+  b.ack(first[0].seq);
+  b.write(log_stream::out, "\xAC");
+  auto second = b.take(10, true);
+  ASSERT_EQ(second.size(), 1u);
+  EXPECT_EQ(second[0].data, "\xE2\x82\xAC");
+  EXPECT_EQ(second[0].seq, first[0].seq + 1);
+}
+
+// This test ensures bytes that are not UTF-8 pass through unchanged and a closed buffer
+// sends an incomplete tail.
+TEST(log_buffer, invalid_utf8_and_close) {
+  EXPECT_EQ(log_buffer::incomplete_utf8_tail("abc"), 0u);
+  EXPECT_EQ(log_buffer::incomplete_utf8_tail("a\xE2\x82"), 2u);
+  EXPECT_EQ(log_buffer::incomplete_utf8_tail("a\xF0"), 1u);
+  EXPECT_EQ(log_buffer::incomplete_utf8_tail("\x80\x80\x80\x80"), 0u);
+  log_buffer b{100, 1024};
+  b.write(log_stream::out, "\xFF\xE2\x82");
+  b.close();
+  auto chunks = b.take(10, true);
+  ASSERT_EQ(chunks.size(), 1u);
+  EXPECT_EQ(chunks[0].data, "\xFF\xE2\x82");
+}
+
+// This test ensures one request carries at most the byte budget, and always at least one
+// chunk.
+TEST(log_buffer, take_respects_byte_budget) {
+  log_buffer b{4, 1024};
+  b.write(log_stream::out, "aaaabbbbcccc");
+  EXPECT_EQ(b.take(10, true, 8).size(), 2u);
+  EXPECT_EQ(b.take(10, true, 1).size(), 1u);
 }

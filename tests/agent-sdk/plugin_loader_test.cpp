@@ -1,7 +1,6 @@
-#include "polymesh/sdk/plugin_loader.hpp"
-
 #include "polymesh/sdk/agent_yaml.hpp"
-#include "polymesh/sdk/testing.hpp"
+#include "polymesh/sdk/plugin_loader.hpp"
+#include "polymesh/sdk/testkit.hpp"
 
 #include <gtest/gtest.h>
 
@@ -15,7 +14,7 @@ TEST(plugin_loader, example_plugin_runs) {
   EXPECT_EQ(added, std::vector<std::string>{"hello"});
   EXPECT_EQ(catalog.find("hello")->origin, POLYMESH_HELLO_PLUGIN);
   auto plans = make_plans(catalog, {{"hello", nlohmann::json{{"greeting", "Hi"}}}});
-  testing::scratch_run run;
+  testkit::scratch_run run;
   run.ctx.payload = "mesh";
   auto r = plans.at("hello")->run(run.ctx);
   EXPECT_TRUE(r.ok);
@@ -28,7 +27,7 @@ TEST(plugin_loader, example_plugin_sees_cancel) {
   plan_catalog catalog;
   ASSERT_EQ(load_plugin(POLYMESH_HELLO_PLUGIN, catalog), "");
   auto plans = make_plans(catalog, {{"hello", nullptr}});
-  testing::scratch_run run;
+  testkit::scratch_run run;
   run.ctx.params = {{"wait_seconds", 600}};
   run.cancel.cancel(cancel_reason::canceled_by_user);
   auto r = plans.at("hello")->run(run.ctx);
@@ -41,11 +40,12 @@ TEST(plugin_loader, plugin_settings_are_strict) {
   plan_catalog catalog;
   ASSERT_EQ(load_plugin(POLYMESH_HELLO_PLUGIN, catalog), "");
   try {
-    (void) make_plans(catalog, {{"hello", nlohmann::json{{"greting", "x"}}}});
+    (void)make_plans(catalog, {{"hello", nlohmann::json{{"greting", "x"}}}});
     FAIL();
   } catch (const config_error& e) {
-    EXPECT_NE(std::string{e.what()}.find("plans.hello.greting: unknown key"), std::string::npos)
-      << e.what();
+    EXPECT_NE(std::string{e.what()}.find("plans.hello.greting: unknown key"),
+              std::string::npos)
+        << e.what();
   }
 }
 
@@ -54,8 +54,9 @@ TEST(plugin_loader, abi_mismatch_is_refused) {
   plan_catalog catalog;
   auto err = load_plugin(POLYMESH_ABI_MISMATCH_PLUGIN, catalog);
   EXPECT_NE(err.find(POLYMESH_ABI_MISMATCH_PLUGIN), std::string::npos) << err;
-  EXPECT_NE(err.find("plugin ABI version 999, this agent speaks version 1"), std::string::npos)
-    << err;
+  EXPECT_NE(err.find("plugin ABI version 999, this agent speaks version 1"),
+            std::string::npos)
+      << err;
   EXPECT_TRUE(catalog.names().empty());
 }
 
@@ -71,15 +72,20 @@ TEST(plugin_loader, missing_entry_point_is_refused) {
 TEST(plugin_loader, missing_file_is_refused) {
   plan_catalog catalog;
   auto err = load_plugin("/nonexistent/plugin.so", catalog);
-  EXPECT_NE(err.find("cannot load plugin /nonexistent/plugin.so"), std::string::npos) << err;
+  EXPECT_NE(err.find("cannot load plugin /nonexistent/plugin.so"), std::string::npos)
+      << err;
 }
 
 // This test ensures a plugin cannot take the name of a plan that exists already.
 TEST(plugin_loader, name_clash_is_refused) {
   plan_catalog catalog;
-  ASSERT_EQ(catalog.add("hello", "", [](const nlohmann::json&, const std::string&) {
-    return std::shared_ptr<plan>{};
-  }, "built-in"), "");
+  ASSERT_EQ(catalog.add(
+                "hello", "",
+                [](const nlohmann::json&, const std::string&) {
+                  return std::shared_ptr<plan>{};
+                },
+                "built-in"),
+            "");
   auto err = load_plugin(POLYMESH_HELLO_PLUGIN, catalog);
   EXPECT_NE(err.find("already provided by built-in"), std::string::npos) << err;
 }

@@ -1,7 +1,6 @@
-#include "polymesh/sdk/process.hpp"
-
 #include "polymesh/sdk/cancel_source.hpp"
-#include "polymesh/sdk/testing.hpp"
+#include "polymesh/sdk/process.hpp"
+#include "polymesh/sdk/testkit.hpp"
 
 #include <csignal>
 #include <fstream>
@@ -19,8 +18,7 @@ namespace {
 bool gone(pid_t pid) {
   auto until = std::chrono::steady_clock::now() + 10s;
   while (std::chrono::steady_clock::now() < until) {
-    if (::kill(pid, 0) != 0 && errno == ESRCH)
-      return true;
+    if (::kill(pid, 0) != 0 && errno == ESRCH) return true;
     std::ifstream stat{"/proc/" + std::to_string(pid) + "/stat"};
     std::string line;
     std::getline(stat, line);
@@ -42,10 +40,11 @@ process_spec sh(const std::string& script, const std::string& cwd) {
 }
 
 /// Cancels `c` once `log` shows `marker` (the program is up), bounded.
-std::thread cancel_when(testing::memory_log& log, cancel_source& c, std::string marker) {
+std::thread cancel_when(testkit::memory_log& log, cancel_source& c, std::string marker) {
   return std::thread{[&log, &c, marker] {
     auto until = std::chrono::steady_clock::now() + 20s;
-    while (log.out().find(marker) == std::string::npos && std::chrono::steady_clock::now() < until)
+    while (log.out().find(marker) == std::string::npos &&
+           std::chrono::steady_clock::now() < until)
       std::this_thread::sleep_for(5ms);
     c.cancel(cancel_reason::canceled_by_user);
   }};
@@ -55,8 +54,8 @@ std::thread cancel_when(testing::memory_log& log, cancel_source& c, std::string 
 
 // This test ensures stdout and stderr are captured separately and exit 0 is success.
 TEST(process, captures_streams) {
-  testing::temp_dir dir;
-  testing::memory_log log;
+  testkit::temp_dir dir;
+  testkit::memory_log log;
   cancel_source c;
   auto out = run_process(sh("echo out; echo err >&2", dir.path()), log, c);
   EXPECT_TRUE(out.success()) << out.describe();
@@ -66,8 +65,8 @@ TEST(process, captures_streams) {
 
 // This test ensures the exit code, the working directory and the exact environment.
 TEST(process, exit_code_cwd_env) {
-  testing::temp_dir dir;
-  testing::memory_log log;
+  testkit::temp_dir dir;
+  testkit::memory_log log;
   cancel_source c;
   ::setenv("POLYMESH_PROCESS_TEST_LEAK", "1", 1);
   auto spec = sh("pwd; env | sort; exit 7", dir.path());
@@ -84,8 +83,8 @@ TEST(process, exit_code_cwd_env) {
 
 // This test ensures a missing program or directory is a start error, not a crash.
 TEST(process, start_errors) {
-  testing::temp_dir dir;
-  testing::memory_log log;
+  testkit::temp_dir dir;
+  testkit::memory_log log;
   cancel_source c;
   process_spec s;
   s.argv = {"no-such-program-xyz"};
@@ -96,18 +95,19 @@ TEST(process, start_errors) {
   auto bad_dir = sh("true", "/nonexistent/dir");
   out = run_process(bad_dir, log, c);
   EXPECT_FALSE(out.started);
-  EXPECT_NE(out.error.find("cannot enter working directory"), std::string::npos) << out.error;
+  EXPECT_NE(out.error.find("cannot enter working directory"), std::string::npos)
+      << out.error;
 }
 
 // This test ensures a cancel kills the whole process group, grandchildren included.
 TEST(process, cancel_kills_the_group) {
-  testing::temp_dir dir;
-  testing::memory_log log;
+  testkit::temp_dir dir;
+  testkit::memory_log log;
   cancel_source c;
   pid_t child = -1;
   auto canceler = cancel_when(log, c, "ready");
-  auto out = run_process(sh("sleep 600 & echo $! > bg.pid; echo ready; wait", dir.path()), log,
-                         c, [&](pid_t p) { child = p; });
+  auto out = run_process(sh("sleep 600 & echo $! > bg.pid; echo ready; wait", dir.path()),
+                         log, c, [&](pid_t p) { child = p; });
   canceler.join();
   EXPECT_TRUE(out.canceled);
   EXPECT_EQ(out.signal, SIGTERM);
@@ -121,12 +121,12 @@ TEST(process, cancel_kills_the_group) {
 
 // This test ensures a program ignoring SIGTERM gets SIGKILL after the grace.
 TEST(process, sigkill_after_grace) {
-  testing::temp_dir dir;
-  testing::memory_log log;
+  testkit::temp_dir dir;
+  testkit::memory_log log;
   cancel_source c;
   auto canceler = cancel_when(log, c, "ready");
-  auto out = run_process(sh("trap '' TERM; echo ready; while :; do sleep 1; done", dir.path()),
-                         log, c);
+  auto out = run_process(
+      sh("trap '' TERM; echo ready; while :; do sleep 1; done", dir.path()), log, c);
   canceler.join();
   EXPECT_TRUE(out.canceled);
   EXPECT_EQ(out.signal, SIGKILL);
@@ -134,8 +134,8 @@ TEST(process, sigkill_after_grace) {
 
 // This test ensures processes left behind after the program exits are killed.
 TEST(process, stragglers_are_killed) {
-  testing::temp_dir dir;
-  testing::memory_log log;
+  testkit::temp_dir dir;
+  testkit::memory_log log;
   cancel_source c;
   auto out = run_process(sh("sleep 600 & echo $!", dir.path()), log, c);
   EXPECT_TRUE(out.success());
@@ -145,8 +145,8 @@ TEST(process, stragglers_are_killed) {
 
 // This test ensures rlimits apply in the child.
 TEST(process, rlimits_apply) {
-  testing::temp_dir dir;
-  testing::memory_log log;
+  testkit::temp_dir dir;
+  testkit::memory_log log;
   cancel_source c;
   auto spec = sh("ulimit -n", dir.path());
   spec.limits.push_back({RLIMIT_NOFILE, 17, 17});
@@ -157,8 +157,8 @@ TEST(process, rlimits_apply) {
 
 // This test ensures a token canceled before the start runs nothing.
 TEST(process, canceled_before_start) {
-  testing::temp_dir dir;
-  testing::memory_log log;
+  testkit::temp_dir dir;
+  testkit::memory_log log;
   cancel_source c;
   c.cancel(cancel_reason::agent_shutdown);
   auto out = run_process(sh("echo no", dir.path()), log, c);

@@ -36,11 +36,11 @@ TEST(settings, unknown_key_names_dotted_path) {
 TEST(settings, types_and_bounds) {
   json j{{"n", 99}, {"b", "yes"}, {"d", "5x"}, {"list", {"a", 1}}};
   settings_reader in{j, "s"};
-  EXPECT_THROW((void) in.integer("n", 0, 1, 10), config_error);
-  EXPECT_THROW((void) in.boolean("b", false), config_error);
-  EXPECT_THROW((void) in.duration("d", 1s, 0ms, 1h), config_error);
+  EXPECT_THROW((void)in.integer("n", 0, 1, 10), config_error);
+  EXPECT_THROW((void)in.boolean("b", false), config_error);
+  EXPECT_THROW((void)in.duration("d", 1s, 0ms, 1h), config_error);
   try {
-    (void) in.strings("list");
+    (void)in.strings("list");
     FAIL();
   } catch (const config_error& e) {
     EXPECT_EQ(e.key(), "s.list[1]");

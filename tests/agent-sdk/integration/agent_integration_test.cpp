@@ -1,1 +1,300 @@
+// End to end: a real meshd and real mesh-agent processes on 127.0.0.1,
+// talking real HTTP. Each test starts its own meshd on port 0.
+#include "mesh_process.hpp"
 
+#include <csignal>
+#include <filesystem>
+#include <fstream>
+#include <gtest/gtest.h>
+
+using namespace polymesh::itest;
+
+namespace {
+
+class agent_integration : public ::testing::Test {
+protected:
+  void SetUp() override {
+    mesh_ = std::make_unique<meshd_process>(dir_.path());
+    api_ = std::make_unique<mesh_api>(mesh_->url(), mesh_->admin_token());
+    reg_ = api_->create_registration_token("itest");
+  }
+
+  void TearDown() override {
+    if (HasFailure()) {
+      std::cerr << "---- meshd log ----\n" << mesh_->log();
+      for (auto* a : agents_)
+        std::cerr << "---- agent log ----\n" << a->log();
+    }
+  }
+
+  agent_process& start_agent(agent_options o) {
+    owned_.push_back(std::make_unique<agent_process>(dir_.path(), mesh_->url(), reg_, o));
+    agents_.push_back(owned_.back().get());
+    api_->wait_agent_online(o.name);
+    return *owned_.back();
+  }
+
+  scratch_dir dir_;
+  std::unique_ptr<meshd_process> mesh_;
+  std::unique_ptr<mesh_api> api_;
+  std::string reg_;
+  std::vector<std::unique_ptr<agent_process>> owned_;
+  std::vector<agent_process*> agents_;
+};
+
+/// A shell plan whose `hold` shortcut prints its pid and then waits.
+const char* shell_plans =
+    R"({shell: {programs: [echo], shortcuts: [{short: hold, cmd: "echo pid=$$; exec sleep 600", shell: true}]}, sleep: {}, echo: {}})";
+
+pid_t pid_from_log(const mesh_api& api, const std::string& run) {
+  pid_t pid = 0;
+  eventually([&] {
+    auto text = api.logs(run);
+    auto at = text.find("pid=");
+    if (at == std::string::npos || text.find('\n', at) == std::string::npos) return false;
+    pid = static_cast<pid_t>(std::stol(text.substr(at + 4)));
+    return true;
+  });
+  return pid;
+}
+
+} // namespace
+
+// This test ensures runs are routed by selector to the env=prod or env=dev agent and
+// succeed.
+TEST_F(agent_integration, routes_by_selector) {
+  start_agent({"prod-1", "{env: prod}"});
+  start_agent({"dev-1", "{env: dev}"});
+  auto prod_id = api_->wait_agent_online("prod-1");
+  auto dev_id = api_->wait_agent_online("dev-1");
+  for (int i = 0; i < 3; ++i) {
+    auto p = api_->submit(
+        {{"plan", "echo"}, {"selector", "env=prod"}, {"payload", "to prod"}});
+    auto d =
+        api_->submit({{"plan", "echo"}, {"selector", "env=dev"}, {"payload", "to dev"}});
+    auto pr = api_->wait_terminal(p);
+    auto dr = api_->wait_terminal(d);
+    EXPECT_EQ(pr["status"], "success");
+    EXPECT_EQ(pr["assigned_agent"], prod_id);
+    EXPECT_EQ(pr["result"], "to prod");
+    EXPECT_EQ(dr["status"], "success");
+    EXPECT_EQ(dr["assigned_agent"], dev_id);
+    EXPECT_EQ(api_->logs(d), "to dev");
+  }
+}
+
+// This test ensures a failing plan ends error with its exit code.
+TEST_F(agent_integration, error_with_exit_code) {
+  start_agent({"dev-1", "{env: dev}"});
+  auto id =
+      api_->submit({{"plan", "echo"}, {"params", {{"exit_code", 3}}}, {"payload", "x"}});
+  auto r = api_->wait_terminal(id);
+  EXPECT_EQ(r["status"], "error");
+  EXPECT_EQ(r["exit_code"], 3);
+}
+
+// This test ensures a cancel stops a running plan and its process is gone afterwards.
+TEST_F(agent_integration, cancel_kills_the_process) {
+  agent_options o{"dev-1", "{env: dev}"};
+  o.plans_yaml = shell_plans;
+  start_agent(o);
+  auto id = api_->submit({{"plan", "shell"}, {"payload", "hold"}});
+  auto pid = pid_from_log(*api_, id);
+  ASSERT_GT(pid, 0);
+  EXPECT_EQ(::kill(pid, 0), 0) << "the plan's process should be running";
+  auto [status, body] = api_->call("POST", "/v1/runs/" + id + "/cancel");
+  EXPECT_EQ(status, 200) << body.dump();
+  auto r = api_->wait_terminal(id);
+  EXPECT_EQ(r["status"], "canceled") << r.dump();
+  EXPECT_TRUE(process_gone(pid));
+}
+
+// This test ensures a run past its timeout ends error/timeout and its process is killed.
+TEST_F(agent_integration, timeout_ends_the_run) {
+  agent_options o{"dev-1", "{env: dev}"};
+  o.plans_yaml = shell_plans;
+  start_agent(o);
+  auto id = api_->submit({{"plan", "shell"}, {"payload", "hold"}, {"timeout_s", 1}});
+  auto pid = pid_from_log(*api_, id);
+  auto r = api_->wait_terminal(id);
+  EXPECT_EQ(r["status"], "error") << r.dump();
+  EXPECT_EQ(r["reason"], "timeout");
+  EXPECT_TRUE(pid <= 0 || process_gone(pid));
+}
+
+// This test ensures no more runs execute in parallel than the agent's capacity.
+TEST_F(agent_integration, parallel_up_to_capacity) {
+  agent_options o{"dev-1", "{env: dev}"};
+  o.capacity = 2;
+  start_agent(o);
+  std::vector<std::string> ids;
+  for (int i = 0; i < 3; ++i)
+    ids.push_back(api_->submit({{"plan", "sleep"}, {"params", {{"seconds", 600}}}}));
+  auto running = [&] {
+    int n = 0;
+    for (auto& id : ids)
+      n += api_->run(id)["status"] == "running";
+    return n;
+  };
+  ASSERT_TRUE(eventually([&] { return running() == 2; }));
+  // Watch for a while that the third never starts while two are busy.
+  EXPECT_FALSE(eventually([&] { return running() > 2; }, 1500ms));
+  for (auto& id : ids)
+    api_->call("POST", "/v1/runs/" + id + "/cancel");
+  for (auto& id : ids)
+    EXPECT_EQ(api_->wait_terminal(id)["status"], "canceled");
+}
+
+// This test ensures a shell injection attempt is refused and never runs a second command.
+TEST_F(agent_integration, shell_injection_refused) {
+  agent_options o{"dev-1", "{env: dev}"};
+  o.plans_yaml = shell_plans;
+  start_agent(o);
+  auto marker = dir_.path() + "/pwned";
+  auto id = api_->submit({{"plan", "shell"}, {"payload", "echo hi; touch " + marker}});
+  auto r = api_->wait_terminal(id);
+  EXPECT_EQ(r["status"], "error");
+  EXPECT_NE(r["error"].get<std::string>().find("shell metacharacter ';'"),
+            std::string::npos)
+      << r.dump();
+  EXPECT_FALSE(std::filesystem::exists(marker));
+  auto ok =
+      api_->wait_terminal(api_->submit({{"plan", "shell"}, {"payload", "echo 'a;b'"}}));
+  EXPECT_EQ(ok["result"], "a;b\n");
+}
+
+// This test ensures SIGTERM drains: a short run finishes, a long one is canceled as
+// agent_shutdown, then deregister and exit 0.
+TEST_F(agent_integration, sigterm_drains) {
+  agent_options o{"dev-1", "{env: dev}"};
+  o.drain_deadline = "3s";
+  auto& agent = start_agent(o);
+  auto agent_id = api_->wait_agent_online("dev-1");
+  auto short_run = api_->submit({{"plan", "sleep"}, {"params", {{"seconds", 1}}}});
+  auto long_run = api_->submit({{"plan", "sleep"}, {"params", {{"seconds", 600}}}});
+  ASSERT_TRUE(eventually([&] {
+    return api_->run(short_run)["status"] == "running" &&
+           api_->run(long_run)["status"] == "running";
+  }));
+  agent.proc().signal(SIGTERM);
+  auto code = agent.proc().wait_exit();
+  ASSERT_TRUE(code.has_value());
+  EXPECT_EQ(*code, 0);
+  EXPECT_EQ(api_->run(short_run)["status"], "success");
+  auto r = api_->run(long_run);
+  EXPECT_EQ(r["status"], "canceled");
+  EXPECT_EQ(r["reason"], "agent_shutdown");
+  auto a = api_->call("GET", "/v1/agents/" + agent_id).second;
+  EXPECT_EQ(a["status"], "deregistered") << a.dump();
+}
+
+// This test ensures a second signal cancels at once instead of waiting for the drain
+// deadline.
+TEST_F(agent_integration, second_signal_cancels_at_once) {
+  agent_options o{"dev-1", "{env: dev}"};
+  o.drain_deadline = "10m";
+  auto& agent = start_agent(o);
+  auto id = api_->submit({{"plan", "sleep"}, {"params", {{"seconds", 600}}}});
+  ASSERT_TRUE(eventually([&] { return api_->run(id)["status"] == "running"; }));
+  agent.proc().signal(SIGTERM);
+  ASSERT_TRUE(
+      eventually([&] { return agent.log().find("draining") != std::string::npos; }));
+  agent.proc().signal(SIGINT);
+  auto code = agent.proc().wait_exit();
+  ASSERT_TRUE(code.has_value());
+  EXPECT_EQ(*code, 0);
+  EXPECT_EQ(api_->run(id)["reason"], "agent_shutdown");
+}
+
+// This test ensures a result produced while meshd is down arrives after its restart,
+// exactly once.
+TEST_F(agent_integration, meshd_restart_keeps_result) {
+  auto& agent = start_agent({"dev-1", "{env: dev}"});
+  auto id = api_->submit({{"plan", "sleep"}, {"params", {{"seconds", 1}}}});
+  ASSERT_TRUE(eventually([&] { return api_->run(id)["status"] == "running"; }));
+  mesh_->stop();
+  // The run ends while the mesh is away; the agent keeps the result.
+  ASSERT_TRUE(eventually([&] {
+    return agent.log().find("run " + id + ": cannot send") != std::string::npos;
+  })) << agent.log();
+  mesh_->restart();
+  mesh_api api{mesh_->url(), mesh_->admin_token()};
+  auto r = api.wait_terminal(id, 60s);
+  EXPECT_EQ(r["status"], "success") << r.dump();
+  EXPECT_EQ(r["result"], "slept 1000 ms");
+  // The log line "sleeping 1000 ms" is stored once, not once per retry.
+  EXPECT_EQ(api.logs(id), "sleeping 1000 ms\n");
+}
+
+// This test ensures a plugin plan runs end to end.
+TEST_F(agent_integration, plugin_plan_runs) {
+  agent_options o{"dev-1", "{env: dev}"};
+  o.plugins_yaml = std::string{"[\""} + POLYMESH_HELLO_PLUGIN + "\"]";
+  o.plans_yaml = "{hello: {greeting: Howdy}}";
+  start_agent(o);
+  auto r = api_->wait_terminal(api_->submit({{"plan", "hello"}, {"payload", "mesh"}}));
+  EXPECT_EQ(r["status"], "success");
+  EXPECT_EQ(r["result"], "Howdy, mesh!");
+}
+
+// This test ensures mesh-agent refuses a plugin of another ABI version, naming the file,
+// and exits 2.
+TEST_F(agent_integration, plugin_abi_mismatch_refused) {
+  agent_options o{"bad-1", "{env: dev}"};
+  o.plugins_yaml = std::string{"[\""} + POLYMESH_ABI_MISMATCH_PLUGIN + "\"]";
+  agent_process agent{dir_.path(), mesh_->url(), reg_, o};
+  auto code = agent.proc().wait_exit();
+  ASSERT_TRUE(code.has_value());
+  EXPECT_EQ(*code, 2);
+  auto log = read_file(dir_.path() + "/bad-1/agent.err");
+  EXPECT_NE(log.find(POLYMESH_ABI_MISMATCH_PLUGIN), std::string::npos) << log;
+  EXPECT_NE(log.find("plugin ABI version 999"), std::string::npos) << log;
+}
+
+// This test ensures the embedded-mode example runs an agent thread that serves a run,
+// then exits 0.
+TEST_F(agent_integration, embedded_example) {
+  auto token_file = dir_.path() + "/embedded.token";
+  { std::ofstream{token_file} << reg_; }
+  child_process example{{POLYMESH_EMBEDDED_EXAMPLE, "--mesh", mesh_->url(),
+                         "--token-file", token_file, "--name", "embedded-1", "--label",
+                         "env=embedded", "--runs", "1"},
+                        dir_.path() + "/embedded.out",
+                        dir_.path() + "/embedded.err"};
+  api_->wait_agent_online("embedded-1");
+  auto r = api_->wait_terminal(
+      api_->submit({{"plan", "greet"}, {"selector", "env=embedded"}, {"payload", "hi"}}));
+  EXPECT_EQ(r["status"], "success");
+  EXPECT_EQ(r["result"], "embedded says: hi");
+  auto code = example.wait_exit();
+  ASSERT_TRUE(code.has_value());
+  EXPECT_EQ(*code, 0);
+  EXPECT_NE(read_file(dir_.path() + "/embedded.out").find("agent stopped after 1 runs"),
+            std::string::npos);
+}
+
+// This test ensures mesh-agent exits 2 on a config error and names the dotted key.
+TEST_F(agent_integration, config_error_names_the_key) {
+  agent_options o{"cfg-1", "{env: dev}"};
+  o.plans_yaml = "{shell: {programs: [echo], shortcuts: [{short: x, cmd: \"a | b\"}]}}";
+  agent_process agent{dir_.path(), mesh_->url(), reg_, o};
+  auto code = agent.proc().wait_exit();
+  ASSERT_TRUE(code.has_value());
+  EXPECT_EQ(*code, 2);
+  auto log = read_file(dir_.path() + "/cfg-1/agent.err");
+  EXPECT_NE(log.find("plans.shell.shortcuts[0].cmd: shell metacharacter '|'"),
+            std::string::npos)
+      << log;
+}
+
+// This test ensures a registration token the mesh refuses stops mesh-agent with exit 1.
+TEST_F(agent_integration, refused_registration_exits_1) {
+  agent_options o{"nope-1", "{env: dev}"};
+  agent_process agent{dir_.path(), mesh_->url(), "pm_tok_bogus.bogus", o};
+  auto code = agent.proc().wait_exit();
+  ASSERT_TRUE(code.has_value());
+  EXPECT_EQ(*code, 1);
+  EXPECT_NE(
+      read_file(dir_.path() + "/nope-1/agent.err").find("registration refused: HTTP 401"),
+      std::string::npos);
+}

@@ -1,0 +1,125 @@
+// The agent runtime: registers with the mesh, keeps one long-poll
+// outstanding, runs up to `capacity` runs in parallel (one thread each),
+// ships their logs and results, and drains on shutdown.
+//
+// Use it as a daemon (`mesh-agent` is a thin `main` around it) or embedded in
+// another program: construct, `start()`, and later `drain()` + `wait()`. The
+// runtime owns one thread of its own plus one worker and one log shipper per
+// run in flight.
+//
+// Guarantees:
+// - A run's result is kept and sent again (exponential backoff with jitter)
+//   until the mesh accepts it or refuses it for good; it is never reported
+//   twice with two different outcomes.
+// - Log chunks are numbered per run, sent in order, and sent again with the
+//   same numbers after a failure; memory per run is bounded by
+//   `log_buffer_bytes`.
+// - `drain()` stops taking runs at once, lets running ones finish until
+//   `drain_deadline`, cancels the rest (`canceled/agent_shutdown`), then
+//   deregisters. `cancel_all()` skips the waiting.
+//
+// Thread-safety: all members may be called from any thread, except that the
+// destructor must not race with the other members.
+#pragma once
+
+#include "polymesh/sdk/plan.hpp"
+
+#include <atomic>
+#include <chrono>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <string>
+
+namespace polymesh::sdk {
+
+/// The plans an agent offers, by name.
+using plan_set = std::map<std::string, std::shared_ptr<plan>>;
+
+struct agent_config {
+  /// `http://host:port` of the mesh.
+  std::string mesh_url;
+  /// A registration token (`POST /v1/tokens` with kind `registration`).
+  std::string registration_token;
+  /// Unique agent name; 1..63 of [A-Za-z0-9._-], alphanumeric at both ends.
+  std::string name;
+  /// Labels the mesh's selectors match, e.g. `{"env": "prod"}`.
+  std::map<std::string, std::string> labels;
+  /// Runs executed in parallel.
+  int64_t capacity = 1;
+  /// Parent of the per-run directories; "" means `$TMPDIR/polymesh-agent-<name>`.
+  std::filesystem::path work_root;
+  /// How long `drain()` lets running runs finish before canceling them.
+  std::chrono::milliseconds drain_deadline{60000};
+  /// Between SIGTERM and SIGKILL when a run's processes are canceled.
+  std::chrono::milliseconds kill_grace{10000};
+  /// Largest log chunk sent to the mesh.
+  size_t log_chunk_bytes = 16 * 1024;
+  /// Unacknowledged log bytes held per run before the plan's writes wait.
+  size_t log_buffer_bytes = 1024 * 1024;
+  /// How long output may wait before a partial chunk is sent.
+  std::chrono::milliseconds log_flush_interval{500};
+  /// Long-poll wait asked of the mesh (the mesh may grant less).
+  std::chrono::milliseconds poll_wait{30000};
+  /// Timeout of every call other than the long-poll.
+  std::chrono::milliseconds request_timeout{30000};
+  /// Retry delays: the first, and the cap of the exponential growth.
+  std::chrono::milliseconds backoff_initial{500};
+  std::chrono::milliseconds backoff_max{30000};
+  /// After the drain, how long unsent results keep being retried before the
+  /// agent gives up and exits (the mesh then expires those runs itself).
+  std::chrono::milliseconds shutdown_result_grace{30000};
+  /// Reported to the mesh.
+  std::string version = "0.1.0";
+  /// "" means gethostname().
+  std::string hostname;
+
+  /// Returns "" or the first problem, naming the field.
+  [[nodiscard]] std::string validate() const;
+};
+
+/// A snapshot for monitoring and tests.
+struct agent_stats {
+  /// Registered and polling.
+  bool registered = false;
+  bool draining = false;
+  /// The thread has ended.
+  bool stopped = false;
+  std::string agent_id;
+  size_t running = 0;
+  uint64_t started = 0;
+  uint64_t finished = 0;
+  /// The error that stopped the agent, if any (e.g. the token was refused).
+  std::string fatal_error;
+};
+
+class agent {
+public:
+  /// REQUIRES: `cfg.validate()` is "" and every plan pointer is non-null.
+  agent(agent_config cfg, plan_set plans);
+  /// Cancels everything still running and waits (like `cancel_all` + `wait`).
+  ~agent();
+
+  agent(const agent&) = delete;
+  agent& operator=(const agent&) = delete;
+
+  /// Starts the runtime thread; returns at once. Call at most once.
+  void start();
+  /// Graceful shutdown as described above; returns at once.
+  void drain();
+  /// Shutdown without waiting: cancels every run now (`agent_shutdown`).
+  void cancel_all();
+  /// Blocks until the runtime thread has ended (after a drain, or after a
+  /// fatal error such as a refused registration token).
+  void wait();
+  /// Waits up to `d`; true when the runtime has ended.
+  bool wait_for(std::chrono::milliseconds d);
+
+  [[nodiscard]] agent_stats stats() const;
+
+private:
+  struct impl;
+  std::unique_ptr<impl> impl_;
+};
+
+} // namespace polymesh::sdk

@@ -1,0 +1,83 @@
+// Runs one program for a plan, the SealCI way: encapsulated and always
+// cleaned up.
+//
+// The program is started with fork/exec from an argv (never through a shell
+// unless the plan puts `/bin/sh -c` in the argv itself), in a process group
+// of its own, with exactly the environment given, in the given working
+// directory, with stdin from /dev/null and optional rlimits. Its stdout and
+// stderr are copied to the log sink in the order they arrive. When the
+// cancellation token fires, the whole group gets SIGTERM and, after the
+// grace period, SIGKILL. When the program exits, whatever is left of its
+// group is killed too, so no process outlives the run.
+//
+// Thread-safety: `run_process` may be called from many threads at once; it
+// blocks the calling thread until the program and its pipes are done.
+#pragma once
+
+#include "polymesh/sdk/plan.hpp"
+
+#include <chrono>
+#include <functional>
+#include <map>
+#include <string>
+#include <sys/types.h>
+#include <vector>
+
+namespace polymesh::sdk {
+
+/// One resource limit applied in the child (`setrlimit`).
+struct resource_limit {
+  /// An `RLIMIT_*` constant, e.g. `RLIMIT_AS` or `RLIMIT_NOFILE`.
+  int resource = 0;
+  uint64_t soft = 0;
+  uint64_t hard = 0;
+};
+
+struct process_spec {
+  /// argv[0] is the program: a path when it contains '/', else it is looked
+  /// up in `search_path`. REQUIRES: not empty.
+  std::vector<std::string> argv;
+  /// The complete environment of the program; nothing is inherited.
+  std::map<std::string, std::string> env;
+  /// Directories searched for argv[0], ':'-separated. Empty means the PATH
+  /// in `env`, or `/usr/local/bin:/usr/bin:/bin` when there is none.
+  std::string search_path;
+  /// Working directory. REQUIRES: exists.
+  std::string cwd;
+  /// Between SIGTERM and SIGKILL on cancellation.
+  std::chrono::milliseconds kill_grace{5000};
+  std::vector<resource_limit> limits;
+};
+
+struct process_outcome {
+  /// False when the program could not be started (see `error`).
+  bool started = false;
+  /// The exit status, or -1 when a signal ended it.
+  int exit_code = -1;
+  /// The signal that ended it, or 0.
+  int signal = 0;
+  /// Whether the token fired while it ran.
+  bool canceled = false;
+  pid_t pid = -1;
+  /// Why it could not start; no trailing period.
+  std::string error;
+
+  /// Exited on its own with status 0.
+  [[nodiscard]] bool success() const { return started && signal == 0 && exit_code == 0; }
+  /// "exited with code 3", "killed by signal 9 (SIGKILL)", or the start error.
+  [[nodiscard]] std::string describe() const;
+};
+
+/// Resolves `program` like execvp would, in `search_path`; "" if not found
+/// or not executable.
+[[nodiscard]] std::string find_program(const std::string& program,
+                                       const std::string& search_path);
+
+/// Runs the program to completion (or cancellation). `on_start` is called
+/// with the child's pid once it runs (tests use it to check the process is
+/// gone afterwards).
+[[nodiscard]] process_outcome
+run_process(const process_spec& spec, log_sink& log, const cancel_token& cancel,
+            const std::function<void(pid_t)>& on_start = {});
+
+} // namespace polymesh::sdk

@@ -1,0 +1,125 @@
+// mesh-agent: the agent daemon. Reads its YAML config, loads plugins, builds
+// the enabled plans, and runs the SDK's `agent` until a signal:
+// SIGTERM/SIGINT drain (finish running runs up to the drain deadline, cancel
+// the rest, deregister, exit 0); a second signal cancels everything at once.
+//
+// Exit status: 0 after a drain, 1 when the mesh refused the agent (e.g. a
+// bad registration token), 2 for a config or plugin error.
+#include "mesh/domain/log.hpp"
+#include "plans/builtin_plans.hpp"
+#include "polymesh/sdk/agent.hpp"
+#include "polymesh/sdk/agent_yaml.hpp"
+#include "polymesh/sdk/plugin_loader.hpp"
+
+#include <CLI/CLI.hpp>
+#include <csignal>
+#include <iostream>
+#include <pthread.h>
+#include <thread>
+
+using namespace polymesh;
+
+namespace {
+
+int config_failure(const std::string& file, const std::string& message) {
+  std::cerr << "mesh-agent: " << file << ": " << message << std::endl;
+  return 2;
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"mesh-agent — runs polymesh plans on this machine"};
+  std::string config_file;
+  bool check_only = false;
+  bool list_plans = false;
+  app.add_option("-c,--config", config_file,
+                 "YAML config (see config/agent.example.yaml)")
+      ->required();
+  app.add_flag("--check", check_only,
+               "Validate the config, load plugins and plans, then exit");
+  app.add_flag("--list-plans", list_plans,
+               "Print the plans this binary can offer and exit");
+  app.set_version_flag("--version", std::string{"mesh-agent "} + POLYMESH_VERSION);
+  CLI11_PARSE(app, argc, argv);
+
+  sdk::agent_file_config cfg;
+  try {
+    cfg = sdk::load_agent_yaml(config_file);
+  } catch (const sdk::config_error& e) {
+    return config_failure(config_file, e.what());
+  }
+  log_level level = log_level::info;
+  if (parse_log_level(cfg.log_level, level)) set_log_level(level);
+
+  sdk::plan_catalog catalog;
+  plans::add_builtin_plans(catalog);
+  for (auto& path : cfg.plugins) {
+    std::vector<std::string> added;
+    if (auto err = sdk::load_plugin(path, catalog, &added); !err.empty())
+      return config_failure(config_file, "plugins: " + err);
+    std::string names;
+    for (auto& n : added)
+      names += (names.empty() ? "" : ", ") + n;
+    log(log_level::info, "plugin " + path + " loaded: " + names);
+  }
+  if (list_plans) {
+    for (auto& name : catalog.names()) {
+      auto* e = catalog.find(name);
+      std::cout << name << "\t" << e->origin << "\t" << e->description << "\n";
+    }
+    return 0;
+  }
+  sdk::plan_set plans;
+  try {
+    plans = sdk::make_plans(catalog, cfg.plans);
+  } catch (const sdk::config_error& e) {
+    return config_failure(config_file, e.what());
+  }
+  cfg.agent.version = POLYMESH_VERSION;
+  if (check_only) {
+    std::cout << "config OK: agent '" << cfg.agent.name << "', " << plans.size()
+              << " plans" << std::endl;
+    return 0;
+  }
+
+  // Signals go to one waiting thread, never to a worker or a plan's child
+  // (children get a clean signal mask in `run_process`).
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGUSR1);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  std::signal(SIGPIPE, SIG_IGN);
+
+  sdk::agent agent{cfg.agent, std::move(plans)};
+  agent.start();
+  std::thread waiter{[&] {
+    int seen = 0;
+    for (;;) {
+      int sig = 0;
+      if (sigwait(&signals, &sig) != 0 || sig == SIGUSR1)
+        return; // the agent stopped on its own
+      const char* name = sig == SIGTERM ? "SIGTERM" : "SIGINT";
+      if (++seen == 1) {
+        log(log_level::info, std::string{"received "} + name +
+                                 ": draining (a second signal cancels running runs)");
+        agent.drain();
+      } else {
+        log(log_level::info, std::string{"received "} + name + " again: canceling now");
+        agent.cancel_all();
+      }
+    }
+  }};
+  agent.wait();
+  pthread_kill(waiter.native_handle(), SIGUSR1);
+  waiter.join();
+  auto stats = agent.stats();
+  if (!stats.fatal_error.empty()) {
+    std::cerr << "mesh-agent: " << stats.fatal_error << std::endl;
+    return 1;
+  }
+  log(log_level::info, "stopped");
+  return 0;
+}

@@ -1,0 +1,672 @@
+// The agent runtime. Three kinds of threads:
+// - the main thread (`loop`): registration, the one long-poll, token
+//   renewal, handing runs to workers, and the drain at the end;
+// - one worker per run (`work`): start, the plan, the final flush, finish;
+// - one log shipper per run (`ship`): log chunks and progress heartbeats,
+//   which is also how a cancel request reaches a run between polls.
+// Shared state lives in `impl` under `mtx_`; a run's own state in its
+// `run_slot`.
+#include "polymesh/sdk/agent.hpp"
+
+#include "backoff.hpp"
+#include "log_buffer.hpp"
+#include "mesh/domain/error.hpp"
+#include "mesh/domain/log.hpp"
+#include "mesh_client.hpp"
+#include "polymesh/sdk/cancel_source.hpp"
+
+#include <condition_variable>
+#include <deque>
+#include <set>
+#include <thread>
+#include <unistd.h>
+
+namespace polymesh::sdk {
+
+namespace {
+
+using steady = std::chrono::steady_clock;
+using std::chrono::milliseconds;
+
+/// Chunks sent in one POST, and their data bytes: JSON escaping can grow
+/// control bytes sixfold, and the result must stay below the mesh's default
+/// `http.max_body_bytes` (1 MiB).
+constexpr size_t chunks_per_request = 64;
+constexpr size_t log_bytes_per_request = 128 * 1024;
+/// Runs remembered after they ended, so that a late re-delivery is ignored.
+constexpr size_t recent_runs_kept = 4096;
+/// Plan progress messages are sent at most this often.
+constexpr milliseconds progress_min_interval{1000};
+/// Leaves room below the mesh's default `runs.max_result_bytes` (64 KiB).
+constexpr size_t max_result_bytes = 60 * 1024;
+
+void info(const std::string& text) {
+  polymesh::log(log_level::info, text);
+}
+void warn(const std::string& text) {
+  polymesh::log(log_level::warn, text);
+}
+
+/// The last `n` bytes of `s`, not starting inside a UTF-8 character.
+std::string tail_of(const std::string& s, size_t n) {
+  if (s.size() <= n) return s;
+  auto from = s.size() - n;
+  for (int i = 0;
+       i < 3 && from < s.size() && (static_cast<unsigned char>(s[from]) & 0xC0) == 0x80;
+       ++i)
+    ++from;
+  return s.substr(from);
+}
+
+std::string host_name() {
+  char buf[256] = {};
+  if (::gethostname(buf, sizeof buf - 1) != 0) return "unknown";
+  return buf;
+}
+
+} // namespace
+
+std::string agent_config::validate() const {
+  if (mesh_url.empty()) return "mesh_url: is required";
+  if (auto e = mesh_client::check_url(mesh_url); !e.empty()) return "mesh_url: " + e;
+  if (registration_token.empty()) return "registration_token: is required";
+  if (auto e = wire::validate_agent_name(name, "name")) return "name: " + message_of(e);
+  if (capacity < 1 || capacity > 4096) return "capacity: must be between 1 and 4096";
+  if (log_chunk_bytes < 1 || log_chunk_bytes > 64 * 1024)
+    return "log_chunk_bytes: must be between 1 and 65536";
+  if (log_buffer_bytes < log_chunk_bytes)
+    return "log_buffer_bytes: must be at least log_chunk_bytes";
+  if (backoff_initial.count() < 1 || backoff_max < backoff_initial)
+    return "backoff: initial must be at least 1ms and max at least initial";
+  if (poll_wait.count() < 0) return "poll_wait: must not be negative";
+  return {};
+}
+
+/// One run in flight.
+struct run_slot {
+  run_slot(run_record r, std::optional<steady::time_point> deadline, uint64_t serial)
+      : run(std::move(r))
+      , cancel(deadline)
+      , serial(serial) {}
+
+  run_record run;
+  cancel_source cancel;
+  uint64_t serial;
+  std::mutex mtx;
+  std::string progress;
+  bool progress_dirty = false;
+};
+
+struct agent::impl {
+  impl(agent_config c, plan_set p)
+      : cfg(std::move(c))
+      , plans(std::move(p))
+      , client(cfg.mesh_url, cfg.request_timeout) {
+    if (cfg.work_root.empty())
+      cfg.work_root =
+          std::filesystem::temp_directory_path() / ("polymesh-agent-" + cfg.name);
+    if (cfg.hostname.empty()) cfg.hostname = host_name();
+  }
+
+  agent_config cfg;
+  plan_set plans;
+  mesh_client client;
+  std::thread main;
+
+  mutable std::mutex mtx;
+  std::condition_variable cv;
+  bool started = false;
+  bool registered = false;
+  bool draining = false;
+  bool cancel_now = false;
+  bool stopped = false;
+  steady::time_point drain_at{};
+  std::string fatal;
+  std::map<std::string, std::shared_ptr<run_slot>> active;
+  std::set<std::string> recent_set;
+  std::deque<std::string> recent;
+  /// Cancels received for runs not (yet) active.
+  std::set<std::string> early_cancel_set;
+  std::deque<std::string> early_cancels;
+  std::map<uint64_t, std::thread> workers;
+  std::vector<uint64_t> exited;
+  uint64_t next_serial = 0;
+  uint64_t n_started = 0;
+  uint64_t n_finished = 0;
+  /// Set when results that still fail to send should be given up.
+  std::atomic<bool> abandon_results{false};
+
+  backoff make_backoff() const {
+    return backoff{backoff_policy{cfg.backoff_initial, cfg.backoff_max}};
+  }
+
+  bool is_draining() const {
+    std::lock_guard<std::mutex> guard{mtx};
+    return draining;
+  }
+
+  /// Sleeps up to `d`, waking early when the drain begins.
+  void nap(milliseconds d) {
+    std::unique_lock<std::mutex> guard{mtx};
+    cv.wait_for(guard, d, [this] { return draining; });
+  }
+
+  wire::register_request registration() const {
+    wire::register_request req;
+    req.name = cfg.name;
+    req.labels = label_map{cfg.labels.begin(), cfg.labels.end()};
+    for (auto& [name, p] : plans)
+      req.plans.push_back(name);
+    req.capacity = cfg.capacity;
+    req.version = cfg.version;
+    req.hostname = cfg.hostname;
+    return req;
+  }
+
+  bool register_until_ok() {
+    auto b = make_backoff();
+    while (!is_draining()) {
+      auto r = client.register_agent(cfg.registration_token, registration());
+      if (r.ok()) {
+        std::lock_guard<std::mutex> guard{mtx};
+        registered = true;
+        info("agent '" + cfg.name + "' registered as " + client.agent_id() + " with " +
+             std::to_string(plans.size()) + " plans, capacity " +
+             std::to_string(cfg.capacity));
+        return true;
+      }
+      if (!r.transient()) {
+        std::lock_guard<std::mutex> guard{mtx};
+        fatal = "registration refused: " + r.describe();
+        polymesh::log(log_level::error, fatal);
+        return false;
+      }
+      auto d = b.next();
+      warn("cannot register (" + r.describe() + "), retrying in " +
+           std::to_string(d.count()) + " ms");
+      nap(d);
+    }
+    return false;
+  }
+
+  void loop() {
+    if (register_until_ok()) {
+      auto b = make_backoff();
+      while (!is_draining()) {
+        reap();
+        if (client.token_due()) {
+          auto r = client.refresh_token();
+          if (!r.ok()) warn("token refresh failed: " + r.describe());
+        }
+        auto wait_ms =
+            std::min<int64_t>(cfg.poll_wait.count(), client.poll_wait_max_s() * 1000);
+        // Wake in time to renew the token before it is due (but not in a
+        // tight loop when the renewal keeps failing).
+        wait_ms = std::min<int64_t>(
+            wait_ms, std::max<int64_t>(1000, client.until_token_due().count()));
+        auto r = client.poll(wait_ms / 1000);
+        if (is_draining()) break;
+        if (!r.ok()) {
+          if (r.status == 403 || r.status == 404) {
+            // An admin removed us, or the mesh lost us: start a new session.
+            warn("poll refused (" + r.describe() + "); registering again");
+            if (!register_until_ok()) break;
+            continue;
+          }
+          auto d = b.next();
+          warn("poll failed (" + r.describe() + "), retrying in " +
+               std::to_string(d.count()) + " ms");
+          nap(d);
+          continue;
+        }
+        b.reset();
+        handle_poll(r.body);
+        if (wait_ms < 1000 && (!r.body.is_object() ||
+                               r.body.value("runs", nlohmann::json::array()).empty()))
+          nap(milliseconds{250}); // a mesh that grants no wait: do not spin
+      }
+    }
+    drain_phase();
+  }
+
+  void handle_poll(const nlohmann::json& body) {
+    bool deferred = false;
+    if (auto it = body.find("runs"); it != body.end() && it->is_array()) {
+      for (auto& j : *it) {
+        auto rec = wire::run_from_json(j);
+        if (!rec || rec->id.empty()) continue;
+        deferred = !launch(std::move(*rec)) || deferred;
+      }
+    }
+    if (auto it = body.find("cancel"); it != body.end() && it->is_array()) {
+      std::lock_guard<std::mutex> guard{mtx};
+      for (auto& id : *it) {
+        if (!id.is_string()) continue;
+        if (auto slot = active.find(id.get<std::string>()); slot != active.end()) {
+          if (slot->second->cancel.cancel(cancel_reason::canceled_by_user))
+            info("run " + slot->first + ": cancel requested by the mesh");
+        } else {
+          // The run may come later (it was offered while every slot was
+          // taken): remember the cancel, the mesh tells it only once.
+          remember_cancel(id.get<std::string>());
+        }
+      }
+    }
+    if (deferred) {
+      // A run came while every slot is taken (one is finishing): the next
+      // poll would return it at once again, so wait for the slot first.
+      std::unique_lock<std::mutex> guard{mtx};
+      cv.wait_for(guard, milliseconds{1000}, [this] {
+        return draining || static_cast<int64_t>(active.size()) < cfg.capacity;
+      });
+    }
+  }
+
+  /// REQUIRES: `mtx` held.
+  void remember_cancel(const std::string& id) {
+    if (early_cancel_set.insert(id).second) {
+      early_cancels.push_back(id);
+      if (early_cancels.size() > recent_runs_kept) {
+        early_cancel_set.erase(early_cancels.front());
+        early_cancels.pop_front();
+      }
+    }
+  }
+
+  /// Starts a worker for a new run; false when no slot is free.
+  bool launch(run_record rec) {
+    std::lock_guard<std::mutex> guard{mtx};
+    // Runs not yet started come again on later polls: deliver each once.
+    if (active.count(rec.id) || recent_set.count(rec.id)) return true;
+    if (static_cast<int64_t>(active.size()) >= cfg.capacity)
+      return false; // the mesh re-sends it when a slot is free
+    std::optional<steady::time_point> deadline;
+    if (rec.timeout_s > 0) deadline = steady::now() + std::chrono::seconds{rec.timeout_s};
+    bool cancel_first = rec.cancel_requested || early_cancel_set.count(rec.id) > 0;
+    auto slot = std::make_shared<run_slot>(std::move(rec), deadline, next_serial++);
+    if (cancel_first) slot->cancel.cancel(cancel_reason::canceled_by_user);
+    active.emplace(slot->run.id, slot);
+    workers.emplace(slot->serial, std::thread{[this, slot] { work(slot); }});
+    return true;
+  }
+
+  /// Joins the threads of runs that ended.
+  void reap() {
+    std::vector<std::thread> done;
+    {
+      std::lock_guard<std::mutex> guard{mtx};
+      for (auto serial : exited) {
+        auto it = workers.find(serial);
+        if (it != workers.end()) {
+          done.push_back(std::move(it->second));
+          workers.erase(it);
+        }
+      }
+      exited.clear();
+    }
+    for (auto& t : done)
+      t.join();
+  }
+
+  /// Removes a run from the active set. REQUIRES: called by its worker last.
+  void forget(const std::shared_ptr<run_slot>& slot, bool finished) {
+    std::lock_guard<std::mutex> guard{mtx};
+    active.erase(slot->run.id);
+    if (recent_set.insert(slot->run.id).second) {
+      recent.push_back(slot->run.id);
+      if (recent.size() > recent_runs_kept) {
+        recent_set.erase(recent.front());
+        recent.pop_front();
+      }
+    }
+    exited.push_back(slot->serial);
+    if (finished) ++n_finished;
+    cv.notify_all();
+  }
+
+  void work(std::shared_ptr<run_slot> slot) {
+    auto& run = slot->run;
+    // -- start ----------------------------------------------------------------
+    auto b = make_backoff();
+    for (;;) {
+      if (slot->cancel.reason() == cancel_reason::agent_shutdown || is_draining()) {
+        // Not started: the mesh gives it to someone else.
+        forget(slot, false);
+        return;
+      }
+      auto r = client.start(run.id);
+      if (r.ok()) {
+        // A cancel requested before the start: run nothing, report canceled
+        // now instead of letting the mesh wait for its cancel grace.
+        if (r.body.is_object() && r.body.value("cancel_requested", false))
+          slot->cancel.cancel(cancel_reason::canceled_by_user);
+        break;
+      }
+      if (!r.transient()) {
+        info("run " + run.id + " not started (" + r.describe() + "); dropping it");
+        forget(slot, false);
+        return;
+      }
+      std::this_thread::sleep_for(std::min(b.next(), milliseconds{2000}));
+    }
+    {
+      std::lock_guard<std::mutex> guard{mtx};
+      ++n_started;
+    }
+    info("run " + run.id + " (" + run.plan + ") started");
+
+    // -- prepare --------------------------------------------------------------
+    auto root = cfg.work_root / run.id;
+    run_context ctx;
+    ctx.run_id = run.id;
+    ctx.plan = run.plan;
+    ctx.params = nlohmann::json::parse(run.params, nullptr, false);
+    if (!ctx.params.is_object()) ctx.params = nlohmann::json::object();
+    ctx.payload = run.payload;
+    ctx.work_dir = root / "work";
+    ctx.artifacts_dir = root / "artifacts";
+    ctx.cancel = &slot->cancel;
+    ctx.kill_grace = cfg.kill_grace;
+    ctx.progress = [slot](std::string message) {
+      std::lock_guard<std::mutex> guard{slot->mtx};
+      slot->progress = std::move(message);
+      slot->progress_dirty = true;
+    };
+    log_buffer logs{cfg.log_chunk_bytes, cfg.log_buffer_bytes, &slot->cancel};
+    ctx.log = &logs;
+    std::atomic<bool> plan_done{false};
+    std::thread shipper{[&] { ship(slot, logs, plan_done); }};
+
+    // -- run ------------------------------------------------------------------
+    plan_result res;
+    std::error_code ec;
+    std::filesystem::remove_all(root, ec);
+    std::filesystem::create_directories(ctx.work_dir, ec);
+    if (!ec) std::filesystem::create_directories(ctx.artifacts_dir, ec);
+    if (ec) {
+      res = plan_result::failure("cannot create the run's directories under " +
+                                 cfg.work_root.string() + ": " + ec.message());
+    } else if (slot->cancel.canceled()) {
+      res = plan_result::failure("canceled before the plan started");
+    } else if (auto p = plans.find(run.plan); p == plans.end()) {
+      res = plan_result::failure("this agent does not offer plan '" + run.plan + "'");
+    } else {
+      try {
+        res = p->second->run(ctx);
+      } catch (const std::exception& e) {
+        res = plan_result::failure(std::string{"plan threw an exception: "} + e.what());
+      } catch (...) {
+        res = plan_result::failure("plan threw an unknown exception");
+      }
+    }
+
+    // -- flush, report, clean up ------------------------------------------------
+    logs.close();
+    plan_done = true;
+    shipper.join();
+    report(run, slot->cancel.reason(), res);
+    std::filesystem::remove_all(root, ec);
+    forget(slot, true);
+  }
+
+  /// Ships log chunks and progress until the plan is done, then the rest.
+  void ship(const std::shared_ptr<run_slot>& slot, log_buffer& logs,
+            const std::atomic<bool>& plan_done) {
+    auto& id = slot->run.id;
+    auto last_send = steady::now();
+    auto heartbeat =
+        std::chrono::seconds{std::max<int64_t>(1, client.heartbeat_interval_s())};
+    auto next_beat = steady::now() + heartbeat;
+    auto next_progress = steady::now();
+    auto b = make_backoff();
+    while (!plan_done) {
+      logs.wait_ready(cfg.log_flush_interval);
+      auto now = steady::now();
+      if (!send_logs(id, logs, now - last_send >= cfg.log_flush_interval)) {
+        auto d = std::min(b.next(), milliseconds{2000});
+        std::this_thread::sleep_for(d);
+      } else {
+        b.reset();
+        last_send = now;
+      }
+      std::string message;
+      bool send_progress = false;
+      {
+        std::lock_guard<std::mutex> guard{slot->mtx};
+        if ((slot->progress_dirty && now >= next_progress) || now >= next_beat) {
+          message = slot->progress;
+          slot->progress_dirty = false;
+          send_progress = true;
+        }
+      }
+      if (send_progress) {
+        next_progress = now + progress_min_interval;
+        next_beat = now + heartbeat;
+        auto r = client.progress(id, message);
+        if (r.ok() && r.body.is_object() && r.body.value("cancel_requested", false))
+          if (slot->cancel.cancel(cancel_reason::canceled_by_user))
+            info("run " + id + ": cancel requested by the mesh");
+      }
+    }
+    // Final flush: everything, in order, before the result.
+    b.reset();
+    while (!logs.empty()) {
+      if (send_logs(id, logs, true)) {
+        b.reset();
+        continue;
+      }
+      if (abandon_results) {
+        warn("run " + id + ": giving up on " + std::to_string(logs.buffered_bytes()) +
+             " unsent log bytes");
+        return;
+      }
+      auto d = b.next();
+      warn("run " + id + ": cannot send the last " +
+           std::to_string(logs.buffered_bytes()) + " log bytes, retrying in " +
+           std::to_string(d.count()) + " ms");
+      std::this_thread::sleep_for(d);
+    }
+  }
+
+  /// Sends the next chunks; false on a transient failure (retry later).
+  bool send_logs(const std::string& id, log_buffer& logs, bool flush) {
+    auto chunks = logs.take(chunks_per_request, flush, log_bytes_per_request);
+    if (chunks.empty()) return true;
+    wire::log_request req;
+    for (auto& c : chunks) {
+      log_chunk lc;
+      lc.seq = c.seq;
+      lc.stream = to_string(c.stream);
+      lc.data = std::move(c.data);
+      req.chunks.push_back(std::move(lc));
+    }
+    auto r = client.logs(id, req);
+    if (r.transient()) return false;
+    if (!r.ok())
+      warn("run " + id + ": log chunks refused (" + r.describe() + "); dropping them");
+    logs.ack(chunks.back().seq);
+    return true;
+  }
+
+  void report(const run_record& run, cancel_reason why, const plan_result& res) {
+    wire::finish_request fr;
+    fr.exit_code = res.exit_code;
+    fr.result = tail_of(res.result, max_result_bytes);
+    switch (why) {
+    case cancel_reason::canceled_by_user:
+      fr.status = run_status::canceled;
+      fr.reason = "canceled_by_user";
+      fr.error = "canceled on request";
+      break;
+    case cancel_reason::timeout:
+      fr.status = run_status::error;
+      fr.reason = "timeout";
+      fr.error = "run exceeded its timeout of " + std::to_string(run.timeout_s) + "s";
+      break;
+    case cancel_reason::agent_shutdown:
+      fr.status = run_status::canceled;
+      fr.reason = "agent_shutdown";
+      fr.error = "agent shut down before the run finished";
+      break;
+    case cancel_reason::none:
+      fr.status = res.ok ? run_status::success : run_status::error;
+      if (!res.ok) {
+        fr.reason = "plan_failed";
+        fr.error = tail_of(res.error, 4000);
+      }
+      break;
+    }
+    // The result is kept until the mesh takes it: a restarting mesh gets the
+    // same outcome again, never a different one.
+    auto b = make_backoff();
+    for (;;) {
+      auto r = client.finish(run.id, fr);
+      if (r.ok()) {
+        info("run " + run.id + " finished: " + to_string(fr.status) +
+             (fr.reason.empty() ? "" : " (" + fr.reason + ")"));
+        return;
+      }
+      if (!r.transient()) {
+        warn("run " + run.id + ": result refused (" + r.describe() + ")");
+        return;
+      }
+      if (abandon_results) {
+        warn("run " + run.id + ": giving up on sending the result (" + r.describe() +
+             ")");
+        return;
+      }
+      auto d = b.next();
+      warn("run " + run.id + ": cannot send the result (" + r.describe() +
+           "), retrying in " + std::to_string(d.count()) + " ms");
+      std::this_thread::sleep_for(d);
+    }
+  }
+
+  bool wait_idle_until(steady::time_point until, bool stop_on_cancel_now) {
+    std::unique_lock<std::mutex> guard{mtx};
+    return cv.wait_until(guard, until, [&] {
+      return active.empty() || (stop_on_cancel_now && cancel_now);
+    }) && active.empty();
+  }
+
+  void cancel_active() {
+    std::lock_guard<std::mutex> guard{mtx};
+    for (auto& [id, slot] : active)
+      if (slot->cancel.cancel(cancel_reason::agent_shutdown))
+        info("run " + id + ": canceled, the agent is shutting down");
+  }
+
+  void drain_phase() {
+    steady::time_point deadline;
+    {
+      std::lock_guard<std::mutex> guard{mtx};
+      deadline = drain_at + cfg.drain_deadline;
+      if (!active.empty())
+        info("draining: waiting up to " + std::to_string(cfg.drain_deadline.count()) +
+             " ms for " + std::to_string(active.size()) + " runs");
+    }
+    if (!wait_idle_until(deadline, true)) {
+      cancel_active();
+      auto grace = steady::now() + cfg.kill_grace + cfg.shutdown_result_grace;
+      if (!wait_idle_until(grace, false)) {
+        abandon_results = true;
+        std::unique_lock<std::mutex> guard{mtx};
+        cv.wait(guard, [this] { return active.empty(); });
+      }
+    }
+    reap();
+    bool was_registered;
+    {
+      std::lock_guard<std::mutex> guard{mtx};
+      was_registered = registered;
+    }
+    if (was_registered) {
+      auto b = make_backoff();
+      for (int attempt = 0; attempt < 3; ++attempt) {
+        auto r = client.deregister();
+        if (r.ok() || !r.transient()) {
+          info(r.ok() ? "deregistered" : "deregister refused: " + r.describe());
+          break;
+        }
+        std::this_thread::sleep_for(std::min(b.next(), milliseconds{2000}));
+      }
+    }
+    std::lock_guard<std::mutex> guard{mtx};
+    registered = false;
+    stopped = true;
+    cv.notify_all();
+  }
+};
+
+agent::agent(agent_config cfg, plan_set plans)
+    : impl_(std::make_unique<impl>(std::move(cfg), std::move(plans))) {}
+
+agent::~agent() {
+  bool running;
+  {
+    std::lock_guard<std::mutex> guard{impl_->mtx};
+    running = impl_->started;
+  }
+  if (running) {
+    cancel_all();
+    wait();
+  }
+}
+
+void agent::start() {
+  std::lock_guard<std::mutex> guard{impl_->mtx};
+  if (impl_->started) return;
+  impl_->started = true;
+  impl_->main = std::thread{[this] { impl_->loop(); }};
+}
+
+void agent::drain() {
+  {
+    std::lock_guard<std::mutex> guard{impl_->mtx};
+    if (impl_->draining) return;
+    impl_->draining = true;
+    impl_->drain_at = steady::now();
+    impl_->cv.notify_all();
+  }
+  impl_->client.interrupt_poll();
+}
+
+void agent::cancel_all() {
+  drain();
+  {
+    std::lock_guard<std::mutex> guard{impl_->mtx};
+    impl_->cancel_now = true;
+    impl_->cv.notify_all();
+  }
+  impl_->cancel_active();
+}
+
+void agent::wait() {
+  std::thread t;
+  {
+    std::lock_guard<std::mutex> guard{impl_->mtx};
+    t = std::move(impl_->main);
+  }
+  if (t.joinable()) t.join();
+}
+
+bool agent::wait_for(milliseconds d) {
+  std::unique_lock<std::mutex> guard{impl_->mtx};
+  return impl_->cv.wait_for(guard, d, [this] { return impl_->stopped; });
+}
+
+agent_stats agent::stats() const {
+  std::lock_guard<std::mutex> guard{impl_->mtx};
+  agent_stats s;
+  s.registered = impl_->registered;
+  s.draining = impl_->draining;
+  s.stopped = impl_->stopped;
+  s.agent_id = impl_->registered ? impl_->client.agent_id() : std::string{};
+  s.running = impl_->active.size();
+  s.started = impl_->n_started;
+  s.finished = impl_->n_finished;
+  s.fatal_error = impl_->fatal;
+  return s;
+}
+
+} // namespace polymesh::sdk

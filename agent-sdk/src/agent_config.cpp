@@ -1,0 +1,209 @@
+// The agent's YAML config. The document is first turned into JSON, then each
+// section is read with a strict `settings_reader`, which rejects keys nobody
+// read: this file is the one table of the agent's keys, in the order of
+// config/agent.example.yaml.
+#include "polymesh/sdk/agent_yaml.hpp"
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <yaml-cpp/yaml.h>
+
+namespace polymesh::sdk {
+
+namespace {
+
+using json = nlohmann::json;
+using namespace std::chrono_literals;
+
+json scalar_to_json(const YAML::Node& node) {
+  auto text = node.Scalar();
+  if (node.Tag() == "!") return text; // quoted: always a string
+  if (text.empty() || text == "~" || text == "null") return nullptr;
+  if (text == "true") return true;
+  if (text == "false") return false;
+  bool digits = !text.empty();
+  for (size_t i = 0; i < text.size(); ++i)
+    digits = digits && ((text[i] >= '0' && text[i] <= '9') || (i == 0 && text[i] == '-'));
+  // Leading zeros stay strings: YAML 1.1 would read 010 as octal.
+  if (digits && text != "-" && text.size() < 18 && !(text.size() > 1 && text[0] == '0'))
+    return std::stoll(text);
+  return text;
+}
+
+json node_to_json(const YAML::Node& node) {
+  switch (node.Type()) {
+  case YAML::NodeType::Map: {
+    json out = json::object();
+    for (auto it = node.begin(); it != node.end(); ++it) {
+      auto key = it->first.Scalar();
+      if (out.contains(key)) throw config_error(key, "duplicate key");
+      out[key] = node_to_json(it->second);
+    }
+    return out;
+  }
+  case YAML::NodeType::Sequence: {
+    json out = json::array();
+    for (auto&& x : node)
+      out.push_back(node_to_json(x));
+    return out;
+  }
+  case YAML::NodeType::Scalar:
+    return scalar_to_json(node);
+  default:
+    return nullptr;
+  }
+}
+
+std::string resolve(const std::string& path, const std::string& base_dir) {
+  if (path.empty() || base_dir.empty() || std::filesystem::path{path}.is_absolute())
+    return path;
+  return (std::filesystem::path{base_dir} / path).lexically_normal().string();
+}
+
+std::string read_token_file(const std::string& path, const std::string& key) {
+  std::ifstream in{path};
+  if (!in) throw config_error(key, "cannot read '" + path + "'");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  auto text = ss.str();
+  auto begin = text.find_first_not_of(" \t\r\n");
+  auto end = text.find_last_not_of(" \t\r\n");
+  if (begin == std::string::npos) throw config_error(key, "'" + path + "' is empty");
+  return text.substr(begin, end - begin + 1);
+}
+
+} // namespace
+
+json yaml_to_json(const std::string& text) {
+  try {
+    return node_to_json(YAML::Load(text));
+  } catch (const YAML::Exception& e) {
+    throw config_error("", std::string{"invalid YAML: "} + e.what());
+  }
+}
+
+agent_file_config parse_agent_yaml(const std::string& text, const std::string& base_dir) {
+  auto doc = yaml_to_json(text);
+  agent_file_config out;
+  auto& a = out.agent;
+  settings_reader top{doc, ""};
+
+  settings_reader mesh{top.raw("mesh"), "mesh"};
+  a.mesh_url = mesh.string("url");
+  if (a.mesh_url.empty())
+    throw config_error("mesh.url", "is required, e.g. http://127.0.0.1:7700");
+  a.registration_token = mesh.string("registration_token");
+  auto token_file = resolve(mesh.string("registration_token_file"), base_dir);
+  a.request_timeout = mesh.duration("request_timeout", a.request_timeout, 1s, 10min);
+  mesh.finish();
+  if (!a.registration_token.empty() && !token_file.empty())
+    throw config_error("mesh.registration_token_file",
+                       "give either mesh.registration_token or this, not both");
+  if (!token_file.empty())
+    a.registration_token = read_token_file(token_file, "mesh.registration_token_file");
+  if (a.registration_token.empty())
+    throw config_error("mesh.registration_token",
+                       "is required (or mesh.registration_token_file)");
+
+  settings_reader ag{top.raw("agent"), "agent"};
+  a.name = ag.string("name");
+  if (a.name.empty()) throw config_error("agent.name", "is required");
+  for (auto& [k, v] : ag.string_map("labels"))
+    a.labels[k] = v;
+  a.capacity = ag.integer("capacity", a.capacity, 1, 4096);
+  a.work_root = resolve(ag.string("work_dir"), base_dir);
+  a.drain_deadline = ag.duration("drain_deadline", a.drain_deadline, 0ms, 24h);
+  a.kill_grace = ag.duration("kill_grace", a.kill_grace, 0ms, 1h);
+  a.shutdown_result_grace =
+      ag.duration("shutdown_result_grace", a.shutdown_result_grace, 0ms, 24h);
+  a.poll_wait = ag.duration("poll_wait", a.poll_wait, 0ms, 1h);
+  a.hostname = ag.string("hostname");
+  ag.finish();
+
+  settings_reader logs{top.raw("logs"), "logs"};
+  a.log_chunk_bytes = static_cast<size_t>(
+      logs.integer("chunk_bytes", int64_t(a.log_chunk_bytes), 1, 64 * 1024));
+  a.log_buffer_bytes = static_cast<size_t>(
+      logs.integer("buffer_bytes", int64_t(a.log_buffer_bytes), 1, int64_t{1} << 30));
+  a.log_flush_interval =
+      logs.duration("flush_interval", a.log_flush_interval, 10ms, 1min);
+  logs.finish();
+
+  settings_reader bo{top.raw("backoff"), "backoff"};
+  a.backoff_initial = bo.duration("initial", a.backoff_initial, 1ms, 1h);
+  a.backoff_max = bo.duration("max", a.backoff_max, 1ms, 24h);
+  bo.finish();
+
+  for (auto& p : top.strings("plugins"))
+    out.plugins.push_back(resolve(p, base_dir));
+
+  auto& plans = top.raw("plans");
+  if (!plans.is_null() && !plans.is_object())
+    throw config_error("plans", "expected a map of plan names to their settings");
+  if (plans.is_object())
+    for (auto& [name, settings] : plans.items()) {
+      if (!settings.is_null() && !settings.is_object())
+        throw config_error("plans." + name, "expected a map of settings (or {})");
+      out.plans[name] = settings;
+    }
+  if (out.plans.empty())
+    throw config_error("plans", "enable at least one plan, e.g. plans: {echo: {}}");
+
+  settings_reader lg{top.raw("log"), "log"};
+  out.log_level = lg.string("level", out.log_level);
+  if (out.log_level != "error" && out.log_level != "warn" && out.log_level != "info" &&
+      out.log_level != "debug")
+    throw config_error("log.level", "expected one of error, warn, info, debug, got '" +
+                                        out.log_level + "'");
+  lg.finish();
+  top.finish();
+
+  if (auto err = a.validate(); !err.empty()) {
+    auto colon = err.find(':');
+    auto field = err.substr(0, colon);
+    static const std::map<std::string, std::string> keys{
+        {"mesh_url", "mesh.url"},
+        {"name", "agent.name"},
+        {"capacity", "agent.capacity"},
+        {"log_chunk_bytes", "logs.chunk_bytes"},
+        {"log_buffer_bytes", "logs.buffer_bytes"},
+        {"backoff", "backoff"},
+        {"registration_token", "mesh.registration_token"}};
+    auto it = keys.find(field);
+    throw config_error(it != keys.end() ? it->second : field,
+                       colon == std::string::npos ? err : err.substr(colon + 2));
+  }
+  return out;
+}
+
+agent_file_config load_agent_yaml(const std::string& path) {
+  std::ifstream in{path};
+  if (!in) throw config_error("", "cannot read config file '" + path + "'");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  auto base = std::filesystem::absolute(path).parent_path().string();
+  return parse_agent_yaml(ss.str(), base);
+}
+
+plan_set make_plans(const plan_catalog& catalog,
+                    const std::map<std::string, nlohmann::json>& plans) {
+  plan_set out;
+  for (auto& [name, settings] : plans) {
+    auto key = "plans." + name;
+    auto* e = catalog.find(name);
+    if (!e) {
+      std::string known;
+      for (auto& n : catalog.names())
+        known += (known.empty() ? "" : ", ") + n;
+      throw config_error(key, "no built-in plan or loaded plugin provides plan '" + name +
+                                  "' (known: " + known + ")");
+    }
+    auto p = e->factory(settings, key);
+    if (!p) throw config_error(key, "the plan's factory returned nothing");
+    out.emplace(name, std::move(p));
+  }
+  return out;
+}
+
+} // namespace polymesh::sdk

@@ -1,0 +1,129 @@
+#include "log_buffer.hpp"
+
+namespace polymesh::sdk {
+
+log_buffer::log_buffer(size_t chunk_bytes, size_t max_buffered,
+                       const cancel_token* cancel)
+    : chunk_bytes_(chunk_bytes)
+    , max_buffered_(max_buffered)
+    , cancel_(cancel) {}
+
+size_t log_buffer::incomplete_utf8_tail(std::string_view s) {
+  // Walk back over at most 3 continuation bytes to the lead byte.
+  size_t n = 0;
+  while (n < s.size() && n < 3 &&
+         (static_cast<unsigned char>(s[s.size() - 1 - n]) & 0xC0) == 0x80)
+    ++n;
+  if (n == s.size()) return 0;
+  auto lead = static_cast<unsigned char>(s[s.size() - 1 - n]);
+  size_t need = (lead & 0xE0) == 0xC0   ? 2
+                : (lead & 0xF0) == 0xE0 ? 3
+                : (lead & 0xF8) == 0xF0 ? 4
+                                        : 1;
+  if (need == 1 || n + 1 >= need) return 0; // ASCII, not UTF-8, or complete
+  return n + 1;
+}
+
+void log_buffer::write(log_stream stream, std::string_view data) {
+  std::unique_lock<std::mutex> guard{mtx_};
+  while (!data.empty()) {
+    // Backpressure: the plan (and through the pipe its process) waits for
+    // the mesh rather than the agent growing without bound.
+    while (buffered_ >= max_buffered_ && !closed_ && !(cancel_ && cancel_->canceled()))
+      space_cv_.wait_for(guard, std::chrono::milliseconds{100});
+    if (!back_open_ || chunks_.back().stream != stream ||
+        chunks_.back().data.size() >= chunk_bytes_) {
+      chunks_.push_back(pending_chunk{next_seq_++, stream, {}});
+      back_open_ = true;
+    }
+    auto& back = chunks_.back();
+    auto room = chunk_bytes_ - back.data.size();
+    auto n = std::min(data.size(), room);
+    if (n < data.size()) {
+      // The chunk fills up here: end it on a character boundary.
+      auto cut = n - incomplete_utf8_tail(data.substr(0, n));
+      if (cut > 0 || !back.data.empty()) n = cut;
+    }
+    back.data.append(data.data(), n);
+    buffered_ += n;
+    data.remove_prefix(n);
+    if (!data.empty() || back.data.size() >= chunk_bytes_) {
+      // Full (possibly a few bytes short of chunk_bytes_ at a boundary).
+      back_open_ = false;
+      ready_cv_.notify_all();
+    }
+  }
+}
+
+bool log_buffer::has_full_chunk_locked() const {
+  return chunks_.size() > 1 ||
+         (!chunks_.empty() && chunks_.front().data.size() >= chunk_bytes_);
+}
+
+std::vector<pending_chunk> log_buffer::take(size_t max_chunks, bool flush,
+                                            size_t max_bytes) {
+  std::lock_guard<std::mutex> guard{mtx_};
+  std::vector<pending_chunk> out;
+  size_t bytes = 0;
+  for (size_t i = 0; i < chunks_.size() && out.size() < max_chunks; ++i) {
+    if (!out.empty() && bytes + chunks_[i].data.size() > max_bytes) break;
+    bool is_back = i + 1 == chunks_.size();
+    if (is_back && back_open_) {
+      if (!flush && chunks_[i].data.size() < chunk_bytes_) break;
+      // Taken chunks never change. A character still incomplete at the end
+      // moves to a new chunk, unless no more output can complete it.
+      auto tail = closed_ ? 0 : incomplete_utf8_tail(chunks_[i].data);
+      if (tail == chunks_[i].data.size()) break;
+      back_open_ = false;
+      if (tail > 0) {
+        auto& d = chunks_[i].data;
+        pending_chunk rest{next_seq_++, chunks_[i].stream, d.substr(d.size() - tail)};
+        d.resize(d.size() - tail);
+        chunks_.push_back(std::move(rest));
+        back_open_ = true;
+      }
+    }
+    bytes += chunks_[i].data.size();
+    out.push_back(chunks_[i]);
+  }
+  return out;
+}
+
+void log_buffer::ack(int64_t seq) {
+  std::lock_guard<std::mutex> guard{mtx_};
+  while (!chunks_.empty() && chunks_.front().seq <= seq) {
+    if (chunks_.size() == 1 && back_open_) break; // never taken, so never sent
+    buffered_ -= chunks_.front().data.size();
+    chunks_.pop_front();
+  }
+  space_cv_.notify_all();
+}
+
+void log_buffer::wait_ready(std::chrono::milliseconds d) {
+  std::unique_lock<std::mutex> guard{mtx_};
+  ready_cv_.wait_for(guard, d, [this] { return closed_ || has_full_chunk_locked(); });
+}
+
+void log_buffer::close() {
+  std::lock_guard<std::mutex> guard{mtx_};
+  closed_ = true;
+  space_cv_.notify_all();
+  ready_cv_.notify_all();
+}
+
+size_t log_buffer::buffered_bytes() const {
+  std::lock_guard<std::mutex> guard{mtx_};
+  return buffered_;
+}
+
+bool log_buffer::empty() const {
+  std::lock_guard<std::mutex> guard{mtx_};
+  return chunks_.empty();
+}
+
+int64_t log_buffer::next_seq() const {
+  std::lock_guard<std::mutex> guard{mtx_};
+  return next_seq_;
+}
+
+} // namespace polymesh::sdk

@@ -1,0 +1,83 @@
+// A run's log on its way to the mesh: output cut into numbered chunks, kept
+// until the mesh has acknowledged them.
+//
+// The plan side writes (`write`); the run's shipper takes the chunks to send
+// (`take`) and confirms them (`ack`). A chunk's seq and bytes never change
+// once taken, so a resend after a failure carries the same chunk and the
+// mesh, which ignores repeated seqs, keeps exactly one copy. Memory is
+// bounded: a writer blocks while `max_buffered` bytes are unacknowledged,
+// unless the run is canceled or the buffer closed (then it never blocks, so
+// a cancel cannot deadlock on a mesh that is away).
+//
+// Chunks end on UTF-8 character boundaries: the mesh stores text, and a
+// character cut in two would come back as two replacement characters. Bytes
+// that are not UTF-8 at all pass through unchanged.
+//
+// Thread-safety: all members may be called from any thread.
+#pragma once
+
+#include "polymesh/sdk/plan.hpp"
+
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <mutex>
+
+namespace polymesh::sdk {
+
+struct pending_chunk {
+  int64_t seq = 0;
+  log_stream stream = log_stream::out;
+  std::string data;
+};
+
+class log_buffer final : public log_sink {
+public:
+  /// REQUIRES: `chunk_bytes > 0`, `max_buffered >= chunk_bytes`.
+  log_buffer(size_t chunk_bytes, size_t max_buffered,
+             const cancel_token* cancel = nullptr);
+
+  void write(log_stream stream, std::string_view data) override;
+
+  /// Returns chunks starting at the oldest unacknowledged one: at most
+  /// `max_chunks`, and at most `max_bytes` of data (but always at least one
+  /// chunk when one is ready). With `flush`, the chunk being filled is closed
+  /// and included too; without, only full chunks (or ones followed by
+  /// another) are returned.
+  [[nodiscard]] std::vector<pending_chunk> take(size_t max_chunks, bool flush,
+                                                size_t max_bytes = SIZE_MAX);
+  /// Forgets chunks up to and including `seq`; wakes blocked writers.
+  void ack(int64_t seq);
+  /// Waits until a full chunk is ready, the buffer is closed, or `d` passed.
+  void wait_ready(std::chrono::milliseconds d);
+  /// No more writes will come; writers never block again.
+  void close();
+
+  [[nodiscard]] size_t buffered_bytes() const;
+  /// True when every chunk written has been acknowledged.
+  [[nodiscard]] bool empty() const;
+  /// The seq the next new chunk gets (= the number of chunks created).
+  [[nodiscard]] int64_t next_seq() const;
+
+  /// How many bytes at the end of `s` start a UTF-8 character that is not
+  /// complete yet (0 to 3).
+  [[nodiscard]] static size_t incomplete_utf8_tail(std::string_view s);
+
+private:
+  [[nodiscard]] bool has_full_chunk_locked() const;
+
+  const size_t chunk_bytes_;
+  const size_t max_buffered_;
+  const cancel_token* cancel_;
+  mutable std::mutex mtx_;
+  std::condition_variable space_cv_;
+  std::condition_variable ready_cv_;
+  std::deque<pending_chunk> chunks_;
+  /// The back chunk may still grow; chunks before it are sealed.
+  bool back_open_ = false;
+  size_t buffered_ = 0;
+  int64_t next_seq_ = 0;
+  bool closed_ = false;
+};
+
+} // namespace polymesh::sdk

@@ -1,0 +1,282 @@
+#include "mesh_client.hpp"
+
+#include "mesh/domain/clock.hpp"
+
+#include <httplib.h>
+
+namespace polymesh::sdk {
+
+namespace {
+
+using json = nlohmann::json;
+
+constexpr std::chrono::milliseconds connect_timeout{5000};
+
+/// Extra time a long-poll read may take beyond the wait it asked for.
+constexpr std::chrono::milliseconds poll_slack{15000};
+
+std::string error_message(const json& body) {
+  if (body.is_object() && body.contains("error") && body["error"].is_object()) {
+    auto& e = body["error"];
+    if (e.contains("message") && e["message"].is_string())
+      return e["message"].get<std::string>();
+  }
+  return {};
+}
+
+} // namespace
+
+std::string http_reply::describe() const {
+  if (status == 0) return "no answer from the mesh: " + error;
+  return "HTTP " + std::to_string(status) + (error.empty() ? "" : ": " + error);
+}
+
+std::string mesh_client::check_url(const std::string& url) {
+  auto scheme_end = url.find("://");
+  if (scheme_end == std::string::npos)
+    return "expected http://HOST:PORT or https://HOST:PORT, got '" + url + "'";
+  auto scheme = url.substr(0, scheme_end);
+  if (scheme != "http" && scheme != "https")
+    return "scheme must be http or https, got '" + scheme + "'";
+  auto rest = url.substr(scheme_end + 3);
+  auto slash = rest.find('/');
+  auto host = rest.substr(0, slash);
+  if (host.empty()) return "no host in '" + url + "'";
+  return {};
+}
+
+mesh_client::mesh_client(std::string url, std::chrono::milliseconds request_timeout)
+    : request_timeout_(request_timeout) {
+  auto scheme_end = url.find("://");
+  auto slash = url.find('/', scheme_end == std::string::npos ? 0 : scheme_end + 3);
+  scheme_host_port_ = url.substr(0, slash);
+  if (slash != std::string::npos) {
+    prefix_ = url.substr(slash);
+    while (!prefix_.empty() && prefix_.back() == '/')
+      prefix_.pop_back();
+  }
+}
+
+mesh_client::~mesh_client() = default;
+
+http_reply mesh_client::send(const std::string& method, const std::string& path,
+                             const std::string& token, const std::string* body,
+                             std::chrono::milliseconds read_timeout, bool as_poll) {
+  httplib::Client cli{scheme_host_port_};
+  cli.set_tcp_nodelay(true);
+  cli.set_keep_alive(false);
+  cli.set_connection_timeout(connect_timeout);
+  cli.set_read_timeout(read_timeout);
+  cli.set_write_timeout(request_timeout_);
+  if (as_poll) {
+    std::lock_guard<std::mutex> guard{poll_mtx_};
+    if (poll_interrupted_) return http_reply{0, nullptr, "poll interrupted"};
+    poll_client_ = &cli;
+  }
+  httplib::Headers headers;
+  if (!token.empty()) headers.emplace("Authorization", "Bearer " + token);
+  auto full = prefix_ + path;
+  auto res = [&] {
+    if (method == "GET") return cli.Get(full, headers);
+    if (method == "DELETE") return cli.Delete(full, headers);
+    return cli.Post(full, headers, body ? *body : std::string{"{}"}, "application/json");
+  }();
+  if (as_poll) {
+    std::lock_guard<std::mutex> guard{poll_mtx_};
+    poll_client_ = nullptr;
+  }
+  http_reply out;
+  if (!res) {
+    out.error = httplib::to_string(res.error());
+    return out;
+  }
+  out.status = res->status;
+  if (!res->body.empty()) {
+    auto j = json::parse(res->body, nullptr, false);
+    if (!j.is_discarded()) out.body = std::move(j);
+  }
+  if (!out.ok()) {
+    out.error = error_message(out.body);
+    if (out.error.empty()) out.error = res->body.substr(0, 200);
+  }
+  return out;
+}
+
+bool mesh_client::adopt_locked(const json& body) {
+  // A malformed answer (a proxy's error page, a truncated body) must not
+  // throw on an agent thread; it is treated like no answer.
+  if (!body.is_object() || !body.contains("access_token") ||
+      !body["access_token"].is_string() || !body.contains("id") ||
+      !body["id"].is_string())
+    return false;
+  auto number = [&](const char* key, int64_t fallback) {
+    auto it = body.find(key);
+    return it != body.end() && it->is_number_integer() ? it->get<int64_t>() : fallback;
+  };
+  agent_id_ = body["id"].get<std::string>();
+  access_token_ = body["access_token"].get<std::string>();
+  poll_wait_max_s_ = number("poll_wait_max_s", poll_wait_max_s_);
+  heartbeat_interval_s_ = number("heartbeat_interval_s", heartbeat_interval_s_);
+  ++generation_;
+  // Renew at two thirds of the remaining life, measured on our own clock so
+  // that a skewed server clock only shortens the margin, never inverts it.
+  std::chrono::milliseconds life{std::chrono::hours{1}};
+  auto exp_it = body.find("token_expires_at");
+  if (exp_it != body.end() && exp_it->is_string())
+    if (auto exp = parse_rfc3339(exp_it->get<std::string>())) {
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+          *exp - std::chrono::system_clock::now());
+      life = std::max(left, std::chrono::milliseconds{1500});
+    }
+  token_due_at_ = steady::now() + life * 2 / 3;
+  return true;
+}
+
+namespace {
+
+/// Turns a 2xx whose body could not be used into a retryable failure.
+http_reply malformed(http_reply r) {
+  r.status = 0;
+  r.error = "malformed answer to a registration or token refresh";
+  return r;
+}
+
+} // namespace
+
+http_reply mesh_client::register_agent(const std::string& registration_token,
+                                       const wire::register_request& req) {
+  {
+    std::lock_guard<std::mutex> guard{mtx_};
+    registration_token_ = registration_token;
+    registration_ = req;
+  }
+  auto body = wire::dump(wire::to_json(req));
+  auto reply =
+      send("POST", "/v1/agents/register", registration_token, &body, request_timeout_);
+  if (reply.ok()) {
+    std::lock_guard<std::mutex> guard{mtx_};
+    if (!adopt_locked(reply.body)) return malformed(std::move(reply));
+  }
+  return reply;
+}
+
+http_reply mesh_client::refresh_token() {
+  std::string id;
+  std::string token;
+  {
+    std::lock_guard<std::mutex> guard{mtx_};
+    id = agent_id_;
+    token = access_token_;
+  }
+  auto reply =
+      send("POST", "/v1/agents/" + id + "/token", token, nullptr, request_timeout_);
+  if (reply.ok()) {
+    std::lock_guard<std::mutex> guard{mtx_};
+    if (!adopt_locked(reply.body)) return malformed(std::move(reply));
+  }
+  return reply;
+}
+
+void mesh_client::renew(uint64_t seen_generation) {
+  std::lock_guard<std::mutex> renewing{renew_mtx_};
+  std::string reg_token;
+  wire::register_request req;
+  {
+    std::lock_guard<std::mutex> guard{mtx_};
+    if (generation_ != seen_generation) return; // another thread renewed meanwhile
+    reg_token = registration_token_;
+    req = registration_;
+  }
+  auto reply = refresh_token();
+  if (reply.ok() || reply.status != 401 || reg_token.empty()) return;
+  // The session is gone (e.g. the mesh declared us offline and a newer
+  // session superseded ours): register again under the same name.
+  auto body = wire::dump(wire::to_json(req));
+  auto again = send("POST", "/v1/agents/register", reg_token, &body, request_timeout_);
+  if (again.ok()) {
+    std::lock_guard<std::mutex> guard{mtx_};
+    (void)adopt_locked(again.body);
+  }
+}
+
+http_reply mesh_client::authed(const std::string& method, const std::string& path,
+                               const std::string* body,
+                               std::chrono::milliseconds read_timeout, bool as_poll) {
+  std::string token;
+  uint64_t generation = 0;
+  {
+    std::lock_guard<std::mutex> guard{mtx_};
+    token = access_token_;
+    generation = generation_;
+  }
+  auto reply = send(method, path, token, body, read_timeout, as_poll);
+  if (reply.status != 401) return reply;
+  renew(generation);
+  {
+    std::lock_guard<std::mutex> guard{mtx_};
+    token = access_token_;
+  }
+  return send(method, path, token, body, read_timeout, as_poll);
+}
+
+bool mesh_client::token_due() const {
+  return until_token_due().count() <= 0;
+}
+
+std::chrono::milliseconds mesh_client::until_token_due() const {
+  std::lock_guard<std::mutex> guard{mtx_};
+  return std::chrono::duration_cast<std::chrono::milliseconds>(token_due_at_ -
+                                                               steady::now());
+}
+
+http_reply mesh_client::poll(int64_t wait_s) {
+  auto path = "/v1/agents/" + agent_id() + "/runs?wait=" + std::to_string(wait_s);
+  return authed("GET", path, nullptr, std::chrono::seconds{wait_s} + poll_slack, true);
+}
+
+void mesh_client::interrupt_poll() {
+  std::lock_guard<std::mutex> guard{poll_mtx_};
+  poll_interrupted_ = true;
+  if (poll_client_) poll_client_->stop();
+}
+
+http_reply mesh_client::start(const std::string& run_id) {
+  return authed("POST", "/v1/runs/" + run_id + "/start", nullptr, request_timeout_);
+}
+
+http_reply mesh_client::progress(const std::string& run_id, const std::string& message) {
+  auto body = wire::dump(json{{"message", message}});
+  return authed("POST", "/v1/runs/" + run_id + "/progress", &body, request_timeout_);
+}
+
+http_reply mesh_client::logs(const std::string& run_id, const wire::log_request& req) {
+  auto body = wire::dump(wire::to_json(req));
+  return authed("POST", "/v1/runs/" + run_id + "/logs", &body, request_timeout_);
+}
+
+http_reply mesh_client::finish(const std::string& run_id,
+                               const wire::finish_request& req) {
+  auto body = wire::dump(wire::to_json(req));
+  return authed("POST", "/v1/runs/" + run_id + "/finish", &body, request_timeout_);
+}
+
+http_reply mesh_client::deregister() {
+  return authed("DELETE", "/v1/agents/" + agent_id(), nullptr, request_timeout_);
+}
+
+std::string mesh_client::agent_id() const {
+  std::lock_guard<std::mutex> guard{mtx_};
+  return agent_id_;
+}
+
+int64_t mesh_client::poll_wait_max_s() const {
+  std::lock_guard<std::mutex> guard{mtx_};
+  return poll_wait_max_s_;
+}
+
+int64_t mesh_client::heartbeat_interval_s() const {
+  std::lock_guard<std::mutex> guard{mtx_};
+  return heartbeat_interval_s_;
+}
+
+} // namespace polymesh::sdk

@@ -1,0 +1,125 @@
+// The agent's side of the mesh's REST API (see mesh/http/server.cpp), built
+// on the shared wire contract (`polymesh_wire`).
+//
+// Connections: every call opens its own connection and closes it when done
+// (no keep-alive), so the only connection an agent holds open is its one
+// outstanding long-poll. An idle keep-alive connection costs the server CPU
+// (DEPENDENCIES.md), a waiting long-poll does not.
+//
+// Authentication: after `register_agent` every call carries the agent's
+// access token. A 401 makes the client refresh the token once (or register
+// again when the refresh is refused too) and repeat the call; concurrent
+// callers share one refresh.
+//
+// Thread-safety: all members may be called from any thread; `poll` is meant
+// for one thread at a time and `interrupt_poll` may be called from another.
+#pragma once
+
+#include "mesh/wire/json.hpp"
+
+#include <chrono>
+#include <memory>
+#include <mutex>
+#include <string>
+
+namespace httplib {
+class Client;
+}
+
+namespace polymesh::sdk {
+
+/// The outcome of one HTTP call.
+struct http_reply {
+  /// HTTP status; 0 when no answer came (connection refused, timeout).
+  int status = 0;
+  /// The parsed body (null when absent or not JSON).
+  nlohmann::json body;
+  /// The transport error or the mesh's error message.
+  std::string error;
+
+  [[nodiscard]] bool ok() const { return status >= 200 && status < 300; }
+  /// Worth retrying: no answer, 5xx, 408 or 429.
+  [[nodiscard]] bool transient() const {
+    return status == 0 || status >= 500 || status == 408 || status == 429;
+  }
+  /// "HTTP 409: run is already running" or "no answer: Connection".
+  [[nodiscard]] std::string describe() const;
+};
+
+class mesh_client {
+public:
+  using steady = std::chrono::steady_clock;
+
+  /// `url` is `http://host:port` (or `https://`), optionally with a path
+  /// prefix. REQUIRES: a valid URL (see `check_url`).
+  mesh_client(std::string url, std::chrono::milliseconds request_timeout);
+  ~mesh_client();
+
+  /// Checks that `url` is `http(s)://host[:port][/prefix]`; returns an error
+  /// text or "".
+  [[nodiscard]] static std::string check_url(const std::string& url);
+
+  /// Registers with `registration_token`; on success the client holds the
+  /// agent id and access token. The request is kept for re-registration.
+  http_reply register_agent(const std::string& registration_token,
+                            const wire::register_request& req);
+  /// Renews the access token before it expires.
+  http_reply refresh_token();
+  /// True when the access token is past two thirds of its life.
+  [[nodiscard]] bool token_due() const;
+  /// Time left until `token_due` becomes true.
+  [[nodiscard]] std::chrono::milliseconds until_token_due() const;
+
+  /// One long-poll: GET /v1/agents/{id}/runs?wait=S.
+  http_reply poll(int64_t wait_s);
+  /// Aborts a poll in flight (used on drain); the poll returns status 0.
+  void interrupt_poll();
+
+  http_reply start(const std::string& run_id);
+  http_reply progress(const std::string& run_id, const std::string& message);
+  http_reply logs(const std::string& run_id, const wire::log_request& req);
+  http_reply finish(const std::string& run_id, const wire::finish_request& req);
+  http_reply deregister();
+
+  [[nodiscard]] std::string agent_id() const;
+  /// From the registration answer (the mesh's `poll_wait_max_s`).
+  [[nodiscard]] int64_t poll_wait_max_s() const;
+  [[nodiscard]] int64_t heartbeat_interval_s() const;
+
+private:
+  http_reply send(const std::string& method, const std::string& path,
+                  const std::string& token, const std::string* body,
+                  std::chrono::milliseconds read_timeout, bool as_poll = false);
+  /// Sends with the access token; on 401 renews the credential once and
+  /// repeats.
+  http_reply authed(const std::string& method, const std::string& path,
+                    const std::string* body, std::chrono::milliseconds read_timeout,
+                    bool as_poll = false);
+  /// Adopts a register or refresh answer; false when it is malformed.
+  /// REQUIRES: `mtx_` held.
+  [[nodiscard]] bool adopt_locked(const nlohmann::json& body);
+  /// Refreshes, or registers again; `seen_generation` avoids a second
+  /// renewal when another thread already did it.
+  void renew(uint64_t seen_generation);
+
+  std::string scheme_host_port_;
+  std::string prefix_;
+  std::chrono::milliseconds request_timeout_;
+
+  mutable std::mutex mtx_;
+  std::string registration_token_;
+  wire::register_request registration_;
+  std::string agent_id_;
+  std::string access_token_;
+  uint64_t generation_ = 0;
+  steady::time_point token_due_at_{};
+  int64_t poll_wait_max_s_ = 30;
+  int64_t heartbeat_interval_s_ = 30;
+
+  std::mutex renew_mtx_;
+  std::mutex poll_mtx_;
+  httplib::Client* poll_client_ = nullptr;
+  bool poll_interrupted_ = false;
+};
+
+} // namespace polymesh::sdk

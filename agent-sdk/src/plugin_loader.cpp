@@ -1,0 +1,188 @@
+// The host side of the plugin ABI (plugin_abi.h): dlopen, version check,
+// and a C++ `plan` around each C plan table.
+#include "polymesh/sdk/plugin_loader.hpp"
+
+#include "polymesh/sdk/plugin_abi.h"
+#include "polymesh/sdk/settings.hpp"
+
+#include <dlfcn.h>
+#include <mutex>
+
+namespace polymesh::sdk {
+
+namespace {
+
+/// The state of one run of a plugin plan, behind `polymesh_run_v1::host`.
+struct run_state {
+  run_context* ctx = nullptr;
+  std::mutex mtx;
+  bool has_result = false;
+  plan_result result;
+};
+
+int reason_code(cancel_reason r) {
+  switch (r) {
+  case cancel_reason::none:
+    return POLYMESH_NOT_CANCELED;
+  case cancel_reason::canceled_by_user:
+    return POLYMESH_CANCELED_BY_USER;
+  case cancel_reason::timeout:
+    return POLYMESH_TIMEOUT;
+  case cancel_reason::agent_shutdown:
+    return POLYMESH_AGENT_SHUTDOWN;
+  }
+  return POLYMESH_NOT_CANCELED;
+}
+
+void host_log(void* host, int stream, const char* data, size_t len) {
+  auto* st = static_cast<run_state*>(host);
+  if (data && len > 0)
+    st->ctx->log->write(stream == POLYMESH_STDERR ? log_stream::err : log_stream::out,
+                        std::string_view{data, len});
+}
+
+int host_wait_canceled(void* host, int64_t timeout_ms) {
+  auto* st = static_cast<run_state*>(host);
+  if (timeout_ms > 0) st->ctx->cancel->wait_for(std::chrono::milliseconds{timeout_ms});
+  return reason_code(st->ctx->cancel->reason());
+}
+
+void host_progress(void* host, const char* message) {
+  auto* st = static_cast<run_state*>(host);
+  if (st->ctx->progress) st->ctx->progress(message ? message : "");
+}
+
+void host_set_result(void* host, int ok, int has_exit_code, int64_t exit_code,
+                     const char* result, const char* error) {
+  auto* st = static_cast<run_state*>(host);
+  std::lock_guard<std::mutex> guard{st->mtx};
+  st->has_result = true;
+  st->result.ok = ok != 0;
+  st->result.exit_code = has_exit_code ? std::optional<int64_t>{exit_code} : std::nullopt;
+  st->result.result = result ? result : "";
+  st->result.error = error ? error : "";
+}
+
+/// A plan living in a plugin.
+class plugin_plan final : public plan {
+public:
+  plugin_plan(polymesh_plan_v1 table, void* instance)
+      : table_(table)
+      , instance_(instance) {}
+  ~plugin_plan() override { table_.destroy(instance_); }
+
+  plan_result run(run_context& ctx) override {
+    run_state st;
+    st.ctx = &ctx;
+    auto params = ctx.params.dump();
+    auto work = ctx.work_dir.string();
+    auto artifacts = ctx.artifacts_dir.string();
+    polymesh_run_v1 r{};
+    r.run_id = ctx.run_id.c_str();
+    r.plan = ctx.plan.c_str();
+    r.params_json = params.c_str();
+    r.payload = ctx.payload.c_str();
+    r.payload_len = ctx.payload.size();
+    r.work_dir = work.c_str();
+    r.artifacts_dir = artifacts.c_str();
+    r.deadline_ms = -1;
+    if (auto d = ctx.cancel->deadline())
+      r.deadline_ms =
+          std::max<int64_t>(0, std::chrono::duration_cast<std::chrono::milliseconds>(
+                                   *d - cancel_token::clock_type::now())
+                                   .count());
+    r.kill_grace_ms = ctx.kill_grace.count();
+    r.host = &st;
+    r.log = &host_log;
+    r.wait_canceled = &host_wait_canceled;
+    r.progress = &host_progress;
+    r.set_result = &host_set_result;
+    table_.run(instance_, &r);
+    std::lock_guard<std::mutex> guard{st.mtx};
+    if (!st.has_result)
+      return plan_result::failure("plugin plan '" + ctx.plan + "' returned no result");
+    return st.result;
+  }
+
+private:
+  polymesh_plan_v1 table_;
+  void* instance_;
+};
+
+/// Behind `polymesh_host_v1::host` while a plugin registers its plans.
+struct registration {
+  std::string path;
+  plan_catalog* catalog = nullptr;
+  std::vector<std::string> added;
+  std::string error;
+};
+
+int host_add_plan(void* host, const polymesh_plan_v1* p) {
+  auto* reg = static_cast<registration*>(host);
+  if (!p || !p->name || !p->create || !p->run || !p->destroy) {
+    if (reg->error.empty())
+      reg->error = "plugin " + reg->path + " registered a plan with missing functions";
+    return 1;
+  }
+  polymesh_plan_v1 table = *p;
+  std::string name = p->name;
+  auto factory = [table, name](const nlohmann::json& settings,
+                               const std::string& key) -> std::shared_ptr<plan> {
+    char error[1024] = {};
+    auto text = settings.is_null() ? std::string{"{}"} : settings.dump();
+    void* instance = table.create(table.plan_data, text.c_str(), error, sizeof error);
+    if (!instance)
+      throw config_error(key, error[0] ? error : "the plugin refused the settings");
+    return std::make_shared<plugin_plan>(table, instance);
+  };
+  auto err =
+      reg->catalog->add(name, p->description ? p->description : "", factory, reg->path);
+  if (!err.empty()) {
+    if (reg->error.empty()) reg->error = "plugin " + reg->path + ": " + err;
+    return 1;
+  }
+  reg->added.push_back(name);
+  return 0;
+}
+
+} // namespace
+
+std::string load_plugin(const std::string& path, plan_catalog& catalog,
+                        std::vector<std::string>* added) {
+  void* lib = ::dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
+  if (!lib) {
+    const char* why = ::dlerror();
+    return "cannot load plugin " + path + ": " + (why ? why : "unknown error");
+  }
+  auto* entry = reinterpret_cast<polymesh_plugin_init_fn>(
+      ::dlsym(lib, POLYMESH_PLUGIN_ENTRY_SYMBOL));
+  if (!entry) {
+    ::dlclose(lib);
+    return "plugin " + path +
+           " has no '" POLYMESH_PLUGIN_ENTRY_SYMBOL
+           "' entry point; is it a polymesh plan plugin built with POLYMESH_PLUGIN?";
+  }
+  // Registration goes into a scratch catalog first, so that a plugin that
+  // fails half-way adds nothing.
+  plan_catalog scratch = catalog;
+  registration reg;
+  reg.path = path;
+  reg.catalog = &scratch;
+  polymesh_host_v1 host{POLYMESH_PLUGIN_ABI_VERSION, &reg, &host_add_plan};
+  auto version = entry(&host);
+  if (version != POLYMESH_PLUGIN_ABI_VERSION) {
+    // The library stays mapped: a plugin of another ABI may have started
+    // threads or registered destructors we know nothing about.
+    return "plugin " + path + " was built for plugin ABI version " +
+           std::to_string(version) + ", this agent speaks version " +
+           std::to_string(POLYMESH_PLUGIN_ABI_VERSION) +
+           "; rebuild it against this agent-sdk";
+  }
+  if (!reg.error.empty()) return reg.error;
+  if (reg.added.empty()) return "plugin " + path + " registered no plans";
+  catalog = std::move(scratch);
+  if (added) *added = reg.added;
+  return {};
+}
+
+} // namespace polymesh::sdk

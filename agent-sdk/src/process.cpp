@@ -1,0 +1,269 @@
+// fork/exec with pipes, a process group per run, and a kill ladder.
+//
+// Everything the child needs (paths, argv, envp) is prepared before `fork`,
+// because between `fork` and `exec` a multi-threaded program may only call
+// async-signal-safe functions. An extra close-on-exec pipe tells the parent
+// whether `exec` succeeded: it reads EOF on success and an errno otherwise.
+#include "polymesh/sdk/process.hpp"
+
+#include <cerrno>
+#include <csignal>
+#include <cstring>
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+namespace polymesh::sdk {
+
+namespace {
+
+using steady = std::chrono::steady_clock;
+
+/// After the program exits, how long stray descendants may keep its pipes
+/// open (they were SIGKILLed; this only covers processes that escaped the
+/// group) before the output is abandoned.
+constexpr std::chrono::milliseconds pipe_drain_limit{2000};
+
+/// The default search path when the environment has no PATH.
+constexpr const char* default_path = "/usr/local/bin:/usr/bin:/bin";
+
+/// What the child reports through the exec pipe when it cannot start.
+struct child_failure {
+  int stage = 0; ///< 1 chdir, 2 setrlimit, 3 exec
+  int error = 0;
+};
+
+void close_fd(int& fd) {
+  if (fd >= 0) ::close(fd);
+  fd = -1;
+}
+
+bool is_executable_file(const std::string& path) {
+  struct stat st {};
+  return ::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode) &&
+         ::access(path.c_str(), X_OK) == 0;
+}
+
+[[noreturn]] void child_fail(int fd, int stage) {
+  child_failure f{stage, errno};
+  auto n = ::write(fd, &f, sizeof f);
+  (void)n;
+  ::_exit(127);
+}
+
+} // namespace
+
+std::string process_outcome::describe() const {
+  if (!started) return error;
+  if (signal != 0) {
+    const char* name = ::strsignal(signal);
+    return "killed by signal " + std::to_string(signal) + " (" + (name ? name : "?") +
+           ")";
+  }
+  return "exited with code " + std::to_string(exit_code);
+}
+
+std::string find_program(const std::string& program, const std::string& search_path) {
+  if (program.empty()) return {};
+  if (program.find('/') != std::string::npos)
+    return is_executable_file(program) ? program : std::string{};
+  size_t begin = 0;
+  while (begin <= search_path.size()) {
+    auto end = search_path.find(':', begin);
+    if (end == std::string::npos) end = search_path.size();
+    auto dir = search_path.substr(begin, end - begin);
+    if (!dir.empty()) {
+      auto candidate = dir + "/" + program;
+      if (is_executable_file(candidate)) return candidate;
+    }
+    begin = end + 1;
+  }
+  return {};
+}
+
+process_outcome run_process(const process_spec& spec, log_sink& log,
+                            const cancel_token& cancel,
+                            const std::function<void(pid_t)>& on_start) {
+  process_outcome out;
+  if (spec.argv.empty() || spec.argv.front().empty()) {
+    out.error = "no program given";
+    return out;
+  }
+  if (cancel.canceled()) {
+    out.canceled = true;
+    out.error = "canceled before the program started";
+    return out;
+  }
+  auto search = spec.search_path;
+  if (search.empty()) {
+    auto it = spec.env.find("PATH");
+    search = it != spec.env.end() ? it->second : default_path;
+  }
+  auto path = find_program(spec.argv.front(), search);
+  if (path.empty()) {
+    out.error =
+        spec.argv.front().find('/') != std::string::npos
+            ? "program '" + spec.argv.front() + "' does not exist or is not executable"
+            : "program '" + spec.argv.front() + "' not found in " + search;
+    return out;
+  }
+
+  // Everything the child touches is built now, before fork.
+  std::vector<char*> argv;
+  for (auto& a : spec.argv)
+    argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  std::vector<std::string> env_strings;
+  for (auto& [k, v] : spec.env)
+    env_strings.push_back(k + "=" + v);
+  std::vector<char*> envp;
+  for (auto& e : env_strings)
+    envp.push_back(const_cast<char*>(e.c_str()));
+  envp.push_back(nullptr);
+  const char* cwd = spec.cwd.empty() ? nullptr : spec.cwd.c_str();
+
+  int out_pipe[2] = {-1, -1};
+  int err_pipe[2] = {-1, -1};
+  int exec_pipe[2] = {-1, -1};
+  if (::pipe2(out_pipe, O_CLOEXEC) != 0 || ::pipe2(err_pipe, O_CLOEXEC) != 0 ||
+      ::pipe2(exec_pipe, O_CLOEXEC) != 0) {
+    out.error = std::string{"cannot create pipes: "} + std::strerror(errno);
+    for (int* fd : {&out_pipe[0], &out_pipe[1], &err_pipe[0], &err_pipe[1], &exec_pipe[0],
+                    &exec_pipe[1]})
+      close_fd(*fd);
+    return out;
+  }
+
+  pid_t pid = ::fork();
+  if (pid < 0) {
+    out.error = std::string{"cannot fork: "} + std::strerror(errno);
+    for (int* fd : {&out_pipe[0], &out_pipe[1], &err_pipe[0], &err_pipe[1], &exec_pipe[0],
+                    &exec_pipe[1]})
+      close_fd(*fd);
+    return out;
+  }
+  if (pid == 0) {
+    // Child: async-signal-safe calls only.
+    ::setpgid(0, 0);
+    sigset_t none;
+    sigemptyset(&none);
+    ::sigprocmask(SIG_SETMASK, &none, nullptr);
+    struct sigaction dfl {};
+    dfl.sa_handler = SIG_DFL;
+    for (int sig = 1; sig < NSIG; ++sig)
+      if (sig != SIGKILL && sig != SIGSTOP) ::sigaction(sig, &dfl, nullptr);
+    int devnull = ::open("/dev/null", O_RDONLY);
+    if (devnull >= 0) ::dup2(devnull, 0);
+    ::dup2(out_pipe[1], 1);
+    ::dup2(err_pipe[1], 2);
+    if (cwd && ::chdir(cwd) != 0) child_fail(exec_pipe[1], 1);
+    for (auto& l : spec.limits) {
+      struct rlimit rl {
+        static_cast<rlim_t>(l.soft), static_cast<rlim_t>(l.hard)
+      };
+      if (::setrlimit(l.resource, &rl) != 0) child_fail(exec_pipe[1], 2);
+    }
+    ::execve(path.c_str(), argv.data(), envp.data());
+    child_fail(exec_pipe[1], 3);
+  }
+
+  // Parent. Setting the group here too closes the race with an early kill.
+  ::setpgid(pid, pid);
+  close_fd(out_pipe[1]);
+  close_fd(err_pipe[1]);
+  close_fd(exec_pipe[1]);
+  out.pid = pid;
+
+  child_failure failure;
+  ssize_t n;
+  do {
+    n = ::read(exec_pipe[0], &failure, sizeof failure);
+  } while (n < 0 && errno == EINTR);
+  close_fd(exec_pipe[0]);
+  if (n == static_cast<ssize_t>(sizeof failure)) {
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    close_fd(out_pipe[0]);
+    close_fd(err_pipe[0]);
+    const char* what = failure.stage == 1   ? "cannot enter working directory '"
+                       : failure.stage == 2 ? "cannot apply resource limits for '"
+                                            : "cannot execute '";
+    auto subject = failure.stage == 1 ? spec.cwd : path;
+    out.error = what + subject + "': " + std::strerror(failure.error);
+    return out;
+  }
+  out.started = true;
+  if (on_start) on_start(pid);
+
+  int fds[2] = {out_pipe[0], err_pipe[0]};
+  const log_stream streams[2] = {log_stream::out, log_stream::err};
+  bool reaped = false;
+  bool term_sent = false;
+  bool kill_sent = false;
+  steady::time_point term_at{};
+  steady::time_point reaped_at{};
+  std::vector<char> buf(64 * 1024);
+  std::chrono::milliseconds idle_wait{1};
+
+  for (;;) {
+    pollfd pfds[2];
+    int nfds = 0;
+    int index[2];
+    for (int i = 0; i < 2; ++i)
+      if (fds[i] >= 0) {
+        pfds[nfds] = pollfd{fds[i], POLLIN, 0};
+        index[nfds++] = i;
+      }
+    if (nfds == 0 && reaped) break;
+    if (nfds > 0) {
+      int ready = ::poll(pfds, static_cast<nfds_t>(nfds), 50);
+      for (int k = 0; ready > 0 && k < nfds; ++k) {
+        if ((pfds[k].revents & (POLLIN | POLLHUP | POLLERR)) == 0) continue;
+        auto i = index[k];
+        auto got = ::read(fds[i], buf.data(), buf.size());
+        if (got > 0)
+          log.write(streams[i], std::string_view{buf.data(), static_cast<size_t>(got)});
+        else if (got == 0 || (errno != EINTR && errno != EAGAIN))
+          close_fd(fds[i]);
+      }
+    } else {
+      // Pipes are closed but the program still runs: wait without spinning,
+      // briefly at first because the exit usually follows the close at once.
+      cancel.wait_for(idle_wait);
+      idle_wait = std::min(idle_wait * 2, std::chrono::milliseconds{50});
+    }
+    if (!reaped) {
+      int status = 0;
+      if (::waitpid(pid, &status, WNOHANG) == pid) {
+        reaped = true;
+        reaped_at = steady::now();
+        if (WIFEXITED(status))
+          out.exit_code = WEXITSTATUS(status);
+        else if (WIFSIGNALED(status))
+          out.signal = WTERMSIG(status);
+        // Whatever the program left behind in its group dies with it.
+        ::kill(-pid, SIGKILL);
+      }
+    }
+    if (!reaped && !term_sent && cancel.canceled()) {
+      out.canceled = true;
+      term_sent = true;
+      term_at = steady::now();
+      ::kill(-pid, SIGTERM);
+    }
+    if (!reaped && term_sent && !kill_sent &&
+        steady::now() - term_at >= spec.kill_grace) {
+      kill_sent = true;
+      ::kill(-pid, SIGKILL);
+    }
+    if (reaped && steady::now() - reaped_at > pipe_drain_limit) break;
+  }
+  close_fd(fds[0]);
+  close_fd(fds[1]);
+  return out;
+}
+
+} // namespace polymesh::sdk

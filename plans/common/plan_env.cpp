@@ -1,0 +1,85 @@
+#include "plans/common/plan_env.hpp"
+
+#include <set>
+#include <sys/resource.h>
+
+namespace polymesh::plans {
+
+exec_settings read_exec_settings(sdk::settings_reader& in) {
+  exec_settings s;
+  s.path = in.string("path", s.path);
+  s.env = in.string_map("env");
+  for (auto& [k, v] : s.env)
+    if (auto err = check_env_name(k); !err.empty() && k != "LANG" && k != "TZ")
+      throw sdk::config_error(in.path("env." + k), err);
+  s.result_tail_bytes = static_cast<size_t>(
+      in.integer("result_tail_bytes", int64_t(s.result_tail_bytes), 0, 60 * 1024));
+  sdk::settings_reader lim{in.raw("limits"), in.path("limits")};
+  auto add = [&](const char* key, int resource) {
+    auto v = lim.integer(key, -1, 1, INT64_MAX);
+    if (v > 0)
+      s.limits.push_back({resource, static_cast<uint64_t>(v), static_cast<uint64_t>(v)});
+  };
+  add("cpu_seconds", RLIMIT_CPU);
+  add("address_space_bytes", RLIMIT_AS);
+  add("open_files", RLIMIT_NOFILE);
+  add("processes", RLIMIT_NPROC);
+  add("file_size_bytes", RLIMIT_FSIZE);
+  lim.finish();
+  return s;
+}
+
+std::map<std::string, std::string> run_environment(const exec_settings& s,
+                                                   const sdk::run_context& ctx) {
+  auto env = s.env;
+  env["PATH"] = s.path;
+  env["HOME"] = ctx.work_dir.string();
+  env["POLYMESH_RUN_ID"] = ctx.run_id;
+  env["POLYMESH_WORK_DIR"] = ctx.work_dir.string();
+  env["POLYMESH_ARTIFACTS_DIR"] = ctx.artifacts_dir.string();
+  return env;
+}
+
+sdk::process_spec make_spec(const exec_settings& s, const sdk::run_context& ctx,
+                            std::vector<std::string> argv, std::string cwd) {
+  sdk::process_spec spec;
+  spec.argv = std::move(argv);
+  spec.env = run_environment(s, ctx);
+  spec.search_path = s.path;
+  spec.cwd = cwd.empty() ? ctx.work_dir.string() : std::move(cwd);
+  spec.kill_grace = ctx.kill_grace;
+  spec.limits = s.limits;
+  return spec;
+}
+
+std::string check_env_name(const std::string& name) {
+  if (name.empty() || name.size() > 64)
+    return "environment variable names must be 1 to 64 characters";
+  for (size_t i = 0; i < name.size(); ++i) {
+    char c = name[i];
+    bool ok = (c >= 'A' && c <= 'Z') || c == '_' || (i > 0 && c >= '0' && c <= '9');
+    if (!ok)
+      return "environment variable name '" + name +
+             "' must use only A-Z, 0-9 and '_' and not start with a digit";
+  }
+  static const std::set<std::string> reserved{
+      "PATH",   "HOME", "IFS",  "ENV", "BASH_ENV", "SHELL",      "SHELLOPTS",
+      "CDPATH", "PS4",  "LANG", "TZ",  "TMPDIR",   "PYTHONPATH", "PERL5LIB"};
+  if (reserved.count(name) || name.rfind("LD_", 0) == 0 ||
+      name.rfind("POLYMESH_", 0) == 0 || name.rfind("BASH_FUNC_", 0) == 0)
+    return "environment variable '" + name + "' is reserved and cannot be set by a run";
+  return {};
+}
+
+sdk::plan_result outcome_of(const sdk::process_outcome& out, std::string tail) {
+  if (!out.started) return sdk::plan_result::failure(out.error);
+  if (out.success()) return sdk::plan_result::success(std::move(tail), 0);
+  std::optional<int64_t> code;
+  if (out.signal == 0)
+    code = out.exit_code;
+  else
+    code = 128 + out.signal; // the shell's convention
+  return sdk::plan_result::failure("command " + out.describe(), code, std::move(tail));
+}
+
+} // namespace polymesh::plans

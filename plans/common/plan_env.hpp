@@ -1,0 +1,54 @@
+// The environment and process settings shared by the plans that start
+// programs (shell, script, terraform): exactly what the plan config allows
+// plus a few POLYMESH_* variables describing the run. Nothing is inherited
+// from the agent's own environment.
+//
+// Thread-safety: plain values and pure functions.
+#pragma once
+
+#include "polymesh/sdk/plan.hpp"
+#include "polymesh/sdk/process.hpp"
+#include "polymesh/sdk/settings.hpp"
+
+#include <map>
+#include <string>
+
+namespace polymesh::plans {
+
+/// The process keys every program-running plan accepts.
+struct exec_settings {
+  /// PATH of the programs, and where program names are looked up. Key `path`.
+  std::string path = "/usr/local/bin:/usr/bin:/bin";
+  /// Extra environment variables. Key `env`.
+  std::map<std::string, std::string> env;
+  /// Bytes of output returned as the result. Key `result_tail_bytes`.
+  size_t result_tail_bytes = 4096;
+  /// Optional rlimits. Keys `limits.cpu_seconds`, `limits.address_space_bytes`,
+  /// `limits.open_files`, `limits.processes`, `limits.file_size_bytes`.
+  std::vector<sdk::resource_limit> limits;
+};
+
+/// Reads the keys above from a plan's settings.
+[[nodiscard]] exec_settings read_exec_settings(sdk::settings_reader& in);
+
+/// The environment of one run's program: `env`, PATH, HOME = the work dir,
+/// POLYMESH_RUN_ID, POLYMESH_WORK_DIR, POLYMESH_ARTIFACTS_DIR.
+[[nodiscard]] std::map<std::string, std::string>
+run_environment(const exec_settings& s, const sdk::run_context& ctx);
+
+/// A `process_spec` for `argv` in `cwd` (the work dir when empty).
+[[nodiscard]] sdk::process_spec make_spec(const exec_settings& s,
+                                          const sdk::run_context& ctx,
+                                          std::vector<std::string> argv,
+                                          std::string cwd = {});
+
+/// Environment variable names a run may set: [A-Z_][A-Z0-9_]{0,63}, and not
+/// one that changes how programs load or run (PATH, LD_*, IFS, ...).
+[[nodiscard]] std::string check_env_name(const std::string& name);
+
+/// The usual end of a program-running plan: success on exit 0, else an
+/// error carrying the exit code; the result is the output tail.
+[[nodiscard]] sdk::plan_result outcome_of(const sdk::process_outcome& out,
+                                          std::string tail);
+
+} // namespace polymesh::plans

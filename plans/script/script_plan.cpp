@@ -1,0 +1,135 @@
+#include "plans/script/script_plan.hpp"
+
+#include "polymesh/sdk/output_tail.hpp"
+
+#include <filesystem>
+
+namespace polymesh::plans {
+
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr size_t max_args = 256;
+constexpr size_t max_value_bytes = 32 * 1024;
+
+bool valid_script_name(const std::string& name) {
+  if (name.empty() || name.size() > 128 ||
+      !std::isalnum(static_cast<unsigned char>(name[0])))
+    return false;
+  for (char c : name)
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '_' && c != '-')
+      return false;
+  return true;
+}
+
+script_call refuse(std::string why) {
+  script_call c;
+  c.error = std::move(why);
+  return c;
+}
+
+class script_plan final : public sdk::plan {
+public:
+  explicit script_plan(script_settings s)
+      : s_(std::move(s)) {}
+
+  sdk::plan_result run(sdk::run_context& ctx) override {
+    auto call = resolve_script_call(s_, ctx.params);
+    if (!call.error.empty()) {
+      ctx.log->error_line("refused: " + call.error);
+      return sdk::plan_result::failure(call.error);
+    }
+    std::vector<std::string> argv{call.path};
+    argv.insert(argv.end(), call.args.begin(), call.args.end());
+    sdk::output_tail tail{ctx.log, s_.exec.result_tail_bytes};
+    auto spec = make_spec(s_.exec, ctx, std::move(argv));
+    for (auto& [k, v] : call.env)
+      spec.env[k] = v;
+    spec.env["POLYMESH_PAYLOAD"] = ctx.payload;
+    auto out = sdk::run_process(spec, tail, *ctx.cancel);
+    return outcome_of(out, tail.tail());
+  }
+
+private:
+  script_settings s_;
+};
+
+} // namespace
+
+script_settings read_script_settings(const nlohmann::json& settings,
+                                     const std::string& key) {
+  sdk::settings_reader in{settings, key};
+  script_settings s;
+  s.dir = in.string("dir");
+  s.exec = read_exec_settings(in);
+  in.finish();
+  if (s.dir.empty() || s.dir.front() != '/')
+    throw sdk::config_error(in.path("dir"), "expected an absolute directory path");
+  std::error_code ec;
+  if (!fs::is_directory(s.dir, ec))
+    throw sdk::config_error(in.path("dir"), "'" + s.dir + "' is not a directory");
+  s.dir = fs::canonical(s.dir).string();
+  return s;
+}
+
+script_call resolve_script_call(const script_settings& s, const nlohmann::json& params) {
+  script_call call;
+  for (auto& [k, v] : params.items())
+    if (k != "script" && k != "args" && k != "env")
+      return refuse("params: unknown field '" + k + "' (expected script, args, env)");
+  if (!params.contains("script") || !params["script"].is_string())
+    return refuse("params.script: expected the name of a script in " + s.dir);
+  auto name = params["script"].get<std::string>();
+  if (!valid_script_name(name))
+    return refuse("params.script: '" + name +
+                  "' is not a plain file name (letters, digits, '.', '_', '-')");
+  std::error_code ec;
+  auto path = fs::path{s.dir} / name;
+  auto real = fs::canonical(path, ec);
+  if (ec || !fs::is_regular_file(real, ec))
+    return refuse("params.script: no script '" + name + "' in " + s.dir);
+  if (real.parent_path() != fs::path{s.dir})
+    return refuse("params.script: '" + name + "' leads outside " + s.dir);
+  call.path = real.string();
+  if (params.contains("args")) {
+    auto& args = params["args"];
+    if (!args.is_array() || args.size() > max_args)
+      return refuse("params.args: expected a list of at most " +
+                    std::to_string(max_args) + " strings");
+    for (size_t i = 0; i < args.size(); ++i) {
+      if (!args[i].is_string())
+        return refuse("params.args[" + std::to_string(i) + "]: expected a string");
+      auto a = args[i].get<std::string>();
+      if (a.find('\0') != std::string::npos || a.size() > max_value_bytes)
+        return refuse("params.args[" + std::to_string(i) + "]: NUL bytes or too long");
+      call.args.push_back(std::move(a));
+    }
+  }
+  if (params.contains("env")) {
+    auto& env = params["env"];
+    if (!env.is_object()) return refuse("params.env: expected a map of NAME: value");
+    for (auto& [k, v] : env.items()) {
+      if (auto err = check_env_name(k); !err.empty())
+        return refuse("params.env." + k + ": " + err);
+      std::string value;
+      if (v.is_string())
+        value = v.get<std::string>();
+      else if (v.is_number() || v.is_boolean())
+        value = v.dump();
+      else
+        return refuse("params.env." + k + ": expected a string, number or boolean");
+      if (value.find('\0') != std::string::npos || value.size() > max_value_bytes)
+        return refuse("params.env." + k + ": NUL bytes or too long");
+      call.env[k] = std::move(value);
+    }
+  }
+  return call;
+}
+
+std::shared_ptr<sdk::plan> make_script_plan(const nlohmann::json& settings,
+                                            const std::string& key) {
+  return std::make_shared<script_plan>(read_script_settings(settings, key));
+}
+
+} // namespace polymesh::plans

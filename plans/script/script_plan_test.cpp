@@ -1,0 +1,94 @@
+#include "plans/script/script_plan.hpp"
+#include "polymesh/sdk/testkit.hpp"
+
+#include <fstream>
+#include <gtest/gtest.h>
+
+using namespace polymesh;
+using nlohmann::json;
+
+namespace {
+
+class script_plan_test : public ::testing::Test {
+protected:
+  void SetUp() override {
+    scripts_ = dir_.path() / "scripts";
+    std::filesystem::create_directories(scripts_);
+    write("show.sh", "#!/bin/sh\necho \"args: $*\"\necho \"TARGET=$TARGET\"\n"
+                     "echo \"payload=$POLYMESH_PAYLOAD\"\nexit ${CODE:-0}\n");
+    std::ofstream{dir_.path() / "outside.sh"} << "#!/bin/sh\necho outside\n";
+    std::filesystem::create_symlink(dir_.path() / "outside.sh", scripts_ / "escape.sh");
+    plan_ = plans::make_script_plan(json{{"dir", scripts_.string()}}, "plans.script");
+  }
+
+  void write(const std::string& name, const std::string& text) {
+    std::ofstream{scripts_ / name} << text;
+    std::filesystem::permissions(scripts_ / name, std::filesystem::perms::owner_all);
+  }
+
+  sdk::plan_result run(json params, std::string payload = {}) {
+    run_.ctx.params = std::move(params);
+    run_.ctx.payload = std::move(payload);
+    return plan_->run(run_.ctx);
+  }
+
+  sdk::testkit::temp_dir dir_;
+  std::filesystem::path scripts_;
+  std::shared_ptr<sdk::plan> plan_;
+  sdk::testkit::scratch_run run_;
+};
+
+} // namespace
+
+// This test ensures a script runs with its args, env params and the payload.
+TEST_F(script_plan_test, runs_with_args_and_env) {
+  auto r =
+      run({{"script", "show.sh"}, {"args", {"a b", "c"}}, {"env", {{"TARGET", "db1"}}}},
+          "the payload");
+  EXPECT_TRUE(r.ok) << r.error;
+  EXPECT_EQ(r.result, "args: a b c\nTARGET=db1\npayload=the payload\n");
+}
+
+// This test ensures a failing script reports its exit code.
+TEST_F(script_plan_test, exit_code_is_reported) {
+  auto r = run({{"script", "show.sh"}, {"env", {{"CODE", 4}}}});
+  EXPECT_FALSE(r.ok);
+  EXPECT_EQ(r.exit_code, 4);
+}
+
+// This test ensures script names with paths, dot-dot or symlinks out of dir are refused.
+TEST_F(script_plan_test, escapes_are_refused) {
+  EXPECT_NE(run({{"script", "../outside.sh"}}).error.find("not a plain file name"),
+            std::string::npos);
+  EXPECT_NE(run({{"script", "/bin/sh"}}).error.find("not a plain file name"),
+            std::string::npos);
+  EXPECT_NE(run({{"script", "escape.sh"}}).error.find("leads outside"),
+            std::string::npos);
+  EXPECT_NE(run({{"script", "missing.sh"}}).error.find("no script 'missing.sh'"),
+            std::string::npos);
+}
+
+// This test ensures env params cannot set reserved or malformed names.
+TEST_F(script_plan_test, dangerous_env_names_are_refused) {
+  for (auto name : {"PATH", "LD_PRELOAD", "POLYMESH_RUN_ID", "lower", "A-B", "1X"}) {
+    auto r = run({{"script", "show.sh"}, {"env", {{name, "x"}}}});
+    EXPECT_FALSE(r.ok) << name;
+    EXPECT_NE(r.error.find(std::string{"params.env."} + name), std::string::npos)
+        << r.error;
+  }
+}
+
+// This test ensures unknown params are refused.
+TEST_F(script_plan_test, unknown_params_are_refused) {
+  auto r = run({{"script", "show.sh"}, {"shell", true}});
+  EXPECT_NE(r.error.find("unknown field 'shell'"), std::string::npos);
+}
+
+// This test ensures the settings need an existing absolute directory.
+TEST(script_plan_settings, dir_must_exist) {
+  EXPECT_THROW((void)plans::make_script_plan(json{{"dir", "relative"}}, "plans.script"),
+               sdk::config_error);
+  EXPECT_THROW(
+      (void)plans::make_script_plan(json{{"dir", "/nonexistent/dir"}}, "plans.script"),
+      sdk::config_error);
+}

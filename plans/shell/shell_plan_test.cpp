@@ -1,0 +1,162 @@
+#include "plans/shell/shell_plan.hpp"
+#include "polymesh/sdk/testkit.hpp"
+
+#include <chrono>
+#include <cstdlib>
+#include <gtest/gtest.h>
+#include <thread>
+
+using namespace polymesh;
+using nlohmann::json;
+
+namespace {
+
+json settings() {
+  return json{
+      {"programs", {"echo", "env", "pwd", "true"}},
+      {"shortcuts",
+       {{{"short", "where"}, {"dir", "/tmp"}, {"cmd", "pwd"}},
+        {{"short", "fail3"}, {"cmd", "sh -c 'exit 3'"}},
+        {{"short", "piped"}, {"cmd", "echo abc | tr a x"}, {"shell", true}},
+        {{"short", "wait"}, {"cmd", "echo started; exec sleep 600"}, {"shell", true}}}},
+      {"env", {{"GREETING", "hi"}}}};
+}
+
+sdk::plan_result run_payload(const std::string& payload, sdk::testkit::scratch_run& run) {
+  auto plan = plans::make_shell_plan(settings(), "plans.shell");
+  run.ctx.payload = payload;
+  return plan->run(run.ctx);
+}
+
+} // namespace
+
+// This test ensures an allowed program runs as argv and its output is the result.
+TEST(shell_plan, allowed_program_runs) {
+  sdk::testkit::scratch_run run;
+  auto r = run_payload("echo hello 'big world'", run);
+  EXPECT_TRUE(r.ok) << r.error;
+  EXPECT_EQ(r.result, "hello big world\n");
+  EXPECT_EQ(run.log.out(), "hello big world\n");
+  EXPECT_EQ(r.exit_code, 0);
+}
+
+// This test ensures `free; rm -rf /` style payloads never run a second command.
+TEST(shell_plan, injection_is_refused_and_nothing_runs) {
+  sdk::testkit::scratch_run run;
+  auto marker = run.dir.path() / "pwned";
+  auto r = run_payload("echo hi; touch " + marker.string(), run);
+  EXPECT_FALSE(r.ok);
+  EXPECT_NE(r.error.find("shell metacharacter ';'"), std::string::npos) << r.error;
+  EXPECT_FALSE(std::filesystem::exists(marker));
+  EXPECT_EQ(run.log.out(), "");
+}
+
+// This test ensures a program outside the allow list is refused with the list.
+TEST(shell_plan, unlisted_program_is_refused) {
+  sdk::testkit::scratch_run run;
+  auto r = run_payload("rm -rf /", run);
+  EXPECT_FALSE(r.ok);
+  EXPECT_NE(r.error.find("command 'rm' is not allowed"), std::string::npos) << r.error;
+  EXPECT_NE(r.error.find("shortcuts: where, fail3, piped, wait"), std::string::npos)
+      << r.error;
+}
+
+// This test ensures a path to an allowed program name does not sneak past the rule.
+TEST(shell_plan, path_to_program_is_not_the_program) {
+  sdk::testkit::scratch_run run;
+  auto r = run_payload("/tmp/echo hi", run);
+  EXPECT_FALSE(r.ok);
+}
+
+// This test ensures a shortcut runs its command in its directory.
+TEST(shell_plan, shortcut_runs_in_its_dir) {
+  sdk::testkit::scratch_run run;
+  auto r = run_payload(" where ", run);
+  EXPECT_TRUE(r.ok) << r.error;
+  EXPECT_EQ(r.result, "/tmp\n");
+}
+
+// This test ensures an allowed command without a dir runs in the fresh work dir.
+TEST(shell_plan, default_cwd_is_work_dir) {
+  sdk::testkit::scratch_run run;
+  auto r = run_payload("pwd", run);
+  EXPECT_TRUE(r.ok) << r.error;
+  EXPECT_EQ(r.result, run.ctx.work_dir.string() + "\n");
+}
+
+// This test ensures a shortcut marked shell: true goes through /bin/sh.
+TEST(shell_plan, shell_shortcut_uses_sh) {
+  sdk::testkit::scratch_run run;
+  auto r = run_payload("piped", run);
+  EXPECT_TRUE(r.ok) << r.error;
+  EXPECT_EQ(r.result, "xbc\n");
+}
+
+// This test ensures a non-zero exit is an error carrying the exit code.
+TEST(shell_plan, exit_code_is_reported) {
+  sdk::testkit::scratch_run run;
+  auto r = run_payload("fail3", run);
+  EXPECT_FALSE(r.ok);
+  EXPECT_EQ(r.exit_code, 3);
+  EXPECT_NE(r.error.find("exited with code 3"), std::string::npos) << r.error;
+}
+
+// This test ensures the program sees only the allowed environment.
+TEST(shell_plan, environment_is_only_what_is_allowed) {
+  ::setenv("POLYMESH_TEST_SECRET", "leak", 1);
+  sdk::testkit::scratch_run run;
+  auto r = run_payload("env", run);
+  EXPECT_TRUE(r.ok) << r.error;
+  EXPECT_EQ(r.result.find("POLYMESH_TEST_SECRET"), std::string::npos);
+  EXPECT_NE(r.result.find("GREETING=hi\n"), std::string::npos);
+  EXPECT_NE(r.result.find("POLYMESH_RUN_ID=r-test\n"), std::string::npos);
+  EXPECT_NE(r.result.find("PATH=/usr/local/bin:/usr/bin:/bin\n"), std::string::npos);
+}
+
+// This test ensures a cancel stops the running command promptly.
+TEST(shell_plan, cancel_stops_the_command) {
+  sdk::testkit::scratch_run run;
+  std::thread canceler{[&] {
+    auto until = std::chrono::steady_clock::now() + std::chrono::seconds{20};
+    while (run.log.out().find("started") == std::string::npos &&
+           std::chrono::steady_clock::now() < until)
+      std::this_thread::sleep_for(std::chrono::milliseconds{10});
+    run.cancel.cancel(sdk::cancel_reason::canceled_by_user);
+  }};
+  auto begin = std::chrono::steady_clock::now();
+  auto r = run_payload("wait", run);
+  canceler.join();
+  EXPECT_FALSE(r.ok);
+  EXPECT_LT(std::chrono::steady_clock::now() - begin, std::chrono::seconds{15});
+}
+
+// This test ensures a shortcut command that needs a shell is refused at config time.
+TEST(shell_plan, shortcut_with_metacharacters_needs_shell_flag) {
+  json s{{"shortcuts", {{{"short", "x"}, {"cmd", "a | b"}}}}};
+  try {
+    (void)plans::make_shell_plan(s, "plans.shell");
+    FAIL() << "expected a config_error";
+  } catch (const sdk::config_error& e) {
+    EXPECT_EQ(e.key(), "plans.shell.shortcuts[0].cmd");
+    EXPECT_NE(std::string{e.what()}.find("shell: true"), std::string::npos);
+  }
+}
+
+// This test ensures a plan allowing nothing is a config error.
+TEST(shell_plan, empty_rules_are_refused) {
+  EXPECT_THROW((void)plans::make_shell_plan(json::object(), "plans.shell"),
+               sdk::config_error);
+}
+
+// This test ensures the result is only the tail of a long output.
+TEST(shell_plan, result_is_the_tail) {
+  json s{{"programs", {"seq"}}, {"result_tail_bytes", 20}};
+  auto plan = plans::make_shell_plan(s, "plans.shell");
+  sdk::testkit::scratch_run run;
+  run.ctx.payload = "seq 1 1000";
+  auto r = plan->run(run.ctx);
+  EXPECT_TRUE(r.ok) << r.error;
+  EXPECT_LE(r.result.size(), 20u);
+  EXPECT_EQ(r.result.substr(r.result.size() - 5), "1000\n");
+  EXPECT_EQ(r.result.front(), '9'); // starts at a full line
+}

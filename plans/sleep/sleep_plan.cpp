@@ -1,0 +1,38 @@
+#include "plans/sleep/sleep_plan.hpp"
+
+#include "polymesh/sdk/settings.hpp"
+
+namespace polymesh::plans {
+
+std::shared_ptr<sdk::plan> make_sleep_plan(const nlohmann::json& settings,
+                                           const std::string& key) {
+  using namespace std::chrono_literals;
+  sdk::settings_reader in{settings, key};
+  auto max = in.duration("max", 1h, 0ms, 24h);
+  in.finish();
+  return std::make_shared<sdk::function_plan>([max](sdk::run_context& ctx) {
+    double seconds = 1;
+    auto& p = ctx.params;
+    for (auto& [k, v] : p.items())
+      if (k != "seconds")
+        return sdk::plan_result::failure("params: unknown field '" + k + "'");
+    if (p.contains("seconds")) {
+      if (!p["seconds"].is_number() || p["seconds"].get<double>() < 0)
+        return sdk::plan_result::failure(
+            "params.seconds: expected a non-negative number");
+      seconds = p["seconds"].get<double>();
+    }
+    auto wanted = std::chrono::milliseconds{static_cast<int64_t>(seconds * 1000)};
+    if (wanted > max)
+      return sdk::plan_result::failure("params.seconds: at most " +
+                                       std::to_string(max.count() / 1000) +
+                                       " seconds are allowed (plans.sleep.max)");
+    ctx.log->line("sleeping " + std::to_string(wanted.count()) + " ms");
+    if (ctx.cancel->wait_for(wanted))
+      return sdk::plan_result::failure("interrupted: " +
+                                       std::string{sdk::to_string(ctx.cancel->reason())});
+    return sdk::plan_result::success("slept " + std::to_string(wanted.count()) + " ms");
+  });
+}
+
+} // namespace polymesh::plans

@@ -1,0 +1,47 @@
+#include "plans/sleep/sleep_plan.hpp"
+#include "polymesh/sdk/testkit.hpp"
+
+#include <gtest/gtest.h>
+#include <thread>
+
+using namespace polymesh;
+
+// This test ensures a short sleep succeeds.
+TEST(sleep_plan, short_sleep_succeeds) {
+  auto plan = plans::make_sleep_plan(nullptr, "plans.sleep");
+  sdk::testkit::scratch_run run;
+  run.ctx.params = {{"seconds", 0.01}};
+  auto r = plan->run(run.ctx);
+  EXPECT_TRUE(r.ok) << r.error;
+}
+
+// This test ensures a cancel ends a long sleep early with an error.
+TEST(sleep_plan, cancel_interrupts) {
+  auto plan = plans::make_sleep_plan(nullptr, "plans.sleep");
+  sdk::testkit::scratch_run run;
+  run.ctx.params = {{"seconds", 600}};
+  run.cancel.cancel(sdk::cancel_reason::canceled_by_user);
+  auto r = plan->run(run.ctx);
+  EXPECT_FALSE(r.ok);
+  EXPECT_NE(r.error.find("canceled_by_user"), std::string::npos);
+}
+
+// This test ensures the deadline of the token ends the sleep as a timeout.
+TEST(sleep_plan, deadline_interrupts_as_timeout) {
+  auto plan = plans::make_sleep_plan(nullptr, "plans.sleep");
+  sdk::testkit::scratch_run run{sdk::cancel_token::clock_type::now()};
+  run.ctx.params = {{"seconds", 600}};
+  auto r = plan->run(run.ctx);
+  EXPECT_FALSE(r.ok);
+  EXPECT_EQ(run.cancel.reason(), sdk::cancel_reason::timeout);
+}
+
+// This test ensures sleeps beyond the configured max are refused.
+TEST(sleep_plan, max_is_enforced) {
+  auto plan = plans::make_sleep_plan(nlohmann::json{{"max", "1s"}}, "plans.sleep");
+  sdk::testkit::scratch_run run;
+  run.ctx.params = {{"seconds", 5}};
+  auto r = plan->run(run.ctx);
+  EXPECT_FALSE(r.ok);
+  EXPECT_NE(r.error.find("plans.sleep.max"), std::string::npos);
+}

@@ -1,0 +1,193 @@
+#include "plans/terraform/terraform_plan.hpp"
+
+#include "polymesh/sdk/output_tail.hpp"
+
+#include <filesystem>
+#include <fstream>
+
+namespace polymesh::plans {
+
+namespace {
+
+namespace fs = std::filesystem;
+
+bool valid_var_name(const std::string& n) {
+  if (n.empty() || n.size() > 128 ||
+      !(std::isalpha(static_cast<unsigned char>(n[0])) || n[0] == '_'))
+    return false;
+  for (char c : n)
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '_' && c != '-')
+      return false;
+  return true;
+}
+
+terraform_steps refuse(std::string why) {
+  terraform_steps t;
+  t.error = std::move(why);
+  return t;
+}
+
+/// Forwards to the log and keeps stdout in a file (the rendered plan).
+class file_tee final : public sdk::log_sink {
+public:
+  file_tee(sdk::log_sink& next, const std::string& path)
+      : next_(next)
+      , out_(path) {}
+  void write(sdk::log_stream s, std::string_view data) override {
+    next_.write(s, data);
+    if (s == sdk::log_stream::out)
+      out_.write(data.data(), static_cast<std::streamsize>(data.size()));
+  }
+
+private:
+  sdk::log_sink& next_;
+  std::ofstream out_;
+};
+
+class terraform_plan final : public sdk::plan {
+public:
+  explicit terraform_plan(terraform_settings s)
+      : s_(std::move(s)) {}
+
+  sdk::plan_result run(sdk::run_context& ctx) override {
+    auto steps = plan_terraform_steps(s_, ctx.params, ctx.artifacts_dir.string());
+    if (!steps.error.empty()) {
+      ctx.log->error_line("refused: " + steps.error);
+      return sdk::plan_result::failure(steps.error);
+    }
+    sdk::output_tail tail{ctx.log, s_.exec.result_tail_bytes};
+    for (size_t i = 0; i < steps.commands.size(); ++i) {
+      auto& argv = steps.commands[i];
+      ctx.log->line("$ terraform " + argv[1]);
+      if (ctx.progress) ctx.progress("terraform " + argv[1]);
+      auto spec = make_spec(s_.exec, ctx, argv, steps.workspace);
+      spec.env["TF_IN_AUTOMATION"] = "1";
+      spec.env["TF_INPUT"] = "0";
+      sdk::process_outcome out;
+      if (static_cast<int>(i) == steps.show_step) {
+        file_tee tee{tail, (ctx.artifacts_dir / "plan.txt").string()};
+        out = sdk::run_process(spec, tee, *ctx.cancel);
+      } else {
+        out = sdk::run_process(spec, tail, *ctx.cancel);
+      }
+      if (!out.success()) {
+        auto r = outcome_of(out, tail.tail());
+        r.error = "terraform " + argv[1] + ": " + r.error;
+        return r;
+      }
+    }
+    return sdk::plan_result::success(tail.tail(), 0);
+  }
+
+private:
+  terraform_settings s_;
+};
+
+} // namespace
+
+terraform_settings read_terraform_settings(const nlohmann::json& settings,
+                                           const std::string& key) {
+  sdk::settings_reader in{settings, key};
+  terraform_settings s;
+  s.binary = in.string("binary", s.binary);
+  s.workspaces = in.strings("workspaces");
+  s.exec = read_exec_settings(in);
+  in.finish();
+  if (s.binary.empty() ||
+      (s.binary.find('/') != std::string::npos && s.binary.front() != '/'))
+    throw sdk::config_error(in.path("binary"),
+                            "expected a program name or an absolute path");
+  if (s.workspaces.empty())
+    throw sdk::config_error(in.path("workspaces"),
+                            "list at least one workspace directory");
+  for (size_t i = 0; i < s.workspaces.size(); ++i) {
+    auto& w = s.workspaces[i];
+    if (w.empty() || w.front() != '/')
+      throw sdk::config_error(in.path("workspaces[" + std::to_string(i) + "]"),
+                              "expected an absolute directory path");
+    w = fs::path{w}.lexically_normal().string();
+    while (w.size() > 1 && w.back() == '/')
+      w.pop_back();
+  }
+  return s;
+}
+
+terraform_steps plan_terraform_steps(const terraform_settings& s,
+                                     const nlohmann::json& params,
+                                     const std::string& artifacts_dir) {
+  terraform_steps t;
+  for (auto& [k, v] : params.items())
+    if (k != "action" && k != "workspace" && k != "vars" && k != "init")
+      return refuse("params: unknown field '" + k +
+                    "' (expected action, workspace, vars, init)");
+  auto action = params.value("action", std::string{});
+  if (action != "init" && action != "plan" && action != "apply")
+    return refuse("params.action: expected init, plan or apply");
+  if (!params.contains("workspace") || !params["workspace"].is_string())
+    return refuse("params.workspace: expected one of the configured workspaces");
+  auto ws = fs::path{params["workspace"].get<std::string>()}.lexically_normal().string();
+  while (ws.size() > 1 && ws.back() == '/')
+    ws.pop_back();
+  bool allowed = false;
+  for (auto& w : s.workspaces)
+    allowed = allowed || w == ws;
+  if (!allowed) {
+    std::string list;
+    for (auto& w : s.workspaces)
+      list += (list.empty() ? "" : ", ") + w;
+    return refuse("params.workspace: '" + ws + "' is not an allowed workspace (" + list +
+                  ")");
+  }
+  t.workspace = ws;
+  std::vector<std::string> vars;
+  if (params.contains("vars")) {
+    auto& v = params["vars"];
+    if (!v.is_object()) return refuse("params.vars: expected a map of name: value");
+    for (auto& [name, value] : v.items()) {
+      if (!valid_var_name(name))
+        return refuse("params.vars." + name + ": invalid variable name");
+      std::string text;
+      if (value.is_string())
+        text = value.get<std::string>();
+      else if (value.is_number() || value.is_boolean())
+        text = value.dump();
+      else
+        return refuse("params.vars." + name + ": expected a string, number or boolean");
+      if (text.find('\0') != std::string::npos)
+        return refuse("params.vars." + name + ": NUL bytes are not allowed");
+      vars.push_back("-var");
+      vars.push_back(name + "=" + text);
+    }
+  }
+  bool init = true;
+  if (params.contains("init")) {
+    if (!params["init"].is_boolean())
+      return refuse("params.init: expected true or false");
+    init = params["init"].get<bool>();
+  }
+  auto& bin = s.binary;
+  if (action == "init" || init)
+    t.commands.push_back({bin, "init", "-input=false", "-no-color"});
+  if (action == "plan") {
+    auto plan_file = artifacts_dir + "/plan.tfplan";
+    std::vector<std::string> cmd{bin, "plan", "-input=false", "-no-color",
+                                 "-out=" + plan_file};
+    cmd.insert(cmd.end(), vars.begin(), vars.end());
+    t.commands.push_back(std::move(cmd));
+    t.commands.push_back({bin, "show", "-no-color", plan_file});
+    t.show_step = static_cast<int>(t.commands.size()) - 1;
+  } else if (action == "apply") {
+    std::vector<std::string> cmd{bin, "apply", "-input=false", "-no-color",
+                                 "-auto-approve"};
+    cmd.insert(cmd.end(), vars.begin(), vars.end());
+    t.commands.push_back(std::move(cmd));
+  }
+  return t;
+}
+
+std::shared_ptr<sdk::plan> make_terraform_plan(const nlohmann::json& settings,
+                                               const std::string& key) {
+  return std::make_shared<terraform_plan>(read_terraform_settings(settings, key));
+}
+
+} // namespace polymesh::plans

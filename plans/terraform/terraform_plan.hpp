@@ -1,0 +1,53 @@
+// `terraform`: runs `terraform init`, `plan` or `apply` in a workspace
+// directory chosen from an allowed list, with the configured binary.
+//
+//   plans:
+//     terraform:
+//       binary: terraform                 # name looked up in `path`, or absolute
+//       workspaces: [/srv/infra/prod, /srv/infra/dev]
+//
+// Params: `action` (init | plan | apply), `workspace` (one of the list,
+// exactly), `vars` (map of names [A-Za-z_][A-Za-z0-9_-]* to strings,
+// numbers or booleans, passed as `-var name=value` argv entries: no shell
+// ever sees them), `init` (boolean, default true: `plan` and `apply` run
+// `init` first). `plan` writes `plan.tfplan` (the plan file) and `plan.txt`
+// (`terraform show` of it) into the run's artifacts directory.
+//
+// Thread-safety: the plan is immutable after construction.
+#pragma once
+
+#include "plans/common/plan_env.hpp"
+
+#include <memory>
+
+namespace polymesh::plans {
+
+struct terraform_settings {
+  /// Key `binary`.
+  std::string binary = "terraform";
+  /// Key `workspaces`.
+  std::vector<std::string> workspaces;
+  exec_settings exec;
+};
+
+[[nodiscard]] terraform_settings read_terraform_settings(const nlohmann::json& settings,
+                                                         const std::string& key);
+
+/// The argv lists one run executes, in order (computed from params).
+struct terraform_steps {
+  std::string workspace;
+  std::vector<std::vector<std::string>> commands;
+  /// The index of the `terraform show` step whose stdout becomes plan.txt,
+  /// or -1.
+  int show_step = -1;
+  std::string error;
+};
+
+[[nodiscard]] terraform_steps plan_terraform_steps(const terraform_settings& s,
+                                                   const nlohmann::json& params,
+                                                   const std::string& artifacts_dir);
+
+[[nodiscard]] std::shared_ptr<sdk::plan>
+make_terraform_plan(const nlohmann::json& settings, const std::string& key);
+
+} // namespace polymesh::plans

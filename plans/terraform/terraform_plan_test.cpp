@@ -1,0 +1,131 @@
+#include "plans/terraform/terraform_plan.hpp"
+#include "polymesh/sdk/testkit.hpp"
+
+#include <fstream>
+#include <gtest/gtest.h>
+#include <sstream>
+
+using namespace polymesh;
+using nlohmann::json;
+
+namespace {
+
+/// A fake `terraform` on PATH that records its working directory and args.
+constexpr const char* fake_terraform = R"(#!/bin/sh
+echo "$PWD|$*" >> "$FAKE_TF_LOG"
+case "$1" in
+  plan)
+    for a in "$@"; do
+      case "$a" in -out=*) echo planfile > "${a#-out=}" ;; esac
+    done
+    echo "Plan: 1 to add" ;;
+  show) echo "rendered $3" ;;
+  apply) echo "Apply complete" ;;
+  init) echo "Terraform initialized" ;;
+esac
+exit ${FAKE_TF_EXIT:-0}
+)";
+
+class terraform_plan_test : public ::testing::Test {
+protected:
+  void SetUp() override {
+    bin_ = dir_.path() / "bin";
+    ws_ = dir_.path() / "infra" / "dev";
+    std::filesystem::create_directories(bin_);
+    std::filesystem::create_directories(ws_);
+    std::ofstream{bin_ / "terraform"} << fake_terraform;
+    std::filesystem::permissions(bin_ / "terraform", std::filesystem::perms::owner_all);
+    log_ = dir_.path() / "calls.log";
+  }
+
+  std::shared_ptr<sdk::plan> make(json env = json::object()) {
+    env["FAKE_TF_LOG"] = log_.string();
+    return plans::make_terraform_plan(json{{"workspaces", {ws_.string()}},
+                                           {"path", bin_.string() + ":/usr/bin:/bin"},
+                                           {"env", env}},
+                                      "plans.terraform");
+  }
+
+  std::vector<std::string> calls() {
+    std::ifstream in{log_};
+    std::vector<std::string> out;
+    for (std::string line; std::getline(in, line);)
+      out.push_back(line);
+    return out;
+  }
+
+  sdk::testkit::temp_dir dir_;
+  std::filesystem::path bin_;
+  std::filesystem::path ws_;
+  std::filesystem::path log_;
+  sdk::testkit::scratch_run run_;
+};
+
+} // namespace
+
+// This test ensures `plan` runs init, plan with -out and vars, and show into artifacts.
+TEST_F(terraform_plan_test, plan_runs_init_plan_show) {
+  run_.ctx.params = {{"action", "plan"},
+                     {"workspace", ws_.string()},
+                     {"vars", {{"region", "eu; rm -rf / $(id)"}, {"count", 2}}}};
+  auto r = make()->run(run_.ctx);
+  ASSERT_TRUE(r.ok) << r.error << run_.log.all();
+  auto plan_file = (run_.ctx.artifacts_dir / "plan.tfplan").string();
+  auto ws = ws_.string();
+  EXPECT_EQ(calls(), (std::vector<std::string>{
+                         ws + "|init -input=false -no-color",
+                         ws + "|plan -input=false -no-color -out=" + plan_file +
+                             " -var count=2 -var region=eu; rm -rf / $(id)",
+                         ws + "|show -no-color " + plan_file}));
+  EXPECT_TRUE(std::filesystem::exists(plan_file));
+  std::ifstream txt{run_.ctx.artifacts_dir / "plan.txt"};
+  std::stringstream ss;
+  ss << txt.rdbuf();
+  EXPECT_EQ(ss.str(), "rendered " + plan_file + "\n");
+}
+
+// This test ensures `apply` auto-approves and `init: false` skips init.
+TEST_F(terraform_plan_test, apply_without_init) {
+  run_.ctx.params = {
+      {"action", "apply"}, {"workspace", ws_.string() + "/"}, {"init", false}};
+  auto r = make()->run(run_.ctx);
+  ASSERT_TRUE(r.ok) << r.error;
+  EXPECT_EQ(calls(), (std::vector<std::string>{
+                         ws_.string() + "|apply -input=false -no-color -auto-approve"}));
+  EXPECT_NE(r.result.find("Apply complete"), std::string::npos);
+}
+
+// This test ensures a failing terraform step fails the run with its exit code.
+TEST_F(terraform_plan_test, failure_stops_with_exit_code) {
+  run_.ctx.params = {{"action", "init"}, {"workspace", ws_.string()}};
+  auto r = make(json{{"FAKE_TF_EXIT", "2"}})->run(run_.ctx);
+  EXPECT_FALSE(r.ok);
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.error.find("terraform init"), std::string::npos) << r.error;
+}
+
+// This test ensures workspaces outside the allowed list and bad params are refused.
+TEST_F(terraform_plan_test, refuses_bad_params) {
+  auto plan = make();
+  for (json params :
+       {json{{"action", "plan"}, {"workspace", "/etc"}},
+        json{{"action", "plan"}, {"workspace", ws_.string() + "/../../.."}},
+        json{{"action", "destroy"}, {"workspace", ws_.string()}},
+        json{{"action", "plan"}, {"workspace", ws_.string()}, {"vars", {{"a b", 1}}}},
+        json{{"action", "plan"}, {"workspace", ws_.string()}, {"extra", 1}}}) {
+    run_.ctx.params = params;
+    auto r = plan->run(run_.ctx);
+    EXPECT_FALSE(r.ok) << params.dump();
+  }
+  EXPECT_TRUE(calls().empty());
+}
+
+// This test ensures the settings need workspaces.
+TEST(terraform_settings, workspaces_are_required) {
+  try {
+    (void)plans::make_terraform_plan(json::object(), "plans.terraform");
+    FAIL();
+  } catch (const sdk::config_error& e) {
+    EXPECT_EQ(e.key(), "plans.terraform.workspaces");
+  }
+}
