@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job, end to end on one machine: installs what is missing, builds,
 # starts meshd on its embedded SQLite store (./polymesh-data), brings up a
-# local agent labelled env=dev, submits a run to env=dev over the REST API,
+# local mesh-agent labelled env=dev, submits a run of the built-in shell plan
+# to env=dev over the REST API,
 # follows it to the end, prints its output, and shuts everything down.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,6 +11,7 @@ scripts/build.sh
 build=${BUILD_DIR:-build}
 data=${POLYMESH_DATA_DIR:-./polymesh-data}
 mkdir -p "$data"
+data=$(cd "$data" && pwd)
 
 log=$(mktemp)
 "$build/mesh/meshd/meshd" --listen 127.0.0.1:0 --data-dir "$data" >"$log" 2>&1 &
@@ -40,9 +42,17 @@ api() { # api METHOD PATH TOKEN [JSON]
 registration=$(api POST /v1/tokens "$admin" '{"kind":"registration","name":"quickstart agent"}' | jq -r .token)
 submitter=$(api POST /v1/tokens "$admin" '{"kind":"submitter","name":"quickstart"}' | jq -r .token)
 
-# The local agent. It speaks the agent protocol over HTTP: register, long-poll,
-# start, stream the plan's output as log chunks, finish, deregister.
-scripts/scripted-agent.sh "$url" "$registration" local-dev &
+# The local agent: mesh-agent labelled env=dev, offering the built-in plans
+# echo, sleep and shell (the shell plan runs only the programs allowed here,
+# as argv, never through a shell).
+printf '%s\n' "$registration" > "$data/agent.token"
+chmod 600 "$data/agent.token"
+cat > "$data/agent.yaml" <<YAML
+mesh: {url: "$url", registration_token_file: agent.token}
+agent: {name: local-dev, labels: {env: dev}, capacity: 2, work_dir: "$data/agent-runs"}
+plans: {echo: {}, sleep: {}, shell: {programs: [echo, uname, uptime, df]}}
+YAML
+"$build/agent-sdk/mesh-agent" --config "$data/agent.yaml" 2>"$data/agent.log" &
 agent_pid=$!
 for _ in $(seq 1 100); do
   [ "$(api GET /v1/agents/local-dev "$admin" | jq -r .status)" = online ] && break
@@ -50,10 +60,10 @@ for _ in $(seq 1 100); do
 done
 
 run=$(api POST /v1/runs "$submitter" \
-  '{"plan":"echo","selector":"env=dev","payload":"hello from polymesh"}')
+  '{"plan":"shell","selector":"env=dev","payload":"uname -sr"}')
 id=$(echo "$run" | jq -r .id)
 [ "$id" != null ] || { echo "quickstart: submit failed: $run" >&2; exit 1; }
-echo "quickstart: submitted run $id (plan echo, selector env=dev)"
+echo "quickstart: submitted run $id (plan shell, payload 'uname -sr', selector env=dev)"
 status=""
 for _ in $(seq 1 200); do
   status=$(api GET "/v1/runs/$id" "$submitter" | jq -r .status)
