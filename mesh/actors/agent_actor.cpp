@@ -6,7 +6,6 @@
 #include <caf/actor_system.hpp>
 #include <caf/event_based_actor.hpp>
 #include <caf/stateful_actor.hpp>
-
 #include <map>
 #include <optional>
 #include <set>
@@ -62,14 +61,15 @@ void arm_liveness(self_ptr self) {
 void persist(self_ptr self, agent_record next, std::function<void()> then,
              std::function<void(caf::error)> fail) {
   write_batch batch{put_agent{next}};
-  self->request(self->state.ctx->store, caf::infinite, write_atom::value, std::move(batch))
-    .await(
-      [=](const write_outcomes&) mutable {
-        self->state.agent = std::move(next);
-        announce(self);
-        then();
-      },
-      [=](caf::error& err) mutable { fail(std::move(err)); });
+  self->request(self->state.ctx->store, caf::infinite, write_atom::value,
+                std::move(batch))
+      .await(
+          [=](const write_outcomes&) mutable {
+            self->state.agent = std::move(next);
+            announce(self);
+            then();
+          },
+          [=](caf::error& err) mutable { fail(std::move(err)); });
 }
 
 /// Tells every run this agent holds that the agent is gone (`why`).
@@ -89,16 +89,15 @@ poll_result collect(self_ptr self) {
   auto& st = self->state;
   poll_result out;
   auto now = st.ctx->now();
-  if (st.agent.status == agent_status::online || st.agent.status == agent_status::draining) {
+  if (st.agent.status == agent_status::online ||
+      st.agent.status == agent_status::draining) {
     for (auto& [seq, o] : st.offered) {
       if (o.cancel_requested || (o.carried_at && now - *o.carried_at < redeliver_after))
         continue;
-      if (!o.carried_at)
-        self->send(o.actor, deliver_atom::value, now);
+      if (!o.carried_at) self->send(o.actor, deliver_atom::value, now);
       o.carried_at = now;
       // The copy the agent gets shows what the run actor is about to store.
-      if (!o.run.delivered_at)
-        o.run.delivered_at = now;
+      if (!o.run.delivered_at) o.run.delivered_at = now;
       out.runs.push_back(o.run);
     }
   }
@@ -110,11 +109,9 @@ poll_result collect(self_ptr self) {
 /// Answers the waiting poll if there is something to carry (or `force`).
 void wake(self_ptr self, bool force = false) {
   auto& st = self->state;
-  if (!st.poll)
-    return;
+  if (!st.poll) return;
   auto out = collect(self);
-  if (out.runs.empty() && out.cancel.empty() && !force)
-    return;
+  if (out.runs.empty() && out.cancel.empty() && !force) return;
   st.poll->deliver(std::move(out));
   st.poll.reset();
 }
@@ -125,7 +122,8 @@ void touch(self_ptr self) {
   if (st.agent.status == agent_status::offline) {
     auto next = st.agent;
     next.status = agent_status::online;
-    persist(self, std::move(next), [self] { arm_liveness(self); }, [](caf::error) {});
+    persist(
+        self, std::move(next), [self] { arm_liveness(self); }, [](caf::error) {});
   } else if (st.agent.last_seen_at - st.last_mirrored >= std::chrono::seconds{1}) {
     st.last_mirrored = st.agent.last_seen_at;
     self->send(st.ctx->agents, update_atom::value, st.agent);
@@ -138,25 +136,28 @@ caf::error check_self(self_ptr self, const caller& c) {
   if (c.kind != token_kind::agent || c.agent_id != a.id)
     return make_error(errc::forbidden, "this token belongs to another agent");
   if (c.agent_session != a.session || a.status == agent_status::deregistered)
-    return make_error(errc::unauthenticated,
-                      "this agent session was superseded or deregistered; register again");
+    return make_error(
+        errc::unauthenticated,
+        "this agent session was superseded or deregistered; register again");
   return {};
 }
 
 /// Issues an access token for the current session and answers with it.
-void answer_with_token(self_ptr self, caf::typed_response_promise<agent_session_info> rp) {
+void answer_with_token(self_ptr self,
+                       caf::typed_response_promise<agent_session_info> rp) {
   auto& st = self->state;
   self->request(st.ctx->token_registry, caf::infinite, issue_atom::value, st.agent.id,
                 st.agent.session)
-    .await(
-      [=](issued_token& tok) mutable {
-        rp.deliver(agent_session_info{self->state.agent, tok.token,
-                                      tok.record.expires_at.value_or(timestamp{})});
-      },
-      [=](caf::error& err) mutable { rp.deliver(std::move(err)); });
+      .await(
+          [=](issued_token& tok) mutable {
+            rp.deliver(agent_session_info{self->state.agent, tok.token,
+                                          tok.record.expires_at.value_or(timestamp{})});
+          },
+          [=](caf::error& err) mutable { rp.deliver(std::move(err)); });
 }
 
-caf::behavior agent_actor(self_ptr self, context_ptr ctx, agent_record agent, bool restored) {
+caf::behavior agent_actor(self_ptr self, context_ptr ctx, agent_record agent,
+                          bool restored) {
   auto& st = self->state;
   st.ctx = std::move(ctx);
   st.agent = std::move(agent);
@@ -167,178 +168,179 @@ caf::behavior agent_actor(self_ptr self, context_ptr ctx, agent_record agent, bo
     arm_liveness(self);
   }
   return {
-    [=](register_atom, const caller& c,
-        const wire::register_request& req) -> caf::result<agent_session_info> {
-      auto& st = self->state;
-      auto now = st.ctx->now();
-      auto next = st.agent;
-      next.labels = req.labels;
-      next.plans = req.plans;
-      next.capacity = req.capacity;
-      next.version = req.version;
-      next.hostname = req.hostname;
-      next.scope = c.scope;
-      next.status = agent_status::online;
-      next.registered_at = now;
-      next.last_seen_at = now;
-      next.session += 1;
-      bool superseding = st.agent.session > 0;
-      auto rp = self->make_response_promise<agent_session_info>();
-      persist(self, std::move(next),
-              [=]() mutable {
-                if (superseding) {
-                  lose_runs(self, "superseded");
-                  wake(self, true);
-                }
-                arm_liveness(self);
-                answer_with_token(self, rp);
-              },
-              [=](caf::error err) mutable { rp.deliver(std::move(err)); });
-      return rp;
-    },
-    [=](refresh_atom, const caller& c) -> caf::result<agent_session_info> {
-      if (auto err = check_self(self, c))
-        return err;
-      touch(self);
-      auto rp = self->make_response_promise<agent_session_info>();
-      answer_with_token(self, rp);
-      return rp;
-    },
-    [=](poll_atom, const caller& c, int64_t wait_ms) -> caf::result<poll_result> {
-      auto& st = self->state;
-      if (auto err = check_self(self, c))
-        return err;
-      touch(self);
-      if (st.poll) {
-        // One outstanding poll per agent: the older one returns empty.
-        st.poll->deliver(poll_result{});
-        st.poll.reset();
-      }
-      auto out = collect(self);
-      if (!out.runs.empty() || !out.cancel.empty() || wait_ms <= 0 || st.ctx->stopping)
-        return out;
-      auto rp = self->make_response_promise<poll_result>();
-      st.poll = rp;
-      auto seq = ++st.poll_seq;
-      self->delayed_send(self, std::chrono::milliseconds{wait_ms}, polltmo_atom::value, seq);
-      return rp;
-    },
-    [=](polltmo_atom, uint64_t seq) {
-      if (self->state.poll_seq == seq)
-        wake(self, true);
-    },
-    [=](touch_atom) { touch(self); },
-    [=](dereg_atom, const caller& c) -> caf::result<agent_record> {
-      auto& st = self->state;
-      if (c.kind != token_kind::admin)
-        if (auto err = check_self(self, c))
-          return err;
-      if (st.agent.status == agent_status::deregistered)
-        return st.agent;
-      auto next = st.agent;
-      next.status = agent_status::deregistered;
-      auto rp = self->make_response_promise<agent_record>();
-      persist(self, std::move(next),
-              [=]() mutable {
-                lose_runs(self, "deregistered");
+      [=](register_atom, const caller& c,
+          const wire::register_request& req) -> caf::result<agent_session_info> {
+        auto& st = self->state;
+        auto now = st.ctx->now();
+        auto next = st.agent;
+        next.labels = req.labels;
+        next.plans = req.plans;
+        next.capacity = req.capacity;
+        next.version = req.version;
+        next.hostname = req.hostname;
+        next.scope = c.scope;
+        next.status = agent_status::online;
+        next.registered_at = now;
+        next.last_seen_at = now;
+        next.session += 1;
+        bool superseding = st.agent.session > 0;
+        auto rp = self->make_response_promise<agent_session_info>();
+        persist(
+            self, std::move(next),
+            [=]() mutable {
+              if (superseding) {
+                lose_runs(self, "superseded");
                 wake(self, true);
-                self->send(self->state.ctx->liveness, disarm_atom::value, self->state.agent.id);
-                self->request(self->state.ctx->token_registry, caf::infinite, revoke_atom::value,
-                              agent_atom::value, self->state.agent.id)
+              }
+              arm_liveness(self);
+              answer_with_token(self, rp);
+            },
+            [=](caf::error err) mutable { rp.deliver(std::move(err)); });
+        return rp;
+      },
+      [=](refresh_atom, const caller& c) -> caf::result<agent_session_info> {
+        if (auto err = check_self(self, c)) return err;
+        touch(self);
+        auto rp = self->make_response_promise<agent_session_info>();
+        answer_with_token(self, rp);
+        return rp;
+      },
+      [=](poll_atom, const caller& c, int64_t wait_ms) -> caf::result<poll_result> {
+        auto& st = self->state;
+        if (auto err = check_self(self, c)) return err;
+        touch(self);
+        if (st.poll) {
+          // One outstanding poll per agent: the older one returns empty.
+          st.poll->deliver(poll_result{});
+          st.poll.reset();
+        }
+        auto out = collect(self);
+        if (!out.runs.empty() || !out.cancel.empty() || wait_ms <= 0 || st.ctx->stopping)
+          return out;
+        auto rp = self->make_response_promise<poll_result>();
+        st.poll = rp;
+        auto seq = ++st.poll_seq;
+        self->delayed_send(self, std::chrono::milliseconds{wait_ms}, polltmo_atom::value,
+                           seq);
+        return rp;
+      },
+      [=](polltmo_atom, uint64_t seq) {
+        if (self->state.poll_seq == seq) wake(self, true);
+      },
+      [=](touch_atom) { touch(self); },
+      [=](dereg_atom, const caller& c) -> caf::result<agent_record> {
+        auto& st = self->state;
+        if (c.kind != token_kind::admin)
+          if (auto err = check_self(self, c)) return err;
+        if (st.agent.status == agent_status::deregistered) return st.agent;
+        auto next = st.agent;
+        next.status = agent_status::deregistered;
+        auto rp = self->make_response_promise<agent_record>();
+        persist(
+            self, std::move(next),
+            [=]() mutable {
+              lose_runs(self, "deregistered");
+              wake(self, true);
+              self->send(self->state.ctx->liveness, disarm_atom::value,
+                         self->state.agent.id);
+              self->request(self->state.ctx->token_registry, caf::infinite,
+                            revoke_atom::value, agent_atom::value, self->state.agent.id)
                   .await([=](bool) mutable { rp.deliver(self->state.agent); },
                          [=](caf::error& err) mutable { rp.deliver(std::move(err)); });
-              },
-              [=](caf::error err) mutable { rp.deliver(std::move(err)); });
-      return rp;
-    },
-    [=](drain_atom) -> caf::result<agent_record> {
-      auto& st = self->state;
-      if (st.agent.status == agent_status::deregistered)
-        return make_error(errc::illegal_transition, "cannot drain a deregistered agent",
-                          "status");
-      if (st.agent.status == agent_status::draining)
-        return st.agent;
-      auto next = st.agent;
-      next.status = agent_status::draining;
-      auto rp = self->make_response_promise<agent_record>();
-      persist(self, std::move(next), [=]() mutable { rp.deliver(self->state.agent); },
-              [=](caf::error err) mutable { rp.deliver(std::move(err)); });
-      return rp;
-    },
-    [=](labels_atom, const label_map& labels) -> caf::result<agent_record> {
-      auto next = self->state.agent;
-      next.labels = labels;
-      auto rp = self->make_response_promise<agent_record>();
-      persist(self, std::move(next), [=]() mutable { rp.deliver(self->state.agent); },
-              [=](caf::error err) mutable { rp.deliver(std::move(err)); });
-      return rp;
-    },
-    [=](get_atom) -> agent_record { return self->state.agent; },
-    [=](offer_atom, const run_record& run, const caf::actor& actor) {
-      auto& st = self->state;
-      if (run.status == run_status::running) {
-        st.running[run.id] = actor;
-        if (run.cancel_requested)
-          st.cancel_untold.insert(run.id);
-      } else {
-        st.offered[run.seq] = offered_run{run, actor, std::nullopt};
-      }
-      wake(self);
-    },
-    [=](withdraw_atom, const std::string& run_id) {
-      auto& st = self->state;
-      st.running.erase(run_id);
-      st.cancel_untold.erase(run_id);
-      for (auto it = st.offered.begin(); it != st.offered.end(); ++it)
-        if (it->second.run.id == run_id) {
-          st.offered.erase(it);
-          break;
+            },
+            [=](caf::error err) mutable { rp.deliver(std::move(err)); });
+        return rp;
+      },
+      [=](drain_atom) -> caf::result<agent_record> {
+        auto& st = self->state;
+        if (st.agent.status == agent_status::deregistered)
+          return make_error(errc::illegal_transition, "cannot drain a deregistered agent",
+                            "status");
+        if (st.agent.status == agent_status::draining) return st.agent;
+        auto next = st.agent;
+        next.status = agent_status::draining;
+        auto rp = self->make_response_promise<agent_record>();
+        persist(
+            self, std::move(next), [=]() mutable { rp.deliver(self->state.agent); },
+            [=](caf::error err) mutable { rp.deliver(std::move(err)); });
+        return rp;
+      },
+      [=](labels_atom, const label_map& labels) -> caf::result<agent_record> {
+        auto next = self->state.agent;
+        next.labels = labels;
+        auto rp = self->make_response_promise<agent_record>();
+        persist(
+            self, std::move(next), [=]() mutable { rp.deliver(self->state.agent); },
+            [=](caf::error err) mutable { rp.deliver(std::move(err)); });
+        return rp;
+      },
+      [=](get_atom) -> agent_record { return self->state.agent; },
+      [=](offer_atom, const run_record& run, const caf::actor& actor) {
+        auto& st = self->state;
+        if (run.status == run_status::running) {
+          st.running[run.id] = actor;
+          if (run.cancel_requested) st.cancel_untold.insert(run.id);
+        } else {
+          st.offered[run.seq] = offered_run{run, actor, std::nullopt};
         }
-    },
-    [=](started_atom, const std::string& run_id) {
-      auto& st = self->state;
-      for (auto it = st.offered.begin(); it != st.offered.end(); ++it)
-        if (it->second.run.id == run_id) {
-          st.running[run_id] = it->second.actor;
-          st.offered.erase(it);
-          break;
+        wake(self);
+      },
+      [=](withdraw_atom, const std::string& run_id) {
+        auto& st = self->state;
+        st.running.erase(run_id);
+        st.cancel_untold.erase(run_id);
+        for (auto it = st.offered.begin(); it != st.offered.end(); ++it)
+          if (it->second.run.id == run_id) {
+            st.offered.erase(it);
+            break;
+          }
+      },
+      [=](started_atom, const std::string& run_id) {
+        auto& st = self->state;
+        for (auto it = st.offered.begin(); it != st.offered.end(); ++it)
+          if (it->second.run.id == run_id) {
+            st.running[run_id] = it->second.actor;
+            st.offered.erase(it);
+            break;
+          }
+      },
+      [=](cancel_atom, const std::string& run_id) {
+        auto& st = self->state;
+        st.cancel_untold.insert(run_id);
+        for (auto& [seq, o] : st.offered)
+          if (o.run.id == run_id) o.cancel_requested = true;
+        wake(self);
+      },
+      [=](fired_atom) {
+        auto& st = self->state;
+        if (st.agent.status != agent_status::online &&
+            st.agent.status != agent_status::draining)
+          return;
+        auto deadline = st.agent.last_seen_at + st.ctx->config.offline_after;
+        if (st.ctx->now() < deadline) {
+          arm_liveness(self);
+          return;
         }
-    },
-    [=](cancel_atom, const std::string& run_id) {
-      auto& st = self->state;
-      st.cancel_untold.insert(run_id);
-      for (auto& [seq, o] : st.offered)
-        if (o.run.id == run_id)
-          o.cancel_requested = true;
-      wake(self);
-    },
-    [=](fired_atom) {
-      auto& st = self->state;
-      if (st.agent.status != agent_status::online && st.agent.status != agent_status::draining)
-        return;
-      auto deadline = st.agent.last_seen_at + st.ctx->config.offline_after;
-      if (st.ctx->now() < deadline) {
-        arm_liveness(self);
-        return;
-      }
-      auto next = st.agent;
-      next.status = agent_status::offline;
-      persist(self, std::move(next),
-              [=] {
-                lose_runs(self, "offline");
-                wake(self, true);
-              },
-              [=](caf::error) { arm_liveness(self); });
-    },
-    [=](shutdown_atom) { wake(self, true); },
+        auto next = st.agent;
+        next.status = agent_status::offline;
+        persist(
+            self, std::move(next),
+            [=] {
+              lose_runs(self, "offline");
+              wake(self, true);
+            },
+            [=](caf::error) { arm_liveness(self); });
+      },
+      [=](shutdown_atom) { wake(self, true); },
   };
 }
 
 } // namespace
 
-caf::actor spawn_agent_actor(caf::local_actor* parent, context_ptr ctx, agent_record agent,
-                             bool restored) {
-  return parent->spawn<caf::linked>(agent_actor, std::move(ctx), std::move(agent), restored);
+caf::actor spawn_agent_actor(caf::local_actor* parent, context_ptr ctx,
+                             agent_record agent, bool restored) {
+  return parent->spawn<caf::linked>(agent_actor, std::move(ctx), std::move(agent),
+                                    restored);
 }
 
 } // namespace polymesh

@@ -12,9 +12,8 @@
 #include "mesh/domain/clock.hpp"
 #include "mesh/domain/run_timers.hpp"
 
-#include <caf/actor.hpp>
-
 #include <atomic>
+#include <caf/actor.hpp>
 #include <memory>
 
 namespace polymesh {

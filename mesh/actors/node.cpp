@@ -12,7 +12,6 @@
 
 #include <caf/scoped_actor.hpp>
 #include <caf/send.hpp>
-
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -32,11 +31,11 @@ caf::error make_dirs(const std::string& dir) {
     if (i == dir.size() || dir[i] == '/') {
       if (!partial.empty() && ::mkdir(partial.c_str(), 0700) != 0 && errno != EEXIST)
         return make_error(errc::invalid_argument,
-                          "cannot create data directory '" + partial + "': " + std::strerror(errno),
+                          "cannot create data directory '" + partial +
+                              "': " + std::strerror(errno),
                           "data_dir");
     }
-    if (i < dir.size())
-      partial += dir[i];
+    if (i < dir.size()) partial += dir[i];
   }
   return {};
 }
@@ -47,7 +46,8 @@ caf::expected<T> ask(caf::actor_system& sys, const caf::actor& dest, Ts&&... xs)
   caf::scoped_actor self{sys};
   caf::expected<T> out{caf::error{}};
   self->request(dest, caf::infinite, std::forward<Ts>(xs)...)
-    .receive([&](T& x) { out = std::move(x); }, [&](caf::error& err) { out = std::move(err); });
+      .receive([&](T& x) { out = std::move(x); },
+               [&](caf::error& err) { out = std::move(err); });
   return out;
 }
 
@@ -65,15 +65,15 @@ caf::expected<std::unique_ptr<mesh_node>> mesh_node::start(const mesh_config& cf
 
 caf::error mesh_node::boot(const mesh_config& cfg, const polymesh::clock& clk) {
   auto t0 = std::chrono::steady_clock::now();
-  if (auto err = make_dirs(cfg.data_dir))
-    return err;
+  if (auto err = make_dirs(cfg.data_dir)) return err;
   // One meshd per data directory: two writers would each believe they own
   // every run. The lock dies with the process, so a crash leaves none behind.
   auto lock_path = cfg.data_dir + "/meshd.lock";
   lock_fd_ = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
   if (lock_fd_ < 0)
     return make_error(errc::invalid_argument,
-                      "cannot open '" + lock_path + "': " + std::strerror(errno), "data_dir");
+                      "cannot open '" + lock_path + "': " + std::strerror(errno),
+                      "data_dir");
   if (::flock(lock_fd_, LOCK_EX | LOCK_NB) != 0)
     return make_error(errc::conflict,
                       "data directory '" + cfg.data_dir + "' is in use by another meshd",
@@ -81,16 +81,13 @@ caf::error mesh_node::boot(const mesh_config& cfg, const polymesh::clock& clk) {
   store_options wopts;
   wopts.synchronous = cfg.store_synchronous;
   auto writer = open_sqlite_store(cfg.database_path(), wopts);
-  if (!writer)
-    return writer.error();
+  if (!writer) return writer.error();
   auto snap = (*writer)->load();
-  if (!snap)
-    return snap.error();
+  if (!snap) return snap.error();
   store_options ropts = wopts;
   ropts.read_only = true;
   auto reader = open_sqlite_store(cfg.database_path(), ropts);
-  if (!reader)
-    return reader.error();
+  if (!reader) return reader.error();
 
   system_config_ = std::make_unique<caf::actor_system_config>();
   system_config_->set("logger.verbosity", caf::atom("quiet"));
@@ -124,16 +121,14 @@ caf::error mesh_node::boot(const mesh_config& cfg, const polymesh::clock& clk) {
   ctx_->agents = spawn_agent_registry(sys, ctx_);
   ctx_->runs = spawn_run_registry(sys, ctx_, snap->max_seq);
 
-  if (auto err = bootstrap_admin_token(snap->tokens))
-    return err;
+  if (auto err = bootstrap_admin_token(snap->tokens)) return err;
 
   // Agents first: restored runs re-attach to their agent's actor.
   std::unordered_map<std::string, caf::actor> agent_actors;
   for (auto& a : snap->agents) {
     auto id = a.id;
     auto actor = ask<caf::actor>(sys, ctx_->agents, admit_atom::value, std::move(a));
-    if (!actor)
-      return actor.error();
+    if (!actor) return actor.error();
     agent_actors.emplace(id, *actor);
     ++restored_.agents;
   }
@@ -150,10 +145,9 @@ caf::error mesh_node::boot(const mesh_config& cfg, const polymesh::clock& clk) {
     ++restored_.runs;
   }
   // Wait until the registry has spawned every restored run.
-  if (auto n = ask<uint64_t>(sys, ctx_->runs, count_atom::value); !n)
-    return n.error();
+  if (auto n = ask<uint64_t>(sys, ctx_->runs, count_atom::value); !n) return n.error();
   restored_.seconds =
-    std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return {};
 }
 
@@ -176,13 +170,15 @@ caf::error mesh_node::bootstrap_admin_token(const std::vector<token_record>& exi
     int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
     if (fd < 0)
       return make_error(errc::invalid_argument,
-                        "cannot write '" + path + "': " + std::strerror(errno), "data_dir");
+                        "cannot write '" + path + "': " + std::strerror(errno),
+                        "data_dir");
     auto line = token + "\n";
     auto written = ::write(fd, line.data(), line.size());
     ::fsync(fd);
     ::close(fd);
     if (written != static_cast<ssize_t>(line.size()))
-      return make_error(errc::invalid_argument, "cannot write '" + path + "'", "data_dir");
+      return make_error(errc::invalid_argument, "cannot write '" + path + "'",
+                        "data_dir");
     admin_token_file_ = path;
   }
   token_record rec;
@@ -192,21 +188,19 @@ caf::error mesh_node::bootstrap_admin_token(const std::vector<token_record>& exi
   rec.secret_hash = sha256_hex(token);
   rec.created_at = now;
   for (auto& t : existing)
-    if (t.id == rec.id)
-      rec.created_at = t.created_at;
+    if (t.id == rec.id) rec.created_at = t.created_at;
   auto out = ask<write_outcomes>(*system_, ctx_->store, write_atom::value,
                                  write_batch{put_token{rec}});
-  if (!out)
-    return out.error();
+  if (!out) return out.error();
   ctx_->tokens->put(rec);
   return {};
 }
 
 void mesh_node::tick() {
   auto& sys = *system_;
-  (void) ask<size_t>(sys, ctx_->liveness, tick_atom::value);
-  (void) ask<size_t>(sys, ctx_->expiry, tick_atom::value);
-  (void) ask<size_t>(sys, ctx_->assignment, tick_atom::value);
+  (void)ask<size_t>(sys, ctx_->liveness, tick_atom::value);
+  (void)ask<size_t>(sys, ctx_->expiry, tick_atom::value);
+  (void)ask<size_t>(sys, ctx_->assignment, tick_atom::value);
 }
 
 size_t mesh_node::prune_once() {
@@ -215,17 +209,16 @@ size_t mesh_node::prune_once() {
 }
 
 void mesh_node::begin_shutdown() {
-  if (!ctx_ || ctx_->stopping.exchange(true))
-    return;
-  if (ctx_->agents)
-    caf::anon_send(ctx_->agents, shutdown_atom::value);
+  if (!ctx_ || ctx_->stopping.exchange(true)) return;
+  if (ctx_->agents) caf::anon_send(ctx_->agents, shutdown_atom::value);
 }
 
-mesh_node::~mesh_node() { shutdown(); }
+mesh_node::~mesh_node() {
+  shutdown();
+}
 
 void mesh_node::shutdown() {
-  if (down_)
-    return;
+  if (down_) return;
   down_ = true;
   if (!system_) {
     release_lock();
@@ -234,15 +227,14 @@ void mesh_node::shutdown() {
   begin_shutdown();
   // Registries first (their run and agent actors are linked to them), then
   // the routines, and the store last so in-flight writes still commit.
-  for (auto* h : {&ctx_->runs, &ctx_->agents, &ctx_->token_registry, &ctx_->assignment,
-                  &ctx_->liveness, &ctx_->expiry, &ctx_->retention, &ctx_->query,
-                  &ctx_->store})
-    if (*h)
-      caf::anon_send_exit(*h, caf::exit_reason::user_shutdown);
+  for (auto* h :
+       {&ctx_->runs, &ctx_->agents, &ctx_->token_registry, &ctx_->assignment,
+        &ctx_->liveness, &ctx_->expiry, &ctx_->retention, &ctx_->query, &ctx_->store})
+    if (*h) caf::anon_send_exit(*h, caf::exit_reason::user_shutdown);
   system_->await_all_actors_done();
-  for (auto* h : {&ctx_->runs, &ctx_->agents, &ctx_->token_registry, &ctx_->assignment,
-                  &ctx_->liveness, &ctx_->expiry, &ctx_->retention, &ctx_->query,
-                  &ctx_->store})
+  for (auto* h :
+       {&ctx_->runs, &ctx_->agents, &ctx_->token_registry, &ctx_->assignment,
+        &ctx_->liveness, &ctx_->expiry, &ctx_->retention, &ctx_->query, &ctx_->store})
     *h = nullptr;
   system_.reset();
   system_config_.reset();

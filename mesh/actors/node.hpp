@@ -14,7 +14,6 @@
 #include <caf/actor_system.hpp>
 #include <caf/actor_system_config.hpp>
 #include <caf/expected.hpp>
-
 #include <memory>
 #include <string>
 

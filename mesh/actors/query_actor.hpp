@@ -21,7 +21,6 @@
 #include "mesh/store/store.hpp"
 
 #include <caf/fwd.hpp>
-
 #include <memory>
 
 namespace polymesh {

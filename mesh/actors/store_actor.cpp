@@ -25,8 +25,7 @@ struct store_state {
 void commit(caf::stateful_actor<store_state>* self) {
   auto& st = self->state;
   st.flush_scheduled = false;
-  if (st.waiting.empty())
-    return;
+  if (st.waiting.empty()) return;
   auto batch = std::move(st.batch);
   auto waiting = std::move(st.waiting);
   st.batch.clear();
@@ -45,36 +44,35 @@ void commit(caf::stateful_actor<store_state>* self) {
   }
 }
 
-caf::behavior store_actor(caf::stateful_actor<store_state>* self, std::shared_ptr<store> db,
-                          size_t group_commit_max) {
+caf::behavior store_actor(caf::stateful_actor<store_state>* self,
+                          std::shared_ptr<store> db, size_t group_commit_max) {
   self->state.db = std::move(db);
   self->state.group_commit_max = group_commit_max;
   return {
-    [=](write_atom, write_batch& writes) -> caf::result<write_outcomes> {
-      auto& st = self->state;
-      auto promise = self->make_response_promise();
-      auto n = writes.size();
-      for (auto& w : writes)
-        st.batch.push_back(std::move(w));
-      st.waiting.emplace_back(promise, n);
-      if (st.batch.size() >= st.group_commit_max) {
+      [=](write_atom, write_batch& writes) -> caf::result<write_outcomes> {
+        auto& st = self->state;
+        auto promise = self->make_response_promise();
+        auto n = writes.size();
+        for (auto& w : writes)
+          st.batch.push_back(std::move(w));
+        st.waiting.emplace_back(promise, n);
+        if (st.batch.size() >= st.group_commit_max) {
+          commit(self);
+        } else if (!st.flush_scheduled) {
+          // The flush message queues behind every request already in the
+          // mailbox, so all of them join this transaction.
+          st.flush_scheduled = true;
+          self->send(self, flush_atom::value);
+        }
+        return caf::delegated<write_outcomes>{};
+      },
+      [=](flush_atom) { commit(self); },
+      [=](prune_atom, timestamp cutoff, size_t max_rows) -> caf::result<size_t> {
         commit(self);
-      } else if (!st.flush_scheduled) {
-        // The flush message queues behind every request already in the
-        // mailbox, so all of them join this transaction.
-        st.flush_scheduled = true;
-        self->send(self, flush_atom::value);
-      }
-      return caf::delegated<write_outcomes>{};
-    },
-    [=](flush_atom) { commit(self); },
-    [=](prune_atom, timestamp cutoff, size_t max_rows) -> caf::result<size_t> {
-      commit(self);
-      auto n = self->state.db->prune(cutoff, max_rows);
-      if (!n)
-        return n.error();
-      return *n;
-    },
+        auto n = self->state.db->prune(cutoff, max_rows);
+        if (!n) return n.error();
+        return *n;
+      },
   };
 }
 

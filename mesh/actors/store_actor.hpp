@@ -15,12 +15,12 @@
 #include "mesh/store/store.hpp"
 
 #include <caf/fwd.hpp>
-
 #include <memory>
 
 namespace polymesh {
 
-[[nodiscard]] caf::actor spawn_store_actor(caf::actor_system& sys, std::unique_ptr<store> db,
+[[nodiscard]] caf::actor spawn_store_actor(caf::actor_system& sys,
+                                           std::unique_ptr<store> db,
                                            size_t group_commit_max);
 
 } // namespace polymesh

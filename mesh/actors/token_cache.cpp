@@ -8,11 +8,9 @@
 namespace polymesh {
 
 bool token_cache::split(const std::string& token, std::string& id, std::string& secret) {
-  if (token.rfind("pm_", 0) != 0)
-    return false;
+  if (token.rfind("pm_", 0) != 0) return false;
   auto dot = token.find('.');
-  if (dot == std::string::npos || dot <= 3 || dot + 1 >= token.size())
-    return false;
+  if (dot == std::string::npos || dot <= 3 || dot + 1 >= token.size()) return false;
   id = token.substr(3, dot - 3);
   secret = token.substr(dot + 1);
   return true;
@@ -25,9 +23,11 @@ std::string token_cache::format(const std::string& id, const std::string& secret
 caf::expected<token_record> token_cache::authenticate(const std::string& header) const {
   static const std::string bearer = "Bearer ";
   if (header.empty())
-    return make_error(errc::unauthenticated, "missing Authorization header (Bearer token)");
+    return make_error(errc::unauthenticated,
+                      "missing Authorization header (Bearer token)");
   if (header.rfind(bearer, 0) != 0)
-    return make_error(errc::unauthenticated, "Authorization header must be 'Bearer <token>'");
+    return make_error(errc::unauthenticated,
+                      "Authorization header must be 'Bearer <token>'");
   auto token = header.substr(bearer.size());
   std::string id;
   std::string secret;
@@ -47,10 +47,10 @@ caf::expected<token_record> token_cache::authenticate(const std::string& header)
   }
   if (!constant_time_equal(sha256_hex(secret), rec.secret_hash))
     return make_error(errc::unauthenticated, "unknown or revoked token");
-  if (rec.revoked_at)
-    return make_error(errc::unauthenticated, "token has been revoked");
+  if (rec.revoked_at) return make_error(errc::unauthenticated, "token has been revoked");
   if (rec.expires_at && *rec.expires_at <= clock_.now())
-    return make_error(errc::unauthenticated, "token expired at " + to_rfc3339(*rec.expires_at));
+    return make_error(errc::unauthenticated,
+                      "token expired at " + to_rfc3339(*rec.expires_at));
   return rec;
 }
 
@@ -62,8 +62,7 @@ void token_cache::put(const token_record& token) {
 std::optional<token_record> token_cache::find(const std::string& id) const {
   std::shared_lock<std::shared_mutex> guard{mtx_};
   auto it = tokens_.find(id);
-  if (it == tokens_.end())
-    return std::nullopt;
+  if (it == tokens_.end()) return std::nullopt;
   return it->second;
 }
 
@@ -71,8 +70,7 @@ std::vector<token_record> token_cache::of_agent(const std::string& agent_id) con
   std::shared_lock<std::shared_mutex> guard{mtx_};
   std::vector<token_record> out;
   for (auto& [id, t] : tokens_)
-    if (t.kind == token_kind::agent && t.agent_id == agent_id)
-      out.push_back(t);
+    if (t.kind == token_kind::agent && t.agent_id == agent_id) out.push_back(t);
   return out;
 }
 

@@ -14,12 +14,11 @@
 #include "mesh/domain/records.hpp"
 
 #include <caf/expected.hpp>
-
 #include <optional>
 #include <shared_mutex>
-#include <vector>
 #include <string>
 #include <unordered_map>
+#include <vector>
 
 namespace polymesh {
 
@@ -29,7 +28,8 @@ public:
   /// whole token string, so `POLYMESH_ADMIN_TOKEN` may be any string.
   static constexpr const char* bootstrap_admin_id = "admin";
 
-  explicit token_cache(const polymesh::clock& clk) : clock_(clk) {}
+  explicit token_cache(const polymesh::clock& clk)
+      : clock_(clk) {}
 
   /// Resolves an `Authorization` header value. Errors are `unauthenticated`
   /// with a message saying whether the token is missing, malformed, unknown,

@@ -9,22 +9,32 @@ timestamp system_clock::now() const {
   return std::chrono::time_point_cast<duration>(std::chrono::system_clock::now());
 }
 
-manual_clock::manual_clock() : manual_clock(from_unix_ms(1'800'000'000'000)) {}
+manual_clock::manual_clock()
+    : manual_clock(from_unix_ms(1'800'000'000'000)) {}
 
-manual_clock::manual_clock(timestamp start) : ms_since_epoch_(to_unix_ms(start)) {}
+manual_clock::manual_clock(timestamp start)
+    : ms_since_epoch_(to_unix_ms(start)) {}
 
-timestamp manual_clock::now() const { return from_unix_ms(ms_since_epoch_.load()); }
+timestamp manual_clock::now() const {
+  return from_unix_ms(ms_since_epoch_.load());
+}
 
-void manual_clock::advance(duration d) { ms_since_epoch_ += d.count(); }
+void manual_clock::advance(duration d) {
+  ms_since_epoch_ += d.count();
+}
 
-void manual_clock::set(timestamp t) { ms_since_epoch_ = to_unix_ms(t); }
+void manual_clock::set(timestamp t) {
+  ms_since_epoch_ = to_unix_ms(t);
+}
 
 int64_t to_unix_ms(timestamp t) {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count();
+  return std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch())
+      .count();
 }
 
 timestamp from_unix_ms(int64_t ms) {
-  return timestamp{std::chrono::duration_cast<timestamp::duration>(std::chrono::milliseconds{ms})};
+  return timestamp{
+      std::chrono::duration_cast<timestamp::duration>(std::chrono::milliseconds{ms})};
 }
 
 std::string to_rfc3339(timestamp t) {
@@ -34,8 +44,9 @@ std::string to_rfc3339(timestamp t) {
   std::tm tm{};
   gmtime_r(&secs, &tm);
   char buf[64];
-  std::snprintf(buf, sizeof(buf), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
-                tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, frac);
+  std::snprintf(buf, sizeof(buf), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ",
+                tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
+                tm.tm_sec, frac);
   return buf;
 }
 
@@ -46,8 +57,7 @@ std::optional<timestamp> parse_rfc3339(const std::string& text) {
   char z = 0;
   int consumed = 0;
   if (std::sscanf(text.c_str(), "%4d-%2d-%2dT%2d:%2d:%2d%n", &tm.tm_year, &tm.tm_mon,
-                  &tm.tm_mday, &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &consumed)
-        != 6)
+                  &tm.tm_mday, &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &consumed) != 6)
     return std::nullopt;
   auto rest = text.substr(static_cast<size_t>(consumed));
   if (!rest.empty() && rest[0] == '.') {
@@ -59,21 +69,19 @@ std::optional<timestamp> parse_rfc3339(const std::string& text) {
       }
       ++i;
     }
-    if (i == 1)
-      return std::nullopt;
+    if (i == 1) return std::nullopt;
     rest = rest.substr(i);
   }
   while (frac_len < 3) {
     frac *= 10;
     ++frac_len;
   }
-  if (rest.size() != 1)
-    return std::nullopt;
+  if (rest.size() != 1) return std::nullopt;
   z = rest[0];
-  if (z != 'Z' && z != 'z')
-    return std::nullopt;
-  if (tm.tm_mon < 1 || tm.tm_mon > 12 || tm.tm_mday < 1 || tm.tm_mday > 31 || tm.tm_hour > 23
-      || tm.tm_min > 59 || tm.tm_sec > 60 || tm.tm_hour < 0 || tm.tm_min < 0 || tm.tm_sec < 0)
+  if (z != 'Z' && z != 'z') return std::nullopt;
+  if (tm.tm_mon < 1 || tm.tm_mon > 12 || tm.tm_mday < 1 || tm.tm_mday > 31 ||
+      tm.tm_hour > 23 || tm.tm_min > 59 || tm.tm_sec > 60 || tm.tm_hour < 0 ||
+      tm.tm_min < 0 || tm.tm_sec < 0)
     return std::nullopt;
   tm.tm_year -= 1900;
   tm.tm_mon -= 1;

@@ -8,8 +8,8 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
-#include <string>
 #include <optional>
+#include <string>
 
 namespace polymesh {
 

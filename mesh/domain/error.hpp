@@ -11,7 +11,6 @@
 
 #include <caf/atom.hpp>
 #include <caf/error.hpp>
-
 #include <cstdint>
 #include <string>
 
@@ -52,8 +51,8 @@ enum class errc : uint8_t {
 
 /// Builds a polymesh error. `field` names the offending input (may be empty);
 /// `position` is a 0-based offset into that input or -1.
-[[nodiscard]] caf::error make_error(errc code, std::string message, std::string field = {},
-                                    int64_t position = -1);
+[[nodiscard]] caf::error make_error(errc code, std::string message,
+                                    std::string field = {}, int64_t position = -1);
 
 /// Accessors for errors built by `make_error`. For a foreign error (another
 /// category) `code_of` returns `errc::internal` and `message_of` renders it.

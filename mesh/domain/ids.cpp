@@ -1,10 +1,9 @@
 #include "mesh/domain/ids.hpp"
 
+#include <array>
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
 #include <openssl/sha.h>
-
-#include <array>
 #include <stdexcept>
 
 namespace polymesh {
@@ -31,7 +30,7 @@ std::string new_id(const std::string& prefix) {
 
 std::string new_secret() {
   static constexpr char alphabet[] =
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
   std::array<unsigned char, 43> bytes{};
   random_bytes(bytes.data(), static_cast<int>(bytes.size()));
   std::string out;
@@ -55,8 +54,7 @@ std::string sha256_hex(const std::string& text) {
 }
 
 bool constant_time_equal(const std::string& a, const std::string& b) {
-  if (a.size() != b.size())
-    return false;
+  if (a.size() != b.size()) return false;
   return CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0;
 }
 

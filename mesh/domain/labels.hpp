@@ -10,14 +10,14 @@
 #include "mesh/domain/records.hpp"
 
 #include <caf/error.hpp>
-
 #include <string>
 
 namespace polymesh {
 
 /// Returns an `invalid_argument` error naming `field` (e.g. `labels.env`)
 /// and the rule broken, or a default (empty) error when `key` is valid.
-[[nodiscard]] caf::error validate_label_key(const std::string& key, const std::string& field);
+[[nodiscard]] caf::error validate_label_key(const std::string& key,
+                                            const std::string& field);
 [[nodiscard]] caf::error validate_label_value(const std::string& value,
                                               const std::string& field);
 /// Validates every key and value; field names are `labels.<key>`.

@@ -4,33 +4,33 @@ namespace polymesh {
 
 const char* to_string(run_status x) {
   switch (x) {
-    case run_status::created: return "created";
-    case run_status::pending: return "pending";
-    case run_status::running: return "running";
-    case run_status::success: return "success";
-    case run_status::error: return "error";
-    case run_status::canceled: return "canceled";
+  case run_status::created: return "created";
+  case run_status::pending: return "pending";
+  case run_status::running: return "running";
+  case run_status::success: return "success";
+  case run_status::error: return "error";
+  case run_status::canceled: return "canceled";
   }
   return "error";
 }
 
 const char* to_string(agent_status x) {
   switch (x) {
-    case agent_status::online: return "online";
-    case agent_status::draining: return "draining";
-    case agent_status::offline: return "offline";
-    case agent_status::deregistered: return "deregistered";
+  case agent_status::online: return "online";
+  case agent_status::draining: return "draining";
+  case agent_status::offline: return "offline";
+  case agent_status::deregistered: return "deregistered";
   }
   return "offline";
 }
 
 const char* to_string(token_kind x) {
   switch (x) {
-    case token_kind::admin: return "admin";
-    case token_kind::submitter: return "submitter";
-    case token_kind::reader: return "reader";
-    case token_kind::registration: return "registration";
-    case token_kind::agent: return "agent";
+  case token_kind::admin: return "admin";
+  case token_kind::submitter: return "submitter";
+  case token_kind::reader: return "reader";
+  case token_kind::registration: return "registration";
+  case token_kind::agent: return "agent";
   }
   return "reader";
 }
@@ -40,8 +40,7 @@ namespace {
 template <class Enum, size_t N>
 std::optional<Enum> parse_enum(const std::string& text, const Enum (&values)[N]) {
   for (auto v : values)
-    if (text == to_string(v))
-      return v;
+    if (text == to_string(v)) return v;
   return std::nullopt;
 }
 
@@ -56,7 +55,8 @@ std::optional<run_status> parse_run_status(const std::string& text) {
 
 std::optional<agent_status> parse_agent_status(const std::string& text) {
   static constexpr agent_status all[] = {agent_status::online, agent_status::draining,
-                                         agent_status::offline, agent_status::deregistered};
+                                         agent_status::offline,
+                                         agent_status::deregistered};
   return parse_enum(text, all);
 }
 

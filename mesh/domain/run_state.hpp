@@ -8,7 +8,6 @@
 #include "mesh/domain/records.hpp"
 
 #include <caf/expected.hpp>
-
 #include <cstdint>
 
 namespace polymesh {

@@ -7,12 +7,12 @@ namespace polymesh {
 
 const char* to_string(timer_action x) {
   switch (x) {
-    case timer_action::none: return "none";
-    case timer_action::ttl_lapsed: return "ttl_lapsed";
-    case timer_action::lease_lapsed: return "lease_lapsed";
-    case timer_action::result_expired: return "result_expired";
-    case timer_action::timed_out: return "timed_out";
-    case timer_action::cancel_grace_lapsed: return "cancel_grace_lapsed";
+  case timer_action::none: return "none";
+  case timer_action::ttl_lapsed: return "ttl_lapsed";
+  case timer_action::lease_lapsed: return "lease_lapsed";
+  case timer_action::result_expired: return "result_expired";
+  case timer_action::timed_out: return "timed_out";
+  case timer_action::cancel_grace_lapsed: return "cancel_grace_lapsed";
   }
   return "none";
 }
@@ -32,14 +32,14 @@ std::array<candidate, 5> candidates(const run_record& run, const run_timing& t) 
                                 {timer_action::timed_out, std::nullopt},
                                 {timer_action::lease_lapsed, std::nullopt},
                                 {timer_action::ttl_lapsed, std::nullopt}}};
-  bool sent = run.status == run_status::running
-              || (run.status == run_status::pending && run.delivered_at);
+  bool sent = run.status == run_status::running ||
+              (run.status == run_status::pending && run.delivered_at);
   if (run.status == run_status::created && run.ttl_s > 0)
     out[4].at = run.created_at + std::chrono::seconds{run.ttl_s};
   if (run.status == run_status::pending && run.delivered_at && !run.cancel_requested)
     out[3].at = *run.delivered_at + t.delivery_lease;
-  if (run.status == run_status::running && run.timeout_s > 0 && run.started_at
-      && !run.cancel_requested)
+  if (run.status == run_status::running && run.timeout_s > 0 && run.started_at &&
+      !run.cancel_requested)
     out[2].at = *run.started_at + std::chrono::seconds{run.timeout_s};
   if (sent) {
     auto last = run.last_activity_at ? *run.last_activity_at
@@ -56,15 +56,13 @@ std::array<candidate, 5> candidates(const run_record& run, const run_timing& t) 
 std::optional<timestamp> next_deadline(const run_record& run, const run_timing& timing) {
   std::optional<timestamp> best;
   for (auto& c : candidates(run, timing))
-    if (c.at && (!best || *c.at < *best))
-      best = c.at;
+    if (c.at && (!best || *c.at < *best)) best = c.at;
   return best;
 }
 
 timer_action due_action(const run_record& run, const run_timing& timing, timestamp now) {
   for (auto& c : candidates(run, timing))
-    if (c.at && *c.at <= now)
-      return c.action;
+    if (c.at && *c.at <= now) return c.action;
   return timer_action::none;
 }
 

@@ -13,7 +13,6 @@
 #include "mesh/domain/records.hpp"
 
 #include <caf/expected.hpp>
-
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -21,7 +20,16 @@
 namespace polymesh {
 
 struct requirement {
-  enum class op : uint8_t { equals, not_equals, in, not_in, exists, does_not_exist, greater_than, less_than };
+  enum class op : uint8_t {
+    equals,
+    not_equals,
+    in,
+    not_in,
+    exists,
+    does_not_exist,
+    greater_than,
+    less_than
+  };
   std::string key;
   op oper = op::exists;
   /// Sorted, deduplicated; one value for equals/not_equals/gt/lt.
@@ -40,8 +48,8 @@ public:
   /// Parses `text`. On failure returns an `errc::invalid_selector` error
   /// whose message says what was expected, with `position_of` the 0-based
   /// offset of the offending character and `field_of` == `field`.
-  [[nodiscard]] static caf::expected<selector> parse(const std::string& text,
-                                                     const std::string& field = "selector");
+  [[nodiscard]] static caf::expected<selector>
+  parse(const std::string& text, const std::string& field = "selector");
 
   [[nodiscard]] bool matches(const label_map& labels) const;
   [[nodiscard]] bool empty() const { return reqs_.empty(); }

@@ -11,9 +11,8 @@
 
 #include "mesh/actors/node.hpp"
 
-#include <caf/expected.hpp>
-
 #include <atomic>
+#include <caf/expected.hpp>
 #include <functional>
 #include <memory>
 #include <string>
@@ -37,7 +36,8 @@ enum access : unsigned {
   reader_access = 1u << 2,
   registration_access = 1u << 3,
   agent_access = 1u << 4,
-  any_token = admin_access | submitter_access | reader_access | registration_access | agent_access,
+  any_token = admin_access | submitter_access | reader_access | registration_access |
+              agent_access,
 };
 
 struct request_context;
@@ -79,6 +79,7 @@ private:
 };
 
 /// Splits `HOST:PORT`; `[v6]:PORT` is accepted too.
-[[nodiscard]] caf::expected<std::pair<std::string, int>> split_host_port(const std::string& s);
+[[nodiscard]] caf::expected<std::pair<std::string, int>>
+split_host_port(const std::string& s);
 
 } // namespace polymesh

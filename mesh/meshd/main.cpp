@@ -8,7 +8,6 @@
 #include "mesh/http/server.hpp"
 
 #include <CLI/CLI.hpp>
-
 #include <csignal>
 #include <cstdio>
 #include <iostream>
@@ -37,7 +36,8 @@ int main(int argc, char** argv) {
   std::string listen;
   std::string data_dir;
   bool print_endpoints = false;
-  app.add_option("--config", config_file, "YAML config file (see config/mesh.example.yaml)");
+  app.add_option("--config", config_file,
+                 "YAML config file (see config/mesh.example.yaml)");
   app.add_option("--listen", listen, "HOST:PORT to listen on (port 0 picks a free port)");
   app.add_option("--data-dir", data_dir, "Directory for the database and admin.token");
   app.add_flag("--endpoints", print_endpoints, "Print the API's endpoint table and exit");
@@ -52,22 +52,16 @@ int main(int argc, char** argv) {
   mesh_config cfg;
   if (!config_file.empty()) {
     auto loaded = load_mesh_config(config_file);
-    if (!loaded)
-      return fail(loaded.error());
+    if (!loaded) return fail(loaded.error());
     cfg = std::move(*loaded);
   }
-  if (!listen.empty())
-    cfg.listen = listen;
-  if (!data_dir.empty())
-    cfg.data_dir = data_dir;
-  if (auto err = validate(cfg))
-    return fail(err);
+  if (!listen.empty()) cfg.listen = listen;
+  if (!data_dir.empty()) cfg.data_dir = data_dir;
+  if (auto err = validate(cfg)) return fail(err);
   auto hp = split_host_port(cfg.listen);
-  if (!hp)
-    return fail(hp.error());
+  if (!hp) return fail(hp.error());
   log_level level = log_level::info;
-  if (parse_log_level(cfg.log_level, level))
-    set_log_level(level);
+  if (parse_log_level(cfg.log_level, level)) set_log_level(level);
 
   // Signals go to one waiting thread, never to a worker.
   sigset_t signals;
@@ -79,29 +73,29 @@ int main(int argc, char** argv) {
 
   system_clock clk;
   auto node = mesh_node::start(cfg, clk);
-  if (!node)
-    return fail(node.error());
+  if (!node) return fail(node.error());
   auto& r = (*node)->restored();
-  log(log_level::info, "store " + cfg.database_path() + ": restored " + std::to_string(r.agents)
-                         + " agents, " + std::to_string(r.runs) + " unfinished runs, "
-                         + std::to_string(r.tokens) + " tokens in "
-                         + std::to_string(static_cast<int>(r.seconds * 1000)) + " ms");
+  log(log_level::info, "store " + cfg.database_path() + ": restored " +
+                           std::to_string(r.agents) + " agents, " +
+                           std::to_string(r.runs) + " unfinished runs, " +
+                           std::to_string(r.tokens) + " tokens in " +
+                           std::to_string(static_cast<int>(r.seconds * 1000)) + " ms");
   if (!(*node)->admin_token_file().empty())
     log(log_level::info, "admin token written to " + (*node)->admin_token_file());
 
   http_server server{**node};
   auto port = server.bind(hp->first, hp->second);
-  if (!port)
-    return fail(port.error());
-  auto shown_host = hp->first.find(':') != std::string::npos ? "[" + hp->first + "]" : hp->first;
+  if (!port) return fail(port.error());
+  auto shown_host =
+      hp->first.find(':') != std::string::npos ? "[" + hp->first + "]" : hp->first;
   std::printf("listening on http://%s:%d\n", shown_host.c_str(), *port);
   std::fflush(stdout);
 
   std::thread waiter{[&] {
     int sig = 0;
     sigwait(&signals, &sig);
-    log(log_level::info, std::string{"received "} + (sig == SIGTERM ? "SIGTERM" : "SIGINT")
-                           + ", shutting down");
+    log(log_level::info, std::string{"received "} +
+                             (sig == SIGTERM ? "SIGTERM" : "SIGINT") + ", shutting down");
     (*node)->begin_shutdown();
     server.stop();
   }};

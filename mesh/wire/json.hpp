@@ -13,7 +13,6 @@
 #include <caf/error.hpp>
 #include <caf/expected.hpp>
 #include <nlohmann/json.hpp>
-
 #include <optional>
 #include <string>
 #include <vector>
@@ -88,7 +87,8 @@ struct run_request {
   int64_t ttl_s = 0;
   std::string idempotency_key;
 };
-[[nodiscard]] caf::expected<run_request> parse_run_request(const json& j, const limits& lim);
+[[nodiscard]] caf::expected<run_request> parse_run_request(const json& j,
+                                                           const limits& lim);
 [[nodiscard]] json to_json(const run_request& r);
 
 /// POST /v1/runs/{id}/progress
@@ -113,13 +113,15 @@ struct finish_request {
   /// Why it ended, snake_case (e.g. `agent_shutdown`); "" lets the mesh choose.
   std::string reason;
 };
-[[nodiscard]] caf::expected<finish_request> parse_finish_request(const json& j, const limits& lim);
+[[nodiscard]] caf::expected<finish_request> parse_finish_request(const json& j,
+                                                                 const limits& lim);
 [[nodiscard]] json to_json(const finish_request& r);
 
-
 /// The plan name rule: 1..128 chars of [A-Za-z0-9._-], alphanumeric first.
-[[nodiscard]] caf::error validate_plan_name(const std::string& plan, const std::string& field);
+[[nodiscard]] caf::error validate_plan_name(const std::string& plan,
+                                            const std::string& field);
 /// The agent name rule: like a label value, 1..63 chars.
-[[nodiscard]] caf::error validate_agent_name(const std::string& name, const std::string& field);
+[[nodiscard]] caf::error validate_agent_name(const std::string& name,
+                                             const std::string& field);
 
 } // namespace polymesh::wire

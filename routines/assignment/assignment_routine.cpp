@@ -6,7 +6,6 @@
 #include <caf/actor_system.hpp>
 #include <caf/event_based_actor.hpp>
 #include <caf/stateful_actor.hpp>
-
 #include <set>
 #include <unordered_map>
 
@@ -47,18 +46,19 @@ size_t place(self_ptr self) {
       continue;
     }
     auto agent_id = p.agent_id;
-    self->request(run->second, caf::infinite, assign_atom::value, p.agent_id, agent->second)
-      .then(
-        [=](bool taken) {
-          if (!taken) {
-            self->state.decisions.release(agent_id);
-            place(self);
-          }
-        },
-        [=](caf::error&) {
-          self->state.decisions.release(agent_id);
-          place(self);
-        });
+    self->request(run->second, caf::infinite, assign_atom::value, p.agent_id,
+                  agent->second)
+        .then(
+            [=](bool taken) {
+              if (!taken) {
+                self->state.decisions.release(agent_id);
+                place(self);
+              }
+            },
+            [=](caf::error&) {
+              self->state.decisions.release(agent_id);
+              place(self);
+            });
     forget(self, p.run_id);
   }
   return placements.size();
@@ -68,78 +68,79 @@ caf::behavior assignment_routine(self_ptr self, context_ptr ctx) {
   self->state.ctx = std::move(ctx);
   self->delayed_send(self, self->state.ctx->config.assignment_sweep, sweep_atom::value);
   return {
-    [=](enqueue_atom, const run_record& run, const caf::actor& actor) {
-      auto& st = self->state;
-      queued_run q;
-      q.id = run.id;
-      q.seq = run.seq;
-      q.priority = run.priority;
-      q.plan = run.plan;
-      // Both were validated at submit; a stored one that no longer parses
-      // (a future grammar change) selects nothing rather than everything.
-      auto sel = selector::parse(run.selector);
-      auto scope = selector::parse(run.scope, "scope");
-      if (!sel || !scope)
-        return;
-      q.sel = std::move(*sel);
-      q.scope = std::move(*scope);
-      q.target_agent = run.target_agent;
-      st.run_actors[run.id] = actor;
-      if (!run.target_agent.empty()) {
-        st.targeted[run.target_agent].insert(run.id);
-        st.target_of[run.id] = run.target_agent;
-      }
-      st.decisions.enqueue(std::move(q));
-      place(self);
-    },
-    [=](dequeue_atom, const std::string& run_id) {
-      self->state.decisions.dequeue(run_id);
-      forget(self, run_id);
-    },
-    [=](agent_atom, const agent_record& rec, const caf::actor& actor) {
-      auto& st = self->state;
-      agent_view v;
-      v.id = rec.id;
-      v.name = rec.name;
-      v.labels = rec.labels;
-      v.plans = std::set<std::string>(rec.plans.begin(), rec.plans.end());
-      v.capacity = rec.capacity;
-      v.status = rec.status;
-      st.decisions.upsert_agent(std::move(v));
-      st.agent_actors[rec.id] = actor;
-      if (rec.status == agent_status::offline || rec.status == agent_status::deregistered) {
-        // Runs queued for this agent by name cannot wait for it any more.
-        if (auto it = st.targeted.find(rec.name); it != st.targeted.end()) {
-          auto ids = std::move(it->second);
-          st.targeted.erase(it);
-          for (auto& id : ids) {
-            st.decisions.dequeue(id);
-            st.target_of.erase(id);
-            if (auto r = st.run_actors.find(id); r != st.run_actors.end()) {
-              self->send(r->second, lost_atom::value, std::string{"offline"});
-              st.run_actors.erase(r);
+      [=](enqueue_atom, const run_record& run, const caf::actor& actor) {
+        auto& st = self->state;
+        queued_run q;
+        q.id = run.id;
+        q.seq = run.seq;
+        q.priority = run.priority;
+        q.plan = run.plan;
+        // Both were validated at submit; a stored one that no longer parses
+        // (a future grammar change) selects nothing rather than everything.
+        auto sel = selector::parse(run.selector);
+        auto scope = selector::parse(run.scope, "scope");
+        if (!sel || !scope) return;
+        q.sel = std::move(*sel);
+        q.scope = std::move(*scope);
+        q.target_agent = run.target_agent;
+        st.run_actors[run.id] = actor;
+        if (!run.target_agent.empty()) {
+          st.targeted[run.target_agent].insert(run.id);
+          st.target_of[run.id] = run.target_agent;
+        }
+        st.decisions.enqueue(std::move(q));
+        place(self);
+      },
+      [=](dequeue_atom, const std::string& run_id) {
+        self->state.decisions.dequeue(run_id);
+        forget(self, run_id);
+      },
+      [=](agent_atom, const agent_record& rec, const caf::actor& actor) {
+        auto& st = self->state;
+        agent_view v;
+        v.id = rec.id;
+        v.name = rec.name;
+        v.labels = rec.labels;
+        v.plans = std::set<std::string>(rec.plans.begin(), rec.plans.end());
+        v.capacity = rec.capacity;
+        v.status = rec.status;
+        st.decisions.upsert_agent(std::move(v));
+        st.agent_actors[rec.id] = actor;
+        if (rec.status == agent_status::offline ||
+            rec.status == agent_status::deregistered) {
+          // Runs queued for this agent by name cannot wait for it any more.
+          if (auto it = st.targeted.find(rec.name); it != st.targeted.end()) {
+            auto ids = std::move(it->second);
+            st.targeted.erase(it);
+            for (auto& id : ids) {
+              st.decisions.dequeue(id);
+              st.target_of.erase(id);
+              if (auto r = st.run_actors.find(id); r != st.run_actors.end()) {
+                self->send(r->second, lost_atom::value, std::string{"offline"});
+                st.run_actors.erase(r);
+              }
             }
           }
         }
-      }
-      place(self);
-    },
-    [=](release_atom, const std::string& agent_id) {
-      self->state.decisions.release(agent_id);
-      place(self);
-    },
-    [=](reserve_atom, const std::string& agent_id) {
-      self->state.decisions.reserve(agent_id);
-    },
-    [=](explain_atom, const std::string& run_id) {
-      return candidacies{self->state.decisions.explain(run_id)};
-    },
-    [=](tick_atom) { return place(self); },
-    [=](sweep_atom) {
-      place(self);
-      if (!self->state.ctx->stopping)
-        self->delayed_send(self, self->state.ctx->config.assignment_sweep, sweep_atom::value);
-    },
+        place(self);
+      },
+      [=](release_atom, const std::string& agent_id) {
+        self->state.decisions.release(agent_id);
+        place(self);
+      },
+      [=](reserve_atom, const std::string& agent_id) {
+        self->state.decisions.reserve(agent_id);
+      },
+      [=](explain_atom, const std::string& run_id) {
+        return candidacies{self->state.decisions.explain(run_id)};
+      },
+      [=](tick_atom) { return place(self); },
+      [=](sweep_atom) {
+        place(self);
+        if (!self->state.ctx->stopping)
+          self->delayed_send(self, self->state.ctx->config.assignment_sweep,
+                             sweep_atom::value);
+      },
   };
 }
 

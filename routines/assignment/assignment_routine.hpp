@@ -21,6 +21,7 @@
 
 namespace polymesh {
 
-[[nodiscard]] caf::actor spawn_assignment_routine(caf::actor_system& sys, context_ptr ctx);
+[[nodiscard]] caf::actor spawn_assignment_routine(caf::actor_system& sys,
+                                                  context_ptr ctx);
 
 } // namespace polymesh

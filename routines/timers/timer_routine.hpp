@@ -18,7 +18,6 @@
 #include "mesh/actors/context.hpp"
 
 #include <caf/fwd.hpp>
-
 #include <string>
 
 namespace polymesh {

@@ -2,12 +2,11 @@
 
 #include "mesh/domain/error.hpp"
 
-#include <httplib.h>
-
 #include <cstdlib>
-#include <set>
 #include <fstream>
 #include <ftw.h>
+#include <httplib.h>
+#include <set>
 #include <unistd.h>
 
 namespace polymesh::test {
@@ -15,21 +14,23 @@ namespace polymesh::test {
 std::string make_temp_dir() {
   const char* base = std::getenv("TMPDIR");
   std::string tmpl = std::string{base && *base ? base : "/tmp"} + "/polymesh-test-XXXXXX";
-  if (!::mkdtemp(tmpl.data()))
-    throw std::runtime_error("mkdtemp failed");
+  if (!::mkdtemp(tmpl.data())) throw std::runtime_error("mkdtemp failed");
   return tmpl;
 }
 
 void remove_tree(const std::string& dir) {
   ::nftw(
-    dir.c_str(),
-    [](const char* path, const struct stat*, int, struct FTW*) { return ::remove(path); }, 16,
-    FTW_DEPTH | FTW_PHYS);
+      dir.c_str(),
+      [](const char* path, const struct stat*, int, struct FTW*) {
+        return ::remove(path);
+      },
+      16, FTW_DEPTH | FTW_PHYS);
 }
 
 response call(int port, const std::string& method, const std::string& path,
               const std::string& token, const json& body, const std::string* raw_body) {
-  std::string payload = raw_body ? *raw_body : (body.is_null() ? std::string{} : body.dump());
+  std::string payload =
+      raw_body ? *raw_body : (body.is_null() ? std::string{} : body.dump());
   return call_raw(port, method, path, token.empty() ? "" : "Bearer " + token, payload);
 }
 
@@ -38,8 +39,7 @@ response call_raw(int port, const std::string& method, const std::string& path,
   httplib::Client cli{"127.0.0.1", port};
   cli.set_read_timeout(std::chrono::seconds{120});
   httplib::Headers headers;
-  if (!authorization.empty())
-    headers.emplace("Authorization", authorization);
+  if (!authorization.empty()) headers.emplace("Authorization", authorization);
   httplib::Result res{nullptr, httplib::Error::Unknown};
   if (method == "GET")
     res = cli.Get(path, headers);
@@ -64,15 +64,15 @@ response call_raw(int port, const std::string& method, const std::string& path,
 bool eventually(const std::function<bool()>& cond, std::chrono::milliseconds limit) {
   auto deadline = std::chrono::steady_clock::now() + limit;
   while (!cond()) {
-    if (std::chrono::steady_clock::now() > deadline)
-      return false;
+    if (std::chrono::steady_clock::now() > deadline) return false;
     std::this_thread::yield();
   }
   return true;
 }
 
 response scripted_agent::poll(int wait_s) const {
-  return call(port, "GET", "/v1/agents/" + id + "/runs?wait=" + std::to_string(wait_s), token);
+  return call(port, "GET", "/v1/agents/" + id + "/runs?wait=" + std::to_string(wait_s),
+              token);
 }
 json scripted_agent::take(size_t n) const {
   json out = json::array();
@@ -80,11 +80,9 @@ json scripted_agent::take(size_t n) const {
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds{10};
   while (out.size() < n && std::chrono::steady_clock::now() < deadline) {
     auto r = poll(1);
-    if (r.status != 200)
-      break;
+    if (r.status != 200) break;
     for (auto& run : r.body["runs"])
-      if (seen.insert(run["id"].get<std::string>()).second)
-        out.push_back(run);
+      if (seen.insert(run["id"].get<std::string>()).second) out.push_back(run);
   }
   return out;
 }
@@ -92,8 +90,10 @@ json scripted_agent::take(size_t n) const {
 response scripted_agent::start(const std::string& run_id) const {
   return call(port, "POST", "/v1/runs/" + run_id + "/start", token, json::object());
 }
-response scripted_agent::progress(const std::string& run_id, const std::string& msg) const {
-  return call(port, "POST", "/v1/runs/" + run_id + "/progress", token, json{{"message", msg}});
+response scripted_agent::progress(const std::string& run_id,
+                                  const std::string& msg) const {
+  return call(port, "POST", "/v1/runs/" + run_id + "/progress", token,
+              json{{"message", msg}});
 }
 response scripted_agent::logs(const std::string& run_id, int64_t seq,
                               const std::string& data) const {
@@ -146,12 +146,10 @@ void mesh_fixture::start_mesh() {
 }
 
 void mesh_fixture::stop_mesh() {
-  if (!node_)
-    return;
+  if (!node_) return;
   node_->begin_shutdown();
   server_->stop();
-  if (serving_.joinable())
-    serving_.join();
+  if (serving_.joinable()) serving_.join();
   server_.reset();
   node_->shutdown();
   node_.reset();
@@ -165,10 +163,8 @@ void mesh_fixture::restart_mesh() {
 std::string mesh_fixture::make_token(const std::string& kind, const std::string& scope,
                                      int64_t ttl_s) {
   json body{{"kind", kind}, {"name", kind + " for a test"}};
-  if (!scope.empty())
-    body["scope"] = scope;
-  if (ttl_s > 0)
-    body["ttl_s"] = ttl_s;
+  if (!scope.empty()) body["scope"] = scope;
+  if (ttl_s > 0) body["ttl_s"] = ttl_s;
   auto r = call("POST", "/v1/tokens", admin, body);
   EXPECT_EQ(r.status, 201) << r.raw;
   return r.body.value("token", "");
@@ -176,10 +172,10 @@ std::string mesh_fixture::make_token(const std::string& kind, const std::string&
 
 scripted_agent mesh_fixture::register_agent(const std::string& name, const json& labels,
                                             const json& plans, int capacity) {
-  if (registration_.empty())
-    registration_ = make_token("registration");
-  auto r = call("POST", "/v1/agents/register", registration_,
-                json{{"name", name}, {"labels", labels}, {"plans", plans}, {"capacity", capacity}});
+  if (registration_.empty()) registration_ = make_token("registration");
+  auto r = call(
+      "POST", "/v1/agents/register", registration_,
+      json{{"name", name}, {"labels", labels}, {"plans", plans}, {"capacity", capacity}});
   EXPECT_EQ(r.status, 201) << r.raw;
   scripted_agent a;
   a.port = port;
@@ -190,8 +186,7 @@ scripted_agent mesh_fixture::register_agent(const std::string& name, const json&
 }
 
 response mesh_fixture::submit(const json& body, const std::string& token) {
-  if (token.empty() && submitter_.empty())
-    submitter_ = make_token("submitter");
+  if (token.empty() && submitter_.empty()) submitter_ = make_token("submitter");
   return call("POST", "/v1/runs", token.empty() ? submitter_ : token, body);
 }
 
@@ -203,8 +198,8 @@ json mesh_fixture::get_run(const std::string& id) {
 
 std::pair<std::string, std::string> mesh_fixture::state_of(const std::string& run_id) {
   auto run = get_run(run_id);
-  return {run.value("status", ""), run["reason"].is_string() ? run["reason"].get<std::string>()
-                                                              : std::string{}};
+  return {run.value("status", ""),
+          run["reason"].is_string() ? run["reason"].get<std::string>() : std::string{}};
 }
 
 } // namespace polymesh::test

@@ -11,11 +11,10 @@
 #include "mesh/domain/clock.hpp"
 #include "mesh/http/server.hpp"
 
-#include <gtest/gtest.h>
-#include <nlohmann/json.hpp>
-
 #include <functional>
+#include <gtest/gtest.h>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <thread>
 
@@ -62,8 +61,8 @@ struct scripted_agent {
   response start(const std::string& run_id) const;
   response progress(const std::string& run_id, const std::string& msg = {}) const;
   response logs(const std::string& run_id, int64_t seq, const std::string& data) const;
-  response finish(const std::string& run_id, const std::string& status,
-                  int exit_code = 0, const std::string& result = {}) const;
+  response finish(const std::string& run_id, const std::string& status, int exit_code = 0,
+                  const std::string& result = {}) const;
   response deregister() const;
 };
 
@@ -85,8 +84,8 @@ protected:
     tick();
   }
 
-  response call(const std::string& method, const std::string& path, const std::string& token,
-                const json& body = nullptr) {
+  response call(const std::string& method, const std::string& path,
+                const std::string& token, const json& body = nullptr) {
     return polymesh::test::call(port, method, path, token, body);
   }
   /// Sends `raw_body` verbatim (malformed JSON, empty or huge bodies).
@@ -101,7 +100,8 @@ protected:
                          int64_t ttl_s = 0);
   /// Registers an agent with a registration token.
   scripted_agent register_agent(const std::string& name, const json& labels,
-                                const json& plans = json::array({"noop"}), int capacity = 1);
+                                const json& plans = json::array({"noop"}),
+                                int capacity = 1);
   /// Submits a run with `submitter`; returns the response.
   response submit(const json& body, const std::string& token = {});
   json get_run(const std::string& id);

@@ -10,13 +10,12 @@
 namespace polymesh::test {
 
 meshd_process::meshd_process(const std::string& binary, const std::string& dir,
-                             const std::string& admin_token, std::vector<std::string> extra) {
+                             const std::string& admin_token,
+                             std::vector<std::string> extra) {
   int out[2];
-  if (::pipe(out) != 0)
-    throw std::runtime_error("pipe failed");
+  if (::pipe(out) != 0) throw std::runtime_error("pipe failed");
   pid_ = ::fork();
-  if (pid_ < 0)
-    throw std::runtime_error("fork failed");
+  if (pid_ < 0) throw std::runtime_error("fork failed");
   if (pid_ == 0) {
     ::dup2(out[1], STDOUT_FILENO);
     ::close(out[0]);
@@ -50,13 +49,11 @@ meshd_process::meshd_process(const std::string& binary, const std::string& dir,
 }
 
 meshd_process::~meshd_process() {
-  if (pid_ > 0)
-    kill_and_wait(SIGKILL);
+  if (pid_ > 0) kill_and_wait(SIGKILL);
 }
 
 int meshd_process::kill_and_wait(int sig) {
-  if (pid_ <= 0)
-    return -1;
+  if (pid_ <= 0) return -1;
   ::kill(pid_, sig);
   int status = 0;
   ::waitpid(pid_, &status, 0);

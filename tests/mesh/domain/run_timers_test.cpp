@@ -124,7 +124,7 @@ TEST_F(run_timers_test, deadlines_are_a_function_of_the_record) {
   clock.advance(2h); // meshd was down for two hours
   EXPECT_EQ(next_deadline(r, timing), before);
   EXPECT_EQ(due_action(r, timing, clock.now()), timer_action::result_expired)
-    << "the most urgent of several lapsed deadlines is reported";
+      << "the most urgent of several lapsed deadlines is reported";
 }
 
 } // namespace

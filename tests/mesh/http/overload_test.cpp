@@ -17,21 +17,24 @@ protected:
 TEST_F(overload, excess_long_polls_get_503_and_other_requests_still_work) {
   std::vector<scripted_agent> agents;
   for (int i = 0; i < 5; ++i)
-    agents.push_back(register_agent("a" + std::to_string(i), json::object(),
-                                    json::array({"other"})));
+    agents.push_back(
+        register_agent("a" + std::to_string(i), json::object(), json::array({"other"})));
   std::vector<std::future<response>> waiting;
   for (int i = 0; i < 4; ++i)
-    waiting.push_back(std::async(std::launch::async, [&, i] { return agents[i].poll(30); }));
+    waiting.push_back(
+        std::async(std::launch::async, [&, i] { return agents[i].poll(30); }));
   ASSERT_TRUE(eventually([&] {
     auto ready = call("GET", "/readyz", admin);
-    return ready.body["http"]["long_polls"] == 4 && ready.body["http"]["long_polls_max"] == 4;
+    return ready.body["http"]["long_polls"] == 4 &&
+           ready.body["http"]["long_polls_max"] == 4;
   }));
   auto refused = agents[4].poll(30);
   ASSERT_EQ(refused.status, 503) << refused.raw;
   EXPECT_EQ(refused.body["error"]["code"], "unavailable");
   EXPECT_NE(refused.body["error"]["message"].get<std::string>().find("http.threads"),
             std::string::npos);
-  EXPECT_EQ(agents[4].poll(0).status, 200) << "a poll that does not wait is always served";
+  EXPECT_EQ(agents[4].poll(0).status, 200)
+      << "a poll that does not wait is always served";
   EXPECT_EQ(submit(json{{"plan", "noop"}}).status, 201);
   // Work for one waiting agent wakes its poll and frees its thread.
   ASSERT_EQ(submit(json{{"plan", "other"}, {"agent", "a0"}}).status, 201);

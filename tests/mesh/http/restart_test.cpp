@@ -20,7 +20,9 @@ TEST_F(restart, runs_agents_and_tokens_survive_and_carry_on) {
   ASSERT_EQ(a.logs(running, 0, "before restart\n").status, 200);
   auto pending = submit(json{{"plan", "noop"}}, submitter).body["id"].get<std::string>();
   ASSERT_TRUE(eventually([&] { return get_run(pending)["status"] == "pending"; }));
-  auto queued = submit(json{{"plan", "noop"}, {"priority", 5}}, submitter).body["id"].get<std::string>();
+  auto queued = submit(json{{"plan", "noop"}, {"priority", 5}}, submitter)
+                    .body["id"]
+                    .get<std::string>();
   auto done_before = submit(json{{"plan", "other"}}, submitter);
   ASSERT_EQ(done_before.status, 201);
 
@@ -40,7 +42,7 @@ TEST_F(restart, runs_agents_and_tokens_survive_and_carry_on) {
   ASSERT_EQ(a.logs(running, 1, "after restart\n").status, 200);
   ASSERT_EQ(a.finish(running, "success").status, 200);
   ASSERT_TRUE(eventually([&] { return get_run(queued)["status"] == "pending"; }))
-    << "the freed slot goes to the queued run with the highest priority";
+      << "the freed slot goes to the queued run with the highest priority";
   auto logs = call("GET", "/v1/runs/" + running + "/logs", admin);
   ASSERT_EQ(logs.body["chunks"].size(), 2u);
 }

@@ -37,22 +37,24 @@ protected:
 // run ends error/agent_lost, and a run queued for it by name ends error/expired.
 TEST_F(timers, agent_offline_requeues_pending_loses_running_expires_targeted) {
   auto a = register_agent("a", json{{"env", "dev"}}, json::array({"noop"}), 3);
-  auto running = submit(json{{"plan", "noop"}, {"agent", "a"}}).body["id"].get<std::string>();
+  auto running =
+      submit(json{{"plan", "noop"}, {"agent", "a"}}).body["id"].get<std::string>();
   ASSERT_EQ(a.take(1).size(), 1u);
   ASSERT_EQ(a.start(running).status, 200);
-  auto pending = submit(json{{"plan", "noop"}, {"agent", "a"}}).body["id"].get<std::string>();
+  auto pending =
+      submit(json{{"plan", "noop"}, {"agent", "a"}}).body["id"].get<std::string>();
   auto roaming = submit(json{{"plan", "noop"}}).body["id"].get<std::string>();
   ASSERT_TRUE(becomes(pending, "pending"));
   ASSERT_TRUE(becomes(roaming, "pending"));
   // A third targeted run waits in the queue: capacity is 3, so drain first.
   ASSERT_EQ(call("POST", "/v1/agents/a/drain", admin).status, 200);
-  auto queued = submit(json{{"plan", "noop"}, {"agent", "a"}}).body["id"].get<std::string>();
+  auto queued =
+      submit(json{{"plan", "noop"}, {"agent", "a"}}).body["id"].get<std::string>();
   EXPECT_EQ(status_of(queued), "created");
 
   advance(cfg.offline_after + 1s);
-  ASSERT_TRUE(eventually([&] {
-    return call("GET", "/v1/agents/a", admin).body["status"] == "offline";
-  }));
+  ASSERT_TRUE(eventually(
+      [&] { return call("GET", "/v1/agents/a", admin).body["status"] == "offline"; }));
   ASSERT_TRUE(becomes(running, "error"));
   EXPECT_EQ(reason_of(running), "agent_lost");
   ASSERT_TRUE(becomes(pending, "error"));
@@ -115,8 +117,10 @@ TEST_F(timers, silent_running_run_expires) {
 // and ends error/timeout, whether the agent confirms or stays silent.
 TEST_F(timers, timeout_asks_the_agent_to_cancel_then_ends_error_timeout) {
   auto a = register_agent("a", json::object(), json::array({"noop"}), 2);
-  auto confirmed = submit(json{{"plan", "noop"}, {"timeout_s", 60}}).body["id"].get<std::string>();
-  auto silent = submit(json{{"plan", "noop"}, {"timeout_s", 60}}).body["id"].get<std::string>();
+  auto confirmed =
+      submit(json{{"plan", "noop"}, {"timeout_s", 60}}).body["id"].get<std::string>();
+  auto silent =
+      submit(json{{"plan", "noop"}, {"timeout_s", 60}}).body["id"].get<std::string>();
   ASSERT_EQ(a.take(2).size(), 2u);
   ASSERT_EQ(a.start(confirmed).status, 200);
   ASSERT_EQ(a.start(silent).status, 200);

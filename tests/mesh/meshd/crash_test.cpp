@@ -82,22 +82,27 @@ TEST(crash, sigkill_under_concurrent_submits_loses_nothing_acknowledged) {
   std::string cursor;
   size_t total = 0;
   do {
-    auto page = call(port, "GET", "/v1/runs?limit=1000" + (cursor.empty() ? "" : "&cursor=" + cursor),
-                     admin);
+    auto page =
+        call(port, "GET",
+             "/v1/runs?limit=1000" + (cursor.empty() ? "" : "&cursor=" + cursor), admin);
     ASSERT_EQ(page.status, 200) << page.raw;
     for (auto& r : page.body["runs"]) {
       ++total;
       EXPECT_TRUE(keys.insert(r["idempotency_key"].get<std::string>()).second)
-        << "duplicate run for key " << r["idempotency_key"];
+          << "duplicate run for key " << r["idempotency_key"];
     }
-    cursor = page.body["next_cursor"].is_null() ? "" : page.body["next_cursor"].get<std::string>();
+    cursor = page.body["next_cursor"].is_null()
+                 ? ""
+                 : page.body["next_cursor"].get<std::string>();
   } while (!cursor.empty());
   EXPECT_EQ(total, book.acked.size());
 
   // None is stuck: one agent with many slots drives every run to success.
-  auto reg = call(port, "POST", "/v1/tokens", admin, json{{"kind", "registration"}, {"name", "r"}});
-  auto agent = call(port, "POST", "/v1/agents/register", reg.body["token"].get<std::string>(),
-                    json{{"name", "drainer"}, {"plans", {"noop"}}, {"capacity", 64}});
+  auto reg = call(port, "POST", "/v1/tokens", admin,
+                  json{{"kind", "registration"}, {"name", "r"}});
+  auto agent =
+      call(port, "POST", "/v1/agents/register", reg.body["token"].get<std::string>(),
+           json{{"name", "drainer"}, {"plans", {"noop"}}, {"capacity", 64}});
   ASSERT_EQ(agent.status, 201) << agent.raw;
   scripted_agent a{port, agent.body["id"], "drainer", agent.body["access_token"]};
   size_t finished = 0;

@@ -19,13 +19,16 @@ TEST(signals, sigterm_wakes_long_polls_and_exits_zero) {
   meshd_process mesh{MESHD_PATH, dir, admin};
   auto reg = call(mesh.port(), "POST", "/v1/tokens", admin,
                   json{{"kind", "registration"}, {"name", "r"}});
-  auto agent = call(mesh.port(), "POST", "/v1/agents/register", reg.body["token"].get<std::string>(),
+  auto agent = call(mesh.port(), "POST", "/v1/agents/register",
+                    reg.body["token"].get<std::string>(),
                     json{{"name", "a"}, {"plans", {"noop"}}});
   ASSERT_EQ(agent.status, 201) << agent.raw;
   scripted_agent a{mesh.port(), agent.body["id"], "a", agent.body["access_token"]};
   // Timestamps have millisecond resolution: let the clock move past the
   // registration so the poll's liveness stamp is distinguishable.
-  auto seen = call(mesh.port(), "GET", "/v1/agents/a", admin).body["last_seen_at"].get<std::string>();
+  auto seen = call(mesh.port(), "GET", "/v1/agents/a", admin)
+                  .body["last_seen_at"]
+                  .get<std::string>();
   ASSERT_TRUE(eventually([&] { return to_rfc3339(system_clock{}.now()) > seen; }));
   auto started = std::chrono::steady_clock::now();
   auto poll = std::async(std::launch::async, [&] { return a.poll(25); });
@@ -37,9 +40,9 @@ TEST(signals, sigterm_wakes_long_polls_and_exits_zero) {
   auto status = mesh.kill_and_wait(SIGTERM);
   auto answered = poll.get();
   EXPECT_LT(std::chrono::steady_clock::now() - started, std::chrono::seconds{20})
-    << "the long-poll ran out its wait instead of being answered at shutdown";
+      << "the long-poll ran out its wait instead of being answered at shutdown";
   EXPECT_TRUE(answered.status == 200 || answered.status == 503 || answered.status == -1)
-    << answered.raw;
+      << answered.raw;
   ASSERT_TRUE(WIFEXITED(status)) << "meshd did not exit by itself";
   EXPECT_EQ(WEXITSTATUS(status), 0);
   remove_tree(dir);
