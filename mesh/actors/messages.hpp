@@ -12,7 +12,6 @@
 
 #include <caf/allowed_unsafe_message_type.hpp>
 #include <caf/atom.hpp>
-
 #include <string>
 #include <vector>
 

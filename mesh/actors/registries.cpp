@@ -10,7 +10,6 @@
 #include <caf/actor_system.hpp>
 #include <caf/event_based_actor.hpp>
 #include <caf/stateful_actor.hpp>
-
 #include <unordered_map>
 
 namespace polymesh {
@@ -38,59 +37,60 @@ caf::behavior run_registry(run_self self, context_ptr ctx, uint64_t max_seq) {
   self->state.ctx = std::move(ctx);
   self->state.seq = max_seq;
   return {
-    [=](create_atom, const caller& c, const wire::run_request& req) {
-      auto& st = self->state;
-      run_record run;
-      run.id = new_id("run");
-      run.seq = ++st.seq;
-      run.plan = req.plan;
-      run.selector = req.selector;
-      run.scope = c.scope;
-      run.target_agent = req.agent;
-      run.params = req.params;
-      run.payload = req.payload;
-      run.priority = req.priority;
-      run.timeout_s = req.timeout_s;
-      run.ttl_s = req.ttl_s;
-      run.idempotency_key = req.idempotency_key;
-      run.submitted_by = c.token_id;
-      run.created_at = st.ctx->now();
-      auto id = run.id;
-      auto actor = spawn_run_actor(self, st.ctx, std::move(run), true, {});
-      st.live.emplace(id, actor);
-      return self->delegate(actor, admit_atom::value);
-    },
-    [=](admit_atom, run_record& run, const caf::actor& agent) {
-      auto id = run.id;
-      auto actor = spawn_run_actor(self, self->state.ctx, std::move(run), false, agent);
-      self->state.live.emplace(id, actor);
-      return true;
-    },
-    [=](start_atom a, const caller& c, const std::string& id) {
-      return self->delegate(route(self, id), a, c, id);
-    },
-    [=](progress_atom a, const caller& c, const std::string& id, const std::string& msg) {
-      return self->delegate(route(self, id), a, c, id, msg);
-    },
-    [=](logs_atom a, const caller& c, const std::string& id, const wire::log_request& req) {
-      return self->delegate(route(self, id), a, c, id, req);
-    },
-    [=](finish_atom a, const caller& c, const std::string& id,
-        const wire::finish_request& req) {
-      return self->delegate(route(self, id), a, c, id, req);
-    },
-    [=](cancel_atom a, const caller& c, const std::string& id) {
-      return self->delegate(route(self, id), a, c, id);
-    },
-    [=](done_atom, const std::string& id) {
-      auto it = self->state.live.find(id);
-      if (it == self->state.live.end())
-        return;
-      // Everything routed so far is already in its mailbox, ahead of this.
-      self->send(it->second, stop_atom::value);
-      self->state.live.erase(it);
-    },
-    [=](count_atom) { return static_cast<uint64_t>(self->state.live.size()); },
+      [=](create_atom, const caller& c, const wire::run_request& req) {
+        auto& st = self->state;
+        run_record run;
+        run.id = new_id("run");
+        run.seq = ++st.seq;
+        run.plan = req.plan;
+        run.selector = req.selector;
+        run.scope = c.scope;
+        run.target_agent = req.agent;
+        run.params = req.params;
+        run.payload = req.payload;
+        run.priority = req.priority;
+        run.timeout_s = req.timeout_s;
+        run.ttl_s = req.ttl_s;
+        run.idempotency_key = req.idempotency_key;
+        run.submitted_by = c.token_id;
+        run.created_at = st.ctx->now();
+        auto id = run.id;
+        auto actor = spawn_run_actor(self, st.ctx, std::move(run), true, {});
+        st.live.emplace(id, actor);
+        return self->delegate(actor, admit_atom::value);
+      },
+      [=](admit_atom, run_record& run, const caf::actor& agent) {
+        auto id = run.id;
+        auto actor = spawn_run_actor(self, self->state.ctx, std::move(run), false, agent);
+        self->state.live.emplace(id, actor);
+        return true;
+      },
+      [=](start_atom a, const caller& c, const std::string& id) {
+        return self->delegate(route(self, id), a, c, id);
+      },
+      [=](progress_atom a, const caller& c, const std::string& id,
+          const std::string& msg) {
+        return self->delegate(route(self, id), a, c, id, msg);
+      },
+      [=](logs_atom a, const caller& c, const std::string& id,
+          const wire::log_request& req) {
+        return self->delegate(route(self, id), a, c, id, req);
+      },
+      [=](finish_atom a, const caller& c, const std::string& id,
+          const wire::finish_request& req) {
+        return self->delegate(route(self, id), a, c, id, req);
+      },
+      [=](cancel_atom a, const caller& c, const std::string& id) {
+        return self->delegate(route(self, id), a, c, id);
+      },
+      [=](done_atom, const std::string& id) {
+        auto it = self->state.live.find(id);
+        if (it == self->state.live.end()) return;
+        // Everything routed so far is already in its mailbox, ahead of this.
+        self->send(it->second, stop_atom::value);
+        self->state.live.erase(it);
+      },
+      [=](count_atom) { return static_cast<uint64_t>(self->state.live.size()); },
   };
 }
 
@@ -109,15 +109,15 @@ using agent_self = caf::stateful_actor<agent_registry_state>*;
 /// The actor of the agent with this id or name, or nullptr.
 caf::actor find_agent(agent_self self, const std::string& id_or_name) {
   auto& st = self->state;
-  if (auto it = st.by_id.find(id_or_name); it != st.by_id.end())
-    return it->second;
+  if (auto it = st.by_id.find(id_or_name); it != st.by_id.end()) return it->second;
   if (auto it = st.id_by_name.find(id_or_name); it != st.id_by_name.end())
     return st.by_id[it->second];
   return nullptr;
 }
 
 caf::error no_agent(const std::string& id_or_name) {
-  return make_error(errc::not_found, "no agent with id or name '" + id_or_name + "'", "id");
+  return make_error(errc::not_found, "no agent with id or name '" + id_or_name + "'",
+                    "id");
 }
 
 caf::actor add_agent(agent_self self, agent_record rec, bool restored) {
@@ -133,76 +133,76 @@ caf::actor add_agent(agent_self self, agent_record rec, bool restored) {
 caf::behavior agent_registry(agent_self self, context_ptr ctx) {
   self->state.ctx = std::move(ctx);
   return {
-    [=](register_atom a, const caller& c,
-        const wire::register_request& req) -> caf::result<caf::message> {
-      if (!c.scope.empty()) {
-        auto scope = selector::parse(c.scope, "scope");
-        if (!scope || !scope->matches(req.labels))
-          return make_error(errc::forbidden,
-                            "agent labels are outside the registration token's scope ("
-                              + c.scope + ")",
-                            "labels");
-      }
-      auto actor = find_agent(self, req.name);
-      if (!actor) {
-        agent_record rec;
-        rec.id = new_id("agt");
-        rec.name = req.name;
-        actor = add_agent(self, std::move(rec), false);
-      }
-      return self->delegate(actor, a, c, req);
-    },
-    [=](admit_atom, agent_record& rec) { return add_agent(self, std::move(rec), true); },
-    [=](refresh_atom a, const caller& c, const std::string& id) -> caf::result<caf::message> {
-      if (auto actor = find_agent(self, id))
-        return self->delegate(actor, a, c);
-      return no_agent(id);
-    },
-    [=](poll_atom a, const caller& c, const std::string& id,
-        int64_t wait_ms) -> caf::result<caf::message> {
-      if (auto actor = find_agent(self, id))
-        return self->delegate(actor, a, c, wait_ms);
-      return no_agent(id);
-    },
-    [=](dereg_atom a, const caller& c, const std::string& id) -> caf::result<caf::message> {
-      if (auto actor = find_agent(self, id))
-        return self->delegate(actor, a, c);
-      return no_agent(id);
-    },
-    [=](touch_atom a, const std::string& id) {
-      if (auto actor = find_agent(self, id))
-        self->send(actor, a);
-    },
-    [=](get_atom a, const std::string& id) -> caf::result<caf::message> {
-      if (auto actor = find_agent(self, id))
-        return self->delegate(actor, a);
-      return no_agent(id);
-    },
-    [=](drain_atom a, const std::string& id) -> caf::result<caf::message> {
-      if (auto actor = find_agent(self, id))
-        return self->delegate(actor, a);
-      return no_agent(id);
-    },
-    [=](labels_atom a, const std::string& id,
-        const label_map& labels) -> caf::result<caf::message> {
-      if (auto actor = find_agent(self, id))
-        return self->delegate(actor, a, labels);
-      return no_agent(id);
-    },
-    [=](list_atom) {
-      agent_list out;
-      out.reserve(self->state.mirror.size());
-      for (auto& [id, rec] : self->state.mirror)
-        out.push_back(rec);
-      std::sort(out.begin(), out.end(),
-                [](const agent_record& a, const agent_record& b) { return a.name < b.name; });
-      return out;
-    },
-    [=](update_atom, const agent_record& rec) { self->state.mirror[rec.id] = rec; },
-    [=](shutdown_atom a) {
-      for (auto& [id, actor] : self->state.by_id)
-        self->send(actor, a);
-    },
+      [=](register_atom a, const caller& c,
+          const wire::register_request& req) -> caf::result<caf::message> {
+        if (!c.scope.empty()) {
+          auto scope = selector::parse(c.scope, "scope");
+          if (!scope || !scope->matches(req.labels))
+            return make_error(
+                errc::forbidden,
+                "agent labels are outside the registration token's scope (" + c.scope +
+                    ")",
+                "labels");
+        }
+        auto actor = find_agent(self, req.name);
+        if (!actor) {
+          agent_record rec;
+          rec.id = new_id("agt");
+          rec.name = req.name;
+          actor = add_agent(self, std::move(rec), false);
+        }
+        return self->delegate(actor, a, c, req);
+      },
+      [=](admit_atom, agent_record& rec) {
+        return add_agent(self, std::move(rec), true);
+      },
+      [=](refresh_atom a, const caller& c,
+          const std::string& id) -> caf::result<caf::message> {
+        if (auto actor = find_agent(self, id)) return self->delegate(actor, a, c);
+        return no_agent(id);
+      },
+      [=](poll_atom a, const caller& c, const std::string& id,
+          int64_t wait_ms) -> caf::result<caf::message> {
+        if (auto actor = find_agent(self, id))
+          return self->delegate(actor, a, c, wait_ms);
+        return no_agent(id);
+      },
+      [=](dereg_atom a, const caller& c,
+          const std::string& id) -> caf::result<caf::message> {
+        if (auto actor = find_agent(self, id)) return self->delegate(actor, a, c);
+        return no_agent(id);
+      },
+      [=](touch_atom a, const std::string& id) {
+        if (auto actor = find_agent(self, id)) self->send(actor, a);
+      },
+      [=](get_atom a, const std::string& id) -> caf::result<caf::message> {
+        if (auto actor = find_agent(self, id)) return self->delegate(actor, a);
+        return no_agent(id);
+      },
+      [=](drain_atom a, const std::string& id) -> caf::result<caf::message> {
+        if (auto actor = find_agent(self, id)) return self->delegate(actor, a);
+        return no_agent(id);
+      },
+      [=](labels_atom a, const std::string& id,
+          const label_map& labels) -> caf::result<caf::message> {
+        if (auto actor = find_agent(self, id)) return self->delegate(actor, a, labels);
+        return no_agent(id);
+      },
+      [=](list_atom) {
+        agent_list out;
+        out.reserve(self->state.mirror.size());
+        for (auto& [id, rec] : self->state.mirror)
+          out.push_back(rec);
+        std::sort(
+            out.begin(), out.end(),
+            [](const agent_record& a, const agent_record& b) { return a.name < b.name; });
+        return out;
+      },
+      [=](update_atom, const agent_record& rec) { self->state.mirror[rec.id] = rec; },
+      [=](shutdown_atom a) {
+        for (auto& [id, actor] : self->state.by_id)
+          self->send(actor, a);
+      },
   };
 }
 
@@ -221,18 +221,19 @@ void persist_tokens(token_self self, std::vector<token_record> records,
   write_batch batch;
   for (auto& r : records)
     batch.emplace_back(put_token{r});
-  self->request(self->state.ctx->store, caf::infinite, write_atom::value, std::move(batch))
-    .await(
-      [=](const write_outcomes&) {
-        for (auto& r : records) {
-          if (r.revoked_at)
-            self->state.ctx->tokens->erase(r.id);
-          else
-            self->state.ctx->tokens->put(r);
-        }
-        then();
-      },
-      [=](caf::error& err) { fail(std::move(err)); });
+  self->request(self->state.ctx->store, caf::infinite, write_atom::value,
+                std::move(batch))
+      .await(
+          [=](const write_outcomes&) {
+            for (auto& r : records) {
+              if (r.revoked_at)
+                self->state.ctx->tokens->erase(r.id);
+              else
+                self->state.ctx->tokens->put(r);
+            }
+            then();
+          },
+          [=](caf::error& err) { fail(std::move(err)); });
 }
 
 issued_token mint(token_self self, token_kind kind, std::string name, std::string scope,
@@ -246,8 +247,7 @@ issued_token mint(token_self self, token_kind kind, std::string name, std::strin
   out.record.scope = std::move(scope);
   out.record.secret_hash = sha256_hex(secret);
   out.record.created_at = now;
-  if (ttl_s > 0)
-    out.record.expires_at = now + std::chrono::seconds{ttl_s};
+  if (ttl_s > 0) out.record.expires_at = now + std::chrono::seconds{ttl_s};
   out.token = token_cache::format(out.record.id, secret);
   return out;
 }
@@ -255,54 +255,59 @@ issued_token mint(token_self self, token_kind kind, std::string name, std::strin
 caf::behavior token_registry(token_self self, context_ptr ctx) {
   self->state.ctx = std::move(ctx);
   return {
-    [=](create_atom, const wire::token_request& req) -> caf::result<issued_token> {
-      auto tok = mint(self, req.kind, req.name, req.scope, req.ttl_s);
-      auto rp = self->make_response_promise<issued_token>();
-      persist_tokens(self, {tok.record}, [=]() mutable { rp.deliver(tok); },
-                     [=](caf::error err) mutable { rp.deliver(std::move(err)); });
-      return rp;
-    },
-    [=](issue_atom, const std::string& agent_id, int64_t session) -> caf::result<issued_token> {
-      auto& st = self->state;
-      auto ttl = std::chrono::duration_cast<std::chrono::seconds>(st.ctx->config.agent_token_ttl);
-      auto tok = mint(self, token_kind::agent, "agent " + agent_id, "", ttl.count());
-      tok.record.agent_id = agent_id;
-      tok.record.agent_session = session;
-      // Tokens of earlier sessions of this agent die with this one's birth.
-      std::vector<token_record> records{tok.record};
-      for (auto& old : st.ctx->tokens->of_agent(agent_id))
-        if (old.agent_session != session) {
-          old.revoked_at = tok.record.created_at;
-          records.push_back(old);
-        }
-      auto rp = self->make_response_promise<issued_token>();
-      persist_tokens(self, std::move(records), [=]() mutable { rp.deliver(tok); },
-                     [=](caf::error err) mutable { rp.deliver(std::move(err)); });
-      return rp;
-    },
-    [=](revoke_atom, const std::string& id) -> caf::result<token_record> {
-      auto rec = self->state.ctx->tokens->find(id);
-      if (!rec)
-        return make_error(errc::not_found, "no live token with id '" + id + "'", "id");
-      rec->revoked_at = self->state.ctx->now();
-      auto rp = self->make_response_promise<token_record>();
-      auto out = *rec;
-      persist_tokens(self, {*rec}, [=]() mutable { rp.deliver(out); },
-                     [=](caf::error err) mutable { rp.deliver(std::move(err)); });
-      return rp;
-    },
-    [=](revoke_atom, agent_atom, const std::string& agent_id) -> caf::result<bool> {
-      auto records = self->state.ctx->tokens->of_agent(agent_id);
-      if (records.empty())
-        return true;
-      auto now = self->state.ctx->now();
-      for (auto& r : records)
-        r.revoked_at = now;
-      auto rp = self->make_response_promise<bool>();
-      persist_tokens(self, std::move(records), [=]() mutable { rp.deliver(true); },
-                     [=](caf::error err) mutable { rp.deliver(std::move(err)); });
-      return rp;
-    },
+      [=](create_atom, const wire::token_request& req) -> caf::result<issued_token> {
+        auto tok = mint(self, req.kind, req.name, req.scope, req.ttl_s);
+        auto rp = self->make_response_promise<issued_token>();
+        persist_tokens(
+            self, {tok.record}, [=]() mutable { rp.deliver(tok); },
+            [=](caf::error err) mutable { rp.deliver(std::move(err)); });
+        return rp;
+      },
+      [=](issue_atom, const std::string& agent_id,
+          int64_t session) -> caf::result<issued_token> {
+        auto& st = self->state;
+        auto ttl = std::chrono::duration_cast<std::chrono::seconds>(
+            st.ctx->config.agent_token_ttl);
+        auto tok = mint(self, token_kind::agent, "agent " + agent_id, "", ttl.count());
+        tok.record.agent_id = agent_id;
+        tok.record.agent_session = session;
+        // Tokens of earlier sessions of this agent die with this one's birth.
+        std::vector<token_record> records{tok.record};
+        for (auto& old : st.ctx->tokens->of_agent(agent_id))
+          if (old.agent_session != session) {
+            old.revoked_at = tok.record.created_at;
+            records.push_back(old);
+          }
+        auto rp = self->make_response_promise<issued_token>();
+        persist_tokens(
+            self, std::move(records), [=]() mutable { rp.deliver(tok); },
+            [=](caf::error err) mutable { rp.deliver(std::move(err)); });
+        return rp;
+      },
+      [=](revoke_atom, const std::string& id) -> caf::result<token_record> {
+        auto rec = self->state.ctx->tokens->find(id);
+        if (!rec)
+          return make_error(errc::not_found, "no live token with id '" + id + "'", "id");
+        rec->revoked_at = self->state.ctx->now();
+        auto rp = self->make_response_promise<token_record>();
+        auto out = *rec;
+        persist_tokens(
+            self, {*rec}, [=]() mutable { rp.deliver(out); },
+            [=](caf::error err) mutable { rp.deliver(std::move(err)); });
+        return rp;
+      },
+      [=](revoke_atom, agent_atom, const std::string& agent_id) -> caf::result<bool> {
+        auto records = self->state.ctx->tokens->of_agent(agent_id);
+        if (records.empty()) return true;
+        auto now = self->state.ctx->now();
+        for (auto& r : records)
+          r.revoked_at = now;
+        auto rp = self->make_response_promise<bool>();
+        persist_tokens(
+            self, std::move(records), [=]() mutable { rp.deliver(true); },
+            [=](caf::error err) mutable { rp.deliver(std::move(err)); });
+        return rp;
+      },
   };
 }
 

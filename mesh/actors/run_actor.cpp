@@ -9,7 +9,6 @@
 #include <caf/actor_system.hpp>
 #include <caf/event_based_actor.hpp>
 #include <caf/stateful_actor.hpp>
-
 #include <functional>
 
 namespace polymesh {
@@ -34,8 +33,7 @@ using self_ptr = caf::stateful_actor<run_actor_state>*;
 void rearm(self_ptr self) {
   auto& st = self->state;
   if (is_terminal(st.run.status)) {
-    if (st.armed)
-      self->send(st.ctx->expiry, disarm_atom::value, st.run.id);
+    if (st.armed) self->send(st.ctx->expiry, disarm_atom::value, st.run.id);
     st.armed = false;
     return;
   }
@@ -57,14 +55,15 @@ void persist(self_ptr self, run_record next, write_batch extra,
   batch.emplace_back(put_run{next, false});
   for (auto& w : extra)
     batch.push_back(std::move(w));
-  self->request(self->state.ctx->store, caf::infinite, write_atom::value, std::move(batch))
-    .await(
-      [=](const write_outcomes&) mutable {
-        self->state.run = std::move(next);
-        rearm(self);
-        then();
-      },
-      [=](caf::error& err) mutable { fail(std::move(err)); });
+  self->request(self->state.ctx->store, caf::infinite, write_atom::value,
+                std::move(batch))
+      .await(
+          [=](const write_outcomes&) mutable {
+            self->state.run = std::move(next);
+            rearm(self);
+            then();
+          },
+          [=](caf::error& err) mutable { fail(std::move(err)); });
 }
 
 template <class T>
@@ -75,8 +74,8 @@ std::function<void(caf::error)> fail_to(caf::typed_response_promise<T> rp) {
 std::function<void(caf::error)> log_failure(self_ptr self, const char* what) {
   return [self, what](caf::error err) {
     // The change is not durable, so it did not happen; the timer retries it.
-    log(log_level::warn, "run " + self->state.run.id + ": " + what
-                           + " not persisted: " + message_of(err));
+    log(log_level::warn,
+        "run " + self->state.run.id + ": " + what + " not persisted: " + message_of(err));
     rearm(self);
   };
 }
@@ -118,10 +117,9 @@ run_record ended(const run_record& run, run_status status, std::string reason,
 void abort_run(self_ptr self, run_status status, std::string reason) {
   auto& st = self->state;
   auto next = ended(st.run, status, std::move(reason), st.ctx->now());
-  if (next.error.empty())
-    next.error = "ended by the mesh: " + next.reason;
-  persist(self, std::move(next), {}, [self] { finalize(self); },
-          log_failure(self, "abort"));
+  if (next.error.empty()) next.error = "ended by the mesh: " + next.reason;
+  persist(
+      self, std::move(next), {}, [self] { finalize(self); }, log_failure(self, "abort"));
 }
 
 /// Puts a pending run back into the queue for another agent.
@@ -133,12 +131,13 @@ void requeue(self_ptr self, std::string why) {
   next.assigned_at.reset();
   next.delivered_at.reset();
   next.last_activity_at.reset();
-  persist(self, std::move(next), {},
-          [self] {
-            detach_agent(self);
-            enqueue(self);
-          },
-          log_failure(self, "requeue"));
+  persist(
+      self, std::move(next), {},
+      [self] {
+        detach_agent(self);
+        enqueue(self);
+      },
+      log_failure(self, "requeue"));
 }
 
 /// Records that the run should stop (`reason`: `canceled_by_user` or
@@ -149,13 +148,14 @@ void request_cancel(self_ptr self, const char* reason, std::function<void()> the
   next.cancel_requested = true;
   next.cancel_reason = reason;
   next.cancel_requested_at = self->state.ctx->now();
-  persist(self, std::move(next), {},
-          [self, then] {
-            if (self->state.agent)
-              self->send(self->state.agent, cancel_atom::value, self->state.run.id);
-            then();
-          },
-          std::move(fail));
+  persist(
+      self, std::move(next), {},
+      [self, then] {
+        if (self->state.agent)
+          self->send(self->state.agent, cancel_atom::value, self->state.run.id);
+        then();
+      },
+      std::move(fail));
 }
 
 /// Checks that `c` is the agent the run is assigned to.
@@ -167,11 +167,13 @@ caf::error check_own(self_ptr self, const caller& c) {
   // illegal transition for every agent, not a question of ownership.
   if (run.status == run_status::created)
     return make_error(errc::illegal_transition,
-                      "run '" + run.id + "' is created and not assigned to any agent", "status");
-  if (run.assigned_agent != c.agent_id
-      || (run.status != run_status::pending && run.status != run_status::running
-          && !is_terminal(run.status)))
-    return make_error(errc::forbidden, "run '" + run.id + "' is not assigned to this agent");
+                      "run '" + run.id + "' is created and not assigned to any agent",
+                      "status");
+  if (run.assigned_agent != c.agent_id ||
+      (run.status != run_status::pending && run.status != run_status::running &&
+       !is_terminal(run.status)))
+    return make_error(errc::forbidden,
+                      "run '" + run.id + "' is not assigned to this agent");
   return {};
 }
 
@@ -199,201 +201,201 @@ caf::behavior run_actor(self_ptr self, context_ptr ctx, run_record run, bool fre
       self->send(self, lost_atom::value, std::string{"offline"});
   }
   return {
-    [=](admit_atom) -> caf::result<create_result> {
-      auto rp = self->make_response_promise<create_result>();
-      write_batch batch{put_run{self->state.run, true}};
-      self->request(self->state.ctx->store, caf::infinite, write_atom::value, std::move(batch))
-        .await(
-          [=](const write_outcomes& out) mutable {
-            auto& st = self->state;
-            if (out.empty() || out[0].written) {
-              rearm(self);
-              enqueue(self);
-              rp.deliver(create_result{st.run, true});
-              return;
-            }
-            // The idempotency key is taken: answer with the run that has it,
-            // and only then retire (the registry stops us on `done`).
-            self->request(st.ctx->query, caf::infinite, get_atom::value, out[0].existing_id)
-              .await(
-                [=](run_record& existing) mutable {
-                  rp.deliver(create_result{std::move(existing), false});
-                  self->send(self->state.ctx->runs, done_atom::value, self->state.run.id);
+      [=](admit_atom) -> caf::result<create_result> {
+        auto rp = self->make_response_promise<create_result>();
+        write_batch batch{put_run{self->state.run, true}};
+        self->request(self->state.ctx->store, caf::infinite, write_atom::value,
+                      std::move(batch))
+            .await(
+                [=](const write_outcomes& out) mutable {
+                  auto& st = self->state;
+                  if (out.empty() || out[0].written) {
+                    rearm(self);
+                    enqueue(self);
+                    rp.deliver(create_result{st.run, true});
+                    return;
+                  }
+                  // The idempotency key is taken: answer with the run that has it,
+                  // and only then retire (the registry stops us on `done`).
+                  self->request(st.ctx->query, caf::infinite, get_atom::value,
+                                out[0].existing_id)
+                      .await(
+                          [=](run_record& existing) mutable {
+                            rp.deliver(create_result{std::move(existing), false});
+                            self->send(self->state.ctx->runs, done_atom::value,
+                                       self->state.run.id);
+                          },
+                          [=](caf::error& err) mutable {
+                            rp.deliver(std::move(err));
+                            self->send(self->state.ctx->runs, done_atom::value,
+                                       self->state.run.id);
+                          });
                 },
                 [=](caf::error& err) mutable {
                   rp.deliver(std::move(err));
                   self->send(self->state.ctx->runs, done_atom::value, self->state.run.id);
                 });
-          },
-          [=](caf::error& err) mutable {
-            rp.deliver(std::move(err));
-            self->send(self->state.ctx->runs, done_atom::value, self->state.run.id);
-          });
-      return rp;
-    },
-    [=](assign_atom, const std::string& agent_id, const caf::actor& agent) -> caf::result<bool> {
-      auto& st = self->state;
-      if (st.run.status != run_status::created)
-        return false;
-      auto next = st.run;
-      next.status = run_status::pending;
-      next.assigned_agent = agent_id;
-      next.assigned_at = st.ctx->now();
-      next.delivered_at.reset();
-      next.reason.clear();
-      next.attempts += 1;
-      auto rp = self->make_response_promise<bool>();
-      persist(self, std::move(next), {},
-              [=]() mutable {
-                self->state.agent = agent;
-                self->send(agent, offer_atom::value, self->state.run, caf::actor{self});
-                rp.deliver(true);
-              },
-              [=](caf::error) mutable { rp.deliver(false); });
-      return rp;
-    },
-    [=](deliver_atom, timestamp at) {
-      auto& st = self->state;
-      if (st.run.status != run_status::pending || st.run.delivered_at)
-        return;
-      auto next = st.run;
-      next.delivered_at = at;
-      persist(self, std::move(next), {}, [] {}, log_failure(self, "delivery"));
-    },
-    [=](start_atom, const caller& c, const std::string&) -> caf::result<run_record> {
-      auto& st = self->state;
-      if (auto err = check_own(self, c))
-        return err;
-      if (st.run.status == run_status::running)
-        return st.run; // an idempotent repeat by the same agent
-      if (auto err = check_transition(st.run, run_event::start))
-        return err;
-      auto next = st.run;
-      auto now = st.ctx->now();
-      next.status = run_status::running;
-      next.started_at = now;
-      next.last_activity_at = now;
-      if (!next.delivered_at)
-        next.delivered_at = now;
-      auto rp = self->make_response_promise<run_record>();
-      persist(self, std::move(next), {},
-              [=]() mutable {
-                if (self->state.agent)
-                  self->send(self->state.agent, started_atom::value, self->state.run.id);
-                rp.deliver(self->state.run);
-              },
-              fail_to(rp));
-      return rp;
-    },
-    [=](progress_atom, const caller& c, const std::string&,
-        const std::string& message) -> caf::result<bool> {
-      auto& st = self->state;
-      if (auto err = check_own(self, c))
-        return err;
-      if (auto err = check_transition(st.run, run_event::progress))
-        return err;
-      auto next = st.run;
-      next.last_activity_at = st.ctx->now();
-      if (!message.empty())
-        next.progress = message;
-      auto rp = self->make_response_promise<bool>();
-      persist(self, std::move(next), {},
-              [=]() mutable { rp.deliver(self->state.run.cancel_requested); }, fail_to(rp));
-      return rp;
-    },
-    [=](logs_atom, const caller& c, const std::string&,
-        wire::log_request& req) -> caf::result<bool> {
-      auto& st = self->state;
-      if (auto err = check_own(self, c))
-        return err;
-      auto now = st.ctx->now();
-      auto next = st.run;
-      // Late chunks of a finished run (a retried upload) are kept, as the
-      // query actor does once this actor is gone; they change nothing else.
-      if (!is_terminal(st.run.status))
+        return rp;
+      },
+      [=](assign_atom, const std::string& agent_id,
+          const caf::actor& agent) -> caf::result<bool> {
+        auto& st = self->state;
+        if (st.run.status != run_status::created) return false;
+        auto next = st.run;
+        next.status = run_status::pending;
+        next.assigned_agent = agent_id;
+        next.assigned_at = st.ctx->now();
+        next.delivered_at.reset();
+        next.reason.clear();
+        next.attempts += 1;
+        auto rp = self->make_response_promise<bool>();
+        persist(
+            self, std::move(next), {},
+            [=]() mutable {
+              self->state.agent = agent;
+              self->send(agent, offer_atom::value, self->state.run, caf::actor{self});
+              rp.deliver(true);
+            },
+            [=](caf::error) mutable { rp.deliver(false); });
+        return rp;
+      },
+      [=](deliver_atom, timestamp at) {
+        auto& st = self->state;
+        if (st.run.status != run_status::pending || st.run.delivered_at) return;
+        auto next = st.run;
+        next.delivered_at = at;
+        persist(
+            self, std::move(next), {}, [] {}, log_failure(self, "delivery"));
+      },
+      [=](start_atom, const caller& c, const std::string&) -> caf::result<run_record> {
+        auto& st = self->state;
+        if (auto err = check_own(self, c)) return err;
+        if (st.run.status == run_status::running)
+          return st.run; // an idempotent repeat by the same agent
+        if (auto err = check_transition(st.run, run_event::start)) return err;
+        auto next = st.run;
+        auto now = st.ctx->now();
+        next.status = run_status::running;
+        next.started_at = now;
         next.last_activity_at = now;
-      write_batch logs;
-      for (auto& chunk : req.chunks) {
-        chunk.at = now;
-        logs.emplace_back(append_log{st.run.id, std::move(chunk)});
-      }
-      auto rp = self->make_response_promise<bool>();
-      persist(self, std::move(next), std::move(logs), [=]() mutable { rp.deliver(true); },
-              fail_to(rp));
-      return rp;
-    },
-    [=](finish_atom, const caller& c, const std::string&,
-        const wire::finish_request& req) -> caf::result<run_record> {
-      auto& st = self->state;
-      if (auto err = check_own(self, c))
-        return err;
-      if (is_terminal(st.run.status)) {
-        if (st.run.status == req.status)
-          return st.run; // an idempotent repeat
-        return make_error(errc::illegal_transition,
-                          "run already finished as " + std::string{to_string(st.run.status)},
-                          "status");
-      }
-      if (auto err = check_transition(st.run, run_event::finish, req.status))
-        return err;
-      auto status = req.status;
-      std::string reason = req.reason;
-      if (status == run_status::error && reason.empty())
-        reason = "plan_failed";
-      if (status == run_status::canceled && reason.empty())
-        reason = st.run.cancel_reason.empty() ? "canceled_by_agent" : st.run.cancel_reason;
-      if (status == run_status::canceled && st.run.cancel_reason == "timeout") {
-        status = run_status::error; // the agent stopped it because it ran too long
-        reason = "timeout";
-      }
-      auto next = ended(st.run, status, std::move(reason), st.ctx->now());
-      next.exit_code = req.exit_code;
-      next.result = req.result;
-      next.error = req.error;
-      next.last_activity_at = next.finished_at;
-      auto rp = self->make_response_promise<run_record>();
-      persist(self, std::move(next), {},
+        if (!next.delivered_at) next.delivered_at = now;
+        auto rp = self->make_response_promise<run_record>();
+        persist(
+            self, std::move(next), {},
+            [=]() mutable {
+              if (self->state.agent)
+                self->send(self->state.agent, started_atom::value, self->state.run.id);
+              rp.deliver(self->state.run);
+            },
+            fail_to(rp));
+        return rp;
+      },
+      [=](progress_atom, const caller& c, const std::string&,
+          const std::string& message) -> caf::result<bool> {
+        auto& st = self->state;
+        if (auto err = check_own(self, c)) return err;
+        if (auto err = check_transition(st.run, run_event::progress)) return err;
+        auto next = st.run;
+        next.last_activity_at = st.ctx->now();
+        if (!message.empty()) next.progress = message;
+        auto rp = self->make_response_promise<bool>();
+        persist(
+            self, std::move(next), {},
+            [=]() mutable { rp.deliver(self->state.run.cancel_requested); }, fail_to(rp));
+        return rp;
+      },
+      [=](logs_atom, const caller& c, const std::string&,
+          wire::log_request& req) -> caf::result<bool> {
+        auto& st = self->state;
+        if (auto err = check_own(self, c)) return err;
+        auto now = st.ctx->now();
+        auto next = st.run;
+        // Late chunks of a finished run (a retried upload) are kept, as the
+        // query actor does once this actor is gone; they change nothing else.
+        if (!is_terminal(st.run.status)) next.last_activity_at = now;
+        write_batch logs;
+        for (auto& chunk : req.chunks) {
+          chunk.at = now;
+          logs.emplace_back(append_log{st.run.id, std::move(chunk)});
+        }
+        auto rp = self->make_response_promise<bool>();
+        persist(
+            self, std::move(next), std::move(logs), [=]() mutable { rp.deliver(true); },
+            fail_to(rp));
+        return rp;
+      },
+      [=](finish_atom, const caller& c, const std::string&,
+          const wire::finish_request& req) -> caf::result<run_record> {
+        auto& st = self->state;
+        if (auto err = check_own(self, c)) return err;
+        if (is_terminal(st.run.status)) {
+          if (st.run.status == req.status) return st.run; // an idempotent repeat
+          return make_error(errc::illegal_transition,
+                            "run already finished as " +
+                                std::string{to_string(st.run.status)},
+                            "status");
+        }
+        if (auto err = check_transition(st.run, run_event::finish, req.status))
+          return err;
+        auto status = req.status;
+        std::string reason = req.reason;
+        if (status == run_status::error && reason.empty()) reason = "plan_failed";
+        if (status == run_status::canceled && reason.empty())
+          reason =
+              st.run.cancel_reason.empty() ? "canceled_by_agent" : st.run.cancel_reason;
+        if (status == run_status::canceled && st.run.cancel_reason == "timeout") {
+          status = run_status::error; // the agent stopped it because it ran too long
+          reason = "timeout";
+        }
+        auto next = ended(st.run, status, std::move(reason), st.ctx->now());
+        next.exit_code = req.exit_code;
+        next.result = req.result;
+        next.error = req.error;
+        next.last_activity_at = next.finished_at;
+        auto rp = self->make_response_promise<run_record>();
+        persist(
+            self, std::move(next), {},
+            [=]() mutable {
+              finalize(self);
+              rp.deliver(self->state.run);
+            },
+            fail_to(rp));
+        return rp;
+      },
+      [=](cancel_atom, const caller& c, const std::string&) -> caf::result<run_record> {
+        auto& st = self->state;
+        if (!c.scope.empty() && st.run.scope != c.scope)
+          return make_error(errc::forbidden, "run is outside this token's scope");
+        if (auto err = check_transition(st.run, run_event::cancel)) return err;
+        auto rp = self->make_response_promise<run_record>();
+        auto now = st.ctx->now();
+        bool sent = st.run.status == run_status::running ||
+                    (st.run.status == run_status::pending && st.run.delivered_at);
+        if (!sent) {
+          // Nobody started it: it ends here and now.
+          auto next = ended(st.run, run_status::canceled, "canceled_by_user", now);
+          persist(
+              self, std::move(next), {},
               [=]() mutable {
                 finalize(self);
                 rp.deliver(self->state.run);
               },
               fail_to(rp));
-      return rp;
-    },
-    [=](cancel_atom, const caller& c, const std::string&) -> caf::result<run_record> {
-      auto& st = self->state;
-      if (!c.scope.empty() && st.run.scope != c.scope)
-        return make_error(errc::forbidden, "run is outside this token's scope");
-      if (auto err = check_transition(st.run, run_event::cancel))
-        return err;
-      auto rp = self->make_response_promise<run_record>();
-      auto now = st.ctx->now();
-      bool sent = st.run.status == run_status::running
-                  || (st.run.status == run_status::pending && st.run.delivered_at);
-      if (!sent) {
-        // Nobody started it: it ends here and now.
-        auto next = ended(st.run, run_status::canceled, "canceled_by_user", now);
-        persist(self, std::move(next), {},
-                [=]() mutable {
-                  finalize(self);
-                  rp.deliver(self->state.run);
-                },
-                fail_to(rp));
+          return rp;
+        }
+        if (st.run.cancel_requested && st.run.cancel_reason == "canceled_by_user")
+          return st.run;
+        request_cancel(
+            self, "canceled_by_user", [=]() mutable { rp.deliver(self->state.run); },
+            fail_to(rp));
         return rp;
-      }
-      if (st.run.cancel_requested && st.run.cancel_reason == "canceled_by_user")
-        return st.run;
-      request_cancel(self, "canceled_by_user", [=]() mutable { rp.deliver(self->state.run); },
-                     fail_to(rp));
-      return rp;
-    },
-    [=](lost_atom, const std::string& why) {
-      auto& st = self->state;
-      switch (st.run.status) {
+      },
+      [=](lost_atom, const std::string& why) {
+        auto& st = self->state;
+        switch (st.run.status) {
         case run_status::created:
           // Only runs that target the lost agent by name are told.
-          if (!st.run.target_agent.empty())
-            abort_run(self, run_status::error, "expired");
+          if (!st.run.target_agent.empty()) abort_run(self, run_status::error, "expired");
           break;
         case run_status::pending:
           if (!st.run.target_agent.empty() && why != "superseded")
@@ -407,28 +409,24 @@ caf::behavior run_actor(self_ptr self, context_ptr ctx, run_record run, bool fre
           else
             abort_run(self, run_status::error, "agent_lost");
           break;
-        default:
-          break;
-      }
-    },
-    [=](fired_atom) {
-      auto& st = self->state;
-      st.armed = false;
-      switch (due_action(st.run, st.ctx->timing, st.ctx->now())) {
-        case timer_action::none:
-          rearm(self);
-          break;
+        default: break;
+        }
+      },
+      [=](fired_atom) {
+        auto& st = self->state;
+        st.armed = false;
+        switch (due_action(st.run, st.ctx->timing, st.ctx->now())) {
+        case timer_action::none: rearm(self); break;
         case timer_action::ttl_lapsed:
           abort_run(self, run_status::error, "no_agent_within_ttl");
           break;
-        case timer_action::lease_lapsed:
-          requeue(self, "delivery_lease_lapsed");
-          break;
+        case timer_action::lease_lapsed: requeue(self, "delivery_lease_lapsed"); break;
         case timer_action::result_expired:
           abort_run(self, run_status::error, "expired");
           break;
         case timer_action::timed_out:
-          request_cancel(self, "timeout", [] {}, log_failure(self, "timeout"));
+          request_cancel(
+              self, "timeout", [] {}, log_failure(self, "timeout"));
           break;
         case timer_action::cancel_grace_lapsed:
           if (st.run.cancel_reason == "timeout")
@@ -436,17 +434,18 @@ caf::behavior run_actor(self_ptr self, context_ptr ctx, run_record run, bool fre
           else
             abort_run(self, run_status::canceled, "canceled_by_user");
           break;
-      }
-    },
-    [=](stop_atom) { self->quit(); },
+        }
+      },
+      [=](stop_atom) { self->quit(); },
   };
 }
 
 } // namespace
 
-caf::actor spawn_run_actor(caf::local_actor* parent, context_ptr ctx, run_record run, bool fresh,
-                           caf::actor agent) {
-  return parent->spawn<caf::linked>(run_actor, std::move(ctx), std::move(run), fresh, std::move(agent));
+caf::actor spawn_run_actor(caf::local_actor* parent, context_ptr ctx, run_record run,
+                           bool fresh, caf::actor agent) {
+  return parent->spawn<caf::linked>(run_actor, std::move(ctx), std::move(run), fresh,
+                                    std::move(agent));
 }
 
 } // namespace polymesh

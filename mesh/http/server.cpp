@@ -6,11 +6,10 @@
 #include "mesh/domain/selector.hpp"
 #include "mesh/wire/json.hpp"
 
+#include <atomic>
 #include <caf/scoped_actor.hpp>
 #include <caf/send.hpp>
 #include <httplib.h>
-
-#include <atomic>
 #include <regex>
 #include <sys/socket.h>
 
@@ -44,7 +43,9 @@ struct request_context {
     res.set_content(wire::dump(body), "application/json");
   }
 
-  void fail(const caf::error& err) { reply(http_status(code_of(err)), wire::error_body(err)); }
+  void fail(const caf::error& err) {
+    reply(http_status(code_of(err)), wire::error_body(err));
+  }
 };
 
 namespace {
@@ -54,8 +55,7 @@ constexpr auto ask_timeout = std::chrono::seconds{30};
 /// Turns errors from outside our category (CAF timeouts, dead actors) into
 /// an `unavailable` error people can act on.
 caf::error normalize(caf::error err) {
-  if (err.category() == error_category)
-    return err;
+  if (err.category() == error_category) return err;
   return make_error(errc::unavailable, "the mesh did not answer: " + caf::to_string(err));
 }
 
@@ -68,8 +68,8 @@ caf::expected<T> ask(request_context& rc, const caf::actor& dest, caf::duration 
   caf::scoped_actor self{rc.node.system()};
   caf::expected<T> out{make_error(errc::internal, "no answer")};
   self->request(dest, timeout, std::forward<Ts>(xs)...)
-    .receive([&](T& x) { out = std::move(x); },
-             [&](caf::error& err) { out = normalize(std::move(err)); });
+      .receive([&](T& x) { out = std::move(x); },
+               [&](caf::error& err) { out = normalize(std::move(err)); });
   return out;
 }
 
@@ -80,27 +80,27 @@ caf::expected<T> ask(request_context& rc, const caf::actor& dest, Ts&&... xs) {
 
 caf::expected<json> body_object(request_context& rc) {
   if (rc.req.body.empty())
-    return make_error(errc::invalid_argument, "request body is empty; a JSON object is required",
-                      "body");
+    return make_error(errc::invalid_argument,
+                      "request body is empty; a JSON object is required", "body");
   return wire::parse_object(rc.req.body);
 }
 
 /// Parses an optional non-negative integer query parameter.
 caf::expected<int64_t> query_int(request_context& rc, const char* name, int64_t fallback,
                                  int64_t lo, int64_t hi) {
-  if (!rc.req.has_param(name))
-    return fallback;
+  if (!rc.req.has_param(name)) return fallback;
   auto text = rc.req.get_param_value(name);
   char* end = nullptr;
   errno = 0;
   auto x = std::strtoll(text.c_str(), &end, 10);
   if (text.empty() || *end != '\0' || errno == ERANGE)
     return make_error(errc::invalid_argument,
-                      "query parameter '" + std::string{name} + "' must be an integer", name);
+                      "query parameter '" + std::string{name} + "' must be an integer",
+                      name);
   if (x < lo || x > hi)
     return make_error(errc::invalid_argument,
-                      "query parameter '" + std::string{name} + "' must be between "
-                        + std::to_string(lo) + " and " + std::to_string(hi),
+                      "query parameter '" + std::string{name} + "' must be between " +
+                          std::to_string(lo) + " and " + std::to_string(hi),
                       name);
   return x;
 }
@@ -119,15 +119,15 @@ caf::error only_params(request_context& rc, std::initializer_list<const char*> k
 
 json agent_session_json(const agent_session_info& s, const mesh_config& cfg) {
   return json{
-    {"id", s.agent.id},
-    {"name", s.agent.name},
-    {"session", s.agent.session},
-    {"access_token", s.access_token},
-    {"token_expires_at", to_rfc3339(s.token_expires_at)},
-    {"poll_wait_max_s",
-     std::chrono::duration_cast<std::chrono::seconds>(cfg.poll_wait_max).count()},
-    {"heartbeat_interval_s",
-     std::chrono::duration_cast<std::chrono::seconds>(cfg.heartbeat_interval).count()},
+      {"id", s.agent.id},
+      {"name", s.agent.name},
+      {"session", s.agent.session},
+      {"access_token", s.access_token},
+      {"token_expires_at", to_rfc3339(s.token_expires_at)},
+      {"poll_wait_max_s",
+       std::chrono::duration_cast<std::chrono::seconds>(cfg.poll_wait_max).count()},
+      {"heartbeat_interval_s",
+       std::chrono::duration_cast<std::chrono::seconds>(cfg.heartbeat_interval).count()},
   };
 }
 
@@ -152,8 +152,7 @@ wire::limits limits_of(const mesh_config& cfg) {
   return lim;
 }
 
-template <class T>
-void answer(request_context& rc, int status, caf::expected<T> x) {
+template <class T> void answer(request_context& rc, int status, caf::expected<T> x) {
   if (!x)
     rc.fail(x.error());
   else
@@ -164,29 +163,25 @@ void answer(request_context& rc, int status, caf::expected<T> x) {
 
 void create_token(request_context& rc) {
   auto body = body_object(rc);
-  if (!body)
-    return rc.fail(body.error());
+  if (!body) return rc.fail(body.error());
   auto req = wire::parse_token_request(*body);
-  if (!req)
-    return rc.fail(req.error());
+  if (!req) return rc.fail(req.error());
   if (!req->scope.empty()) {
     auto sel = selector::parse(req->scope, "scope");
-    if (!sel)
-      return rc.fail(sel.error());
+    if (!sel) return rc.fail(sel.error());
     req->scope = sel->to_string();
   }
   auto tok = ask<issued_token>(rc, rc.ctx()->token_registry, create_atom::value, *req);
-  if (!tok)
-    return rc.fail(tok.error());
+  if (!tok) return rc.fail(tok.error());
   auto j = wire::to_json(tok->record);
   j["token"] = tok->token;
   rc.reply(201, j);
 }
 
 void list_tokens(request_context& rc) {
-  auto tokens = ask<token_list>(rc, rc.ctx()->query, list_atom::value, tokens_atom::value);
-  if (!tokens)
-    return rc.fail(tokens.error());
+  auto tokens =
+      ask<token_list>(rc, rc.ctx()->query, list_atom::value, tokens_atom::value);
+  if (!tokens) return rc.fail(tokens.error());
   json out = json::array();
   for (auto& t : *tokens)
     out.push_back(wire::to_json(t));
@@ -196,105 +191,95 @@ void list_tokens(request_context& rc) {
 void revoke_token(request_context& rc) {
   auto id = rc.param("id");
   if (id == token_cache::bootstrap_admin_id && rc.who.token_id == id)
-    return rc.fail(make_error(errc::conflict,
-                              "the bootstrap admin token cannot revoke itself; "
-                              "create another admin token first or rotate POLYMESH_ADMIN_TOKEN",
-                              "id"));
-  answer(rc, 200, ask<token_record>(rc, rc.ctx()->token_registry, revoke_atom::value, id));
+    return rc.fail(
+        make_error(errc::conflict,
+                   "the bootstrap admin token cannot revoke itself; "
+                   "create another admin token first or rotate POLYMESH_ADMIN_TOKEN",
+                   "id"));
+  answer(rc, 200,
+         ask<token_record>(rc, rc.ctx()->token_registry, revoke_atom::value, id));
 }
 
 // -- handlers: agents ---------------------------------------------------------------
 
 void register_agent(request_context& rc) {
   auto body = body_object(rc);
-  if (!body)
-    return rc.fail(body.error());
+  if (!body) return rc.fail(body.error());
   auto req = wire::parse_register_request(*body);
-  if (!req)
-    return rc.fail(req.error());
-  auto s = ask<agent_session_info>(rc, rc.ctx()->agents, register_atom::value, rc.who, *req);
-  if (!s)
-    return rc.fail(s.error());
+  if (!req) return rc.fail(req.error());
+  auto s =
+      ask<agent_session_info>(rc, rc.ctx()->agents, register_atom::value, rc.who, *req);
+  if (!s) return rc.fail(s.error());
   rc.reply(201, agent_session_json(*s, rc.ctx()->config));
 }
 
 void refresh_agent_token(request_context& rc) {
   auto id = rc.param("id");
-  if (auto err = check_own_agent(rc, id))
-    return rc.fail(err);
+  if (auto err = check_own_agent(rc, id)) return rc.fail(err);
   auto s = ask<agent_session_info>(rc, rc.ctx()->agents, refresh_atom::value, rc.who, id);
-  if (!s)
-    return rc.fail(s.error());
+  if (!s) return rc.fail(s.error());
   rc.reply(200, agent_session_json(*s, rc.ctx()->config));
 }
 
 void poll_runs(request_context& rc) {
   auto id = rc.param("id");
-  if (auto err = check_own_agent(rc, id))
-    return rc.fail(err);
-  if (auto err = only_params(rc, {"wait"}))
-    return rc.fail(err);
-  auto max_wait = std::chrono::duration_cast<std::chrono::seconds>(rc.ctx()->config.poll_wait_max);
+  if (auto err = check_own_agent(rc, id)) return rc.fail(err);
+  if (auto err = only_params(rc, {"wait"})) return rc.fail(err);
+  auto max_wait =
+      std::chrono::duration_cast<std::chrono::seconds>(rc.ctx()->config.poll_wait_max);
   auto wait = query_int(rc, "wait", 0, 0, 86400);
-  if (!wait)
-    return rc.fail(wait.error());
+  if (!wait) return rc.fail(wait.error());
   auto wait_ms = std::min<int64_t>(*wait, max_wait.count()) * 1000;
   // A waiting poll holds a worker thread. Past the pool's headroom, answer
   // 503 now rather than let every other request queue behind the polls.
   if (wait_ms > 0 && rc.open_polls.fetch_add(1) >= rc.max_polls) {
     rc.open_polls.fetch_sub(1);
     return rc.fail(make_error(errc::unavailable,
-                              "too many agents are long-polling for http.threads="
-                                + std::to_string(rc.ctx()->config.http_threads)
-                                + "; retry later or raise http.threads"));
+                              "too many agents are long-polling for http.threads=" +
+                                  std::to_string(rc.ctx()->config.http_threads) +
+                                  "; retry later or raise http.threads"));
   }
   struct release {
     std::atomic<int64_t>* n;
     ~release() {
-      if (n)
-        n->fetch_sub(1);
+      if (n) n->fetch_sub(1);
     }
   } guard{wait_ms > 0 ? &rc.open_polls : nullptr};
   auto timeout = caf::duration{std::chrono::milliseconds{wait_ms} + ask_timeout};
-  auto out = ask<poll_result>(rc, rc.ctx()->agents, timeout, poll_atom::value, rc.who, id, wait_ms);
-  if (!out)
-    return rc.fail(out.error());
+  auto out = ask<poll_result>(rc, rc.ctx()->agents, timeout, poll_atom::value, rc.who, id,
+                              wait_ms);
+  if (!out) return rc.fail(out.error());
   rc.reply(200, json{{"runs", run_list_json(out->runs)}, {"cancel", out->cancel}});
 }
 
 void deregister_agent(request_context& rc) {
   auto id = rc.param("id");
-  if (auto err = check_own_agent(rc, id))
-    return rc.fail(err);
+  if (auto err = check_own_agent(rc, id)) return rc.fail(err);
   answer(rc, 200, ask<agent_record>(rc, rc.ctx()->agents, dereg_atom::value, rc.who, id));
 }
 
 void list_agents(request_context& rc) {
-  if (auto err = only_params(rc, {"selector", "status", "plan"}))
-    return rc.fail(err);
+  if (auto err = only_params(rc, {"selector", "status", "plan"})) return rc.fail(err);
   selector sel;
   if (rc.req.has_param("selector")) {
     auto s = selector::parse(rc.req.get_param_value("selector"), "selector");
-    if (!s)
-      return rc.fail(s.error());
+    if (!s) return rc.fail(s.error());
     sel = std::move(*s);
   }
   std::optional<agent_status> status;
   if (rc.req.has_param("status")) {
     status = parse_agent_status(rc.req.get_param_value("status"));
     if (!status)
-      return rc.fail(make_error(errc::invalid_argument,
-                                "status must be one of online, draining, offline, deregistered",
-                                "status"));
+      return rc.fail(make_error(
+          errc::invalid_argument,
+          "status must be one of online, draining, offline, deregistered", "status"));
   }
   auto plan = rc.req.get_param_value("plan");
   auto agents = ask<agent_list>(rc, rc.ctx()->agents, list_atom::value);
-  if (!agents)
-    return rc.fail(agents.error());
+  if (!agents) return rc.fail(agents.error());
   json out = json::array();
   for (auto& a : *agents) {
-    if (!sel.matches(a.labels) || (status && a.status != *status))
-      continue;
+    if (!sel.matches(a.labels) || (status && a.status != *status)) continue;
     if (!plan.empty() && std::find(a.plans.begin(), a.plans.end(), plan) == a.plans.end())
       continue;
     out.push_back(wire::to_json(a));
@@ -303,22 +288,23 @@ void list_agents(request_context& rc) {
 }
 
 void get_agent(request_context& rc) {
-  answer(rc, 200, ask<agent_record>(rc, rc.ctx()->agents, get_atom::value, rc.param("id")));
+  answer(rc, 200,
+         ask<agent_record>(rc, rc.ctx()->agents, get_atom::value, rc.param("id")));
 }
 
 void patch_agent(request_context& rc) {
   auto body = body_object(rc);
-  if (!body)
-    return rc.fail(body.error());
+  if (!body) return rc.fail(body.error());
   auto patch = wire::parse_labels_patch(*body);
-  if (!patch)
-    return rc.fail(patch.error());
-  answer(rc, 200, ask<agent_record>(rc, rc.ctx()->agents, labels_atom::value, rc.param("id"),
-                                    patch->labels));
+  if (!patch) return rc.fail(patch.error());
+  answer(rc, 200,
+         ask<agent_record>(rc, rc.ctx()->agents, labels_atom::value, rc.param("id"),
+                           patch->labels));
 }
 
 void drain_agent(request_context& rc) {
-  answer(rc, 200, ask<agent_record>(rc, rc.ctx()->agents, drain_atom::value, rc.param("id")));
+  answer(rc, 200,
+         ask<agent_record>(rc, rc.ctx()->agents, drain_atom::value, rc.param("id")));
 }
 
 // -- handlers: runs -----------------------------------------------------------------
@@ -326,30 +312,30 @@ void drain_agent(request_context& rc) {
 void submit_run(request_context& rc) {
   auto& cfg = rc.ctx()->config;
   auto body = body_object(rc);
-  if (!body)
-    return rc.fail(body.error());
+  if (!body) return rc.fail(body.error());
   auto req = wire::parse_run_request(*body, limits_of(cfg));
-  if (!req)
-    return rc.fail(req.error());
+  if (!req) return rc.fail(req.error());
   auto sel = selector::parse(req->selector, "selector");
-  if (!sel)
-    return rc.fail(sel.error());
+  if (!sel) return rc.fail(sel.error());
   req->selector = sel->to_string();
   if (!req->agent.empty()) {
     // Skadi style: the named agent must exist, be reachable, and be in scope.
     auto agent = ask<agent_record>(rc, rc.ctx()->agents, get_atom::value, req->agent);
     if (!agent)
-      return rc.fail(make_error(errc::not_found, "no agent named '" + req->agent + "'", "agent"));
-    if (agent->status == agent_status::offline || agent->status == agent_status::deregistered)
-      return rc.fail(make_error(errc::conflict,
-                                "agent '" + req->agent + "' is " + to_string(agent->status),
-                                "agent"));
+      return rc.fail(
+          make_error(errc::not_found, "no agent named '" + req->agent + "'", "agent"));
+    if (agent->status == agent_status::offline ||
+        agent->status == agent_status::deregistered)
+      return rc.fail(make_error(
+          errc::conflict, "agent '" + req->agent + "' is " + to_string(agent->status),
+          "agent"));
     if (!rc.who.scope.empty()) {
       auto scope = selector::parse(rc.who.scope, "scope");
       if (scope && !scope->matches(agent->labels))
         return rc.fail(make_error(errc::forbidden,
-                                  "agent '" + req->agent + "' is outside this token's scope ("
-                                    + rc.who.scope + ")",
+                                  "agent '" + req->agent +
+                                      "' is outside this token's scope (" + rc.who.scope +
+                                      ")",
                                   "agent"));
     }
     req->agent = agent->name;
@@ -357,8 +343,7 @@ void submit_run(request_context& rc) {
   if (rc.ctx()->stopping)
     return rc.fail(make_error(errc::unavailable, "meshd is shutting down"));
   auto out = ask<create_result>(rc, rc.ctx()->runs, create_atom::value, rc.who, *req);
-  if (!out)
-    return rc.fail(out.error());
+  if (!out) return rc.fail(out.error());
   rc.reply(out->created ? 201 : 200, wire::to_json(out->run));
 }
 
@@ -374,21 +359,21 @@ void list_runs(request_context& rc) {
     f.status = parse_run_status(rc.req.get_param_value("status"));
     if (!f.status)
       return rc.fail(make_error(
-        errc::invalid_argument,
-        "status must be one of created, pending, running, success, error, canceled", "status"));
+          errc::invalid_argument,
+          "status must be one of created, pending, running, success, error, canceled",
+          "status"));
   }
   f.plan = rc.req.get_param_value("plan");
   f.agent = rc.req.get_param_value("agent");
   f.cursor = rc.req.get_param_value("cursor");
   auto limit = query_int(rc, "limit", 50, 1, 1000);
-  if (!limit)
-    return rc.fail(limit.error());
+  if (!limit) return rc.fail(limit.error());
   f.limit = static_cast<size_t>(*limit);
   auto page = ask<run_page>(rc, rc.ctx()->query, list_atom::value, f);
-  if (!page)
-    return rc.fail(page.error());
+  if (!page) return rc.fail(page.error());
   json body{{"runs", run_list_json(page->runs)}};
-  body["next_cursor"] = page->next_cursor.empty() ? json(nullptr) : json(page->next_cursor);
+  body["next_cursor"] =
+      page->next_cursor.empty() ? json(nullptr) : json(page->next_cursor);
   rc.reply(200, body);
 }
 
@@ -398,18 +383,14 @@ void cancel_run(request_context& rc) {
 }
 
 void run_logs(request_context& rc) {
-  if (auto err = only_params(rc, {"after", "limit"}))
-    return rc.fail(err);
+  if (auto err = only_params(rc, {"after", "limit"})) return rc.fail(err);
   auto after = query_int(rc, "after", -1, -1, INT64_MAX);
-  if (!after)
-    return rc.fail(after.error());
+  if (!after) return rc.fail(after.error());
   auto limit = query_int(rc, "limit", 1000, 1, 10000);
-  if (!limit)
-    return rc.fail(limit.error());
-  auto chunks = ask<log_list>(rc, rc.ctx()->query, logs_atom::value, rc.param("id"), *after,
-                              static_cast<size_t>(*limit));
-  if (!chunks)
-    return rc.fail(chunks.error());
+  if (!limit) return rc.fail(limit.error());
+  auto chunks = ask<log_list>(rc, rc.ctx()->query, logs_atom::value, rc.param("id"),
+                              *after, static_cast<size_t>(*limit));
+  if (!chunks) return rc.fail(chunks.error());
   json out = json::array();
   for (auto& c : *chunks)
     out.push_back(wire::to_json(c));
@@ -420,21 +401,19 @@ void run_logs(request_context& rc) {
 void explain_run(request_context& rc) {
   auto id = rc.param("id");
   auto run = ask<run_record>(rc, rc.ctx()->query, get_atom::value, id);
-  if (!run)
-    return rc.fail(run.error());
+  if (!run) return rc.fail(run.error());
   json body{{"run", id}, {"status", to_string(run->status)}};
   if (run->status != run_status::created) {
     body["assigned"] = true;
-    body["assigned_agent"] = run->assigned_agent.empty() ? json(nullptr)
-                                                         : json(run->assigned_agent);
+    body["assigned_agent"] =
+        run->assigned_agent.empty() ? json(nullptr) : json(run->assigned_agent);
     body["agents"] = json::array();
-    body["message"] = "run is " + std::string{to_string(run->status)}
-                      + "; explain applies to runs waiting for an agent";
+    body["message"] = "run is " + std::string{to_string(run->status)} +
+                      "; explain applies to runs waiting for an agent";
     return rc.reply(200, body);
   }
   auto why = ask<candidacies>(rc, rc.ctx()->assignment, explain_atom::value, id);
-  if (!why)
-    return rc.fail(why.error());
+  if (!why) return rc.fail(why.error());
   json agents = json::array();
   for (auto& c : *why)
     agents.push_back(json{{"agent_id", c.agent_id},
@@ -444,74 +423,69 @@ void explain_run(request_context& rc) {
   body["assigned"] = false;
   body["agents"] = agents;
   bool any = std::any_of(why->begin(), why->end(), [](auto& c) { return c.candidate; });
-  body["message"] = why->empty()  ? "no agent to consider (none registered, or the run is being assigned right now)"
-                    : any         ? "a candidate has a free slot; the run is being assigned"
-                                  : "no agent can take this run; see each agent's reason";
+  body["message"] = why->empty() ? "no agent to consider (none registered, or the run is "
+                                   "being assigned right now)"
+                    : any ? "a candidate has a free slot; the run is being assigned"
+                          : "no agent can take this run; see each agent's reason";
   rc.reply(200, body);
 }
 
 // -- handlers: agent run calls ----------------------------------------------------
 
 void start_run(request_context& rc) {
-  answer(rc, 200, ask<run_record>(rc, rc.ctx()->runs, start_atom::value, rc.who, rc.param("id")));
+  answer(rc, 200,
+         ask<run_record>(rc, rc.ctx()->runs, start_atom::value, rc.who, rc.param("id")));
 }
 
 void progress_run(request_context& rc) {
   wire::progress_request req;
   if (!rc.req.body.empty()) {
     auto body = body_object(rc);
-    if (!body)
-      return rc.fail(body.error());
+    if (!body) return rc.fail(body.error());
     auto parsed = wire::parse_progress_request(*body);
-    if (!parsed)
-      return rc.fail(parsed.error());
+    if (!parsed) return rc.fail(parsed.error());
     req = std::move(*parsed);
   }
-  auto cancel = ask<bool>(rc, rc.ctx()->runs, progress_atom::value, rc.who, rc.param("id"),
-                          req.message);
-  if (!cancel)
-    return rc.fail(cancel.error());
+  auto cancel = ask<bool>(rc, rc.ctx()->runs, progress_atom::value, rc.who,
+                          rc.param("id"), req.message);
+  if (!cancel) return rc.fail(cancel.error());
   rc.reply(200, json{{"cancel_requested", *cancel}});
 }
 
 void append_logs(request_context& rc) {
   auto body = body_object(rc);
-  if (!body)
-    return rc.fail(body.error());
+  if (!body) return rc.fail(body.error());
   auto req = wire::parse_log_request(*body);
-  if (!req)
-    return rc.fail(req.error());
+  if (!req) return rc.fail(req.error());
   auto n = req->chunks.size();
   auto ok = ask<bool>(rc, rc.ctx()->runs, logs_atom::value, rc.who, rc.param("id"), *req);
-  if (!ok)
-    return rc.fail(ok.error());
+  if (!ok) return rc.fail(ok.error());
   rc.reply(200, json{{"accepted", n}});
 }
 
 void finish_run(request_context& rc) {
   auto body = body_object(rc);
-  if (!body)
-    return rc.fail(body.error());
+  if (!body) return rc.fail(body.error());
   auto req = wire::parse_finish_request(*body, limits_of(rc.ctx()->config));
-  if (!req)
-    return rc.fail(req.error());
+  if (!req) return rc.fail(req.error());
   answer(rc, 200,
-         ask<run_record>(rc, rc.ctx()->runs, finish_atom::value, rc.who, rc.param("id"), *req));
+         ask<run_record>(rc, rc.ctx()->runs, finish_atom::value, rc.who, rc.param("id"),
+                         *req));
 }
 
 // -- handlers: health ---------------------------------------------------------------
 
-void healthz(request_context& rc) { rc.reply(200, json{{"status", "ok"}}); }
+void healthz(request_context& rc) {
+  rc.reply(200, json{{"status", "ok"}});
+}
 
 void readyz(request_context& rc) {
   if (rc.ctx()->stopping)
     return rc.fail(make_error(errc::unavailable, "meshd is shutting down"));
   auto counts = ask<status_counts>(rc, rc.ctx()->query, count_atom::value);
-  if (!counts)
-    return rc.fail(counts.error());
+  if (!counts) return rc.fail(counts.error());
   auto agents = ask<agent_list>(rc, rc.ctx()->agents, list_atom::value);
-  if (!agents)
-    return rc.fail(agents.error());
+  if (!agents) return rc.fail(agents.error());
   json runs = json::object();
   for (auto s : {run_status::created, run_status::pending, run_status::running,
                  run_status::success, run_status::error, run_status::canceled})
@@ -524,21 +498,25 @@ void readyz(request_context& rc) {
     by_status[to_string(s)] = 0;
   for (auto& a : *agents)
     by_status[to_string(a.status)] = by_status[to_string(a.status)].get<int64_t>() + 1;
-  json http{{"long_polls", rc.open_polls.load()}, {"long_polls_max", rc.max_polls},
+  json http{{"long_polls", rc.open_polls.load()},
+            {"long_polls_max", rc.max_polls},
             {"threads", rc.ctx()->config.http_threads}};
-  rc.reply(200, json{{"status", "ready"}, {"runs", runs}, {"agents", by_status}, {"http", http}});
+  rc.reply(
+      200,
+      json{{"status", "ready"}, {"runs", runs}, {"agents", by_status}, {"http", http}});
 }
 
 // -- plumbing -----------------------------------------------------------------------
 
 std::string kinds_text(unsigned allowed) {
   std::string out;
-  for (auto [bit, name] : {std::pair{admin_access, "admin"}, {submitter_access, "submitter"},
-                           {reader_access, "reader"}, {registration_access, "registration"},
+  for (auto [bit, name] : {std::pair{admin_access, "admin"},
+                           {submitter_access, "submitter"},
+                           {reader_access, "reader"},
+                           {registration_access, "registration"},
                            {agent_access, "agent"}}) {
     if (allowed & bit) {
-      if (!out.empty())
-        out += ", ";
+      if (!out.empty()) out += ", ";
       out += name;
     }
   }
@@ -547,11 +525,11 @@ std::string kinds_text(unsigned allowed) {
 
 unsigned bit_of(token_kind k) {
   switch (k) {
-    case token_kind::admin: return admin_access;
-    case token_kind::submitter: return submitter_access;
-    case token_kind::reader: return reader_access;
-    case token_kind::registration: return registration_access;
-    case token_kind::agent: return agent_access;
+  case token_kind::admin: return admin_access;
+  case token_kind::submitter: return submitter_access;
+  case token_kind::reader: return reader_access;
+  case token_kind::registration: return registration_access;
+  case token_kind::agent: return agent_access;
   }
   return 0;
 }
@@ -562,40 +540,46 @@ const std::vector<endpoint>& endpoints() {
   constexpr unsigned users = admin_access | submitter_access | reader_access;
   constexpr unsigned submitters = admin_access | submitter_access;
   static const std::vector<endpoint> table{
-    {"GET", "/healthz", public_access, "Liveness of the process; no token needed", healthz},
-    {"GET", "/readyz", any_token, "Readiness with run and agent counts", readyz},
-    {"POST", "/v1/tokens", admin_access, "Create a token (the secret is shown once)",
-     create_token},
-    {"GET", "/v1/tokens", admin_access, "List tokens (never their secrets)", list_tokens},
-    {"DELETE", "/v1/tokens/{id}", admin_access, "Revoke a token", revoke_token},
-    {"POST", "/v1/agents/register", admin_access | registration_access,
-     "Register an agent; returns its access token", register_agent},
-    {"POST", "/v1/agents/{id}/token", agent_access, "Refresh the agent's access token",
-     refresh_agent_token},
-    {"GET", "/v1/agents/{id}/runs", agent_access,
-     "Long-poll for assigned runs and cancel requests (`?wait=S`)", poll_runs},
-    {"DELETE", "/v1/agents/{id}", agent_access | admin_access,
-     "Deregister (agent) or remove (admin) an agent", deregister_agent},
-    {"GET", "/v1/agents", users, "List agents (`?selector=&status=&plan=`)", list_agents},
-    {"GET", "/v1/agents/{id}", users, "Show one agent by id or name", get_agent},
-    {"PATCH", "/v1/agents/{id}", admin_access, "Replace an agent's labels", patch_agent},
-    {"POST", "/v1/agents/{id}/drain", admin_access, "Stop giving an agent new runs",
-     drain_agent},
-    {"POST", "/v1/runs", submitters, "Submit a run", submit_run},
-    {"GET", "/v1/runs", users, "List runs, newest first (`?status=&plan=&agent=&limit=&cursor=`)",
-     list_runs},
-    {"GET", "/v1/runs/{id}", users, "Show one run", get_run},
-    {"POST", "/v1/runs/{id}/cancel", submitters, "Cancel a run", cancel_run},
-    {"GET", "/v1/runs/{id}/logs", users, "Read a run's log chunks (`?after=SEQ&limit=N`)",
-     run_logs},
-    {"GET", "/v1/runs/{id}/explain", users, "Why a waiting run is not assigned, per agent",
-     explain_run},
-    {"POST", "/v1/runs/{id}/start", agent_access, "The assigned agent started the run",
-     start_run},
-    {"POST", "/v1/runs/{id}/progress", agent_access,
-     "Progress report; answers whether a cancel was requested", progress_run},
-    {"POST", "/v1/runs/{id}/logs", agent_access, "Append ordered log chunks", append_logs},
-    {"POST", "/v1/runs/{id}/finish", agent_access, "Report the run's outcome", finish_run},
+      {"GET", "/healthz", public_access, "Liveness of the process; no token needed",
+       healthz},
+      {"GET", "/readyz", any_token, "Readiness with run and agent counts", readyz},
+      {"POST", "/v1/tokens", admin_access, "Create a token (the secret is shown once)",
+       create_token},
+      {"GET", "/v1/tokens", admin_access, "List tokens (never their secrets)",
+       list_tokens},
+      {"DELETE", "/v1/tokens/{id}", admin_access, "Revoke a token", revoke_token},
+      {"POST", "/v1/agents/register", admin_access | registration_access,
+       "Register an agent; returns its access token", register_agent},
+      {"POST", "/v1/agents/{id}/token", agent_access, "Refresh the agent's access token",
+       refresh_agent_token},
+      {"GET", "/v1/agents/{id}/runs", agent_access,
+       "Long-poll for assigned runs and cancel requests (`?wait=S`)", poll_runs},
+      {"DELETE", "/v1/agents/{id}", agent_access | admin_access,
+       "Deregister (agent) or remove (admin) an agent", deregister_agent},
+      {"GET", "/v1/agents", users, "List agents (`?selector=&status=&plan=`)",
+       list_agents},
+      {"GET", "/v1/agents/{id}", users, "Show one agent by id or name", get_agent},
+      {"PATCH", "/v1/agents/{id}", admin_access, "Replace an agent's labels",
+       patch_agent},
+      {"POST", "/v1/agents/{id}/drain", admin_access, "Stop giving an agent new runs",
+       drain_agent},
+      {"POST", "/v1/runs", submitters, "Submit a run", submit_run},
+      {"GET", "/v1/runs", users,
+       "List runs, newest first (`?status=&plan=&agent=&limit=&cursor=`)", list_runs},
+      {"GET", "/v1/runs/{id}", users, "Show one run", get_run},
+      {"POST", "/v1/runs/{id}/cancel", submitters, "Cancel a run", cancel_run},
+      {"GET", "/v1/runs/{id}/logs", users,
+       "Read a run's log chunks (`?after=SEQ&limit=N`)", run_logs},
+      {"GET", "/v1/runs/{id}/explain", users,
+       "Why a waiting run is not assigned, per agent", explain_run},
+      {"POST", "/v1/runs/{id}/start", agent_access, "The assigned agent started the run",
+       start_run},
+      {"POST", "/v1/runs/{id}/progress", agent_access,
+       "Progress report; answers whether a cancel was requested", progress_run},
+      {"POST", "/v1/runs/{id}/logs", agent_access, "Append ordered log chunks",
+       append_logs},
+      {"POST", "/v1/runs/{id}/finish", agent_access, "Report the run's outcome",
+       finish_run},
   };
   return table;
 }
@@ -603,16 +587,17 @@ const std::vector<endpoint>& endpoints() {
 std::string endpoints_markdown() {
   std::string out = "| method | path | token kinds | summary |\n|---|---|---|---|\n";
   for (auto& ep : endpoints())
-    out += std::string{"| "} + ep.method + " | `" + ep.path + "` | "
-           + (ep.allowed == public_access ? std::string{"none"} : kinds_text(ep.allowed))
-           + " | " + ep.summary + " |\n";
+    out += std::string{"| "} + ep.method + " | `" + ep.path + "` | " +
+           (ep.allowed == public_access ? std::string{"none"} : kinds_text(ep.allowed)) +
+           " | " + ep.summary + " |\n";
   return out;
 }
 
 caf::expected<std::pair<std::string, int>> split_host_port(const std::string& s) {
   auto colon = s.rfind(':');
   if (colon == std::string::npos || colon == 0 || colon + 1 == s.size())
-    return make_error(errc::invalid_argument, "expected HOST:PORT, got '" + s + "'", "listen");
+    return make_error(errc::invalid_argument, "expected HOST:PORT, got '" + s + "'",
+                      "listen");
   auto host = s.substr(0, colon);
   if (host.size() > 2 && host.front() == '[' && host.back() == ']')
     host = host.substr(1, host.size() - 2);
@@ -620,8 +605,8 @@ caf::expected<std::pair<std::string, int>> split_host_port(const std::string& s)
   char* end = nullptr;
   auto port = std::strtol(port_text.c_str(), &end, 10);
   if (*end != '\0' || port < 0 || port > 65535)
-    return make_error(errc::invalid_argument, "port must be 0 to 65535, got '" + port_text + "'",
-                      "listen");
+    return make_error(errc::invalid_argument,
+                      "port must be 0 to 65535, got '" + port_text + "'", "listen");
   return std::pair{host, static_cast<int>(port)};
 }
 
@@ -632,62 +617,65 @@ namespace {
 class mesh_http_server : public httplib::Server {
 public:
   int bind_with_backlog(const std::string& host, int port) {
-    auto bound = port == 0 ? bind_to_any_port(host) : (bind_to_port(host, port) ? port : -1);
-    if (bound >= 0)
-      ::listen(svr_sock_, 1024);
+    auto bound =
+        port == 0 ? bind_to_any_port(host) : (bind_to_port(host, port) ? port : -1);
+    if (bound >= 0) ::listen(svr_sock_, 1024);
     return bound;
   }
 };
 
 } // namespace
 
-http_server::http_server(mesh_node& node) : node_(node), svr_(new mesh_http_server) {
+http_server::http_server(mesh_node& node)
+    : node_(node)
+    , svr_(new mesh_http_server) {
   auto& cfg = node_.context()->config;
   auto threads = static_cast<size_t>(cfg.http_threads);
   // Keep an eighth of the pool (at least 4 threads) for everything but polls.
-  max_polls_ = std::max<int64_t>(1, cfg.http_threads - std::max<int64_t>(4, cfg.http_threads / 8));
+  max_polls_ =
+      std::max<int64_t>(1, cfg.http_threads - std::max<int64_t>(4, cfg.http_threads / 8));
   svr_->new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
   svr_->set_tcp_nodelay(true);
-  svr_->set_keep_alive_timeout(
-    std::max<time_t>(1, std::chrono::duration_cast<std::chrono::seconds>(cfg.keep_alive_timeout).count()));
-  svr_->set_read_timeout(
-    std::max<time_t>(1, std::chrono::duration_cast<std::chrono::seconds>(cfg.read_timeout).count()));
+  svr_->set_keep_alive_timeout(std::max<time_t>(
+      1,
+      std::chrono::duration_cast<std::chrono::seconds>(cfg.keep_alive_timeout).count()));
+  svr_->set_read_timeout(std::max<time_t>(
+      1, std::chrono::duration_cast<std::chrono::seconds>(cfg.read_timeout).count()));
   svr_->set_payload_max_length(static_cast<size_t>(cfg.max_body_bytes));
   auto max_body = cfg.max_body_bytes;
   svr_->set_error_handler([max_body](const httplib::Request&, httplib::Response& res) {
-    if (!res.body.empty())
-      return;
+    if (!res.body.empty()) return;
     caf::error err;
     switch (res.status) {
-      case 413:
-        err = make_error(errc::payload_too_large,
-                         "request body exceeds the limit of " + std::to_string(max_body)
-                           + " bytes (http.max_body_bytes)",
-                         "body");
-        break;
-      case 404:
-        err = make_error(errc::not_found, "no such endpoint; see docs/api.md");
-        break;
-      default:
-        err = make_error(errc::invalid_argument,
-                         "request rejected with HTTP status " + std::to_string(res.status));
+    case 413:
+      err = make_error(errc::payload_too_large,
+                       "request body exceeds the limit of " + std::to_string(max_body) +
+                           " bytes (http.max_body_bytes)",
+                       "body");
+      break;
+    case 404:
+      err = make_error(errc::not_found, "no such endpoint; see docs/api.md");
+      break;
+    default:
+      err = make_error(errc::invalid_argument,
+                       "request rejected with HTTP status " + std::to_string(res.status));
     }
     res.set_content(wire::dump(wire::error_body(err)), "application/json");
   });
   svr_->set_exception_handler(
-    [](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {
-      std::string what = "unknown exception";
-      try {
-        std::rethrow_exception(ep);
-      } catch (const std::exception& e) {
-        what = e.what();
-      } catch (...) {
-      }
-      log(log_level::error, "http handler failed: " + what);
-      res.status = 500;
-      res.set_content(wire::dump(wire::error_body(make_error(errc::internal, what))),
-                      "application/json");
-    });
+      [](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {
+        std::string what = "unknown exception";
+        try {
+          std::rethrow_exception(ep);
+        } catch (const std::exception& e) {
+          what = e.what();
+        } catch (...) {
+        }
+        log(log_level::error, "http handler failed: " + what);
+        res.status = 500;
+        res.set_content(wire::dump(wire::error_body(make_error(errc::internal, what))),
+                        "application/json");
+      });
 
   for (auto& ep : endpoints()) {
     // `{name}` placeholders become capture groups, in order.
@@ -704,17 +692,19 @@ http_server::http_server(mesh_node& node) : node_(node), svr_(new mesh_http_serv
       }
     }
     const endpoint* decl = &ep;
-    auto handler = [this, decl, names](const httplib::Request& req, httplib::Response& res) {
+    auto handler = [this, decl, names](const httplib::Request& req,
+                                       httplib::Response& res) {
       request_context rc{node_, req, res, *names, open_polls_, max_polls_, {}};
       if (decl->allowed != public_access) {
-        auto tok = node_.context()->tokens->authenticate(req.get_header_value("Authorization"));
-        if (!tok)
-          return rc.fail(tok.error());
+        auto tok =
+            node_.context()->tokens->authenticate(req.get_header_value("Authorization"));
+        if (!tok) return rc.fail(tok.error());
         if ((decl->allowed & bit_of(tok->kind)) == 0)
-          return rc.fail(make_error(errc::forbidden,
-                                    std::string{"a "} + to_string(tok->kind)
-                                      + " token may not call this endpoint; it needs one of: "
-                                      + kinds_text(decl->allowed)));
+          return rc.fail(
+              make_error(errc::forbidden,
+                         std::string{"a "} + to_string(tok->kind) +
+                             " token may not call this endpoint; it needs one of: " +
+                             kinds_text(decl->allowed)));
         rc.who.token_id = tok->id;
         rc.who.kind = tok->kind;
         rc.who.scope = tok->scope;
@@ -743,14 +733,18 @@ caf::expected<int> http_server::bind(const std::string& host, int port) {
   auto bound = static_cast<mesh_http_server&>(*svr_).bind_with_backlog(host, port);
   if (bound < 0)
     return make_error(errc::invalid_argument,
-                      "cannot listen on " + host + ":" + std::to_string(port)
-                        + " (address in use or not local)",
+                      "cannot listen on " + host + ":" + std::to_string(port) +
+                          " (address in use or not local)",
                       "listen");
   return bound;
 }
 
-void http_server::serve() { svr_->listen_after_bind(); }
+void http_server::serve() {
+  svr_->listen_after_bind();
+}
 
-void http_server::stop() { svr_->stop(); }
+void http_server::stop() {
+  svr_->stop();
+}
 
 } // namespace polymesh

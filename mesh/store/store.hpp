@@ -14,7 +14,6 @@
 
 #include <caf/error.hpp>
 #include <caf/expected.hpp>
-
 #include <memory>
 #include <optional>
 #include <string>
@@ -56,23 +55,23 @@ struct snapshot {
   /// Every token not revoked. The store has no clock, so expired ones are
   /// included: the caller drops those whose `expires_at` has passed.
   std::vector<token_record> tokens;
-  std::vector<agent_record> agents;  ///< every agent not deregistered
-  std::vector<run_record> runs;      ///< every run that is not terminal
-  uint64_t max_seq = 0;              ///< highest run seq ever stored
+  std::vector<agent_record> agents; ///< every agent not deregistered
+  std::vector<run_record> runs;     ///< every run that is not terminal
+  uint64_t max_seq = 0;             ///< highest run seq ever stored
 };
 
 struct run_filter {
   std::optional<run_status> status;
-  std::string plan;            ///< "" = any
-  std::string agent;           ///< assigned agent id, "" = any
+  std::string plan;  ///< "" = any
+  std::string agent; ///< assigned agent id, "" = any
   size_t limit = 50;
   /// Opaque pagination cursor from a previous page ("" = newest first).
   std::string cursor;
 };
 
 struct run_page {
-  std::vector<run_record> runs;  ///< newest first (descending seq)
-  std::string next_cursor;       ///< "" when this is the last page
+  std::vector<run_record> runs; ///< newest first (descending seq)
+  std::string next_cursor;      ///< "" when this is the last page
 };
 
 struct store_options {
@@ -112,7 +111,8 @@ public:
 
   /// Deletes terminal runs finished before `cutoff`, and their logs, at most
   /// `max_rows` runs per call. Returns the number of runs deleted.
-  [[nodiscard]] virtual caf::expected<size_t> prune(timestamp cutoff, size_t max_rows) = 0;
+  [[nodiscard]] virtual caf::expected<size_t> prune(timestamp cutoff,
+                                                    size_t max_rows) = 0;
   /// Number of runs per status (for `/readyz`, `meshctl status`).
   [[nodiscard]] virtual caf::expected<std::vector<std::pair<run_status, int64_t>>>
   count_runs() = 0;

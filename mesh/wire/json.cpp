@@ -18,14 +18,13 @@ json optional_time(const std::optional<timestamp>& t) {
 /// key as known, the first problem wins, and `finish` rejects unknown keys.
 class object_reader {
 public:
-  explicit object_reader(const json& j) : j_(j) {}
+  explicit object_reader(const json& j)
+      : j_(j) {}
 
   void string(const char* key, std::string& out, bool required, size_t max_len = 1024) {
     auto* v = find(key, required);
-    if (!v)
-      return;
-    if (!v->is_string())
-      return fail(key, "must be a string");
+    if (!v) return;
+    if (!v->is_string()) return fail(key, "must be a string");
     auto s = v->get<std::string>();
     if (s.size() > max_len)
       return fail(key, "must be at most " + std::to_string(max_len) + " bytes");
@@ -34,51 +33,43 @@ public:
 
   void integer(const char* key, int64_t& out, bool required, int64_t lo, int64_t hi) {
     auto* v = find(key, required);
-    if (!v)
-      return;
-    if (!v->is_number_integer())
-      return fail(key, "must be an integer");
+    if (!v) return;
+    if (!v->is_number_integer()) return fail(key, "must be an integer");
     auto x = v->get<int64_t>();
     if (v->is_number_unsigned() && v->get<uint64_t>() > static_cast<uint64_t>(INT64_MAX))
       return fail(key, "is out of range");
     if (x < lo || x > hi)
-      return fail(key, "must be between " + std::to_string(lo) + " and " + std::to_string(hi));
+      return fail(key,
+                  "must be between " + std::to_string(lo) + " and " + std::to_string(hi));
     out = x;
   }
 
-  void optional_integer(const char* key, std::optional<int64_t>& out, int64_t lo, int64_t hi) {
+  void optional_integer(const char* key, std::optional<int64_t>& out, int64_t lo,
+                        int64_t hi) {
     auto* v = find(key, false);
-    if (!v || v->is_null())
-      return;
+    if (!v || v->is_null()) return;
     int64_t x = 0;
     integer(key, x, false, lo, hi);
-    if (!err_)
-      out = x;
+    if (!err_) out = x;
   }
 
   void labels(const char* key, label_map& out, bool required) {
     auto* v = find(key, required);
-    if (!v)
-      return;
-    if (!v->is_object())
-      return fail(key, "must be an object of string values");
+    if (!v) return;
+    if (!v->is_object()) return fail(key, "must be an object of string values");
     label_map m;
     for (auto& [k, val] : v->items()) {
-      if (!val.is_string())
-        return fail(std::string{key} + "." + k, "must be a string");
+      if (!val.is_string()) return fail(std::string{key} + "." + k, "must be a string");
       m.emplace(k, val.get<std::string>());
     }
-    if (auto e = validate_labels(m); e && !err_)
-      err_ = std::move(e);
+    if (auto e = validate_labels(m); e && !err_) err_ = std::move(e);
     out = std::move(m);
   }
 
   void string_list(const char* key, std::vector<std::string>& out, bool required) {
     auto* v = find(key, required);
-    if (!v)
-      return;
-    if (!v->is_array())
-      return fail(key, "must be an array of strings");
+    if (!v) return;
+    if (!v->is_array()) return fail(key, "must be an array of strings");
     std::vector<std::string> xs;
     for (size_t i = 0; i < v->size(); ++i) {
       if (!(*v)[i].is_string())
@@ -97,13 +88,11 @@ public:
   }
 
   void check(caf::error e) {
-    if (e && !err_)
-      err_ = std::move(e);
+    if (e && !err_) err_ = std::move(e);
   }
 
   [[nodiscard]] caf::error finish() {
-    if (err_)
-      return std::move(err_);
+    if (err_) return std::move(err_);
     for (auto& [k, v] : j_.items())
       if (known_.count(k) == 0)
         return make_error(errc::invalid_argument, "unknown field '" + k + "'", k);
@@ -115,8 +104,7 @@ private:
     known_.insert(key);
     auto it = j_.find(key);
     if (it == j_.end() || (it->is_null() && !required)) {
-      if (required)
-        fail(key, "is required");
+      if (required) fail(key, "is required");
       return nullptr;
     }
     return &*it;
@@ -128,8 +116,8 @@ private:
 };
 
 bool name_char(char c) {
-  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-'
-         || c == '_' || c == '.';
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+         c == '-' || c == '_' || c == '.';
 }
 
 bool alnum(char c) {
@@ -142,89 +130,90 @@ bool alnum(char c) {
 
 json to_json(const run_record& r) {
   auto params = json::parse(r.params, nullptr, false);
-  if (params.is_discarded())
-    params = json::object();
+  if (params.is_discarded()) params = json::object();
   return json{
-    {"id", r.id},
-    {"plan", r.plan},
-    {"selector", r.selector},
-    {"scope", r.scope},
-    {"target_agent", r.target_agent.empty() ? json(nullptr) : json(r.target_agent)},
-    {"assigned_agent", r.assigned_agent.empty() ? json(nullptr) : json(r.assigned_agent)},
-    {"params", std::move(params)},
-    {"payload", r.payload},
-    {"priority", r.priority},
-    {"status", to_string(r.status)},
-    {"skadi_status", skadi_status(r)},
-    {"reason", r.reason.empty() ? json(nullptr) : json(r.reason)},
-    {"exit_code", r.exit_code ? json(*r.exit_code) : json(nullptr)},
-    {"result", r.result},
-    {"error", r.error.empty() ? json(nullptr) : json(r.error)},
-    {"attempts", r.attempts},
-    {"idempotency_key", r.idempotency_key.empty() ? json(nullptr) : json(r.idempotency_key)},
-    {"timeout_s", r.timeout_s},
-    {"ttl_s", r.ttl_s},
-    {"cancel_requested", r.cancel_requested},
-    {"progress", r.progress},
-    {"created_at", to_rfc3339(r.created_at)},
-    {"assigned_at", optional_time(r.assigned_at)},
-    {"delivered_at", optional_time(r.delivered_at)},
-    {"started_at", optional_time(r.started_at)},
-    {"finished_at", optional_time(r.finished_at)},
-    {"last_activity_at", optional_time(r.last_activity_at)},
+      {"id", r.id},
+      {"plan", r.plan},
+      {"selector", r.selector},
+      {"scope", r.scope},
+      {"target_agent", r.target_agent.empty() ? json(nullptr) : json(r.target_agent)},
+      {"assigned_agent",
+       r.assigned_agent.empty() ? json(nullptr) : json(r.assigned_agent)},
+      {"params", std::move(params)},
+      {"payload", r.payload},
+      {"priority", r.priority},
+      {"status", to_string(r.status)},
+      {"skadi_status", skadi_status(r)},
+      {"reason", r.reason.empty() ? json(nullptr) : json(r.reason)},
+      {"exit_code", r.exit_code ? json(*r.exit_code) : json(nullptr)},
+      {"result", r.result},
+      {"error", r.error.empty() ? json(nullptr) : json(r.error)},
+      {"attempts", r.attempts},
+      {"idempotency_key",
+       r.idempotency_key.empty() ? json(nullptr) : json(r.idempotency_key)},
+      {"timeout_s", r.timeout_s},
+      {"ttl_s", r.ttl_s},
+      {"cancel_requested", r.cancel_requested},
+      {"progress", r.progress},
+      {"created_at", to_rfc3339(r.created_at)},
+      {"assigned_at", optional_time(r.assigned_at)},
+      {"delivered_at", optional_time(r.delivered_at)},
+      {"started_at", optional_time(r.started_at)},
+      {"finished_at", optional_time(r.finished_at)},
+      {"last_activity_at", optional_time(r.last_activity_at)},
   };
 }
 
 json to_json(const agent_record& a) {
   return json{
-    {"id", a.id},
-    {"name", a.name},
-    {"labels", a.labels},
-    {"plans", a.plans},
-    {"capacity", a.capacity},
-    {"status", to_string(a.status)},
-    {"version", a.version},
-    {"hostname", a.hostname},
-    {"scope", a.scope},
-    {"registered_at", to_rfc3339(a.registered_at)},
-    {"last_seen_at", to_rfc3339(a.last_seen_at)},
+      {"id", a.id},
+      {"name", a.name},
+      {"labels", a.labels},
+      {"plans", a.plans},
+      {"capacity", a.capacity},
+      {"status", to_string(a.status)},
+      {"version", a.version},
+      {"hostname", a.hostname},
+      {"scope", a.scope},
+      {"registered_at", to_rfc3339(a.registered_at)},
+      {"last_seen_at", to_rfc3339(a.last_seen_at)},
   };
 }
 
 json to_json(const token_record& t) {
   return json{
-    {"id", t.id},
-    {"kind", to_string(t.kind)},
-    {"name", t.name},
-    {"scope", t.scope},
-    {"agent_id", t.agent_id.empty() ? json(nullptr) : json(t.agent_id)},
-    {"created_at", to_rfc3339(t.created_at)},
-    {"expires_at", optional_time(t.expires_at)},
-    {"revoked_at", optional_time(t.revoked_at)},
+      {"id", t.id},
+      {"kind", to_string(t.kind)},
+      {"name", t.name},
+      {"scope", t.scope},
+      {"agent_id", t.agent_id.empty() ? json(nullptr) : json(t.agent_id)},
+      {"created_at", to_rfc3339(t.created_at)},
+      {"expires_at", optional_time(t.expires_at)},
+      {"revoked_at", optional_time(t.revoked_at)},
   };
 }
 
 json to_json(const log_chunk& c) {
-  return json{{"seq", c.seq}, {"stream", c.stream}, {"data", c.data}, {"at", to_rfc3339(c.at)}};
+  return json{
+      {"seq", c.seq}, {"stream", c.stream}, {"data", c.data}, {"at", to_rfc3339(c.at)}};
 }
 
 json error_body(const caf::error& err) {
   json e{{"code", to_string(code_of(err))}, {"message", message_of(err)}};
-  if (auto f = field_of(err); !f.empty())
-    e["field"] = f;
-  if (auto p = position_of(err); p >= 0)
-    e["position"] = p;
+  if (auto f = field_of(err); !f.empty()) e["field"] = f;
+  if (auto p = position_of(err); p >= 0) e["position"] = p;
   return json{{"error", std::move(e)}};
 }
 
-std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
+std::string dump(const json& j) {
+  return j.dump(-1, ' ', false, json::error_handler_t::replace);
+}
 
 namespace {
 
 std::optional<timestamp> read_time(const json& j, const char* key) {
   auto it = j.find(key);
-  if (it == j.end() || !it->is_string())
-    return std::nullopt;
+  if (it == j.end() || !it->is_string()) return std::nullopt;
   return parse_rfc3339(it->get<std::string>());
 }
 
@@ -280,12 +269,10 @@ caf::expected<agent_record> agent_from_json(const json& j) {
   a.name = read_string(j, "name");
   if (auto it = j.find("labels"); it != j.end() && it->is_object())
     for (auto& [k, v] : it->items())
-      if (v.is_string())
-        a.labels.emplace(k, v.get<std::string>());
+      if (v.is_string()) a.labels.emplace(k, v.get<std::string>());
   if (auto it = j.find("plans"); it != j.end() && it->is_array())
     for (auto& p : *it)
-      if (p.is_string())
-        a.plans.push_back(p.get<std::string>());
+      if (p.is_string()) a.plans.push_back(p.get<std::string>());
   a.capacity = j.value("capacity", int64_t{1});
   a.status = parse_agent_status(read_string(j, "status")).value_or(agent_status::offline);
   a.version = read_string(j, "version");
@@ -309,27 +296,31 @@ caf::expected<json> parse_object(const std::string& body) {
 
 caf::error validate_plan_name(const std::string& plan, const std::string& field) {
   if (plan.empty() || plan.size() > 128)
-    return make_error(errc::invalid_argument, "plan name must be 1 to 128 characters", field);
-  if (!alnum(plan.front()))
-    return make_error(errc::invalid_argument, "plan name must start with a letter or digit",
+    return make_error(errc::invalid_argument, "plan name must be 1 to 128 characters",
                       field);
+  if (!alnum(plan.front()))
+    return make_error(errc::invalid_argument,
+                      "plan name must start with a letter or digit", field);
   for (char c : plan)
     if (!name_char(c))
       return make_error(errc::invalid_argument,
-                        "plan name may contain only letters, digits, '-', '_' and '.'", field);
+                        "plan name may contain only letters, digits, '-', '_' and '.'",
+                        field);
   return {};
 }
 
 caf::error validate_agent_name(const std::string& name, const std::string& field) {
   if (name.empty() || name.size() > 63)
-    return make_error(errc::invalid_argument, "agent name must be 1 to 63 characters", field);
+    return make_error(errc::invalid_argument, "agent name must be 1 to 63 characters",
+                      field);
   if (!alnum(name.front()) || !alnum(name.back()))
     return make_error(errc::invalid_argument,
                       "agent name must start and end with a letter or digit", field);
   for (char c : name)
     if (!name_char(c))
       return make_error(errc::invalid_argument,
-                        "agent name may contain only letters, digits, '-', '_' and '.'", field);
+                        "agent name may contain only letters, digits, '-', '_' and '.'",
+                        field);
   return {};
 }
 
@@ -341,13 +332,12 @@ caf::expected<token_request> parse_token_request(const json& j) {
   in.string("name", r.name, true, 128);
   in.integer("ttl_s", r.ttl_s, false, 0, int64_t{10} * 365 * 24 * 3600);
   in.string("scope", r.scope, false, 4096);
-  if (auto e = in.finish())
-    return e;
+  if (auto e = in.finish()) return e;
   auto k = parse_token_kind(kind);
   if (!k || *k == token_kind::agent)
-    return make_error(errc::invalid_argument,
-                      "field 'kind' must be one of admin, submitter, reader, registration",
-                      "kind");
+    return make_error(
+        errc::invalid_argument,
+        "field 'kind' must be one of admin, submitter, reader, registration", "kind");
   if (r.name.empty())
     return make_error(errc::invalid_argument, "field 'name' must not be empty", "name");
   r.kind = *k;
@@ -363,10 +353,8 @@ caf::expected<register_request> parse_register_request(const json& j) {
   in.integer("capacity", r.capacity, false, 1, 4096);
   in.string("version", r.version, false, 128);
   in.string("hostname", r.hostname, false, 255);
-  if (auto e = in.finish())
-    return e;
-  if (auto e = validate_agent_name(r.name, "name"))
-    return e;
+  if (auto e = in.finish()) return e;
+  if (auto e = validate_agent_name(r.name, "name")) return e;
   if (r.plans.empty())
     return make_error(errc::invalid_argument, "field 'plans' must list at least one plan",
                       "plans");
@@ -377,7 +365,7 @@ caf::expected<register_request> parse_register_request(const json& j) {
 }
 
 json to_json(const register_request& r) {
-  return json{{"name", r.name},     {"labels", r.labels},   {"plans", r.plans},
+  return json{{"name", r.name},         {"labels", r.labels},   {"plans", r.plans},
               {"capacity", r.capacity}, {"version", r.version}, {"hostname", r.hostname}};
 }
 
@@ -385,8 +373,7 @@ caf::expected<labels_patch> parse_labels_patch(const json& j) {
   labels_patch r;
   object_reader in{j};
   in.labels("labels", r.labels, true);
-  if (auto e = in.finish())
-    return e;
+  if (auto e = in.finish()) return e;
   return r;
 }
 
@@ -407,35 +394,24 @@ caf::expected<run_request> parse_run_request(const json& j, const limits& lim) {
   in.integer("timeout_s", r.timeout_s, false, 0, int64_t{30} * 24 * 3600);
   in.integer("ttl_s", r.ttl_s, false, 0, int64_t{30} * 24 * 3600);
   in.string("idempotency_key", r.idempotency_key, false, 256);
-  if (auto e = in.finish())
-    return e;
-  if (auto e = validate_plan_name(r.plan, "plan"))
-    return e;
+  if (auto e = in.finish()) return e;
+  if (auto e = validate_plan_name(r.plan, "plan")) return e;
   if (!r.agent.empty())
-    if (auto e = validate_agent_name(r.agent, "agent"))
-      return e;
+    if (auto e = validate_agent_name(r.agent, "agent")) return e;
   return r;
 }
 
 json to_json(const run_request& r) {
   json j{{"plan", r.plan}};
-  if (!r.selector.empty())
-    j["selector"] = r.selector;
-  if (!r.agent.empty())
-    j["agent"] = r.agent;
+  if (!r.selector.empty()) j["selector"] = r.selector;
+  if (!r.agent.empty()) j["agent"] = r.agent;
   j["params"] = json::parse(r.params, nullptr, false);
-  if (j["params"].is_discarded())
-    j["params"] = json::object();
-  if (!r.payload.empty())
-    j["payload"] = r.payload;
-  if (r.priority != 0)
-    j["priority"] = r.priority;
-  if (r.timeout_s != 0)
-    j["timeout_s"] = r.timeout_s;
-  if (r.ttl_s != 0)
-    j["ttl_s"] = r.ttl_s;
-  if (!r.idempotency_key.empty())
-    j["idempotency_key"] = r.idempotency_key;
+  if (j["params"].is_discarded()) j["params"] = json::object();
+  if (!r.payload.empty()) j["payload"] = r.payload;
+  if (r.priority != 0) j["priority"] = r.priority;
+  if (r.timeout_s != 0) j["timeout_s"] = r.timeout_s;
+  if (r.ttl_s != 0) j["ttl_s"] = r.ttl_s;
+  if (!r.idempotency_key.empty()) j["idempotency_key"] = r.idempotency_key;
   return j;
 }
 
@@ -443,8 +419,7 @@ caf::expected<progress_request> parse_progress_request(const json& j) {
   progress_request r;
   object_reader in{j};
   in.string("message", r.message, false, 4096);
-  if (auto e = in.finish())
-    return e;
+  if (auto e = in.finish()) return e;
   return r;
 }
 
@@ -452,8 +427,7 @@ caf::expected<log_request> parse_log_request(const json& j) {
   log_request r;
   object_reader in{j};
   auto* chunks = in.raw("chunks");
-  if (auto e = in.finish())
-    return e;
+  if (auto e = in.finish()) return e;
   if (!chunks || !chunks->is_array() || chunks->empty())
     return make_error(errc::invalid_argument, "field 'chunks' must be a non-empty array",
                       "chunks");
@@ -469,7 +443,8 @@ caf::expected<log_request> parse_log_request(const json& j) {
     cin.string("stream", chunk.stream, false, 16);
     cin.string("data", chunk.data, true, SIZE_MAX);
     if (auto e = cin.finish())
-      return make_error(code_of(e), field + ": " + message_of(e), field + "." + field_of(e));
+      return make_error(code_of(e), field + ": " + message_of(e),
+                        field + "." + field_of(e));
     if (chunk.stream != "stdout" && chunk.stream != "stderr")
       return make_error(errc::invalid_argument, "stream must be stdout or stderr",
                         field + ".stream");
@@ -494,8 +469,7 @@ caf::expected<finish_request> parse_finish_request(const json& j, const limits& 
   in.string("result", r.result, false, lim.max_result_bytes);
   in.string("error", r.error, false, 4096);
   in.string("reason", r.reason, false, 64);
-  if (auto e = in.finish())
-    return e;
+  if (auto e = in.finish()) return e;
   for (char c : r.reason)
     if (!((c >= 'a' && c <= 'z') || c == '_'))
       return make_error(errc::invalid_argument,
@@ -510,14 +484,10 @@ caf::expected<finish_request> parse_finish_request(const json& j, const limits& 
 
 json to_json(const finish_request& r) {
   json j{{"status", to_string(r.status)}};
-  if (r.exit_code)
-    j["exit_code"] = *r.exit_code;
-  if (!r.result.empty())
-    j["result"] = r.result;
-  if (!r.error.empty())
-    j["error"] = r.error;
-  if (!r.reason.empty())
-    j["reason"] = r.reason;
+  if (r.exit_code) j["exit_code"] = *r.exit_code;
+  if (!r.result.empty()) j["result"] = r.result;
+  if (!r.error.empty()) j["error"] = r.error;
+  if (!r.reason.empty()) j["reason"] = r.reason;
   return j;
 }
 
