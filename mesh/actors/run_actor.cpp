@@ -113,6 +113,19 @@ run_record ended(const run_record& run, run_status status, std::string reason,
   return next;
 }
 
+/// Persists the terminal state `next`, retires the run and answers `rp`
+/// with it (an agent's finish, a user's cancel of an unsent run).
+void end_and_answer(self_ptr self, run_record next,
+                    caf::typed_response_promise<run_record> rp) {
+  persist(
+      self, std::move(next), {},
+      [=]() mutable {
+        finalize(self);
+        rp.deliver(self->state.run);
+      },
+      fail_to(rp));
+}
+
 /// Ends the run on the mesh's own initiative (expiry, TTL, agent lost ...).
 void abort_run(self_ptr self, run_status status, std::string reason) {
   auto& st = self->state;
@@ -353,13 +366,7 @@ caf::behavior run_actor(self_ptr self, context_ptr ctx, run_record run, bool fre
         next.error = req.error;
         next.last_activity_at = next.finished_at;
         auto rp = self->make_response_promise<run_record>();
-        persist(
-            self, std::move(next), {},
-            [=]() mutable {
-              finalize(self);
-              rp.deliver(self->state.run);
-            },
-            fail_to(rp));
+        end_and_answer(self, std::move(next), rp);
         return rp;
       },
       [=](cancel_atom, const caller& c, const std::string&) -> caf::result<run_record> {
@@ -374,13 +381,7 @@ caf::behavior run_actor(self_ptr self, context_ptr ctx, run_record run, bool fre
         if (!sent) {
           // Nobody started it: it ends here and now.
           auto next = ended(st.run, run_status::canceled, "canceled_by_user", now);
-          persist(
-              self, std::move(next), {},
-              [=]() mutable {
-                finalize(self);
-                rp.deliver(self->state.run);
-              },
-              fail_to(rp));
+          end_and_answer(self, std::move(next), rp);
           return rp;
         }
         if (st.run.cancel_requested && st.run.cancel_reason == "canceled_by_user")
