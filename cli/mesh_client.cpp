@@ -15,18 +15,13 @@ std::string describe(httplib::Error err) {
   switch (err) {
   case httplib::Error::Connection:
     return "connection failed: nothing is listening there, or the host is unreachable";
-  case httplib::Error::ConnectionTimeout:
-    return "connection timed out";
-  case httplib::Error::Read:
-    return "the connection broke while reading the answer";
-  case httplib::Error::Write:
-    return "the connection broke while sending the request";
-  case httplib::Error::SSLConnection:
-    return "TLS handshake failed";
+  case httplib::Error::ConnectionTimeout: return "connection timed out";
+  case httplib::Error::Read: return "the connection broke while reading the answer";
+  case httplib::Error::Write: return "the connection broke while sending the request";
+  case httplib::Error::SSLConnection: return "TLS handshake failed";
   case httplib::Error::SSLServerVerification:
     return "the server's TLS certificate is not trusted";
-  default:
-    return httplib::to_string(err);
+  default: return httplib::to_string(err);
   }
 }
 
@@ -144,12 +139,8 @@ void mesh_client::fail(int status, const std::string& raw, const std::string& me
                        : "the token is unknown, expired or revoked; ask an admin for a "
                          "new one (meshctl tokens create)");
     break;
-  case 403:
-    headline = "permission denied: " + message;
-    break;
-  case 404:
-    headline = "not found: " + message;
-    break;
+  case 403: headline = "permission denied: " + message; break;
+  case 404: headline = "not found: " + message; break;
   default:
     headline = message;
     if (!field.empty() && message.find(field) == std::string::npos)

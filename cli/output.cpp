@@ -12,20 +12,13 @@ namespace {
 
 const char* code_of(color c) {
   switch (c) {
-  case color::red:
-    return "\033[31m";
-  case color::green:
-    return "\033[32m";
-  case color::yellow:
-    return "\033[33m";
-  case color::blue:
-    return "\033[34m";
-  case color::gray:
-    return "\033[90m";
-  case color::bold:
-    return "\033[1m";
-  case color::none:
-    return "";
+  case color::red: return "\033[31m";
+  case color::green: return "\033[32m";
+  case color::yellow: return "\033[33m";
+  case color::blue: return "\033[34m";
+  case color::gray: return "\033[90m";
+  case color::bold: return "\033[1m";
+  case color::none: return "";
   }
   return "";
 }
@@ -65,9 +58,7 @@ void emit_yaml(YAML::Emitter& out, const json& j) {
       emit_yaml(out, v);
     out << YAML::EndSeq;
     return;
-  case json::value_t::null:
-    out << YAML::Null;
-    return;
+  case json::value_t::null: out << YAML::Null; return;
   case json::value_t::string: {
     auto& s = j.get_ref<const std::string&>();
     if (needs_quotes(s))
@@ -76,21 +67,11 @@ void emit_yaml(YAML::Emitter& out, const json& j) {
       out << s;
     return;
   }
-  case json::value_t::boolean:
-    out << j.get<bool>();
-    return;
-  case json::value_t::number_integer:
-    out << j.get<int64_t>();
-    return;
-  case json::value_t::number_unsigned:
-    out << j.get<uint64_t>();
-    return;
-  case json::value_t::number_float:
-    out << j.get<double>();
-    return;
-  default:
-    out << j.dump();
-    return;
+  case json::value_t::boolean: out << j.get<bool>(); return;
+  case json::value_t::number_integer: out << j.get<int64_t>(); return;
+  case json::value_t::number_unsigned: out << j.get<uint64_t>(); return;
+  case json::value_t::number_float: out << j.get<double>(); return;
+  default: out << j.dump(); return;
   }
 }
 

@@ -55,8 +55,7 @@ json yaml_to_json(const YAML::Node& n) {
     if (YAML::convert<bool>::decode(n, b)) return b;
     return n.as<std::string>();
   }
-  default:
-    return nullptr;
+  default: return nullptr;
   }
 }
 

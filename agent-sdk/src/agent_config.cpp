@@ -48,10 +48,8 @@ json node_to_json(const YAML::Node& node) {
       out.push_back(node_to_json(x));
     return out;
   }
-  case YAML::NodeType::Scalar:
-    return scalar_to_json(node);
-  default:
-    return nullptr;
+  case YAML::NodeType::Scalar: return scalar_to_json(node);
+  default: return nullptr;
   }
 }
 

@@ -8,14 +8,10 @@ const char* to_string(log_stream s) {
 
 const char* to_string(cancel_reason r) {
   switch (r) {
-  case cancel_reason::none:
-    return "none";
-  case cancel_reason::canceled_by_user:
-    return "canceled_by_user";
-  case cancel_reason::timeout:
-    return "timeout";
-  case cancel_reason::agent_shutdown:
-    return "agent_shutdown";
+  case cancel_reason::none: return "none";
+  case cancel_reason::canceled_by_user: return "canceled_by_user";
+  case cancel_reason::timeout: return "timeout";
+  case cancel_reason::agent_shutdown: return "agent_shutdown";
   }
   return "none";
 }

@@ -22,14 +22,10 @@ struct run_state {
 
 int reason_code(cancel_reason r) {
   switch (r) {
-  case cancel_reason::none:
-    return POLYMESH_NOT_CANCELED;
-  case cancel_reason::canceled_by_user:
-    return POLYMESH_CANCELED_BY_USER;
-  case cancel_reason::timeout:
-    return POLYMESH_TIMEOUT;
-  case cancel_reason::agent_shutdown:
-    return POLYMESH_AGENT_SHUTDOWN;
+  case cancel_reason::none: return POLYMESH_NOT_CANCELED;
+  case cancel_reason::canceled_by_user: return POLYMESH_CANCELED_BY_USER;
+  case cancel_reason::timeout: return POLYMESH_TIMEOUT;
+  case cancel_reason::agent_shutdown: return POLYMESH_AGENT_SHUTDOWN;
   }
   return POLYMESH_NOT_CANCELED;
 }

@@ -211,26 +211,19 @@ std::string human_bytes(int64_t n) {
 
 const char* type_name(value_kind kind) {
   switch (kind) {
-  case value_kind::address:
-    return "address";
-  case value_kind::path:
-    return "path";
-  case value_kind::integer:
-    return "integer";
-  case value_kind::duration:
-    return "duration";
-  case value_kind::choice:
-    return "enum";
+  case value_kind::address: return "address";
+  case value_kind::path: return "path";
+  case value_kind::integer: return "integer";
+  case value_kind::duration: return "duration";
+  case value_kind::choice: return "enum";
   }
   return "?";
 }
 
 std::string bounds_text(const key_spec& spec) {
   switch (spec.kind) {
-  case value_kind::address:
-    return "HOST:PORT, port 0..65535";
-  case value_kind::path:
-    return spec.allow_empty ? "any, may be empty" : "non-empty";
+  case value_kind::address: return "HOST:PORT, port 0..65535";
+  case value_kind::path: return spec.allow_empty ? "any, may be empty" : "non-empty";
   case value_kind::integer: {
     auto out = std::to_string(spec.min) + ".." + std::to_string(spec.max);
     if (spec.bytes)
@@ -243,8 +236,7 @@ std::string bounds_text(const key_spec& spec) {
     if (spec.step == ms_per_second) out += ", whole seconds";
     return out;
   }
-  case value_kind::choice:
-    return join(spec.choices, ", ");
+  case value_kind::choice: return join(spec.choices, ", ");
   }
   return {};
 }
@@ -252,18 +244,15 @@ std::string bounds_text(const key_spec& spec) {
 /// What a value of this key must look like, for error messages.
 std::string expectation(const key_spec& spec) {
   switch (spec.kind) {
-  case value_kind::address:
-    return "HOST:PORT with a port in 0..65535";
-  case value_kind::path:
-    return spec.allow_empty ? "a path" : "a non-empty path";
+  case value_kind::address: return "HOST:PORT with a port in 0..65535";
+  case value_kind::path: return spec.allow_empty ? "a path" : "a non-empty path";
   case value_kind::integer:
     return "an integer in " + std::to_string(spec.min) + ".." + std::to_string(spec.max);
   case value_kind::duration:
     return std::string{spec.step == ms_per_second ? "whole seconds" : "a duration"} +
            " in " + format_duration(duration{spec.min}) + ".." +
            format_duration(duration{spec.max});
-  case value_kind::choice:
-    return "one of " + join(spec.choices, ", ");
+  case value_kind::choice: return "one of " + join(spec.choices, ", ");
   }
   return {};
 }
@@ -394,16 +383,11 @@ int64_t position_in_text(const YAML::Node& node) {
 
 std::string describe(const YAML::Node& node) {
   switch (node.Type()) {
-  case YAML::NodeType::Null:
-    return "an empty value";
-  case YAML::NodeType::Map:
-    return "a map";
-  case YAML::NodeType::Sequence:
-    return "a sequence";
-  case YAML::NodeType::Scalar:
-    return in_quotes(node.Scalar());
-  case YAML::NodeType::Undefined:
-    break;
+  case YAML::NodeType::Null: return "an empty value";
+  case YAML::NodeType::Map: return "a map";
+  case YAML::NodeType::Sequence: return "a sequence";
+  case YAML::NodeType::Scalar: return in_quotes(node.Scalar());
+  case YAML::NodeType::Undefined: break;
   }
   return "nothing";
 }

@@ -8,7 +8,6 @@
 #include "mesh/domain/clock.hpp"
 
 #include <caf/expected.hpp>
-
 #include <cstdint>
 #include <string>
 #include <vector>

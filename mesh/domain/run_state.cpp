@@ -88,22 +88,14 @@ static_assert(static_cast<size_t>(run_event::abort) + 1 == event_count,
 
 const char* to_string(run_event x) {
   switch (x) {
-  case run_event::assign:
-    return "assign";
-  case run_event::deliver:
-    return "deliver";
-  case run_event::start:
-    return "start";
-  case run_event::progress:
-    return "progress";
-  case run_event::finish:
-    return "finish";
-  case run_event::cancel:
-    return "cancel";
-  case run_event::requeue:
-    return "requeue";
-  case run_event::abort:
-    return "abort";
+  case run_event::assign: return "assign";
+  case run_event::deliver: return "deliver";
+  case run_event::start: return "start";
+  case run_event::progress: return "progress";
+  case run_event::finish: return "finish";
+  case run_event::cancel: return "cancel";
+  case run_event::requeue: return "requeue";
+  case run_event::abort: return "abort";
   }
   return "unknown";
 }
@@ -118,10 +110,8 @@ caf::expected<run_status> next_status(run_status from, run_event event,
     return make_error(errc::internal, "run status or event out of range");
   const auto& c = table[row][col];
   switch (c.kind) {
-  case cell_kind::illegal:
-    break;
-  case cell_kind::fixed:
-    return c.target;
+  case cell_kind::illegal: break;
+  case cell_kind::fixed: return c.target;
   case cell_kind::outcome:
     // The transition itself is legal; only the caller's outcome can be wrong,
     // and that is a bad argument, not a state conflict.
@@ -143,19 +133,14 @@ caf::expected<run_status> next_status(run_status from, run_event event,
 
 const char* skadi_status(const run_record& run) {
   switch (run.status) {
-  case run_status::created:
-    return "queuing";
+  case run_status::created: return "queuing";
   case run_status::pending:
     // Skadi only calls a run sent once the agent's poll has carried it.
     return run.delivered_at ? "sent" : "queuing";
-  case run_status::running:
-    return "sent";
-  case run_status::success:
-    return "succeeded";
-  case run_status::error:
-    return run.reason == "expired" ? "expired" : "failed";
-  case run_status::canceled:
-    return "canceled";
+  case run_status::running: return "sent";
+  case run_status::success: return "succeeded";
+  case run_status::error: return run.reason == "expired" ? "expired" : "failed";
+  case run_status::canceled: return "canceled";
   }
   return "failed";
 }

@@ -71,10 +71,8 @@ bool is_special(char c) {
   case ')':
   case ',':
   case '>':
-  case '<':
-    return true;
-  default:
-    return false;
+  case '<': return true;
+  default: return false;
   }
 }
 
@@ -114,21 +112,11 @@ std::vector<token> lex(const std::string& text) {
       kind = then_equals ? token_kind::not_equals : token_kind::bang;
       length = then_equals ? 2 : 1;
       break;
-    case '(':
-      kind = token_kind::open_paren;
-      break;
-    case ')':
-      kind = token_kind::close_paren;
-      break;
-    case ',':
-      kind = token_kind::comma;
-      break;
-    case '>':
-      kind = token_kind::greater;
-      break;
-    case '<':
-      kind = token_kind::less;
-      break;
+    case '(': kind = token_kind::open_paren; break;
+    case ')': kind = token_kind::close_paren; break;
+    case ',': kind = token_kind::comma; break;
+    case '>': kind = token_kind::greater; break;
+    case '<': kind = token_kind::less; break;
     }
     i += length;
     result.push_back({kind, text.substr(start, length), start});
@@ -211,18 +199,10 @@ private:
     switch (op.kind) {
     // `==` is a spelling of `=`; both match alike and print as `=`.
     case token_kind::equals:
-    case token_kind::double_equals:
-      req.oper = requirement::op::equals;
-      break;
-    case token_kind::not_equals:
-      req.oper = requirement::op::not_equals;
-      break;
-    case token_kind::greater:
-      req.oper = requirement::op::greater_than;
-      break;
-    case token_kind::less:
-      req.oper = requirement::op::less_than;
-      break;
+    case token_kind::double_equals: req.oper = requirement::op::equals; break;
+    case token_kind::not_equals: req.oper = requirement::op::not_equals; break;
+    case token_kind::greater: req.oper = requirement::op::greater_than; break;
+    case token_kind::less: req.oper = requirement::op::less_than; break;
     case token_kind::identifier:
       if (op.text == "in") {
         req.oper = requirement::op::in;
@@ -233,8 +213,7 @@ private:
         break;
       }
       [[fallthrough]];
-    default:
-      return fail(op, "expected an operator after key '" + req.key + "'");
+    default: return fail(op, "expected an operator after key '" + req.key + "'");
     }
     auto err = req.oper == requirement::op::in || req.oper == requirement::op::not_in
                    ? parse_value_list(op, req.values)
@@ -306,8 +285,7 @@ private:
         values.push_back(tok.text);
         expect_item = false;
         break;
-      case token_kind::end:
-        return fail(tok, "unterminated value list, expected ')'");
+      case token_kind::end: return fail(tok, "unterminated value list, expected ')'");
       default:
         return fail(tok, expect_item
                              ? "expected a value, ',' or ')'"
@@ -340,15 +318,11 @@ bool requirement::matches(const label_map& labels) const {
   const bool has = it != labels.end();
   switch (oper) {
   case op::equals:
-  case op::in:
-    return has && contains(values, it->second);
+  case op::in: return has && contains(values, it->second);
   case op::not_equals:
-  case op::not_in:
-    return !has || !contains(values, it->second);
-  case op::exists:
-    return has;
-  case op::does_not_exist:
-    return !has;
+  case op::not_in: return !has || !contains(values, it->second);
+  case op::exists: return has;
+  case op::does_not_exist: return !has;
   case op::greater_than:
   case op::less_than: {
     // A label that is not an integer never satisfies a numeric comparison.
@@ -364,22 +338,14 @@ bool requirement::matches(const label_map& labels) const {
 
 std::string requirement::to_string() const {
   switch (oper) {
-  case op::exists:
-    return key;
-  case op::does_not_exist:
-    return "!" + key;
-  case op::equals:
-    return key + "=" + join_sorted(values);
-  case op::not_equals:
-    return key + "!=" + join_sorted(values);
-  case op::greater_than:
-    return key + ">" + join_sorted(values);
-  case op::less_than:
-    return key + "<" + join_sorted(values);
-  case op::in:
-    return key + " in (" + join_sorted(values) + ")";
-  case op::not_in:
-    return key + " notin (" + join_sorted(values) + ")";
+  case op::exists: return key;
+  case op::does_not_exist: return "!" + key;
+  case op::equals: return key + "=" + join_sorted(values);
+  case op::not_equals: return key + "!=" + join_sorted(values);
+  case op::greater_than: return key + ">" + join_sorted(values);
+  case op::less_than: return key + "<" + join_sorted(values);
+  case op::in: return key + " in (" + join_sorted(values) + ")";
+  case op::not_in: return key + " notin (" + join_sorted(values) + ")";
   }
   return key;
 }

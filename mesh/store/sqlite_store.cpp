@@ -542,15 +542,13 @@ auto read_one(connection& db, statement& st, Read read, const std::string& what)
     -> caf::expected<std::optional<typename decltype(read(st))::value_type>> {
   using value_type = typename decltype(read(st))::value_type;
   switch (st.step()) {
-  case SQLITE_DONE:
-    return std::optional<value_type>{};
+  case SQLITE_DONE: return std::optional<value_type>{};
   case SQLITE_ROW: {
     auto x = read(st);
     if (!x) return std::move(x.error());
     return std::optional<value_type>{std::move(*x)};
   }
-  default:
-    return db.fail(what);
+  default: return db.fail(what);
   }
 }
 

@@ -30,10 +30,8 @@ bool is_meta(char c) {
   case '#':
   case '\n':
   case '\r':
-  case '\0':
-    return true;
-  default:
-    return false;
+  case '\0': return true;
+  default: return false;
   }
 }
 

@@ -75,14 +75,10 @@ public:
   bool canceled() const override { return r_->wait_canceled(r_->host, 0) != 0; }
   cancel_reason reason() const override {
     switch (r_->wait_canceled(r_->host, 0)) {
-    case POLYMESH_CANCELED_BY_USER:
-      return cancel_reason::canceled_by_user;
-    case POLYMESH_TIMEOUT:
-      return cancel_reason::timeout;
-    case POLYMESH_AGENT_SHUTDOWN:
-      return cancel_reason::agent_shutdown;
-    default:
-      return cancel_reason::none;
+    case POLYMESH_CANCELED_BY_USER: return cancel_reason::canceled_by_user;
+    case POLYMESH_TIMEOUT: return cancel_reason::timeout;
+    case POLYMESH_AGENT_SHUTDOWN: return cancel_reason::agent_shutdown;
+    default: return cancel_reason::none;
     }
   }
   std::optional<clock_type::time_point> deadline() const override { return deadline_; }
