@@ -2,11 +2,7 @@
 
 namespace polymesh::sdk {
 
-namespace {
-
-/// The mesh's plan name rule (mesh/wire): 1..128 of [A-Za-z0-9._-],
-/// alphanumeric first.
-bool valid_plan_name(const std::string& name) {
+bool valid_simple_name(const std::string& name) {
   if (name.empty() || name.size() > 128 ||
       !std::isalnum(static_cast<unsigned char>(name[0])))
     return false;
@@ -16,11 +12,9 @@ bool valid_plan_name(const std::string& name) {
   return true;
 }
 
-} // namespace
-
 std::string plan_catalog::add(std::string name, std::string description,
                               plan_factory factory, std::string origin) {
-  if (!valid_plan_name(name))
+  if (!valid_simple_name(name))
     return "invalid plan name '" + name +
            "': use 1 to 128 letters, digits, '.', '_' or '-', starting with a letter or "
            "digit";

@@ -1,6 +1,7 @@
 #include "plans/script/script_plan.hpp"
 
 #include "polymesh/sdk/output_tail.hpp"
+#include "polymesh/sdk/plan_catalog.hpp"
 
 #include <filesystem>
 
@@ -12,16 +13,6 @@ namespace fs = std::filesystem;
 
 constexpr size_t max_args = 256;
 constexpr size_t max_value_bytes = 32 * 1024;
-
-bool valid_script_name(const std::string& name) {
-  if (name.empty() || name.size() > 128 ||
-      !std::isalnum(static_cast<unsigned char>(name[0])))
-    return false;
-  for (char c : name)
-    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '_' && c != '-')
-      return false;
-  return true;
-}
 
 script_call refuse(std::string why) {
   script_call c;
@@ -81,7 +72,7 @@ script_call resolve_script_call(const script_settings& s, const nlohmann::json& 
   if (!params.contains("script") || !params["script"].is_string())
     return refuse("params.script: expected the name of a script in " + s.dir);
   auto name = params["script"].get<std::string>();
-  if (!valid_script_name(name))
+  if (!sdk::valid_simple_name(name))
     return refuse("params.script: '" + name +
                   "' is not a plain file name (letters, digits, '.', '_', '-')");
   std::error_code ec;

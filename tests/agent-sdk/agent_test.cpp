@@ -313,6 +313,12 @@ plan_set echo_plans(std::shared_ptr<blocking_plan> blocker = nullptr) {
 
 } // namespace
 
+/// Waits (bounded) until the fake mesh has received `id`'s finish.
+bool finished(fake_mesh& mesh, const std::string& id) {
+  return eventually(
+      [&] { return mesh.with([&](fake_mesh& m) { return m.finished_.count(id) > 0; }); });
+}
+
 // This test ensures a run is started, its log shipped, its result reported, and the agent
 // deregisters on drain.
 TEST(agent, runs_and_reports_success) {
@@ -320,9 +326,7 @@ TEST(agent, runs_and_reports_success) {
   agent a{config(mesh), echo_plans()};
   a.start();
   mesh.submit("r1", "echo", json::object(), "hello\n");
-  ASSERT_TRUE(eventually([&] {
-    return mesh.with([](fake_mesh& m) { return m.finished_.count("r1") > 0; });
-  }));
+  ASSERT_TRUE(finished(mesh, "r1"));
   mesh.with([](fake_mesh& m) {
     EXPECT_EQ(m.finished_["r1"]["status"], "success");
     EXPECT_EQ(m.finished_["r1"]["result"], "hello\n");
@@ -344,9 +348,7 @@ TEST(agent, reports_error_with_exit_code) {
   agent a{config(mesh), echo_plans()};
   a.start();
   mesh.submit("r1", "echo", json{{"fail", true}});
-  ASSERT_TRUE(eventually([&] {
-    return mesh.with([](fake_mesh& m) { return m.finished_.count("r1") > 0; });
-  }));
+  ASSERT_TRUE(finished(mesh, "r1"));
   mesh.with([](fake_mesh& m) {
     auto& f = m.finished_["r1"];
     EXPECT_EQ(f["status"], "error");
@@ -365,9 +367,7 @@ TEST(agent, result_is_resent_until_accepted) {
   agent a{config(mesh), echo_plans()};
   a.start();
   mesh.submit("r1", "echo", json::object(), "x");
-  ASSERT_TRUE(eventually([&] {
-    return mesh.with([](fake_mesh& m) { return m.finished_.count("r1") > 0; });
-  }));
+  ASSERT_TRUE(finished(mesh, "r1"));
   mesh.with([](fake_mesh& m) {
     auto& attempts = m.finish_attempts_["r1"];
     EXPECT_EQ(attempts.size(), 4u);
@@ -387,9 +387,7 @@ TEST(agent, logs_survive_failures_in_order) {
   agent a{cfg, echo_plans()};
   a.start();
   mesh.submit("r1", "lines");
-  ASSERT_TRUE(eventually([&] {
-    return mesh.with([](fake_mesh& m) { return m.finished_.count("r1") > 0; });
-  }));
+  ASSERT_TRUE(finished(mesh, "r1"));
   std::string expect_out, expect_err;
   for (int i = 0; i < 200; ++i)
     (i % 3 ? expect_out : expect_err) += "line " + std::to_string(i) + "\n";
@@ -415,9 +413,7 @@ TEST(agent, start_conflict_drops_run) {
   a.start();
   mesh.submit("r1", "echo");
   mesh.submit("r2", "echo");
-  ASSERT_TRUE(eventually([&] {
-    return mesh.with([](fake_mesh& m) { return m.finished_.count("r2") > 0; });
-  }));
+  ASSERT_TRUE(finished(mesh, "r2"));
   EXPECT_EQ(mesh.with([](fake_mesh& m) { return m.finish_attempts_.count("r1"); }), 0u);
 }
 
@@ -431,9 +427,7 @@ TEST(agent, cancel_from_poll) {
     return mesh.with([](fake_mesh& m) { return m.started_.count("r1") > 0; });
   }));
   mesh.cancel("r1");
-  ASSERT_TRUE(eventually([&] {
-    return mesh.with([](fake_mesh& m) { return m.finished_.count("r1") > 0; });
-  }));
+  ASSERT_TRUE(finished(mesh, "r1"));
   mesh.with([](fake_mesh& m) {
     EXPECT_EQ(m.finished_["r1"]["status"], "canceled");
     EXPECT_EQ(m.finished_["r1"]["reason"], "canceled_by_user");
@@ -448,9 +442,7 @@ TEST(agent, cancel_from_progress) {
   agent a{config(mesh), echo_plans()};
   a.start();
   mesh.submit("r1", "block");
-  ASSERT_TRUE(eventually([&] {
-    return mesh.with([](fake_mesh& m) { return m.finished_.count("r1") > 0; });
-  }));
+  ASSERT_TRUE(finished(mesh, "r1"));
   EXPECT_EQ(mesh.with([](fake_mesh& m) { return m.finished_["r1"]["reason"]; }),
             "canceled_by_user");
 }
@@ -461,9 +453,7 @@ TEST(agent, timeout_is_an_error) {
   agent a{config(mesh), echo_plans()};
   a.start();
   mesh.submit("r1", "block", json::object(), "", 1);
-  ASSERT_TRUE(eventually([&] {
-    return mesh.with([](fake_mesh& m) { return m.finished_.count("r1") > 0; });
-  }));
+  ASSERT_TRUE(finished(mesh, "r1"));
   mesh.with([](fake_mesh& m) {
     EXPECT_EQ(m.finished_["r1"]["status"], "error");
     EXPECT_EQ(m.finished_["r1"]["reason"], "timeout");
@@ -546,9 +536,7 @@ TEST(agent, token_is_refreshed_before_expiry) {
   ASSERT_TRUE(eventually(
       [&] { return mesh.with([](fake_mesh& m) { return m.refreshes_; }) >= 2; }));
   mesh.submit("r1", "echo", json::object(), "after refresh");
-  ASSERT_TRUE(eventually([&] {
-    return mesh.with([](fake_mesh& m) { return m.finished_.count("r1") > 0; });
-  }));
+  ASSERT_TRUE(finished(mesh, "r1"));
   EXPECT_EQ(mesh.with([](fake_mesh& m) { return m.unauthorized_; }), 0);
 }
 
@@ -587,9 +575,7 @@ TEST(agent, revoked_token_leads_to_new_session) {
   ASSERT_TRUE(eventually([&] { return a.stats().registered; }));
   mesh.with([](fake_mesh& m) { return m.token_ = "revoked"; });
   mesh.submit("r1", "echo", json::object(), "still here");
-  ASSERT_TRUE(eventually([&] {
-    return mesh.with([](fake_mesh& m) { return m.finished_.count("r1") > 0; });
-  }));
+  ASSERT_TRUE(finished(mesh, "r1"));
   EXPECT_EQ(mesh.with([](fake_mesh& m) { return m.registrations_.size(); }), 2u);
   EXPECT_EQ(mesh.with([](fake_mesh& m) { return m.finished_["r1"]["result"]; }),
             "still here");
@@ -608,9 +594,7 @@ TEST(agent, progress_is_reported) {
     });
   }));
   mesh.cancel("r1");
-  ASSERT_TRUE(eventually([&] {
-    return mesh.with([](fake_mesh& m) { return m.finished_.count("r1") > 0; });
-  }));
+  ASSERT_TRUE(finished(mesh, "r1"));
 }
 
 // This test ensures a 2xx registration answer that is not the expected JSON is retried,

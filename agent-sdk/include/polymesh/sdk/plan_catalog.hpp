@@ -16,6 +16,12 @@
 
 namespace polymesh::sdk {
 
+/// The simple-name rule of the mesh (`wire::validate_plan_name`), for plan
+/// names and for anything a plan lets a run name by itself (e.g. a script):
+/// 1..128 of [A-Za-z0-9._-], a letter or digit first. Kept here rather than
+/// linked from `polymesh_wire` so plugins do not pull in CAF.
+[[nodiscard]] bool valid_simple_name(const std::string& name);
+
 /// Builds a plan from its settings; throws `config_error` naming the key.
 /// `key` is the dotted config key of the section, e.g. `plans.shell`.
 using plan_factory = std::function<std::shared_ptr<plan>(const nlohmann::json& settings,
