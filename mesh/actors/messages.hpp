@@ -20,6 +20,7 @@ namespace polymesh {
 // -- atoms ----------------------------------------------------------------------
 using admit_atom = caf::atom_constant<caf::atom("admit")>;
 using agent_atom = caf::atom_constant<caf::atom("agent")>;
+using artifact_atom = caf::atom_constant<caf::atom("artifact")>;
 using arm_atom = caf::atom_constant<caf::atom("arm")>;
 using assign_atom = caf::atom_constant<caf::atom("assign")>;
 using cancel_atom = caf::atom_constant<caf::atom("cancel")>;
@@ -83,6 +84,13 @@ struct create_result {
   bool created = true;
 };
 
+/// Answer to an artifact upload: the stored artifact and whether this call
+/// stored it (false for an identical repeat).
+struct artifact_put {
+  artifact_record artifact;
+  bool created = true;
+};
+
 /// Answer to a long-poll: runs to start and runs whose cancel was requested.
 struct poll_result {
   std::vector<run_record> runs;
@@ -115,6 +123,7 @@ using run_list = std::vector<run_record>;
 using agent_list = std::vector<agent_record>;
 using token_list = std::vector<token_record>;
 using log_list = std::vector<log_chunk>;
+using artifact_list = std::vector<artifact_record>;
 using status_counts = std::vector<std::pair<run_status, int64_t>>;
 
 } // namespace polymesh
@@ -136,6 +145,10 @@ CAF_ALLOW_UNSAFE_MESSAGE_TYPE(polymesh::run_list)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(polymesh::agent_list)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(polymesh::token_list)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(polymesh::log_list)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(polymesh::artifact_record)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(polymesh::artifact_list)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(polymesh::artifact_blob)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(polymesh::artifact_put)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(polymesh::status_counts)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(polymesh::run_filter)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(polymesh::run_page)

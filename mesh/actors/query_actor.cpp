@@ -41,6 +41,56 @@ caf::error finished(const run_record& r, const char* what) {
       std::string{"cannot "} + what + " a run that is " + to_string(r.status), "status");
 }
 
+caf::error artifact_conflict(const artifact_record& a) {
+  return make_error(errc::conflict,
+                    "run '" + a.run_id + "' already has a different artifact named '" +
+                        a.name + "'; artifacts cannot be replaced",
+                    "name");
+}
+
+/// Stores an uploaded artifact of a run assigned to the caller. Any status is
+/// fine: a retried upload may arrive after the run's result.
+caf::result<artifact_put> put_artifact_of(self_ptr self, const caller& c,
+                                          artifact_record meta, std::string data) {
+  auto& st = self->state;
+  auto r = find_own_run(self, c, meta.run_id);
+  if (!r) return r.error();
+  auto existing = st.db->list_artifacts(meta.run_id);
+  if (!existing) return existing.error();
+  for (auto& a : *existing) {
+    if (a.name != meta.name) continue;
+    if (a.sha256 == meta.sha256) return artifact_put{a, false};
+    return artifact_conflict(meta);
+  }
+  auto max = st.ctx->config.max_artifacts;
+  if (static_cast<int64_t>(existing->size()) >= max)
+    return make_error(
+        errc::conflict,
+        "run '" + meta.run_id + "' already holds " + std::to_string(existing->size()) +
+            " artifacts, the most allowed (runs.max_artifacts = " + std::to_string(max) +
+            ")",
+        "name");
+  meta.created_at = st.ctx->now();
+  write_batch batch;
+  batch.emplace_back(put_artifact{meta, std::move(data)});
+  auto promise = self->make_response_promise<artifact_put>();
+  self->request(st.ctx->store, caf::infinite, write_atom::value, std::move(batch))
+      .then(
+          [promise, meta](const write_outcomes& out) mutable {
+            // Lost a race with a concurrent upload of the same name.
+            if (!out.empty() && !out.front().written) {
+              if (out.front().existing_sha256 == meta.sha256)
+                promise.deliver(artifact_put{meta, false});
+              else
+                promise.deliver(artifact_conflict(meta));
+              return;
+            }
+            promise.deliver(artifact_put{meta, true});
+          },
+          [promise](caf::error& err) mutable { promise.deliver(std::move(err)); });
+  return promise;
+}
+
 caf::behavior query_actor(self_ptr self, context_ptr ctx, std::shared_ptr<store> db) {
   self->state.db = std::move(db);
   self->state.ctx = std::move(ctx);
@@ -62,6 +112,28 @@ caf::behavior query_actor(self_ptr self, context_ptr ctx, std::shared_ptr<store>
         auto chunks = self->state.db->logs(id, after, limit);
         if (!chunks) return chunks.error();
         return std::move(*chunks);
+      },
+      [=](artifact_atom, list_atom, const std::string& id) -> caf::result<artifact_list> {
+        auto r = find_run(self, id);
+        if (!r) return r.error();
+        auto list = self->state.db->list_artifacts(id);
+        if (!list) return list.error();
+        return std::move(*list);
+      },
+      [=](artifact_atom, get_atom, const std::string& id,
+          const std::string& name) -> caf::result<artifact_blob> {
+        auto blob = self->state.db->get_artifact(id, name);
+        if (!blob) return blob.error();
+        if (*blob) return std::move(**blob);
+        auto r = find_run(self, id);
+        if (!r) return r.error();
+        return make_error(errc::not_found,
+                          "run '" + id + "' has no artifact named '" + name + "'",
+                          "name");
+      },
+      [=](artifact_atom, const caller& c, artifact_record& meta,
+          std::string& data) -> caf::result<artifact_put> {
+        return put_artifact_of(self, c, std::move(meta), std::move(data));
       },
       [=](count_atom) -> caf::result<status_counts> {
         auto counts = self->state.db->count_runs();

@@ -168,6 +168,13 @@ const std::vector<key_spec>& key_table() {
       bytes_key("runs.max_payload_bytes", &mesh_config::max_payload_bytes, 0, gib,
                 "Largest payload accepted at submit, in bytes. Must be smaller than "
                 "http.max_body_bytes."),
+      bytes_key("runs.max_artifact_bytes", &mesh_config::max_artifact_bytes, 0, 512 * mib,
+                "Largest artifact an agent may upload, in bytes (at most 512 MiB: "
+                "artifacts are stored in the database). Artifacts are PUT as raw "
+                "bodies, so http.max_body_bytes does not apply to them; the whole "
+                "body is held in memory while it is stored."),
+      integer_key("runs.max_artifacts", &mesh_config::max_artifacts, 0, 100000,
+                  "Most artifacts one run may hold; 0 refuses every upload."),
 
       duration_key("routines.assignment_sweep", &mesh_config::assignment_sweep, 1ms, 1h,
                    "How often the assignment routine sweeps the queue as a safety net."),

@@ -70,6 +70,10 @@ struct mesh_config {
   int64_t max_result_bytes = 64 * 1024;
   /// Largest `payload` accepted at submit. Key `runs.max_payload_bytes`.
   int64_t max_payload_bytes = 256 * 1024;
+  /// Largest artifact an agent may upload. Key `runs.max_artifact_bytes`.
+  int64_t max_artifact_bytes = 64 << 20;
+  /// Most artifacts one run may hold. Key `runs.max_artifacts`.
+  int64_t max_artifacts = 100;
 
   // -- routines -------------------------------------------------------------
   /// How often the assignment routine sweeps the queue as a safety net. Key

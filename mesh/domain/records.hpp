@@ -162,4 +162,15 @@ struct log_chunk {
   timestamp at{};
 };
 
+/// A file an agent uploaded for a run. The bytes travel separately.
+struct artifact_record {
+  std::string run_id;
+  /// Relative path such as `plan.txt` or `reports/junit.xml`.
+  std::string name;
+  int64_t size = 0;
+  /// Lowercase hex SHA-256 of the bytes.
+  std::string sha256;
+  timestamp created_at{};
+};
+
 } // namespace polymesh

@@ -2,6 +2,7 @@
 
 #include "mesh/actors/messages.hpp"
 #include "mesh/domain/error.hpp"
+#include "mesh/domain/ids.hpp"
 #include "mesh/domain/log.hpp"
 #include "mesh/domain/selector.hpp"
 #include "mesh/wire/json.hpp"
@@ -78,7 +79,20 @@ caf::expected<T> ask(request_context& rc, const caf::actor& dest, Ts&&... xs) {
   return ask<T>(rc, dest, caf::duration{ask_timeout}, std::forward<Ts>(xs)...);
 }
 
+/// The message of a 413 for `limit` (the bytes allowed) set by `key`.
+caf::error too_large(int64_t limit, const char* key) {
+  return make_error(errc::payload_too_large,
+                    "request body exceeds the limit of " + std::to_string(limit) +
+                        " bytes (" + key + ")",
+                    "body");
+}
+
 caf::expected<json> body_object(request_context& rc) {
+  // The server reads bodies up to the larger artifact limit; JSON bodies
+  // keep their own.
+  auto max_body = rc.ctx()->config.max_body_bytes;
+  if (static_cast<int64_t>(rc.req.body.size()) > max_body)
+    return too_large(max_body, "http.max_body_bytes");
   if (rc.req.body.empty())
     return make_error(errc::invalid_argument,
                       "request body is empty; a JSON object is required", "body");
@@ -473,6 +487,53 @@ void finish_run(request_context& rc) {
                          *req));
 }
 
+// -- handlers: artifacts ------------------------------------------------------------
+
+void upload_artifact(request_context& rc) {
+  artifact_record meta;
+  meta.run_id = rc.param("id");
+  meta.name = rc.param("name");
+  if (auto err = wire::validate_artifact_name(meta.name, "name")) return rc.fail(err);
+  auto max = rc.ctx()->config.max_artifact_bytes;
+  if (static_cast<int64_t>(rc.req.body.size()) > max)
+    return rc.fail(too_large(max, "runs.max_artifact_bytes"));
+  meta.size = static_cast<int64_t>(rc.req.body.size());
+  meta.sha256 = sha256_hex(rc.req.body);
+  // The request is done with the body; hand it over instead of copying.
+  auto out = ask<artifact_put>(rc, rc.ctx()->query, artifact_atom::value, rc.who, meta,
+                               std::move(const_cast<std::string&>(rc.req.body)));
+  if (!out) return rc.fail(out.error());
+  rc.reply(out->created ? 201 : 200, wire::to_json(out->artifact));
+}
+
+void list_artifacts(request_context& rc) {
+  auto list = ask<artifact_list>(rc, rc.ctx()->query, artifact_atom::value,
+                                 list_atom::value, rc.param("id"));
+  if (!list) return rc.fail(list.error());
+  json out = json::array();
+  for (auto& a : *list)
+    out.push_back(wire::to_json(a));
+  rc.reply(200, json{{"artifacts", out}});
+}
+
+void get_artifact(request_context& rc) {
+  auto blob = ask<artifact_blob>(rc, rc.ctx()->query, artifact_atom::value,
+                                 get_atom::value, rc.param("id"), rc.param("name"));
+  if (!blob) return rc.fail(blob.error());
+  auto& a = blob->artifact;
+  auto etag = "\"" + a.sha256 + "\"";
+  rc.res.set_header("ETag", etag);
+  rc.res.set_header("X-Polymesh-Sha256", a.sha256);
+  if (rc.req.get_header_value("If-None-Match") == etag) {
+    rc.res.status = 304;
+    return;
+  }
+  auto base = a.name.substr(a.name.rfind('/') + 1);
+  rc.res.set_header("Content-Disposition", "attachment; filename=\"" + base + "\"");
+  rc.res.status = 200;
+  rc.res.set_content(std::move(blob->data), "application/octet-stream");
+}
+
 // -- handlers: health ---------------------------------------------------------------
 
 void healthz(request_context& rc) {
@@ -580,16 +641,24 @@ const std::vector<endpoint>& endpoints() {
        append_logs},
       {"POST", "/v1/runs/{id}/finish", agent_access, "Report the run's outcome",
        finish_run},
+      {"PUT", "/v1/runs/{id}/artifacts/{name*}", agent_access,
+       "Upload an artifact (raw body; an identical repeat is 200)", upload_artifact},
+      {"GET", "/v1/runs/{id}/artifacts", users, "List a run's artifacts", list_artifacts},
+      {"GET", "/v1/runs/{id}/artifacts/{name*}", users,
+       "Download an artifact (raw bytes, sha256 as ETag)", get_artifact},
   };
   return table;
 }
 
 std::string endpoints_markdown() {
   std::string out = "| method | path | token kinds | summary |\n|---|---|---|---|\n";
-  for (auto& ep : endpoints())
-    out += std::string{"| "} + ep.method + " | `" + ep.path + "` | " +
+  for (auto& ep : endpoints()) {
+    std::string path = ep.path;
+    path.erase(std::remove(path.begin(), path.end(), '*'), path.end());
+    out += std::string{"| "} + ep.method + " | `" + path + "` | " +
            (ep.allowed == public_access ? std::string{"none"} : kinds_text(ep.allowed)) +
            " | " + ep.summary + " |\n";
+  }
   return out;
 }
 
@@ -641,17 +710,20 @@ http_server::http_server(mesh_node& node)
       std::chrono::duration_cast<std::chrono::seconds>(cfg.keep_alive_timeout).count()));
   svr_->set_read_timeout(std::max<time_t>(
       1, std::chrono::duration_cast<std::chrono::seconds>(cfg.read_timeout).count()));
-  svr_->set_payload_max_length(static_cast<size_t>(cfg.max_body_bytes));
+  // Artifacts are the one raw body, and may be larger than any JSON body;
+  // `body_object` holds JSON bodies to their own limit.
+  svr_->set_payload_max_length(
+      static_cast<size_t>(std::max(cfg.max_body_bytes, cfg.max_artifact_bytes)));
   auto max_body = cfg.max_body_bytes;
-  svr_->set_error_handler([max_body](const httplib::Request&, httplib::Response& res) {
+  auto max_artifact = cfg.max_artifact_bytes;
+  svr_->set_error_handler([max_body, max_artifact](const httplib::Request& req,
+                                                   httplib::Response& res) {
     if (!res.body.empty()) return;
     caf::error err;
     switch (res.status) {
     case 413:
-      err = make_error(errc::payload_too_large,
-                       "request body exceeds the limit of " + std::to_string(max_body) +
-                           " bytes (http.max_body_bytes)",
-                       "body");
+      err = req.method == "PUT" ? too_large(max_artifact, "runs.max_artifact_bytes")
+                                : too_large(max_body, "http.max_body_bytes");
       break;
     case 404:
       err = make_error(errc::not_found, "no such endpoint; see docs/api.md");
@@ -684,8 +756,11 @@ http_server::http_server(mesh_node& node)
     for (const char* p = ep.path; *p; ++p) {
       if (*p == '{') {
         const char* close = std::strchr(p, '}');
-        names->emplace_back(p + 1, close);
-        pattern += "([^/]+)";
+        std::string name{p + 1, close};
+        bool rest = !name.empty() && name.back() == '*';
+        if (rest) name.pop_back();
+        names->push_back(name);
+        pattern += rest ? "(.+)" : "([^/]+)";
         p = close;
       } else {
         pattern += *p;
@@ -724,6 +799,8 @@ http_server::http_server(mesh_node& node)
       svr_->Delete(pattern, handler);
     else if (method == "PATCH")
       svr_->Patch(pattern, handler);
+    else if (method == "PUT")
+      svr_->Put(pattern, handler);
   }
 }
 

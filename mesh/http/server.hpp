@@ -45,7 +45,8 @@ struct request_context;
 /// One declared endpoint.
 struct endpoint {
   const char* method;
-  /// Path with `{name}` placeholders, e.g. `/v1/runs/{id}/start`.
+  /// Path with `{name}` placeholders, e.g. `/v1/runs/{id}/start`; a last
+  /// `{name*}` also matches `/` (a relative path).
   const char* path;
   /// Which token kinds may call it (`public_access` = no token needed).
   unsigned allowed;

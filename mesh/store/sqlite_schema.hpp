@@ -120,6 +120,20 @@ CREATE TABLE meta (
   value INTEGER NOT NULL
 ) WITHOUT ROWID;
 )sql",
+    // Version 2: run artifacts.
+    R"sql(
+-- Like `run_logs`: a rowid table for large values, and no foreign key to
+-- `runs` so that a late upload for a pruned run cannot fail a whole batch.
+CREATE TABLE run_artifacts (
+  run_id     TEXT NOT NULL,
+  name       TEXT NOT NULL,
+  size       INTEGER NOT NULL,
+  sha256     TEXT NOT NULL,
+  data       BLOB NOT NULL,
+  created_at INTEGER NOT NULL,
+  PRIMARY KEY (run_id, name)
+);
+)sql",
 };
 
 /// The schema version this build reads and writes.

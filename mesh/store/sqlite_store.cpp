@@ -64,6 +64,9 @@ public:
   void bind(int i, const std::string& x) {
     keep(sqlite3_bind_text64(s_, i, x.data(), x.size(), SQLITE_TRANSIENT, SQLITE_UTF8));
   }
+  void bind_blob(int i, const std::string& x) {
+    keep(sqlite3_bind_blob64(s_, i, x.data(), x.size(), SQLITE_TRANSIENT));
+  }
   void bind(int i, int64_t x) { keep(sqlite3_bind_int64(s_, i, x)); }
   void bind(int i, uint64_t x) { bind(i, static_cast<int64_t>(x)); }
   void bind(int i, bool x) { bind(i, int64_t{x ? 1 : 0}); }
@@ -83,6 +86,11 @@ public:
   }
   [[nodiscard]] std::string text(int i) const {
     auto p = reinterpret_cast<const char*>(sqlite3_column_text(s_, i));
+    return p ? std::string(p, static_cast<size_t>(sqlite3_column_bytes(s_, i)))
+             : std::string{};
+  }
+  [[nodiscard]] std::string blob(int i) const {
+    auto p = static_cast<const char*>(sqlite3_column_blob(s_, i));
     return p ? std::string(p, static_cast<size_t>(sqlite3_column_bytes(s_, i)))
              : std::string{};
   }
@@ -437,6 +445,17 @@ caf::expected<token_record> read_token(const statement& st) {
   return t;
 }
 
+/// Columns run_id, name, size, sha256, created_at, in that order.
+caf::expected<artifact_record> read_artifact(const statement& st) {
+  artifact_record a;
+  a.run_id = st.text(0);
+  a.name = st.text(1);
+  a.size = st.int64(2);
+  a.sha256 = st.text(3);
+  a.created_at = st.time(4);
+  return a;
+}
+
 // -- SQL text -----------------------------------------------------------------
 
 template <size_t N> std::string column_list(const char* const (&columns)[N]) {
@@ -781,6 +800,35 @@ public:
     return out;
   }
 
+  caf::expected<std::vector<artifact_record>>
+  list_artifacts(const std::string& run_id) override {
+    auto st = db_.prepare("SELECT run_id, name, size, sha256, created_at"
+                          " FROM run_artifacts WHERE run_id = ?1 ORDER BY name");
+    if (!st) return std::move(st.error());
+    st->bind(1, run_id);
+    std::vector<artifact_record> out;
+    if (auto err = read_all(db_, *st, read_artifact, out,
+                            "cannot list artifacts of run '" + run_id + "'"))
+      return err;
+    return out;
+  }
+
+  caf::expected<std::optional<artifact_blob>>
+  get_artifact(const std::string& run_id, const std::string& name) override {
+    auto st = db_.prepare("SELECT run_id, name, size, sha256, created_at, data"
+                          " FROM run_artifacts WHERE run_id = ?1 AND name = ?2");
+    if (!st) return std::move(st.error());
+    st->bind(1, run_id);
+    st->bind(2, name);
+    auto read = [](const statement& s) -> caf::expected<artifact_blob> {
+      auto meta = read_artifact(s);
+      if (!meta) return std::move(meta.error());
+      return artifact_blob{std::move(*meta), s.blob(5)};
+    };
+    return read_one(db_, *st, read,
+                    "cannot read artifact '" + name + "' of run '" + run_id + "'");
+  }
+
   caf::expected<std::optional<agent_record>> get_agent(const std::string& id) override {
     auto st = db_.prepare(select_agents_sql() + "WHERE id = ?1");
     if (!st) return std::move(st.error());
@@ -835,12 +883,12 @@ public:
                             "cannot record the highest run seq"))
       return err;
     for (auto& [seq, id] : victims) {
-      {
-        auto st = db_.prepare("DELETE FROM run_logs WHERE run_id = ?1");
+      for (auto* table : {"run_logs", "run_artifacts"}) {
+        auto st = db_.prepare(std::string{"DELETE FROM "} + table + " WHERE run_id = ?1");
         if (!st) return std::move(st.error());
         st->bind(1, id);
         if (st->step() != SQLITE_DONE)
-          return db_.fail("cannot prune logs of run '" + id + "'");
+          return db_.fail(std::string{"cannot prune "} + table + " of run '" + id + "'");
       }
       auto st = db_.prepare("DELETE FROM runs WHERE seq = ?1");
       if (!st) return std::move(st.error());
@@ -928,6 +976,34 @@ private:
       return db_.fail("cannot append log chunk " + std::to_string(w.chunk.seq) +
                       " of run '" + w.run_id + "'");
     return write_outcome{};
+  }
+
+  caf::expected<write_outcome> write_one(const put_artifact& w) {
+    auto& a = w.artifact;
+    auto st = db_.prepare("INSERT INTO run_artifacts"
+                          " (run_id, name, size, sha256, data, created_at)"
+                          " VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
+                          " ON CONFLICT(run_id, name) DO NOTHING");
+    if (!st) return std::move(st.error());
+    st->bind(1, a.run_id);
+    st->bind(2, a.name);
+    st->bind(3, a.size);
+    st->bind(4, a.sha256);
+    st->bind_blob(5, w.data);
+    st->bind(6, a.created_at);
+    auto what = "artifact '" + a.name + "' of run '" + a.run_id + "'";
+    if (st->step() != SQLITE_DONE) return db_.fail("cannot write " + what);
+    write_outcome out;
+    if (sqlite3_changes(db_.get()) > 0) return out;
+    out.written = false;
+    auto q =
+        db_.prepare("SELECT sha256 FROM run_artifacts WHERE run_id = ?1 AND name = ?2");
+    if (!q) return std::move(q.error());
+    q->bind(1, a.run_id);
+    q->bind(2, a.name);
+    if (q->step() != SQLITE_ROW) return db_.fail("cannot read back " + what);
+    out.existing_sha256 = q->text(0);
+    return out;
   }
 
   connection db_;

@@ -40,7 +40,13 @@ struct append_log {
   std::string run_id;
   log_chunk chunk;
 };
-using write = std::variant<put_run, put_agent, put_token, append_log>;
+/// Stores an artifact; a name the run already holds is not overwritten and
+/// the write's outcome is `written = false` with the stored one's sha256.
+struct put_artifact {
+  artifact_record artifact;
+  std::string data;
+};
+using write = std::variant<put_run, put_agent, put_token, append_log, put_artifact>;
 
 /// The outcome of one write within a committed batch.
 struct write_outcome {
@@ -48,6 +54,14 @@ struct write_outcome {
   bool written = true;
   /// For a refused `insert_only`: the id of the run that holds the key.
   std::string existing_id;
+  /// For a refused `put_artifact`: the sha256 of the artifact already stored.
+  std::string existing_sha256;
+};
+
+/// One artifact with its bytes.
+struct artifact_blob {
+  artifact_record artifact;
+  std::string data;
 };
 
 /// Everything needed to rebuild memory at start-up.
@@ -102,6 +116,12 @@ public:
   [[nodiscard]] virtual caf::expected<std::vector<log_chunk>>
   logs(const std::string& run_id, int64_t after_seq, size_t limit) = 0;
 
+  /// The artifacts of `run_id`, by name, without their bytes.
+  [[nodiscard]] virtual caf::expected<std::vector<artifact_record>>
+  list_artifacts(const std::string& run_id) = 0;
+  [[nodiscard]] virtual caf::expected<std::optional<artifact_blob>>
+  get_artifact(const std::string& run_id, const std::string& name) = 0;
+
   [[nodiscard]] virtual caf::expected<std::optional<agent_record>>
   get_agent(const std::string& id) = 0;
   /// Every agent including deregistered ones, by name.
@@ -109,7 +129,8 @@ public:
   /// Every token, including revoked and expired ones, oldest first.
   [[nodiscard]] virtual caf::expected<std::vector<token_record>> list_tokens() = 0;
 
-  /// Deletes terminal runs finished before `cutoff`, and their logs, at most
+  /// Deletes terminal runs finished before `cutoff`, with their logs and
+  /// artifacts, at most
   /// `max_rows` runs per call. Returns the number of runs deleted.
   [[nodiscard]] virtual caf::expected<size_t> prune(timestamp cutoff,
                                                     size_t max_rows) = 0;

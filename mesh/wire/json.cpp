@@ -198,6 +198,14 @@ json to_json(const log_chunk& c) {
       {"seq", c.seq}, {"stream", c.stream}, {"data", c.data}, {"at", to_rfc3339(c.at)}};
 }
 
+json to_json(const artifact_record& a) {
+  return json{{"run_id", a.run_id},
+              {"name", a.name},
+              {"size", a.size},
+              {"sha256", a.sha256},
+              {"created_at", to_rfc3339(a.created_at)}};
+}
+
 json error_body(const caf::error& err) {
   json e{{"code", to_string(code_of(err))}, {"message", message_of(err)}};
   if (auto f = field_of(err); !f.empty()) e["field"] = f;
@@ -307,6 +315,26 @@ caf::error validate_plan_name(const std::string& plan, const std::string& field)
                         "plan name may contain only letters, digits, '-', '_' and '.'",
                         field);
   return {};
+}
+
+caf::error validate_artifact_name(const std::string& name, const std::string& field) {
+  auto bad = [&](const std::string& why) {
+    return make_error(errc::invalid_argument, "artifact name '" + name + "' " + why,
+                      field);
+  };
+  if (name.empty() || name.size() > 200) return bad("must be 1 to 200 characters");
+  size_t start = 0;
+  for (;;) {
+    auto end = name.find('/', start);
+    auto segment = name.substr(start, end == std::string::npos ? end : end - start);
+    if (segment.empty()) return bad("has an empty path segment");
+    if (segment.front() == '.') return bad("has a segment starting with '.'");
+    for (char c : segment)
+      if (!name_char(c))
+        return bad("may contain only letters, digits, '-', '_', '.' and '/'");
+    if (end == std::string::npos) return {};
+    start = end + 1;
+  }
 }
 
 caf::error validate_agent_name(const std::string& name, const std::string& field) {

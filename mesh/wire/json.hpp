@@ -28,6 +28,7 @@ using json = nlohmann::json;
 /// A token's metadata; never the secret or its hash.
 [[nodiscard]] json to_json(const token_record& token);
 [[nodiscard]] json to_json(const log_chunk& chunk);
+[[nodiscard]] json to_json(const artifact_record& artifact);
 /// `{"error":{"code","message","field"?,"position"?}}`.
 [[nodiscard]] json error_body(const caf::error& err);
 /// Serializes without throwing on invalid UTF-8 (replaced by U+FFFD).
@@ -120,6 +121,10 @@ struct finish_request {
 /// The plan name rule: 1..128 chars of [A-Za-z0-9._-], alphanumeric first.
 [[nodiscard]] caf::error validate_plan_name(const std::string& plan,
                                             const std::string& field);
+/// The artifact name rule: 1..200 chars of `/`-separated segments, each of
+/// [A-Za-z0-9._-] and not starting with '.' (no hidden files, no `..`).
+[[nodiscard]] caf::error validate_artifact_name(const std::string& name,
+                                                const std::string& field);
 /// The agent name rule: like a label value, 1..63 chars.
 [[nodiscard]] caf::error validate_agent_name(const std::string& name,
                                              const std::string& field);

@@ -47,6 +47,8 @@ response call_raw(int port, const std::string& method, const std::string& path,
     res = cli.Post(path, headers, raw_body, "application/json");
   else if (method == "PATCH")
     res = cli.Patch(path, headers, raw_body, "application/json");
+  else if (method == "PUT")
+    res = cli.Put(path, headers, raw_body, "application/octet-stream");
   else if (method == "DELETE")
     res = cli.Delete(path, headers);
   response out;
@@ -58,6 +60,8 @@ response call_raw(int port, const std::string& method, const std::string& path,
   out.status = res->status;
   out.raw = res->body;
   out.body = json::parse(res->body, nullptr, false);
+  for (auto& [k, v] : res->headers)
+    out.headers[k] = v;
   return out;
 }
 
@@ -107,6 +111,12 @@ response scripted_agent::finish(const std::string& run_id, const std::string& st
 }
 response scripted_agent::deregister() const {
   return call(port, "DELETE", "/v1/agents/" + id, token);
+}
+
+response scripted_agent::put_artifact(const std::string& run_id, const std::string& name,
+                                      const std::string& bytes) const {
+  return call(port, "PUT", "/v1/runs/" + run_id + "/artifacts/" + name, token, nullptr,
+              &bytes);
 }
 
 void mesh_fixture::SetUp() {

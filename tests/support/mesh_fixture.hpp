@@ -13,6 +13,7 @@
 
 #include <functional>
 #include <gtest/gtest.h>
+#include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -26,6 +27,8 @@ struct response {
   int status = 0;
   json body;
   std::string raw;
+  /// Response headers, as the server spelled their names.
+  std::map<std::string, std::string> headers;
 };
 
 /// Creates a fresh directory under $TMPDIR; removed by `remove_tree`.
@@ -33,7 +36,7 @@ std::string make_temp_dir();
 void remove_tree(const std::string& dir);
 
 /// One HTTP call with an optional bearer token. `body` is sent as JSON
-/// when not null; `raw_body` wins when set.
+/// when not null; `raw_body` wins when set (PUT sends it as octet-stream).
 response call(int port, const std::string& method, const std::string& path,
               const std::string& token = {}, const json& body = nullptr,
               const std::string* raw_body = nullptr);
@@ -64,6 +67,9 @@ struct scripted_agent {
   response finish(const std::string& run_id, const std::string& status, int exit_code = 0,
                   const std::string& result = {}) const;
   response deregister() const;
+  /// PUT /v1/runs/{id}/artifacts/{name} with `bytes` as the raw body.
+  response put_artifact(const std::string& run_id, const std::string& name,
+                        const std::string& bytes) const;
 };
 
 class mesh_fixture : public ::testing::Test {

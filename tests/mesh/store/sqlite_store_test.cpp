@@ -984,5 +984,82 @@ TEST_F(sqlite_store_test, read_only_store_refuses_other_schema_version) {
   EXPECT_EQ(code_of(reader.error()), errc::store_failure);
 }
 
+// -- Artifacts ----------------------------------------------------------------
+
+put_artifact make_artifact(const std::string& run_id, const std::string& name,
+                           const std::string& data) {
+  put_artifact w;
+  w.artifact.run_id = run_id;
+  w.artifact.name = name;
+  w.artifact.size = static_cast<int64_t>(data.size());
+  w.artifact.sha256 = "sha-of-" + data;
+  w.artifact.created_at = at(7);
+  w.data = data;
+  return w;
+}
+
+// This test ensures artifacts round-trip byte for byte (NULs included), are
+// listed by name without their bytes, and a taken name is never overwritten.
+TEST_F(sqlite_store_test, artifacts_round_trip_and_are_never_overwritten) {
+  auto bytes = "a\0b\xff\x00end"s;
+  auto out = apply({make_artifact("run_1", "z.bin", bytes),
+                    make_artifact("run_1", "dir/a.txt", "text"),
+                    make_artifact("run_2", "z.bin", "other run")});
+  ASSERT_EQ(out.size(), 3u);
+  EXPECT_TRUE(out[0].written && out[1].written && out[2].written);
+
+  auto listed = db_->list_artifacts("run_1");
+  ASSERT_TRUE(listed);
+  ASSERT_EQ(listed->size(), 2u);
+  EXPECT_EQ((*listed)[0].name, "dir/a.txt");
+  EXPECT_EQ((*listed)[1].name, "z.bin");
+  EXPECT_EQ((*listed)[1].size, static_cast<int64_t>(bytes.size()));
+  EXPECT_EQ((*listed)[1].sha256, "sha-of-" + bytes);
+  EXPECT_EQ((*listed)[1].created_at, at(7));
+  EXPECT_EQ((*listed)[1].run_id, "run_1");
+
+  auto blob = db_->get_artifact("run_1", "z.bin");
+  ASSERT_TRUE(blob && *blob);
+  EXPECT_EQ((*blob)->data, bytes);
+  EXPECT_EQ((*blob)->artifact.name, "z.bin");
+  EXPECT_FALSE(*db_->get_artifact("run_1", "missing"));
+  EXPECT_TRUE(db_->list_artifacts("run_none")->empty());
+
+  auto again = apply({make_artifact("run_1", "z.bin", "replacement")});
+  ASSERT_EQ(again.size(), 1u);
+  EXPECT_FALSE(again[0].written);
+  EXPECT_EQ(again[0].existing_sha256, "sha-of-" + bytes);
+  EXPECT_EQ((*db_->get_artifact("run_1", "z.bin"))->data, bytes);
+}
+
+// This test ensures prune deletes a pruned run's artifacts and keeps others'.
+TEST_F(sqlite_store_test, prune_deletes_artifacts_with_their_run) {
+  apply({put_run{make_run("run_1", 1, run_status::success)},
+         put_run{make_run("run_2", 2, run_status::running)},
+         make_artifact("run_1", "a", "1"), make_artifact("run_2", "a", "2")});
+  auto n = db_->prune(at(9000), 10);
+  ASSERT_TRUE(n);
+  EXPECT_EQ(*n, 1u);
+  EXPECT_TRUE(db_->list_artifacts("run_1")->empty());
+  EXPECT_EQ(db_->list_artifacts("run_2")->size(), 1u);
+}
+
+// This test ensures a database written by schema version 1 (before
+// artifacts) is migrated on open and keeps its runs.
+TEST_F(sqlite_store_test, version_1_database_migrates_to_artifacts) {
+  db_.reset();
+  std::filesystem::remove(path_);
+  raw_query(sqlite_migrations[0]);
+  raw_query("PRAGMA user_version = 1");
+  raw_query("INSERT INTO meta (key, value) VALUES ('max_pruned_seq', 9)");
+  db_ = open();
+  ASSERT_TRUE(db_);
+  EXPECT_EQ(raw_query("PRAGMA user_version"), std::to_string(sqlite_schema_version));
+  EXPECT_EQ(db_->load()->max_seq, 9u);
+  auto out = apply({make_artifact("run_1", "a", "1")});
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(db_->list_artifacts("run_1")->size(), 1u);
+}
+
 } // namespace
 } // namespace polymesh
