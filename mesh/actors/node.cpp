@@ -92,6 +92,10 @@ caf::error mesh_node::boot(const mesh_config& cfg, const polymesh::clock& clk) {
   system_config_ = std::make_unique<caf::actor_system_config>();
   system_config_->set("logger.verbosity", caf::atom("quiet"));
   system_config_->set("logger.console", caf::atom("none"));
+  // Checked against {sharing, stealing} when the config was loaded.
+  system_config_->set("scheduler.policy", cfg.actor_scheduler == "stealing"
+                                              ? caf::atom("stealing")
+                                              : caf::atom("sharing"));
   system_ = std::make_unique<caf::actor_system>(*system_config_);
   auto& sys = *system_;
 

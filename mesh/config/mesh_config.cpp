@@ -138,6 +138,12 @@ const std::vector<key_spec>& key_table() {
       integer_key("store.group_commit_max", &mesh_config::group_commit_max, 1, 1 << 20,
                   "Largest number of writes committed in one transaction."),
 
+      choice_key("actors.scheduler", &mesh_config::actor_scheduler, {"sharing", "stealing"},
+                 "How CAF runs meshd's actors. sharing: one queue, idle workers "
+                 "block, so an idle mesh uses no CPU. stealing: a queue per worker "
+                 "that idle workers poll (CAF's default), which costs about 5 % of a "
+                 "core when idle and pays off only with many cores."),
+
       duration_key("agents.offline_after", &mesh_config::offline_after, 1ms, 24h,
                    "An agent not heard from for this long is offline. Must exceed "
                    "agents.poll_wait_max and agents.heartbeat_interval."),

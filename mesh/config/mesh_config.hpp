@@ -43,6 +43,10 @@ struct mesh_config {
   /// `store.group_commit_max`.
   int64_t group_commit_max = 4096;
 
+  // -- actors ---------------------------------------------------------------
+  /// CAF scheduler policy, `sharing` or `stealing`. Key `actors.scheduler`.
+  std::string actor_scheduler = "sharing";
+
   // -- agents ---------------------------------------------------------------
   /// An agent not heard from for this long is offline. Key
   /// `agents.offline_after`.
