@@ -1,8 +1,10 @@
 // mesh-bench: load tool for meshd over its REST API (docs/benchmarks.md).
 //
-//   mesh-bench submit  --url URL [--runs 20000] [--clients 4] [--durable full]
+//   mesh-bench submit  --url URL [--runs 20000] [--clients 4] [--batch 1]
+//                      [--durable full]
 //   mesh-bench latency --url URL [--runs 2000]
 //   mesh-bench e2e     --url URL [--runs 20000] [--clients 4] [--agents 8] [--slots 8]
+//                      [--batch 1]
 //   mesh-bench agents  --url URL --pid PID [--agents 1000] [--rate 200] [--wake-seconds
 //   5]
 //                      [--idle-seconds 10]
@@ -206,6 +208,23 @@ std::string submit_one(httplib::Client& c, const httplib::Headers& auth, int* st
   return res->body.substr(id_at, res->body.find('"', id_at) - id_at);
 }
 
+/// POST /v1/runs/batch with `n` noop runs; returns how many were created.
+int64_t submit_batch(httplib::Client& c, const httplib::Headers& auth, int64_t n,
+                     int* status) {
+  std::string body = R"({"runs":[)";
+  for (int64_t i = 0; i < n; ++i)
+    body += i ? R"(,{"plan":"noop"})" : R"({"plan":"noop"})";
+  body += "]}";
+  auto res = c.Post("/v1/runs/batch", auth, body, "application/json");
+  *status = res ? res->status : -1;
+  if (!res || res->status != 201) return 0;
+  int64_t created = 0;
+  for (size_t at = 0; (at = res->body.find("\"created\":true", at)) != std::string::npos;
+       ++at)
+    ++created;
+  return created;
+}
+
 /// Ids of the runs in a poll answer `{runs:[...], cancel:[...]}`.
 std::vector<std::string> run_ids(const std::string& body) {
   std::vector<std::string> out;
@@ -233,10 +252,12 @@ struct submit_result {
   std::vector<double> latencies;
 };
 
-/// `clients` threads submit `runs` runs in total; returns when all are done
-/// or `deadline_ns` passes.
+/// `clients` threads submit `runs` runs in total, `batch` runs per request
+/// (1: `POST /v1/runs`, more: `POST /v1/runs/batch`); returns when all are
+/// done or `deadline_ns` passes. Latencies are per request.
 submit_result submit_many(const endpoint& ep, const std::string& token, int64_t runs,
-                          int64_t clients, int64_t deadline_ns, bool keep_latencies) {
+                          int64_t clients, int64_t deadline_ns, bool keep_latencies,
+                          int64_t batch = 1) {
   std::atomic<int64_t> next{0};
   std::mutex mx;
   submit_result total;
@@ -247,17 +268,21 @@ submit_result submit_many(const endpoint& ep, const std::string& token, int64_t 
       auto c = client_for(ep);
       auto auth = bearer(token);
       submit_result mine;
-      while (next.fetch_add(1) < runs && now_ns() < deadline_ns) {
+      int64_t first;
+      while ((first = next.fetch_add(batch)) < runs && now_ns() < deadline_ns) {
+        auto n = std::min(batch, runs - first);
         auto t0 = now_ns();
         int status = 0;
-        auto id = submit_one(*c, auth, &status);
+        auto created =
+            batch == 1 ? int64_t{!submit_one(*c, auth, &status).empty()}
+                       : submit_batch(*c, auth, n, &status);
         auto t1 = now_ns();
-        if (id.empty()) {
+        if (created != n) {
           if (++mine.errors <= 3)
             std::fprintf(stderr, "submit failed: status %d\n", status);
           continue;
         }
-        ++mine.ok;
+        mine.ok += n;
         mine.last_ns = t1;
         if (keep_latencies) mine.latencies.push_back(static_cast<double>(t1 - t0));
       }
@@ -278,14 +303,16 @@ int cmd_submit(const options& o) {
   auto ep = parse_url(o.need("url"));
   auto runs = o.num("runs", 20000);
   auto clients = o.num("clients", 4);
+  auto batch = std::clamp<int64_t>(o.num("batch", 1), 1, 1000);
   auto token = create_token(ep, "submitter");
   auto deadline = now_ns() + o.num("max-seconds", 120) * 1'000'000'000;
-  auto r = submit_many(ep, token, runs, clients, deadline, true);
+  auto r = submit_many(ep, token, runs, clients, deadline, true, batch);
   double secs = static_cast<double>(r.last_ns - r.first_ns) / 1e9;
-  std::printf("bench=submit runs=%lld clients=%lld ok=%lld errors=%lld seconds=%s "
-              "runs_per_s=%s%s "
+  std::printf("bench=submit runs=%lld clients=%lld batch=%lld ok=%lld errors=%lld "
+              "seconds=%s runs_per_s=%s%s "
               "durable=%s\n",
               static_cast<long long>(runs), static_cast<long long>(clients),
+              static_cast<long long>(batch),
               static_cast<long long>(r.ok), static_cast<long long>(r.errors),
               fmt(secs, 3).c_str(), fmt(static_cast<double>(r.ok) / secs, 0).c_str(),
               pcts("submit", r.latencies).c_str(), o.str("durable", "unknown").c_str());
@@ -497,7 +524,8 @@ int cmd_e2e(const options& o) {
   sleep_ms(300); // let the agents' first polls park
   auto deadline = now_ns() + o.num("max-seconds", 180) * 1'000'000'000;
   auto t0 = now_ns();
-  auto sub = submit_many(ep, token, runs, clients, deadline, false);
+  auto batch = std::clamp<int64_t>(o.num("batch", 1), 1, 1000);
+  auto sub = submit_many(ep, token, runs, clients, deadline, false, batch);
   while (sh->done < sub.ok && now_ns() < deadline)
     sleep_ms(2);
   auto done = sh->done.load();

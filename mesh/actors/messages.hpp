@@ -124,6 +124,8 @@ using agent_list = std::vector<agent_record>;
 using token_list = std::vector<token_record>;
 using log_list = std::vector<log_chunk>;
 using artifact_list = std::vector<artifact_record>;
+using run_requests = std::vector<wire::run_request>;
+using create_results = std::vector<create_result>;
 using status_counts = std::vector<std::pair<run_status, int64_t>>;
 
 } // namespace polymesh
@@ -147,6 +149,8 @@ CAF_ALLOW_UNSAFE_MESSAGE_TYPE(polymesh::token_list)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(polymesh::log_list)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(polymesh::artifact_record)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(polymesh::artifact_list)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(polymesh::run_requests)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(polymesh::create_results)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(polymesh::artifact_blob)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(polymesh::artifact_put)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(polymesh::status_counts)

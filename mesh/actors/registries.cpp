@@ -33,31 +33,87 @@ const caf::actor& route(run_self self, const std::string& id) {
   return it != self->state.live.end() ? it->second : self->state.ctx->query;
 }
 
+run_record new_run(run_registry_state& st, const caller& c,
+                   const wire::run_request& req) {
+  run_record run;
+  run.id = new_id("run");
+  run.seq = ++st.seq;
+  run.plan = req.plan;
+  run.selector = req.selector;
+  run.scope = c.scope;
+  run.target_agent = req.agent;
+  run.params = req.params;
+  run.payload = req.payload;
+  run.priority = req.priority;
+  run.timeout_s = req.timeout_s;
+  run.ttl_s = req.ttl_s;
+  run.idempotency_key = req.idempotency_key;
+  run.submitted_by = c.token_id;
+  run.created_at = st.ctx->now();
+  return run;
+}
+
+/// Creates every run of a batch in one store request, hence one transaction:
+/// all of them are durable or none is. Only then does each get its actor,
+/// taking the same path as a run restored at start-up. A run whose
+/// idempotency key is taken answers with the run that holds it.
+caf::result<create_results> create_batch(run_self self, const caller& c,
+                                         const run_requests& reqs) {
+  auto& st = self->state;
+  std::vector<run_record> runs;
+  write_batch writes;
+  for (auto& req : reqs) {
+    runs.push_back(new_run(st, c, req));
+    writes.emplace_back(put_run{runs.back(), true});
+  }
+  auto rp = self->make_response_promise<create_results>();
+  self->request(st.ctx->store, caf::infinite, write_atom::value, std::move(writes))
+      .then(
+          [=](const write_outcomes& out) mutable {
+            auto results = std::make_shared<create_results>(runs.size());
+            auto missing = std::make_shared<size_t>(0);
+            auto failed = std::make_shared<bool>(false);
+            for (size_t i = 0; i < runs.size(); ++i) {
+              if (out[i].written) {
+                auto& st = self->state;
+                st.live.emplace(runs[i].id,
+                                spawn_run_actor(self, st.ctx, runs[i], false, {}));
+                (*results)[i] = create_result{runs[i], true};
+                continue;
+              }
+              ++*missing;
+              self->request(self->state.ctx->query, caf::infinite, get_atom::value,
+                            out[i].existing_id)
+                  .then(
+                      [=](run_record& existing) mutable {
+                        (*results)[i] = create_result{std::move(existing), false};
+                        if (--*missing == 0 && !*failed) rp.deliver(std::move(*results));
+                      },
+                      [=](caf::error& err) mutable {
+                        if (!*failed) rp.deliver(std::move(err));
+                        *failed = true;
+                      });
+            }
+            if (*missing == 0) rp.deliver(std::move(*results));
+          },
+          [=](caf::error& err) mutable { rp.deliver(std::move(err)); });
+  return rp;
+}
+
 caf::behavior run_registry(run_self self, context_ptr ctx, uint64_t max_seq) {
   self->state.ctx = std::move(ctx);
   self->state.seq = max_seq;
   return {
       [=](create_atom, const caller& c, const wire::run_request& req) {
         auto& st = self->state;
-        run_record run;
-        run.id = new_id("run");
-        run.seq = ++st.seq;
-        run.plan = req.plan;
-        run.selector = req.selector;
-        run.scope = c.scope;
-        run.target_agent = req.agent;
-        run.params = req.params;
-        run.payload = req.payload;
-        run.priority = req.priority;
-        run.timeout_s = req.timeout_s;
-        run.ttl_s = req.ttl_s;
-        run.idempotency_key = req.idempotency_key;
-        run.submitted_by = c.token_id;
-        run.created_at = st.ctx->now();
+        auto run = new_run(st, c, req);
         auto id = run.id;
         auto actor = spawn_run_actor(self, st.ctx, std::move(run), true, {});
         st.live.emplace(id, actor);
         return self->delegate(actor, admit_atom::value);
+      },
+      [=](create_atom, const caller& c, const run_requests& reqs) {
+        return create_batch(self, c, reqs);
       },
       [=](admit_atom, run_record& run, const caf::actor& agent) {
         auto id = run.id;

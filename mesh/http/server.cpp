@@ -323,42 +323,66 @@ void drain_agent(request_context& rc) {
 
 // -- handlers: runs -----------------------------------------------------------------
 
+/// Normalizes a parsed run request: its selector in canonical form, a named
+/// target agent checked to exist, be reachable and be in the caller's scope.
+caf::error prepare_run(request_context& rc, wire::run_request& req) {
+  auto sel = selector::parse(req.selector, "selector");
+  if (!sel) return sel.error();
+  req.selector = sel->to_string();
+  if (req.agent.empty()) return {};
+  // Skadi style: the named agent must exist, be reachable, and be in scope.
+  auto agent = ask<agent_record>(rc, rc.ctx()->agents, get_atom::value, req.agent);
+  if (!agent)
+    return make_error(errc::not_found, "no agent named '" + req.agent + "'", "agent");
+  if (agent->status == agent_status::offline ||
+      agent->status == agent_status::deregistered)
+    return make_error(errc::conflict,
+                      "agent '" + req.agent + "' is " + to_string(agent->status),
+                      "agent");
+  if (!rc.who.scope.empty()) {
+    auto scope = selector::parse(rc.who.scope, "scope");
+    if (scope && !scope->matches(agent->labels))
+      return make_error(errc::forbidden,
+                        "agent '" + req.agent + "' is outside this token's scope (" +
+                            rc.who.scope + ")",
+                        "agent");
+  }
+  req.agent = agent->name;
+  return {};
+}
+
 void submit_run(request_context& rc) {
-  auto& cfg = rc.ctx()->config;
   auto body = body_object(rc);
   if (!body) return rc.fail(body.error());
-  auto req = wire::parse_run_request(*body, limits_of(cfg));
+  auto req = wire::parse_run_request(*body, limits_of(rc.ctx()->config));
   if (!req) return rc.fail(req.error());
-  auto sel = selector::parse(req->selector, "selector");
-  if (!sel) return rc.fail(sel.error());
-  req->selector = sel->to_string();
-  if (!req->agent.empty()) {
-    // Skadi style: the named agent must exist, be reachable, and be in scope.
-    auto agent = ask<agent_record>(rc, rc.ctx()->agents, get_atom::value, req->agent);
-    if (!agent)
-      return rc.fail(
-          make_error(errc::not_found, "no agent named '" + req->agent + "'", "agent"));
-    if (agent->status == agent_status::offline ||
-        agent->status == agent_status::deregistered)
-      return rc.fail(make_error(
-          errc::conflict, "agent '" + req->agent + "' is " + to_string(agent->status),
-          "agent"));
-    if (!rc.who.scope.empty()) {
-      auto scope = selector::parse(rc.who.scope, "scope");
-      if (scope && !scope->matches(agent->labels))
-        return rc.fail(make_error(errc::forbidden,
-                                  "agent '" + req->agent +
-                                      "' is outside this token's scope (" + rc.who.scope +
-                                      ")",
-                                  "agent"));
-    }
-    req->agent = agent->name;
-  }
+  if (auto err = prepare_run(rc, *req)) return rc.fail(err);
   if (rc.ctx()->stopping)
     return rc.fail(make_error(errc::unavailable, "meshd is shutting down"));
   auto out = ask<create_result>(rc, rc.ctx()->runs, create_atom::value, rc.who, *req);
   if (!out) return rc.fail(out.error());
   rc.reply(out->created ? 201 : 200, wire::to_json(out->run));
+}
+
+void submit_batch(request_context& rc) {
+  auto body = body_object(rc);
+  if (!body) return rc.fail(body.error());
+  auto reqs = wire::parse_run_batch(*body, limits_of(rc.ctx()->config));
+  if (!reqs) return rc.fail(reqs.error());
+  for (size_t i = 0; i < reqs->size(); ++i)
+    if (auto err = prepare_run(rc, (*reqs)[i]))
+      return rc.fail(wire::within("runs[" + std::to_string(i) + "]", err));
+  if (rc.ctx()->stopping)
+    return rc.fail(make_error(errc::unavailable, "meshd is shutting down"));
+  auto out = ask<create_results>(rc, rc.ctx()->runs, create_atom::value, rc.who, *reqs);
+  if (!out) return rc.fail(out.error());
+  json results = json::array();
+  bool any_created = false;
+  for (auto& r : *out) {
+    any_created = any_created || r.created;
+    results.push_back(json{{"created", r.created}, {"run", wire::to_json(r.run)}});
+  }
+  rc.reply(any_created ? 201 : 200, json{{"results", results}});
 }
 
 void get_run(request_context& rc) {
@@ -625,6 +649,8 @@ const std::vector<endpoint>& endpoints() {
       {"POST", "/v1/agents/{id}/drain", admin_access, "Stop giving an agent new runs",
        drain_agent},
       {"POST", "/v1/runs", submitters, "Submit a run", submit_run},
+      {"POST", "/v1/runs/batch", submitters,
+       "Submit up to 1000 runs in one durable transaction", submit_batch},
       {"GET", "/v1/runs", users,
        "List runs, newest first (`?status=&plan=&agent=&limit=&cursor=`)", list_runs},
       {"GET", "/v1/runs/{id}", users, "Show one run", get_run},

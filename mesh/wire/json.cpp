@@ -429,6 +429,37 @@ caf::expected<run_request> parse_run_request(const json& j, const limits& lim) {
   return r;
 }
 
+caf::error within(const std::string& prefix, const caf::error& err) {
+  auto field = field_of(err);
+  return make_error(code_of(err), prefix + ": " + message_of(err),
+                    field.empty() ? prefix : prefix + "." + field, position_of(err));
+}
+
+caf::expected<std::vector<run_request>> parse_run_batch(const json& j,
+                                                        const limits& lim) {
+  object_reader in{j};
+  auto* runs = in.raw("runs");
+  if (auto e = in.finish()) return e;
+  if (!runs || !runs->is_array() || runs->empty() || runs->size() > max_batch_runs)
+    return make_error(errc::invalid_argument,
+                      "field 'runs' must be an array of 1 to " +
+                          std::to_string(max_batch_runs) + " runs",
+                      "runs");
+  std::vector<run_request> out;
+  out.reserve(runs->size());
+  for (size_t i = 0; i < runs->size(); ++i) {
+    auto prefix = "runs[" + std::to_string(i) + "]";
+    auto& item = (*runs)[i];
+    if (!item.is_object())
+      return make_error(errc::invalid_argument,
+                        "field '" + prefix + "' must be an object", prefix);
+    auto r = parse_run_request(item, lim);
+    if (!r) return within(prefix, r.error());
+    out.push_back(std::move(*r));
+  }
+  return out;
+}
+
 json to_json(const run_request& r) {
   json j{{"plan", r.plan}};
   if (!r.selector.empty()) j["selector"] = r.selector;

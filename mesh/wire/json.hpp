@@ -92,6 +92,14 @@ struct run_request {
                                                            const limits& lim);
 [[nodiscard]] json to_json(const run_request& r);
 
+/// POST /v1/runs/batch: `{"runs":[run_request, ...]}`, 1 to
+/// `max_batch_runs` of them. An error names the item: `runs[3].plan`.
+inline constexpr size_t max_batch_runs = 1000;
+[[nodiscard]] caf::expected<std::vector<run_request>> parse_run_batch(const json& j,
+                                                                      const limits& lim);
+/// Prefixes an error's field (and message) with `prefix`, e.g. `runs[3]`.
+[[nodiscard]] caf::error within(const std::string& prefix, const caf::error& err);
+
 /// POST /v1/runs/{id}/progress
 struct progress_request {
   std::string message;

@@ -198,5 +198,127 @@ TEST_F(runs, run_json_carries_every_contract_field) {
   EXPECT_EQ(get_run(id_of(r)), r.body);
 }
 
+// -- batch submit -------------------------------------------------------------
+
+json batch_of(std::initializer_list<json> runs) {
+  return json{{"runs", json(runs)}};
+}
+
+// This test ensures a batch creates every run, answers them in order, and
+// agents receive them like single submits.
+TEST_F(runs, batch_creates_every_run_in_order) {
+  auto agent = register_agent("worker", json::object(), json::array({"noop"}), 3);
+  auto r = call("POST", "/v1/runs/batch", admin,
+                batch_of({{{"plan", "noop"}, {"payload", "a"}},
+                          {{"plan", "noop"}, {"payload", "b"}, {"priority", 5}},
+                          {{"plan", "noop"}, {"payload", "c"}}}));
+  ASSERT_EQ(r.status, 201) << r.raw;
+  auto& results = r.body["results"];
+  ASSERT_EQ(results.size(), 3u);
+  std::set<std::string> ids;
+  for (size_t i = 0; i < 3; ++i) {
+    EXPECT_TRUE(results[i]["created"].get<bool>());
+    EXPECT_EQ(results[i]["run"]["payload"], std::string(1, static_cast<char>('a' + i)));
+    auto id = results[i]["run"]["id"].get<std::string>();
+    ids.insert(id);
+    EXPECT_EQ(get_run(id)["status"].is_string(), true);
+  }
+  EXPECT_EQ(results[1]["run"]["priority"], 5);
+  // Listed newest first: the batch's order is the queue's order.
+  auto listed = call("GET", "/v1/runs", admin).body["runs"];
+  ASSERT_EQ(listed.size(), 3u);
+  for (size_t i = 0; i < 3; ++i)
+    EXPECT_EQ(listed[2 - i]["id"], results[i]["run"]["id"]);
+  auto taken = agent.take(3);
+  ASSERT_EQ(taken.size(), 3u);
+  for (auto& run : taken)
+    EXPECT_EQ(ids.count(run["id"].get<std::string>()), 1u);
+}
+
+// This test ensures idempotency keys hold inside a batch and across calls:
+// a repeat answers with the run holding the key, and all repeats are 200.
+TEST_F(runs, batch_honours_idempotency_keys) {
+  auto first = submit(json{{"plan", "noop"}, {"idempotency_key", "k1"}});
+  ASSERT_EQ(first.status, 201);
+  auto r = call("POST", "/v1/runs/batch", admin,
+                batch_of({{{"plan", "noop"}, {"idempotency_key", "k1"}},
+                          {{"plan", "noop"}, {"idempotency_key", "k2"}},
+                          {{"plan", "noop"}, {"idempotency_key", "k2"}}}));
+  ASSERT_EQ(r.status, 201) << r.raw;
+  auto& res = r.body["results"];
+  EXPECT_FALSE(res[0]["created"].get<bool>());
+  EXPECT_EQ(res[0]["run"]["id"], first.body["id"]);
+  EXPECT_TRUE(res[1]["created"].get<bool>());
+  EXPECT_FALSE(res[2]["created"].get<bool>());
+  EXPECT_EQ(res[2]["run"]["id"], res[1]["run"]["id"]);
+
+  auto again = call("POST", "/v1/runs/batch", admin,
+                    batch_of({{{"plan", "noop"}, {"idempotency_key", "k2"}}}));
+  EXPECT_EQ(again.status, 200) << again.raw;
+  EXPECT_EQ(again.body["results"][0]["run"]["id"], res[1]["run"]["id"]);
+  EXPECT_EQ(call("GET", "/v1/runs", admin).body["runs"].size(), 2u);
+}
+
+// This test ensures one bad run refuses the whole batch, naming the item,
+// and creates nothing.
+TEST_F(runs, batch_with_one_bad_run_is_400_naming_it_and_creates_nothing) {
+  auto bad_plan = call("POST", "/v1/runs/batch", admin,
+                       batch_of({{{"plan", "noop"}}, {{"plan", "bad plan!"}}}));
+  EXPECT_EQ(bad_plan.status, 400) << bad_plan.raw;
+  EXPECT_EQ(bad_plan.body["error"]["field"], "runs[1].plan");
+
+  auto bad_selector = call("POST", "/v1/runs/batch", admin,
+                           batch_of({{{"plan", "noop"}, {"selector", "env in (a"}}}));
+  EXPECT_EQ(bad_selector.status, 400) << bad_selector.raw;
+  EXPECT_EQ(bad_selector.body["error"]["field"], "runs[0].selector");
+  EXPECT_TRUE(bad_selector.body["error"].contains("position")) << bad_selector.raw;
+
+  auto unknown = call("POST", "/v1/runs/batch", admin,
+                      batch_of({{{"plan", "noop"}, {"colour", "red"}}}));
+  EXPECT_EQ(unknown.status, 400) << unknown.raw;
+  EXPECT_EQ(unknown.body["error"]["field"], "runs[0].colour");
+
+  auto no_agent =
+      call("POST", "/v1/runs/batch", admin,
+           batch_of({{{"plan", "noop"}}, {{"plan", "noop"}, {"agent", "ghost"}}}));
+  EXPECT_EQ(no_agent.status, 404) << no_agent.raw;
+  EXPECT_EQ(no_agent.body["error"]["field"], "runs[1].agent");
+
+  EXPECT_EQ(call("POST", "/v1/runs/batch", admin, json{{"runs", json::array()}}).status,
+            400);
+  EXPECT_EQ(call("POST", "/v1/runs/batch", admin, json{{"runs", "noop"}}).status, 400);
+  EXPECT_EQ(call("POST", "/v1/runs/batch", admin, batch_of({"noop"})).status, 400);
+  json many = json::array();
+  for (int i = 0; i < 1001; ++i)
+    many.push_back(json{{"plan", "noop"}});
+  auto too_many = call("POST", "/v1/runs/batch", admin, json{{"runs", many}});
+  EXPECT_EQ(too_many.status, 400) << too_many.raw;
+  EXPECT_EQ(too_many.body["error"]["field"], "runs");
+  EXPECT_EQ(
+      call("POST", "/v1/runs/batch", make_token("reader"), batch_of({{{"plan", "noop"}}}))
+          .status,
+      403);
+
+  EXPECT_EQ(call("GET", "/v1/runs", admin).body["runs"], json::array());
+}
+
+// This test ensures batched runs are durable: after a restart they are
+// there and an agent registered afterwards receives them.
+TEST_F(runs, batched_runs_survive_a_restart) {
+  auto r = call("POST", "/v1/runs/batch", admin,
+                batch_of({{{"plan", "noop"}}, {{"plan", "noop"}}}));
+  ASSERT_EQ(r.status, 201) << r.raw;
+  restart_mesh();
+  auto agent = register_agent("late", json::object(), json::array({"noop"}), 2);
+  auto taken = agent.take(2);
+  ASSERT_EQ(taken.size(), 2u);
+  for (auto& run : taken) {
+    ASSERT_EQ(agent.start(run["id"]).status, 200);
+    ASSERT_EQ(agent.finish(run["id"], "success").status, 200);
+  }
+  EXPECT_EQ(get_run(r.body["results"][0]["run"]["id"])["status"], "success");
+  EXPECT_EQ(get_run(r.body["results"][1]["run"]["id"])["status"], "success");
+}
+
 } // namespace
 } // namespace polymesh::test
