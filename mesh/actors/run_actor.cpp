@@ -261,15 +261,25 @@ caf::behavior run_actor(self_ptr self, context_ptr ctx, run_record run, bool fre
         next.delivered_at.reset();
         next.reason.clear();
         next.attempts += 1;
+        // Offer before the commit, so that dispatch does not wait for an
+        // fsync. Nothing can act on the offer early: `persist` awaits the
+        // store, so the agent's `start` (and the poll's `deliver`) stay in our
+        // mailbox until `pending` is durable. If the write fails the offer is
+        // withdrawn; if meshd dies first the run restarts as `created` and a
+        // `start` for it is refused, so no agent runs it unassigned.
         auto rp = self->make_response_promise<bool>();
+        st.agent = agent;
+        self->send(agent, offer_atom::value, next, caf::actor{self});
         persist(
-            self, std::move(next), {},
-            [=]() mutable {
-              self->state.agent = agent;
-              self->send(agent, offer_atom::value, self->state.run, caf::actor{self});
-              rp.deliver(true);
-            },
-            [=](caf::error) mutable { rp.deliver(false); });
+            self, std::move(next), {}, [=]() mutable { rp.deliver(true); },
+            [=](caf::error err) mutable {
+              log(log_level::warn, "run " + self->state.run.id +
+                                       ": assignment not persisted: " + message_of(err));
+              self->send(agent, withdraw_atom::value, self->state.run.id);
+              self->state.agent = nullptr;
+              rp.deliver(false);
+              enqueue(self); // the routine forgot it when it placed it
+            });
         return rp;
       },
       [=](deliver_atom, timestamp at) {
