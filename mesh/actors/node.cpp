@@ -229,7 +229,7 @@ void mesh_node::shutdown() {
     return;
   }
   begin_shutdown();
-  // Registries first (their run and agent actors are linked to them), then
+  // Registries first (they stop their run and agent actors), then
   // the routines, and the store last so in-flight writes still commit.
   for (auto* h :
        {&ctx_->runs, &ctx_->agents, &ctx_->token_registry, &ctx_->assignment,

@@ -103,6 +103,13 @@ caf::result<create_results> create_batch(run_self self, const caller& c,
 caf::behavior run_registry(run_self self, context_ptr ctx, uint64_t max_seq) {
   self->state.ctx = std::move(ctx);
   self->state.seq = max_seq;
+  // Run actors are not linked to us (see `spawn_run_actor`): pass our exit on.
+  self->set_exit_handler([=](caf::exit_msg& msg) {
+    for (auto& [id, actor] : self->state.live)
+      self->send_exit(actor, msg.reason);
+    self->state.live.clear();
+    self->quit(msg.reason);
+  });
   return {
       [=](create_atom, const caller& c, const wire::run_request& req) {
         auto& st = self->state;

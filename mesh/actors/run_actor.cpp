@@ -455,8 +455,11 @@ caf::behavior run_actor(self_ptr self, context_ptr ctx, run_record run, bool fre
 
 caf::actor spawn_run_actor(caf::local_actor* parent, context_ptr ctx, run_record run,
                            bool fresh, caf::actor agent) {
-  return parent->spawn<caf::linked>(run_actor, std::move(ctx), std::move(run), fresh,
-                                    std::move(agent));
+  // Not linked: a link costs the parent a linear scan of all its links
+  // whenever one ends, and runs end all the time. The registry stops its
+  // run actors itself (see `run_registry`).
+  return parent->spawn(run_actor, std::move(ctx), std::move(run), fresh,
+                       std::move(agent));
 }
 
 } // namespace polymesh

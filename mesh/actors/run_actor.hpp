@@ -36,7 +36,8 @@ namespace polymesh {
 /// Spawns the actor of `run`. `fresh` runs are not yet durable and wait for
 /// `admit`; restored runs re-arm their timer and re-enter the queue (or
 /// re-attach to `agent` when pending or running).
-/// Spawned by its registry and linked to it, so it ends with the registry.
+/// Spawned by its registry, which stops it when the run is done or the
+/// registry exits (not linked: see the definition).
 [[nodiscard]] caf::actor spawn_run_actor(caf::local_actor* parent, context_ptr ctx,
                                          run_record run, bool fresh, caf::actor agent);
 
