@@ -726,9 +726,10 @@ http_server::http_server(mesh_node& node)
     , svr_(new mesh_http_server) {
   auto& cfg = node_.context()->config;
   auto threads = static_cast<size_t>(cfg.http_threads);
-  // Keep an eighth of the pool (at least 4 threads) for everything but polls.
-  max_polls_ =
-      std::max<int64_t>(1, cfg.http_threads - std::max<int64_t>(4, cfg.http_threads / 8));
+  // Keep an eighth of the pool, 4 to 64 threads, for everything but polls:
+  // a pool sized for 10,000 agents needs no 1,250 spare threads.
+  max_polls_ = std::max<int64_t>(
+      1, cfg.http_threads - std::clamp<int64_t>(cfg.http_threads / 8, 4, 64));
   svr_->new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
   svr_->set_tcp_nodelay(true);
   svr_->set_keep_alive_timeout(std::max<time_t>(
