@@ -131,8 +131,9 @@ TEST_F(artifacts, names_are_relative_paths_and_bad_names_are_400) {
   EXPECT_EQ(listed[1]["name"], "reports/junit.xml");
   EXPECT_EQ(download(id, "reports/junit.xml").raw, "<x/>");
 
-  for (auto bad : {".hidden", "a//b", "dir/../x", "sp%20ace", "semi;colon",
-                   std::string(201, 'x').c_str()}) {
+  const std::vector<std::string> bad_names{
+      ".hidden", "a//b", "dir/../x", "sp%20ace", "semi;colon", std::string(201, 'x')};
+  for (auto& bad : bad_names) {
     auto r = agent.put_artifact(id, bad, "x");
     EXPECT_EQ(r.status, 400) << bad << ": " << r.raw;
     EXPECT_EQ(r.body["error"]["field"], "name") << bad;
