@@ -230,12 +230,12 @@ struct agent::impl {
   }
 
   void handle_poll(const nlohmann::json& body) {
-    bool deferred = false;
+    std::vector<run_record> deferred;
     if (auto it = body.find("runs"); it != body.end() && it->is_array()) {
       for (auto& j : *it) {
         auto rec = wire::run_from_json(j);
         if (!rec || rec->id.empty()) continue;
-        deferred = !launch(std::move(*rec)) || deferred;
+        if (!launch(*rec)) deferred.push_back(std::move(*rec));
       }
     }
     if (auto it = body.find("cancel"); it != body.end() && it->is_array()) {
@@ -252,13 +252,19 @@ struct agent::impl {
         }
       }
     }
-    if (deferred) {
-      // A run came while every slot is taken (one is finishing): the next
-      // poll would return it at once again, so wait for the slot first.
-      std::unique_lock<std::mutex> guard{mtx};
-      cv.wait_for(guard, milliseconds{1000}, [this] {
-        return draining || static_cast<int64_t>(active.size()) < cfg.capacity;
-      });
+    // A run came while every slot is taken: the mesh offers a slot's next
+    // run as soon as the slot's result is in, usually before the worker has
+    // cleaned up. Wait for the slot and start the run then. If no slot frees
+    // in time the mesh carries the run again on a later poll.
+    for (auto& rec : deferred) {
+      {
+        std::unique_lock<std::mutex> guard{mtx};
+        cv.wait_for(guard, milliseconds{1000}, [this] {
+          return draining || static_cast<int64_t>(active.size()) < cfg.capacity;
+        });
+        if (draining) return;
+      }
+      launch(std::move(rec));
     }
   }
 

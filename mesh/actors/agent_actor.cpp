@@ -7,6 +7,7 @@
 #include <caf/event_based_actor.hpp>
 #include <caf/stateful_actor.hpp>
 #include <map>
+#include <algorithm>
 #include <optional>
 #include <set>
 
@@ -222,10 +223,21 @@ caf::behavior agent_actor(self_ptr self, context_ptr ctx, agent_record agent,
         auto seq = ++st.poll_seq;
         self->delayed_send(self, std::chrono::milliseconds{wait_ms}, polltmo_atom::value,
                            seq);
+        // A run carried moments ago but not started (the agent had no free
+        // slot yet, or lost the answer) is carried again once
+        // `redeliver_after` has passed, without waiting for the poll to end.
+        bool carried_unstarted = std::any_of(
+            st.offered.begin(), st.offered.end(),
+            [](auto& kv) { return kv.second.carried_at && !kv.second.cancel_requested; });
+        if (carried_unstarted)
+          self->delayed_send(self, redeliver_after, redeliver_atom::value, seq);
         return rp;
       },
       [=](polltmo_atom, uint64_t seq) {
         if (self->state.poll_seq == seq) wake(self, true);
+      },
+      [=](redeliver_atom, uint64_t seq) {
+        if (self->state.poll_seq == seq) wake(self);
       },
       [=](touch_atom) { touch(self); },
       [=](dereg_atom, const caller& c) -> caf::result<agent_record> {

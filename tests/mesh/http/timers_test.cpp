@@ -95,6 +95,33 @@ TEST_F(timers, delivered_but_unstarted_run_is_redelivered_then_reassigned) {
   EXPECT_EQ(get_run(id)["assigned_agent"], a.id);
 }
 
+// This test ensures a long-poll parked right after an unstarted run was
+// carried (the agent had no free slot yet) is woken to carry it again once
+// the redelivery pause has passed, instead of holding it for the whole wait
+// (regression: SDK agents stalled 30 s whenever a slot's next run came
+// before the slot was free).
+TEST_F(timers, parked_poll_carries_an_unstarted_run_again_after_the_pause) {
+  auto a = register_agent("a", json::object());
+  auto id = submit(json{{"plan", "noop"}}).body["id"].get<std::string>();
+  ASSERT_EQ(a.take(1).size(), 1u);
+  auto t0 = std::chrono::steady_clock::now();
+  response again;
+  std::thread poller{[&] { again = a.poll(20); }};
+  // Parked (the run was carried just now), then the pause passes while it
+  // waits; the wake is a real 2 s timer that reads the manual clock.
+  ASSERT_TRUE(eventually([&] {
+    return call("GET", "/readyz", admin).body["http"]["long_polls"] == 1;
+  }));
+  clock.advance(3s);
+  poller.join();
+  auto waited = std::chrono::steady_clock::now() - t0;
+  ASSERT_EQ(again.status, 200) << again.raw;
+  ASSERT_EQ(again.body["runs"].size(), 1u) << again.raw;
+  EXPECT_EQ(again.body["runs"][0]["id"], id);
+  // Without the wake it would come only when the 20 s poll ends.
+  EXPECT_LT(waited, 15s);
+}
+
 // This test ensures a sent run with no start, progress or result for the
 // result expiry ends error/expired (Skadi's expired).
 TEST_F(timers, silent_running_run_expires) {
