@@ -5,6 +5,7 @@
 MESHD=${MESHD:-$BUILD/mesh/meshd/meshd}
 MESH_BENCH=${MESH_BENCH:-$BUILD/bench/mesh-bench}
 MICRO_BENCH=${MICRO_BENCH:-$BUILD/bench/polymesh_micro_bench}
+MESH_AGENT=${MESH_AGENT:-$BUILD/agent-sdk/mesh-agent}
 GEARMAN_BENCH=${GEARMAN_BENCH:-$BUILD/bench/gearman-bench}
 export POLYMESH_ADMIN_TOKEN=${POLYMESH_ADMIN_TOKEN:-bench-admin-$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')}
 

@@ -4,7 +4,9 @@
 //                      [--durable full]
 //   mesh-bench latency --url URL [--runs 2000]
 //   mesh-bench e2e     --url URL [--runs 20000] [--clients 4] [--agents 8] [--slots 8]
-//                      [--batch 1]
+//                      [--batch 1]       (--agents 0: agents run elsewhere, e.g.
+//                                         mesh-agent; add --expect-agents N)
+//   mesh-bench token   --url URL [--kind registration]   (prints a new token)
 //   mesh-bench agents  --url URL --pid PID [--agents 1000] [--rate 200] [--wake-seconds
 //   5]
 //                      [--idle-seconds 10]
@@ -493,12 +495,65 @@ struct e2e_shared {
   _exit(0); // the poller may sit in a long-poll; do not wait for it
 }
 
+/// Runs `success` in /readyz, or -1 when it cannot be read.
+int64_t successes(const endpoint& ep) {
+  auto ready = readyz(ep);
+  return ready.is_object() && ready.contains("runs")
+             ? ready["runs"].value("success", int64_t{-1})
+             : -1;
+}
+
+/// e2e with agents started elsewhere (`--agents 0`), e.g. real mesh-agent
+/// processes: waits for `--expect-agents` online agents, submits, and
+/// watches /readyz until every run succeeded.
+int e2e_external(const options& o) {
+  auto ep = parse_url(o.need("url"));
+  auto runs = o.num("runs", 20000);
+  auto clients = o.num("clients", 4);
+  auto expect = o.num("expect-agents", 1);
+  auto batch = std::clamp<int64_t>(o.num("batch", 1), 1, 1000);
+  auto token = create_token(ep, "submitter");
+  auto deadline = now_ns() + o.num("max-seconds", 180) * 1'000'000'000;
+  for (;;) {
+    auto ready = readyz(ep);
+    if (ready.is_object() && ready.contains("agents") &&
+        ready["agents"].value("online", int64_t{0}) >= expect)
+      break;
+    if (now_ns() > deadline) die("the external agents did not come online");
+    sleep_ms(20);
+  }
+  auto before = successes(ep);
+  auto t0 = now_ns();
+  auto sub = submit_many(ep, token, runs, clients, deadline, false, batch);
+  int64_t done = 0;
+  int64_t t_end = now_ns();
+  while (now_ns() < deadline) {
+    done = successes(ep) - before;
+    t_end = now_ns();
+    if (done >= sub.ok) break;
+    sleep_ms(5);
+  }
+  double secs = static_cast<double>(t_end - t0) / 1e9;
+  std::printf("bench=e2e agents=external expect_agents=%lld runs=%lld clients=%lld "
+              "batch=%lld submitted=%lld done=%lld errors=%lld seconds=%s runs_per_s=%s "
+              "verified_success=%lld verified=%s durable=%s\n",
+              static_cast<long long>(expect), static_cast<long long>(runs),
+              static_cast<long long>(clients), static_cast<long long>(batch),
+              static_cast<long long>(sub.ok), static_cast<long long>(done),
+              static_cast<long long>(sub.errors), fmt(secs, 3).c_str(),
+              fmt(static_cast<double>(done) / secs, 0).c_str(),
+              static_cast<long long>(done), done == runs ? "yes" : "no",
+              o.str("durable", "unknown").c_str());
+  return done == runs ? 0 : 1;
+}
+
 int cmd_e2e(const options& o) {
   auto ep = parse_url(o.need("url"));
   auto runs = o.num("runs", 20000);
   auto clients = o.num("clients", 4);
   auto n_agents = o.num("agents", 8);
   auto slots = o.num("slots", 8);
+  if (n_agents == 0) return e2e_external(o);
   if (slots % n_agents != 0) die("--slots must be a multiple of --agents");
   auto token = create_token(ep, "submitter");
   std::vector<agent_creds> agents;
@@ -1126,12 +1181,17 @@ int main(int argc, char** argv) {
   std::signal(SIGPIPE, SIG_IGN);
   if (argc < 2) {
     std::fprintf(stderr,
-                 "usage: mesh-bench submit|latency|e2e|agents|restart --key value ...\n");
+                 "usage: mesh-bench submit|latency|e2e|agents|restart|token --key value ...\n");
     return 2;
   }
   std::string cmd = argv[1];
   options o{argc, argv, 2};
   if (cmd == "submit") return cmd_submit(o);
+  if (cmd == "token") {
+    std::printf("%s\n", create_token(parse_url(o.need("url")), o.str("kind", "registration"))
+                             .c_str());
+    return 0;
+  }
   if (cmd == "latency") return cmd_latency(o);
   if (cmd == "e2e") return cmd_e2e(o);
   if (cmd == "agents") return cmd_agents(o);

@@ -8,7 +8,7 @@
 # are copied to $BENCH_RESULTS (default /tmp/polymesh-bench-results.txt).
 # Knobs: RUNS (20000), LAT_RUNS (2000), AGENT_COUNTS ("1000 5000 10000"),
 # RESTART_FINISHED (1000000), RESTART_UNFINISHED (10000), SKIP (words among
-# micro submit latency e2e agents restart).
+# micro submit latency e2e e2e-sdk agents restart).
 set -euo pipefail
 BUILD=${1:-${BUILD_DIR:-build}}
 BUILD=$(cd "$BUILD" && pwd)
@@ -31,8 +31,8 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-for bin in "$MESHD" "$MESH_BENCH" "$MICRO_BENCH"; do
-  [ -x "$bin" ] || { echo "missing $bin: cmake --build $BUILD --target meshd mesh-bench polymesh_micro_bench" >&2; exit 1; }
+for bin in "$MESHD" "$MESH_BENCH" "$MICRO_BENCH" "$MESH_AGENT"; do
+  [ -x "$bin" ] || { echo "missing $bin: cmake --build $BUILD --target meshd mesh-bench polymesh_micro_bench mesh-agent" >&2; exit 1; }
 done
 skip() { case " $SKIP " in *" $1 "*) return 0 ;; esac; return 1; }
 record() { printf '%s\n' "$1" | tee -a "$RESULTS"; }
@@ -69,8 +69,27 @@ fi
 
 if ! skip e2e; then
   start_meshd e2e 64 full
-  log "e2e: $RUNS runs, 4 clients, 8 agent processes x 1 slot"
-  record "$("$MESH_BENCH" e2e --url "$URL" --runs "$RUNS" --clients 4 --agents 8 --slots 8 --durable full)"
+  log "e2e: $RUNS runs, 4 clients, 8 protocol-level agent processes x 1 slot"
+  record "$("$MESH_BENCH" e2e --url "$URL" --runs "$RUNS" --clients 4 --agents 8 --slots 8 --batch 100 --durable full)"
+  stop_meshd
+fi
+
+if ! skip e2e-sdk; then
+  start_meshd e2e-sdk 64 full
+  log "e2e-sdk: $RUNS runs, 4 clients, 8 mesh-agent processes x 1 slot (plan noop)"
+  reg=$("$MESH_BENCH" token --url "$URL" --kind registration)
+  AGENT_PIDS=()
+  for i in 1 2 3 4 5 6 7 8; do
+    d=$WORK/agent-$i
+    mkdir -p "$d/work"
+    printf 'mesh:\n  url: %s\n  registration_token: "%s"\nagent:\n  name: bench-sdk-%s\n  labels: {bench: "1"}\n  capacity: 1\n  work_dir: %s\nplans:\n  noop: {}\n' \
+      "$URL" "$reg" "$i" "$d/work" >"$d/agent.yaml"
+    "$MESH_AGENT" --config "$d/agent.yaml" >"$d/stdout" 2>"$d/stderr" &
+    AGENT_PIDS+=($!)
+  done
+  record "$("$MESH_BENCH" e2e --url "$URL" --runs "$RUNS" --clients 4 --agents 0 --expect-agents 8 --batch 100 --durable full) agent=mesh-agent"
+  kill -TERM "${AGENT_PIDS[@]}" 2>/dev/null || true
+  wait "${AGENT_PIDS[@]}" 2>/dev/null || true
   stop_meshd
 fi
 
@@ -132,8 +151,11 @@ if l=$(line latency .) && [ -n "$l" ]; then
     row "submit -> success $p" "$(field "$l" e2e_${p}_us) us" ""
   done
 fi
-if l=$(line e2e .) && [ -n "$l" ]; then
-  row "e2e runs/s (8 slots, verified=$(field "$l" verified))" "$(field "$l" runs_per_s)" ">= Gearman mem"
+if l=$(line e2e 'agents=8 ') && [ -n "$l" ]; then
+  row "e2e runs/s, protocol agents (verified=$(field "$l" verified))" "$(field "$l" runs_per_s)" ">= Gearman mem"
+fi
+if l=$(line e2e 'agent=mesh-agent') && [ -n "$l" ]; then
+  row "e2e runs/s, 8 mesh-agents (verified=$(field "$l" verified))" "$(field "$l" runs_per_s)" ">= Gearman mem"
 fi
 for n in $AGENT_COUNTS; do
   if l=$(line agents "agents=$n ") && [ -n "$l" ]; then
