@@ -74,32 +74,45 @@ json mesh_client::get_or_null(const std::string& path) {
   return call("GET", path, nullptr, true);
 }
 
-json mesh_client::call(const std::string& method, const std::string& path,
-                       const json* body, bool null_on_404) {
-  httplib::Client http{base_url_};
+namespace {
+
+/// One request on a fresh connection; throws `exit_unreachable` when no
+/// answer came.
+httplib::Result send(const std::string& base_url, const std::string& token,
+                     const std::string& method, const std::string& path,
+                     const std::string* payload) {
+  httplib::Client http{base_url};
   http.set_tcp_nodelay(true);
   http.set_keep_alive(false);
   http.set_connection_timeout(connect_timeout_s, 0);
   http.set_read_timeout(read_timeout_s, 0);
   http.set_write_timeout(read_timeout_s, 0);
   httplib::Headers headers;
-  if (!token_.empty()) headers.emplace("Authorization", "Bearer " + token_);
-  std::string payload =
-      body ? body->dump(-1, ' ', false, json::error_handler_t::replace) : "";
+  if (!token.empty()) headers.emplace("Authorization", "Bearer " + token);
   httplib::Result res{nullptr, httplib::Error::Unknown};
   if (method == "GET")
     res = http.Get(path, headers);
   else if (method == "POST")
-    res = http.Post(path, headers, payload, "application/json");
+    res = http.Post(path, headers, *payload, "application/json");
   else if (method == "PATCH")
-    res = http.Patch(path, headers, payload, "application/json");
+    res = http.Patch(path, headers, *payload, "application/json");
   else
     res = http.Delete(path, headers);
   if (!res)
     throw failure{
         exit_unreachable,
-        "cannot reach the mesh at " + base_url_ + ": " + describe(res.error()),
+        "cannot reach the mesh at " + base_url + ": " + describe(res.error()),
         {"check --mesh, MESH_URL or the config file, and that meshd is running"}};
+  return res;
+}
+
+} // namespace
+
+json mesh_client::call(const std::string& method, const std::string& path,
+                       const json* body, bool null_on_404) {
+  std::string payload =
+      body ? body->dump(-1, ' ', false, json::error_handler_t::replace) : "";
+  auto res = send(base_url_, token_, method, path, &payload);
   if (res->status == 404 && null_on_404) return nullptr;
   if (res->status >= 400) fail(res->status, res->body, method, path);
   if (res->body.empty()) return json::object();
@@ -110,6 +123,12 @@ json mesh_client::call(const std::string& method, const std::string& path,
                                    "not JSON (is " +
                                    base_url_ + " a meshd?)"};
   return j;
+}
+
+mesh_client::bytes_answer mesh_client::get_bytes(const std::string& path) {
+  auto res = send(base_url_, token_, "GET", path, nullptr);
+  if (res->status >= 400) fail(res->status, res->body, "GET", path);
+  return {std::move(res->body), res->get_header_value("X-Polymesh-Sha256")};
 }
 
 void mesh_client::fail(int status, const std::string& raw, const std::string& method,

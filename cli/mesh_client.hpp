@@ -44,6 +44,14 @@ public:
   /// Like `get`, but a 404 returns null instead of failing.
   [[nodiscard]] json get_or_null(const std::string& path);
 
+  /// A GET whose answer is raw bytes (an artifact), with the mesh's
+  /// `X-Polymesh-Sha256` header.
+  struct bytes_answer {
+    std::string bytes;
+    std::string sha256;
+  };
+  [[nodiscard]] bytes_answer get_bytes(const std::string& path);
+
   /// The text the user gave for a request field (`selector`, `scope`), shown
   /// with a caret when the server rejects it at a position.
   void remember_input(const std::string& field, const std::string& text) {

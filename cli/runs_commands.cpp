@@ -1,8 +1,11 @@
 // `meshctl runs ...`: submit (optionally waiting and following the log),
-// list, show, logs, cancel, explain, wait.
+// list, show, logs, cancel, explain, wait, artifacts.
 #include "cli/commands.hpp"
+#include "mesh/domain/ids.hpp"
 #include "mesh/wire/json.hpp"
 
+#include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <sstream>
@@ -378,6 +381,101 @@ int explain(const command_context& ctx, const std::string& id) {
 
 } // namespace
 
+/// `1234` -> `1.2 KiB`.
+std::string human_size(const json& bytes) {
+  if (!bytes.is_number_integer()) return cell(bytes);
+  auto n = static_cast<double>(bytes.get<int64_t>());
+  const char* units[] = {"B", "KiB", "MiB", "GiB"};
+  size_t u = 0;
+  while (n >= 1024 && u + 1 < std::size(units)) {
+    n /= 1024;
+    ++u;
+  }
+  char buf[32];
+  std::snprintf(buf, sizeof buf, u == 0 ? "%.0f %s" : "%.1f %s", n, units[u]);
+  return buf;
+}
+
+struct artifacts_options {
+  std::string id;
+  std::string get;
+  std::string file;
+  bool force = false;
+};
+
+int list_artifacts(const command_context& ctx, const std::string& id) {
+  auto mesh = ctx.client();
+  auto body = mesh.get("/v1/runs/" + url_encode(id) + "/artifacts");
+  auto out = ctx.out();
+  if (out.structured()) {
+    out.emit(body);
+    return exit_ok;
+  }
+  std::vector<std::vector<std::string>> rows;
+  for (auto& a : body["artifacts"])
+    rows.push_back({cell(a["name"]), human_size(a["size"]),
+                    cell(a["sha256"]).substr(0, 12), age(a["created_at"])});
+  if (rows.empty()) {
+    std::cout << "run " << id << " has no artifacts\n";
+    return exit_ok;
+  }
+  out.table({"NAME", "SIZE", "SHA256", "CREATED"}, rows);
+  return exit_ok;
+}
+
+/// Downloads one artifact to a file (or stdout), verified against the
+/// sha256 the mesh sends, written under a temporary name and renamed.
+int get_artifact(const command_context& ctx, const artifacts_options& o) {
+  namespace fs = std::filesystem;
+  auto file = o.file.empty() ? o.get.substr(o.get.rfind('/') + 1) : o.file;
+  bool to_stdout = file == "-";
+  std::error_code ec;
+  if (!to_stdout && !o.force && fs::exists(file, ec))
+    throw failure{exit_usage,
+                  file + " already exists",
+                  {"pass --force to overwrite it, or --file to choose another"}};
+  auto mesh = ctx.client();
+  std::string path = "/v1/runs/" + url_encode(o.id) + "/artifacts/";
+  // Keep the name's '/' separators; every segment is encoded on its own.
+  size_t start = 0;
+  for (;;) {
+    auto end = o.get.find('/', start);
+    path += url_encode(o.get.substr(start, end == std::string::npos ? end : end - start));
+    if (end == std::string::npos) break;
+    path += '/';
+    start = end + 1;
+  }
+  auto answer = mesh.get_bytes(path);
+  auto actual = sha256_hex(answer.bytes);
+  if (!answer.sha256.empty() && answer.sha256 != actual)
+    throw failure{exit_failed,
+                  "artifact " + o.get + " arrived damaged: sha256 " + actual +
+                      ", the mesh says " + answer.sha256,
+                  {"nothing was written; try again"}};
+  auto summary = "saved " + o.get + " (" + std::to_string(answer.bytes.size()) +
+                 " bytes, sha256 " + actual.substr(0, 12) + ")";
+  if (to_stdout) {
+    std::cout.write(answer.bytes.data(),
+                    static_cast<std::streamsize>(answer.bytes.size()));
+    std::cout.flush();
+    std::cerr << summary << " to stdout\n";
+    return exit_ok;
+  }
+  auto tmp = file + ".meshctl-partial";
+  {
+    std::ofstream out{tmp, std::ios::binary | std::ios::trunc};
+    out.write(answer.bytes.data(), static_cast<std::streamsize>(answer.bytes.size()));
+    if (!out.flush()) throw failure{exit_failed, "cannot write " + tmp};
+  }
+  fs::rename(tmp, file, ec);
+  if (ec) {
+    fs::remove(tmp, ec);
+    throw failure{exit_failed, "cannot write " + file + ": " + ec.message()};
+  }
+  std::cout << summary << " to " << file << '\n';
+  return exit_ok;
+}
+
 void add_runs_commands(CLI::App& app, command_context& ctx) {
   auto* runs = app.add_subcommand("runs", "Submit, watch and manage runs");
   runs->require_subcommand(1);
@@ -468,6 +566,25 @@ void add_runs_commands(CLI::App& app, command_context& ctx) {
   explain_cmd->add_option("ID", *id, "Run id")->required();
   explain_cmd->callback(
       [&ctx, id] { ctx.action = [&ctx, id] { return explain(ctx, *id); }; });
+
+  auto ao = std::make_shared<artifacts_options>();
+  auto* artifacts = runs->add_subcommand(
+      "artifacts", "List a run's artifacts, or download one with --get");
+  artifacts->add_option("ID", ao->id, "Run id")->required();
+  artifacts->add_option("--get", ao->get, "Download the artifact with this name");
+  // Not `-o`: that is the global output format.
+  artifacts
+      ->add_option("-O,--file", ao->file,
+                   "Where --get writes (default: the name's last part in the current "
+                   "directory; - for stdout)")
+      ->needs(artifacts->get_option("--get"));
+  artifacts->add_flag("--force", ao->force, "Overwrite an existing --file")
+      ->needs(artifacts->get_option("--get"));
+  artifacts->callback([&ctx, ao] {
+    ctx.action = [&ctx, ao] {
+      return ao->get.empty() ? list_artifacts(ctx, ao->id) : get_artifact(ctx, *ao);
+    };
+  });
 
   auto* wait = runs->add_subcommand(
       "wait", "Wait for a run to end; exit 0 success, 1 error, 2 canceled");

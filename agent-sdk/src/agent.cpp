@@ -15,8 +15,11 @@
 #include "mesh_client.hpp"
 #include "polymesh/sdk/cancel_source.hpp"
 
+#include <algorithm>
 #include <condition_variable>
 #include <deque>
+#include <fstream>
+#include <iterator>
 #include <set>
 #include <thread>
 #include <unistd.h>
@@ -410,6 +413,7 @@ struct agent::impl {
     logs.close();
     plan_done = true;
     shipper.join();
+    upload_artifacts(run.id, ctx.artifacts_dir);
     report(run, slot->cancel.reason(), res);
     std::filesystem::remove_all(root, ec);
     forget(slot, true);
@@ -492,6 +496,76 @@ struct agent::impl {
       warn("run " + id + ": log chunks refused (" + r.describe() + "); dropping them");
     logs.ack(chunks.back().seq);
     return true;
+  }
+
+  /// Uploads every regular file the plan left under `dir` (named by its
+  /// path relative to `dir`, in sorted order) before the result is sent, so
+  /// that a finished run's artifacts are there when users look. Also after a
+  /// failed or canceled run: partial output helps. Symlinks and other
+  /// special files are skipped (the plan could point one at a secret).
+  void upload_artifacts(const std::string& id, const std::filesystem::path& dir) {
+    namespace fs = std::filesystem;
+    std::vector<std::pair<std::string, fs::path>> files;
+    std::error_code ec;
+    fs::recursive_directory_iterator it{dir, ec};
+    for (fs::recursive_directory_iterator end; !ec && it != end; it.increment(ec)) {
+      auto rel = it->path().lexically_relative(dir).generic_string();
+      auto st = it->symlink_status(ec);
+      if (ec) break;
+      if (fs::is_directory(st)) continue; // not followed when a symlink
+      if (!fs::is_regular_file(st)) {
+        warn("run " + id + ": artifact '" + rel +
+             "' skipped: not a regular file (symlinks are never uploaded)");
+        continue;
+      }
+      if (auto err = wire::validate_artifact_name(rel, "name")) {
+        warn("run " + id + ": artifact skipped: " + message_of(err));
+        continue;
+      }
+      files.emplace_back(rel, it->path());
+    }
+    if (ec && ec != std::errc::no_such_file_or_directory)
+      warn("run " + id + ": cannot list artifacts in " + dir.string() + ": " +
+           ec.message());
+    std::sort(files.begin(), files.end());
+    for (auto& [name, path] : files) {
+      // The mesh's own limit (runs.max_artifact_bytes) is at most 512 MiB;
+      // do not read anything larger into memory only to have it refused.
+      constexpr uintmax_t max_bytes = uintmax_t{512} << 20;
+      if (auto size = fs::file_size(path, ec); !ec && size > max_bytes) {
+        warn("run " + id + ": artifact '" + name + "' skipped: " + std::to_string(size) +
+             " bytes is more than any mesh accepts");
+        continue;
+      }
+      std::ifstream in{path, std::ios::binary};
+      std::string bytes{std::istreambuf_iterator<char>{in}, {}};
+      if (in.bad()) {
+        warn("run " + id + ": cannot read artifact '" + name + "'; skipped");
+        continue;
+      }
+      auto b = make_backoff();
+      for (;;) {
+        auto r = client.put_artifact(id, name, bytes);
+        if (r.ok()) {
+          info("run " + id + ": artifact '" + name + "' uploaded (" +
+               std::to_string(bytes.size()) + " bytes)");
+          break;
+        }
+        if (!r.transient()) {
+          warn("run " + id + ": artifact '" + name + "' refused (" + r.describe() + ")");
+          break;
+        }
+        if (abandon_results) {
+          warn("run " + id + ": giving up on artifact '" + name + "' (" + r.describe() +
+               ")");
+          return;
+        }
+        auto d = b.next();
+        warn("run " + id + ": cannot upload artifact '" + name + "' (" + r.describe() +
+             "), retrying in " + std::to_string(d.count()) + " ms");
+        std::this_thread::sleep_for(d);
+      }
+    }
   }
 
   void report(const run_record& run, cancel_reason why, const plan_result& res) {

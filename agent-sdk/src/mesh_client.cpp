@@ -79,6 +79,9 @@ http_reply mesh_client::send(const std::string& method, const std::string& path,
   auto res = [&] {
     if (method == "GET") return cli.Get(full, headers);
     if (method == "DELETE") return cli.Delete(full, headers);
+    if (method == "PUT")
+      return cli.Put(full, headers, body ? *body : std::string{},
+                     "application/octet-stream");
     return cli.Post(full, headers, body ? *body : std::string{"{}"}, "application/json");
   }();
   if (as_poll) {
@@ -258,6 +261,13 @@ http_reply mesh_client::finish(const std::string& run_id,
                                const wire::finish_request& req) {
   auto body = wire::dump(wire::to_json(req));
   return authed("POST", "/v1/runs/" + run_id + "/finish", &body, request_timeout_);
+}
+
+http_reply mesh_client::put_artifact(const std::string& run_id, const std::string& name,
+                                     const std::string& bytes) {
+  // Names are [A-Za-z0-9._-/] (checked by the caller), safe in a path as is.
+  return authed("PUT", "/v1/runs/" + run_id + "/artifacts/" + name, &bytes,
+                request_timeout_);
 }
 
 http_reply mesh_client::deregister() {

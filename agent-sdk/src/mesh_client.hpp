@@ -79,6 +79,10 @@ public:
   http_reply progress(const std::string& run_id, const std::string& message);
   http_reply logs(const std::string& run_id, const wire::log_request& req);
   http_reply finish(const std::string& run_id, const wire::finish_request& req);
+  /// PUT /v1/runs/{id}/artifacts/{name}: `bytes` as the raw body. An
+  /// identical repeat is 200, so a retry after a lost answer is harmless.
+  http_reply put_artifact(const std::string& run_id, const std::string& name,
+                          const std::string& bytes);
   http_reply deregister();
 
   [[nodiscard]] std::string agent_id() const;
@@ -87,6 +91,7 @@ public:
   [[nodiscard]] int64_t heartbeat_interval_s() const;
 
 private:
+  /// `body` is sent as JSON, except by PUT, which sends raw bytes.
   http_reply send(const std::string& method, const std::string& path,
                   const std::string& token, const std::string* body,
                   std::chrono::milliseconds read_timeout, bool as_poll = false);

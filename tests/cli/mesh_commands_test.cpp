@@ -58,10 +58,12 @@ TEST_F(mesh_cmd, completion_and_version) {
   ASSERT_EQ(c.code, 0) << c.err;
   EXPECT_NE(c.out.find("complete -F _meshctl meshctl"), std::string::npos);
   EXPECT_NE(
-      c.out.find("\" runs\") echo \"submit list ls show logs cancel explain wait\""),
+      c.out.find(
+          "\" runs\") echo \"submit list ls show logs cancel explain artifacts wait\""),
       std::string::npos)
       << c.out;
   EXPECT_NE(c.out.find("--idempotency-key"), std::string::npos);
+  EXPECT_NE(c.out.find("--get"), std::string::npos);
   auto script = dir + "/meshctl.bash";
   std::ofstream{script} << c.out;
   // Source it and ask it to complete `meshctl runs su`.

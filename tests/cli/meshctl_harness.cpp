@@ -12,6 +12,19 @@
 
 namespace polymesh::cli_test {
 
+namespace {
+
+http_response response_of(const httplib::Result& res) {
+  http_response out;
+  if (!res) return out;
+  out.status = res->status;
+  out.raw = res->body;
+  out.body = json::parse(res->body, nullptr, false);
+  return out;
+}
+
+} // namespace
+
 http_response call(int port, const std::string& method, const std::string& path,
                    const std::string& token, const json& body) {
   httplib::Client http{"127.0.0.1", port};
@@ -29,12 +42,7 @@ http_response call(int port, const std::string& method, const std::string& path,
     res = http.Patch(path, headers, text, "application/json");
   else
     res = http.Delete(path, headers);
-  http_response out;
-  if (!res) return out;
-  out.status = res->status;
-  out.raw = res->body;
-  out.body = json::parse(res->body, nullptr, false);
-  return out;
+  return response_of(res);
 }
 
 bool eventually(const std::function<bool()>& cond, std::chrono::milliseconds limit) {
@@ -190,6 +198,16 @@ http_response scripted_agent::finish(const std::string& run, const std::string& 
   json body{{"status", status}, {"exit_code", exit_code}};
   if (!result.empty()) body["result"] = result;
   return call(port, "POST", "/v1/runs/" + run + "/finish", token, body);
+}
+
+http_response scripted_agent::put_artifact(const std::string& run,
+                                           const std::string& name,
+                                           const std::string& bytes) const {
+  httplib::Client http{"127.0.0.1", port};
+  auto res =
+      http.Put("/v1/runs/" + run + "/artifacts/" + name,
+               {{"Authorization", "Bearer " + token}}, bytes, "application/octet-stream");
+  return response_of(res);
 }
 
 // -- meshctl_test ---------------------------------------------------------------

@@ -88,6 +88,9 @@ struct scripted_agent {
                     const std::string& stream = "stdout") const;
   http_response finish(const std::string& run, const std::string& status,
                        int exit_code = 0, const std::string& result = {}) const;
+  /// PUT /v1/runs/{run}/artifacts/{name} with `bytes` as the raw body.
+  http_response put_artifact(const std::string& run, const std::string& name,
+                             const std::string& bytes) const;
 };
 
 /// A fresh meshd per test, an admin token, and helpers to run meshctl.

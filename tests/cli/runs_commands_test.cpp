@@ -235,5 +235,63 @@ TEST_F(runs_cmd, explain_gives_a_reason_per_agent) {
   EXPECT_NE(t.out.find("CANDIDATE"), std::string::npos);
 }
 
+// This test ensures `runs artifacts` lists a run's artifacts (table and the
+// API's JSON) and `--get` downloads one byte for byte, NULs included; an
+// existing file is not overwritten without --force, and a missing artifact
+// is a not-found error with a non-zero exit.
+TEST_F(runs_cmd, artifacts_list_and_download_byte_identical) {
+  auto agent = register_agent("worker", json::object(), json::array({"build"}));
+  auto id = submit(json{{"plan", "build"}});
+  ASSERT_TRUE(agent.take().is_object());
+  ASSERT_EQ(agent.start(id).status, 200);
+  const std::string bin{"\x7f"
+                        "ELF\0\0\xff\n",
+                        8};
+  ASSERT_EQ(agent.put_artifact(id, "out/app.bin", bin).status, 201);
+  ASSERT_EQ(agent.put_artifact(id, "plan.txt", "Plan: 1 to add\n").status, 201);
+  ASSERT_EQ(agent.finish(id, "success").status, 200);
+
+  auto table = ctl({"runs", "artifacts", id});
+  ASSERT_EQ(table.code, 0) << table.err;
+  EXPECT_NE(table.out.find("NAME"), std::string::npos) << table.out;
+  EXPECT_NE(table.out.find("out/app.bin"), std::string::npos) << table.out;
+  EXPECT_NE(table.out.find("8 B"), std::string::npos) << table.out;
+  EXPECT_NE(table.out.find("plan.txt"), std::string::npos) << table.out;
+
+  auto listed = ctl({"runs", "artifacts", id, "-o", "json"});
+  ASSERT_EQ(listed.code, 0) << listed.err;
+  auto api = call(port, "GET", "/v1/runs/" + id + "/artifacts", admin);
+  EXPECT_EQ(listed.json_out(), api.body);
+  ASSERT_EQ(listed.json_out()["artifacts"].size(), 2u);
+
+  auto file = dir + "/app.bin";
+  auto got = ctl({"runs", "artifacts", id, "--get", "out/app.bin", "--file", file});
+  ASSERT_EQ(got.code, 0) << got.err;
+  EXPECT_NE(got.out.find("saved out/app.bin (8 bytes"), std::string::npos) << got.out;
+  std::ifstream in{file, std::ios::binary};
+  std::string on_disk{std::istreambuf_iterator<char>{in}, {}};
+  EXPECT_EQ(on_disk, bin);
+
+  auto again = ctl({"runs", "artifacts", id, "--get", "out/app.bin", "--file", file});
+  EXPECT_EQ(again.code, 64) << again.err;
+  EXPECT_NE(again.err.find("already exists"), std::string::npos) << again.err;
+  auto forced =
+      ctl({"runs", "artifacts", id, "--get", "plan.txt", "--file", file, "--force"});
+  EXPECT_EQ(forced.code, 0) << forced.err;
+
+  auto piped = ctl({"runs", "artifacts", id, "--get", "out/app.bin", "--file", "-"});
+  ASSERT_EQ(piped.code, 0) << piped.err;
+  EXPECT_EQ(piped.out, bin);
+  EXPECT_NE(piped.err.find("to stdout"), std::string::npos) << piped.err;
+
+  auto missing = ctl({"runs", "artifacts", id, "--get", "nope.txt", "--file", "-"});
+  EXPECT_EQ(missing.code, 1);
+  EXPECT_NE(missing.err.find("not found"), std::string::npos) << missing.err;
+  EXPECT_NE(missing.err.find("nope.txt"), std::string::npos) << missing.err;
+  auto no_run = ctl({"runs", "artifacts", "run_missing"});
+  EXPECT_EQ(no_run.code, 1);
+  EXPECT_NE(no_run.err.find("not found"), std::string::npos) << no_run.err;
+}
+
 } // namespace
 } // namespace polymesh::cli_test

@@ -163,6 +163,39 @@ TEST_F(agent_integration, shell_injection_refused) {
   EXPECT_EQ(ok["result"], "a;b\n");
 }
 
+// This test ensures files a plan leaves in its artifacts directory are
+// uploaded before the result and download byte-identical (NUL and 0xff
+// bytes, a subdirectory), while a symlink planted there is not uploaded.
+TEST_F(agent_integration, artifacts_upload_and_download_byte_identical) {
+  agent_options o{"dev-1", "{env: dev}"};
+  o.plans_yaml =
+      R"({shell: {shortcuts: [{short: make-artifacts, shell: true, cmd: 'cd "$POLYMESH_ARTIFACTS_DIR" && printf "a\000b\377end" > bin.dat && mkdir reports && echo pass > reports/junit.txt && ln -s /etc/passwd secret && echo made'}]}})";
+  start_agent(o);
+  auto id = api_->submit({{"plan", "shell"}, {"payload", "make-artifacts"}});
+  auto r = api_->wait_terminal(id);
+  ASSERT_EQ(r["status"], "success") << r.dump();
+
+  auto [status, list] = api_->call("GET", "/v1/runs/" + id + "/artifacts");
+  ASSERT_EQ(status, 200) << list.dump();
+  ASSERT_EQ(list["artifacts"].size(), 2u) << list.dump();
+  EXPECT_EQ(list["artifacts"][0]["name"], "bin.dat");
+  EXPECT_EQ(list["artifacts"][1]["name"], "reports/junit.txt");
+
+  const std::string bin{"a\0b\xff"
+                        "end",
+                        7};
+  auto [s1, bytes] = api_->get_raw("/v1/runs/" + id + "/artifacts/bin.dat");
+  EXPECT_EQ(s1, 200);
+  EXPECT_EQ(bytes, bin);
+  EXPECT_EQ(list["artifacts"][0]["size"], bin.size());
+  auto [s2, report] = api_->get_raw("/v1/runs/" + id + "/artifacts/reports/junit.txt");
+  EXPECT_EQ(s2, 200);
+  EXPECT_EQ(report, "pass\n");
+  auto [s3, secret] = api_->get_raw("/v1/runs/" + id + "/artifacts/secret");
+  EXPECT_EQ(s3, 404) << secret;
+  EXPECT_NE(agents_.front()->log().find("'secret' skipped"), std::string::npos);
+}
+
 // This test ensures SIGTERM drains: a short run finishes, a long one is canceled as
 // agent_shutdown, then deregister and exit 0.
 TEST_F(agent_integration, sigterm_drains) {

@@ -191,6 +191,18 @@ std::pair<int, json> mesh_api::call(const std::string& method, const std::string
   return {res->status, json::parse(res->body, nullptr, false)};
 }
 
+std::pair<int, std::string> mesh_api::get_raw(const std::string& path) const {
+  httplib::Client cli{url_};
+  cli.set_keep_alive(false);
+  cli.set_read_timeout(30s);
+  auto res = cli.Get(path, {{"Authorization", "Bearer " + token_}});
+  if (!res) {
+    ADD_FAILURE() << "GET " << path << ": " << httplib::to_string(res.error());
+    return {0, {}};
+  }
+  return {res->status, res->body};
+}
+
 std::string mesh_api::create_registration_token(const std::string& name) const {
   auto [status, body] =
       call("POST", "/v1/tokens", json{{"kind", "registration"}, {"name", name}});

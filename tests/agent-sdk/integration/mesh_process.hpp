@@ -95,6 +95,8 @@ public:
   /// Returns {status, body}.
   std::pair<int, json> call(const std::string& method, const std::string& path,
                             const json& body = nullptr) const;
+  /// GET returning the raw body (artifact downloads): {status, bytes}.
+  std::pair<int, std::string> get_raw(const std::string& path) const;
   std::string create_registration_token(const std::string& name) const;
   /// POST /v1/runs; returns the run id (fails the test otherwise).
   std::string submit(const json& request) const;
