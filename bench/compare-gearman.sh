@@ -92,6 +92,12 @@ stop_meshd
 start_meshd pm-e2e 64 full
 record "system=polymesh $("$MESH_BENCH" e2e --url "$URL" --runs "$RUNS" --clients 4 --agents 8 --slots 8 --durable full)"
 stop_meshd
+start_meshd pm-submit-batch 64 full
+record "system=polymesh-batch $("$MESH_BENCH" submit --url "$URL" --runs "$RUNS" --clients 4 --batch 100 --durable full)"
+stop_meshd
+start_meshd pm-e2e-batch 64 full
+record "system=polymesh-batch $("$MESH_BENCH" e2e --url "$URL" --runs "$RUNS" --clients 4 --agents 8 --slots 8 --batch 100 --durable full)"
+stop_meshd
 start_meshd pm-latency 64 full
 record "system=polymesh $("$MESH_BENCH" latency --url "$URL" --runs "$LAT_RUNS")"
 stop_meshd
@@ -124,13 +130,15 @@ echo
 echo "polymesh vs Gearman ($(load_note), $(date -u +%FT%TZ))"
 row "figure" "polymesh" "gearman-sqlite" "gearman-memory" "pm/sqlite" "pm/memory"
 row "------------------------------" "------------" "--------------" "--------------" "---------" "---------"
-figure() { # LABEL PM_BENCH GM_BENCH KEY
+figure() { # LABEL PM_BENCH GM_BENCH KEY [PM_SYSTEM]
   local a b c
-  a=$(get polymesh "$2" "$4"); b=$(get gearman-sqlite "$3" "$4"); c=$(get gearman-memory "$3" "$4")
+  a=$(get "${5:-polymesh}" "$2" "$4"); b=$(get gearman-sqlite "$3" "$4"); c=$(get gearman-memory "$3" "$4")
   row "$1" "${a:--}" "${b:--}" "${c:--}" "$(ratio "$a" "$b")" "$(ratio "$a" "$c")"
 }
 figure "submit runs/s" submit gearman-submit runs_per_s
+figure "submit runs/s, pm batches of 100" submit gearman-submit runs_per_s polymesh-batch
 figure "e2e runs/s (8 slots)" e2e gearman-e2e runs_per_s
+figure "e2e runs/s, pm batch submits" e2e gearman-e2e runs_per_s polymesh-batch
 for p in p50 p90 p99 max; do
   figure "dispatch $p us" latency gearman-latency "dispatch_${p}_us"
 done

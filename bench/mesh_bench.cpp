@@ -275,9 +275,8 @@ submit_result submit_many(const endpoint& ep, const std::string& token, int64_t 
         auto n = std::min(batch, runs - first);
         auto t0 = now_ns();
         int status = 0;
-        auto created =
-            batch == 1 ? int64_t{!submit_one(*c, auth, &status).empty()}
-                       : submit_batch(*c, auth, n, &status);
+        auto created = batch == 1 ? int64_t{!submit_one(*c, auth, &status).empty()}
+                                  : submit_batch(*c, auth, n, &status);
         auto t1 = now_ns();
         if (created != n) {
           if (++mine.errors <= 3)
@@ -314,9 +313,9 @@ int cmd_submit(const options& o) {
               "seconds=%s runs_per_s=%s%s "
               "durable=%s\n",
               static_cast<long long>(runs), static_cast<long long>(clients),
-              static_cast<long long>(batch),
-              static_cast<long long>(r.ok), static_cast<long long>(r.errors),
-              fmt(secs, 3).c_str(), fmt(static_cast<double>(r.ok) / secs, 0).c_str(),
+              static_cast<long long>(batch), static_cast<long long>(r.ok),
+              static_cast<long long>(r.errors), fmt(secs, 3).c_str(),
+              fmt(static_cast<double>(r.ok) / secs, 0).c_str(),
               pcts("submit", r.latencies).c_str(), o.str("durable", "unknown").c_str());
   return r.errors == 0 && r.ok == runs ? 0 : 1;
 }
@@ -1180,16 +1179,18 @@ int cmd_restart(const options& o) {
 int main(int argc, char** argv) {
   std::signal(SIGPIPE, SIG_IGN);
   if (argc < 2) {
-    std::fprintf(stderr,
-                 "usage: mesh-bench submit|latency|e2e|agents|restart|token --key value ...\n");
+    std::fprintf(
+        stderr,
+        "usage: mesh-bench submit|latency|e2e|agents|restart|token --key value ...\n");
     return 2;
   }
   std::string cmd = argv[1];
   options o{argc, argv, 2};
   if (cmd == "submit") return cmd_submit(o);
   if (cmd == "token") {
-    std::printf("%s\n", create_token(parse_url(o.need("url")), o.str("kind", "registration"))
-                             .c_str());
+    std::printf(
+        "%s\n",
+        create_token(parse_url(o.need("url")), o.str("kind", "registration")).c_str());
     return 0;
   }
   if (cmd == "latency") return cmd_latency(o);
