@@ -230,7 +230,8 @@ TEST_F(auth, scoped_submitters_runs_only_go_to_matching_agents) {
   auto got = dev.take(1);
   ASSERT_EQ(got.size(), 1u);
   EXPECT_EQ(got[0]["id"], id);
-  EXPECT_EQ(get_run(id)["assigned_agent"], dev.id);
+  EXPECT_TRUE(eventually([&] { return get_run(id)["assigned_agent"] == dev.id; }))
+      << get_run(id).dump();
 }
 
 // This test ensures a scoped registration token may only register agents
