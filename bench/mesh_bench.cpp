@@ -926,16 +926,44 @@ int cmd_agents(const options& o) {
       loop.all_parked_ns ? static_cast<double>(loop.all_parked_ns - t_conn) / 1e9 : -1;
   std::fprintf(stderr, "connected %zu agents in %.2f s\n", loop.polls_parked_first.load(),
                connect_s);
-  sleep_ms(1000); // let meshd park every poll
+  // Written is not parked: wait until meshd's handlers hold every poll
+  // (/readyz http.long_polls), so the idle window below measures idle.
+  auto long_polls = [&] {
+    auto ready = readyz(ep);
+    return ready.is_object() && ready.contains("http")
+               ? ready["http"].value("long_polls", int64_t{-1})
+               : int64_t{-1};
+  };
+  int64_t parked = 0;
+  while ((parked = long_polls()) < n && now_ns() < deadline)
+    sleep_ms(20);
+  double parked_s = static_cast<double>(now_ns() - t_conn) / 1e9;
+  std::fprintf(stderr, "meshd holds %lld long-polls after %.2f s\n",
+               static_cast<long long>(parked), parked_s);
   auto rss_connected = proc_rss_kb(pid);
   auto threads = proc_threads(pid);
 
   // 4. Idle CPU over idle_seconds, every agent in a long-poll.
+  // Sampled every second, so a backlog still draining (CPU falling) can be
+  // told from a steady cost; idle_events counts what the agents saw meanwhile
+  // (poll answers, errors, reconnects: all should stay 0).
+  auto events = [&] {
+    return loop.polls_answered.load() + loop.errors.load() + loop.reconnects.load();
+  };
+  auto e0 = events();
   auto c0 = proc_cpu_ticks(pid);
   auto w0 = now_ns();
-  sleep_ms(idle_seconds * 1000);
+  std::string series;
+  for (int64_t s = 0, prev = c0; s < idle_seconds; ++s) {
+    sleep_ms(1000);
+    auto c = proc_cpu_ticks(pid);
+    series += (series.empty() ? "" : ",") +
+              fmt(static_cast<double>(c - prev) * 100.0 / static_cast<double>(ticks_per_s), 0);
+    prev = c;
+  }
   auto c1 = proc_cpu_ticks(pid);
   auto w1 = now_ns();
+  auto idle_events = events() - e0;
   double idle_cpu_pct = static_cast<double>(c1 - c0) / static_cast<double>(ticks_per_s) /
                         (static_cast<double>(w1 - w0) / 1e9) * 100.0;
 
@@ -989,17 +1017,17 @@ int cmd_agents(const options& o) {
   stop = true;
   loop_thread.join();
   std::printf(
-      "bench=agents agents=%lld register_s=%s connect_s=%s meshd_threads=%lld "
+      "bench=agents agents=%lld register_s=%s connect_s=%s parked_s=%s meshd_threads=%lld "
       "rss_start_mb=%s rss_connected_mb=%s rss_end_mb=%s idle_cpu_pct=%s "
-      "baseline_cpu_pct=%s idle_seconds=%lld wake_rate=%lld wake_runs=%zu woken=%zu "
+      "idle_cpu_series=%s idle_events=%lld baseline_cpu_pct=%s idle_seconds=%lld wake_rate=%lld wake_runs=%zu woken=%zu "
       "woken_before_201=%lld%s%s "
       "errors=%lld reconnects=%lld\n",
       static_cast<long long>(n), fmt(reg_s, 2).c_str(), fmt(connect_s, 2).c_str(),
-      static_cast<long long>(threads),
+      fmt(parked_s, 2).c_str(), static_cast<long long>(threads),
       fmt(static_cast<double>(rss_start) / 1024.0).c_str(),
       fmt(static_cast<double>(rss_connected) / 1024.0).c_str(),
       fmt(static_cast<double>(rss_end) / 1024.0).c_str(), fmt(idle_cpu_pct, 2).c_str(),
-      fmt(baseline_cpu_pct, 2).c_str(), static_cast<long long>(idle_seconds),
+      series.c_str(), static_cast<long long>(idle_events), fmt(baseline_cpu_pct, 2).c_str(), static_cast<long long>(idle_seconds),
       static_cast<long long>(rate), submitted.size(), wake.size(),
       static_cast<long long>(before_201), pcts("wake", wake).c_str(),
       pcts("wake_from_send", wake_send).c_str(),

@@ -151,7 +151,7 @@ if l=$(line latency .) && [ -n "$l" ]; then
     row "submit -> success $p" "$(field "$l" e2e_${p}_us) us" ""
   done
 fi
-if l=$(line e2e 'agents=8 ') && [ -n "$l" ]; then
+if l=$(line e2e ' agents=8 ') && [ -n "$l" ]; then
   row "e2e runs/s, protocol agents (verified=$(field "$l" verified))" "$(field "$l" runs_per_s)" ">= Gearman mem"
 fi
 if l=$(line e2e 'agent=mesh-agent') && [ -n "$l" ]; then
