@@ -27,9 +27,10 @@ val() { # SYSTEM BENCH KEY
   done
 } >"$TMP/lat.dat"
 {
-  echo "figure polymesh gearman-sqlite gearman-memory"
-  echo "submit $(val polymesh submit runs_per_s) $(val gearman-sqlite gearman-submit runs_per_s) $(val gearman-memory gearman-submit runs_per_s)"
-  echo "e2e $(val polymesh e2e runs_per_s) $(val gearman-sqlite gearman-e2e runs_per_s) $(val gearman-memory gearman-e2e runs_per_s)"
+  echo "figure polymesh polymesh-batch-100 gearman-sqlite gearman-memory"
+  for b in submit e2e; do
+    echo "$b $(val polymesh $b runs_per_s) $(val polymesh-batch $b runs_per_s) $(val gearman-sqlite gearman-$b runs_per_s) $(val gearman-memory gearman-$b runs_per_s)"
+  done
 } >"$TMP/thr.dat"
 gnuplot <<GP
 set terminal pngcairo size 1200,520 font ",10"
@@ -44,12 +45,12 @@ set xtics rotate by -30
 set title "Latency from submit sent: to worker holding it, to done (idle worker; lower is better)"
 set ylabel "microseconds (log scale)"
 set logscale y
-plot "$TMP/lat.dat" using 2:xtic(1) title columnheader(2), '' using 3 title columnheader(3), '' using 4 title columnheader(4)
+plot "$TMP/lat.dat" using 2:xtic(1) title columnheader(2) lc rgb "#9400d3", '' using 3 title columnheader(3) lc rgb "#009e73", '' using 4 title columnheader(4) lc rgb "#56b4e9"
 unset logscale y
-set title "Throughput, 20,000 runs, 4 clients (higher is better)"
+set title "Throughput, 20,000 runs, 4 clients, durable polymesh (higher is better)"
 set ylabel "runs per second"
 set xtics norotate
-plot "$TMP/thr.dat" using 2:xtic(1) title columnheader(2), '' using 3 title columnheader(3), '' using 4 title columnheader(4)
+plot "$TMP/thr.dat" using 2:xtic(1) title columnheader(2) lc rgb "#9400d3", '' using 3 title columnheader(3) lc rgb "#e69f00", '' using 4 title columnheader(4) lc rgb "#009e73", '' using 5 title columnheader(5) lc rgb "#56b4e9"
 unset multiplot
 GP
 echo "wrote $OUT"
