@@ -3,6 +3,7 @@
 #include "mesh/domain/error.hpp"
 #include "mesh/domain/ids.hpp"
 
+#include <algorithm>
 #include <mutex>
 
 namespace polymesh {
@@ -56,7 +57,9 @@ caf::expected<token_record> token_cache::authenticate(const std::string& header)
 
 void token_cache::put(const token_record& token) {
   std::unique_lock<std::shared_mutex> guard{mtx_};
-  tokens_[token.id] = token;
+  auto [it, inserted] = tokens_.insert_or_assign(token.id, token);
+  if (inserted && token.kind == token_kind::agent && !token.agent_id.empty())
+    by_agent_[token.agent_id].push_back(token.id);
 }
 
 std::optional<token_record> token_cache::find(const std::string& id) const {
@@ -69,14 +72,26 @@ std::optional<token_record> token_cache::find(const std::string& id) const {
 std::vector<token_record> token_cache::of_agent(const std::string& agent_id) const {
   std::shared_lock<std::shared_mutex> guard{mtx_};
   std::vector<token_record> out;
-  for (auto& [id, t] : tokens_)
-    if (t.kind == token_kind::agent && t.agent_id == agent_id) out.push_back(t);
+  auto ids = by_agent_.find(agent_id);
+  if (ids == by_agent_.end()) return out;
+  for (auto& id : ids->second)
+    out.push_back(tokens_.at(id));
   return out;
 }
 
 void token_cache::erase(const std::string& id) {
   std::unique_lock<std::shared_mutex> guard{mtx_};
-  tokens_.erase(id);
+  auto it = tokens_.find(id);
+  if (it == tokens_.end()) return;
+  if (it->second.kind == token_kind::agent) {
+    auto ids = by_agent_.find(it->second.agent_id);
+    if (ids != by_agent_.end()) {
+      auto& v = ids->second;
+      v.erase(std::remove(v.begin(), v.end(), id), v.end());
+      if (v.empty()) by_agent_.erase(ids);
+    }
+  }
+  tokens_.erase(it);
 }
 
 size_t token_cache::size() const {

@@ -53,6 +53,9 @@ private:
   const polymesh::clock& clock_;
   mutable std::shared_mutex mtx_;
   std::unordered_map<std::string, token_record> tokens_;
+  /// Ids of the agent tokens in `tokens_`, per agent id: registration looks
+  /// up an agent's earlier tokens, which must not scan every token.
+  std::unordered_map<std::string, std::vector<std::string>> by_agent_;
 };
 
 } // namespace polymesh
