@@ -957,8 +957,9 @@ int cmd_agents(const options& o) {
   for (int64_t s = 0, prev = c0; s < idle_seconds; ++s) {
     sleep_ms(1000);
     auto c = proc_cpu_ticks(pid);
-    series += (series.empty() ? "" : ",") +
-              fmt(static_cast<double>(c - prev) * 100.0 / static_cast<double>(ticks_per_s), 0);
+    series +=
+        (series.empty() ? "" : ",") +
+        fmt(static_cast<double>(c - prev) * 100.0 / static_cast<double>(ticks_per_s), 0);
     prev = c;
   }
   auto c1 = proc_cpu_ticks(pid);
@@ -1016,23 +1017,25 @@ int cmd_agents(const options& o) {
   auto rss_end = proc_rss_kb(pid);
   stop = true;
   loop_thread.join();
-  std::printf(
-      "bench=agents agents=%lld register_s=%s connect_s=%s parked_s=%s meshd_threads=%lld "
-      "rss_start_mb=%s rss_connected_mb=%s rss_end_mb=%s idle_cpu_pct=%s "
-      "idle_cpu_series=%s idle_events=%lld baseline_cpu_pct=%s idle_seconds=%lld wake_rate=%lld wake_runs=%zu woken=%zu "
-      "woken_before_201=%lld%s%s "
-      "errors=%lld reconnects=%lld\n",
-      static_cast<long long>(n), fmt(reg_s, 2).c_str(), fmt(connect_s, 2).c_str(),
-      fmt(parked_s, 2).c_str(), static_cast<long long>(threads),
-      fmt(static_cast<double>(rss_start) / 1024.0).c_str(),
-      fmt(static_cast<double>(rss_connected) / 1024.0).c_str(),
-      fmt(static_cast<double>(rss_end) / 1024.0).c_str(), fmt(idle_cpu_pct, 2).c_str(),
-      series.c_str(), static_cast<long long>(idle_events), fmt(baseline_cpu_pct, 2).c_str(), static_cast<long long>(idle_seconds),
-      static_cast<long long>(rate), submitted.size(), wake.size(),
-      static_cast<long long>(before_201), pcts("wake", wake).c_str(),
-      pcts("wake_from_send", wake_send).c_str(),
-      static_cast<long long>(loop.errors.load()),
-      static_cast<long long>(loop.reconnects.load()));
+  std::printf("bench=agents agents=%lld register_s=%s connect_s=%s parked_s=%s "
+              "meshd_threads=%lld "
+              "rss_start_mb=%s rss_connected_mb=%s rss_end_mb=%s idle_cpu_pct=%s "
+              "idle_cpu_series=%s idle_events=%lld baseline_cpu_pct=%s idle_seconds=%lld "
+              "wake_rate=%lld wake_runs=%zu woken=%zu "
+              "woken_before_201=%lld%s%s "
+              "errors=%lld reconnects=%lld\n",
+              static_cast<long long>(n), fmt(reg_s, 2).c_str(), fmt(connect_s, 2).c_str(),
+              fmt(parked_s, 2).c_str(), static_cast<long long>(threads),
+              fmt(static_cast<double>(rss_start) / 1024.0).c_str(),
+              fmt(static_cast<double>(rss_connected) / 1024.0).c_str(),
+              fmt(static_cast<double>(rss_end) / 1024.0).c_str(),
+              fmt(idle_cpu_pct, 2).c_str(), series.c_str(),
+              static_cast<long long>(idle_events), fmt(baseline_cpu_pct, 2).c_str(),
+              static_cast<long long>(idle_seconds), static_cast<long long>(rate),
+              submitted.size(), wake.size(), static_cast<long long>(before_201),
+              pcts("wake", wake).c_str(), pcts("wake_from_send", wake_send).c_str(),
+              static_cast<long long>(loop.errors.load()),
+              static_cast<long long>(loop.reconnects.load()));
   return 0;
 }
 

@@ -1,13 +1,13 @@
 #include "mesh/actors/token_cache.hpp"
 
-#include <gtest/gtest.h>
-
 #include <algorithm>
+#include <gtest/gtest.h>
 
 namespace polymesh {
 namespace {
 
-token_record agent_token(const std::string& id, const std::string& agent, int64_t session) {
+token_record agent_token(const std::string& id, const std::string& agent,
+                         int64_t session) {
   token_record t;
   t.id = id;
   t.kind = token_kind::agent;
@@ -48,7 +48,8 @@ TEST(token_cache, of_agent_tracks_puts_updates_and_erasures) {
   cache.put(updated);
   auto a = cache.of_agent("agt_a");
   ASSERT_EQ(a.size(), 2u);
-  EXPECT_EQ(std::count_if(a.begin(), a.end(), [](auto& t) { return t.name == "renamed"; }), 1);
+  EXPECT_EQ(
+      std::count_if(a.begin(), a.end(), [](auto& t) { return t.name == "renamed"; }), 1);
 
   cache.erase("t1");
   EXPECT_EQ(ids_of(cache.of_agent("agt_a")), (std::vector<std::string>{"t2"}));
