@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <iostream>
 #include <pthread.h>
+#include <sys/prctl.h>
 #include <thread>
 
 using namespace polymesh;
@@ -26,6 +27,22 @@ int fail(const caf::error& err) {
     message = field + ": " + message;
   std::cerr << "meshd: " << message << std::endl;
   return 2;
+}
+
+/// Gives meshd a futex hash sized for its threads. Since Linux 6.16 a
+/// process gets a private futex hash sized by the CPUs, not the threads: 16
+/// slots on 2 CPUs. Every parked long-poll is a thread blocked on a futex, so
+/// with 10,000 agents each wake-up walked chains of ~600 waiters under a
+/// contended bucket lock (half of the CAF workers' time in `futex_wake`,
+/// docs/benchmarks.md). Older kernels do not know the call; nothing changes.
+void size_futex_hash(int64_t threads) {
+  constexpr int pr_futex_hash = 78;          // PR_FUTEX_HASH
+  constexpr int pr_futex_hash_set_slots = 1; // PR_FUTEX_HASH_SET_SLOTS
+  unsigned long slots = 256;
+  while (slots < 2 * static_cast<unsigned long>(threads + 64) && slots < 65536)
+    slots *= 2;
+  if (prctl(pr_futex_hash, pr_futex_hash_set_slots, slots, 0, 0) == 0)
+    log(log_level::debug, "futex hash: " + std::to_string(slots) + " slots");
 }
 
 } // namespace
@@ -62,6 +79,7 @@ int main(int argc, char** argv) {
   if (!hp) return fail(hp.error());
   log_level level = log_level::info;
   if (parse_log_level(cfg.log_level, level)) set_log_level(level);
+  size_futex_hash(cfg.http_threads);
 
   // Signals go to one waiting thread, never to a worker.
   sigset_t signals;
