@@ -50,6 +50,8 @@ unset logscale y
 set title "Throughput, 20,000 runs, 4 clients, durable polymesh (higher is better)"
 set ylabel "runs per second"
 set xtics norotate
+set key top right
+set offsets 0, 0, graph 0.25, 0
 plot "$TMP/thr.dat" using 2:xtic(1) title columnheader(2) lc rgb "#9400d3", '' using 3 title columnheader(3) lc rgb "#e69f00", '' using 4 title columnheader(4) lc rgb "#009e73", '' using 5 title columnheader(5) lc rgb "#56b4e9"
 unset multiplot
 GP
