@@ -244,6 +244,15 @@ json readyz(const endpoint& ep) {
   return json::parse(res->body, nullptr, false);
 }
 
+/// One count from /readyz (`section.key`, e.g. runs.success), or -1 when it
+/// cannot be read.
+int64_t readyz_count(const endpoint& ep, const char* section, const char* key) {
+  auto ready = readyz(ep);
+  return ready.is_object() && ready.contains(section)
+             ? ready[section].value(key, int64_t{-1})
+             : -1;
+}
+
 // -- submit --------------------------------------------------------------------
 
 struct submit_result {
@@ -494,14 +503,6 @@ struct e2e_shared {
   _exit(0); // the poller may sit in a long-poll; do not wait for it
 }
 
-/// Runs `success` in /readyz, or -1 when it cannot be read.
-int64_t successes(const endpoint& ep) {
-  auto ready = readyz(ep);
-  return ready.is_object() && ready.contains("runs")
-             ? ready["runs"].value("success", int64_t{-1})
-             : -1;
-}
-
 /// e2e with agents started elsewhere (`--agents 0`), e.g. real mesh-agent
 /// processes: waits for `--expect-agents` online agents, submits, and
 /// watches /readyz until every run succeeded.
@@ -514,20 +515,17 @@ int e2e_external(const options& o) {
   auto token = create_token(ep, "submitter");
   auto deadline = now_ns() + o.num("max-seconds", 180) * 1'000'000'000;
   for (;;) {
-    auto ready = readyz(ep);
-    if (ready.is_object() && ready.contains("agents") &&
-        ready["agents"].value("online", int64_t{0}) >= expect)
-      break;
+    if (readyz_count(ep, "agents", "online") >= expect) break;
     if (now_ns() > deadline) die("the external agents did not come online");
     sleep_ms(20);
   }
-  auto before = successes(ep);
+  auto before = readyz_count(ep, "runs", "success");
   auto t0 = now_ns();
   auto sub = submit_many(ep, token, runs, clients, deadline, false, batch);
   int64_t done = 0;
   int64_t t_end = now_ns();
   while (now_ns() < deadline) {
-    done = successes(ep) - before;
+    done = readyz_count(ep, "runs", "success") - before;
     t_end = now_ns();
     if (done >= sub.ok) break;
     sleep_ms(5);
@@ -596,10 +594,7 @@ int cmd_e2e(const options& o) {
     }
   }
   double secs = static_cast<double>(t_end - t0) / 1e9;
-  auto ready = readyz(ep);
-  int64_t success = ready.is_object() && ready.contains("runs")
-                        ? ready["runs"].value("success", int64_t{-1})
-                        : -1;
+  int64_t success = readyz_count(ep, "runs", "success");
   std::printf(
       "bench=e2e runs=%lld clients=%lld agents=%lld slots=%lld submitted=%lld done=%lld "
       "errors=%lld seconds=%s runs_per_s=%s submit_runs_per_s=%s verified_success=%lld "
@@ -928,14 +923,8 @@ int cmd_agents(const options& o) {
                connect_s);
   // Written is not parked: wait until meshd's handlers hold every poll
   // (/readyz http.long_polls), so the idle window below measures idle.
-  auto long_polls = [&] {
-    auto ready = readyz(ep);
-    return ready.is_object() && ready.contains("http")
-               ? ready["http"].value("long_polls", int64_t{-1})
-               : int64_t{-1};
-  };
   int64_t parked = 0;
-  while ((parked = long_polls()) < n && now_ns() < deadline)
+  while ((parked = readyz_count(ep, "http", "long_polls")) < n && now_ns() < deadline)
     sleep_ms(20);
   double parked_s = static_cast<double>(now_ns() - t_conn) / 1e9;
   std::fprintf(stderr, "meshd holds %lld long-polls after %.2f s\n",
