@@ -22,7 +22,11 @@
 
 namespace polymesh {
 
-/// Upserts the whole run row. With `insert_only`, a run whose
+/// Writes a run. A new run is written whole; a stored one gets its lifecycle
+/// fields (status, assignment, outcome, cancel state, timestamps), and the
+/// fields fixed at submission (plan, selector, scope, target agent, params,
+/// payload, priority, idempotency key, submitter, timeout, TTL, created_at)
+/// keep their stored values. With `insert_only`, a run whose
 /// `idempotency_key` (non-empty) is already taken is not written and the
 /// write's outcome is `conflict` (carrying the existing run's id).
 struct put_run {

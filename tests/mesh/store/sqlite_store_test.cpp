@@ -439,19 +439,46 @@ TEST_F(sqlite_store_test, missing_entities_read_as_none) {
 
 // -- Writes -------------------------------------------------------------------
 
-// This test ensures that `put_run` replaces the whole row, clearing dropped optionals.
-TEST_F(sqlite_store_test, put_run_upsert_replaces_whole_row) {
+// This test ensures that `put_run` of a stored run replaces every lifecycle
+// field, clearing dropped optionals, and keeps the fields fixed at
+// submission.
+TEST_F(sqlite_store_test, put_run_replaces_lifecycle_fields_and_keeps_fixed_ones) {
   auto run = full_run();
   apply({put_run{run}});
   auto next = make_run(run.id, run.seq, run_status::pending);
   next.assigned_agent = "agt_2";
-  next.idempotency_key = "key-2";
+  next.idempotency_key = "key-2"; // fixed at submission: not written
+  next.plan = "other-plan";       // likewise
   apply({put_run{next}});
   auto got = get_run(run.id);
   ASSERT_TRUE(got);
-  expect_same(*got, next);
+  auto expected = next;
+  expected.plan = run.plan;
+  expected.selector = run.selector;
+  expected.scope = run.scope;
+  expected.target_agent = run.target_agent;
+  expected.params = run.params;
+  expected.payload = run.payload;
+  expected.priority = run.priority;
+  expected.idempotency_key = run.idempotency_key;
+  expected.submitted_by = run.submitted_by;
+  expected.timeout_s = run.timeout_s;
+  expected.ttl_s = run.ttl_s;
+  expected.created_at = run.created_at;
+  expect_same(*got, expected);
+  EXPECT_EQ(got->status, run_status::pending);
+  EXPECT_EQ(got->assigned_agent, "agt_2");
   EXPECT_FALSE(got->finished_at);
   EXPECT_FALSE(got->exit_code);
+}
+
+// This test ensures that `put_run` of a run not stored yet writes it whole.
+TEST_F(sqlite_store_test, put_run_of_a_new_run_writes_every_field) {
+  auto run = full_run();
+  apply({put_run{run, false}});
+  auto got = get_run(run.id);
+  ASSERT_TRUE(got);
+  expect_same(*got, run);
 }
 
 // This test ensures that `put_agent` and `put_token` replace whole rows.
