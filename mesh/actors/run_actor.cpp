@@ -358,8 +358,17 @@ caf::behavior run_actor(self_ptr self, context_ptr ctx, run_record run, bool fre
                                 std::string{to_string(st.run.status)},
                             "status");
         }
-        if (auto err = check_transition(st.run, run_event::finish, req.status))
-          return err;
+        // A report that starts and finishes the run in one go: both
+        // transitions, one durable write.
+        auto base = st.run;
+        if (req.implicit_start && base.status == run_status::pending) {
+          if (auto err = check_transition(base, run_event::start)) return err;
+          auto now = st.ctx->now();
+          base.status = run_status::running;
+          base.started_at = now;
+          if (!base.delivered_at) base.delivered_at = now;
+        }
+        if (auto err = check_transition(base, run_event::finish, req.status)) return err;
         auto status = req.status;
         std::string reason = req.reason;
         if (status == run_status::error && reason.empty()) reason = "plan_failed";
@@ -370,7 +379,7 @@ caf::behavior run_actor(self_ptr self, context_ptr ctx, run_record run, bool fre
           status = run_status::error; // the agent stopped it because it ran too long
           reason = "timeout";
         }
-        auto next = ended(st.run, status, std::move(reason), st.ctx->now());
+        auto next = ended(base, status, std::move(reason), st.ctx->now());
         next.exit_code = req.exit_code;
         next.result = req.result;
         next.error = req.error;

@@ -11,7 +11,10 @@
 #include <caf/scoped_actor.hpp>
 #include <caf/send.hpp>
 #include <httplib.h>
+#include <map>
+#include <optional>
 #include <regex>
+#include <set>
 #include <sys/socket.h>
 
 namespace polymesh {
@@ -235,35 +238,146 @@ void refresh_agent_token(request_context& rc) {
   rc.reply(200, agent_session_json(*s, rc.ctx()->config));
 }
 
+/// A long-poll's place in the worker pool: released when it goes.
+class poll_slot {
+public:
+  poll_slot() = default;
+  explicit poll_slot(std::atomic<int64_t>* n)
+      : n_(n) {}
+  poll_slot(const poll_slot&) = delete;
+  poll_slot& operator=(const poll_slot&) = delete;
+  poll_slot(poll_slot&& other) noexcept
+      : n_(std::exchange(other.n_, nullptr)) {}
+  ~poll_slot() {
+    if (n_) n_->fetch_sub(1);
+  }
+
+private:
+  std::atomic<int64_t>* n_ = nullptr;
+};
+
+/// The wait of a poll (`?wait=S`, capped at `agents.poll_wait_max`) in
+/// milliseconds, with its place in the pool taken. A waiting poll holds a
+/// worker thread: past the pool's headroom this answers 503 rather than let
+/// every other request queue behind the polls.
+caf::expected<std::pair<int64_t, poll_slot>> take_poll_slot(request_context& rc) {
+  auto max_wait =
+      std::chrono::duration_cast<std::chrono::seconds>(rc.ctx()->config.poll_wait_max);
+  auto wait = query_int(rc, "wait", 0, 0, 86400);
+  if (!wait) return wait.error();
+  auto wait_ms = std::min<int64_t>(*wait, max_wait.count()) * 1000;
+  if (wait_ms == 0) return std::pair<int64_t, poll_slot>{0, poll_slot{}};
+  if (rc.open_polls.fetch_add(1) >= rc.max_polls) {
+    rc.open_polls.fetch_sub(1);
+    return make_error(errc::unavailable,
+                      "too many agents are long-polling for http.threads=" +
+                          std::to_string(rc.ctx()->config.http_threads) +
+                          "; retry later or raise http.threads");
+  }
+  return std::pair<int64_t, poll_slot>{wait_ms, poll_slot{&rc.open_polls}};
+}
+
+caf::expected<poll_result> wait_for_runs(request_context& rc, const std::string& id,
+                                         int64_t wait_ms) {
+  auto timeout = caf::duration{std::chrono::milliseconds{wait_ms} + ask_timeout};
+  return ask<poll_result>(rc, rc.ctx()->agents, timeout, poll_atom::value, rc.who, id,
+                          wait_ms);
+}
+
 void poll_runs(request_context& rc) {
   auto id = rc.param("id");
   if (auto err = check_own_agent(rc, id)) return rc.fail(err);
   if (auto err = only_params(rc, {"wait"})) return rc.fail(err);
-  auto max_wait =
-      std::chrono::duration_cast<std::chrono::seconds>(rc.ctx()->config.poll_wait_max);
-  auto wait = query_int(rc, "wait", 0, 0, 86400);
-  if (!wait) return rc.fail(wait.error());
-  auto wait_ms = std::min<int64_t>(*wait, max_wait.count()) * 1000;
-  // A waiting poll holds a worker thread. Past the pool's headroom, answer
-  // 503 now rather than let every other request queue behind the polls.
-  if (wait_ms > 0 && rc.open_polls.fetch_add(1) >= rc.max_polls) {
-    rc.open_polls.fetch_sub(1);
-    return rc.fail(make_error(errc::unavailable,
-                              "too many agents are long-polling for http.threads=" +
-                                  std::to_string(rc.ctx()->config.http_threads) +
-                                  "; retry later or raise http.threads"));
-  }
-  struct release {
-    std::atomic<int64_t>* n;
-    ~release() {
-      if (n) n->fetch_sub(1);
-    }
-  } guard{wait_ms > 0 ? &rc.open_polls : nullptr};
-  auto timeout = caf::duration{std::chrono::milliseconds{wait_ms} + ask_timeout};
-  auto out = ask<poll_result>(rc, rc.ctx()->agents, timeout, poll_atom::value, rc.who, id,
-                              wait_ms);
+  auto slot = take_poll_slot(rc);
+  if (!slot) return rc.fail(slot.error());
+  auto out = wait_for_runs(rc, id, slot->first);
   if (!out) return rc.fail(out.error());
   rc.reply(200, json{{"runs", run_list_json(out->runs)}, {"cancel", out->cancel}});
+}
+
+/// One item's outcome in a report answer: the run's state, or the error the
+/// single-run endpoint would have answered (with its HTTP status).
+json report_item(const std::string& id, const caf::expected<run_record>& r) {
+  if (r)
+    return json{{"run", id},
+                {"ok", true},
+                {"status", to_string(r->status)},
+                {"cancel_requested", r->cancel_requested}};
+  auto body = wire::error_body(r.error());
+  return json{{"run", id},
+              {"ok", false},
+              {"http_status", http_status(code_of(r.error()))},
+              {"error", body["error"]}};
+}
+
+/// `POST /v1/agents/{id}/report`: starts, then finishes, then (with
+/// `?wait=S`) a long-poll, in one request. Every item is answered on its
+/// own; an answered `ok` is durable.
+void report_runs(request_context& rc) {
+  auto id = rc.param("id");
+  if (auto err = check_own_agent(rc, id)) return rc.fail(err);
+  if (auto err = only_params(rc, {"wait"})) return rc.fail(err);
+  auto body = body_object(rc);
+  if (!body) return rc.fail(body.error());
+  auto req = wire::parse_report_request(*body, limits_of(rc.ctx()->config));
+  if (!req) return rc.fail(req.error());
+  auto slot = take_poll_slot(rc);
+  if (!slot) return rc.fail(slot.error());
+  // A run both started and finished here is one durable write (its finish
+  // carries the start); the others go to their run actors all at once and
+  // are answered in order.
+  std::set<std::string> finishing;
+  for (auto& [run, f] : req->finished)
+    finishing.insert(run);
+  caf::scoped_actor self{rc.node.system()};
+  using handle = decltype(self->request(rc.ctx()->runs, caf::duration{ask_timeout},
+                                        start_atom::value, rc.who, std::string{}));
+  auto collect = [&](handle& h) {
+    caf::expected<run_record> out{make_error(errc::internal, "no answer")};
+    h.receive([&](run_record& x) { out = std::move(x); },
+              [&](caf::error& err) { out = normalize(std::move(err)); });
+    return out;
+  };
+  std::vector<std::pair<std::string, std::optional<handle>>> starts;
+  for (auto& run : req->started) {
+    if (finishing.count(run) != 0) {
+      starts.emplace_back(run, std::nullopt);
+      continue;
+    }
+    starts.emplace_back(run, self->request(rc.ctx()->runs, caf::duration{ask_timeout},
+                                           start_atom::value, rc.who, run));
+  }
+  std::set<std::string> started_here{req->started.begin(), req->started.end()};
+  std::vector<handle> finishes;
+  for (auto& [run, f] : req->finished) {
+    f.implicit_start = started_here.count(run) != 0;
+    finishes.push_back(self->request(rc.ctx()->runs, caf::duration{ask_timeout},
+                                     finish_atom::value, rc.who, run, f));
+  }
+  json started = json::array();
+  json finished = json::array();
+  std::map<std::string, caf::expected<run_record>> ended;
+  for (size_t i = 0; i < finishes.size(); ++i) {
+    auto& run = req->finished[i].first;
+    auto r = collect(finishes[i]);
+    finished.push_back(report_item(run, r));
+    ended.emplace(run, std::move(r));
+  }
+  for (auto& [run, h] : starts) {
+    if (h) {
+      started.push_back(report_item(run, collect(*h)));
+      continue;
+    }
+    // Started within its finish: the start stands if the finish did.
+    auto& r = ended.at(run);
+    started.push_back(report_item(run, r));
+  }
+  json out{{"started", started}, {"finished", finished}};
+  auto polled = wait_for_runs(rc, id, slot->first);
+  if (!polled) return rc.fail(polled.error());
+  out["runs"] = run_list_json(polled->runs);
+  out["cancel"] = polled->cancel;
+  rc.reply(200, out);
 }
 
 void deregister_agent(request_context& rc) {
@@ -639,6 +753,9 @@ const std::vector<endpoint>& endpoints() {
        refresh_agent_token},
       {"GET", "/v1/agents/{id}/runs", agent_access,
        "Long-poll for assigned runs and cancel requests (`?wait=S`)", poll_runs},
+      {"POST", "/v1/agents/{id}/report", agent_access,
+       "Report started and finished runs in one request, then long-poll (`?wait=S`)",
+       report_runs},
       {"DELETE", "/v1/agents/{id}", agent_access | admin_access,
        "Deregister (agent) or remove (admin) an agent", deregister_agent},
       {"GET", "/v1/agents", users, "List agents (`?selector=&status=&plan=`)",
@@ -728,8 +845,8 @@ http_server::http_server(mesh_node& node)
   auto threads = static_cast<size_t>(cfg.http_threads);
   // Keep an eighth of the pool, 4 to 64 threads, for everything but polls:
   // a pool sized for 10,000 agents needs no 1,250 spare threads.
-  max_polls_ = std::max<int64_t>(
-      1, cfg.http_threads - std::clamp<int64_t>(cfg.http_threads / 8, 4, 64));
+  max_polls_ = std::max<int64_t>(1, cfg.http_threads -
+                                        std::clamp<int64_t>(cfg.http_threads / 8, 4, 64));
   svr_->new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
   svr_->set_tcp_nodelay(true);
   svr_->set_keep_alive_timeout(std::max<time_t>(

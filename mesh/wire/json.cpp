@@ -541,6 +541,86 @@ caf::expected<finish_request> parse_finish_request(const json& j, const limits& 
   return r;
 }
 
+namespace {
+
+/// A run id as an agent quotes it back: non-empty, printable, bounded.
+caf::error check_run_ref(const std::string& id, const std::string& field) {
+  if (id.empty() || id.size() > 128)
+    return make_error(errc::invalid_argument,
+                      "field '" + field + "' must be a run id of 1 to 128 bytes", field);
+  return {};
+}
+
+} // namespace
+
+caf::expected<report_request> parse_report_request(const json& j, const limits& lim) {
+  report_request r;
+  object_reader in{j};
+  in.string_list("started", r.started, false);
+  auto* finished = in.raw("finished");
+  if (auto e = in.finish()) return e;
+  auto too_many = [](const char* key) {
+    return make_error(errc::invalid_argument,
+                      std::string{"field '"} + key + "' must have at most " +
+                          std::to_string(max_report_items) + " items",
+                      key);
+  };
+  if (r.started.size() > max_report_items) return too_many("started");
+  std::set<std::string> seen;
+  for (size_t i = 0; i < r.started.size(); ++i) {
+    auto field = "started[" + std::to_string(i) + "]";
+    if (auto e = check_run_ref(r.started[i], field)) return e;
+    if (!seen.insert(r.started[i]).second)
+      return make_error(errc::invalid_argument,
+                        "field '" + field + "' repeats run '" + r.started[i] + "'",
+                        field);
+  }
+  if (!finished || finished->is_null()) return r;
+  if (!finished->is_array())
+    return make_error(errc::invalid_argument,
+                      "field 'finished' must be an array of finish objects", "finished");
+  if (finished->size() > max_report_items) return too_many("finished");
+  seen.clear();
+  for (size_t i = 0; i < finished->size(); ++i) {
+    auto prefix = "finished[" + std::to_string(i) + "]";
+    auto item = (*finished)[i];
+    if (!item.is_object())
+      return make_error(errc::invalid_argument,
+                        "field '" + prefix + "' must be an object", prefix);
+    auto run = item.find("run");
+    if (run == item.end() || !run->is_string())
+      return make_error(errc::invalid_argument,
+                        "field '" + prefix + ".run' must be a string (the run id)",
+                        prefix + ".run");
+    auto id = run->get<std::string>();
+    if (auto e = check_run_ref(id, prefix + ".run")) return e;
+    if (!seen.insert(id).second)
+      return make_error(errc::invalid_argument,
+                        "field '" + prefix + ".run' repeats run '" + id + "'",
+                        prefix + ".run");
+    item.erase("run");
+    auto f = parse_finish_request(item, lim);
+    if (!f) return within(prefix, f.error());
+    r.finished.emplace_back(std::move(id), std::move(*f));
+  }
+  return r;
+}
+
+json to_json(const report_request& r) {
+  json j = json::object();
+  if (!r.started.empty()) j["started"] = r.started;
+  if (!r.finished.empty()) {
+    json items = json::array();
+    for (auto& [id, f] : r.finished) {
+      auto item = to_json(f);
+      item["run"] = id;
+      items.push_back(std::move(item));
+    }
+    j["finished"] = std::move(items);
+  }
+  return j;
+}
+
 json to_json(const finish_request& r) {
   json j{{"status", to_string(r.status)}};
   if (r.exit_code) j["exit_code"] = *r.exit_code;

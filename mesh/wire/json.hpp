@@ -121,10 +121,25 @@ struct finish_request {
   std::string error;
   /// Why it ended, snake_case (e.g. `agent_shutdown`); "" lets the mesh choose.
   std::string reason;
+  /// Set by the report endpoint when the same report also starts the run:
+  /// start and finish become one durable write. Never read from JSON.
+  bool implicit_start = false;
 };
 [[nodiscard]] caf::expected<finish_request> parse_finish_request(const json& j,
                                                                  const limits& lim);
 [[nodiscard]] json to_json(const finish_request& r);
+
+/// POST /v1/agents/{id}/report: runs the agent started and runs it
+/// finished, in one request (each list at most `max_report_items`, no id
+/// twice in a list). A finished item is a finish request plus `"run"`.
+struct report_request {
+  std::vector<std::string> started;
+  std::vector<std::pair<std::string, finish_request>> finished;
+};
+inline constexpr size_t max_report_items = 1000;
+[[nodiscard]] caf::expected<report_request> parse_report_request(const json& j,
+                                                                 const limits& lim);
+[[nodiscard]] json to_json(const report_request& r);
 
 /// The plan name rule: 1..128 chars of [A-Za-z0-9._-], alphanumeric first.
 [[nodiscard]] caf::error validate_plan_name(const std::string& plan,

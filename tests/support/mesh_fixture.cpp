@@ -113,6 +113,11 @@ response scripted_agent::deregister() const {
   return call(port, "DELETE", "/v1/agents/" + id, token);
 }
 
+response scripted_agent::report(const json& body, int wait_s) const {
+  return call(port, "POST", "/v1/agents/" + id + "/report?wait=" + std::to_string(wait_s),
+              token, body);
+}
+
 response scripted_agent::put_artifact(const std::string& run_id, const std::string& name,
                                       const std::string& bytes) const {
   return call(port, "PUT", "/v1/runs/" + run_id + "/artifacts/" + name, token, nullptr,
