@@ -248,6 +248,10 @@ public:
   poll_slot& operator=(const poll_slot&) = delete;
   poll_slot(poll_slot&& other) noexcept
       : n_(std::exchange(other.n_, nullptr)) {}
+  poll_slot& operator=(poll_slot&& other) noexcept {
+    std::swap(n_, other.n_);
+    return *this;
+  }
   ~poll_slot() {
     if (n_) n_->fetch_sub(1);
   }
@@ -311,7 +315,7 @@ json report_item(const std::string& id, const caf::expected<run_record>& r) {
 }
 
 /// `POST /v1/agents/{id}/report`: starts, then finishes, then (with
-/// `?wait=S`) a long-poll, in one request. Every item is answered on its
+/// `?wait=S`, also 0) a poll, in one request. Every item is answered on its
 /// own; an answered `ok` is durable.
 void report_runs(request_context& rc) {
   auto id = rc.param("id");
@@ -321,8 +325,17 @@ void report_runs(request_context& rc) {
   if (!body) return rc.fail(body.error());
   auto req = wire::parse_report_request(*body, limits_of(rc.ctx()->config));
   if (!req) return rc.fail(req.error());
-  auto slot = take_poll_slot(rc);
-  if (!slot) return rc.fail(slot.error());
+  // Without `wait` a report does not poll: the agent's own long-poll, which
+  // may be parked meanwhile, keeps its place.
+  bool polls = rc.req.has_param("wait");
+  int64_t wait_ms = 0;
+  poll_slot held;
+  if (polls) {
+    auto slot = take_poll_slot(rc);
+    if (!slot) return rc.fail(slot.error());
+    wait_ms = slot->first;
+    held = std::move(slot->second);
+  }
   // A run both started and finished here is one durable write (its finish
   // carries the start); the others go to their run actors all at once and
   // are answered in order.
@@ -373,7 +386,8 @@ void report_runs(request_context& rc) {
     started.push_back(report_item(run, r));
   }
   json out{{"started", started}, {"finished", finished}};
-  auto polled = wait_for_runs(rc, id, slot->first);
+  if (!polls) return rc.reply(200, out);
+  auto polled = wait_for_runs(rc, id, wait_ms);
   if (!polled) return rc.fail(polled.error());
   out["runs"] = run_list_json(polled->runs);
   out["cancel"] = polled->cancel;

@@ -114,8 +114,9 @@ response scripted_agent::deregister() const {
 }
 
 response scripted_agent::report(const json& body, int wait_s) const {
-  return call(port, "POST", "/v1/agents/" + id + "/report?wait=" + std::to_string(wait_s),
-              token, body);
+  auto path = "/v1/agents/" + id + "/report";
+  if (wait_s >= 0) path += "?wait=" + std::to_string(wait_s);
+  return call(port, "POST", path, token, body);
 }
 
 response scripted_agent::put_artifact(const std::string& run_id, const std::string& name,

@@ -67,7 +67,8 @@ struct scripted_agent {
   response finish(const std::string& run_id, const std::string& status, int exit_code = 0,
                   const std::string& result = {}) const;
   response deregister() const;
-  /// POST /v1/agents/{id}/report?wait=S with `body`.
+  /// POST /v1/agents/{id}/report?wait=S with `body`; without `?wait` when
+  /// `wait_s` is negative.
   response report(const json& body, int wait_s = 0) const;
   /// PUT /v1/runs/{id}/artifacts/{name} with `bytes` as the raw body.
   response put_artifact(const std::string& run_id, const std::string& name,

@@ -2,6 +2,8 @@
 // request, each item answered on its own.
 #include "tests/support/mesh_fixture.hpp"
 
+#include <future>
+
 namespace polymesh::test {
 namespace {
 
@@ -153,7 +155,8 @@ TEST_F(report, malformed_report_changes_nothing) {
 // and a submitter's token are refused before anything is read.
 TEST_F(report, only_the_agent_itself_may_report) {
   auto agent = register_agent("o-1", json::object());
-  auto other = register_agent("o-2", json::object());
+  // The other agent implements another plan, so the run goes to the first.
+  auto other = register_agent("o-2", json::object(), json::array({"other"}));
   auto sub = submit(json{{"plan", "noop"}});
   auto id = sub.body["id"].get<std::string>();
   auto runs = agent.take(1);
@@ -188,6 +191,29 @@ TEST_F(report, finish_then_long_poll_carries_the_next_run) {
   ASSERT_EQ(r.body["runs"].size(), 1u) << r.raw;
   EXPECT_EQ(r.body["runs"][0]["id"], next);
   EXPECT_EQ(get_run(first)["status"], "success");
+}
+
+// This test ensures a report without `wait` does not poll: a long-poll the
+// agent has parked meanwhile keeps waiting and carries the next run.
+TEST_F(report, report_without_wait_leaves_the_parked_poll_alone) {
+  auto agent = register_agent("w-1", json::object(), json::array({"noop"}), 2);
+  auto first = submit(json{{"plan", "noop"}});
+  ASSERT_EQ(first.status, 201);
+  auto first_id = first.body["id"].get<std::string>();
+  ASSERT_EQ(agent.take(1).size(), 1u);
+  auto parked = std::async(std::launch::async, [&] { return agent.poll(20); });
+  ASSERT_TRUE(eventually(
+      [&] { return call("GET", "/readyz", admin).body["http"]["long_polls"] == 1; }));
+  auto r = agent.report(json{{"started", json::array({first_id})}}, -1);
+  ASSERT_EQ(r.status, 200) << r.raw;
+  EXPECT_TRUE(r.body["started"][0]["ok"].get<bool>()) << r.raw;
+  EXPECT_FALSE(r.body.contains("runs")) << r.raw;
+  auto second = submit(json{{"plan", "noop"}});
+  ASSERT_EQ(second.status, 201);
+  auto polled = parked.get();
+  ASSERT_EQ(polled.status, 200) << polled.raw;
+  ASSERT_EQ(polled.body["runs"].size(), 1u) << polled.raw;
+  EXPECT_EQ(polled.body["runs"][0]["id"], second.body["id"]);
 }
 
 // This test ensures an empty report is a plain poll.
