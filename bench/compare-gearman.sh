@@ -98,6 +98,9 @@ stop_meshd
 start_meshd pm-e2e-batch 64 full
 record "system=polymesh-batch $("$MESH_BENCH" e2e --url "$URL" --runs "$RUNS" --clients 4 --agents 8 --slots 8 --batch 100 --durable full)"
 stop_meshd
+start_meshd pm-e2e-report 64 full
+record "system=polymesh-report $("$MESH_BENCH" e2e --url "$URL" --runs "$RUNS" --clients 4 --agents 1 --slots 8 --batch 100 --durable full --protocol report-implicit)"
+stop_meshd
 start_meshd pm-latency 64 full
 record "system=polymesh $("$MESH_BENCH" latency --url "$URL" --runs "$LAT_RUNS")"
 stop_meshd
@@ -139,6 +142,7 @@ figure "submit runs/s" submit gearman-submit runs_per_s
 figure "submit runs/s, pm batches of 100" submit gearman-submit runs_per_s polymesh-batch
 figure "e2e runs/s (8 slots)" e2e gearman-e2e runs_per_s
 figure "e2e runs/s, pm batch submits" e2e gearman-e2e runs_per_s polymesh-batch
+figure "e2e runs/s, pm batches + report" e2e gearman-e2e runs_per_s polymesh-report
 for p in p50 p90 p99 max; do
   figure "dispatch $p us" latency gearman-latency "dispatch_${p}_us"
 done

@@ -4,7 +4,8 @@
 //                      [--durable full]
 //   mesh-bench latency --url URL [--runs 2000]
 //   mesh-bench e2e     --url URL [--runs 20000] [--clients 4] [--agents 8] [--slots 8]
-//                      [--batch 1]       (--agents 0: agents run elsewhere, e.g.
+//                      [--batch 1] [--protocol single|report|report-implicit]
+//                                        (--agents 0: agents run elsewhere, e.g.
 //                                         mesh-agent; add --expect-agents N)
 //   mesh-bench token   --url URL [--kind registration]   (prints a new token)
 //   mesh-bench agents  --url URL --pid PID [--agents 1000] [--rate 200] [--wake-seconds
@@ -503,6 +504,78 @@ struct e2e_shared {
   _exit(0); // the poller may sit in a long-poll; do not wait for it
 }
 
+/// One agent process speaking `POST /v1/agents/{id}/report`: a finish
+/// travels with the next long-poll. With `confirm_start` (what an agent must
+/// do before side effects) a received batch is started in its own report
+/// (`wait=0`) before it runs: two requests per batch. Without it the start
+/// rides with the finish: one request per batch, for plans that may run
+/// twice.
+[[noreturn]] void report_agent_process(const endpoint& ep, const agent_creds& agent,
+                                       bool confirm_start, e2e_shared* sh,
+                                       int64_t target) {
+  auto c = client_for(ep);
+  auto auth = bearer(agent.token);
+  auto base = "/v1/agents/" + agent.id + "/report";
+  std::unordered_set<std::string> seen;
+  std::vector<std::string> held; // received, not yet run
+  std::vector<std::string> done; // run, finish not yet acknowledged
+  int64_t requests = 0;
+  auto post = [&](const json& body, int wait_s) -> json {
+    ++requests;
+    auto res = c->Post(base + "?wait=" + std::to_string(wait_s), auth, body.dump(),
+                       "application/json");
+    if (!res || res->status != 200) {
+      ++sh->errors;
+      sleep_ms(10);
+      return nullptr;
+    }
+    return json::parse(res->body, nullptr, false);
+  };
+  auto take_runs = [&](const json& answer) {
+    for (auto& r : answer["runs"])
+      if (auto id = r["id"].get<std::string>(); seen.insert(id).second)
+        held.push_back(id);
+  };
+  while (!sh->stop && sh->done < target) {
+    json body = json::object();
+    if (!done.empty() || (!confirm_start && !held.empty())) {
+      json finished = json::array();
+      for (auto& id : confirm_start ? done : held)
+        finished.push_back(json{{"run", id}, {"status", "success"}, {"exit_code", 0}});
+      body["finished"] = std::move(finished);
+      if (!confirm_start) body["started"] = held;
+    }
+    auto answer = post(body, 2);
+    if (answer.is_null()) continue;
+    auto acked = static_cast<int64_t>(answer["finished"].size());
+    int64_t failed = 0;
+    for (auto& item : answer["finished"])
+      failed += item["ok"].get<bool>() ? 0 : 1;
+    if (acked > 0) {
+      sh->errors += failed;
+      sh->last_done_ns = now_ns();
+      sh->done += acked - failed;
+      (confirm_start ? done : held).clear();
+    }
+    take_runs(answer);
+    if (!confirm_start || held.empty()) continue;
+    // Confirm the starts before running anything.
+    auto started = post(json{{"started", held}}, 0);
+    if (started.is_null()) continue;
+    for (auto& item : started["started"])
+      if (item["ok"].get<bool>())
+        done.push_back(item["run"].get<std::string>());
+      else
+        ++sh->errors;
+    held.clear();
+    take_runs(started);
+  }
+  std::fprintf(stderr, "report agent: %lld requests for %zu runs\n",
+               static_cast<long long>(requests), seen.size());
+  std::fflush(stderr);
+  _exit(0);
+}
+
 /// e2e with agents started elsewhere (`--agents 0`), e.g. real mesh-agent
 /// processes: waits for `--expect-agents` online agents, submits, and
 /// watches /readyz until every run succeeded.
@@ -552,6 +625,9 @@ int cmd_e2e(const options& o) {
   auto slots = o.num("slots", 8);
   if (n_agents == 0) return e2e_external(o);
   if (slots % n_agents != 0) die("--slots must be a multiple of --agents");
+  auto protocol = o.str("protocol", "single");
+  if (protocol != "single" && protocol != "report" && protocol != "report-implicit")
+    die("--protocol must be single, report or report-implicit");
   auto token = create_token(ep, "submitter");
   std::vector<agent_creds> agents;
   {
@@ -570,7 +646,14 @@ int cmd_e2e(const options& o) {
   std::vector<pid_t> children;
   for (auto& a : agents) { // fork before this process starts any thread
     auto pid = fork();
-    if (pid == 0) agent_process(ep, a, slots / n_agents, sh, runs);
+    if (pid == 0) {
+      if (protocol == "report")
+        report_agent_process(ep, a, true, sh, runs);
+      else if (protocol == "report-implicit")
+        report_agent_process(ep, a, false, sh, runs);
+      else
+        agent_process(ep, a, slots / n_agents, sh, runs);
+    }
     children.push_back(pid);
   }
   sleep_ms(300); // let the agents' first polls park
@@ -596,10 +679,12 @@ int cmd_e2e(const options& o) {
   double secs = static_cast<double>(t_end - t0) / 1e9;
   int64_t success = readyz_count(ep, "runs", "success");
   std::printf(
-      "bench=e2e runs=%lld clients=%lld agents=%lld slots=%lld submitted=%lld done=%lld "
+      "bench=e2e protocol=%s runs=%lld clients=%lld agents=%lld slots=%lld "
+      "submitted=%lld "
+      "done=%lld "
       "errors=%lld seconds=%s runs_per_s=%s submit_runs_per_s=%s verified_success=%lld "
       "verified=%s durable=%s\n",
-      static_cast<long long>(runs), static_cast<long long>(clients),
+      protocol.c_str(), static_cast<long long>(runs), static_cast<long long>(clients),
       static_cast<long long>(n_agents), static_cast<long long>(slots),
       static_cast<long long>(sub.ok), static_cast<long long>(done),
       static_cast<long long>(sh->errors.load() + sub.errors), fmt(secs, 3).c_str(),

@@ -8,7 +8,7 @@
 # are copied to $BENCH_RESULTS (default /tmp/polymesh-bench-results.txt).
 # Knobs: RUNS (20000), LAT_RUNS (2000), AGENT_COUNTS ("1000 5000 10000"),
 # RESTART_FINISHED (1000000), RESTART_UNFINISHED (10000), SKIP (words among
-# micro submit latency e2e e2e-sdk agents restart).
+# micro submit latency e2e e2e-report e2e-sdk agents restart).
 set -euo pipefail
 BUILD=${1:-${BUILD_DIR:-build}}
 BUILD=$(cd "$BUILD" && pwd)
@@ -72,6 +72,15 @@ if ! skip e2e; then
   log "e2e: $RUNS runs, 4 clients, 8 protocol-level agent processes x 1 slot"
   record "$("$MESH_BENCH" e2e --url "$URL" --runs "$RUNS" --clients 4 --agents 8 --slots 8 --batch 100 --durable full)"
   stop_meshd
+fi
+
+if ! skip e2e-report; then
+  for proto in report report-implicit; do
+    start_meshd "e2e-$proto" 64 full
+    log "e2e-$proto: $RUNS runs, 4 clients, 1 protocol-level agent process x 8 slots over POST /v1/agents/{id}/report"
+    record "$("$MESH_BENCH" e2e --url "$URL" --runs "$RUNS" --clients 4 --agents 1 --slots 8 --batch 100 --durable full --protocol "$proto")"
+    stop_meshd
+  done
 fi
 
 if ! skip e2e-sdk; then
@@ -153,6 +162,12 @@ if l=$(line latency .) && [ -n "$l" ]; then
 fi
 if l=$(line e2e ' agents=8 ') && [ -n "$l" ]; then
   row "e2e runs/s, protocol agents (verified=$(field "$l" verified))" "$(field "$l" runs_per_s)" ">= Gearman mem"
+fi
+if l=$(line e2e 'protocol=report runs=') && [ -n "$l" ]; then
+  row "e2e runs/s, report, start confirmed (verified=$(field "$l" verified))" "$(field "$l" runs_per_s)" ">= Gearman mem"
+fi
+if l=$(line e2e 'protocol=report-implicit ') && [ -n "$l" ]; then
+  row "e2e runs/s, report, start with finish (verified=$(field "$l" verified))" "$(field "$l" runs_per_s)" ">= Gearman mem"
 fi
 if l=$(line e2e 'agent=mesh-agent') && [ -n "$l" ]; then
   row "e2e runs/s, 8 mesh-agents (verified=$(field "$l" verified))" "$(field "$l" runs_per_s)" ">= Gearman mem"
