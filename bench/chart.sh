@@ -31,6 +31,8 @@ val() { # SYSTEM BENCH KEY
   for b in submit e2e; do
     echo "$b $(val polymesh $b runs_per_s) $(val polymesh-batch $b runs_per_s) $(val gearman-sqlite gearman-$b runs_per_s) $(val gearman-memory gearman-$b runs_per_s)"
   done
+  # batch submits and one agent x 8 slots over POST /v1/agents/{id}/report
+  echo "e2e-report 0 $(val polymesh-report e2e runs_per_s) $(val gearman-sqlite gearman-e2e runs_per_s) $(val gearman-memory gearman-e2e runs_per_s)"
 } >"$TMP/thr.dat"
 gnuplot <<GP
 set terminal pngcairo size 1200,520 font ",10"
