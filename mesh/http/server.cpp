@@ -15,6 +15,7 @@
 #include <optional>
 #include <regex>
 #include <set>
+#include <string_view>
 #include <sys/socket.h>
 
 namespace polymesh {
@@ -122,12 +123,33 @@ caf::expected<int64_t> query_int(request_context& rc, const char* name, int64_t 
   return x;
 }
 
+/// Whether `key` is spelled in the request's query string. cpp-httplib also
+/// puts the fields of a form-encoded body into `params`, and `curl -d`
+/// labels a JSON body that way unless told otherwise.
+bool in_query_string(const httplib::Request& req, const std::string& key) {
+  auto q = req.target.find('?');
+  if (q == std::string::npos) return false;
+  std::string_view query{req.target};
+  query.remove_prefix(q + 1);
+  while (!query.empty()) {
+    auto item = query.substr(0, query.find('&'));
+    if (item.substr(0, item.find('=')) == key) return true;
+    if (item.size() == query.size()) break;
+    query.remove_prefix(item.size() + 1);
+  }
+  return false;
+}
+
 /// Rejects query parameters the endpoint does not know.
 caf::error only_params(request_context& rc, std::initializer_list<const char*> known) {
+  bool form_body = rc.req.get_header_value("Content-Type")
+                       .rfind("application/x-www-form-urlencoded", 0) == 0;
   for (auto& [k, v] : rc.req.params) {
     bool ok = false;
     for (auto* name : known)
       ok = ok || k == name;
+    // A JSON body sent as a form (`curl -d`) is parsed into params too.
+    if (!ok && form_body && !in_query_string(rc.req, k)) continue;
     if (!ok)
       return make_error(errc::invalid_argument, "unknown query parameter '" + k + "'", k);
   }
@@ -327,7 +349,7 @@ void report_runs(request_context& rc) {
   if (!req) return rc.fail(req.error());
   // Without `wait` a report does not poll: the agent's own long-poll, which
   // may be parked meanwhile, keeps its place.
-  bool polls = rc.req.has_param("wait");
+  bool polls = in_query_string(rc.req, "wait");
   int64_t wait_ms = 0;
   poll_slot held;
   if (polls) {

@@ -3,6 +3,7 @@
 #include "tests/support/mesh_fixture.hpp"
 
 #include <future>
+#include <httplib.h>
 
 namespace polymesh::test {
 namespace {
@@ -214,6 +215,37 @@ TEST_F(report, report_without_wait_leaves_the_parked_poll_alone) {
   ASSERT_EQ(polled.status, 200) << polled.raw;
   ASSERT_EQ(polled.body["runs"].size(), 1u) << polled.raw;
   EXPECT_EQ(polled.body["runs"][0]["id"], second.body["id"]);
+}
+
+// This test ensures a JSON body labelled as a form (what `curl -d` sends)
+// is read as JSON: its text is not taken for unknown query parameters, and
+// a real unknown query parameter is still refused.
+TEST_F(report, json_body_sent_as_a_form_is_accepted) {
+  auto agent = register_agent("f-1", json::object());
+  auto sub = submit(json{{"plan", "noop"}});
+  ASSERT_EQ(sub.status, 201);
+  auto id = sub.body["id"].get<std::string>();
+  ASSERT_EQ(agent.take(1).size(), 1u);
+  httplib::Client cli{"127.0.0.1", port};
+  httplib::Headers auth{{"Authorization", "Bearer " + agent.token}};
+  auto body =
+      json{{"started", json::array({id})},
+           {"finished",
+            json::array(
+                {json{{"run", id}, {"status", "success"}, {"error", "a&wait=5&x=1"}}})}}
+          .dump();
+  const char* form = "application/x-www-form-urlencoded";
+  auto bad = cli.Post("/v1/agents/" + agent.id + "/report?wiat=1", auth, body, form);
+  ASSERT_TRUE(bad);
+  EXPECT_EQ(bad->status, 400) << bad->body;
+  EXPECT_EQ(get_run(id)["status"], "pending");
+  auto res = cli.Post("/v1/agents/" + agent.id + "/report", auth, body, form);
+  ASSERT_TRUE(res);
+  ASSERT_EQ(res->status, 200) << res->body;
+  auto answer = json::parse(res->body);
+  EXPECT_TRUE(answer["finished"][0]["ok"].get<bool>()) << res->body;
+  EXPECT_FALSE(answer.contains("runs")) << res->body; // "wait" in the body is no query
+  EXPECT_EQ(get_run(id)["status"], "success");
 }
 
 // This test ensures an empty report is a plain poll.
