@@ -606,21 +606,6 @@ caf::expected<report_request> parse_report_request(const json& j, const limits& 
   return r;
 }
 
-json to_json(const report_request& r) {
-  json j = json::object();
-  if (!r.started.empty()) j["started"] = r.started;
-  if (!r.finished.empty()) {
-    json items = json::array();
-    for (auto& [id, f] : r.finished) {
-      auto item = to_json(f);
-      item["run"] = id;
-      items.push_back(std::move(item));
-    }
-    j["finished"] = std::move(items);
-  }
-  return j;
-}
-
 json to_json(const finish_request& r) {
   json j{{"status", to_string(r.status)}};
   if (r.exit_code) j["exit_code"] = *r.exit_code;
