@@ -139,7 +139,7 @@ figure() { # LABEL PM_BENCH GM_BENCH KEY [PM_SYSTEM]
   row "$1" "${a:--}" "${b:--}" "${c:--}" "$(ratio "$a" "$b")" "$(ratio "$a" "$c")"
 }
 figure "submit runs/s" submit gearman-submit runs_per_s
-figure "submit runs/s, pm batches of 100" submit gearman-submit runs_per_s polymesh-batch
+figure "submit runs/s, pm batches of 100, ids" submit gearman-submit runs_per_s polymesh-batch
 figure "e2e runs/s (8 slots)" e2e gearman-e2e runs_per_s
 figure "e2e runs/s, pm batch submits" e2e gearman-e2e runs_per_s polymesh-batch
 figure "e2e runs/s, pm batches + report" e2e gearman-e2e runs_per_s polymesh-report

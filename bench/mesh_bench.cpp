@@ -1,7 +1,8 @@
 // mesh-bench: load tool for meshd over its REST API (docs/benchmarks.md).
 //
 //   mesh-bench submit  --url URL [--runs 20000] [--clients 4] [--batch 1]
-//                      [--durable full]
+//                      [--answer minimal|full] [--durable full]   (--answer: batch
+//                                         answers with `Prefer: return=minimal` or not)
 //   mesh-bench latency --url URL [--runs 2000]
 //   mesh-bench e2e     --url URL [--runs 20000] [--clients 4] [--agents 8] [--slots 8]
 //                      [--batch 1] [--protocol single|report|report-implicit]
@@ -211,13 +212,16 @@ std::string submit_one(httplib::Client& c, const httplib::Headers& auth, int* st
   return res->body.substr(id_at, res->body.find('"', id_at) - id_at);
 }
 
+/// Whether batch submits ask for `Prefer: return=minimal` (`--answer`).
+bool minimal_answers = true;
+
 /// POST /v1/runs/batch with `n` noop runs; returns how many were created.
-int64_t submit_batch(httplib::Client& c, const httplib::Headers& auth, int64_t n,
-                     int* status) {
+int64_t submit_batch(httplib::Client& c, httplib::Headers auth, int64_t n, int* status) {
   std::string body = R"({"runs":[)";
   for (int64_t i = 0; i < n; ++i)
     body += i ? R"(,{"plan":"noop"})" : R"({"plan":"noop"})";
   body += "]}";
+  if (minimal_answers) auth.emplace("Prefer", "return=minimal");
   auto res = c.Post("/v1/runs/batch", auth, body, "application/json");
   *status = res ? res->status : -1;
   if (!res || res->status != 201) return 0;
@@ -315,17 +319,20 @@ int cmd_submit(const options& o) {
   auto runs = o.num("runs", 20000);
   auto clients = o.num("clients", 4);
   auto batch = std::clamp<int64_t>(o.num("batch", 1), 1, 1000);
+  auto answer = o.str("answer", "minimal");
+  if (answer != "minimal" && answer != "full") die("--answer must be minimal or full");
+  minimal_answers = answer == "minimal";
   auto token = create_token(ep, "submitter");
   auto deadline = now_ns() + o.num("max-seconds", 120) * 1'000'000'000;
   auto r = submit_many(ep, token, runs, clients, deadline, true, batch);
   double secs = static_cast<double>(r.last_ns - r.first_ns) / 1e9;
-  std::printf("bench=submit runs=%lld clients=%lld batch=%lld ok=%lld errors=%lld "
-              "seconds=%s runs_per_s=%s%s "
+  std::printf("bench=submit runs=%lld clients=%lld batch=%lld answer=%s ok=%lld "
+              "errors=%lld seconds=%s runs_per_s=%s%s "
               "durable=%s\n",
               static_cast<long long>(runs), static_cast<long long>(clients),
-              static_cast<long long>(batch), static_cast<long long>(r.ok),
-              static_cast<long long>(r.errors), fmt(secs, 3).c_str(),
-              fmt(static_cast<double>(r.ok) / secs, 0).c_str(),
+              static_cast<long long>(batch), batch > 1 ? answer.c_str() : "full",
+              static_cast<long long>(r.ok), static_cast<long long>(r.errors),
+              fmt(secs, 3).c_str(), fmt(static_cast<double>(r.ok) / secs, 0).c_str(),
               pcts("submit", r.latencies).c_str(), o.str("durable", "unknown").c_str());
   return r.errors == 0 && r.ok == runs ? 0 : 1;
 }

@@ -2,6 +2,7 @@
 // cancel, progress, logs, list filters and pagination.
 #include "tests/support/mesh_fixture.hpp"
 
+#include <httplib.h>
 #include <set>
 
 namespace polymesh::test {
@@ -257,6 +258,50 @@ TEST_F(runs, batch_honours_idempotency_keys) {
   EXPECT_EQ(again.status, 200) << again.raw;
   EXPECT_EQ(again.body["results"][0]["run"]["id"], res[1]["run"]["id"]);
   EXPECT_EQ(call("GET", "/v1/runs", admin).body["runs"].size(), 2u);
+}
+
+// This test ensures `Prefer: return=minimal` answers each run with its id
+// and status only (and says so in Preference-Applied), while the runs are
+// created whole; without it, or with another preference, answers are full.
+TEST_F(runs, batch_with_prefer_return_minimal_answers_ids_only) {
+  httplib::Client cli{"127.0.0.1", port};
+  auto body = batch_of({{{"plan", "noop"}, {"payload", "a"}, {"idempotency_key", "m1"}},
+                        {{"plan", "noop"}, {"payload", "b"}}})
+                  .dump();
+  auto post = [&](const char* prefer) {
+    httplib::Headers h{{"Authorization", "Bearer " + admin}};
+    if (prefer) h.emplace("Prefer", prefer);
+    auto res = cli.Post("/v1/runs/batch", h, body, "application/json");
+    EXPECT_TRUE(res);
+    return res;
+  };
+  auto res = post("respond-async, Return=Minimal; x=1");
+  ASSERT_EQ(res->status, 201) << res->body;
+  EXPECT_EQ(res->get_header_value("Preference-Applied"), "return=minimal");
+  auto results = json::parse(res->body)["results"];
+  ASSERT_EQ(results.size(), 2u);
+  for (auto& r : results) {
+    EXPECT_TRUE(r["created"].get<bool>());
+    EXPECT_EQ(r["run"].size(), 2u) << r.dump(); // id and status
+    EXPECT_EQ(r["run"]["status"], "created");
+    auto full = get_run(r["run"]["id"].get<std::string>());
+    EXPECT_EQ(full["plan"], "noop");
+    EXPECT_EQ(full["status"], "created");
+  }
+  EXPECT_EQ(get_run(results[1]["run"]["id"].get<std::string>())["payload"], "b");
+  // The repeat of the keyed run names the run holding the key, minimally too.
+  auto again = post("return=\"minimal\"");
+  auto repeat = json::parse(again->body)["results"];
+  EXPECT_FALSE(repeat[0]["created"].get<bool>());
+  EXPECT_EQ(repeat[0]["run"]["id"], results[0]["run"]["id"]);
+  for (const char* other : {"return=representation", "return=minimalist"}) {
+    auto full = post(other);
+    ASSERT_EQ(full->status, 201) << full->body;
+    EXPECT_FALSE(full->has_header("Preference-Applied"));
+    EXPECT_EQ(json::parse(full->body)["results"][1]["run"]["payload"], "b");
+  }
+  auto plain = post(nullptr);
+  EXPECT_EQ(json::parse(plain->body)["results"][1]["run"]["payload"], "b");
 }
 
 // This test ensures one bad run refuses the whole batch, naming the item,
