@@ -65,6 +65,15 @@ caf::error normalize(caf::error err) {
   return make_error(errc::unavailable, "the mesh did not answer: " + caf::to_string(err));
 }
 
+/// Waits for the answer to a request made with `handle` (a blocking
+/// actor's response handle).
+template <class T, class Handle> caf::expected<T> await_answer(Handle& handle) {
+  caf::expected<T> out{make_error(errc::internal, "no answer")};
+  handle.receive([&](T& x) { out = std::move(x); },
+                 [&](caf::error& err) { out = normalize(std::move(err)); });
+  return out;
+}
+
 /// Sends one request to `dest` and waits for the answer. A fresh
 /// `scoped_actor` per call: reusing one with a finite timeout leaks timeout
 /// messages into its mailbox (see DEPENDENCIES.md).
@@ -72,11 +81,8 @@ template <class T, class... Ts>
 caf::expected<T> ask(request_context& rc, const caf::actor& dest, caf::duration timeout,
                      Ts&&... xs) {
   caf::scoped_actor self{rc.node.system()};
-  caf::expected<T> out{make_error(errc::internal, "no answer")};
-  self->request(dest, timeout, std::forward<Ts>(xs)...)
-      .receive([&](T& x) { out = std::move(x); },
-               [&](caf::error& err) { out = normalize(std::move(err)); });
-  return out;
+  auto handle = self->request(dest, timeout, std::forward<Ts>(xs)...);
+  return await_answer<T>(handle);
 }
 
 template <class T, class... Ts>
@@ -368,12 +374,6 @@ void report_runs(request_context& rc) {
   caf::scoped_actor self{rc.node.system()};
   using handle = decltype(self->request(rc.ctx()->runs, caf::duration{ask_timeout},
                                         start_atom::value, rc.who, std::string{}));
-  auto collect = [&](handle& h) {
-    caf::expected<run_record> out{make_error(errc::internal, "no answer")};
-    h.receive([&](run_record& x) { out = std::move(x); },
-              [&](caf::error& err) { out = normalize(std::move(err)); });
-    return out;
-  };
   std::vector<std::pair<std::string, std::optional<handle>>> starts;
   for (auto& run : req->started) {
     if (finishing.count(run) != 0) {
@@ -392,22 +392,17 @@ void report_runs(request_context& rc) {
   }
   json started = json::array();
   json finished = json::array();
-  std::map<std::string, caf::expected<run_record>> ended;
+  // A run started within its finish is answered like its finish: the start
+  // stands if the finish did.
+  std::map<std::string, json> ended;
   for (size_t i = 0; i < finishes.size(); ++i) {
     auto& run = req->finished[i].first;
-    auto r = collect(finishes[i]);
-    finished.push_back(report_item(run, r));
-    ended.emplace(run, std::move(r));
+    auto item = report_item(run, await_answer<run_record>(finishes[i]));
+    finished.push_back(item);
+    ended.emplace(run, std::move(item));
   }
-  for (auto& [run, h] : starts) {
-    if (h) {
-      started.push_back(report_item(run, collect(*h)));
-      continue;
-    }
-    // Started within its finish: the start stands if the finish did.
-    auto& r = ended.at(run);
-    started.push_back(report_item(run, r));
-  }
+  for (auto& [run, h] : starts)
+    started.push_back(h ? report_item(run, await_answer<run_record>(*h)) : ended.at(run));
   json out{{"started", started}, {"finished", finished}};
   if (!polls) return rc.reply(200, out);
   auto polled = wait_for_runs(rc, id, wait_ms);

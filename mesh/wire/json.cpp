@@ -543,11 +543,16 @@ caf::expected<finish_request> parse_finish_request(const json& j, const limits& 
 
 namespace {
 
-/// A run id as an agent quotes it back: non-empty, printable, bounded.
-caf::error check_run_ref(const std::string& id, const std::string& field) {
+/// A run id as an agent quotes it back (1 to 128 bytes), not yet in `seen`
+/// (the ids of the same list so far), which it joins.
+caf::error check_run_ref(const std::string& id, const std::string& field,
+                         std::set<std::string>& seen) {
   if (id.empty() || id.size() > 128)
     return make_error(errc::invalid_argument,
                       "field '" + field + "' must be a run id of 1 to 128 bytes", field);
+  if (!seen.insert(id).second)
+    return make_error(errc::invalid_argument,
+                      "field '" + field + "' repeats run '" + id + "'", field);
   return {};
 }
 
@@ -567,14 +572,9 @@ caf::expected<report_request> parse_report_request(const json& j, const limits& 
   };
   if (r.started.size() > max_report_items) return too_many("started");
   std::set<std::string> seen;
-  for (size_t i = 0; i < r.started.size(); ++i) {
-    auto field = "started[" + std::to_string(i) + "]";
-    if (auto e = check_run_ref(r.started[i], field)) return e;
-    if (!seen.insert(r.started[i]).second)
-      return make_error(errc::invalid_argument,
-                        "field '" + field + "' repeats run '" + r.started[i] + "'",
-                        field);
-  }
+  for (size_t i = 0; i < r.started.size(); ++i)
+    if (auto e = check_run_ref(r.started[i], "started[" + std::to_string(i) + "]", seen))
+      return e;
   if (!finished || finished->is_null()) return r;
   if (!finished->is_array())
     return make_error(errc::invalid_argument,
@@ -593,11 +593,7 @@ caf::expected<report_request> parse_report_request(const json& j, const limits& 
                         "field '" + prefix + ".run' must be a string (the run id)",
                         prefix + ".run");
     auto id = run->get<std::string>();
-    if (auto e = check_run_ref(id, prefix + ".run")) return e;
-    if (!seen.insert(id).second)
-      return make_error(errc::invalid_argument,
-                        "field '" + prefix + ".run' repeats run '" + id + "'",
-                        prefix + ".run");
+    if (auto e = check_run_ref(id, prefix + ".run", seen)) return e;
     item.erase("run");
     auto f = parse_finish_request(item, lim);
     if (!f) return within(prefix, f.error());
