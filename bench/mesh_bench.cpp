@@ -1094,6 +1094,26 @@ int cmd_agents(const options& o) {
       wake_send.push_back(static_cast<double>(i->second - t.first));
     }
   }
+  if (auto path = o.str("trace", ""); !path.empty()) {
+    // One line per run, in submit order: ns since the first send of the
+    // send, the 201 and the agent's read (-1: never read). To tell a tail
+    // spread over the window from one stall that delays a burst.
+    std::vector<std::pair<std::pair<int64_t, int64_t>, std::string>> order;
+    for (auto& [id, t] : submitted)
+      order.push_back({t, id});
+    std::sort(order.begin(), order.end());
+    if (FILE* f = std::fopen(path.c_str(), "w")) {
+      auto t0 = order.empty() ? 0 : order.front().first.first;
+      std::lock_guard<std::mutex> guard{loop.mx};
+      for (auto& [t, id] : order) {
+        auto i = loop.received.find(id);
+        std::fprintf(f, "%lld %lld %lld\n", static_cast<long long>(t.first - t0),
+                     static_cast<long long>(t.second - t0),
+                     static_cast<long long>(i == loop.received.end() ? -1 : i->second - t0));
+      }
+      std::fclose(f);
+    }
+  }
   sleep_ms(500); // let the agents start + finish what they got
   auto rss_end = proc_rss_kb(pid);
   stop = true;
