@@ -75,6 +75,18 @@ const std::vector<std::string>& run_selectors() {
   return texts;
 }
 
+/// Agent `i` of the simulated fleet: one slot, three labels, no plans yet.
+agent_view bench_agent(int i) {
+  agent_view v;
+  v.id = "agent_" + std::to_string(i);
+  v.name = "a" + std::to_string(i);
+  v.labels = {{"env", i % 3 == 0 ? "prod" : (i % 3 == 1 ? "dev" : "staging")},
+              {"zone", "z" + std::to_string(i % 10)},
+              {"tier", std::to_string(i % 8)}};
+  v.capacity = 1;
+  return v;
+}
+
 struct fixture {
   assigner a;
   uint64_t seq = 0;
@@ -106,15 +118,9 @@ struct fixture {
       sels.push_back(*selector::parse(t));
     kinds.reserve(n_runs * 4);
     for (int i = 0; i < n_agents; ++i) {
-      agent_view v;
-      v.id = "agent_" + std::to_string(i);
-      v.name = "a" + std::to_string(i);
-      v.labels = {{"env", i % 3 == 0 ? "prod" : (i % 3 == 1 ? "dev" : "staging")},
-                  {"zone", "z" + std::to_string(i % 10)},
-                  {"tier", std::to_string(i % 8)}};
+      auto v = bench_agent(i);
       for (int p = 0; p < 5; ++p)
         v.plans.insert(plan_name(i + p * 10));
-      v.capacity = 1;
       a.upsert_agent(v);
       if (i % 100 < busy_percent) a.reserve(v.id);
     }
@@ -167,6 +173,50 @@ void BM_assign_cycle(benchmark::State& state) {
   state.counters["queued"] = static_cast<double>(f.a.queue_size());
 }
 BENCHMARK(BM_assign_cycle)->Arg(0)->Arg(99)->ArgName("busy_pct");
+
+/// The first run of a kind not seen before (a plan and selector without a
+/// class yet), with 10,000 idle agents offering its plan: enqueue() and
+/// place(1), each iteration with a new selector. `ranked_all=0` stops there:
+/// what the routine does before it answers anything else. `ranked_all=1`
+/// also calls rank_more() until the class has looked at every agent: the
+/// whole CPU a new class costs. Freeing the placed slot is not measured.
+void BM_assign_new_class(benchmark::State& state) {
+  bool rank_all = state.range(0) != 0;
+  auto a = std::make_unique<assigner>();
+  for (int i = 0; i < n_agents; ++i) {
+    auto v = bench_agent(i);
+    v.plans = {"noop"};
+    a->upsert_agent(v);
+  }
+  uint64_t seq = 0;
+  int64_t placed = 0;
+  for (auto _ : state) {
+    ++seq;
+    queued_run r;
+    r.seq = seq;
+    r.id = "run_" + std::to_string(seq);
+    r.plan = "noop";
+    r.sel = *selector::parse("env!=kind" + std::to_string(seq));
+    a->enqueue(std::move(r));
+    auto p = a->place(1);
+    while (rank_all && a->ranking())
+      a->rank_more();
+    state.PauseTiming();
+    placed += static_cast<int64_t>(p.size());
+    for (auto& x : p)
+      a->release(x.agent_id);
+    state.ResumeTiming();
+  }
+  state.counters["placed_per_iter"] =
+      static_cast<double>(placed) / static_cast<double>(state.iterations());
+}
+// Each new class keeps what it ranked while idle, so the iterations are
+// bounded.
+BENCHMARK(BM_assign_new_class)
+    ->Arg(0)
+    ->Arg(1)
+    ->ArgName("ranked_all")
+    ->Iterations(200);
 
 /// Prints one `bench=micro` line per benchmark after the normal report.
 class line_reporter : public benchmark::ConsoleReporter {

@@ -138,6 +138,12 @@ fi
 if l=$(line micro 'BM_assign_place_one/busy_pct:99 ') && [ -n "$l" ]; then
   row "assign place(1), 99% agents busy" "$(field "$l" ns_per_op | cut -d. -f1) / $(field "$l" cpu_ns_per_op | cut -d. -f1) ns" "wall / cpu"
 fi
+if l=$(line micro 'BM_assign_new_class/ranked_all:0/') && [ -n "$l" ]; then
+  row "assign new kind: 1st run, 10k agents" "$(field "$l" cpu_ns_per_op | cut -d. -f1) ns" "cpu"
+fi
+if l=$(line micro 'BM_assign_new_class/ranked_all:1/') && [ -n "$l" ]; then
+  row "assign new kind: rank all 10k agents" "$(field "$l" cpu_ns_per_op | cut -d. -f1) ns" "cpu, in steps"
+fi
 if l=$(line micro 'BM_selector_parse_complex ') && [ -n "$l" ]; then
   row "selector parse (6 requirements)" "$(field "$l" ns_per_op | cut -d. -f1) / $(field "$l" cpu_ns_per_op | cut -d. -f1) ns" "wall / cpu"
 fi

@@ -16,7 +16,9 @@
 // Runs are grouped into classes of identical (plan, selector, scope, target);
 // eligibility is computed once per class and kept up to date as agents
 // change, so a decision costs at most O(classes + agents of the plan) and
-// never O(queued runs). assigner.cpp lists the exact costs.
+// never O(queued runs). A new class over many agents ranks them in steps
+// (`rank_more`), best agents first, so its first run does not wait for the
+// whole ranking. assigner.cpp lists the exact costs.
 //
 // Thread-safety: none; owned by the assignment routine actor.
 #pragma once
@@ -25,6 +27,7 @@
 #include "mesh/domain/selector.hpp"
 
 #include <cstdint>
+#include <deque>
 #include <list>
 #include <map>
 #include <set>
@@ -74,7 +77,10 @@ struct candidacy {
 
 class assigner {
 public:
-  assigner() = default;
+  /// How many agents a new class looks at per step: at enqueue, then per
+  /// `rank_more`.
+  static constexpr size_t default_rank_step = 128;
+  explicit assigner(size_t rank_step = default_rank_step) : rank_step_{rank_step} {}
   // Not copyable: the indexes point into its own containers. Moving keeps
   // every node, pointer and iterator valid.
   assigner(const assigner&) = delete;
@@ -99,6 +105,13 @@ public:
   bool dequeue(const std::string& run_id);
   [[nodiscard]] bool queued(const std::string& run_id) const;
   [[nodiscard]] size_t queue_size() const { return runs_.size(); }
+
+  /// Whether a new class still has agents of its plan to look at. It looks
+  /// at them best first, so until it is done its runs go to the best
+  /// eligible agent among the best agents of the plan.
+  [[nodiscard]] bool ranking() const { return !ranking_.empty(); }
+  /// Looks at up to `rank_step` more agents for the classes still ranking.
+  void rank_more();
 
   /// Assigns as many queued runs as free slots allow (at most `max`),
   /// reserving a slot for each and removing it from the queue.
@@ -129,9 +142,21 @@ private:
     uint64_t last_assigned;
     agent_entry* agent;
   };
-  struct rank_less {
-    bool operator()(const agent_rank& x, const agent_rank& y) const;
+  /// Where a class's ranking stands: every agent of its plan up to and
+  /// including this rank has been looked at. A copy, not a pointer, so that
+  /// the agent may go.
+  struct rank_cursor {
+    int64_t free;
+    uint64_t last_assigned;
+    std::string id;
   };
+  struct rank_less {
+    using is_transparent = void;
+    bool operator()(const agent_rank& x, const agent_rank& y) const;
+    bool operator()(const agent_rank& x, const rank_cursor& y) const;
+    bool operator()(const rank_cursor& x, const agent_rank& y) const;
+  };
+  using rank_set = std::set<agent_rank, rank_less>;
   struct run_key {
     int64_t priority;
     uint64_t seq;
@@ -146,12 +171,17 @@ private:
     std::string target_agent;
     std::set<run_key> queue;
     /// Its statically eligible agents, best first.
-    std::set<agent_rank, rank_less> ranked;
+    rank_set ranked;
     /// Whether it is in `ready_`, and under which head.
     bool is_ready = false;
     std::map<run_key, run_class*>::iterator ready_at;
     /// Its place in `idle_` while its queue is empty.
     std::list<run_class*>::iterator idle_at;
+    /// While it is in `ranking_`: how far it has looked (none yet if
+    /// `!looked`).
+    bool ranking = false;
+    bool looked = false;
+    rank_cursor cursor;
   };
 
   [[nodiscard]] static agent_rank rank_of(agent_entry& agent);
@@ -162,6 +192,9 @@ private:
   void detach(agent_entry& agent);
   template <class F> void rerank(agent_entry& agent, F&& change);
   void sync_ready(run_class& cls);
+  [[nodiscard]] static bool attached(const agent_entry& agent);
+  [[nodiscard]] static bool looked_at(const run_class& cls, const agent_rank& rank);
+  void rank_step(run_class& cls, size_t& budget);
   void drop_class(run_class& cls);
   void trim_idle();
 
@@ -172,8 +205,8 @@ private:
   /// Classes with a queued run and an eligible agent with a free slot, by
   /// their head run: `place` takes from the front.
   std::map<run_key, run_class*> ready_;
-  /// plan -> online agents listing it.
-  std::unordered_map<std::string, std::unordered_set<agent_entry*>> plan_agents_;
+  /// plan -> online agents listing it, best first (as in a class).
+  std::unordered_map<std::string, rank_set> plan_agents_;
   /// name -> online agents of that name (for classes with a target).
   std::unordered_map<std::string, std::unordered_set<agent_entry*>> name_agents_;
   /// plan -> its classes (with or without queued runs).
@@ -182,6 +215,9 @@ private:
   /// so that a steady kind of run does not rebuild its class every time;
   /// `trim_idle` bounds their number.
   std::list<run_class*> idle_;
+  /// Classes still looking at the agents of their plan, oldest first.
+  std::deque<run_class*> ranking_;
+  size_t rank_step_;
   uint64_t assignments_ = 0;
 };
 

@@ -22,6 +22,8 @@ struct assignment_state {
   /// Queued runs that name their agent: agent name -> run ids.
   std::unordered_map<std::string, std::set<std::string>> targeted;
   std::unordered_map<std::string, std::string> target_of;
+  /// Whether a `rank` message to ourselves is on its way.
+  bool rank_sent = false;
 };
 
 using self_ptr = caf::stateful_actor<assignment_state>*;
@@ -64,6 +66,15 @@ size_t place(self_ptr self) {
   return placements.size();
 }
 
+/// A new class ranks its agents one step per message, so the messages that
+/// arrive meanwhile (other placements, agents, finishes) go between steps.
+void keep_ranking(self_ptr self) {
+  auto& st = self->state;
+  if (st.rank_sent || !st.decisions.ranking()) return;
+  st.rank_sent = true;
+  self->send(self, rank_atom::value);
+}
+
 caf::behavior assignment_routine(self_ptr self, context_ptr ctx) {
   self->state.ctx = std::move(ctx);
   self->delayed_send(self, self->state.ctx->config.assignment_sweep, sweep_atom::value);
@@ -90,6 +101,14 @@ caf::behavior assignment_routine(self_ptr self, context_ptr ctx) {
         }
         st.decisions.enqueue(std::move(q));
         place(self);
+        keep_ranking(self);
+      },
+      [=](rank_atom) {
+        auto& st = self->state;
+        st.rank_sent = false;
+        st.decisions.rank_more();
+        place(self);
+        keep_ranking(self);
       },
       [=](dequeue_atom, const std::string& run_id) {
         self->state.decisions.dequeue(run_id);

@@ -1,5 +1,6 @@
 // Assignment as seen over HTTP: priority order, FIFO, no head-of-line
 // blocking, spreading, capacity, and the long-poll waking on a submit.
+#include "routines/assignment/assigner.hpp"
 #include "tests/support/mesh_fixture.hpp"
 
 #include <atomic>
@@ -169,6 +170,24 @@ TEST_F(assignment, named_agent_gets_the_run) {
   auto gone = submit(json{{"plan", "noop"}, {"agent", "named-a"}});
   EXPECT_EQ(gone.status, 409) << gone.raw;
   EXPECT_EQ(gone.body["error"]["field"], "agent");
+}
+
+// This test ensures a new kind of run reaches an eligible agent that its
+// class's first ranking step did not look at: the routine keeps ranking in
+// steps until it has looked at every agent of the plan.
+TEST_F(assignment, new_kind_of_run_reaches_an_agent_beyond_the_first_ranking_step) {
+  // Agents with two free slots rank ahead of the one with one, so the first
+  // step looks only at agents the selector refuses.
+  auto wide = static_cast<int>(assigner::default_rank_step) + 1;
+  for (int i = 0; i < wide; ++i)
+    (void)register_agent("wide-" + std::to_string(i), json{{"env", "dev"}},
+                         json::array({"noop"}), 2);
+  auto narrow = register_agent("narrow", json{{"env", "prod"}});
+  auto sub = submit(json{{"plan", "noop"}, {"selector", "env=prod"}});
+  ASSERT_EQ(sub.status, 201) << sub.raw;
+  auto got = narrow.take(1);
+  ASSERT_EQ(got.size(), 1u) << "the run never reached the only eligible agent";
+  EXPECT_EQ(got[0]["id"], id_of(sub));
 }
 
 } // namespace

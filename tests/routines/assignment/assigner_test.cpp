@@ -513,9 +513,27 @@ struct model {
   }
 };
 
+// The brute-force comparison below, for an assigner that looks at
+// `rank_step` agents per step (0: the default). Before each place() it
+// finishes the ranking, so the agents that changed while a class was ranking
+// are checked too.
+void match_brute_force_model(size_t rank_step);
+
 // This test ensures the indexed assigner places exactly like a brute-force
 // model of the rules over a long random sequence of operations.
 TEST(Assigner, MatchesBruteForceModel) {
+  match_brute_force_model(0);
+}
+
+// This test ensures a class that ranks its agents a few at a time, while
+// agents come, go and change slots in between, ends up exactly as one that
+// ranked them at once.
+TEST(Assigner, RankingInStepsMatchesBruteForceModel) {
+  match_brute_force_model(1);
+  match_brute_force_model(2);
+}
+
+void match_brute_force_model(size_t rank_step) {
   std::mt19937 rng{20240611};
   auto pick = [&](int n) { return static_cast<int>(rng() % static_cast<unsigned>(n)); };
   const std::vector<std::string> selectors = {
@@ -536,7 +554,7 @@ TEST(Assigner, MatchesBruteForceModel) {
     return agent("a" + std::to_string(i), ps, labels, pick(4),
                  statuses[static_cast<size_t>(pick(5))]);
   };
-  assigner a;
+  assigner a{rank_step == 0 ? assigner::default_rank_step : rank_step};
   model m;
   uint64_t seq = 0;
   size_t placed = 0;
@@ -584,6 +602,8 @@ TEST(Assigner, MatchesBruteForceModel) {
       break;
     }
     default: {
+      while (a.ranking())
+        a.rank_more();
       auto want = m.place();
       auto got = a.place();
       ASSERT_EQ(as_pairs(got), as_pairs(want)) << "step " << step;
@@ -596,6 +616,60 @@ TEST(Assigner, MatchesBruteForceModel) {
   }
   // The sequence exercised placements, not just refusals.
   EXPECT_GT(placed, 100u);
+}
+
+// -- ranking in steps -----------------------------------------------------------
+
+// This test ensures the first run of a new kind goes to the best agent of the
+// plan before its class has looked at every agent.
+TEST(Assigner, NewClassPlacesToTheBestAgentBeforeRankingEnds) {
+  assigner a{2};
+  for (int i = 1; i <= 9; ++i)
+    a.upsert_agent(agent("a" + std::to_string(i), {"build"}, {}, i));
+  a.enqueue(run("r1", 1, "build"));
+  EXPECT_TRUE(a.ranking());
+  EXPECT_EQ(as_pairs(a.place()), (pairs{{"r1", "a9"}}));
+  while (a.ranking())
+    a.rank_more();
+  EXPECT_FALSE(a.ranking());
+}
+
+// This test ensures a run whose eligible agents come late in the walk waits
+// for the steps that reach them, and none of the agents walked first gets it.
+TEST(Assigner, NewClassFindsEligibleAgentsInLaterSteps) {
+  assigner a{2};
+  for (int i = 1; i <= 6; ++i)
+    a.upsert_agent(agent("a" + std::to_string(i), {"build"},
+                         {{"env", i == 1 ? "prod" : "dev"}}, i));
+  a.enqueue(run("r1", 1, "build", 0, "env=prod"));
+  EXPECT_TRUE(a.place().empty());
+  a.rank_more(); // a4, a3
+  EXPECT_TRUE(a.place().empty());
+  // The agent the walk stopped at goes; the walk goes on after it.
+  a.remove_agent("a3");
+  a.rank_more(); // a2, a1
+  EXPECT_EQ(as_pairs(a.place()), (pairs{{"r1", "a1"}}));
+  EXPECT_FALSE(a.ranking());
+}
+
+// This test ensures an agent that moves from ahead of a ranking class's walk
+// to behind it (its slot freed) is not skipped.
+TEST(Assigner, AgentOvertakingTheWalkIsRanked) {
+  assigner a{1};
+  a.upsert_agent(agent("a1", {"build"}, {}, 3));
+  a.upsert_agent(agent("a2", {"build"}, {{"env", "prod"}}, 2));
+  a.upsert_agent(agent("a3", {"build"}, {{"env", "prod"}}, 1));
+  a.reserve("a2");
+  a.reserve("a2"); // a2: 0 free, last in the plan
+  a.enqueue(run("r1", 1, "build", 0, "env=prod"));
+  a.rank_more(); // looked at a1, a3: a3 takes r1 at once
+  EXPECT_EQ(as_pairs(a.place()), (pairs{{"r1", "a3"}}));
+  a.release("a2"); // a2: 1 free, ahead of the walk's cursor now
+  a.release("a3");
+  a.enqueue(run("r2", 2, "build", 0, "env=prod"));
+  a.reserve("a3"); // only a2 is free
+  EXPECT_TRUE(a.ranking());
+  EXPECT_EQ(as_pairs(a.place()), (pairs{{"r2", "a2"}}));
 }
 
 // -- scale --------------------------------------------------------------------
