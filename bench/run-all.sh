@@ -5,7 +5,8 @@
 #
 # Each workload gets a fresh meshd on 127.0.0.1:0 with a temporary data dir,
 # stopped afterwards. The machine-readable lines go to $WORK/results.txt and
-# are copied to $BENCH_RESULTS (default /tmp/polymesh-bench-results.txt).
+# are copied to $BENCH_RESULTS (default /tmp/polymesh-bench-results.txt);
+# each agents run's wake times go next to it (...-wakes-N.txt, `--trace`).
 # Knobs: RUNS (20000), LAT_RUNS (2000), AGENT_COUNTS ("1000 5000 10000"),
 # RESTART_FINISHED (1000000), RESTART_UNFINISHED (10000), SKIP (words among
 # micro submit latency e2e e2e-report e2e-sdk agents restart).
@@ -110,7 +111,7 @@ if ! skip agents; then
     start_meshd "agents-$n" $((n + 64)) full
     log "agents: $n simulated long-polling agents"
     record "$("$MESH_BENCH" agents --url "$URL" --pid "$MESHD_PID" --agents "$n" --rate 200 \
-      --wake-seconds 5 --idle-seconds 10)"
+      --wake-seconds 5 --idle-seconds 10 --trace "${BENCH_RESULTS%.txt}-wakes-$n.txt")"
     stop_meshd
   done
 fi
