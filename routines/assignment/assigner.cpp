@@ -152,17 +152,27 @@ bool assigner::looked_at(const run_class& cls, const agent_rank& rank) {
   return cls.looked && !rank_less{}(cls.cursor, rank);
 }
 
+void assigner::forget_class(agent_entry& agent, run_class& cls) {
+  auto& classes = agent.classes;
+  if (auto it = std::find(classes.begin(), classes.end(), &cls); it != classes.end()) {
+    *it = classes.back();
+    classes.pop_back();
+  }
+}
+
 void assigner::link(agent_entry& agent, run_class& cls) {
   // A ranking class meets an agent again when it came online after the
   // class was made, or moved ahead of its cursor after being walked.
-  if (!agent.classes.insert(&cls).second) return;
+  auto& classes = agent.classes;
+  if (std::find(classes.begin(), classes.end(), &cls) != classes.end()) return;
+  classes.push_back(&cls);
   cls.ranked.insert(rank_of(agent));
   sync_ready(cls);
 }
 
 void assigner::unlink(agent_entry& agent, run_class& cls) {
   cls.ranked.erase(rank_of(agent));
-  agent.classes.erase(&cls);
+  forget_class(agent, cls);
   sync_ready(cls);
 }
 
@@ -178,7 +188,7 @@ void assigner::attach(agent_entry& agent) {
 }
 
 void assigner::detach(agent_entry& agent) {
-  std::vector<run_class*> classes(agent.classes.begin(), agent.classes.end());
+  auto classes = agent.classes;
   for (auto* cls : classes)
     unlink(agent, *cls);
   if (!attached(agent)) return;
@@ -231,7 +241,7 @@ void assigner::drop_class(run_class& cls) {
     ranking_.erase(std::find(ranking_.begin(), ranking_.end(), &cls));
   }
   for (const auto& rank : cls.ranked)
-    rank.agent->classes.erase(&cls);
+    forget_class(*rank.agent, cls);
   cls.ranked.clear();
   if (cls.is_ready) {
     ready_.erase(cls.ready_at);

@@ -132,8 +132,10 @@ private:
     int64_t reserved = 0;
     /// `assignments_` at its last placement; 0 = never placed to.
     uint64_t last_assigned = 0;
-    /// The classes it is statically eligible for (all but the slot rule).
-    std::unordered_set<run_class*> classes;
+    /// The classes it is statically eligible for (all but the slot rule), in
+    /// no order. A vector: an agent is in few classes, and a set allocated
+    /// twice per link, which made ranking a new class mostly malloc.
+    std::vector<run_class*> classes;
     [[nodiscard]] int64_t free() const;
   };
   /// An agent's place in a class's preference order (see `rank_less`).
@@ -187,6 +189,8 @@ private:
   [[nodiscard]] static agent_rank rank_of(agent_entry& agent);
   [[nodiscard]] static bool eligible(const agent_entry& agent, const run_class& cls);
   void link(agent_entry& agent, run_class& cls);
+  /// Removes `cls` from `agent.classes` (not from `cls.ranked`).
+  static void forget_class(agent_entry& agent, run_class& cls);
   void unlink(agent_entry& agent, run_class& cls);
   void attach(agent_entry& agent);
   void detach(agent_entry& agent);
