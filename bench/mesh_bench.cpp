@@ -1107,9 +1107,10 @@ int cmd_agents(const options& o) {
       std::lock_guard<std::mutex> guard{loop.mx};
       for (auto& [t, id] : order) {
         auto i = loop.received.find(id);
-        std::fprintf(f, "%lld %lld %lld\n", static_cast<long long>(t.first - t0),
-                     static_cast<long long>(t.second - t0),
-                     static_cast<long long>(i == loop.received.end() ? -1 : i->second - t0));
+        std::fprintf(
+            f, "%lld %lld %lld\n", static_cast<long long>(t.first - t0),
+            static_cast<long long>(t.second - t0),
+            static_cast<long long>(i == loop.received.end() ? -1 : i->second - t0));
       }
       std::fclose(f);
     }

@@ -212,11 +212,7 @@ void BM_assign_new_class(benchmark::State& state) {
 }
 // Each new class keeps what it ranked while idle, so the iterations are
 // bounded.
-BENCHMARK(BM_assign_new_class)
-    ->Arg(0)
-    ->Arg(1)
-    ->ArgName("ranked_all")
-    ->Iterations(200);
+BENCHMARK(BM_assign_new_class)->Arg(0)->Arg(1)->ArgName("ranked_all")->Iterations(200);
 
 /// Prints one `bench=micro` line per benchmark after the normal report.
 class line_reporter : public benchmark::ConsoleReporter {

@@ -80,7 +80,8 @@ public:
   /// How many agents a new class looks at per step: at enqueue, then per
   /// `rank_more`.
   static constexpr size_t default_rank_step = 128;
-  explicit assigner(size_t rank_step = default_rank_step) : rank_step_{rank_step} {}
+  explicit assigner(size_t rank_step = default_rank_step)
+      : rank_step_{rank_step} {}
   // Not copyable: the indexes point into its own containers. Moving keeps
   // every node, pointer and iterator valid.
   assigner(const assigner&) = delete;

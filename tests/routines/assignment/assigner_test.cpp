@@ -639,8 +639,8 @@ TEST(Assigner, NewClassPlacesToTheBestAgentBeforeRankingEnds) {
 TEST(Assigner, NewClassFindsEligibleAgentsInLaterSteps) {
   assigner a{2};
   for (int i = 1; i <= 6; ++i)
-    a.upsert_agent(agent("a" + std::to_string(i), {"build"},
-                         {{"env", i == 1 ? "prod" : "dev"}}, i));
+    a.upsert_agent(
+        agent("a" + std::to_string(i), {"build"}, {{"env", i == 1 ? "prod" : "dev"}}, i));
   a.enqueue(run("r1", 1, "build", 0, "env=prod"));
   EXPECT_TRUE(a.place().empty());
   a.rank_more(); // a4, a3
