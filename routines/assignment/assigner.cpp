@@ -149,7 +149,7 @@ bool assigner::attached(const agent_entry& agent) {
 }
 
 bool assigner::looked_at(const run_class& cls, const agent_rank& rank) {
-  return cls.looked && !rank_less{}(cls.cursor, rank);
+  return cls.cursor && !rank_less{}(*cls.cursor, rank);
 }
 
 void assigner::forget_class(agent_entry& agent, run_class& cls) {
@@ -351,17 +351,15 @@ void assigner::rank_step(run_class& cls, size_t& budget) {
     return;
   }
   auto& order = agents->second;
-  auto it = cls.looked ? order.upper_bound(cls.cursor) : order.begin();
+  auto it = cls.cursor ? order.upper_bound(*cls.cursor) : order.begin();
   const agent_rank* last = nullptr;
   for (; budget > 0 && it != order.end(); ++it, --budget) {
     // Linking changes no rank, so `it` stays valid.
     if (eligible(*it->agent, cls)) link(*it->agent, cls);
     last = &*it;
   }
-  if (last) {
+  if (last)
     cls.cursor = rank_cursor{last->free, last->last_assigned, last->agent->view.id};
-    cls.looked = true;
-  }
   if (it == order.end()) cls.ranking = false;
 }
 

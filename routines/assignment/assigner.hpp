@@ -30,6 +30,7 @@
 #include <deque>
 #include <list>
 #include <map>
+#include <optional>
 #include <set>
 #include <string>
 #include <unordered_map>
@@ -180,11 +181,10 @@ private:
     std::map<run_key, run_class*>::iterator ready_at;
     /// Its place in `idle_` while its queue is empty.
     std::list<run_class*>::iterator idle_at;
-    /// While it is in `ranking_`: how far it has looked (none yet if
-    /// `!looked`).
+    /// Whether it is in `ranking_`, and how far it has looked (nowhere yet
+    /// while empty).
     bool ranking = false;
-    bool looked = false;
-    rank_cursor cursor;
+    std::optional<rank_cursor> cursor;
   };
 
   [[nodiscard]] static agent_rank rank_of(agent_entry& agent);
