@@ -212,6 +212,10 @@ json mesh_fixture::get_run(const std::string& id) {
   return r.body;
 }
 
+bool mesh_fixture::becomes(const std::string& id, const std::string& status) {
+  return eventually([&] { return get_run(id)["status"] == status; });
+}
+
 std::pair<std::string, std::string> mesh_fixture::state_of(const std::string& run_id) {
   auto run = get_run(run_id);
   return {run.value("status", ""),

@@ -114,6 +114,11 @@ protected:
   /// Submits a run with `submitter`; returns the response.
   response submit(const json& body, const std::string& token = {});
   json get_run(const std::string& id);
+  /// Whether the run's stored `status` becomes `status` within 10 s. Use it
+  /// after a poll carried a run before asserting it is `pending`: the poll
+  /// may answer one group commit before that is durable (architecture.md,
+  /// "Submit").
+  bool becomes(const std::string& id, const std::string& status);
 
   manual_clock clock;
   mesh_config cfg;

@@ -101,6 +101,7 @@ TEST_F(auth, another_agents_paths_and_runs_are_403) {
   ASSERT_EQ(sub.status, 201) << sub.raw;
   auto id = sub.body["id"].get<std::string>();
   ASSERT_EQ(a.take(1).size(), 1u);
+  ASSERT_TRUE(becomes(id, "pending"));
 
   for (auto& [method, path] : std::vector<std::pair<std::string, std::string>>{
            {"GET", "/v1/agents/" + a.id + "/runs?wait=0"},

@@ -74,6 +74,7 @@ TEST_F(report, items_fail_on_their_own) {
   auto foreign_id = foreign.body["id"].get<std::string>();
   ASSERT_EQ(mine.take(1).size(), 1u);
   ASSERT_EQ(other.take(1).size(), 1u);
+  ASSERT_TRUE(becomes(foreign_id, "pending"));
 
   auto r =
       mine.report(json{{"started", json::array({own_id, foreign_id, "no-such-run"})},
@@ -107,6 +108,7 @@ TEST_F(report, malformed_report_changes_nothing) {
   ASSERT_EQ(sub.status, 201);
   auto id = sub.body["id"].get<std::string>();
   ASSERT_EQ(agent.take(1).size(), 1u);
+  ASSERT_TRUE(becomes(id, "pending"));
   auto good = finished_item(id, "success");
 
   struct bad_case {
@@ -162,6 +164,7 @@ TEST_F(report, only_the_agent_itself_may_report) {
   auto id = sub.body["id"].get<std::string>();
   auto runs = agent.take(1);
   ASSERT_EQ(runs.size(), 1u);
+  ASSERT_TRUE(becomes(id, "pending"));
   auto body = json{{"started", json::array({id})}};
   auto path = "/v1/agents/" + agent.id + "/report";
   EXPECT_EQ(call("POST", path, other.token, body).status, 403);
@@ -226,6 +229,7 @@ TEST_F(report, json_body_sent_as_a_form_is_accepted) {
   ASSERT_EQ(sub.status, 201);
   auto id = sub.body["id"].get<std::string>();
   ASSERT_EQ(agent.take(1).size(), 1u);
+  ASSERT_TRUE(becomes(id, "pending"));
   httplib::Client cli{"127.0.0.1", port};
   httplib::Headers auth{{"Authorization", "Bearer " + agent.token}};
   auto body =

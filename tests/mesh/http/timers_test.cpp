@@ -27,9 +27,6 @@ protected:
     auto r = get_run(id)["reason"];
     return r.is_null() ? "" : r.get<std::string>();
   }
-  bool becomes(const std::string& id, const std::string& status) {
-    return eventually([&] { return status_of(id) == status; });
-  }
 };
 
 // This test ensures an agent silent for the offline timeout goes offline:
