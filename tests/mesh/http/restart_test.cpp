@@ -19,7 +19,7 @@ TEST_F(restart, runs_agents_and_tokens_survive_and_carry_on) {
   ASSERT_EQ(a.start(running).status, 200);
   ASSERT_EQ(a.logs(running, 0, "before restart\n").status, 200);
   auto pending = submit(json{{"plan", "noop"}}, submitter).body["id"].get<std::string>();
-  ASSERT_TRUE(eventually([&] { return get_run(pending)["status"] == "pending"; }));
+  ASSERT_TRUE(becomes(pending, "pending"));
   auto queued = submit(json{{"plan", "noop"}, {"priority", 5}}, submitter)
                     .body["id"]
                     .get<std::string>();
@@ -41,7 +41,7 @@ TEST_F(restart, runs_agents_and_tokens_survive_and_carry_on) {
 
   ASSERT_EQ(a.logs(running, 1, "after restart\n").status, 200);
   ASSERT_EQ(a.finish(running, "success").status, 200);
-  ASSERT_TRUE(eventually([&] { return get_run(queued)["status"] == "pending"; }))
+  ASSERT_TRUE(becomes(queued, "pending"))
       << "the freed slot goes to the queued run with the highest priority";
   auto logs = call("GET", "/v1/runs/" + running + "/logs", admin);
   ASSERT_EQ(logs.body["chunks"].size(), 2u);
@@ -68,7 +68,7 @@ TEST_F(restart, timers_resume_from_stored_timestamps) {
   clock.advance(61s);
   start_mesh();
   tick();
-  ASSERT_TRUE(eventually([&] { return get_run(id)["status"] == "error"; }));
+  ASSERT_TRUE(becomes(id, "error"));
   EXPECT_EQ(get_run(id)["reason"], "no_agent_within_ttl");
 }
 

@@ -106,9 +106,8 @@ TEST_F(timers, parked_poll_carries_an_unstarted_run_again_after_the_pause) {
   std::thread poller{[&] { again = a.poll(20); }};
   // Parked (the run was carried just now), then the pause passes while it
   // waits; the wake is a real 2 s timer that reads the manual clock.
-  ASSERT_TRUE(eventually([&] {
-    return call("GET", "/readyz", admin).body["http"]["long_polls"] == 1;
-  }));
+  ASSERT_TRUE(eventually(
+      [&] { return call("GET", "/readyz", admin).body["http"]["long_polls"] == 1; }));
   clock.advance(3s);
   poller.join();
   auto waited = std::chrono::steady_clock::now() - t0;
