@@ -153,6 +153,134 @@ std::unique_ptr<httplib::Client> client_for(const endpoint& ep) {
   return c;
 }
 
+// -- kernel receive times ----------------------------------------------------------
+// The agents workload runs its simulator and its submitter on the 2 cores
+// meshd uses. Besides the time each thread read an answer, it records when
+// the kernel received it (SO_TIMESTAMPNS), so that a wake delayed only
+// because the simulator's own thread waited for a core can be told apart
+// from one meshd delayed.
+
+/// Asks the kernel to stamp every segment `fd` receives.
+void stamp_receives(int fd) {
+  int one = 1;
+  setsockopt(fd, SOL_SOCKET, SO_TIMESTAMPNS, &one, sizeof one);
+}
+
+/// `recv` that also returns, in `*stamp`, when the kernel received the last
+/// of the bytes read (CLOCK_REALTIME ns; left as it was if none came).
+ssize_t recv_stamped(int fd, char* buf, size_t len, int64_t* stamp) {
+  iovec iov{buf, len};
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(timespec))];
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof control;
+  auto n = ::recvmsg(fd, &msg, 0);
+  if (n <= 0) return n;
+  for (auto* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c))
+    if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_TIMESTAMPNS) {
+      timespec ts{};
+      std::memcpy(&ts, CMSG_DATA(c), sizeof ts);
+      *stamp = static_cast<int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
+    }
+  return n;
+}
+
+/// The length of the first complete HTTP response in `in` (head and
+/// Content-Length body), or 0 while it is incomplete.
+size_t response_length(const std::string& in) {
+  auto head_end = in.find("\r\n\r\n");
+  if (head_end == std::string::npos) return 0;
+  std::string lower = in.substr(0, head_end);
+  std::transform(lower.begin(), lower.end(), lower.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  size_t length = 0;
+  auto cl = lower.find("content-length:");
+  if (cl != std::string::npos) length = std::stoul(lower.substr(cl + 15));
+  return in.size() < head_end + 4 + length ? 0 : head_end + 4 + length;
+}
+
+/// Whether a response head ends its connection (`Connection: close`).
+bool closes_connection(std::string head) {
+  std::transform(head.begin(), head.end(), head.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  return head.find("connection: close") != std::string::npos;
+}
+
+/// One keep-alive connection that submits runs and notes when the kernel
+/// received each answer.
+class stamped_submitter {
+public:
+  stamped_submitter(endpoint ep, std::string token)
+      : ep_{std::move(ep)}
+      , token_{std::move(token)} {}
+  ~stamped_submitter() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  stamped_submitter(const stamped_submitter&) = delete;
+  stamped_submitter& operator=(const stamped_submitter&) = delete;
+
+  /// POST /v1/runs {"plan":"noop"}; the new run's id ("" on failure), and in
+  /// `*received` the kernel's receive time of the answer.
+  std::string submit(int* status, int64_t* received) {
+    *status = -1;
+    if (fd_ < 0 && !connect_once()) return {};
+    static const std::string body = R"({"plan":"noop"})";
+    std::string req = "POST /v1/runs HTTP/1.1\r\nHost: " + ep_.host + ":" +
+                      std::to_string(ep_.port) + "\r\nAuthorization: Bearer " + token_ +
+                      "\r\nContent-Type: application/json\r\nContent-Length: " +
+                      std::to_string(body.size()) + "\r\n\r\n" + body;
+    if (::send(fd_, req.data(), req.size(), MSG_NOSIGNAL) !=
+        static_cast<ssize_t>(req.size()))
+      return drop();
+    std::string in;
+    char buf[4096];
+    size_t len = 0;
+    while ((len = response_length(in)) == 0) {
+      auto n = recv_stamped(fd_, buf, sizeof buf, received);
+      if (n <= 0) return drop();
+      in.append(buf, static_cast<size_t>(n));
+    }
+    *status = std::atoi(in.c_str() + 9);
+    auto answer = in.substr(0, len);
+    if (closes_connection(answer.substr(0, answer.find("\r\n\r\n")))) drop();
+    if (*status != 201) return {};
+    auto id_at = answer.find("\"id\":\"");
+    if (id_at == std::string::npos) return {};
+    id_at += 6;
+    return answer.substr(id_at, answer.find('"', id_at) - id_at);
+  }
+
+private:
+  bool connect_once() {
+    fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int one = 1;
+    setsockopt(fd_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    // The same bounds as the httplib clients: no answer in 60 s is a failure.
+    timeval read_timeout{60, 0}, write_timeout{10, 0};
+    setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &read_timeout, sizeof read_timeout);
+    setsockopt(fd_, SOL_SOCKET, SO_SNDTIMEO, &write_timeout, sizeof write_timeout);
+    stamp_receives(fd_);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(static_cast<uint16_t>(ep_.port));
+    inet_pton(AF_INET, ep_.host.c_str(), &addr.sin_addr);
+    if (::connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0) return true;
+    drop();
+    return false;
+  }
+  std::string drop() {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = -1;
+    return {};
+  }
+
+  endpoint ep_;
+  std::string token_;
+  int fd_ = -1;
+};
+
 httplib::Headers bearer(const std::string& token) {
   return {{"Authorization", "Bearer " + token}};
 }
@@ -746,6 +874,7 @@ struct sim_agent {
   bool ready = false;           // request written, awaiting the answer
   std::string out;              // bytes left to write
   std::string in;               // bytes read
+  int64_t in_stamp = -1;        // when the kernel received the latest of them
   std::deque<std::string> next; // requests after the current one
   std::string current;          // the request in flight (re-sent after a reconnect)
   std::unordered_set<std::string> seen;
@@ -789,9 +918,10 @@ public:
   std::atomic<int64_t> reconnects{0};
   std::atomic<int64_t> polls_answered{0};
 
-  /// run id -> time the agent read it.
+  /// run id -> time the agent read it, and when the kernel received it.
   std::mutex mx;
   std::unordered_map<std::string, int64_t> received;
+  std::unordered_map<std::string, int64_t> received_kernel;
 
 private:
   std::string request(const std::string& method, const std::string& path,
@@ -812,6 +942,7 @@ private:
     a.fd = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     int one = 1;
     setsockopt(a.fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    stamp_receives(a.fd);
     sockaddr_in addr{};
     addr.sin_family = AF_INET;
     addr.sin_port = htons(static_cast<uint16_t>(ep_.port));
@@ -883,7 +1014,7 @@ private:
       char buf[16384];
       bool closed = false;
       for (;;) {
-        auto n = ::recv(a.fd, buf, sizeof buf, 0);
+        auto n = recv_stamped(a.fd, buf, sizeof buf, &a.in_stamp);
         if (n > 0) {
           a.in.append(buf, static_cast<size_t>(n));
           continue;
@@ -904,21 +1035,15 @@ private:
 
   /// Consumes one complete response from `a.in`; returns false if incomplete.
   bool parse_response(sim_agent& a, bool& close_after) {
-    auto head_end = a.in.find("\r\n\r\n");
-    if (head_end == std::string::npos) return false;
-    std::string head = a.in.substr(0, head_end);
-    std::string lower = head;
-    std::transform(lower.begin(), lower.end(), lower.begin(),
-                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-    size_t length = 0;
-    auto cl = lower.find("content-length:");
-    if (cl != std::string::npos) length = std::stoul(lower.substr(cl + 15));
-    if (a.in.size() < head_end + 4 + length) return false;
+    auto length = response_length(a.in);
+    if (length == 0) return false;
     auto t = now_ns();
+    auto head_end = a.in.find("\r\n\r\n");
+    std::string head = a.in.substr(0, head_end);
     int status = std::atoi(head.c_str() + 9);
-    std::string body = a.in.substr(head_end + 4, length);
-    a.in.erase(0, head_end + 4 + length);
-    if (lower.find("connection: close") != std::string::npos) close_after = true;
+    std::string body = a.in.substr(head_end + 4, length - head_end - 4);
+    a.in.erase(0, length);
+    if (closes_connection(head)) close_after = true;
     bool was_poll = a.current.rfind("GET ", 0) == 0;
     if (status != 200) {
       ++errors;
@@ -930,6 +1055,7 @@ private:
         {
           std::lock_guard<std::mutex> guard{mx};
           received.emplace(id, t);
+          received_kernel.emplace(id, a.in_stamp);
         }
         a.next.push_back(request("POST", "/v1/runs/" + id + "/start", a.creds.token, ""));
         a.next.push_back(request("POST", "/v1/runs/" + id + "/finish", a.creds.token,
@@ -1052,10 +1178,10 @@ int cmd_agents(const options& o) {
   // 5. Wake latency: submit at `rate`/s, time 201 -> the agent reads it.
   auto token = create_token(ep, "submitter");
   std::unordered_map<std::string, std::pair<int64_t, int64_t>>
-      submitted; // id -> (send, 201)
+      submitted;                                             // id -> (send, 201)
+  std::unordered_map<std::string, int64_t> submitted_kernel; // id -> 201 received
   {
-    auto c = client_for(ep);
-    auto auth = bearer(token);
+    stamped_submitter c{ep, token};
     auto total = rate * wake_seconds;
     auto period = 1'000'000'000 / std::max<int64_t>(1, rate);
     auto start = now_ns();
@@ -1065,9 +1191,13 @@ int cmd_agents(const options& o) {
         std::this_thread::sleep_for(std::chrono::microseconds{200});
       auto t0 = now_ns();
       int status = 0;
-      auto id = submit_one(*c, auth, &status);
+      int64_t received = -1;
+      auto id = c.submit(&status, &received);
       auto t1 = now_ns();
-      if (!id.empty()) submitted[id] = {t0, t1};
+      if (!id.empty()) {
+        submitted[id] = {t0, t1};
+        submitted_kernel[id] = received;
+      }
     }
   }
   auto wait_until = now_ns() + 5'000'000'000LL;
@@ -1082,7 +1212,7 @@ int cmd_agents(const options& o) {
     if (got == submitted.size()) break;
     sleep_ms(20);
   }
-  std::vector<double> wake, wake_send;
+  std::vector<double> wake, wake_send, wake_kernel;
   int64_t before_201 = 0;
   {
     std::lock_guard<std::mutex> guard{loop.mx};
@@ -1092,25 +1222,39 @@ int cmd_agents(const options& o) {
       before_201 += i->second < t.second;
       wake.push_back(static_cast<double>(std::max<int64_t>(0, i->second - t.second)));
       wake_send.push_back(static_cast<double>(i->second - t.first));
+      auto k = loop.received_kernel.find(id);
+      auto k201 = submitted_kernel[id];
+      if (k != loop.received_kernel.end() && k->second >= 0 && k201 >= 0)
+        wake_kernel.push_back(
+            static_cast<double>(std::max<int64_t>(0, k->second - k201)));
     }
   }
   if (auto path = o.str("trace", ""); !path.empty()) {
     // One line per run, in submit order: ns since the first send of the
-    // send, the 201 and the agent's read (-1: never read). To tell a tail
-    // spread over the window from one stall that delays a burst.
+    // send, the 201 and the agent's read (-1: never read), then the kernel's
+    // receive times of the 201 and of the agent's answer, in ns since the
+    // first 201's (-1: none). To tell a tail spread over the window from one
+    // stall that delays a burst, and meshd's delays from the simulator's.
     std::vector<std::pair<std::pair<int64_t, int64_t>, std::string>> order;
     for (auto& [id, t] : submitted)
       order.push_back({t, id});
     std::sort(order.begin(), order.end());
     if (FILE* f = std::fopen(path.c_str(), "w")) {
       auto t0 = order.empty() ? 0 : order.front().first.first;
+      auto k0 = order.empty() ? 0 : submitted_kernel[order.front().second];
+      auto since_k0 = [&](int64_t k) {
+        return static_cast<long long>(k < 0 ? -1 : k - k0);
+      };
       std::lock_guard<std::mutex> guard{loop.mx};
       for (auto& [t, id] : order) {
         auto i = loop.received.find(id);
+        auto k = loop.received_kernel.find(id);
         std::fprintf(
-            f, "%lld %lld %lld\n", static_cast<long long>(t.first - t0),
+            f, "%lld %lld %lld %lld %lld\n", static_cast<long long>(t.first - t0),
             static_cast<long long>(t.second - t0),
-            static_cast<long long>(i == loop.received.end() ? -1 : i->second - t0));
+            static_cast<long long>(i == loop.received.end() ? -1 : i->second - t0),
+            since_k0(submitted_kernel[id]),
+            since_k0(k == loop.received_kernel.end() ? -1 : k->second));
       }
       std::fclose(f);
     }
@@ -1135,7 +1279,10 @@ int cmd_agents(const options& o) {
               static_cast<long long>(idle_events), fmt(baseline_cpu_pct, 2).c_str(),
               static_cast<long long>(idle_seconds), static_cast<long long>(rate),
               submitted.size(), wake.size(), static_cast<long long>(before_201),
-              pcts("wake", wake).c_str(), pcts("wake_from_send", wake_send).c_str(),
+              pcts("wake", wake).c_str(),
+              (pcts("wake_kernel", wake_kernel) + " wake_kernel_n=" +
+               std::to_string(wake_kernel.size()) + pcts("wake_from_send", wake_send))
+                  .c_str(),
               static_cast<long long>(loop.errors.load()),
               static_cast<long long>(loop.reconnects.load()));
   return 0;

@@ -188,6 +188,7 @@ for n in $AGENT_COUNTS; do
     row "$n agents: meshd RSS" "$(field "$l" rss_connected_mb) MB" "<= 512 MB"
     row "$n agents: idle CPU" "$(field "$l" idle_cpu_pct) %" "<= 10 %"
     row "$n agents: wake p50 / p99" "$(field "$l" wake_p50_us) / $(field "$l" wake_p99_us) us" "p99 <= 2000 us"
+    row "$n agents: wake p50 / p99, kernel times" "$(field "$l" wake_kernel_p50_us) / $(field "$l" wake_kernel_p99_us) us" ""
     row "$n agents: connect all / register" "$(field "$l" connect_s) / $(field "$l" register_s) s" ""
   fi
 done
