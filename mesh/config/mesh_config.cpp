@@ -124,6 +124,12 @@ const std::vector<key_spec>& key_table() {
                    "Idle keep-alive connections are closed after this. Whole seconds "
                    "only: the HTTP library counts this timeout in seconds.",
                    1s),
+      integer_key("http.keep_alive_max_requests", &mesh_config::keep_alive_max_requests,
+                  1, 1000000,
+                  "Requests served on one keep-alive connection before meshd closes "
+                  "it. A connection holds a worker thread while it is open, so busy "
+                  "clients take turns for the workers at this interval; each "
+                  "reconnect costs a TCP handshake."),
       duration_key("http.read_timeout", &mesh_config::read_timeout, 1s, 1h,
                    "Time allowed to read one request. Whole seconds only: meshd applies "
                    "it in seconds.",
@@ -138,7 +144,8 @@ const std::vector<key_spec>& key_table() {
       integer_key("store.group_commit_max", &mesh_config::group_commit_max, 1, 1 << 20,
                   "Largest number of writes committed in one transaction."),
 
-      choice_key("actors.scheduler", &mesh_config::actor_scheduler, {"sharing", "stealing"},
+      choice_key("actors.scheduler", &mesh_config::actor_scheduler,
+                 {"sharing", "stealing"},
                  "How CAF runs meshd's actors. sharing: one queue, idle workers "
                  "block, so an idle mesh uses no CPU. stealing: a queue per worker "
                  "that idle workers poll (CAF's default), which costs about 5 % of a "

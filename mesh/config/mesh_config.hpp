@@ -30,6 +30,9 @@ struct mesh_config {
   /// Idle keep-alive connections are closed after this. Key
   /// `http.keep_alive_timeout`.
   duration keep_alive_timeout = std::chrono::seconds{2};
+  /// Requests served on one keep-alive connection before meshd closes it.
+  /// Key `http.keep_alive_max_requests`.
+  int64_t keep_alive_max_requests = 100;
   /// Time allowed to read one request. Key `http.read_timeout`.
   duration read_timeout = std::chrono::seconds{10};
 

@@ -913,6 +913,7 @@ http_server::http_server(mesh_node& node)
                                         std::clamp<int64_t>(cfg.http_threads / 8, 4, 64));
   svr_->new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
   svr_->set_tcp_nodelay(true);
+  svr_->set_keep_alive_max_count(static_cast<size_t>(cfg.keep_alive_max_requests));
   svr_->set_keep_alive_timeout(std::max<time_t>(
       1,
       std::chrono::duration_cast<std::chrono::seconds>(cfg.keep_alive_timeout).count()));
