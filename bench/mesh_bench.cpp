@@ -153,12 +153,13 @@ std::unique_ptr<httplib::Client> client_for(const endpoint& ep) {
   return c;
 }
 
-// -- kernel receive times ----------------------------------------------------------
-// The agents workload runs its simulator and its submitter on the 2 cores
-// meshd uses. Besides the time each thread read an answer, it records when
-// the kernel received it (SO_TIMESTAMPNS), so that a wake delayed only
-// because the simulator's own thread waited for a core can be told apart
-// from one meshd delayed.
+// -- raw HTTP on sockets, with kernel receive times --------------------------------
+// The agents workload speaks HTTP on its own sockets: the simulator (one
+// epoll loop for every agent) and the submitter of its wake window. Both run
+// on the 2 cores meshd uses, so besides the time a thread read an answer
+// they record when the kernel received it (SO_TIMESTAMPNS): a wake delayed
+// only because the load generator's thread waited for a core can then be
+// told apart from one meshd delayed.
 
 /// Asks the kernel to stamp every segment `fd` receives.
 void stamp_receives(int fd) {
@@ -187,14 +188,38 @@ ssize_t recv_stamped(int fd, char* buf, size_t len, int64_t* stamp) {
   return n;
 }
 
+std::string lowercase(std::string s) {
+  std::transform(s.begin(), s.end(), s.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  return s;
+}
+
+/// One HTTP/1.1 keep-alive request to `ep`, as bytes to write.
+std::string http_request(const endpoint& ep, const std::string& method,
+                         const std::string& path, const std::string& token,
+                         const std::string& body) {
+  std::string r = method + " " + path + " HTTP/1.1\r\nHost: " + ep.host + ":" +
+                  std::to_string(ep.port) + "\r\nAuthorization: Bearer " + token +
+                  "\r\nConnection: keep-alive\r\n";
+  if (!body.empty()) r += "Content-Type: application/json\r\n";
+  r += "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
+  return r;
+}
+
+/// The `id` of the run object in a submit's answer ("" if none).
+std::string run_id_in(const std::string& answer) {
+  auto id_at = answer.find("\"id\":\"");
+  if (id_at == std::string::npos) return {};
+  id_at += 6;
+  return answer.substr(id_at, answer.find('"', id_at) - id_at);
+}
+
 /// The length of the first complete HTTP response in `in` (head and
 /// Content-Length body), or 0 while it is incomplete.
 size_t response_length(const std::string& in) {
   auto head_end = in.find("\r\n\r\n");
   if (head_end == std::string::npos) return 0;
-  std::string lower = in.substr(0, head_end);
-  std::transform(lower.begin(), lower.end(), lower.begin(),
-                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  auto lower = lowercase(in.substr(0, head_end));
   size_t length = 0;
   auto cl = lower.find("content-length:");
   if (cl != std::string::npos) length = std::stoul(lower.substr(cl + 15));
@@ -202,10 +227,8 @@ size_t response_length(const std::string& in) {
 }
 
 /// Whether a response head ends its connection (`Connection: close`).
-bool closes_connection(std::string head) {
-  std::transform(head.begin(), head.end(), head.begin(),
-                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  return head.find("connection: close") != std::string::npos;
+bool closes_connection(const std::string& head) {
+  return lowercase(head).find("connection: close") != std::string::npos;
 }
 
 /// One keep-alive connection that submits runs and notes when the kernel
@@ -226,11 +249,7 @@ public:
   std::string submit(int* status, int64_t* received) {
     *status = -1;
     if (fd_ < 0 && !connect_once()) return {};
-    static const std::string body = R"({"plan":"noop"})";
-    std::string req = "POST /v1/runs HTTP/1.1\r\nHost: " + ep_.host + ":" +
-                      std::to_string(ep_.port) + "\r\nAuthorization: Bearer " + token_ +
-                      "\r\nContent-Type: application/json\r\nContent-Length: " +
-                      std::to_string(body.size()) + "\r\n\r\n" + body;
+    auto req = http_request(ep_, "POST", "/v1/runs", token_, R"({"plan":"noop"})");
     if (::send(fd_, req.data(), req.size(), MSG_NOSIGNAL) !=
         static_cast<ssize_t>(req.size()))
       return drop();
@@ -245,11 +264,7 @@ public:
     *status = std::atoi(in.c_str() + 9);
     auto answer = in.substr(0, len);
     if (closes_connection(answer.substr(0, answer.find("\r\n\r\n")))) drop();
-    if (*status != 201) return {};
-    auto id_at = answer.find("\"id\":\"");
-    if (id_at == std::string::npos) return {};
-    id_at += 6;
-    return answer.substr(id_at, answer.find('"', id_at) - id_at);
+    return *status == 201 ? run_id_in(answer) : std::string{};
   }
 
 private:
@@ -334,10 +349,7 @@ std::string submit_one(httplib::Client& c, const httplib::Headers& auth, int* st
   auto res = c.Post("/v1/runs", auth, body, "application/json");
   *status = res ? res->status : -1;
   if (!res || res->status != 201) return {};
-  auto id_at = res->body.find("\"id\":\"");
-  if (id_at == std::string::npos) return {};
-  id_at += 6;
-  return res->body.substr(id_at, res->body.find('"', id_at) - id_at);
+  return run_id_in(res->body);
 }
 
 /// Whether batch submits ask for `Prefer: return=minimal` (`--answer`).
@@ -926,12 +938,7 @@ public:
 private:
   std::string request(const std::string& method, const std::string& path,
                       const std::string& token, const std::string& body) {
-    std::string r = method + " " + path + " HTTP/1.1\r\nHost: " + ep_.host + ":" +
-                    std::to_string(ep_.port) + "\r\nAuthorization: Bearer " + token +
-                    "\r\nConnection: keep-alive\r\n";
-    if (!body.empty()) r += "Content-Type: application/json\r\n";
-    r += "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
-    return r;
+    return http_request(ep_, method, path, token, body);
   }
   std::string poll_request(const sim_agent& a) {
     return request("GET", "/v1/agents/" + a.creds.id + "/runs?wait=30", a.creds.token,
