@@ -161,6 +161,22 @@ std::unique_ptr<httplib::Client> client_for(const endpoint& ep) {
 // only because the load generator's thread waited for a core can then be
 // told apart from one meshd delayed.
 
+/// The IPv4 socket address of `ep`.
+sockaddr_in address_of(const endpoint& ep) {
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(ep.port));
+  inet_pton(AF_INET, ep.host.c_str(), &addr.sin_addr);
+  return addr;
+}
+
+/// When an answer arrived: as its reader saw it (`now_ns`) and as the
+/// kernel stamped it (CLOCK_REALTIME ns, -1 if it did not).
+struct arrival {
+  int64_t read = 0;
+  int64_t kernel = -1;
+};
+
 /// Asks the kernel to stamp every segment `fd` receives.
 void stamp_receives(int fd) {
   int one = 1;
@@ -277,10 +293,7 @@ private:
     setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &read_timeout, sizeof read_timeout);
     setsockopt(fd_, SOL_SOCKET, SO_SNDTIMEO, &write_timeout, sizeof write_timeout);
     stamp_receives(fd_);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_port = htons(static_cast<uint16_t>(ep_.port));
-    inet_pton(AF_INET, ep_.host.c_str(), &addr.sin_addr);
+    auto addr = address_of(ep_);
     if (::connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0) return true;
     drop();
     return false;
@@ -930,10 +943,9 @@ public:
   std::atomic<int64_t> reconnects{0};
   std::atomic<int64_t> polls_answered{0};
 
-  /// run id -> time the agent read it, and when the kernel received it.
+  /// run id -> when the poll answer carrying it arrived at the agent.
   std::mutex mx;
-  std::unordered_map<std::string, int64_t> received;
-  std::unordered_map<std::string, int64_t> received_kernel;
+  std::unordered_map<std::string, arrival> received;
 
 private:
   std::string request(const std::string& method, const std::string& path,
@@ -950,10 +962,7 @@ private:
     int one = 1;
     setsockopt(a.fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     stamp_receives(a.fd);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_port = htons(static_cast<uint16_t>(ep_.port));
-    inet_pton(AF_INET, ep_.host.c_str(), &addr.sin_addr);
+    auto addr = address_of(ep_);
     a.in.clear();
     a.out = a.current;
     a.ready = false;
@@ -1061,8 +1070,7 @@ private:
         if (!a.seen.insert(id).second) continue;
         {
           std::lock_guard<std::mutex> guard{mx};
-          received.emplace(id, t);
-          received_kernel.emplace(id, a.in_stamp);
+          received.emplace(id, arrival{t, a.in_stamp});
         }
         a.next.push_back(request("POST", "/v1/runs/" + id + "/start", a.creds.token, ""));
         a.next.push_back(request("POST", "/v1/runs/" + id + "/finish", a.creds.token,
@@ -1184,9 +1192,11 @@ int cmd_agents(const options& o) {
 
   // 5. Wake latency: submit at `rate`/s, time 201 -> the agent reads it.
   auto token = create_token(ep, "submitter");
-  std::unordered_map<std::string, std::pair<int64_t, int64_t>>
-      submitted;                                             // id -> (send, 201)
-  std::unordered_map<std::string, int64_t> submitted_kernel; // id -> 201 received
+  struct submit_times {
+    int64_t sent = 0;
+    arrival answer; // the 201
+  };
+  std::unordered_map<std::string, submit_times> submitted;
   {
     stamped_submitter c{ep, token};
     auto total = rate * wake_seconds;
@@ -1198,13 +1208,10 @@ int cmd_agents(const options& o) {
         std::this_thread::sleep_for(std::chrono::microseconds{200});
       auto t0 = now_ns();
       int status = 0;
-      int64_t received = -1;
-      auto id = c.submit(&status, &received);
+      int64_t stamp = -1;
+      auto id = c.submit(&status, &stamp);
       auto t1 = now_ns();
-      if (!id.empty()) {
-        submitted[id] = {t0, t1};
-        submitted_kernel[id] = received;
-      }
+      if (!id.empty()) submitted[id] = {t0, {t1, stamp}};
     }
   }
   auto wait_until = now_ns() + 5'000'000'000LL;
@@ -1226,14 +1233,14 @@ int cmd_agents(const options& o) {
     for (auto& [id, t] : submitted) {
       auto i = loop.received.find(id);
       if (i == loop.received.end()) continue;
-      before_201 += i->second < t.second;
-      wake.push_back(static_cast<double>(std::max<int64_t>(0, i->second - t.second)));
-      wake_send.push_back(static_cast<double>(i->second - t.first));
-      auto k = loop.received_kernel.find(id);
-      auto k201 = submitted_kernel[id];
-      if (k != loop.received_kernel.end() && k->second >= 0 && k201 >= 0)
-        wake_kernel.push_back(
-            static_cast<double>(std::max<int64_t>(0, k->second - k201)));
+      auto& agent_got = i->second;
+      before_201 += agent_got.read < t.answer.read;
+      wake.push_back(
+          static_cast<double>(std::max<int64_t>(0, agent_got.read - t.answer.read)));
+      wake_send.push_back(static_cast<double>(agent_got.read - t.sent));
+      if (agent_got.kernel >= 0 && t.answer.kernel >= 0)
+        wake_kernel.push_back(static_cast<double>(
+            std::max<int64_t>(0, agent_got.kernel - t.answer.kernel)));
     }
   }
   if (auto path = o.str("trace", ""); !path.empty()) {
@@ -1242,26 +1249,25 @@ int cmd_agents(const options& o) {
     // receive times of the 201 and of the agent's answer, in ns since the
     // first 201's (-1: none). To tell a tail spread over the window from one
     // stall that delays a burst, and meshd's delays from the simulator's.
-    std::vector<std::pair<std::pair<int64_t, int64_t>, std::string>> order;
+    std::vector<std::pair<int64_t, std::string>> order; // (sent, id)
     for (auto& [id, t] : submitted)
-      order.push_back({t, id});
+      order.push_back({t.sent, id});
     std::sort(order.begin(), order.end());
     if (FILE* f = std::fopen(path.c_str(), "w")) {
-      auto t0 = order.empty() ? 0 : order.front().first.first;
-      auto k0 = order.empty() ? 0 : submitted_kernel[order.front().second];
+      auto t0 = order.empty() ? 0 : order.front().first;
+      auto k0 = order.empty() ? 0 : submitted[order.front().second].answer.kernel;
       auto since_k0 = [&](int64_t k) {
         return static_cast<long long>(k < 0 ? -1 : k - k0);
       };
       std::lock_guard<std::mutex> guard{loop.mx};
-      for (auto& [t, id] : order) {
+      for (auto& [sent, id] : order) {
+        auto& t = submitted[id];
         auto i = loop.received.find(id);
-        auto k = loop.received_kernel.find(id);
-        std::fprintf(
-            f, "%lld %lld %lld %lld %lld\n", static_cast<long long>(t.first - t0),
-            static_cast<long long>(t.second - t0),
-            static_cast<long long>(i == loop.received.end() ? -1 : i->second - t0),
-            since_k0(submitted_kernel[id]),
-            since_k0(k == loop.received_kernel.end() ? -1 : k->second));
+        bool read = i != loop.received.end();
+        std::fprintf(f, "%lld %lld %lld %lld %lld\n", static_cast<long long>(sent - t0),
+                     static_cast<long long>(t.answer.read - t0),
+                     static_cast<long long>(read ? i->second.read - t0 : -1),
+                     since_k0(t.answer.kernel), since_k0(read ? i->second.kernel : -1));
       }
       std::fclose(f);
     }
