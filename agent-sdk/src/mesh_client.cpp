@@ -2,7 +2,10 @@
 
 #include "mesh/domain/clock.hpp"
 
+#include <condition_variable>
+#include <deque>
 #include <httplib.h>
+#include <thread>
 
 namespace polymesh::sdk {
 
@@ -26,6 +29,105 @@ std::string error_message(const json& body) {
 
 } // namespace
 
+/// Keep-alive connections to the mesh between calls. A caller borrows one
+/// (or a new one), uses it alone, and gives it back once it has an answer;
+/// a connection that failed is dropped instead. A reaper thread closes
+/// connections unused for `linger`; at most `max_idle` wait.
+class connection_pool {
+public:
+  connection_pool(std::string base, std::chrono::milliseconds linger, size_t max_idle)
+      : base_(std::move(base))
+      , linger_(linger)
+      , max_idle_(max_idle)
+      , reaper_([this] { reap(); }) {}
+
+  ~connection_pool() {
+    {
+      std::lock_guard<std::mutex> guard{mtx_};
+      stopping_ = true;
+    }
+    cv_.notify_all();
+    reaper_.join();
+  }
+
+  connection_pool(const connection_pool&) = delete;
+  connection_pool& operator=(const connection_pool&) = delete;
+
+  /// The most recently returned connection, or a new one.
+  std::unique_ptr<httplib::Client> borrow() {
+    {
+      std::lock_guard<std::mutex> guard{mtx_};
+      if (!idle_.empty()) {
+        auto cli = std::move(idle_.back().cli);
+        idle_.pop_back();
+        return cli;
+      }
+    }
+    auto cli = std::make_unique<httplib::Client>(base_);
+    cli->set_tcp_nodelay(true);
+    cli->set_keep_alive(true);
+    cli->set_connection_timeout(connect_timeout);
+    return cli;
+  }
+
+  void give_back(std::unique_ptr<httplib::Client> cli) {
+    std::unique_ptr<httplib::Client> surplus;
+    {
+      std::lock_guard<std::mutex> guard{mtx_};
+      if (stopping_) return;
+      idle_.push_back({std::move(cli), steady::now() + linger_});
+      if (idle_.size() > max_idle_) {
+        surplus = std::move(idle_.front().cli);
+        idle_.pop_front();
+      }
+    }
+    cv_.notify_all();
+  }
+
+private:
+  using steady = std::chrono::steady_clock;
+
+  struct parked {
+    std::unique_ptr<httplib::Client> cli;
+    steady::time_point until;
+  };
+
+  void reap() {
+    std::unique_lock<std::mutex> guard{mtx_};
+    while (!stopping_) {
+      if (idle_.empty()) {
+        cv_.wait(guard);
+        continue;
+      }
+      auto until = idle_.front().until;
+      if (steady::now() < until) {
+        cv_.wait_until(guard, until);
+        continue;
+      }
+      // Oldest first: every connection behind an unexpired one is younger.
+      std::vector<std::unique_ptr<httplib::Client>> expired;
+      auto now = steady::now();
+      while (!idle_.empty() && idle_.front().until <= now) {
+        expired.push_back(std::move(idle_.front().cli));
+        idle_.pop_front();
+      }
+      guard.unlock();
+      expired.clear(); // closes the sockets, outside the lock
+      guard.lock();
+    }
+    idle_.clear();
+  }
+
+  std::string base_;
+  std::chrono::milliseconds linger_;
+  size_t max_idle_;
+  std::mutex mtx_;
+  std::condition_variable cv_;
+  bool stopping_ = false;
+  std::deque<parked> idle_;
+  std::thread reaper_;
+};
+
 std::string http_reply::describe() const {
   if (status == 0) return "no answer from the mesh: " + error;
   return "HTTP " + std::to_string(status) + (error.empty() ? "" : ": " + error);
@@ -45,11 +147,14 @@ std::string mesh_client::check_url(const std::string& url) {
   return {};
 }
 
-mesh_client::mesh_client(std::string url, std::chrono::milliseconds request_timeout)
+mesh_client::mesh_client(std::string url, std::chrono::milliseconds request_timeout,
+                         std::chrono::milliseconds linger)
     : request_timeout_(request_timeout) {
   auto scheme_end = url.find("://");
   auto slash = url.find('/', scheme_end == std::string::npos ? 0 : scheme_end + 3);
-  scheme_host_port_ = url.substr(0, slash);
+  // Calls that overlap (the poll, each slot's worker and log shipper) each
+  // hold a connection; up to 16 then wait for reuse until the linger ends.
+  pool_ = std::make_unique<connection_pool>(url.substr(0, slash), linger, 16);
   if (slash != std::string::npos) {
     prefix_ = url.substr(slash);
     while (!prefix_.empty() && prefix_.back() == '/')
@@ -62,10 +167,8 @@ mesh_client::~mesh_client() = default;
 http_reply mesh_client::send(const std::string& method, const std::string& path,
                              const std::string& token, const std::string* body,
                              std::chrono::milliseconds read_timeout, bool as_poll) {
-  httplib::Client cli{scheme_host_port_};
-  cli.set_tcp_nodelay(true);
-  cli.set_keep_alive(false);
-  cli.set_connection_timeout(connect_timeout);
+  auto conn = pool_->borrow();
+  auto& cli = *conn;
   cli.set_read_timeout(read_timeout);
   cli.set_write_timeout(request_timeout_);
   if (as_poll) {
@@ -90,9 +193,11 @@ http_reply mesh_client::send(const std::string& method, const std::string& path,
   }
   http_reply out;
   if (!res) {
+    // The connection is in an unknown state (or was stopped): not reused.
     out.error = httplib::to_string(res.error());
     return out;
   }
+  pool_->give_back(std::move(conn));
   out.status = res->status;
   if (!res->body.empty()) {
     auto j = json::parse(res->body, nullptr, false);

@@ -1,10 +1,14 @@
 // The agent's side of the mesh's REST API (see mesh/http/server.cpp), built
 // on the shared wire contract (`polymesh_wire`).
 //
-// Connections: every call opens its own connection and closes it when done
-// (no keep-alive), so the only connection an agent holds open is its one
-// outstanding long-poll. An idle keep-alive connection costs the server CPU
-// (DEPENDENCIES.md), a waiting long-poll does not.
+// Connections: a call borrows a keep-alive connection from a small pool and
+// returns it when answered, so a poll, the `start` and the `finish` that
+// follow it reuse one connection instead of opening three. A connection
+// nobody borrows within `connection_linger` (0.5 s) is closed: an idle
+// keep-alive connection holds a mesh worker and costs it CPU (cpp-httplib
+// 0.11 polls it every 10 ms, DEPENDENCIES.md), a waiting long-poll does
+// not. The linger is shorter than the mesh's shortest keep-alive timeout
+// (1 s), so the mesh never closes a connection the agent is about to reuse.
 //
 // Authentication: after `register_agent` every call carries the agent's
 // access token. A 401 makes the client refresh the token once (or register
@@ -27,6 +31,11 @@ class Client;
 }
 
 namespace polymesh::sdk {
+
+class connection_pool;
+
+/// How long an unused keep-alive connection stays open.
+inline constexpr std::chrono::milliseconds connection_linger{500};
 
 /// The outcome of one HTTP call.
 struct http_reply {
@@ -51,8 +60,10 @@ public:
   using steady = std::chrono::steady_clock;
 
   /// `url` is `http://host:port` (or `https://`), optionally with a path
-  /// prefix. REQUIRES: a valid URL (see `check_url`).
-  mesh_client(std::string url, std::chrono::milliseconds request_timeout);
+  /// prefix. Connections unused for `linger` are closed. REQUIRES: a valid
+  /// URL (see `check_url`).
+  mesh_client(std::string url, std::chrono::milliseconds request_timeout,
+              std::chrono::milliseconds linger = connection_linger);
   ~mesh_client();
 
   /// Checks that `url` is `http(s)://host[:port][/prefix]`; returns an error
@@ -107,9 +118,9 @@ private:
   /// renewal when another thread already did it.
   void renew(uint64_t seen_generation);
 
-  std::string scheme_host_port_;
   std::string prefix_;
   std::chrono::milliseconds request_timeout_;
+  std::unique_ptr<connection_pool> pool_;
 
   mutable std::mutex mtx_;
   std::string registration_token_;

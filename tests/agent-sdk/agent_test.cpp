@@ -2,6 +2,7 @@
 // the agent side of the REST API, with knobs to fail calls the way a
 // restarting or overloaded meshd would. Lets the retry, ordering, cancel and
 // drain rules be checked without a real meshd (the integration tests do that).
+#include "eventually.hpp"
 #include "mesh/domain/clock.hpp"
 #include "polymesh/sdk/agent.hpp"
 #include "polymesh/sdk/plan.hpp"
@@ -17,18 +18,9 @@
 using namespace polymesh::sdk;
 using namespace std::chrono_literals;
 using nlohmann::json;
+using polymesh::sdk::test_support::eventually;
 
 namespace {
-
-/// Polls `pred` until it holds or a bounded deadline passes.
-template <class F> bool eventually(F pred, std::chrono::milliseconds limit = 20s) {
-  auto until = std::chrono::steady_clock::now() + limit;
-  while (std::chrono::steady_clock::now() < until) {
-    if (pred()) return true;
-    std::this_thread::sleep_for(5ms);
-  }
-  return pred();
-}
 
 class fake_mesh {
 public:

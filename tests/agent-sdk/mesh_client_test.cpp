@@ -1,0 +1,176 @@
+// The agent's REST client and its keep-alive connections, against a small
+// cpp-httplib server that records which connection (client port) carried
+// each request.
+#include "eventually.hpp"
+#include "mesh_client.hpp"
+
+#include <condition_variable>
+#include <fstream>
+#include <gtest/gtest.h>
+#include <httplib.h>
+#include <set>
+#include <sstream>
+#include <thread>
+
+using namespace polymesh::sdk;
+using namespace std::chrono_literals;
+using nlohmann::json;
+using polymesh::sdk::test_support::eventually;
+
+namespace {
+
+/// Established TCP connections whose local end is `port` (the server's side
+/// of each open connection), from /proc/net/tcp.
+int open_connections_to(int port) {
+  std::ifstream in{"/proc/net/tcp"};
+  std::string line;
+  std::getline(in, line); // header
+  int n = 0;
+  while (std::getline(in, line)) {
+    std::istringstream fields{line};
+    std::string slot, local, remote, state;
+    fields >> slot >> local >> remote >> state;
+    auto colon = local.find(':');
+    if (colon == std::string::npos || state != "01") continue; // 01: ESTABLISHED
+    if (std::stoi(local.substr(colon + 1), nullptr, 16) == port) ++n;
+  }
+  return n;
+}
+
+class recording_mesh {
+public:
+  explicit recording_mesh(size_t keep_alive_max = 100) {
+    svr_.set_tcp_nodelay(true);
+    svr_.set_keep_alive_max_count(keep_alive_max);
+    svr_.set_keep_alive_timeout(60); // only the client closes idle connections
+    svr_.new_task_queue = [] { return new httplib::ThreadPool(16); };
+    svr_.Post("/v1/agents/register",
+              [this](const httplib::Request& req, httplib::Response& res) {
+                record(req);
+                res.status = 201;
+                res.set_content(json{{"id", "a1"}, {"access_token", "tok"}}.dump(),
+                                "application/json");
+              });
+    svr_.Post(R"(/v1/runs/([^/]+)/start)", [this](const httplib::Request& req,
+                                                  httplib::Response& res) {
+      record(req);
+      std::unique_lock<std::mutex> g{mtx_};
+      ++waiting_;
+      cv_.notify_all();
+      // With a barrier set, answer only once that many calls are
+      // here at the same time (or give up after a while).
+      cv_.wait_for(g, 10s, [this] { return waiting_ >= barrier_; });
+      res.status = waiting_ >= barrier_ ? 200 : 504;
+      res.set_content(json{{"id", req.matches[1].str()}}.dump(), "application/json");
+    });
+    port_ = svr_.bind_to_any_port("127.0.0.1");
+    thread_ = std::thread{[this] { svr_.listen_after_bind(); }};
+  }
+
+  ~recording_mesh() {
+    svr_.stop();
+    thread_.join();
+  }
+
+  recording_mesh(const recording_mesh&) = delete;
+  recording_mesh& operator=(const recording_mesh&) = delete;
+
+  [[nodiscard]] std::string url() const {
+    return "http://127.0.0.1:" + std::to_string(port_);
+  }
+  [[nodiscard]] int port() const { return port_; }
+
+  void set_barrier(int n) {
+    std::lock_guard<std::mutex> g{mtx_};
+    barrier_ = n;
+    waiting_ = 0;
+  }
+
+  /// The client ports of the requests so far, in order.
+  [[nodiscard]] std::vector<int> ports() {
+    std::lock_guard<std::mutex> g{mtx_};
+    return ports_;
+  }
+
+private:
+  void record(const httplib::Request& req) {
+    std::lock_guard<std::mutex> g{mtx_};
+    ports_.push_back(req.remote_port);
+  }
+
+  httplib::Server svr_;
+  std::thread thread_;
+  int port_ = 0;
+  std::mutex mtx_;
+  std::condition_variable cv_;
+  std::vector<int> ports_;
+  int barrier_ = 0;
+  int waiting_ = 0;
+};
+
+polymesh::wire::register_request registration() {
+  polymesh::wire::register_request r;
+  r.name = "a";
+  return r;
+}
+
+std::set<int> distinct(const std::vector<int>& v) {
+  return {v.begin(), v.end()};
+}
+
+} // namespace
+
+TEST(mesh_client, sequential_calls_share_one_connection) {
+  recording_mesh mesh;
+  mesh_client client{mesh.url(), 5s, 1min};
+  ASSERT_TRUE(client.register_agent("reg", registration()).ok());
+  for (int i = 0; i < 5; ++i)
+    ASSERT_TRUE(client.start("r" + std::to_string(i)).ok());
+  auto ports = mesh.ports();
+  ASSERT_EQ(ports.size(), 6u);
+  EXPECT_EQ(distinct(ports).size(), 1u);
+}
+
+TEST(mesh_client, idle_connection_is_closed_after_the_linger) {
+  recording_mesh mesh;
+  mesh_client client{mesh.url(), 5s, 50ms};
+  ASSERT_TRUE(client.register_agent("reg", registration()).ok());
+  // The client closes it; the server's side of it goes away too.
+  EXPECT_TRUE(eventually([&] { return open_connections_to(mesh.port()) == 0; }));
+  ASSERT_TRUE(client.start("r1").ok());
+  auto ports = mesh.ports();
+  ASSERT_EQ(ports.size(), 2u);
+  EXPECT_NE(ports[0], ports[1]) << "a closed connection was not replaced";
+}
+
+TEST(mesh_client, connection_closed_by_the_server_is_replaced) {
+  recording_mesh mesh{1}; // every answer says `Connection: close`
+  mesh_client client{mesh.url(), 5s, 1min};
+  ASSERT_TRUE(client.register_agent("reg", registration()).ok());
+  for (int i = 0; i < 3; ++i)
+    ASSERT_TRUE(client.start("r" + std::to_string(i)).ok());
+  EXPECT_EQ(distinct(mesh.ports()).size(), 4u);
+}
+
+TEST(mesh_client, concurrent_calls_get_their_own_connections) {
+  recording_mesh mesh;
+  mesh_client client{mesh.url(), 15s, 1min};
+  ASSERT_TRUE(client.register_agent("reg", registration()).ok());
+  // Each `start` is answered only when all four are in the server at once,
+  // which needs four connections.
+  mesh.set_barrier(4);
+  std::vector<std::thread> callers;
+  std::vector<int> status(4);
+  for (int i = 0; i < 4; ++i)
+    callers.emplace_back([&, i] {
+      status[static_cast<size_t>(i)] = client.start("r" + std::to_string(i)).status;
+    });
+  for (auto& t : callers)
+    t.join();
+  EXPECT_EQ(status, (std::vector<int>{200, 200, 200, 200}));
+  // Afterwards they are kept for reuse: a fifth call opens none.
+  mesh.set_barrier(0);
+  auto before = distinct(mesh.ports());
+  ASSERT_TRUE(client.start("r5").ok());
+  EXPECT_EQ(distinct(mesh.ports()), before);
+}
