@@ -72,16 +72,19 @@ public:
 
   void give_back(std::unique_ptr<httplib::Client> cli) {
     std::unique_ptr<httplib::Client> surplus;
+    bool was_empty = false;
     {
       std::lock_guard<std::mutex> guard{mtx_};
-      if (stopping_) return;
+      was_empty = idle_.empty();
       idle_.push_back({std::move(cli), steady::now() + linger_});
       if (idle_.size() > max_idle_) {
         surplus = std::move(idle_.front().cli);
         idle_.pop_front();
       }
     }
-    cv_.notify_all();
+    // Otherwise the reaper already waits for an older deadline than ours:
+    // waking it on every call would cost the agent a context switch each.
+    if (was_empty) cv_.notify_one();
   }
 
 private:
