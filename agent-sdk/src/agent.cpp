@@ -14,6 +14,7 @@
 #include "mesh/domain/log.hpp"
 #include "mesh_client.hpp"
 #include "polymesh/sdk/cancel_source.hpp"
+#include "run_dirs.hpp"
 
 #include <algorithm>
 #include <condition_variable>
@@ -67,6 +68,22 @@ std::string host_name() {
   return buf;
 }
 
+/// `c` with the defaults that depend on the machine filled in.
+agent_config with_defaults(agent_config c) {
+  if (c.work_root.empty())
+    c.work_root = std::filesystem::temp_directory_path() / ("polymesh-agent-" + c.name);
+  if (c.hostname.empty()) c.hostname = host_name();
+  return c;
+}
+
+/// Whether `id` can name a directory under the work root: one path segment,
+/// not hidden (the mesh's ids always are; a broken or hostile answer must
+/// not make the agent create or remove anything elsewhere).
+bool usable_run_id(const std::string& id) {
+  return !id.empty() && id.size() <= 255 && id.front() != '.' &&
+         id.find('/') == std::string::npos && id.find('\0') == std::string::npos;
+}
+
 } // namespace
 
 std::string agent_config::validate() const {
@@ -102,18 +119,15 @@ struct run_slot {
 
 struct agent::impl {
   impl(agent_config c, plan_set p)
-      : cfg(std::move(c))
+      : cfg(with_defaults(std::move(c)))
       , plans(std::move(p))
-      , client(cfg.mesh_url, cfg.request_timeout) {
-    if (cfg.work_root.empty())
-      cfg.work_root =
-          std::filesystem::temp_directory_path() / ("polymesh-agent-" + cfg.name);
-    if (cfg.hostname.empty()) cfg.hostname = host_name();
-  }
+      , client(cfg.mesh_url, cfg.request_timeout)
+      , dirs(cfg.work_root) {}
 
   agent_config cfg;
   plan_set plans;
   mesh_client client;
+  run_dirs dirs;
   std::thread main;
 
   mutable std::mutex mtx;
@@ -193,6 +207,7 @@ struct agent::impl {
   }
 
   void loop() {
+    dirs.sweep();
     if (register_until_ok()) {
       auto b = make_backoff();
       while (!is_draining()) {
@@ -237,7 +252,11 @@ struct agent::impl {
     if (auto it = body.find("runs"); it != body.end() && it->is_array()) {
       for (auto& j : *it) {
         auto rec = wire::run_from_json(j);
-        if (!rec || rec->id.empty()) continue;
+        if (!rec) continue;
+        if (!usable_run_id(rec->id)) {
+          warn("ignoring a run with an unusable id from the mesh");
+          continue;
+        }
         if (!launch(*rec)) deferred.push_back(std::move(*rec));
       }
     }
@@ -365,7 +384,7 @@ struct agent::impl {
     info("run " + run.id + " (" + run.plan + ") started");
 
     // -- prepare --------------------------------------------------------------
-    auto root = cfg.work_root / run.id;
+    auto root = dirs.path_of(run.id);
     run_context ctx;
     ctx.run_id = run.id;
     ctx.plan = run.plan;
@@ -388,11 +407,7 @@ struct agent::impl {
 
     // -- run ------------------------------------------------------------------
     plan_result res;
-    std::error_code ec;
-    std::filesystem::remove_all(root, ec);
-    std::filesystem::create_directories(ctx.work_dir, ec);
-    if (!ec) std::filesystem::create_directories(ctx.artifacts_dir, ec);
-    if (ec) {
+    if (auto ec = dirs.prepare(run.id)) {
       res = plan_result::failure("cannot create the run's directories under " +
                                  cfg.work_root.string() + ": " + ec.message());
     } else if (slot->cancel.canceled()) {
@@ -415,7 +430,8 @@ struct agent::impl {
     shipper.join();
     upload_artifacts(run.id, ctx.artifacts_dir);
     report(run, slot->cancel.reason(), res);
-    std::filesystem::remove_all(root, ec);
+    if (auto ec = dirs.retire(run.id))
+      warn("run " + run.id + ": cannot remove " + root.string() + ": " + ec.message());
     forget(slot, true);
   }
 
@@ -655,6 +671,7 @@ struct agent::impl {
       }
     }
     reap();
+    dirs.clear();
     bool was_registered;
     {
       std::lock_guard<std::mutex> guard{mtx};

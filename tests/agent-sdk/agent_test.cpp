@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <condition_variable>
+#include <fstream>
 #include <gtest/gtest.h>
 #include <httplib.h>
 #include <optional>
@@ -170,6 +171,12 @@ public:
     std::lock_guard<std::mutex> g{mtx_};
     cancels_.push_back(id);
     cv_.notify_all();
+  }
+
+  /// Stops offering `id`.
+  void withdraw(const std::string& id) {
+    std::lock_guard<std::mutex> g{mtx_};
+    pending_.erase(id);
   }
 
   template <class F> auto with(F f) {
@@ -598,4 +605,44 @@ TEST(agent, malformed_registration_answer_is_retried) {
   a.start();
   ASSERT_TRUE(eventually([&] { return a.stats().registered; }));
   EXPECT_EQ(mesh.with([](fake_mesh& m) { return m.register_attempts_; }), 3);
+}
+
+// This test ensures each run starts in empty directories even though they are
+// reused, that a run id which is not a plain name is never used as a path,
+// and that a stopped agent leaves its work root empty.
+TEST(agent, run_directories_are_empty_reused_and_cleaned_up) {
+  fake_mesh mesh;
+  auto cfg = config(mesh);
+  cfg.capacity = 1;
+  auto tmpl = (std::filesystem::temp_directory_path() / "polymesh-agent-XXXXXX").string();
+  ASSERT_NE(::mkdtemp(tmpl.data()), nullptr);
+  cfg.work_root = std::filesystem::path{tmpl} / "root";
+  auto plans = echo_plans();
+  plans["scribble"] = std::make_shared<function_plan>([](run_context& ctx) {
+    namespace fs = std::filesystem;
+    if (!fs::is_empty(ctx.work_dir) || !fs::is_empty(ctx.artifacts_dir))
+      return plan_result::failure("directories not empty at the start");
+    std::ofstream{ctx.work_dir / "scratch.txt"} << ctx.run_id;
+    return plan_result::success();
+  });
+  agent a{cfg, plans};
+  a.start();
+  mesh.submit("../escape", "scribble");
+  mesh.submit(".spare-1-0", "scribble"); // would be taken for a kept directory
+  mesh.submit("r1", "scribble");
+  ASSERT_TRUE(finished(mesh, "r1"));
+  mesh.submit("r2", "scribble");
+  ASSERT_TRUE(finished(mesh, "r2"));
+  EXPECT_TRUE(mesh.with([](fake_mesh& m) {
+    EXPECT_EQ(m.finished_["r1"]["status"], "success");
+    EXPECT_EQ(m.finished_["r2"]["status"], "success") << m.finished_["r2"].dump();
+    return m.started_.count("../escape") + m.started_.count(".spare-1-0");
+  }) == 0u);
+  mesh.withdraw("../escape");
+  mesh.withdraw(".spare-1-0");
+  EXPECT_FALSE(std::filesystem::exists(std::filesystem::path{tmpl} / "escape"));
+  a.drain();
+  a.wait();
+  EXPECT_TRUE(std::filesystem::is_empty(cfg.work_root));
+  std::filesystem::remove_all(tmpl);
 }

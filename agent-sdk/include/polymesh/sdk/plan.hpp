@@ -90,9 +90,9 @@ struct run_context {
   nlohmann::json params = nlohmann::json::object();
   /// The run's payload, opaque text (for `shell`: the command line).
   std::string payload;
-  /// A fresh, empty directory owned by this run; removed afterwards.
+  /// A fresh, empty directory owned by this run; emptied afterwards.
   std::filesystem::path work_dir;
-  /// Files left here are the run's artifacts; removed afterwards.
+  /// Files left here are the run's artifacts; emptied afterwards.
   std::filesystem::path artifacts_dir;
   log_sink* log = nullptr;
   const cancel_token* cancel = nullptr;

@@ -1,0 +1,133 @@
+#include "run_dirs.hpp"
+
+#include <unistd.h>
+
+namespace polymesh::sdk {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr std::string_view spare_prefix = ".spare-";
+
+/// The entries of `dir`, or nothing (and `ec` set) when it cannot be read.
+std::vector<fs::path> entries_of(const fs::path& dir, std::error_code& ec) {
+  std::vector<fs::path> out;
+  for (fs::directory_iterator it{dir, ec}, end; !ec && it != end; it.increment(ec))
+    out.push_back(it->path());
+  return out;
+}
+
+/// Makes `p` a real directory with `perms`; false when it is not one.
+bool is_plain_dir(const fs::path& p, fs::perms perms) {
+  std::error_code ec;
+  auto st = fs::symlink_status(p, ec);
+  if (ec || !fs::is_directory(st)) return false;
+  if (st.permissions() != perms) fs::permissions(p, perms, ec);
+  return !ec;
+}
+
+} // namespace
+
+run_dirs::run_dirs(fs::path root)
+    : root_(std::move(root)) {}
+
+fs::path run_dirs::path_of(const std::string& id) const {
+  return root_ / id;
+}
+
+std::error_code run_dirs::prepare(const std::string& id) {
+  auto dir = path_of(id);
+  std::error_code ec;
+  fs::remove_all(dir, ec); // left behind by an agent that died during the run
+  if (ec) return ec;
+  std::optional<fs::path> spare;
+  {
+    std::lock_guard<std::mutex> guard{mtx_};
+    if (!spares_.empty()) {
+      spare = std::move(spares_.back());
+      spares_.pop_back();
+    }
+  }
+  if (spare) {
+    fs::rename(*spare, dir, ec);
+    if (ec) {
+      fs::remove_all(*spare, ec);
+      ec.clear();
+    }
+  }
+  // Also after a rename: a spare that lost a directory gets it back.
+  fs::create_directories(dir / "work", ec);
+  if (!ec) fs::create_directories(dir / "artifacts", ec);
+  if (ec) return ec;
+  std::lock_guard<std::mutex> guard{mtx_};
+  if (!fresh_perms_) fresh_perms_ = fs::status(dir / "work", ec).permissions();
+  return ec;
+}
+
+bool run_dirs::reset_for_reuse(const fs::path& dir) {
+  std::optional<fs::perms> perms;
+  {
+    std::lock_guard<std::mutex> guard{mtx_};
+    perms = fresh_perms_;
+  }
+  if (!perms || !is_plain_dir(dir, *perms)) return false;
+  std::error_code ec;
+  auto subdirs = entries_of(dir, ec);
+  if (ec || subdirs.size() != 2) return false;
+  for (auto& sub : subdirs) {
+    if (sub.filename() != "work" && sub.filename() != "artifacts") return false;
+    if (!is_plain_dir(sub, *perms)) return false;
+    for (auto& entry : entries_of(sub, ec)) {
+      fs::remove_all(entry, ec);
+      if (ec) return false;
+    }
+    if (ec) return false;
+  }
+  return true;
+}
+
+std::error_code run_dirs::retire(const std::string& id) {
+  auto dir = path_of(id);
+  std::error_code ec;
+  if (reset_for_reuse(dir)) {
+    fs::path spare;
+    {
+      std::lock_guard<std::mutex> guard{mtx_};
+      spare = root_ / (std::string{spare_prefix} + std::to_string(::getpid()) + "-" +
+                       std::to_string(next_spare_++));
+    }
+    fs::rename(dir, spare, ec);
+    if (!ec) {
+      std::lock_guard<std::mutex> guard{mtx_};
+      spares_.push_back(std::move(spare));
+      return {};
+    }
+  }
+  fs::remove_all(dir, ec);
+  return ec;
+}
+
+void run_dirs::clear() {
+  std::vector<fs::path> spares;
+  {
+    std::lock_guard<std::mutex> guard{mtx_};
+    spares.swap(spares_);
+  }
+  std::error_code ec;
+  for (auto& spare : spares)
+    fs::remove_all(spare, ec);
+}
+
+void run_dirs::sweep() {
+  std::error_code ec;
+  for (auto& entry : entries_of(root_, ec))
+    if (entry.filename().string().rfind(spare_prefix, 0) == 0) fs::remove_all(entry, ec);
+}
+
+size_t run_dirs::spares() const {
+  std::lock_guard<std::mutex> guard{mtx_};
+  return spares_.size();
+}
+
+} // namespace polymesh::sdk

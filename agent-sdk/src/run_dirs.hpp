@@ -1,0 +1,71 @@
+// The directories each run gets under the agent's work root:
+// `<root>/<run id>/work` and `<root>/<run id>/artifacts`, empty when the run
+// starts and gone from that path when it has ended.
+//
+// Creating and removing three directories per run is most of what an agent
+// spends on a short run: on ext4 the removal frees the directories' blocks
+// (a synchronous discard when the file system is mounted with `discard`).
+// So a finished run's directories are emptied and kept, renamed to
+// `<root>/.spare-<n>`, and the next run renames a spare to its own name.
+// A run's directories are only kept when they are exactly what was handed
+// out: `work` and `artifacts`, real directories, nothing else beside them,
+// and their contents could be removed. Their permissions are reset to those
+// of freshly created ones. Anything else is removed whole, as before.
+//
+// `.spare-*` entries belong to the agent: `sweep` removes those left by an
+// earlier process, `clear` those of this one when it stops.
+//
+// Thread-safety: all members may be called from any thread; different runs'
+// directories never share a path.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <system_error>
+#include <vector>
+
+namespace polymesh::sdk {
+
+class run_dirs {
+public:
+  explicit run_dirs(std::filesystem::path root);
+
+  /// `<root>/<id>`; the run's `work` and `artifacts` directories are in it.
+  [[nodiscard]] std::filesystem::path path_of(const std::string& id) const;
+
+  /// Makes `<root>/<id>/work` and `<root>/<id>/artifacts` exist and be empty,
+  /// from a spare when there is one. REQUIRES: `id` is a run id (no `/`, not
+  /// starting with `.`).
+  [[nodiscard]] std::error_code prepare(const std::string& id);
+
+  /// Takes the run's directories away from `<root>/<id>`: kept as a spare
+  /// when they can be reused, removed otherwise. Errors are returned for the
+  /// log; nothing is left in the way of a later run.
+  std::error_code retire(const std::string& id);
+
+  /// Removes the spares this object kept.
+  void clear();
+
+  /// Removes every `.spare-*` entry under the root (an earlier process's).
+  void sweep();
+
+  /// How many spares are kept now.
+  [[nodiscard]] size_t spares() const;
+
+private:
+  /// Empties a retired run's directory for reuse; false when it must go.
+  bool reset_for_reuse(const std::filesystem::path& dir);
+
+  std::filesystem::path root_;
+  mutable std::mutex mtx_;
+  std::vector<std::filesystem::path> spares_;
+  uint64_t next_spare_ = 0;
+  /// The permissions a freshly created directory gets (from the umask),
+  /// learned from the first one made.
+  std::optional<std::filesystem::perms> fresh_perms_;
+};
+
+} // namespace polymesh::sdk

@@ -1,0 +1,171 @@
+// The run directories and their reuse, on a real file system under a fresh
+// temporary root per test.
+#include "run_dirs.hpp"
+
+#include <fstream>
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+
+using namespace polymesh::sdk;
+namespace fs = std::filesystem;
+
+namespace {
+
+class run_dirs_test : public ::testing::Test {
+protected:
+  void SetUp() override {
+    auto tmpl = (fs::temp_directory_path() / "polymesh-run-dirs-XXXXXX").string();
+    ASSERT_NE(::mkdtemp(tmpl.data()), nullptr);
+    root_ = tmpl;
+  }
+  void TearDown() override {
+    std::error_code ec;
+    fs::remove_all(root_, ec);
+  }
+
+  /// The names under the root, sorted, spares shown as ".spare".
+  std::vector<std::string> listing() const {
+    std::vector<std::string> out;
+    for (auto& e : fs::directory_iterator{root_}) {
+      auto name = e.path().filename().string();
+      out.push_back(name.rfind(".spare-", 0) == 0 ? ".spare" : name);
+    }
+    std::sort(out.begin(), out.end());
+    return out;
+  }
+
+  static ino_t inode_of(const fs::path& p) {
+    struct stat st {};
+    EXPECT_EQ(::stat(p.c_str(), &st), 0) << p;
+    return st.st_ino;
+  }
+
+  static void write_file(const fs::path& p, const std::string& text) {
+    fs::create_directories(p.parent_path());
+    std::ofstream{p} << text;
+  }
+
+  static bool is_empty_dir(const fs::path& p) {
+    return fs::is_directory(fs::symlink_status(p)) && fs::is_empty(p);
+  }
+
+  fs::path root_;
+};
+
+} // namespace
+
+// This test ensures a finished run's directories are emptied and handed to
+// the next run under its own name, instead of being removed and made again.
+TEST_F(run_dirs_test, finished_runs_directories_are_reused_empty) {
+  run_dirs dirs{root_};
+  ASSERT_FALSE(dirs.prepare("r1"));
+  auto first = root_ / "r1";
+  EXPECT_TRUE(is_empty_dir(first / "work"));
+  EXPECT_TRUE(is_empty_dir(first / "artifacts"));
+  auto work_inode = inode_of(first / "work");
+  write_file(first / "work" / "deep" / "er" / "file.txt", "left behind");
+  write_file(first / "artifacts" / "report.xml", "<x/>");
+
+  ASSERT_FALSE(dirs.retire("r1"));
+  EXPECT_EQ(dirs.spares(), 1u);
+  EXPECT_EQ(listing(), std::vector<std::string>{".spare"});
+
+  ASSERT_FALSE(dirs.prepare("r2"));
+  EXPECT_EQ(dirs.spares(), 0u);
+  EXPECT_EQ(listing(), std::vector<std::string>{"r2"});
+  EXPECT_EQ(inode_of(root_ / "r2" / "work"), work_inode);
+  EXPECT_TRUE(is_empty_dir(root_ / "r2" / "work"));
+  EXPECT_TRUE(is_empty_dir(root_ / "r2" / "artifacts"));
+}
+
+// This test ensures permissions a plan changed do not carry over to the next
+// run: the reused directories have those of freshly made ones.
+TEST_F(run_dirs_test, reused_directories_get_fresh_permissions) {
+  run_dirs dirs{root_};
+  ASSERT_FALSE(dirs.prepare("r1"));
+  auto fresh = fs::status(root_ / "r1" / "work").permissions();
+  fs::permissions(root_ / "r1" / "work", fs::perms::owner_read | fs::perms::owner_exec);
+  fs::permissions(root_ / "r1" / "artifacts", fs::perms::none);
+  fs::permissions(root_ / "r1", fs::perms::owner_all);
+  ASSERT_FALSE(dirs.retire("r1"));
+  ASSERT_EQ(dirs.spares(), 1u);
+
+  ASSERT_FALSE(dirs.prepare("r2"));
+  EXPECT_EQ(fs::status(root_ / "r2").permissions(), fresh);
+  EXPECT_EQ(fs::status(root_ / "r2" / "work").permissions(), fresh);
+  EXPECT_EQ(fs::status(root_ / "r2" / "artifacts").permissions(), fresh);
+}
+
+// This test ensures a run's directory that holds more than what was handed
+// out is removed whole, not kept.
+TEST_F(run_dirs_test, directory_with_extra_entries_is_removed) {
+  run_dirs dirs{root_};
+  ASSERT_FALSE(dirs.prepare("r1"));
+  write_file(root_ / "r1" / "beside.txt", "outside work/");
+  ASSERT_FALSE(dirs.retire("r1"));
+  EXPECT_EQ(dirs.spares(), 0u);
+  EXPECT_TRUE(listing().empty());
+
+  ASSERT_FALSE(dirs.prepare("r2"));
+  fs::remove(root_ / "r2" / "artifacts");
+  ASSERT_FALSE(dirs.retire("r2"));
+  EXPECT_EQ(dirs.spares(), 0u);
+  EXPECT_TRUE(listing().empty());
+}
+
+// This test ensures a plan that replaced its work directory by a symlink
+// gets the link removed, never what it points at, and nothing kept.
+TEST_F(run_dirs_test, symlinked_work_directory_is_not_followed) {
+  run_dirs dirs{root_};
+  auto outside = root_.parent_path() / (root_.filename().string() + "-outside");
+  fs::create_directories(outside);
+  write_file(outside / "precious", "keep me");
+  ASSERT_FALSE(dirs.prepare("r1"));
+  fs::remove(root_ / "r1" / "work");
+  fs::create_directory_symlink(outside, root_ / "r1" / "work");
+  ASSERT_FALSE(dirs.retire("r1"));
+  EXPECT_EQ(dirs.spares(), 0u);
+  EXPECT_TRUE(listing().empty());
+  EXPECT_TRUE(fs::exists(outside / "precious"));
+  fs::remove_all(outside);
+}
+
+// This test ensures a run's path left behind by an agent that died is
+// cleared before the run starts, and a spare that lost a directory gets it
+// back.
+TEST_F(run_dirs_test, leftovers_are_cleared_and_spares_repaired) {
+  write_file(root_ / "r1" / "work" / "stale", "from a crashed agent");
+  run_dirs dirs{root_};
+  ASSERT_FALSE(dirs.prepare("r1"));
+  EXPECT_TRUE(is_empty_dir(root_ / "r1" / "work"));
+  ASSERT_FALSE(dirs.retire("r1"));
+  ASSERT_EQ(dirs.spares(), 1u);
+  for (auto& e : fs::directory_iterator{root_})
+    fs::remove(e.path() / "artifacts");
+
+  ASSERT_FALSE(dirs.prepare("r2"));
+  EXPECT_TRUE(is_empty_dir(root_ / "r2" / "work"));
+  EXPECT_TRUE(is_empty_dir(root_ / "r2" / "artifacts"));
+}
+
+// This test ensures `sweep` removes only spares (an earlier process's) and
+// `clear` this object's own, leaving runs' directories alone.
+TEST_F(run_dirs_test, sweep_and_clear_remove_only_spares) {
+  fs::create_directories(root_ / ".spare-1-0" / "work");
+  fs::create_directories(root_ / "r-running" / "work");
+  write_file(root_ / ".hidden-file", "not ours");
+  run_dirs dirs{root_};
+  dirs.sweep();
+  EXPECT_EQ(listing(), (std::vector<std::string>{".hidden-file", "r-running"}));
+
+  ASSERT_FALSE(dirs.prepare("r1"));
+  ASSERT_FALSE(dirs.retire("r1"));
+  ASSERT_FALSE(dirs.prepare("r2"));
+  ASSERT_FALSE(dirs.prepare("r3"));
+  ASSERT_FALSE(dirs.retire("r2"));
+  ASSERT_FALSE(dirs.retire("r3"));
+  EXPECT_EQ(dirs.spares(), 2u);
+  dirs.clear();
+  EXPECT_EQ(dirs.spares(), 0u);
+  EXPECT_EQ(listing(), (std::vector<std::string>{".hidden-file", "r-running"}));
+}
