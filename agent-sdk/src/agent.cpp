@@ -4,6 +4,7 @@
 // - one worker per run (`work`): start, the plan, the final flush, finish;
 // - one log shipper per run (`ship`): log chunks and progress heartbeats,
 //   which is also how a cancel request reaches a run between polls.
+// Workers and shippers run on `thread_pool` threads, kept between runs.
 // Shared state lives in `impl` under `mtx_`; a run's own state in its
 // `run_slot`.
 #include "polymesh/sdk/agent.hpp"
@@ -15,6 +16,7 @@
 #include "mesh_client.hpp"
 #include "polymesh/sdk/cancel_source.hpp"
 #include "run_dirs.hpp"
+#include "thread_pool.hpp"
 
 #include <algorithm>
 #include <condition_variable>
@@ -43,6 +45,8 @@ constexpr size_t recent_runs_kept = 4096;
 constexpr milliseconds progress_min_interval{1000};
 /// Leaves room below the mesh's default `runs.max_result_bytes` (64 KiB).
 constexpr size_t max_result_bytes = 60 * 1024;
+/// A worker or shipper thread idle this long ends.
+constexpr milliseconds idle_thread_linger{10000};
 
 void info(const std::string& text) {
   polymesh::log(log_level::info, text);
@@ -104,14 +108,12 @@ std::string agent_config::validate() const {
 
 /// One run in flight.
 struct run_slot {
-  run_slot(run_record r, std::optional<steady::time_point> deadline, uint64_t serial)
+  run_slot(run_record r, std::optional<steady::time_point> deadline)
       : run(std::move(r))
-      , cancel(deadline)
-      , serial(serial) {}
+      , cancel(deadline) {}
 
   run_record run;
   cancel_source cancel;
-  uint64_t serial;
   std::mutex mtx;
   std::string progress;
   bool progress_dirty = false;
@@ -145,13 +147,13 @@ struct agent::impl {
   /// Cancels received for runs not (yet) active.
   std::set<std::string> early_cancel_set;
   std::deque<std::string> early_cancels;
-  std::map<uint64_t, std::thread> workers;
-  std::vector<uint64_t> exited;
-  uint64_t next_serial = 0;
   uint64_t n_started = 0;
   uint64_t n_finished = 0;
   /// Set when results that still fail to send should be given up.
   std::atomic<bool> abandon_results{false};
+  /// Declared last: destroyed first, it joins its threads before anything
+  /// a run's worker or shipper uses is gone.
+  thread_pool pool{idle_thread_linger};
 
   backoff make_backoff() const {
     return backoff{backoff_policy{cfg.backoff_initial, cfg.backoff_max}};
@@ -211,7 +213,6 @@ struct agent::impl {
     if (register_until_ok()) {
       auto b = make_backoff();
       while (!is_draining()) {
-        reap();
         if (client.token_due()) {
           auto r = client.refresh_token();
           if (!r.ok()) warn("token refresh failed: " + r.describe());
@@ -311,29 +312,11 @@ struct agent::impl {
     std::optional<steady::time_point> deadline;
     if (rec.timeout_s > 0) deadline = steady::now() + std::chrono::seconds{rec.timeout_s};
     bool cancel_first = rec.cancel_requested || early_cancel_set.count(rec.id) > 0;
-    auto slot = std::make_shared<run_slot>(std::move(rec), deadline, next_serial++);
+    auto slot = std::make_shared<run_slot>(std::move(rec), deadline);
     if (cancel_first) slot->cancel.cancel(cancel_reason::canceled_by_user);
     active.emplace(slot->run.id, slot);
-    workers.emplace(slot->serial, std::thread{[this, slot] { work(slot); }});
+    pool.run([this, slot] { work(slot); });
     return true;
-  }
-
-  /// Joins the threads of runs that ended.
-  void reap() {
-    std::vector<std::thread> done;
-    {
-      std::lock_guard<std::mutex> guard{mtx};
-      for (auto serial : exited) {
-        auto it = workers.find(serial);
-        if (it != workers.end()) {
-          done.push_back(std::move(it->second));
-          workers.erase(it);
-        }
-      }
-      exited.clear();
-    }
-    for (auto& t : done)
-      t.join();
   }
 
   /// Removes a run from the active set. REQUIRES: called by its worker last.
@@ -347,7 +330,6 @@ struct agent::impl {
         recent.pop_front();
       }
     }
-    exited.push_back(slot->serial);
     if (finished) ++n_finished;
     cv.notify_all();
   }
@@ -403,7 +385,15 @@ struct agent::impl {
     log_buffer logs{cfg.log_chunk_bytes, cfg.log_buffer_bytes, &slot->cancel};
     ctx.log = &logs;
     std::atomic<bool> plan_done{false};
-    std::thread shipper{[&] { ship(slot, logs, plan_done); }};
+    std::mutex ship_mtx;
+    std::condition_variable ship_cv;
+    bool shipped = false;
+    pool.run([&] {
+      ship(slot, logs, plan_done);
+      std::lock_guard<std::mutex> guard{ship_mtx};
+      shipped = true;
+      ship_cv.notify_all();
+    });
 
     // -- run ------------------------------------------------------------------
     plan_result res;
@@ -427,7 +417,10 @@ struct agent::impl {
     // -- flush, report, clean up ------------------------------------------------
     logs.close();
     plan_done = true;
-    shipper.join();
+    {
+      std::unique_lock<std::mutex> guard{ship_mtx};
+      ship_cv.wait(guard, [&] { return shipped; });
+    }
     upload_artifacts(run.id, ctx.artifacts_dir);
     report(run, slot->cancel.reason(), res);
     if (auto ec = dirs.retire(run.id))
@@ -670,7 +663,6 @@ struct agent::impl {
         cv.wait(guard, [this] { return active.empty(); });
       }
     }
-    reap();
     dirs.clear();
     bool was_registered;
     {
