@@ -1,6 +1,7 @@
 #include "backoff.hpp"
 
 #include <gtest/gtest.h>
+#include <set>
 
 using namespace polymesh::sdk;
 using namespace std::chrono_literals;
@@ -40,4 +41,15 @@ TEST(backoff, default_random_in_bounds) {
     EXPECT_GE(d, 50ms);
     EXPECT_LE(d, 400ms);
   }
+}
+
+// This test ensures fresh backoffs do not all wait the same first delay:
+// the jitter is what spreads a fleet of agents that lost the mesh together.
+TEST(backoff, default_random_differs_between_backoffs) {
+  std::set<int64_t> firsts;
+  for (int i = 0; i < 20; ++i) {
+    backoff b{{1000ms, 60000ms}};
+    firsts.insert(b.next().count());
+  }
+  EXPECT_GT(firsts.size(), 1u);
 }
