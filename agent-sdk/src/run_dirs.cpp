@@ -1,5 +1,7 @@
 #include "run_dirs.hpp"
 
+#include <csignal>
+#include <cstdlib>
 #include <unistd.h>
 
 namespace polymesh::sdk {
@@ -121,8 +123,17 @@ void run_dirs::clear() {
 
 void run_dirs::sweep() {
   std::error_code ec;
-  for (auto& entry : entries_of(root_, ec))
-    if (entry.filename().string().rfind(spare_prefix, 0) == 0) fs::remove_all(entry, ec);
+  for (auto& entry : entries_of(root_, ec)) {
+    auto name = entry.filename().string();
+    if (name.rfind(spare_prefix, 0) != 0) continue;
+    // `.spare-<pid>-<n>`: another live agent's (a shared work_dir) stays.
+    // The same pid is ours from before a restart (pid 1 in a container).
+    char* end = nullptr;
+    auto pid = std::strtol(name.c_str() + spare_prefix.size(), &end, 10);
+    bool live_other = end && *end == '-' && pid > 0 && pid != ::getpid() &&
+                      ::kill(static_cast<pid_t>(pid), 0) == 0;
+    if (!live_other) fs::remove_all(entry, ec);
+  }
 }
 
 size_t run_dirs::spares() const {

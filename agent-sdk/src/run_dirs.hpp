@@ -12,8 +12,9 @@
 // and their contents could be removed. Their permissions are reset to those
 // of freshly created ones. Anything else is removed whole, as before.
 //
-// `.spare-*` entries belong to the agent: `sweep` removes those left by an
-// earlier process, `clear` those of this one when it stops.
+// `.spare-<pid>-<n>` entries belong to the agent: `sweep` removes those left
+// by an earlier process (not those of another live one), `clear` those of
+// this one when it stops.
 //
 // Thread-safety: all members may be called from any thread; different runs'
 // directories never share a path.
@@ -49,7 +50,8 @@ public:
   /// Removes the spares this object kept.
   void clear();
 
-  /// Removes every `.spare-*` entry under the root (an earlier process's).
+  /// Removes the `.spare-*` entries under the root that no other live
+  /// process owns (an earlier process's).
   void sweep();
 
   /// How many spares are kept now.

@@ -5,6 +5,7 @@
 #include <fstream>
 #include <gtest/gtest.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 using namespace polymesh::sdk;
 namespace fs = std::filesystem;
@@ -148,15 +149,22 @@ TEST_F(run_dirs_test, leftovers_are_cleared_and_spares_repaired) {
   EXPECT_TRUE(is_empty_dir(root_ / "r2" / "artifacts"));
 }
 
-// This test ensures `sweep` removes only spares (an earlier process's) and
-// `clear` this object's own, leaving runs' directories alone.
+// This test ensures `sweep` removes only spares of processes that are gone
+// (or of this pid, from before a restart) and `clear` this object's own,
+// leaving runs' directories and a live agent's spares alone.
 TEST_F(run_dirs_test, sweep_and_clear_remove_only_spares) {
-  fs::create_directories(root_ / ".spare-1-0" / "work");
+  auto live = root_ / (".spare-" + std::to_string(::getppid()) + "-0");
+  fs::create_directories(live / "work");
+  fs::create_directories(root_ / ".spare-999999999-0" / "work");
+  fs::create_directories(root_ / (".spare-" + std::to_string(::getpid()) + "-3"));
+  fs::create_directories(root_ / ".spare-garbage");
   fs::create_directories(root_ / "r-running" / "work");
   write_file(root_ / ".hidden-file", "not ours");
   run_dirs dirs{root_};
   dirs.sweep();
-  EXPECT_EQ(listing(), (std::vector<std::string>{".hidden-file", "r-running"}));
+  EXPECT_EQ(listing(), (std::vector<std::string>{".hidden-file", ".spare", "r-running"}));
+  EXPECT_TRUE(fs::exists(live));
+  fs::remove_all(live);
 
   ASSERT_FALSE(dirs.prepare("r1"));
   ASSERT_FALSE(dirs.retire("r1"));
