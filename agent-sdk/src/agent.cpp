@@ -1,7 +1,9 @@
 // The agent runtime. Three kinds of threads:
 // - the main thread (`loop`): registration, the one long-poll, token
 //   renewal, handing runs to workers, and the drain at the end;
-// - one worker per run (`work`): start, the plan, the final flush, finish;
+// - one worker per run (`work`): start, the plan, the final flush, finish
+//   (the starts and finishes of runs that reach them together go in one
+//   report, see `report_batcher`);
 // - one log shipper per run (`ship`): log chunks and progress heartbeats,
 //   which is also how a cancel request reaches a run between polls.
 // Workers and shippers run on `thread_pool` threads, kept between runs.
@@ -15,6 +17,7 @@
 #include "mesh/domain/log.hpp"
 #include "mesh_client.hpp"
 #include "polymesh/sdk/cancel_source.hpp"
+#include "report_batcher.hpp"
 #include "run_dirs.hpp"
 #include "thread_pool.hpp"
 
@@ -124,11 +127,18 @@ struct agent::impl {
       : cfg(with_defaults(std::move(c)))
       , plans(std::move(p))
       , client(cfg.mesh_url, cfg.request_timeout)
+      , reports([this](const wire::report_request& r) { return client.report(r); },
+                [this](const std::string& run) { return client.start(run); },
+                [this](const std::string& run, const wire::finish_request& r) {
+                  return client.finish(run, r);
+                })
       , dirs(cfg.work_root) {}
 
   agent_config cfg;
   plan_set plans;
   mesh_client client;
+  /// Starts and finishes of runs that end together go in one request.
+  report_batcher reports;
   run_dirs dirs;
   std::thread main;
 
@@ -344,7 +354,7 @@ struct agent::impl {
         forget(slot, false);
         return;
       }
-      auto r = client.start(run.id);
+      auto r = reports.start(run.id);
       if (r.ok()) {
         // A cancel requested before the start: run nothing, report canceled
         // now instead of letting the mesh wait for its cancel grace.
@@ -609,7 +619,7 @@ struct agent::impl {
     // same outcome again, never a different one.
     auto b = make_backoff();
     for (;;) {
-      auto r = client.finish(run.id, fr);
+      auto r = reports.finish(run.id, fr);
       if (r.ok()) {
         info("run " + run.id + " finished: " + to_string(fr.status) +
              (fr.reason.empty() ? "" : " (" + fr.reason + ")"));

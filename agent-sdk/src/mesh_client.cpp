@@ -371,6 +371,11 @@ http_reply mesh_client::finish(const std::string& run_id,
   return authed("POST", "/v1/runs/" + run_id + "/finish", &body, request_timeout_);
 }
 
+http_reply mesh_client::report(const wire::report_request& req) {
+  auto body = wire::dump(wire::to_json(req));
+  return authed("POST", "/v1/agents/" + agent_id() + "/report", &body, request_timeout_);
+}
+
 http_reply mesh_client::put_artifact(const std::string& run_id, const std::string& name,
                                      const std::string& bytes) {
   // Names are [A-Za-z0-9._-/] (checked by the caller), safe in a path as is.

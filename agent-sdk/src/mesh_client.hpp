@@ -90,6 +90,9 @@ public:
   http_reply progress(const std::string& run_id, const std::string& message);
   http_reply logs(const std::string& run_id, const wire::log_request& req);
   http_reply finish(const std::string& run_id, const wire::finish_request& req);
+  /// POST /v1/agents/{id}/report without `wait`: starts and finishes in one
+  /// request, each answered on its own in the body (no poll).
+  http_reply report(const wire::report_request& req);
   /// PUT /v1/runs/{id}/artifacts/{name}: `bytes` as the raw body. An
   /// identical repeat is 200, so a retry after a lost answer is harmless.
   http_reply put_artifact(const std::string& run_id, const std::string& name,

@@ -611,4 +611,18 @@ json to_json(const finish_request& r) {
   return j;
 }
 
+json to_json(const report_request& r) {
+  json j = json::object();
+  if (!r.started.empty()) j["started"] = r.started;
+  if (!r.finished.empty()) {
+    auto& finished = j["finished"] = json::array();
+    for (auto& [run, req] : r.finished) {
+      auto item = to_json(req);
+      item["run"] = run;
+      finished.push_back(std::move(item));
+    }
+  }
+  return j;
+}
+
 } // namespace polymesh::wire

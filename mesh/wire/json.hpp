@@ -139,6 +139,7 @@ struct report_request {
 inline constexpr size_t max_report_items = 1000;
 [[nodiscard]] caf::expected<report_request> parse_report_request(const json& j,
                                                                  const limits& lim);
+[[nodiscard]] json to_json(const report_request& r);
 
 /// The plan name rule: 1..128 chars of [A-Za-z0-9._-], alphanumeric first.
 [[nodiscard]] caf::error validate_plan_name(const std::string& plan,

@@ -71,23 +71,13 @@ public:
                cancels_.clear();
                reply(res, 200, body);
              });
-    svr_.Post(R"(/v1/runs/([^/]+)/start)", [this](const httplib::Request& req,
-                                                  httplib::Response& res) {
-      if (!authorized(req, res)) return;
-      std::lock_guard<std::mutex> g{mtx_};
-      auto id = req.matches[1].str();
-      if (conflict_.count(id)) {
-        pending_.erase(id);
-        return reply(
-            res, 409,
-            json{{"error", {{"code", "illegal_transition"}, {"message", "elsewhere"}}}});
-      }
-      started_.insert(id);
-      pending_.erase(id);
-      ++running_now_;
-      max_running_ = std::max(max_running_, running_now_);
-      reply(res, 200, run_json(id));
-    });
+    svr_.Post(R"(/v1/runs/([^/]+)/start)",
+              [this](const httplib::Request& req, httplib::Response& res) {
+                if (!authorized(req, res)) return;
+                std::lock_guard<std::mutex> g{mtx_};
+                auto [status, body] = start_locked(req.matches[1].str());
+                reply(res, status, body);
+              });
     svr_.Post(R"(/v1/runs/([^/]+)/logs)",
               [this](const httplib::Request& req, httplib::Response& res) {
                 if (!authorized(req, res)) return;
@@ -120,18 +110,39 @@ public:
                                                    httplib::Response& res) {
       if (!authorized(req, res)) return;
       std::lock_guard<std::mutex> g{mtx_};
-      auto id = req.matches[1].str();
-      finish_attempts_[id].push_back(json::parse(req.body));
-      if (finish_failures_ > 0) {
-        --finish_failures_;
-        return reply(res, 503, json{{"error", {{"message", "meshd restarting"}}}});
+      auto [status, body] = finish_locked(req.matches[1].str(), json::parse(req.body));
+      reply(res, status, body);
+    });
+    // Like meshd: starts, then finishes, each answered on its own.
+    svr_.Post("/v1/agents/a1/report", [this](const httplib::Request& req,
+                                             httplib::Response& res) {
+      if (!authorized(req, res)) return;
+      std::lock_guard<std::mutex> g{mtx_};
+      ++reports_;
+      auto in = json::parse(req.body);
+      json out{{"started", json::array()}, {"finished", json::array()}};
+      auto item = [](const std::string& id, int status, const json& body) {
+        if (status == 200)
+          return json{{"run", id},
+                      {"ok", true},
+                      {"status", body.value("status", "")},
+                      {"cancel_requested", body.value("cancel_requested", false)}};
+        return json{{"run", id},
+                    {"ok", false},
+                    {"http_status", status},
+                    {"error", body["error"]}};
+      };
+      for (auto& id : in.value("started", json::array())) {
+        auto [status, body] = start_locked(id.get<std::string>());
+        out["started"].push_back(item(id.get<std::string>(), status, body));
       }
-      if (finished_.count(id))
-        return reply(res, 409, json{{"error", {{"message", "already finished"}}}});
-      finished_[id] = json::parse(req.body);
-      --running_now_;
-      cv_.notify_all();
-      reply(res, 200, run_json(id));
+      for (auto f : in.value("finished", json::array())) {
+        auto id = f["run"].get<std::string>();
+        f.erase("run");
+        auto [status, body] = finish_locked(id, f);
+        out["finished"].push_back(item(id, status, body));
+      }
+      reply(res, 200, out);
     });
     svr_.Delete("/v1/agents/a1",
                 [this](const httplib::Request& req, httplib::Response& res) {
@@ -142,6 +153,10 @@ public:
                 });
     port_ = svr_.bind_to_any_port("127.0.0.1");
     thread_ = std::thread{[this] { svr_.listen_after_bind(); }};
+    // Test processes run in parallel and reuse run ids: each its own root.
+    auto tmpl =
+        (std::filesystem::temp_directory_path() / "polymesh-agent-test-XXXXXX").string();
+    if (::mkdtemp(tmpl.data()) != nullptr) work_root_ = tmpl;
   }
 
   ~fake_mesh() {
@@ -152,9 +167,12 @@ public:
     }
     svr_.stop();
     thread_.join();
+    std::error_code ec;
+    if (!work_root_.empty()) std::filesystem::remove_all(work_root_, ec);
   }
 
   std::string url() const { return "http://127.0.0.1:" + std::to_string(port_); }
+  std::filesystem::path work_root() const { return work_root_; }
 
   void submit(const std::string& id, const std::string& plan,
               json params = json::object(), std::string payload = {},
@@ -204,6 +222,8 @@ public:
   bool deregistered_ = false;
   int max_running_ = 0;
   int polls_ = 0;
+  int reports_ = 0;
+  std::filesystem::path work_root_;
 
 private:
   json session_json() {
@@ -239,6 +259,35 @@ private:
 
   json run_json(const std::string& id) { return runs_[id]; }
 
+  /// A start's status and body. REQUIRES: `mtx_` held.
+  std::pair<int, json> start_locked(const std::string& id) {
+    if (conflict_.count(id)) {
+      pending_.erase(id);
+      return {409, json{{"error",
+                         {{"code", "illegal_transition"}, {"message", "elsewhere"}}}}};
+    }
+    started_.insert(id);
+    pending_.erase(id);
+    ++running_now_;
+    max_running_ = std::max(max_running_, running_now_);
+    return {200, run_json(id)};
+  }
+
+  /// A finish's status and body. REQUIRES: `mtx_` held.
+  std::pair<int, json> finish_locked(const std::string& id, const json& body) {
+    finish_attempts_[id].push_back(body);
+    if (finish_failures_ > 0) {
+      --finish_failures_;
+      return {503, json{{"error", {{"message", "meshd restarting"}}}}};
+    }
+    if (finished_.count(id))
+      return {409, json{{"error", {{"message", "already finished"}}}}};
+    finished_[id] = body;
+    --running_now_;
+    cv_.notify_all();
+    return {200, run_json(id)};
+  }
+
   httplib::Server svr_;
   std::thread thread_;
   int port_ = 0;
@@ -271,6 +320,7 @@ agent_config config(const fake_mesh& mesh) {
   cfg.mesh_url = mesh.url();
   cfg.registration_token = "reg-token";
   cfg.name = "unit-agent";
+  cfg.work_root = mesh.work_root();
   cfg.labels = {{"env", "test"}};
   cfg.capacity = 2;
   cfg.poll_wait = 1s;
@@ -645,4 +695,31 @@ TEST(agent, run_directories_are_empty_reused_and_cleaned_up) {
   a.wait();
   EXPECT_TRUE(std::filesystem::is_empty(cfg.work_root));
   std::filesystem::remove_all(tmpl);
+}
+
+// This test ensures runs that start and end together (their starts and
+// finishes may share reports) are each started and finished exactly once,
+// with their own results.
+TEST(agent, runs_ending_together_are_each_reported_once) {
+  fake_mesh mesh;
+  auto cfg = config(mesh);
+  cfg.capacity = 8;
+  agent a{cfg, echo_plans()};
+  a.start();
+  ASSERT_TRUE(eventually([&] { return a.stats().registered; }));
+  for (int i = 0; i < 8; ++i)
+    mesh.submit("r" + std::to_string(i), "echo", json::object(),
+                "out " + std::to_string(i));
+  for (int i = 0; i < 8; ++i)
+    ASSERT_TRUE(finished(mesh, "r" + std::to_string(i)));
+  mesh.with([](fake_mesh& m) {
+    EXPECT_EQ(m.started_.size(), 8u);
+    for (int i = 0; i < 8; ++i) {
+      auto id = "r" + std::to_string(i);
+      EXPECT_EQ(m.finish_attempts_[id].size(), 1u) << id;
+      EXPECT_EQ(m.finished_[id]["result"], "out " + std::to_string(i));
+      EXPECT_EQ(m.finished_[id]["status"], "success");
+    }
+    return 0;
+  });
 }
