@@ -115,7 +115,7 @@ void report_batcher::send(const std::vector<item*>& batch) {
     std::lock_guard<std::mutex> guard{mtx_};
     ++reports_;
   }
-  if (!r.ok() && r.transient()) {
+  if (r.transient()) {
     for (auto* b : batch)
       b->answer = r;
     return;
