@@ -1,11 +1,14 @@
-// The agent runtime. Three kinds of threads:
+// The agent runtime. Four kinds of threads:
 // - the main thread (`loop`): registration, the one long-poll, token
 //   renewal, handing runs to workers, and the drain at the end;
 // - one worker per run (`work`): start, the plan, the final flush, finish
 //   (the starts and finishes of runs that reach them together go in one
 //   report, see `report_batcher`);
-// - one log shipper per run (`ship`): log chunks and progress heartbeats,
-//   which is also how a cancel request reaches a run between polls.
+// - a log shipper per run that needs one (`ship`): log chunks and progress
+//   heartbeats, which is also how a cancel request reaches a run between
+//   polls. It starts with the run's first output or progress message, or
+//   when its first heartbeat is near (see `on_demand.hpp`);
+// - the `deadline_runner`'s thread, which starts those shippers.
 // Workers and shippers run on `thread_pool` threads, kept between runs.
 // Shared state lives in `impl` under `mtx_`; a run's own state in its
 // `run_slot`.
@@ -16,6 +19,7 @@
 #include "mesh/domain/error.hpp"
 #include "mesh/domain/log.hpp"
 #include "mesh_client.hpp"
+#include "on_demand.hpp"
 #include "polymesh/sdk/cancel_source.hpp"
 #include "report_batcher.hpp"
 #include "run_dirs.hpp"
@@ -50,6 +54,8 @@ constexpr milliseconds progress_min_interval{1000};
 constexpr size_t max_result_bytes = 60 * 1024;
 /// A worker or shipper thread idle this long ends.
 constexpr milliseconds idle_thread_linger{10000};
+/// Shippers due within this of each other are started together.
+constexpr milliseconds shipper_start_slack{250};
 
 void info(const std::string& text) {
   polymesh::log(log_level::info, text);
@@ -161,9 +167,12 @@ struct agent::impl {
   uint64_t n_finished = 0;
   /// Set when results that still fail to send should be given up.
   std::atomic<bool> abandon_results{false};
-  /// Declared last: destroyed first, it joins its threads before anything
-  /// a run's worker or shipper uses is gone.
+  /// Declared last but one: destroyed first but one, it joins its threads
+  /// before anything a run's worker or shipper uses is gone.
   thread_pool pool{idle_thread_linger};
+  /// Starts the shippers of quiet runs for their first heartbeat. Declared
+  /// last: its thread starts tasks on `pool`.
+  deadline_runner shipper_starts{shipper_start_slack};
 
   backoff make_backoff() const {
     return backoff{backoff_policy{cfg.backoff_initial, cfg.backoff_max}};
@@ -387,23 +396,32 @@ struct agent::impl {
     ctx.artifacts_dir = root / "artifacts";
     ctx.cancel = &slot->cancel;
     ctx.kill_grace = cfg.kill_grace;
-    ctx.progress = [slot](std::string message) {
-      std::lock_guard<std::mutex> guard{slot->mtx};
-      slot->progress = std::move(message);
-      slot->progress_dirty = true;
-    };
     log_buffer logs{cfg.log_chunk_bytes, cfg.log_buffer_bytes, &slot->cancel};
     ctx.log = &logs;
     std::atomic<bool> plan_done{false};
-    std::mutex ship_mtx;
-    std::condition_variable ship_cv;
-    bool shipped = false;
-    pool.run([&] {
-      ship(slot, logs, plan_done);
-      std::lock_guard<std::mutex> guard{ship_mtx};
-      shipped = true;
-      ship_cv.notify_all();
+    auto heartbeat =
+        std::chrono::seconds{std::max<int64_t>(1, client.heartbeat_interval_s())};
+    auto first_beat = steady::now() + heartbeat;
+    auto shipper = std::make_shared<on_demand_task>(
+        [this](std::function<void()> task) { pool.run(std::move(task)); },
+        [&] { ship(slot, logs, plan_done, first_beat); });
+    // Weak: a plan could keep its context's callbacks past its run.
+    std::weak_ptr<on_demand_task> wake = shipper;
+    logs.on_first_write([wake] {
+      if (auto s = wake.lock()) s->trigger();
     });
+    ctx.progress = [slot, wake](std::string message) {
+      {
+        std::lock_guard<std::mutex> guard{slot->mtx};
+        slot->progress = std::move(message);
+        slot->progress_dirty = true;
+      }
+      if (auto s = wake.lock()) s->trigger();
+    };
+    // Early enough that the shipper's first wait ends at the heartbeat.
+    shipper_starts.at(std::max(steady::now(),
+                               first_beat - cfg.log_flush_interval - shipper_start_slack),
+                      shipper);
 
     // -- run ------------------------------------------------------------------
     plan_result res;
@@ -427,10 +445,7 @@ struct agent::impl {
     // -- flush, report, clean up ------------------------------------------------
     logs.close();
     plan_done = true;
-    {
-      std::unique_lock<std::mutex> guard{ship_mtx};
-      ship_cv.wait(guard, [&] { return shipped; });
-    }
+    shipper->close();
     upload_artifacts(run.id, ctx.artifacts_dir);
     report(run, slot->cancel.reason(), res);
     if (auto ec = dirs.retire(run.id))
@@ -440,12 +455,12 @@ struct agent::impl {
 
   /// Ships log chunks and progress until the plan is done, then the rest.
   void ship(const std::shared_ptr<run_slot>& slot, log_buffer& logs,
-            const std::atomic<bool>& plan_done) {
+            const std::atomic<bool>& plan_done, steady::time_point first_beat) {
     auto& id = slot->run.id;
     auto last_send = steady::now();
     auto heartbeat =
         std::chrono::seconds{std::max<int64_t>(1, client.heartbeat_interval_s())};
-    auto next_beat = steady::now() + heartbeat;
+    auto next_beat = first_beat;
     auto next_progress = steady::now();
     auto b = make_backoff();
     while (!plan_done) {

@@ -24,8 +24,25 @@ size_t log_buffer::incomplete_utf8_tail(std::string_view s) {
   return n + 1;
 }
 
+void log_buffer::on_first_write(std::function<void()> f) {
+  std::lock_guard<std::mutex> guard{mtx_};
+  on_first_write_ = std::move(f);
+}
+
 void log_buffer::write(log_stream stream, std::string_view data) {
+  if (data.empty()) return;
   std::unique_lock<std::mutex> guard{mtx_};
+  if (!written_) {
+    written_ = true;
+    if (on_first_write_) {
+      // Before the data goes in, so that whoever drains the buffer runs
+      // before a writer can block on a full one.
+      auto f = std::move(on_first_write_);
+      guard.unlock();
+      f();
+      guard.lock();
+    }
+  }
   while (!data.empty()) {
     // Backpressure: the plan (and through the pipe its process) waits for
     // the mesh rather than the agent growing without bound.

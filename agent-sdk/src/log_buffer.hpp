@@ -21,6 +21,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <mutex>
 
 namespace polymesh::sdk {
@@ -38,6 +39,10 @@ public:
              const cancel_token* cancel = nullptr);
 
   void write(log_stream stream, std::string_view data) override;
+  /// Calls `f` once, on the writer's thread, after the first write of
+  /// something (the agent starts the run's shipper then). REQUIRES: called
+  /// before any write.
+  void on_first_write(std::function<void()> f);
 
   /// Returns chunks starting at the oldest unacknowledged one: at most
   /// `max_chunks`, and at most `max_bytes` of data (but always at least one
@@ -78,6 +83,8 @@ private:
   size_t buffered_ = 0;
   int64_t next_seq_ = 0;
   bool closed_ = false;
+  std::function<void()> on_first_write_;
+  bool written_ = false;
 };
 
 } // namespace polymesh::sdk

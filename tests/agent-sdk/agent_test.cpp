@@ -354,6 +354,12 @@ plan_set echo_plans(std::shared_ptr<blocking_plan> blocker = nullptr) {
     }
     return plan_result::failure("canceled");
   });
+  // Writes nothing and reports no progress: only the heartbeat speaks for it.
+  p["quiet"] = std::make_shared<function_plan>([](run_context& ctx) {
+    while (!ctx.cancel->wait_for(50ms)) {
+    }
+    return plan_result::failure("canceled");
+  });
   p["block"] = blocker
                    ? std::static_pointer_cast<plan>(blocker)
                    : std::static_pointer_cast<plan>(std::make_shared<blocking_plan>());
@@ -494,6 +500,22 @@ TEST(agent, cancel_from_progress) {
   ASSERT_TRUE(finished(mesh, "r1"));
   EXPECT_EQ(mesh.with([](fake_mesh& m) { return m.finished_["r1"]["reason"]; }),
             "canceled_by_user");
+}
+
+// This test ensures a run that writes nothing still sends its heartbeat (its
+// log shipper starts for it), and so learns of a cancel.
+TEST(agent, quiet_run_heartbeats_and_learns_of_a_cancel) {
+  fake_mesh mesh;
+  mesh.with([](fake_mesh& m) { return m.cancel_by_progress_.insert("r1").second; });
+  agent a{config(mesh), echo_plans()};
+  a.start();
+  mesh.submit("r1", "quiet");
+  ASSERT_TRUE(finished(mesh, "r1"));
+  mesh.with([](fake_mesh& m) {
+    EXPECT_EQ(m.finished_["r1"]["reason"], "canceled_by_user");
+    EXPECT_FALSE(m.progress_["r1"].empty());
+    return 0;
+  });
 }
 
 // This test ensures a run past its timeout ends error/timeout.

@@ -135,3 +135,22 @@ TEST(log_buffer, take_respects_byte_budget) {
   EXPECT_EQ(b.take(10, true, 8).size(), 2u);
   EXPECT_EQ(b.take(10, true, 1).size(), 1u);
 }
+
+// This test ensures the first-write hook runs once, before the data is in,
+// and not for empty writes.
+TEST(log_buffer, first_write_hook_runs_once) {
+  log_buffer b{4, 1024};
+  int calls = 0;
+  size_t buffered_then = 99;
+  b.on_first_write([&] {
+    ++calls;
+    buffered_then = b.buffered_bytes();
+  });
+  b.write(log_stream::out, "");
+  EXPECT_EQ(calls, 0);
+  b.write(log_stream::out, "abc");
+  b.write(log_stream::err, "def");
+  EXPECT_EQ(calls, 1);
+  EXPECT_EQ(buffered_then, 0u);
+  EXPECT_EQ(b.buffered_bytes(), 6u);
+}
