@@ -178,6 +178,11 @@ struct agent::impl {
     return backoff{backoff_policy{cfg.backoff_initial, cfg.backoff_max}};
   }
 
+  /// How often a running run's shipper reports, as the mesh asked.
+  std::chrono::seconds heartbeat() const {
+    return std::chrono::seconds{std::max<int64_t>(1, client.heartbeat_interval_s())};
+  }
+
   bool is_draining() const {
     std::lock_guard<std::mutex> guard{mtx};
     return draining;
@@ -399,9 +404,7 @@ struct agent::impl {
     log_buffer logs{cfg.log_chunk_bytes, cfg.log_buffer_bytes, &slot->cancel};
     ctx.log = &logs;
     std::atomic<bool> plan_done{false};
-    auto heartbeat =
-        std::chrono::seconds{std::max<int64_t>(1, client.heartbeat_interval_s())};
-    auto first_beat = steady::now() + heartbeat;
+    auto first_beat = steady::now() + heartbeat();
     auto shipper = std::make_shared<on_demand_task>(
         [this](std::function<void()> task) { pool.run(std::move(task)); },
         [&] { ship(slot, logs, plan_done, first_beat); });
@@ -458,8 +461,7 @@ struct agent::impl {
             const std::atomic<bool>& plan_done, steady::time_point first_beat) {
     auto& id = slot->run.id;
     auto last_send = steady::now();
-    auto heartbeat =
-        std::chrono::seconds{std::max<int64_t>(1, client.heartbeat_interval_s())};
+    auto beat_every = heartbeat();
     auto next_beat = first_beat;
     auto next_progress = steady::now();
     auto b = make_backoff();
@@ -485,7 +487,7 @@ struct agent::impl {
       }
       if (send_progress) {
         next_progress = now + progress_min_interval;
-        next_beat = now + heartbeat;
+        next_beat = now + beat_every;
         auto r = client.progress(id, message);
         if (r.ok() && r.body.is_object() && r.body.value("cancel_requested", false))
           if (slot->cancel.cancel(cancel_reason::canceled_by_user))
