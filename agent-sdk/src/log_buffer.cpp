@@ -1,5 +1,7 @@
 #include "log_buffer.hpp"
 
+#include <utility>
+
 namespace polymesh::sdk {
 
 log_buffer::log_buffer(size_t chunk_bytes, size_t max_buffered,
@@ -32,16 +34,13 @@ void log_buffer::on_first_write(std::function<void()> f) {
 void log_buffer::write(log_stream stream, std::string_view data) {
   if (data.empty()) return;
   std::unique_lock<std::mutex> guard{mtx_};
-  if (!written_) {
-    written_ = true;
-    if (on_first_write_) {
-      // Before the data goes in, so that whoever drains the buffer runs
-      // before a writer can block on a full one.
-      auto f = std::move(on_first_write_);
-      guard.unlock();
-      f();
-      guard.lock();
-    }
+  if (on_first_write_) {
+    // Taken out, so it runs once. Before the data goes in, so that whoever
+    // drains the buffer runs before a writer can block on a full one.
+    auto f = std::exchange(on_first_write_, nullptr);
+    guard.unlock();
+    f();
+    guard.lock();
   }
   while (!data.empty()) {
     // Backpressure: the plan (and through the pipe its process) waits for

@@ -83,8 +83,8 @@ private:
   size_t buffered_ = 0;
   int64_t next_seq_ = 0;
   bool closed_ = false;
+  /// Empty once called.
   std::function<void()> on_first_write_;
-  bool written_ = false;
 };
 
 } // namespace polymesh::sdk
