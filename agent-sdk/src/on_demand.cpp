@@ -1,5 +1,7 @@
 #include "on_demand.hpp"
 
+#include <algorithm>
+
 namespace polymesh::sdk {
 
 on_demand_task::on_demand_task(std::function<void(std::function<void()>)> launch,
@@ -49,33 +51,44 @@ void deadline_runner::at(std::chrono::steady_clock::time_point when,
   std::lock_guard<std::mutex> guard{mtx_};
   if (stopping_) return;
   if (!thread_.joinable()) thread_ = std::thread{[this] { serve(); }};
+  if (heap_.size() >= drop_at_) drop_gone();
   // Wake the thread only when it sleeps past the new time.
-  bool sooner = queue_.empty() || when < queue_.top().when;
-  queue_.push(entry{when, std::move(task)});
+  bool sooner = heap_.empty() || when < heap_.front().when;
+  heap_.push_back(entry{when, std::move(task)});
+  std::push_heap(heap_.begin(), heap_.end());
   if (sooner) cv_.notify_one();
+}
+
+void deadline_runner::drop_gone() {
+  heap_.erase(std::remove_if(heap_.begin(), heap_.end(),
+                             [](const entry& e) { return e.task.expired(); }),
+              heap_.end());
+  std::make_heap(heap_.begin(), heap_.end());
+  drop_at_ = std::max(min_drop_at, 2 * heap_.size());
 }
 
 size_t deadline_runner::waiting() const {
   std::lock_guard<std::mutex> guard{mtx_};
-  return queue_.size();
+  return heap_.size();
 }
 
 void deadline_runner::serve() {
   std::unique_lock<std::mutex> guard{mtx_};
   std::vector<std::shared_ptr<on_demand_task>> due;
   while (!stopping_) {
-    if (queue_.empty()) {
+    if (heap_.empty()) {
       cv_.wait(guard);
       continue;
     }
     auto now = std::chrono::steady_clock::now();
-    if (queue_.top().when > now) {
-      cv_.wait_until(guard, queue_.top().when);
+    if (heap_.front().when > now) {
+      cv_.wait_until(guard, heap_.front().when);
       continue;
     }
-    while (!queue_.empty() && queue_.top().when <= now + slack_) {
-      if (auto task = queue_.top().task.lock()) due.push_back(std::move(task));
-      queue_.pop();
+    while (!heap_.empty() && heap_.front().when <= now + slack_) {
+      std::pop_heap(heap_.begin(), heap_.end());
+      if (auto task = heap_.back().task.lock()) due.push_back(std::move(task));
+      heap_.pop_back();
     }
     guard.unlock();
     for (auto& task : due)

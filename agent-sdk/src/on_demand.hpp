@@ -17,7 +17,6 @@
 #include <functional>
 #include <memory>
 #include <mutex>
-#include <queue>
 #include <thread>
 #include <vector>
 
@@ -57,6 +56,11 @@ private:
 /// (started with the first `at`). A time is a latest time: tasks due within
 /// `slack` of one that is due go with it, so that under a steady stream of
 /// runs the thread wakes at most once per `slack`, not once per run.
+///
+/// A task that is gone (its run ended) keeps its entry until its time, and
+/// times are a heartbeat away: at a high run rate most entries are of
+/// ended runs. They are dropped whenever the entries have doubled since
+/// the last drop, so the entries follow the tasks alive, not the run rate.
 class deadline_runner {
 public:
   explicit deadline_runner(std::chrono::milliseconds slack);
@@ -72,19 +76,25 @@ public:
   /// Entries waiting (also those whose task is gone already).
   [[nodiscard]] size_t waiting() const;
 
+  /// Entries at which gone tasks are dropped, at least.
+  static constexpr size_t min_drop_at = 1024;
+
 private:
   struct entry {
     std::chrono::steady_clock::time_point when;
     std::weak_ptr<on_demand_task> task;
-    bool operator>(const entry& o) const { return when > o.when; }
+    // The earliest on top of the heap.
+    bool operator<(const entry& o) const { return when > o.when; }
   };
 
   void serve();
+  void drop_gone();
 
   const std::chrono::milliseconds slack_;
   mutable std::mutex mtx_;
   std::condition_variable cv_;
-  std::priority_queue<entry, std::vector<entry>, std::greater<>> queue_;
+  std::vector<entry> heap_;
+  size_t drop_at_ = min_drop_at;
   std::thread thread_;
   bool stopping_ = false;
 };

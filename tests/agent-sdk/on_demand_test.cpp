@@ -156,3 +156,35 @@ TEST(deadline_runner, stops_with_tasks_waiting) {
   EXPECT_FALSE(t->close());
   EXPECT_EQ(runs.load(), 0);
 }
+
+// This test ensures entries of gone tasks do not pile up until their times (a
+// busy agent ends runs long before their first heartbeat), while the entries
+// of live tasks stay and still trigger.
+TEST(deadline_runner, drops_gone_tasks_and_keeps_live_ones) {
+  launcher l;
+  std::atomic<int> runs{0};
+  deadline_runner r{10ms};
+  std::vector<std::shared_ptr<on_demand_task>> live;
+  for (int i = 0; i < 100; ++i) {
+    live.push_back(std::make_shared<on_demand_task>(l.fn(), [&] { ++runs; }));
+    r.at(steady::now() + 1h, live.back());
+  }
+  // Push entries of gone tasks until the runner drops them: then only the
+  // live entries and the one just pushed are left.
+  size_t before = r.waiting();
+  size_t pushed = 0;
+  for (; pushed < 2 * deadline_runner::min_drop_at; ++pushed) {
+    r.at(steady::now() + 1h, std::make_shared<on_demand_task>(l.fn(), [&] { ++runs; }));
+    if (r.waiting() <= before) break;
+    before = r.waiting();
+  }
+  EXPECT_LT(pushed, deadline_runner::min_drop_at);
+  EXPECT_EQ(r.waiting(), live.size() + 1);
+
+  auto soon = std::make_shared<on_demand_task>(l.fn(), [&] { ++runs; });
+  r.at(steady::now(), soon);
+  ASSERT_TRUE(eventually([&] { return runs.load() == 1; }));
+  EXPECT_TRUE(soon->close());
+  for (auto& t : live)
+    EXPECT_FALSE(t->close());
+}
