@@ -4,7 +4,9 @@
 #include "mesh/domain/labels.hpp"
 #include "mesh/domain/run_state.hpp"
 
+#include <algorithm>
 #include <set>
+#include <unordered_set>
 
 namespace polymesh::wire {
 
@@ -293,11 +295,93 @@ caf::expected<agent_record> agent_from_json(const json& j) {
 
 // -- requests -----------------------------------------------------------------
 
+namespace {
+
+/// Why `parse_strict` stopped: thrown from the parser's callback.
+struct rejected_json {
+  std::string message;
+};
+
+/// The keys of the objects being parsed, innermost last. Most objects have a
+/// few keys; those with many get a hash set.
+class key_tracker {
+public:
+  void open() {
+    if (depth_ == levels_.size()) levels_.emplace_back();
+    levels_[depth_].clear();
+    ++depth_;
+  }
+  void close() { --depth_; }
+  /// Whether `key` is new in the innermost object.
+  bool add(const std::string& key) {
+    auto& level = levels_[depth_ - 1];
+    if (level.many.empty() && level.few.size() < 16) {
+      if (std::find(level.few.begin(), level.few.end(), key) != level.few.end())
+        return false;
+      level.few.push_back(key);
+      return true;
+    }
+    if (level.many.empty()) level.many.insert(level.few.begin(), level.few.end());
+    return level.many.insert(key).second;
+  }
+
+private:
+  struct keys {
+    std::vector<std::string> few;
+    std::unordered_set<std::string> many;
+    void clear() {
+      few.clear();
+      many.clear();
+    }
+  };
+  std::vector<keys> levels_; // reused: levels deeper than `depth_` are stale
+  size_t depth_ = 0;
+};
+
+} // namespace
+
+caf::expected<json> parse_strict(const std::string& text, const std::string& what) {
+  key_tracker keys;
+  auto check = [&keys, &what](int depth, json::parse_event_t event, json& parsed) {
+    switch (event) {
+    case json::parse_event_t::object_start:
+    case json::parse_event_t::array_start:
+      if (depth >= max_json_depth)
+        throw rejected_json{what + " nests deeper than " +
+                            std::to_string(max_json_depth) + " levels"};
+      if (event == json::parse_event_t::object_start) keys.open();
+      break;
+    case json::parse_event_t::object_end: keys.close(); break;
+    case json::parse_event_t::key:
+      if (!keys.add(parsed.get_ref<const std::string&>()))
+        throw rejected_json{what + " has the key '" + parsed.get<std::string>() +
+                            "' twice in one object"};
+      break;
+    default: break;
+    }
+    return true;
+  };
+  try {
+    return json::parse(text, check);
+  } catch (const rejected_json& e) {
+    return make_error(errc::invalid_argument, e.message);
+  } catch (const json::parse_error& e) {
+    // e.what() is "[json.exception.parse_error.101] parse error at ...".
+    std::string what = e.what();
+    auto at = what.find("] ");
+    return make_error(errc::invalid_argument,
+                      what + " is not valid JSON: " +
+                          (at == std::string::npos ? what : what.substr(at + 2)),
+                      {}, e.byte > 0 ? static_cast<int64_t>(e.byte) - 1 : 0);
+  }
+}
+
 caf::expected<json> parse_object(const std::string& body) {
-  auto j = json::parse(body, nullptr, false);
-  if (j.is_discarded())
-    return make_error(errc::invalid_argument, "body is not valid JSON", "body");
-  if (!j.is_object())
+  auto j = parse_strict(body, "body");
+  if (!j)
+    return make_error(errc::invalid_argument, message_of(j.error()), "body",
+                      position_of(j.error()));
+  if (!j->is_object())
     return make_error(errc::invalid_argument, "body must be a JSON object", "body");
   return j;
 }

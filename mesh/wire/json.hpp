@@ -39,8 +39,21 @@ using json = nlohmann::json;
 
 // -- requests -----------------------------------------------------------------
 
-/// Parses a request body into a JSON object; a body that is not an object is
-/// `invalid_argument` with field `body`.
+/// How deep objects and arrays may nest in what `parse_strict` accepts.
+/// Serializing JSON recurses once per level: an unbounded depth would let a
+/// 200 KB body overflow a thread's stack.
+constexpr int max_json_depth = 64;
+
+/// Parses JSON text, refusing what nlohmann's parser lets through: nesting
+/// deeper than `max_json_depth` and a key repeated in one object (where the
+/// last would win silently). Errors are `invalid_argument` without a field,
+/// their messages start with `what`; a syntax error has the byte position.
+[[nodiscard]] caf::expected<json> parse_strict(const std::string& text,
+                                               const std::string& what = "JSON");
+
+/// Parses a request body into a JSON object with `parse_strict`; every
+/// problem, or a body that is not an object, is `invalid_argument` with
+/// field `body`.
 [[nodiscard]] caf::expected<json> parse_object(const std::string& body);
 
 /// Size limits that come from configuration, checked while parsing.

@@ -47,6 +47,57 @@ TEST_F(errors, malformed_empty_and_non_object_bodies_are_400) {
   EXPECT_EQ(call("GET", "/v1/agents", admin).body["agents"].size(), 1u);
 }
 
+// This test ensures a body nested past the depth limit is refused before it
+// can exhaust a stack (a 200 KB body of 100,000 brackets crashed meshd), a
+// key given twice in one object is refused rather than the last one winning
+// silently, and a syntax error names its position. Nothing is created.
+TEST_F(errors, deep_nesting_duplicate_keys_and_syntax_errors_are_400) {
+  auto tokens_at_start = call("GET", "/v1/tokens", admin).body["tokens"].size();
+  std::string deep = "{\"plan\":\"noop\",\"params\":{\"a\":" + std::string(100000, '[') +
+                     std::string(100000, ']') + "}}";
+  auto r = call_body("POST", "/v1/runs", admin, deep);
+  expect_error(r, 400, "invalid_argument", "body");
+  EXPECT_NE(r.body["error"]["message"].get<std::string>().find("deeper than 64"),
+            std::string::npos)
+      << r.raw;
+  // Just inside the limit: the body, `params` and 62 arrays are 64 levels.
+  std::string ok = "{\"plan\":\"noop\",\"params\":{\"a\":" + std::string(62, '[') +
+                   std::string(62, ']') + "}}";
+  EXPECT_EQ(call_body("POST", "/v1/runs", admin, ok).status, 201);
+  std::string too_deep = "{\"plan\":\"noop\",\"params\":{\"a\":" + std::string(63, '[') +
+                         std::string(63, ']') + "}}";
+  expect_error(call_body("POST", "/v1/runs", admin, too_deep), 400, "invalid_argument",
+               "body");
+
+  auto dup = call_body("POST", "/v1/tokens", admin,
+                       R"({"kind":"reader","name":"x","kind":"admin"})");
+  expect_error(dup, 400, "invalid_argument", "body");
+  EXPECT_NE(dup.body["error"]["message"].get<std::string>().find("has the key 'kind' twice"),
+            std::string::npos)
+      << dup.raw;
+  // Nested objects and many keys: the same key in different objects is fine.
+  std::string many = R"({"plan":"noop","params":{)";
+  for (int i = 0; i < 40; ++i)
+    many += "\"k" + std::to_string(i) + "\":{\"k0\":1},";
+  auto twice = many + R"("k7":2}})";
+  expect_error(call_body("POST", "/v1/runs", admin, twice), 400, "invalid_argument",
+               "body");
+  many.back() = '}';
+  EXPECT_EQ(call_body("POST", "/v1/runs", admin, many + "}").status, 201);
+  expect_error(
+      call_body("POST", "/v1/agents/register", admin,
+                R"({"name":"d-1","plans":["noop"],"labels":{"env":"a","env":"b"}})"),
+      400, "invalid_argument", "body");
+  EXPECT_EQ(call("GET", "/v1/agents/d-1", admin).status, 404);
+
+  auto syntax = call_body("POST", "/v1/runs", admin, R"({"plan":"noop",})");
+  expect_error(syntax, 400, "invalid_argument", "body");
+  EXPECT_EQ(syntax.body["error"]["position"], 15) << syntax.raw;
+
+  EXPECT_EQ(call("GET", "/v1/runs", admin).body["runs"].size(), 2u);
+  EXPECT_EQ(call("GET", "/v1/tokens", admin).body["tokens"].size(), tokens_at_start);
+}
+
 // This test ensures unknown fields are 400 naming the field, on every
 // endpoint that takes a body.
 TEST_F(errors, unknown_fields_are_400_naming_the_field) {
