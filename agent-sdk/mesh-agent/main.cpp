@@ -1,10 +1,11 @@
 // mesh-agent: the agent daemon. Reads its YAML config, loads plugins, builds
 // the enabled plans, and runs the SDK's `agent` until a signal:
-// SIGTERM/SIGINT drain (finish running runs up to the drain deadline, cancel
+// SIGTERM/SIGINT/SIGHUP drain (finish running runs up to the drain deadline, cancel
 // the rest, deregister, exit 0); a second signal cancels everything at once.
 //
 // Exit status: 0 after a drain, 1 when the mesh refused the agent (e.g. a
-// bad registration token), 2 for a config or plugin error.
+// bad registration token) or another agent took its name, 2 for a config or
+// plugin error.
 #include "mesh/domain/log.hpp"
 #include "plans/builtin_plans.hpp"
 #include "polymesh/sdk/agent.hpp"
@@ -77,6 +78,8 @@ int main(int argc, char** argv) {
     return config_failure(config_file, e.what());
   }
   cfg.agent.version = POLYMESH_VERSION;
+  if (auto err = cfg.agent.prepare_work_root(); !err.empty())
+    return config_failure(config_file, "agent." + err);
   if (check_only) {
     std::cout << "config OK: agent '" << cfg.agent.name << "', " << plans.size()
               << " plans" << std::endl;
@@ -89,6 +92,9 @@ int main(int argc, char** argv) {
   sigemptyset(&signals);
   sigaddset(&signals, SIGTERM);
   sigaddset(&signals, SIGINT);
+  // A closed terminal or ssh session: drain too, rather than die and leave
+  // the runs' processes behind.
+  sigaddset(&signals, SIGHUP);
   sigaddset(&signals, SIGUSR1);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   std::signal(SIGPIPE, SIG_IGN);
@@ -101,7 +107,7 @@ int main(int argc, char** argv) {
       int sig = 0;
       if (sigwait(&signals, &sig) != 0 || sig == SIGUSR1)
         return; // the agent stopped on its own
-      const char* name = sig == SIGTERM ? "SIGTERM" : "SIGINT";
+      const char* name = sig == SIGTERM ? "SIGTERM" : sig == SIGINT ? "SIGINT" : "SIGHUP";
       if (++seen == 1) {
         log(log_level::info, std::string{"received "} + name +
                                  ": draining (a second signal cancels running runs)");

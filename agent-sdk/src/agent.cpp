@@ -81,10 +81,13 @@ std::string host_name() {
   return buf;
 }
 
+std::filesystem::path default_work_root(const std::string& name) {
+  return std::filesystem::temp_directory_path() / ("polymesh-agent-" + name);
+}
+
 /// `c` with the defaults that depend on the machine filled in.
 agent_config with_defaults(agent_config c) {
-  if (c.work_root.empty())
-    c.work_root = std::filesystem::temp_directory_path() / ("polymesh-agent-" + c.name);
+  if (c.work_root.empty()) c.work_root = default_work_root(c.name);
   if (c.hostname.empty()) c.hostname = host_name();
   return c;
 }
@@ -123,6 +126,9 @@ struct run_slot {
 
   run_record run;
   cancel_source cancel;
+  /// The mesh ended the run without us (it ended our session): its end is
+  /// recorded there, so it is not reported.
+  std::atomic<bool> ended_by_mesh{false};
   std::mutex mtx;
   std::string progress;
   bool progress_dirty = false;
@@ -138,7 +144,10 @@ struct agent::impl {
                 [this](const std::string& run, const wire::finish_request& r) {
                   return client.finish(run, r);
                 })
-      , dirs(cfg.work_root) {}
+      , dirs(cfg.work_root) {
+    client.on_session_change(
+        [this](const mesh_client::session_change& c) { session_changed(c); });
+  }
 
   agent_config cfg;
   plan_set plans;
@@ -157,6 +166,8 @@ struct agent::impl {
   bool stopped = false;
   steady::time_point drain_at{};
   std::string fatal;
+  /// Another agent registered under our name: stop without deregistering.
+  bool name_taken = false;
   std::map<std::string, std::shared_ptr<run_slot>> active;
   std::set<std::string> recent_set;
   std::deque<std::string> recent;
@@ -204,6 +215,48 @@ struct agent::impl {
     req.version = cfg.version;
     req.hostname = cfg.hostname;
     return req;
+  }
+
+  /// The client registered again because the mesh had ended our session:
+  /// an admin removed the agent, or another registration under its name
+  /// superseded it. The mesh ended the old session's running runs with it
+  /// (api.md, "Agent gone"), so they stop here too. When the session number
+  /// jumped, someone else registered under our name in between: two agents
+  /// sharing a name would supersede each other forever, so this one stops.
+  void session_changed(const mesh_client::session_change& c) {
+    if (note_session_change(c)) client.interrupt_poll();
+  }
+
+  /// `session_changed` under the lock; true when the agent must stop.
+  bool note_session_change(const mesh_client::session_change& c) {
+    std::lock_guard<std::mutex> guard{mtx};
+    size_t ended = 0;
+    for (auto& [id, slot] : active) {
+      slot->ended_by_mesh = true;
+      if (slot->cancel.cancel(cancel_reason::canceled_by_user)) ++ended;
+    }
+    auto runs_text = ended == 0 ? std::string{}
+                                : "; stopping its " + std::to_string(ended) +
+                                      " runs here, which the mesh ended with it";
+    if (c.id == c.old_id && c.session > c.old_session + 1) {
+      fatal = "another agent registered under the name '" + cfg.name +
+              "' while this one (" + c.old_id + ") held session " +
+              std::to_string(c.old_session) +
+              ": each agent needs a name of its own; stopping" + runs_text;
+      polymesh::log(log_level::error, fatal);
+      name_taken = true;
+      if (!draining) {
+        draining = true;
+        drain_at = steady::now();
+      }
+      cv.notify_all();
+      return true;
+    }
+    warn("the mesh ended session " + std::to_string(c.old_session) + " of " + c.old_id +
+         " (an admin removed the agent, or it was replaced after going offline); "
+         "registered again as " +
+         c.id + " session " + std::to_string(c.session) + runs_text);
+    return false;
   }
 
   bool register_until_ok() {
@@ -450,7 +503,7 @@ struct agent::impl {
     plan_done = true;
     shipper->close();
     upload_artifacts(run.id, ctx.artifacts_dir);
-    report(run, slot->cancel.reason(), res);
+    report(*slot, slot->cancel.reason(), res);
     if (auto ec = dirs.retire(run.id))
       warn("run " + run.id + ": cannot remove " + root.string() + ": " + ec.message());
     forget(slot, true);
@@ -604,7 +657,12 @@ struct agent::impl {
     }
   }
 
-  void report(const run_record& run, cancel_reason why, const plan_result& res) {
+  void report(const run_slot& slot, cancel_reason why, const plan_result& res) {
+    auto& run = slot.run;
+    if (slot.ended_by_mesh) {
+      info("run " + run.id + " stopped: the mesh ended it with the agent's session");
+      return;
+    }
     wire::finish_request fr;
     fr.exit_code = res.exit_code;
     fr.result = tail_of(res.result, max_result_bytes);
@@ -694,7 +752,8 @@ struct agent::impl {
     bool was_registered;
     {
       std::lock_guard<std::mutex> guard{mtx};
-      was_registered = registered;
+      // A session taken over by another agent is not ours to end.
+      was_registered = registered && !name_taken;
     }
     if (was_registered) {
       auto b = make_backoff();
@@ -713,6 +772,23 @@ struct agent::impl {
     cv.notify_all();
   }
 };
+
+std::string agent_config::prepare_work_root() const {
+  namespace fs = std::filesystem;
+  auto root = work_root.empty() ? default_work_root(name) : work_root;
+  auto problem = [&](const std::string& why) {
+    return "work_dir: cannot use " + root.string() + ": " + why;
+  };
+  std::error_code ec;
+  fs::create_directories(root, ec);
+  if (ec) return problem(ec.message());
+  if (!fs::is_directory(root, ec)) return problem("not a directory");
+  // The agent makes each run's directories with mkdir: try one.
+  auto probe = root / (".probe-" + std::to_string(::getpid()));
+  if (!fs::create_directory(probe, ec) && ec) return problem(ec.message());
+  fs::remove(probe, ec);
+  return {};
+}
 
 agent::agent(agent_config cfg, plan_set plans)
     : impl_(std::make_unique<impl>(std::move(cfg), std::move(plans))) {}

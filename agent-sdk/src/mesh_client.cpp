@@ -224,7 +224,15 @@ bool mesh_client::adopt_locked(const json& body) {
     auto it = body.find(key);
     return it != body.end() && it->is_number_integer() ? it->get<int64_t>() : fallback;
   };
-  agent_id_ = body["id"].get<std::string>();
+  auto id = body["id"].get<std::string>();
+  auto session = number("session", session_);
+  // Registrations are serialized (`renew_mtx_`), so an older session can
+  // only come from a refresh that raced a registration: keep the newer.
+  if (id == agent_id_ && session < session_) return true;
+  if (!agent_id_.empty() && (id != agent_id_ || session != session_))
+    changed_ = session_change{agent_id_, session_, id, session};
+  agent_id_ = std::move(id);
+  session_ = session;
   access_token_ = body["access_token"].get<std::string>();
   poll_wait_max_s_ = number("poll_wait_max_s", poll_wait_max_s_);
   heartbeat_interval_s_ = number("heartbeat_interval_s", heartbeat_interval_s_);
@@ -254,8 +262,25 @@ http_reply malformed(http_reply r) {
 
 } // namespace
 
+void mesh_client::on_session_change(std::function<void(const session_change&)> f) {
+  std::lock_guard<std::mutex> guard{mtx_};
+  on_session_change_ = std::move(f);
+}
+
+void mesh_client::announce() {
+  std::optional<session_change> change;
+  std::function<void(const session_change&)> f;
+  {
+    std::lock_guard<std::mutex> guard{mtx_};
+    change = std::exchange(changed_, std::nullopt);
+    f = on_session_change_;
+  }
+  if (change && f) f(*change);
+}
+
 http_reply mesh_client::register_agent(const std::string& registration_token,
                                        const wire::register_request& req) {
+  std::lock_guard<std::mutex> registering{renew_mtx_};
   {
     std::lock_guard<std::mutex> guard{mtx_};
     registration_token_ = registration_token;
@@ -265,8 +290,11 @@ http_reply mesh_client::register_agent(const std::string& registration_token,
   auto reply =
       send("POST", "/v1/agents/register", registration_token, &body, request_timeout_);
   if (reply.ok()) {
-    std::lock_guard<std::mutex> guard{mtx_};
-    if (!adopt_locked(reply.body)) return malformed(std::move(reply));
+    {
+      std::lock_guard<std::mutex> guard{mtx_};
+      if (!adopt_locked(reply.body)) return malformed(std::move(reply));
+    }
+    announce();
   }
   return reply;
 }
@@ -305,8 +333,11 @@ void mesh_client::renew(uint64_t seen_generation) {
   auto body = wire::dump(wire::to_json(req));
   auto again = send("POST", "/v1/agents/register", reg_token, &body, request_timeout_);
   if (again.ok()) {
-    std::lock_guard<std::mutex> guard{mtx_};
-    (void)adopt_locked(again.body);
+    {
+      std::lock_guard<std::mutex> guard{mtx_};
+      (void)adopt_locked(again.body);
+    }
+    announce();
   }
 }
 

@@ -22,8 +22,10 @@
 #include "mesh/wire/json.hpp"
 
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 
 namespace httplib {
@@ -70,6 +72,18 @@ public:
   /// text or "".
   [[nodiscard]] static std::string check_url(const std::string& url);
 
+  /// A registration that replaced an earlier session of this client.
+  struct session_change {
+    std::string old_id;
+    int64_t old_session = 0;
+    std::string id;
+    int64_t session = 0;
+  };
+  /// Called, on the thread that registered, whenever a registration after
+  /// the first one starts a new session (the client registers again by
+  /// itself when a call finds its session over). Set before the first call.
+  void on_session_change(std::function<void(const session_change&)> f);
+
   /// Registers with `registration_token`; on success the client holds the
   /// agent id and access token. The request is kept for re-registration.
   http_reply register_agent(const std::string& registration_token,
@@ -115,8 +129,12 @@ private:
                     const std::string* body, std::chrono::milliseconds read_timeout,
                     bool as_poll = false);
   /// Adopts a register or refresh answer; false when it is malformed.
+  /// A new session is kept in `changed_` for `announce`.
   /// REQUIRES: `mtx_` held.
   [[nodiscard]] bool adopt_locked(const nlohmann::json& body);
+  /// Tells `on_session_change` of a session adopted since the last call.
+  /// REQUIRES: `mtx_` not held.
+  void announce();
   /// Refreshes, or registers again; `seen_generation` avoids a second
   /// renewal when another thread already did it.
   void renew(uint64_t seen_generation);
@@ -130,6 +148,9 @@ private:
   wire::register_request registration_;
   std::string agent_id_;
   std::string access_token_;
+  int64_t session_ = 0;
+  std::optional<session_change> changed_;
+  std::function<void(const session_change&)> on_session_change_;
   uint64_t generation_ = 0;
   steady::time_point token_due_at_{};
   int64_t poll_wait_max_s_ = 30;

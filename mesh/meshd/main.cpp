@@ -1,6 +1,6 @@
 // meshd: the mesh server. Reads the config (optional), opens the store in
 // the data directory, restores agents and runs, and serves the REST API
-// until SIGTERM or SIGINT.
+// until SIGTERM, SIGINT or SIGHUP.
 #include "mesh/actors/node.hpp"
 #include "mesh/config/mesh_config.hpp"
 #include "mesh/domain/error.hpp"
@@ -86,6 +86,8 @@ int main(int argc, char** argv) {
   sigemptyset(&signals);
   sigaddset(&signals, SIGTERM);
   sigaddset(&signals, SIGINT);
+  // A closed terminal: shut down cleanly too (meshd does not reload).
+  sigaddset(&signals, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   std::signal(SIGPIPE, SIG_IGN);
 
@@ -112,8 +114,8 @@ int main(int argc, char** argv) {
   std::thread waiter{[&] {
     int sig = 0;
     sigwait(&signals, &sig);
-    log(log_level::info, std::string{"received "} +
-                             (sig == SIGTERM ? "SIGTERM" : "SIGINT") + ", shutting down");
+    const char* name = sig == SIGTERM ? "SIGTERM" : sig == SIGINT ? "SIGINT" : "SIGHUP";
+    log(log_level::info, std::string{"received "} + name + ", shutting down");
     (*node)->begin_shutdown();
     server.stop();
   }};

@@ -104,3 +104,24 @@ TEST(agent_config, unknown_plan_is_refused) {
     EXPECT_EQ(e.key(), "plans.ghost");
   }
 }
+
+// This test ensures an unusable work root is found before the agent starts
+// (it used to register and then fail every run it took), naming `work_dir`,
+// and a missing one is created.
+TEST(agent_config, prepare_work_root_creates_or_names_the_problem) {
+  testkit::temp_dir dir;
+  agent_config c;
+  c.name = "a1";
+  c.work_root = dir.path() / "deep" / "work";
+  EXPECT_EQ(c.prepare_work_root(), "");
+  EXPECT_TRUE(std::filesystem::is_directory(c.work_root));
+  EXPECT_TRUE(std::filesystem::is_empty(c.work_root)) << "the probe was left behind";
+
+  std::ofstream{dir.path() / "file"} << "x";
+  c.work_root = dir.path() / "file";
+  EXPECT_NE(c.prepare_work_root().find("work_dir: cannot use " + c.work_root.string()),
+            std::string::npos);
+  c.work_root = "/proc/polymesh-nope";
+  EXPECT_NE(c.prepare_work_root().find("work_dir: cannot use /proc/polymesh-nope: "),
+            std::string::npos);
+}

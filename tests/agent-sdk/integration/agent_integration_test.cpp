@@ -221,6 +221,29 @@ TEST_F(agent_integration, sigterm_drains) {
   EXPECT_EQ(a["status"], "deregistered") << a.dump();
 }
 
+// This test ensures SIGHUP (a closed terminal or ssh session) drains like
+// SIGTERM: the run's process does not outlive the agent and the agent
+// deregisters, where it used to die at once and leave the process behind.
+TEST_F(agent_integration, sighup_drains_and_leaves_no_process) {
+  agent_options o{"dev-1", "{env: dev}"};
+  o.plans_yaml = shell_plans;
+  o.drain_deadline = "1s";
+  auto& agent = start_agent(o);
+  auto agent_id = api_->wait_agent_online("dev-1");
+  auto id = api_->submit({{"plan", "shell"}, {"payload", "hold"}});
+  auto pid = pid_from_log(*api_, id);
+  ASSERT_GT(pid, 0);
+  agent.proc().signal(SIGHUP);
+  auto code = agent.proc().wait_exit();
+  ASSERT_TRUE(code.has_value());
+  EXPECT_EQ(*code, 0);
+  EXPECT_TRUE(process_gone(pid));
+  EXPECT_EQ(api_->run(id)["reason"], "agent_shutdown");
+  EXPECT_EQ(api_->call("GET", "/v1/agents/" + agent_id).second["status"], "deregistered");
+  EXPECT_NE(agent.log().find("received SIGHUP: draining"), std::string::npos)
+      << agent.log();
+}
+
 // This test ensures a second signal cancels at once instead of waiting for the drain
 // deadline.
 TEST_F(agent_integration, second_signal_cancels_at_once) {
@@ -330,4 +353,51 @@ TEST_F(agent_integration, refused_registration_exits_1) {
   EXPECT_NE(
       read_file(dir_.path() + "/nope-1/agent.err").find("registration refused: HTTP 401"),
       std::string::npos);
+}
+
+// This test ensures that when an admin removes a busy agent, the runs the
+// mesh ended with its session stop on the agent's machine at once (they
+// used to run on, holding their slots), are not reported again, and the
+// agent comes back under a new session with its slots free.
+TEST_F(agent_integration, removed_session_stops_its_runs_here) {
+  agent_options o{"dev-1", "{env: dev}"};
+  o.plans_yaml = shell_plans;
+  o.capacity = 1;
+  auto& agent = start_agent(o);
+  auto id = api_->submit({{"plan", "shell"}, {"payload", "hold"}});
+  auto pid = pid_from_log(*api_, id);
+  ASSERT_GT(pid, 0);
+  auto [status, body] = api_->call("DELETE", "/v1/agents/dev-1");
+  ASSERT_EQ(status, 200) << body.dump();
+  auto r = api_->wait_terminal(id);
+  EXPECT_EQ(r["status"], "canceled") << r.dump();
+  EXPECT_EQ(r["reason"], "agent_shutdown") << r.dump();
+  EXPECT_TRUE(process_gone(pid)) << "the removed session's run still runs";
+  // The one slot is free again: a new run on the new session succeeds.
+  auto next = api_->submit({{"plan", "echo"}, {"payload", "after"}});
+  EXPECT_EQ(api_->wait_terminal(next)["status"], "success");
+  auto log = agent.log();
+  EXPECT_NE(log.find("the mesh ended session 1 of"), std::string::npos) << log;
+  EXPECT_NE(log.find("stopped: the mesh ended it with the agent's session"),
+            std::string::npos)
+      << log;
+  EXPECT_EQ(log.find("result refused"), std::string::npos) << log;
+}
+
+// This test ensures two agents started under one name do not supersede each
+// other forever: each one that finds its session taken over by another
+// registration stops with exit 1 and says why.
+TEST_F(agent_integration, two_agents_with_one_name_stop) {
+  agent_options o{"twin-1", "{env: dev}"};
+  auto& first = start_agent(o);
+  agent_process second{dir_.path() + "/second", mesh_->url(), reg_, o};
+  auto code = first.proc().wait_exit();
+  ASSERT_TRUE(code.has_value()) << first.log();
+  EXPECT_EQ(*code, 1);
+  EXPECT_NE(first.log().find("another agent registered under the name 'twin-1'"),
+            std::string::npos)
+      << first.log();
+  auto second_code = second.proc().wait_exit();
+  ASSERT_TRUE(second_code.has_value()) << second.log();
+  EXPECT_EQ(*second_code, 1);
 }

@@ -48,6 +48,25 @@ TEST(signals, sigterm_wakes_long_polls_and_exits_zero) {
   remove_tree(dir);
 }
 
+// This test ensures SIGHUP (a closed terminal) shuts meshd down cleanly,
+// exit 0, like SIGTERM, and what it acknowledged is there after a restart.
+TEST(signals, sighup_shuts_down_cleanly) {
+  auto dir = make_temp_dir();
+  std::string run_id;
+  {
+    meshd_process mesh{MESHD_PATH, dir, admin};
+    auto r = call(mesh.port(), "POST", "/v1/runs", admin, json{{"plan", "noop"}});
+    ASSERT_EQ(r.status, 201) << r.raw;
+    run_id = r.body["id"].get<std::string>();
+    auto status = mesh.kill_and_wait(SIGHUP);
+    ASSERT_TRUE(WIFEXITED(status)) << "meshd died of the signal";
+    EXPECT_EQ(WEXITSTATUS(status), 0);
+  }
+  meshd_process again{MESHD_PATH, dir, admin};
+  EXPECT_EQ(call(again.port(), "GET", "/v1/runs/" + run_id, admin).status, 200);
+  remove_tree(dir);
+}
+
 // This test ensures a config file with an unknown key stops meshd at
 // start-up with the key named.
 TEST(signals, unknown_config_key_fails_start_up) {

@@ -76,6 +76,11 @@ struct agent_config {
 
   /// Returns "" or the first problem, naming the field.
   [[nodiscard]] std::string validate() const;
+  /// Creates the work root (the default one for "") if missing and checks
+  /// that run directories can be made in it; returns "" or the problem,
+  /// naming `work_dir`. Without it, a bad work root only shows when every
+  /// run the agent takes fails.
+  [[nodiscard]] std::string prepare_work_root() const;
 };
 
 /// A snapshot for monitoring and tests.
