@@ -19,6 +19,7 @@ const char* to_string(errc code) {
   case errc::unavailable: return "unavailable";
   case errc::store_failure: return "store_failure";
   case errc::internal: return "internal";
+  case errc::method_not_allowed: return "method_not_allowed";
   }
   return "internal";
 }
@@ -71,6 +72,7 @@ int http_status(errc code) {
   case errc::unavailable: return 503;
   case errc::store_failure:
   case errc::internal: return 500;
+  case errc::method_not_allowed: return 405;
   }
   return 500;
 }

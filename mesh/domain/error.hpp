@@ -44,6 +44,8 @@ enum class errc : uint8_t {
   store_failure,
   /// A bug or an impossible state (HTTP 500).
   internal,
+  /// The path exists, the method does not (HTTP 405).
+  method_not_allowed,
 };
 
 /// Returns the stable snake_case name of `code`, used as the JSON `code`.

@@ -29,6 +29,8 @@ struct request_context {
   const httplib::Request& req;
   httplib::Response& res;
   const std::vector<std::string>& param_names;
+  /// The query string's parameters (never a form body's).
+  const httplib::Params& query;
   /// Long-polls waiting now, and how many the worker pool can hold while
   /// keeping threads free for every other request.
   std::atomic<int64_t>& open_polls;
@@ -42,6 +44,13 @@ struct request_context {
       if (param_names[i] == name && i + 1 < req.matches.size())
         return req.matches[static_cast<int>(i + 1)].str();
     return {};
+  }
+
+  [[nodiscard]] bool has_query(const char* name) const { return query.count(name) > 0; }
+  /// The query parameter's value, "" when absent.
+  [[nodiscard]] std::string query_value(const char* name) const {
+    auto it = query.find(name);
+    return it == query.end() ? std::string{} : it->second;
   }
 
   void reply(int status, const json& body) {
@@ -113,8 +122,8 @@ caf::expected<json> body_object(request_context& rc) {
 /// Parses an optional non-negative integer query parameter.
 caf::expected<int64_t> query_int(request_context& rc, const char* name, int64_t fallback,
                                  int64_t lo, int64_t hi) {
-  if (!rc.req.has_param(name)) return fallback;
-  auto text = rc.req.get_param_value(name);
+  if (!rc.has_query(name)) return fallback;
+  auto text = rc.query_value(name);
   char* end = nullptr;
   errno = 0;
   auto x = std::strtoll(text.c_str(), &end, 10);
@@ -130,37 +139,57 @@ caf::expected<int64_t> query_int(request_context& rc, const char* name, int64_t 
   return x;
 }
 
-/// Whether `key` is spelled in the request's query string. cpp-httplib also
-/// puts the fields of a form-encoded body into `params`, and `curl -d`
-/// labels a JSON body that way unless told otherwise.
-bool in_query_string(const httplib::Request& req, const std::string& key) {
-  auto q = req.target.find('?');
-  if (q == std::string::npos) return false;
-  std::string_view query{req.target};
-  query.remove_prefix(q + 1);
-  while (!query.empty()) {
-    auto item = query.substr(0, query.find('&'));
-    if (item.substr(0, item.find('=')) == key) return true;
-    if (item.size() == query.size()) break;
-    query.remove_prefix(item.size() + 1);
+/// The parameters of `target`'s query string, decoded.
+httplib::Params query_of(const std::string& target) {
+  httplib::Params out;
+  auto q = target.find('?');
+  if (q == std::string::npos) return out;
+  std::string_view rest{target};
+  rest.remove_prefix(q + 1);
+  while (!rest.empty()) {
+    auto item = rest.substr(0, rest.find('&'));
+    rest.remove_prefix(std::min(rest.size(), item.size() + 1));
+    if (item.empty()) continue;
+    auto eq = std::min(item.find('='), item.size());
+    auto value = eq < item.size() ? item.substr(eq + 1) : std::string_view{};
+    out.emplace(httplib::detail::decode_url(std::string{item.substr(0, eq)}, true),
+                httplib::detail::decode_url(std::string{value}, true));
   }
-  return false;
+  return out;
 }
 
-/// Rejects query parameters the endpoint does not know.
-caf::error only_params(request_context& rc, std::initializer_list<const char*> known) {
-  bool form_body = rc.req.get_header_value("Content-Type")
-                       .rfind("application/x-www-form-urlencoded", 0) == 0;
-  for (auto& [k, v] : rc.req.params) {
+/// Rejects query parameters the endpoint does not know (`known`,
+/// space-separated) and parameters given more than once.
+caf::error check_query(const httplib::Params& query, std::string_view known) {
+  for (auto it = query.begin(); it != query.end(); it = query.upper_bound(it->first)) {
+    auto& k = it->first;
+    if (k.empty())
+      return make_error(errc::invalid_argument,
+                        "a query parameter has no name ('=" + it->second + "')", "query");
     bool ok = false;
-    for (auto* name : known)
-      ok = ok || k == name;
-    // A JSON body sent as a form (`curl -d`) is parsed into params too.
-    if (!ok && form_body && !in_query_string(rc.req, k)) continue;
+    for (size_t at = 0; at < known.size() && !ok;) {
+      auto end = std::min(known.find(' ', at), known.size());
+      ok = known.substr(at, end - at) == k;
+      at = end + 1;
+    }
     if (!ok)
       return make_error(errc::invalid_argument, "unknown query parameter '" + k + "'", k);
+    if (query.count(k) > 1)
+      return make_error(errc::invalid_argument,
+                        "query parameter '" + k + "' is given more than once", k);
   }
   return {};
+}
+
+/// Whether `body` is empty, blank or `{}`: what a client may send to an
+/// endpoint that takes no body.
+bool no_body(const std::string& body) {
+  auto blank = [](char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; };
+  auto first = std::find_if_not(body.begin(), body.end(), blank);
+  if (first == body.end()) return true;
+  auto last = std::find_if_not(body.rbegin(), body.rend(), blank).base();
+  if (*first != '{' || *(last - 1) != '}') return false;
+  return std::all_of(first + 1, last - 1, blank);
 }
 
 json agent_session_json(const agent_session_info& s, const mesh_config& cfg) {
@@ -320,7 +349,6 @@ caf::expected<poll_result> wait_for_runs(request_context& rc, const std::string&
 void poll_runs(request_context& rc) {
   auto id = rc.param("id");
   if (auto err = check_own_agent(rc, id)) return rc.fail(err);
-  if (auto err = only_params(rc, {"wait"})) return rc.fail(err);
   auto slot = take_poll_slot(rc);
   if (!slot) return rc.fail(slot.error());
   auto out = wait_for_runs(rc, id, slot->first);
@@ -349,14 +377,13 @@ json report_item(const std::string& id, const caf::expected<run_record>& r) {
 void report_runs(request_context& rc) {
   auto id = rc.param("id");
   if (auto err = check_own_agent(rc, id)) return rc.fail(err);
-  if (auto err = only_params(rc, {"wait"})) return rc.fail(err);
   auto body = body_object(rc);
   if (!body) return rc.fail(body.error());
   auto req = wire::parse_report_request(*body, limits_of(rc.ctx()->config));
   if (!req) return rc.fail(req.error());
   // Without `wait` a report does not poll: the agent's own long-poll, which
   // may be parked meanwhile, keeps its place.
-  bool polls = in_query_string(rc.req, "wait");
+  bool polls = rc.has_query("wait");
   int64_t wait_ms = 0;
   poll_slot held;
   if (polls) {
@@ -419,22 +446,21 @@ void deregister_agent(request_context& rc) {
 }
 
 void list_agents(request_context& rc) {
-  if (auto err = only_params(rc, {"selector", "status", "plan"})) return rc.fail(err);
   selector sel;
-  if (rc.req.has_param("selector")) {
-    auto s = selector::parse(rc.req.get_param_value("selector"), "selector");
+  if (rc.has_query("selector")) {
+    auto s = selector::parse(rc.query_value("selector"), "selector");
     if (!s) return rc.fail(s.error());
     sel = std::move(*s);
   }
   std::optional<agent_status> status;
-  if (rc.req.has_param("status")) {
-    status = parse_agent_status(rc.req.get_param_value("status"));
+  if (rc.has_query("status")) {
+    status = parse_agent_status(rc.query_value("status"));
     if (!status)
       return rc.fail(make_error(
           errc::invalid_argument,
           "status must be one of online, draining, offline, deregistered", "status"));
   }
-  auto plan = rc.req.get_param_value("plan");
+  auto plan = rc.query_value("plan");
   auto agents = ask<agent_list>(rc, rc.ctx()->agents, list_atom::value);
   if (!agents) return rc.fail(agents.error());
   json out = json::array();
@@ -568,20 +594,18 @@ void get_run(request_context& rc) {
 }
 
 void list_runs(request_context& rc) {
-  if (auto err = only_params(rc, {"status", "plan", "agent", "limit", "cursor"}))
-    return rc.fail(err);
   run_filter f;
-  if (rc.req.has_param("status")) {
-    f.status = parse_run_status(rc.req.get_param_value("status"));
+  if (rc.has_query("status")) {
+    f.status = parse_run_status(rc.query_value("status"));
     if (!f.status)
       return rc.fail(make_error(
           errc::invalid_argument,
           "status must be one of created, pending, running, success, error, canceled",
           "status"));
   }
-  f.plan = rc.req.get_param_value("plan");
-  f.agent = rc.req.get_param_value("agent");
-  f.cursor = rc.req.get_param_value("cursor");
+  f.plan = rc.query_value("plan");
+  f.agent = rc.query_value("agent");
+  f.cursor = rc.query_value("cursor");
   auto limit = query_int(rc, "limit", 50, 1, 1000);
   if (!limit) return rc.fail(limit.error());
   f.limit = static_cast<size_t>(*limit);
@@ -599,7 +623,6 @@ void cancel_run(request_context& rc) {
 }
 
 void run_logs(request_context& rc) {
-  if (auto err = only_params(rc, {"after", "limit"})) return rc.fail(err);
   auto after = query_int(rc, "after", -1, -1, INT64_MAX);
   if (!after) return rc.fail(after.error());
   auto limit = query_int(rc, "limit", 1000, 1, 10000);
@@ -807,49 +830,55 @@ const std::vector<endpoint>& endpoints() {
        healthz},
       {"GET", "/readyz", any_token, "Readiness with run and agent counts", readyz},
       {"POST", "/v1/tokens", admin_access, "Create a token (the secret is shown once)",
-       create_token},
+       create_token, body_kind::json},
       {"GET", "/v1/tokens", admin_access, "List tokens (never their secrets)",
        list_tokens},
       {"DELETE", "/v1/tokens/{id}", admin_access, "Revoke a token", revoke_token},
       {"POST", "/v1/agents/register", admin_access | registration_access,
-       "Register an agent; returns its access token", register_agent},
+       "Register an agent; returns its access token", register_agent, body_kind::json},
       {"POST", "/v1/agents/{id}/token", agent_access, "Refresh the agent's access token",
        refresh_agent_token},
       {"GET", "/v1/agents/{id}/runs", agent_access,
-       "Long-poll for assigned runs and cancel requests (`?wait=S`)", poll_runs},
+       "Long-poll for assigned runs and cancel requests (`?wait=S`)", poll_runs,
+       body_kind::none, "wait"},
       {"POST", "/v1/agents/{id}/report", agent_access,
        "Report started and finished runs in one request, then long-poll (`?wait=S`)",
-       report_runs},
+       report_runs, body_kind::json, "wait"},
       {"DELETE", "/v1/agents/{id}", agent_access | admin_access,
        "Deregister (agent) or remove (admin) an agent", deregister_agent},
       {"GET", "/v1/agents", users, "List agents (`?selector=&status=&plan=`)",
-       list_agents},
+       list_agents, body_kind::none, "selector status plan"},
       {"GET", "/v1/agents/{id}", users, "Show one agent by id or name", get_agent},
-      {"PATCH", "/v1/agents/{id}", admin_access, "Replace an agent's labels",
-       patch_agent},
+      {"PATCH", "/v1/agents/{id}", admin_access, "Replace an agent's labels", patch_agent,
+       body_kind::json},
       {"POST", "/v1/agents/{id}/drain", admin_access, "Stop giving an agent new runs",
        drain_agent},
-      {"POST", "/v1/runs", submitters, "Submit a run", submit_run},
+      {"POST", "/v1/runs", submitters, "Submit a run", submit_run, body_kind::json},
       {"POST", "/v1/runs/batch", submitters,
-       "Submit up to 1000 runs in one durable transaction", submit_batch},
+       "Submit up to 1000 runs in one durable transaction", submit_batch,
+       body_kind::json},
       {"GET", "/v1/runs", users,
-       "List runs, newest first (`?status=&plan=&agent=&limit=&cursor=`)", list_runs},
+       "List runs, newest first (`?status=&plan=&agent=&limit=&cursor=`)", list_runs,
+       body_kind::none, "status plan agent limit cursor"},
       {"GET", "/v1/runs/{id}", users, "Show one run", get_run},
       {"POST", "/v1/runs/{id}/cancel", submitters, "Cancel a run", cancel_run},
       {"GET", "/v1/runs/{id}/logs", users,
-       "Read a run's log chunks (`?after=SEQ&limit=N`)", run_logs},
+       "Read a run's log chunks (`?after=SEQ&limit=N`)", run_logs, body_kind::none,
+       "after limit"},
       {"GET", "/v1/runs/{id}/explain", users,
        "Why a waiting run is not assigned, per agent", explain_run},
       {"POST", "/v1/runs/{id}/start", agent_access, "The assigned agent started the run",
        start_run},
       {"POST", "/v1/runs/{id}/progress", agent_access,
-       "Progress report; answers whether a cancel was requested", progress_run},
+       "Progress report; answers whether a cancel was requested", progress_run,
+       body_kind::json},
       {"POST", "/v1/runs/{id}/logs", agent_access, "Append ordered log chunks",
-       append_logs},
+       append_logs, body_kind::json},
       {"POST", "/v1/runs/{id}/finish", agent_access, "Report the run's outcome",
-       finish_run},
+       finish_run, body_kind::json},
       {"PUT", "/v1/runs/{id}/artifacts/{name*}", agent_access,
-       "Upload an artifact (raw body; an identical repeat is 200)", upload_artifact},
+       "Upload an artifact (raw body; an identical repeat is 200)", upload_artifact,
+       body_kind::raw},
       {"GET", "/v1/runs/{id}/artifacts", users, "List a run's artifacts", list_artifacts},
       {"GET", "/v1/runs/{id}/artifacts/{name*}", users,
        "Download an artifact (raw bytes, sha256 as ETag)", get_artifact},
@@ -902,6 +931,97 @@ public:
 
 } // namespace
 
+namespace {
+
+/// The regex cpp-httplib routes `path` by: each `{name}` a capture group
+/// (`{name*}` also matching `/`), whose names go to `names` if given.
+std::string route_pattern(const char* path, std::vector<std::string>* names) {
+  std::string pattern;
+  for (const char* p = path; *p; ++p) {
+    if (*p == '{') {
+      const char* close = std::strchr(p, '}');
+      std::string name{p + 1, close};
+      bool rest = !name.empty() && name.back() == '*';
+      if (rest) name.pop_back();
+      if (names) names->push_back(name);
+      pattern += rest ? "(.+)" : "([^/]+)";
+      p = close;
+    } else {
+      pattern += *p;
+    }
+  }
+  return pattern;
+}
+
+/// The JSON error for a request cpp-httplib refused before any handler ran
+/// (`res.status` says how); may change the status (405).
+caf::error
+http_layer_error(const httplib::Request& req, httplib::Response& res, int64_t max_body,
+                 int64_t max_artifact,
+                 const std::vector<std::pair<std::regex, std::string>>& routes) {
+  auto type = req.get_header_value("Content-Type");
+  auto starts = [&](const char* prefix) { return type.rfind(prefix, 0) == 0; };
+  switch (res.status) {
+  case 413:
+    // The library holds form-encoded bodies to 8 KiB, whatever the limits.
+    if (starts("application/x-www-form-urlencoded") &&
+        static_cast<int64_t>(req.body.size()) <=
+            (req.method == "PUT" ? max_artifact : max_body))
+      return make_error(
+          errc::payload_too_large,
+          "a body labelled application/x-www-form-urlencoded (curl's default "
+          "for -d) may not exceed 8192 bytes; send it with Content-Type: " +
+              std::string{req.method == "PUT" ? "application/octet-stream"
+                                              : "application/json"},
+          "body");
+    return req.method == "PUT" ? too_large(max_artifact, "runs.max_artifact_bytes")
+                               : too_large(max_body, "http.max_body_bytes");
+  case 404: {
+    std::string allowed;
+    for (auto& [pattern, method] : routes)
+      if (std::regex_match(req.path, pattern) &&
+          allowed.find(method) == std::string::npos)
+        allowed += (allowed.empty() ? "" : ", ") + method;
+    if (allowed.empty())
+      return make_error(errc::not_found, "no such endpoint; see docs/api.md");
+    res.status = 405;
+    res.set_header("Allow", allowed);
+    return make_error(errc::method_not_allowed, req.method + " is not allowed on " +
+                                                    req.path + "; allowed: " + allowed);
+  }
+  case 416:
+    res.status = 400;
+    return make_error(errc::invalid_argument,
+                      "the Range header does not parse (meshd ignores Range and sends "
+                      "whole bodies; leave it out)",
+                      "Range");
+  default: break;
+  }
+  if (starts("multipart/"))
+    return make_error(errc::invalid_argument,
+                      "multipart bodies are not accepted: send JSON (Content-Type: "
+                      "application/json), or an artifact's raw bytes",
+                      "body");
+  if (req.has_header("Content-Encoding"))
+    return make_error(errc::invalid_argument,
+                      "Content-Encoding '" + req.get_header_value("Content-Encoding") +
+                          "' is not accepted: send the body uncompressed",
+                      "body");
+  static const std::set<std::string> methods{"GET",    "HEAD",  "POST",   "PUT",
+                                             "DELETE", "PATCH", "OPTIONS"};
+  if (!methods.count(req.method)) {
+    res.status = 405;
+    return make_error(errc::method_not_allowed,
+                      "method '" + req.method + "' is not supported");
+  }
+  return make_error(errc::invalid_argument,
+                    "request rejected with HTTP status " + std::to_string(res.status) +
+                        " (a POST needs Content-Length or chunked encoding; see "
+                        "docs/api.md, Conventions)");
+}
+
+} // namespace
+
 http_server::http_server(mesh_node& node)
     : node_(node)
     , svr_(new mesh_http_server) {
@@ -925,23 +1045,26 @@ http_server::http_server(mesh_node& node)
       static_cast<size_t>(std::max(cfg.max_body_bytes, cfg.max_artifact_bytes)));
   auto max_body = cfg.max_body_bytes;
   auto max_artifact = cfg.max_artifact_bytes;
-  svr_->set_error_handler([max_body, max_artifact](const httplib::Request& req,
-                                                   httplib::Response& res) {
+  // Each path pattern with its methods, for 405 answers.
+  auto routes = std::make_shared<std::vector<std::pair<std::regex, std::string>>>();
+  for (auto& ep : endpoints()) {
+    routes->emplace_back(std::regex{route_pattern(ep.path, nullptr)}, ep.method);
+  }
+  svr_->set_error_handler([max_body, max_artifact, routes](const httplib::Request& req,
+                                                           httplib::Response& res) {
     if (!res.body.empty()) return;
-    caf::error err;
-    switch (res.status) {
-    case 413:
-      err = req.method == "PUT" ? too_large(max_artifact, "runs.max_artifact_bytes")
-                                : too_large(max_body, "http.max_body_bytes");
-      break;
-    case 404:
-      err = make_error(errc::not_found, "no such endpoint; see docs/api.md");
-      break;
-    default:
-      err = make_error(errc::invalid_argument,
-                       "request rejected with HTTP status " + std::to_string(res.status));
-    }
-    res.set_content(wire::dump(wire::error_body(err)), "application/json");
+    res.set_content(wire::dump(wire::error_body(
+                        http_layer_error(req, res, max_body, max_artifact, *routes))),
+                    "application/json");
+  });
+  // cpp-httplib answers a `Range` request with the ranges cut out of any
+  // answer, JSON included, yet with status 200 and the whole body's ETag and
+  // checksum: a resuming download would keep a truncated file. meshd
+  // ignores `Range` (RFC 9110 allows it) and always sends whole bodies.
+  svr_->set_pre_routing_handler([](const httplib::Request& req, httplib::Response&) {
+    // `req` is the server's own, non-const request object.
+    const_cast<httplib::Request&>(req).ranges.clear();
+    return httplib::Server::HandlerResponse::Unhandled;
   });
   svr_->set_exception_handler(
       [](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {
@@ -961,24 +1084,14 @@ http_server::http_server(mesh_node& node)
   for (auto& ep : endpoints()) {
     // `{name}` placeholders become capture groups, in order.
     auto names = std::make_shared<std::vector<std::string>>();
-    std::string pattern;
-    for (const char* p = ep.path; *p; ++p) {
-      if (*p == '{') {
-        const char* close = std::strchr(p, '}');
-        std::string name{p + 1, close};
-        bool rest = !name.empty() && name.back() == '*';
-        if (rest) name.pop_back();
-        names->push_back(name);
-        pattern += rest ? "(.+)" : "([^/]+)";
-        p = close;
-      } else {
-        pattern += *p;
-      }
-    }
+    auto pattern = route_pattern(ep.path, names.get());
     const endpoint* decl = &ep;
     auto handler = [this, decl, names](const httplib::Request& req,
                                        httplib::Response& res) {
-      request_context rc{node_, req, res, *names, open_polls_, max_polls_, {}};
+      // cpp-httplib also puts a form-encoded body's fields into `params`
+      // (`curl -d` labels a JSON body so): read the query string alone.
+      auto query = query_of(req.target);
+      request_context rc{node_, req, res, *names, query, open_polls_, max_polls_, {}};
       if (decl->allowed != public_access) {
         auto tok =
             node_.context()->tokens->authenticate(req.get_header_value("Authorization"));
@@ -997,6 +1110,11 @@ http_server::http_server(mesh_node& node)
         if (tok->kind == token_kind::agent)
           caf::anon_send(node_.context()->agents, touch_atom::value, tok->agent_id);
       }
+      if (auto err = check_query(query, decl->query)) return rc.fail(err);
+      if (decl->body == body_kind::none && !no_body(req.body))
+        return rc.fail(
+            make_error(errc::invalid_argument,
+                       "this endpoint takes no request body (send none, or {})", "body"));
       decl->handler(rc);
     };
     std::string method = ep.method;

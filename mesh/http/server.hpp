@@ -42,6 +42,16 @@ enum access : unsigned {
 
 struct request_context;
 
+/// What an endpoint takes as its request body.
+enum class body_kind : uint8_t {
+  /// Nothing: a body other than empty or `{}` is refused.
+  none,
+  /// A JSON object (checked by the handler).
+  json,
+  /// Raw bytes (artifacts).
+  raw,
+};
+
 /// One declared endpoint.
 struct endpoint {
   const char* method;
@@ -52,6 +62,10 @@ struct endpoint {
   unsigned allowed;
   const char* summary;
   std::function<void(request_context&)> handler;
+  body_kind body = body_kind::none;
+  /// The query parameters it knows, space-separated; any other one, or one
+  /// given twice, is refused before the handler runs.
+  const char* query = "";
 };
 
 /// The whole API, in the order docs/api.md lists it.

@@ -77,6 +77,27 @@ TEST_F(artifacts, upload_then_download_is_byte_identical) {
   EXPECT_EQ(got_empty.raw, "");
 }
 
+// This test ensures a Range header is ignored: the whole artifact (and the
+// whole JSON answer) comes back, matching its ETag, where cpp-httplib used to
+// cut the range out and still answer 200 with the whole file's checksum.
+TEST_F(artifacts, range_requests_get_the_whole_body) {
+  auto agent = register_agent("worker", json::object());
+  auto id = running_run(agent);
+  ASSERT_EQ(agent.put_artifact(id, "a.txt", "abcdefgh").status, 201);
+  httplib::Client cli{"127.0.0.1", port};
+  httplib::Headers h{{"Authorization", "Bearer " + admin}, {"Range", "bytes=0-3"}};
+  auto file = cli.Get("/v1/runs/" + id + "/artifacts/a.txt", h);
+  ASSERT_TRUE(file);
+  EXPECT_EQ(file->status, 200);
+  EXPECT_EQ(file->body, "abcdefgh");
+  EXPECT_FALSE(file->has_header("Content-Range"));
+  EXPECT_EQ(file->get_header_value("ETag"), "\"" + sha256_hex("abcdefgh") + "\"");
+  auto listing = cli.Get("/v1/runs/" + id, h);
+  ASSERT_TRUE(listing);
+  EXPECT_EQ(listing->status, 200);
+  EXPECT_TRUE(json::parse(listing->body, nullptr, false).is_object()) << listing->body;
+}
+
 // This test ensures a download with the current ETag in If-None-Match is 304
 // without the bytes, and a stale ETag gets them.
 TEST_F(artifacts, if_none_match_with_the_etag_is_304) {

@@ -4,6 +4,8 @@
 // request must change nothing.
 #include "tests/support/mesh_fixture.hpp"
 
+#include <httplib.h>
+
 namespace polymesh::test {
 namespace {
 
@@ -72,8 +74,9 @@ TEST_F(errors, deep_nesting_duplicate_keys_and_syntax_errors_are_400) {
   auto dup = call_body("POST", "/v1/tokens", admin,
                        R"({"kind":"reader","name":"x","kind":"admin"})");
   expect_error(dup, 400, "invalid_argument", "body");
-  EXPECT_NE(dup.body["error"]["message"].get<std::string>().find("has the key 'kind' twice"),
-            std::string::npos)
+  EXPECT_NE(
+      dup.body["error"]["message"].get<std::string>().find("has the key 'kind' twice"),
+      std::string::npos)
       << dup.raw;
   // Nested objects and many keys: the same key in different objects is fine.
   std::string many = R"({"plan":"noop","params":{)";
@@ -231,6 +234,66 @@ TEST_F(errors, bad_query_parameters_are_400_naming_the_parameter) {
   }
 }
 
+// This test ensures every endpoint refuses query parameters it does not
+// know (they used to be ignored everywhere but five endpoints, so a typo
+// such as `?force=1` on a cancel went unnoticed while the cancel happened),
+// and a parameter given twice, and that nothing changes when it does.
+TEST_F(errors, unknown_and_repeated_query_parameters_are_400_everywhere) {
+  auto agent = register_agent("q-agent", json::object());
+  auto run = submit(json{{"plan", "noop"}}).body["id"].get<std::string>();
+  auto reader = make_token("reader");
+  const std::vector<std::tuple<std::string, std::string, std::string, std::string>> cases{
+      {"POST", "/v1/runs/" + run + "/cancel?force=1", admin, "force"},
+      {"POST", "/v1/runs?dry_run=1", admin, "dry_run"},
+      {"GET", "/v1/runs/" + run + "?verbose=1", admin, "verbose"},
+      {"GET", "/v1/tokens?all=1", admin, "all"},
+      {"POST", "/v1/agents/" + agent.id + "/drain?undo=1", admin, "undo"},
+      {"DELETE", "/v1/agents/" + agent.id + "?hard=1", admin, "hard"},
+      {"GET", "/readyz?x=1", reader, "x"},
+      {"GET", "/v1/runs?limit=2&limit=3", admin, "limit"},
+      {"GET", "/v1/agents/" + agent.id + "/runs?wait=0&wait=5", agent.token, "wait"},
+      {"GET", "/v1/runs?=x", admin, "query"},
+  };
+  for (auto& [method, path, token, field] : cases) {
+    SCOPED_TRACE(method + " " + path);
+    auto body = method == "POST" && path.rfind("/v1/runs?", 0) == 0
+                    ? json{{"plan", "noop"}}
+                    : json(nullptr);
+    expect_error(call(method, path, token, body), 400, "invalid_argument", field);
+  }
+  EXPECT_NE(get_run(run)["status"], "canceled");
+  EXPECT_FALSE(get_run(run)["cancel_requested"].get<bool>());
+  EXPECT_EQ(call("GET", "/v1/runs", admin).body["runs"].size(), 1u);
+  EXPECT_EQ(call("GET", "/v1/agents/" + agent.id, admin).body["status"], "online");
+  // Known parameters still work, also percent-encoded values.
+  EXPECT_EQ(call("GET", "/v1/runs?limit=1&status=created", admin).status, 200);
+  EXPECT_EQ(call("GET", "/v1/agents?selector=env%20in%20(a)", admin).status, 200);
+}
+
+// This test ensures an endpoint that takes no body refuses one (a garbage
+// body on `start` used to be ignored and the run started), accepts none or
+// `{}`, and nothing changes when it refuses.
+TEST_F(errors, bodies_on_endpoints_without_one_are_400) {
+  auto agent = register_agent("nobody", json::object());
+  auto run = submit(json{{"plan", "noop"}}).body["id"].get<std::string>();
+  ASSERT_EQ(agent.take(1).size(), 1u);
+  for (auto& [path, token, raw] :
+       std::vector<std::tuple<std::string, std::string, std::string>>{
+           {"/v1/runs/" + run + "/start", agent.token, "garbage{"},
+           {"/v1/runs/" + run + "/cancel", admin, R"({"reason":"because"})"},
+           {"/v1/agents/" + agent.id + "/drain", admin, R"({"undrain":true})"},
+           {"/v1/agents/" + agent.id + "/token", agent.token, R"({"ttl":5})"}}) {
+    SCOPED_TRACE(path + " with " + raw);
+    expect_error(call_body("POST", path, token, raw), 400, "invalid_argument", "body");
+  }
+  EXPECT_EQ(get_run(run)["status"], "pending");
+  EXPECT_FALSE(get_run(run)["cancel_requested"].get<bool>());
+  EXPECT_EQ(call("GET", "/v1/agents/" + agent.id, admin).body["status"], "online");
+  EXPECT_EQ(call_body("POST", "/v1/runs/" + run + "/start", agent.token, " { } ").status,
+            200);
+  EXPECT_EQ(call_body("POST", "/v1/runs/" + run + "/cancel", admin, "").status, 200);
+}
+
 // This test ensures an unknown path answers 404 with the JSON error body,
 // and unknown ids are 404 on every endpoint that takes one.
 TEST_F(errors, unknown_paths_and_ids_are_404_json) {
@@ -270,6 +333,65 @@ TEST_F(errors, unknown_paths_and_ids_are_404_json) {
   auto named = submit(json{{"plan", "noop"}, {"agent", "ghost"}});
   expect_error(named, 404, "not_found", "agent");
   EXPECT_TRUE(call("GET", "/v1/runs", admin).body["runs"].empty());
+}
+
+// This test ensures what cpp-httplib refuses before any handler runs still
+// gets a JSON error that says what to do: a wrong method on a known path is
+// 405 with `Allow`, an unknown method 405, a form-labelled body over the
+// library's 8 KiB form limit names that limit (not http.max_body_bytes),
+// multipart and compressed bodies name their header. Nothing is created.
+TEST_F(errors, requests_refused_by_the_http_layer_say_why) {
+  httplib::Client cli{"127.0.0.1", port};
+  httplib::Headers auth{{"Authorization", "Bearer " + admin}};
+  auto del = cli.Delete("/v1/runs/run_x", auth);
+  ASSERT_TRUE(del);
+  EXPECT_EQ(del->status, 405);
+  EXPECT_EQ(del->get_header_value("Allow"), "GET");
+  auto put = cli.Put("/v1/runs", auth, "{}", "application/json");
+  ASSERT_TRUE(put);
+  EXPECT_EQ(put->status, 405);
+  EXPECT_EQ(put->get_header_value("Allow"), "POST, GET");
+  auto err_of = [](const httplib::Result& r) {
+    return json::parse(r->body, nullptr, false)["error"];
+  };
+  EXPECT_EQ(err_of(put)["code"], "method_not_allowed");
+  auto trace = cli.send([&] {
+    httplib::Request r;
+    r.method = "TRACE";
+    r.path = "/v1/runs";
+    r.headers = auth;
+    return r;
+  }());
+  ASSERT_TRUE(trace);
+  EXPECT_EQ(trace->status, 405);
+
+  std::string big = json{{"plan", "noop"}, {"payload", std::string(9000, 'x')}}.dump();
+  auto form = cli.Post("/v1/runs", auth, big, "application/x-www-form-urlencoded");
+  ASSERT_TRUE(form);
+  EXPECT_EQ(form->status, 413);
+  EXPECT_NE(err_of(form)["message"].get<std::string>().find("8192 bytes"),
+            std::string::npos)
+      << form->body;
+  auto small = cli.Post("/v1/runs", auth, R"({"plan":"noop"})",
+                        "application/x-www-form-urlencoded");
+  ASSERT_TRUE(small);
+  EXPECT_EQ(small->status, 201) << small->body;
+
+  auto multipart =
+      cli.Post("/v1/runs", auth, R"({"plan":"noop"})", "multipart/form-data; boundary=x");
+  ASSERT_TRUE(multipart);
+  EXPECT_EQ(multipart->status, 400);
+  EXPECT_NE(err_of(multipart)["message"].get<std::string>().find("multipart"),
+            std::string::npos);
+  auto gz = auth;
+  gz.emplace("Content-Encoding", "gzip");
+  auto gzipped = cli.Post("/v1/runs", gz, R"({"plan":"noop"})", "application/json");
+  ASSERT_TRUE(gzipped);
+  EXPECT_EQ(gzipped->status, 400);
+  EXPECT_NE(err_of(gzipped)["message"].get<std::string>().find("Content-Encoding 'gzip'"),
+            std::string::npos)
+      << gzipped->body;
+  EXPECT_EQ(call("GET", "/v1/runs", admin).body["runs"].size(), 1u);
 }
 
 // A mesh with a small body limit.
