@@ -278,6 +278,12 @@ caf::behavior agent_actor(self_ptr self, context_ptr ctx, agent_record agent,
         return rp;
       },
       [=](labels_atom, const label_map& labels) -> caf::result<agent_record> {
+        // Its next registration replaces the labels anyway.
+        if (self->state.agent.status == agent_status::deregistered)
+          return make_error(errc::illegal_transition,
+                            "cannot change the labels of a deregistered agent; it "
+                            "registers with its own",
+                            "status");
         auto next = self->state.agent;
         next.labels = labels;
         auto rp = self->make_response_promise<agent_record>();

@@ -4,6 +4,7 @@
 #include "mesh/domain/ids.hpp"
 
 #include <algorithm>
+#include <cctype>
 #include <mutex>
 
 namespace polymesh {
@@ -26,7 +27,14 @@ caf::expected<token_record> token_cache::authenticate(const std::string& header)
   if (header.empty())
     return make_error(errc::unauthenticated,
                       "missing Authorization header (Bearer token)");
-  if (header.rfind(bearer, 0) != 0)
+  // The scheme is case-insensitive (RFC 9110): `bearer` and `BEARER` too.
+  bool is_bearer =
+      header.size() >= bearer.size() &&
+      std::equal(bearer.begin(), bearer.end(), header.begin(), [](char a, char b) {
+        return std::tolower(static_cast<unsigned char>(a)) ==
+               std::tolower(static_cast<unsigned char>(b));
+      });
+  if (!is_bearer)
     return make_error(errc::unauthenticated,
                       "Authorization header must be 'Bearer <token>'");
   auto token = header.substr(bearer.size());

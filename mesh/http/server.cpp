@@ -742,6 +742,8 @@ void list_artifacts(request_context& rc) {
 }
 
 void get_artifact(request_context& rc) {
+  if (auto err = wire::validate_artifact_name(rc.param("name"), "name"))
+    return rc.fail(err);
   auto blob = ask<artifact_blob>(rc, rc.ctx()->query, artifact_atom::value,
                                  get_atom::value, rc.param("id"), rc.param("name"));
   if (!blob) return rc.fail(blob.error());
@@ -1097,11 +1099,14 @@ http_server::http_server(mesh_node& node)
             node_.context()->tokens->authenticate(req.get_header_value("Authorization"));
         if (!tok) return rc.fail(tok.error());
         if ((decl->allowed & bit_of(tok->kind)) == 0)
-          return rc.fail(
-              make_error(errc::forbidden,
-                         std::string{"a "} + to_string(tok->kind) +
-                             " token may not call this endpoint; it needs one of: " +
-                             kinds_text(decl->allowed)));
+          return rc.fail(make_error(
+              errc::forbidden,
+              std::string{tok->kind == token_kind::admin || tok->kind == token_kind::agent
+                              ? "an "
+                              : "a "} +
+                  to_string(tok->kind) +
+                  " token may not call this endpoint; it needs one of: " +
+                  kinds_text(decl->allowed)));
         rc.who.token_id = tok->id;
         rc.who.kind = tok->kind;
         rc.who.scope = tok->scope;

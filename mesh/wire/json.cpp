@@ -489,6 +489,19 @@ caf::expected<labels_patch> parse_labels_patch(const json& j) {
   return r;
 }
 
+/// An error when `key` is given as "": for optional strings, where "" would
+/// otherwise pass for "not given" unnoticed (`null` or leaving the key out
+/// says that).
+caf::error not_blank(const json& j, const char* key, const char* absent_means) {
+  auto it = j.find(key);
+  if (it == j.end() || !it->is_string() || !it->get_ref<const std::string&>().empty())
+    return {};
+  return make_error(errc::invalid_argument,
+                    std::string{"field '"} + key +
+                        "' must not be empty; leave it out (or null) " + absent_means,
+                    key);
+}
+
 caf::expected<run_request> parse_run_request(const json& j, const limits& lim) {
   run_request r;
   object_reader in{j};
@@ -507,6 +520,9 @@ caf::expected<run_request> parse_run_request(const json& j, const limits& lim) {
   in.integer("ttl_s", r.ttl_s, false, 0, int64_t{30} * 24 * 3600);
   in.string("idempotency_key", r.idempotency_key, false, 256);
   if (auto e = in.finish()) return e;
+  if (auto e = not_blank(j, "agent", "to let the mesh pick an agent")) return e;
+  if (auto e = not_blank(j, "idempotency_key", "for a submit that is not deduplicated"))
+    return e;
   if (auto e = validate_plan_name(r.plan, "plan")) return e;
   if (!r.agent.empty())
     if (auto e = validate_agent_name(r.agent, "agent")) return e;
@@ -613,6 +629,7 @@ caf::expected<finish_request> parse_finish_request(const json& j, const limits& 
   in.string("error", r.error, false, 4096);
   in.string("reason", r.reason, false, 64);
   if (auto e = in.finish()) return e;
+  if (auto e = not_blank(j, "reason", "for the default reason")) return e;
   for (char c : r.reason)
     if (!((c >= 'a' && c <= 'z') || c == '_'))
       return make_error(errc::invalid_argument,

@@ -88,6 +88,10 @@ TEST_F(agents, deregistration_requeues_pending_and_cancels_running) {
   EXPECT_EQ(call("GET", "/v1/agents/leaving", admin).body["status"], "deregistered");
   auto again = call("POST", "/v1/agents/leaving/drain", admin);
   EXPECT_EQ(again.status, 409) << again.raw;
+  auto relabel =
+      call("PATCH", "/v1/agents/leaving", admin, json{{"labels", {{"tier", "gold"}}}});
+  EXPECT_EQ(relabel.status, 409) << relabel.raw;
+  EXPECT_EQ(call("GET", "/v1/agents/leaving", admin).body["labels"], json::object());
   // The requeued run reaches the next agent.
   auto next = register_agent("arriving", json::object());
   auto got = next.take(1);

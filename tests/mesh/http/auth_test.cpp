@@ -48,7 +48,7 @@ TEST_F(auth, every_protected_endpoint_refuses_a_missing_token) {
 // 401, and a refused submit creates nothing.
 TEST_F(auth, malformed_authorization_headers_are_401) {
   for (const std::string& header : std::vector<std::string>{
-           "Basic " + admin, "bearer " + admin, "Bearer", "Bearer ", "Token " + admin,
+           "Basic " + admin, "Bearer", "Bearer ", "Token " + admin, "Bearer  " + admin,
            "Bearer pm_nope.secret", "Bearer " + admin + "x", "Bearer pm_.x", admin}) {
     auto r = call_raw(port, "POST", "/v1/runs", header, R"({"plan":"noop"})");
     EXPECT_EQ(r.status, 401) << "header '" << header << "': " << r.raw;
@@ -57,6 +57,22 @@ TEST_F(auth, malformed_authorization_headers_are_401) {
   auto list = call("GET", "/v1/runs", admin);
   ASSERT_EQ(list.status, 200);
   EXPECT_TRUE(list.body["runs"].empty());
+}
+
+// This test ensures the scheme is matched without regard to case (RFC 9110):
+// `bearer` and `BEARER` work like `Bearer`.
+TEST_F(auth, bearer_scheme_is_case_insensitive) {
+  for (const std::string& scheme : {"bearer ", "BEARER ", "bEaReR "}) {
+    auto r = call_raw(port, "GET", "/v1/runs", scheme + admin);
+    EXPECT_EQ(r.status, 200) << "scheme '" << scheme << "': " << r.raw;
+  }
+  auto agent = register_agent("grammar", json::object());
+  auto r = call("GET", "/v1/tokens", agent.token);
+  EXPECT_EQ(r.status, 403);
+  EXPECT_EQ(
+      r.body["error"]["message"].get<std::string>().rfind("an agent token may not", 0),
+      0u)
+      << r.raw;
 }
 
 // This test ensures each token kind outside an endpoint's allowed kinds is

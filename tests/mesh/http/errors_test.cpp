@@ -149,6 +149,9 @@ TEST_F(errors, wrong_types_and_bad_values_are_400_naming_the_field) {
       {json{{"plan", "noop"}, {"selector", json::array()}}, "selector"},
       {json{{"plan", "noop"}, {"agent", "-bad-"}}, "agent"},
       {json{{"plan", "noop"}, {"idempotency_key", 7}}, "idempotency_key"},
+      // "" is not "absent": it would skip deduplication or the named agent.
+      {json{{"plan", "noop"}, {"idempotency_key", ""}}, "idempotency_key"},
+      {json{{"plan", "noop"}, {"agent", ""}}, "agent"},
   };
   for (auto& [body, field] : runs) {
     SCOPED_TRACE(body.dump());
@@ -232,6 +235,25 @@ TEST_F(errors, bad_query_parameters_are_400_naming_the_parameter) {
     SCOPED_TRACE(path);
     expect_error(call("GET", path, token), 400, "invalid_argument", field);
   }
+}
+
+// This test ensures a finish's reason is validated before anything else:
+// empty (it used to pass as "no reason"), not snake_case, or a status that
+// does not end a run are 400 naming the field.
+TEST_F(errors, bad_finish_bodies_are_400_naming_the_field) {
+  auto agent = register_agent("fin-agent", json::object());
+  auto run = submit(json{{"plan", "noop"}}).body["id"].get<std::string>();
+  ASSERT_EQ(agent.take(1).size(), 1u);
+  ASSERT_EQ(agent.start(run).status, 200);
+  for (auto& [body, field] : std::vector<std::pair<json, std::string>>{
+           {json{{"status", "error"}, {"reason", ""}}, "reason"},
+           {json{{"status", "error"}, {"reason", "Not-Snake"}}, "reason"},
+           {json{{"status", "running"}}, "status"}}) {
+    SCOPED_TRACE(body.dump());
+    expect_error(call("POST", "/v1/runs/" + run + "/finish", agent.token, body), 400,
+                 "invalid_argument", field);
+  }
+  EXPECT_EQ(get_run(run)["status"], "running");
 }
 
 // This test ensures every endpoint refuses query parameters it does not
