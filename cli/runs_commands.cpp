@@ -326,6 +326,9 @@ int show_logs(const command_context& ctx, const std::string& id, bool follow) {
   auto out = ctx.out();
   if (follow) {
     auto run = wait_for_run(ctx, mesh, id, true);
+    // As with `runs wait -f`: the final run object is the last JSON line.
+    if (out.format() == output_format::json)
+      std::cout << run.dump(-1, ' ', false, json::error_handler_t::replace) << '\n';
     return exit_code_of(run.value("status", ""));
   }
   if (out.structured()) {

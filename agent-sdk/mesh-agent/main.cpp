@@ -34,21 +34,32 @@ int main(int argc, char** argv) {
   std::string config_file;
   bool check_only = false;
   bool list_plans = false;
-  app.add_option("-c,--config", config_file,
-                 "YAML config (see config/agent.example.yaml)")
-      ->required();
+  auto* config_opt = app.add_option("-c,--config", config_file,
+                                    "YAML config (see config/agent.example.yaml)");
   app.add_flag("--check", check_only,
                "Validate the config, load plugins and plans, then exit");
   app.add_flag("--list-plans", list_plans,
                "Print the plans this binary can offer and exit");
   app.set_version_flag("--version", std::string{"mesh-agent "} + POLYMESH_VERSION);
-  CLI11_PARSE(app, argc, argv);
-
-  sdk::agent_file_config cfg;
   try {
-    cfg = sdk::load_agent_yaml(config_file);
-  } catch (const sdk::config_error& e) {
-    return config_failure(config_file, e.what());
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    // --help and --version exit 0; a usage error is a config error (2).
+    return app.exit(e) == 0 ? 0 : 2;
+  }
+  if (config_opt->count() == 0 && !list_plans) {
+    std::cerr << "mesh-agent: --config is required (see --help)" << std::endl;
+    return 2;
+  }
+
+  // Without --config (only with --list-plans) the built-in plans are listed.
+  sdk::agent_file_config cfg;
+  if (config_opt->count() > 0) {
+    try {
+      cfg = sdk::load_agent_yaml(config_file);
+    } catch (const sdk::config_error& e) {
+      return config_failure(config_file, e.what());
+    }
   }
   log_level level = log_level::info;
   if (parse_log_level(cfg.log_level, level)) set_log_level(level);

@@ -13,6 +13,7 @@
 #include <iostream>
 #include <pthread.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <thread>
 
 using namespace polymesh;
@@ -53,13 +54,28 @@ int main(int argc, char** argv) {
   std::string listen;
   std::string data_dir;
   bool print_endpoints = false;
-  app.add_option("--config", config_file,
-                 "YAML config file (see config/mesh.example.yaml)");
-  app.add_option("--listen", listen, "HOST:PORT to listen on (port 0 picks a free port)");
-  app.add_option("--data-dir", data_dir, "Directory for the database and admin.token");
+  const std::vector<CLI::Option*> paths{
+      app.add_option("--config", config_file,
+                     "YAML config file (see config/mesh.example.yaml)"),
+      app.add_option("--listen", listen,
+                     "HOST:PORT to listen on (port 0 picks a free port)"),
+      app.add_option("--data-dir", data_dir,
+                     "Directory for the database and admin.token"),
+  };
   app.add_flag("--endpoints", print_endpoints, "Print the API's endpoint table and exit");
   app.set_version_flag("--version", std::string{"meshd "} + POLYMESH_VERSION);
-  CLI11_PARSE(app, argc, argv);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    // --help and --version exit 0; a usage error is a start-up failure (2).
+    return app.exit(e) == 0 ? 0 : 2;
+  }
+  for (auto* opt : paths)
+    if (opt->count() > 0 && opt->as<std::string>().empty()) {
+      std::cerr << "meshd: " << opt->get_name() << ": expected a non-empty value"
+                << std::endl;
+      return 2;
+    }
 
   if (print_endpoints) {
     std::cout << endpoints_markdown();
@@ -80,6 +96,11 @@ int main(int argc, char** argv) {
   log_level level = log_level::info;
   if (parse_log_level(cfg.log_level, level)) set_log_level(level);
   size_futex_hash(cfg.http_threads);
+
+  // The database holds payloads, logs and token hashes: whatever meshd
+  // creates (also a store.path outside the 0700 data directory, its WAL
+  // files, new parent directories) is for its own user only.
+  ::umask(077);
 
   // Signals go to one waiting thread, never to a worker.
   sigset_t signals;

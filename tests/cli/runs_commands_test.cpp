@@ -3,6 +3,7 @@
 #include "tests/cli/meshctl_harness.hpp"
 
 #include <fstream>
+#include <sstream>
 
 namespace polymesh::cli_test {
 namespace {
@@ -207,6 +208,18 @@ TEST_F(runs_cmd, list_show_logs_and_wait) {
   auto logs_follow = ctl({"runs", "logs", "-f", done});
   EXPECT_EQ(logs_follow.code, 0);
   EXPECT_EQ(logs_follow.out, "out text\n");
+  // With -o json: a chunk per line, then the run object (cli.md).
+  auto follow_json = ctl({"runs", "logs", "-f", done, "-o", "json"});
+  EXPECT_EQ(follow_json.code, 0);
+  std::vector<json> lines;
+  std::istringstream in{follow_json.out};
+  for (std::string line; std::getline(in, line);)
+    lines.push_back(json::parse(line));
+  ASSERT_EQ(lines.size(), 3u) << follow_json.out;
+  EXPECT_EQ(lines[0]["data"], "out text\n");
+  EXPECT_EQ(lines[1]["stream"], "stderr");
+  EXPECT_EQ(lines[2]["id"], done);
+  EXPECT_EQ(lines[2]["status"], "success");
 
   auto w = ctl({"runs", "wait", done, "-o", "json"});
   EXPECT_EQ(w.code, 0);

@@ -4,7 +4,9 @@
 #include "tests/support/meshd_process.hpp"
 
 #include <csignal>
+#include <fstream>
 #include <future>
+#include <sys/stat.h>
 #include <sys/wait.h>
 
 namespace polymesh::test {
@@ -64,6 +66,31 @@ TEST(signals, sighup_shuts_down_cleanly) {
   }
   meshd_process again{MESHD_PATH, dir, admin};
   EXPECT_EQ(call(again.port(), "GET", "/v1/runs/" + run_id, admin).status, 200);
+  remove_tree(dir);
+}
+
+// This test ensures a database placed outside the data directory
+// (`store.path`) is readable by meshd's user only, as are the directories
+// meshd creates for it: it holds payloads, logs and token hashes.
+TEST(signals, store_outside_the_data_dir_is_private) {
+  auto dir = make_temp_dir();
+  auto db = dir + "/elsewhere/deep/mesh.db";
+  {
+    std::ofstream{dir + "/mesh.yaml"} << "store:\n  path: " << db << "\n";
+    meshd_process mesh{
+        MESHD_PATH, dir + "/data", admin, {"--config", dir + "/mesh.yaml"}};
+    ASSERT_EQ(call(mesh.port(), "POST", "/v1/runs", admin, json{{"plan", "noop"}}).status,
+              201);
+    auto mode = [](const std::string& path) {
+      struct stat st {};
+      EXPECT_EQ(::stat(path.c_str(), &st), 0) << path;
+      return st.st_mode & 0777;
+    };
+    EXPECT_EQ(mode(db), 0600u);
+    EXPECT_EQ(mode(dir + "/elsewhere/deep"), 0700u);
+    EXPECT_EQ(mode(dir + "/elsewhere"), 0700u);
+    EXPECT_EQ(mode(db + "-wal"), 0600u);
+  }
   remove_tree(dir);
 }
 
