@@ -23,7 +23,8 @@ enum exit_code : int {
   exit_canceled = 2,
   /// Bad command line or config file (BSD `EX_USAGE`); nothing was sent.
   exit_usage = 64,
-  /// The mesh could not be reached at all (BSD `EX_UNAVAILABLE`).
+  /// The mesh could not be reached, or answered 503 (shutting down,
+  /// overloaded): worth retrying (BSD `EX_UNAVAILABLE`).
   exit_unreachable = 69,
 };
 

@@ -55,7 +55,7 @@ int main(int argc, char** argv) {
   app.add_flag("--no-color", ctx.flags.no_color,
                "No colour even on a TTY (env NO_COLOR)");
   app.footer("Exit codes: 0 ok, 1 failed (or run error), 2 run canceled, 64 usage error, "
-             "69 mesh unreachable. See docs/cli.md");
+             "69 mesh unreachable or unavailable, 130 interrupted. See docs/cli.md");
 
   add_agents_commands(app, ctx);
   add_runs_commands(app, ctx);
@@ -70,7 +70,8 @@ int main(int argc, char** argv) {
     // --help and --version.
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
-    app.exit(e);
+    // Worded like every other meshctl error; CLI11's text says what is wrong.
+    std::cerr << "error: " << e.what() << "\n  run with --help for usage" << std::endl;
     return exit_usage;
   }
   try {

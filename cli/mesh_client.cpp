@@ -172,7 +172,10 @@ void mesh_client::fail(int status, const std::string& raw, const std::string& me
       details.insert(details.begin(), lines.begin(), lines.end());
     }
   }
-  throw failure{exit_failed, headline, std::move(details)};
+  // 503: shutting down or out of long-poll room, like no answer at all a
+  // state to retry later (EX_UNAVAILABLE), not a refusal.
+  throw failure{status == 503 ? exit_unreachable : exit_failed, headline,
+                std::move(details)};
 }
 
 } // namespace polymesh::cli

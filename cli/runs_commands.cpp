@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <optional>
 #include <sstream>
 #include <thread>
 #include <yaml-cpp/yaml.h>
@@ -136,9 +137,34 @@ json wait_for_run(const command_context& ctx, mesh_client& mesh, const std::stri
   spinner sp{ctx.config()};
   int64_t after = -1;
   auto interval = std::chrono::milliseconds{100};
+  // A restarting mesh (an upgrade) must not fail the CI job waiting here:
+  // the run goes on. Ride out an outage of up to `outage_grace`.
+  constexpr auto outage_grace = std::chrono::seconds{60};
+  std::optional<std::chrono::steady_clock::time_point> down_since;
   for (;;) {
-    if (follow) after = drain_logs(mesh, out, id, after, &sp);
-    auto run = mesh.get("/v1/runs/" + url_encode(id));
+    json run;
+    try {
+      if (follow) after = drain_logs(mesh, out, id, after, &sp);
+      run = mesh.get("/v1/runs/" + url_encode(id));
+    } catch (const failure& f) {
+      auto now = std::chrono::steady_clock::now();
+      if (f.code() != exit_unreachable ||
+          (down_since && now - *down_since > outage_grace))
+        throw;
+      if (!down_since) {
+        down_since = now;
+        sp.clear();
+        std::cerr << "meshctl: " << f.what() << "; retrying for up to "
+                  << outage_grace.count() << " s" << std::endl;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds{500});
+      continue;
+    }
+    if (down_since) {
+      down_since.reset();
+      sp.clear();
+      std::cerr << "meshctl: the mesh answers again" << std::endl;
+    }
     auto status = run.value("status", "");
     if (terminal(status)) {
       // Chunks written just before the finish are still to be shown.

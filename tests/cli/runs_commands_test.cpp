@@ -2,6 +2,7 @@
 // real meshd, with the test acting as the agent over plain HTTP.
 #include "tests/cli/meshctl_harness.hpp"
 
+#include <csignal>
 #include <fstream>
 #include <sstream>
 
@@ -154,6 +155,29 @@ TEST_F(runs_cmd, submit_follow_streams_logs_written_while_running) {
   EXPECT_EQ(o.code, 0) << o.err;
   EXPECT_EQ(o.out, "first line\nsecond line\nlast words\n");
   EXPECT_NE(o.err.find("success"), std::string::npos) << o.err;
+}
+
+// This test ensures `runs wait` rides out a mesh restart (an upgrade in the
+// middle of a CI job) instead of failing with exit 69 while the run goes on:
+// it says it is retrying, says when the mesh answers again, and ends with
+// the run's own exit code.
+TEST_F(runs_cmd, wait_survives_a_mesh_restart) {
+  auto id = submit(json{{"plan", "alpha"}});
+  auto waiting = ctl_async({"runs", "wait", id}, true);
+  ASSERT_TRUE(waiting->wait_for_out(id)) << waiting->out(); // the spinner names it
+  meshd->kill_and_wait(SIGTERM);
+  ASSERT_TRUE(waiting->wait_for_out("retrying for up to 60 s")) << waiting->out();
+  meshd = std::make_unique<test::meshd_process>(
+      MESHD_PATH, dir + "/data", admin,
+      std::vector<std::string>{"--listen", "127.0.0.1:" + std::to_string(port)});
+  ASSERT_EQ(meshd->port(), port);
+  auto agent = register_agent("late", json::object(), json::array({"alpha"}));
+  ASSERT_EQ(agent.take()["id"], id);
+  ASSERT_EQ(agent.start(id).status, 200);
+  ASSERT_EQ(agent.finish(id, "success").status, 200);
+  auto done = waiting->wait();
+  EXPECT_EQ(done.code, 0) << done.out;
+  EXPECT_NE(done.out.find("the mesh answers again"), std::string::npos) << done.out;
 }
 
 // This test ensures `runs list`, `runs show`, `runs logs` and `runs wait`

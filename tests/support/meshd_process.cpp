@@ -1,5 +1,6 @@
 #include "tests/support/meshd_process.hpp"
 
+#include <algorithm>
 #include <csignal>
 #include <cstdio>
 #include <cstring>
@@ -21,7 +22,10 @@ meshd_process::meshd_process(const std::string& binary, const std::string& dir,
     ::close(out[0]);
     ::close(out[1]);
     ::setenv("POLYMESH_ADMIN_TOKEN", admin_token.c_str(), 1);
-    std::vector<std::string> args{binary, "--listen", "127.0.0.1:0", "--data-dir", dir};
+    std::vector<std::string> args{binary, "--data-dir", dir};
+    // Port 0 unless the caller listens elsewhere (a restart on its old port).
+    if (std::find(extra.begin(), extra.end(), "--listen") == extra.end())
+      args.insert(args.end(), {"--listen", "127.0.0.1:0"});
     for (auto& e : extra)
       args.push_back(e);
     std::vector<char*> argv;
