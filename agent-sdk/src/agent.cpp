@@ -17,6 +17,7 @@
 #include "backoff.hpp"
 #include "log_buffer.hpp"
 #include "mesh/domain/error.hpp"
+#include "mesh/domain/labels.hpp"
 #include "mesh/domain/log.hpp"
 #include "mesh_client.hpp"
 #include "on_demand.hpp"
@@ -107,6 +108,8 @@ std::string agent_config::validate() const {
   if (auto e = mesh_client::check_url(mesh_url); !e.empty()) return "mesh_url: " + e;
   if (registration_token.empty()) return "registration_token: is required";
   if (auto e = wire::validate_agent_name(name, "name")) return "name: " + message_of(e);
+  if (auto e = validate_labels(label_map{labels.begin(), labels.end()}))
+    return field_of(e) + ": " + message_of(e);
   if (capacity < 1 || capacity > 4096) return "capacity: must be between 1 and 4096";
   if (log_chunk_bytes < 1 || log_chunk_bytes > 64 * 1024)
     return "log_chunk_bytes: must be between 1 and 65536";
@@ -129,6 +132,8 @@ struct run_slot {
   /// The mesh ended the run without us (it ended our session): its end is
   /// recorded there, so it is not reported.
   std::atomic<bool> ended_by_mesh{false};
+  /// The plan has returned; only its result is still to be sent.
+  std::atomic<bool> plan_returned{false};
   std::mutex mtx;
   std::string progress;
   bool progress_dirty = false;
@@ -289,6 +294,7 @@ struct agent::impl {
     dirs.sweep();
     if (register_until_ok()) {
       auto b = make_backoff();
+      bool polls_failing = false;
       while (!is_draining()) {
         if (client.token_due()) {
           auto r = client.refresh_token();
@@ -302,6 +308,10 @@ struct agent::impl {
             wait_ms, std::max<int64_t>(1000, client.until_token_due().count()));
         auto r = client.poll(wait_ms / 1000);
         if (is_draining()) break;
+        if (r.ok() && polls_failing) {
+          info("the mesh answers again");
+          polls_failing = false;
+        }
         if (!r.ok()) {
           if (r.status == 403 || r.status == 404) {
             // An admin removed us, or the mesh lost us: start a new session.
@@ -310,6 +320,7 @@ struct agent::impl {
             continue;
           }
           auto d = b.next();
+          polls_failing = true;
           warn("poll failed (" + r.describe() + "), retrying in " +
                std::to_string(d.count()) + " ms");
           nap(d);
@@ -499,6 +510,7 @@ struct agent::impl {
     }
 
     // -- flush, report, clean up ------------------------------------------------
+    slot->plan_returned = true;
     logs.close();
     plan_done = true;
     shipper->close();
@@ -563,7 +575,7 @@ struct agent::impl {
       warn("run " + id + ": cannot send the last " +
            std::to_string(logs.buffered_bytes()) + " log bytes, retrying in " +
            std::to_string(d.count()) + " ms");
-      std::this_thread::sleep_for(d);
+      retry_nap(d);
     }
   }
 
@@ -652,7 +664,7 @@ struct agent::impl {
         auto d = b.next();
         warn("run " + id + ": cannot upload artifact '" + name + "' (" + r.describe() +
              "), retrying in " + std::to_string(d.count()) + " ms");
-        std::this_thread::sleep_for(d);
+        retry_nap(d);
       }
     }
   }
@@ -712,8 +724,16 @@ struct agent::impl {
       auto d = b.next();
       warn("run " + run.id + ": cannot send the result (" + r.describe() +
            "), retrying in " + std::to_string(d.count()) + " ms");
-      std::this_thread::sleep_for(d);
+      retry_nap(d);
     }
+  }
+
+  /// Sleeps `d` before a retry of a run's logs, artifacts or result; wakes
+  /// early when the drain gives up on results, so that shutting down keeps
+  /// to `shutdown_result_grace` instead of sleeping out a backoff.
+  void retry_nap(milliseconds d) {
+    std::unique_lock<std::mutex> guard{mtx};
+    cv.wait_for(guard, d, [this] { return abandon_results.load(); });
   }
 
   bool wait_idle_until(steady::time_point until, bool stop_on_cancel_now) {
@@ -726,7 +746,7 @@ struct agent::impl {
   void cancel_active() {
     std::lock_guard<std::mutex> guard{mtx};
     for (auto& [id, slot] : active)
-      if (slot->cancel.cancel(cancel_reason::agent_shutdown))
+      if (!slot->plan_returned && slot->cancel.cancel(cancel_reason::agent_shutdown))
         info("run " + id + ": canceled, the agent is shutting down");
   }
 
@@ -743,8 +763,9 @@ struct agent::impl {
       cancel_active();
       auto grace = steady::now() + cfg.kill_grace + cfg.shutdown_result_grace;
       if (!wait_idle_until(grace, false)) {
-        abandon_results = true;
         std::unique_lock<std::mutex> guard{mtx};
+        abandon_results = true;
+        cv.notify_all(); // retry naps end now
         cv.wait(guard, [this] { return active.empty(); });
       }
     }
@@ -757,10 +778,15 @@ struct agent::impl {
     }
     if (was_registered) {
       auto b = make_backoff();
-      for (int attempt = 0; attempt < 3; ++attempt) {
+      for (int attempt = 0;; ++attempt) {
         auto r = client.deregister();
         if (r.ok() || !r.transient()) {
           info(r.ok() ? "deregistered" : "deregister refused: " + r.describe());
+          break;
+        }
+        if (attempt == 2) {
+          warn("cannot deregister (" + r.describe() +
+               "); the mesh will mark this agent offline after agents.offline_after");
           break;
         }
         std::this_thread::sleep_for(std::min(b.next(), milliseconds{2000}));

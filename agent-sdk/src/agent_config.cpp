@@ -4,6 +4,8 @@
 // config/agent.example.yaml.
 #include "polymesh/sdk/agent_yaml.hpp"
 
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -31,21 +33,23 @@ json scalar_to_json(const YAML::Node& node) {
   return text;
 }
 
-json node_to_json(const YAML::Node& node) {
+/// `node` as JSON; `path` is its dotted key, for errors.
+json node_to_json(const YAML::Node& node, const std::string& path = {}) {
   switch (node.Type()) {
   case YAML::NodeType::Map: {
     json out = json::object();
     for (auto it = node.begin(); it != node.end(); ++it) {
       auto key = it->first.Scalar();
-      if (out.contains(key)) throw config_error(key, "duplicate key");
-      out[key] = node_to_json(it->second);
+      auto at = path.empty() ? key : path + "." + key;
+      if (out.contains(key)) throw config_error(at, "duplicate key");
+      out[key] = node_to_json(it->second, at);
     }
     return out;
   }
   case YAML::NodeType::Sequence: {
     json out = json::array();
     for (auto&& x : node)
-      out.push_back(node_to_json(x));
+      out.push_back(node_to_json(x, path + "[" + std::to_string(out.size()) + "]"));
     return out;
   }
   case YAML::NodeType::Scalar: return scalar_to_json(node);
@@ -145,8 +149,6 @@ agent_file_config parse_agent_yaml(const std::string& text, const std::string& b
         throw config_error("plans." + name, "expected a map of settings (or {})");
       out.plans[name] = settings;
     }
-  if (out.plans.empty())
-    throw config_error("plans", "enable at least one plan, e.g. plans: {echo: {}}");
 
   settings_reader lg{top.raw("log"), "log"};
   out.log_level = lg.string("level", out.log_level);
@@ -155,7 +157,10 @@ agent_file_config parse_agent_yaml(const std::string& text, const std::string& b
     throw config_error("log.level", "expected one of error, warn, info, debug, got '" +
                                         out.log_level + "'");
   lg.finish();
+  // Before the "no plans" check: a misspelt `plan:` is an unknown key.
   top.finish();
+  if (out.plans.empty())
+    throw config_error("plans", "enable at least one plan, e.g. plans: {echo: {}}");
 
   if (auto err = a.validate(); !err.empty()) {
     auto colon = err.find(':');
@@ -169,15 +174,28 @@ agent_file_config parse_agent_yaml(const std::string& text, const std::string& b
         {"backoff", "backoff"},
         {"registration_token", "mesh.registration_token"}};
     auto it = keys.find(field);
-    throw config_error(it != keys.end() ? it->second : field,
-                       colon == std::string::npos ? err : err.substr(colon + 2));
+    auto message = colon == std::string::npos ? err : err.substr(colon + 2);
+    // The message may name other fields by their SDK names too.
+    for (auto& [sdk_name, key] : keys)
+      for (auto at = message.find(sdk_name); at != std::string::npos;
+           at = message.find(sdk_name, at + key.size()))
+        message.replace(at, sdk_name.size(), key);
+    throw config_error(it != keys.end()                 ? it->second
+                       : field.rfind("labels.", 0) == 0 ? "agent." + field
+                                                        : field,
+                       message);
   }
   return out;
 }
 
 agent_file_config load_agent_yaml(const std::string& path) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec))
+    throw config_error("", "cannot read config file '" + path + "': it is a directory");
   std::ifstream in{path};
-  if (!in) throw config_error("", "cannot read config file '" + path + "'");
+  if (!in)
+    throw config_error("",
+                       "cannot read config file '" + path + "': " + std::strerror(errno));
   std::stringstream ss;
   ss << in.rdbuf();
   auto base = std::filesystem::absolute(path).parent_path().string();

@@ -10,7 +10,14 @@ const nlohmann::json& null_json() {
 }
 
 std::string type_of(const nlohmann::json& j) {
-  if (j.is_string()) return "a string '" + j.get<std::string>() + "'";
+  if (j.is_string()) {
+    auto& s = j.get_ref<const std::string&>();
+    bool numeric = !s.empty() && s.find_first_not_of("0123456789.-") == std::string::npos;
+    if (numeric && s.find('.') != std::string::npos) return "a fraction '" + s + "'";
+    if (numeric && s.size() > 1 && s[0] == '0')
+      return "'" + s + "' (leading zeros are not read as numbers)";
+    return "a string '" + s + "'";
+  }
   if (j.is_boolean()) return "a boolean";
   if (j.is_number()) return "a number";
   if (j.is_array()) return "a list";
@@ -107,7 +114,8 @@ std::chrono::milliseconds settings_reader::duration(const char* key,
                        "expected a duration like 90s, 10m or 2h, got " + type_of(v));
   if (*d < lo || *d > hi)
     throw config_error(path(key), "expected a duration in " + std::to_string(lo.count()) +
-                                      "ms.." + std::to_string(hi.count()) + "ms");
+                                      "ms.." + std::to_string(hi.count()) + "ms, got " +
+                                      std::to_string(d->count()) + "ms");
   return *d;
 }
 

@@ -3,6 +3,7 @@
 
 #include <fstream>
 #include <gtest/gtest.h>
+#include <optional>
 
 using namespace polymesh::sdk;
 using namespace std::chrono_literals;
@@ -15,13 +16,24 @@ agent: {name: a1}
 plans: {echo: {}}
 )";
 
-std::string error_key(const std::string& yaml) {
+/// The error parsing `yaml` raises, if any.
+std::optional<config_error> error_of(const std::string& yaml) {
   try {
     (void)parse_agent_yaml(yaml);
   } catch (const config_error& e) {
-    return e.key();
+    return e;
   }
-  return "(no error)";
+  return std::nullopt;
+}
+
+std::string error_key(const std::string& yaml) {
+  auto e = error_of(yaml);
+  return e ? e->key() : "(no error)";
+}
+
+std::string error_text(const std::string& yaml) {
+  auto e = error_of(yaml);
+  return e ? e->what() : "(no error)";
 }
 
 } // namespace
@@ -70,6 +82,54 @@ TEST(agent_config, errors_name_the_key) {
   EXPECT_EQ(
       error_key("mesh: {url: 'http://h:1', registration_token: t}\nagent: {name: a}"),
       "plans");
+}
+
+// This test ensures the messages a config mistake gets are the ones that
+// help: a duplicate names its dotted key, a misspelt `plan:` is an unknown
+// key (not "enable a plan"), a rule between two keys names both by their
+// YAML names, the bad value is shown, and a label the mesh would refuse is
+// found before the agent starts.
+TEST(agent_config, messages_name_keys_values_and_labels) {
+  std::string mesh = "mesh: {url: 'http://h:1', registration_token: t}\n";
+  EXPECT_EQ(error_key(mesh + "agent: {name: a}\nplans: {echo: {}}\nmesh: {url: x}"),
+            "mesh");
+  EXPECT_EQ(error_key("mesh: {url: 'http://h:1', url: 'http://h:2', registration_token: "
+                      "t}\nagent: {name: a}\nplans: {echo: {}}"),
+            "mesh.url");
+  EXPECT_EQ(error_key(mesh + "agent: {name: a}\nplan: {echo: {}}"), "plan");
+  auto buffer = error_text(mesh + "agent: {name: a}\nplans: {echo: {}}\n"
+                                  "logs: {chunk_bytes: 1000, buffer_bytes: 10}");
+  EXPECT_NE(buffer.find("logs.buffer_bytes"), std::string::npos) << buffer;
+  EXPECT_NE(buffer.find("at least logs.chunk_bytes"), std::string::npos) << buffer;
+  auto timeout = error_text(
+      "mesh: {url: 'http://h:1', registration_token: t, request_timeout: 20m}\n"
+      "agent: {name: a}\nplans: {echo: {}}");
+  EXPECT_NE(timeout.find("got 1200000ms"), std::string::npos) << timeout;
+  auto fraction = error_text(mesh + "agent: {name: a, capacity: 2.5}\nplans: {echo: {}}");
+  EXPECT_NE(fraction.find("a fraction '2.5'"), std::string::npos) << fraction;
+  EXPECT_EQ(
+      error_key(mesh + "agent: {name: a, labels: {'bad key!': x}}\nplans: {echo: {}}"),
+      "agent.labels.bad key!");
+}
+
+// This test ensures a directory or an unreadable path given as the config
+// file says so, instead of complaining about a missing mesh.url.
+TEST(agent_config, unreadable_config_file_says_why) {
+  testkit::temp_dir dir;
+  try {
+    (void)load_agent_yaml(dir.path().string());
+    FAIL() << "a directory loaded as config";
+  } catch (const config_error& e) {
+    EXPECT_NE(std::string{e.what()}.find("is a directory"), std::string::npos)
+        << e.what();
+  }
+  try {
+    (void)load_agent_yaml((dir.path() / "missing.yaml").string());
+    FAIL() << "a missing file loaded as config";
+  } catch (const config_error& e) {
+    EXPECT_NE(std::string{e.what()}.find("No such file or directory"), std::string::npos)
+        << e.what();
+  }
 }
 
 // This test ensures the token can come from a file next to the config.

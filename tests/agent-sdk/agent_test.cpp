@@ -432,6 +432,33 @@ TEST(agent, result_is_resent_until_accepted) {
   });
 }
 
+// This test ensures shutting down keeps to `shutdown_result_grace` when a
+// result cannot be sent: the retry's backoff sleep ends when the drain gives
+// up on results (it used to be slept out, 20 s here), and the run that had
+// already returned is not canceled.
+TEST(agent, drain_gives_up_on_results_without_sleeping_out_the_backoff) {
+  fake_mesh mesh;
+  mesh.with([](fake_mesh& m) { return m.finish_failures_ = 1000000; });
+  auto cfg = config(mesh);
+  cfg.backoff_initial = 20s;
+  cfg.backoff_max = 20s;
+  cfg.shutdown_result_grace = 300ms;
+  agent a{cfg, echo_plans()};
+  a.start();
+  mesh.submit("r1", "echo", json::object(), "x");
+  ASSERT_TRUE(eventually([&] {
+    return mesh.with([](fake_mesh& m) { return m.finish_attempts_["r1"].size(); }) >= 1;
+  }));
+  auto began = std::chrono::steady_clock::now();
+  a.drain();
+  a.wait();
+  EXPECT_LT(std::chrono::steady_clock::now() - began, 10s);
+  EXPECT_EQ(mesh.with([](fake_mesh& m) {
+              return m.finish_attempts_["r1"].front().value("reason", "");
+            }),
+            "");
+}
+
 // This test ensures log chunks arrive complete and in order although every other log call
 // fails.
 TEST(agent, logs_survive_failures_in_order) {
