@@ -124,6 +124,15 @@ caf::expected<int64_t> query_int(request_context& rc, const char* name, int64_t 
                                  int64_t lo, int64_t hi) {
   if (!rc.has_query(name)) return fallback;
   auto text = rc.query_value(name);
+  // strtoll alone would also take " 1", "+1" and "01".
+  bool plain = !text.empty() &&
+               (std::isdigit(static_cast<unsigned char>(text[0])) ||
+                (text[0] == '-' && text.size() > 1)) &&
+               !(text.size() > 1 && text[0] == '0');
+  if (!plain)
+    return make_error(errc::invalid_argument,
+                      "query parameter '" + std::string{name} + "' must be an integer",
+                      name);
   char* end = nullptr;
   errno = 0;
   auto x = std::strtoll(text.c_str(), &end, 10);
@@ -604,7 +613,15 @@ void list_runs(request_context& rc) {
           "status"));
   }
   f.plan = rc.query_value("plan");
+  if (rc.has_query("plan"))
+    if (auto err = wire::validate_plan_name(f.plan, "plan")) return rc.fail(err);
   f.agent = rc.query_value("agent");
+  if (!f.agent.empty()) {
+    // A name works too: the runs record ids. An id no longer known (an
+    // agent forgotten since) still filters as given.
+    auto a = ask<agent_record>(rc, rc.ctx()->agents, get_atom::value, f.agent);
+    if (a) f.agent = a->id;
+  }
   f.cursor = rc.query_value("cursor");
   auto limit = query_int(rc, "limit", 50, 1, 1000);
   if (!limit) return rc.fail(limit.error());

@@ -230,6 +230,10 @@ TEST_F(errors, bad_query_parameters_are_400_naming_the_parameter) {
       {"/v1/runs/run_x/logs?after=x", admin, "after"},
       {"/v1/runs/run_x/logs?limit=0", admin, "limit"},
       {"/v1/runs/run_x/logs?from=0", admin, "from"},
+      {"/v1/runs?limit=%2B1", admin, "limit"},
+      {"/v1/runs?limit=01", admin, "limit"},
+      {"/v1/runs?limit=%201", admin, "limit"},
+      {"/v1/runs?plan=-bad", admin, "plan"},
   };
   for (auto& [path, token, field] : cases) {
     SCOPED_TRACE(path);

@@ -170,6 +170,8 @@ TEST_F(runs, list_filters_and_cursor_pagination) {
   EXPECT_EQ(running.body["runs"][0]["id"], ids[5]);
   auto mine = call("GET", "/v1/runs?agent=" + agent.id, admin);
   EXPECT_EQ(mine.body["runs"].size(), 2u);
+  auto by_name = call("GET", "/v1/runs?agent=" + agent.name, admin);
+  EXPECT_EQ(by_name.body["runs"], mine.body["runs"]) << "an agent's name filters too";
   auto both = call("GET", "/v1/runs?plan=build&status=running", admin);
   EXPECT_TRUE(both.body["runs"].empty());
   auto none = call("GET", "/v1/runs?agent=nobody", admin);
