@@ -3,11 +3,11 @@
 #include "mesh/actors/messages.hpp"
 #include "mesh/domain/error.hpp"
 
+#include <algorithm>
 #include <caf/actor_system.hpp>
 #include <caf/event_based_actor.hpp>
 #include <caf/stateful_actor.hpp>
 #include <map>
-#include <algorithm>
 #include <optional>
 #include <set>
 
@@ -226,9 +226,10 @@ caf::behavior agent_actor(self_ptr self, context_ptr ctx, agent_record agent,
         // A run carried moments ago but not started (the agent had no free
         // slot yet, or lost the answer) is carried again once
         // `redeliver_after` has passed, without waiting for the poll to end.
-        bool carried_unstarted = std::any_of(
-            st.offered.begin(), st.offered.end(),
-            [](auto& kv) { return kv.second.carried_at && !kv.second.cancel_requested; });
+        bool carried_unstarted =
+            std::any_of(st.offered.begin(), st.offered.end(), [](auto& kv) {
+              return kv.second.carried_at && !kv.second.cancel_requested;
+            });
         if (carried_unstarted)
           self->delayed_send(self, redeliver_after, redeliver_atom::value, seq);
         return rp;

@@ -84,6 +84,8 @@ struct caller {
 struct create_result {
   run_record run;
   bool created = true;
+  /// Set instead of `run` when the key is held by a run of another scope.
+  caf::error refused;
 };
 
 /// Answer to an artifact upload: the stored artifact and whether this call

@@ -86,7 +86,8 @@ caf::result<create_results> create_batch(run_self self, const caller& c,
                             out[i].existing_id)
                   .then(
                       [=](run_record& existing) mutable {
-                        (*results)[i] = create_result{std::move(existing), false};
+                        (*results)[i] =
+                            answer_for_taken_key(std::move(existing), runs[i]);
                         if (--*missing == 0 && !*failed) rp.deliver(std::move(*results));
                       },
                       [=](caf::error& err) mutable {
@@ -198,6 +199,12 @@ caf::behavior agent_registry(agent_self self, context_ptr ctx) {
   return {
       [=](register_atom a, const caller& c,
           const wire::register_request& req) -> caf::result<caf::message> {
+        // By name only: a name that happens to be another agent's id must
+        // not reach that agent.
+        auto& st = self->state;
+        auto by_name = st.id_by_name.find(req.name);
+        caf::actor actor =
+            by_name != st.id_by_name.end() ? st.by_id[by_name->second] : caf::actor{};
         if (!c.scope.empty()) {
           auto scope = selector::parse(c.scope, "scope");
           if (!scope || !scope->matches(req.labels))
@@ -206,8 +213,19 @@ caf::behavior agent_registry(agent_self self, context_ptr ctx) {
                 "agent labels are outside the registration token's scope (" + c.scope +
                     ")",
                 "labels");
+          // Registering under a name supersedes that agent's session: a
+          // scoped token may do it only to an agent inside its scope, or a
+          // dev token could take over a prod agent and receive its runs.
+          if (actor) {
+            auto known = st.mirror.find(by_name->second);
+            if (known != st.mirror.end() && !scope->matches(known->second.labels))
+              return make_error(errc::forbidden,
+                                "an agent named '" + req.name +
+                                    "' exists outside the registration token's scope (" +
+                                    c.scope + "); choose another name",
+                                "name");
+          }
         }
-        auto actor = find_agent(self, req.name);
         if (!actor) {
           agent_record rec;
           rec.id = new_id("agt");

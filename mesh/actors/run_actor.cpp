@@ -234,7 +234,8 @@ caf::behavior run_actor(self_ptr self, context_ptr ctx, run_record run, bool fre
                                 out[0].existing_id)
                       .await(
                           [=](run_record& existing) mutable {
-                            rp.deliver(create_result{std::move(existing), false});
+                            rp.deliver(answer_for_taken_key(std::move(existing),
+                                                            self->state.run));
                             self->send(self->state.ctx->runs, done_atom::value,
                                        self->state.run.id);
                           },
@@ -461,6 +462,16 @@ caf::behavior run_actor(self_ptr self, context_ptr ctx, run_record run, bool fre
 }
 
 } // namespace
+
+create_result answer_for_taken_key(run_record holder, const run_record& attempt) {
+  if (holder.scope == attempt.scope) return create_result{std::move(holder), false, {}};
+  return create_result{{},
+                       false,
+                       make_error(errc::conflict,
+                                  "idempotency key '" + attempt.idempotency_key +
+                                      "' is held by a run submitted with another scope",
+                                  "idempotency_key")};
+}
 
 caf::actor spawn_run_actor(caf::local_actor* parent, context_ptr ctx, run_record run,
                            bool fresh, caf::actor agent) {

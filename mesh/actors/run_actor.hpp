@@ -27,6 +27,7 @@
 #pragma once
 
 #include "mesh/actors/context.hpp"
+#include "mesh/actors/messages.hpp"
 #include "mesh/domain/records.hpp"
 
 #include <caf/fwd.hpp>
@@ -38,6 +39,13 @@ namespace polymesh {
 /// re-attach to `agent` when pending or running).
 /// Spawned by its registry, which stops it when the run is done or the
 /// registry exits (not linked: see the definition).
+/// The answer to a submit whose idempotency key `holder` already has. A
+/// submitter whose token has another scope gets a conflict, not the run: a
+/// dev-scoped token could otherwise take a prod deploy's key first, and the
+/// prod submit would answer with the dev run, succeeded.
+[[nodiscard]] create_result answer_for_taken_key(run_record holder,
+                                                 const run_record& attempt);
+
 [[nodiscard]] caf::actor spawn_run_actor(caf::local_actor* parent, context_ptr ctx,
                                          run_record run, bool fresh, caf::actor agent);
 

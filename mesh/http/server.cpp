@@ -542,6 +542,7 @@ void submit_run(request_context& rc) {
     return rc.fail(make_error(errc::unavailable, "meshd is shutting down"));
   auto out = ask<create_result>(rc, rc.ctx()->runs, create_atom::value, rc.who, *req);
   if (!out) return rc.fail(out.error());
+  if (out->refused) return rc.fail(out->refused);
   rc.reply(out->created ? 201 : 200, wire::to_json(out->run));
 }
 
@@ -589,6 +590,12 @@ void submit_batch(request_context& rc) {
   json results = json::array();
   bool any_created = false;
   for (auto& r : *out) {
+    if (r.refused) {
+      // Its key is another scope's: this item alone is refused.
+      results.push_back(
+          json{{"created", false}, {"error", wire::error_body(r.refused)["error"]}});
+      continue;
+    }
     any_created = any_created || r.created;
     auto run = minimal ? json{{"id", r.run.id}, {"status", to_string(r.run.status)}}
                        : wire::to_json(r.run);

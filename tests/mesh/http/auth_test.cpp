@@ -272,6 +272,40 @@ TEST_F(auth, scoped_registration_token_refuses_non_matching_labels) {
   EXPECT_EQ(ok.status, 201) << ok.raw;
 }
 
+// This test ensures a scoped registration token cannot take over an agent
+// outside its scope by registering under its name (with matching labels of
+// its own, it used to supersede a prod agent's session and receive its
+// runs), nor reach an agent by giving that agent's id as the name.
+TEST_F(auth, scoped_registration_token_cannot_take_over_another_scopes_agent) {
+  auto prod = register_agent("prod-1", json{{"env", "prod"}});
+  auto dev_reg = make_token("registration", "env=dev");
+  auto takeover =
+      call("POST", "/v1/agents/register", dev_reg,
+           json{{"name", "prod-1"}, {"labels", {{"env", "dev"}}}, {"plans", {"noop"}}});
+  EXPECT_EQ(takeover.status, 403) << takeover.raw;
+  EXPECT_EQ(takeover.body["error"]["field"], "name");
+  auto shown = call("GET", "/v1/agents/prod-1", admin);
+  EXPECT_EQ(shown.body["labels"], json({{"env", "prod"}})) << shown.raw;
+  EXPECT_EQ(prod.poll(0).status, 200) << "the prod agent's session still works";
+
+  auto by_id =
+      call("POST", "/v1/agents/register", admin,
+           json{{"name", prod.id}, {"labels", json::object()}, {"plans", {"noop"}}});
+  ASSERT_EQ(by_id.status, 201) << by_id.raw;
+  EXPECT_NE(by_id.body["id"], prod.id) << "a name equal to an id is a new agent";
+  EXPECT_EQ(prod.poll(0).status, 200);
+  // Within its scope the dev token may still re-register its own agents.
+  auto dev =
+      call("POST", "/v1/agents/register", dev_reg,
+           json{{"name", "dev-1"}, {"labels", {{"env", "dev"}}}, {"plans", {"noop"}}});
+  ASSERT_EQ(dev.status, 201);
+  auto again =
+      call("POST", "/v1/agents/register", dev_reg,
+           json{{"name", "dev-1"}, {"labels", {{"env", "dev"}}}, {"plans", {"noop"}}});
+  EXPECT_EQ(again.status, 201) << again.raw;
+  EXPECT_EQ(again.body["session"], 2);
+}
+
 // The bootstrap admin token taken from POLYMESH_ADMIN_TOKEN.
 class env_admin : public mesh_fixture {
 protected:

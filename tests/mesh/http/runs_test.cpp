@@ -238,6 +238,32 @@ TEST_F(runs, batch_creates_every_run_in_order) {
     EXPECT_EQ(ids.count(run["id"].get<std::string>()), 1u);
 }
 
+// This test ensures a key taken by a run of another scope is a conflict, not
+// that run: a dev-scoped token submitting `deploy-v1-prod` first used to make
+// the prod submit (single or batch) answer 200 with the dev run, succeeded.
+TEST_F(runs, idempotency_key_of_another_scope_is_a_conflict) {
+  auto dev = make_token("submitter", "env=dev");
+  auto squat = submit(json{{"plan", "noop"}, {"idempotency_key", "deploy-v1-prod"}}, dev);
+  ASSERT_EQ(squat.status, 201) << squat.raw;
+  auto single = submit(json{{"plan", "noop"}, {"idempotency_key", "deploy-v1-prod"}});
+  EXPECT_EQ(single.status, 409) << single.raw;
+  EXPECT_EQ(single.body["error"]["field"], "idempotency_key");
+  auto batch = call("POST", "/v1/runs/batch", admin,
+                    batch_of({{{"plan", "noop"}, {"idempotency_key", "deploy-v1-prod"}},
+                              {{"plan", "noop"}, {"idempotency_key", "other"}}}));
+  ASSERT_EQ(batch.status, 201) << batch.raw;
+  auto& res = batch.body["results"];
+  EXPECT_FALSE(res[0]["created"].get<bool>());
+  EXPECT_EQ(res[0]["error"]["code"], "conflict") << batch.raw;
+  EXPECT_FALSE(res[0].contains("run"));
+  EXPECT_TRUE(res[1]["created"].get<bool>());
+  // The same scope still gets its own run back.
+  auto repeat =
+      submit(json{{"plan", "noop"}, {"idempotency_key", "deploy-v1-prod"}}, dev);
+  EXPECT_EQ(repeat.status, 200) << repeat.raw;
+  EXPECT_EQ(repeat.body["id"], squat.body["id"]);
+}
+
 // This test ensures idempotency keys hold inside a batch and across calls:
 // a repeat answers with the run holding the key, and all repeats are 200.
 TEST_F(runs, batch_honours_idempotency_keys) {
