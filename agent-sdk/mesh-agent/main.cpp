@@ -16,6 +16,7 @@
 #include <csignal>
 #include <iostream>
 #include <pthread.h>
+#include <sys/prctl.h>
 #include <thread>
 
 using namespace polymesh;
@@ -96,6 +97,10 @@ int main(int argc, char** argv) {
               << " plans" << std::endl;
     return 0;
   }
+
+  // Plans run as this user: keep them out of the agent's memory and
+  // /proc/<pid>/environ, where its tokens are (no effect when run as root).
+  ::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
 
   // Signals go to one waiting thread, never to a worker or a plan's child
   // (children get a clean signal mask in `run_process`).

@@ -28,10 +28,12 @@
 
 #include <algorithm>
 #include <condition_variable>
+#include <cstring>
 #include <deque>
 #include <fstream>
 #include <iterator>
 #include <set>
+#include <sys/stat.h>
 #include <thread>
 #include <unistd.h>
 
@@ -291,6 +293,15 @@ struct agent::impl {
   }
 
   void loop() {
+    if (auto err = cfg.prepare_work_root(); !err.empty()) {
+      {
+        std::lock_guard<std::mutex> guard{mtx};
+        fatal = err;
+      }
+      polymesh::log(log_level::error, err);
+      drain_phase();
+      return;
+    }
     dirs.sweep();
     if (register_until_ok()) {
       auto b = make_backoff();
@@ -809,6 +820,15 @@ std::string agent_config::prepare_work_root() const {
   fs::create_directories(root, ec);
   if (ec) return problem(ec.message());
   if (!fs::is_directory(root, ec)) return problem("not a directory");
+  // Runs' files live here: only this user may enter. The default root is in
+  // /tmp, where another user could have made it (or a symlink) first.
+  struct stat st {};
+  if (::stat(root.c_str(), &st) != 0) return problem(std::strerror(errno));
+  if (st.st_uid != ::geteuid())
+    return problem("it belongs to uid " + std::to_string(st.st_uid) + ", not to uid " +
+                   std::to_string(::geteuid()) + ", which runs this agent");
+  fs::permissions(root, fs::perms::owner_all, fs::perm_options::replace, ec);
+  if (ec) return problem("cannot make it private (mode 0700): " + ec.message());
   // The agent makes each run's directories with mkdir: try one.
   auto probe = root / (".probe-" + std::to_string(::getpid()));
   if (!fs::create_directory(probe, ec) && ec) return problem(ec.message());

@@ -6,6 +6,7 @@
 // whether `exec` succeeded: it reads EOF on success and an errno otherwise.
 #include "polymesh/sdk/process.hpp"
 
+#include <algorithm>
 #include <cerrno>
 #include <csignal>
 #include <cstring>
@@ -13,12 +14,16 @@
 #include <poll.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 namespace polymesh::sdk {
 
 namespace {
+
+/// CLOSE_RANGE_CLOEXEC (linux/close_range.h, Linux 5.11): mark, do not close.
+constexpr unsigned close_range_cloexec = 1U << 2;
 
 using steady = std::chrono::steady_clock;
 
@@ -159,6 +164,15 @@ process_outcome run_process(const process_spec& spec, log_sink& log,
     if (devnull >= 0) ::dup2(devnull, 0);
     ::dup2(out_pipe[1], 1);
     ::dup2(err_pipe[1], 2);
+    // Nothing but stdin, stdout and stderr reaches the plan: descriptors the
+    // agent was started with (a launcher's, a config file's) close at exec.
+    // `exec_pipe[1]` stays usable until then to report a failure.
+    if (::syscall(SYS_close_range, 3U, ~0U, close_range_cloexec) != 0) {
+      struct rlimit nofile {};
+      rlim_t top = ::getrlimit(RLIMIT_NOFILE, &nofile) == 0 ? nofile.rlim_cur : 1024;
+      for (rlim_t fd = 3; fd < std::min<rlim_t>(top, 65536); ++fd)
+        ::fcntl(static_cast<int>(fd), F_SETFD, FD_CLOEXEC);
+    }
     if (cwd && ::chdir(cwd) != 0) child_fail(exec_pipe[1], 1);
     for (auto& l : spec.limits) {
       struct rlimit rl {

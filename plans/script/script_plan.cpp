@@ -53,6 +53,11 @@ script_settings read_script_settings(const nlohmann::json& settings,
   sdk::settings_reader in{settings, key};
   script_settings s;
   s.dir = in.string("dir");
+  for (auto& name : in.strings("run_env")) {
+    if (auto err = check_env_name(name); !err.empty())
+      throw sdk::config_error(in.path("run_env"), err);
+    s.run_env.insert(name);
+  }
   s.exec = read_exec_settings(in);
   in.finish();
   if (s.dir.empty() || s.dir.front() != '/')
@@ -103,6 +108,10 @@ script_call resolve_script_call(const script_settings& s, const nlohmann::json& 
     for (auto& [k, v] : env.items()) {
       if (auto err = check_env_name(k); !err.empty())
         return refuse("params.env." + k + ": " + err);
+      if (!s.run_env.count(k))
+        return refuse("params.env." + k +
+                      ": this agent does not let runs set it; its admin may list it in "
+                      "the script plan's run_env");
       std::string value;
       if (v.is_string())
         value = v.get<std::string>();

@@ -23,6 +23,11 @@ namespace polymesh::plans {
 struct script_settings {
   /// Absolute directory holding the scripts. Key `dir`.
   std::string dir;
+  /// The variables a run may set through `params.env`. Key `run_env`;
+  /// none by default. An allow-list, not a deny-list: interpreters read too
+  /// many variables as code (PERL5OPT, PYTHONWARNINGS + BROWSER, RUBYOPT,
+  /// NODE_OPTIONS, GIT_SSH_COMMAND, ...) for a list of dangerous names to hold.
+  std::set<std::string> run_env;
   exec_settings exec;
 };
 

@@ -18,7 +18,9 @@ protected:
                      "echo \"payload=$POLYMESH_PAYLOAD\"\nexit ${CODE:-0}\n");
     std::ofstream{dir_.path() / "outside.sh"} << "#!/bin/sh\necho outside\n";
     std::filesystem::create_symlink(dir_.path() / "outside.sh", scripts_ / "escape.sh");
-    plan_ = plans::make_script_plan(json{{"dir", scripts_.string()}}, "plans.script");
+    plan_ = plans::make_script_plan(
+        json{{"dir", scripts_.string()}, {"run_env", {"TARGET", "CODE"}}},
+        "plans.script");
   }
 
   void write(const std::string& name, const std::string& text) {
@@ -76,6 +78,22 @@ TEST_F(script_plan_test, dangerous_env_names_are_refused) {
     EXPECT_NE(r.error.find(std::string{"params.env."} + name), std::string::npos)
         << r.error;
   }
+}
+
+// This test ensures a run may set only the variables the agent's admin
+// listed in `run_env` (interpreters take too many variables as code for a
+// deny-list: PERL5OPT, PYTHONWARNINGS with BROWSER, ...), and a reserved name
+// cannot be listed.
+TEST_F(script_plan_test, only_listed_env_names_may_be_set) {
+  for (auto name : {"PERL5OPT", "PYTHONWARNINGS", "BROWSER", "RUBYOPT", "NODE_OPTIONS"}) {
+    auto r = run({{"script", "show.sh"}, {"env", {{name, "x"}}}});
+    EXPECT_FALSE(r.ok) << name;
+    EXPECT_NE(r.error.find("run_env"), std::string::npos) << r.error;
+  }
+  EXPECT_THROW(
+      (void)plans::make_script_plan(
+          json{{"dir", scripts_.string()}, {"run_env", {"LD_PRELOAD"}}}, "plans.script"),
+      sdk::config_error);
 }
 
 // This test ensures unknown params are refused.

@@ -4,6 +4,7 @@
 #include <fstream>
 #include <gtest/gtest.h>
 #include <optional>
+#include <unistd.h>
 
 using namespace polymesh::sdk;
 using namespace std::chrono_literals;
@@ -184,4 +185,24 @@ TEST(agent_config, prepare_work_root_creates_or_names_the_problem) {
   c.work_root = "/proc/polymesh-nope";
   EXPECT_NE(c.prepare_work_root().find("work_dir: cannot use /proc/polymesh-nope: "),
             std::string::npos);
+}
+
+// This test ensures the work root is private (mode 0700) and refused when
+// another user owns it: the default one is in /tmp, where anyone could have
+// created it (or a symlink) first.
+TEST(agent_config, work_root_is_private_and_ours) {
+  testkit::temp_dir dir;
+  agent_config c;
+  c.name = "a1";
+  c.work_root = dir.path() / "open";
+  std::filesystem::create_directories(c.work_root);
+  std::filesystem::permissions(c.work_root, std::filesystem::perms::all);
+  EXPECT_EQ(c.prepare_work_root(), "");
+  EXPECT_EQ(std::filesystem::status(c.work_root).permissions(),
+            std::filesystem::perms::owner_all);
+  c.work_root = dir.path() / "theirs";
+  std::filesystem::create_directories(c.work_root);
+  if (::chown(c.work_root.c_str(), 65534, 65534) != 0)
+    GTEST_SKIP() << "cannot give a directory away without root";
+  EXPECT_NE(c.prepare_work_root().find("belongs to uid 65534"), std::string::npos);
 }

@@ -454,8 +454,8 @@ TEST(agent, drain_gives_up_on_results_without_sleeping_out_the_backoff) {
   a.wait();
   EXPECT_LT(std::chrono::steady_clock::now() - began, 10s);
   EXPECT_EQ(mesh.with([](fake_mesh& m) {
-              return m.finish_attempts_["r1"].front().value("reason", "");
-            }),
+    return m.finish_attempts_["r1"].front().value("reason", "");
+  }),
             "");
 }
 

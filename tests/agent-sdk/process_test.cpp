@@ -3,8 +3,10 @@
 #include "polymesh/sdk/testkit.hpp"
 
 #include <csignal>
+#include <fcntl.h>
 #include <fstream>
 #include <gtest/gtest.h>
+#include <sstream>
 #include <sys/resource.h>
 #include <thread>
 
@@ -61,6 +63,27 @@ TEST(process, captures_streams) {
   EXPECT_TRUE(out.success()) << out.describe();
   EXPECT_EQ(log.out(), "out\n");
   EXPECT_EQ(log.err(), "err\n");
+}
+
+// This test ensures a plan's process gets stdin, stdout and stderr and no
+// other descriptor of the agent, even one opened without O_CLOEXEC (a
+// launcher's, or a secret file the agent read).
+TEST(process, inherits_no_other_descriptors) {
+  testkit::temp_dir dir;
+  testkit::memory_log log;
+  cancel_source c;
+  int leaky = ::open("/dev/null", O_RDONLY); // no O_CLOEXEC
+  ASSERT_GE(leaky, 3);
+  int high = ::dup2(leaky, 97);
+  ASSERT_EQ(high, 97);
+  auto out = run_process(sh("cd /proc/$$/fd && echo *", dir.path()), log, c);
+  ::close(leaky);
+  ::close(high);
+  EXPECT_TRUE(out.success()) << out.describe();
+  // The shell's glob holds the directory it lists open: 3 may show.
+  std::istringstream fds{log.out()};
+  for (int fd; fds >> fd;)
+    EXPECT_LE(fd, 3) << log.out();
 }
 
 // This test ensures the exit code, the working directory and the exact environment.
