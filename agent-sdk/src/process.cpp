@@ -11,12 +11,17 @@
 #include <csignal>
 #include <cstring>
 #include <fcntl.h>
+#include <mutex>
 #include <poll.h>
+#include <string>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <thread>
 #include <unistd.h>
+#include <vector>
 
 namespace polymesh::sdk {
 
@@ -24,6 +29,60 @@ namespace {
 
 /// CLOSE_RANGE_CLOEXEC (linux/close_range.h, Linux 5.11): mark, do not close.
 constexpr unsigned close_range_cloexec = 1U << 2;
+
+/// Makes this process the reaper of its descendants' orphans (once), so
+/// that a process that left its run's group (`setsid`) comes back to the
+/// thread that started the run when its parent dies, instead of to init.
+void become_subreaper() {
+  static std::once_flag once;
+  std::call_once(once, [] { ::prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); });
+}
+
+/// This thread's children (orphans adopted by a subreaper go to the thread
+/// that forked their ancestor).
+std::vector<pid_t> children_of_this_thread() {
+  std::vector<pid_t> out;
+  auto path = "/proc/self/task/" + std::to_string(::syscall(SYS_gettid)) + "/children";
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return out;
+  char buf[4096];
+  std::string text;
+  for (ssize_t n; (n = ::read(fd, buf, sizeof buf)) > 0;)
+    text.append(buf, static_cast<size_t>(n));
+  ::close(fd);
+  size_t at = 0;
+  while (at < text.size()) {
+    auto end = text.find(' ', at);
+    if (end == std::string::npos) end = text.size();
+    if (end > at) out.push_back(static_cast<pid_t>(std::stol(text.substr(at, end - at))));
+    at = end + 1;
+  }
+  return out;
+}
+
+/// After a run's program was reaped and its group killed: kills and reaps
+/// what is left of the group, and any process that escaped it (`setsid`,
+/// `setpgid`) once it was adopted here, bounded in time. Children that share
+/// the agent's own process group are not the run's and are left alone.
+void end_leftovers(pid_t group) {
+  auto own = ::getpgrp();
+  auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds{500};
+  for (;;) {
+    bool group_left = ::kill(-group, SIGKILL) == 0;
+    bool escaped = false;
+    for (pid_t child : children_of_this_thread()) {
+      auto pgid = ::getpgid(child);
+      if (pgid < 0 || pgid == own) continue;
+      escaped = true;
+      if (pgid != group) ::kill(-pgid, SIGKILL);
+      ::kill(child, SIGKILL);
+      int status = 0;
+      ::waitpid(child, &status, WNOHANG);
+    }
+    if ((!group_left && !escaped) || std::chrono::steady_clock::now() >= until) return;
+    std::this_thread::sleep_for(std::chrono::milliseconds{1});
+  }
+}
 
 using steady = std::chrono::steady_clock;
 
@@ -142,6 +201,7 @@ process_outcome run_process(const process_spec& spec, log_sink& log,
     return out;
   }
 
+  become_subreaper();
   pid_t pid = ::fork();
   if (pid < 0) {
     out.error = std::string{"cannot fork: "} + std::strerror(errno);
@@ -277,6 +337,7 @@ process_outcome run_process(const process_spec& spec, log_sink& log,
   }
   close_fd(fds[0]);
   close_fd(fds[1]);
+  if (out.started) end_leftovers(pid);
   return out;
 }
 

@@ -142,6 +142,30 @@ TEST(process, cancel_kills_the_group) {
   EXPECT_TRUE(gone(grandchild));
 }
 
+// This test ensures a process that left the run's process group (`setsid`,
+// as a daemonizing script does) does not outlive the run: it used to keep
+// running, able to read and write later runs' directories.
+TEST(process, escaped_processes_do_not_outlive_the_run) {
+  testkit::temp_dir dir;
+  testkit::memory_log log;
+  cancel_source c;
+  auto out = run_process(
+      sh("setsid sh -c 'echo $$ > escaped.pid; exec sleep 600' </dev/null >/dev/null 2>&1 &"
+         " sh -c 'echo $$ > grouped.pid; exec sleep 600' </dev/null >/dev/null 2>&1 &"
+         " while [ ! -s escaped.pid ] || [ ! -s grouped.pid ]; do sleep 0.01; done",
+         dir.path()),
+      log, c);
+  EXPECT_TRUE(out.success()) << out.describe();
+  pid_t escaped = 0;
+  pid_t grouped = 0;
+  std::ifstream{dir.path() / "escaped.pid"} >> escaped;
+  std::ifstream{dir.path() / "grouped.pid"} >> grouped;
+  ASSERT_GT(escaped, 0);
+  ASSERT_GT(grouped, 0);
+  EXPECT_TRUE(gone(escaped)) << "a setsid child outlived its run";
+  EXPECT_TRUE(gone(grouped));
+}
+
 // This test ensures a program ignoring SIGTERM gets SIGKILL after the grace.
 TEST(process, sigkill_after_grace) {
   testkit::temp_dir dir;
