@@ -521,8 +521,10 @@ caf::error prepare_run(request_context& rc, wire::run_request& req) {
                       "agent '" + req.agent + "' is " + to_string(agent->status),
                       "agent");
   if (!rc.who.scope.empty()) {
+    // A scope that does not parse (it did when the token was made) matches
+    // nothing: fail closed.
     auto scope = selector::parse(rc.who.scope, "scope");
-    if (scope && !scope->matches(agent->labels))
+    if (!scope || !scope->matches(agent->labels))
       return make_error(errc::forbidden,
                         "agent '" + req.agent + "' is outside this token's scope (" +
                             rc.who.scope + ")",
