@@ -150,7 +150,8 @@ TEST(process, escaped_processes_do_not_outlive_the_run) {
   testkit::memory_log log;
   cancel_source c;
   auto out = run_process(
-      sh("setsid sh -c 'echo $$ > escaped.pid; exec sleep 600' </dev/null >/dev/null 2>&1 &"
+      sh("setsid sh -c 'echo $$ > escaped.pid; exec sleep 600' </dev/null >/dev/null "
+         "2>&1 &"
          " sh -c 'echo $$ > grouped.pid; exec sleep 600' </dev/null >/dev/null 2>&1 &"
          " while [ ! -s escaped.pid ] || [ ! -s grouped.pid ]; do sleep 0.01; done",
          dir.path()),
