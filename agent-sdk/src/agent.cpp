@@ -478,11 +478,10 @@ struct agent::impl {
     ctx.kill_grace = cfg.kill_grace;
     log_buffer logs{cfg.log_chunk_bytes, cfg.log_buffer_bytes, &slot->cancel};
     ctx.log = &logs;
-    std::atomic<bool> plan_done{false};
     auto first_beat = steady::now() + heartbeat();
     auto shipper = std::make_shared<on_demand_task>(
         [this](std::function<void()> task) { pool.run(std::move(task)); },
-        [&] { ship(slot, logs, plan_done, first_beat); });
+        [&] { ship(slot, logs, first_beat); });
     // Weak: a plan could keep its context's callbacks past its run.
     std::weak_ptr<on_demand_task> wake = shipper;
     logs.on_first_write([wake] {
@@ -521,9 +520,8 @@ struct agent::impl {
     }
 
     // -- flush, report, clean up ------------------------------------------------
-    slot->plan_returned = true;
     logs.close();
-    plan_done = true;
+    slot->plan_returned = true;
     shipper->close();
     upload_artifacts(run.id, ctx.artifacts_dir);
     report(*slot, slot->cancel.reason(), res);
@@ -534,14 +532,14 @@ struct agent::impl {
 
   /// Ships log chunks and progress until the plan is done, then the rest.
   void ship(const std::shared_ptr<run_slot>& slot, log_buffer& logs,
-            const std::atomic<bool>& plan_done, steady::time_point first_beat) {
+            steady::time_point first_beat) {
     auto& id = slot->run.id;
     auto last_send = steady::now();
     auto beat_every = heartbeat();
     auto next_beat = first_beat;
     auto next_progress = steady::now();
     auto b = make_backoff();
-    while (!plan_done) {
+    while (!slot->plan_returned) {
       logs.wait_ready(cfg.log_flush_interval);
       auto now = steady::now();
       if (!send_logs(id, logs, now - last_send >= cfg.log_flush_interval)) {
