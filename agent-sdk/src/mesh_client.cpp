@@ -286,6 +286,11 @@ http_reply mesh_client::register_agent(const std::string& registration_token,
     registration_token_ = registration_token;
     registration_ = req;
   }
+  return register_with(registration_token, req);
+}
+
+http_reply mesh_client::register_with(const std::string& registration_token,
+                                      const wire::register_request& req) {
   auto body = wire::dump(wire::to_json(req));
   auto reply =
       send("POST", "/v1/agents/register", registration_token, &body, request_timeout_);
@@ -330,15 +335,7 @@ void mesh_client::renew(uint64_t seen_generation) {
   if (reply.ok() || reply.status != 401 || reg_token.empty()) return;
   // The session is gone (e.g. the mesh declared us offline and a newer
   // session superseded ours): register again under the same name.
-  auto body = wire::dump(wire::to_json(req));
-  auto again = send("POST", "/v1/agents/register", reg_token, &body, request_timeout_);
-  if (again.ok()) {
-    {
-      std::lock_guard<std::mutex> guard{mtx_};
-      (void)adopt_locked(again.body);
-    }
-    announce();
-  }
+  (void)register_with(reg_token, req);
 }
 
 http_reply mesh_client::authed(const std::string& method, const std::string& path,

@@ -138,6 +138,9 @@ private:
   /// Refreshes, or registers again; `seen_generation` avoids a second
   /// renewal when another thread already did it.
   void renew(uint64_t seen_generation);
+  /// Registers and adopts the answer. REQUIRES: `renew_mtx_` held.
+  http_reply register_with(const std::string& registration_token,
+                           const wire::register_request& req);
 
   std::string prefix_;
   std::chrono::milliseconds request_timeout_;
