@@ -94,6 +94,11 @@ caf::error validate_label_value(const std::string& value, const std::string& fie
 }
 
 caf::error validate_labels(const label_map& labels) {
+  if (labels.size() > max_labels)
+    return make_error(errc::invalid_argument,
+                      "at most " + std::to_string(max_labels) +
+                          " labels are allowed, got " + std::to_string(labels.size()),
+                      "labels");
   for (const auto& [key, value] : labels) {
     auto field = "labels." + key;
     if (auto err = validate_label_key(key, field)) return err;

@@ -20,7 +20,11 @@ namespace polymesh {
                                             const std::string& field);
 [[nodiscard]] caf::error validate_label_value(const std::string& value,
                                               const std::string& field);
-/// Validates every key and value; field names are `labels.<key>`.
+/// Validates the count (field `labels`) and every key and value (field
+/// `labels.<key>`).
+/// The most labels one agent may carry.
+inline constexpr size_t max_labels = 64;
+
 [[nodiscard]] caf::error validate_labels(const label_map& labels);
 
 } // namespace polymesh

@@ -981,6 +981,15 @@ std::string route_pattern(const char* path, std::vector<std::string>* names) {
   return pattern;
 }
 
+/// A 405 for `req`, whose path takes only the methods in `allowed`.
+caf::error method_not_allowed(const httplib::Request& req, httplib::Response& res,
+                              const std::string& allowed) {
+  res.status = 405;
+  res.set_header("Allow", allowed);
+  return make_error(errc::method_not_allowed, req.method + " is not allowed on " +
+                                                  req.path + "; allowed: " + allowed);
+}
+
 /// The JSON error for a request cpp-httplib refused before any handler ran
 /// (`res.status` says how); may change the status (405).
 caf::error
@@ -1012,10 +1021,7 @@ http_layer_error(const httplib::Request& req, httplib::Response& res, int64_t ma
         allowed += (allowed.empty() ? "" : ", ") + method;
     if (allowed.empty())
       return make_error(errc::not_found, "no such endpoint; see docs/api.md");
-    res.status = 405;
-    res.set_header("Allow", allowed);
-    return make_error(errc::method_not_allowed, req.method + " is not allowed on " +
-                                                    req.path + "; allowed: " + allowed);
+    return method_not_allowed(req, res, allowed);
   }
   case 416:
     res.status = 400;
@@ -1078,6 +1084,14 @@ http_server::http_server(mesh_node& node)
   for (auto& ep : endpoints()) {
     routes->emplace_back(std::regex{route_pattern(ep.path, nullptr)}, ep.method);
   }
+  // The methods of each path without placeholders: `GET /v1/runs/batch` is a
+  // wrong method on the batch endpoint, not a run with id "batch".
+  auto literal_paths = std::make_shared<std::map<std::string, std::string>>();
+  for (auto& ep : endpoints()) {
+    if (std::strchr(ep.path, '{')) continue;
+    auto& allowed = (*literal_paths)[ep.path];
+    allowed += (allowed.empty() ? "" : ", ") + std::string{ep.method};
+  }
   svr_->set_error_handler([max_body, max_artifact, routes](const httplib::Request& req,
                                                            httplib::Response& res) {
     if (!res.body.empty()) return;
@@ -1114,8 +1128,16 @@ http_server::http_server(mesh_node& node)
     auto names = std::make_shared<std::vector<std::string>>();
     auto pattern = route_pattern(ep.path, names.get());
     const endpoint* decl = &ep;
-    auto handler = [this, decl, names](const httplib::Request& req,
-                                       httplib::Response& res) {
+    auto handler = [this, decl, names, literal_paths](const httplib::Request& req,
+                                                      httplib::Response& res) {
+      if (!names->empty()) {
+        if (auto lit = literal_paths->find(req.path); lit != literal_paths->end()) {
+          res.set_content(
+              wire::dump(wire::error_body(method_not_allowed(req, res, lit->second))),
+              "application/json");
+          return;
+        }
+      }
       // cpp-httplib also puts a form-encoded body's fields into `params`
       // (`curl -d` labels a JSON body so): read the query string alone.
       auto query = query_of(req.target);

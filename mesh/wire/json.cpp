@@ -433,6 +433,10 @@ caf::error validate_agent_name(const std::string& name, const std::string& field
       return make_error(errc::invalid_argument,
                         "agent name may contain only letters, digits, '-', '_' and '.'",
                         field);
+  // `/v1/agents/register` is the registration endpoint, never an agent.
+  if (name == "register")
+    return make_error(errc::invalid_argument,
+                      "agent name 'register' is reserved (it is an API path)", field);
   return {};
 }
 

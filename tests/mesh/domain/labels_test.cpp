@@ -189,5 +189,19 @@ TEST(Labels, ErrorNamesTheOffendingLabel) {
   EXPECT_THAT(message_of(bad_key), HasSubstr("label key prefix"));
 }
 
+// This test ensures an agent carries at most max_labels labels: the count,
+// not only the body limit, bounds what every assignment decision matches.
+TEST(Labels, AtMostMaxLabels) {
+  label_map labels;
+  for (size_t i = 0; i < max_labels; ++i)
+    labels["k" + std::to_string(i)] = "v";
+  EXPECT_FALSE(validate_labels(labels));
+  labels["one-more"] = "v";
+  auto err = validate_labels(labels);
+  ASSERT_TRUE(err);
+  EXPECT_EQ(field_of(err), "labels");
+  EXPECT_THAT(message_of(err), HasSubstr("at most 64 labels"));
+}
+
 } // namespace
 } // namespace polymesh

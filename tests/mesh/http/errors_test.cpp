@@ -390,6 +390,24 @@ TEST_F(errors, requests_refused_by_the_http_layer_say_why) {
   }());
   ASSERT_TRUE(trace);
   EXPECT_EQ(trace->status, 405);
+  // A fixed path that a placeholder also matches is that endpoint's, not an
+  // id: `GET /v1/runs/batch` is a wrong method, not "no run 'batch'".
+  for (auto [method, path, allow] :
+       {std::tuple{"GET", "/v1/runs/batch", "POST"},
+        std::tuple{"GET", "/v1/agents/register", "POST"},
+        std::tuple{"DELETE", "/v1/agents/register", "POST"}}) {
+    SCOPED_TRACE(std::string{method} + " " + path);
+    auto r = call(method, path, admin);
+    expect_error(r, 405, "method_not_allowed");
+    EXPECT_EQ(r.headers.count("Allow") ? r.headers.find("Allow")->second : "", allow);
+  }
+  // So no agent may be named after that path.
+  auto reserved = call("POST", "/v1/agents/register", admin,
+                       json{{"name", "register"}, {"plans", {"noop"}}});
+  expect_error(reserved, 400, "invalid_argument", "name");
+  EXPECT_NE(reserved.body["error"]["message"].get<std::string>().find("reserved"),
+            std::string::npos)
+      << reserved.raw;
 
   std::string big = json{{"plan", "noop"}, {"payload", std::string(9000, 'x')}}.dump();
   auto form = cli.Post("/v1/runs", auth, big, "application/x-www-form-urlencoded");
