@@ -252,7 +252,8 @@ caf::behavior agent_actor(self_ptr self, context_ptr ctx, agent_record agent,
         persist(
             self, std::move(next),
             [=]() mutable {
-              lose_runs(self, "deregistered");
+              // An admin's removal is told apart from the agent's own leaving.
+              lose_runs(self, c.kind == token_kind::admin ? "removed" : "deregistered");
               wake(self, true);
               self->send(self->state.ctx->liveness, disarm_atom::value,
                          self->state.agent.id);

@@ -427,6 +427,8 @@ caf::behavior run_actor(self_ptr self, context_ptr ctx, run_record run, bool fre
         case run_status::running:
           if (why == "deregistered")
             abort_run(self, run_status::canceled, "agent_shutdown");
+          else if (why == "removed")
+            abort_run(self, run_status::canceled, "agent_removed");
           else
             abort_run(self, run_status::error, "agent_lost");
           break;

@@ -371,7 +371,7 @@ TEST_F(agent_integration, removed_session_stops_its_runs_here) {
   ASSERT_EQ(status, 200) << body.dump();
   auto r = api_->wait_terminal(id);
   EXPECT_EQ(r["status"], "canceled") << r.dump();
-  EXPECT_EQ(r["reason"], "agent_shutdown") << r.dump();
+  EXPECT_EQ(r["reason"], "agent_removed") << r.dump();
   EXPECT_TRUE(process_gone(pid)) << "the removed session's run still runs";
   // The one slot is free again: a new run on the new session succeeds.
   auto next = api_->submit({{"plan", "echo"}, {"payload", "after"}});

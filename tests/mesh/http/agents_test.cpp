@@ -99,13 +99,24 @@ TEST_F(agents, deregistration_requeues_pending_and_cancels_running) {
   EXPECT_EQ(got[0]["id"], pending);
 }
 
-// This test ensures an admin can remove an agent by id.
+// This test ensures an admin can remove an agent by id, and that its runs
+// say so: a running one ends canceled/agent_removed (not agent_shutdown, which
+// is the agent's own leaving), a pending one goes back to created with reason
+// agent_removed.
 TEST_F(agents, admin_removes_an_agent) {
-  auto agent = register_agent("doomed", json::object());
+  auto agent = register_agent("doomed", json::object(), json::array({"noop"}), 2);
+  auto running = id_of(submit(json{{"plan", "noop"}}));
+  auto pending = id_of(submit(json{{"plan", "noop"}}));
+  ASSERT_EQ(agent.take(2).size(), 2u);
+  ASSERT_EQ(agent.start(running).status, 200);
   auto r = call("DELETE", "/v1/agents/" + agent.id, admin);
   ASSERT_EQ(r.status, 200) << r.raw;
   EXPECT_EQ(r.body["status"], "deregistered");
   EXPECT_EQ(agent.poll(0).status, 401);
+  EXPECT_TRUE(eventually([&] { return state_of(running).first == "canceled"; }));
+  EXPECT_EQ(state_of(running).second, "agent_removed");
+  EXPECT_TRUE(eventually([&] { return state_of(pending).first == "created"; }));
+  EXPECT_EQ(state_of(pending).second, "agent_removed");
 }
 
 // This test ensures a draining agent gets no new runs (explain says
