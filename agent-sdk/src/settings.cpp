@@ -69,8 +69,16 @@ const nlohmann::json& settings_reader::raw(const char* key) {
   return it == settings_.end() ? null_json() : *it;
 }
 
-std::string settings_reader::string(const char* key, std::string fallback) {
+const nlohmann::json& settings_reader::scalar(const char* key) {
   auto& v = raw(key);
+  if (v.is_null() && settings_.is_object() && settings_.contains(key))
+    throw config_error(path(key),
+                       "has no value; give one, or leave the key out for the default");
+  return v;
+}
+
+std::string settings_reader::string(const char* key, std::string fallback) {
+  auto& v = scalar(key);
   if (v.is_null()) return fallback;
   if (v.is_string()) return v.get<std::string>();
   if (v.is_number_integer()) return std::to_string(v.get<int64_t>());
@@ -78,7 +86,7 @@ std::string settings_reader::string(const char* key, std::string fallback) {
 }
 
 bool settings_reader::boolean(const char* key, bool fallback) {
-  auto& v = raw(key);
+  auto& v = scalar(key);
   if (v.is_null()) return fallback;
   if (!v.is_boolean())
     throw config_error(path(key), "expected true or false, got " + type_of(v));
@@ -87,7 +95,7 @@ bool settings_reader::boolean(const char* key, bool fallback) {
 
 int64_t settings_reader::integer(const char* key, int64_t fallback, int64_t lo,
                                  int64_t hi) {
-  auto& v = raw(key);
+  auto& v = scalar(key);
   if (v.is_null()) return fallback;
   if (!v.is_number_integer())
     throw config_error(path(key), "expected an integer, got " + type_of(v));
@@ -102,7 +110,7 @@ std::chrono::milliseconds settings_reader::duration(const char* key,
                                                     std::chrono::milliseconds fallback,
                                                     std::chrono::milliseconds lo,
                                                     std::chrono::milliseconds hi) {
-  auto& v = raw(key);
+  auto& v = scalar(key);
   if (v.is_null()) return fallback;
   std::optional<std::chrono::milliseconds> d;
   if (v.is_string())

@@ -113,6 +113,31 @@ TEST(agent_config, messages_name_keys_values_and_labels) {
       "agent.labels.bad key!");
 }
 
+// This test ensures a key written with no value is refused by name rather
+// than read as "use the default" (`capacity:` used to mean 1), while an empty
+// section (`labels:`, a plan with no settings) is still an empty one.
+TEST(agent_config, a_key_without_a_value_is_refused) {
+  std::string mesh = "mesh: {url: 'http://h:1', registration_token: t}\n";
+  for (auto [yaml, key] :
+       {std::pair{"agent:\n  name: a\n  capacity:\nplans: {echo: {}}", "agent.capacity"},
+        std::pair{"agent: {name: a, drain_deadline: ~}\nplans: {echo: {}}",
+                  "agent.drain_deadline"},
+        std::pair{"agent: {name: a, hostname: null}\nplans: {echo: {}}",
+                  "agent.hostname"},
+        std::pair{"agent: {name: a}\nplans: {echo: {}}\nlogs: {chunk_bytes: }",
+                  "logs.chunk_bytes"}}) {
+    SCOPED_TRACE(yaml);
+    auto e = error_of(mesh + yaml);
+    ASSERT_TRUE(e);
+    EXPECT_EQ(e->key(), key);
+    EXPECT_NE(std::string{e->what()}.find("has no value"), std::string::npos)
+        << e->what();
+  }
+  auto cfg = parse_agent_yaml(mesh + "agent:\n  name: a\n  labels:\nplans:\n  echo:\n");
+  EXPECT_TRUE(cfg.agent.labels.empty());
+  EXPECT_EQ(cfg.plans.count("echo"), 1u);
+}
+
 // This test ensures a directory or an unreadable path given as the config
 // file says so, instead of complaining about a missing mesh.url.
 TEST(agent_config, unreadable_config_file_says_why) {

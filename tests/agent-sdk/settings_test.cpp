@@ -1,5 +1,6 @@
 #include "polymesh/sdk/settings.hpp"
 
+#include <functional>
 #include <gtest/gtest.h>
 
 using namespace polymesh::sdk;
@@ -55,4 +56,29 @@ TEST(settings, defaults) {
   EXPECT_EQ(in.duration("c", 3s, 0ms, 1h), 3s);
   EXPECT_NO_THROW(in.finish());
   EXPECT_THROW((settings_reader{json{1, 2}, "x"}), config_error);
+}
+
+// This test ensures a key present with a null value (YAML `max:`) is refused
+// by every scalar read, naming the dotted key, while an absent key takes the
+// default and a null list or map reads as empty.
+TEST(settings, a_key_with_no_value_is_refused) {
+  json j{{"s", nullptr}, {"b", nullptr},    {"n", nullptr},
+         {"d", nullptr}, {"list", nullptr}, {"map", nullptr}};
+  settings_reader in{j, "plans.demo"};
+  for (auto read : std::vector<std::function<void()>>{
+           [&] { (void)in.string("s"); }, [&] { (void)in.boolean("b", true); },
+           [&] { (void)in.integer("n", 1, 0, 9); },
+           [&] { (void)in.duration("d", 1s, 0ms, 1h); }}) {
+    try {
+      read();
+      ADD_FAILURE() << "no error";
+    } catch (const config_error& e) {
+      EXPECT_NE(std::string{e.what()}.find("has no value"), std::string::npos)
+          << e.what();
+      EXPECT_EQ(e.key().rfind("plans.demo.", 0), 0u) << e.key();
+    }
+  }
+  EXPECT_TRUE(in.strings("list").empty());
+  EXPECT_TRUE(in.string_map("map").empty());
+  EXPECT_EQ(in.integer("absent", 7, 0, 9), 7);
 }

@@ -58,6 +58,10 @@ public:
   void finish() const;
 
 private:
+  /// `raw(key)`, refusing a key that is there with no value (`capacity:`):
+  /// a scalar left empty is a mistake, not a request for the default.
+  const nlohmann::json& scalar(const char* key);
+
   const nlohmann::json& settings_;
   std::string prefix_;
   std::set<std::string> known_;
