@@ -9,6 +9,7 @@
 
 #include <csignal>
 #include <iostream>
+#include <string_view>
 #include <unistd.h>
 
 using namespace polymesh::cli;
@@ -22,6 +23,27 @@ extern "C" void on_interrupt(int) {
   if (::isatty(STDERR_FILENO) == 1) [[maybe_unused]]
     auto n = ::write(STDERR_FILENO, erase, sizeof erase - 1);
   ::_exit(130);
+}
+
+/// For "a subcommand is required": a message naming the commands there are,
+/// and the word given where one was expected (`meshctl runs frobnicate`).
+std::string missing_command_message(CLI::App& app) {
+  CLI::App* at = &app;
+  for (auto subs = at->get_subcommands(); !subs.empty(); subs = at->get_subcommands())
+    at = subs.front();
+  auto commands = at->get_subcommands([](CLI::App*) { return true; });
+  // With fallthrough, a word the command did not take may sit with a parent.
+  auto rest = app.remaining(true);
+  if (commands.empty()) return {};
+  std::string names;
+  for (auto* c : commands)
+    if (!c->get_name().empty()) names += (names.empty() ? "" : ", ") + c->get_name();
+  std::string path;
+  for (auto* a = at; a != nullptr; a = a->get_parent())
+    path = a->get_name() + (path.empty() ? "" : " " + path);
+  if (rest.empty() || rest.front().rfind('-', 0) == 0)
+    return "'" + path + "' needs a command: " + names;
+  return "unknown command '" + rest.front() + "' for '" + path + "'; commands: " + names;
 }
 
 void print_failure(const failure& f, bool color) {
@@ -46,7 +68,10 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", std::string{"meshctl "} + POLYMESH_VERSION);
   app.add_option("--mesh", ctx.flags.mesh,
                  "Mesh URL (env MESH_URL; default http://127.0.0.1:7700)");
-  app.add_option("--token", ctx.flags.token, "API token (env MESH_TOKEN)");
+  app.add_option("--token", ctx.flags.token,
+                 "API token (env MESH_TOKEN; shows in ps, prefer --token-file)");
+  app.add_option("--token-file", ctx.flags.token_file,
+                 "File holding the API token (env MESH_TOKEN_FILE)");
   app.add_option("-o,--output", ctx.flags.output, "Output format: table, json or yaml")
       ->check(CLI::IsMember({"table", "json", "yaml"}));
   app.add_option(
@@ -71,7 +96,12 @@ int main(int argc, char** argv) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
     // Worded like every other meshctl error; CLI11's text says what is wrong.
-    std::cerr << "error: " << e.what() << "\n  run with --help for usage" << std::endl;
+    std::string missing;
+    if (dynamic_cast<const CLI::RequiredError*>(&e) &&
+        std::string_view{e.what()}.find("subcommand") != std::string_view::npos)
+      missing = missing_command_message(app);
+    std::cerr << "error: " << (missing.empty() ? std::string{e.what()} : missing)
+              << "\n  run with --help for usage" << std::endl;
     return exit_usage;
   }
   try {

@@ -153,8 +153,9 @@ void mesh_client::fail(int status, const std::string& raw, const std::string& me
   case 401:
     headline = "not authenticated: " + message;
     details.push_back(
-        token_.empty() ? "no token was given: pass --token, set MESH_TOKEN or put "
-                         "`token:` in the config file"
+        token_.empty() ? "no token was given: pass --token-file or --token, set "
+                         "MESH_TOKEN_FILE or MESH_TOKEN, or put `token:` in the "
+                         "config file"
                        : "the token is unknown, expired or revoked; ask an admin for a "
                          "new one (meshctl tokens create)");
     break;

@@ -4,6 +4,7 @@
 
 #include <cstdlib>
 #include <fstream>
+#include <iterator>
 #include <optional>
 #include <unistd.h>
 #include <yaml-cpp/yaml.h>
@@ -85,6 +86,18 @@ file_settings read_config(const std::string& path) {
   return out;
 }
 
+/// The token in the file at `path`, without surrounding whitespace;
+/// `source` names where the path came from.
+std::string read_token_file(const std::string& path, const std::string& source) {
+  std::ifstream in{path};
+  if (!in) throw failure{exit_usage, source + ": cannot read token file " + path};
+  std::string text{std::istreambuf_iterator<char>{in}, std::istreambuf_iterator<char>{}};
+  auto begin = text.find_first_not_of(" \t\r\n");
+  if (begin == std::string::npos)
+    throw failure{exit_usage, source + ": token file " + path + " is empty"};
+  return text.substr(begin, text.find_last_not_of(" \t\r\n") - begin + 1);
+}
+
 } // namespace
 
 std::string default_config_path() {
@@ -121,10 +134,16 @@ settings resolve_settings(const global_flags& flags) {
   else if (!file.mesh.empty())
     s.mesh_url = check_url(file.mesh, "config file " + path + ": key 'mesh'");
 
+  if (!flags.token.empty() && !flags.token_file.empty())
+    throw failure{exit_usage, "give --token or --token-file, not both"};
   if (!flags.token.empty())
     s.token = flags.token;
+  else if (!flags.token_file.empty())
+    s.token = read_token_file(flags.token_file, "--token-file");
   else if (auto e = env("MESH_TOKEN"); !e.empty())
     s.token = e;
+  else if (auto f = env("MESH_TOKEN_FILE"); !f.empty())
+    s.token = read_token_file(f, "MESH_TOKEN_FILE");
   else
     s.token = file.token;
 

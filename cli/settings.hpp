@@ -4,13 +4,16 @@
 //   setting  flag          environment    config key  default
 //   mesh     --mesh URL    MESH_URL       mesh        http://127.0.0.1:7700
 //   token    --token T     MESH_TOKEN     token       (none)
+//            --token-file  MESH_TOKEN_FILE
 //   output   -o FORMAT     MESH_OUTPUT    output      table
 //   colour   --no-color    NO_COLOR       color       on when stdout is a TTY
 //
 // The config file is `--config FILE`, else `$MESHCTL_CONFIG`, else
 // `$XDG_CONFIG_HOME/polymesh/meshctl.yaml` (`~/.config/...` without XDG). A
 // missing default file is fine; a named file that is missing, an unknown key
-// or a bad value is a usage failure naming the file and key.
+// or a bad value is a usage failure naming the file and key. A token file
+// (kept out of `ps` and shell history) holds the token, whitespace around it
+// ignored; `--token` and `--token-file` together are a usage failure.
 //
 // Thread-safety: called once from `main`'s thread.
 #pragma once
@@ -23,6 +26,7 @@ namespace polymesh::cli {
 struct global_flags {
   std::string mesh;
   std::string token;
+  std::string token_file;
   std::string output;
   std::string config;
   bool no_color = false;

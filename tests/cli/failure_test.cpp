@@ -91,6 +91,19 @@ TEST_F(failure_cmd, validation_and_usage_errors) {
   EXPECT_EQ(flag.code, 64);
   auto missing = ctl({"runs"});
   EXPECT_EQ(missing.code, 64);
+  EXPECT_NE(missing.err.find("'meshctl runs' needs a command: submit, list"),
+            std::string::npos)
+      << missing.err;
+  auto unknown = ctl({"runs", "frobnicate"});
+  EXPECT_EQ(unknown.code, 64);
+  EXPECT_NE(unknown.err.find("unknown command 'frobnicate' for 'meshctl runs'"),
+            std::string::npos)
+      << unknown.err;
+  auto top = ctl({"frobnicate"});
+  EXPECT_EQ(top.code, 64);
+  EXPECT_NE(top.err.find("unknown command 'frobnicate' for 'meshctl'; commands: agents"),
+            std::string::npos)
+      << top.err;
   auto output = ctl({"status", "-o", "xml"});
   EXPECT_EQ(output.code, 64);
   auto bad_url = ctl_raw({"--mesh", "127.0.0.1:1", "status"});
