@@ -1067,6 +1067,13 @@ http_server::http_server(mesh_node& node)
                                         std::clamp<int64_t>(cfg.http_threads / 8, 4, 64));
   svr_->new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
   svr_->set_tcp_nodelay(true);
+  // cpp-httplib's default sets SO_REUSEPORT, with which a second meshd binds
+  // the same port and the kernel splits connections between the two. Only
+  // SO_REUSEADDR: a restart may bind while old connections are in TIME_WAIT.
+  svr_->set_socket_options([](socket_t sock) {
+    int yes = 1;
+    ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
+  });
   svr_->set_keep_alive_max_count(static_cast<size_t>(cfg.keep_alive_max_requests));
   svr_->set_keep_alive_timeout(std::max<time_t>(
       1,

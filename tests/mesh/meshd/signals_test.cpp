@@ -111,6 +111,22 @@ TEST(signals, unknown_config_key_fails_start_up) {
   remove_tree(dir);
 }
 
+// This test ensures a second meshd given a port that another meshd listens
+// on fails at start-up: the listening socket must not share its port (with
+// SO_REUSEPORT both bound and the kernel split the clients between them).
+TEST(signals, a_port_in_use_fails_start_up) {
+  auto first_dir = make_temp_dir();
+  auto second_dir = make_temp_dir();
+  meshd_process first{MESHD_PATH, first_dir, admin};
+  auto port = std::to_string(first.port());
+  EXPECT_THROW(
+      meshd_process(MESHD_PATH, second_dir, admin, {"--listen", "127.0.0.1:" + port}),
+      std::runtime_error);
+  EXPECT_EQ(call(first.port(), "GET", "/v1/tokens", admin).status, 200);
+  remove_tree(first_dir);
+  remove_tree(second_dir);
+}
+
 } // namespace
 } // namespace polymesh::test
 
