@@ -394,18 +394,20 @@ caf::behavior run_actor(self_ptr self, context_ptr ctx, run_record run, bool fre
         if (!c.scope.empty() && st.run.scope != c.scope)
           return make_error(errc::forbidden, "run is outside this token's scope");
         if (auto err = check_transition(st.run, run_event::cancel)) return err;
-        auto rp = self->make_response_promise<run_record>();
-        auto now = st.ctx->now();
         bool sent = st.run.status == run_status::running ||
                     (st.run.status == run_status::pending && st.run.delivered_at);
+        // A repeat answers the run unchanged. (Returned before the promise:
+        // once a promise exists, a returned value reaches nobody.)
+        if (sent && st.run.cancel_requested && st.run.cancel_reason == "canceled_by_user")
+          return st.run;
+        auto rp = self->make_response_promise<run_record>();
+        auto now = st.ctx->now();
         if (!sent) {
           // Nobody started it: it ends here and now.
           auto next = ended(st.run, run_status::canceled, "canceled_by_user", now);
           end_and_answer(self, std::move(next), rp);
           return rp;
         }
-        if (st.run.cancel_requested && st.run.cancel_reason == "canceled_by_user")
-          return st.run;
         request_cancel(
             self, "canceled_by_user", [=]() mutable { rp.deliver(self->state.run); },
             fail_to(rp));

@@ -104,6 +104,25 @@ TEST_F(runs, cancel_of_a_created_run_ends_it_at_once) {
   EXPECT_TRUE(polled.body["runs"].empty()) << polled.raw;
 }
 
+// This test ensures a repeated cancel of a running run answers the run
+// unchanged at once (it used to wait 30 s for an answer that never came and
+// then say 503), and the agent is told of the cancel once.
+TEST_F(runs, repeated_cancel_of_a_running_run_answers_it_unchanged) {
+  auto agent = register_agent("canceled-twice", json::object());
+  auto id = id_of(submit(json{{"plan", "noop"}}));
+  ASSERT_EQ(agent.take(1).size(), 1u);
+  ASSERT_EQ(agent.start(id).status, 200);
+  auto first = call("POST", "/v1/runs/" + id + "/cancel", admin);
+  ASSERT_EQ(first.status, 200) << first.raw;
+  EXPECT_EQ(first.body["cancel_requested"], true);
+  for (int i = 0; i < 2; ++i) {
+    auto again = call("POST", "/v1/runs/" + id + "/cancel", admin);
+    ASSERT_EQ(again.status, 200) << again.raw;
+    EXPECT_EQ(again.body, first.body);
+  }
+  EXPECT_EQ(get_run(id)["status"], "running");
+}
+
 // This test ensures log chunks are ordered by sequence, repeats are
 // ignored, and `after` pages through them.
 TEST_F(runs, logs_are_ordered_and_repeats_ignored) {
