@@ -981,6 +981,13 @@ std::string route_pattern(const char* path, std::vector<std::string>* names) {
   return pattern;
 }
 
+caf::error multipart_refused() {
+  return make_error(errc::invalid_argument,
+                    "multipart bodies are not accepted: send JSON (Content-Type: "
+                    "application/json), or an artifact's raw bytes",
+                    "body");
+}
+
 /// A 405 for `req`, whose path takes only the methods in `allowed`.
 caf::error method_not_allowed(const httplib::Request& req, httplib::Response& res,
                               const std::string& allowed) {
@@ -1031,11 +1038,7 @@ http_layer_error(const httplib::Request& req, httplib::Response& res, int64_t ma
                       "Range");
   default: break;
   }
-  if (starts("multipart/"))
-    return make_error(errc::invalid_argument,
-                      "multipart bodies are not accepted: send JSON (Content-Type: "
-                      "application/json), or an artifact's raw bytes",
-                      "body");
+  if (starts("multipart/")) return multipart_refused();
   if (req.has_header("Content-Encoding"))
     return make_error(errc::invalid_argument,
                       "Content-Encoding '" + req.get_header_value("Content-Encoding") +
@@ -1171,6 +1174,9 @@ http_server::http_server(mesh_node& node)
           caf::anon_send(node_.context()->agents, touch_atom::value, tok->agent_id);
       }
       if (auto err = check_query(query, decl->query)) return rc.fail(err);
+      // cpp-httplib takes a multipart body apart into `req.files` and leaves
+      // `req.body` empty, which would pass for "no body".
+      if (req.is_multipart_form_data()) return rc.fail(multipart_refused());
       if (decl->body == body_kind::none && !no_body(req.body))
         return rc.fail(
             make_error(errc::invalid_argument,
