@@ -3,8 +3,10 @@
 #include "mesh/config/mesh_config.hpp"
 #include "mesh/domain/labels.hpp"
 #include "mesh/domain/selector.hpp"
+#include "mesh/wire/json.hpp"
 
 #include <iostream>
+#include <optional>
 
 namespace polymesh::cli {
 
@@ -64,6 +66,8 @@ struct list_options {
 
 int list_agents(const command_context& ctx, const list_options& o) {
   check_selector(o.selector, "-l/--selector");
+  if (!o.plan.empty())
+    if (auto err = wire::validate_plan_name(o.plan, "--plan")) throw usage_failure(err);
   auto mesh = ctx.client();
   mesh.remember_input("selector", o.selector);
   auto body = mesh.get(
@@ -89,16 +93,21 @@ int list_agents(const command_context& ctx, const list_options& o) {
   return exit_ok;
 }
 
-/// Applies `k=v` (set) and `k-` (remove) edits to `labels`, validating each
-/// key and value the way the mesh will.
-json edit_labels(json labels, const std::vector<std::string>& edits) {
-  if (!labels.is_object()) labels = json::object();
+/// One `k=v` (set) or `k-` (remove) edit of an agent's labels.
+struct label_edit {
+  std::string key;
+  std::optional<std::string> value; // none: remove
+};
+
+/// Reads the edits, validating each key and value the way the mesh will,
+/// before anything is sent (exit 64).
+std::vector<label_edit> parse_label_edits(const std::vector<std::string>& edits) {
+  std::vector<label_edit> out;
   for (auto& e : edits) {
     if (e.size() > 1 && e.back() == '-' && e.find('=') == std::string::npos) {
       auto key = e.substr(0, e.size() - 1);
-      if (!labels.contains(key))
-        throw failure{exit_usage, "label '" + key + "' is not set on this agent"};
-      labels.erase(key);
+      if (auto err = validate_label_key(key, "labels." + key)) throw usage_failure(err);
+      out.push_back({key, std::nullopt});
       continue;
     }
     auto eq = e.find('=');
@@ -109,7 +118,23 @@ json edit_labels(json labels, const std::vector<std::string>& edits) {
     auto value = e.substr(eq + 1);
     if (auto err = validate_label_key(key, "labels." + key)) throw usage_failure(err);
     if (auto err = validate_label_value(value, "labels." + key)) throw usage_failure(err);
-    labels[key] = value;
+    out.push_back({key, value});
+  }
+  return out;
+}
+
+/// `labels` with `edits` applied; removing a label the agent does not have
+/// is a failure (exit 1: it depends on the agent, and nothing is changed).
+json edit_labels(json labels, const std::vector<label_edit>& edits) {
+  if (!labels.is_object()) labels = json::object();
+  for (auto& e : edits) {
+    if (e.value) {
+      labels[e.key] = *e.value;
+    } else if (labels.contains(e.key)) {
+      labels.erase(e.key);
+    } else {
+      throw failure{exit_failed, "label '" + e.key + "' is not set on this agent"};
+    }
   }
   return labels;
 }
@@ -152,8 +177,9 @@ void add_agents_commands(CLI::App& app, command_context& ctx) {
     ctx.action = [&ctx, name, edits] {
       auto mesh = ctx.client();
       // The API replaces all labels at once: read, edit, write back.
+      auto parsed = parse_label_edits(*edits);
       auto agent = find_agent(mesh, *name);
-      auto labels = edit_labels(agent["labels"], *edits);
+      auto labels = edit_labels(agent["labels"], parsed);
       auto id = agent["id"].get<std::string>();
       auto updated = mesh.patch("/v1/agents/" + url_encode(id), json{{"labels", labels}});
       auto out = ctx.out();

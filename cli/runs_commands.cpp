@@ -301,6 +301,11 @@ struct list_options {
 };
 
 int list_runs(const command_context& ctx, const list_options& o) {
+  if (!o.plan.empty())
+    if (auto err = wire::validate_plan_name(o.plan, "--plan")) throw usage_failure(err);
+  if (!o.agent.empty())
+    if (auto err = wire::validate_agent_name(o.agent, "--agent"))
+      throw usage_failure(err);
   auto mesh = ctx.client();
   std::string agent_id = o.agent;
   if (!o.agent.empty()) {

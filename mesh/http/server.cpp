@@ -470,6 +470,8 @@ void list_agents(request_context& rc) {
           "status must be one of online, draining, offline, deregistered", "status"));
   }
   auto plan = rc.query_value("plan");
+  if (rc.has_query("plan"))
+    if (auto err = wire::validate_plan_name(plan, "plan")) return rc.fail(err);
   auto agents = ask<agent_list>(rc, rc.ctx()->agents, list_atom::value);
   if (!agents) return rc.fail(agents.error());
   json out = json::array();
@@ -625,6 +627,8 @@ void list_runs(request_context& rc) {
   if (rc.has_query("plan"))
     if (auto err = wire::validate_plan_name(f.plan, "plan")) return rc.fail(err);
   f.agent = rc.query_value("agent");
+  if (rc.has_query("agent"))
+    if (auto err = wire::validate_agent_name(f.agent, "agent")) return rc.fail(err);
   if (!f.agent.empty()) {
     // A name works too: the runs record ids. An id no longer known (an
     // agent forgotten since) still filters as given.

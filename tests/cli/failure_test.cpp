@@ -104,6 +104,15 @@ TEST_F(failure_cmd, validation_and_usage_errors) {
   EXPECT_NE(top.err.find("unknown command 'frobnicate' for 'meshctl'; commands: agents"),
             std::string::npos)
       << top.err;
+  // Names given to list filters are checked locally too.
+  for (auto args :
+       std::vector<std::vector<std::string>>{{"runs", "list", "--plan", ".x"},
+                                             {"runs", "list", "--agent", "-bad"},
+                                             {"agents", "list", "--plan", ".x"}}) {
+    auto r = ctl(args);
+    EXPECT_EQ(r.code, 64) << args[0] << " " << args[1] << " " << args[2] << ": " << r.err;
+    EXPECT_NE(r.err.find(args[2] + ":"), std::string::npos) << r.err;
+  }
   auto output = ctl({"status", "-o", "xml"});
   EXPECT_EQ(output.code, 64);
   auto bad_url = ctl_raw({"--mesh", "127.0.0.1:1", "status"});

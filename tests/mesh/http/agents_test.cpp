@@ -237,6 +237,9 @@ TEST_F(agents, list_filters_by_selector_status_and_plan) {
   EXPECT_EQ(list("?status=draining"), json::array({"b-prod"}));
   EXPECT_EQ(list("?status=online&plan=shell"), json::array({"a-dev", "c-bare"}));
   EXPECT_EQ(list("?plan=nothing"), json::array());
+  auto bad_plan = call("GET", "/v1/agents?plan=.x", reader);
+  EXPECT_EQ(bad_plan.status, 400) << bad_plan.raw;
+  EXPECT_EQ(bad_plan.body["error"]["field"], "plan");
 
   auto by_name = call("GET", "/v1/agents/a-dev", reader);
   ASSERT_EQ(by_name.status, 200);

@@ -196,6 +196,10 @@ TEST_F(runs, list_filters_and_cursor_pagination) {
   auto none = call("GET", "/v1/runs?agent=nobody", admin);
   EXPECT_TRUE(none.body["runs"].empty());
   EXPECT_TRUE(none.body["next_cursor"].is_null());
+  for (auto q : {"agent=-bad", "agent=", "plan=.x"}) {
+    auto bad = call("GET", std::string{"/v1/runs?"} + q, admin);
+    EXPECT_EQ(bad.status, 400) << q << ": " << bad.raw;
+  }
 }
 
 // This test ensures every field the contract lists is present in run JSON.
