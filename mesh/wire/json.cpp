@@ -94,11 +94,18 @@ public:
   }
 
   [[nodiscard]] caf::error finish() {
-    if (err_) return std::move(err_);
+    // A missing required field next to an unknown one is most likely a typo
+    // of it (`pln`): name the unknown field first.
+    if (err_ && missing_.empty()) return std::move(err_);
     for (auto& [k, v] : j_.items())
       if (known_.count(k) == 0)
-        return make_error(errc::invalid_argument, "unknown field '" + k + "'", k);
-    return {};
+        return make_error(errc::invalid_argument,
+                          "unknown field '" + k + "'" +
+                              (missing_.empty()
+                                   ? std::string{}
+                                   : " (and field '" + missing_ + "' is required)"),
+                          k);
+    return std::move(err_);
   }
 
 private:
@@ -106,7 +113,10 @@ private:
     known_.insert(key);
     auto it = j_.find(key);
     if (it == j_.end() || (it->is_null() && !required)) {
-      if (required) fail(key, "is required");
+      if (required && !err_) {
+        fail(key, "is required");
+        missing_ = key;
+      }
       return nullptr;
     }
     return &*it;
@@ -115,6 +125,7 @@ private:
   const json& j_;
   std::set<std::string> known_;
   caf::error err_;
+  std::string missing_; // the required field `err_` is about, if that
 };
 
 bool name_char(char c) {
@@ -367,12 +378,11 @@ caf::expected<json> parse_strict(const std::string& text, const std::string& wha
     return make_error(errc::invalid_argument, e.message);
   } catch (const json::parse_error& e) {
     // e.what() is "[json.exception.parse_error.101] parse error at ...".
-    std::string what = e.what();
-    auto at = what.find("] ");
-    return make_error(errc::invalid_argument,
-                      what + " is not valid JSON: " +
-                          (at == std::string::npos ? what : what.substr(at + 2)),
-                      {}, e.byte > 0 ? static_cast<int64_t>(e.byte) - 1 : 0);
+    std::string detail = e.what();
+    auto at = detail.find("] ");
+    if (at != std::string::npos) detail.erase(0, at + 2);
+    return make_error(errc::invalid_argument, what + " is not valid JSON: " + detail, {},
+                      e.byte > 0 ? static_cast<int64_t>(e.byte) - 1 : 0);
   }
 }
 

@@ -96,6 +96,10 @@ TEST_F(errors, deep_nesting_duplicate_keys_and_syntax_errors_are_400) {
   auto syntax = call_body("POST", "/v1/runs", admin, R"({"plan":"noop",})");
   expect_error(syntax, 400, "invalid_argument", "body");
   EXPECT_EQ(syntax.body["error"]["position"], 15) << syntax.raw;
+  auto said = syntax.body["error"]["message"].get<std::string>();
+  EXPECT_EQ(said.rfind("body is not valid JSON: parse error at line 1, column 16", 0), 0u)
+      << said;
+  EXPECT_EQ(said.find("json.exception"), std::string::npos) << said;
 
   EXPECT_EQ(call("GET", "/v1/runs", admin).body["runs"].size(), 2u);
   EXPECT_EQ(call("GET", "/v1/tokens", admin).body["tokens"].size(), tokens_at_start);
@@ -107,6 +111,16 @@ TEST_F(errors, unknown_fields_are_400_naming_the_field) {
   auto agent = register_agent("strict-agent", json::object());
   expect_error(submit(json{{"plan", "noop"}, {"colour", "red"}}), 400, "invalid_argument",
                "colour");
+  // A misspelt required field is named as the unknown one, not as missing.
+  auto typo = submit(json{{"pln", "noop"}});
+  expect_error(typo, 400, "invalid_argument", "pln");
+  EXPECT_EQ(typo.body["error"]["message"],
+            "unknown field 'pln' (and field 'plan' is required)");
+  auto batch_typo = call("POST", "/v1/runs/batch", admin,
+                         json{{"runs", {{{"plan", "noop"}}, {{"pln", "x"}}}}});
+  EXPECT_EQ(batch_typo.status, 400) << batch_typo.raw;
+  EXPECT_NE(batch_typo.raw.find("unknown field 'pln'"), std::string::npos)
+      << batch_typo.raw;
   expect_error(call("POST", "/v1/tokens", admin,
                     json{{"kind", "reader"}, {"name", "r"}, {"role", "x"}}),
                400, "invalid_argument", "role");
@@ -289,7 +303,7 @@ TEST_F(errors, unknown_and_repeated_query_parameters_are_400_everywhere) {
   }
   EXPECT_NE(get_run(run)["status"], "canceled");
   EXPECT_FALSE(get_run(run)["cancel_requested"].get<bool>());
-  EXPECT_EQ(call("GET", "/v1/runs", admin).body["runs"].size(), 2u);
+  EXPECT_EQ(call("GET", "/v1/runs", admin).body["runs"].size(), 1u);
   EXPECT_EQ(call("GET", "/v1/agents/" + agent.id, admin).body["status"], "online");
   // Known parameters still work, also percent-encoded values.
   EXPECT_EQ(call("GET", "/v1/runs?limit=1&status=created", admin).status, 200);
