@@ -172,9 +172,9 @@ const std::vector<key_spec>& key_table() {
                    "A sent run with no start, progress or result for this long ends "
                    "error/expired."),
       duration_key("runs.cancel_grace", &mesh_config::cancel_grace, 0ms, 24h,
-                   "After a timeout the agent is told to cancel; if it has not reported "
-                   "within this grace the run ends error/timeout anyway. 0 ends it at "
-                   "once."),
+                   "After a cancel (a user's, or a timeout's) the agent is told to "
+                   "stop; if it has not reported within this grace the run ends anyway: "
+                   "canceled/canceled_by_user, or error/timeout. 0 ends it at once."),
       bytes_key("runs.max_result_bytes", &mesh_config::max_result_bytes, 0, gib,
                 "Largest result text accepted from an agent, in bytes. Must be smaller "
                 "than http.max_body_bytes."),

@@ -4,7 +4,9 @@
 
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <gtest/gtest.h>
+#include <iterator>
 #include <set>
 #include <sqlite3.h>
 
@@ -1086,6 +1088,17 @@ TEST_F(sqlite_store_test, version_1_database_migrates_to_artifacts) {
   auto out = apply({make_artifact("run_1", "a", "1")});
   ASSERT_EQ(out.size(), 1u);
   EXPECT_EQ(db_->list_artifacts("run_1")->size(), 1u);
+}
+
+// This test ensures operations.md names the schema version this build
+// writes, so the upgrade notes do not fall behind a migration.
+TEST(sqlite_schema_docs, operations_md_names_the_current_version) {
+  std::ifstream in{POLYMESH_SOURCE_DIR "/docs/operations.md"};
+  ASSERT_TRUE(in) << "cannot read docs/operations.md";
+  std::string text{std::istreambuf_iterator<char>{in}, std::istreambuf_iterator<char>{}};
+  auto wanted = "writes version " + std::to_string(sqlite_schema_version) + ")";
+  EXPECT_NE(text.find(wanted), std::string::npos)
+      << "operations.md should say: " << wanted;
 }
 
 } // namespace
