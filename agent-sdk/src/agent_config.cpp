@@ -175,10 +175,12 @@ agent_file_config parse_agent_yaml(const std::string& text, const std::string& b
         {"registration_token", "mesh.registration_token"}};
     auto it = keys.find(field);
     auto message = colon == std::string::npos ? err : err.substr(colon + 2);
-    // The message may name other fields by their SDK names too.
+    // The message may name other fields by their SDK names too (only the
+    // snake_case ones: "agent name must …" is prose, not the field).
     for (auto& [sdk_name, key] : keys)
-      for (auto at = message.find(sdk_name); at != std::string::npos;
-           at = message.find(sdk_name, at + key.size()))
+      for (auto at = sdk_name.find('_') == std::string::npos ? std::string::npos
+                                                             : message.find(sdk_name);
+           at != std::string::npos; at = message.find(sdk_name, at + key.size()))
         message.replace(at, sdk_name.size(), key);
     throw config_error(it != keys.end()                 ? it->second
                        : field.rfind("labels.", 0) == 0 ? "agent." + field

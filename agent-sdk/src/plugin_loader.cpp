@@ -127,8 +127,18 @@ int host_add_plan(void* host, const polymesh_plan_v1* p) {
     char error[1024] = {};
     auto text = settings.is_null() ? std::string{"{}"} : settings.dump();
     void* instance = table.create(table.plan_data, text.c_str(), error, sizeof error);
-    if (!instance)
-      throw config_error(key, error[0] ? error : "the plugin refused the settings");
+    if (!instance) {
+      // A plugin built on plugin.hpp already prefixes its message with the
+      // dotted key ("plans.hello.greting: unknown key"); keep that key.
+      std::string text = error[0] ? error : "the plugin refused the settings";
+      if (text.rfind(key, 0) == 0 && text.size() > key.size() &&
+          (text[key.size()] == '.' || text[key.size()] == ':')) {
+        auto colon = text.find(": ");
+        if (colon != std::string::npos)
+          throw config_error(text.substr(0, colon), text.substr(colon + 2));
+      }
+      throw config_error(key, text);
+    }
     return std::make_shared<plugin_plan>(table, instance);
   };
   auto err =

@@ -129,17 +129,19 @@ caf::expected<int64_t> query_int(request_context& rc, const char* name, int64_t 
                (std::isdigit(static_cast<unsigned char>(text[0])) ||
                 (text[0] == '-' && text.size() > 1)) &&
                !(text.size() > 1 && text[0] == '0');
-  if (!plain)
+  auto not_plain = [&] {
     return make_error(errc::invalid_argument,
-                      "query parameter '" + std::string{name} + "' must be an integer",
+                      "query parameter '" + std::string{name} +
+                          "' must be an integer in plain digits (no '+', spaces or "
+                          "leading zeros), got '" +
+                          text + "'",
                       name);
+  };
+  if (!plain) return not_plain();
   char* end = nullptr;
   errno = 0;
   auto x = std::strtoll(text.c_str(), &end, 10);
-  if (text.empty() || *end != '\0' || errno == ERANGE)
-    return make_error(errc::invalid_argument,
-                      "query parameter '" + std::string{name} + "' must be an integer",
-                      name);
+  if (text.empty() || *end != '\0' || errno == ERANGE) return not_plain();
   if (x < lo || x > hi)
     return make_error(errc::invalid_argument,
                       "query parameter '" + std::string{name} + "' must be between " +
@@ -225,7 +227,10 @@ json run_list_json(const std::vector<run_record>& runs) {
 /// The agent path segment must be the caller's own agent for agent tokens.
 caf::error check_own_agent(request_context& rc, const std::string& id) {
   if (rc.who.kind == token_kind::agent && rc.who.agent_id != id)
-    return make_error(errc::forbidden, "this token belongs to another agent");
+    return make_error(errc::forbidden,
+                      "this token belongs to agent " + rc.who.agent_id +
+                          "; an agent's calls name it by that id in the path, not by "
+                          "name or another agent's id");
   return {};
 }
 

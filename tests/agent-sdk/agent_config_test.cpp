@@ -73,6 +73,8 @@ TEST(agent_config, errors_name_the_key) {
   EXPECT_EQ(error_key(base + "agent: {name: a}\nlogs: {chunk_bytes: many}"),
             "logs.chunk_bytes");
   EXPECT_EQ(error_key(base + "agent: {name: -bad-}"), "agent.name");
+  EXPECT_EQ(error_text(base + "agent: {name: -bad-}"),
+            "agent.name: agent name must start and end with a letter or digit");
   EXPECT_EQ(error_key(base + "agent: {name: a}\nextra: 1"), "extra");
   EXPECT_EQ(error_key("agent: {name: a}\nplans: {echo: {}}"), "mesh.url");
   EXPECT_EQ(error_key("mesh: {url: 'ftp://x'}\nagent: {name: a}\nplans: {echo: {}}"),

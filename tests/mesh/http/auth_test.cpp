@@ -127,6 +127,13 @@ TEST_F(auth, another_agents_paths_and_runs_are_403) {
     EXPECT_EQ(r.status, 403) << method << " " << path << ": " << r.raw;
     EXPECT_EQ(r.body["error"]["code"], "forbidden");
   }
+  // An agent naming itself by name gets told to use its id.
+  auto by_name = call("POST", "/v1/agents/agent-b/token", b.token, json::object());
+  EXPECT_EQ(by_name.status, 403);
+  EXPECT_NE(by_name.body["error"]["message"].get<std::string>().find(
+                "belongs to agent " + b.id + "; an agent's calls name it by that id"),
+            std::string::npos)
+      << by_name.raw;
   EXPECT_EQ(b.start(id).status, 403);
   EXPECT_EQ(b.progress(id, "hi").status, 403);
   EXPECT_EQ(b.logs(id, 0, "x").status, 403);

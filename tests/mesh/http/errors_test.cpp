@@ -253,6 +253,9 @@ TEST_F(errors, bad_query_parameters_are_400_naming_the_parameter) {
     SCOPED_TRACE(path);
     expect_error(call("GET", path, token), 400, "invalid_argument", field);
   }
+  EXPECT_EQ(call("GET", "/v1/runs?limit=01", admin).body["error"]["message"],
+            "query parameter 'limit' must be an integer in plain digits (no '+', spaces "
+            "or leading zeros), got '01'");
 }
 
 // This test ensures a finish's reason is validated before anything else:
