@@ -41,6 +41,9 @@ struct agent_actor_state {
   std::optional<caf::typed_response_promise<poll_result>> poll;
   uint64_t poll_seq = 0;
   timestamp last_mirrored{};
+  /// Why the runs were last let go (`lose_runs`): told to runs offered while
+  /// the agent is offline or deregistered.
+  std::string gone_why = "offline";
 };
 
 using self_ptr = caf::stateful_actor<agent_actor_state>*;
@@ -76,6 +79,7 @@ void persist(self_ptr self, agent_record next, std::function<void()> then,
 /// Tells every run this agent holds that the agent is gone (`why`).
 void lose_runs(self_ptr self, const std::string& why) {
   auto& st = self->state;
+  st.gone_why = why;
   for (auto& [seq, o] : st.offered)
     self->send(o.actor, lost_atom::value, why);
   for (auto& [id, actor] : st.running)
@@ -297,11 +301,23 @@ caf::behavior agent_actor(self_ptr self, context_ptr ctx, agent_record agent,
       [=](get_atom) -> agent_record { return self->state.agent; },
       [=](offer_atom, const run_record& run, const caf::actor& actor) {
         auto& st = self->state;
+        if (st.agent.status != agent_status::online &&
+            st.agent.status != agent_status::draining) {
+          // Offered while (or just before) the agent went offline or away: an
+          // assignment that crossed the status change in the mailbox, or a
+          // restart's re-offer. Holding it would leave it pending for good.
+          self->send(actor, lost_atom::value, st.gone_why);
+          return;
+        }
         if (run.status == run_status::running) {
           st.running[run.id] = actor;
           if (run.cancel_requested) st.cancel_untold.insert(run.id);
         } else {
-          st.offered[run.seq] = offered_run{run, actor, std::nullopt};
+          // A cancel requested before the start (known again after a
+          // restart) is told through `cancel`; the run is not carried.
+          st.offered[run.seq] =
+              offered_run{run, actor, std::nullopt, run.cancel_requested};
+          if (run.cancel_requested) st.cancel_untold.insert(run.id);
         }
         wake(self);
       },

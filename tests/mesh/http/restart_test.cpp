@@ -2,6 +2,8 @@
 // every run carries on from the state the store holds.
 #include "tests/support/mesh_fixture.hpp"
 
+#include <sqlite3.h>
+
 namespace polymesh::test {
 namespace {
 
@@ -70,6 +72,60 @@ TEST_F(restart, timers_resume_from_stored_timestamps) {
   tick();
   ASSERT_TRUE(becomes(id, "error"));
   EXPECT_EQ(get_run(id)["reason"], "no_agent_within_ttl");
+}
+
+/// Runs one SQL statement on the stopped mesh's database.
+void exec_sql(const std::string& db, const std::string& sql) {
+  sqlite3* h = nullptr;
+  ASSERT_EQ(sqlite3_open(db.c_str(), &h), SQLITE_OK);
+  char* err = nullptr;
+  EXPECT_EQ(sqlite3_exec(h, sql.c_str(), nullptr, nullptr, &err), SQLITE_OK)
+      << (err ? err : "");
+  sqlite3_free(err);
+  sqlite3_close(h);
+}
+
+// This test ensures a pending run held by an agent that is offline when it
+// is offered (here: a crash between the agent's `offline` and its runs'
+// requeue, so the restart re-offers the run to the offline agent; live, an
+// assignment crossing the status change does the same) goes back to the
+// queue and reaches another agent, instead of staying pending for good.
+TEST_F(restart, a_run_offered_to_an_offline_agent_is_requeued) {
+  auto gone = register_agent("gone", json::object());
+  auto id = submit(json{{"plan", "noop"}}).body["id"].get<std::string>();
+  ASSERT_TRUE(becomes(id, "pending"));
+  stop_mesh();
+  exec_sql(dir + "/mesh.db",
+           "UPDATE agents SET status = 'offline' WHERE id = '" + gone.id + "'");
+  start_mesh();
+  ASSERT_TRUE(becomes(id, "created"));
+  EXPECT_EQ(get_run(id)["reason"], "agent_offline");
+  auto next = register_agent("next", json::object());
+  auto got = next.take(1);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0]["id"], id);
+}
+
+// This test ensures a cancel acknowledged for a delivered, unstarted run
+// still holds after a restart: the agent's polls tell it in `cancel` and
+// never carry the run again (they carried it, and it could be run).
+TEST_F(restart, a_cancel_requested_before_the_start_holds_after_a_restart) {
+  auto a = register_agent("holder", json::object());
+  auto id = submit(json{{"plan", "noop"}}).body["id"].get<std::string>();
+  ASSERT_EQ(a.take(1).size(), 1u);
+  ASSERT_TRUE(becomes(id, "pending"));
+  auto canceled = call("POST", "/v1/runs/" + id + "/cancel", admin);
+  ASSERT_EQ(canceled.status, 200) << canceled.raw;
+  ASSERT_EQ(canceled.body["cancel_requested"], true);
+
+  restart_mesh();
+  a.port = port;
+  auto polled = a.poll(0);
+  ASSERT_EQ(polled.status, 200) << polled.raw;
+  EXPECT_TRUE(polled.body["runs"].empty()) << polled.raw;
+  EXPECT_EQ(polled.body["cancel"], json::array({id})) << polled.raw;
+  auto again = a.poll(0);
+  EXPECT_TRUE(again.body["runs"].empty()) << again.raw;
 }
 
 } // namespace
