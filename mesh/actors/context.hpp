@@ -15,16 +15,47 @@
 #include <atomic>
 #include <caf/actor.hpp>
 #include <memory>
+#include <mutex>
+#include <string>
 
 namespace polymesh {
+
+/// Whether the store's last commit failed, and why: written by the store
+/// actor after each commit, read by `/readyz` from HTTP threads.
+class store_health {
+public:
+  void commit_failed(std::string why) {
+    std::lock_guard<std::mutex> guard{mtx_};
+    error_ = std::move(why);
+    failing_.store(true, std::memory_order_release);
+  }
+  void commit_succeeded() {
+    if (!failing_.load(std::memory_order_acquire)) return;
+    std::lock_guard<std::mutex> guard{mtx_};
+    error_.clear();
+    failing_.store(false, std::memory_order_release);
+  }
+  /// The last commit's error, or "" when it succeeded.
+  [[nodiscard]] std::string error() const {
+    if (!failing_.load(std::memory_order_acquire)) return {};
+    std::lock_guard<std::mutex> guard{mtx_};
+    return error_;
+  }
+
+private:
+  std::atomic<bool> failing_{false};
+  mutable std::mutex mtx_;
+  std::string error_;
+};
 
 struct mesh_context {
   mesh_config config;
   run_timing timing;
   const polymesh::clock* clock = nullptr;
   std::unique_ptr<token_cache> tokens;
-  /// The group-committing writer.
+  /// The group-committing writer, and how its last commit went.
   caf::actor store;
+  store_health store_status;
   /// The reader: queries and answers for runs that are no longer live.
   caf::actor query;
   /// Registries: route requests to per-run and per-agent actors.

@@ -114,7 +114,7 @@ caf::error mesh_node::boot(const mesh_config& cfg, const polymesh::clock& clk) {
     }
 
   // Each handle is set before anything that uses it is spawned.
-  ctx_->store = spawn_store_actor(sys, std::move(*writer),
+  ctx_->store = spawn_store_actor(sys, ctx_, std::move(*writer),
                                   static_cast<size_t>(cfg.group_commit_max));
   ctx_->query = spawn_query_actor(sys, ctx_, std::move(*reader));
   ctx_->liveness = spawn_timer_routine(sys, ctx_, "liveness");

@@ -23,6 +23,8 @@ struct run_actor_state {
   caf::actor agent;
   /// Whether the timer routine currently has a deadline for this run.
   bool armed = false;
+  /// Writes of a timer's (or a lost agent's) action that failed in a row.
+  int failed_writes = 0;
 };
 
 using self_ptr = caf::stateful_actor<run_actor_state>*;
@@ -60,6 +62,7 @@ void persist(self_ptr self, run_record next, write_batch extra,
       .await(
           [=](const write_outcomes&) mutable {
             self->state.run = std::move(next);
+            self->state.failed_writes = 0;
             rearm(self);
             then();
           },
@@ -73,10 +76,20 @@ std::function<void(caf::error)> fail_to(caf::typed_response_promise<T> rp) {
 
 std::function<void(caf::error)> log_failure(self_ptr self, const char* what) {
   return [self, what](caf::error err) {
-    // The change is not durable, so it did not happen; the timer retries it.
-    log(log_level::warn,
-        "run " + self->state.run.id + ": " + what + " not persisted: " + message_of(err));
-    rearm(self);
+    // The change is not durable, so it did not happen; the timer retries it,
+    // 1 s after the first failure, doubling to at most a minute (a full disk
+    // would otherwise be retried, and logged, every timer tick for every due
+    // run). Logged at attempts 1, 2, 4, 8, ….
+    auto& st = self->state;
+    auto n = ++st.failed_writes;
+    if ((n & (n - 1)) == 0)
+      log(log_level::warn, "run " + st.run.id + ": " + what + " not persisted (attempt " +
+                               std::to_string(n) + ", retrying): " + message_of(err));
+    auto delay = std::min<duration>(
+        std::chrono::seconds{int64_t{1} << std::min(n - 1, 6)}, std::chrono::minutes{1});
+    self->send(st.ctx->expiry, arm_atom::value, st.run.id, st.ctx->now() + delay,
+               caf::actor{self});
+    st.armed = true;
   };
 }
 

@@ -13,6 +13,7 @@ namespace {
 
 struct store_state {
   static inline const char* name = "store";
+  context_ptr ctx;
   std::shared_ptr<store> db;
   size_t group_commit_max = 4096;
   /// The writes of every request waiting for the next commit, in order.
@@ -31,6 +32,10 @@ void commit(caf::stateful_actor<store_state>* self) {
   st.batch.clear();
   st.waiting.clear();
   auto outcomes = st.db->apply(batch);
+  if (outcomes)
+    st.ctx->store_status.commit_succeeded();
+  else
+    st.ctx->store_status.commit_failed(message_of(outcomes.error()));
   size_t offset = 0;
   for (auto& [promise, n] : waiting) {
     if (!outcomes) {
@@ -44,8 +49,9 @@ void commit(caf::stateful_actor<store_state>* self) {
   }
 }
 
-caf::behavior store_actor(caf::stateful_actor<store_state>* self,
+caf::behavior store_actor(caf::stateful_actor<store_state>* self, context_ptr ctx,
                           std::shared_ptr<store> db, size_t group_commit_max) {
+  self->state.ctx = std::move(ctx);
   self->state.db = std::move(db);
   self->state.group_commit_max = group_commit_max;
   return {
@@ -78,9 +84,10 @@ caf::behavior store_actor(caf::stateful_actor<store_state>* self,
 
 } // namespace
 
-caf::actor spawn_store_actor(caf::actor_system& sys, std::unique_ptr<store> db,
-                             size_t group_commit_max) {
-  return sys.spawn<caf::detached>(store_actor, std::shared_ptr<store>{std::move(db)},
+caf::actor spawn_store_actor(caf::actor_system& sys, context_ptr ctx,
+                             std::unique_ptr<store> db, size_t group_commit_max) {
+  return sys.spawn<caf::detached>(store_actor, std::move(ctx),
+                                  std::shared_ptr<store>{std::move(db)},
                                   group_commit_max);
 }
 

@@ -19,7 +19,8 @@
 
 namespace polymesh {
 
-[[nodiscard]] caf::actor spawn_store_actor(caf::actor_system& sys,
+/// `ctx->store_status` learns how each commit went.
+[[nodiscard]] caf::actor spawn_store_actor(caf::actor_system& sys, context_ptr ctx,
                                            std::unique_ptr<store> db,
                                            size_t group_commit_max);
 

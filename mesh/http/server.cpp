@@ -805,6 +805,11 @@ void healthz(request_context& rc) {
 void readyz(request_context& rc) {
   if (rc.ctx()->stopping)
     return rc.fail(make_error(errc::unavailable, "meshd is shutting down"));
+  // Reads still work on a full disk: a failing commit is what says the
+  // store is broken. The next successful commit makes meshd ready again.
+  if (auto why = rc.ctx()->store_status.error(); !why.empty())
+    return rc.fail(
+        make_error(errc::unavailable, "the store's last commit failed: " + why));
   auto counts = ask<status_counts>(rc, rc.ctx()->query, count_atom::value);
   if (!counts) return rc.fail(counts.error());
   auto agents = ask<agent_list>(rc, rc.ctx()->agents, list_atom::value);

@@ -3,6 +3,7 @@
 #include "tests/support/mesh_fixture.hpp"
 
 #include <set>
+#include <sqlite3.h>
 
 namespace polymesh::test {
 namespace {
@@ -192,6 +193,67 @@ TEST_F(timers, retention_prunes_old_finished_runs) {
   EXPECT_EQ(node_->prune_once(), 1u);
   EXPECT_EQ(call("GET", "/v1/runs/" + done, admin).status, 404);
   EXPECT_EQ(call("GET", "/v1/runs/" + waiting, admin).status, 200);
+}
+
+} // namespace
+} // namespace polymesh::test
+
+namespace polymesh::test {
+namespace {
+
+using namespace std::chrono_literals;
+using timer_retries = mesh_fixture;
+
+/// Runs one SQL statement on the mesh's database from a second connection.
+void exec_sql(const std::string& db, const std::string& sql) {
+  sqlite3* h = nullptr;
+  ASSERT_EQ(sqlite3_open(db.c_str(), &h), SQLITE_OK);
+  sqlite3_busy_timeout(h, 5000);
+  char* err = nullptr;
+  EXPECT_EQ(sqlite3_exec(h, sql.c_str(), nullptr, nullptr, &err), SQLITE_OK)
+      << (err ? err : "");
+  sqlite3_free(err);
+  sqlite3_close(h);
+}
+
+size_t count_of(const std::string& text, const std::string& what) {
+  size_t n = 0;
+  for (auto at = text.find(what); at != std::string::npos; at = text.find(what, at + 1))
+    ++n;
+  return n;
+}
+
+// This test ensures a timer action that cannot be stored (a full disk; here
+// a trigger that refuses every run update) is retried with a growing delay,
+// not at every timer tick, and is applied once writes work again; meanwhile
+// /readyz says the store's commits fail (reads alone still work).
+TEST_F(timer_retries, a_failed_timer_write_backs_off_and_applies_later) {
+  auto id = submit(json{{"plan", "nobody"}, {"ttl_s", 60}}).body["id"].get<std::string>();
+  EXPECT_EQ(call("GET", "/readyz", admin).status, 200);
+  exec_sql(dir + "/mesh.db", "CREATE TRIGGER refuse BEFORE UPDATE ON runs BEGIN "
+                             "SELECT RAISE(ABORT, 'disk full (test)'); END;");
+  testing::internal::CaptureStderr();
+  advance(61s);
+  // The failed commit shows in /readyz; the run actor handles its answer
+  // before any later timer message.
+  bool failing = eventually([&] { return call("GET", "/readyz", admin).status == 503; });
+  auto unready = call("GET", "/readyz", admin);
+  // Ticks without time passing: the retry is due 1 s after the failure.
+  for (int i = 0; i < 5; ++i)
+    tick();
+  exec_sql(dir + "/mesh.db", "DROP TRIGGER refuse;");
+  advance(1s);
+  bool ended = becomes(id, "error");
+  auto log = testing::internal::GetCapturedStderr();
+  ASSERT_TRUE(failing) << log;
+  EXPECT_NE(unready.raw.find("the store's last commit failed"), std::string::npos)
+      << unready.raw;
+  EXPECT_NE(unready.raw.find("disk full (test)"), std::string::npos) << unready.raw;
+  ASSERT_TRUE(ended) << log;
+  EXPECT_EQ(call("GET", "/readyz", admin).status, 200) << "a good commit clears it";
+  EXPECT_EQ(get_run(id)["reason"], "no_agent_within_ttl");
+  EXPECT_EQ(count_of(log, "not persisted"), 1u) << log;
+  EXPECT_NE(log.find("not persisted (attempt 1, retrying)"), std::string::npos) << log;
 }
 
 } // namespace
