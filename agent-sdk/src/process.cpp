@@ -202,6 +202,7 @@ process_outcome run_process(const process_spec& spec, log_sink& log,
   }
 
   become_subreaper();
+  pid_t agent_pid = ::getpid();
   pid_t pid = ::fork();
   if (pid < 0) {
     out.error = std::string{"cannot fork: "} + std::strerror(errno);
@@ -213,6 +214,12 @@ process_outcome run_process(const process_spec& spec, log_sink& log,
   if (pid == 0) {
     // Child: async-signal-safe calls only.
     ::setpgid(0, 0);
+    // If the agent dies (kill -9, OOM), the plan's process dies with it
+    // rather than run on unwatched. The signal comes when the forking thread
+    // ends, which waits for this process; it survives exec. A parent already
+    // gone before this line is caught by the pid check.
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+    if (::getppid() != agent_pid) ::_exit(128 + SIGKILL);
     sigset_t none;
     sigemptyset(&none);
     ::sigprocmask(SIG_SETMASK, &none, nullptr);

@@ -109,6 +109,21 @@ TEST_F(agent_integration, cancel_kills_the_process) {
   EXPECT_TRUE(process_gone(pid));
 }
 
+// This test ensures a plan's process does not outlive an agent killed with
+// SIGKILL (it used to run on, reparented, with nobody to watch or stop it).
+TEST_F(agent_integration, a_killed_agent_takes_its_plan_processes_along) {
+  agent_options o{"dev-1", "{env: dev}"};
+  o.plans_yaml = shell_plans;
+  auto& agent = start_agent(o);
+  auto id = api_->submit({{"plan", "shell"}, {"payload", "hold"}});
+  auto pid = pid_from_log(*api_, id);
+  ASSERT_GT(pid, 0);
+  ASSERT_EQ(::kill(pid, 0), 0) << "the plan's process should be running";
+  agent.proc().signal(SIGKILL);
+  ASSERT_TRUE(agent.proc().wait_exit().has_value());
+  EXPECT_TRUE(process_gone(pid)) << "the plan outlived its agent";
+}
+
 // This test ensures a run past its timeout ends error/timeout and its process is killed.
 TEST_F(agent_integration, timeout_ends_the_run) {
   agent_options o{"dev-1", "{env: dev}"};
