@@ -81,9 +81,9 @@ void lose_runs(self_ptr self, const std::string& why) {
   auto& st = self->state;
   st.gone_why = why;
   for (auto& [seq, o] : st.offered)
-    self->send(o.actor, lost_atom::value, why);
+    self->send(o.actor, lost_atom::value, why, st.agent.id);
   for (auto& [id, actor] : st.running)
-    self->send(actor, lost_atom::value, why);
+    self->send(actor, lost_atom::value, why, st.agent.id);
   st.offered.clear();
   st.running.clear();
   st.cancel_untold.clear();
@@ -306,7 +306,7 @@ caf::behavior agent_actor(self_ptr self, context_ptr ctx, agent_record agent,
           // Offered while (or just before) the agent went offline or away: an
           // assignment that crossed the status change in the mailbox, or a
           // restart's re-offer. Holding it would leave it pending for good.
-          self->send(actor, lost_atom::value, st.gone_why);
+          self->send(actor, lost_atom::value, st.gone_why, st.agent.id);
           return;
         }
         if (run.status == run_status::running) {

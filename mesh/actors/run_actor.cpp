@@ -148,9 +148,19 @@ void abort_run(self_ptr self, run_status status, std::string reason) {
       self, std::move(next), {}, [self] { finalize(self); }, log_failure(self, "abort"));
 }
 
-/// Puts a pending run back into the queue for another agent.
+/// Puts a pending run back into the queue for another agent; one whose
+/// cancel was requested (it never started) ends canceled instead: queued, no
+/// poll would carry it and no timer would end it.
 void requeue(self_ptr self, std::string why) {
   auto& st = self->state;
+  if (st.run.cancel_requested) {
+    auto reason = st.run.cancel_reason.empty() ? std::string{"canceled_by_user"}
+                                               : st.run.cancel_reason;
+    persist(
+        self, ended(st.run, run_status::canceled, std::move(reason), st.ctx->now()), {},
+        [self] { finalize(self); }, log_failure(self, "cancel"));
+    return;
+  }
   auto next = st.run;
   next.status = run_status::created;
   next.reason = std::move(why);
@@ -224,7 +234,7 @@ caf::behavior run_actor(self_ptr self, context_ptr ctx, run_record run, bool fre
     else if (st.agent)
       self->send(st.agent, offer_atom::value, st.run, caf::actor{self});
     else // its agent is gone for good: handled as lost
-      self->send(self, lost_atom::value, std::string{"offline"});
+      self->send(self, lost_atom::value, std::string{"offline"}, st.run.assigned_agent);
   }
   return {
       [=](admit_atom) -> caf::result<create_result> {
@@ -426,8 +436,15 @@ caf::behavior run_actor(self_ptr self, context_ptr ctx, run_record run, bool fre
             fail_to(rp));
         return rp;
       },
-      [=](lost_atom, const std::string& why) {
+      [=](lost_atom, const std::string& why, const std::string& agent_id) {
         auto& st = self->state;
+        // A late word from an agent that no longer holds the run (its
+        // `withdraw` was still queued when it let its runs go) must not take
+        // the run from the agent that holds it now.
+        if ((st.run.status == run_status::pending ||
+             st.run.status == run_status::running) &&
+            st.run.assigned_agent != agent_id)
+          return;
         switch (st.run.status) {
         case run_status::created:
           // Only runs that target the lost agent by name are told.

@@ -13,7 +13,7 @@
 //   (logs_atom, caller, id, log_request)           -> bool
 //   (finish_atom, caller, id, finish_request)      -> run_record
 //   (cancel_atom, caller, id)                      -> run_record
-//   (lost_atom, reason)                                                (agent actor or
+//   (lost_atom, reason, agent id)                                      (agent actor or
 //   assignment:
 //                                                                       `offline`,
 //                                                                       `superseded`,

@@ -22,6 +22,8 @@ struct assignment_state {
   /// Queued runs that name their agent: agent name -> run ids.
   std::unordered_map<std::string, std::set<std::string>> targeted;
   std::unordered_map<std::string, std::string> target_of;
+  /// The latest announcement per agent name: its id and status.
+  std::unordered_map<std::string, std::pair<std::string, agent_status>> by_name;
   /// Whether a `rank` message to ourselves is on its way.
   bool rank_sent = false;
 };
@@ -94,6 +96,16 @@ caf::behavior assignment_routine(self_ptr self, context_ptr ctx) {
         q.sel = std::move(*sel);
         q.scope = std::move(*scope);
         q.target_agent = run.target_agent;
+        if (auto named = st.by_name.find(run.target_agent);
+            !run.target_agent.empty() && named != st.by_name.end() &&
+            (named->second.second == agent_status::offline ||
+             named->second.second == agent_status::deregistered)) {
+          // Its agent went away after the submit checked it, before this
+          // run was queued: it cannot wait for it (as below, on the news).
+          self->send(actor, lost_atom::value, std::string{"offline"},
+                     named->second.first);
+          return;
+        }
         st.run_actors[run.id] = actor;
         if (!run.target_agent.empty()) {
           st.targeted[run.target_agent].insert(run.id);
@@ -125,6 +137,7 @@ caf::behavior assignment_routine(self_ptr self, context_ptr ctx) {
         v.status = rec.status;
         st.decisions.upsert_agent(std::move(v));
         st.agent_actors[rec.id] = actor;
+        st.by_name[rec.name] = {rec.id, rec.status};
         if (rec.status == agent_status::offline ||
             rec.status == agent_status::deregistered) {
           // Runs queued for this agent by name cannot wait for it any more.
@@ -135,7 +148,7 @@ caf::behavior assignment_routine(self_ptr self, context_ptr ctx) {
               st.decisions.dequeue(id);
               st.target_of.erase(id);
               if (auto r = st.run_actors.find(id); r != st.run_actors.end()) {
-                self->send(r->second, lost_atom::value, std::string{"offline"});
+                self->send(r->second, lost_atom::value, std::string{"offline"}, rec.id);
                 st.run_actors.erase(r);
               }
             }

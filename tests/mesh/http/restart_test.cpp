@@ -106,6 +106,23 @@ TEST_F(restart, a_run_offered_to_an_offline_agent_is_requeued) {
   EXPECT_EQ(got[0]["id"], id);
 }
 
+// This test ensures a queued run that names an agent which is offline by the
+// time the run reaches the queue ends error/expired rather than wait for good
+// (live, a submit racing the agent's removal; here a restart that restores
+// the run after its agent, which went offline while meshd was down).
+TEST_F(restart, a_run_queued_for_an_agent_already_gone_expires) {
+  auto gone = register_agent("gone-away", json::object(), json::array({"other"}));
+  auto id = submit(json{{"plan", "noop"}, {"agent", "gone-away"}})
+                .body["id"]
+                .get<std::string>();
+  stop_mesh();
+  exec_sql(dir + "/mesh.db",
+           "UPDATE agents SET status = 'offline' WHERE id = '" + gone.id + "'");
+  start_mesh();
+  ASSERT_TRUE(becomes(id, "error"));
+  EXPECT_EQ(get_run(id)["reason"], "expired");
+}
+
 // This test ensures a cancel acknowledged for a delivered, unstarted run
 // still holds after a restart: the agent's polls tell it in `cancel` and
 // never carry the run again (they carried it, and it could be run).
