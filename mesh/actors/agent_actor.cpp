@@ -44,6 +44,10 @@ struct agent_actor_state {
   /// Why the runs were last let go (`lose_runs`): told to runs offered while
   /// the agent is offline or deregistered.
   std::string gone_why = "offline";
+  /// An admin drained this session: it comes back from `offline` as
+  /// `draining`, not `online`. Kept in memory only (a restart forgets it for
+  /// an agent that is offline at the time).
+  bool drained = false;
 };
 
 using self_ptr = caf::stateful_actor<agent_actor_state>*;
@@ -126,7 +130,7 @@ void touch(self_ptr self) {
   st.agent.last_seen_at = st.ctx->now();
   if (st.agent.status == agent_status::offline) {
     auto next = st.agent;
-    next.status = agent_status::online;
+    next.status = st.drained ? agent_status::draining : agent_status::online;
     persist(
         self, std::move(next), [self] { arm_liveness(self); }, [](caf::error) {});
   } else if (st.agent.last_seen_at - st.last_mirrored >= std::chrono::seconds{1}) {
@@ -166,6 +170,7 @@ caf::behavior agent_actor(self_ptr self, context_ptr ctx, agent_record agent,
   auto& st = self->state;
   st.ctx = std::move(ctx);
   st.agent = std::move(agent);
+  st.drained = st.agent.status == agent_status::draining;
   if (restored) {
     // Give a restored agent a full offline window from our start.
     st.agent.last_seen_at = st.ctx->now();
@@ -193,6 +198,7 @@ caf::behavior agent_actor(self_ptr self, context_ptr ctx, agent_record agent,
         persist(
             self, std::move(next),
             [=]() mutable {
+              self->state.drained = false; // a new session starts online
               if (superseding) {
                 lose_runs(self, "superseded");
                 wake(self, true);
@@ -275,6 +281,10 @@ caf::behavior agent_actor(self_ptr self, context_ptr ctx, agent_record agent,
           return make_error(errc::illegal_transition, "cannot drain a deregistered agent",
                             "status");
         if (st.agent.status == agent_status::draining) return st.agent;
+        st.drained = true;
+        // An offline agent stays offline (it is not heard from, and runs
+        // naming it are refused); it is draining when it comes back.
+        if (st.agent.status == agent_status::offline) return st.agent;
         auto next = st.agent;
         next.status = agent_status::draining;
         auto rp = self->make_response_promise<agent_record>();

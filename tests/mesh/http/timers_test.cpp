@@ -77,6 +77,37 @@ TEST_F(timers, requests_keep_an_agent_online) {
   EXPECT_EQ(call("GET", "/v1/agents/a", admin).body["status"], "online");
 }
 
+// This test ensures a drain outlives a silence: a drained agent that goes
+// offline comes back `draining`, not `online` (it used to be undrained and
+// given new runs), and an offline agent that is drained stays offline (it
+// was shown `draining` for good, never heard from) and comes back draining.
+TEST_F(timers, a_drain_survives_the_agent_going_offline) {
+  auto a = register_agent("drained-a", json::object());
+  auto b = register_agent("drained-b", json::object());
+  ASSERT_EQ(call("POST", "/v1/agents/drained-a/drain", admin).body["status"], "draining");
+  advance(cfg.offline_after + 1s);
+  auto status_of_agent = [&](const std::string& name) {
+    return call("GET", "/v1/agents/" + name, admin).body["status"].get<std::string>();
+  };
+  ASSERT_TRUE(eventually([&] { return status_of_agent("drained-a") == "offline"; }));
+  ASSERT_TRUE(eventually([&] { return status_of_agent("drained-b") == "offline"; }));
+  auto late = call("POST", "/v1/agents/drained-b/drain", admin);
+  ASSERT_EQ(late.status, 200) << late.raw;
+  EXPECT_EQ(late.body["status"], "offline");
+
+  auto id = submit(json{{"plan", "noop"}}).body["id"].get<std::string>();
+  for (auto* agent : {&a, &b}) {
+    SCOPED_TRACE(agent->name);
+    auto polled = agent->poll(0);
+    ASSERT_EQ(polled.status, 200) << polled.raw;
+    EXPECT_TRUE(polled.body["runs"].empty()) << polled.raw;
+    EXPECT_TRUE(eventually([&] { return status_of_agent(agent->name) == "draining"; }));
+  }
+  EXPECT_EQ(get_run(id)["status"], "created");
+  (void)register_agent("drained-a", json::object());
+  EXPECT_EQ(status_of_agent("drained-a"), "online") << "a new session starts undrained";
+}
+
 // This test ensures a delivered run that is never started is carried again
 // by a later poll, and goes back to the queue once the delivery lease lapses.
 TEST_F(timers, delivered_but_unstarted_run_is_redelivered_then_reassigned) {
