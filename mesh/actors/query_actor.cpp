@@ -32,6 +32,13 @@ caf::expected<run_record> find_own_run(self_ptr self, const caller& c,
   auto r = find_run(self, id);
   if (r && r->assigned_agent != c.agent_id)
     return make_error(errc::forbidden, "run '" + id + "' is not assigned to this agent");
+  // Back in the queue (a lapsed lease, a lost agent), it still names its last
+  // agent, which no longer holds it.
+  if (r && r->status == run_status::created)
+    return make_error(errc::forbidden,
+                      "run '" + id +
+                          "' is back in the queue, waiting for an agent; "
+                          "it is not assigned to this agent");
   return r;
 }
 

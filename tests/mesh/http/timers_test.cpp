@@ -124,6 +124,26 @@ TEST_F(timers, delivered_but_unstarted_run_is_redelivered_then_reassigned) {
   EXPECT_EQ(get_run(id)["assigned_agent"], a.id);
 }
 
+// This test ensures the agent a run was taken from (its delivery lease
+// lapsed) can no longer upload artifacts to it: the run waits in the queue
+// still naming its last agent, and an upload used to be accepted, taking the
+// name from the agent that runs it next.
+TEST_F(timers, an_agent_cannot_upload_to_a_run_taken_back_from_it) {
+  auto a = register_agent("a", json::object());
+  auto id = submit(json{{"plan", "noop"}}).body["id"].get<std::string>();
+  ASSERT_EQ(a.take(1).size(), 1u);
+  ASSERT_TRUE(eventually([&] { return get_run(id)["skadi_status"] == "sent"; }));
+  ASSERT_EQ(call("POST", "/v1/agents/a/drain", admin).status, 200); // not given it again
+  advance(cfg.delivery_lease + 1s);
+  ASSERT_TRUE(eventually([&] { return status_of(id) == "created"; }));
+  EXPECT_EQ(reason_of(id), "delivery_lease_lapsed");
+  auto up = a.put_artifact(id, "report.txt", "stale");
+  EXPECT_EQ(up.status, 403) << up.raw;
+  EXPECT_NE(up.raw.find("back in the queue"), std::string::npos) << up.raw;
+  EXPECT_TRUE(
+      call("GET", "/v1/runs/" + id + "/artifacts", admin).body["artifacts"].empty());
+}
+
 // This test ensures a long-poll parked right after an unstarted run was
 // carried (the agent had no free slot yet) is woken to carry it again once
 // the redelivery pause has passed, instead of holding it for the whole wait
