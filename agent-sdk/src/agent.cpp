@@ -245,7 +245,8 @@ struct agent::impl {
     auto runs_text = ended == 0 ? std::string{}
                                 : "; stopping its " + std::to_string(ended) +
                                       " runs here, which the mesh ended with it";
-    if (c.id == c.old_id && c.session > c.old_session + 1) {
+    // A gap our own unanswered registrations explain is not someone else.
+    if (c.id == c.old_id && c.session > c.old_session + 1 + c.unanswered) {
       fatal = "another agent registered under the name '" + cfg.name +
               "' while this one (" + c.old_id + ") held session " +
               std::to_string(c.old_session) +
@@ -324,6 +325,20 @@ struct agent::impl {
           polls_failing = false;
         }
         if (!r.ok()) {
+          if (auto refused = client.registration_refused()) {
+            // Our session ended and the mesh will not take us back (a
+            // revoked registration token): nothing here can go on.
+            std::lock_guard<std::mutex> guard{mtx};
+            for (auto& [id, slot] : active) {
+              slot->ended_by_mesh = true;
+              slot->cancel.cancel(cancel_reason::canceled_by_user);
+            }
+            fatal = "the mesh ended this agent's session and refused to register it "
+                    "again: " +
+                    refused->describe();
+            polymesh::log(log_level::error, fatal);
+            break;
+          }
           if (r.status == 403 || r.status == 404) {
             // An admin removed us, or the mesh lost us: start a new session.
             warn("poll refused (" + r.describe() + "); registering again");

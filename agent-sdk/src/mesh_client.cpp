@@ -230,7 +230,8 @@ bool mesh_client::adopt_locked(const json& body) {
   // only come from a refresh that raced a registration: keep the newer.
   if (id == agent_id_ && session < session_) return true;
   if (!agent_id_.empty() && (id != agent_id_ || session != session_))
-    changed_ = session_change{agent_id_, session_, id, session};
+    changed_ =
+        session_change{agent_id_, session_, id, session, unanswered_registrations_};
   agent_id_ = std::move(id);
   session_ = session;
   access_token_ = body["access_token"].get<std::string>();
@@ -298,8 +299,14 @@ http_reply mesh_client::register_with(const std::string& registration_token,
     {
       std::lock_guard<std::mutex> guard{mtx_};
       if (!adopt_locked(reply.body)) return malformed(std::move(reply));
+      unanswered_registrations_ = 0;
+      registration_refused_.reset();
     }
     announce();
+  } else if (reply.transient()) {
+    // The mesh may have registered us and the answer got lost.
+    std::lock_guard<std::mutex> guard{mtx_};
+    ++unanswered_registrations_;
   }
   return reply;
 }
@@ -335,7 +342,16 @@ void mesh_client::renew(uint64_t seen_generation) {
   if (reply.ok() || reply.status != 401 || reg_token.empty()) return;
   // The session is gone (e.g. the mesh declared us offline and a newer
   // session superseded ours): register again under the same name.
-  (void)register_with(reg_token, req);
+  auto registered = register_with(reg_token, req);
+  if (!registered.ok() && !registered.transient()) {
+    std::lock_guard<std::mutex> guard{mtx_};
+    registration_refused_ = std::move(registered);
+  }
+}
+
+std::optional<http_reply> mesh_client::registration_refused() const {
+  std::lock_guard<std::mutex> guard{mtx_};
+  return registration_refused_;
 }
 
 http_reply mesh_client::authed(const std::string& method, const std::string& path,

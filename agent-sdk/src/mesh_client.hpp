@@ -78,6 +78,9 @@ public:
     int64_t old_session = 0;
     std::string id;
     int64_t session = 0;
+    /// Registrations sent since the old session whose answer never came:
+    /// each may have made a session of ours that we never saw.
+    int64_t unanswered = 0;
   };
   /// Called, on the thread that registered, whenever a registration after
   /// the first one starts a new session (the client registers again by
@@ -90,6 +93,10 @@ public:
                             const wire::register_request& req);
   /// Renews the access token before it expires.
   http_reply refresh_token();
+  /// The refusal (not a failure to reach the mesh) of the last registration
+  /// the client sent by itself to replace an ended session, if any: e.g. a
+  /// revoked registration token. The agent cannot go on.
+  [[nodiscard]] std::optional<http_reply> registration_refused() const;
   /// True when the access token is past two thirds of its life.
   [[nodiscard]] bool token_due() const;
   /// Time left until `token_due` becomes true.
@@ -153,6 +160,8 @@ private:
   std::string access_token_;
   int64_t session_ = 0;
   std::optional<session_change> changed_;
+  int64_t unanswered_registrations_ = 0;
+  std::optional<http_reply> registration_refused_;
   std::function<void(const session_change&)> on_session_change_;
   uint64_t generation_ = 0;
   steady::time_point token_due_at_{};

@@ -8,6 +8,7 @@
 #include <fstream>
 #include <gtest/gtest.h>
 #include <httplib.h>
+#include <map>
 #include <set>
 #include <sstream>
 #include <thread>
@@ -173,4 +174,113 @@ TEST(mesh_client, concurrent_calls_get_their_own_connections) {
   auto before = distinct(mesh.ports());
   ASSERT_TRUE(client.start("r5").ok());
   EXPECT_EQ(distinct(mesh.ports()), before);
+}
+
+namespace {
+
+/// A mesh whose registrations each make a new session; only the newest
+/// session's token is valid. `answers` says how each registration answers
+/// (201 by default): 502 makes the session and loses the answer, 401 refuses.
+class session_mesh {
+public:
+  explicit session_mesh(std::map<int, int> answers)
+      : answers_(std::move(answers)) {
+    svr_.Post(
+        "/v1/agents/register", [this](const httplib::Request&, httplib::Response& res) {
+          std::lock_guard<std::mutex> g{mtx_};
+          int call = ++calls_;
+          auto status = answers_.count(call) ? answers_[call] : 201;
+          if (status == 401) {
+            res.status = 401;
+            res.set_content(R"({"error":{"code":"unauthenticated","message":"revoked"}})",
+                            "application/json");
+            return;
+          }
+          ++session_;
+          ended_ = false;
+          res.status = status;
+          res.set_content(json{{"id", "a1"},
+                               {"session", session_},
+                               {"access_token", "tok-" + std::to_string(session_)}}
+                              .dump(),
+                          "application/json");
+        });
+    auto refuse_old = [this](const httplib::Request& req, httplib::Response& res) {
+      std::lock_guard<std::mutex> g{mtx_};
+      if (ended_ || req.get_header_value("Authorization") !=
+                        "Bearer tok-" + std::to_string(session_)) {
+        res.status = 401;
+        res.set_content(R"({"error":{"code":"unauthenticated","message":"ended"}})",
+                        "application/json");
+        return;
+      }
+      res.status = 200;
+      res.set_content(R"({"runs":[],"cancel":[]})", "application/json");
+    };
+    svr_.Get("/v1/agents/a1/runs", refuse_old);
+    svr_.Post("/v1/agents/a1/token", refuse_old);
+    port_ = svr_.bind_to_any_port("127.0.0.1");
+    thread_ = std::thread{[this] { svr_.listen_after_bind(); }};
+  }
+  ~session_mesh() {
+    svr_.stop();
+    thread_.join();
+  }
+  session_mesh(const session_mesh&) = delete;
+  session_mesh& operator=(const session_mesh&) = delete;
+
+  [[nodiscard]] std::string url() const {
+    return "http://127.0.0.1:" + std::to_string(port_);
+  }
+  /// Ends the current session, as an admin's removal does.
+  void end_session() {
+    std::lock_guard<std::mutex> g{mtx_};
+    ended_ = true;
+  }
+
+private:
+  httplib::Server svr_;
+  std::thread thread_;
+  int port_ = 0;
+  std::mutex mtx_;
+  std::map<int, int> answers_;
+  int calls_ = 0;
+  int session_ = 0;
+  bool ended_ = false;
+};
+
+} // namespace
+
+// This test ensures a session change reports the registrations whose answer
+// was lost, so a gap they explain is not taken for another agent under our
+// name (one lost answer used to make mesh-agent stop with exit 1).
+TEST(mesh_client, a_lost_registration_answer_is_counted_in_the_session_change) {
+  session_mesh mesh{{{2, 502}}};
+  mesh_client client{mesh.url(), 5s};
+  std::vector<mesh_client::session_change> changes;
+  client.on_session_change([&](const auto& c) { changes.push_back(c); });
+  ASSERT_TRUE(client.register_agent("reg", registration()).ok());
+  mesh.end_session();
+  EXPECT_EQ(client.poll(0).status, 401) << "the second registration's answer was lost";
+  EXPECT_TRUE(changes.empty());
+  EXPECT_TRUE(client.poll(0).ok());
+  ASSERT_EQ(changes.size(), 1u);
+  EXPECT_EQ(changes[0].old_session, 1);
+  EXPECT_EQ(changes[0].session, 3) << "session 2 was made, its answer lost";
+  EXPECT_EQ(changes[0].unanswered, 1);
+  EXPECT_FALSE(client.registration_refused());
+}
+
+// This test ensures a registration the mesh refuses after our session ended
+// (a revoked registration token) is kept for the agent to see.
+TEST(mesh_client, a_refused_registration_after_a_session_ends_is_reported) {
+  session_mesh mesh{{{2, 401}}};
+  mesh_client client{mesh.url(), 5s};
+  ASSERT_TRUE(client.register_agent("reg", registration()).ok());
+  EXPECT_FALSE(client.registration_refused());
+  mesh.end_session();
+  EXPECT_EQ(client.poll(0).status, 401);
+  auto refused = client.registration_refused();
+  ASSERT_TRUE(refused);
+  EXPECT_EQ(refused->status, 401);
 }

@@ -124,6 +124,32 @@ TEST_F(agent_integration, a_killed_agent_takes_its_plan_processes_along) {
   EXPECT_TRUE(process_gone(pid)) << "the plan outlived its agent";
 }
 
+// This test ensures an agent whose session an admin ended, and whose
+// registration token was revoked, stops its runs and exits 1 saying why (it
+// used to retry its polls with a dead token forever, its run going on).
+TEST_F(agent_integration, a_removed_agent_that_cannot_register_again_exits_1) {
+  agent_options o{"dev-1", "{env: dev}"};
+  o.plans_yaml = shell_plans;
+  auto& agent = start_agent(o);
+  auto id = api_->submit({{"plan", "shell"}, {"payload", "hold"}});
+  auto pid = pid_from_log(*api_, id);
+  ASSERT_GT(pid, 0);
+  auto [ls, tokens] = api_->call("GET", "/v1/tokens");
+  ASSERT_EQ(ls, 200) << tokens.dump();
+  std::string reg_id;
+  for (auto& t : tokens["tokens"])
+    if (t.value("name", "") == "itest") reg_id = t.value("id", "");
+  ASSERT_FALSE(reg_id.empty()) << tokens.dump();
+  ASSERT_EQ(api_->call("DELETE", "/v1/tokens/" + reg_id).first, 200);
+  ASSERT_EQ(api_->call("DELETE", "/v1/agents/dev-1").first, 200);
+  auto code = agent.proc().wait_exit();
+  ASSERT_TRUE(code.has_value()) << agent.log();
+  EXPECT_EQ(*code, 1) << agent.log();
+  EXPECT_TRUE(process_gone(pid)) << "the run went on";
+  auto log = agent.log();
+  EXPECT_NE(log.find("refused to register it again"), std::string::npos) << log;
+}
+
 // This test ensures a run past its timeout ends error/timeout and its process is killed.
 TEST_F(agent_integration, timeout_ends_the_run) {
   agent_options o{"dev-1", "{env: dev}"};
