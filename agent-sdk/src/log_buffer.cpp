@@ -47,6 +47,13 @@ void log_buffer::write(log_stream stream, std::string_view data) {
     // the mesh rather than the agent growing without bound.
     while (buffered_ >= max_buffered_ && !closed_ && !(cancel_ && cancel_->canceled()))
       space_cv_.wait_for(guard, std::chrono::milliseconds{100});
+    if (buffered_ >= max_buffered_ && !closed_) {
+      // Canceled: the writer must not block (its process is being stopped),
+      // and the buffer must not grow either (a plan ignoring SIGTERM could
+      // write gigabytes in the grace). The rest is dropped, and said so.
+      dropped_ += data.size();
+      return;
+    }
     if (!back_open_ || chunks_.back().stream != stream ||
         chunks_.back().data.size() >= chunk_bytes_) {
       chunks_.push_back(pending_chunk{next_seq_++, stream, {}});
@@ -122,6 +129,15 @@ void log_buffer::wait_ready(std::chrono::milliseconds d) {
 
 void log_buffer::close() {
   std::lock_guard<std::mutex> guard{mtx_};
+  if (dropped_ > 0 && !closed_) {
+    chunks_.push_back(pending_chunk{
+        next_seq_++, log_stream::err,
+        "\n[polymesh: " + std::to_string(dropped_) +
+            " bytes of output after the cancel were dropped: the log buffer "
+            "(logs.buffer_bytes) was full]\n"});
+    back_open_ = false;
+    buffered_ += chunks_.back().data.size();
+  }
   closed_ = true;
   space_cv_.notify_all();
   ready_cv_.notify_all();

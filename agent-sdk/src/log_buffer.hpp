@@ -83,6 +83,8 @@ private:
   size_t buffered_ = 0;
   int64_t next_seq_ = 0;
   bool closed_ = false;
+  /// Output dropped after a cancel because the buffer was full.
+  size_t dropped_ = 0;
   /// Empty once called.
   std::function<void()> on_first_write_;
 };

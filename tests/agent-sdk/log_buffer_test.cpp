@@ -80,7 +80,30 @@ TEST(log_buffer, cancel_releases_blocked_writer) {
   std::thread writer{[&] { b.write(log_stream::out, "late"); }};
   cancel.cancel(cancel_reason::canceled_by_user);
   writer.join();
-  EXPECT_EQ(b.buffered_bytes(), 8u);
+  EXPECT_EQ(b.buffered_bytes(), 4u) << "dropped, not added past the limit";
+}
+
+// This test ensures output written after a cancel into a full buffer is
+// dropped rather than kept (a plan ignoring SIGTERM grew the agent to
+// 770 MB in its grace), and that the log says how much was dropped.
+TEST(log_buffer, output_after_a_cancel_does_not_grow_a_full_buffer) {
+  cancel_source cancel;
+  log_buffer b{4, 16, &cancel};
+  b.write(log_stream::out, std::string(16, 'x'));
+  cancel.cancel(cancel_reason::canceled_by_user);
+  for (int i = 0; i < 1000; ++i)
+    b.write(log_stream::out, std::string(1000, 'Q'));
+  EXPECT_EQ(b.buffered_bytes(), 16u);
+  b.close();
+  auto chunks = b.take(100, true);
+  ASSERT_FALSE(chunks.empty());
+  EXPECT_EQ(chunks.back().stream, log_stream::err);
+  EXPECT_NE(
+      chunks.back().data.find("1000000 bytes of output after the cancel were dropped"),
+      std::string::npos)
+      << chunks.back().data;
+  for (auto& c : chunks)
+    EXPECT_EQ(c.data.find('Q'), std::string::npos);
 }
 
 // This test ensures a chunk never ends inside a UTF-8 character when it fills up.
