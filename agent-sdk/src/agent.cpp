@@ -22,6 +22,7 @@
 #include "mesh_client.hpp"
 #include "on_demand.hpp"
 #include "polymesh/sdk/cancel_source.hpp"
+#include "polymesh/sdk/process.hpp"
 #include "report_batcher.hpp"
 #include "run_dirs.hpp"
 #include "thread_pool.hpp"
@@ -319,6 +320,10 @@ struct agent::impl {
         wait_ms = std::min<int64_t>(
             wait_ms, std::max<int64_t>(1000, client.until_token_due().count()));
         auto r = client.poll(wait_ms / 1000);
+        // Zombies of processes that plans left behind and that ended after
+        // their run: an idle agent would keep them (and the user's process
+        // limit counts them).
+        reap_adopted_orphans();
         if (is_draining()) break;
         if (r.ok() && polls_failing) {
           info("the mesh answers again");

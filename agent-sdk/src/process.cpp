@@ -11,8 +11,10 @@
 #include <csignal>
 #include <cstring>
 #include <fcntl.h>
+#include <fstream>
 #include <mutex>
 #include <poll.h>
+#include <set>
 #include <string>
 #include <sys/prctl.h>
 #include <sys/resource.h>
@@ -38,11 +40,26 @@ void become_subreaper() {
   std::call_once(once, [] { ::prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); });
 }
 
-/// This thread's children (orphans adopted by a subreaper go to the thread
-/// that forked their ancestor).
-std::vector<pid_t> children_of_this_thread() {
+/// The programs `run_process` started and has not reaped yet: never reaped
+/// by anyone else (an embedding program may run one on its main thread,
+/// where adopted orphans land too).
+std::mutex live_mtx;
+std::set<pid_t> live_programs;
+
+bool is_live_program(pid_t pid) {
+  std::lock_guard<std::mutex> guard{live_mtx};
+  return live_programs.count(pid) > 0;
+}
+
+void forget_program(pid_t pid) {
+  std::lock_guard<std::mutex> guard{live_mtx};
+  live_programs.erase(pid);
+}
+
+/// The children of thread `tid` of this process.
+std::vector<pid_t> children_of(long tid) {
   std::vector<pid_t> out;
-  auto path = "/proc/self/task/" + std::to_string(::syscall(SYS_gettid)) + "/children";
+  auto path = "/proc/self/task/" + std::to_string(tid) + "/children";
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return out;
   char buf[4096];
@@ -60,6 +77,19 @@ std::vector<pid_t> children_of_this_thread() {
   return out;
 }
 
+/// This thread's children.
+std::vector<pid_t> children_of_this_thread() {
+  return children_of(::syscall(SYS_gettid));
+}
+
+bool is_zombie(pid_t pid) {
+  std::ifstream stat{"/proc/" + std::to_string(pid) + "/stat"};
+  std::string line;
+  std::getline(stat, line);
+  auto close = line.rfind(')');
+  return close != std::string::npos && close + 2 < line.size() && line[close + 2] == 'Z';
+}
+
 /// After a run's program was reaped and its group killed: kills and reaps
 /// what is left of the group, and any process that escaped it (`setsid`,
 /// `setpgid`) once it was adopted here, bounded in time. Children that share
@@ -69,6 +99,14 @@ void end_leftovers(pid_t group) {
   auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds{500};
   for (;;) {
     bool group_left = ::kill(-group, SIGKILL) == 0;
+    // Members of the group whose parent died were adopted by the main
+    // thread: reap them here, or the group (zombies and all) stays.
+    if (group_left)
+      for (pid_t child : children_of(::getpid()))
+        if (!is_live_program(child) && ::getpgid(child) == group) {
+          int status = 0;
+          ::waitpid(child, &status, WNOHANG);
+        }
     bool escaped = false;
     for (pid_t child : children_of_this_thread()) {
       auto pgid = ::getpgid(child);
@@ -253,6 +291,10 @@ process_outcome run_process(const process_spec& spec, log_sink& log,
 
   // Parent. Setting the group here too closes the race with an early kill.
   ::setpgid(pid, pid);
+  {
+    std::lock_guard<std::mutex> guard{live_mtx};
+    live_programs.insert(pid);
+  }
   close_fd(out_pipe[1]);
   close_fd(err_pipe[1]);
   close_fd(exec_pipe[1]);
@@ -267,6 +309,7 @@ process_outcome run_process(const process_spec& spec, log_sink& log,
   if (n == static_cast<ssize_t>(sizeof failure)) {
     int status = 0;
     ::waitpid(pid, &status, 0);
+    forget_program(pid);
     close_fd(out_pipe[0]);
     close_fd(err_pipe[0]);
     const char* what = failure.stage == 1   ? "cannot enter working directory '"
@@ -319,6 +362,7 @@ process_outcome run_process(const process_spec& spec, log_sink& log,
     if (!reaped) {
       int status = 0;
       if (::waitpid(pid, &status, WNOHANG) == pid) {
+        forget_program(pid);
         reaped = true;
         reaped_at = steady::now();
         if (WIFEXITED(status))
@@ -345,7 +389,23 @@ process_outcome run_process(const process_spec& spec, log_sink& log,
   close_fd(fds[0]);
   close_fd(fds[1]);
   if (out.started) end_leftovers(pid);
+  forget_program(pid);
+  reap_adopted_orphans();
   return out;
+}
+
+size_t reap_adopted_orphans() {
+  // A subreaper's adopted orphans are children of its main thread.
+  auto own = ::getpgrp();
+  size_t reaped = 0;
+  for (pid_t child : children_of(::getpid())) {
+    if (is_live_program(child) || !is_zombie(child)) continue;
+    auto pgid = ::getpgid(child);
+    if (pgid < 0 || pgid == own) continue; // the embedding program's own
+    int status = 0;
+    if (::waitpid(child, &status, WNOHANG) == child) ++reaped;
+  }
+  return reaped;
 }
 
 } // namespace polymesh::sdk

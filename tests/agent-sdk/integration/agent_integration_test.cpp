@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <fstream>
 #include <gtest/gtest.h>
+#include <sstream>
 
 using namespace polymesh::itest;
 
@@ -148,6 +149,46 @@ TEST_F(agent_integration, a_removed_agent_that_cannot_register_again_exits_1) {
   EXPECT_TRUE(process_gone(pid)) << "the run went on";
   auto log = agent.log();
   EXPECT_NE(log.find("refused to register it again"), std::string::npos) << log;
+}
+
+/// How many zombie children process `parent` has.
+int zombie_children_of(pid_t parent) {
+  int n = 0;
+  for (auto& e : std::filesystem::directory_iterator{"/proc"}) {
+    auto name = e.path().filename().string();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::ifstream stat{e.path() / "stat"};
+    std::string line;
+    std::getline(stat, line);
+    auto close = line.rfind(')');
+    if (close == std::string::npos || close + 4 >= line.size()) continue;
+    std::istringstream rest{line.substr(close + 2)};
+    char state = 0;
+    pid_t ppid = 0;
+    rest >> state >> ppid;
+    if (state == 'Z' && ppid == parent) ++n;
+  }
+  return n;
+}
+
+// This test ensures processes a plan put in the background, killed with its
+// run, do not stay zombies of the agent (30 runs left 30 zombies, and with a
+// process limit the agent's runs then failed with "Cannot fork").
+TEST_F(agent_integration, background_processes_of_ended_runs_leave_no_zombies) {
+  agent_options o{"dev-1", "{env: dev}"};
+  o.capacity = 1;
+  o.plans_yaml =
+      R"({shell: {programs: [echo], shortcuts: [{short: bg, cmd: "sleep 30 & echo started", shell: true}]}, echo: {}})";
+  auto& agent = start_agent(o);
+  for (int i = 0; i < 5; ++i) {
+    auto id = api_->submit({{"plan", "shell"}, {"payload", "bg"}});
+    ASSERT_EQ(api_->wait_terminal(id)["status"], "success");
+  }
+  // The next run's end reaps what the earlier ones left (and so does a poll).
+  auto id = api_->submit({{"plan", "echo"}, {"payload", "x"}});
+  ASSERT_EQ(api_->wait_terminal(id)["status"], "success");
+  EXPECT_TRUE(eventually([&] { return zombie_children_of(agent.proc().pid()) == 0; }))
+      << zombie_children_of(agent.proc().pid()) << " zombies";
 }
 
 // This test ensures a run past its timeout ends error/timeout and its process is killed.

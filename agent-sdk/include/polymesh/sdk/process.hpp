@@ -80,4 +80,13 @@ struct process_outcome {
 run_process(const process_spec& spec, log_sink& log, const cancel_token& cancel,
             const std::function<void(pid_t)>& on_start = {});
 
+/// Reaps the zombies of processes plans left behind that exited after their
+/// run (this process is their subreaper; the kernel gives them to its main
+/// thread). Never touches a program `run_process` is still running, nor
+/// children in this process's own group. Returns how many were reaped.
+/// `run_process` calls it at each run's end; the agent also calls it after
+/// each poll, so an idle agent does not collect zombies (they count against
+/// the user's process limit).
+size_t reap_adopted_orphans();
+
 } // namespace polymesh::sdk
