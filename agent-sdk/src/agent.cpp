@@ -31,6 +31,7 @@
 #include <condition_variable>
 #include <cstring>
 #include <deque>
+#include <fcntl.h>
 #include <fstream>
 #include <iterator>
 #include <set>
@@ -633,10 +634,55 @@ struct agent::impl {
   /// that a finished run's artifacts are there when users look. Also after a
   /// failed or canceled run: partial output helps. Symlinks and other
   /// special files are skipped (the plan could point one at a secret).
+  /// Reads the artifact at `path` into `out`; an error text when it is not
+  /// (any longer) a regular file: a process left behind may have swapped it
+  /// for a FIFO (a plain open would block for good), a symlink or nothing
+  /// (which must not upload as empty).
+  static std::string read_artifact(const std::filesystem::path& path, std::string& out) {
+    int fd = ::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0)
+      return errno == ELOOP ? "it became a symlink"
+                            : std::string{"cannot open it: "} + std::strerror(errno);
+    struct stat st {};
+    std::string err;
+    // The mesh's own limit (runs.max_artifact_bytes) is at most 512 MiB:
+    // do not read anything larger into memory only to have it refused.
+    constexpr off_t max_bytes = off_t{512} << 20;
+    if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode))
+      err = "it is no longer a regular file";
+    else if (st.st_size > max_bytes)
+      err = std::to_string(st.st_size) + " bytes is more than any mesh accepts";
+    if (err.empty()) {
+      out.reserve(static_cast<size_t>(st.st_size));
+      char buf[65536];
+      for (ssize_t n; (n = ::read(fd, buf, sizeof buf)) != 0;) {
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) {
+          err = std::string{"cannot read it: "} + std::strerror(errno);
+          break;
+        }
+        out.append(buf, static_cast<size_t>(n));
+        if (static_cast<off_t>(out.size()) > max_bytes) {
+          err = "it grew past what any mesh accepts";
+          break;
+        }
+      }
+    }
+    ::close(fd);
+    return err;
+  }
+
   void upload_artifacts(const std::string& id, const std::filesystem::path& dir) {
     namespace fs = std::filesystem;
     std::vector<std::pair<std::string, fs::path>> files;
     std::error_code ec;
+    // The plan may have replaced the directory itself with a symlink (to the
+    // agent's config, say): the listing would follow it.
+    if (fs::is_symlink(fs::symlink_status(dir, ec))) {
+      warn("run " + id + ": its artifacts directory was replaced by a symlink; " +
+           "nothing uploaded");
+      return;
+    }
     fs::recursive_directory_iterator it{dir, ec};
     for (fs::recursive_directory_iterator end; !ec && it != end; it.increment(ec)) {
       auto rel = it->path().lexically_relative(dir).generic_string();
@@ -659,18 +705,9 @@ struct agent::impl {
            ec.message());
     std::sort(files.begin(), files.end());
     for (auto& [name, path] : files) {
-      // The mesh's own limit (runs.max_artifact_bytes) is at most 512 MiB;
-      // do not read anything larger into memory only to have it refused.
-      constexpr uintmax_t max_bytes = uintmax_t{512} << 20;
-      if (auto size = fs::file_size(path, ec); !ec && size > max_bytes) {
-        warn("run " + id + ": artifact '" + name + "' skipped: " + std::to_string(size) +
-             " bytes is more than any mesh accepts");
-        continue;
-      }
-      std::ifstream in{path, std::ios::binary};
-      std::string bytes{std::istreambuf_iterator<char>{in}, {}};
-      if (in.bad()) {
-        warn("run " + id + ": cannot read artifact '" + name + "'; skipped");
+      std::string bytes;
+      if (auto err = read_artifact(path, bytes); !err.empty()) {
+        warn("run " + id + ": artifact '" + name + "' skipped: " + err);
         continue;
       }
       auto b = make_backoff();

@@ -245,6 +245,34 @@ TEST_F(agent_integration, shell_injection_refused) {
   EXPECT_EQ(ok["result"], "a;b\n");
 }
 
+// This test ensures a plan that replaces its artifacts directory itself with
+// a symlink (here to a directory holding a "token") uploads nothing: the
+// listing used to follow it and upload the target's files.
+TEST_F(agent_integration, a_symlinked_artifacts_directory_is_not_followed) {
+  agent_options o{"dev-1", "{env: dev}"};
+  auto secret_dir = dir_.path() + "/not-yours";
+  std::filesystem::create_directories(secret_dir);
+  std::ofstream{secret_dir + "/reg.token"} << "secret";
+  o.plans_yaml =
+      R"({shell: {shortcuts: [{short: swap, shell: true, cmd: 'rmdir "$POLYMESH_ARTIFACTS_DIR" && ln -s )" +
+      secret_dir + R"( "$POLYMESH_ARTIFACTS_DIR" && echo swapped'}]}})";
+  auto& agent = start_agent(o);
+  auto id = api_->submit({{"plan", "shell"}, {"payload", "swap"}});
+  auto r = api_->wait_terminal(id);
+  EXPECT_EQ(r["status"], "success") << r.dump();
+  auto [status, list] = api_->call("GET", "/v1/runs/" + id + "/artifacts");
+  ASSERT_EQ(status, 200);
+  EXPECT_TRUE(list["artifacts"].empty()) << list.dump();
+  EXPECT_TRUE(eventually([&] {
+    return agent.log().find("artifacts directory was replaced by a symlink") !=
+           std::string::npos;
+  })) << agent.log();
+  // Cleaning the run's directories removed the link, not what it points to.
+  auto next = api_->submit({{"plan", "shell"}, {"payload", "swap"}});
+  api_->wait_terminal(next);
+  EXPECT_TRUE(std::filesystem::exists(secret_dir + "/reg.token"));
+}
+
 // This test ensures files a plan leaves in its artifacts directory are
 // uploaded before the result and download byte-identical (NUL and 0xff
 // bytes, a subdirectory), while a symlink planted there is not uploaded.
