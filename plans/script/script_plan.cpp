@@ -27,6 +27,18 @@ public:
 
   sdk::plan_result run(sdk::run_context& ctx) override {
     auto call = resolve_script_call(s_, ctx.params);
+    // Linux holds one environment string to 128 KiB (MAX_ARG_STRLEN), name,
+    // '=' and NUL included; a larger payload would fail at exec with
+    // "Argument list too long", which does not say why.
+    constexpr size_t max_env_string = 128 * 1024;
+    constexpr size_t max_payload = max_env_string - sizeof("POLYMESH_PAYLOAD=");
+    if (call.error.empty() && ctx.payload.size() > max_payload)
+      call.error = "payload: " + std::to_string(ctx.payload.size()) +
+                   " bytes is more than a script can receive in POLYMESH_PAYLOAD (at "
+                   "most " +
+                   std::to_string(max_payload) +
+                   " bytes, Linux's limit for one environment string); pass large "
+                   "input another way";
     if (!call.error.empty()) {
       ctx.log->error_line("refused: " + call.error);
       return sdk::plan_result::failure(call.error);

@@ -51,6 +51,20 @@ TEST_F(script_plan_test, runs_with_args_and_env) {
   EXPECT_EQ(r.result, "args: a b c\nTARGET=db1\npayload=the payload\n");
 }
 
+// This test ensures the largest payload an environment string can hold
+// reaches the script, and a larger one is refused saying why (it failed at
+// exec with "Argument list too long").
+TEST_F(script_plan_test, payload_up_to_the_environment_limit) {
+  auto limit = size_t{128 * 1024} - sizeof("POLYMESH_PAYLOAD=");
+  auto fits = run({{"script", "show.sh"}}, std::string(limit, 'p'));
+  EXPECT_TRUE(fits.ok) << fits.error;
+  auto big = run({{"script", "show.sh"}}, std::string(limit + 1, 'p'));
+  EXPECT_FALSE(big.ok);
+  EXPECT_NE(big.error.find("more than a script can receive in POLYMESH_PAYLOAD"),
+            std::string::npos)
+      << big.error;
+}
+
 // This test ensures a failing script reports its exit code.
 TEST_F(script_plan_test, exit_code_is_reported) {
   auto r = run({{"script", "show.sh"}, {"env", {{"CODE", 4}}}});

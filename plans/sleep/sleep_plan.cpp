@@ -22,11 +22,12 @@ std::shared_ptr<sdk::plan> make_sleep_plan(const nlohmann::json& settings,
             "params.seconds: expected a non-negative number");
       seconds = p["seconds"].get<double>();
     }
-    auto wanted = std::chrono::milliseconds{static_cast<int64_t>(seconds * 1000)};
-    if (wanted > max)
+    // Compared before the conversion: 1e16 seconds overflowed it.
+    if (seconds * 1000 > static_cast<double>(max.count()))
       return sdk::plan_result::failure("params.seconds: at most " +
                                        std::to_string(max.count() / 1000) +
                                        " seconds are allowed (plans.sleep.max)");
+    auto wanted = std::chrono::milliseconds{static_cast<int64_t>(seconds * 1000)};
     ctx.log->line("sleeping " + std::to_string(wanted.count()) + " ms");
     if (ctx.cancel->wait_for(wanted))
       return sdk::plan_result::failure("interrupted: " +

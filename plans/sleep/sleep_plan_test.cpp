@@ -44,4 +44,12 @@ TEST(sleep_plan, max_is_enforced) {
   auto r = plan->run(run.ctx);
   EXPECT_FALSE(r.ok);
   EXPECT_NE(r.error.find("plans.sleep.max"), std::string::npos);
+  // Values too large for milliseconds in 64 bits used to wrap negative and
+  // "succeed" at once.
+  for (double huge : {1e16, 1e30}) {
+    run.ctx.params = {{"seconds", huge}};
+    auto big = plan->run(run.ctx);
+    EXPECT_FALSE(big.ok) << huge;
+    EXPECT_NE(big.error.find("plans.sleep.max"), std::string::npos) << big.error;
+  }
 }

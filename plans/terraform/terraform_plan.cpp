@@ -120,7 +120,9 @@ terraform_steps plan_terraform_steps(const terraform_settings& s,
     if (k != "action" && k != "workspace" && k != "vars" && k != "init")
       return refuse("params: unknown field '" + k +
                     "' (expected action, workspace, vars, init)");
-  auto action = params.value("action", std::string{});
+  if (!params.contains("action") || !params["action"].is_string())
+    return refuse("params.action: expected a string: init, plan or apply");
+  auto action = params["action"].get<std::string>();
   if (action != "init" && action != "plan" && action != "apply")
     return refuse("params.action: expected init, plan or apply");
   if (!params.contains("workspace") || !params["workspace"].is_string())

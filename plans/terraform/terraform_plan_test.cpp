@@ -112,10 +112,13 @@ TEST_F(terraform_plan_test, refuses_bad_params) {
         json{{"action", "plan"}, {"workspace", ws_.string() + "/../../.."}},
         json{{"action", "destroy"}, {"workspace", ws_.string()}},
         json{{"action", "plan"}, {"workspace", ws_.string()}, {"vars", {{"a b", 1}}}},
-        json{{"action", "plan"}, {"workspace", ws_.string()}, {"extra", 1}}}) {
+        json{{"action", "plan"}, {"workspace", ws_.string()}, {"extra", 1}},
+        json{{"action", 5}, {"workspace", ws_.string()}}}) {
     run_.ctx.params = params;
     auto r = plan->run(run_.ctx);
     EXPECT_FALSE(r.ok) << params.dump();
+    EXPECT_EQ(r.error.find("exception"), std::string::npos) << r.error;
+    EXPECT_EQ(r.error.rfind("params", 0), 0u) << r.error;
   }
   EXPECT_TRUE(calls().empty());
 }
