@@ -263,9 +263,13 @@ struct agent::impl {
       return true;
     }
     warn("the mesh ended session " + std::to_string(c.old_session) + " of " + c.old_id +
-         " (an admin removed the agent, or it was replaced after going offline); "
-         "registered again as " +
-         c.id + " session " + std::to_string(c.session) + runs_text);
+         (c.token_expired
+              ? std::string{" (its access token expired while the mesh was "
+                            "out of reach, so the agent registered again)"}
+              : std::string{" (an admin removed the agent, or it was replaced "
+                            "after going offline)"}) +
+         "; registered again as " + c.id + " session " + std::to_string(c.session) +
+         runs_text);
     return false;
   }
 

@@ -81,6 +81,9 @@ public:
     /// Registrations sent since the old session whose answer never came:
     /// each may have made a session of ours that we never saw.
     int64_t unanswered = 0;
+    /// The old session's token had expired before it could be renewed (the
+    /// mesh was out of reach): this registration ended it, not the mesh.
+    bool token_expired = false;
   };
   /// Called, on the thread that registered, whenever a registration after
   /// the first one starts a new session (the client registers again by
@@ -165,6 +168,9 @@ private:
   std::function<void(const session_change&)> on_session_change_;
   uint64_t generation_ = 0;
   steady::time_point token_due_at_{};
+  steady::time_point token_expires_at_{};
+  /// Set while `renew` registers again after the token expired.
+  bool renewing_expired_ = false;
   int64_t poll_wait_max_s_ = 30;
   int64_t heartbeat_interval_s_ = 30;
 

@@ -154,8 +154,10 @@ const std::vector<key_spec>& key_table() {
       duration_key("agents.offline_after", &mesh_config::offline_after, 1ms, 24h,
                    "An agent not heard from for this long is offline. Must exceed "
                    "agents.poll_wait_max and agents.heartbeat_interval."),
-      duration_key("agents.token_ttl", &mesh_config::agent_token_ttl, 1s, 365 * 24h,
-                   "Lifetime of an agent access token."),
+      duration_key("agents.token_ttl", &mesh_config::agent_token_ttl, 1min, 365 * 24h,
+                   "Lifetime of an agent access token. Agents renew it at two thirds of "
+                   "its life; one that cannot (the mesh unreachable until it expires) "
+                   "registers again, and the mesh ends the old session's runs."),
       duration_key("agents.poll_wait_max", &mesh_config::poll_wait_max, 0ms, 1h,
                    "Longest long-poll wait granted; 0 makes every poll return at once. "
                    "Whole seconds only: the protocol counts the wait in seconds.",

@@ -520,7 +520,7 @@ TEST(mesh_config, out_of_bounds_values_are_errors) {
       {"store.group_commit_max", "1048577"},
       {"agents.offline_after", "0"},
       {"agents.offline_after", "2d"},
-      {"agents.token_ttl", "999ms"},
+      {"agents.token_ttl", "59s"},
       {"agents.token_ttl", "366d"},
       {"agents.poll_wait_max", "61m"},
       {"agents.poll_wait_max", "1500ms"},
