@@ -7,9 +7,21 @@
 #include <ftw.h>
 #include <httplib.h>
 #include <set>
+#include <sqlite3.h>
 #include <unistd.h>
 
 namespace polymesh::test {
+
+void exec_sql(const std::string& db, const std::string& sql) {
+  sqlite3* h = nullptr;
+  ASSERT_EQ(sqlite3_open(db.c_str(), &h), SQLITE_OK);
+  sqlite3_busy_timeout(h, 5000);
+  char* err = nullptr;
+  EXPECT_EQ(sqlite3_exec(h, sql.c_str(), nullptr, nullptr, &err), SQLITE_OK)
+      << (err ? err : "");
+  sqlite3_free(err);
+  sqlite3_close(h);
+}
 
 std::string make_temp_dir() {
   const char* base = std::getenv("TMPDIR");

@@ -35,6 +35,15 @@ protected:
     return *owned_.back();
   }
 
+  struct held_run {
+    agent_process& agent;
+    std::string id;
+    pid_t pid; ///< 0 when the run's pid never showed in its log
+  };
+  /// Starts agent dev-1 with the shell plans and submits a run of `hold`,
+  /// which waits until it is stopped.
+  held_run start_held_run();
+
   scratch_dir dir_;
   std::unique_ptr<meshd_process> mesh_;
   std::unique_ptr<mesh_api> api_;
@@ -110,14 +119,18 @@ TEST_F(agent_integration, cancel_kills_the_process) {
   EXPECT_TRUE(process_gone(pid));
 }
 
-// This test ensures a plan's process does not outlive an agent killed with
-// SIGKILL (it used to run on, reparented, with nobody to watch or stop it).
-TEST_F(agent_integration, a_killed_agent_takes_its_plan_processes_along) {
+agent_integration::held_run agent_integration::start_held_run() {
   agent_options o{"dev-1", "{env: dev}"};
   o.plans_yaml = shell_plans;
   auto& agent = start_agent(o);
   auto id = api_->submit({{"plan", "shell"}, {"payload", "hold"}});
-  auto pid = pid_from_log(*api_, id);
+  return {agent, id, pid_from_log(*api_, id)};
+}
+
+// This test ensures a plan's process does not outlive an agent killed with
+// SIGKILL (it used to run on, reparented, with nobody to watch or stop it).
+TEST_F(agent_integration, a_killed_agent_takes_its_plan_processes_along) {
+  auto [agent, id, pid] = start_held_run();
   ASSERT_GT(pid, 0);
   ASSERT_EQ(::kill(pid, 0), 0) << "the plan's process should be running";
   agent.proc().signal(SIGKILL);
@@ -129,11 +142,7 @@ TEST_F(agent_integration, a_killed_agent_takes_its_plan_processes_along) {
 // registration token was revoked, stops its runs and exits 1 saying why (it
 // used to retry its polls with a dead token forever, its run going on).
 TEST_F(agent_integration, a_removed_agent_that_cannot_register_again_exits_1) {
-  agent_options o{"dev-1", "{env: dev}"};
-  o.plans_yaml = shell_plans;
-  auto& agent = start_agent(o);
-  auto id = api_->submit({{"plan", "shell"}, {"payload", "hold"}});
-  auto pid = pid_from_log(*api_, id);
+  auto [agent, id, pid] = start_held_run();
   ASSERT_GT(pid, 0);
   auto [ls, tokens] = api_->call("GET", "/v1/tokens");
   ASSERT_EQ(ls, 200) << tokens.dump();

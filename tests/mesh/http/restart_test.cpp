@@ -2,8 +2,6 @@
 // every run carries on from the state the store holds.
 #include "tests/support/mesh_fixture.hpp"
 
-#include <sqlite3.h>
-
 namespace polymesh::test {
 namespace {
 
@@ -72,17 +70,6 @@ TEST_F(restart, timers_resume_from_stored_timestamps) {
   tick();
   ASSERT_TRUE(becomes(id, "error"));
   EXPECT_EQ(get_run(id)["reason"], "no_agent_within_ttl");
-}
-
-/// Runs one SQL statement on the stopped mesh's database.
-void exec_sql(const std::string& db, const std::string& sql) {
-  sqlite3* h = nullptr;
-  ASSERT_EQ(sqlite3_open(db.c_str(), &h), SQLITE_OK);
-  char* err = nullptr;
-  EXPECT_EQ(sqlite3_exec(h, sql.c_str(), nullptr, nullptr, &err), SQLITE_OK)
-      << (err ? err : "");
-  sqlite3_free(err);
-  sqlite3_close(h);
 }
 
 // This test ensures a pending run held by an agent that is offline when it

@@ -3,7 +3,6 @@
 #include "tests/support/mesh_fixture.hpp"
 
 #include <set>
-#include <sqlite3.h>
 
 namespace polymesh::test {
 namespace {
@@ -254,18 +253,6 @@ namespace {
 
 using namespace std::chrono_literals;
 using timer_retries = mesh_fixture;
-
-/// Runs one SQL statement on the mesh's database from a second connection.
-void exec_sql(const std::string& db, const std::string& sql) {
-  sqlite3* h = nullptr;
-  ASSERT_EQ(sqlite3_open(db.c_str(), &h), SQLITE_OK);
-  sqlite3_busy_timeout(h, 5000);
-  char* err = nullptr;
-  EXPECT_EQ(sqlite3_exec(h, sql.c_str(), nullptr, nullptr, &err), SQLITE_OK)
-      << (err ? err : "");
-  sqlite3_free(err);
-  sqlite3_close(h);
-}
 
 size_t count_of(const std::string& text, const std::string& what) {
   size_t n = 0;
