@@ -78,7 +78,7 @@ caf::result<create_results> create_batch(run_self self, const caller& c,
                 auto& st = self->state;
                 st.live.emplace(runs[i].id,
                                 spawn_run_actor(self, st.ctx, runs[i], false, {}));
-                (*results)[i] = create_result{runs[i], true};
+                (*results)[i] = create_result{runs[i], true, {}};
                 continue;
               }
               ++*missing;

@@ -248,7 +248,7 @@ caf::behavior run_actor(self_ptr self, context_ptr ctx, run_record run, bool fre
                   if (out.empty() || out[0].written) {
                     rearm(self);
                     enqueue(self);
-                    rp.deliver(create_result{st.run, true});
+                    rp.deliver(create_result{st.run, true, {}});
                     return;
                   }
                   // The idempotency key is taken: answer with the run that has it,

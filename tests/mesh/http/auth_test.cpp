@@ -62,7 +62,7 @@ TEST_F(auth, malformed_authorization_headers_are_401) {
 // This test ensures the scheme is matched without regard to case (RFC 9110):
 // `bearer` and `BEARER` work like `Bearer`.
 TEST_F(auth, bearer_scheme_is_case_insensitive) {
-  for (const std::string& scheme : {"bearer ", "BEARER ", "bEaReR "}) {
+  for (std::string scheme : {"bearer ", "BEARER ", "bEaReR "}) {
     auto r = call_raw(port, "GET", "/v1/runs", scheme + admin);
     EXPECT_EQ(r.status, 200) << "scheme '" << scheme << "': " << r.raw;
   }
