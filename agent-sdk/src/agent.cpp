@@ -633,11 +633,6 @@ struct agent::impl {
     return true;
   }
 
-  /// Uploads every regular file the plan left under `dir` (named by its
-  /// path relative to `dir`, in sorted order) before the result is sent, so
-  /// that a finished run's artifacts are there when users look. Also after a
-  /// failed or canceled run: partial output helps. Symlinks and other
-  /// special files are skipped (the plan could point one at a secret).
   /// Reads the artifact at `path` into `out`; an error text when it is not
   /// (any longer) a regular file: a process left behind may have swapped it
   /// for a FIFO (a plain open would block for good), a symlink or nothing
@@ -676,6 +671,11 @@ struct agent::impl {
     return err;
   }
 
+  /// Uploads every regular file the plan left under `dir` (named by its
+  /// path relative to `dir`, in sorted order) before the result is sent, so
+  /// that a finished run's artifacts are there when users look. Also after a
+  /// failed or canceled run: partial output helps. Symlinks and other
+  /// special files are skipped (the plan could point one at a secret).
   void upload_artifacts(const std::string& id, const std::filesystem::path& dir) {
     namespace fs = std::filesystem;
     std::vector<std::pair<std::string, fs::path>> files;

@@ -230,8 +230,14 @@ bool mesh_client::adopt_locked(const json& body) {
   // only come from a refresh that raced a registration: keep the newer.
   if (id == agent_id_ && session < session_) return true;
   if (!agent_id_.empty() && (id != agent_id_ || session != session_))
-    changed_ = session_change{
-        agent_id_, session_, id, session, unanswered_registrations_, renewing_expired_};
+    // The old token's expiry is in the past now only if it already was when
+    // this registration was sent: then our own renewal ended the session.
+    changed_ = session_change{agent_id_,
+                              session_,
+                              id,
+                              session,
+                              unanswered_registrations_,
+                              steady::now() >= token_expires_at_};
   agent_id_ = std::move(id);
   session_ = session;
   access_token_ = body["access_token"].get<std::string>();
@@ -343,15 +349,7 @@ void mesh_client::renew(uint64_t seen_generation) {
   if (reply.ok() || reply.status != 401 || reg_token.empty()) return;
   // The session is gone (e.g. the mesh declared us offline and a newer
   // session superseded ours): register again under the same name.
-  {
-    std::lock_guard<std::mutex> guard{mtx_};
-    renewing_expired_ = steady::now() >= token_expires_at_;
-  }
   auto registered = register_with(reg_token, req);
-  {
-    std::lock_guard<std::mutex> guard{mtx_};
-    renewing_expired_ = false;
-  }
   if (!registered.ok() && !registered.transient()) {
     std::lock_guard<std::mutex> guard{mtx_};
     registration_refused_ = std::move(registered);

@@ -169,8 +169,6 @@ private:
   uint64_t generation_ = 0;
   steady::time_point token_due_at_{};
   steady::time_point token_expires_at_{};
-  /// Set while `renew` registers again after the token expired.
-  bool renewing_expired_ = false;
   int64_t poll_wait_max_s_ = 30;
   int64_t heartbeat_interval_s_ = 30;
 

@@ -362,7 +362,6 @@ process_outcome run_process(const process_spec& spec, log_sink& log,
     if (!reaped) {
       int status = 0;
       if (::waitpid(pid, &status, WNOHANG) == pid) {
-        forget_program(pid);
         reaped = true;
         reaped_at = steady::now();
         if (WIFEXITED(status))
@@ -389,7 +388,7 @@ process_outcome run_process(const process_spec& spec, log_sink& log,
   close_fd(fds[0]);
   close_fd(fds[1]);
   if (out.started) end_leftovers(pid);
-  forget_program(pid);
+  forget_program(pid); // the loop above ends only once it reaped the program
   reap_adopted_orphans();
   return out;
 }

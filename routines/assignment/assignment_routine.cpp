@@ -30,6 +30,11 @@ struct assignment_state {
 
 using self_ptr = caf::stateful_actor<assignment_state>*;
 
+/// An agent that runs naming it can no longer wait for.
+bool gone(agent_status s) {
+  return s == agent_status::offline || s == agent_status::deregistered;
+}
+
 void forget(self_ptr self, const std::string& run_id) {
   auto& st = self->state;
   st.run_actors.erase(run_id);
@@ -96,10 +101,9 @@ caf::behavior assignment_routine(self_ptr self, context_ptr ctx) {
         q.sel = std::move(*sel);
         q.scope = std::move(*scope);
         q.target_agent = run.target_agent;
-        if (auto named = st.by_name.find(run.target_agent);
-            !run.target_agent.empty() && named != st.by_name.end() &&
-            (named->second.second == agent_status::offline ||
-             named->second.second == agent_status::deregistered)) {
+        if (auto named = st.by_name.find(run.target_agent); !run.target_agent.empty() &&
+                                                            named != st.by_name.end() &&
+                                                            gone(named->second.second)) {
           // Its agent went away after the submit checked it, before this
           // run was queued: it cannot wait for it (as below, on the news).
           self->send(actor, lost_atom::value, std::string{"offline"},
@@ -138,8 +142,7 @@ caf::behavior assignment_routine(self_ptr self, context_ptr ctx) {
         st.decisions.upsert_agent(std::move(v));
         st.agent_actors[rec.id] = actor;
         st.by_name[rec.name] = {rec.id, rec.status};
-        if (rec.status == agent_status::offline ||
-            rec.status == agent_status::deregistered) {
+        if (gone(rec.status)) {
           // Runs queued for this agent by name cannot wait for it any more.
           if (auto it = st.targeted.find(rec.name); it != st.targeted.end()) {
             auto ids = std::move(it->second);
