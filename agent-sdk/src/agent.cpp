@@ -46,17 +46,14 @@ namespace {
 using steady = std::chrono::steady_clock;
 using std::chrono::milliseconds;
 
-/// Chunks sent in one POST, and their data bytes: JSON escaping can grow
-/// control bytes sixfold, and the result must stay below the mesh's default
-/// `http.max_body_bytes` (1 MiB).
+/// Chunks sent in one POST, and their data bytes at most (less when the
+/// mesh's body limit needs it, see `mesh_limits`).
 constexpr size_t chunks_per_request = 64;
 constexpr size_t log_bytes_per_request = 128 * 1024;
 /// Runs remembered after they ended, so that a late re-delivery is ignored.
 constexpr size_t recent_runs_kept = 4096;
 /// Plan progress messages are sent at most this often.
 constexpr milliseconds progress_min_interval{1000};
-/// Leaves room below the mesh's default `runs.max_result_bytes` (64 KiB).
-constexpr size_t max_result_bytes = 60 * 1024;
 /// A worker or shipper thread idle this long ends.
 constexpr milliseconds idle_thread_linger{10000};
 /// Shippers due within this of each other are started together.
@@ -501,7 +498,8 @@ struct agent::impl {
     ctx.artifacts_dir = root / "artifacts";
     ctx.cancel = &slot->cancel;
     ctx.kill_grace = cfg.kill_grace;
-    log_buffer logs{cfg.log_chunk_bytes, cfg.log_buffer_bytes, &slot->cancel};
+    log_buffer logs{client.limits().log_chunk_bytes(cfg.log_chunk_bytes),
+                    cfg.log_buffer_bytes, &slot->cancel};
     ctx.log = &logs;
     auto first_beat = steady::now() + heartbeat();
     auto shipper = std::make_shared<on_demand_task>(
@@ -615,7 +613,9 @@ struct agent::impl {
 
   /// Sends the next chunks; false on a transient failure (retry later).
   bool send_logs(const std::string& id, log_buffer& logs, bool flush) {
-    auto chunks = logs.take(chunks_per_request, flush, log_bytes_per_request);
+    auto chunks = logs.take(
+        chunks_per_request, flush,
+        client.limits().log_bytes_per_request(chunks_per_request, log_bytes_per_request));
     if (chunks.empty()) return true;
     wire::log_request req;
     for (auto& c : chunks) {
@@ -747,7 +747,6 @@ struct agent::impl {
     }
     wire::finish_request fr;
     fr.exit_code = res.exit_code;
-    fr.result = tail_of(res.result, max_result_bytes);
     switch (why) {
     case cancel_reason::canceled_by_user:
       fr.status = run_status::canceled;
@@ -772,6 +771,9 @@ struct agent::impl {
       }
       break;
     }
+    // The tail the mesh takes: `runs.max_result_bytes`, and what fits its body
+    // limit next to the error text.
+    fr.result = tail_of(res.result, client.limits().result_bytes(fr.error.size()));
     // The result is kept until the mesh takes it: a restarting mesh gets the
     // same outcome again, never a different one.
     auto b = make_backoff();
@@ -833,6 +835,9 @@ struct agent::impl {
       cancel_active();
       auto grace = steady::now() + cfg.kill_grace + cfg.shutdown_result_grace;
       if (!wait_idle_until(grace, false)) {
+        // Calls waiting for a mesh that does not answer end now, rather
+        // than each after its request_timeout.
+        client.stop_calls();
         std::unique_lock<std::mutex> guard{mtx};
         abandon_results = true;
         cv.notify_all(); // retry naps end now
@@ -846,26 +851,35 @@ struct agent::impl {
       // A session taken over by another agent is not ours to end.
       was_registered = registered && !name_taken;
     }
-    if (was_registered) {
-      auto b = make_backoff();
-      for (int attempt = 0;; ++attempt) {
-        auto r = client.deregister();
-        if (r.ok() || !r.transient()) {
-          info(r.ok() ? "deregistered" : "deregister refused: " + r.describe());
-          break;
-        }
-        if (attempt == 2) {
-          warn("cannot deregister (" + r.describe() +
-               "); the mesh will mark this agent offline after agents.offline_after");
-          break;
-        }
-        std::this_thread::sleep_for(std::min(b.next(), milliseconds{2000}));
-      }
-    }
+    if (was_registered) deregister();
     std::lock_guard<std::mutex> guard{mtx};
     registered = false;
     stopped = true;
     cv.notify_all();
+  }
+
+  /// Up to three tries, within `deregister_timeout` in all.
+  void deregister() {
+    auto until = steady::now() + cfg.deregister_timeout;
+    auto left = [&] {
+      return std::chrono::duration_cast<milliseconds>(until - steady::now());
+    };
+    auto b = make_backoff();
+    for (int attempt = 1;; ++attempt) {
+      auto r = client.deregister(
+          std::max(milliseconds{1}, std::min(left(), cfg.request_timeout)));
+      if (r.ok() || !r.transient()) {
+        info(r.ok() ? "deregistered" : "deregister refused: " + r.describe());
+        return;
+      }
+      auto nap = std::min({b.next(), milliseconds{2000}, left()});
+      if (attempt == 3 || nap <= milliseconds{0}) {
+        warn("cannot deregister (" + r.describe() +
+             "); the mesh will mark this agent offline after agents.offline_after");
+        return;
+      }
+      std::this_thread::sleep_for(nap);
+    }
   }
 };
 

@@ -119,6 +119,8 @@ agent_file_config parse_agent_yaml(const std::string& text, const std::string& b
   a.kill_grace = ag.duration("kill_grace", a.kill_grace, 0ms, 1h);
   a.shutdown_result_grace =
       ag.duration("shutdown_result_grace", a.shutdown_result_grace, 0ms, 24h);
+  a.deregister_timeout =
+      ag.duration("deregister_timeout", a.deregister_timeout, 100ms, 10min);
   a.poll_wait = ag.duration("poll_wait", a.poll_wait, 0ms, 1h);
   a.hostname = ag.string("hostname");
   ag.finish();

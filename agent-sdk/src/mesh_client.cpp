@@ -2,6 +2,7 @@
 
 #include "mesh/domain/clock.hpp"
 
+#include <algorithm>
 #include <condition_variable>
 #include <deque>
 #include <httplib.h>
@@ -66,7 +67,6 @@ public:
     auto cli = std::make_unique<httplib::Client>(base_);
     cli->set_tcp_nodelay(true);
     cli->set_keep_alive(true);
-    cli->set_connection_timeout(connect_timeout);
     return cli;
   }
 
@@ -169,15 +169,20 @@ mesh_client::~mesh_client() = default;
 
 http_reply mesh_client::send(const std::string& method, const std::string& path,
                              const std::string& token, const std::string* body,
-                             std::chrono::milliseconds read_timeout, bool as_poll) {
+                             std::chrono::milliseconds read_timeout, call_kind kind) {
   auto conn = pool_->borrow();
   auto& cli = *conn;
   cli.set_read_timeout(read_timeout);
-  cli.set_write_timeout(request_timeout_);
-  if (as_poll) {
-    std::lock_guard<std::mutex> guard{poll_mtx_};
-    if (poll_interrupted_) return http_reply{0, nullptr, "poll interrupted"};
-    poll_client_ = &cli;
+  cli.set_write_timeout(std::min(request_timeout_, read_timeout));
+  cli.set_connection_timeout(std::min(connect_timeout, read_timeout));
+  {
+    std::lock_guard<std::mutex> guard{calls_mtx_};
+    if (kind == call_kind::poll && poll_interrupted_)
+      return http_reply{0, nullptr, "poll interrupted"};
+    if (kind != call_kind::farewell && calls_stopped_)
+      return http_reply{0, nullptr, "not sent: the agent stopped waiting for the mesh"};
+    in_flight_.insert(&cli);
+    if (kind == call_kind::poll) poll_client_ = &cli;
   }
   httplib::Headers headers;
   if (!token.empty()) headers.emplace("Authorization", "Bearer " + token);
@@ -190,9 +195,10 @@ http_reply mesh_client::send(const std::string& method, const std::string& path,
                      "application/octet-stream");
     return cli.Post(full, headers, body ? *body : std::string{"{}"}, "application/json");
   }();
-  if (as_poll) {
-    std::lock_guard<std::mutex> guard{poll_mtx_};
-    poll_client_ = nullptr;
+  {
+    std::lock_guard<std::mutex> guard{calls_mtx_};
+    in_flight_.erase(&cli);
+    if (kind == call_kind::poll) poll_client_ = nullptr;
   }
   http_reply out;
   if (!res) {
@@ -243,6 +249,11 @@ bool mesh_client::adopt_locked(const json& body) {
   access_token_ = body["access_token"].get<std::string>();
   poll_wait_max_s_ = number("poll_wait_max_s", poll_wait_max_s_);
   heartbeat_interval_s_ = number("heartbeat_interval_s", heartbeat_interval_s_);
+  // meshd refuses a body limit below 1 KiB; a smaller figure is not meshd's.
+  if (auto body = number("max_body_bytes", 0); body >= 1024)
+    limits_.max_body_bytes = static_cast<size_t>(body);
+  if (auto result = number("max_result_bytes", -1); result >= 0)
+    limits_.max_result_bytes = static_cast<size_t>(result);
   ++generation_;
   // Renew at two thirds of the remaining life, measured on our own clock so
   // that a skewed server clock only shortens the margin, never inverts it.
@@ -363,7 +374,7 @@ std::optional<http_reply> mesh_client::registration_refused() const {
 
 http_reply mesh_client::authed(const std::string& method, const std::string& path,
                                const std::string* body,
-                               std::chrono::milliseconds read_timeout, bool as_poll) {
+                               std::chrono::milliseconds read_timeout, call_kind kind) {
   std::string token;
   uint64_t generation = 0;
   {
@@ -371,14 +382,14 @@ http_reply mesh_client::authed(const std::string& method, const std::string& pat
     token = access_token_;
     generation = generation_;
   }
-  auto reply = send(method, path, token, body, read_timeout, as_poll);
+  auto reply = send(method, path, token, body, read_timeout, kind);
   if (reply.status != 401) return reply;
   renew(generation);
   {
     std::lock_guard<std::mutex> guard{mtx_};
     token = access_token_;
   }
-  return send(method, path, token, body, read_timeout, as_poll);
+  return send(method, path, token, body, read_timeout, kind);
 }
 
 bool mesh_client::token_due() const {
@@ -393,13 +404,21 @@ std::chrono::milliseconds mesh_client::until_token_due() const {
 
 http_reply mesh_client::poll(int64_t wait_s) {
   auto path = "/v1/agents/" + agent_id() + "/runs?wait=" + std::to_string(wait_s);
-  return authed("GET", path, nullptr, std::chrono::seconds{wait_s} + poll_slack, true);
+  return authed("GET", path, nullptr, std::chrono::seconds{wait_s} + poll_slack,
+                call_kind::poll);
 }
 
 void mesh_client::interrupt_poll() {
-  std::lock_guard<std::mutex> guard{poll_mtx_};
+  std::lock_guard<std::mutex> guard{calls_mtx_};
   poll_interrupted_ = true;
   if (poll_client_) poll_client_->stop();
+}
+
+void mesh_client::stop_calls() {
+  std::lock_guard<std::mutex> guard{calls_mtx_};
+  calls_stopped_ = true;
+  for (auto* cli : in_flight_)
+    cli->stop();
 }
 
 http_reply mesh_client::start(const std::string& run_id) {
@@ -434,8 +453,9 @@ http_reply mesh_client::put_artifact(const std::string& run_id, const std::strin
                 request_timeout_);
 }
 
-http_reply mesh_client::deregister() {
-  return authed("DELETE", "/v1/agents/" + agent_id(), nullptr, request_timeout_);
+http_reply mesh_client::deregister(std::chrono::milliseconds timeout) {
+  return authed("DELETE", "/v1/agents/" + agent_id(), nullptr, timeout,
+                call_kind::farewell);
 }
 
 std::string mesh_client::agent_id() const {
@@ -451,6 +471,42 @@ int64_t mesh_client::poll_wait_max_s() const {
 int64_t mesh_client::heartbeat_interval_s() const {
   std::lock_guard<std::mutex> guard{mtx_};
   return heartbeat_interval_s_;
+}
+
+mesh_limits mesh_client::limits() const {
+  std::lock_guard<std::mutex> guard{mtx_};
+  return limits_;
+}
+
+namespace {
+
+/// A JSON string of n bytes takes at most this many bytes per byte.
+constexpr size_t escape_factor = 6;
+/// Generous bounds for everything in a body but its strings' contents: a
+/// logs chunk's `{"seq":…,"stream":"stdout","data":""}`, and a request's
+/// braces and keys.
+constexpr size_t chunk_overhead = 64;
+constexpr size_t request_overhead = 256;
+
+size_t room(size_t body, size_t used) {
+  return body > used ? (body - used) / escape_factor : 0;
+}
+
+} // namespace
+
+size_t mesh_limits::log_chunk_bytes(size_t wanted) const {
+  return std::max<size_t>(
+      1, std::min(wanted, room(max_body_bytes, request_overhead + chunk_overhead)));
+}
+
+size_t mesh_limits::log_bytes_per_request(size_t max_chunks, size_t wanted) const {
+  return std::min(wanted,
+                  room(max_body_bytes, request_overhead + max_chunks * chunk_overhead));
+}
+
+size_t mesh_limits::result_bytes(size_t error_bytes) const {
+  return std::min(max_result_bytes,
+                  room(max_body_bytes, request_overhead + error_bytes * escape_factor));
 }
 
 } // namespace polymesh::sdk

@@ -26,6 +26,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 
 namespace httplib {
@@ -55,6 +56,27 @@ struct http_reply {
   }
   /// "HTTP 409: run is already running" or "no answer: Connection".
   [[nodiscard]] std::string describe() const;
+};
+
+/// What the mesh accepts, from its registration answer. The defaults are
+/// meshd's own, for a mesh that does not say. The sizes below assume the
+/// worst case of JSON escaping: a control byte is sent as `\u00XX`, six
+/// bytes.
+struct mesh_limits {
+  /// `http.max_body_bytes`.
+  size_t max_body_bytes = 1 << 20;
+  /// `runs.max_result_bytes`.
+  size_t max_result_bytes = 64 * 1024;
+
+  /// Data bytes one log chunk may hold: `wanted`, or less when one chunk
+  /// of it could not fit in a request. At least 1.
+  [[nodiscard]] size_t log_chunk_bytes(size_t wanted) const;
+  /// Data bytes a logs request of up to `max_chunks` chunks may carry:
+  /// `wanted`, or less to fit the body limit. A request always takes at
+  /// least one chunk (see `log_chunk_bytes`), so this may be 0.
+  [[nodiscard]] size_t log_bytes_per_request(size_t max_chunks, size_t wanted) const;
+  /// Bytes a result may have next to an error text of `error_bytes`.
+  [[nodiscard]] size_t result_bytes(size_t error_bytes) const;
 };
 
 class mesh_client {
@@ -109,6 +131,10 @@ public:
   http_reply poll(int64_t wait_s);
   /// Aborts a poll in flight (used on drain); the poll returns status 0.
   void interrupt_poll();
+  /// Ends every call in flight at once and every later one before it is
+  /// sent (status 0), except `deregister`: for a shutdown that gave up on
+  /// the mesh's answers, so that no call waits out `request_timeout`.
+  void stop_calls();
 
   http_reply start(const std::string& run_id);
   http_reply progress(const std::string& run_id, const std::string& message);
@@ -121,23 +147,34 @@ public:
   /// identical repeat is 200, so a retry after a lost answer is harmless.
   http_reply put_artifact(const std::string& run_id, const std::string& name,
                           const std::string& bytes);
-  http_reply deregister();
+  /// DELETE /v1/agents/{id}, waiting at most `timeout` for the answer.
+  http_reply deregister(std::chrono::milliseconds timeout);
 
   [[nodiscard]] std::string agent_id() const;
   /// From the registration answer (the mesh's `poll_wait_max_s`).
   [[nodiscard]] int64_t poll_wait_max_s() const;
   [[nodiscard]] int64_t heartbeat_interval_s() const;
+  /// From the registration answer (`max_body_bytes`, `max_result_bytes`).
+  [[nodiscard]] mesh_limits limits() const;
 
 private:
+  enum class call_kind {
+    plain,
+    /// Ended by `interrupt_poll` too.
+    poll,
+    /// The deregistration: not ended by `stop_calls`.
+    farewell,
+  };
   /// `body` is sent as JSON, except by PUT, which sends raw bytes.
   http_reply send(const std::string& method, const std::string& path,
                   const std::string& token, const std::string* body,
-                  std::chrono::milliseconds read_timeout, bool as_poll = false);
+                  std::chrono::milliseconds read_timeout,
+                  call_kind kind = call_kind::plain);
   /// Sends with the access token; on 401 renews the credential once and
   /// repeats.
   http_reply authed(const std::string& method, const std::string& path,
                     const std::string* body, std::chrono::milliseconds read_timeout,
-                    bool as_poll = false);
+                    call_kind kind = call_kind::plain);
   /// Adopts a register or refresh answer; false when it is malformed.
   /// A new session is kept in `changed_` for `announce`.
   /// REQUIRES: `mtx_` held.
@@ -171,11 +208,15 @@ private:
   steady::time_point token_expires_at_{};
   int64_t poll_wait_max_s_ = 30;
   int64_t heartbeat_interval_s_ = 30;
+  mesh_limits limits_;
 
   std::mutex renew_mtx_;
-  std::mutex poll_mtx_;
+  std::mutex calls_mtx_;
+  /// The connections of the calls in flight, and the poll's among them.
+  std::set<httplib::Client*> in_flight_;
   httplib::Client* poll_client_ = nullptr;
   bool poll_interrupted_ = false;
+  bool calls_stopped_ = false;
 };
 
 } // namespace polymesh::sdk

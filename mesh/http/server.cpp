@@ -214,6 +214,10 @@ json agent_session_json(const agent_session_info& s, const mesh_config& cfg) {
        std::chrono::duration_cast<std::chrono::seconds>(cfg.poll_wait_max).count()},
       {"heartbeat_interval_s",
        std::chrono::duration_cast<std::chrono::seconds>(cfg.heartbeat_interval).count()},
+      // What this mesh accepts, so that an agent sizes its log requests and
+      // results to fit instead of having them refused.
+      {"max_body_bytes", cfg.max_body_bytes},
+      {"max_result_bytes", cfg.max_result_bytes},
   };
 }
 

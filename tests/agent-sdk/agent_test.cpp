@@ -109,6 +109,7 @@ public:
     svr_.Post(R"(/v1/runs/([^/]+)/finish)", [this](const httplib::Request& req,
                                                    httplib::Response& res) {
       if (!authorized(req, res)) return;
+      stall();
       std::lock_guard<std::mutex> g{mtx_};
       auto [status, body] = finish_locked(req.matches[1].str(), json::parse(req.body));
       reply(res, status, body);
@@ -117,6 +118,7 @@ public:
     svr_.Post("/v1/agents/a1/report", [this](const httplib::Request& req,
                                              httplib::Response& res) {
       if (!authorized(req, res)) return;
+      stall();
       std::lock_guard<std::mutex> g{mtx_};
       ++reports_;
       auto in = json::parse(req.body);
@@ -147,6 +149,7 @@ public:
     svr_.Delete("/v1/agents/a1",
                 [this](const httplib::Request& req, httplib::Response& res) {
                   if (!authorized(req, res)) return;
+                  stall();
                   std::lock_guard<std::mutex> g{mtx_};
                   deregistered_ = true;
                   reply(res, 200, json{{"id", "a1"}});
@@ -214,6 +217,10 @@ public:
   std::optional<std::chrono::milliseconds> token_life_;
   std::string token_ = "tok";
   bool fail_logs_every_other_ = false;
+  /// Finishes, reports and deregistrations get no answer while set, like
+  /// a frozen meshd's; `stalled_` counts them.
+  bool stall_ = false;
+  int stalled_ = 0;
   std::set<std::string> started_;
   std::map<std::string, json> finished_;
   std::map<std::string, std::vector<json>> finish_attempts_;
@@ -235,6 +242,13 @@ private:
                 {"token_expires_at", expires},
                 {"poll_wait_max_s", 1},
                 {"heartbeat_interval_s", 1}};
+  }
+
+  void stall() {
+    std::unique_lock<std::mutex> g{mtx_};
+    if (!stall_) return;
+    ++stalled_;
+    cv_.wait(g, [this] { return !stall_ || stopping_; });
   }
 
   bool authorized(const httplib::Request& req, httplib::Response& res) {
@@ -368,6 +382,14 @@ plan_set echo_plans(std::shared_ptr<blocking_plan> blocker = nullptr) {
 
 } // namespace
 
+/// Drains `a` and waits for it to stop; returns how long that took.
+std::chrono::steady_clock::duration drain_time(agent& a) {
+  auto began = std::chrono::steady_clock::now();
+  a.drain();
+  a.wait();
+  return std::chrono::steady_clock::now() - began;
+}
+
 /// Waits (bounded) until the fake mesh has received `id`'s finish.
 bool finished(fake_mesh& mesh, const std::string& id) {
   return eventually(
@@ -449,14 +471,33 @@ TEST(agent, drain_gives_up_on_results_without_sleeping_out_the_backoff) {
   ASSERT_TRUE(eventually([&] {
     return mesh.with([](fake_mesh& m) { return m.finish_attempts_["r1"].size(); }) >= 1;
   }));
-  auto began = std::chrono::steady_clock::now();
-  a.drain();
-  a.wait();
-  EXPECT_LT(std::chrono::steady_clock::now() - began, 10s);
+  EXPECT_LT(drain_time(a), 10s);
   EXPECT_EQ(mesh.with([](fake_mesh& m) {
     return m.finish_attempts_["r1"].front().value("reason", "");
   }),
             "");
+}
+
+// This test ensures a drain keeps to its budget when the mesh stops
+// answering (a frozen meshd): the result's call in flight ends when the
+// result grace runs out, and deregistering keeps to `deregister_timeout`.
+// Each used to wait out its `request_timeout`, a minute here, one after the
+// other (three deregistration tries).
+TEST(agent, a_drain_keeps_to_its_budget_when_the_mesh_stops_answering) {
+  fake_mesh mesh;
+  auto cfg = config(mesh);
+  cfg.request_timeout = 60s;
+  cfg.shutdown_result_grace = 300ms;
+  cfg.deregister_timeout = 500ms;
+  agent a{cfg, echo_plans()};
+  a.start();
+  mesh.with([](fake_mesh& m) { return m.stall_ = true; });
+  mesh.submit("r1", "echo", json::object(), "x");
+  ASSERT_TRUE(eventually(
+      [&] { return mesh.with([](fake_mesh& m) { return m.stalled_; }) == 1; }));
+  EXPECT_LT(drain_time(a), 20s);
+  EXPECT_EQ(mesh.with([](fake_mesh& m) { return m.stalled_; }), 2)
+      << "the finish and one deregistration that took all of deregister_timeout";
 }
 
 // This test ensures log chunks arrive complete and in order although every other log call

@@ -284,3 +284,72 @@ TEST(mesh_client, a_refused_registration_after_a_session_ends_is_reported) {
   ASSERT_TRUE(refused);
   EXPECT_EQ(refused->status, 401);
 }
+
+namespace {
+
+/// A logs request as the agent sends it when every byte is a control byte
+/// (escaped as six): `chunks` chunks of `chunk_bytes`.
+size_t worst_logs_body(size_t chunks, size_t chunk_bytes) {
+  polymesh::wire::log_request req;
+  for (size_t i = 0; i < chunks; ++i) {
+    polymesh::log_chunk c;
+    c.seq = INT64_MAX;
+    c.data.assign(chunk_bytes, '\x01');
+    req.chunks.push_back(std::move(c));
+  }
+  return polymesh::wire::to_json(req).dump().size();
+}
+
+size_t worst_finish_body(size_t result_bytes, size_t error_bytes) {
+  polymesh::wire::finish_request req;
+  req.status = polymesh::run_status::error;
+  req.exit_code = INT32_MIN;
+  req.reason = "plan_failed";
+  req.result = std::string(result_bytes, '\x01');
+  req.error = std::string(error_bytes, '\x02');
+  return polymesh::wire::to_json(req).dump().size();
+}
+
+} // namespace
+
+// This test ensures the agent's default request sizes are kept with meshd's
+// default limits.
+TEST(mesh_limits, defaults_keep_the_agents_own_sizes) {
+  mesh_limits lim;
+  EXPECT_EQ(lim.log_chunk_bytes(16384), 16384u);
+  EXPECT_EQ(lim.log_bytes_per_request(64, 128 * 1024), 128u * 1024);
+  EXPECT_EQ(lim.result_bytes(4000), 64u * 1024);
+}
+
+// This test ensures logs requests and results sized by the limits fit the
+// mesh's body limit even when every byte must be escaped, and that the
+// result keeps to the mesh's result limit.
+TEST(mesh_limits, worst_case_requests_fit_the_body_limit) {
+  for (size_t body :
+       {size_t{1024}, size_t{4096}, size_t{8192}, size_t{65536}, size_t{300000}}) {
+    mesh_limits lim;
+    lim.max_body_bytes = body;
+    lim.max_result_bytes = body - 1;
+    auto chunk = lim.log_chunk_bytes(65536);
+    ASSERT_GE(chunk, 1u);
+    EXPECT_LE(worst_logs_body(1, chunk), body) << "one chunk, body limit " << body;
+    auto per_request = lim.log_bytes_per_request(64, 128 * 1024);
+    if (per_request >= chunk) {
+      auto n = std::min<size_t>(64, per_request / chunk);
+      EXPECT_LE(worst_logs_body(n, chunk), body) << n << " chunks, body limit " << body;
+    }
+    if (per_request > 0) { // else each request takes one chunk
+      EXPECT_LE(worst_logs_body(64, per_request / 64), body) << "64 chunks, " << body;
+    }
+    for (size_t error : {size_t{0}, size_t{100}, size_t{4000}}) {
+      auto result = lim.result_bytes(error);
+      if (result > 0) {
+        EXPECT_LE(worst_finish_body(result, error), body)
+            << "result " << result << ", error " << error << ", body limit " << body;
+      }
+    }
+  }
+  mesh_limits small_result;
+  small_result.max_result_bytes = 2048;
+  EXPECT_EQ(small_result.result_bytes(4000), 2048u);
+}

@@ -127,6 +127,35 @@ agent_integration::held_run agent_integration::start_held_run() {
   return {agent, id, pid_from_log(*api_, id)};
 }
 
+// This test ensures an agent keeps to the smaller limits a mesh states when
+// it registers: 150,000 bytes of control characters (sent escaped, six bytes
+// each) reach the log whole through a 64 KiB body limit, and the result is
+// the last 2 KiB the mesh accepts. The agent used to send 128 KiB of output
+// per request and a 60 KiB result whatever the mesh said: the log requests
+// were refused and their chunks dropped, and the result was refused.
+TEST_F(agent_integration, an_agent_keeps_to_the_limits_of_its_mesh) {
+  std::filesystem::create_directories(dir_.path() + "/small");
+  mesh_ = std::make_unique<meshd_process>(dir_.path() + "/small", R"(
+http: {max_body_bytes: 65536}
+runs: {max_result_bytes: 2048, max_payload_bytes: 1024}
+)");
+  api_ = std::make_unique<mesh_api>(mesh_->url(), mesh_->admin_token());
+  reg_ = api_->create_registration_token("itest");
+  agent_options o{"dev-1", "{env: dev}"};
+  o.plans_yaml =
+      R"({shell: {result_tail_bytes: 50000, shortcuts: [{short: spew, cmd: 'head -c 150000 /dev/zero | tr "\0" "\1"; echo end', shell: true}]}})";
+  start_agent(o);
+  auto id = api_->submit({{"plan", "shell"}, {"payload", "spew"}});
+  auto r = api_->wait_terminal(id);
+  EXPECT_EQ(r["status"], "success") << r.dump();
+  std::string expected(150000, '\x01');
+  expected += "end\n";
+  auto log = api_->logs(id);
+  EXPECT_EQ(log.size(), expected.size());
+  EXPECT_TRUE(log == expected) << "the log differs from the plan's output";
+  EXPECT_EQ(r["result"], expected.substr(expected.size() - 2048));
+}
+
 // This test ensures a plan's process does not outlive an agent killed with
 // SIGKILL (it used to run on, reparented, with nobody to watch or stop it).
 TEST_F(agent_integration, a_killed_agent_takes_its_plan_processes_along) {

@@ -124,18 +124,22 @@ std::optional<int> child_process::wait_exit(std::chrono::milliseconds limit) {
 
 // -- meshd --------------------------------------------------------------------
 
-meshd_process::meshd_process(const std::string& dir)
+meshd_process::meshd_process(const std::string& dir, const std::string& config_yaml)
     : dir_(dir) {
+  if (!config_yaml.empty()) {
+    config_file_ = dir_ + "/meshd.yaml";
+    std::ofstream{config_file_} << config_yaml;
+  }
   launch("127.0.0.1:0");
 }
 
 void meshd_process::launch(const std::string& listen) {
   auto n = std::to_string(++launches_);
   auto out = dir_ + "/meshd." + n + ".out";
-  proc_ =
-      child_process{{POLYMESH_MESHD, "--listen", listen, "--data-dir", dir_ + "/data"},
-                    out,
-                    dir_ + "/meshd.err"};
+  std::vector<std::string> argv{POLYMESH_MESHD, "--listen", listen, "--data-dir",
+                                dir_ + "/data"};
+  if (!config_file_.empty()) argv.insert(argv.end(), {"--config", config_file_});
+  proc_ = child_process{argv, out, dir_ + "/meshd.err"};
   std::string line;
   ASSERT_TRUE(eventually([&] {
     auto text = read_file(out);

@@ -66,8 +66,9 @@ private:
 
 class meshd_process {
 public:
-  /// Starts meshd in a new data directory under `dir`.
-  explicit meshd_process(const std::string& dir);
+  /// Starts meshd in a new data directory under `dir`, with `config_yaml`
+  /// as its config file when not empty.
+  explicit meshd_process(const std::string& dir, const std::string& config_yaml = "");
   /// Stops it with SIGTERM (and waits for the exit).
   void stop();
   /// Starts it again on the same port and data directory.
@@ -81,6 +82,7 @@ private:
   void launch(const std::string& listen);
 
   std::string dir_;
+  std::string config_file_;
   std::string url_;
   std::string listen_;
   std::string admin_;

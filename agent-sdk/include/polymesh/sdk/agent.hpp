@@ -53,7 +53,8 @@ struct agent_config {
   std::chrono::milliseconds drain_deadline{60000};
   /// Between SIGTERM and SIGKILL when a run's processes are canceled.
   std::chrono::milliseconds kill_grace{10000};
-  /// Largest log chunk sent to the mesh.
+  /// Largest log chunk sent to the mesh (smaller when the mesh's body limit
+  /// needs it, see docs/agent.md).
   size_t log_chunk_bytes = 16 * 1024;
   /// Unacknowledged log bytes held per run before the plan's writes wait.
   size_t log_buffer_bytes = 1024 * 1024;
@@ -69,6 +70,9 @@ struct agent_config {
   /// After the drain, how long unsent results keep being retried before the
   /// agent gives up and exits (the mesh then expires those runs itself).
   std::chrono::milliseconds shutdown_result_grace{30000};
+  /// Then how long the deregistration may take in all (up to three tries)
+  /// before the agent exits anyway (the mesh then marks it offline).
+  std::chrono::milliseconds deregister_timeout{10000};
   /// Reported to the mesh.
   std::string version = "0.1.0";
   /// "" means gethostname().
