@@ -10,6 +10,8 @@
 #include <caf/event_based_actor.hpp>
 #include <caf/stateful_actor.hpp>
 #include <functional>
+#include <optional>
+#include <utility>
 
 namespace polymesh {
 
@@ -25,6 +27,14 @@ struct run_actor_state {
   bool armed = false;
   /// Writes of a timer's (or a lost agent's) action that failed in a row.
   int failed_writes = 0;
+  /// A lost agent's word whose action could not be stored: tried again when
+  /// the retry timer fires (a pending run not yet delivered has no timer
+  /// that would otherwise act for it).
+  struct lost_word {
+    std::string why;
+    std::string agent_id;
+  };
+  std::optional<lost_word> lost_retry;
 };
 
 using self_ptr = caf::stateful_actor<run_actor_state>*;
@@ -140,25 +150,30 @@ void end_and_answer(self_ptr self, run_record next,
 }
 
 /// Ends the run on the mesh's own initiative (expiry, TTL, agent lost ...).
-void abort_run(self_ptr self, run_status status, std::string reason) {
+/// `fail` defaults to `log_failure`.
+void abort_run(self_ptr self, run_status status, std::string reason,
+               std::function<void(caf::error)> fail = nullptr) {
   auto& st = self->state;
   auto next = ended(st.run, status, std::move(reason), st.ctx->now());
   if (next.error.empty()) next.error = "ended by the mesh: " + next.reason;
   persist(
-      self, std::move(next), {}, [self] { finalize(self); }, log_failure(self, "abort"));
+      self, std::move(next), {}, [self] { finalize(self); },
+      fail ? std::move(fail) : log_failure(self, "abort"));
 }
 
 /// Puts a pending run back into the queue for another agent; one whose
 /// cancel was requested (it never started) ends canceled instead: queued, no
-/// poll would carry it and no timer would end it.
-void requeue(self_ptr self, std::string why) {
+/// poll would carry it and no timer would end it. `fail` defaults to
+/// `log_failure`.
+void requeue(self_ptr self, std::string why,
+             std::function<void(caf::error)> fail = nullptr) {
   auto& st = self->state;
   if (st.run.cancel_requested) {
     auto reason = st.run.cancel_reason.empty() ? std::string{"canceled_by_user"}
                                                : st.run.cancel_reason;
     persist(
         self, ended(st.run, run_status::canceled, std::move(reason), st.ctx->now()), {},
-        [self] { finalize(self); }, log_failure(self, "cancel"));
+        [self] { finalize(self); }, fail ? std::move(fail) : log_failure(self, "cancel"));
     return;
   }
   auto next = st.run;
@@ -173,7 +188,7 @@ void requeue(self_ptr self, std::string why) {
         detach_agent(self);
         enqueue(self);
       },
-      log_failure(self, "requeue"));
+      fail ? std::move(fail) : log_failure(self, "requeue"));
 }
 
 /// Records that the run should stop (`reason`: `canceled_by_user` or
@@ -445,24 +460,33 @@ caf::behavior run_actor(self_ptr self, context_ptr ctx, run_record run, bool fre
              st.run.status == run_status::running) &&
             st.run.assigned_agent != agent_id)
           return;
+        st.lost_retry.reset();
+        // Not stored: kept to be tried again when the retry timer fires.
+        auto retry = [self, why, agent_id](const char* what) {
+          return [self, why, agent_id, what](caf::error err) {
+            self->state.lost_retry = run_actor_state::lost_word{why, agent_id};
+            log_failure(self, what)(std::move(err));
+          };
+        };
         switch (st.run.status) {
         case run_status::created:
           // Only runs that target the lost agent by name are told.
-          if (!st.run.target_agent.empty()) abort_run(self, run_status::error, "expired");
+          if (!st.run.target_agent.empty())
+            abort_run(self, run_status::error, "expired", retry("abort"));
           break;
         case run_status::pending:
           if (!st.run.target_agent.empty() && why != "superseded")
-            abort_run(self, run_status::error, "expired");
+            abort_run(self, run_status::error, "expired", retry("abort"));
           else
-            requeue(self, "agent_" + why);
+            requeue(self, "agent_" + why, retry("requeue"));
           break;
         case run_status::running:
           if (why == "deregistered")
-            abort_run(self, run_status::canceled, "agent_shutdown");
+            abort_run(self, run_status::canceled, "agent_shutdown", retry("abort"));
           else if (why == "removed")
-            abort_run(self, run_status::canceled, "agent_removed");
+            abort_run(self, run_status::canceled, "agent_removed", retry("abort"));
           else
-            abort_run(self, run_status::error, "agent_lost");
+            abort_run(self, run_status::error, "agent_lost", retry("abort"));
           break;
         default: break;
         }
@@ -471,7 +495,11 @@ caf::behavior run_actor(self_ptr self, context_ptr ctx, run_record run, bool fre
         auto& st = self->state;
         st.armed = false;
         switch (due_action(st.run, st.ctx->timing, st.ctx->now())) {
-        case timer_action::none: rearm(self); break;
+        case timer_action::none:
+          rearm(self);
+          if (auto word = std::exchange(st.lost_retry, std::nullopt))
+            self->send(self, lost_atom::value, word->why, word->agent_id);
+          break;
         case timer_action::ttl_lapsed:
           abort_run(self, run_status::error, "no_agent_within_ttl");
           break;

@@ -294,5 +294,29 @@ TEST_F(timer_retries, a_failed_timer_write_backs_off_and_applies_later) {
   EXPECT_NE(log.find("not persisted (attempt 1, retrying)"), std::string::npos) << log;
 }
 
+// This test ensures a requeue that cannot be stored when an agent goes
+// offline (a full disk at that moment) is tried again. The run, assigned
+// and not yet delivered, has no timer of its own: it used to stay with the
+// lost agent until that agent came back or meshd restarted.
+TEST_F(timer_retries, a_failed_requeue_of_a_lost_agents_run_is_tried_again) {
+  auto a = register_agent("a", json::object(), json::array({"noop"}), 1);
+  auto id = submit(json{{"plan", "noop"}}).body["id"].get<std::string>();
+  ASSERT_TRUE(becomes(id, "pending"));
+  exec_sql(dir + "/mesh.db", "CREATE TRIGGER refuse BEFORE UPDATE ON runs BEGIN "
+                             "SELECT RAISE(ABORT, 'disk full (test)'); END;");
+  testing::internal::CaptureStderr();
+  advance(cfg.offline_after + 1s);
+  bool failing = eventually([&] { return call("GET", "/readyz", admin).status == 503; });
+  exec_sql(dir + "/mesh.db", "DROP TRIGGER refuse;");
+  advance(1s);
+  bool requeued = becomes(id, "created");
+  auto log = testing::internal::GetCapturedStderr();
+  ASSERT_TRUE(failing) << log;
+  ASSERT_TRUE(requeued) << log;
+  EXPECT_EQ(get_run(id)["reason"], "agent_offline");
+  EXPECT_NE(log.find("requeue not persisted (attempt 1, retrying)"), std::string::npos)
+      << log;
+}
+
 } // namespace
 } // namespace polymesh::test
