@@ -633,41 +633,30 @@ struct agent::impl {
     return true;
   }
 
-  /// Reads the artifact at `path` into `out`; an error text when it is not
-  /// (any longer) a regular file: a process left behind may have swapped it
-  /// for a FIFO (a plain open would block for good), a symlink or nothing
-  /// (which must not upload as empty).
-  static std::string read_artifact(const std::filesystem::path& path, std::string& out) {
-    int fd = ::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+  /// Opens the artifact at `path` for its upload, setting `fd` (closed by
+  /// the caller) and `size`; an error text when it is not (any longer) a
+  /// regular file: a process left behind may have swapped it for a FIFO (a
+  /// plain open would block for good), a symlink or nothing (which must not
+  /// upload as empty).
+  static std::string open_artifact(const std::filesystem::path& path, int& fd,
+                                   size_t& size) {
+    fd = ::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
     if (fd < 0)
       return errno == ELOOP ? "it became a symlink"
                             : std::string{"cannot open it: "} + std::strerror(errno);
     struct stat st {};
     std::string err;
-    // The mesh's own limit (runs.max_artifact_bytes) is at most 512 MiB:
-    // do not read anything larger into memory only to have it refused.
+    // The mesh's own limit (runs.max_artifact_bytes) is at most 512 MiB.
     constexpr off_t max_bytes = off_t{512} << 20;
     if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode))
       err = "it is no longer a regular file";
     else if (st.st_size > max_bytes)
       err = std::to_string(st.st_size) + " bytes is more than any mesh accepts";
-    if (err.empty()) {
-      out.reserve(static_cast<size_t>(st.st_size));
-      char buf[65536];
-      for (ssize_t n; (n = ::read(fd, buf, sizeof buf)) != 0;) {
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0) {
-          err = std::string{"cannot read it: "} + std::strerror(errno);
-          break;
-        }
-        out.append(buf, static_cast<size_t>(n));
-        if (static_cast<off_t>(out.size()) > max_bytes) {
-          err = "it grew past what any mesh accepts";
-          break;
-        }
-      }
+    if (!err.empty()) {
+      ::close(fd);
+      fd = -1;
     }
-    ::close(fd);
+    size = static_cast<size_t>(st.st_size);
     return err;
   }
 
@@ -709,33 +698,52 @@ struct agent::impl {
            ec.message());
     std::sort(files.begin(), files.end());
     for (auto& [name, path] : files) {
-      std::string bytes;
-      if (auto err = read_artifact(path, bytes); !err.empty()) {
+      int fd = -1;
+      size_t size = 0;
+      if (auto err = open_artifact(path, fd, size); !err.empty()) {
         warn("run " + id + ": artifact '" + name + "' skipped: " + err);
         continue;
       }
-      auto b = make_backoff();
-      for (;;) {
-        auto r = client.put_artifact(id, name, bytes);
-        if (r.ok()) {
-          info("run " + id + ": artifact '" + name + "' uploaded (" +
-               std::to_string(bytes.size()) + " bytes)");
-          break;
-        }
-        if (!r.transient()) {
-          warn("run " + id + ": artifact '" + name + "' refused (" + r.describe() + ")");
-          break;
-        }
-        if (abandon_results) {
-          warn("run " + id + ": giving up on artifact '" + name + "' (" + r.describe() +
-               ")");
-          return;
-        }
-        auto d = b.next();
-        warn("run " + id + ": cannot upload artifact '" + name + "' (" + r.describe() +
-             "), retrying in " + std::to_string(d.count()) + " ms");
-        retry_nap(d);
+      bool go_on = upload_artifact(id, name, fd, size);
+      ::close(fd);
+      if (!go_on) return;
+    }
+  }
+
+  /// Uploads one artifact, retrying while the mesh cannot take it; false
+  /// when the drain gave up on results.
+  bool upload_artifact(const std::string& id, const std::string& name, int fd,
+                       size_t size) {
+    auto b = make_backoff();
+    for (;;) {
+      auto r = client.put_artifact(id, name, fd, size);
+      if (r.ok()) {
+        info("run " + id + ": artifact '" + name + "' uploaded (" + std::to_string(size) +
+             " bytes)");
+        return true;
       }
+      // A process left behind may still write to it: what it had when it
+      // was listed is gone, and a mix of old and new bytes is no artifact.
+      struct stat st {};
+      if (::fstat(fd, &st) == 0 && static_cast<size_t>(st.st_size) < size) {
+        warn("run " + id + ": artifact '" + name + "' skipped: it shrank from " +
+             std::to_string(size) + " to " + std::to_string(st.st_size) +
+             " bytes while it was uploaded");
+        return true;
+      }
+      if (!r.transient()) {
+        warn("run " + id + ": artifact '" + name + "' refused (" + r.describe() + ")");
+        return true;
+      }
+      if (abandon_results) {
+        warn("run " + id + ": giving up on artifact '" + name + "' (" + r.describe() +
+             ")");
+        return false;
+      }
+      auto d = b.next();
+      warn("run " + id + ": cannot upload artifact '" + name + "' (" + r.describe() +
+           "), retrying in " + std::to_string(d.count()) + " ms");
+      retry_nap(d);
     }
   }
 

@@ -3,10 +3,12 @@
 #include "mesh/domain/clock.hpp"
 
 #include <algorithm>
+#include <cerrno>
 #include <condition_variable>
 #include <deque>
 #include <httplib.h>
 #include <thread>
+#include <unistd.h>
 
 namespace polymesh::sdk {
 
@@ -169,7 +171,8 @@ mesh_client::~mesh_client() = default;
 
 http_reply mesh_client::send(const std::string& method, const std::string& path,
                              const std::string& token, const std::string* body,
-                             std::chrono::milliseconds read_timeout, call_kind kind) {
+                             std::chrono::milliseconds read_timeout, call_kind kind,
+                             const file_body* file) {
   auto conn = pool_->borrow();
   auto& cli = *conn;
   cli.set_read_timeout(read_timeout);
@@ -190,9 +193,22 @@ http_reply mesh_client::send(const std::string& method, const std::string& path,
   auto res = [&] {
     if (method == "GET") return cli.Get(full, headers);
     if (method == "DELETE") return cli.Delete(full, headers);
-    if (method == "PUT")
-      return cli.Put(full, headers, body ? *body : std::string{},
-                     "application/octet-stream");
+    if (method == "PUT") {
+      auto [fd, size] = file ? *file : file_body{-1, 0};
+      return cli.Put(
+          full, headers, size,
+          [fd = fd](size_t offset, size_t length, httplib::DataSink& sink) {
+            char buf[64 * 1024];
+            ssize_t n;
+            do
+              n = ::pread(fd, buf, std::min(length, sizeof buf),
+                          static_cast<off_t>(offset));
+            while (n < 0 && errno == EINTR);
+            // A read error, or the file has fewer bytes now: the call fails.
+            return n > 0 && sink.write(buf, static_cast<size_t>(n));
+          },
+          "application/octet-stream");
+    }
     return cli.Post(full, headers, body ? *body : std::string{"{}"}, "application/json");
   }();
   {
@@ -374,7 +390,8 @@ std::optional<http_reply> mesh_client::registration_refused() const {
 
 http_reply mesh_client::authed(const std::string& method, const std::string& path,
                                const std::string* body,
-                               std::chrono::milliseconds read_timeout, call_kind kind) {
+                               std::chrono::milliseconds read_timeout, call_kind kind,
+                               const file_body* file) {
   std::string token;
   uint64_t generation = 0;
   {
@@ -382,14 +399,14 @@ http_reply mesh_client::authed(const std::string& method, const std::string& pat
     token = access_token_;
     generation = generation_;
   }
-  auto reply = send(method, path, token, body, read_timeout, kind);
+  auto reply = send(method, path, token, body, read_timeout, kind, file);
   if (reply.status != 401) return reply;
   renew(generation);
   {
     std::lock_guard<std::mutex> guard{mtx_};
     token = access_token_;
   }
-  return send(method, path, token, body, read_timeout, kind);
+  return send(method, path, token, body, read_timeout, kind, file);
 }
 
 bool mesh_client::token_due() const {
@@ -447,10 +464,11 @@ http_reply mesh_client::report(const wire::report_request& req) {
 }
 
 http_reply mesh_client::put_artifact(const std::string& run_id, const std::string& name,
-                                     const std::string& bytes) {
+                                     int fd, size_t size) {
   // Names are [A-Za-z0-9._-/] (checked by the caller), safe in a path as is.
-  return authed("PUT", "/v1/runs/" + run_id + "/artifacts/" + name, &bytes,
-                request_timeout_);
+  file_body file{fd, size};
+  return authed("PUT", "/v1/runs/" + run_id + "/artifacts/" + name, nullptr,
+                request_timeout_, call_kind::plain, &file);
 }
 
 http_reply mesh_client::deregister(std::chrono::milliseconds timeout) {

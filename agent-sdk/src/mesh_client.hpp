@@ -143,10 +143,13 @@ public:
   /// POST /v1/agents/{id}/report without `wait`: starts and finishes in one
   /// request, each answered on its own in the body (no poll).
   http_reply report(const wire::report_request& req);
-  /// PUT /v1/runs/{id}/artifacts/{name}: `bytes` as the raw body. An
-  /// identical repeat is 200, so a retry after a lost answer is harmless.
-  http_reply put_artifact(const std::string& run_id, const std::string& name,
-                          const std::string& bytes);
+  /// PUT /v1/runs/{id}/artifacts/{name}: the first `size` bytes of the
+  /// file open as `fd`, read (with `pread`, from the start at each try) as
+  /// they are sent rather than held in memory. A call whose file had fewer
+  /// bytes fails with status 0. An identical repeat is 200, so a retry after
+  /// a lost answer is harmless.
+  http_reply put_artifact(const std::string& run_id, const std::string& name, int fd,
+                          size_t size);
   /// DELETE /v1/agents/{id}, waiting at most `timeout` for the answer.
   http_reply deregister(std::chrono::milliseconds timeout);
 
@@ -165,16 +168,21 @@ private:
     /// The deregistration: not ended by `stop_calls`.
     farewell,
   };
-  /// `body` is sent as JSON, except by PUT, which sends raw bytes.
+  /// The raw body of a PUT: a file's first `size` bytes.
+  struct file_body {
+    int fd;
+    size_t size;
+  };
+  /// `body` is sent as JSON; a PUT sends `file` instead.
   http_reply send(const std::string& method, const std::string& path,
                   const std::string& token, const std::string* body,
                   std::chrono::milliseconds read_timeout,
-                  call_kind kind = call_kind::plain);
+                  call_kind kind = call_kind::plain, const file_body* file = nullptr);
   /// Sends with the access token; on 401 renews the credential once and
   /// repeats.
   http_reply authed(const std::string& method, const std::string& path,
                     const std::string* body, std::chrono::milliseconds read_timeout,
-                    call_kind kind = call_kind::plain);
+                    call_kind kind = call_kind::plain, const file_body* file = nullptr);
   /// Adopts a register or refresh answer; false when it is malformed.
   /// A new session is kept in `changed_` for `announce`.
   /// REQUIRES: `mtx_` held.

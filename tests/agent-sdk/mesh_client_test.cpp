@@ -12,6 +12,7 @@
 #include <set>
 #include <sstream>
 #include <thread>
+#include <unistd.h>
 
 using namespace polymesh::sdk;
 using namespace std::chrono_literals;
@@ -352,4 +353,47 @@ TEST(mesh_limits, worst_case_requests_fit_the_body_limit) {
   mesh_limits small_result;
   small_result.max_result_bytes = 2048;
   EXPECT_EQ(small_result.result_bytes(4000), 2048u);
+}
+
+// This test ensures an artifact is sent from its file as it is read: the
+// mesh gets the file's bytes, and a file with fewer bytes than announced
+// (cut short while it was sent) fails the call instead of sending less.
+TEST(mesh_client, an_artifact_is_sent_from_its_file) {
+  httplib::Server svr;
+  std::mutex mtx;
+  std::map<std::string, std::string> got;
+  svr.Post("/v1/agents/register", [](const httplib::Request&, httplib::Response& res) {
+    res.status = 201;
+    res.set_content(json{{"id", "a1"}, {"access_token", "tok"}}.dump(),
+                    "application/json");
+  });
+  svr.Put(R"(/v1/runs/r1/artifacts/(.+))",
+          [&](const httplib::Request& req, httplib::Response& res) {
+            std::lock_guard<std::mutex> g{mtx};
+            got[req.matches[1].str()] = req.body;
+            res.status = 201;
+            res.set_content("{}", "application/json");
+          });
+  auto port = svr.bind_to_any_port("127.0.0.1");
+  std::thread server{[&] { svr.listen_after_bind(); }};
+  std::string bytes{"a\0b\xff", 4};
+  for (int i = 0; bytes.size() < 300 * 1024; ++i)
+    bytes += std::to_string(i * 7919) + '\n';
+  char path[] = "/tmp/polymesh-artifact-XXXXXX";
+  int fd = ::mkstemp(path);
+  ASSERT_GE(fd, 0);
+  ::unlink(path);
+  ASSERT_EQ(::write(fd, bytes.data(), bytes.size()), static_cast<ssize_t>(bytes.size()));
+  {
+    mesh_client client{"http://127.0.0.1:" + std::to_string(port), 5s};
+    ASSERT_TRUE(client.register_agent("reg", registration()).ok());
+    EXPECT_EQ(client.put_artifact("r1", "whole.bin", fd, bytes.size()).status, 201);
+    EXPECT_EQ(client.put_artifact("r1", "short.bin", fd, bytes.size() + 10).status, 0);
+  }
+  ::close(fd);
+  svr.stop();
+  server.join();
+  std::lock_guard<std::mutex> g{mtx};
+  EXPECT_TRUE(got["whole.bin"] == bytes) << got["whole.bin"].size() << " bytes arrived";
+  EXPECT_EQ(got.count("short.bin"), 0u);
 }
