@@ -31,7 +31,6 @@
 #include <condition_variable>
 #include <cstring>
 #include <deque>
-#include <fcntl.h>
 #include <fstream>
 #include <iterator>
 #include <set>
@@ -633,33 +632,6 @@ struct agent::impl {
     return true;
   }
 
-  /// Opens the artifact at `path` for its upload, setting `fd` (closed by
-  /// the caller) and `size`; an error text when it is not (any longer) a
-  /// regular file: a process left behind may have swapped it for a FIFO (a
-  /// plain open would block for good), a symlink or nothing (which must not
-  /// upload as empty).
-  static std::string open_artifact(const std::filesystem::path& path, int& fd,
-                                   size_t& size) {
-    fd = ::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
-    if (fd < 0)
-      return errno == ELOOP ? "it became a symlink"
-                            : std::string{"cannot open it: "} + std::strerror(errno);
-    struct stat st {};
-    std::string err;
-    // The mesh's own limit (runs.max_artifact_bytes) is at most 512 MiB.
-    constexpr off_t max_bytes = off_t{512} << 20;
-    if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode))
-      err = "it is no longer a regular file";
-    else if (st.st_size > max_bytes)
-      err = std::to_string(st.st_size) + " bytes is more than any mesh accepts";
-    if (!err.empty()) {
-      ::close(fd);
-      fd = -1;
-    }
-    size = static_cast<size_t>(st.st_size);
-    return err;
-  }
-
   /// Uploads every regular file the plan left under `dir` (named by its
   /// path relative to `dir`, in sorted order) before the result is sent, so
   /// that a finished run's artifacts are there when users look. Also after a
@@ -667,7 +639,7 @@ struct agent::impl {
   /// special files are skipped (the plan could point one at a secret).
   void upload_artifacts(const std::string& id, const std::filesystem::path& dir) {
     namespace fs = std::filesystem;
-    std::vector<std::pair<std::string, fs::path>> files;
+    std::vector<std::string> files;
     std::error_code ec;
     // The plan may have replaced the directory itself with a symlink (to the
     // agent's config, say): the listing would follow it.
@@ -691,16 +663,16 @@ struct agent::impl {
         warn("run " + id + ": artifact skipped: " + message_of(err));
         continue;
       }
-      files.emplace_back(rel, it->path());
+      files.push_back(rel);
     }
     if (ec && ec != std::errc::no_such_file_or_directory)
       warn("run " + id + ": cannot list artifacts in " + dir.string() + ": " +
            ec.message());
     std::sort(files.begin(), files.end());
-    for (auto& [name, path] : files) {
+    for (auto& name : files) {
       int fd = -1;
       size_t size = 0;
-      if (auto err = open_artifact(path, fd, size); !err.empty()) {
+      if (auto err = open_artifact(dir, name, fd, size); !err.empty()) {
         warn("run " + id + ": artifact '" + name + "' skipped: " + err);
         continue;
       }

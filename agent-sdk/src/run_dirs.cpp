@@ -1,7 +1,11 @@
 #include "run_dirs.hpp"
 
+#include <cerrno>
 #include <csignal>
 #include <cstdlib>
+#include <cstring>
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 namespace polymesh::sdk {
@@ -27,6 +31,21 @@ bool is_plain_dir(const fs::path& p, fs::perms perms) {
   if (ec || !fs::is_directory(st)) return false;
   if (st.permissions() != perms) fs::permissions(p, perms, ec);
   return !ec;
+}
+
+/// openat(`dir`, `name`, `flags`) never following a symlink, then closes
+/// `dir`; errno is openat's, ELOOP for any symlink.
+int open_in(int dir, const std::string& name, int flags) {
+  int fd = ::openat(dir, name.c_str(), flags | O_NOFOLLOW | O_CLOEXEC);
+  int err = errno;
+  struct stat st {};
+  // With O_DIRECTORY a symlink fails with ENOTDIR.
+  if (fd < 0 && err == ENOTDIR &&
+      ::fstatat(dir, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(st.st_mode))
+    err = ELOOP;
+  ::close(dir);
+  errno = err;
+  return fd;
 }
 
 } // namespace
@@ -139,6 +158,38 @@ void run_dirs::sweep() {
 size_t run_dirs::spares() const {
   std::lock_guard<std::mutex> guard{mtx_};
   return spares_.size();
+}
+
+std::string open_artifact(const fs::path& dir, const std::string& name, int& fd,
+                          size_t& size) {
+  auto failed = [](const std::string& what) {
+    return errno == ELOOP ? what + " became a symlink"
+                          : "cannot open " + what + ": " + std::strerror(errno);
+  };
+  fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) return failed("the artifacts directory");
+  size_t from = 0;
+  for (size_t slash; (slash = name.find('/', from)) != std::string::npos;
+       from = slash + 1) {
+    fd = open_in(fd, name.substr(from, slash - from), O_RDONLY | O_DIRECTORY);
+    if (fd < 0) return failed("its directory " + name.substr(0, slash));
+  }
+  fd = open_in(fd, name.substr(from), O_RDONLY | O_NONBLOCK);
+  if (fd < 0) return failed("it");
+  struct stat st {};
+  std::string why;
+  // The mesh's own limit (runs.max_artifact_bytes) is at most 512 MiB.
+  constexpr off_t max_bytes = off_t{512} << 20;
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode))
+    why = "it is no longer a regular file";
+  else if (st.st_size > max_bytes)
+    why = std::to_string(st.st_size) + " bytes is more than any mesh accepts";
+  if (!why.empty()) {
+    ::close(fd);
+    fd = -1;
+  }
+  size = static_cast<size_t>(st.st_size);
+  return why;
 }
 
 } // namespace polymesh::sdk

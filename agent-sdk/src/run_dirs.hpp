@@ -70,4 +70,16 @@ private:
   std::optional<std::filesystem::perms> fresh_perms_;
 };
 
+/// Opens the artifact `name` (a path relative to the run's artifacts
+/// directory `dir`, of plain segments) for its upload, setting `fd` (closed
+/// by the caller) and `size`. Returns "" or why it cannot be sent. Every
+/// component is opened on its own and none is followed when it is a
+/// symlink: a process the plan left behind may have swapped a directory on
+/// the path, or the file, for a link (to the agent's own files, say) after
+/// the listing. The file must be a regular one: a FIFO swapped in would
+/// block a plain open for good, and a vanished file must not upload as
+/// empty.
+[[nodiscard]] std::string open_artifact(const std::filesystem::path& dir,
+                                        const std::string& name, int& fd, size_t& size);
+
 } // namespace polymesh::sdk

@@ -177,3 +177,51 @@ TEST_F(run_dirs_test, sweep_and_clear_remove_only_spares) {
   EXPECT_EQ(dirs.spares(), 0u);
   EXPECT_EQ(listing(), (std::vector<std::string>{".hidden-file", "r-running"}));
 }
+
+namespace {
+
+/// What `open_artifact` says of `name` under `dir` ("" when it opened), and
+/// the bytes it opened.
+std::pair<std::string, std::string> open_and_read(const fs::path& dir,
+                                                  const std::string& name) {
+  int fd = -1;
+  size_t size = 0;
+  auto err = open_artifact(dir, name, fd, size);
+  if (!err.empty()) return {err, ""};
+  std::string bytes(size, '\0');
+  auto n = ::pread(fd, bytes.data(), size, 0);
+  ::close(fd);
+  bytes.resize(n < 0 ? 0 : static_cast<size_t>(n));
+  return {"", bytes};
+}
+
+} // namespace
+
+// This test ensures an artifact is opened only through real directories: a
+// directory on its path, or the file itself, swapped for a symlink after
+// the listing (by a process the plan left behind) is refused, not followed
+// to what it points at; a FIFO is refused without blocking.
+TEST_F(run_dirs_test, an_artifact_is_never_opened_through_a_symlink) {
+  auto dir = root_ / "artifacts";
+  write_file(dir / "reports" / "deep" / "junit.xml", "<ok/>");
+  write_file(root_ / "secret" / "deep" / "junit.xml", "token");
+  EXPECT_EQ(open_and_read(dir, "reports/deep/junit.xml"),
+            (std::pair<std::string, std::string>{"", "<ok/>"}));
+
+  fs::rename(dir / "reports", root_ / "was-reports");
+  fs::create_directory_symlink(root_ / "secret", dir / "reports");
+  EXPECT_EQ(open_and_read(dir, "reports/deep/junit.xml").first,
+            "its directory reports became a symlink");
+  fs::remove(dir / "reports");
+  fs::create_directories(dir / "reports");
+  fs::create_directory_symlink(root_ / "secret" / "deep", dir / "reports" / "deep");
+  EXPECT_EQ(open_and_read(dir, "reports/deep/junit.xml").first,
+            "its directory reports/deep became a symlink");
+
+  fs::create_symlink(root_ / "secret" / "deep" / "junit.xml", dir / "plain.txt");
+  EXPECT_EQ(open_and_read(dir, "plain.txt").first, "it became a symlink");
+  ASSERT_EQ(::mkfifo((dir / "fifo").c_str(), 0600), 0);
+  EXPECT_EQ(open_and_read(dir, "fifo").first, "it is no longer a regular file");
+  EXPECT_EQ(open_and_read(dir, "gone.txt").first,
+            "cannot open it: No such file or directory");
+}
