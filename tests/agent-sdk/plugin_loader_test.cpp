@@ -89,3 +89,34 @@ TEST(plugin_loader, name_clash_is_refused) {
   auto err = load_plugin(POLYMESH_HELLO_PLUGIN, catalog);
   EXPECT_NE(err.find("already provided by built-in"), std::string::npos) << err;
 }
+
+// This test ensures two C++ plugins load together, each with its own plans:
+// their registrars were one object (a static of an inline function, which
+// GCC makes unique across libraries), so the second plugin offered the
+// first one's plans again and was refused for the clash.
+TEST(plugin_loader, two_cpp_plugins_load_together) {
+  plan_catalog catalog;
+  std::vector<std::string> added;
+  ASSERT_EQ(load_plugin(POLYMESH_HELLO_PLUGIN, catalog), "");
+  ASSERT_EQ(load_plugin(POLYMESH_GOODBYE_PLUGIN, catalog, &added), "");
+  EXPECT_EQ(added, std::vector<std::string>{"goodbye"});
+  auto plans = make_plans(catalog, {{"hello", nullptr}, {"goodbye", nullptr}});
+  testkit::scratch_run run;
+  run.ctx.payload = "mesh";
+  EXPECT_EQ(plans.at("hello")->run(run.ctx).result, "Hello, mesh!");
+  EXPECT_EQ(plans.at("goodbye")->run(run.ctx).result, "Goodbye, mesh!");
+}
+
+// This test ensures a plugin whose registration throws is refused, and the
+// exception's text is in the agent's log (stderr), not swallowed.
+TEST(plugin_loader, a_throwing_registration_is_refused_with_its_message) {
+  plan_catalog catalog;
+  testing::internal::CaptureStderr();
+  auto err = load_plugin(POLYMESH_THROWING_PLUGIN, catalog);
+  auto log = testing::internal::GetCapturedStderr();
+  EXPECT_NE(err.find("registered no plans"), std::string::npos) << err;
+  EXPECT_NE(log.find("registering its plans failed: cannot find my license file"),
+            std::string::npos)
+      << log;
+  EXPECT_TRUE(catalog.names().empty());
+}

@@ -140,17 +140,26 @@ inline void destroy(void* inst) {
   delete static_cast<instance*>(inst);
 }
 
+/// `registrar` is the plugin's own (see `POLYMESH_PLUGIN`): a static local
+/// here would be one object for every plugin in the process, since GCC
+/// makes such statics of inline functions unique symbols across libraries.
 inline uint32_t init(const polymesh_host_v1* host,
-                     void (*register_plans)(plugin_registrar&)) {
+                     void (*register_plans)(plugin_registrar&),
+                     plugin_registrar& registrar) {
   // Touch nothing but the version before it is known to match.
   if (!host || host->abi_version != POLYMESH_PLUGIN_ABI_VERSION)
     return POLYMESH_PLUGIN_ABI_VERSION;
-  static plugin_registrar registrar;
   if (registrar.entries().empty()) {
+    // The ABI has no error channel here: the agent's stderr is its log, and
+    // the agent then says the plugin registered no plans.
     try {
       register_plans(registrar);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "plugin: registering its plans failed: %s\n", e.what());
+      registrar.entries().clear();
     } catch (...) {
-      return POLYMESH_PLUGIN_ABI_VERSION;
+      std::fprintf(stderr, "plugin: registering its plans failed: unknown exception\n");
+      registrar.entries().clear();
     }
   }
   for (auto& e : registrar.entries()) {
@@ -166,9 +175,14 @@ inline uint32_t init(const polymesh_host_v1* host,
 } // namespace polymesh::sdk
 
 /// Defines the plugin's entry point around `register_function`, a
-/// `void(polymesh::sdk::plugin_registrar&)`.
+/// `void(polymesh::sdk::plugin_registrar&)`, with a registrar of the
+/// plugin's own (internal linkage, so plugins loaded together keep theirs).
 #define POLYMESH_PLUGIN(register_function)                                               \
+  namespace {                                                                            \
+  ::polymesh::sdk::plugin_registrar polymesh_plugin_registrar;                           \
+  }                                                                                      \
   extern "C" __attribute__((visibility("default"))) uint32_t polymesh_plugin_init(       \
       const polymesh_host_v1* host) {                                                    \
-    return ::polymesh::sdk::plugin_detail::init(host, register_function);                \
+    return ::polymesh::sdk::plugin_detail::init(host, register_function,                 \
+                                                polymesh_plugin_registrar);              \
   }
