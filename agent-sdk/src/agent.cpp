@@ -76,6 +76,14 @@ std::string tail_of(const std::string& s, size_t n) {
   return s.substr(from);
 }
 
+/// The first at most `n` bytes of `s`, not splitting a UTF-8 character.
+std::string head_of(const std::string& s, size_t n) {
+  if (s.size() <= n) return s;
+  while (n > 0 && (static_cast<unsigned char>(s[n]) & 0xC0) == 0x80)
+    --n;
+  return s.substr(0, n);
+}
+
 std::string host_name() {
   char buf[256] = {};
   if (::gethostname(buf, sizeof buf - 1) != 0) return "unknown";
@@ -510,6 +518,9 @@ struct agent::impl {
       if (auto s = wake.lock()) s->trigger();
     });
     ctx.progress = [slot, wake](std::string message) {
+      // A longer message would be refused, and with it the heartbeat that
+      // carries it: the run would expire while it runs.
+      message = head_of(message, wire::max_progress_bytes);
       {
         std::lock_guard<std::mutex> guard{slot->mtx};
         slot->progress = std::move(message);
@@ -542,11 +553,14 @@ struct agent::impl {
     }
 
     // -- flush, report, clean up ------------------------------------------------
+    // The outcome is what it was when the plan returned: a timeout or a
+    // cancel while the logs and artifacts are sent changes nothing.
+    auto why = slot->cancel.reason();
     logs.close();
     slot->plan_returned = true;
     shipper->close();
     upload_artifacts(run.id, ctx.artifacts_dir);
-    report(*slot, slot->cancel.reason(), res);
+    report(*slot, why, res);
     if (auto ec = dirs.retire(run.id))
       warn("run " + run.id + ": cannot remove " + root.string() + ": " + ec.message());
     forget(slot, true);

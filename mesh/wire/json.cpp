@@ -591,7 +591,7 @@ json to_json(const run_request& r) {
 caf::expected<progress_request> parse_progress_request(const json& j) {
   progress_request r;
   object_reader in{j};
-  in.string("message", r.message, false, 4096);
+  in.string("message", r.message, false, max_progress_bytes);
   if (auto e = in.finish()) return e;
   return r;
 }

@@ -117,6 +117,8 @@ inline constexpr size_t max_batch_runs = 1000;
 struct progress_request {
   std::string message;
 };
+/// The longest progress `message`, in bytes.
+inline constexpr size_t max_progress_bytes = 4096;
 [[nodiscard]] caf::expected<progress_request> parse_progress_request(const json& j);
 
 /// POST /v1/runs/{id}/logs

@@ -146,6 +146,14 @@ public:
       }
       reply(res, 200, out);
     });
+    svr_.Put(R"(/v1/runs/([^/]+)/artifacts/(.+))",
+             [this](const httplib::Request& req, httplib::Response& res) {
+               if (!authorized(req, res)) return;
+               stall();
+               std::lock_guard<std::mutex> g{mtx_};
+               artifacts_[req.matches[1].str()][req.matches[2].str()] = req.body;
+               reply(res, 201, json{{"name", req.matches[2].str()}});
+             });
     svr_.Delete("/v1/agents/a1",
                 [this](const httplib::Request& req, httplib::Response& res) {
                   if (!authorized(req, res)) return;
@@ -194,6 +202,13 @@ public:
     cv_.notify_all();
   }
 
+  /// Lets stalled calls (see `stall_`) and later ones be answered.
+  void unstall() {
+    std::lock_guard<std::mutex> g{mtx_};
+    stall_ = false;
+    cv_.notify_all();
+  }
+
   /// Stops offering `id`.
   void withdraw(const std::string& id) {
     std::lock_guard<std::mutex> g{mtx_};
@@ -217,8 +232,9 @@ public:
   std::optional<std::chrono::milliseconds> token_life_;
   std::string token_ = "tok";
   bool fail_logs_every_other_ = false;
-  /// Finishes, reports and deregistrations get no answer while set, like
-  /// a frozen meshd's; `stalled_` counts them.
+  std::map<std::string, std::map<std::string, std::string>> artifacts_;
+  /// Finishes, reports, artifact uploads and deregistrations get no answer
+  /// while set, like a frozen meshd's; `stalled_` counts them.
   bool stall_ = false;
   int stalled_ = 0;
   std::set<std::string> started_;
@@ -362,7 +378,7 @@ plan_set echo_plans(std::shared_ptr<blocking_plan> blocker = nullptr) {
     return plan_result::success();
   });
   p["progress"] = std::make_shared<function_plan>([](run_context& ctx) {
-    ctx.progress("step 1 of 2");
+    ctx.progress(ctx.params.value("message", "step 1 of 2"));
     // Stays until the mesh cancels it, so the shipper has time to report.
     while (!ctx.cancel->wait_for(50ms)) {
     }
@@ -373,6 +389,11 @@ plan_set echo_plans(std::shared_ptr<blocking_plan> blocker = nullptr) {
     while (!ctx.cancel->wait_for(50ms)) {
     }
     return plan_result::failure("canceled");
+  });
+  // Succeeds at once, leaving an artifact.
+  p["artifact"] = std::make_shared<function_plan>([](run_context& ctx) {
+    std::ofstream{ctx.artifacts_dir / "out.txt"} << "made";
+    return plan_result::success("made it");
   });
   p["block"] = blocker
                    ? std::static_pointer_cast<plan>(blocker)
@@ -600,6 +621,30 @@ TEST(agent, timeout_is_an_error) {
   });
 }
 
+// This test ensures a run's outcome is what it was when the plan returned:
+// a plan that succeeded within its timeout stays `success` although the
+// timeout passes while its artifact is still being uploaded. It used to be
+// reported `error/timeout` (the token's reason was read at the report).
+TEST(agent, a_plan_that_returned_in_time_keeps_its_outcome) {
+  fake_mesh mesh;
+  agent a{config(mesh), echo_plans()};
+  a.start();
+  mesh.with([](fake_mesh& m) { return m.stall_ = true; });
+  mesh.submit("r1", "artifact", json::object(), "", 2);
+  ASSERT_TRUE(eventually(
+      [&] { return mesh.with([](fake_mesh& m) { return m.stalled_; }) == 1; }));
+  // The upload began after the run started, so its 2 s timeout is over by
+  // then: this waits for the deadline itself, not for another thread.
+  std::this_thread::sleep_for(2100ms);
+  mesh.unstall();
+  ASSERT_TRUE(finished(mesh, "r1"));
+  mesh.with([](fake_mesh& m) {
+    EXPECT_EQ(m.finished_["r1"]["status"], "success") << m.finished_["r1"].dump();
+    EXPECT_EQ(m.artifacts_["r1"]["out.txt"], "made");
+    return 0;
+  });
+}
+
 // This test ensures no more runs execute at once than the capacity.
 TEST(agent, capacity_bounds_parallel_runs) {
   fake_mesh mesh;
@@ -734,6 +779,24 @@ TEST(agent, progress_is_reported) {
   }));
   mesh.cancel("r1");
   ASSERT_TRUE(finished(mesh, "r1"));
+}
+
+// This test ensures a progress message longer than the mesh takes (4096
+// bytes) is cut there, on a character boundary, instead of being refused
+// with the heartbeat that carries it (the run then expired while it ran).
+TEST(agent, a_long_progress_message_is_cut_to_what_the_mesh_takes) {
+  fake_mesh mesh;
+  agent a{config(mesh), echo_plans()};
+  a.start();
+  auto message = std::string(4095, 'x') + "\u00e9 and more";
+  mesh.submit("r1", "progress", json{{"message", message}});
+  ASSERT_TRUE(eventually([&] {
+    return mesh.with([](fake_mesh& m) { return !m.progress_["r1"].empty(); });
+  }));
+  mesh.cancel("r1");
+  ASSERT_TRUE(finished(mesh, "r1"));
+  EXPECT_EQ(mesh.with([](fake_mesh& m) { return m.progress_["r1"].front(); }),
+            std::string(4095, 'x'));
 }
 
 // This test ensures a 2xx registration answer that is not the expected JSON is retried,

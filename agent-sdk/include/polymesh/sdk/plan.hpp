@@ -100,7 +100,8 @@ struct run_context {
   /// agent's `kill_grace`); plans pass it on to `process_spec`.
   std::chrono::milliseconds kill_grace{10000};
   /// Reports a short progress message to the mesh (rate limited by the
-  /// runtime; the last message wins). May be empty.
+  /// runtime; the last message wins; cut to its first 4096 bytes, the most
+  /// the mesh takes). May be empty.
   std::function<void(std::string)> progress;
 };
 
