@@ -34,6 +34,7 @@
 #include <fstream>
 #include <iterator>
 #include <set>
+#include <stdexcept>
 #include <sys/stat.h>
 #include <thread>
 #include <unistd.h>
@@ -126,6 +127,8 @@ std::string agent_config::validate() const {
   if (backoff_initial.count() < 1 || backoff_max < backoff_initial)
     return "backoff: initial must be at least 1ms and max at least initial";
   if (poll_wait.count() < 0) return "poll_wait: must not be negative";
+  if (request_timeout.count() < 1) return "request_timeout: must be at least 1ms";
+  if (deregister_timeout.count() < 1) return "deregister_timeout: must be at least 1ms";
   return {};
 }
 
@@ -903,8 +906,21 @@ std::string agent_config::prepare_work_root() const {
   return {};
 }
 
+namespace {
+
+/// `cfg`, or std::invalid_argument naming its first problem.
+agent_config checked(agent_config cfg, const plan_set& plans) {
+  if (auto err = cfg.validate(); !err.empty())
+    throw std::invalid_argument("agent_config: " + err);
+  for (auto& [name, p] : plans)
+    if (!p) throw std::invalid_argument("plan '" + name + "' is a null pointer");
+  return cfg;
+}
+
+} // namespace
+
 agent::agent(agent_config cfg, plan_set plans)
-    : impl_(std::make_unique<impl>(std::move(cfg), std::move(plans))) {}
+    : impl_(std::make_unique<impl>(checked(std::move(cfg), plans), std::move(plans))) {}
 
 agent::~agent() {
   bool running;
@@ -953,6 +969,9 @@ void agent::wait() {
     t = std::move(impl_->main);
   }
   if (t.joinable()) t.join();
+  // Another caller may be joining the thread: wait for its end all the same.
+  std::unique_lock<std::mutex> guard{impl_->mtx};
+  impl_->cv.wait(guard, [this] { return impl_->stopped || !impl_->started; });
 }
 
 bool agent::wait_for(milliseconds d) {

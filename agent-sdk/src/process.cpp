@@ -92,10 +92,11 @@ bool is_zombie(pid_t pid) {
 
 /// After a run's program was reaped and its group killed: kills and reaps
 /// what is left of the group, and any process that escaped it (`setsid`,
-/// `setpgid`) once it was adopted here, bounded in time. Children that share
-/// the agent's own process group are not the run's and are left alone.
+/// `setpgid`) once it was adopted here, bounded in time. Children in the
+/// agent's own session are not the run's (see `run_process`) and are left
+/// alone.
 void end_leftovers(pid_t group) {
-  auto own = ::getpgrp();
+  auto own = ::getsid(0);
   auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds{500};
   for (;;) {
     bool group_left = ::kill(-group, SIGKILL) == 0;
@@ -110,7 +111,8 @@ void end_leftovers(pid_t group) {
     bool escaped = false;
     for (pid_t child : children_of_this_thread()) {
       auto pgid = ::getpgid(child);
-      if (pgid < 0 || pgid == own) continue;
+      auto sid = ::getsid(child);
+      if (pgid < 0 || sid < 0 || sid == own) continue;
       escaped = true;
       if (pgid != group) ::kill(-pgid, SIGKILL);
       ::kill(child, SIGKILL);
@@ -250,8 +252,11 @@ process_outcome run_process(const process_spec& spec, log_sink& log,
     return out;
   }
   if (pid == 0) {
-    // Child: async-signal-safe calls only.
-    ::setpgid(0, 0);
+    // Child: async-signal-safe calls only. A session of its own (and so a
+    // group, and no controlling terminal): every process the plan starts
+    // stays outside the agent's session, which is how the agent tells them
+    // from the embedding program's own children.
+    ::setsid();
     // If the agent dies (kill -9, OOM), the plan's process dies with it
     // rather than run on unwatched. The signal comes when the forking thread
     // ends, which waits for this process; it survives exec. A parent already
@@ -289,8 +294,8 @@ process_outcome run_process(const process_spec& spec, log_sink& log,
     child_fail(exec_pipe[1], 3);
   }
 
-  // Parent. Setting the group here too closes the race with an early kill.
-  ::setpgid(pid, pid);
+  // Parent. No kill of the group comes before the exec (or its failure)
+  // is read below, so the child has made its session and group by then.
   {
     std::lock_guard<std::mutex> guard{live_mtx};
     live_programs.insert(pid);
@@ -394,13 +399,15 @@ process_outcome run_process(const process_spec& spec, log_sink& log,
 }
 
 size_t reap_adopted_orphans() {
-  // A subreaper's adopted orphans are children of its main thread.
-  auto own = ::getpgrp();
+  // A subreaper's adopted orphans are children of its main thread. Those
+  // in the agent's own session are the embedding program's own children
+  // (plans' processes never are, see `run_process`), its to wait for.
+  auto own = ::getsid(0);
   size_t reaped = 0;
   for (pid_t child : children_of(::getpid())) {
     if (is_live_program(child) || !is_zombie(child)) continue;
-    auto pgid = ::getpgid(child);
-    if (pgid < 0 || pgid == own) continue; // the embedding program's own
+    auto sid = ::getsid(child);
+    if (sid < 0 || sid == own) continue;
     int status = 0;
     if (::waitpid(child, &status, WNOHANG) == child) ++reaped;
   }

@@ -645,6 +645,54 @@ TEST(agent, a_plan_that_returned_in_time_keeps_its_outcome) {
   });
 }
 
+// This test ensures a bad config or a null plan is refused when the agent
+// is made, naming the problem (a URL without a scheme used to retry for
+// good, a null plan to crash at the first run).
+TEST(agent, a_bad_config_or_a_null_plan_is_refused_up_front) {
+  fake_mesh mesh;
+  auto cfg = config(mesh);
+  cfg.mesh_url = "127.0.0.1:7700";
+  try {
+    agent a{cfg, echo_plans()};
+    FAIL() << "a URL without a scheme was taken";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string{e.what()}.find("agent_config: mesh_url:"), std::string::npos)
+        << e.what();
+  }
+  auto plans = echo_plans();
+  plans["missing"] = nullptr;
+  try {
+    agent a{config(mesh), plans};
+    FAIL() << "a null plan was taken";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_STREQ(e.what(), "plan 'missing' is a null pointer");
+  }
+}
+
+// This test ensures every caller of `wait` returns only once the agent has
+// stopped (a second caller used to return at once: the first had taken the
+// thread to join).
+TEST(agent, every_waiter_waits_for_the_end) {
+  fake_mesh mesh;
+  agent a{config(mesh), echo_plans()};
+  a.start();
+  std::atomic<int> waiting{0};
+  std::atomic<int> saw_running{0};
+  auto waiter = [&] {
+    ++waiting;
+    a.wait();
+    if (!a.stats().stopped) ++saw_running;
+  };
+  std::thread first{waiter};
+  std::thread second{waiter};
+  ASSERT_TRUE(eventually([&] { return waiting == 2; }));
+  ASSERT_TRUE(eventually([&] { return a.stats().registered; }));
+  a.drain();
+  first.join();
+  second.join();
+  EXPECT_EQ(saw_running, 0);
+}
+
 // This test ensures no more runs execute at once than the capacity.
 TEST(agent, capacity_bounds_parallel_runs) {
   fake_mesh mesh;

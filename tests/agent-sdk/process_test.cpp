@@ -3,11 +3,13 @@
 #include "polymesh/sdk/testkit.hpp"
 
 #include <csignal>
+#include <cstring>
 #include <fcntl.h>
 #include <fstream>
 #include <gtest/gtest.h>
 #include <sstream>
 #include <sys/resource.h>
+#include <sys/wait.h>
 #include <thread>
 
 using namespace polymesh::sdk;
@@ -165,6 +167,48 @@ TEST(process, escaped_processes_do_not_outlive_the_run) {
   ASSERT_GT(grouped, 0);
   EXPECT_TRUE(gone(escaped)) << "a setsid child outlived its run";
   EXPECT_TRUE(gone(grouped));
+}
+
+// This test ensures the orphan reaping leaves the embedding program's own
+// children to it: a child of its main thread that moved to a group of its
+// own and exited used to be reaped by the agent, and the program's waitpid
+// failed with ECHILD. A zombie in another session (where every process a
+// plan starts lives) is reaped.
+TEST(process, the_embedding_programs_own_children_are_left_to_it) {
+  auto spawn = [](bool own_session) {
+    pid_t child = ::fork();
+    if (child == 0) {
+      if (own_session)
+        ::setsid();
+      else
+        ::setpgid(0, 0);
+      ::_exit(7);
+    }
+    return child;
+  };
+  pid_t mine = spawn(false);
+  pid_t orphan_like = spawn(true);
+  ASSERT_GT(mine, 0);
+  ASSERT_GT(orphan_like, 0);
+  ASSERT_TRUE(gone(mine));
+  ASSERT_TRUE(gone(orphan_like));
+  EXPECT_EQ(reap_adopted_orphans(), 1u);
+  int status = 0;
+  ASSERT_EQ(::waitpid(mine, &status, 0), mine) << std::strerror(errno);
+  EXPECT_EQ(WEXITSTATUS(status), 7);
+  EXPECT_EQ(::waitpid(orphan_like, &status, WNOHANG), -1) << "reaped by the agent";
+}
+
+// This test ensures a plan's program runs in a session of its own, so that
+// nothing it starts can be taken for the embedding program's children.
+TEST(process, a_program_runs_in_a_session_of_its_own) {
+  testkit::temp_dir dir;
+  testkit::memory_log log;
+  cancel_source c;
+  auto out = run_process(sh("set -- $(cat /proc/$$/stat); echo $6", dir.path()), log, c);
+  ASSERT_TRUE(out.success()) << out.describe();
+  EXPECT_EQ(std::stol(log.out()), out.pid);
+  EXPECT_NE(std::stol(log.out()), ::getsid(0));
 }
 
 // This test ensures a program ignoring SIGTERM gets SIGKILL after the grace.

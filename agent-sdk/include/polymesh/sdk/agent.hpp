@@ -104,7 +104,8 @@ struct agent_stats {
 
 class agent {
 public:
-  /// REQUIRES: `cfg.validate()` is "" and every plan pointer is non-null.
+  /// Throws std::invalid_argument when `cfg.validate()` finds a problem
+  /// (its text) or a plan pointer is null.
   agent(agent_config cfg, plan_set plans);
   /// Cancels everything still running and waits (like `cancel_all` + `wait`).
   ~agent();

@@ -2,8 +2,9 @@
 // cleaned up.
 //
 // The program is started with fork/exec from an argv (never through a shell
-// unless the plan puts `/bin/sh -c` in the argv itself), in a process group
-// of its own, with exactly the environment given, in the given working
+// unless the plan puts `/bin/sh -c` in the argv itself), in a session (and
+// process group) of its own, without a controlling terminal, with exactly
+// the environment given, in the given working
 // directory, with stdin from /dev/null and optional rlimits. Its stdout and
 // stderr are copied to the log sink in the order they arrive. When the
 // cancellation token fires, the whole group gets SIGTERM and, after the
@@ -83,7 +84,9 @@ run_process(const process_spec& spec, log_sink& log, const cancel_token& cancel,
 /// Reaps the zombies of processes plans left behind that exited after their
 /// run (this process is their subreaper; the kernel gives them to its main
 /// thread). Never touches a program `run_process` is still running, nor
-/// children in this process's own group. Returns how many were reaped.
+/// children in this process's own session (an embedding program's: the
+/// programs `run_process` starts, and everything they start, are in
+/// sessions of their own). Returns how many were reaped.
 /// `run_process` calls it at each run's end; the agent also calls it after
 /// each poll, so an idle agent does not collect zombies (they count against
 /// the user's process limit).
