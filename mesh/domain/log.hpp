@@ -4,6 +4,7 @@
 // Thread-safety: `log` may be called from any thread; lines never interleave.
 #pragma once
 
+#include <functional>
 #include <string>
 
 namespace polymesh {
@@ -15,5 +16,9 @@ void set_log_level(log_level level);
 /// Parses `error`, `warn`, `info`, `debug`.
 [[nodiscard]] bool parse_log_level(const std::string& text, log_level& out);
 void log(log_level level, const std::string& text);
+/// Lines at or above the level go to `handler` (one call at a time)
+/// instead of stderr; an empty function restores stderr.
+void set_log_handler(std::function<void(log_level, const std::string&)> handler);
+[[nodiscard]] const char* to_string(log_level level);
 
 } // namespace polymesh

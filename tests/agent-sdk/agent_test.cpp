@@ -5,6 +5,7 @@
 #include "eventually.hpp"
 #include "mesh/domain/clock.hpp"
 #include "polymesh/sdk/agent.hpp"
+#include "polymesh/sdk/log.hpp"
 #include "polymesh/sdk/plan.hpp"
 
 #include <algorithm>
@@ -691,6 +692,41 @@ TEST(agent, every_waiter_waits_for_the_end) {
   first.join();
   second.join();
   EXPECT_EQ(saw_running, 0);
+}
+
+// This test ensures an embedding program can take the agent's log lines
+// and choose their level (they always went to stderr, at info).
+TEST(agent, an_embedding_program_takes_the_log_and_sets_its_level) {
+  std::mutex mtx;
+  std::vector<std::string> lines;
+  set_log_handler([&](const std::string& level, const std::string& text) {
+    std::lock_guard<std::mutex> g{mtx};
+    lines.push_back(level + " " + text);
+  });
+  EXPECT_FALSE(set_log_level("chatty"));
+  auto count = [&](const std::string& what) {
+    std::lock_guard<std::mutex> g{mtx};
+    return std::count_if(lines.begin(), lines.end(), [&](const std::string& l) {
+      return l.find(what) != std::string::npos;
+    });
+  };
+  {
+    fake_mesh mesh;
+    agent a{config(mesh), echo_plans()};
+    a.start();
+    mesh.submit("r1", "echo", json::object(), "x");
+    ASSERT_TRUE(finished(mesh, "r1"));
+    EXPECT_TRUE(eventually([&] { return count("info run r1 finished: success") == 1; }));
+    EXPECT_EQ(count("registered as a1"), 1);
+    ASSERT_TRUE(set_log_level("warn"));
+    mesh.submit("r2", "echo", json::object(), "x");
+    ASSERT_TRUE(finished(mesh, "r2"));
+    a.drain();
+    a.wait();
+  }
+  set_log_handler(nullptr);
+  ASSERT_TRUE(set_log_level("info"));
+  EXPECT_EQ(count("run r2"), 0) << "info lines were written at level warn";
 }
 
 // This test ensures no more runs execute at once than the capacity.
