@@ -131,8 +131,9 @@ const std::vector<key_spec>& key_table() {
                   "clients take turns for the workers at this interval; each "
                   "reconnect costs a TCP handshake."),
       duration_key("http.read_timeout", &mesh_config::read_timeout, 1s, 1h,
-                   "Time allowed to read one request. Whole seconds only: meshd applies "
-                   "it in seconds.",
+                   "Longest wait for more bytes of a request being read (each wait, not "
+                   "the whole request: a slow but steady sender is not cut off). Whole "
+                   "seconds only: meshd applies it in seconds.",
                    1s),
 
       path_key("store.path", &mesh_config::store_path, true,

@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <cstring>
 #include <filesystem>
 #include <limits>
 #include <nlohmann/json.hpp>
@@ -1056,9 +1057,10 @@ private:
 
 } // namespace
 
-caf::expected<std::unique_ptr<store>> open_sqlite_store(const std::string& path,
-                                                        const store_options& options) {
-  if (auto err = check_options(options)) return err;
+namespace {
+
+caf::expected<std::unique_ptr<store>> open_at(const std::string& path,
+                                              const store_options& options) {
   if (!options.read_only)
     if (auto err = make_parent_dirs(path)) return err;
   // NOMUTEX: a store is used by one thread at a time (see store.hpp).
@@ -1069,11 +1071,18 @@ caf::expected<std::unique_ptr<store>> open_sqlite_store(const std::string& path,
   auto rc = sqlite3_open_v2(path.c_str(), &raw, flags, nullptr);
   connection db{db_ptr{raw}};
   if (rc != SQLITE_OK) {
-    if (!raw)
-      return make_error(errc::store_failure,
-                        "cannot open database '" + path + "': " + sqlite3_errstr(rc));
-    return db.fail("cannot open database '" + path + "'");
+    std::string why = raw ? sqlite3_errmsg(raw) : sqlite3_errstr(rc);
+    // "unable to open database file" does not say why; the OS error does.
+    if (int os = raw ? sqlite3_system_errno(raw) : 0; os != 0)
+      why += " (" + std::string{std::strerror(os)} + ")";
+    return make_error(errc::store_failure, "cannot open it: " + why);
   }
+  // SQLite opens a file it may not write read-only, without an error: every
+  // write would then fail while meshd looked healthy.
+  if (!options.read_only && sqlite3_db_readonly(raw, "main") == 1)
+    return make_error(errc::store_failure,
+                      "meshd's user may read it but not write it: give that user "
+                      "the file and its directory (chown), mode 0600");
   sqlite3_extended_result_codes(raw, 1);
   // Set before anything else touches the file, so that opening next to a
   // busy writer waits instead of failing.
@@ -1098,6 +1107,19 @@ caf::expected<std::unique_ptr<store>> open_sqlite_store(const std::string& path,
     return err;
   if (auto err = options.read_only ? check_version(db) : migrate(db)) return err;
   return std::unique_ptr<store>{new sqlite_store(std::move(db))};
+}
+
+} // namespace
+
+caf::expected<std::unique_ptr<store>> open_sqlite_store(const std::string& path,
+                                                        const store_options& options) {
+  if (auto err = check_options(options)) return err;
+  auto opened = open_at(path, options);
+  // Every problem names the file: there may be more than one database.
+  if (!opened)
+    return make_error(code_of(opened.error()),
+                      "database '" + path + "': " + message_of(opened.error()));
+  return opened;
 }
 
 } // namespace polymesh

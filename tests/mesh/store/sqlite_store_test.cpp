@@ -9,6 +9,8 @@
 #include <iterator>
 #include <set>
 #include <sqlite3.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 namespace polymesh {
 namespace {
@@ -270,6 +272,49 @@ TEST_F(sqlite_store_test, newer_schema_version_is_refused) {
   ASSERT_FALSE(db);
   EXPECT_EQ(code_of(db.error()), errc::store_failure);
   EXPECT_NE(message_of(db.error()).find("newer"), std::string::npos);
+}
+
+// This test ensures a database meshd's user may read but not write (a
+// backup restored by root, mode 0644) is refused at open, naming the file.
+// SQLite opened it read-only without a word, and meshd looked healthy while
+// every write failed. As root the open runs in a child that became nobody.
+TEST_F(sqlite_store_test, a_database_it_cannot_write_is_refused) {
+  db_.reset();
+  namespace fs = std::filesystem;
+  fs::permissions(path_,
+                  fs::perms::owner_read | fs::perms::group_read | fs::perms::others_read);
+  auto attempt = [&] {
+    auto db = open_sqlite_store(path_);
+    return db ? std::string{"opened"} : message_of(db.error());
+  };
+  std::string said;
+  if (::geteuid() != 0) {
+    said = attempt();
+  } else {
+    ASSERT_EQ(::chown(dir_.c_str(), 65534, 65534), 0);
+    int fds[2];
+    ASSERT_EQ(::pipe(fds), 0);
+    pid_t child = ::fork();
+    if (child == 0) {
+      ::close(fds[0]);
+      if (::setgid(65534) != 0 || ::setuid(65534) != 0) ::_exit(1);
+      auto text = attempt();
+      auto n = ::write(fds[1], text.data(), text.size());
+      ::_exit(n == static_cast<ssize_t>(text.size()) ? 0 : 1);
+    }
+    ::close(fds[1]);
+    char buf[512];
+    for (ssize_t n; (n = ::read(fds[0], buf, sizeof buf)) > 0;)
+      said.append(buf, static_cast<size_t>(n));
+    ::close(fds[0]);
+    int status = 0;
+    ::waitpid(child, &status, 0);
+    ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << said;
+  }
+  EXPECT_NE(
+      said.find("database '" + path_ + "': meshd's user may read it but not write it"),
+      std::string::npos)
+      << said;
 }
 
 // This test ensures that a read-only store does not create a missing file.
