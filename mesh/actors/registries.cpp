@@ -353,11 +353,16 @@ caf::behavior token_registry(token_self self, context_ptr ctx) {
         tok.record.agent_id = agent_id;
         tok.record.agent_session = session;
         // Tokens of earlier sessions of this agent die with this one's birth.
+        // Its expired ones leave the cache (their rows go with retention):
+        // an agent renews every two thirds of a token's life, so they would
+        // pile up for as long as meshd runs.
         std::vector<token_record> records{tok.record};
         for (auto& old : st.ctx->tokens->of_agent(agent_id))
           if (old.agent_session != session) {
             old.revoked_at = tok.record.created_at;
             records.push_back(old);
+          } else if (old.expires_at && *old.expires_at <= tok.record.created_at) {
+            st.ctx->tokens->erase(old.id);
           }
         auto rp = self->make_response_promise<issued_token>();
         persist_tokens(

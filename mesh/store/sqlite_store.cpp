@@ -893,6 +893,19 @@ public:
     if (max_rows == 0) return size_t{0};
     transaction txn{db_};
     if (auto err = txn.begin(true)) return err;
+    {
+      // An agent renews its access token every two thirds of its life, and
+      // each renewal is a row: those that expired, or were revoked, before
+      // the cutoff go too (a few per run of the loop; the next one goes on).
+      auto st =
+          db_.prepare("DELETE FROM tokens WHERE id IN (SELECT id FROM tokens"
+                      " WHERE kind = 'agent' AND (expires_at < ?1 OR revoked_at < ?1)"
+                      " LIMIT ?2)");
+      if (!st) return std::move(st.error());
+      st->bind(1, cutoff);
+      st->bind(2, clamp_to_int64(max_rows));
+      if (st->step() != SQLITE_DONE) return db_.fail("cannot prune agent tokens");
+    }
     std::vector<std::pair<int64_t, std::string>> victims;
     {
       // Without INDEXED BY the planner prefers `runs_by_status`, which here
@@ -911,7 +924,10 @@ public:
       if (auto err = read_all(db_, *st, read, victims, "cannot select runs to prune"))
         return err;
     }
-    if (victims.empty()) return size_t{0};
+    if (victims.empty()) {
+      if (auto err = txn.commit()) return err;
+      return size_t{0};
+    }
     // Remember the highest seq before it can vanish (see `meta` in the schema).
     if (auto err = db_.exec("INSERT INTO meta (key, value)"
                             " SELECT 'max_pruned_seq', COALESCE(MAX(seq), 0) FROM runs"

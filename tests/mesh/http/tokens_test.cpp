@@ -1,6 +1,8 @@
 // Token administration and the health endpoints over real HTTP.
 #include "tests/support/mesh_fixture.hpp"
 
+#include <set>
+
 namespace polymesh::test {
 namespace {
 
@@ -130,6 +132,48 @@ TEST_F(tokens, healthz_without_token_and_readyz_counts) {
   EXPECT_EQ(r.body["agents"]["draining"], 1);
   EXPECT_EQ(call("GET", "/readyz", "").status, 401);
   (void)waiting;
+}
+
+class agent_tokens : public mesh_fixture {
+protected:
+  void configure(mesh_config& c) override {
+    c.agent_token_ttl = std::chrono::minutes{1};
+    c.retention = std::chrono::hours{1};
+  }
+};
+
+// This test ensures the access tokens an agent renews do not pile up: a
+// renewal drops the agent's expired tokens from memory (an expired one is
+// then unknown rather than expired), and retention deletes the rows of
+// those that expired before its cutoff (36 rows per agent per day with the
+// defaults, kept for good before).
+TEST_F(agent_tokens, renewed_agent_tokens_are_dropped_once_expired) {
+  using namespace std::chrono_literals;
+  auto a = register_agent("a", json::object());
+  std::vector<std::string> issued{a.token};
+  auto renew = [&] {
+    auto r = call("POST", "/v1/agents/" + a.id + "/token", issued.back());
+    ASSERT_EQ(r.status, 200) << r.raw;
+    issued.push_back(r.body["access_token"]);
+  };
+  advance(40s);
+  renew();
+  advance(40s); // the first token expired 20 s ago
+  renew();
+  auto first = call("GET", "/v1/agents/" + a.id, issued.front());
+  EXPECT_EQ(first.status, 401);
+  EXPECT_NE(first.raw.find("unknown or revoked token"), std::string::npos) << first.raw;
+  clock.advance(cfg.retention + 1s); // the cutoff is now 81 s after the start
+  node_->prune_once();
+  auto list = call("GET", "/v1/tokens", admin);
+  ASSERT_EQ(list.status, 200);
+  std::set<std::string> agent_ids;
+  for (auto& t : list.body["tokens"])
+    if (t["kind"] == "agent") agent_ids.insert(t["id"].get<std::string>());
+  std::set<std::string> expected;
+  for (size_t i = 1; i < issued.size(); ++i)
+    expected.insert(issued[i].substr(3, issued[i].find('.') - 3));
+  EXPECT_EQ(agent_ids, expected) << list.raw;
 }
 
 } // namespace

@@ -1106,6 +1106,41 @@ TEST_F(sqlite_store_test, artifacts_round_trip_and_are_never_overwritten) {
   EXPECT_EQ((*db_->get_artifact("run_1", "z.bin"))->data, bytes);
 }
 
+// This test ensures pruning also deletes agent access tokens that expired or
+// were revoked before the cutoff (an agent renews its token every two thirds
+// of its life: a row each time, kept for good before), and no other token.
+TEST_F(sqlite_store_test, prune_deletes_old_agent_tokens_only) {
+  auto agent_token = [](const std::string& id) {
+    auto t = make_token(id, 0);
+    t.kind = token_kind::agent;
+    t.agent_id = "agt_1";
+    t.agent_session = 1;
+    return t;
+  };
+  auto expired = agent_token("tok_expired");
+  expired.expires_at = at(1000);
+  auto revoked = agent_token("tok_revoked");
+  revoked.revoked_at = at(1500);
+  auto live = agent_token("tok_live");
+  live.expires_at = at(3000);
+  auto forever = agent_token("tok_forever");
+  auto reader = make_token("tok_reader", 0);
+  reader.kind = token_kind::reader;
+  reader.expires_at = at(1000);
+  apply({put_token{expired}, put_token{revoked}, put_token{live}, put_token{forever},
+         put_token{reader}});
+  ASSERT_TRUE(db_->prune(at(2000), 1));
+  auto count = [&] { return db_->list_tokens()->size(); };
+  EXPECT_EQ(count(), 4u) << "at most max_rows tokens per call";
+  ASSERT_TRUE(db_->prune(at(2000), 100));
+  auto tokens = db_->list_tokens();
+  ASSERT_TRUE(tokens);
+  std::set<std::string> left;
+  for (auto& t : *tokens)
+    left.insert(t.id);
+  EXPECT_EQ(left, (std::set<std::string>{"tok_live", "tok_forever", "tok_reader"}));
+}
+
 // This test ensures prune deletes a pruned run's artifacts and keeps others'.
 TEST_F(sqlite_store_test, prune_deletes_artifacts_with_their_run) {
   apply({put_run{make_run("run_1", 1, run_status::success)},
