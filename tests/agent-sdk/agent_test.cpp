@@ -165,6 +165,8 @@ public:
                 });
     port_ = svr_.bind_to_any_port("127.0.0.1");
     thread_ = std::thread{[this] { svr_.listen_after_bind(); }};
+    // A stop before the loop runs is lost, and the join would wait for good.
+    eventually([this] { return svr_.is_running(); });
     // Test processes run in parallel and reuse run ids: each its own root.
     auto tmpl =
         (std::filesystem::temp_directory_path() / "polymesh-agent-test-XXXXXX").string();

@@ -67,6 +67,8 @@ public:
     });
     port_ = svr_.bind_to_any_port("127.0.0.1");
     thread_ = std::thread{[this] { svr_.listen_after_bind(); }};
+    // A stop before the loop runs is lost, and the join would wait for good.
+    eventually([this] { return svr_.is_running(); });
   }
 
   ~recording_mesh() {
@@ -222,6 +224,8 @@ public:
     svr_.Post("/v1/agents/a1/token", refuse_old);
     port_ = svr_.bind_to_any_port("127.0.0.1");
     thread_ = std::thread{[this] { svr_.listen_after_bind(); }};
+    // A stop before the loop runs is lost, and the join would wait for good.
+    eventually([this] { return svr_.is_running(); });
   }
   ~session_mesh() {
     svr_.stop();
@@ -376,6 +380,7 @@ TEST(mesh_client, an_artifact_is_sent_from_its_file) {
           });
   auto port = svr.bind_to_any_port("127.0.0.1");
   std::thread server{[&] { svr.listen_after_bind(); }};
+  ASSERT_TRUE(eventually([&] { return svr.is_running(); }));
   std::string bytes{"a\0b\xff", 4};
   for (int i = 0; bytes.size() < 300 * 1024; ++i)
     bytes += std::to_string(i * 7919) + '\n';
