@@ -466,6 +466,11 @@ caf::expected<token_request> parse_token_request(const json& j) {
         "field 'kind' must be one of admin, submitter, reader, registration", "kind");
   if (r.name.empty())
     return make_error(errc::invalid_argument, "field 'name' must not be empty", "name");
+  // A scope would confine nothing a reader does: it would only mislead.
+  if (*k == token_kind::reader && !r.scope.empty())
+    return make_error(
+        errc::invalid_argument,
+        "field 'scope' does not apply to reader tokens: reading is not scoped", "scope");
   r.kind = *k;
   return r;
 }

@@ -84,6 +84,7 @@ TEST_F(tokens, bad_token_requests_are_400) {
       {json{{"kind", "reader"}, {"name", "x"}, {"ttl_s", -5}}, "ttl_s"},
       {json{{"kind", "reader"}, {"name", "x"}, {"ttl_s", "60"}}, "ttl_s"},
       {json{{"kind", "reader"}, {"name", "x"}, {"scope", 3}}, "scope"},
+      {json{{"kind", "reader"}, {"name", "x"}, {"scope", "env=dev"}}, "scope"},
   };
   for (auto& [body, field] : cases) {
     auto r = call("POST", "/v1/tokens", admin, body);
