@@ -77,12 +77,12 @@ std::string tail_of(const std::string& s, size_t n) {
   return s.substr(from);
 }
 
-/// The first at most `n` bytes of `s`, not splitting a UTF-8 character.
+/// The first at most `n` bytes of `s`, not splitting a UTF-8 character
+/// (cut where the log buffer ends a full chunk).
 std::string head_of(const std::string& s, size_t n) {
   if (s.size() <= n) return s;
-  while (n > 0 && (static_cast<unsigned char>(s[n]) & 0xC0) == 0x80)
-    --n;
-  return s.substr(0, n);
+  return s.substr(0,
+                  n - log_buffer::incomplete_utf8_tail(std::string_view{s}.substr(0, n)));
 }
 
 std::string host_name() {

@@ -1135,10 +1135,8 @@ TEST_F(sqlite_store_test, prune_deletes_old_agent_tokens_only) {
   ASSERT_TRUE(db_->prune(at(2000), 100));
   auto tokens = db_->list_tokens();
   ASSERT_TRUE(tokens);
-  std::set<std::string> left;
-  for (auto& t : *tokens)
-    left.insert(t.id);
-  EXPECT_EQ(left, (std::set<std::string>{"tok_live", "tok_forever", "tok_reader"}));
+  EXPECT_EQ(ids_of(*tokens),
+            (std::vector<std::string>{"tok_forever", "tok_live", "tok_reader"}));
 }
 
 // This test ensures prune deletes a pruned run's artifacts and keeps others'.
