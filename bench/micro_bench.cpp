@@ -1,12 +1,14 @@
-// Micro benchmarks of the pure units: selector parse and match, and one
+// Micro benchmarks of the pure units: selector parse and match, one
 // assignment decision with 10,000 agents and 100,000 queued runs across 50
-// plans. Run: polymesh_micro_bench [--benchmark_min_time=0.2]
-// After Google Benchmark's own report it prints one machine-readable line
-// per benchmark: `bench=micro name=... ns_per_op=...`.
+// plans, and what the metrics' counting costs. Run: polymesh_micro_bench
+// [--benchmark_min_time=0.2] After Google Benchmark's own report it prints one
+// machine-readable line per benchmark: `bench=micro name=... ns_per_op=...`.
+#include "mesh/domain/metrics.hpp"
 #include "mesh/domain/selector.hpp"
 #include "routines/assignment/assigner.hpp"
 
 #include <benchmark/benchmark.h>
+#include <chrono>
 #include <cstdio>
 #include <memory>
 #include <string>
@@ -213,6 +215,29 @@ void BM_assign_new_class(benchmark::State& state) {
 // Each new class keeps what it ranked while idle, so the iterations are
 // bounded.
 BENCHMARK(BM_assign_new_class)->Arg(0)->Arg(1)->ArgName("ranked_all")->Iterations(200);
+
+// What `GET /metrics` adds to each answered request (two clock reads and
+// the counting) and to each finished run.
+void BM_metrics_count_request(benchmark::State& state) {
+  http_metrics m{{{"POST", "/v1/runs"}}};
+  for (auto _ : state) {
+    auto began = std::chrono::steady_clock::now();
+    m.answered(0, 201, std::chrono::steady_clock::now() - began);
+  }
+}
+BENCHMARK(BM_metrics_count_request);
+
+void BM_metrics_count_run_end(benchmark::State& state) {
+  mesh_metrics m;
+  run_record r;
+  r.status = run_status::success;
+  r.created_at = timestamp{};
+  r.started_at = r.created_at + std::chrono::milliseconds{20};
+  r.finished_at = r.created_at + std::chrono::milliseconds{900};
+  for (auto _ : state)
+    m.run_ended(r);
+}
+BENCHMARK(BM_metrics_count_run_end);
 
 /// Prints one `bench=micro` line per benchmark after the normal report.
 class line_reporter : public benchmark::ConsoleReporter {

@@ -10,6 +10,7 @@
 #include "mesh/actors/token_cache.hpp"
 #include "mesh/config/mesh_config.hpp"
 #include "mesh/domain/clock.hpp"
+#include "mesh/domain/metrics.hpp"
 #include "mesh/domain/run_timers.hpp"
 
 #include <atomic>
@@ -56,6 +57,8 @@ struct mesh_context {
   /// The group-committing writer, and how its last commit went.
   caf::actor store;
   store_health store_status;
+  /// What `GET /metrics` shows of runs and the store; counted by the actors.
+  mesh_metrics metrics;
   /// The reader: queries and answers for runs that are no longer live.
   caf::actor query;
   /// Registries: route requests to per-run and per-agent actors.

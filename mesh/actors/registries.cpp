@@ -76,6 +76,7 @@ caf::result<create_results> create_batch(run_self self, const caller& c,
             for (size_t i = 0; i < runs.size(); ++i) {
               if (out[i].written) {
                 auto& st = self->state;
+                st.ctx->metrics.runs_submitted(1);
                 st.live.emplace(runs[i].id,
                                 spawn_run_actor(self, st.ctx, runs[i], false, {}));
                 (*results)[i] = create_result{runs[i], true, {}};

@@ -116,6 +116,7 @@ void detach_agent(self_ptr self) {
 /// Called once the run reached a terminal state durably.
 void finalize(self_ptr self) {
   auto& st = self->state;
+  st.ctx->metrics.run_ended(st.run);
   detach_agent(self);
   self->send(st.ctx->assignment, dequeue_atom::value, st.run.id);
   self->send(st.ctx->runs, done_atom::value, st.run.id);
@@ -261,6 +262,7 @@ caf::behavior run_actor(self_ptr self, context_ptr ctx, run_record run, bool fre
                 [=](const write_outcomes& out) mutable {
                   auto& st = self->state;
                   if (out.empty() || out[0].written) {
+                    st.ctx->metrics.runs_submitted(1);
                     rearm(self);
                     enqueue(self);
                     rp.deliver(create_result{st.run, true, {}});

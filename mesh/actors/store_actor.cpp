@@ -6,6 +6,7 @@
 #include <caf/actor_system.hpp>
 #include <caf/event_based_actor.hpp>
 #include <caf/stateful_actor.hpp>
+#include <chrono>
 
 namespace polymesh {
 
@@ -31,7 +32,10 @@ void commit(caf::stateful_actor<store_state>* self) {
   auto waiting = std::move(st.waiting);
   st.batch.clear();
   st.waiting.clear();
+  auto began = std::chrono::steady_clock::now();
   auto outcomes = st.db->apply(batch);
+  st.ctx->metrics.committed(batch.size(), std::chrono::steady_clock::now() - began,
+                            static_cast<bool>(outcomes));
   if (outcomes)
     st.ctx->store_status.commit_succeeded();
   else

@@ -36,6 +36,7 @@ struct request_context {
   std::atomic<int64_t>& open_polls;
   int64_t max_polls;
   caller who;
+  const http_metrics& http_stats;
 
   [[nodiscard]] const context_ptr& ctx() const { return node.context(); }
 
@@ -806,6 +807,27 @@ void healthz(request_context& rc) {
   rc.reply(200, json{{"status", "ok"}});
 }
 
+/// Runs in the store and agents known, each by status (every status
+/// present), for `/readyz` and `/metrics`.
+struct status_tally {
+  status_counts runs;
+  std::map<agent_status, int64_t> agents;
+};
+
+caf::expected<status_tally> tally(request_context& rc) {
+  auto counts = ask<status_counts>(rc, rc.ctx()->query, count_atom::value);
+  if (!counts) return counts.error();
+  auto agents = ask<agent_list>(rc, rc.ctx()->agents, list_atom::value);
+  if (!agents) return agents.error();
+  status_tally out{std::move(*counts), {}};
+  for (auto s : {agent_status::online, agent_status::draining, agent_status::offline,
+                 agent_status::deregistered})
+    out.agents[s] = 0;
+  for (auto& a : *agents)
+    ++out.agents[a.status];
+  return out;
+}
+
 void readyz(request_context& rc) {
   if (rc.ctx()->stopping)
     return rc.fail(make_error(errc::unavailable, "meshd is shutting down"));
@@ -814,28 +836,58 @@ void readyz(request_context& rc) {
   if (auto why = rc.ctx()->store_status.error(); !why.empty())
     return rc.fail(
         make_error(errc::unavailable, "the store's last commit failed: " + why));
-  auto counts = ask<status_counts>(rc, rc.ctx()->query, count_atom::value);
+  auto counts = tally(rc);
   if (!counts) return rc.fail(counts.error());
-  auto agents = ask<agent_list>(rc, rc.ctx()->agents, list_atom::value);
-  if (!agents) return rc.fail(agents.error());
   json runs = json::object();
-  for (auto s : {run_status::created, run_status::pending, run_status::running,
-                 run_status::success, run_status::error, run_status::canceled})
-    runs[to_string(s)] = 0;
-  for (auto& [s, n] : *counts)
+  for (auto& [s, n] : counts->runs)
     runs[to_string(s)] = n;
   json by_status = json::object();
-  for (auto s : {agent_status::online, agent_status::draining, agent_status::offline,
-                 agent_status::deregistered})
-    by_status[to_string(s)] = 0;
-  for (auto& a : *agents)
-    by_status[to_string(a.status)] = by_status[to_string(a.status)].get<int64_t>() + 1;
+  for (auto& [s, n] : counts->agents)
+    by_status[to_string(s)] = n;
   json http{{"long_polls", rc.open_polls.load()},
             {"long_polls_max", rc.max_polls},
             {"threads", rc.ctx()->config.http_threads}};
   rc.reply(
       200,
       json{{"status", "ready"}, {"runs", runs}, {"agents", by_status}, {"http", http}});
+}
+
+/// `GET /metrics`: Prometheus text format 0.0.4. Counters come from the
+/// actors (runs, store) and the router (requests); gauges are read now, the
+/// run counts from the store like `/readyz`'s.
+void metrics(request_context& rc) {
+  auto counts = tally(rc);
+  if (!counts) return rc.fail(counts.error());
+  std::string out;
+  describe_metric(out, "polymesh_build_info", "gauge", "meshd's version, as a label");
+  out +=
+      "polymesh_build_info{version=\"" + escape_label_value(POLYMESH_VERSION) + "\"} 1\n";
+  describe_metric(out, "polymesh_runs", "gauge",
+                  "Runs in the store by status (finished ones until retention "
+                  "prunes them)");
+  for (auto& [s, n] : counts->runs)
+    out += "polymesh_runs{status=\"" + std::string{to_string(s)} + "\"} " +
+           std::to_string(n) + "\n";
+  describe_metric(out, "polymesh_agents", "gauge", "Agents by status");
+  for (auto& [s, n] : counts->agents)
+    out += "polymesh_agents{status=\"" + std::string{to_string(s)} + "\"} " +
+           std::to_string(n) + "\n";
+  auto gauge = [&](const char* name, const char* help, int64_t value) {
+    describe_metric(out, name, "gauge", help);
+    out += std::string{name} + " " + std::to_string(value) + "\n";
+  };
+  gauge("polymesh_http_long_polls", "Agent long-polls waiting now", rc.open_polls.load());
+  gauge("polymesh_http_long_polls_max",
+        "Long-polls the worker pool takes before answering 503", rc.max_polls);
+  gauge("polymesh_http_threads", "The HTTP worker pool's size (http.threads)",
+        rc.ctx()->config.http_threads);
+  gauge("polymesh_store_healthy", "1 when the store's last commit succeeded, else 0",
+        rc.ctx()->store_status.error().empty() ? 1 : 0);
+  rc.ctx()->metrics.render(out);
+  rc.http_stats.render(out);
+  render_process_metrics(out);
+  rc.res.status = 200;
+  rc.res.set_content(std::move(out), "text/plain; version=0.0.4; charset=utf-8");
 }
 
 // -- plumbing -----------------------------------------------------------------------
@@ -875,6 +927,7 @@ const std::vector<endpoint>& endpoints() {
       {"GET", "/healthz", public_access, "Liveness of the process; no token needed",
        healthz},
       {"GET", "/readyz", any_token, "Readiness with run and agent counts", readyz},
+      {"GET", "/metrics", users, "Prometheus metrics (text format 0.0.4)", metrics},
       {"POST", "/v1/tokens", admin_access, "Create a token (the secret is shown once)",
        create_token, body_kind::json},
       {"GET", "/v1/tokens", admin_access, "List tokens (never their secrets)",
@@ -1077,9 +1130,46 @@ http_layer_error(const httplib::Request& req, httplib::Response& res, int64_t ma
 
 } // namespace
 
+namespace {
+
+/// Each endpoint's method and path, in their order, for `http_metrics`.
+std::vector<std::pair<std::string, std::string>> routes_of_endpoints() {
+  std::vector<std::pair<std::string, std::string>> out;
+  for (auto& ep : endpoints())
+    out.emplace_back(ep.method, ep.path);
+  return out;
+}
+
+/// Counts an endpoint's answer (its status once the handler returned, and
+/// how long that took) however the handler returns.
+class count_answer {
+public:
+  count_answer(http_metrics& metrics, size_t route, const httplib::Response& res)
+      : metrics_(metrics)
+      , route_(route)
+      , res_(res) {}
+  count_answer(const count_answer&) = delete;
+  count_answer& operator=(const count_answer&) = delete;
+  ~count_answer() {
+    // A handler that threw is answered 500 by the exception handler, later.
+    auto status = std::uncaught_exceptions() > exceptions_ ? 500 : res_.status;
+    metrics_.answered(route_, status, std::chrono::steady_clock::now() - began_);
+  }
+
+private:
+  http_metrics& metrics_;
+  size_t route_;
+  const httplib::Response& res_;
+  int exceptions_ = std::uncaught_exceptions();
+  std::chrono::steady_clock::time_point began_ = std::chrono::steady_clock::now();
+};
+
+} // namespace
+
 http_server::http_server(mesh_node& node)
     : node_(node)
-    , svr_(new mesh_http_server) {
+    , svr_(new mesh_http_server)
+    , metrics_(routes_of_endpoints()) {
   auto& cfg = node_.context()->config;
   auto threads = static_cast<size_t>(cfg.http_threads);
   // Keep an eighth of the pool, 4 to 64 threads, for everything but polls:
@@ -1120,12 +1210,13 @@ http_server::http_server(mesh_node& node)
     auto& allowed = (*literal_paths)[ep.path];
     allowed += (allowed.empty() ? "" : ", ") + std::string{ep.method};
   }
-  svr_->set_error_handler([max_body, max_artifact, routes](const httplib::Request& req,
-                                                           httplib::Response& res) {
+  svr_->set_error_handler([this, max_body, max_artifact,
+                           routes](const httplib::Request& req, httplib::Response& res) {
     if (!res.body.empty()) return;
     res.set_content(wire::dump(wire::error_body(
                         http_layer_error(req, res, max_body, max_artifact, *routes))),
                     "application/json");
+    metrics_.refused(res.status);
   });
   // cpp-httplib answers a `Range` request with the ranges cut out of any
   // answer, JSON included, yet with status 200 and the whole body's ETag and
@@ -1156,8 +1247,10 @@ http_server::http_server(mesh_node& node)
     auto names = std::make_shared<std::vector<std::string>>();
     auto pattern = route_pattern(ep.path, names.get());
     const endpoint* decl = &ep;
-    auto handler = [this, decl, names, literal_paths](const httplib::Request& req,
-                                                      httplib::Response& res) {
+    auto route = static_cast<size_t>(decl - endpoints().data());
+    auto handler = [this, decl, route, names, literal_paths](const httplib::Request& req,
+                                                             httplib::Response& res) {
+      count_answer counted{metrics_, route, res};
       if (!names->empty()) {
         if (auto lit = literal_paths->find(req.path); lit != literal_paths->end()) {
           res.set_content(
@@ -1169,7 +1262,8 @@ http_server::http_server(mesh_node& node)
       // cpp-httplib also puts a form-encoded body's fields into `params`
       // (`curl -d` labels a JSON body so): read the query string alone.
       auto query = query_of(req.target);
-      request_context rc{node_, req, res, *names, query, open_polls_, max_polls_, {}};
+      request_context rc{node_,       req,        res, *names,  query,
+                         open_polls_, max_polls_, {},  metrics_};
       if (decl->allowed != public_access) {
         auto tok =
             node_.context()->tokens->authenticate(req.get_header_value("Authorization"));

@@ -10,6 +10,7 @@
 #pragma once
 
 #include "mesh/actors/node.hpp"
+#include "mesh/domain/metrics.hpp"
 
 #include <atomic>
 #include <caf/expected.hpp>
@@ -91,6 +92,8 @@ private:
   std::unique_ptr<httplib::Server> svr_;
   std::atomic<int64_t> open_polls_{0};
   int64_t max_polls_ = 1;
+  /// Answers per endpoint, for `GET /metrics`.
+  http_metrics metrics_;
 };
 
 /// Splits `HOST:PORT`; `[v6]:PORT` is accepted too.
