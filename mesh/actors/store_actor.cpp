@@ -58,6 +58,14 @@ caf::behavior store_actor(caf::stateful_actor<store_state>* self, context_ptr ct
   self->state.ctx = std::move(ctx);
   self->state.db = std::move(db);
   self->state.group_commit_max = group_commit_max;
+  // At shutdown every actor is told to exit at once. A write taken in just
+  // before has its commit queued as a `flush` behind the exit, and CAF 0.17
+  // drops an unanswered promise without a word: its requester would wait
+  // for ever, and so would shutdown. Commit what waits, then go.
+  self->set_exit_handler([=](caf::exit_msg& msg) {
+    commit(self);
+    self->quit(msg.reason);
+  });
   return {
       [=](write_atom, write_batch& writes) -> caf::result<write_outcomes> {
         auto& st = self->state;
