@@ -49,6 +49,13 @@ void add(std::atomic<uint64_t>& x, uint64_t n) {
   x.fetch_add(n, std::memory_order_relaxed);
 }
 
+/// One counter without labels: its HELP and TYPE lines and its sample.
+void render_counter(std::string& out, const char* name, const char* help,
+                    const std::atomic<uint64_t>& value) {
+  describe_metric(out, name, "counter", help);
+  sample(out, name, "", number(load(value)));
+}
+
 } // namespace
 
 std::string escape_label_value(std::string_view value) {
@@ -225,10 +232,16 @@ void mesh_metrics::committed(size_t writes, std::chrono::nanoseconds took, bool 
   commit_seconds_.observe(took);
 }
 
+void mesh_metrics::pruned(size_t runs, bool ok) {
+  if (ok)
+    add(pruned_, runs);
+  else
+    add(prune_failures_, 1);
+}
+
 void mesh_metrics::render(std::string& out) const {
-  describe_metric(out, "polymesh_runs_submitted_total", "counter",
-                  "Runs durably accepted (single submits and batch items)");
-  sample(out, "polymesh_runs_submitted_total", "", number(load(submitted_)));
+  render_counter(out, "polymesh_runs_submitted_total",
+                 "Runs durably accepted (single submits and batch items)", submitted_);
   describe_metric(out, "polymesh_runs_ended_total", "counter",
                   "Runs that durably reached a terminal state, by status and reason");
   {
@@ -243,18 +256,22 @@ void mesh_metrics::render(std::string& out) const {
   describe_metric(out, "polymesh_run_duration_seconds", "histogram",
                   "From a run's start to its end");
   run_time_.render(out, "polymesh_run_duration_seconds", "");
-  describe_metric(out, "polymesh_store_commits_total", "counter",
-                  "Store transactions committed (each one group of writes)");
-  sample(out, "polymesh_store_commits_total", "", number(load(commits_)));
-  describe_metric(out, "polymesh_store_commit_failures_total", "counter",
-                  "Store transactions that failed (their writes did not happen)");
-  sample(out, "polymesh_store_commit_failures_total", "", number(load(commit_failures_)));
-  describe_metric(out, "polymesh_store_writes_total", "counter",
-                  "Writes in committed store transactions");
-  sample(out, "polymesh_store_writes_total", "", number(load(writes_)));
+  render_counter(out, "polymesh_store_commits_total",
+                 "Store transactions committed (each one group of writes)", commits_);
+  render_counter(out, "polymesh_store_commit_failures_total",
+                 "Store transactions that failed (their writes did not happen)",
+                 commit_failures_);
+  render_counter(out, "polymesh_store_writes_total",
+                 "Writes in committed store transactions", writes_);
   describe_metric(out, "polymesh_store_commit_duration_seconds", "histogram",
                   "Time to apply and commit one group of writes, fsync included");
   commit_seconds_.render(out, "polymesh_store_commit_duration_seconds", "");
+  render_counter(out, "polymesh_runs_pruned_total",
+                 "Finished runs deleted by retention, with their logs and artifacts",
+                 pruned_);
+  render_counter(out, "polymesh_retention_failures_total",
+                 "Retention prunes that failed (retried at the next interval)",
+                 prune_failures_);
 }
 
 // -- process metrics -------------------------------------------------------------

@@ -101,6 +101,8 @@ public:
   void run_ended(const run_record& run);
   /// The store committed `writes` writes in one transaction, or failed to.
   void committed(size_t writes, std::chrono::nanoseconds took, bool ok);
+  /// Retention pruned `runs` finished runs, or failed to (`ok` false).
+  void pruned(size_t runs, bool ok);
   void render(std::string& out) const;
 
 private:
@@ -113,6 +115,8 @@ private:
   std::atomic<uint64_t> commit_failures_{0};
   std::atomic<uint64_t> writes_{0};
   latency_histogram commit_seconds_{latency_histogram::request_bounds()};
+  std::atomic<uint64_t> pruned_{0};
+  std::atomic<uint64_t> prune_failures_{0};
 };
 
 /// Appends the standard `process_*` metrics of this process, read from

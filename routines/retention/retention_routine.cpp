@@ -1,6 +1,8 @@
 #include "routines/retention/retention_routine.hpp"
 
 #include "mesh/actors/messages.hpp"
+#include "mesh/domain/error.hpp"
+#include "mesh/domain/log.hpp"
 
 #include <caf/actor_system.hpp>
 #include <caf/event_based_actor.hpp>
@@ -17,9 +19,32 @@ constexpr size_t prune_batch = 5000;
 struct retention_state {
   static inline const char* name = "retention";
   context_ptr ctx;
+  /// Prunes failed in a row; logged at 1, 2, 4, 8, … so that a store that
+  /// keeps failing (a full disk) does not flood the log.
+  uint64_t failures = 0;
 };
 
 using self_ptr = caf::stateful_actor<retention_state>*;
+
+/// Counts and logs one prune's outcome.
+void account(self_ptr self, const caf::expected<size_t>& n) {
+  auto& st = self->state;
+  st.ctx->metrics.pruned(n ? *n : 0, static_cast<bool>(n));
+  if (!n) {
+    auto k = ++st.failures;
+    if ((k & (k - 1)) == 0)
+      log(log_level::warn,
+          "retention: pruning finished runs failed (" + std::to_string(k) +
+              (k == 1 ? " time" : " times in a row") +
+              ", tried again every retention.interval): " + message_of(n.error()));
+    return;
+  }
+  if (st.failures > 0)
+    log(log_level::info, "retention: pruning works again after " +
+                             std::to_string(st.failures) +
+                             (st.failures == 1 ? " failed attempt" : " failed attempts"));
+  st.failures = 0;
+}
 
 /// Prunes one batch and calls `done` with the count (or the error); asks
 /// itself for another batch at once while batches come back full.
@@ -30,14 +55,20 @@ void prune(self_ptr self, std::function<void(caf::expected<size_t>)> done) {
   self->request(ctx->store, caf::infinite, prune_atom::value, cutoff, prune_batch)
       .then(
           [=](size_t n) {
+            account(self, n);
             if (n == prune_batch) self->send(self, sweep_atom::value, true);
             done(n);
           },
-          [=](caf::error& err) { done(std::move(err)); });
+          [=](caf::error& err) {
+            caf::expected<size_t> failed{std::move(err)};
+            account(self, failed);
+            done(std::move(failed));
+          });
 }
 
 void ignore(caf::expected<size_t>) {
-  // A failed prune is retried at the next interval; nothing is lost.
+  // Counted and logged by `account`; a failed prune is retried at the next
+  // interval, and nothing is lost.
 }
 
 caf::behavior retention_routine(self_ptr self, context_ptr ctx) {

@@ -1,8 +1,12 @@
 // `GET /metrics` over real HTTP: who may read it, and that its counters
 // follow what happened to runs, agents, requests and the store.
+#include "mesh/domain/log.hpp"
 #include "tests/support/mesh_fixture.hpp"
 
+#include <memory>
+#include <mutex>
 #include <sstream>
+#include <vector>
 
 namespace polymesh::test {
 namespace {
@@ -116,6 +120,51 @@ TEST_F(metrics, a_failing_store_is_counted) {
   auto t = call("GET", "/metrics", admin).raw;
   EXPECT_GE(value_of(t, "polymesh_store_commit_failures_total"), 1) << t;
   EXPECT_EQ(value_of(t, "polymesh_store_healthy"), 0) << t;
+}
+
+// This test ensures a retention prune that fails is counted and logged as a
+// warning, that the log says so again once pruning works, and that pruned
+// runs are counted.
+TEST_F(metrics, retention_counts_pruned_runs_and_logs_failed_prunes) {
+  std::vector<std::string> warnings;
+  std::mutex mtx;
+  set_log_handler([&](log_level level, const std::string& text) {
+    std::lock_guard<std::mutex> guard{mtx};
+    if (text.rfind("retention:", 0) == 0)
+      warnings.push_back(std::string{to_string(level)} + " " + text);
+  });
+  auto restore = std::shared_ptr<void>{nullptr, [](void*) { set_log_handler(nullptr); }};
+  auto agent = register_agent("a", json::object());
+  auto id = submit(json{{"plan", "noop"}}).body["id"].get<std::string>();
+  ASSERT_EQ(agent.take(1).size(), 1u);
+  ASSERT_EQ(agent.start(id).status, 200);
+  ASSERT_EQ(agent.finish(id, "success").status, 200);
+  clock.advance(cfg.retention + std::chrono::seconds{1});
+  exec_sql(dir + "/mesh.db", "CREATE TRIGGER refuse BEFORE DELETE ON runs BEGIN SELECT "
+                             "RAISE(ABORT, 'refused by test'); END;");
+  EXPECT_EQ(node_->prune_once(), 0u);
+  EXPECT_EQ(node_->prune_once(), 0u);
+  auto t = call("GET", "/metrics", admin).raw;
+  EXPECT_EQ(value_of(t, "polymesh_retention_failures_total"), 2) << t;
+  EXPECT_EQ(value_of(t, "polymesh_runs_pruned_total"), 0) << t;
+  EXPECT_EQ(call("GET", "/v1/runs/" + id, admin).status, 200)
+      << "a failed prune deletes nothing";
+
+  exec_sql(dir + "/mesh.db", "DROP TRIGGER refuse;");
+  EXPECT_EQ(node_->prune_once(), 1u);
+  t = call("GET", "/metrics", admin).raw;
+  EXPECT_EQ(value_of(t, "polymesh_retention_failures_total"), 2) << t;
+  EXPECT_EQ(value_of(t, "polymesh_runs_pruned_total"), 1) << t;
+  std::lock_guard<std::mutex> guard{mtx};
+  ASSERT_EQ(warnings.size(), 3u) << ::testing::PrintToString(warnings);
+  EXPECT_EQ(warnings[0].rfind("warn retention: pruning finished runs failed (1 time,", 0),
+            0u)
+      << warnings[0];
+  EXPECT_NE(warnings[0].find("refused by test"), std::string::npos) << warnings[0];
+  EXPECT_EQ(warnings[1].rfind("warn retention: pruning finished runs failed (2 times", 0),
+            0u)
+      << warnings[1];
+  EXPECT_EQ(warnings[2], "info retention: pruning works again after 2 failed attempts");
 }
 
 } // namespace
