@@ -7,6 +7,7 @@
 #include "mesh/domain/selector.hpp"
 #include "mesh/wire/json.hpp"
 
+#include <algorithm>
 #include <atomic>
 #include <caf/scoped_actor.hpp>
 #include <caf/send.hpp>
@@ -542,6 +543,25 @@ caf::error prepare_run(request_context& rc, wire::run_request& req) {
                             rc.who.scope + ")",
                         "agent");
   }
+  // What it offers changes only when it registers again (a new session under
+  // the same name), which a run waiting for it would then see; refusing now
+  // says what is wrong instead of leaving the run to wait for its TTL.
+  if (std::find(agent->plans.begin(), agent->plans.end(), req.plan) ==
+      agent->plans.end()) {
+    std::string offers;
+    for (auto& p : agent->plans)
+      offers += (offers.empty() ? "" : ", ") + p;
+    return make_error(errc::conflict,
+                      "agent '" + req.agent + "' does not offer plan '" + req.plan +
+                          "' (it offers: " + (offers.empty() ? "none" : offers) + ")",
+                      "plan");
+  }
+  if (const auto* unmet = sel->first_unmet(agent->labels))
+    return make_error(errc::conflict,
+                      "agent '" + req.agent +
+                          "' does not meet the selector's requirement " +
+                          unmet->to_string(),
+                      "selector");
   req.agent = agent->name;
   return {};
 }

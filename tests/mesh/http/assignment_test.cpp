@@ -176,6 +176,39 @@ TEST_F(assignment, named_agent_gets_the_run) {
   EXPECT_EQ(gone.body["error"]["field"], "agent");
 }
 
+// This test ensures a run naming an online agent that does not offer its
+// plan, or whose labels its selector refuses, is refused with 409 naming
+// the problem, and nothing is stored; one that fits is accepted.
+TEST_F(assignment, a_named_agent_that_cannot_take_the_run_is_refused_at_submit) {
+  auto a =
+      register_agent("named-a", json{{"env", "dev"}}, json::array({"noop", "shell"}));
+  auto stored = [&] { return call("GET", "/v1/runs", admin).body["runs"].size(); };
+  auto before = stored();
+  auto no_plan = submit(json{{"plan", "deploy"}, {"agent", "named-a"}});
+  EXPECT_EQ(no_plan.status, 409) << no_plan.raw;
+  EXPECT_EQ(no_plan.body["error"]["field"], "plan");
+  EXPECT_EQ(no_plan.body["error"]["message"],
+            "agent 'named-a' does not offer plan 'deploy' (it offers: noop, shell)");
+  auto wrong_env =
+      submit(json{{"plan", "noop"}, {"agent", "named-a"}, {"selector", "env=prod"}});
+  EXPECT_EQ(wrong_env.status, 409) << wrong_env.raw;
+  EXPECT_EQ(wrong_env.body["error"]["field"], "selector");
+  EXPECT_EQ(wrong_env.body["error"]["message"],
+            "agent 'named-a' does not meet the selector's requirement env=prod");
+  auto batch =
+      call("POST", "/v1/runs/batch", admin,
+           json{{"runs", json::array({json{{"plan", "deploy"}, {"agent", "named-a"}}})}});
+  EXPECT_EQ(batch.status, 409) << batch.raw;
+  EXPECT_EQ(batch.body["error"]["field"], "runs[0].plan");
+  EXPECT_EQ(stored(), before) << "a refused run is not stored";
+  auto fits =
+      submit(json{{"plan", "shell"}, {"agent", "named-a"}, {"selector", "env=dev"}});
+  ASSERT_EQ(fits.status, 201) << fits.raw;
+  auto got = a.take(1);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0]["id"], id_of(fits));
+}
+
 // This test ensures a new kind of run reaches an eligible agent that its
 // class's first ranking step did not look at: the routine keeps ranking in
 // steps until it has looked at every agent of the plan.

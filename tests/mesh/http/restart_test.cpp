@@ -98,7 +98,10 @@ TEST_F(restart, a_run_offered_to_an_offline_agent_is_requeued) {
 // (live, a submit racing the agent's removal; here a restart that restores
 // the run after its agent, which went offline while meshd was down).
 TEST_F(restart, a_run_queued_for_an_agent_already_gone_expires) {
-  auto gone = register_agent("gone-away", json::object(), json::array({"other"}));
+  // Its one slot is taken, so the run naming it stays queued.
+  auto gone = register_agent("gone-away", json::object());
+  ASSERT_EQ(submit(json{{"plan", "noop"}}).status, 201);
+  ASSERT_EQ(gone.take(1).size(), 1u);
   auto id = submit(json{{"plan", "noop"}, {"agent", "gone-away"}})
                 .body["id"]
                 .get<std::string>();
