@@ -197,9 +197,13 @@ caf::behavior query_actor(self_ptr self, context_ptr ctx, std::shared_ptr<store>
                           "run already finished as " + std::string{to_string(r->status)},
                           "status");
       },
-      [=](cancel_atom, const caller&, const std::string& id) -> caf::result<run_record> {
+      [=](cancel_atom, const caller& c,
+          const std::string& id) -> caf::result<run_record> {
         auto r = find_run(self, id);
         if (!r) return r.error();
+        // As for a live run: a scoped token learns nothing of a run outside it.
+        if (!c.scope.empty() && r->scope != c.scope)
+          return make_error(errc::forbidden, "run is outside this token's scope");
         return finished(*r, "cancel");
       },
   };

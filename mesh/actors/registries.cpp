@@ -373,9 +373,13 @@ caf::behavior token_registry(token_self self, context_ptr ctx) {
       },
       [=](revoke_atom, const std::string& id) -> caf::result<token_record> {
         auto rec = self->state.ctx->tokens->find(id);
-        if (!rec)
-          return make_error(errc::not_found, "no live token with id '" + id + "'", "id");
-        rec->revoked_at = self->state.ctx->now();
+        auto now = self->state.ctx->now();
+        if (!rec || rec->revoked_at || (rec->expires_at && *rec->expires_at <= now))
+          return make_error(errc::not_found,
+                            "no live token with id '" + id +
+                                "' (unknown, expired or already revoked)",
+                            "id");
+        rec->revoked_at = now;
         auto rp = self->make_response_promise<token_record>();
         auto out = *rec;
         persist_tokens(

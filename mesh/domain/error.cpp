@@ -20,6 +20,7 @@ const char* to_string(errc code) {
   case errc::store_failure: return "store_failure";
   case errc::internal: return "internal";
   case errc::method_not_allowed: return "method_not_allowed";
+  case errc::uri_too_long: return "uri_too_long";
   }
   return "internal";
 }
@@ -73,6 +74,7 @@ int http_status(errc code) {
   case errc::store_failure:
   case errc::internal: return 500;
   case errc::method_not_allowed: return 405;
+  case errc::uri_too_long: return 414;
   }
   return 500;
 }

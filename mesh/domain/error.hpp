@@ -46,6 +46,8 @@ enum class errc : uint8_t {
   internal,
   /// The path exists, the method does not (HTTP 405).
   method_not_allowed,
+  /// The request line (the URL) is longer than the HTTP layer reads (HTTP 414).
+  uri_too_long,
 };
 
 /// Returns the stable snake_case name of `code`, used as the JSON `code`.

@@ -9,6 +9,10 @@
 
 namespace polymesh {
 
+/// What every agent id starts with (`new_id("agt")`); no agent name may, so
+/// that a path or filter naming an agent means one agent.
+inline constexpr const char* agent_id_prefix = "agt_";
+
 /// A new random id `<prefix>_<26 chars of lowercase base32>` (130 bits).
 [[nodiscard]] std::string new_id(const std::string& prefix);
 /// A new random secret of 32 bytes, base64url without padding (43 chars).

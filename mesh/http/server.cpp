@@ -126,11 +126,15 @@ caf::expected<int64_t> query_int(request_context& rc, const char* name, int64_t 
                                  int64_t lo, int64_t hi) {
   if (!rc.has_query(name)) return fallback;
   auto text = rc.query_value(name);
-  // strtoll alone would also take " 1", "+1" and "01".
-  bool plain = !text.empty() &&
-               (std::isdigit(static_cast<unsigned char>(text[0])) ||
-                (text[0] == '-' && text.size() > 1)) &&
-               !(text.size() > 1 && text[0] == '0');
+  // strtoll alone would also take " 1", "+1", "01", "-01" and "-0".
+  std::string_view digits{text};
+  bool negative = !digits.empty() && digits.front() == '-';
+  if (negative) digits.remove_prefix(1);
+  bool plain = !digits.empty() &&
+               std::all_of(digits.begin(), digits.end(),
+                           [](char c) { return c >= '0' && c <= '9'; }) &&
+               !(digits.size() > 1 && digits.front() == '0') &&
+               !(negative && digits == "0");
   auto not_plain = [&] {
     return make_error(errc::invalid_argument,
                       "query parameter '" + std::string{name} +
@@ -285,12 +289,19 @@ void list_tokens(request_context& rc) {
 
 void revoke_token(request_context& rc) {
   auto id = rc.param("id");
+  // The last admin token revoking itself would leave no admin until a
+  // restart; another admin token can always revoke this one.
   if (id == token_cache::bootstrap_admin_id && rc.who.token_id == id)
     return rc.fail(
         make_error(errc::conflict,
                    "the bootstrap admin token cannot revoke itself; "
                    "create another admin token first or rotate POLYMESH_ADMIN_TOKEN",
                    "id"));
+  if (rc.who.token_id == id)
+    return rc.fail(make_error(errc::conflict,
+                              "a token cannot revoke itself; revoke it with another "
+                              "admin token",
+                              "id"));
   answer(rc, 200,
          ask<token_record>(rc, rc.ctx()->token_registry, revoke_atom::value, id));
 }
@@ -661,11 +672,23 @@ void list_runs(request_context& rc) {
     if (auto err = wire::validate_agent_name(f.agent, "agent")) return rc.fail(err);
   if (!f.agent.empty()) {
     // A name works too: the runs record ids. An id no longer known (an
-    // agent forgotten since) still filters as given.
+    // agent forgotten since) still filters as given; an unknown name is a
+    // typo, not a filter that matches nothing.
     auto a = ask<agent_record>(rc, rc.ctx()->agents, get_atom::value, f.agent);
-    if (a) f.agent = a->id;
+    if (a)
+      f.agent = a->id;
+    else if (f.agent.rfind(agent_id_prefix, 0) != 0)
+      return rc.fail(make_error(errc::invalid_argument,
+                                "no agent named '" + f.agent +
+                                    "' (give a known agent's name, or an agent id)",
+                                "agent"));
   }
   f.cursor = rc.query_value("cursor");
+  if (rc.has_query("cursor") && f.cursor.empty())
+    return rc.fail(make_error(errc::invalid_argument,
+                              "query parameter 'cursor' is empty: leave it out for the "
+                              "first page, or give the previous page's next_cursor",
+                              "cursor"));
   auto limit = query_int(rc, "limit", 50, 1, 1000);
   if (!limit) return rc.fail(limit.error());
   f.limit = static_cast<size_t>(*limit);
@@ -1088,14 +1111,41 @@ caf::error method_not_allowed(const httplib::Request& req, httplib::Response& re
                                                   req.path + "; allowed: " + allowed);
 }
 
+/// The paths meshd serves, for 405 answers: the methods of each path without
+/// placeholders (`GET /v1/runs/batch` is a wrong method on the batch
+/// endpoint, not a run with id "batch"), then each pattern with its method.
+struct route_table {
+  std::map<std::string, std::string> literal;
+  std::vector<std::pair<std::regex, std::string>> patterns;
+
+  /// The methods `path` takes, comma-separated; "" for no such path.
+  std::string allowed(const std::string& path) const {
+    if (auto it = literal.find(path); it != literal.end()) return it->second;
+    std::string out;
+    for (auto& [pattern, method] : patterns)
+      if (std::regex_match(path, pattern) && out.find(method) == std::string::npos)
+        out += (out.empty() ? "" : ", ") + method;
+    return out;
+  }
+};
+
 /// The JSON error for a request cpp-httplib refused before any handler ran
-/// (`res.status` says how); may change the status (405).
-caf::error
-http_layer_error(const httplib::Request& req, httplib::Response& res, int64_t max_body,
-                 int64_t max_artifact,
-                 const std::vector<std::pair<std::regex, std::string>>& routes) {
+/// (`res.status` says how); may change the status (405, 404).
+caf::error http_layer_error(const httplib::Request& req, httplib::Response& res,
+                            int64_t max_body, int64_t max_artifact,
+                            const route_table& routes) {
   auto type = req.get_header_value("Content-Type");
   auto starts = [&](const char* prefix) { return type.rfind(prefix, 0) == 0; };
+  // A method the path does not take (cpp-httplib answers 404, or 400 for one
+  // it does not know at all).
+  auto wrong_method = [&]() -> caf::error {
+    auto allowed = routes.allowed(req.path);
+    if (allowed.empty()) {
+      res.status = 404;
+      return make_error(errc::not_found, "no such endpoint; see docs/api.md");
+    }
+    return method_not_allowed(req, res, allowed);
+  };
   switch (res.status) {
   case 413:
     // The library holds form-encoded bodies to 8 KiB, whatever the limits.
@@ -1111,16 +1161,12 @@ http_layer_error(const httplib::Request& req, httplib::Response& res, int64_t ma
           "body");
     return req.method == "PUT" ? too_large(max_artifact, "runs.max_artifact_bytes")
                                : too_large(max_body, "http.max_body_bytes");
-  case 404: {
-    std::string allowed;
-    for (auto& [pattern, method] : routes)
-      if (std::regex_match(req.path, pattern) &&
-          allowed.find(method) == std::string::npos)
-        allowed += (allowed.empty() ? "" : ", ") + method;
-    if (allowed.empty())
-      return make_error(errc::not_found, "no such endpoint; see docs/api.md");
-    return method_not_allowed(req, res, allowed);
-  }
+  case 404: return wrong_method();
+  case 414:
+    return make_error(errc::uri_too_long,
+                      "the request line is longer than 8192 bytes; shorten the URL (a "
+                      "selector in a query string takes up to three times its length "
+                      "once percent-encoded)");
   case 416:
     res.status = 400;
     return make_error(errc::invalid_argument,
@@ -1135,17 +1181,34 @@ http_layer_error(const httplib::Request& req, httplib::Response& res, int64_t ma
                       "Content-Encoding '" + req.get_header_value("Content-Encoding") +
                           "' is not accepted: send the body uncompressed",
                       "body");
+  if (req.method.empty() || (req.version != "HTTP/1.1" && req.version != "HTTP/1.0")) {
+    res.status = 400;
+    return make_error(errc::invalid_argument,
+                      "the request line or a header does not parse, or a header line "
+                      "is longer than 8192 bytes (meshd speaks HTTP/1.0 and HTTP/1.1)");
+  }
   static const std::set<std::string> methods{"GET",    "HEAD",  "POST",   "PUT",
                                              "DELETE", "PATCH", "OPTIONS"};
   if (!methods.count(req.method)) {
-    res.status = 405;
-    return make_error(errc::method_not_allowed,
-                      "method '" + req.method + "' is not supported");
+    // cpp-httplib stops reading the request line at a method it does not
+    // know, so the path (and what it allows) is unknown here.
+    if (req.path.empty()) {
+      res.status = 400;
+      return make_error(errc::invalid_argument,
+                        "method '" + req.method +
+                            "' is not one meshd serves (GET, HEAD, POST, PUT, DELETE, "
+                            "PATCH, OPTIONS)");
+    }
+    return wrong_method();
   }
+  if ((req.method == "POST" || req.method == "PUT" || req.method == "PATCH") &&
+      !req.has_header("Content-Length") && !req.has_header("Transfer-Encoding"))
+    return make_error(errc::invalid_argument,
+                      "a " + req.method +
+                          " needs Content-Length or chunked encoding, even without a "
+                          "body (with curl: -d ''); see docs/api.md, Conventions");
   return make_error(errc::invalid_argument,
-                    "request rejected with HTTP status " + std::to_string(res.status) +
-                        " (a POST needs Content-Length or chunked encoding; see "
-                        "docs/api.md, Conventions)");
+                    "request rejected with HTTP status " + std::to_string(res.status));
 }
 
 } // namespace
@@ -1217,17 +1280,11 @@ http_server::http_server(mesh_node& node)
       static_cast<size_t>(std::max(cfg.max_body_bytes, cfg.max_artifact_bytes)));
   auto max_body = cfg.max_body_bytes;
   auto max_artifact = cfg.max_artifact_bytes;
-  // Each path pattern with its methods, for 405 answers.
-  auto routes = std::make_shared<std::vector<std::pair<std::regex, std::string>>>();
+  auto routes = std::make_shared<route_table>();
   for (auto& ep : endpoints()) {
-    routes->emplace_back(std::regex{route_pattern(ep.path, nullptr)}, ep.method);
-  }
-  // The methods of each path without placeholders: `GET /v1/runs/batch` is a
-  // wrong method on the batch endpoint, not a run with id "batch".
-  auto literal_paths = std::make_shared<std::map<std::string, std::string>>();
-  for (auto& ep : endpoints()) {
+    routes->patterns.emplace_back(std::regex{route_pattern(ep.path, nullptr)}, ep.method);
     if (std::strchr(ep.path, '{')) continue;
-    auto& allowed = (*literal_paths)[ep.path];
+    auto& allowed = routes->literal[ep.path];
     allowed += (allowed.empty() ? "" : ", ") + std::string{ep.method};
   }
   svr_->set_error_handler([this, max_body, max_artifact,
@@ -1242,7 +1299,26 @@ http_server::http_server(mesh_node& node)
   // answer, JSON included, yet with status 200 and the whole body's ETag and
   // checksum: a resuming download would keep a truncated file. meshd
   // ignores `Range` (RFC 9110 allows it) and always sends whole bodies.
-  svr_->set_pre_routing_handler([](const httplib::Request& req, httplib::Response&) {
+  svr_->set_pre_routing_handler([this](const httplib::Request& req,
+                                       httplib::Response& res) {
+    // Framing a proxy in front could read otherwise than cpp-httplib (which
+    // takes the first Content-Length, and chunked over any length) is
+    // refused, and the connection closed, before the body is read: a
+    // smuggled second request must not be served (RFC 9112, 6.3).
+    auto lengths = req.get_header_value_count("Content-Length");
+    if (lengths > 1 || (lengths == 1 && req.has_header("Transfer-Encoding"))) {
+      res.status = 400;
+      res.set_header("Connection", "close");
+      res.set_content(
+          wire::dump(wire::error_body(make_error(
+              errc::invalid_argument,
+              lengths > 1 ? "the request has more than one Content-Length header"
+                          : "the request has both Content-Length and Transfer-Encoding",
+              "Content-Length"))),
+          "application/json");
+      metrics_.refused(res.status);
+      return httplib::Server::HandlerResponse::Handled;
+    }
     // `req` is the server's own, non-const request object.
     const_cast<httplib::Request&>(req).ranges.clear();
     return httplib::Server::HandlerResponse::Unhandled;
@@ -1268,11 +1344,11 @@ http_server::http_server(mesh_node& node)
     auto pattern = route_pattern(ep.path, names.get());
     const endpoint* decl = &ep;
     auto route = static_cast<size_t>(decl - endpoints().data());
-    auto handler = [this, decl, route, names, literal_paths](const httplib::Request& req,
-                                                             httplib::Response& res) {
+    auto handler = [this, decl, route, names, routes](const httplib::Request& req,
+                                                      httplib::Response& res) {
       count_answer counted{metrics_, route, res};
       if (!names->empty()) {
-        if (auto lit = literal_paths->find(req.path); lit != literal_paths->end()) {
+        if (auto lit = routes->literal.find(req.path); lit != routes->literal.end()) {
           res.set_content(
               wire::dump(wire::error_body(method_not_allowed(req, res, lit->second))),
               "application/json");

@@ -1,6 +1,7 @@
 #include "mesh/wire/json.hpp"
 
 #include "mesh/domain/error.hpp"
+#include "mesh/domain/ids.hpp"
 #include "mesh/domain/labels.hpp"
 #include "mesh/domain/run_state.hpp"
 
@@ -383,6 +384,14 @@ caf::expected<json> parse_strict(const std::string& text, const std::string& wha
     if (at != std::string::npos) detail.erase(0, at + 2);
     return make_error(errc::invalid_argument, what + " is not valid JSON: " + detail, {},
                       e.byte > 0 ? static_cast<int64_t>(e.byte) - 1 : 0);
+  } catch (const json::out_of_range& e) {
+    // A number beyond a double's range, e.g. 1e309: "[json.exception.
+    // out_of_range.406] number overflow parsing '1e309'".
+    std::string detail = e.what();
+    auto at = detail.find("] ");
+    if (at != std::string::npos) detail.erase(0, at + 2);
+    return make_error(errc::invalid_argument,
+                      what + " holds a number too large for a double (" + detail + ")");
   }
 }
 
@@ -450,6 +459,25 @@ caf::error validate_agent_name(const std::string& name, const std::string& field
   return {};
 }
 
+namespace {
+
+/// An error when `value` holds a control character (a NUL, a newline, an
+/// escape sequence): names and keys are shown in listings and terminals.
+caf::error printable(const std::string& value, const char* field) {
+  for (size_t i = 0; i < value.size(); ++i) {
+    auto c = static_cast<unsigned char>(value[i]);
+    if (c < 0x20 || c == 0x7f)
+      return make_error(errc::invalid_argument,
+                        std::string{"field '"} + field +
+                            "' must not contain control characters (byte " +
+                            std::to_string(c) + " at offset " + std::to_string(i) + ")",
+                        field);
+  }
+  return {};
+}
+
+} // namespace
+
 caf::expected<token_request> parse_token_request(const json& j) {
   token_request r;
   object_reader in{j};
@@ -464,8 +492,10 @@ caf::expected<token_request> parse_token_request(const json& j) {
     return make_error(
         errc::invalid_argument,
         "field 'kind' must be one of admin, submitter, reader, registration", "kind");
-  if (r.name.empty())
-    return make_error(errc::invalid_argument, "field 'name' must not be empty", "name");
+  if (r.name.find_first_not_of(' ') == std::string::npos)
+    return make_error(errc::invalid_argument, "field 'name' must not be empty or blank",
+                      "name");
+  if (auto e = printable(r.name, "name")) return e;
   // A scope would confine nothing a reader does: it would only mislead.
   if (*k == token_kind::reader && !r.scope.empty())
     return make_error(
@@ -486,6 +516,13 @@ caf::expected<register_request> parse_register_request(const json& j) {
   in.string("hostname", r.hostname, false, 255);
   if (auto e = in.finish()) return e;
   if (auto e = validate_agent_name(r.name, "name")) return e;
+  if (r.name.rfind(agent_id_prefix, 0) == 0)
+    return make_error(errc::invalid_argument,
+                      std::string{"agent names starting with '"} + agent_id_prefix +
+                          "' are reserved for agent ids",
+                      "name");
+  if (auto e = printable(r.version, "version")) return e;
+  if (auto e = printable(r.hostname, "hostname")) return e;
   if (r.plans.empty())
     return make_error(errc::invalid_argument, "field 'plans' must list at least one plan",
                       "plans");
@@ -542,6 +579,7 @@ caf::expected<run_request> parse_run_request(const json& j, const limits& lim) {
   if (auto e = not_blank(j, "agent", "to let the mesh pick an agent")) return e;
   if (auto e = not_blank(j, "idempotency_key", "for a submit that is not deduplicated"))
     return e;
+  if (auto e = printable(r.idempotency_key, "idempotency_key")) return e;
   if (auto e = validate_plan_name(r.plan, "plan")) return e;
   if (!r.agent.empty())
     if (auto e = validate_agent_name(r.agent, "agent")) return e;
@@ -609,6 +647,7 @@ caf::expected<log_request> parse_log_request(const json& j) {
   if (!chunks || !chunks->is_array() || chunks->empty())
     return make_error(errc::invalid_argument, "field 'chunks' must be a non-empty array",
                       "chunks");
+  std::unordered_set<int64_t> seqs;
   for (size_t i = 0; i < chunks->size(); ++i) {
     auto field = "chunks[" + std::to_string(i) + "]";
     auto& c = (*chunks)[i];
@@ -626,6 +665,13 @@ caf::expected<log_request> parse_log_request(const json& j) {
     if (chunk.stream != "stdout" && chunk.stream != "stderr")
       return make_error(errc::invalid_argument, "stream must be stdout or stderr",
                         field + ".stream");
+    // The run keeps the first chunk of a seq and ignores repeats (a retried
+    // upload); two different chunks under one seq in one request are a bug.
+    if (!seqs.insert(chunk.seq).second)
+      return make_error(errc::invalid_argument,
+                        "seq " + std::to_string(chunk.seq) +
+                            " appears twice in this request; each chunk needs its own",
+                        field + ".seq");
     r.chunks.push_back(std::move(chunk));
   }
   return r;

@@ -282,7 +282,8 @@ TEST_F(auth, scoped_registration_token_refuses_non_matching_labels) {
 // This test ensures a scoped registration token cannot take over an agent
 // outside its scope by registering under its name (with matching labels of
 // its own, it used to supersede a prod agent's session and receive its
-// runs), nor reach an agent by giving that agent's id as the name.
+// runs), nor reach an agent by giving that agent's id as the name (names
+// that look like agent ids are refused).
 TEST_F(auth, scoped_registration_token_cannot_take_over_another_scopes_agent) {
   auto prod = register_agent("prod-1", json{{"env", "prod"}});
   auto dev_reg = make_token("registration", "env=dev");
@@ -298,8 +299,8 @@ TEST_F(auth, scoped_registration_token_cannot_take_over_another_scopes_agent) {
   auto by_id =
       call("POST", "/v1/agents/register", admin,
            json{{"name", prod.id}, {"labels", json::object()}, {"plans", {"noop"}}});
-  ASSERT_EQ(by_id.status, 201) << by_id.raw;
-  EXPECT_NE(by_id.body["id"], prod.id) << "a name equal to an id is a new agent";
+  EXPECT_EQ(by_id.status, 400) << "a name equal to an id would shadow that agent";
+  EXPECT_EQ(by_id.body["error"]["field"], "name") << by_id.raw;
   EXPECT_EQ(prod.poll(0).status, 200);
   // Within its scope the dev token may still re-register its own agents.
   auto dev =

@@ -4,7 +4,12 @@
 // request must change nothing.
 #include "tests/support/mesh_fixture.hpp"
 
+#include <arpa/inet.h>
 #include <httplib.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <tuple>
+#include <unistd.h>
 
 namespace polymesh::test {
 namespace {
@@ -515,6 +520,207 @@ TEST_F(errors, shutting_down_is_503) {
   auto list = call("GET", "/v1/runs", admin);
   ASSERT_EQ(list.status, 200) << list.raw;
   EXPECT_TRUE(list.body["runs"].empty());
+}
+
+} // namespace
+} // namespace polymesh::test
+
+namespace polymesh::test {
+namespace {
+
+/// Sends `bytes` verbatim on a fresh connection and reads until the server
+/// closes it (or 10 s pass): every response it wrote, as raw text.
+std::string exchange_raw(int port, const std::string& bytes) {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return "socket failed";
+  timeval tv{10, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  std::string out;
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0 &&
+      ::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL) ==
+          static_cast<ssize_t>(bytes.size())) {
+    char buf[4096];
+    for (ssize_t n; (n = ::recv(fd, buf, sizeof buf, 0)) > 0;)
+      out.append(buf, static_cast<size_t>(n));
+  }
+  ::close(fd);
+  return out;
+}
+
+size_t count_of(const std::string& text, const std::string& what) {
+  size_t n = 0;
+  for (auto at = text.find(what); at != std::string::npos; at = text.find(what, at + 1))
+    ++n;
+  return n;
+}
+
+using http_framing = mesh_fixture;
+
+// This test ensures requests the HTTP layer refuses get the right status and
+// a message naming the cause: a URL over the request-line limit is 414, a
+// request line that does not parse is 400, a method the path lacks is 405
+// with the path's own methods in Allow (fixed paths included), and a number
+// too large for a double is 400, not 500.
+TEST_F(http_framing, refused_requests_get_their_own_status_and_cause) {
+  auto auth = "Authorization: Bearer " + admin + "\r\n";
+  auto long_url = exchange_raw(port, "GET /v1/runs/" + std::string(9000, 'x') +
+                                         " HTTP/1.1\r\nHost: t\r\n" + auth +
+                                         "Connection: close\r\n\r\n");
+  EXPECT_EQ(long_url.rfind("HTTP/1.1 414", 0), 0u) << long_url.substr(0, 300);
+  EXPECT_NE(long_url.find("\"uri_too_long\""), std::string::npos) << long_url;
+  EXPECT_NE(long_url.find("8192 bytes"), std::string::npos) << long_url;
+
+  auto version = exchange_raw(port, "GET /healthz HTTP/9.9\r\nHost: t\r\n\r\n");
+  EXPECT_EQ(version.rfind("HTTP/1.1 400", 0), 0u) << version.substr(0, 300);
+  EXPECT_NE(version.find("does not parse"), std::string::npos) << version;
+
+  for (auto [method, path, allow] : {std::tuple{"TRACE", "/v1/runs", "POST, GET"},
+
+                                     std::tuple{"PUT", "/v1/runs/batch", "POST"},
+                                     std::tuple{"PUT", "/v1/agents/register", "POST"}}) {
+    SCOPED_TRACE(std::string{method} + " " + path);
+    auto r =
+        exchange_raw(port, std::string{method} + " " + path + " HTTP/1.1\r\nHost: t\r\n" +
+                               auth + "Content-Length: 0\r\nConnection: close\r\n\r\n");
+    EXPECT_EQ(r.rfind("HTTP/1.1 405", 0), 0u) << r.substr(0, 300);
+    EXPECT_NE(r.find("\r\nAllow: " + std::string{allow} + "\r\n"), std::string::npos)
+        << r;
+  }
+  auto nowhere = exchange_raw(port, "TRACE /v1/nowhere HTTP/1.1\r\nHost: t\r\n" + auth +
+                                        "Connection: close\r\n\r\n");
+  EXPECT_EQ(nowhere.rfind("HTTP/1.1 404", 0), 0u) << nowhere.substr(0, 300);
+  auto unknown = exchange_raw(port, "FOO /v1/runs HTTP/1.1\r\nHost: t\r\n" + auth +
+                                        "Connection: close\r\n\r\n");
+  EXPECT_EQ(unknown.rfind("HTTP/1.1 400", 0), 0u) << unknown.substr(0, 300);
+  EXPECT_NE(unknown.find("method 'FOO' is not one meshd serves"), std::string::npos)
+      << unknown;
+
+  for (std::string body : {R"({"plan":"noop","priority":1e309})",
+                           R"({"runs":[{"plan":"noop","params":{"x":-1e400}}]})"}) {
+    SCOPED_TRACE(body);
+    auto r = call_body(
+        "POST", body.find("runs") != std::string::npos ? "/v1/runs/batch" : "/v1/runs",
+        admin, body);
+    expect_error(r, 400, "invalid_argument", "body");
+    EXPECT_NE(
+        r.body["error"]["message"].get<std::string>().find("too large for a double"),
+        std::string::npos)
+        << r.raw;
+  }
+  EXPECT_TRUE(call("GET", "/v1/runs", admin).body["runs"].empty());
+}
+
+// This test ensures a request whose length a proxy could read otherwise (two
+// Content-Length headers, or one with Transfer-Encoding) is refused and its
+// connection closed, so the bytes after it are never served as a request of
+// their own.
+TEST_F(http_framing, ambiguous_body_lengths_are_refused_and_close_the_connection) {
+  std::string smuggled = "POST /v1/runs HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer " +
+                         admin + "\r\nContent-Length: 15\r\n\r\n{\"plan\":\"noop\"}";
+  for (std::string framing :
+       {"Content-Length: 0\r\nContent-Length: " + std::to_string(smuggled.size()) +
+            "\r\n",
+        std::string{"Content-Length: 0\r\nTransfer-Encoding: chunked\r\n"}}) {
+    SCOPED_TRACE(framing);
+    auto r =
+        exchange_raw(port, "POST /v1/runs HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer " +
+                               admin + "\r\n" + framing + "\r\n" + smuggled);
+    EXPECT_EQ(r.rfind("HTTP/1.1 400", 0), 0u) << r.substr(0, 300);
+    EXPECT_NE(r.find("\"field\":\"Content-Length\""), std::string::npos) << r;
+    EXPECT_EQ(count_of(r, "HTTP/1.1 "), 1u) << "the bytes after it were served: " << r;
+  }
+  EXPECT_TRUE(call("GET", "/v1/runs", admin).body["runs"].empty());
+  // One Content-Length still works.
+  EXPECT_EQ(call_body("POST", "/v1/runs", admin, R"({"plan":"noop"})").status, 201);
+}
+
+// This test ensures values that would mislead are refused and change
+// nothing: control characters and blank names, an agent name shaped like an
+// agent id, two log chunks with one seq, an unknown agent name or an empty
+// cursor as a list filter, and signed zeros as integers.
+TEST_F(http_framing, values_that_would_mislead_are_400) {
+  auto tokens = call("GET", "/v1/tokens", admin).body["tokens"].size();
+  for (auto name : {std::string{"a\nb"}, std::string("a\0b", 3), std::string{"\x1b[31m"},
+                    std::string{"   "}}) {
+    auto r = call("POST", "/v1/tokens", admin, json{{"kind", "reader"}, {"name", name}});
+    expect_error(r, 400, "invalid_argument", "name");
+  }
+  EXPECT_EQ(call("GET", "/v1/tokens", admin).body["tokens"].size(), tokens);
+  auto reg = [&](const json& extra) {
+    json body{{"name", "odd-1"}, {"plans", {"noop"}}};
+    body.update(extra);
+    return call("POST", "/v1/agents/register", admin, body);
+  };
+  expect_error(reg(json{{"hostname", "h\r\nX-Injected: 1"}}), 400, "invalid_argument",
+               "hostname");
+  expect_error(reg(json{{"name", "agt_lookalike"}}), 400, "invalid_argument", "name");
+  EXPECT_TRUE(call("GET", "/v1/agents", admin).body["agents"].empty());
+  expect_error(submit(json{{"plan", "noop"}, {"idempotency_key", "k\n1"}}), 400,
+               "invalid_argument", "idempotency_key");
+  EXPECT_TRUE(call("GET", "/v1/runs", admin).body["runs"].empty());
+
+  auto agent = register_agent("logger", json::object());
+  auto id = submit(json{{"plan", "noop"}}).body["id"].get<std::string>();
+  ASSERT_EQ(agent.take(1).size(), 1u);
+  auto twice = call("POST", "/v1/runs/" + id + "/logs", agent.token,
+                    json{{"chunks", json::array({json{{"seq", 5}, {"data", "one"}},
+                                                 json{{"seq", 5}, {"data", "two"}}})}});
+  expect_error(twice, 400, "invalid_argument", "chunks[1].seq");
+  EXPECT_EQ(call("GET", "/v1/runs/" + id + "/logs", admin).body["chunks"].size(), 0u);
+
+  expect_error(call("GET", "/v1/runs?agent=no-such-agent", admin), 400,
+               "invalid_argument", "agent");
+  EXPECT_EQ(call("GET", "/v1/runs?agent=logger", admin).body["runs"].size(), 1u);
+  EXPECT_EQ(call("GET", "/v1/runs?agent=agt_forgotten", admin).status, 200)
+      << "an id of an agent forgotten since still filters";
+  expect_error(call("GET", "/v1/runs?cursor=", admin), 400, "invalid_argument", "cursor");
+  for (auto q :
+       {"/v1/runs/" + id + "/logs?after=-0", "/v1/runs/" + id + "/logs?after=-01",
+        "/v1/agents/" + agent.id + "/runs?wait=-0"}) {
+    SCOPED_TRACE(q);
+    auto r = call("GET", q, q.find("wait") != std::string::npos ? agent.token : admin);
+    EXPECT_EQ(r.status, 400) << r.raw;
+  }
+}
+
+// This test ensures no token may revoke itself (the last admin would lock
+// everyone out), an expired token cannot be revoked (404, as for one already
+// revoked), and a scoped token cancelling a finished run outside its scope
+// gets 403 without learning the run's status.
+TEST_F(http_framing, token_and_scope_edges) {
+  auto second =
+      call("POST", "/v1/tokens", admin, json{{"kind", "admin"}, {"name", "ops"}});
+  ASSERT_EQ(second.status, 201) << second.raw;
+  auto self = call("DELETE", "/v1/tokens/" + second.body["id"].get<std::string>(),
+                   second.body["token"].get<std::string>());
+  expect_error(self, 409, "conflict", "id");
+  EXPECT_EQ(call("GET", "/v1/runs", second.body["token"].get<std::string>()).status, 200);
+
+  auto brief = call("POST", "/v1/tokens", admin,
+                    json{{"kind", "reader"}, {"name", "brief"}, {"ttl_s", 60}});
+  ASSERT_EQ(brief.status, 201);
+  advance(std::chrono::seconds{61});
+  auto expired =
+      call("DELETE", "/v1/tokens/" + brief.body["id"].get<std::string>(), admin);
+  expect_error(expired, 404, "not_found", "id");
+  for (auto& t : call("GET", "/v1/tokens", admin).body["tokens"])
+    if (t["id"] == brief.body["id"]) {
+      EXPECT_TRUE(t["revoked_at"].is_null()) << t;
+    }
+
+  auto agent = register_agent("prod-1", json{{"env", "prod"}});
+  auto id = submit(json{{"plan", "noop"}}).body["id"].get<std::string>();
+  ASSERT_EQ(agent.take(1).size(), 1u);
+  ASSERT_EQ(agent.start(id).status, 200);
+  ASSERT_EQ(agent.finish(id, "success").status, 200);
+  auto dev = make_token("submitter", "env=dev");
+  auto r = call("POST", "/v1/runs/" + id + "/cancel", dev);
+  expect_error(r, 403, "forbidden");
+  EXPECT_EQ(r.raw.find("success"), std::string::npos) << r.raw;
 }
 
 } // namespace
