@@ -9,6 +9,7 @@
 #include <fstream>
 #include <iostream>
 #include <optional>
+#include <regex>
 #include <sstream>
 #include <thread>
 #include <yaml-cpp/yaml.h>
@@ -35,30 +36,58 @@ std::string read_file(const std::string& path, const std::string& flag) {
   return ss.str();
 }
 
-json yaml_to_json(const YAML::Node& n) {
+/// A plain (unquoted) YAML scalar as JSON. YAML 1.1 reads `1.10` as 1.1,
+/// `010` as 8, `0x1F` as 31 and `yes` as true: a deploy's `version: 1.10`
+/// would quietly become another version. So only the canonical forms become
+/// numbers or booleans, anything YAML would read differently is refused with
+/// a hint to quote it, and the rest stays text.
+json plain_scalar(const YAML::Node& n, const std::string& where) {
+  const auto& text = n.Scalar();
+  static const std::regex integer{"-?(0|[1-9][0-9]*)"};
+  static const std::regex decimal{"-?(0|[1-9][0-9]*)(\\.[0-9]+)?([eE][-+]?[0-9]+)?"};
+  if (text == "true" || text == "false") return text == "true";
+  int64_t i = 0;
+  if (std::regex_match(text, integer) && YAML::convert<int64_t>::decode(n, i)) return i;
+  double d = 0;
+  if (std::regex_match(text, decimal) && YAML::convert<double>::decode(n, d) &&
+      json(d).dump() == text)
+    return d;
+  bool b = false;
+  std::string read_as;
+  if (YAML::convert<int64_t>::decode(n, i))
+    read_as = std::to_string(i);
+  else if (YAML::convert<double>::decode(n, d))
+    read_as = json(d).dump();
+  else if (YAML::convert<bool>::decode(n, b))
+    read_as = b ? "true" : "false";
+  if (read_as.empty()) return text;
+  throw failure{exit_usage, "--params-file: " + where + ": '" + text +
+                                "' is ambiguous (YAML may read it as " + read_as +
+                                "); quote it (\"" + text +
+                                "\") to send it as text, or write " + read_as +
+                                " for the value"};
+}
+
+json yaml_to_json(const YAML::Node& n, const std::string& where) {
   switch (n.Type()) {
   case YAML::NodeType::Map: {
     json out = json::object();
-    for (auto it = n.begin(); it != n.end(); ++it)
-      out[it->first.as<std::string>()] = yaml_to_json(it->second);
+    for (auto it = n.begin(); it != n.end(); ++it) {
+      auto key = it->first.as<std::string>();
+      out[key] = yaml_to_json(it->second, where.empty() ? key : where + "." + key);
+    }
     return out;
   }
   case YAML::NodeType::Sequence: {
     json out = json::array();
+    size_t i = 0;
     for (auto& x : n)
-      out.push_back(yaml_to_json(x));
+      out.push_back(yaml_to_json(x, where + "[" + std::to_string(i++) + "]"));
     return out;
   }
-  case YAML::NodeType::Scalar: {
-    if (n.Tag() == "!") return n.as<std::string>(); // quoted: always a string
-    int64_t i = 0;
-    double d = 0;
-    bool b = false;
-    if (YAML::convert<int64_t>::decode(n, i)) return i;
-    if (YAML::convert<double>::decode(n, d)) return d;
-    if (YAML::convert<bool>::decode(n, b)) return b;
-    return n.as<std::string>();
-  }
+  case YAML::NodeType::Scalar:
+    if (n.Tag() == "!") return n.Scalar(); // quoted: always a string
+    return plain_scalar(n, where);
   default: return nullptr;
   }
 }
@@ -72,7 +101,9 @@ json build_params(const std::string& file, const std::vector<std::string>& param
     out = json::parse(text, nullptr, false);
     if (out.is_discarded()) {
       try {
-        out = yaml_to_json(YAML::Load(text));
+        out = yaml_to_json(YAML::Load(text), "");
+      } catch (const failure&) {
+        throw;
       } catch (const std::exception& e) {
         throw failure{exit_usage, "--params-file " + file + ": neither JSON nor YAML (" +
                                       e.what() + ")"};
@@ -131,6 +162,30 @@ int64_t drain_logs(mesh_client& mesh, const printer& out, const std::string& id,
 
 /// Polls the run until it is terminal, streaming its log when `follow`.
 /// Returns the final run object.
+/// Why a waiting run has no agent, in one line, or "" when one can take it
+/// (or the question cannot be answered now).
+std::string why_waiting(mesh_client& mesh, const std::string& id) {
+  json body;
+  try {
+    body = mesh.get("/v1/runs/" + url_encode(id) + "/explain");
+  } catch (const failure&) {
+    return {};
+  }
+  if (body.value("assigned", true)) return {};
+  std::string reasons;
+  size_t shown = 0;
+  const auto& agents = body["agents"];
+  for (auto& a : agents) {
+    if (a.value("candidate", false)) return {};
+    if (shown == 3) continue;
+    reasons += (shown++ ? "; " : "") + cell(a["agent_name"]) + ": " + cell(a["reason"]);
+  }
+  if (agents.size() > shown)
+    reasons += "; " + std::to_string(agents.size() - shown) + " more";
+  if (agents.empty()) return body.value("message", "");
+  return "no agent can take it (" + reasons + ")";
+}
+
 json wait_for_run(const command_context& ctx, mesh_client& mesh, const std::string& id,
                   bool follow) {
   auto out = ctx.out();
@@ -141,6 +196,16 @@ json wait_for_run(const command_context& ctx, mesh_client& mesh, const std::stri
   // the run goes on. Ride out an outage of up to `outage_grace`.
   constexpr auto outage_grace = std::chrono::seconds{60};
   std::optional<std::chrono::steady_clock::time_point> down_since;
+  // Without a terminal there is no spinner: each change of state is a line
+  // on stderr instead, so a CI log shows what the wait is about.
+  bool lines = !ctx.config().interactive;
+  std::string last_state;
+  // A run still waiting after `explain_after` gets the mesh's reason (no
+  // agent offers the plan, none matches...), again when it changes.
+  constexpr auto explain_after = std::chrono::seconds{5};
+  constexpr auto explain_every = std::chrono::seconds{30};
+  auto next_explain = std::chrono::steady_clock::now() + explain_after;
+  std::string last_why;
   for (;;) {
     json run;
     try {
@@ -175,7 +240,23 @@ json wait_for_run(const command_context& ctx, mesh_client& mesh, const std::stri
     std::string where = run["assigned_agent"].is_string()
                             ? " on " + run["assigned_agent"].get<std::string>()
                             : std::string{};
-    sp.update("run " + id + " " + status + where);
+    auto state = "run " + id + " " + status + where;
+    auto now = std::chrono::steady_clock::now();
+    if (state != last_state) {
+      if (lines) std::cerr << "meshctl: " << state << std::endl;
+      last_state = state;
+      next_explain = now + explain_after;
+    }
+    if (status == "created" && now >= next_explain) {
+      next_explain = now + explain_every;
+      auto why = why_waiting(mesh, id);
+      if (!why.empty() && why != last_why) {
+        sp.clear();
+        std::cerr << "meshctl: run " << id << " is waiting: " << why << std::endl;
+      }
+      last_why = why;
+    }
+    sp.update(state);
     // Poll fast at first (short runs end quickly), then settle at 1 s.
     std::this_thread::sleep_for(interval);
     interval = std::min(interval * 2, std::chrono::milliseconds{1000});

@@ -143,6 +143,11 @@ std::string meshctl_process::out() const {
   return out_;
 }
 
+std::string meshctl_process::err() const {
+  std::lock_guard<std::mutex> guard{mtx_};
+  return err_;
+}
+
 bool meshctl_process::wait_for_out(const std::string& text) {
   return eventually([&] { return out().find(text) != std::string::npos; });
 }

@@ -58,6 +58,8 @@ public:
 
   /// A snapshot of what it printed so far.
   [[nodiscard]] std::string out() const;
+  /// A snapshot of what it printed on stderr so far (empty with a tty).
+  [[nodiscard]] std::string err() const;
   /// Waits (bounded) until stdout contains `text`; false if it never did.
   bool wait_for_out(const std::string& text);
   /// Waits (bounded) for the exit; a process still running then is killed.

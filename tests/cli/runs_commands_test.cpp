@@ -5,6 +5,7 @@
 #include <csignal>
 #include <fstream>
 #include <sstream>
+#include <tuple>
 
 namespace polymesh::cli_test {
 namespace {
@@ -89,6 +90,48 @@ TEST_F(runs_cmd, submit_sends_every_field_and_prints_the_run) {
   EXPECT_NE(bad_duration.err.find("--ttl"), std::string::npos) << bad_duration.err;
 }
 
+// This test ensures a YAML params file keeps what was written: canonical
+// numbers and booleans become values, quoted ones and other text stay
+// strings, and a value YAML would read as something else (1.10 as 1.1, 010
+// as 8, 0x1F as 31, yes as true) is refused naming the key, and nothing is
+// submitted.
+TEST_F(runs_cmd, a_yaml_params_file_never_changes_a_value_silently) {
+  {
+    std::ofstream f{dir + "/ok.yaml"};
+    f << "n: 10\nneg: -3\nratio: 0.25\non: true\nversion: \"1.10\"\nname: web-1\n"
+         "empty:\nlist: [1, \"010\"]\n";
+  }
+  auto r =
+      ctl({"runs", "submit", "deploy", "--params-file", dir + "/ok.yaml", "-o", "json"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.json_out()["params"], (json{{"n", 10},
+                                          {"neg", -3},
+                                          {"ratio", 0.25},
+                                          {"on", true},
+                                          {"version", "1.10"},
+                                          {"name", "web-1"},
+                                          {"empty", nullptr},
+                                          {"list", {1, "010"}}}));
+  for (auto [line, key, read_as] :
+       {std::tuple{"version: 1.10", "version", "1.1"}, std::tuple{"n: 010", "n", "8"},
+        std::tuple{"z: 0x1F", "z", "31"}, std::tuple{"flag: yes", "flag", "true"},
+        std::tuple{"deep: {list: [1, 2.50]}", "deep.list[1]", "2.5"}}) {
+    SCOPED_TRACE(line);
+    {
+      std::ofstream f{dir + "/bad.yaml"};
+      f << line << "\n";
+    }
+    auto bad = ctl({"runs", "submit", "deploy", "--params-file", dir + "/bad.yaml"});
+    EXPECT_EQ(bad.code, 64) << bad.err;
+    EXPECT_NE(bad.err.find(std::string{key} + ": '"), std::string::npos) << bad.err;
+    EXPECT_NE(bad.err.find("may read it as " + std::string{read_as} + ")"),
+              std::string::npos)
+        << bad.err;
+    EXPECT_NE(bad.err.find("quote it"), std::string::npos) << bad.err;
+  }
+  EXPECT_EQ(call(port, "GET", "/v1/runs", admin).body["runs"].size(), 1u);
+}
+
 // This test ensures `runs submit --wait` exits 0 when the run succeeds.
 TEST_F(runs_cmd, submit_wait_exits_0_on_success) {
   auto agent = register_agent("worker", json{{"env", "prod"}}, json::array({"build"}));
@@ -133,6 +176,32 @@ TEST_F(runs_cmd, submit_wait_exits_2_when_canceled) {
   EXPECT_EQ(c.json_out()["status"], "canceled");
   auto o = waiting->wait();
   EXPECT_EQ(o.code, 2) << o.err;
+}
+
+// This test ensures `--wait` without a terminal says what it waits for: a
+// line per change of the run's state, and, once the run has waited 5 s, the
+// mesh's reason no agent takes it.
+TEST_F(runs_cmd, submit_wait_without_a_terminal_reports_state_changes_and_why_it_waits) {
+  auto agent = register_agent("builder", json{{"env", "dev"}}, json::array({"build"}));
+  auto waiting = ctl_async({"runs", "submit", "deploy", "--wait"});
+  auto id = run_of_plan(*this, port, admin, "deploy");
+  ASSERT_FALSE(id.empty());
+  EXPECT_TRUE(eventually([&] {
+    return waiting->err().find("meshctl: run " + id + " created\n") != std::string::npos;
+  })) << waiting->err();
+  // The hint comes after a fixed 5 s of waiting; allow for a slow machine.
+  EXPECT_TRUE(eventually(
+      [&] {
+        return waiting->err().find("meshctl: run " + id +
+                                   " is waiting: no agent can take it (builder: "
+                                   "lacks plan deploy)\n") != std::string::npos;
+      },
+      std::chrono::seconds{30}))
+      << waiting->err();
+  ASSERT_EQ(ctl({"runs", "cancel", id}).code, 0);
+  auto o = waiting->wait();
+  EXPECT_EQ(o.code, 2) << o.err;
+  (void)agent;
 }
 
 // This test ensures `runs submit --follow` prints log chunks written while
