@@ -82,7 +82,10 @@ void deadline_runner::serve() {
     }
     auto now = std::chrono::steady_clock::now();
     if (heap_.front().when > now) {
-      cv_.wait_until(guard, heap_.front().when);
+      // A copy: `wait_until` reads its time point again after waking, and
+      // an `at` meanwhile may have grown (reallocated) the heap.
+      auto when = heap_.front().when;
+      cv_.wait_until(guard, when);
       continue;
     }
     while (!heap_.empty() && heap_.front().when <= now + slack_) {

@@ -123,6 +123,30 @@ TEST(deadline_runner, an_earlier_time_wakes_the_runner) {
   EXPECT_FALSE(far->close());
 }
 
+// This test ensures the runner's wait survives its heap growing meanwhile:
+// it used to wait on a reference into the heap, which the next `at` could
+// reallocate, and read freed memory on waking. Only AddressSanitizer sees
+// that read, and only when the growth comes while the runner waits, which
+// this test cannot wait for; its rounds make that likely.
+TEST(deadline_runner, a_wait_survives_the_heap_growing_under_it) {
+  launcher l;
+  std::atomic<int> soon{0};
+  std::vector<std::shared_ptr<on_demand_task>> far;
+  std::vector<std::shared_ptr<on_demand_task>> near;
+  deadline_runner r{10ms};
+  for (int round = 1; round <= 8; ++round) {
+    // Each round doubles the heap past its capacity, then wakes the runner.
+    for (size_t i = 0, n = far.size() + 1; i < n; ++i) {
+      far.push_back(std::make_shared<on_demand_task>(l.fn(), [] {}));
+      r.at(steady::now() + 1h, far.back());
+    }
+    near.push_back(std::make_shared<on_demand_task>(l.fn(), [&] { ++soon; }));
+    r.at(steady::now(), near.back());
+    ASSERT_TRUE(eventually([&] { return soon.load() == round; }));
+    EXPECT_EQ(r.waiting(), far.size());
+  }
+}
+
 // This test ensures tasks due within the slack of a due one go with it, and a
 // task that is gone by its time is skipped.
 TEST(deadline_runner, coalesces_within_slack_and_skips_gone_tasks) {
