@@ -821,12 +821,24 @@ struct agent::impl {
 
   void drain_phase() {
     steady::time_point deadline;
+    bool announce;
     {
       std::lock_guard<std::mutex> guard{mtx};
       deadline = drain_at + cfg.drain_deadline;
+      announce = registered && !name_taken;
       if (!active.empty())
         info("draining: waiting up to " + std::to_string(cfg.drain_deadline.count()) +
              " ms for " + std::to_string(active.size()) + " runs");
+    }
+    // Tell the mesh first, so that it gives new runs to other agents rather
+    // than to one that no longer polls for them (they would wait here until
+    // the deregistration sends them back). One try: the drain goes on anyway.
+    if (announce) {
+      auto r = client.drain(
+          std::min<milliseconds>(cfg.request_timeout, std::chrono::seconds{5}));
+      if (!r.ok())
+        warn("cannot tell the mesh this agent is draining (" + r.describe() +
+             "); it may still assign runs here until the deregistration");
     }
     if (!wait_idle_until(deadline, true)) {
       cancel_active();

@@ -471,6 +471,10 @@ http_reply mesh_client::put_artifact(const std::string& run_id, const std::strin
                 request_timeout_, call_kind::plain, &file);
 }
 
+http_reply mesh_client::drain(std::chrono::milliseconds timeout) {
+  return authed("POST", "/v1/agents/" + agent_id() + "/drain", nullptr, timeout);
+}
+
 http_reply mesh_client::deregister(std::chrono::milliseconds timeout) {
   return authed("DELETE", "/v1/agents/" + agent_id(), nullptr, timeout,
                 call_kind::farewell);

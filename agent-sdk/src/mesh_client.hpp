@@ -150,6 +150,9 @@ public:
   /// a lost answer is harmless.
   http_reply put_artifact(const std::string& run_id, const std::string& name, int fd,
                           size_t size);
+  /// POST /v1/agents/{id}/drain: this agent takes no new runs (it is
+  /// shutting down); waits at most `timeout` for the answer.
+  http_reply drain(std::chrono::milliseconds timeout);
   /// DELETE /v1/agents/{id}, waiting at most `timeout` for the answer.
   http_reply deregister(std::chrono::milliseconds timeout);
 

@@ -522,6 +522,8 @@ void patch_agent(request_context& rc) {
 }
 
 void drain_agent(request_context& rc) {
+  // An agent may drain itself (it does when told to stop).
+  if (auto err = check_own_agent(rc, rc.param("id"))) return rc.fail(err);
   answer(rc, 200,
          ask<agent_record>(rc, rc.ctx()->agents, drain_atom::value, rc.param("id")));
 }
@@ -993,8 +995,8 @@ const std::vector<endpoint>& endpoints() {
       {"GET", "/v1/agents/{id}", users, "Show one agent by id or name", get_agent},
       {"PATCH", "/v1/agents/{id}", admin_access, "Replace an agent's labels", patch_agent,
        body_kind::json},
-      {"POST", "/v1/agents/{id}/drain", admin_access, "Stop giving an agent new runs",
-       drain_agent},
+      {"POST", "/v1/agents/{id}/drain", admin_access | agent_access,
+       "Stop giving an agent new runs (an agent token: its own agent only)", drain_agent},
       {"POST", "/v1/runs", submitters, "Submit a run", submit_run, body_kind::json},
       {"POST", "/v1/runs/batch", submitters,
        "Submit up to 1000 runs in one durable transaction", submit_batch,

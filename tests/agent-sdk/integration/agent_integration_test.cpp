@@ -417,17 +417,27 @@ TEST_F(agent_integration, sighup_drains_and_leaves_no_process) {
       << agent.log();
 }
 
-// This test ensures a second signal cancels at once instead of waiting for the drain
-// deadline.
-TEST_F(agent_integration, second_signal_cancels_at_once) {
+// This test ensures an agent told to stop tells the mesh first (while its
+// run still drains, the mesh lists it `draining` and gives a new run to no
+// one rather than to it), and a second signal cancels at once instead of
+// waiting for the drain deadline.
+TEST_F(agent_integration,
+       a_drain_is_told_to_the_mesh_and_a_second_signal_cancels_at_once) {
   agent_options o{"dev-1", "{env: dev}"};
   o.drain_deadline = "10m";
   auto& agent = start_agent(o);
   auto id = api_->submit({{"plan", "sleep"}, {"params", {{"seconds", 600}}}});
   ASSERT_TRUE(eventually([&] { return api_->run(id)["status"] == "running"; }));
   agent.proc().signal(SIGTERM);
-  ASSERT_TRUE(
-      eventually([&] { return agent.log().find("draining") != std::string::npos; }));
+  ASSERT_TRUE(eventually([&] {
+    auto [status, body] = api_->call("GET", "/v1/agents/dev-1");
+    return status == 200 && body["status"] == "draining";
+  })) << agent.log();
+  EXPECT_EQ(api_->run(id)["status"], "running") << "the drain waits for its run";
+  auto next = api_->submit({{"plan", "sleep"}, {"params", {{"seconds", 1}}}});
+  auto [status, why] = api_->call("GET", "/v1/runs/" + next + "/explain");
+  ASSERT_EQ(status, 200) << why;
+  EXPECT_EQ(why["agents"][0]["reason"], "draining") << why;
   agent.proc().signal(SIGINT);
   auto code = agent.proc().wait_exit();
   ASSERT_TRUE(code.has_value());

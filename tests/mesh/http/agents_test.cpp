@@ -167,6 +167,22 @@ TEST_F(agents, draining_agent_gets_no_new_runs) {
   EXPECT_EQ(get_run(held)["status"], "success");
 }
 
+// This test ensures an agent may drain itself with its own token (it does
+// when told to stop) but not another agent, and a submitter may not drain.
+TEST_F(agents, an_agent_may_drain_itself_and_no_other) {
+  auto self = register_agent("self-drain", json::object());
+  auto other = register_agent("bystander", json::object());
+  auto foreign = call("POST", "/v1/agents/" + other.id + "/drain", self.token);
+  EXPECT_EQ(foreign.status, 403) << foreign.raw;
+  EXPECT_EQ(
+      call("POST", "/v1/agents/" + other.id + "/drain", make_token("submitter")).status,
+      403);
+  EXPECT_EQ(call("GET", "/v1/agents/" + other.id, admin).body["status"], "online");
+  auto own = call("POST", "/v1/agents/" + self.id + "/drain", self.token);
+  ASSERT_EQ(own.status, 200) << own.raw;
+  EXPECT_EQ(own.body["status"], "draining");
+}
+
 // This test ensures PATCH replaces an agent's labels and the next
 // assignment uses them.
 TEST_F(agents, patched_labels_take_effect_for_the_next_assignment) {
