@@ -509,7 +509,8 @@ struct agent::impl {
     ctx.cancel = &slot->cancel;
     ctx.kill_grace = cfg.kill_grace;
     log_buffer logs{client.limits().log_chunk_bytes(cfg.log_chunk_bytes),
-                    cfg.log_buffer_bytes, &slot->cancel};
+                    cfg.log_buffer_bytes, &slot->cancel,
+                    cfg.log_max_run_bytes == 0 ? SIZE_MAX : cfg.log_max_run_bytes};
     ctx.log = &logs;
     auto first_beat = steady::now() + heartbeat();
     auto shipper = std::make_shared<on_demand_task>(

@@ -130,6 +130,8 @@ agent_file_config parse_agent_yaml(const std::string& text, const std::string& b
       logs.integer("chunk_bytes", int64_t(a.log_chunk_bytes), 1, 64 * 1024));
   a.log_buffer_bytes = static_cast<size_t>(
       logs.integer("buffer_bytes", int64_t(a.log_buffer_bytes), 1, int64_t{1} << 30));
+  a.log_max_run_bytes = static_cast<size_t>(
+      logs.integer("max_run_bytes", int64_t(a.log_max_run_bytes), 0, int64_t{1} << 40));
   a.log_flush_interval =
       logs.duration("flush_interval", a.log_flush_interval, 10ms, 1min);
   logs.finish();

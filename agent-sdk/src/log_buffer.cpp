@@ -5,10 +5,18 @@
 namespace polymesh::sdk {
 
 log_buffer::log_buffer(size_t chunk_bytes, size_t max_buffered,
-                       const cancel_token* cancel)
+                       const cancel_token* cancel, size_t max_total)
     : chunk_bytes_(chunk_bytes)
     , max_buffered_(max_buffered)
-    , cancel_(cancel) {}
+    , cancel_(cancel)
+    , max_total_(max_total) {}
+
+void log_buffer::note_locked(std::string text) {
+  buffered_ += text.size();
+  chunks_.push_back(pending_chunk{next_seq_++, log_stream::err, std::move(text)});
+  back_open_ = false;
+  ready_cv_.notify_all();
+}
 
 size_t log_buffer::incomplete_utf8_tail(std::string_view s) {
   // Walk back over at most 3 continuation bytes to the lead byte.
@@ -42,6 +50,20 @@ void log_buffer::write(log_stream stream, std::string_view data) {
     f();
     guard.lock();
   }
+  // A run's log has a ceiling: a plan printing without end would otherwise
+  // fill the mesh's disk (and the agent's bandwidth) for a week of retention.
+  bool capped_now = false;
+  if (data.size() > max_total_ - written_) {
+    auto keep = max_total_ - written_;
+    keep -= incomplete_utf8_tail(data.substr(0, keep));
+    capped_now = over_ == 0;
+    over_ += data.size() - keep;
+    data = data.substr(0, keep);
+    // Bytes left by a character that did not fit stay unused: the log ends
+    // where the note says.
+    written_ = max_total_ - data.size();
+  }
+  written_ += data.size();
   while (!data.empty()) {
     // Backpressure: the plan (and through the pipe its process) waits for
     // the mesh rather than the agent growing without bound.
@@ -76,6 +98,9 @@ void log_buffer::write(log_stream stream, std::string_view data) {
       ready_cv_.notify_all();
     }
   }
+  if (capped_now)
+    note_locked("\n[polymesh: this run's log reached " + std::to_string(max_total_) +
+                " bytes (logs.max_run_bytes); further output is dropped]\n");
 }
 
 bool log_buffer::has_full_chunk_locked() const {
@@ -129,15 +154,13 @@ void log_buffer::wait_ready(std::chrono::milliseconds d) {
 
 void log_buffer::close() {
   std::lock_guard<std::mutex> guard{mtx_};
-  if (dropped_ > 0 && !closed_) {
-    chunks_.push_back(pending_chunk{
-        next_seq_++, log_stream::err,
-        "\n[polymesh: " + std::to_string(dropped_) +
-            " bytes of output after the cancel were dropped: the log buffer "
-            "(logs.buffer_bytes) was full]\n"});
-    back_open_ = false;
-    buffered_ += chunks_.back().data.size();
-  }
+  if (dropped_ > 0 && !closed_)
+    note_locked("\n[polymesh: " + std::to_string(dropped_) +
+                " bytes of output after the cancel were dropped: the log buffer "
+                "(logs.buffer_bytes) was full]\n");
+  if (over_ > 0 && !closed_)
+    note_locked("[polymesh: " + std::to_string(over_) +
+                " bytes of output past logs.max_run_bytes were dropped]\n");
   closed_ = true;
   space_cv_.notify_all();
   ready_cv_.notify_all();

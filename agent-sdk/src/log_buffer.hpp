@@ -35,8 +35,10 @@ struct pending_chunk {
 class log_buffer final : public log_sink {
 public:
   /// REQUIRES: `chunk_bytes > 0`, `max_buffered >= chunk_bytes`.
+  /// Output past `max_total` bytes in all is dropped: a note says so where it
+  /// starts, and `close` says how much went.
   log_buffer(size_t chunk_bytes, size_t max_buffered,
-             const cancel_token* cancel = nullptr);
+             const cancel_token* cancel = nullptr, size_t max_total = SIZE_MAX);
 
   void write(log_stream stream, std::string_view data) override;
   /// Calls `f` once, on the writer's thread, after the first write of
@@ -70,10 +72,13 @@ public:
 
 private:
   [[nodiscard]] bool has_full_chunk_locked() const;
+  /// Appends a sealed stderr chunk holding `text` (a note from the agent).
+  void note_locked(std::string text);
 
   const size_t chunk_bytes_;
   const size_t max_buffered_;
   const cancel_token* cancel_;
+  const size_t max_total_;
   mutable std::mutex mtx_;
   std::condition_variable space_cv_;
   std::condition_variable ready_cv_;
@@ -85,6 +90,9 @@ private:
   bool closed_ = false;
   /// Output dropped after a cancel because the buffer was full.
   size_t dropped_ = 0;
+  /// Output taken in (at most `max_total_`), and dropped past it.
+  size_t written_ = 0;
+  size_t over_ = 0;
   /// Empty once called.
   std::function<void()> on_first_write_;
 };

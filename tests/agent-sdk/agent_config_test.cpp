@@ -48,6 +48,7 @@ TEST(agent_config, example_file_parses) {
   EXPECT_EQ(cfg.agent.capacity, 2);
   EXPECT_EQ(cfg.agent.drain_deadline, 60s);
   EXPECT_EQ(cfg.agent.log_flush_interval, 500ms);
+  EXPECT_EQ(cfg.agent.log_max_run_bytes, 100u * 1024 * 1024);
   EXPECT_EQ(cfg.agent.backoff_max, 30s);
   EXPECT_EQ(cfg.plans.count("shell"), 1u);
   EXPECT_EQ(cfg.log_level, "info");

@@ -177,3 +177,28 @@ TEST(log_buffer, first_write_hook_runs_once) {
   EXPECT_EQ(buffered_then, 0u);
   EXPECT_EQ(b.buffered_bytes(), 6u);
 }
+
+// This test ensures a run's log stops at its ceiling: what fits is kept (cut
+// on a character boundary), a note marks where output was dropped, writes
+// past it neither block nor grow the buffer, and closing says how much went.
+TEST(log_buffer, output_past_the_ceiling_is_dropped_with_notes) {
+  log_buffer b{4, 1024, nullptr, 10};
+  b.write(log_stream::out, "12345678");
+  b.write(log_stream::out, "9\xC3\xA9"
+                           "abc"); // "é" would end past byte 10
+  for (int i = 0; i < 1000; ++i)
+    b.write(log_stream::out, "more output that goes nowhere\n");
+  EXPECT_LT(b.buffered_bytes(), 200u) << "writes past the ceiling must not grow it";
+  b.close();
+  std::string out;
+  std::string notes;
+  for (auto& c : b.take(100, true))
+    (c.stream == log_stream::out ? out : notes) += c.data;
+  EXPECT_EQ(out, "123456789");
+  EXPECT_EQ(notes,
+            "\n[polymesh: this run's log reached 10 bytes (logs.max_run_bytes); further "
+            "output is dropped]\n"
+            "[polymesh: " +
+                std::to_string(2 + 3 + 1000 * 30) +
+                " bytes of output past logs.max_run_bytes were dropped]\n");
+}

@@ -58,6 +58,9 @@ struct agent_config {
   size_t log_chunk_bytes = 16 * 1024;
   /// Unacknowledged log bytes held per run before the plan's writes wait.
   size_t log_buffer_bytes = 1024 * 1024;
+  /// A run's log stops here (a note in the log says so and how much was
+  /// dropped); 0 means no limit.
+  size_t log_max_run_bytes = 100 * 1024 * 1024;
   /// How long output may wait before a partial chunk is sent.
   std::chrono::milliseconds log_flush_interval{500};
   /// Long-poll wait asked of the mesh (the mesh may grant less).
