@@ -24,7 +24,7 @@ std::vector<std::string> option_names(const CLI::App& app) {
 
 void collect_valued(const CLI::App& app, std::set<std::string>& out) {
   for (auto* opt : app.get_options({})) {
-    if (opt->get_positional() || opt->get_type_size() == 0) continue;
+    if (opt->get_positional() || opt->get_items_expected_max() == 0) continue;
     for (auto& s : opt->get_snames())
       out.insert("-" + s);
     for (auto& l : opt->get_lnames())

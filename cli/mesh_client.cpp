@@ -113,6 +113,7 @@ json mesh_client::call(const std::string& method, const std::string& path,
   std::string payload =
       body ? body->dump(-1, ' ', false, json::error_handler_t::replace) : "";
   auto res = send(base_url_, token_, method, path, &payload);
+  last_status_ = res->status;
   if (res->status == 404 && null_on_404) return nullptr;
   if (res->status >= 400) fail(res->status, res->body, method, path);
   if (res->body.empty()) return json::object();

@@ -41,6 +41,10 @@ public:
   [[nodiscard]] json patch(const std::string& path, const json& body);
   [[nodiscard]] json del(const std::string& path);
 
+  /// The HTTP status of the last answered call (201 or 200 tells a new run
+  /// from an idempotent repeat).
+  [[nodiscard]] int last_status() const { return last_status_; }
+
   /// Like `get`, but a 404 returns null instead of failing.
   [[nodiscard]] json get_or_null(const std::string& path);
 
@@ -69,6 +73,7 @@ private:
   std::string base_url_;
   std::string token_;
   std::map<std::string, std::string> inputs_;
+  int last_status_ = 0;
 };
 
 /// Percent-encodes `text` for a path segment or query value.

@@ -356,19 +356,25 @@ int submit(const command_context& ctx, const submit_options& o) {
   mesh.remember_input("selector", o.selector);
   auto run = mesh.post("/v1/runs", body);
   auto id = run.value("id", "");
+  // 200 instead of 201: the key was taken, and this is that earlier run
+  // (whatever this submit asked for).
+  std::string what =
+      mesh.last_status() == 200
+          ? "already submitted with idempotency key '" + o.idempotency_key + "'"
+          : "submitted";
   auto out = ctx.out();
   if (!o.wait && !o.follow) {
     if (out.structured())
       out.emit(run);
     else
-      std::cout << "run " << id << " submitted ("
+      std::cout << "run " << id << " " << what << " ("
                 << out.paint(run.value("status", ""),
                              printer::status_color(run.value("status", "")))
                 << ")\n";
     return exit_ok;
   }
   if (!out.structured())
-    std::cerr << "run " << id << " submitted; "
+    std::cerr << "run " << id << " " << what << "; "
               << (o.follow ? "following its log" : "waiting for it to end") << '\n';
   return finish_wait(ctx, wait_for_run(ctx, mesh, id, o.follow), o.follow);
 }

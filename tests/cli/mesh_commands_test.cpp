@@ -1,7 +1,10 @@
 // meshctl plans list, status, completion and --version against a real meshd.
 #include "tests/cli/meshctl_harness.hpp"
 
+#include <cstdlib>
 #include <fstream>
+#include <string>
+#include <tuple>
 
 namespace polymesh::cli_test {
 namespace {
@@ -71,6 +74,17 @@ TEST_F(mesh_cmd, completion_and_version) {
              " && COMP_WORDS=(meshctl runs su) && COMP_CWORD=2 && _meshctl && "
              "[ \"${COMPREPLY[*]}\" = submit ]'";
   EXPECT_EQ(std::system(cmd.c_str()), 0);
+  // A flag that takes no value does not swallow the next word: `--no-color`
+  // before the command, `--wait` before another option.
+  for (auto [words, cword, expect] :
+       {std::tuple{"meshctl --no-color runs su", 3, "submit"},
+        std::tuple{"meshctl runs submit noop --wait --params-f", 5, "--params-file"}}) {
+    SCOPED_TRACE(words);
+    auto complete = "bash -c 'source " + script + " && COMP_WORDS=(" + words +
+                    ") && COMP_CWORD=" + std::to_string(cword) +
+                    " && _meshctl && [ \"${COMPREPLY[*]}\" = " + expect + " ]'";
+    EXPECT_EQ(std::system(complete.c_str()), 0);
+  }
 
   auto v = ctl_raw({"--version"});
   EXPECT_EQ(v.code, 0);

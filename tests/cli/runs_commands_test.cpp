@@ -79,6 +79,12 @@ TEST_F(runs_cmd, submit_sends_every_field_and_prints_the_run) {
       ctl({"runs", "submit", "deploy", "--idempotency-key", "deploy-42", "-o", "json"});
   ASSERT_EQ(again.code, 0) << again.err;
   EXPECT_EQ(again.json_out()["id"], run["id"]);
+  auto repeat = ctl({"runs", "submit", "other-plan", "--idempotency-key", "deploy-42"});
+  ASSERT_EQ(repeat.code, 0) << repeat.err;
+  EXPECT_EQ(repeat.out,
+            "run " + run["id"].get<std::string>() +
+                " already submitted with idempotency key 'deploy-42' (created)\n")
+      << "a repeat is that earlier run, not a new one";
 
   auto table = ctl({"runs", "submit", "deploy", "--agent", "nobody-here"});
   EXPECT_EQ(table.code, 1);
