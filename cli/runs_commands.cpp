@@ -160,8 +160,6 @@ int64_t drain_logs(mesh_client& mesh, const printer& out, const std::string& id,
   }
 }
 
-/// Polls the run until it is terminal, streaming its log when `follow`.
-/// Returns the final run object.
 /// Why a waiting run has no agent, in one line, or "" when one can take it
 /// (or the question cannot be answered now).
 std::string why_waiting(mesh_client& mesh, const std::string& id) {
@@ -172,9 +170,10 @@ std::string why_waiting(mesh_client& mesh, const std::string& id) {
     return {};
   }
   if (body.value("assigned", true)) return {};
+  const auto& agents = body["agents"];
+  if (agents.empty()) return body.value("message", "");
   std::string reasons;
   size_t shown = 0;
-  const auto& agents = body["agents"];
   for (auto& a : agents) {
     if (a.value("candidate", false)) return {};
     if (shown == 3) continue;
@@ -182,10 +181,11 @@ std::string why_waiting(mesh_client& mesh, const std::string& id) {
   }
   if (agents.size() > shown)
     reasons += "; " + std::to_string(agents.size() - shown) + " more";
-  if (agents.empty()) return body.value("message", "");
   return "no agent can take it (" + reasons + ")";
 }
 
+/// Polls the run until it is terminal, streaming its log when `follow`.
+/// Returns the final run object.
 json wait_for_run(const command_context& ctx, mesh_client& mesh, const std::string& id,
                   bool follow) {
   auto out = ctx.out();

@@ -61,9 +61,10 @@ void log_buffer::write(log_stream stream, std::string_view data) {
     data = data.substr(0, keep);
     // Bytes left by a character that did not fit stay unused: the log ends
     // where the note says.
-    written_ = max_total_ - data.size();
+    written_ = max_total_;
+  } else {
+    written_ += data.size();
   }
-  written_ += data.size();
   while (!data.empty()) {
     // Backpressure: the plan (and through the pipe its process) waits for
     // the mesh rather than the agent growing without bound.

@@ -1113,6 +1113,12 @@ caf::error method_not_allowed(const httplib::Request& req, httplib::Response& re
                                                   req.path + "; allowed: " + allowed);
 }
 
+/// Puts `err` as the JSON error body of a response answered outside the
+/// endpoints' handlers (its status is set apart).
+void set_error_content(httplib::Response& res, const caf::error& err) {
+  res.set_content(wire::dump(wire::error_body(err)), "application/json");
+}
+
 /// The paths meshd serves, for 405 answers: the methods of each path without
 /// placeholders (`GET /v1/runs/batch` is a wrong method on the batch
 /// endpoint, not a run with id "batch"), then each pattern with its method.
@@ -1292,9 +1298,7 @@ http_server::http_server(mesh_node& node)
   svr_->set_error_handler([this, max_body, max_artifact,
                            routes](const httplib::Request& req, httplib::Response& res) {
     if (!res.body.empty()) return;
-    res.set_content(wire::dump(wire::error_body(
-                        http_layer_error(req, res, max_body, max_artifact, *routes))),
-                    "application/json");
+    set_error_content(res, http_layer_error(req, res, max_body, max_artifact, *routes));
     metrics_.refused(res.status);
   });
   // cpp-httplib answers a `Range` request with the ranges cut out of any
@@ -1311,13 +1315,13 @@ http_server::http_server(mesh_node& node)
     if (lengths > 1 || (lengths == 1 && req.has_header("Transfer-Encoding"))) {
       res.status = 400;
       res.set_header("Connection", "close");
-      res.set_content(
-          wire::dump(wire::error_body(make_error(
-              errc::invalid_argument,
-              lengths > 1 ? "the request has more than one Content-Length header"
-                          : "the request has both Content-Length and Transfer-Encoding",
-              "Content-Length"))),
-          "application/json");
+      set_error_content(
+          res,
+          make_error(errc::invalid_argument,
+                     lengths > 1
+                         ? "the request has more than one Content-Length header"
+                         : "the request has both Content-Length and Transfer-Encoding",
+                     "Content-Length"));
       metrics_.refused(res.status);
       return httplib::Server::HandlerResponse::Handled;
     }
@@ -1336,8 +1340,7 @@ http_server::http_server(mesh_node& node)
         }
         log(log_level::error, "http handler failed: " + what);
         res.status = 500;
-        res.set_content(wire::dump(wire::error_body(make_error(errc::internal, what))),
-                        "application/json");
+        set_error_content(res, make_error(errc::internal, what));
       });
 
   for (auto& ep : endpoints()) {
@@ -1351,9 +1354,7 @@ http_server::http_server(mesh_node& node)
       count_answer counted{metrics_, route, res};
       if (!names->empty()) {
         if (auto lit = routes->literal.find(req.path); lit != routes->literal.end()) {
-          res.set_content(
-              wire::dump(wire::error_body(method_not_allowed(req, res, lit->second))),
-              "application/json");
+          set_error_content(res, method_not_allowed(req, res, lit->second));
           return;
         }
       }

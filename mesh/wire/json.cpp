@@ -350,6 +350,15 @@ private:
   size_t depth_ = 0;
 };
 
+/// nlohmann's message without its id: "[json.exception.parse_error.101]
+/// parse error at ..." becomes "parse error at ...".
+std::string without_exception_id(const json::exception& e) {
+  std::string detail = e.what();
+  auto at = detail.find("] ");
+  if (at != std::string::npos) detail.erase(0, at + 2);
+  return detail;
+}
+
 } // namespace
 
 caf::expected<json> parse_strict(const std::string& text, const std::string& what) {
@@ -378,20 +387,14 @@ caf::expected<json> parse_strict(const std::string& text, const std::string& wha
   } catch (const rejected_json& e) {
     return make_error(errc::invalid_argument, e.message);
   } catch (const json::parse_error& e) {
-    // e.what() is "[json.exception.parse_error.101] parse error at ...".
-    std::string detail = e.what();
-    auto at = detail.find("] ");
-    if (at != std::string::npos) detail.erase(0, at + 2);
-    return make_error(errc::invalid_argument, what + " is not valid JSON: " + detail, {},
+    return make_error(errc::invalid_argument,
+                      what + " is not valid JSON: " + without_exception_id(e), {},
                       e.byte > 0 ? static_cast<int64_t>(e.byte) - 1 : 0);
   } catch (const json::out_of_range& e) {
-    // A number beyond a double's range, e.g. 1e309: "[json.exception.
-    // out_of_range.406] number overflow parsing '1e309'".
-    std::string detail = e.what();
-    auto at = detail.find("] ");
-    if (at != std::string::npos) detail.erase(0, at + 2);
+    // A number beyond a double's range, e.g. 1e309.
     return make_error(errc::invalid_argument,
-                      what + " holds a number too large for a double (" + detail + ")");
+                      what + " holds a number too large for a double (" +
+                          without_exception_id(e) + ")");
   }
 }
 
