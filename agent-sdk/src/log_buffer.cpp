@@ -5,11 +5,13 @@
 namespace polymesh::sdk {
 
 log_buffer::log_buffer(size_t chunk_bytes, size_t max_buffered,
-                       const cancel_token* cancel, size_t max_total)
+                       const cancel_token* cancel, size_t max_total,
+                       std::string max_total_key)
     : chunk_bytes_(chunk_bytes)
     , max_buffered_(max_buffered)
     , cancel_(cancel)
-    , max_total_(max_total) {}
+    , max_total_(max_total)
+    , max_total_key_(std::move(max_total_key)) {}
 
 void log_buffer::note_locked(std::string text) {
   buffered_ += text.size();
@@ -101,7 +103,7 @@ void log_buffer::write(log_stream stream, std::string_view data) {
   }
   if (capped_now)
     note_locked("\n[polymesh: this run's log reached " + std::to_string(max_total_) +
-                " bytes (logs.max_run_bytes); further output is dropped]\n");
+                " bytes (" + max_total_key_ + "); further output is dropped]\n");
 }
 
 bool log_buffer::has_full_chunk_locked() const {
@@ -160,8 +162,8 @@ void log_buffer::close() {
                 " bytes of output after the cancel were dropped: the log buffer "
                 "(logs.buffer_bytes) was full]\n");
   if (over_ > 0 && !closed_)
-    note_locked("[polymesh: " + std::to_string(over_) +
-                " bytes of output past logs.max_run_bytes were dropped]\n");
+    note_locked("[polymesh: " + std::to_string(over_) + " bytes of output past " +
+                max_total_key_ + " were dropped]\n");
   closed_ = true;
   space_cv_.notify_all();
   ready_cv_.notify_all();

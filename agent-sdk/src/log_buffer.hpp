@@ -35,10 +35,12 @@ struct pending_chunk {
 class log_buffer final : public log_sink {
 public:
   /// REQUIRES: `chunk_bytes > 0`, `max_buffered >= chunk_bytes`.
-  /// Output past `max_total` bytes in all is dropped: a note says so where it
-  /// starts, and `close` says how much went.
+  /// Output past `max_total` bytes in all is dropped: a note naming
+  /// `max_total_key` (the setting that set it) says so where it starts, and
+  /// `close` says how much went.
   log_buffer(size_t chunk_bytes, size_t max_buffered,
-             const cancel_token* cancel = nullptr, size_t max_total = SIZE_MAX);
+             const cancel_token* cancel = nullptr, size_t max_total = SIZE_MAX,
+             std::string max_total_key = "logs.max_run_bytes");
 
   void write(log_stream stream, std::string_view data) override;
   /// Calls `f` once, on the writer's thread, after the first write of
@@ -79,6 +81,7 @@ private:
   const size_t max_buffered_;
   const cancel_token* cancel_;
   const size_t max_total_;
+  const std::string max_total_key_;
   mutable std::mutex mtx_;
   std::condition_variable space_cv_;
   std::condition_variable ready_cv_;

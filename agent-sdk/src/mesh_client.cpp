@@ -270,6 +270,8 @@ bool mesh_client::adopt_locked(const json& body) {
     limits_.max_body_bytes = static_cast<size_t>(body);
   if (auto result = number("max_result_bytes", -1); result >= 0)
     limits_.max_result_bytes = static_cast<size_t>(result);
+  limits_.max_log_bytes =
+      static_cast<size_t>(std::max<int64_t>(0, number("max_log_bytes", 0)));
   ++generation_;
   // Renew at two thirds of the remaining life, measured on our own clock so
   // that a skewed server clock only shortens the margin, never inverts it.
@@ -509,6 +511,8 @@ constexpr size_t escape_factor = 6;
 /// braces and keys.
 constexpr size_t chunk_overhead = 64;
 constexpr size_t request_overhead = 256;
+/// Room left in a run's log for the agent's notes on what it dropped.
+constexpr size_t log_note_room = 4096;
 
 size_t room(size_t body, size_t used) {
   return body > used ? (body - used) / escape_factor : 0;
@@ -524,6 +528,11 @@ size_t mesh_limits::log_chunk_bytes(size_t wanted) const {
 size_t mesh_limits::log_bytes_per_request(size_t max_chunks, size_t wanted) const {
   return std::min(wanted,
                   room(max_body_bytes, request_overhead + max_chunks * chunk_overhead));
+}
+
+size_t mesh_limits::run_log_bytes() const {
+  if (max_log_bytes == 0) return SIZE_MAX;
+  return max_log_bytes > log_note_room ? max_log_bytes - log_note_room : 0;
 }
 
 size_t mesh_limits::result_bytes(size_t error_bytes) const {

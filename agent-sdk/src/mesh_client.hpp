@@ -67,6 +67,8 @@ struct mesh_limits {
   size_t max_body_bytes = 1 << 20;
   /// `runs.max_result_bytes`.
   size_t max_result_bytes = 64 * 1024;
+  /// `runs.max_log_bytes`; 0 = no limit (also when the mesh does not say).
+  size_t max_log_bytes = 0;
 
   /// Data bytes one log chunk may hold: `wanted`, or less when one chunk
   /// of it could not fit in a request. At least 1.
@@ -77,6 +79,9 @@ struct mesh_limits {
   [[nodiscard]] size_t log_bytes_per_request(size_t max_chunks, size_t wanted) const;
   /// Bytes a result may have next to an error text of `error_bytes`.
   [[nodiscard]] size_t result_bytes(size_t error_bytes) const;
+  /// Output bytes a run may log so that the log, with the agent's notes
+  /// about what it dropped, fits `max_log_bytes`; SIZE_MAX for no limit.
+  [[nodiscard]] size_t run_log_bytes() const;
 };
 
 class mesh_client {

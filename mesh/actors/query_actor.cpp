@@ -2,6 +2,7 @@
 
 #include "mesh/actors/messages.hpp"
 #include "mesh/domain/error.hpp"
+#include "mesh/domain/run_state.hpp"
 
 #include <caf/actor_system.hpp>
 #include <caf/event_based_actor.hpp>
@@ -112,6 +113,11 @@ caf::behavior query_actor(self_ptr self, context_ptr ctx, std::shared_ptr<store>
         if (!page) return page.error();
         return std::move(*page);
       },
+      [=](logs_atom, count_atom, const std::string& id) -> caf::result<int64_t> {
+        auto n = self->state.db->log_bytes(id);
+        if (!n) return n.error();
+        return *n;
+      },
       [=](logs_atom, const std::string& id, int64_t after,
           size_t limit) -> caf::result<log_list> {
         auto r = find_run(self, id);
@@ -174,6 +180,14 @@ caf::behavior query_actor(self_ptr self, context_ptr ctx, std::shared_ptr<store>
         // Late chunks of a finished run (a retried upload) are still kept.
         auto r = find_own_run(self, c, id);
         if (!r) return r.error();
+        int64_t adds = 0;
+        for (auto& chunk : req.chunks)
+          adds += static_cast<int64_t>(chunk.data.size());
+        if (auto limit = self->state.ctx->config.max_log_bytes; limit > 0) {
+          auto held = self->state.db->log_bytes(id);
+          if (!held) return held.error();
+          if (auto err = check_log_room(limit, id, *held, adds)) return err;
+        }
         write_batch batch;
         auto now = self->state.ctx->now();
         for (auto& chunk : req.chunks) {

@@ -9,6 +9,7 @@
 //   (get_atom, id)                          -> run_record | not_found
 //   (list_atom, run_filter)                 -> run_page
 //   (logs_atom, id, int64 after, size_t n)  -> log_list
+//   (logs_atom, count_atom, id)             -> int64 (bytes of the run's log)
 //   (count_atom)                            -> status_counts
 //   (list_atom, agent_atom)                 -> agent_list
 //   (list_atom, tokens_atom)                -> token_list

@@ -12,6 +12,7 @@
 #include <functional>
 #include <optional>
 #include <utility>
+#include <vector>
 
 namespace polymesh {
 
@@ -35,6 +36,9 @@ struct run_actor_state {
     std::string agent_id;
   };
   std::optional<lost_word> lost_retry;
+  /// Bytes of the run's stored log chunks, for `runs.max_log_bytes`; unknown
+  /// for a run restored at start-up until its first log call asks the store.
+  std::optional<int64_t> log_bytes;
 };
 
 using self_ptr = caf::stateful_actor<run_actor_state>*;
@@ -59,10 +63,12 @@ void rearm(self_ptr self) {
 }
 
 /// Persists `next` (plus `extra` writes) and, once durable, makes it the
-/// run's state and calls `then`. On failure nothing changes and `fail` gets
-/// the error. Other messages wait until the commit answers.
-void persist(self_ptr self, run_record next, write_batch extra,
-             std::function<void()> then, std::function<void(caf::error)> fail) {
+/// run's state and calls `then` with the writes' outcomes (the run's first).
+/// On failure nothing changes and `fail` gets the error. Other messages wait
+/// until the commit answers.
+void persist_with(self_ptr self, run_record next, write_batch extra,
+                  std::function<void(const write_outcomes&)> then,
+                  std::function<void(caf::error)> fail) {
   write_batch batch;
   batch.emplace_back(put_run{next, false});
   for (auto& w : extra)
@@ -70,13 +76,21 @@ void persist(self_ptr self, run_record next, write_batch extra,
   self->request(self->state.ctx->store, caf::infinite, write_atom::value,
                 std::move(batch))
       .await(
-          [=](const write_outcomes&) mutable {
+          [=](const write_outcomes& out) mutable {
             self->state.run = std::move(next);
             self->state.failed_writes = 0;
             rearm(self);
-            then();
+            then(out);
           },
           [=](caf::error& err) mutable { fail(std::move(err)); });
+}
+
+/// `persist_with` for a `then` that needs no outcomes.
+void persist(self_ptr self, run_record next, write_batch extra,
+             std::function<void()> then, std::function<void(caf::error)> fail) {
+  persist_with(
+      self, std::move(next), std::move(extra),
+      [then = std::move(then)](const write_outcomes&) { then(); }, std::move(fail));
 }
 
 template <class T>
@@ -235,6 +249,43 @@ caf::error check_transition(const run_record& run, run_event ev,
   return next ? caf::error{} : next.error();
 }
 
+/// Stores `req`'s chunks if the run's log has room for them
+/// (`runs.max_log_bytes`) and answers `rp`; the log's size must be known.
+void append_logs(self_ptr self, wire::log_request req,
+                 caf::typed_response_promise<bool> rp) {
+  auto& st = self->state;
+  int64_t adds = 0;
+  std::vector<int64_t> sizes;
+  for (auto& chunk : req.chunks) {
+    sizes.push_back(static_cast<int64_t>(chunk.data.size()));
+    adds += sizes.back();
+  }
+  if (auto err =
+          check_log_room(st.ctx->config.max_log_bytes, st.run.id, *st.log_bytes, adds)) {
+    rp.deliver(std::move(err));
+    return;
+  }
+  auto now = st.ctx->now();
+  auto next = st.run;
+  // Late chunks of a finished run (a retried upload) are kept, as the
+  // query actor does once this actor is gone; they change nothing else.
+  if (!is_terminal(st.run.status)) next.last_activity_at = now;
+  write_batch logs;
+  for (auto& chunk : req.chunks) {
+    chunk.at = now;
+    logs.emplace_back(append_log{st.run.id, std::move(chunk)});
+  }
+  persist_with(
+      self, std::move(next), std::move(logs),
+      [=](const write_outcomes& out) mutable {
+        // out[0] is the run; a chunk the run already had is not counted again.
+        for (size_t i = 1; i < out.size() && i <= sizes.size(); ++i)
+          if (out[i].written) *self->state.log_bytes += sizes[i - 1];
+        rp.deliver(true);
+      },
+      fail_to(rp));
+}
+
 // -- behavior --------------------------------------------------------------------
 
 caf::behavior run_actor(self_ptr self, context_ptr ctx, run_record run, bool fresh,
@@ -243,6 +294,7 @@ caf::behavior run_actor(self_ptr self, context_ptr ctx, run_record run, bool fre
   st.ctx = std::move(ctx);
   st.run = std::move(run);
   st.agent = std::move(agent);
+  if (fresh) st.log_bytes = 0;
   if (!fresh) {
     rearm(self);
     if (st.run.status == run_status::created)
@@ -372,20 +424,21 @@ caf::behavior run_actor(self_ptr self, context_ptr ctx, run_record run, bool fre
           wire::log_request& req) -> caf::result<bool> {
         auto& st = self->state;
         if (auto err = check_own(self, c)) return err;
-        auto now = st.ctx->now();
-        auto next = st.run;
-        // Late chunks of a finished run (a retried upload) are kept, as the
-        // query actor does once this actor is gone; they change nothing else.
-        if (!is_terminal(st.run.status)) next.last_activity_at = now;
-        write_batch logs;
-        for (auto& chunk : req.chunks) {
-          chunk.at = now;
-          logs.emplace_back(append_log{st.run.id, std::move(chunk)});
-        }
         auto rp = self->make_response_promise<bool>();
-        persist(
-            self, std::move(next), std::move(logs), [=]() mutable { rp.deliver(true); },
-            fail_to(rp));
+        if (st.log_bytes) {
+          append_logs(self, std::move(req), rp);
+          return rp;
+        }
+        // Restored at start-up: what the log holds is asked once, and other
+        // messages wait meanwhile so that two requests cannot both fit.
+        self->request(st.ctx->query, caf::infinite, logs_atom::value, count_atom::value,
+                      st.run.id)
+            .await(
+                [=, req = std::move(req)](int64_t held) mutable {
+                  self->state.log_bytes = held;
+                  append_logs(self, std::move(req), rp);
+                },
+                [=](caf::error& err) mutable { rp.deliver(std::move(err)); });
         return rp;
       },
       [=](finish_atom, const caller& c, const std::string&,

@@ -191,6 +191,11 @@ const std::vector<key_spec>& key_table() {
                 "body is held in memory while it is stored."),
       integer_key("runs.max_artifacts", &mesh_config::max_artifacts, 0, 100000,
                   "Most artifacts one run may hold; 0 refuses every upload."),
+      bytes_key("runs.max_log_bytes", &mesh_config::max_log_bytes, 0, 1024 * gib,
+                "Most log bytes one run may hold, over all its chunks; a log request "
+                "that would pass it is refused (413) and stores nothing. 0 = no "
+                "limit. mesh-agent stops its output a little below it (its own "
+                "logs.max_run_bytes, 100 MiB by default, is the lower of the two)."),
 
       duration_key("routines.assignment_sweep", &mesh_config::assignment_sweep, 1ms, 1h,
                    "How often the assignment routine sweeps the queue as a safety net."),

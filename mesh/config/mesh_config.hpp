@@ -81,6 +81,9 @@ struct mesh_config {
   int64_t max_artifact_bytes = 64 << 20;
   /// Most artifacts one run may hold. Key `runs.max_artifacts`.
   int64_t max_artifacts = 100;
+  /// Most log bytes one run may hold, over all its chunks; 0 = no limit.
+  /// Key `runs.max_log_bytes`.
+  int64_t max_log_bytes = int64_t{128} << 20;
 
   // -- routines -------------------------------------------------------------
   /// How often the assignment routine sweeps the queue as a safety net. Key

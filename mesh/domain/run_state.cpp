@@ -145,4 +145,15 @@ const char* skadi_status(const run_record& run) {
   return "failed";
 }
 
+caf::error check_log_room(int64_t limit, const std::string& run_id, int64_t held,
+                          int64_t adds) {
+  if (limit <= 0 || held + adds <= limit) return {};
+  return make_error(errc::payload_too_large,
+                    "run '" + run_id + "' may hold at most " + std::to_string(limit) +
+                        " log bytes (runs.max_log_bytes): it holds " +
+                        std::to_string(held) + " and these chunks add " +
+                        std::to_string(adds) + "; nothing of them was stored",
+                    "chunks");
+}
+
 } // namespace polymesh

@@ -224,6 +224,7 @@ json agent_session_json(const agent_session_info& s, const mesh_config& cfg) {
       // results to fit instead of having them refused.
       {"max_body_bytes", cfg.max_body_bytes},
       {"max_result_bytes", cfg.max_result_bytes},
+      {"max_log_bytes", cfg.max_log_bytes},
   };
 }
 

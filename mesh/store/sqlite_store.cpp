@@ -837,6 +837,16 @@ public:
     return out;
   }
 
+  caf::expected<int64_t> log_bytes(const std::string& run_id) override {
+    auto st = db_.prepare("SELECT COALESCE(SUM(length(CAST(data AS BLOB))), 0)"
+                          " FROM run_logs WHERE run_id = ?1");
+    if (!st) return std::move(st.error());
+    st->bind(1, run_id);
+    if (st->step() != SQLITE_ROW)
+      return db_.fail("cannot size the log of run '" + run_id + "'");
+    return st->int64(0);
+  }
+
   caf::expected<std::vector<artifact_record>>
   list_artifacts(const std::string& run_id) override {
     auto st = db_.prepare("SELECT run_id, name, size, sha256, created_at"
@@ -1037,7 +1047,10 @@ private:
     if (st->step() != SQLITE_DONE)
       return db_.fail("cannot append log chunk " + std::to_string(w.chunk.seq) +
                       " of run '" + w.run_id + "'");
-    return write_outcome{};
+    // A chunk whose seq the run already has is a retried upload: not written.
+    write_outcome out;
+    out.written = sqlite3_changes(db_.get()) > 0;
+    return out;
   }
 
   caf::expected<write_outcome> write_one(const put_artifact& w) {

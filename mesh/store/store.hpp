@@ -39,7 +39,8 @@ struct put_agent {
 struct put_token {
   token_record token;
 };
-/// Appends a log chunk; a chunk whose (run_id, seq) exists is ignored.
+/// Appends a log chunk; a chunk whose (run_id, seq) exists is ignored (its
+/// outcome is `written = false`).
 struct append_log {
   std::string run_id;
   log_chunk chunk;
@@ -54,7 +55,8 @@ using write = std::variant<put_run, put_agent, put_token, append_log, put_artifa
 
 /// The outcome of one write within a committed batch.
 struct write_outcome {
-  /// False only for an `insert_only` run whose idempotency key was taken.
+  /// False for an `insert_only` run whose idempotency key was taken, a log
+  /// chunk the run already has, and an artifact name it already holds.
   bool written = true;
   /// For a refused `insert_only`: the id of the run that holds the key.
   std::string existing_id;
@@ -119,6 +121,9 @@ public:
   /// Chunks of `run_id` with seq > `after_seq`, ascending, at most `limit`.
   [[nodiscard]] virtual caf::expected<std::vector<log_chunk>>
   logs(const std::string& run_id, int64_t after_seq, size_t limit) = 0;
+  /// The bytes of `run_id`'s log chunks, summed (reads every chunk: for
+  /// the first log call on a run restored at start-up, not per call).
+  [[nodiscard]] virtual caf::expected<int64_t> log_bytes(const std::string& run_id) = 0;
 
   /// The artifacts of `run_id`, by name, without their bytes.
   [[nodiscard]] virtual caf::expected<std::vector<artifact_record>>

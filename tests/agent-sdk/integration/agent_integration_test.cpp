@@ -132,18 +132,20 @@ agent_integration::held_run agent_integration::start_held_run() {
 // each) reach the log whole through a 64 KiB body limit, and the result is
 // the last 2 KiB the mesh accepts. The agent used to send 128 KiB of output
 // per request and a 60 KiB result whatever the mesh said: the log requests
-// were refused and their chunks dropped, and the result was refused.
+// were refused and their chunks dropped, and the result was refused. A run
+// whose output passes the mesh's runs.max_log_bytes keeps the start of it
+// and a note from the agent, instead of refused requests.
 TEST_F(agent_integration, an_agent_keeps_to_the_limits_of_its_mesh) {
   std::filesystem::create_directories(dir_.path() + "/small");
   mesh_ = std::make_unique<meshd_process>(dir_.path() + "/small", R"(
 http: {max_body_bytes: 65536}
-runs: {max_result_bytes: 2048, max_payload_bytes: 1024}
+runs: {max_result_bytes: 2048, max_payload_bytes: 1024, max_log_bytes: 204800}
 )");
   api_ = std::make_unique<mesh_api>(mesh_->url(), mesh_->admin_token());
   reg_ = api_->create_registration_token("itest");
   agent_options o{"dev-1", "{env: dev}"};
   o.plans_yaml =
-      R"({shell: {result_tail_bytes: 50000, shortcuts: [{short: spew, cmd: 'head -c 150000 /dev/zero | tr "\0" "\1"; echo end', shell: true}]}})";
+      R"({shell: {result_tail_bytes: 50000, shortcuts: [{short: spew, cmd: 'head -c 150000 /dev/zero | tr "\0" "\1"; echo end', shell: true}, {short: flood, cmd: 'head -c 300000 /dev/zero | tr "\0" x', shell: true}]}})";
   start_agent(o);
   auto id = api_->submit({{"plan", "shell"}, {"payload", "spew"}});
   auto r = api_->wait_terminal(id);
@@ -154,6 +156,21 @@ runs: {max_result_bytes: 2048, max_payload_bytes: 1024}
   EXPECT_EQ(log.size(), expected.size());
   EXPECT_TRUE(log == expected) << "the log differs from the plan's output";
   EXPECT_EQ(r["result"], expected.substr(expected.size() - 2048));
+
+  auto flood = api_->submit({{"plan", "shell"}, {"payload", "flood"}});
+  auto f = api_->wait_terminal(flood);
+  EXPECT_EQ(f["status"], "success") << f.dump();
+  auto cut = api_->logs(flood);
+  EXPECT_LE(cut.size(), 204800u);
+  EXPECT_EQ(cut.find_first_not_of('x'), 204800u - 4096u) << cut.substr(200000);
+  EXPECT_NE(cut.find("(the mesh's runs.max_log_bytes); further output is dropped"),
+            std::string::npos)
+      << cut.substr(200000);
+  EXPECT_NE(cut.find("bytes of output past the mesh's runs.max_log_bytes were dropped"),
+            std::string::npos)
+      << cut.substr(200000);
+  EXPECT_EQ(agents_.front()->log().find("refused"), std::string::npos)
+      << agents_.front()->log();
 }
 
 // This test ensures a plan's process does not outlive an agent killed with

@@ -69,6 +69,7 @@ public:
     return unused();
   }
   caf::expected<run_page> list_runs(const run_filter&) override { return unused(); }
+  caf::expected<int64_t> log_bytes(const std::string&) override { return unused(); }
   caf::expected<std::vector<log_chunk>> logs(const std::string&, int64_t,
                                              size_t) override {
     return unused();

@@ -93,6 +93,9 @@ void expect_same_config(const mesh_config& a, const mesh_config& b) {
   EXPECT_EQ(a.cancel_grace, b.cancel_grace);
   EXPECT_EQ(a.max_result_bytes, b.max_result_bytes);
   EXPECT_EQ(a.max_payload_bytes, b.max_payload_bytes);
+  EXPECT_EQ(a.max_artifact_bytes, b.max_artifact_bytes);
+  EXPECT_EQ(a.max_artifacts, b.max_artifacts);
+  EXPECT_EQ(a.max_log_bytes, b.max_log_bytes);
   EXPECT_EQ(a.assignment_sweep, b.assignment_sweep);
   EXPECT_EQ(a.timer_resolution, b.timer_resolution);
   EXPECT_EQ(a.retention, b.retention);
@@ -827,7 +830,7 @@ TEST(mesh_config, load_reads_files_and_reports_failures) {
 // This test ensures the table has unique, documented keys grouped by section.
 TEST(mesh_config, key_table_is_well_formed) {
   auto keys = mesh_config_keys();
-  EXPECT_EQ(keys.size(), 27u);
+  EXPECT_EQ(keys.size(), 28u);
   std::set<std::string> seen;
   std::set<std::string> closed_sections;
   std::string section;

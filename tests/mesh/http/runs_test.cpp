@@ -148,6 +148,61 @@ TEST_F(runs, logs_are_ordered_and_repeats_ignored) {
   EXPECT_EQ(tail.body["next_after"], 1);
 }
 
+class log_ceiling : public mesh_fixture {
+protected:
+  void configure(mesh_config& c) override { c.max_log_bytes = 10; }
+
+  /// The stored log of `id`, concatenated.
+  std::string stored_log(const std::string& id) {
+    auto r = call("GET", "/v1/runs/" + id + "/logs", admin);
+    EXPECT_EQ(r.status, 200) << r.raw;
+    std::string text;
+    for (auto& chunk : r.body["chunks"])
+      text += chunk["data"].get<std::string>();
+    return text;
+  }
+};
+
+// This test ensures a run's log stops at runs.max_log_bytes: a request that
+// would pass it is a 413 naming the setting and stores nothing, a repeated
+// chunk is not counted twice, and the count survives a restart and the
+// run's end (late chunks).
+TEST_F(log_ceiling, a_log_past_the_ceiling_is_refused_and_stores_nothing) {
+  auto agent = register_agent("logger", json::object());
+  auto id = id_of(submit(json{{"plan", "noop"}}));
+  ASSERT_EQ(agent.take(1).size(), 1u);
+  ASSERT_EQ(agent.start(id).status, 200);
+  ASSERT_EQ(agent.logs(id, 0, "1234").status, 200);
+  ASSERT_EQ(agent.logs(id, 0, "1234").status, 200); // a retry: already stored
+  auto over = agent.logs(id, 1, "1234567");         // 4 + 7 > 10
+  EXPECT_EQ(over.status, 413) << over.raw;
+  EXPECT_EQ(over.body["error"]["code"], "payload_too_large") << over.raw;
+  EXPECT_EQ(over.body["error"]["field"], "chunks") << over.raw;
+  EXPECT_NE(over.raw.find("runs.max_log_bytes"), std::string::npos) << over.raw;
+  EXPECT_EQ(stored_log(id), "1234");
+  ASSERT_EQ(agent.logs(id, 1, "5678").status, 200); // 8 of 10
+
+  restart_mesh();
+  agent.port = port;
+  // The restored run learns what its log holds from the store.
+  EXPECT_EQ(agent.logs(id, 2, "abc").status, 413);
+  ASSERT_EQ(agent.logs(id, 2, "ab").status, 200); // exactly 10
+  EXPECT_EQ(agent.logs(id, 3, "c").status, 413);
+  ASSERT_EQ(agent.finish(id, "success").status, 200);
+  // Late chunks of the finished run meet the same ceiling.
+  EXPECT_EQ(agent.logs(id, 3, "c").status, 413);
+  EXPECT_EQ(stored_log(id), "12345678ab");
+  EXPECT_EQ(get_run(id)["status"], "success");
+}
+
+// This test ensures the mesh tells registering agents its log ceiling.
+TEST_F(log_ceiling, registration_tells_the_agent_the_ceiling) {
+  auto reg = call("POST", "/v1/agents/register", make_token("registration"),
+                  json{{"name", "told"}, {"plans", json::array({"noop"})}});
+  ASSERT_EQ(reg.status, 201) << reg.raw;
+  EXPECT_EQ(reg.body["max_log_bytes"], 10) << reg.raw;
+}
+
 // This test ensures GET /v1/runs filters by status, plan and agent, and
 // the cursor pages through every run exactly once, newest first.
 TEST_F(runs, list_filters_and_cursor_pagination) {

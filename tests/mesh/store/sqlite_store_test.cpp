@@ -636,12 +636,27 @@ TEST_F(sqlite_store_test, duplicate_log_seq_is_ignored) {
   auto out = apply({append_log{"run_1", make_chunk(0, "first")},
                     append_log{"run_1", make_chunk(0, "second")}});
   ASSERT_EQ(out.size(), 2u);
-  EXPECT_TRUE(out[1].written);
+  EXPECT_TRUE(out[0].written);
+  EXPECT_FALSE(out[1].written); // the run already had seq 0
   apply({append_log{"run_1", make_chunk(0, "third")}});
   auto logs = db_->logs("run_1", -1, 10);
   ASSERT_TRUE(logs);
   ASSERT_EQ(logs->size(), 1u);
   EXPECT_EQ((*logs)[0].data, "first");
+}
+
+// This test ensures log_bytes sums the bytes (not characters) of one run's
+// chunks only, and is 0 for a run without any.
+TEST_F(sqlite_store_test, log_bytes_sums_one_runs_chunks) {
+  apply({append_log{"run_1", make_chunk(0, "ab")},
+         append_log{"run_1", make_chunk(1, "\xc3\xa9t\xc3\xa9")}, // "été": 5 bytes
+         append_log{"run_2", make_chunk(0, "elsewhere")}});
+  auto n = db_->log_bytes("run_1");
+  ASSERT_TRUE(n) << message_of(n.error());
+  EXPECT_EQ(*n, 7);
+  auto none = db_->log_bytes("run_3");
+  ASSERT_TRUE(none);
+  EXPECT_EQ(*none, 0);
 }
 
 // This test ensures that a failing write rolls back its whole batch and nothing else.
