@@ -172,8 +172,10 @@ caf::behavior agent_actor(self_ptr self, context_ptr ctx, agent_record agent,
   st.agent = std::move(agent);
   st.drained = st.agent.status == agent_status::draining;
   if (restored) {
-    // Give a restored agent a full offline window from our start.
-    st.agent.last_seen_at = st.ctx->now();
+    // Give a restored agent a full offline window from our start; one that
+    // was offline already keeps when it was last heard from, which
+    // `agents.forget_after` counts from.
+    if (st.agent.status != agent_status::offline) st.agent.last_seen_at = st.ctx->now();
     announce(self);
     arm_liveness(self);
   }
@@ -378,6 +380,42 @@ caf::behavior agent_actor(self_ptr self, context_ptr ctx, agent_record agent,
             [=](caf::error) { arm_liveness(self); });
       },
       [=](shutdown_atom) { wake(self, true); },
+      [=](forget_atom) -> caf::result<bool> {
+        // Asked by the registry, whose mailbox waits for the answer, so no
+        // call for this agent can arrive between our yes and our end.
+        auto& st = self->state;
+        auto after = st.ctx->config.forget_after;
+        bool gone = st.agent.status == agent_status::offline ||
+                    st.agent.status == agent_status::deregistered;
+        if (after.count() == 0 || !gone || st.ctx->now() < st.agent.last_seen_at + after)
+          return false;
+        if (st.agent.status == agent_status::deregistered) {
+          self->quit(); // its tokens died when it deregistered
+          return true;
+        }
+        // Offline: stored as deregistered (a restart does not bring it back)
+        // and its tokens revoked, as for a removal, but without announcing
+        // it: the registry drops its mirror once we answer.
+        auto next = st.agent;
+        next.status = agent_status::deregistered;
+        auto rp = self->make_response_promise<bool>();
+        self->request(st.ctx->store, caf::infinite, write_atom::value,
+                      write_batch{put_agent{next}})
+            .await(
+                [=](const write_outcomes&) mutable {
+                  self->state.agent = next;
+                  self->request(self->state.ctx->token_registry, caf::infinite,
+                                revoke_atom::value, agent_atom::value, next.id)
+                      .await(
+                          [=](bool) mutable {
+                            rp.deliver(true);
+                            self->quit();
+                          },
+                          [=](caf::error& err) mutable { rp.deliver(std::move(err)); });
+                },
+                [=](caf::error& err) mutable { rp.deliver(std::move(err)); });
+        return rp;
+      },
   };
 }
 

@@ -37,6 +37,7 @@ using explain_atom = caf::atom_constant<caf::atom("explain")>;
 using finish_atom = caf::atom_constant<caf::atom("finish")>;
 using fired_atom = caf::atom_constant<caf::atom("fired")>;
 using flush_atom = caf::atom_constant<caf::atom("flush")>;
+using forget_atom = caf::atom_constant<caf::atom("forget")>;
 using get_atom = caf::atom_constant<caf::atom("get")>;
 using issue_atom = caf::atom_constant<caf::atom("issue")>;
 using labels_atom = caf::atom_constant<caf::atom("labels")>;

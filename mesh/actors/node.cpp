@@ -205,6 +205,7 @@ void mesh_node::tick() {
   (void)ask<size_t>(sys, ctx_->liveness, tick_atom::value);
   (void)ask<size_t>(sys, ctx_->expiry, tick_atom::value);
   (void)ask<size_t>(sys, ctx_->assignment, tick_atom::value);
+  (void)ask<size_t>(sys, ctx_->agents, forget_atom::value);
 }
 
 size_t mesh_node::prune_once() {

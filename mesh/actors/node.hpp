@@ -46,8 +46,9 @@ public:
   };
   [[nodiscard]] const restore_stats& restored() const { return restored_; }
 
-  /// Fires every due timer and sweeps the queue once, and waits until each
-  /// routine has done so. For tests that drive a manual clock.
+  /// Fires every due timer, sweeps the queue once and forgets agents past
+  /// `agents.forget_after`, and waits until each routine has done so. For
+  /// tests that drive a manual clock.
   void tick();
 
   /// Prunes finished runs past retention once; returns how many.

@@ -5,11 +5,14 @@
 #include "mesh/actors/run_actor.hpp"
 #include "mesh/domain/error.hpp"
 #include "mesh/domain/ids.hpp"
+#include "mesh/domain/log.hpp"
 #include "mesh/domain/selector.hpp"
 
 #include <caf/actor_system.hpp>
 #include <caf/event_based_actor.hpp>
 #include <caf/stateful_actor.hpp>
+#include <functional>
+#include <memory>
 #include <unordered_map>
 
 namespace polymesh {
@@ -195,9 +198,77 @@ caf::actor add_agent(agent_self self, agent_record rec, bool restored) {
   return actor;
 }
 
+/// How often the registry looks for agents to forget (`agents.forget_after`).
+constexpr auto forget_sweep_every = std::chrono::minutes{1};
+
+/// Forgets every agent offline or deregistered for `agents.forget_after`
+/// that agrees it still is; calls `then` with how many went. Our mailbox
+/// waits for each agent's answer, so a registration cannot reach an agent
+/// that is about to go.
+void forget_quiet_agents(agent_self self, std::function<void(size_t)> then) {
+  auto& st = self->state;
+  auto after = st.ctx->config.forget_after;
+  auto now = st.ctx->now();
+  std::vector<std::pair<std::string, caf::actor>> asked;
+  if (after.count() > 0)
+    for (auto& [id, rec] : st.mirror)
+      if ((rec.status == agent_status::offline ||
+           rec.status == agent_status::deregistered) &&
+          rec.last_seen_at + after <= now)
+        if (auto it = st.by_id.find(id); it != st.by_id.end())
+          asked.emplace_back(id, it->second);
+  if (asked.empty()) {
+    then(0);
+    return;
+  }
+  auto left = std::make_shared<size_t>(asked.size());
+  auto gone = std::make_shared<size_t>(0);
+  for (auto& [id, actor] : asked) {
+    auto done = [=] {
+      if (--*left == 0) then(*gone);
+    };
+    self->request(actor, caf::infinite, forget_atom::value)
+        .await(
+            [=, id = id](bool forgotten) mutable {
+              auto& st = self->state;
+              if (forgotten) {
+                auto rec = st.mirror[id];
+                log(log_level::info, "agent " + rec.name + " (" + id +
+                                         ") forgotten: " + to_string(rec.status) +
+                                         " for agents.forget_after");
+                if (auto n = st.id_by_name.find(rec.name);
+                    n != st.id_by_name.end() && n->second == id)
+                  st.id_by_name.erase(n);
+                st.by_id.erase(id);
+                st.mirror.erase(id);
+                self->send(st.ctx->assignment, forget_atom::value, id, rec.name);
+                ++*gone;
+              }
+              done();
+            },
+            [=](caf::error& err) mutable {
+              log(log_level::warn, "agent " + id + " not forgotten, tried again later: " +
+                                       message_of(err));
+              done();
+            });
+  }
+}
+
 caf::behavior agent_registry(agent_self self, context_ptr ctx) {
   self->state.ctx = std::move(ctx);
+  self->delayed_send(self, forget_sweep_every, forget_atom::value, sweep_atom::value);
   return {
+      [=](forget_atom) -> caf::result<size_t> {
+        auto rp = self->make_response_promise<size_t>();
+        forget_quiet_agents(self, [rp](size_t n) mutable { rp.deliver(n); });
+        return rp;
+      },
+      [=](forget_atom, sweep_atom) {
+        forget_quiet_agents(self, [](size_t) {});
+        if (!self->state.ctx->stopping)
+          self->delayed_send(self, forget_sweep_every, forget_atom::value,
+                             sweep_atom::value);
+      },
       [=](register_atom a, const caller& c,
           const wire::register_request& req) -> caf::result<caf::message> {
         // By name only: a name that happens to be another agent's id must

@@ -17,6 +17,8 @@
 //     (drain_atom, id-or-name), (labels_atom, id-or-name, labels)
 //     (update_atom, agent_record)                       mirror refresh from agent actors
 //     (admit_atom, agent_record)                     -> caf::actor (start-up restore)
+//     (forget_atom)                                  -> size_t: forgets the agents
+//         offline or deregistered for agents.forget_after (also every minute)
 //
 // token registry — owns tokens: mints, revokes, and keeps the token cache
 //   that HTTP threads authenticate against.

@@ -167,6 +167,11 @@ const std::vector<key_spec>& key_table() {
                    "How often agents are told to report when idle. Whole seconds only: "
                    "agents are told it in seconds.",
                    1s),
+      duration_key("agents.forget_after", &mesh_config::forget_after, 0ms, 3650 * 24h,
+                   "An agent offline or deregistered for this long (since it was last "
+                   "heard from) is forgotten: it leaves listings and metrics, its "
+                   "tokens are revoked, and its name is free. Its runs keep its id. "
+                   "0 keeps agents for ever. Must exceed agents.offline_after."),
 
       duration_key("runs.delivery_lease", &mesh_config::delivery_lease, 1ms, 24h,
                    "A delivered run not started within this goes back to the queue. Must "
@@ -656,6 +661,11 @@ caf::error validate(const mesh_config& cfg) {
   if (auto err = must_be_shorter("agents.heartbeat_interval", cfg.heartbeat_interval,
                                  "agents.offline_after", cfg.offline_after))
     return err;
+  // An agent is offline before it can be forgotten.
+  if (cfg.forget_after.count() > 0)
+    if (auto err = must_be_shorter("agents.offline_after", cfg.offline_after,
+                                   "agents.forget_after", cfg.forget_after))
+      return err;
   // Results and payloads arrive inside a JSON body, so a limit at or above the
   // body limit could never be reached.
   if (auto err = must_be_smaller("runs.max_result_bytes", cfg.max_result_bytes,

@@ -61,6 +61,9 @@ struct mesh_config {
   /// How often agents are told to report when idle. Key
   /// `agents.heartbeat_interval`.
   duration heartbeat_interval = std::chrono::seconds{30};
+  /// An agent offline or deregistered for this long is forgotten; 0 = never.
+  /// Key `agents.forget_after`.
+  duration forget_after = std::chrono::hours{7 * 24};
 
   // -- runs -----------------------------------------------------------------
   /// A delivered run not started within this goes back to the queue. Key

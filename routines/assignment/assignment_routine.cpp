@@ -159,6 +159,15 @@ caf::behavior assignment_routine(self_ptr self, context_ptr ctx) {
         }
         place(self);
       },
+      [=](forget_atom, const std::string& agent_id, const std::string& name) {
+        // Already gone for placement; this drops what is kept of it.
+        auto& st = self->state;
+        st.decisions.remove_agent(agent_id);
+        st.agent_actors.erase(agent_id);
+        if (auto it = st.by_name.find(name);
+            it != st.by_name.end() && it->second.first == agent_id)
+          st.by_name.erase(it);
+      },
       [=](release_atom, const std::string& agent_id) {
         self->state.decisions.release(agent_id);
         place(self);

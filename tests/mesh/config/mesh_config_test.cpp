@@ -88,6 +88,7 @@ void expect_same_config(const mesh_config& a, const mesh_config& b) {
   EXPECT_EQ(a.agent_token_ttl, b.agent_token_ttl);
   EXPECT_EQ(a.poll_wait_max, b.poll_wait_max);
   EXPECT_EQ(a.heartbeat_interval, b.heartbeat_interval);
+  EXPECT_EQ(a.forget_after, b.forget_after);
   EXPECT_EQ(a.delivery_lease, b.delivery_lease);
   EXPECT_EQ(a.result_expiry, b.result_expiry);
   EXPECT_EQ(a.cancel_grace, b.cancel_grace);
@@ -794,6 +795,10 @@ TEST(mesh_config, parse_applies_cross_field_rules) {
             "runs.delivery_lease (20m) must be shorter than runs.result_expiry (10m)");
   EXPECT_EQ(position_of(err), static_cast<int64_t>(yaml.find("delivery_lease")));
   parse_ok("runs:\n  delivery_lease: 20m\n  result_expiry: 1h\n");
+  // An agent must be offline before it can be forgotten; 0 forgets none.
+  EXPECT_EQ(message_of(parse_error("agents:\n  offline_after: 2h\n  forget_after: 1h\n")),
+            "agents.offline_after (2h) must be shorter than agents.forget_after (1h)");
+  parse_ok("agents:\n  offline_after: 2h\n  forget_after: 0\n");
 }
 
 // -- files ------------------------------------------------------------------------
@@ -830,7 +835,7 @@ TEST(mesh_config, load_reads_files_and_reports_failures) {
 // This test ensures the table has unique, documented keys grouped by section.
 TEST(mesh_config, key_table_is_well_formed) {
   auto keys = mesh_config_keys();
-  EXPECT_EQ(keys.size(), 28u);
+  EXPECT_EQ(keys.size(), 29u);
   std::set<std::string> seen;
   std::set<std::string> closed_sections;
   std::string section;

@@ -314,5 +314,75 @@ TEST_F(agents, registration_answers_the_session_fields) {
   EXPECT_EQ(a.body["status"], "online");
 }
 
+class forgetting : public mesh_fixture {
+protected:
+  void configure(mesh_config& c) override { c.forget_after = std::chrono::minutes{30}; }
+
+  /// Moves the clock on while `alive` keeps polling, then runs the routines.
+  void pass(duration d, const scripted_agent& alive) {
+    clock.advance(d);
+    ASSERT_EQ(alive.poll(0).status, 200);
+    tick();
+  }
+
+  json listed() { return names_of(call("GET", "/v1/agents", admin)); }
+};
+
+// This test ensures agents offline or deregistered for agents.forget_after
+// are forgotten: gone from listings and lookups, their tokens dead, their
+// names free, and not back after a restart; their runs keep their id, and a
+// live agent is never forgotten.
+TEST_F(forgetting, quiet_agents_are_forgotten_after_forget_after) {
+  auto left = register_agent("left", json::object());
+  auto quiet = register_agent("quiet", json::object());
+  auto alive = register_agent("alive", json::object());
+  auto run = id_of(submit(json{{"plan", "noop"}, {"agent", "quiet"}}));
+  ASSERT_EQ(quiet.take(1).size(), 1u);
+  ASSERT_EQ(quiet.finish(run, "success").status, 200);
+  ASSERT_EQ(left.deregister().status, 200);
+
+  pass(std::chrono::minutes{20}, alive); // quiet goes offline; nothing is forgotten
+  ASSERT_TRUE(eventually([&] {
+    return call("GET", "/v1/agents/quiet", admin).body["status"] == "offline";
+  }));
+  EXPECT_EQ(listed(), json::array({"alive", "left", "quiet"}));
+
+  pass(std::chrono::minutes{11}, alive); // 31 min since left and quiet were heard
+  EXPECT_EQ(listed(), json::array({"alive"}));
+  EXPECT_EQ(call("GET", "/v1/agents/quiet", admin).status, 404);
+  EXPECT_EQ(call("GET", "/v1/agents/" + quiet.id, admin).status, 404);
+  EXPECT_EQ(quiet.poll(0).status, 401); // its token was revoked
+  EXPECT_EQ(get_run(run)["assigned_agent"], quiet.id);
+  EXPECT_EQ(call("GET", "/v1/runs?agent=" + quiet.id, admin).body["runs"].size(), 1u);
+  // A run naming it is refused, as for any unknown name.
+  EXPECT_EQ(submit(json{{"plan", "noop"}, {"agent", "quiet"}}).status, 404);
+
+  // The name is free: registering it makes a new agent, which takes runs.
+  auto again = register_agent("quiet", json::object());
+  EXPECT_NE(again.id, quiet.id);
+  auto named = submit(json{{"plan", "noop"}, {"agent", "quiet"}});
+  ASSERT_EQ(named.status, 201) << named.raw;
+  EXPECT_EQ(again.take(1).size(), 1u);
+
+  restart_mesh();
+  EXPECT_EQ(listed(), json::array({"alive", "quiet"}));
+  EXPECT_EQ(call("GET", "/v1/agents/quiet", admin).body["id"], again.id);
+}
+
+// This test ensures an agent offline across a restart is forgotten counting
+// from when it was last heard, not from the restart.
+TEST_F(forgetting, a_restart_does_not_reset_an_offline_agents_clock) {
+  auto quiet = register_agent("quiet", json::object());
+  advance(std::chrono::minutes{10});
+  ASSERT_TRUE(eventually([&] {
+    return call("GET", "/v1/agents/quiet", admin).body["status"] == "offline";
+  }));
+  restart_mesh();
+  advance(std::chrono::minutes{10});
+  EXPECT_EQ(listed(), json::array({"quiet"}));
+  advance(std::chrono::minutes{11});
+  EXPECT_EQ(listed(), json::array()) << "forgotten 31 min after it was last heard";
+}
+
 } // namespace
 } // namespace polymesh::test
