@@ -45,7 +45,12 @@ std::string url_encode(const std::string& text) {
 
 mesh_client::mesh_client(std::string base_url, std::string token)
     : base_url_(std::move(base_url))
-    , token_(std::move(token)) {}
+    , token_(std::move(token)) {
+  auto host = base_url_.find("://");
+  auto slash = base_url_.find('/', host == std::string::npos ? 0 : host + 3);
+  origin_ = base_url_.substr(0, slash);
+  if (slash != std::string::npos) prefix_ = base_url_.substr(slash);
+}
 
 json mesh_client::get(const std::string& path, const query& q) {
   auto full = path;
@@ -78,10 +83,10 @@ namespace {
 
 /// One request on a fresh connection; throws `exit_unreachable` when no
 /// answer came.
-httplib::Result send(const std::string& base_url, const std::string& token,
-                     const std::string& method, const std::string& path,
-                     const std::string* payload) {
-  httplib::Client http{base_url};
+httplib::Result send(const std::string& base_url, const std::string& origin,
+                     const std::string& token, const std::string& method,
+                     const std::string& path, const std::string* payload) {
+  httplib::Client http{origin};
   http.set_tcp_nodelay(true);
   http.set_keep_alive(false);
   http.set_connection_timeout(connect_timeout_s, 0);
@@ -112,7 +117,7 @@ json mesh_client::call(const std::string& method, const std::string& path,
                        const json* body, bool null_on_404) {
   std::string payload =
       body ? body->dump(-1, ' ', false, json::error_handler_t::replace) : "";
-  auto res = send(base_url_, token_, method, path, &payload);
+  auto res = send(base_url_, origin_, token_, method, prefix_ + path, &payload);
   last_status_ = res->status;
   if (res->status == 404 && null_on_404) return nullptr;
   if (res->status >= 400) fail(res->status, res->body, method, path);
@@ -127,7 +132,7 @@ json mesh_client::call(const std::string& method, const std::string& path,
 }
 
 mesh_client::bytes_answer mesh_client::get_bytes(const std::string& path) {
-  auto res = send(base_url_, token_, "GET", path, nullptr);
+  auto res = send(base_url_, origin_, token_, "GET", prefix_ + path, nullptr);
   if (res->status >= 400) fail(res->status, res->body, "GET", path);
   return {std::move(res->body), res->get_header_value("X-Polymesh-Sha256")};
 }

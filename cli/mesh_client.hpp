@@ -34,6 +34,7 @@ using query = std::vector<std::pair<std::string, std::string>>;
 
 class mesh_client {
 public:
+  /// `base_url` is scheme://host[:port][/prefix], checked by `check_url`.
   mesh_client(std::string base_url, std::string token);
 
   [[nodiscard]] json get(const std::string& path, const query& q = {});
@@ -71,6 +72,10 @@ private:
                          const std::string& path);
 
   std::string base_url_;
+  /// `base_url_` split: scheme://host[:port], and the path prefix ("" or
+  /// "/a/b") that every request path is put under (a reverse proxy's).
+  std::string origin_;
+  std::string prefix_;
   std::string token_;
   std::map<std::string, std::string> inputs_;
   int last_status_ = 0;

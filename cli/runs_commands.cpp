@@ -442,13 +442,9 @@ int list_runs(const command_context& ctx, const list_options& o) {
 int show_logs(const command_context& ctx, const std::string& id, bool follow) {
   auto mesh = ctx.client();
   auto out = ctx.out();
-  if (follow) {
-    auto run = wait_for_run(ctx, mesh, id, true);
-    // As with `runs wait -f`: the final run object is the last JSON line.
-    if (out.format() == output_format::json)
-      std::cout << run.dump(-1, ' ', false, json::error_handler_t::replace) << '\n';
-    return exit_code_of(run.value("status", ""));
-  }
+  // As `runs wait -f`: the log, then how the run ended (the final run object
+  // as the last JSON line with -o json).
+  if (follow) return finish_wait(ctx, wait_for_run(ctx, mesh, id, true), true);
   if (out.structured()) {
     // Every page gathered into one object of the API's shape.
     json all = json::array();

@@ -35,12 +35,15 @@ std::string check_url(std::string url, const std::string& source) {
     throw failure{exit_usage,
                   source + ": mesh URL must start with http:// or https://, got '" + url +
                       "'"};
-  if (url.find('/', scheme_end + 3) != std::string::npos)
+  // A path is a reverse proxy's prefix; a query or fragment has no place.
+  if (url.find_first_of("?#", scheme_end + 3) != std::string::npos)
     throw failure{exit_usage,
                   source +
-                      ": mesh URL must be scheme://HOST[:PORT] without a path, got '" +
+                      ": mesh URL must be scheme://HOST[:PORT][/PATH] without a query or "
+                      "fragment, got '" +
                       url + "'"};
-  if (scheme_end + 3 == url.size())
+  auto host_end = url.find('/', scheme_end + 3);
+  if (host_end == scheme_end + 3 || scheme_end + 3 == url.size())
     throw failure{exit_usage, source + ": mesh URL has no host"};
   return url;
 }

@@ -307,6 +307,8 @@ TEST_F(runs_cmd, list_show_logs_and_wait) {
   auto logs_follow = ctl({"runs", "logs", "-f", done});
   EXPECT_EQ(logs_follow.code, 0);
   EXPECT_EQ(logs_follow.out, "out text\n");
+  // The log's stderr, then how the run ended, as `runs wait -f` says it.
+  EXPECT_EQ(logs_follow.err, "err text\nrun " + done + " success, exit code 0\n");
   // With -o json: a chunk per line, then the run object (cli.md).
   auto follow_json = ctl({"runs", "logs", "-f", done, "-o", "json"});
   EXPECT_EQ(follow_json.code, 0);

@@ -2,6 +2,8 @@
 #include "tests/cli/meshctl_harness.hpp"
 
 #include <fstream>
+#include <httplib.h>
+#include <thread>
 
 namespace polymesh::cli_test {
 namespace {
@@ -74,6 +76,86 @@ TEST_F(settings_cmd, token_from_a_file) {
   EXPECT_EQ(empty.code, 64);
   EXPECT_NE(empty.err.find("MESH_TOKEN_FILE: token file"), std::string::npos)
       << empty.err;
+}
+
+/// A reverse proxy on 127.0.0.1:0 that serves meshd under `/polymesh` and
+/// answers 404 for every other path, as a proxy in front of a mesh would.
+class prefix_proxy {
+public:
+  explicit prefix_proxy(int mesh_port)
+      : mesh_port_(mesh_port) {
+    auto forward = [this](const httplib::Request& req, httplib::Response& res) {
+      httplib::Client mesh{"127.0.0.1", mesh_port_};
+      httplib::Headers headers;
+      if (req.has_header("Authorization"))
+        headers.emplace("Authorization", req.get_header_value("Authorization"));
+      auto path = req.target.substr(std::string{"/polymesh"}.size());
+      httplib::Result r{nullptr, httplib::Error::Unknown};
+      if (req.method == "GET")
+        r = mesh.Get(path, headers);
+      else if (req.method == "POST")
+        r = mesh.Post(path, headers, req.body, "application/json");
+      else if (req.method == "PATCH")
+        r = mesh.Patch(path, headers, req.body, "application/json");
+      else
+        r = mesh.Delete(path, headers);
+      if (!r) {
+        res.status = 502;
+        return;
+      }
+      res.status = r->status;
+      res.set_content(r->body, "application/json");
+    };
+    const char* route = R"(/polymesh/.*)";
+    svr_.Get(route, forward);
+    svr_.Post(route, forward);
+    svr_.Patch(route, forward);
+    svr_.Delete(route, forward);
+    port_ = svr_.bind_to_any_port("127.0.0.1");
+    // Bound and listening already: connections wait in the backlog until
+    // the thread accepts them.
+    thread_ = std::thread{[this] { svr_.listen_after_bind(); }};
+  }
+  ~prefix_proxy() {
+    svr_.stop();
+    thread_.join();
+  }
+  [[nodiscard]] int port() const { return port_; }
+
+private:
+  int mesh_port_;
+  int port_ = 0;
+  httplib::Server svr_;
+  std::thread thread_;
+};
+
+// This test ensures a mesh URL may carry a path (a reverse proxy's prefix)
+// that every request goes under, while a query or fragment in it, or no
+// host, is a usage error.
+TEST_F(settings_cmd, a_mesh_url_with_a_path_prefix_reaches_the_mesh_behind_a_proxy) {
+  prefix_proxy proxy{port};
+  auto base = "http://127.0.0.1:" + std::to_string(proxy.port());
+  for (const auto& mesh : {base + "/polymesh", base + "/polymesh/"}) {
+    auto status = ctl_raw({"--mesh", mesh, "--token", admin, "status", "-o", "json"});
+    ASSERT_EQ(status.code, 0) << mesh << ": " << status.err;
+    EXPECT_EQ(status.json_out()["status"], "ready");
+  }
+  auto sub = ctl_raw({"--mesh", base + "/polymesh", "--token", admin, "runs", "submit",
+                      "noop", "-o", "json"});
+  ASSERT_EQ(sub.code, 0) << sub.err;
+  EXPECT_EQ(get_run(sub.json_out()["id"].get<std::string>())["status"], "created");
+  // Without the prefix the proxy has nothing there.
+  auto bare = ctl_raw({"--mesh", base, "--token", admin, "status"});
+  EXPECT_NE(bare.code, 0);
+
+  for (const auto& bad : {base + "/polymesh?x=1", base + "/polymesh#top"}) {
+    auto r = ctl_raw({"--mesh", bad, "--token", admin, "status"});
+    EXPECT_EQ(r.code, 64) << bad;
+    EXPECT_NE(r.err.find("without a query or fragment"), std::string::npos) << r.err;
+  }
+  auto no_host = ctl_raw({"--mesh", "http:///polymesh", "--token", admin, "status"});
+  EXPECT_EQ(no_host.code, 64);
+  EXPECT_NE(no_host.err.find("has no host"), std::string::npos) << no_host.err;
 }
 
 } // namespace
