@@ -1,4 +1,4 @@
-// `meshctl agents ...`: list, show, label, drain, remove.
+// `meshctl agents ...`: list, show, label, drain, undrain, remove.
 #include "cli/commands.hpp"
 #include "mesh/config/mesh_config.hpp"
 #include "mesh/domain/labels.hpp"
@@ -139,6 +139,29 @@ json edit_labels(json labels, const std::vector<label_edit>& edits) {
   return labels;
 }
 
+/// `agents drain NAME` or `agents undrain NAME` (`verb`): POSTs the agent's
+/// `/verb` and prints the status it is left in, painted `paint`.
+void add_drain_command(CLI::App* agents, command_context& ctx,
+                       const std::shared_ptr<std::string>& name, const std::string& verb,
+                       const std::string& description, color paint) {
+  auto* cmd = agents->add_subcommand(verb, description);
+  cmd->add_option("NAME", *name, "Agent name or id")->required();
+  cmd->callback([&ctx, name, verb, paint] {
+    ctx.action = [&ctx, name, verb, paint] {
+      auto mesh = ctx.client();
+      auto id = find_agent(mesh, *name)["id"].get<std::string>();
+      auto a = mesh.post("/v1/agents/" + url_encode(id) + "/" + verb);
+      auto out = ctx.out();
+      if (out.structured())
+        out.emit(a);
+      else
+        std::cout << "agent " << a.value("name", *name) << " is "
+                  << out.paint(a.value("status", ""), paint) << '\n';
+      return exit_ok;
+    };
+  });
+}
+
 } // namespace
 
 void add_agents_commands(CLI::App& app, command_context& ctx) {
@@ -192,23 +215,11 @@ void add_agents_commands(CLI::App& app, command_context& ctx) {
     };
   });
 
-  auto* drain = agents->add_subcommand(
-      "drain", "Stop giving an agent new runs; it finishes what it has");
-  drain->add_option("NAME", *name, "Agent name or id")->required();
-  drain->callback([&ctx, name] {
-    ctx.action = [&ctx, name] {
-      auto mesh = ctx.client();
-      auto id = find_agent(mesh, *name)["id"].get<std::string>();
-      auto a = mesh.post("/v1/agents/" + url_encode(id) + "/drain");
-      auto out = ctx.out();
-      if (out.structured())
-        out.emit(a);
-      else
-        std::cout << "agent " << a.value("name", *name) << " is "
-                  << out.paint(a.value("status", "draining"), color::yellow) << '\n';
-      return exit_ok;
-    };
-  });
+  add_drain_command(agents, ctx, name, "drain",
+                    "Stop giving an agent new runs; it finishes what it has",
+                    color::yellow);
+  add_drain_command(agents, ctx, name, "undrain", "Give a drained agent new runs again",
+                    color::green);
 
   auto* remove = agents->add_subcommand(
       "remove",

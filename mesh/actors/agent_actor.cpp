@@ -295,6 +295,25 @@ caf::behavior agent_actor(self_ptr self, context_ptr ctx, agent_record agent,
             [=](caf::error err) mutable { rp.deliver(std::move(err)); });
         return rp;
       },
+      [=](undrain_atom) -> caf::result<agent_record> {
+        auto& st = self->state;
+        if (st.agent.status == agent_status::deregistered)
+          return make_error(errc::illegal_transition,
+                            "cannot undrain a deregistered agent", "status");
+        st.drained = false;
+        // Online already, or offline: it is online when it is heard from.
+        if (st.agent.status != agent_status::draining) return st.agent;
+        auto next = st.agent;
+        next.status = agent_status::online;
+        auto rp = self->make_response_promise<agent_record>();
+        persist(
+            self, std::move(next), [=]() mutable { rp.deliver(self->state.agent); },
+            [=](caf::error err) mutable {
+              self->state.drained = true;
+              rp.deliver(std::move(err));
+            });
+        return rp;
+      },
       [=](labels_atom, const label_map& labels) -> caf::result<agent_record> {
         // Its next registration replaces the labels anyway.
         if (self->state.agent.status == agent_status::deregistered)

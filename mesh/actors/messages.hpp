@@ -63,6 +63,7 @@ using stop_atom = caf::atom_constant<caf::atom("stop")>;
 using sweep_atom = caf::atom_constant<caf::atom("sweep")>;
 using tick_atom = caf::atom_constant<caf::atom("tick")>;
 using tokens_atom = caf::atom_constant<caf::atom("tokens")>;
+using undrain_atom = caf::atom_constant<caf::atom("undrain")>;
 using touch_atom = caf::atom_constant<caf::atom("touch")>;
 using update_atom = caf::atom_constant<caf::atom("update")>;
 using withdraw_atom = caf::atom_constant<caf::atom("withdraw")>;

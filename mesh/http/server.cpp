@@ -529,6 +529,11 @@ void drain_agent(request_context& rc) {
          ask<agent_record>(rc, rc.ctx()->agents, drain_atom::value, rc.param("id")));
 }
 
+void undrain_agent(request_context& rc) {
+  answer(rc, 200,
+         ask<agent_record>(rc, rc.ctx()->agents, undrain_atom::value, rc.param("id")));
+}
+
 // -- handlers: runs -----------------------------------------------------------------
 
 /// Normalizes a parsed run request: its selector in canonical form, a named
@@ -998,6 +1003,8 @@ const std::vector<endpoint>& endpoints() {
        body_kind::json},
       {"POST", "/v1/agents/{id}/drain", admin_access | agent_access,
        "Stop giving an agent new runs (an agent token: its own agent only)", drain_agent},
+      {"POST", "/v1/agents/{id}/undrain", admin_access,
+       "Give a drained agent new runs again", undrain_agent},
       {"POST", "/v1/runs", submitters, "Submit a run", submit_run, body_kind::json},
       {"POST", "/v1/runs/batch", submitters,
        "Submit up to 1000 runs in one durable transaction", submit_batch,

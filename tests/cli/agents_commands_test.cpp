@@ -1,4 +1,4 @@
-// meshctl agents list / show / label / drain / remove against a real meshd.
+// meshctl agents list / show / label / drain / undrain / remove against a real meshd.
 #include "tests/cli/meshctl_harness.hpp"
 
 #include <yaml-cpp/yaml.h>
@@ -98,8 +98,8 @@ TEST_F(agents_cmd, label_sets_and_removes_keeping_the_rest) {
   EXPECT_EQ(call(port, "GET", "/v1/agents/db-1", admin).body["labels"], now["labels"]);
 }
 
-// This test ensures `agents drain` stops new assignments and `agents remove`
-// deregisters the agent, both addressed by name.
+// This test ensures `agents drain` stops new assignments, `agents undrain`
+// lifts that, and `agents remove` deregisters the agent, all addressed by name.
 TEST_F(agents_cmd, drain_then_remove) {
   register_agent("old-box", json::object());
   auto d = ctl({"agents", "drain", "old-box", "-o", "json"});
@@ -107,6 +107,10 @@ TEST_F(agents_cmd, drain_then_remove) {
   EXPECT_EQ(d.json_out()["status"], "draining");
   auto dt = ctl({"agents", "drain", "old-box"});
   EXPECT_NE(dt.out.find("draining"), std::string::npos);
+  auto u = ctl({"agents", "undrain", "old-box"});
+  ASSERT_EQ(u.code, 0) << u.err;
+  EXPECT_EQ(u.out, "agent old-box is online\n");
+  EXPECT_EQ(call(port, "GET", "/v1/agents/old-box", admin).body["status"], "online");
 
   auto rm = ctl({"agents", "remove", "old-box"});
   ASSERT_EQ(rm.code, 0) << rm.err;

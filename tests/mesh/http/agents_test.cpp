@@ -167,6 +167,49 @@ TEST_F(agents, draining_agent_gets_no_new_runs) {
   EXPECT_EQ(get_run(held)["status"], "success");
 }
 
+// This test ensures undrain gives a drained agent runs again (the run that
+// waited for it meanwhile included), is a no-op for an online agent, is for
+// admins only, is 409 for a deregistered agent, and that an offline agent
+// undrained comes back online instead of draining.
+TEST_F(agents, undrain_gives_a_drained_agent_runs_again) {
+  auto agent = register_agent("resting", json::object());
+  ASSERT_EQ(call("POST", "/v1/agents/resting/drain", admin).status, 200);
+  auto waiting = id_of(submit(json{{"plan", "noop"}}));
+  tick();
+  EXPECT_EQ(get_run(waiting)["status"], "created");
+
+  EXPECT_EQ(call("POST", "/v1/agents/resting/undrain", agent.token).status, 403);
+  EXPECT_EQ(call("POST", "/v1/agents/resting/undrain", make_token("submitter")).status,
+            403);
+  auto u = call("POST", "/v1/agents/resting/undrain", admin);
+  ASSERT_EQ(u.status, 200) << u.raw;
+  EXPECT_EQ(u.body["status"], "online");
+  auto taken = agent.take(1);
+  ASSERT_EQ(taken.size(), 1u);
+  EXPECT_EQ(taken[0]["id"], waiting);
+  auto again = call("POST", "/v1/agents/resting/undrain", admin);
+  EXPECT_EQ(again.status, 200) << "a no-op for an online agent";
+  EXPECT_EQ(again.body["status"], "online");
+
+  // Drained, then silent: undrained while offline, it comes back online.
+  ASSERT_EQ(call("POST", "/v1/agents/resting/drain", admin).status, 200);
+  advance(cfg.offline_after + std::chrono::seconds{1});
+  ASSERT_TRUE(eventually([&] {
+    return call("GET", "/v1/agents/resting", admin).body["status"] == "offline";
+  }));
+  EXPECT_EQ(call("POST", "/v1/agents/resting/undrain", admin).body["status"], "offline");
+  ASSERT_EQ(agent.poll(0).status, 200);
+  EXPECT_TRUE(eventually([&] {
+    return call("GET", "/v1/agents/resting", admin).body["status"] == "online";
+  }));
+
+  ASSERT_EQ(agent.deregister().status, 200);
+  auto gone = call("POST", "/v1/agents/resting/undrain", admin);
+  EXPECT_EQ(gone.status, 409) << gone.raw;
+  EXPECT_EQ(gone.body["error"]["code"], "illegal_transition");
+  EXPECT_EQ(call("POST", "/v1/agents/nobody/undrain", admin).status, 404);
+}
+
 // This test ensures an agent may drain itself with its own token (it does
 // when told to stop) but not another agent, and a submitter may not drain.
 TEST_F(agents, an_agent_may_drain_itself_and_no_other) {

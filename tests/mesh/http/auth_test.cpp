@@ -4,7 +4,9 @@
 #include "tests/support/mesh_fixture.hpp"
 
 #include <cstdlib>
+#include <fstream>
 #include <map>
+#include <sstream>
 #include <sys/stat.h>
 
 namespace polymesh::test {
@@ -24,6 +26,24 @@ std::string fill(const std::string& path, const std::string& value) {
     }
   }
   return out;
+}
+
+// This test ensures docs/api.md lists the endpoints meshd serves, as
+// `meshd --endpoints` prints them.
+TEST(api_docs, endpoint_table_matches_the_route_table) {
+  std::ifstream in{std::string{POLYMESH_SOURCE_DIR} + "/docs/api.md"};
+  ASSERT_TRUE(in) << "docs/api.md";
+  std::stringstream text;
+  text << in.rdbuf();
+  auto doc = text.str();
+  const std::string begin = "<!-- BEGIN ENDPOINTS -->\n";
+  auto from = doc.find(begin);
+  auto to = doc.find("<!-- END ENDPOINTS -->");
+  ASSERT_NE(from, std::string::npos);
+  ASSERT_NE(to, std::string::npos);
+  from += begin.size();
+  EXPECT_EQ(doc.substr(from, to - from), endpoints_markdown())
+      << "replace the table with the output of `meshd --endpoints`";
 }
 
 // This test ensures every endpoint except /healthz answers 401 with a JSON
