@@ -21,6 +21,22 @@ bool valid_var_name(const std::string& n) {
   return true;
 }
 
+/// A run id as the mesh makes them (`run_` and base32), so that it can
+/// name a file: no `/`, no `..`.
+bool valid_run_id(const std::string& id) {
+  if (id.size() < 5 || id.size() > 64 || id.compare(0, 4, "run_") != 0) return false;
+  for (char c : id)
+    if (!std::islower(static_cast<unsigned char>(c)) &&
+        !std::isdigit(static_cast<unsigned char>(c)) && c != '_')
+      return false;
+  return true;
+}
+
+/// Where a `plan` run's plan file is kept for an `apply` with `plan_run`.
+std::string kept_plan(const std::string& workspace, const std::string& run_id) {
+  return workspace + "/.polymesh/plans/" + run_id + ".tfplan";
+}
+
 terraform_steps refuse(std::string why) {
   terraform_steps t;
   t.error = std::move(why);
@@ -50,7 +66,8 @@ public:
       : s_(std::move(s)) {}
 
   sdk::plan_result run(sdk::run_context& ctx) override {
-    auto steps = plan_terraform_steps(s_, ctx.params, ctx.artifacts_dir.string());
+    auto steps =
+        plan_terraform_steps(s_, ctx.params, ctx.artifacts_dir.string(), ctx.run_id);
     if (!steps.error.empty()) {
       ctx.log->error_line("refused: " + steps.error);
       return sdk::plan_result::failure(steps.error);
@@ -75,6 +92,26 @@ public:
         r.error = "terraform " + argv[1] + ": " + r.error;
         return r;
       }
+    }
+    if (!steps.save_plan_to.empty()) {
+      std::error_code ec;
+      fs::create_directories(fs::path{steps.save_plan_to}.parent_path(), ec);
+      if (!ec)
+        fs::copy_file(ctx.artifacts_dir / "plan.tfplan", steps.save_plan_to,
+                      fs::copy_options::overwrite_existing, ec);
+      if (ec) {
+        auto why = "cannot keep the plan file as " + steps.save_plan_to + ": " +
+                   ec.message() + " (an apply with plan_run cannot use it)";
+        ctx.log->error_line(why);
+        return sdk::plan_result::failure(why);
+      }
+      ctx.log->line(
+          "plan kept for apply: params {\"action\": \"apply\", \"plan_run\": \"" +
+          ctx.run_id + "\"} on this agent");
+    }
+    if (!steps.applied_plan.empty()) {
+      std::error_code ec;
+      fs::remove(steps.applied_plan, ec); // applied: terraform would refuse it again
     }
     return sdk::plan_result::success(tail.tail(), 0);
   }
@@ -114,12 +151,14 @@ terraform_settings read_terraform_settings(const nlohmann::json& settings,
 
 terraform_steps plan_terraform_steps(const terraform_settings& s,
                                      const nlohmann::json& params,
-                                     const std::string& artifacts_dir) {
+                                     const std::string& artifacts_dir,
+                                     const std::string& run_id) {
   terraform_steps t;
   for (auto& [k, v] : params.items())
-    if (k != "action" && k != "workspace" && k != "vars" && k != "init")
+    if (k != "action" && k != "workspace" && k != "vars" && k != "init" &&
+        k != "plan_run")
       return refuse("params: unknown field '" + k +
-                    "' (expected action, workspace, vars, init)");
+                    "' (expected action, workspace, vars, init, plan_run)");
   if (!params.contains("action") || !params["action"].is_string())
     return refuse("params.action: expected a string: init, plan or apply");
   auto action = params["action"].get<std::string>();
@@ -161,6 +200,22 @@ terraform_steps plan_terraform_steps(const terraform_settings& s,
       vars.push_back(name + "=" + text);
     }
   }
+  std::string plan_run;
+  if (params.contains("plan_run")) {
+    if (action != "apply")
+      return refuse("params.plan_run: only an apply applies a kept plan");
+    if (!params["plan_run"].is_string() ||
+        !valid_run_id(params["plan_run"].get<std::string>()))
+      return refuse("params.plan_run: expected the id of a plan run (run_...)");
+    plan_run = params["plan_run"].get<std::string>();
+    if (!vars.empty())
+      return refuse("params.vars: a kept plan is applied with the vars it was planned "
+                    "with; leave vars out");
+    if (!fs::exists(kept_plan(ws, plan_run)))
+      return refuse("params.plan_run: no kept plan of run " + plan_run + " in " + ws +
+                    " on this agent (it was applied already, or planned on another "
+                    "agent or workspace: send the apply where the plan ran)");
+  }
   bool init = true;
   if (params.contains("init")) {
     if (!params["init"].is_boolean())
@@ -178,6 +233,12 @@ terraform_steps plan_terraform_steps(const terraform_settings& s,
     t.commands.push_back(std::move(cmd));
     t.commands.push_back({bin, "show", "-no-color", plan_file});
     t.show_step = static_cast<int>(t.commands.size()) - 1;
+    if (valid_run_id(run_id)) t.save_plan_to = kept_plan(ws, run_id);
+  } else if (action == "apply" && !plan_run.empty()) {
+    // A saved plan applies without a prompt, exactly as it was reviewed;
+    // terraform refuses it if the state changed since.
+    t.applied_plan = kept_plan(ws, plan_run);
+    t.commands.push_back({bin, "apply", "-input=false", "-no-color", t.applied_plan});
   } else if (action == "apply") {
     std::vector<std::string> cmd{bin, "apply", "-input=false", "-no-color",
                                  "-auto-approve"};

@@ -10,8 +10,12 @@
 // exactly), `vars` (map of names [A-Za-z_][A-Za-z0-9_-]* to strings,
 // numbers or booleans, passed as `-var name=value` argv entries: no shell
 // ever sees them), `init` (boolean, default true: `plan` and `apply` run
-// `init` first). `plan` writes `plan.tfplan` (the plan file) and `plan.txt`
-// (`terraform show` of it) into the run's artifacts directory.
+// `init` first), `plan_run` (apply only: the id of an earlier `plan` run in
+// the same workspace on this agent, whose saved plan is applied exactly, and
+// without `vars`). `plan` writes `plan.tfplan` (the plan file) and
+// `plan.txt` (`terraform show` of it) into the run's artifacts directory,
+// and keeps the plan file as `<workspace>/.polymesh/plans/<run id>.tfplan`
+// for an `apply` with `plan_run`, which removes it once applied.
 //
 // Thread-safety: the plan is immutable after construction.
 #pragma once
@@ -40,12 +44,19 @@ struct terraform_steps {
   /// The index of the `terraform show` step whose stdout becomes plan.txt,
   /// or -1.
   int show_step = -1;
+  /// After the steps succeed: where the plan file is kept for a later apply
+  /// (`plan`), or the kept plan file that was applied and goes (`apply`
+  /// with `plan_run`); "" for neither.
+  std::string save_plan_to;
+  std::string applied_plan;
   std::string error;
 };
 
+/// `run_id` names the plan file kept by a `plan` run.
 [[nodiscard]] terraform_steps plan_terraform_steps(const terraform_settings& s,
                                                    const nlohmann::json& params,
-                                                   const std::string& artifacts_dir);
+                                                   const std::string& artifacts_dir,
+                                                   const std::string& run_id);
 
 [[nodiscard]] std::shared_ptr<sdk::plan>
 make_terraform_plan(const nlohmann::json& settings, const std::string& key);

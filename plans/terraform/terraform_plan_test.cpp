@@ -95,6 +95,52 @@ TEST_F(terraform_plan_test, apply_without_init) {
   EXPECT_NE(r.result.find("Apply complete"), std::string::npos);
 }
 
+// This test ensures a plan run keeps its plan file in the workspace, and an
+// apply naming that run applies exactly that file (no -auto-approve, no
+// re-plan), then removes it; a second apply of it, vars next to it, a
+// plan_run on a plan, and an id that is not a run id are refused.
+TEST_F(terraform_plan_test, apply_of_a_kept_plan_applies_that_plan) {
+  auto plan = make();
+  run_.ctx.run_id = "run_reviewed1";
+  run_.ctx.params = {{"action", "plan"}, {"workspace", ws_.string()}, {"init", false}};
+  auto planned = plan->run(run_.ctx);
+  ASSERT_TRUE(planned.ok) << planned.error << run_.log.all();
+  auto kept = ws_ / ".polymesh" / "plans" / "run_reviewed1.tfplan";
+  ASSERT_TRUE(std::filesystem::exists(kept));
+  EXPECT_NE(run_.log.all().find(R"("plan_run": "run_reviewed1")"), std::string::npos)
+      << run_.log.all();
+
+  sdk::testkit::scratch_run apply_run;
+  apply_run.ctx.run_id = "run_apply1";
+  apply_run.ctx.params = {{"action", "apply"},
+                          {"workspace", ws_.string()},
+                          {"init", false},
+                          {"plan_run", "run_reviewed1"}};
+  auto applied = plan->run(apply_run.ctx);
+  ASSERT_TRUE(applied.ok) << applied.error << apply_run.log.all();
+  EXPECT_EQ(calls().back(),
+            ws_.string() + "|apply -input=false -no-color " + kept.string());
+  EXPECT_FALSE(std::filesystem::exists(kept)) << "applied plans are removed";
+
+  auto again = plan->run(apply_run.ctx);
+  EXPECT_FALSE(again.ok);
+  EXPECT_NE(again.error.find("no kept plan of run run_reviewed1"), std::string::npos)
+      << again.error;
+  for (json params :
+       {json{{"action", "apply"},
+             {"workspace", ws_.string()},
+             {"plan_run", "run_reviewed1"},
+             {"vars", {{"a", 1}}}},
+        json{{"action", "plan"}, {"workspace", ws_.string()}, {"plan_run", "run_x"}},
+        json{{"action", "apply"}, {"workspace", ws_.string()}, {"plan_run", "../../x"}},
+        json{{"action", "apply"}, {"workspace", ws_.string()}, {"plan_run", 7}}}) {
+    apply_run.ctx.params = params;
+    auto r = plan->run(apply_run.ctx);
+    EXPECT_FALSE(r.ok) << params.dump();
+    EXPECT_NE(r.error.find("params."), std::string::npos) << r.error;
+  }
+}
+
 // This test ensures a failing terraform step fails the run with its exit code.
 TEST_F(terraform_plan_test, failure_stops_with_exit_code) {
   run_.ctx.params = {{"action", "init"}, {"workspace", ws_.string()}};
