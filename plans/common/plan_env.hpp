@@ -46,6 +46,10 @@ run_environment(const exec_settings& s, const sdk::run_context& ctx);
 /// one that changes how programs load or run (PATH, LD_*, IFS, ...).
 [[nodiscard]] std::string check_env_name(const std::string& name);
 
+/// Whether `program` (a name looked up in the `:`-separated `path`, or an
+/// absolute path) is an executable regular file.
+[[nodiscard]] bool is_executable(const std::string& program, const std::string& path);
+
 /// The usual end of a program-running plan: success on exit 0, else an
 /// error carrying the exit code; the result is the output tail.
 [[nodiscard]] sdk::plan_result outcome_of(const sdk::process_outcome& out,

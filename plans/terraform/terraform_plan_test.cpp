@@ -178,3 +178,25 @@ TEST(terraform_settings, workspaces_are_required) {
     EXPECT_EQ(e.key(), "plans.terraform.workspaces");
   }
 }
+
+// This test ensures a terraform binary that is not there is a config error
+// at start-up naming the key and the path searched, not a failure of every
+// run later; an absolute path must be an executable file.
+TEST_F(terraform_plan_test, a_missing_binary_is_a_config_error) {
+  auto try_make = [&](json settings) -> std::string {
+    settings["workspaces"] = {ws_.string()};
+    try {
+      (void)plans::make_terraform_plan(settings, "plans.terraform");
+    } catch (const sdk::config_error& e) {
+      return e.what(); // it starts with the key
+    }
+    return "";
+  };
+  EXPECT_EQ(try_make(json{{"path", bin_.string()}}), "");
+  EXPECT_EQ(try_make(json{{"path", bin_.string()}, {"binary", "tofu"}}),
+            "plans.terraform.binary: 'tofu' is not an executable in the plan's path (" +
+                bin_.string() + "); install it, or set binary to its absolute path");
+  EXPECT_EQ(try_make(json{{"binary", (bin_ / "terraform").string()}}), "");
+  EXPECT_EQ(try_make(json{{"binary", bin_.string()}}),
+            "plans.terraform.binary: '" + bin_.string() + "' is not an executable file");
+}
