@@ -446,18 +446,35 @@ int show_logs(const command_context& ctx, const std::string& id, bool follow) {
   // as the last JSON line with -o json).
   if (follow) return finish_wait(ctx, wait_for_run(ctx, mesh, id, true), true);
   if (out.structured()) {
-    // Every page gathered into one object of the API's shape.
+    // One object of the API's shape. As JSON it is written page by page, as
+    // `emit` would print it whole, so that a long log is never all in
+    // memory; YAML is gathered first.
+    bool stream = out.format() == output_format::json;
     json all = json::array();
+    size_t written = 0;
     int64_t after = -1;
     for (;;) {
       auto page = mesh.get("/v1/runs/" + url_encode(id) + "/logs",
                            {{"after", std::to_string(after)}, {"limit", "1000"}});
       if (page["chunks"].empty()) break;
-      for (auto& c : page["chunks"])
-        all.push_back(c);
+      for (auto& c : page["chunks"]) {
+        if (!stream) {
+          all.push_back(c);
+          continue;
+        }
+        auto text = c.dump(2, ' ', false, json::error_handler_t::replace);
+        for (size_t at = text.find('\n'); at != std::string::npos;
+             at = text.find('\n', at + 1))
+          text.insert(at + 1, "    ");
+        std::cout << (written++ == 0 ? "{\n  \"chunks\": [\n    " : ",\n    ") << text;
+      }
       after = page.value("next_after", after);
     }
-    out.emit(json{{"chunks", all}, {"next_after", after}});
+    if (!stream)
+      out.emit(json{{"chunks", all}, {"next_after", after}});
+    else
+      std::cout << (written == 0 ? "{\n  \"chunks\": []" : "\n  ]")
+                << ",\n  \"next_after\": " << after << "\n}\n";
     return exit_ok;
   }
   drain_logs(mesh, out, id, -1, nullptr);

@@ -300,6 +300,12 @@ TEST_F(runs_cmd, list_show_logs_and_wait) {
   EXPECT_EQ(logs.out, "out text\n");
   EXPECT_EQ(logs.err, "err text\n");
   auto logs_json = ctl({"runs", "logs", done, "-o", "json"});
+  // Written page by page, yet printed as every other object is.
+  EXPECT_EQ(logs_json.out, logs_json.json_out().dump(2) + "\n");
+  auto quiet = submit(json{{"plan", "nobody-offers-this"}});
+  auto empty_json = ctl({"runs", "logs", quiet, "-o", "json"});
+  EXPECT_EQ(empty_json.out,
+            json({{"chunks", json::array()}, {"next_after", -1}}).dump(2) + "\n");
   auto chunks = logs_json.json_out()["chunks"];
   ASSERT_EQ(chunks.size(), 2u);
   EXPECT_EQ(chunks[1]["stream"], "stderr");

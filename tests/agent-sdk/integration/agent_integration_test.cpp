@@ -362,14 +362,25 @@ TEST_F(agent_integration, artifacts_upload_and_download_byte_identical) {
 }
 
 // This test ensures an artifact is sent from its file as it is read, not
-// held in memory: uploading 60 MiB keeps mesh-agent's peak RSS far below
-// that (it was about four times the artifact's size: 810 MiB for 200 MiB).
-// The mesh gets every byte (its size and sha256 are checked).
+// held in memory: uploading 60 MiB raises mesh-agent's peak RSS by far less
+// than that (it grew by about four times the artifact's size: 810 MiB for
+// 200 MiB). The growth is measured, not the peak itself, so that a build
+// whose runtime is larger (AddressSanitizer's is about 80 MiB) checks the
+// same thing. The mesh gets every byte (its size and sha256 are checked).
 TEST_F(agent_integration, a_large_artifact_is_sent_without_being_held_in_memory) {
   agent_options o{"dev-1", "{env: dev}"};
   o.plans_yaml =
       R"({shell: {shortcuts: [{short: big, shell: true, cmd: 'head -c 60M /dev/urandom | tee "$POLYMESH_ARTIFACTS_DIR/big.bin" | sha256sum'}]}})";
   auto& agent = start_agent(o);
+  auto peak_kib = [&] {
+    std::ifstream in{"/proc/" + std::to_string(agent.proc().pid()) + "/status"};
+    long kib = -1;
+    for (std::string line; std::getline(in, line);)
+      if (line.rfind("VmHWM:", 0) == 0) kib = std::stol(line.substr(6));
+    return kib;
+  };
+  auto before_kib = peak_kib();
+  ASSERT_GT(before_kib, 0);
   auto id = api_->submit({{"plan", "shell"}, {"payload", "big"}});
   auto r = api_->wait_terminal(id, 120s);
   ASSERT_EQ(r["status"], "success") << r.dump();
@@ -378,12 +389,9 @@ TEST_F(agent_integration, a_large_artifact_is_sent_without_being_held_in_memory)
   ASSERT_EQ(list["artifacts"].size(), 1u) << list.dump();
   EXPECT_EQ(list["artifacts"][0]["size"], 60 << 20);
   EXPECT_EQ(r["result"].get<std::string>().substr(0, 64), list["artifacts"][0]["sha256"]);
-  std::ifstream in{"/proc/" + std::to_string(agent.proc().pid()) + "/status"};
-  long peak_kib = -1;
-  for (std::string line; std::getline(in, line);)
-    if (line.rfind("VmHWM:", 0) == 0) peak_kib = std::stol(line.substr(6));
-  ASSERT_GT(peak_kib, 0);
-  EXPECT_LT(peak_kib, 40 * 1024) << "peak RSS of the agent, KiB";
+  auto after_kib = peak_kib();
+  EXPECT_LT(after_kib - before_kib, 24 * 1024)
+      << "growth of the agent's peak RSS, KiB (from " << before_kib << ")";
 }
 
 // This test ensures SIGTERM drains: a short run finishes, a long one is canceled as
