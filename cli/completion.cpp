@@ -34,6 +34,20 @@ void collect_valued(const CLI::App& app, std::set<std::string>& out) {
     collect_valued(*sub, out);
 }
 
+/// The values an option's `IsMember` check allows, from its type name
+/// (CLI11 writes it `TEXT:{a,b,c}`); empty for any other option.
+std::vector<std::string> allowed_values(const CLI::Option& opt) {
+  auto type = opt.get_type_name();
+  auto open = type.find(":{");
+  auto close = type.rfind('}');
+  if (open == std::string::npos || close == std::string::npos || close < open) return {};
+  std::vector<std::string> out;
+  std::istringstream in{type.substr(open + 2, close - open - 2)};
+  for (std::string v; std::getline(in, v, ',');)
+    out.push_back(v);
+  return out;
+}
+
 std::string join(const std::vector<std::string>& xs) {
   std::string out;
   for (auto& x : xs)
@@ -42,10 +56,24 @@ std::string join(const std::vector<std::string>& xs) {
 }
 
 /// Emits the `case` arms for `app` at `path` (names separated by spaces),
-/// for subcommands and options; aliases lead to the same arms.
+/// for subcommands, options and the values of options that allow a fixed
+/// set; aliases lead to the same arms.
 void walk(const CLI::App& app, const std::string& path,
-          const std::vector<std::string>& globals, std::ostream& subs,
-          std::ostream& opts) {
+          const std::vector<std::string>& globals, std::ostream& subs, std::ostream& opts,
+          std::ostream& values) {
+  for (auto* opt : app.get_options({})) {
+    if (opt->get_positional()) continue;
+    auto allowed = allowed_values(*opt);
+    if (allowed.empty()) continue;
+    std::vector<std::string> names;
+    for (auto& s : opt->get_snames())
+      names.push_back("-" + s);
+    for (auto& l : opt->get_lnames())
+      names.push_back("--" + l);
+    for (auto& n : names)
+      values << "    \"" << path << " " << n << "\") echo \"" << join(allowed)
+             << "\" ;;\n";
+  }
   std::vector<std::string> names;
   for (auto* sub : app.get_subcommands({})) {
     names.push_back(sub->get_name());
@@ -57,9 +85,9 @@ void walk(const CLI::App& app, const std::string& path,
   subs << "    \"" << path << "\") echo \"" << join(names) << "\" ;;\n";
   opts << "    \"" << path << "\") echo \"" << join(own) << "\" ;;\n";
   for (auto* sub : app.get_subcommands({})) {
-    walk(*sub, path + " " + sub->get_name(), globals, subs, opts);
+    walk(*sub, path + " " + sub->get_name(), globals, subs, opts, values);
     for (auto& a : sub->get_aliases())
-      walk(*sub, path + " " + a, globals, subs, opts);
+      walk(*sub, path + " " + a, globals, subs, opts, values);
   }
 }
 
@@ -68,7 +96,8 @@ void walk(const CLI::App& app, const std::string& path,
 std::string bash_completion(const CLI::App& app) {
   std::ostringstream subs;
   std::ostringstream opts;
-  walk(app, "", option_names(app), subs, opts);
+  std::ostringstream values;
+  walk(app, "", option_names(app), subs, opts, values);
   std::set<std::string> valued;
   collect_valued(app, valued);
   std::vector<std::string> valued_list(valued.begin(), valued.end());
@@ -85,8 +114,11 @@ std::string bash_completion(const CLI::App& app) {
          "_meshctl_options() {\n  case \"$1\" in\n"
       << opts.str()
       << "  esac\n}\n"
+         "_meshctl_values() {\n  case \"$1\" in\n"
+      << values.str()
+      << "  esac\n}\n"
          "_meshctl() {\n"
-         "  local cur prev path word i skip=0\n"
+         "  local cur prev path word i values skip=0\n"
          "  cur=\"${COMP_WORDS[COMP_CWORD]}\"\n"
          "  prev=\"${COMP_WORDS[COMP_CWORD-1]}\"\n"
          "  path=\"\"\n"
@@ -103,12 +135,16 @@ std::string bash_completion(const CLI::App& app) {
          "      path=\"$path $word\"\n"
          "    fi\n"
          "  done\n"
+         "  values=$(_meshctl_values \"$path $prev\")\n"
+         "  [[ -z \"$values\" ]] && values=$(_meshctl_values \" $prev\")\n"
+         "  if [[ -n \"$values\" ]]; then\n"
+         "    COMPREPLY=($(compgen -W \"$values\" -- \"$cur\"))\n"
+         "    return\n"
+         "  fi\n"
          "  case \"$prev\" in\n"
-         "    -o|--output) COMPREPLY=($(compgen -W \"table json yaml\" -- \"$cur\")); "
+         "    --config|--params-file|--token-file) COMPREPLY=($(compgen -f -- "
+         "\"$cur\")); "
          "return ;;\n"
-         "    --config|--params-file) COMPREPLY=($(compgen -f -- \"$cur\")); return ;;\n"
-         "    --kind) COMPREPLY=($(compgen -W \"admin submitter reader registration\" -- "
-         "\"$cur\")); return ;;\n"
          "    "
       << valued_case
       << ") return ;;\n"

@@ -78,11 +78,17 @@ TEST_F(mesh_cmd, completion_and_version) {
   // before the command, `--wait` before another option.
   for (auto [words, cword, expect] :
        {std::tuple{"meshctl --no-color runs su", 3, "submit"},
-        std::tuple{"meshctl runs submit noop --wait --params-f", 5, "--params-file"}}) {
+        std::tuple{"meshctl runs submit noop --wait --params-f", 5, "--params-file"},
+        // The values of a fixed set, per command: an agent's and a run's
+        // statuses differ; a global option's values hold under any command.
+        std::tuple{"meshctl agents list --status d", 4, "draining deregistered"},
+        std::tuple{"meshctl runs list --status c", 4, "created canceled"},
+        std::tuple{"meshctl runs list -o y", 4, "yaml"},
+        std::tuple{"meshctl tokens create --kind r", 4, "reader registration"}}) {
     SCOPED_TRACE(words);
     auto complete = "bash -c 'source " + script + " && COMP_WORDS=(" + words +
                     ") && COMP_CWORD=" + std::to_string(cword) +
-                    " && _meshctl && [ \"${COMPREPLY[*]}\" = " + expect + " ]'";
+                    " && _meshctl && [ \"${COMPREPLY[*]}\" = \"" + expect + "\" ]'";
     EXPECT_EQ(std::system(complete.c_str()), 0);
   }
 
