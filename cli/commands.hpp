@@ -33,7 +33,7 @@ struct command_context {
     return *resolved;
   }
   [[nodiscard]] mesh_client client() const {
-    return mesh_client{config().mesh_url, config().token};
+    return mesh_client{config().mesh_url, config().token, config().ca_file};
   }
   [[nodiscard]] printer out() const { return printer{config()}; }
 };

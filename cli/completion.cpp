@@ -142,7 +142,7 @@ std::string bash_completion(const CLI::App& app) {
          "    return\n"
          "  fi\n"
          "  case \"$prev\" in\n"
-         "    --config|--params-file|--token-file) COMPREPLY=($(compgen -f -- "
+         "    --config|--params-file|--token-file|--ca-file) COMPREPLY=($(compgen -f -- "
          "\"$cur\")); "
          "return ;;\n"
          "    "

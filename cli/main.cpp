@@ -72,6 +72,9 @@ int main(int argc, char** argv) {
                  "API token (env MESH_TOKEN; shows in ps, prefer --token-file)");
   app.add_option("--token-file", ctx.flags.token_file,
                  "File holding the API token (env MESH_TOKEN_FILE)");
+  app.add_option("--ca-file", ctx.flags.ca_file,
+                 "PEM CA certificates to trust for an https mesh instead of the "
+                 "system's (env MESH_CA_FILE)");
   app.add_option("-o,--output", ctx.flags.output, "Output format: table, json or yaml")
       ->check(CLI::IsMember({"table", "json", "yaml"}));
   app.add_option(

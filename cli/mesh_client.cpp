@@ -43,9 +43,10 @@ std::string url_encode(const std::string& text) {
   return out;
 }
 
-mesh_client::mesh_client(std::string base_url, std::string token)
+mesh_client::mesh_client(std::string base_url, std::string token, std::string ca_file)
     : base_url_(std::move(base_url))
-    , token_(std::move(token)) {
+    , token_(std::move(token))
+    , ca_file_(std::move(ca_file)) {
   auto host = base_url_.find("://");
   auto slash = base_url_.find('/', host == std::string::npos ? 0 : host + 3);
   origin_ = base_url_.substr(0, slash);
@@ -84,9 +85,11 @@ namespace {
 /// One request on a fresh connection; throws `exit_unreachable` when no
 /// answer came.
 httplib::Result send(const std::string& base_url, const std::string& origin,
-                     const std::string& token, const std::string& method,
-                     const std::string& path, const std::string* payload) {
+                     const std::string& ca_file, const std::string& token,
+                     const std::string& method, const std::string& path,
+                     const std::string* payload) {
   httplib::Client http{origin};
+  if (!ca_file.empty()) http.set_ca_cert_path(ca_file);
   http.set_tcp_nodelay(true);
   http.set_keep_alive(false);
   http.set_connection_timeout(connect_timeout_s, 0);
@@ -103,6 +106,11 @@ httplib::Result send(const std::string& base_url, const std::string& origin,
     res = http.Patch(path, headers, *payload, "application/json");
   else
     res = http.Delete(path, headers);
+  if (!res && res.error() == httplib::Error::SSLServerVerification)
+    throw failure{exit_unreachable,
+                  "cannot reach the mesh at " + base_url + ": " + describe(res.error()),
+                  {"give the CA that signed it with --ca-file (or MESH_CA_FILE, or "
+                   "ca_file in the config file), or add that CA to the system's"}};
   if (!res)
     throw failure{
         exit_unreachable,
@@ -117,7 +125,7 @@ json mesh_client::call(const std::string& method, const std::string& path,
                        const json* body, bool null_on_404) {
   std::string payload =
       body ? body->dump(-1, ' ', false, json::error_handler_t::replace) : "";
-  auto res = send(base_url_, origin_, token_, method, prefix_ + path, &payload);
+  auto res = send(base_url_, origin_, ca_file_, token_, method, prefix_ + path, &payload);
   last_status_ = res->status;
   if (res->status == 404 && null_on_404) return nullptr;
   if (res->status >= 400) fail(res->status, res->body, method, path);
@@ -132,7 +140,7 @@ json mesh_client::call(const std::string& method, const std::string& path,
 }
 
 mesh_client::bytes_answer mesh_client::get_bytes(const std::string& path) {
-  auto res = send(base_url_, origin_, token_, "GET", prefix_ + path, nullptr);
+  auto res = send(base_url_, origin_, ca_file_, token_, "GET", prefix_ + path, nullptr);
   if (res->status >= 400) fail(res->status, res->body, "GET", path);
   return {std::move(res->body), res->get_header_value("X-Polymesh-Sha256")};
 }

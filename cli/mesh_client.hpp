@@ -34,8 +34,9 @@ using query = std::vector<std::pair<std::string, std::string>>;
 
 class mesh_client {
 public:
-  /// `base_url` is scheme://host[:port][/prefix], checked by `check_url`.
-  mesh_client(std::string base_url, std::string token);
+  /// `base_url` is scheme://host[:port][/prefix], checked by `check_url`;
+  /// `ca_file` holds the CAs trusted for https ("" = the system's).
+  mesh_client(std::string base_url, std::string token, std::string ca_file = {});
 
   [[nodiscard]] json get(const std::string& path, const query& q = {});
   [[nodiscard]] json post(const std::string& path, const json& body = json::object());
@@ -77,6 +78,7 @@ private:
   std::string origin_;
   std::string prefix_;
   std::string token_;
+  std::string ca_file_;
   std::map<std::string, std::string> inputs_;
   int last_status_ = 0;
 };

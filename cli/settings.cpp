@@ -51,6 +51,7 @@ std::string check_url(std::string url, const std::string& source) {
 struct file_settings {
   std::string mesh;
   std::string token;
+  std::string ca_file;
   std::string output;
   std::optional<bool> color;
 };
@@ -75,13 +76,16 @@ file_settings read_config(const std::string& path) {
         out.mesh = it->second.as<std::string>();
       else if (key == "token")
         out.token = it->second.as<std::string>();
+      else if (key == "ca_file")
+        out.ca_file = it->second.as<std::string>();
       else if (key == "output")
         out.output = it->second.as<std::string>();
       else if (key == "color")
         out.color = it->second.as<bool>();
       else
-        throw failure{exit_usage,
-                      where + " is unknown; known keys are mesh, token, output, color"};
+        throw failure{
+            exit_usage,
+            where + " is unknown; known keys are mesh, token, ca_file, output, color"};
     } catch (const YAML::Exception&) {
       throw failure{exit_usage, where + " has a value of the wrong type"};
     }
@@ -130,12 +134,22 @@ settings resolve_settings(const global_flags& flags) {
       throw failure{exit_usage, "config file " + path + " cannot be read"};
     }
   }
-  if (!flags.mesh.empty())
-    s.mesh_url = check_url(flags.mesh, "--mesh");
-  else if (auto e = env("MESH_URL"); !e.empty())
-    s.mesh_url = check_url(e, "MESH_URL");
-  else if (!file.mesh.empty())
-    s.mesh_url = check_url(file.mesh, "config file " + path + ": key 'mesh'");
+  // A flag wins over the environment, which wins over the config file; the
+  // value is checked naming where it came from. Not set anywhere: "".
+  auto pick = [&](const std::string& flag_value, const char* flag, const char* var,
+                  const std::string& file_value, const char* key) {
+    std::pair<std::string, std::string> out;
+    if (!flag_value.empty())
+      out = {flag_value, flag};
+    else if (auto e = env(var); !e.empty())
+      out = {e, var};
+    else if (!file_value.empty())
+      out = {file_value, "config file " + path + ": key '" + key + "'"};
+    return out;
+  };
+  if (auto [url, from] = pick(flags.mesh, "--mesh", "MESH_URL", file.mesh, "mesh");
+      !url.empty())
+    s.mesh_url = check_url(url, from);
 
   if (!flags.token.empty() && !flags.token_file.empty())
     throw failure{exit_usage, "give --token or --token-file, not both"};
@@ -150,12 +164,18 @@ settings resolve_settings(const global_flags& flags) {
   else
     s.token = file.token;
 
-  if (!flags.output.empty())
-    s.output = parse_output(flags.output, "-o");
-  else if (auto e = env("MESH_OUTPUT"); !e.empty())
-    s.output = parse_output(e, "MESH_OUTPUT");
-  else if (!file.output.empty())
-    s.output = parse_output(file.output, "config file " + path + ": key 'output'");
+  if (auto [ca, from] =
+          pick(flags.ca_file, "--ca-file", "MESH_CA_FILE", file.ca_file, "ca_file");
+      !ca.empty()) {
+    if (!std::ifstream{ca})
+      throw failure{exit_usage, from + ": cannot read CA file " + ca};
+    s.ca_file = ca;
+  }
+
+  if (auto [format, from] =
+          pick(flags.output, "-o", "MESH_OUTPUT", file.output, "output");
+      !format.empty())
+    s.output = parse_output(format, from);
 
   // NO_COLOR (https://no-color.org): present and non-empty disables colour.
   bool color = !flags.no_color && env("NO_COLOR").empty() && file.color.value_or(true);

@@ -27,6 +27,7 @@ struct global_flags {
   std::string mesh;
   std::string token;
   std::string token_file;
+  std::string ca_file;
   std::string output;
   std::string config;
   bool no_color = false;
@@ -38,6 +39,9 @@ struct settings {
   /// `http://HOST:PORT` or `https://HOST:PORT`, no trailing slash.
   std::string mesh_url = "http://127.0.0.1:7700";
   std::string token;
+  /// PEM certificate authorities to trust for an https mesh ("" = the
+  /// system's).
+  std::string ca_file;
   output_format output = output_format::table;
   /// Colour and spinners on stdout / stderr; only ever true on a TTY.
   bool color_stdout = false;

@@ -115,6 +115,8 @@ bool usable_run_id(const std::string& id) {
 std::string agent_config::validate() const {
   if (mesh_url.empty()) return "mesh_url: is required";
   if (auto e = mesh_client::check_url(mesh_url); !e.empty()) return "mesh_url: " + e;
+  if (!mesh_ca_file.empty() && ::access(mesh_ca_file.c_str(), R_OK) != 0)
+    return "mesh_ca_file: cannot read '" + mesh_ca_file + "'";
   if (registration_token.empty()) return "registration_token: is required";
   if (auto e = wire::validate_agent_name(name, "name")) return "name: " + message_of(e);
   if (auto e = validate_labels(label_map{labels.begin(), labels.end()}))
@@ -154,7 +156,7 @@ struct agent::impl {
   impl(agent_config c, plan_set p)
       : cfg(with_defaults(std::move(c)))
       , plans(std::move(p))
-      , client(cfg.mesh_url, cfg.request_timeout)
+      , client(cfg.mesh_url, cfg.request_timeout, connection_linger, cfg.mesh_ca_file)
       , reports([this](const wire::report_request& r) { return client.report(r); },
                 [this](const std::string& run) { return client.start(run); },
                 [this](const std::string& run, const wire::finish_request& r) {

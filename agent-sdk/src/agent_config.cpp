@@ -98,6 +98,7 @@ agent_file_config parse_agent_yaml(const std::string& text, const std::string& b
   a.registration_token = mesh.string("registration_token");
   auto token_file = resolve(mesh.string("registration_token_file"), base_dir);
   a.request_timeout = mesh.duration("request_timeout", a.request_timeout, 1s, 10min);
+  a.mesh_ca_file = resolve(mesh.string("ca_file"), base_dir);
   mesh.finish();
   if (!a.registration_token.empty() && !token_file.empty())
     throw config_error("mesh.registration_token_file",
@@ -171,6 +172,7 @@ agent_file_config parse_agent_yaml(const std::string& text, const std::string& b
     auto field = err.substr(0, colon);
     static const std::map<std::string, std::string> keys{
         {"mesh_url", "mesh.url"},
+        {"mesh_ca_file", "mesh.ca_file"},
         {"name", "agent.name"},
         {"capacity", "agent.capacity"},
         {"log_chunk_bytes", "logs.chunk_bytes"},

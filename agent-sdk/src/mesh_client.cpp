@@ -38,8 +38,10 @@ std::string error_message(const json& body) {
 /// connections unused for `linger`; at most `max_idle` wait.
 class connection_pool {
 public:
-  connection_pool(std::string base, std::chrono::milliseconds linger, size_t max_idle)
+  connection_pool(std::string base, std::chrono::milliseconds linger, size_t max_idle,
+                  std::string ca_file)
       : base_(std::move(base))
+      , ca_file_(std::move(ca_file))
       , linger_(linger)
       , max_idle_(max_idle)
       , reaper_([this] { reap(); }) {}
@@ -67,6 +69,7 @@ public:
       }
     }
     auto cli = std::make_unique<httplib::Client>(base_);
+    if (!ca_file_.empty()) cli->set_ca_cert_path(ca_file_);
     cli->set_tcp_nodelay(true);
     cli->set_keep_alive(true);
     return cli;
@@ -124,6 +127,7 @@ private:
   }
 
   std::string base_;
+  std::string ca_file_;
   std::chrono::milliseconds linger_;
   size_t max_idle_;
   std::mutex mtx_;
@@ -153,13 +157,14 @@ std::string mesh_client::check_url(const std::string& url) {
 }
 
 mesh_client::mesh_client(std::string url, std::chrono::milliseconds request_timeout,
-                         std::chrono::milliseconds linger)
+                         std::chrono::milliseconds linger, std::string ca_file)
     : request_timeout_(request_timeout) {
   auto scheme_end = url.find("://");
   auto slash = url.find('/', scheme_end == std::string::npos ? 0 : scheme_end + 3);
   // Calls that overlap (the poll, each slot's worker and log shipper) each
   // hold a connection; up to 16 then wait for reuse until the linger ends.
-  pool_ = std::make_unique<connection_pool>(url.substr(0, slash), linger, 16);
+  pool_ = std::make_unique<connection_pool>(url.substr(0, slash), linger, 16,
+                                            std::move(ca_file));
   if (slash != std::string::npos) {
     prefix_ = url.substr(slash);
     while (!prefix_.empty() && prefix_.back() == '/')

@@ -172,6 +172,21 @@ TEST(agent_config, token_file_relative_to_config) {
   EXPECT_EQ(cfg.agent.registration_token, "secret-token");
 }
 
+// This test ensures mesh.ca_file is read relative to the config, and one
+// that cannot be read is a config error naming mesh.ca_file.
+TEST(agent_config, ca_file_relative_to_config_and_checked) {
+  testkit::temp_dir dir;
+  std::ofstream{dir.path() / "ca.pem"} << "-----BEGIN CERTIFICATE-----\n";
+  std::ofstream{dir.path() / "agent.yaml"}
+      << "mesh: {url: 'https://h:1', registration_token: t, ca_file: ca.pem}\n"
+         "agent: {name: a}\nplans: {noop: {}}\n";
+  auto cfg = load_agent_yaml((dir.path() / "agent.yaml").string());
+  EXPECT_EQ(cfg.agent.mesh_ca_file, (dir.path() / "ca.pem").string());
+  EXPECT_EQ(error_text("mesh: {url: 'https://h:1', registration_token: t, ca_file: "
+                       "/nonexistent/ca.pem}\nagent: {name: a}\nplans: {noop: {}}\n"),
+            "mesh.ca_file: cannot read '/nonexistent/ca.pem'");
+}
+
 // This test ensures quoted YAML scalars stay strings and plain ones get types.
 TEST(agent_config, yaml_scalars) {
   auto j = yaml_to_json("a: 10\nb: '10'\nc: true\nd: 010\ne: ~\nf: [x, 2]");

@@ -3,8 +3,11 @@
 // each request.
 #include "eventually.hpp"
 #include "mesh_client.hpp"
+#include "tests/support/tls_cert.hpp"
 
+#include <atomic>
 #include <condition_variable>
+#include <filesystem>
 #include <fstream>
 #include <gtest/gtest.h>
 #include <httplib.h>
@@ -362,6 +365,41 @@ TEST(mesh_limits, worst_case_requests_fit_the_body_limit) {
 // This test ensures an artifact is sent from its file as it is read: the
 // mesh gets the file's bytes, and a file with fewer bytes than announced
 // (cut short while it was sent) fails the call instead of sending less.
+// This test ensures an https mesh whose certificate a private CA signed is
+// reached with that CA as the client's CA file, and refused (no answer,
+// nothing registered) without it: the system's CAs do not know it.
+TEST(mesh_client, an_https_mesh_is_trusted_through_the_ca_file) {
+  char dir[] = "/tmp/polymesh-tls-XXXXXX";
+  ASSERT_NE(::mkdtemp(dir), nullptr);
+  auto tls = polymesh::test::write_self_signed_cert(dir);
+  httplib::SSLServer svr{tls.cert.c_str(), tls.key.c_str()};
+  ASSERT_TRUE(svr.is_valid());
+  std::atomic<int> registered{0};
+  svr.Post("/v1/agents/register", [&](const httplib::Request&, httplib::Response& res) {
+    ++registered;
+    res.status = 201;
+    res.set_content(json{{"id", "a1"}, {"access_token", "tok"}}.dump(),
+                    "application/json");
+  });
+  auto port = svr.bind_to_any_port("127.0.0.1");
+  std::thread server{[&] { svr.listen_after_bind(); }};
+  ASSERT_TRUE(eventually([&] { return svr.is_running(); }));
+  auto url = "https://127.0.0.1:" + std::to_string(port);
+  {
+    mesh_client untrusted{url, 5s};
+    auto r = untrusted.register_agent("reg", registration());
+    EXPECT_EQ(r.status, 0) << r.describe();
+    EXPECT_EQ(registered, 0);
+    mesh_client trusted{url, 5s, connection_linger, tls.cert};
+    auto ok = trusted.register_agent("reg", registration());
+    EXPECT_TRUE(ok.ok()) << ok.describe();
+    EXPECT_EQ(registered, 1);
+  }
+  svr.stop();
+  server.join();
+  std::filesystem::remove_all(dir);
+}
+
 TEST(mesh_client, an_artifact_is_sent_from_its_file) {
   httplib::Server svr;
   std::mutex mtx;

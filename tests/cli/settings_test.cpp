@@ -1,8 +1,10 @@
 // Where meshctl's settings come from: flags, MESH_* environment, config file.
 #include "tests/cli/meshctl_harness.hpp"
+#include "tests/support/tls_cert.hpp"
 
 #include <fstream>
 #include <httplib.h>
+#include <memory>
 #include <thread>
 
 namespace polymesh::cli_test {
@@ -79,11 +81,16 @@ TEST_F(settings_cmd, token_from_a_file) {
 }
 
 /// A reverse proxy on 127.0.0.1:0 that serves meshd under `/polymesh` and
-/// answers 404 for every other path, as a proxy in front of a mesh would.
+/// answers 404 for every other path, as a proxy in front of a mesh would;
+/// over TLS with `tls`'s certificate when given.
 class prefix_proxy {
 public:
-  explicit prefix_proxy(int mesh_port)
+  explicit prefix_proxy(int mesh_port, const test::tls_files* tls = nullptr)
       : mesh_port_(mesh_port) {
+    if (tls)
+      svr_ = std::make_unique<httplib::SSLServer>(tls->cert.c_str(), tls->key.c_str());
+    else
+      svr_ = std::make_unique<httplib::Server>();
     auto forward = [this](const httplib::Request& req, httplib::Response& res) {
       httplib::Client mesh{"127.0.0.1", mesh_port_};
       httplib::Headers headers;
@@ -107,17 +114,17 @@ public:
       res.set_content(r->body, "application/json");
     };
     const char* route = R"(/polymesh/.*)";
-    svr_.Get(route, forward);
-    svr_.Post(route, forward);
-    svr_.Patch(route, forward);
-    svr_.Delete(route, forward);
-    port_ = svr_.bind_to_any_port("127.0.0.1");
+    svr_->Get(route, forward);
+    svr_->Post(route, forward);
+    svr_->Patch(route, forward);
+    svr_->Delete(route, forward);
+    port_ = svr_->bind_to_any_port("127.0.0.1");
     // Bound and listening already: connections wait in the backlog until
     // the thread accepts them.
-    thread_ = std::thread{[this] { svr_.listen_after_bind(); }};
+    thread_ = std::thread{[this] { svr_->listen_after_bind(); }};
   }
   ~prefix_proxy() {
-    svr_.stop();
+    svr_->stop();
     thread_.join();
   }
   [[nodiscard]] int port() const { return port_; }
@@ -125,7 +132,7 @@ public:
 private:
   int mesh_port_;
   int port_ = 0;
-  httplib::Server svr_;
+  std::unique_ptr<httplib::Server> svr_;
   std::thread thread_;
 };
 
@@ -156,6 +163,41 @@ TEST_F(settings_cmd, a_mesh_url_with_a_path_prefix_reaches_the_mesh_behind_a_pro
   auto no_host = ctl_raw({"--mesh", "http:///polymesh", "--token", admin, "status"});
   EXPECT_EQ(no_host.code, 64);
   EXPECT_NE(no_host.err.find("has no host"), std::string::npos) << no_host.err;
+}
+
+// This test ensures an https mesh signed by a private CA is reached with
+// that CA from --ca-file, MESH_CA_FILE or the config file's ca_file, and
+// that without it meshctl says the certificate is not trusted and how to
+// trust it; an unreadable CA file is a usage error.
+TEST_F(settings_cmd, an_https_mesh_is_trusted_through_a_ca_file) {
+  auto tls = test::write_self_signed_cert(dir);
+  prefix_proxy proxy{port, &tls};
+  auto mesh = "https://127.0.0.1:" + std::to_string(proxy.port()) + "/polymesh";
+  auto untrusted = ctl_raw({"--mesh", mesh, "--token", admin, "status"});
+  EXPECT_EQ(untrusted.code, 69) << untrusted.err;
+  EXPECT_NE(untrusted.err.find("certificate is not trusted"), std::string::npos)
+      << untrusted.err;
+  EXPECT_NE(untrusted.err.find("--ca-file"), std::string::npos) << untrusted.err;
+
+  auto flag = ctl_raw(
+      {"--mesh", mesh, "--token", admin, "--ca-file", tls.cert, "status", "-o", "json"});
+  ASSERT_EQ(flag.code, 0) << flag.err;
+  EXPECT_EQ(flag.json_out()["status"], "ready");
+  auto env = ctl_raw({"status", "-o", "json"}, {"MESH_URL=" + mesh, "MESH_TOKEN=" + admin,
+                                                "MESH_CA_FILE=" + tls.cert});
+  ASSERT_EQ(env.code, 0) << env.err;
+  {
+    std::ofstream f{dir + "/tls.yaml"};
+    f << "mesh: " << mesh << "\ntoken: " << admin << "\nca_file: " << tls.cert << "\n";
+  }
+  auto file = ctl_raw({"--config", dir + "/tls.yaml", "status"});
+  ASSERT_EQ(file.code, 0) << file.err;
+
+  auto missing = ctl_raw({"--mesh", mesh, "--ca-file", dir + "/nope.pem", "status"});
+  EXPECT_EQ(missing.code, 64);
+  EXPECT_NE(missing.err.find("--ca-file: cannot read CA file " + dir + "/nope.pem"),
+            std::string::npos)
+      << missing.err;
 }
 
 } // namespace

@@ -37,8 +37,12 @@ namespace polymesh::sdk {
 using plan_set = std::map<std::string, std::shared_ptr<plan>>;
 
 struct agent_config {
-  /// `http://host:port` of the mesh.
+  /// `http://host:port` of the mesh (or `https://`, optionally with a path
+  /// prefix).
   std::string mesh_url;
+  /// For an `https://` mesh: a PEM file of the certificate authorities to
+  /// trust instead of the system's (a private CA). Empty: the system's.
+  std::string mesh_ca_file;
   /// A registration token (`POST /v1/tokens` with kind `registration`).
   std::string registration_token;
   /// Unique agent name; 1..63 of [A-Za-z0-9._-], alphanumeric at both ends.
