@@ -270,13 +270,7 @@ bool mesh_client::adopt_locked(const json& body) {
   access_token_ = body["access_token"].get<std::string>();
   poll_wait_max_s_ = number("poll_wait_max_s", poll_wait_max_s_);
   heartbeat_interval_s_ = number("heartbeat_interval_s", heartbeat_interval_s_);
-  // meshd refuses a body limit below 1 KiB; a smaller figure is not meshd's.
-  if (auto body = number("max_body_bytes", 0); body >= 1024)
-    limits_.max_body_bytes = static_cast<size_t>(body);
-  if (auto result = number("max_result_bytes", -1); result >= 0)
-    limits_.max_result_bytes = static_cast<size_t>(result);
-  limits_.max_log_bytes =
-      static_cast<size_t>(std::max<int64_t>(0, number("max_log_bytes", 0)));
+  take_limits_locked(body);
   ++generation_;
   // Renew at two thirds of the remaining life, measured on our own clock so
   // that a skewed server clock only shortens the margin, never inverts it.
@@ -428,8 +422,29 @@ std::chrono::milliseconds mesh_client::until_token_due() const {
 
 http_reply mesh_client::poll(int64_t wait_s) {
   auto path = "/v1/agents/" + agent_id() + "/runs?wait=" + std::to_string(wait_s);
-  return authed("GET", path, nullptr, std::chrono::seconds{wait_s} + poll_slack,
-                call_kind::poll);
+  auto r = authed("GET", path, nullptr, std::chrono::seconds{wait_s} + poll_slack,
+                  call_kind::poll);
+  // The mesh may have restarted with other limits since we registered.
+  if (r.ok() && r.body.is_object() && r.body.contains("limits")) {
+    std::lock_guard<std::mutex> guard{mtx_};
+    take_limits_locked(r.body["limits"]);
+  }
+  return r;
+}
+
+void mesh_client::take_limits_locked(const json& from) {
+  if (!from.is_object()) return;
+  auto number = [&](const char* key, int64_t fallback) {
+    auto it = from.find(key);
+    return it != from.end() && it->is_number_integer() ? it->get<int64_t>() : fallback;
+  };
+  // meshd refuses a body limit below 1 KiB; a smaller figure is not meshd's.
+  if (auto body = number("max_body_bytes", 0); body >= 1024)
+    limits_.max_body_bytes = static_cast<size_t>(body);
+  if (auto result = number("max_result_bytes", -1); result >= 0)
+    limits_.max_result_bytes = static_cast<size_t>(result);
+  if (auto log = number("max_log_bytes", -1); log >= 0)
+    limits_.max_log_bytes = static_cast<size_t>(log);
 }
 
 void mesh_client::interrupt_poll() {

@@ -198,6 +198,9 @@ private:
   /// A new session is kept in `changed_` for `announce`.
   /// REQUIRES: `mtx_` held.
   [[nodiscard]] bool adopt_locked(const nlohmann::json& body);
+  /// Takes the limits the mesh states in `from` (a registration's answer,
+  /// or a poll answer's `limits`); keys it lacks keep their values.
+  void take_limits_locked(const nlohmann::json& from);
   /// Tells `on_session_change` of a session adopted since the last call.
   /// REQUIRES: `mtx_` not held.
   void announce();

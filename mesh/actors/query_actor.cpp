@@ -113,6 +113,12 @@ caf::behavior query_actor(self_ptr self, context_ptr ctx, std::shared_ptr<store>
         if (!page) return page.error();
         return std::move(*page);
       },
+      [=](logs_atom, list_atom, const std::string& id,
+          const std::vector<int64_t>& seqs) -> caf::result<std::vector<int64_t>> {
+        auto n = self->state.db->stored_log_seqs(id, seqs);
+        if (!n) return n.error();
+        return std::move(*n);
+      },
       [=](logs_atom, count_atom, const std::string& id) -> caf::result<int64_t> {
         auto n = self->state.db->log_bytes(id);
         if (!n) return n.error();
@@ -180,13 +186,19 @@ caf::behavior query_actor(self_ptr self, context_ptr ctx, std::shared_ptr<store>
         // Late chunks of a finished run (a retried upload) are still kept.
         auto r = find_own_run(self, c, id);
         if (!r) return r.error();
-        int64_t adds = 0;
-        for (auto& chunk : req.chunks)
-          adds += static_cast<int64_t>(chunk.data.size());
         if (auto limit = self->state.ctx->config.max_log_bytes; limit > 0) {
           auto held = self->state.db->log_bytes(id);
           if (!held) return held.error();
-          if (auto err = check_log_room(limit, id, *held, adds)) return err;
+          if (check_log_room(limit, id, *held, req.chunks)) {
+            // A retried upload's chunks add nothing.
+            std::vector<int64_t> seqs;
+            for (auto& chunk : req.chunks)
+              seqs.push_back(chunk.seq);
+            auto stored = self->state.db->stored_log_seqs(id, seqs);
+            if (!stored) return stored.error();
+            if (auto err = check_log_room(limit, id, *held, req.chunks, *stored))
+              return err;
+          }
         }
         write_batch batch;
         auto now = self->state.ctx->now();

@@ -10,6 +10,7 @@
 //   (list_atom, run_filter)                 -> run_page
 //   (logs_atom, id, int64 after, size_t n)  -> log_list
 //   (logs_atom, count_atom, id)             -> int64 (bytes of the run's log)
+//   (logs_atom, list_atom, id, seqs)        -> the seqs the run's log has
 //   (count_atom)                            -> status_counts
 //   (list_atom, agent_atom)                 -> agent_list
 //   (list_atom, tokens_atom)                -> token_list

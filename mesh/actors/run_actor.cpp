@@ -249,22 +249,13 @@ caf::error check_transition(const run_record& run, run_event ev,
   return next ? caf::error{} : next.error();
 }
 
-/// Stores `req`'s chunks if the run's log has room for them
-/// (`runs.max_log_bytes`) and answers `rp`; the log's size must be known.
-void append_logs(self_ptr self, wire::log_request req,
-                 caf::typed_response_promise<bool> rp) {
+/// Stores `req`'s chunks and answers `rp` (the room for them is checked).
+void store_logs(self_ptr self, wire::log_request req,
+                caf::typed_response_promise<bool> rp) {
   auto& st = self->state;
-  int64_t adds = 0;
   std::vector<int64_t> sizes;
-  for (auto& chunk : req.chunks) {
+  for (auto& chunk : req.chunks)
     sizes.push_back(static_cast<int64_t>(chunk.data.size()));
-    adds += sizes.back();
-  }
-  if (auto err =
-          check_log_room(st.ctx->config.max_log_bytes, st.run.id, *st.log_bytes, adds)) {
-    rp.deliver(std::move(err));
-    return;
-  }
   auto now = st.ctx->now();
   auto next = st.run;
   // Late chunks of a finished run (a retried upload) are kept, as the
@@ -284,6 +275,35 @@ void append_logs(self_ptr self, wire::log_request req,
         rp.deliver(true);
       },
       fail_to(rp));
+}
+
+/// Stores `req`'s chunks if the run's log has room for them
+/// (`runs.max_log_bytes`) and answers `rp`; the log's size must be known.
+void append_logs(self_ptr self, wire::log_request req,
+                 caf::typed_response_promise<bool> rp) {
+  auto& st = self->state;
+  auto limit = st.ctx->config.max_log_bytes;
+  if (!check_log_room(limit, st.run.id, *st.log_bytes, req.chunks)) {
+    store_logs(self, std::move(req), rp);
+    return;
+  }
+  // Past the limit, unless some chunks are a retry of ones stored already
+  // (which add nothing): asked only here, so the usual append costs no read.
+  std::vector<int64_t> seqs;
+  for (auto& chunk : req.chunks)
+    seqs.push_back(chunk.seq);
+  self->request(st.ctx->query, caf::infinite, logs_atom::value, list_atom::value,
+                st.run.id, std::move(seqs))
+      .await(
+          [=, req = std::move(req)](const std::vector<int64_t>& stored) mutable {
+            auto& st = self->state;
+            if (auto err =
+                    check_log_room(limit, st.run.id, *st.log_bytes, req.chunks, stored))
+              rp.deliver(std::move(err));
+            else
+              store_logs(self, std::move(req), rp);
+          },
+          [=](caf::error& err) mutable { rp.deliver(std::move(err)); });
 }
 
 // -- behavior --------------------------------------------------------------------

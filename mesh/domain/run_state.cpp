@@ -2,6 +2,7 @@
 
 #include "mesh/domain/error.hpp"
 
+#include <algorithm>
 #include <string>
 
 namespace polymesh {
@@ -146,7 +147,12 @@ const char* skadi_status(const run_record& run) {
 }
 
 caf::error check_log_room(int64_t limit, const std::string& run_id, int64_t held,
-                          int64_t adds) {
+                          const std::vector<log_chunk>& chunks,
+                          const std::vector<int64_t>& stored) {
+  int64_t adds = 0;
+  for (auto& c : chunks)
+    if (std::find(stored.begin(), stored.end(), c.seq) == stored.end())
+      adds += static_cast<int64_t>(c.data.size());
   if (limit <= 0 || held + adds <= limit) return {};
   return make_error(errc::payload_too_large,
                     "run '" + run_id + "' may hold at most " + std::to_string(limit) +

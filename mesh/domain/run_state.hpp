@@ -48,10 +48,13 @@ next_status(run_status from, run_event event, run_status outcome = run_status::e
 /// failed, canceled.
 [[nodiscard]] const char* skadi_status(const run_record& run);
 
-/// Refuses a log request that would take a run's log past `limit` bytes
-/// (`runs.max_log_bytes`; 0 = no limit): `held` are the bytes stored, `adds`
-/// the request's. A `payload_too_large` error on field `chunks`, or none.
+/// Refuses log `chunks` that would take a run's log past `limit` bytes
+/// (`runs.max_log_bytes`; 0 = no limit): `held` are the bytes stored; chunks
+/// whose seq is in `stored` (a retried upload's) add nothing. A
+/// `payload_too_large` error on field `chunks`, or none.
 [[nodiscard]] caf::error check_log_room(int64_t limit, const std::string& run_id,
-                                        int64_t held, int64_t adds);
+                                        int64_t held,
+                                        const std::vector<log_chunk>& chunks,
+                                        const std::vector<int64_t>& stored = {});
 
 } // namespace polymesh

@@ -209,8 +209,18 @@ bool no_body(const std::string& body) {
   return std::all_of(first + 1, last - 1, blank);
 }
 
+/// What this mesh accepts, so that an agent sizes its log requests, logs
+/// and results to fit instead of having them refused. Sent at registration
+/// and with every poll's answer: a restart with other limits reaches agents
+/// that stay connected.
+json limits_json(const mesh_config& cfg) {
+  return json{{"max_body_bytes", cfg.max_body_bytes},
+              {"max_result_bytes", cfg.max_result_bytes},
+              {"max_log_bytes", cfg.max_log_bytes}};
+}
+
 json agent_session_json(const agent_session_info& s, const mesh_config& cfg) {
-  return json{
+  auto out = json{
       {"id", s.agent.id},
       {"name", s.agent.name},
       {"session", s.agent.session},
@@ -220,12 +230,9 @@ json agent_session_json(const agent_session_info& s, const mesh_config& cfg) {
        std::chrono::duration_cast<std::chrono::seconds>(cfg.poll_wait_max).count()},
       {"heartbeat_interval_s",
        std::chrono::duration_cast<std::chrono::seconds>(cfg.heartbeat_interval).count()},
-      // What this mesh accepts, so that an agent sizes its log requests and
-      // results to fit instead of having them refused.
-      {"max_body_bytes", cfg.max_body_bytes},
-      {"max_result_bytes", cfg.max_result_bytes},
-      {"max_log_bytes", cfg.max_log_bytes},
   };
+  out.update(limits_json(cfg));
+  return out;
 }
 
 json run_list_json(const std::vector<run_record>& runs) {
@@ -385,7 +392,9 @@ void poll_runs(request_context& rc) {
   if (!slot) return rc.fail(slot.error());
   auto out = wait_for_runs(rc, id, slot->first);
   if (!out) return rc.fail(out.error());
-  rc.reply(200, json{{"runs", run_list_json(out->runs)}, {"cancel", out->cancel}});
+  rc.reply(200, json{{"runs", run_list_json(out->runs)},
+                     {"cancel", out->cancel},
+                     {"limits", limits_json(rc.ctx()->config)}});
 }
 
 /// One item's outcome in a report answer: the run's state, or the error the
@@ -468,6 +477,7 @@ void report_runs(request_context& rc) {
   if (!polled) return rc.fail(polled.error());
   out["runs"] = run_list_json(polled->runs);
   out["cancel"] = polled->cancel;
+  out["limits"] = limits_json(rc.ctx()->config);
   rc.reply(200, out);
 }
 

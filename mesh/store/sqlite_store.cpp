@@ -847,6 +847,26 @@ public:
     return st->int64(0);
   }
 
+  caf::expected<std::vector<int64_t>>
+  stored_log_seqs(const std::string& run_id, const std::vector<int64_t>& seqs) override {
+    std::vector<int64_t> out;
+    for (auto seq : seqs) {
+      // A cached statement: preparing it again is a lookup, and its end
+      // resets it for the next seq.
+      auto st = db_.prepare("SELECT 1 FROM run_logs WHERE run_id = ?1 AND seq = ?2");
+      if (!st) return std::move(st.error());
+      st->bind(1, run_id);
+      st->bind(2, seq);
+      auto rc = st->step();
+      if (rc == SQLITE_ROW)
+        out.push_back(seq);
+      else if (rc != SQLITE_DONE)
+        return db_.fail("cannot look up log chunk " + std::to_string(seq) + " of run '" +
+                        run_id + "'");
+    }
+    return out;
+  }
+
   caf::expected<std::vector<artifact_record>>
   list_artifacts(const std::string& run_id) override {
     auto st = db_.prepare("SELECT run_id, name, size, sha256, created_at"

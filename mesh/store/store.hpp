@@ -124,6 +124,9 @@ public:
   /// The bytes of `run_id`'s log chunks, summed (reads every chunk: for
   /// the first log call on a run restored at start-up, not per call).
   [[nodiscard]] virtual caf::expected<int64_t> log_bytes(const std::string& run_id) = 0;
+  /// Which of `seqs` the run's log already has (a retried upload's).
+  [[nodiscard]] virtual caf::expected<std::vector<int64_t>>
+  stored_log_seqs(const std::string& run_id, const std::vector<int64_t>& seqs) = 0;
 
   /// The artifacts of `run_id`, by name, without their bytes.
   [[nodiscard]] virtual caf::expected<std::vector<artifact_record>>

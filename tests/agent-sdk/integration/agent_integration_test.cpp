@@ -490,6 +490,33 @@ TEST_F(agent_integration, meshd_restart_keeps_result) {
   EXPECT_EQ(api.logs(id), "sleeping 1000 ms\n");
 }
 
+// This test ensures an agent that stays connected while meshd restarts with
+// lower limits keeps to the new ones: it learns them from its next poll
+// answer, so the next run's log stops below the new runs.max_log_bytes and
+// its result fits the new runs.max_result_bytes. It used to keep the limits
+// of its registration: every log request of the run was refused and
+// dropped, and the refused result left a successful run to expire.
+TEST_F(agent_integration, an_agent_keeps_to_the_limits_of_a_restarted_mesh) {
+  agent_options o{"dev-1", "{env: dev}"};
+  o.plans_yaml =
+      R"({shell: {shortcuts: [{short: flood, cmd: 'head -c 300000 /dev/zero | tr "\0" x', shell: true}]}})";
+  start_agent(o);
+  mesh_->stop();
+  mesh_->restart("runs: {max_log_bytes: 65536, max_result_bytes: 100}\n");
+  mesh_api api{mesh_->url(), mesh_->admin_token()};
+  auto id = api.submit({{"plan", "shell"}, {"payload", "flood"}});
+  auto r = api.wait_terminal(id, 60s);
+  EXPECT_EQ(r["status"], "success") << r.dump();
+  EXPECT_EQ(r["result"].get<std::string>().size(), 100u) << r.dump();
+  auto log = api.logs(id);
+  EXPECT_LE(log.size(), 65536u);
+  EXPECT_EQ(log.find_first_not_of('x'), 65536u - 4096u) << log.substr(60000);
+  EXPECT_NE(log.find("the mesh's runs.max_log_bytes"), std::string::npos)
+      << log.substr(60000);
+  EXPECT_EQ(agents_.front()->log().find("refused"), std::string::npos)
+      << agents_.front()->log();
+}
+
 // This test ensures a plugin plan runs end to end.
 TEST_F(agent_integration, plugin_plan_runs) {
   agent_options o{"dev-1", "{env: dev}"};

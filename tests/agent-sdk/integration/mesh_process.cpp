@@ -162,7 +162,11 @@ void meshd_process::stop() {
   ASSERT_TRUE(proc_.wait_exit().has_value()) << "meshd did not stop";
 }
 
-void meshd_process::restart() {
+void meshd_process::restart(const std::string& config_yaml) {
+  if (!config_yaml.empty()) {
+    config_file_ = dir_ + "/meshd.yaml";
+    std::ofstream{config_file_} << config_yaml;
+  }
   launch(listen_);
 }
 

@@ -71,8 +71,9 @@ public:
   explicit meshd_process(const std::string& dir, const std::string& config_yaml = "");
   /// Stops it with SIGTERM (and waits for the exit).
   void stop();
-  /// Starts it again on the same port and data directory.
-  void restart();
+  /// Starts it again on the same port and data directory; with
+  /// `config_yaml` as its config file from now on when not empty.
+  void restart(const std::string& config_yaml = "");
 
   [[nodiscard]] const std::string& url() const { return url_; }
   [[nodiscard]] const std::string& admin_token() const { return admin_; }

@@ -70,6 +70,10 @@ public:
   }
   caf::expected<run_page> list_runs(const run_filter&) override { return unused(); }
   caf::expected<int64_t> log_bytes(const std::string&) override { return unused(); }
+  caf::expected<std::vector<int64_t>>
+  stored_log_seqs(const std::string&, const std::vector<int64_t>&) override {
+    return unused();
+  }
   caf::expected<std::vector<log_chunk>> logs(const std::string&, int64_t,
                                              size_t) override {
     return unused();

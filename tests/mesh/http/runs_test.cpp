@@ -165,8 +165,8 @@ protected:
 
 // This test ensures a run's log stops at runs.max_log_bytes: a request that
 // would pass it is a 413 naming the setting and stores nothing, a repeated
-// chunk is not counted twice, and the count survives a restart and the
-// run's end (late chunks).
+// chunk is not counted twice (nor refused at the limit: it adds nothing),
+// and the count survives a restart and the run's end (late chunks).
 TEST_F(log_ceiling, a_log_past_the_ceiling_is_refused_and_stores_nothing) {
   auto agent = register_agent("logger", json::object());
   auto id = id_of(submit(json{{"plan", "noop"}}));
@@ -188,19 +188,35 @@ TEST_F(log_ceiling, a_log_past_the_ceiling_is_refused_and_stores_nothing) {
   EXPECT_EQ(agent.logs(id, 2, "abc").status, 413);
   ASSERT_EQ(agent.logs(id, 2, "ab").status, 200); // exactly 10
   EXPECT_EQ(agent.logs(id, 3, "c").status, 413);
+  // A retried upload at the limit adds nothing, so it is not refused.
+  EXPECT_EQ(agent.logs(id, 2, "ab").status, 200);
+  auto retried = call(
+      "POST", "/v1/runs/" + id + "/logs", agent.token,
+      json{{"chunks", {{{"seq", 0}, {"data", "1234"}}, {{"seq", 1}, {"data", "5678"}}}}});
+  EXPECT_EQ(retried.status, 200) << retried.raw;
   ASSERT_EQ(agent.finish(id, "success").status, 200);
   // Late chunks of the finished run meet the same ceiling.
   EXPECT_EQ(agent.logs(id, 3, "c").status, 413);
+  EXPECT_EQ(agent.logs(id, 1, "5678").status, 200); // a late retry
   EXPECT_EQ(stored_log(id), "12345678ab");
   EXPECT_EQ(get_run(id)["status"], "success");
 }
 
-// This test ensures the mesh tells registering agents its log ceiling.
-TEST_F(log_ceiling, registration_tells_the_agent_the_ceiling) {
+// This test ensures the mesh tells agents its limits when they register
+// and in every poll answer (a poll and a report that polls), so that an
+// agent still connected across a restart learns new ones.
+TEST_F(log_ceiling, registration_and_polls_tell_the_agent_the_limits) {
   auto reg = call("POST", "/v1/agents/register", make_token("registration"),
                   json{{"name", "told"}, {"plans", json::array({"noop"})}});
   ASSERT_EQ(reg.status, 201) << reg.raw;
   EXPECT_EQ(reg.body["max_log_bytes"], 10) << reg.raw;
+  auto agent = register_agent("polled", json::object());
+  json limits{{"max_body_bytes", cfg.max_body_bytes},
+              {"max_result_bytes", cfg.max_result_bytes},
+              {"max_log_bytes", 10}};
+  EXPECT_EQ(agent.poll(0).body["limits"], limits);
+  EXPECT_EQ(agent.report(json::object(), 0).body["limits"], limits);
+  EXPECT_FALSE(agent.report(json::object(), -1).body.contains("limits"));
 }
 
 // This test ensures GET /v1/runs filters by status, plan and agent, and
