@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <optional>
 #include <regex>
 #include <sstream>
@@ -206,6 +207,20 @@ json wait_for_run(const command_context& ctx, mesh_client& mesh, const std::stri
   constexpr auto explain_every = std::chrono::seconds{30};
   auto next_explain = std::chrono::steady_clock::now() + explain_after;
   std::string last_why;
+  // Agents are shown by name, looked up once per id (the id if it is gone).
+  std::map<std::string, std::string> agent_names;
+  auto agent_name = [&](const std::string& agent_id) {
+    auto it = agent_names.find(agent_id);
+    if (it != agent_names.end()) return it->second;
+    std::string name = agent_id;
+    try {
+      auto a = mesh.get_or_null("/v1/agents/" + url_encode(agent_id));
+      if (a.is_object() && a["name"].is_string()) name = a["name"].get<std::string>();
+    } catch (const failure&) {
+      // Shown by id; the wait itself reports a mesh that stopped answering.
+    }
+    return agent_names[agent_id] = name;
+  };
   for (;;) {
     json run;
     try {
@@ -237,9 +252,10 @@ json wait_for_run(const command_context& ctx, mesh_client& mesh, const std::stri
       sp.clear();
       return run;
     }
-    std::string where = run["assigned_agent"].is_string()
-                            ? " on " + run["assigned_agent"].get<std::string>()
-                            : std::string{};
+    std::string where =
+        run["assigned_agent"].is_string()
+            ? " on " + agent_name(run["assigned_agent"].get<std::string>())
+            : std::string{};
     auto state = "run " + id + " " + status + where;
     auto now = std::chrono::steady_clock::now();
     if (state != last_state) {

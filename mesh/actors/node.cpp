@@ -16,6 +16,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fcntl.h>
+#include <string_view>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -155,16 +156,22 @@ caf::error mesh_node::boot(const mesh_config& cfg, const polymesh::clock& clk) {
   return {};
 }
 
+caf::error check_admin_token_env() {
+  const char* env = std::getenv("POLYMESH_ADMIN_TOKEN");
+  if (env && *env && std::string_view{env}.size() < 16)
+    return make_error(errc::invalid_argument,
+                      "POLYMESH_ADMIN_TOKEN must be at least 16 characters",
+                      "POLYMESH_ADMIN_TOKEN");
+  return {};
+}
+
 caf::error mesh_node::bootstrap_admin_token(const std::vector<token_record>& existing) {
   auto now = ctx_->now();
   const char* env = std::getenv("POLYMESH_ADMIN_TOKEN");
   std::string token;
   if (env && *env) {
+    if (auto err = check_admin_token_env()) return err;
     token = env;
-    if (token.size() < 16)
-      return make_error(errc::invalid_argument,
-                        "POLYMESH_ADMIN_TOKEN must be at least 16 characters",
-                        "POLYMESH_ADMIN_TOKEN");
   } else {
     for (auto& t : existing)
       if (t.id == token_cache::bootstrap_admin_id && !t.revoked_at)

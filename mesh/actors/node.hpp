@@ -19,6 +19,10 @@
 
 namespace polymesh {
 
+/// Refuses a POLYMESH_ADMIN_TOKEN (when set and not empty) shorter than 16
+/// characters; meshd checks it before it touches its data directory.
+[[nodiscard]] caf::error check_admin_token_env();
+
 class mesh_node {
 public:
   /// Starts a mesh. `clk` must outlive the node. On failure nothing keeps

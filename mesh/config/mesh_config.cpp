@@ -169,9 +169,10 @@ const std::vector<key_spec>& key_table() {
                    1s),
       duration_key("agents.forget_after", &mesh_config::forget_after, 0ms, 3650 * 24h,
                    "An agent offline or deregistered for this long (since it was last "
-                   "heard from) is forgotten: it leaves listings and metrics, its "
-                   "tokens are revoked, and its name is free. Its runs keep its id. "
-                   "0 keeps agents for ever. Must exceed agents.offline_after."),
+                   "heard from) is forgotten, at the next of meshd's once-a-minute "
+                   "checks: it leaves listings and metrics, its tokens are revoked, "
+                   "and its name is free. Its runs keep its id. 0 keeps agents for "
+                   "ever. Must exceed agents.offline_after."),
 
       duration_key("runs.delivery_lease", &mesh_config::delivery_lease, 1ms, 24h,
                    "A delivered run not started within this goes back to the queue. Must "

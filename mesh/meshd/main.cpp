@@ -63,6 +63,10 @@ int main(int argc, char** argv) {
                      "Directory for the database and admin.token"),
   };
   app.add_flag("--endpoints", print_endpoints, "Print the API's endpoint table and exit");
+  app.footer("Environment: POLYMESH_ADMIN_TOKEN sets the bootstrap admin token (at least "
+             "16 characters); without it meshd creates one and writes it to "
+             "DATA_DIR/admin.token on its first start. Defaults of every setting: "
+             "config/mesh.example.yaml and docs/config.md.");
   app.set_version_flag("--version", std::string{"meshd "} + POLYMESH_VERSION);
   try {
     app.parse(argc, argv);
@@ -91,6 +95,7 @@ int main(int argc, char** argv) {
   if (!listen.empty()) cfg.listen = listen;
   if (!data_dir.empty()) cfg.data_dir = data_dir;
   if (auto err = validate(cfg)) return fail(err);
+  if (auto err = check_admin_token_env()) return fail(err);
   auto hp = split_host_port(cfg.listen);
   if (!hp) return fail(hp.error());
   log_level level = log_level::info;

@@ -105,9 +105,9 @@ public:
         ctx.log->error_line(why);
         return sdk::plan_result::failure(why);
       }
-      ctx.log->line(
-          "plan kept for apply: params {\"action\": \"apply\", \"plan_run\": \"" +
-          ctx.run_id + "\"} on this agent");
+      nlohmann::json apply{
+          {"action", "apply"}, {"workspace", steps.workspace}, {"plan_run", ctx.run_id}};
+      ctx.log->line("plan kept for apply: params " + apply.dump() + " on this agent");
     }
     if (!steps.applied_plan.empty()) {
       std::error_code ec;

@@ -107,7 +107,11 @@ TEST_F(terraform_plan_test, apply_of_a_kept_plan_applies_that_plan) {
   ASSERT_TRUE(planned.ok) << planned.error << run_.log.all();
   auto kept = ws_ / ".polymesh" / "plans" / "run_reviewed1.tfplan";
   ASSERT_TRUE(std::filesystem::exists(kept));
-  EXPECT_NE(run_.log.all().find(R"("plan_run": "run_reviewed1")"), std::string::npos)
+  // The line says the whole params of the apply, workspace included.
+  EXPECT_NE(run_.log.all().find(R"(params {"action":"apply","plan_run":"run_reviewed1",)"
+                                R"("workspace":")" +
+                                ws_.string() + R"("} on this agent)"),
+            std::string::npos)
       << run_.log.all();
 
   sdk::testkit::scratch_run apply_run;

@@ -185,8 +185,8 @@ TEST_F(runs_cmd, submit_wait_exits_2_when_canceled) {
 }
 
 // This test ensures `--wait` without a terminal says what it waits for: a
-// line per change of the run's state, and, once the run has waited 5 s, the
-// mesh's reason no agent takes it.
+// line per change of the run's state (with the agent's name), and, once the
+// run has waited 5 s, the mesh's reason no agent takes it.
 TEST_F(runs_cmd, submit_wait_without_a_terminal_reports_state_changes_and_why_it_waits) {
   auto agent = register_agent("builder", json{{"env", "dev"}}, json::array({"build"}));
   auto waiting = ctl_async({"runs", "submit", "deploy", "--wait"});
@@ -204,10 +204,18 @@ TEST_F(runs_cmd, submit_wait_without_a_terminal_reports_state_changes_and_why_it
       },
       std::chrono::seconds{30}))
       << waiting->err();
+  // Once an agent takes it, the line names the agent, not its id.
+  auto deployer =
+      register_agent("deployer", json{{"env", "dev"}}, json::array({"deploy"}));
+  EXPECT_TRUE(eventually([&] {
+    return waiting->err().find("meshctl: run " + id + " pending on deployer\n") !=
+           std::string::npos;
+  })) << waiting->err();
   ASSERT_EQ(ctl({"runs", "cancel", id}).code, 0);
   auto o = waiting->wait();
   EXPECT_EQ(o.code, 2) << o.err;
   (void)agent;
+  (void)deployer;
 }
 
 // This test ensures `runs submit --follow` prints log chunks written while

@@ -4,6 +4,7 @@
 #include "tests/support/meshd_process.hpp"
 
 #include <csignal>
+#include <filesystem>
 #include <fstream>
 #include <future>
 #include <sys/stat.h>
@@ -108,6 +109,16 @@ TEST(signals, unknown_config_key_fails_start_up) {
   } catch (const std::runtime_error& e) {
     SUCCEED() << e.what();
   }
+  remove_tree(dir);
+}
+
+// This test ensures a POLYMESH_ADMIN_TOKEN too short to keep is refused
+// before meshd creates anything in a new data directory.
+TEST(signals, a_short_admin_token_fails_start_up_and_creates_nothing) {
+  auto dir = make_temp_dir();
+  auto data = dir + "/data";
+  EXPECT_THROW(meshd_process(MESHD_PATH, data, "short-token"), std::runtime_error);
+  EXPECT_FALSE(std::filesystem::exists(data)) << "meshd created " << data;
   remove_tree(dir);
 }
 
