@@ -355,7 +355,10 @@ int submit(const command_context& ctx, const submit_options& o) {
   req.agent = o.agent;
   req.params = build_params(o.params_file, o.params).dump();
   req.payload = o.payload;
-  if (!o.payload.empty() && o.payload.front() == '@')
+  // @FILE reads a file; @@TEXT sends @TEXT (a text that starts with @).
+  if (o.payload.rfind("@@", 0) == 0)
+    req.payload = o.payload.substr(1);
+  else if (!o.payload.empty() && o.payload.front() == '@')
     req.payload = read_file(o.payload.substr(1), "--payload");
   req.priority = o.priority;
   req.timeout_s = o.timeout.empty() ? 0 : duration_seconds(o.timeout, "--timeout");
@@ -643,7 +646,8 @@ void add_runs_commands(CLI::App& app, command_context& ctx) {
   submit_cmd->add_option("--params-file", so->params_file,
                          "Parameters from a JSON or YAML object file");
   submit_cmd->add_option("--payload", so->payload,
-                         "Payload text, or @FILE to read it from a file");
+                         "Payload text, @FILE to read it from a file, or @@TEXT for a "
+                         "text starting with @");
   submit_cmd->add_option("--priority", so->priority, "Higher runs first (default 0)");
   submit_cmd->add_option("--timeout", so->timeout, "Run time limit, e.g. 90s, 10m, 2h");
   submit_cmd->add_option("--ttl", so->ttl, "How long it may wait for an agent, e.g. 10m");

@@ -86,6 +86,11 @@ TEST_F(runs_cmd, submit_sends_every_field_and_prints_the_run) {
                 " already submitted with idempotency key 'deploy-42' (created)\n")
       << "a repeat is that earlier run, not a new one";
 
+  // @@ sends a text that starts with @ instead of reading a file.
+  auto at = ctl({"runs", "submit", "notify", "--payload", "@@ops-oncall", "-o", "json"});
+  ASSERT_EQ(at.code, 0) << at.err;
+  EXPECT_EQ(at.json_out()["payload"], "@ops-oncall");
+
   auto table = ctl({"runs", "submit", "deploy", "--agent", "nobody-here"});
   EXPECT_EQ(table.code, 1);
   EXPECT_NE(table.err.find("no agent named 'nobody-here'"), std::string::npos)
