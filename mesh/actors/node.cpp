@@ -178,11 +178,16 @@ caf::error mesh_node::bootstrap_admin_token(const std::vector<token_record>& exi
         return {}; // already bootstrapped; the secret is not ours to show again
     token = "pm_admin." + new_secret();
     auto path = ctx_->config.data_dir + "/admin.token";
-    int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    if (fd < 0)
-      return make_error(errc::invalid_argument,
-                        "cannot write '" + path + "': " + std::strerror(errno),
+    // Never through a symlink (the secret would land wherever it points),
+    // and private even if a file was there already.
+    int fd =
+        ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0 || ::fchmod(fd, 0600) != 0) {
+      auto why = std::string{std::strerror(errno)};
+      if (fd >= 0) ::close(fd);
+      return make_error(errc::invalid_argument, "cannot write '" + path + "': " + why,
                         "data_dir");
+    }
     auto line = token + "\n";
     auto written = ::write(fd, line.data(), line.size());
     ::fsync(fd);

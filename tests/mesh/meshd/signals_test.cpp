@@ -122,6 +122,37 @@ TEST(signals, a_short_admin_token_fails_start_up_and_creates_nothing) {
   remove_tree(dir);
 }
 
+// This test ensures the generated admin token is never written through a
+// symlink planted as admin.token (start-up fails, the target is untouched),
+// and a plain admin.token left readable by others becomes private.
+TEST(signals, admin_token_file_is_not_followed_and_is_private) {
+  auto dir = make_temp_dir();
+  auto data = dir + "/data";
+  std::filesystem::create_directories(data);
+  std::filesystem::permissions(data, std::filesystem::perms::owner_all);
+  std::ofstream{dir + "/elsewhere.txt"} << "untouched\n";
+  std::filesystem::create_symlink(dir + "/elsewhere.txt", data + "/admin.token");
+  EXPECT_THROW(meshd_process(MESHD_PATH, data, ""), std::runtime_error);
+  std::ifstream target{dir + "/elsewhere.txt"};
+  std::string line;
+  std::getline(target, line);
+  EXPECT_EQ(line, "untouched");
+
+  std::filesystem::remove(data + "/admin.token");
+  std::ofstream{data + "/admin.token"} << "old\n";
+  std::filesystem::permissions(data + "/admin.token",
+                               std::filesystem::perms::owner_read |
+                                   std::filesystem::perms::owner_write |
+                                   std::filesystem::perms::others_read);
+  {
+    meshd_process mesh{MESHD_PATH, data, ""};
+    struct stat st {};
+    ASSERT_EQ(::stat((data + "/admin.token").c_str(), &st), 0);
+    EXPECT_EQ(st.st_mode & 0777, 0600u);
+  }
+  remove_tree(dir);
+}
+
 // This test ensures a second meshd given a port that another meshd listens
 // on fails at start-up: the listening socket must not share its port (with
 // SO_REUSEPORT both bound and the kernel split the clients between them).
