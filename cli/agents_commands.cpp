@@ -133,7 +133,7 @@ json edit_labels(json labels, const std::vector<label_edit>& edits) {
     } else if (labels.contains(e.key)) {
       labels.erase(e.key);
     } else {
-      throw failure{exit_failed, "label '" + e.key + "' is not set on this agent"};
+      throw failure{exit_refused, "label '" + e.key + "' is not set on this agent"};
     }
   }
   return labels;

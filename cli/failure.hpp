@@ -17,10 +17,14 @@ namespace polymesh::cli {
 enum exit_code : int {
   /// The command did what was asked; `runs submit --wait`: the run succeeded.
   exit_ok = 0,
-  /// The mesh refused the request, or `runs submit --wait`: the run ended in error.
+  /// `runs submit --wait` / `runs wait`: the run ended in error.
   exit_failed = 1,
   /// `runs submit --wait` / `runs wait`: the run was canceled.
   exit_canceled = 2,
+  /// The command could not do what was asked: the mesh refused the request
+  /// (4xx, 500) or answered something else than meshd would, or a download
+  /// could not be checked or written. Never a run's own outcome.
+  exit_refused = 3,
   /// Bad command line or config file (BSD `EX_USAGE`); nothing was sent.
   exit_usage = 64,
   /// The mesh could not be reached, or answered 503 (shutting down,

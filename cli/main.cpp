@@ -118,7 +118,7 @@ int main(int argc, char** argv) {
     print_failure(f, ctx.resolved && ctx.resolved->color_stderr);
     return f.code();
   } catch (const std::exception& e) {
-    print_failure(failure{exit_failed, e.what()}, false);
-    return exit_failed;
+    print_failure(failure{exit_refused, e.what()}, false);
+    return exit_refused;
   }
 }

@@ -132,10 +132,10 @@ json mesh_client::call(const std::string& method, const std::string& path,
   if (res->body.empty()) return json::object();
   auto j = json::parse(res->body, nullptr, false);
   if (j.is_discarded())
-    throw failure{exit_failed, method + " " + path +
-                                   ": the mesh answered with something that is "
-                                   "not JSON (is " +
-                                   base_url_ + " a meshd?)"};
+    throw failure{exit_refused, method + " " + path +
+                                    ": the mesh answered with something that is "
+                                    "not JSON (is " +
+                                    base_url_ + " a meshd?)"};
   return j;
 }
 
@@ -189,7 +189,7 @@ void mesh_client::fail(int status, const std::string& raw, const std::string& me
   }
   // 503: shutting down or out of long-poll room, like no answer at all a
   // state to retry later (EX_UNAVAILABLE), not a refusal.
-  throw failure{status == 503 ? exit_unreachable : exit_failed, headline,
+  throw failure{status == 503 ? exit_unreachable : exit_refused, headline,
                 std::move(details)};
 }
 

@@ -601,7 +601,7 @@ int get_artifact(const command_context& ctx, const artifacts_options& o) {
   auto answer = mesh.get_bytes(path);
   auto actual = sha256_hex(answer.bytes);
   if (!answer.sha256.empty() && answer.sha256 != actual)
-    throw failure{exit_failed,
+    throw failure{exit_refused,
                   "artifact " + o.get + " arrived damaged: sha256 " + actual +
                       ", the mesh says " + answer.sha256,
                   {"nothing was written; try again"}};
@@ -618,12 +618,12 @@ int get_artifact(const command_context& ctx, const artifacts_options& o) {
   {
     std::ofstream out{tmp, std::ios::binary | std::ios::trunc};
     out.write(answer.bytes.data(), static_cast<std::streamsize>(answer.bytes.size()));
-    if (!out.flush()) throw failure{exit_failed, "cannot write " + tmp};
+    if (!out.flush()) throw failure{exit_refused, "cannot write " + tmp};
   }
   fs::rename(tmp, file, ec);
   if (ec) {
     fs::remove(tmp, ec);
-    throw failure{exit_failed, "cannot write " + file + ": " + ec.message()};
+    throw failure{exit_refused, "cannot write " + file + ": " + ec.message()};
   }
   std::cout << summary << " to " << file << '\n';
   return exit_ok;

@@ -80,10 +80,10 @@ TEST_F(agents_cmd, label_sets_and_removes_keeping_the_rest) {
   auto now = call(port, "GET", "/v1/agents/db-1", admin).body;
   EXPECT_EQ(now["labels"], (json{{"env", "staging"}, {"disk", "ssd"}, {"tier", "gold"}}));
 
-  // Removing a label the agent lacks depends on the agent: a failure (1), not
-  // a usage error (64 means nothing was sent).
+  // Removing a label the agent lacks depends on the agent: a refusal (3),
+  // not a usage error (64 means nothing was sent).
   auto missing = ctl({"agents", "label", "db-1", "nope-"});
-  EXPECT_EQ(missing.code, 1);
+  EXPECT_EQ(missing.code, 3);
   EXPECT_NE(missing.err.find("'nope' is not set"), std::string::npos) << missing.err;
   auto bad_removal = ctl({"agents", "label", "no-such-agent", "Bad Key-"});
   EXPECT_EQ(bad_removal.code, 64) << "checked before the agent is looked up";

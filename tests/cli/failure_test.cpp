@@ -59,25 +59,27 @@ TEST_F(failure_cmd, bad_selector_shows_a_caret) {
 // from, and 403 names the token kinds the endpoint needs.
 TEST_F(failure_cmd, unauthenticated_and_forbidden_are_explained) {
   auto none = ctl_raw({"--mesh", url, "runs", "list"});
-  EXPECT_EQ(none.code, 1);
+  EXPECT_EQ(none.code, 3);
   EXPECT_NE(none.err.find("not authenticated"), std::string::npos) << none.err;
   EXPECT_NE(none.err.find("MESH_TOKEN"), std::string::npos) << none.err;
 
   auto reader = make_token("reader");
   auto denied = ctl_raw({"--mesh", url, "--token", reader, "runs", "submit", "noop"});
-  EXPECT_EQ(denied.code, 1);
+  EXPECT_EQ(denied.code, 3);
   EXPECT_NE(denied.err.find("permission denied"), std::string::npos) << denied.err;
   EXPECT_NE(denied.err.find("submitter"), std::string::npos) << denied.err;
   EXPECT_NE(denied.err.find("HTTP 403"), std::string::npos) << denied.err;
 }
 
-// This test ensures a missing run or agent is reported as not found.
+// This test ensures a missing run or agent is reported as not found, with
+// exit 3 (the mesh refused the request), which CI tells apart from a run
+// that failed (1).
 TEST_F(failure_cmd, not_found) {
   auto run = ctl({"runs", "show", "no-such-run"});
-  EXPECT_EQ(run.code, 1);
+  EXPECT_EQ(run.code, 3);
   EXPECT_NE(run.err.find("not found"), std::string::npos) << run.err;
   auto agent = ctl({"agents", "drain", "no-such-agent"});
-  EXPECT_EQ(agent.code, 1);
+  EXPECT_EQ(agent.code, 3);
   EXPECT_NE(agent.err.find("not found"), std::string::npos) << agent.err;
 }
 

@@ -92,7 +92,7 @@ TEST_F(runs_cmd, submit_sends_every_field_and_prints_the_run) {
   EXPECT_EQ(at.json_out()["payload"], "@ops-oncall");
 
   auto table = ctl({"runs", "submit", "deploy", "--agent", "nobody-here"});
-  EXPECT_EQ(table.code, 1);
+  EXPECT_EQ(table.code, 3);
   EXPECT_NE(table.err.find("no agent named 'nobody-here'"), std::string::npos)
       << table.err;
 
@@ -418,11 +418,11 @@ TEST_F(runs_cmd, artifacts_list_and_download_byte_identical) {
   EXPECT_NE(piped.err.find("to stdout"), std::string::npos) << piped.err;
 
   auto missing = ctl({"runs", "artifacts", id, "--get", "nope.txt", "--file", "-"});
-  EXPECT_EQ(missing.code, 1);
+  EXPECT_EQ(missing.code, 3);
   EXPECT_NE(missing.err.find("not found"), std::string::npos) << missing.err;
   EXPECT_NE(missing.err.find("nope.txt"), std::string::npos) << missing.err;
   auto no_run = ctl({"runs", "artifacts", "run_missing"});
-  EXPECT_EQ(no_run.code, 1);
+  EXPECT_EQ(no_run.code, 3);
   EXPECT_NE(no_run.err.find("not found"), std::string::npos) << no_run.err;
 }
 

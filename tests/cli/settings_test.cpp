@@ -30,7 +30,7 @@ TEST_F(settings_cmd, settings_from_env_and_config_file) {
   ASSERT_EQ(file.code, 0) << file.err;
   EXPECT_EQ(file.json_out()["status"], "ready");
   auto flag_wins = ctl_raw({"--token", "wrong-token", "status"});
-  EXPECT_EQ(flag_wins.code, 1);
+  EXPECT_EQ(flag_wins.code, 3);
   EXPECT_NE(flag_wins.err.find("not authenticated"), std::string::npos) << flag_wins.err;
 
   {

@@ -43,7 +43,7 @@ TEST_F(tokens_cmd, create_list_revoke) {
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_NE(r.out.find("revoked"), std::string::npos);
   auto dead = ctl_raw({"--mesh", url, "--token", secret, "runs", "list"});
-  EXPECT_EQ(dead.code, 1);
+  EXPECT_EQ(dead.code, 3);
   EXPECT_NE(dead.err.find("not authenticated"), std::string::npos) << dead.err;
 
   auto table = ctl({"tokens", "create", "--kind", "reader", "--name", "dash"});
