@@ -37,6 +37,21 @@ std::string kept_plan(const std::string& workspace, const std::string& run_id) {
   return workspace + "/.polymesh/plans/" + run_id + ".tfplan";
 }
 
+/// Removes the kept plans in `dir` last written more than `keep` ago (none
+/// when `keep` is 0); what cannot be removed stays, for the next plan.
+void remove_old_plans(const fs::path& dir, std::chrono::milliseconds keep) {
+  if (keep.count() == 0) return;
+  auto cutoff = fs::file_time_type::clock::now() - keep;
+  std::error_code ec;
+  for (auto it = fs::directory_iterator{dir, ec}; !ec && it != fs::directory_iterator{};
+       it.increment(ec)) {
+    std::error_code stat_ec;
+    if (it->path().extension() == ".tfplan" && it->is_regular_file(stat_ec) &&
+        it->last_write_time(stat_ec) < cutoff && !stat_ec)
+      fs::remove(it->path(), stat_ec);
+  }
+}
+
 terraform_steps refuse(std::string why) {
   terraform_steps t;
   t.error = std::move(why);
@@ -105,6 +120,7 @@ public:
         ctx.log->error_line(why);
         return sdk::plan_result::failure(why);
       }
+      remove_old_plans(fs::path{steps.save_plan_to}.parent_path(), s_.keep_plans);
       nlohmann::json apply{
           {"action", "apply"}, {"workspace", steps.workspace}, {"plan_run", ctx.run_id}};
       ctx.log->line("plan kept for apply: params " + apply.dump() + " on this agent");
@@ -128,6 +144,8 @@ terraform_settings read_terraform_settings(const nlohmann::json& settings,
   terraform_settings s;
   s.binary = in.string("binary", s.binary);
   s.workspaces = in.strings("workspaces");
+  s.keep_plans = in.duration("keep_plans", s.keep_plans, std::chrono::milliseconds{0},
+                             std::chrono::hours{24 * 3650});
   s.exec = read_exec_settings(in);
   in.finish();
   if (s.binary.empty() ||
@@ -222,8 +240,9 @@ terraform_steps plan_terraform_steps(const terraform_settings& s,
                     "with; leave vars out");
     if (!fs::exists(kept_plan(ws, plan_run)))
       return refuse("params.plan_run: no kept plan of run " + plan_run + " in " + ws +
-                    " on this agent (it was applied already, or planned on another "
-                    "agent or workspace: send the apply where the plan ran)");
+                    " on this agent (it was applied already, kept past keep_plans, or "
+                    "planned on another agent or workspace: send the apply where the "
+                    "plan ran)");
   }
   bool init = true;
   if (params.contains("init")) {

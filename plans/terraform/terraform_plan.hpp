@@ -15,7 +15,8 @@
 // without `vars`). `plan` writes `plan.tfplan` (the plan file) and
 // `plan.txt` (`terraform show` of it) into the run's artifacts directory,
 // and keeps the plan file as `<workspace>/.polymesh/plans/<run id>.tfplan`
-// for an `apply` with `plan_run`, which removes it once applied.
+// for an `apply` with `plan_run`, which removes it once applied (kept plans
+// older than `keep_plans`, 7 days by default, go when a plan keeps another).
 //
 // Thread-safety: the plan is immutable after construction.
 #pragma once
@@ -31,6 +32,9 @@ struct terraform_settings {
   std::string binary = "terraform";
   /// Key `workspaces`.
   std::vector<std::string> workspaces;
+  /// How long a kept plan file waits for its apply; older ones are removed
+  /// when a plan run keeps a new one. 0 keeps them for ever. Key `keep_plans`.
+  std::chrono::milliseconds keep_plans = std::chrono::hours{7 * 24};
   exec_settings exec;
 };
 

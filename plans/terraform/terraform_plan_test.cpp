@@ -145,6 +145,38 @@ TEST_F(terraform_plan_test, apply_of_a_kept_plan_applies_that_plan) {
   }
 }
 
+// This test ensures a plan run removes kept plans older than keep_plans
+// (and only .tfplan files), and keep_plans 0 keeps them all.
+TEST_F(terraform_plan_test, old_kept_plans_are_removed_by_the_next_plan) {
+  auto dir = ws_ / ".polymesh" / "plans";
+  std::filesystem::create_directories(dir);
+  auto age = [&](const std::string& name, std::chrono::hours h) {
+    std::ofstream{dir / name} << "x";
+    std::filesystem::last_write_time(dir / name,
+                                     std::filesystem::file_time_type::clock::now() - h);
+  };
+  age("run_old.tfplan", std::chrono::hours{9 * 24});
+  age("run_recent.tfplan", std::chrono::hours{24});
+  age("notes.txt", std::chrono::hours{30 * 24});
+  auto forever = plans::make_terraform_plan(
+      json{{"workspaces", {ws_.string()}}, {"path", bin_.string()}, {"keep_plans", "0"}},
+      "plans.terraform");
+  run_.ctx.run_id = "run_new1";
+  run_.ctx.params = {{"action", "plan"}, {"workspace", ws_.string()}, {"init", false}};
+  ASSERT_TRUE(forever->run(run_.ctx).ok) << run_.log.all();
+  EXPECT_TRUE(std::filesystem::exists(dir / "run_old.tfplan")) << "keep_plans: 0";
+
+  sdk::testkit::scratch_run second;
+  second.ctx.run_id = "run_new2";
+  second.ctx.params = run_.ctx.params;
+  ASSERT_TRUE(make()->run(second.ctx).ok) << second.log.all();
+  EXPECT_FALSE(std::filesystem::exists(dir / "run_old.tfplan")) << "past 7 days";
+  EXPECT_TRUE(std::filesystem::exists(dir / "run_recent.tfplan"));
+  EXPECT_TRUE(std::filesystem::exists(dir / "notes.txt"));
+  EXPECT_TRUE(std::filesystem::exists(dir / "run_new1.tfplan"));
+  EXPECT_TRUE(std::filesystem::exists(dir / "run_new2.tfplan"));
+}
+
 // This test ensures a failing terraform step fails the run with its exit code.
 TEST_F(terraform_plan_test, failure_stops_with_exit_code) {
   run_.ctx.params = {{"action", "init"}, {"workspace", ws_.string()}};
