@@ -36,6 +36,52 @@ size_t log_buffer::incomplete_utf8_tail(std::string_view s) {
   return n + 1;
 }
 
+std::string log_buffer::replace_invalid_utf8(std::string_view s) {
+  // RFC 3629's table: the second byte's range depends on the lead byte.
+  auto length = [](unsigned char c, unsigned char& lo, unsigned char& hi) -> size_t {
+    lo = 0x80;
+    hi = 0xBF;
+    if (c < 0x80) return 1;
+    if (c >= 0xC2 && c <= 0xDF) return 2;
+    if (c >= 0xE0 && c <= 0xEF) {
+      if (c == 0xE0) lo = 0xA0;
+      if (c == 0xED) hi = 0x9F;
+      return 3;
+    }
+    if (c >= 0xF0 && c <= 0xF4) {
+      if (c == 0xF0) lo = 0x90;
+      if (c == 0xF4) hi = 0x8F;
+      return 4;
+    }
+    return 0;
+  };
+  std::string out;
+  out.reserve(s.size());
+  size_t i = 0;
+  while (i < s.size()) {
+    unsigned char lo = 0;
+    unsigned char hi = 0;
+    auto n = length(static_cast<unsigned char>(s[i]), lo, hi);
+    size_t ok = n == 0 ? 0 : 1; // bytes of the character that are valid
+    while (ok > 0 && ok < n && i + ok < s.size()) {
+      auto c = static_cast<unsigned char>(s[i + ok]);
+      if (c < (ok == 1 ? lo : 0x80) || c > (ok == 1 ? hi : 0xBF)) break;
+      ++ok;
+    }
+    if (n > 0 && ok == n) {
+      out.append(s.data() + i, n);
+      i += n;
+    } else if (n > 0 && i + ok == s.size()) {
+      out.append(s.data() + i, ok); // cut short by the end: the next write ends it
+      i += ok;
+    } else {
+      out += "\xEF\xBF\xBD";
+      ++i;
+    }
+  }
+  return out;
+}
+
 void log_buffer::on_first_write(std::function<void()> f) {
   std::lock_guard<std::mutex> guard{mtx_};
   on_first_write_ = std::move(f);
@@ -52,10 +98,21 @@ void log_buffer::write(log_stream stream, std::string_view data) {
     f();
     guard.lock();
   }
+  // Counted as the mesh will store it: invalid bytes become U+FFFD here. A
+  // character cut short by the end of this write waits for the next write
+  // of its stream (or `close`, which replaces it).
+  auto& split = split_[stream == log_stream::err ? 1 : 0];
+  auto clean = replace_invalid_utf8(split + std::string{data});
+  auto tail = incomplete_utf8_tail(clean);
+  split = clean.substr(clean.size() - tail);
+  clean.resize(clean.size() - tail);
+  if (clean.empty()) return;
+  data = clean;
+  auto cost = data.size();
   // A run's log has a ceiling: a plan printing without end would otherwise
   // fill the mesh's disk (and the agent's bandwidth) for a week of retention.
   bool capped_now = false;
-  if (data.size() > max_total_ - written_) {
+  if (cost > max_total_ - written_) {
     auto keep = max_total_ - written_;
     keep -= incomplete_utf8_tail(data.substr(0, keep));
     capped_now = over_ == 0;
@@ -65,7 +122,7 @@ void log_buffer::write(log_stream stream, std::string_view data) {
     // where the note says.
     written_ = max_total_;
   } else {
-    written_ += data.size();
+    written_ += cost;
   }
   while (!data.empty()) {
     // Backpressure: the plan (and through the pipe its process) waits for
@@ -157,6 +214,24 @@ void log_buffer::wait_ready(std::chrono::milliseconds d) {
 
 void log_buffer::close() {
   std::lock_guard<std::mutex> guard{mtx_};
+  // A character never finished: its bytes are U+FFFD, as the mesh would
+  // store them, within the ceiling.
+  for (auto stream : {log_stream::out, log_stream::err}) {
+    auto& split = split_[stream == log_stream::err ? 1 : 0];
+    if (split.empty() || closed_) continue;
+    std::string text;
+    for (size_t i = 0; i < split.size(); ++i)
+      text += "\xEF\xBF\xBD";
+    split.clear();
+    if (text.size() > max_total_ - written_) {
+      over_ += text.size();
+      continue;
+    }
+    written_ += text.size();
+    buffered_ += text.size();
+    chunks_.push_back(pending_chunk{next_seq_++, stream, std::move(text)});
+    back_open_ = false;
+  }
   if (dropped_ > 0 && !closed_)
     note_locked("\n[polymesh: " + std::to_string(dropped_) +
                 " bytes of output after the cancel were dropped: the log buffer "

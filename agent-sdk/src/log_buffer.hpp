@@ -11,7 +11,9 @@
 //
 // Chunks end on UTF-8 character boundaries: the mesh stores text, and a
 // character cut in two would come back as two replacement characters. Bytes
-// that are not UTF-8 at all pass through unchanged.
+// that are not UTF-8 at all become U+FFFD here, as the mesh would store them,
+// so that the run's ceiling counts the bytes the mesh counts; a character
+// split across two writes is held back until its end arrives.
 //
 // Thread-safety: all members may be called from any thread.
 #pragma once
@@ -71,6 +73,9 @@ public:
   /// How many bytes at the end of `s` start a UTF-8 character that is not
   /// complete yet (0 to 3).
   [[nodiscard]] static size_t incomplete_utf8_tail(std::string_view s);
+  /// `s` with every byte that is not part of a UTF-8 character replaced by
+  /// U+FFFD; a valid but incomplete character at the very end is kept.
+  [[nodiscard]] static std::string replace_invalid_utf8(std::string_view s);
 
 private:
   [[nodiscard]] bool has_full_chunk_locked() const;
@@ -96,6 +101,9 @@ private:
   /// Output taken in (at most `max_total_`), and dropped past it.
   size_t written_ = 0;
   size_t over_ = 0;
+  /// Per stream (out, err): the start of a character the last write cut
+  /// short, held until the next write of that stream completes it.
+  std::string split_[2];
   /// Empty once called.
   std::function<void()> on_first_write_;
 };

@@ -408,29 +408,33 @@ caf::behavior agent_actor(self_ptr self, context_ptr ctx, agent_record agent,
                     st.agent.status == agent_status::deregistered;
         if (after.count() == 0 || !gone || st.ctx->now() < st.agent.last_seen_at + after)
           return false;
+        // Its tokens are revoked (again, for a deregistered agent: a forget
+        // that failed after storing it left them alive), then it ends.
+        auto rp = self->make_response_promise<bool>();
+        auto leave = [=]() mutable {
+          self->request(self->state.ctx->token_registry, caf::infinite,
+                        revoke_atom::value, agent_atom::value, self->state.agent.id)
+              .await(
+                  [=](bool) mutable {
+                    rp.deliver(true);
+                    self->quit();
+                  },
+                  [=](caf::error& err) mutable { rp.deliver(std::move(err)); });
+        };
         if (st.agent.status == agent_status::deregistered) {
-          self->quit(); // its tokens died when it deregistered
-          return true;
+          leave();
+          return rp;
         }
-        // Offline: stored as deregistered (a restart does not bring it back)
-        // and its tokens revoked, as for a removal, but without announcing
-        // it: the registry drops its mirror once we answer.
+        // Offline: stored as deregistered (a restart does not bring it back),
+        // without announcing it: the registry drops its mirror once we answer.
         auto next = st.agent;
         next.status = agent_status::deregistered;
-        auto rp = self->make_response_promise<bool>();
         self->request(st.ctx->store, caf::infinite, write_atom::value,
                       write_batch{put_agent{next}})
             .await(
                 [=](const write_outcomes&) mutable {
                   self->state.agent = next;
-                  self->request(self->state.ctx->token_registry, caf::infinite,
-                                revoke_atom::value, agent_atom::value, next.id)
-                      .await(
-                          [=](bool) mutable {
-                            rp.deliver(true);
-                            self->quit();
-                          },
-                          [=](caf::error& err) mutable { rp.deliver(std::move(err)); });
+                  leave();
                 },
                 [=](caf::error& err) mutable { rp.deliver(std::move(err)); });
         return rp;

@@ -7,6 +7,7 @@
 #include <caf/actor_system.hpp>
 #include <caf/event_based_actor.hpp>
 #include <caf/stateful_actor.hpp>
+#include <unordered_map>
 
 namespace polymesh {
 
@@ -16,6 +17,10 @@ struct query_state {
   static inline const char* name = "query";
   std::shared_ptr<store> db;
   context_ptr ctx;
+  /// Bytes of late log chunks sent to the store and not yet answered, per
+  /// run: counted with what the store holds, so that two uploads in flight
+  /// cannot both fit under `runs.max_log_bytes`.
+  std::unordered_map<std::string, int64_t> logs_in_flight;
 };
 
 using self_ptr = caf::stateful_actor<query_state>*;
@@ -186,9 +191,13 @@ caf::behavior query_actor(self_ptr self, context_ptr ctx, std::shared_ptr<store>
         // Late chunks of a finished run (a retried upload) are still kept.
         auto r = find_own_run(self, c, id);
         if (!r) return r.error();
+        int64_t adds = 0;
+        for (auto& chunk : req.chunks)
+          adds += static_cast<int64_t>(chunk.data.size());
         if (auto limit = self->state.ctx->config.max_log_bytes; limit > 0) {
           auto held = self->state.db->log_bytes(id);
           if (!held) return held.error();
+          *held += self->state.logs_in_flight[id];
           if (check_log_room(limit, id, *held, req.chunks)) {
             // A retried upload's chunks add nothing.
             std::vector<int64_t> seqs;
@@ -207,11 +216,23 @@ caf::behavior query_actor(self_ptr self, context_ptr ctx, std::shared_ptr<store>
           batch.emplace_back(append_log{id, std::move(chunk)});
         }
         auto promise = self->make_response_promise<bool>();
+        self->state.logs_in_flight[id] += adds;
+        auto landed = [self, id, adds] {
+          auto it = self->state.logs_in_flight.find(id);
+          if (it != self->state.logs_in_flight.end() && (it->second -= adds) <= 0)
+            self->state.logs_in_flight.erase(it);
+        };
         self->request(self->state.ctx->store, caf::infinite, write_atom::value,
                       std::move(batch))
             .then(
-                [promise](const write_outcomes&) mutable { promise.deliver(true); },
-                [promise](caf::error& err) mutable { promise.deliver(std::move(err)); });
+                [promise, landed](const write_outcomes&) mutable {
+                  landed();
+                  promise.deliver(true);
+                },
+                [promise, landed](caf::error& err) mutable {
+                  landed();
+                  promise.deliver(std::move(err));
+                });
         return promise;
       },
       [=](finish_atom, const caller& c, const std::string& id,

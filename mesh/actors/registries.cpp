@@ -246,7 +246,7 @@ void forget_quiet_agents(agent_self self, std::function<void(size_t)> then) {
               }
               done();
             },
-            [=](caf::error& err) mutable {
+            [=, id = id](caf::error& err) mutable {
               log(log_level::warn, "agent " + id + " not forgotten, tried again later: " +
                                        message_of(err));
               done();

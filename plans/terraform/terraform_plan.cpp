@@ -37,6 +37,20 @@ std::string kept_plan(const std::string& workspace, const std::string& run_id) {
   return workspace + "/.polymesh/plans/" + run_id + ".tfplan";
 }
 
+/// Why kept plans of `workspace` cannot be used: `.polymesh` or
+/// `.polymesh/plans` is a symlink (the workspace's content could point it
+/// anywhere); "" when they can.
+std::string kept_plans_refused(const std::string& workspace) {
+  for (auto dir :
+       {fs::path{workspace} / ".polymesh", fs::path{workspace} / ".polymesh/plans"}) {
+    std::error_code ec;
+    if (fs::is_symlink(fs::symlink_status(dir, ec)))
+      return dir.string() +
+             " is a symlink; kept plans are never written or read through one";
+  }
+  return {};
+}
+
 /// Removes the kept plans in `dir` last written more than `keep` ago (none
 /// when `keep` is 0); what cannot be removed stays, for the next plan.
 void remove_old_plans(const fs::path& dir, std::chrono::milliseconds keep) {
@@ -235,6 +249,8 @@ terraform_steps plan_terraform_steps(const terraform_settings& s,
         !valid_run_id(params["plan_run"].get<std::string>()))
       return refuse("params.plan_run: expected the id of a plan run (run_...)");
     plan_run = params["plan_run"].get<std::string>();
+    if (auto why = kept_plans_refused(ws); !why.empty())
+      return refuse("params.plan_run: " + why);
     if (!vars.empty())
       return refuse("params.vars: a kept plan is applied with the vars it was planned "
                     "with; leave vars out");
@@ -261,7 +277,11 @@ terraform_steps plan_terraform_steps(const terraform_settings& s,
     t.commands.push_back(std::move(cmd));
     t.commands.push_back({bin, "show", "-no-color", plan_file});
     t.show_step = static_cast<int>(t.commands.size()) - 1;
-    if (valid_run_id(run_id)) t.save_plan_to = kept_plan(ws, run_id);
+    if (valid_run_id(run_id)) {
+      if (auto why = kept_plans_refused(ws); !why.empty())
+        return refuse("params.workspace: " + why);
+      t.save_plan_to = kept_plan(ws, run_id);
+    }
   } else if (action == "apply" && !plan_run.empty()) {
     // A saved plan applies without a prompt, exactly as it was reviewed;
     // terraform refuses it if the state changed since.

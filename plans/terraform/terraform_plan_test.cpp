@@ -145,6 +145,29 @@ TEST_F(terraform_plan_test, apply_of_a_kept_plan_applies_that_plan) {
   }
 }
 
+// This test ensures kept plans are never written or read through a symlink
+// the workspace holds (.polymesh pointing elsewhere): the plan and the apply
+// are refused and nothing lands outside the workspace.
+TEST_F(terraform_plan_test, kept_plans_are_not_written_through_a_symlink) {
+  auto outside = dir_.path() / "outside";
+  std::filesystem::create_directories(outside / "plans");
+  std::filesystem::create_directory_symlink(outside, ws_ / ".polymesh");
+  run_.ctx.run_id = "run_sym1";
+  run_.ctx.params = {{"action", "plan"}, {"workspace", ws_.string()}, {"init", false}};
+  auto planned = make()->run(run_.ctx);
+  EXPECT_FALSE(planned.ok);
+  EXPECT_NE(planned.error.find("is a symlink"), std::string::npos) << planned.error;
+  EXPECT_TRUE(std::filesystem::is_empty(outside / "plans"));
+  std::ofstream{outside / "plans" / "run_sym0.tfplan"} << "x";
+  sdk::testkit::scratch_run apply_run;
+  apply_run.ctx.params = {
+      {"action", "apply"}, {"workspace", ws_.string()}, {"plan_run", "run_sym0"}};
+  auto applied = make()->run(apply_run.ctx);
+  EXPECT_FALSE(applied.ok);
+  EXPECT_NE(applied.error.find("is a symlink"), std::string::npos) << applied.error;
+  EXPECT_TRUE(calls().empty()) << "terraform never ran";
+}
+
 // This test ensures a plan run removes kept plans older than keep_plans
 // (and only .tfplan files), and keep_plans 0 keeps them all.
 TEST_F(terraform_plan_test, old_kept_plans_are_removed_by_the_next_plan) {

@@ -135,19 +135,52 @@ TEST(log_buffer, flush_keeps_split_character_for_the_next_chunk) {
   EXPECT_EQ(second[0].seq, first[0].seq + 1);
 }
 
-// This test ensures bytes that are not UTF-8 pass through unchanged and a closed buffer
-// sends an incomplete tail.
+// This test ensures bytes that are not UTF-8 become U+FFFD (as the mesh
+// stores them), a character split across two writes stays whole, and a
+// closed buffer sends an unfinished character as U+FFFD.
 TEST(log_buffer, invalid_utf8_and_close) {
   EXPECT_EQ(log_buffer::incomplete_utf8_tail("abc"), 0u);
   EXPECT_EQ(log_buffer::incomplete_utf8_tail("a\xE2\x82"), 2u);
   EXPECT_EQ(log_buffer::incomplete_utf8_tail("a\xF0"), 1u);
   EXPECT_EQ(log_buffer::incomplete_utf8_tail("\x80\x80\x80\x80"), 0u);
+  const std::string fffd = "\xEF\xBF\xBD";
+  EXPECT_EQ(log_buffer::replace_invalid_utf8("a\xFF\xC3\xA9\x80z"),
+            "a" + fffd + "\xC3\xA9" + fffd + "z");
+  // Overlong, surrogate and past-U+10FFFF forms are not UTF-8 either.
+  EXPECT_EQ(log_buffer::replace_invalid_utf8("\xC0\xAF\xED\xA0\x80\xF4\x90\x80\x80"),
+            fffd + fffd + fffd + fffd + fffd + fffd + fffd + fffd + fffd);
+  EXPECT_EQ(log_buffer::replace_invalid_utf8("\xF0\x9F\x98"), "\xF0\x9F\x98");
   log_buffer b{100, 1024};
   b.write(log_stream::out, "\xFF\xE2\x82");
+  b.write(log_stream::out, "\xAC!");
+  b.write(log_stream::out, "\xE2\x82");
   b.close();
   auto chunks = b.take(10, true);
-  ASSERT_EQ(chunks.size(), 1u);
-  EXPECT_EQ(chunks[0].data, "\xFF\xE2\x82");
+  ASSERT_EQ(chunks.size(), 2u);
+  // The last character never ends: close sends its bytes as U+FFFD.
+  EXPECT_EQ(chunks[0].data + chunks[1].data, fffd + "\xE2\x82\xAC!" + fffd + fffd);
+}
+
+// This test ensures output that is not UTF-8 counts against the run's
+// ceiling as the mesh will store it (3 bytes per invalid byte), so the mesh
+// never holds more than the ceiling the agent keeps to.
+TEST(log_buffer, invalid_bytes_count_as_the_mesh_stores_them) {
+  log_buffer b{100, 1024, nullptr, 30};
+  b.write(log_stream::out, std::string(20, '\xFF')); // 60 bytes once replaced
+  b.close();
+  size_t stored = 0;
+  std::string text;
+  for (auto& c : b.take(100, true)) {
+    stored += c.data.size();
+    text += c.data;
+  }
+  EXPECT_EQ(text.substr(0, 30),
+            std::string{"\xEF\xBF\xBD"} +
+                "\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD"
+                "\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD");
+  EXPECT_NE(text.find("log reached 30 bytes"), std::string::npos) << text;
+  EXPECT_NE(text.find("30 bytes of output past logs.max_run_bytes"), std::string::npos)
+      << text;
 }
 
 // This test ensures one request carries at most the byte budget, and always at least one
