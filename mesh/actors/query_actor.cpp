@@ -200,10 +200,7 @@ caf::behavior query_actor(self_ptr self, context_ptr ctx, std::shared_ptr<store>
           *held += self->state.logs_in_flight[id];
           if (check_log_room(limit, id, *held, req.chunks)) {
             // A retried upload's chunks add nothing.
-            std::vector<int64_t> seqs;
-            for (auto& chunk : req.chunks)
-              seqs.push_back(chunk.seq);
-            auto stored = self->state.db->stored_log_seqs(id, seqs);
+            auto stored = self->state.db->stored_log_seqs(id, seqs_of(req.chunks));
             if (!stored) return stored.error();
             if (auto err = check_log_room(limit, id, *held, req.chunks, *stored))
               return err;

@@ -289,11 +289,8 @@ void append_logs(self_ptr self, wire::log_request req,
   }
   // Past the limit, unless some chunks are a retry of ones stored already
   // (which add nothing): asked only here, so the usual append costs no read.
-  std::vector<int64_t> seqs;
-  for (auto& chunk : req.chunks)
-    seqs.push_back(chunk.seq);
   self->request(st.ctx->query, caf::infinite, logs_atom::value, list_atom::value,
-                st.run.id, std::move(seqs))
+                st.run.id, seqs_of(req.chunks))
       .await(
           [=, req = std::move(req)](const std::vector<int64_t>& stored) mutable {
             auto& st = self->state;

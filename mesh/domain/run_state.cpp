@@ -146,6 +146,14 @@ const char* skadi_status(const run_record& run) {
   return "failed";
 }
 
+std::vector<int64_t> seqs_of(const std::vector<log_chunk>& chunks) {
+  std::vector<int64_t> out;
+  out.reserve(chunks.size());
+  for (auto& c : chunks)
+    out.push_back(c.seq);
+  return out;
+}
+
 caf::error check_log_room(int64_t limit, const std::string& run_id, int64_t held,
                           const std::vector<log_chunk>& chunks,
                           const std::vector<int64_t>& stored) {

@@ -48,6 +48,9 @@ next_status(run_status from, run_event event, run_status outcome = run_status::e
 /// failed, canceled.
 [[nodiscard]] const char* skadi_status(const run_record& run);
 
+/// The seqs of `chunks`, in order (to ask which ones a run's log has).
+[[nodiscard]] std::vector<int64_t> seqs_of(const std::vector<log_chunk>& chunks);
+
 /// Refuses log `chunks` that would take a run's log past `limit` bytes
 /// (`runs.max_log_bytes`; 0 = no limit): `held` are the bytes stored; chunks
 /// whose seq is in `stored` (a retried upload's) add nothing. A

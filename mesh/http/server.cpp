@@ -299,17 +299,14 @@ void revoke_token(request_context& rc) {
   auto id = rc.param("id");
   // The last admin token revoking itself would leave no admin until a
   // restart; another admin token can always revoke this one.
-  if (id == token_cache::bootstrap_admin_id && rc.who.token_id == id)
-    return rc.fail(
-        make_error(errc::conflict,
-                   "the bootstrap admin token cannot revoke itself; "
-                   "create another admin token first or rotate POLYMESH_ADMIN_TOKEN",
-                   "id"));
   if (rc.who.token_id == id)
-    return rc.fail(make_error(errc::conflict,
-                              "a token cannot revoke itself; revoke it with another "
-                              "admin token",
-                              "id"));
+    return rc.fail(make_error(
+        errc::conflict,
+        id == token_cache::bootstrap_admin_id
+            ? "the bootstrap admin token cannot revoke itself; create another admin "
+              "token first or rotate POLYMESH_ADMIN_TOKEN"
+            : "a token cannot revoke itself; revoke it with another admin token",
+        "id"));
   answer(rc, 200,
          ask<token_record>(rc, rc.ctx()->token_registry, revoke_atom::value, id));
 }
