@@ -6,6 +6,7 @@
 #include "mesh/actors/store_actor.hpp"
 #include "mesh/domain/error.hpp"
 #include "mesh/domain/ids.hpp"
+#include "mesh/domain/log.hpp"
 #include "routines/assignment/assignment_routine.hpp"
 #include "routines/retention/retention_routine.hpp"
 #include "routines/timers/timer_routine.hpp"
@@ -172,6 +173,17 @@ caf::error mesh_node::bootstrap_admin_token(const std::vector<token_record>& exi
   if (env && *env) {
     if (auto err = check_admin_token_env()) return err;
     token = env;
+    // A revoke stands: the value an admin revoked does not come back with
+    // the next start. A new value rotates it as before.
+    for (auto& t : existing)
+      if (t.id == token_cache::bootstrap_admin_id && t.revoked_at &&
+          t.secret_hash == sha256_hex(token)) {
+        log(log_level::warn,
+            "POLYMESH_ADMIN_TOKEN is the bootstrap admin token revoked at " +
+                to_rfc3339(*t.revoked_at) +
+                "; it stays revoked (set a new value to rotate it)");
+        return {};
+      }
   } else {
     for (auto& t : existing)
       if (t.id == token_cache::bootstrap_admin_id && !t.revoked_at)

@@ -740,8 +740,11 @@ public:
     transaction txn{db_};
     if (auto err = txn.begin(false)) return err;
     {
-      auto st = db_.prepare(select_tokens_sql() +
-                            "WHERE revoked_at IS NULL ORDER BY created_at, id");
+      // The bootstrap admin token even when revoked: a revoked
+      // POLYMESH_ADMIN_TOKEN must not come back at the next start.
+      auto st =
+          db_.prepare(select_tokens_sql() +
+                      "WHERE revoked_at IS NULL OR id = 'admin' ORDER BY created_at, id");
       if (!st) return std::move(st.error());
       if (auto err = read_all(db_, *st, read_token, out.tokens, "cannot load tokens"))
         return err;

@@ -72,8 +72,9 @@ struct artifact_blob {
 
 /// Everything needed to rebuild memory at start-up.
 struct snapshot {
-  /// Every token not revoked. The store has no clock, so expired ones are
-  /// included: the caller drops those whose `expires_at` has passed.
+  /// Every token not revoked, and the bootstrap admin token (id `admin`)
+  /// revoked or not. The store has no clock, so expired ones are included:
+  /// the caller drops those whose `expires_at` has passed.
   std::vector<token_record> tokens;
   std::vector<agent_record> agents; ///< every agent not deregistered
   std::vector<run_record> runs;     ///< every run that is not terminal

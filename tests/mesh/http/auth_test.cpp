@@ -361,5 +361,25 @@ TEST_F(env_admin, admin_token_comes_from_the_environment) {
       << "admin.token written anyway";
 }
 
+// This test ensures a revoked POLYMESH_ADMIN_TOKEN stays revoked when meshd
+// starts again with the same value, and a new value rotates it back in.
+TEST_F(env_admin, a_revoked_env_admin_token_stays_revoked_across_a_restart) {
+  auto second = make_token("admin", "");
+  ASSERT_EQ(call("DELETE", "/v1/tokens/admin", second).status, 200);
+  ASSERT_EQ(call("GET", "/v1/tokens", secret).status, 401);
+  restart_mesh();
+  EXPECT_EQ(call("GET", "/v1/tokens", secret).status, 401);
+  auto list = call("GET", "/v1/tokens", second);
+  ASSERT_EQ(list.status, 200) << list.raw;
+  for (auto& t : list.body["tokens"])
+    if (t["id"] == "admin") EXPECT_FALSE(t["revoked_at"].is_null()) << t.dump();
+
+  const std::string rotated = "env-admin-rotated-0123456789";
+  ::setenv("POLYMESH_ADMIN_TOKEN", rotated.c_str(), 1);
+  restart_mesh();
+  EXPECT_EQ(call("GET", "/v1/tokens", rotated).status, 200);
+  EXPECT_EQ(call("GET", "/v1/tokens", secret).status, 401);
+}
+
 } // namespace
 } // namespace polymesh::test
