@@ -67,14 +67,16 @@ int main(int argc, char** argv) {
 
   sdk::plan_catalog catalog;
   plans::add_builtin_plans(catalog);
-  for (auto& path : cfg.plugins) {
+  for (auto& plugin : cfg.plugins) {
     std::vector<std::string> added;
-    if (auto err = sdk::load_plugin(path, catalog, &added); !err.empty())
+    if (auto err = sdk::load_plugin(plugin.path, catalog, &added, plugin.isolation);
+        !err.empty())
       return config_failure(config_file, "plugins: " + err);
     std::string names;
     for (auto& n : added)
       names += (names.empty() ? "" : ", ") + n;
-    log(log_level::info, "plugin " + path + " loaded: " + names);
+    log(log_level::info, "plugin " + plugin.path + " loaded (isolation " +
+                             sdk::to_string(plugin.isolation) + "): " + names);
   }
   if (list_plans) {
     for (auto& name : catalog.names()) {

@@ -63,6 +63,32 @@ std::string resolve(const std::string& path, const std::string& base_dir) {
   return (std::filesystem::path{base_dir} / path).lexically_normal().string();
 }
 
+/// One `plugins` entry: a path, or `{path, isolation}`.
+plugin_entry read_plugin_entry(const nlohmann::json& item, const std::string& key,
+                               const std::string& base_dir) {
+  plugin_entry out;
+  if (item.is_string()) {
+    out.path = item.get<std::string>();
+  } else if (item.is_object()) {
+    settings_reader in{item, key};
+    out.path = in.string("path");
+    auto isolation = in.string("isolation", to_string(out.isolation));
+    auto parsed = parse_plugin_isolation(isolation);
+    if (!parsed)
+      throw config_error(key + ".isolation",
+                         "expected process or none, got '" + isolation + "'");
+    out.isolation = *parsed;
+    in.finish();
+  } else {
+    throw config_error(key, "expected a path, or a map with path and isolation");
+  }
+  if (out.path.empty())
+    throw config_error(item.is_object() ? key + ".path" : key,
+                       "is empty; give the plugin's file");
+  out.path = resolve(out.path, base_dir);
+  return out;
+}
+
 std::string read_token_file(const std::string& path, const std::string& key) {
   std::ifstream in{path};
   if (!in) throw config_error(key, "cannot read '" + path + "'");
@@ -142,8 +168,14 @@ agent_file_config parse_agent_yaml(const std::string& text, const std::string& b
   a.backoff_max = bo.duration("max", a.backoff_max, 1ms, 24h);
   bo.finish();
 
-  for (auto& p : top.strings("plugins"))
-    out.plugins.push_back(resolve(p, base_dir));
+  auto& plugins = top.raw("plugins");
+  if (!plugins.is_null() && !plugins.is_array())
+    throw config_error("plugins",
+                       "expected a list of plugin paths (or maps with path, isolation)");
+  if (plugins.is_array())
+    for (size_t i = 0; i < plugins.size(); ++i)
+      out.plugins.push_back(
+          read_plugin_entry(plugins[i], "plugins[" + std::to_string(i) + "]", base_dir));
 
   auto& plans = top.raw("plans");
   if (!plans.is_null() && !plans.is_object())

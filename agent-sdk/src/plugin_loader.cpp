@@ -2,6 +2,7 @@
 // and a C++ `plan` around each C plan table.
 #include "polymesh/sdk/plugin_loader.hpp"
 
+#include "isolated_run.hpp"
 #include "polymesh/sdk/plugin_abi.h"
 #include "polymesh/sdk/settings.hpp"
 
@@ -62,32 +63,19 @@ void host_set_result(void* host, int ok, int has_exit_code, int64_t exit_code,
 /// A plan living in a plugin.
 class plugin_plan final : public plan {
 public:
-  plugin_plan(polymesh_plan_v1 table, void* instance)
+  plugin_plan(polymesh_plan_v1 table, void* instance, plugin_isolation isolation)
       : table_(table)
-      , instance_(instance) {}
+      , instance_(instance)
+      , isolation_(isolation) {}
   ~plugin_plan() override { table_.destroy(instance_); }
 
   plan_result run(run_context& ctx) override {
+    if (isolation_ == plugin_isolation::process)
+      return run_isolated(table_, instance_, ctx);
     run_state st;
     st.ctx = &ctx;
-    auto params = ctx.params.dump();
-    auto work = ctx.work_dir.string();
-    auto artifacts = ctx.artifacts_dir.string();
-    polymesh_run_v1 r{};
-    r.run_id = ctx.run_id.c_str();
-    r.plan = ctx.plan.c_str();
-    r.params_json = params.c_str();
-    r.payload = ctx.payload.c_str();
-    r.payload_len = ctx.payload.size();
-    r.work_dir = work.c_str();
-    r.artifacts_dir = artifacts.c_str();
-    r.deadline_ms = -1;
-    if (auto d = ctx.cancel->deadline())
-      r.deadline_ms =
-          std::max<int64_t>(0, std::chrono::duration_cast<std::chrono::milliseconds>(
-                                   *d - cancel_token::clock_type::now())
-                                   .count());
-    r.kill_grace_ms = ctx.kill_grace.count();
+    plugin_run_args args{ctx};
+    auto r = args.fill(ctx);
     r.host = &st;
     r.log = &host_log;
     r.wait_canceled = &host_wait_canceled;
@@ -103,11 +91,13 @@ public:
 private:
   polymesh_plan_v1 table_;
   void* instance_;
+  plugin_isolation isolation_;
 };
 
 /// Behind `polymesh_host_v1::host` while a plugin registers its plans.
 struct registration {
   std::string path;
+  plugin_isolation isolation = plugin_isolation::process;
   plan_catalog* catalog = nullptr;
   std::vector<std::string> added;
   std::string error;
@@ -122,8 +112,9 @@ int host_add_plan(void* host, const polymesh_plan_v1* p) {
   }
   polymesh_plan_v1 table = *p;
   std::string name = p->name;
-  auto factory = [table, name](const nlohmann::json& settings,
-                               const std::string& key) -> std::shared_ptr<plan> {
+  auto factory = [table, name, isolation = reg->isolation](
+                     const nlohmann::json& settings,
+                     const std::string& key) -> std::shared_ptr<plan> {
     char error[1024] = {};
     auto text = settings.is_null() ? std::string{"{}"} : settings.dump();
     void* instance = table.create(table.plan_data, text.c_str(), error, sizeof error);
@@ -139,7 +130,7 @@ int host_add_plan(void* host, const polymesh_plan_v1* p) {
       }
       throw config_error(key, text);
     }
-    return std::make_shared<plugin_plan>(table, instance);
+    return std::make_shared<plugin_plan>(table, instance, isolation);
   };
   auto err =
       reg->catalog->add(name, p->description ? p->description : "", factory, reg->path);
@@ -153,8 +144,18 @@ int host_add_plan(void* host, const polymesh_plan_v1* p) {
 
 } // namespace
 
+const char* to_string(plugin_isolation i) {
+  return i == plugin_isolation::process ? "process" : "none";
+}
+
+std::optional<plugin_isolation> parse_plugin_isolation(const std::string& text) {
+  if (text == "process") return plugin_isolation::process;
+  if (text == "none") return plugin_isolation::none;
+  return std::nullopt;
+}
+
 std::string load_plugin(const std::string& path, plan_catalog& catalog,
-                        std::vector<std::string>* added) {
+                        std::vector<std::string>* added, plugin_isolation isolation) {
   void* lib = ::dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
   if (!lib) {
     const char* why = ::dlerror();
@@ -173,6 +174,7 @@ std::string load_plugin(const std::string& path, plan_catalog& catalog,
   plan_catalog scratch = catalog;
   registration reg;
   reg.path = path;
+  reg.isolation = isolation;
   reg.catalog = &scratch;
   polymesh_host_v1 host{POLYMESH_PLUGIN_ABI_VERSION, &reg, &host_add_plan};
   auto version = entry(&host);

@@ -187,6 +187,34 @@ TEST(agent_config, ca_file_relative_to_config_and_checked) {
             "mesh.ca_file: cannot read '/nonexistent/ca.pem'");
 }
 
+// This test ensures a plugin is a path (isolated in a child process) or a
+// map with path and isolation, relative to the config, and every other
+// form is refused naming the entry.
+TEST(agent_config, plugin_entries) {
+  const std::string head = "mesh: {url: 'http://h:1', registration_token: t}\n"
+                           "agent: {name: a}\nplans: {noop: {}}\n";
+  auto cfg = parse_agent_yaml(head + "plugins: [a.so, {path: /p/b.so, isolation: none}, "
+                                     "{path: c.so, isolation: process}]\n",
+                              "/etc/polymesh");
+  ASSERT_EQ(cfg.plugins.size(), 3u);
+  EXPECT_EQ(cfg.plugins[0].path, "/etc/polymesh/a.so");
+  EXPECT_EQ(cfg.plugins[0].isolation, plugin_isolation::process);
+  EXPECT_EQ(cfg.plugins[1].path, "/p/b.so");
+  EXPECT_EQ(cfg.plugins[1].isolation, plugin_isolation::none);
+  EXPECT_EQ(cfg.plugins[2].path, "/etc/polymesh/c.so");
+  EXPECT_EQ(cfg.plugins[2].isolation, plugin_isolation::process);
+  EXPECT_EQ(error_text(head + "plugins: [a.so, {path: b.so, isolation: thread}]\n"),
+            "plugins[1].isolation: expected process or none, got 'thread'");
+  EXPECT_EQ(error_text(head + "plugins: [{isolation: none}]\n"),
+            "plugins[0].path: is empty; give the plugin's file");
+  EXPECT_EQ(error_text(head + "plugins: [{path: a.so, isolate: true}]\n"),
+            "plugins[0].isolate: unknown key");
+  EXPECT_EQ(error_text(head + "plugins: [[a.so]]\n"),
+            "plugins[0]: expected a path, or a map with path and isolation");
+  EXPECT_EQ(error_text(head + "plugins: a.so\n"),
+            "plugins: expected a list of plugin paths (or maps with path, isolation)");
+}
+
 // This test ensures quoted YAML scalars stay strings and plain ones get types.
 TEST(agent_config, yaml_scalars) {
   auto j = yaml_to_json("a: 10\nb: '10'\nc: true\nd: 010\ne: ~\nf: [x, 2]");

@@ -1,8 +1,15 @@
+#include "eventually.hpp"
 #include "polymesh/sdk/agent_yaml.hpp"
 #include "polymesh/sdk/plugin_loader.hpp"
 #include "polymesh/sdk/testkit.hpp"
 
+#include <csignal>
+#include <cstring>
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <poll.h>
+#include <thread>
+#include <unistd.h>
 
 using namespace polymesh::sdk;
 
@@ -119,4 +126,151 @@ TEST(plugin_loader, a_throwing_registration_is_refused_with_its_message) {
             std::string::npos)
       << log;
   EXPECT_TRUE(catalog.names().empty());
+}
+
+namespace {
+
+/// The `misbehave` plan of the crashing test plugin, isolated as given.
+plan_set misbehaving(plugin_isolation isolation) {
+  plan_catalog catalog;
+  EXPECT_EQ(load_plugin(POLYMESH_CRASHING_PLUGIN, catalog, nullptr, isolation), "");
+  return make_plans(catalog, {{"misbehave", nullptr}});
+}
+
+plan_result misbehave(plan_set& plans, testkit::scratch_run& run,
+                      const std::string& what) {
+  run.ctx.params = {{"do", what}};
+  return plans.at("misbehave")->run(run.ctx);
+}
+
+/// Runs `what`, canceling the run for `reason` once it logged "waiting".
+plan_result canceled_once_waiting(plan_set& plans, testkit::scratch_run& run,
+                                  const std::string& what, cancel_reason reason) {
+  std::thread canceler{[&] {
+    test_support::eventually([&] { return run.log.out() == "waiting\n"; });
+    run.cancel.cancel(reason);
+  }};
+  auto r = misbehave(plans, run, what);
+  canceler.join();
+  return r;
+}
+
+} // namespace
+
+// This test ensures an isolated plugin plan that crashes, aborts or calls
+// `exit` ends its run as an error saying so, keeps the output it logged
+// first, and leaves the agent (this test process) running for the next run.
+TEST(plugin_isolation, a_crash_ends_the_run_not_the_agent) {
+  auto plans = misbehaving(plugin_isolation::process);
+  const std::pair<std::string, std::string> cases[] = {
+      {"segv", "plugin plan 'test' crashed: killed by signal 11 (" +
+                   std::string{::strsignal(SIGSEGV)} + ")"},
+      {"abort", "plugin plan 'test' crashed: killed by signal 6 (" +
+                    std::string{::strsignal(SIGABRT)} + ")"},
+      {"exit",
+       "plugin plan 'test' ended its process (exited with code 3) before returning"},
+  };
+  for (auto& [what, error] : cases) {
+    testkit::scratch_run run;
+    auto r = misbehave(plans, run, what);
+    EXPECT_FALSE(r.ok) << what;
+    EXPECT_EQ(r.error, error) << what;
+    EXPECT_EQ(run.log.out(), "before the end\n") << what;
+  }
+  testkit::scratch_run after;
+  auto r = misbehave(plans, after, "");
+  EXPECT_TRUE(r.ok) << r.error;
+  EXPECT_EQ(r.result, "1");
+}
+
+// This test ensures what an isolated plan prints to its own stdout and
+// stderr lands in the run's log, on the matching stream.
+TEST(plugin_isolation, the_childs_own_output_goes_to_the_run_log) {
+  auto plans = misbehaving(plugin_isolation::process);
+  testkit::scratch_run run;
+  auto r = misbehave(plans, run, "print");
+  EXPECT_TRUE(r.ok) << r.error;
+  EXPECT_EQ(r.result, "printed");
+  EXPECT_EQ(run.log.out(), "printed to stdout\n");
+  EXPECT_EQ(run.log.err(), "printed to stderr\n");
+}
+
+// This test ensures progress and a large log cross the pipe whole and in order.
+TEST(plugin_isolation, progress_and_a_large_log_come_through) {
+  auto plans = misbehaving(plugin_isolation::process);
+  testkit::scratch_run run;
+  auto r = misbehave(plans, run, "progress");
+  EXPECT_TRUE(r.ok) << r.error;
+  EXPECT_EQ(run.last_progress, "half way");
+
+  testkit::scratch_run big;
+  big.ctx.params = {{"do", "big"}, {"bytes", 3'000'500}};
+  r = plans.at("misbehave")->run(big.ctx);
+  EXPECT_TRUE(r.ok) << r.error;
+  auto out = big.log.out();
+  ASSERT_EQ(out.size(), 3'000'500u);
+  for (size_t i = 0; i < out.size(); ++i)
+    if (out[i] != static_cast<char>('a' + (i % 1000) % 26)) {
+      FAIL() << "byte " << i << " differs";
+      break;
+    }
+}
+
+// This test ensures a cancel reaches the isolated plan while it runs, with
+// its reason.
+TEST(plugin_isolation, a_cancel_reaches_the_child) {
+  auto plans = misbehaving(plugin_isolation::process);
+  testkit::scratch_run run;
+  auto r = canceled_once_waiting(plans, run, "wait", cancel_reason::timeout);
+  EXPECT_FALSE(r.ok);
+  EXPECT_EQ(r.error, "stopped: timeout");
+}
+
+// This test ensures an isolated plan that ignores its cancel is killed once
+// its programs' grace and as long again have passed.
+TEST(plugin_isolation, a_child_that_ignores_its_cancel_is_killed) {
+  auto plans = misbehaving(plugin_isolation::process);
+  testkit::scratch_run run;
+  run.ctx.kill_grace = std::chrono::milliseconds{10};
+  auto r =
+      canceled_once_waiting(plans, run, "ignore_cancel", cancel_reason::canceled_by_user);
+  EXPECT_FALSE(r.ok);
+  EXPECT_EQ(r.error, "plugin plan 'test' did not return within 1020 ms of being told to "
+                     "stop; killed");
+}
+
+// This test ensures the isolation is what the caller asked for: in the
+// agent's process a plan keeps its state from run to run, in a child each
+// run starts from the state the plan had when it was created.
+TEST(plugin_isolation, state_is_kept_only_in_process) {
+  auto shared = misbehaving(plugin_isolation::none);
+  auto isolated = misbehaving(plugin_isolation::process);
+  for (int i = 1; i <= 3; ++i) {
+    testkit::scratch_run a;
+    EXPECT_EQ(misbehave(shared, a, "").result, std::to_string(i));
+    testkit::scratch_run b;
+    EXPECT_EQ(misbehave(isolated, b, "").result, "1");
+  }
+}
+
+// This test ensures an isolated child does not keep the agent's other pipes
+// open: another run's program, started while the child runs, has its
+// exec-status pipe read until the writer's end closes, and would wait for
+// the child otherwise.
+TEST(plugin_isolation, the_child_holds_no_other_pipe) {
+  auto plans = misbehaving(plugin_isolation::process);
+  int other[2];
+  ASSERT_EQ(::pipe2(other, O_CLOEXEC), 0);
+  testkit::scratch_run waiting;
+  std::thread waiter{[&] { (void)misbehave(plans, waiting, "wait"); }};
+  ASSERT_TRUE(test_support::eventually([&] { return waiting.log.out() == "waiting\n"; }));
+  ::close(other[1]);
+  pollfd p{other[0], POLLIN, 0};
+  int ready = ::poll(&p, 1, 20000);
+  char c = 0;
+  EXPECT_EQ(ready, 1);
+  EXPECT_EQ(::read(other[0], &c, 1), 0) << "the child still holds the write end";
+  ::close(other[0]);
+  waiting.cancel.cancel(cancel_reason::canceled_by_user);
+  waiter.join();
 }

@@ -528,6 +528,30 @@ TEST_F(agent_integration, plugin_plan_runs) {
   EXPECT_EQ(r["result"], "Howdy, mesh!");
 }
 
+// This test ensures a plugin plan that segfaults ends its run as an error
+// saying so, with its output, while mesh-agent stays online and serves the
+// next run (plugins are isolated in a child process by default).
+TEST_F(agent_integration, a_crashing_plugin_plan_does_not_take_the_agent_down) {
+  agent_options o{"dev-1", "{env: dev}"};
+  o.plugins_yaml = std::string{"[\""} + POLYMESH_CRASHING_PLUGIN + "\"]";
+  o.plans_yaml = "{misbehave: {}}";
+  start_agent(o);
+  auto crashed = api_->wait_terminal(
+      api_->submit({{"plan", "misbehave"}, {"params", {{"do", "segv"}}}}));
+  EXPECT_EQ(crashed["status"], "error") << crashed.dump();
+  EXPECT_NE(crashed["error"].get<std::string>().find(
+                "plugin plan 'misbehave' crashed: killed by signal 11"),
+            std::string::npos)
+      << crashed.dump();
+  EXPECT_NE(api_->logs(crashed["id"]).find("before the end"), std::string::npos);
+  auto next = api_->wait_terminal(api_->submit({{"plan", "misbehave"}}));
+  EXPECT_EQ(next["status"], "success") << next.dump();
+  EXPECT_FALSE(agents_.front()->proc().wait_exit(0ms).has_value()) << "mesh-agent ended";
+  EXPECT_NE(agents_.front()->log().find("plugin plan 'misbehave' crashed"),
+            std::string::npos)
+      << agents_.front()->log();
+}
+
 // This test ensures mesh-agent refuses a plugin of another ABI version, naming the file,
 // and exits 2.
 TEST_F(agent_integration, plugin_abi_mismatch_refused) {

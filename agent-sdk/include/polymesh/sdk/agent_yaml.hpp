@@ -11,6 +11,7 @@
 
 #include "polymesh/sdk/agent.hpp"
 #include "polymesh/sdk/plan_catalog.hpp"
+#include "polymesh/sdk/plugin_loader.hpp"
 #include "polymesh/sdk/settings.hpp"
 
 #include <map>
@@ -19,10 +20,16 @@
 
 namespace polymesh::sdk {
 
+/// One entry of `plugins`: a path, or a map with `path` and `isolation`.
+struct plugin_entry {
+  std::string path;
+  plugin_isolation isolation = plugin_isolation::process;
+};
+
 struct agent_file_config {
   agent_config agent;
   /// Shared libraries loaded before the plans are built. Key `plugins`.
-  std::vector<std::string> plugins;
+  std::vector<plugin_entry> plugins;
   /// Enabled plans and their settings (null when the section is empty).
   /// Key `plans.<name>`.
   std::map<std::string, nlohmann::json> plans;

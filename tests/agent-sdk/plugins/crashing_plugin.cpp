@@ -1,0 +1,79 @@
+// A test plugin whose plan `misbehave` does what `params.do` says, to check
+// what plugin isolation keeps from the agent:
+//   "segv", "abort", "exit" (code 3): after logging "before the end";
+//   "print": writes to its own stdout and stderr with printf;
+//   "progress": reports a progress message, then succeeds;
+//   "ignore_cancel": logs "waiting", then waits for a cancel and ignores it;
+//   "wait": logs "waiting", then returns once canceled;
+//   "big": logs params.bytes bytes of a repeating pattern, then succeeds;
+//   "count": succeeds with how many runs this plan instance has seen.
+#include "polymesh/sdk/plugin.hpp"
+
+#include <atomic>
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <thread>
+
+namespace {
+
+using namespace polymesh::sdk;
+
+class misbehave_plan final : public plan {
+public:
+  plan_result run(run_context& ctx) override {
+    auto what = ctx.params.value("do", std::string{});
+    auto seen = ++runs_;
+    if (what == "segv" || what == "abort" || what == "exit") {
+      ctx.log->line("before the end");
+      if (what == "segv") std::raise(SIGSEGV);
+      if (what == "abort") std::abort();
+      std::exit(3);
+    }
+    if (what == "print") {
+      std::printf("printed to stdout\n");
+      std::fprintf(stderr, "printed to stderr\n");
+      return plan_result::success("printed");
+    }
+    if (what == "progress") {
+      ctx.progress("half way");
+      return plan_result::success("progressed");
+    }
+    if (what == "ignore_cancel" || what == "wait") {
+      ctx.log->line("waiting");
+      while (!ctx.cancel->wait_for(std::chrono::milliseconds{60000})) {
+      }
+      if (what == "wait")
+        return plan_result::failure(std::string{"stopped: "} +
+                                    to_string(ctx.cancel->reason()));
+      for (;;)
+        std::this_thread::sleep_for(std::chrono::seconds{60});
+    }
+    if (what == "big") {
+      auto bytes = ctx.params.value("bytes", 0);
+      std::string chunk;
+      for (int i = 0; i < 1000; ++i)
+        chunk += static_cast<char>('a' + i % 26);
+      for (int written = 0; written < bytes; written += 1000)
+        ctx.log->write(log_stream::out,
+                       std::string_view{chunk}.substr(
+                           0, static_cast<size_t>(std::min(1000, bytes - written))));
+      return plan_result::success("big");
+    }
+    return plan_result::success(std::to_string(seen));
+  }
+
+private:
+  std::atomic<int> runs_{0};
+};
+
+void register_plans(plugin_registrar& r) {
+  r.add("misbehave", "Misbehaves on request",
+        [](const nlohmann::json&, const std::string&) {
+          return std::make_shared<misbehave_plan>();
+        });
+}
+
+} // namespace
+
+POLYMESH_PLUGIN(register_plans)
