@@ -1238,6 +1238,24 @@ caf::error http_layer_error(const httplib::Request& req, httplib::Response& res,
 
 namespace {
 
+/// A non-empty RFC 9110 token (a header name).
+bool is_token(const std::string& s) {
+  static constexpr std::string_view extra = "!#$%&'*+-.^_`|~";
+  return !s.empty() && std::all_of(s.begin(), s.end(), [](char c) {
+    auto u = static_cast<unsigned char>(c);
+    return std::isalnum(u) || extra.find(c) != std::string_view::npos;
+  });
+}
+
+/// The first `n` bytes of `s` with anything but printable ASCII as `?`, to
+/// quote in an error.
+std::string printable_prefix(const std::string& s, size_t n) {
+  auto out = s.substr(0, n);
+  for (auto& c : out)
+    if (c < 0x20 || c > 0x7e) c = '?';
+  return out;
+}
+
 /// Each endpoint's method and path, in their order, for `http_metrics`.
 std::vector<std::pair<std::string, std::string>> routes_of_endpoints() {
   std::vector<std::pair<std::string, std::string>> out;
@@ -1340,6 +1358,24 @@ http_server::http_server(mesh_node& node)
       metrics_.refused(res.status);
       return httplib::Server::HandlerResponse::Handled;
     }
+    // A header cpp-httplib split at its colon but whose name is not a token
+    // (`Bad Header: x`, `Content-Length : 5`, `: x`) is refused, and the
+    // connection closed, for the same reason: a proxy may read it as a
+    // header meshd never saw (RFC 9112, 5.1). A line with no colon at all
+    // never reaches meshd.
+    for (auto& [name, value] : req.headers)
+      if (!is_token(name)) {
+        res.status = 400;
+        res.set_header("Connection", "close");
+        set_error_content(res,
+                          make_error(errc::invalid_argument,
+                                     "header name '" + printable_prefix(name, 64) +
+                                         "' is not a token: letters, digits and "
+                                         "!#$%&'*+-.^_`|~ only, no spaces, not empty",
+                                     "headers"));
+        metrics_.refused(res.status);
+        return httplib::Server::HandlerResponse::Handled;
+      }
     // `req` is the server's own, non-const request object.
     const_cast<httplib::Request&>(req).ranges.clear();
     return httplib::Server::HandlerResponse::Unhandled;

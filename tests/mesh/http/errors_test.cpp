@@ -638,6 +638,31 @@ TEST_F(http_framing, ambiguous_body_lengths_are_refused_and_close_the_connection
   EXPECT_EQ(call_body("POST", "/v1/runs", admin, R"({"plan":"noop"})").status, 201);
 }
 
+// This test ensures a header whose name is not a token (a space in it or
+// before its colon, or no name at all) is refused and its connection closed:
+// a proxy could take `Content-Length : 5` for the length meshd did not see.
+TEST_F(http_framing, header_names_that_are_not_tokens_are_refused) {
+  std::string smuggled = "POST /v1/runs HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer " +
+                         admin + "\r\nContent-Length: 15\r\n\r\n{\"plan\":\"noop\"}";
+  for (std::string line :
+       {"Content-Length : " + std::to_string(smuggled.size()),
+        std::string{"Bad Header: y"}, std::string{": y"}, std::string{"X\x01Y: z"}}) {
+    SCOPED_TRACE(line);
+    auto r = exchange_raw(
+        port, "POST /v1/runs HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer " + admin +
+                  "\r\nContent-Length: 0\r\n" + line + "\r\n\r\n" + smuggled);
+    EXPECT_EQ(r.rfind("HTTP/1.1 400", 0), 0u) << r.substr(0, 300);
+    EXPECT_NE(r.find("\"field\":\"headers\""), std::string::npos) << r;
+    EXPECT_NE(r.find("is not a token"), std::string::npos) << r;
+    EXPECT_EQ(count_of(r, "HTTP/1.1 "), 1u) << "the bytes after it were served: " << r;
+  }
+  EXPECT_TRUE(call("GET", "/v1/runs", admin).body["runs"].empty());
+  // Ordinary names, httplib's own REMOTE_ADDR among them, still work.
+  auto ok = exchange_raw(port, "GET /healthz HTTP/1.1\r\nHost: t\r\nX-Request_ID.1: a\r\n"
+                               "Connection: close\r\n\r\n");
+  EXPECT_EQ(ok.rfind("HTTP/1.1 200", 0), 0u) << ok.substr(0, 300);
+}
+
 // This test ensures values that would mislead are refused and change
 // nothing: control characters and blank names, an agent name shaped like an
 // agent id, two log chunks with one seq, an unknown agent name or an empty
