@@ -44,10 +44,6 @@ struct agent_actor_state {
   /// Why the runs were last let go (`lose_runs`): told to runs offered while
   /// the agent is offline or deregistered.
   std::string gone_why = "offline";
-  /// An admin drained this session: it comes back from `offline` as
-  /// `draining`, not `online`. Kept in memory only (a restart forgets it for
-  /// an agent that is offline at the time).
-  bool drained = false;
 };
 
 using self_ptr = caf::stateful_actor<agent_actor_state>*;
@@ -130,7 +126,7 @@ void touch(self_ptr self) {
   st.agent.last_seen_at = st.ctx->now();
   if (st.agent.status == agent_status::offline) {
     auto next = st.agent;
-    next.status = st.drained ? agent_status::draining : agent_status::online;
+    next.status = st.agent.drained ? agent_status::draining : agent_status::online;
     persist(
         self, std::move(next), [self] { arm_liveness(self); }, [](caf::error) {});
   } else if (st.agent.last_seen_at - st.last_mirrored >= std::chrono::seconds{1}) {
@@ -170,7 +166,6 @@ caf::behavior agent_actor(self_ptr self, context_ptr ctx, agent_record agent,
   auto& st = self->state;
   st.ctx = std::move(ctx);
   st.agent = std::move(agent);
-  st.drained = st.agent.status == agent_status::draining;
   if (restored) {
     // Give a restored agent a full offline window from our start; one that
     // was offline already keeps when it was last heard from, which
@@ -195,12 +190,12 @@ caf::behavior agent_actor(self_ptr self, context_ptr ctx, agent_record agent,
         next.registered_at = now;
         next.last_seen_at = now;
         next.session += 1;
+        next.drained = false; // a new session starts online
         bool superseding = st.agent.session > 0;
         auto rp = self->make_response_promise<agent_session_info>();
         persist(
             self, std::move(next),
             [=]() mutable {
-              self->state.drained = false; // a new session starts online
               if (superseding) {
                 lose_runs(self, "superseded");
                 wake(self, true);
@@ -283,12 +278,14 @@ caf::behavior agent_actor(self_ptr self, context_ptr ctx, agent_record agent,
           return make_error(errc::illegal_transition, "cannot drain a deregistered agent",
                             "status");
         if (st.agent.status == agent_status::draining) return st.agent;
-        st.drained = true;
-        // An offline agent stays offline (it is not heard from, and runs
-        // naming it are refused); it is draining when it comes back.
-        if (st.agent.status == agent_status::offline) return st.agent;
         auto next = st.agent;
-        next.status = agent_status::draining;
+        next.drained = true;
+        // An offline agent stays offline (it is not heard from, and runs
+        // naming it are refused); it is draining when it comes back, also
+        // after a restart of meshd.
+        if (st.agent.status == agent_status::online) next.status = agent_status::draining;
+        if (next.drained == st.agent.drained && next.status == st.agent.status)
+          return st.agent;
         auto rp = self->make_response_promise<agent_record>();
         persist(
             self, std::move(next), [=]() mutable { rp.deliver(self->state.agent); },
@@ -300,18 +297,17 @@ caf::behavior agent_actor(self_ptr self, context_ptr ctx, agent_record agent,
         if (st.agent.status == agent_status::deregistered)
           return make_error(errc::illegal_transition,
                             "cannot undrain a deregistered agent", "status");
-        st.drained = false;
-        // Online already, or offline: it is online when it is heard from.
-        if (st.agent.status != agent_status::draining) return st.agent;
+        // Online already: nothing to do. Offline: it is online when it is
+        // heard from.
+        if (!st.agent.drained && st.agent.status != agent_status::draining)
+          return st.agent;
         auto next = st.agent;
-        next.status = agent_status::online;
+        next.drained = false;
+        if (next.status == agent_status::draining) next.status = agent_status::online;
         auto rp = self->make_response_promise<agent_record>();
         persist(
             self, std::move(next), [=]() mutable { rp.deliver(self->state.agent); },
-            [=](caf::error err) mutable {
-              self->state.drained = true;
-              rp.deliver(std::move(err));
-            });
+            [=](caf::error err) mutable { rp.deliver(std::move(err)); });
         return rp;
       },
       [=](labels_atom, const label_map& labels) -> caf::result<agent_record> {

@@ -135,6 +135,10 @@ struct agent_record {
   timestamp last_seen_at{};
   /// Incremented on every registration; a superseded session's token dies.
   int64_t session = 0;
+  /// Drained in this session: it comes back from `offline` as `draining`.
+  /// Set by a drain (also of an offline agent), cleared by an undrain and by
+  /// the next registration.
+  bool drained = false;
 };
 
 struct token_record {

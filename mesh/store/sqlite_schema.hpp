@@ -134,6 +134,11 @@ CREATE TABLE run_artifacts (
   PRIMARY KEY (run_id, name)
 );
 )sql",
+    // Version 3: an admin's drain of an agent outlives its going offline and
+    // a restart of meshd (1 = drained).
+    R"sql(
+ALTER TABLE agents ADD COLUMN drained INTEGER NOT NULL DEFAULT 0;
+)sql",
 };
 
 /// The schema version this build reads and writes.

@@ -359,8 +359,9 @@ caf::expected<run_record> read_run(const statement& st) {
 }
 
 constexpr const char* agent_columns[] = {
-    "id",      "name",     "labels", "plans",         "capacity",     "status",
-    "version", "hostname", "scope",  "registered_at", "last_seen_at", "session",
+    "id",           "name",    "labels",   "plans", "capacity",
+    "status",       "version", "hostname", "scope", "registered_at",
+    "last_seen_at", "session", "drained",
 };
 
 void bind_agent(statement& st, const agent_record& a) {
@@ -377,6 +378,7 @@ void bind_agent(statement& st, const agent_record& a) {
   st.bind(++i, a.registered_at);
   st.bind(++i, a.last_seen_at);
   st.bind(++i, a.session);
+  st.bind(++i, int64_t{a.drained ? 1 : 0});
 }
 
 caf::expected<agent_record> read_agent(const statement& st) {
@@ -406,6 +408,8 @@ caf::expected<agent_record> read_agent(const statement& st) {
   a.registered_at = st.time(i++);
   a.last_seen_at = st.time(i++);
   a.session = st.int64(i++);
+  // A `draining` agent stored before version 3 has no flag of its own.
+  a.drained = st.int64(i++) != 0 || a.status == agent_status::draining;
   return a;
 }
 

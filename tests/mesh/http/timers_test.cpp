@@ -107,6 +107,41 @@ TEST_F(timers, a_drain_survives_the_agent_going_offline) {
   EXPECT_EQ(status_of_agent("drained-a"), "online") << "a new session starts undrained";
 }
 
+// This test ensures a drain is durable like every other 2xx: an offline
+// agent drained (and a drained agent that went offline) comes back
+// `draining` after meshd restarted in between, and an undrain of an offline
+// agent outlives a restart too.
+TEST_F(timers, a_drain_of_an_offline_agent_survives_a_restart) {
+  auto a = register_agent("drained-a", json::object());
+  auto b = register_agent("drained-b", json::object());
+  auto c = register_agent("undrained-c", json::object());
+  ASSERT_EQ(call("POST", "/v1/agents/drained-a/drain", admin).body["status"], "draining");
+  ASSERT_EQ(call("POST", "/v1/agents/undrained-c/drain", admin).body["status"],
+            "draining");
+  advance(cfg.offline_after + 1s);
+  auto status_of_agent = [&](const std::string& name) {
+    return call("GET", "/v1/agents/" + name, admin).body["status"].get<std::string>();
+  };
+  for (auto name : {"drained-a", "drained-b", "undrained-c"})
+    ASSERT_TRUE(eventually([&] { return status_of_agent(name) == "offline"; })) << name;
+  ASSERT_EQ(call("POST", "/v1/agents/drained-b/drain", admin).status, 200);
+  ASSERT_EQ(call("POST", "/v1/agents/undrained-c/undrain", admin).status, 200);
+  restart_mesh();
+  for (auto* agent : {&a, &b, &c})
+    agent->port = port;
+
+  auto id = submit(json{{"plan", "noop"}}).body["id"].get<std::string>();
+  for (auto* agent : {&a, &b}) {
+    SCOPED_TRACE(agent->name);
+    auto polled = agent->poll(0);
+    ASSERT_EQ(polled.status, 200) << polled.raw;
+    EXPECT_TRUE(eventually([&] { return status_of_agent(agent->name) == "draining"; }));
+  }
+  ASSERT_EQ(c.poll(0).status, 200);
+  EXPECT_TRUE(eventually([&] { return status_of_agent("undrained-c") == "online"; }));
+  EXPECT_TRUE(eventually([&] { return get_run(id)["assigned_agent"] == c.id; }));
+}
+
 // This test ensures a delivered run that is never started is carried again
 // by a later poll, and goes back to the queue once the delivery lease lapses.
 TEST_F(timers, delivered_but_unstarted_run_is_redelivered_then_reassigned) {

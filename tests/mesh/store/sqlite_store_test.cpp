@@ -148,6 +148,7 @@ void expect_same(const agent_record& a, const agent_record& b) {
   EXPECT_EQ(a.registered_at, b.registered_at);
   EXPECT_EQ(a.last_seen_at, b.last_seen_at);
   EXPECT_EQ(a.session, b.session);
+  EXPECT_EQ(a.drained, b.drained);
 }
 
 void expect_same(const token_record& a, const token_record& b) {
@@ -373,9 +374,12 @@ TEST_F(sqlite_store_test, agent_round_trips_every_field) {
   a.hostname = "host.example";
   a.scope = "team=core";
   a.session = 7;
+  a.drained = true;
   auto bare = make_agent("agt_2", "builder-2", agent_status::offline);
   bare.capacity = 0;
-  apply({put_agent{a}, put_agent{bare}});
+  auto drained_offline = make_agent("agt_3", "builder-3", agent_status::offline);
+  drained_offline.drained = true;
+  apply({put_agent{a}, put_agent{bare}, put_agent{drained_offline}});
 
   auto got = db_->get_agent(a.id);
   ASSERT_TRUE(got && *got);
@@ -385,6 +389,9 @@ TEST_F(sqlite_store_test, agent_round_trips_every_field) {
   expect_same(**got, bare);
   EXPECT_TRUE((*got)->labels.empty());
   EXPECT_TRUE((*got)->plans.empty());
+  got = db_->get_agent(drained_offline.id);
+  ASSERT_TRUE(got && *got);
+  expect_same(**got, drained_offline);
 }
 
 // This test ensures that every token field round-trips, optionals set and unset.
@@ -1181,6 +1188,26 @@ TEST_F(sqlite_store_test, version_1_database_migrates_to_artifacts) {
   auto out = apply({make_artifact("run_1", "a", "1")});
   ASSERT_EQ(out.size(), 1u);
   EXPECT_EQ(db_->list_artifacts("run_1")->size(), 1u);
+}
+
+// This test ensures a database of schema version 2 migrates to the
+// agents' `drained` flag, and an agent stored `draining` before it reads
+// as drained.
+TEST_F(sqlite_store_test, version_2_database_migrates_to_drained_agents) {
+  db_.reset();
+  std::filesystem::remove(path_);
+  raw_query(sqlite_migrations[0]);
+  raw_query(sqlite_migrations[1]);
+  raw_query("PRAGMA user_version = 2");
+  raw_query("INSERT INTO agents (id, name, labels, plans, capacity, status, version, "
+            "hostname, scope, registered_at, last_seen_at, session) VALUES ('agt_1', "
+            "'old-1', '{}', '[]', 1, 'draining', '', '', '', 0, 0, 1), ('agt_2', 'old-2', "
+            "'{}', '[]', 1, 'offline', '', '', '', 0, 0, 1)");
+  db_ = open();
+  ASSERT_TRUE(db_);
+  EXPECT_EQ(raw_query("PRAGMA user_version"), std::to_string(sqlite_schema_version));
+  EXPECT_TRUE((*db_->get_agent("agt_1"))->drained);
+  EXPECT_FALSE((*db_->get_agent("agt_2"))->drained);
 }
 
 // This test ensures operations.md names the schema version this build
