@@ -554,11 +554,8 @@ caf::error prepare_run(request_context& rc, wire::run_request& req) {
   auto agent = ask<agent_record>(rc, rc.ctx()->agents, get_atom::value, req.agent);
   if (!agent)
     return make_error(errc::not_found, "no agent named '" + req.agent + "'", "agent");
-  if (agent->status == agent_status::offline ||
-      agent->status == agent_status::deregistered)
-    return make_error(errc::conflict,
-                      "agent '" + req.agent + "' is " + to_string(agent->status),
-                      "agent");
+  // Scope first: an agent the caller may not use is a 403 whatever its
+  // state, so that the answer does not depend on something it cannot change.
   if (!rc.who.scope.empty()) {
     // A scope that does not parse (it did when the token was made) matches
     // nothing: fail closed.
@@ -569,6 +566,11 @@ caf::error prepare_run(request_context& rc, wire::run_request& req) {
                             rc.who.scope + ")",
                         "agent");
   }
+  if (agent->status == agent_status::offline ||
+      agent->status == agent_status::deregistered)
+    return make_error(errc::conflict,
+                      "agent '" + req.agent + "' is " + to_string(agent->status),
+                      "agent");
   // What it offers changes only when it registers again (a new session under
   // the same name), which a run waiting for it would then see; refusing now
   // says what is wrong instead of leaving the run to wait for its TTL.

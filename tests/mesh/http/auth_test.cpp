@@ -248,6 +248,31 @@ TEST_F(auth, scoped_submitter_cannot_target_an_agent_outside_its_scope) {
   EXPECT_EQ(ok.body["target_agent"], "dev-1");
 }
 
+// This test ensures the 403 does not depend on the agent's state: an
+// out-of-scope agent that is offline or deregistered is still "outside this
+// token's scope" (it was a 409 naming its state), and an in-scope one is
+// the 409.
+TEST_F(auth, an_out_of_scope_agent_is_403_whatever_its_state) {
+  auto prod = register_agent("prod-1", json{{"env", "prod"}});
+  auto dev = register_agent("dev-1", json{{"env", "dev"}});
+  auto dev_only = make_token("submitter", "env=dev");
+  advance(cfg.offline_after + std::chrono::seconds{1});
+  auto offline = [&](const std::string& name) {
+    return call("GET", "/v1/agents/" + name, admin).body["status"] == "offline";
+  };
+  ASSERT_TRUE(eventually([&] { return offline("prod-1") && offline("dev-1"); }));
+  auto r = submit(json{{"plan", "noop"}, {"agent", "prod-1"}}, dev_only);
+  EXPECT_EQ(r.status, 403) << r.raw;
+  EXPECT_EQ(r.body["error"]["field"], "agent");
+  r = submit(json{{"plan", "noop"}, {"agent", "dev-1"}}, dev_only);
+  EXPECT_EQ(r.status, 409) << r.raw;
+  EXPECT_EQ(r.body["error"]["message"], "agent 'dev-1' is offline");
+  ASSERT_EQ(call("DELETE", "/v1/agents/prod-1", admin).status, 200);
+  r = submit(json{{"plan", "noop"}, {"agent", "prod-1"}}, dev_only);
+  EXPECT_EQ(r.status, 403) << r.raw;
+  EXPECT_TRUE(call("GET", "/v1/runs", admin).body["runs"].empty());
+}
+
 // This test ensures runs created with a scoped submitter only ever go to
 // agents matching the scope, and explain names the scope for the others.
 TEST_F(auth, scoped_submitters_runs_only_go_to_matching_agents) {
