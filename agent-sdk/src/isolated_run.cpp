@@ -4,6 +4,7 @@
 
 #include "mesh/domain/log.hpp"
 #include "polymesh/sdk/process.hpp"
+#include "process_tracking.hpp"
 
 #include <algorithm>
 #include <cerrno>
@@ -18,6 +19,7 @@
 #include <poll.h>
 #include <stdio_ext.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -114,6 +116,16 @@ int child_wait_canceled(void* host, int64_t timeout_ms) {
         std::chrono::duration_cast<std::chrono::milliseconds>(until - steady::now());
     auto wait = static_cast<int>(std::clamp<int64_t>(left.count(), 0, INT_MAX));
     int ready = ::poll(&p, 1, wait);
+    if (ready < 0 && errno == EINTR) continue;
+    if (ready > 0 && (p.revents & POLLNVAL) != 0) {
+      // The plan closed the descriptor: no cancel can come; wait out the time.
+      struct timespec ts {
+        wait / 1000, static_cast<long>(wait % 1000) * 1000000L
+      };
+      while (::nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+      }
+      break;
+    }
     if (ready != 0 || wait == 0) break;
   }
   std::lock_guard<std::mutex> guard{ch.mtx};
@@ -203,28 +215,35 @@ struct frame_reader {
   }
 };
 
-/// In the child: closes every pipe but its own two and its stdio. Pipes
-/// of other runs in flight when it was forked (a program's exec-status pipe
-/// above all, whose reader waits for its end to close) would otherwise stay
-/// open as long as this child runs. Pipes a plugin opened at `create` go
-/// too (plugins.md says so).
-void close_other_pipes(const child_channel& ch) {
-  std::vector<int> close_these;
-  if (DIR* dir = ::opendir("/proc/self/fd")) {
-    while (auto* e = ::readdir(dir)) {
-      char* end = nullptr;
-      long fd = std::strtol(e->d_name, &end, 10);
-      if (end == e->d_name || *end != '\0' || fd < 3 || fd == ::dirfd(dir) ||
-          fd == ch.frames || fd == ch.cancel)
-        continue;
+/// In the child: closes every pipe and socket but its own two and its
+/// stdio. Pipes of other runs in flight when it was forked (a program's
+/// exec-status pipe above all, whose reader waits for its end to close) and
+/// the agent's connections to the mesh would otherwise stay open as long as
+/// this child runs. Pipes and sockets a plugin opened at `create` go too
+/// (plugins.md says so). Allocates nothing: another thread of the agent may
+/// have held the allocator's lock at the fork.
+void close_inherited_fds(const child_channel& ch) {
+  int dir = ::open("/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dir < 0) return;
+  alignas(8) char buf[4096];
+  for (;;) {
+    auto n = ::syscall(SYS_getdents64, dir, buf, sizeof buf);
+    if (n <= 0) break;
+    for (long at = 0; at < n;) {
+      auto* e = reinterpret_cast<const struct dirent64*>(buf + at);
+      at += e->d_reclen;
+      int fd = 0;
+      const char* c = e->d_name;
+      if (*c < '0' || *c > '9') continue;
+      for (; *c >= '0' && *c <= '9'; ++c)
+        fd = fd * 10 + (*c - '0');
+      if (fd < 3 || fd == dir || fd == ch.frames || fd == ch.cancel) continue;
       struct stat st {};
-      if (::fstat(static_cast<int>(fd), &st) == 0 && S_ISFIFO(st.st_mode))
-        close_these.push_back(static_cast<int>(fd));
+      if (::fstat(fd, &st) == 0 && (S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode)))
+        ::close(fd);
     }
-    ::closedir(dir);
   }
-  for (int fd : close_these)
-    ::close(fd);
+  ::close(dir);
 }
 
 /// In the child, after `fork`: the plan's run, then `_exit`. Never returns.
@@ -244,14 +263,25 @@ void close_other_pipes(const child_channel& ch) {
   dfl.sa_handler = SIG_DFL;
   for (int sig = 1; sig < NSIG; ++sig)
     if (sig != SIGKILL && sig != SIGSTOP) ::sigaction(sig, &dfl, nullptr);
-  // Whatever the agent had buffered is the agent's, not the run's.
+  // As in the agent: a write to a closed pipe or socket is an EPIPE for the
+  // plan to handle, not its death.
+  struct sigaction ign {};
+  ign.sa_handler = SIG_IGN;
+  ::sigaction(SIGPIPE, &ign, nullptr);
+  // Whatever the agent had buffered is the agent's, not the run's; the
+  // plan's output reaches the log as it is printed, also before a crash
+  // (unbuffered: after `__fpurge` glibc keeps a stream's old buffering).
   ::__fpurge(stdout);
   ::__fpurge(stderr);
+  ::setvbuf(stdout, nullptr, _IONBF, 0);
   int devnull = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
-  if (devnull >= 0) ::dup2(devnull, 0);
+  if (devnull >= 0) {
+    ::dup2(devnull, 0);
+    ::close(devnull);
+  }
   ::dup2(out_fd, 1);
   ::dup2(err_fd, 2);
-  close_other_pipes(ch);
+  close_inherited_fds(ch);
   table.run(instance, &r);
   std::fflush(stdout);
   std::fflush(stderr);
@@ -311,7 +341,10 @@ plan_result run_isolated(const polymesh_plan_v1& table, void* instance,
                     &err[0], &err[1]})
       close_fd(*fd);
   };
-  if (::pipe2(frames, O_CLOEXEC) != 0 || ::pipe2(cancel, O_CLOEXEC | O_NONBLOCK) != 0 ||
+  // The cancel goes over a socket: a send to a child that is gone is an
+  // error here (MSG_NOSIGNAL), not a SIGPIPE for the agent.
+  if (::pipe2(frames, O_CLOEXEC) != 0 ||
+      ::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, cancel) != 0 ||
       ::pipe2(out, O_CLOEXEC) != 0 || ::pipe2(err, O_CLOEXEC) != 0) {
     auto why =
         std::string{"could not start: cannot create pipes: "} + std::strerror(errno);
@@ -331,6 +364,7 @@ plan_result run_isolated(const polymesh_plan_v1& table, void* instance,
     return failure(why);
   }
   if (pid == 0) child_main(table, instance, r, ch, out[1], err[1], agent_pid);
+  detail::track_program(pid); // reaped here, never by reap_adopted_orphans
 
   close_fd(frames[1]);
   close_fd(cancel[0]);
@@ -345,6 +379,7 @@ plan_result run_isolated(const polymesh_plan_v1& table, void* instance,
   int status = 0;
   bool cancel_sent = false;
   bool killed = false;
+  bool status_lost = false;
   steady::time_point cancel_at{};
   steady::time_point reaped_at{};
   std::vector<char> buf(64 * 1024);
@@ -384,11 +419,17 @@ plan_result run_isolated(const polymesh_plan_v1& table, void* instance,
       ctx.cancel->wait_for(idle_wait);
       idle_wait = std::min(idle_wait * 2, std::chrono::milliseconds{50});
     }
-    if (!reaped && ::waitpid(pid, &status, WNOHANG) == pid) {
-      reaped = true;
-      close_fd(fds[3]);
-      reaped_at = steady::now();
-      ::kill(-pid, SIGKILL); // what it left in its group ends with it
+    if (!reaped) {
+      auto got = ::waitpid(pid, &status, WNOHANG);
+      // ECHILD: the program reaps children behind the SDK's back (SIGCHLD
+      // ignored, or its own `waitpid(-1)`); the exit status is lost.
+      if (got == pid || (got < 0 && errno == ECHILD)) {
+        status_lost = got != pid;
+        reaped = true;
+        reaped_at = steady::now();
+        close_fd(fds[3]);
+        ::kill(-pid, SIGKILL); // what it left in its group ends with it
+      }
     }
     if (!reaped && frames_in.malformed && !killed) {
       killed = true;
@@ -404,7 +445,7 @@ plan_result run_isolated(const polymesh_plan_v1& table, void* instance,
       case cancel_reason::timeout: reason = POLYMESH_TIMEOUT; break;
       case cancel_reason::agent_shutdown: reason = POLYMESH_AGENT_SHUTDOWN; break;
       }
-      (void)!::write(cancel[1], &reason, 1);
+      (void)!::send(cancel[1], &reason, 1, MSG_NOSIGNAL);
       close_fd(cancel[1]);
     }
     if (!reaped && cancel_sent && !killed &&
@@ -417,23 +458,26 @@ plan_result run_isolated(const polymesh_plan_v1& table, void* instance,
   for (int& fd : fds)
     close_fd(fd);
   close_fd(cancel[1]);
+  detail::forget_program(pid);
   reap_adopted_orphans();
 
   if (frames_in.malformed)
     return failure("wrote something other than its reports to the agent's pipe; stopped");
-  if (killed)
+  if (killed && !status_lost && WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL)
     return failure("did not return within " +
                    std::to_string(isolated_stop_limit(ctx.kill_grace).count()) +
                    " ms of being told to stop; killed");
+  if (status_lost)
+    return failure("ended, but something else in this program collected its exit status "
+                   "(is SIGCHLD ignored?)");
   process_outcome how;
   how.started = true;
   if (WIFEXITED(status)) how.exit_code = WEXITSTATUS(status);
   if (WIFSIGNALED(status)) how.signal = WTERMSIG(status);
   if (how.success())
     return frames_in.has_result ? frames_in.result : failure("returned no result");
-  auto text = how.signal != 0 ? "crashed: " + how.describe()
-              : how.exit_code == parent_gone_status
-                  ? std::string{"lost its pipe to the agent"}
+  auto text = how.signal != 0
+                  ? "crashed: " + how.describe()
                   : "ended its process (" + how.describe() + ") before returning";
   polymesh::log(log_level::warn, "run " + ctx.run_id + ": plugin plan '" + ctx.plan +
                                      "' " + text + "; the agent goes on");

@@ -6,6 +6,8 @@
 // whether `exec` succeeded: it reads EOF on success and an errno otherwise.
 #include "polymesh/sdk/process.hpp"
 
+#include "process_tracking.hpp"
+
 #include <algorithm>
 #include <cerrno>
 #include <csignal>
@@ -49,11 +51,6 @@ std::set<pid_t> live_programs;
 bool is_live_program(pid_t pid) {
   std::lock_guard<std::mutex> guard{live_mtx};
   return live_programs.count(pid) > 0;
-}
-
-void forget_program(pid_t pid) {
-  std::lock_guard<std::mutex> guard{live_mtx};
-  live_programs.erase(pid);
 }
 
 /// The children of thread `tid` of this process.
@@ -159,6 +156,20 @@ bool is_executable_file(const std::string& path) {
 }
 
 } // namespace
+
+namespace detail {
+
+void track_program(pid_t pid) {
+  std::lock_guard<std::mutex> guard{live_mtx};
+  live_programs.insert(pid);
+}
+
+void forget_program(pid_t pid) {
+  std::lock_guard<std::mutex> guard{live_mtx};
+  live_programs.erase(pid);
+}
+
+} // namespace detail
 
 std::string process_outcome::describe() const {
   if (!started) return error;
@@ -296,10 +307,7 @@ process_outcome run_process(const process_spec& spec, log_sink& log,
 
   // Parent. No kill of the group comes before the exec (or its failure)
   // is read below, so the child has made its session and group by then.
-  {
-    std::lock_guard<std::mutex> guard{live_mtx};
-    live_programs.insert(pid);
-  }
+  detail::track_program(pid);
   close_fd(out_pipe[1]);
   close_fd(err_pipe[1]);
   close_fd(exec_pipe[1]);
@@ -314,7 +322,7 @@ process_outcome run_process(const process_spec& spec, log_sink& log,
   if (n == static_cast<ssize_t>(sizeof failure)) {
     int status = 0;
     ::waitpid(pid, &status, 0);
-    forget_program(pid);
+    detail::forget_program(pid);
     close_fd(out_pipe[0]);
     close_fd(err_pipe[0]);
     const char* what = failure.stage == 1   ? "cannot enter working directory '"
@@ -393,7 +401,7 @@ process_outcome run_process(const process_spec& spec, log_sink& log,
   close_fd(fds[0]);
   close_fd(fds[1]);
   if (out.started) end_leftovers(pid);
-  forget_program(pid); // the loop above ends only once it reaped the program
+  detail::forget_program(pid); // the loop above ends only once it reaped the program
   reap_adopted_orphans();
   return out;
 }

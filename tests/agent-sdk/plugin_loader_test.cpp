@@ -183,6 +183,58 @@ TEST(plugin_isolation, a_crash_ends_the_run_not_the_agent) {
   EXPECT_EQ(r.result, "1");
 }
 
+// This test ensures a line printed with printf just before a crash is in
+// the log (stdout into a pipe would otherwise be fully buffered, and lost).
+TEST(plugin_isolation, a_line_printed_before_a_crash_is_kept) {
+  auto plans = misbehaving(plugin_isolation::process);
+  testkit::scratch_run run;
+  auto r = misbehave(plans, run, "print_then_segv");
+  EXPECT_FALSE(r.ok);
+  EXPECT_EQ(run.log.out(), "printed before the crash\n");
+}
+
+// This test ensures the child ignores SIGPIPE as the agent does: a plan that
+// writes to a pipe with no reader gets EPIPE instead of being killed.
+TEST(plugin_isolation, a_broken_pipe_is_an_error_for_the_plan_not_its_death) {
+  auto plans = misbehaving(plugin_isolation::process);
+  testkit::scratch_run run;
+  auto r = misbehave(plans, run, "epipe");
+  EXPECT_TRUE(r.ok) << r.error;
+  EXPECT_EQ(r.result, "EPIPE");
+}
+
+// This test ensures an isolated plan that ignores its cancel is killed once
+// its programs' grace and as long again have passed, also one that closed
+// its end of the cancel: sending to it does not kill the agent (this test
+// process keeps SIGPIPE's default).
+TEST(plugin_isolation, a_child_that_ignores_its_cancel_is_killed) {
+  ASSERT_EQ(::signal(SIGPIPE, SIG_DFL), SIG_DFL);
+  auto plans = misbehaving(plugin_isolation::process);
+  for (auto what : {"ignore_cancel", "close_fds"}) {
+    SCOPED_TRACE(what);
+    testkit::scratch_run run;
+    run.ctx.kill_grace = std::chrono::milliseconds{10};
+    auto r = canceled_once_waiting(plans, run, what, cancel_reason::canceled_by_user);
+    EXPECT_FALSE(r.ok);
+    EXPECT_EQ(r.error, "plugin plan 'test' did not return within 1020 ms of being told "
+                       "to stop; killed");
+  }
+}
+
+// This test ensures a program that reaps every child itself (here: SIGCHLD
+// ignored, so the kernel does) gets a failure naming that, not a run that
+// never ends.
+TEST(plugin_isolation, a_lost_exit_status_ends_the_run) {
+  auto plans = misbehaving(plugin_isolation::process);
+  testkit::scratch_run run;
+  auto old = ::signal(SIGCHLD, SIG_IGN);
+  auto r = misbehave(plans, run, "");
+  ::signal(SIGCHLD, old);
+  EXPECT_FALSE(r.ok);
+  EXPECT_EQ(r.error, "plugin plan 'test' ended, but something else in this program "
+                     "collected its exit status (is SIGCHLD ignored?)");
+}
+
 // This test ensures what an isolated plan prints to its own stdout and
 // stderr lands in the run's log, on the matching stream.
 TEST(plugin_isolation, the_childs_own_output_goes_to_the_run_log) {
@@ -224,19 +276,6 @@ TEST(plugin_isolation, a_cancel_reaches_the_child) {
   auto r = canceled_once_waiting(plans, run, "wait", cancel_reason::timeout);
   EXPECT_FALSE(r.ok);
   EXPECT_EQ(r.error, "stopped: timeout");
-}
-
-// This test ensures an isolated plan that ignores its cancel is killed once
-// its programs' grace and as long again have passed.
-TEST(plugin_isolation, a_child_that_ignores_its_cancel_is_killed) {
-  auto plans = misbehaving(plugin_isolation::process);
-  testkit::scratch_run run;
-  run.ctx.kill_grace = std::chrono::milliseconds{10};
-  auto r =
-      canceled_once_waiting(plans, run, "ignore_cancel", cancel_reason::canceled_by_user);
-  EXPECT_FALSE(r.ok);
-  EXPECT_EQ(r.error, "plugin plan 'test' did not return within 1020 ms of being told to "
-                     "stop; killed");
 }
 
 // This test ensures the isolation is what the caller asked for: in the

@@ -6,14 +6,22 @@
 //   "ignore_cancel": logs "waiting", then waits for a cancel and ignores it;
 //   "wait": logs "waiting", then returns once canceled;
 //   "big": logs params.bytes bytes of a repeating pattern, then succeeds;
-//   "count": succeeds with how many runs this plan instance has seen.
+//   "count": succeeds with how many runs this plan instance has seen;
+//   "print_then_segv": prints a line with printf, then crashes;
+//   "epipe": writes to a pipe whose reader is gone, succeeds with what the
+//            write said ("EPIPE" when it was an error, not a signal);
+//   "close_fds": logs "waiting", closes every descriptor from 3 up (its
+//                pipes to the agent too), then waits for a cancel that can
+//                no longer come.
 #include "polymesh/sdk/plugin.hpp"
 
 #include <atomic>
+#include <cerrno>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <thread>
+#include <unistd.h>
 
 namespace {
 
@@ -29,6 +37,27 @@ public:
       if (what == "segv") std::raise(SIGSEGV);
       if (what == "abort") std::abort();
       std::exit(3);
+    }
+    if (what == "print_then_segv") {
+      std::printf("printed before the crash\n");
+      std::raise(SIGSEGV);
+    }
+    if (what == "epipe") {
+      int fds[2];
+      if (::pipe(fds) != 0) return plan_result::failure("pipe failed");
+      ::close(fds[0]);
+      auto n = ::write(fds[1], "x", 1);
+      auto err = errno;
+      ::close(fds[1]);
+      return plan_result::success(n < 0 && err == EPIPE ? "EPIPE" : "no error");
+    }
+    if (what == "close_fds") {
+      ctx.log->line("waiting");
+      for (int fd = 3; fd < 1024; ++fd)
+        ::close(fd);
+      while (!ctx.cancel->wait_for(std::chrono::milliseconds{60000})) {
+      }
+      return plan_result::success("canceled after all");
     }
     if (what == "print") {
       std::printf("printed to stdout\n");

@@ -15,9 +15,10 @@
  * `polymesh/sdk/plugin.hpp` catches them).
  *
  * Threads: `create` and `destroy` run on the agent's start-up thread; `run`
- * runs on a worker thread per run, concurrently for different runs. The
- * callbacks in `polymesh_run_v1` may be called from any thread of that run
- * until `run` returns.
+ * runs on a worker thread per run, concurrently for different runs, or (the
+ * agent's default, docs/plugins.md "Isolation") alone in a child process
+ * forked from the agent for that run. The callbacks in `polymesh_run_v1`
+ * may be called from any thread of that run until `run` returns.
  *
  * Compatibility rule: any change to these structs or their meaning bumps
  * POLYMESH_PLUGIN_ABI_VERSION. */
