@@ -58,6 +58,8 @@ TEST_F(metrics, counters_follow_runs_requests_and_the_store) {
   ASSERT_EQ(call("POST", "/v1/runs/" + queued + "/cancel", admin).status, 200);
   ASSERT_EQ(call("GET", "/v1/runs/nope", admin).status, 404);
   ASSERT_EQ(call("GET", "/v1/nowhere", admin).status, 404);
+  // A fixed path asked with another method reaches no endpoint either.
+  ASSERT_EQ(call("GET", "/v1/runs/batch", admin).status, 405);
 
   // A canceled queued run ends through its actor: wait until it is stored.
   ASSERT_TRUE(becomes(queued, "canceled"));
@@ -97,6 +99,12 @@ TEST_F(metrics, counters_follow_runs_requests_and_the_store) {
                "polymesh_http_requests_total{method=\"\",route=\"other\",code=\"404\"}"),
       1)
       << t;
+  EXPECT_EQ(
+      value_of(t,
+               "polymesh_http_requests_total{method=\"\",route=\"other\",code=\"405\"}"),
+      1)
+      << t;
+  EXPECT_EQ(t.find("route=\"/v1/runs/{id}\",code=\"405\""), std::string::npos) << t;
   EXPECT_EQ(value_of(t, "polymesh_http_request_duration_seconds_count{method=\"POST\","
                         "route=\"/v1/runs/{id}/finish\"}"),
             1)
