@@ -41,6 +41,8 @@ std::vector<std::pair<std::string, std::string>> agent_fields(const json& a) {
       {"id", cell(a["id"])},
       {"name", cell(a["name"])},
       {"status", cell(a["status"])},
+      // An offline agent drained comes back draining.
+      {"drained", a.value("drained", false) ? "yes" : "no"},
       {"labels", labels_text(a["labels"])},
       {"plans", plans.empty() ? "-" : plans},
       {"capacity", cell(a["capacity"])},

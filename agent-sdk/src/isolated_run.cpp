@@ -275,7 +275,7 @@ void close_inherited_fds(const child_channel& ch) {
   ::__fpurge(stderr);
   ::setvbuf(stdout, nullptr, _IONBF, 0);
   int devnull = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
-  if (devnull >= 0) {
+  if (devnull > 0) {
     ::dup2(devnull, 0);
     ::close(devnull);
   }
@@ -357,14 +357,13 @@ plan_result run_isolated(const polymesh_plan_v1& table, void* instance,
   // back here (the agent's run threads reap and end them, process.hpp).
   ::prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
   pid_t agent_pid = ::getpid();
-  pid_t pid = ::fork();
+  pid_t pid = detail::fork_tracked(); // reaped here, never by reap_adopted_orphans
   if (pid < 0) {
     auto why = std::string{"could not start: cannot fork: "} + std::strerror(errno);
     close_all();
     return failure(why);
   }
   if (pid == 0) child_main(table, instance, r, ch, out[1], err[1], agent_pid);
-  detail::track_program(pid); // reaped here, never by reap_adopted_orphans
 
   close_fd(frames[1]);
   close_fd(cancel[0]);

@@ -159,9 +159,11 @@ bool is_executable_file(const std::string& path) {
 
 namespace detail {
 
-void track_program(pid_t pid) {
+pid_t fork_tracked() {
   std::lock_guard<std::mutex> guard{live_mtx};
-  live_programs.insert(pid);
+  pid_t pid = ::fork();
+  if (pid > 0) live_programs.insert(pid);
+  return pid;
 }
 
 void forget_program(pid_t pid) {
@@ -254,7 +256,7 @@ process_outcome run_process(const process_spec& spec, log_sink& log,
 
   become_subreaper();
   pid_t agent_pid = ::getpid();
-  pid_t pid = ::fork();
+  pid_t pid = detail::fork_tracked();
   if (pid < 0) {
     out.error = std::string{"cannot fork: "} + std::strerror(errno);
     for (int* fd : {&out_pipe[0], &out_pipe[1], &err_pipe[0], &err_pipe[1], &exec_pipe[0],
@@ -307,7 +309,6 @@ process_outcome run_process(const process_spec& spec, log_sink& log,
 
   // Parent. No kill of the group comes before the exec (or its failure)
   // is read below, so the child has made its session and group by then.
-  detail::track_program(pid);
   close_fd(out_pipe[1]);
   close_fd(err_pipe[1]);
   close_fd(exec_pipe[1]);

@@ -10,8 +10,9 @@
 
 namespace polymesh::sdk::detail {
 
-/// Marks `pid` as reaped by the thread that started it.
-void track_program(pid_t pid);
+/// `fork`, with the child marked as reaped by the thread that started it
+/// before any other thread can look (it may end at once).
+pid_t fork_tracked();
 /// Forgets `pid` once that thread reaped it.
 void forget_program(pid_t pid);
 

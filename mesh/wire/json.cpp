@@ -186,6 +186,7 @@ json to_json(const agent_record& a) {
       {"plans", a.plans},
       {"capacity", a.capacity},
       {"status", to_string(a.status)},
+      {"drained", a.drained},
       {"version", a.version},
       {"hostname", a.hostname},
       {"scope", a.scope},

@@ -107,10 +107,16 @@ TEST_F(agents_cmd, drain_then_remove) {
   EXPECT_EQ(d.json_out()["status"], "draining");
   auto dt = ctl({"agents", "drain", "old-box"});
   EXPECT_NE(dt.out.find("draining"), std::string::npos);
+  auto shown = ctl({"agents", "show", "old-box"});
+  ASSERT_EQ(shown.code, 0) << shown.err;
+  EXPECT_NE(shown.out.find("drained"), std::string::npos) << shown.out;
+  EXPECT_NE(shown.out.find("yes"), std::string::npos) << shown.out;
+  EXPECT_EQ(ctl({"agents", "show", "old-box", "-o", "json"}).json_out()["drained"], true);
   auto u = ctl({"agents", "undrain", "old-box"});
   ASSERT_EQ(u.code, 0) << u.err;
   EXPECT_EQ(u.out, "agent old-box is online\n");
   EXPECT_EQ(call(port, "GET", "/v1/agents/old-box", admin).body["status"], "online");
+  EXPECT_EQ(call(port, "GET", "/v1/agents/old-box", admin).body["drained"], false);
 
   auto rm = ctl({"agents", "remove", "old-box"});
   ASSERT_EQ(rm.code, 0) << rm.err;

@@ -127,6 +127,13 @@ TEST_F(timers, a_drain_of_an_offline_agent_survives_a_restart) {
   ASSERT_EQ(call("POST", "/v1/agents/drained-b/drain", admin).status, 200);
   ASSERT_EQ(call("POST", "/v1/agents/undrained-c/undrain", admin).status, 200);
   restart_mesh();
+  // Listed offline, and said to be drained (or not).
+  for (auto [name, drained] : {std::pair{"drained-a", true}, std::pair{"drained-b", true},
+                               std::pair{"undrained-c", false}}) {
+    auto got = call("GET", std::string{"/v1/agents/"} + name, admin).body;
+    EXPECT_EQ(got["status"], "offline") << name;
+    EXPECT_EQ(got["drained"], drained) << name;
+  }
   for (auto* agent : {&a, &b, &c})
     agent->port = port;
 
