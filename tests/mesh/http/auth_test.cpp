@@ -396,8 +396,11 @@ TEST_F(env_admin, a_revoked_env_admin_token_stays_revoked_across_a_restart) {
   EXPECT_EQ(call("GET", "/v1/tokens", secret).status, 401);
   auto list = call("GET", "/v1/tokens", second);
   ASSERT_EQ(list.status, 200) << list.raw;
-  for (auto& t : list.body["tokens"])
-    if (t["id"] == "admin") EXPECT_FALSE(t["revoked_at"].is_null()) << t.dump();
+  for (auto& t : list.body["tokens"]) {
+    if (t["id"] == "admin") {
+      EXPECT_FALSE(t["revoked_at"].is_null()) << t.dump();
+    }
+  }
 
   const std::string rotated = "env-admin-rotated-0123456789";
   ::setenv("POLYMESH_ADMIN_TOKEN", rotated.c_str(), 1);
