@@ -33,6 +33,14 @@ json find_agent(mesh_client& mesh, const std::string& id_or_name) {
 
 namespace {
 
+/// The agent's status; an offline agent that comes back draining (it was
+/// drained) says so.
+std::string status_text(const json& a) {
+  auto status = cell(a["status"]);
+  if (status == "offline" && a.value("drained", false)) status += " (drained)";
+  return status;
+}
+
 std::vector<std::pair<std::string, std::string>> agent_fields(const json& a) {
   std::string plans;
   for (auto& p : a.value("plans", json::array()))
@@ -84,7 +92,7 @@ int list_agents(const command_context& ctx, const list_options& o) {
     std::string plans;
     for (auto& p : a["plans"])
       plans += (plans.empty() ? "" : ",") + p.get<std::string>();
-    rows.push_back({cell(a["name"]), cell(a["status"]), labels_text(a["labels"]), plans,
+    rows.push_back({cell(a["name"]), status_text(a), labels_text(a["labels"]), plans,
                     cell(a["capacity"]), age(a["last_seen_at"]), cell(a["id"])});
   }
   if (rows.empty()) {

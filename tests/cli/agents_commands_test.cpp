@@ -1,6 +1,7 @@
 // meshctl agents list / show / label / drain / undrain / remove against a real meshd.
 #include "tests/cli/meshctl_harness.hpp"
 
+#include <sstream>
 #include <yaml-cpp/yaml.h>
 
 namespace polymesh::cli_test {
@@ -123,6 +124,43 @@ TEST_F(agents_cmd, drain_then_remove) {
   EXPECT_NE(rm.out.find("removed"), std::string::npos);
   EXPECT_EQ(call(port, "GET", "/v1/agents/old-box", admin).body["status"],
             "deregistered");
+}
+
+/// A mesh that takes an agent for offline after 1.5 s of silence.
+class agents_offline_cmd : public meshctl_test {
+protected:
+  [[nodiscard]] std::string meshd_config_yaml() const override {
+    return "agents: {offline_after: 1500ms, poll_wait_max: 1s, heartbeat_interval: 1s}\n";
+  }
+};
+
+// This test ensures `agents list` marks an offline agent that was drained,
+// which comes back draining, apart from one that comes back online.
+TEST_F(agents_offline_cmd, list_marks_an_offline_agent_that_was_drained) {
+  register_agent("gone-1", json::object());
+  register_agent("gone-2", json::object());
+  ASSERT_TRUE(eventually([&] {
+    auto all = call(port, "GET", "/v1/agents?status=offline", admin).body["agents"];
+    return all.size() == 2;
+  }));
+  ASSERT_EQ(ctl({"agents", "drain", "gone-1"}).code, 0);
+  auto list = ctl({"agents", "list"});
+  ASSERT_EQ(list.code, 0) << list.err;
+  std::istringstream lines{list.out};
+  std::string line;
+  int seen = 0;
+  while (std::getline(lines, line)) {
+    if (line.rfind("gone-1", 0) == 0) {
+      EXPECT_NE(line.find("offline (drained)"), std::string::npos) << line;
+      ++seen;
+    }
+    if (line.rfind("gone-2", 0) == 0) {
+      EXPECT_NE(line.find("offline"), std::string::npos) << line;
+      EXPECT_EQ(line.find("drained"), std::string::npos) << line;
+      ++seen;
+    }
+  }
+  EXPECT_EQ(seen, 2) << list.out;
 }
 
 } // namespace

@@ -4,6 +4,7 @@
 #include <csignal>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <httplib.h>
 #include <poll.h>
 #include <pty.h>
@@ -222,7 +223,12 @@ void meshctl_test::SetUp() {
   std::string templ = base.string();
   ASSERT_NE(::mkdtemp(templ.data()), nullptr);
   dir = templ;
-  meshd = std::make_unique<test::meshd_process>(MESHD_PATH, dir + "/data", admin);
+  std::vector<std::string> extra;
+  if (auto yaml = meshd_config_yaml(); !yaml.empty()) {
+    std::ofstream{dir + "/meshd.yaml"} << yaml;
+    extra = {"--config", dir + "/meshd.yaml"};
+  }
+  meshd = std::make_unique<test::meshd_process>(MESHD_PATH, dir + "/data", admin, extra);
   port = meshd->port();
   url = "http://127.0.0.1:" + std::to_string(port);
   registration_ = make_token("registration");

@@ -100,6 +100,8 @@ class meshctl_test : public ::testing::Test {
 protected:
   void SetUp() override;
   void TearDown() override;
+  /// meshd's config file for this fixture ("" for none: the defaults).
+  [[nodiscard]] virtual std::string meshd_config_yaml() const { return {}; }
 
   /// The environment meshctl runs with: a private HOME, no MESH_* variables.
   [[nodiscard]] std::vector<std::string> base_env() const;
