@@ -1199,10 +1199,11 @@ TEST_F(sqlite_store_test, version_2_database_migrates_to_drained_agents) {
   raw_query(sqlite_migrations[0]);
   raw_query(sqlite_migrations[1]);
   raw_query("PRAGMA user_version = 2");
-  raw_query("INSERT INTO agents (id, name, labels, plans, capacity, status, version, "
-            "hostname, scope, registered_at, last_seen_at, session) VALUES ('agt_1', "
-            "'old-1', '{}', '[]', 1, 'draining', '', '', '', 0, 0, 1), ('agt_2', 'old-2', "
-            "'{}', '[]', 1, 'offline', '', '', '', 0, 0, 1)");
+  raw_query(
+      "INSERT INTO agents (id, name, labels, plans, capacity, status, version, "
+      "hostname, scope, registered_at, last_seen_at, session) VALUES ('agt_1', "
+      "'old-1', '{}', '[]', 1, 'draining', '', '', '', 0, 0, 1), ('agt_2', 'old-2', "
+      "'{}', '[]', 1, 'offline', '', '', '', 0, 0, 1)");
   db_ = open();
   ASSERT_TRUE(db_);
   EXPECT_EQ(raw_query("PRAGMA user_version"), std::to_string(sqlite_schema_version));
