@@ -18,7 +18,6 @@
 #include <mutex>
 #include <poll.h>
 #include <stdio_ext.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -251,18 +250,8 @@ void close_inherited_fds(const child_channel& ch) {
                              polymesh_run_v1& r, child_channel& ch, int out_fd,
                              int err_fd, pid_t agent_pid) {
   // A session of its own, so that the agent can end the child with every
-  // process it started; dead with the agent (the signal comes when the
-  // forking thread ends, which waits for this process).
-  ::setsid();
-  ::prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
-  if (::getppid() != agent_pid) ::_exit(parent_gone_status);
-  sigset_t none;
-  sigemptyset(&none);
-  ::sigprocmask(SIG_SETMASK, &none, nullptr);
-  struct sigaction dfl {};
-  dfl.sa_handler = SIG_DFL;
-  for (int sig = 1; sig < NSIG; ++sig)
-    if (sig != SIGKILL && sig != SIGSTOP) ::sigaction(sig, &dfl, nullptr);
+  // process it started; dead with the agent.
+  if (!detail::detach_child(agent_pid)) ::_exit(parent_gone_status);
   // As in the agent: a write to a closed pipe or socket is an EPIPE for the
   // plan to handle, not its death.
   struct sigaction ign {};
@@ -355,7 +344,7 @@ plan_result run_isolated(const polymesh_plan_v1& table, void* instance,
   ch.cancel = cancel[0];
   // Processes the plan started and left behind when the child died come
   // back here (the agent's run threads reap and end them, process.hpp).
-  ::prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+  detail::become_subreaper();
   pid_t agent_pid = ::getpid();
   pid_t pid = detail::fork_tracked(); // reaped here, never by reap_adopted_orphans
   if (pid < 0) {
@@ -384,36 +373,24 @@ plan_result run_isolated(const polymesh_plan_v1& table, void* instance,
   std::vector<char> buf(64 * 1024);
   std::chrono::milliseconds idle_wait{1};
   for (;;) {
-    pollfd pfds[4];
-    int index[4];
-    nfds_t nfds = 0;
-    for (int i = 0; i < 4; ++i)
-      if (fds[i] >= 0) {
-        pfds[nfds] = pollfd{fds[i], POLLIN, 0};
-        index[nfds++] = i;
+    auto open = detail::poll_inputs(fds, 4, 50, [&](size_t i) {
+      if (i == 3) return; // the child ended: reaped below
+      auto got = ::read(fds[i], buf.data(), buf.size());
+      if (got < 0 && errno == EINTR) return;
+      if (got <= 0) {
+        close_fd(fds[i]);
+        return;
       }
-    if (nfds == 0 && reaped) break;
-    if (nfds > 0) {
-      int ready = ::poll(pfds, nfds, 50);
-      for (nfds_t k = 0; ready > 0 && k < nfds; ++k) {
-        if ((pfds[k].revents & (POLLIN | POLLHUP | POLLERR)) == 0) continue;
-        auto i = index[k];
-        if (i == 3) continue; // the child ended: reaped below
-        auto got = ::read(fds[i], buf.data(), buf.size());
-        if (got < 0 && errno == EINTR) continue;
-        if (got <= 0) {
-          close_fd(fds[i]);
-          continue;
-        }
-        std::string_view data{buf.data(), static_cast<size_t>(got)};
-        if (i == 0) {
-          frames_in.buf.append(data);
-          frames_in.drain(ctx);
-        } else {
-          ctx.log->write(i == 1 ? log_stream::out : log_stream::err, data);
-        }
+      std::string_view data{buf.data(), static_cast<size_t>(got)};
+      if (i == 0) {
+        frames_in.buf.append(data);
+        frames_in.drain(ctx);
+      } else {
+        ctx.log->write(i == 1 ? log_stream::out : log_stream::err, data);
       }
-    } else {
+    });
+    if (open == 0 && reaped) break;
+    if (open == 0) {
       // The pipes are closed but the child still runs (it is ending).
       ctx.cancel->wait_for(idle_wait);
       idle_wait = std::min(idle_wait * 2, std::chrono::milliseconds{50});

@@ -34,14 +34,6 @@ namespace {
 /// CLOSE_RANGE_CLOEXEC (linux/close_range.h, Linux 5.11): mark, do not close.
 constexpr unsigned close_range_cloexec = 1U << 2;
 
-/// Makes this process the reaper of its descendants' orphans (once), so
-/// that a process that left its run's group (`setsid`) comes back to the
-/// thread that started the run when its parent dies, instead of to init.
-void become_subreaper() {
-  static std::once_flag once;
-  std::call_once(once, [] { ::prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); });
-}
-
 /// The programs `run_process` started and has not reaped yet: never reaped
 /// by anyone else (an embedding program may run one on its main thread,
 /// where adopted orphans land too).
@@ -171,6 +163,46 @@ void forget_program(pid_t pid) {
   live_programs.erase(pid);
 }
 
+/// Makes this process the reaper of its descendants' orphans (once), so
+/// that a process that left its run's group (`setsid`) comes back to the
+/// thread that started the run when its parent dies, instead of to init.
+void become_subreaper() {
+  static std::once_flag once;
+  std::call_once(once, [] { ::prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); });
+}
+
+bool detach_child(pid_t agent_pid) {
+  ::setsid();
+  // The signal survives exec. A parent already gone before this line is
+  // caught by the pid check.
+  ::prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+  if (::getppid() != agent_pid) return false;
+  sigset_t none;
+  sigemptyset(&none);
+  ::sigprocmask(SIG_SETMASK, &none, nullptr);
+  struct sigaction dfl {};
+  dfl.sa_handler = SIG_DFL;
+  for (int sig = 1; sig < NSIG; ++sig)
+    if (sig != SIGKILL && sig != SIGSTOP) ::sigaction(sig, &dfl, nullptr);
+  return true;
+}
+
+size_t poll_inputs(const int* fds, size_t n, int timeout_ms,
+                   const std::function<void(size_t)>& on_ready) {
+  std::vector<pollfd> pfds;
+  std::vector<size_t> index;
+  for (size_t i = 0; i < n; ++i)
+    if (fds[i] >= 0) {
+      pfds.push_back(pollfd{fds[i], POLLIN, 0});
+      index.push_back(i);
+    }
+  if (pfds.empty()) return 0;
+  int ready = ::poll(pfds.data(), static_cast<nfds_t>(pfds.size()), timeout_ms);
+  for (size_t k = 0; ready > 0 && k < pfds.size(); ++k)
+    if ((pfds[k].revents & (POLLIN | POLLHUP | POLLERR)) != 0) on_ready(index[k]);
+  return pfds.size();
+}
+
 } // namespace detail
 
 std::string process_outcome::describe() const {
@@ -254,7 +286,7 @@ process_outcome run_process(const process_spec& spec, log_sink& log,
     return out;
   }
 
-  become_subreaper();
+  detail::become_subreaper();
   pid_t agent_pid = ::getpid();
   pid_t pid = detail::fork_tracked();
   if (pid < 0) {
@@ -265,24 +297,12 @@ process_outcome run_process(const process_spec& spec, log_sink& log,
     return out;
   }
   if (pid == 0) {
-    // Child: async-signal-safe calls only. A session of its own (and so a
-    // group, and no controlling terminal): every process the plan starts
-    // stays outside the agent's session, which is how the agent tells them
-    // from the embedding program's own children.
-    ::setsid();
+    // Child: async-signal-safe calls only. A session of its own: every
+    // process the plan starts stays outside the agent's session, which is
+    // how the agent tells them from the embedding program's own children.
     // If the agent dies (kill -9, OOM), the plan's process dies with it
-    // rather than run on unwatched. The signal comes when the forking thread
-    // ends, which waits for this process; it survives exec. A parent already
-    // gone before this line is caught by the pid check.
-    ::prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
-    if (::getppid() != agent_pid) ::_exit(128 + SIGKILL);
-    sigset_t none;
-    sigemptyset(&none);
-    ::sigprocmask(SIG_SETMASK, &none, nullptr);
-    struct sigaction dfl {};
-    dfl.sa_handler = SIG_DFL;
-    for (int sig = 1; sig < NSIG; ++sig)
-      if (sig != SIGKILL && sig != SIGSTOP) ::sigaction(sig, &dfl, nullptr);
+    // rather than run on unwatched.
+    if (!detail::detach_child(agent_pid)) ::_exit(128 + SIGKILL);
     int devnull = ::open("/dev/null", O_RDONLY);
     if (devnull >= 0) ::dup2(devnull, 0);
     ::dup2(out_pipe[1], 1);
@@ -347,27 +367,15 @@ process_outcome run_process(const process_spec& spec, log_sink& log,
   std::chrono::milliseconds idle_wait{1};
 
   for (;;) {
-    pollfd pfds[2];
-    int nfds = 0;
-    int index[2];
-    for (int i = 0; i < 2; ++i)
-      if (fds[i] >= 0) {
-        pfds[nfds] = pollfd{fds[i], POLLIN, 0};
-        index[nfds++] = i;
-      }
-    if (nfds == 0 && reaped) break;
-    if (nfds > 0) {
-      int ready = ::poll(pfds, static_cast<nfds_t>(nfds), 50);
-      for (int k = 0; ready > 0 && k < nfds; ++k) {
-        if ((pfds[k].revents & (POLLIN | POLLHUP | POLLERR)) == 0) continue;
-        auto i = index[k];
-        auto got = ::read(fds[i], buf.data(), buf.size());
-        if (got > 0)
-          log.write(streams[i], std::string_view{buf.data(), static_cast<size_t>(got)});
-        else if (got == 0 || (errno != EINTR && errno != EAGAIN))
-          close_fd(fds[i]);
-      }
-    } else {
+    auto open = detail::poll_inputs(fds, 2, 50, [&](size_t i) {
+      auto got = ::read(fds[i], buf.data(), buf.size());
+      if (got > 0)
+        log.write(streams[i], std::string_view{buf.data(), static_cast<size_t>(got)});
+      else if (got == 0 || (errno != EINTR && errno != EAGAIN))
+        close_fd(fds[i]);
+    });
+    if (open == 0 && reaped) break;
+    if (open == 0) {
       // Pipes are closed but the program still runs: wait without spinning,
       // briefly at first because the exit usually follows the close at once.
       cancel.wait_for(idle_wait);

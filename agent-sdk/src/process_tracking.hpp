@@ -1,11 +1,15 @@
-// The children the SDK reaps itself: programs `run_process` started and
-// isolated plugin runs (isolated_run.hpp). `reap_adopted_orphans` leaves
-// them alone, so that only the thread that started one collects its exit
-// status.
+// What `run_process` and isolated plugin runs (isolated_run.hpp) share about
+// the children they fork: the ones the SDK reaps itself (so that
+// `reap_adopted_orphans` leaves them alone and only the thread that started
+// one collects its exit status), the child's first steps, and the parent's
+// wait for its output.
 //
-// Thread-safety: both functions may be called from any thread.
+// Thread-safety: every function may be called from any thread;
+// `detach_child` only in a freshly forked child.
 #pragma once
 
+#include <cstddef>
+#include <functional>
 #include <sys/types.h>
 
 namespace polymesh::sdk::detail {
@@ -15,5 +19,21 @@ namespace polymesh::sdk::detail {
 pid_t fork_tracked();
 /// Forgets `pid` once that thread reaped it.
 void forget_program(pid_t pid);
+/// Makes this process the reaper of its descendants' orphans (once), so
+/// that a process that left its run's group comes back to the agent.
+void become_subreaper();
+
+/// In a child just forked by a thread of `agent_pid`: a session (and so a
+/// process group, and no controlling terminal) of its own; death when the
+/// forking thread ends (it waits for the child, so that means the agent
+/// died); no blocked signal and every handler at its default.
+/// Async-signal-safe. False when the agent is gone already.
+[[nodiscard]] bool detach_child(pid_t agent_pid);
+
+/// Polls the descriptors among `fds[0..n)` that are open (>= 0) for input,
+/// up to `timeout_ms`, and calls `on_ready(i)` for each one readable, hung
+/// up or in error. Returns how many were open; with none it does not wait.
+size_t poll_inputs(const int* fds, size_t n, int timeout_ms,
+                   const std::function<void(size_t)>& on_ready);
 
 } // namespace polymesh::sdk::detail
