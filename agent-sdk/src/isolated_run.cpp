@@ -1,23 +1,21 @@
-// A plugin plan's run in a forked child: the frames it sends, the parent's
-// loop that reads them, and how the child's end becomes the run's outcome.
+// A plugin plan's run in a host process: its start (fork, then exec of
+// mesh-plugin-host with the run's spec), the agent's loop that reads its
+// frames, and how the host's end becomes the run's outcome.
 #include "isolated_run.hpp"
 
+#include "isolation_wire.hpp"
 #include "mesh/domain/log.hpp"
 #include "polymesh/sdk/process.hpp"
 #include "process_tracking.hpp"
 
 #include <algorithm>
 #include <cerrno>
-#include <climits>
 #include <csignal>
-#include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <dirent.h>
 #include <fcntl.h>
-#include <mutex>
-#include <poll.h>
-#include <stdio_ext.h>
+#include <filesystem>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -29,26 +27,10 @@ namespace polymesh::sdk {
 
 namespace {
 
+using namespace detail;
 using steady = std::chrono::steady_clock;
 
-/// Frame types, the first byte of a frame's header.
-enum frame_type : char {
-  frame_stdout = 'o',
-  frame_stderr = 'e',
-  frame_progress = 'p',
-  frame_result = 'r',
-};
-
-/// A frame: type (1 byte), payload length (4 bytes, host order), payload.
-constexpr size_t header_size = 5;
-/// Output is sent in frames of at most this size.
-constexpr size_t max_output_frame = 64 * 1024;
-/// A larger frame means the pipe does not carry frames any more (something
-/// in the child wrote to it): the child is stopped.
-constexpr uint32_t max_frame = 64U * 1024 * 1024;
-/// The child's exit status when the agent is gone (its pipe broke).
-constexpr int parent_gone_status = 125;
-/// After the child was reaped, how long descendants that escaped its group
+/// After the host was reaped, how long descendants that escaped its group
 /// may hold its stdout and stderr open.
 constexpr std::chrono::milliseconds pipe_drain_limit{2000};
 
@@ -57,132 +39,28 @@ void close_fd(int& fd) {
   fd = -1;
 }
 
-/// The child's side: what its callbacks write to and read from. Built by
-/// the parent before `fork`, used only in the child (its mutex is never
-/// locked in the parent).
-struct child_channel {
-  int frames = -1;
-  int cancel = -1;
-  std::mutex mtx;
-  int reason = POLYMESH_NOT_CANCELED;
-};
-
-/// Writes all of `data`; ends the child when the agent is gone.
-void write_all(int fd, const char* data, size_t len) {
-  while (len > 0) {
-    auto n = ::write(fd, data, len);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) ::_exit(parent_gone_status);
-    data += n;
-    len -= static_cast<size_t>(n);
-  }
-}
-
-/// Sends one frame of `a` followed by `b`. REQUIRES: `ch.mtx` held.
-void send_frame(child_channel& ch, char type, std::string_view a,
-                std::string_view b = {}) {
-  char header[header_size];
-  header[0] = type;
-  auto len = static_cast<uint32_t>(a.size() + b.size());
-  std::memcpy(header + 1, &len, sizeof len);
-  write_all(ch.frames, header, sizeof header);
-  write_all(ch.frames, a.data(), a.size());
-  write_all(ch.frames, b.data(), b.size());
-}
-
-void child_log(void* host, int stream, const char* data, size_t len) {
-  auto& ch = *static_cast<child_channel*>(host);
-  if (!data) return;
-  std::lock_guard<std::mutex> guard{ch.mtx};
-  for (size_t at = 0; at < len; at += max_output_frame)
-    send_frame(ch, stream == POLYMESH_STDERR ? frame_stderr : frame_stdout,
-               std::string_view{data + at, std::min(max_output_frame, len - at)});
-}
-
-int child_wait_canceled(void* host, int64_t timeout_ms) {
-  auto& ch = *static_cast<child_channel*>(host);
-  {
-    std::lock_guard<std::mutex> guard{ch.mtx};
-    if (ch.reason != POLYMESH_NOT_CANCELED) return ch.reason;
-  }
-  // The parent writes the reason and then closes its end, so that every
-  // thread of the run waiting here wakes up.
-  pollfd p{ch.cancel, POLLIN, 0};
-  auto until =
-      steady::now() + std::chrono::milliseconds{std::max<int64_t>(timeout_ms, 0)};
-  for (;;) {
-    auto left =
-        std::chrono::duration_cast<std::chrono::milliseconds>(until - steady::now());
-    auto wait = static_cast<int>(std::clamp<int64_t>(left.count(), 0, INT_MAX));
-    int ready = ::poll(&p, 1, wait);
-    if (ready < 0 && errno == EINTR) continue;
-    if (ready > 0 && (p.revents & POLLNVAL) != 0) {
-      // The plan closed the descriptor: no cancel can come; wait out the time.
-      struct timespec ts {
-        wait / 1000, static_cast<long>(wait % 1000) * 1000000L
-      };
-      while (::nanosleep(&ts, &ts) != 0 && errno == EINTR) {
-      }
-      break;
-    }
-    if (ready != 0 || wait == 0) break;
-  }
-  std::lock_guard<std::mutex> guard{ch.mtx};
-  if (ch.reason == POLYMESH_NOT_CANCELED) {
-    char reason = 0;
-    auto n = ::read(ch.cancel, &reason, 1);
-    if (n == 1)
-      ch.reason = reason;
-    else if (n == 0) // the agent is gone without a word
-      ch.reason = POLYMESH_AGENT_SHUTDOWN;
-  }
-  return ch.reason;
-}
-
-void child_progress(void* host, const char* message) {
-  auto& ch = *static_cast<child_channel*>(host);
-  std::lock_guard<std::mutex> guard{ch.mtx};
-  send_frame(ch, frame_progress, message ? message : "");
-}
-
-void child_set_result(void* host, int ok, int has_exit_code, int64_t exit_code,
-                      const char* result, const char* error) {
-  auto& ch = *static_cast<child_channel*>(host);
-  std::string_view res = result ? result : "";
-  std::string_view err = error ? error : "";
-  // ok (1), has_exit_code (1), exit_code (8), result length (4), result, error.
-  char fixed[14];
-  fixed[0] = ok != 0 ? 1 : 0;
-  fixed[1] = has_exit_code != 0 ? 1 : 0;
-  std::memcpy(fixed + 2, &exit_code, sizeof exit_code);
-  auto res_len = static_cast<uint32_t>(res.size());
-  std::memcpy(fixed + 10, &res_len, sizeof res_len);
-  std::string body{fixed, sizeof fixed};
-  body.append(res);
-  std::lock_guard<std::mutex> guard{ch.mtx};
-  send_frame(ch, frame_result, body, err);
-}
-
-/// The parent's side: frames read so far and what they said.
+/// The agent's side: frames read so far and what they said.
 struct frame_reader {
   std::string buf;
   bool has_result = false;
   plan_result result;
   bool malformed = false;
+  /// The errno of a failed `execve` of the host, or 0.
+  int exec_errno = 0;
 
   /// Applies every complete frame in `buf` to the run.
   void drain(run_context& ctx) {
     size_t at = 0;
-    while (!malformed && buf.size() - at >= header_size) {
+    while (!malformed && buf.size() - at >= frame_header_size) {
       uint32_t len = 0;
       std::memcpy(&len, buf.data() + at + 1, sizeof len);
       if (len > max_frame) {
         malformed = true;
         break;
       }
-      if (buf.size() - at - header_size < len) break;
-      apply(buf[at], std::string_view{buf.data() + at + header_size, len}, ctx);
-      at += header_size + len;
+      if (buf.size() - at - frame_header_size < len) break;
+      apply(buf[at], std::string_view{buf.data() + at + frame_header_size, len}, ctx);
+      at += frame_header_size + len;
     }
     buf.erase(0, at);
   }
@@ -208,73 +86,58 @@ struct frame_reader {
       result.error = std::string{body.substr(14 + res_len)};
       return;
     }
+    case frame_exec_failed:
+      if (body.size() != sizeof exec_errno) break;
+      std::memcpy(&exec_errno, body.data(), sizeof exec_errno);
+      return;
     default: break;
     }
     malformed = true;
   }
 };
 
-/// In the child: closes every pipe and socket but its own two and its
-/// stdio. Pipes of other runs in flight when it was forked (a program's
-/// exec-status pipe above all, whose reader waits for its end to close) and
-/// the agent's connections to the mesh would otherwise stay open as long as
-/// this child runs. Pipes and sockets a plugin opened at `create` go too
-/// (plugins.md says so). Allocates nothing: another thread of the agent may
-/// have held the allocator's lock at the fork.
-void close_inherited_fds(const child_channel& ch) {
-  int dir = ::open("/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dir < 0) return;
-  alignas(8) char buf[4096];
-  for (;;) {
-    auto n = ::syscall(SYS_getdents64, dir, buf, sizeof buf);
-    if (n <= 0) break;
-    for (long at = 0; at < n;) {
-      auto* e = reinterpret_cast<const struct dirent64*>(buf + at);
-      at += e->d_reclen;
-      int fd = 0;
-      const char* c = e->d_name;
-      if (*c < '0' || *c > '9') continue;
-      for (; *c >= '0' && *c <= '9'; ++c)
-        fd = fd * 10 + (*c - '0');
-      if (fd < 3 || fd == dir || fd == ch.frames || fd == ch.cancel) continue;
-      struct stat st {};
-      if (::fstat(fd, &st) == 0 && (S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode)))
-        ::close(fd);
-    }
-  }
-  ::close(dir);
+/// In the child, after `fork`, before `exec`: reports the failed `execve`'s
+/// errno as a frame and ends. Async-signal-safe.
+[[noreturn]] void exec_failed(int frames_fd) {
+  int err = errno;
+  char frame[frame_header_size + sizeof err];
+  frame[0] = frame_exec_failed;
+  uint32_t len = sizeof err;
+  std::memcpy(frame + 1, &len, sizeof len);
+  std::memcpy(frame + frame_header_size, &err, sizeof err);
+  (void)!::write(frames_fd, frame, sizeof frame);
+  ::_exit(127);
 }
 
-/// In the child, after `fork`: the plan's run, then `_exit`. Never returns.
-[[noreturn]] void child_main(const polymesh_plan_v1& table, void* instance,
-                             polymesh_run_v1& r, child_channel& ch, int out_fd,
-                             int err_fd, pid_t agent_pid) {
-  // A session of its own, so that the agent can end the child with every
-  // process it started; dead with the agent.
-  if (!detail::detach_child(agent_pid)) ::_exit(parent_gone_status);
-  // As in the agent: a write to a closed pipe or socket is an EPIPE for the
-  // plan to handle, not its death.
-  struct sigaction ign {};
-  ign.sa_handler = SIG_IGN;
-  ::sigaction(SIGPIPE, &ign, nullptr);
-  // Whatever the agent had buffered is the agent's, not the run's; the
-  // plan's output reaches the log as it is printed, also before a crash
-  // (unbuffered: after `__fpurge` glibc keeps a stream's old buffering).
-  ::__fpurge(stdout);
-  ::__fpurge(stderr);
-  ::setvbuf(stdout, nullptr, _IONBF, 0);
-  int devnull = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
-  if (devnull > 0) {
-    ::dup2(devnull, 0);
-    ::close(devnull);
+/// The memory file the host reads its spec from, rewound; -1 and errno on
+/// failure.
+int spec_file(const std::string& bytes) {
+  int fd = ::memfd_create("polymesh-run-spec", MFD_CLOEXEC);
+  if (fd < 0) return -1;
+  for (size_t at = 0; at < bytes.size();) {
+    auto n = ::write(fd, bytes.data() + at, bytes.size() - at);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      int err = n < 0 ? errno : EIO;
+      ::close(fd);
+      errno = err;
+      return -1;
+    }
+    at += static_cast<size_t>(n);
   }
-  ::dup2(out_fd, 1);
-  ::dup2(err_fd, 2);
-  close_inherited_fds(ch);
-  table.run(instance, &r);
-  std::fflush(stdout);
-  std::fflush(stderr);
-  ::_exit(0);
+  if (::lseek(fd, 0, SEEK_SET) != 0) {
+    int err = errno;
+    ::close(fd);
+    errno = err;
+    return -1;
+  }
+  return fd;
+}
+
+bool is_executable_file(const std::string& path) {
+  struct stat st {};
+  return ::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode) &&
+         ::access(path.c_str(), X_OK) == 0;
 }
 
 } // namespace
@@ -307,30 +170,69 @@ std::chrono::milliseconds isolated_stop_limit(std::chrono::milliseconds kill_gra
   return 2 * kill_grace + std::chrono::milliseconds{1000};
 }
 
-plan_result run_isolated(const polymesh_plan_v1& table, void* instance,
-                         run_context& ctx) {
+std::optional<std::string> find_plugin_host(std::string* error) {
+  if (const char* env = std::getenv("POLYMESH_PLUGIN_HOST"); env && *env) {
+    if (is_executable_file(env)) return std::string{env};
+    if (error)
+      *error = std::string{"POLYMESH_PLUGIN_HOST="} + env + " is not an executable file";
+    return std::nullopt;
+  }
+  std::vector<std::string> tried;
+  std::error_code ec;
+  auto self = std::filesystem::read_symlink("/proc/self/exe", ec);
+  if (!ec) {
+    auto dir = self.parent_path();
+    tried.push_back((dir / "mesh-plugin-host").string());
+    tried.push_back((dir / POLYMESH_PLUGIN_HOST_FROM_BINDIR).lexically_normal().string());
+  }
+  tried.emplace_back(POLYMESH_PLUGIN_HOST_INSTALLED);
+  for (auto& path : tried)
+    if (is_executable_file(path)) return path;
+  if (error) {
+    std::string where;
+    for (size_t i = 0; i < tried.size(); ++i)
+      where += (i == 0 ? "" : i + 1 == tried.size() ? " or " : ", ") + tried[i];
+    *error = "isolation 'process' runs each plan in mesh-plugin-host, which is not at " +
+             where +
+             "; install it, set POLYMESH_PLUGIN_HOST to its path, or load the "
+             "plugin with isolation: none";
+  }
+  return std::nullopt;
+}
+
+plan_result run_isolated(const isolated_plan& which, run_context& ctx) {
   auto failure = [&](const std::string& why) {
     return plan_result::failure("plugin plan '" + ctx.plan + "' " + why);
   };
   plugin_run_args args{ctx};
   auto r = args.fill(ctx);
-  child_channel ch;
-  r.host = &ch;
-  r.log = &child_log;
-  r.wait_canceled = &child_wait_canceled;
-  r.progress = &child_progress;
-  r.set_result = &child_set_result;
+  detail::host_run_spec spec;
+  spec.plugin_path = which.plugin_path;
+  spec.plan_name = which.plan_name;
+  spec.settings_json = which.settings_json;
+  spec.run_id = ctx.run_id;
+  spec.run_plan = ctx.plan;
+  spec.params_json = r.params_json;
+  spec.payload = ctx.payload;
+  spec.work_dir = r.work_dir;
+  spec.artifacts_dir = r.artifacts_dir;
+  spec.deadline_ms = r.deadline_ms;
+  spec.kill_grace_ms = r.kill_grace_ms;
 
+  int spec_fd = spec_file(detail::encode(spec));
+  if (spec_fd < 0)
+    return failure(std::string{"could not start: cannot write its spec: "} +
+                   std::strerror(errno));
   int frames[2] = {-1, -1};
   int cancel[2] = {-1, -1};
   int out[2] = {-1, -1};
   int err[2] = {-1, -1};
   auto close_all = [&] {
-    for (int* fd : {&frames[0], &frames[1], &cancel[0], &cancel[1], &out[0], &out[1],
-                    &err[0], &err[1]})
+    for (int* fd : {&spec_fd, &frames[0], &frames[1], &cancel[0], &cancel[1], &out[0],
+                    &out[1], &err[0], &err[1]})
       close_fd(*fd);
   };
-  // The cancel goes over a socket: a send to a child that is gone is an
+  // The cancel goes over a socket: a send to a host that is gone is an
   // error here (MSG_NOSIGNAL), not a SIGPIPE for the agent.
   if (::pipe2(frames, O_CLOEXEC) != 0 ||
       ::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, cancel) != 0 ||
@@ -340,9 +242,9 @@ plan_result run_isolated(const polymesh_plan_v1& table, void* instance,
     close_all();
     return failure(why);
   }
-  ch.frames = frames[1];
-  ch.cancel = cancel[0];
-  // Processes the plan started and left behind when the child died come
+  char* argv[] = {const_cast<char*>(which.host.c_str()), const_cast<char*>(host_argument),
+                  nullptr};
+  // Processes the plan started and left behind when the host died come
   // back here (the agent's run threads reap and end them, process.hpp).
   detail::become_subreaper();
   pid_t agent_pid = ::getpid();
@@ -352,8 +254,27 @@ plan_result run_isolated(const polymesh_plan_v1& table, void* instance,
     close_all();
     return failure(why);
   }
-  if (pid == 0) child_main(table, instance, r, ch, out[1], err[1], agent_pid);
+  if (pid == 0) {
+    // Child: async-signal-safe calls only, then the host's `exec`. A
+    // session of its own, so that the agent can end the host with every
+    // process it started; dead with the agent.
+    if (!detail::detach_child(agent_pid)) ::_exit(125);
+    // Every source first moves above the targets: a source may sit on
+    // another's target, and `dup2` onto itself would keep its close-on-exec.
+    const int from[] = {spec_fd, out[1], err[1], frames[1], cancel[0]};
+    int high[5];
+    for (int i = 0; i < 5; ++i)
+      if ((high[i] = ::fcntl(from[i], F_DUPFD_CLOEXEC, 10)) < 0) exec_failed(frames[1]);
+    for (int i = 0; i < 5; ++i)
+      if (::dup2(high[i], i) < 0) exec_failed(high[3]);
+    // Nothing else of the agent reaches the host: its connections, other
+    // runs' pipes, descriptors it was started with.
+    detail::close_on_exec_from(5);
+    ::execve(argv[0], argv, environ);
+    exec_failed(detail::host_frames_fd);
+  }
 
+  close_fd(spec_fd);
   close_fd(frames[1]);
   close_fd(cancel[0]);
   close_fd(out[1]);
@@ -437,6 +358,9 @@ plan_result run_isolated(const polymesh_plan_v1& table, void* instance,
   detail::forget_program(pid);
   reap_adopted_orphans();
 
+  if (frames_in.exec_errno != 0)
+    return failure("could not start: cannot run " + which.host + ": " +
+                   std::strerror(frames_in.exec_errno));
   if (frames_in.malformed)
     return failure("wrote something other than its reports to the agent's pipe; stopped");
   if (killed && !status_lost && WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL)

@@ -63,15 +63,17 @@ void host_set_result(void* host, int ok, int has_exit_code, int64_t exit_code,
 /// A plan living in a plugin.
 class plugin_plan final : public plan {
 public:
-  plugin_plan(polymesh_plan_v1 table, void* instance, plugin_isolation isolation)
+  /// `isolated` names the host and what it runs, for isolation `process`;
+  /// none for `none`.
+  plugin_plan(polymesh_plan_v1 table, void* instance,
+              std::optional<isolated_plan> isolated)
       : table_(table)
       , instance_(instance)
-      , isolation_(isolation) {}
+      , isolated_(std::move(isolated)) {}
   ~plugin_plan() override { table_.destroy(instance_); }
 
   plan_result run(run_context& ctx) override {
-    if (isolation_ == plugin_isolation::process)
-      return run_isolated(table_, instance_, ctx);
+    if (isolated_) return run_isolated(*isolated_, ctx);
     run_state st;
     st.ctx = &ctx;
     plugin_run_args args{ctx};
@@ -91,13 +93,15 @@ public:
 private:
   polymesh_plan_v1 table_;
   void* instance_;
-  plugin_isolation isolation_;
+  std::optional<isolated_plan> isolated_;
 };
 
 /// Behind `polymesh_host_v1::host` while a plugin registers its plans.
 struct registration {
   std::string path;
   plugin_isolation isolation = plugin_isolation::process;
+  /// The `mesh-plugin-host` for isolation `process`.
+  std::string host;
   plan_catalog* catalog = nullptr;
   std::vector<std::string> added;
   std::string error;
@@ -112,9 +116,9 @@ int host_add_plan(void* host, const polymesh_plan_v1* p) {
   }
   polymesh_plan_v1 table = *p;
   std::string name = p->name;
-  auto factory = [table, name, isolation = reg->isolation](
-                     const nlohmann::json& settings,
-                     const std::string& key) -> std::shared_ptr<plan> {
+  auto factory = [table, name, isolation = reg->isolation, host = reg->host,
+                  path = reg->path](const nlohmann::json& settings,
+                                    const std::string& key) -> std::shared_ptr<plan> {
     char error[1024] = {};
     auto text = settings.is_null() ? std::string{"{}"} : settings.dump();
     void* instance = table.create(table.plan_data, text.c_str(), error, sizeof error);
@@ -130,7 +134,10 @@ int host_add_plan(void* host, const polymesh_plan_v1* p) {
       }
       throw config_error(key, text);
     }
-    return std::make_shared<plugin_plan>(table, instance, isolation);
+    std::optional<isolated_plan> isolated;
+    if (isolation == plugin_isolation::process)
+      isolated = isolated_plan{host, path, name, text};
+    return std::make_shared<plugin_plan>(table, instance, std::move(isolated));
   };
   auto err =
       reg->catalog->add(name, p->description ? p->description : "", factory, reg->path);
@@ -156,6 +163,13 @@ std::optional<plugin_isolation> parse_plugin_isolation(const std::string& text) 
 
 std::string load_plugin(const std::string& path, plan_catalog& catalog,
                         std::vector<std::string>* added, plugin_isolation isolation) {
+  std::string host_program;
+  if (isolation == plugin_isolation::process) {
+    std::string why;
+    auto found = find_plugin_host(&why);
+    if (!found) return "plugin " + path + ": " + why;
+    host_program = *found;
+  }
   void* lib = ::dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
   if (!lib) {
     const char* why = ::dlerror();
@@ -175,6 +189,7 @@ std::string load_plugin(const std::string& path, plan_catalog& catalog,
   registration reg;
   reg.path = path;
   reg.isolation = isolation;
+  reg.host = host_program;
   reg.catalog = &scratch;
   polymesh_host_v1 host{POLYMESH_PLUGIN_ABI_VERSION, &reg, &host_add_plan};
   auto version = entry(&host);

@@ -187,6 +187,14 @@ bool detach_child(pid_t agent_pid) {
   return true;
 }
 
+void close_on_exec_from(unsigned first) {
+  if (::syscall(SYS_close_range, first, ~0U, close_range_cloexec) == 0) return;
+  struct rlimit nofile {};
+  rlim_t top = ::getrlimit(RLIMIT_NOFILE, &nofile) == 0 ? nofile.rlim_cur : 1024;
+  for (rlim_t fd = first; fd < std::min<rlim_t>(top, 65536); ++fd)
+    ::fcntl(static_cast<int>(fd), F_SETFD, FD_CLOEXEC);
+}
+
 size_t poll_inputs(const int* fds, size_t n, int timeout_ms,
                    const std::function<void(size_t)>& on_ready) {
   std::vector<pollfd> pfds;
@@ -310,12 +318,7 @@ process_outcome run_process(const process_spec& spec, log_sink& log,
     // Nothing but stdin, stdout and stderr reaches the plan: descriptors the
     // agent was started with (a launcher's, a config file's) close at exec.
     // `exec_pipe[1]` stays usable until then to report a failure.
-    if (::syscall(SYS_close_range, 3U, ~0U, close_range_cloexec) != 0) {
-      struct rlimit nofile {};
-      rlim_t top = ::getrlimit(RLIMIT_NOFILE, &nofile) == 0 ? nofile.rlim_cur : 1024;
-      for (rlim_t fd = 3; fd < std::min<rlim_t>(top, 65536); ++fd)
-        ::fcntl(static_cast<int>(fd), F_SETFD, FD_CLOEXEC);
-    }
+    detail::close_on_exec_from(3);
     if (cwd && ::chdir(cwd) != 0) child_fail(exec_pipe[1], 1);
     for (auto& l : spec.limits) {
       struct rlimit rl {

@@ -30,6 +30,11 @@ void become_subreaper();
 /// Async-signal-safe. False when the agent is gone already.
 [[nodiscard]] bool detach_child(pid_t agent_pid);
 
+/// Marks every descriptor from `first` up close-on-exec (`close_range`,
+/// with a loop over the descriptor limit before Linux 5.11).
+/// Async-signal-safe.
+void close_on_exec_from(unsigned first);
+
 /// Polls the descriptors among `fds[0..n)` that are open (>= 0) for input,
 /// up to `timeout_ms`, and calls `on_ready(i)` for each one readable, hung
 /// up or in error. Returns how many were open; with none it does not wait.

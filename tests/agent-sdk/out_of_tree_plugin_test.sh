@@ -24,3 +24,19 @@ echo "$out"
 grep -Eq "^hello[[:space:]]+$tmp/build/my_plugin.so" <<<"$out"
 test -f "$tmp/prefix/lib/polymesh/polymesh_hello_plugin.so" || test -f "$tmp/prefix/lib64/polymesh/polymesh_hello_plugin.so"
 test -x "$tmp/prefix/bin/meshd" && test -x "$tmp/prefix/bin/meshctl"
+# Isolated runs (the default) start the host installed beside the agent;
+# a copy of mesh-agent without it is refused at start, saying where it looked.
+test -x "$tmp/prefix/libexec/polymesh/mesh-plugin-host"
+mkdir "$tmp/lonely"
+cp "$tmp/prefix/bin/mesh-agent" "$tmp/lonely/"
+installed_host=$(strings "$tmp/lonely/mesh-agent" | grep -m1 '^/.*/polymesh/mesh-plugin-host$' || true)
+[[ -n $installed_host ]] || { echo "mesh-agent names no installed mesh-plugin-host"; exit 1; }
+if [[ ! -e $installed_host ]]; then # else a system-wide install would be found
+  if "$tmp/lonely/mesh-agent" --config "$tmp/agent.yaml" --check >"$tmp/lonely.log" 2>&1; then
+    echo "mesh-agent without mesh-plugin-host started:"; cat "$tmp/lonely.log"; exit 1
+  fi
+  grep -Fq "isolation 'process' runs each plan in mesh-plugin-host, which is not at $tmp/lonely/mesh-plugin-host" "$tmp/lonely.log" \
+    || { echo "unexpected message:"; cat "$tmp/lonely.log"; exit 1; }
+  POLYMESH_PLUGIN_HOST="$tmp/prefix/libexec/polymesh/mesh-plugin-host" \
+    "$tmp/lonely/mesh-agent" --config "$tmp/agent.yaml" --check
+fi

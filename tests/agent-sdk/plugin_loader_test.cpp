@@ -1,13 +1,21 @@
 #include "eventually.hpp"
+#include "isolated_run.hpp"
 #include "polymesh/sdk/agent_yaml.hpp"
 #include "polymesh/sdk/plugin_loader.hpp"
 #include "polymesh/sdk/testkit.hpp"
 
+#include <condition_variable>
 #include <csignal>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <dlfcn.h>
 #include <fcntl.h>
+#include <filesystem>
 #include <gtest/gtest.h>
+#include <mutex>
 #include <poll.h>
+#include <sys/wait.h>
 #include <thread>
 #include <unistd.h>
 
@@ -312,4 +320,151 @@ TEST(plugin_isolation, the_child_holds_no_other_pipe) {
   ::close(other[0]);
   waiting.cancel.cancel(cancel_reason::canceled_by_user);
   waiter.join();
+}
+
+namespace {
+
+/// A directory of its own under the temp dir, removed with its files.
+struct temp_dir {
+  std::filesystem::path path;
+  temp_dir() {
+    std::string tmpl =
+        (std::filesystem::temp_directory_path() / "plugin-host-XXXXXX").string();
+    path = ::mkdtemp(tmpl.data());
+  }
+  ~temp_dir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path, ec);
+  }
+};
+
+/// Sets `POLYMESH_PLUGIN_HOST` for its lifetime.
+struct plugin_host_env {
+  explicit plugin_host_env(const std::string& value) {
+    ::setenv("POLYMESH_PLUGIN_HOST", value.c_str(), 1);
+  }
+  ~plugin_host_env() { ::unsetenv("POLYMESH_PLUGIN_HOST"); }
+};
+
+std::string built_plugin_host() {
+  std::string error;
+  auto host = find_plugin_host(&error);
+  EXPECT_TRUE(host) << error;
+  return host.value_or("");
+}
+
+} // namespace
+
+// This test ensures an isolated run is a fresh process, not a copy of the
+// agent: a lock another agent thread holds in a library the plan shares
+// (here the plugin itself) is free in the run. In the agent's process
+// (`none`) the same plan finds it held, which shows the lock really is.
+TEST(plugin_isolation, a_lock_held_in_the_agent_is_free_in_the_run) {
+  auto isolated = misbehaving(plugin_isolation::process);
+  auto shared = misbehaving(plugin_isolation::none);
+  void* lib = ::dlopen(POLYMESH_CRASHING_PLUGIN, RTLD_NOW | RTLD_NOLOAD);
+  ASSERT_NE(lib, nullptr);
+  auto* hold = reinterpret_cast<void (*)(int)>(::dlsym(lib, "crashing_plugin_hold_lock"));
+  ASSERT_NE(hold, nullptr);
+  std::mutex mtx;
+  std::condition_variable cv;
+  bool held = false;
+  bool done = false;
+  std::thread holder{[&] {
+    hold(1);
+    std::unique_lock<std::mutex> lock{mtx};
+    held = true;
+    cv.notify_all();
+    cv.wait(lock, [&] { return done; });
+    hold(0);
+  }};
+  {
+    std::unique_lock<std::mutex> lock{mtx};
+    cv.wait(lock, [&] { return held; });
+  }
+  testkit::scratch_run in_child;
+  auto r = misbehave(isolated, in_child, "lock");
+  EXPECT_TRUE(r.ok) << r.error;
+  EXPECT_EQ(r.result, "locked");
+  testkit::scratch_run in_agent;
+  r = misbehave(shared, in_agent, "lock");
+  EXPECT_EQ(r.error, "the lock is held");
+  {
+    std::lock_guard<std::mutex> lock{mtx};
+    done = true;
+  }
+  cv.notify_all();
+  holder.join();
+  ::dlclose(lib);
+}
+
+// This test ensures a plugin with isolation `process` is refused at load,
+// naming the setting, when POLYMESH_PLUGIN_HOST names no program.
+TEST(plugin_isolation, a_missing_host_program_is_refused_at_load) {
+  temp_dir dir;
+  plugin_host_env env{(dir.path / "nothing-here").string()};
+  plan_catalog catalog;
+  EXPECT_EQ(load_plugin(POLYMESH_CRASHING_PLUGIN, catalog),
+            std::string{"plugin "} + POLYMESH_CRASHING_PLUGIN +
+                ": POLYMESH_PLUGIN_HOST=" + (dir.path / "nothing-here").string() +
+                " is not an executable file");
+  EXPECT_TRUE(catalog.names().empty());
+  EXPECT_EQ(
+      load_plugin(POLYMESH_CRASHING_PLUGIN, catalog, nullptr, plugin_isolation::none),
+      "");
+}
+
+// This test ensures a host program or a plugin that is gone by the time of
+// a run fails that run with a message naming the file, and the next run
+// with them back in place succeeds.
+TEST(plugin_isolation, a_host_or_plugin_gone_since_start_up_fails_the_run_saying_so) {
+  temp_dir dir;
+  auto host = dir.path / "mesh-plugin-host";
+  auto plugin = dir.path / "crashing.so";
+  std::filesystem::copy_file(built_plugin_host(), host);
+  std::filesystem::copy_file(POLYMESH_CRASHING_PLUGIN, plugin);
+  plugin_host_env env{host.string()};
+  plan_catalog catalog;
+  ASSERT_EQ(load_plugin(plugin.string(), catalog), "");
+  auto plans = make_plans(catalog, {{"misbehave", nullptr}});
+
+  std::filesystem::rename(host, dir.path / "moved");
+  testkit::scratch_run no_host;
+  auto r = misbehave(plans, no_host, "");
+  EXPECT_EQ(r.error, "plugin plan 'test' could not start: cannot run " + host.string() +
+                         ": " + std::strerror(ENOENT));
+
+  std::filesystem::rename(dir.path / "moved", host);
+  std::filesystem::rename(plugin, dir.path / "gone.so");
+  testkit::scratch_run no_plugin;
+  r = misbehave(plans, no_plugin, "");
+  EXPECT_EQ(
+      r.error.rfind("plugin plan 'test' could not start in its host process: cannot "
+                    "load plugin " +
+                        plugin.string() + ": ",
+                    0),
+      0u)
+      << r.error;
+
+  std::filesystem::rename(dir.path / "gone.so", plugin);
+  testkit::scratch_run back;
+  r = misbehave(plans, back, "");
+  EXPECT_TRUE(r.ok) << r.error;
+}
+
+// This test ensures the host program, started by hand, says what it is and
+// exits instead of waiting for a spec.
+TEST(plugin_isolation, the_host_program_started_by_hand_says_what_it_is) {
+  auto host = built_plugin_host();
+  auto cmd = host + " </dev/null 2>&1";
+  FILE* p = ::popen(cmd.c_str(), "r");
+  ASSERT_NE(p, nullptr);
+  std::string out;
+  char buf[256];
+  while (auto n = std::fread(buf, 1, sizeof buf, p))
+    out.append(buf, n);
+  int status = ::pclose(p);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 2) << status;
+  EXPECT_EQ(out, "mesh-plugin-host runs one isolated plugin plan for mesh-agent "
+                 "(docs/plugins.md); it is not meant to be started by hand\n");
 }

@@ -13,19 +13,40 @@
 //   "close_fds": logs "waiting", closes every descriptor from 3 up (its
 //                pipes to the agent too), then waits for a cancel that can
 //                no longer come.
+//   "lock": takes the library's test lock within 0.5 s, or fails ("the lock
+//           is held"); the test holds it through
+//           `crashing_plugin_hold_lock`, as another agent thread might hold
+//           a lock in a library the plan shares with the agent.
 #include "polymesh/sdk/plugin.hpp"
 
 #include <atomic>
 #include <cerrno>
+#include <chrono>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <mutex>
 #include <thread>
 #include <unistd.h>
 
 namespace {
 
 using namespace polymesh::sdk;
+
+std::timed_mutex test_lock;
+
+} // namespace
+
+/// Takes (`hold` != 0) or releases the lock the plan's "lock" mode takes.
+extern "C" __attribute__((visibility("default"))) void
+crashing_plugin_hold_lock(int hold) {
+  if (hold)
+    test_lock.lock();
+  else
+    test_lock.unlock();
+}
+
+namespace {
 
 class misbehave_plan final : public plan {
 public:
@@ -58,6 +79,12 @@ public:
       while (!ctx.cancel->wait_for(std::chrono::milliseconds{60000})) {
       }
       return plan_result::success("canceled after all");
+    }
+    if (what == "lock") {
+      if (!test_lock.try_lock_for(std::chrono::milliseconds{500}))
+        return plan_result::failure("the lock is held");
+      test_lock.unlock();
+      return plan_result::success("locked");
     }
     if (what == "print") {
       std::printf("printed to stdout\n");

@@ -15,10 +15,13 @@
  * `polymesh/sdk/plugin.hpp` catches them).
  *
  * Threads: `create` and `destroy` run on the agent's start-up thread; `run`
- * runs on a worker thread per run, concurrently for different runs, or (the
- * agent's default, docs/plugins.md "Isolation") alone in a child process
- * forked from the agent for that run. The callbacks in `polymesh_run_v1`
- * may be called from any thread of that run until `run` returns.
+ * runs on a worker thread per run, concurrently for different runs. With
+ * the agent's default isolation (docs/plugins.md "Isolation") each run is
+ * a process of its own instead (`mesh-plugin-host`): it loads the plugin,
+ * calls `polymesh_plugin_init` and the plan's `create` with the same
+ * settings, then `run`, and ends without `destroy`. The callbacks in
+ * `polymesh_run_v1` may be called from any thread of that run until `run`
+ * returns.
  *
  * Compatibility rule: any change to these structs or their meaning bumps
  * POLYMESH_PLUGIN_ABI_VERSION. */

@@ -5,8 +5,8 @@
 // added to the catalog. A missing file, a missing entry point, a different
 // ABI version or a plan name already taken is refused with an error naming
 // the file. Plugins stay loaded for the life of the process. By default each
-// run of a plugin's plan is a child process forked from the agent
-// (`plugin_isolation`, docs/plugins.md).
+// run of a plugin's plan is a process of its own, `mesh-plugin-host`
+// (`plugin_isolation`, docs/plugins.md), which must then be found at load.
 //
 // Thread-safety: call at start-up, on one thread.
 #pragma once
@@ -22,7 +22,8 @@ namespace polymesh::sdk {
 
 /// Where a plugin's runs execute.
 enum class plugin_isolation : uint8_t {
-  /// Each run in a child process forked from the agent: a crash, an `abort`
+  /// Each run in a process of its own (`mesh-plugin-host`, which loads the
+  /// plugin and creates the plan afresh for that run): a crash, an `abort`
   /// or an `exit` in the plan ends that run as an error, and the agent and
   /// its other runs go on. What a run changes in the plan's memory is not
   /// seen by later runs.

@@ -1,0 +1,251 @@
+// mesh-plugin-host: one run of one plugin plan, in a process of its own
+// (plugin isolation `process`, docs/plugins.md "Isolation").
+//
+// The agent forks and execs this program for each isolated run, so the plan
+// runs in a fresh process: no lock another agent thread held, no copy of the
+// agent's memory, no exit handler of the agent. The host reads the run's
+// spec from stdin (isolation_wire.hpp), loads the plugin, creates the plan
+// with its settings and calls its `run`; its callbacks become frames on
+// fd 3, and a cancel arrives on fd 4. A crash, an `abort` or an `exit` in
+// the plan ends this process, not the agent.
+//
+// It is not meant to be started by hand.
+#include "isolation_wire.hpp"
+#include "polymesh/sdk/plugin_abi.h"
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <climits>
+#include <csignal>
+#include <cstdio>
+#include <cstring>
+#include <dlfcn.h>
+#include <fcntl.h>
+#include <mutex>
+#include <poll.h>
+#include <string>
+#include <unistd.h>
+
+namespace {
+
+using namespace polymesh::sdk::detail;
+using steady = std::chrono::steady_clock;
+
+/// The exit status when the agent is gone (the frames pipe broke).
+constexpr int agent_gone_status = 125;
+
+/// What the run's callbacks write to and read from.
+struct channel {
+  std::mutex mtx;
+  int reason = POLYMESH_NOT_CANCELED;
+};
+
+/// Writes all of `data` to the frames pipe; ends the host when the agent is
+/// gone.
+void write_all(const char* data, size_t len) {
+  while (len > 0) {
+    auto n = ::write(host_frames_fd, data, len);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) ::_exit(agent_gone_status);
+    data += n;
+    len -= static_cast<size_t>(n);
+  }
+}
+
+/// Sends one frame of `a` followed by `b`. REQUIRES: the channel's `mtx`
+/// held, or no other thread.
+void send_frame(char type, std::string_view a, std::string_view b = {}) {
+  char header[frame_header_size];
+  frame_header(header, type, a.size() + b.size());
+  write_all(header, sizeof header);
+  write_all(a.data(), a.size());
+  write_all(b.data(), b.size());
+}
+
+void host_log(void* host, int stream, const char* data, size_t len) {
+  auto& ch = *static_cast<channel*>(host);
+  if (!data) return;
+  std::lock_guard<std::mutex> guard{ch.mtx};
+  for (size_t at = 0; at < len; at += max_output_frame)
+    send_frame(stream == POLYMESH_STDERR ? frame_stderr : frame_stdout,
+               std::string_view{data + at, std::min(max_output_frame, len - at)});
+}
+
+int host_wait_canceled(void* host, int64_t timeout_ms) {
+  auto& ch = *static_cast<channel*>(host);
+  {
+    std::lock_guard<std::mutex> guard{ch.mtx};
+    if (ch.reason != POLYMESH_NOT_CANCELED) return ch.reason;
+  }
+  // The agent writes the reason and then closes its end, so that every
+  // thread of the run waiting here wakes up.
+  pollfd p{host_cancel_fd, POLLIN, 0};
+  auto until =
+      steady::now() + std::chrono::milliseconds{std::max<int64_t>(timeout_ms, 0)};
+  for (;;) {
+    auto left =
+        std::chrono::duration_cast<std::chrono::milliseconds>(until - steady::now());
+    auto wait = static_cast<int>(std::clamp<int64_t>(left.count(), 0, INT_MAX));
+    int ready = ::poll(&p, 1, wait);
+    if (ready < 0 && errno == EINTR) continue;
+    if (ready > 0 && (p.revents & POLLNVAL) != 0) {
+      // The plan closed the descriptor: no cancel can come; wait out the time.
+      struct timespec ts {
+        wait / 1000, static_cast<long>(wait % 1000) * 1000000L
+      };
+      while (::nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+      }
+      break;
+    }
+    if (ready != 0 || wait == 0) break;
+  }
+  std::lock_guard<std::mutex> guard{ch.mtx};
+  if (ch.reason == POLYMESH_NOT_CANCELED) {
+    char reason = 0;
+    auto n = ::read(host_cancel_fd, &reason, 1);
+    if (n == 1)
+      ch.reason = reason;
+    else if (n == 0) // the agent is gone without a word
+      ch.reason = POLYMESH_AGENT_SHUTDOWN;
+  }
+  return ch.reason;
+}
+
+void host_progress(void* host, const char* message) {
+  auto& ch = *static_cast<channel*>(host);
+  std::lock_guard<std::mutex> guard{ch.mtx};
+  send_frame(frame_progress, message ? message : "");
+}
+
+/// The result frame: ok (1), has_exit_code (1), exit_code (8), result
+/// length (4), result, error.
+void send_result(bool ok, bool has_exit_code, int64_t exit_code, std::string_view result,
+                 std::string_view error) {
+  char fixed[14];
+  fixed[0] = ok ? 1 : 0;
+  fixed[1] = has_exit_code ? 1 : 0;
+  std::memcpy(fixed + 2, &exit_code, sizeof exit_code);
+  auto res_len = static_cast<uint32_t>(result.size());
+  std::memcpy(fixed + 10, &res_len, sizeof res_len);
+  std::string body{fixed, sizeof fixed};
+  body.append(result);
+  send_frame(frame_result, body, error);
+}
+
+void host_set_result(void* host, int ok, int has_exit_code, int64_t exit_code,
+                     const char* result, const char* error) {
+  auto& ch = *static_cast<channel*>(host);
+  std::lock_guard<std::mutex> guard{ch.mtx};
+  send_result(ok != 0, has_exit_code != 0, exit_code, result ? result : "",
+              error ? error : "");
+}
+
+/// Ends the run as a failure that says why the plan could not start here.
+[[noreturn]] void fail(const std::string& plan, const std::string& why) {
+  send_result(false, false, 0, "",
+              "plugin plan '" + plan + "' could not start in its host process: " + why);
+  ::_exit(0);
+}
+
+/// Behind `polymesh_host_v1::host` while the plugin registers its plans:
+/// keeps the table of the one plan this run needs.
+struct wanted_plan {
+  const std::string* name = nullptr;
+  bool found = false;
+  polymesh_plan_v1 table{};
+};
+
+int keep_wanted_plan(void* host, const polymesh_plan_v1* p) {
+  auto& want = *static_cast<wanted_plan*>(host);
+  if (p && p->name && p->create && p->run && *want.name == p->name) {
+    want.found = true;
+    want.table = *p;
+  }
+  return 0;
+}
+
+std::string read_stdin() {
+  std::string bytes;
+  char buf[64 * 1024];
+  for (;;) {
+    auto n = ::read(0, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    bytes.append(buf, static_cast<size_t>(n));
+  }
+  return bytes;
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+  // Started by hand: say what this is instead of waiting for a spec.
+  if (argc != 2 || std::string_view{argv[1]} != host_argument) {
+    std::fprintf(stderr, "mesh-plugin-host runs one isolated plugin plan for mesh-agent "
+                         "(docs/plugins.md); it is not meant to be started by hand\n");
+    return 2;
+  }
+  auto spec = decode_host_run_spec(read_stdin());
+  int devnull = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+  if (devnull > 0) {
+    ::dup2(devnull, 0);
+    ::close(devnull);
+  }
+  // As in the agent: a write to a closed pipe or socket is an EPIPE for the
+  // plan to handle, not its death.
+  std::signal(SIGPIPE, SIG_IGN);
+  // The plan's output reaches the log as it is printed, also before a crash.
+  std::setvbuf(stdout, nullptr, _IONBF, 0);
+  if (!spec) fail("?", "the run's spec on stdin is not one this host reads");
+
+  void* lib = ::dlopen(spec->plugin_path.c_str(), RTLD_NOW | RTLD_LOCAL);
+  if (!lib) {
+    const char* why = ::dlerror();
+    fail(spec->run_plan, "cannot load plugin " + spec->plugin_path + ": " +
+                             (why ? why : "unknown error"));
+  }
+  auto* entry = reinterpret_cast<polymesh_plugin_init_fn>(
+      ::dlsym(lib, POLYMESH_PLUGIN_ENTRY_SYMBOL));
+  if (!entry)
+    fail(spec->run_plan, "plugin " + spec->plugin_path + " has no '" +
+                             POLYMESH_PLUGIN_ENTRY_SYMBOL + "' entry point");
+  wanted_plan want;
+  want.name = &spec->plan_name;
+  polymesh_host_v1 host{POLYMESH_PLUGIN_ABI_VERSION, &want, &keep_wanted_plan};
+  auto version = entry(&host);
+  if (version != POLYMESH_PLUGIN_ABI_VERSION)
+    fail(spec->run_plan, "plugin " + spec->plugin_path + " speaks plugin ABI version " +
+                             std::to_string(version) + " now");
+  if (!want.found)
+    fail(spec->run_plan, "plugin " + spec->plugin_path + " no longer registers plan '" +
+                             spec->plan_name + "'");
+  char error[1024] = {};
+  void* instance = want.table.create(want.table.plan_data, spec->settings_json.c_str(),
+                                     error, sizeof error);
+  if (!instance)
+    fail(spec->run_plan, std::string{"the plan refused its settings: "} +
+                             (error[0] ? error : "no reason given"));
+
+  channel ch;
+  polymesh_run_v1 r{};
+  r.run_id = spec->run_id.c_str();
+  r.plan = spec->run_plan.c_str();
+  r.params_json = spec->params_json.c_str();
+  r.payload = spec->payload.c_str();
+  r.payload_len = spec->payload.size();
+  r.work_dir = spec->work_dir.c_str();
+  r.artifacts_dir = spec->artifacts_dir.c_str();
+  r.deadline_ms = spec->deadline_ms;
+  r.kill_grace_ms = spec->kill_grace_ms;
+  r.host = &ch;
+  r.log = &host_log;
+  r.wait_canceled = &host_wait_canceled;
+  r.progress = &host_progress;
+  r.set_result = &host_set_result;
+  want.table.run(instance, &r);
+  std::fflush(stdout);
+  std::fflush(stderr);
+  // No `destroy` and no exit handlers: the process ends with the run.
+  ::_exit(0);
+}
