@@ -181,11 +181,17 @@ std::string read_stdin() {
 
 int main(int argc, char** argv) {
   // Started by hand: say what this is instead of waiting for a spec.
-  if (argc != 2 || std::string_view{argv[1]} != host_argument) {
+  if (argc != 3 || std::string_view{argv[1]} != host_argument) {
     std::fprintf(stderr, "mesh-plugin-host runs one isolated plugin plan for mesh-agent "
                          "(docs/plugins.md); it is not meant to be started by hand\n");
     return 2;
   }
+  // The frames pipe and the cancel socket are the host's alone: a program
+  // the plan starts (`system`, `popen`) must not write into the one or
+  // read the other.
+  ::fcntl(host_frames_fd, F_SETFD, FD_CLOEXEC);
+  ::fcntl(host_cancel_fd, F_SETFD, FD_CLOEXEC);
+  std::string plan = argv[2];
   auto spec = decode_host_run_spec(read_stdin());
   int devnull = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
   if (devnull > 0) {
@@ -197,35 +203,38 @@ int main(int argc, char** argv) {
   std::signal(SIGPIPE, SIG_IGN);
   // The plan's output reaches the log as it is printed, also before a crash.
   std::setvbuf(stdout, nullptr, _IONBF, 0);
-  if (!spec) fail("?", "the run's spec on stdin is not one this host reads");
+  if (!spec)
+    fail(plan, std::string{"the run's spec is not one "} + argv[0] +
+                   " reads: it is from another build than the agent (restart the agent "
+                   "after an upgrade)");
 
   void* lib = ::dlopen(spec->plugin_path.c_str(), RTLD_NOW | RTLD_LOCAL);
   if (!lib) {
     const char* why = ::dlerror();
-    fail(spec->run_plan, "cannot load plugin " + spec->plugin_path + ": " +
-                             (why ? why : "unknown error"));
+    fail(plan, "cannot load plugin " + spec->plugin_path + ": " +
+                   (why ? why : "unknown error"));
   }
   auto* entry = reinterpret_cast<polymesh_plugin_init_fn>(
       ::dlsym(lib, POLYMESH_PLUGIN_ENTRY_SYMBOL));
   if (!entry)
-    fail(spec->run_plan, "plugin " + spec->plugin_path + " has no '" +
-                             POLYMESH_PLUGIN_ENTRY_SYMBOL + "' entry point");
+    fail(plan, "plugin " + spec->plugin_path + " has no '" +
+                   POLYMESH_PLUGIN_ENTRY_SYMBOL + "' entry point");
   wanted_plan want;
   want.name = &spec->plan_name;
   polymesh_host_v1 host{POLYMESH_PLUGIN_ABI_VERSION, &want, &keep_wanted_plan};
   auto version = entry(&host);
   if (version != POLYMESH_PLUGIN_ABI_VERSION)
-    fail(spec->run_plan, "plugin " + spec->plugin_path + " speaks plugin ABI version " +
-                             std::to_string(version) + " now");
+    fail(plan, "plugin " + spec->plugin_path + " speaks plugin ABI version " +
+                   std::to_string(version) + " now");
   if (!want.found)
-    fail(spec->run_plan, "plugin " + spec->plugin_path + " no longer registers plan '" +
-                             spec->plan_name + "'");
+    fail(plan, "plugin " + spec->plugin_path + " no longer registers plan '" +
+                   spec->plan_name + "'");
   char error[1024] = {};
   void* instance = want.table.create(want.table.plan_data, spec->settings_json.c_str(),
                                      error, sizeof error);
   if (!instance)
-    fail(spec->run_plan, std::string{"the plan refused its settings: "} +
-                             (error[0] ? error : "no reason given"));
+    fail(plan, std::string{"the plan refused its settings: "} +
+                   (error[0] ? error : "no reason given"));
 
   channel ch;
   polymesh_run_v1 r{};
@@ -236,7 +245,15 @@ int main(int argc, char** argv) {
   r.payload_len = spec->payload.size();
   r.work_dir = spec->work_dir.c_str();
   r.artifacts_dir = spec->artifacts_dir.c_str();
-  r.deadline_ms = spec->deadline_ms;
+  // What is left of the run's time now that the host is up and the plan
+  // created.
+  r.deadline_ms = -1;
+  if (spec->deadline_steady_ns >= 0) {
+    auto left = steady::time_point{std::chrono::nanoseconds{spec->deadline_steady_ns}} -
+                steady::now();
+    r.deadline_ms = std::max<int64_t>(
+        0, std::chrono::duration_cast<std::chrono::milliseconds>(left).count());
+  }
   r.kill_grace_ms = spec->kill_grace_ms;
   r.host = &ch;
   r.log = &host_log;

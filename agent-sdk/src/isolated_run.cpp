@@ -171,14 +171,16 @@ std::chrono::milliseconds isolated_stop_limit(std::chrono::milliseconds kill_gra
 }
 
 std::optional<std::string> find_plugin_host(std::string* error) {
+  std::error_code ec;
   if (const char* env = std::getenv("POLYMESH_PLUGIN_HOST"); env && *env) {
-    if (is_executable_file(env)) return std::string{env};
+    // Absolute, so that a later change of directory does not move it.
+    auto path = std::filesystem::absolute(env, ec).lexically_normal().string();
+    if (!ec && is_executable_file(path)) return path;
     if (error)
       *error = std::string{"POLYMESH_PLUGIN_HOST="} + env + " is not an executable file";
     return std::nullopt;
   }
   std::vector<std::string> tried;
-  std::error_code ec;
   auto self = std::filesystem::read_symlink("/proc/self/exe", ec);
   if (!ec) {
     auto dir = self.parent_path();
@@ -186,17 +188,18 @@ std::optional<std::string> find_plugin_host(std::string* error) {
     tried.push_back((dir / POLYMESH_PLUGIN_HOST_FROM_BINDIR).lexically_normal().string());
   }
   tried.emplace_back(POLYMESH_PLUGIN_HOST_INSTALLED);
-  for (auto& path : tried)
-    if (is_executable_file(path)) return path;
-  if (error) {
-    std::string where;
-    for (size_t i = 0; i < tried.size(); ++i)
-      where += (i == 0 ? "" : i + 1 == tried.size() ? " or " : ", ") + tried[i];
+  std::string where;
+  for (size_t i = 0; i < tried.size(); ++i) {
+    if (is_executable_file(tried[i])) return tried[i];
+    where += (i == 0 ? "" : i + 1 == tried.size() ? " or " : ", ") + tried[i];
+    if (std::filesystem::exists(tried[i], ec))
+      where += " (there, but not an executable file)";
+  }
+  if (error)
     *error = "isolation 'process' runs each plan in mesh-plugin-host, which is not at " +
              where +
              "; install it, set POLYMESH_PLUGIN_HOST to its path, or load the "
              "plugin with isolation: none";
-  }
   return std::nullopt;
 }
 
@@ -216,7 +219,10 @@ plan_result run_isolated(const isolated_plan& which, run_context& ctx) {
   spec.payload = ctx.payload;
   spec.work_dir = r.work_dir;
   spec.artifacts_dir = r.artifacts_dir;
-  spec.deadline_ms = r.deadline_ms;
+  if (auto d = ctx.cancel->deadline())
+    spec.deadline_steady_ns =
+        std::chrono::duration_cast<std::chrono::nanoseconds>(d->time_since_epoch())
+            .count();
   spec.kill_grace_ms = r.kill_grace_ms;
 
   int spec_fd = spec_file(detail::encode(spec));
@@ -243,7 +249,7 @@ plan_result run_isolated(const isolated_plan& which, run_context& ctx) {
     return failure(why);
   }
   char* argv[] = {const_cast<char*>(which.host.c_str()), const_cast<char*>(host_argument),
-                  nullptr};
+                  const_cast<char*>(ctx.plan.c_str()), nullptr};
   // Processes the plan started and left behind when the host died come
   // back here (the agent's run threads reap and end them, process.hpp).
   detail::become_subreaper();

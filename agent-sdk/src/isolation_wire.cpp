@@ -10,7 +10,7 @@ namespace {
 
 /// Changes with the layout below: a host of another build refuses the spec
 /// instead of misreading it.
-constexpr std::string_view spec_magic{"polymesh-run-spec-1\n"};
+constexpr std::string_view spec_magic{"polymesh-run-spec-2\n"};
 
 template <class T> void put(std::string& out, T value) {
   char bytes[sizeof value];
@@ -51,7 +51,7 @@ std::string encode(const host_run_spec& spec) {
                                &spec.run_id, &spec.run_plan, &spec.params_json,
                                &spec.payload, &spec.work_dir, &spec.artifacts_dir})
     put_string(out, *s);
-  put(out, spec.deadline_ms);
+  put(out, spec.deadline_steady_ns);
   put(out, spec.kill_grace_ms);
   return out;
 }
@@ -64,7 +64,7 @@ std::optional<host_run_spec> decode_host_run_spec(std::string_view bytes) {
                          &spec.run_id, &spec.run_plan, &spec.params_json, &spec.payload,
                          &spec.work_dir, &spec.artifacts_dir})
     if (!in.get_string(*s)) return std::nullopt;
-  if (!in.get(spec.deadline_ms) || !in.get(spec.kill_grace_ms) || !in.in.empty())
+  if (!in.get(spec.deadline_steady_ns) || !in.get(spec.kill_grace_ms) || !in.in.empty())
     return std::nullopt;
   return spec;
 }

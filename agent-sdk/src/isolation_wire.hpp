@@ -1,7 +1,8 @@
 // The wire between the agent and the host process of one isolated plugin
 // run (`mesh-plugin-host`, docs/plugins.md "Isolation").
 //
-// The agent starts the host with `host_argument`, the run's spec on its stdin (a memory
+// The agent starts the host with `host_argument` and the run's plan name as
+// its arguments, the run's spec on its stdin (a memory
 // file, read whole before anything else), the run's stdout and stderr pipes
 // as fds 1 and 2, the frames pipe as fd 3 and the cancel socket as fd 4.
 // The host loads the plugin, creates the plan with its settings and runs it,
@@ -60,7 +61,11 @@ struct host_run_spec {
   std::string payload;
   std::string work_dir;
   std::string artifacts_dir;
-  int64_t deadline_ms = -1;
+  /// The run's deadline on `std::chrono::steady_clock` (CLOCK_MONOTONIC,
+  /// the same in every process of the machine), in nanoseconds since its
+  /// epoch; -1: none. Absolute, so that the host's start and the plan's
+  /// `create` are not added to the plan's time.
+  int64_t deadline_steady_ns = -1;
   int64_t kill_grace_ms = 0;
 };
 

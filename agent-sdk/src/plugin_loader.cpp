@@ -7,6 +7,7 @@
 #include "polymesh/sdk/settings.hpp"
 
 #include <dlfcn.h>
+#include <filesystem>
 #include <mutex>
 
 namespace polymesh::sdk {
@@ -100,8 +101,10 @@ private:
 struct registration {
   std::string path;
   plugin_isolation isolation = plugin_isolation::process;
-  /// The `mesh-plugin-host` for isolation `process`.
+  /// The `mesh-plugin-host` for isolation `process`, and the path it opens
+  /// the plugin by.
   std::string host;
+  std::string host_path;
   plan_catalog* catalog = nullptr;
   std::vector<std::string> added;
   std::string error;
@@ -117,8 +120,9 @@ int host_add_plan(void* host, const polymesh_plan_v1* p) {
   polymesh_plan_v1 table = *p;
   std::string name = p->name;
   auto factory = [table, name, isolation = reg->isolation, host = reg->host,
-                  path = reg->path](const nlohmann::json& settings,
-                                    const std::string& key) -> std::shared_ptr<plan> {
+                  path =
+                      reg->host_path](const nlohmann::json& settings,
+                                      const std::string& key) -> std::shared_ptr<plan> {
     char error[1024] = {};
     auto text = settings.is_null() ? std::string{"{}"} : settings.dump();
     void* instance = table.create(table.plan_data, text.c_str(), error, sizeof error);
@@ -190,6 +194,15 @@ std::string load_plugin(const std::string& path, plan_catalog& catalog,
   reg.path = path;
   reg.isolation = isolation;
   reg.host = host_program;
+  // The host opens the plugin again for each run: a path with a directory
+  // is made absolute now, so that a later change of the program's
+  // directory does not move it (a bare name is searched for as `dlopen`
+  // does, in the host as here).
+  std::error_code ec;
+  reg.host_path = path;
+  if (path.find('/') != std::string::npos)
+    if (auto abs = std::filesystem::absolute(path, ec); !ec)
+      reg.host_path = abs.lexically_normal().string();
   reg.catalog = &scratch;
   polymesh_host_v1 host{POLYMESH_PLUGIN_ABI_VERSION, &reg, &host_add_plan};
   auto version = entry(&host);

@@ -17,7 +17,7 @@ host_run_spec sample() {
   spec.payload = std::string{"bin\0ary\xff", 8};
   spec.work_dir = "/var/lib/mesh-agent/runs/run_42/work";
   spec.artifacts_dir = "";
-  spec.deadline_ms = 60000;
+  spec.deadline_steady_ns = 1234567890123;
   spec.kill_grace_ms = -7;
   return spec;
 }
@@ -39,7 +39,7 @@ TEST(isolation_wire, a_spec_decodes_to_what_was_encoded) {
   EXPECT_EQ(back->payload, spec.payload);
   EXPECT_EQ(back->work_dir, spec.work_dir);
   EXPECT_EQ(back->artifacts_dir, spec.artifacts_dir);
-  EXPECT_EQ(back->deadline_ms, spec.deadline_ms);
+  EXPECT_EQ(back->deadline_steady_ns, spec.deadline_steady_ns);
   EXPECT_EQ(back->kill_grace_ms, spec.kill_grace_ms);
 }
 

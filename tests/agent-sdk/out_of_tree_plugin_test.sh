@@ -6,7 +6,7 @@
 set -euo pipefail
 build=$1
 src=$2
-tmp=$(mktemp -d)
+tmp=$(realpath "$(mktemp -d)") # as /proc/self/exe names it
 trap 'rm -rf "$tmp"' EXIT
 cmake --install "$build" --prefix "$tmp/prefix" >"$tmp/install.log"
 cmake -S "$src/agent-sdk/examples/plugin-out-of-tree" -B "$tmp/build" \

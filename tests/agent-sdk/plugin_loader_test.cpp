@@ -306,8 +306,15 @@ TEST(plugin_isolation, state_is_kept_only_in_process) {
 // the child otherwise.
 TEST(plugin_isolation, the_child_holds_no_other_pipe) {
   auto plans = misbehaving(plugin_isolation::process);
-  int other[2];
-  ASSERT_EQ(::pipe2(other, O_CLOEXEC), 0);
+  // Not close-on-exec, as a descriptor the agent was started with, and
+  // above the descriptors the host is given (0 to 4).
+  int made[2];
+  ASSERT_EQ(::pipe2(made, 0), 0);
+  int other[2] = {::fcntl(made[0], F_DUPFD, 100), ::fcntl(made[1], F_DUPFD, 100)};
+  ::close(made[0]);
+  ::close(made[1]);
+  ASSERT_GE(other[0], 100);
+  ASSERT_GE(other[1], 100);
   testkit::scratch_run waiting;
   std::thread waiter{[&] { (void)misbehave(plans, waiting, "wait"); }};
   ASSERT_TRUE(test_support::eventually([&] { return waiting.log.out() == "waiting\n"; }));
@@ -315,8 +322,10 @@ TEST(plugin_isolation, the_child_holds_no_other_pipe) {
   pollfd p{other[0], POLLIN, 0};
   int ready = ::poll(&p, 1, 20000);
   char c = 0;
-  EXPECT_EQ(ready, 1);
-  EXPECT_EQ(::read(other[0], &c, 1), 0) << "the child still holds the write end";
+  EXPECT_EQ(ready, 1) << "the child still holds the write end";
+  if (ready == 1) {
+    EXPECT_EQ(::read(other[0], &c, 1), 0);
+  }
   ::close(other[0]);
   waiting.cancel.cancel(cancel_reason::canceled_by_user);
   waiter.join();
@@ -338,12 +347,19 @@ struct temp_dir {
   }
 };
 
-/// Sets `POLYMESH_PLUGIN_HOST` for its lifetime.
+/// Sets `POLYMESH_PLUGIN_HOST` for its lifetime; puts back what was there.
 struct plugin_host_env {
   explicit plugin_host_env(const std::string& value) {
+    if (const char* was = std::getenv("POLYMESH_PLUGIN_HOST")) before = was;
     ::setenv("POLYMESH_PLUGIN_HOST", value.c_str(), 1);
   }
-  ~plugin_host_env() { ::unsetenv("POLYMESH_PLUGIN_HOST"); }
+  ~plugin_host_env() {
+    if (before)
+      ::setenv("POLYMESH_PLUGIN_HOST", before->c_str(), 1);
+    else
+      ::unsetenv("POLYMESH_PLUGIN_HOST");
+  }
+  std::optional<std::string> before;
 };
 
 std::string built_plugin_host() {
@@ -467,4 +483,32 @@ TEST(plugin_isolation, the_host_program_started_by_hand_says_what_it_is) {
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 2) << status;
   EXPECT_EQ(out, "mesh-plugin-host runs one isolated plugin plan for mesh-agent "
                  "(docs/plugins.md); it is not meant to be started by hand\n");
+}
+
+// This test ensures a program the isolated plan starts itself (`system`)
+// holds neither the host's pipe to the agent nor its cancel socket: it
+// could write into the one and read the cancel meant for the plan.
+TEST(plugin_isolation, programs_the_plan_starts_do_not_hold_the_hosts_pipes) {
+  auto plans = misbehaving(plugin_isolation::process);
+  testkit::scratch_run run;
+  auto r = misbehave(plans, run, "child_fds");
+  EXPECT_TRUE(r.ok) << r.error;
+  EXPECT_EQ(run.log.out(), "checked\n");
+}
+
+// This test ensures the plan's deadline is the run's, not pushed later by
+// the time the host took to start and create the plan.
+TEST(plugin_isolation, the_plans_deadline_is_the_runs) {
+  auto plans = misbehaving(plugin_isolation::process);
+  auto deadline = cancel_token::clock_type::now() + std::chrono::seconds{30};
+  testkit::scratch_run run{deadline};
+  auto r = misbehave(plans, run, "deadline");
+  ASSERT_TRUE(r.ok) << r.error;
+  auto seen = std::chrono::nanoseconds{std::stoll(r.result)};
+  auto want = deadline.time_since_epoch();
+  EXPECT_LE(seen, want);
+  EXPECT_GE(seen, want - std::chrono::seconds{1});
+
+  testkit::scratch_run without;
+  EXPECT_EQ(misbehave(plans, without, "deadline").result, "none");
 }

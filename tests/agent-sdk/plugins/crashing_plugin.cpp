@@ -13,6 +13,11 @@
 //   "close_fds": logs "waiting", closes every descriptor from 3 up (its
 //                pipes to the agent too), then waits for a cancel that can
 //                no longer come.
+//   "child_fds": starts a shell with `system` that prints "fd N open" for
+//                each of its descriptors 3 and 4 that is open, then
+//                "checked";
+//   "deadline": succeeds with its deadline, in nanoseconds of
+//               steady_clock since its epoch ("none" without one);
 //   "lock": takes the library's test lock within 0.5 s, or fails ("the lock
 //           is held"); the test holds it through
 //           `crashing_plugin_hold_lock`, as another agent thread might hold
@@ -79,6 +84,22 @@ public:
       while (!ctx.cancel->wait_for(std::chrono::milliseconds{60000})) {
       }
       return plan_result::success("canceled after all");
+    }
+    if (what == "child_fds") {
+      std::fflush(stdout);
+      int rc = std::system(
+          "for fd in 3 4; do [ -e /proc/self/fd/$fd ] && echo \"fd $fd open\"; done; "
+          "echo checked");
+      return rc == 0 ? plan_result::success("ran")
+                     : plan_result::failure("system failed");
+    }
+    if (what == "deadline") {
+      auto d = ctx.cancel->deadline();
+      return plan_result::success(
+          d ? std::to_string(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                 d->time_since_epoch())
+                                 .count())
+            : "none");
     }
     if (what == "lock") {
       if (!test_lock.try_lock_for(std::chrono::milliseconds{500}))
