@@ -1,5 +1,7 @@
 #include "cli/mesh_client.hpp"
 
+#include "mesh/wire/transport_error.hpp"
+
 #include <httplib.h>
 
 namespace polymesh::cli {
@@ -9,21 +11,6 @@ namespace {
 /// Long enough for the slowest API call; meshctl never long-polls.
 constexpr time_t read_timeout_s = 60;
 constexpr time_t connect_timeout_s = 10;
-
-/// What went wrong with the connection, in words.
-std::string describe(httplib::Error err) {
-  switch (err) {
-  case httplib::Error::Connection:
-    return "connection failed: nothing is listening there, or the host is unreachable";
-  case httplib::Error::ConnectionTimeout: return "connection timed out";
-  case httplib::Error::Read: return "the connection broke while reading the answer";
-  case httplib::Error::Write: return "the connection broke while sending the request";
-  case httplib::Error::SSLConnection: return "TLS handshake failed";
-  case httplib::Error::SSLServerVerification:
-    return "the server's TLS certificate is not trusted";
-  default: return httplib::to_string(err);
-  }
-}
 
 } // namespace
 
@@ -108,13 +95,15 @@ httplib::Result send(const std::string& base_url, const std::string& origin,
     res = http.Delete(path, headers);
   if (!res && res.error() == httplib::Error::SSLServerVerification)
     throw failure{exit_unreachable,
-                  "cannot reach the mesh at " + base_url + ": " + describe(res.error()),
+                  "cannot reach the mesh at " + base_url + ": " +
+                      describe_transport_error(res.error()),
                   {"give the CA that signed it with --ca-file (or MESH_CA_FILE, or "
                    "ca_file in the config file), or add that CA to the system's"}};
   if (!res)
     throw failure{
         exit_unreachable,
-        "cannot reach the mesh at " + base_url + ": " + describe(res.error()),
+        "cannot reach the mesh at " + base_url + ": " +
+            describe_transport_error(res.error()),
         {"check --mesh, MESH_URL or the config file, and that meshd is running"}};
   return res;
 }

@@ -1,6 +1,7 @@
 #include "mesh_client.hpp"
 
 #include "mesh/domain/clock.hpp"
+#include "mesh/wire/transport_error.hpp"
 
 #include <algorithm>
 #include <cerrno>
@@ -224,7 +225,7 @@ http_reply mesh_client::send(const std::string& method, const std::string& path,
   http_reply out;
   if (!res) {
     // The connection is in an unknown state (or was stopped): not reused.
-    out.error = httplib::to_string(res.error());
+    out.error = describe_transport_error(res.error());
     return out;
   }
   pool_->give_back(std::move(conn));

@@ -362,12 +362,10 @@ TEST(mesh_limits, worst_case_requests_fit_the_body_limit) {
   EXPECT_EQ(small_result.result_bytes(4000), 2048u);
 }
 
-// This test ensures an artifact is sent from its file as it is read: the
-// mesh gets the file's bytes, and a file with fewer bytes than announced
-// (cut short while it was sent) fails the call instead of sending less.
 // This test ensures an https mesh whose certificate a private CA signed is
 // reached with that CA as the client's CA file, and refused (no answer,
-// nothing registered) without it: the system's CAs do not know it.
+// nothing registered, the reason in words) without it: the system's CAs do
+// not know it.
 TEST(mesh_client, an_https_mesh_is_trusted_through_the_ca_file) {
   char dir[] = "/tmp/polymesh-tls-XXXXXX";
   ASSERT_NE(::mkdtemp(dir), nullptr);
@@ -389,6 +387,8 @@ TEST(mesh_client, an_https_mesh_is_trusted_through_the_ca_file) {
     mesh_client untrusted{url, 5s};
     auto r = untrusted.register_agent("reg", registration());
     EXPECT_EQ(r.status, 0) << r.describe();
+    EXPECT_EQ(r.describe(),
+              "no answer from the mesh: the server's TLS certificate is not trusted");
     EXPECT_EQ(registered, 0);
     mesh_client trusted{url, 5s, connection_linger, tls.cert};
     auto ok = trusted.register_agent("reg", registration());
@@ -400,6 +400,9 @@ TEST(mesh_client, an_https_mesh_is_trusted_through_the_ca_file) {
   std::filesystem::remove_all(dir);
 }
 
+// This test ensures an artifact is sent from its file as it is read: the
+// mesh gets the file's bytes, and a file with fewer bytes than announced
+// (cut short while it was sent) fails the call instead of sending less.
 TEST(mesh_client, an_artifact_is_sent_from_its_file) {
   httplib::Server svr;
   std::mutex mtx;
