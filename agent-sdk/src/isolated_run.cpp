@@ -331,7 +331,7 @@ plan_result run_isolated(const isolated_plan& which, run_context& ctx) {
         reaped = true;
         reaped_at = steady::now();
         close_fd(fds[3]);
-        ::kill(-pid, SIGKILL); // what it left in its group ends with it
+        if (!status_lost) ::kill(-pid, SIGKILL); // what it left in its group ends with it
       }
     }
     if (!reaped && frames_in.malformed && !killed) {
@@ -361,6 +361,10 @@ plan_result run_isolated(const isolated_plan& which, run_context& ctx) {
   for (int& fd : fds)
     close_fd(fd);
   close_fd(cancel[1]);
+  // What the plan left in the host's group, or started outside it, ends
+  // and is reaped now, not at the next run. With the status lost, `pid`
+  // may name someone else's group already.
+  if (!status_lost) detail::end_leftovers(pid);
   detail::forget_program(pid);
   reap_adopted_orphans();
 

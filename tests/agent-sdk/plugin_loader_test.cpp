@@ -12,6 +12,7 @@
 #include <dlfcn.h>
 #include <fcntl.h>
 #include <filesystem>
+#include <fstream>
 #include <gtest/gtest.h>
 #include <mutex>
 #include <poll.h>
@@ -511,4 +512,23 @@ TEST(plugin_isolation, the_plans_deadline_is_the_runs) {
 
   testkit::scratch_run without;
   EXPECT_EQ(misbehave(plans, without, "deadline").result, "none");
+}
+
+// This test ensures processes an isolated plan left running, in its group
+// or in a session of their own, are ended and reaped when the run ends (on
+// the thread that ran it, here the main thread, which adopts them), not
+// left running or as zombies of the agent.
+TEST(plugin_isolation, what_the_plan_leaves_behind_is_ended_and_reaped) {
+  auto plans = misbehaving(plugin_isolation::process);
+  testkit::scratch_run run;
+  auto r = misbehave(plans, run, "leave_behind");
+  EXPECT_TRUE(r.ok) << r.error;
+  std::string children;
+  for (auto& task : std::filesystem::directory_iterator{"/proc/self/task"}) {
+    std::ifstream in{task.path() / "children"};
+    std::string more;
+    std::getline(in, more);
+    children += more;
+  }
+  EXPECT_EQ(children, "") << "children of this process are left";
 }

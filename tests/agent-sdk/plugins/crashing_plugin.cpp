@@ -16,6 +16,9 @@
 //   "child_fds": starts a shell with `system` that prints "fd N open" for
 //                each of its descriptors 3 and 4 that is open, then
 //                "checked";
+//   "leave_behind": starts two `sleep 600` in the background with `system`,
+//                   one in its process group, one in a session of its own
+//                   (`setsid`), and succeeds at once;
 //   "deadline": succeeds with its deadline, in nanoseconds of
 //               steady_clock since its epoch ("none" without one);
 //   "lock": takes the library's test lock within 0.5 s, or fails ("the lock
@@ -91,6 +94,12 @@ public:
           "for fd in 3 4; do [ -e /proc/self/fd/$fd ] && echo \"fd $fd open\"; done; "
           "echo checked");
       return rc == 0 ? plan_result::success("ran")
+                     : plan_result::failure("system failed");
+    }
+    if (what == "leave_behind") {
+      int rc = std::system(
+          "sleep 600 >/dev/null 2>&1 & setsid sleep 600 >/dev/null 2>&1 &");
+      return rc == 0 ? plan_result::success("left")
                      : plan_result::failure("system failed");
     }
     if (what == "deadline") {
