@@ -97,8 +97,8 @@ public:
                      : plan_result::failure("system failed");
     }
     if (what == "leave_behind") {
-      int rc = std::system(
-          "sleep 600 >/dev/null 2>&1 & setsid sleep 600 >/dev/null 2>&1 &");
+      int rc =
+          std::system("sleep 600 >/dev/null 2>&1 & setsid sleep 600 >/dev/null 2>&1 &");
       return rc == 0 ? plan_result::success("left")
                      : plan_result::failure("system failed");
     }
