@@ -106,6 +106,19 @@ int64_t settings_reader::integer(const char* key, int64_t fallback, int64_t lo,
   return x;
 }
 
+std::string duration_text(std::chrono::milliseconds d) {
+  // As the agent's config writes it: the largest unit that divides it
+  // (`1h`, `90s`, `1500ms`), `0` for nothing.
+  auto ms = d.count();
+  if (ms == 0) return "0";
+  for (auto [size, unit] : {std::pair<int64_t, const char*>{86'400'000, "d"},
+                            {3'600'000, "h"},
+                            {60'000, "m"},
+                            {1'000, "s"}})
+    if (ms % size == 0) return std::to_string(ms / size) + unit;
+  return std::to_string(ms) + "ms";
+}
+
 std::chrono::milliseconds settings_reader::duration(const char* key,
                                                     std::chrono::milliseconds fallback,
                                                     std::chrono::milliseconds lo,
@@ -121,9 +134,8 @@ std::chrono::milliseconds settings_reader::duration(const char* key,
     throw config_error(path(key),
                        "expected a duration like 90s, 10m or 2h, got " + type_of(v));
   if (*d < lo || *d > hi)
-    throw config_error(path(key), "expected a duration in " + std::to_string(lo.count()) +
-                                      "ms.." + std::to_string(hi.count()) + "ms, got " +
-                                      std::to_string(d->count()) + "ms");
+    throw config_error(path(key), "expected a duration in " + duration_text(lo) + ".." +
+                                      duration_text(hi) + ", got " + duration_text(*d));
   return *d;
 }
 

@@ -15,6 +15,12 @@ TEST(settings, durations) {
   EXPECT_EQ(parse_duration_text("2h"), 2h);
   EXPECT_EQ(parse_duration_text("1d"), 24h);
   EXPECT_EQ(parse_duration_text("0"), 0ms);
+  for (auto d : {0ms, 1ms, 1500ms, 1000ms, 90000ms, 3600000ms, 86400000ms * 7}) {
+    EXPECT_EQ(parse_duration_text(duration_text(d)), d) << duration_text(d);
+  }
+  EXPECT_EQ(duration_text(90s), "90s");
+  EXPECT_EQ(duration_text(1h), "1h");
+  EXPECT_EQ(duration_text(1500ms), "1500ms");
   for (auto bad : {"", "s", "10", "10x", "-1s", "1.5s"})
     EXPECT_FALSE(parse_duration_text(bad).has_value()) << bad;
 }
@@ -40,6 +46,16 @@ TEST(settings, types_and_bounds) {
   EXPECT_THROW((void)in.integer("n", 0, 1, 10), config_error);
   EXPECT_THROW((void)in.boolean("b", false), config_error);
   EXPECT_THROW((void)in.duration("d", 1s, 0ms, 1h), config_error);
+  // Bounds read as the config writes durations.
+  auto settings = json::object({{"wait", "2h"}});
+  settings_reader long_one{settings, "agent"};
+  try {
+    (void)long_one.duration("wait", 1s, 1s, 1h);
+    ADD_FAILURE() << "no error";
+  } catch (const config_error& e) {
+    EXPECT_STREQ(e.what(), "agent.wait: expected a duration in 1s..1h, got 2h");
+    EXPECT_EQ(e.key(), "agent.wait");
+  }
   try {
     (void)in.strings("list");
     FAIL();

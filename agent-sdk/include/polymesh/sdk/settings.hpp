@@ -32,6 +32,9 @@ private:
 /// Parses `250ms`, `90s`, `10m`, `2h`, `7d` or `0`; nullopt otherwise.
 [[nodiscard]] std::optional<std::chrono::milliseconds>
 parse_duration_text(const std::string& text);
+/// `d` as `parse_duration_text` reads it, in the largest unit that divides
+/// it: `1h`, `90s`, `1500ms`, `0`.
+[[nodiscard]] std::string duration_text(std::chrono::milliseconds d);
 
 class settings_reader {
 public:
