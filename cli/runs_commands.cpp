@@ -348,6 +348,44 @@ struct submit_options {
   bool follow = false;
 };
 
+/// Sends `req` (checked against the shared contract first) and prints the
+/// new run, or waits for it as `--wait` / `--follow` say; `origin` is
+/// appended to the "submitted" line (" as a rerun of run_…").
+int send_run(const command_context& ctx, const wire::run_request& req, bool wait,
+             bool follow, const std::string& origin = {}) {
+  auto body = wire::to_json(req);
+  // The shared contract checks names and bounds before anything is sent;
+  // size limits are the server's to enforce.
+  wire::limits unbounded{SIZE_MAX, SIZE_MAX};
+  if (auto parsed = wire::parse_run_request(body, unbounded); !parsed)
+    throw usage_failure(parsed.error());
+  auto mesh = ctx.client();
+  mesh.remember_input("selector", req.selector);
+  auto run = mesh.post("/v1/runs", body);
+  auto id = run.value("id", "");
+  // 200 instead of 201: the key was taken, and this is that earlier run
+  // (whatever this submit asked for).
+  std::string what =
+      mesh.last_status() == 200
+          ? "already submitted with idempotency key '" + req.idempotency_key + "'"
+          : "submitted" + origin;
+  auto out = ctx.out();
+  if (!wait && !follow) {
+    if (out.structured())
+      out.emit(run);
+    else
+      std::cout << "run " << id << " " << what << " ("
+                << out.paint(run.value("status", ""),
+                             printer::status_color(run.value("status", "")))
+                << ")\n";
+    return exit_ok;
+  }
+  if (!out.structured())
+    std::cerr << "run " << id << " " << what << "; "
+              << (follow ? "following its log" : "waiting for it to end") << '\n';
+  return finish_wait(ctx, wait_for_run(ctx, mesh, id, follow), follow);
+}
+
 int submit(const command_context& ctx, const submit_options& o) {
   wire::run_request req;
   req.plan = o.plan;
@@ -365,37 +403,32 @@ int submit(const command_context& ctx, const submit_options& o) {
   req.ttl_s = o.ttl.empty() ? 0 : duration_seconds(o.ttl, "--ttl");
   req.idempotency_key = o.idempotency_key;
   check_selector(o.selector, "-l/--selector");
-  auto body = wire::to_json(req);
-  // The shared contract checks names and bounds before anything is sent;
-  // size limits are the server's to enforce.
-  wire::limits unbounded{SIZE_MAX, SIZE_MAX};
-  if (auto parsed = wire::parse_run_request(body, unbounded); !parsed)
-    throw usage_failure(parsed.error());
-  auto mesh = ctx.client();
-  mesh.remember_input("selector", o.selector);
-  auto run = mesh.post("/v1/runs", body);
-  auto id = run.value("id", "");
-  // 200 instead of 201: the key was taken, and this is that earlier run
-  // (whatever this submit asked for).
-  std::string what =
-      mesh.last_status() == 200
-          ? "already submitted with idempotency key '" + o.idempotency_key + "'"
-          : "submitted";
-  auto out = ctx.out();
-  if (!o.wait && !o.follow) {
-    if (out.structured())
-      out.emit(run);
-    else
-      std::cout << "run " << id << " " << what << " ("
-                << out.paint(run.value("status", ""),
-                             printer::status_color(run.value("status", "")))
-                << ")\n";
-    return exit_ok;
-  }
-  if (!out.structured())
-    std::cerr << "run " << id << " " << what << "; "
-              << (o.follow ? "following its log" : "waiting for it to end") << '\n';
-  return finish_wait(ctx, wait_for_run(ctx, mesh, id, o.follow), o.follow);
+  return send_run(ctx, req, o.wait, o.follow);
+}
+
+struct rerun_options {
+  std::string id;
+  std::optional<int64_t> priority;
+  std::string idempotency_key;
+  bool wait = false;
+  bool follow = false;
+};
+
+/// Submits a new run with what run `o.id` was submitted with: plan,
+/// selector, target agent, params, payload, priority, timeout and ttl.
+int rerun(const command_context& ctx, const rerun_options& o) {
+  auto old = ctx.client().get("/v1/runs/" + url_encode(o.id));
+  wire::run_request req;
+  req.plan = old.value("plan", "");
+  req.selector = old.value("selector", "");
+  if (old["target_agent"].is_string()) req.agent = old["target_agent"].get<std::string>();
+  req.params = old.contains("params") ? old["params"].dump() : "{}";
+  req.payload = old.value("payload", "");
+  req.priority = o.priority.value_or(old.value("priority", int64_t{0}));
+  req.timeout_s = old.value("timeout_s", int64_t{0});
+  req.ttl_s = old.value("ttl_s", int64_t{0});
+  req.idempotency_key = o.idempotency_key;
+  return send_run(ctx, req, o.wait, o.follow, " as a rerun of " + old.value("id", o.id));
 }
 
 struct list_options {
@@ -659,6 +692,25 @@ void add_runs_commands(CLI::App& app, command_context& ctx) {
                        "Stream the run's log while it runs (implies --wait)");
   submit_cmd->callback(
       [&ctx, so] { ctx.action = [&ctx, so] { return submit(ctx, *so); }; });
+
+  auto ro = std::make_shared<rerun_options>();
+  auto ro_priority = std::make_shared<int64_t>(0);
+  auto* rerun_cmd = runs->add_subcommand(
+      "rerun", "Submit a new run as run ID was submitted (plan, selector, agent, "
+               "params, payload, priority, timeout, ttl)");
+  rerun_cmd->add_option("ID", ro->id, "The run to run again")->required();
+  auto* rerun_priority = rerun_cmd->add_option("--priority", *ro_priority,
+                                               "Another priority for the new run");
+  rerun_cmd->add_option("--idempotency-key", ro->idempotency_key,
+                        "A repeat with the same key returns the same run");
+  rerun_cmd->add_flag("--wait", ro->wait,
+                      "Wait for the end; exit 0 success, 1 error, 2 canceled");
+  rerun_cmd->add_flag("-f,--follow", ro->follow,
+                      "Stream the run's log while it runs (implies --wait)");
+  rerun_cmd->callback([&ctx, ro, ro_priority, rerun_priority] {
+    if (rerun_priority->count() > 0) ro->priority = *ro_priority;
+    ctx.action = [&ctx, ro] { return rerun(ctx, *ro); };
+  });
 
   auto lo = std::make_shared<list_options>();
   auto* list = runs->add_subcommand("list", "List runs, newest first");

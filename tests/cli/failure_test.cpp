@@ -104,7 +104,7 @@ TEST_F(failure_cmd, validation_and_usage_errors) {
   EXPECT_EQ(flag.code, 64);
   auto missing = ctl({"runs"});
   EXPECT_EQ(missing.code, 64);
-  EXPECT_NE(missing.err.find("'meshctl runs' needs a command: submit, list"),
+  EXPECT_NE(missing.err.find("'meshctl runs' needs a command: submit, rerun, list"),
             std::string::npos)
       << missing.err;
   auto unknown = ctl({"runs", "frobnicate"});

@@ -60,10 +60,9 @@ TEST_F(mesh_cmd, completion_and_version) {
   auto c = ctl_raw({"completion", "bash"});
   ASSERT_EQ(c.code, 0) << c.err;
   EXPECT_NE(c.out.find("complete -F _meshctl meshctl"), std::string::npos);
-  EXPECT_NE(
-      c.out.find(
-          "\" runs\") echo \"submit list ls show logs cancel explain artifacts wait\""),
-      std::string::npos)
+  EXPECT_NE(c.out.find("\" runs\") echo \"submit rerun list ls show logs cancel explain "
+                       "artifacts wait\""),
+            std::string::npos)
       << c.out;
   EXPECT_NE(c.out.find("--idempotency-key"), std::string::npos);
   EXPECT_NE(c.out.find("--get"), std::string::npos);

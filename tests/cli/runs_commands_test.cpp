@@ -161,6 +161,61 @@ TEST_F(runs_cmd, submit_wait_exits_0_on_success) {
   EXPECT_EQ(final_run["result"], "built");
 }
 
+// This test ensures `runs rerun` submits a new run with what the old one was
+// submitted with (plan, selector, target agent, params, payload, priority,
+// timeout, ttl), takes another priority and an idempotency key, waits like
+// `submit --wait`, and refuses an unknown run with exit 3.
+TEST_F(runs_cmd, rerun_submits_what_the_run_was_submitted_with) {
+  auto agent = register_agent("worker", json{{"env", "prod"}}, json::array({"deploy"}));
+  auto old = submit(json{{"plan", "deploy"},
+                         {"selector", "env=prod"},
+                         {"agent", "worker"},
+                         {"params", {{"version", "1.2.3"}, {"dry_run", false}}},
+                         {"payload", "hello"},
+                         {"priority", 7},
+                         {"timeout_s", 90},
+                         {"ttl_s", 600},
+                         {"idempotency_key", "deploy-1"}});
+  auto first = agent.take();
+  ASSERT_TRUE(first.is_object());
+  ASSERT_EQ(agent.start(old).status, 200);
+  ASSERT_EQ(agent.finish(old, "error", 1).status, 200);
+
+  auto r = ctl({"runs", "rerun", old, "-o", "json"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto again = r.json_out();
+  EXPECT_NE(again["id"], old);
+  EXPECT_EQ(again["status"], "created");
+  for (auto key : {"plan", "selector", "target_agent", "params", "payload", "priority",
+                   "timeout_s", "ttl_s"})
+    EXPECT_EQ(again[key], get_run(old)[key]) << key;
+  EXPECT_TRUE(again["idempotency_key"].is_null()) << "a rerun is a new submission";
+
+  auto rerun_id = again["id"].get<std::string>();
+  auto taken = agent.take();
+  ASSERT_TRUE(taken.is_object());
+  ASSERT_EQ(taken["id"], rerun_id);
+  ASSERT_EQ(agent.start(rerun_id).status, 200);
+  ASSERT_EQ(agent.finish(rerun_id, "success", 0, "deployed").status, 200);
+
+  auto waited = ctl_async({"runs", "rerun", old, "--priority", "-2", "--wait"});
+  auto next = agent.take();
+  ASSERT_TRUE(next.is_object());
+  auto next_id = next["id"].get<std::string>();
+  EXPECT_EQ(get_run(next_id)["priority"], -2);
+  ASSERT_EQ(agent.start(next_id).status, 200);
+  ASSERT_EQ(agent.finish(next_id, "success", 0).status, 200);
+  auto o = waited->wait();
+  EXPECT_EQ(o.code, 0) << o.err;
+  EXPECT_NE(o.err.find("run " + next_id + " submitted as a rerun of " + old),
+            std::string::npos)
+      << o.err;
+
+  auto missing = ctl({"runs", "rerun", "run_nosuchrun00000000000000000"});
+  EXPECT_EQ(missing.code, 3) << missing.err;
+  EXPECT_NE(missing.err.find("404"), std::string::npos) << missing.err;
+}
+
 // This test ensures `runs submit --wait` exits 1 when the run ends in error.
 TEST_F(runs_cmd, submit_wait_exits_1_on_error) {
   auto agent = register_agent("worker", json::object(), json::array({"build"}));
