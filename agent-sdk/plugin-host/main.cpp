@@ -22,10 +22,16 @@
 #include <cstring>
 #include <dlfcn.h>
 #include <fcntl.h>
+#include <filesystem>
+#include <fstream>
 #include <mutex>
 #include <poll.h>
 #include <string>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <thread>
 #include <unistd.h>
+#include <vector>
 
 namespace {
 
@@ -165,6 +171,43 @@ int keep_wanted_plan(void* host, const polymesh_plan_v1* p) {
   return 0;
 }
 
+/// The processes whose parent is a thread of this one: the plan's children,
+/// and the orphans it adopted as their subreaper.
+std::vector<pid_t> children() {
+  std::vector<pid_t> out;
+  std::error_code ec;
+  for (auto& task : std::filesystem::directory_iterator{"/proc/self/task", ec}) {
+    std::ifstream in{task.path() / "children"};
+    for (pid_t pid = 0; in >> pid;)
+      out.push_back(pid);
+  }
+  return out;
+}
+
+/// Ends and reaps what the plan left running, in the host's group or in a
+/// session of its own: the host is their subreaper, so they are its
+/// children, or become so when their parents end. Bounded: what is left
+/// after it (a process that keeps forking) ends with the host's group, which
+/// the agent kills once the host is gone.
+void end_leftovers() {
+  auto own_group = ::getpgrp();
+  auto until = steady::now() + std::chrono::milliseconds{500};
+  for (;;) {
+    auto left = children();
+    if (left.empty() || steady::now() >= until) return;
+    for (pid_t child : left) {
+      auto group = ::getpgid(child);
+      if (group > 0 && group != own_group) ::kill(-group, SIGKILL);
+      ::kill(child, SIGKILL);
+    }
+    for (pid_t child : left) {
+      int status = 0;
+      ::waitpid(child, &status, WNOHANG);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds{1});
+  }
+}
+
 std::string read_stdin() {
   std::string bytes;
   char buf[64 * 1024];
@@ -180,8 +223,9 @@ std::string read_stdin() {
 } // namespace
 
 int main(int argc, char** argv) {
-  // Started by hand: say what this is instead of waiting for a spec.
-  if (argc != 3 || std::string_view{argv[1]} != host_argument) {
+  // Started by hand: say what this is instead of waiting for a spec. (An
+  // agent of an older build passes no plan name.)
+  if (argc < 2 || argc > 3 || std::string_view{argv[1]} != host_argument) {
     std::fprintf(stderr, "mesh-plugin-host runs one isolated plugin plan for mesh-agent "
                          "(docs/plugins.md); it is not meant to be started by hand\n");
     return 2;
@@ -191,7 +235,10 @@ int main(int argc, char** argv) {
   // read the other.
   ::fcntl(host_frames_fd, F_SETFD, FD_CLOEXEC);
   ::fcntl(host_cancel_fd, F_SETFD, FD_CLOEXEC);
-  std::string plan = argv[2];
+  std::string plan = argc > 2 ? argv[2] : "?";
+  // What the plan starts and leaves behind comes back here when its parent
+  // ends, also from a session of its own, to be ended with the run.
+  ::prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
   auto spec = decode_host_run_spec(read_stdin());
   int devnull = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
   if (devnull > 0) {
@@ -263,6 +310,7 @@ int main(int argc, char** argv) {
   want.table.run(instance, &r);
   std::fflush(stdout);
   std::fflush(stderr);
+  end_leftovers();
   // No `destroy` and no exit handlers: the process ends with the run.
   ::_exit(0);
 }

@@ -174,7 +174,7 @@ std::optional<std::string> find_plugin_host(std::string* error) {
   std::error_code ec;
   if (const char* env = std::getenv("POLYMESH_PLUGIN_HOST"); env && *env) {
     // Absolute, so that a later change of directory does not move it.
-    auto path = std::filesystem::absolute(env, ec).lexically_normal().string();
+    auto path = std::filesystem::absolute(env, ec).string();
     if (!ec && is_executable_file(path)) return path;
     if (error)
       *error = std::string{"POLYMESH_PLUGIN_HOST="} + env + " is not an executable file";
@@ -220,9 +220,10 @@ plan_result run_isolated(const isolated_plan& which, run_context& ctx) {
   spec.work_dir = r.work_dir;
   spec.artifacts_dir = r.artifacts_dir;
   if (auto d = ctx.cancel->deadline())
-    spec.deadline_steady_ns =
-        std::chrono::duration_cast<std::chrono::nanoseconds>(d->time_since_epoch())
-            .count();
+    // Before the clock's epoch is passed already, not "none" (-1).
+    spec.deadline_steady_ns = std::max<int64_t>(
+        0, std::chrono::duration_cast<std::chrono::nanoseconds>(d->time_since_epoch())
+               .count());
   spec.kill_grace_ms = r.kill_grace_ms;
 
   int spec_fd = spec_file(detail::encode(spec));
@@ -331,7 +332,7 @@ plan_result run_isolated(const isolated_plan& which, run_context& ctx) {
         reaped = true;
         reaped_at = steady::now();
         close_fd(fds[3]);
-        if (!status_lost) ::kill(-pid, SIGKILL); // what it left in its group ends with it
+        ::kill(-pid, SIGKILL); // what it left in its group ends with it
       }
     }
     if (!reaped && frames_in.malformed && !killed) {
@@ -361,10 +362,6 @@ plan_result run_isolated(const isolated_plan& which, run_context& ctx) {
   for (int& fd : fds)
     close_fd(fd);
   close_fd(cancel[1]);
-  // What the plan left in the host's group, or started outside it, ends
-  // and is reaped now, not at the next run. With the status lost, `pid`
-  // may name someone else's group already.
-  if (!status_lost) detail::end_leftovers(pid);
   detail::forget_program(pid);
   reap_adopted_orphans();
 

@@ -8,6 +8,7 @@
 
 #include <dlfcn.h>
 #include <filesystem>
+#include <link.h>
 #include <mutex>
 
 namespace polymesh::sdk {
@@ -194,15 +195,16 @@ std::string load_plugin(const std::string& path, plan_catalog& catalog,
   reg.path = path;
   reg.isolation = isolation;
   reg.host = host_program;
-  // The host opens the plugin again for each run: a path with a directory
-  // is made absolute now, so that a later change of the program's
-  // directory does not move it (a bare name is searched for as `dlopen`
-  // does, in the host as here).
+  // The host opens the plugin again for each run: by the path the loader
+  // found here, absolute, so that neither a later change of the program's
+  // directory nor the host's own library search path makes it another file.
   std::error_code ec;
   reg.host_path = path;
-  if (path.find('/') != std::string::npos)
-    if (auto abs = std::filesystem::absolute(path, ec); !ec)
-      reg.host_path = abs.lexically_normal().string();
+  if (link_map* map = nullptr;
+      ::dlinfo(lib, RTLD_DI_LINKMAP, &map) == 0 && map && map->l_name && *map->l_name)
+    reg.host_path = map->l_name;
+  if (auto abs = std::filesystem::absolute(reg.host_path, ec); !ec)
+    reg.host_path = abs.string();
   reg.catalog = &scratch;
   polymesh_host_v1 host{POLYMESH_PLUGIN_ABI_VERSION, &reg, &host_add_plan};
   auto version = entry(&host);

@@ -79,6 +79,40 @@ bool is_zombie(pid_t pid) {
   return close != std::string::npos && close + 2 < line.size() && line[close + 2] == 'Z';
 }
 
+/// After a run's program was reaped and its group killed: kills and reaps
+/// what is left of the group, and any process that escaped it (`setsid`,
+/// `setpgid`) once it was adopted here, bounded in time. Children in the
+/// agent's own session are not the run's (see `run_process`) and are left
+/// alone.
+void end_leftovers(pid_t group) {
+  auto own = ::getsid(0);
+  auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds{500};
+  for (;;) {
+    bool group_left = ::kill(-group, SIGKILL) == 0;
+    // Members of the group whose parent died were adopted by the main
+    // thread: reap them here, or the group (zombies and all) stays.
+    if (group_left)
+      for (pid_t child : children_of(::getpid()))
+        if (!is_live_program(child) && ::getpgid(child) == group) {
+          int status = 0;
+          ::waitpid(child, &status, WNOHANG);
+        }
+    bool escaped = false;
+    for (pid_t child : children_of_this_thread()) {
+      auto pgid = ::getpgid(child);
+      auto sid = ::getsid(child);
+      if (pgid < 0 || sid < 0 || sid == own) continue;
+      escaped = true;
+      if (pgid != group) ::kill(-pgid, SIGKILL);
+      ::kill(child, SIGKILL);
+      int status = 0;
+      ::waitpid(child, &status, WNOHANG);
+    }
+    if ((!group_left && !escaped) || std::chrono::steady_clock::now() >= until) return;
+    std::this_thread::sleep_for(std::chrono::milliseconds{1});
+  }
+}
+
 using steady = std::chrono::steady_clock;
 
 /// After the program exits, how long stray descendants may keep its pipes
@@ -116,35 +150,6 @@ bool is_executable_file(const std::string& path) {
 } // namespace
 
 namespace detail {
-
-void end_leftovers(pid_t group) {
-  auto own = ::getsid(0);
-  auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds{500};
-  for (;;) {
-    bool group_left = ::kill(-group, SIGKILL) == 0;
-    // Members of the group whose parent died were adopted by the main
-    // thread: reap them here, or the group (zombies and all) stays.
-    if (group_left)
-      for (pid_t child : children_of(::getpid()))
-        if (!is_live_program(child) && ::getpgid(child) == group) {
-          int status = 0;
-          ::waitpid(child, &status, WNOHANG);
-        }
-    bool escaped = false;
-    for (pid_t child : children_of_this_thread()) {
-      auto pgid = ::getpgid(child);
-      auto sid = ::getsid(child);
-      if (pgid < 0 || sid < 0 || sid == own) continue;
-      escaped = true;
-      if (pgid != group) ::kill(-pgid, SIGKILL);
-      ::kill(child, SIGKILL);
-      int status = 0;
-      ::waitpid(child, &status, WNOHANG);
-    }
-    if ((!group_left && !escaped) || std::chrono::steady_clock::now() >= until) return;
-    std::this_thread::sleep_for(std::chrono::milliseconds{1});
-  }
-}
 
 pid_t fork_tracked() {
   std::lock_guard<std::mutex> guard{live_mtx};
@@ -407,7 +412,7 @@ process_outcome run_process(const process_spec& spec, log_sink& log,
   }
   close_fd(fds[0]);
   close_fd(fds[1]);
-  if (out.started) detail::end_leftovers(pid);
+  if (out.started) end_leftovers(pid);
   detail::forget_program(pid); // the loop above ends only once it reaped the program
   reap_adopted_orphans();
   return out;

@@ -30,13 +30,6 @@ void become_subreaper();
 /// Async-signal-safe. False when the agent is gone already.
 [[nodiscard]] bool detach_child(pid_t agent_pid);
 
-/// After a run's child was reaped and its group killed: kills and reaps
-/// what is left of the group, and any process that escaped it (`setsid`,
-/// `setpgid`) once it was adopted here, bounded in time (0.5 s). Children in
-/// the agent's own session are not the run's (see `run_process`) and are
-/// left alone.
-void end_leftovers(pid_t group);
-
 /// Marks every descriptor from `first` up close-on-exec (`close_range`,
 /// with a loop over the descriptor limit before Linux 5.11).
 /// Async-signal-safe.

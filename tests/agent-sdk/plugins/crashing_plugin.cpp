@@ -18,7 +18,8 @@
 //                "checked";
 //   "leave_behind": starts two `sleep 600` in the background with `system`,
 //                   one in its process group, one in a session of its own
-//                   (`setsid`), and succeeds at once;
+//                   (`setsid`), and once the second is in its session
+//                   succeeds with their pids ("PID PID");
 //   "deadline": succeeds with its deadline, in nanoseconds of
 //               steady_clock since its epoch ("none" without one);
 //   "lock": takes the library's test lock within 0.5 s, or fails ("the lock
@@ -33,6 +34,7 @@
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <fstream>
 #include <mutex>
 #include <thread>
 #include <unistd.h>
@@ -97,10 +99,19 @@ public:
                      : plan_result::failure("system failed");
     }
     if (what == "leave_behind") {
-      int rc =
-          std::system("sleep 600 >/dev/null 2>&1 & setsid sleep 600 >/dev/null 2>&1 &");
-      return rc == 0 ? plan_result::success("left")
-                     : plan_result::failure("system failed");
+      auto file = (ctx.work_dir / "pids").string();
+      auto cmd = "sleep 600 >/dev/null 2>&1 & echo $! >'" + file +
+                 "'; setsid sleep 600 >/dev/null 2>&1 & echo $! >>'" + file + "'";
+      if (std::system(cmd.c_str()) != 0) return plan_result::failure("system failed");
+      pid_t in_group = 0;
+      pid_t escaped = 0;
+      std::ifstream{file} >> in_group >> escaped;
+      // `setsid` may not have run yet when the shell is done.
+      for (int i = 0; i < 5000 && ::getsid(escaped) != escaped; ++i)
+        std::this_thread::sleep_for(std::chrono::milliseconds{1});
+      if (::getsid(escaped) != escaped) return plan_result::failure("setsid did not run");
+      return plan_result::success(std::to_string(in_group) + " " +
+                                  std::to_string(escaped));
     }
     if (what == "deadline") {
       auto d = ctx.cancel->deadline();
