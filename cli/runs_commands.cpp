@@ -662,6 +662,21 @@ int get_artifact(const command_context& ctx, const artifacts_options& o) {
   return exit_ok;
 }
 
+namespace {
+
+/// The options `submit` and `rerun` share: an idempotency key, and whether
+/// to wait for the new run or follow its log.
+void add_submission_options(CLI::App* cmd, std::string& idempotency_key, bool& wait,
+                            bool& follow) {
+  cmd->add_option("--idempotency-key", idempotency_key,
+                  "A repeat with the same key returns the same run");
+  cmd->add_flag("--wait", wait, "Wait for the end; exit 0 success, 1 error, 2 canceled");
+  cmd->add_flag("-f,--follow", follow,
+                "Stream the run's log while it runs (implies --wait)");
+}
+
+} // namespace
+
 void add_runs_commands(CLI::App& app, command_context& ctx) {
   auto* runs = app.add_subcommand("runs", "Submit, watch and manage runs");
   runs->require_subcommand(1);
@@ -684,12 +699,7 @@ void add_runs_commands(CLI::App& app, command_context& ctx) {
   submit_cmd->add_option("--priority", so->priority, "Higher runs first (default 0)");
   submit_cmd->add_option("--timeout", so->timeout, "Run time limit, e.g. 90s, 10m, 2h");
   submit_cmd->add_option("--ttl", so->ttl, "How long it may wait for an agent, e.g. 10m");
-  submit_cmd->add_option("--idempotency-key", so->idempotency_key,
-                         "A repeat with the same key returns the same run");
-  submit_cmd->add_flag("--wait", so->wait,
-                       "Wait for the end; exit 0 success, 1 error, 2 canceled");
-  submit_cmd->add_flag("-f,--follow", so->follow,
-                       "Stream the run's log while it runs (implies --wait)");
+  add_submission_options(submit_cmd, so->idempotency_key, so->wait, so->follow);
   submit_cmd->callback(
       [&ctx, so] { ctx.action = [&ctx, so] { return submit(ctx, *so); }; });
 
@@ -701,12 +711,7 @@ void add_runs_commands(CLI::App& app, command_context& ctx) {
   rerun_cmd->add_option("ID", ro->id, "The run to run again")->required();
   auto* rerun_priority = rerun_cmd->add_option("--priority", *ro_priority,
                                                "Another priority for the new run");
-  rerun_cmd->add_option("--idempotency-key", ro->idempotency_key,
-                        "A repeat with the same key returns the same run");
-  rerun_cmd->add_flag("--wait", ro->wait,
-                      "Wait for the end; exit 0 success, 1 error, 2 canceled");
-  rerun_cmd->add_flag("-f,--follow", ro->follow,
-                      "Stream the run's log while it runs (implies --wait)");
+  add_submission_options(rerun_cmd, ro->idempotency_key, ro->wait, ro->follow);
   rerun_cmd->callback([&ctx, ro, ro_priority, rerun_priority] {
     if (rerun_priority->count() > 0) ro->priority = *ro_priority;
     ctx.action = [&ctx, ro] { return rerun(ctx, *ro); };
