@@ -13,7 +13,9 @@ exec_settings read_exec_settings(sdk::settings_reader& in) {
   s.env = in.string_map("env");
   for (auto& [k, v] : s.env)
     if (auto err = check_env_name(k); !err.empty() && k != "LANG" && k != "TZ")
-      throw sdk::config_error(in.path("env." + k), err);
+      throw sdk::config_error(in.path("env." + k),
+                              k == "PATH" ? err + "; set the plan's `path` instead"
+                                          : err);
   s.result_tail_bytes = static_cast<size_t>(
       in.integer("result_tail_bytes", int64_t(s.result_tail_bytes), 0, 60 * 1024));
   sdk::settings_reader lim{in.raw("limits"), in.path("limits")};
@@ -86,7 +88,8 @@ std::string check_env_name(const std::string& name) {
       "CDPATH", "PS4",  "LANG", "TZ",  "TMPDIR",   "PYTHONPATH", "PERL5LIB"};
   if (reserved.count(name) || name.rfind("LD_", 0) == 0 ||
       name.rfind("POLYMESH_", 0) == 0 || name.rfind("BASH_FUNC_", 0) == 0)
-    return "environment variable '" + name + "' is reserved and cannot be set by a run";
+    return "environment variable '" + name +
+           "' is reserved: the agent sets it, or it changes which code programs load";
   return {};
 }
 

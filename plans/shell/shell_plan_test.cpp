@@ -160,3 +160,25 @@ TEST(shell_plan, result_is_the_tail) {
   EXPECT_EQ(r.result.substr(r.result.size() - 5), "1000\n");
   EXPECT_EQ(r.result.front(), '9'); // starts at a full line
 }
+
+// This test ensures a reserved variable in the plan's `env` setting is
+// refused naming the key and why, and PATH points at the `path` setting.
+TEST(shell_plan, reserved_env_settings_are_refused_saying_what_to_use) {
+  for (auto [name, says] :
+       {std::pair{"PATH", "is reserved: the agent sets it, or it changes which code "
+                          "programs load; set the plan's `path` instead"},
+        std::pair{"LD_PRELOAD", "is reserved: the agent sets it, or it changes which "
+                                "code programs load"}}) {
+    SCOPED_TRACE(name);
+    json s{{"programs", {"echo"}}, {"env", {{name, "/x"}}}};
+    try {
+      (void)plans::make_shell_plan(s, "plans.shell");
+      ADD_FAILURE() << "expected a config_error";
+    } catch (const sdk::config_error& e) {
+      EXPECT_EQ(e.key(), std::string{"plans.shell.env."} + name);
+      EXPECT_EQ(std::string{e.what()}, std::string{"plans.shell.env."} + name +
+                                           ": environment variable '" + name + "' " +
+                                           says);
+    }
+  }
+}
