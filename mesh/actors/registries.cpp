@@ -282,7 +282,7 @@ caf::behavior agent_registry(agent_self self, context_ptr ctx) {
           if (!scope || !scope->matches(req.labels))
             return make_error(
                 errc::forbidden,
-                "agent labels are outside the registration token's scope (" + c.scope +
+                "agent labels are outside the token's scope (" + c.scope +
                     ")",
                 "labels");
           // Registering under a name supersedes that agent's session: a
@@ -293,7 +293,7 @@ caf::behavior agent_registry(agent_self self, context_ptr ctx) {
             if (known != st.mirror.end() && !scope->matches(known->second.labels))
               return make_error(errc::forbidden,
                                 "an agent named '" + req.name +
-                                    "' exists outside the registration token's scope (" +
+                                    "' exists outside the token's scope (" +
                                     c.scope + "); choose another name",
                                 "name");
           }

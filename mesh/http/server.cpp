@@ -1136,6 +1136,22 @@ void set_error_content(httplib::Response& res, const caf::error& err) {
   res.set_content(wire::dump(wire::error_body(err)), "application/json");
 }
 
+/// Sends `err` as the JSON error body and then closes the connection, so
+/// that bytes the client sent after the request are never read as one of
+/// their own. A `Connection: close` header set here alone does not make
+/// cpp-httplib 0.11 close it (it decides before the handler runs); a body
+/// from a content provider that reports failure once it has written it
+/// does, and the client still gets the whole answer.
+void set_error_content_and_close(httplib::Response& res, const caf::error& err) {
+  auto body = std::make_shared<std::string>(wire::dump(wire::error_body(err)));
+  res.set_header("Connection", "close");
+  res.set_content_provider(body->size(), "application/json",
+                           [body](size_t offset, size_t length, httplib::DataSink& sink) {
+                             sink.write(body->data() + offset, length);
+                             return false;
+                           });
+}
+
 /// The paths meshd serves, for 405 answers: the methods of each path without
 /// placeholders (`GET /v1/runs/batch` is a wrong method on the batch
 /// endpoint, not a run with id "batch"), then each pattern with its method.
@@ -1337,7 +1353,8 @@ http_server::http_server(mesh_node& node)
   }
   svr_->set_error_handler([this, max_body, max_artifact,
                            routes](const httplib::Request& req, httplib::Response& res) {
-    if (!res.body.empty()) return;
+    // Answered already: in the body, or by a provider (`set_error_content_and_close`).
+    if (!res.body.empty() || res.content_provider_) return;
     set_error_content(res, http_layer_error(req, res, max_body, max_artifact, *routes));
     metrics_.refused(res.status);
   });
@@ -1351,38 +1368,45 @@ http_server::http_server(mesh_node& node)
     // takes the first Content-Length, and chunked over any length) is
     // refused, and the connection closed, before the body is read: a
     // smuggled second request must not be served (RFC 9112, 6.3).
-    auto lengths = req.get_header_value_count("Content-Length");
-    if (lengths > 1 || (lengths == 1 && req.has_header("Transfer-Encoding"))) {
+    auto refuse_and_close = [&](const std::string& message, const char* field) {
       res.status = 400;
-      res.set_header("Connection", "close");
-      set_error_content(
-          res,
-          make_error(errc::invalid_argument,
-                     lengths > 1
-                         ? "the request has more than one Content-Length header"
-                         : "the request has both Content-Length and Transfer-Encoding",
-                     "Content-Length"));
+      set_error_content_and_close(res,
+                                  make_error(errc::invalid_argument, message, field));
       metrics_.refused(res.status);
       return httplib::Server::HandlerResponse::Handled;
-    }
+    };
+    auto lengths = req.get_header_value_count("Content-Length");
+    if (lengths > 1)
+      return refuse_and_close("the request has more than one Content-Length header",
+                              "Content-Length");
+    if (lengths == 1 && req.has_header("Transfer-Encoding"))
+      return refuse_and_close("the request has both Content-Length and Transfer-Encoding",
+                              "Content-Length");
     // A header cpp-httplib split at its colon but whose name is not a token
     // (`Bad Header: x`, `Content-Length : 5`, `: x`) is refused, and the
     // connection closed, for the same reason: a proxy may read it as a
     // header meshd never saw (RFC 9112, 5.1). A line with no colon at all
     // never reaches meshd.
     for (auto& [name, value] : req.headers)
-      if (!is_token(name)) {
-        res.status = 400;
-        res.set_header("Connection", "close");
-        set_error_content(res,
-                          make_error(errc::invalid_argument,
-                                     "header name '" + printable_prefix(name, 64) +
-                                         "' is not a token: letters, digits and "
-                                         "!#$%&'*+-.^_`|~ only, no spaces, not empty",
-                                     "headers"));
-        metrics_.refused(res.status);
-        return httplib::Server::HandlerResponse::Handled;
-      }
+      if (!is_token(name))
+        return refuse_and_close("header name '" + printable_prefix(name, 64) +
+                                    "' is not a token: letters, digits and "
+                                    "!#$%&'*+-.^_`|~ only, no spaces, not empty",
+                                "headers");
+    // cpp-httplib reads a body only for POST, PUT, PATCH and DELETE. Bytes a
+    // GET (HEAD, OPTIONS) announces would be read as the next request on
+    // the connection, where a proxy sees a body: refused, and the
+    // connection closed, before they are looked at.
+    bool reads_body = req.method == "POST" || req.method == "PUT" ||
+                      req.method == "PATCH" || req.method == "DELETE";
+    if (!reads_body && (req.has_header("Transfer-Encoding") ||
+                        (lengths == 1 && req.get_header_value("Content-Length") != "0")))
+      return refuse_and_close(
+          "a " + printable_prefix(req.method, 16) + " request takes no body", "body");
+    // Two credentials: which one a proxy checked is anyone's guess.
+    if (req.get_header_value_count("Authorization") > 1)
+      return refuse_and_close("the request has more than one Authorization header",
+                              "Authorization");
     // `req` is the server's own, non-const request object.
     const_cast<httplib::Request&>(req).ranges.clear();
     return httplib::Server::HandlerResponse::Unhandled;

@@ -304,7 +304,8 @@ TEST_F(auth, scoped_submitters_runs_only_go_to_matching_agents) {
 }
 
 // This test ensures a scoped registration token may only register agents
-// whose labels match its scope (403 on field `labels`, nothing registered).
+// whose labels match its scope (403 on field `labels`, nothing registered),
+// and so may a scoped admin token (api.md, scoped tokens).
 TEST_F(auth, scoped_registration_token_refuses_non_matching_labels) {
   auto reg = make_token("registration", "env=dev");
   auto bad =
@@ -313,6 +314,14 @@ TEST_F(auth, scoped_registration_token_refuses_non_matching_labels) {
   EXPECT_EQ(bad.status, 403) << bad.raw;
   EXPECT_EQ(bad.body["error"]["code"], "forbidden");
   EXPECT_EQ(bad.body["error"]["field"], "labels");
+  EXPECT_EQ(bad.body["error"]["message"],
+            "agent labels are outside the token's scope (env=dev)");
+  auto scoped_admin = make_token("admin", "env=dev");
+  auto by_admin =
+      call("POST", "/v1/agents/register", scoped_admin,
+           json{{"name", "prod-2"}, {"labels", {{"env", "prod"}}}, {"plans", {"noop"}}});
+  EXPECT_EQ(by_admin.status, 403) << by_admin.raw;
+  EXPECT_EQ(by_admin.body["error"]["field"], "labels");
   auto none = call("POST", "/v1/agents/register", reg,
                    json{{"name", "bare-1"}, {"plans", {"noop"}}});
   EXPECT_EQ(none.status, 403) << none.raw;

@@ -530,23 +530,67 @@ namespace {
 
 /// Sends `bytes` verbatim on a fresh connection and reads until the server
 /// closes it (or 10 s pass): every response it wrote, as raw text.
-std::string exchange_raw(int port, const std::string& bytes) {
+/// A socket connected to 127.0.0.1:`port` whose reads give up after 10 s;
+/// -1 on failure.
+int connect_local(int port) {
   int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0) return "socket failed";
+  if (fd < 0) return -1;
   timeval tv{10, 0};
   ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_port = htons(static_cast<uint16_t>(port));
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+std::string exchange_raw(int port, const std::string& bytes) {
+  int fd = connect_local(port);
+  if (fd < 0) return "connect failed";
   std::string out;
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0 &&
-      ::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL) ==
-          static_cast<ssize_t>(bytes.size())) {
+  if (::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL) ==
+      static_cast<ssize_t>(bytes.size())) {
     char buf[4096];
     for (ssize_t n; (n = ::recv(fd, buf, sizeof buf, 0)) > 0;)
       out.append(buf, static_cast<size_t>(n));
   }
+  ::close(fd);
+  return out;
+}
+
+/// Sends `first`, reads its whole answer, then sends `then` on the same
+/// connection (if it is still open) and reads until the server closes it:
+/// what a client that sends a body after the headers' answer sees.
+std::string exchange_after_answer(int port, const std::string& first,
+                                  const std::string& then) {
+  int fd = connect_local(port);
+  if (fd < 0) return "connect failed";
+  std::string out;
+  if (::send(fd, first.data(), first.size(), MSG_NOSIGNAL) !=
+      static_cast<ssize_t>(first.size())) {
+    ::close(fd);
+    return "send failed";
+  }
+  char buf[4096];
+  // The first answer is whole once its headers and Content-Length bytes are in.
+  for (;;) {
+    auto head_end = out.find("\r\n\r\n");
+    if (head_end != std::string::npos) {
+      auto at = out.find("Content-Length: ");
+      size_t length = at == std::string::npos ? 0 : std::stoul(out.substr(at + 16));
+      if (out.size() >= head_end + 4 + length) break;
+    }
+    auto n = ::recv(fd, buf, sizeof buf, 0);
+    if (n <= 0) break;
+    out.append(buf, static_cast<size_t>(n));
+  }
+  (void)::send(fd, then.data(), then.size(), MSG_NOSIGNAL);
+  for (ssize_t n; (n = ::recv(fd, buf, sizeof buf, 0)) > 0;)
+    out.append(buf, static_cast<size_t>(n));
   ::close(fd);
   return out;
 }
@@ -636,6 +680,52 @@ TEST_F(http_framing, ambiguous_body_lengths_are_refused_and_close_the_connection
   EXPECT_TRUE(call("GET", "/v1/runs", admin).body["runs"].empty());
   // One Content-Length still works.
   EXPECT_EQ(call_body("POST", "/v1/runs", admin, R"({"plan":"noop"})").status, 201);
+}
+
+// This test ensures a GET that announces a body (which the HTTP library does
+// not read) is refused and its connection closed, so the announced bytes are
+// never served as a request of their own; two Authorization headers are
+// refused the same way. A GET with `Content-Length: 0` is served.
+TEST_F(http_framing, a_body_on_a_get_and_two_credentials_are_refused) {
+  std::string smuggled = "GET /v1/tokens HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer " +
+                         admin + "\r\nConnection: close\r\n\r\n";
+  for (std::string framing : {"Content-Length: " + std::to_string(smuggled.size()),
+                              std::string{"Transfer-Encoding: chunked"}}) {
+    SCOPED_TRACE(framing);
+    auto r = exchange_after_answer(
+        port, "GET /healthz HTTP/1.1\r\nHost: t\r\n" + framing + "\r\n\r\n", smuggled);
+    EXPECT_EQ(r.rfind("HTTP/1.1 400", 0), 0u) << r.substr(0, 300);
+    EXPECT_NE(r.find("\"field\":\"body\""), std::string::npos) << r;
+    EXPECT_NE(r.find("a GET request takes no body"), std::string::npos) << r;
+    EXPECT_EQ(count_of(r, "HTTP/1.1 "), 1u) << "the announced bytes were served: " << r;
+  }
+  // The same for a POST whose length is ambiguous: closed after the answer,
+  // whenever the bytes after it come.
+  auto twice = exchange_after_answer(
+      port,
+      "POST /v1/runs HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer " + admin +
+          "\r\nContent-Length: 0\r\nContent-Length: " + std::to_string(smuggled.size()) +
+          "\r\n\r\n",
+      smuggled);
+  EXPECT_EQ(twice.rfind("HTTP/1.1 400", 0), 0u) << twice.substr(0, 300);
+  EXPECT_EQ(count_of(twice, "HTTP/1.1 "), 1u)
+      << "the bytes after it were served: " << twice;
+  auto zero =
+      exchange_raw(port, "GET /healthz HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n"
+                         "Connection: close\r\n\r\n");
+  EXPECT_EQ(zero.rfind("HTTP/1.1 200", 0), 0u) << zero.substr(0, 300);
+
+  auto reader = call("POST", "/v1/tokens", admin, json{{"kind", "reader"}, {"name", "r"}})
+                    .body["token"]
+                    .get<std::string>();
+  for (auto [first, second] : {std::pair{admin, reader}, std::pair{reader, admin}}) {
+    auto r = exchange_raw(port, "GET /v1/tokens HTTP/1.1\r\nHost: t\r\nAuthorization: "
+                                "Bearer " +
+                                    first + "\r\nAuthorization: Bearer " + second +
+                                    "\r\nConnection: close\r\n\r\n");
+    EXPECT_EQ(r.rfind("HTTP/1.1 400", 0), 0u) << r.substr(0, 300);
+    EXPECT_NE(r.find("more than one Authorization header"), std::string::npos) << r;
+  }
 }
 
 // This test ensures a header whose name is not a token (a space in it or
