@@ -45,6 +45,8 @@ caf::expected<run_record> find_own_run(self_ptr self, const caller& c,
                       "run '" + id +
                           "' is back in the queue, waiting for an agent; "
                           "it is not assigned to this agent");
+  if (r)
+    if (auto err = check_holder(*r, c.agent_id, c.agent_session)) return err;
   return r;
 }
 

@@ -197,6 +197,7 @@ void requeue(self_ptr self, std::string why,
   next.assigned_at.reset();
   next.delivered_at.reset();
   next.last_activity_at.reset();
+  next.held_session = 0;
   persist(
       self, std::move(next), {},
       [self] {
@@ -235,12 +236,7 @@ caf::error check_own(self_ptr self, const caller& c) {
     return make_error(errc::illegal_transition,
                       "run '" + run.id + "' is created and not assigned to any agent",
                       "status");
-  if (run.assigned_agent != c.agent_id ||
-      (run.status != run_status::pending && run.status != run_status::running &&
-       !is_terminal(run.status)))
-    return make_error(errc::forbidden,
-                      "run '" + run.id + "' is not assigned to this agent");
-  return {};
+  return check_holder(run, c.agent_id, c.agent_session);
 }
 
 caf::error check_transition(const run_record& run, run_event ev,
@@ -410,6 +406,7 @@ caf::behavior run_actor(self_ptr self, context_ptr ctx, run_record run, bool fre
         auto now = st.ctx->now();
         next.status = run_status::running;
         next.started_at = now;
+        next.held_session = c.agent_session;
         next.last_activity_at = now;
         if (!next.delivered_at) next.delivered_at = now;
         auto rp = self->make_response_promise<run_record>();
@@ -477,6 +474,7 @@ caf::behavior run_actor(self_ptr self, context_ptr ctx, run_record run, bool fre
           auto now = st.ctx->now();
           base.status = run_status::running;
           base.started_at = now;
+          base.held_session = c.agent_session;
           if (!base.delivered_at) base.delivered_at = now;
         }
         if (auto err = check_transition(base, run_event::finish, req.status)) return err;

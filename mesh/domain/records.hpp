@@ -117,6 +117,11 @@ struct run_record {
   /// Last start, progress, log or finish report from the agent.
   std::optional<timestamp> last_activity_at;
   std::optional<timestamp> cancel_requested_at;
+  /// The session of `assigned_agent` that started it (0: none since it was
+  /// last queued). Only that session may report on it, also once it ended
+  /// (a late log chunk or artifact): a later session of the same agent did
+  /// not run it.
+  int64_t held_session = 0;
 };
 
 struct agent_record {

@@ -154,6 +154,30 @@ std::vector<int64_t> seqs_of(const std::vector<log_chunk>& chunks) {
   return out;
 }
 
+caf::error check_holder(const run_record& run, const std::string& agent_id,
+                        int64_t session) {
+  if (run.assigned_agent != agent_id)
+    return make_error(errc::forbidden,
+                      "run '" + run.id + "' is not assigned to this agent");
+  // Pending: assigned, not started; the session that polls it holds it.
+  if (run.status == run_status::pending) return {};
+  if (run.held_session == 0) {
+    // Started before meshd recorded sessions (schema version 3): as then.
+    if (run.status == run_status::running) return {};
+    return make_error(errc::forbidden, "run '" + run.id +
+                                           "' ended while this agent did not hold it; "
+                                           "it takes no reports");
+  }
+  if (run.held_session != session)
+    return make_error(errc::forbidden, "run '" + run.id +
+                                           "' was started by an earlier session of this "
+                                           "agent (" +
+                                           std::to_string(run.held_session) +
+                                           "); this session (" + std::to_string(session) +
+                                           ") may not report on it");
+  return {};
+}
+
 caf::error check_log_room(int64_t limit, const std::string& run_id, int64_t held,
                           const std::vector<log_chunk>& chunks,
                           const std::vector<int64_t>& stored) {

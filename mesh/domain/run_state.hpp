@@ -48,6 +48,16 @@ next_status(run_status from, run_event event, run_status outcome = run_status::e
 /// failed, canceled.
 [[nodiscard]] const char* skadi_status(const run_record& run);
 
+/// Refuses a report (start, progress, log, finish, artifact) on `run` by
+/// session `session` of agent `agent_id` unless that session holds the run:
+/// it is assigned to the agent and pending, or that session started it
+/// (`held_session`), also after it ended. A run running since before
+/// sessions were recorded (`held_session` 0) takes the agent's reports as
+/// it did then. A `forbidden` error, or none.
+/// REQUIRES: `run` is not `created` (the callers answer that themselves).
+[[nodiscard]] caf::error check_holder(const run_record& run, const std::string& agent_id,
+                                      int64_t session);
+
 /// The seqs of `chunks`, in order (to ask which ones a run's log has).
 [[nodiscard]] std::vector<int64_t> seqs_of(const std::vector<log_chunk>& chunks);
 

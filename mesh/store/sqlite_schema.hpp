@@ -139,6 +139,11 @@ CREATE TABLE run_artifacts (
     R"sql(
 ALTER TABLE agents ADD COLUMN drained INTEGER NOT NULL DEFAULT 0;
 )sql",
+    // Version 4: the agent session that started a run, the only one that may
+    // report on it (0 = none; runs stored before it have none).
+    R"sql(
+ALTER TABLE runs ADD COLUMN held_session INTEGER NOT NULL DEFAULT 0;
+)sql",
 };
 
 /// The schema version this build reads and writes.

@@ -282,6 +282,7 @@ constexpr const char* run_columns[] = {
     "finished_at",
     "last_activity_at",
     "cancel_requested_at",
+    "held_session",
 };
 
 void bind_run(statement& st, const run_record& r) {
@@ -316,6 +317,7 @@ void bind_run(statement& st, const run_record& r) {
   st.bind(++i, r.finished_at);
   st.bind(++i, r.last_activity_at);
   st.bind(++i, r.cancel_requested_at);
+  st.bind(++i, r.held_session);
 }
 
 caf::expected<run_record> read_run(const statement& st) {
@@ -355,6 +357,7 @@ caf::expected<run_record> read_run(const statement& st) {
   r.finished_at = st.opt_time(i++);
   r.last_activity_at = st.opt_time(i++);
   r.cancel_requested_at = st.opt_time(i++);
+  r.held_session = st.int64(i++);
   return r;
 }
 
@@ -521,6 +524,7 @@ constexpr const char* run_mutable_columns[] = {
     "result",         "error",       "attempts",         "cancel_requested",
     "cancel_reason",  "progress",    "assigned_at",      "delivered_at",
     "started_at",     "finished_at", "last_activity_at", "cancel_requested_at",
+    "held_session",
 };
 
 /// `UPDATE runs SET <mutable> WHERE id`, with `bind_run`'s numbering: the

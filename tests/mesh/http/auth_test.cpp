@@ -333,6 +333,45 @@ TEST_F(auth, scoped_registration_token_refuses_non_matching_labels) {
   EXPECT_EQ(ok.status, 201) << ok.raw;
 }
 
+// This test ensures a later session of an agent (anyone who may register
+// under its name) cannot report on runs an earlier session started: no log,
+// artifact or finish on a run that session finished or that ended when the
+// new session superseded it. The session that ran a run may still send it
+// late log chunks.
+TEST_F(auth, a_later_session_of_an_agent_cannot_report_on_an_earlier_sessions_runs) {
+  auto first = register_agent("a1", json::object(), json::array({"noop"}), 2);
+  auto done = submit(json{{"plan", "noop"}}).body["id"].get<std::string>();
+  ASSERT_EQ(first.take(1).size(), 1u);
+  ASSERT_EQ(first.start(done).status, 200);
+  ASSERT_EQ(first.finish(done, "success").status, 200);
+  EXPECT_EQ(first.logs(done, 0, "late but mine").status, 200);
+  auto busy = submit(json{{"plan", "noop"}}).body["id"].get<std::string>();
+  ASSERT_EQ(first.take(1).size(), 1u);
+  ASSERT_EQ(first.start(busy).status, 200);
+
+  auto second = register_agent("a1", json::object(), json::array({"noop"}), 2);
+  ASSERT_EQ(second.id, first.id);
+  ASSERT_TRUE(eventually([&] { return get_run(busy)["status"] != "running"; }))
+      << get_run(busy).dump();
+  for (const auto& id : {done, busy}) {
+    SCOPED_TRACE(id + " (" + get_run(id)["status"].get<std::string>() + ")");
+    for (auto r :
+         {second.logs(id, 7, "forged"), second.put_artifact(id, "x.txt", "forged"),
+          second.progress(id, "forged"), second.finish(id, "success")}) {
+      EXPECT_EQ(r.status, 403) << r.raw;
+      EXPECT_NE(r.raw.find("was started by an earlier session of this agent"),
+                std::string::npos)
+          << r.raw;
+    }
+    EXPECT_TRUE(
+        call("GET", "/v1/runs/" + id + "/artifacts", admin).body["artifacts"].empty());
+  }
+  auto chunks = call("GET", "/v1/runs/" + done + "/logs", admin).body["chunks"];
+  ASSERT_EQ(chunks.size(), 1u) << chunks.dump();
+  EXPECT_EQ(chunks[0]["data"], "late but mine");
+  EXPECT_EQ(get_run(done)["status"], "success");
+}
+
 // This test ensures a scoped registration token cannot take over an agent
 // outside its scope by registering under its name (with matching labels of
 // its own, it used to supersede a prod agent's session and receive its

@@ -183,6 +183,19 @@ TEST_F(timers, an_agent_cannot_upload_to_a_run_taken_back_from_it) {
   EXPECT_NE(up.raw.find("back in the queue"), std::string::npos) << up.raw;
   EXPECT_TRUE(
       call("GET", "/v1/runs/" + id + "/artifacts", admin).body["artifacts"].empty());
+  // Canceled while queued, it ended without the agent: still none of its
+  // business (it used to take logs, artifacts and a finish from it again).
+  ASSERT_EQ(call("POST", "/v1/runs/" + id + "/cancel", admin).status, 200);
+  ASSERT_EQ(status_of(id), "canceled");
+  for (auto r : {a.logs(id, 0, "late line"), a.put_artifact(id, "report.txt", "stale"),
+                 a.finish(id, "canceled")}) {
+    EXPECT_EQ(r.status, 403) << r.raw;
+    EXPECT_NE(r.raw.find("ended while this agent did not hold it"), std::string::npos)
+        << r.raw;
+  }
+  EXPECT_TRUE(call("GET", "/v1/runs/" + id + "/logs", admin).body["chunks"].empty());
+  EXPECT_TRUE(
+      call("GET", "/v1/runs/" + id + "/artifacts", admin).body["artifacts"].empty());
 }
 
 // This test ensures a long-poll parked right after an unstarted run was

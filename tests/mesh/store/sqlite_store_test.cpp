@@ -70,6 +70,7 @@ run_record full_run() {
   r.finished_at = at(5);
   r.last_activity_at = at(6);
   r.cancel_requested_at = at(-7);
+  r.held_session = 42;
   return r;
 }
 
@@ -133,6 +134,7 @@ void expect_same(const run_record& a, const run_record& b) {
   EXPECT_EQ(a.finished_at, b.finished_at);
   EXPECT_EQ(a.last_activity_at, b.last_activity_at);
   EXPECT_EQ(a.cancel_requested_at, b.cancel_requested_at);
+  EXPECT_EQ(a.held_session, b.held_session);
 }
 
 void expect_same(const agent_record& a, const agent_record& b) {
@@ -1209,6 +1211,33 @@ TEST_F(sqlite_store_test, version_2_database_migrates_to_drained_agents) {
   EXPECT_EQ(raw_query("PRAGMA user_version"), std::to_string(sqlite_schema_version));
   EXPECT_TRUE((*db_->get_agent("agt_1"))->drained);
   EXPECT_FALSE((*db_->get_agent("agt_2"))->drained);
+}
+
+// This test ensures a database of schema version 3 migrates to runs'
+// `held_session`: a run stored before it reads with none (0), and one
+// written after keeps its own.
+TEST_F(sqlite_store_test, version_3_database_migrates_to_held_sessions) {
+  db_.reset();
+  std::filesystem::remove(path_);
+  for (int v = 0; v < 3; ++v)
+    raw_query(sqlite_migrations[v]);
+  raw_query("PRAGMA user_version = 3");
+  raw_query(
+      "INSERT INTO runs (seq, id, plan, selector, scope, target_agent, "
+      "assigned_agent, params, payload, priority, status, reason, result, error, "
+      "attempts, idempotency_key, submitted_by, timeout_s, ttl_s, "
+      "cancel_requested, cancel_reason, progress, created_at) VALUES (1, 'run_old', "
+      "'noop', '', '', '', 'agt_1', '{}', '', 0, 'success', '', '', '', 1, '', "
+      "'tok_1', 0, 0, 0, '', '', 0)");
+  db_ = open();
+  ASSERT_TRUE(db_);
+  EXPECT_EQ(raw_query("PRAGMA user_version"), std::to_string(sqlite_schema_version));
+  auto old = get_run("run_old");
+  ASSERT_TRUE(old);
+  EXPECT_EQ(old->held_session, 0);
+  auto run = full_run();
+  apply({put_run{run}});
+  EXPECT_EQ(get_run(run.id)->held_session, 42);
 }
 
 // This test ensures operations.md names the schema version this build
