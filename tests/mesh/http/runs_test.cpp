@@ -351,6 +351,12 @@ TEST_F(runs, idempotency_key_of_another_scope_is_a_conflict) {
   EXPECT_EQ(res[0]["error"]["code"], "conflict") << batch.raw;
   EXPECT_FALSE(res[0].contains("run"));
   EXPECT_TRUE(res[1]["created"].get<bool>());
+  // Nothing created at all (the one item refused) is a 200, as api.md says.
+  auto refused_only =
+      call("POST", "/v1/runs/batch", admin,
+           batch_of({{{"plan", "noop"}, {"idempotency_key", "deploy-v1-prod"}}}));
+  EXPECT_EQ(refused_only.status, 200) << refused_only.raw;
+  EXPECT_EQ(refused_only.body["results"][0]["error"]["code"], "conflict");
   // The same scope still gets its own run back.
   auto repeat =
       submit(json{{"plan", "noop"}, {"idempotency_key", "deploy-v1-prod"}}, dev);
