@@ -489,6 +489,11 @@ caf::behavior run_actor(self_ptr self, context_ptr ctx, run_record run, bool fre
           reason = "timeout";
         }
         auto next = ended(base, status, std::move(reason), st.ctx->now());
+        // The session that reports the end holds it from here: a finish
+        // from `pending` (the plan failed before its start was reported),
+        // or of a run started before sessions were recorded, may be
+        // repeated and followed by late chunks.
+        if (next.held_session == 0) next.held_session = c.agent_session;
         next.exit_code = req.exit_code;
         next.result = req.result;
         next.error = req.error;

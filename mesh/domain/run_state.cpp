@@ -170,7 +170,7 @@ caf::error check_holder(const run_record& run, const std::string& agent_id,
   }
   if (run.held_session != session)
     return make_error(errc::forbidden, "run '" + run.id +
-                                           "' was started by an earlier session of this "
+                                           "' was started by another session of this "
                                            "agent (" +
                                            std::to_string(run.held_session) +
                                            "); this session (" + std::to_string(session) +

@@ -1147,7 +1147,11 @@ void set_error_content_and_close(httplib::Response& res, const caf::error& err) 
   res.set_header("Connection", "close");
   res.set_content_provider(body->size(), "application/json",
                            [body](size_t offset, size_t length, httplib::DataSink& sink) {
-                             sink.write(body->data() + offset, length);
+                             // Ranges are cleared before any refusal; never
+                             // past the body whatever is asked.
+                             if (offset < body->size())
+                               sink.write(body->data() + offset,
+                                          std::min(length, body->size() - offset));
                              return false;
                            });
 }
@@ -1364,11 +1368,18 @@ http_server::http_server(mesh_node& node)
   // ignores `Range` (RFC 9110 allows it) and always sends whole bodies.
   svr_->set_pre_routing_handler([this](const httplib::Request& req,
                                        httplib::Response& res) {
+    // `req` is the server's own, non-const request object. Ranges go first:
+    // a refusal below answers through a content provider too.
+    auto& mutable_req = const_cast<httplib::Request&>(req);
+    mutable_req.ranges.clear();
     // Framing a proxy in front could read otherwise than cpp-httplib (which
     // takes the first Content-Length, and chunked over any length) is
     // refused, and the connection closed, before the body is read: a
     // smuggled second request must not be served (RFC 9112, 6.3).
     auto refuse_and_close = [&](const std::string& message, const char* field) {
+      // cpp-httplib writes no body for HEAD, and then does not notice the
+      // provider's failure that closes the connection: answered as a GET.
+      if (req.method == "HEAD") mutable_req.method = "GET";
       res.status = 400;
       set_error_content_and_close(res,
                                   make_error(errc::invalid_argument, message, field));
@@ -1399,16 +1410,17 @@ http_server::http_server(mesh_node& node)
     // connection closed, before they are looked at.
     bool reads_body = req.method == "POST" || req.method == "PUT" ||
                       req.method == "PATCH" || req.method == "DELETE";
-    if (!reads_body && (req.has_header("Transfer-Encoding") ||
-                        (lengths == 1 && req.get_header_value("Content-Length") != "0")))
+    auto length = req.get_header_value("Content-Length");
+    bool announces_bytes =
+        lengths == 1 && (length.find_first_not_of("0 \t") != std::string::npos ||
+                         length.find('0') == std::string::npos);
+    if (!reads_body && (req.has_header("Transfer-Encoding") || announces_bytes))
       return refuse_and_close(
           "a " + printable_prefix(req.method, 16) + " request takes no body", "body");
     // Two credentials: which one a proxy checked is anyone's guess.
     if (req.get_header_value_count("Authorization") > 1)
       return refuse_and_close("the request has more than one Authorization header",
                               "Authorization");
-    // `req` is the server's own, non-const request object.
-    const_cast<httplib::Request&>(req).ranges.clear();
     return httplib::Server::HandlerResponse::Unhandled;
   });
   svr_->set_exception_handler(

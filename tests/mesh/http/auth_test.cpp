@@ -359,7 +359,7 @@ TEST_F(auth, a_later_session_of_an_agent_cannot_report_on_an_earlier_sessions_ru
          {second.logs(id, 7, "forged"), second.put_artifact(id, "x.txt", "forged"),
           second.progress(id, "forged"), second.finish(id, "success")}) {
       EXPECT_EQ(r.status, 403) << r.raw;
-      EXPECT_NE(r.raw.find("was started by an earlier session of this agent"),
+      EXPECT_NE(r.raw.find("was started by another session of this agent"),
                 std::string::npos)
           << r.raw;
     }
@@ -370,6 +370,20 @@ TEST_F(auth, a_later_session_of_an_agent_cannot_report_on_an_earlier_sessions_ru
   ASSERT_EQ(chunks.size(), 1u) << chunks.dump();
   EXPECT_EQ(chunks[0]["data"], "late but mine");
   EXPECT_EQ(get_run(done)["status"], "success");
+}
+
+// This test ensures a run finished straight from `pending` (its plan failed
+// before the start was reported) takes the same finish again and late log
+// chunks from the session that finished it.
+TEST_F(auth, a_finish_from_pending_makes_its_session_the_holder) {
+  auto a = register_agent("a1", json::object());
+  auto id = submit(json{{"plan", "noop"}}).body["id"].get<std::string>();
+  ASSERT_EQ(a.take(1).size(), 1u);
+  ASSERT_EQ(a.finish(id, "error", 2).status, 200);
+  auto again = a.finish(id, "error", 2);
+  EXPECT_EQ(again.status, 200) << again.raw;
+  EXPECT_EQ(again.body["status"], "error");
+  EXPECT_EQ(a.logs(id, 0, "why it failed").status, 200);
 }
 
 // This test ensures a scoped registration token cannot take over an agent
