@@ -282,9 +282,7 @@ caf::behavior agent_registry(agent_self self, context_ptr ctx) {
           if (!scope || !scope->matches(req.labels))
             return make_error(
                 errc::forbidden,
-                "agent labels are outside the token's scope (" + c.scope +
-                    ")",
-                "labels");
+                "agent labels are outside the token's scope (" + c.scope + ")", "labels");
           // Registering under a name supersedes that agent's session: a
           // scoped token may do it only to an agent inside its scope, or a
           // dev token could take over a prod agent and receive its runs.
@@ -293,8 +291,8 @@ caf::behavior agent_registry(agent_self self, context_ptr ctx) {
             if (known != st.mirror.end() && !scope->matches(known->second.labels))
               return make_error(errc::forbidden,
                                 "an agent named '" + req.name +
-                                    "' exists outside the token's scope (" +
-                                    c.scope + "); choose another name",
+                                    "' exists outside the token's scope (" + c.scope +
+                                    "); choose another name",
                                 "name");
           }
         }
