@@ -5,6 +5,7 @@
 
 #include "isolation_wire.hpp"
 #include "mesh/domain/log.hpp"
+#include "polymesh/sdk/plugin_abi.h"
 #include "polymesh/sdk/process.hpp"
 #include "process_tracking.hpp"
 
@@ -101,9 +102,9 @@ struct frame_reader {
 [[noreturn]] void exec_failed(int frames_fd) {
   int err = errno;
   char frame[frame_header_size + sizeof err];
-  frame[0] = frame_exec_failed;
-  uint32_t len = sizeof err;
-  std::memcpy(frame + 1, &len, sizeof len);
+  char header[frame_header_size];
+  frame_header(header, frame_exec_failed, sizeof err);
+  std::memcpy(frame, header, sizeof header);
   std::memcpy(frame + frame_header_size, &err, sizeof err);
   (void)!::write(frames_fd, frame, sizeof frame);
   ::_exit(127);
@@ -141,30 +142,6 @@ bool is_executable_file(const std::string& path) {
 }
 
 } // namespace
-
-plugin_run_args::plugin_run_args(const run_context& ctx)
-    : params_(ctx.params.dump())
-    , work_(ctx.work_dir.string())
-    , artifacts_(ctx.artifacts_dir.string()) {}
-
-polymesh_run_v1 plugin_run_args::fill(const run_context& ctx) const {
-  polymesh_run_v1 r{};
-  r.run_id = ctx.run_id.c_str();
-  r.plan = ctx.plan.c_str();
-  r.params_json = params_.c_str();
-  r.payload = ctx.payload.c_str();
-  r.payload_len = ctx.payload.size();
-  r.work_dir = work_.c_str();
-  r.artifacts_dir = artifacts_.c_str();
-  r.deadline_ms = -1;
-  if (auto d = ctx.cancel->deadline())
-    r.deadline_ms =
-        std::max<int64_t>(0, std::chrono::duration_cast<std::chrono::milliseconds>(
-                                 *d - cancel_token::clock_type::now())
-                                 .count());
-  r.kill_grace_ms = ctx.kill_grace.count();
-  return r;
-}
 
 std::chrono::milliseconds isolated_stop_limit(std::chrono::milliseconds kill_grace) {
   return 2 * kill_grace + std::chrono::milliseconds{1000};
@@ -207,24 +184,22 @@ plan_result run_isolated(const isolated_plan& which, run_context& ctx) {
   auto failure = [&](const std::string& why) {
     return plan_result::failure("plugin plan '" + ctx.plan + "' " + why);
   };
-  plugin_run_args args{ctx};
-  auto r = args.fill(ctx);
   detail::host_run_spec spec;
   spec.plugin_path = which.plugin_path;
   spec.plan_name = which.plan_name;
   spec.settings_json = which.settings_json;
   spec.run_id = ctx.run_id;
   spec.run_plan = ctx.plan;
-  spec.params_json = r.params_json;
+  spec.params_json = ctx.params.dump();
   spec.payload = ctx.payload;
-  spec.work_dir = r.work_dir;
-  spec.artifacts_dir = r.artifacts_dir;
+  spec.work_dir = ctx.work_dir.string();
+  spec.artifacts_dir = ctx.artifacts_dir.string();
   if (auto d = ctx.cancel->deadline())
     // Before the clock's epoch is passed already, not "none" (-1).
     spec.deadline_steady_ns = std::max<int64_t>(
         0, std::chrono::duration_cast<std::chrono::nanoseconds>(d->time_since_epoch())
                .count());
-  spec.kill_grace_ms = r.kill_grace_ms;
+  spec.kill_grace_ms = ctx.kill_grace.count();
 
   int spec_fd = spec_file(detail::encode(spec));
   if (spec_fd < 0)

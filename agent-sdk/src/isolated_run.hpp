@@ -17,25 +17,11 @@
 #pragma once
 
 #include "polymesh/sdk/plan.hpp"
-#include "polymesh/sdk/plugin_abi.h"
 
 #include <optional>
 #include <string>
 
 namespace polymesh::sdk {
-
-/// The strings a `polymesh_run_v1` points at, owned for the run's length.
-struct plugin_run_args {
-  explicit plugin_run_args(const run_context& ctx);
-
-  /// A `polymesh_run_v1` for `ctx` without host callbacks.
-  [[nodiscard]] polymesh_run_v1 fill(const run_context& ctx) const;
-
-private:
-  std::string params_;
-  std::string work_;
-  std::string artifacts_;
-};
 
 /// How long a child may take after it was told to stop before the agent
 /// kills it: its programs get `kill_grace` to stop, the plan as long again

@@ -6,6 +6,7 @@
 #include "polymesh/sdk/plugin_abi.h"
 #include "polymesh/sdk/settings.hpp"
 
+#include <algorithm>
 #include <dlfcn.h>
 #include <filesystem>
 #include <link.h>
@@ -14,6 +15,39 @@
 namespace polymesh::sdk {
 
 namespace {
+
+/// The strings a `polymesh_run_v1` points at, owned for the run's length.
+struct plugin_run_args {
+  explicit plugin_run_args(const run_context& ctx)
+      : params_(ctx.params.dump())
+      , work_(ctx.work_dir.string())
+      , artifacts_(ctx.artifacts_dir.string()) {}
+
+  /// A `polymesh_run_v1` for `ctx` without host callbacks.
+  [[nodiscard]] polymesh_run_v1 fill(const run_context& ctx) const {
+    polymesh_run_v1 r{};
+    r.run_id = ctx.run_id.c_str();
+    r.plan = ctx.plan.c_str();
+    r.params_json = params_.c_str();
+    r.payload = ctx.payload.c_str();
+    r.payload_len = ctx.payload.size();
+    r.work_dir = work_.c_str();
+    r.artifacts_dir = artifacts_.c_str();
+    r.deadline_ms = -1;
+    if (auto d = ctx.cancel->deadline())
+      r.deadline_ms =
+          std::max<int64_t>(0, std::chrono::duration_cast<std::chrono::milliseconds>(
+                                   *d - cancel_token::clock_type::now())
+                                   .count());
+    r.kill_grace_ms = ctx.kill_grace.count();
+    return r;
+  }
+
+private:
+  std::string params_;
+  std::string work_;
+  std::string artifacts_;
+};
 
 /// The state of one run of a plugin plan, behind `polymesh_run_v1::host`.
 struct run_state {
