@@ -290,6 +290,7 @@ std::vector<std::pair<std::string, std::string>> run_fields(const json& r) {
       {"target agent", cell(r["target_agent"])},
       {"assigned agent", cell(r["assigned_agent"])},
       {"priority", cell(r["priority"])},
+      {"concurrency key", cell(r["concurrency_key"])},
       {"attempts", cell(r["attempts"])},
       {"params", r.contains("params") ? r["params"].dump() : "{}"},
       {"payload", cell(r["payload"])},
@@ -344,6 +345,7 @@ struct submit_options {
   std::string timeout;
   std::string ttl;
   std::string idempotency_key;
+  std::string concurrency_key;
   bool wait = false;
   bool follow = false;
 };
@@ -402,6 +404,7 @@ int submit(const command_context& ctx, const submit_options& o) {
   req.timeout_s = o.timeout.empty() ? 0 : duration_seconds(o.timeout, "--timeout");
   req.ttl_s = o.ttl.empty() ? 0 : duration_seconds(o.ttl, "--ttl");
   req.idempotency_key = o.idempotency_key;
+  req.concurrency_key = o.concurrency_key;
   check_selector(o.selector, "-l/--selector");
   return send_run(ctx, req, o.wait, o.follow);
 }
@@ -415,7 +418,8 @@ struct rerun_options {
 };
 
 /// Submits a new run with what run `o.id` was submitted with: plan,
-/// selector, target agent, params, payload, priority, timeout and ttl.
+/// selector, target agent, params, payload, priority, timeout, ttl and
+/// concurrency key.
 int rerun(const command_context& ctx, const rerun_options& o) {
   auto old = ctx.client().get("/v1/runs/" + url_encode(o.id));
   wire::run_request req;
@@ -427,6 +431,8 @@ int rerun(const command_context& ctx, const rerun_options& o) {
   req.priority = o.priority.value_or(old.value("priority", int64_t{0}));
   req.timeout_s = old.value("timeout_s", int64_t{0});
   req.ttl_s = old.value("ttl_s", int64_t{0});
+  if (old["concurrency_key"].is_string())
+    req.concurrency_key = old["concurrency_key"].get<std::string>();
   req.idempotency_key = o.idempotency_key;
   return send_run(ctx, req, o.wait, o.follow, " as a rerun of " + old.value("id", o.id));
 }
@@ -699,6 +705,9 @@ void add_runs_commands(CLI::App& app, command_context& ctx) {
   submit_cmd->add_option("--priority", so->priority, "Higher runs first (default 0)");
   submit_cmd->add_option("--timeout", so->timeout, "Run time limit, e.g. 90s, 10m, 2h");
   submit_cmd->add_option("--ttl", so->ttl, "How long it may wait for an agent, e.g. 10m");
+  submit_cmd->add_option("--concurrency-key", so->concurrency_key,
+                         "Run only when no other run with this key is pending or "
+                         "running, e.g. a terraform workspace");
   add_submission_options(submit_cmd, so->idempotency_key, so->wait, so->follow);
   submit_cmd->callback(
       [&ctx, so] { ctx.action = [&ctx, so] { return submit(ctx, *so); }; });
@@ -707,7 +716,7 @@ void add_runs_commands(CLI::App& app, command_context& ctx) {
   auto ro_priority = std::make_shared<int64_t>(0);
   auto* rerun_cmd = runs->add_subcommand(
       "rerun", "Submit a new run as run ID was submitted (plan, selector, agent, "
-               "params, payload, priority, timeout, ttl)");
+               "params, payload, priority, timeout, ttl, concurrency key)");
   rerun_cmd->add_option("ID", ro->id, "The run to run again")->required();
   auto* rerun_priority = rerun_cmd->add_option("--priority", *ro_priority,
                                                "Another priority for the new run");

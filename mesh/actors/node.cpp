@@ -144,7 +144,7 @@ caf::error mesh_node::boot(const mesh_config& cfg, const polymesh::clock& clk) {
     if (r.status != run_status::created) {
       if (auto it = agent_actors.find(r.assigned_agent); it != agent_actors.end()) {
         agent = it->second;
-        self->send(ctx_->assignment, reserve_atom::value, r.assigned_agent);
+        self->send(ctx_->assignment, reserve_atom::value, r);
       }
     }
     self->send(ctx_->runs, admit_atom::value, std::move(r), agent);

@@ -51,6 +51,7 @@ run_record new_run(run_registry_state& st, const caller& c,
   run.timeout_s = req.timeout_s;
   run.ttl_s = req.ttl_s;
   run.idempotency_key = req.idempotency_key;
+  run.concurrency_key = req.concurrency_key;
   run.submitted_by = c.token_id;
   run.created_at = st.ctx->now();
   return run;

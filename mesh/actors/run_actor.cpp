@@ -122,7 +122,7 @@ void detach_agent(self_ptr self) {
   auto& st = self->state;
   if (st.agent) {
     self->send(st.agent, withdraw_atom::value, st.run.id);
-    self->send(st.ctx->assignment, release_atom::value, st.run.assigned_agent);
+    self->send(st.ctx->assignment, release_atom::value, st.run.assigned_agent, st.run.id);
     st.agent = nullptr;
   }
 }

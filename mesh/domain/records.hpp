@@ -100,6 +100,9 @@ struct run_record {
   /// Number of times it was assigned to an agent.
   int64_t attempts = 0;
   std::string idempotency_key;
+  /// At most one run per key and scope is pending or running at a time
+  /// ("" for none): the others wait queued, in priority and FIFO order.
+  std::string concurrency_key;
   /// Id of the token that submitted it.
   std::string submitted_by;
   /// Seconds; 0 means no limit.

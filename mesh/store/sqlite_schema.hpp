@@ -144,6 +144,11 @@ ALTER TABLE agents ADD COLUMN drained INTEGER NOT NULL DEFAULT 0;
     R"sql(
 ALTER TABLE runs ADD COLUMN held_session INTEGER NOT NULL DEFAULT 0;
 )sql",
+    // Version 5: a run's concurrency key ("" = none; runs stored before it
+    // have none).
+    R"sql(
+ALTER TABLE runs ADD COLUMN concurrency_key TEXT NOT NULL DEFAULT '';
+)sql",
 };
 
 /// The schema version this build reads and writes.

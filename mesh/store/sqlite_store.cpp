@@ -282,6 +282,7 @@ constexpr const char* run_columns[] = {
     "finished_at",
     "last_activity_at",
     "cancel_requested_at",
+    "concurrency_key",
     "held_session",
 };
 
@@ -317,6 +318,7 @@ void bind_run(statement& st, const run_record& r) {
   st.bind(++i, r.finished_at);
   st.bind(++i, r.last_activity_at);
   st.bind(++i, r.cancel_requested_at);
+  st.bind(++i, r.concurrency_key);
   st.bind(++i, r.held_session);
 }
 
@@ -357,6 +359,7 @@ caf::expected<run_record> read_run(const statement& st) {
   r.finished_at = st.opt_time(i++);
   r.last_activity_at = st.opt_time(i++);
   r.cancel_requested_at = st.opt_time(i++);
+  r.concurrency_key = st.text(i++);
   r.held_session = st.int64(i++);
   return r;
 }

@@ -165,6 +165,8 @@ json to_json(const run_record& r) {
       {"attempts", r.attempts},
       {"idempotency_key",
        r.idempotency_key.empty() ? json(nullptr) : json(r.idempotency_key)},
+      {"concurrency_key",
+       r.concurrency_key.empty() ? json(nullptr) : json(r.concurrency_key)},
       {"timeout_s", r.timeout_s},
       {"ttl_s", r.ttl_s},
       {"cancel_requested", r.cancel_requested},
@@ -271,6 +273,7 @@ caf::expected<run_record> run_from_json(const json& j) {
   r.error = read_string(j, "error");
   r.attempts = j.value("attempts", int64_t{0});
   r.idempotency_key = read_string(j, "idempotency_key");
+  r.concurrency_key = read_string(j, "concurrency_key");
   r.timeout_s = j.value("timeout_s", int64_t{0});
   r.ttl_s = j.value("ttl_s", int64_t{0});
   r.cancel_requested = j.value("cancel_requested", false);
@@ -579,11 +582,15 @@ caf::expected<run_request> parse_run_request(const json& j, const limits& lim) {
   in.integer("timeout_s", r.timeout_s, false, 0, int64_t{30} * 24 * 3600);
   in.integer("ttl_s", r.ttl_s, false, 0, int64_t{30} * 24 * 3600);
   in.string("idempotency_key", r.idempotency_key, false, 256);
+  in.string("concurrency_key", r.concurrency_key, false, 256);
   if (auto e = in.finish()) return e;
   if (auto e = not_blank(j, "agent", "to let the mesh pick an agent")) return e;
   if (auto e = not_blank(j, "idempotency_key", "for a submit that is not deduplicated"))
     return e;
   if (auto e = printable(r.idempotency_key, "idempotency_key")) return e;
+  if (auto e = not_blank(j, "concurrency_key", "for a run that waits for no other"))
+    return e;
+  if (auto e = printable(r.concurrency_key, "concurrency_key")) return e;
   if (auto e = validate_plan_name(r.plan, "plan")) return e;
   if (!r.agent.empty())
     if (auto e = validate_agent_name(r.agent, "agent")) return e;
@@ -632,6 +639,7 @@ json to_json(const run_request& r) {
   if (r.timeout_s != 0) j["timeout_s"] = r.timeout_s;
   if (r.ttl_s != 0) j["ttl_s"] = r.ttl_s;
   if (!r.idempotency_key.empty()) j["idempotency_key"] = r.idempotency_key;
+  if (!r.concurrency_key.empty()) j["concurrency_key"] = r.concurrency_key;
   return j;
 }
 

@@ -100,6 +100,7 @@ struct run_request {
   int64_t timeout_s = 0;
   int64_t ttl_s = 0;
   std::string idempotency_key;
+  std::string concurrency_key;
 };
 [[nodiscard]] caf::expected<run_request> parse_run_request(const json& j,
                                                            const limits& lim);

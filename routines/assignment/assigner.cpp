@@ -45,6 +45,10 @@
 //   of its plans, O(C) selector matches.
 // - `explain`: O(A log A) over all known agents A; it is a diagnostic.
 //
+// Concurrency keys are part of a class, so a held key makes whole classes
+// not ready: `place` still never looks at a run it cannot place. Holding or
+// freeing a key re-checks the classes with it, O(those classes) (usually one).
+//
 // Classes whose queue runs empty are kept (a steady kind of run would
 // otherwise rebuild its class for every run); beyond `max_idle` of them the
 // least recently emptied are dropped.
@@ -69,6 +73,8 @@ std::string class_key(const queued_run& run) {
   key += run.scope.to_string();
   key += '\0';
   key += run.target_agent;
+  key += '\0';
+  key += run.concurrency_key;
   return key;
 }
 
@@ -130,7 +136,8 @@ bool assigner::eligible(const agent_entry& agent, const run_class& cls) {
 // -- index maintenance --------------------------------------------------------
 
 void assigner::sync_ready(run_class& cls) {
-  bool want = !cls.queue.empty() && !cls.ranked.empty() && cls.ranked.begin()->free > 0;
+  bool want = !cls.queue.empty() && !cls.ranked.empty() && cls.ranked.begin()->free > 0 &&
+              !held(cls);
   if (cls.is_ready) {
     const auto& at = cls.ready_at->first;
     const auto& head = *cls.queue.begin();
@@ -251,6 +258,10 @@ void assigner::drop_class(run_class& cls) {
     it->second.erase(&cls);
     if (it->second.empty()) plan_classes_.erase(it);
   }
+  if (auto it = hold_classes_.find(cls.hold); it != hold_classes_.end()) {
+    it->second.erase(&cls);
+    if (it->second.empty()) hold_classes_.erase(it);
+  }
 }
 
 void assigner::trim_idle() {
@@ -323,7 +334,10 @@ void assigner::enqueue(queued_run run) {
     cls.sel = std::move(run.sel);
     cls.scope = std::move(run.scope);
     cls.target_agent = std::move(run.target_agent);
+    cls.concurrency_key = std::move(run.concurrency_key);
+    cls.hold = hold_key(cls.scope, cls.concurrency_key);
     plan_classes_[cls.plan].insert(&cls);
+    if (!cls.hold.empty()) hold_classes_[cls.hold].insert(&cls);
     if (!cls.target_agent.empty()) {
       // A target narrows the candidates to (usually) one agent.
       if (auto agents = name_agents_.find(cls.target_agent); agents != name_agents_.end())
@@ -398,14 +412,67 @@ std::vector<placement> assigner::place(size_t max) {
     auto& cls = *ready_.begin()->second;
     auto& agent = *cls.ranked.begin()->agent;
     auto run_id = cls.queue.begin()->id;
+    // A copy: `dequeue` may drop the class.
+    auto key = cls.hold;
     result.push_back(placement{run_id, agent.view.id});
     rerank(agent, [&] {
       ++agent.reserved;
       agent.last_assigned = ++assignments_;
     });
     dequeue(run_id);
+    if (!key.empty()) hold(run_id, std::move(key));
   }
   return result;
+}
+
+// -- concurrency keys ---------------------------------------------------------
+
+std::string assigner::hold_key(const selector& scope, const std::string& key) {
+  if (key.empty()) return {};
+  // '\0' occurs in no canonical selector.
+  return scope.to_string() + '\0' + key;
+}
+
+bool assigner::held(const run_class& cls) const {
+  return !cls.hold.empty() && holders_.count(cls.hold) > 0;
+}
+
+void assigner::sync_hold(const std::string& hold) {
+  if (auto it = hold_classes_.find(hold); it != hold_classes_.end())
+    for (auto* cls : it->second)
+      sync_ready(*cls);
+}
+
+void assigner::hold(const std::string& run_id, const selector& scope,
+                    const std::string& key) {
+  if (!key.empty()) hold(run_id, hold_key(scope, key));
+}
+
+void assigner::hold(const std::string& run_id, std::string hold) {
+  release_hold(run_id);
+  auto& runs = holders_[hold];
+  runs.push_back(run_id);
+  held_by_.emplace(run_id, hold);
+  if (runs.size() == 1) sync_hold(hold);
+}
+
+void assigner::release_hold(const std::string& run_id) {
+  auto it = held_by_.find(run_id);
+  if (it == held_by_.end()) return;
+  auto hold = std::move(it->second);
+  held_by_.erase(it);
+  auto holders = holders_.find(hold);
+  auto& runs = holders->second;
+  runs.erase(std::find(runs.begin(), runs.end(), run_id));
+  if (runs.empty()) {
+    holders_.erase(holders);
+    sync_hold(hold);
+  }
+}
+
+std::string assigner::holder(const selector& scope, const std::string& key) const {
+  auto it = holders_.find(hold_key(scope, key));
+  return it == holders_.end() || key.empty() ? std::string{} : it->second.front();
 }
 
 std::vector<candidacy> assigner::explain(const std::string& run_id) const {
@@ -439,6 +506,9 @@ std::vector<candidacy> assigner::explain(const std::string& run_id) const {
       c.reason = "outside the token's scope (" + req->to_string() + " not met)";
     else if (!cls.target_agent.empty() && cls.target_agent != v.name)
       c.reason = "not the target agent";
+    else if (held(cls))
+      c.reason = "concurrency key " + cls.concurrency_key + " is held by run " +
+                 holders_.at(cls.hold).front();
     else if (entry->free() <= 0)
       c.reason = "no free slot (" + std::to_string(entry->reserved) + " of " +
                  std::to_string(v.capacity) + " in use)";

@@ -12,6 +12,9 @@
 //   some agent can take.
 // - Spread: among eligible agents pick the one with the most free slots; ties
 //   go to the one assigned to least recently.
+// - Concurrency keys: a run with a key waits while another run with the same
+//   key and scope is placed (pending or running); the key is held from its
+//   placement until its slot is released.
 //
 // Runs are grouped into classes of identical (plan, selector, scope, target);
 // eligibility is computed once per class and kept up to date as agents
@@ -48,6 +51,8 @@ struct queued_run {
   selector scope;
   /// Agent name ("" = any agent).
   std::string target_agent;
+  /// "" = none; see `run_record::concurrency_key`.
+  std::string concurrency_key;
 };
 
 struct agent_view {
@@ -72,7 +77,7 @@ struct candidacy {
   /// "" when `candidate`; otherwise e.g. `offline`, `draining`,
   /// `lacks plan deploy`, `selector requirement env=prod not met`,
   /// `outside the token's scope (env=dev not met)`, `not the target agent`,
-  /// `no free slot (2 of 2 in use)`.
+  /// `concurrency key K is held by run R`, `no free slot (2 of 2 in use)`.
   std::string reason;
 };
 
@@ -99,6 +104,14 @@ public:
   void reserve(const std::string& agent_id);
   /// Frees one slot of `agent_id` (never below zero).
   void release(const std::string& agent_id);
+  /// Marks concurrency key `key` of scope `scope` held by `run_id`, a pending
+  /// or running run that the routine did not place itself (start-up
+  /// restore). Placing a run with a key holds it too.
+  void hold(const std::string& run_id, const selector& scope, const std::string& key);
+  /// Lets go of the key `run_id` holds, if any: its slot was released.
+  void release_hold(const std::string& run_id);
+  /// The run holding `key` of `scope`, or "" when it is free.
+  [[nodiscard]] std::string holder(const selector& scope, const std::string& key) const;
   [[nodiscard]] int64_t reserved(const std::string& agent_id) const;
 
   /// Queues a run; a run already queued is replaced.
@@ -173,6 +186,9 @@ private:
     selector sel;
     selector scope;
     std::string target_agent;
+    std::string concurrency_key;
+    /// `hold_key(scope, concurrency_key)`; "" for none.
+    std::string hold;
     std::set<run_key> queue;
     /// Its statically eligible agents, best first.
     rank_set ranked;
@@ -202,6 +218,13 @@ private:
   void rank_step(run_class& cls, size_t& budget);
   void drop_class(run_class& cls);
   void trim_idle();
+  /// The key under which a concurrency key is held: keys of different scopes
+  /// never wait for each other.
+  [[nodiscard]] static std::string hold_key(const selector& scope,
+                                            const std::string& key);
+  [[nodiscard]] bool held(const run_class& cls) const;
+  void hold(const std::string& run_id, std::string hold);
+  void sync_hold(const std::string& hold);
 
   std::unordered_map<std::string, agent_entry> agents_;
   std::unordered_map<std::string, run_class> classes_;
@@ -222,6 +245,13 @@ private:
   std::list<run_class*> idle_;
   /// Classes still looking at the agents of their plan, oldest first.
   std::deque<run_class*> ranking_;
+  /// Held concurrency key (`hold_key`) -> the runs holding it (one, but for
+  /// a store that had two at start-up).
+  std::unordered_map<std::string, std::vector<std::string>> holders_;
+  /// run id -> the concurrency key it holds.
+  std::unordered_map<std::string, std::string> held_by_;
+  /// `hold_key` -> the classes of runs with it.
+  std::unordered_map<std::string, std::unordered_set<run_class*>> hold_classes_;
   size_t rank_step_;
   uint64_t assignments_ = 0;
 };

@@ -52,22 +52,23 @@ size_t place(self_ptr self) {
     auto agent = st.agent_actors.find(p.agent_id);
     if (run == st.run_actors.end() || agent == st.agent_actors.end()) {
       st.decisions.release(p.agent_id);
+      st.decisions.release_hold(p.run_id);
       continue;
     }
     auto agent_id = p.agent_id;
+    auto run_id = p.run_id;
+    auto declined = [=] {
+      self->state.decisions.release(agent_id);
+      self->state.decisions.release_hold(run_id);
+      place(self);
+    };
     self->request(run->second, caf::infinite, assign_atom::value, p.agent_id,
                   agent->second)
         .then(
             [=](bool taken) {
-              if (!taken) {
-                self->state.decisions.release(agent_id);
-                place(self);
-              }
+              if (!taken) declined();
             },
-            [=](caf::error&) {
-              self->state.decisions.release(agent_id);
-              place(self);
-            });
+            [=](caf::error&) { declined(); });
     forget(self, p.run_id);
   }
   return placements.size();
@@ -101,6 +102,7 @@ caf::behavior assignment_routine(self_ptr self, context_ptr ctx) {
         q.sel = std::move(*sel);
         q.scope = std::move(*scope);
         q.target_agent = run.target_agent;
+        q.concurrency_key = run.concurrency_key;
         if (auto named = st.by_name.find(run.target_agent); !run.target_agent.empty() &&
                                                             named != st.by_name.end() &&
                                                             gone(named->second.second)) {
@@ -168,12 +170,19 @@ caf::behavior assignment_routine(self_ptr self, context_ptr ctx) {
             it != st.by_name.end() && it->second.first == agent_id)
           st.by_name.erase(it);
       },
-      [=](release_atom, const std::string& agent_id) {
+      [=](release_atom, const std::string& agent_id, const std::string& run_id) {
         self->state.decisions.release(agent_id);
+        self->state.decisions.release_hold(run_id);
         place(self);
       },
-      [=](reserve_atom, const std::string& agent_id) {
-        self->state.decisions.reserve(agent_id);
+      [=](reserve_atom, const run_record& run) {
+        auto& decisions = self->state.decisions;
+        decisions.reserve(run.assigned_agent);
+        if (run.concurrency_key.empty()) return;
+        // A stored scope that no longer parses still holds the key under the
+        // empty scope rather than not at all.
+        auto scope = selector::parse(run.scope, "scope");
+        decisions.hold(run.id, scope ? *scope : selector{}, run.concurrency_key);
       },
       [=](explain_atom, const std::string& run_id) {
         return candidacies{self->state.decisions.explain(run_id)};

@@ -9,8 +9,10 @@
 //   (enqueue_atom, run_record, run actor)   a run is waiting for an agent
 //   (dequeue_atom, run id)                  it no longer is
 //   (agent_atom, agent_record, agent actor) an agent appeared or changed
-//   (release_atom, agent id)                a slot of that agent is free
-//   (reserve_atom, agent id)                a slot is in use (start-up restore)
+//   (release_atom, agent id, run id)        the run let go of its slot (and of
+//                                           its concurrency key)
+//   (reserve_atom, run_record)              a pending or running run holds a
+//                                           slot and its key (start-up restore)
 //   (explain_atom, run id)               -> candidacies
 //   (tick_atom)                          -> size_t placements (the sweep)
 #pragma once

@@ -55,6 +55,8 @@ TEST_F(runs_cmd, submit_sends_every_field_and_prints_the_run) {
                 "10m",
                 "--idempotency-key",
                 "deploy-42",
+                "--concurrency-key",
+                "tf:prod",
                 "-o",
                 "json"});
   ASSERT_EQ(r.code, 0) << r.err;
@@ -73,6 +75,7 @@ TEST_F(runs_cmd, submit_sends_every_field_and_prints_the_run) {
   EXPECT_EQ(run["timeout_s"], 90);
   EXPECT_EQ(run["ttl_s"], 600);
   EXPECT_EQ(run["idempotency_key"], "deploy-42");
+  EXPECT_EQ(run["concurrency_key"], "tf:prod");
   EXPECT_EQ(get_run(run["id"].get<std::string>())["plan"], "deploy");
 
   auto again =
@@ -163,8 +166,8 @@ TEST_F(runs_cmd, submit_wait_exits_0_on_success) {
 
 // This test ensures `runs rerun` submits a new run with what the old one was
 // submitted with (plan, selector, target agent, params, payload, priority,
-// timeout, ttl), takes another priority and an idempotency key, waits like
-// `submit --wait`, and refuses an unknown run with exit 3.
+// timeout, ttl, concurrency key), takes another priority and an idempotency key, waits
+// like `submit --wait`, and refuses an unknown run with exit 3.
 TEST_F(runs_cmd, rerun_submits_what_the_run_was_submitted_with) {
   auto agent = register_agent("worker", json{{"env", "prod"}}, json::array({"deploy"}));
   auto old = submit(json{{"plan", "deploy"},
@@ -175,7 +178,8 @@ TEST_F(runs_cmd, rerun_submits_what_the_run_was_submitted_with) {
                          {"priority", 7},
                          {"timeout_s", 90},
                          {"ttl_s", 600},
-                         {"idempotency_key", "deploy-1"}});
+                         {"idempotency_key", "deploy-1"},
+                         {"concurrency_key", "tf:prod"}});
   auto first = agent.take();
   ASSERT_TRUE(first.is_object());
   ASSERT_EQ(agent.start(old).status, 200);
@@ -187,7 +191,7 @@ TEST_F(runs_cmd, rerun_submits_what_the_run_was_submitted_with) {
   EXPECT_NE(again["id"], old);
   EXPECT_EQ(again["status"], "created");
   for (auto key : {"plan", "selector", "target_agent", "params", "payload", "priority",
-                   "timeout_s", "ttl_s"})
+                   "timeout_s", "ttl_s", "concurrency_key"})
     EXPECT_EQ(again[key], get_run(old)[key]) << key;
   EXPECT_TRUE(again["idempotency_key"].is_null()) << "a rerun is a new submission";
 

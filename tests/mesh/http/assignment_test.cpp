@@ -227,5 +227,58 @@ TEST_F(assignment, new_kind_of_run_reaches_an_agent_beyond_the_first_ranking_ste
   EXPECT_EQ(got[0]["id"], id_of(sub));
 }
 
+// This test ensures runs sharing a concurrency key run one at a time, in
+// FIFO order, while a run without a key uses the free slots meanwhile;
+// explain names the run holding the key, and the run shows its key.
+TEST_F(assignment, runs_with_one_concurrency_key_run_one_at_a_time) {
+  auto agent = register_agent("four-slots", json::object(), json::array({"noop"}), 4);
+  std::vector<std::string> keyed;
+  for (int i = 0; i < 3; ++i) {
+    auto r = submit(json{{"plan", "noop"}, {"concurrency_key", "tf:prod"}});
+    ASSERT_EQ(r.status, 201) << r.raw;
+    EXPECT_EQ(r.body["concurrency_key"], "tf:prod");
+    keyed.push_back(id_of(r));
+  }
+  auto free = id_of(submit(json{{"plan", "noop"}}));
+  EXPECT_TRUE(get_run(free)["concurrency_key"].is_null());
+  auto got = agent.take(2);
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_EQ(got[0]["id"], keyed[0]);
+  EXPECT_EQ(got[1]["id"], free);
+  ASSERT_EQ(agent.start(keyed[0]).status, 200);
+  tick();
+  EXPECT_TRUE(agent.poll(0).body["runs"].empty()) << "two slots are free, the key is not";
+  EXPECT_EQ(get_run(keyed[1])["status"], "created");
+  auto why = call("GET", "/v1/runs/" + keyed[1] + "/explain", admin);
+  ASSERT_EQ(why.status, 200) << why.raw;
+  ASSERT_EQ(why.body["agents"].size(), 1u) << why.raw;
+  EXPECT_EQ(why.body["agents"][0]["reason"],
+            "concurrency key tf:prod is held by run " + keyed[0]);
+
+  ASSERT_EQ(agent.finish(keyed[0], "success").status, 200);
+  auto next = agent.take(1);
+  ASSERT_EQ(next.size(), 1u);
+  EXPECT_EQ(next[0]["id"], keyed[1]);
+  // A run that ends without starting (canceled while pending) frees it too.
+  ASSERT_EQ(call("POST", "/v1/runs/" + keyed[1] + "/cancel", admin).status, 200);
+  ASSERT_EQ(agent.finish(keyed[1], "canceled").status, 200);
+  auto last = agent.take(1);
+  ASSERT_EQ(last.size(), 1u);
+  EXPECT_EQ(last[0]["id"], keyed[2]);
+}
+
+// This test ensures a concurrency key that is empty, not a string or holds
+// a control character is refused naming the field, and nothing is stored.
+TEST_F(assignment, a_bad_concurrency_key_is_refused) {
+  auto stored = [&] { return call("GET", "/v1/runs", admin).body["runs"].size(); };
+  auto before = stored();
+  for (const auto& key : {json(""), json(7), json("a\tb"), json(std::string(257, 'k'))}) {
+    auto r = submit(json{{"plan", "noop"}, {"concurrency_key", key}});
+    EXPECT_EQ(r.status, 400) << key.dump() << ": " << r.raw;
+    EXPECT_EQ(r.body["error"]["field"], "concurrency_key") << r.raw;
+  }
+  EXPECT_EQ(stored(), before);
+}
+
 } // namespace
 } // namespace polymesh::test

@@ -135,5 +135,31 @@ TEST_F(restart, a_cancel_requested_before_the_start_holds_after_a_restart) {
   EXPECT_TRUE(again.body["runs"].empty()) << again.raw;
 }
 
+// This test ensures a running run keeps its concurrency key across a
+// restart: the queued run of the same key waits until it finishes.
+TEST_F(restart, a_running_run_keeps_its_concurrency_key) {
+  auto a = register_agent("a", json::object(), json::array({"noop"}), 2);
+  auto holder = submit(json{{"plan", "noop"}, {"concurrency_key", "ws"}})
+                    .body["id"]
+                    .get<std::string>();
+  ASSERT_EQ(a.take(1).size(), 1u);
+  ASSERT_EQ(a.start(holder).status, 200);
+  auto waiting = submit(json{{"plan", "noop"}, {"concurrency_key", "ws"}})
+                     .body["id"]
+                     .get<std::string>();
+
+  restart_mesh();
+  a.port = port;
+
+  tick();
+  EXPECT_TRUE(a.poll(0).body["runs"].empty()) << "the key is still held";
+  EXPECT_EQ(get_run(waiting)["status"], "created");
+  EXPECT_EQ(get_run(waiting)["concurrency_key"], "ws");
+  ASSERT_EQ(a.finish(holder, "success").status, 200);
+  auto next = a.take(1);
+  ASSERT_EQ(next.size(), 1u);
+  EXPECT_EQ(next[0]["id"], waiting);
+}
+
 } // namespace
 } // namespace polymesh::test

@@ -70,6 +70,7 @@ run_record full_run() {
   r.finished_at = at(5);
   r.last_activity_at = at(6);
   r.cancel_requested_at = at(-7);
+  r.concurrency_key = "tf:prod";
   r.held_session = 42;
   return r;
 }
@@ -134,6 +135,7 @@ void expect_same(const run_record& a, const run_record& b) {
   EXPECT_EQ(a.finished_at, b.finished_at);
   EXPECT_EQ(a.last_activity_at, b.last_activity_at);
   EXPECT_EQ(a.cancel_requested_at, b.cancel_requested_at);
+  EXPECT_EQ(a.concurrency_key, b.concurrency_key);
   EXPECT_EQ(a.held_session, b.held_session);
 }
 
@@ -517,6 +519,7 @@ TEST_F(sqlite_store_test, put_run_replaces_lifecycle_fields_and_keeps_fixed_ones
   expected.payload = run.payload;
   expected.priority = run.priority;
   expected.idempotency_key = run.idempotency_key;
+  expected.concurrency_key = run.concurrency_key;
   expected.submitted_by = run.submitted_by;
   expected.timeout_s = run.timeout_s;
   expected.ttl_s = run.ttl_s;
@@ -1238,6 +1241,33 @@ TEST_F(sqlite_store_test, version_3_database_migrates_to_held_sessions) {
   auto run = full_run();
   apply({put_run{run}});
   EXPECT_EQ(get_run(run.id)->held_session, 42);
+}
+
+// This test ensures a database of schema version 4 migrates to runs'
+// `concurrency_key`: a run stored before it has none, and one written after
+// keeps its own.
+TEST_F(sqlite_store_test, version_4_database_migrates_to_concurrency_keys) {
+  db_.reset();
+  std::filesystem::remove(path_);
+  for (int v = 0; v < 4; ++v)
+    raw_query(sqlite_migrations[v]);
+  raw_query("PRAGMA user_version = 4");
+  raw_query(
+      "INSERT INTO runs (seq, id, plan, selector, scope, target_agent, "
+      "assigned_agent, params, payload, priority, status, reason, result, error, "
+      "attempts, idempotency_key, submitted_by, timeout_s, ttl_s, "
+      "cancel_requested, cancel_reason, progress, created_at) VALUES (1, 'run_old', "
+      "'noop', '', '', '', '', '{}', '', 0, 'created', '', '', '', 0, '', "
+      "'tok_1', 0, 0, 0, '', '', 0)");
+  db_ = open();
+  ASSERT_TRUE(db_);
+  EXPECT_EQ(raw_query("PRAGMA user_version"), std::to_string(sqlite_schema_version));
+  auto old = get_run("run_old");
+  ASSERT_TRUE(old);
+  EXPECT_EQ(old->concurrency_key, "");
+  auto run = full_run();
+  apply({put_run{run}});
+  EXPECT_EQ(get_run(run.id)->concurrency_key, "tf:prod");
 }
 
 // This test ensures operations.md names the schema version this build

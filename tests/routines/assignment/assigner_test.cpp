@@ -462,6 +462,111 @@ TEST(Assigner, ExplainUnknownRun) {
   EXPECT_TRUE(a.explain("r1").empty());
 }
 
+// -- concurrency keys ----------------------------------------------------------
+
+queued_run keyed(std::string id, uint64_t seq, std::string key,
+                 const std::string& scope_text = "", int64_t priority = 0) {
+  auto r = run(std::move(id), seq, "deploy", priority, "", scope_text);
+  r.concurrency_key = std::move(key);
+  return r;
+}
+
+// This test ensures a run waits while another run with its concurrency key
+// is placed, and goes once that run lets go of its slot.
+TEST(Assigner, SameConcurrencyKeyWaitsForTheHolder) {
+  assigner a;
+  a.upsert_agent(agent("a1", {"deploy"}, {}, 4));
+  a.enqueue(keyed("r1", 1, "ws-prod"));
+  a.enqueue(keyed("r2", 2, "ws-prod"));
+  EXPECT_EQ(run_ids(a.place()), ids{"r1"});
+  EXPECT_EQ(a.holder(selector{}, "ws-prod"), "r1");
+  EXPECT_TRUE(a.place().empty()) << "r2 must wait for r1 although slots are free";
+  a.release("a1");
+  a.release_hold("r1");
+  EXPECT_EQ(a.holder(selector{}, "ws-prod"), "");
+  EXPECT_EQ(run_ids(a.place()), ids{"r2"});
+  EXPECT_EQ(a.holder(selector{}, "ws-prod"), "r2");
+}
+
+// This test ensures a run waiting for its key blocks neither runs of other
+// keys nor runs without one, whatever their priority, and that the waiting
+// runs of one key go in priority and FIFO order.
+TEST(Assigner, WaitingForAKeyBlocksNoOtherRun) {
+  assigner a;
+  a.upsert_agent(agent("a1", {"deploy"}, {}, 8));
+  a.enqueue(keyed("k1-first", 1, "k1"));
+  a.enqueue(keyed("k1-second", 2, "k1", "", 9));
+  a.enqueue(keyed("k1-third", 3, "k1"));
+  a.enqueue(keyed("k2", 4, "k2"));
+  a.enqueue(keyed("none", 5, ""));
+  EXPECT_EQ(run_ids(a.place()), (ids{"k1-second", "k2", "none"}));
+  a.release("a1");
+  a.release_hold("k1-second");
+  EXPECT_EQ(run_ids(a.place()), ids{"k1-first"});
+  a.release("a1");
+  a.release_hold("k1-first");
+  EXPECT_EQ(run_ids(a.place()), ids{"k1-third"});
+}
+
+// This test ensures runs of different scopes never wait for each other's
+// keys: a scoped submitter cannot hold up runs it may not see.
+TEST(Assigner, KeysOfDifferentScopesAreApart) {
+  assigner a;
+  a.upsert_agent(agent("a1", {"deploy"}, {{"env", "dev"}}, 4));
+  a.enqueue(keyed("scoped", 1, "ws", "env=dev"));
+  a.enqueue(keyed("unscoped", 2, "ws"));
+  EXPECT_EQ(run_ids(a.place()), (ids{"scoped", "unscoped"}));
+  EXPECT_EQ(a.holder(sel("env=dev"), "ws"), "scoped");
+  EXPECT_EQ(a.holder(selector{}, "ws"), "unscoped");
+}
+
+// This test ensures a key held by a run restored at start-up (not placed
+// by the assigner) holds back queued runs until that run lets go of it.
+TEST(Assigner, RestoredHolderKeepsTheKey) {
+  assigner a;
+  a.reserve("a1");
+  a.hold("restored", selector{}, "ws");
+  a.upsert_agent(agent("a1", {"deploy"}, {}, 4));
+  a.enqueue(keyed("queued", 1, "ws"));
+  EXPECT_TRUE(a.place().empty());
+  a.release("a1");
+  a.release_hold("restored");
+  EXPECT_EQ(run_ids(a.place()), ids{"queued"});
+}
+
+// This test ensures a run that was placed and then declined (the run moved
+// on meanwhile) frees its key, so the next run of the key is placed.
+TEST(Assigner, DeclinedPlacementFreesTheKey) {
+  assigner a;
+  a.upsert_agent(agent("a1", {"deploy"}, {}, 4));
+  a.enqueue(keyed("declined", 1, "ws"));
+  a.enqueue(keyed("next", 2, "ws"));
+  EXPECT_EQ(run_ids(a.place()), ids{"declined"});
+  a.release("a1");
+  a.release_hold("declined");
+  EXPECT_EQ(run_ids(a.place()), ids{"next"});
+}
+
+// This test ensures explain names the key and the run holding it, after
+// the checks that concern the agent itself and before the slot check.
+TEST(Assigner, ExplainNamesTheKeyHolder) {
+  assigner a;
+  a.upsert_agent(agent("a1", {"deploy"}, {}, 1));
+  a.upsert_agent(agent("a2", {"other"}, {}, 1));
+  a.enqueue(keyed("holder", 1, "ws"));
+  EXPECT_EQ(run_ids(a.place()), ids{"holder"});
+  a.enqueue(keyed("waiting", 2, "ws"));
+  auto why = a.explain("waiting");
+  ASSERT_EQ(why.size(), 2u);
+  EXPECT_FALSE(why[0].candidate);
+  EXPECT_EQ(why[0].reason, "concurrency key ws is held by run holder");
+  EXPECT_EQ(why[1].reason, "lacks plan deploy");
+  a.release("a1");
+  a.release_hold("holder");
+  why = a.explain("waiting");
+  EXPECT_TRUE(why[0].candidate) << why[0].reason;
+}
+
 // -- against a model -----------------------------------------------------------
 
 // The rules of the header, implemented as plainly as possible: scan every
@@ -475,6 +580,26 @@ struct model {
   std::map<std::string, agent_state> agents;
   std::map<std::string, queued_run> runs;
   uint64_t count = 0;
+  /// Held concurrency key (scope and key) -> the run holding it.
+  std::map<std::string, std::string> holds;
+  /// Placed run -> its agent and the key it holds ("" for none).
+  std::map<std::string, std::pair<std::string, std::string>> placed;
+
+  static std::string hold_of(const queued_run& r) {
+    return r.concurrency_key.empty() ? std::string{}
+                                     : r.scope.to_string() + '\0' + r.concurrency_key;
+  }
+
+  /// The run ends: its agent's slot and its key are free.
+  void finish(const std::string& run_id) {
+    auto it = placed.find(run_id);
+    if (it == placed.end()) return;
+    auto& [agent_id, hold] = it->second;
+    if (auto a = agents.find(agent_id); a != agents.end() && a->second.reserved > 0)
+      --a->second.reserved;
+    if (!hold.empty()) holds.erase(hold);
+    placed.erase(it);
+  }
 
   static bool eligible(const agent_state& a, const queued_run& r) {
     const auto& v = a.view;
@@ -494,6 +619,8 @@ struct model {
     });
     std::vector<placement> result;
     for (const auto* r : order) {
+      auto hold = hold_of(*r);
+      if (!hold.empty() && holds.count(hold) > 0) continue;
       agent_state* best = nullptr;
       for (auto& [id, a] : agents) {
         if (!eligible(a, *r)) continue;
@@ -506,6 +633,8 @@ struct model {
       ++best->reserved;
       best->last = ++count;
       result.push_back(placement{r->id, best->view.id});
+      if (!hold.empty()) holds[hold] = r->id;
+      placed[r->id] = {best->view.id, hold};
     }
     for (const auto& p : result)
       runs.erase(p.run_id);
@@ -540,6 +669,7 @@ void match_brute_force_model(size_t rank_step) {
       "", "env=prod", "env!=prod", "zone in (a,b)", "gpu", "!gpu,env=dev"};
   const std::vector<std::string> scopes = {"", "env=prod", "zone=c"};
   const std::vector<std::string> plans = {"p0", "p1", "p2"};
+  const std::vector<std::string> keys = {"", "", "k1", "k2"};
   const std::vector<agent_status> statuses = {
       agent_status::online, agent_status::online, agent_status::online,
       agent_status::draining, agent_status::offline};
@@ -559,7 +689,7 @@ void match_brute_force_model(size_t rank_step) {
   uint64_t seq = 0;
   size_t placed = 0;
   for (int step = 0; step < 4000; ++step) {
-    switch (pick(10)) {
+    switch (pick(11)) {
     case 0:
     case 1:
     case 2:
@@ -569,6 +699,13 @@ void match_brute_force_model(size_t rank_step) {
       auto r = run(id, ++seq, plans[static_cast<size_t>(pick(3))], pick(3),
                    selectors[static_cast<size_t>(pick(6))],
                    scopes[static_cast<size_t>(pick(3))], target);
+      r.concurrency_key = keys[static_cast<size_t>(pick(4))];
+      if (m.placed.count(id) > 0) {
+        // Requeued: it lets go of its slot and key first, as a run actor does.
+        a.release(m.placed[id].first);
+        a.release_hold(id);
+        m.finish(id);
+      }
       m.runs.erase(id);
       m.runs.emplace(id, r);
       a.enqueue(r);
@@ -591,6 +728,17 @@ void match_brute_force_model(size_t rank_step) {
       if (auto it = m.agents.find(id); it != m.agents.end() && it->second.reserved > 0)
         --it->second.reserved;
       a.release(id);
+      break;
+    }
+    case 10: {
+      // A placed run ends.
+      if (m.placed.empty()) break;
+      auto it = m.placed.begin();
+      std::advance(it, pick(static_cast<int>(m.placed.size())));
+      auto id = it->first;
+      a.release(it->second.first);
+      a.release_hold(id);
+      m.finish(id);
       break;
     }
     case 7: {
