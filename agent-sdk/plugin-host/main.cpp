@@ -19,7 +19,6 @@
 #include <climits>
 #include <csignal>
 #include <cstdio>
-#include <cstring>
 #include <dlfcn.h>
 #include <fcntl.h>
 #include <filesystem>
@@ -59,14 +58,12 @@ void write_all(const char* data, size_t len) {
   }
 }
 
-/// Sends one frame of `a` followed by `b`. REQUIRES: the channel's `mtx`
-/// held, or no other thread.
-void send_frame(char type, std::string_view a, std::string_view b = {}) {
+/// Sends one frame. REQUIRES: the channel's `mtx` held, or no other thread.
+void send_frame(char type, std::string_view payload) {
   char header[frame_header_size];
-  frame_header(header, type, a.size() + b.size());
+  frame_header(header, type, payload.size());
   write_all(header, sizeof header);
-  write_all(a.data(), a.size());
-  write_all(b.data(), b.size());
+  write_all(payload.data(), payload.size());
 }
 
 void host_log(void* host, int stream, const char* data, size_t len) {
@@ -124,33 +121,23 @@ void host_progress(void* host, const char* message) {
   send_frame(frame_progress, message ? message : "");
 }
 
-/// The result frame: ok (1), has_exit_code (1), exit_code (8), result
-/// length (4), result, error.
-void send_result(bool ok, bool has_exit_code, int64_t exit_code, std::string_view result,
-                 std::string_view error) {
-  char fixed[14];
-  fixed[0] = ok ? 1 : 0;
-  fixed[1] = has_exit_code ? 1 : 0;
-  std::memcpy(fixed + 2, &exit_code, sizeof exit_code);
-  auto res_len = static_cast<uint32_t>(result.size());
-  std::memcpy(fixed + 10, &res_len, sizeof res_len);
-  std::string body{fixed, sizeof fixed};
-  body.append(result);
-  send_frame(frame_result, body, error);
-}
-
 void host_set_result(void* host, int ok, int has_exit_code, int64_t exit_code,
                      const char* result, const char* error) {
   auto& ch = *static_cast<channel*>(host);
   std::lock_guard<std::mutex> guard{ch.mtx};
-  send_result(ok != 0, has_exit_code != 0, exit_code, result ? result : "",
-              error ? error : "");
+  host_run_result r;
+  r.ok = ok != 0;
+  if (has_exit_code != 0) r.exit_code = exit_code;
+  r.result = result ? result : "";
+  r.error = error ? error : "";
+  send_frame(frame_result, encode(r));
 }
 
 /// Ends the run as a failure that says why the plan could not start here.
 [[noreturn]] void fail(const std::string& plan, const std::string& why) {
-  send_result(false, false, 0, "",
-              "plugin plan '" + plan + "' could not start in its host process: " + why);
+  host_run_result r;
+  r.error = "plugin plan '" + plan + "' could not start in its host process: " + why;
+  send_frame(frame_result, encode(r));
   ::_exit(0);
 }
 

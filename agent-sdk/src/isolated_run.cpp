@@ -74,17 +74,13 @@ struct frame_reader {
       if (ctx.progress) ctx.progress(std::string{body});
       return;
     case frame_result: {
-      if (body.size() < 14) break;
-      int64_t code = 0;
-      uint32_t res_len = 0;
-      std::memcpy(&code, body.data() + 2, sizeof code);
-      std::memcpy(&res_len, body.data() + 10, sizeof res_len);
-      if (body.size() - 14 < res_len) break;
+      auto got = decode_host_run_result(body);
+      if (!got) break;
       has_result = true;
-      result.ok = body[0] != 0;
-      result.exit_code = body[1] != 0 ? std::optional<int64_t>{code} : std::nullopt;
-      result.result = std::string{body.substr(14, res_len)};
-      result.error = std::string{body.substr(14 + res_len)};
+      result.ok = got->ok;
+      result.exit_code = got->exit_code;
+      result.result = std::move(got->result);
+      result.error = std::move(got->error);
       return;
     }
     case frame_exec_failed:

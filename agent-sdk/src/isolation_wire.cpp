@@ -1,5 +1,7 @@
 // The run spec's encoding: a magic word, then each string as a 4-byte
-// length and its bytes, then the two integers.
+// length and its bytes, then the two integers. The result frame's payload:
+// ok (1 byte), whether there is an exit code (1), the exit code (8), the
+// result as a 4-byte length and its bytes, then the error (the rest).
 #include "isolation_wire.hpp"
 
 #include <cstring>
@@ -67,6 +69,31 @@ std::optional<host_run_spec> decode_host_run_spec(std::string_view bytes) {
   if (!in.get(spec.deadline_steady_ns) || !in.get(spec.kill_grace_ms) || !in.in.empty())
     return std::nullopt;
   return spec;
+}
+
+std::string encode(const host_run_result& result) {
+  std::string out;
+  put(out, static_cast<char>(result.ok ? 1 : 0));
+  put(out, static_cast<char>(result.exit_code ? 1 : 0));
+  put(out, result.exit_code.value_or(0));
+  put_string(out, result.result);
+  out.append(result.error);
+  return out;
+}
+
+std::optional<host_run_result> decode_host_run_result(std::string_view payload) {
+  reader in{payload};
+  char ok = 0;
+  char has_exit_code = 0;
+  int64_t exit_code = 0;
+  host_run_result result;
+  if (!in.get(ok) || !in.get(has_exit_code) || !in.get(exit_code) ||
+      !in.get_string(result.result))
+    return std::nullopt;
+  result.ok = ok != 0;
+  if (has_exit_code != 0) result.exit_code = exit_code;
+  result.error = std::string{in.in};
+  return result;
 }
 
 void frame_header(char (&header)[frame_header_size], char type, size_t len) {

@@ -69,11 +69,28 @@ struct host_run_spec {
   int64_t kill_grace_ms = 0;
 };
 
+/// What the plan passed to `polymesh_run_v1::set_result`, or the host's own
+/// failure: the payload of a `frame_result`.
+struct host_run_result {
+  bool ok = false;
+  /// None when the plan gave none.
+  std::optional<int64_t> exit_code;
+  std::string result;
+  std::string error;
+};
+
 /// `spec` as the bytes the host reads from its stdin.
 [[nodiscard]] std::string encode(const host_run_spec& spec);
 /// The spec in `bytes`, or nullopt when they are not one (truncated, or
 /// not written by this version's `encode`).
 [[nodiscard]] std::optional<host_run_spec> decode_host_run_spec(std::string_view bytes);
+
+/// `result` as the payload of a `frame_result`.
+[[nodiscard]] std::string encode(const host_run_result& result);
+/// The result in a `frame_result`'s `payload`, or nullopt when it is too
+/// short for one.
+[[nodiscard]] std::optional<host_run_result>
+decode_host_run_result(std::string_view payload);
 
 /// A frame's header for a payload of `len` bytes.
 void frame_header(char (&header)[frame_header_size], char type, size_t len);

@@ -55,3 +55,39 @@ TEST(isolation_wire, a_truncated_padded_or_foreign_spec_is_refused) {
   EXPECT_FALSE(decode_host_run_spec(foreign));
   EXPECT_FALSE(decode_host_run_spec(""));
 }
+
+// This test ensures a run's result, binary bytes, an exit code of each sign
+// and an empty part included, reaches the agent as the host wrote it.
+TEST(isolation_wire, a_result_decodes_to_what_was_encoded) {
+  host_run_result with_code;
+  with_code.ok = true;
+  with_code.exit_code = -3;
+  with_code.result = std::string{"{\"n\":1}\0\xff", 9};
+  with_code.error = "warned";
+  host_run_result without_code;
+  without_code.error = std::string{"cannot start\0 here", 18};
+  for (auto& r : {with_code, without_code}) {
+    auto back = decode_host_run_result(encode(r));
+    ASSERT_TRUE(back);
+    EXPECT_EQ(back->ok, r.ok);
+    EXPECT_EQ(back->exit_code, r.exit_code);
+    EXPECT_EQ(back->result, r.result);
+    EXPECT_EQ(back->error, r.error);
+  }
+}
+
+// This test ensures a result payload cut short before the end of its result
+// is refused rather than misread; the error is the rest, so an empty one is
+// a complete payload.
+TEST(isolation_wire, a_truncated_result_is_refused) {
+  host_run_result r;
+  r.exit_code = 7;
+  r.result = "partial";
+  auto bytes = encode(r);
+  for (size_t len = 0; len < bytes.size(); ++len)
+    EXPECT_FALSE(decode_host_run_result(std::string_view{bytes}.substr(0, len))) << len;
+  auto back = decode_host_run_result(bytes);
+  ASSERT_TRUE(back);
+  EXPECT_EQ(back->result, "partial");
+  EXPECT_EQ(back->error, "");
+}
