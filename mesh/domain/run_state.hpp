@@ -9,6 +9,7 @@
 
 #include <caf/expected.hpp>
 #include <cstdint>
+#include <string_view>
 
 namespace polymesh {
 
@@ -47,6 +48,12 @@ next_status(run_status from, run_event event, run_status outcome = run_status::e
 /// The Skadi view of a run (DESIGN.md): queuing, sent, succeeded, expired,
 /// failed, canceled.
 [[nodiscard]] const char* skadi_status(const run_record& run);
+
+/// What `check_holder`'s refusal says when another session of the agent
+/// holds the run. A `forbidden` like the others: agents tell it apart by
+/// this (they stop reporting on the run, agent-sdk's `mesh_client.hpp`).
+inline constexpr std::string_view other_session_holds_run{
+    "was started by another session of this agent"};
 
 /// Refuses a report (start, progress, log, finish, artifact) on `run` by
 /// session `session` of agent `agent_id` unless that session holds the run:
