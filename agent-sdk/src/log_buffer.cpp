@@ -90,6 +90,7 @@ void log_buffer::on_first_write(std::function<void()> f) {
 void log_buffer::write(log_stream stream, std::string_view data) {
   if (data.empty()) return;
   std::unique_lock<std::mutex> guard{mtx_};
+  if (discarded_) return;
   if (on_first_write_) {
     // Taken out, so it runs once. Before the data goes in, so that whoever
     // drains the buffer runs before a writer can block on a full one.
@@ -127,8 +128,10 @@ void log_buffer::write(log_stream stream, std::string_view data) {
   while (!data.empty()) {
     // Backpressure: the plan (and through the pipe its process) waits for
     // the mesh rather than the agent growing without bound.
-    while (buffered_ >= max_buffered_ && !closed_ && !(cancel_ && cancel_->canceled()))
+    while (buffered_ >= max_buffered_ && !closed_ && !discarded_ &&
+           !(cancel_ && cancel_->canceled()))
       space_cv_.wait_for(guard, std::chrono::milliseconds{100});
+    if (discarded_) return;
     if (buffered_ >= max_buffered_ && !closed_) {
       // Canceled: the writer must not block (its process is being stopped),
       // and the buffer must not grow either (a plan ignoring SIGTERM could
@@ -209,11 +212,16 @@ void log_buffer::ack(int64_t seq) {
 
 void log_buffer::wait_ready(std::chrono::milliseconds d) {
   std::unique_lock<std::mutex> guard{mtx_};
-  ready_cv_.wait_for(guard, d, [this] { return closed_ || has_full_chunk_locked(); });
+  ready_cv_.wait_for(guard, d,
+                     [this] { return closed_ || discarded_ || has_full_chunk_locked(); });
 }
 
 void log_buffer::close() {
   std::lock_guard<std::mutex> guard{mtx_};
+  if (discarded_) {
+    closed_ = true;
+    return;
+  }
   // A character never finished: its bytes are U+FFFD, as the mesh would
   // store them, within the ceiling.
   for (auto stream : {log_stream::out, log_stream::err}) {
@@ -240,6 +248,18 @@ void log_buffer::close() {
     note_locked("[polymesh: " + std::to_string(over_) + " bytes of output past " +
                 max_total_key_ + " were dropped]\n");
   closed_ = true;
+  space_cv_.notify_all();
+  ready_cv_.notify_all();
+}
+
+void log_buffer::discard() {
+  std::lock_guard<std::mutex> guard{mtx_};
+  discarded_ = true;
+  chunks_.clear();
+  back_open_ = false;
+  buffered_ = 0;
+  split_[0].clear();
+  split_[1].clear();
   space_cv_.notify_all();
   ready_cv_.notify_all();
 }

@@ -63,6 +63,10 @@ public:
   void wait_ready(std::chrono::milliseconds d);
   /// No more writes will come; writers never block again.
   void close();
+  /// Nothing of this log will be sent (the mesh refuses the run's reports):
+  /// forgets every chunk, and drops every later write; writers never block
+  /// again and `empty` holds from now on.
+  void discard();
 
   [[nodiscard]] size_t buffered_bytes() const;
   /// True when every chunk written has been acknowledged.
@@ -96,6 +100,7 @@ private:
   size_t buffered_ = 0;
   int64_t next_seq_ = 0;
   bool closed_ = false;
+  bool discarded_ = false;
   /// Output dropped after a cancel because the buffer was full.
   size_t dropped_ = 0;
   /// Output taken in (at most `max_total_`), and dropped past it.

@@ -83,6 +83,22 @@ TEST(log_buffer, cancel_releases_blocked_writer) {
   EXPECT_EQ(b.buffered_bytes(), 4u) << "dropped, not added past the limit";
 }
 
+// This test ensures a discarded log (the mesh refuses the run's reports)
+// lets a writer blocked on a full buffer go on, drops what it held and every
+// later write, and has nothing to send even after `close`'s notes.
+TEST(log_buffer, a_discarded_log_drops_everything_and_never_blocks) {
+  log_buffer b{4, 4};
+  b.write(log_stream::out, "full");
+  std::thread writer{[&] { b.write(log_stream::out, "blocked"); }};
+  b.discard();
+  writer.join();
+  b.write(log_stream::err, "late\xE2\x82");
+  b.close();
+  EXPECT_TRUE(b.empty());
+  EXPECT_EQ(b.buffered_bytes(), 0u);
+  EXPECT_TRUE(b.take(10, true).empty());
+}
+
 // This test ensures output written after a cancel into a full buffer is
 // dropped rather than kept (a plan ignoring SIGTERM grew the agent to
 // 770 MB in its grace), and that the log says how much was dropped.
