@@ -147,6 +147,9 @@ struct run_slot {
   std::atomic<bool> ended_by_mesh{false};
   /// The plan has returned; only its result is still to be sent.
   std::atomic<bool> plan_returned{false};
+  /// The mesh refused a report because another session of this agent holds
+  /// the run: nothing more is sent for it.
+  std::atomic<bool> held_elsewhere{false};
   std::mutex mtx;
   std::string progress;
   bool progress_dirty = false;
@@ -570,7 +573,7 @@ struct agent::impl {
     logs.close();
     slot->plan_returned = true;
     shipper->close();
-    upload_artifacts(run.id, ctx.artifacts_dir);
+    upload_artifacts(*slot, ctx.artifacts_dir);
     report(*slot, why, res);
     if (auto ec = dirs.retire(run.id))
       warn("run " + run.id + ": cannot remove " + root.string() + ": " + ec.message());
@@ -589,13 +592,14 @@ struct agent::impl {
     while (!slot->plan_returned) {
       logs.wait_ready(cfg.log_flush_interval);
       auto now = steady::now();
-      if (!send_logs(id, logs, now - last_send >= cfg.log_flush_interval)) {
+      if (!send_logs(*slot, logs, now - last_send >= cfg.log_flush_interval)) {
         auto d = std::min(b.next(), milliseconds{2000});
         std::this_thread::sleep_for(d);
       } else {
         b.reset();
         last_send = now;
       }
+      if (slot->held_elsewhere) return;
       std::string message;
       bool send_progress = false;
       {
@@ -610,6 +614,7 @@ struct agent::impl {
         next_progress = now + progress_min_interval;
         next_beat = now + beat_every;
         auto r = client.progress(id, message);
+        if (stop_if_held_elsewhere(*slot, r, &logs)) return;
         if (r.ok() && r.body.is_object() && r.body.value("cancel_requested", false))
           if (slot->cancel.cancel(cancel_reason::canceled_by_user))
             info("run " + id + ": cancel requested by the mesh");
@@ -618,7 +623,7 @@ struct agent::impl {
     // Final flush: everything, in order, before the result.
     b.reset();
     while (!logs.empty()) {
-      if (send_logs(id, logs, true)) {
+      if (send_logs(*slot, logs, true)) {
         b.reset();
         continue;
       }
@@ -635,8 +640,24 @@ struct agent::impl {
     }
   }
 
+  /// When `r` says that another session of this agent holds the run (the
+  /// agent registered again since the run started), no report on the run
+  /// can succeed: says so once, drops what is left of its log (`logs`, if
+  /// given), and marks the run, so that nothing more is sent for it rather
+  /// than each chunk, artifact and result refused with a warning of its own.
+  /// True when `r` is that refusal.
+  bool stop_if_held_elsewhere(run_slot& slot, const http_reply& r, log_buffer* logs) {
+    if (!run_held_by_another_session(r)) return false;
+    if (logs) logs->discard();
+    if (!slot.held_elsewhere.exchange(true))
+      warn("run " + slot.run.id + ": the mesh refuses its reports (" + r.describe() +
+           "); sending nothing more for it: its unsent log, artifacts and result are "
+           "dropped");
+    return true;
+  }
+
   /// Sends the next chunks; false on a transient failure (retry later).
-  bool send_logs(const std::string& id, log_buffer& logs, bool flush) {
+  bool send_logs(run_slot& slot, log_buffer& logs, bool flush) {
     auto chunks = logs.take(
         chunks_per_request, flush,
         client.limits().log_bytes_per_request(chunks_per_request, log_bytes_per_request));
@@ -649,8 +670,10 @@ struct agent::impl {
       lc.data = std::move(c.data);
       req.chunks.push_back(std::move(lc));
     }
+    auto& id = slot.run.id;
     auto r = client.logs(id, req);
     if (r.transient()) return false;
+    if (stop_if_held_elsewhere(slot, r, &logs)) return true;
     if (!r.ok())
       warn("run " + id + ": log chunks refused (" + r.describe() + "); dropping them");
     logs.ack(chunks.back().seq);
@@ -662,8 +685,10 @@ struct agent::impl {
   /// that a finished run's artifacts are there when users look. Also after a
   /// failed or canceled run: partial output helps. Symlinks and other
   /// special files are skipped (the plan could point one at a secret).
-  void upload_artifacts(const std::string& id, const std::filesystem::path& dir) {
+  void upload_artifacts(run_slot& slot, const std::filesystem::path& dir) {
     namespace fs = std::filesystem;
+    if (slot.held_elsewhere) return;
+    auto& id = slot.run.id;
     std::vector<std::string> files;
     std::error_code ec;
     // The plan may have replaced the directory itself with a symlink (to the
@@ -701,16 +726,17 @@ struct agent::impl {
         warn("run " + id + ": artifact '" + name + "' skipped: " + err);
         continue;
       }
-      bool go_on = upload_artifact(id, name, fd, size);
+      bool go_on = upload_artifact(slot, name, fd, size);
       ::close(fd);
       if (!go_on) return;
     }
   }
 
   /// Uploads one artifact, retrying while the mesh cannot take it; false
-  /// when the drain gave up on results.
-  bool upload_artifact(const std::string& id, const std::string& name, int fd,
-                       size_t size) {
+  /// when no more are to be sent: the drain gave up on results, or another
+  /// session holds the run.
+  bool upload_artifact(run_slot& slot, const std::string& name, int fd, size_t size) {
+    auto& id = slot.run.id;
     auto b = make_backoff();
     for (;;) {
       auto r = client.put_artifact(id, name, fd, size);
@@ -719,6 +745,7 @@ struct agent::impl {
              " bytes)");
         return true;
       }
+      if (stop_if_held_elsewhere(slot, r, nullptr)) return false;
       // A process left behind may still write to it: what it had when it
       // was listed is gone, and a mix of old and new bytes is no artifact.
       struct stat st {};
@@ -744,12 +771,13 @@ struct agent::impl {
     }
   }
 
-  void report(const run_slot& slot, cancel_reason why, const plan_result& res) {
+  void report(run_slot& slot, cancel_reason why, const plan_result& res) {
     auto& run = slot.run;
     if (slot.ended_by_mesh) {
       info("run " + run.id + " stopped: the mesh ended it with the agent's session");
       return;
     }
+    if (slot.held_elsewhere) return; // said once, when the mesh first refused
     wire::finish_request fr;
     fr.exit_code = res.exit_code;
     switch (why) {
@@ -789,6 +817,7 @@ struct agent::impl {
              (fr.reason.empty() ? "" : " (" + fr.reason + ")"));
         return;
       }
+      if (stop_if_held_elsewhere(slot, r, nullptr)) return;
       if (!r.transient()) {
         warn("run " + run.id + ": result refused (" + r.describe() + ")");
         return;

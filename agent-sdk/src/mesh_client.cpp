@@ -1,6 +1,7 @@
 #include "mesh_client.hpp"
 
 #include "mesh/domain/clock.hpp"
+#include "mesh/domain/run_state.hpp"
 #include "mesh/wire/transport_error.hpp"
 
 #include <algorithm>
@@ -141,6 +142,15 @@ private:
 std::string http_reply::describe() const {
   if (status == 0) return "no answer from the mesh: " + error;
   return "HTTP " + std::to_string(status) + (error.empty() ? "" : ": " + error);
+}
+
+bool run_held_by_another_session(const http_reply& r) {
+  if (r.status != 403 || !r.body.is_object()) return false;
+  auto e = r.body.find("error");
+  if (e == r.body.end() || !e->is_object()) return false;
+  auto code = e->find("code");
+  return code != e->end() && *code == "forbidden" &&
+         r.error.find(other_session_holds_run) != std::string::npos;
 }
 
 std::string mesh_client::check_url(const std::string& url) {

@@ -58,6 +58,12 @@ struct http_reply {
   [[nodiscard]] std::string describe() const;
 };
 
+/// Whether `r` is the mesh's refusal of a report on a run because another
+/// session of this agent started the run (the agent registered again since,
+/// mesh/domain/run_state.hpp `check_holder`): no later report on that run
+/// can succeed. Other refusals, `403`s among them, are not.
+[[nodiscard]] bool run_held_by_another_session(const http_reply& r);
+
 /// What the mesh accepts, from its registration answer. The defaults are
 /// meshd's own, for a mesh that does not say. The sizes below assume the
 /// worst case of JSON escaping: a control byte is sent as `\u00XX`, six

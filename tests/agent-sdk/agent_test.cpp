@@ -4,6 +4,9 @@
 // drain rules be checked without a real meshd (the integration tests do that).
 #include "eventually.hpp"
 #include "mesh/domain/clock.hpp"
+#include "mesh/domain/error.hpp"
+#include "mesh/domain/run_state.hpp"
+#include "mesh/wire/json.hpp"
 #include "polymesh/sdk/agent.hpp"
 #include "polymesh/sdk/log.hpp"
 #include "polymesh/sdk/plan.hpp"
@@ -83,6 +86,7 @@ public:
               [this](const httplib::Request& req, httplib::Response& res) {
                 if (!authorized(req, res)) return;
                 std::lock_guard<std::mutex> g{mtx_};
+                if (refuse_locked(req.matches[1].str(), res)) return;
                 if (fail_logs_every_other_ && (++log_calls_ % 2 == 1))
                   return reply(res, 503, json{{"error", {{"message", "busy"}}}});
                 auto id = req.matches[1].str();
@@ -100,6 +104,7 @@ public:
               [this](const httplib::Request& req, httplib::Response& res) {
                 if (!authorized(req, res)) return;
                 std::lock_guard<std::mutex> g{mtx_};
+                if (refuse_locked(req.matches[1].str(), res)) return;
                 auto body = json::parse(req.body, nullptr, false);
                 if (body.is_object())
                   progress_[req.matches[1].str()].push_back(body.value("message", ""));
@@ -152,6 +157,7 @@ public:
                if (!authorized(req, res)) return;
                stall();
                std::lock_guard<std::mutex> g{mtx_};
+               if (refuse_locked(req.matches[1].str(), res)) return;
                artifacts_[req.matches[1].str()][req.matches[2].str()] = req.body;
                reply(res, 201, json{{"name", req.matches[2].str()}});
              });
@@ -224,6 +230,10 @@ public:
   }
 
   std::set<std::string> conflict_;
+  /// Runs another session of the agent started: their starts pass (meshd
+  /// checks no holder for a pending run), every later report is refused.
+  std::set<std::string> held_elsewhere_;
+  std::map<std::string, int> refused_;
   std::set<std::string> cancel_by_progress_;
   int finish_failures_ = 0;
   int register_failures_ = 0;
@@ -292,6 +302,30 @@ private:
 
   json run_json(const std::string& id) { return runs_[id]; }
 
+  /// meshd's answer to a report on `id` from this session when another
+  /// session of the agent started it (`check_holder`'s own words); counted
+  /// in `refused_`. REQUIRES: `mtx_` held.
+  std::pair<int, json> refusal_locked(const std::string& id) {
+    ++refused_[id];
+    polymesh::run_record run;
+    run.id = id;
+    run.assigned_agent = "a1";
+    run.status = polymesh::run_status::running;
+    run.held_session = 1;
+    auto err = polymesh::check_holder(run, "a1", 2);
+    return {polymesh::http_status(polymesh::code_of(err)),
+            polymesh::wire::error_body(err)};
+  }
+
+  /// Answers a report on a run in `held_elsewhere_` with `refusal_locked`;
+  /// whether it did. REQUIRES: `mtx_` held.
+  bool refuse_locked(const std::string& id, httplib::Response& res) {
+    if (!held_elsewhere_.count(id)) return false;
+    auto [status, body] = refusal_locked(id);
+    reply(res, status, body);
+    return true;
+  }
+
   /// A start's status and body. REQUIRES: `mtx_` held.
   std::pair<int, json> start_locked(const std::string& id) {
     if (conflict_.count(id)) {
@@ -309,6 +343,10 @@ private:
   /// A finish's status and body. REQUIRES: `mtx_` held.
   std::pair<int, json> finish_locked(const std::string& id, const json& body) {
     finish_attempts_[id].push_back(body);
+    if (held_elsewhere_.count(id)) {
+      auto [status, refusal] = refusal_locked(id);
+      return {status, refusal};
+    }
     if (finish_failures_ > 0) {
       --finish_failures_;
       return {503, json{{"error", {{"message", "meshd restarting"}}}}};
@@ -392,6 +430,14 @@ plan_set echo_plans(std::shared_ptr<blocking_plan> blocker = nullptr) {
     while (!ctx.cancel->wait_for(50ms)) {
     }
     return plan_result::failure("canceled");
+  });
+  // Writes more than a small log buffer holds, leaves two artifacts.
+  p["output_and_artifacts"] = std::make_shared<function_plan>([](run_context& ctx) {
+    for (int i = 0; i < 200; ++i)
+      ctx.log->write(log_stream::out, "line " + std::to_string(i) + "\n");
+    std::ofstream{ctx.artifacts_dir / "a.txt"} << "a";
+    std::ofstream{ctx.artifacts_dir / "b.txt"} << "b";
+    return plan_result::success("done");
   });
   // Succeeds at once, leaving an artifact.
   p["artifact"] = std::make_shared<function_plan>([](run_context& ctx) {
@@ -849,6 +895,50 @@ TEST(agent, revoked_token_leads_to_new_session) {
   EXPECT_EQ(mesh.with([](fake_mesh& m) { return m.registrations_.size(); }), 2u);
   EXPECT_EQ(mesh.with([](fake_mesh& m) { return m.finished_["r1"]["result"]; }),
             "still here");
+}
+
+// This test ensures a run whose reports the mesh refuses because another
+// session of the agent started it (the agent registered again since) costs
+// one warning and no request after the first refusal: its further log
+// chunks, its artifacts and its result are dropped, and its plan, writing
+// into a full log buffer, goes on. Each refused request used to be followed
+// by the next, each with a warning of its own.
+TEST(agent, a_run_another_session_holds_gets_one_warning_and_no_more_requests) {
+  std::mutex mtx;
+  std::vector<std::string> warnings;
+  set_log_handler([&](const std::string& level, const std::string& text) {
+    std::lock_guard<std::mutex> g{mtx};
+    if (level == "warn" && text.find("r1") != std::string::npos) warnings.push_back(text);
+  });
+  // Before `warnings` is gone, also when an assertion below ends the test.
+  struct handler_reset {
+    ~handler_reset() { set_log_handler(nullptr); }
+  } reset;
+  {
+    fake_mesh mesh;
+    mesh.with([](fake_mesh& m) { return m.held_elsewhere_.insert("r1").second; });
+    auto cfg = config(mesh);
+    cfg.log_chunk_bytes = 64;
+    cfg.log_buffer_bytes = 256;
+    agent a{cfg, echo_plans()};
+    a.start();
+    mesh.submit("r1", "output_and_artifacts");
+    ASSERT_TRUE(eventually([&] { return a.stats().finished == 1; }));
+    a.drain();
+    a.wait();
+    mesh.with([](fake_mesh& m) {
+      EXPECT_EQ(m.refused_["r1"], 1);
+      EXPECT_TRUE(m.artifacts_["r1"].empty());
+      EXPECT_TRUE(m.logs_["r1"].empty());
+      return 0;
+    });
+  }
+  ASSERT_EQ(warnings.size(), 1u);
+  EXPECT_NE(warnings[0].find(std::string{polymesh::other_session_holds_run}),
+            std::string::npos)
+      << warnings[0];
+  EXPECT_NE(warnings[0].find("sending nothing more for it"), std::string::npos)
+      << warnings[0];
 }
 
 // This test ensures a plan's progress message reaches the mesh.

@@ -2,6 +2,8 @@
 // cpp-httplib server that records which connection (client port) carried
 // each request.
 #include "eventually.hpp"
+#include "mesh/domain/error.hpp"
+#include "mesh/domain/run_state.hpp"
 #include "mesh_client.hpp"
 #include "tests/support/tls_cert.hpp"
 
@@ -319,6 +321,37 @@ size_t worst_finish_body(size_t result_bytes, size_t error_bytes) {
 }
 
 } // namespace
+
+// This test ensures the agent recognises meshd's refusal of a report on a
+// run another session of the agent started, as meshd words it, and no other
+// refusal.
+TEST(mesh_client, a_run_held_by_another_session_is_told_from_other_refusals) {
+  auto reply_to = [](const caf::error& err) {
+    http_reply r;
+    r.status = polymesh::http_status(polymesh::code_of(err));
+    r.body = polymesh::wire::error_body(err);
+    r.error = polymesh::message_of(err);
+    return r;
+  };
+  polymesh::run_record run;
+  run.id = "run_1";
+  run.assigned_agent = "a1";
+  run.status = polymesh::run_status::running;
+  run.held_session = 1;
+  EXPECT_TRUE(
+      run_held_by_another_session(reply_to(polymesh::check_holder(run, "a1", 2))));
+  EXPECT_FALSE(
+      run_held_by_another_session(reply_to(polymesh::check_holder(run, "a2", 2))));
+  run.held_session = 0;
+  run.status = polymesh::run_status::success;
+  EXPECT_FALSE(
+      run_held_by_another_session(reply_to(polymesh::check_holder(run, "a1", 2))));
+  auto not_found = reply_to(polymesh::make_error(
+      polymesh::errc::not_found,
+      "run 'run_1' " + std::string{polymesh::other_session_holds_run}));
+  EXPECT_FALSE(run_held_by_another_session(not_found));
+  EXPECT_FALSE(run_held_by_another_session(http_reply{}));
+}
 
 // This test ensures the agent's default request sizes are kept with meshd's
 // default limits.
