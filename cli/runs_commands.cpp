@@ -441,6 +441,7 @@ struct list_options {
   std::string status;
   std::string plan;
   std::string agent;
+  std::string concurrency_key;
   int64_t limit = 50;
   std::string cursor;
 };
@@ -461,6 +462,7 @@ int list_runs(const command_context& ctx, const list_options& o) {
   auto body = mesh.get("/v1/runs", {{"status", o.status},
                                     {"plan", o.plan},
                                     {"agent", agent_id},
+                                    {"concurrency_key", o.concurrency_key},
                                     {"limit", std::to_string(o.limit)},
                                     {"cursor", o.cursor}});
   auto out = ctx.out();
@@ -735,6 +737,8 @@ void add_runs_commands(CLI::App& app, command_context& ctx) {
           {"created", "pending", "running", "success", "error", "canceled"}));
   list->add_option("--plan", lo->plan, "Only runs of this plan");
   list->add_option("--agent", lo->agent, "Only runs held by this agent (name or id)");
+  list->add_option("--concurrency-key", lo->concurrency_key,
+                   "Only runs with this concurrency key (the holder and those waiting)");
   list->add_option("--limit", lo->limit, "At most this many (1 to 1000, default 50)")
       ->check(CLI::Range(1, 1000));
   list->add_option("--cursor", lo->cursor, "Continue after a previous page");

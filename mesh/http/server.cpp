@@ -700,6 +700,12 @@ void list_runs(request_context& rc) {
                                     "' (give a known agent's name, or an agent id)",
                                 "agent"));
   }
+  f.concurrency_key = rc.query_value("concurrency_key");
+  if (rc.has_query("concurrency_key") && f.concurrency_key.empty())
+    return rc.fail(make_error(errc::invalid_argument,
+                              "query parameter 'concurrency_key' is empty: leave it out "
+                              "for runs with any key or none",
+                              "concurrency_key"));
   f.cursor = rc.query_value("cursor");
   if (rc.has_query("cursor") && f.cursor.empty())
     return rc.fail(make_error(errc::invalid_argument,
@@ -1019,8 +1025,9 @@ const std::vector<endpoint>& endpoints() {
        "Submit up to 1000 runs in one durable transaction", submit_batch,
        body_kind::json},
       {"GET", "/v1/runs", users,
-       "List runs, newest first (`?status=&plan=&agent=&limit=&cursor=`)", list_runs,
-       body_kind::none, "status plan agent limit cursor"},
+       "List runs, newest first "
+       "(`?status=&plan=&agent=&concurrency_key=&limit=&cursor=`)",
+       list_runs, body_kind::none, "status plan agent concurrency_key limit cursor"},
       {"GET", "/v1/runs/{id}", users, "Show one run", get_run},
       {"POST", "/v1/runs/{id}/cancel", submitters, "Cancel a run", cancel_run},
       {"GET", "/v1/runs/{id}/logs", users,

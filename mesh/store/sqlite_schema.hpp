@@ -148,6 +148,8 @@ ALTER TABLE runs ADD COLUMN held_session INTEGER NOT NULL DEFAULT 0;
     // have none).
     R"sql(
 ALTER TABLE runs ADD COLUMN concurrency_key TEXT NOT NULL DEFAULT '';
+CREATE INDEX runs_by_concurrency_key ON runs(concurrency_key)
+  WHERE concurrency_key <> '';
 )sql",
 };
 

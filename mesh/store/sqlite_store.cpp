@@ -809,6 +809,9 @@ public:
     if (filter.status) sql += " AND status = ?1";
     if (!filter.plan.empty()) sql += " AND plan = ?2";
     if (!filter.agent.empty()) sql += " AND assigned_agent = ?3";
+    // The second term lets SQLite use the partial index of keyed runs.
+    if (!filter.concurrency_key.empty())
+      sql += " AND concurrency_key = ?6 AND concurrency_key <> ''";
     if (before) sql += " AND seq < ?4";
     sql += " ORDER BY seq DESC LIMIT ?5";
     auto st = db_.prepare(sql);
@@ -816,6 +819,7 @@ public:
     if (filter.status) st->bind(1, std::string{to_string(*filter.status)});
     if (!filter.plan.empty()) st->bind(2, filter.plan);
     if (!filter.agent.empty()) st->bind(3, filter.agent);
+    if (!filter.concurrency_key.empty()) st->bind(6, filter.concurrency_key);
     if (before) st->bind(4, *before);
     // One row more than asked tells whether another page follows.
     st->bind(5, static_cast<int64_t>(limit + 1));

@@ -83,8 +83,9 @@ struct snapshot {
 
 struct run_filter {
   std::optional<run_status> status;
-  std::string plan;  ///< "" = any
-  std::string agent; ///< assigned agent id, "" = any
+  std::string plan;            ///< "" = any
+  std::string agent;           ///< assigned agent id, "" = any
+  std::string concurrency_key; ///< "" = any
   size_t limit = 50;
   /// Opaque pagination cursor from a previous page ("" = newest first).
   std::string cursor;

@@ -328,7 +328,8 @@ TEST_F(runs_cmd, wait_survives_a_mesh_restart) {
 }
 
 // This test ensures `runs list`, `runs show`, `runs logs` and `runs wait`
-// print the API objects and honour the status, plan, agent and limit filters.
+// print the API objects and honour the status, plan, agent, concurrency key
+// and limit filters.
 TEST_F(runs_cmd, list_show_logs_and_wait) {
   auto agent = register_agent("lister", json::object(), json::array({"alpha"}));
   auto done = submit(json{{"plan", "alpha"}});
@@ -338,7 +339,7 @@ TEST_F(runs_cmd, list_show_logs_and_wait) {
   ASSERT_EQ(agent.log(done, 0, "out text\n").status, 200);
   ASSERT_EQ(agent.log(done, 1, "err text\n", "stderr").status, 200);
   ASSERT_EQ(agent.finish(done, "success").status, 200);
-  auto queued = submit(json{{"plan", "beta"}});
+  auto queued = submit(json{{"plan", "beta"}, {"concurrency_key", "ws"}});
 
   auto all = ctl({"runs", "list", "-o", "json"});
   ASSERT_EQ(all.code, 0) << all.err;
@@ -354,6 +355,9 @@ TEST_F(runs_cmd, list_show_logs_and_wait) {
   auto by_agent = ctl({"runs", "list", "--agent", "lister", "-o", "json"});
   ASSERT_EQ(by_agent.json_out()["runs"].size(), 1u) << by_agent.out;
   EXPECT_EQ(by_agent.json_out()["runs"][0]["id"], done);
+  auto keyed = ctl({"runs", "list", "--concurrency-key", "ws", "-o", "json"});
+  ASSERT_EQ(keyed.json_out()["runs"].size(), 1u) << keyed.out;
+  EXPECT_EQ(keyed.json_out()["runs"][0]["id"], queued);
   auto one = ctl({"runs", "list", "--limit", "1", "-o", "json"});
   EXPECT_EQ(one.json_out()["runs"].size(), 1u);
   EXPECT_TRUE(one.json_out()["next_cursor"].is_string());

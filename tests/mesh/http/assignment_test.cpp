@@ -255,6 +255,15 @@ TEST_F(assignment, runs_with_one_concurrency_key_run_one_at_a_time) {
   EXPECT_EQ(why.body["agents"][0]["reason"],
             "concurrency key tf:prod is held by run " + keyed[0]);
 
+  auto listed = call("GET", "/v1/runs?concurrency_key=tf:prod&status=created", admin);
+  ASSERT_EQ(listed.status, 200) << listed.raw;
+  ASSERT_EQ(listed.body["runs"].size(), 2u) << listed.raw;
+  EXPECT_EQ(listed.body["runs"][0]["id"], keyed[2]);
+  EXPECT_EQ(listed.body["runs"][1]["id"], keyed[1]);
+  auto empty = call("GET", "/v1/runs?concurrency_key=", admin);
+  EXPECT_EQ(empty.status, 400) << empty.raw;
+  EXPECT_EQ(empty.body["error"]["field"], "concurrency_key") << empty.raw;
+
   ASSERT_EQ(agent.finish(keyed[0], "success").status, 200);
   auto next = agent.take(1);
   ASSERT_EQ(next.size(), 1u);

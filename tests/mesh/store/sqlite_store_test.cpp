@@ -841,6 +841,48 @@ TEST_F(sqlite_store_test, list_runs_limit_is_clamped) {
   EXPECT_TRUE(page.next_cursor.empty());
 }
 
+// This test ensures that listing by concurrency key returns exactly the runs
+// with that key, combines with the other filters, and is answered from the
+// partial index of keyed runs rather than a scan of every run.
+TEST_F(sqlite_store_test, list_runs_by_concurrency_key) {
+  std::vector<write> batch;
+  for (uint64_t seq = 1; seq <= 6; ++seq) {
+    auto r = make_run("run_" + std::to_string(seq), seq,
+                      seq == 2 ? run_status::running : run_status::created);
+    r.concurrency_key = seq % 3 == 0 ? "" : seq % 3 == 1 ? "tf:prod" : "tf:dev";
+    batch.emplace_back(put_run{r, true});
+  }
+  apply(batch);
+  run_filter f;
+  f.concurrency_key = "tf:prod";
+  auto page = list(f);
+  ASSERT_EQ(page.runs.size(), 2u);
+  EXPECT_EQ(page.runs[0].id, "run_4");
+  EXPECT_EQ(page.runs[1].id, "run_1");
+  f.concurrency_key = "tf:dev";
+  f.status = run_status::running;
+  page = list(f);
+  ASSERT_EQ(page.runs.size(), 1u);
+  EXPECT_EQ(page.runs[0].id, "run_2");
+
+  sqlite3* raw = nullptr;
+  ASSERT_EQ(sqlite3_open(path_.c_str(), &raw), SQLITE_OK);
+  std::string plan;
+  auto cb = [](void* p, int n, char** values, char**) {
+    if (n >= 4 && values[3])
+      *static_cast<std::string*>(p) += std::string{values[3]} + ";";
+    return 0;
+  };
+  ASSERT_EQ(sqlite3_exec(raw,
+                         "EXPLAIN QUERY PLAN SELECT id FROM runs WHERE 1 AND "
+                         "concurrency_key = 'tf:prod' AND concurrency_key <> '' "
+                         "ORDER BY seq DESC LIMIT 51",
+                         cb, &plan, nullptr),
+            SQLITE_OK);
+  sqlite3_close(raw);
+  EXPECT_NE(plan.find("runs_by_concurrency_key"), std::string::npos) << plan;
+}
+
 // This test ensures that a malformed cursor is `invalid_argument` on field `cursor`.
 TEST_F(sqlite_store_test, list_runs_rejects_bad_cursor) {
   for (auto bad : {"x", "s", "S5", "s-1", "s+1", "s01", "s1a", " s1", "s1 ", "5",
