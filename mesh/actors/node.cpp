@@ -139,14 +139,17 @@ caf::error mesh_node::boot(const mesh_config& cfg, const polymesh::clock& clk) {
     ++restored_.agents;
   }
   caf::scoped_actor self{sys};
+  // Every held slot and concurrency key first: a queued run's actor sends its
+  // own enqueue, which nothing orders against a reserve sent after it, so a
+  // run of a held key could otherwise be placed beside its holder.
+  for (auto& r : snap->runs)
+    if (r.status != run_status::created && agent_actors.count(r.assigned_agent) > 0)
+      self->send(ctx_->assignment, reserve_atom::value, r);
   for (auto& r : snap->runs) {
     caf::actor agent;
-    if (r.status != run_status::created) {
-      if (auto it = agent_actors.find(r.assigned_agent); it != agent_actors.end()) {
+    if (r.status != run_status::created)
+      if (auto it = agent_actors.find(r.assigned_agent); it != agent_actors.end())
         agent = it->second;
-        self->send(ctx_->assignment, reserve_atom::value, r);
-      }
-    }
     self->send(ctx_->runs, admit_atom::value, std::move(r), agent);
     ++restored_.runs;
   }

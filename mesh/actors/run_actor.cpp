@@ -201,8 +201,10 @@ void requeue(self_ptr self, std::string why,
   persist(
       self, std::move(next), {},
       [self] {
-        detach_agent(self);
+        // Queued before it lets go of its concurrency key, so that it keeps
+        // its turn before later runs of the key.
         enqueue(self);
+        detach_agent(self);
       },
       fail ? std::move(fail) : log_failure(self, "requeue"));
 }
@@ -383,8 +385,10 @@ caf::behavior run_actor(self_ptr self, context_ptr ctx, run_record run, bool fre
                                        ": assignment not persisted: " + message_of(err));
               self->send(agent, withdraw_atom::value, self->state.run.id);
               self->state.agent = nullptr;
+              // The routine forgot it when it placed it. Queued before the
+              // answer frees its concurrency key, so that it keeps its turn.
+              enqueue(self);
               rp.deliver(false);
-              enqueue(self); // the routine forgot it when it placed it
             });
         return rp;
       },

@@ -373,5 +373,25 @@ TEST_F(timer_retries, a_failed_requeue_of_a_lost_agents_run_is_tried_again) {
       << log;
 }
 
+// This test ensures a run that goes back to the queue while it holds its
+// concurrency key (its delivery lease lapsed) keeps its turn: it is placed
+// again before a later run of the same key.
+TEST_F(timers, a_requeued_key_holder_keeps_its_turn) {
+  auto a = register_agent("a", json::object());
+  auto first = submit(json{{"plan", "noop"}, {"concurrency_key", "ws"}})
+                   .body["id"]
+                   .get<std::string>();
+  auto second = submit(json{{"plan", "noop"}, {"concurrency_key", "ws"}})
+                    .body["id"]
+                    .get<std::string>();
+  ASSERT_EQ(a.take(1).size(), 1u);
+  ASSERT_TRUE(eventually([&] { return get_run(first)["skadi_status"] == "sent"; }));
+  advance(cfg.delivery_lease + 1s);
+  ASSERT_TRUE(eventually(
+      [&] { return get_run(first)["attempts"] == 2 || status_of(second) == "pending"; }));
+  EXPECT_EQ(status_of(first), "pending");
+  EXPECT_EQ(status_of(second), "created") << "the later run took the key first";
+}
+
 } // namespace
 } // namespace polymesh::test
