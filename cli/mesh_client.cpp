@@ -108,12 +108,50 @@ httplib::Result send(const std::string& base_url, const std::string& origin,
   return res;
 }
 
+bool utf8(const std::string& s) {
+  try {
+    (void)json(s).dump();
+    return true;
+  } catch (const json::type_error&) {
+    return false;
+  }
+}
+
+/// Where in `j` the first text that is not UTF-8 is (`concurrency_key`,
+/// `params.name`, `runs[2]`), or "" when there is none.
+std::string not_utf8_at(const json& j, const std::string& path) {
+  if (j.is_string()) return utf8(j.get_ref<const std::string&>()) ? "" : path;
+  if (j.is_object()) {
+    for (auto& [k, v] : j.items()) {
+      auto at = path.empty() ? k : path + "." + k;
+      if (!utf8(k)) return at;
+      if (auto found = not_utf8_at(v, at); !found.empty()) return found;
+    }
+  } else if (j.is_array()) {
+    for (size_t i = 0; i < j.size(); ++i)
+      if (auto found = not_utf8_at(j[i], path + "[" + std::to_string(i) + "]");
+          !found.empty())
+        return found;
+  }
+  return {};
+}
+
 } // namespace
 
 json mesh_client::call(const std::string& method, const std::string& path,
                        const json* body, bool null_on_404) {
-  std::string payload =
-      body ? body->dump(-1, ' ', false, json::error_handler_t::replace) : "";
+  std::string payload;
+  try {
+    // Strict: text that is not UTF-8 is refused here, not sent changed (two
+    // keys that differ only in bytes that are not UTF-8 would become one).
+    if (body) payload = body->dump();
+  } catch (const json::type_error&) {
+    auto at = not_utf8_at(*body, "");
+    throw failure{exit_usage,
+                  (at.empty() ? std::string{"a value"} : "'" + at + "'") +
+                      " of this request is not UTF-8 text",
+                  {"the mesh takes UTF-8 text only; nothing was sent"}};
+  }
   auto res = send(base_url_, origin_, ca_file_, token_, method, prefix_ + path, &payload);
   last_status_ = res->status;
   if (res->status == 404 && null_on_404) return nullptr;

@@ -171,6 +171,7 @@ std::string why_waiting(mesh_client& mesh, const std::string& id) {
     return {};
   }
   if (body.value("assigned", true)) return {};
+  if (body["waiting_for"].is_object()) return body.value("message", "");
   const auto& agents = body["agents"];
   if (agents.empty()) return body.value("message", "");
   std::string reasons;
@@ -393,7 +394,13 @@ int submit(const command_context& ctx, const submit_options& o) {
   req.plan = o.plan;
   req.selector = o.selector;
   req.agent = o.agent;
-  req.params = build_params(o.params_file, o.params).dump();
+  try {
+    req.params = build_params(o.params_file, o.params).dump();
+  } catch (const json::type_error&) {
+    throw failure{exit_usage,
+                  "a --param or --params-file value is not UTF-8 text",
+                  {"the mesh takes UTF-8 text only; nothing was sent"}};
+  }
   req.payload = o.payload;
   // @FILE reads a file; @@TEXT sends @TEXT (a text that starts with @).
   if (o.payload.rfind("@@", 0) == 0)
@@ -672,12 +679,21 @@ int get_artifact(const command_context& ctx, const artifacts_options& o) {
 
 namespace {
 
+/// Refuses an empty value: an unset shell variable (`--concurrency-key
+/// "$WORKSPACE"`) must not quietly mean "no key".
+const CLI::Validator not_empty{[](std::string& value) {
+                                 return value.empty() ? std::string{"must not be empty"}
+                                                      : std::string{};
+                               },
+                               "TEXT"};
+
 /// The options `submit` and `rerun` share: an idempotency key, and whether
 /// to wait for the new run or follow its log.
 void add_submission_options(CLI::App* cmd, std::string& idempotency_key, bool& wait,
                             bool& follow) {
   cmd->add_option("--idempotency-key", idempotency_key,
-                  "A repeat with the same key returns the same run");
+                  "A repeat with the same key returns the same run")
+      ->check(not_empty);
   cmd->add_flag("--wait", wait, "Wait for the end; exit 0 success, 1 error, 2 canceled");
   cmd->add_flag("-f,--follow", follow,
                 "Stream the run's log while it runs (implies --wait)");
@@ -707,9 +723,11 @@ void add_runs_commands(CLI::App& app, command_context& ctx) {
   submit_cmd->add_option("--priority", so->priority, "Higher runs first (default 0)");
   submit_cmd->add_option("--timeout", so->timeout, "Run time limit, e.g. 90s, 10m, 2h");
   submit_cmd->add_option("--ttl", so->ttl, "How long it may wait for an agent, e.g. 10m");
-  submit_cmd->add_option("--concurrency-key", so->concurrency_key,
-                         "Run only when no other run with this key is pending or "
-                         "running, e.g. a terraform workspace");
+  submit_cmd
+      ->add_option("--concurrency-key", so->concurrency_key,
+                   "Run only when no other run with this key is pending or "
+                   "running, e.g. a terraform workspace")
+      ->check(not_empty);
   add_submission_options(submit_cmd, so->idempotency_key, so->wait, so->follow);
   submit_cmd->callback(
       [&ctx, so] { ctx.action = [&ctx, so] { return submit(ctx, *so); }; });
@@ -738,7 +756,8 @@ void add_runs_commands(CLI::App& app, command_context& ctx) {
   list->add_option("--plan", lo->plan, "Only runs of this plan");
   list->add_option("--agent", lo->agent, "Only runs held by this agent (name or id)");
   list->add_option("--concurrency-key", lo->concurrency_key,
-                   "Only runs with this concurrency key (the holder and those waiting)");
+                   "Only runs with this concurrency key (the holder and those waiting)")
+      ->check(not_empty);
   list->add_option("--limit", lo->limit, "At most this many (1 to 1000, default 50)")
       ->check(CLI::Range(1, 1000));
   list->add_option("--cursor", lo->cursor, "Continue after a previous page");

@@ -124,7 +124,12 @@ struct timer_request {
 
 using write_batch = std::vector<write>;
 using write_outcomes = std::vector<write_outcome>;
-using candidacies = std::vector<candidacy>;
+/// The answer to `(explain, run id)`.
+struct explanation {
+  std::vector<candidacy> agents;
+  /// The run holding the run's concurrency key; "" when it waits for none.
+  std::string key_holder;
+};
 using run_list = std::vector<run_record>;
 using agent_list = std::vector<agent_record>;
 using token_list = std::vector<token_record>;
@@ -148,7 +153,7 @@ CAF_ALLOW_UNSAFE_MESSAGE_TYPE(polymesh::agent_record)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(polymesh::token_record)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(polymesh::write_batch)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(polymesh::write_outcomes)
-CAF_ALLOW_UNSAFE_MESSAGE_TYPE(polymesh::candidacies)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(polymesh::explanation)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(polymesh::run_list)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(polymesh::agent_list)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(polymesh::token_list)

@@ -706,6 +706,15 @@ void list_runs(request_context& rc) {
                               "query parameter 'concurrency_key' is empty: leave it out "
                               "for runs with any key or none",
                               "concurrency_key"));
+  // The submit's rules: a key no run can have is a mistake, not an empty page.
+  if (f.concurrency_key.size() > wire::max_concurrency_key_bytes)
+    return rc.fail(make_error(errc::invalid_argument,
+                              "query parameter 'concurrency_key' is longer than " +
+                                  std::to_string(wire::max_concurrency_key_bytes) +
+                                  " bytes",
+                              "concurrency_key"));
+  if (auto err = wire::printable(f.concurrency_key, "concurrency_key"))
+    return rc.fail(err);
   f.cursor = rc.query_value("cursor");
   if (rc.has_query("cursor") && f.cursor.empty())
     return rc.fail(make_error(errc::invalid_argument,
@@ -753,25 +762,36 @@ void explain_run(request_context& rc) {
     body["assigned_agent"] =
         run->assigned_agent.empty() ? json(nullptr) : json(run->assigned_agent);
     body["agents"] = json::array();
+    body["waiting_for"] = nullptr;
     body["message"] = "run is " + std::string{to_string(run->status)} +
                       "; explain applies to runs waiting for an agent";
     return rc.reply(200, body);
   }
-  auto why = ask<candidacies>(rc, rc.ctx()->assignment, explain_atom::value, id);
+  auto why = ask<explanation>(rc, rc.ctx()->assignment, explain_atom::value, id);
   if (!why) return rc.fail(why.error());
   json agents = json::array();
-  for (auto& c : *why)
+  for (auto& c : why->agents)
     agents.push_back(json{{"agent_id", c.agent_id},
                           {"agent_name", c.agent_name},
                           {"candidate", c.candidate},
                           {"reason", c.reason.empty() ? json(nullptr) : json(c.reason)}});
   body["assigned"] = false;
   body["agents"] = agents;
-  bool any = std::any_of(why->begin(), why->end(), [](auto& c) { return c.candidate; });
-  body["message"] = why->empty() ? "no agent to consider (none registered, or the run is "
-                                   "being assigned right now)"
-                    : any ? "a candidate has a free slot; the run is being assigned"
-                          : "no agent can take this run; see each agent's reason";
+  body["waiting_for"] = nullptr;
+  auto& all = why->agents;
+  bool any = std::any_of(all.begin(), all.end(), [](auto& c) { return c.candidate; });
+  if (!why->key_holder.empty()) {
+    body["waiting_for"] =
+        json{{"run", why->key_holder}, {"concurrency_key", run->concurrency_key}};
+    body["message"] = "waits for run " + why->key_holder +
+                      ", which holds concurrency key " + run->concurrency_key;
+  } else {
+    body["message"] = all.empty()
+                          ? "no agent to consider (none registered, or the run is "
+                            "being assigned right now)"
+                      : any ? "a candidate has a free slot; the run is being assigned"
+                            : "no agent can take this run; see each agent's reason";
+  }
   rc.reply(200, body);
 }
 

@@ -6,6 +6,7 @@
 #include "mesh/domain/run_state.hpp"
 
 #include <algorithm>
+#include <cstdio>
 #include <set>
 #include <unordered_set>
 
@@ -466,24 +467,30 @@ caf::error validate_agent_name(const std::string& name, const std::string& field
   return {};
 }
 
-namespace {
+namespace {} // namespace
 
-/// An error when `value` holds a control character (a NUL, a newline, an
-/// escape sequence): names and keys are shown in listings and terminals.
 caf::error printable(const std::string& value, const char* field) {
+  auto refuse = [&](const std::string& what, size_t at) {
+    return make_error(errc::invalid_argument,
+                      std::string{"field '"} + field +
+                          "' must not contain control characters (" + what +
+                          " at offset " + std::to_string(at) + ")",
+                      field);
+  };
   for (size_t i = 0; i < value.size(); ++i) {
     auto c = static_cast<unsigned char>(value[i]);
-    if (c < 0x20 || c == 0x7f)
-      return make_error(errc::invalid_argument,
-                        std::string{"field '"} + field +
-                            "' must not contain control characters (byte " +
-                            std::to_string(c) + " at offset " + std::to_string(i) + ")",
-                        field);
+    if (c < 0x20 || c == 0x7f) return refuse("byte " + std::to_string(c), i);
+    // C1 controls, U+0080..U+009F, are C2 80..C2 9F in UTF-8 (the JSON
+    // parser has checked that the text is UTF-8).
+    auto next = i + 1 < value.size() ? static_cast<unsigned char>(value[i + 1]) : 0;
+    if (c == 0xc2 && next >= 0x80 && next <= 0x9f) {
+      char code[8];
+      std::snprintf(code, sizeof code, "U+%04X", next);
+      return refuse(code, i);
+    }
   }
   return {};
 }
-
-} // namespace
 
 caf::expected<token_request> parse_token_request(const json& j) {
   token_request r;
@@ -582,7 +589,7 @@ caf::expected<run_request> parse_run_request(const json& j, const limits& lim) {
   in.integer("timeout_s", r.timeout_s, false, 0, int64_t{30} * 24 * 3600);
   in.integer("ttl_s", r.ttl_s, false, 0, int64_t{30} * 24 * 3600);
   in.string("idempotency_key", r.idempotency_key, false, 256);
-  in.string("concurrency_key", r.concurrency_key, false, 256);
+  in.string("concurrency_key", r.concurrency_key, false, max_concurrency_key_bytes);
   if (auto e = in.finish()) return e;
   if (auto e = not_blank(j, "agent", "to let the mesh pick an agent")) return e;
   if (auto e = not_blank(j, "idempotency_key", "for a submit that is not deduplicated"))

@@ -102,6 +102,7 @@ struct run_request {
   std::string idempotency_key;
   std::string concurrency_key;
 };
+inline constexpr size_t max_concurrency_key_bytes = 256;
 [[nodiscard]] caf::expected<run_request> parse_run_request(const json& j,
                                                            const limits& lim);
 [[nodiscard]] json to_json(const run_request& r);
@@ -167,5 +168,9 @@ inline constexpr size_t max_report_items = 1000;
 /// The agent name rule: like a label value, 1..63 chars.
 [[nodiscard]] caf::error validate_agent_name(const std::string& name,
                                              const std::string& field);
+/// An error when `value` holds a control character (C0, DEL or C1: a NUL, a
+/// newline, an escape sequence): names and keys are shown in listings and
+/// terminals.
+[[nodiscard]] caf::error printable(const std::string& value, const char* field);
 
 } // namespace polymesh::wire

@@ -470,6 +470,12 @@ void assigner::release_hold(const std::string& run_id) {
   }
 }
 
+std::string assigner::key_holder(const std::string& run_id) const {
+  auto run = runs_.find(run_id);
+  if (run == runs_.end() || !held(*run->second.first)) return {};
+  return holders_.at(run->second.first->hold).front();
+}
+
 std::string assigner::holder(const selector& scope, const std::string& key) const {
   auto it = holders_.find(hold_key(scope, key));
   return it == holders_.end() || key.empty() ? std::string{} : it->second.front();

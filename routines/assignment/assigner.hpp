@@ -135,6 +135,9 @@ public:
   /// For a queued run: every known agent and why it is or is not a candidate.
   /// Returns an empty vector when `run_id` is not queued.
   [[nodiscard]] std::vector<candidacy> explain(const std::string& run_id) const;
+  /// For a queued run waiting for its concurrency key: the run holding it;
+  /// "" otherwise.
+  [[nodiscard]] std::string key_holder(const std::string& run_id) const;
 
 private:
   // Implementation-defined; see assigner.cpp for the invariants and costs.

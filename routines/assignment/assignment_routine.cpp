@@ -185,7 +185,8 @@ caf::behavior assignment_routine(self_ptr self, context_ptr ctx) {
         decisions.hold(run.id, scope ? *scope : selector{}, run.concurrency_key);
       },
       [=](explain_atom, const std::string& run_id) {
-        return candidacies{self->state.decisions.explain(run_id)};
+        auto& decisions = self->state.decisions;
+        return explanation{decisions.explain(run_id), decisions.key_holder(run_id)};
       },
       [=](tick_atom) { return place(self); },
       [=](sweep_atom) {

@@ -13,7 +13,7 @@
 //                                           its concurrency key)
 //   (reserve_atom, run_record)              a pending or running run holds a
 //                                           slot and its key (start-up restore)
-//   (explain_atom, run id)               -> candidacies
+//   (explain_atom, run id)               -> explanation
 //   (tick_atom)                          -> size_t placements (the sweep)
 #pragma once
 

@@ -102,6 +102,31 @@ TEST_F(runs_cmd, submit_sends_every_field_and_prints_the_run) {
   auto bad_duration = ctl({"runs", "submit", "deploy", "--ttl", "ten minutes"});
   EXPECT_EQ(bad_duration.code, 64);
   EXPECT_NE(bad_duration.err.find("--ttl"), std::string::npos) << bad_duration.err;
+
+  // An empty key (an unset shell variable) is not "no key"; text that is not
+  // UTF-8 is refused, not sent changed; nothing reaches the mesh.
+  auto stored = call(port, "GET", "/v1/runs", admin).body["runs"].size();
+  for (auto flag : {"--concurrency-key", "--idempotency-key"}) {
+    auto empty = ctl({"runs", "submit", "deploy", flag, ""});
+    EXPECT_EQ(empty.code, 64) << flag;
+    EXPECT_NE(empty.err.find(std::string{flag} + ": must not be empty"),
+              std::string::npos)
+        << empty.err;
+  }
+  auto empty_filter = ctl({"runs", "list", "--concurrency-key", ""});
+  EXPECT_EQ(empty_filter.code, 64) << empty_filter.err;
+  auto not_utf8 = ctl({"runs", "submit", "deploy", "--concurrency-key",
+                       "a\xff"
+                       "b"});
+  EXPECT_EQ(not_utf8.code, 64) << not_utf8.err;
+  EXPECT_NE(not_utf8.err.find("'concurrency_key' of this request is not UTF-8 text"),
+            std::string::npos)
+      << not_utf8.err;
+  auto param = ctl({"runs", "submit", "deploy", "--param",
+                    "name=a\xff"
+                    "b"});
+  EXPECT_EQ(param.code, 64) << param.err;
+  EXPECT_EQ(call(port, "GET", "/v1/runs", admin).body["runs"].size(), stored);
 }
 
 // This test ensures a YAML params file keeps what was written: canonical

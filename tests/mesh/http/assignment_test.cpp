@@ -254,6 +254,12 @@ TEST_F(assignment, runs_with_one_concurrency_key_run_one_at_a_time) {
   ASSERT_EQ(why.body["agents"].size(), 1u) << why.raw;
   EXPECT_EQ(why.body["agents"][0]["reason"],
             "concurrency key tf:prod is held by run " + keyed[0]);
+  EXPECT_EQ(why.body["waiting_for"],
+            (json{{"run", keyed[0]}, {"concurrency_key", "tf:prod"}}));
+  EXPECT_EQ(why.body["message"],
+            "waits for run " + keyed[0] + ", which holds concurrency key tf:prod");
+  EXPECT_TRUE(
+      call("GET", "/v1/runs/" + free + "/explain", admin).body["waiting_for"].is_null());
 
   auto listed = call("GET", "/v1/runs?concurrency_key=tf:prod&status=created", admin);
   ASSERT_EQ(listed.status, 200) << listed.raw;

@@ -779,13 +779,16 @@ TEST_F(http_framing, header_names_that_are_not_tokens_are_refused) {
 }
 
 // This test ensures values that would mislead are refused and change
-// nothing: control characters and blank names, an agent name shaped like an
-// agent id, two log chunks with one seq, an unknown agent name or an empty
-// cursor as a list filter, and signed zeros as integers.
+// nothing: control characters (C0, DEL and C1) and blank names, an agent
+// name shaped like an agent id, two log chunks with one seq, an unknown agent
+// name, an empty cursor or a concurrency key no run can have as a list
+// filter, and signed zeros as integers.
 TEST_F(http_framing, values_that_would_mislead_are_400) {
   auto tokens = call("GET", "/v1/tokens", admin).body["tokens"].size();
   for (auto name : {std::string{"a\nb"}, std::string("a\0b", 3), std::string{"\x1b[31m"},
-                    std::string{"   "}}) {
+                    std::string{"   "}, std::string{"a\x7f"}, std::string{"a\xc2\x85z"},
+                    std::string{"\xc2\x9b"
+                                "31m"}}) {
     auto r = call("POST", "/v1/tokens", admin, json{{"kind", "reader"}, {"name", name}});
     expect_error(r, 400, "invalid_argument", "name");
   }
@@ -818,6 +821,12 @@ TEST_F(http_framing, values_that_would_mislead_are_400) {
   EXPECT_EQ(call("GET", "/v1/runs?agent=agt_forgotten", admin).status, 200)
       << "an id of an agent forgotten since still filters";
   expect_error(call("GET", "/v1/runs?cursor=", admin), 400, "invalid_argument", "cursor");
+  for (auto key : {std::string{"a%0Ab"}, std::string{"a%C2%85b"}, std::string(257, 'k')})
+    expect_error(call("GET", "/v1/runs?concurrency_key=" + key, admin), 400,
+                 "invalid_argument", "concurrency_key");
+  EXPECT_EQ(
+      call("GET", "/v1/runs?concurrency_key=" + std::string(256, 'k'), admin).status,
+      200);
   for (auto q :
        {"/v1/runs/" + id + "/logs?after=-0", "/v1/runs/" + id + "/logs?after=-01",
         "/v1/agents/" + agent.id + "/runs?wait=-0"}) {

@@ -561,10 +561,12 @@ TEST(Assigner, ExplainNamesTheKeyHolder) {
   EXPECT_FALSE(why[0].candidate);
   EXPECT_EQ(why[0].reason, "concurrency key ws is held by run holder");
   EXPECT_EQ(why[1].reason, "lacks plan deploy");
+  EXPECT_EQ(a.key_holder("waiting"), "holder");
   a.release("a1");
   a.release_hold("holder");
   why = a.explain("waiting");
   EXPECT_TRUE(why[0].candidate) << why[0].reason;
+  EXPECT_EQ(a.key_holder("waiting"), "");
 }
 
 // -- against a model -----------------------------------------------------------
