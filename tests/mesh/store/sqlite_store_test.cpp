@@ -217,6 +217,28 @@ protected:
     return page ? *page : run_page{};
   }
 
+  /// Replaces the store with a database built by the first `version`
+  /// migrations only, as an older meshd left it; `open()` migrates it.
+  void old_database(int version) {
+    db_.reset();
+    std::filesystem::remove(path_);
+    for (int v = 0; v < version; ++v)
+      raw_query(sqlite_migrations[v]);
+    raw_query("PRAGMA user_version = " + std::to_string(version));
+  }
+
+  /// Stores run `run_old` with the columns of schema version 3, in `status`.
+  void insert_version_3_run(const std::string& status, const std::string& agent,
+                            int attempts) {
+    raw_query("INSERT INTO runs (seq, id, plan, selector, scope, target_agent, "
+              "assigned_agent, params, payload, priority, status, reason, result, "
+              "error, attempts, idempotency_key, submitted_by, timeout_s, ttl_s, "
+              "cancel_requested, cancel_reason, progress, created_at) VALUES (1, "
+              "'run_old', 'noop', '', '', '', '" +
+              agent + "', '{}', '', 0, '" + status + "', '', '', '', " +
+              std::to_string(attempts) + ", '', 'tok_1', 0, 0, 0, '', '', 0)");
+  }
+
   /// Runs `sql` on a separate raw connection, for what the store API cannot
   /// express: inspecting pragmas and tampering with the schema.
   std::string raw_query(const std::string& sql) {
@@ -1223,10 +1245,7 @@ TEST_F(sqlite_store_test, prune_deletes_artifacts_with_their_run) {
 // This test ensures a database written by schema version 1 (before
 // artifacts) is migrated on open and keeps its runs.
 TEST_F(sqlite_store_test, version_1_database_migrates_to_artifacts) {
-  db_.reset();
-  std::filesystem::remove(path_);
-  raw_query(sqlite_migrations[0]);
-  raw_query("PRAGMA user_version = 1");
+  old_database(1);
   raw_query("INSERT INTO meta (key, value) VALUES ('max_pruned_seq', 9)");
   db_ = open();
   ASSERT_TRUE(db_);
@@ -1241,11 +1260,7 @@ TEST_F(sqlite_store_test, version_1_database_migrates_to_artifacts) {
 // agents' `drained` flag, and an agent stored `draining` before it reads
 // as drained.
 TEST_F(sqlite_store_test, version_2_database_migrates_to_drained_agents) {
-  db_.reset();
-  std::filesystem::remove(path_);
-  raw_query(sqlite_migrations[0]);
-  raw_query(sqlite_migrations[1]);
-  raw_query("PRAGMA user_version = 2");
+  old_database(2);
   raw_query(
       "INSERT INTO agents (id, name, labels, plans, capacity, status, version, "
       "hostname, scope, registered_at, last_seen_at, session) VALUES ('agt_1', "
@@ -1262,18 +1277,8 @@ TEST_F(sqlite_store_test, version_2_database_migrates_to_drained_agents) {
 // `held_session`: a run stored before it reads with none (0), and one
 // written after keeps its own.
 TEST_F(sqlite_store_test, version_3_database_migrates_to_held_sessions) {
-  db_.reset();
-  std::filesystem::remove(path_);
-  for (int v = 0; v < 3; ++v)
-    raw_query(sqlite_migrations[v]);
-  raw_query("PRAGMA user_version = 3");
-  raw_query(
-      "INSERT INTO runs (seq, id, plan, selector, scope, target_agent, "
-      "assigned_agent, params, payload, priority, status, reason, result, error, "
-      "attempts, idempotency_key, submitted_by, timeout_s, ttl_s, "
-      "cancel_requested, cancel_reason, progress, created_at) VALUES (1, 'run_old', "
-      "'noop', '', '', '', 'agt_1', '{}', '', 0, 'success', '', '', '', 1, '', "
-      "'tok_1', 0, 0, 0, '', '', 0)");
+  old_database(3);
+  insert_version_3_run("success", "agt_1", 1);
   db_ = open();
   ASSERT_TRUE(db_);
   EXPECT_EQ(raw_query("PRAGMA user_version"), std::to_string(sqlite_schema_version));
@@ -1289,18 +1294,8 @@ TEST_F(sqlite_store_test, version_3_database_migrates_to_held_sessions) {
 // `concurrency_key`: a run stored before it has none, and one written after
 // keeps its own.
 TEST_F(sqlite_store_test, version_4_database_migrates_to_concurrency_keys) {
-  db_.reset();
-  std::filesystem::remove(path_);
-  for (int v = 0; v < 4; ++v)
-    raw_query(sqlite_migrations[v]);
-  raw_query("PRAGMA user_version = 4");
-  raw_query(
-      "INSERT INTO runs (seq, id, plan, selector, scope, target_agent, "
-      "assigned_agent, params, payload, priority, status, reason, result, error, "
-      "attempts, idempotency_key, submitted_by, timeout_s, ttl_s, "
-      "cancel_requested, cancel_reason, progress, created_at) VALUES (1, 'run_old', "
-      "'noop', '', '', '', '', '{}', '', 0, 'created', '', '', '', 0, '', "
-      "'tok_1', 0, 0, 0, '', '', 0)");
+  old_database(4);
+  insert_version_3_run("created", "", 0);
   db_ = open();
   ASSERT_TRUE(db_);
   EXPECT_EQ(raw_query("PRAGMA user_version"), std::to_string(sqlite_schema_version));
