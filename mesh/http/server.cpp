@@ -156,6 +156,20 @@ caf::expected<int64_t> query_int(request_context& rc, const char* name, int64_t 
   return x;
 }
 
+/// An optional text query parameter ("" when absent). Given but empty is an
+/// error: an empty value is a client's mistake (an unset variable), not
+/// "any"; `absent_means` says what leaving it out does.
+caf::expected<std::string> query_text(request_context& rc, const char* name,
+                                      const char* absent_means) {
+  auto text = rc.query_value(name);
+  if (rc.has_query(name) && text.empty())
+    return make_error(errc::invalid_argument,
+                      "query parameter '" + std::string{name} +
+                          "' is empty: leave it out " + absent_means,
+                      name);
+  return text;
+}
+
 /// The parameters of `target`'s query string, decoded.
 httplib::Params query_of(const std::string& target) {
   httplib::Params out;
@@ -700,12 +714,9 @@ void list_runs(request_context& rc) {
                                     "' (give a known agent's name, or an agent id)",
                                 "agent"));
   }
-  f.concurrency_key = rc.query_value("concurrency_key");
-  if (rc.has_query("concurrency_key") && f.concurrency_key.empty())
-    return rc.fail(make_error(errc::invalid_argument,
-                              "query parameter 'concurrency_key' is empty: leave it out "
-                              "for runs with any key or none",
-                              "concurrency_key"));
+  auto key = query_text(rc, "concurrency_key", "for runs with any key or none");
+  if (!key) return rc.fail(key.error());
+  f.concurrency_key = std::move(*key);
   // The submit's rules: a key no run can have is a mistake, not an empty page.
   if (f.concurrency_key.size() > wire::max_concurrency_key_bytes)
     return rc.fail(make_error(errc::invalid_argument,
@@ -715,12 +726,10 @@ void list_runs(request_context& rc) {
                               "concurrency_key"));
   if (auto err = wire::printable(f.concurrency_key, "concurrency_key"))
     return rc.fail(err);
-  f.cursor = rc.query_value("cursor");
-  if (rc.has_query("cursor") && f.cursor.empty())
-    return rc.fail(make_error(errc::invalid_argument,
-                              "query parameter 'cursor' is empty: leave it out for the "
-                              "first page, or give the previous page's next_cursor",
-                              "cursor"));
+  auto cursor = query_text(rc, "cursor",
+                           "for the first page, or give the previous page's next_cursor");
+  if (!cursor) return rc.fail(cursor.error());
+  f.cursor = std::move(*cursor);
   auto limit = query_int(rc, "limit", 50, 1, 1000);
   if (!limit) return rc.fail(limit.error());
   f.limit = static_cast<size_t>(*limit);
