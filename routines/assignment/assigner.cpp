@@ -485,6 +485,7 @@ std::vector<candidacy> assigner::explain(const std::string& run_id) const {
   auto run = runs_.find(run_id);
   if (run == runs_.end()) return {};
   const auto& cls = *run->second.first;
+  auto holder = key_holder(run_id);
   std::vector<const agent_entry*> agents;
   agents.reserve(agents_.size());
   for (const auto& [id, entry] : agents_)
@@ -512,9 +513,8 @@ std::vector<candidacy> assigner::explain(const std::string& run_id) const {
       c.reason = "outside the token's scope (" + req->to_string() + " not met)";
     else if (!cls.target_agent.empty() && cls.target_agent != v.name)
       c.reason = "not the target agent";
-    else if (held(cls))
-      c.reason = "concurrency key " + cls.concurrency_key + " is held by run " +
-                 holders_.at(cls.hold).front();
+    else if (!holder.empty())
+      c.reason = "concurrency key " + cls.concurrency_key + " is held by run " + holder;
     else if (entry->free() <= 0)
       c.reason = "no free slot (" + std::to_string(entry->reserved) + " of " +
                  std::to_string(v.capacity) + " in use)";
