@@ -8,7 +8,8 @@ namespace polymesh::cli {
 
 namespace {
 
-/// Long enough for the slowest API call; meshctl never long-polls.
+/// Long enough for the slowest API call; meshctl waits in the mesh for at
+/// most 1 s (`GET /v1/runs/{id}?wait=1`).
 constexpr time_t read_timeout_s = 60;
 constexpr time_t connect_timeout_s = 10;
 

@@ -187,6 +187,8 @@ std::string why_waiting(mesh_client& mesh, const std::string& id) {
 }
 
 /// Polls the run until it is terminal, streaming its log when `follow`.
+/// Without `follow` each poll after the first waits in the mesh for up to
+/// 1 s for the run to leave the status last seen, so a change shows at once.
 /// Returns the final run object.
 json wait_for_run(const command_context& ctx, mesh_client& mesh, const std::string& id,
                   bool follow) {
@@ -202,6 +204,8 @@ json wait_for_run(const command_context& ctx, mesh_client& mesh, const std::stri
   // on stderr instead, so a CI log shows what the wait is about.
   bool lines = !ctx.config().interactive;
   std::string last_state;
+  std::string last_status;
+  auto asked = std::chrono::steady_clock::now();
   // A run still waiting after `explain_after` gets the mesh's reason (no
   // agent offers the plan, none matches...), again when it changes.
   constexpr auto explain_after = std::chrono::seconds{5};
@@ -226,7 +230,10 @@ json wait_for_run(const command_context& ctx, mesh_client& mesh, const std::stri
     json run;
     try {
       if (follow) after = drain_logs(mesh, out, id, after, &sp);
-      run = mesh.get("/v1/runs/" + url_encode(id));
+      asked = std::chrono::steady_clock::now();
+      auto path = "/v1/runs/" + url_encode(id);
+      if (!follow && !last_status.empty()) path += "?wait=1&while_status=" + last_status;
+      run = mesh.get(path);
     } catch (const failure& f) {
       auto now = std::chrono::steady_clock::now();
       if (f.code() != exit_unreachable ||
@@ -247,6 +254,8 @@ json wait_for_run(const command_context& ctx, mesh_client& mesh, const std::stri
       std::cerr << "meshctl: the mesh answers again" << std::endl;
     }
     auto status = run.value("status", "");
+    bool changed = status != last_status;
+    last_status = status;
     if (terminal(status)) {
       // Chunks written just before the finish are still to be shown.
       if (follow) drain_logs(mesh, out, id, after, &sp);
@@ -274,6 +283,12 @@ json wait_for_run(const command_context& ctx, mesh_client& mesh, const std::stri
       last_why = why;
     }
     sp.update(state);
+    if (!follow) {
+      // The next poll waits in the mesh. One that came back unchanged before
+      // its second (a mesh with `agents.poll_wait_max: 0`) paces the loop.
+      if (!changed) std::this_thread::sleep_until(asked + std::chrono::seconds{1});
+      continue;
+    }
     // Poll fast at first (short runs end quickly), then settle at 1 s.
     std::this_thread::sleep_for(interval);
     interval = std::min(interval * 2, std::chrono::milliseconds{1000});

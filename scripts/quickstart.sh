@@ -2,8 +2,8 @@
 # The main job, end to end on one machine: installs what is missing, builds,
 # starts meshd on its embedded SQLite store (./polymesh-data), brings up a
 # local mesh-agent labelled env=dev, submits a run of the built-in shell plan
-# to env=dev over the REST API,
-# follows it to the end, prints its output, and shuts everything down.
+# to env=dev over the REST API in one request that answers once the run has
+# ended, prints its output, and shuts everything down.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
@@ -59,17 +59,13 @@ for _ in $(seq 1 100); do
   sleep 0.05
 done
 
-run=$(api POST /v1/runs "$submitter" \
+# One request: the answer comes once the run has ended (or after 30 s).
+echo "quickstart: submitting a run (plan shell, payload 'uname -sr', selector env=dev) and waiting for it"
+run=$(api POST "/v1/runs?wait=30" "$submitter" \
   '{"plan":"shell","selector":"env=dev","payload":"uname -sr"}')
 id=$(echo "$run" | jq -r .id)
 [ "$id" != null ] || { echo "quickstart: submit failed: $run" >&2; exit 1; }
-echo "quickstart: submitted run $id (plan shell, payload 'uname -sr', selector env=dev)"
-status=""
-for _ in $(seq 1 200); do
-  status=$(api GET "/v1/runs/$id" "$submitter" | jq -r .status)
-  case "$status" in success|error|canceled) break ;; esac
-  sleep 0.05
-done
+status=$(echo "$run" | jq -r .status)
 echo "quickstart: run $id ended: $status"
 echo "quickstart: output:"
 api GET "/v1/runs/$id/logs" "$submitter" | jq -r '.chunks[].data'

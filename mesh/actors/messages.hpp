@@ -12,6 +12,7 @@
 
 #include <caf/allowed_unsafe_message_type.hpp>
 #include <caf/atom.hpp>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -66,6 +67,7 @@ using tokens_atom = caf::atom_constant<caf::atom("tokens")>;
 using undrain_atom = caf::atom_constant<caf::atom("undrain")>;
 using touch_atom = caf::atom_constant<caf::atom("touch")>;
 using update_atom = caf::atom_constant<caf::atom("update")>;
+using watch_atom = caf::atom_constant<caf::atom("watch")>;
 using withdraw_atom = caf::atom_constant<caf::atom("withdraw")>;
 using write_atom = caf::atom_constant<caf::atom("write")>;
 
@@ -101,6 +103,14 @@ struct artifact_put {
 struct poll_result {
   std::vector<run_record> runs;
   std::vector<std::string> cancel;
+};
+
+/// A client's wait for a run to change (`GET /v1/runs/{id}?wait=S`): answered
+/// with the run once its status is not `while_status` (with none: once it
+/// ended), or when `wait_ms` have passed.
+struct watch_request {
+  std::optional<run_status> while_status;
+  int64_t wait_ms = 0;
 };
 
 /// Answer to a registration or a token refresh.
@@ -145,6 +155,7 @@ using status_counts = std::vector<std::pair<run_status, int64_t>>;
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(polymesh::caller)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(polymesh::create_result)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(polymesh::poll_result)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(polymesh::watch_request)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(polymesh::agent_session_info)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(polymesh::issued_token)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(polymesh::timer_request)

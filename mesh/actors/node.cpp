@@ -243,6 +243,9 @@ size_t mesh_node::prune_once() {
 void mesh_node::begin_shutdown() {
   if (!ctx_ || ctx_->stopping.exchange(true)) return;
   if (ctx_->agents) caf::anon_send(ctx_->agents, shutdown_atom::value);
+  // Clients waiting for a run are answered too: the HTTP server's stop
+  // waits for every request in flight.
+  if (ctx_->runs) caf::anon_send(ctx_->runs, shutdown_atom::value);
 }
 
 mesh_node::~mesh_node() {

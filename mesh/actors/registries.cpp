@@ -152,6 +152,14 @@ caf::behavior run_registry(run_self self, context_ptr ctx, uint64_t max_seq) {
       [=](cancel_atom a, const caller& c, const std::string& id) {
         return self->delegate(route(self, id), a, c, id);
       },
+      [=](watch_atom a, const std::string& id, const watch_request& w) {
+        // A run without an actor has ended (or never was): the query actor
+        // answers with it, or with `not_found`, at once.
+        auto it = self->state.live.find(id);
+        if (it == self->state.live.end())
+          return self->delegate(self->state.ctx->query, get_atom::value, id);
+        return self->delegate(it->second, a, w);
+      },
       [=](done_atom, const std::string& id) {
         auto it = self->state.live.find(id);
         if (it == self->state.live.end()) return;
@@ -160,6 +168,10 @@ caf::behavior run_registry(run_self self, context_ptr ctx, uint64_t max_seq) {
         self->state.live.erase(it);
       },
       [=](count_atom) { return static_cast<uint64_t>(self->state.live.size()); },
+      [=](shutdown_atom a) {
+        for (auto& [id, actor] : self->state.live)
+          self->send(actor, a);
+      },
   };
 }
 

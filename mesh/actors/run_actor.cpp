@@ -6,9 +6,11 @@
 #include "mesh/domain/run_state.hpp"
 #include "mesh/domain/run_timers.hpp"
 
+#include <algorithm>
 #include <caf/actor_system.hpp>
 #include <caf/event_based_actor.hpp>
 #include <caf/stateful_actor.hpp>
+#include <chrono>
 #include <functional>
 #include <optional>
 #include <utility>
@@ -39,6 +41,14 @@ struct run_actor_state {
   /// Bytes of the run's stored log chunks, for `runs.max_log_bytes`; unknown
   /// for a run restored at start-up until its first log call asks the store.
   std::optional<int64_t> log_bytes;
+  /// Clients waiting for the run to change (`GET /v1/runs/{id}?wait=S`).
+  struct watcher {
+    uint64_t id;
+    std::optional<run_status> while_status;
+    caf::typed_response_promise<run_record> rp;
+  };
+  std::vector<watcher> watchers;
+  uint64_t last_watcher = 0;
 };
 
 using self_ptr = caf::stateful_actor<run_actor_state>*;
@@ -62,6 +72,25 @@ void rearm(self_ptr self) {
   }
 }
 
+/// Whether a client waiting `while_status` (none: while the run is
+/// unfinished) still waits on `run`.
+bool keeps_waiting(const run_record& run, const std::optional<run_status>& while_status) {
+  return while_status ? run.status == *while_status : !is_terminal(run.status);
+}
+
+/// Answers the waiting clients the run's durable state now releases.
+void wake_watchers(self_ptr self) {
+  auto& st = self->state;
+  auto& ws = st.watchers;
+  ws.erase(std::remove_if(ws.begin(), ws.end(),
+                          [&](run_actor_state::watcher& w) {
+                            if (keeps_waiting(st.run, w.while_status)) return false;
+                            w.rp.deliver(st.run);
+                            return true;
+                          }),
+           ws.end());
+}
+
 /// Persists `next` (plus `extra` writes) and, once durable, makes it the
 /// run's state and calls `then` with the writes' outcomes (the run's first).
 /// On failure nothing changes and `fail` gets the error. Other messages wait
@@ -80,6 +109,7 @@ void persist_with(self_ptr self, run_record next, write_batch extra,
             self->state.run = std::move(next);
             self->state.failed_writes = 0;
             rearm(self);
+            if (!self->state.watchers.empty()) wake_watchers(self);
             then(out);
           },
           [=](caf::error& err) mutable { fail(std::move(err)); });
@@ -597,6 +627,34 @@ caf::behavior run_actor(self_ptr self, context_ptr ctx, run_record run, bool fre
             abort_run(self, run_status::canceled, "canceled_by_user");
           break;
         }
+      },
+      [=](watch_atom, const watch_request& w) -> caf::result<run_record> {
+        auto& st = self->state;
+        // Once meshd is stopping (see `shutdown` below) nobody waits.
+        if (w.wait_ms <= 0 || st.ctx->stopping || !keeps_waiting(st.run, w.while_status))
+          return st.run;
+        auto id = ++st.last_watcher;
+        auto rp = self->make_response_promise<run_record>();
+        st.watchers.push_back({id, w.while_status, rp});
+        self->delayed_send(self, std::chrono::milliseconds{w.wait_ms}, watch_atom::value,
+                           id);
+        return rp;
+      },
+      [=](watch_atom, uint64_t id) {
+        // The wait is over: the run as it is, unchanged.
+        auto& ws = self->state.watchers;
+        auto it =
+            std::find_if(ws.begin(), ws.end(),
+                         [&](const run_actor_state::watcher& w) { return w.id == id; });
+        if (it == ws.end()) return; // answered when the run changed
+        it->rp.deliver(self->state.run);
+        ws.erase(it);
+      },
+      [=](shutdown_atom) {
+        // meshd is stopping: waiting clients get the run as it is.
+        for (auto& w : self->state.watchers)
+          w.rp.deliver(self->state.run);
+        self->state.watchers.clear();
       },
       [=](stop_atom) { self->quit(); },
   };

@@ -160,7 +160,9 @@ const std::vector<key_spec>& key_table() {
                    "its life; one that cannot (the mesh unreachable until it expires) "
                    "registers again, and the mesh ends the old session's runs."),
       duration_key("agents.poll_wait_max", &mesh_config::poll_wait_max, 0ms, 1h,
-                   "Longest long-poll wait granted; 0 makes every poll return at once. "
+                   "Longest long-poll wait granted, to agents' polls and to clients' "
+                   "waits for a run (`?wait=S` on `POST /v1/runs` and "
+                   "`GET /v1/runs/{id}`); 0 makes every poll and wait return at once. "
                    "Whole seconds only: the protocol counts the wait in seconds.",
                    1s),
       duration_key("agents.heartbeat_interval", &mesh_config::heartbeat_interval, 1s, 24h,

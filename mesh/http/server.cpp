@@ -368,10 +368,11 @@ private:
   std::atomic<int64_t>* n_ = nullptr;
 };
 
-/// The wait of a poll (`?wait=S`, capped at `agents.poll_wait_max`) in
-/// milliseconds, with its place in the pool taken. A waiting poll holds a
-/// worker thread: past the pool's headroom this answers 503 rather than let
-/// every other request queue behind the polls.
+/// The wait of a long-poll (an agent's poll, a client's wait for a run;
+/// `?wait=S`, capped at `agents.poll_wait_max`) in milliseconds, with its
+/// place in the pool taken. A waiting poll holds a worker thread: past the
+/// pool's headroom this answers 503 rather than let every other request
+/// queue behind the polls.
 caf::expected<std::pair<int64_t, poll_slot>> take_poll_slot(request_context& rc) {
   auto max_wait =
       std::chrono::duration_cast<std::chrono::seconds>(rc.ctx()->config.poll_wait_max);
@@ -382,7 +383,7 @@ caf::expected<std::pair<int64_t, poll_slot>> take_poll_slot(request_context& rc)
   if (rc.open_polls.fetch_add(1) >= rc.max_polls) {
     rc.open_polls.fetch_sub(1);
     return make_error(errc::unavailable,
-                      "too many agents are long-polling for http.threads=" +
+                      "too many long-polls are waiting for http.threads=" +
                           std::to_string(rc.ctx()->config.http_threads) +
                           "; retry later or raise http.threads");
   }
@@ -608,7 +609,35 @@ caf::error prepare_run(request_context& rc, wire::run_request& req) {
   return {};
 }
 
+/// `?while_status=S` of a wait for a run: a status the run can leave; none
+/// waits for the run to end.
+caf::expected<std::optional<run_status>> while_status_of(request_context& rc) {
+  if (!rc.has_query("while_status")) return std::optional<run_status>{};
+  if (!rc.has_query("wait"))
+    return make_error(errc::invalid_argument, "while_status needs wait=S",
+                      "while_status");
+  auto status = parse_run_status(rc.query_value("while_status"));
+  if (!status || is_terminal(*status))
+    return make_error(errc::invalid_argument,
+                      "while_status must be one of created, pending, running",
+                      "while_status");
+  return std::optional<run_status>{*status};
+}
+
+/// Run `id` once its status is not `while_status` (none: once it ended), or
+/// as it is when `wait_ms` have passed.
+caf::expected<run_record> watch_run(request_context& rc, const std::string& id,
+                                    int64_t wait_ms,
+                                    std::optional<run_status> while_status) {
+  auto timeout = caf::duration{std::chrono::milliseconds{wait_ms} + ask_timeout};
+  return ask<run_record>(rc, rc.ctx()->runs, timeout, watch_atom::value, id,
+                         watch_request{while_status, wait_ms});
+}
+
 void submit_run(request_context& rc) {
+  // A wait's place in the pool is taken first: refused, nothing is created.
+  auto slot = take_poll_slot(rc);
+  if (!slot) return rc.fail(slot.error());
   auto body = body_object(rc);
   if (!body) return rc.fail(body.error());
   auto req = wire::parse_run_request(*body, limits_of(rc.ctx()->config));
@@ -619,7 +648,14 @@ void submit_run(request_context& rc) {
   auto out = ask<create_result>(rc, rc.ctx()->runs, create_atom::value, rc.who, *req);
   if (!out) return rc.fail(out.error());
   if (out->refused) return rc.fail(out->refused);
-  rc.reply(out->created ? 201 : 200, wire::to_json(out->run));
+  auto status = out->created ? 201 : 200;
+  if (slot->first > 0) {
+    // The run is durable, so a wait that fails (meshd stopping) still
+    // answers with it as it was created.
+    auto ended = watch_run(rc, out->run.id, slot->first, std::nullopt);
+    if (ended) return rc.reply(status, wire::to_json(*ended));
+  }
+  rc.reply(status, wire::to_json(out->run));
 }
 
 /// Whether the client asked for `Prefer: return=minimal` (RFC 7240): a list
@@ -682,7 +718,14 @@ void submit_batch(request_context& rc) {
 }
 
 void get_run(request_context& rc) {
-  answer(rc, 200, ask<run_record>(rc, rc.ctx()->query, get_atom::value, rc.param("id")));
+  auto while_status = while_status_of(rc);
+  if (!while_status) return rc.fail(while_status.error());
+  if (!rc.has_query("wait"))
+    return answer(rc, 200,
+                  ask<run_record>(rc, rc.ctx()->query, get_atom::value, rc.param("id")));
+  auto slot = take_poll_slot(rc);
+  if (!slot) return rc.fail(slot.error());
+  answer(rc, 200, watch_run(rc, rc.param("id"), slot->first, *while_status));
 }
 
 void list_runs(request_context& rc) {
@@ -971,7 +1014,9 @@ void metrics(request_context& rc) {
     describe_metric(out, name, "gauge", help);
     out += std::string{name} + " " + std::to_string(value) + "\n";
   };
-  gauge("polymesh_http_long_polls", "Agent long-polls waiting now", rc.open_polls.load());
+  gauge("polymesh_http_long_polls",
+        "Long-polls waiting now (agents' polls, clients' waits for a run)",
+        rc.open_polls.load());
   gauge("polymesh_http_long_polls_max",
         "Long-polls the worker pool takes before answering 503", rc.max_polls);
   gauge("polymesh_http_threads", "The HTTP worker pool's size (http.threads)",
@@ -1049,7 +1094,9 @@ const std::vector<endpoint>& endpoints() {
        "Stop giving an agent new runs (an agent token: its own agent only)", drain_agent},
       {"POST", "/v1/agents/{id}/undrain", admin_access,
        "Give a drained agent new runs again", undrain_agent},
-      {"POST", "/v1/runs", submitters, "Submit a run", submit_run, body_kind::json},
+      {"POST", "/v1/runs", submitters,
+       "Submit a run; with `?wait=S`, answer once it ended or S seconds passed",
+       submit_run, body_kind::json, "wait"},
       {"POST", "/v1/runs/batch", submitters,
        "Submit up to 1000 runs in one durable transaction", submit_batch,
        body_kind::json},
@@ -1057,7 +1104,9 @@ const std::vector<endpoint>& endpoints() {
        "List runs, newest first "
        "(`?status=&plan=&agent=&concurrency_key=&limit=&cursor=`)",
        list_runs, body_kind::none, "status plan agent concurrency_key limit cursor"},
-      {"GET", "/v1/runs/{id}", users, "Show one run", get_run},
+      {"GET", "/v1/runs/{id}", users,
+       "Show one run; `?wait=S&while_status=` waits for it to change", get_run,
+       body_kind::none, "wait while_status"},
       {"POST", "/v1/runs/{id}/cancel", submitters, "Cancel a run", cancel_run},
       {"GET", "/v1/runs/{id}/logs", users,
        "Read a run's log chunks (`?after=SEQ&limit=N`)", run_logs, body_kind::none,

@@ -352,6 +352,20 @@ TEST_F(runs_cmd, wait_survives_a_mesh_restart) {
   EXPECT_NE(done.out.find("the mesh answers again"), std::string::npos) << done.out;
 }
 
+// This test ensures `runs wait` waits in the mesh (a long-poll that answers
+// when the run changes) instead of polling on a timer of its own, so a
+// change shows at once.
+TEST_F(runs_cmd, wait_long_polls_the_mesh_for_the_change) {
+  auto id = submit(json{{"plan", "alpha"}});
+  auto waiting = ctl_async({"runs", "wait", id}, false);
+  ASSERT_TRUE(eventually([&] {
+    return call(port, "GET", "/readyz", admin).body["http"]["long_polls"] == 1;
+  })) << waiting->out();
+  ASSERT_EQ(call(port, "POST", "/v1/runs/" + id + "/cancel", admin).status, 200);
+  auto done = waiting->wait();
+  EXPECT_EQ(done.code, 2) << done.out << done.err;
+}
+
 // This test ensures `runs list`, `runs show`, `runs logs` and `runs wait`
 // print the API objects and honour the status, plan, agent, concurrency key
 // and limit filters.
