@@ -7,7 +7,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
-scripts/build.sh
+# Only what the quickstart runs (scripts/test.sh builds the rest).
+TARGETS="meshd mesh-agent mesh-plugin-host meshctl" scripts/build.sh
 build=${BUILD_DIR:-build}
 data=${POLYMESH_DATA_DIR:-./polymesh-data}
 mkdir -p "$data"
