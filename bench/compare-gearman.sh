@@ -152,6 +152,13 @@ done
 for p in p50 p90 p99 max; do
   figure "submit->done $p us" latency gearman-latency "e2e_${p}_us"
 done
+# The client's view: pm one request (POST /v1/runs?wait=30 answers with the
+# finished run) against Gearman's foreground job (submit -> result).
+for p in p50 p90 p99 max; do
+  a=$(get polymesh latency "one_request_${p}_us"); b=$(get gearman-sqlite gearman-latency "e2e_${p}_us")
+  c=$(get gearman-memory gearman-latency "e2e_${p}_us")
+  row "one request->result $p us" "${a:--}" "${b:--}" "${c:--}" "$(ratio "$a" "$b")" "$(ratio "$a" "$c")"
+done
 echo
 echo "complete: gearman-sqlite submit=$(get gearman-sqlite gearman-submit complete) e2e=$(get gearman-sqlite gearman-e2e complete);" \
   "gearman-memory submit=$(get gearman-memory gearman-submit complete) e2e=$(get gearman-memory gearman-e2e complete);" \

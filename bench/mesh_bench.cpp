@@ -579,16 +579,36 @@ int cmd_latency(const options& o) {
     e2e.push_back(static_cast<double>(done_at[id] - t0));
     submit_rtt.push_back(static_cast<double>(t1 - t0));
   }
+  // The client's own view of a run, as Gearman's foreground job gives it:
+  // `POST /v1/runs?wait=30` answers with the finished run.
+  std::vector<double> one_request;
+  for (int64_t i = 0; i < runs; ++i) {
+    {
+      std::unique_lock<std::mutex> lock{mx};
+      cv.wait_for(lock, std::chrono::seconds{5}, [&] { return polling; });
+    }
+    sleep_ms(gap_ms);
+    auto t0 = now_ns();
+    auto res = c->Post("/v1/runs?wait=30", auth, R"({"plan":"noop"})", "application/json");
+    auto t1 = now_ns();
+    if (!res || res->status != 201 ||
+        res->body.find(R"("status":"success")") == std::string::npos) {
+      ++missing;
+      continue;
+    }
+    one_request.push_back(static_cast<double>(t1 - t0));
+  }
   stop = true;
   agent_thread.join();
   std::printf("bench=latency runs=%lld measured=%zu missing=%lld agent_errors=%lld "
-              "held_before_201=%lld%s%s%s%s\n",
+              "held_before_201=%lld%s%s%s%s%s\n",
               static_cast<long long>(runs), dispatch.size(),
               static_cast<long long>(missing),
               static_cast<long long>(agent_errors.load()),
               static_cast<long long>(negative), pcts("dispatch", dispatch).c_str(),
               pcts("dispatch_from_send", dispatch_from_send).c_str(),
-              pcts("e2e", e2e).c_str(), pcts("submit", submit_rtt).c_str());
+              pcts("e2e", e2e).c_str(), pcts("submit", submit_rtt).c_str(),
+              pcts("one_request", one_request).c_str());
   return missing == 0 ? 0 : 1;
 }
 

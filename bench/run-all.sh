@@ -170,6 +170,9 @@ if l=$(line latency .) && [ -n "$l" ]; then
   for p in p50 p99; do
     row "submit -> success $p" "$(field "$l" e2e_${p}_us) us" ""
   done
+  for p in p50 p99; do
+    row "one request (?wait) -> result $p" "$(field "$l" one_request_${p}_us) us" ""
+  done
 fi
 if l=$(line e2e ' agents=8 ') && [ -n "$l" ]; then
   row "e2e runs/s, protocol agents (verified=$(field "$l" verified))" "$(field "$l" runs_per_s)" ">= Gearman mem"
