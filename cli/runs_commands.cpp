@@ -12,6 +12,7 @@
 #include <optional>
 #include <regex>
 #include <sstream>
+#include <string_view>
 #include <thread>
 #include <yaml-cpp/yaml.h>
 
@@ -206,6 +207,8 @@ json wait_for_run(const command_context& ctx, mesh_client& mesh, const std::stri
   std::string last_state;
   std::string last_status;
   auto asked = std::chrono::steady_clock::now();
+  // A mesh older than `?wait=` on a run refuses it: then meshctl polls.
+  bool mesh_waits = !follow;
   // A run still waiting after `explain_after` gets the mesh's reason (no
   // agent offers the plan, none matches...), again when it changes.
   constexpr auto explain_after = std::chrono::seconds{5};
@@ -232,9 +235,15 @@ json wait_for_run(const command_context& ctx, mesh_client& mesh, const std::stri
       if (follow) after = drain_logs(mesh, out, id, after, &sp);
       asked = std::chrono::steady_clock::now();
       auto path = "/v1/runs/" + url_encode(id);
-      if (!follow && !last_status.empty()) path += "?wait=1&while_status=" + last_status;
+      if (mesh_waits && !last_status.empty())
+        path += "?wait=1&while_status=" + last_status;
       run = mesh.get(path);
     } catch (const failure& f) {
+      if (mesh_waits && std::string_view{f.what()}.find(
+                            "unknown query parameter 'wait'") != std::string_view::npos) {
+        mesh_waits = false;
+        continue;
+      }
       auto now = std::chrono::steady_clock::now();
       if (f.code() != exit_unreachable ||
           (down_since && now - *down_since > outage_grace))
@@ -283,9 +292,10 @@ json wait_for_run(const command_context& ctx, mesh_client& mesh, const std::stri
       last_why = why;
     }
     sp.update(state);
-    if (!follow) {
+    if (mesh_waits) {
       // The next poll waits in the mesh. One that came back unchanged before
-      // its second (a mesh with `agents.poll_wait_max: 0`) paces the loop.
+      // its second (a mesh with `agents.poll_wait_max: 0`, or all of its
+      // `http.run_waits` taken) paces the loop.
       if (!changed) std::this_thread::sleep_until(asked + std::chrono::seconds{1});
       continue;
     }

@@ -160,6 +160,12 @@ caf::behavior run_registry(run_self self, context_ptr ctx, uint64_t max_seq) {
           return self->delegate(self->state.ctx->query, get_atom::value, id);
         return self->delegate(it->second, a, w);
       },
+      [=](watch_atom a, const std::string& id, uint64_t watcher) {
+        // A wait's deadline: for the run actor if it is still there (one
+        // that ended has answered its waiters).
+        auto it = self->state.live.find(id);
+        if (it != self->state.live.end()) self->send(it->second, a, watcher);
+      },
       [=](done_atom, const std::string& id) {
         auto it = self->state.live.find(id);
         if (it == self->state.live.end()) return;

@@ -636,12 +636,16 @@ caf::behavior run_actor(self_ptr self, context_ptr ctx, run_record run, bool fre
         auto id = ++st.last_watcher;
         auto rp = self->make_response_promise<run_record>();
         st.watchers.push_back({id, w.while_status, rp});
-        self->delayed_send(self, std::chrono::milliseconds{w.wait_ms}, watch_atom::value,
-                           id);
+        // The deadline goes through the registry: a timer addressed to us
+        // would keep this actor alive until it fires, long after the run
+        // ended and the registry let it go.
+        self->delayed_send(st.ctx->runs, std::chrono::milliseconds{w.wait_ms},
+                           watch_atom::value, st.run.id, id);
         return rp;
       },
       [=](watch_atom, uint64_t id) {
-        // The wait is over: the run as it is, unchanged.
+        // The wait is over (the registry passes the deadline on): the run as
+        // it is, unchanged.
         auto& ws = self->state.watchers;
         auto it =
             std::find_if(ws.begin(), ws.end(),

@@ -118,6 +118,12 @@ const std::vector<key_spec>& key_table() {
 
       integer_key("http.threads", &mesh_config::http_threads, 1, 65536,
                   "Worker threads; each open connection and each long-poll holds one."),
+      integer_key("http.run_waits", &mesh_config::run_waits, 0, 65536,
+                  "Clients that may wait on a run at once (`?wait=S` on `POST /v1/runs` "
+                  "and `GET /v1/runs/{id}`), on worker threads added to http.threads "
+                  "for them, so that they never take agents' places; a wait beyond "
+                  "that is answered at once with the run as it is. 0: every such "
+                  "wait is answered at once."),
       bytes_key("http.max_body_bytes", &mesh_config::max_body_bytes, kib, gib,
                 "Largest accepted request body, in bytes."),
       duration_key("http.keep_alive_timeout", &mesh_config::keep_alive_timeout, 1s, 1h,

@@ -25,6 +25,9 @@ struct mesh_config {
   /// Worker threads; each open connection and each long-poll holds one.
   /// Key `http.threads`.
   int64_t http_threads = 64;
+  /// Clients that may wait on a run at once, on worker threads of their own
+  /// added to `http_threads`. Key `http.run_waits`.
+  int64_t run_waits = 16;
   /// Largest accepted request body. Key `http.max_body_bytes`.
   int64_t max_body_bytes = 1 << 20;
   /// Idle keep-alive connections are closed after this. Key

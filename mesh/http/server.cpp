@@ -36,6 +36,8 @@ struct request_context {
   /// keeping threads free for every other request.
   std::atomic<int64_t>& open_polls;
   int64_t max_polls;
+  /// Clients waiting on a run now (`http.run_waits` at most).
+  std::atomic<int64_t>& open_waits;
   caller who;
   const http_metrics& http_stats;
 
@@ -368,11 +370,10 @@ private:
   std::atomic<int64_t>* n_ = nullptr;
 };
 
-/// The wait of a long-poll (an agent's poll, a client's wait for a run;
-/// `?wait=S`, capped at `agents.poll_wait_max`) in milliseconds, with its
-/// place in the pool taken. A waiting poll holds a worker thread: past the
-/// pool's headroom this answers 503 rather than let every other request
-/// queue behind the polls.
+/// The wait of an agent's poll (`?wait=S`, capped at `agents.poll_wait_max`)
+/// in milliseconds, with its place in the pool taken. A waiting poll holds a
+/// worker thread: past the pool's headroom this answers 503 rather than let
+/// every other request queue behind the polls.
 caf::expected<std::pair<int64_t, poll_slot>> take_poll_slot(request_context& rc) {
   auto max_wait =
       std::chrono::duration_cast<std::chrono::seconds>(rc.ctx()->config.poll_wait_max);
@@ -383,7 +384,7 @@ caf::expected<std::pair<int64_t, poll_slot>> take_poll_slot(request_context& rc)
   if (rc.open_polls.fetch_add(1) >= rc.max_polls) {
     rc.open_polls.fetch_sub(1);
     return make_error(errc::unavailable,
-                      "too many long-polls are waiting for http.threads=" +
+                      "too many agents are long-polling for http.threads=" +
                           std::to_string(rc.ctx()->config.http_threads) +
                           "; retry later or raise http.threads");
   }
@@ -609,6 +610,25 @@ caf::error prepare_run(request_context& rc, wire::run_request& req) {
   return {};
 }
 
+/// The wait of a client's wait for a run (`?wait=S`, capped at
+/// `agents.poll_wait_max`) in milliseconds, with its place taken. Client
+/// waits have threads of their own (`http.run_waits`), so they never take an
+/// agent's place; when those are all taken the wait is 0: the run is
+/// answered at once, as a plain read would.
+caf::expected<std::pair<int64_t, poll_slot>> take_wait_slot(request_context& rc) {
+  auto max_wait =
+      std::chrono::duration_cast<std::chrono::seconds>(rc.ctx()->config.poll_wait_max);
+  auto wait = query_int(rc, "wait", 0, 0, 86400);
+  if (!wait) return wait.error();
+  auto wait_ms = std::min<int64_t>(*wait, max_wait.count()) * 1000;
+  if (wait_ms == 0) return std::pair<int64_t, poll_slot>{0, poll_slot{}};
+  if (rc.open_waits.fetch_add(1) >= rc.ctx()->config.run_waits) {
+    rc.open_waits.fetch_sub(1);
+    return std::pair<int64_t, poll_slot>{0, poll_slot{}};
+  }
+  return std::pair<int64_t, poll_slot>{wait_ms, poll_slot{&rc.open_waits}};
+}
+
 /// `?while_status=S` of a wait for a run: a status the run can leave; none
 /// waits for the run to end.
 caf::expected<std::optional<run_status>> while_status_of(request_context& rc) {
@@ -635,13 +655,12 @@ caf::expected<run_record> watch_run(request_context& rc, const std::string& id,
 }
 
 void submit_run(request_context& rc) {
-  // A wait's place in the pool is taken first: refused, nothing is created.
-  auto slot = take_poll_slot(rc);
-  if (!slot) return rc.fail(slot.error());
   auto body = body_object(rc);
   if (!body) return rc.fail(body.error());
   auto req = wire::parse_run_request(*body, limits_of(rc.ctx()->config));
   if (!req) return rc.fail(req.error());
+  auto slot = take_wait_slot(rc);
+  if (!slot) return rc.fail(slot.error());
   if (auto err = prepare_run(rc, *req)) return rc.fail(err);
   if (rc.ctx()->stopping)
     return rc.fail(make_error(errc::unavailable, "meshd is shutting down"));
@@ -650,8 +669,8 @@ void submit_run(request_context& rc) {
   if (out->refused) return rc.fail(out->refused);
   auto status = out->created ? 201 : 200;
   if (slot->first > 0) {
-    // The run is durable, so a wait that fails (meshd stopping) still
-    // answers with it as it was created.
+    // The run is durable: a wait that fails still answers with it, as it
+    // was created. (One cut short by meshd stopping answers as it is.)
     auto ended = watch_run(rc, out->run.id, slot->first, std::nullopt);
     if (ended) return rc.reply(status, wire::to_json(*ended));
   }
@@ -723,7 +742,7 @@ void get_run(request_context& rc) {
   if (!rc.has_query("wait"))
     return answer(rc, 200,
                   ask<run_record>(rc, rc.ctx()->query, get_atom::value, rc.param("id")));
-  auto slot = take_poll_slot(rc);
+  auto slot = take_wait_slot(rc);
   if (!slot) return rc.fail(slot.error());
   answer(rc, 200, watch_run(rc, rc.param("id"), slot->first, *while_status));
 }
@@ -984,6 +1003,8 @@ void readyz(request_context& rc) {
     by_status[to_string(s)] = n;
   json http{{"long_polls", rc.open_polls.load()},
             {"long_polls_max", rc.max_polls},
+            {"run_waits", rc.open_waits.load()},
+            {"run_waits_max", rc.ctx()->config.run_waits},
             {"threads", rc.ctx()->config.http_threads}};
   rc.reply(
       200,
@@ -1014,11 +1035,15 @@ void metrics(request_context& rc) {
     describe_metric(out, name, "gauge", help);
     out += std::string{name} + " " + std::to_string(value) + "\n";
   };
-  gauge("polymesh_http_long_polls",
-        "Long-polls waiting now (agents' polls, clients' waits for a run)",
-        rc.open_polls.load());
+  gauge("polymesh_http_long_polls", "Agent long-polls waiting now", rc.open_polls.load());
   gauge("polymesh_http_long_polls_max",
         "Long-polls the worker pool takes before answering 503", rc.max_polls);
+  gauge("polymesh_http_run_waits", "Clients waiting on a run now (`?wait=S`)",
+        rc.open_waits.load());
+  gauge("polymesh_http_run_waits_max",
+        "Clients that may wait on a run at once; more are answered at once "
+        "(http.run_waits)",
+        rc.ctx()->config.run_waits);
   gauge("polymesh_http_threads", "The HTTP worker pool's size (http.threads)",
         rc.ctx()->config.http_threads);
   gauge("polymesh_store_healthy", "1 when the store's last commit succeeded, else 0",
@@ -1407,7 +1432,8 @@ http_server::http_server(mesh_node& node)
     , svr_(new mesh_http_server)
     , metrics_(routes_of_endpoints()) {
   auto& cfg = node_.context()->config;
-  auto threads = static_cast<size_t>(cfg.http_threads);
+  // Clients waiting on runs have threads of their own (`take_wait_slot`).
+  auto threads = static_cast<size_t>(cfg.http_threads + cfg.run_waits);
   // Keep an eighth of the pool, 4 to 64 threads, for everything but polls:
   // a pool sized for 10,000 agents needs no 1,250 spare threads.
   max_polls_ = std::max<int64_t>(1, cfg.http_threads -
@@ -1540,8 +1566,8 @@ http_server::http_server(mesh_node& node)
       // cpp-httplib also puts a form-encoded body's fields into `params`
       // (`curl -d` labels a JSON body so): read the query string alone.
       auto query = query_of(req.target);
-      request_context rc{node_,       req,        res, *names,  query,
-                         open_polls_, max_polls_, {},  metrics_};
+      request_context rc{node_,       req,        res,         *names, query,
+                         open_polls_, max_polls_, open_waits_, {},     metrics_};
       if (decl->allowed != public_access) {
         auto tok =
             node_.context()->tokens->authenticate(req.get_header_value("Authorization"));

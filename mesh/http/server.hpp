@@ -92,6 +92,8 @@ private:
   std::unique_ptr<httplib::Server> svr_;
   std::atomic<int64_t> open_polls_{0};
   int64_t max_polls_ = 1;
+  /// Clients waiting on a run now, at most `http.run_waits`.
+  std::atomic<int64_t> open_waits_{0};
   /// Answers per endpoint, for `GET /metrics`.
   http_metrics metrics_;
 };

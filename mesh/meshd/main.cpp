@@ -100,7 +100,7 @@ int main(int argc, char** argv) {
   if (!hp) return fail(hp.error());
   log_level level = log_level::info;
   if (parse_log_level(cfg.log_level, level)) set_log_level(level);
-  size_futex_hash(cfg.http_threads);
+  size_futex_hash(cfg.http_threads + cfg.run_waits);
 
   // The database holds payloads, logs and token hashes: whatever meshd
   // creates (also a store.path outside the 0700 data directory, its WAL

@@ -2,9 +2,12 @@
 // real meshd, with the test acting as the agent over plain HTTP.
 #include "tests/cli/meshctl_harness.hpp"
 
+#include <atomic>
 #include <csignal>
 #include <fstream>
+#include <httplib.h>
 #include <sstream>
+#include <thread>
 #include <tuple>
 
 namespace polymesh::cli_test {
@@ -359,11 +362,50 @@ TEST_F(runs_cmd, wait_long_polls_the_mesh_for_the_change) {
   auto id = submit(json{{"plan", "alpha"}});
   auto waiting = ctl_async({"runs", "wait", id}, false);
   ASSERT_TRUE(eventually([&] {
-    return call(port, "GET", "/readyz", admin).body["http"]["long_polls"] == 1;
+    return call(port, "GET", "/readyz", admin).body["http"]["run_waits"] == 1;
   })) << waiting->out();
   ASSERT_EQ(call(port, "POST", "/v1/runs/" + id + "/cancel", admin).status, 200);
   auto done = waiting->wait();
   EXPECT_EQ(done.code, 2) << done.out << done.err;
+}
+
+// This test ensures `runs wait` still works against a mesh older than
+// `?wait=` on a run (it refuses the parameter as unknown): meshctl goes back
+// to polling plain reads. The old mesh is meshd behind a proxy that refuses
+// the parameter as such a mesh did.
+TEST_F(runs_cmd, wait_polls_a_mesh_that_does_not_know_wait) {
+  httplib::Server old_mesh;
+  std::atomic<int> refused{0};
+  old_mesh.Get(R"(/.*)", [&](const httplib::Request& req, httplib::Response& res) {
+    if (req.has_param("wait")) {
+      ++refused;
+      res.status = 400;
+      res.set_content(R"({"error":{"code":"invalid_argument","field":"wait",)"
+                      R"("message":"unknown query parameter 'wait'"}})",
+                      "application/json");
+      return;
+    }
+    httplib::Client mesh{"127.0.0.1", port};
+    auto r = mesh.Get(
+        req.target,
+        httplib::Headers{{"Authorization", req.get_header_value("Authorization")}});
+    res.status = r ? r->status : 502;
+    if (r) res.set_content(r->body, "application/json");
+  });
+  auto old_port = old_mesh.bind_to_any_port("127.0.0.1");
+  std::thread serving{[&] { old_mesh.listen_after_bind(); }};
+  auto id = submit(json{{"plan", "alpha"}});
+  auto waiting = std::make_unique<meshctl_process>(
+      std::vector<std::string>{"--mesh", "http://127.0.0.1:" + std::to_string(old_port),
+                               "--token", admin, "runs", "wait", id},
+      base_env());
+  ASSERT_TRUE(eventually([&] { return refused > 0; }));
+  ASSERT_EQ(call(port, "POST", "/v1/runs/" + id + "/cancel", admin).status, 200);
+  auto done = waiting->wait();
+  old_mesh.stop();
+  serving.join();
+  EXPECT_EQ(done.code, 2) << done.out << done.err;
+  EXPECT_EQ(refused, 1) << "asked with ?wait= once, then plain reads";
 }
 
 // This test ensures `runs list`, `runs show`, `runs logs` and `runs wait`

@@ -77,6 +77,7 @@ void expect_same_config(const mesh_config& a, const mesh_config& b) {
   EXPECT_EQ(a.listen, b.listen);
   EXPECT_EQ(a.data_dir, b.data_dir);
   EXPECT_EQ(a.http_threads, b.http_threads);
+  EXPECT_EQ(a.run_waits, b.run_waits);
   EXPECT_EQ(a.max_body_bytes, b.max_body_bytes);
   EXPECT_EQ(a.keep_alive_timeout, b.keep_alive_timeout);
   EXPECT_EQ(a.keep_alive_max_requests, b.keep_alive_max_requests);
@@ -203,6 +204,7 @@ TEST(mesh_config, defaults_match_the_header) {
   EXPECT_EQ(cfg.listen, "127.0.0.1:7700");
   EXPECT_EQ(cfg.data_dir, "./polymesh-data");
   EXPECT_EQ(cfg.http_threads, 64);
+  EXPECT_EQ(cfg.run_waits, 16);
   EXPECT_EQ(cfg.max_body_bytes, 1 << 20);
   EXPECT_EQ(cfg.keep_alive_timeout, 2s);
   EXPECT_EQ(cfg.keep_alive_max_requests, 100);
@@ -510,6 +512,8 @@ TEST(mesh_config, out_of_bounds_values_are_errors) {
       {"http.threads", "0"},
       {"http.threads", "65537"},
       {"http.threads", "-1"},
+      {"http.run_waits", "-1"},
+      {"http.run_waits", "65537"},
       {"http.max_body_bytes", "1023"},
       {"http.max_body_bytes", "1073741825"},
       {"http.keep_alive_timeout", "0"},
@@ -556,6 +560,8 @@ TEST(mesh_config, out_of_bounds_values_are_errors) {
 TEST(mesh_config, boundary_values_are_accepted) {
   EXPECT_EQ(parse_ok("http:\n  threads: 1\n").http_threads, 1);
   EXPECT_EQ(parse_ok("http:\n  threads: 65536\n").http_threads, 65536);
+  EXPECT_EQ(parse_ok("http:\n  run_waits: 0\n").run_waits, 0);
+  EXPECT_EQ(parse_ok("http:\n  run_waits: 65536\n").run_waits, 65536);
   EXPECT_EQ(parse_ok("http:\n  max_body_bytes: 1073741824\n").max_body_bytes, 1 << 30);
   EXPECT_EQ(parse_ok("http:\n  max_body_bytes: 262145\n").max_body_bytes, 262145);
   EXPECT_EQ(parse_ok("http:\n  keep_alive_timeout: 1h\n").keep_alive_timeout, 1h);
@@ -835,7 +841,7 @@ TEST(mesh_config, load_reads_files_and_reports_failures) {
 // This test ensures the table has unique, documented keys grouped by section.
 TEST(mesh_config, key_table_is_well_formed) {
   auto keys = mesh_config_keys();
-  EXPECT_EQ(keys.size(), 29u);
+  EXPECT_EQ(keys.size(), 30u);
   std::set<std::string> seen;
   std::set<std::string> closed_sections;
   std::string section;

@@ -18,9 +18,9 @@ protected:
   }
 };
 
-/// Whether `n` long-polls hold a place in the worker pool now.
-bool long_polls_are(const std::function<response()>& readyz, int64_t n) {
-  return eventually([&] { return readyz().body["http"]["long_polls"] == n; });
+/// Whether `n` clients wait on runs now (a thread of `http.run_waits` each).
+bool run_waits_are(const std::function<response()>& readyz, int64_t n) {
+  return eventually([&] { return readyz().body["http"]["run_waits"] == n; });
 }
 
 // This test ensures a client waiting on a run is answered when the run
@@ -37,7 +37,7 @@ TEST_F(run_wait, a_wait_answers_when_the_run_leaves_the_status) {
   auto waiting = std::async(std::launch::async, [&] {
     return call("GET", path + "&while_status=created", admin);
   });
-  ASSERT_TRUE(long_polls_are(readyz, 1));
+  ASSERT_TRUE(run_waits_are(readyz, 1));
   auto agent = register_agent("w-1", json::object());
   ASSERT_EQ(agent.take(1).size(), 1u);
   auto r = waiting.get();
@@ -48,14 +48,14 @@ TEST_F(run_wait, a_wait_answers_when_the_run_leaves_the_status) {
   waiting = std::async(std::launch::async, [&] {
     return call("GET", path + "&while_status=pending", admin);
   });
-  ASSERT_TRUE(long_polls_are(readyz, 1));
+  ASSERT_TRUE(run_waits_are(readyz, 1));
   ASSERT_EQ(agent.start(id).status, 200);
   r = waiting.get();
   ASSERT_EQ(r.status, 200) << r.raw;
   EXPECT_EQ(r.body["status"], "running") << r.raw;
 
   waiting = std::async(std::launch::async, [&] { return call("GET", path, admin); });
-  ASSERT_TRUE(long_polls_are(readyz, 1));
+  ASSERT_TRUE(run_waits_are(readyz, 1));
   ASSERT_EQ(agent.progress(id, "half way").status, 200);
   ASSERT_EQ(agent.finish(id, "success", 0, "done").status, 200);
   r = waiting.get();
@@ -63,7 +63,7 @@ TEST_F(run_wait, a_wait_answers_when_the_run_leaves_the_status) {
   EXPECT_EQ(r.body["status"], "success") << r.raw;
   EXPECT_EQ(r.body["result"], "done");
   EXPECT_EQ(r.body["progress"], "half way");
-  EXPECT_TRUE(long_polls_are(readyz, 0));
+  EXPECT_TRUE(run_waits_are(readyz, 0));
   EXPECT_LT(std::chrono::steady_clock::now() - began, std::chrono::seconds{20});
 }
 
@@ -78,7 +78,7 @@ TEST_F(run_wait, a_wait_whose_time_is_up_answers_the_run_unchanged) {
   EXPECT_EQ(r.body["status"], "created");
   EXPECT_EQ(r.body["id"], id);
   EXPECT_GE(took, std::chrono::seconds{1});
-  EXPECT_EQ(call("GET", "/readyz", admin).body["http"]["long_polls"], 0);
+  EXPECT_EQ(call("GET", "/readyz", admin).body["http"]["run_waits"], 0);
 }
 
 // This test ensures a wait on a run that already left the status (or has
@@ -171,13 +171,69 @@ TEST_F(run_wait_stop, a_stopping_mesh_answers_waiting_clients_at_once) {
     return polymesh::test::call(port, "GET", "/v1/runs/" + id + "?wait=30", admin);
   });
   ASSERT_TRUE(eventually(
-      [&] { return call("GET", "/readyz", admin).body["http"]["long_polls"] == 1; }));
+      [&] { return call("GET", "/readyz", admin).body["http"]["run_waits"] == 1; }));
   auto began = std::chrono::steady_clock::now();
   stop_mesh();
   EXPECT_LT(std::chrono::steady_clock::now() - began, std::chrono::seconds{20});
   auto r = waiting.get();
   ASSERT_EQ(r.status, 200) << r.raw;
   EXPECT_EQ(r.body["status"], "created");
+}
+
+} // namespace
+} // namespace polymesh::test
+
+namespace polymesh::test {
+namespace {
+
+class run_wait_room : public run_wait {
+protected:
+  // One long-poll place for agents (5 threads keep 4 for other requests),
+  // two threads of their own for clients waiting on runs.
+  void configure(mesh_config& c) override {
+    c.http_threads = 5;
+    c.run_waits = 2;
+  }
+};
+
+// This test ensures clients waiting on runs never take an agent's place:
+// with both of their own threads taken, an agent's long-poll is still
+// served and carries a new run, and a third client wait is answered at
+// once with the run as it is (not a 503, and not after its 30 s).
+TEST_F(run_wait_room, client_waits_never_take_an_agents_place) {
+  auto readyz = [&] { return call("GET", "/readyz", admin); };
+  auto first = queued_run(), second = queued_run();
+  auto w1 = std::async(std::launch::async, [&] {
+    return call("GET", "/v1/runs/" + first + "?wait=30", admin);
+  });
+  auto w2 = std::async(std::launch::async, [&] {
+    return call("GET", "/v1/runs/" + second + "?wait=30", admin);
+  });
+  ASSERT_TRUE(eventually([&] { return readyz().body["http"]["run_waits"] == 2; }));
+  EXPECT_EQ(readyz().body["http"]["run_waits_max"], 2);
+
+  auto began = std::chrono::steady_clock::now();
+  auto third = call("GET", "/v1/runs/" + first + "?wait=30&while_status=created", admin);
+  ASSERT_EQ(third.status, 200) << third.raw;
+  EXPECT_EQ(third.body["status"], "created");
+  EXPECT_LT(std::chrono::steady_clock::now() - began, std::chrono::seconds{20});
+
+  // The agent's poll takes its place and carries the first run, which wakes
+  // the first waiter; the second run waits for the next poll.
+  auto agent = register_agent("w-1", json::object());
+  auto polled = agent.poll(30);
+  ASSERT_EQ(polled.status, 200) << polled.raw;
+  ASSERT_EQ(polled.body["runs"].size(), 1u) << polled.raw;
+  auto taken = polled.body["runs"][0]["id"].get<std::string>();
+  ASSERT_EQ(agent.start(taken).status, 200);
+  ASSERT_EQ(agent.finish(taken, "success").status, 200);
+  auto& done = taken == first ? w1 : w2;
+  auto r = done.get();
+  ASSERT_EQ(r.status, 200) << r.raw;
+  EXPECT_EQ(r.body["status"], "success");
+  auto other = taken == first ? second : first;
+  ASSERT_EQ(call("POST", "/v1/runs/" + other + "/cancel", admin).status, 200);
+  EXPECT_EQ((taken == first ? w2 : w1).get().body["status"], "canceled");
 }
 
 } // namespace
