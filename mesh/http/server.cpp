@@ -370,17 +370,24 @@ private:
   std::atomic<int64_t>* n_ = nullptr;
 };
 
-/// The wait of an agent's poll (`?wait=S`, capped at `agents.poll_wait_max`)
-/// in milliseconds, with its place in the pool taken. A waiting poll holds a
-/// worker thread: past the pool's headroom this answers 503 rather than let
-/// every other request queue behind the polls.
-caf::expected<std::pair<int64_t, poll_slot>> take_poll_slot(request_context& rc) {
+/// The wait asked for (`?wait=S`, default 0) as granted: capped at
+/// `agents.poll_wait_max`, in milliseconds.
+caf::expected<int64_t> granted_wait_ms(request_context& rc) {
   auto max_wait =
       std::chrono::duration_cast<std::chrono::seconds>(rc.ctx()->config.poll_wait_max);
   auto wait = query_int(rc, "wait", 0, 0, 86400);
   if (!wait) return wait.error();
-  auto wait_ms = std::min<int64_t>(*wait, max_wait.count()) * 1000;
-  if (wait_ms == 0) return std::pair<int64_t, poll_slot>{0, poll_slot{}};
+  return std::min<int64_t>(*wait, max_wait.count()) * 1000;
+}
+
+/// The wait of an agent's poll in milliseconds, with its place in the pool
+/// taken. A waiting poll holds a worker thread: past the pool's headroom
+/// this answers 503 rather than let every other request queue behind the
+/// polls.
+caf::expected<std::pair<int64_t, poll_slot>> take_poll_slot(request_context& rc) {
+  auto wait_ms = granted_wait_ms(rc);
+  if (!wait_ms) return wait_ms.error();
+  if (*wait_ms == 0) return std::pair<int64_t, poll_slot>{0, poll_slot{}};
   if (rc.open_polls.fetch_add(1) >= rc.max_polls) {
     rc.open_polls.fetch_sub(1);
     return make_error(errc::unavailable,
@@ -388,7 +395,7 @@ caf::expected<std::pair<int64_t, poll_slot>> take_poll_slot(request_context& rc)
                           std::to_string(rc.ctx()->config.http_threads) +
                           "; retry later or raise http.threads");
   }
-  return std::pair<int64_t, poll_slot>{wait_ms, poll_slot{&rc.open_polls}};
+  return std::pair<int64_t, poll_slot>{*wait_ms, poll_slot{&rc.open_polls}};
 }
 
 caf::expected<poll_result> wait_for_runs(request_context& rc, const std::string& id,
@@ -610,23 +617,19 @@ caf::error prepare_run(request_context& rc, wire::run_request& req) {
   return {};
 }
 
-/// The wait of a client's wait for a run (`?wait=S`, capped at
-/// `agents.poll_wait_max`) in milliseconds, with its place taken. Client
-/// waits have threads of their own (`http.run_waits`), so they never take an
-/// agent's place; when those are all taken the wait is 0: the run is
-/// answered at once, as a plain read would.
+/// The wait of a client's wait for a run in milliseconds, with its place
+/// taken. Client waits have threads of their own (`http.run_waits`), so they
+/// never take an agent's place; when those are all taken the wait is 0: the
+/// run is answered at once, as a plain read would.
 caf::expected<std::pair<int64_t, poll_slot>> take_wait_slot(request_context& rc) {
-  auto max_wait =
-      std::chrono::duration_cast<std::chrono::seconds>(rc.ctx()->config.poll_wait_max);
-  auto wait = query_int(rc, "wait", 0, 0, 86400);
-  if (!wait) return wait.error();
-  auto wait_ms = std::min<int64_t>(*wait, max_wait.count()) * 1000;
-  if (wait_ms == 0) return std::pair<int64_t, poll_slot>{0, poll_slot{}};
+  auto wait_ms = granted_wait_ms(rc);
+  if (!wait_ms) return wait_ms.error();
+  if (*wait_ms == 0) return std::pair<int64_t, poll_slot>{0, poll_slot{}};
   if (rc.open_waits.fetch_add(1) >= rc.ctx()->config.run_waits) {
     rc.open_waits.fetch_sub(1);
     return std::pair<int64_t, poll_slot>{0, poll_slot{}};
   }
-  return std::pair<int64_t, poll_slot>{wait_ms, poll_slot{&rc.open_waits}};
+  return std::pair<int64_t, poll_slot>{*wait_ms, poll_slot{&rc.open_waits}};
 }
 
 /// `?while_status=S` of a wait for a run: a status the run can leave; none
