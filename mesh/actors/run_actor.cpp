@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <caf/actor_system.hpp>
 #include <caf/event_based_actor.hpp>
+#include <caf/send.hpp>
 #include <caf/stateful_actor.hpp>
 #include <chrono>
 #include <functional>
@@ -636,11 +637,12 @@ caf::behavior run_actor(self_ptr self, context_ptr ctx, run_record run, bool fre
         auto id = ++st.last_watcher;
         auto rp = self->make_response_promise<run_record>();
         st.watchers.push_back({id, w.while_status, rp});
-        // The deadline goes through the registry: a timer addressed to us
-        // would keep this actor alive until it fires, long after the run
-        // ended and the registry let it go.
-        self->delayed_send(st.ctx->runs, std::chrono::milliseconds{w.wait_ms},
-                           watch_atom::value, st.run.id, id);
+        // The deadline goes through the registry, and without us as its
+        // sender: a scheduled message holds its receiver and its sender
+        // until it is due, which would keep this actor alive long after the
+        // run ended and the registry let it go.
+        caf::delayed_anon_send(st.ctx->runs, std::chrono::milliseconds{w.wait_ms},
+                               watch_atom::value, st.run.id, id);
         return rp;
       },
       [=](watch_atom, uint64_t id) {

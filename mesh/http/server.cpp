@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <caf/after.hpp>
 #include <caf/scoped_actor.hpp>
 #include <caf/send.hpp>
 #include <cctype>
@@ -652,9 +653,22 @@ caf::expected<std::optional<run_status>> while_status_of(request_context& rc) {
 caf::expected<run_record> watch_run(request_context& rc, const std::string& id,
                                     int64_t wait_ms,
                                     std::optional<run_status> while_status) {
-  auto timeout = caf::duration{std::chrono::milliseconds{wait_ms} + ask_timeout};
-  return ask<run_record>(rc, rc.ctx()->runs, timeout, watch_atom::value, id,
-                         watch_request{while_status, wait_ms});
+  // Not a request timeout: CAF's clock holds the requester until such a
+  // timeout is due, so a wait of up to an hour would keep its scoped actor
+  // (about 2 KB) that long after the answer. The run actor answers at the
+  // deadline itself; the receive's own timeout, 30 s later, only guards
+  // against an answer that never comes.
+  caf::scoped_actor self{rc.node.system()};
+  auto handle = self->request(rc.ctx()->runs, caf::infinite, watch_atom::value, id,
+                              watch_request{while_status, wait_ms});
+  caf::expected<run_record> out{
+      make_error(errc::unavailable, "the mesh did not answer the wait in time")};
+  caf::blocking_actor::accept_one_cond one;
+  self->varargs_receive(
+      one, handle.id(), [&](run_record& run) { out = std::move(run); },
+      [&](caf::error& err) { out = normalize(std::move(err)); },
+      caf::after(std::chrono::milliseconds{wait_ms} + ask_timeout) >> [] {});
+  return out;
 }
 
 void submit_run(request_context& rc) {
