@@ -104,6 +104,25 @@ caf::expected<T> ask(request_context& rc, const caf::actor& dest, Ts&&... xs) {
   return ask<T>(rc, dest, caf::duration{ask_timeout}, std::forward<Ts>(xs)...);
 }
 
+/// `ask` for an answer that may take `wait_ms` (a long-poll, a wait on a
+/// run), plus `ask_timeout`. Not a request timeout: CAF's clock holds the
+/// requester until such a timeout is due, so every long wait would keep its
+/// scoped actor (about 2 KB) alive that long after the answer. The receive
+/// bounds itself instead.
+template <class T, class... Ts>
+caf::expected<T> ask_long(request_context& rc, const caf::actor& dest, int64_t wait_ms,
+                          Ts&&... xs) {
+  caf::scoped_actor self{rc.node.system()};
+  auto handle = self->request(dest, caf::infinite, std::forward<Ts>(xs)...);
+  caf::expected<T> out{make_error(errc::unavailable, "the mesh did not answer in time")};
+  caf::blocking_actor::accept_one_cond one;
+  self->varargs_receive(
+      one, handle.id(), [&](T& x) { out = std::move(x); },
+      [&](caf::error& err) { out = normalize(std::move(err)); },
+      caf::after(std::chrono::milliseconds{wait_ms} + ask_timeout) >> [] {});
+  return out;
+}
+
 /// The message of a 413 for `limit` (the bytes allowed) set by `key`.
 caf::error too_large(int64_t limit, const char* key) {
   return make_error(errc::payload_too_large,
@@ -653,22 +672,9 @@ caf::expected<std::optional<run_status>> while_status_of(request_context& rc) {
 caf::expected<run_record> watch_run(request_context& rc, const std::string& id,
                                     int64_t wait_ms,
                                     std::optional<run_status> while_status) {
-  // Not a request timeout: CAF's clock holds the requester until such a
-  // timeout is due, so a wait of up to an hour would keep its scoped actor
-  // (about 2 KB) that long after the answer. The run actor answers at the
-  // deadline itself; the receive's own timeout, 30 s later, only guards
-  // against an answer that never comes.
-  caf::scoped_actor self{rc.node.system()};
-  auto handle = self->request(rc.ctx()->runs, caf::infinite, watch_atom::value, id,
+  // The run actor answers at the deadline itself.
+  return ask_long<run_record>(rc, rc.ctx()->runs, wait_ms, watch_atom::value, id,
                               watch_request{while_status, wait_ms});
-  caf::expected<run_record> out{
-      make_error(errc::unavailable, "the mesh did not answer the wait in time")};
-  caf::blocking_actor::accept_one_cond one;
-  self->varargs_receive(
-      one, handle.id(), [&](run_record& run) { out = std::move(run); },
-      [&](caf::error& err) { out = normalize(std::move(err)); },
-      caf::after(std::chrono::milliseconds{wait_ms} + ask_timeout) >> [] {});
-  return out;
 }
 
 void submit_run(request_context& rc) {
