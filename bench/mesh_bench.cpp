@@ -550,14 +550,19 @@ int cmd_latency(const options& o) {
 
   auto c = client_for(ep);
   auto auth = bearer(token);
-  std::vector<double> dispatch, dispatch_from_send, e2e, submit_rtt;
-  int64_t missing = 0, negative = 0;
-  for (int64_t i = 0; i < runs; ++i) {
+  // Until the agent has re-issued its poll, and a little longer, so that the
+  // poll is parked in meshd: the agent is idle when the next run comes.
+  auto await_idle_agent = [&] {
     {
       std::unique_lock<std::mutex> lock{mx};
       cv.wait_for(lock, std::chrono::seconds{5}, [&] { return polling; });
     }
-    sleep_ms(gap_ms); // let the poll park in meshd: the agent is idle
+    sleep_ms(gap_ms);
+  };
+  std::vector<double> dispatch, dispatch_from_send, e2e, submit_rtt;
+  int64_t missing = 0, negative = 0;
+  for (int64_t i = 0; i < runs; ++i) {
+    await_idle_agent();
     auto t0 = now_ns();
     int status = 0;
     auto id = submit_one(*c, auth, &status);
@@ -583,13 +588,10 @@ int cmd_latency(const options& o) {
   // `POST /v1/runs?wait=30` answers with the finished run.
   std::vector<double> one_request;
   for (int64_t i = 0; i < runs; ++i) {
-    {
-      std::unique_lock<std::mutex> lock{mx};
-      cv.wait_for(lock, std::chrono::seconds{5}, [&] { return polling; });
-    }
-    sleep_ms(gap_ms);
+    await_idle_agent();
     auto t0 = now_ns();
-    auto res = c->Post("/v1/runs?wait=30", auth, R"({"plan":"noop"})", "application/json");
+    auto res =
+        c->Post("/v1/runs?wait=30", auth, R"({"plan":"noop"})", "application/json");
     auto t1 = now_ns();
     if (!res || res->status != 201 ||
         res->body.find(R"("status":"success")") == std::string::npos) {
@@ -600,15 +602,14 @@ int cmd_latency(const options& o) {
   }
   stop = true;
   agent_thread.join();
-  std::printf("bench=latency runs=%lld measured=%zu missing=%lld agent_errors=%lld "
-              "held_before_201=%lld%s%s%s%s%s\n",
-              static_cast<long long>(runs), dispatch.size(),
-              static_cast<long long>(missing),
-              static_cast<long long>(agent_errors.load()),
-              static_cast<long long>(negative), pcts("dispatch", dispatch).c_str(),
-              pcts("dispatch_from_send", dispatch_from_send).c_str(),
-              pcts("e2e", e2e).c_str(), pcts("submit", submit_rtt).c_str(),
-              pcts("one_request", one_request).c_str());
+  std::printf(
+      "bench=latency runs=%lld measured=%zu missing=%lld agent_errors=%lld "
+      "held_before_201=%lld%s%s%s%s%s\n",
+      static_cast<long long>(runs), dispatch.size(), static_cast<long long>(missing),
+      static_cast<long long>(agent_errors.load()), static_cast<long long>(negative),
+      pcts("dispatch", dispatch).c_str(),
+      pcts("dispatch_from_send", dispatch_from_send).c_str(), pcts("e2e", e2e).c_str(),
+      pcts("submit", submit_rtt).c_str(), pcts("one_request", one_request).c_str());
   return missing == 0 ? 0 : 1;
 }
 
