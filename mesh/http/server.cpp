@@ -104,11 +104,13 @@ caf::expected<T> ask(request_context& rc, const caf::actor& dest, Ts&&... xs) {
   return ask<T>(rc, dest, caf::duration{ask_timeout}, std::forward<Ts>(xs)...);
 }
 
-/// `ask` for an answer that may take `wait_ms` (a long-poll, a wait on a
-/// run), plus `ask_timeout`. Not a request timeout: CAF's clock holds the
-/// requester until such a timeout is due, so every long wait would keep its
-/// scoped actor (about 2 KB) alive that long after the answer. The receive
-/// bounds itself instead.
+/// `ask` for an answer that may take `wait_ms` (a client's wait on a run, up
+/// to `agents.poll_wait_max`), plus `ask_timeout`. Not a request timeout:
+/// CAF's clock holds the requester until such a timeout is due, so every
+/// long wait would keep its scoped actor (about 2 KB) alive that long after
+/// the answer. The receive bounds itself instead. Agents' polls keep `ask`:
+/// a timed receive measured slower on the report's hot path
+/// (docs/benchmarks.md, e2e).
 template <class T, class... Ts>
 caf::expected<T> ask_long(request_context& rc, const caf::actor& dest, int64_t wait_ms,
                           Ts&&... xs) {
@@ -850,13 +852,12 @@ void explain_run(request_context& rc) {
   auto id = rc.param("id");
   auto run = ask<run_record>(rc, rc.ctx()->query, get_atom::value, id);
   if (!run) return rc.fail(run.error());
-  json body{{"run", id}, {"status", to_string(run->status)}};
+  json body{{"run", id}, {"status", to_string(run->status)}, {"waiting_for", nullptr}};
   if (run->status != run_status::created) {
     body["assigned"] = true;
     body["assigned_agent"] =
         run->assigned_agent.empty() ? json(nullptr) : json(run->assigned_agent);
     body["agents"] = json::array();
-    body["waiting_for"] = nullptr;
     body["message"] = "run is " + std::string{to_string(run->status)} +
                       "; explain applies to runs waiting for an agent";
     return rc.reply(200, body);
@@ -871,7 +872,6 @@ void explain_run(request_context& rc) {
                           {"reason", c.reason.empty() ? json(nullptr) : json(c.reason)}});
   body["assigned"] = false;
   body["agents"] = agents;
-  body["waiting_for"] = nullptr;
   auto& all = why->agents;
   bool any = std::any_of(all.begin(), all.end(), [](auto& c) { return c.candidate; });
   if (!why->key_holder.empty()) {

@@ -467,8 +467,6 @@ caf::error validate_agent_name(const std::string& name, const std::string& field
   return {};
 }
 
-namespace {} // namespace
-
 caf::error printable(const std::string& value, const char* field) {
   auto refuse = [&](const std::string& what, size_t at) {
     return make_error(errc::invalid_argument,
