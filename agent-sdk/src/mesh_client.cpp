@@ -149,8 +149,11 @@ bool run_held_by_another_session(const http_reply& r) {
   auto e = r.body.find("error");
   if (e == r.body.end() || !e->is_object()) return false;
   auto code = e->find("code");
-  return code != e->end() && *code == "forbidden" &&
-         r.error.find(other_session_holds_run) != std::string::npos;
+  if (code == e->end()) return false;
+  // A meshd before the code said so in the words of a `forbidden`.
+  return *code == "held_by_other_session" ||
+         (*code == "forbidden" &&
+          r.error.find(other_session_holds_run) != std::string::npos);
 }
 
 std::string mesh_client::check_url(const std::string& url) {

@@ -60,8 +60,9 @@ struct http_reply {
 
 /// Whether `r` is the mesh's refusal of a report on a run because another
 /// session of this agent started the run (the agent registered again since,
-/// mesh/domain/run_state.hpp `check_holder`): no later report on that run
-/// can succeed. Other refusals, `403`s among them, are not.
+/// mesh/domain/run_state.hpp `check_holder`; code `held_by_other_session`,
+/// or an older meshd's `forbidden` with its words): no later report on
+/// that run can succeed. Other refusals, `403`s among them, are not.
 [[nodiscard]] bool run_held_by_another_session(const http_reply& r);
 
 /// What the mesh accepts, from its registration answer. The defaults are

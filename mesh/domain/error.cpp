@@ -21,6 +21,7 @@ const char* to_string(errc code) {
   case errc::internal: return "internal";
   case errc::method_not_allowed: return "method_not_allowed";
   case errc::uri_too_long: return "uri_too_long";
+  case errc::held_by_other_session: return "held_by_other_session";
   }
   return "internal";
 }
@@ -65,7 +66,8 @@ int http_status(errc code) {
   case errc::invalid_argument:
   case errc::invalid_selector: return 400;
   case errc::unauthenticated: return 401;
-  case errc::forbidden: return 403;
+  case errc::forbidden:
+  case errc::held_by_other_session: return 403;
   case errc::not_found: return 404;
   case errc::illegal_transition:
   case errc::conflict: return 409;

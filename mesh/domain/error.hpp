@@ -48,6 +48,10 @@ enum class errc : uint8_t {
   method_not_allowed,
   /// The request line (the URL) is longer than the HTTP layer reads (HTTP 414).
   uri_too_long,
+  /// An agent's report on a run that another session of the same agent
+  /// started (the agent registered again since); no later report of this
+  /// session on the run can succeed (HTTP 403).
+  held_by_other_session,
 };
 
 /// Returns the stable snake_case name of `code`, used as the JSON `code`.

@@ -169,7 +169,7 @@ caf::error check_holder(const run_record& run, const std::string& agent_id,
                                            "it takes no reports");
   }
   if (run.held_session != session)
-    return make_error(errc::forbidden,
+    return make_error(errc::held_by_other_session,
                       "run '" + run.id + "' " + std::string{other_session_holds_run} +
                           " (" + std::to_string(run.held_session) + "); this session (" +
                           std::to_string(session) + ") may not report on it");

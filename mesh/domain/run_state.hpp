@@ -50,8 +50,9 @@ next_status(run_status from, run_event event, run_status outcome = run_status::e
 [[nodiscard]] const char* skadi_status(const run_record& run);
 
 /// What `check_holder`'s refusal says when another session of the agent
-/// holds the run. A `forbidden` like the others: agents tell it apart by
-/// this (they stop reporting on the run, agent-sdk's `mesh_client.hpp`).
+/// holds the run. Its code is `held_by_other_session`; a meshd before that
+/// code answered `forbidden` with these words, by which agents still tell
+/// it apart (they stop reporting on the run, agent-sdk's `mesh_client.hpp`).
 inline constexpr std::string_view other_session_holds_run{
     "was started by another session of this agent"};
 
@@ -60,7 +61,8 @@ inline constexpr std::string_view other_session_holds_run{
 /// it is assigned to the agent and pending, or that session started it
 /// (`held_session`), also after it ended. A run running since before
 /// sessions were recorded (`held_session` 0) takes the agent's reports as
-/// it did then. A `forbidden` error, or none.
+/// it did then. A `held_by_other_session` error when another session holds
+/// it, a `forbidden` one when it is not the agent's, or none.
 /// REQUIRES: `run` is not `created` (the callers answer that themselves).
 [[nodiscard]] caf::error check_holder(const run_record& run, const std::string& agent_id,
                                       int64_t session);

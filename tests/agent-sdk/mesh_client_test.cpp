@@ -323,8 +323,8 @@ size_t worst_finish_body(size_t result_bytes, size_t error_bytes) {
 } // namespace
 
 // This test ensures the agent recognises meshd's refusal of a report on a
-// run another session of the agent started, as meshd words it, and no other
-// refusal.
+// run another session of the agent started, by its code or, from an older
+// meshd, by its words in a `forbidden`, and no other refusal.
 TEST(mesh_client, a_run_held_by_another_session_is_told_from_other_refusals) {
   auto reply_to = [](const caf::error& err) {
     http_reply r;
@@ -351,6 +351,11 @@ TEST(mesh_client, a_run_held_by_another_session_is_told_from_other_refusals) {
       "run 'run_1' " + std::string{polymesh::other_session_holds_run}));
   EXPECT_FALSE(run_held_by_another_session(not_found));
   EXPECT_FALSE(run_held_by_another_session(http_reply{}));
+  auto older_mesh = reply_to(polymesh::make_error(
+      polymesh::errc::forbidden, "run 'run_1' " +
+                                     std::string{polymesh::other_session_holds_run} +
+                                     " (1); this session (2) may not report on it"));
+  EXPECT_TRUE(run_held_by_another_session(older_mesh));
 }
 
 // This test ensures the agent's default request sizes are kept with meshd's

@@ -359,6 +359,7 @@ TEST_F(auth, a_later_session_of_an_agent_cannot_report_on_an_earlier_sessions_ru
          {second.logs(id, 7, "forged"), second.put_artifact(id, "x.txt", "forged"),
           second.progress(id, "forged"), second.finish(id, "success")}) {
       EXPECT_EQ(r.status, 403) << r.raw;
+      EXPECT_EQ(r.body["error"]["code"], "held_by_other_session") << r.raw;
       EXPECT_NE(r.raw.find("was started by another session of this agent"),
                 std::string::npos)
           << r.raw;
