@@ -151,6 +151,15 @@ ALTER TABLE runs ADD COLUMN concurrency_key TEXT NOT NULL DEFAULT '';
 CREATE INDEX runs_by_concurrency_key ON runs(concurrency_key)
   WHERE concurrency_key <> '';
 )sql",
+    // Version 6: `runs_unfinished`'s condition without `IN`. SQLite checks a
+    // partial index's condition on every insert and update of a run, and an
+    // `IN` list of three builds a temporary table each time (twice per
+    // update); comparisons joined by OR build none.
+    R"sql(
+DROP INDEX runs_unfinished;
+CREATE INDEX runs_unfinished ON runs(seq)
+  WHERE status = 'created' OR status = 'pending' OR status = 'running';
+)sql",
 };
 
 /// The schema version this build reads and writes.

@@ -773,7 +773,8 @@ public:
       // rather than a silent scan of every finished run.
       auto st = db_.prepare(std::string{"SELECT "} + column_list(run_columns) +
                             " FROM runs INDEXED BY runs_unfinished"
-                            " WHERE status IN ('created', 'pending', 'running')"
+                            " WHERE status = 'created' OR status = 'pending'"
+                            " OR status = 'running'"
                             " ORDER BY seq");
       if (!st) return std::move(st.error());
       if (auto err = read_all(db_, *st, read_run, out.runs, "cannot load runs"))

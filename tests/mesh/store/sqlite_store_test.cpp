@@ -2,6 +2,7 @@
 #include "mesh/store/sqlite_schema.hpp"
 #include "mesh/store/store.hpp"
 
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -253,6 +254,22 @@ protected:
     char* err = nullptr;
     EXPECT_EQ(sqlite3_exec(raw, sql.c_str(), cb, &out, &err), SQLITE_OK) << err;
     sqlite3_free(err);
+    sqlite3_close(raw);
+    return out;
+  }
+
+  /// The opcodes of the program SQLite compiles for `sql` (not run).
+  std::vector<std::string> opcodes(const std::string& sql) {
+    sqlite3* raw = nullptr;
+    EXPECT_EQ(sqlite3_open(path_.c_str(), &raw), SQLITE_OK);
+    sqlite3_stmt* st = nullptr;
+    EXPECT_EQ(sqlite3_prepare_v2(raw, ("EXPLAIN " + sql).c_str(), -1, &st, nullptr),
+              SQLITE_OK)
+        << sqlite3_errmsg(raw);
+    std::vector<std::string> out;
+    while (st && sqlite3_step(st) == SQLITE_ROW)
+      out.emplace_back(reinterpret_cast<const char*>(sqlite3_column_text(st, 1)));
+    sqlite3_finalize(st);
     sqlite3_close(raw);
     return out;
   }
@@ -1305,6 +1322,39 @@ TEST_F(sqlite_store_test, version_4_database_migrates_to_concurrency_keys) {
   auto run = full_run();
   apply({put_run{run}});
   EXPECT_EQ(get_run(run.id)->concurrency_key, "tf:prod");
+}
+
+// This test ensures a database of schema version 5 migrates to the
+// `runs_unfinished` index without `IN`, and start-up still loads exactly
+// the unfinished runs through it.
+TEST_F(sqlite_store_test, version_5_database_migrates_to_an_unfinished_index_without_in) {
+  old_database(5);
+  insert_version_3_run("created", "", 0);
+  raw_query("UPDATE runs SET seq = 2, id = 'run_done', status = 'success'");
+  insert_version_3_run("running", "agt_1", 1);
+  db_ = open();
+  ASSERT_TRUE(db_);
+  EXPECT_EQ(raw_query("PRAGMA user_version"), std::to_string(sqlite_schema_version));
+  auto index = raw_query("SELECT sql FROM sqlite_master WHERE name = 'runs_unfinished'");
+  EXPECT_EQ(index.find(" IN "), std::string::npos) << index;
+  auto snap = db_->load();
+  ASSERT_TRUE(snap) << message_of(snap.error());
+  ASSERT_EQ(snap->runs.size(), 1u);
+  EXPECT_EQ(snap->runs[0].id, "run_old");
+}
+
+// This test ensures that inserting or updating a run builds no temporary
+// table: SQLite checks each partial index's condition on every such write,
+// and a three-value `IN` there (as `runs_unfinished` had until schema
+// version 6) builds one each time.
+TEST_F(sqlite_store_test, writing_a_run_builds_no_temporary_table) {
+  for (const auto& sql :
+       {std::string{"UPDATE runs SET status = 'success', finished_at = 1 WHERE id = 'r'"},
+        std::string{"INSERT INTO runs (id, status) VALUES ('r', 'created')"}}) {
+    auto ops = opcodes(sql);
+    ASSERT_FALSE(ops.empty()) << sql;
+    EXPECT_EQ(std::count(ops.begin(), ops.end(), "OpenEphemeral"), 0) << sql;
+  }
 }
 
 // This test ensures operations.md names the schema version this build
