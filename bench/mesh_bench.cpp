@@ -618,8 +618,9 @@ int cmd_latency(const options& o) {
 /// Shared between the e2e parent and its agent processes.
 struct e2e_shared {
   std::atomic<int64_t> done;
-  /// Runs the report agents have received, each counted once: when it
-  /// reaches the target, no poll can bring more.
+  /// Runs the report agents have received, each once per agent: when it
+  /// reaches the target, no poll can bring more (unless a run was sent
+  /// again after its lease lapsed, to another agent).
   std::atomic<int64_t> received;
   std::atomic<int64_t> last_done_ns;
   std::atomic<int64_t> errors;
@@ -693,9 +694,10 @@ struct e2e_shared {
 /// do before side effects) a received batch is started in its own report
 /// (`wait=0`) before it runs: two requests per batch. Without it the start
 /// rides with the finish: one request per batch, for plans that may run
-/// twice. Once every run has been received, reports no longer wait for
-/// more: the last finishes would otherwise be answered only when their
-/// report's long-poll ran out, and the run's end time would include it.
+/// twice. Once every run has been received, reports that carry finishes no
+/// longer wait for more: the last finishes would otherwise be answered only
+/// when their report's long-poll ran out, and the run's end time would
+/// include it.
 [[noreturn]] void report_agent_process(const endpoint& ep, const agent_creds& agent,
                                        bool confirm_start, e2e_shared* sh,
                                        int64_t target) {
