@@ -898,7 +898,7 @@ void start_run(request_context& rc) {
 
 void progress_run(request_context& rc) {
   wire::progress_request req;
-  if (!rc.req.body.empty()) {
+  if (!no_body(rc.req.body)) {
     auto body = body_object(rc);
     if (!body) return rc.fail(body.error());
     auto parsed = wire::parse_progress_request(*body);
@@ -1307,6 +1307,21 @@ struct route_table {
   }
 };
 
+/// A non-empty run of ASCII digits: a Content-Length as RFC 9110 writes it.
+bool is_digits(const std::string& s) {
+  return !s.empty() &&
+         std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; });
+}
+
+/// Whether two ASCII strings are equal but for case.
+bool iequals(std::string_view a, std::string_view b) {
+  return a.size() == b.size() &&
+         std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+           return std::tolower(static_cast<unsigned char>(x)) ==
+                  std::tolower(static_cast<unsigned char>(y));
+         });
+}
+
 /// The JSON error for a request cpp-httplib refused before any handler ran
 /// (`res.status` says how); may change the status (405, 404).
 caf::error http_layer_error(const httplib::Request& req, httplib::Response& res,
@@ -1354,11 +1369,6 @@ caf::error http_layer_error(const httplib::Request& req, httplib::Response& res,
   default: break;
   }
   if (starts("multipart/")) return multipart_refused();
-  if (req.has_header("Content-Encoding"))
-    return make_error(errc::invalid_argument,
-                      "Content-Encoding '" + req.get_header_value("Content-Encoding") +
-                          "' is not accepted: send the body uncompressed",
-                      "body");
   if (req.method.empty() || (req.version != "HTTP/1.1" && req.version != "HTTP/1.0")) {
     res.status = 400;
     return make_error(errc::invalid_argument,
@@ -1385,8 +1395,17 @@ caf::error http_layer_error(const httplib::Request& req, httplib::Response& res,
                       "a " + req.method +
                           " needs Content-Length or chunked encoding, even without a "
                           "body (with curl: -d ''); see docs/api.md, Conventions");
+  // cpp-httplib says no more than its status here.
+  if (iequals(req.get_header_value("Transfer-Encoding"), "chunked"))
+    return make_error(errc::invalid_argument,
+                      "the chunked body does not parse (a chunk size that is not "
+                      "hexadecimal, or a body cut short)",
+                      "body");
   return make_error(errc::invalid_argument,
-                    "request rejected with HTTP status " + std::to_string(res.status));
+                    "the request does not parse (HTTP status " +
+                        std::to_string(res.status) +
+                        "): a header line over 8192 bytes, a malformed header, or a "
+                        "body cut short");
 }
 
 } // namespace
@@ -1527,6 +1546,36 @@ http_server::http_server(mesh_node& node)
     if (lengths == 1 && req.has_header("Transfer-Encoding"))
       return refuse_and_close("the request has both Content-Length and Transfer-Encoding",
                               "Content-Length");
+    // cpp-httplib reads the leading digits of a Content-Length (`37x`,
+    // `+37`, `37, 9999` are 37; `abc` is 0): a proxy may read another
+    // length, or refuse it, so anything but digits is refused (RFC 9112, 6.3).
+    if (lengths == 1 && !is_digits(req.get_header_value("Content-Length")))
+      return refuse_and_close(
+          "Content-Length '" +
+              printable_prefix(req.get_header_value("Content-Length"), 64) +
+              "' is not a number of bytes (digits only)",
+          "Content-Length");
+    // Only `chunked` is a transfer coding meshd reads; cpp-httplib would wait
+    // for a close to end any other.
+    if (req.get_header_value_count("Transfer-Encoding") > 1 ||
+        (req.has_header("Transfer-Encoding") &&
+         !iequals(req.get_header_value("Transfer-Encoding"), "chunked")))
+      return refuse_and_close(
+          "Transfer-Encoding '" +
+              printable_prefix(req.get_header_value("Transfer-Encoding"), 64) +
+              "' is not accepted: send Content-Length, or Transfer-Encoding: chunked "
+              "alone",
+          "Transfer-Encoding");
+    // cpp-httplib decodes gzip, deflate and brotli bodies itself, passes an
+    // unknown coding through, and empties a body it cannot decode: a body is
+    // only ever taken as sent, so any Content-Encoding is refused before it
+    // is read.
+    if (req.has_header("Content-Encoding"))
+      return refuse_and_close(
+          "Content-Encoding '" +
+              printable_prefix(req.get_header_value("Content-Encoding"), 64) +
+              "' is not accepted: send the body uncompressed, without Content-Encoding",
+          "Content-Encoding");
     // A header cpp-httplib split at its colon but whose name is not a token
     // (`Bad Header: x`, `Content-Length : 5`, `: x`) is refused, and the
     // connection closed, for the same reason: a proxy may read it as a

@@ -486,9 +486,47 @@ caf::error printable(const std::string& value, const char* field) {
       std::snprintf(code, sizeof code, "U+%04X", next);
       return refuse(code, i);
     }
+    // The line and paragraph separators, U+2028 and U+2029, break a line
+    // as a newline does.
+    auto third = i + 2 < value.size() ? static_cast<unsigned char>(value[i + 2]) : 0;
+    if (c == 0xe2 && next == 0x80 && (third == 0xa8 || third == 0xa9))
+      return refuse(third == 0xa8 ? "U+2028" : "U+2029", i);
   }
   return {};
 }
+
+namespace {
+
+/// Whether `value` (UTF-8) shows nothing: empty, or only spaces and
+/// invisible characters (U+00A0, U+1680, U+2000..U+200D, U+202F, U+205F,
+/// U+2060, U+3000, U+FEFF), which would make an empty-looking listing.
+bool blank_text(const std::string& value) {
+  size_t i = 0;
+  auto byte = [&](size_t k) {
+    return k < value.size() ? static_cast<unsigned char>(value[k]) : 0;
+  };
+  while (i < value.size()) {
+    auto c = byte(i), n1 = byte(i + 1), n2 = byte(i + 2);
+    if (c == ' ') {
+      i += 1;
+    } else if (c == 0xc2 && n1 == 0xa0) {
+      i += 2;
+    } else if ((c == 0xe1 && n1 == 0x9a && n2 == 0x80) || // U+1680
+               (c == 0xe2 && n1 == 0x80 &&
+                (n2 <= 0x8d || n2 == 0xaf)) || // U+2000..200D, 202F
+               (c == 0xe2 && n1 == 0x81 &&
+                (n2 == 0x9f || n2 == 0xa0)) ||            // U+205F, U+2060
+               (c == 0xe3 && n1 == 0x80 && n2 == 0x80) || // U+3000
+               (c == 0xef && n1 == 0xbb && n2 == 0xbf)) { // U+FEFF
+      i += 3;
+    } else {
+      return false;
+    }
+  }
+  return true;
+}
+
+} // namespace
 
 caf::expected<token_request> parse_token_request(const json& j) {
   token_request r;
@@ -504,8 +542,10 @@ caf::expected<token_request> parse_token_request(const json& j) {
     return make_error(
         errc::invalid_argument,
         "field 'kind' must be one of admin, submitter, reader, registration", "kind");
-  if (r.name.find_first_not_of(' ') == std::string::npos)
-    return make_error(errc::invalid_argument, "field 'name' must not be empty or blank",
+  if (blank_text(r.name))
+    return make_error(errc::invalid_argument,
+                      "field 'name' must not be empty or blank (spaces and invisible "
+                      "characters only)",
                       "name");
   if (auto e = printable(r.name, "name")) return e;
   // A scope would confine nothing a reader does: it would only mislead.

@@ -685,6 +685,82 @@ TEST_F(http_framing, ambiguous_body_lengths_are_refused_and_close_the_connection
   EXPECT_EQ(call_body("POST", "/v1/runs", admin, R"({"plan":"noop"})").status, 201);
 }
 
+// This test ensures a Content-Length that is not digits alone, a transfer
+// coding other than chunked, and any Content-Encoding are refused before the
+// body is read, naming the header, with the connection closed and nothing
+// changed. cpp-httplib read the leading digits of a length (`37x` was 37,
+// `abc` 0), decoded a gzip body itself and passed an unknown coding through.
+TEST_F(http_framing, bad_lengths_and_codings_are_refused_and_change_nothing) {
+  auto victim = call_body("POST", "/v1/runs", admin, R"({"plan":"noop"})")
+                    .body["id"]
+                    .get<std::string>();
+  std::string body = R"({"plan":"noop","selector":"nomatch=1"})";
+  auto post = [&](const std::string& path, const std::string& headers,
+                  const std::string& content) {
+    return exchange_raw(port, "POST " + path +
+                                  " HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer " +
+                                  admin + "\r\n" + headers + "\r\n" + content);
+  };
+  auto length = std::to_string(body.size());
+  for (std::string value : {length + "x", "+" + length, length + ".0",
+                            length + " garbage", length + ", 9999", std::string{"-1"}}) {
+    SCOPED_TRACE(value);
+    auto r = post("/v1/runs", "Content-Length: " + value + "\r\n", body);
+    EXPECT_EQ(r.rfind("HTTP/1.1 400", 0), 0u) << r.substr(0, 300);
+    EXPECT_NE(r.find("\"field\":\"Content-Length\""), std::string::npos) << r;
+    EXPECT_NE(r.find("is not a number of bytes"), std::string::npos) << r;
+    EXPECT_NE(r.find("Connection: close"), std::string::npos) << r;
+  }
+  // Read as 0 before: a body-less call went through.
+  auto cancel = post("/v1/runs/" + victim + "/cancel", "Content-Length: abc\r\n", "");
+  EXPECT_EQ(cancel.rfind("HTTP/1.1 400", 0), 0u) << cancel.substr(0, 300);
+
+  const std::string gzipped{"\x1f\x8b\x08\x00\x00\x00\x00\x00\x02\x03\xab\x56\x2a\xc8"
+                            "\x49\xcc\x53\xb2\x52\xca\xcb\xcf\x2f\x50\xaa\x05\x00\xc1"
+                            "\x64\xaf\x9d\x0f\x00\x00\x00",
+                            35}; // {"plan":"noop"}
+  for (auto [coding, content] : {std::pair<std::string, std::string>{"gzip", gzipped},
+                                 {"identity", body},
+                                 {"bogus", body}}) {
+    SCOPED_TRACE(coding);
+    auto r = post("/v1/runs",
+                  "Content-Encoding: " + coding +
+                      "\r\nContent-Length: " + std::to_string(content.size()) + "\r\n",
+                  content);
+    EXPECT_EQ(r.rfind("HTTP/1.1 400", 0), 0u) << r.substr(0, 300);
+    EXPECT_NE(r.find("\"field\":\"Content-Encoding\""), std::string::npos) << r;
+    EXPECT_NE(r.find("Content-Encoding '" + coding + "' is not accepted"),
+              std::string::npos)
+        << r;
+  }
+  auto br = post("/v1/runs/" + victim + "/cancel",
+                 "Content-Encoding: br\r\nContent-Length: 3\r\n", "xyz");
+  EXPECT_EQ(br.rfind("HTTP/1.1 400", 0), 0u) << br.substr(0, 300);
+
+  auto coding = post("/v1/runs", "Transfer-Encoding: gzip\r\n", body);
+  EXPECT_EQ(coding.rfind("HTTP/1.1 400", 0), 0u) << coding.substr(0, 300);
+  EXPECT_NE(coding.find("\"field\":\"Transfer-Encoding\""), std::string::npos) << coding;
+
+  EXPECT_EQ(get_run(victim)["status"], "created");
+  EXPECT_EQ(call("GET", "/v1/runs", admin).body["runs"].size(), 1u);
+  // Digits alone, and chunked in any case, still work.
+  auto plain =
+      post("/v1/runs", "Content-Length: " + length + "\r\nConnection: close\r\n", body);
+  EXPECT_EQ(plain.rfind("HTTP/1.1 201", 0), 0u) << plain.substr(0, 300);
+  char size[16];
+  std::snprintf(size, sizeof size, "%zx", body.size());
+  auto chunked = post("/v1/runs", "Transfer-Encoding: Chunked\r\nConnection: close\r\n",
+                      std::string{size} + "\r\n" + body + "\r\n0\r\n\r\n");
+  EXPECT_EQ(chunked.rfind("HTTP/1.1 201", 0), 0u) << chunked.substr(0, 300);
+  // A chunk size that does not parse says so.
+  auto bad_chunk = post("/v1/runs", "Transfer-Encoding: chunked\r\nConnection: close\r\n",
+                        "zz\r\n" + body + "\r\n0\r\n\r\n");
+  EXPECT_EQ(bad_chunk.rfind("HTTP/1.1 400", 0), 0u) << bad_chunk.substr(0, 300);
+  EXPECT_NE(bad_chunk.find("chunked body does not parse"), std::string::npos)
+      << bad_chunk;
+  EXPECT_EQ(call("GET", "/v1/runs", admin).body["runs"].size(), 3u);
+}
+
 // This test ensures a GET that announces a body (which the HTTP library does
 // not read) is refused and its connection closed, so the announced bytes are
 // never served as a request of their own; two Authorization headers are
@@ -788,11 +864,22 @@ TEST_F(http_framing, values_that_would_mislead_are_400) {
   for (auto name : {std::string{"a\nb"}, std::string("a\0b", 3), std::string{"\x1b[31m"},
                     std::string{"   "}, std::string{"a\x7f"}, std::string{"a\xc2\x85z"},
                     std::string{"\xc2\x9b"
-                                "31m"}}) {
+                                "31m"},
+                    // U+2028 and U+2029 break lines; U+00A0, U+200B, U+3000
+                    // and U+FEFF alone show nothing.
+                    std::string{"\xe2\x80\xa8"}, std::string{"a\xe2\x80\xa9z"},
+                    std::string{"\xc2\xa0"}, std::string{"\xe2\x80\x8b\xe3\x80\x80"},
+                    std::string{"\xef\xbb\xbf "}}) {
+    SCOPED_TRACE(name);
     auto r = call("POST", "/v1/tokens", admin, json{{"kind", "reader"}, {"name", name}});
     expect_error(r, 400, "invalid_argument", "name");
   }
   EXPECT_EQ(call("GET", "/v1/tokens", admin).body["tokens"].size(), tokens);
+  EXPECT_EQ(call("POST", "/v1/tokens", admin,
+                 json{{"kind", "reader"}, {"name", "\xc2\xa0\xc3\xa9quipe\xe3\x80\x80"}})
+                .status,
+            201)
+      << "a name with something visible in it is not blank";
   auto reg = [&](const json& extra) {
     json body{{"name", "odd-1"}, {"plans", {"noop"}}};
     body.update(extra);
@@ -814,6 +901,10 @@ TEST_F(http_framing, values_that_would_mislead_are_400) {
                                                  json{{"seq", 5}, {"data", "two"}}})}});
   expect_error(twice, 400, "invalid_argument", "chunks[1].seq");
   EXPECT_EQ(call("GET", "/v1/runs/" + id + "/logs", admin).body["chunks"].size(), 0u);
+  // A blank progress body is no body, as on the endpoints that take none.
+  ASSERT_EQ(call_body("POST", "/v1/runs/" + id + "/start", agent.token, "").status, 200);
+  auto blank = call_body("POST", "/v1/runs/" + id + "/progress", agent.token, " \n ");
+  EXPECT_EQ(blank.status, 200) << blank.raw;
 
   expect_error(call("GET", "/v1/runs?agent=no-such-agent", admin), 400,
                "invalid_argument", "agent");
