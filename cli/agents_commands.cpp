@@ -28,6 +28,9 @@ void check_selector(const std::string& text, const std::string& flag) {
 }
 
 json find_agent(mesh_client& mesh, const std::string& id_or_name) {
+  // An id (`agt_…`) passes as a name too; a typo fails here with exit 64,
+  // not as "no such endpoint" from the mesh.
+  if (auto err = wire::validate_agent_name(id_or_name, "NAME")) throw usage_failure(err);
   return mesh.get("/v1/agents/" + url_encode(id_or_name));
 }
 

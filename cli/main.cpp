@@ -16,13 +16,14 @@ using namespace polymesh::cli;
 
 namespace {
 
-/// Ctrl-C while waiting: erase the spinner line and exit 130 as shells do.
+/// Ctrl-C or SIGTERM while waiting: erase the spinner line and exit 128 +
+/// the signal (130, 143) as shells do.
 /// Only async-signal-safe calls here.
-extern "C" void on_interrupt(int) {
+extern "C" void on_interrupt(int sig) {
   static const char erase[] = "\r\033[2K";
   if (::isatty(STDERR_FILENO) == 1) [[maybe_unused]]
     auto n = ::write(STDERR_FILENO, erase, sizeof erase - 1);
-  ::_exit(130);
+  ::_exit(128 + sig);
 }
 
 /// For "a subcommand is required": a message naming the commands there are,
@@ -59,7 +60,9 @@ void print_failure(const failure& f, bool color) {
 int main(int argc, char** argv) {
   // A closed pipe (`meshctl runs logs -f ID | head`) ends us quietly.
   std::signal(SIGPIPE, SIG_DFL);
+  // Ctrl-C (130) and SIGTERM (143, a CI job's timeout) leave no spinner line.
   std::signal(SIGINT, on_interrupt);
+  std::signal(SIGTERM, on_interrupt);
   command_context ctx;
   CLI::App app{
       "meshctl: submit and watch runs, manage agents and tokens of a polymesh mesh",
@@ -84,7 +87,8 @@ int main(int argc, char** argv) {
                "No colour even on a TTY (env NO_COLOR)");
   app.footer("Exit codes: 0 ok, 1 the waited-for run ended in error, 2 it was canceled, "
              "3 refused or failed (the mesh said no, a download could not be verified), "
-             "64 usage error, 69 mesh unreachable or unavailable, 130 interrupted. "
+             "64 usage error, 69 mesh unreachable or unavailable, 130 interrupted, 143 "
+             "terminated. "
              "See docs/cli.md");
 
   add_agents_commands(app, ctx);

@@ -202,7 +202,14 @@ void mesh_client::fail(int status, const std::string& raw, const std::string& me
                          "new one (meshctl tokens create)");
     break;
   case 403: headline = "permission denied: " + message; break;
-  case 404: headline = "not found: " + message; break;
+  case 404:
+    headline = "not found: " + message;
+    // The path itself is unknown there: a wrong prefix, or not a meshd.
+    if (code.empty() || message.rfind("no such endpoint", 0) == 0)
+      details.push_back("is " + base_url_ +
+                        " the mesh's URL? check --mesh, MESH_URL or the config file "
+                        "(a path in it is a reverse proxy's prefix)");
+    break;
   default:
     headline = message;
     if (!field.empty() && message.find(field) == std::string::npos)

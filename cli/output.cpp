@@ -127,6 +127,12 @@ void printer::fields(const std::vector<std::pair<std::string, std::string>>& kv)
     w = std::max(w, k.size() + 1);
   for (auto& [k, v] : kv) {
     auto value = (k == "status" || k == "skadi_status") ? paint(v, status_color(v)) : v;
+    // A value of several lines (a result, an error) keeps to its column.
+    if (auto last = value.find_last_not_of('\n'); last != std::string::npos)
+      value.erase(last + 1);
+    for (auto at = value.find('\n'); at != std::string::npos;
+         at = value.find('\n', at + 1))
+      value.insert(at + 1, std::string(w + 2, ' '));
     std::cout << paint(k + ":", color::bold) << std::string(w - k.size() - 1 + 2, ' ')
               << value << '\n';
   }
@@ -155,7 +161,7 @@ color printer::status_color(const std::string& status) {
 }
 
 void spinner::update(const std::string& text) {
-  if (!on_) return;
+  if (!on_ || held_) return;
   static const char* frames[] = {"⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "⠧", "⠇", "⠏"};
   auto secs = std::chrono::duration_cast<std::chrono::seconds>(
                   std::chrono::steady_clock::now() - started_)

@@ -58,10 +58,14 @@ public:
   void update(const std::string& text);
   /// Erases the line, e.g. before printing log output.
   void clear();
+  /// While held (log output that did not end its line), `update` draws
+  /// nothing: its line would erase that output.
+  void hold(bool held) { held_ = held; }
 
 private:
   bool on_;
   bool shown_ = false;
+  bool held_ = false;
   size_t frame_ = 0;
   std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
 };

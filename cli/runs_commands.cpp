@@ -4,7 +4,9 @@
 #include "mesh/domain/ids.hpp"
 #include "mesh/wire/json.hpp"
 
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -149,8 +151,9 @@ void print_chunks(const printer& out, const json& chunks) {
 }
 
 /// Fetches and prints every chunk after `after`; returns the new `after`.
+/// `open_line` says whether the last chunk printed left its line unended.
 int64_t drain_logs(mesh_client& mesh, const printer& out, const std::string& id,
-                   int64_t after, spinner* sp) {
+                   int64_t after, spinner* sp, bool* open_line = nullptr) {
   for (;;) {
     auto page = mesh.get("/v1/runs/" + url_encode(id) + "/logs",
                          {{"after", std::to_string(after)}, {"limit", "1000"}});
@@ -158,6 +161,12 @@ int64_t drain_logs(mesh_client& mesh, const printer& out, const std::string& id,
     if (chunks.empty()) return after;
     if (sp) sp->clear();
     print_chunks(out, chunks);
+    // A line the plan has not ended yet (a prompt, progress dots) stays on
+    // screen: no spinner over it until the log ends the line.
+    auto data = chunks.back().value("data", "");
+    bool open = !out.structured() && !data.empty() && data.back() != '\n';
+    if (sp) sp->hold(open);
+    if (open_line) *open_line = open;
     after = page.value("next_after", after);
   }
 }
@@ -187,15 +196,40 @@ std::string why_waiting(mesh_client& mesh, const std::string& id) {
   return "no agent can take it (" + reasons + ")";
 }
 
+/// "; agent NAME is STATUS, last seen AGE" for a run whose agent is not
+/// online, else "" (also when the mesh does not answer: the wait says so).
+std::string agent_health(mesh_client& mesh, const json& run) {
+  if (!run["assigned_agent"].is_string()) return {};
+  json a;
+  try {
+    a = mesh.get_or_null("/v1/agents/" +
+                         url_encode(run["assigned_agent"].get<std::string>()));
+  } catch (const failure&) {
+    return {};
+  }
+  if (!a.is_object()) return "; its agent is gone";
+  auto status = a.value("status", "");
+  if (status == "online") return {};
+  return "; agent " + cell(a["name"]) + " is " + status + ", last seen " +
+         age(a["last_seen_at"]);
+}
+
+/// A run that ended, and whether the log it streamed left a line unended.
+struct finished_wait {
+  json run;
+  bool log_line_open = false;
+};
+
 /// Polls the run until it is terminal, streaming its log when `follow`.
 /// Without `follow` each poll after the first waits in the mesh for up to
 /// 1 s for the run to leave the status last seen, so a change shows at once.
 /// Returns the final run object.
-json wait_for_run(const command_context& ctx, mesh_client& mesh, const std::string& id,
-                  bool follow) {
+finished_wait wait_for_run(const command_context& ctx, mesh_client& mesh,
+                           const std::string& id, bool follow) {
   auto out = ctx.out();
   spinner sp{ctx.config()};
   int64_t after = -1;
+  bool open_line = false;
   auto interval = std::chrono::milliseconds{100};
   // A restarting mesh (an upgrade) must not fail the CI job waiting here:
   // the run goes on. Ride out an outage of up to `outage_grace`.
@@ -215,6 +249,12 @@ json wait_for_run(const command_context& ctx, mesh_client& mesh, const std::stri
   constexpr auto explain_every = std::chrono::seconds{30};
   auto next_explain = std::chrono::steady_clock::now() + explain_after;
   std::string last_why;
+  // Without a terminal, a wait that prints nothing new says every minute that
+  // it is still waiting (CI systems end a step that is silent for 10
+  // minutes), and how the run's agent is when it is not online.
+  const auto still_every = std::chrono::seconds{ctx.config().heartbeat_s};
+  const auto began = std::chrono::steady_clock::now();
+  auto next_still = began + still_every;
   // Agents are shown by name, looked up once per id (the id if it is gone).
   std::map<std::string, std::string> agent_names;
   auto agent_name = [&](const std::string& agent_id) {
@@ -232,7 +272,7 @@ json wait_for_run(const command_context& ctx, mesh_client& mesh, const std::stri
   for (;;) {
     json run;
     try {
-      if (follow) after = drain_logs(mesh, out, id, after, &sp);
+      if (follow) after = drain_logs(mesh, out, id, after, &sp, &open_line);
       asked = std::chrono::steady_clock::now();
       auto path = "/v1/runs/" + url_encode(id);
       if (mesh_waits && !last_status.empty())
@@ -267,9 +307,9 @@ json wait_for_run(const command_context& ctx, mesh_client& mesh, const std::stri
     last_status = status;
     if (terminal(status)) {
       // Chunks written just before the finish are still to be shown.
-      if (follow) drain_logs(mesh, out, id, after, &sp);
+      if (follow) drain_logs(mesh, out, id, after, &sp, &open_line);
       sp.clear();
-      return run;
+      return {std::move(run), open_line};
     }
     std::string where =
         run["assigned_agent"].is_string()
@@ -281,6 +321,14 @@ json wait_for_run(const command_context& ctx, mesh_client& mesh, const std::stri
       if (lines) std::cerr << "meshctl: " << state << std::endl;
       last_state = state;
       next_explain = now + explain_after;
+      next_still = now + still_every;
+    } else if (lines && now >= next_still) {
+      next_still = now + still_every;
+      auto secs = std::chrono::duration_cast<std::chrono::seconds>(now - began).count();
+      std::cerr << "meshctl: " << state << ", waited "
+                << (secs < 120 ? std::to_string(secs) + " s"
+                               : std::to_string(secs / 60) + " min")
+                << agent_health(mesh, run) << std::endl;
     }
     if (status == "created" && now >= next_explain) {
       next_explain = now + explain_every;
@@ -340,12 +388,16 @@ void print_run(const printer& out, const json& r) {
 }
 
 /// Reports a finished wait and returns the exit code for its status.
-int finish_wait(const command_context& ctx, const json& run, bool follow) {
+int finish_wait(const command_context& ctx, const finished_wait& waited, bool follow) {
+  const auto& run = waited.run;
   auto out = ctx.out();
   auto status = run.value("status", "");
   if (out.structured()) {
     if (follow && out.format() == output_format::json)
       std::cout << run.dump(-1, ' ', false, json::error_handler_t::replace) << '\n';
+    else if (follow)
+      // A document of its own after the chunks' documents.
+      std::cout << "---\n" << to_yaml(run) << '\n';
     else
       out.emit(run);
   } else if (follow) {
@@ -353,7 +405,18 @@ int finish_wait(const command_context& ctx, const json& run, bool follow) {
     if (run["reason"].is_string()) line += " (" + run["reason"].get<std::string>() + ")";
     if (run["exit_code"].is_number_integer())
       line += ", exit code " + std::to_string(run["exit_code"].get<int64_t>());
-    std::cerr << out.paint_err(line, printer::status_color(status)) << '\n';
+    // Why it failed, when the log may not say (a program not found, a
+    // parameter the plan refused): the error's first line.
+    if (auto error = run.value("error", json{});
+        error.is_string() && !error.get<std::string>().empty()) {
+      auto text = error.get<std::string>();
+      auto first = text.substr(0, text.find('\n'));
+      if (first.size() > 300) first = first.substr(0, 300) + "...";
+      line += ": " + first;
+    }
+    // A log that did not end its line.
+    std::cerr << (waited.log_line_open ? "\n" : "")
+              << out.paint_err(line, printer::status_color(status)) << '\n';
   } else {
     print_run(out, run);
   }
@@ -653,9 +716,12 @@ int list_artifacts(const command_context& ctx, const std::string& id) {
 /// sha256 the mesh sends, written under a temporary name and renamed.
 int get_artifact(const command_context& ctx, const artifacts_options& o) {
   namespace fs = std::filesystem;
-  auto file = o.file.empty() ? o.get.substr(o.get.rfind('/') + 1) : o.file;
+  auto base = o.get.substr(o.get.rfind('/') + 1);
+  auto file = o.file.empty() ? base : o.file;
   bool to_stdout = file == "-";
   std::error_code ec;
+  // Into a directory, as cp does: DIR/NAME.
+  if (!to_stdout && fs::is_directory(file, ec)) file = (fs::path{file} / base).string();
   if (!to_stdout && !o.force && fs::exists(file, ec))
     throw failure{exit_usage,
                   file + " already exists",
@@ -688,16 +754,22 @@ int get_artifact(const command_context& ctx, const artifacts_options& o) {
     return exit_ok;
   }
   auto tmp = file + ".meshctl-partial";
+  auto cannot_write = [&](const std::string& why) {
+    std::error_code ignored;
+    fs::remove(tmp, ignored);
+    return failure{exit_refused,
+                   "cannot write " + file + ": " + why,
+                   {"nothing was written; " + o.get + " is still in the mesh"}};
+  };
   {
+    errno = 0;
     std::ofstream out{tmp, std::ios::binary | std::ios::trunc};
+    if (!out) throw cannot_write(std::strerror(errno ? errno : EIO));
     out.write(answer.bytes.data(), static_cast<std::streamsize>(answer.bytes.size()));
-    if (!out.flush()) throw failure{exit_refused, "cannot write " + tmp};
+    if (!out.flush()) throw cannot_write(std::strerror(errno ? errno : EIO));
   }
   fs::rename(tmp, file, ec);
-  if (ec) {
-    fs::remove(tmp, ec);
-    throw failure{exit_refused, "cannot write " + file + ": " + ec.message()};
-  }
+  if (ec) throw cannot_write(ec.message());
   std::cout << summary << " to " << file << '\n';
   return exit_ok;
 }
@@ -710,7 +782,7 @@ const CLI::Validator not_empty{[](std::string& value) {
                                  return value.empty() ? std::string{"must not be empty"}
                                                       : std::string{};
                                },
-                               "TEXT"};
+                               ""};
 
 /// The options `submit` and `rerun` share: an idempotency key, and whether
 /// to wait for the new run or follow its log.

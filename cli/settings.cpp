@@ -6,6 +6,8 @@
 #include <fstream>
 #include <iterator>
 #include <optional>
+#include <stdexcept>
+#include <string>
 #include <unistd.h>
 #include <yaml-cpp/yaml.h>
 
@@ -182,6 +184,20 @@ settings resolve_settings(const global_flags& flags) {
   s.color_stdout = color && ::isatty(STDOUT_FILENO) == 1;
   s.color_stderr = color && ::isatty(STDERR_FILENO) == 1;
   s.interactive = ::isatty(STDERR_FILENO) == 1;
+  if (auto beat = env("MESH_WAIT_HEARTBEAT"); !beat.empty()) {
+    size_t used = 0;
+    long value = 0;
+    try {
+      value = std::stol(beat, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (used != beat.size() || value < 1 || value > 3600)
+      throw failure{exit_usage, "MESH_WAIT_HEARTBEAT: must be a number of seconds from 1 "
+                                "to 3600, got '" +
+                                    beat + "'"};
+    s.heartbeat_s = static_cast<int>(value);
+  }
   return s;
 }
 

@@ -7,6 +7,7 @@
 //            --token-file  MESH_TOKEN_FILE
 //   output   -o FORMAT     MESH_OUTPUT    output      table
 //   colour   --no-color    NO_COLOR       color       on when stdout is a TTY
+//   heartbeat              MESH_WAIT_HEARTBEAT         60 (seconds, 1 to 3600)
 //
 // The config file is `--config FILE`, else `$MESHCTL_CONFIG`, else
 // `$XDG_CONFIG_HOME/polymesh/meshctl.yaml` (`~/.config/...` without XDG). A
@@ -48,6 +49,9 @@ struct settings {
   bool color_stderr = false;
   /// True when stderr is a terminal: progress lines go there.
   bool interactive = false;
+  /// Without a terminal, how often a wait with nothing new to say says that
+  /// it is still waiting.
+  int heartbeat_s = 60;
   /// The config file that was read ("" when none).
   std::string config_file;
 };

@@ -67,6 +67,14 @@ TEST_F(agents_cmd, show_by_name_as_json_and_yaml) {
   auto t = ctl({"agents", "show", "builder"});
   ASSERT_EQ(t.code, 0) << t.err;
   EXPECT_NE(t.out.find("arch=arm64"), std::string::npos);
+
+  // A name no agent can have fails before anything is sent.
+  for (auto verb : {"show", "drain", "remove"}) {
+    auto bad = ctl({"agents", verb, "bad/name"});
+    EXPECT_EQ(bad.code, 64) << verb << ": " << bad.err;
+    EXPECT_NE(bad.err.find("agent name may contain only"), std::string::npos) << bad.err;
+  }
+  EXPECT_EQ(call(port, "GET", "/v1/agents/builder", admin).body["status"], "online");
 }
 
 // This test ensures `agents label` sets and removes labels while keeping the

@@ -43,7 +43,7 @@ TEST_F(failure_cmd, help_lists_every_exit_code) {
   EXPECT_EQ(o.code, 0);
   for (auto code : {"0 ok", "1 the waited-for run ended in error", "2 it was canceled",
                     "3 refused or failed", "64 usage error", "69 mesh unreachable",
-                    "130 interrupted"})
+                    "130 interrupted", "143 terminated"})
     EXPECT_NE(o.out.find(code), std::string::npos) << code << "\n" << o.out;
 }
 

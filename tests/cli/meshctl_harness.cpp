@@ -153,6 +153,10 @@ bool meshctl_process::wait_for_out(const std::string& text) {
   return eventually([&] { return out().find(text) != std::string::npos; });
 }
 
+void meshctl_process::signal(int sig) const {
+  if (pid_ > 0) ::kill(pid_, sig);
+}
+
 outcome meshctl_process::wait() {
   outcome o;
   int status = 0;

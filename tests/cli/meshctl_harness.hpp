@@ -64,6 +64,8 @@ public:
   bool wait_for_out(const std::string& text);
   /// Waits (bounded) for the exit; a process still running then is killed.
   outcome wait();
+  /// Sends `sig` to it.
+  void signal(int sig) const;
 
 private:
   pid_t pid_ = -1;

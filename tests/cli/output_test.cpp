@@ -56,5 +56,23 @@ TEST_F(output_cmd, yaml_keeps_strings_strings) {
   EXPECT_EQ(node["payload"].as<std::string>(), "");
 }
 
+// This test ensures a value of several lines in a `key: value` block (a
+// run's result) keeps to the value column instead of breaking the block.
+TEST_F(output_cmd, a_value_of_several_lines_keeps_to_its_column) {
+  auto agent = register_agent("worker", json::object(), json::array({"build"}));
+  auto id = submit(json{{"plan", "build"}});
+  ASSERT_TRUE(agent.take().is_object());
+  ASSERT_EQ(agent.start(id).status, 200);
+  ASSERT_EQ(agent.finish(id, "success", 0, "line one\nline two\n").status, 200);
+  auto shown = ctl({"runs", "show", id});
+  ASSERT_EQ(shown.code, 0) << shown.err;
+  auto at = shown.out.find("result:");
+  ASSERT_NE(at, std::string::npos) << shown.out;
+  auto column = shown.out.find("line one", at) - shown.out.rfind('\n', at) - 1;
+  EXPECT_NE(shown.out.find("line one\n" + std::string(column, ' ') + "line two\nerror:"),
+            std::string::npos)
+      << shown.out;
+}
+
 } // namespace
 } // namespace polymesh::cli_test

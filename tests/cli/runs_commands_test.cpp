@@ -4,11 +4,13 @@
 
 #include <atomic>
 #include <csignal>
+#include <filesystem>
 #include <fstream>
 #include <httplib.h>
 #include <sstream>
 #include <thread>
 #include <tuple>
+#include <yaml-cpp/yaml.h>
 
 namespace polymesh::cli_test {
 namespace {
@@ -355,6 +357,25 @@ TEST_F(runs_cmd, wait_survives_a_mesh_restart) {
   EXPECT_NE(done.out.find("the mesh answers again"), std::string::npos) << done.out;
 }
 
+// This test ensures SIGTERM (a CI job's timeout) and Ctrl-C end a wait on a
+// terminal with the spinner line erased and exit 128 + the signal; the run
+// goes on.
+TEST_F(runs_cmd, a_signal_ends_a_wait_without_leaving_the_spinner) {
+  auto id = submit(json{{"plan", "alpha"}});
+  for (int sig : {SIGTERM, SIGINT}) {
+    SCOPED_TRACE(sig);
+    auto waiting = ctl_async({"runs", "wait", id}, true);
+    ASSERT_TRUE(waiting->wait_for_out(id)) << waiting->out(); // the spinner names it
+    waiting->signal(sig);
+    auto o = waiting->wait();
+    EXPECT_EQ(o.code, 128 + sig) << o.out;
+    const std::string erase = "\r\033[2K";
+    ASSERT_GE(o.out.size(), erase.size());
+    EXPECT_EQ(o.out.substr(o.out.size() - erase.size()), erase) << json(o.out).dump();
+  }
+  EXPECT_EQ(call(port, "GET", "/v1/runs/" + id, admin).body["status"], "created");
+}
+
 // This test ensures `runs wait` waits in the mesh (a long-poll that answers
 // when the run changes) instead of polling on a timer of its own, so a
 // change shows at once.
@@ -568,6 +589,100 @@ TEST_F(runs_cmd, artifacts_list_and_download_byte_identical) {
   auto no_run = ctl({"runs", "artifacts", "run_missing"});
   EXPECT_EQ(no_run.code, 3);
   EXPECT_NE(no_run.err.find("not found"), std::string::npos) << no_run.err;
+
+  // Into a directory, as cp does; a path that cannot be written says why.
+  std::filesystem::create_directory(dir + "/into");
+  auto into = ctl({"runs", "artifacts", id, "--get", "out/app.bin", "-O", dir + "/into"});
+  ASSERT_EQ(into.code, 0) << into.err;
+  EXPECT_NE(into.out.find("to " + dir + "/into/app.bin"), std::string::npos) << into.out;
+  EXPECT_EQ(std::filesystem::file_size(dir + "/into/app.bin"), bin.size());
+  auto nowhere =
+      ctl({"runs", "artifacts", id, "--get", "plan.txt", "-O", dir + "/no/such/dir/x"});
+  EXPECT_EQ(nowhere.code, 3);
+  EXPECT_NE(nowhere.err.find("cannot write " + dir +
+                             "/no/such/dir/x: No such file or directory"),
+            std::string::npos)
+      << nowhere.err;
+  std::filesystem::create_directory(dir + "/into/plan.txt");
+  auto onto_dir = ctl({"runs", "artifacts", id, "--get", "plan.txt", "-O",
+                       dir + "/into/plan.txt/..", "--force"});
+  EXPECT_EQ(onto_dir.code, 3);
+  EXPECT_EQ(onto_dir.err.find("Success"), std::string::npos) << onto_dir.err;
+  EXPECT_NE(onto_dir.err.find("cannot write"), std::string::npos) << onto_dir.err;
+}
+
+// This test ensures `--follow` on a terminal never draws its spinner over a
+// line the log has not ended (a prompt, progress dots), and ends with a line
+// that carries the first line of the run's error: a plan that fails before
+// it prints anything leaves no log to say why.
+TEST_F(runs_cmd, follow_keeps_an_unended_line_and_ends_with_the_error) {
+  auto agent = register_agent("worker", json::object(), json::array({"fetch"}));
+  auto follower = ctl_async({"runs", "submit", "fetch", "--follow"}, true);
+  auto run = agent.take();
+  ASSERT_TRUE(run.is_object());
+  auto id = run["id"].get<std::string>();
+  ASSERT_EQ(agent.start(id).status, 200);
+  ASSERT_EQ(agent.log(id, 0, "downloading... ").status, 200);
+  ASSERT_TRUE(follower->wait_for_out("downloading... ")) << follower->out();
+  ASSERT_EQ(agent.log(id, 1, "done\n").status, 200);
+  ASSERT_TRUE(follower->wait_for_out("done")) << follower->out();
+  auto finished = call(
+      port, "POST", "/v1/runs/" + id + "/finish", agent.token,
+      json{{"status", "error"},
+           {"exit_code", 127},
+           {"error", "program 'deploy.sh' not found in /usr/bin:/bin\nsecond line"}});
+  ASSERT_EQ(finished.status, 200) << finished.raw;
+  auto o = follower->wait();
+  EXPECT_EQ(o.code, 1) << o.out;
+  // (The terminal writes a newline as \r\n.)
+  EXPECT_NE(o.out.find("downloading... done\r\n"), std::string::npos)
+      << "the spinner drew over the open line: " << json(o.out).dump();
+  EXPECT_NE(
+      o.out.find("run " + id +
+                 " error (plan_failed), exit code 127: program 'deploy.sh' not found in "
+                 "/usr/bin:/bin"),
+      std::string::npos)
+      << o.out;
+  EXPECT_EQ(o.out.find("second line"), std::string::npos) << o.out;
+}
+
+// This test ensures a wait without a terminal that has nothing new to say
+// says every MESH_WAIT_HEARTBEAT seconds that it still waits, naming the
+// agent's state when it is not online; and that `-f -o yaml` writes the
+// final run as a YAML document of its own.
+TEST_F(runs_cmd, a_silent_wait_says_it_still_waits_and_how_its_agent_is) {
+  auto agent = register_agent("web-1", json::object(), json::array({"deploy"}));
+  auto waiting =
+      ctl_async({"runs", "submit", "deploy", "--wait"}, false, {"MESH_WAIT_HEARTBEAT=1"});
+  auto run = agent.take();
+  ASSERT_TRUE(run.is_object());
+  auto id = run["id"].get<std::string>();
+  ASSERT_EQ(agent.start(id).status, 200);
+  EXPECT_TRUE(eventually([&] {
+    return waiting->err().find("meshctl: run " + id + " running on web-1, waited ") !=
+           std::string::npos;
+  })) << waiting->err();
+  ASSERT_EQ(call(port, "POST", "/v1/agents/" + agent.id + "/drain", admin).status, 200);
+  EXPECT_TRUE(eventually([&] {
+    return waiting->err().find("; agent web-1 is draining, last seen ") !=
+           std::string::npos;
+  })) << waiting->err();
+  ASSERT_EQ(agent.log(id, 0, "deployed\n").status, 200);
+  ASSERT_EQ(agent.finish(id, "success").status, 200);
+  auto o = waiting->wait();
+  EXPECT_EQ(o.code, 0) << o.err;
+
+  auto bad = ctl_async({"runs", "wait", id}, false, {"MESH_WAIT_HEARTBEAT=0"})->wait();
+  EXPECT_EQ(bad.code, 64) << bad.err;
+  EXPECT_NE(bad.err.find("MESH_WAIT_HEARTBEAT"), std::string::npos) << bad.err;
+
+  auto yaml = ctl({"runs", "logs", id, "-f", "-o", "yaml"});
+  ASSERT_EQ(yaml.code, 0) << yaml.err;
+  auto docs = YAML::LoadAll(yaml.out);
+  ASSERT_EQ(docs.size(), 2u) << yaml.out;
+  EXPECT_EQ(docs[0]["data"].as<std::string>(), "deployed\n");
+  EXPECT_EQ(docs[1]["status"].as<std::string>(), "success");
+  EXPECT_FALSE(docs[1]["data"]) << yaml.out;
 }
 
 } // namespace

@@ -153,7 +153,10 @@ TEST_F(settings_cmd, a_mesh_url_with_a_path_prefix_reaches_the_mesh_behind_a_pro
   EXPECT_EQ(get_run(sub.json_out()["id"].get<std::string>())["status"], "created");
   // Without the prefix the proxy has nothing there.
   auto bare = ctl_raw({"--mesh", base, "--token", admin, "status"});
-  EXPECT_NE(bare.code, 0);
+  EXPECT_EQ(bare.code, 3);
+  EXPECT_NE(bare.err.find("is " + base + " the mesh's URL? check --mesh"),
+            std::string::npos)
+      << bare.err;
 
   for (const auto& bad : {base + "/polymesh?x=1", base + "/polymesh#top"}) {
     auto r = ctl_raw({"--mesh", bad, "--token", admin, "status"});
