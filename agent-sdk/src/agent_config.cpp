@@ -105,7 +105,13 @@ std::string read_token_file(const std::string& path, const std::string& key) {
 
 json yaml_to_json(const std::string& text) {
   try {
-    return node_to_json(YAML::Load(text));
+    auto docs = YAML::LoadAll(text);
+    // A second document (`---`) would be read by nobody: refused, as meshd does.
+    if (docs.size() > 1)
+      throw config_error("", "expected one YAML document, got " +
+                                 std::to_string(docs.size()) +
+                                 " (a line '---' starts another)");
+    return docs.empty() ? json{} : node_to_json(docs.front());
   } catch (const YAML::Exception& e) {
     throw config_error("", std::string{"invalid YAML: "} + e.what());
   }
@@ -116,6 +122,10 @@ agent_file_config parse_agent_yaml(const std::string& text, const std::string& b
   agent_file_config out;
   auto& a = out.agent;
   settings_reader top{doc, ""};
+  // A misspelt section (`msh:`) is an unknown key, not a missing one.
+  for (auto section : {"mesh", "agent", "logs", "backoff", "plugins", "plans", "log"})
+    (void)top.raw(section);
+  top.finish();
 
   settings_reader mesh{top.raw("mesh"), "mesh"};
   a.mesh_url = mesh.string("url");
@@ -194,8 +204,6 @@ agent_file_config parse_agent_yaml(const std::string& text, const std::string& b
     throw config_error("log.level", "expected one of error, warn, info, debug, got '" +
                                         out.log_level + "'");
   lg.finish();
-  // Before the "no plans" check: a misspelt `plan:` is an unknown key.
-  top.finish();
   if (out.plans.empty())
     throw config_error("plans", "enable at least one plan, e.g. plans: {echo: {}}");
 
@@ -206,6 +214,7 @@ agent_file_config parse_agent_yaml(const std::string& text, const std::string& b
         {"mesh_url", "mesh.url"},
         {"mesh_ca_file", "mesh.ca_file"},
         {"name", "agent.name"},
+        {"hostname", "agent.hostname"},
         {"capacity", "agent.capacity"},
         {"log_chunk_bytes", "logs.chunk_bytes"},
         {"log_buffer_bytes", "logs.buffer_bytes"},

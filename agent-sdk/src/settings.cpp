@@ -1,5 +1,7 @@
 #include "polymesh/sdk/settings.hpp"
 
+#include <limits>
+
 namespace polymesh::sdk {
 
 namespace {
@@ -32,7 +34,8 @@ std::optional<std::chrono::milliseconds> parse_duration_text(const std::string& 
   size_t i = 0;
   while (i < text.size() && text[i] >= '0' && text[i] <= '9')
     ++i;
-  if (i == 0 || i > 12) return std::nullopt;
+  // No leading zero (`030s`), as meshd reads durations.
+  if (i == 0 || i > 12 || (i > 1 && text[0] == '0')) return std::nullopt;
   auto n = std::stoll(text.substr(0, i));
   auto unit = text.substr(i);
   int64_t ms;
@@ -48,6 +51,10 @@ std::optional<std::chrono::milliseconds> parse_duration_text(const std::string& 
     ms = 86'400'000;
   else
     return std::nullopt;
+  // Twelve digits of days overflow: past any bound, never wrapped to a
+  // small value.
+  if (n > std::numeric_limits<int64_t>::max() / ms)
+    return std::chrono::milliseconds::max();
   return std::chrono::milliseconds{n * ms};
 }
 
@@ -135,7 +142,10 @@ std::chrono::milliseconds settings_reader::duration(const char* key,
                        "expected a duration like 90s, 10m or 2h, got " + type_of(v));
   if (*d < lo || *d > hi)
     throw config_error(path(key), "expected a duration in " + duration_text(lo) + ".." +
-                                      duration_text(hi) + ", got " + duration_text(*d));
+                                      duration_text(hi) + ", got " +
+                                      (*d == std::chrono::milliseconds::max()
+                                           ? v.get<std::string>() + " (too large)"
+                                           : duration_text(*d)));
   return *d;
 }
 

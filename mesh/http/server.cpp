@@ -1692,7 +1692,7 @@ caf::expected<int> http_server::bind(const std::string& host, int port) {
   if (bound < 0)
     return make_error(errc::invalid_argument,
                       "cannot listen on " + host + ":" + std::to_string(port) +
-                          " (address in use or not local)",
+                          " (address in use, not local, or a name that does not resolve)",
                       "listen");
   return bound;
 }

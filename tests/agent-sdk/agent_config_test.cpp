@@ -118,6 +118,39 @@ TEST(agent_config, messages_name_keys_values_and_labels) {
       "agent.labels.bad key!");
 }
 
+// This test ensures mistakes `--check` used to pass are refused before the
+// agent starts: a duration whose days overflow (it wrapped to a few hours),
+// a leading zero (meshd refuses it too), a second YAML document nobody read,
+// a misspelt section named as unknown (not as a missing mesh.url), and a
+// name or hostname the mesh's registration refuses.
+TEST(agent_config, mistakes_found_before_the_agent_starts) {
+  std::string mesh = "mesh: {url: 'http://h:1', registration_token: t}\n";
+  auto huge = error_text(mesh + "agent: {name: a, drain_deadline: 213503982335d}\n"
+                                "plans: {echo: {}}");
+  EXPECT_NE(huge.find("agent.drain_deadline: expected a duration in 0..1d, got "
+                      "213503982335d (too large)"),
+            std::string::npos)
+      << huge;
+  EXPECT_EQ(error_key(mesh + "agent: {name: a, poll_wait: 030s}\nplans: {echo: {}}"),
+            "agent.poll_wait");
+  auto two = error_text(mesh + "agent: {name: a}\nplans: {echo: {}}\n---\n"
+                               "logs: {chunk_bytes: 0}\n");
+  EXPECT_NE(two.find("expected one YAML document, got 2"), std::string::npos) << two;
+  EXPECT_EQ(error_text("msh: {url: 'http://h:1', registration_token: t}\n"
+                       "agent: {name: a}\nplans: {echo: {}}"),
+            "msh: unknown key");
+  EXPECT_EQ(error_key(mesh + "agnet: {name: a}\nplans: {echo: {}}"), "agnet");
+  EXPECT_EQ(error_text(mesh + "agent: {name: agt_x}\nplans: {echo: {}}"),
+            "agent.name: agent names starting with 'agt_' are reserved for agent ids");
+  EXPECT_EQ(error_text(mesh + "agent: {name: a, hostname: " + std::string(256, 'h') +
+                       "}\nplans: {echo: {}}"),
+            "agent.hostname: must be at most 255 bytes");
+  auto fine =
+      parse_agent_yaml(mesh + "agent: {name: a, hostname: " + std::string(255, 'h') +
+                       ", drain_deadline: 1d}\nplans: {echo: {}}");
+  EXPECT_EQ(fine.agent.drain_deadline, 24h);
+}
+
 // This test ensures a key written with no value is refused by name rather
 // than read as "use the default" (`capacity:` used to mean 1), while an empty
 // section (`labels:`, a plan with no settings) is still an empty one.
