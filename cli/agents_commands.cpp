@@ -53,7 +53,10 @@ std::vector<std::pair<std::string, std::string>> agent_fields(const json& a) {
       {"name", cell(a["name"])},
       {"status", cell(a["status"])},
       // An offline agent drained comes back draining.
-      {"drained", a.value("drained", false) ? "yes" : "no"},
+      {"drained", !a.value("drained", false)                 ? "no"
+                  : a.value("drained_by", json{}) == "admin" ? "yes (by an admin)"
+                  : a.value("drained_by", json{}) == "agent" ? "yes (by the agent)"
+                                                             : "yes"},
       {"labels", labels_text(a["labels"])},
       {"plans", plans.empty() ? "-" : plans},
       {"capacity", cell(a["capacity"])},

@@ -190,7 +190,9 @@ caf::behavior agent_actor(self_ptr self, context_ptr ctx, agent_record agent,
         next.registered_at = now;
         next.last_seen_at = now;
         next.session += 1;
-        next.drained = false; // a new session starts online
+        // A new session starts online, unless an admin's drain holds it.
+        next.drained = st.agent.drain_kept;
+        if (next.drained) next.status = agent_status::draining;
         bool superseding = st.agent.session > 0;
         auto rp = self->make_response_promise<agent_session_info>();
         persist(
@@ -272,19 +274,22 @@ caf::behavior agent_actor(self_ptr self, context_ptr ctx, agent_record agent,
             [=](caf::error err) mutable { rp.deliver(std::move(err)); });
         return rp;
       },
-      [=](drain_atom) -> caf::result<agent_record> {
+      [=](drain_atom, bool by_admin) -> caf::result<agent_record> {
         auto& st = self->state;
         if (st.agent.status == agent_status::deregistered)
           return make_error(errc::illegal_transition, "cannot drain a deregistered agent",
                             "status");
-        if (st.agent.status == agent_status::draining) return st.agent;
         auto next = st.agent;
         next.drained = true;
+        // An admin's drain outlasts the agent's restarts; the agent's own
+        // (it is stopping) does not, nor does it lift an admin's.
+        next.drain_kept = st.agent.drain_kept || by_admin;
         // An offline agent stays offline (it is not heard from, and runs
         // naming it are refused); it is draining when it comes back, also
         // after a restart of meshd.
         if (st.agent.status == agent_status::online) next.status = agent_status::draining;
-        if (next.drained == st.agent.drained && next.status == st.agent.status)
+        if (next.drained == st.agent.drained && next.drain_kept == st.agent.drain_kept &&
+            next.status == st.agent.status)
           return st.agent;
         auto rp = self->make_response_promise<agent_record>();
         persist(
@@ -303,6 +308,7 @@ caf::behavior agent_actor(self_ptr self, context_ptr ctx, agent_record agent,
           return st.agent;
         auto next = st.agent;
         next.drained = false;
+        next.drain_kept = false;
         if (next.status == agent_status::draining) next.status = agent_status::online;
         auto rp = self->make_response_promise<agent_record>();
         persist(

@@ -8,7 +8,7 @@
 //   (poll_atom, caller, int64 wait_ms)          -> poll_result
 //   (touch_atom)                                  any authenticated request: liveness
 //   (dereg_atom, caller)                        -> agent_record
-//   (drain_atom)                                -> agent_record
+//   (drain_atom, by_admin)                      -> agent_record
 //   (labels_atom, label_map)                    -> agent_record
 //   (get_atom)                                  -> agent_record
 //   (offer_atom, run_record, run actor)           a run was assigned here

@@ -349,8 +349,9 @@ caf::behavior agent_registry(agent_self self, context_ptr ctx) {
         if (auto actor = find_agent(self, id)) return self->delegate(actor, a);
         return no_agent(id);
       },
-      [=](drain_atom a, const std::string& id) -> caf::result<caf::message> {
-        if (auto actor = find_agent(self, id)) return self->delegate(actor, a);
+      [=](drain_atom a, const std::string& id,
+          bool by_admin) -> caf::result<caf::message> {
+        if (auto actor = find_agent(self, id)) return self->delegate(actor, a, by_admin);
         return no_agent(id);
       },
       [=](undrain_atom a, const std::string& id) -> caf::result<caf::message> {

@@ -14,7 +14,8 @@
 //     (register_atom, caller, register_request)      -> agent_session_info
 //     (refresh_atom|poll_atom|dereg_atom, caller, id, ...) -> routed
 //     (touch_atom, id), (get_atom, id-or-name), (list_atom),
-//     (drain_atom|undrain_atom, id-or-name), (labels_atom, id-or-name, labels)
+//     (drain_atom, id-or-name, by_admin), (undrain_atom, id-or-name),
+//     (labels_atom, id-or-name, labels)
 //     (update_atom, agent_record)                       mirror refresh from agent actors
 //     (admit_atom, agent_record)                     -> caf::actor (start-up restore)
 //     (forget_atom)                                  -> size_t: forgets the agents

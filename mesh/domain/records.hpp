@@ -143,10 +143,14 @@ struct agent_record {
   timestamp last_seen_at{};
   /// Incremented on every registration; a superseded session's token dies.
   int64_t session = 0;
-  /// Drained in this session: it comes back from `offline` as `draining`.
-  /// Set by a drain (also of an offline agent), cleared by an undrain and by
-  /// the next registration.
+  /// Drained: it comes back from `offline` as `draining`. Set by a drain
+  /// (also of an offline agent), cleared by an undrain, and by the next
+  /// registration unless `drain_kept`.
   bool drained = false;
+  /// An admin's drain, kept across the agent's registrations (a restart of
+  /// a host under maintenance must not put it back to work); the agent's own
+  /// drain, when it is told to stop, ends with its next registration.
+  bool drain_kept = false;
 };
 
 struct token_record {

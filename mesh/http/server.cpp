@@ -578,7 +578,8 @@ void drain_agent(request_context& rc) {
   // An agent may drain itself (it does when told to stop).
   if (auto err = check_own_agent(rc, rc.param("id"))) return rc.fail(err);
   answer(rc, 200,
-         ask<agent_record>(rc, rc.ctx()->agents, drain_atom::value, rc.param("id")));
+         ask<agent_record>(rc, rc.ctx()->agents, drain_atom::value, rc.param("id"),
+                           rc.who.kind == token_kind::admin));
 }
 
 void undrain_agent(request_context& rc) {

@@ -384,7 +384,8 @@ void bind_agent(statement& st, const agent_record& a) {
   st.bind(++i, a.registered_at);
   st.bind(++i, a.last_seen_at);
   st.bind(++i, a.session);
-  st.bind(++i, int64_t{a.drained ? 1 : 0});
+  // 1: drained; 2: drained by an admin, kept across registrations.
+  st.bind(++i, int64_t{a.drained ? (a.drain_kept ? 2 : 1) : 0});
 }
 
 caf::expected<agent_record> read_agent(const statement& st) {
@@ -415,7 +416,9 @@ caf::expected<agent_record> read_agent(const statement& st) {
   a.last_seen_at = st.time(i++);
   a.session = st.int64(i++);
   // A `draining` agent stored before version 3 has no flag of its own.
-  a.drained = st.int64(i++) != 0 || a.status == agent_status::draining;
+  auto drained = st.int64(i++);
+  a.drained = drained != 0 || a.status == agent_status::draining;
+  a.drain_kept = drained == 2;
   return a;
 }
 

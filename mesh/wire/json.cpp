@@ -190,6 +190,7 @@ json to_json(const agent_record& a) {
       {"capacity", a.capacity},
       {"status", to_string(a.status)},
       {"drained", a.drained},
+      {"drained_by", a.drained ? json(a.drain_kept ? "admin" : "agent") : json(nullptr)},
       {"version", a.version},
       {"hostname", a.hostname},
       {"scope", a.scope},

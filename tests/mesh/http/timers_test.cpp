@@ -104,7 +104,53 @@ TEST_F(timers, a_drain_survives_the_agent_going_offline) {
   }
   EXPECT_EQ(get_run(id)["status"], "created");
   (void)register_agent("drained-a", json::object());
-  EXPECT_EQ(status_of_agent("drained-a"), "online") << "a new session starts undrained";
+  EXPECT_EQ(status_of_agent("drained-a"), "draining")
+      << "an admin's drain outlasts the agent's restart";
+}
+
+// This test ensures an admin's drain is kept across the agent's
+// registrations (a host under maintenance that restarts must not go back to
+// work) and across a restart of meshd, until an undrain; the agent's own
+// drain (it is stopping) ends with its next registration; an admin draining
+// a self-drained agent makes the drain an admin's.
+TEST_F(timers, an_admins_drain_outlasts_the_agents_restart_its_own_does_not) {
+  auto a = register_agent("kept-a", json::object());
+  auto b = register_agent("self-b", json::object());
+  auto c = register_agent("upgraded-c", json::object());
+  ASSERT_EQ(call("POST", "/v1/agents/kept-a/drain", admin).body["drained_by"], "admin");
+  ASSERT_EQ(call("POST", "/v1/agents/" + b.id + "/drain", b.token).body["drained_by"],
+            "agent");
+  ASSERT_EQ(call("POST", "/v1/agents/" + c.id + "/drain", c.token).body["drained_by"],
+            "agent");
+  ASSERT_EQ(call("POST", "/v1/agents/upgraded-c/drain", admin).body["drained_by"],
+            "admin");
+  ASSERT_EQ(call("POST", "/v1/agents/" + c.id + "/drain", c.token).body["drained_by"],
+            "admin")
+      << "the agent's own drain does not lift an admin's";
+  restart_mesh();
+  auto agent = [&](const std::string& name) {
+    return call("GET", "/v1/agents/" + name, admin).body;
+  };
+  EXPECT_EQ(agent("kept-a")["drained_by"], "admin");
+  EXPECT_EQ(agent("self-b")["drained_by"], "agent");
+
+  a = register_agent("kept-a", json::object());
+  b = register_agent("self-b", json::object());
+  c = register_agent("upgraded-c", json::object());
+  for (auto name : {"kept-a", "upgraded-c"}) {
+    EXPECT_EQ(agent(name)["status"], "draining") << name;
+    EXPECT_EQ(agent(name)["drained_by"], "admin") << name;
+  }
+  EXPECT_EQ(agent("self-b")["status"], "online");
+  EXPECT_TRUE(agent("self-b")["drained_by"].is_null());
+  auto id = submit(json{{"plan", "noop"}}).body["id"].get<std::string>();
+  EXPECT_TRUE(eventually([&] { return get_run(id)["assigned_agent"] == b.id; }));
+
+  auto undrained = call("POST", "/v1/agents/kept-a/undrain", admin);
+  EXPECT_EQ(undrained.body["status"], "online") << undrained.raw;
+  EXPECT_TRUE(undrained.body["drained_by"].is_null()) << undrained.raw;
+  a = register_agent("kept-a", json::object());
+  EXPECT_EQ(agent("kept-a")["status"], "online");
 }
 
 // This test ensures a drain is durable like every other 2xx: an offline
