@@ -1,6 +1,7 @@
 // `meshctl runs ...`: submit (optionally waiting and following the log),
 // list, show, logs, cancel, explain, wait, artifacts.
 #include "cli/commands.hpp"
+#include "mesh/domain/error.hpp"
 #include "mesh/domain/ids.hpp"
 #include "mesh/wire/json.hpp"
 
@@ -439,6 +440,33 @@ struct submit_options {
   bool follow = false;
 };
 
+/// A refusal of the shared contract named by the flag that gave the value
+/// (`--timeout: must be between 0 and 2592000 seconds`), not by the API's
+/// field (`timeout_s`).
+failure usage_failure_of_flag(const caf::error& err) {
+  static const std::map<std::string, std::string> flags{
+      {"plan", "PLAN"},
+      {"selector", "-l/--selector"},
+      {"agent", "--agent"},
+      {"params", "--param"},
+      {"payload", "--payload"},
+      {"priority", "--priority"},
+      {"timeout_s", "--timeout"},
+      {"ttl_s", "--ttl"},
+      {"idempotency_key", "--idempotency-key"},
+      {"concurrency_key", "--concurrency-key"}};
+  auto field = field_of(err);
+  auto it = flags.find(field.substr(0, field.find_first_of(".[")));
+  if (it == flags.end()) return usage_failure(err);
+  auto message = message_of(err);
+  if (auto named = "field '" + field + "' "; message.rfind(named, 0) == 0)
+    message.erase(0, named.size());
+  if (field == "timeout_s" || field == "ttl_s") message += " seconds";
+  auto flag = it->second;
+  if (field != it->first) flag += " (" + field + ")";
+  return failure{exit_usage, flag + ": " + message};
+}
+
 /// Sends `req` (checked against the shared contract first) and prints the
 /// new run, or waits for it as `--wait` / `--follow` say; `origin` is
 /// appended to the "submitted" line (" as a rerun of run_…").
@@ -449,7 +477,7 @@ int send_run(const command_context& ctx, const wire::run_request& req, bool wait
   // size limits are the server's to enforce.
   wire::limits unbounded{SIZE_MAX, SIZE_MAX};
   if (auto parsed = wire::parse_run_request(body, unbounded); !parsed)
-    throw usage_failure(parsed.error());
+    throw usage_failure_of_flag(parsed.error());
   auto mesh = ctx.client();
   mesh.remember_input("selector", req.selector);
   auto run = mesh.post("/v1/runs", body);

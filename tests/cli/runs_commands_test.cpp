@@ -107,6 +107,18 @@ TEST_F(runs_cmd, submit_sends_every_field_and_prints_the_run) {
   auto bad_duration = ctl({"runs", "submit", "deploy", "--ttl", "ten minutes"});
   EXPECT_EQ(bad_duration.code, 64);
   EXPECT_NE(bad_duration.err.find("--ttl"), std::string::npos) << bad_duration.err;
+  // Bounds of the contract are named by the flag, not by the API's field.
+  for (auto [args, text] :
+       {std::pair{std::vector<std::string>{"--timeout", "31d"},
+                  "error: --timeout: must be between 0 and 2592000 seconds"},
+        std::pair{std::vector<std::string>{"--priority", "99999999999"},
+                  "error: --priority: must be between -1000000 and 1000000"}}) {
+    std::vector<std::string> cmd{"runs", "submit", "deploy"};
+    cmd.insert(cmd.end(), args.begin(), args.end());
+    auto r = ctl(cmd);
+    EXPECT_EQ(r.code, 64) << r.err;
+    EXPECT_NE(r.err.find(text), std::string::npos) << r.err;
+  }
 
   // An empty key (an unset shell variable) is not "no key"; text that is not
   // UTF-8 is refused, not sent changed; nothing reaches the mesh.
