@@ -7,6 +7,7 @@
 
 #include "mesh/domain/error.hpp"
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -643,10 +644,20 @@ caf::expected<mesh_config> load_mesh_config(const std::string& path) {
   if (in.bad()) return cannot_read(std::strerror(errno));
   auto cfg = parse_mesh_config(text.str());
   if (!cfg) {
-    // Name the file so that an operator with several configs knows which one.
+    // Name the file so that an operator with several configs knows which
+    // one, and the line (`FILE:LINE:`, as compilers do) where the key or
+    // value is; YAML's own syntax errors name line and column already.
     const auto& err = cfg.error();
-    return make_error(code_of(err), path + ": " + message_of(err), field_of(err),
-                      position_of(err));
+    auto where = path;
+    auto position = position_of(err);
+    auto message = message_of(err);
+    if (position >= 0 && message.find("line ") == std::string::npos) {
+      auto all = text.str();
+      auto upto =
+          all.substr(0, std::min<size_t>(static_cast<size_t>(position), all.size()));
+      where += ":" + std::to_string(std::count(upto.begin(), upto.end(), '\n') + 1);
+    }
+    return make_error(code_of(err), where + ": " + message, field_of(err), position);
   }
   return cfg;
 }

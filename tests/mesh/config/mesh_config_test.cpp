@@ -832,7 +832,14 @@ TEST(mesh_config, load_reads_files_and_reports_failures) {
   auto bad = load_mesh_config(path);
   ASSERT_FALSE(bad);
   EXPECT_EQ(field_of(bad.error()), "http.thread");
-  EXPECT_EQ(message_of(bad.error()), std::string{path} + ": unknown key 'http.thread'");
+  EXPECT_EQ(message_of(bad.error()), std::string{path} + ":2: unknown key 'http.thread'");
+  write_text(path, "# limits\nhttp:\n  threads: 3\n  max_body_bytes: lots\n");
+  auto value = load_mesh_config(path);
+  ASSERT_FALSE(value);
+  EXPECT_EQ(
+      message_of(value.error()).rfind(std::string{path} + ":4: http.max_body_bytes: ", 0),
+      0u)
+      << message_of(value.error());
   std::remove(path);
 }
 
