@@ -27,6 +27,13 @@ void check_selector(const std::string& text, const std::string& flag) {
     throw usage_failure(sel.error(), text);
 }
 
+void check_satisfiable(const std::string& text, const std::string& flag) {
+  auto sel = selector::parse(text, flag);
+  if (!sel) throw usage_failure(sel.error(), text);
+  if (auto why = sel->contradiction(); !why.empty())
+    throw failure{exit_usage, flag + ": the selector can never match an agent: " + why};
+}
+
 json find_agent(mesh_client& mesh, const std::string& id_or_name) {
   // An id (`agt_…`) passes as a name too; a typo fails here with exit 64,
   // not as "no such endpoint" from the mesh.

@@ -56,6 +56,9 @@ void add_completion_command(CLI::App& app, command_context& ctx);
 /// Parses a selector locally so a typo fails before anything is sent, with
 /// a caret under the offending character; returns it unchanged.
 void check_selector(const std::string& text, const std::string& flag);
+/// As `check_selector`, and refuses a selector no agent can ever meet
+/// (`env=prod,env=dev`), as the mesh would; for runs and scopes.
+void check_satisfiable(const std::string& text, const std::string& flag);
 
 /// The agent's record by id or name (the API accepts both).
 [[nodiscard]] json find_agent(mesh_client& mesh, const std::string& id_or_name);

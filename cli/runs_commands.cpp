@@ -528,7 +528,7 @@ int submit(const command_context& ctx, const submit_options& o) {
   req.ttl_s = o.ttl.empty() ? 0 : duration_seconds(o.ttl, "--ttl");
   req.idempotency_key = o.idempotency_key;
   req.concurrency_key = o.concurrency_key;
-  check_selector(o.selector, "-l/--selector");
+  check_satisfiable(o.selector, "-l/--selector");
   return send_run(ctx, req, o.wait, o.follow);
 }
 

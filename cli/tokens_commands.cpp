@@ -23,7 +23,7 @@ int create_token(const command_context& ctx, const create_options& o) {
   req.name = o.name;
   req.ttl_s = o.ttl.empty() ? 0 : duration_seconds(o.ttl, "--ttl");
   req.scope = o.scope;
-  check_selector(o.scope, "--scope");
+  check_satisfiable(o.scope, "--scope");
   json body{{"kind", o.kind}, {"name", req.name}};
   if (req.ttl_s > 0) body["ttl_s"] = req.ttl_s;
   if (!req.scope.empty()) body["scope"] = req.scope;

@@ -5,6 +5,8 @@
 
 #include <algorithm>
 #include <charconv>
+#include <limits>
+#include <map>
 #include <optional>
 #include <string_view>
 
@@ -381,6 +383,92 @@ const requirement* selector::first_unmet(const label_map& labels) const {
   for (const auto& req : reqs_)
     if (!req.matches(labels)) return &req;
   return nullptr;
+}
+
+namespace {
+
+/// Whether some value of one key (or its absence) meets every one of `reqs`.
+bool satisfiable(const std::vector<const requirement*>& reqs) {
+  using op = requirement::op;
+  bool present = false;
+  bool absent = false;
+  std::optional<std::vector<std::string>> allowed; // from `=` and `in`
+  std::vector<std::string> excluded;               // from `!=` and `notin`
+  std::optional<int64_t> above;                    // value > above
+  std::optional<int64_t> below;                    // value < below
+  for (const auto* r : reqs) {
+    switch (r->oper) {
+    case op::equals:
+    case op::in: {
+      present = true;
+      if (!allowed) {
+        allowed = r->values;
+        break;
+      }
+      std::vector<std::string> both;
+      for (const auto& v : *allowed)
+        if (contains(r->values, v)) both.push_back(v);
+      allowed = std::move(both);
+      break;
+    }
+    case op::not_equals:
+    case op::not_in:
+      excluded.insert(excluded.end(), r->values.begin(), r->values.end());
+      break;
+    case op::exists: present = true; break;
+    case op::does_not_exist: absent = true; break;
+    case op::greater_than:
+    case op::less_than: {
+      present = true;
+      auto bound = parse_int64(r->values.front());
+      if (!bound) return false; // the parser refuses this; matches nothing
+      if (r->oper == op::greater_than)
+        above = above ? std::max(*above, *bound) : *bound;
+      else
+        below = below ? std::min(*below, *bound) : *bound;
+      break;
+    }
+    }
+  }
+  if (!present) return true; // the key left out meets !=, notin and !key
+  if (absent) return false;
+  bool numeric = above || below;
+  if (allowed) {
+    for (const auto& v : *allowed) {
+      if (contains(excluded, v)) continue;
+      if (!numeric) return true;
+      auto n = parse_int64(v);
+      if (n && (!above || *n > *above) && (!below || *n < *below)) return true;
+    }
+    return false;
+  }
+  // Any integer strictly between the bounds will do: `7` and `+7` are one
+  // number, so excluded texts never exclude a number.
+  if (above && *above == std::numeric_limits<int64_t>::max()) return false;
+  if (below && *below == std::numeric_limits<int64_t>::min()) return false;
+  if (above && below) return *below - 1 > *above;
+  return true;
+}
+
+} // namespace
+
+std::string selector::contradiction(const selector& also) const {
+  std::map<std::string, std::vector<const requirement*>> by_key;
+  for (const auto* reqs : {&reqs_, &also.reqs_})
+    for (const auto& r : *reqs)
+      by_key[r.key].push_back(&r);
+  for (const auto& [key, reqs] : by_key) {
+    if (satisfiable(reqs)) continue;
+    std::vector<std::string> texts;
+    for (const auto* r : reqs)
+      texts.push_back(r->to_string());
+    std::sort(texts.begin(), texts.end());
+    std::string all;
+    for (const auto& t : texts)
+      all += (all.empty() ? "" : ", ") + t;
+    return "label '" + key + "' cannot meet all of " + all;
+  }
+  return {};
 }
 
 } // namespace polymesh

@@ -58,6 +58,10 @@ public:
   [[nodiscard]] std::string to_string() const;
   /// The first requirement `labels` fails, or nullptr when all hold.
   [[nodiscard]] const requirement* first_unmet(const label_map& labels) const;
+  /// Why no set of labels can meet this selector and `also` together (a
+  /// token's scope), e.g. `label 'env' cannot meet all of env=dev, env=prod`;
+  /// "" when some can.
+  [[nodiscard]] std::string contradiction(const selector& also = {}) const;
 
 private:
   std::vector<requirement> reqs_;

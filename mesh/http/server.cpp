@@ -314,6 +314,10 @@ void create_token(request_context& rc) {
   if (!req->scope.empty()) {
     auto sel = selector::parse(req->scope, "scope");
     if (!sel) return rc.fail(sel.error());
+    // A scope no agent can meet would confine the token to nothing.
+    if (auto why = sel->contradiction(); !why.empty())
+      return rc.fail(make_error(errc::invalid_argument,
+                                "the scope can never match an agent: " + why, "scope"));
     req->scope = sel->to_string();
   }
   auto tok = ask<issued_token>(rc, rc.ctx()->token_registry, create_atom::value, *req);
@@ -595,6 +599,20 @@ caf::error prepare_run(request_context& rc, wire::run_request& req) {
   auto sel = selector::parse(req.selector, "selector");
   if (!sel) return sel.error();
   req.selector = sel->to_string();
+  // A run no agent could ever take would wait for its TTL (or for ever):
+  // refused, naming the token's scope when the contradiction is with it.
+  if (auto why = sel->contradiction(); !why.empty())
+    return make_error(errc::invalid_argument,
+                      "the selector can never match an agent: " + why, "selector");
+  if (!rc.who.scope.empty()) {
+    if (auto scope = selector::parse(rc.who.scope, "scope"))
+      if (auto why = sel->contradiction(*scope); !why.empty())
+        return make_error(errc::invalid_argument,
+                          "the selector can never match an agent within this token's "
+                          "scope (" +
+                              rc.who.scope + "): " + why,
+                          "selector");
+  }
   if (req.agent.empty()) return {};
   // Skadi style: the named agent must exist, be reachable, and be in scope.
   auto agent = ask<agent_record>(rc, rc.ctx()->agents, get_atom::value, req.agent);

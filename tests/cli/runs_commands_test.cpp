@@ -107,6 +107,12 @@ TEST_F(runs_cmd, submit_sends_every_field_and_prints_the_run) {
   auto bad_duration = ctl({"runs", "submit", "deploy", "--ttl", "ten minutes"});
   EXPECT_EQ(bad_duration.code, 64);
   EXPECT_NE(bad_duration.err.find("--ttl"), std::string::npos) << bad_duration.err;
+  auto never = ctl({"runs", "submit", "deploy", "-l", "env=prod,env=dev"});
+  EXPECT_EQ(never.code, 64) << never.err;
+  EXPECT_NE(never.err.find("-l/--selector: the selector can never match an agent: label "
+                           "'env' cannot meet all of env=dev, env=prod"),
+            std::string::npos)
+      << never.err;
   // Bounds of the contract are named by the flag, not by the API's field.
   for (auto [args, text] :
        {std::pair{std::vector<std::string>{"--timeout", "31d"},

@@ -303,6 +303,44 @@ TEST_F(auth, scoped_submitters_runs_only_go_to_matching_agents) {
       << get_run(id).dump();
 }
 
+// This test ensures a run no agent could ever take is refused (400 on
+// field `selector`, nothing stored): a selector that contradicts itself, or
+// one that contradicts the submitting token's scope, which is named; and a
+// token whose scope no agent can meet is not made.
+TEST_F(auth, a_selector_no_agent_can_ever_meet_is_refused) {
+  auto dev_only = make_token("submitter", "env=dev");
+  auto itself = submit(json{{"plan", "noop"}, {"selector", "env=prod,env=dev"}});
+  ASSERT_EQ(itself.status, 400) << itself.raw;
+  EXPECT_EQ(itself.body["error"]["field"], "selector");
+  EXPECT_EQ(itself.body["error"]["message"],
+            "the selector can never match an agent: label 'env' cannot meet all of "
+            "env=dev, env=prod");
+  auto scoped = submit(json{{"plan", "noop"}, {"selector", "env=prod"}}, dev_only);
+  ASSERT_EQ(scoped.status, 400) << scoped.raw;
+  EXPECT_NE(scoped.body["error"]["message"].get<std::string>().find(
+                "within this token's scope (env=dev)"),
+            std::string::npos)
+      << scoped.raw;
+  auto batch =
+      call("POST", "/v1/runs/batch", dev_only,
+           json{{"runs", json::array({json{{"plan", "noop"}, {"selector", "gpu,!gpu"}},
+                                      json{{"plan", "noop"}}})}});
+  ASSERT_EQ(batch.status, 400) << batch.raw;
+  EXPECT_EQ(batch.body["error"]["field"], "runs[0].selector");
+  EXPECT_TRUE(call("GET", "/v1/runs", admin).body["runs"].empty());
+  EXPECT_EQ(
+      submit(json{{"plan", "noop"}, {"selector", "env!=prod,tier=web"}}, dev_only).status,
+      201);
+  EXPECT_EQ(call("GET", "/v1/runs", admin).body["runs"].size(), 1u);
+  auto tokens = call("GET", "/v1/tokens", admin).body["tokens"].size();
+  auto nowhere =
+      call("POST", "/v1/tokens", admin,
+           json{{"kind", "submitter"}, {"name", "n"}, {"scope", "cores>4,cores<5"}});
+  ASSERT_EQ(nowhere.status, 400) << nowhere.raw;
+  EXPECT_EQ(nowhere.body["error"]["field"], "scope");
+  EXPECT_EQ(call("GET", "/v1/tokens", admin).body["tokens"].size(), tokens);
+}
+
 // This test ensures a scoped registration token may only register agents
 // whose labels match its scope (403 on field `labels`, nothing registered),
 // and so may a scoped admin token (api.md, scoped tokens).
