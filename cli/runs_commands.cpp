@@ -273,7 +273,12 @@ finished_wait wait_for_run(const command_context& ctx, mesh_client& mesh,
   for (;;) {
     json run;
     try {
-      if (follow) after = drain_logs(mesh, out, id, after, &sp, &open_line);
+      if (follow) {
+        auto before = after;
+        after = drain_logs(mesh, out, id, after, &sp, &open_line);
+        // The log said something: the wait is not silent.
+        if (after != before) next_still = std::chrono::steady_clock::now() + still_every;
+      }
       asked = std::chrono::steady_clock::now();
       auto path = "/v1/runs/" + url_encode(id);
       if (mesh_waits && !last_status.empty())
@@ -326,10 +331,11 @@ finished_wait wait_for_run(const command_context& ctx, mesh_client& mesh,
     } else if (lines && now >= next_still) {
       next_still = now + still_every;
       auto secs = std::chrono::duration_cast<std::chrono::seconds>(now - began).count();
-      std::cerr << "meshctl: " << state << ", waited "
+      std::cerr << (open_line ? "\n" : "") << "meshctl: " << state << ", waited "
                 << (secs < 120 ? std::to_string(secs) + " s"
                                : std::to_string(secs / 60) + " min")
                 << agent_health(mesh, run) << std::endl;
+      open_line = false; // that line is ended now
     }
     if (status == "created" && now >= next_explain) {
       next_explain = now + explain_every;
@@ -749,7 +755,8 @@ int get_artifact(const command_context& ctx, const artifacts_options& o) {
   bool to_stdout = file == "-";
   std::error_code ec;
   // Into a directory, as cp does: DIR/NAME.
-  if (!to_stdout && fs::is_directory(file, ec)) file = (fs::path{file} / base).string();
+  if (!to_stdout && !o.file.empty() && fs::is_directory(file, ec))
+    file = (fs::path{file} / base).string();
   if (!to_stdout && !o.force && fs::exists(file, ec))
     throw failure{exit_usage,
                   file + " already exists",

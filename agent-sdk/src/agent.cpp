@@ -302,6 +302,12 @@ struct agent::impl {
         info("agent '" + cfg.name + "' registered as " + client.agent_id() + " with " +
              std::to_string(plans.size()) + " plans, capacity " +
              std::to_string(cfg.capacity));
+        // An admin's drain outlasts a restart: say why no run comes.
+        if (r.body.is_object() && r.body.value("drained_by", nlohmann::json{}) == "admin")
+          warn("agent '" + cfg.name +
+               "' is drained by an admin: it takes no new runs until `meshctl agents "
+               "undrain " +
+               cfg.name + "`");
         return true;
       }
       if (!r.transient()) {

@@ -299,9 +299,8 @@ caf::behavior agent_actor(self_ptr self, context_ptr ctx, agent_record agent,
       },
       [=](undrain_atom) -> caf::result<agent_record> {
         auto& st = self->state;
-        if (st.agent.status == agent_status::deregistered)
-          return make_error(errc::illegal_transition,
-                            "cannot undrain a deregistered agent", "status");
+        // A deregistered agent keeps an admin's drain for its next
+        // registration; an undrain lifts it (the agent stays deregistered).
         // Online already: nothing to do. Offline: it is online when it is
         // heard from.
         if (!st.agent.drained && st.agent.status != agent_status::draining)
@@ -310,6 +309,7 @@ caf::behavior agent_actor(self_ptr self, context_ptr ctx, agent_record agent,
         next.drained = false;
         next.drain_kept = false;
         if (next.status == agent_status::draining) next.status = agent_status::online;
+        // (A deregistered agent's flags alone change.)
         auto rp = self->make_response_promise<agent_record>();
         persist(
             self, std::move(next), [=]() mutable { rp.deliver(self->state.agent); },

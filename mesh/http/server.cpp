@@ -262,6 +262,9 @@ json agent_session_json(const agent_session_info& s, const mesh_config& cfg) {
       {"id", s.agent.id},
       {"name", s.agent.name},
       {"session", s.agent.session},
+      {"status", to_string(s.agent.status)},
+      {"drained_by",
+       s.agent.drained ? json(s.agent.drain_kept ? "admin" : "agent") : json(nullptr)},
       {"access_token", s.access_token},
       {"token_expires_at", to_rfc3339(s.token_expires_at)},
       {"poll_wait_max_s",
@@ -1576,9 +1579,11 @@ http_server::http_server(mesh_node& node)
           "Content-Length");
     // Only `chunked` is a transfer coding meshd reads; cpp-httplib would wait
     // for a close to end any other.
-    if (req.get_header_value_count("Transfer-Encoding") > 1 ||
-        (req.has_header("Transfer-Encoding") &&
-         !iequals(req.get_header_value("Transfer-Encoding"), "chunked")))
+    if (req.get_header_value_count("Transfer-Encoding") > 1)
+      return refuse_and_close("the request has more than one Transfer-Encoding header",
+                              "Transfer-Encoding");
+    if (req.has_header("Transfer-Encoding") &&
+        !iequals(req.get_header_value("Transfer-Encoding"), "chunked"))
       return refuse_and_close(
           "Transfer-Encoding '" +
               printable_prefix(req.get_header_value("Transfer-Encoding"), 64) +

@@ -160,6 +160,15 @@ DROP INDEX runs_unfinished;
 CREATE INDEX runs_unfinished ON runs(seq)
   WHERE status = 'created' OR status = 'pending' OR status = 'running';
 )sql",
+    // Version 7: `agents.drained` tells an admin's drain (2), kept across the
+    // agent's registrations, from the agent's own (1), which its next
+    // registration ends. Drains stored before could be either; an agent that
+    // drained itself deregisters at once, so one still registered was most
+    // likely drained by an admin, and keeps its drain.
+    R"sql(
+UPDATE agents SET drained = 2
+  WHERE (drained = 1 OR status = 'draining') AND status <> 'deregistered';
+)sql",
 };
 
 /// The schema version this build reads and writes.

@@ -499,27 +499,31 @@ caf::error printable(const std::string& value, const char* field) {
 namespace {
 
 /// Whether `value` (UTF-8) shows nothing: empty, or only spaces and
-/// invisible characters (U+00A0, U+1680, U+2000..U+200D, U+202F, U+205F,
-/// U+2060, U+3000, U+FEFF), which would make an empty-looking listing.
+/// invisible or blank-looking characters, which would make an empty-looking
+/// listing.
 bool blank_text(const std::string& value) {
+  // Two-byte ones (U+00A0, U+00AD, U+034F) and three-byte ones (U+115F,
+  // U+1160, U+1680, U+180E, U+2000..U+200D, U+202F, U+205F..U+2064, U+2800,
+  // U+3000, U+3164, U+FEFF, U+FFA0), as UTF-8 bytes.
+  static const std::set<std::string> blanks{
+      "\xc2\xa0",     "\xc2\xad",     "\xcd\x8f",     "\xe1\x85\x9f", "\xe1\x85\xa0",
+      "\xe1\x9a\x80", "\xe1\xa0\x8e", "\xe2\x80\xaf", "\xe2\xa0\x80", "\xe3\x80\x80",
+      "\xe3\x85\xa4", "\xef\xbb\xbf", "\xef\xbe\xa0"};
   size_t i = 0;
-  auto byte = [&](size_t k) {
-    return k < value.size() ? static_cast<unsigned char>(value[k]) : 0;
-  };
   while (i < value.size()) {
-    auto c = byte(i), n1 = byte(i + 1), n2 = byte(i + 2);
-    if (c == ' ') {
+    if (value[i] == ' ') {
       i += 1;
-    } else if (c == 0xc2 && n1 == 0xa0) {
+      continue;
+    }
+    auto two = value.substr(i, 2);
+    auto three = value.substr(i, 3);
+    auto c2 = three.size() == 3 ? static_cast<unsigned char>(three[2]) : 0;
+    if (blanks.count(two)) {
       i += 2;
-    } else if ((c == 0xe1 && n1 == 0x9a && n2 == 0x80) || // U+1680
-               (c == 0xe2 && n1 == 0x80 &&
-                (n2 <= 0x8d || n2 == 0xaf)) || // U+2000..200D, 202F
-               (c == 0xe2 && n1 == 0x81 &&
-                (n2 == 0x9f || n2 == 0xa0)) ||            // U+205F, U+2060
-               (c == 0xe3 && n1 == 0x80 && n2 == 0x80) || // U+3000
-               (c == 0xef && n1 == 0xbb && n2 == 0xbf)) { // U+FEFF
-      i += 3;
+    } else if (blanks.count(three) ||
+               (three.compare(0, 2, "\xe2\x80") == 0 && c2 >= 0x80 && c2 <= 0x8d) ||
+               (three.compare(0, 2, "\xe2\x81") == 0 && c2 >= 0x9f && c2 <= 0xa4)) {
+      i += 3; // and U+2000..U+200D, U+205F..U+2064
     } else {
       return false;
     }

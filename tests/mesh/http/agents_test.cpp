@@ -169,7 +169,8 @@ TEST_F(agents, draining_agent_gets_no_new_runs) {
 
 // This test ensures undrain gives a drained agent runs again (the run that
 // waited for it meanwhile included), is a no-op for an online agent, is for
-// admins only, is 409 for a deregistered agent, and that an offline agent
+// admins only, leaves a deregistered agent deregistered (it only lifts a
+// drain kept for its next registration), and that an offline agent
 // undrained comes back online instead of draining.
 TEST_F(agents, undrain_gives_a_drained_agent_runs_again) {
   auto agent = register_agent("resting", json::object());
@@ -205,8 +206,8 @@ TEST_F(agents, undrain_gives_a_drained_agent_runs_again) {
 
   ASSERT_EQ(agent.deregister().status, 200);
   auto gone = call("POST", "/v1/agents/resting/undrain", admin);
-  EXPECT_EQ(gone.status, 409) << gone.raw;
-  EXPECT_EQ(gone.body["error"]["code"], "illegal_transition");
+  EXPECT_EQ(gone.status, 200) << gone.raw;
+  EXPECT_EQ(gone.body["status"], "deregistered");
   EXPECT_EQ(call("POST", "/v1/agents/nobody/undrain", admin).status, 404);
 }
 

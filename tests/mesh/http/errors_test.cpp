@@ -732,6 +732,7 @@ TEST_F(http_framing, bad_lengths_and_codings_are_refused_and_change_nothing) {
     EXPECT_NE(r.find("Content-Encoding '" + coding + "' is not accepted"),
               std::string::npos)
         << r;
+    EXPECT_NE(r.find("Connection: close"), std::string::npos) << r;
   }
   auto br = post("/v1/runs/" + victim + "/cancel",
                  "Content-Encoding: br\r\nContent-Length: 3\r\n", "xyz");
@@ -740,6 +741,12 @@ TEST_F(http_framing, bad_lengths_and_codings_are_refused_and_change_nothing) {
   auto coding = post("/v1/runs", "Transfer-Encoding: gzip\r\n", body);
   EXPECT_EQ(coding.rfind("HTTP/1.1 400", 0), 0u) << coding.substr(0, 300);
   EXPECT_NE(coding.find("\"field\":\"Transfer-Encoding\""), std::string::npos) << coding;
+  EXPECT_NE(coding.find("Connection: close"), std::string::npos) << coding;
+  auto twice =
+      post("/v1/runs", "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n",
+           "0\r\n\r\n");
+  EXPECT_NE(twice.find("more than one Transfer-Encoding header"), std::string::npos)
+      << twice;
 
   EXPECT_EQ(get_run(victim)["status"], "created");
   EXPECT_EQ(call("GET", "/v1/runs", admin).body["runs"].size(), 1u);
@@ -869,7 +876,9 @@ TEST_F(http_framing, values_that_would_mislead_are_400) {
                     // and U+FEFF alone show nothing.
                     std::string{"\xe2\x80\xa8"}, std::string{"a\xe2\x80\xa9z"},
                     std::string{"\xc2\xa0"}, std::string{"\xe2\x80\x8b\xe3\x80\x80"},
-                    std::string{"\xef\xbb\xbf "}}) {
+                    std::string{"\xef\xbb\xbf "},
+                    // Hangul filler, Braille blank, soft hyphen.
+                    std::string{"\xe3\x85\xa4"}, std::string{"\xe2\xa0\x80 \xc2\xad"}}) {
     SCOPED_TRACE(name);
     auto r = call("POST", "/v1/tokens", admin, json{{"kind", "reader"}, {"name", name}});
     expect_error(r, 400, "invalid_argument", "name");

@@ -134,7 +134,12 @@ TEST_F(timers, an_admins_drain_outlasts_the_agents_restart_its_own_does_not) {
   EXPECT_EQ(agent("kept-a")["drained_by"], "admin");
   EXPECT_EQ(agent("self-b")["drained_by"], "agent");
 
-  a = register_agent("kept-a", json::object());
+  auto registration = make_token("registration");
+  auto again = call("POST", "/v1/agents/register", registration,
+                    json{{"name", "kept-a"}, {"plans", {"noop"}}});
+  ASSERT_EQ(again.status, 201) << again.raw;
+  EXPECT_EQ(again.body["status"], "draining") << "the answer says why no run comes";
+  EXPECT_EQ(again.body["drained_by"], "admin");
   b = register_agent("self-b", json::object());
   c = register_agent("upgraded-c", json::object());
   for (auto name : {"kept-a", "upgraded-c"}) {
@@ -151,6 +156,17 @@ TEST_F(timers, an_admins_drain_outlasts_the_agents_restart_its_own_does_not) {
   EXPECT_TRUE(undrained.body["drained_by"].is_null()) << undrained.raw;
   a = register_agent("kept-a", json::object());
   EXPECT_EQ(agent("kept-a")["status"], "online");
+
+  // Removed while drained, it keeps the drain for its next registration; an
+  // undrain of the deregistered agent lifts it.
+  ASSERT_EQ(call("POST", "/v1/agents/upgraded-c/drain", admin).status, 200);
+  ASSERT_EQ(call("DELETE", "/v1/agents/upgraded-c", admin).status, 200);
+  auto lifted = call("POST", "/v1/agents/upgraded-c/undrain", admin);
+  ASSERT_EQ(lifted.status, 200) << lifted.raw;
+  EXPECT_EQ(lifted.body["status"], "deregistered");
+  EXPECT_FALSE(lifted.body["drained"].get<bool>());
+  c = register_agent("upgraded-c", json::object());
+  EXPECT_EQ(agent("upgraded-c")["status"], "online");
 }
 
 // This test ensures a drain is durable like every other 2xx: an offline

@@ -11,6 +11,7 @@
 #include <set>
 #include <sqlite3.h>
 #include <sys/wait.h>
+#include <tuple>
 #include <unistd.h>
 
 namespace polymesh {
@@ -1341,6 +1342,33 @@ TEST_F(sqlite_store_test, version_5_database_migrates_to_an_unfinished_index_wit
   ASSERT_TRUE(snap) << message_of(snap.error());
   ASSERT_EQ(snap->runs.size(), 1u);
   EXPECT_EQ(snap->runs[0].id, "run_old");
+}
+
+// This test ensures a database of schema version 6 migrates to telling an
+// admin's drain from the agent's own: a drained agent still registered (or
+// one stored `draining` with no flag) keeps its drain across registrations,
+// a deregistered one (which drained itself as it stopped) does not, and an
+// agent that was not drained stays so.
+TEST_F(sqlite_store_test, version_6_database_keeps_drains_of_registered_agents) {
+  old_database(6);
+  raw_query("INSERT INTO agents (id, name, labels, plans, capacity, status, version, "
+            "hostname, scope, registered_at, last_seen_at, session, drained) VALUES "
+            "('agt_1', 'a-1', '{}', '[]', 1, 'offline', '', '', '', 0, 0, 1, 1), "
+            "('agt_2', 'a-2', '{}', '[]', 1, 'draining', '', '', '', 0, 0, 1, 0), "
+            "('agt_3', 'a-3', '{}', '[]', 1, 'deregistered', '', '', '', 0, 0, 1, 1), "
+            "('agt_4', 'a-4', '{}', '[]', 1, 'online', '', '', '', 0, 0, 1, 0)");
+  db_ = open();
+  ASSERT_TRUE(db_);
+  EXPECT_EQ(raw_query("PRAGMA user_version"), std::to_string(sqlite_schema_version));
+  for (auto [id, drained, kept] :
+       {std::tuple{"agt_1", true, true}, std::tuple{"agt_2", true, true},
+        std::tuple{"agt_3", true, false}, std::tuple{"agt_4", false, false}}) {
+    SCOPED_TRACE(id);
+    auto agent = *db_->get_agent(id);
+    ASSERT_TRUE(agent);
+    EXPECT_EQ(agent->drained, drained);
+    EXPECT_EQ(agent->drain_kept, kept);
+  }
 }
 
 // This test ensures that inserting or updating a run builds no temporary

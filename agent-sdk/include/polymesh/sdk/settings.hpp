@@ -29,7 +29,10 @@ private:
   std::string key_;
 };
 
-/// Parses `250ms`, `90s`, `10m`, `2h`, `7d` or `0`; nullopt otherwise.
+/// Parses `250ms`, `90s`, `10m`, `2h`, `7d` or `0` (no leading zero);
+/// nullopt otherwise. A number too large for milliseconds in 64 bits gives
+/// `milliseconds::max()`, past any bound a caller checks, never a wrapped
+/// small value.
 [[nodiscard]] std::optional<std::chrono::milliseconds>
 parse_duration_text(const std::string& text);
 /// `d` as `parse_duration_text` reads it, in the largest unit that divides
