@@ -48,26 +48,41 @@ int create_token(const command_context& ctx, const create_options& o) {
   return exit_ok;
 }
 
-int list_tokens(const command_context& ctx) {
+/// `active`, `revoked` or `expired`.
+std::string token_state(const json& t) {
+  if (t["revoked_at"].is_string()) return "revoked";
+  if (t["expires_at"].is_string()) {
+    auto at = parse_rfc3339(t["expires_at"].get<std::string>());
+    if (at && *at <= std::chrono::system_clock::now()) return "expired";
+  }
+  return "active";
+}
+
+struct list_options {
+  std::string kind;
+  bool active = false;
+};
+
+int list_tokens(const command_context& ctx, const list_options& o) {
   auto mesh = ctx.client();
   auto body = mesh.get("/v1/tokens");
+  // Filtered here: agents' access tokens (one per registration and renewal)
+  // outnumber the rest.
+  auto kept = json::array();
+  for (auto& t : body["tokens"])
+    if ((o.kind.empty() || t.value("kind", "") == o.kind) &&
+        (!o.active || token_state(t) == "active"))
+      kept.push_back(t);
+  body["tokens"] = kept;
   auto out = ctx.out();
   if (out.structured()) {
     out.emit(body);
     return exit_ok;
   }
   std::vector<std::vector<std::string>> rows;
-  for (auto& t : body["tokens"]) {
-    std::string state = "active";
-    if (t["revoked_at"].is_string())
-      state = "revoked";
-    else if (t["expires_at"].is_string()) {
-      auto at = parse_rfc3339(t["expires_at"].get<std::string>());
-      if (at && *at <= std::chrono::system_clock::now()) state = "expired";
-    }
+  for (auto& t : body["tokens"])
     rows.push_back({cell(t["id"]), cell(t["kind"]), cell(t["name"]), cell(t["scope"]),
-                    state, age(t["created_at"]), cell(t["expires_at"])});
-  }
+                    token_state(t), age(t["created_at"]), cell(t["expires_at"])});
   out.table({"ID", "KIND", "NAME", "SCOPE", "STATE", "CREATED", "EXPIRES"}, rows, 4);
   return exit_ok;
 }
@@ -94,9 +109,14 @@ void add_tokens_commands(CLI::App& app, command_context& ctx) {
   create->callback(
       [&ctx, co] { ctx.action = [&ctx, co] { return create_token(ctx, *co); }; });
 
+  auto lo = std::make_shared<list_options>();
   auto* list = tokens->add_subcommand("list", "List tokens (never their secrets)");
   list->alias("ls");
-  list->callback([&ctx] { ctx.action = [&ctx] { return list_tokens(ctx); }; });
+  list->add_option("--kind", lo->kind, "Only tokens of this kind")
+      ->check(CLI::IsMember({"admin", "submitter", "reader", "registration", "agent"}));
+  list->add_flag("--active", lo->active, "Only tokens neither revoked nor expired");
+  list->callback(
+      [&ctx, lo] { ctx.action = [&ctx, lo] { return list_tokens(ctx, *lo); }; });
 
   auto id = std::make_shared<std::string>();
   auto* revoke =

@@ -1,6 +1,8 @@
 // meshctl tokens create / list / revoke against a real meshd.
 #include "tests/cli/meshctl_harness.hpp"
 
+#include <set>
+
 namespace polymesh::cli_test {
 namespace {
 
@@ -50,6 +52,30 @@ TEST_F(tokens_cmd, create_list_revoke) {
   ASSERT_EQ(table.code, 0) << table.err;
   EXPECT_NE(table.out.find("token:"), std::string::npos);
   EXPECT_NE(table.err.find("shown only once"), std::string::npos);
+
+  // Filters: by kind (agents' tokens outnumber the rest), and active only.
+  auto agent = register_agent("lister", json::object());
+  auto kinds = [&](const std::vector<std::string>& extra) {
+    std::vector<std::string> args{"tokens", "list", "-o", "json"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    auto r = ctl(args);
+    EXPECT_EQ(r.code, 0) << r.err;
+    auto body = r.json_out();
+    EXPECT_TRUE(body.is_object()) << r.out;
+    std::multiset<std::string> out;
+    for (auto& t : body["tokens"])
+      out.insert(t["kind"].get<std::string>() +
+                 (t["revoked_at"].is_null() ? "" : "-revoked"));
+    return out;
+  };
+  EXPECT_EQ(kinds({"--kind", "agent"}), std::multiset<std::string>{"agent"});
+  EXPECT_EQ(kinds({"--kind", "submitter"}),
+            std::multiset<std::string>{"submitter-revoked"});
+  EXPECT_EQ(kinds({"--kind", "submitter", "--active"}).size(), 0u);
+  EXPECT_EQ(kinds({"--active"}).count("submitter-revoked"), 0u);
+  EXPECT_EQ(kinds({}).count("submitter-revoked"), 1u);
+  EXPECT_EQ(ctl({"tokens", "list", "--kind", "robot"}).code, 64);
+  (void)agent;
 }
 
 // This test ensures `tokens create` rejects a bad kind and a bad scope
