@@ -17,7 +17,6 @@
 #include "backoff.hpp"
 #include "log_buffer.hpp"
 #include "mesh/domain/error.hpp"
-#include "mesh/domain/ids.hpp"
 #include "mesh/domain/labels.hpp"
 #include "mesh/domain/log.hpp"
 #include "mesh_client.hpp"
@@ -119,13 +118,9 @@ std::string agent_config::validate() const {
   if (!mesh_ca_file.empty() && ::access(mesh_ca_file.c_str(), R_OK) != 0)
     return "mesh_ca_file: cannot read '" + mesh_ca_file + "'";
   if (registration_token.empty()) return "registration_token: is required";
-  if (auto e = wire::validate_agent_name(name, "name")) return "name: " + message_of(e);
   // What the mesh's registration refuses, found before the agent registers.
-  if (name.rfind(agent_id_prefix, 0) == 0)
-    return std::string{"name: agent names starting with '"} + agent_id_prefix +
-           "' are reserved for agent ids";
-  if (hostname.size() > 255) return "hostname: must be at most 255 bytes";
-  if (auto e = wire::printable(hostname, "hostname")) return "hostname: " + message_of(e);
+  if (auto e = wire::validate_agent_identity(name, version, hostname))
+    return field_of(e) + ": " + message_of(e);
   if (auto e = validate_labels(label_map{labels.begin(), labels.end()}))
     return field_of(e) + ": " + message_of(e);
   if (capacity < 1 || capacity > 4096) return "capacity: must be between 1 and 4096";

@@ -301,13 +301,14 @@ private:
   std::string field_;
 };
 
-std::string join_sorted(std::vector<std::string> values) {
+std::string join_sorted(std::vector<std::string> values,
+                        std::string_view separator = ",") {
   // Hand-built requirements may hold unsorted values; the text is canonical
   // anyway (Kubernetes' `safeSort`).
   std::sort(values.begin(), values.end());
   std::string result;
   for (size_t i = 0; i < values.size(); ++i) {
-    if (i > 0) result += ',';
+    if (i > 0) result += separator;
     result += values[i];
   }
   return result;
@@ -462,11 +463,7 @@ std::string selector::contradiction(const selector& also) const {
     std::vector<std::string> texts;
     for (const auto* r : reqs)
       texts.push_back(r->to_string());
-    std::sort(texts.begin(), texts.end());
-    std::string all;
-    for (const auto& t : texts)
-      all += (all.empty() ? "" : ", ") + t;
-    return "label '" + key + "' cannot meet all of " + all;
+    return "label '" + key + "' cannot meet all of " + join_sorted(texts, ", ");
   }
   return {};
 }

@@ -607,15 +607,17 @@ caf::error prepare_run(request_context& rc, wire::run_request& req) {
   if (auto why = sel->contradiction(); !why.empty())
     return make_error(errc::invalid_argument,
                       "the selector can never match an agent: " + why, "selector");
-  if (!rc.who.scope.empty()) {
-    if (auto scope = selector::parse(rc.who.scope, "scope"))
-      if (auto why = sel->contradiction(*scope); !why.empty())
-        return make_error(errc::invalid_argument,
-                          "the selector can never match an agent within this token's "
-                          "scope (" +
-                              rc.who.scope + "): " + why,
-                          "selector");
-  }
+  // A scope that does not parse (it did when the token was made) matches
+  // nothing: fail closed where it is used below.
+  caf::expected<selector> scope = selector{};
+  if (!rc.who.scope.empty()) scope = selector::parse(rc.who.scope, "scope");
+  if (!rc.who.scope.empty() && scope)
+    if (auto why = sel->contradiction(*scope); !why.empty())
+      return make_error(errc::invalid_argument,
+                        "the selector can never match an agent within this token's "
+                        "scope (" +
+                            rc.who.scope + "): " + why,
+                        "selector");
   if (req.agent.empty()) return {};
   // Skadi style: the named agent must exist, be reachable, and be in scope.
   auto agent = ask<agent_record>(rc, rc.ctx()->agents, get_atom::value, req.agent);
@@ -624,9 +626,6 @@ caf::error prepare_run(request_context& rc, wire::run_request& req) {
   // Scope first: an agent the caller may not use is a 403 whatever its
   // state, so that the answer does not depend on something it cannot change.
   if (!rc.who.scope.empty()) {
-    // A scope that does not parse (it did when the token was made) matches
-    // nothing: fail closed.
-    auto scope = selector::parse(rc.who.scope, "scope");
     if (!scope || !scope->matches(agent->labels))
       return make_error(errc::forbidden,
                         "agent '" + req.agent + "' is outside this token's scope (" +

@@ -562,6 +562,20 @@ caf::expected<token_request> parse_token_request(const json& j) {
   return r;
 }
 
+caf::error validate_agent_identity(const std::string& name, const std::string& version,
+                                   const std::string& hostname) {
+  if (auto e = validate_agent_name(name, "name")) return e;
+  if (name.rfind(agent_id_prefix, 0) == 0)
+    return make_error(errc::invalid_argument,
+                      std::string{"agent names starting with '"} + agent_id_prefix +
+                          "' are reserved for agent ids",
+                      "name");
+  if (auto e = printable(version, "version")) return e;
+  if (hostname.size() > 255)
+    return make_error(errc::invalid_argument, "must be at most 255 bytes", "hostname");
+  return printable(hostname, "hostname");
+}
+
 caf::expected<register_request> parse_register_request(const json& j) {
   register_request r;
   object_reader in{j};
@@ -572,14 +586,7 @@ caf::expected<register_request> parse_register_request(const json& j) {
   in.string("version", r.version, false, 128);
   in.string("hostname", r.hostname, false, 255);
   if (auto e = in.finish()) return e;
-  if (auto e = validate_agent_name(r.name, "name")) return e;
-  if (r.name.rfind(agent_id_prefix, 0) == 0)
-    return make_error(errc::invalid_argument,
-                      std::string{"agent names starting with '"} + agent_id_prefix +
-                          "' are reserved for agent ids",
-                      "name");
-  if (auto e = printable(r.version, "version")) return e;
-  if (auto e = printable(r.hostname, "hostname")) return e;
+  if (auto e = validate_agent_identity(r.name, r.version, r.hostname)) return e;
   if (r.plans.empty())
     return make_error(errc::invalid_argument, "field 'plans' must list at least one plan",
                       "plans");

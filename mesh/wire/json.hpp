@@ -168,6 +168,13 @@ inline constexpr size_t max_report_items = 1000;
 /// The agent name rule: like a label value, 1..63 chars.
 [[nodiscard]] caf::error validate_agent_name(const std::string& name,
                                              const std::string& field);
+/// What a registration's name, version and hostname must be, beyond their
+/// JSON types: the name rule, no agent-id prefix, a printable version, a
+/// printable hostname of at most 255 bytes. The mesh checks it on
+/// registration, and an agent before it registers.
+[[nodiscard]] caf::error validate_agent_identity(const std::string& name,
+                                                 const std::string& version,
+                                                 const std::string& hostname);
 /// An error when `value` holds a control character (C0, DEL or C1: a NUL, a
 /// newline, an escape sequence): names and keys are shown in listings and
 /// terminals.
