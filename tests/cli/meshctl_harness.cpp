@@ -62,7 +62,9 @@ bool eventually(const std::function<bool()>& cond, std::chrono::milliseconds lim
 namespace {
 
 [[noreturn]] void exec_meshctl(const std::vector<std::string>& args,
-                               const std::vector<std::string>& env) {
+                               const std::vector<std::string>& env,
+                               const std::string& cwd) {
+  if (!cwd.empty() && ::chdir(cwd.c_str()) != 0) ::_exit(126);
   std::vector<std::string> argv_s{MESHCTL_PATH};
   argv_s.insert(argv_s.end(), args.begin(), args.end());
   std::vector<char*> argv;
@@ -80,11 +82,12 @@ namespace {
 } // namespace
 
 meshctl_process::meshctl_process(const std::vector<std::string>& args,
-                                 const std::vector<std::string>& env, bool tty) {
+                                 const std::vector<std::string>& env, bool tty,
+                                 const std::string& cwd) {
   if (tty) {
     pid_ = ::forkpty(&out_fd_, nullptr, nullptr, nullptr);
     if (pid_ < 0) throw std::runtime_error("forkpty failed");
-    if (pid_ == 0) exec_meshctl(args, env);
+    if (pid_ == 0) exec_meshctl(args, env, cwd);
   } else {
     int out[2];
     int err[2];
@@ -96,7 +99,7 @@ meshctl_process::meshctl_process(const std::vector<std::string>& args,
       ::dup2(err[1], STDERR_FILENO);
       for (int fd : {out[0], out[1], err[0], err[1]})
         ::close(fd);
-      exec_meshctl(args, env);
+      exec_meshctl(args, env, cwd);
     }
     ::close(out[1]);
     ::close(err[1]);
@@ -259,7 +262,7 @@ outcome meshctl_test::ctl_raw(const std::vector<std::string>& args,
                               const std::vector<std::string>& env) {
   auto e = base_env();
   e.insert(e.end(), env.begin(), env.end());
-  return meshctl_process{args, e}.wait();
+  return meshctl_process{args, e, false, dir}.wait();
 }
 
 std::unique_ptr<meshctl_process>
@@ -269,7 +272,7 @@ meshctl_test::ctl_async(const std::vector<std::string>& args, bool tty,
   all.insert(all.end(), args.begin(), args.end());
   auto e = base_env();
   e.insert(e.end(), env.begin(), env.end());
-  return std::make_unique<meshctl_process>(all, e, tty);
+  return std::make_unique<meshctl_process>(all, e, tty, dir);
 }
 
 std::string meshctl_test::make_token(const std::string& kind, const std::string& scope) {

@@ -52,8 +52,10 @@ struct outcome {
 class meshctl_process {
 public:
   /// With `tty`, stdout and stderr are one pseudo-terminal, collected as `out`.
+  /// It runs in `cwd` ("": the test's own working directory).
   meshctl_process(const std::vector<std::string>& args,
-                  const std::vector<std::string>& env, bool tty = false);
+                  const std::vector<std::string>& env, bool tty = false,
+                  const std::string& cwd = {});
   ~meshctl_process();
 
   /// A snapshot of what it printed so far.

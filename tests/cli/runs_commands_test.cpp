@@ -627,6 +627,23 @@ TEST_F(runs_cmd, artifacts_list_and_download_byte_identical) {
   EXPECT_EQ(onto_dir.code, 3);
   EXPECT_EQ(onto_dir.err.find("Success"), std::string::npos) << onto_dir.err;
   EXPECT_NE(onto_dir.err.find("cannot write"), std::string::npos) << onto_dir.err;
+
+  // Without -O the file is the artifact's base name in the working
+  // directory (the test's own); a directory of that name is not written
+  // into, as it would be when -O names it.
+  std::filesystem::create_directory(dir + "/plan.txt");
+  auto by_name = ctl({"runs", "artifacts", id, "--get", "plan.txt"});
+  EXPECT_EQ(by_name.code, 64) << by_name.err;
+  EXPECT_NE(by_name.err.find("plan.txt already exists"), std::string::npos)
+      << by_name.err;
+  auto forced_onto_dir = ctl({"runs", "artifacts", id, "--get", "plan.txt", "--force"});
+  EXPECT_EQ(forced_onto_dir.code, 3) << forced_onto_dir.err;
+  EXPECT_NE(forced_onto_dir.err.find("cannot write plan.txt"), std::string::npos)
+      << forced_onto_dir.err;
+  EXPECT_FALSE(std::filesystem::exists(dir + "/plan.txt/plan.txt"));
+  auto here = ctl({"runs", "artifacts", id, "--get", "out/app.bin", "--force"});
+  ASSERT_EQ(here.code, 0) << here.err;
+  EXPECT_EQ(std::filesystem::file_size(dir + "/app.bin"), bin.size());
 }
 
 // This test ensures `--follow` on a terminal never draws its spinner over a
@@ -662,6 +679,31 @@ TEST_F(runs_cmd, follow_keeps_an_unended_line_and_ends_with_the_error) {
       std::string::npos)
       << o.out;
   EXPECT_EQ(o.out.find("second line"), std::string::npos) << o.out;
+}
+
+// This test ensures that without a terminal, a heartbeat line during
+// `--follow` first ends the line the log left open (on stderr, which is
+// usually the same file in a CI log), and the log goes on where it was.
+TEST_F(runs_cmd, a_heartbeat_while_following_ends_the_open_log_line_first) {
+  auto agent = register_agent("worker", json::object(), json::array({"fetch"}));
+  auto follower = ctl_async({"runs", "submit", "fetch", "--follow"}, false,
+                            {"MESH_WAIT_HEARTBEAT=1"});
+  auto run = agent.take();
+  ASSERT_TRUE(run.is_object());
+  auto id = run["id"].get<std::string>();
+  ASSERT_EQ(agent.start(id).status, 200);
+  ASSERT_EQ(agent.log(id, 0, "downloading... ").status, 200);
+  ASSERT_TRUE(follower->wait_for_out("downloading... ")) << follower->out();
+  auto state = "meshctl: run " + id + " running on worker";
+  EXPECT_TRUE(eventually([&] {
+    return follower->err().find(state + "\n\n" + state + ", waited ") !=
+           std::string::npos;
+  })) << json(follower->err()).dump();
+  ASSERT_EQ(agent.log(id, 1, "done\n").status, 200);
+  ASSERT_EQ(agent.finish(id, "success").status, 200);
+  auto o = follower->wait();
+  EXPECT_EQ(o.code, 0) << o.err;
+  EXPECT_NE(o.out.find("downloading... done\n"), std::string::npos) << o.out;
 }
 
 // This test ensures a wait without a terminal that has nothing new to say
