@@ -15,6 +15,7 @@
 #include "polymesh/sdk/agent.hpp"
 
 #include "backoff.hpp"
+#include "installation.hpp"
 #include "log_buffer.hpp"
 #include "mesh/domain/error.hpp"
 #include "mesh/domain/labels.hpp"
@@ -58,6 +59,9 @@ constexpr milliseconds progress_min_interval{1000};
 constexpr milliseconds idle_thread_linger{10000};
 /// Shippers due within this of each other are started together.
 constexpr milliseconds shipper_start_slack{250};
+/// While another installation holds the agent's name, how often the wait
+/// says so at `warn` (each try is logged at `debug`).
+constexpr std::chrono::minutes name_in_use_warn_every{5};
 
 void info(const std::string& text) {
   polymesh::log(log_level::info, text);
@@ -191,6 +195,11 @@ struct agent::impl {
   std::string fatal;
   /// Another agent registered under our name: stop without deregistering.
   bool name_taken = false;
+  /// This agent's installation in the work root, locked while it runs.
+  installation inst;
+  /// Whether registrations carry the installation (a meshd before it
+  /// refuses the field).
+  bool send_instance = true;
   std::map<std::string, std::shared_ptr<run_slot>> active;
   std::set<std::string> recent_set;
   std::deque<std::string> recent;
@@ -237,6 +246,7 @@ struct agent::impl {
     req.capacity = cfg.capacity;
     req.version = cfg.version;
     req.hostname = cfg.hostname;
+    if (send_instance) req.instance = inst.id();
     return req;
   }
 
@@ -253,11 +263,7 @@ struct agent::impl {
   /// `session_changed` under the lock; true when the agent must stop.
   bool note_session_change(const mesh_client::session_change& c) {
     std::lock_guard<std::mutex> guard{mtx};
-    size_t ended = 0;
-    for (auto& [id, slot] : active) {
-      slot->ended_by_mesh = true;
-      if (slot->cancel.cancel(cancel_reason::canceled_by_user)) ++ended;
-    }
+    auto ended = end_runs_with_session_locked();
     auto runs_text = ended == 0 ? std::string{}
                                 : "; stopping its " + std::to_string(ended) +
                                       " runs here, which the mesh ended with it";
@@ -287,10 +293,42 @@ struct agent::impl {
     return false;
   }
 
+  /// Stops the active runs, which the mesh ended with the agent's session
+  /// (they are not reported); returns how many were still running.
+  size_t end_runs_with_session_locked() {
+    size_t ended = 0;
+    for (auto& [id, slot] : active) {
+      slot->ended_by_mesh = true;
+      if (slot->cancel.cancel(cancel_reason::canceled_by_user)) ++ended;
+    }
+    return ended;
+  }
+
+  /// The name is another installation's for now: whatever session we held
+  /// is over. Its runs stop, nothing more is sent on it (no drain, no
+  /// deregistration), and the registration that ends the wait is a fresh
+  /// start, not a sign that someone took over our session.
+  void lose_session() {
+    {
+      std::lock_guard<std::mutex> guard{mtx};
+      end_runs_with_session_locked();
+      registered = false;
+    }
+    client.forget_session();
+  }
+
   bool register_until_ok() {
     auto b = make_backoff();
+    std::optional<steady::time_point> warned_at;
     while (!is_draining()) {
       auto r = client.register_agent(cfg.registration_token, registration());
+      if (r.status == 400 && send_instance && error_code_of(r, "field") == "instance") {
+        warn("the mesh does not know agents' installations (a meshd older than this "
+             "agent): registering without one, so a second agent under this name "
+             "would take it over");
+        send_instance = false;
+        continue;
+      }
       if (r.ok()) {
         std::lock_guard<std::mutex> guard{mtx};
         registered = true;
@@ -304,6 +342,21 @@ struct agent::impl {
                "undrain " +
                cfg.name + "`");
         return true;
+      }
+      if (name_in_use(r)) {
+        // The other agent keeps the name while it runs; this one takes it
+        // once that one leaves or goes offline (which may take hours when
+        // it was started by mistake: warn now and then, not every try).
+        if (!warned_at) lose_session();
+        auto d = b.next();
+        auto now = steady::now();
+        bool say = !warned_at || now - *warned_at >= name_in_use_warn_every;
+        if (say) warned_at = now;
+        polymesh::log(say ? log_level::warn : log_level::debug,
+                      "cannot register yet: " + r.error + "; trying again in " +
+                          std::to_string(d.count()) + " ms");
+        nap(d);
+        continue;
       }
       if (!r.transient()) {
         std::lock_guard<std::mutex> guard{mtx};
@@ -321,6 +374,15 @@ struct agent::impl {
 
   void loop() {
     if (auto err = cfg.prepare_work_root(); !err.empty()) {
+      {
+        std::lock_guard<std::mutex> guard{mtx};
+        fatal = err;
+      }
+      polymesh::log(log_level::error, err);
+      drain_phase();
+      return;
+    }
+    if (auto err = inst.claim(cfg.work_root, cfg.name); !err.empty()) {
       {
         std::lock_guard<std::mutex> guard{mtx};
         fatal = err;
@@ -355,14 +417,20 @@ struct agent::impl {
           polls_failing = false;
         }
         if (!r.ok()) {
-          if (auto refused = client.registration_refused()) {
+          auto refused = client.registration_refused();
+          if (refused && name_in_use(*refused)) {
+            // Our session ended (we went offline) and another installation
+            // took the name meanwhile: wait for it, as at start.
+            warn("the mesh ended this agent's session and its name is in use: " +
+                 refused->error);
+            if (!register_until_ok()) break;
+            continue;
+          }
+          if (refused) {
             // Our session ended and the mesh will not take us back (a
             // revoked registration token): nothing here can go on.
             std::lock_guard<std::mutex> guard{mtx};
-            for (auto& [id, slot] : active) {
-              slot->ended_by_mesh = true;
-              slot->cancel.cancel(cancel_reason::canceled_by_user);
-            }
+            end_runs_with_session_locked();
             fatal = "the mesh ended this agent's session and refused to register it "
                     "again: " +
                     refused->describe();
@@ -906,6 +974,9 @@ struct agent::impl {
       was_registered = registered && !name_taken;
     }
     if (was_registered) deregister();
+    // Another process may be this agent now (an embedding program starting
+    // it again, say).
+    inst.release();
     std::lock_guard<std::mutex> guard{mtx};
     registered = false;
     stopped = true;

@@ -144,6 +144,18 @@ std::string http_reply::describe() const {
   return "HTTP " + std::to_string(status) + (error.empty() ? "" : ": " + error);
 }
 
+std::string error_code_of(const http_reply& r, const char* key) {
+  if (!r.body.is_object()) return {};
+  auto e = r.body.find("error");
+  if (e == r.body.end() || !e->is_object()) return {};
+  auto v = e->find(key);
+  return v != e->end() && v->is_string() ? v->get<std::string>() : std::string{};
+}
+
+bool name_in_use(const http_reply& r) {
+  return r.status == 409 && error_code_of(r, "code") == "name_in_use";
+}
+
 bool run_held_by_another_session(const http_reply& r) {
   if (r.status != 403 || !r.body.is_object()) return false;
   auto e = r.body.find("error");
@@ -396,6 +408,15 @@ void mesh_client::renew(uint64_t seen_generation) {
     std::lock_guard<std::mutex> guard{mtx_};
     registration_refused_ = std::move(registered);
   }
+}
+
+void mesh_client::forget_session() {
+  std::lock_guard<std::mutex> guard{mtx_};
+  agent_id_.clear();
+  access_token_.clear();
+  session_ = 0;
+  unanswered_registrations_ = 0;
+  changed_.reset();
 }
 
 std::optional<http_reply> mesh_client::registration_refused() const {

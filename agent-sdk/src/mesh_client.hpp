@@ -65,6 +65,14 @@ struct http_reply {
 /// that run can succeed. Other refusals, `403`s among them, are not.
 [[nodiscard]] bool run_held_by_another_session(const http_reply& r);
 
+/// `key` ("code", "field") of the mesh's error body in `r`, or "".
+[[nodiscard]] std::string error_code_of(const http_reply& r, const char* key);
+
+/// Whether `r` is the mesh's refusal of a registration because an agent of
+/// the same name is connected from another installation (`name_in_use`):
+/// the name is free again once that agent leaves or goes offline.
+[[nodiscard]] bool name_in_use(const http_reply& r);
+
 /// What the mesh accepts, from its registration answer. The defaults are
 /// meshd's own, for a mesh that does not say. The sizes below assume the
 /// worst case of JSON escaping: a control byte is sent as `\u00XX`, six
@@ -137,6 +145,10 @@ public:
   /// the client sent by itself to replace an ended session, if any: e.g. a
   /// revoked registration token. The agent cannot go on.
   [[nodiscard]] std::optional<http_reply> registration_refused() const;
+  /// Drops the ended session the client still holds: the next successful
+  /// registration starts afresh and is not announced as a session change
+  /// (for an agent that waited while another installation used its name).
+  void forget_session();
   /// True when the access token is past two thirds of its life.
   [[nodiscard]] bool token_due() const;
   /// Time left until `token_due` becomes true.

@@ -135,6 +135,39 @@ void touch(self_ptr self) {
   }
 }
 
+/// Refuses a registration from another installation than the connected
+/// session's: a second agent started under a name in use must not take the
+/// name (and the runs) from the agent using it, which would then register
+/// again and take it back. The installation registering again, as after a
+/// crash, supersedes its old session, also under a new host name; so does a
+/// registration from the same host (a container started again with an empty
+/// work directory is another installation), one when either side sent no
+/// installation, and any once the session is offline or deregistered.
+caf::error check_installation(self_ptr self, const wire::register_request& req) {
+  auto& a = self->state.agent;
+  bool connected = a.session > 0 && (a.status == agent_status::online ||
+                                     a.status == agent_status::draining);
+  if (!connected || a.instance.empty() || req.instance.empty()) return {};
+  if (a.instance == req.instance || (!a.hostname.empty() && a.hostname == req.hostname))
+    return {};
+  auto& ctx = *self->state.ctx;
+  auto seen =
+      std::chrono::duration_cast<std::chrono::seconds>(ctx.now() - a.last_seen_at);
+  auto offline_after =
+      std::chrono::duration_cast<std::chrono::seconds>(ctx.config.offline_after);
+  return make_error(
+      errc::name_in_use,
+      "an agent named '" + a.name + "' is connected from another installation" +
+          (a.hostname.empty() ? std::string{} : " on host '" + a.hostname + "'") +
+          " (session " + std::to_string(a.session) + ", last seen " +
+          std::to_string(std::max<int64_t>(0, seen.count())) +
+          "s ago); give each agent a name of its own. The name is free once that "
+          "agent deregisters, goes offline (silent for agents.offline_after, " +
+          std::to_string(offline_after.count()) +
+          "s) or is removed (meshctl agents remove " + a.name + ")",
+      "name");
+}
+
 /// Checks that `c` is this agent's current session.
 caf::error check_self(self_ptr self, const caller& c) {
   auto& a = self->state.agent;
@@ -179,12 +212,14 @@ caf::behavior agent_actor(self_ptr self, context_ptr ctx, agent_record agent,
           const wire::register_request& req) -> caf::result<agent_session_info> {
         auto& st = self->state;
         auto now = st.ctx->now();
+        if (auto err = check_installation(self, req)) return err;
         auto next = st.agent;
         next.labels = req.labels;
         next.plans = req.plans;
         next.capacity = req.capacity;
         next.version = req.version;
         next.hostname = req.hostname;
+        next.instance = req.instance;
         next.scope = c.scope;
         next.status = agent_status::online;
         next.registered_at = now;

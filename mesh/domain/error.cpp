@@ -22,6 +22,7 @@ const char* to_string(errc code) {
   case errc::method_not_allowed: return "method_not_allowed";
   case errc::uri_too_long: return "uri_too_long";
   case errc::held_by_other_session: return "held_by_other_session";
+  case errc::name_in_use: return "name_in_use";
   }
   return "internal";
 }
@@ -68,6 +69,7 @@ int http_status(errc code) {
   case errc::unauthenticated: return 401;
   case errc::forbidden:
   case errc::held_by_other_session: return 403;
+  case errc::name_in_use: return 409;
   case errc::not_found: return 404;
   case errc::illegal_transition:
   case errc::conflict: return 409;

@@ -52,6 +52,10 @@ enum class errc : uint8_t {
   /// started (the agent registered again since); no later report of this
   /// session on the run can succeed (HTTP 403).
   held_by_other_session,
+  /// A registration under the name of an agent that is connected from
+  /// another installation (HTTP 409); the name is free again once that
+  /// agent deregisters, is removed or goes offline.
+  name_in_use,
 };
 
 /// Returns the stable snake_case name of `code`, used as the JSON `code`.

@@ -151,6 +151,10 @@ struct agent_record {
   /// a host under maintenance must not put it back to work); the agent's own
   /// drain, when it is told to stop, ends with its next registration.
   bool drain_kept = false;
+  /// The installation the current session registered from (an agent's work
+  /// directory keeps it across restarts; "" when the agent sent none). Not
+  /// shown in the API.
+  std::string instance;
 };
 
 struct token_record {

@@ -169,6 +169,11 @@ CREATE INDEX runs_unfinished ON runs(seq)
 UPDATE agents SET drained = 2
   WHERE (drained = 1 OR status = 'draining') AND status <> 'deregistered';
 )sql",
+    // Version 8: the installation an agent's session registered from ("" =
+    // not known; agents stored before it have none).
+    R"sql(
+ALTER TABLE agents ADD COLUMN instance TEXT NOT NULL DEFAULT '';
+)sql",
 };
 
 /// The schema version this build reads and writes.

@@ -365,9 +365,9 @@ caf::expected<run_record> read_run(const statement& st) {
 }
 
 constexpr const char* agent_columns[] = {
-    "id",           "name",    "labels",   "plans", "capacity",
-    "status",       "version", "hostname", "scope", "registered_at",
-    "last_seen_at", "session", "drained",
+    "id",           "name",    "labels",   "plans",    "capacity",
+    "status",       "version", "hostname", "scope",    "registered_at",
+    "last_seen_at", "session", "drained",  "instance",
 };
 
 void bind_agent(statement& st, const agent_record& a) {
@@ -386,6 +386,7 @@ void bind_agent(statement& st, const agent_record& a) {
   st.bind(++i, a.session);
   // 1: drained; 2: drained by an admin, kept across registrations.
   st.bind(++i, int64_t{a.drained ? (a.drain_kept ? 2 : 1) : 0});
+  st.bind(++i, a.instance);
 }
 
 caf::expected<agent_record> read_agent(const statement& st) {
@@ -419,6 +420,7 @@ caf::expected<agent_record> read_agent(const statement& st) {
   auto drained = st.int64(i++);
   a.drained = drained != 0 || a.status == agent_status::draining;
   a.drain_kept = drained == 2;
+  a.instance = st.text(i++);
   return a;
 }
 

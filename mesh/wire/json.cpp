@@ -6,6 +6,7 @@
 #include "mesh/domain/run_state.hpp"
 
 #include <algorithm>
+#include <cctype>
 #include <cstdio>
 #include <set>
 #include <unordered_set>
@@ -576,39 +577,6 @@ caf::error validate_agent_identity(const std::string& name, const std::string& v
   return printable(hostname, "hostname");
 }
 
-caf::expected<register_request> parse_register_request(const json& j) {
-  register_request r;
-  object_reader in{j};
-  in.string("name", r.name, true, 63);
-  in.labels("labels", r.labels, false);
-  in.string_list("plans", r.plans, true);
-  in.integer("capacity", r.capacity, false, 1, 4096);
-  in.string("version", r.version, false, 128);
-  in.string("hostname", r.hostname, false, 255);
-  if (auto e = in.finish()) return e;
-  if (auto e = validate_agent_identity(r.name, r.version, r.hostname)) return e;
-  if (r.plans.empty())
-    return make_error(errc::invalid_argument, "field 'plans' must list at least one plan",
-                      "plans");
-  for (size_t i = 0; i < r.plans.size(); ++i)
-    if (auto e = validate_plan_name(r.plans[i], "plans[" + std::to_string(i) + "]"))
-      return e;
-  return r;
-}
-
-json to_json(const register_request& r) {
-  return json{{"name", r.name},         {"labels", r.labels},   {"plans", r.plans},
-              {"capacity", r.capacity}, {"version", r.version}, {"hostname", r.hostname}};
-}
-
-caf::expected<labels_patch> parse_labels_patch(const json& j) {
-  labels_patch r;
-  object_reader in{j};
-  in.labels("labels", r.labels, true);
-  if (auto e = in.finish()) return e;
-  return r;
-}
-
 /// An error when `key` is given as "": for optional strings, where "" would
 /// otherwise pass for "not given" unnoticed (`null` or leaving the key out
 /// says that).
@@ -620,6 +588,49 @@ caf::error not_blank(const json& j, const char* key, const char* absent_means) {
                     std::string{"field '"} + key +
                         "' must not be empty; leave it out (or null) " + absent_means,
                     key);
+}
+
+caf::expected<register_request> parse_register_request(const json& j) {
+  register_request r;
+  object_reader in{j};
+  in.string("name", r.name, true, 63);
+  in.labels("labels", r.labels, false);
+  in.string_list("plans", r.plans, true);
+  in.integer("capacity", r.capacity, false, 1, 4096);
+  in.string("version", r.version, false, 128);
+  in.string("hostname", r.hostname, false, 255);
+  in.string("instance", r.instance, false, max_instance_bytes);
+  if (auto e = in.finish()) return e;
+  if (auto e = validate_agent_identity(r.name, r.version, r.hostname)) return e;
+  if (auto e = not_blank(j, "instance", "when the agent keeps no instance")) return e;
+  if (!std::all_of(r.instance.begin(), r.instance.end(), [](unsigned char c) {
+        return std::isalnum(c) != 0 || c == '-' || c == '_';
+      }))
+    return make_error(errc::invalid_argument,
+                      "field 'instance' may hold only letters, digits, '-' and '_'",
+                      "instance");
+  if (r.plans.empty())
+    return make_error(errc::invalid_argument, "field 'plans' must list at least one plan",
+                      "plans");
+  for (size_t i = 0; i < r.plans.size(); ++i)
+    if (auto e = validate_plan_name(r.plans[i], "plans[" + std::to_string(i) + "]"))
+      return e;
+  return r;
+}
+
+json to_json(const register_request& r) {
+  json out{{"name", r.name},         {"labels", r.labels},   {"plans", r.plans},
+           {"capacity", r.capacity}, {"version", r.version}, {"hostname", r.hostname}};
+  if (!r.instance.empty()) out["instance"] = r.instance;
+  return out;
+}
+
+caf::expected<labels_patch> parse_labels_patch(const json& j) {
+  labels_patch r;
+  object_reader in{j};
+  in.labels("labels", r.labels, true);
+  if (auto e = in.finish()) return e;
+  return r;
 }
 
 caf::expected<run_request> parse_run_request(const json& j, const limits& lim) {

@@ -79,7 +79,14 @@ struct register_request {
   int64_t capacity = 1;
   std::string version;
   std::string hostname;
+  /// The installation registering (optional): a registration from another
+  /// installation than that of a connected agent of the same name is refused
+  /// (`name_in_use`); one from the same installation, an agent restarting
+  /// after a crash, supersedes the old session.
+  std::string instance;
 };
+/// The longest `instance` accepted.
+inline constexpr size_t max_instance_bytes = 64;
 [[nodiscard]] caf::expected<register_request> parse_register_request(const json& j);
 [[nodiscard]] json to_json(const register_request& r);
 

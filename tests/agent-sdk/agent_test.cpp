@@ -50,7 +50,24 @@ public:
                         "application/json");
         return;
       }
-      registrations_.push_back(json::parse(req.body));
+      auto body = json::parse(req.body);
+      if (refuse_instance_ && body.contains("instance"))
+        return reply(res, 400,
+                     json{{"error",
+                           {{"code", "invalid_argument"},
+                            {"field", "instance"},
+                            {"message", "unknown field 'instance'"}}}});
+      if (name_in_use_ > 0) {
+        --name_in_use_;
+        return reply(res, 409,
+                     json{{"error",
+                           {{"code", "name_in_use"},
+                            {"field", "name"},
+                            {"message", "an agent named 'unit-agent' is connected from "
+                                        "another installation on host 'other'"}}}});
+      }
+      registrations_.push_back(std::move(body));
+      ++session_;
       token_ = "tok-r" + std::to_string(registrations_.size());
       reply(res, 201, session_json());
     });
@@ -255,6 +272,15 @@ public:
   std::map<std::string, std::vector<json>> finish_attempts_;
   std::map<std::string, std::map<int64_t, std::string>> logs_;
   std::vector<json> registrations_;
+  /// Answer a registration with an `instance` as a meshd before it did.
+  bool refuse_instance_ = false;
+  /// The registration answer's `drained_by`.
+  json drained_by_ = nullptr;
+  /// Registrations refused `name_in_use` before the next one is taken.
+  int name_in_use_ = 0;
+  /// The session number, sent in answers when `count_sessions_`.
+  int64_t session_ = 0;
+  bool count_sessions_ = false;
   bool deregistered_ = false;
   int max_running_ = 0;
   int polls_ = 0;
@@ -266,11 +292,14 @@ private:
     // Like meshd: an expiry within the representable range (year < 2262).
     auto life = token_life_.value_or(std::chrono::milliseconds{std::chrono::hours{1}});
     auto expires = polymesh::to_rfc3339(std::chrono::system_clock::now() + life);
-    return json{{"id", "a1"},
-                {"access_token", token_},
-                {"token_expires_at", expires},
-                {"poll_wait_max_s", 1},
-                {"heartbeat_interval_s", 1}};
+    json out{{"id", "a1"},
+             {"access_token", token_},
+             {"token_expires_at", expires},
+             {"poll_wait_max_s", 1},
+             {"heartbeat_interval_s", 1},
+             {"drained_by", drained_by_}};
+    if (count_sessions_) out["session"] = session_;
+    return out;
   }
 
   void stall() {
@@ -842,6 +871,129 @@ TEST(agent, registration_is_retried) {
   EXPECT_EQ(a.stats().agent_id, "a1");
 }
 
+// This test ensures an agent registers with its installation's id, the same
+// after a restart on the same work root; and registers without one, warning,
+// when the mesh is older and refuses the field.
+TEST(agent, registers_with_its_installation_and_without_it_on_an_older_mesh) {
+  fake_mesh mesh;
+  for (int i = 0; i < 2; ++i) {
+    agent a{config(mesh), echo_plans()};
+    a.start();
+    ASSERT_TRUE(eventually([&] { return a.stats().registered; }));
+    a.drain();
+    a.wait();
+  }
+  auto regs = mesh.with([](fake_mesh& m) { return m.registrations_; });
+  ASSERT_EQ(regs.size(), 2u);
+  auto id = regs[0].value("instance", "");
+  EXPECT_EQ(id.size(), 32u) << regs[0].dump();
+  EXPECT_EQ(regs[1].value("instance", ""), id) << "a restart keeps the installation";
+  std::ifstream file{mesh.work_root() / ".agent-unit-agent"};
+  std::string first_line;
+  std::getline(file, first_line);
+  EXPECT_EQ(first_line, id);
+
+  fake_mesh older;
+  older.with([](fake_mesh& m) { return m.refuse_instance_ = true; });
+  std::vector<std::string> lines;
+  std::mutex lines_mtx;
+  set_log_handler([&](const std::string&, const std::string& text) {
+    std::lock_guard<std::mutex> g{lines_mtx};
+    lines.push_back(text);
+  });
+  agent a{config(older), echo_plans()};
+  a.start();
+  ASSERT_TRUE(eventually([&] { return a.stats().registered; }));
+  a.drain();
+  a.wait();
+  set_log_handler(nullptr);
+  EXPECT_EQ(older.with([](fake_mesh& m) { return m.register_attempts_; }), 2);
+  auto kept = older.with([](fake_mesh& m) { return m.registrations_; });
+  ASSERT_EQ(kept.size(), 1u);
+  EXPECT_FALSE(kept[0].contains("instance")) << kept[0].dump();
+  std::lock_guard<std::mutex> g{lines_mtx};
+  EXPECT_TRUE(std::any_of(lines.begin(), lines.end(), [](const std::string& l) {
+    return l.find("a meshd older than this agent") != std::string::npos;
+  }));
+}
+
+// This test ensures an agent whose session the mesh ended while another
+// installation took its name waits, without stopping, until the name is
+// free, and goes on under its new session: the session number that jumped
+// meanwhile (the other agent's session) is not taken for a takeover.
+TEST(agent, waits_while_another_installation_holds_its_name_then_goes_on) {
+  std::mutex mtx;
+  std::vector<std::string> lines;
+  set_log_handler([&](const std::string& level, const std::string& text) {
+    std::lock_guard<std::mutex> g{mtx};
+    lines.push_back(level + " " + text);
+  });
+  auto logged = [&](const std::string& what) {
+    std::lock_guard<std::mutex> g{mtx};
+    return std::count_if(lines.begin(), lines.end(), [&](const std::string& l) {
+      return l.find(what) != std::string::npos;
+    });
+  };
+  fake_mesh mesh;
+  mesh.with([](fake_mesh& m) { return m.count_sessions_ = true; });
+  agent a{config(mesh), echo_plans()};
+  a.start();
+  mesh.submit("r1", "echo", json::object(), "before");
+  ASSERT_TRUE(finished(mesh, "r1"));
+  // The mesh ends the session (the agent was offline, say) and another
+  // installation registers under the name, holding it for three tries.
+  mesh.with([](fake_mesh& m) {
+    m.token_ = "ended";
+    m.session_ += 1;
+    return m.name_in_use_ = 3;
+  });
+  ASSERT_TRUE(eventually([&] {
+    return mesh.with([](fake_mesh& m) { return m.registrations_.size(); }) == 2;
+  }));
+  mesh.submit("r2", "echo", json::object(), "after");
+  ASSERT_TRUE(finished(mesh, "r2"));
+  EXPECT_EQ(a.stats().fatal_error, "");
+  EXPECT_EQ(logged("warn cannot register yet: an agent named 'unit-agent' is connected"),
+            1);
+  EXPECT_EQ(logged("another agent registered"), 0);
+  a.drain();
+  a.wait();
+  set_log_handler(nullptr);
+  EXPECT_EQ(a.stats().fatal_error, "");
+  EXPECT_TRUE(mesh.with([](fake_mesh& m) { return m.deregistered_; }));
+}
+
+// This test ensures an agent that an admin's drain holds says so when it
+// registers (it takes no runs until the undrain), and one that is not
+// drained, or drained by itself, does not.
+TEST(agent, says_when_an_admins_drain_holds_it) {
+  std::mutex mtx;
+  std::vector<std::string> lines;
+  set_log_handler([&](const std::string& level, const std::string& text) {
+    std::lock_guard<std::mutex> g{mtx};
+    lines.push_back(level + " " + text);
+  });
+  auto warned = [&] {
+    std::lock_guard<std::mutex> g{mtx};
+    return std::count_if(lines.begin(), lines.end(), [](const std::string& l) {
+      return l.find("warn agent 'unit-agent' is drained by an admin: it takes no new "
+                    "runs until `meshctl agents undrain unit-agent`") !=
+             std::string::npos;
+    });
+  };
+  for (auto drained_by : {json(nullptr), json("agent"), json("admin")}) {
+    fake_mesh mesh;
+    mesh.with([&](fake_mesh& m) { return m.drained_by_ = drained_by; });
+    agent a{config(mesh), echo_plans()};
+    a.start();
+    ASSERT_TRUE(eventually([&] { return a.stats().registered; }));
+    a.drain();
+    a.wait();
+    EXPECT_EQ(warned(), drained_by == "admin" ? 1 : 0) << drained_by.dump();
+  }
+  set_log_handler(nullptr);
+}
+
 // This test ensures the access token is refreshed before it expires and later calls use
 // the new one.
 TEST(agent, token_is_refreshed_before_expiry) {
@@ -1022,7 +1174,11 @@ TEST(agent, run_directories_are_empty_reused_and_cleaned_up) {
   EXPECT_FALSE(std::filesystem::exists(std::filesystem::path{tmpl} / "escape"));
   a.drain();
   a.wait();
-  EXPECT_TRUE(std::filesystem::is_empty(cfg.work_root));
+  // Only the agent's installation stays, for its next start.
+  std::vector<std::string> left;
+  for (auto& e : std::filesystem::directory_iterator{cfg.work_root})
+    left.push_back(e.path().filename().string());
+  EXPECT_EQ(left, std::vector<std::string>{".agent-" + cfg.name});
   std::filesystem::remove_all(tmpl);
 }
 

@@ -28,6 +28,13 @@ protected:
     }
   }
 
+  /// An agent started in `dir`, not waited for.
+  agent_process& launch_agent(const std::string& dir, const agent_options& o) {
+    owned_.push_back(std::make_unique<agent_process>(dir, mesh_->url(), reg_, o));
+    agents_.push_back(owned_.back().get());
+    return *owned_.back();
+  }
+
   agent_process& start_agent(agent_options o) {
     owned_.push_back(std::make_unique<agent_process>(dir_.path(), mesh_->url(), reg_, o));
     agents_.push_back(owned_.back().get());
@@ -643,8 +650,89 @@ TEST_F(agent_integration, removed_session_stops_its_runs_here) {
   EXPECT_EQ(log.find("result refused"), std::string::npos) << log;
 }
 
-// This test ensures two agents started under one name do not supersede each
-// other forever: each one that finds its session taken over by another
+// This test ensures a second mesh-agent started on another host under a
+// name in use leaves the running one alone: it says why it cannot register
+// and waits, the first keeps its session and serves runs, and once the
+// first has stopped (and deregistered) the second takes the name.
+TEST_F(agent_integration, a_second_agent_under_a_used_name_waits_for_it) {
+  agent_options o{"twin-1", "{env: dev}"};
+  o.hostname = "host-a";
+  auto& first = start_agent(o);
+  auto first_id = api_->wait_agent_online("twin-1");
+  auto second_opts = o;
+  second_opts.hostname = "host-b";
+  auto& second = launch_agent(dir_.path() + "/second", second_opts);
+  ASSERT_TRUE(eventually([&] {
+    return second.log().find("cannot register yet: an agent named 'twin-1' is connected "
+                             "from another installation on host 'host-a'") !=
+           std::string::npos;
+  })) << second.log();
+  auto r = api_->wait_terminal(api_->submit({{"plan", "echo"}, {"payload", "still"}}));
+  EXPECT_EQ(r["status"], "success") << r.dump();
+  auto agent = api_->call("GET", "/v1/agents/twin-1").second;
+  EXPECT_EQ(agent["hostname"], "host-a") << agent.dump();
+  EXPECT_EQ(agent["status"], "online") << agent.dump();
+  EXPECT_EQ(first.log().find("another agent registered"), std::string::npos)
+      << first.log();
+
+  first.proc().signal(SIGTERM);
+  auto code = first.proc().wait_exit();
+  ASSERT_TRUE(code.has_value());
+  EXPECT_EQ(*code, 0) << first.log();
+  ASSERT_TRUE(eventually([&] {
+    auto a = api_->call("GET", "/v1/agents/twin-1").second;
+    return a["hostname"] == "host-b" && a["status"] == "online";
+  })) << second.log();
+  EXPECT_EQ(api_->wait_agent_online("twin-1"), first_id) << "the name keeps its id";
+  r = api_->wait_terminal(api_->submit({{"plan", "echo"}, {"payload", "taken over"}}));
+  EXPECT_EQ(r["status"], "success") << r.dump();
+  second.proc().signal(SIGTERM);
+  code = second.proc().wait_exit();
+  ASSERT_TRUE(code.has_value());
+  EXPECT_EQ(*code, 0) << second.log();
+}
+
+// This test ensures a second mesh-agent on the same work directory under the
+// same name is refused before it registers (exit 1, naming the first one's
+// pid) while the first keeps its session; and that an agent killed without
+// a word takes its name back at once when it starts again, here under
+// another host name: its installation, kept in the work directory, is the
+// same.
+TEST_F(agent_integration,
+       one_work_dir_runs_one_agent_of_a_name_and_a_restart_takes_it_back) {
+  agent_options o{"solo-1", "{env: dev}"};
+  o.hostname = "host-a";
+  auto& first = start_agent(o);
+  auto second_opts = o;
+  second_opts.hostname = "host-b";
+  second_opts.work_dir = first.work_dir();
+  agent_process second{dir_.path() + "/second", mesh_->url(), reg_, second_opts};
+  auto code = second.proc().wait_exit();
+  ASSERT_TRUE(code.has_value()) << second.log();
+  EXPECT_EQ(*code, 1);
+  EXPECT_NE(second.log().find("work_dir: agent 'solo-1' already runs from " +
+                              first.work_dir() + " (pid " +
+                              std::to_string(first.proc().pid()) + ")"),
+            std::string::npos)
+      << second.log();
+  auto agent = api_->call("GET", "/v1/agents/solo-1").second;
+  EXPECT_EQ(agent["hostname"], "host-a") << agent.dump();
+
+  first.proc().signal(SIGKILL);
+  ASSERT_TRUE(first.proc().wait_exit().has_value());
+  auto& again = launch_agent(dir_.path() + "/again", second_opts);
+  ASSERT_TRUE(eventually([&] {
+    auto a = api_->call("GET", "/v1/agents/solo-1").second;
+    return a["hostname"] == "host-b" && a["status"] == "online";
+  })) << again.log();
+  EXPECT_EQ(again.log().find("cannot register yet"), std::string::npos) << again.log();
+  auto r = api_->wait_terminal(api_->submit({{"plan", "echo"}, {"payload", "back"}}));
+  EXPECT_EQ(r["status"], "success") << r.dump();
+}
+
+// This test ensures two agents started under one name on one host (so the
+// mesh cannot tell them from a restart) do not supersede each other
+// forever: each one that finds its session taken over by another
 // registration stops with exit 1 and says why.
 TEST_F(agent_integration, two_agents_with_one_name_stop) {
   agent_options o{"twin-1", "{env: dev}"};

@@ -274,7 +274,7 @@ agent_process::agent_process(const std::string& dir, const std::string& mesh_url
                              const std::string& registration_token,
                              const agent_options& o) {
   home_ = dir + "/" + o.name;
-  work_ = home_ + "/work";
+  work_ = o.work_dir.empty() ? home_ + "/work" : o.work_dir;
   fs::create_directories(home_);
   std::ofstream{home_ + "/reg.token"} << registration_token << "\n";
   std::ofstream{home_ + "/agent.yaml"}
@@ -282,6 +282,7 @@ agent_process::agent_process(const std::string& dir, const std::string& mesh_url
       << "agent:\n  name: " << o.name << "\n  labels: " << o.labels_yaml
       << "\n  capacity: " << o.capacity << "\n  work_dir: " << work_
       << "\n  drain_deadline: " << o.drain_deadline
+      << (o.hostname.empty() ? "" : "\n  hostname: " + o.hostname)
       << "\n  kill_grace: 2s\n  poll_wait: 5s\n"
       << "backoff: {initial: 50ms, max: 500ms}\n"
       << "logs: {flush_interval: 50ms}\n"

@@ -124,6 +124,10 @@ struct agent_options {
   std::string drain_deadline = "30s";
   std::string plans_yaml = "{echo: {}, sleep: {}}";
   std::string plugins_yaml = "[]";
+  /// `agent.hostname` when not empty.
+  std::string hostname{};
+  /// `agent.work_dir` when not empty (else `<dir>/<name>/work`).
+  std::string work_dir{};
 };
 
 /// A mesh-agent process with its own config in `dir/<name>`.

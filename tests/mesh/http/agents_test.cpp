@@ -358,6 +358,113 @@ TEST_F(agents, registration_answers_the_session_fields) {
   EXPECT_EQ(a.body["status"], "online");
 }
 
+// This test ensures a second agent started elsewhere under a name in use
+// does not take the name: a registration from another installation on
+// another host is refused 409 `name_in_use` while the agent is connected,
+// changing nothing (its session, token and running run stay), also after a
+// restart of meshd. The same installation (a crash restart, also with a new
+// host name), the same host, or a registration without an installation
+// supersedes as before; the name is free once the agent deregisters, goes
+// offline or is removed.
+TEST_F(agents, another_installation_cannot_take_a_connected_agents_name) {
+  auto reg = make_token("registration");
+  auto registration = [&](const std::string& instance, const std::string& host) {
+    json body{{"name", "web-1"},
+              {"labels", {{"env", "dev"}}},
+              {"plans", {"noop"}},
+              {"hostname", host}};
+    if (!instance.empty()) body["instance"] = instance;
+    return call("POST", "/v1/agents/register", reg, body);
+  };
+  auto registered_at = [&] {
+    return call("GET", "/v1/agents/web-1", admin).body["registered_at"];
+  };
+  // The agent a registration answered.
+  auto agent_of = [&](const response& r) {
+    EXPECT_EQ(r.status, 201) << r.raw;
+    scripted_agent out;
+    out.port = port;
+    out.id = r.body.value("id", "");
+    out.token = r.body.value("access_token", "");
+    return out;
+  };
+  auto a = agent_of(registration("inst-a", "host-a"));
+  auto run = id_of(submit(json{{"plan", "noop"}}));
+  ASSERT_EQ(a.take(1).size(), 1u);
+  ASSERT_EQ(a.start(run).status, 200);
+
+  auto refused = [&](const std::string& why) {
+    auto r = registration("inst-b", "host-b");
+    EXPECT_EQ(r.status, 409) << why << ": " << r.raw;
+    EXPECT_EQ(r.body["error"]["code"], "name_in_use") << r.raw;
+    EXPECT_EQ(r.body["error"]["field"], "name") << r.raw;
+    auto msg = r.body["error"]["message"].get<std::string>();
+    EXPECT_NE(msg.find("'web-1' is connected from another installation on host "
+                       "'host-a' (session 1"),
+              std::string::npos)
+        << msg;
+    EXPECT_NE(msg.find("meshctl agents remove web-1"), std::string::npos) << msg;
+  };
+  auto since = registered_at();
+  refused("connected");
+  EXPECT_EQ(registered_at(), since) << "no new session";
+  EXPECT_EQ(a.poll(0).status, 200) << "the connected agent's token still works";
+  EXPECT_EQ(get_run(run)["status"], "running");
+  restart_mesh();
+  a.port = port;
+  refused("after a restart of meshd");
+  EXPECT_EQ(a.poll(0).status, 200);
+  EXPECT_EQ(get_run(run)["status"], "running");
+  EXPECT_EQ(registered_at(), since);
+
+  // The same installation under a new host name: a restart; it supersedes.
+  auto again = registration("inst-a", "host-a2");
+  ASSERT_EQ(again.status, 201) << again.raw;
+  EXPECT_EQ(again.body["session"], 2);
+  EXPECT_EQ(a.poll(0).status, 401);
+  // The same host, another installation (a container started again with an
+  // empty work directory): supersedes.
+  EXPECT_EQ(registration("inst-c", "host-a2").body["session"], 3);
+  // Without an installation, as before it existed: supersedes.
+  EXPECT_EQ(registration("", "host-z").body["session"], 4);
+  EXPECT_EQ(registration("inst-d", "host-d").body["session"], 5)
+      << "the session had none";
+
+  // Once it is offline, or deregistered, or removed, the name is free.
+  EXPECT_EQ(registration("inst-b", "host-b").status, 409);
+  clock.advance(cfg.offline_after + std::chrono::seconds{1});
+  tick();
+  ASSERT_TRUE(eventually([&] {
+    return call("GET", "/v1/agents/web-1", admin).body["status"] == "offline";
+  }));
+  auto b = agent_of(registration("inst-b", "host-b"));
+  EXPECT_EQ(registration("inst-e", "host-e").status, 409);
+  ASSERT_EQ(b.deregister().status, 200);
+  ASSERT_EQ(registration("inst-e", "host-e").status, 201);
+  EXPECT_EQ(registration("inst-f", "host-f").status, 409);
+  ASSERT_EQ(call("DELETE", "/v1/agents/web-1", admin).status, 200);
+  EXPECT_EQ(registration("inst-f", "host-f").status, 201);
+}
+
+// This test ensures an `instance` the mesh cannot keep is a 400 naming it.
+TEST_F(agents, a_bad_instance_is_refused) {
+  auto reg = make_token("registration");
+  for (auto& bad : {json(""), json("a b"), json(std::string(65, 'x')), json(7),
+                    json("inst/1"), json("é")}) {
+    auto r = call("POST", "/v1/agents/register", reg,
+                  json{{"name", "web-1"}, {"plans", {"noop"}}, {"instance", bad}});
+    EXPECT_EQ(r.status, 400) << bad.dump() << ": " << r.raw;
+    EXPECT_EQ(r.body["error"]["field"], "instance") << r.raw;
+  }
+  EXPECT_EQ(call("GET", "/v1/agents/web-1", admin).status, 404) << "nothing registered";
+  auto ok = call("POST", "/v1/agents/register", reg,
+                 json{{"name", "web-1"},
+                      {"plans", {"noop"}},
+                      {"instance", std::string(64, 'x')},
+                      {"hostname", "h"}});
+  EXPECT_EQ(ok.status, 201) << ok.raw;
+}
+
 class forgetting : public mesh_fixture {
 protected:
   void configure(mesh_config& c) override { c.forget_after = std::chrono::minutes{30}; }
