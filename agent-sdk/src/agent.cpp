@@ -319,7 +319,11 @@ struct agent::impl {
 
   bool register_until_ok() {
     auto b = make_backoff();
-    std::optional<steady::time_point> warned_at;
+    bool session_lost = false;
+    // When the name-in-use refusal is next logged at `warn`; brought
+    // forward by any other outcome, so that it is said again after, say, a
+    // mesh outage.
+    steady::time_point next_warning{};
     while (!is_draining()) {
       auto r = client.register_agent(cfg.registration_token, registration());
       if (r.status == 400 && send_instance && error_code_of(r, "field") == "instance") {
@@ -347,17 +351,18 @@ struct agent::impl {
         // The other agent keeps the name while it runs; this one takes it
         // once that one leaves or goes offline (which may take hours when
         // it was started by mistake: warn now and then, not every try).
-        if (!warned_at) lose_session();
+        if (!std::exchange(session_lost, true)) lose_session();
         auto d = b.next();
         auto now = steady::now();
-        bool say = !warned_at || now - *warned_at >= name_in_use_warn_every;
-        if (say) warned_at = now;
+        bool say = now >= next_warning;
+        if (say) next_warning = now + name_in_use_warn_every;
         polymesh::log(say ? log_level::warn : log_level::debug,
                       "cannot register yet: " + r.error + "; trying again in " +
                           std::to_string(d.count()) + " ms");
         nap(d);
         continue;
       }
+      next_warning = {};
       if (!r.transient()) {
         std::lock_guard<std::mutex> guard{mtx};
         fatal = "registration refused: " + r.describe();
@@ -420,9 +425,10 @@ struct agent::impl {
           auto refused = client.registration_refused();
           if (refused && name_in_use(*refused)) {
             // Our session ended (we went offline) and another installation
-            // took the name meanwhile: wait for it, as at start.
-            warn("the mesh ended this agent's session and its name is in use: " +
-                 refused->error);
+            // took the name meanwhile: wait for it, as at start (which says
+            // who holds it).
+            warn("the mesh ended this agent's session, and another installation "
+                 "registered under its name meanwhile: waiting for the name");
             if (!register_until_ok()) break;
             continue;
           }

@@ -162,9 +162,11 @@ caf::error check_installation(self_ptr self, const wire::register_request& req) 
           " (session " + std::to_string(a.session) + ", last seen " +
           std::to_string(std::max<int64_t>(0, seen.count())) +
           "s ago); give each agent a name of its own. The name is free once that "
-          "agent deregisters, goes offline (silent for agents.offline_after, " +
+          "agent stops (it deregisters) or goes offline (silent for "
+          "agents.offline_after, " +
           std::to_string(offline_after.count()) +
-          "s) or is removed (meshctl agents remove " + a.name + ")",
+          "s); when its process is gone, `meshctl agents remove " + a.name +
+          "` frees it at once (a running agent registers again)",
       "name");
 }
 

@@ -920,7 +920,8 @@ TEST(agent, registers_with_its_installation_and_without_it_on_an_older_mesh) {
 // This test ensures an agent whose session the mesh ended while another
 // installation took its name waits, without stopping, until the name is
 // free, and goes on under its new session: the session number that jumped
-// meanwhile (the other agent's session) is not taken for a takeover.
+// meanwhile (the other agent's session) is not taken for a takeover. The
+// wait warns once, and again after another outcome (the mesh failing).
 TEST(agent, waits_while_another_installation_holds_its_name_then_goes_on) {
   std::mutex mtx;
   std::vector<std::string> lines;
@@ -941,20 +942,28 @@ TEST(agent, waits_while_another_installation_holds_its_name_then_goes_on) {
   mesh.submit("r1", "echo", json::object(), "before");
   ASSERT_TRUE(finished(mesh, "r1"));
   // The mesh ends the session (the agent was offline, say) and another
-  // installation registers under the name, holding it for three tries.
+  // installation registers under the name, holding it until told.
   mesh.with([](fake_mesh& m) {
     m.token_ = "ended";
     m.session_ += 1;
-    return m.name_in_use_ = 3;
+    return m.name_in_use_ = 1000000;
   });
+  const std::string waiting =
+      "warn cannot register yet: an agent named 'unit-agent' is connected";
+  ASSERT_TRUE(eventually([&] { return logged(waiting) == 1; }));
+  EXPECT_EQ(logged("warn the mesh ended this agent's session, and another installation "
+                   "registered under its name meanwhile"),
+            1);
+  mesh.with([](fake_mesh& m) { return m.register_failures_ = 1; });
+  ASSERT_TRUE(eventually([&] { return logged(waiting) == 2; }));
+  mesh.with([](fake_mesh& m) { return m.name_in_use_ = 0; });
   ASSERT_TRUE(eventually([&] {
     return mesh.with([](fake_mesh& m) { return m.registrations_.size(); }) == 2;
   }));
   mesh.submit("r2", "echo", json::object(), "after");
   ASSERT_TRUE(finished(mesh, "r2"));
   EXPECT_EQ(a.stats().fatal_error, "");
-  EXPECT_EQ(logged("warn cannot register yet: an agent named 'unit-agent' is connected"),
-            1);
+  EXPECT_EQ(logged(waiting), 2) << "a warning on each try";
   EXPECT_EQ(logged("another agent registered"), 0);
   a.drain();
   a.wait();
