@@ -203,11 +203,13 @@ caf::behavior agent_actor(self_ptr self, context_ptr ctx, agent_record agent,
   st.agent = std::move(agent);
   if (restored) {
     // Give a restored agent a full offline window from our start; one that
-    // was offline already keeps when it was last heard from, which
-    // `agents.forget_after` counts from.
-    if (st.agent.status != agent_status::offline) st.agent.last_seen_at = st.ctx->now();
+    // was offline or deregistered already keeps when it was last heard from,
+    // which `agents.forget_after` counts from.
+    bool connected = st.agent.status == agent_status::online ||
+                     st.agent.status == agent_status::draining;
+    if (connected) st.agent.last_seen_at = st.ctx->now();
     announce(self);
-    arm_liveness(self);
+    if (st.agent.status != agent_status::deregistered) arm_liveness(self);
   }
   return {
       [=](register_atom, const caller& c,

@@ -84,7 +84,15 @@ caf::error mesh_node::boot(const mesh_config& cfg, const polymesh::clock& clk) {
   wopts.synchronous = cfg.store_synchronous;
   auto writer = open_sqlite_store(cfg.database_path(), wopts);
   if (!writer) return writer.error();
-  auto snap = (*writer)->load();
+  // A deregistered agent is restored until `agents.forget_after` forgets it,
+  // as it is kept while meshd runs: its name stays its own (a token scoped
+  // elsewhere cannot take it) and its id comes back with it.
+  timestamp deregistered_since{};
+  if (cfg.forget_after.count() > 0)
+    deregistered_since =
+        clk.now() -
+        std::chrono::duration_cast<std::chrono::milliseconds>(cfg.forget_after);
+  auto snap = (*writer)->load(deregistered_since);
   if (!snap) return snap.error();
   store_options ropts = wopts;
   ropts.read_only = true;

@@ -750,7 +750,7 @@ public:
     return out;
   }
 
-  caf::expected<snapshot> load() override {
+  caf::expected<snapshot> load(timestamp deregistered_since) override {
     snapshot out;
     // One read transaction, so that the four reads see the same commit.
     transaction txn{db_};
@@ -766,9 +766,13 @@ public:
         return err;
     }
     {
+      // Per name, the one not deregistered (or the last seen) comes last:
+      // the name goes to it.
       auto st = db_.prepare(select_agents_sql() +
-                            "WHERE status <> 'deregistered' ORDER BY name, id");
+                            "WHERE status <> 'deregistered' OR last_seen_at >= ?1 "
+                            "ORDER BY name, status <> 'deregistered', last_seen_at, id");
       if (!st) return std::move(st.error());
+      st->bind(1, deregistered_since);
       if (auto err = read_all(db_, *st, read_agent, out.agents, "cannot load agents"))
         return err;
     }

@@ -113,7 +113,11 @@ public:
   [[nodiscard]] virtual caf::expected<std::vector<write_outcome>>
   apply(const std::vector<write>& batch) = 0;
 
-  [[nodiscard]] virtual caf::expected<snapshot> load() = 0;
+  /// Every token still usable (and the bootstrap admin's), every agent not
+  /// deregistered and each deregistered one last seen at or after
+  /// `deregistered_since` (one not yet forgotten: its name, labels and id
+  /// stay its own across a restart), and every unfinished run.
+  [[nodiscard]] virtual caf::expected<snapshot> load(timestamp deregistered_since) = 0;
 
   [[nodiscard]] virtual caf::expected<std::optional<run_record>>
   get_run(const std::string& id) = 0;

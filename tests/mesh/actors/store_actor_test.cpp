@@ -64,7 +64,7 @@ public:
       g.committed.push_back(std::get<put_run>(w).run.id);
     return std::vector<write_outcome>(batch.size());
   }
-  caf::expected<snapshot> load() override { return unused(); }
+  caf::expected<snapshot> load(timestamp) override { return unused(); }
   caf::expected<std::optional<run_record>> get_run(const std::string&) override {
     return unused();
   }

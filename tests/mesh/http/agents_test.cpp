@@ -520,6 +520,53 @@ TEST_F(forgetting, quiet_agents_are_forgotten_after_forget_after) {
   EXPECT_EQ(call("GET", "/v1/agents/quiet", admin).body["id"], again.id);
 }
 
+// This test ensures an agent that left keeps its name and id across a
+// restart of meshd until it is forgotten (it was dropped at the restart):
+// a registration token scoped elsewhere cannot take the name of a prod
+// agent that stopped (and then receive the runs sent to that name); the
+// agent itself comes back under its id; once forgotten, the name is free.
+TEST_F(forgetting, a_left_agent_keeps_its_name_across_a_restart_until_forgotten) {
+  auto prod = make_token("registration", "env=prod");
+  auto dev = make_token("registration", "env=dev");
+  auto as = [](const char* env) {
+    return json{{"name", "prod-1"}, {"labels", {{"env", env}}}, {"plans", {"noop"}}};
+  };
+  auto first = call("POST", "/v1/agents/register", prod, as("prod"));
+  ASSERT_EQ(first.status, 201) << first.raw;
+  scripted_agent a;
+  a.port = port;
+  a.id = first.body.value("id", "");
+  a.token = first.body.value("access_token", "");
+  ASSERT_EQ(a.deregister().status, 200);
+  auto taken_before = call("POST", "/v1/agents/register", dev, as("dev"));
+  EXPECT_EQ(taken_before.status, 403) << taken_before.raw;
+
+  restart_mesh();
+  auto taken = call("POST", "/v1/agents/register", dev, as("dev"));
+  EXPECT_EQ(taken.status, 403) << taken.raw;
+  EXPECT_EQ(taken.body["error"]["field"], "name") << taken.raw;
+  auto kept = call("GET", "/v1/agents/prod-1", admin);
+  EXPECT_EQ(kept.body["id"], a.id) << kept.raw;
+  EXPECT_EQ(kept.body["status"], "deregistered") << kept.raw;
+  EXPECT_EQ(listed(), json::array({"prod-1"}));
+  auto back = call("POST", "/v1/agents/register", prod, as("prod"));
+  ASSERT_EQ(back.status, 201) << back.raw;
+  EXPECT_EQ(back.body["id"], a.id) << "the agent comes back under its id";
+  a.port = port;
+  a.token = back.body.value("access_token", "");
+  ASSERT_EQ(a.deregister().status, 200);
+
+  // Forgotten 30 minutes after it was last heard from; not back after a
+  // restart, and its name is free.
+  advance(std::chrono::minutes{31});
+  EXPECT_EQ(call("GET", "/v1/agents/prod-1", admin).status, 404);
+  restart_mesh();
+  EXPECT_EQ(call("GET", "/v1/agents/prod-1", admin).status, 404);
+  auto free = call("POST", "/v1/agents/register", dev, as("dev"));
+  EXPECT_EQ(free.status, 201) << free.raw;
+  EXPECT_NE(free.body["id"], a.id);
+}
+
 // This test ensures an agent offline across a restart is forgotten counting
 // from when it was last heard, not from the restart.
 TEST_F(forgetting, a_restart_does_not_reset_an_offline_agents_clock) {

@@ -996,13 +996,13 @@ TEST_F(sqlite_store_test, max_seq_survives_prune_and_reopen) {
   EXPECT_EQ(*n, 2u);
   db_ = open();
   ASSERT_TRUE(db_);
-  auto snap = db_->load();
+  auto snap = db_->load(timestamp{});
   ASSERT_TRUE(snap);
   EXPECT_TRUE(snap->runs.empty());
   EXPECT_EQ(snap->max_seq, 9u);
   // A later, higher seq wins over the remembered one.
   apply({put_run{make_run("run_12", 12)}});
-  EXPECT_EQ(db_->load()->max_seq, 12u);
+  EXPECT_EQ(db_->load(timestamp{})->max_seq, 12u);
 }
 
 // This test ensures that `count_runs` reports every status, zeros included.
@@ -1047,13 +1047,23 @@ TEST_F(sqlite_store_test, load_filters_what_memory_needs) {
     batch.emplace_back(put_run{make_run(id, seq, status)});
   apply(batch);
 
-  auto snap = db_->load();
+  // agt_3 was last seen at 20 ms: deregistered before 21 ms, it is left out.
+  auto snap = db_->load(at(21));
   ASSERT_TRUE(snap) << message_of(snap.error());
   EXPECT_EQ(ids_of(snap->tokens), (std::vector<std::string>{"tok_expired", "tok_live"}));
   std::set<std::string> agents;
   for (auto& a : snap->agents)
     agents.insert(a.id);
   EXPECT_EQ(agents, (std::set<std::string>{"agt_1", "agt_2", "agt_4"}));
+  // Not yet forgotten at 20 ms: it comes back, before any live agent of
+  // its name (the name goes to the one loaded last).
+  apply({put_agent{make_agent("agt_5", "c-gone")}});
+  auto later = db_->load(at(20));
+  ASSERT_TRUE(later);
+  std::vector<std::string> gone_then_live;
+  for (auto& a : later->agents)
+    if (a.name == "c-gone") gone_then_live.push_back(a.id);
+  EXPECT_EQ(gone_then_live, (std::vector<std::string>{"agt_3", "agt_5"}));
   EXPECT_EQ(ids_of(snap->runs), (std::vector<std::string>{"run_2", "run_3", "run_5"}));
   EXPECT_EQ(snap->max_seq, 9u);
   // Loaded runs are whole records.
@@ -1062,7 +1072,7 @@ TEST_F(sqlite_store_test, load_filters_what_memory_needs) {
 
 // This test ensures that `load` of a fresh database is empty with seq 0.
 TEST_F(sqlite_store_test, load_of_empty_database) {
-  auto snap = db_->load();
+  auto snap = db_->load(timestamp{});
   ASSERT_TRUE(snap);
   EXPECT_TRUE(snap->tokens.empty());
   EXPECT_TRUE(snap->agents.empty());
@@ -1146,7 +1156,7 @@ TEST_F(sqlite_store_test, read_only_store_sees_writer_commits) {
   ASSERT_TRUE(page);
   EXPECT_EQ(page->runs.size(), 2u);
   EXPECT_EQ(reader->logs("run_1", -1, 10)->size(), 1u);
-  auto snap = reader->load();
+  auto snap = reader->load(timestamp{});
   ASSERT_TRUE(snap);
   EXPECT_EQ(snap->runs.size(), 2u);
 
@@ -1268,7 +1278,7 @@ TEST_F(sqlite_store_test, version_1_database_migrates_to_artifacts) {
   db_ = open();
   ASSERT_TRUE(db_);
   EXPECT_EQ(raw_query("PRAGMA user_version"), std::to_string(sqlite_schema_version));
-  EXPECT_EQ(db_->load()->max_seq, 9u);
+  EXPECT_EQ(db_->load(timestamp{})->max_seq, 9u);
   auto out = apply({make_artifact("run_1", "a", "1")});
   ASSERT_EQ(out.size(), 1u);
   EXPECT_EQ(db_->list_artifacts("run_1")->size(), 1u);
@@ -1338,7 +1348,7 @@ TEST_F(sqlite_store_test, version_5_database_migrates_to_an_unfinished_index_wit
   EXPECT_EQ(raw_query("PRAGMA user_version"), std::to_string(sqlite_schema_version));
   auto index = raw_query("SELECT sql FROM sqlite_master WHERE name = 'runs_unfinished'");
   EXPECT_EQ(index.find(" IN "), std::string::npos) << index;
-  auto snap = db_->load();
+  auto snap = db_->load(timestamp{});
   ASSERT_TRUE(snap) << message_of(snap.error());
   ASSERT_EQ(snap->runs.size(), 1u);
   EXPECT_EQ(snap->runs[0].id, "run_old");
