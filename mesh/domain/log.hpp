@@ -1,5 +1,7 @@
 // meshd's log: one line per event on stderr, `<RFC 3339 time> <level> <text>`.
-// Secrets never go through here in full.
+// Secrets never go through here in full. Control characters in a text (a
+// tab aside) are written as escapes (`\n`, `\r`, `\x1b`), also to a handler:
+// names and messages from elsewhere cannot forge lines or drive a terminal.
 //
 // Thread-safety: `log` may be called from any thread; lines never interleave.
 #pragma once

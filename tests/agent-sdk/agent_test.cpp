@@ -5,6 +5,7 @@
 #include "eventually.hpp"
 #include "mesh/domain/clock.hpp"
 #include "mesh/domain/error.hpp"
+#include "mesh/domain/log.hpp"
 #include "mesh/domain/run_state.hpp"
 #include "mesh/wire/json.hpp"
 #include "polymesh/sdk/agent.hpp"
@@ -970,6 +971,21 @@ TEST(agent, waits_while_another_installation_holds_its_name_then_goes_on) {
   set_log_handler(nullptr);
   EXPECT_EQ(a.stats().fatal_error, "");
   EXPECT_TRUE(mesh.with([](fake_mesh& m) { return m.deregistered_; }));
+}
+
+// This test ensures a log line stays one line: control characters in its
+// text (an artifact's file name, say) come as escapes, a tab and UTF-8 as
+// they are.
+TEST(agent, a_log_line_cannot_be_split_or_drive_the_terminal) {
+  std::vector<std::string> lines;
+  set_log_handler(
+      [&](const std::string&, const std::string& text) { lines.push_back(text); });
+  polymesh::log(polymesh::log_level::warn,
+                "artifact 'evil\n2026-12-05T00:00:00Z info forged\r\x1b[31mred\x7f\tü'");
+  set_log_handler(nullptr);
+  ASSERT_EQ(lines.size(), 1u);
+  EXPECT_EQ(lines[0],
+            "artifact 'evil\\n2026-12-05T00:00:00Z info forged\\r\\x1b[31mred\\x7f\tü'");
 }
 
 // This test ensures an agent that an admin's drain holds says so when it
