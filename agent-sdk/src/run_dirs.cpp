@@ -24,6 +24,46 @@ std::vector<fs::path> entries_of(const fs::path& dir, std::error_code& ec) {
   return out;
 }
 
+/// Gives every real directory under `dir` (itself included; symlinks are
+/// not followed) its owner's full rights, so that what a plan made
+/// unreadable or unwritable (`chmod 000`) can be removed. Without
+/// recursion: a plan may nest directories deeper than a thread's stack.
+void open_up(const fs::path& top) {
+  std::vector<fs::path> todo{top};
+  while (!todo.empty()) {
+    auto dir = std::move(todo.back());
+    todo.pop_back();
+    std::error_code ec;
+    if (!fs::is_directory(fs::symlink_status(dir, ec))) continue;
+    fs::permissions(dir, fs::perms::owner_all, fs::perm_options::add, ec);
+    for (auto& entry : entries_of(dir, ec))
+      todo.push_back(std::move(entry));
+  }
+}
+
+/// `fs::remove_all`, once more after `open_up` when it failed.
+void remove_tree(const fs::path& p, std::error_code& ec) {
+  fs::remove_all(p, ec);
+  if (!ec) return;
+  open_up(p);
+  ec.clear();
+  fs::remove_all(p, ec);
+}
+
+/// Whether `dir` is still what a spare was when it was kept: `work` and
+/// `artifacts`, both real and empty directories, and nothing else. (A
+/// spare that lost one of them is repaired by `prepare`.)
+bool still_spare(const fs::path& dir) {
+  std::error_code ec;
+  for (auto& entry : entries_of(dir, ec)) {
+    auto name = entry.filename();
+    if (name != "work" && name != "artifacts") return false;
+    if (!fs::is_directory(fs::symlink_status(entry, ec))) return false;
+    if (!fs::is_empty(entry, ec) || ec) return false;
+  }
+  return !ec;
+}
+
 /// Makes `p` a real directory with `perms`; false when it is not one.
 bool is_plain_dir(const fs::path& p, fs::perms perms) {
   std::error_code ec;
@@ -60,7 +100,7 @@ fs::path run_dirs::path_of(const std::string& id) const {
 std::error_code run_dirs::prepare(const std::string& id) {
   auto dir = path_of(id);
   std::error_code ec;
-  fs::remove_all(dir, ec); // left behind by an agent that died during the run
+  remove_tree(dir, ec); // left behind by an agent that died during the run
   if (ec) return ec;
   std::optional<fs::path> spare;
   {
@@ -73,8 +113,13 @@ std::error_code run_dirs::prepare(const std::string& id) {
   if (spare) {
     fs::rename(*spare, dir, ec);
     if (ec) {
-      fs::remove_all(*spare, ec);
+      remove_tree(*spare, ec);
       ec.clear();
+    } else if (!still_spare(dir)) {
+      // Changed since it was kept, by a process a plan left behind: a
+      // `work` swapped for a symlink would make this run work elsewhere.
+      remove_tree(dir, ec);
+      if (ec) return ec;
     }
   }
   // Also after a rename: a spare that lost a directory gets it back.
@@ -100,7 +145,7 @@ bool run_dirs::reset_for_reuse(const fs::path& dir) {
     if (sub.filename() != "work" && sub.filename() != "artifacts") return false;
     if (!is_plain_dir(sub, *perms)) return false;
     for (auto& entry : entries_of(sub, ec)) {
-      fs::remove_all(entry, ec);
+      remove_tree(entry, ec);
       if (ec) return false;
     }
     if (ec) return false;
@@ -125,7 +170,7 @@ std::error_code run_dirs::retire(const std::string& id) {
       return {};
     }
   }
-  fs::remove_all(dir, ec);
+  remove_tree(dir, ec);
   return ec;
 }
 
@@ -137,7 +182,7 @@ void run_dirs::clear() {
   }
   std::error_code ec;
   for (auto& spare : spares)
-    fs::remove_all(spare, ec);
+    remove_tree(spare, ec);
 }
 
 void run_dirs::sweep() {
@@ -151,7 +196,7 @@ void run_dirs::sweep() {
     auto pid = std::strtol(name.c_str() + spare_prefix.size(), &end, 10);
     bool live_other = end && *end == '-' && pid > 0 && pid != ::getpid() &&
                       ::kill(static_cast<pid_t>(pid), 0) == 0;
-    if (!live_other) fs::remove_all(entry, ec);
+    if (!live_other) remove_tree(entry, ec);
   }
 }
 

@@ -5,6 +5,7 @@
 #include <fstream>
 #include <gtest/gtest.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 using namespace polymesh::sdk;
@@ -129,6 +130,75 @@ TEST_F(run_dirs_test, symlinked_work_directory_is_not_followed) {
   EXPECT_TRUE(listing().empty());
   EXPECT_TRUE(fs::exists(outside / "precious"));
   fs::remove_all(outside);
+}
+
+// This test ensures a spare changed after it was kept (by a process a plan
+// left behind) is not handed to the next run: a `work` swapped for a
+// symlink, or a file planted in it, and the next run gets fresh, empty
+// directories of its own; nothing outside is touched.
+TEST_F(run_dirs_test, a_spare_changed_while_kept_is_not_reused) {
+  run_dirs dirs{root_};
+  auto outside = root_.parent_path() / (root_.filename().string() + "-outside");
+  fs::create_directories(outside);
+  write_file(outside / "precious", "keep me");
+  ASSERT_FALSE(dirs.prepare("r1"));
+  ASSERT_FALSE(dirs.retire("r1"));
+  ASSERT_EQ(dirs.spares(), 1u);
+  fs::path spare = fs::directory_iterator {
+    root_
+    } -> path();
+  fs::remove(spare / "work");
+  fs::create_directory_symlink(outside, spare / "work");
+  ASSERT_FALSE(dirs.prepare("r2"));
+  EXPECT_TRUE(is_empty_dir(root_ / "r2" / "work"));
+  EXPECT_TRUE(is_empty_dir(root_ / "r2" / "artifacts"));
+  EXPECT_TRUE(fs::exists(outside / "precious"));
+
+  ASSERT_FALSE(dirs.retire("r2"));
+  spare = fs::directory_iterator {
+    root_
+    } -> path();
+  write_file(spare / "artifacts" / ".bashrc", "planted");
+  ASSERT_FALSE(dirs.prepare("r3"));
+  EXPECT_TRUE(is_empty_dir(root_ / "r3" / "artifacts"));
+  fs::remove_all(outside);
+}
+
+// This test ensures what a plan made unreadable and unwritable (`chmod 000`
+// on a directory in its work dir) is removed after the run all the same.
+// Root removes it regardless of the modes, so as root the check runs in a
+// child process as `nobody` (uid 65534), which then owns the root.
+TEST_F(run_dirs_test, a_directory_the_plan_locked_is_removed_all_the_same) {
+  auto check = [this]() -> int {
+    run_dirs dirs{root_};
+    if (dirs.prepare("r1")) return 1;
+    auto locked = root_ / "r1" / "work" / "d";
+    write_file(locked / "e" / "f", "x");
+    std::error_code ec;
+    fs::permissions(locked / "e", fs::perms::none, ec);
+    fs::permissions(locked, fs::perms::none, ec);
+    if (ec) return 2;
+    if (dirs.retire("r1")) return 3;
+    return fs::exists(root_ / "r1", ec) ? 4 : 0;
+  };
+  if (::geteuid() != 0) {
+    EXPECT_EQ(check(), 0);
+    return;
+  }
+  constexpr uid_t nobody = 65534;
+  ASSERT_EQ(::chown(root_.c_str(), nobody, nobody), 0);
+  pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    if (::setgid(nobody) != 0 || ::setuid(nobody) != 0) ::_exit(10);
+    ::_exit(check());
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0)
+      << "1 prepare, 2 chmod, 3 retire failed, 4 left behind, "
+         "10 cannot become nobody";
 }
 
 // This test ensures a run's path left behind by an agent that died is
