@@ -189,6 +189,15 @@ struct agent_registry_state {
   std::unordered_map<std::string, caf::actor> by_id;
   std::unordered_map<std::string, std::string> id_by_name;
   std::unordered_map<std::string, agent_record> mirror;
+  /// Names of agents that had left (deregistered) before meshd started and
+  /// are not forgotten yet, with their labels: not loaded as agents (a
+  /// restart stays fast with many of them), but a token scoped elsewhere
+  /// may not take the name. Gone when the name registers or is forgotten.
+  struct left_agent {
+    label_map labels;
+    timestamp last_seen_at;
+  };
+  std::unordered_map<std::string, left_agent> left;
 };
 
 using agent_self = caf::stateful_actor<agent_registry_state>*;
@@ -228,6 +237,9 @@ void forget_quiet_agents(agent_self self, std::function<void(size_t)> then) {
   auto& st = self->state;
   auto after = st.ctx->config.forget_after;
   auto now = st.ctx->now();
+  if (after.count() > 0)
+    for (auto it = st.left.begin(); it != st.left.end();)
+      it = it->second.last_seen_at + after <= now ? st.left.erase(it) : std::next(it);
   std::vector<std::pair<std::string, caf::actor>> asked;
   if (after.count() > 0)
     for (auto& [id, rec] : st.mirror)
@@ -314,17 +326,30 @@ caf::behavior agent_registry(agent_self self, context_ptr ctx) {
                                     "); choose another name",
                                 "name");
           }
+          // The same for an agent that left before meshd started.
+          auto left = st.left.find(req.name);
+          if (!actor && left != st.left.end() && !scope->matches(left->second.labels))
+            return make_error(errc::forbidden,
+                              "an agent named '" + req.name +
+                                  "' that left is outside the token's scope (" + c.scope +
+                                  "); choose another name",
+                              "name");
         }
         if (!actor) {
           agent_record rec;
           rec.id = new_id("agt");
           rec.name = req.name;
           actor = add_agent(self, std::move(rec), false);
+          st.left.erase(req.name);
         }
         return self->delegate(actor, a, c, req);
       },
       [=](admit_atom, agent_record& rec) {
         return add_agent(self, std::move(rec), true);
+      },
+      [=](admit_atom, reserve_atom, const std::string& name, const label_map& labels,
+          timestamp last_seen_at) {
+        self->state.left[name] = {labels, last_seen_at};
       },
       [=](refresh_atom a, const caller& c,
           const std::string& id) -> caf::result<caf::message> {

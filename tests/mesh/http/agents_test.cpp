@@ -1,5 +1,7 @@
 // Agent endpoints over real HTTP: registration superseding, deregistration,
 // drain, runtime label changes, explain reasons and the agent list filters.
+#include "mesh/domain/error.hpp"
+#include "mesh/store/store.hpp"
 #include "tests/support/mesh_fixture.hpp"
 
 #include <map>
@@ -520,51 +522,82 @@ TEST_F(forgetting, quiet_agents_are_forgotten_after_forget_after) {
   EXPECT_EQ(call("GET", "/v1/agents/quiet", admin).body["id"], again.id);
 }
 
-// This test ensures an agent that left keeps its name and id across a
-// restart of meshd until it is forgotten (it was dropped at the restart):
-// a registration token scoped elsewhere cannot take the name of a prod
-// agent that stopped (and then receive the runs sent to that name); the
-// agent itself comes back under its id; once forgotten, the name is free.
+// This test ensures the name of an agent that left stays its own across a
+// restart of meshd until it is forgotten (a restart used to free it): a
+// registration token scoped elsewhere cannot take the name of a prod agent
+// that stopped (and then receive the runs sent to that name), one of its
+// own scope can; once forgotten, the name is free. Agents that left are
+// not loaded as agents after a restart (listings, lookups).
 TEST_F(forgetting, a_left_agent_keeps_its_name_across_a_restart_until_forgotten) {
   auto prod = make_token("registration", "env=prod");
   auto dev = make_token("registration", "env=dev");
-  auto as = [](const char* env) {
-    return json{{"name", "prod-1"}, {"labels", {{"env", env}}}, {"plans", {"noop"}}};
+  auto as = [](const char* name, const char* env) {
+    return json{{"name", name}, {"labels", {{"env", env}}}, {"plans", {"noop"}}};
   };
-  auto first = call("POST", "/v1/agents/register", prod, as("prod"));
-  ASSERT_EQ(first.status, 201) << first.raw;
-  scripted_agent a;
-  a.port = port;
-  a.id = first.body.value("id", "");
-  a.token = first.body.value("access_token", "");
-  ASSERT_EQ(a.deregister().status, 200);
-  auto taken_before = call("POST", "/v1/agents/register", dev, as("dev"));
-  EXPECT_EQ(taken_before.status, 403) << taken_before.raw;
+  for (auto* name : {"prod-1", "prod-2"}) {
+    auto first = call("POST", "/v1/agents/register", prod, as(name, "prod"));
+    ASSERT_EQ(first.status, 201) << first.raw;
+    scripted_agent a;
+    a.port = port;
+    a.id = first.body.value("id", "");
+    a.token = first.body.value("access_token", "");
+    ASSERT_EQ(a.deregister().status, 200);
+  }
+  EXPECT_EQ(call("POST", "/v1/agents/register", dev, as("prod-1", "dev")).status, 403);
 
   restart_mesh();
-  auto taken = call("POST", "/v1/agents/register", dev, as("dev"));
+  auto taken = call("POST", "/v1/agents/register", dev, as("prod-1", "dev"));
   EXPECT_EQ(taken.status, 403) << taken.raw;
   EXPECT_EQ(taken.body["error"]["field"], "name") << taken.raw;
-  auto kept = call("GET", "/v1/agents/prod-1", admin);
-  EXPECT_EQ(kept.body["id"], a.id) << kept.raw;
-  EXPECT_EQ(kept.body["status"], "deregistered") << kept.raw;
-  EXPECT_EQ(listed(), json::array({"prod-1"}));
-  auto back = call("POST", "/v1/agents/register", prod, as("prod"));
-  ASSERT_EQ(back.status, 201) << back.raw;
-  EXPECT_EQ(back.body["id"], a.id) << "the agent comes back under its id";
-  a.port = port;
-  a.token = back.body.value("access_token", "");
-  ASSERT_EQ(a.deregister().status, 200);
+  EXPECT_EQ(call("GET", "/v1/agents/prod-1", admin).status, 404);
+  EXPECT_EQ(listed(), json::array());
+  auto back = call("POST", "/v1/agents/register", prod, as("prod-2", "prod"));
+  EXPECT_EQ(back.status, 201) << "its own scope may: " << back.raw;
 
-  // Forgotten 30 minutes after it was last heard from; not back after a
-  // restart, and its name is free.
-  advance(std::chrono::minutes{31});
-  EXPECT_EQ(call("GET", "/v1/agents/prod-1", admin).status, 404);
-  restart_mesh();
-  EXPECT_EQ(call("GET", "/v1/agents/prod-1", admin).status, 404);
-  auto free = call("POST", "/v1/agents/register", dev, as("dev"));
+  // Forgotten 30 minutes after it was last heard from: the name is free.
+  clock.advance(std::chrono::minutes{31});
+  tick();
+  auto free = call("POST", "/v1/agents/register", dev, as("prod-1", "dev"));
   EXPECT_EQ(free.status, 201) << free.raw;
-  EXPECT_NE(free.body["id"], a.id);
+}
+
+// This test ensures that of several stored agents of one name that left (a
+// restart used to let a left agent's name register under a new id), the
+// last one's labels keep the name, and none is listed.
+TEST_F(forgetting, of_several_stored_agents_of_a_name_the_last_keeps_it) {
+  stop_mesh();
+  {
+    auto db = open_sqlite_store(cfg.database_path());
+    ASSERT_TRUE(db) << message_of(db.error());
+    agent_record older;
+    older.id = "agt_older";
+    older.name = "dup";
+    older.labels = {{"env", "prod"}};
+    older.plans = {"noop"};
+    older.status = agent_status::deregistered;
+    older.registered_at = older.last_seen_at = clock.now() - std::chrono::minutes{5};
+    auto later = older;
+    later.id = "agt_later";
+    later.labels = {{"env", "dev"}};
+    later.last_seen_at = clock.now() - std::chrono::minutes{2};
+    auto quiet = older;
+    quiet.id = "agt_quiet";
+    quiet.name = "dup2";
+    quiet.status = agent_status::offline;
+    auto applied = (*db)->apply({put_agent{older}, put_agent{later}, put_agent{quiet}});
+    ASSERT_TRUE(applied) << message_of(applied.error());
+  }
+  start_mesh();
+  EXPECT_EQ(listed(), json::array({"dup2"}));
+  auto as = [](const char* env) {
+    return json{{"name", "dup"}, {"labels", {{"env", env}}}, {"plans", {"noop"}}};
+  };
+  auto by_prod = call("POST", "/v1/agents/register",
+                      make_token("registration", "env=prod"), as("prod"));
+  EXPECT_EQ(by_prod.status, 403) << by_prod.raw;
+  auto by_dev = call("POST", "/v1/agents/register", make_token("registration", "env=dev"),
+                     as("dev"));
+  EXPECT_EQ(by_dev.status, 201) << by_dev.raw;
 }
 
 // This test ensures an agent offline across a restart is forgotten counting
