@@ -28,7 +28,12 @@ std::vector<fs::path> entries_of(const fs::path& dir, std::error_code& ec) {
 /// not followed) its owner's full rights, so that what a plan made
 /// unreadable or unwritable (`chmod 000`) can be removed. Without
 /// recursion: a plan may nest directories deeper than a thread's stack.
+/// Not as root, which removes them regardless: `fs::permissions` follows a
+/// symlink that a process the plan left behind may swap in after the check,
+/// and only root could then change what is not its own. Another user can
+/// only change what it owns, which the plan could change itself.
 void open_up(const fs::path& top) {
+  if (::geteuid() == 0) return;
   std::vector<fs::path> todo{top};
   while (!todo.empty()) {
     auto dir = std::move(todo.back());
@@ -54,14 +59,17 @@ void remove_tree(const fs::path& p, std::error_code& ec) {
 /// `artifacts`, both real and empty directories, and nothing else. (A
 /// spare that lost one of them is repaired by `prepare`.)
 bool still_spare(const fs::path& dir) {
-  std::error_code ec;
-  for (auto& entry : entries_of(dir, ec)) {
+  std::error_code listed;
+  auto entries = entries_of(dir, listed);
+  if (listed) return false;
+  for (auto& entry : entries) {
+    std::error_code ec;
     auto name = entry.filename();
     if (name != "work" && name != "artifacts") return false;
-    if (!fs::is_directory(fs::symlink_status(entry, ec))) return false;
+    if (!fs::is_directory(fs::symlink_status(entry, ec)) || ec) return false;
     if (!fs::is_empty(entry, ec) || ec) return false;
   }
-  return !ec;
+  return true;
 }
 
 /// Makes `p` a real directory with `perms`; false when it is not one.
