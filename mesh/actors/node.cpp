@@ -138,20 +138,11 @@ caf::error mesh_node::boot(const mesh_config& cfg, const polymesh::clock& clk) {
 
   // Agents first: restored runs re-attach to their agent's actor.
   std::unordered_map<std::string, caf::actor> agent_actors;
-  auto& agents = snap->agents;
-  for (size_t i = 0; i < agents.size(); ++i) {
-    auto& a = agents[i];
-    // An agent that left keeps its name for its scope until it is
-    // forgotten, without an actor. Of several rows of one name (a restart
-    // used to let a left agent's name register under a new id) the name's
-    // agent comes last; older ones that left are passed over.
-    if (a.status == agent_status::deregistered) {
-      bool last_of_name = i + 1 == agents.size() || agents[i + 1].name != a.name;
-      if (last_of_name)
-        caf::anon_send(ctx_->agents, admit_atom::value, reserve_atom::value, a.name,
-                       a.labels, a.last_seen_at);
-      continue;
-    }
+  // Agents that left keep their names for their scope until forgotten,
+  // without an actor each (a restart stays fast with many of them).
+  caf::anon_send(ctx_->agents, admit_atom::value, reserve_atom::value,
+                 std::move(snap->left));
+  for (auto& a : snap->agents) {
     auto id = a.id;
     auto actor = ask<caf::actor>(sys, ctx_->agents, admit_atom::value, std::move(a));
     if (!actor) return actor.error();

@@ -347,9 +347,9 @@ caf::behavior agent_registry(agent_self self, context_ptr ctx) {
       [=](admit_atom, agent_record& rec) {
         return add_agent(self, std::move(rec), true);
       },
-      [=](admit_atom, reserve_atom, const std::string& name, const label_map& labels,
-          timestamp last_seen_at) {
-        self->state.left[name] = {labels, last_seen_at};
+      [=](admit_atom, reserve_atom, std::vector<left_agent>& left) {
+        for (auto& a : left)
+          self->state.left[a.name] = {std::move(a.labels), a.last_seen_at};
       },
       [=](refresh_atom a, const caller& c,
           const std::string& id) -> caf::result<caf::message> {

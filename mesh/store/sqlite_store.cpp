@@ -766,14 +766,34 @@ public:
         return err;
     }
     {
-      // Per name, the one not deregistered (or the last seen) comes last:
-      // the name goes to it.
       auto st = db_.prepare(select_agents_sql() +
-                            "WHERE status <> 'deregistered' OR last_seen_at >= ?1 "
-                            "ORDER BY name, status <> 'deregistered', last_seen_at, id");
+                            "WHERE status <> 'deregistered' ORDER BY name, id");
+      if (!st) return std::move(st.error());
+      if (auto err = read_all(db_, *st, read_agent, out.agents, "cannot load agents"))
+        return err;
+    }
+    {
+      // SQLite takes a bare column of a MAX() aggregate from the row that
+      // has the maximum: the labels of the name's agent last seen.
+      auto st = db_.prepare(
+          "SELECT name, labels, MAX(last_seen_at) FROM agents"
+          " WHERE status = 'deregistered' AND last_seen_at >= ?1"
+          " AND name NOT IN (SELECT name FROM agents WHERE status <> 'deregistered')"
+          " GROUP BY name");
       if (!st) return std::move(st.error());
       st->bind(1, deregistered_since);
-      if (auto err = read_all(db_, *st, read_agent, out.agents, "cannot load agents"))
+      auto read_left = [](const statement& row) -> caf::expected<left_agent> {
+        left_agent a;
+        a.name = row.text(0);
+        auto labels = row.text(1);
+        if (auto x = parse_labels(labels))
+          a.labels = std::move(*x);
+        else
+          return corrupt("labels", a.name, labels);
+        a.last_seen_at = row.time(2);
+        return a;
+      };
+      if (auto err = read_all(db_, *st, read_left, out.left, "cannot load agents"))
         return err;
     }
     {

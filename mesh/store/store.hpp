@@ -71,12 +71,21 @@ struct artifact_blob {
 };
 
 /// Everything needed to rebuild memory at start-up.
+/// An agent that left (deregistered) and is not forgotten yet, the last of
+/// its name, no agent of which is still registered.
+struct left_agent {
+  std::string name;
+  label_map labels;
+  timestamp last_seen_at{};
+};
+
 struct snapshot {
   /// Every token not revoked, and the bootstrap admin token (id `admin`)
   /// revoked or not. The store has no clock, so expired ones are included:
   /// the caller drops those whose `expires_at` has passed.
   std::vector<token_record> tokens;
   std::vector<agent_record> agents; ///< every agent not deregistered
+  std::vector<left_agent> left;     ///< see `load`
   std::vector<run_record> runs;     ///< every run that is not terminal
   uint64_t max_seq = 0;             ///< highest run seq ever stored
 };
@@ -114,9 +123,10 @@ public:
   apply(const std::vector<write>& batch) = 0;
 
   /// Every token still usable (and the bootstrap admin's), every agent not
-  /// deregistered and each deregistered one last seen at or after
-  /// `deregistered_since` (one not yet forgotten: its name, labels and id
-  /// stay its own across a restart), and every unfinished run.
+  /// deregistered, every unfinished run, and in `left` the name and labels
+  /// of each name whose agents all left, from its one last seen, when that
+  /// was at or after `deregistered_since` (not yet forgotten: a token
+  /// scoped elsewhere may not take the name).
   [[nodiscard]] virtual caf::expected<snapshot> load(timestamp deregistered_since) = 0;
 
   [[nodiscard]] virtual caf::expected<std::optional<run_record>>

@@ -1047,7 +1047,6 @@ TEST_F(sqlite_store_test, load_filters_what_memory_needs) {
     batch.emplace_back(put_run{make_run(id, seq, status)});
   apply(batch);
 
-  // agt_3 was last seen at 20 ms: deregistered before 21 ms, it is left out.
   auto snap = db_->load(at(21));
   ASSERT_TRUE(snap) << message_of(snap.error());
   EXPECT_EQ(ids_of(snap->tokens), (std::vector<std::string>{"tok_expired", "tok_live"}));
@@ -1055,15 +1054,25 @@ TEST_F(sqlite_store_test, load_filters_what_memory_needs) {
   for (auto& a : snap->agents)
     agents.insert(a.id);
   EXPECT_EQ(agents, (std::set<std::string>{"agt_1", "agt_2", "agt_4"}));
-  // Not yet forgotten at 20 ms: it comes back, before any live agent of
-  // its name (the name goes to the one loaded last).
-  apply({put_agent{make_agent("agt_5", "c-gone")}});
-  auto later = db_->load(at(20));
-  ASSERT_TRUE(later);
-  std::vector<std::string> gone_then_live;
-  for (auto& a : later->agents)
-    if (a.name == "c-gone") gone_then_live.push_back(a.id);
-  EXPECT_EQ(gone_then_live, (std::vector<std::string>{"agt_3", "agt_5"}));
+  // agt_3 left, last seen at 20 ms: forgotten for a load from 21 ms on.
+  EXPECT_TRUE(snap->left.empty());
+  auto names_left = [&](timestamp since) {
+    std::vector<std::string> out;
+    auto loaded = db_->load(since);
+    EXPECT_TRUE(loaded);
+    for (auto& a : loaded->left)
+      out.push_back(a.name + "=" + a.labels["env"]);
+    return out;
+  };
+  auto gone_again = make_agent("agt_5", "c-gone", agent_status::deregistered);
+  gone_again.labels = {{"env", "later"}};
+  gone_again.last_seen_at = at(30);
+  apply({put_agent{gone_again}});
+  EXPECT_EQ(names_left(at(20)), (std::vector<std::string>{"c-gone=later"}))
+      << "the labels of the one last seen";
+  // A name registered again is not a left one.
+  apply({put_agent{make_agent("agt_6", "c-gone")}});
+  EXPECT_TRUE(names_left(at(20)).empty());
   EXPECT_EQ(ids_of(snap->runs), (std::vector<std::string>{"run_2", "run_3", "run_5"}));
   EXPECT_EQ(snap->max_seq, 9u);
   // Loaded runs are whole records.
