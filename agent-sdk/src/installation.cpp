@@ -1,7 +1,7 @@
 #include "installation.hpp"
 
-#include <algorithm>
-#include <cctype>
+#include "mesh/wire/json.hpp"
+
 #include <cerrno>
 #include <cstring>
 #include <fcntl.h>
@@ -20,15 +20,10 @@ std::string read_head(int fd) {
   return n > 0 ? std::string(buf, static_cast<size_t>(n)) : std::string{};
 }
 
-/// The file's first line when it is an id the mesh accepts (1 to 64 of
-/// letters, digits, '-' and '_'), else "".
+/// The file's first line when it is an id the mesh accepts, else "".
 std::string id_in(const std::string& text) {
   auto line = text.substr(0, text.find('\n'));
-  bool ok = !line.empty() && line.size() <= 64 &&
-            std::all_of(line.begin(), line.end(), [](unsigned char c) {
-              return std::isalnum(c) != 0 || c == '-' || c == '_';
-            });
-  return ok ? line : std::string{};
+  return wire::valid_instance(line) ? line : std::string{};
 }
 
 std::string new_id() {

@@ -157,14 +157,11 @@ bool name_in_use(const http_reply& r) {
 }
 
 bool run_held_by_another_session(const http_reply& r) {
-  if (r.status != 403 || !r.body.is_object()) return false;
-  auto e = r.body.find("error");
-  if (e == r.body.end() || !e->is_object()) return false;
-  auto code = e->find("code");
-  if (code == e->end()) return false;
+  if (r.status != 403) return false;
+  auto code = error_code_of(r, "code");
   // A meshd before the code said so in the words of a `forbidden`.
-  return *code == "held_by_other_session" ||
-         (*code == "forbidden" &&
+  return code == "held_by_other_session" ||
+         (code == "forbidden" &&
           r.error.find(other_session_holds_run) != std::string::npos);
 }
 

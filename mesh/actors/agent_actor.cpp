@@ -89,13 +89,17 @@ void lose_runs(self_ptr self, const std::string& why) {
   st.cancel_untold.clear();
 }
 
+/// Whether the agent is heard from: `online` or `draining`.
+bool connected(const agent_record& a) {
+  return a.status == agent_status::online || a.status == agent_status::draining;
+}
+
 /// Builds what a poll carries now; empty if there is nothing to say.
 poll_result collect(self_ptr self) {
   auto& st = self->state;
   poll_result out;
   auto now = st.ctx->now();
-  if (st.agent.status == agent_status::online ||
-      st.agent.status == agent_status::draining) {
+  if (connected(st.agent)) {
     for (auto& [seq, o] : st.offered) {
       if (o.cancel_requested || (o.carried_at && now - *o.carried_at < redeliver_after))
         continue;
@@ -145,9 +149,8 @@ void touch(self_ptr self) {
 /// installation, and any once the session is offline or deregistered.
 caf::error check_installation(self_ptr self, const wire::register_request& req) {
   auto& a = self->state.agent;
-  bool connected = a.session > 0 && (a.status == agent_status::online ||
-                                     a.status == agent_status::draining);
-  if (!connected || a.instance.empty() || req.instance.empty()) return {};
+  if (a.session == 0 || !connected(a) || a.instance.empty() || req.instance.empty())
+    return {};
   if (a.instance == req.instance || (!a.hostname.empty() && a.hostname == req.hostname))
     return {};
   auto& ctx = *self->state.ctx;
@@ -205,9 +208,7 @@ caf::behavior agent_actor(self_ptr self, context_ptr ctx, agent_record agent,
     // Give a restored agent a full offline window from our start; one that
     // was offline or deregistered already keeps when it was last heard from,
     // which `agents.forget_after` counts from.
-    bool connected = st.agent.status == agent_status::online ||
-                     st.agent.status == agent_status::draining;
-    if (connected) st.agent.last_seen_at = st.ctx->now();
+    if (connected(st.agent)) st.agent.last_seen_at = st.ctx->now();
     announce(self);
     if (st.agent.status != agent_status::deregistered) arm_liveness(self);
   }
@@ -373,8 +374,7 @@ caf::behavior agent_actor(self_ptr self, context_ptr ctx, agent_record agent,
       [=](get_atom) -> agent_record { return self->state.agent; },
       [=](offer_atom, const run_record& run, const caf::actor& actor) {
         auto& st = self->state;
-        if (st.agent.status != agent_status::online &&
-            st.agent.status != agent_status::draining) {
+        if (!connected(st.agent)) {
           // Offered while (or just before) the agent went offline or away: an
           // assignment that crossed the status change in the mailbox, or a
           // restart's re-offer. Holding it would leave it pending for good.
@@ -421,9 +421,7 @@ caf::behavior agent_actor(self_ptr self, context_ptr ctx, agent_record agent,
       },
       [=](fired_atom) {
         auto& st = self->state;
-        if (st.agent.status != agent_status::online &&
-            st.agent.status != agent_status::draining)
-          return;
+        if (!connected(st.agent)) return;
         auto deadline = st.agent.last_seen_at + st.ctx->config.offline_after;
         if (st.ctx->now() < deadline) {
           arm_liveness(self);

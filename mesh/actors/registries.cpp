@@ -189,14 +189,10 @@ struct agent_registry_state {
   std::unordered_map<std::string, caf::actor> by_id;
   std::unordered_map<std::string, std::string> id_by_name;
   std::unordered_map<std::string, agent_record> mirror;
-  /// Names of agents that had left (deregistered) before meshd started and
-  /// are not forgotten yet, with their labels: not loaded as agents (a
-  /// restart stays fast with many of them), but a token scoped elsewhere
-  /// may not take the name. Gone when the name registers or is forgotten.
-  struct left_agent {
-    label_map labels;
-    timestamp last_seen_at;
-  };
+  /// By name, agents that had left (deregistered) before meshd started and
+  /// are not forgotten yet: not loaded as agents (a restart stays fast with
+  /// many of them), but a token scoped elsewhere may not take the name.
+  /// Gone when the name registers or is forgotten.
   std::unordered_map<std::string, left_agent> left;
 };
 
@@ -314,26 +310,23 @@ caf::behavior agent_registry(agent_self self, context_ptr ctx) {
             return make_error(
                 errc::forbidden,
                 "agent labels are outside the token's scope (" + c.scope + ")", "labels");
-          // Registering under a name supersedes that agent's session: a
-          // scoped token may do it only to an agent inside its scope, or a
-          // dev token could take over a prod agent and receive its runs.
+          // Registering under a name supersedes that agent's session (or
+          // takes the name of one that left before meshd started): a scoped
+          // token may do it only to an agent inside its scope, or a dev token
+          // could take over a prod agent and receive its runs.
+          const label_map* owner = nullptr;
           if (actor) {
-            auto known = st.mirror.find(by_name->second);
-            if (known != st.mirror.end() && !scope->matches(known->second.labels))
-              return make_error(errc::forbidden,
-                                "an agent named '" + req.name +
-                                    "' exists outside the token's scope (" + c.scope +
-                                    "); choose another name",
-                                "name");
+            if (auto known = st.mirror.find(by_name->second); known != st.mirror.end())
+              owner = &known->second.labels;
+          } else if (auto left = st.left.find(req.name); left != st.left.end()) {
+            owner = &left->second.labels;
           }
-          // The same for an agent that left before meshd started.
-          auto left = st.left.find(req.name);
-          if (!actor && left != st.left.end() && !scope->matches(left->second.labels))
-            return make_error(errc::forbidden,
-                              "an agent named '" + req.name +
-                                  "' that left is outside the token's scope (" + c.scope +
-                                  "); choose another name",
-                              "name");
+          if (owner && !scope->matches(*owner))
+            return make_error(
+                errc::forbidden,
+                "an agent named '" + req.name + (actor ? "' exists" : "' that left is") +
+                    " outside the token's scope (" + c.scope + "); choose another name",
+                "name");
         }
         if (!actor) {
           agent_record rec;
@@ -348,8 +341,10 @@ caf::behavior agent_registry(agent_self self, context_ptr ctx) {
         return add_agent(self, std::move(rec), true);
       },
       [=](admit_atom, reserve_atom, std::vector<left_agent>& left) {
-        for (auto& a : left)
-          self->state.left[a.name] = {std::move(a.labels), a.last_seen_at};
+        for (auto& a : left) {
+          auto name = a.name;
+          self->state.left[name] = std::move(a);
+        }
       },
       [=](refresh_atom a, const caller& c,
           const std::string& id) -> caf::result<caf::message> {

@@ -590,6 +590,13 @@ caf::error not_blank(const json& j, const char* key, const char* absent_means) {
                     key);
 }
 
+bool valid_instance(const std::string& value) {
+  return !value.empty() && value.size() <= max_instance_bytes &&
+         std::all_of(value.begin(), value.end(), [](unsigned char c) {
+           return std::isalnum(c) != 0 || c == '-' || c == '_';
+         });
+}
+
 caf::expected<register_request> parse_register_request(const json& j) {
   register_request r;
   object_reader in{j};
@@ -603,9 +610,7 @@ caf::expected<register_request> parse_register_request(const json& j) {
   if (auto e = in.finish()) return e;
   if (auto e = validate_agent_identity(r.name, r.version, r.hostname)) return e;
   if (auto e = not_blank(j, "instance", "when the agent keeps no instance")) return e;
-  if (!std::all_of(r.instance.begin(), r.instance.end(), [](unsigned char c) {
-        return std::isalnum(c) != 0 || c == '-' || c == '_';
-      }))
+  if (!r.instance.empty() && !valid_instance(r.instance))
     return make_error(errc::invalid_argument,
                       "field 'instance' may hold only letters, digits, '-' and '_'",
                       "instance");

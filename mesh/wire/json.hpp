@@ -87,6 +87,9 @@ struct register_request {
 };
 /// The longest `instance` accepted.
 inline constexpr size_t max_instance_bytes = 64;
+/// Whether `value` is an `instance` the mesh keeps: 1 to
+/// `max_instance_bytes` of letters, digits, '-' and '_'.
+[[nodiscard]] bool valid_instance(const std::string& value);
 [[nodiscard]] caf::expected<register_request> parse_register_request(const json& j);
 [[nodiscard]] json to_json(const register_request& r);
 
