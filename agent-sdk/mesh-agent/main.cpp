@@ -86,8 +86,9 @@ int main(int argc, char** argv) {
     return 0;
   }
   sdk::plan_set plans;
+  std::vector<std::string> warnings;
   try {
-    plans = sdk::make_plans(catalog, cfg.plans);
+    plans = sdk::make_plans(catalog, cfg.plans, &warnings);
   } catch (const sdk::config_error& e) {
     return config_failure(config_file, e.what());
   }
@@ -96,7 +97,11 @@ int main(int argc, char** argv) {
     return config_failure(config_file, "agent." + err);
   if (check_only) {
     std::cout << "config OK: agent '" << cfg.agent.name << "', " << plans.size()
-              << " plans" << std::endl;
+              << (plans.size() == 1 ? " plan" : " plans");
+    if (!warnings.empty())
+      std::cout << ", " << warnings.size()
+                << (warnings.size() == 1 ? " warning" : " warnings") << " (logged above)";
+    std::cout << std::endl;
     return 0;
   }
 

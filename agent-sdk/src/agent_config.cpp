@@ -2,6 +2,7 @@
 // section is read with a strict `settings_reader`, which rejects keys nobody
 // read: this file is the one table of the agent's keys, in the order of
 // config/agent.example.yaml.
+#include "mesh/domain/log.hpp"
 #include "polymesh/sdk/agent_yaml.hpp"
 
 #include <cerrno>
@@ -252,7 +253,9 @@ agent_file_config load_agent_yaml(const std::string& path) {
 }
 
 plan_set make_plans(const plan_catalog& catalog,
-                    const std::map<std::string, nlohmann::json>& plans) {
+                    const std::map<std::string, nlohmann::json>& plans,
+                    std::vector<std::string>* warnings) {
+  config_warnings collected;
   plan_set out;
   for (auto& [name, settings] : plans) {
     auto key = "plans." + name;
@@ -268,6 +271,9 @@ plan_set make_plans(const plan_catalog& catalog,
     if (!p) throw config_error(key, "the plan's factory returned nothing");
     out.emplace(name, std::move(p));
   }
+  for (auto& line : collected.lines())
+    log(log_level::warn, line);
+  if (warnings) *warnings = collected.lines();
   return out;
 }
 

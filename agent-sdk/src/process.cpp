@@ -259,7 +259,12 @@ process_outcome run_process(const process_spec& spec, log_sink& log,
     auto it = spec.env.find("PATH");
     search = it != spec.env.end() ? it->second : default_path;
   }
-  auto path = find_program(spec.argv.front(), search);
+  // A relative path (`./deploy.sh`) is relative to the program's working
+  // directory, as the exec after the chdir reads it, not to the agent's.
+  auto& program = spec.argv.front();
+  bool relative = program.front() != '/' && program.find('/') != std::string::npos;
+  auto path = find_program(
+      relative && !spec.cwd.empty() ? spec.cwd + "/" + program : program, search);
   if (path.empty()) {
     out.error =
         spec.argv.front().find('/') != std::string::npos

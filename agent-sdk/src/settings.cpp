@@ -27,7 +27,24 @@ std::string type_of(const nlohmann::json& j) {
   return "an empty value";
 }
 
+/// The innermost collector of this thread.
+thread_local config_warnings* current_warnings = nullptr;
+
 } // namespace
+
+void config_warning(const std::string& key, const std::string& message) {
+  if (current_warnings)
+    current_warnings->lines_.push_back(key.empty() ? message : key + ": " + message);
+}
+
+config_warnings::config_warnings()
+    : outer_(current_warnings) {
+  current_warnings = this;
+}
+
+config_warnings::~config_warnings() {
+  current_warnings = outer_;
+}
 
 std::optional<std::chrono::milliseconds> parse_duration_text(const std::string& text) {
   if (text == "0") return std::chrono::milliseconds{0};

@@ -2,8 +2,6 @@
 
 #include <set>
 #include <sys/resource.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 namespace polymesh::plans {
 
@@ -34,20 +32,7 @@ exec_settings read_exec_settings(sdk::settings_reader& in) {
 }
 
 bool is_executable(const std::string& program, const std::string& path) {
-  auto runnable = [](const std::string& file) {
-    struct stat st {};
-    return ::stat(file.c_str(), &st) == 0 && S_ISREG(st.st_mode) &&
-           ::access(file.c_str(), X_OK) == 0;
-  };
-  if (program.find('/') != std::string::npos) return runnable(program);
-  size_t from = 0;
-  for (;;) {
-    auto to = path.find(':', from);
-    auto dir = path.substr(from, to == std::string::npos ? std::string::npos : to - from);
-    if (!dir.empty() && runnable(dir + "/" + program)) return true;
-    if (to == std::string::npos) return false;
-    from = to + 1;
-  }
+  return !sdk::find_program(program, path).empty();
 }
 
 std::map<std::string, std::string> run_environment(const exec_settings& s,

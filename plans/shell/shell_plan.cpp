@@ -3,6 +3,8 @@
 #include "plans/shell/command_line.hpp"
 #include "polymesh/sdk/output_tail.hpp"
 
+#include <filesystem>
+
 namespace polymesh::plans {
 
 namespace {
@@ -34,6 +36,44 @@ public:
 private:
   shell_settings s_;
 };
+
+/// Why `program` cannot start here, or "": a name is looked up in the
+/// plan's path, a relative path in `dir` (the run's own work dir, which
+/// does not exist yet, when empty: not checked).
+std::string why_missing(const std::string& program, const std::string& dir,
+                        const std::string& path) {
+  if (program.find('/') == std::string::npos)
+    return is_executable(program, path)
+               ? ""
+               : "'" + program + "' is not an executable in the plan's path (" + path +
+                     ")";
+  if (program.front() == '/')
+    return is_executable(program, path) ? ""
+                                        : "'" + program + "' is not an executable file";
+  if (dir.empty() || is_executable(dir + "/" + program, path)) return "";
+  return "'" + program + "' is not an executable file in " + dir;
+}
+
+/// Rules that are valid but cannot work on this host as it is now: each is
+/// a warning, not an error, for the host may gain the program or directory
+/// before a run needs it, and the plan's other rules work meanwhile.
+void warn_of_what_is_missing(const shell_settings& s, const sdk::settings_reader& in) {
+  const std::string until = "; runs that need it fail until it is there";
+  for (size_t i = 0; i < s.programs.size(); ++i)
+    if (auto why = why_missing(s.programs[i], "", s.exec.path); !why.empty())
+      sdk::config_warning(in.path("programs[" + std::to_string(i) + "]"), why + until);
+  for (size_t i = 0; i < s.shortcuts.size(); ++i) {
+    auto& sc = s.shortcuts[i];
+    auto prefix = in.path("shortcuts[" + std::to_string(i) + "]");
+    std::error_code ec;
+    if (!sc.dir.empty() && !std::filesystem::is_directory(sc.dir, ec)) {
+      sdk::config_warning(prefix + ".dir", "'" + sc.dir + "' is not a directory" + until);
+      continue;
+    }
+    if (auto why = why_missing(sc.argv.front(), sc.dir, s.exec.path); !why.empty())
+      sdk::config_warning(prefix + ".cmd", why + until);
+  }
+}
 
 } // namespace
 
@@ -86,6 +126,7 @@ shell_settings read_shell_settings(const nlohmann::json& settings,
   in.finish();
   if (s.programs.empty() && s.shortcuts.empty())
     throw sdk::config_error(key, "allows nothing: add programs or shortcuts");
+  warn_of_what_is_missing(s, in);
   return s;
 }
 

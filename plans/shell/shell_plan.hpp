@@ -12,6 +12,8 @@
 // a shell, so `free; rm -rf /` is refused, never run as two commands. Only a
 // shortcut with `shell: true` (written by the admin, not the run) goes
 // through `/bin/sh -c`. The output is the run's log; the result is its tail.
+// A rule whose program or directory is not on this host is a
+// `config_warning`, not an error: the host may gain it before a run needs it.
 //
 // Thread-safety: the plan is immutable after construction.
 #pragma once

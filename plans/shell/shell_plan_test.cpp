@@ -3,6 +3,8 @@
 
 #include <chrono>
 #include <cstdlib>
+#include <filesystem>
+#include <fstream>
 #include <gtest/gtest.h>
 #include <thread>
 
@@ -22,10 +24,20 @@ json settings() {
       {"env", {{"GREETING", "hi"}}}};
 }
 
-sdk::plan_result run_payload(const std::string& payload, sdk::testkit::scratch_run& run) {
-  auto plan = plans::make_shell_plan(settings(), "plans.shell");
+sdk::plan_result run_on(sdk::plan& plan, const std::string& payload,
+                        sdk::testkit::scratch_run& run) {
   run.ctx.payload = payload;
-  return plan->run(run.ctx);
+  return plan.run(run.ctx);
+}
+
+sdk::plan_result run_payload(const std::string& payload, sdk::testkit::scratch_run& run) {
+  return run_on(*plans::make_shell_plan(settings(), "plans.shell"), payload, run);
+}
+
+/// Writes an executable (0700) script.
+void write_script(const std::filesystem::path& file, const std::string& text) {
+  std::ofstream{file} << text;
+  std::filesystem::permissions(file, std::filesystem::perms::owner_all);
 }
 
 } // namespace
@@ -181,4 +193,81 @@ TEST(shell_plan, reserved_env_settings_are_refused_saying_what_to_use) {
                                            says);
     }
   }
+}
+
+// This test ensures the documented shortcut `{dir: /srv/app, cmd:
+// "./deploy.sh --prod"}` runs the script in its dir (it was looked up in the
+// agent's working directory and refused as missing).
+TEST(shell_plan, a_shortcut_runs_a_script_of_its_dir) {
+  sdk::testkit::temp_dir app;
+  write_script(app.path() / "deploy.sh", "#!/bin/sh\necho \"deploying $1\"\n");
+  json s{{"shortcuts",
+          {{{"short", "deploy"},
+            {"dir", app.path().string()},
+            {"cmd", "./deploy.sh --prod"}}}}};
+  sdk::testkit::scratch_run run;
+  auto r = run_on(*plans::make_shell_plan(s, "plans.shell"), "deploy", run);
+  EXPECT_TRUE(r.ok) << r.error;
+  EXPECT_EQ(r.result, "deploying --prod\n");
+}
+
+// This test ensures rules that cannot work on this host as it is (a program
+// not installed, a shortcut's directory or script not there) are warnings
+// naming the key, while the plan still builds and its other rules run: the
+// host may gain them later, and `mesh-agent --check` used to pass them in
+// silence.
+TEST(shell_plan, what_is_missing_here_is_a_warning_naming_the_key) {
+  sdk::testkit::temp_dir app;
+  write_script(app.path() / "deploy.sh", "#!/bin/sh\ntrue\n");
+  auto dir = app.path().string();
+  json s{{"programs", {"echo", "no-such-program-xyz", "/nonexistent/bin/tool"}},
+         {"shortcuts",
+          {{{"short", "gone"}, {"dir", "/nonexistent/app"}, {"cmd", "pwd"}},
+           {{"short", "typo"}, {"dir", dir}, {"cmd", "./deplyo.sh"}},
+           {{"short", "deploy"}, {"dir", dir}, {"cmd", "./deploy.sh --prod"}},
+           {{"short", "relative"}, {"cmd", "./made-by-the-run.sh"}},
+           {{"short", "nope"}, {"cmd", "no-such-tool-xyz --now"}},
+           {{"short", "piped"}, {"cmd", "no-such-tool-xyz | wc -l"}, {"shell", true}}}},
+         {"path", "/usr/bin:/bin"}};
+  sdk::config_warnings collected;
+  auto plan = plans::make_shell_plan(s, "plans.shell");
+  const std::string until = "; runs that need it fail until it is there";
+  EXPECT_EQ(
+      collected.lines(),
+      (std::vector<std::string>{
+          "plans.shell.programs[1]: 'no-such-program-xyz' is not an executable in "
+          "the plan's path (/usr/bin:/bin)" +
+              until,
+          "plans.shell.programs[2]: '/nonexistent/bin/tool' is not an executable "
+          "file" +
+              until,
+          "plans.shell.shortcuts[0].dir: '/nonexistent/app' is not a directory" + until,
+          "plans.shell.shortcuts[1].cmd: './deplyo.sh' is not an executable file "
+          "in " +
+              dir + until,
+          "plans.shell.shortcuts[4].cmd: 'no-such-tool-xyz' is not an executable "
+          "in the plan's path (/usr/bin:/bin)" +
+              until}));
+  sdk::testkit::scratch_run run;
+  auto r = run_on(*plan, "echo still here", run);
+  EXPECT_TRUE(r.ok) << r.error;
+  EXPECT_EQ(r.result, "still here\n");
+}
+
+// This test ensures a warning outside a collector is dropped (a factory
+// called on its own), and nested collectors each keep their own.
+TEST(shell_plan, warnings_reach_the_innermost_collector_only) {
+  json s{{"programs", {"no-such-program-xyz"}}};
+  (void)plans::make_shell_plan(s, "plans.shell"); // nobody collects: no effect
+  sdk::config_warnings outer;
+  {
+    sdk::config_warnings inner;
+    (void)plans::make_shell_plan(s, "plans.inner");
+    ASSERT_EQ(inner.lines().size(), 1u);
+    EXPECT_EQ(inner.lines()[0].rfind("plans.inner.programs[0]: ", 0), 0u);
+  }
+  EXPECT_TRUE(outer.lines().empty());
+  (void)plans::make_shell_plan(s, "plans.outer");
+  ASSERT_EQ(outer.lines().size(), 1u);
+  EXPECT_EQ(outer.lines()[0].rfind("plans.outer.programs[0]: ", 0), 0u);
 }

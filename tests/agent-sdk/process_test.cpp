@@ -5,6 +5,7 @@
 #include <csignal>
 #include <cstring>
 #include <fcntl.h>
+#include <filesystem>
 #include <fstream>
 #include <gtest/gtest.h>
 #include <sstream>
@@ -257,6 +258,36 @@ TEST(process, canceled_before_start) {
   EXPECT_FALSE(out.started);
   EXPECT_TRUE(out.canceled);
   EXPECT_EQ(log.all(), "");
+}
+
+// This test ensures a relative program path (`./deploy.sh`, as a shell
+// shortcut with a `dir` writes it) is found in the program's working
+// directory, where it runs, not in the agent's: it used to be looked up in
+// the agent's and refused as missing.
+TEST(process, a_relative_program_is_found_in_its_working_directory) {
+  testkit::temp_dir dir;
+  {
+    std::ofstream script{dir.path() / "deploy.sh"};
+    script << "#!/bin/sh\necho deployed from \"$(pwd)\"\n";
+  }
+  std::filesystem::permissions(dir.path() / "deploy.sh",
+                               std::filesystem::perms::owner_all);
+  ASSERT_FALSE(std::filesystem::exists("deploy.sh"))
+      << "the test's own directory has one";
+  testkit::memory_log log;
+  cancel_source c;
+  process_spec s;
+  s.argv = {"./deploy.sh"};
+  s.env = {{"PATH", "/usr/bin:/bin"}};
+  s.cwd = dir.path();
+  auto out = run_process(s, log, c);
+  ASSERT_TRUE(out.started) << out.error;
+  EXPECT_EQ(out.exit_code, 0);
+  EXPECT_EQ(log.out(), "deployed from " + dir.path().string() + "\n");
+  s.argv = {"./missing.sh"};
+  out = run_process(s, log, c);
+  EXPECT_FALSE(out.started);
+  EXPECT_EQ(out.error, "program './missing.sh' does not exist or is not executable");
 }
 
 // This test ensures program names resolve through the search path only.

@@ -128,6 +128,8 @@ struct agent_options {
   std::string hostname{};
   /// `agent.work_dir` when not empty (else `<dir>/<name>/work`).
   std::string work_dir{};
+  /// Arguments after `--config FILE`, e.g. `--check`.
+  std::vector<std::string> extra_args{};
 };
 
 /// A mesh-agent process with its own config in `dir/<name>`.

@@ -50,8 +50,11 @@ struct agent_file_config {
 [[nodiscard]] nlohmann::json yaml_to_json(const std::string& text);
 
 /// Builds every enabled plan from `catalog`; throws `config_error` naming
-/// `plans.<name>` for a plan nobody provides or with bad settings.
+/// `plans.<name>` for a plan nobody provides or with bad settings. What the
+/// factories flag with `config_warning` is logged as a warning each and,
+/// when `warnings` is given, handed back there.
 [[nodiscard]] plan_set make_plans(const plan_catalog& catalog,
-                                  const std::map<std::string, nlohmann::json>& plans);
+                                  const std::map<std::string, nlohmann::json>& plans,
+                                  std::vector<std::string>* warnings = nullptr);
 
 } // namespace polymesh::sdk

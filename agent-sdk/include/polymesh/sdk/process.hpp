@@ -35,8 +35,9 @@ struct resource_limit {
 };
 
 struct process_spec {
-  /// argv[0] is the program: a path when it contains '/', else it is looked
-  /// up in `search_path`. REQUIRES: not empty.
+  /// argv[0] is the program: a path when it contains '/' (a relative one is
+  /// relative to `cwd`), else it is looked up in `search_path`.
+  /// REQUIRES: not empty.
   std::vector<std::string> argv;
   /// The complete environment of the program; nothing is inherited.
   std::map<std::string, std::string> env;

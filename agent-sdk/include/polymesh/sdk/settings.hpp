@@ -29,6 +29,31 @@ private:
   std::string key_;
 };
 
+/// A setting that is valid but will not work as written on this host (a
+/// program that is not installed, a directory that is not there): the plan
+/// still builds, for the host may gain it later, and the key and message
+/// reach the innermost `config_warnings` of this thread. `make_plans` logs
+/// them as warnings and `mesh-agent --check` counts them. Outside such a
+/// collector (a factory called on its own, or a plugin's own copy of this
+/// library) the warning is dropped.
+void config_warning(const std::string& key, const std::string& message);
+
+/// Collects this thread's `config_warning`s, as `key: message`, while it lives.
+class config_warnings {
+public:
+  config_warnings();
+  ~config_warnings();
+  config_warnings(const config_warnings&) = delete;
+  config_warnings& operator=(const config_warnings&) = delete;
+
+  [[nodiscard]] const std::vector<std::string>& lines() const { return lines_; }
+
+private:
+  friend void config_warning(const std::string& key, const std::string& message);
+  std::vector<std::string> lines_;
+  config_warnings* outer_;
+};
+
 /// Parses `250ms`, `90s`, `10m`, `2h`, `7d` or `0` (no leading zero);
 /// nullopt otherwise. A number too large for milliseconds in 64 bits gives
 /// `milliseconds::max()`, past any bound a caller checks, never a wrapped
