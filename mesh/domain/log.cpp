@@ -14,27 +14,74 @@ std::atomic<int> max_level{static_cast<int>(log_level::info)};
 std::mutex out_mtx;
 std::function<void(log_level, const std::string&)> out_handler;
 
-/// `text` with its control characters (a tab aside) written as escapes: a
-/// log line is one line, and names and messages from elsewhere (a plan's
-/// artifact file, a request) must not forge lines or drive the terminal.
+/// The length of the well-formed UTF-8 sequence at `s[i]` (a byte of 0x80
+/// or above), or 0: overlong forms, surrogates and code points past
+/// U+10FFFF are not well formed.
+size_t utf8_sequence(const std::string& s, size_t i) {
+  auto byte = [&](size_t k) { return static_cast<unsigned char>(s[i + k]); };
+  unsigned char c = byte(0);
+  size_t n = c >= 0xc2 && c <= 0xdf   ? 2
+             : c >= 0xe0 && c <= 0xef ? 3
+             : c >= 0xf0 && c <= 0xf4 ? 4
+                                      : 0;
+  if (n == 0 || i + n > s.size()) return 0;
+  for (size_t k = 1; k < n; ++k)
+    if ((byte(k) & 0xc0) != 0x80) return 0;
+  unsigned char second = byte(1);
+  if ((c == 0xe0 && second < 0xa0) || (c == 0xed && second > 0x9f) ||
+      (c == 0xf0 && second < 0x90) || (c == 0xf4 && second > 0x8f))
+    return 0;
+  return n;
+}
+
+/// `text` as one line that says exactly what it held: control characters
+/// (a tab aside) as escapes — `\n`, `\r`, `\x1b`, and the C1 controls and
+/// the line and paragraph separators as `\u0085`, `\u2028` — bytes that
+/// are not UTF-8 as `\xNN`, and a backslash as `\\`, so that no escape
+/// can be faked. Names and messages from elsewhere (a plan's artifact file,
+/// a request) must not forge lines or drive the terminal.
 std::string one_line(const std::string& text) {
   static const char hex[] = "0123456789abcdef";
   std::string out;
   out.reserve(text.size());
-  for (unsigned char c : text) {
-    if (c >= 0x20 && c != 0x7f) {
-      out += static_cast<char>(c);
-    } else if (c == '\t') {
-      out += '\t';
-    } else if (c == '\n') {
-      out += "\\n";
-    } else if (c == '\r') {
-      out += "\\r";
-    } else {
-      out += "\\x";
-      out += hex[c >> 4];
-      out += hex[c & 0xf];
+  auto escape = [&](const char* prefix, unsigned value, int digits) {
+    out += prefix;
+    for (int shift = 4 * (digits - 1); shift >= 0; shift -= 4)
+      out += hex[(value >> shift) & 0xf];
+  };
+  for (size_t i = 0; i < text.size();) {
+    auto c = static_cast<unsigned char>(text[i]);
+    auto n = c >= 0x80 ? utf8_sequence(text, i) : 1;
+    if (c >= 0x80 && n == 0) {
+      escape("\\x", c, 2);
+      ++i;
+      continue;
     }
+    if (n > 1) {
+      auto second = static_cast<unsigned char>(text[i + 1]);
+      auto third = n > 2 ? static_cast<unsigned char>(text[i + 2]) : 0u;
+      if (c == 0xc2 && second <= 0x9f)
+        escape("\\u", second, 4); // U+0080..U+009F
+      else if (c == 0xe2 && second == 0x80 && (third == 0xa8 || third == 0xa9))
+        escape("\\u", 0x2000 + (third - 0x80), 4);
+      else
+        out.append(text, i, n);
+      i += n;
+      continue;
+    }
+    if (c == '\\')
+      out += "\\\\";
+    else if (c >= 0x20 && c != 0x7f)
+      out += static_cast<char>(c);
+    else if (c == '\t')
+      out += '\t';
+    else if (c == '\n')
+      out += "\\n";
+    else if (c == '\r')
+      out += "\\r";
+    else
+      escape("\\x", c, 2);
+    ++i;
   }
   return out;
 }

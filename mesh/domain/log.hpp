@@ -1,7 +1,9 @@
 // meshd's log: one line per event on stderr, `<RFC 3339 time> <level> <text>`.
 // Secrets never go through here in full. Control characters in a text (a
-// tab aside) are written as escapes (`\n`, `\r`, `\x1b`), also to a handler:
-// names and messages from elsewhere cannot forge lines or drive a terminal.
+// tab aside) are written as escapes (`\n`, `\r`, `\x1b`, `\u0085`, `\u2028`),
+// bytes that are not UTF-8 as `\xNN` and a backslash as `\\`, also to a
+// handler: names and messages from elsewhere cannot forge lines or drive a
+// terminal, and a line reads back unambiguously.
 //
 // Thread-safety: `log` may be called from any thread; lines never interleave.
 #pragma once

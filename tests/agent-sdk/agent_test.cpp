@@ -973,19 +973,27 @@ TEST(agent, waits_while_another_installation_holds_its_name_then_goes_on) {
   EXPECT_TRUE(mesh.with([](fake_mesh& m) { return m.deregistered_; }));
 }
 
-// This test ensures a log line stays one line: control characters in its
-// text (an artifact's file name, say) come as escapes, a tab and UTF-8 as
-// they are.
+// This test ensures a log line stays one line and says exactly what its
+// text held (an artifact's file name, say): control characters come as
+// escapes, the C1 ones and the line and paragraph separators too, bytes
+// that are not UTF-8 as `\xNN`, a backslash doubled (so `\n` in a name
+// cannot pass for an escaped newline); a tab and UTF-8 as they are.
 TEST(agent, a_log_line_cannot_be_split_or_drive_the_terminal) {
   std::vector<std::string> lines;
   set_log_handler(
       [&](const std::string&, const std::string& text) { lines.push_back(text); });
   polymesh::log(polymesh::log_level::warn,
                 "artifact 'evil\n2026-12-05T00:00:00Z info forged\r\x1b[31mred\x7f\tü'");
+  polymesh::log(polymesh::log_level::warn,
+                "a\\nb \xc2\x9b"
+                "31m \xc2\x85 \xe2\x80\xa8 \xe2\x80\xa9 \x9b \xc0\xaf "
+                "\xed\xa0\x80 \xe2\x82 € 😀 \xc2\xa0.");
   set_log_handler(nullptr);
-  ASSERT_EQ(lines.size(), 1u);
+  ASSERT_EQ(lines.size(), 2u);
   EXPECT_EQ(lines[0],
             "artifact 'evil\\n2026-12-05T00:00:00Z info forged\\r\\x1b[31mred\\x7f\tü'");
+  EXPECT_EQ(lines[1], "a\\\\nb \\u009b31m \\u0085 \\u2028 \\u2029 \\x9b \\xc0\\xaf "
+                      "\\xed\\xa0\\x80 \\xe2\\x82 € 😀 \xc2\xa0.");
 }
 
 // This test ensures an agent that an admin's drain holds says so when it

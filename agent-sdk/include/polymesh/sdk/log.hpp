@@ -3,7 +3,8 @@
 // `<RFC 3339 time> <level> <text>`, at `info` and above. A program that
 // embeds the agent may choose the level, or take the lines itself (into its
 // own logger, say). A line's control characters (a tab aside) come as
-// escapes (`\n`, `\x1b`): names from plans and the mesh cannot forge lines.
+// escapes (`\n`, `\x1b`, `\u2028`), bytes that are not UTF-8 as `\xNN` and a
+// backslash as `\\`: names from plans and the mesh cannot forge lines.
 //
 // Thread-safety: both functions may be called from any thread; they apply
 // to the whole process.
