@@ -19,10 +19,15 @@ void output_tail::write(log_stream stream, std::string_view data) {
 std::string output_tail::tail() const {
   std::lock_guard<std::mutex> guard{mtx_};
   if (!cut_) return tail_;
-  // A cut line reads as garbage; start at the next full line if there is one.
+  // A cut line reads as garbage; start at the next full line if there is one,
+  // else at the next whole UTF-8 character (the cut may split one).
   auto nl = tail_.find('\n');
   if (nl != std::string::npos && nl + 1 < tail_.size()) return tail_.substr(nl + 1);
-  return tail_;
+  size_t from = 0;
+  while (from < 3 && from < tail_.size() &&
+         (static_cast<unsigned char>(tail_[from]) & 0xC0) == 0x80)
+    ++from;
+  return tail_.substr(from);
 }
 
 } // namespace polymesh::sdk

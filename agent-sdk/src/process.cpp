@@ -140,6 +140,20 @@ bool is_executable_file(const std::string& path) {
          ::access(path.c_str(), X_OK) == 0;
 }
 
+/// The program a script's `#!` line names, or "" for a file without one.
+std::string script_interpreter(const std::string& path) {
+  std::ifstream in{path, std::ios::binary};
+  std::string line(256, '\0'); // Linux reads at most 256 bytes of it too
+  in.read(line.data(), static_cast<std::streamsize>(line.size()));
+  line.resize(static_cast<size_t>(in.gcount()));
+  line = line.substr(0, line.find('\n'));
+  if (line.rfind("#!", 0) != 0) return {};
+  auto begin = line.find_first_not_of(" \t", 2);
+  if (begin == std::string::npos) return {};
+  auto end = line.find_first_of(" \t\r", begin);
+  return line.substr(begin, end == std::string::npos ? std::string::npos : end - begin);
+}
+
 [[noreturn]] void child_fail(int fd, int stage) {
   child_failure f{stage, errno};
   auto n = ::write(fd, &f, sizeof f);
@@ -359,6 +373,10 @@ process_outcome run_process(const process_spec& spec, log_sink& log,
                                             : "cannot execute '";
     auto subject = failure.stage == 1 ? spec.cwd : path;
     out.error = what + subject + "': " + std::strerror(failure.error);
+    if (failure.stage == 3 && failure.error == ENOENT)
+      if (auto interpreter = script_interpreter(path); !interpreter.empty())
+        out.error = "cannot execute '" + path + "': its interpreter '" + interpreter +
+                    "' (the #! line) does not exist";
     return out;
   }
   out.started = true;

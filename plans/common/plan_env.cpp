@@ -10,17 +10,19 @@ exec_settings read_exec_settings(sdk::settings_reader& in) {
   s.path = in.string("path", s.path);
   s.env = in.string_map("env");
   for (auto& [k, v] : s.env)
-    if (auto err = check_env_name(k); !err.empty() && k != "LANG" && k != "TZ")
-      throw sdk::config_error(in.path("env." + k),
-                              k == "PATH" ? err + "; set the plan's `path` instead"
-                                          : err);
+    if (auto err = check_admin_env_name(k); !err.empty())
+      throw sdk::config_error(in.path("env." + k), err);
   s.result_tail_bytes = static_cast<size_t>(
       in.integer("result_tail_bytes", int64_t(s.result_tail_bytes), 0, 60 * 1024));
   sdk::settings_reader lim{in.raw("limits"), in.path("limits")};
   auto add = [&](const char* key, int resource) {
-    auto v = lim.integer(key, -1, 1, INT64_MAX);
-    if (v > 0)
-      s.limits.push_back({resource, static_cast<uint64_t>(v), static_cast<uint64_t>(v)});
+    auto set = lim.integer(key, -1, 1, INT64_MAX - 1);
+    if (set < 0) return;
+    auto v = static_cast<uint64_t>(set);
+    // CPU time: SIGXCPU at the limit ("CPU time limit exceeded"), SIGKILL a
+    // second later; with both at the limit a run ended as a bare SIGKILL,
+    // which reads like the OOM killer.
+    s.limits.push_back({resource, v, resource == RLIMIT_CPU ? v + 1 : v});
   };
   add("cpu_seconds", RLIMIT_CPU);
   add("address_space_bytes", RLIMIT_AS);
@@ -29,6 +31,19 @@ exec_settings read_exec_settings(sdk::settings_reader& in) {
   add("file_size_bytes", RLIMIT_FSIZE);
   lim.finish();
   return s;
+}
+
+std::string got_instead(const std::string& param, const nlohmann::json& v) {
+  if (v.is_string()) {
+    auto text = v.get<std::string>();
+    if (text.size() > 40) text = text.substr(0, 40) + "...";
+    return ", got a string '" + text + "' (meshctl: --param " + param + ":=" + text + ")";
+  }
+  return std::string{", got "} + (v.is_boolean()  ? "a boolean"
+                                  : v.is_number() ? "a number"
+                                  : v.is_array()  ? "a list"
+                                  : v.is_object() ? "a map"
+                                                  : "null");
 }
 
 bool is_executable(const std::string& program, const std::string& path) {
@@ -56,6 +71,29 @@ sdk::process_spec make_spec(const exec_settings& s, const sdk::run_context& ctx,
   spec.kill_grace = ctx.kill_grace;
   spec.limits = s.limits;
   return spec;
+}
+
+std::string check_admin_env_name(const std::string& name) {
+  if (name.empty() || name.size() > 128)
+    return "environment variable names must be 1 to 128 characters";
+  for (size_t i = 0; i < name.size(); ++i) {
+    char c = name[i];
+    bool ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || c == '_' ||
+              (i > 0 && c >= '0' && c <= '9');
+    if (!ok)
+      return "environment variable name '" + name +
+             "' must use only letters, digits and '_' and not start with a digit";
+  }
+  if (name == "PATH")
+    return "environment variable 'PATH' is set by the agent; set the plan's `path` "
+           "instead";
+  if (name == "HOME")
+    return "environment variable 'HOME' is set by the agent (to the run's work "
+           "directory)";
+  if (name.rfind("POLYMESH_", 0) == 0)
+    return "environment variable '" + name +
+           "' is set by the agent (POLYMESH_* describe the run)";
+  return {};
 }
 
 std::string check_env_name(const std::string& name) {

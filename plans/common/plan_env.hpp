@@ -45,10 +45,20 @@ run_environment(const exec_settings& s, const sdk::run_context& ctx);
 /// Environment variable names a run may set: [A-Z_][A-Z0-9_]{0,63}, and not
 /// one that changes how programs load or run (PATH, LD_*, IFS, ...).
 [[nodiscard]] std::string check_env_name(const std::string& name);
+/// Names the admin may set in a plan's `env`: [A-Za-z_][A-Za-z0-9_]{0,127}
+/// (`http_proxy` is lower case), and not one the agent sets (PATH, HOME,
+/// POLYMESH_*). The admin's values are constants no run can change, so
+/// `LD_LIBRARY_PATH` or `TMPDIR` are the admin's to choose.
+[[nodiscard]] std::string check_admin_env_name(const std::string& name);
 
 /// Whether `program` (a name looked up in the `:`-separated `path`, or an
 /// absolute path) is an executable regular file.
 [[nodiscard]] bool is_executable(const std::string& program, const std::string& path);
+
+/// What a param of the wrong type holds, for an error after "expected ...":
+/// `, got a string 'false' (meshctl: --param init:=false)` for a string,
+/// which is what `--param k=v` sends, else `, got a list` and the like.
+[[nodiscard]] std::string got_instead(const std::string& param, const nlohmann::json& v);
 
 /// The usual end of a program-running plan: success on exit 0, else an
 /// error carrying the exit code; the result is the output tail.

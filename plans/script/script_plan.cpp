@@ -32,6 +32,9 @@ public:
     // "Argument list too long", which does not say why.
     constexpr size_t max_env_string = 128 * 1024;
     constexpr size_t max_payload = max_env_string - sizeof("POLYMESH_PAYLOAD=");
+    if (call.error.empty() && ctx.payload.find('\0') != std::string::npos)
+      call.error = "payload: has a NUL byte, which a script cannot receive in "
+                   "POLYMESH_PAYLOAD (an environment string ends at the first one)";
     if (call.error.empty() && ctx.payload.size() > max_payload)
       call.error = "payload: " + std::to_string(ctx.payload.size()) +
                    " bytes is more than a script can receive in POLYMESH_PAYLOAD (at "
@@ -77,7 +80,10 @@ script_settings read_script_settings(const nlohmann::json& settings,
   std::error_code ec;
   if (!fs::is_directory(s.dir, ec))
     throw sdk::config_error(in.path("dir"), "'" + s.dir + "' is not a directory");
-  s.dir = fs::canonical(s.dir).string();
+  // Kept as written, resolved at each run: a `current` symlink that a
+  // deploy moves to the next release takes effect without a restart.
+  s.dir = fs::path{s.dir}.lexically_normal().string();
+  if (s.dir.size() > 1 && s.dir.back() == '/') s.dir.pop_back();
   return s;
 }
 
@@ -93,13 +99,20 @@ script_call resolve_script_call(const script_settings& s, const nlohmann::json& 
     return refuse("params.script: '" + name +
                   "' is not a plain file name (letters, digits, '.', '_', '-')");
   std::error_code ec;
-  auto path = fs::path{s.dir} / name;
+  auto root = fs::canonical(s.dir, ec);
+  if (ec || !fs::is_directory(root, ec))
+    return refuse("params.script: the scripts' directory " + s.dir + " is not there now" +
+                  (ec ? " (" + ec.message() + ")" : std::string{}));
+  // Run as `<dir>/<name>`, through the directory as it is now: `$0` keeps
+  // the name the run asked for (a symlink's, not its target's).
+  auto path = root / name;
   auto real = fs::canonical(path, ec);
   if (ec || !fs::is_regular_file(real, ec))
     return refuse("params.script: no script '" + name + "' in " + s.dir);
-  if (real.parent_path() != fs::path{s.dir})
+  auto inside = real.lexically_relative(root);
+  if (inside.empty() || *inside.begin() == "..")
     return refuse("params.script: '" + name + "' leads outside " + s.dir);
-  call.path = real.string();
+  call.path = path.string();
   if (params.contains("args")) {
     auto& args = params["args"];
     if (!args.is_array() || args.size() > max_args)

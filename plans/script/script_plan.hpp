@@ -8,8 +8,10 @@
 // path), `args` (list of strings, passed as arguments), `env` (map of
 // names to strings/numbers/booleans, passed as environment variables; names
 // are checked by `check_env_name`, so PATH, LD_* and the like cannot be set).
-// The payload is passed as POLYMESH_PAYLOAD. A script reached through a
-// symlink that leaves `dir` is refused.
+// The payload is passed as POLYMESH_PAYLOAD (one with a NUL byte is
+// refused). A script reached through a symlink that leaves `dir` is
+// refused; `dir` is resolved at each run (a `current` symlink a deploy
+// moves takes effect at once), and the script runs as `<dir>/<name>`.
 //
 // Thread-safety: the plan is immutable after construction.
 #pragma once

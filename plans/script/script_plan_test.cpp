@@ -124,3 +124,62 @@ TEST(script_plan_settings, dir_must_exist) {
       (void)plans::make_script_plan(json{{"dir", "/nonexistent/dir"}}, "plans.script"),
       sdk::config_error);
 }
+
+// This test ensures a payload with a NUL byte is refused saying why: the
+// script received it cut at the NUL, and the run succeeded.
+TEST_F(script_plan_test, a_payload_with_a_nul_byte_is_refused) {
+  auto r = run({{"script", "show.sh"}}, std::string{"abc\0def", 7});
+  EXPECT_FALSE(r.ok);
+  EXPECT_EQ(r.error, "payload: has a NUL byte, which a script cannot receive in "
+                     "POLYMESH_PAYLOAD (an environment string ends at the first one)");
+  EXPECT_EQ(run_.log.out(), "");
+}
+
+// This test ensures the scripts' directory is resolved at each run, so a
+// `current` symlink a deploy moves to the next release takes effect
+// without restarting the agent (it was resolved once, at start); and a
+// script keeps the name it was run by in `$0` (a symlink's, not its
+// target's), and may be a symlink to a script in a subdirectory.
+TEST(script_plan, a_moved_current_symlink_takes_effect_at_the_next_run) {
+  sdk::testkit::temp_dir base;
+  auto script = [&](const std::filesystem::path& file, const std::string& text) {
+    std::filesystem::create_directories(file.parent_path());
+    std::ofstream{file} << text;
+    std::filesystem::permissions(file, std::filesystem::perms::owner_all);
+  };
+  for (auto release : {"r1", "r2"})
+    script(base.path() / release / "ver.sh", std::string{"#!/bin/sh\necho \"release "} +
+                                                 release + " as $(basename \"$0\")\"\n");
+  script(base.path() / "r2" / "tools" / "inner.sh", "#!/bin/sh\necho inner\n");
+  std::filesystem::create_symlink("ver.sh", base.path() / "r2" / "version.sh");
+  std::filesystem::create_symlink("tools/inner.sh", base.path() / "r2" / "inner.sh");
+  auto current = base.path() / "current";
+  std::filesystem::create_directory_symlink("r1", current);
+  auto plan =
+      plans::make_script_plan(json{{"dir", current.string() + "/"}}, "plans.script");
+  auto run = [&](const std::string& name) {
+    sdk::testkit::scratch_run r;
+    r.ctx.params = {{"script", name}};
+    return plan->run(r.ctx);
+  };
+  EXPECT_EQ(run("ver.sh").result, "release r1 as ver.sh\n");
+  auto missing = run("version.sh");
+  EXPECT_FALSE(missing.ok);
+  EXPECT_EQ(missing.error,
+            "params.script: no script 'version.sh' in " + current.string());
+  // The deploy: a new link renamed over the old one.
+  std::filesystem::create_directory_symlink("r2", base.path() / "current.new");
+  std::filesystem::rename(base.path() / "current.new", current);
+  EXPECT_EQ(run("ver.sh").result, "release r2 as ver.sh\n");
+  EXPECT_EQ(run("version.sh").result, "release r2 as version.sh\n");
+  auto inner = run("inner.sh");
+  EXPECT_TRUE(inner.ok) << inner.error;
+  EXPECT_EQ(inner.result, "inner\n");
+  std::filesystem::remove(current);
+  auto gone = run("ver.sh");
+  EXPECT_FALSE(gone.ok);
+  EXPECT_NE(gone.error.find("params.script: the scripts' directory " + current.string() +
+                            " is not there now"),
+            std::string::npos)
+      << gone.error;
+}

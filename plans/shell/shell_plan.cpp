@@ -38,8 +38,7 @@ private:
 };
 
 /// Why `program` cannot start here, or "": a name is looked up in the
-/// plan's path, a relative path in `dir` (the run's own work dir, which
-/// does not exist yet, when empty: not checked).
+/// plan's path, a relative path in `dir`.
 std::string why_missing(const std::string& program, const std::string& dir,
                         const std::string& path) {
   if (program.find('/') == std::string::npos)
@@ -50,7 +49,7 @@ std::string why_missing(const std::string& program, const std::string& dir,
   if (program.front() == '/')
     return is_executable(program, path) ? ""
                                         : "'" + program + "' is not an executable file";
-  if (dir.empty() || is_executable(dir + "/" + program, path)) return "";
+  if (is_executable(dir + "/" + program, path)) return "";
   return "'" + program + "' is not an executable file in " + dir;
 }
 
@@ -119,6 +118,14 @@ shell_settings read_shell_settings(const nlohmann::json& settings,
                                 parsed.error +
                                     "; set shell: true to run it through /bin/sh");
       x.argv = std::move(parsed.argv);
+      auto& program = x.argv.front();
+      if (x.dir.empty() && program.front() != '/' &&
+          program.find('/') != std::string::npos)
+        throw sdk::config_error(prefix + ".cmd",
+                                "'" + program +
+                                    "' is a relative path, and without `dir` it would "
+                                    "be looked up in the run's new, empty work dir: "
+                                    "set dir, or write the program's absolute path");
     }
     s.shortcuts.push_back(std::move(x));
   }

@@ -154,6 +154,22 @@ TEST(shell_plan, shortcut_with_metacharacters_needs_shell_flag) {
   }
 }
 
+// This test ensures a shortcut's relative program without `dir` is a config
+// error saying why: it would be looked up in the run's new, empty work dir,
+// so it could never run.
+TEST(shell_plan, a_relative_program_needs_the_shortcuts_dir) {
+  json s{{"shortcuts", {{{"short", "x"}, {"cmd", "./deploy.sh --prod"}}}}};
+  try {
+    (void)plans::make_shell_plan(s, "plans.shell");
+    FAIL() << "expected a config_error";
+  } catch (const sdk::config_error& e) {
+    EXPECT_EQ(std::string{e.what()},
+              "plans.shell.shortcuts[0].cmd: './deploy.sh' is a relative path, and "
+              "without `dir` it would be looked up in the run's new, empty work dir: set "
+              "dir, or write the program's absolute path");
+  }
+}
+
 // This test ensures a plan allowing nothing is a config error.
 TEST(shell_plan, empty_rules_are_refused) {
   EXPECT_THROW((void)plans::make_shell_plan(json::object(), "plans.shell"),
@@ -173,14 +189,16 @@ TEST(shell_plan, result_is_the_tail) {
   EXPECT_EQ(r.result.front(), '9'); // starts at a full line
 }
 
-// This test ensures a reserved variable in the plan's `env` setting is
-// refused naming the key and why, and PATH points at the `path` setting.
-TEST(shell_plan, reserved_env_settings_are_refused_saying_what_to_use) {
+// This test ensures a variable the agent sets, in the plan's `env` setting,
+// is refused naming the key and why, and PATH points at the `path` setting;
+// and that other names are the admin's to choose, lower case included
+// (`http_proxy`, which curl reads only so, was refused like a run's name).
+TEST(shell_plan, env_settings_the_agent_sets_are_refused_saying_what_to_use) {
   for (auto [name, says] :
-       {std::pair{"PATH", "is reserved: the agent sets it, or it changes which code "
-                          "programs load; set the plan's `path` instead"},
-        std::pair{"LD_PRELOAD", "is reserved: the agent sets it, or it changes which "
-                                "code programs load"}}) {
+       {std::pair{"PATH", "is set by the agent; set the plan's `path` instead"},
+        std::pair{"HOME", "is set by the agent (to the run's work directory)"},
+        std::pair{"POLYMESH_RUN_ID",
+                  "is set by the agent (POLYMESH_* describe the run)"}}) {
     SCOPED_TRACE(name);
     json s{{"programs", {"echo"}}, {"env", {{name, "/x"}}}};
     try {
@@ -193,6 +211,37 @@ TEST(shell_plan, reserved_env_settings_are_refused_saying_what_to_use) {
                                            says);
     }
   }
+  try {
+    (void)plans::make_shell_plan(json{{"programs", {"env"}}, {"env", {{"a-b", "x"}}}},
+                                 "plans.shell");
+    ADD_FAILURE() << "expected a config_error";
+  } catch (const sdk::config_error& e) {
+    EXPECT_EQ(std::string{e.what()},
+              "plans.shell.env.a-b: environment variable name 'a-b' must use only "
+              "letters, digits and '_' and not start with a digit");
+  }
+  json s{{"programs", {"env"}},
+         {"env",
+          {{"http_proxy", "http://proxy:3128"},
+           {"TMPDIR", "/var/tmp"},
+           {"LD_LIBRARY_PATH", "/opt/lib"}}}};
+  sdk::testkit::scratch_run run;
+  auto r = run_on(*plans::make_shell_plan(s, "plans.shell"), "env", run);
+  EXPECT_TRUE(r.ok) << r.error;
+  for (auto line : {"http_proxy=http://proxy:3128\n", "TMPDIR=/var/tmp\n",
+                    "LD_LIBRARY_PATH=/opt/lib\n"})
+    EXPECT_NE(r.result.find(line), std::string::npos) << line << r.result;
+}
+
+// This test ensures a run over `limits.cpu_seconds` ends saying so (SIGXCPU),
+// not as a bare SIGKILL that reads like the OOM killer.
+TEST(shell_plan, a_run_over_its_cpu_limit_says_so) {
+  json s{{"programs", {"sh"}}, {"limits", {{"cpu_seconds", 1}}}};
+  sdk::testkit::scratch_run run;
+  auto r = run_on(*plans::make_shell_plan(s, "plans.shell"),
+                  "sh -c 'while :; do :; done'", run);
+  EXPECT_FALSE(r.ok);
+  EXPECT_NE(r.error.find("CPU time limit exceeded"), std::string::npos) << r.error;
 }
 
 // This test ensures the documented shortcut `{dir: /srv/app, cmd:
@@ -225,7 +274,6 @@ TEST(shell_plan, what_is_missing_here_is_a_warning_naming_the_key) {
           {{{"short", "gone"}, {"dir", "/nonexistent/app"}, {"cmd", "pwd"}},
            {{"short", "typo"}, {"dir", dir}, {"cmd", "./deplyo.sh"}},
            {{"short", "deploy"}, {"dir", dir}, {"cmd", "./deploy.sh --prod"}},
-           {{"short", "relative"}, {"cmd", "./made-by-the-run.sh"}},
            {{"short", "nope"}, {"cmd", "no-such-tool-xyz --now"}},
            {{"short", "piped"}, {"cmd", "no-such-tool-xyz | wc -l"}, {"shell", true}}}},
          {"path", "/usr/bin:/bin"}};
@@ -245,7 +293,7 @@ TEST(shell_plan, what_is_missing_here_is_a_warning_naming_the_key) {
           "plans.shell.shortcuts[1].cmd: './deplyo.sh' is not an executable file "
           "in " +
               dir + until,
-          "plans.shell.shortcuts[4].cmd: 'no-such-tool-xyz' is not an executable "
+          "plans.shell.shortcuts[3].cmd: 'no-such-tool-xyz' is not an executable "
           "in the plan's path (/usr/bin:/bin)" +
               until}));
   sdk::testkit::scratch_run run;

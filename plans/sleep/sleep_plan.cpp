@@ -1,5 +1,6 @@
 #include "plans/sleep/sleep_plan.hpp"
 
+#include "plans/common/plan_env.hpp"
 #include "polymesh/sdk/settings.hpp"
 
 namespace polymesh::plans {
@@ -17,9 +18,13 @@ std::shared_ptr<sdk::plan> make_sleep_plan(const nlohmann::json& settings,
       if (k != "seconds")
         return sdk::plan_result::failure("params: unknown field '" + k + "'");
     if (p.contains("seconds")) {
-      if (!p["seconds"].is_number() || p["seconds"].get<double>() < 0)
+      auto& v = p["seconds"];
+      if (!v.is_number())
         return sdk::plan_result::failure(
-            "params.seconds: expected a non-negative number");
+            "params.seconds: expected a non-negative number" + got_instead("seconds", v));
+      if (v.get<double>() < 0)
+        return sdk::plan_result::failure(
+            "params.seconds: expected a non-negative number, got " + v.dump());
       seconds = p["seconds"].get<double>();
     }
     // Compared before the conversion: 1e16 seconds overflowed it.

@@ -36,6 +36,24 @@ TEST(sleep_plan, deadline_interrupts_as_timeout) {
   EXPECT_EQ(run.cancel.reason(), sdk::cancel_reason::timeout);
 }
 
+// This test ensures a `seconds` of the wrong type says what it got, and how
+// meshctl sends a number (`--param seconds=5` sends the string "5").
+TEST(sleep_plan, a_seconds_of_the_wrong_type_says_what_it_got) {
+  auto plan = plans::make_sleep_plan(nlohmann::json::object(), "plans.sleep");
+  sdk::testkit::scratch_run run;
+  for (auto [value, says] :
+       {std::pair{nlohmann::json("5"),
+                  ", got a string '5' (meshctl: --param seconds:=5)"},
+        std::pair{nlohmann::json(-2), ", got -2"},
+        std::pair{nlohmann::json::array(), ", got a list"}}) {
+    run.ctx.params = {{"seconds", value}};
+    auto r = plan->run(run.ctx);
+    EXPECT_FALSE(r.ok);
+    EXPECT_EQ(r.error,
+              std::string{"params.seconds: expected a non-negative number"} + says);
+  }
+}
+
 // This test ensures sleeps beyond the configured max are refused.
 TEST(sleep_plan, max_is_enforced) {
   auto plan = plans::make_sleep_plan(nlohmann::json{{"max", "1s"}}, "plans.sleep");

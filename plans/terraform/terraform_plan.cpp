@@ -123,11 +123,20 @@ public:
       }
     }
     if (!steps.save_plan_to.empty()) {
+      // A plan file holds the variables in clear, sensitive ones too: the
+      // agent's user alone may read it (also in a directory an older
+      // version made with the umask's modes).
       std::error_code ec;
-      fs::create_directories(fs::path{steps.save_plan_to}.parent_path(), ec);
+      auto kept_dir = fs::path{steps.save_plan_to}.parent_path();
+      fs::create_directories(kept_dir, ec);
+      if (!ec) fs::permissions(kept_dir.parent_path(), fs::perms::owner_all, ec);
+      if (!ec) fs::permissions(kept_dir, fs::perms::owner_all, ec);
       if (!ec)
         fs::copy_file(ctx.artifacts_dir / "plan.tfplan", steps.save_plan_to,
                       fs::copy_options::overwrite_existing, ec);
+      if (!ec)
+        fs::permissions(steps.save_plan_to,
+                        fs::perms::owner_read | fs::perms::owner_write, ec);
       if (ec) {
         auto why = "cannot keep the plan file as " + steps.save_plan_to + ": " +
                    ec.message() + " (an apply with plan_run cannot use it)";
@@ -186,6 +195,12 @@ terraform_settings read_terraform_settings(const nlohmann::json& settings,
     w = fs::path{w}.lexically_normal().string();
     while (w.size() > 1 && w.back() == '/')
       w.pop_back();
+    // A checkout may come later (a deploy clones it): a warning, not an error.
+    std::error_code ec;
+    if (!fs::is_directory(w, ec))
+      sdk::config_warning(in.path("workspaces[" + std::to_string(i) + "]"),
+                          "'" + w +
+                              "' is not a directory; runs in it fail until it is there");
   }
   return s;
 }
@@ -263,7 +278,8 @@ terraform_steps plan_terraform_steps(const terraform_settings& s,
   bool init = true;
   if (params.contains("init")) {
     if (!params["init"].is_boolean())
-      return refuse("params.init: expected true or false");
+      return refuse("params.init: expected true or false" +
+                    got_instead("init", params["init"]));
     init = params["init"].get<bool>();
   }
   auto& bin = s.binary;

@@ -84,6 +84,43 @@ TEST_F(terraform_plan_test, plan_runs_init_plan_show) {
   EXPECT_EQ(ss.str(), "rendered " + plan_file + "\n");
 }
 
+// This test ensures the kept plan file, which holds the variables in clear
+// (sensitive ones too), is readable by the agent's user alone: it was 0644
+// in a 0755 directory. A directory an older version made is tightened too.
+TEST_F(terraform_plan_test, a_kept_plan_is_the_agents_users_alone) {
+  namespace fs = std::filesystem;
+  auto dot = ws_ / ".polymesh";
+  fs::create_directories(dot / "plans");
+  fs::permissions(dot, fs::perms::owner_all | fs::perms::group_read |
+                           fs::perms::group_exec | fs::perms::others_read |
+                           fs::perms::others_exec);
+  fs::permissions(dot / "plans", fs::status(dot).permissions());
+  run_.ctx.run_id = "run_secret1";
+  run_.ctx.params = {{"action", "plan"}, {"workspace", ws_.string()}};
+  auto r = make()->run(run_.ctx);
+  ASSERT_TRUE(r.ok) << r.error << run_.log.all();
+  auto kept = dot / "plans" / "run_secret1.tfplan";
+  ASSERT_TRUE(fs::exists(kept)) << run_.log.all();
+  EXPECT_EQ(fs::status(kept).permissions(),
+            fs::perms::owner_read | fs::perms::owner_write);
+  EXPECT_EQ(fs::status(dot / "plans").permissions(), fs::perms::owner_all);
+  EXPECT_EQ(fs::status(dot).permissions(), fs::perms::owner_all);
+}
+
+// This test ensures a workspace that is not there is a warning naming the
+// key (a checkout may come later), and the plan still builds.
+TEST_F(terraform_plan_test, a_missing_workspace_is_a_warning) {
+  sdk::config_warnings collected;
+  (void)plans::make_terraform_plan(
+      json{{"workspaces", {ws_.string(), "/nonexistent/infra/"}},
+           {"path", bin_.string() + ":/usr/bin:/bin"}},
+      "plans.terraform");
+  EXPECT_EQ(collected.lines(),
+            std::vector<std::string>{
+                "plans.terraform.workspaces[1]: '/nonexistent/infra' is not a directory; "
+                "runs in it fail until it is there"});
+}
+
 // This test ensures `apply` auto-approves and `init: false` skips init.
 TEST_F(terraform_plan_test, apply_without_init) {
   run_.ctx.params = {
@@ -225,6 +262,10 @@ TEST_F(terraform_plan_test, refuses_bad_params) {
     EXPECT_EQ(r.error.find("exception"), std::string::npos) << r.error;
     EXPECT_EQ(r.error.rfind("params", 0), 0u) << r.error;
   }
+  run_.ctx.params = {{"action", "plan"}, {"workspace", ws_.string()}, {"init", "false"}};
+  EXPECT_EQ(plan->run(run_.ctx).error,
+            "params.init: expected true or false, got a string 'false' (meshctl: --param "
+            "init:=false)");
   EXPECT_TRUE(calls().empty());
 }
 

@@ -290,6 +290,25 @@ TEST(process, a_relative_program_is_found_in_its_working_directory) {
   EXPECT_EQ(out.error, "program './missing.sh' does not exist or is not executable");
 }
 
+// This test ensures a script whose `#!` interpreter is missing is a start
+// error naming the interpreter: it said the script itself did not exist.
+TEST(process, a_missing_interpreter_is_named) {
+  testkit::temp_dir dir;
+  auto script = dir.path() / "tool.py";
+  std::ofstream{script} << "#!/nonexistent/bin/python9 -u\nprint('hi')\n";
+  std::filesystem::permissions(script, std::filesystem::perms::owner_all);
+  testkit::memory_log log;
+  cancel_source c;
+  process_spec s;
+  s.argv = {script.string()};
+  s.cwd = dir.path();
+  auto out = run_process(s, log, c);
+  EXPECT_FALSE(out.started);
+  EXPECT_EQ(out.error, "cannot execute '" + script.string() +
+                           "': its interpreter '/nonexistent/bin/python9' (the #! line) "
+                           "does not exist");
+}
+
 // This test ensures program names resolve through the search path only.
 TEST(process, find_program_uses_search_path) {
   EXPECT_EQ(find_program("sh", "/nonexistent:/bin"), "/bin/sh");
