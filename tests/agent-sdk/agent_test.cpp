@@ -480,6 +480,38 @@ plan_set echo_plans(std::shared_ptr<blocking_plan> blocker = nullptr) {
   return p;
 }
 
+/// Takes the SDK's log lines, as `level text`, while it lives, and gives
+/// stderr back when it goes: also when an assertion ends a test early,
+/// before the lines the handler writes to are gone.
+class log_capture {
+public:
+  log_capture() {
+    set_log_handler([this](const std::string& level, const std::string& text) {
+      std::lock_guard<std::mutex> g{mtx_};
+      lines_.push_back(level + " " + text);
+    });
+  }
+  ~log_capture() { set_log_handler(nullptr); }
+  log_capture(const log_capture&) = delete;
+  log_capture& operator=(const log_capture&) = delete;
+
+  /// How many lines hold `what`.
+  [[nodiscard]] long count(const std::string& what) const {
+    std::lock_guard<std::mutex> g{mtx_};
+    return std::count_if(lines_.begin(), lines_.end(), [&](const std::string& l) {
+      return l.find(what) != std::string::npos;
+    });
+  }
+  [[nodiscard]] std::vector<std::string> lines() const {
+    std::lock_guard<std::mutex> g{mtx_};
+    return lines_;
+  }
+
+private:
+  mutable std::mutex mtx_;
+  std::vector<std::string> lines_;
+};
+
 } // namespace
 
 /// Drains `a` and waits for it to stop; returns how long that took.
@@ -775,36 +807,25 @@ TEST(agent, every_waiter_waits_for_the_end) {
 // This test ensures an embedding program can take the agent's log lines
 // and choose their level (they always went to stderr, at info).
 TEST(agent, an_embedding_program_takes_the_log_and_sets_its_level) {
-  std::mutex mtx;
-  std::vector<std::string> lines;
-  set_log_handler([&](const std::string& level, const std::string& text) {
-    std::lock_guard<std::mutex> g{mtx};
-    lines.push_back(level + " " + text);
-  });
+  log_capture log;
   EXPECT_FALSE(set_log_level("chatty"));
-  auto count = [&](const std::string& what) {
-    std::lock_guard<std::mutex> g{mtx};
-    return std::count_if(lines.begin(), lines.end(), [&](const std::string& l) {
-      return l.find(what) != std::string::npos;
-    });
-  };
   {
     fake_mesh mesh;
     agent a{config(mesh), echo_plans()};
     a.start();
     mesh.submit("r1", "echo", json::object(), "x");
     ASSERT_TRUE(finished(mesh, "r1"));
-    EXPECT_TRUE(eventually([&] { return count("info run r1 finished: success") == 1; }));
-    EXPECT_EQ(count("registered as a1"), 1);
+    EXPECT_TRUE(
+        eventually([&] { return log.count("info run r1 finished: success") == 1; }));
+    EXPECT_EQ(log.count("registered as a1"), 1);
     ASSERT_TRUE(set_log_level("warn"));
     mesh.submit("r2", "echo", json::object(), "x");
     ASSERT_TRUE(finished(mesh, "r2"));
     a.drain();
     a.wait();
   }
-  set_log_handler(nullptr);
   ASSERT_TRUE(set_log_level("info"));
-  EXPECT_EQ(count("run r2"), 0) << "info lines were written at level warn";
+  EXPECT_EQ(log.count("run r2"), 0) << "info lines were written at level warn";
 }
 
 // This test ensures no more runs execute at once than the capacity.
@@ -896,26 +917,17 @@ TEST(agent, registers_with_its_installation_and_without_it_on_an_older_mesh) {
 
   fake_mesh older;
   older.with([](fake_mesh& m) { return m.refuse_instance_ = true; });
-  std::vector<std::string> lines;
-  std::mutex lines_mtx;
-  set_log_handler([&](const std::string&, const std::string& text) {
-    std::lock_guard<std::mutex> g{lines_mtx};
-    lines.push_back(text);
-  });
+  log_capture log;
   agent a{config(older), echo_plans()};
   a.start();
   ASSERT_TRUE(eventually([&] { return a.stats().registered; }));
   a.drain();
   a.wait();
-  set_log_handler(nullptr);
   EXPECT_EQ(older.with([](fake_mesh& m) { return m.register_attempts_; }), 2);
   auto kept = older.with([](fake_mesh& m) { return m.registrations_; });
   ASSERT_EQ(kept.size(), 1u);
   EXPECT_FALSE(kept[0].contains("instance")) << kept[0].dump();
-  std::lock_guard<std::mutex> g{lines_mtx};
-  EXPECT_TRUE(std::any_of(lines.begin(), lines.end(), [](const std::string& l) {
-    return l.find("a meshd older than this agent") != std::string::npos;
-  }));
+  EXPECT_GE(log.count("a meshd older than this agent"), 1);
 }
 
 // This test ensures an agent whose session the mesh ended while another
@@ -924,18 +936,7 @@ TEST(agent, registers_with_its_installation_and_without_it_on_an_older_mesh) {
 // meanwhile (the other agent's session) is not taken for a takeover. The
 // wait warns once, and again after another outcome (the mesh failing).
 TEST(agent, waits_while_another_installation_holds_its_name_then_goes_on) {
-  std::mutex mtx;
-  std::vector<std::string> lines;
-  set_log_handler([&](const std::string& level, const std::string& text) {
-    std::lock_guard<std::mutex> g{mtx};
-    lines.push_back(level + " " + text);
-  });
-  auto logged = [&](const std::string& what) {
-    std::lock_guard<std::mutex> g{mtx};
-    return std::count_if(lines.begin(), lines.end(), [&](const std::string& l) {
-      return l.find(what) != std::string::npos;
-    });
-  };
+  log_capture log;
   fake_mesh mesh;
   mesh.with([](fake_mesh& m) { return m.count_sessions_ = true; });
   agent a{config(mesh), echo_plans()};
@@ -951,12 +952,13 @@ TEST(agent, waits_while_another_installation_holds_its_name_then_goes_on) {
   });
   const std::string waiting =
       "warn cannot register yet: an agent named 'unit-agent' is connected";
-  ASSERT_TRUE(eventually([&] { return logged(waiting) == 1; }));
-  EXPECT_EQ(logged("warn the mesh ended this agent's session, and another installation "
-                   "registered under its name meanwhile"),
-            1);
+  ASSERT_TRUE(eventually([&] { return log.count(waiting) == 1; }));
+  EXPECT_EQ(
+      log.count("warn the mesh ended this agent's session, and another installation "
+                "registered under its name meanwhile"),
+      1);
   mesh.with([](fake_mesh& m) { return m.register_failures_ = 1; });
-  ASSERT_TRUE(eventually([&] { return logged(waiting) == 2; }));
+  ASSERT_TRUE(eventually([&] { return log.count(waiting) == 2; }));
   mesh.with([](fake_mesh& m) { return m.name_in_use_ = 0; });
   ASSERT_TRUE(eventually([&] {
     return mesh.with([](fake_mesh& m) { return m.registrations_.size(); }) == 2;
@@ -964,11 +966,10 @@ TEST(agent, waits_while_another_installation_holds_its_name_then_goes_on) {
   mesh.submit("r2", "echo", json::object(), "after");
   ASSERT_TRUE(finished(mesh, "r2"));
   EXPECT_EQ(a.stats().fatal_error, "");
-  EXPECT_EQ(logged(waiting), 2) << "a warning on each try";
-  EXPECT_EQ(logged("another agent registered"), 0);
+  EXPECT_EQ(log.count(waiting), 2) << "a warning on each try";
+  EXPECT_EQ(log.count("another agent registered"), 0);
   a.drain();
   a.wait();
-  set_log_handler(nullptr);
   EXPECT_EQ(a.stats().fatal_error, "");
   EXPECT_TRUE(mesh.with([](fake_mesh& m) { return m.deregistered_; }));
 }
@@ -979,20 +980,19 @@ TEST(agent, waits_while_another_installation_holds_its_name_then_goes_on) {
 // that are not UTF-8 as `\xNN`, a backslash doubled (so `\n` in a name
 // cannot pass for an escaped newline); a tab and UTF-8 as they are.
 TEST(agent, a_log_line_cannot_be_split_or_drive_the_terminal) {
-  std::vector<std::string> lines;
-  set_log_handler(
-      [&](const std::string&, const std::string& text) { lines.push_back(text); });
+  log_capture log;
   polymesh::log(polymesh::log_level::warn,
                 "artifact 'evil\n2026-12-05T00:00:00Z info forged\r\x1b[31mred\x7f\tü'");
   polymesh::log(polymesh::log_level::warn,
                 "a\\nb \xc2\x9b"
                 "31m \xc2\x85 \xe2\x80\xa8 \xe2\x80\xa9 \x9b \xc0\xaf "
                 "\xed\xa0\x80 \xe2\x82 € 😀 \xc2\xa0.");
-  set_log_handler(nullptr);
+  auto lines = log.lines();
   ASSERT_EQ(lines.size(), 2u);
-  EXPECT_EQ(lines[0],
-            "artifact 'evil\\n2026-12-05T00:00:00Z info forged\\r\\x1b[31mred\\x7f\tü'");
-  EXPECT_EQ(lines[1], "a\\\\nb \\u009b31m \\u0085 \\u2028 \\u2029 \\x9b \\xc0\\xaf "
+  EXPECT_EQ(
+      lines[0],
+      "warn artifact 'evil\\n2026-12-05T00:00:00Z info forged\\r\\x1b[31mred\\x7f\tü'");
+  EXPECT_EQ(lines[1], "warn a\\\\nb \\u009b31m \\u0085 \\u2028 \\u2029 \\x9b \\xc0\\xaf "
                       "\\xed\\xa0\\x80 \\xe2\\x82 € 😀 \xc2\xa0.");
 }
 
@@ -1000,19 +1000,10 @@ TEST(agent, a_log_line_cannot_be_split_or_drive_the_terminal) {
 // registers (it takes no runs until the undrain), and one that is not
 // drained, or drained by itself, does not.
 TEST(agent, says_when_an_admins_drain_holds_it) {
-  std::mutex mtx;
-  std::vector<std::string> lines;
-  set_log_handler([&](const std::string& level, const std::string& text) {
-    std::lock_guard<std::mutex> g{mtx};
-    lines.push_back(level + " " + text);
-  });
+  log_capture log;
   auto warned = [&] {
-    std::lock_guard<std::mutex> g{mtx};
-    return std::count_if(lines.begin(), lines.end(), [](const std::string& l) {
-      return l.find("warn agent 'unit-agent' is drained by an admin: it takes no new "
-                    "runs until `meshctl agents undrain unit-agent`") !=
-             std::string::npos;
-    });
+    return log.count("warn agent 'unit-agent' is drained by an admin: it takes no new "
+                     "runs until `meshctl agents undrain unit-agent`");
   };
   for (auto drained_by : {json(nullptr), json("agent"), json("admin")}) {
     fake_mesh mesh;
@@ -1024,7 +1015,6 @@ TEST(agent, says_when_an_admins_drain_holds_it) {
     a.wait();
     EXPECT_EQ(warned(), drained_by == "admin" ? 1 : 0) << drained_by.dump();
   }
-  set_log_handler(nullptr);
 }
 
 // This test ensures the access token is refreshed before it expires and later calls use
@@ -1089,16 +1079,7 @@ TEST(agent, revoked_token_leads_to_new_session) {
 // into a full log buffer, goes on. Each refused request used to be followed
 // by the next, each with a warning of its own.
 TEST(agent, a_run_another_session_holds_gets_one_warning_and_no_more_requests) {
-  std::mutex mtx;
-  std::vector<std::string> warnings;
-  set_log_handler([&](const std::string& level, const std::string& text) {
-    std::lock_guard<std::mutex> g{mtx};
-    if (level == "warn" && text.find("r1") != std::string::npos) warnings.push_back(text);
-  });
-  // Before `warnings` is gone, also when an assertion below ends the test.
-  struct handler_reset {
-    ~handler_reset() { set_log_handler(nullptr); }
-  } reset;
+  log_capture log;
   {
     fake_mesh mesh;
     mesh.with([](fake_mesh& m) { return m.held_elsewhere_.insert("r1").second; });
@@ -1118,6 +1099,10 @@ TEST(agent, a_run_another_session_holds_gets_one_warning_and_no_more_requests) {
       return 0;
     });
   }
+  std::vector<std::string> warnings;
+  for (auto& line : log.lines())
+    if (line.rfind("warn ", 0) == 0 && line.find("r1") != std::string::npos)
+      warnings.push_back(line);
   ASSERT_EQ(warnings.size(), 1u);
   EXPECT_NE(warnings[0].find(std::string{polymesh::other_session_holds_run}),
             std::string::npos)
