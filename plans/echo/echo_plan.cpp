@@ -1,5 +1,6 @@
 #include "plans/echo/echo_plan.hpp"
 
+#include "plans/common/plan_env.hpp"
 #include "polymesh/sdk/settings.hpp"
 
 namespace polymesh::plans {
@@ -9,6 +10,9 @@ std::shared_ptr<sdk::plan> make_echo_plan(const nlohmann::json& settings,
   sdk::settings_reader{settings, key}.finish();
   return std::make_shared<sdk::function_plan>([](sdk::run_context& ctx) {
     int64_t code = 0;
+    if (auto it = ctx.params.find("exit_code"); it != ctx.params.end() && it->is_string())
+      return sdk::plan_result::failure("params.exit_code: expected an integer in 0..255" +
+                                       got_instead("exit_code", *it));
     try {
       sdk::settings_reader params{ctx.params, "params"};
       code = params.integer("exit_code", 0, 0, 255);

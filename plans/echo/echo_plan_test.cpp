@@ -27,6 +27,18 @@ TEST(echo_plan, exit_code_param_fails_with_code) {
   EXPECT_EQ(*r.exit_code, 3);
 }
 
+// This test ensures an exit_code sent as a string (what `meshctl --param
+// exit_code=3` sends) says how to send a number.
+TEST(echo_plan, a_string_exit_code_says_how_to_send_a_number) {
+  auto plan = plans::make_echo_plan(nullptr, "plans.echo");
+  sdk::testkit::scratch_run run;
+  run.ctx.params = {{"exit_code", "3"}};
+  auto r = plan->run(run.ctx);
+  EXPECT_FALSE(r.ok);
+  EXPECT_EQ(r.error, "params.exit_code: expected an integer in 0..255, got a string '3' "
+                     "(meshctl: --param exit_code:=3)");
+}
+
 // This test ensures unknown params are an error naming the field.
 TEST(echo_plan, unknown_param_is_an_error) {
   auto plan = plans::make_echo_plan(nullptr, "plans.echo");
