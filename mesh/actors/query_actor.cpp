@@ -1,6 +1,7 @@
 #include "mesh/actors/query_actor.hpp"
 
 #include "mesh/actors/messages.hpp"
+#include "mesh/actors/run_actor.hpp"
 #include "mesh/domain/error.hpp"
 #include "mesh/domain/run_state.hpp"
 
@@ -238,10 +239,8 @@ caf::behavior query_actor(self_ptr self, context_ptr ctx, std::shared_ptr<store>
           const wire::finish_request& req) -> caf::result<run_record> {
         auto r = find_own_run(self, c, id);
         if (!r) return r.error();
-        if (r->status == req.status) return std::move(*r); // an idempotent repeat
-        return make_error(errc::illegal_transition,
-                          "run already finished as " + std::string{to_string(r->status)},
-                          "status");
+        if (auto err = refuse_finish_of_ended(*r, req)) return err;
+        return std::move(*r); // an idempotent repeat
       },
       [=](cancel_atom, const caller& c,
           const std::string& id) -> caf::result<run_record> {

@@ -495,12 +495,10 @@ caf::behavior run_actor(self_ptr self, context_ptr ctx, run_record run, bool fre
         auto& st = self->state;
         if (auto err = check_own(self, c)) return err;
         if (is_terminal(st.run.status)) {
-          if (st.run.status == req.status) return st.run; // an idempotent repeat
-          return make_error(errc::illegal_transition,
-                            "run already finished as " +
-                                std::string{to_string(st.run.status)},
-                            "status");
+          if (auto err = refuse_finish_of_ended(st.run, req)) return err;
+          return st.run; // an idempotent repeat
         }
+        auto [status, reason] = finish_outcome(st.run, req);
         // A report that starts and finishes the run in one go: both
         // transitions, one durable write.
         auto base = st.run;
@@ -513,16 +511,6 @@ caf::behavior run_actor(self_ptr self, context_ptr ctx, run_record run, bool fre
           if (!base.delivered_at) base.delivered_at = now;
         }
         if (auto err = check_transition(base, run_event::finish, req.status)) return err;
-        auto status = req.status;
-        std::string reason = req.reason;
-        if (status == run_status::error && reason.empty()) reason = "plan_failed";
-        if (status == run_status::canceled && reason.empty())
-          reason =
-              st.run.cancel_reason.empty() ? "canceled_by_agent" : st.run.cancel_reason;
-        if (status == run_status::canceled && st.run.cancel_reason == "timeout") {
-          status = run_status::error; // the agent stopped it because it ran too long
-          reason = "timeout";
-        }
         auto next = ended(base, status, std::move(reason), st.ctx->now());
         // The session that reports the end holds it from here: a finish
         // from `pending` (the plan failed before its start was reported),
@@ -667,6 +655,31 @@ caf::behavior run_actor(self_ptr self, context_ptr ctx, run_record run, bool fre
 }
 
 } // namespace
+
+std::pair<run_status, std::string> finish_outcome(const run_record& run,
+                                                  const wire::finish_request& req) {
+  auto status = req.status;
+  std::string reason = req.reason;
+  if (status == run_status::error && reason.empty()) reason = "plan_failed";
+  if (status == run_status::canceled && reason.empty())
+    reason = run.cancel_reason.empty() ? "canceled_by_agent" : run.cancel_reason;
+  if (status == run_status::canceled && run.cancel_reason == "timeout") {
+    status = run_status::error; // the agent stopped it because it ran too long
+    reason = "timeout";
+  }
+  return {status, reason};
+}
+
+caf::error refuse_finish_of_ended(const run_record& run,
+                                  const wire::finish_request& req) {
+  auto [status, reason] = finish_outcome(run, req);
+  if (run.status == status && run.reason == reason && run.exit_code == req.exit_code)
+    return {};
+  return make_error(errc::illegal_transition,
+                    "run already finished as " + std::string{to_string(run.status)} +
+                        (run.reason.empty() ? "" : " (" + run.reason + ")"),
+                    "status");
+}
 
 create_result answer_for_taken_key(run_record holder, const run_record& attempt) {
   if (holder.scope == attempt.scope) return create_result{std::move(holder), false, {}};

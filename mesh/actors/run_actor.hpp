@@ -34,11 +34,6 @@
 
 namespace polymesh {
 
-/// Spawns the actor of `run`. `fresh` runs are not yet durable and wait for
-/// `admit`; restored runs re-arm their timer and re-enter the queue (or
-/// re-attach to `agent` when pending or running).
-/// Spawned by its registry, which stops it when the run is done or the
-/// registry exits (not linked: see the definition).
 /// The answer to a submit whose idempotency key `holder` already has. A
 /// submitter whose token has another scope gets a conflict, not the run: a
 /// dev-scoped token could otherwise take a prod deploy's key first, and the
@@ -46,6 +41,25 @@ namespace polymesh {
 [[nodiscard]] create_result answer_for_taken_key(run_record holder,
                                                  const run_record& attempt);
 
+/// The status and reason an agent's finish gives `run`: the reason the mesh
+/// fills in when the agent sent none, and `error/timeout` for a run the
+/// agent stopped because it overran its timeout.
+[[nodiscard]] std::pair<run_status, std::string>
+finish_outcome(const run_record& run, const wire::finish_request& req);
+
+/// The answer to a finish of a run that has ended (live or in the store):
+/// none when `req` repeats the finish that ended it (its answer was lost),
+/// else the conflict naming how it ended. Any other outcome, such as the
+/// plan's own after the mesh ended the run as `agent_lost`, is refused: a
+/// 200 would say it was stored.
+[[nodiscard]] caf::error refuse_finish_of_ended(const run_record& run,
+                                                const wire::finish_request& req);
+
+/// Spawns the actor of `run`. `fresh` runs are not yet durable and wait for
+/// `admit`; restored runs re-arm their timer and re-enter the queue (or
+/// re-attach to `agent` when pending or running).
+/// Spawned by its registry, which stops it when the run is done or the
+/// registry exits (not linked: see the definition).
 [[nodiscard]] caf::actor spawn_run_actor(caf::local_actor* parent, context_ptr ctx,
                                          run_record run, bool fresh, caf::actor agent);
 

@@ -188,7 +188,8 @@ const std::vector<key_spec>& key_table() {
                    "be shorter than runs.result_expiry."),
       duration_key("runs.result_expiry", &mesh_config::result_expiry, 1ms, 30 * 24h,
                    "A sent run with no start, progress or result for this long ends "
-                   "error/expired."),
+                   "error/expired (counted from meshd's start at the earliest: an "
+                   "outage does not count)."),
       duration_key("runs.cancel_grace", &mesh_config::cancel_grace, 0ms, 24h,
                    "After a cancel (a user's, or a timeout's) the agent is told to "
                    "stop; if it has not reported within this grace the run ends anyway: "

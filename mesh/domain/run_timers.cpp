@@ -34,20 +34,23 @@ std::array<candidate, 5> candidates(const run_record& run, const run_timing& t) 
                                 {timer_action::ttl_lapsed, std::nullopt}}};
   bool sent = run.status == run_status::running ||
               (run.status == run_status::pending && run.delivered_at);
+  auto agents_could_answer = [&](timestamp since) {
+    return std::max(since, t.windows_from);
+  };
   if (run.status == run_status::created && run.ttl_s > 0)
     out[4].at = run.created_at + std::chrono::seconds{run.ttl_s};
   if (run.status == run_status::pending && run.delivered_at && !run.cancel_requested)
-    out[3].at = *run.delivered_at + t.delivery_lease;
+    out[3].at = agents_could_answer(*run.delivered_at) + t.delivery_lease;
   if (run.status == run_status::running && run.timeout_s > 0 && run.started_at &&
       !run.cancel_requested)
     out[2].at = *run.started_at + std::chrono::seconds{run.timeout_s};
   if (sent) {
     auto last = run.last_activity_at ? *run.last_activity_at
                                      : run.delivered_at.value_or(run.created_at);
-    out[1].at = last + t.result_expiry;
+    out[1].at = agents_could_answer(last) + t.result_expiry;
   }
   if (sent && run.cancel_requested && run.cancel_requested_at)
-    out[0].at = *run.cancel_requested_at + t.cancel_grace;
+    out[0].at = agents_could_answer(*run.cancel_requested_at) + t.cancel_grace;
   return out;
 }
 

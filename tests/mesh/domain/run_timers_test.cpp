@@ -127,5 +127,32 @@ TEST_F(run_timers_test, deadlines_are_a_function_of_the_record) {
       << "the most urgent of several lapsed deadlines is reported";
 }
 
+// This test ensures the windows that wait on an agent (result expiry,
+// delivery lease, cancel grace) count from no earlier than the mesh's start:
+// after an outage longer than the result expiry, every running run expired
+// the moment the mesh was back, its agent's result refused. The TTL and the
+// run's timeout stay in wall time.
+TEST_F(run_timers_test, windows_that_wait_on_an_agent_count_from_the_mesh_start) {
+  auto run = running(3600);
+  auto lease = delivered();
+  auto cancel = running();
+  cancel.cancel_requested = true;
+  cancel.cancel_requested_at = clock.now();
+  auto queued = created(60);
+  clock.advance(15min); // meshd was down
+  timing.windows_from = clock.now();
+  EXPECT_EQ(due_action(run, timing, clock.now()), timer_action::none);
+  EXPECT_EQ(next_deadline(run, timing), clock.now() + timing.result_expiry);
+  EXPECT_EQ(next_deadline(lease, timing), clock.now() + timing.delivery_lease);
+  EXPECT_EQ(next_deadline(cancel, timing), clock.now() + timing.cancel_grace);
+  EXPECT_EQ(due_action(queued, timing, clock.now()), timer_action::ttl_lapsed);
+  auto quick = running(5);
+  quick.started_at = clock.now() - 1h;
+  EXPECT_EQ(due_action(quick, timing, clock.now()), timer_action::timed_out);
+  clock.advance(timing.result_expiry);
+  EXPECT_EQ(due_action(run, timing, clock.now()), timer_action::result_expired)
+      << "an agent that stays silent after the restart still expires its run";
+}
+
 } // namespace
 } // namespace polymesh

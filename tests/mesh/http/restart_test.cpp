@@ -72,6 +72,25 @@ TEST_F(restart, timers_resume_from_stored_timestamps) {
   EXPECT_EQ(get_run(id)["reason"], "no_agent_within_ttl");
 }
 
+// This test ensures a running run survives a mesh outage longer than the
+// result expiry: its agent, which could not reach a mesh that was down, gets
+// a full window from the restart and its result is stored. Every such run
+// ended error/expired the moment the mesh was back.
+TEST_F(restart, an_outage_longer_than_the_result_expiry_loses_no_running_run) {
+  auto a = register_agent("long", json::object());
+  auto id = submit(json{{"plan", "noop"}}).body["id"].get<std::string>();
+  ASSERT_EQ(a.take(1).size(), 1u);
+  ASSERT_EQ(a.start(id).status, 200);
+  stop_mesh();
+  clock.advance(15min); // result_expiry is 10 min
+  start_mesh();
+  a.port = port;
+  tick();
+  EXPECT_EQ(get_run(id)["status"], "running");
+  ASSERT_EQ(a.finish(id, "success").status, 200);
+  EXPECT_EQ(get_run(id)["status"], "success");
+}
+
 // This test ensures a pending run held by an agent that is offline when it
 // is offered (here: a crash between the agent's `offline` and its runs'
 // requeue, so the restart re-offers the run to the offline agent; live, an

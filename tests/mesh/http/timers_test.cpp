@@ -65,6 +65,34 @@ TEST_F(timers, agent_offline_requeues_pending_loses_running_expires_targeted) {
   EXPECT_EQ(get_run(roaming)["assigned_agent"], b.id);
 }
 
+// This test ensures the plan's own outcome, reported after the mesh ended
+// the run as agent_lost, is refused naming what the run ended as: it was
+// answered 200 (the status matched) and nothing was stored. A repeat of
+// the finish that ended a run is still answered 200.
+TEST_F(timers, a_finish_after_the_mesh_ended_the_run_is_refused_saying_how_it_ended) {
+  auto a = register_agent("a", json::object());
+  auto lost = submit(json{{"plan", "noop"}}).body["id"].get<std::string>();
+  ASSERT_EQ(a.take(1).size(), 1u);
+  ASSERT_EQ(a.start(lost).status, 200);
+  advance(cfg.offline_after + 1s);
+  ASSERT_TRUE(becomes(lost, "error"));
+  ASSERT_EQ(reason_of(lost), "agent_lost");
+  auto late = a.finish(lost, "error", 5);
+  EXPECT_EQ(late.status, 409) << late.raw;
+  EXPECT_EQ(late.body["error"]["message"], "run already finished as error (agent_lost)");
+  EXPECT_TRUE(get_run(lost)["exit_code"].is_null());
+
+  auto done = submit(json{{"plan", "noop"}}).body["id"].get<std::string>();
+  ASSERT_EQ(a.take(1).size(), 1u);
+  ASSERT_EQ(a.start(done).status, 200);
+  ASSERT_EQ(a.finish(done, "error", 3).status, 200);
+  EXPECT_EQ(a.finish(done, "error", 3).status, 200) << "a repeat, its answer lost";
+  auto other = a.finish(done, "error", 4);
+  EXPECT_EQ(other.status, 409) << other.raw;
+  EXPECT_EQ(other.body["error"]["message"],
+            "run already finished as error (plan_failed)");
+}
+
 // This test ensures any authenticated agent request counts as liveness.
 TEST_F(timers, requests_keep_an_agent_online) {
   auto a = register_agent("a", json::object());
