@@ -148,9 +148,13 @@ struct run_slot {
 
   run_record run;
   cancel_source cancel;
-  /// The mesh ended the run without us (it ended our session): its end is
-  /// recorded there, so it is not reported.
+  /// The mesh ended the run without us (it ended our session, or the run
+  /// itself: the agent was offline too long): its end is recorded there, so
+  /// it is not reported.
   std::atomic<bool> ended_by_mesh{false};
+  /// How the mesh ended it, for the log: "with the agent's session" or
+  /// the mesh's words. Set before `ended_by_mesh`.
+  std::string ended_how = "with the agent's session";
   /// The plan has returned; only its result is still to be sent.
   std::atomic<bool> plan_returned{false};
   /// The mesh refused a report because another session of this agent holds
@@ -697,6 +701,7 @@ struct agent::impl {
         next_beat = now + beat_every;
         auto r = client.progress(id, message);
         if (stop_if_held_elsewhere(*slot, r, &logs)) return;
+        if (stop_if_ended_by_mesh(*slot, r, logs)) return;
         if (r.ok() && r.body.is_object() && r.body.value("cancel_requested", false))
           if (slot->cancel.cancel(cancel_reason::canceled_by_user))
             info("run " + id + ": cancel requested by the mesh");
@@ -738,6 +743,24 @@ struct agent::impl {
     return true;
   }
 
+  /// When the mesh refuses a heartbeat because the run is no longer running
+  /// there (it ended it as `agent_lost` or `expired` while the agent was out
+  /// of touch, or gave it back to the queue): the plan is stopped, rather
+  /// than hold a slot the mesh counts as free (its next runs would bounce
+  /// off this agent until the plan ended), and nothing more is sent for it.
+  /// True when `r` is that refusal.
+  bool stop_if_ended_by_mesh(run_slot& slot, const http_reply& r, log_buffer& logs) {
+    if (r.status != 409 || error_code_of(r, "code") != "illegal_transition") return false;
+    if (slot.ended_by_mesh) return true;
+    slot.ended_how = "(" + r.describe() + ")";
+    slot.ended_by_mesh = true;
+    logs.discard();
+    slot.cancel.cancel(cancel_reason::canceled_by_user);
+    warn("run " + slot.run.id + ": the mesh no longer runs it (" + r.describe() +
+         "); stopping it here, nothing more is sent for it");
+    return true;
+  }
+
   /// Sends the next chunks; false on a transient failure (retry later).
   bool send_logs(run_slot& slot, log_buffer& logs, bool flush) {
     auto chunks = logs.take(
@@ -769,7 +792,7 @@ struct agent::impl {
   /// special files are skipped (the plan could point one at a secret).
   void upload_artifacts(run_slot& slot, const std::filesystem::path& dir) {
     namespace fs = std::filesystem;
-    if (slot.held_elsewhere) return;
+    if (slot.held_elsewhere || slot.ended_by_mesh) return;
     auto& id = slot.run.id;
     std::vector<std::string> files;
     std::error_code ec;
@@ -856,7 +879,7 @@ struct agent::impl {
   void report(run_slot& slot, cancel_reason why, const plan_result& res) {
     auto& run = slot.run;
     if (slot.ended_by_mesh) {
-      info("run " + run.id + " stopped: the mesh ended it with the agent's session");
+      info("run " + run.id + " stopped: the mesh ended it " + slot.ended_how);
       return;
     }
     if (slot.held_elsewhere) return; // said once, when the mesh first refused

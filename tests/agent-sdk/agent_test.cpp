@@ -126,6 +126,12 @@ public:
                 auto body = json::parse(req.body, nullptr, false);
                 if (body.is_object())
                   progress_[req.matches[1].str()].push_back(body.value("message", ""));
+                if (ended_here_.count(req.matches[1].str()))
+                  return reply(res, 409,
+                               json{{"error",
+                                     {{"code", "illegal_transition"},
+                                      {"message", "cannot progress a run that is error"},
+                                      {"field", "status"}}}});
                 reply(res, 200,
                       json{{"cancel_requested",
                             cancel_by_progress_.count(req.matches[1].str()) > 0}});
@@ -253,6 +259,8 @@ public:
   std::set<std::string> held_elsewhere_;
   std::map<std::string, int> refused_;
   std::set<std::string> cancel_by_progress_;
+  /// Runs the mesh ended without the agent (agent_lost): a heartbeat is a 409.
+  std::set<std::string> ended_here_;
   int finish_failures_ = 0;
   int register_failures_ = 0;
   int register_attempts_ = 0;
@@ -700,6 +708,38 @@ TEST(agent, cancel_from_progress) {
   ASSERT_TRUE(finished(mesh, "r1"));
   EXPECT_EQ(mesh.with([](fake_mesh& m) { return m.finished_["r1"]["reason"]; }),
             "canceled_by_user");
+}
+
+// This test ensures a run the mesh ended while the agent was out of touch
+// (agent_lost: its heartbeat is a 409) is stopped here, frees its slot at
+// once and sends nothing more: the plan ran on, holding a slot the mesh
+// counted as free, so the next runs bounced off the agent until it ended.
+TEST(agent, a_run_the_mesh_ended_is_stopped_here_and_frees_its_slot) {
+  fake_mesh mesh;
+  mesh.with([](fake_mesh& m) { return m.ended_here_.insert("r1").second; });
+  log_capture log;
+  auto cfg = config(mesh);
+  cfg.capacity = 1;
+  agent a{cfg, echo_plans()};
+  a.start();
+  mesh.submit("r1", "quiet");
+  ASSERT_TRUE(eventually([&] {
+    return log.count("run r1 stopped: the mesh ended it (HTTP 409: cannot progress a "
+                     "run that is error)") == 1;
+  }));
+  mesh.submit("r2", "echo", json::object(), "next");
+  ASSERT_TRUE(finished(mesh, "r2"));
+  a.drain();
+  a.wait();
+  EXPECT_EQ(log.count("warn run r1: the mesh no longer runs it (HTTP 409: cannot "
+                      "progress a run that is error); stopping it here, nothing more is "
+                      "sent for it"),
+            1);
+  mesh.with([](fake_mesh& m) {
+    EXPECT_EQ(m.finished_.count("r1"), 0u) << "its end is the mesh's";
+    EXPECT_EQ(m.progress_["r1"].size(), 1u) << "no heartbeat after the refusal";
+    return 0;
+  });
 }
 
 // This test ensures a run that writes nothing still sends its heartbeat (its

@@ -75,7 +75,8 @@ struct agent_config {
   std::chrono::milliseconds backoff_initial{500};
   std::chrono::milliseconds backoff_max{30000};
   /// After the drain, how long unsent results keep being retried before the
-  /// agent gives up and exits (the mesh then expires those runs itself).
+  /// agent gives up and exits (the mesh then ends those runs itself:
+  /// `canceled/agent_shutdown`, or `error/agent_lost`).
   std::chrono::milliseconds shutdown_result_grace{30000};
   /// Then how long the deregistration may take in all (up to three tries)
   /// before the agent exits anyway (the mesh then marks it offline).
