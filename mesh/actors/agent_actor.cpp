@@ -55,10 +55,18 @@ void announce(self_ptr self) {
   self->send(st.ctx->agents, update_atom::value, st.agent);
 }
 
+/// When the agent counts as offline if it stays silent: its last contact,
+/// or the moment the mesh could hear it again after a stall or restart,
+/// plus `agents.offline_after`.
+timestamp offline_at(const agent_actor_state& st) {
+  return std::max(st.agent.last_seen_at, st.ctx->listening_since()) +
+         st.ctx->config.offline_after;
+}
+
 void arm_liveness(self_ptr self) {
   auto& st = self->state;
-  self->send(st.ctx->liveness, arm_atom::value, st.agent.id,
-             st.agent.last_seen_at + st.ctx->config.offline_after, caf::actor{self});
+  self->send(st.ctx->liveness, arm_atom::value, st.agent.id, offline_at(st),
+             caf::actor{self});
 }
 
 /// Persists `next` and, once durable, applies it and announces it.
@@ -422,8 +430,7 @@ caf::behavior agent_actor(self_ptr self, context_ptr ctx, agent_record agent,
       [=](fired_atom) {
         auto& st = self->state;
         if (!connected(st.agent)) return;
-        auto deadline = st.agent.last_seen_at + st.ctx->config.offline_after;
-        if (st.ctx->now() < deadline) {
+        if (st.ctx->now() < offline_at(st)) {
           arm_liveness(self);
           return;
         }

@@ -74,6 +74,32 @@ struct mesh_context {
   std::atomic<bool> stopping{false};
 
   [[nodiscard]] timestamp now() const { return clock->now(); }
+
+  /// Since when agents could reach the mesh without a break: its start, or
+  /// the end of the last stall the timer routines saw (the process stopped,
+  /// its host suspended). The windows that wait on an agent (its offline
+  /// timeout, a run's lease, expiry and cancel grace) count from no earlier
+  /// than this: a mesh that was not listening heard nobody.
+  [[nodiscard]] timestamp listening_since() const {
+    return from_unix_ms(listening_since_ms_.load(std::memory_order_acquire));
+  }
+  /// Moves `listening_since` to `at` unless it is later; returns what it was.
+  timestamp listening_again(timestamp at) {
+    auto ms = to_unix_ms(at);
+    auto seen = listening_since_ms_.load(std::memory_order_acquire);
+    while (seen < ms && !listening_since_ms_.compare_exchange_weak(seen, ms)) {
+    }
+    return from_unix_ms(seen);
+  }
+  /// The run timing rules as they stand now (`windows_from` filled in).
+  [[nodiscard]] run_timing run_timing_now() const {
+    auto t = timing;
+    t.windows_from = listening_since();
+    return t;
+  }
+
+private:
+  std::atomic<int64_t> listening_since_ms_{0};
 };
 
 using context_ptr = std::shared_ptr<mesh_context>;

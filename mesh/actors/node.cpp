@@ -113,8 +113,8 @@ caf::error mesh_node::boot(const mesh_config& cfg, const polymesh::clock& clk) {
   ctx_->timing.delivery_lease = cfg.delivery_lease;
   ctx_->timing.result_expiry = cfg.result_expiry;
   ctx_->timing.cancel_grace = cfg.cancel_grace;
-  ctx_->timing.windows_from = clk.now();
   ctx_->clock = &clk;
+  ctx_->listening_again(clk.now());
   ctx_->tokens = std::make_unique<token_cache>(clk);
   auto now = clk.now();
   for (auto& t : snap->tokens)

@@ -64,7 +64,7 @@ void rearm(self_ptr self) {
     st.armed = false;
     return;
   }
-  if (auto at = next_deadline(st.run, st.ctx->timing)) {
+  if (auto at = next_deadline(st.run, st.ctx->run_timing_now())) {
     self->send(st.ctx->expiry, arm_atom::value, st.run.id, *at, caf::actor{self});
     st.armed = true;
   } else if (st.armed) {
@@ -592,7 +592,7 @@ caf::behavior run_actor(self_ptr self, context_ptr ctx, run_record run, bool fre
       [=](fired_atom) {
         auto& st = self->state;
         st.armed = false;
-        switch (due_action(st.run, st.ctx->timing, st.ctx->now())) {
+        switch (due_action(st.run, st.ctx->run_timing_now(), st.ctx->now())) {
         case timer_action::none:
           rearm(self);
           if (auto word = std::exchange(st.lost_retry, std::nullopt))

@@ -160,7 +160,8 @@ const std::vector<key_spec>& key_table() {
                  "core when idle and pays off only with many cores."),
 
       duration_key("agents.offline_after", &mesh_config::offline_after, 1ms, 24h,
-                   "An agent not heard from for this long is offline. Must exceed "
+                   "An agent not heard from for this long is offline (counted from "
+                   "meshd's start, or the end of a stall, at the earliest). Must exceed "
                    "agents.poll_wait_max and agents.heartbeat_interval."),
       duration_key("agents.token_ttl", &mesh_config::agent_token_ttl, 1min, 365 * 24h,
                    "Lifetime of an agent access token. Agents renew it at two thirds of "
@@ -188,8 +189,8 @@ const std::vector<key_spec>& key_table() {
                    "be shorter than runs.result_expiry."),
       duration_key("runs.result_expiry", &mesh_config::result_expiry, 1ms, 30 * 24h,
                    "A sent run with no start, progress or result for this long ends "
-                   "error/expired (counted from meshd's start at the earliest: an "
-                   "outage does not count)."),
+                   "error/expired (counted from meshd's start, or the end of a stall, "
+                   "at the earliest: an outage does not count)."),
       duration_key("runs.cancel_grace", &mesh_config::cancel_grace, 0ms, 24h,
                    "After a cancel (a user's, or a timeout's) the agent is told to "
                    "stop; if it has not reported within this grace the run ends anyway: "

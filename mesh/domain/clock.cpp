@@ -9,6 +9,11 @@ timestamp system_clock::now() const {
   return std::chrono::time_point_cast<duration>(std::chrono::system_clock::now());
 }
 
+duration system_clock::monotonic() const {
+  return std::chrono::duration_cast<duration>(
+      std::chrono::steady_clock::now().time_since_epoch());
+}
+
 manual_clock::manual_clock()
     : manual_clock(from_unix_ms(1'800'000'000'000)) {}
 
@@ -19,7 +24,16 @@ timestamp manual_clock::now() const {
   return from_unix_ms(ms_since_epoch_.load());
 }
 
+duration manual_clock::monotonic() const {
+  return duration{monotonic_ms_.load()};
+}
+
 void manual_clock::advance(duration d) {
+  ms_since_epoch_ += d.count();
+}
+
+void manual_clock::stall(duration d) {
+  monotonic_ms_ += d.count();
   ms_since_epoch_ += d.count();
 }
 

@@ -21,12 +21,17 @@ public:
   virtual ~clock() = default;
   /// The current wall-clock time, millisecond resolution.
   [[nodiscard]] virtual timestamp now() const = 0;
+  /// Monotonic time, for measuring how long the process went without
+  /// running (a `SIGSTOP`, a suspended host): never steps with the wall
+  /// clock.
+  [[nodiscard]] virtual duration monotonic() const = 0;
 };
 
 /// The real clock (`std::chrono::system_clock`).
 class system_clock final : public clock {
 public:
   [[nodiscard]] timestamp now() const override;
+  [[nodiscard]] duration monotonic() const override;
 };
 
 /// A clock that only moves when told to. Starts at a fixed instant so that
@@ -36,11 +41,18 @@ public:
   manual_clock();
   explicit manual_clock(timestamp start);
   [[nodiscard]] timestamp now() const override;
+  /// Moves with `stall` only: `advance` is time that passes while the
+  /// process runs.
+  [[nodiscard]] duration monotonic() const override;
   void advance(duration d);
   void set(timestamp t);
+  /// Time that passes while the process does not run (stopped, or its host
+  /// suspended): both the wall clock and `monotonic` move by `d`.
+  void stall(duration d);
 
 private:
   std::atomic<int64_t> ms_since_epoch_;
+  std::atomic<int64_t> monotonic_ms_{0};
 };
 
 /// Milliseconds since the Unix epoch, the store's representation.

@@ -11,10 +11,11 @@
 //   cancel requested, sent        cancel_requested_at+grace -> end without the agent
 //
 // The three windows that wait on an agent (lease, expiry, grace) count from
-// no earlier than `run_timing::windows_from`, the mesh's start: no agent
-// could reach a mesh that was down, so an outage longer than the result
-// expiry does not end every running run the moment the mesh is back. The
-// TTL and the run's own timeout are the submitter's, counted in wall time.
+// no earlier than `run_timing::windows_from`, the mesh's start or the end of
+// its last stall: no agent could reach a mesh that was down or stopped, so
+// an outage longer than the result expiry does not end every running run
+// the moment the mesh is back. The TTL and the run's own timeout are the
+// submitter's, counted in wall time.
 //
 // Thread-safety: pure functions.
 #pragma once
@@ -30,7 +31,8 @@ struct run_timing {
   duration delivery_lease = std::chrono::seconds{30};
   duration result_expiry = std::chrono::minutes{10};
   duration cancel_grace = std::chrono::seconds{30};
-  /// The mesh's start (see above); the epoch counts nothing.
+  /// Since when agents could reach the mesh (see above); the epoch counts
+  /// nothing.
   timestamp windows_from{};
 };
 

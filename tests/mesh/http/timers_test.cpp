@@ -93,6 +93,28 @@ TEST_F(timers, a_finish_after_the_mesh_ended_the_run_is_refused_saying_how_it_en
             "run already finished as error (plan_failed)");
 }
 
+// This test ensures a mesh that did not run for longer than the offline
+// timeout and the result expiry (stopped with SIGSTOP, its host suspended)
+// does not take its agents for gone when it runs again: their requests are
+// still queued in the sockets. Every agent went offline on the spot and
+// every running run ended error/agent_lost. A silence after the stall still
+// counts.
+TEST_F(timers, a_mesh_that_did_not_run_gives_agents_and_runs_their_windows_again) {
+  auto a = register_agent("a", json::object());
+  auto id = submit(json{{"plan", "noop"}}).body["id"].get<std::string>();
+  ASSERT_EQ(a.take(1).size(), 1u);
+  ASSERT_EQ(a.start(id).status, 200);
+  clock.stall(cfg.offline_after + cfg.result_expiry + 1min);
+  tick();
+  EXPECT_EQ(call("GET", "/v1/agents/a", admin).body["status"], "online");
+  EXPECT_EQ(status_of(id), "running");
+  ASSERT_EQ(a.progress(id).status, 200) << "the request that waited in the socket";
+
+  advance(cfg.offline_after + 1s);
+  ASSERT_TRUE(becomes(id, "error"));
+  EXPECT_EQ(reason_of(id), "agent_lost");
+}
+
 // This test ensures any authenticated agent request counts as liveness.
 TEST_F(timers, requests_keep_an_agent_online) {
   auto a = register_agent("a", json::object());
