@@ -34,11 +34,14 @@
 #include <deque>
 #include <fstream>
 #include <iterator>
+#include <map>
+#include <optional>
 #include <set>
 #include <stdexcept>
 #include <sys/stat.h>
 #include <thread>
 #include <unistd.h>
+#include <utility>
 
 namespace polymesh::sdk {
 
@@ -69,6 +72,42 @@ void info(const std::string& text) {
 void warn(const std::string& text) {
   polymesh::log(log_level::warn, text);
 }
+
+/// Warnings of calls retried while the mesh is out of reach. The first of a
+/// kind (`poll`, `result`, ...) is a `warn`; more of that kind within
+/// `retry_warn_every` are `debug` lines, counted, and the next `warn` says
+/// how many there were. An outage cost a warning per run and backoff step,
+/// which buried the lines that mattered.
+class retry_warnings {
+public:
+  void operator()(const std::string& kind, const std::string& text) {
+    auto now = steady::now();
+    std::unique_lock<std::mutex> guard{mtx_};
+    auto& k = kinds_[kind];
+    if (k.warned && now - *k.warned < retry_warn_every) {
+      ++k.hidden;
+      guard.unlock();
+      polymesh::log(log_level::debug, text);
+      return;
+    }
+    auto hidden = std::exchange(k.hidden, 0);
+    k.warned = now;
+    guard.unlock();
+    warn(hidden == 0 ? text
+                     : text + " (and " + std::to_string(hidden) + " more such " +
+                           (hidden == 1 ? "retry" : "retries") +
+                           " since the last warning, logged at debug)");
+  }
+
+private:
+  static constexpr std::chrono::minutes retry_warn_every{1};
+  struct kind_state {
+    std::optional<steady::time_point> warned;
+    size_t hidden = 0;
+  };
+  std::mutex mtx_;
+  std::map<std::string, kind_state> kinds_;
+};
 
 /// The last `n` bytes of `s`, not starting inside a UTF-8 character.
 std::string tail_of(const std::string& s, size_t n) {
@@ -186,6 +225,7 @@ struct agent::impl {
   /// Starts and finishes of runs that end together go in one request.
   report_batcher reports;
   run_dirs dirs;
+  retry_warnings retry_warn;
   std::thread main;
 
   mutable std::mutex mtx;
@@ -270,7 +310,8 @@ struct agent::impl {
     auto ended = end_runs_with_session_locked();
     auto runs_text = ended == 0 ? std::string{}
                                 : "; stopping its " + std::to_string(ended) +
-                                      " runs here, which the mesh ended with it";
+                                      (ended == 1 ? " run" : " runs") +
+                                      " here, which the mesh ended with it";
     // A gap our own unanswered registrations explain is not someone else.
     if (c.id == c.old_id && c.session > c.old_session + 1 + c.unanswered) {
       fatal = "another agent registered under the name '" + cfg.name +
@@ -298,12 +339,14 @@ struct agent::impl {
   }
 
   /// Stops the active runs, which the mesh ended with the agent's session
-  /// (they are not reported); returns how many were still running.
+  /// (they are not reported); returns how many plans were still running
+  /// (one that returned is only waiting to send its result).
   size_t end_runs_with_session_locked() {
     size_t ended = 0;
     for (auto& [id, slot] : active) {
       slot->ended_by_mesh = true;
-      if (slot->cancel.cancel(cancel_reason::canceled_by_user)) ++ended;
+      if (slot->cancel.cancel(cancel_reason::canceled_by_user) && !slot->plan_returned)
+        ++ended;
     }
     return ended;
   }
@@ -374,8 +417,8 @@ struct agent::impl {
         return false;
       }
       auto d = b.next();
-      warn("cannot register (" + r.describe() + "), retrying in " +
-           std::to_string(d.count()) + " ms");
+      retry_warn("register", "cannot register (" + r.describe() + "), retrying in " +
+                                 std::to_string(d.count()) + " ms");
       nap(d);
     }
     return false;
@@ -455,8 +498,8 @@ struct agent::impl {
           }
           auto d = b.next();
           polls_failing = true;
-          warn("poll failed (" + r.describe() + "), retrying in " +
-               std::to_string(d.count()) + " ms");
+          retry_warn("poll", "poll failed (" + r.describe() + "), retrying in " +
+                                 std::to_string(d.count()) + " ms");
           nap(d);
           continue;
         }
@@ -720,9 +763,10 @@ struct agent::impl {
         return;
       }
       auto d = b.next();
-      warn("run " + id + ": cannot send the last " +
-           std::to_string(logs.buffered_bytes()) + " log bytes, retrying in " +
-           std::to_string(d.count()) + " ms");
+      retry_warn("log", "run " + id + ": cannot send the last " +
+                            std::to_string(logs.buffered_bytes()) +
+                            " log bytes, retrying in " + std::to_string(d.count()) +
+                            " ms");
       retry_nap(d);
     }
   }
@@ -870,8 +914,9 @@ struct agent::impl {
         return false;
       }
       auto d = b.next();
-      warn("run " + id + ": cannot upload artifact '" + name + "' (" + r.describe() +
-           "), retrying in " + std::to_string(d.count()) + " ms");
+      retry_warn("artifact", "run " + id + ": cannot upload artifact '" + name + "' (" +
+                                 r.describe() + "), retrying in " +
+                                 std::to_string(d.count()) + " ms");
       retry_nap(d);
     }
   }
@@ -933,8 +978,8 @@ struct agent::impl {
         return;
       }
       auto d = b.next();
-      warn("run " + run.id + ": cannot send the result (" + r.describe() +
-           "), retrying in " + std::to_string(d.count()) + " ms");
+      retry_warn("result", "run " + run.id + ": cannot send the result (" + r.describe() +
+                               "), retrying in " + std::to_string(d.count()) + " ms");
       retry_nap(d);
     }
   }

@@ -577,10 +577,12 @@ TEST(agent, reports_error_with_exit_code) {
 }
 
 // This test ensures a result refused with 503 (meshd restarting) is re-sent unchanged
-// until accepted, once.
+// until accepted, once; and that the retries after the first warning are
+// logged at debug (each was a warning: an outage buried the log).
 TEST(agent, result_is_resent_until_accepted) {
   fake_mesh mesh;
   mesh.with([](fake_mesh& m) { return m.finish_failures_ = 3; });
+  log_capture log;
   agent a{config(mesh), echo_plans()};
   a.start();
   mesh.submit("r1", "echo", json::object(), "x");
@@ -592,6 +594,7 @@ TEST(agent, result_is_resent_until_accepted) {
       EXPECT_EQ(x, attempts.front());
     return 0;
   });
+  EXPECT_EQ(log.count("warn run r1: cannot send the result"), 1);
 }
 
 // This test ensures shutting down keeps to `shutdown_result_grace` when a

@@ -671,6 +671,9 @@ TEST_F(agent_integration, removed_session_stops_its_runs_here) {
   EXPECT_EQ(api_->wait_terminal(next)["status"], "success");
   auto log = agent.log();
   EXPECT_NE(log.find("the mesh ended session 1 of"), std::string::npos) << log;
+  EXPECT_NE(log.find("; stopping its 1 run here, which the mesh ended with it"),
+            std::string::npos)
+      << log;
   EXPECT_NE(log.find("stopped: the mesh ended it with the agent's session"),
             std::string::npos)
       << log;
