@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -96,10 +97,35 @@ int open_in(int dir, const std::string& name, int flags) {
   return fd;
 }
 
+/// An open descriptor of the real directory `dir` holding its exclusive
+/// `flock`, or -1 (not a directory, or someone holds it).
+int lock_dir(const fs::path& dir) {
+  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) return -1;
+  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    int err = errno;
+    ::close(fd);
+    errno = err;
+    return -1;
+  }
+  return fd;
+}
+
+/// Whether `name` reads as a run id's directory (`run_…`), not a spare or
+/// the agent's own files.
+bool is_run_dir_name(const std::string& name) {
+  return name.size() > 4 && name.compare(0, 4, "run_") == 0;
+}
+
 } // namespace
 
 run_dirs::run_dirs(fs::path root)
     : root_(std::move(root)) {}
+
+run_dirs::~run_dirs() {
+  for (auto& [id, fd] : held_)
+    ::close(fd);
+}
 
 fs::path run_dirs::path_of(const std::string& id) const {
   return root_ / id;
@@ -118,23 +144,37 @@ std::error_code run_dirs::prepare(const std::string& id) {
       spares_.pop_back();
     }
   }
-  if (spare) {
-    fs::rename(*spare, dir, ec);
-    if (ec) {
-      remove_tree(*spare, ec);
-      ec.clear();
-    } else if (!still_spare(dir)) {
-      // Changed since it was kept, by a process a plan left behind: a
-      // `work` swapped for a symlink would make this run work elsewhere.
-      remove_tree(dir, ec);
-      if (ec) return ec;
-    }
+  // The directory is made (or repaired) and locked under a spare's name,
+  // which another agent's `sweep` leaves alone while we live, and reaches
+  // the run's name locked.
+  if (spare && !still_spare(*spare)) {
+    // Changed since it was kept, by a process a plan left behind: a `work`
+    // swapped for a symlink would make this run work elsewhere.
+    remove_tree(*spare, ec);
+    if (ec) return ec;
+    spare.reset();
   }
-  // Also after a rename: a spare that lost a directory gets it back.
-  fs::create_directories(dir / "work", ec);
-  if (!ec) fs::create_directories(dir / "artifacts", ec);
+  if (!spare) {
+    std::lock_guard<std::mutex> guard{mtx_};
+    spare = root_ / (std::string{spare_prefix} + std::to_string(::getpid()) + "-" +
+                     std::to_string(next_spare_++));
+  }
+  // Also for a kept spare: one that lost a directory gets it back.
+  fs::create_directories(*spare / "work", ec);
+  if (!ec) fs::create_directories(*spare / "artifacts", ec);
   if (ec) return ec;
+  int fd = lock_dir(*spare);
+  if (fd < 0) return std::error_code{errno ? errno : EBUSY, std::generic_category()};
+  fs::rename(*spare, dir, ec);
+  if (ec) {
+    ::close(fd);
+    std::error_code ignored;
+    remove_tree(*spare, ignored);
+    return ec;
+  }
   std::lock_guard<std::mutex> guard{mtx_};
+  if (auto it = held_.find(id); it != held_.end()) ::close(it->second);
+  held_[id] = fd;
   if (!fresh_perms_) fresh_perms_ = fs::status(dir / "work", ec).permissions();
   return ec;
 }
@@ -164,6 +204,13 @@ bool run_dirs::reset_for_reuse(const fs::path& dir) {
 std::error_code run_dirs::retire(const std::string& id) {
   auto dir = path_of(id);
   std::error_code ec;
+  {
+    std::lock_guard<std::mutex> guard{mtx_};
+    if (auto it = held_.find(id); it != held_.end()) {
+      ::close(it->second);
+      held_.erase(it);
+    }
+  }
   if (reset_for_reuse(dir)) {
     fs::path spare;
     {
@@ -197,6 +244,14 @@ void run_dirs::sweep() {
   std::error_code ec;
   for (auto& entry : entries_of(root_, ec)) {
     auto name = entry.filename().string();
+    if (is_run_dir_name(name)) {
+      // Nobody holds it: its agent was killed during the run.
+      if (int fd = lock_dir(entry); fd >= 0) {
+        remove_tree(entry, ec);
+        ::close(fd);
+      }
+      continue;
+    }
     if (name.rfind(spare_prefix, 0) != 0) continue;
     // `.spare-<pid>-<n>`: another live agent's (a shared work_dir) stays.
     // The same pid is ours from before a restart (pid 1 in a container).

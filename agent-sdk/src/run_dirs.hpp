@@ -14,7 +14,11 @@
 //
 // `.spare-<pid>-<n>` entries belong to the agent: `sweep` removes those left
 // by an earlier process (not those of another live one), `clear` those of
-// this one when it stops.
+// this one when it stops. A run's directory is `flock`ed while the run has
+// it, so `sweep` also removes the run directories of an agent that was
+// killed mid-run (nobody holds their lock) and leaves those of another live
+// agent sharing the work root. A directory always reaches its run's name
+// locked (made, or taken, under a `.spare-` name first).
 //
 // Thread-safety: all members may be called from any thread; different runs'
 // directories never share a path.
@@ -22,6 +26,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <map>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -33,6 +38,9 @@ namespace polymesh::sdk {
 class run_dirs {
 public:
   explicit run_dirs(std::filesystem::path root);
+  ~run_dirs();
+  run_dirs(const run_dirs&) = delete;
+  run_dirs& operator=(const run_dirs&) = delete;
 
   /// `<root>/<id>`; the run's `work` and `artifacts` directories are in it.
   [[nodiscard]] std::filesystem::path path_of(const std::string& id) const;
@@ -51,7 +59,8 @@ public:
   void clear();
 
   /// Removes the `.spare-*` entries under the root that no other live
-  /// process owns (an earlier process's).
+  /// process owns (an earlier process's), and the run directories nobody
+  /// holds (left by an agent killed during the run).
   void sweep();
 
   /// How many spares are kept now.
@@ -65,6 +74,8 @@ private:
   mutable std::mutex mtx_;
   std::vector<std::filesystem::path> spares_;
   uint64_t next_spare_ = 0;
+  /// The locked descriptor of each prepared run's directory, by run id.
+  std::map<std::string, int> held_;
   /// The permissions a freshly created directory gets (from the umask),
   /// learned from the first one made.
   std::optional<std::filesystem::perms> fresh_perms_;

@@ -248,6 +248,24 @@ TEST_F(run_dirs_test, sweep_and_clear_remove_only_spares) {
   EXPECT_EQ(listing(), (std::vector<std::string>{".hidden-file", "r-running"}));
 }
 
+// This test ensures the directory of a run whose agent was killed during it
+// (nobody holds its lock) is removed by the next agent's sweep, while the
+// directory of a run another live agent sharing the work root has is kept:
+// each crash used to leave a run's directory in the work root for good.
+TEST_F(run_dirs_test, sweep_removes_run_directories_nobody_holds) {
+  run_dirs live{root_};
+  ASSERT_FALSE(live.prepare("run_live"));
+  fs::create_directories(root_ / "run_killed" / "work");
+  write_file(root_ / "run_killed" / "work" / "partial", "x");
+  run_dirs next{root_};
+  next.sweep();
+  EXPECT_EQ(listing(), (std::vector<std::string>{"run_live"}));
+  EXPECT_TRUE(is_empty_dir(root_ / "run_live" / "work"));
+  ASSERT_FALSE(live.retire("run_live"));
+  // Once retired it is nobody's run: a spare of the live agent now.
+  EXPECT_EQ(listing(), (std::vector<std::string>{".spare"}));
+}
+
 namespace {
 
 /// What `open_artifact` says of `name` under `dir` ("" when it opened), and
