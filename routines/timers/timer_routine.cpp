@@ -39,10 +39,10 @@ size_t fire_due(self_ptr self) {
     auto now = st.ctx->now();
     // Both timer routines see the stall; the first says so.
     if (st.ctx->listening_again(now) + stall_gap <= now)
-      log(log_level::warn, "the mesh did not run for " +
-                               std::to_string((looked - st.last_look).count()) +
-                               " ms (stopped, or its host suspended): agents and runs "
-                               "get their windows again from now");
+      log(log_level::warn,
+          "the mesh did not run for " + std::to_string((looked - st.last_look).count()) +
+              " ms (stopped, its host suspended, or starved): agents and "
+              "runs get their windows again from now");
   }
   st.last_look = looked;
   auto due = st.deadlines.pop_due(st.ctx->now());
