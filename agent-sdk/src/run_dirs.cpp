@@ -98,14 +98,16 @@ int open_in(int dir, const std::string& name, int flags) {
 }
 
 /// An open descriptor of the real directory `dir` holding its exclusive
-/// `flock`, or -1 (not a directory, or someone holds it).
-int lock_dir(const fs::path& dir) {
+/// `flock`; -1 with `held` set when someone else holds it; -1 alone when it
+/// cannot be opened or locked at all (a file system without `flock`, such
+/// as some NFS mounts: the directory then goes unlocked).
+int lock_dir(const fs::path& dir, bool& held) {
+  held = false;
   int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
   if (fd < 0) return -1;
   if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
-    int err = errno;
+    held = errno == EWOULDBLOCK;
     ::close(fd);
-    errno = err;
     return -1;
   }
   return fd;
@@ -147,11 +149,18 @@ std::error_code run_dirs::prepare(const std::string& id) {
   // The directory is made (or repaired) and locked under a spare's name,
   // which another agent's `sweep` leaves alone while we live, and reaches
   // the run's name locked.
-  if (spare && !still_spare(*spare)) {
-    // Changed since it was kept, by a process a plan left behind: a `work`
-    // swapped for a symlink would make this run work elsewhere.
+  bool held = false;
+  int fd = -1;
+  bool reusable = spare && still_spare(*spare);
+  if (reusable) fd = lock_dir(*spare, held);
+  if (spare && (!reusable || held)) {
+    // Changed since it was kept, by a process a plan left behind (a `work`
+    // swapped for a symlink would make this run work elsewhere), or held by
+    // a sweep that raced its retirement: a fresh one instead.
+    if (fd >= 0) ::close(fd);
+    fd = -1;
     remove_tree(*spare, ec);
-    if (ec) return ec;
+    ec.clear();
     spare.reset();
   }
   if (!spare) {
@@ -162,19 +171,20 @@ std::error_code run_dirs::prepare(const std::string& id) {
   // Also for a kept spare: one that lost a directory gets it back.
   fs::create_directories(*spare / "work", ec);
   if (!ec) fs::create_directories(*spare / "artifacts", ec);
-  if (ec) return ec;
-  int fd = lock_dir(*spare);
-  if (fd < 0) return std::error_code{errno ? errno : EBUSY, std::generic_category()};
-  fs::rename(*spare, dir, ec);
+  if (!ec && fd < 0) fd = lock_dir(*spare, held);
+  if (!ec) fs::rename(*spare, dir, ec);
   if (ec) {
-    ::close(fd);
+    if (fd >= 0) ::close(fd);
     std::error_code ignored;
     remove_tree(*spare, ignored);
     return ec;
   }
   std::lock_guard<std::mutex> guard{mtx_};
-  if (auto it = held_.find(id); it != held_.end()) ::close(it->second);
-  held_[id] = fd;
+  if (auto it = held_.find(id); it != held_.end()) {
+    ::close(it->second);
+    held_.erase(it);
+  }
+  if (fd >= 0) held_[id] = fd;
   if (!fresh_perms_) fresh_perms_ = fs::status(dir / "work", ec).permissions();
   return ec;
 }
@@ -204,13 +214,22 @@ bool run_dirs::reset_for_reuse(const fs::path& dir) {
 std::error_code run_dirs::retire(const std::string& id) {
   auto dir = path_of(id);
   std::error_code ec;
+  // The lock is kept until the directory has left the run's name: another
+  // agent's sweep must not take it while it is emptied.
+  int fd = -1;
   {
     std::lock_guard<std::mutex> guard{mtx_};
     if (auto it = held_.find(id); it != held_.end()) {
-      ::close(it->second);
+      fd = it->second;
       held_.erase(it);
     }
   }
+  struct unlock {
+    int fd;
+    ~unlock() {
+      if (fd >= 0) ::close(fd);
+    }
+  } release{fd};
   if (reset_for_reuse(dir)) {
     fs::path spare;
     {
@@ -245,8 +264,10 @@ void run_dirs::sweep() {
   for (auto& entry : entries_of(root_, ec)) {
     auto name = entry.filename().string();
     if (is_run_dir_name(name)) {
-      // Nobody holds it: its agent was killed during the run.
-      if (int fd = lock_dir(entry); fd >= 0) {
+      // Nobody holds it: its agent was killed during the run. (Where locks
+      // cannot be taken at all, run directories are left as they were.)
+      bool held = false;
+      if (int fd = lock_dir(entry, held); fd >= 0) {
         remove_tree(entry, ec);
         ::close(fd);
       }

@@ -80,8 +80,11 @@ struct mesh_context {
   /// its host suspended). The windows that wait on an agent (its offline
   /// timeout, a run's lease, expiry and cancel grace) count from no earlier
   /// than this: a mesh that was not listening heard nobody.
+  /// Never later than now: a wall clock stepped back (NTP) must not hold
+  /// every window off until it catches up.
   [[nodiscard]] timestamp listening_since() const {
-    return from_unix_ms(listening_since_ms_.load(std::memory_order_acquire));
+    return std::min(from_unix_ms(listening_since_ms_.load(std::memory_order_acquire)),
+                    now());
   }
   /// Moves `listening_since` to `at` unless it is later; returns what it was.
   timestamp listening_again(timestamp at) {

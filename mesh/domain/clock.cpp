@@ -10,8 +10,16 @@ timestamp system_clock::now() const {
 }
 
 duration system_clock::monotonic() const {
-  return std::chrono::duration_cast<duration>(
-      std::chrono::steady_clock::now().time_since_epoch());
+  // CLOCK_BOOTTIME: like CLOCK_MONOTONIC (steady_clock), but it also counts
+  // the time the host spent suspended.
+  timespec ts{};
+  ::clock_gettime(CLOCK_BOOTTIME, &ts);
+  return duration{static_cast<int64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1'000'000};
+}
+
+std::pair<timestamp, duration> manual_clock::now_and_monotonic() const {
+  std::lock_guard<std::mutex> guard{stall_mtx_};
+  return {now(), monotonic()};
 }
 
 manual_clock::manual_clock()
@@ -33,6 +41,7 @@ void manual_clock::advance(duration d) {
 }
 
 void manual_clock::stall(duration d) {
+  std::lock_guard<std::mutex> guard{stall_mtx_};
   monotonic_ms_ += d.count();
   ms_since_epoch_ += d.count();
 }

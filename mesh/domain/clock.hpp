@@ -8,8 +8,10 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <mutex>
 #include <optional>
 #include <string>
+#include <utility>
 
 namespace polymesh {
 
@@ -22,9 +24,14 @@ public:
   /// The current wall-clock time, millisecond resolution.
   [[nodiscard]] virtual timestamp now() const = 0;
   /// Monotonic time, for measuring how long the process went without
-  /// running (a `SIGSTOP`, a suspended host): never steps with the wall
-  /// clock.
+  /// running (a `SIGSTOP`, a suspended host: it counts suspended time):
+  /// never steps with the wall clock.
   [[nodiscard]] virtual duration monotonic() const = 0;
+  /// `now` and `monotonic` read together: a test clock's `stall` moves both
+  /// at once, and a reader must not see one moved without the other.
+  [[nodiscard]] virtual std::pair<timestamp, duration> now_and_monotonic() const {
+    return {now(), monotonic()};
+  }
 };
 
 /// The real clock (`std::chrono::system_clock`).
@@ -44,6 +51,7 @@ public:
   /// Moves with `stall` only: `advance` is time that passes while the
   /// process runs.
   [[nodiscard]] duration monotonic() const override;
+  [[nodiscard]] std::pair<timestamp, duration> now_and_monotonic() const override;
   void advance(duration d);
   void set(timestamp t);
   /// Time that passes while the process does not run (stopped, or its host
@@ -53,6 +61,7 @@ public:
 private:
   std::atomic<int64_t> ms_since_epoch_;
   std::atomic<int64_t> monotonic_ms_{0};
+  mutable std::mutex stall_mtx_;
 };
 
 /// Milliseconds since the Unix epoch, the store's representation.

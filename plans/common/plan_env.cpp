@@ -22,7 +22,17 @@ exec_settings read_exec_settings(sdk::settings_reader& in) {
     // CPU time: SIGXCPU at the limit ("CPU time limit exceeded"), SIGKILL a
     // second later; with both at the limit a run ended as a bare SIGKILL,
     // which reads like the OOM killer.
-    s.limits.push_back({resource, v, resource == RLIMIT_CPU ? v + 1 : v});
+    auto hard = v;
+    if (resource == RLIMIT_CPU) {
+      // Not above the agent's own hard limit (systemd's LimitCPU=, say): a
+      // child that is not root cannot raise it, and every run would fail.
+      rlimit own{};
+      hard = v + 1;
+      if (::getrlimit(RLIMIT_CPU, &own) == 0 && own.rlim_max != RLIM_INFINITY)
+        hard = std::min<uint64_t>(hard, own.rlim_max);
+      v = std::min(v, hard);
+    }
+    s.limits.push_back({resource, v, hard});
   };
   add("cpu_seconds", RLIMIT_CPU);
   add("address_space_bytes", RLIMIT_AS);

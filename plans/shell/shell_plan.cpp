@@ -119,6 +119,7 @@ shell_settings read_shell_settings(const nlohmann::json& settings,
                                     "; set shell: true to run it through /bin/sh");
       x.argv = std::move(parsed.argv);
       auto& program = x.argv.front();
+      if (program.empty()) throw sdk::config_error(prefix + ".cmd", "names no program");
       if (x.dir.empty() && program.front() != '/' &&
           program.find('/') != std::string::npos)
         throw sdk::config_error(prefix + ".cmd",

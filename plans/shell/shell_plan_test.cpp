@@ -170,6 +170,18 @@ TEST(shell_plan, a_relative_program_needs_the_shortcuts_dir) {
   }
 }
 
+// This test ensures a shortcut whose command names no program (`''`) is a
+// config error (it read past an empty program name).
+TEST(shell_plan, a_shortcut_naming_no_program_is_refused) {
+  json s{{"shortcuts", {{{"short", "x"}, {"cmd", "''"}}}}};
+  try {
+    (void)plans::make_shell_plan(s, "plans.shell");
+    FAIL() << "expected a config_error";
+  } catch (const sdk::config_error& e) {
+    EXPECT_EQ(std::string{e.what()}, "plans.shell.shortcuts[0].cmd: names no program");
+  }
+}
+
 // This test ensures a plan allowing nothing is a config error.
 TEST(shell_plan, empty_rules_are_refused) {
   EXPECT_THROW((void)plans::make_shell_plan(json::object(), "plans.shell"),

@@ -129,8 +129,13 @@ public:
       std::error_code ec;
       auto kept_dir = fs::path{steps.save_plan_to}.parent_path();
       fs::create_directories(kept_dir, ec);
-      if (!ec) fs::permissions(kept_dir.parent_path(), fs::perms::owner_all, ec);
-      if (!ec) fs::permissions(kept_dir, fs::perms::owner_all, ec);
+      // Best effort: a `.polymesh` another user owns (a shared checkout)
+      // keeps its modes, and a symlink is not followed.
+      for (auto& d : {kept_dir.parent_path(), kept_dir}) {
+        std::error_code ignored;
+        if (!ec && !fs::is_symlink(fs::symlink_status(d, ignored)))
+          fs::permissions(d, fs::perms::owner_all, ignored);
+      }
       if (!ec)
         fs::copy_file(ctx.artifacts_dir / "plan.tfplan", steps.save_plan_to,
                       fs::copy_options::overwrite_existing, ec);

@@ -34,9 +34,8 @@ size_t fire_due(self_ptr self) {
   // firing their deadlines first would find every one of them silent. The
   // windows that wait on agents restart now instead (the deadlines fire,
   // and their owners re-arm them from `listening_since`).
-  auto looked = st.ctx->clock->monotonic();
+  auto [now, looked] = st.ctx->clock->now_and_monotonic();
   if (looked - st.last_look >= stall_gap) {
-    auto now = st.ctx->now();
     // Both timer routines see the stall; the first says so.
     if (st.ctx->listening_again(now) + stall_gap <= now)
       log(log_level::warn,
@@ -45,7 +44,7 @@ size_t fire_due(self_ptr self) {
               "runs get their windows again from now");
   }
   st.last_look = looked;
-  auto due = st.deadlines.pop_due(st.ctx->now());
+  auto due = st.deadlines.pop_due(now);
   for (auto& key : due) {
     auto it = st.targets.find(key);
     if (it == st.targets.end()) continue;
