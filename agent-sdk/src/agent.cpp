@@ -27,6 +27,7 @@
 #include "report_batcher.hpp"
 #include "run_dirs.hpp"
 #include "thread_pool.hpp"
+#include "utf8_start.hpp"
 
 #include <algorithm>
 #include <condition_variable>
@@ -112,12 +113,7 @@ private:
 /// The last `n` bytes of `s`, not starting inside a UTF-8 character.
 std::string tail_of(const std::string& s, size_t n) {
   if (s.size() <= n) return s;
-  auto from = s.size() - n;
-  for (int i = 0;
-       i < 3 && from < s.size() && (static_cast<unsigned char>(s[from]) & 0xC0) == 0x80;
-       ++i)
-    ++from;
-  return s.substr(from);
+  return s.substr(utf8_start(s, s.size() - n));
 }
 
 /// The first at most `n` bytes of `s`, not splitting a UTF-8 character

@@ -1,5 +1,7 @@
 #include "polymesh/sdk/output_tail.hpp"
 
+#include "utf8_start.hpp"
+
 namespace polymesh::sdk {
 
 output_tail::output_tail(log_sink* next, size_t max_bytes)
@@ -23,11 +25,7 @@ std::string output_tail::tail() const {
   // else at the next whole UTF-8 character (the cut may split one).
   auto nl = tail_.find('\n');
   if (nl != std::string::npos && nl + 1 < tail_.size()) return tail_.substr(nl + 1);
-  size_t from = 0;
-  while (from < 3 && from < tail_.size() &&
-         (static_cast<unsigned char>(tail_[from]) & 0xC0) == 0x80)
-    ++from;
-  return tail_.substr(from);
+  return tail_.substr(utf8_start(tail_, 0));
 }
 
 } // namespace polymesh::sdk

@@ -56,8 +56,14 @@ std::string got_instead(const std::string& param, const nlohmann::json& v) {
                                                   : "null");
 }
 
-bool is_executable(const std::string& program, const std::string& path) {
-  return !sdk::find_program(program, path).empty();
+std::string why_not_executable(const std::string& program, const std::string& path,
+                               const std::string& dir) {
+  bool relative = program.front() != '/' && program.find('/') != std::string::npos;
+  if (!sdk::find_program(relative ? dir + "/" + program : program, path).empty())
+    return {};
+  if (program.find('/') == std::string::npos)
+    return "'" + program + "' is not an executable in the plan's path (" + path + ")";
+  return "'" + program + "' is not an executable file" + (relative ? " in " + dir : "");
 }
 
 std::map<std::string, std::string> run_environment(const exec_settings& s,

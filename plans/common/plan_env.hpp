@@ -51,9 +51,12 @@ run_environment(const exec_settings& s, const sdk::run_context& ctx);
 /// `LD_LIBRARY_PATH` or `TMPDIR` are the admin's to choose.
 [[nodiscard]] std::string check_admin_env_name(const std::string& name);
 
-/// Whether `program` (a name looked up in the `:`-separated `path`, or an
-/// absolute path) is an executable regular file.
-[[nodiscard]] bool is_executable(const std::string& program, const std::string& path);
+/// Why `program` cannot be started here, or "" when it can: a name is
+/// looked up in the `:`-separated `path`, an absolute path taken as it is,
+/// a relative path (`./deploy.sh`) looked up in `dir`.
+[[nodiscard]] std::string why_not_executable(const std::string& program,
+                                             const std::string& path,
+                                             const std::string& dir = {});
 
 /// What a param of the wrong type holds, for an error after "expected ...":
 /// `, got a string 'false' (meshctl: --param init:=false)` for a string,

@@ -37,29 +37,13 @@ private:
   shell_settings s_;
 };
 
-/// Why `program` cannot start here, or "": a name is looked up in the
-/// plan's path, a relative path in `dir`.
-std::string why_missing(const std::string& program, const std::string& dir,
-                        const std::string& path) {
-  if (program.find('/') == std::string::npos)
-    return is_executable(program, path)
-               ? ""
-               : "'" + program + "' is not an executable in the plan's path (" + path +
-                     ")";
-  if (program.front() == '/')
-    return is_executable(program, path) ? ""
-                                        : "'" + program + "' is not an executable file";
-  if (is_executable(dir + "/" + program, path)) return "";
-  return "'" + program + "' is not an executable file in " + dir;
-}
-
 /// Rules that are valid but cannot work on this host as it is now: each is
 /// a warning, not an error, for the host may gain the program or directory
 /// before a run needs it, and the plan's other rules work meanwhile.
 void warn_of_what_is_missing(const shell_settings& s, const sdk::settings_reader& in) {
   const std::string until = "; runs that need it fail until it is there";
   for (size_t i = 0; i < s.programs.size(); ++i)
-    if (auto why = why_missing(s.programs[i], "", s.exec.path); !why.empty())
+    if (auto why = why_not_executable(s.programs[i], s.exec.path); !why.empty())
       sdk::config_warning(in.path("programs[" + std::to_string(i) + "]"), why + until);
   for (size_t i = 0; i < s.shortcuts.size(); ++i) {
     auto& sc = s.shortcuts[i];
@@ -69,7 +53,7 @@ void warn_of_what_is_missing(const shell_settings& s, const sdk::settings_reader
       sdk::config_warning(prefix + ".dir", "'" + sc.dir + "' is not a directory" + until);
       continue;
     }
-    if (auto why = why_missing(sc.argv.front(), sc.dir, s.exec.path); !why.empty())
+    if (auto why = why_not_executable(sc.argv.front(), s.exec.path, sc.dir); !why.empty())
       sdk::config_warning(prefix + ".cmd", why + until);
   }
 }

@@ -185,13 +185,12 @@ terraform_settings read_terraform_settings(const nlohmann::json& settings,
                             "list at least one workspace directory");
   // Found now, not at the first run: an agent offering terraform without it
   // would take runs only to fail each one (and `mesh-agent --check` says so).
-  if (!is_executable(s.binary, s.exec.path))
-    throw sdk::config_error(
-        in.path("binary"),
-        s.binary.front() == '/'
-            ? "'" + s.binary + "' is not an executable file"
-            : "'" + s.binary + "' is not an executable in the plan's path (" +
-                  s.exec.path + "); install it, or set binary to its absolute path");
+  if (auto why = why_not_executable(s.binary, s.exec.path); !why.empty())
+    throw sdk::config_error(in.path("binary"),
+                            s.binary.front() == '/'
+                                ? why
+                                : why +
+                                      "; install it, or set binary to its absolute path");
   for (size_t i = 0; i < s.workspaces.size(); ++i) {
     auto& w = s.workspaces[i];
     if (w.empty() || w.front() != '/')
