@@ -96,14 +96,20 @@ int main(int argc, char** argv) {
   if (auto err = cfg.agent.prepare_work_root(); !err.empty())
     return config_failure(config_file, "agent." + err);
   if (check_only) {
+    // The warnings go with the verdict, whatever `log.level` hides.
     std::cout << "config OK: agent '" << cfg.agent.name << "', " << plans.size()
               << (plans.size() == 1 ? " plan" : " plans");
     if (!warnings.empty())
       std::cout << ", " << warnings.size()
-                << (warnings.size() == 1 ? " warning" : " warnings") << " (logged above)";
-    std::cout << std::endl;
+                << (warnings.size() == 1 ? " warning:" : " warnings:");
+    std::cout << "\n";
+    for (auto& w : warnings)
+      std::cout << "  " << w << "\n";
+    std::cout << std::flush;
     return 0;
   }
+  for (auto& w : warnings)
+    log(log_level::warn, w);
 
   // Plans run as this user: keep them out of the agent's memory and
   // /proc/<pid>/environ, where its tokens are (no effect when run as root).

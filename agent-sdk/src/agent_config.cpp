@@ -271,9 +271,12 @@ plan_set make_plans(const plan_catalog& catalog,
     if (!p) throw config_error(key, "the plan's factory returned nothing");
     out.emplace(name, std::move(p));
   }
-  for (auto& line : collected.lines())
-    log(log_level::warn, line);
-  if (warnings) *warnings = collected.lines();
+  if (warnings) {
+    *warnings = collected.lines();
+  } else {
+    for (auto& line : collected.lines())
+      log(log_level::warn, line);
+  }
   return out;
 }
 

@@ -610,30 +610,32 @@ TEST_F(agent_integration, config_error_names_the_key) {
 }
 
 // This test ensures `mesh-agent --check` passes a shell plan whose program
-// is not installed, but says so naming the key and counts it, and that the
-// agent logs the same warning when it starts and serves the plan's other
-// programs.
+// is not installed, but prints the warning naming the key under its verdict
+// even when `log.level` hides warnings, and that the agent logs the same
+// warning when it starts and serves the plan's other programs.
 TEST_F(agent_integration, check_warns_of_a_program_not_installed) {
   agent_options o{"chk-1", "{env: chk}"};
   o.plans_yaml = "{shell: {programs: [echo, no-such-program-xyz]}}";
+  o.extra_yaml = "log: {level: error}\n";
   o.extra_args = {"--check"};
   agent_process check{dir_.path(), mesh_->url(), reg_, o};
   auto code = check.proc().wait_exit();
   ASSERT_TRUE(code.has_value());
   EXPECT_EQ(*code, 0);
   const std::string warning =
-      " warn plans.shell.programs[1]: 'no-such-program-xyz' is not an executable in the "
+      "plans.shell.programs[1]: 'no-such-program-xyz' is not an executable in the "
       "plan's path (/usr/local/bin:/usr/bin:/bin); runs that need it fail until it is "
       "there\n";
-  EXPECT_NE(check.log().find(warning), std::string::npos) << check.log();
   EXPECT_EQ(read_file(dir_.path() + "/chk-1/agent.out"),
-            "config OK: agent 'chk-1', 1 plan, 1 warning (logged above)\n");
+            "config OK: agent 'chk-1', 1 plan, 1 warning:\n  " + warning);
+  EXPECT_EQ(check.log().find(warning), std::string::npos) << check.log();
   o.extra_args.clear();
+  o.extra_yaml.clear();
   auto& agent = start_agent(o);
   auto r = api_->wait_terminal(
       api_->submit({{"plan", "shell"}, {"selector", "env=chk"}, {"payload", "echo hi"}}));
   EXPECT_EQ(r["status"], "success") << r.dump();
-  EXPECT_NE(agent.log().find(warning), std::string::npos) << agent.log();
+  EXPECT_NE(agent.log().find(" warn " + warning), std::string::npos) << agent.log();
 }
 
 // This test ensures a registration token the mesh refuses stops mesh-agent with exit 1.

@@ -287,7 +287,8 @@ agent_process::agent_process(const std::string& dir, const std::string& mesh_url
       << "backoff: {initial: 50ms, max: 500ms}\n"
       << "logs: {flush_interval: 50ms}\n"
       << "plugins: " << o.plugins_yaml << "\n"
-      << "plans: " << o.plans_yaml << "\n";
+      << "plans: " << o.plans_yaml << "\n"
+      << o.extra_yaml;
   std::vector<std::string> argv{POLYMESH_MESH_AGENT, "--config", home_ + "/agent.yaml"};
   argv.insert(argv.end(), o.extra_args.begin(), o.extra_args.end());
   proc_ = child_process{argv, home_ + "/agent.out", home_ + "/agent.err"};

@@ -128,6 +128,8 @@ struct agent_options {
   std::string hostname{};
   /// `agent.work_dir` when not empty (else `<dir>/<name>/work`).
   std::string work_dir{};
+  /// Top-level YAML appended to the config, e.g. `log: {level: error}\n`.
+  std::string extra_yaml{};
   /// Arguments after `--config FILE`, e.g. `--check`.
   std::vector<std::string> extra_args{};
 };

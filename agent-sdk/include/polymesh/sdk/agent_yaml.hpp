@@ -51,8 +51,8 @@ struct agent_file_config {
 
 /// Builds every enabled plan from `catalog`; throws `config_error` naming
 /// `plans.<name>` for a plan nobody provides or with bad settings. What the
-/// factories flag with `config_warning` is logged as a warning each and,
-/// when `warnings` is given, handed back there.
+/// factories flag with `config_warning` is handed back in `warnings` when
+/// given (the caller reports it), else logged as a warning each.
 [[nodiscard]] plan_set make_plans(const plan_catalog& catalog,
                                   const std::map<std::string, nlohmann::json>& plans,
                                   std::vector<std::string>* warnings = nullptr);

@@ -33,7 +33,7 @@ private:
 /// program that is not installed, a directory that is not there): the plan
 /// still builds, for the host may gain it later, and the key and message
 /// reach the innermost `config_warnings` of this thread. `make_plans` logs
-/// them as warnings and `mesh-agent --check` counts them. Outside such a
+/// them as warnings or hands them back; `mesh-agent --check` prints them. Outside such a
 /// collector (a factory called on its own, or a plugin's own copy of this
 /// library) the warning is dropped.
 void config_warning(const std::string& key, const std::string& message);
