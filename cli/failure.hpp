@@ -30,6 +30,10 @@ enum exit_code : int {
   /// The mesh could not be reached, or answered 503 (shutting down,
   /// overloaded): worth retrying (BSD `EX_UNAVAILABLE`).
   exit_unreachable = 69,
+  /// A change was sent but no answer came (the connection broke, or the
+  /// answer took longer than meshctl waits): it may have been carried out,
+  /// so repeating it blindly may do it twice (BSD `EX_TEMPFAIL`).
+  exit_no_answer = 75,
 };
 
 /// A failure to report: the first line, indented detail lines (a caret

@@ -85,11 +85,12 @@ int main(int argc, char** argv) {
       "Config file (env MESHCTL_CONFIG; default ~/.config/polymesh/meshctl.yaml)");
   app.add_flag("--no-color", ctx.flags.no_color,
                "No colour even on a TTY (env NO_COLOR)");
-  app.footer("Exit codes: 0 ok, 1 the waited-for run ended in error, 2 it was canceled, "
-             "3 refused or failed (the mesh said no, a download could not be verified), "
-             "64 usage error, 69 mesh unreachable or unavailable, 130 interrupted, 143 "
-             "terminated. "
-             "See docs/cli.md");
+  app.footer(
+      "Exit codes: 0 ok, 1 the waited-for run ended in error, 2 it was canceled, "
+      "3 refused or failed (the mesh said no, a download could not be verified), "
+      "64 usage error, 69 mesh unreachable or unavailable, 75 a change was sent but "
+      "no answer came (it may have been done), 130 interrupted, 143 terminated. "
+      "See docs/cli.md");
 
   add_agents_commands(app, ctx);
   add_runs_commands(app, ctx);

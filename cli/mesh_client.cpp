@@ -3,6 +3,7 @@
 #include "mesh/wire/transport_error.hpp"
 
 #include <httplib.h>
+#include <netdb.h>
 
 namespace polymesh::cli {
 
@@ -70,8 +71,26 @@ json mesh_client::get_or_null(const std::string& path) {
 
 namespace {
 
-/// One request on a fresh connection; throws `exit_unreachable` when no
-/// answer came.
+/// Why a connection to `origin` (scheme://host[:port]) failed, when the
+/// host name is what failed: "" when it resolves.
+std::string unresolved_host(const std::string& origin) {
+  auto start = origin.find("://");
+  auto host = origin.substr(start == std::string::npos ? 0 : start + 3);
+  if (!host.empty() && host.front() == '[') return {}; // an IPv6 literal
+  host = host.substr(0, host.find(':'));
+  addrinfo hints{};
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* found = nullptr;
+  int rc = ::getaddrinfo(host.c_str(), nullptr, &hints, &found);
+  if (found) ::freeaddrinfo(found);
+  if (rc == 0) return {};
+  return "the host name '" + host + "' does not resolve (" + ::gai_strerror(rc) + ")";
+}
+
+/// One request on a fresh connection; throws `exit_unreachable` when the
+/// mesh was not reached (or a read found no answer: a read repeats safely),
+/// `exit_no_answer` when a change was sent and no answer came, and
+/// `exit_usage` when the CA file is not one.
 httplib::Result send(const std::string& base_url, const std::string& origin,
                      const std::string& ca_file, const std::string& token,
                      const std::string& method, const std::string& path,
@@ -100,12 +119,33 @@ httplib::Result send(const std::string& base_url, const std::string& origin,
                       describe_transport_error(res.error()),
                   {"give the CA that signed it with --ca-file (or MESH_CA_FILE, or "
                    "ca_file in the config file), or add that CA to the system's"}};
-  if (!res)
+  if (!res && res.error() == httplib::Error::SSLLoadingCerts)
+    throw failure{exit_usage,
+                  "the CA file '" + ca_file +
+                      "' holds no certificate that could be loaded",
+                  {"--ca-file, MESH_CA_FILE or ca_file in the config file names it; it "
+                   "must hold the PEM certificate of the CA that signed the mesh's; "
+                   "nothing was sent"}};
+  if (!res && res.error() == httplib::Error::Read && method != "GET")
+    throw failure{exit_no_answer,
+                  "no answer from the mesh at " + base_url + " to " + method + " " +
+                      path + ": the connection broke, or the answer took over " +
+                      std::to_string(read_timeout_s) + " s",
+                  {"the request was sent and may have been carried out: look (list or "
+                   "show) before repeating it"}};
+  if (!res) {
+    auto why = describe_transport_error(res.error());
+    if (res.error() == httplib::Error::Read)
+      why = "no answer: the connection broke, or the answer took over " +
+            std::to_string(read_timeout_s) + " s";
+    if (res.error() == httplib::Error::Connection)
+      if (auto unresolved = unresolved_host(origin); !unresolved.empty())
+        why = unresolved;
     throw failure{
         exit_unreachable,
-        "cannot reach the mesh at " + base_url + ": " +
-            describe_transport_error(res.error()),
+        "cannot reach the mesh at " + base_url + ": " + why,
         {"check --mesh, MESH_URL or the config file, and that meshd is running"}};
+  }
   return res;
 }
 

@@ -6,7 +6,11 @@
 // idle connection costs the server a poll loop, see DEPENDENCIES.md).
 //
 // Error mapping (the body is the contract's `{"error":{...}}`):
-//   - no connection            -> exit_unreachable, naming the URL
+//   - no connection            -> exit_unreachable, naming the URL (and the host
+//                                  name when it does not resolve)
+//   - a change sent, no answer -> exit_no_answer: it may have been carried out
+//   - a read sent, no answer   -> exit_unreachable (repeating it is safe)
+//   - a CA file with no cert    -> exit_usage
 //   - 401                       -> the server's message plus where tokens come from
 //   - 403                       -> the server's message (it names the kinds needed)
 //   - 404                       -> "not found: ..."

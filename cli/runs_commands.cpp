@@ -473,11 +473,48 @@ failure usage_failure_of_flag(const caf::error& err) {
   return failure{exit_usage, flag + ": " + message};
 }
 
+/// Posts the run; while the mesh cannot be reached or gives no answer, sends
+/// it again for up to a minute. Safe: the body carries an idempotency key,
+/// so the mesh creates the run once however many of the sends it got.
+json post_run(mesh_client& mesh, const json& body) {
+  constexpr auto outage_grace = std::chrono::seconds{60};
+  std::optional<std::chrono::steady_clock::time_point> down_since;
+  for (;;) {
+    try {
+      auto run = mesh.post("/v1/runs", body);
+      if (down_since) std::cerr << "meshctl: the mesh answers again" << std::endl;
+      return run;
+    } catch (const failure& f) {
+      if (f.code() != exit_unreachable && f.code() != exit_no_answer) throw;
+      auto now = std::chrono::steady_clock::now();
+      if (down_since && now - *down_since > outage_grace) {
+        auto key = body.value("idempotency_key", "");
+        throw failure{exit_unreachable,
+                      f.what(),
+                      {"nothing is lost by trying again with --idempotency-key " + key +
+                       ": the mesh creates the run once (it may hold it already)"}};
+      }
+      if (!down_since) {
+        down_since = now;
+        std::cerr << "meshctl: " << f.what() << "; sending the run again for up to "
+                  << outage_grace.count()
+                  << " s (its idempotency key makes the mesh create it once)"
+                  << std::endl;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds{500});
+    }
+  }
+}
+
 /// Sends `req` (checked against the shared contract first) and prints the
 /// new run, or waits for it as `--wait` / `--follow` say; `origin` is
-/// appended to the "submitted" line (" as a rerun of run_…").
-int send_run(const command_context& ctx, const wire::run_request& req, bool wait,
-             bool follow, const std::string& origin = {}) {
+/// appended to the "submitted" line (" as a rerun of run_…"). Without an
+/// idempotency key of the user's, the run gets one of meshctl's own, so that
+/// a send that got no answer can be repeated without a second run.
+int send_run(const command_context& ctx, wire::run_request req, bool wait, bool follow,
+             const std::string& origin = {}) {
+  bool own_key = req.idempotency_key.empty();
+  if (own_key) req.idempotency_key = new_id("meshctl");
   auto body = wire::to_json(req);
   // The shared contract checks names and bounds before anything is sent;
   // size limits are the server's to enforce.
@@ -486,12 +523,13 @@ int send_run(const command_context& ctx, const wire::run_request& req, bool wait
     throw usage_failure_of_flag(parsed.error());
   auto mesh = ctx.client();
   mesh.remember_input("selector", req.selector);
-  auto run = mesh.post("/v1/runs", body);
+  auto run = post_run(mesh, body);
   auto id = run.value("id", "");
   // 200 instead of 201: the key was taken, and this is that earlier run
-  // (whatever this submit asked for).
+  // (whatever this submit asked for); with meshctl's own key, an earlier
+  // send of this one that got no answer.
   std::string what =
-      mesh.last_status() == 200
+      mesh.last_status() == 200 && !own_key
           ? "already submitted with idempotency key '" + req.idempotency_key + "'"
           : "submitted" + origin;
   auto out = ctx.out();

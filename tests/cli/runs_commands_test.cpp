@@ -241,7 +241,9 @@ TEST_F(runs_cmd, rerun_submits_what_the_run_was_submitted_with) {
   for (auto key : {"plan", "selector", "target_agent", "params", "payload", "priority",
                    "timeout_s", "ttl_s", "concurrency_key"})
     EXPECT_EQ(again[key], get_run(old)[key]) << key;
-  EXPECT_TRUE(again["idempotency_key"].is_null()) << "a rerun is a new submission";
+  ASSERT_TRUE(again["idempotency_key"].is_string());
+  EXPECT_EQ(again["idempotency_key"].get<std::string>().rfind("meshctl_", 0), 0u)
+      << "a rerun is a new submission, with a key of meshctl's own";
 
   auto rerun_id = again["id"].get<std::string>();
   auto taken = agent.take();
@@ -266,6 +268,136 @@ TEST_F(runs_cmd, rerun_submits_what_the_run_was_submitted_with) {
   auto missing = ctl({"runs", "rerun", "run_nosuchrun00000000000000000"});
   EXPECT_EQ(missing.code, 3) << missing.err;
   EXPECT_NE(missing.err.find("404"), std::string::npos) << missing.err;
+}
+
+/// meshd behind a proxy that carries every request out but loses the
+/// answers `lose` picks: the answer's headers go out, then the connection
+/// closes (a mesh that broke, or answered too late).
+class lossy_proxy {
+public:
+  lossy_proxy(int mesh_port, std::function<bool(const httplib::Request&)> lose)
+      : mesh_port_(mesh_port)
+      , lose_(std::move(lose)) {
+    auto forward = [this](const httplib::Request& req, httplib::Response& res) {
+      {
+        std::lock_guard<std::mutex> g{mtx_};
+        seen_.push_back(req.method + " " + req.path + " " + req.body);
+      }
+      httplib::Client mesh{"127.0.0.1", mesh_port_};
+      httplib::Headers auth{{"Authorization", req.get_header_value("Authorization")}};
+      auto r = req.method == "GET"
+                   ? mesh.Get(req.target, auth)
+                   : mesh.Post(req.target, auth, req.body, "application/json");
+      if (!r) {
+        res.status = 502;
+        return;
+      }
+      res.status = r->status;
+      if (!lose_(req)) {
+        res.set_content(r->body, "application/json");
+        return;
+      }
+      res.set_content_provider(r->body.size(), "application/json",
+                               [](size_t, size_t, httplib::DataSink&) { return false; });
+    };
+    server_.Get(R"(/.*)", forward);
+    server_.Post(R"(/.*)", forward);
+    port_ = server_.bind_to_any_port("127.0.0.1");
+    serving_ = std::thread{[this] { server_.listen_after_bind(); }};
+  }
+  ~lossy_proxy() {
+    server_.stop();
+    serving_.join();
+  }
+  [[nodiscard]] std::string url() const {
+    return "http://127.0.0.1:" + std::to_string(port_);
+  }
+  /// "METHOD path body" of every request, in order.
+  [[nodiscard]] std::vector<std::string> seen() {
+    std::lock_guard<std::mutex> g{mtx_};
+    return seen_;
+  }
+
+private:
+  int mesh_port_;
+  std::function<bool(const httplib::Request&)> lose_;
+  httplib::Server server_;
+  int port_ = 0;
+  std::thread serving_;
+  std::mutex mtx_;
+  std::vector<std::string> seen_;
+};
+
+// This test ensures a submit whose answer was lost (the run created, the
+// connection broken before the answer) is sent again with the same
+// idempotency key of meshctl's own, so exactly one run exists and meshctl
+// prints it as submitted (a retry by hand would have made a second run).
+TEST_F(runs_cmd, a_submit_whose_answer_was_lost_is_sent_again_and_creates_one_run) {
+  std::atomic<int> posts{0};
+  lossy_proxy proxy{port, [&](const httplib::Request& req) {
+                      return req.method == "POST" && posts++ == 0;
+                    }};
+  auto r = ctl_raw({"--mesh", proxy.url(), "--token", admin, "runs", "submit", "alpha"});
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.err.find("sending the run again for up to 60 s"), std::string::npos)
+      << r.err;
+  EXPECT_NE(r.err.find("the mesh answers again"), std::string::npos) << r.err;
+  auto runs = call(port, "GET", "/v1/runs?plan=alpha", admin).body["runs"];
+  ASSERT_EQ(runs.size(), 1u) << runs.dump();
+  auto id = runs[0]["id"].get<std::string>();
+  EXPECT_EQ(r.out, "run " + id + " submitted (created)\n");
+  auto sent = proxy.seen();
+  ASSERT_EQ(sent.size(), 2u);
+  EXPECT_EQ(sent[0], sent[1]) << "the same request, key included";
+  auto key = runs[0]["idempotency_key"].get<std::string>();
+  EXPECT_EQ(key.rfind("meshctl_", 0), 0u) << key;
+  EXPECT_NE(sent[0].find(key), std::string::npos);
+}
+
+// This test ensures a change that got no answer exits 75 saying it may have
+// been carried out (it was: the run is canceled), not 69 "worth retrying";
+// a read that got no answer is 69 (repeating it is safe), and a mesh whose
+// host name does not resolve is named as such.
+TEST_F(runs_cmd, a_change_that_got_no_answer_exits_75_and_a_read_69) {
+  auto id = submit(json{{"plan", "alpha"}});
+  lossy_proxy proxy{port, [](const httplib::Request&) { return true; }};
+  auto cancel = ctl_raw({"--mesh", proxy.url(), "--token", admin, "runs", "cancel", id});
+  EXPECT_EQ(cancel.code, 75) << cancel.err;
+  EXPECT_NE(
+      cancel.err.find("error: no answer from the mesh at " + proxy.url() +
+                      " to POST /v1/runs/" + id +
+                      "/cancel: the connection broke, or the answer took over 60 s"),
+      std::string::npos)
+      << cancel.err;
+  EXPECT_NE(cancel.err.find("may have been carried out"), std::string::npos)
+      << cancel.err;
+  EXPECT_EQ(get_run(id)["status"], "canceled");
+
+  auto show = ctl_raw({"--mesh", proxy.url(), "--token", admin, "runs", "show", id});
+  EXPECT_EQ(show.code, 69) << show.err;
+  EXPECT_NE(show.err.find("no answer: the connection broke"), std::string::npos)
+      << show.err;
+
+  auto unresolved =
+      ctl_raw({"--mesh", "http://no-such-host.invalid:7700", "--token", admin, "status"});
+  EXPECT_EQ(unresolved.code, 69) << unresolved.err;
+  EXPECT_NE(unresolved.err.find("the host name 'no-such-host.invalid' does not resolve"),
+            std::string::npos)
+      << unresolved.err;
+}
+
+// This test ensures a CA file that holds no certificate is a usage error
+// naming the file (exit 64), not "cannot reach the mesh" (69).
+TEST_F(runs_cmd, a_ca_file_without_a_certificate_is_a_usage_error) {
+  auto ca = dir + "/not-a-ca.pem";
+  std::ofstream{ca} << "this is not a certificate\n";
+  auto r = ctl_raw({"--mesh", "https://127.0.0.1:" + std::to_string(port), "--ca-file",
+                    ca, "--token", admin, "status"});
+  EXPECT_EQ(r.code, 64) << r.err;
+  EXPECT_NE(
+      r.err.find("the CA file '" + ca + "' holds no certificate that could be loaded"),
+      std::string::npos)
+      << r.err;
 }
 
 // This test ensures `runs submit --wait` exits 1 when the run ends in error.
