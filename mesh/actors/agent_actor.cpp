@@ -2,6 +2,7 @@
 
 #include "mesh/actors/messages.hpp"
 #include "mesh/domain/error.hpp"
+#include "mesh/domain/selector.hpp"
 
 #include <algorithm>
 #include <caf/actor_system.hpp>
@@ -371,6 +372,19 @@ caf::behavior agent_actor(self_ptr self, context_ptr ctx, agent_record agent,
                             "cannot change the labels of a deregistered agent; it "
                             "registers with its own",
                             "status");
+        // Labels outside the scope it registered under would give it runs of
+        // another scope, and make its own token's next registration fail.
+        if (auto& scope = self->state.agent.scope; !scope.empty()) {
+          auto allowed = selector::parse(scope, "scope");
+          if (!allowed || !allowed->matches(labels))
+            return make_error(errc::forbidden,
+                              "labels outside the scope of the token agent '" +
+                                  self->state.agent.name + "' registered with (" + scope +
+                                  "): it would take runs of another scope, and that "
+                                  "token could not register it again; register it "
+                                  "with a token whose scope holds them",
+                              "labels");
+        }
         auto next = self->state.agent;
         next.labels = labels;
         auto rp = self->make_response_promise<agent_record>();

@@ -314,9 +314,12 @@ caf::behavior agent_registry(agent_self self, context_ptr ctx) {
           // takes the name of one that left before meshd started): a scoped
           // token may do it only to an agent inside its scope, or a dev token
           // could take over a prod agent and receive its runs.
+          // An agent a token of this very scope registered is its own (even
+          // with labels an admin set outside it before that was refused).
           const label_map* owner = nullptr;
           if (actor) {
-            if (auto known = st.mirror.find(by_name->second); known != st.mirror.end())
+            if (auto known = st.mirror.find(by_name->second);
+                known != st.mirror.end() && known->second.scope != c.scope)
               owner = &known->second.labels;
           } else if (auto left = st.left.find(req.name); left != st.left.end()) {
             owner = &left->second.labels;

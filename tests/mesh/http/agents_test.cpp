@@ -260,6 +260,46 @@ TEST_F(agents, patched_labels_take_effect_for_the_next_assignment) {
   EXPECT_EQ(get_run(later)["status"], "created");
 }
 
+// This test ensures an agent a scoped token registered cannot be given
+// labels outside that scope (it took runs of another scope, and its own
+// token's next registration was refused for good: `agents remove` did not
+// help), labels inside it can; and that an agent stored with labels outside
+// its scope by an older meshd registers again with a token of that scope.
+TEST_F(agents, labels_stay_within_the_scope_the_agent_registered_under) {
+  auto dev = make_token("registration", "env=dev");
+  auto reg = [&] {
+    return call(
+        "POST", "/v1/agents/register", dev,
+        json{{"name", "dev-1"}, {"labels", {{"env", "dev"}}}, {"plans", {"noop"}}});
+  };
+  ASSERT_EQ(reg().status, 201);
+
+  auto out =
+      call("PATCH", "/v1/agents/dev-1", admin, json{{"labels", {{"env", "prod"}}}});
+  EXPECT_EQ(out.status, 403) << out.raw;
+  EXPECT_EQ(out.body["error"]["field"], "labels") << out.raw;
+  EXPECT_NE(out.body["error"]["message"].get<std::string>().find(
+                "labels outside the scope of the token agent 'dev-1' registered with "
+                "(env=dev)"),
+            std::string::npos)
+      << out.raw;
+  EXPECT_EQ(call("GET", "/v1/agents/dev-1", admin).body["labels"],
+            (json{{"env", "dev"}}));
+
+  auto in = call("PATCH", "/v1/agents/dev-1", admin,
+                 json{{"labels", {{"env", "dev"}, {"tier", "gold"}}}});
+  EXPECT_EQ(in.status, 200) << in.raw;
+
+  stop_mesh();
+  exec_sql(dir + "/mesh.db", "UPDATE agents SET labels = '{\"env\":\"prod\"}' WHERE "
+                             "name = 'dev-1';");
+  start_mesh();
+  auto again = reg();
+  EXPECT_EQ(again.status, 201) << again.raw;
+  EXPECT_EQ(call("GET", "/v1/agents/dev-1", admin).body["labels"],
+            (json{{"env", "dev"}}));
+}
+
 // This test ensures explain names, per agent, why it is not a candidate:
 // offline, draining, lacks the plan, failed selector requirement, no free
 // slot; and reports an assigned run as assigned.
