@@ -17,6 +17,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fcntl.h>
+#include <filesystem>
 #include <string_view>
 #include <sys/file.h>
 #include <sys/stat.h>
@@ -27,19 +28,36 @@ namespace polymesh {
 namespace {
 
 /// Creates `dir` and its parents (mode 0700 for the leaf).
-caf::error make_dirs(const std::string& dir) {
+caf::error make_dirs(const std::string& dir, const std::string& field = "data_dir") {
   std::string partial;
   for (size_t i = 0; i <= dir.size(); ++i) {
     if (i == dir.size() || dir[i] == '/') {
       if (!partial.empty() && ::mkdir(partial.c_str(), 0700) != 0 && errno != EEXIST)
         return make_error(errc::invalid_argument,
-                          "cannot create data directory '" + partial +
-                              "': " + std::strerror(errno),
-                          "data_dir");
+                          "cannot create " +
+                              std::string{field == "data_dir" ? "data " : ""} +
+                              "directory '" + partial + "': " + std::strerror(errno),
+                          field);
     }
     if (i < dir.size()) partial += dir[i];
   }
   return {};
+}
+
+/// Opens `path` and takes an exclusive `flock` on it; the kernel drops it
+/// when the process ends, even by SIGKILL. `in_use` is the error's message
+/// when another process holds it.
+caf::expected<int> take_lock(const std::string& path, const std::string& field,
+                             const std::string& in_use) {
+  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (fd < 0)
+    return make_error(errc::invalid_argument,
+                      "cannot open '" + path + "': " + std::strerror(errno), field);
+  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    ::close(fd);
+    return make_error(errc::conflict, in_use, field);
+  }
+  return fd;
 }
 
 /// Sends `msg` to `dest` and waits for the answer (start-up and tests only).
@@ -70,16 +88,25 @@ caf::error mesh_node::boot(const mesh_config& cfg, const polymesh::clock& clk) {
   if (auto err = make_dirs(cfg.data_dir)) return err;
   // One meshd per data directory: two writers would each believe they own
   // every run. The lock dies with the process, so a crash leaves none behind.
-  auto lock_path = cfg.data_dir + "/meshd.lock";
-  lock_fd_ = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-  if (lock_fd_ < 0)
-    return make_error(errc::invalid_argument,
-                      "cannot open '" + lock_path + "': " + std::strerror(errno),
-                      "data_dir");
-  if (::flock(lock_fd_, LOCK_EX | LOCK_NB) != 0)
-    return make_error(errc::conflict,
-                      "data directory '" + cfg.data_dir + "' is in use by another meshd",
-                      "data_dir");
+  auto lock =
+      take_lock(cfg.data_dir + "/meshd.lock", "data_dir",
+                "data directory '" + cfg.data_dir + "' is in use by another meshd");
+  if (!lock) return lock.error();
+  lock_fd_ = *lock;
+  // And one meshd per database: `store.path` could point two data
+  // directories at one file. The lock sits beside the database (SQLite's
+  // own locks are POSIX locks on the file itself, which any close of
+  // another descriptor to it would drop).
+  auto db = cfg.database_path();
+  if (db != ":memory:") {
+    if (auto err =
+            make_dirs(std::filesystem::path{db}.parent_path().string(), "store.path"))
+      return err;
+    auto db_lock = take_lock(db + ".lock", "store.path",
+                             "database '" + db + "' is in use by another meshd");
+    if (!db_lock) return db_lock.error();
+    db_lock_fd_ = *db_lock;
+  }
   store_options wopts;
   wopts.synchronous = cfg.store_synchronous;
   auto writer = open_sqlite_store(cfg.database_path(), wopts);
@@ -289,10 +316,11 @@ void mesh_node::shutdown() {
 }
 
 void mesh_node::release_lock() {
-  if (lock_fd_ >= 0) {
-    ::close(lock_fd_);
-    lock_fd_ = -1;
-  }
+  for (int* fd : {&db_lock_fd_, &lock_fd_})
+    if (*fd >= 0) {
+      ::close(*fd);
+      *fd = -1;
+    }
 }
 
 } // namespace polymesh

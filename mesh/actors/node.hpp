@@ -76,8 +76,10 @@ private:
   std::string admin_token_file_;
   restore_stats restored_;
   bool down_ = false;
-  /// Holds an exclusive `flock` on `<data_dir>/meshd.lock` while running.
+  /// Hold an exclusive `flock` on `<data_dir>/meshd.lock` and on
+  /// `<database>.lock` while running.
   int lock_fd_ = -1;
+  int db_lock_fd_ = -1;
 };
 
 } // namespace polymesh

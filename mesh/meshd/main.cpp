@@ -10,6 +10,7 @@
 #include <CLI/CLI.hpp>
 #include <csignal>
 #include <cstdio>
+#include <filesystem>
 #include <iostream>
 #include <pthread.h>
 #include <sys/prctl.h>
@@ -46,6 +47,38 @@ void size_futex_hash(int64_t threads) {
     log(log_level::debug, "futex hash: " + std::to_string(slots) + " slots");
 }
 
+/// `path` made absolute, for messages an operator acts on ("" as is).
+std::string absolute(const std::string& path) {
+  std::error_code ec;
+  auto abs = std::filesystem::absolute(path, ec);
+  return ec || path.empty() ? path : abs.lexically_normal().string();
+}
+
+/// Whether `host` (as split from `listen`) is reachable from this host only.
+bool loopback_only(const std::string& host) {
+  return host == "localhost" || host == "::1" || host.rfind("127.", 0) == 0;
+}
+
+/// What `--check` prints: the settings that decide where meshd listens and
+/// keeps its data, and what is there now. Reads; creates nothing.
+void print_check(const mesh_config& cfg) {
+  std::error_code ec;
+  auto there = [&](const std::string& p) {
+    if (std::filesystem::exists(p, ec)) return std::string{};
+    return std::string{" (not there yet: created at the first start)"};
+  };
+  auto db = cfg.database_path();
+  std::cout << "config OK: listen " << cfg.listen << ", data_dir "
+            << absolute(cfg.data_dir) << there(cfg.data_dir) << ", database "
+            << absolute(db) << there(db) << "\n";
+  auto hp = split_host_port(cfg.listen);
+  if (hp && !loopback_only(hp->first))
+    std::cout << "  listen: " << cfg.listen
+              << " is reachable from other hosts over plain HTTP; keep meshd on "
+                 "loopback behind a TLS proxy (docs/operations.md, Network)\n";
+  std::cout << std::flush;
+}
+
 } // namespace
 
 int main(int argc, char** argv) {
@@ -54,6 +87,7 @@ int main(int argc, char** argv) {
   std::string listen;
   std::string data_dir;
   bool print_endpoints = false;
+  bool check_only = false;
   const std::vector<CLI::Option*> paths{
       app.add_option("--config", config_file,
                      "YAML config file (see config/mesh.example.yaml)"),
@@ -63,6 +97,9 @@ int main(int argc, char** argv) {
                      "Directory for the database and admin.token"),
   };
   app.add_flag("--endpoints", print_endpoints, "Print the API's endpoint table and exit");
+  app.add_flag("--check", check_only,
+               "Check the config and flags, print where meshd would listen and keep its "
+               "data, and exit (0, or 2 naming the first error); creates nothing");
   app.footer("Environment: POLYMESH_ADMIN_TOKEN sets the bootstrap admin token (at least "
              "16 characters); without it meshd creates one and writes it to "
              "DATA_DIR/admin.token on its first start. Defaults of every setting: "
@@ -98,6 +135,10 @@ int main(int argc, char** argv) {
   if (auto err = check_admin_token_env()) return fail(err);
   auto hp = split_host_port(cfg.listen);
   if (!hp) return fail(hp.error());
+  if (check_only) {
+    print_check(cfg);
+    return 0;
+  }
   log_level level = log_level::info;
   if (parse_log_level(cfg.log_level, level)) set_log_level(level);
   size_futex_hash(cfg.http_threads + cfg.run_waits);
@@ -118,16 +159,25 @@ int main(int argc, char** argv) {
   std::signal(SIGPIPE, SIG_IGN);
 
   system_clock clk;
+  std::error_code ec;
+  bool fresh = !std::filesystem::exists(cfg.database_path(), ec);
   auto node = mesh_node::start(cfg, clk);
   if (!node) return fail(node.error());
   auto& r = (*node)->restored();
-  log(log_level::info, "store " + cfg.database_path() + ": restored " +
-                           std::to_string(r.agents) + " agents, " +
-                           std::to_string(r.runs) + " unfinished runs, " +
-                           std::to_string(r.tokens) + " tokens in " +
-                           std::to_string(static_cast<int>(r.seconds * 1000)) + " ms");
+  // A new database is worth a line of its own: a mistyped --data-dir or
+  // store.path starts an empty mesh that no token of the real one opens.
+  if (fresh)
+    log(log_level::warn, "store " + absolute(cfg.database_path()) +
+                             ": no database was there; started a new, empty mesh");
+  else
+    log(log_level::info, "store " + absolute(cfg.database_path()) + ": restored " +
+                             std::to_string(r.agents) + " agents, " +
+                             std::to_string(r.runs) + " unfinished runs, " +
+                             std::to_string(r.tokens) + " tokens in " +
+                             std::to_string(static_cast<int>(r.seconds * 1000)) + " ms");
   if (!(*node)->admin_token_file().empty())
-    log(log_level::info, "admin token written to " + (*node)->admin_token_file());
+    log(log_level::warn,
+        "admin token written to " + absolute((*node)->admin_token_file()));
 
   http_server server{**node};
   auto port = server.bind(hp->first, hp->second);
@@ -136,6 +186,11 @@ int main(int argc, char** argv) {
       hp->first.find(':') != std::string::npos ? "[" + hp->first + "]" : hp->first;
   std::printf("listening on http://%s:%d\n", shown_host.c_str(), *port);
   std::fflush(stdout);
+  if (!loopback_only(hp->first))
+    log(log_level::warn, "listening on " + cfg.listen +
+                             ": reachable from other hosts over plain HTTP (tokens "
+                             "in the clear); keep meshd on loopback behind a TLS "
+                             "proxy (docs/operations.md, Network)");
 
   std::thread waiter{[&] {
     int sig = 0;

@@ -188,5 +188,69 @@ TEST(signals, one_meshd_per_data_directory) {
   remove_tree(dir);
 }
 
+// This test ensures two meshds with their own data directories cannot share
+// one database through `store.path` (each believed it owned every run: a
+// cancel through one was refused by the other's stale state), and the
+// second starts once the first is gone.
+TEST(signals, one_meshd_per_database) {
+  auto dir = make_temp_dir();
+  std::ofstream{dir + "/mesh.yaml"} << "store:\n  path: " << dir << "/shared/mesh.db\n";
+  std::vector<std::string> args{"--config", dir + "/mesh.yaml"};
+  auto first = std::make_unique<meshd_process>(MESHD_PATH, dir + "/a", admin, args);
+  EXPECT_THROW(meshd_process(MESHD_PATH, dir + "/b", admin, args), std::runtime_error);
+  first->kill_and_wait(SIGKILL);
+  meshd_process second{MESHD_PATH, dir + "/b", admin, args};
+  EXPECT_EQ(call(second.port(), "GET", "/healthz").status, 200);
+  first.reset();
+  remove_tree(dir);
+}
+
+/// Runs `meshd ARGS 2>&1`; its exit status and output.
+std::pair<int, std::string> run_meshd(const std::string& args) {
+  std::string cmd = std::string{MESHD_PATH} + " " + args + " 2>&1";
+  FILE* p = ::popen(cmd.c_str(), "r");
+  if (!p) return {-1, "popen failed"};
+  std::string out;
+  char buf[512];
+  while (size_t n = std::fread(buf, 1, sizeof buf, p))
+    out.append(buf, n);
+  int status = ::pclose(p);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+}
+
+// This test ensures `meshd --check` checks the config and says where meshd
+// would listen and keep its data without creating anything (checking by
+// starting meshd made the data directory, a database and an admin token,
+// owned by whoever checked), warns of a listener other hosts reach, and
+// names a bad key with exit 2.
+TEST(signals, check_creates_nothing_and_names_what_it_would_use) {
+  auto dir = make_temp_dir();
+  auto data = dir + "/data";
+  auto [code, out] = run_meshd("--check --data-dir " + data);
+  EXPECT_EQ(code, 0) << out;
+  EXPECT_EQ(out, "config OK: listen 127.0.0.1:7700, data_dir " + data +
+                     " (not there yet: created at the first start), database " + data +
+                     "/mesh.db (not there yet: created at the first start)\n");
+  EXPECT_FALSE(std::filesystem::exists(data)) << "meshd --check created " << data;
+
+  std::tie(code, out) = run_meshd("--check --listen 0.0.0.0:7700 --data-dir " + dir);
+  EXPECT_EQ(code, 0) << out;
+  EXPECT_NE(out.find("config OK: listen 0.0.0.0:7700, data_dir " + dir + ", database " +
+                     dir + "/mesh.db (not there yet"),
+            std::string::npos)
+      << out;
+  EXPECT_NE(
+      out.find("  listen: 0.0.0.0:7700 is reachable from other hosts over plain HTTP"),
+      std::string::npos)
+      << out;
+
+  std::ofstream{dir + "/bad.yaml"} << "http:\n  thread: 4\n";
+  std::tie(code, out) = run_meshd("--check --config " + dir + "/bad.yaml");
+  EXPECT_EQ(code, 2) << out;
+  EXPECT_NE(out.find("unknown key 'http.thread'"), std::string::npos) << out;
+  EXPECT_FALSE(std::filesystem::exists(dir + "/mesh.db"));
+  remove_tree(dir);
+}
+
 } // namespace
 } // namespace polymesh::test
