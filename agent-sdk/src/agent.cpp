@@ -36,6 +36,9 @@
 #include <fstream>
 #include <iterator>
 #include <map>
+#include <memory>
+#include <openssl/err.h>
+#include <openssl/pem.h>
 #include <optional>
 #include <set>
 #include <stdexcept>
@@ -149,6 +152,19 @@ bool usable_run_id(const std::string& id) {
          id.find('/') == std::string::npos && id.find('\0') == std::string::npos;
 }
 
+/// Whether `path` starts with a PEM certificate, as the TLS client needs its
+/// CA file to (else every call fails as "the CA file could not be loaded",
+/// retried for good).
+bool holds_a_certificate(const std::string& path) {
+  std::unique_ptr<BIO, decltype(&BIO_free)> in{BIO_new_file(path.c_str(), "r"),
+                                               &BIO_free};
+  X509* cert = in ? PEM_read_bio_X509(in.get(), nullptr, nullptr, nullptr) : nullptr;
+  ERR_clear_error();
+  if (!cert) return false;
+  X509_free(cert);
+  return true;
+}
+
 } // namespace
 
 std::string agent_config::validate() const {
@@ -156,6 +172,10 @@ std::string agent_config::validate() const {
   if (auto e = mesh_client::check_url(mesh_url); !e.empty()) return "mesh_url: " + e;
   if (!mesh_ca_file.empty() && ::access(mesh_ca_file.c_str(), R_OK) != 0)
     return "mesh_ca_file: cannot read '" + mesh_ca_file + "'";
+  if (!mesh_ca_file.empty() && !holds_a_certificate(mesh_ca_file))
+    return "mesh_ca_file: '" + mesh_ca_file +
+           "' holds no PEM certificate (it must hold that of the CA that signed the "
+           "mesh's)";
   if (registration_token.empty()) return "registration_token: is required";
   // What the mesh's registration refuses, found before the agent registers.
   if (auto e = wire::validate_agent_identity(name, version, hostname))
@@ -454,6 +474,10 @@ struct agent::impl {
         // tight loop when the renewal keeps failing).
         wait_ms = std::min<int64_t>(
             wait_ms, std::max<int64_t>(1000, client.until_token_due().count()));
+        // After failed polls, a quick look first: a long poll that succeeds
+        // returns (and so says the mesh answers again) only when its wait
+        // ends, which left the last log line saying polls fail.
+        if (polls_failing) wait_ms = 0;
         auto r = client.poll(wait_ms / 1000);
         // Zombies of processes that plans left behind and that ended after
         // their run: an idle agent would keep them (and the user's process

@@ -481,9 +481,12 @@ std::optional<int64_t> parse_integer(const std::string& text, std::string& reaso
   return negative ? -value : value;
 }
 
-/// Reads one scalar key from `node` into `cfg` and checks its bounds.
-caf::error read_key(const key_spec& spec, const YAML::Node& node, mesh_config& cfg) {
-  auto position = position_in_text(node);
+/// Reads one scalar key from `node` into `cfg` and checks its bounds; an
+/// error points at the value, or at the key (`key_position`) when the value
+/// was left empty (yaml-cpp marks an empty value where the next line starts).
+caf::error read_key(const key_spec& spec, const YAML::Node& node, mesh_config& cfg,
+                    int64_t key_position) {
+  auto position = node.IsNull() ? key_position : position_in_text(node);
   if (!node.IsScalar())
     return key_error(spec.key, expectation(spec), describe(node), position);
   const auto& text = node.Scalar();
@@ -559,7 +562,7 @@ caf::error read_map(const YAML::Node& map, const std::string& section, mesh_conf
     const auto& value = entry.second;
     if (const auto* spec = find_spec(key);
         spec != nullptr && section.empty() == (key.find('.') == std::string::npos)) {
-      if (auto err = read_key(*spec, value, cfg)) return err;
+      if (auto err = read_key(*spec, value, cfg, key_position)) return err;
       continue;
     }
     if (section.empty() && is_section(key)) {
@@ -627,8 +630,17 @@ caf::expected<mesh_config> parse_mesh_config(const std::string& yaml_text) {
     return yaml_error(ex);
   }
   if (auto err = validate(cfg)) {
+    // A rule between two keys is broken by the one the file sets; the
+    // other may be at its default, which the message then says.
     auto found = positions.find(field_of(err));
-    return with_position(err, found == positions.end() ? -1 : found->second);
+    if (found != positions.end()) return with_position(err, found->second);
+    auto message = message_of(err);
+    for (auto& [key, position] : positions)
+      if (message.find(key + " (") != std::string::npos)
+        return make_error(code_of(err),
+                          message + " (" + field_of(err) + " is at its default)", key,
+                          position);
+    return err;
   }
   return cfg;
 }

@@ -1,6 +1,8 @@
 #include "polymesh/sdk/agent_yaml.hpp"
 #include "polymesh/sdk/testkit.hpp"
+#include "tests/support/tls_cert.hpp"
 
+#include <filesystem>
 #include <fstream>
 #include <gtest/gtest.h>
 #include <optional>
@@ -208,10 +210,13 @@ TEST(agent_config, token_file_relative_to_config) {
 }
 
 // This test ensures mesh.ca_file is read relative to the config, and one
-// that cannot be read is a config error naming mesh.ca_file.
+// that cannot be read or holds no certificate (a key, an empty file: every
+// call failed, retried for good, and --check said OK) is a config error
+// naming mesh.ca_file.
 TEST(agent_config, ca_file_relative_to_config_and_checked) {
   testkit::temp_dir dir;
-  std::ofstream{dir.path() / "ca.pem"} << "-----BEGIN CERTIFICATE-----\n";
+  auto tls = polymesh::test::write_self_signed_cert(dir.path().string());
+  std::filesystem::rename(tls.cert, dir.path() / "ca.pem");
   std::ofstream{dir.path() / "agent.yaml"}
       << "mesh: {url: 'https://h:1', registration_token: t, ca_file: ca.pem}\n"
          "agent: {name: a}\nplans: {noop: {}}\n";
@@ -220,6 +225,15 @@ TEST(agent_config, ca_file_relative_to_config_and_checked) {
   EXPECT_EQ(error_text("mesh: {url: 'https://h:1', registration_token: t, ca_file: "
                        "/nonexistent/ca.pem}\nagent: {name: a}\nplans: {noop: {}}\n"),
             "mesh.ca_file: cannot read '/nonexistent/ca.pem'");
+  for (auto* not_a_ca : {"key.pem", "empty.pem"}) {
+    auto path = (dir.path() / not_a_ca).string();
+    std::ofstream{path, std::ios::app}.flush();
+    EXPECT_EQ(error_text("mesh: {url: 'https://h:1', registration_token: t, ca_file: " +
+                         path + "}\nagent: {name: a}\nplans: {noop: {}}\n"),
+              "mesh.ca_file: '" + path +
+                  "' holds no PEM certificate (it must hold that of the CA that signed "
+                  "the mesh's)");
+  }
 }
 
 // This test ensures a plugin is a path (isolated in a child process) or a

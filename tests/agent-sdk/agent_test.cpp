@@ -85,6 +85,11 @@ public:
                if (!authorized(req, res)) return;
                std::unique_lock<std::mutex> g{mtx_};
                ++polls_;
+               poll_waits_.push_back(req.get_param_value("wait"));
+               if (poll_failures_ > 0) {
+                 --poll_failures_;
+                 return reply(res, 503, json{{"error", {{"message", "restarting"}}}});
+               }
                auto ready = [this] {
                  return !pending_json().empty() || !cancels_.empty() || stopping_;
                };
@@ -293,6 +298,9 @@ public:
   bool deregistered_ = false;
   int max_running_ = 0;
   int polls_ = 0;
+  /// Polls answered 503 before the next is served; the `wait` each asked.
+  int poll_failures_ = 0;
+  std::vector<std::string> poll_waits_;
   int reports_ = 0;
   std::filesystem::path work_root_;
 
@@ -934,6 +942,34 @@ TEST(agent, registration_is_retried) {
   ASSERT_TRUE(eventually([&] { return a.stats().registered; }));
   EXPECT_EQ(mesh.with([](fake_mesh& m) { return m.register_attempts_; }), 4);
   EXPECT_EQ(a.stats().agent_id, "a1");
+}
+
+// This test ensures an agent whose polls failed (a mesh restarting) says the
+// mesh answers again as soon as it does: the first poll after failures asks
+// no wait, for a long poll that succeeded said so only when its wait ended.
+TEST(agent, says_at_once_that_the_mesh_answers_again) {
+  log_capture log;
+  fake_mesh mesh;
+  agent a{config(mesh), echo_plans()};
+  a.start();
+  ASSERT_TRUE(eventually([&] { return a.stats().registered; }));
+  ASSERT_TRUE(
+      eventually([&] { return mesh.with([](fake_mesh& m) { return m.polls_; }) > 0; }));
+  mesh.with([](fake_mesh& m) { return m.poll_failures_ = 2; });
+  ASSERT_TRUE(eventually([&] { return log.count("info the mesh answers again") == 1; }));
+  a.drain();
+  a.wait();
+  auto waits = mesh.with([](fake_mesh& m) { return m.poll_waits_; });
+  auto failed = std::find(waits.begin(), waits.end(), "0");
+  ASSERT_NE(failed, waits.begin()) << "the first polls wait";
+  EXPECT_EQ(log.count("poll failed"), 1) << "the second failure is at debug";
+  // The polls before the failures waited; the two after each failure and
+  // the quick look did not.
+  size_t first_quick = static_cast<size_t>(failed - waits.begin());
+  ASSERT_GE(waits.size(), first_quick + 2);
+  EXPECT_NE(waits[first_quick - 1], "0");
+  EXPECT_EQ(waits[first_quick], "0");
+  EXPECT_EQ(waits[first_quick + 1], "0");
 }
 
 // This test ensures an agent registers with its installation's id, the same

@@ -840,6 +840,22 @@ TEST(mesh_config, load_reads_files_and_reports_failures) {
       message_of(value.error()).rfind(std::string{path} + ":4: http.max_body_bytes: ", 0),
       0u)
       << message_of(value.error());
+  // A value left empty is on its key's line (it was the next line's).
+  write_text(path, "http:\n  threads:\n  run_waits: 4\n");
+  auto empty = load_mesh_config(path);
+  ASSERT_FALSE(empty);
+  EXPECT_EQ(message_of(empty.error()).rfind(std::string{path} + ":2: http.threads: ", 0),
+            0u)
+      << message_of(empty.error());
+  // A rule between two keys points at the one the file sets, and says the
+  // other is at its default.
+  write_text(path, "agents:\n  forget_after: 1m\n");
+  auto rule = load_mesh_config(path);
+  ASSERT_FALSE(rule);
+  EXPECT_EQ(message_of(rule.error()),
+            std::string{path} +
+                ":2: agents.offline_after (3m) must be shorter than agents.forget_after "
+                "(1m) (agents.offline_after is at its default)");
   std::remove(path);
 }
 
