@@ -1,9 +1,13 @@
 #include "cli/settings.hpp"
 
 #include "cli/failure.hpp"
+#include "mesh/wire/secret_file.hpp"
 
+#include <cerrno>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
+#include <iostream>
 #include <iterator>
 #include <optional>
 #include <stdexcept>
@@ -99,7 +103,12 @@ file_settings read_config(const std::string& path) {
 /// `source` names where the path came from.
 std::string read_token_file(const std::string& path, const std::string& source) {
   std::ifstream in{path};
-  if (!in) throw failure{exit_usage, source + ": cannot read token file " + path};
+  if (!in)
+    throw failure{exit_usage, source + ": cannot read token file " + path + ": " +
+                                  std::strerror(errno)};
+  if (auto open = open_to_others(path); !open.empty())
+    std::cerr << "meshctl: warning: token file " << path << " is " << open
+              << ": anyone who reads it acts with this token; chmod 600 it" << std::endl;
   std::string text{std::istreambuf_iterator<char>{in}, std::istreambuf_iterator<char>{}};
   auto begin = text.find_first_not_of(" \t\r\n");
   if (begin == std::string::npos)
@@ -163,8 +172,13 @@ settings resolve_settings(const global_flags& flags) {
     s.token = e;
   else if (auto f = env("MESH_TOKEN_FILE"); !f.empty())
     s.token = read_token_file(f, "MESH_TOKEN_FILE");
-  else
+  else {
     s.token = file.token;
+    if (!s.token.empty())
+      if (auto open = open_to_others(path); !open.empty())
+        std::cerr << "meshctl: warning: config file " << path << " holds a token and is "
+                  << open << "; chmod 600 it" << std::endl;
+  }
 
   if (auto [ca, from] =
           pick(flags.ca_file, "--ca-file", "MESH_CA_FILE", file.ca_file, "ca_file");

@@ -433,7 +433,8 @@ struct agent::impl {
         return false;
       }
       auto d = b.next();
-      retry_warn("register", "cannot register (" + r.describe() + "), retrying in " +
+      retry_warn("register", "cannot register with the mesh at " + cfg.mesh_url + " (" +
+                                 r.describe() + "), retrying in " +
                                  std::to_string(d.count()) + " ms");
       nap(d);
     }

@@ -3,6 +3,7 @@
 // read: this file is the one table of the agent's keys, in the order of
 // config/agent.example.yaml.
 #include "mesh/domain/log.hpp"
+#include "mesh/wire/secret_file.hpp"
 #include "polymesh/sdk/agent_yaml.hpp"
 
 #include <cerrno>
@@ -92,7 +93,10 @@ plugin_entry read_plugin_entry(const nlohmann::json& item, const std::string& ke
 
 std::string read_token_file(const std::string& path, const std::string& key) {
   std::ifstream in{path};
-  if (!in) throw config_error(key, "cannot read '" + path + "'");
+  if (!in) throw config_error(key, "cannot read '" + path + "': " + std::strerror(errno));
+  if (auto open = open_to_others(path); !open.empty())
+    log(log_level::warn, key + ": '" + path + "' is " + open +
+                             ": anyone who reads it can register agents; chmod 600 it");
   std::stringstream ss;
   ss << in.rdbuf();
   auto text = ss.str();

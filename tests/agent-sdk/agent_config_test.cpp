@@ -1,4 +1,5 @@
 #include "polymesh/sdk/agent_yaml.hpp"
+#include "polymesh/sdk/log.hpp"
 #include "polymesh/sdk/testkit.hpp"
 #include "tests/support/tls_cert.hpp"
 
@@ -6,7 +7,9 @@
 #include <fstream>
 #include <gtest/gtest.h>
 #include <optional>
+#include <sys/stat.h>
 #include <unistd.h>
+#include <vector>
 
 using namespace polymesh::sdk;
 using namespace std::chrono_literals;
@@ -207,6 +210,36 @@ TEST(agent_config, token_file_relative_to_config) {
          "agent: {name: a}\nplans: {noop: {}}\n";
   auto cfg = load_agent_yaml((dir.path() / "agent.yaml").string());
   EXPECT_EQ(cfg.agent.registration_token, "secret-token");
+}
+
+// This test ensures a registration token file other users can read is
+// warned of, naming the key, the file and its mode, and a private one is
+// not.
+TEST(agent_config, a_token_file_others_can_read_is_warned_of) {
+  testkit::temp_dir dir;
+  auto token = dir.path() / "reg.token";
+  std::ofstream{token} << "secret-token\n";
+  std::ofstream{dir.path() / "agent.yaml"}
+      << "mesh: {url: 'http://h:1', registration_token_file: reg.token}\n"
+         "agent: {name: a}\nplans: {noop: {}}\n";
+  std::vector<std::string> lines;
+  set_log_handler([&](const std::string& level, const std::string& text) {
+    lines.push_back(level + " " + text);
+  });
+  for (auto mode : {0644, 0600}) {
+    lines.clear();
+    ASSERT_EQ(::chmod(token.c_str(), static_cast<mode_t>(mode)), 0);
+    (void)load_agent_yaml((dir.path() / "agent.yaml").string());
+    if (mode == 0644) {
+      ASSERT_EQ(lines.size(), 1u);
+      EXPECT_EQ(lines[0], "warn mesh.registration_token_file: '" + token.string() +
+                              "' is readable by every user (mode 0644): anyone who "
+                              "reads it can register agents; chmod 600 it");
+    } else {
+      EXPECT_TRUE(lines.empty()) << lines[0];
+    }
+  }
+  set_log_handler(nullptr);
 }
 
 // This test ensures mesh.ca_file is read relative to the config, and one

@@ -933,8 +933,10 @@ TEST(agent, bad_registration_token_is_fatal) {
       << a.stats().fatal_error;
 }
 
-// This test ensures a mesh answering 503 at registration is retried until it accepts.
+// This test ensures a mesh answering 503 at registration is retried until it
+// accepts, the first failure warned of naming the mesh's URL.
 TEST(agent, registration_is_retried) {
+  log_capture log;
   fake_mesh mesh;
   mesh.with([](fake_mesh& m) { return m.register_failures_ = 3; });
   agent a{config(mesh), echo_plans()};
@@ -942,6 +944,8 @@ TEST(agent, registration_is_retried) {
   ASSERT_TRUE(eventually([&] { return a.stats().registered; }));
   EXPECT_EQ(mesh.with([](fake_mesh& m) { return m.register_attempts_; }), 4);
   EXPECT_EQ(a.stats().agent_id, "a1");
+  EXPECT_EQ(log.count("warn cannot register with the mesh at " + mesh.url() + " ("), 1)
+      << "the first of the retries, naming where it tries";
 }
 
 // This test ensures an agent whose polls failed (a mesh restarting) says the

@@ -5,6 +5,7 @@
 #include <fstream>
 #include <httplib.h>
 #include <memory>
+#include <sys/stat.h>
 #include <thread>
 
 namespace polymesh::cli_test {
@@ -44,14 +45,16 @@ TEST_F(settings_cmd, settings_from_env_and_config_file) {
 
 // This test ensures a token can come from a file (--token-file or
 // MESH_TOKEN_FILE), so it shows neither in `ps` nor in shell history, with
-// whitespace around it ignored; both flags at once, an empty file and a
-// missing file are usage errors that name the flag and the file.
+// whitespace around it ignored; a file other users can read is warned of;
+// both flags at once, an empty file and a missing file are usage errors
+// that name the flag, the file and why.
 TEST_F(settings_cmd, token_from_a_file) {
   auto token_file = dir + "/admin.token";
   {
     std::ofstream f{token_file};
     f << "  " << admin << "\n";
   }
+  ASSERT_EQ(::chmod(token_file.c_str(), 0644), 0);
   auto flag =
       ctl_raw({"--mesh", url, "--token-file", token_file, "status", "-o", "json"});
   ASSERT_EQ(flag.code, 0) << flag.err;
@@ -64,9 +67,20 @@ TEST_F(settings_cmd, token_from_a_file) {
       ctl_raw({"--mesh", url, "--token", admin, "--token-file", token_file, "status"});
   EXPECT_EQ(both.code, 64);
   EXPECT_NE(both.err.find("not both"), std::string::npos) << both.err;
+  EXPECT_NE(flag.err.find("meshctl: warning: token file " + token_file +
+                          " is readable by every user (mode 0644): anyone who reads it "
+                          "acts with this token; chmod 600 it"),
+            std::string::npos)
+      << flag.err;
+  ASSERT_EQ(::chmod(token_file.c_str(), 0600), 0);
+  auto private_file =
+      ctl_raw({"--mesh", url, "--token-file", token_file, "status", "-o", "json"});
+  ASSERT_EQ(private_file.code, 0) << private_file.err;
+  EXPECT_EQ(private_file.err, "");
   auto missing = ctl_raw({"--mesh", url, "--token-file", dir + "/nope", "status"});
   EXPECT_EQ(missing.code, 64);
-  EXPECT_NE(missing.err.find("--token-file: cannot read token file " + dir + "/nope"),
+  EXPECT_NE(missing.err.find("--token-file: cannot read token file " + dir +
+                             "/nope: No such file or directory"),
             std::string::npos)
       << missing.err;
   {
