@@ -1,6 +1,7 @@
 // `meshctl runs ...`: submit (optionally waiting and following the log),
 // list, show, logs, cancel, explain, wait, artifacts.
 #include "cli/commands.hpp"
+#include "mesh/config/yaml_guard.hpp"
 #include "mesh/domain/error.hpp"
 #include "mesh/domain/ids.hpp"
 #include "mesh/wire/json.hpp"
@@ -73,28 +74,52 @@ json plain_scalar(const YAML::Node& n, const std::string& where) {
                                 " for the value"};
 }
 
-json yaml_to_json(const YAML::Node& n, const std::string& where) {
+/// `n` as JSON; `budget` bounds the depth and size (an alias inside its own
+/// anchor, aliases of aliases).
+json yaml_to_json(const YAML::Node& n, yaml_budget& budget, const std::string& where) {
+  budget.enter(n);
+  json out;
   switch (n.Type()) {
   case YAML::NodeType::Map: {
-    json out = json::object();
+    out = json::object();
     for (auto it = n.begin(); it != n.end(); ++it) {
       auto key = it->first.as<std::string>();
-      out[key] = yaml_to_json(it->second, where.empty() ? key : where + "." + key);
+      out[key] =
+          yaml_to_json(it->second, budget, where.empty() ? key : where + "." + key);
     }
-    return out;
+    break;
   }
   case YAML::NodeType::Sequence: {
-    json out = json::array();
+    out = json::array();
     size_t i = 0;
     for (auto& x : n)
-      out.push_back(yaml_to_json(x, where + "[" + std::to_string(i++) + "]"));
-    return out;
+      out.push_back(yaml_to_json(x, budget, where + "[" + std::to_string(i++) + "]"));
+    break;
   }
   case YAML::NodeType::Scalar:
-    if (n.Tag() == "!") return n.Scalar(); // quoted: always a string
-    return plain_scalar(n, where);
-  default: return nullptr;
+    // Quoted: always a string.
+    out = n.Tag() == "!" ? json(n.Scalar()) : plain_scalar(n, where);
+    break;
+  default: out = nullptr;
   }
+  budget.leave();
+  return out;
+}
+
+/// `text` as JSON, discarded when it is not; `what` names it in the usage
+/// error for JSON nested deeper than the mesh takes (deeper still would
+/// overflow the stack when it is written out).
+json parse_json_value(const std::string& text, const std::string& what) {
+  return json::parse(
+      text,
+      [&](int depth, json::parse_event_t, json&) {
+        if (depth > yaml_budget::max_depth)
+          throw failure{exit_usage, what + ": nested deeper than " +
+                                        std::to_string(yaml_budget::max_depth) +
+                                        " levels, more than the mesh takes"};
+        return true;
+      },
+      false);
 }
 
 /// The params object: `--params-file` (JSON or YAML), then each `--param`
@@ -103,10 +128,11 @@ json build_params(const std::string& file, const std::vector<std::string>& param
   json out = json::object();
   if (!file.empty()) {
     auto text = read_file(file, "--params-file");
-    out = json::parse(text, nullptr, false);
+    out = parse_json_value(text, "--params-file " + file);
     if (out.is_discarded()) {
       try {
-        out = yaml_to_json(YAML::Load(text), "");
+        yaml_budget budget;
+        out = yaml_to_json(YAML::Load(text), budget, "");
       } catch (const failure&) {
         throw;
       } catch (const std::exception& e) {
@@ -123,7 +149,8 @@ json build_params(const std::string& file, const std::vector<std::string>& param
     if (eq == std::string::npos || eq == 0)
       throw failure{exit_usage, "--param '" + p + "': expected KEY=VALUE or KEY:=JSON"};
     if (p[eq - 1] == ':') {
-      auto value = json::parse(p.substr(eq + 1), nullptr, false);
+      auto value =
+          parse_json_value(p.substr(eq + 1), "--param '" + p.substr(0, eq - 1) + "'");
       if (value.is_discarded())
         throw failure{exit_usage, "--param '" + p + "': the value after := is not JSON"};
       out[p.substr(0, eq - 1)] = value;

@@ -183,8 +183,9 @@ std::string agent_config::validate() const {
   if (auto e = validate_labels(label_map{labels.begin(), labels.end()}))
     return field_of(e) + ": " + message_of(e);
   if (capacity < 1 || capacity > 4096) return "capacity: must be between 1 and 4096";
-  if (log_chunk_bytes < 1 || log_chunk_bytes > 64 * 1024)
-    return "log_chunk_bytes: must be between 1 and 65536";
+  // A chunk ends on a character boundary: it must hold the longest (4 bytes).
+  if (log_chunk_bytes < 4 || log_chunk_bytes > 64 * 1024)
+    return "log_chunk_bytes: must be between 4 and 65536";
   if (log_buffer_bytes < log_chunk_bytes)
     return "log_buffer_bytes: must be at least log_chunk_bytes";
   if (backoff_initial.count() < 1 || backoff_max < backoff_initial)

@@ -2,6 +2,7 @@
 // section is read with a strict `settings_reader`, which rejects keys nobody
 // read: this file is the one table of the agent's keys, in the order of
 // config/agent.example.yaml.
+#include "mesh/config/yaml_guard.hpp"
 #include "mesh/domain/log.hpp"
 #include "mesh/wire/secret_file.hpp"
 #include "polymesh/sdk/agent_yaml.hpp"
@@ -35,28 +36,48 @@ json scalar_to_json(const YAML::Node& node) {
   return text;
 }
 
-/// `node` as JSON; `path` is its dotted key, for errors.
-json node_to_json(const YAML::Node& node, const std::string& path = {}) {
+/// Refuses text that is not UTF-8: it cannot become JSON (a plugin's
+/// settings are handed over as JSON text; the strict dump would abort).
+void check_utf8(const std::string& text, const std::string& path) {
+  try {
+    (void)json(text).dump();
+  } catch (const json::type_error&) {
+    throw config_error(path, "is not UTF-8 text");
+  }
+}
+
+/// `node` as JSON; `path` is its dotted key, for errors; `budget` bounds the
+/// depth and size (an alias in its own anchor, aliases of aliases).
+json node_to_json(const YAML::Node& node, yaml_budget& budget, const std::string& path) {
+  budget.enter(node);
+  json out;
   switch (node.Type()) {
   case YAML::NodeType::Map: {
-    json out = json::object();
+    out = json::object();
     for (auto it = node.begin(); it != node.end(); ++it) {
       auto key = it->first.Scalar();
       auto at = path.empty() ? key : path + "." + key;
+      check_utf8(key, at);
       if (out.contains(key)) throw config_error(at, "duplicate key");
-      out[key] = node_to_json(it->second, at);
+      out[key] = node_to_json(it->second, budget, at);
     }
-    return out;
+    break;
   }
   case YAML::NodeType::Sequence: {
-    json out = json::array();
+    out = json::array();
     for (auto&& x : node)
-      out.push_back(node_to_json(x, path + "[" + std::to_string(out.size()) + "]"));
-    return out;
+      out.push_back(
+          node_to_json(x, budget, path + "[" + std::to_string(out.size()) + "]"));
+    break;
   }
-  case YAML::NodeType::Scalar: return scalar_to_json(node);
-  default: return nullptr;
+  case YAML::NodeType::Scalar:
+    check_utf8(node.Scalar(), path);
+    out = scalar_to_json(node);
+    break;
+  default: out = nullptr;
   }
+  budget.leave();
+  return out;
 }
 
 std::string resolve(const std::string& path, const std::string& base_dir) {
@@ -110,13 +131,14 @@ std::string read_token_file(const std::string& path, const std::string& key) {
 
 json yaml_to_json(const std::string& text) {
   try {
-    auto docs = YAML::LoadAll(text);
+    auto docs = load_all_documents(text);
     // A second document (`---`) would be read by nobody: refused, as meshd does.
     if (docs.size() > 1)
       throw config_error("", "expected one YAML document, got " +
                                  std::to_string(docs.size()) +
                                  " (a line '---' starts another)");
-    return docs.empty() ? json{} : node_to_json(docs.front());
+    yaml_budget budget;
+    return docs.empty() ? json{} : node_to_json(docs.front(), budget, {});
   } catch (const YAML::Exception& e) {
     throw config_error("", std::string{"invalid YAML: "} + e.what());
   }
@@ -169,7 +191,7 @@ agent_file_config parse_agent_yaml(const std::string& text, const std::string& b
 
   settings_reader logs{top.raw("logs"), "logs"};
   a.log_chunk_bytes = static_cast<size_t>(
-      logs.integer("chunk_bytes", int64_t(a.log_chunk_bytes), 1, 64 * 1024));
+      logs.integer("chunk_bytes", int64_t(a.log_chunk_bytes), 4, 64 * 1024));
   a.log_buffer_bytes = static_cast<size_t>(
       logs.integer("buffer_bytes", int64_t(a.log_buffer_bytes), 1, int64_t{1} << 30));
   a.log_max_run_bytes = static_cast<size_t>(

@@ -301,9 +301,11 @@ bool mesh_client::adopt_locked(const json& body) {
   auto exp_it = body.find("token_expires_at");
   if (exp_it != body.end() && exp_it->is_string())
     if (auto exp = parse_rfc3339(exp_it->get<std::string>())) {
-      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-          *exp - std::chrono::system_clock::now());
-      life = std::max(left, std::chrono::milliseconds{1500});
+      // In milliseconds: a difference of centuries in nanoseconds overflows.
+      std::chrono::milliseconds left{to_unix_ms(*exp) -
+                                     to_unix_ms(std::chrono::system_clock::now())};
+      life = std::clamp(left, std::chrono::milliseconds{1500},
+                        std::chrono::milliseconds{std::chrono::hours{24 * 365}});
     }
   token_due_at_ = steady::now() + life * 2 / 3;
   token_expires_at_ = steady::now() + life;

@@ -5,6 +5,7 @@
 // `mesh_config`, read back through the table rather than repeated in it.
 #include "mesh/config/mesh_config.hpp"
 
+#include "mesh/config/yaml_guard.hpp"
 #include "mesh/domain/error.hpp"
 
 #include <algorithm>
@@ -610,7 +611,7 @@ caf::expected<mesh_config> parse_mesh_config(const std::string& yaml_text) {
   mesh_config cfg;
   std::map<std::string, int64_t> positions;
   try {
-    auto documents = YAML::LoadAll(yaml_text);
+    auto documents = load_all_documents(yaml_text);
     if (documents.size() > 1)
       return make_error(errc::invalid_argument,
                         "expected one YAML document, got " +

@@ -1,7 +1,10 @@
 #include "mesh/domain/clock.hpp"
 
+#include <algorithm>
 #include <cstdio>
 #include <ctime>
+#include <limits>
+#include <string_view>
 
 namespace polymesh {
 
@@ -56,6 +59,10 @@ int64_t to_unix_ms(timestamp t) {
 }
 
 timestamp from_unix_ms(int64_t ms) {
+  // The clock counts nanoseconds in 64 bits (1677 to 2262): a value beyond
+  // that (a corrupt row, a hostile answer) is held at the edge, not wrapped.
+  constexpr int64_t limit = std::numeric_limits<int64_t>::max() / 1'000'000;
+  ms = std::clamp(ms, -limit, limit);
   return timestamp{
       std::chrono::duration_cast<timestamp::duration>(std::chrono::milliseconds{ms})};
 }
@@ -74,15 +81,34 @@ std::string to_rfc3339(timestamp t) {
 }
 
 std::optional<timestamp> parse_rfc3339(const std::string& text) {
+  // YYYY-MM-DDTHH:MM:SS exactly: digits where digits go, nothing else.
+  constexpr std::string_view layout = "dddd-dd-ddTdd:dd:dd";
+  if (text.size() < layout.size()) return std::nullopt;
+  for (size_t i = 0; i < layout.size(); ++i) {
+    bool ok = layout[i] == 'd'   ? (text[i] >= '0' && text[i] <= '9')
+              : layout[i] == 'T' ? (text[i] == 'T' || text[i] == 't')
+                                 : text[i] == layout[i];
+    if (!ok) return std::nullopt;
+  }
+  auto number = [&](size_t at, size_t len) {
+    int v = 0;
+    for (size_t i = at; i < at + len; ++i)
+      v = v * 10 + (text[i] - '0');
+    return v;
+  };
   std::tm tm{};
+  tm.tm_year = number(0, 4);
+  tm.tm_mon = number(5, 2);
+  tm.tm_mday = number(8, 2);
+  tm.tm_hour = number(11, 2);
+  tm.tm_min = number(14, 2);
+  tm.tm_sec = number(17, 2);
+  // Within what the clock holds: nanoseconds in 64 bits, 1677 to 2262.
+  if (tm.tm_year < 1678 || tm.tm_year > 2261) return std::nullopt;
   int frac_len = 0;
   unsigned frac = 0;
   char z = 0;
-  int consumed = 0;
-  if (std::sscanf(text.c_str(), "%4d-%2d-%2dT%2d:%2d:%2d%n", &tm.tm_year, &tm.tm_mon,
-                  &tm.tm_mday, &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &consumed) != 6)
-    return std::nullopt;
-  auto rest = text.substr(static_cast<size_t>(consumed));
+  auto rest = text.substr(layout.size());
   if (!rest.empty() && rest[0] == '.') {
     size_t i = 1;
     while (i < rest.size() && rest[i] >= '0' && rest[i] <= '9') {
@@ -103,8 +129,7 @@ std::optional<timestamp> parse_rfc3339(const std::string& text) {
   z = rest[0];
   if (z != 'Z' && z != 'z') return std::nullopt;
   if (tm.tm_mon < 1 || tm.tm_mon > 12 || tm.tm_mday < 1 || tm.tm_mday > 31 ||
-      tm.tm_hour > 23 || tm.tm_min > 59 || tm.tm_sec > 60 || tm.tm_hour < 0 ||
-      tm.tm_min < 0 || tm.tm_sec < 0)
+      tm.tm_hour > 23 || tm.tm_min > 59 || tm.tm_sec > 60)
     return std::nullopt;
   tm.tm_year -= 1900;
   tm.tm_mon -= 1;

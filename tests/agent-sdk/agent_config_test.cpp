@@ -78,6 +78,9 @@ TEST(agent_config, errors_name_the_key) {
             "agent.drain_deadline");
   EXPECT_EQ(error_key(base + "agent: {name: a}\nlogs: {chunk_bytes: many}"),
             "logs.chunk_bytes");
+  // A chunk smaller than the longest UTF-8 character would split one.
+  EXPECT_EQ(error_key(base + "agent: {name: a}\nlogs: {chunk_bytes: 3}"),
+            "logs.chunk_bytes");
   EXPECT_EQ(error_key(base + "agent: {name: -bad-}"), "agent.name");
   EXPECT_EQ(error_text(base + "agent: {name: -bad-}"),
             "agent.name: agent name must start and end with a letter or digit");
@@ -199,6 +202,33 @@ TEST(agent_config, unreadable_config_file_says_why) {
     EXPECT_NE(std::string{e.what()}.find("No such file or directory"), std::string::npos)
         << e.what();
   }
+}
+
+// This test ensures YAML that cannot become settings is a config error, not
+// a crash or a hang: a document starting with ',' (yaml-cpp looped adding
+// documents), an alias inside its own anchor (a stack overflow), aliases of
+// aliases (millions of values from a few hundred bytes), text that is not
+// UTF-8 (a plugin's settings aborted the agent).
+TEST(agent_config, yaml_that_cannot_become_settings_is_a_config_error) {
+  const std::string head = "mesh: {url: 'http://h:1', registration_token: t}\n"
+                           "agent: {name: a}\n";
+  EXPECT_EQ(error_text(",\n"), "invalid YAML: yaml-cpp: error at line 1, column 1: "
+                               "unexpected ',' where a document starts");
+  EXPECT_EQ(error_text(head + "plans: {echo: {x: &x [*x]}}\n"),
+            "invalid YAML: yaml-cpp: error at line 3, column 19: nested deeper than 64 "
+            "levels (an alias inside its own anchor?)");
+  std::string laughs = "l0: &l0 [x, x, x, x, x, x, x, x, x, x]\n";
+  for (int i = 1; i < 6; ++i) {
+    laughs += "l" + std::to_string(i) + ": &l" + std::to_string(i) + " [";
+    for (int j = 0; j < 10; ++j)
+      laughs += (j ? ", *l" : "*l") + std::to_string(i - 1);
+    laughs += "]\n";
+  }
+  EXPECT_NE(error_text(head + laughs).find("values once its aliases are expanded"),
+            std::string::npos)
+      << error_text(head + laughs);
+  EXPECT_EQ(error_text(head + "plans: {echo: {greeting: \"Hi\xff\"}}\n"),
+            "plans.echo.greeting: is not UTF-8 text");
 }
 
 // This test ensures the token can come from a file next to the config.

@@ -157,6 +157,29 @@ TEST_F(runs_cmd, submit_sends_every_field_and_prints_the_run) {
 // strings, and a value YAML would read as something else (1.10 as 1.1, 010
 // as 8, 0x1F as 31, yes as true) is refused naming the key, and nothing is
 // submitted.
+// This test ensures a params file nested deeper than the mesh takes (an
+// alias inside its own anchor overflowed meshctl's stack, deep JSON too when
+// written out) is a usage error naming the file, and nothing is sent.
+TEST_F(runs_cmd, a_params_file_too_deep_or_too_wide_is_a_usage_error) {
+  std::ofstream{dir + "/self.yaml"} << "a: &x [*x]\n";
+  std::ofstream{dir + "/deep.json"} << "{\"a\":" << std::string(100000, '[')
+                                    << std::string(100000, ']') << "}";
+  auto self = ctl({"runs", "submit", "p", "--params-file", dir + "/self.yaml"});
+  EXPECT_EQ(self.code, 64) << self.err;
+  EXPECT_NE(
+      self.err.find("nested deeper than 64 levels (an alias inside its own anchor?)"),
+      std::string::npos)
+      << self.err;
+  auto deep = ctl({"runs", "submit", "p", "--params-file", dir + "/deep.json"});
+  EXPECT_EQ(deep.code, 64) << deep.err;
+  EXPECT_NE(deep.err.find("--params-file " + dir +
+                          "/deep.json: nested deeper than 64 levels, more than the mesh "
+                          "takes"),
+            std::string::npos)
+      << deep.err;
+  EXPECT_EQ(call(port, "GET", "/v1/runs", admin).body["runs"].size(), 0u);
+}
+
 TEST_F(runs_cmd, a_yaml_params_file_never_changes_a_value_silently) {
   {
     std::ofstream f{dir + "/ok.yaml"};

@@ -501,6 +501,19 @@ TEST(mesh_config, yaml_syntax_errors_carry_line_and_column) {
   EXPECT_GE(position_of(tab), 0);
 }
 
+// This test ensures a document that starts with ',' is an error at its
+// place (yaml-cpp 0.7's LoadAll added empty documents for good on it, and
+// meshd grew until memory ran out).
+TEST(mesh_config, a_document_starting_with_a_comma_is_an_error_not_a_hang) {
+  for (auto [text, at] :
+       {std::pair{",\n", "line 1, column 1"},
+        std::pair{"listen: 127.0.0.1:0\n---\n,\n", "line 3, column 1"}}) {
+    auto err = parse_error(text);
+    EXPECT_EQ(message_of(err), std::string{"invalid YAML at "} + at +
+                                   ": unexpected ',' where a document starts");
+  }
+}
+
 // -- bounds -------------------------------------------------------------------------
 
 // This test ensures values outside each key's bounds are errors naming the key.

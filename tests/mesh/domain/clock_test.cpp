@@ -103,7 +103,8 @@ TEST(Clock, ParsesFractionVariants) {
             from_unix_ms(1'795'466'703'123));
 }
 
-// This test ensures text that is not the documented form is refused.
+// This test ensures text that is not the documented form, or a time the
+// clock cannot hold, is refused.
 TEST(Clock, RejectsBadText) {
   const std::vector<std::string> bad = {
       "",
@@ -119,6 +120,15 @@ TEST(Clock, RejectsBadText) {
       "2026-11-23T20:45:03.120Z ",
       "2026-11-23 20:45:03.120Z",
       "2026/11/23T20:45:03.120Z",
+      // Not the fixed layout (sscanf read these once).
+      "5-1-3T0:4:0Z",
+      " 2026-11-23T20:45:03Z",
+      "+2026-11-23T20:45:03Z",
+      "2026-1-23T20:45:03Z",
+      // Beyond what the clock holds (nanoseconds in 64 bits): UB before.
+      "2262-04-12T00:00:00Z",
+      "1677-01-01T00:00:00Z",
+      "9999-12-31T23:59:59Z",
   };
   for (const auto& text : bad)
     EXPECT_FALSE(parse_rfc3339(text)) << "'" << text << "'";
