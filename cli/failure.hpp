@@ -48,9 +48,19 @@ public:
   [[nodiscard]] int code() const { return code_; }
   [[nodiscard]] const std::vector<std::string>& details() const { return details_; }
 
+  /// Marks an unreachable mesh that trying again soon will not reach (a
+  /// host name that does not resolve, a TLS setup that fails): a command
+  /// that rides out outages gives up at once.
+  failure& lasting() {
+    lasting_ = true;
+    return *this;
+  }
+  [[nodiscard]] bool is_lasting() const { return lasting_; }
+
 private:
   int code_;
   std::vector<std::string> details_;
+  bool lasting_ = false;
 };
 
 /// Two lines: `text`, and a caret under the 0-based `position` (clamped to

@@ -118,7 +118,8 @@ httplib::Result send(const std::string& base_url, const std::string& origin,
                   "cannot reach the mesh at " + base_url + ": " +
                       describe_transport_error(res.error()),
                   {"give the CA that signed it with --ca-file (or MESH_CA_FILE, or "
-                   "ca_file in the config file), or add that CA to the system's"}};
+                   "ca_file in the config file), or add that CA to the system's"}}
+        .lasting();
   if (!res && res.error() == httplib::Error::SSLLoadingCerts)
     throw failure{exit_usage,
                   "the CA file '" + ca_file +
@@ -135,16 +136,20 @@ httplib::Result send(const std::string& base_url, const std::string& origin,
                    "show) before repeating it"}};
   if (!res) {
     auto why = describe_transport_error(res.error());
+    bool lasting = res.error() == httplib::Error::SSLConnection;
     if (res.error() == httplib::Error::Read)
       why = "no answer: the connection broke, or the answer took over " +
             std::to_string(read_timeout_s) + " s";
     if (res.error() == httplib::Error::Connection)
-      if (auto unresolved = unresolved_host(origin); !unresolved.empty())
+      if (auto unresolved = unresolved_host(origin); !unresolved.empty()) {
         why = unresolved;
-    throw failure{
-        exit_unreachable,
-        "cannot reach the mesh at " + base_url + ": " + why,
-        {"check --mesh, MESH_URL or the config file, and that meshd is running"}};
+        lasting = true;
+      }
+    failure f{exit_unreachable,
+              "cannot reach the mesh at " + base_url + ": " + why,
+              {"check --mesh, MESH_URL or the config file, and that meshd is running"}};
+    if (lasting) f.lasting();
+    throw f;
   }
   return res;
 }
@@ -263,9 +268,18 @@ void mesh_client::fail(int status, const std::string& raw, const std::string& me
     }
   }
   // 503: shutting down or out of long-poll room, like no answer at all a
-  // state to retry later (EX_UNAVAILABLE), not a refusal.
-  throw failure{status == 503 ? exit_unreachable : exit_refused, headline,
-                std::move(details)};
+  // state to retry later (EX_UNAVAILABLE), not a refusal. 502 and 504 come
+  // from a proxy in front of meshd that lost it or waited too long: a read
+  // repeats safely, a change may have been carried out.
+  int exit = exit_refused;
+  if (status == 503) exit = exit_unreachable;
+  if (status == 502 || status == 504) {
+    exit = method == "GET" ? exit_unreachable : exit_no_answer;
+    if (exit == exit_no_answer)
+      details.push_back("the request may have been carried out: look (list or show) "
+                        "before repeating it");
+  }
+  throw failure{exit, headline, std::move(details)};
 }
 
 } // namespace polymesh::cli

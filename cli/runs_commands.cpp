@@ -501,25 +501,34 @@ failure usage_failure_of_flag(const caf::error& err) {
 }
 
 /// Posts the run; while the mesh cannot be reached or gives no answer, sends
-/// it again for up to a minute. Safe: the body carries an idempotency key,
-/// so the mesh creates the run once however many of the sends it got.
-json post_run(mesh_client& mesh, const json& body) {
+/// it again for up to a minute (each send waits up to a minute for its
+/// answer). Safe: the body carries an idempotency key, so the mesh creates
+/// the run once however many of the sends it got. `resent` is set when a
+/// send was repeated.
+json post_run(mesh_client& mesh, const json& body, bool& resent) {
   constexpr auto outage_grace = std::chrono::seconds{60};
   std::optional<std::chrono::steady_clock::time_point> down_since;
+  bool maybe_created = false;
   for (;;) {
     try {
       auto run = mesh.post("/v1/runs", body);
       if (down_since) std::cerr << "meshctl: the mesh answers again" << std::endl;
       return run;
     } catch (const failure& f) {
-      if (f.code() != exit_unreachable && f.code() != exit_no_answer) throw;
+      if ((f.code() != exit_unreachable && f.code() != exit_no_answer) || f.is_lasting())
+        throw;
+      maybe_created = maybe_created || f.code() == exit_no_answer;
       auto now = std::chrono::steady_clock::now();
       if (down_since && now - *down_since > outage_grace) {
+        if (!maybe_created) throw;
+        // A send got no answer: the run may exist. Repeating the same key
+        // is safe; a submit without it could make a second run.
         auto key = body.value("idempotency_key", "");
-        throw failure{exit_unreachable,
+        throw failure{exit_no_answer,
                       f.what(),
-                      {"nothing is lost by trying again with --idempotency-key " + key +
-                       ": the mesh creates the run once (it may hold it already)"}};
+                      {"the run may have been created: submit again with "
+                       "--idempotency-key " +
+                       key + ", which creates it at most once"}};
       }
       if (!down_since) {
         down_since = now;
@@ -528,6 +537,7 @@ json post_run(mesh_client& mesh, const json& body) {
                   << " s (its idempotency key makes the mesh create it once)"
                   << std::endl;
       }
+      resent = true;
       std::this_thread::sleep_for(std::chrono::milliseconds{500});
     }
   }
@@ -550,13 +560,14 @@ int send_run(const command_context& ctx, wire::run_request req, bool wait, bool 
     throw usage_failure_of_flag(parsed.error());
   auto mesh = ctx.client();
   mesh.remember_input("selector", req.selector);
-  auto run = post_run(mesh, body);
+  bool resent = false;
+  auto run = post_run(mesh, body, resent);
   auto id = run.value("id", "");
   // 200 instead of 201: the key was taken, and this is that earlier run
-  // (whatever this submit asked for); with meshctl's own key, an earlier
-  // send of this one that got no answer.
+  // (whatever this submit asked for); with meshctl's own key, or after a
+  // resend, most likely this submit's own send that got no answer.
   std::string what =
-      mesh.last_status() == 200 && !own_key
+      mesh.last_status() == 200 && !own_key && !resent
           ? "already submitted with idempotency key '" + req.idempotency_key + "'"
           : "submitted" + origin;
   auto out = ctx.out();

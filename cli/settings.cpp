@@ -108,7 +108,7 @@ std::string read_token_file(const std::string& path, const std::string& source) 
                                   std::strerror(errno)};
   if (auto open = open_to_others(path); !open.empty())
     std::cerr << "meshctl: warning: token file " << path << " is " << open
-              << ": anyone who reads it acts with this token; chmod 600 it" << std::endl;
+              << "; chmod 600 it" << std::endl;
   std::string text{std::istreambuf_iterator<char>{in}, std::istreambuf_iterator<char>{}};
   auto begin = text.find_first_not_of(" \t\r\n");
   if (begin == std::string::npos)

@@ -465,6 +465,7 @@ struct agent::impl {
     if (register_until_ok()) {
       auto b = make_backoff();
       bool polls_failing = false;
+      bool polls_unanswered = false;
       while (!is_draining()) {
         if (client.token_due()) {
           auto r = client.refresh_token();
@@ -476,10 +477,12 @@ struct agent::impl {
         // tight loop when the renewal keeps failing).
         wait_ms = std::min<int64_t>(
             wait_ms, std::max<int64_t>(1000, client.until_token_due().count()));
-        // After failed polls, a quick look first: a long poll that succeeds
-        // returns (and so says the mesh answers again) only when its wait
-        // ends, which left the last log line saying polls fail.
-        if (polls_failing) wait_ms = 0;
+        // After polls that got no answer, a quick look first: a long poll
+        // that succeeds returns (and so says the mesh answers again) only
+        // when its wait ends, which left the last log line saying polls
+        // fail. Not after a refusal (a 503 when the mesh has no long-poll
+        // room): a quick look would pass and undo the backoff.
+        if (polls_unanswered) wait_ms = 0;
         auto r = client.poll(wait_ms / 1000);
         // Zombies of processes that plans left behind and that ended after
         // their run: an idle agent would keep them (and the user's process
@@ -490,6 +493,7 @@ struct agent::impl {
           info("the mesh answers again");
           polls_failing = false;
         }
+        polls_unanswered = !r.ok() && r.status == 0;
         if (!r.ok()) {
           auto refused = client.registration_refused();
           if (refused && name_in_use(*refused)) {

@@ -116,8 +116,7 @@ std::string read_token_file(const std::string& path, const std::string& key) {
   std::ifstream in{path};
   if (!in) throw config_error(key, "cannot read '" + path + "': " + std::strerror(errno));
   if (auto open = open_to_others(path); !open.empty())
-    log(log_level::warn, key + ": '" + path + "' is " + open +
-                             ": anyone who reads it can register agents; chmod 600 it");
+    log(log_level::warn, key + ": '" + path + "' is " + open + "; chmod 600 it");
   std::stringstream ss;
   ss << in.rdbuf();
   auto text = ss.str();

@@ -98,7 +98,13 @@ caf::error mesh_node::boot(const mesh_config& cfg, const polymesh::clock& clk) {
   // own locks are POSIX locks on the file itself, which any close of
   // another descriptor to it would drop).
   auto db = cfg.database_path();
-  if (db != ":memory:") {
+  auto same_file = [](const std::string& a, const std::string& b) {
+    std::error_code ec;
+    return std::filesystem::absolute(a, ec).lexically_normal() ==
+           std::filesystem::absolute(b, ec).lexically_normal();
+  };
+  // (A database named `<data_dir>/meshd` has its lock taken already.)
+  if (db != ":memory:" && !same_file(db + ".lock", cfg.data_dir + "/meshd.lock")) {
     if (auto err =
             make_dirs(std::filesystem::path{db}.parent_path().string(), "store.path"))
       return err;

@@ -256,15 +256,19 @@ TEST(agent_config, a_token_file_others_can_read_is_warned_of) {
   set_log_handler([&](const std::string& level, const std::string& text) {
     lines.push_back(level + " " + text);
   });
-  for (auto mode : {0644, 0600}) {
+  for (auto mode : {0644, 0620, 0600}) {
     lines.clear();
     ASSERT_EQ(::chmod(token.c_str(), static_cast<mode_t>(mode)), 0);
     (void)load_agent_yaml((dir.path() / "agent.yaml").string());
     if (mode == 0644) {
       ASSERT_EQ(lines.size(), 1u);
       EXPECT_EQ(lines[0], "warn mesh.registration_token_file: '" + token.string() +
-                              "' is readable by every user (mode 0644): anyone who "
-                              "reads it can register agents; chmod 600 it");
+                              "' is readable by every user (mode 0644); chmod 600 it");
+    } else if (mode == 0620) {
+      ASSERT_EQ(lines.size(), 1u);
+      EXPECT_NE(lines[0].find("is writable by other users (mode 0620)"),
+                std::string::npos)
+          << lines[0];
     } else {
       EXPECT_TRUE(lines.empty()) << lines[0];
     }

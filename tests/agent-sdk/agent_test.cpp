@@ -87,8 +87,16 @@ public:
                ++polls_;
                poll_waits_.push_back(req.get_param_value("wait"));
                if (poll_failures_ > 0) {
+                 // The answer's head goes out, then the connection breaks.
                  --poll_failures_;
-                 return reply(res, 503, json{{"error", {{"message", "restarting"}}}});
+                 res.set_content_provider(
+                     16, "application/json",
+                     [](size_t, size_t, httplib::DataSink&) { return false; });
+                 return;
+               }
+               if (poll_refusals_ > 0) {
+                 --poll_refusals_;
+                 return reply(res, 503, json{{"error", {{"message", "no room"}}}});
                }
                auto ready = [this] {
                  return !pending_json().empty() || !cancels_.empty() || stopping_;
@@ -298,8 +306,10 @@ public:
   bool deregistered_ = false;
   int max_running_ = 0;
   int polls_ = 0;
-  /// Polls answered 503 before the next is served; the `wait` each asked.
+  /// Polls that get no answer, then polls answered 503, before the next is
+  /// served; the `wait` each asked.
   int poll_failures_ = 0;
+  int poll_refusals_ = 0;
   std::vector<std::string> poll_waits_;
   int reports_ = 0;
   std::filesystem::path work_root_;
@@ -948,9 +958,11 @@ TEST(agent, registration_is_retried) {
       << "the first of the retries, naming where it tries";
 }
 
-// This test ensures an agent whose polls failed (a mesh restarting) says the
-// mesh answers again as soon as it does: the first poll after failures asks
-// no wait, for a long poll that succeeded said so only when its wait ended.
+// This test ensures an agent whose polls got no answer (a mesh restarting)
+// says the mesh answers again as soon as it does: the first poll after them
+// asks no wait, for a long poll that succeeded said so only when its wait
+// ended. A refusal (503: no long-poll room) is not followed by a quick look,
+// which would pass and undo the backoff.
 TEST(agent, says_at_once_that_the_mesh_answers_again) {
   log_capture log;
   fake_mesh mesh;
@@ -974,6 +986,18 @@ TEST(agent, says_at_once_that_the_mesh_answers_again) {
   EXPECT_NE(waits[first_quick - 1], "0");
   EXPECT_EQ(waits[first_quick], "0");
   EXPECT_EQ(waits[first_quick + 1], "0");
+
+  fake_mesh refusing;
+  refusing.with([](fake_mesh& m) { return m.poll_refusals_ = 2; });
+  agent b{config(refusing), echo_plans()};
+  b.start();
+  ASSERT_TRUE(eventually(
+      [&] { return refusing.with([](fake_mesh& m) { return m.polls_; }) >= 4; }));
+  b.drain();
+  b.wait();
+  auto asked = refusing.with([](fake_mesh& m) { return m.poll_waits_; });
+  EXPECT_EQ(std::count(asked.begin(), asked.begin() + 4, "0"), 0)
+      << "no quick look after a 503";
 }
 
 // This test ensures an agent registers with its installation's id, the same

@@ -379,8 +379,9 @@ TEST_F(runs_cmd, a_submit_whose_answer_was_lost_is_sent_again_and_creates_one_ru
 
 // This test ensures a change that got no answer exits 75 saying it may have
 // been carried out (it was: the run is canceled), not 69 "worth retrying";
-// a read that got no answer is 69 (repeating it is safe), and a mesh whose
-// host name does not resolve is named as such.
+// a read that got no answer is 69 (repeating it is safe), as are a proxy's
+// 504s; a mesh whose host name does not resolve is named as such, and a
+// submit to it gives up at once (it sent the run again for a minute).
 TEST_F(runs_cmd, a_change_that_got_no_answer_exits_75_and_a_read_69) {
   auto id = submit(json{{"plan", "alpha"}});
   lossy_proxy proxy{port, [](const httplib::Request&) { return true; }};
@@ -407,6 +408,31 @@ TEST_F(runs_cmd, a_change_that_got_no_answer_exits_75_and_a_read_69) {
   EXPECT_NE(unresolved.err.find("the host name 'no-such-host.invalid' does not resolve"),
             std::string::npos)
       << unresolved.err;
+  // Not a state that passes: a submit gives up at once, sending nothing again.
+  auto nowhere = ctl_raw({"--mesh", "http://no-such-host.invalid:7700", "--token", admin,
+                          "runs", "submit", "alpha"});
+  EXPECT_EQ(nowhere.code, 69) << nowhere.err;
+  EXPECT_EQ(nowhere.err.find("sending the run again"), std::string::npos) << nowhere.err;
+
+  // A proxy in front of meshd that gave up on it (504): the same as no answer.
+  httplib::Server proxy_gave_up;
+  auto gave_up = [](const httplib::Request&, httplib::Response& res) {
+    res.status = 504;
+    res.set_content("<html>504 Gateway Time-out</html>", "text/html");
+  };
+  proxy_gave_up.Get(R"(/.*)", gave_up);
+  proxy_gave_up.Post(R"(/.*)", gave_up);
+  auto proxy_port = proxy_gave_up.bind_to_any_port("127.0.0.1");
+  std::thread serving{[&] { proxy_gave_up.listen_after_bind(); }};
+  auto proxied = "http://127.0.0.1:" + std::to_string(proxy_port);
+  auto cancel_504 = ctl_raw({"--mesh", proxied, "--token", admin, "runs", "cancel", id});
+  auto show_504 = ctl_raw({"--mesh", proxied, "--token", admin, "runs", "show", id});
+  proxy_gave_up.stop();
+  serving.join();
+  EXPECT_EQ(cancel_504.code, 75) << cancel_504.err;
+  EXPECT_NE(cancel_504.err.find("may have been carried out"), std::string::npos)
+      << cancel_504.err;
+  EXPECT_EQ(show_504.code, 69) << show_504.err;
 }
 
 // This test ensures a CA file that holds no certificate is a usage error

@@ -68,8 +68,7 @@ TEST_F(settings_cmd, token_from_a_file) {
   EXPECT_EQ(both.code, 64);
   EXPECT_NE(both.err.find("not both"), std::string::npos) << both.err;
   EXPECT_NE(flag.err.find("meshctl: warning: token file " + token_file +
-                          " is readable by every user (mode 0644): anyone who reads it "
-                          "acts with this token; chmod 600 it"),
+                          " is readable by every user (mode 0644); chmod 600 it"),
             std::string::npos)
       << flag.err;
   ASSERT_EQ(::chmod(token_file.c_str(), 0600), 0);

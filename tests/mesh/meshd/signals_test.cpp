@@ -202,6 +202,11 @@ TEST(signals, one_meshd_per_database) {
   meshd_process second{MESHD_PATH, dir + "/b", admin, args};
   EXPECT_EQ(call(second.port(), "GET", "/healthz").status, 200);
   first.reset();
+  // A database named `meshd` in the data directory: its lock is the data
+  // directory's, which is not "in use by another meshd".
+  std::ofstream{dir + "/own.yaml"} << "store:\n  path: " << dir << "/c/meshd\n";
+  meshd_process own{MESHD_PATH, dir + "/c", admin, {"--config", dir + "/own.yaml"}};
+  EXPECT_EQ(call(own.port(), "GET", "/healthz").status, 200);
   remove_tree(dir);
 }
 
