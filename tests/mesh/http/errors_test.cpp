@@ -956,7 +956,10 @@ TEST_F(http_framing, token_and_scope_edges) {
   auto expired =
       call("DELETE", "/v1/tokens/" + brief.body["id"].get<std::string>(), admin);
   expect_error(expired, 404, "not_found", "id");
-  for (auto& t : call("GET", "/v1/tokens", admin).body["tokens"])
+  // The response is named: a loop over a temporary's member would walk it
+  // after it is gone.
+  auto listed = call("GET", "/v1/tokens", admin);
+  for (auto& t : listed.body["tokens"])
     if (t["id"] == brief.body["id"]) {
       EXPECT_TRUE(t["revoked_at"].is_null()) << t;
     }
