@@ -1,5 +1,6 @@
 #include "cli/mesh_client.hpp"
 
+#include "mesh/wire/json.hpp"
 #include "mesh/wire/transport_error.hpp"
 
 #include <httplib.h>
@@ -13,6 +14,12 @@ namespace {
 /// most 1 s (`GET /v1/runs/{id}?wait=1`).
 constexpr time_t read_timeout_s = 60;
 constexpr time_t connect_timeout_s = 10;
+
+/// Why no answer came, and what that means for a change.
+const std::string no_answer_why = "the connection broke, or the answer took over " +
+                                  std::to_string(read_timeout_s) + " s";
+constexpr const char* maybe_done_hint =
+    "the request may have been carried out: look (list or show) before repeating it";
 
 } // namespace
 
@@ -130,16 +137,12 @@ httplib::Result send(const std::string& base_url, const std::string& origin,
   if (!res && res.error() == httplib::Error::Read && method != "GET")
     throw failure{exit_no_answer,
                   "no answer from the mesh at " + base_url + " to " + method + " " +
-                      path + ": the connection broke, or the answer took over " +
-                      std::to_string(read_timeout_s) + " s",
-                  {"the request was sent and may have been carried out: look (list or "
-                   "show) before repeating it"}};
+                      path + ": " + no_answer_why,
+                  {maybe_done_hint}};
   if (!res) {
     auto why = describe_transport_error(res.error());
     bool lasting = res.error() == httplib::Error::SSLConnection;
-    if (res.error() == httplib::Error::Read)
-      why = "no answer: the connection broke, or the answer took over " +
-            std::to_string(read_timeout_s) + " s";
+    if (res.error() == httplib::Error::Read) why = "no answer: " + no_answer_why;
     if (res.error() == httplib::Error::Connection)
       if (auto unresolved = unresolved_host(origin); !unresolved.empty()) {
         why = unresolved;
@@ -154,23 +157,14 @@ httplib::Result send(const std::string& base_url, const std::string& origin,
   return res;
 }
 
-bool utf8(const std::string& s) {
-  try {
-    (void)json(s).dump();
-    return true;
-  } catch (const json::type_error&) {
-    return false;
-  }
-}
-
 /// Where in `j` the first text that is not UTF-8 is (`concurrency_key`,
 /// `params.name`, `runs[2]`), or "" when there is none.
 std::string not_utf8_at(const json& j, const std::string& path) {
-  if (j.is_string()) return utf8(j.get_ref<const std::string&>()) ? "" : path;
+  if (j.is_string()) return wire::is_utf8(j.get_ref<const std::string&>()) ? "" : path;
   if (j.is_object()) {
     for (auto& [k, v] : j.items()) {
       auto at = path.empty() ? k : path + "." + k;
-      if (!utf8(k)) return at;
+      if (!wire::is_utf8(k)) return at;
       if (auto found = not_utf8_at(v, at); !found.empty()) return found;
     }
   } else if (j.is_array()) {
@@ -275,9 +269,7 @@ void mesh_client::fail(int status, const std::string& raw, const std::string& me
   if (status == 503) exit = exit_unreachable;
   if (status == 502 || status == 504) {
     exit = method == "GET" ? exit_unreachable : exit_no_answer;
-    if (exit == exit_no_answer)
-      details.push_back("the request may have been carried out: look (list or show) "
-                        "before repeating it");
+    if (exit == exit_no_answer) details.push_back(maybe_done_hint);
   }
   throw failure{exit, headline, std::move(details)};
 }

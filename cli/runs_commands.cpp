@@ -113,9 +113,9 @@ json parse_json_value(const std::string& text, const std::string& what) {
   return json::parse(
       text,
       [&](int depth, json::parse_event_t, json&) {
-        if (depth > yaml_budget::max_depth)
+        if (depth > wire::max_json_depth)
           throw failure{exit_usage, what + ": nested deeper than " +
-                                        std::to_string(yaml_budget::max_depth) +
+                                        std::to_string(wire::max_json_depth) +
                                         " levels, more than the mesh takes"};
         return true;
       },

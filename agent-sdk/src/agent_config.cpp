@@ -4,6 +4,7 @@
 // config/agent.example.yaml.
 #include "mesh/config/yaml_guard.hpp"
 #include "mesh/domain/log.hpp"
+#include "mesh/wire/json.hpp"
 #include "mesh/wire/secret_file.hpp"
 #include "polymesh/sdk/agent_yaml.hpp"
 
@@ -39,11 +40,7 @@ json scalar_to_json(const YAML::Node& node) {
 /// Refuses text that is not UTF-8: it cannot become JSON (a plugin's
 /// settings are handed over as JSON text; the strict dump would abort).
 void check_utf8(const std::string& text, const std::string& path) {
-  try {
-    (void)json(text).dump();
-  } catch (const json::type_error&) {
-    throw config_error(path, "is not UTF-8 text");
-  }
+  if (!wire::is_utf8(text)) throw config_error(path, "is not UTF-8 text");
 }
 
 /// `node` as JSON; `path` is its dotted key, for errors; `budget` bounds the

@@ -54,9 +54,13 @@ std::string absolute(const std::string& path) {
   return ec || path.empty() ? path : abs.lexically_normal().string();
 }
 
-/// Whether `host` (as split from `listen`) is reachable from this host only.
-bool loopback_only(const std::string& host) {
-  return host == "localhost" || host == "::1" || host.rfind("127.", 0) == 0;
+/// Why listening on `host` (as split from `listen`) is unsafe: other hosts
+/// reach it over plain HTTP, tokens in the clear. "" on loopback.
+std::string exposure(const std::string& host, const std::string& listen) {
+  if (host == "localhost" || host == "::1" || host.rfind("127.", 0) == 0) return {};
+  return listen + " is reachable from other hosts over plain HTTP (tokens in the "
+                  "clear); keep meshd on loopback behind a TLS proxy "
+                  "(docs/operations.md, Network)";
 }
 
 /// What `--check` prints: the settings that decide where meshd listens and
@@ -72,10 +76,8 @@ void print_check(const mesh_config& cfg) {
             << absolute(cfg.data_dir) << there(cfg.data_dir) << ", database "
             << absolute(db) << there(db) << "\n";
   auto hp = split_host_port(cfg.listen);
-  if (hp && !loopback_only(hp->first))
-    std::cout << "  listen: " << cfg.listen
-              << " is reachable from other hosts over plain HTTP; keep meshd on "
-                 "loopback behind a TLS proxy (docs/operations.md, Network)\n";
+  if (auto why = hp ? exposure(hp->first, cfg.listen) : std::string{}; !why.empty())
+    std::cout << "  listen: " << why << "\n";
   std::cout << std::flush;
 }
 
@@ -186,11 +188,8 @@ int main(int argc, char** argv) {
       hp->first.find(':') != std::string::npos ? "[" + hp->first + "]" : hp->first;
   std::printf("listening on http://%s:%d\n", shown_host.c_str(), *port);
   std::fflush(stdout);
-  if (!loopback_only(hp->first))
-    log(log_level::warn, "listening on " + cfg.listen +
-                             ": reachable from other hosts over plain HTTP (tokens "
-                             "in the clear); keep meshd on loopback behind a TLS "
-                             "proxy (docs/operations.md, Network)");
+  if (auto why = exposure(hp->first, cfg.listen); !why.empty())
+    log(log_level::warn, "listening on " + why);
 
   std::thread waiter{[&] {
     int sig = 0;

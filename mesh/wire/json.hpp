@@ -33,6 +33,9 @@ using json = nlohmann::json;
 [[nodiscard]] json error_body(const caf::error& err);
 /// Serializes without throwing on invalid UTF-8 (replaced by U+FFFD).
 [[nodiscard]] std::string dump(const json& j);
+/// Whether `text` is UTF-8, as a JSON string must be (the strict dump
+/// throws on anything else).
+[[nodiscard]] bool is_utf8(const std::string& text);
 
 [[nodiscard]] caf::expected<run_record> run_from_json(const json& j);
 [[nodiscard]] caf::expected<agent_record> agent_from_json(const json& j);
