@@ -146,7 +146,8 @@ const std::vector<key_spec>& key_table() {
 
       path_key("store.path", &mesh_config::store_path, true,
                "SQLite database file; empty means data_dir/mesh.db. A relative path is "
-               "relative to meshd's working directory."),
+               "relative to meshd's working directory. Not ':memory:' (it would keep "
+               "nothing)."),
       choice_key("store.synchronous", &mesh_config::store_synchronous, {"full", "normal"},
                  "full fsyncs each group commit and survives power loss; normal "
                  "survives process crashes only."),
@@ -377,9 +378,17 @@ caf::error check_value(const key_spec& spec, const mesh_config& cfg) {
     return {};
   }
   case value_kind::path: {
-    if (!spec.allow_empty &&
-        (cfg.*std::get<std::string mesh_config::*>(spec.member)).empty())
+    const auto& value = cfg.*std::get<std::string mesh_config::*>(spec.member);
+    if (!spec.allow_empty && value.empty())
       return key_error(spec.key, expectation(spec), "an empty string");
+    // SQLite reads this name as a database in memory: nothing acknowledged
+    // would outlive the process. "./:memory:" names a file.
+    if (spec.key == "store.path" && value == ":memory:")
+      return make_error(errc::invalid_argument,
+                        "store.path: ':memory:' is SQLite's database in memory, which "
+                        "keeps nothing when meshd stops; give a file ('./:memory:' for a "
+                        "file of that name)",
+                        spec.key);
     return {};
   }
   case value_kind::integer: {

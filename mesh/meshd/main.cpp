@@ -8,6 +8,7 @@
 #include "mesh/http/server.hpp"
 
 #include <CLI/CLI.hpp>
+#include <cctype>
 #include <csignal>
 #include <cstdio>
 #include <filesystem>
@@ -57,7 +58,14 @@ std::string absolute(const std::string& path) {
 /// Why listening on `host` (as split from `listen`) is unsafe: other hosts
 /// reach it over plain HTTP, tokens in the clear. "" on loopback.
 std::string exposure(const std::string& host, const std::string& listen) {
-  if (host == "localhost" || host == "::1" || host.rfind("127.", 0) == 0) return {};
+  // Host names are case-insensitive; Debian's /etc/hosts names ::1
+  // ip6-localhost and ip6-loopback too.
+  std::string name = host;
+  for (auto& c : name)
+    c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  if (name == "localhost" || name == "ip6-localhost" || name == "ip6-loopback" ||
+      name == "::1" || name.rfind("127.", 0) == 0)
+    return {};
   return listen + " is reachable from other hosts over plain HTTP (tokens in the "
                   "clear); keep meshd on loopback behind a TLS proxy "
                   "(docs/operations.md, Network)";

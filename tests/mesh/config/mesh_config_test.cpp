@@ -636,6 +636,18 @@ TEST(mesh_config, empty_paths) {
   EXPECT_EQ(parse_ok("store:\n  path: ''\n").database_path(), "./polymesh-data/mesh.db");
 }
 
+// This test ensures store.path ':memory:' is refused (meshd failed at start
+// with "database schema version 0 is not this build's": SQLite opened a new
+// database in memory each time, and it would keep nothing acknowledged),
+// while a file of that name can still be given.
+TEST(mesh_config, store_path_in_memory_is_refused) {
+  auto err = parse_error("store:\n  path: ':memory:'\n");
+  EXPECT_EQ(field_of(err), "store.path");
+  EXPECT_NE(message_of(err).find("SQLite's database in memory"), std::string::npos)
+      << message_of(err);
+  EXPECT_EQ(parse_ok("store:\n  path: './:memory:'\n").database_path(), "./:memory:");
+}
+
 // -- durations ------------------------------------------------------------------------
 
 // This test ensures parse_duration reads every unit and plain 0.
