@@ -49,6 +49,7 @@ plugins: $plugins
 plans: {$plan: {}}
 log: {level: warn}
 YAML
+chmod 600 "$WORK/agent/agent.yaml"
 "$MESH_AGENT" --config "$WORK/agent/agent.yaml" >"$WORK/agent/stdout" 2>"$WORK/agent/stderr" &
 AGENT_PID=$!
 for _ in $(seq 1 200); do

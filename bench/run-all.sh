@@ -97,6 +97,7 @@ if ! skip e2e-sdk; then
     mkdir -p "$d/work"
     printf 'mesh:\n  url: %s\n  registration_token: "%s"\nagent:\n  name: bench-sdk-%s\n  labels: {bench: "1"}\n  capacity: 1\n  work_dir: %s\nplans:\n  noop: {}\n' \
       "$URL" "$reg" "$i" "$d/work" >"$d/agent.yaml"
+    chmod 600 "$d/agent.yaml"
     "$MESH_AGENT" --config "$d/agent.yaml" >"$d/stdout" 2>"$d/stderr" &
     AGENT_PIDS+=($!)
   done

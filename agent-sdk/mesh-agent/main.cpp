@@ -89,6 +89,7 @@ int main(int argc, char** argv) {
   std::vector<std::string> warnings;
   try {
     plans = sdk::make_plans(catalog, cfg.plans, &warnings);
+    warnings.insert(warnings.begin(), cfg.warnings.begin(), cfg.warnings.end());
   } catch (const sdk::config_error& e) {
     return config_failure(config_file, e.what());
   }

@@ -109,11 +109,12 @@ plugin_entry read_plugin_entry(const nlohmann::json& item, const std::string& ke
   return out;
 }
 
-std::string read_token_file(const std::string& path, const std::string& key) {
+std::string read_token_file(const std::string& path, const std::string& key,
+                            std::vector<std::string>& warnings) {
   std::ifstream in{path};
   if (!in) throw config_error(key, "cannot read '" + path + "': " + std::strerror(errno));
   if (auto open = open_to_others(path); !open.empty())
-    log(log_level::warn, key + ": '" + path + "' is " + open + "; chmod 600 it");
+    warnings.push_back(key + ": '" + path + "' is " + open + "; chmod 600 it");
   std::stringstream ss;
   ss << in.rdbuf();
   auto text = ss.str();
@@ -140,7 +141,12 @@ json yaml_to_json(const std::string& text) {
   }
 }
 
-agent_file_config parse_agent_yaml(const std::string& text, const std::string& base_dir) {
+namespace {
+
+/// parse_agent_yaml; `token_inline` says whether the text itself holds the
+/// registration token.
+agent_file_config parse(const std::string& text, const std::string& base_dir,
+                        bool& token_inline) {
   auto doc = yaml_to_json(text);
   agent_file_config out;
   auto& a = out.agent;
@@ -162,8 +168,10 @@ agent_file_config parse_agent_yaml(const std::string& text, const std::string& b
   if (!a.registration_token.empty() && !token_file.empty())
     throw config_error("mesh.registration_token_file",
                        "give either mesh.registration_token or this, not both");
+  token_inline = !a.registration_token.empty();
   if (!token_file.empty())
-    a.registration_token = read_token_file(token_file, "mesh.registration_token_file");
+    a.registration_token =
+        read_token_file(token_file, "mesh.registration_token_file", out.warnings);
   if (a.registration_token.empty())
     throw config_error("mesh.registration_token",
                        "is required (or mesh.registration_token_file)");
@@ -260,6 +268,13 @@ agent_file_config parse_agent_yaml(const std::string& text, const std::string& b
   return out;
 }
 
+} // namespace
+
+agent_file_config parse_agent_yaml(const std::string& text, const std::string& base_dir) {
+  bool token_inline = false;
+  return parse(text, base_dir, token_inline);
+}
+
 agent_file_config load_agent_yaml(const std::string& path) {
   std::error_code ec;
   if (std::filesystem::is_directory(path, ec))
@@ -271,7 +286,15 @@ agent_file_config load_agent_yaml(const std::string& path) {
   std::stringstream ss;
   ss << in.rdbuf();
   auto base = std::filesystem::absolute(path).parent_path().string();
-  return parse_agent_yaml(ss.str(), base);
+  bool token_inline = false;
+  auto out = parse(ss.str(), base, token_inline);
+  if (auto open = token_inline ? open_to_others(path) : std::string{}; !open.empty())
+    out.warnings.insert(out.warnings.begin(), "mesh.registration_token: config file '" +
+                                                  path + "' holds the token and is " +
+                                                  open +
+                                                  "; chmod 600 it, or move the token to "
+                                                  "mesh.registration_token_file");
+  return out;
 }
 
 plan_set make_plans(const plan_catalog& catalog,

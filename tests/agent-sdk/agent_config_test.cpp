@@ -244,7 +244,8 @@ TEST(agent_config, token_file_relative_to_config) {
 
 // This test ensures a registration token file other users can read is
 // warned of, naming the key, the file and its mode, and a private one is
-// not.
+// not; the warnings come back with the config (mesh-agent --check prints
+// them under its verdict; they were logged before the log level was set).
 TEST(agent_config, a_token_file_others_can_read_is_warned_of) {
   testkit::temp_dir dir;
   auto token = dir.path() / "reg.token";
@@ -252,17 +253,12 @@ TEST(agent_config, a_token_file_others_can_read_is_warned_of) {
   std::ofstream{dir.path() / "agent.yaml"}
       << "mesh: {url: 'http://h:1', registration_token_file: reg.token}\n"
          "agent: {name: a}\nplans: {noop: {}}\n";
-  std::vector<std::string> lines;
-  set_log_handler([&](const std::string& level, const std::string& text) {
-    lines.push_back(level + " " + text);
-  });
   for (auto mode : {0644, 0620, 0600}) {
-    lines.clear();
     ASSERT_EQ(::chmod(token.c_str(), static_cast<mode_t>(mode)), 0);
-    (void)load_agent_yaml((dir.path() / "agent.yaml").string());
+    auto lines = load_agent_yaml((dir.path() / "agent.yaml").string()).warnings;
     if (mode == 0644) {
       ASSERT_EQ(lines.size(), 1u);
-      EXPECT_EQ(lines[0], "warn mesh.registration_token_file: '" + token.string() +
+      EXPECT_EQ(lines[0], "mesh.registration_token_file: '" + token.string() +
                               "' is readable by every user (mode 0644); chmod 600 it");
     } else if (mode == 0620) {
       ASSERT_EQ(lines.size(), 1u);
@@ -273,7 +269,33 @@ TEST(agent_config, a_token_file_others_can_read_is_warned_of) {
       EXPECT_TRUE(lines.empty()) << lines[0];
     }
   }
-  set_log_handler(nullptr);
+}
+
+// This test ensures a config file holding the registration token itself is
+// warned of when other users can read it (only a token file was checked),
+// and that a config file without the token is not.
+TEST(agent_config, a_config_file_holding_the_token_open_to_others_is_warned_of) {
+  testkit::temp_dir dir;
+  auto file = dir.path() / "agent.yaml";
+  std::ofstream{file} << "mesh: {url: 'http://h:1', registration_token: secret-token}\n"
+                         "agent: {name: a}\nplans: {noop: {}}\n";
+  ASSERT_EQ(::chmod(file.c_str(), 0644), 0);
+  auto lines = load_agent_yaml(file.string()).warnings;
+  ASSERT_EQ(lines.size(), 1u);
+  EXPECT_EQ(lines[0], "mesh.registration_token: config file '" + file.string() +
+                          "' holds the token and is readable by every user (mode "
+                          "0644); chmod 600 it, or move the token to "
+                          "mesh.registration_token_file");
+  ASSERT_EQ(::chmod(file.c_str(), 0600), 0);
+  EXPECT_TRUE(load_agent_yaml(file.string()).warnings.empty());
+
+  auto token = dir.path() / "reg.token";
+  std::ofstream{token} << "secret-token\n";
+  ASSERT_EQ(::chmod(token.c_str(), 0600), 0);
+  std::ofstream{file} << "mesh: {url: 'http://h:1', registration_token_file: reg.token}\n"
+                         "agent: {name: a}\nplans: {noop: {}}\n";
+  ASSERT_EQ(::chmod(file.c_str(), 0644), 0);
+  EXPECT_TRUE(load_agent_yaml(file.string()).warnings.empty());
 }
 
 // This test ensures mesh.ca_file is read relative to the config, and one

@@ -277,6 +277,7 @@ agent_process::agent_process(const std::string& dir, const std::string& mesh_url
   work_ = o.work_dir.empty() ? home_ + "/work" : o.work_dir;
   fs::create_directories(home_);
   std::ofstream{home_ + "/reg.token"} << registration_token << "\n";
+  fs::permissions(home_ + "/reg.token", fs::perms::owner_read | fs::perms::owner_write);
   std::ofstream{home_ + "/agent.yaml"}
       << "mesh: {url: \"" << mesh_url << "\", registration_token_file: reg.token}\n"
       << "agent:\n  name: " << o.name << "\n  labels: " << o.labels_yaml

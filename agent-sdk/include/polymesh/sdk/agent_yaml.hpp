@@ -35,6 +35,9 @@ struct agent_file_config {
   std::map<std::string, nlohmann::json> plans;
   /// `error`, `warn`, `info` or `debug`. Key `log.level`.
   std::string log_level = "info";
+  /// What is allowed but unsafe, one `key: message` line each: a file
+  /// holding the registration token that other users can read.
+  std::vector<std::string> warnings;
 };
 
 /// Parses YAML text; relative paths (token file, plugins, work_dir) are
