@@ -136,7 +136,7 @@ caf::behavior query_actor(self_ptr self, context_ptr ctx, std::shared_ptr<store>
           size_t limit) -> caf::result<log_list> {
         auto r = find_run(self, id);
         if (!r) return r.error();
-        auto chunks = self->state.db->logs(id, after, limit);
+        auto chunks = self->state.db->logs(id, after, limit, log_page_bytes);
         if (!chunks) return chunks.error();
         return std::move(*chunks);
       },

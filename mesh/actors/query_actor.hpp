@@ -8,7 +8,9 @@
 // Messages:
 //   (get_atom, id)                          -> run_record | not_found
 //   (list_atom, run_filter)                 -> run_page
-//   (logs_atom, id, int64 after, size_t n)  -> log_list
+//   (logs_atom, id, int64 after, size_t n)  -> log_list (at most n chunks,
+//                                              ending once their data
+//                                              reaches log_page_bytes)
 //   (logs_atom, count_atom, id)             -> int64 (bytes of the run's log)
 //   (logs_atom, list_atom, id, seqs)        -> the seqs the run's log has
 //   (count_atom)                            -> status_counts
@@ -26,6 +28,10 @@
 #include <memory>
 
 namespace polymesh {
+
+/// Where a page of a run's log ends: 10,000 chunks of 64 KiB would be
+/// 640 MiB held, several times over, by one request's thread.
+constexpr size_t log_page_bytes = 1024 * 1024;
 
 [[nodiscard]] caf::actor spawn_query_actor(caf::actor_system& sys, context_ptr ctx,
                                            std::unique_ptr<store> reader);

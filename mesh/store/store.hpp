@@ -134,9 +134,10 @@ public:
   /// Pagination is stable: runs created after the first page do not shift
   /// later pages. A malformed cursor is `invalid_argument` on field `cursor`.
   [[nodiscard]] virtual caf::expected<run_page> list_runs(const run_filter& filter) = 0;
-  /// Chunks of `run_id` with seq > `after_seq`, ascending, at most `limit`.
+  /// Chunks of `run_id` with seq > `after_seq`, ascending, at most `limit`,
+  /// and no more once their data reaches `max_bytes` (at least one chunk).
   [[nodiscard]] virtual caf::expected<std::vector<log_chunk>>
-  logs(const std::string& run_id, int64_t after_seq, size_t limit) = 0;
+  logs(const std::string& run_id, int64_t after_seq, size_t limit, size_t max_bytes) = 0;
   /// The bytes of `run_id`'s log chunks, summed (reads every chunk: for
   /// the first log call on a run restored at start-up, not per call).
   [[nodiscard]] virtual caf::expected<int64_t> log_bytes(const std::string& run_id) = 0;

@@ -89,6 +89,45 @@ TEST_F(runs, cancel_of_a_finished_run_is_409_and_changes_nothing) {
   EXPECT_EQ(after["exit_code"], 3);
 }
 
+// This test ensures a page of a run's log ends at about 1 MiB of data
+// whatever `limit` asks (10,000 chunks of 64 KiB were 640 MiB held by one
+// request: 24 readers of four 4 MiB logs grew meshd to 641 MB), and that
+// following `next_after` until a page is empty reads the whole log once,
+// in order.
+TEST_F(runs, a_log_page_ends_at_one_mebibyte_and_paging_reads_it_all) {
+  auto agent = register_agent("talker", json::object());
+  auto id = id_of(submit(json{{"plan", "noop"}}));
+  ASSERT_EQ(agent.take(1).size(), 1u);
+  ASSERT_EQ(agent.start(id).status, 200);
+  const int chunks = 40;
+  for (int i = 0; i < chunks; ++i)
+    ASSERT_EQ(
+        agent.logs(id, i, std::string(60 * 1024, static_cast<char>('a' + i % 26))).status,
+        200);
+  std::vector<int64_t> seqs;
+  int64_t after = -1;
+  for (int pages = 0;; ++pages) {
+    ASSERT_LT(pages, chunks);
+    auto r =
+        call("GET", "/v1/runs/" + id + "/logs?limit=10000&after=" + std::to_string(after),
+             admin);
+    ASSERT_EQ(r.status, 200) << r.raw.substr(0, 200);
+    auto& page = r.body["chunks"];
+    if (page.empty()) break;
+    size_t bytes = 0;
+    for (auto& c : page) {
+      seqs.push_back(c["seq"].get<int64_t>());
+      bytes += c["data"].get<std::string>().size();
+    }
+    EXPECT_LT(bytes, 1024 * 1024 + 60 * 1024) << "page after " << after;
+    EXPECT_EQ(r.body["next_after"], seqs.back());
+    after = seqs.back();
+  }
+  ASSERT_EQ(seqs.size(), static_cast<size_t>(chunks));
+  for (int i = 0; i < chunks; ++i)
+    EXPECT_EQ(seqs[i], i);
+}
+
 // This test ensures a created run is canceled at once by the user, and a
 // starting agent is refused afterwards.
 TEST_F(runs, cancel_of_a_created_run_ends_it_at_once) {

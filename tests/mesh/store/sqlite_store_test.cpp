@@ -504,7 +504,7 @@ TEST_F(sqlite_store_test, logs_round_trip_in_order_with_after_and_limit) {
   batch.emplace_back(append_log{"run_b", make_chunk(0, "other")});
   apply(batch);
 
-  auto all = db_->logs("run_a", -1, 100);
+  auto all = db_->logs("run_a", -1, 100, SIZE_MAX);
   ASSERT_TRUE(all);
   ASSERT_EQ(all->size(), 4u);
   for (int64_t i = 0; i < 4; ++i) {
@@ -513,16 +513,53 @@ TEST_F(sqlite_store_test, logs_round_trip_in_order_with_after_and_limit) {
     EXPECT_EQ((*all)[i].stream, i % 2 ? "stderr" : "stdout");
     EXPECT_EQ((*all)[i].at, at(i));
   }
-  auto tail = db_->logs("run_a", 1, 1);
+  auto tail = db_->logs("run_a", 1, 1, SIZE_MAX);
   ASSERT_TRUE(tail);
   ASSERT_EQ(tail->size(), 1u);
   EXPECT_EQ((*tail)[0].seq, 2);
-  auto none = db_->logs("run_a", 3, SIZE_MAX);
+  auto none = db_->logs("run_a", 3, SIZE_MAX, SIZE_MAX);
   ASSERT_TRUE(none);
   EXPECT_TRUE(none->empty());
-  auto unknown = db_->logs("run_x", -1, 10);
+  auto unknown = db_->logs("run_x", -1, 10, SIZE_MAX);
   ASSERT_TRUE(unknown);
   EXPECT_TRUE(unknown->empty());
+}
+
+// This test ensures the WAL is cut back to 16 MiB once checkpointed after a
+// large transaction (a soak left it at 55 MB for good, its high-water mark).
+TEST_F(sqlite_store_test, the_wal_shrinks_after_a_large_transaction) {
+  std::vector<write> batch;
+  for (int64_t i = 0; i < 400; ++i) // 400 chunks of 64 KiB: 25 MiB in one commit
+    batch.emplace_back(append_log{"run_big", make_chunk(i, std::string(64 * 1024, 'x'))});
+  apply(batch);
+  auto wal = path_ + "-wal";
+  ASSERT_GT(std::filesystem::file_size(wal), 24u * 1024 * 1024);
+  // Small commits: the first checkpoints the WAL past its 1,000 pages, a
+  // later one starts it again from the beginning, and SQLite cuts it back.
+  for (int64_t i = 0; i < 3; ++i)
+    apply({append_log{"run_small", make_chunk(i, "x")}});
+  EXPECT_LE(std::filesystem::file_size(wal), 16u * 1024 * 1024);
+}
+
+// This test ensures a page of log chunks ends once their data reaches
+// `max_bytes`, and always holds at least one chunk (a chunk larger than the
+// budget still comes back, so paging moves on).
+TEST_F(sqlite_store_test, logs_page_ends_at_max_bytes) {
+  std::vector<write> batch;
+  for (int64_t i = 0; i < 5; ++i)
+    batch.emplace_back(append_log{"run_a", make_chunk(i, std::string(10, 'x'))});
+  apply(batch);
+  auto page = db_->logs("run_a", -1, 100, 25);
+  ASSERT_TRUE(page);
+  ASSERT_EQ(page->size(), 3u); // 10, 20, 30 bytes: the third reaches 25
+  EXPECT_EQ(page->back().seq, 2);
+  page = db_->logs("run_a", 2, 100, 25);
+  ASSERT_TRUE(page);
+  EXPECT_EQ(page->size(), 2u);
+  page = db_->logs("run_a", -1, 100, 0);
+  ASSERT_TRUE(page);
+  ASSERT_EQ(page->size(), 1u);
+  EXPECT_EQ(page->front().seq, 0);
 }
 
 // This test ensures that missing runs and agents read as "none", not errors.
@@ -629,7 +666,7 @@ TEST_F(sqlite_store_test, idempotency_conflict_refuses_one_write_and_commits_the
   auto agent = db_->get_agent("agt_1");
   ASSERT_TRUE(agent);
   EXPECT_TRUE(*agent);
-  auto logs = db_->logs("run_3", -1, 10);
+  auto logs = db_->logs("run_3", -1, 10, SIZE_MAX);
   ASSERT_TRUE(logs);
   EXPECT_EQ(logs->size(), 1u);
   // The holder is untouched.
@@ -691,7 +728,7 @@ TEST_F(sqlite_store_test, duplicate_log_seq_is_ignored) {
   EXPECT_TRUE(out[0].written);
   EXPECT_FALSE(out[1].written); // the run already had seq 0
   apply({append_log{"run_1", make_chunk(0, "third")}});
-  auto logs = db_->logs("run_1", -1, 10);
+  auto logs = db_->logs("run_1", -1, 10, SIZE_MAX);
   ASSERT_TRUE(logs);
   ASSERT_EQ(logs->size(), 1u);
   EXPECT_EQ((*logs)[0].data, "first");
@@ -734,7 +771,7 @@ TEST_F(sqlite_store_test, failing_write_rolls_back_the_whole_batch) {
   EXPECT_FALSE(get_run("run_2"));
   EXPECT_FALSE(get_run("run_3"));
   EXPECT_FALSE(*db_->get_agent("agt_1"));
-  EXPECT_TRUE(db_->logs("run_3", -1, 10)->empty());
+  EXPECT_TRUE(db_->logs("run_3", -1, 10, SIZE_MAX)->empty());
   EXPECT_TRUE(db_->list_tokens()->empty());
 
   out = db_->apply({put_run{make_run("run_4", 4)}});
@@ -753,7 +790,7 @@ TEST_F(sqlite_store_test, sqlite_error_mid_batch_rolls_back) {
   EXPECT_EQ(code_of(out.error()), errc::store_failure);
   EXPECT_NE(message_of(out.error()).find("forced failure"), std::string::npos);
   EXPECT_FALSE(get_run("run_1"));
-  EXPECT_TRUE(db_->logs("run_1", -1, 10)->empty());
+  EXPECT_TRUE(db_->logs("run_1", -1, 10, SIZE_MAX)->empty());
 }
 
 // This test ensures that an empty batch commits nothing and succeeds.
@@ -967,8 +1004,8 @@ TEST_F(sqlite_store_test, prune_deletes_old_terminal_runs_and_their_logs) {
   EXPECT_FALSE(get_run("run_1"));
   EXPECT_FALSE(get_run("run_2"));
   EXPECT_TRUE(get_run("run_3"));
-  EXPECT_TRUE(db_->logs("run_1", -1, 10)->empty());
-  EXPECT_EQ(db_->logs("run_3", -1, 10)->size(), 1u);
+  EXPECT_TRUE(db_->logs("run_1", -1, 10, SIZE_MAX)->empty());
+  EXPECT_EQ(db_->logs("run_3", -1, 10, SIZE_MAX)->size(), 1u);
 
   n = db_->prune(at(2000), 100);
   ASSERT_TRUE(n);
@@ -980,7 +1017,7 @@ TEST_F(sqlite_store_test, prune_deletes_old_terminal_runs_and_their_logs) {
   ASSERT_TRUE(n);
   EXPECT_EQ(*n, 0u);
   EXPECT_EQ(ids_of(list({}).runs), (std::vector<std::string>{"run_8", "run_7", "run_6"}));
-  EXPECT_EQ(db_->logs("run_8", -1, 10)->size(), 1u);
+  EXPECT_EQ(db_->logs("run_8", -1, 10, SIZE_MAX)->size(), 1u);
   // The cutoff is exclusive.
   n = db_->prune(at(5000), 100);
   ASSERT_TRUE(n);
@@ -1132,7 +1169,7 @@ TEST_F(sqlite_store_test, reopen_persists_everything) {
   ASSERT_TRUE(tokens);
   ASSERT_EQ(tokens->size(), 1u);
   expect_same((*tokens)[0], token);
-  auto logs = db_->logs(run.id, -1, 10);
+  auto logs = db_->logs(run.id, -1, 10, SIZE_MAX);
   ASSERT_TRUE(logs);
   ASSERT_EQ(logs->size(), 1u);
   EXPECT_EQ((*logs)[0].data, "hello");
@@ -1164,7 +1201,7 @@ TEST_F(sqlite_store_test, read_only_store_sees_writer_commits) {
   page = reader->list_runs({});
   ASSERT_TRUE(page);
   EXPECT_EQ(page->runs.size(), 2u);
-  EXPECT_EQ(reader->logs("run_1", -1, 10)->size(), 1u);
+  EXPECT_EQ(reader->logs("run_1", -1, 10, SIZE_MAX)->size(), 1u);
   auto snap = reader->load(timestamp{});
   ASSERT_TRUE(snap);
   EXPECT_EQ(snap->runs.size(), 2u);
