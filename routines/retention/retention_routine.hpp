@@ -1,7 +1,9 @@
 // The retention routine: deletes finished runs (and their logs) older than
 // `retention.finished_runs`, in batches, every `retention.interval`. A zero
 // retention keeps everything. Deletion goes through the store actor, the
-// only writer.
+// only writer. Once a minute it also hands the heap's free pages back to
+// the kernel (`malloc_trim`), so that meshd's RSS falls after a burst.
+// Runs detached (its own thread).
 //
 // Messages:
 //   (tick_atom) -> size_t runs pruned now (tests drive it with a manual clock)
