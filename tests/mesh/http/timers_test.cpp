@@ -109,6 +109,10 @@ TEST_F(timers, a_mesh_that_did_not_run_gives_agents_and_runs_their_windows_again
   EXPECT_EQ(call("GET", "/v1/agents/a", admin).body["status"], "online");
   EXPECT_EQ(status_of(id), "running");
   ASSERT_EQ(a.progress(id).status, 200) << "the request that waited in the socket";
+  // A request's liveness reaches the agent's actor as a message of its own,
+  // read at the clock's time then: a poll, which that actor answers, has it
+  // read before the clock moves (the test failed once under load).
+  ASSERT_EQ(a.poll(0).status, 200);
 
   advance(cfg.offline_after + 1s);
   ASSERT_TRUE(becomes(id, "error"));
