@@ -789,12 +789,18 @@ int e2e_external(const options& o) {
     sleep_ms(20);
   }
   auto before = readyz_count(ep, "runs", "success");
+  if (before < 0) die("cannot read runs.success from /readyz");
   auto t0 = now_ns();
   auto sub = submit_many(ep, token, runs, clients, deadline, false, batch);
   int64_t done = 0;
   int64_t t_end = now_ns();
   while (now_ns() < deadline) {
-    done = readyz_count(ep, "runs", "success") - before;
+    auto count = readyz_count(ep, "runs", "success");
+    if (count < 0) { // not read this time (a timeout, a 503): ask again
+      sleep_ms(20);
+      continue;
+    }
+    done = count - before;
     t_end = now_ns();
     // The count is of the whole store: this benchmark needs a mesh of its own.
     if (done < 0)

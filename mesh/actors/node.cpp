@@ -104,7 +104,7 @@ caf::error mesh_node::boot(const mesh_config& cfg, const polymesh::clock& clk) {
            std::filesystem::absolute(b, ec).lexically_normal();
   };
   // (A database named `<data_dir>/meshd` has its lock taken already.)
-  if (db != ":memory:" && !same_file(db + ".lock", cfg.data_dir + "/meshd.lock")) {
+  if (!same_file(db + ".lock", cfg.data_dir + "/meshd.lock")) {
     if (auto err =
             make_dirs(std::filesystem::path{db}.parent_path().string(), "store.path"))
       return err;

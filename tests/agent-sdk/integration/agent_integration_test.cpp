@@ -618,6 +618,9 @@ TEST_F(agent_integration, check_warns_of_a_program_not_installed) {
   o.plans_yaml = "{shell: {programs: [echo, no-such-program-xyz]}}";
   o.extra_yaml = "log: {level: error}\n";
   o.extra_args = {"--check"};
+  o.token_mode = std::filesystem::perms::owner_read |
+                 std::filesystem::perms::owner_write |
+                 std::filesystem::perms::others_read;
   agent_process check{dir_.path(), mesh_->url(), reg_, o};
   auto code = check.proc().wait_exit();
   ASSERT_TRUE(code.has_value());
@@ -626,9 +629,14 @@ TEST_F(agent_integration, check_warns_of_a_program_not_installed) {
       "plans.shell.programs[1]: 'no-such-program-xyz' is not an executable in the "
       "plan's path (/usr/local/bin:/usr/bin:/bin); runs that need it fail until it is "
       "there\n";
+  const std::string token_warning = "mesh.registration_token_file: '" + dir_.path() +
+                                    "/chk-1/reg.token' is readable by every user (mode "
+                                    "0604); chmod 600 it\n";
   EXPECT_EQ(read_file(dir_.path() + "/chk-1/agent.out"),
-            "config OK: agent 'chk-1', 1 plan, 1 warning:\n  " + warning);
+            "config OK: agent 'chk-1', 1 plan, 2 warnings:\n  " + token_warning + "  " +
+                warning);
   EXPECT_EQ(check.log().find(warning), std::string::npos) << check.log();
+  o.token_mode = std::filesystem::perms::owner_read | std::filesystem::perms::owner_write;
   o.extra_args.clear();
   o.extra_yaml.clear();
   auto& agent = start_agent(o);

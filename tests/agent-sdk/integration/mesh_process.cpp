@@ -233,12 +233,18 @@ json mesh_api::agents() const {
 }
 
 std::string mesh_api::logs(const std::string& id) const {
-  auto body = call("GET", "/v1/runs/" + id + "/logs").second;
+  // Page by page (a page ends at 1 MiB) until a page is empty.
   std::string out;
-  if (body.is_object() && body.contains("chunks"))
+  int64_t after = -1;
+  for (;;) {
+    auto body =
+        call("GET", "/v1/runs/" + id + "/logs?after=" + std::to_string(after)).second;
+    if (!body.is_object() || !body.contains("chunks") || body["chunks"].empty())
+      return out;
     for (auto& c : body["chunks"])
       out += c.value("data", std::string{});
-  return out;
+    after = body.value("next_after", after);
+  }
 }
 
 json mesh_api::wait_terminal(const std::string& id,
@@ -277,7 +283,7 @@ agent_process::agent_process(const std::string& dir, const std::string& mesh_url
   work_ = o.work_dir.empty() ? home_ + "/work" : o.work_dir;
   fs::create_directories(home_);
   std::ofstream{home_ + "/reg.token"} << registration_token << "\n";
-  fs::permissions(home_ + "/reg.token", fs::perms::owner_read | fs::perms::owner_write);
+  fs::permissions(home_ + "/reg.token", o.token_mode);
   std::ofstream{home_ + "/agent.yaml"}
       << "mesh: {url: \"" << mesh_url << "\", registration_token_file: reg.token}\n"
       << "agent:\n  name: " << o.name << "\n  labels: " << o.labels_yaml

@@ -11,6 +11,7 @@
 #pragma once
 
 #include <chrono>
+#include <filesystem>
 #include <functional>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -132,6 +133,9 @@ struct agent_options {
   std::string extra_yaml{};
   /// Arguments after `--config FILE`, e.g. `--check`.
   std::vector<std::string> extra_args{};
+  /// The registration token file's mode (0600: no warning).
+  std::filesystem::perms token_mode =
+      std::filesystem::perms::owner_read | std::filesystem::perms::owner_write;
 };
 
 /// A mesh-agent process with its own config in `dir/<name>`.

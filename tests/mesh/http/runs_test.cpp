@@ -91,7 +91,7 @@ TEST_F(runs, cancel_of_a_finished_run_is_409_and_changes_nothing) {
 
 // This test ensures a page of a run's log ends at about 1 MiB of data
 // whatever `limit` asks (10,000 chunks of 64 KiB were 640 MiB held by one
-// request: 24 readers of four 4 MiB logs grew meshd to 641 MB), and that
+// request: 24 readers of four 4 MiB logs grew meshd to 619 MB), and that
 // following `next_after` until a page is empty reads the whole log once,
 // in order.
 TEST_F(runs, a_log_page_ends_at_one_mebibyte_and_paging_reads_it_all) {

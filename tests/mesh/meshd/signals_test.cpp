@@ -250,12 +250,19 @@ TEST(signals, check_creates_nothing_and_names_what_it_would_use) {
       << out;
 
   // Loopback under any of its names is not warned of.
-  for (auto host : {"LOCALHOST", "ip6-localhost", "127.0.0.2", "[::1]"}) {
+  for (auto host : {"LOCALHOST", "ip6-localhost", "IP6-Loopback", "127.0.0.2", "[::1]"}) {
     std::tie(code, out) =
         run_meshd("--check --listen " + std::string{host} + ":7700 --data-dir " + dir);
     EXPECT_EQ(code, 0) << out;
     EXPECT_EQ(out.find("reachable from other hosts"), std::string::npos) << out;
   }
+  // Another host name in capitals still is.
+  std::tie(code, out) =
+      run_meshd("--check --listen Mesh.Example.COM:7700 --data-dir " + dir);
+  EXPECT_EQ(code, 0) << out;
+  EXPECT_NE(out.find("  listen: Mesh.Example.COM:7700 is reachable from other hosts"),
+            std::string::npos)
+      << out;
 
   std::ofstream{dir + "/bad.yaml"} << "http:\n  thread: 4\n";
   std::tie(code, out) = run_meshd("--check --config " + dir + "/bad.yaml");
