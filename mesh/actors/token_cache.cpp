@@ -89,6 +89,20 @@ std::vector<token_record> token_cache::of_agent(const std::string& agent_id) con
 
 void token_cache::erase(const std::string& id) {
   std::unique_lock<std::shared_mutex> guard{mtx_};
+  erase_locked(id);
+}
+
+size_t token_cache::drop_expired(timestamp cutoff) {
+  std::unique_lock<std::shared_mutex> guard{mtx_};
+  std::vector<std::string> gone;
+  for (auto& [id, t] : tokens_)
+    if (t.expires_at && *t.expires_at < cutoff) gone.push_back(id);
+  for (auto& id : gone)
+    erase_locked(id);
+  return gone.size();
+}
+
+void token_cache::erase_locked(const std::string& id) {
   auto it = tokens_.find(id);
   if (it == tokens_.end()) return;
   if (it->second.kind == token_kind::agent) {

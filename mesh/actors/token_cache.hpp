@@ -5,8 +5,9 @@
 // any string, see `bootstrap_admin_id`). Lookup is by id; the secret's
 // SHA-256 is compared in constant time with the stored hash.
 //
-// Ownership and threads: written only by the token registry actor, after the
-// corresponding store write committed ("persist, then apply"); read by any
+// Ownership and threads: written by the token registry actor, after the
+// corresponding store write committed ("persist, then apply"), and by the
+// retention routine, which drops tokens that expired long ago; read by any
 // thread. A shared mutex guards the map.
 #pragma once
 
@@ -42,6 +43,11 @@ public:
   /// Every live access token of one agent.
   [[nodiscard]] std::vector<token_record> of_agent(const std::string& agent_id) const;
   void erase(const std::string& id);
+  /// Drops the tokens that expired before `cutoff` (an expired token is
+  /// refused either way; kept, it only names its expiry), so that tokens
+  /// made per CI job do not pile up in memory for as long as meshd runs.
+  /// Returns how many went.
+  size_t drop_expired(timestamp cutoff);
   [[nodiscard]] size_t size() const;
 
   /// Splits `pm_<id>.<secret>`; returns false when the form is wrong.
@@ -50,6 +56,9 @@ public:
   static std::string format(const std::string& id, const std::string& secret);
 
 private:
+  /// `erase` with `mtx_` held.
+  void erase_locked(const std::string& id);
+
   const polymesh::clock& clock_;
   mutable std::shared_mutex mtx_;
   std::unordered_map<std::string, token_record> tokens_;

@@ -225,8 +225,9 @@ const std::vector<key_spec>& key_table() {
 
       duration_key("retention.finished_runs", &mesh_config::retention, 0ms, 3650 * 24h,
                    "Finished runs (and their logs) older than this are deleted, and so "
-                   "are agent access tokens expired or revoked that long ago; 0 keeps "
-                   "them forever."),
+                   "are agent access tokens expired or revoked that long ago (other "
+                   "tokens expired that long ago leave memory, not the history); 0 "
+                   "keeps them forever."),
       duration_key("retention.interval", &mesh_config::retention_interval, 1s, 24h,
                    "How often retention runs."),
 

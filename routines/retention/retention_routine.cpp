@@ -74,6 +74,11 @@ void prune(self_ptr self, std::function<void(caf::expected<size_t>)> done) {
   auto& ctx = self->state.ctx;
   if (ctx->config.retention.count() == 0) return done(size_t{0});
   auto cutoff = ctx->now() - ctx->config.retention;
+  // Tokens that expired that long ago leave memory (their rows stay: the
+  // token history, apart from agents' tokens, which the store prunes).
+  if (auto n = ctx->tokens->drop_expired(cutoff); n > 0)
+    log(log_level::debug, "retention: " + std::to_string(n) +
+                              " tokens that expired before the cutoff left memory");
   self->request(ctx->store, caf::infinite, prune_atom::value, cutoff, prune_batch)
       .then(
           [=](size_t n) {

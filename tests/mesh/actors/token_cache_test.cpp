@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <gtest/gtest.h>
+#include <optional>
 
 namespace polymesh {
 namespace {
@@ -22,6 +23,36 @@ std::vector<std::string> ids_of(const std::vector<token_record>& tokens) {
     out.push_back(t.id);
   std::sort(out.begin(), out.end());
   return out;
+}
+
+// This test ensures drop_expired drops exactly the tokens that expired
+// before the cutoff, of every kind, keeps those without an expiry, and
+// keeps of_agent in step.
+TEST(token_cache, drop_expired_drops_tokens_that_expired_before_the_cutoff) {
+  manual_clock clk;
+  token_cache cache{clk};
+  auto t0 = clk.now();
+  auto make = [&](const std::string& id, token_kind kind,
+                  std::optional<duration> expires) {
+    auto t = agent_token(id, "agt_a", 1);
+    t.kind = kind;
+    if (kind != token_kind::agent) t.agent_id.clear();
+    if (expires) t.expires_at = t0 + *expires;
+    cache.put(t);
+  };
+  make("old_agent", token_kind::agent, std::chrono::hours{1});
+  make("new_agent", token_kind::agent, std::chrono::hours{3});
+  make("old_ci", token_kind::submitter, std::chrono::hours{1});
+  make("at_cutoff", token_kind::submitter, std::chrono::hours{2});
+  make("forever", token_kind::reader, std::nullopt);
+  EXPECT_EQ(cache.drop_expired(t0 + std::chrono::hours{2}), 2u);
+  EXPECT_FALSE(cache.find("old_agent"));
+  EXPECT_FALSE(cache.find("old_ci"));
+  EXPECT_TRUE(cache.find("at_cutoff"));
+  EXPECT_TRUE(cache.find("new_agent"));
+  EXPECT_TRUE(cache.find("forever"));
+  EXPECT_EQ(ids_of(cache.of_agent("agt_a")), (std::vector<std::string>{"new_agent"}));
+  EXPECT_EQ(cache.drop_expired(t0 + std::chrono::hours{2}), 0u);
 }
 
 // This test ensures of_agent returns exactly the live tokens of one agent,

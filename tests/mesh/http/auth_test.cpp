@@ -187,6 +187,28 @@ TEST_F(auth, expired_token_is_401) {
       << r.raw;
 }
 
+// This test ensures a token that expired longer ago than
+// retention.finished_runs leaves memory at the next retention pass (tokens
+// made per CI job piled up for as long as meshd ran): still refused, no
+// longer naming its expiry; its row stays in the token history.
+TEST_F(auth, a_token_long_expired_leaves_memory_at_retention) {
+  auto reader = make_token("reader", "", 60);
+  advance(std::chrono::seconds{61});
+  auto r = call("GET", "/v1/runs", reader);
+  ASSERT_EQ(r.status, 401) << r.raw;
+  EXPECT_NE(r.raw.find("token expired at"), std::string::npos) << r.raw;
+  advance(cfg.retention);
+  (void)node_->prune_once();
+  r = call("GET", "/v1/runs", reader);
+  EXPECT_EQ(r.status, 401) << r.raw;
+  EXPECT_EQ(r.body["error"]["message"], "unknown or revoked token") << r.raw;
+  auto listed = call("GET", "/v1/tokens", admin).body["tokens"];
+  EXPECT_EQ(std::count_if(listed.begin(), listed.end(),
+                          [](const json& t) { return t["kind"] == "reader"; }),
+            1)
+      << listed.dump();
+}
+
 // This test ensures an agent's access token expires after
 // `agent.token_ttl` and a refreshed one keeps working.
 TEST_F(auth, expired_agent_token_is_401_and_refresh_replaces_it) {
