@@ -74,11 +74,6 @@ void prune(self_ptr self, std::function<void(caf::expected<size_t>)> done) {
   auto& ctx = self->state.ctx;
   if (ctx->config.retention.count() == 0) return done(size_t{0});
   auto cutoff = ctx->now() - ctx->config.retention;
-  // Tokens that expired that long ago leave memory (their rows stay: the
-  // token history, apart from agents' tokens, which the store prunes).
-  if (auto n = ctx->tokens->drop_expired(cutoff); n > 0)
-    log(log_level::debug, "retention: " + std::to_string(n) +
-                              " tokens that expired before the cutoff left memory");
   self->request(ctx->store, caf::infinite, prune_atom::value, cutoff, prune_batch)
       .then(
           [=](size_t n) {
@@ -93,6 +88,18 @@ void prune(self_ptr self, std::function<void(caf::expected<size_t>)> done) {
           });
 }
 
+/// Starts a pass: tokens that expired before the cutoff leave memory (their
+/// rows stay: the token history, apart from agents' tokens, which the store
+/// prunes), once per pass rather than per batch; then the first batch.
+void start_pass(self_ptr self, std::function<void(caf::expected<size_t>)> done) {
+  auto& ctx = self->state.ctx;
+  if (ctx->config.retention.count() > 0)
+    if (auto n = ctx->tokens->drop_expired(ctx->now() - ctx->config.retention); n > 0)
+      log(log_level::debug, "retention: " + std::to_string(n) +
+                                " tokens that expired before the cutoff left memory");
+  prune(self, std::move(done));
+}
+
 void ignore(caf::expected<size_t>) {
   // Counted and logged by `account`; a failed prune is retried at the next
   // interval, and nothing is lost.
@@ -105,7 +112,7 @@ caf::behavior retention_routine(self_ptr self, context_ptr ctx) {
   return {
       [=](tick_atom) -> caf::result<size_t> {
         auto rp = self->make_response_promise<size_t>();
-        prune(self, [rp](caf::expected<size_t> n) mutable {
+        start_pass(self, [rp](caf::expected<size_t> n) mutable {
           if (n)
             rp.deliver(*n);
           else
@@ -114,7 +121,7 @@ caf::behavior retention_routine(self_ptr self, context_ptr ctx) {
         return rp;
       },
       [=](sweep_atom) {
-        prune(self, ignore);
+        start_pass(self, ignore);
         if (!self->state.ctx->stopping)
           self->delayed_send(self, self->state.ctx->config.retention_interval,
                              sweep_atom::value);
