@@ -597,17 +597,19 @@ const std::string& select_tokens_sql() {
   return sql;
 }
 
-/// Steps `st` to the end, reading each row with `read` into `out`.
-template <class T, class Read>
-caf::error read_all(connection& db, statement& st, Read read, std::vector<T>& out,
-                    const std::string& what) {
-  int rc;
-  while ((rc = st.step()) == SQLITE_ROW) {
+/// Steps `st` to the end, reading each row with `read` into `out`, or
+/// until `more()` says no before a row (the rows read are then the answer).
+template <class T, class Read, class More = bool (*)()>
+caf::error read_all(
+    connection& db, statement& st, Read read, std::vector<T>& out,
+    const std::string& what, More more = [] { return true; }) {
+  int rc = SQLITE_DONE;
+  while (more() && (rc = st.step()) == SQLITE_ROW) {
     auto x = read(st);
     if (!x) return std::move(x.error());
     out.push_back(std::move(*x));
   }
-  return rc == SQLITE_DONE ? caf::error{} : db.fail(what);
+  return rc == SQLITE_DONE || rc == SQLITE_ROW ? caf::error{} : db.fail(what);
 }
 
 /// At most one row of `st`, read with `read`.
@@ -874,18 +876,19 @@ public:
     st->bind(3, clamp_to_int64(limit));
     std::vector<log_chunk> out;
     size_t bytes = 0;
-    int rc = SQLITE_DONE;
-    while ((out.empty() || bytes < max_bytes) && (rc = st->step()) == SQLITE_ROW) {
+    auto read = [&bytes](const statement& s) -> caf::expected<log_chunk> {
       log_chunk c;
-      c.seq = st->int64(0);
-      c.stream = st->text(1);
-      c.data = st->text(2);
-      c.at = st->time(3);
+      c.seq = s.int64(0);
+      c.stream = s.text(1);
+      c.data = s.text(2);
+      c.at = s.time(3);
       bytes += c.data.size();
-      out.push_back(std::move(c));
-    }
-    if (rc != SQLITE_DONE && rc != SQLITE_ROW)
-      return db_.fail("cannot read logs of run '" + run_id + "'");
+      return c;
+    };
+    if (auto err =
+            read_all(db_, *st, read, out, "cannot read logs of run '" + run_id + "'",
+                     [&] { return out.empty() || bytes < max_bytes; }))
+      return err;
     return out;
   }
 
