@@ -196,6 +196,8 @@ int64_t drain_logs(mesh_client& mesh, const printer& out, const std::string& id,
     if (sp) sp->hold(open);
     if (open_line) *open_line = open;
     after = page.value("next_after", after);
+    // A meshd older than `more` is read until a page is empty.
+    if (!page.value("more", true)) return after;
   }
 }
 
@@ -734,6 +736,7 @@ int show_logs(const command_context& ctx, const std::string& id, bool follow) {
         std::cout << (written++ == 0 ? "{\n  \"chunks\": [\n    " : ",\n    ") << text;
       }
       after = page.value("next_after", after);
+      if (!page.value("more", true)) break;
     }
     if (!stream)
       out.emit(json{{"chunks", all}, {"next_after", after}});

@@ -143,7 +143,6 @@ struct explanation {
 using run_list = std::vector<run_record>;
 using agent_list = std::vector<agent_record>;
 using token_list = std::vector<token_record>;
-using log_list = std::vector<log_chunk>;
 using artifact_list = std::vector<artifact_record>;
 using run_requests = std::vector<wire::run_request>;
 using create_results = std::vector<create_result>;
@@ -168,7 +167,7 @@ CAF_ALLOW_UNSAFE_MESSAGE_TYPE(polymesh::explanation)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(polymesh::run_list)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(polymesh::agent_list)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(polymesh::token_list)
-CAF_ALLOW_UNSAFE_MESSAGE_TYPE(polymesh::log_list)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(polymesh::log_page)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(polymesh::artifact_record)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(polymesh::artifact_list)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(polymesh::run_requests)

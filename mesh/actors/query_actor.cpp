@@ -133,7 +133,7 @@ caf::behavior query_actor(self_ptr self, context_ptr ctx, std::shared_ptr<store>
         return *n;
       },
       [=](logs_atom, const std::string& id, int64_t after,
-          size_t limit) -> caf::result<log_list> {
+          size_t limit) -> caf::result<log_page> {
         auto r = find_run(self, id);
         if (!r) return r.error();
         auto chunks = self->state.db->logs(id, after, limit, log_page_bytes);

@@ -8,7 +8,7 @@
 // Messages:
 //   (get_atom, id)                          -> run_record | not_found
 //   (list_atom, run_filter)                 -> run_page
-//   (logs_atom, id, int64 after, size_t n)  -> log_list (at most n chunks,
+//   (logs_atom, id, int64 after, size_t n)  -> log_page (at most n chunks,
 //                                              ending once their data
 //                                              reaches log_page_bytes)
 //   (logs_atom, count_atom, id)             -> int64 (bytes of the run's log)

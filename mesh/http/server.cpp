@@ -859,14 +859,14 @@ void run_logs(request_context& rc) {
   if (!after) return rc.fail(after.error());
   auto limit = query_int(rc, "limit", 1000, 1, 10000);
   if (!limit) return rc.fail(limit.error());
-  auto chunks = ask<log_list>(rc, rc.ctx()->query, logs_atom::value, rc.param("id"),
-                              *after, static_cast<size_t>(*limit));
-  if (!chunks) return rc.fail(chunks.error());
+  auto page = ask<log_page>(rc, rc.ctx()->query, logs_atom::value, rc.param("id"), *after,
+                            static_cast<size_t>(*limit));
+  if (!page) return rc.fail(page.error());
   json out = json::array();
-  for (auto& c : *chunks)
+  for (auto& c : page->chunks)
     out.push_back(wire::to_json(c));
-  auto last = chunks->empty() ? *after : chunks->back().seq;
-  rc.reply(200, json{{"chunks", out}, {"next_after", last}});
+  auto last = page->chunks.empty() ? *after : page->chunks.back().seq;
+  rc.reply(200, json{{"chunks", out}, {"next_after", last}, {"more", page->more}});
 }
 
 void explain_run(request_context& rc) {

@@ -866,16 +866,18 @@ public:
     return out;
   }
 
-  caf::expected<std::vector<log_chunk>> logs(const std::string& run_id, int64_t after_seq,
-                                             size_t limit, size_t max_bytes) override {
+  caf::expected<log_page> logs(const std::string& run_id, int64_t after_seq, size_t limit,
+                               size_t max_bytes) override {
     auto st = db_.prepare("SELECT seq, stream, data, at FROM run_logs"
                           " WHERE run_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3");
     if (!st) return std::move(st.error());
     st->bind(1, run_id);
     st->bind(2, after_seq);
-    st->bind(3, clamp_to_int64(limit));
-    std::vector<log_chunk> out;
+    // One row past the page tells whether more follows.
+    st->bind(3, clamp_to_int64(limit == SIZE_MAX ? limit : limit + 1));
+    log_page out;
     size_t bytes = 0;
+    bool full = false;
     auto read = [&bytes](const statement& s) -> caf::expected<log_chunk> {
       log_chunk c;
       c.seq = s.int64(0);
@@ -885,10 +887,18 @@ public:
       bytes += c.data.size();
       return c;
     };
-    if (auto err =
-            read_all(db_, *st, read, out, "cannot read logs of run '" + run_id + "'",
-                     [&] { return out.empty() || bytes < max_bytes; }))
+    const auto what = "cannot read logs of run '" + run_id + "'";
+    if (auto err = read_all(db_, *st, read, out.chunks, what, [&] {
+          full =
+              out.chunks.size() == limit || (!out.chunks.empty() && bytes >= max_bytes);
+          return !full;
+        }))
       return err;
+    if (full) {
+      auto rc = st->step();
+      if (rc != SQLITE_ROW && rc != SQLITE_DONE) return db_.fail(what);
+      out.more = rc == SQLITE_ROW;
+    }
     return out;
   }
 

@@ -100,6 +100,13 @@ struct run_filter {
   std::string cursor;
 };
 
+/// A page of a run's log.
+struct log_page {
+  std::vector<log_chunk> chunks;
+  /// A chunk already stored follows the page's last one: ask again at once.
+  bool more = false;
+};
+
 struct run_page {
   std::vector<run_record> runs; ///< newest first (descending seq)
   std::string next_cursor;      ///< "" when this is the last page
@@ -135,8 +142,9 @@ public:
   /// later pages. A malformed cursor is `invalid_argument` on field `cursor`.
   [[nodiscard]] virtual caf::expected<run_page> list_runs(const run_filter& filter) = 0;
   /// Chunks of `run_id` with seq > `after_seq`, ascending, at most `limit`,
-  /// and no more once their data reaches `max_bytes` (at least one chunk).
-  [[nodiscard]] virtual caf::expected<std::vector<log_chunk>>
+  /// and no more once their data reaches `max_bytes` (at least one chunk);
+  /// `more` when a stored chunk comes after them.
+  [[nodiscard]] virtual caf::expected<log_page>
   logs(const std::string& run_id, int64_t after_seq, size_t limit, size_t max_bytes) = 0;
   /// The bytes of `run_id`'s log chunks, summed (reads every chunk: for
   /// the first log call on a run restored at start-up, not per call).

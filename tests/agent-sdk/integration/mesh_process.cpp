@@ -233,7 +233,7 @@ json mesh_api::agents() const {
 }
 
 std::string mesh_api::logs(const std::string& id) const {
-  // Page by page (a page ends at 1 MiB) until a page is empty.
+  // Page by page (a page ends at 1 MiB) while `more` says so.
   std::string out;
   int64_t after = -1;
   for (;;) {
@@ -244,6 +244,7 @@ std::string mesh_api::logs(const std::string& id) const {
     for (auto& c : body["chunks"])
       out += c.value("data", std::string{});
     after = body.value("next_after", after);
+    if (!body.value("more", true)) return out;
   }
 }
 

@@ -74,8 +74,7 @@ public:
   stored_log_seqs(const std::string&, const std::vector<int64_t>&) override {
     return unused();
   }
-  caf::expected<std::vector<log_chunk>> logs(const std::string&, int64_t, size_t,
-                                             size_t) override {
+  caf::expected<log_page> logs(const std::string&, int64_t, size_t, size_t) override {
     return unused();
   }
   caf::expected<std::vector<artifact_record>>

@@ -92,8 +92,8 @@ TEST_F(runs, cancel_of_a_finished_run_is_409_and_changes_nothing) {
 // This test ensures a page of a run's log ends at about 1 MiB of data
 // whatever `limit` asks (10,000 chunks of 64 KiB were 640 MiB held by one
 // request: 24 readers of four 4 MiB logs grew meshd to 619 MB), and that
-// following `next_after` until a page is empty reads the whole log once,
-// in order.
+// following `next_after` while `more` says so reads the whole log once, in
+// order, and the page that ends it says so.
 TEST_F(runs, a_log_page_ends_at_one_mebibyte_and_paging_reads_it_all) {
   auto agent = register_agent("talker", json::object());
   auto id = id_of(submit(json{{"plan", "noop"}}));
@@ -106,14 +106,16 @@ TEST_F(runs, a_log_page_ends_at_one_mebibyte_and_paging_reads_it_all) {
         200);
   std::vector<int64_t> seqs;
   int64_t after = -1;
+  auto page_after = [&](int64_t a) {
+    return call("GET", "/v1/runs/" + id + "/logs?limit=10000&after=" + std::to_string(a),
+                admin);
+  };
   for (int pages = 0;; ++pages) {
     ASSERT_LT(pages, chunks);
-    auto r =
-        call("GET", "/v1/runs/" + id + "/logs?limit=10000&after=" + std::to_string(after),
-             admin);
+    auto r = page_after(after);
     ASSERT_EQ(r.status, 200) << r.raw.substr(0, 200);
     auto& page = r.body["chunks"];
-    if (page.empty()) break;
+    ASSERT_FALSE(page.empty()) << "page after " << after;
     size_t bytes = 0;
     for (auto& c : page) {
       seqs.push_back(c["seq"].get<int64_t>());
@@ -122,7 +124,13 @@ TEST_F(runs, a_log_page_ends_at_one_mebibyte_and_paging_reads_it_all) {
     EXPECT_LT(bytes, 1024 * 1024 + 60 * 1024) << "page after " << after;
     EXPECT_EQ(r.body["next_after"], seqs.back());
     after = seqs.back();
+    if (!r.body["more"].get<bool>()) break;
   }
+  auto end = page_after(after);
+  ASSERT_EQ(end.status, 200);
+  EXPECT_TRUE(end.body["chunks"].empty());
+  EXPECT_EQ(end.body["more"], false);
+  EXPECT_EQ(end.body["next_after"], after);
   ASSERT_EQ(seqs.size(), static_cast<size_t>(chunks));
   for (int i = 0; i < chunks; ++i)
     EXPECT_EQ(seqs[i], i);
@@ -179,12 +187,14 @@ TEST_F(runs, logs_are_ordered_and_repeats_ignored) {
   EXPECT_EQ(all.body["chunks"][0]["data"], "a");
   EXPECT_EQ(all.body["chunks"][1]["data"], "b");
   EXPECT_EQ(all.body["chunks"][2]["data"], "c");
+  EXPECT_EQ(all.body["more"], false);
   auto tail =
       call("GET", "/v1/runs/" + id + "/logs?after=0&limit=1", make_token("reader"));
   ASSERT_EQ(tail.status, 200) << tail.raw;
   ASSERT_EQ(tail.body["chunks"].size(), 1u);
   EXPECT_EQ(tail.body["chunks"][0]["seq"], 1);
   EXPECT_EQ(tail.body["next_after"], 1);
+  EXPECT_EQ(tail.body["more"], true); // seq 2 follows
 }
 
 class log_ceiling : public mesh_fixture {

@@ -506,23 +506,30 @@ TEST_F(sqlite_store_test, logs_round_trip_in_order_with_after_and_limit) {
 
   auto all = db_->logs("run_a", -1, 100, SIZE_MAX);
   ASSERT_TRUE(all);
-  ASSERT_EQ(all->size(), 4u);
+  ASSERT_EQ(all->chunks.size(), 4u);
+  EXPECT_FALSE(all->more);
   for (int64_t i = 0; i < 4; ++i) {
-    EXPECT_EQ((*all)[i].seq, i);
-    EXPECT_EQ((*all)[i].data, "line " + std::to_string(i) + "\n");
-    EXPECT_EQ((*all)[i].stream, i % 2 ? "stderr" : "stdout");
-    EXPECT_EQ((*all)[i].at, at(i));
+    EXPECT_EQ(all->chunks[i].seq, i);
+    EXPECT_EQ(all->chunks[i].data, "line " + std::to_string(i) + "\n");
+    EXPECT_EQ(all->chunks[i].stream, i % 2 ? "stderr" : "stdout");
+    EXPECT_EQ(all->chunks[i].at, at(i));
   }
   auto tail = db_->logs("run_a", 1, 1, SIZE_MAX);
   ASSERT_TRUE(tail);
-  ASSERT_EQ(tail->size(), 1u);
-  EXPECT_EQ((*tail)[0].seq, 2);
+  ASSERT_EQ(tail->chunks.size(), 1u);
+  EXPECT_EQ(tail->chunks[0].seq, 2);
+  EXPECT_TRUE(tail->more); // seq 3 follows
+  auto last = db_->logs("run_a", 2, 1, SIZE_MAX);
+  ASSERT_TRUE(last);
+  ASSERT_EQ(last->chunks.size(), 1u);
+  EXPECT_FALSE(last->more); // a full page that ends the log
   auto none = db_->logs("run_a", 3, SIZE_MAX, SIZE_MAX);
   ASSERT_TRUE(none);
-  EXPECT_TRUE(none->empty());
+  EXPECT_TRUE(none->chunks.empty());
+  EXPECT_FALSE(none->more);
   auto unknown = db_->logs("run_x", -1, 10, SIZE_MAX);
   ASSERT_TRUE(unknown);
-  EXPECT_TRUE(unknown->empty());
+  EXPECT_TRUE(unknown->chunks.empty());
 }
 
 // This test ensures the WAL is cut back to 16 MiB once checkpointed after a
@@ -551,15 +558,22 @@ TEST_F(sqlite_store_test, logs_page_ends_at_max_bytes) {
   apply(batch);
   auto page = db_->logs("run_a", -1, 100, 25);
   ASSERT_TRUE(page);
-  ASSERT_EQ(page->size(), 3u); // 10, 20, 30 bytes: the third reaches 25
-  EXPECT_EQ(page->back().seq, 2);
+  ASSERT_EQ(page->chunks.size(), 3u); // 10, 20, 30 bytes: the third reaches 25
+  EXPECT_EQ(page->chunks.back().seq, 2);
+  EXPECT_TRUE(page->more);
   page = db_->logs("run_a", 2, 100, 25);
   ASSERT_TRUE(page);
-  EXPECT_EQ(page->size(), 2u);
+  EXPECT_EQ(page->chunks.size(), 2u);
+  EXPECT_FALSE(page->more);
+  page = db_->logs("run_a", 2, 100, 20); // the budget reached by the log's last chunk
+  ASSERT_TRUE(page);
+  EXPECT_EQ(page->chunks.size(), 2u);
+  EXPECT_FALSE(page->more);
   page = db_->logs("run_a", -1, 100, 0);
   ASSERT_TRUE(page);
-  ASSERT_EQ(page->size(), 1u);
-  EXPECT_EQ(page->front().seq, 0);
+  ASSERT_EQ(page->chunks.size(), 1u);
+  EXPECT_EQ(page->chunks.front().seq, 0);
+  EXPECT_TRUE(page->more);
 }
 
 // This test ensures that missing runs and agents read as "none", not errors.
@@ -668,7 +682,7 @@ TEST_F(sqlite_store_test, idempotency_conflict_refuses_one_write_and_commits_the
   EXPECT_TRUE(*agent);
   auto logs = db_->logs("run_3", -1, 10, SIZE_MAX);
   ASSERT_TRUE(logs);
-  EXPECT_EQ(logs->size(), 1u);
+  EXPECT_EQ(logs->chunks.size(), 1u);
   // The holder is untouched.
   auto held = get_run("run_1");
   ASSERT_TRUE(held);
@@ -730,8 +744,8 @@ TEST_F(sqlite_store_test, duplicate_log_seq_is_ignored) {
   apply({append_log{"run_1", make_chunk(0, "third")}});
   auto logs = db_->logs("run_1", -1, 10, SIZE_MAX);
   ASSERT_TRUE(logs);
-  ASSERT_EQ(logs->size(), 1u);
-  EXPECT_EQ((*logs)[0].data, "first");
+  ASSERT_EQ(logs->chunks.size(), 1u);
+  EXPECT_EQ(logs->chunks[0].data, "first");
 }
 
 // This test ensures log_bytes sums the bytes (not characters) of one run's
@@ -771,7 +785,7 @@ TEST_F(sqlite_store_test, failing_write_rolls_back_the_whole_batch) {
   EXPECT_FALSE(get_run("run_2"));
   EXPECT_FALSE(get_run("run_3"));
   EXPECT_FALSE(*db_->get_agent("agt_1"));
-  EXPECT_TRUE(db_->logs("run_3", -1, 10, SIZE_MAX)->empty());
+  EXPECT_TRUE(db_->logs("run_3", -1, 10, SIZE_MAX)->chunks.empty());
   EXPECT_TRUE(db_->list_tokens()->empty());
 
   out = db_->apply({put_run{make_run("run_4", 4)}});
@@ -790,7 +804,7 @@ TEST_F(sqlite_store_test, sqlite_error_mid_batch_rolls_back) {
   EXPECT_EQ(code_of(out.error()), errc::store_failure);
   EXPECT_NE(message_of(out.error()).find("forced failure"), std::string::npos);
   EXPECT_FALSE(get_run("run_1"));
-  EXPECT_TRUE(db_->logs("run_1", -1, 10, SIZE_MAX)->empty());
+  EXPECT_TRUE(db_->logs("run_1", -1, 10, SIZE_MAX)->chunks.empty());
 }
 
 // This test ensures that an empty batch commits nothing and succeeds.
@@ -1004,8 +1018,8 @@ TEST_F(sqlite_store_test, prune_deletes_old_terminal_runs_and_their_logs) {
   EXPECT_FALSE(get_run("run_1"));
   EXPECT_FALSE(get_run("run_2"));
   EXPECT_TRUE(get_run("run_3"));
-  EXPECT_TRUE(db_->logs("run_1", -1, 10, SIZE_MAX)->empty());
-  EXPECT_EQ(db_->logs("run_3", -1, 10, SIZE_MAX)->size(), 1u);
+  EXPECT_TRUE(db_->logs("run_1", -1, 10, SIZE_MAX)->chunks.empty());
+  EXPECT_EQ(db_->logs("run_3", -1, 10, SIZE_MAX)->chunks.size(), 1u);
 
   n = db_->prune(at(2000), 100);
   ASSERT_TRUE(n);
@@ -1017,7 +1031,7 @@ TEST_F(sqlite_store_test, prune_deletes_old_terminal_runs_and_their_logs) {
   ASSERT_TRUE(n);
   EXPECT_EQ(*n, 0u);
   EXPECT_EQ(ids_of(list({}).runs), (std::vector<std::string>{"run_8", "run_7", "run_6"}));
-  EXPECT_EQ(db_->logs("run_8", -1, 10, SIZE_MAX)->size(), 1u);
+  EXPECT_EQ(db_->logs("run_8", -1, 10, SIZE_MAX)->chunks.size(), 1u);
   // The cutoff is exclusive.
   n = db_->prune(at(5000), 100);
   ASSERT_TRUE(n);
@@ -1171,8 +1185,8 @@ TEST_F(sqlite_store_test, reopen_persists_everything) {
   expect_same((*tokens)[0], token);
   auto logs = db_->logs(run.id, -1, 10, SIZE_MAX);
   ASSERT_TRUE(logs);
-  ASSERT_EQ(logs->size(), 1u);
-  EXPECT_EQ((*logs)[0].data, "hello");
+  ASSERT_EQ(logs->chunks.size(), 1u);
+  EXPECT_EQ(logs->chunks[0].data, "hello");
   EXPECT_EQ(raw_query("PRAGMA user_version"), std::to_string(sqlite_schema_version));
 }
 
@@ -1201,7 +1215,7 @@ TEST_F(sqlite_store_test, read_only_store_sees_writer_commits) {
   page = reader->list_runs({});
   ASSERT_TRUE(page);
   EXPECT_EQ(page->runs.size(), 2u);
-  EXPECT_EQ(reader->logs("run_1", -1, 10, SIZE_MAX)->size(), 1u);
+  EXPECT_EQ(reader->logs("run_1", -1, 10, SIZE_MAX)->chunks.size(), 1u);
   auto snap = reader->load(timestamp{});
   ASSERT_TRUE(snap);
   EXPECT_EQ(snap->runs.size(), 2u);
