@@ -9,6 +9,7 @@
 #include "process_tracking.hpp"
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <csignal>
 #include <cstring>
@@ -66,11 +67,6 @@ std::vector<pid_t> children_of(long tid) {
   return out;
 }
 
-/// This thread's children.
-std::vector<pid_t> children_of_this_thread() {
-  return children_of(::syscall(SYS_gettid));
-}
-
 bool is_zombie(pid_t pid) {
   std::ifstream stat{"/proc/" + std::to_string(pid) + "/stat"};
   std::string line;
@@ -79,13 +75,67 @@ bool is_zombie(pid_t pid) {
   return close != std::string::npos && close + 2 < line.size() && line[close + 2] == 'Z';
 }
 
-/// After a run's program was reaped and its group killed: kills and reaps
-/// what is left of the group, and any process that escaped it (`setsid`,
-/// `setpgid`) once it was adopted here, bounded in time. Children in the
-/// agent's own session are not the run's (see `run_process`) and are left
-/// alone.
-void end_leftovers(pid_t group) {
+/// The environment entry that marks every process one `run_process` call
+/// starts, and what they start in turn: unique on this host while the
+/// agent lives (its pid, then a count).
+std::string next_tracking_entry() {
+  static std::atomic<uint64_t> count{0};
+  return std::string{tracking_variable} + "=" + std::to_string(::getpid()) + "-" +
+         std::to_string(++count);
+}
+
+/// Whether process `pid` was started with the environment entry `entry`
+/// (`/proc/<pid>/environ`: the environment it was started with; unreadable
+/// for another user's process or a zombie, which reads as false).
+bool started_with(pid_t pid, const std::string& entry) {
+  auto path = "/proc/" + std::to_string(pid) + "/environ";
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  std::string text(1, '\0');
+  char buf[4096];
+  // At most the kernel's limit for arguments and environment together.
+  for (ssize_t n; text.size() < 8 * 1024 * 1024 && (n = ::read(fd, buf, sizeof buf)) > 0;)
+    text.append(buf, static_cast<size_t>(n));
+  ::close(fd);
+  text.push_back('\0');
+  return text.find('\0' + entry + '\0') != std::string::npos;
+}
+
+/// One pass over the processes that left the group of the program `group`
+/// started with `tracking` (its environment entry) and are adopted now:
+/// children of this thread or, once their parent died, of the main thread
+/// (where the kernel gives a subreaper's orphans). Those still in the
+/// program's session (`setpgid`) or started with its entry (`setsid`, which
+/// leaves the session too) are killed with their groups; other runs'
+/// processes carry other entries and stay. Returns whether one was found.
+bool kill_escaped(pid_t group, const std::string& tracking) {
   auto own = ::getsid(0);
+  auto main_thread = ::getpid();
+  auto this_thread = static_cast<pid_t>(::syscall(SYS_gettid));
+  auto candidates = children_of(main_thread);
+  if (this_thread != main_thread)
+    for (pid_t child : children_of(this_thread))
+      candidates.push_back(child);
+  bool found = false;
+  for (pid_t child : candidates) {
+    if (is_live_program(child) || is_zombie(child)) continue;
+    auto pgid = ::getpgid(child);
+    auto sid = ::getsid(child);
+    if (pgid < 0 || sid < 0 || sid == own) continue;
+    if (sid != group && !started_with(child, tracking)) continue;
+    found = true;
+    if (pgid != group) ::kill(-pgid, SIGKILL);
+    ::kill(child, SIGKILL);
+  }
+  return found;
+}
+
+/// After a run's program was reaped and its group killed: kills and reaps
+/// what is left of the group, and every process that escaped it (see
+/// `kill_escaped`), bounded in time. Children in the agent's own session
+/// are not the run's (see `run_process`) and are left alone; the zombies
+/// of what was killed are reaped by `reap_adopted_orphans`.
+void end_leftovers(pid_t group, const std::string& tracking) {
   auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds{500};
   for (;;) {
     bool group_left = ::kill(-group, SIGKILL) == 0;
@@ -97,17 +147,9 @@ void end_leftovers(pid_t group) {
           int status = 0;
           ::waitpid(child, &status, WNOHANG);
         }
-    bool escaped = false;
-    for (pid_t child : children_of_this_thread()) {
-      auto pgid = ::getpgid(child);
-      auto sid = ::getsid(child);
-      if (pgid < 0 || sid < 0 || sid == own) continue;
-      escaped = true;
-      if (pgid != group) ::kill(-pgid, SIGKILL);
-      ::kill(child, SIGKILL);
-      int status = 0;
-      ::waitpid(child, &status, WNOHANG);
-    }
+    // A killed process turns zombie with its children already adopted:
+    // the next pass finds them.
+    bool escaped = kill_escaped(group, tracking);
     if ((!group_left && !escaped) || std::chrono::steady_clock::now() >= until) return;
     std::this_thread::sleep_for(std::chrono::milliseconds{1});
   }
@@ -292,9 +334,12 @@ process_outcome run_process(const process_spec& spec, log_sink& log,
   for (auto& a : spec.argv)
     argv.push_back(const_cast<char*>(a.c_str()));
   argv.push_back(nullptr);
-  std::vector<std::string> env_strings;
+  // Every process the program starts inherits the tracking entry, which
+  // is how the ones that leave its session are found at its end.
+  const auto tracking = next_tracking_entry();
+  std::vector<std::string> env_strings{tracking};
   for (auto& [k, v] : spec.env)
-    env_strings.push_back(k + "=" + v);
+    if (k != tracking_variable) env_strings.push_back(k + "=" + v);
   std::vector<char*> envp;
   for (auto& e : env_strings)
     envp.push_back(const_cast<char*>(e.c_str()));
@@ -416,8 +461,10 @@ process_outcome run_process(const process_spec& spec, log_sink& log,
           out.exit_code = WEXITSTATUS(status);
         else if (WIFSIGNALED(status))
           out.signal = WTERMSIG(status);
-        // Whatever the program left behind in its group dies with it.
+        // Whatever the program left behind in its group dies with it, and
+        // what left the group, so that none holds the pipes open.
         ::kill(-pid, SIGKILL);
+        kill_escaped(pid, tracking);
       }
     }
     if (!reaped && !term_sent && cancel.canceled()) {
@@ -435,7 +482,7 @@ process_outcome run_process(const process_spec& spec, log_sink& log,
   }
   close_fd(fds[0]);
   close_fd(fds[1]);
-  if (out.started) end_leftovers(pid);
+  if (out.started) end_leftovers(pid, tracking);
   detail::forget_program(pid); // the loop above ends only once it reaped the program
   reap_adopted_orphans();
   return out;

@@ -2,6 +2,7 @@
 #include "polymesh/sdk/process.hpp"
 #include "polymesh/sdk/testkit.hpp"
 
+#include <algorithm>
 #include <csignal>
 #include <cstring>
 #include <fcntl.h>
@@ -168,6 +169,114 @@ TEST(process, escaped_processes_do_not_outlive_the_run) {
   ASSERT_GT(grouped, 0);
   EXPECT_TRUE(gone(escaped)) << "a setsid child outlived its run";
   EXPECT_TRUE(gone(grouped));
+}
+
+// This test ensures what left the run's group is ended with it also when
+// the run is on a worker thread, as in the agent, where the kernel gives
+// the escaped orphans to the main thread (they used to outlive the run,
+// sitting in its reused directory): one in a session of its own (`setsid`),
+// one in a group of its own (`setpgrp`). One started without the tracking
+// entry, on purpose, is left running.
+TEST(process, escaped_processes_of_a_run_on_a_worker_thread_end_with_it) {
+  testkit::temp_dir dir;
+  testkit::memory_log log;
+  cancel_source c;
+  process_outcome out;
+  std::thread worker{[&] {
+    out = run_process(
+        sh("setsid sh -c 'echo $$ > escaped.pid; exec sleep 600' </dev/null >/dev/null "
+           "2>&1 &"
+           " perl -e 'setpgrp(0, 0); open(my $f, \">\", \"grouped.pid\"); print $f $$;"
+           " close($f); exec(\"sleep\", \"600\")' </dev/null >/dev/null 2>&1 &"
+           " env -u POLYMESH_TRACKING_ID setsid sh -c 'echo $$ > kept.pid; exec sleep "
+           "600'"
+           " </dev/null >/dev/null 2>&1 &"
+           " while [ ! -s escaped.pid ] || [ ! -s grouped.pid ] || [ ! -s kept.pid ]; do"
+           " sleep 0.01; done",
+           dir.path()),
+        log, c);
+  }};
+  worker.join();
+  EXPECT_TRUE(out.success()) << out.describe() << log.err();
+  pid_t escaped = 0;
+  pid_t grouped = 0;
+  pid_t kept = 0;
+  std::ifstream{dir.path() / "escaped.pid"} >> escaped;
+  std::ifstream{dir.path() / "grouped.pid"} >> grouped;
+  std::ifstream{dir.path() / "kept.pid"} >> kept;
+  ASSERT_GT(escaped, 0);
+  ASSERT_GT(grouped, 0);
+  ASSERT_GT(kept, 0);
+  EXPECT_TRUE(gone(escaped)) << "a setsid process outlived its run";
+  EXPECT_TRUE(gone(grouped)) << "a process in a group of its own outlived its run";
+  EXPECT_EQ(::kill(kept, 0), 0)
+      << "a process started without the tracking entry was ended";
+  ::kill(kept, SIGKILL);
+  EXPECT_TRUE(gone(kept));
+  reap_adopted_orphans();
+}
+
+// This test ensures a run that ends leaves alone what another run, still
+// going, started in a session of its own: both runs' escaped processes are
+// orphans of the same main thread, told apart by their tracking entries.
+TEST(process, a_run_ending_leaves_another_runs_escaped_processes_alone) {
+  testkit::temp_dir dir;
+  testkit::memory_log long_log;
+  testkit::memory_log short_log;
+  cancel_source c;
+  process_outcome longer;
+  // Its escaped process is orphaned at once (the subshell exits), then it
+  // waits for the other run to end and says whether that process lives.
+  std::thread first{[&] {
+    longer = run_process(
+        sh("(setsid sh -c 'echo $$ > mine.pid; exec sleep 600' </dev/null >/dev/null "
+           "2>&1 &);"
+           " while [ ! -s mine.pid ] || [ ! -e other.done ]; do sleep 0.01; done;"
+           " kill -0 \"$(cat mine.pid)\"",
+           dir.path()),
+        long_log, c);
+  }};
+  auto until = std::chrono::steady_clock::now() + 20s;
+  while (!std::filesystem::exists(dir.path() / "mine.pid") &&
+         std::chrono::steady_clock::now() < until)
+    std::this_thread::sleep_for(5ms);
+  process_outcome shorter;
+  std::thread second{[&] {
+    shorter = run_process(
+        sh("setsid sh -c 'exec sleep 600' </dev/null >/dev/null 2>&1 & exit 0",
+           dir.path()),
+        short_log, c);
+  }};
+  second.join();
+  EXPECT_TRUE(shorter.success()) << shorter.describe();
+  std::ofstream{dir.path() / "other.done"} << "1";
+  first.join();
+  EXPECT_TRUE(longer.success())
+      << "its escaped process was ended by the other run's end: " << longer.describe()
+      << long_log.err();
+  pid_t mine = 0;
+  std::ifstream{dir.path() / "mine.pid"} >> mine;
+  ASSERT_GT(mine, 0);
+  EXPECT_TRUE(gone(mine)) << "ended with its own run";
+}
+
+// This test ensures each program gets a tracking entry of its own, which
+// replaces one the spec gives.
+TEST(process, each_program_gets_a_tracking_entry_of_its_own) {
+  testkit::temp_dir dir;
+  cancel_source c;
+  std::vector<std::string> seen;
+  for (int i = 0; i < 2; ++i) {
+    testkit::memory_log log;
+    auto spec = sh("printf %s \"$POLYMESH_TRACKING_ID\"", dir.path());
+    spec.env[tracking_variable] = "forged";
+    auto out = run_process(spec, log, c);
+    ASSERT_TRUE(out.success()) << out.describe();
+    seen.push_back(log.out());
+  }
+  EXPECT_EQ(seen[0].rfind(std::to_string(::getpid()) + "-", 0), 0u) << seen[0];
+  EXPECT_NE(seen[0], seen[1]);
+  EXPECT_EQ(std::count(seen.begin(), seen.end(), "forged"), 0);
 }
 
 // This test ensures the orphan reaping leaves the embedding program's own

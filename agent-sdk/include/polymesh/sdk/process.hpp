@@ -9,7 +9,10 @@
 // stderr are copied to the log sink in the order they arrive. When the
 // cancellation token fires, the whole group gets SIGTERM and, after the
 // grace period, SIGKILL. When the program exits, whatever is left of its
-// group is killed too, so no process outlives the run.
+// group is killed too, and so is every process that left the group but
+// still carries the program's `POLYMESH_TRACKING_ID` environment entry
+// (`setsid`, a daemonizing script), so no process outlives the run unless it
+// was started without that entry on purpose.
 //
 // Thread-safety: `run_process` may be called from many threads at once; it
 // blocks the calling thread until the program and its pipes are done.
@@ -34,12 +37,18 @@ struct resource_limit {
   uint64_t hard = 0;
 };
 
+/// The environment variable `run_process` gives each program (whatever
+/// `process_spec::env` says), unique per call: the processes that carry it
+/// are the program's, and are ended with it.
+inline constexpr const char* tracking_variable = "POLYMESH_TRACKING_ID";
+
 struct process_spec {
   /// argv[0] is the program: a path when it contains '/' (a relative one is
   /// relative to `cwd`), else it is looked up in `search_path`.
   /// REQUIRES: not empty.
   std::vector<std::string> argv;
-  /// The complete environment of the program; nothing is inherited.
+  /// The complete environment of the program; nothing is inherited
+  /// (`tracking_variable` is added, and replaces an entry of that name).
   std::map<std::string, std::string> env;
   /// Directories searched for argv[0], ':'-separated. Empty means the PATH
   /// in `env`, or `/usr/local/bin:/usr/bin:/bin` when there is none.
