@@ -56,6 +56,14 @@ std::thread cancel_when(testkit::memory_log& log, cancel_source& c, std::string 
   }};
 }
 
+/// Runs `spec` on a thread of its own, as the agent runs a plan (the
+/// kernel gives the run's orphans to the main thread, not to it).
+std::thread run_on_worker(process_spec spec, testkit::memory_log& log, cancel_source& c,
+                          process_outcome& out) {
+  return std::thread{
+      [spec = std::move(spec), &log, &c, &out] { out = run_process(spec, log, c); }};
+}
+
 } // namespace
 
 // This test ensures stdout and stderr are captured separately and exit 0 is success.
@@ -182,20 +190,18 @@ TEST(process, escaped_processes_of_a_run_on_a_worker_thread_end_with_it) {
   testkit::memory_log log;
   cancel_source c;
   process_outcome out;
-  std::thread worker{[&] {
-    out = run_process(
-        sh("setsid sh -c 'echo $$ > escaped.pid; exec sleep 600' </dev/null >/dev/null "
-           "2>&1 &"
-           " perl -e 'setpgrp(0, 0); open(my $f, \">\", \"grouped.pid\"); print $f $$;"
-           " close($f); exec(\"sleep\", \"600\")' </dev/null >/dev/null 2>&1 &"
-           " env -u POLYMESH_TRACKING_ID setsid sh -c 'echo $$ > kept.pid; exec sleep "
-           "600'"
-           " </dev/null >/dev/null 2>&1 &"
-           " while [ ! -s escaped.pid ] || [ ! -s grouped.pid ] || [ ! -s kept.pid ]; do"
-           " sleep 0.01; done",
-           dir.path()),
-        log, c);
-  }};
+  auto worker = run_on_worker(
+      sh("setsid sh -c 'echo $$ > escaped.pid; exec sleep 600' </dev/null >/dev/null "
+         "2>&1 &"
+         " perl -e 'setpgrp(0, 0); open(my $f, \">\", \"grouped.pid\"); print $f $$;"
+         " close($f); exec(\"sleep\", \"600\")' </dev/null >/dev/null 2>&1 &"
+         " env -u POLYMESH_TRACKING_ID setsid sh -c 'echo $$ > kept.pid; exec sleep "
+         "600'"
+         " </dev/null >/dev/null 2>&1 &"
+         " while [ ! -s escaped.pid ] || [ ! -s grouped.pid ] || [ ! -s kept.pid ]; do"
+         " sleep 0.01; done",
+         dir.path()),
+      log, c, out);
   worker.join();
   EXPECT_TRUE(out.success()) << out.describe() << log.err();
   pid_t escaped = 0;
@@ -227,26 +233,21 @@ TEST(process, a_run_ending_leaves_another_runs_escaped_processes_alone) {
   process_outcome longer;
   // Its escaped process is orphaned at once (the subshell exits), then it
   // waits for the other run to end and says whether that process lives.
-  std::thread first{[&] {
-    longer = run_process(
-        sh("(setsid sh -c 'echo $$ > mine.pid; exec sleep 600' </dev/null >/dev/null "
-           "2>&1 &);"
-           " while [ ! -s mine.pid ] || [ ! -e other.done ]; do sleep 0.01; done;"
-           " kill -0 \"$(cat mine.pid)\"",
-           dir.path()),
-        long_log, c);
-  }};
+  auto first = run_on_worker(
+      sh("(setsid sh -c 'echo $$ > mine.pid; exec sleep 600' </dev/null >/dev/null "
+         "2>&1 &);"
+         " while [ ! -s mine.pid ] || [ ! -e other.done ]; do sleep 0.01; done;"
+         " kill -0 \"$(cat mine.pid)\"",
+         dir.path()),
+      long_log, c, longer);
   auto until = std::chrono::steady_clock::now() + 20s;
   while (!std::filesystem::exists(dir.path() / "mine.pid") &&
          std::chrono::steady_clock::now() < until)
     std::this_thread::sleep_for(5ms);
   process_outcome shorter;
-  std::thread second{[&] {
-    shorter = run_process(
-        sh("setsid sh -c 'exec sleep 600' </dev/null >/dev/null 2>&1 & exit 0",
-           dir.path()),
-        short_log, c);
-  }};
+  auto second = run_on_worker(
+      sh("setsid sh -c 'exec sleep 600' </dev/null >/dev/null 2>&1 & exit 0", dir.path()),
+      short_log, c, shorter);
   second.join();
   EXPECT_TRUE(shorter.success()) << shorter.describe();
   std::ofstream{dir.path() / "other.done"} << "1";
