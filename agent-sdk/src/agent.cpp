@@ -24,6 +24,7 @@
 #include "on_demand.hpp"
 #include "polymesh/sdk/cancel_source.hpp"
 #include "polymesh/sdk/process.hpp"
+#include "process_tracking.hpp"
 #include "report_batcher.hpp"
 #include "run_dirs.hpp"
 #include "thread_pool.hpp"
@@ -730,7 +731,18 @@ struct agent::impl {
     shipper->close();
     upload_artifacts(*slot, ctx.artifacts_dir);
     report(*slot, why, res);
-    if (auto ec = dirs.retire(run.id))
+    // A process the run left running on purpose (without its tracking
+    // entry, process.hpp) would share the next run's directory.
+    bool reusable = true;
+    std::error_code unresolved;
+    auto seen = std::filesystem::canonical(root, unresolved);
+    if (auto pid = unresolved ? 0 : detail::leftover_in(seen.string())) {
+      reusable = false;
+      info("run " + run.id + ": process " + std::to_string(pid) +
+           ", which it left running, is in its directory: the directory is removed,"
+           " not reused");
+    }
+    if (auto ec = dirs.retire(run.id, reusable))
       warn("run " + run.id + ": cannot remove " + root.string() + ": " + ec.message());
     forget(slot, true);
   }

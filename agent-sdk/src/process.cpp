@@ -12,8 +12,10 @@
 #include <atomic>
 #include <cerrno>
 #include <csignal>
+#include <cstdlib>
 #include <cstring>
 #include <fcntl.h>
+#include <filesystem>
 #include <fstream>
 #include <mutex>
 #include <poll.h>
@@ -241,6 +243,37 @@ bool detach_child(pid_t agent_pid) {
   for (int sig = 1; sig < NSIG; ++sig)
     if (sig != SIGKILL && sig != SIGSTOP) ::sigaction(sig, &dfl, nullptr);
   return true;
+}
+
+pid_t leftover_in(const std::string& dir) {
+  auto own = ::getsid(0);
+  std::vector<pid_t> todo;
+  for (pid_t child : children_of(::getpid()))
+    if (!is_live_program(child) && ::getsid(child) != own) todo.push_back(child);
+  // Their descendants too (children of any of their threads), within bounds.
+  for (size_t at = 0; at < todo.size() && at < 4096; ++at) {
+    auto pid = todo[at];
+    std::error_code ec;
+    auto cwd = std::filesystem::read_symlink("/proc/" + std::to_string(pid) + "/cwd", ec);
+    if (!ec) {
+      auto path = cwd.string();
+      if (path.compare(0, dir.size(), dir) == 0 &&
+          (path.size() == dir.size() || path[dir.size()] == '/'))
+        return pid;
+    }
+    std::filesystem::directory_iterator tasks{"/proc/" + std::to_string(pid) + "/task",
+                                              ec};
+    for (; !ec && tasks != std::filesystem::directory_iterator{}; tasks.increment(ec)) {
+      errno = 0;
+      auto tid = std::strtol(tasks->path().filename().c_str(), nullptr, 10);
+      if (tid <= 0 || errno != 0) continue;
+      // children_of reads this process's tasks; another's are read here.
+      std::ifstream in{tasks->path() / "children"};
+      for (pid_t grandchild; in >> grandchild;)
+        todo.push_back(grandchild);
+    }
+  }
+  return 0;
 }
 
 void close_on_exec_from(unsigned first) {

@@ -41,4 +41,9 @@ void close_on_exec_from(unsigned first);
 size_t poll_inputs(const int* fds, size_t n, int timeout_ms,
                    const std::function<void(size_t)>& on_ready);
 
+/// A process that a plan left running (an orphan this process adopted, or
+/// a descendant of one) whose working directory is `dir` or below it; 0
+/// when there is none. `dir` as the kernel shows it (no symlink in it).
+[[nodiscard]] pid_t leftover_in(const std::string& dir);
+
 } // namespace polymesh::sdk::detail

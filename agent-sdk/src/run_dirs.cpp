@@ -211,7 +211,7 @@ bool run_dirs::reset_for_reuse(const fs::path& dir) {
   return true;
 }
 
-std::error_code run_dirs::retire(const std::string& id) {
+std::error_code run_dirs::retire(const std::string& id, bool reusable) {
   auto dir = path_of(id);
   std::error_code ec;
   // The lock is kept until the directory has left the run's name: another
@@ -230,7 +230,7 @@ std::error_code run_dirs::retire(const std::string& id) {
       if (fd >= 0) ::close(fd);
     }
   } release{fd};
-  if (reset_for_reuse(dir)) {
+  if (reusable && reset_for_reuse(dir)) {
     fs::path spare;
     {
       std::lock_guard<std::mutex> guard{mtx_};

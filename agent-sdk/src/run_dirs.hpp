@@ -51,9 +51,10 @@ public:
   [[nodiscard]] std::error_code prepare(const std::string& id);
 
   /// Takes the run's directories away from `<root>/<id>`: kept as a spare
-  /// when they can be reused, removed otherwise. Errors are returned for the
-  /// log; nothing is left in the way of a later run.
-  std::error_code retire(const std::string& id);
+  /// when they can be reused (and `reusable`: no process is left in them),
+  /// removed otherwise. Errors are returned for the log; nothing is left in
+  /// the way of a later run.
+  std::error_code retire(const std::string& id, bool reusable = true);
 
   /// Removes the spares this object kept.
   void clear();

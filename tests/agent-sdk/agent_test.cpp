@@ -11,6 +11,7 @@
 #include "polymesh/sdk/agent.hpp"
 #include "polymesh/sdk/log.hpp"
 #include "polymesh/sdk/plan.hpp"
+#include "polymesh/sdk/process.hpp"
 
 #include <algorithm>
 #include <condition_variable>
@@ -1305,6 +1306,62 @@ TEST(agent, run_directories_are_empty_reused_and_cleaned_up) {
     left.push_back(e.path().filename().string());
   EXPECT_EQ(left, std::vector<std::string>{".agent-" + cfg.name});
   std::filesystem::remove_all(tmpl);
+}
+
+// This test ensures a run's directory with a process the run left running
+// in it (on purpose, without its tracking entry, so it outlives the run) is
+// not handed to the next run: that process's working directory used to
+// become the next run's. A run that leaves nothing has its directory reused.
+TEST(agent, a_directory_a_leftover_process_is_in_is_not_reused) {
+  namespace fs = std::filesystem;
+  fake_mesh mesh;
+  auto cfg = config(mesh);
+  cfg.capacity = 1; // each run starts after the one before was cleaned up
+  auto pid_file = mesh.work_root().parent_path() /
+                  (mesh.work_root().filename().string() + "-leftover.pid");
+  auto plans = echo_plans();
+  plans["leave"] = std::make_shared<function_plan>([&](run_context& ctx) {
+    process_spec spec;
+    spec.argv = {
+        "sh", "-c",
+        "env -u POLYMESH_TRACKING_ID setsid sh -c 'echo $$ > \"$0\"; exec sleep 600'"
+        " \"$0\" </dev/null >/dev/null 2>&1 & while [ ! -s \"$0\" ]; do sleep 0.01;"
+        " done",
+        pid_file.string()};
+    spec.env = {{"PATH", "/usr/bin:/bin"}};
+    spec.cwd = ctx.work_dir.string();
+    auto out = run_process(spec, *ctx.log, *ctx.cancel);
+    return out.success() ? plan_result::success() : plan_result::failure(out.describe());
+  });
+  // Whether the leftover's working directory is this run's.
+  std::atomic<bool> shared{false};
+  plans["look"] = std::make_shared<function_plan>([&](run_context& ctx) {
+    pid_t pid = 0;
+    std::ifstream{pid_file} >> pid;
+    std::error_code ec;
+    auto cwd = fs::read_symlink("/proc/" + std::to_string(pid) + "/cwd", ec);
+    shared = cwd == fs::canonical(ctx.work_dir, ec);
+    return plan_result::success();
+  });
+  agent a{cfg, plans};
+  a.start();
+  mesh.submit("r1", "leave");
+  ASSERT_TRUE(finished(mesh, "r1"));
+  mesh.submit("r2", "look");
+  ASSERT_TRUE(finished(mesh, "r2"));
+  a.drain();
+  a.wait();
+  pid_t pid = 0;
+  std::ifstream{pid_file} >> pid;
+  ASSERT_GT(pid, 0);
+  EXPECT_EQ(::kill(pid, 0), 0) << "the process left on purpose was ended";
+  ::kill(pid, SIGKILL);
+  fs::remove(pid_file);
+  EXPECT_TRUE(mesh.with([](fake_mesh& m) {
+    return m.finished_["r1"]["status"] == "success" &&
+           m.finished_["r2"]["status"] == "success";
+  }));
+  EXPECT_FALSE(shared) << "r2 got the directory r1's leftover process is in";
 }
 
 // This test ensures runs that start and end together (their starts and
