@@ -1296,8 +1296,9 @@ void set_error_content(httplib::Response& res, const caf::error& err) {
 /// cpp-httplib 0.11 close it (it decides before the handler runs); a body
 /// from a content provider that reports failure once it has written it
 /// does, and the client still gets the whole answer.
-void set_error_content_and_close(httplib::Response& res, const caf::error& err) {
-  auto body = std::make_shared<std::string>(wire::dump(wire::error_body(err)));
+void send_and_close(httplib::Response& res, std::string text) {
+  auto body = std::make_shared<std::string>(std::move(text));
+  res.body.clear();
   res.set_header("Connection", "close");
   res.set_content_provider(body->size(), "application/json",
                            [body](size_t offset, size_t length, httplib::DataSink& sink) {
@@ -1308,6 +1309,19 @@ void set_error_content_and_close(httplib::Response& res, const caf::error& err) 
                                           std::min(length, body->size() - offset));
                              return false;
                            });
+}
+
+void set_error_content_and_close(httplib::Response& res, const caf::error& err) {
+  send_and_close(res, wire::dump(wire::error_body(err)));
+}
+
+/// Whether `req` came with a chunked body. cpp-httplib 0.11's decoder is
+/// lenient (a chunk size `0x22` or ` 22 `, anything after a chunk's data
+/// where CRLF belongs ends the body early), so where such a body ends is
+/// not certain: a proxy could read it otherwise, and the bytes after it
+/// were read as a request of their own. Its answer closes the connection.
+bool chunked(const httplib::Request& req) {
+  return req.has_header("Transfer-Encoding");
 }
 
 /// The paths meshd serves, for 405 answers: the methods of each path without
@@ -1533,7 +1547,11 @@ http_server::http_server(mesh_node& node)
                            routes](const httplib::Request& req, httplib::Response& res) {
     // Answered already: in the body, or by a provider (`set_error_content_and_close`).
     if (!res.body.empty() || res.content_provider_) return;
-    set_error_content(res, http_layer_error(req, res, max_body, max_artifact, *routes));
+    auto err = http_layer_error(req, res, max_body, max_artifact, *routes);
+    if (chunked(req))
+      set_error_content_and_close(res, err);
+    else
+      set_error_content(res, err);
     metrics_.refused(res.status);
   });
   // cpp-httplib answers a `Range` request with the ranges cut out of any
@@ -1652,6 +1670,14 @@ http_server::http_server(mesh_node& node)
     auto handler = [this, decl, route, names, routes](const httplib::Request& req,
                                                       httplib::Response& res) {
       count_answer counted{metrics_, route, res};
+      struct close_if_chunked {
+        const httplib::Request& req;
+        httplib::Response& res;
+        ~close_if_chunked() {
+          if (chunked(req) && !res.content_provider_)
+            send_and_close(res, std::move(res.body));
+        }
+      } closing{req, res};
       if (!names->empty()) {
         if (auto lit = routes->literal.find(req.path); lit != routes->literal.end()) {
           set_error_content(res, method_not_allowed(req, res, lit->second));

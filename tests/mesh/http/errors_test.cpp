@@ -685,6 +685,31 @@ TEST_F(http_framing, ambiguous_body_lengths_are_refused_and_close_the_connection
   EXPECT_EQ(call_body("POST", "/v1/runs", admin, R"({"plan":"noop"})").status, 201);
 }
 
+// This test ensures the answer to a chunked request closes its connection:
+// cpp-httplib's chunk decoder ends a body early at anything after a chunk's
+// data where CRLF belongs, and the bytes after that were served as a
+// request of their own (a token made by a request nobody sent alone).
+TEST_F(http_framing, the_answer_to_a_chunked_request_closes_the_connection) {
+  std::string body = R"({"kind":"reader","name":"outer"})";
+  std::string smuggled =
+      "POST /v1/tokens HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer " + admin +
+      "\r\nContent-Type: application/json\r\nContent-Length: 35\r\n\r\n"
+      R"({"kind":"reader","name":"smuggled"})";
+  char size[16];
+  std::snprintf(size, sizeof size, "%zx", body.size());
+  auto head = "POST /v1/tokens HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer " + admin +
+              "\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n";
+  for (std::string framing : {std::string{size} + "\r\n" + body + "X\r\n",
+                              std::string{size} + "\r\n" + body + "\r\n0\r\n\r\n"}) {
+    SCOPED_TRACE(framing);
+    auto r = exchange_after_answer(port, head + framing, smuggled);
+    EXPECT_EQ(count_of(r, "HTTP/1.1 "), 1u) << "the bytes after it were served: " << r;
+    EXPECT_NE(r.find("Connection: close"), std::string::npos) << r.substr(0, 300);
+  }
+  auto tokens = call("GET", "/v1/tokens", admin).raw;
+  EXPECT_EQ(tokens.find("smuggled"), std::string::npos) << tokens;
+}
+
 // This test ensures a Content-Length that is not digits alone, a transfer
 // coding other than chunked, and any Content-Encoding are refused before the
 // body is read, naming the header, with the connection closed and nothing
