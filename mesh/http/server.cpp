@@ -1357,6 +1357,11 @@ bool iequals(std::string_view a, std::string_view b) {
          });
 }
 
+/// Whether ASCII string `s` starts with `prefix`, but for case.
+bool starts_with_nocase(std::string_view s, std::string_view prefix) {
+  return s.size() >= prefix.size() && iequals(s.substr(0, prefix.size()), prefix);
+}
+
 /// The JSON error for a request cpp-httplib refused before any handler ran
 /// (`res.status` says how); may change the status (405, 404).
 caf::error http_layer_error(const httplib::Request& req, httplib::Response& res,
@@ -1684,6 +1689,12 @@ http_server::http_server(mesh_node& node)
           return;
         }
       }
+      // A poll hands runs over (and starts their delivery leases): a HEAD,
+      // whose answer has no body, would hand them to nobody.
+      if (req.method == "HEAD" && std::strcmp(decl->path, "/v1/agents/{id}/runs") == 0) {
+        set_error_content(res, method_not_allowed(req, res, "GET"));
+        return;
+      }
       // cpp-httplib also puts a form-encoded body's fields into `params`
       // (`curl -d` labels a JSON body so): read the query string alone.
       auto query = query_of(req.target);
@@ -1711,9 +1722,11 @@ http_server::http_server(mesh_node& node)
           caf::anon_send(node_.context()->agents, touch_atom::value, tok->agent_id);
       }
       if (auto err = check_query(query, decl->query)) return rc.fail(err);
-      // cpp-httplib takes a multipart body apart into `req.files` and leaves
-      // `req.body` empty, which would pass for "no body".
-      if (req.is_multipart_form_data()) return rc.fail(multipart_refused());
+      // cpp-httplib takes a `multipart/form-data` body apart into
+      // `req.files` and leaves `req.body` empty, which would pass for "no
+      // body"; other kinds, and other spellings, it passes as they came.
+      if (starts_with_nocase(req.get_header_value("Content-Type"), "multipart/"))
+        return rc.fail(multipart_refused());
       if (decl->body == body_kind::none && !no_body(req.body))
         return rc.fail(
             make_error(errc::invalid_argument,

@@ -263,6 +263,26 @@ TEST_F(errors, bad_query_parameters_are_400_naming_the_parameter) {
             "or leading zeros), got '01'");
 }
 
+// This test ensures a HEAD on an agent's poll is a 405 that hands nothing
+// over: its answer has no body, yet it marked the run delivered, which
+// started its delivery lease and made a later cancel wait for the agent.
+TEST_F(errors, a_head_on_the_poll_hands_no_run_over) {
+  auto agent = register_agent("head-agent", json::object());
+  auto run = submit(json{{"plan", "noop"}, {"agent", "head-agent"}})
+                 .body["id"]
+                 .get<std::string>();
+  httplib::Client cli{"127.0.0.1", port};
+  auto head = cli.Head("/v1/agents/" + agent.id + "/runs",
+                       {{"Authorization", "Bearer " + agent.token}});
+  ASSERT_TRUE(head);
+  EXPECT_EQ(head->status, 405);
+  EXPECT_EQ(head->get_header_value("Allow"), "GET");
+  EXPECT_TRUE(get_run(run)["delivered_at"].is_null()) << get_run(run).dump();
+  auto taken = agent.take(1);
+  ASSERT_EQ(taken.size(), 1u);
+  EXPECT_FALSE(get_run(run)["delivered_at"].is_null());
+}
+
 // This test ensures a finish's reason is validated before anything else:
 // empty (it used to pass as "no reason"), not snake_case, or a status that
 // does not end a run are 400 naming the field.
@@ -449,6 +469,18 @@ TEST_F(errors, requests_refused_by_the_http_layer_say_why) {
   EXPECT_EQ(multipart->status, 400);
   EXPECT_NE(err_of(multipart)["message"].get<std::string>().find("multipart"),
             std::string::npos);
+  // Other kinds of multipart, and other spellings, which the library passes
+  // through as they came, are refused the same way.
+  for (std::string type :
+       {"multipart/mixed; boundary=x", "Multipart/Form-Data; boundary=x"}) {
+    SCOPED_TRACE(type);
+    auto r = cli.Post("/v1/runs", auth, R"({"plan":"noop"})", type);
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 400) << r->body;
+    EXPECT_NE(err_of(r)["message"].get<std::string>().find("multipart"),
+              std::string::npos)
+        << r->body;
+  }
   // A well-formed multipart body (curl -F) is taken apart by the library
   // before any handler; it is refused all the same, and on a body-less
   // endpoint it does not pass for "no body": the run is not canceled.
