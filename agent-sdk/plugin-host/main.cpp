@@ -223,6 +223,9 @@ int main(int argc, char** argv) {
   ::fcntl(host_frames_fd, F_SETFD, FD_CLOEXEC);
   ::fcntl(host_cancel_fd, F_SETFD, FD_CLOEXEC);
   std::string plan = argc > 2 ? argv[2] : "?";
+  // As the agent: its environment (the agent's), memory and pipes stay out
+  // of other runs' reach through /proc (no effect when run as root).
+  ::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
   // What the plan starts and leaves behind comes back here when its parent
   // ends, also from a session of its own, to be ended with the run.
   ::prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);

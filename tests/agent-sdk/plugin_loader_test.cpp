@@ -522,6 +522,18 @@ TEST(plugin_isolation, the_plans_deadline_is_the_runs) {
   EXPECT_EQ(misbehave(plans, without, "deadline").result, "none");
 }
 
+// This test ensures the host process of an isolated plan is not dumpable,
+// as the agent is not: another run of the same user could read its
+// environment (the agent's) and write into its pipe to the agent through
+// /proc. A plan inside the agent's process sees the agent's setting.
+TEST(plugin_isolation, the_host_process_is_not_dumpable) {
+  auto plans = misbehaving(plugin_isolation::process);
+  testkit::scratch_run run;
+  auto r = misbehave(plans, run, "dumpable");
+  ASSERT_TRUE(r.ok) << r.error;
+  EXPECT_EQ(r.result, "0");
+}
+
 // This test ensures processes an isolated plan left running, in its group
 // or in a session of their own (`setsid`), are ended and reaped with its
 // run, when the run is on a worker thread as in the agent.

@@ -20,6 +20,7 @@
 //                   one in its process group, one in a session of its own
 //                   (`setsid`), and once the second is in its session
 //                   succeeds with their pids ("PID PID");
+//   "dumpable": succeeds with prctl(PR_GET_DUMPABLE) of its process;
 //   "deadline": succeeds with its deadline, in nanoseconds of
 //               steady_clock since its epoch ("none" without one);
 //   "lock": takes the library's test lock within 0.5 s, or fails ("the lock
@@ -36,6 +37,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <mutex>
+#include <sys/prctl.h>
 #include <thread>
 #include <unistd.h>
 
@@ -113,6 +115,8 @@ public:
       return plan_result::success(std::to_string(in_group) + " " +
                                   std::to_string(escaped));
     }
+    if (what == "dumpable")
+      return plan_result::success(std::to_string(::prctl(PR_GET_DUMPABLE, 0, 0, 0, 0)));
     if (what == "deadline") {
       auto d = ctx.cancel->deadline();
       return plan_result::success(
