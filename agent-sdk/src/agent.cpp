@@ -1131,8 +1131,21 @@ std::string agent_config::prepare_work_root() const {
   if (ec) return problem(ec.message());
   if (!fs::is_directory(root, ec)) return problem("not a directory");
   // Runs' files live here: only this user may enter. The default root is in
-  // /tmp, where another user could have made it (or a symlink) first.
+  // /tmp, where another user could have made it (or a symlink) first: a
+  // symlink there is refused (whoever made it could point it elsewhere
+  // later, and each run's directory is found by its path), and one in a
+  // configured path must be this user's or root's.
   struct stat st {};
+  if (::lstat(root.c_str(), &st) != 0) return problem(std::strerror(errno));
+  if (S_ISLNK(st.st_mode)) {
+    if (work_root.empty())
+      return problem("it is a symbolic link, and the default work root must be a real "
+                     "directory (its maker could point it elsewhere); remove it, or set "
+                     "agent.work_dir");
+    if (st.st_uid != ::geteuid() && st.st_uid != 0)
+      return problem("it is a symbolic link that uid " + std::to_string(st.st_uid) +
+                     " owns (it could point it elsewhere); use the directory's own path");
+  }
   if (::stat(root.c_str(), &st) != 0) return problem(std::strerror(errno));
   if (st.st_uid != ::geteuid())
     return problem("it belongs to uid " + std::to_string(st.st_uid) + ", not to uid " +

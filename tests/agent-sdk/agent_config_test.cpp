@@ -396,6 +396,35 @@ TEST(agent_config, prepare_work_root_creates_or_names_the_problem) {
             std::string::npos);
 }
 
+// This test ensures a default work root (in $TMPDIR, where anyone may make
+// it first) that is a symbolic link is refused: whoever made it could point
+// it at a directory of their own once the agent had checked it. A
+// configured one may be a link of this user's, not another user's.
+TEST(agent_config,
+     a_symlinked_work_root_is_refused_where_another_user_could_have_made_it) {
+  testkit::temp_dir dir;
+  std::filesystem::create_directories(dir.path() / "target");
+  std::filesystem::create_directory_symlink(dir.path() / "target",
+                                            dir.path() / "polymesh-agent-a1");
+  const char* old = std::getenv("TMPDIR");
+  std::string saved = old ? old : "";
+  ::setenv("TMPDIR", dir.path().c_str(), 1);
+  agent_config c;
+  c.name = "a1";
+  auto err = c.prepare_work_root();
+  if (old)
+    ::setenv("TMPDIR", saved.c_str(), 1);
+  else
+    ::unsetenv("TMPDIR");
+  EXPECT_NE(err.find("it is a symbolic link"), std::string::npos) << err;
+  c.work_root = dir.path() / "polymesh-agent-a1";
+  EXPECT_EQ(c.prepare_work_root(), "");
+  if (::lchown(c.work_root.c_str(), 65534, 65534) != 0)
+    GTEST_SKIP() << "cannot give a symlink away without root";
+  EXPECT_NE(c.prepare_work_root().find("a symbolic link that uid 65534 owns"),
+            std::string::npos);
+}
+
 // This test ensures the work root is private (mode 0700) and refused when
 // another user owns it: the default one is in /tmp, where anyone could have
 // created it (or a symlink) first.
