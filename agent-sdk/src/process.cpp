@@ -18,8 +18,10 @@
 #include <filesystem>
 #include <fstream>
 #include <mutex>
+#include <optional>
 #include <poll.h>
 #include <set>
+#include <sstream>
 #include <string>
 #include <sys/prctl.h>
 #include <sys/resource.h>
@@ -42,6 +44,20 @@ constexpr unsigned close_range_cloexec = 1U << 2;
 /// where adopted orphans land too).
 std::mutex live_mtx;
 std::set<pid_t> live_programs;
+/// How many programs were forked so far (under `live_mtx`).
+uint64_t programs_forked = 0;
+
+/// Whether another program was live or started while the one whose
+/// census this is ran: (programs live at its start, forks until then).
+struct census {
+  size_t live = 0;
+  uint64_t forked = 0;
+};
+
+census take_census() {
+  std::lock_guard<std::mutex> guard{live_mtx};
+  return {live_programs.size(), programs_forked};
+}
 
 bool is_live_program(pid_t pid) {
   std::lock_guard<std::mutex> guard{live_mtx};
@@ -86,13 +102,59 @@ std::string next_tracking_entry() {
          std::to_string(++count);
 }
 
+/// Process `pid`'s start, in clock ticks since boot (`/proc/<pid>/stat`,
+/// readable whatever the process); 0 when it cannot be read.
+uint64_t start_ticks(pid_t pid) {
+  std::ifstream stat{"/proc/" + std::to_string(pid) + "/stat"};
+  std::string line;
+  std::getline(stat, line);
+  auto close = line.rfind(')');
+  if (close == std::string::npos) return 0;
+  std::istringstream fields{line.substr(close + 1)};
+  std::string field;
+  // Fields 3 (state) to 21; the 22nd is the start.
+  for (int i = 3; i <= 21 && fields >> field; ++i) {
+  }
+  uint64_t ticks = 0;
+  fields >> ticks;
+  return ticks;
+}
+
+/// What a program `run_process` started is known by at its end.
+struct program_mark {
+  pid_t group = 0;
+  /// Its environment entry (`tracking_variable=…`).
+  std::string tracking;
+  /// When it started, in clock ticks since boot.
+  uint64_t started = 0;
+  /// No other program was live at its start, and none was forked since.
+  bool alone = false;
+};
+
 /// Whether process `pid` was started with the environment entry `entry`
-/// (`/proc/<pid>/environ`: the environment it was started with; unreadable
-/// for another user's process or a zombie, which reads as false).
-bool started_with(pid_t pid, const std::string& entry) {
+/// (`/proc/<pid>/environ`: the environment it was started with); nothing
+/// when that cannot be read (a process that made itself non-dumpable, such
+/// as `ssh-agent`, when the agent is not root). Another user's process, or
+/// a zombie, reads as false.
+std::optional<bool> started_with(pid_t pid, const std::string& entry) {
   auto path = "/proc/" + std::to_string(pid) + "/environ";
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return false;
+  if (fd < 0) {
+    if (errno != EACCES) return false;
+    // This user's, or another's? (`status` is readable whatever the
+    // process; a non-dumpable one's /proc entries belong to root.)
+    std::ifstream status{"/proc/" + std::to_string(pid) + "/status"};
+    for (std::string line; std::getline(status, line);)
+      if (line.rfind("Uid:", 0) == 0) {
+        std::istringstream ids{line.substr(4)};
+        uid_t real = 0;
+        uid_t effective = 0;
+        if (ids >> real >> effective && real == ::geteuid() && effective == ::geteuid())
+          return std::nullopt;
+        break;
+      }
+    return false;
+  }
   std::string text(1, '\0');
   char buf[4096];
   // At most the kernel's limit for arguments and environment together.
@@ -103,14 +165,16 @@ bool started_with(pid_t pid, const std::string& entry) {
   return text.find('\0' + entry + '\0') != std::string::npos;
 }
 
-/// One pass over the processes that left the group of the program `group`
-/// started with `tracking` (its environment entry) and are adopted now:
-/// children of this thread or, once their parent died, of the main thread
-/// (where the kernel gives a subreaper's orphans). Those still in the
-/// program's session (`setpgid`) or started with its entry (`setsid`, which
-/// leaves the session too) are killed with their groups; other runs'
-/// processes carry other entries and stay. Returns whether one was found.
-bool kill_escaped(pid_t group, const std::string& tracking) {
+/// One pass over the processes that left the group of the program `p`
+/// and are adopted now: children of this thread or, once their parent
+/// died, of the main thread (where the kernel gives a subreaper's orphans).
+/// Those still in the program's session (`setpgid`) or started with its
+/// entry (`setsid`, which leaves the session too) are killed with their
+/// groups; other runs' processes carry other entries and stay. One whose
+/// environment cannot be read is the program's when it started after it
+/// and the program ran alone. Returns whether one was found.
+bool kill_escaped(const program_mark& p) {
+  auto group = p.group;
   auto own = ::getsid(0);
   auto main_thread = ::getpid();
   auto this_thread = static_cast<pid_t>(::syscall(SYS_gettid));
@@ -124,7 +188,12 @@ bool kill_escaped(pid_t group, const std::string& tracking) {
     auto pgid = ::getpgid(child);
     auto sid = ::getsid(child);
     if (pgid < 0 || sid < 0 || sid == own) continue;
-    if (sid != group && !started_with(child, tracking)) continue;
+    if (sid != group) {
+      auto carries = started_with(child, p.tracking);
+      bool ours = carries ? *carries
+                          : p.alone && p.started != 0 && start_ticks(child) >= p.started;
+      if (!ours) continue;
+    }
     found = true;
     if (pgid != group) ::kill(-pgid, SIGKILL);
     ::kill(child, SIGKILL);
@@ -137,7 +206,8 @@ bool kill_escaped(pid_t group, const std::string& tracking) {
 /// `kill_escaped`), bounded in time. Children in the agent's own session
 /// are not the run's (see `run_process`) and are left alone; the zombies
 /// of what was killed are reaped by `reap_adopted_orphans`.
-void end_leftovers(pid_t group, const std::string& tracking) {
+void end_leftovers(const program_mark& p) {
+  auto group = p.group;
   auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds{500};
   for (;;) {
     bool group_left = ::kill(-group, SIGKILL) == 0;
@@ -151,7 +221,7 @@ void end_leftovers(pid_t group, const std::string& tracking) {
         }
     // A killed process turns zombie with its children already adopted:
     // the next pass finds them.
-    bool escaped = kill_escaped(group, tracking);
+    bool escaped = kill_escaped(p);
     if ((!group_left && !escaped) || std::chrono::steady_clock::now() >= until) return;
     std::this_thread::sleep_for(std::chrono::milliseconds{1});
   }
@@ -212,7 +282,10 @@ namespace detail {
 pid_t fork_tracked() {
   std::lock_guard<std::mutex> guard{live_mtx};
   pid_t pid = ::fork();
-  if (pid > 0) live_programs.insert(pid);
+  if (pid > 0) {
+    live_programs.insert(pid);
+    ++programs_forked;
+  }
   return pid;
 }
 
@@ -433,6 +506,16 @@ process_outcome run_process(const process_spec& spec, log_sink& log,
   close_fd(err_pipe[1]);
   close_fd(exec_pipe[1]);
   out.pid = pid;
+  program_mark mark;
+  mark.group = pid;
+  mark.tracking = tracking;
+  mark.started = start_ticks(pid);
+  auto at_start = take_census();
+  // Whether it ran alone, for its leftovers that cannot be told by their
+  // environment.
+  auto ran_alone = [&] {
+    return at_start.live == 1 && take_census().forked == at_start.forked;
+  };
 
   child_failure failure;
   ssize_t n;
@@ -497,7 +580,8 @@ process_outcome run_process(const process_spec& spec, log_sink& log,
         // Whatever the program left behind in its group dies with it, and
         // what left the group, so that none holds the pipes open.
         ::kill(-pid, SIGKILL);
-        kill_escaped(pid, tracking);
+        mark.alone = ran_alone();
+        kill_escaped(mark);
       }
     }
     if (!reaped && !term_sent && cancel.canceled()) {
@@ -515,7 +599,10 @@ process_outcome run_process(const process_spec& spec, log_sink& log,
   }
   close_fd(fds[0]);
   close_fd(fds[1]);
-  if (out.started) end_leftovers(pid, tracking);
+  if (out.started) {
+    mark.alone = ran_alone();
+    end_leftovers(mark);
+  }
   detail::forget_program(pid); // the loop above ends only once it reaped the program
   reap_adopted_orphans();
   return out;

@@ -10,6 +10,7 @@
 #include <fstream>
 #include <gtest/gtest.h>
 #include <sstream>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <thread>
@@ -259,6 +260,78 @@ TEST(process, a_run_ending_leaves_another_runs_escaped_processes_alone) {
   std::ifstream{dir.path() / "mine.pid"} >> mine;
   ASSERT_GT(mine, 0);
   EXPECT_TRUE(gone(mine)) << "ended with its own run";
+}
+
+/// Clock ticks since boot, as /proc/<pid>/stat counts a process's start.
+uint64_t ticks_now() {
+  timespec ts{};
+  ::clock_gettime(CLOCK_BOOTTIME, &ts);
+  auto hz = static_cast<uint64_t>(::sysconf(_SC_CLK_TCK));
+  return static_cast<uint64_t>(ts.tv_sec) * hz +
+         static_cast<uint64_t>(ts.tv_nsec) * hz / 1000000000u;
+}
+
+// This test ensures a process a run left behind that made itself
+// non-dumpable (ssh-agent does), whose environment the agent cannot read
+// when it is not root, ends with its run all the same when the run ran
+// alone and the process started after it; one started before the run
+// stays. As uid 65534 in a child process when the tests run as root (root
+// reads every environment).
+TEST(process, a_non_dumpable_leftover_of_a_run_that_ran_alone_ends_with_it) {
+  testkit::temp_dir dir;
+  std::filesystem::permissions(dir.path(), std::filesystem::perms::all);
+  const std::string sleeper = POLYMESH_NONDUMPABLE_SLEEPER;
+  pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    if (::geteuid() == 0 && (::setgid(65534) != 0 || ::setuid(65534) != 0)) ::_exit(90);
+    // A fork is no subreaper, even of a process that was (run_process
+    // makes it one only once).
+    ::prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+    // One started before the run, in a session of its own, as a process
+    // an earlier run kept would be.
+    pid_t before = ::fork();
+    if (before == 0) {
+      ::setsid();
+      ::execl(sleeper.c_str(), sleeper.c_str(), (dir.path() / "before.pid").c_str(),
+              static_cast<char*>(nullptr));
+      ::_exit(91);
+    }
+    auto until = std::chrono::steady_clock::now() + 10s;
+    while (!std::filesystem::exists(dir.path() / "before.pid") &&
+           std::chrono::steady_clock::now() < until)
+      std::this_thread::sleep_for(5ms);
+    // Its start, counted in clock ticks, is before the run's.
+    auto started = ticks_now();
+    while (ticks_now() <= started + 1 && std::chrono::steady_clock::now() < until)
+      std::this_thread::sleep_for(1ms);
+    testkit::memory_log log;
+    cancel_source c;
+    process_outcome out;
+    auto worker = run_on_worker(sh("setsid " + sleeper +
+                                       " during.pid </dev/null >/dev/null 2>&1 &"
+                                       " while [ ! -s during.pid ]; do sleep 0.01; done",
+                                   dir.path()),
+                                log, c, out);
+    worker.join();
+    pid_t during = 0;
+    std::ifstream{dir.path() / "during.pid"} >> during;
+    int code = 0;
+    if (!out.success()) code |= 1;
+    if (during <= 0 || !gone(during)) code |= 2;
+    if (::kill(before, 0) != 0) code |= 4;
+    ::kill(before, SIGKILL);
+    if (during > 0) ::kill(during, SIGKILL);
+    ::_exit(code);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status));
+  auto code = WEXITSTATUS(status);
+  EXPECT_NE(code, 90) << "cannot become uid 65534";
+  EXPECT_EQ(code & 1, 0) << "the run failed";
+  EXPECT_EQ(code & 2, 0) << "the run's non-dumpable leftover outlived it";
+  EXPECT_EQ(code & 4, 0) << "a process started before the run was ended with it";
 }
 
 // This test ensures each program gets a tracking entry of its own, which
