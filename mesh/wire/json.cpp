@@ -502,6 +502,16 @@ caf::error printable(const std::string& value, const char* field) {
     auto third = i + 2 < value.size() ? static_cast<unsigned char>(value[i + 2]) : 0;
     if (c == 0xe2 && next == 0x80 && (third == 0xa8 || third == 0xa9))
       return refuse(third == 0xa8 ? "U+2028" : "U+2029", i);
+    // The bidirectional embeddings, overrides and isolates, U+202A..U+202E
+    // and U+2066..U+2069, reorder what is shown after them: a name could
+    // read as another in a listing.
+    if (c == 0xe2 && ((next == 0x80 && third >= 0xaa && third <= 0xae) ||
+                      (next == 0x81 && third >= 0xa6 && third <= 0xa9))) {
+      char code[40];
+      std::snprintf(code, sizeof code, "U+%04X, a bidirectional control",
+                    next == 0x80 ? 0x2000 + (third - 0x80) : 0x2040 + (third - 0x80));
+      return refuse(code, i);
+    }
   }
   return {};
 }
@@ -530,6 +540,10 @@ bool blank_text(const std::string& value) {
     auto c2 = three.size() == 3 ? static_cast<unsigned char>(three[2]) : 0;
     if (blanks.count(two)) {
       i += 2;
+    } else if (value.compare(i, 2, "\xf3\xa0") == 0 && i + 3 < value.size() &&
+               (static_cast<unsigned char>(value[i + 2]) == 0x80 ||
+                static_cast<unsigned char>(value[i + 2]) == 0x81)) {
+      i += 4; // the tag characters, U+E0000..U+E007F
     } else if (blanks.count(three) ||
                (three.compare(0, 2, "\xe2\x80") == 0 && c2 >= 0x80 && c2 <= 0x8d) ||
                (three.compare(0, 2, "\xe2\x81") == 0 && c2 >= 0x9f && c2 <= 0xa4)) {
@@ -626,9 +640,14 @@ caf::expected<register_request> parse_register_request(const json& j) {
   if (r.plans.empty())
     return make_error(errc::invalid_argument, "field 'plans' must list at least one plan",
                       "plans");
-  for (size_t i = 0; i < r.plans.size(); ++i)
-    if (auto e = validate_plan_name(r.plans[i], "plans[" + std::to_string(i) + "]"))
-      return e;
+  for (size_t i = 0; i < r.plans.size(); ++i) {
+    auto field = "plans[" + std::to_string(i) + "]";
+    if (auto e = validate_plan_name(r.plans[i], field)) return e;
+    if (std::find(r.plans.begin(), r.plans.begin() + static_cast<std::ptrdiff_t>(i),
+                  r.plans[i]) != r.plans.begin() + static_cast<std::ptrdiff_t>(i))
+      return make_error(errc::invalid_argument,
+                        "field 'plans' lists '" + r.plans[i] + "' twice", field);
+  }
   return r;
 }
 

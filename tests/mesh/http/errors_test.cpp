@@ -935,7 +935,12 @@ TEST_F(http_framing, values_that_would_mislead_are_400) {
                     std::string{"\xc2\xa0"}, std::string{"\xe2\x80\x8b\xe3\x80\x80"},
                     std::string{"\xef\xbb\xbf "},
                     // Hangul filler, Braille blank, soft hyphen.
-                    std::string{"\xe3\x85\xa4"}, std::string{"\xe2\xa0\x80 \xc2\xad"}}) {
+                    std::string{"\xe3\x85\xa4"}, std::string{"\xe2\xa0\x80 \xc2\xad"},
+                    // A right-to-left override (a name reads as another),
+                    // a first-strong isolate, and a tag space alone.
+                    std::string{"evil\xe2\x80\xae"
+                                "txt.exe"},
+                    std::string{"\xe2\x81\xa8x"}, std::string{"\xf3\xa0\x80\xa0"}}) {
     SCOPED_TRACE(name);
     auto r = call("POST", "/v1/tokens", admin, json{{"kind", "reader"}, {"name", name}});
     expect_error(r, 400, "invalid_argument", "name");
@@ -954,6 +959,10 @@ TEST_F(http_framing, values_that_would_mislead_are_400) {
   expect_error(reg(json{{"hostname", "h\r\nX-Injected: 1"}}), 400, "invalid_argument",
                "hostname");
   expect_error(reg(json{{"name", "agt_lookalike"}}), 400, "invalid_argument", "name");
+  auto twice_listed = reg(json{{"plans", {"noop", "echo", "noop"}}});
+  expect_error(twice_listed, 400, "invalid_argument", "plans[2]");
+  EXPECT_NE(twice_listed.raw.find("lists 'noop' twice"), std::string::npos)
+      << twice_listed.raw;
   EXPECT_TRUE(call("GET", "/v1/agents", admin).body["agents"].empty());
   expect_error(submit(json{{"plan", "noop"}, {"idempotency_key", "k\n1"}}), 400,
                "invalid_argument", "idempotency_key");
