@@ -111,6 +111,10 @@ plugin_entry read_plugin_entry(const nlohmann::json& item, const std::string& ke
 
 std::string read_token_file(const std::string& path, const std::string& key,
                             std::vector<std::string>& warnings) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec))
+    throw config_error(key,
+                       "'" + path + "' is a directory, not a file holding the token");
   std::ifstream in{path};
   if (!in) throw config_error(key, "cannot read '" + path + "': " + std::strerror(errno));
   if (auto open = open_to_others(path); !open.empty())

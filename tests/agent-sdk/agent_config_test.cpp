@@ -296,6 +296,16 @@ TEST(agent_config, a_config_file_holding_the_token_open_to_others_is_warned_of) 
                          "agent: {name: a}\nplans: {noop: {}}\n";
   ASSERT_EQ(::chmod(file.c_str(), 0644), 0);
   EXPECT_TRUE(load_agent_yaml(file.string()).warnings.empty());
+  // A directory where the token file belongs says so (it read "is empty").
+  std::filesystem::remove(token);
+  std::filesystem::create_directory(token);
+  try {
+    (void)load_agent_yaml(file.string());
+    ADD_FAILURE() << "a directory was taken for the token file";
+  } catch (const std::exception& e) {
+    EXPECT_NE(std::string{e.what()}.find("is a directory"), std::string::npos)
+        << e.what();
+  }
 }
 
 // This test ensures mesh.ca_file is read relative to the config, and one
