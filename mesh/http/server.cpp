@@ -24,6 +24,7 @@
 namespace polymesh {
 
 using wire::json;
+using wire::printable_prefix;
 
 /// Everything a handler needs about one request.
 struct request_context {
@@ -549,7 +550,9 @@ void list_agents(request_context& rc) {
     if (!status)
       return rc.fail(make_error(
           errc::invalid_argument,
-          "status must be one of online, draining, offline, deregistered", "status"));
+          "status must be one of online, draining, offline, deregistered (got '" +
+              printable_prefix(rc.query_value("status"), 64) + "')",
+          "status"));
   }
   auto plan = rc.query_value("plan");
   if (rc.has_query("plan"))
@@ -685,7 +688,8 @@ caf::expected<std::optional<run_status>> while_status_of(request_context& rc) {
   auto status = parse_run_status(rc.query_value("while_status"));
   if (!status || is_terminal(*status))
     return make_error(errc::invalid_argument,
-                      "while_status must be one of created, pending, running",
+                      "while_status must be one of created, pending, running (got '" +
+                          printable_prefix(rc.query_value("while_status"), 64) + "')",
                       "while_status");
   return std::optional<run_status>{*status};
 }
@@ -800,7 +804,9 @@ void list_runs(request_context& rc) {
     if (!f.status)
       return rc.fail(make_error(
           errc::invalid_argument,
-          "status must be one of created, pending, running, success, error, canceled",
+          "status must be one of created, pending, running, success, error, canceled "
+          "(got '" +
+              printable_prefix(rc.query_value("status"), 64) + "')",
           "status"));
   }
   f.plan = rc.query_value("plan");
@@ -1459,15 +1465,6 @@ bool is_token(const std::string& s) {
     auto u = static_cast<unsigned char>(c);
     return std::isalnum(u) || extra.find(c) != std::string_view::npos;
   });
-}
-
-/// The first `n` bytes of `s` with anything but printable ASCII as `?`, to
-/// quote in an error.
-std::string printable_prefix(const std::string& s, size_t n) {
-  auto out = s.substr(0, n);
-  for (auto& c : out)
-    if (c < 0x20 || c > 0x7e) c = '?';
-  return out;
 }
 
 /// Each endpoint's method and path, in their order, for `http_metrics`.

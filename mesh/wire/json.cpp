@@ -478,6 +478,13 @@ caf::error validate_agent_name(const std::string& name, const std::string& field
   return {};
 }
 
+std::string printable_prefix(const std::string& s, size_t n) {
+  auto out = s.substr(0, n);
+  for (auto& c : out)
+    if (c < 0x20 || c > 0x7e) c = '?';
+  return out;
+}
+
 caf::error printable(const std::string& value, const char* field) {
   auto refuse = [&](const std::string& what, size_t at) {
     return make_error(errc::invalid_argument,
@@ -570,7 +577,9 @@ caf::expected<token_request> parse_token_request(const json& j) {
   if (!k || *k == token_kind::agent)
     return make_error(
         errc::invalid_argument,
-        "field 'kind' must be one of admin, submitter, reader, registration", "kind");
+        "field 'kind' must be one of admin, submitter, reader, registration (got '" +
+            printable_prefix(kind, 64) + "')",
+        "kind");
   if (blank_text(r.name))
     return make_error(errc::invalid_argument,
                       "field 'name' must not be empty or blank (spaces and invisible "
@@ -776,7 +785,9 @@ caf::expected<log_request> parse_log_request(const json& j) {
       return make_error(code_of(e), field + ": " + message_of(e),
                         field + "." + field_of(e));
     if (chunk.stream != "stdout" && chunk.stream != "stderr")
-      return make_error(errc::invalid_argument, "stream must be stdout or stderr",
+      return make_error(errc::invalid_argument,
+                        "stream must be stdout or stderr (got '" +
+                            printable_prefix(chunk.stream, 64) + "')",
                         field + ".stream");
     // The run keeps the first chunk of a seq and ignores repeats (a retried
     // upload); two different chunks under one seq in one request are a bug.

@@ -192,5 +192,8 @@ inline constexpr size_t max_report_items = 1000;
 /// newline, an escape sequence): names and keys are shown in listings and
 /// terminals.
 [[nodiscard]] caf::error printable(const std::string& value, const char* field);
+/// The first `n` bytes of `s` with anything but printable ASCII as `?`, to
+/// quote a refused value in an error.
+[[nodiscard]] std::string printable_prefix(const std::string& s, size_t n);
 
 } // namespace polymesh::wire

@@ -92,6 +92,14 @@ TEST_F(tokens, bad_token_requests_are_400) {
     EXPECT_EQ(r.body["error"]["field"], field) << body.dump() << ": " << r.raw;
   }
   EXPECT_EQ(call("GET", "/v1/tokens", admin).body["tokens"].size(), before);
+  // A value outside a fixed set is quoted back.
+  auto root = call("POST", "/v1/tokens", admin, json{{"kind", "root"}, {"name", "x"}});
+  EXPECT_NE(root.raw.find("(got 'root')"), std::string::npos) << root.raw;
+  for (std::string path : {"/v1/runs?status=done", "/v1/agents?status=done"}) {
+    auto r = call("GET", path, admin);
+    EXPECT_EQ(r.status, 400) << path;
+    EXPECT_NE(r.raw.find("(got 'done')"), std::string::npos) << path << ": " << r.raw;
+  }
 }
 
 // This test ensures a newly created admin token can administer tokens.
