@@ -44,20 +44,6 @@ constexpr unsigned close_range_cloexec = 1U << 2;
 /// where adopted orphans land too).
 std::mutex live_mtx;
 std::set<pid_t> live_programs;
-/// How many programs were forked so far (under `live_mtx`).
-uint64_t programs_forked = 0;
-
-/// Whether another program was live or started while the one whose
-/// census this is ran: (programs live at its start, forks until then).
-struct census {
-  size_t live = 0;
-  uint64_t forked = 0;
-};
-
-census take_census() {
-  std::lock_guard<std::mutex> guard{live_mtx};
-  return {live_programs.size(), programs_forked};
-}
 
 bool is_live_program(pid_t pid) {
   std::lock_guard<std::mutex> guard{live_mtx};
@@ -93,6 +79,29 @@ bool is_zombie(pid_t pid) {
   return close != std::string::npos && close + 2 < line.size() && line[close + 2] == 'Z';
 }
 
+/// Whether `pid` is dead, waiting to be reaped: a zombie with no thread
+/// left (a process whose main thread ended while others run shows as a
+/// zombie too).
+bool is_defunct(pid_t pid) {
+  if (!is_zombie(pid)) return false;
+  std::ifstream status{"/proc/" + std::to_string(pid) + "/status"};
+  for (std::string line; std::getline(status, line);)
+    if (line.rfind("Threads:", 0) == 0) return std::atoi(line.c_str() + 8) <= 1;
+  return true;
+}
+
+/// The ids of `pid`'s threads, the main one first.
+std::vector<pid_t> threads_of(pid_t pid) {
+  std::vector<pid_t> out{pid};
+  std::error_code ec;
+  std::filesystem::directory_iterator tasks{"/proc/" + std::to_string(pid) + "/task", ec};
+  for (; !ec && tasks != std::filesystem::directory_iterator{}; tasks.increment(ec)) {
+    auto tid = static_cast<pid_t>(std::atol(tasks->path().filename().c_str()));
+    if (tid > 0 && tid != pid) out.push_back(tid);
+  }
+  return out;
+}
+
 /// The environment entry that marks every process one `run_process` call
 /// starts, and what they start in turn: unique on this host while the
 /// agent lives (its pid, then a count).
@@ -102,22 +111,18 @@ std::string next_tracking_entry() {
          std::to_string(++count);
 }
 
-/// Process `pid`'s start, in clock ticks since boot (`/proc/<pid>/stat`,
-/// readable whatever the process); 0 when it cannot be read.
-uint64_t start_ticks(pid_t pid) {
-  std::ifstream stat{"/proc/" + std::to_string(pid) + "/stat"};
-  std::string line;
-  std::getline(stat, line);
-  auto close = line.rfind(')');
-  if (close == std::string::npos) return 0;
-  std::istringstream fields{line.substr(close + 1)};
-  std::string field;
-  // Fields 3 (state) to 21; the 22nd is the start.
-  for (int i = 3; i <= 21 && fields >> field; ++i) {
-  }
-  uint64_t ticks = 0;
-  fields >> ticks;
-  return ticks;
+/// Whether `pid` runs as this process's user (`/proc/<pid>/status` is
+/// readable whatever the process).
+bool same_user(pid_t pid) {
+  std::ifstream status{"/proc/" + std::to_string(pid) + "/status"};
+  for (std::string line; std::getline(status, line);)
+    if (line.rfind("Uid:", 0) == 0) {
+      std::istringstream ids{line.substr(4)};
+      uid_t real = 0;
+      uid_t effective = 0;
+      return ids >> real >> effective && real == ::geteuid() && effective == ::geteuid();
+    }
+  return false;
 }
 
 /// What a program `run_process` started is known by at its end.
@@ -125,44 +130,32 @@ struct program_mark {
   pid_t group = 0;
   /// Its environment entry (`tracking_variable=…`).
   std::string tracking;
-  /// When it started, in clock ticks since boot.
-  uint64_t started = 0;
-  /// No other program was live at its start, and none was forked since.
-  bool alone = false;
 };
 
 /// Whether process `pid` was started with the environment entry `entry`
-/// (`/proc/<pid>/environ`: the environment it was started with); nothing
-/// when that cannot be read (a process that made itself non-dumpable, such
-/// as `ssh-agent`, when the agent is not root). Another user's process, or
-/// a zombie, reads as false.
-std::optional<bool> started_with(pid_t pid, const std::string& entry) {
-  auto path = "/proc/" + std::to_string(pid) + "/environ";
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    if (errno != EACCES) return false;
-    // This user's, or another's? (`status` is readable whatever the
-    // process; a non-dumpable one's /proc entries belong to root.)
-    std::ifstream status{"/proc/" + std::to_string(pid) + "/status"};
-    for (std::string line; std::getline(status, line);)
-      if (line.rfind("Uid:", 0) == 0) {
-        std::istringstream ids{line.substr(4)};
-        uid_t real = 0;
-        uid_t effective = 0;
-        if (ids >> real >> effective && real == ::geteuid() && effective == ::geteuid())
-          return std::nullopt;
-        break;
-      }
-    return false;
+/// (`/proc/<pid>/environ`: the environment it was started with, read
+/// through a live thread). False when it cannot be read: another user's
+/// process, or one that made itself non-dumpable (`ssh-agent`) when the
+/// agent is not root; such a process cannot be told apart, and is left.
+bool started_with(pid_t pid, const std::string& entry) {
+  for (pid_t tid : threads_of(pid)) {
+    auto path =
+        "/proc/" + std::to_string(pid) + "/task/" + std::to_string(tid) + "/environ";
+    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) continue;
+    std::string text(1, '\0');
+    char buf[4096];
+    // At most the usual limit for arguments and environment together.
+    for (ssize_t n;
+         text.size() < 2 * 1024 * 1024 && (n = ::read(fd, buf, sizeof buf)) > 0;)
+      text.append(buf, static_cast<size_t>(n));
+    ::close(fd);
+    // An ended thread has no environment left to read.
+    if (text.size() == 1) continue;
+    text.push_back('\0');
+    return text.find('\0' + entry + '\0') != std::string::npos;
   }
-  std::string text(1, '\0');
-  char buf[4096];
-  // At most the kernel's limit for arguments and environment together.
-  for (ssize_t n; text.size() < 8 * 1024 * 1024 && (n = ::read(fd, buf, sizeof buf)) > 0;)
-    text.append(buf, static_cast<size_t>(n));
-  ::close(fd);
-  text.push_back('\0');
-  return text.find('\0' + entry + '\0') != std::string::npos;
+  return false;
 }
 
 /// One pass over the processes that left the group of the program `p`
@@ -170,9 +163,8 @@ std::optional<bool> started_with(pid_t pid, const std::string& entry) {
 /// died, of the main thread (where the kernel gives a subreaper's orphans).
 /// Those still in the program's session (`setpgid`) or started with its
 /// entry (`setsid`, which leaves the session too) are killed with their
-/// groups; other runs' processes carry other entries and stay. One whose
-/// environment cannot be read is the program's when it started after it
-/// and the program ran alone. Returns whether one was found.
+/// groups; other runs' processes carry other entries and stay. Returns
+/// whether one was signalled.
 bool kill_escaped(const program_mark& p) {
   auto group = p.group;
   auto own = ::getsid(0);
@@ -184,19 +176,15 @@ bool kill_escaped(const program_mark& p) {
       candidates.push_back(child);
   bool found = false;
   for (pid_t child : candidates) {
-    if (is_live_program(child) || is_zombie(child)) continue;
+    if (is_live_program(child) || is_defunct(child)) continue;
     auto pgid = ::getpgid(child);
     auto sid = ::getsid(child);
     if (pgid < 0 || sid < 0 || sid == own) continue;
-    if (sid != group) {
-      auto carries = started_with(child, p.tracking);
-      bool ours = carries ? *carries
-                          : p.alone && p.started != 0 && start_ticks(child) >= p.started;
-      if (!ours) continue;
-    }
-    found = true;
+    if (sid != group && !started_with(child, p.tracking)) continue;
     if (pgid != group) ::kill(-pgid, SIGKILL);
-    ::kill(child, SIGKILL);
+    // Counted only when it could be signalled: one out of reach (another
+    // user's, in the session) must not hold the caller for its 500 ms.
+    if (::kill(child, SIGKILL) == 0) found = true;
   }
   return found;
 }
@@ -282,10 +270,7 @@ namespace detail {
 pid_t fork_tracked() {
   std::lock_guard<std::mutex> guard{live_mtx};
   pid_t pid = ::fork();
-  if (pid > 0) {
-    live_programs.insert(pid);
-    ++programs_forked;
-  }
+  if (pid > 0) live_programs.insert(pid);
   return pid;
 }
 
@@ -320,28 +305,33 @@ bool detach_child(pid_t agent_pid) {
 
 pid_t leftover_in(const std::string& dir) {
   auto own = ::getsid(0);
+  auto inside = [&](const std::string& path) {
+    return path.compare(0, dir.size(), dir) == 0 &&
+           (path.size() == dir.size() || path[dir.size()] == '/');
+  };
   std::vector<pid_t> todo;
   for (pid_t child : children_of(::getpid()))
     if (!is_live_program(child) && ::getsid(child) != own) todo.push_back(child);
   // Their descendants too (children of any of their threads), within bounds.
   for (size_t at = 0; at < todo.size() && at < 4096; ++at) {
     auto pid = todo[at];
-    std::error_code ec;
-    auto cwd = std::filesystem::read_symlink("/proc/" + std::to_string(pid) + "/cwd", ec);
-    if (!ec) {
-      auto path = cwd.string();
-      if (path.compare(0, dir.size(), dir) == 0 &&
-          (path.size() == dir.size() || path[dir.size()] == '/'))
-        return pid;
+    if (is_defunct(pid)) continue;
+    bool hidden = false;
+    // Through each thread: a main thread that ended has no directory left.
+    for (pid_t tid : threads_of(pid)) {
+      std::error_code ec;
+      auto cwd = std::filesystem::read_symlink(
+          "/proc/" + std::to_string(pid) + "/task/" + std::to_string(tid) + "/cwd", ec);
+      if (!ec && inside(cwd.string())) return pid;
+      if (ec == std::errc::permission_denied) hidden = true;
     }
-    std::filesystem::directory_iterator tasks{"/proc/" + std::to_string(pid) + "/task",
-                                              ec};
-    for (; !ec && tasks != std::filesystem::directory_iterator{}; tasks.increment(ec)) {
-      errno = 0;
-      auto tid = std::strtol(tasks->path().filename().c_str(), nullptr, 10);
-      if (tid <= 0 || errno != 0) continue;
+    // One of this user's that hides where it is (non-dumpable, the agent
+    // not root) may be inside: the directory is not handed on.
+    if (hidden && same_user(pid)) return pid;
+    for (pid_t tid : threads_of(pid)) {
       // children_of reads this process's tasks; another's are read here.
-      std::ifstream in{tasks->path() / "children"};
+      std::ifstream in{"/proc/" + std::to_string(pid) + "/task/" + std::to_string(tid) +
+                       "/children"};
       for (pid_t grandchild; in >> grandchild;)
         todo.push_back(grandchild);
     }
@@ -506,16 +496,7 @@ process_outcome run_process(const process_spec& spec, log_sink& log,
   close_fd(err_pipe[1]);
   close_fd(exec_pipe[1]);
   out.pid = pid;
-  program_mark mark;
-  mark.group = pid;
-  mark.tracking = tracking;
-  mark.started = start_ticks(pid);
-  auto at_start = take_census();
-  // Whether it ran alone, for its leftovers that cannot be told by their
-  // environment.
-  auto ran_alone = [&] {
-    return at_start.live == 1 && take_census().forked == at_start.forked;
-  };
+  const program_mark mark{pid, tracking};
 
   child_failure failure;
   ssize_t n;
@@ -580,7 +561,6 @@ process_outcome run_process(const process_spec& spec, log_sink& log,
         // Whatever the program left behind in its group dies with it, and
         // what left the group, so that none holds the pipes open.
         ::kill(-pid, SIGKILL);
-        mark.alone = ran_alone();
         kill_escaped(mark);
       }
     }
@@ -599,10 +579,7 @@ process_outcome run_process(const process_spec& spec, log_sink& log,
   }
   close_fd(fds[0]);
   close_fd(fds[1]);
-  if (out.started) {
-    mark.alone = ran_alone();
-    end_leftovers(mark);
-  }
+  if (out.started) end_leftovers(mark);
   detail::forget_program(pid); // the loop above ends only once it reaped the program
   reap_adopted_orphans();
   return out;
