@@ -1122,7 +1122,12 @@ struct agent::impl {
 
 std::string agent_config::prepare_work_root() const {
   namespace fs = std::filesystem;
-  auto root = work_root.empty() ? default_work_root(name) : work_root;
+  auto root =
+      (work_root.empty() ? default_work_root(name) : work_root).lexically_normal();
+  // `dir/` and `dir/.` name `dir` itself, a symlink included.
+  if (!root.has_filename() && root.has_parent_path() && root != root.root_path())
+    root = root.parent_path();
+  bool is_default = root == default_work_root(name).lexically_normal();
   auto problem = [&](const std::string& why) {
     return "work_dir: cannot use " + root.string() + ": " + why;
   };
@@ -1138,7 +1143,7 @@ std::string agent_config::prepare_work_root() const {
   struct stat st {};
   if (::lstat(root.c_str(), &st) != 0) return problem(std::strerror(errno));
   if (S_ISLNK(st.st_mode)) {
-    if (work_root.empty())
+    if (is_default)
       return problem("it is a symbolic link, and the default work root must be a real "
                      "directory (its maker could point it elsewhere); remove it, or set "
                      "agent.work_dir");

@@ -1304,9 +1304,12 @@ void set_error_content(httplib::Response& res, const caf::error& err) {
 /// does, and the client still gets the whole answer.
 void send_and_close(httplib::Response& res, std::string text) {
   auto body = std::make_shared<std::string>(std::move(text));
+  auto type = res.get_header_value("Content-Type");
+  // Headers add up in cpp-httplib: the provider's would be a second one.
+  res.headers.erase("Content-Type");
   res.body.clear();
   res.set_header("Connection", "close");
-  res.set_content_provider(body->size(), "application/json",
+  res.set_content_provider(body->size(), type.empty() ? "application/json" : type.c_str(),
                            [body](size_t offset, size_t length, httplib::DataSink& sink) {
                              // Ranges are cleared before any refusal; never
                              // past the body whatever is asked.
@@ -1650,7 +1653,7 @@ http_server::http_server(mesh_node& node)
     return httplib::Server::HandlerResponse::Unhandled;
   });
   svr_->set_exception_handler(
-      [](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {
+      [](const httplib::Request& req, httplib::Response& res, std::exception_ptr ep) {
         std::string what = "unknown exception";
         try {
           std::rethrow_exception(ep);
@@ -1660,8 +1663,16 @@ http_server::http_server(mesh_node& node)
         }
         log(log_level::error, "http handler failed: " + what);
         res.status = 500;
-        set_error_content(res, make_error(errc::internal, what));
+        if (chunked(req))
+          set_error_content_and_close(res, make_error(errc::internal, what));
+        else
+          set_error_content(res, make_error(errc::internal, what));
       });
+  // cpp-httplib adds `Keep-Alive` to every answer it keeps the connection
+  // of, which one that closes it (`Connection: close`) is not.
+  svr_->set_post_routing_handler([](const httplib::Request&, httplib::Response& res) {
+    if (res.get_header_value("Connection") == "close") res.headers.erase("Keep-Alive");
+  });
 
   for (auto& ep : endpoints()) {
     // `{name}` placeholders become capture groups, in order.
@@ -1676,7 +1687,7 @@ http_server::http_server(mesh_node& node)
         const httplib::Request& req;
         httplib::Response& res;
         ~close_if_chunked() {
-          if (chunked(req) && !res.content_provider_)
+          if (chunked(req) && !res.content_provider_ && !res.body.empty())
             send_and_close(res, std::move(res.body));
         }
       } closing{req, res};

@@ -529,13 +529,13 @@ namespace {
 /// invisible or blank-looking characters, which would make an empty-looking
 /// listing.
 bool blank_text(const std::string& value) {
-  // Two-byte ones (U+00A0, U+00AD, U+034F) and three-byte ones (U+115F,
-  // U+1160, U+1680, U+180E, U+2000..U+200D, U+202F, U+205F..U+2064, U+2800,
+  // Two-byte ones (U+00A0, U+00AD, U+034F, U+061C) and three-byte ones
+  // (U+115F, U+1160, U+1680, U+180E, U+2000..U+200F, U+202F, U+205F..U+2064, U+2800,
   // U+3000, U+3164, U+FEFF, U+FFA0), as UTF-8 bytes.
   static const std::set<std::string> blanks{
-      "\xc2\xa0",     "\xc2\xad",     "\xcd\x8f",     "\xe1\x85\x9f", "\xe1\x85\xa0",
-      "\xe1\x9a\x80", "\xe1\xa0\x8e", "\xe2\x80\xaf", "\xe2\xa0\x80", "\xe3\x80\x80",
-      "\xe3\x85\xa4", "\xef\xbb\xbf", "\xef\xbe\xa0"};
+      "\xc2\xa0",     "\xc2\xad",     "\xcd\x8f",     "\xd8\x9c",     "\xe1\x85\x9f",
+      "\xe1\x85\xa0", "\xe1\x9a\x80", "\xe1\xa0\x8e", "\xe2\x80\xaf", "\xe2\xa0\x80",
+      "\xe3\x80\x80", "\xe3\x85\xa4", "\xef\xbb\xbf", "\xef\xbe\xa0"};
   size_t i = 0;
   while (i < value.size()) {
     if (value[i] == ' ') {
@@ -552,9 +552,9 @@ bool blank_text(const std::string& value) {
                 static_cast<unsigned char>(value[i + 2]) == 0x81)) {
       i += 4; // the tag characters, U+E0000..U+E007F
     } else if (blanks.count(three) ||
-               (three.compare(0, 2, "\xe2\x80") == 0 && c2 >= 0x80 && c2 <= 0x8d) ||
+               (three.compare(0, 2, "\xe2\x80") == 0 && c2 >= 0x80 && c2 <= 0x8f) ||
                (three.compare(0, 2, "\xe2\x81") == 0 && c2 >= 0x9f && c2 <= 0xa4)) {
-      i += 3; // and U+2000..U+200D, U+205F..U+2064
+      i += 3; // and U+2000..U+200F, U+205F..U+2064
     } else {
       return false;
     }
@@ -649,11 +649,17 @@ caf::expected<register_request> parse_register_request(const json& j) {
   if (r.plans.empty())
     return make_error(errc::invalid_argument, "field 'plans' must list at least one plan",
                       "plans");
+  if (r.plans.size() > max_agent_plans)
+    return make_error(errc::invalid_argument,
+                      "field 'plans' lists " + std::to_string(r.plans.size()) +
+                          " plans; an agent offers at most " +
+                          std::to_string(max_agent_plans),
+                      "plans");
+  std::set<std::string_view> seen;
   for (size_t i = 0; i < r.plans.size(); ++i) {
     auto field = "plans[" + std::to_string(i) + "]";
     if (auto e = validate_plan_name(r.plans[i], field)) return e;
-    if (std::find(r.plans.begin(), r.plans.begin() + static_cast<std::ptrdiff_t>(i),
-                  r.plans[i]) != r.plans.begin() + static_cast<std::ptrdiff_t>(i))
+    if (!seen.insert(r.plans[i]).second)
       return make_error(errc::invalid_argument,
                         "field 'plans' lists '" + r.plans[i] + "' twice", field);
   }

@@ -90,6 +90,8 @@ struct register_request {
 };
 /// The longest `instance` accepted.
 inline constexpr size_t max_instance_bytes = 64;
+/// The plans one agent may offer (a registration listing more is refused).
+inline constexpr size_t max_agent_plans = 1000;
 /// Whether `value` is an `instance` the mesh keeps: 1 to
 /// `max_instance_bytes` of letters, digits, '-' and '_'.
 [[nodiscard]] bool valid_instance(const std::string& value);

@@ -422,17 +422,27 @@ TEST(agent_config,
   agent_config c;
   c.name = "a1";
   auto err = c.prepare_work_root();
+  // Filled in, as the agent does before it starts: still the default.
+  c.work_root = dir.path() / "polymesh-agent-a1";
+  auto filled = c.prepare_work_root();
+  c.work_root.clear();
   if (old)
     ::setenv("TMPDIR", saved.c_str(), 1);
   else
     ::unsetenv("TMPDIR");
   EXPECT_NE(err.find("it is a symbolic link"), std::string::npos) << err;
-  c.work_root = dir.path() / "polymesh-agent-a1";
+  EXPECT_NE(filled.find("it is a symbolic link"), std::string::npos) << filled;
+  std::filesystem::create_directory_symlink(dir.path() / "target", dir.path() / "mine");
+  c.work_root = dir.path() / "mine";
   EXPECT_EQ(c.prepare_work_root(), "");
   if (::lchown(c.work_root.c_str(), 65534, 65534) != 0)
     GTEST_SKIP() << "cannot give a symlink away without root";
-  EXPECT_NE(c.prepare_work_root().find("a symbolic link that uid 65534 owns"),
-            std::string::npos);
+  for (auto spelled : {c.work_root, c.work_root / "", c.work_root / "."}) {
+    SCOPED_TRACE(spelled.string());
+    c.work_root = spelled;
+    EXPECT_NE(c.prepare_work_root().find("a symbolic link that uid 65534 owns"),
+              std::string::npos);
+  }
 }
 
 // This test ensures the work root is private (mode 0700) and refused when

@@ -737,6 +737,8 @@ TEST_F(http_framing, the_answer_to_a_chunked_request_closes_the_connection) {
     auto r = exchange_after_answer(port, head + framing, smuggled);
     EXPECT_EQ(count_of(r, "HTTP/1.1 "), 1u) << "the bytes after it were served: " << r;
     EXPECT_NE(r.find("Connection: close"), std::string::npos) << r.substr(0, 300);
+    EXPECT_EQ(count_of(r, "Content-Type: "), 1u) << r.substr(0, 300);
+    EXPECT_EQ(r.find("Keep-Alive"), std::string::npos) << r.substr(0, 300);
   }
   auto tokens = call("GET", "/v1/tokens", admin).raw;
   EXPECT_EQ(tokens.find("smuggled"), std::string::npos) << tokens;
@@ -940,7 +942,10 @@ TEST_F(http_framing, values_that_would_mislead_are_400) {
                     // a first-strong isolate, and a tag space alone.
                     std::string{"evil\xe2\x80\xae"
                                 "txt.exe"},
-                    std::string{"\xe2\x81\xa8x"}, std::string{"\xf3\xa0\x80\xa0"}}) {
+                    std::string{"\xe2\x81\xa8x"}, std::string{"\xf3\xa0\x80\xa0"},
+                    // Right-to-left and left-to-right marks, Arabic letter
+                    // mark alone.
+                    std::string{"\xe2\x80\x8f\xe2\x80\x8e"}, std::string{"\xd8\x9c"}}) {
     SCOPED_TRACE(name);
     auto r = call("POST", "/v1/tokens", admin, json{{"kind", "reader"}, {"name", name}});
     expect_error(r, 400, "invalid_argument", "name");
@@ -963,6 +968,10 @@ TEST_F(http_framing, values_that_would_mislead_are_400) {
   expect_error(twice_listed, 400, "invalid_argument", "plans[2]");
   EXPECT_NE(twice_listed.raw.find("lists 'noop' twice"), std::string::npos)
       << twice_listed.raw;
+  json many = json::array();
+  for (int i = 0; i < 1001; ++i)
+    many.push_back("p" + std::to_string(i));
+  expect_error(reg(json{{"plans", many}}), 400, "invalid_argument", "plans");
   EXPECT_TRUE(call("GET", "/v1/agents", admin).body["agents"].empty());
   expect_error(submit(json{{"plan", "noop"}, {"idempotency_key", "k\n1"}}), 400,
                "invalid_argument", "idempotency_key");
