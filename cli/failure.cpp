@@ -20,4 +20,18 @@ failure usage_failure(const caf::error& err, const std::string& input) {
   return failure{exit_usage, message, std::move(details)};
 }
 
+failure usage_failure_of_flag(const caf::error& err,
+                              const std::map<std::string, std::string>& flags) {
+  auto field = field_of(err);
+  auto it = flags.find(field.substr(0, field.find_first_of(".[")));
+  if (it == flags.end()) return usage_failure(err);
+  auto message = message_of(err);
+  if (auto named = "field '" + field + "' "; message.rfind(named, 0) == 0)
+    message.erase(0, named.size());
+  if (field == "timeout_s" || field == "ttl_s") message += " seconds";
+  auto flag = it->second;
+  if (field != it->first) flag += " (" + field + ")";
+  return failure{exit_usage, flag + ": " + message};
+}
+
 } // namespace polymesh::cli

@@ -7,6 +7,7 @@
 
 #include <caf/error.hpp>
 #include <cstdint>
+#include <map>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -72,5 +73,12 @@ private:
 /// message, the field, and for selectors `input` with a caret under the
 /// error's position.
 [[nodiscard]] failure usage_failure(const caf::error& err, const std::string& input = {});
+/// A refusal of the API's contract named by the flag that gave the value
+/// (`--timeout: must be between 0 and 2592000 seconds`), not by the API's
+/// field (`timeout_s`); `flags` maps fields to flags. Other fields as
+/// `usage_failure`.
+[[nodiscard]] failure
+usage_failure_of_flag(const caf::error& err,
+                      const std::map<std::string, std::string>& flags);
 
 } // namespace polymesh::cli

@@ -120,7 +120,14 @@ int main(int argc, char** argv) {
     } catch (const failure& f) {
       ctx.settings_error = f;
     }
-    return ctx.action ? ctx.action() : exit_usage;
+    int code = ctx.action ? ctx.action() : exit_usage;
+    // What could not be written (a full disk, `> /dev/full`) is no success:
+    // a CI step must not pass with a cut-off log or artifact.
+    std::cout.flush();
+    if (!std::cout)
+      throw failure{exit_refused, "cannot write the output to standard output (a full "
+                                  "disk, or a file that cannot grow)"};
+    return code;
   } catch (const failure& f) {
     print_failure(f, ctx.resolved && ctx.resolved->color_stderr);
     return f.code();

@@ -3,7 +3,9 @@
 #include "mesh/domain/clock.hpp"
 
 #include <cctype>
+#include <cstdio>
 #include <iostream>
+#include <string_view>
 #include <yaml-cpp/yaml.h>
 
 namespace polymesh::cli {
@@ -32,6 +34,10 @@ std::string wrap(const std::string& text, color c, bool on) {
 /// string (a number, bool or null), so it must be quoted.
 bool needs_quotes(const std::string& s) {
   if (s.empty()) return true;
+  // YAML 1.1 reads many a text that starts so as something else: `010`
+  // (8), `0x1F`, `+5`, `1_000`, `.inf`, a date or a timestamp.
+  if (std::string_view{"0123456789+-."}.find(s.front()) != std::string_view::npos)
+    return true;
   auto j = json::parse(s, nullptr, false);
   if (!j.is_discarded() && !j.is_string()) return true;
   std::string lower;
@@ -182,9 +188,38 @@ std::string to_yaml(const json& j) {
   return out.c_str();
 }
 
+namespace {
+
+/// `s` with control characters but newlines and tabs written as escapes
+/// (`\x1b`, `\u009b`): a payload or result cannot clear the screen, set
+/// the terminal's title or overwrite a line for whoever looks at it.
+std::string visible(const std::string& s) {
+  std::string out;
+  out.reserve(s.size());
+  for (size_t i = 0; i < s.size(); ++i) {
+    auto c = static_cast<unsigned char>(s[i]);
+    auto next = i + 1 < s.size() ? static_cast<unsigned char>(s[i + 1]) : 0;
+    char code[8];
+    if ((c < 0x20 && c != '\n' && c != '\t') || c == 0x7f) {
+      std::snprintf(code, sizeof code, "\\x%02x", c);
+      out += code;
+    } else if (c == 0xc2 && next >= 0x80 && next <= 0x9f) {
+      std::snprintf(code, sizeof code, "\\u%04x", next);
+      out += code;
+      ++i;
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  return out;
+}
+
+} // namespace
+
 std::string cell(const json& j) {
   if (j.is_null()) return "-";
-  if (j.is_string()) return j.get<std::string>().empty() ? "-" : j.get<std::string>();
+  if (j.is_string())
+    return j.get<std::string>().empty() ? "-" : visible(j.get<std::string>());
   return j.dump();
 }
 

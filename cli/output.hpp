@@ -73,7 +73,8 @@ private:
 /// Renders JSON as YAML (block style, keys in the JSON's order).
 [[nodiscard]] std::string to_yaml(const json& j);
 
-/// Text of a JSON scalar for a table cell: strings bare, null as `-`.
+/// Text of a JSON scalar for a table cell: strings bare (control characters
+/// but newlines and tabs as escapes), null as `-`.
 [[nodiscard]] std::string cell(const json& j);
 
 /// `2026-11-23T20:45:03.120Z` as `12s ago` / `3m ago` / `2h ago` / `4d ago`;

@@ -35,8 +35,13 @@ int exit_code_of(const std::string& status) {
 }
 
 std::string read_file(const std::string& path, const std::string& flag) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec))
+    throw failure{exit_usage, flag + ": " + path + " is a directory, not a file"};
   std::ifstream in{path, std::ios::binary};
-  if (!in) throw failure{exit_usage, flag + ": cannot read " + path};
+  if (!in)
+    throw failure{exit_usage,
+                  flag + ": cannot read " + path + ": " + std::strerror(errno)};
   std::stringstream ss;
   ss << in.rdbuf();
   return ss.str();
@@ -475,9 +480,7 @@ struct submit_options {
   bool follow = false;
 };
 
-/// A refusal of the shared contract named by the flag that gave the value
-/// (`--timeout: must be between 0 and 2592000 seconds`), not by the API's
-/// field (`timeout_s`).
+/// A refusal of the shared contract named by the flag that gave the value.
 failure usage_failure_of_flag(const caf::error& err) {
   static const std::map<std::string, std::string> flags{
       {"plan", "PLAN"},
@@ -490,16 +493,7 @@ failure usage_failure_of_flag(const caf::error& err) {
       {"ttl_s", "--ttl"},
       {"idempotency_key", "--idempotency-key"},
       {"concurrency_key", "--concurrency-key"}};
-  auto field = field_of(err);
-  auto it = flags.find(field.substr(0, field.find_first_of(".[")));
-  if (it == flags.end()) return usage_failure(err);
-  auto message = message_of(err);
-  if (auto named = "field '" + field + "' "; message.rfind(named, 0) == 0)
-    message.erase(0, named.size());
-  if (field == "timeout_s" || field == "ttl_s") message += " seconds";
-  auto flag = it->second;
-  if (field != it->first) flag += " (" + field + ")";
-  return failure{exit_usage, flag + ": " + message};
+  return cli::usage_failure_of_flag(err, flags);
 }
 
 /// Posts the run; while the mesh cannot be reached or gives no answer, sends
@@ -1025,7 +1019,8 @@ void add_runs_commands(CLI::App& app, command_context& ctx) {
   auto* artifacts = runs->add_subcommand(
       "artifacts", "List a run's artifacts, or download one with --get");
   artifacts->add_option("ID", ao->id, "Run id")->required();
-  artifacts->add_option("--get", ao->get, "Download the artifact with this name");
+  artifacts->add_option("--get", ao->get, "Download the artifact with this name")
+      ->check(not_empty);
   // Not `-o`: that is the global output format.
   artifacts
       ->add_option("-O,--file", ao->file,

@@ -6,6 +6,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <iterator>
@@ -102,6 +103,9 @@ file_settings read_config(const std::string& path) {
 /// The token in the file at `path`, without surrounding whitespace;
 /// `source` names where the path came from.
 std::string read_token_file(const std::string& path, const std::string& source) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec))
+    throw failure{exit_usage, source + ": token file " + path + " is a directory"};
   std::ifstream in{path};
   if (!in)
     throw failure{exit_usage, source + ": cannot read token file " + path + ": " +

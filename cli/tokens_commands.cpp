@@ -22,13 +22,21 @@ int create_token(const command_context& ctx, const create_options& o) {
   req.kind = kind ? *kind : token_kind::reader;
   req.name = o.name;
   req.ttl_s = o.ttl.empty() ? 0 : duration_seconds(o.ttl, "--ttl");
+  // 0 is what the API reads as "never expires": not what `--ttl 0s` (or a
+  // computed lifetime that came to nothing) means.
+  if (!o.ttl.empty() && req.ttl_s == 0)
+    throw failure{exit_usage, "--ttl: must be at least 1s; leave it out for a token "
+                              "that does not expire"};
   req.scope = o.scope;
   check_satisfiable(o.scope, "--scope");
   json body{{"kind", o.kind}, {"name", req.name}};
   if (req.ttl_s > 0) body["ttl_s"] = req.ttl_s;
   if (!req.scope.empty()) body["scope"] = req.scope;
   if (auto parsed = wire::parse_token_request(body); !parsed)
-    throw usage_failure(parsed.error());
+    throw usage_failure_of_flag(parsed.error(), {{"kind", "--kind"},
+                                                 {"name", "--name"},
+                                                 {"ttl_s", "--ttl"},
+                                                 {"scope", "--scope"}});
   auto mesh = ctx.client();
   mesh.remember_input("scope", o.scope);
   auto tok = mesh.post("/v1/tokens", body);

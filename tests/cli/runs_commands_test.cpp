@@ -926,5 +926,53 @@ TEST_F(runs_cmd, a_silent_wait_says_it_still_waits_and_how_its_agent_is) {
   EXPECT_FALSE(docs[1]["data"]) << yaml.out;
 }
 
+// This test ensures what a CI script would take for success is not one:
+// output that could not be written (a full disk) is exit 3; an empty
+// `--get` (an unset variable) and a directory given as a file are usage
+// errors; and a payload with terminal control sequences is shown escaped.
+TEST_F(runs_cmd, unwritable_output_empty_get_and_directories_are_errors) {
+  auto id =
+      submit(json{{"plan", "noop"}, {"payload", "ok\x1b[2J\x1b]0;pwned\x07\rFAKE"}});
+  auto shown = ctl({"runs", "show", id});
+  ASSERT_EQ(shown.code, 0) << shown.err;
+  EXPECT_EQ(shown.out.find('\x1b'), std::string::npos) << shown.out;
+  EXPECT_NE(shown.out.find("ok\\x1b[2J\\x1b]0;pwned\\x07\\x0dFAKE"), std::string::npos)
+      << shown.out;
+
+  auto code_file = dir + "/code";
+  auto command = "env -i HOME='" + dir + "' MESH_URL='" + url + "' MESH_TOKEN='" + admin +
+                 "' " + MESHCTL_PATH + " runs show " + id + " >/dev/full 2>'" + dir +
+                 "/err'; echo $? >'" + code_file + "'";
+  ASSERT_EQ(std::system(command.c_str()), 0);
+  int code = -1;
+  std::ifstream{code_file} >> code;
+  EXPECT_EQ(code, 3) << "a full disk passed for success";
+
+  auto empty_get = ctl({"runs", "artifacts", id, "--get", ""});
+  EXPECT_EQ(empty_get.code, 64) << empty_get.out;
+  std::filesystem::create_directories(dir + "/a-dir");
+  auto payload_dir = ctl({"runs", "submit", "noop", "--payload", "@" + dir + "/a-dir"});
+  EXPECT_EQ(payload_dir.code, 64) << payload_dir.out;
+  EXPECT_NE(payload_dir.err.find("is a directory"), std::string::npos) << payload_dir.err;
+  auto token_dir =
+      ctl_raw({"--mesh", url, "--token-file", dir + "/a-dir", "runs", "list"});
+  EXPECT_EQ(token_dir.code, 64) << token_dir.err;
+  EXPECT_NE(token_dir.err.find("is a directory"), std::string::npos) << token_dir.err;
+  EXPECT_EQ(get_run(id)["status"], "created");
+}
+
+// This test ensures YAML output quotes every text YAML 1.1 would read as
+// something else, so that the output reads back as the same objects.
+TEST_F(runs_cmd, yaml_output_quotes_what_yaml_would_read_otherwise) {
+  for (std::string payload : {"010", "0x1F", "+5", "1_000", ".inf", "2026-01-01"}) {
+    SCOPED_TRACE(payload);
+    auto id = submit(json{{"plan", "noop"}, {"payload", payload}});
+    auto r = ctl({"runs", "show", id, "-o", "yaml"});
+    ASSERT_EQ(r.code, 0) << r.err;
+    EXPECT_NE(r.out.find("payload: \"" + payload + "\""), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find("created_at: \"2"), std::string::npos) << r.out;
+  }
+}
+
 } // namespace
 } // namespace polymesh::cli_test

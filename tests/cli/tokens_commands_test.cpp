@@ -81,6 +81,7 @@ TEST_F(tokens_cmd, create_list_revoke) {
 // This test ensures `tokens create` rejects a bad kind and a bad scope
 // before sending anything, with a caret under the scope error.
 TEST_F(tokens_cmd, create_rejects_bad_kind_and_scope) {
+  auto before = call(port, "GET", "/v1/tokens", admin).body["tokens"].size();
   auto kind = ctl({"tokens", "create", "--kind", "agent", "--name", "x"});
   EXPECT_EQ(kind.code, 64);
   auto scope = ctl(
@@ -89,6 +90,19 @@ TEST_F(tokens_cmd, create_rejects_bad_kind_and_scope) {
   EXPECT_NE(scope.err.find("--scope"), std::string::npos) << scope.err;
   EXPECT_NE(scope.err.find("  env in (a\n           ^\n"), std::string::npos)
       << scope.err;
+  // A lifetime of nothing is not "never expires", and flags are named.
+  auto zero = ctl({"tokens", "create", "--kind", "reader", "--name", "x", "--ttl", "0s"});
+  EXPECT_EQ(zero.code, 64);
+  EXPECT_NE(zero.err.find("--ttl: must be at least 1s"), std::string::npos) << zero.err;
+  auto long_ttl =
+      ctl({"tokens", "create", "--kind", "reader", "--name", "x", "--ttl", "4000d"});
+  EXPECT_EQ(long_ttl.code, 64);
+  EXPECT_NE(long_ttl.err.find("--ttl: must be between"), std::string::npos)
+      << long_ttl.err;
+  auto blank = ctl({"tokens", "create", "--kind", "reader", "--name", " "});
+  EXPECT_EQ(blank.code, 64);
+  EXPECT_NE(blank.err.find("--name: must not be empty"), std::string::npos) << blank.err;
+  EXPECT_EQ(call(port, "GET", "/v1/tokens", admin).body["tokens"].size(), before);
 }
 
 } // namespace
