@@ -306,6 +306,9 @@ finished_wait wait_for_run(const command_context& ctx, mesh_client& mesh,
   };
   for (;;) {
     json run;
+    // An outage counts from the start of the read that failed: a mesh that
+    // hangs takes a whole answer's time to fail (60 s) before it is seen.
+    auto attempt = std::chrono::steady_clock::now();
     try {
       if (follow) {
         auto before = after;
@@ -326,10 +329,10 @@ finished_wait wait_for_run(const command_context& ctx, mesh_client& mesh,
       }
       auto now = std::chrono::steady_clock::now();
       if (f.code() != exit_unreachable ||
-          (down_since && now - *down_since > outage_grace))
+          now - down_since.value_or(attempt) >= outage_grace)
         throw;
       if (!down_since) {
-        down_since = now;
+        down_since = attempt;
         sp.clear();
         std::cerr << "meshctl: " << f.what() << "; retrying for up to "
                   << outage_grace.count() << " s" << std::endl;
@@ -621,8 +624,34 @@ struct rerun_options {
 /// Submits a new run with what run `o.id` was submitted with: plan,
 /// selector, target agent, params, payload, priority, timeout, ttl and
 /// concurrency key.
+/// GET `path`, riding out an outage of up to a minute as the submit that
+/// follows does (a restarting mesh must not fail a CI job's rerun).
+json get_through_outage(mesh_client& mesh, const std::string& path) {
+  constexpr auto outage_grace = std::chrono::seconds{60};
+  std::optional<std::chrono::steady_clock::time_point> down_since;
+  for (;;) {
+    auto attempt = std::chrono::steady_clock::now();
+    try {
+      auto got = mesh.get(path);
+      if (down_since) std::cerr << "meshctl: the mesh answers again" << std::endl;
+      return got;
+    } catch (const failure& f) {
+      if (f.code() != exit_unreachable || f.is_lasting() ||
+          std::chrono::steady_clock::now() - down_since.value_or(attempt) >= outage_grace)
+        throw;
+      if (!down_since) {
+        down_since = attempt;
+        std::cerr << "meshctl: " << f.what() << "; retrying for up to "
+                  << outage_grace.count() << " s" << std::endl;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds{500});
+    }
+  }
+}
+
 int rerun(const command_context& ctx, const rerun_options& o) {
-  auto old = ctx.client().get("/v1/runs/" + url_encode(o.id));
+  auto mesh = ctx.client();
+  auto old = get_through_outage(mesh, "/v1/runs/" + url_encode(o.id));
   wire::run_request req;
   req.plan = old.value("plan", "");
   req.selector = old.value("selector", "");

@@ -351,6 +351,21 @@ private:
   std::vector<std::string> seen_;
 };
 
+// This test ensures a rerun rides out an outage while it reads the run it
+// repeats, as the submit that follows does (it used to fail at once).
+TEST_F(runs_cmd, a_rerun_rides_out_an_outage_while_it_reads_the_run) {
+  auto first = submit(json{{"plan", "alpha"}});
+  std::atomic<int> reads{0};
+  lossy_proxy proxy{port, [&](const httplib::Request& req) {
+                      return req.method == "GET" && reads++ == 0;
+                    }};
+  auto r = ctl_raw({"--mesh", proxy.url(), "--token", admin, "runs", "rerun", first});
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.err.find("retrying for up to 60 s"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("the mesh answers again"), std::string::npos) << r.err;
+  EXPECT_EQ(call(port, "GET", "/v1/runs?plan=alpha", admin).body["runs"].size(), 2u);
+}
+
 // This test ensures a submit whose answer was lost (the run created, the
 // connection broken before the answer) is sent again with the same
 // idempotency key of meshctl's own, so exactly one run exists and meshctl
