@@ -731,8 +731,9 @@ struct agent::impl {
     shipper->close();
     upload_artifacts(*slot, ctx.artifacts_dir);
     report(*slot, why, res);
-    // A process the run left running on purpose (without its tracking
-    // entry, process.hpp) would share the next run's directory.
+    // A process the run left running (on purpose, without its tracking
+    // entry, process.hpp; or one the agent cannot tell apart) would share
+    // the next run's directory.
     bool reusable = true;
     std::error_code unresolved;
     auto seen = std::filesystem::canonical(root, unresolved);

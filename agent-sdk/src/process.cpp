@@ -18,7 +18,6 @@
 #include <filesystem>
 #include <fstream>
 #include <mutex>
-#include <optional>
 #include <poll.h>
 #include <set>
 #include <sstream>
