@@ -735,9 +735,7 @@ struct agent::impl {
     // entry, process.hpp; or one the agent cannot tell apart) would share
     // the next run's directory.
     bool reusable = true;
-    std::error_code unresolved;
-    auto seen = std::filesystem::canonical(root, unresolved);
-    if (auto pid = unresolved ? 0 : detail::leftover_in(seen.string())) {
+    if (auto pid = detail::leftover_in(root)) {
       reusable = false;
       info("run " + run.id + ": process " + std::to_string(pid) +
            ", which it left running, is in its directory: the directory is removed,"

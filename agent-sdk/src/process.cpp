@@ -81,12 +81,19 @@ bool is_zombie(pid_t pid) {
 /// Whether `pid` is dead, waiting to be reaped: a zombie with no thread
 /// left (a process whose main thread ended while others run shows as a
 /// zombie too).
-bool is_defunct(pid_t pid) {
-  if (!is_zombie(pid)) return false;
+/// The value of field `key` (`Threads:`, `Uid:`) of `/proc/<pid>/status`,
+/// which is readable whatever the process; "" when it has none.
+std::string status_field(pid_t pid, const std::string& key) {
   std::ifstream status{"/proc/" + std::to_string(pid) + "/status"};
   for (std::string line; std::getline(status, line);)
-    if (line.rfind("Threads:", 0) == 0) return std::atoi(line.c_str() + 8) <= 1;
-  return true;
+    if (line.rfind(key, 0) == 0) return line.substr(key.size());
+  return {};
+}
+
+bool is_defunct(pid_t pid) {
+  if (!is_zombie(pid)) return false;
+  auto threads = status_field(pid, "Threads:");
+  return threads.empty() || std::atoi(threads.c_str()) <= 1;
 }
 
 /// The ids of `pid`'s threads, the main one first.
@@ -110,18 +117,12 @@ std::string next_tracking_entry() {
          std::to_string(++count);
 }
 
-/// Whether `pid` runs as this process's user (`/proc/<pid>/status` is
-/// readable whatever the process).
+/// Whether `pid` runs as this process's user.
 bool same_user(pid_t pid) {
-  std::ifstream status{"/proc/" + std::to_string(pid) + "/status"};
-  for (std::string line; std::getline(status, line);)
-    if (line.rfind("Uid:", 0) == 0) {
-      std::istringstream ids{line.substr(4)};
-      uid_t real = 0;
-      uid_t effective = 0;
-      return ids >> real >> effective && real == ::geteuid() && effective == ::geteuid();
-    }
-  return false;
+  std::istringstream ids{status_field(pid, "Uid:")};
+  uid_t real = 0;
+  uid_t effective = 0;
+  return ids >> real >> effective && real == ::geteuid() && effective == ::geteuid();
 }
 
 /// What a program `run_process` started is known by at its end.
@@ -302,22 +303,29 @@ bool detach_child(pid_t agent_pid) {
   return true;
 }
 
-pid_t leftover_in(const std::string& dir) {
+pid_t leftover_in(const std::filesystem::path& where) {
   auto own = ::getsid(0);
+  std::vector<pid_t> todo;
+  for (pid_t child : children_of(::getpid()))
+    if (!is_live_program(child) && ::getsid(child) != own) todo.push_back(child);
+  // Resolved only when there is a process to compare with: most runs leave
+  // none, and this is at every run's end.
+  if (todo.empty()) return 0;
+  std::error_code unresolved;
+  auto dir = std::filesystem::canonical(where, unresolved).string();
+  if (unresolved) return 0;
   auto inside = [&](const std::string& path) {
     return path.compare(0, dir.size(), dir) == 0 &&
            (path.size() == dir.size() || path[dir.size()] == '/');
   };
-  std::vector<pid_t> todo;
-  for (pid_t child : children_of(::getpid()))
-    if (!is_live_program(child) && ::getsid(child) != own) todo.push_back(child);
   // Their descendants too (children of any of their threads), within bounds.
   for (size_t at = 0; at < todo.size() && at < 4096; ++at) {
     auto pid = todo[at];
     if (is_defunct(pid)) continue;
     bool hidden = false;
+    auto tids = threads_of(pid);
     // Through each thread: a main thread that ended has no directory left.
-    for (pid_t tid : threads_of(pid)) {
+    for (pid_t tid : tids) {
       std::error_code ec;
       auto cwd = std::filesystem::read_symlink(
           "/proc/" + std::to_string(pid) + "/task/" + std::to_string(tid) + "/cwd", ec);
@@ -327,7 +335,7 @@ pid_t leftover_in(const std::string& dir) {
     // One of this user's that hides where it is (non-dumpable, the agent
     // not root) may be inside: the directory is not handed on.
     if (hidden && same_user(pid)) return pid;
-    for (pid_t tid : threads_of(pid)) {
+    for (pid_t tid : tids) {
       // children_of reads this process's tasks; another's are read here.
       std::ifstream in{"/proc/" + std::to_string(pid) + "/task/" + std::to_string(tid) +
                        "/children"};

@@ -9,6 +9,7 @@
 #pragma once
 
 #include <cstddef>
+#include <filesystem>
 #include <functional>
 #include <sys/types.h>
 
@@ -43,7 +44,7 @@ size_t poll_inputs(const int* fds, size_t n, int timeout_ms,
 
 /// A process that a plan left running (an orphan this process adopted, or
 /// a descendant of one) whose working directory is `dir` or below it; 0
-/// when there is none. `dir` as the kernel shows it (no symlink in it).
-[[nodiscard]] pid_t leftover_in(const std::string& dir);
+/// when there is none (or `dir` cannot be resolved).
+[[nodiscard]] pid_t leftover_in(const std::filesystem::path& dir);
 
 } // namespace polymesh::sdk::detail
