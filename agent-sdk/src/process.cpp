@@ -176,15 +176,32 @@ bool kill_escaped(const program_mark& p) {
       candidates.push_back(child);
   bool found = false;
   for (pid_t child : candidates) {
-    if (is_live_program(child) || is_defunct(child)) continue;
-    auto pgid = ::getpgid(child);
-    auto sid = ::getsid(child);
-    if (pgid < 0 || sid < 0 || sid == own) continue;
-    if (sid != group && !started_with(child, p.tracking)) continue;
-    if (pgid != group) ::kill(-pgid, SIGKILL);
+    // Opened before `child` is inspected: if another thread reaps it and
+    // its pid is reused meanwhile, the kill below reaches nothing instead
+    // of the newcomer (or the newcomer's group). Kernels before 5.3 have
+    // no pidfds: kill by pid. (Through syscall(): glibc 2.36's
+    // <sys/pidfd.h> lacks extern "C".)
+    auto handle = static_cast<int>(::syscall(SYS_pidfd_open, child, 0));
+    if (handle < 0 && errno != ENOSYS) continue; // ended and reaped already
+    bool killed = false;
+    if (!is_live_program(child) && !is_defunct(child)) {
+      auto pgid = ::getpgid(child);
+      auto sid = ::getsid(child);
+      if (pgid >= 0 && sid >= 0 && sid != own &&
+          (sid == group || started_with(child, p.tracking))) {
+        killed = handle >= 0
+                     ? ::syscall(SYS_pidfd_send_signal, handle, SIGKILL, nullptr, 0) == 0
+                     : ::kill(child, SIGKILL) == 0;
+        // Only while it lives (the signal reached it, or it is another
+        // user's): then `child` was never reaped, and the group read above
+        // is its own.
+        if ((killed || errno == EPERM) && pgid != group) ::kill(-pgid, SIGKILL);
+      }
+    }
+    if (handle >= 0) ::close(handle);
     // Counted only when it could be signalled: one out of reach (another
     // user's, in the session) must not hold the caller for its 500 ms.
-    if (::kill(child, SIGKILL) == 0) found = true;
+    found = found || killed;
   }
   return found;
 }
