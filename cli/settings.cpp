@@ -1,6 +1,7 @@
 #include "cli/settings.hpp"
 
 #include "cli/failure.hpp"
+#include "mesh/wire/mesh_url.hpp"
 #include "mesh/wire/secret_file.hpp"
 
 #include <cerrno>
@@ -33,25 +34,12 @@ output_format parse_output(const std::string& text, const std::string& source) {
                 source + ": output must be one of table, json, yaml, got '" + text + "'"};
 }
 
-std::string check_url(std::string url, const std::string& source) {
+std::string check_url(const std::string& given, const std::string& source) {
+  if (auto problem = wire::mesh_url_problem(given); !problem.empty())
+    throw failure{exit_usage, source + ": " + problem};
+  auto url = given;
   while (!url.empty() && url.back() == '/')
     url.pop_back();
-  auto scheme_end = url.find("://");
-  if (scheme_end == std::string::npos || (url.compare(0, scheme_end, "http") != 0 &&
-                                          url.compare(0, scheme_end, "https") != 0))
-    throw failure{exit_usage,
-                  source + ": mesh URL must start with http:// or https://, got '" + url +
-                      "'"};
-  // A path is a reverse proxy's prefix; a query or fragment has no place.
-  if (url.find_first_of("?#", scheme_end + 3) != std::string::npos)
-    throw failure{exit_usage,
-                  source +
-                      ": mesh URL must be scheme://HOST[:PORT][/PATH] without a query or "
-                      "fragment, got '" +
-                      url + "'"};
-  auto host_end = url.find('/', scheme_end + 3);
-  if (host_end == scheme_end + 3 || scheme_end + 3 == url.size())
-    throw failure{exit_usage, source + ": mesh URL has no host"};
   return url;
 }
 

@@ -2,6 +2,7 @@
 
 #include "mesh/domain/clock.hpp"
 #include "mesh/domain/run_state.hpp"
+#include "mesh/wire/mesh_url.hpp"
 #include "mesh/wire/transport_error.hpp"
 
 #include <algorithm>
@@ -166,17 +167,7 @@ bool run_held_by_another_session(const http_reply& r) {
 }
 
 std::string mesh_client::check_url(const std::string& url) {
-  auto scheme_end = url.find("://");
-  if (scheme_end == std::string::npos)
-    return "expected http://HOST:PORT or https://HOST:PORT, got '" + url + "'";
-  auto scheme = url.substr(0, scheme_end);
-  if (scheme != "http" && scheme != "https")
-    return "scheme must be http or https, got '" + scheme + "'";
-  auto rest = url.substr(scheme_end + 3);
-  auto slash = rest.find('/');
-  auto host = rest.substr(0, slash);
-  if (host.empty()) return "no host in '" + url + "'";
-  return {};
+  return wire::mesh_url_problem(url);
 }
 
 mesh_client::mesh_client(std::string url, std::chrono::milliseconds request_timeout,

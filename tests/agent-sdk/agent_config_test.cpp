@@ -94,6 +94,22 @@ TEST(agent_config, errors_name_the_key) {
   EXPECT_EQ(
       error_key("mesh: {url: 'http://h:1', registration_token: t}\nagent: {name: a}"),
       "plans");
+  // The URL meshctl would refuse, refused here too, saying why.
+  for (const auto& [url, says] : std::vector<std::pair<std::string, std::string>>{
+           {"http://:7700", "mesh URL has no host, got 'http://:7700'"},
+           {"http://user@h:7700", "host 'user@h' has a space or '@'"},
+           {"http://h:0", "port must be 1 to 65535, got '0'"},
+           {"http://h:70000", "port must be 1 to 65535, got '70000'"},
+           {"http://h:7700/?x=1", "without a query or fragment"}}) {
+    auto text =
+        error_text("mesh: {url: '" + url +
+                   "', registration_token: t}\nagent: {name: a}\nplans: {echo: {}}");
+    EXPECT_EQ(text.rfind("mesh.url: ", 0), 0u) << url << ": " << text;
+    EXPECT_NE(text.find(says), std::string::npos) << url << ": " << text;
+  }
+  EXPECT_NO_THROW(parse_agent_yaml("mesh: {url: 'http://[::1]:7700/prefix/', "
+                                   "registration_token: t}\nagent: {name: a}\n"
+                                   "plans: {echo: {}}"));
 }
 
 // This test ensures the messages a config mistake gets are the ones that

@@ -179,6 +179,23 @@ TEST_F(settings_cmd, a_mesh_url_with_a_path_prefix_reaches_the_mesh_behind_a_pro
   auto no_host = ctl_raw({"--mesh", "http:///polymesh", "--token", admin, "status"});
   EXPECT_EQ(no_host.code, 64);
   EXPECT_NE(no_host.err.find("has no host"), std::string::npos) << no_host.err;
+  // Each refused before any request, naming what is wrong with the URL as
+  // given (not as trimmed).
+  for (const auto& [bad, says] : std::vector<std::pair<std::string, std::string>>{
+           {"http://", "has no host, got 'http://'"},
+           {"http://:" + std::to_string(port), "has no host"},
+           {"http://127.0.0.1 x", "host '127.0.0.1 x' has a space or '@'"},
+           {"http://user:pw@127.0.0.1:" + std::to_string(port), "never in the URL"},
+           {"http://127.0.0.1:0", "port must be 1 to 65535, got '0'"},
+           {"http://127.0.0.1:65536", "port must be 1 to 65535, got '65536'"},
+           {"http://127.0.0.1:http", "port must be 1 to 65535, got 'http'"}}) {
+    auto r = ctl_raw({"--mesh", bad, "--token", admin, "status"});
+    EXPECT_EQ(r.code, 64) << bad << ": " << r.err;
+    EXPECT_NE(r.err.find(says), std::string::npos) << bad << ": " << r.err;
+  }
+  auto v6 = ctl_raw(
+      {"--mesh", "http://[::1]:" + std::to_string(port), "--token", admin, "status"});
+  EXPECT_NE(v6.code, 64) << v6.err; // a bracketed IPv6 host is a host
 }
 
 // This test ensures an https mesh signed by a private CA is reached with
