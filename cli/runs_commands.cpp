@@ -570,17 +570,21 @@ int send_run(const command_context& ctx, wire::run_request req, bool wait, bool 
           ? "already submitted with idempotency key '" + req.idempotency_key + "'"
           : "submitted" + origin;
   auto out = ctx.out();
+  bool earlier = what.rfind("already", 0) == 0;
   if (!wait && !follow) {
-    if (out.structured())
+    if (out.structured()) {
+      // stdout stays the run alone; a script that reads it learns from
+      // stderr that the run is an earlier one.
+      if (earlier) std::cerr << "run " << id << " " << what << '\n';
       out.emit(run);
-    else
+    } else
       std::cout << "run " << id << " " << what << " ("
                 << out.paint(run.value("status", ""),
                              printer::status_color(run.value("status", "")))
                 << ")\n";
     return exit_ok;
   }
-  if (!out.structured())
+  if (!out.structured() || earlier)
     std::cerr << "run " << id << " " << what << "; "
               << (follow ? "following its log" : "waiting for it to end") << '\n';
   return finish_wait(ctx, wait_for_run(ctx, mesh, id, follow), follow);
@@ -883,6 +887,14 @@ int get_artifact(const command_context& ctx, const artifacts_options& o) {
                   {"nothing was written; try again"}};
   auto summary = "saved " + o.get + " (" + std::to_string(answer.bytes.size()) +
                  " bytes, sha256 " + actual.substr(0, 12) + ")";
+  auto out = ctx.out();
+  // What was saved where, for a script: `-o json` prints this instead of
+  // the sentence (to stderr when the bytes went to stdout).
+  json saved{{"run", o.id},
+             {"name", o.get},
+             {"file", to_stdout ? "-" : file},
+             {"bytes", answer.bytes.size()},
+             {"sha256", actual}};
   if (to_stdout) {
     std::cout.write(answer.bytes.data(),
                     static_cast<std::streamsize>(answer.bytes.size()));
@@ -907,7 +919,10 @@ int get_artifact(const command_context& ctx, const artifacts_options& o) {
   }
   fs::rename(tmp, file, ec);
   if (ec) throw cannot_write(ec.message());
-  std::cout << summary << " to " << file << '\n';
+  if (out.structured())
+    out.emit(saved);
+  else
+    std::cout << summary << " to " << file << '\n';
   return exit_ok;
 }
 

@@ -87,6 +87,9 @@ TEST_F(runs_cmd, submit_sends_every_field_and_prints_the_run) {
       ctl({"runs", "submit", "deploy", "--idempotency-key", "deploy-42", "-o", "json"});
   ASSERT_EQ(again.code, 0) << again.err;
   EXPECT_EQ(again.json_out()["id"], run["id"]);
+  EXPECT_NE(again.err.find("already submitted with idempotency key 'deploy-42'"),
+            std::string::npos)
+      << "stdout is the run, stderr says it is an earlier one: " << again.err;
   auto repeat = ctl({"runs", "submit", "other-plan", "--idempotency-key", "deploy-42"});
   ASSERT_EQ(repeat.code, 0) << repeat.err;
   EXPECT_EQ(repeat.out,
@@ -790,6 +793,20 @@ TEST_F(runs_cmd, artifacts_list_and_download_byte_identical) {
   auto forced =
       ctl({"runs", "artifacts", id, "--get", "plan.txt", "--file", file, "--force"});
   EXPECT_EQ(forced.code, 0) << forced.err;
+  // For a script: what was saved where, as JSON, not a sentence.
+  auto as_json = ctl({"runs", "artifacts", id, "--get", "out/app.bin", "--file", file,
+                      "--force", "-o", "json"});
+  ASSERT_EQ(as_json.code, 0) << as_json.err;
+  std::string listed_sha;
+  for (const auto& a : api.body["artifacts"])
+    if (a["name"] == "out/app.bin") listed_sha = a["sha256"];
+  ASSERT_EQ(listed_sha.size(), 64u);
+  EXPECT_EQ(as_json.json_out(), (json{{"run", id},
+                                      {"name", "out/app.bin"},
+                                      {"file", file},
+                                      {"bytes", 8},
+                                      {"sha256", listed_sha}}))
+      << as_json.out;
 
   auto piped = ctl({"runs", "artifacts", id, "--get", "out/app.bin", "--file", "-"});
   ASSERT_EQ(piped.code, 0) << piped.err;
