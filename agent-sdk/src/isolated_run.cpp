@@ -345,9 +345,7 @@ plan_result run_isolated(const isolated_plan& which, run_context& ctx) {
     return failure("did not return within " +
                    std::to_string(isolated_stop_limit(ctx.kill_grace).count()) +
                    " ms of being told to stop; killed");
-  if (status_lost)
-    return failure("ended, but something else in this program collected its exit status "
-                   "(is SIGCHLD ignored?)");
+  if (status_lost) return failure(detail::status_collected_elsewhere);
   process_outcome how;
   how.started = true;
   if (WIFEXITED(status)) how.exit_code = WEXITSTATUS(status);

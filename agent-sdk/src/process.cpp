@@ -390,7 +390,7 @@ size_t poll_inputs(const int* fds, size_t n, int timeout_ms,
 } // namespace detail
 
 std::string process_outcome::describe() const {
-  if (!started) return error;
+  if (!started || !error.empty()) return error;
   if (signal != 0) {
     const char* name = ::strsignal(signal);
     return "killed by signal " + std::to_string(signal) + " (" + (name ? name : "?") +
@@ -570,15 +570,24 @@ process_outcome run_process(const process_spec& spec, log_sink& log,
     if (open == 0) {
       // Pipes are closed but the program still runs: wait without spinning,
       // briefly at first because the exit usually follows the close at once.
-      cancel.wait_for(idle_wait);
+      // (A fired token no longer waits: then sleep, up to its kill.)
+      if (cancel.canceled())
+        std::this_thread::sleep_for(idle_wait);
+      else
+        cancel.wait_for(idle_wait);
       idle_wait = std::min(idle_wait * 2, std::chrono::milliseconds{50});
     }
     if (!reaped) {
       int status = 0;
-      if (::waitpid(pid, &status, WNOHANG) == pid) {
+      auto got = ::waitpid(pid, &status, WNOHANG);
+      if (got == pid || (got < 0 && errno == ECHILD)) {
         reaped = true;
         reaped_at = steady::now();
-        if (WIFEXITED(status))
+        if (got != pid)
+          // Collected by the kernel (SIGCHLD ignored) or by another
+          // waitpid(-1) in this process: it ended, its status is unknown.
+          out.error = detail::status_collected_elsewhere;
+        else if (WIFEXITED(status))
           out.exit_code = WEXITSTATUS(status);
         else if (WIFSIGNALED(status))
           out.signal = WTERMSIG(status);

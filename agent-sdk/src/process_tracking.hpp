@@ -15,6 +15,12 @@
 
 namespace polymesh::sdk::detail {
 
+/// How a child ended whose exit status someone else collected: the kernel,
+/// when this process ignores SIGCHLD, or a `waitpid(-1)` elsewhere in it.
+inline constexpr const char* status_collected_elsewhere =
+    "ended, but something else in this program collected its exit status "
+    "(is SIGCHLD ignored?)";
+
 /// `fork`, with the child marked as reaped by the thread that started it
 /// before any other thread can look (it may end at once).
 pid_t fork_tracked();

@@ -135,6 +135,10 @@ std::string check_env_name(const std::string& name) {
 sdk::plan_result outcome_of(const sdk::process_outcome& out, std::string tail) {
   if (!out.started) return sdk::plan_result::failure(out.error);
   if (out.success()) return sdk::plan_result::success(std::move(tail), 0);
+  // Ended with no status to tell (see `process_outcome::error`).
+  if (!out.error.empty())
+    return sdk::plan_result::failure("command " + out.error, std::nullopt,
+                                     std::move(tail));
   std::optional<int64_t> code;
   if (out.signal == 0)
     code = out.exit_code;

@@ -6,9 +6,11 @@
 #include <algorithm>
 #include <csignal>
 #include <cstring>
+#include <ctime>
 #include <fcntl.h>
 #include <filesystem>
 #include <fstream>
+#include <future>
 #include <gtest/gtest.h>
 #include <sstream>
 #include <sys/prctl.h>
@@ -154,6 +156,60 @@ TEST(process, cancel_kills_the_group) {
   ASSERT_GT(grandchild, 0);
   EXPECT_TRUE(gone(child));
   EXPECT_TRUE(gone(grandchild));
+}
+
+// This test ensures a program whose exit status someone else collected
+// (the kernel, when the embedding program ignores SIGCHLD) still ends its
+// run, saying why it has no status: run_process used to wait for it for
+// ever, spinning a core once the run was canceled.
+TEST(process, a_program_whose_status_was_collected_elsewhere_still_ends) {
+  struct state {
+    testkit::temp_dir dir;
+    testkit::memory_log log;
+    cancel_source cancel;
+    std::promise<process_outcome> done;
+  };
+  // Shared with the thread: should it never return, it must not outlive them.
+  auto st = std::make_shared<state>();
+  auto result = st->done.get_future();
+  auto previous = std::signal(SIGCHLD, SIG_IGN);
+  std::thread{[st] {
+    st->done.set_value(run_process(sh("echo hi", st->dir.path()), st->log, st->cancel));
+  }}.detach();
+  bool ended = result.wait_for(30s) == std::future_status::ready;
+  std::signal(SIGCHLD, previous);
+  if (!ended) st->cancel.cancel(cancel_reason::canceled_by_user);
+  ASSERT_TRUE(ended) << "run_process never returned";
+  auto out = result.get();
+  EXPECT_TRUE(out.started);
+  EXPECT_FALSE(out.success());
+  EXPECT_NE(out.describe().find("(is SIGCHLD ignored?)"), std::string::npos)
+      << out.describe();
+  EXPECT_EQ(st->log.out(), "hi\n");
+}
+
+// This test ensures a canceled program that closed its output and ignores
+// SIGTERM is waited for without spinning until its kill: the wait used to
+// return at once on a fired token and burn a core for the whole grace.
+TEST(process, a_canceled_program_is_waited_for_without_spinning) {
+  testkit::temp_dir dir;
+  testkit::memory_log log;
+  cancel_source c;
+  auto spec = sh("trap '' TERM; echo ready; exec >&- 2>&-; sleep 30", dir.path());
+  spec.kill_grace = 1s;
+  auto canceler = cancel_when(log, c, "ready");
+  timespec before{};
+  ::clock_gettime(CLOCK_THREAD_CPUTIME_ID, &before);
+  auto out = run_process(spec, log, c);
+  timespec after{};
+  ::clock_gettime(CLOCK_THREAD_CPUTIME_ID, &after);
+  canceler.join();
+  EXPECT_TRUE(out.canceled);
+  EXPECT_EQ(out.signal, SIGKILL);
+  auto cpu_ms =
+      (after.tv_sec - before.tv_sec) * 1000 + (after.tv_nsec - before.tv_nsec) / 1000000;
+  // A second of grace; spinning spends most of it on the CPU.
+  EXPECT_LT(cpu_ms, 300) << "CPU time of run_process's thread over the grace";
 }
 
 // This test ensures a process that left the run's process group (`setsid`,

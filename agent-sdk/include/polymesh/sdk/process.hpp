@@ -70,12 +70,14 @@ struct process_outcome {
   /// Whether the token fired while it ran.
   bool canceled = false;
   pid_t pid = -1;
-  /// Why it could not start; no trailing period.
+  /// Why it could not start or, when it started, why its exit status is
+  /// unknown (something else in this process collected it: SIGCHLD
+  /// ignored, or a `waitpid(-1)`); no trailing period.
   std::string error;
 
   /// Exited on its own with status 0.
   [[nodiscard]] bool success() const { return started && signal == 0 && exit_code == 0; }
-  /// "exited with code 3", "killed by signal 9 (SIGKILL)", or the start error.
+  /// "exited with code 3", "killed by signal 9 (SIGKILL)", or `error`.
   [[nodiscard]] std::string describe() const;
 };
 
