@@ -806,6 +806,31 @@ struct agent::impl {
                             " ms");
       retry_nap(d);
     }
+    // The last progress message wins (plan.hpp), also one given just before
+    // the plan returned or within the rate limit, which the loop above did
+    // not get to send. Retried like the log; a refusal (the run ended in
+    // the mesh meanwhile) drops it.
+    b.reset();
+    for (;;) {
+      std::string message;
+      {
+        std::lock_guard<std::mutex> guard{slot->mtx};
+        if (!slot->progress_dirty) return;
+        message = slot->progress;
+      }
+      auto r = client.progress(id, message);
+      if (r.status != 0 || abandon_results) {
+        stop_if_held_elsewhere(*slot, r, nullptr);
+        std::lock_guard<std::mutex> guard{slot->mtx};
+        if (slot->progress == message) slot->progress_dirty = false;
+        return;
+      }
+      auto d = b.next();
+      retry_warn("progress", "run " + id + ": cannot send its last progress message (" +
+                                 r.describe() + "), retrying in " +
+                                 std::to_string(d.count()) + " ms");
+      retry_nap(d);
+    }
   }
 
   /// When `r` says that another session of this agent holds the run (the
@@ -987,10 +1012,16 @@ struct agent::impl {
       fr.status = res.ok ? run_status::success : run_status::error;
       if (!res.ok) {
         fr.reason = "plan_failed";
-        fr.error = tail_of(res.error, 4000);
+        fr.error = res.error.empty() ? "the plan failed without saying why"
+                                     : tail_of(res.error, 4000);
       }
       break;
     }
+    // What the stopped plan said, after the cause: it may tell whether it
+    // stopped cleanly, or was killed (`… did not return within … ms of being
+    // told to stop; killed`) or crashed.
+    if (why != cancel_reason::none && !res.ok && !res.error.empty())
+      fr.error += " (the plan's error: " + tail_of(res.error, 3000) + ")";
     // The tail the mesh takes: `runs.max_result_bytes`, and what fits its body
     // limit next to the error text.
     fr.result = tail_of(res.result, client.limits().result_bytes(fr.error.size()));

@@ -466,7 +466,8 @@ plan_set echo_plans(std::shared_ptr<blocking_plan> blocker = nullptr) {
   p["echo"] = std::make_shared<function_plan>([](run_context& ctx) {
     ctx.log->write(log_stream::out, ctx.payload);
     if (ctx.params.value("fail", false))
-      return plan_result::failure("asked to fail", 3, "partial");
+      return plan_result::failure(ctx.params.value("error", "asked to fail"), 3,
+                                  "partial");
     return plan_result::success(ctx.payload, 0);
   });
   p["lines"] = std::make_shared<function_plan>([](run_context& ctx) {
@@ -481,6 +482,12 @@ plan_set echo_plans(std::shared_ptr<blocking_plan> blocker = nullptr) {
     while (!ctx.cancel->wait_for(50ms)) {
     }
     return plan_result::failure("canceled");
+  });
+  // Two messages within the rate limit, and returns at once.
+  p["progress_then_return"] = std::make_shared<function_plan>([](run_context& ctx) {
+    ctx.progress("step 1 of 2");
+    ctx.progress("step 2 of 2");
+    return plan_result::success();
   });
   // Writes nothing and reports no progress: only the heartbeat speaks for it.
   p["quiet"] = std::make_shared<function_plan>([](run_context& ctx) {
@@ -593,6 +600,11 @@ TEST(agent, reports_error_with_exit_code) {
     EXPECT_EQ(f["error"], "asked to fail");
     return 0;
   });
+  // A failure with no text still tells the user something.
+  mesh.submit("r2", "echo", json{{"fail", true}, {"error", ""}});
+  ASSERT_TRUE(finished(mesh, "r2"));
+  EXPECT_EQ(mesh.with([](fake_mesh& m) { return m.finished_["r2"]["error"]; }),
+            "the plan failed without saying why");
 }
 
 // This test ensures a result refused with 503 (meshd restarting) is re-sent unchanged
@@ -716,6 +728,10 @@ TEST(agent, cancel_from_poll) {
   mesh.with([](fake_mesh& m) {
     EXPECT_EQ(m.finished_["r1"]["status"], "canceled");
     EXPECT_EQ(m.finished_["r1"]["reason"], "canceled_by_user");
+    // The cause, then what the plan said (here "canceled"): a plan killed
+    // for not stopping says so there.
+    EXPECT_EQ(m.finished_["r1"]["error"],
+              "canceled on request (the plan's error: canceled)");
     return 0;
   });
 }
@@ -1233,6 +1249,25 @@ TEST(agent, progress_is_reported) {
   }));
   mesh.cancel("r1");
   ASSERT_TRUE(finished(mesh, "r1"));
+}
+
+// This test ensures the last progress message reaches the mesh before the
+// result even when the plan returns right after it (within the rate limit):
+// "the last message wins" (plan.hpp), but it used to be dropped.
+TEST(agent, the_last_progress_message_is_sent_when_the_plan_returns_at_once) {
+  fake_mesh mesh;
+  agent a{config(mesh), echo_plans()};
+  a.start();
+  for (int i = 0; i < 3; ++i) {
+    auto id = "r" + std::to_string(i);
+    mesh.submit(id, "progress_then_return");
+    ASSERT_TRUE(finished(mesh, id));
+    mesh.with([&](fake_mesh& m) {
+      auto& p = m.progress_[id];
+      ASSERT_FALSE(p.empty()) << id;
+      EXPECT_EQ(p.back(), "step 2 of 2") << id;
+    });
+  }
 }
 
 // This test ensures a progress message longer than the mesh takes (4096
