@@ -13,13 +13,18 @@
 #include <caf/scoped_actor.hpp>
 #include <caf/send.hpp>
 #include <cctype>
+#include <condition_variable>
+#include <deque>
 #include <httplib.h>
 #include <map>
+#include <mutex>
 #include <optional>
 #include <regex>
 #include <set>
 #include <string_view>
 #include <sys/socket.h>
+#include <system_error>
+#include <thread>
 
 namespace polymesh {
 
@@ -1509,6 +1514,71 @@ private:
 
 } // namespace
 
+namespace {
+
+/// cpp-httplib's `ThreadPool`, except that a thread the system will not
+/// create is an exception its owner can catch: `ThreadPool`'s constructor
+/// throws with the threads it made still joinable, which is
+/// `std::terminate`.
+class worker_pool final : public httplib::TaskQueue {
+public:
+  explicit worker_pool(size_t n) {
+    threads_.reserve(n);
+    try {
+      for (size_t i = 0; i < n; ++i)
+        threads_.emplace_back([this] { work(); });
+    } catch (...) {
+      shutdown();
+      throw;
+    }
+  }
+  worker_pool(const worker_pool&) = delete;
+  worker_pool& operator=(const worker_pool&) = delete;
+  ~worker_pool() override { shutdown(); }
+
+  void enqueue(std::function<void()> fn) override {
+    {
+      std::lock_guard<std::mutex> guard{mtx_};
+      jobs_.push_back(std::move(fn));
+    }
+    ready_.notify_one();
+  }
+
+  /// Lets the queued jobs run, then joins every thread. Idempotent.
+  void shutdown() override {
+    {
+      std::lock_guard<std::mutex> guard{mtx_};
+      stopping_ = true;
+    }
+    ready_.notify_all();
+    for (auto& t : threads_)
+      if (t.joinable()) t.join();
+  }
+
+private:
+  void work() {
+    for (;;) {
+      std::function<void()> fn;
+      {
+        std::unique_lock<std::mutex> lock{mtx_};
+        ready_.wait(lock, [&] { return !jobs_.empty() || stopping_; });
+        if (jobs_.empty()) return; // stopping, and nothing left to do
+        fn = std::move(jobs_.front());
+        jobs_.pop_front();
+      }
+      fn();
+    }
+  }
+
+  std::mutex mtx_;
+  std::condition_variable ready_;
+  std::deque<std::function<void()>> jobs_;
+  bool stopping_ = false;
+  std::vector<std::thread> threads_;
+};
+
+} // namespace
+
 http_server::http_server(mesh_node& node)
     : node_(node)
     , svr_(new mesh_http_server)
@@ -1520,7 +1590,11 @@ http_server::http_server(mesh_node& node)
   // a pool sized for 10,000 agents needs no 1,250 spare threads.
   max_polls_ = std::max<int64_t>(1, cfg.http_threads -
                                         std::clamp<int64_t>(cfg.http_threads / 8, 4, 64));
-  svr_->new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
+  pool_threads_ = threads;
+  // `serve` takes the pool `bind` started; the server deletes it when done.
+  svr_->new_task_queue = [this] {
+    return pool_ ? pool_.release() : new worker_pool(pool_threads_);
+  };
   svr_->set_tcp_nodelay(true);
   // cpp-httplib's default sets SO_REUSEPORT, with which a second meshd binds
   // the same port and the kernel splits connections between the two. Only
@@ -1764,6 +1838,16 @@ caf::expected<int> http_server::bind(const std::string& host, int port) {
                       "cannot listen on " + host + ":" + std::to_string(port) +
                           " (address in use, not local, or a name that does not resolve)",
                       "listen");
+  try {
+    pool_ = std::make_unique<worker_pool>(pool_threads_);
+  } catch (const std::system_error& e) {
+    return make_error(errc::invalid_argument,
+                      "cannot start " + std::to_string(pool_threads_) +
+                          " HTTP threads (http.threads + http.run_waits): " + e.what() +
+                          "; lower http.threads or raise the limit on this user's "
+                          "processes and threads (ulimit -u, systemd TasksMax)",
+                      "http.threads");
+  }
   return bound;
 }
 

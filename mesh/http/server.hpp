@@ -21,6 +21,7 @@
 
 namespace httplib {
 class Server;
+class TaskQueue;
 struct Request;
 struct Response;
 } // namespace httplib
@@ -90,6 +91,10 @@ public:
 private:
   mesh_node& node_;
   std::unique_ptr<httplib::Server> svr_;
+  /// The worker pool, started by `bind` (so that a pool the system will not
+  /// give threads for is a start-up error) and handed to `svr_` by `serve`.
+  std::unique_ptr<httplib::TaskQueue> pool_;
+  size_t pool_threads_ = 0;
   std::atomic<int64_t> open_polls_{0};
   int64_t max_polls_ = 1;
   /// Clients waiting on a run now, at most `http.run_waits`.

@@ -73,20 +73,37 @@ std::string exposure(const std::string& host, const std::string& listen) {
 
 /// What `--check` prints: the settings that decide where meshd listens and
 /// keeps its data, and what is there now. Reads; creates nothing.
-void print_check(const mesh_config& cfg) {
+/// Returns 2, saying why, when a path there is not what a start needs.
+int print_check(const mesh_config& cfg) {
+  namespace fs = std::filesystem;
   std::error_code ec;
   auto there = [&](const std::string& p) {
-    if (std::filesystem::exists(p, ec)) return std::string{};
+    if (fs::exists(p, ec)) return std::string{};
     return std::string{" (not there yet: created at the first start)"};
   };
   auto db = cfg.database_path();
+  if (fs::exists(cfg.data_dir, ec) && !fs::is_directory(cfg.data_dir, ec)) {
+    std::cerr << "meshd: data_dir " << absolute(cfg.data_dir) << " is not a directory"
+              << std::endl;
+    return 2;
+  }
+  if (fs::is_directory(db, ec)) {
+    std::cerr << "meshd: store.path " << absolute(db) << " is a directory, not a database"
+              << std::endl;
+    return 2;
+  }
   std::cout << "config OK: listen " << cfg.listen << ", data_dir "
             << absolute(cfg.data_dir) << there(cfg.data_dir) << ", database "
-            << absolute(db) << there(db) << "\n";
+            << absolute(db) << there(db)
+            << (fs::exists(db, ec) && fs::file_size(db, ec) == 0
+                    ? " (an empty file: a new, empty mesh is started in it)"
+                    : "")
+            << "\n";
   auto hp = split_host_port(cfg.listen);
   if (auto why = hp ? exposure(hp->first, cfg.listen) : std::string{}; !why.empty())
     std::cout << "  listen: " << why << "\n";
   std::cout << std::flush;
+  return 0;
 }
 
 } // namespace
@@ -146,8 +163,7 @@ int main(int argc, char** argv) {
   auto hp = split_host_port(cfg.listen);
   if (!hp) return fail(hp.error());
   if (check_only) {
-    print_check(cfg);
-    return 0;
+    return print_check(cfg);
   }
   log_level level = log_level::info;
   if (parse_log_level(cfg.log_level, level)) set_log_level(level);
@@ -170,15 +186,23 @@ int main(int argc, char** argv) {
 
   system_clock clk;
   std::error_code ec;
-  bool fresh = !std::filesystem::exists(cfg.database_path(), ec);
+  // An empty file is no database either: what a failed restore (an empty
+  // backup, a `cp` cut short) leaves, worth the same warning.
+  auto found = std::filesystem::file_size(cfg.database_path(), ec);
+  bool fresh = ec || found == 0;
+  bool was_empty_file = !ec && found == 0;
   auto node = mesh_node::start(cfg, clk);
   if (!node) return fail(node.error());
   auto& r = (*node)->restored();
   // A new database is worth a line of its own: a mistyped --data-dir or
   // store.path starts an empty mesh that no token of the real one opens.
   if (fresh)
-    log(log_level::warn, "store " + absolute(cfg.database_path()) +
-                             ": no database was there; started a new, empty mesh");
+    log(log_level::warn,
+        "store " + absolute(cfg.database_path()) +
+            (was_empty_file ? ": the database file was empty (0 bytes); started a new, "
+                              "empty mesh"
+                            : ": no database was there; started a new, "
+                              "empty mesh"));
   else
     log(log_level::info, "store " + absolute(cfg.database_path()) + ": restored " +
                              std::to_string(r.agents) + " agents, " +

@@ -4,6 +4,7 @@
 #include <csignal>
 #include <cstdio>
 #include <cstring>
+#include <fcntl.h>
 #include <stdexcept>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -12,7 +13,8 @@ namespace polymesh::test {
 
 meshd_process::meshd_process(const std::string& binary, const std::string& dir,
                              const std::string& admin_token,
-                             std::vector<std::string> extra) {
+                             std::vector<std::string> extra,
+                             const std::string& log_file) {
   int out[2];
   if (::pipe(out) != 0) throw std::runtime_error("pipe failed");
   pid_ = ::fork();
@@ -21,6 +23,10 @@ meshd_process::meshd_process(const std::string& binary, const std::string& dir,
     ::dup2(out[1], STDOUT_FILENO);
     ::close(out[0]);
     ::close(out[1]);
+    if (!log_file.empty()) {
+      int log = ::open(log_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+      if (log < 0 || ::dup2(log, STDERR_FILENO) < 0) ::_exit(126);
+    }
     ::setenv("POLYMESH_ADMIN_TOKEN", admin_token.c_str(), 1);
     std::vector<std::string> args{binary, "--data-dir", dir};
     // Port 0 unless the caller listens elsewhere (a restart on its old port).

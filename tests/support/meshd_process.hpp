@@ -12,9 +12,11 @@ namespace polymesh::test {
 class meshd_process {
 public:
   /// Starts `binary --listen 127.0.0.1:0 --data-dir dir [extra...]` with
-  /// POLYMESH_ADMIN_TOKEN=`admin_token`. Throws if it does not come up.
+  /// POLYMESH_ADMIN_TOKEN=`admin_token`, its log (stderr) into `log_file`
+  /// when one is given. Throws if it does not come up.
   meshd_process(const std::string& binary, const std::string& dir,
-                const std::string& admin_token, std::vector<std::string> extra = {});
+                const std::string& admin_token, std::vector<std::string> extra = {},
+                const std::string& log_file = {});
   ~meshd_process();
 
   [[nodiscard]] int port() const { return port_; }

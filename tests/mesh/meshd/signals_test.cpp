@@ -9,6 +9,7 @@
 #include <future>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 namespace polymesh::test {
 namespace {
@@ -210,9 +211,8 @@ TEST(signals, one_meshd_per_database) {
   remove_tree(dir);
 }
 
-/// Runs `meshd ARGS 2>&1`; its exit status and output.
-std::pair<int, std::string> run_meshd(const std::string& args) {
-  std::string cmd = std::string{MESHD_PATH} + " " + args + " 2>&1";
+/// Runs the shell command `cmd`; its exit status and output.
+std::pair<int, std::string> run_shell(const std::string& cmd) {
   FILE* p = ::popen(cmd.c_str(), "r");
   if (!p) return {-1, "popen failed"};
   std::string out;
@@ -221,6 +221,11 @@ std::pair<int, std::string> run_meshd(const std::string& args) {
     out.append(buf, n);
   int status = ::pclose(p);
   return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+}
+
+/// Runs `meshd ARGS 2>&1`; its exit status and output.
+std::pair<int, std::string> run_meshd(const std::string& args) {
+  return run_shell(std::string{MESHD_PATH} + " " + args + " 2>&1");
 }
 
 // This test ensures `meshd --check` checks the config and says where meshd
@@ -269,6 +274,66 @@ TEST(signals, check_creates_nothing_and_names_what_it_would_use) {
   EXPECT_EQ(code, 2) << out;
   EXPECT_NE(out.find("unknown key 'http.thread'"), std::string::npos) << out;
   EXPECT_FALSE(std::filesystem::exists(dir + "/mesh.db"));
+
+  // What a start would fail on, or start anew in, is said here already.
+  std::ofstream{dir + "/a-file"} << "x\n";
+  std::tie(code, out) = run_meshd("--check --data-dir " + dir + "/a-file");
+  EXPECT_EQ(code, 2) << out;
+  EXPECT_EQ(out, "meshd: data_dir " + dir + "/a-file is not a directory\n");
+  std::filesystem::create_directories(dir + "/empty");
+  std::ofstream{dir + "/empty/mesh.db"};
+  std::tie(code, out) = run_meshd("--check --data-dir " + dir + "/empty");
+  EXPECT_EQ(code, 0) << out;
+  EXPECT_NE(
+      out.find("/empty/mesh.db (an empty file: a new, empty mesh is started in it)"),
+      std::string::npos)
+      << out;
+  remove_tree(dir);
+}
+
+// This test ensures an empty database file (what a failed restore leaves:
+// an empty backup, a copy cut short) starts a new mesh with the same
+// warning as a missing one; it was logged as a restore of nothing.
+TEST(signals, an_empty_database_file_is_warned_of_as_a_new_mesh) {
+  auto dir = make_temp_dir();
+  std::ofstream{dir + "/mesh.db"};
+  auto log = dir + "/meshd.log";
+  {
+    meshd_process mesh{MESHD_PATH, dir, admin, {}, log};
+    EXPECT_EQ(call(mesh.port(), "GET", "/healthz").status, 200);
+    mesh.kill_and_wait(SIGTERM);
+  }
+  std::ifstream in{log};
+  std::string text{std::istreambuf_iterator<char>{in}, {}};
+  EXPECT_NE(text.find("warn store " + dir +
+                      "/mesh.db: the database file was empty (0 bytes); started a new, "
+                      "empty mesh"),
+            std::string::npos)
+      << text;
+  remove_tree(dir);
+}
+
+// This test ensures a pool of HTTP threads the system will not create
+// (a limit on the user's threads, systemd's TasksMax) fails start-up with
+// exit 2 naming http.threads, before meshd says it listens: it printed
+// `listening on` and then aborted (exit 134).
+TEST(signals, http_threads_the_system_refuses_fail_start_up_cleanly) {
+  if (::geteuid() != 0)
+    GTEST_SKIP() << "needs root, to run meshd as another user under a limit on threads";
+  auto dir = make_temp_dir();
+  ASSERT_EQ(::chown(dir.c_str(), 65534, 65534), 0);
+  std::ofstream{dir + "/mesh.yaml"} << "listen: 127.0.0.1:0\nhttp:\n  threads: 1000\n";
+  // -1 when a signal ended it (the abort this test is about).
+  auto [code, text] = run_shell("prlimit --nproc=300 setpriv --reuid=65534 --regid=65534 "
+                                "--clear-groups " +
+                                std::string{MESHD_PATH} + " --config " + dir +
+                                "/mesh.yaml --data-dir " + dir + " 2>&1");
+  EXPECT_EQ(code, 2) << text;
+  EXPECT_NE(text.find(" HTTP threads (http.threads + http.run_waits): "),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("ulimit -u, systemd TasksMax"), std::string::npos) << text;
+  EXPECT_EQ(text.find("listening on"), std::string::npos) << text;
   remove_tree(dir);
 }
 
