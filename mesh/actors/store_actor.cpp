@@ -87,8 +87,21 @@ caf::behavior store_actor(caf::stateful_actor<store_state>* self, context_ptr ct
       [=](flush_atom) { commit(self); },
       [=](prune_atom, timestamp cutoff, size_t max_rows) -> caf::result<size_t> {
         commit(self);
-        auto n = self->state.db->prune(cutoff, max_rows);
-        if (!n) return n.error();
+        auto& st = self->state;
+        auto began = std::chrono::steady_clock::now();
+        auto n = st.db->prune(cutoff, max_rows);
+        // A prune is a commit too: one that fails (a full disk) shows in
+        // `/readyz` and the store's metrics, also on a mesh that takes no
+        // other write; one that deleted nothing wrote nothing, and says
+        // nothing of the disk.
+        if (!n || *n > 0)
+          st.ctx->metrics.committed(0, std::chrono::steady_clock::now() - began,
+                                    static_cast<bool>(n));
+        if (!n) {
+          st.ctx->store_status.commit_failed(message_of(n.error()));
+          return n.error();
+        }
+        if (*n > 0) st.ctx->store_status.commit_succeeded();
         return *n;
       },
   };

@@ -23,6 +23,8 @@ struct commit_gate {
   bool closed = false;
   bool held = false;
   std::vector<std::string> committed;
+  /// What the next `prune` answers.
+  caf::expected<size_t> prune_answer{size_t{0}};
 
   /// The next commit waits inside `apply` until `open`.
   void close() {
@@ -90,7 +92,10 @@ public:
   }
   caf::expected<std::vector<agent_record>> list_agents() override { return unused(); }
   caf::expected<std::vector<token_record>> list_tokens() override { return unused(); }
-  caf::expected<size_t> prune(timestamp, size_t) override { return unused(); }
+  caf::expected<size_t> prune(timestamp, size_t) override {
+    std::lock_guard<std::mutex> guard{gate_->mtx};
+    return gate_->prune_answer;
+  }
   caf::expected<std::vector<std::pair<run_status, int64_t>>> count_runs() override {
     return unused();
   }
@@ -108,19 +113,24 @@ write_batch put(const std::string& id) {
   return write_batch{put_run{run, true}};
 }
 
+/// A store actor over a `gated_store`, and an actor to ask it.
+class store_actor_test : public ::testing::Test {
+protected:
+  caf::actor_system_config cfg;
+  caf::actor_system sys{cfg};
+  std::shared_ptr<mesh_context> ctx = std::make_shared<mesh_context>();
+  std::shared_ptr<commit_gate> gate = std::make_shared<commit_gate>();
+  caf::actor store =
+      spawn_store_actor(sys, ctx, std::make_unique<gated_store>(gate), 4096);
+  caf::scoped_actor self{sys};
+};
+
 // This test ensures a write the store actor took in just before it was told
 // to exit is committed and answered. Its commit was queued behind the exit
 // (a `flush` to itself), and CAF 0.17 drops an unanswered promise without a
 // word: the run actor that asked, and with it meshd's shutdown, waited for
 // ever.
-TEST(store_actor, a_write_taken_in_before_an_exit_is_committed_and_answered) {
-  caf::actor_system_config cfg;
-  caf::actor_system sys{cfg};
-  auto ctx = std::make_shared<mesh_context>();
-  auto gate = std::make_shared<commit_gate>();
-  auto store = spawn_store_actor(sys, ctx, std::make_unique<gated_store>(gate), 4096);
-  caf::scoped_actor self{sys};
-
+TEST_F(store_actor_test, a_write_taken_in_before_an_exit_is_committed_and_answered) {
   // The first write holds the store's thread inside its commit, so the
   // second write and then the exit queue up behind it, in that order.
   gate->close();
@@ -140,6 +150,34 @@ TEST(store_actor, a_write_taken_in_before_an_exit_is_committed_and_answered) {
                  [&](caf::error& err) { second_answer = caf::to_string(err); });
   EXPECT_EQ(second_answer, "committed");
   EXPECT_EQ(gate->runs_committed(), (std::vector<std::string>{"run_a", "run_b"}));
+}
+
+// This test ensures a prune that fails (retention on a full disk) marks the
+// store failing, as a failed write does, so `/readyz` and
+// `polymesh_store_healthy` show it on a mesh that takes no other write;
+// one that deletes rows marks it healthy again, one that deletes nothing
+// says nothing.
+TEST_F(store_actor_test, a_failed_prune_marks_the_store_failing) {
+  auto prune = [&](caf::expected<size_t> answer) {
+    {
+      std::lock_guard<std::mutex> guard{gate->mtx};
+      gate->prune_answer = std::move(answer);
+    }
+    self->request(store, std::chrono::seconds{10}, prune_atom::value, timestamp{},
+                  size_t{10})
+        .receive([](size_t) {}, [](caf::error&) {});
+  };
+  prune(make_error(errc::internal, "database or disk is full"));
+  EXPECT_NE(ctx->store_status.error().find("database or disk is full"), std::string::npos)
+      << ctx->store_status.error();
+  std::string rendered;
+  ctx->metrics.render(rendered);
+  EXPECT_NE(rendered.find("polymesh_store_commit_failures_total 1\n"), std::string::npos)
+      << rendered;
+  prune(size_t{0});
+  EXPECT_NE(ctx->store_status.error(), "") << "deleting nothing wrote nothing";
+  prune(size_t{3});
+  EXPECT_EQ(ctx->store_status.error(), "");
 }
 
 } // namespace
