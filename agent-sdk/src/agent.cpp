@@ -43,6 +43,7 @@
 #include <optional>
 #include <set>
 #include <stdexcept>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <thread>
 #include <unistd.h>
@@ -178,6 +179,12 @@ std::string agent_config::validate() const {
            "' holds no PEM certificate (it must hold that of the CA that signed the "
            "mesh's)";
   if (registration_token.empty()) return "registration_token: is required";
+  // It goes into a header: a line break (read with its file's last line)
+  // cut the request short, and the mesh answered something else.
+  if (std::any_of(registration_token.begin(), registration_token.end(),
+                  [](unsigned char c) { return c <= ' ' || c == 0x7f; }))
+    return "registration_token: has a space, tab, line break or control character in it "
+           "(a line break read from its file?)";
   // What the mesh's registration refuses, found before the agent registers.
   if (auto e = wire::validate_agent_identity(name, version, hostname))
     return field_of(e) + ": " + message_of(e);
@@ -193,6 +200,11 @@ std::string agent_config::validate() const {
     return "backoff: initial must be at least 1ms and max at least initial";
   if (poll_wait.count() < 0) return "poll_wait: must not be negative";
   if (request_timeout.count() < 1) return "request_timeout: must be at least 1ms";
+  if (drain_deadline.count() < 0) return "drain_deadline: must not be negative";
+  if (kill_grace.count() < 0) return "kill_grace: must not be negative";
+  if (shutdown_result_grace.count() < 0)
+    return "shutdown_result_grace: must not be negative";
+  if (log_flush_interval.count() < 1) return "log_flush_interval: must be at least 1ms";
   if (deregister_timeout.count() < 1) return "deregister_timeout: must be at least 1ms";
   return {};
 }
@@ -705,6 +717,7 @@ struct agent::impl {
 
     // -- run ------------------------------------------------------------------
     plan_result res;
+    bool plan_ran = false;
     if (auto ec = dirs.prepare(run.id)) {
       res = plan_result::failure("cannot create the run's directories under " +
                                  cfg.work_root.string() + ": " + ec.message());
@@ -713,6 +726,7 @@ struct agent::impl {
     } else if (auto p = plans.find(run.plan); p == plans.end()) {
       res = plan_result::failure("this agent does not offer plan '" + run.plan + "'");
     } else {
+      plan_ran = true;
       try {
         res = p->second->run(ctx);
       } catch (const std::exception& e) {
@@ -730,7 +744,7 @@ struct agent::impl {
     slot->plan_returned = true;
     shipper->close();
     upload_artifacts(*slot, ctx.artifacts_dir);
-    report(*slot, why, res);
+    report(*slot, why, res, plan_ran);
     // A process the run left running (on purpose, without its tracking
     // entry, process.hpp; or one the agent cannot tell apart) would share
     // the next run's directory.
@@ -983,7 +997,7 @@ struct agent::impl {
     }
   }
 
-  void report(run_slot& slot, cancel_reason why, const plan_result& res) {
+  void report(run_slot& slot, cancel_reason why, const plan_result& res, bool plan_ran) {
     auto& run = slot.run;
     if (slot.ended_by_mesh) {
       info("run " + run.id + " stopped: the mesh ended it " + slot.ended_how);
@@ -1020,7 +1034,7 @@ struct agent::impl {
     // What the stopped plan said, after the cause: it may tell whether it
     // stopped cleanly, or was killed (`… did not return within … ms of being
     // told to stop; killed`) or crashed.
-    if (why != cancel_reason::none && !res.ok && !res.error.empty())
+    if (why != cancel_reason::none && plan_ran && !res.ok && !res.error.empty())
       fr.error += " (the plan's error: " + tail_of(res.error, 3000) + ")";
     // The tail the mesh takes: `runs.max_result_bytes`, and what fits its body
     // limit next to the error text.
@@ -1200,8 +1214,18 @@ namespace {
 agent_config checked(agent_config cfg, const plan_set& plans) {
   if (auto err = cfg.validate(); !err.empty())
     throw std::invalid_argument("agent_config: " + err);
-  for (auto& [name, p] : plans)
+  // What the mesh's registration refuses, found before the agent starts.
+  if (plans.empty()) throw std::invalid_argument("plans: offer at least one plan");
+  if (plans.size() > wire::max_agent_plans)
+    throw std::invalid_argument("plans: at most " +
+                                std::to_string(wire::max_agent_plans) + " plans, got " +
+                                std::to_string(plans.size()));
+  for (auto& [name, p] : plans) {
+    if (auto e = wire::validate_plan_name(name, "plans"))
+      throw std::invalid_argument("plans: '" + wire::printable_prefix(name, 64) +
+                                  "': " + message_of(e));
     if (!p) throw std::invalid_argument("plan '" + name + "' is a null pointer");
+  }
   return cfg;
 }
 
@@ -1226,6 +1250,9 @@ void agent::start() {
   std::lock_guard<std::mutex> guard{impl_->mtx};
   if (impl_->started) return;
   impl_->started = true;
+  // Plans run as this user: keep them out of the process's memory and
+  // /proc/<pid>/environ, where the tokens are (no effect for root's plans).
+  if (!impl_->cfg.stay_dumpable) ::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
   impl_->main = std::thread{[this] { impl_->loop(); }};
 }
 

@@ -20,6 +20,7 @@
 #include <httplib.h>
 #include <optional>
 #include <set>
+#include <sys/prctl.h>
 #include <thread>
 
 using namespace polymesh::sdk;
@@ -451,6 +452,9 @@ agent_config config(const fake_mesh& mesh) {
   cfg.work_root = mesh.work_root();
   cfg.labels = {{"env", "test"}};
   cfg.capacity = 2;
+  // The test binary's own /proc entries stay its user's (see
+  // `an_agent_makes_its_process_non_dumpable`).
+  cfg.stay_dumpable = true;
   cfg.poll_wait = 1s;
   cfg.backoff_initial = 10ms;
   cfg.backoff_max = 50ms;
@@ -717,12 +721,11 @@ TEST(agent, start_conflict_drops_run) {
 // This test ensures a cancel in the poll answer stops the run, reported canceled_by_user.
 TEST(agent, cancel_from_poll) {
   fake_mesh mesh;
-  agent a{config(mesh), echo_plans()};
+  auto blocker = std::make_shared<blocking_plan>();
+  agent a{config(mesh), echo_plans(blocker)};
   a.start();
   mesh.submit("r1", "block");
-  ASSERT_TRUE(eventually([&] {
-    return mesh.with([](fake_mesh& m) { return m.started_.count("r1") > 0; });
-  }));
+  ASSERT_TRUE(eventually([&] { return blocker->running == 1; }));
   mesh.cancel("r1");
   ASSERT_TRUE(finished(mesh, "r1"));
   mesh.with([](fake_mesh& m) {
@@ -856,6 +859,57 @@ TEST(agent, a_bad_config_or_a_null_plan_is_refused_up_front) {
   } catch (const std::invalid_argument& e) {
     EXPECT_STREQ(e.what(), "plan 'missing' is a null pointer");
   }
+  // What the mesh would refuse at registration, refused here instead: it
+  // was a fatal error only once the agent had started.
+  auto refused = [&](agent_config c, plan_set p) -> std::string {
+    try {
+      agent a{std::move(c), std::move(p)};
+    } catch (const std::invalid_argument& e) {
+      return e.what();
+    }
+    return "taken";
+  };
+  auto spaced = echo_plans();
+  spaced["two words"] = spaced["echo"];
+  EXPECT_EQ(refused(config(mesh), spaced).rfind("plans: 'two words': ", 0), 0u)
+      << refused(config(mesh), spaced);
+  EXPECT_EQ(refused(config(mesh), plan_set{}), "plans: offer at least one plan");
+  for (const auto* token : {"reg-token\n", " reg-token", "reg\ttoken"}) {
+    auto c = config(mesh);
+    c.registration_token = token;
+    EXPECT_NE(
+        refused(c, echo_plans()).find("agent_config: registration_token: has a space"),
+        std::string::npos)
+        << refused(c, echo_plans());
+  }
+  auto negative = config(mesh);
+  negative.kill_grace = -1s;
+  EXPECT_EQ(refused(negative, echo_plans()),
+            "agent_config: kill_grace: must not be negative");
+}
+
+// This test ensures an agent makes its process non-dumpable when it
+// starts, so that plans (its user's processes) cannot read its memory and
+// environment, tokens included, and leaves it alone when asked to: only
+// mesh-agent's main did this, and an embedding program was open to its
+// plans.
+TEST(agent, an_agent_makes_its_process_non_dumpable) {
+  fake_mesh mesh;
+  ASSERT_EQ(::prctl(PR_GET_DUMPABLE), 1);
+  {
+    agent a{config(mesh), echo_plans()}; // stay_dumpable
+    a.start();
+    EXPECT_EQ(::prctl(PR_GET_DUMPABLE), 1);
+  }
+  auto cfg = config(mesh);
+  cfg.stay_dumpable = false; // the default
+  EXPECT_FALSE(agent_config{}.stay_dumpable);
+  {
+    agent a{cfg, echo_plans()};
+    a.start();
+    EXPECT_EQ(::prctl(PR_GET_DUMPABLE), 0);
+  }
+  ::prctl(PR_SET_DUMPABLE, 1, 0, 0, 0);
 }
 
 // This test ensures every caller of `wait` returns only once the agent has

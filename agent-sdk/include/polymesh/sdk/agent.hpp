@@ -85,6 +85,11 @@ struct agent_config {
   std::string version = "0.1.0";
   /// "" means gethostname().
   std::string hostname;
+  /// `start()` makes the process non-dumpable (`PR_SET_DUMPABLE` 0), so
+  /// that plans, which run as its user, cannot read its memory (the
+  /// tokens) or environment through /proc or a debugger. True leaves it
+  /// dumpable (core dumps, attaching gdb) at that cost.
+  bool stay_dumpable = false;
 
   /// Returns "" or the first problem, naming the field.
   [[nodiscard]] std::string validate() const;
