@@ -350,8 +350,10 @@ plan_result run_isolated(const isolated_plan& which, run_context& ctx) {
   how.started = true;
   if (WIFEXITED(status)) how.exit_code = WEXITSTATUS(status);
   if (WIFSIGNALED(status)) how.signal = WTERMSIG(status);
-  if (how.success())
-    return frames_in.has_result ? frames_in.result : failure("returned no result");
+  // The host sends a result whenever the plan returns (one without a
+  // result of its own gets "returned no result" there): an exit 0 without
+  // one is the plan's own `exit(0)`.
+  if (how.success() && frames_in.has_result) return frames_in.result;
   auto text = how.signal != 0
                   ? "crashed: " + how.describe()
                   : "ended its process (" + how.describe() + ") before returning";

@@ -91,7 +91,7 @@ script_call resolve_script_call(const script_settings& s, const nlohmann::json& 
   script_call call;
   for (auto& [k, v] : params.items())
     if (k != "script" && k != "args" && k != "env")
-      return refuse("params: unknown field '" + k + "' (expected script, args, env)");
+      return refuse("params." + k + ": unknown key (expected script, args, env)");
   if (!params.contains("script") || !params["script"].is_string())
     return refuse("params.script: expected the name of a script in " + s.dir);
   auto name = params["script"].get<std::string>();

@@ -113,7 +113,9 @@ TEST_F(script_plan_test, only_listed_env_names_may_be_set) {
 // This test ensures unknown params are refused.
 TEST_F(script_plan_test, unknown_params_are_refused) {
   auto r = run({{"script", "show.sh"}, {"shell", true}});
-  EXPECT_NE(r.error.find("unknown field 'shell'"), std::string::npos);
+  EXPECT_NE(r.error.find("params.shell: unknown key (expected script, args, env)"),
+            std::string::npos)
+      << r.error;
 }
 
 // This test ensures the settings need an existing absolute directory.

@@ -16,7 +16,8 @@ std::shared_ptr<sdk::plan> make_sleep_plan(const nlohmann::json& settings,
     auto& p = ctx.params;
     for (auto& [k, v] : p.items())
       if (k != "seconds")
-        return sdk::plan_result::failure("params: unknown field '" + k + "'");
+        return sdk::plan_result::failure("params." + k +
+                                         ": unknown key (expected seconds)");
     if (p.contains("seconds")) {
       auto& v = p["seconds"];
       if (!v.is_number())

@@ -52,6 +52,9 @@ TEST(sleep_plan, a_seconds_of_the_wrong_type_says_what_it_got) {
     EXPECT_EQ(r.error,
               std::string{"params.seconds: expected a non-negative number"} + says);
   }
+  // An unknown key is named as every plan names it (`params.KEY: unknown key`).
+  run.ctx.params = {{"secs", 1}};
+  EXPECT_EQ(plan->run(run.ctx).error, "params.secs: unknown key (expected seconds)");
 }
 
 // This test ensures sleeps beyond the configured max are refused.

@@ -217,8 +217,8 @@ terraform_steps plan_terraform_steps(const terraform_settings& s,
   for (auto& [k, v] : params.items())
     if (k != "action" && k != "workspace" && k != "vars" && k != "init" &&
         k != "plan_run")
-      return refuse("params: unknown field '" + k +
-                    "' (expected action, workspace, vars, init, plan_run)");
+      return refuse("params." + k +
+                    ": unknown key (expected action, workspace, vars, init, plan_run)");
   if (!params.contains("action") || !params["action"].is_string())
     return refuse("params.action: expected a string: init, plan or apply");
   auto action = params["action"].get<std::string>();

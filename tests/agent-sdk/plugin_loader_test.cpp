@@ -167,7 +167,7 @@ plan_result canceled_once_waiting(plan_set& plans, testkit::scratch_run& run,
 } // namespace
 
 // This test ensures an isolated plugin plan that crashes, aborts or calls
-// `exit` ends its run as an error saying so, keeps the output it logged
+// `exit` (also with 0) ends its run as an error saying so, keeps the output it logged
 // first, and leaves the agent (this test process) running for the next run.
 TEST(plugin_isolation, a_crash_ends_the_run_not_the_agent) {
   auto plans = misbehaving(plugin_isolation::process);
@@ -178,6 +178,9 @@ TEST(plugin_isolation, a_crash_ends_the_run_not_the_agent) {
                     std::string{::strsignal(SIGABRT)} + ")"},
       {"exit",
        "plugin plan 'test' ended its process (exited with code 3) before returning"},
+      // Not "returned no result": the host sends one whenever the plan returns.
+      {"exit0",
+       "plugin plan 'test' ended its process (exited with code 0) before returning"},
   };
   for (auto& [what, error] : cases) {
     testkit::scratch_run run;

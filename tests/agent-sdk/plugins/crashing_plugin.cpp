@@ -1,6 +1,7 @@
 // A test plugin whose plan `misbehave` does what `params.do` says, to check
 // what plugin isolation keeps from the agent:
-//   "segv", "abort", "exit" (code 3): after logging "before the end";
+//   "segv", "abort", "exit" (code 3), "exit0" (code 0): after logging
+//   "before the end";
 //   "print": writes to its own stdout and stderr with printf;
 //   "progress": reports a progress message, then succeeds;
 //   "ignore_cancel": logs "waiting", then waits for a cancel and ignores it;
@@ -65,11 +66,11 @@ public:
   plan_result run(run_context& ctx) override {
     auto what = ctx.params.value("do", std::string{});
     auto seen = ++runs_;
-    if (what == "segv" || what == "abort" || what == "exit") {
+    if (what == "segv" || what == "abort" || what == "exit" || what == "exit0") {
       ctx.log->line("before the end");
       if (what == "segv") std::raise(SIGSEGV);
       if (what == "abort") std::abort();
-      std::exit(3);
+      std::exit(what == "exit0" ? 0 : 3);
     }
     if (what == "print_then_segv") {
       std::printf("printed before the crash\n");
