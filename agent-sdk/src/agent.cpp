@@ -741,7 +741,12 @@ struct agent::impl {
     // cancel while the logs and artifacts are sent changes nothing.
     auto why = slot->cancel.reason();
     logs.close();
-    slot->plan_returned = true;
+    {
+      // Under the lock: `drain_phase` waits for every plan to return.
+      std::lock_guard<std::mutex> guard{mtx};
+      slot->plan_returned = true;
+    }
+    cv.notify_all();
     shipper->close();
     upload_artifacts(*slot, ctx.artifacts_dir);
     report(*slot, why, res, plan_ran);
@@ -1081,6 +1086,25 @@ struct agent::impl {
     }) && active.empty();
   }
 
+  /// Until every active run's plan has returned; says so once when that
+  /// takes longer than `kill_grace` and a second.
+  void wait_plans_returned() {
+    std::unique_lock<std::mutex> guard{mtx};
+    auto returned = [&] {
+      return std::all_of(active.begin(), active.end(),
+                         [](const auto& a) { return a.second->plan_returned.load(); });
+    };
+    if (cv.wait_for(guard, cfg.kill_grace + std::chrono::seconds{1}, returned)) return;
+    std::string ids;
+    for (auto& [id, slot] : active)
+      if (!slot->plan_returned) ids += (ids.empty() ? "" : ", ") + id;
+    warn("draining: the plans of " + ids + " have not returned " +
+         std::to_string(cfg.kill_grace.count() + 1000) +
+         " ms after their cancel; waiting for them (a plan must return once its "
+         "cancel token fires)");
+    cv.wait(guard, returned);
+  }
+
   void cancel_active() {
     std::lock_guard<std::mutex> guard{mtx};
     for (auto& [id, slot] : active)
@@ -1111,7 +1135,14 @@ struct agent::impl {
     }
     if (!wait_idle_until(deadline, true)) {
       cancel_active();
-      auto grace = steady::now() + cfg.kill_grace + cfg.shutdown_result_grace;
+      // The result grace starts once every plan has returned: a plan that
+      // cleans up after its cancel still sends its log, artifacts and
+      // result (they were dropped unsent when the cleanup outlasted
+      // kill_grace + shutdown_result_grace). Programs the plans run end
+      // within kill_grace; a plan in this process that does not return is
+      // waited for all the same, as it always was (nothing can stop it).
+      wait_plans_returned();
+      auto grace = steady::now() + cfg.shutdown_result_grace;
       if (!wait_idle_until(grace, false)) {
         // Calls waiting for a mesh that does not answer end now, rather
         // than each after its request_timeout.

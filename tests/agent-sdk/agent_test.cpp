@@ -1001,6 +1001,45 @@ TEST(agent, drain_cancels_after_deadline) {
   EXPECT_TRUE(a.stats().stopped);
 }
 
+// This test ensures a plan that cleans up after the drain's cancel for
+// longer than kill_grace + shutdown_result_grace still sends its last log
+// lines and its result: the grace counted from the cancel, so both were
+// dropped unsent with the mesh up.
+TEST(agent, a_plan_cleaning_up_after_the_drain_cancel_still_reports) {
+  fake_mesh mesh;
+  auto cfg = config(mesh);
+  cfg.drain_deadline = 0ms;
+  cfg.kill_grace = 100ms;
+  cfg.shutdown_result_grace = 100ms;
+  plan_set plans;
+  std::atomic<bool> running{false};
+  plans["cleanup"] = std::make_shared<function_plan>([&running](run_context& ctx) {
+    running = true;
+    while (!ctx.cancel->wait_for(50ms)) {
+    }
+    // Cleanup that outlasts both graces (work, not a wait for anything).
+    std::this_thread::sleep_for(600ms);
+    ctx.log->line("cleanup done");
+    return plan_result::failure("cleaned up");
+  });
+  agent a{cfg, plans};
+  a.start();
+  mesh.submit("r1", "cleanup");
+  ASSERT_TRUE(eventually([&] { return running.load(); }));
+  a.drain();
+  a.wait();
+  mesh.with([](fake_mesh& m) {
+    EXPECT_EQ(m.finished_["r1"]["reason"], "agent_shutdown") << m.finished_["r1"].dump();
+    EXPECT_EQ(m.finished_["r1"]["error"],
+              "agent shut down before the run finished (the plan's error: cleaned up)");
+    std::string log;
+    for (auto& [seq, text] : m.logs_["r1"])
+      log += text;
+    EXPECT_NE(log.find("cleanup done"), std::string::npos) << log;
+    return 0;
+  });
+}
+
 // This test ensures a refused registration token stops the agent with a fatal error.
 TEST(agent, bad_registration_token_is_fatal) {
   fake_mesh mesh;

@@ -74,7 +74,9 @@ struct agent_config {
   /// Retry delays: the first, and the cap of the exponential growth.
   std::chrono::milliseconds backoff_initial{500};
   std::chrono::milliseconds backoff_max{30000};
-  /// After the drain, how long unsent results keep being retried before the
+  /// Once the drain's canceled plans have all returned (a plan that cleans
+  /// up after its cancel still sends what it made), how long unsent logs,
+  /// artifacts and results keep being retried before the
   /// agent gives up and exits (the mesh then ends those runs itself:
   /// `canceled/agent_shutdown`, or `error/agent_lost`).
   std::chrono::milliseconds shutdown_result_grace{30000};
