@@ -143,7 +143,8 @@ int main(int argc, char** argv) {
                                  ": draining (a second signal cancels running runs)");
         agent.drain();
       } else {
-        log(log_level::info, std::string{"received "} + name + " again: canceling now");
+        log(log_level::info,
+            std::string{"received "} + name + ", a second signal: canceling now");
         agent.cancel_all();
       }
     }

@@ -414,8 +414,8 @@ struct agent::impl {
         std::lock_guard<std::mutex> guard{mtx};
         registered = true;
         info("agent '" + cfg.name + "' registered as " + client.agent_id() + " with " +
-             std::to_string(plans.size()) + " plans, capacity " +
-             std::to_string(cfg.capacity));
+             std::to_string(plans.size()) + (plans.size() == 1 ? " plan" : " plans") +
+             ", capacity " + std::to_string(cfg.capacity));
         // An admin's drain outlasts a restart: say why no run comes.
         if (r.body.is_object() && r.body.value("drained_by", nlohmann::json{}) == "admin")
           warn("agent '" + cfg.name +

@@ -214,6 +214,33 @@ caf::error check_admin_token_env() {
   return {};
 }
 
+namespace {
+
+/// The first line of `path`, not through a symlink; "" when unreadable.
+std::string first_line_of(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) return {};
+  char buf[512];
+  auto n = ::read(fd, buf, sizeof buf);
+  ::close(fd);
+  if (n <= 0) return {};
+  std::string text{buf, static_cast<size_t>(n)};
+  return text.substr(0, text.find('\n'));
+}
+
+} // namespace
+
+void mesh_node::warn_of_stale_admin_token_file(const std::string& token) const {
+  auto path = ctx_->config.data_dir + "/admin.token";
+  auto held = first_line_of(path);
+  // Compared by hash: the same cost for every value.
+  if (held.empty() || sha256_hex(held) == sha256_hex(token)) return;
+  log(log_level::warn,
+      path + " holds an earlier admin token, which no longer works "
+             "(POLYMESH_ADMIN_TOKEN replaced it): delete the file, or clients that "
+             "read it get 401");
+}
+
 caf::error mesh_node::bootstrap_admin_token(const std::vector<token_record>& existing) {
   auto now = ctx_->now();
   const char* env = std::getenv("POLYMESH_ADMIN_TOKEN");
@@ -232,6 +259,7 @@ caf::error mesh_node::bootstrap_admin_token(const std::vector<token_record>& exi
                 "; it stays revoked (set a new value to rotate it)");
         return {};
       }
+    warn_of_stale_admin_token_file(token);
   } else {
     for (auto& t : existing)
       if (t.id == token_cache::bootstrap_admin_id && !t.revoked_at)

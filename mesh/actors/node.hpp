@@ -68,6 +68,9 @@ private:
   mesh_node() = default;
   caf::error boot(const mesh_config& cfg, const polymesh::clock& clk);
   caf::error bootstrap_admin_token(const std::vector<token_record>& existing);
+  /// Warns when DATA_DIR/admin.token holds another token than `token`
+  /// (POLYMESH_ADMIN_TOKEN's): one generated before, which no longer works.
+  void warn_of_stale_admin_token_file(const std::string& token) const;
   void release_lock();
 
   std::unique_ptr<caf::actor_system_config> system_config_;

@@ -6,6 +6,7 @@
 // let checkpoints finish). The schema lives in `sqlite_schema.hpp`.
 
 #include "mesh/domain/error.hpp"
+#include "mesh/domain/log.hpp"
 #include "mesh/store/sqlite_schema.hpp"
 #include "mesh/store/store.hpp"
 
@@ -715,7 +716,13 @@ caf::error migrate(connection& db) {
                                   "cannot record schema version " + to))
       return err;
   }
-  return txn.commit();
+  if (auto err = txn.commit()) return err;
+  // An upgrade's one trace (a new database, version 0, says so elsewhere).
+  if (*version > 0 && *version < sqlite_schema_version)
+    log(log_level::info, "store: migrated the database's schema from version " +
+                             std::to_string(*version) + " to " +
+                             std::to_string(sqlite_schema_version));
+  return {};
 }
 
 /// A read-only connection cannot migrate, so it insists on the exact version.

@@ -291,12 +291,8 @@ TEST(signals, check_creates_nothing_and_names_what_it_would_use) {
   remove_tree(dir);
 }
 
-// This test ensures an empty database file (what a failed restore leaves:
-// an empty backup, a copy cut short) starts a new mesh with the same
-// warning as a missing one; it was logged as a restore of nothing.
-TEST(signals, an_empty_database_file_is_warned_of_as_a_new_mesh) {
-  auto dir = make_temp_dir();
-  std::ofstream{dir + "/mesh.db"};
+/// Starts meshd on `dir` until it answers, stops it; what it logged.
+std::string log_of_a_start(const std::string& dir) {
   auto log = dir + "/meshd.log";
   {
     meshd_process mesh{MESHD_PATH, dir, admin, {}, log};
@@ -304,12 +300,40 @@ TEST(signals, an_empty_database_file_is_warned_of_as_a_new_mesh) {
     mesh.kill_and_wait(SIGTERM);
   }
   std::ifstream in{log};
-  std::string text{std::istreambuf_iterator<char>{in}, {}};
+  return std::string{std::istreambuf_iterator<char>{in}, {}};
+}
+
+// This test ensures an empty database file (what a failed restore leaves:
+// an empty backup, a copy cut short) starts a new mesh with the same
+// warning as a missing one; it was logged as a restore of nothing.
+TEST(signals, an_empty_database_file_is_warned_of_as_a_new_mesh) {
+  auto dir = make_temp_dir();
+  std::ofstream{dir + "/mesh.db"};
+  auto text = log_of_a_start(dir);
   EXPECT_NE(text.find("warn store " + dir +
                       "/mesh.db: the database file was empty (0 bytes); started a new, "
                       "empty mesh"),
             std::string::npos)
       << text;
+  remove_tree(dir);
+}
+
+// This test ensures an admin.token left from a start without
+// POLYMESH_ADMIN_TOKEN is warned of once the variable replaced it: clients
+// following the README's MESH_TOKEN_FILE got 401 with no word in the log.
+TEST(signals, a_stale_admin_token_file_is_warned_of) {
+  auto dir = make_temp_dir();
+  std::ofstream{dir + "/admin.token"} << "pm_admin.generated-before-0123456789\n";
+  auto text = log_of_a_start(dir);
+  EXPECT_NE(text.find("warn " + dir +
+                      "/admin.token holds an earlier admin token, which no longer works "
+                      "(POLYMESH_ADMIN_TOKEN replaced it)"),
+            std::string::npos)
+      << text;
+  // The file holding the variable's own value is not stale.
+  std::ofstream{dir + "/admin.token"} << admin << "\n";
+  text = log_of_a_start(dir);
+  EXPECT_EQ(text.find("admin.token holds"), std::string::npos) << text;
   remove_tree(dir);
 }
 

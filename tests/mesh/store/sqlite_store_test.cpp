@@ -1,4 +1,5 @@
 #include "mesh/domain/error.hpp"
+#include "mesh/domain/log.hpp"
 #include "mesh/store/sqlite_schema.hpp"
 #include "mesh/store/store.hpp"
 
@@ -1335,8 +1336,15 @@ TEST_F(sqlite_store_test, prune_deletes_artifacts_with_their_run) {
 TEST_F(sqlite_store_test, version_1_database_migrates_to_artifacts) {
   old_database(1);
   raw_query("INSERT INTO meta (key, value) VALUES ('max_pruned_seq', 9)");
+  std::vector<std::string> logged;
+  set_log_handler([&](log_level, const std::string& text) { logged.push_back(text); });
   db_ = open();
+  set_log_handler(nullptr);
   ASSERT_TRUE(db_);
+  // An operator upgrading sees that it happened, and from which version.
+  EXPECT_EQ(logged, (std::vector<std::string>{
+                        "store: migrated the database's schema from version 1 to " +
+                        std::to_string(sqlite_schema_version)}));
   EXPECT_EQ(raw_query("PRAGMA user_version"), std::to_string(sqlite_schema_version));
   EXPECT_EQ(db_->load(timestamp{})->max_seq, 9u);
   auto out = apply({make_artifact("run_1", "a", "1")});

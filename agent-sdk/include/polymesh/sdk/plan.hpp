@@ -51,7 +51,10 @@ public:
 enum class cancel_reason : uint8_t {
   /// Not canceled.
   none,
-  /// A user asked the mesh to cancel the run.
+  /// A user asked the mesh to cancel the run, or the mesh ended it without
+  /// the agent (the agent was removed, or was offline past
+  /// `agents.offline_after`: the run is `error/agent_lost` there); in the
+  /// latter case nothing the plan sends afterwards is kept.
   canceled_by_user,
   /// The run's timeout passed.
   timeout,
