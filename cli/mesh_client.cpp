@@ -78,22 +78,6 @@ json mesh_client::get_or_null(const std::string& path) {
 
 namespace {
 
-/// Why a connection to `origin` (scheme://host[:port]) failed, when the
-/// host name is what failed: "" when it resolves.
-std::string unresolved_host(const std::string& origin) {
-  auto start = origin.find("://");
-  auto host = origin.substr(start == std::string::npos ? 0 : start + 3);
-  if (!host.empty() && host.front() == '[') return {}; // an IPv6 literal
-  host = host.substr(0, host.find(':'));
-  addrinfo hints{};
-  hints.ai_socktype = SOCK_STREAM;
-  addrinfo* found = nullptr;
-  int rc = ::getaddrinfo(host.c_str(), nullptr, &hints, &found);
-  if (found) ::freeaddrinfo(found);
-  if (rc == 0) return {};
-  return "the host name '" + host + "' does not resolve (" + ::gai_strerror(rc) + ")";
-}
-
 /// One request on a fresh connection; throws `exit_unreachable` when the
 /// mesh was not reached (or a read found no answer: a read repeats safely),
 /// `exit_no_answer` when a change was sent and no answer came, and

@@ -1322,7 +1322,9 @@ void agent::wait() {
 
 bool agent::wait_for(milliseconds d) {
   std::unique_lock<std::mutex> guard{impl_->mtx};
-  return impl_->cv.wait_for(guard, d, [this] { return impl_->stopped; });
+  // As `wait`: an agent never started has no runtime to wait for.
+  return impl_->cv.wait_for(guard, d,
+                            [this] { return impl_->stopped || !impl_->started; });
 }
 
 agent_stats agent::stats() const {

@@ -61,6 +61,9 @@ public:
   connection_pool(const connection_pool&) = delete;
   connection_pool& operator=(const connection_pool&) = delete;
 
+  /// scheme://host[:port] of the mesh.
+  [[nodiscard]] const std::string& origin() const { return base_; }
+
   /// The most recently returned connection, or a new one.
   std::unique_ptr<httplib::Client> borrow() {
     {
@@ -239,6 +242,9 @@ http_reply mesh_client::send(const std::string& method, const std::string& path,
   if (!res) {
     // The connection is in an unknown state (or was stopped): not reused.
     out.error = describe_transport_error(res.error());
+    // "Nothing is listening there" is wrong for a name that does not resolve.
+    if (res.error() == httplib::Error::Connection)
+      if (auto why = unresolved_host(pool_->origin()); !why.empty()) out.error = why;
     return out;
   }
   pool_->give_back(std::move(conn));

@@ -912,6 +912,15 @@ TEST(agent, an_agent_makes_its_process_non_dumpable) {
   ::prctl(PR_SET_DUMPABLE, 1, 0, 0, 0);
 }
 
+// This test ensures waiting on an agent never started returns at once, as
+// `wait` did: `wait_for` waited out its whole time and said "still running".
+TEST(agent, waiting_on_an_agent_never_started_returns_at_once) {
+  fake_mesh mesh;
+  agent a{config(mesh), echo_plans()};
+  a.wait();
+  EXPECT_TRUE(a.wait_for(60s));
+}
+
 // This test ensures every caller of `wait` returns only once the agent has
 // stopped (a second caller used to return at once: the first had taken the
 // thread to join).

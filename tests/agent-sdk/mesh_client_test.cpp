@@ -140,6 +140,18 @@ TEST(mesh_client, sequential_calls_share_one_connection) {
   EXPECT_EQ(distinct(ports).size(), 1u);
 }
 
+// This test ensures a mesh URL whose host name does not resolve is said to
+// be that, as meshctl says it: the agent said "nothing is listening there,
+// or the host is unreachable", sending its operator to look at the mesh.
+TEST(mesh_client, a_host_name_that_does_not_resolve_is_named) {
+  mesh_client client{"http://no-such-host.invalid:7700", 5s, 1min};
+  auto r = client.register_agent("reg", registration());
+  EXPECT_EQ(r.status, 0);
+  EXPECT_EQ(r.error.rfind("the host name 'no-such-host.invalid' does not resolve (", 0),
+            0u)
+      << r.error;
+}
+
 TEST(mesh_client, idle_connection_is_closed_after_the_linger) {
   recording_mesh mesh;
   mesh_client client{mesh.url(), 5s, 50ms};

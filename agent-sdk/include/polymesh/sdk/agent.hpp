@@ -19,7 +19,9 @@
 //   deregisters. `cancel_all()` skips the waiting.
 //
 // Thread-safety: all members may be called from any thread, except that the
-// destructor must not race with the other members.
+// destructor must not race with the other members, and that `wait`,
+// `wait_for` and the destructor must not be called from a plan's `run`
+// (they wait for that run to end).
 #pragma once
 
 #include "polymesh/sdk/plan.hpp"
@@ -97,8 +99,9 @@ struct agent_config {
   [[nodiscard]] std::string validate() const;
   /// Creates the work root (the default one for "") if missing and checks
   /// that run directories can be made in it; returns "" or the problem,
-  /// naming `work_dir`. Without it, a bad work root only shows when every
-  /// run the agent takes fails.
+  /// naming `work_dir`. Without it, `start()` finds the same problems and
+  /// stops the agent with them (`agent_stats::fatal_error`); this finds
+  /// them before, for a config check.
   [[nodiscard]] std::string prepare_work_root() const;
 };
 
@@ -128,16 +131,18 @@ public:
   agent(const agent&) = delete;
   agent& operator=(const agent&) = delete;
 
-  /// Starts the runtime thread; returns at once. Call at most once.
+  /// Starts the runtime thread; returns at once. Later calls do nothing.
   void start();
-  /// Graceful shutdown as described above; returns at once.
+  /// Graceful shutdown as described above; returns at once. Before
+  /// `start`, it makes `start` stop at once, without registering.
   void drain();
   /// Shutdown without waiting: cancels every run now (`agent_shutdown`).
   void cancel_all();
   /// Blocks until the runtime thread has ended (after a drain, or after a
-  /// fatal error such as a refused registration token).
+  /// fatal error such as a refused registration token); at once when
+  /// `start` was never called.
   void wait();
-  /// Waits up to `d`; true when the runtime has ended.
+  /// Waits up to `d`; true when the runtime has ended (or never started).
   bool wait_for(std::chrono::milliseconds d);
 
   [[nodiscard]] agent_stats stats() const;
