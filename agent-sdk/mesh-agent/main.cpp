@@ -69,7 +69,8 @@ int main(int argc, char** argv) {
   plans::add_builtin_plans(catalog);
   for (auto& plugin : cfg.plugins) {
     std::vector<std::string> added;
-    if (auto err = sdk::load_plugin(plugin.path, catalog, &added, plugin.isolation);
+    if (auto err = sdk::load_plugin(plugin.path, catalog, &added, plugin.isolation,
+                                    plugin.limits);
         !err.empty())
       return config_failure(config_file, "plugins: " + err);
     std::string names;

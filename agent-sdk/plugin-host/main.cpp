@@ -44,6 +44,8 @@ constexpr int agent_gone_status = 125;
 struct channel {
   std::mutex mtx;
   int reason = POLYMESH_NOT_CANCELED;
+  /// The plan called `set_result`.
+  bool has_result = false;
 };
 
 /// Writes all of `data` to the frames pipe; ends the host when the agent is
@@ -131,6 +133,7 @@ void host_set_result(void* host, int ok, int has_exit_code, int64_t exit_code,
   r.result = result ? result : "";
   r.error = error ? error : "";
   send_frame(frame_result, encode(r));
+  ch.has_result = true;
 }
 
 /// Ends the run as a failure that says why the plan could not start here.
@@ -298,6 +301,17 @@ int main(int argc, char** argv) {
   r.progress = &host_progress;
   r.set_result = &host_set_result;
   want.table.run(instance, &r);
+  {
+    // A plan (in C) that returned without a result says so, as it does in
+    // the agent's own process: an exit 0 without one is the plan's `exit`.
+    std::lock_guard<std::mutex> guard{ch.mtx};
+    if (!ch.has_result) {
+      host_run_result none;
+      none.ok = false;
+      none.error = "plugin plan '" + plan + "' returned no result";
+      send_frame(frame_result, encode(none));
+    }
+  }
   std::fflush(stdout);
   std::fflush(stderr);
   end_leftovers();

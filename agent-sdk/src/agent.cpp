@@ -226,6 +226,8 @@ struct run_slot {
   std::string ended_how = "with the agent's session";
   /// The plan has returned; only its result is still to be sent.
   std::atomic<bool> plan_returned{false};
+  /// The plan was called (not refused before: canceled, no such plan).
+  std::atomic<bool> plan_started{false};
   /// The mesh refused a report because another session of this agent holds
   /// the run: nothing more is sent for it.
   std::atomic<bool> held_elsewhere{false};
@@ -727,6 +729,7 @@ struct agent::impl {
       res = plan_result::failure("this agent does not offer plan '" + run.plan + "'");
     } else {
       plan_ran = true;
+      slot->plan_started = true;
       try {
         res = p->second->run(ctx);
       } catch (const std::exception& e) {
@@ -838,7 +841,7 @@ struct agent::impl {
         message = slot->progress;
       }
       auto r = client.progress(id, message);
-      if (r.status != 0 || abandon_results) {
+      if (!r.transient() || abandon_results) {
         stop_if_held_elsewhere(*slot, r, nullptr);
         std::lock_guard<std::mutex> guard{slot->mtx};
         if (slot->progress == message) slot->progress_dirty = false;
@@ -1086,20 +1089,27 @@ struct agent::impl {
     }) && active.empty();
   }
 
-  /// Until every active run's plan has returned; says so once when that
-  /// takes longer than `kill_grace` and a second.
+  /// Until every active run's plan that started has returned; says so once
+  /// when that takes longer than its programs may (`run_process`: the
+  /// grace, then 2.5 s for leftovers; an isolated plugin's host: twice the
+  /// grace and a second). A run whose plan has not started is not waited
+  /// for: its worker may be in a call to a mesh that does not answer, which
+  /// the result grace ends.
   void wait_plans_returned() {
     std::unique_lock<std::mutex> guard{mtx};
     auto returned = [&] {
-      return std::all_of(active.begin(), active.end(),
-                         [](const auto& a) { return a.second->plan_returned.load(); });
+      return std::all_of(active.begin(), active.end(), [](const auto& a) {
+        return !a.second->plan_started || a.second->plan_returned;
+      });
     };
-    if (cv.wait_for(guard, cfg.kill_grace + std::chrono::seconds{1}, returned)) return;
+    auto expected = 2 * cfg.kill_grace + milliseconds{2500};
+    if (cv.wait_for(guard, expected, returned)) return;
     std::string ids;
     for (auto& [id, slot] : active)
-      if (!slot->plan_returned) ids += (ids.empty() ? "" : ", ") + id;
+      if (slot->plan_started && !slot->plan_returned)
+        ids += (ids.empty() ? "" : ", ") + id;
     warn("draining: the plans of " + ids + " have not returned " +
-         std::to_string(cfg.kill_grace.count() + 1000) +
+         std::to_string(expected.count()) +
          " ms after their cancel; waiting for them (a plan must return once its "
          "cancel token fires)");
     cv.wait(guard, returned);

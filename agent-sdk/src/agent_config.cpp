@@ -83,7 +83,7 @@ std::string resolve(const std::string& path, const std::string& base_dir) {
   return (std::filesystem::path{base_dir} / path).lexically_normal().string();
 }
 
-/// One `plugins` entry: a path, or `{path, isolation}`.
+/// One `plugins` entry: a path, or `{path, isolation, limits}`.
 plugin_entry read_plugin_entry(const nlohmann::json& item, const std::string& key,
                                const std::string& base_dir) {
   plugin_entry out;
@@ -98,9 +98,15 @@ plugin_entry read_plugin_entry(const nlohmann::json& item, const std::string& ke
       throw config_error(key + ".isolation",
                          "expected process or none, got '" + isolation + "'");
     out.isolation = *parsed;
+    settings_reader limits{in.raw("limits"), in.path("limits")};
+    out.limits = read_resource_limits(limits);
+    if (!out.limits.empty() && out.isolation == plugin_isolation::none)
+      throw config_error(key + ".limits",
+                         "apply only with isolation: process (a plan in the agent's "
+                         "process would share them with the agent)");
     in.finish();
   } else {
-    throw config_error(key, "expected a path, or a map with path and isolation");
+    throw config_error(key, "expected a path, or a map with path, isolation and limits");
   }
   if (out.path.empty())
     throw config_error(item.is_object() ? key + ".path" : key,
@@ -215,8 +221,9 @@ agent_file_config parse(const std::string& text, const std::string& base_dir,
 
   auto& plugins = top.raw("plugins");
   if (!plugins.is_null() && !plugins.is_array())
-    throw config_error("plugins",
-                       "expected a list of plugin paths (or maps with path, isolation)");
+    throw config_error(
+        "plugins",
+        "expected a list of plugin paths (or maps with path, isolation, limits)");
   if (plugins.is_array())
     for (size_t i = 0; i < plugins.size(); ++i)
       out.plugins.push_back(

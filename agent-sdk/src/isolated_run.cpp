@@ -17,11 +17,13 @@
 #include <fcntl.h>
 #include <filesystem>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <thread>
 #include <vector>
 
 namespace polymesh::sdk {
@@ -94,9 +96,10 @@ struct frame_reader {
 };
 
 /// In the child, after `fork`, before `exec`: reports the failed `execve`'s
-/// errno as a frame and ends. Async-signal-safe.
-[[noreturn]] void exec_failed(int frames_fd) {
-  int err = errno;
+/// errno as a frame (negated when it was a `setrlimit`'s, `limits`) and
+/// ends. Async-signal-safe.
+[[noreturn]] void exec_failed(int frames_fd, bool limits = false) {
+  int err = limits ? -errno : errno;
   char frame[frame_header_size + sizeof err];
   char header[frame_header_size];
   frame_header(header, frame_exec_failed, sizeof err);
@@ -248,6 +251,10 @@ plan_result run_isolated(const isolated_plan& which, run_context& ctx) {
     // Nothing else of the agent reaches the host: its connections, other
     // runs' pipes, descriptors it was started with.
     detail::close_on_exec_from(5);
+    for (const auto& l : which.limits) {
+      rlimit rl{static_cast<rlim_t>(l.soft), static_cast<rlim_t>(l.hard)};
+      if (::setrlimit(l.resource, &rl) != 0) exec_failed(detail::host_frames_fd, true);
+    }
     ::execve(argv[0], argv, environ);
     exec_failed(detail::host_frames_fd);
   }
@@ -290,8 +297,12 @@ plan_result run_isolated(const isolated_plan& which, run_context& ctx) {
     });
     if (open == 0 && reaped) break;
     if (open == 0) {
-      // The pipes are closed but the child still runs (it is ending).
-      ctx.cancel->wait_for(idle_wait);
+      // The pipes are closed but the child still runs (it is ending). A
+      // fired token no longer waits: then sleep, up to the host's kill.
+      if (ctx.cancel->canceled())
+        std::this_thread::sleep_for(idle_wait);
+      else
+        ctx.cancel->wait_for(idle_wait);
       idle_wait = std::min(idle_wait * 2, std::chrono::milliseconds{50});
     }
     if (!reaped) {
@@ -336,6 +347,9 @@ plan_result run_isolated(const isolated_plan& which, run_context& ctx) {
   detail::forget_program(pid);
   reap_adopted_orphans();
 
+  if (frames_in.exec_errno < 0)
+    return failure("could not start: cannot set its limits (the plugin's `limits`): " +
+                   std::string{std::strerror(-frames_in.exec_errno)});
   if (frames_in.exec_errno != 0)
     return failure("could not start: cannot run " + which.host + ": " +
                    std::strerror(frames_in.exec_errno));

@@ -17,9 +17,11 @@
 #pragma once
 
 #include "polymesh/sdk/plan.hpp"
+#include "polymesh/sdk/process.hpp"
 
 #include <optional>
 #include <string>
+#include <vector>
 
 namespace polymesh::sdk {
 
@@ -38,6 +40,8 @@ struct isolated_plan {
   std::string plan_name;
   /// The plan's settings as JSON, as the agent's own `create` got them.
   std::string settings_json;
+  /// Set on the host before it starts (the plugin entry's `limits`).
+  std::vector<resource_limit> limits;
 };
 
 /// The `mesh-plugin-host` to start: `$POLYMESH_PLUGIN_HOST` when set, else

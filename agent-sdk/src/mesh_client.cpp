@@ -191,6 +191,16 @@ mesh_client::mesh_client(std::string url, std::chrono::milliseconds request_time
 
 mesh_client::~mesh_client() = default;
 
+std::string mesh_client::unresolved_host_cached() {
+  std::lock_guard<std::mutex> guard{dns_mtx_};
+  auto now = std::chrono::steady_clock::now();
+  if (!dns_checked_at_ || now - *dns_checked_at_ >= std::chrono::minutes{1}) {
+    dns_problem_ = unresolved_host(pool_->origin());
+    dns_checked_at_ = now;
+  }
+  return dns_problem_;
+}
+
 http_reply mesh_client::send(const std::string& method, const std::string& path,
                              const std::string& token, const std::string* body,
                              std::chrono::milliseconds read_timeout, call_kind kind,
@@ -244,7 +254,7 @@ http_reply mesh_client::send(const std::string& method, const std::string& path,
     out.error = describe_transport_error(res.error());
     // "Nothing is listening there" is wrong for a name that does not resolve.
     if (res.error() == httplib::Error::Connection)
-      if (auto why = unresolved_host(pool_->origin()); !why.empty()) out.error = why;
+      if (auto why = unresolved_host_cached(); !why.empty()) out.error = why;
     return out;
   }
   pool_->give_back(std::move(conn));

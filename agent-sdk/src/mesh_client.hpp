@@ -230,9 +230,17 @@ private:
   http_reply register_with(const std::string& registration_token,
                            const wire::register_request& req);
 
+  /// Why connections fail when the mesh's host name does not resolve, or
+  /// "": looked up at most once a minute (a lookup the resolver answers
+  /// slowly would otherwise lengthen every failed call of an outage).
+  std::string unresolved_host_cached();
+
   std::string prefix_;
   std::chrono::milliseconds request_timeout_;
   std::unique_ptr<connection_pool> pool_;
+  std::mutex dns_mtx_;
+  std::optional<std::chrono::steady_clock::time_point> dns_checked_at_;
+  std::string dns_problem_;
 
   mutable std::mutex mtx_;
   std::string registration_token_;

@@ -140,6 +140,8 @@ struct registration {
   /// the plugin by.
   std::string host;
   std::string host_path;
+  /// Limits on each run's host.
+  std::vector<resource_limit> limits;
   plan_catalog* catalog = nullptr;
   std::vector<std::string> added;
   std::string error;
@@ -155,9 +157,9 @@ int host_add_plan(void* host, const polymesh_plan_v1* p) {
   polymesh_plan_v1 table = *p;
   std::string name = p->name;
   auto factory = [table, name, isolation = reg->isolation, host = reg->host,
-                  path =
-                      reg->host_path](const nlohmann::json& settings,
-                                      const std::string& key) -> std::shared_ptr<plan> {
+                  path = reg->host_path,
+                  limits = reg->limits](const nlohmann::json& settings,
+                                        const std::string& key) -> std::shared_ptr<plan> {
     char error[1024] = {};
     auto text = settings.is_null() ? std::string{"{}"} : settings.dump();
     void* instance = table.create(table.plan_data, text.c_str(), error, sizeof error);
@@ -175,7 +177,7 @@ int host_add_plan(void* host, const polymesh_plan_v1* p) {
     }
     std::optional<isolated_plan> isolated;
     if (isolation == plugin_isolation::process)
-      isolated = isolated_plan{host, path, name, text};
+      isolated = isolated_plan{host, path, name, text, limits};
     return std::make_shared<plugin_plan>(table, instance, std::move(isolated));
   };
   auto err =
@@ -201,7 +203,8 @@ std::optional<plugin_isolation> parse_plugin_isolation(const std::string& text) 
 }
 
 std::string load_plugin(const std::string& path, plan_catalog& catalog,
-                        std::vector<std::string>* added, plugin_isolation isolation) {
+                        std::vector<std::string>* added, plugin_isolation isolation,
+                        std::vector<resource_limit> limits) {
   std::string host_program;
   if (isolation == plugin_isolation::process) {
     std::string why;
@@ -229,6 +232,7 @@ std::string load_plugin(const std::string& path, plan_catalog& catalog,
   reg.path = path;
   reg.isolation = isolation;
   reg.host = host_program;
+  reg.limits = std::move(limits);
   // The host opens the plugin again for each run: by the path the loader
   // found here, absolute, so that neither a later change of the program's
   // directory nor the host's own library search path makes it another file.

@@ -6,6 +6,7 @@
 // whether `exec` succeeded: it reads EOF on success and an errno otherwise.
 #include "polymesh/sdk/process.hpp"
 
+#include "polymesh/sdk/settings.hpp"
 #include "process_tracking.hpp"
 
 #include <algorithm>
@@ -178,11 +179,12 @@ bool kill_escaped(const program_mark& p) {
   for (pid_t child : candidates) {
     // Opened before `child` is inspected: if another thread reaps it and
     // its pid is reused meanwhile, the kill below reaches nothing instead
-    // of the newcomer (or the newcomer's group). Kernels before 5.3 have
-    // no pidfds: kill by pid. (Through syscall(): glibc 2.36's
-    // <sys/pidfd.h> lacks extern "C".)
+    // of the newcomer (or the newcomer's group). (Through syscall():
+    // glibc 2.36's <sys/pidfd.h> lacks extern "C".)
     auto handle = static_cast<int>(::syscall(SYS_pidfd_open, child, 0));
-    if (handle < 0 && errno != ENOSYS) continue; // ended and reaped already
+    if (handle < 0 && errno == ESRCH) continue; // ended and reaped already
+    // Any other failure (a seccomp filter's EPERM, no descriptor left):
+    // by pid, as before pidfds, rather than not at all.
     bool killed = false;
     if (!is_live_program(child) && !is_defunct(child)) {
       auto pgid = ::getpgid(child);
@@ -397,6 +399,36 @@ std::string process_outcome::describe() const {
            ")";
   }
   return "exited with code " + std::to_string(exit_code);
+}
+
+std::vector<resource_limit> read_resource_limits(settings_reader& in) {
+  std::vector<resource_limit> out;
+  auto add = [&](const char* key, int resource) {
+    auto set = in.integer(key, -1, 1, INT64_MAX - 1);
+    if (set < 0) return;
+    auto v = static_cast<uint64_t>(set);
+    // CPU time: SIGXCPU at the limit ("CPU time limit exceeded"), SIGKILL a
+    // second later; with both at the limit a run ended as a bare SIGKILL,
+    // which reads like the OOM killer.
+    auto hard = v;
+    if (resource == RLIMIT_CPU) {
+      // Not above the agent's own hard limit (systemd's LimitCPU=, say): a
+      // child that is not root cannot raise it, and every run would fail.
+      rlimit own{};
+      hard = v + 1;
+      if (::getrlimit(RLIMIT_CPU, &own) == 0 && own.rlim_max != RLIM_INFINITY)
+        hard = std::min<uint64_t>(hard, own.rlim_max);
+      v = std::min(v, hard);
+    }
+    out.push_back({resource, v, hard});
+  };
+  add("cpu_seconds", RLIMIT_CPU);
+  add("address_space_bytes", RLIMIT_AS);
+  add("open_files", RLIMIT_NOFILE);
+  add("processes", RLIMIT_NPROC);
+  add("file_size_bytes", RLIMIT_FSIZE);
+  in.finish();
+  return out;
 }
 
 std::string find_program(const std::string& program, const std::string& search_path) {

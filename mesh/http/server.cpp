@@ -1840,7 +1840,7 @@ caf::expected<int> http_server::bind(const std::string& host, int port) {
                       "listen");
   try {
     pool_ = std::make_unique<worker_pool>(pool_threads_);
-  } catch (const std::system_error& e) {
+  } catch (const std::exception& e) { // std::system_error, or out of memory
     return make_error(errc::invalid_argument,
                       "cannot start " + std::to_string(pool_threads_) +
                           " HTTP threads (http.threads + http.run_waits): " + e.what() +

@@ -218,19 +218,27 @@ int main(int argc, char** argv) {
   if (!port) return fail(port.error());
   auto shown_host =
       hp->first.find(':') != std::string::npos ? "[" + hp->first + "]" : hp->first;
+  // Started before meshd says it listens: a thread the system refuses is a
+  // start-up failure (exit 2), not an abort after `listening on`.
+  std::thread waiter;
+  try {
+    waiter = std::thread{[&] {
+      int sig = 0;
+      sigwait(&signals, &sig);
+      const char* name = sig == SIGTERM ? "SIGTERM" : sig == SIGINT ? "SIGINT" : "SIGHUP";
+      log(log_level::info, std::string{"received "} + name + ", shutting down");
+      (*node)->begin_shutdown();
+      server.stop();
+    }};
+  } catch (const std::system_error& e) {
+    std::cerr << "meshd: cannot start its signal thread: " << e.what() << std::endl;
+    return 2;
+  }
   std::printf("listening on http://%s:%d\n", shown_host.c_str(), *port);
   std::fflush(stdout);
   if (auto why = exposure(hp->first, cfg.listen); !why.empty())
     log(log_level::warn, "listening on " + why);
 
-  std::thread waiter{[&] {
-    int sig = 0;
-    sigwait(&signals, &sig);
-    const char* name = sig == SIGTERM ? "SIGTERM" : sig == SIGINT ? "SIGINT" : "SIGHUP";
-    log(log_level::info, std::string{"received "} + name + ", shutting down");
-    (*node)->begin_shutdown();
-    server.stop();
-  }};
   server.serve();
   // serve() also returns if the listener fails; make sure the waiter ends.
   pthread_kill(waiter.native_handle(), SIGTERM);

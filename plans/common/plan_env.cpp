@@ -1,7 +1,6 @@
 #include "plans/common/plan_env.hpp"
 
 #include <set>
-#include <sys/resource.h>
 
 namespace polymesh::plans {
 
@@ -15,31 +14,7 @@ exec_settings read_exec_settings(sdk::settings_reader& in) {
   s.result_tail_bytes = static_cast<size_t>(
       in.integer("result_tail_bytes", int64_t(s.result_tail_bytes), 0, 60 * 1024));
   sdk::settings_reader lim{in.raw("limits"), in.path("limits")};
-  auto add = [&](const char* key, int resource) {
-    auto set = lim.integer(key, -1, 1, INT64_MAX - 1);
-    if (set < 0) return;
-    auto v = static_cast<uint64_t>(set);
-    // CPU time: SIGXCPU at the limit ("CPU time limit exceeded"), SIGKILL a
-    // second later; with both at the limit a run ended as a bare SIGKILL,
-    // which reads like the OOM killer.
-    auto hard = v;
-    if (resource == RLIMIT_CPU) {
-      // Not above the agent's own hard limit (systemd's LimitCPU=, say): a
-      // child that is not root cannot raise it, and every run would fail.
-      rlimit own{};
-      hard = v + 1;
-      if (::getrlimit(RLIMIT_CPU, &own) == 0 && own.rlim_max != RLIM_INFINITY)
-        hard = std::min<uint64_t>(hard, own.rlim_max);
-      v = std::min(v, hard);
-    }
-    s.limits.push_back({resource, v, hard});
-  };
-  add("cpu_seconds", RLIMIT_CPU);
-  add("address_space_bytes", RLIMIT_AS);
-  add("open_files", RLIMIT_NOFILE);
-  add("processes", RLIMIT_NPROC);
-  add("file_size_bytes", RLIMIT_FSIZE);
-  lim.finish();
+  s.limits = sdk::read_resource_limits(lim);
   return s;
 }
 

@@ -7,6 +7,7 @@
 #include <fstream>
 #include <gtest/gtest.h>
 #include <optional>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <vector>
@@ -97,7 +98,8 @@ TEST(agent_config, errors_name_the_key) {
   // The URL meshctl would refuse, refused here too, saying why.
   for (const auto& [url, says] : std::vector<std::pair<std::string, std::string>>{
            {"http://:7700", "mesh URL has no host, got 'http://:7700'"},
-           {"http://user@h:7700", "host 'user@h' has a space or '@'"},
+           {"http://user:secret@h:7700", "must not hold a user or password"},
+           {"http://h:80:90", "host 'h:80' is not a name or an address"},
            {"http://h:0", "port must be 1 to 65535, got '0'"},
            {"http://h:70000", "port must be 1 to 65535, got '70000'"},
            {"http://h:7700/?x=1", "without a query or fragment"}}) {
@@ -374,9 +376,25 @@ TEST(agent_config, plugin_entries) {
   EXPECT_EQ(error_text(head + "plugins: [{path: a.so, isolate: true}]\n"),
             "plugins[0].isolate: unknown key");
   EXPECT_EQ(error_text(head + "plugins: [[a.so]]\n"),
-            "plugins[0]: expected a path, or a map with path and isolation");
+            "plugins[0]: expected a path, or a map with path, isolation and limits");
   EXPECT_EQ(error_text(head + "plugins: a.so\n"),
-            "plugins: expected a list of plugin paths (or maps with path, isolation)");
+            "plugins: expected a list of plugin paths (or maps with path, isolation, "
+            "limits)");
+  // Limits on each run's host, as the built-in plans have them; not for
+  // plans in the agent's own process.
+  auto limited = parse_agent_yaml(
+      head + "plugins: [{path: a.so, limits: {address_space_bytes: 1073741824, "
+             "open_files: 64}}]\n");
+  ASSERT_EQ(limited.plugins[0].limits.size(), 2u);
+  EXPECT_EQ(limited.plugins[0].limits[0].resource, RLIMIT_AS);
+  EXPECT_EQ(limited.plugins[0].limits[0].soft, 1073741824u);
+  EXPECT_EQ(limited.plugins[0].limits[1].resource, RLIMIT_NOFILE);
+  EXPECT_EQ(error_text(head + "plugins: [{path: a.so, limits: {memory: 1}}]\n"),
+            "plugins[0].limits.memory: unknown key");
+  EXPECT_EQ(error_text(head + "plugins: [{path: a.so, isolation: none, limits: "
+                              "{open_files: 64}}]\n"),
+            "plugins[0].limits: apply only with isolation: process (a plan in the "
+            "agent's process would share them with the agent)");
 }
 
 // This test ensures quoted YAML scalars stay strings and plain ones get types.

@@ -16,6 +16,7 @@
 #include <mutex>
 #include <poll.h>
 #include <sstream>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <thread>
 #include <unistd.h>
@@ -140,9 +141,11 @@ TEST(plugin_loader, a_throwing_registration_is_refused_with_its_message) {
 namespace {
 
 /// The `misbehave` plan of the crashing test plugin, isolated as given.
-plan_set misbehaving(plugin_isolation isolation) {
+plan_set misbehaving(plugin_isolation isolation,
+                     std::vector<resource_limit> limits = {}) {
   plan_catalog catalog;
-  EXPECT_EQ(load_plugin(POLYMESH_CRASHING_PLUGIN, catalog, nullptr, isolation), "");
+  EXPECT_EQ(load_plugin(POLYMESH_CRASHING_PLUGIN, catalog, nullptr, isolation, limits),
+            "");
   return make_plans(catalog, {{"misbehave", nullptr}});
 }
 
@@ -193,6 +196,26 @@ TEST(plugin_isolation, a_crash_ends_the_run_not_the_agent) {
   auto r = misbehave(plans, after, "");
   EXPECT_TRUE(r.ok) << r.error;
   EXPECT_EQ(r.result, "1");
+}
+
+// This test ensures a plugin entry's limits bound each run's host process
+// (here its address space), not the agent: plugin plans had no limits at
+// all, and one that leaked grew without bound.
+TEST(plugin_isolation, the_entrys_limits_bound_each_runs_host) {
+  constexpr uint64_t gib = uint64_t{1} << 30;
+  auto limited = misbehaving(plugin_isolation::process, {{RLIMIT_AS, gib, gib}});
+  testkit::scratch_run run;
+  auto r = misbehave(limited, run, "address_space");
+  EXPECT_TRUE(r.ok) << r.error;
+  EXPECT_EQ(r.result, std::to_string(gib));
+  // Not the agent's: a host without limits has this process's own.
+  rlimit own{};
+  ASSERT_EQ(::getrlimit(RLIMIT_AS, &own), 0);
+  ASSERT_NE(own.rlim_cur, gib) << "this test needs another limit than its own";
+  auto free = misbehaving(plugin_isolation::process);
+  testkit::scratch_run unlimited;
+  EXPECT_EQ(misbehave(free, unlimited, "address_space").result,
+            own.rlim_cur == RLIM_INFINITY ? "unlimited" : std::to_string(own.rlim_cur));
 }
 
 // This test ensures a line printed with printf just before a crash is in

@@ -184,14 +184,16 @@ TEST_F(settings_cmd, a_mesh_url_with_a_path_prefix_reaches_the_mesh_behind_a_pro
   for (const auto& [bad, says] : std::vector<std::pair<std::string, std::string>>{
            {"http://", "has no host, got 'http://'"},
            {"http://:" + std::to_string(port), "has no host"},
-           {"http://127.0.0.1 x", "host '127.0.0.1 x' has a space or '@'"},
+           {"http://127.0.0.1 x", "host has a space in it, got 'http://127.0.0.1 x'"},
            {"http://user:pw@127.0.0.1:" + std::to_string(port), "never in the URL"},
+           {"http://::1:" + std::to_string(port), "an IPv6 address goes in brackets"},
            {"http://127.0.0.1:0", "port must be 1 to 65535, got '0'"},
            {"http://127.0.0.1:65536", "port must be 1 to 65535, got '65536'"},
            {"http://127.0.0.1:http", "port must be 1 to 65535, got 'http'"}}) {
     auto r = ctl_raw({"--mesh", bad, "--token", admin, "status"});
     EXPECT_EQ(r.code, 64) << bad << ": " << r.err;
     EXPECT_NE(r.err.find(says), std::string::npos) << bad << ": " << r.err;
+    EXPECT_EQ(r.err.find("pw@"), std::string::npos) << "a password quoted: " << r.err;
   }
   auto v6 = ctl_raw(
       {"--mesh", "http://[::1]:" + std::to_string(port), "--token", admin, "status"});

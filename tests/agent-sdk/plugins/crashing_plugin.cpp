@@ -2,6 +2,8 @@
 // what plugin isolation keeps from the agent:
 //   "segv", "abort", "exit" (code 3), "exit0" (code 0): after logging
 //   "before the end";
+//   "address_space": succeeds with its address-space limit (RLIMIT_AS),
+//                    in bytes, or "unlimited";
 //   "print": writes to its own stdout and stderr with printf;
 //   "progress": reports a progress message, then succeeds;
 //   "ignore_cancel": logs "waiting", then waits for a cancel and ignores it;
@@ -37,8 +39,11 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <memory>
 #include <mutex>
+#include <new>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <thread>
 #include <unistd.h>
 
@@ -71,6 +76,14 @@ public:
       if (what == "segv") std::raise(SIGSEGV);
       if (what == "abort") std::abort();
       std::exit(what == "exit0" ? 0 : 3);
+    }
+    if (what == "address_space") {
+      rlimit rl{};
+      if (::getrlimit(RLIMIT_AS, &rl) != 0)
+        return plan_result::failure("getrlimit failed");
+      return plan_result::success(rl.rlim_cur == RLIM_INFINITY
+                                      ? std::string{"unlimited"}
+                                      : std::to_string(rl.rlim_cur));
     }
     if (what == "print_then_segv") {
       std::printf("printed before the crash\n");

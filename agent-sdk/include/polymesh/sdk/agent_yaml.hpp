@@ -12,6 +12,7 @@
 #include "polymesh/sdk/agent.hpp"
 #include "polymesh/sdk/plan_catalog.hpp"
 #include "polymesh/sdk/plugin_loader.hpp"
+#include "polymesh/sdk/process.hpp"
 #include "polymesh/sdk/settings.hpp"
 
 #include <map>
@@ -24,6 +25,8 @@ namespace polymesh::sdk {
 struct plugin_entry {
   std::string path;
   plugin_isolation isolation = plugin_isolation::process;
+  /// Limits on each run's host process (isolation `process` only).
+  std::vector<resource_limit> limits;
 };
 
 struct agent_file_config {

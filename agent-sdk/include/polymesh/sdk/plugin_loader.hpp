@@ -12,6 +12,7 @@
 #pragma once
 
 #include "polymesh/sdk/plan_catalog.hpp"
+#include "polymesh/sdk/process.hpp"
 
 #include <cstdint>
 #include <optional>
@@ -40,11 +41,13 @@ enum class plugin_isolation : uint8_t {
 parse_plugin_isolation(const std::string& text);
 
 /// Loads `path` and adds its plans to `catalog`, their runs isolated as
-/// `isolation` says. Returns "" or the error; on success `added` (when
+/// `isolation` says, each run's host process under `limits` (isolation
+/// `process` only). Returns "" or the error; on success `added` (when
 /// given) receives the names of the new plans.
 [[nodiscard]] std::string
 load_plugin(const std::string& path, plan_catalog& catalog,
             std::vector<std::string>* added = nullptr,
-            plugin_isolation isolation = plugin_isolation::process);
+            plugin_isolation isolation = plugin_isolation::process,
+            std::vector<resource_limit> limits = {});
 
 } // namespace polymesh::sdk

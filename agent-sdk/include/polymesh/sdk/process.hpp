@@ -18,6 +18,7 @@
 // blocks the calling thread until the program and its pipes are done.
 #pragma once
 
+#include "polymesh/sdk/fwd.hpp"
 #include "polymesh/sdk/plan.hpp"
 
 #include <chrono>
@@ -80,6 +81,13 @@ struct process_outcome {
   /// "exited with code 3", "killed by signal 9 (SIGKILL)", or `error`.
   [[nodiscard]] std::string describe() const;
 };
+
+/// The limits a config's `limits` map sets (`in` reads that map, which may
+/// be absent): `cpu_seconds` (RLIMIT_CPU; SIGXCPU at the limit, SIGKILL a
+/// second later), `address_space_bytes` (RLIMIT_AS), `open_files`
+/// (RLIMIT_NOFILE), `processes` (RLIMIT_NPROC, per user), `file_size_bytes`
+/// (RLIMIT_FSIZE). Throws `config_error` naming a bad or unknown key.
+[[nodiscard]] std::vector<resource_limit> read_resource_limits(settings_reader& in);
 
 /// Resolves `program` like execvp would, in `search_path`; "" if not found
 /// or not executable.
