@@ -745,11 +745,14 @@ struct agent::impl {
     auto why = slot->cancel.reason();
     logs.close();
     {
-      // Under the lock: `drain_phase` waits for every plan to return.
+      // Under the lock: `drain_phase` waits for every plan to return. Only
+      // a drain is told: the poll thread may wait on `cv` for a free slot,
+      // and waking it here, before the slot is free, costs a context switch
+      // per run.
       std::lock_guard<std::mutex> guard{mtx};
       slot->plan_returned = true;
+      if (draining) cv.notify_all();
     }
-    cv.notify_all();
     shipper->close();
     upload_artifacts(*slot, ctx.artifacts_dir);
     report(*slot, why, res, plan_ran);
