@@ -20,6 +20,7 @@
 #include "mesh/domain/error.hpp"
 #include "mesh/domain/labels.hpp"
 #include "mesh/domain/log.hpp"
+#include "mesh/wire/mesh_url.hpp"
 #include "mesh_client.hpp"
 #include "on_demand.hpp"
 #include "polymesh/sdk/cancel_source.hpp"
@@ -171,7 +172,7 @@ bool holds_a_certificate(const std::string& path) {
 
 std::string agent_config::validate() const {
   if (mesh_url.empty()) return "mesh_url: is required";
-  if (auto e = mesh_client::check_url(mesh_url); !e.empty()) return "mesh_url: " + e;
+  if (auto e = wire::mesh_url_problem(mesh_url); !e.empty()) return "mesh_url: " + e;
   if (!mesh_ca_file.empty() && ::access(mesh_ca_file.c_str(), R_OK) != 0)
     return "mesh_ca_file: cannot read '" + mesh_ca_file + "'";
   if (!mesh_ca_file.empty() && !holds_a_certificate(mesh_ca_file))

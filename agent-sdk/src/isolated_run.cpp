@@ -23,7 +23,6 @@
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
-#include <thread>
 #include <vector>
 
 namespace polymesh::sdk {
@@ -296,15 +295,7 @@ plan_result run_isolated(const isolated_plan& which, run_context& ctx) {
       }
     });
     if (open == 0 && reaped) break;
-    if (open == 0) {
-      // The pipes are closed but the child still runs (it is ending). A
-      // fired token no longer waits: then sleep, up to the host's kill.
-      if (ctx.cancel->canceled())
-        std::this_thread::sleep_for(idle_wait);
-      else
-        ctx.cancel->wait_for(idle_wait);
-      idle_wait = std::min(idle_wait * 2, std::chrono::milliseconds{50});
-    }
+    if (open == 0) detail::nap_while_ending(*ctx.cancel, idle_wait);
     if (!reaped) {
       auto got = ::waitpid(pid, &status, WNOHANG);
       // ECHILD: the program reaps children behind the SDK's back (SIGCHLD

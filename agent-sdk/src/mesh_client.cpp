@@ -2,7 +2,6 @@
 
 #include "mesh/domain/clock.hpp"
 #include "mesh/domain/run_state.hpp"
-#include "mesh/wire/mesh_url.hpp"
 #include "mesh/wire/transport_error.hpp"
 
 #include <algorithm>
@@ -167,10 +166,6 @@ bool run_held_by_another_session(const http_reply& r) {
   return code == "held_by_other_session" ||
          (code == "forbidden" &&
           r.error.find(other_session_holds_run) != std::string::npos);
-}
-
-std::string mesh_client::check_url(const std::string& url) {
-  return wire::mesh_url_problem(url);
 }
 
 mesh_client::mesh_client(std::string url, std::chrono::milliseconds request_timeout,

@@ -105,17 +105,13 @@ public:
 
   /// `url` is `http://host:port` (or `https://`), optionally with a path
   /// prefix. Connections unused for `linger` are closed. REQUIRES: a valid
-  /// URL (see `check_url`).
+  /// URL (see `wire::mesh_url_problem`).
   /// `ca_file`: PEM certificate authorities trusted for an https mesh
   /// instead of the system's ("" for the system's).
   mesh_client(std::string url, std::chrono::milliseconds request_timeout,
               std::chrono::milliseconds linger = connection_linger,
               std::string ca_file = {});
   ~mesh_client();
-
-  /// Checks that `url` is `http(s)://host[:port][/prefix]`; returns an error
-  /// text or "".
-  [[nodiscard]] static std::string check_url(const std::string& url);
 
   /// A registration that replaced an earlier session of this client.
   struct session_change {

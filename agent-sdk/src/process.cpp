@@ -373,6 +373,14 @@ void close_on_exec_from(unsigned first) {
     ::fcntl(static_cast<int>(fd), F_SETFD, FD_CLOEXEC);
 }
 
+void nap_while_ending(const cancel_token& cancel, std::chrono::milliseconds& wait) {
+  if (cancel.canceled())
+    std::this_thread::sleep_for(wait);
+  else
+    cancel.wait_for(wait);
+  wait = std::min(wait * 2, std::chrono::milliseconds{50});
+}
+
 size_t poll_inputs(const int* fds, size_t n, int timeout_ms,
                    const std::function<void(size_t)>& on_ready) {
   std::vector<pollfd> pfds;
@@ -599,16 +607,7 @@ process_outcome run_process(const process_spec& spec, log_sink& log,
         close_fd(fds[i]);
     });
     if (open == 0 && reaped) break;
-    if (open == 0) {
-      // Pipes are closed but the program still runs: wait without spinning,
-      // briefly at first because the exit usually follows the close at once.
-      // (A fired token no longer waits: then sleep, up to its kill.)
-      if (cancel.canceled())
-        std::this_thread::sleep_for(idle_wait);
-      else
-        cancel.wait_for(idle_wait);
-      idle_wait = std::min(idle_wait * 2, std::chrono::milliseconds{50});
-    }
+    if (open == 0) detail::nap_while_ending(cancel, idle_wait);
     if (!reaped) {
       int status = 0;
       auto got = ::waitpid(pid, &status, WNOHANG);

@@ -8,6 +8,9 @@
 // `detach_child` only in a freshly forked child.
 #pragma once
 
+#include "polymesh/sdk/fwd.hpp"
+
+#include <chrono>
 #include <cstddef>
 #include <filesystem>
 #include <functional>
@@ -47,6 +50,12 @@ void close_on_exec_from(unsigned first);
 /// up or in error. Returns how many were open; with none it does not wait.
 size_t poll_inputs(const int* fds, size_t n, int timeout_ms,
                    const std::function<void(size_t)>& on_ready);
+
+/// While a child's pipes are closed but it is not reaped yet (it is ending):
+/// waits `wait` without spinning, ending early when `cancel` fires (a fired
+/// token no longer waits: then it sleeps), and doubles `wait` up to 50 ms,
+/// since the exit usually follows the close at once.
+void nap_while_ending(const cancel_token& cancel, std::chrono::milliseconds& wait);
 
 /// A process that a plan left running (an orphan this process adopted, or
 /// a descendant of one) whose working directory is `dir` or below it; 0

@@ -344,19 +344,18 @@ TEST(signals, a_stale_admin_token_file_is_warned_of) {
 TEST(signals, http_threads_the_system_refuses_fail_start_up_cleanly) {
   if (::geteuid() != 0)
     GTEST_SKIP() << "needs root, to run meshd as another user under a limit on threads";
+  // meshd as uid 65534 with at most 300 processes and threads for that user.
+  const std::string limited_meshd =
+      "prlimit --nproc=300 setpriv --reuid=65534 --regid=65534 --clear-groups " +
+      std::string{MESHD_PATH};
   // util-linux's prlimit and setpriv, and a meshd that user may run.
-  if (run_shell(
-          "prlimit --nproc=300 setpriv --reuid=65534 --regid=65534 --clear-groups " +
-          std::string{MESHD_PATH} + " --version 2>&1")
-          .first != 0)
+  if (run_shell(limited_meshd + " --version 2>&1").first != 0)
     GTEST_SKIP() << "cannot run meshd as uid 65534 through prlimit and setpriv here";
   auto dir = make_temp_dir();
   ASSERT_EQ(::chown(dir.c_str(), 65534, 65534), 0);
   std::ofstream{dir + "/mesh.yaml"} << "listen: 127.0.0.1:0\nhttp:\n  threads: 1000\n";
   // -1 when a signal ended it (the abort this test is about).
-  auto [code, text] = run_shell("prlimit --nproc=300 setpriv --reuid=65534 --regid=65534 "
-                                "--clear-groups " +
-                                std::string{MESHD_PATH} + " --config " + dir +
+  auto [code, text] = run_shell(limited_meshd + " --config " + dir +
                                 "/mesh.yaml --data-dir " + dir + " 2>&1");
   EXPECT_EQ(code, 2) << text;
   EXPECT_NE(text.find(" HTTP threads (http.threads + http.run_waits): "),
