@@ -31,6 +31,10 @@ struct run_actor_state {
   bool armed = false;
   /// Writes of a timer's (or a lost agent's) action that failed in a row.
   int failed_writes = 0;
+  /// Whether `run` is known to be the stored row, so that a write need set
+  /// only the fields it changes. A failed commit may still have reached the
+  /// disk, so after one the next write sets every field.
+  bool stored_as_run = true;
   /// A lost agent's word whose action could not be stored: tried again when
   /// the retry timer fires (a pending run not yet delivered has no timer
   /// that would otherwise act for it).
@@ -99,21 +103,26 @@ void wake_watchers(self_ptr self) {
 void persist_with(self_ptr self, run_record next, write_batch extra,
                   std::function<void(const write_outcomes&)> then,
                   std::function<void(caf::error)> fail) {
+  auto& st = self->state;
   write_batch batch;
-  batch.emplace_back(put_run{next, false});
+  batch.emplace_back(put_run{
+      next, false, st.stored_as_run ? changed_run_fields(st.run, next) : all_run_fields});
   for (auto& w : extra)
     batch.push_back(std::move(w));
-  self->request(self->state.ctx->store, caf::infinite, write_atom::value,
-                std::move(batch))
+  self->request(st.ctx->store, caf::infinite, write_atom::value, std::move(batch))
       .await(
           [=](const write_outcomes& out) mutable {
             self->state.run = std::move(next);
+            self->state.stored_as_run = true;
             self->state.failed_writes = 0;
             rearm(self);
             if (!self->state.watchers.empty()) wake_watchers(self);
             then(out);
           },
-          [=](caf::error& err) mutable { fail(std::move(err)); });
+          [=](caf::error& err) mutable {
+            self->state.stored_as_run = false;
+            fail(std::move(err));
+          });
 }
 
 /// `persist_with` for a `then` that needs no outcomes.

@@ -530,36 +530,61 @@ const std::string& upsert_run_sql() {
 /// The columns a run's life changes; the others are fixed at submission.
 /// Updating only these spares SQLite the indexes on fixed columns (plan,
 /// idempotency key): a lifecycle write is then a third fewer page writes.
-constexpr const char* run_mutable_columns[] = {
-    "assigned_agent", "status",      "reason",           "exit_code",
-    "result",         "error",       "attempts",         "cancel_requested",
-    "cancel_reason",  "progress",    "assigned_at",      "delivered_at",
-    "started_at",     "finished_at", "last_activity_at", "cancel_requested_at",
-    "held_session",
+/// Bit i of a `run_fields` stands for entry i; `same` compares the field of
+/// two records.
+struct mutable_column {
+  const char* name;
+  bool (*same)(const run_record&, const run_record&);
 };
 
-/// `UPDATE runs SET <mutable> WHERE id`, with `bind_run`'s numbering: the
-/// statement names ?N by the column's position in `run_columns`.
-const std::string& update_run_sql() {
-  static const auto sql = [] {
-    auto position = [](std::string_view name) {
-      for (size_t i = 0; i < std::size(run_columns); ++i)
-        if (name == run_columns[i]) return i + 1;
-      throw std::logic_error{"unknown run column"};
-    };
-    std::string set;
-    size_t highest = 0;
-    for (auto c : run_mutable_columns) {
-      if (!set.empty()) set += ", ";
-      set += std::string{c} + " = ?" + std::to_string(position(c));
-      highest = std::max(highest, position(c));
-    }
-    // bind_run binds every column, so the last one must be named.
-    if (highest != std::size(run_columns))
-      throw std::logic_error{"last column not named"};
-    return "UPDATE runs SET " + set + " WHERE id = ?" + std::to_string(position("id"));
-  }();
-  return sql;
+constexpr mutable_column run_mutable_columns[] = {
+    {"assigned_agent",
+     [](auto& a, auto& b) { return a.assigned_agent == b.assigned_agent; }},
+    {"status", [](auto& a, auto& b) { return a.status == b.status; }},
+    {"reason", [](auto& a, auto& b) { return a.reason == b.reason; }},
+    {"exit_code", [](auto& a, auto& b) { return a.exit_code == b.exit_code; }},
+    {"result", [](auto& a, auto& b) { return a.result == b.result; }},
+    {"error", [](auto& a, auto& b) { return a.error == b.error; }},
+    {"attempts", [](auto& a, auto& b) { return a.attempts == b.attempts; }},
+    {"cancel_requested",
+     [](auto& a, auto& b) { return a.cancel_requested == b.cancel_requested; }},
+    {"cancel_reason",
+     [](auto& a, auto& b) { return a.cancel_reason == b.cancel_reason; }},
+    {"progress", [](auto& a, auto& b) { return a.progress == b.progress; }},
+    {"assigned_at", [](auto& a, auto& b) { return a.assigned_at == b.assigned_at; }},
+    {"delivered_at", [](auto& a, auto& b) { return a.delivered_at == b.delivered_at; }},
+    {"started_at", [](auto& a, auto& b) { return a.started_at == b.started_at; }},
+    {"finished_at", [](auto& a, auto& b) { return a.finished_at == b.finished_at; }},
+    {"last_activity_at",
+     [](auto& a, auto& b) { return a.last_activity_at == b.last_activity_at; }},
+    {"cancel_requested_at",
+     [](auto& a, auto& b) { return a.cancel_requested_at == b.cancel_requested_at; }},
+    {"held_session", [](auto& a, auto& b) { return a.held_session == b.held_session; }},
+};
+static_assert(std::size(run_mutable_columns) <= 32, "run_fields has 32 bits");
+
+/// `UPDATE runs SET <the mutable columns in fields> WHERE id`, with
+/// `bind_run`'s numbering: the statement names ?N by the column's position
+/// in `run_columns`.
+std::string update_run_sql(run_fields fields) {
+  auto position = [](std::string_view name) {
+    for (size_t i = 0; i < std::size(run_columns); ++i)
+      if (name == run_columns[i]) return i + 1;
+    throw std::logic_error{"unknown run column"};
+  };
+  std::string set;
+  for (size_t i = 0; i < std::size(run_mutable_columns); ++i) {
+    auto c = run_mutable_columns[i].name;
+    // bind_run binds every column, so the last one must be named: it is
+    // always set (to the value it has, if it did not change).
+    if ((fields & (run_fields{1} << i)) == 0 && position(c) != std::size(run_columns))
+      continue;
+    if (!set.empty()) set += ", ";
+    set += std::string{c} + " = ?" + std::to_string(position(c));
+  }
+  if (set.find(run_columns[std::size(run_columns) - 1]) == std::string::npos)
+    throw std::logic_error{"last column not mutable"};
+  return "UPDATE runs SET " + set + " WHERE id = ?" + std::to_string(position("id"));
 }
 
 // An `insert_only` run never overwrites: a taken key or id leaves the row
@@ -1078,7 +1103,7 @@ private:
   caf::expected<write_outcome> write_one(const put_run& w) {
     if (!w.insert_only) {
       // The usual case: a run already stored changes state.
-      auto up = db_.prepare(update_run_sql());
+      auto up = db_.prepare(update_sql_for(w.changed));
       if (!up) return std::move(up.error());
       bind_run(*up, w.run);
       if (up->step() != SQLITE_DONE)
@@ -1173,10 +1198,26 @@ private:
     return out;
   }
 
+  /// The update's text for `fields`, made once per set of fields.
+  const std::string& update_sql_for(run_fields fields) {
+    auto it = update_sql_.find(fields);
+    if (it == update_sql_.end())
+      it = update_sql_.emplace(fields, update_run_sql(fields)).first;
+    return it->second;
+  }
+
   connection db_;
+  std::unordered_map<run_fields, std::string> update_sql_;
 };
 
 } // namespace
+
+run_fields changed_run_fields(const run_record& stored, const run_record& next) {
+  run_fields out = 0;
+  for (size_t i = 0; i < std::size(run_mutable_columns); ++i)
+    if (!run_mutable_columns[i].same(stored, next)) out |= run_fields{1} << i;
+  return out;
+}
 
 namespace {
 

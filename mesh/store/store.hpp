@@ -14,6 +14,7 @@
 
 #include <caf/error.hpp>
 #include <caf/expected.hpp>
+#include <cstdint>
 #include <memory>
 #include <optional>
 #include <string>
@@ -21,6 +22,14 @@
 #include <vector>
 
 namespace polymesh {
+
+/// A set of a run's lifecycle fields, one bit each (see `changed_run_fields`).
+using run_fields = uint32_t;
+inline constexpr run_fields all_run_fields = ~run_fields{0};
+
+/// The lifecycle fields in which `next` differs from `stored`.
+[[nodiscard]] run_fields changed_run_fields(const run_record& stored,
+                                            const run_record& next);
 
 /// Writes a run. A new run is written whole; a stored one gets its lifecycle
 /// fields (status, assignment, outcome, cancel state, timestamps), and the
@@ -32,6 +41,11 @@ namespace polymesh {
 struct put_run {
   run_record run;
   bool insert_only = false;
+  /// Of a stored run, only these lifecycle fields are written; the others
+  /// must already hold `run`'s values. A writer that knows the stored row
+  /// passes `changed_run_fields(stored, run)`: SQLite then leaves alone the
+  /// indexes of the fields that did not change (a delivery touches none).
+  run_fields changed = all_run_fields;
 };
 struct put_agent {
   agent_record agent;

@@ -23,6 +23,22 @@ void exec_sql(const std::string& db, const std::string& sql) {
   sqlite3_close(h);
 }
 
+std::string query_text(const std::string& db, const std::string& sql) {
+  sqlite3* h = nullptr;
+  std::string out;
+  if (sqlite3_open(db.c_str(), &h) == SQLITE_OK) {
+    sqlite3_busy_timeout(h, 5000);
+    sqlite3_stmt* st = nullptr;
+    if (sqlite3_prepare_v2(h, sql.c_str(), -1, &st, nullptr) == SQLITE_OK &&
+        sqlite3_step(st) == SQLITE_ROW)
+      if (auto text = sqlite3_column_text(st, 0))
+        out = reinterpret_cast<const char*>(text);
+    sqlite3_finalize(st);
+  }
+  sqlite3_close(h);
+  return out;
+}
+
 std::string make_temp_dir() {
   const char* base = std::getenv("TMPDIR");
   std::string tmpl = std::string{base && *base ? base : "/tmp"} + "/polymesh-test-XXXXXX";

@@ -38,6 +38,9 @@ void remove_tree(const std::string& dir);
 /// Runs `sql` on the database file `db` from a connection of its own (to
 /// shape a stopped mesh's store, or make a running one's writes fail).
 void exec_sql(const std::string& db, const std::string& sql);
+/// The first column of the first row `sql` returns from `db` ("" for none
+/// or NULL).
+std::string query_text(const std::string& db, const std::string& sql);
 
 /// One HTTP call with an optional bearer token. `body` is sent as JSON
 /// when not null; `raw_body` wins when set (PUT sends it as octet-stream).

@@ -435,11 +435,15 @@ size_t count_of(const std::string& text, const std::string& what) {
 // This test ensures a timer action that cannot be stored (a full disk; here
 // a trigger that refuses every run update) is retried with a growing delay,
 // not at every timer tick, and is applied once writes work again; meanwhile
-// /readyz says the store's commits fail (reads alone still work).
+// /readyz says the store's commits fail (reads alone still work). The write
+// that succeeds sets every field of the run, not only those it changes: a
+// failed commit may still have reached the disk (a field changed behind
+// meshd's back stands for it).
 TEST_F(timer_retries, a_failed_timer_write_backs_off_and_applies_later) {
   auto id = submit(json{{"plan", "nobody"}, {"ttl_s", 60}}).body["id"].get<std::string>();
   EXPECT_EQ(call("GET", "/readyz", admin).status, 200);
-  exec_sql(dir + "/mesh.db", "CREATE TRIGGER refuse BEFORE UPDATE ON runs BEGIN "
+  exec_sql(dir + "/mesh.db", "UPDATE runs SET progress = 'from the failed commit';"
+                             "CREATE TRIGGER refuse BEFORE UPDATE ON runs BEGIN "
                              "SELECT RAISE(ABORT, 'disk full (test)'); END;");
   testing::internal::CaptureStderr();
   advance(61s);
@@ -463,6 +467,10 @@ TEST_F(timer_retries, a_failed_timer_write_backs_off_and_applies_later) {
   EXPECT_EQ(get_run(id)["reason"], "no_agent_within_ttl");
   EXPECT_EQ(count_of(log, "not persisted"), 1u) << log;
   EXPECT_NE(log.find("not persisted (attempt 1, retrying)"), std::string::npos) << log;
+  EXPECT_EQ(
+      query_text(dir + "/mesh.db", "SELECT progress FROM runs WHERE id = '" + id + "'"),
+      "")
+      << "the stored row is meshd's again";
 }
 
 // This test ensures a requeue that cannot be stored when an agent goes

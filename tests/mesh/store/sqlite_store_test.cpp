@@ -4,9 +4,11 @@
 #include "mesh/store/store.hpp"
 
 #include <algorithm>
+#include <bitset>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <gtest/gtest.h>
 #include <iterator>
 #include <set>
@@ -621,6 +623,64 @@ TEST_F(sqlite_store_test, put_run_replaces_lifecycle_fields_and_keeps_fixed_ones
   EXPECT_EQ(got->assigned_agent, "agt_2");
   EXPECT_FALSE(got->finished_at);
   EXPECT_FALSE(got->exit_code);
+}
+
+// This test ensures that each lifecycle field a write changes is found by
+// `changed_run_fields` and written when only the changed fields are set, so
+// a write that names them loses no change.
+TEST_F(sqlite_store_test, put_run_of_the_changed_fields_writes_each_change) {
+  auto stored = make_run("run_1", 1, run_status::pending);
+  apply({put_run{stored}});
+  std::vector<std::function<void(run_record&)>> changes{
+      [](run_record& r) { r.assigned_agent = "agt_9"; },
+      [](run_record& r) { r.status = run_status::running; },
+      [](run_record& r) { r.reason = "agent_lost"; },
+      [](run_record& r) { r.exit_code = 3; },
+      [](run_record& r) { r.result = "done"; },
+      [](run_record& r) { r.error = "boom"; },
+      [](run_record& r) { r.attempts = 7; },
+      [](run_record& r) { r.cancel_requested = true; },
+      [](run_record& r) { r.cancel_reason = "timeout"; },
+      [](run_record& r) { r.progress = "1/2"; },
+      [](run_record& r) { r.assigned_at = at(20); },
+      [](run_record& r) { r.delivered_at = at(21); },
+      [](run_record& r) { r.started_at = at(22); },
+      [](run_record& r) { r.finished_at = at(23); },
+      [](run_record& r) { r.last_activity_at = at(24); },
+      [](run_record& r) { r.cancel_requested_at = at(25); },
+      [](run_record& r) { r.held_session = 5; },
+  };
+  run_fields seen = 0;
+  for (size_t i = 0; i < changes.size(); ++i) {
+    auto next = stored;
+    changes[i](next);
+    auto fields = changed_run_fields(stored, next);
+    EXPECT_EQ(std::bitset<32>{fields}.count(), 1u) << "change " << i;
+    EXPECT_EQ(seen & fields, 0u) << "change " << i << " shares a bit";
+    seen |= fields;
+    apply({put_run{next, false, fields}});
+    auto got = get_run(next.id);
+    ASSERT_TRUE(got);
+    expect_same(*got, next);
+    stored = next;
+  }
+  EXPECT_EQ(changed_run_fields(stored, stored), 0u);
+}
+
+// This test ensures that a write naming some lifecycle fields leaves the
+// others as stored: that is what spares SQLite their indexes.
+TEST_F(sqlite_store_test, put_run_leaves_the_fields_it_does_not_name) {
+  auto stored = make_run("run_1", 1, run_status::pending);
+  apply({put_run{stored}});
+  auto delivered = stored;
+  delivered.delivered_at = at(30);
+  auto next = delivered;
+  next.result = "not named";
+  apply({put_run{next, false, changed_run_fields(stored, delivered)}});
+  auto got = get_run(next.id);
+  ASSERT_TRUE(got);
+  EXPECT_EQ(got->delivered_at, at(30));
+  EXPECT_EQ(got->result, stored.result);
 }
 
 // This test ensures that `put_run` of a run not stored yet writes it whole.
