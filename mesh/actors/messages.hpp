@@ -51,6 +51,7 @@ using polltmo_atom = caf::atom_constant<caf::atom("polltmo")>;
 using progress_atom = caf::atom_constant<caf::atom("progress")>;
 using prune_atom = caf::atom_constant<caf::atom("prune")>;
 using rank_atom = caf::atom_constant<caf::atom("rank")>;
+using recall_atom = caf::atom_constant<caf::atom("recall")>;
 using redeliver_atom = caf::atom_constant<caf::atom("redeliver")>;
 using refresh_atom = caf::atom_constant<caf::atom("refresh")>;
 using register_atom = caf::atom_constant<caf::atom("register")>;

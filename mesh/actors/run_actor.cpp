@@ -194,14 +194,15 @@ run_record ended(const run_record& run, run_status status, std::string reason,
 /// Persists the terminal state `next`, retires the run and answers `rp`
 /// with it (an agent's finish, a user's cancel of an unsent run).
 void end_and_answer(self_ptr self, run_record next,
-                    caf::typed_response_promise<run_record> rp) {
+                    caf::typed_response_promise<run_record> rp,
+                    std::function<void(caf::error)> fail = nullptr) {
   persist(
       self, std::move(next), {},
       [=]() mutable {
         finalize(self);
         rp.deliver(self->state.run);
       },
-      fail_to(rp));
+      fail ? std::move(fail) : fail_to(rp));
 }
 
 /// Ends the run on the mesh's own initiative (expiry, TTL, agent lost ...).
@@ -251,9 +252,14 @@ void requeue(self_ptr self, std::string why,
 
 /// Records that the run should stop (`reason`: `canceled_by_user` or
 /// `timeout`) and, once durable, tells its agent, whose poll carries it.
+/// `delivered` marks a pending run delivered at that time too (a poll carried
+/// it and its `deliver` is still on the way).
 void request_cancel(self_ptr self, const char* reason, std::function<void()> then,
-                    std::function<void(caf::error)> fail) {
+                    std::function<void(caf::error)> fail,
+                    std::optional<timestamp> delivered = std::nullopt) {
   auto next = self->state.run;
+  if (delivered && next.status == run_status::pending && !next.delivered_at)
+    next.delivered_at = delivered;
   next.cancel_requested = true;
   next.cancel_reason = reason;
   next.cancel_requested_at = self->state.ctx->now();
@@ -546,16 +552,45 @@ caf::behavior run_actor(self_ptr self, context_ptr ctx, run_record run, bool fre
         if (sent && st.run.cancel_requested && st.run.cancel_reason == "canceled_by_user")
           return st.run;
         auto rp = self->make_response_promise<run_record>();
-        auto now = st.ctx->now();
-        if (!sent) {
-          // Nobody started it: it ends here and now.
-          auto next = ended(st.run, run_status::canceled, "canceled_by_user", now);
-          end_and_answer(self, std::move(next), rp);
+        auto answer = [=]() mutable { rp.deliver(self->state.run); };
+        if (sent) {
+          request_cancel(self, "canceled_by_user", answer, fail_to(rp));
           return rp;
         }
-        request_cancel(
-            self, "canceled_by_user", [=]() mutable { rp.deliver(self->state.run); },
-            fail_to(rp));
+        // Not sent: it ends here and now.
+        auto end_now = [=](std::function<void(caf::error)> fail) mutable {
+          auto& st = self->state;
+          end_and_answer(
+              self,
+              ended(st.run, run_status::canceled, "canceled_by_user", st.ctx->now()), rp,
+              std::move(fail));
+        };
+        if (st.run.status != run_status::pending || !st.agent) {
+          end_now(fail_to(rp));
+          return rp;
+        }
+        // Unless a poll carried it a moment ago and its `deliver` is still on
+        // the way here: the agent takes the offer back only if none did, and
+        // a carried run's cancel is a request the agent is told of.
+        self->request(st.agent, caf::infinite, recall_atom::value, st.run.id)
+            .await(
+                [=](bool carried) mutable {
+                  auto& st = self->state;
+                  if (carried) {
+                    request_cancel(self, "canceled_by_user", answer, fail_to(rp),
+                                   st.ctx->now());
+                    return;
+                  }
+                  end_now([=](caf::error err) mutable {
+                    // Still pending: offered again, so that it is not left
+                    // with nobody to carry it until its delivery lease ends.
+                    if (auto& agent = self->state.agent)
+                      self->send(agent, offer_atom::value, self->state.run,
+                                 caf::actor{self});
+                    rp.deliver(std::move(err));
+                  });
+                },
+                [=](caf::error&) mutable { end_now(fail_to(rp)); });
         return rp;
       },
       [=](lost_atom, const std::string& why, const std::string& agent_id) {
@@ -582,7 +617,10 @@ caf::behavior run_actor(self_ptr self, context_ptr ctx, run_record run, bool fre
             abort_run(self, run_status::error, "expired", retry("abort"));
           break;
         case run_status::pending:
-          if (!st.run.target_agent.empty() && why != "superseded")
+          // A cancel requested before the start wins (`requeue` ends it
+          // canceled), also for a run that named the agent.
+          if (!st.run.target_agent.empty() && why != "superseded" &&
+              !st.run.cancel_requested)
             abort_run(self, run_status::error, "expired", retry("abort"));
           else
             requeue(self, "agent_" + why, retry("requeue"));

@@ -104,18 +104,24 @@ TEST_F(agents, deregistration_requeues_pending_and_cancels_running) {
 // This test ensures a delivered run whose cancel was requested before it
 // started ends canceled when its agent goes away, instead of going back to the
 // queue marked for cancel: there no poll would carry it and no timer end it,
-// and it held a slot of the next agent for good.
+// and it held a slot of the next agent for good. The user's cancel also wins
+// for a run that named the agent (which would end `error/expired`).
 TEST_F(agents, a_cancel_requested_run_of_a_leaving_agent_ends_canceled) {
-  auto leaving = register_agent("leaving-2", json::object());
-  auto id = id_of(submit(json{{"plan", "noop"}}));
-  ASSERT_EQ(leaving.take(1).size(), 1u);
-  ASSERT_TRUE(becomes(id, "pending"));
-  auto c = call("POST", "/v1/runs/" + id + "/cancel", admin);
-  ASSERT_EQ(c.status, 200) << c.raw;
-  ASSERT_EQ(c.body["cancel_requested"], true);
-  ASSERT_EQ(leaving.deregister().status, 200);
-  ASSERT_TRUE(becomes(id, "canceled"));
-  EXPECT_EQ(get_run(id)["reason"], "canceled_by_user");
+  for (bool named : {false, true}) {
+    std::string name = named ? "leaving-named" : "leaving-2";
+    auto leaving = register_agent(name, json::object());
+    auto request = json{{"plan", "noop"}};
+    if (named) request["agent"] = name;
+    auto id = id_of(submit(request));
+    ASSERT_EQ(leaving.take(1).size(), 1u);
+    ASSERT_TRUE(eventually([&] { return get_run(id)["skadi_status"] == "sent"; }));
+    auto c = call("POST", "/v1/runs/" + id + "/cancel", admin);
+    ASSERT_EQ(c.status, 200) << c.raw;
+    ASSERT_EQ(c.body["cancel_requested"], true);
+    ASSERT_EQ(leaving.deregister().status, 200);
+    ASSERT_TRUE(becomes(id, "canceled")) << name;
+    EXPECT_EQ(get_run(id)["reason"], "canceled_by_user") << name;
+  }
   // The next agent's one slot is free for new work.
   auto next = register_agent("next-2", json::object());
   auto fresh = id_of(submit(json{{"plan", "noop"}}));
