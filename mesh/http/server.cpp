@@ -1743,9 +1743,15 @@ http_server::http_server(mesh_node& node)
           set_error_content(res, make_error(errc::internal, what));
       });
   // cpp-httplib adds `Keep-Alive` to every answer it keeps the connection
-  // of, which one that closes it (`Connection: close`) is not.
-  svr_->set_post_routing_handler([](const httplib::Request&, httplib::Response& res) {
+  // of, which one that closes it (`Connection: close`) is not; and
+  // `Accept-Ranges: bytes` to a HEAD answer that names none, but meshd
+  // ignores `Range`.
+  svr_->set_post_routing_handler([](const httplib::Request& req, httplib::Response& res) {
     if (res.get_header_value("Connection") == "close") res.headers.erase("Keep-Alive");
+    if (req.method == "HEAD") {
+      res.headers.erase("Accept-Ranges");
+      res.set_header("Accept-Ranges", "none");
+    }
   });
 
   for (auto& ep : endpoints()) {
