@@ -256,6 +256,18 @@ TEST(shell_plan, a_run_over_its_cpu_limit_says_so) {
   EXPECT_NE(r.error.find("CPU time limit exceeded"), std::string::npos) << r.error;
 }
 
+// This test ensures a run that ignores the SIGXCPU of its CPU limit, and is
+// killed at the hard limit a second later, still says which limit ended it.
+TEST(shell_plan, a_run_that_ignores_sigxcpu_names_its_cpu_limit) {
+  json s{{"programs", {"sh"}}, {"limits", {{"cpu_seconds", 1}}}};
+  sdk::testkit::scratch_run run;
+  auto r = run_on(*plans::make_shell_plan(s, "plans.shell"),
+                  "sh -c 'trap \"\" XCPU; while :; do :; done'", run);
+  EXPECT_FALSE(r.ok);
+  EXPECT_NE(r.error.find("killed by signal 9"), std::string::npos) << r.error;
+  EXPECT_NE(r.error.find("at its CPU time limit of 2 s"), std::string::npos) << r.error;
+}
+
 // This test ensures the documented shortcut `{dir: /srv/app, cmd:
 // "./deploy.sh --prod"}` runs the script in its dir (it was looked up in the
 // agent's working directory and refused as missing).

@@ -70,6 +70,10 @@ struct process_outcome {
   int signal = 0;
   /// Whether the token fired while it ran.
   bool canceled = false;
+  /// The `RLIMIT_CPU` hard limit in seconds when the kernel's SIGKILL at
+  /// that limit ended it (the program had caught or ignored the SIGXCPU at
+  /// the soft one), else 0.
+  uint64_t cpu_limit_hit = 0;
   pid_t pid = -1;
   /// Why it could not start or, when it started, why its exit status is
   /// unknown (something else in this process collected it: SIGCHLD
@@ -78,7 +82,8 @@ struct process_outcome {
 
   /// Exited on its own with status 0.
   [[nodiscard]] bool success() const { return started && signal == 0 && exit_code == 0; }
-  /// "exited with code 3", "killed by signal 9 (SIGKILL)", or `error`.
+  /// "exited with code 3", "killed by signal 9 (SIGKILL)" (and, when
+  /// `cpu_limit_hit`, " at its CPU time limit of N s"), or `error`.
   [[nodiscard]] std::string describe() const;
 };
 
