@@ -1701,12 +1701,19 @@ http_server::http_server(mesh_node& node)
     // connection closed, for the same reason: a proxy may read it as a
     // header meshd never saw (RFC 9112, 5.1). A line with no colon at all
     // never reaches meshd.
-    for (auto& [name, value] : req.headers)
+    // A NUL or a bare CR in a value is refused likewise (RFC 9110, 5.5): a
+    // proxy may cut the value there, or read a line break.
+    for (auto& [name, value] : req.headers) {
       if (!is_token(name))
         return refuse_and_close("header name '" + printable_prefix(name, 64) +
                                     "' is not a token: letters, digits and "
                                     "!#$%&'*+-.^_`|~ only, no spaces, not empty",
                                 "headers");
+      if (value.find_first_of(std::string_view{"\0\r", 2}) != std::string::npos)
+        return refuse_and_close("header '" + printable_prefix(name, 64) +
+                                    "' has a NUL or a bare CR in its value",
+                                "headers");
+    }
     // cpp-httplib reads a body only for POST, PUT, PATCH and DELETE. Bytes a
     // GET (HEAD, OPTIONS) announces would be read as the next request on
     // the connection, where a proxy sees a body: refused, and the

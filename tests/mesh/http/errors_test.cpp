@@ -913,6 +913,15 @@ TEST_F(http_framing, header_names_that_are_not_tokens_are_refused) {
     EXPECT_NE(r.find("is not a token"), std::string::npos) << r;
     EXPECT_EQ(count_of(r, "HTTP/1.1 "), 1u) << "the bytes after it were served: " << r;
   }
+  // A NUL or a bare CR in a value: refused the same way.
+  for (std::string line : {std::string{"X-A: a\0b", 9}, std::string{"X-A: a\rb"}}) {
+    auto r = exchange_raw(
+        port, "POST /v1/runs HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer " + admin +
+                  "\r\nContent-Length: 0\r\n" + line + "\r\n\r\n" + smuggled);
+    EXPECT_EQ(r.rfind("HTTP/1.1 400", 0), 0u) << r.substr(0, 300);
+    EXPECT_NE(r.find("has a NUL or a bare CR in its value"), std::string::npos) << r;
+    EXPECT_EQ(count_of(r, "HTTP/1.1 "), 1u) << "the bytes after it were served: " << r;
+  }
   EXPECT_TRUE(call("GET", "/v1/runs", admin).body["runs"].empty());
   // Ordinary names, httplib's own REMOTE_ADDR among them, still work.
   auto ok = exchange_raw(port, "GET /healthz HTTP/1.1\r\nHost: t\r\nX-Request_ID.1: a\r\n"
