@@ -12,16 +12,19 @@ set -euo pipefail
 url=$1 registration=$2 name=$3
 
 register() {
-  local reg
+  local reg new_id
   reg=$(curl -sS -X POST "$url/v1/agents/register" -H "Authorization: Bearer $registration" \
     -H 'Content-Type: application/json' \
-    -d "{\"name\":\"$name\",\"labels\":{\"env\":\"dev\"},\"plans\":[\"echo\"],\"capacity\":1}")
-  id=$(echo "$reg" | jq -r .id)
+    -d "$(jq -cn --arg n "$name" '{name: $n, labels: {env: "dev"}, plans: ["echo"], capacity: 1}')") ||
+    return 1
+  new_id=$(echo "$reg" | jq -r '.id // empty' 2>/dev/null) || true
+  [ -n "$new_id" ] || { echo "scripted-agent: register failed: $reg" >&2; return 1; }
+  id=$new_id
   token=$(echo "$reg" | jq -r .access_token)
-  [ "$id" != null ] || { echo "scripted-agent: register failed: $reg" >&2; exit 1; }
 }
 # Puts the answer's body in $body; fails on anything but a 2xx, and
-# registers again first on a 401 unless stopping. (Not called in $(...):
+# registers again first on a 401 unless stopping (keeping the old id and
+# token if that fails: the next call tries again). (Not called in $(...):
 # register must set id and token in this shell.)
 call() {
   local out
@@ -30,13 +33,13 @@ call() {
   body=${out%$'\n'*}
   case ${out##*$'\n'} in
     2??) ;;
-    401) [ -n "$stopping" ] || register; return 1 ;;
+    401) [ -n "$stopping" ] || register || true; return 1 ;;
     *) return 1 ;;
   esac
 }
 
 stopping=""
-register
+register || exit 1
 trap 'stopping=1' TERM INT
 while [ -z "$stopping" ]; do
   call GET "/v1/agents/$id/runs?wait=1" || { sleep 1; continue; }

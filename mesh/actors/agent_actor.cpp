@@ -425,16 +425,16 @@ caf::behavior agent_actor(self_ptr self, context_ptr ctx, agent_record agent,
             break;
           }
       },
-      [=](recall_atom, const std::string& run_id) -> bool {
+      [=](recall_atom, const std::string& run_id) -> std::tuple<bool, timestamp> {
         auto& st = self->state;
         for (auto it = st.offered.begin(); it != st.offered.end(); ++it)
           if (it->second.run.id == run_id) {
-            if (it->second.carried_at) return true;
+            if (auto at = it->second.carried_at) return {true, *at};
             st.offered.erase(it);
             st.cancel_untold.erase(run_id);
-            return false;
+            break;
           }
-        return false;
+        return {false, timestamp{}};
       },
       [=](started_atom, const std::string& run_id) {
         auto& st = self->state;

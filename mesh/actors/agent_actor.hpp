@@ -13,8 +13,9 @@
 //   (get_atom)                                  -> agent_record
 //   (offer_atom, run_record, run actor)           a run was assigned here
 //   (withdraw_atom, run id)                       the run left this agent
-//   (recall_atom, run id)                       -> bool: true if a poll carried
-//                                                 it; else the offer is taken back
+//   (recall_atom, run id)                       -> (bool, timestamp): true and
+//                                                 when if a poll carried it; else
+//                                                 the offer is taken back
 //   (started_atom, run id)                        the agent started it
 //   (cancel_atom, run id)                         tell the agent to cancel it
 //   (fired_atom)                                  liveness timer

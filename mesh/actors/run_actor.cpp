@@ -574,11 +574,10 @@ caf::behavior run_actor(self_ptr self, context_ptr ctx, run_record run, bool fre
         // a carried run's cancel is a request the agent is told of.
         self->request(st.agent, caf::infinite, recall_atom::value, st.run.id)
             .await(
-                [=](bool carried) mutable {
-                  auto& st = self->state;
+                [=](bool carried, timestamp carried_at) mutable {
                   if (carried) {
                     request_cancel(self, "canceled_by_user", answer, fail_to(rp),
-                                   st.ctx->now());
+                                   carried_at);
                     return;
                   }
                   end_now([=](caf::error err) mutable {

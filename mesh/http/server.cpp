@@ -1751,14 +1751,11 @@ http_server::http_server(mesh_node& node)
       });
   // cpp-httplib adds `Keep-Alive` to every answer it keeps the connection
   // of, which one that closes it (`Connection: close`) is not; and
-  // `Accept-Ranges: bytes` to a HEAD answer that names none, but meshd
-  // ignores `Range`.
+  // `Accept-Ranges: bytes` to a HEAD answer, but meshd ignores `Range` (and
+  // a HEAD answers the GET's header fields).
   svr_->set_post_routing_handler([](const httplib::Request& req, httplib::Response& res) {
     if (res.get_header_value("Connection") == "close") res.headers.erase("Keep-Alive");
-    if (req.method == "HEAD") {
-      res.headers.erase("Accept-Ranges");
-      res.set_header("Accept-Ranges", "none");
-    }
+    if (req.method == "HEAD") res.headers.erase("Accept-Ranges");
   });
 
   for (auto& ep : endpoints()) {

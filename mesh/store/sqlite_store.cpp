@@ -561,7 +561,11 @@ constexpr mutable_column run_mutable_columns[] = {
      [](auto& a, auto& b) { return a.cancel_requested_at == b.cancel_requested_at; }},
     {"held_session", [](auto& a, auto& b) { return a.held_session == b.held_session; }},
 };
-static_assert(std::size(run_mutable_columns) <= 32, "run_fields has 32 bits");
+static_assert(std::size(run_mutable_columns) == run_lifecycle_fields,
+              "run_lifecycle_fields counts run_mutable_columns");
+static_assert(std::string_view{run_mutable_columns[run_lifecycle_fields - 1].name} ==
+                  "held_session",
+              "update_sql_for sets the last bit's column in every update");
 
 /// `UPDATE runs SET <the mutable columns in fields> WHERE id`, with
 /// `bind_run`'s numbering: the statement names ?N by the column's position
@@ -1198,8 +1202,11 @@ private:
     return out;
   }
 
-  /// The update's text for `fields`, made once per set of fields.
+  /// The update's text for `fields`, made once per set of fields (a few
+  /// dozen sets occur: one per kind of transition).
   const std::string& update_sql_for(run_fields fields) {
+    // `held_session`, the last column, is always set.
+    fields = (fields & all_run_fields) | run_fields{1} << (run_lifecycle_fields - 1);
     auto it = update_sql_.find(fields);
     if (it == update_sql_.end())
       it = update_sql_.emplace(fields, update_run_sql(fields)).first;

@@ -25,7 +25,9 @@ namespace polymesh {
 
 /// A set of a run's lifecycle fields, one bit each (see `changed_run_fields`).
 using run_fields = uint32_t;
-inline constexpr run_fields all_run_fields = ~run_fields{0};
+/// How many lifecycle fields a run has: bits 0 to 16.
+inline constexpr int run_lifecycle_fields = 17;
+inline constexpr run_fields all_run_fields = (run_fields{1} << run_lifecycle_fields) - 1;
 
 /// The lifecycle fields in which `next` differs from `stored`.
 [[nodiscard]] run_fields changed_run_fields(const run_record& stored,

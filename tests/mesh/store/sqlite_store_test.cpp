@@ -664,6 +664,7 @@ TEST_F(sqlite_store_test, put_run_of_the_changed_fields_writes_each_change) {
     expect_same(*got, next);
     stored = next;
   }
+  EXPECT_EQ(seen, all_run_fields) << "a lifecycle field without a change above";
   EXPECT_EQ(changed_run_fields(stored, stored), 0u);
 }
 
