@@ -528,10 +528,11 @@ const std::string& upsert_run_sql() {
 }
 
 /// The columns a run's life changes; the others are fixed at submission.
-/// Updating only these spares SQLite the indexes on fixed columns (plan,
-/// idempotency key): a lifecycle write is then a third fewer page writes.
-/// Bit i of a `run_fields` stands for entry i; `same` compares the field of
-/// two records.
+/// A write sets those of them that changed: SQLite maintains an index on
+/// every write that names one of its columns, changed or not (plan and
+/// idempotency key never; status, finished_at and the agent only when they
+/// move). Bit i of a `run_fields` stands for entry i; `same` compares the
+/// field of two records.
 struct mutable_column {
   const char* name;
   bool (*same)(const run_record&, const run_record&);
@@ -578,16 +579,15 @@ std::string update_run_sql(run_fields fields) {
   };
   std::string set;
   for (size_t i = 0; i < std::size(run_mutable_columns); ++i) {
+    if ((fields & (run_fields{1} << i)) == 0) continue;
     auto c = run_mutable_columns[i].name;
-    // bind_run binds every column, so the last one must be named: it is
-    // always set (to the value it has, if it did not change).
-    if ((fields & (run_fields{1} << i)) == 0 && position(c) != std::size(run_columns))
-      continue;
     if (!set.empty()) set += ", ";
     set += std::string{c} + " = ?" + std::to_string(position(c));
   }
+  // bind_run binds every column, so the last one must be named
+  // (`update_sql_for` always sets it).
   if (set.find(run_columns[std::size(run_columns) - 1]) == std::string::npos)
-    throw std::logic_error{"last column not mutable"};
+    throw std::logic_error{"last column not set"};
   return "UPDATE runs SET " + set + " WHERE id = ?" + std::to_string(position("id"));
 }
 
