@@ -5,9 +5,13 @@
 //   polymesh_embedded_example --mesh http://127.0.0.1:7700 --token-file reg.token
 //       --name embedded-1 --label env=dev --runs 1
 //
-// Plan `greet` returns "embedded says: <payload>". With `--runs N` the
-// program drains the agent after N runs finished and exits 0; otherwise it
-// runs until SIGINT/SIGTERM.
+// Plan `greet` returns "embedded says: <payload>"; the built-in `echo` plan
+// is offered too, built from the catalog as mesh-agent builds it. With
+// `--runs N` the program drains the agent after N runs finished and exits 0;
+// otherwise it runs until SIGINT/SIGTERM. In this tree it is a target of
+// agent-sdk/CMakeLists.txt; built against an installed polymesh, see
+// agent-sdk/examples/embedded-out-of-tree/CMakeLists.txt.
+#include "plans/builtin_plans.hpp"
 #include "polymesh/sdk/agent.hpp"
 
 #include <CLI/CLI.hpp>
@@ -75,6 +79,10 @@ int main(int argc, char** argv) {
     ctx.log->line(text);
     return plan_result::success(text);
   });
+  // A built-in plan, with the settings its `plans.echo` config section holds.
+  plan_catalog catalog;
+  polymesh::plans::add_builtin_plans(catalog);
+  plans["echo"] = catalog.find("echo")->factory(nlohmann::json::object(), "plans.echo");
 
   std::signal(SIGINT, on_signal);
   std::signal(SIGTERM, on_signal);
