@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <link.h>
 #include <mutex>
+#include <string_view>
 
 namespace polymesh::sdk {
 
@@ -174,6 +175,12 @@ int host_add_plan(void* host, const polymesh_plan_v1* p) {
           throw config_error(text.substr(0, colon), text.substr(colon + 2));
       }
       throw config_error(key, text);
+    }
+    // Warnings the plugin left (plugin_abi.h), to this thread's collector.
+    for (std::string_view rest = error; !rest.empty();) {
+      auto end = std::min(rest.find('\n'), rest.size());
+      if (end > 0) config_warning("", std::string{rest.substr(0, end)});
+      rest.remove_prefix(std::min(end + 1, rest.size()));
     }
     std::optional<isolated_plan> isolated;
     if (isolation == plugin_isolation::process)

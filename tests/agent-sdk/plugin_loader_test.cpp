@@ -124,6 +124,28 @@ TEST(plugin_loader, two_cpp_plugins_load_together) {
   EXPECT_EQ(plans.at("goodbye")->run(run.ctx).result, "Goodbye, mesh!");
 }
 
+// This test ensures the warnings a plugin's factory raises with
+// `config_warning` (in the plugin's own copy of the plan API) reach the
+// agent's collector, as a built-in plan's do, and the plan still builds.
+TEST(plugin_loader, a_plugins_config_warnings_reach_the_agent) {
+  plan_catalog catalog;
+  ASSERT_EQ(load_plugin(POLYMESH_GOODBYE_PLUGIN, catalog), "");
+  std::vector<std::string> warnings;
+  auto plans = make_plans(
+      catalog, {{"goodbye", nlohmann::json{{"program", "/nonexistent/farewell"}}}},
+      &warnings);
+  EXPECT_EQ(warnings,
+            std::vector<std::string>{"plans.goodbye.program: '/nonexistent/farewell' "
+                                     "is not an executable file here"});
+  testkit::scratch_run run;
+  run.ctx.payload = "mesh";
+  EXPECT_EQ(plans.at("goodbye")->run(run.ctx).result, "Goodbye, mesh!");
+  auto quiet = make_plans(catalog, {{"goodbye", nlohmann::json{{"program", "/bin/sh"}}}},
+                          &warnings);
+  EXPECT_EQ(quiet.size(), 1u);
+  EXPECT_TRUE(warnings.empty()) << warnings.front();
+}
+
 // This test ensures a plugin whose registration throws is refused, and the
 // exception's text is in the agent's log (stderr), not swallowed.
 TEST(plugin_loader, a_throwing_registration_is_refused_with_its_message) {

@@ -96,9 +96,19 @@ inline void* create(void* data, const char* settings_json, char* error,
   auto* e = static_cast<plugin_registrar::entry*>(data);
   try {
     auto settings = nlohmann::json::parse(settings_json ? settings_json : "null");
+    // The plugin's own copy of this library collects its `config_warning`s;
+    // they cross to the agent in `error`, one per line (plugin_abi.h).
+    config_warnings warnings;
     auto p = e->factory(settings, "plans." + e->name);
     if (!p)
       throw config_error("plans." + e->name, "the plugin's factory returned no plan");
+    std::string lines; // whole lines only, as many as fit
+    for (auto& line : warnings.lines()) {
+      auto more = (lines.empty() ? "" : "\n") + line;
+      if (lines.size() + more.size() >= error_len) break;
+      lines += more;
+    }
+    std::snprintf(error, error_len, "%s", lines.c_str());
     return new instance{std::move(p)};
   } catch (const std::exception& ex) {
     std::snprintf(error, error_len, "%s", ex.what());

@@ -89,7 +89,11 @@ typedef struct polymesh_plan_v1 {
   void* plan_data;
   /* Builds an instance from the plan's settings (JSON object text).
    * Returns NULL and writes a message (no trailing period) into `error` when
-   * the settings are wrong. */
+   * the settings are wrong. `error` is all zero bytes when the call starts;
+   * a plugin that returns an instance may leave warnings in it, one per line
+   * (`plans.NAME.KEY: message`), for settings that are valid but will not
+   * work as written on this host; the agent reports them as its own (the
+   * log, `mesh-agent --check`). An agent before this rule ignores them. */
   void* (*create)(void* plan_data, const char* settings_json, char* error,
                   size_t error_len);
   /* Executes one run; reports through `run->set_result`. */

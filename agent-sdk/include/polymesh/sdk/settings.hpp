@@ -33,9 +33,10 @@ private:
 /// program that is not installed, a directory that is not there): the plan
 /// still builds, for the host may gain it later, and the key and message
 /// reach the innermost `config_warnings` of this thread. `make_plans` logs
-/// them as warnings or hands them back; `mesh-agent --check` prints them. Outside such a
-/// collector (a factory called on its own, or a plugin's own copy of this
-/// library) the warning is dropped.
+/// them as warnings or hands them back; `mesh-agent --check` prints them. In
+/// a plugin built on plugin.hpp they reach the agent's collector the same way
+/// (through the ABI's `create`). Outside any collector (a factory called on
+/// its own) the warning is dropped.
 void config_warning(const std::string& key, const std::string& message);
 
 /// Collects this thread's `config_warning`s, as `key: message`, while it lives.
