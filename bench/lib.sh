@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# Shared helpers of bench/run-all.sh and bench/compare-gearman.sh (sourced).
+# Shared helpers of the scripts under bench/ (sourced).
 # Expects: BUILD (build directory), WORK (scratch directory).
 
 MESHD=${MESHD:-$BUILD/mesh/meshd/meshd}
@@ -52,6 +52,29 @@ stop_meshd() {
   fi
   wait "$MESHD_PID" 2>/dev/null || true
   MESHD_PID=
+}
+
+AGENT_PID=
+
+# start_agent NAME CAPACITY YAML: one mesh-agent named NAME against $URL,
+# registered with a fresh token, with YAML (its `plans:`, `plugins:`,
+# labels ...) appended to its config; sets AGENT_PID.
+start_agent() {
+  local dir=$WORK/agent
+  mkdir -p "$dir/work"
+  (umask 077 && "$MESH_BENCH" token --url "$URL" --kind registration >"$dir/reg.token")
+  printf 'mesh: {url: "%s", registration_token_file: reg.token}\nagent: {name: %s, capacity: %s, work_dir: "%s"}\nlog: {level: warn}\n%s\n' \
+    "$URL" "$1" "$2" "$dir/work" "$3" >"$dir/agent.yaml"
+  "$MESH_AGENT" --config "$dir/agent.yaml" >"$dir/stdout" 2>"$dir/stderr" &
+  AGENT_PID=$!
+}
+
+# stop_all: the agent (SIGTERM, waited for), meshd, and the scratch dir.
+stop_all() {
+  [ -z "$AGENT_PID" ] || { kill -TERM "$AGENT_PID" 2>/dev/null; wait "$AGENT_PID" 2>/dev/null || true; }
+  AGENT_PID=
+  stop_meshd
+  rm -rf "$WORK"
 }
 
 # field LINE KEY: the value of key=value in a result line.

@@ -19,13 +19,7 @@ BATCH=${BATCH:-500}
 WORK=$(mktemp -d /tmp/polymesh-plugin-bench.XXXXXX)
 HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/lib.sh"
-AGENT_PID=
-cleanup() {
-  [ -z "$AGENT_PID" ] || { kill -TERM "$AGENT_PID" 2>/dev/null; wait "$AGENT_PID" 2>/dev/null || true; }
-  stop_meshd
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
+trap stop_all EXIT
 trap 'exit 130' INT TERM
 
 plugin=$BUILD/agent-sdk/polymesh_hello_plugin.so
@@ -40,18 +34,8 @@ api() { # api METHOD PATH [JSON]
   curl -sSf -X "$1" "$URL$2" -H "Authorization: Bearer $POLYMESH_ADMIN_TOKEN" \
     ${3:+-H 'Content-Type: application/json' -d "$3"}
 }
-reg=$("$MESH_BENCH" token --url "$URL" --kind registration)
-mkdir -p "$WORK/agent/work"
-cat >"$WORK/agent/agent.yaml" <<YAML
-mesh: {url: "$URL", registration_token: "$reg"}
-agent: {name: bench-plugin, capacity: 8, work_dir: "$WORK/agent/work"}
-plugins: $plugins
-plans: {$plan: {}}
-log: {level: warn}
-YAML
-chmod 600 "$WORK/agent/agent.yaml"
-"$MESH_AGENT" --config "$WORK/agent/agent.yaml" >"$WORK/agent/stdout" 2>"$WORK/agent/stderr" &
-AGENT_PID=$!
+start_agent bench-plugin 8 "plugins: $plugins
+plans: {$plan: {}}"
 for _ in $(seq 1 200); do
   [ "$(api GET /v1/agents/bench-plugin 2>/dev/null | jq -r .status)" = online ] && break
   kill -0 "$AGENT_PID" 2>/dev/null || { cat "$WORK/agent/stderr" >&2; exit 1; }

@@ -147,9 +147,10 @@ caf::behavior query_actor(self_ptr self, context_ptr ctx, std::shared_ptr<store>
         if (!list) return list.error();
         return std::move(*list);
       },
-      [=](artifact_atom, get_atom, const std::string& id,
-          const std::string& name) -> caf::result<artifact_blob> {
-        auto blob = self->state.db->get_artifact(id, name);
+      [=](artifact_atom, get_atom, const std::string& id, const std::string& name,
+          int64_t offset, int64_t max_bytes) -> caf::result<artifact_blob> {
+        auto blob = self->state.db->get_artifact(
+            id, name, offset, static_cast<size_t>(std::max<int64_t>(max_bytes, 0)));
         if (!blob) return blob.error();
         if (*blob) return std::move(**blob);
         auto r = find_run(self, id);

@@ -77,6 +77,8 @@ struct request_context {
 namespace {
 
 constexpr auto ask_timeout = std::chrono::seconds{30};
+/// How much of an artifact a download reads from the store at a time.
+constexpr int64_t artifact_part_bytes = 1 << 20;
 
 /// Turns errors from outside our category (CAF timeouts, dead actors) into
 /// an `unavailable` error people can act on.
@@ -996,8 +998,11 @@ void list_artifacts(request_context& rc) {
 void get_artifact(request_context& rc) {
   if (auto err = wire::validate_artifact_name(rc.param("name"), "name"))
     return rc.fail(err);
-  auto blob = ask<artifact_blob>(rc, rc.ctx()->query, artifact_atom::value,
-                                 get_atom::value, rc.param("id"), rc.param("name"));
+  auto id = rc.param("id");
+  auto name = rc.param("name");
+  auto blob =
+      ask<artifact_blob>(rc, rc.ctx()->query, artifact_atom::value, get_atom::value, id,
+                         name, int64_t{0}, artifact_part_bytes);
   if (!blob) return rc.fail(blob.error());
   auto& a = blob->artifact;
   auto etag = "\"" + a.sha256 + "\"";
@@ -1010,7 +1015,41 @@ void get_artifact(request_context& rc) {
   auto base = a.name.substr(a.name.rfind('/') + 1);
   rc.res.set_header("Content-Disposition", "attachment; filename=\"" + base + "\"");
   rc.res.status = 200;
-  rc.res.set_content(std::move(blob->data), "application/octet-stream");
+  if (static_cast<int64_t>(blob->data.size()) >= a.size)
+    return rc.res.set_content(std::move(blob->data), "application/octet-stream");
+  // A larger one is read a part at a time while it is sent, so that a
+  // download holds one part, not the whole artifact. A part that cannot be
+  // read (the run pruned meanwhile, a failing disk) ends the connection
+  // short of Content-Length, which clients report as a truncated body.
+  auto part = std::make_shared<artifact_blob>(std::move(*blob));
+  auto& sys = rc.node.system();
+  auto query = rc.ctx()->query;
+  rc.res.set_content_provider(
+      static_cast<size_t>(a.size), "application/octet-stream",
+      [part, &sys, query, id, name](size_t offset, size_t length,
+                                    httplib::DataSink& sink) {
+        auto at = static_cast<int64_t>(offset);
+        auto end = part->offset + static_cast<int64_t>(part->data.size());
+        if (at < part->offset || at >= end) {
+          caf::scoped_actor self{sys};
+          auto handle =
+              self->request(query, caf::duration{ask_timeout}, artifact_atom::value,
+                            get_atom::value, id, name, at, artifact_part_bytes);
+          auto next = await_answer<artifact_blob>(handle);
+          if (!next || next->data.empty()) {
+            log(log_level::warn,
+                "artifact '" + name + "' of run '" + id + "': sending stopped at byte " +
+                    std::to_string(at) + ": " +
+                    (next ? "no bytes there" : message_of(next.error())));
+            return false;
+          }
+          *part = std::move(*next);
+          end = part->offset + static_cast<int64_t>(part->data.size());
+        }
+        auto n = std::min<int64_t>(end - at, static_cast<int64_t>(length));
+        return sink.write(part->data.data() + (at - part->offset),
+                          static_cast<size_t>(n));
+      });
 }
 
 // -- handlers: health ---------------------------------------------------------------

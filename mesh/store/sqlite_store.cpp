@@ -70,7 +70,7 @@ public:
   void bind(int i, const std::string& x) {
     keep(sqlite3_bind_text64(s_, i, x.data(), x.size(), SQLITE_TRANSIENT, SQLITE_UTF8));
   }
-  void bind_blob(int i, const std::string& x) {
+  void bind_blob(int i, std::string_view x) {
     keep(sqlite3_bind_blob64(s_, i, x.data(), x.size(), SQLITE_TRANSIENT));
   }
   void bind(int i, int64_t x) { keep(sqlite3_bind_int64(s_, i, x)); }
@@ -95,10 +95,11 @@ public:
     return p ? std::string(p, static_cast<size_t>(sqlite3_column_bytes(s_, i)))
              : std::string{};
   }
-  [[nodiscard]] std::string blob(int i) const {
+  /// The column's bytes, valid until the statement steps or resets.
+  [[nodiscard]] std::string_view blob_view(int i) const {
     auto p = static_cast<const char*>(sqlite3_column_blob(s_, i));
-    return p ? std::string(p, static_cast<size_t>(sqlite3_column_bytes(s_, i)))
-             : std::string{};
+    return p ? std::string_view(p, static_cast<size_t>(sqlite3_column_bytes(s_, i)))
+             : std::string_view{};
   }
   [[nodiscard]] int64_t int64(int i) const { return sqlite3_column_int64(s_, i); }
   [[nodiscard]] timestamp time(int i) const { return from_unix_ms(int64(i)); }
@@ -658,6 +659,10 @@ auto read_one(connection& db, statement& st, Read read, const std::string& what)
   }
 }
 
+/// The bytes of an artifact's first part (in `run_artifacts`) and of each
+/// part after it (in `run_artifact_parts`).
+constexpr size_t artifact_part_bytes = size_t{1} << 20;
+
 int64_t clamp_to_int64(size_t n) {
   return static_cast<int64_t>(
       std::min<uint64_t>(n, static_cast<uint64_t>(std::numeric_limits<int64_t>::max())));
@@ -981,20 +986,77 @@ public:
     return out;
   }
 
-  caf::expected<std::optional<artifact_blob>>
-  get_artifact(const std::string& run_id, const std::string& name) override {
-    auto st = db_.prepare("SELECT run_id, name, size, sha256, created_at, data"
-                          " FROM run_artifacts WHERE run_id = ?1 AND name = ?2");
+  caf::expected<std::optional<artifact_blob>> get_artifact(const std::string& run_id,
+                                                           const std::string& name,
+                                                           int64_t offset,
+                                                           size_t max_bytes) override {
+    auto st =
+        db_.prepare("SELECT run_id, name, size, sha256, created_at, rowid, length(data)"
+                    " FROM run_artifacts WHERE run_id = ?1 AND name = ?2");
     if (!st) return std::move(st.error());
     st->bind(1, run_id);
     st->bind(2, name);
-    auto read = [](const statement& s) -> caf::expected<artifact_blob> {
+    auto what = "cannot read artifact '" + name + "' of run '" + run_id + "'";
+    auto read = [&](const statement& s) -> caf::expected<artifact_blob> {
       auto meta = read_artifact(s);
       if (!meta) return std::move(meta.error());
-      return artifact_blob{std::move(*meta), s.blob(5)};
+      artifact_blob out{std::move(*meta), std::clamp<int64_t>(offset, 0, meta->size), {}};
+      auto n =
+          std::min<int64_t>(clamp_to_int64(max_bytes), out.artifact.size - out.offset);
+      if (n <= 0) return out;
+      auto first = s.int64(6);
+      if (out.offset >= first) {
+        if (auto err = read_artifact_part(run_id, name, out.offset, n, out.data))
+          return err;
+        return out;
+      }
+      // The first part (all of an artifact stored before version 9): the
+      // incremental blob API reads only the pages holding what is asked for.
+      n = std::min(n, first - out.offset);
+      sqlite3_blob* blob = nullptr;
+      if (sqlite3_blob_open(db_.get(), "main", "run_artifacts", "data", s.int64(5), 0,
+                            &blob) != SQLITE_OK) {
+        sqlite3_blob_close(blob);
+        return db_.fail(what);
+      }
+      out.data.resize(static_cast<size_t>(n));
+      auto rc = sqlite3_blob_read(blob, out.data.data(), static_cast<int>(n),
+                                  static_cast<int>(out.offset));
+      if (rc != SQLITE_OK) {
+        auto err = db_.fail(what);
+        sqlite3_blob_close(blob);
+        return err;
+      }
+      sqlite3_blob_close(blob);
+      return out;
     };
-    return read_one(db_, *st, read,
-                    "cannot read artifact '" + name + "' of run '" + run_id + "'");
+    return read_one(db_, *st, read, what);
+  }
+
+  /// At most `n` bytes from `offset` of the part of `run_id`'s artifact
+  /// `name` that holds that byte, into `out`.
+  caf::error read_artifact_part(const std::string& run_id, const std::string& name,
+                                int64_t offset, int64_t n, std::string& out) {
+    auto what = "cannot read artifact '" + name + "' of run '" + run_id + "' at byte " +
+                std::to_string(offset);
+    auto st = db_.prepare("SELECT start, data FROM run_artifact_parts"
+                          " WHERE run_id = ?1 AND name = ?2 AND start <= ?3"
+                          " ORDER BY start DESC LIMIT 1");
+    if (!st) return std::move(st.error());
+    st->bind(1, run_id);
+    st->bind(2, name);
+    st->bind(3, offset);
+    auto rc = st->step();
+    if (rc == SQLITE_DONE)
+      return make_error(errc::store_failure, what + ": the part holding it is missing");
+    if (rc != SQLITE_ROW) return db_.fail(what);
+    auto start = st->int64(0);
+    auto bytes = st->blob_view(1);
+    auto skip = static_cast<size_t>(offset - start);
+    if (skip >= bytes.size())
+      return make_error(errc::store_failure, what + ": the part holding it is missing");
+    out = bytes.substr(skip, static_cast<size_t>(n));
+    return {};
   }
 
   caf::expected<std::optional<agent_record>> get_agent(const std::string& id) override {
@@ -1067,7 +1129,7 @@ public:
                             "cannot record the highest run seq"))
       return err;
     for (auto& [seq, id] : victims) {
-      for (auto* table : {"run_logs", "run_artifacts"}) {
+      for (auto* table : {"run_logs", "run_artifacts", "run_artifact_parts"}) {
         auto st = db_.prepare(std::string{"DELETE FROM "} + table + " WHERE run_id = ?1");
         if (!st) return std::move(st.error());
         st->bind(1, id);
@@ -1185,12 +1247,28 @@ private:
     st->bind(2, a.name);
     st->bind(3, a.size);
     st->bind(4, a.sha256);
-    st->bind_blob(5, w.data);
+    std::string_view bytes{w.data};
+    st->bind_blob(5, bytes.substr(0, artifact_part_bytes));
     st->bind(6, a.created_at);
     auto what = "artifact '" + a.name + "' of run '" + a.run_id + "'";
     if (st->step() != SQLITE_DONE) return db_.fail("cannot write " + what);
     write_outcome out;
-    if (sqlite3_changes(db_.get()) > 0) return out;
+    if (sqlite3_changes(db_.get()) > 0) {
+      // The rest in parts (the schema's version 9).
+      for (size_t start = artifact_part_bytes; start < bytes.size();
+           start += artifact_part_bytes) {
+        auto part =
+            db_.prepare("INSERT INTO run_artifact_parts (run_id, name, start, data)"
+                        " VALUES (?1, ?2, ?3, ?4)");
+        if (!part) return std::move(part.error());
+        part->bind(1, a.run_id);
+        part->bind(2, a.name);
+        part->bind(3, static_cast<int64_t>(start));
+        part->bind_blob(4, bytes.substr(start, artifact_part_bytes));
+        if (part->step() != SQLITE_DONE) return db_.fail("cannot write " + what);
+      }
+      return out;
+    }
     out.written = false;
     auto q =
         db_.prepare("SELECT sha256 FROM run_artifacts WHERE run_id = ?1 AND name = ?2");

@@ -80,9 +80,11 @@ struct write_outcome {
   std::string existing_sha256;
 };
 
-/// One artifact with its bytes.
+/// One artifact with some of its bytes, those from `offset` on
+/// (`artifact.size` is the whole).
 struct artifact_blob {
   artifact_record artifact;
+  int64_t offset = 0;
   std::string data;
 };
 
@@ -172,8 +174,13 @@ public:
   /// The artifacts of `run_id`, by name, without their bytes.
   [[nodiscard]] virtual caf::expected<std::vector<artifact_record>>
   list_artifacts(const std::string& run_id) = 0;
+  /// The artifact and at most `max_bytes` of its bytes from `offset` on,
+  /// read without loading the rest: none past its end, nor past the end of
+  /// the stored part holding `offset` (a caller asks again from where the
+  /// answer ends). A download is served a part at a time.
   [[nodiscard]] virtual caf::expected<std::optional<artifact_blob>>
-  get_artifact(const std::string& run_id, const std::string& name) = 0;
+  get_artifact(const std::string& run_id, const std::string& name, int64_t offset,
+               size_t max_bytes) = 0;
 
   [[nodiscard]] virtual caf::expected<std::optional<agent_record>>
   get_agent(const std::string& id) = 0;

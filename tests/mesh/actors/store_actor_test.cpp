@@ -83,8 +83,8 @@ public:
   list_artifacts(const std::string&) override {
     return unused();
   }
-  caf::expected<std::optional<artifact_blob>> get_artifact(const std::string&,
-                                                           const std::string&) override {
+  caf::expected<std::optional<artifact_blob>>
+  get_artifact(const std::string&, const std::string&, int64_t, size_t) override {
     return unused();
   }
   caf::expected<std::optional<agent_record>> get_agent(const std::string&) override {

@@ -1333,18 +1333,29 @@ TEST_F(sqlite_store_test, artifacts_round_trip_and_are_never_overwritten) {
   EXPECT_EQ((*listed)[1].created_at, at(7));
   EXPECT_EQ((*listed)[1].run_id, "run_1");
 
-  auto blob = db_->get_artifact("run_1", "z.bin");
+  auto blob = db_->get_artifact("run_1", "z.bin", 0, bytes.size());
   ASSERT_TRUE(blob && *blob);
   EXPECT_EQ((*blob)->data, bytes);
   EXPECT_EQ((*blob)->artifact.name, "z.bin");
-  EXPECT_FALSE(*db_->get_artifact("run_1", "missing"));
+  EXPECT_FALSE(*db_->get_artifact("run_1", "missing", 0, 1));
+  // Parts: from an offset, at most the bytes asked for, none past the end.
+  auto part = db_->get_artifact("run_1", "z.bin", 3, 5);
+  ASSERT_TRUE(part && *part);
+  EXPECT_EQ((*part)->data, bytes.substr(3, 5));
+  EXPECT_EQ((*part)->offset, 3);
+  EXPECT_EQ((*part)->artifact.size, static_cast<int64_t>(bytes.size()));
+  EXPECT_EQ((*db_->get_artifact("run_1", "z.bin", 7, 1000))->data, bytes.substr(7));
+  EXPECT_EQ((*db_->get_artifact("run_1", "z.bin", 0, 0))->data, "");
+  EXPECT_EQ((*db_->get_artifact("run_1", "z.bin", static_cast<int64_t>(bytes.size()), 10))
+                ->data,
+            "");
   EXPECT_TRUE(db_->list_artifacts("run_none")->empty());
 
   auto again = apply({make_artifact("run_1", "z.bin", "replacement")});
   ASSERT_EQ(again.size(), 1u);
   EXPECT_FALSE(again[0].written);
   EXPECT_EQ(again[0].existing_sha256, "sha-of-" + bytes);
-  EXPECT_EQ((*db_->get_artifact("run_1", "z.bin"))->data, bytes);
+  EXPECT_EQ((*db_->get_artifact("run_1", "z.bin", 0, 1 << 20))->data, bytes);
 }
 
 // This test ensures pruning also deletes agent access tokens that expired or
@@ -1380,16 +1391,100 @@ TEST_F(sqlite_store_test, prune_deletes_old_agent_tokens_only) {
             (std::vector<std::string>{"tok_forever", "tok_live", "tok_reader"}));
 }
 
+/// `size` bytes that differ from one MiB to the next and within each.
+std::string large_bytes(size_t size) {
+  std::string out;
+  uint32_t x = 7;
+  for (size_t i = 0; i < size; ++i) {
+    x = x * 1103515245u + 12345u;
+    out.push_back(static_cast<char>(x >> 23));
+  }
+  return out;
+}
+
+/// `run_id`'s artifact `name` read part by part, as a download reads it.
+std::string read_in_parts(store& db, const std::string& run_id, const std::string& name) {
+  std::string out;
+  for (;;) {
+    auto part = db.get_artifact(run_id, name, static_cast<int64_t>(out.size()), 1 << 20);
+    EXPECT_TRUE(part && *part);
+    if (!part || !*part || (*part)->data.empty()) break;
+    EXPECT_EQ((*part)->offset, static_cast<int64_t>(out.size()));
+    EXPECT_LE((*part)->data.size(), size_t{1} << 20);
+    out += (*part)->data;
+  }
+  return out;
+}
+
+// This test ensures an artifact over 1 MiB is stored in parts and read back
+// a part at a time from any offset: never past the part holding it, never
+// past the end, and whole when the parts are joined.
+TEST_F(sqlite_store_test, a_large_artifact_is_stored_and_read_in_parts) {
+  constexpr size_t mib = size_t{1} << 20;
+  auto bytes = large_bytes(2 * mib + mib / 2 + 7);
+  apply({make_artifact("run_1", "big.bin", bytes)});
+  EXPECT_EQ(raw_query("SELECT COUNT(*) FROM run_artifact_parts"), "2");
+  EXPECT_EQ(raw_query("SELECT length(data) FROM run_artifacts"), std::to_string(mib));
+  auto at_offset = [&](size_t offset, size_t max) {
+    auto part = db_->get_artifact("run_1", "big.bin", static_cast<int64_t>(offset), max);
+    EXPECT_TRUE(part && *part);
+    return part && *part ? (*part)->data : std::string{"<none>"};
+  };
+  EXPECT_TRUE(at_offset(0, 10 * mib) == bytes.substr(0, mib));
+  EXPECT_EQ(at_offset(mib - 3, 100), bytes.substr(mib - 3, 3));
+  EXPECT_EQ(at_offset(mib + 5, 10), bytes.substr(mib + 5, 10));
+  EXPECT_EQ(at_offset(2 * mib, 4), bytes.substr(2 * mib, 4));
+  EXPECT_EQ(at_offset(bytes.size() - 2, 100), bytes.substr(bytes.size() - 2));
+  EXPECT_EQ(at_offset(bytes.size(), 100), "");
+  EXPECT_TRUE(read_in_parts(*db_, "run_1", "big.bin") == bytes);
+  // A repeat (a retried upload) writes no parts of its own.
+  auto again = apply({make_artifact("run_1", "big.bin", bytes)});
+  ASSERT_EQ(again.size(), 1u);
+  EXPECT_FALSE(again[0].written);
+  EXPECT_EQ(raw_query("SELECT COUNT(*) FROM run_artifact_parts"), "2");
+}
+
+// This test ensures an artifact stored whole by schema version 8 (before
+// parts) is still read a part at a time, from any offset, once migrated.
+TEST_F(sqlite_store_test, an_artifact_stored_before_parts_is_read_in_parts) {
+  old_database(8);
+  auto bytes = large_bytes((size_t{3} << 20) + 11);
+  sqlite3* raw = nullptr;
+  ASSERT_EQ(sqlite3_open(path_.c_str(), &raw), SQLITE_OK);
+  sqlite3_stmt* st = nullptr;
+  ASSERT_EQ(
+      sqlite3_prepare_v2(raw,
+                         "INSERT INTO run_artifacts (run_id, name, size, sha256, data,"
+                         " created_at) VALUES ('run_1', 'old.bin', ?1, 'x', ?2, 0)",
+                         -1, &st, nullptr),
+      SQLITE_OK);
+  sqlite3_bind_int64(st, 1, static_cast<sqlite3_int64>(bytes.size()));
+  sqlite3_bind_blob64(st, 2, bytes.data(), bytes.size(), SQLITE_STATIC);
+  EXPECT_EQ(sqlite3_step(st), SQLITE_DONE);
+  sqlite3_finalize(st);
+  sqlite3_close(raw);
+  db_ = open();
+  ASSERT_TRUE(db_);
+  auto part = db_->get_artifact("run_1", "old.bin", (2 << 20) + 3, 5);
+  ASSERT_TRUE(part && *part);
+  EXPECT_EQ((*part)->data, bytes.substr((2 << 20) + 3, 5));
+  EXPECT_TRUE(read_in_parts(*db_, "run_1", "old.bin") == bytes);
+}
+
 // This test ensures prune deletes a pruned run's artifacts and keeps others'.
 TEST_F(sqlite_store_test, prune_deletes_artifacts_with_their_run) {
   apply({put_run{make_run("run_1", 1, run_status::success)},
          put_run{make_run("run_2", 2, run_status::running)},
-         make_artifact("run_1", "a", "1"), make_artifact("run_2", "a", "2")});
+         make_artifact("run_1", "a", "1"), make_artifact("run_2", "a", "2"),
+         make_artifact("run_1", "big", large_bytes((size_t{1} << 20) + 1)),
+         make_artifact("run_2", "big", large_bytes((size_t{1} << 20) + 1))});
+  EXPECT_EQ(raw_query("SELECT COUNT(*) FROM run_artifact_parts"), "2");
   auto n = db_->prune(at(9000), 10);
   ASSERT_TRUE(n);
   EXPECT_EQ(*n, 1u);
   EXPECT_TRUE(db_->list_artifacts("run_1")->empty());
-  EXPECT_EQ(db_->list_artifacts("run_2")->size(), 1u);
+  EXPECT_EQ(db_->list_artifacts("run_2")->size(), 2u);
+  EXPECT_EQ(raw_query("SELECT run_id FROM run_artifact_parts"), "run_2");
 }
 
 // This test ensures a database written by schema version 1 (before
