@@ -1,4 +1,4 @@
-#include "plans/builtin_plans.hpp"
+#include "polymesh/plans/builtin_plans.hpp"
 
 #include "plans/echo/echo_plan.hpp"
 #include "plans/noop/noop_plan.hpp"

@@ -7,7 +7,7 @@
 // bad registration token) or another agent took its name, 2 for a config or
 // plugin error.
 #include "mesh/domain/log.hpp"
-#include "plans/builtin_plans.hpp"
+#include "polymesh/plans/builtin_plans.hpp"
 #include "polymesh/sdk/agent.hpp"
 #include "polymesh/sdk/agent_yaml.hpp"
 #include "polymesh/sdk/plugin_loader.hpp"

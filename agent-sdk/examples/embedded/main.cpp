@@ -11,7 +11,7 @@
 // otherwise it runs until SIGINT/SIGTERM. In this tree it is a target of
 // agent-sdk/CMakeLists.txt; built against an installed polymesh, see
 // agent-sdk/examples/embedded-out-of-tree/CMakeLists.txt.
-#include "plans/builtin_plans.hpp"
+#include "polymesh/plans/builtin_plans.hpp"
 #include "polymesh/sdk/agent.hpp"
 
 #include <CLI/CLI.hpp>
