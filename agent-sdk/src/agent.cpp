@@ -627,10 +627,15 @@ struct agent::impl {
   }
 
   /// Removes a run from the active set. REQUIRES: called by its worker last.
-  void forget(const std::shared_ptr<run_slot>& slot, bool finished) {
+  /// A `remember`ed run is not launched again when a later poll offers it (a
+  /// poll that crossed its end, or one during a drain). A run the mesh
+  /// refused to start is not remembered: a later offer is a new assignment
+  /// to this agent (its delivery lease lapsed meanwhile, or it went
+  /// elsewhere and came back), to be taken.
+  void forget(const std::shared_ptr<run_slot>& slot, bool remember, bool finished) {
     std::lock_guard<std::mutex> guard{mtx};
     active.erase(slot->run.id);
-    if (recent_set.insert(slot->run.id).second) {
+    if (remember && recent_set.insert(slot->run.id).second) {
       recent.push_back(slot->run.id);
       if (recent.size() > recent_runs_kept) {
         recent_set.erase(recent.front());
@@ -648,7 +653,7 @@ struct agent::impl {
     for (;;) {
       if (slot->cancel.reason() == cancel_reason::agent_shutdown || is_draining()) {
         // Not started: the mesh gives it to someone else.
-        forget(slot, false);
+        forget(slot, true, false);
         return;
       }
       auto r = reports.start(run.id);
@@ -661,7 +666,7 @@ struct agent::impl {
       }
       if (!r.transient()) {
         info("run " + run.id + " not started (" + r.describe() + "); dropping it");
-        forget(slot, false);
+        forget(slot, false, false);
         return;
       }
       std::this_thread::sleep_for(std::min(b.next(), milliseconds{2000}));
@@ -769,7 +774,7 @@ struct agent::impl {
     }
     if (auto ec = dirs.retire(run.id, reusable))
       warn("run " + run.id + ": cannot remove " + root.string() + ": " + ec.message());
-    forget(slot, true);
+    forget(slot, true, true);
   }
 
   /// Ships log chunks and progress until the plan is done, then the rest.
@@ -1135,7 +1140,8 @@ struct agent::impl {
       announce = registered && !name_taken;
       if (!active.empty())
         info("draining: waiting up to " + std::to_string(cfg.drain_deadline.count()) +
-             " ms for " + std::to_string(active.size()) + " runs");
+             " ms for " + std::to_string(active.size()) +
+             (active.size() == 1 ? " run" : " runs"));
     }
     // Tell the mesh first, so that it gives new runs to other agents rather
     // than to one that no longer polls for them (they would wait here until

@@ -269,6 +269,8 @@ public:
   }
 
   std::set<std::string> conflict_;
+  /// Starts answered 409 because of `conflict_`.
+  int conflicts_answered_ = 0;
   /// Runs another session of the agent started: their starts pass (meshd
   /// checks no holder for a pending run), every later report is refused.
   std::set<std::string> held_elsewhere_;
@@ -388,6 +390,7 @@ private:
   std::pair<int, json> start_locked(const std::string& id) {
     if (conflict_.count(id)) {
       pending_.erase(id);
+      ++conflicts_answered_;
       return {409, json{{"error",
                          {{"code", "illegal_transition"}, {"message", "elsewhere"}}}}};
     }
@@ -716,6 +719,26 @@ TEST(agent, start_conflict_drops_run) {
   mesh.submit("r2", "echo");
   ASSERT_TRUE(finished(mesh, "r2"));
   EXPECT_EQ(mesh.with([](fake_mesh& m) { return m.finish_attempts_.count("r1"); }), 0u);
+}
+
+// This test ensures a run dropped on a 409 at start is taken when the mesh
+// offers it again (assigned to this agent anew, e.g. after its delivery
+// lease lapsed while the agent was stopped): it was ignored for good, and
+// the mesh assigned it to the idle agent again and again.
+TEST(agent, a_run_refused_at_start_is_taken_when_offered_again) {
+  fake_mesh mesh;
+  mesh.with([](fake_mesh& m) { return m.conflict_.insert("r1").second; });
+  agent a{config(mesh), echo_plans()};
+  a.start();
+  mesh.submit("r1", "echo");
+  ASSERT_TRUE(eventually([&] {
+    return mesh.with([](fake_mesh& m) { return m.conflicts_answered_; }) == 1;
+  }));
+  mesh.with([](fake_mesh& m) { return m.conflict_.erase("r1"); });
+  mesh.submit("r1", "echo");
+  ASSERT_TRUE(finished(mesh, "r1"));
+  EXPECT_EQ(mesh.with([](fake_mesh& m) { return m.finished_["r1"]["status"]; }),
+            "success");
 }
 
 // This test ensures a cancel in the poll answer stops the run, reported canceled_by_user.

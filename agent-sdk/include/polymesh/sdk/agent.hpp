@@ -112,6 +112,8 @@ struct agent_stats {
   bool draining = false;
   /// The thread has ended.
   bool stopped = false;
+  /// The id of the current registration; empty while not registered (before
+  /// the first, between a lost token and the next, after deregistering).
   std::string agent_id;
   size_t running = 0;
   uint64_t started = 0;
