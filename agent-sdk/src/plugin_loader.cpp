@@ -7,6 +7,7 @@
 #include "polymesh/sdk/settings.hpp"
 
 #include <algorithm>
+#include <cstring>
 #include <dlfcn.h>
 #include <filesystem>
 #include <link.h>
@@ -167,7 +168,8 @@ int host_add_plan(void* host, const polymesh_plan_v1* p) {
     if (!instance) {
       // A plugin built on plugin.hpp already prefixes its message with the
       // dotted key ("plans.hello.greting: unknown key"); keep that key.
-      std::string text = error[0] ? error : "the plugin refused the settings";
+      std::string text = error[0] ? std::string{error, strnlen(error, sizeof error)}
+                                  : "the plugin refused the settings";
       if (text.rfind(key, 0) == 0 && text.size() > key.size() &&
           (text[key.size()] == '.' || text[key.size()] == ':')) {
         auto colon = text.find(": ");
@@ -176,8 +178,9 @@ int host_add_plan(void* host, const polymesh_plan_v1* p) {
       }
       throw config_error(key, text);
     }
-    // Warnings the plugin left (plugin_abi.h), to this thread's collector.
-    for (std::string_view rest = error; !rest.empty();) {
+    // Warnings the plugin left (plugin_abi.h), to this thread's collector;
+    // no further than the buffer, should a plugin have filled it unended.
+    for (std::string_view rest{error, strnlen(error, sizeof error)}; !rest.empty();) {
       auto end = std::min(rest.find('\n'), rest.size());
       if (end > 0) config_warning("", std::string{rest.substr(0, end)});
       rest.remove_prefix(std::min(end + 1, rest.size()));

@@ -1028,27 +1028,36 @@ void get_artifact(request_context& rc) {
       static_cast<size_t>(a.size), "application/octet-stream",
       [part, &sys, query, id, name](size_t offset, size_t length,
                                     httplib::DataSink& sink) {
+        // All of it in this one call: cpp-httplib calls a provider no more
+        // once meshd is stopping, and would end the answer short of its
+        // length, where a download in progress should finish.
         auto at = static_cast<int64_t>(offset);
-        auto end = part->offset + static_cast<int64_t>(part->data.size());
-        if (at < part->offset || at >= end) {
-          caf::scoped_actor self{sys};
-          auto handle =
-              self->request(query, caf::duration{ask_timeout}, artifact_atom::value,
-                            get_atom::value, id, name, at, artifact_part_bytes);
-          auto next = await_answer<artifact_blob>(handle);
-          if (!next || next->data.empty()) {
-            log(log_level::warn,
-                "artifact '" + name + "' of run '" + id + "': sending stopped at byte " +
-                    std::to_string(at) + ": " +
-                    (next ? "no bytes there" : message_of(next.error())));
-            return false;
+        auto stop = at + static_cast<int64_t>(length);
+        while (at < stop) {
+          auto end = part->offset + static_cast<int64_t>(part->data.size());
+          if (at < part->offset || at >= end) {
+            caf::scoped_actor self{sys};
+            auto handle =
+                self->request(query, caf::duration{ask_timeout}, artifact_atom::value,
+                              get_atom::value, id, name, at, artifact_part_bytes);
+            auto next = await_answer<artifact_blob>(handle);
+            if (!next || next->data.empty()) {
+              log(log_level::warn,
+                  "artifact '" + name + "' of run '" + id +
+                      "': sending stopped at byte " + std::to_string(at) + ": " +
+                      (next ? "no bytes there" : message_of(next.error())));
+              return false;
+            }
+            *part = std::move(*next);
+            end = part->offset + static_cast<int64_t>(part->data.size());
           }
-          *part = std::move(*next);
-          end = part->offset + static_cast<int64_t>(part->data.size());
+          auto n = std::min(end, stop) - at;
+          if (!sink.write(part->data.data() + (at - part->offset),
+                          static_cast<size_t>(n)))
+            return false; // the client went away
+          at += n;
         }
-        auto n = std::min<int64_t>(end - at, static_cast<int64_t>(length));
-        return sink.write(part->data.data() + (at - part->offset),
-                          static_cast<size_t>(n));
+        return true;
       });
 }
 

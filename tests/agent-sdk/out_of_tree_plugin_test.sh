@@ -29,7 +29,8 @@ test -x "$tmp/prefix/bin/meshd" && test -x "$tmp/prefix/bin/meshctl"
 test -x "$tmp/prefix/libexec/polymesh/mesh-plugin-host"
 mkdir "$tmp/lonely"
 cp "$tmp/prefix/bin/mesh-agent" "$tmp/lonely/"
-installed_host=$(strings "$tmp/lonely/mesh-agent" | grep -m1 '^/.*/polymesh/mesh-plugin-host$' || true)
+# (a literal the compiler stores without its NUL runs into the next one)
+installed_host=$(strings "$tmp/lonely/mesh-agent" | grep -o '/[^[:space:]]*/polymesh/mesh-plugin-host$' | head -1 || true)
 [[ -n $installed_host ]] || { echo "mesh-agent names no installed mesh-plugin-host"; exit 1; }
 if [[ ! -e $installed_host ]]; then # else a system-wide install would be found
   if "$tmp/lonely/mesh-agent" --config "$tmp/agent.yaml" --check >"$tmp/lonely.log" 2>&1; then

@@ -1,6 +1,7 @@
 #include "eventually.hpp"
 #include "isolated_run.hpp"
 #include "polymesh/sdk/agent_yaml.hpp"
+#include "polymesh/sdk/plugin.hpp"
 #include "polymesh/sdk/plugin_loader.hpp"
 #include "polymesh/sdk/testkit.hpp"
 
@@ -144,6 +145,31 @@ TEST(plugin_loader, a_plugins_config_warnings_reach_the_agent) {
                           &warnings);
   EXPECT_EQ(quiet.size(), 1u);
   EXPECT_TRUE(warnings.empty()) << warnings.front();
+}
+
+// This test ensures a plugin's warnings fit the ABI's 1 KiB buffer without
+// losing what fits: a line break in one becomes a space, one too long is cut,
+// and those that do not fit at all are counted.
+TEST(plugin_loader, a_plugins_warnings_are_cut_to_the_buffer_and_counted) {
+  using plugin_detail::warning_lines;
+  EXPECT_EQ(warning_lines({"plans.x.a: one\ntwo", "plans.x.b: three"}, 1024),
+            "plans.x.a: one two\nplans.x.b: three");
+  auto cut =
+      warning_lines({"plans.x.a: " + std::string(2000, 'y'), "plans.x.b: short"}, 1024);
+  EXPECT_LT(cut.size(), 1024u);
+  EXPECT_EQ(cut.rfind("plans.x.a: yyy", 0), 0u) << cut;
+  EXPECT_NE(cut.find("...\n(1 more warning did not fit)"), std::string::npos) << cut;
+  std::vector<std::string> many;
+  for (int i = 0; i < 30; ++i)
+    many.push_back("plans.x.k" + std::to_string(i) + ": " + std::string(90, 'z'));
+  auto counted = warning_lines(many, 1024);
+  EXPECT_LT(counted.size(), 1024u);
+  auto lines = std::count(counted.begin(), counted.end(), '\n') + 1;
+  EXPECT_NE(counted.find("(" + std::to_string(30 - (lines - 1)) +
+                         " more warnings did not fit)"),
+            std::string::npos)
+      << counted;
+  EXPECT_EQ(warning_lines({}, 1024), "");
 }
 
 // This test ensures a plugin whose registration throws is refused, and the

@@ -189,10 +189,17 @@ void mesh_fixture::start_mesh() {
   ASSERT_TRUE(eventually([this] { return call("GET", "/healthz", "").status == 200; }));
 }
 
-void mesh_fixture::stop_mesh() {
-  if (!node_) return;
+void mesh_fixture::begin_stopping() {
+  if (!node_ || stopping_) return;
+  stopping_ = true;
   node_->begin_shutdown();
   server_->stop();
+}
+
+void mesh_fixture::stop_mesh() {
+  if (!node_) return;
+  begin_stopping();
+  stopping_ = false;
   if (serving_.joinable()) serving_.join();
   server_.reset();
   node_->shutdown();

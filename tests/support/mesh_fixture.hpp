@@ -93,6 +93,10 @@ protected:
   void start_mesh();
   void stop_mesh();
   void restart_mesh();
+  /// The first half of `stop_mesh`, as SIGTERM does it: the mesh begins to
+  /// shut down and the server stops accepting, without waiting for the
+  /// requests in progress. `stop_mesh` finishes.
+  void begin_stopping();
   /// Fires due timers and sweeps, synchronously.
   void tick() { node_->tick(); }
   void advance(duration d) {
@@ -136,6 +140,8 @@ protected:
 
 private:
   std::unique_ptr<http_server> server_;
+  /// `begin_stopping` ran since the last start.
+  bool stopping_ = false;
   std::thread serving_;
   std::string submitter_;
   std::string registration_;

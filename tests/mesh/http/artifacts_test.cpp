@@ -2,9 +2,16 @@
 // byte-identical download, idempotent repeats, names, limits, and what
 // survives a restart.
 #include "mesh/domain/ids.hpp"
+#include "mesh/domain/log.hpp"
 #include "tests/support/mesh_fixture.hpp"
+#include "tests/support/varied_bytes.hpp"
 
+#include <arpa/inet.h>
 #include <httplib.h>
+#include <mutex>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 namespace polymesh::test {
 namespace {
@@ -77,18 +84,136 @@ TEST_F(artifacts, upload_then_download_is_byte_identical) {
   EXPECT_EQ(got_empty.raw, "");
 }
 
+/// A GET of `path` on a connection that reads only as fast as asked: the
+/// server's writes block once the small receive buffer is full.
+class slow_download {
+public:
+  slow_download(int port, const std::string& path, const std::string& token) {
+    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    int small = 16 * 1024;
+    ::setsockopt(fd_, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+    timeval tv{20, 0};
+    ::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(static_cast<uint16_t>(port));
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (::connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) return;
+    auto request = "GET " + path + " HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer " +
+                   token + "\r\nConnection: close\r\n\r\n";
+    ::send(fd_, request.data(), request.size(), MSG_NOSIGNAL);
+  }
+  ~slow_download() { ::close(fd_); }
+
+  /// Reads until the header and at least `bytes` of the body arrived, or the
+  /// connection ended; the body read so far.
+  const std::string& read_body(size_t bytes) {
+    char buf[16 * 1024];
+    while (header_.find("\r\n\r\n") == std::string::npos || body_.size() < bytes) {
+      auto n = ::recv(fd_, buf, sizeof buf, 0);
+      if (n <= 0) break;
+      auto end = header_.find("\r\n\r\n");
+      if (end != std::string::npos) {
+        body_.append(buf, static_cast<size_t>(n));
+        continue;
+      }
+      header_.append(buf, static_cast<size_t>(n));
+      end = header_.find("\r\n\r\n");
+      if (end != std::string::npos) {
+        body_ = header_.substr(end + 4);
+        header_.resize(end + 4);
+      }
+    }
+    return body_;
+  }
+  /// Everything until the server closes the connection.
+  const std::string& read_to_end() { return read_body(std::string::npos); }
+  [[nodiscard]] const std::string& header() const { return header_; }
+
+private:
+  int fd_ = -1;
+  std::string header_;
+  std::string body_;
+};
+
+// This test ensures a download in progress when meshd begins to stop is
+// sent whole: cpp-httplib calls a content provider no more once its server
+// is stopping, and the answer ended short of its Content-Length.
+TEST_F(artifacts, a_download_in_progress_when_meshd_stops_is_sent_whole) {
+  auto agent = register_agent("worker", json::object());
+  auto id = running_run(agent);
+  auto bytes = varied_bytes(size_t{16} << 20);
+  ASSERT_EQ(agent.put_artifact(id, "big.bin", bytes).status, 201);
+  slow_download download{port, "/v1/runs/" + id + "/artifacts/big.bin", admin};
+  ASSERT_FALSE(download.read_body(1).empty()) << download.header();
+  begin_stopping();
+  auto& got = download.read_to_end();
+  stop_mesh();
+  EXPECT_EQ(got.size(), bytes.size());
+  EXPECT_TRUE(got == bytes);
+}
+
+// This test ensures a part that cannot be read mid-download ends the answer
+// short of its Content-Length (a client sees a truncated body, not wrong
+// bytes) and is logged with the byte where sending stopped.
+TEST_F(artifacts, a_part_missing_mid_download_ends_the_answer_short_and_is_logged) {
+  std::vector<std::string> warnings;
+  std::mutex mtx;
+  set_log_handler([&](log_level level, const std::string& text) {
+    std::lock_guard<std::mutex> guard{mtx};
+    if (level == log_level::warn) warnings.push_back(text);
+  });
+  auto restore = std::shared_ptr<void>{nullptr, [](void*) { set_log_handler(nullptr); }};
+  auto agent = register_agent("worker", json::object());
+  auto id = running_run(agent);
+  auto bytes = varied_bytes((size_t{3} << 20) + 5);
+  ASSERT_EQ(agent.put_artifact(id, "big.bin", bytes).status, 201);
+  exec_sql(dir + "/mesh.db", "DELETE FROM run_artifact_parts WHERE start = 1048576");
+  slow_download download{port, "/v1/runs/" + id + "/artifacts/big.bin", admin};
+  auto& got = download.read_to_end();
+  EXPECT_NE(download.header().find("Content-Length: " + std::to_string(bytes.size())),
+            std::string::npos)
+      << download.header();
+  EXPECT_EQ(got.size(), size_t{1} << 20);
+  EXPECT_TRUE(got == bytes.substr(0, got.size()));
+  std::lock_guard<std::mutex> guard{mtx};
+  ASSERT_EQ(warnings.size(), 1u);
+  EXPECT_EQ(warnings[0].rfind("artifact 'big.bin' of run '" + id +
+                                  "': sending stopped at byte 1048576: ",
+                              0),
+            0u)
+      << warnings[0];
+}
+
+// This test ensures an artifact stored whole before schema version 9 (one
+// value, no parts) still downloads byte for byte.
+TEST_F(artifacts, an_artifact_stored_before_parts_downloads_whole) {
+  auto agent = register_agent("worker", json::object());
+  auto id = running_run(agent);
+  // 7 * 450,000 bytes of "abcdefg", so that a part joined at a wrong offset
+  // shows (1 MiB is not a multiple of 7).
+  exec_sql(dir + "/mesh.db",
+           "INSERT INTO run_artifacts (run_id, name, size, sha256, data, created_at) "
+           "VALUES ('" +
+               id +
+               "', 'old.txt', 3150000, 'x', CAST(replace(printf('%.*c', 450000, 'x'), "
+               "'x', 'abcdefg') AS BLOB), 0)");
+  std::string bytes;
+  for (int i = 0; i < 450000; ++i)
+    bytes += "abcdefg";
+  auto got = download(id, "old.txt");
+  ASSERT_EQ(got.status, 200);
+  EXPECT_EQ(got.raw.size(), bytes.size());
+  EXPECT_TRUE(got.raw == bytes);
+}
+
 // This test ensures an artifact larger than the part a download reads at a
 // time (1 MiB) comes back whole and byte for byte, parts joined at odd
 // offsets, to GET with or without Range, and HEAD gives its length.
 TEST_F(artifacts, a_large_artifact_is_sent_part_by_part_byte_for_byte) {
   auto agent = register_agent("worker", json::object());
   auto id = running_run(agent);
-  std::string bytes;
-  uint32_t x = 12345;
-  for (size_t i = 0; i < (5u << 19) + 7; ++i) { // 2.5 MiB and 7 bytes
-    x = x * 1103515245u + 12345u;
-    bytes.push_back(static_cast<char>(x >> 23));
-  }
+  auto bytes = varied_bytes((5u << 19) + 7); // 2.5 MiB and 7 bytes
   ASSERT_EQ(agent.put_artifact(id, "big.bin", bytes).status, 201);
   auto got = download(id, "big.bin");
   ASSERT_EQ(got.status, 200);

@@ -2,6 +2,7 @@
 #include "mesh/domain/log.hpp"
 #include "mesh/store/sqlite_schema.hpp"
 #include "mesh/store/store.hpp"
+#include "tests/support/varied_bytes.hpp"
 
 #include <algorithm>
 #include <bitset>
@@ -21,6 +22,7 @@ namespace polymesh {
 namespace {
 
 using namespace std::string_literals;
+using test::varied_bytes;
 
 // A fixed instant, so that every timestamp is whole milliseconds like the
 // store's representation.
@@ -1391,26 +1393,17 @@ TEST_F(sqlite_store_test, prune_deletes_old_agent_tokens_only) {
             (std::vector<std::string>{"tok_forever", "tok_live", "tok_reader"}));
 }
 
-/// `size` bytes that differ from one MiB to the next and within each.
-std::string large_bytes(size_t size) {
-  std::string out;
-  uint32_t x = 7;
-  for (size_t i = 0; i < size; ++i) {
-    x = x * 1103515245u + 12345u;
-    out.push_back(static_cast<char>(x >> 23));
-  }
-  return out;
-}
-
-/// `run_id`'s artifact `name` read part by part, as a download reads it.
-std::string read_in_parts(store& db, const std::string& run_id, const std::string& name) {
+/// `run_id`'s artifact `name` read part by part, as a download reads it;
+/// no answer may hold more than `most` bytes.
+std::string read_in_parts(store& db, const std::string& run_id, const std::string& name,
+                          size_t most = size_t{1} << 20) {
   std::string out;
   for (;;) {
     auto part = db.get_artifact(run_id, name, static_cast<int64_t>(out.size()), 1 << 20);
     EXPECT_TRUE(part && *part);
     if (!part || !*part || (*part)->data.empty()) break;
     EXPECT_EQ((*part)->offset, static_cast<int64_t>(out.size()));
-    EXPECT_LE((*part)->data.size(), size_t{1} << 20);
+    EXPECT_LE((*part)->data.size(), most);
     out += (*part)->data;
   }
   return out;
@@ -1421,7 +1414,7 @@ std::string read_in_parts(store& db, const std::string& run_id, const std::strin
 // past the end, and whole when the parts are joined.
 TEST_F(sqlite_store_test, a_large_artifact_is_stored_and_read_in_parts) {
   constexpr size_t mib = size_t{1} << 20;
-  auto bytes = large_bytes(2 * mib + mib / 2 + 7);
+  auto bytes = varied_bytes(2 * mib + mib / 2 + 7);
   apply({make_artifact("run_1", "big.bin", bytes)});
   EXPECT_EQ(raw_query("SELECT COUNT(*) FROM run_artifact_parts"), "2");
   EXPECT_EQ(raw_query("SELECT length(data) FROM run_artifacts"), std::to_string(mib));
@@ -1445,10 +1438,11 @@ TEST_F(sqlite_store_test, a_large_artifact_is_stored_and_read_in_parts) {
 }
 
 // This test ensures an artifact stored whole by schema version 8 (before
-// parts) is still read a part at a time, from any offset, once migrated.
+// parts) is still read a part at a time, from any offset, once migrated: an
+// eighth of it at a time, since each read walks the value from its start.
 TEST_F(sqlite_store_test, an_artifact_stored_before_parts_is_read_in_parts) {
   old_database(8);
-  auto bytes = large_bytes((size_t{3} << 20) + 11);
+  auto bytes = varied_bytes((size_t{3} << 20) + 11);
   sqlite3* raw = nullptr;
   ASSERT_EQ(sqlite3_open(path_.c_str(), &raw), SQLITE_OK);
   sqlite3_stmt* st = nullptr;
@@ -1465,10 +1459,15 @@ TEST_F(sqlite_store_test, an_artifact_stored_before_parts_is_read_in_parts) {
   sqlite3_close(raw);
   db_ = open();
   ASSERT_TRUE(db_);
+  auto eighth = (bytes.size() + 7) / 8;
   auto part = db_->get_artifact("run_1", "old.bin", (2 << 20) + 3, 5);
   ASSERT_TRUE(part && *part);
-  EXPECT_EQ((*part)->data, bytes.substr((2 << 20) + 3, 5));
-  EXPECT_TRUE(read_in_parts(*db_, "run_1", "old.bin") == bytes);
+  EXPECT_TRUE((*part)->data == bytes.substr((2 << 20) + 3, eighth));
+  part = db_->get_artifact("run_1", "old.bin", static_cast<int64_t>(bytes.size()) - 4, 5);
+  ASSERT_TRUE(part && *part);
+  EXPECT_EQ((*part)->data, bytes.substr(bytes.size() - 4));
+  EXPECT_TRUE(read_in_parts(*db_, "run_1", "old.bin",
+                            std::max(eighth, size_t{1} << 20)) == bytes);
 }
 
 // This test ensures prune deletes a pruned run's artifacts and keeps others'.
@@ -1476,8 +1475,8 @@ TEST_F(sqlite_store_test, prune_deletes_artifacts_with_their_run) {
   apply({put_run{make_run("run_1", 1, run_status::success)},
          put_run{make_run("run_2", 2, run_status::running)},
          make_artifact("run_1", "a", "1"), make_artifact("run_2", "a", "2"),
-         make_artifact("run_1", "big", large_bytes((size_t{1} << 20) + 1)),
-         make_artifact("run_2", "big", large_bytes((size_t{1} << 20) + 1))});
+         make_artifact("run_1", "big", varied_bytes((size_t{1} << 20) + 1)),
+         make_artifact("run_2", "big", varied_bytes((size_t{1} << 20) + 1))});
   EXPECT_EQ(raw_query("SELECT COUNT(*) FROM run_artifact_parts"), "2");
   auto n = db_->prune(at(9000), 10);
   ASSERT_TRUE(n);

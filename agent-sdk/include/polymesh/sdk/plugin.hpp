@@ -19,6 +19,7 @@
 #include "polymesh/sdk/plugin_abi.h"
 #include "polymesh/sdk/settings.hpp"
 
+#include <algorithm>
 #include <cstdio>
 #include <deque>
 
@@ -91,6 +92,36 @@ private:
   std::optional<clock_type::time_point> deadline_;
 };
 
+/// `warnings`, one per line, in at most `room - 1` bytes: a line break in a
+/// warning becomes a space, a warning too long for what is left is cut
+/// (ending `...`), and those that do not fit at all are counted on a last
+/// line.
+inline std::string warning_lines(const std::vector<std::string>& warnings, size_t room) {
+  constexpr size_t note_room = 48; // "(N more warnings did not fit)"
+  std::string out;
+  for (size_t i = 0; i < warnings.size(); ++i) {
+    auto line = warnings[i];
+    std::replace(line.begin(), line.end(), '\n', ' ');
+    std::replace(line.begin(), line.end(), '\r', ' ');
+    auto used = out.size() + (out.empty() ? 0 : 1) + note_room + 1;
+    auto left = room > used ? room - used : 0;
+    if (line.size() > left) {
+      if (left < 64) {
+        auto note = "(" + std::to_string(warnings.size() - i) + " more warning" +
+                    (warnings.size() - i == 1 ? "" : "s") + " did not fit)";
+        if (out.size() + 1 + note.size() < room) out += (out.empty() ? "" : "\n") + note;
+        break;
+      }
+      auto cut = left - 3;
+      while (cut > 0 && (static_cast<unsigned char>(line[cut]) & 0xC0) == 0x80)
+        --cut; // not inside a UTF-8 sequence
+      line = line.substr(0, cut) + "...";
+    }
+    out += (out.empty() ? "" : "\n") + line;
+  }
+  return out;
+}
+
 inline void* create(void* data, const char* settings_json, char* error,
                     size_t error_len) {
   auto* e = static_cast<plugin_registrar::entry*>(data);
@@ -102,12 +133,7 @@ inline void* create(void* data, const char* settings_json, char* error,
     auto p = e->factory(settings, "plans." + e->name);
     if (!p)
       throw config_error("plans." + e->name, "the plugin's factory returned no plan");
-    std::string lines; // whole lines only, as many as fit
-    for (auto& line : warnings.lines()) {
-      auto more = (lines.empty() ? "" : "\n") + line;
-      if (lines.size() + more.size() >= error_len) break;
-      lines += more;
-    }
+    auto lines = warning_lines(warnings.lines(), error_len);
     std::snprintf(error, error_len, "%s", lines.c_str());
     return new instance{std::move(p)};
   } catch (const std::exception& ex) {
