@@ -1000,9 +1000,11 @@ void get_artifact(request_context& rc) {
     return rc.fail(err);
   auto id = rc.param("id");
   auto name = rc.param("name");
+  // A HEAD, or a GET that may be answered 304, reads no bytes up front.
+  bool bytes_now = rc.req.method != "HEAD" && !rc.req.has_header("If-None-Match");
   auto blob =
       ask<artifact_blob>(rc, rc.ctx()->query, artifact_atom::value, get_atom::value, id,
-                         name, int64_t{0}, artifact_part_bytes);
+                         name, int64_t{0}, bytes_now ? artifact_part_bytes : int64_t{0});
   if (!blob) return rc.fail(blob.error());
   auto& a = blob->artifact;
   auto etag = "\"" + a.sha256 + "\"";
@@ -1015,7 +1017,7 @@ void get_artifact(request_context& rc) {
   auto base = a.name.substr(a.name.rfind('/') + 1);
   rc.res.set_header("Content-Disposition", "attachment; filename=\"" + base + "\"");
   rc.res.status = 200;
-  if (static_cast<int64_t>(blob->data.size()) >= a.size)
+  if (a.size == 0 || (bytes_now && static_cast<int64_t>(blob->data.size()) >= a.size))
     return rc.res.set_content(std::move(blob->data), "application/octet-stream");
   // A larger one is read a part at a time while it is sent, so that a
   // download holds one part, not the whole artifact. A part that cannot be

@@ -1012,11 +1012,12 @@ public:
       }
       // The first part: the incremental blob API reads only the pages
       // holding what is asked for. Of an artifact stored whole before
-      // version 9, at least an eighth at a time: each read at an offset
-      // walks the value's overflow pages from its start, so parts of 1 MiB
-      // would cost a download time growing with the square of its size.
+      // version 9, at least an eighth at a time (16 MiB at most): each read
+      // at an offset walks the value's overflow pages from its start, so
+      // parts of 1 MiB would cost a download time growing with the square of
+      // its size.
       if (first > static_cast<int64_t>(artifact_part_bytes))
-        n = std::max(n, (first + 7) / 8);
+        n = std::max(n, std::min<int64_t>((first + 7) / 8, 16 * artifact_part_bytes));
       n = std::min(n, first - out.offset);
       sqlite3_blob* blob = nullptr;
       if (sqlite3_blob_open(db_.get(), "main", "run_artifacts", "data", s.int64(5), 0,

@@ -178,8 +178,9 @@ public:
   /// read without loading the rest: none past its end, nor past the end of
   /// the stored part holding `offset` (a caller asks again from where the
   /// answer ends). A download is served a part at a time. An artifact stored
-  /// whole before schema version 9 is read an eighth of it at a time (more
-  /// than `max_bytes` when it is over 8 parts): see the implementation.
+  /// whole before schema version 9 is read an eighth of it at a time, up to
+  /// 16 MiB (more than `max_bytes` when it is over 8 MiB), unless `max_bytes`
+  /// is 0: see the implementation.
   [[nodiscard]] virtual caf::expected<std::optional<artifact_blob>>
   get_artifact(const std::string& run_id, const std::string& name, int64_t offset,
                size_t max_bytes) = 0;

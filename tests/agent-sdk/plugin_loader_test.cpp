@@ -151,6 +151,7 @@ TEST(plugin_loader, a_plugins_config_warnings_reach_the_agent) {
 // losing what fits: a line break in one becomes a space, one too long is cut,
 // and those that do not fit at all are counted.
 TEST(plugin_loader, a_plugins_warnings_are_cut_to_the_buffer_and_counted) {
+  using namespace std::string_literals;
   using plugin_detail::warning_lines;
   EXPECT_EQ(warning_lines({"plans.x.a: one\ntwo", "plans.x.b: three"}, 1024),
             "plans.x.a: one two\nplans.x.b: three");
@@ -158,7 +159,15 @@ TEST(plugin_loader, a_plugins_warnings_are_cut_to_the_buffer_and_counted) {
       warning_lines({"plans.x.a: " + std::string(2000, 'y'), "plans.x.b: short"}, 1024);
   EXPECT_LT(cut.size(), 1024u);
   EXPECT_EQ(cut.rfind("plans.x.a: yyy", 0), 0u) << cut;
-  EXPECT_NE(cut.find("...\n(1 more warning did not fit)"), std::string::npos) << cut;
+  // The last one fits in the room kept for a count.
+  EXPECT_NE(cut.find("...\nplans.x.b: short"), std::string::npos) << cut;
+  auto cut_then_counted =
+      warning_lines({"plans.x.a: " + std::string(2000, 'y'),
+                     "plans.x.b: " + std::string(60, 'v'), "plans.x.c: short"},
+                    1024);
+  EXPECT_NE(cut_then_counted.find("...\n(2 more warnings did not fit)"),
+            std::string::npos)
+      << cut_then_counted;
   std::vector<std::string> many;
   for (int i = 0; i < 30; ++i)
     many.push_back("plans.x.k" + std::to_string(i) + ": " + std::string(90, 'z'));
@@ -170,6 +179,10 @@ TEST(plugin_loader, a_plugins_warnings_are_cut_to_the_buffer_and_counted) {
             std::string::npos)
       << counted;
   EXPECT_EQ(warning_lines({}, 1024), "");
+  // A last warning that fits is whole, though no count could follow it.
+  auto last = warning_lines({std::string(900, 'a'), std::string(80, 'b')}, 1024);
+  EXPECT_EQ(last, std::string(900, 'a') + "\n" + std::string(80, 'b'));
+  EXPECT_EQ(warning_lines({"plans.x.a: one\0two"s}, 1024), "plans.x.a: one two");
 }
 
 // This test ensures a plugin whose registration throws is refused, and the

@@ -92,8 +92,8 @@ private:
   std::optional<clock_type::time_point> deadline_;
 };
 
-/// `warnings`, one per line, in at most `room - 1` bytes: a line break in a
-/// warning becomes a space, a warning too long for what is left is cut
+/// `warnings`, one per line, in at most `room - 1` bytes: a line break (or a
+/// NUL) in a warning becomes a space, a warning too long for what is left is cut
 /// (ending `...`), and those that do not fit at all are counted on a last
 /// line.
 inline std::string warning_lines(const std::vector<std::string>& warnings, size_t room) {
@@ -101,9 +101,11 @@ inline std::string warning_lines(const std::vector<std::string>& warnings, size_
   std::string out;
   for (size_t i = 0; i < warnings.size(); ++i) {
     auto line = warnings[i];
-    std::replace(line.begin(), line.end(), '\n', ' ');
-    std::replace(line.begin(), line.end(), '\r', ' ');
-    auto used = out.size() + (out.empty() ? 0 : 1) + note_room + 1;
+    for (char c : {'\n', '\r', '\0'})
+      std::replace(line.begin(), line.end(), c, ' ');
+    // The last warning needs no room for the count after it.
+    auto used = out.size() + (out.empty() ? 0 : 1) +
+                (i + 1 < warnings.size() ? note_room : 0) + 1;
     auto left = room > used ? room - used : 0;
     if (line.size() > left) {
       if (left < 64) {
