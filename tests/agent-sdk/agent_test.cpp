@@ -732,7 +732,8 @@ TEST(agent, a_run_refused_at_start_is_taken_when_offered_again) {
   a.start();
   mesh.submit("r1", "echo");
   ASSERT_TRUE(eventually([&] {
-    return mesh.with([](fake_mesh& m) { return m.conflicts_answered_; }) == 1;
+    // At least once: a poll that crossed the first refusal may carry it again.
+    return mesh.with([](fake_mesh& m) { return m.conflicts_answered_; }) >= 1;
   }));
   mesh.with([](fake_mesh& m) { return m.conflict_.erase("r1"); });
   mesh.submit("r1", "echo");
