@@ -100,11 +100,17 @@ template <class T, class Handle> caf::expected<T> await_answer(Handle& handle) {
 /// `scoped_actor` per call: reusing one with a finite timeout leaks timeout
 /// messages into its mailbox (see DEPENDENCIES.md).
 template <class T, class... Ts>
-caf::expected<T> ask(request_context& rc, const caf::actor& dest, caf::duration timeout,
-                     Ts&&... xs) {
-  caf::scoped_actor self{rc.node.system()};
+caf::expected<T> ask(caf::actor_system& sys, const caf::actor& dest,
+                     caf::duration timeout, Ts&&... xs) {
+  caf::scoped_actor self{sys};
   auto handle = self->request(dest, timeout, std::forward<Ts>(xs)...);
   return await_answer<T>(handle);
+}
+
+template <class T, class... Ts>
+caf::expected<T> ask(request_context& rc, const caf::actor& dest, caf::duration timeout,
+                     Ts&&... xs) {
+  return ask<T>(rc.node.system(), dest, timeout, std::forward<Ts>(xs)...);
 }
 
 template <class T, class... Ts>
@@ -1038,11 +1044,9 @@ void get_artifact(request_context& rc) {
         while (at < stop) {
           auto end = part->offset + static_cast<int64_t>(part->data.size());
           if (at < part->offset || at >= end) {
-            caf::scoped_actor self{sys};
-            auto handle =
-                self->request(query, caf::duration{ask_timeout}, artifact_atom::value,
-                              get_atom::value, id, name, at, artifact_part_bytes);
-            auto next = await_answer<artifact_blob>(handle);
+            auto next = ask<artifact_blob>(sys, query, caf::duration{ask_timeout},
+                                           artifact_atom::value, get_atom::value, id,
+                                           name, at, artifact_part_bytes);
             if (!next || next->data.empty()) {
               log(log_level::warn,
                   "artifact '" + name + "' of run '" + id +

@@ -2,15 +2,36 @@
 
 #include "mesh/domain/error.hpp"
 
+#include <arpa/inet.h>
 #include <cstdlib>
 #include <fstream>
 #include <ftw.h>
 #include <httplib.h>
+#include <netinet/in.h>
 #include <set>
 #include <sqlite3.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 namespace polymesh::test {
+
+int connect_local(int port, int receive_buffer) {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return -1;
+  timeval tv{10, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  if (receive_buffer > 0)
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &receive_buffer, sizeof receive_buffer);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
 
 void exec_sql(const std::string& db, const std::string& sql) {
   sqlite3* h = nullptr;

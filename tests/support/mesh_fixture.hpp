@@ -38,6 +38,10 @@ void remove_tree(const std::string& dir);
 /// Runs `sql` on the database file `db` from a connection of its own (to
 /// shape a stopped mesh's store, or make a running one's writes fail).
 void exec_sql(const std::string& db, const std::string& sql);
+/// A socket connected to 127.0.0.1:`port` whose reads give up after 10 s,
+/// with a receive buffer of `receive_buffer` bytes when not 0 (set before
+/// connecting, so that the window stays small); -1 on failure.
+int connect_local(int port, int receive_buffer = 0);
 /// The first column of the first row `sql` returns from `db` ("" for none
 /// or NULL).
 std::string query_text(const std::string& db, const std::string& sql);

@@ -6,10 +6,8 @@
 #include "tests/support/mesh_fixture.hpp"
 #include "tests/support/varied_bytes.hpp"
 
-#include <arpa/inet.h>
 #include <httplib.h>
 #include <mutex>
-#include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -88,22 +86,16 @@ TEST_F(artifacts, upload_then_download_is_byte_identical) {
 /// server's writes block once the small receive buffer is full.
 class slow_download {
 public:
-  slow_download(int port, const std::string& path, const std::string& token) {
-    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
-    int small = 16 * 1024;
-    ::setsockopt(fd_, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
-    timeval tv{20, 0};
-    ::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_port = htons(static_cast<uint16_t>(port));
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (::connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) return;
+  slow_download(int port, const std::string& path, const std::string& token)
+      : fd_(connect_local(port, 16 * 1024)) {
+    if (fd_ < 0) return;
     auto request = "GET " + path + " HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer " +
                    token + "\r\nConnection: close\r\n\r\n";
     ::send(fd_, request.data(), request.size(), MSG_NOSIGNAL);
   }
-  ~slow_download() { ::close(fd_); }
+  ~slow_download() {
+    if (fd_ >= 0) ::close(fd_);
+  }
 
   /// Reads until the header and at least `bytes` of the body arrived, or the
   /// connection ended; the body read so far.

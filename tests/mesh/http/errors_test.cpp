@@ -4,9 +4,7 @@
 // request must change nothing.
 #include "tests/support/mesh_fixture.hpp"
 
-#include <arpa/inet.h>
 #include <httplib.h>
-#include <netinet/in.h>
 #include <sys/socket.h>
 #include <tuple>
 #include <unistd.h>
@@ -562,24 +560,6 @@ namespace {
 
 /// Sends `bytes` verbatim on a fresh connection and reads until the server
 /// closes it (or 10 s pass): every response it wrote, as raw text.
-/// A socket connected to 127.0.0.1:`port` whose reads give up after 10 s;
-/// -1 on failure.
-int connect_local(int port) {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0) return -1;
-  timeval tv{10, 0};
-  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
-    ::close(fd);
-    return -1;
-  }
-  return fd;
-}
-
 std::string exchange_raw(int port, const std::string& bytes) {
   int fd = connect_local(port);
   if (fd < 0) return "connect failed";
