@@ -175,10 +175,11 @@ UPDATE agents SET drained = 2
 ALTER TABLE agents ADD COLUMN instance TEXT NOT NULL DEFAULT '';
 )sql",
     // Version 9: an artifact's bytes past its first MiB, in parts of 1 MiB
-    // keyed by the offset of their first byte, so that a download reads one part at a time
-    // (a read at an offset inside one BLOB walks its overflow pages from the
-    // start). `run_artifacts.data` keeps the first part; an artifact stored
-    // before this version has all its bytes there and no parts.
+    // keyed by the offset of their first byte, so that a download reads one
+    // part at a time (a read at an offset inside one BLOB walks its overflow
+    // pages from the start). `run_artifacts.data` keeps the first part; an
+    // artifact stored before this version has all its bytes there and no
+    // parts.
     R"sql(
 CREATE TABLE run_artifact_parts (
   run_id  TEXT NOT NULL,
