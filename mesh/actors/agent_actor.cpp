@@ -85,6 +85,13 @@ void persist(self_ptr self, agent_record next, std::function<void()> then,
           [=](caf::error& err) mutable { fail(std::move(err)); });
 }
 
+/// The offer of `run_id`, or `offered.end()` (offers are keyed by seq).
+std::map<uint64_t, offered_run>::iterator find_offered(agent_actor_state& st,
+                                                       const std::string& run_id) {
+  return std::find_if(st.offered.begin(), st.offered.end(),
+                      [&](const auto& kv) { return kv.second.run.id == run_id; });
+}
+
 /// Tells every run this agent holds that the agent is gone (`why`).
 void lose_runs(self_ptr self, const std::string& why) {
   auto& st = self->state;
@@ -419,37 +426,30 @@ caf::behavior agent_actor(self_ptr self, context_ptr ctx, agent_record agent,
         auto& st = self->state;
         st.running.erase(run_id);
         st.cancel_untold.erase(run_id);
-        for (auto it = st.offered.begin(); it != st.offered.end(); ++it)
-          if (it->second.run.id == run_id) {
-            st.offered.erase(it);
-            break;
-          }
+        if (auto it = find_offered(st, run_id); it != st.offered.end())
+          st.offered.erase(it);
       },
       [=](recall_atom, const std::string& run_id) -> std::tuple<bool, timestamp> {
         auto& st = self->state;
-        for (auto it = st.offered.begin(); it != st.offered.end(); ++it)
-          if (it->second.run.id == run_id) {
-            if (auto at = it->second.carried_at) return {true, *at};
-            st.offered.erase(it);
-            st.cancel_untold.erase(run_id);
-            break;
-          }
+        if (auto it = find_offered(st, run_id); it != st.offered.end()) {
+          if (auto at = it->second.carried_at) return {true, *at};
+          st.offered.erase(it);
+          st.cancel_untold.erase(run_id);
+        }
         return {false, timestamp{}};
       },
       [=](started_atom, const std::string& run_id) {
         auto& st = self->state;
-        for (auto it = st.offered.begin(); it != st.offered.end(); ++it)
-          if (it->second.run.id == run_id) {
-            st.running[run_id] = it->second.actor;
-            st.offered.erase(it);
-            break;
-          }
+        if (auto it = find_offered(st, run_id); it != st.offered.end()) {
+          st.running[run_id] = it->second.actor;
+          st.offered.erase(it);
+        }
       },
       [=](cancel_atom, const std::string& run_id) {
         auto& st = self->state;
         st.cancel_untold.insert(run_id);
-        for (auto& [seq, o] : st.offered)
-          if (o.run.id == run_id) o.cancel_requested = true;
+        if (auto it = find_offered(st, run_id); it != st.offered.end())
+          it->second.cancel_requested = true;
         wake(self);
       },
       [=](fired_atom) {
