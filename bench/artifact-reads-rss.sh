@@ -17,12 +17,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/lib.sh"
 trap stop_all EXIT
 trap 'exit 130' INT TERM
-mkdir -p "$WORK/scripts"
-cat >"$WORK/scripts/bigfile.sh" <<SH
-#!/bin/sh
-head -c $((SIZE_MB * 1048576)) /dev/urandom >"\$POLYMESH_ARTIFACTS_DIR/big.bin"
-SH
-chmod +x "$WORK/scripts/bigfile.sh"
+bigfile_script "$SIZE_MB"
 
 start_meshd artifact-reads 64 full
 start_agent artifact-rss 1 "plans: {script: {dir: \"$WORK/scripts\"}}"

@@ -77,6 +77,16 @@ stop_all() {
   rm -rf "$WORK"
 }
 
+# bigfile_script MB: $WORK/scripts/bigfile.sh, a script (for the built-in
+# script plan, `plans: {script: {dir: "$WORK/scripts"}}`) that leaves an
+# artifact big.bin of MB MiB of random bytes.
+bigfile_script() {
+  mkdir -p "$WORK/scripts"
+  printf '#!/bin/sh\nhead -c %s /dev/urandom >"$POLYMESH_ARTIFACTS_DIR/big.bin"\n' \
+    "$(($1 * 1048576))" >"$WORK/scripts/bigfile.sh"
+  chmod +x "$WORK/scripts/bigfile.sh"
+}
+
 # field LINE KEY: the value of key=value in a result line.
 field() { printf '%s\n' "$1" | tr ' ' '\n' | sed -n "s/^$2=//p" | head -1; }
 

@@ -25,6 +25,7 @@ using artifact_atom = caf::atom_constant<caf::atom("artifact")>;
 using arm_atom = caf::atom_constant<caf::atom("arm")>;
 using assign_atom = caf::atom_constant<caf::atom("assign")>;
 using cancel_atom = caf::atom_constant<caf::atom("cancel")>;
+using check_atom = caf::atom_constant<caf::atom("check")>;
 using count_atom = caf::atom_constant<caf::atom("count")>;
 using create_atom = caf::atom_constant<caf::atom("create")>;
 using deliver_atom = caf::atom_constant<caf::atom("deliver")>;
@@ -186,3 +187,4 @@ CAF_ALLOW_UNSAFE_MESSAGE_TYPE(polymesh::wire::register_request)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(polymesh::wire::token_request)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(polymesh::wire::log_request)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(polymesh::wire::finish_request)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(polymesh::artifact_bytes)

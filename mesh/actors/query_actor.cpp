@@ -64,13 +64,36 @@ caf::error artifact_conflict(const artifact_record& a) {
                     "name");
 }
 
+/// What refuses an upload named `name` to run `run_id` whatever its bytes:
+/// a run not assigned to the caller, or one that holds the most artifacts
+/// allowed and none of this name (whose identical repeat is fine). Asked
+/// before an upload's body is read, and again once it is.
+caf::error upload_refusal(self_ptr self, const caller& c, const std::string& run_id,
+                          const std::string& name) {
+  auto& st = self->state;
+  auto r = find_own_run(self, c, run_id);
+  if (!r) return r.error();
+  auto existing = st.db->list_artifacts(run_id);
+  if (!existing) return existing.error();
+  for (auto& a : *existing)
+    if (a.name == name) return {};
+  auto max = st.ctx->config.max_artifacts;
+  if (static_cast<int64_t>(existing->size()) >= max)
+    return make_error(
+        errc::conflict,
+        "run '" + run_id + "' already holds " + std::to_string(existing->size()) +
+            " artifacts, the most allowed (runs.max_artifacts = " + std::to_string(max) +
+            ")",
+        "name");
+  return {};
+}
+
 /// Stores an uploaded artifact of a run assigned to the caller. Any status is
 /// fine: a retried upload may arrive after the run's result.
 caf::result<artifact_put> put_artifact_of(self_ptr self, const caller& c,
-                                          artifact_record meta, std::string data) {
+                                          artifact_record meta, artifact_bytes data) {
   auto& st = self->state;
-  auto r = find_own_run(self, c, meta.run_id);
-  if (!r) return r.error();
+  if (auto err = upload_refusal(self, c, meta.run_id, meta.name)) return err;
   auto existing = st.db->list_artifacts(meta.run_id);
   if (!existing) return existing.error();
   for (auto& a : *existing) {
@@ -78,14 +101,6 @@ caf::result<artifact_put> put_artifact_of(self_ptr self, const caller& c,
     if (a.sha256 == meta.sha256) return artifact_put{a, false};
     return artifact_conflict(meta);
   }
-  auto max = st.ctx->config.max_artifacts;
-  if (static_cast<int64_t>(existing->size()) >= max)
-    return make_error(
-        errc::conflict,
-        "run '" + meta.run_id + "' already holds " + std::to_string(existing->size()) +
-            " artifacts, the most allowed (runs.max_artifacts = " + std::to_string(max) +
-            ")",
-        "name");
   meta.created_at = st.ctx->now();
   write_batch batch;
   batch.emplace_back(put_artifact{meta, std::move(data)});
@@ -159,8 +174,13 @@ caf::behavior query_actor(self_ptr self, context_ptr ctx, std::shared_ptr<store>
                           "run '" + id + "' has no artifact named '" + name + "'",
                           "name");
       },
+      [=](artifact_atom, check_atom, const caller& c, const std::string& run_id,
+          const std::string& name) -> caf::result<bool> {
+        if (auto err = upload_refusal(self, c, run_id, name)) return err;
+        return true;
+      },
       [=](artifact_atom, const caller& c, artifact_record& meta,
-          std::string& data) -> caf::result<artifact_put> {
+          artifact_bytes& data) -> caf::result<artifact_put> {
         return put_artifact_of(self, c, std::move(meta), std::move(data));
       },
       [=](count_atom) -> caf::result<status_counts> {

@@ -207,8 +207,10 @@ const std::vector<key_spec>& key_table() {
       bytes_key("runs.max_artifact_bytes", &mesh_config::max_artifact_bytes, 0, 512 * mib,
                 "Largest artifact an agent may upload, in bytes (at most 512 MiB: "
                 "artifacts are stored in the database). Artifacts are PUT as raw "
-                "bodies, so http.max_body_bytes does not apply to them; the whole "
-                "body is held in memory while it is stored."),
+                "bodies, so http.max_body_bytes does not apply to them; an upload is "
+                "received into an unlinked file next to the database and stored from "
+                "it 1 MiB at a time (the data directory needs free space for the "
+                "uploads in progress, besides the database)."),
       integer_key("runs.max_artifacts", &mesh_config::max_artifacts, 0, 100000,
                   "Most artifacts one run may hold; 0 refuses every upload."),
       bytes_key("runs.max_log_bytes", &mesh_config::max_log_bytes, 0, 1024 * gib,

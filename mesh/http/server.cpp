@@ -15,6 +15,7 @@
 #include <cctype>
 #include <condition_variable>
 #include <deque>
+#include <filesystem>
 #include <httplib.h>
 #include <map>
 #include <mutex>
@@ -47,6 +48,9 @@ struct request_context {
   std::atomic<int64_t>& open_waits;
   caller who;
   const http_metrics& http_stats;
+  /// Reads a raw endpoint's body into a sink as it arrives (the others find
+  /// theirs in `req.body`); an error when it is too large or unreadable.
+  std::function<caf::error(const std::function<bool(const char*, size_t)>&)> read_body;
 
   [[nodiscard]] const context_ptr& ctx() const { return node.context(); }
 
@@ -979,14 +983,27 @@ void upload_artifact(request_context& rc) {
   meta.run_id = rc.param("id");
   meta.name = rc.param("name");
   if (auto err = wire::validate_artifact_name(meta.name, "name")) return rc.fail(err);
-  auto max = rc.ctx()->config.max_artifact_bytes;
-  if (static_cast<int64_t>(rc.req.body.size()) > max)
-    return rc.fail(too_large(max, "runs.max_artifact_bytes"));
-  meta.size = static_cast<int64_t>(rc.req.body.size());
-  meta.sha256 = sha256_hex(rc.req.body);
-  // The request is done with the body; hand it over instead of copying.
+  // Refused before a byte of the body is read: another agent's run, a run
+  // with no room for one more artifact.
+  auto allowed = ask<bool>(rc, rc.ctx()->query, artifact_atom::value, check_atom::value,
+                           rc.who, meta.run_id, meta.name);
+  if (!allowed) return rc.fail(allowed.error());
+  // Received into a file next to the database, which the store reads back a
+  // part at a time: meshd never holds the whole of an artifact.
+  auto dir = std::filesystem::path{rc.ctx()->config.database_path()}.parent_path();
+  auto bytes = artifact_bytes::spool_in(dir.empty() ? "." : dir.string());
+  if (!bytes) return rc.fail(bytes.error());
+  caf::error unwritten;
+  auto unread = rc.read_body([&](const char* data, size_t n) {
+    unwritten = bytes->append(data, n);
+    return !unwritten;
+  });
+  if (unwritten) return rc.fail(unwritten);
+  if (unread) return rc.fail(unread);
+  meta.size = bytes->size();
+  meta.sha256 = bytes->sha256_hex();
   auto out = ask<artifact_put>(rc, rc.ctx()->query, artifact_atom::value, rc.who, meta,
-                               std::move(const_cast<std::string&>(rc.req.body)));
+                               std::move(*bytes));
   if (!out) return rc.fail(out.error());
   rc.reply(out->created ? 201 : 200, wire::to_json(out->artifact));
 }
@@ -1392,6 +1409,100 @@ bool chunked(const httplib::Request& req) {
   return req.has_header("Transfer-Encoding");
 }
 
+/// A request's body, read by meshd's handler once the request passed the
+/// checks that need no body (token, method, query), never more than `limit`
+/// bytes of it. cpp-httplib would read a body whole, up to the largest limit
+/// of any endpoint, before any handler ran: anybody who could reach meshd
+/// could have it hold an artifact's size per connection without a token.
+/// A body never read (the request was refused first) is drained without
+/// being kept; one that cannot be drained, or cannot be read whole, closes
+/// the connection after the answer, since where it ends is not known.
+class request_body {
+public:
+  using sink = std::function<bool(const char*, size_t)>;
+
+  request_body(const httplib::Request& req, httplib::Response& res,
+               const httplib::ContentReader* reader, int64_t limit)
+      : req_(req)
+      , res_(res)
+      , reader_(reader)
+      , limit_(limit) {}
+  request_body(const request_body&) = delete;
+  request_body& operator=(const request_body&) = delete;
+
+  ~request_body() {
+    if (reader_ && !done_ && !pass(nullptr)) close_ = true;
+    if (close_ && !res_.content_provider_) send_and_close(res_, std::move(res_.body));
+  }
+
+  /// Closes the connection after the answer whatever happens to the body.
+  void close_after() { close_ = true; }
+
+  /// Hands the body to `out` as it arrives; `too_large` (over `limit`, said
+  /// by `key`) or `unreadable` (the client stopped sending, or sent a chunk
+  /// that does not parse) when it cannot be had whole.
+  [[nodiscard]] caf::error read(const sink& out, const char* key) {
+    if (!reader_ || done_) return {};
+    auto length = req_.get_header_value("Content-Length");
+    bool over = !length.empty() && (length.size() > 18 || std::stoll(length) > limit_);
+    auto ok = pass(over ? nullptr : &out);
+    if (over || exceeded_) {
+      close_ = close_ || !ok;
+      return too_large(limit_, key);
+    }
+    if (!ok) {
+      close_ = true;
+      return make_error(errc::invalid_argument,
+                        req_.has_header("Transfer-Encoding")
+                            ? "the chunked body does not parse (a chunk size that is not "
+                              "hexadecimal, or a body cut short)"
+                            : "the body ended before its Content-Length bytes (the "
+                              "client stopped sending)",
+                        "body");
+    }
+    return {};
+  }
+
+private:
+  /// Reads what is left of the body into `out`, or drops it if null; false
+  /// when the connection cannot go on to another request. A body with a
+  /// Content-Length is dropped whole, however long (cpp-httplib skips one
+  /// over its own limit), as before; a chunked one only up to `limit`.
+  bool pass(const sink* out) {
+    done_ = true;
+    // RFC 9112, 6.3: neither header means no body (cpp-httplib would read
+    // until the client closes the connection). The pre-routing handler
+    // refused every other framing.
+    bool chunked = req_.has_header("Transfer-Encoding");
+    if (!chunked && !req_.has_header("Content-Length")) return true;
+    // A multipart body (refused, unread) would go to cpp-httplib's own
+    // parser, which this reader does not take.
+    if (req_.is_multipart_form_data()) return false;
+    int64_t seen = 0;
+    // cpp-httplib sets a status of its own when it cannot read the body; the
+    // answer's is meshd's.
+    auto status = res_.status;
+    bool ok = (*reader_)([&](const char* data, size_t n) {
+      seen += static_cast<int64_t>(n);
+      if (seen > limit_ && (out != nullptr || chunked)) {
+        exceeded_ = out != nullptr;
+        return false;
+      }
+      return out == nullptr || (*out)(data, n);
+    });
+    res_.status = status;
+    return ok;
+  }
+
+  const httplib::Request& req_;
+  httplib::Response& res_;
+  const httplib::ContentReader* reader_;
+  int64_t limit_;
+  bool done_ = false;
+  bool exceeded_ = false;
+  bool close_ = false;
+};
+
 /// The paths meshd serves, for 405 answers: the methods of each path without
 /// placeholders (`GET /v1/runs/batch` is a wrong method on the batch
 /// endpoint, not a run with id "batch"), then each pattern with its method.
@@ -1449,17 +1560,6 @@ caf::error http_layer_error(const httplib::Request& req, httplib::Response& res,
   };
   switch (res.status) {
   case 413:
-    // The library holds form-encoded bodies to 8 KiB, whatever the limits.
-    if (starts("application/x-www-form-urlencoded") &&
-        static_cast<int64_t>(req.body.size()) <=
-            (req.method == "PUT" ? max_artifact : max_body))
-      return make_error(
-          errc::payload_too_large,
-          "a body labelled application/x-www-form-urlencoded (curl's default "
-          "for -d) may not exceed 8192 bytes; send it with Content-Type: " +
-              std::string{req.method == "PUT" ? "application/octet-stream"
-                                              : "application/json"},
-          "body");
     return req.method == "PUT" ? too_large(max_artifact, "runs.max_artifact_bytes")
                                : too_large(max_body, "http.max_body_bytes");
   case 404: return wrong_method();
@@ -1497,12 +1597,6 @@ caf::error http_layer_error(const httplib::Request& req, httplib::Response& res,
     }
     return wrong_method();
   }
-  if ((req.method == "POST" || req.method == "PUT" || req.method == "PATCH") &&
-      !req.has_header("Content-Length") && !req.has_header("Transfer-Encoding"))
-    return make_error(errc::invalid_argument,
-                      "a " + req.method +
-                          " needs Content-Length or chunked encoding, even without a "
-                          "body (with curl: -d ''); see docs/api.md, Conventions");
   // cpp-httplib says no more than its status here.
   if (iequals(req.get_header_value("Transfer-Encoding"), "chunked"))
     return make_error(errc::invalid_argument,
@@ -1818,8 +1912,14 @@ http_server::http_server(mesh_node& node)
     auto pattern = route_pattern(ep.path, names.get());
     const endpoint* decl = &ep;
     auto route = static_cast<size_t>(decl - endpoints().data());
-    auto handler = [this, decl, route, names, routes](const httplib::Request& req,
-                                                      httplib::Response& res) {
+    // The body's limit: an artifact's for the raw body, a JSON body's for
+    // every other.
+    bool raw = decl->body == body_kind::raw;
+    auto limit = raw ? max_artifact : max_body;
+    auto limit_key = raw ? "runs.max_artifact_bytes" : "http.max_body_bytes";
+    auto serve = [this, decl, route, names, routes, raw, limit,
+                  limit_key](const httplib::Request& req, httplib::Response& res,
+                             const httplib::ContentReader* reader) {
       count_answer counted{metrics_, route, res};
       struct close_if_chunked {
         const httplib::Request& req;
@@ -1829,6 +1929,9 @@ http_server::http_server(mesh_node& node)
             send_and_close(res, std::move(res.body));
         }
       } closing{req, res};
+      // Destroyed first: drops a body left unread, and closes the
+      // connection where it must, before `closing` looks at the answer.
+      request_body body{req, res, reader, limit};
       if (!names->empty()) {
         if (auto lit = routes->literal.find(req.path); lit != routes->literal.end()) {
           set_error_content(res, method_not_allowed(req, res, lit->second));
@@ -1844,8 +1947,8 @@ http_server::http_server(mesh_node& node)
       // cpp-httplib also puts a form-encoded body's fields into `params`
       // (`curl -d` labels a JSON body so): read the query string alone.
       auto query = query_of(req.target);
-      request_context rc{node_,       req,        res,         *names, query,
-                         open_polls_, max_polls_, open_waits_, {},     metrics_};
+      request_context rc{node_,      req,         res, *names,   query, open_polls_,
+                         max_polls_, open_waits_, {},  metrics_, {}};
       if (decl->allowed != public_access) {
         auto tok =
             node_.context()->tokens->authenticate(req.get_header_value("Authorization"));
@@ -1873,24 +1976,61 @@ http_server::http_server(mesh_node& node)
       // body"; other kinds, and other spellings, it passes as they came.
       if (starts_with_nocase(req.get_header_value("Content-Type"), "multipart/"))
         return rc.fail(multipart_refused());
+      if (reader && raw) {
+        rc.read_body = [&body, limit_key](const request_body::sink& out) {
+          return body.read(out, limit_key);
+        };
+      } else if (reader) {
+        // The request is the server's own, non-const object.
+        auto& text = const_cast<httplib::Request&>(req).body;
+        if (auto err = body.read(
+                [&text](const char* data, size_t n) {
+                  text.append(data, n);
+                  return true;
+                },
+                limit_key))
+          return rc.fail(err);
+      }
       if (decl->body == body_kind::none && !no_body(req.body))
         return rc.fail(
             make_error(errc::invalid_argument,
                        "this endpoint takes no request body (send none, or {})", "body"));
       decl->handler(rc);
     };
+    // Every method but GET may carry a body: its handler reads it itself.
+    auto with_body = [serve](const httplib::Request& req, httplib::Response& res,
+                             const httplib::ContentReader& reader) {
+      serve(req, res, &reader);
+    };
     std::string method = ep.method;
     if (method == "GET")
-      svr_->Get(pattern, handler);
+      svr_->Get(pattern, [serve](const httplib::Request& req, httplib::Response& res) {
+        serve(req, res, nullptr);
+      });
     else if (method == "POST")
-      svr_->Post(pattern, handler);
+      svr_->Post(pattern, with_body);
     else if (method == "DELETE")
-      svr_->Delete(pattern, handler);
+      svr_->Delete(pattern, with_body);
     else if (method == "PATCH")
-      svr_->Patch(pattern, handler);
+      svr_->Patch(pattern, with_body);
     else if (method == "PUT")
-      svr_->Put(pattern, handler);
+      svr_->Put(pattern, with_body);
   }
+  // A path and method no endpoint takes: a 404 or 405, the body dropped,
+  // not held.
+  auto no_route = [this, max_body, max_artifact,
+                   routes](const httplib::Request& req, httplib::Response& res,
+                           const httplib::ContentReader& reader) {
+    res.status = 404;
+    set_error_content(res, http_layer_error(req, res, max_body, max_artifact, *routes));
+    metrics_.refused(res.status);
+    request_body body{req, res, &reader, max_body};
+    if (chunked(req)) body.close_after();
+  };
+  svr_->Post(".*", no_route);
+  svr_->Put(".*", no_route);
+  svr_->Patch(".*", no_route);
+  svr_->Delete(".*", no_route);
 }
 
 http_server::~http_server() = default;

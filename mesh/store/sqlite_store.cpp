@@ -71,7 +71,9 @@ public:
     keep(sqlite3_bind_text64(s_, i, x.data(), x.size(), SQLITE_TRANSIENT, SQLITE_UTF8));
   }
   void bind_blob(int i, std::string_view x) {
-    keep(sqlite3_bind_blob64(s_, i, x.data(), x.size(), SQLITE_TRANSIENT));
+    // A null pointer would bind NULL, not an empty blob.
+    keep(
+        sqlite3_bind_blob64(s_, i, x.data() ? x.data() : "", x.size(), SQLITE_TRANSIENT));
   }
   void bind(int i, int64_t x) { keep(sqlite3_bind_int64(s_, i, x)); }
   void bind(int i, uint64_t x) { bind(i, static_cast<int64_t>(x)); }
@@ -1253,24 +1255,32 @@ private:
     st->bind(2, a.name);
     st->bind(3, a.size);
     st->bind(4, a.sha256);
-    std::string_view bytes{w.data};
-    st->bind_blob(5, bytes.substr(0, artifact_part_bytes));
+    // One part in memory at a time, read from the upload's spool file.
+    std::string buffer;
+    auto part_of = [&](int64_t start) {
+      return w.data.read_part(start, static_cast<int64_t>(artifact_part_bytes), buffer);
+    };
+    auto first = part_of(0);
+    if (!first) return std::move(first.error());
+    st->bind_blob(5, *first);
     st->bind(6, a.created_at);
     auto what = "artifact '" + a.name + "' of run '" + a.run_id + "'";
     if (st->step() != SQLITE_DONE) return db_.fail("cannot write " + what);
     write_outcome out;
     if (sqlite3_changes(db_.get()) > 0) {
       // The rest in parts (the schema's version 9).
-      for (size_t start = artifact_part_bytes; start < bytes.size();
-           start += artifact_part_bytes) {
+      for (auto start = static_cast<int64_t>(artifact_part_bytes); start < w.data.size();
+           start += static_cast<int64_t>(artifact_part_bytes)) {
+        auto bytes = part_of(start);
+        if (!bytes) return std::move(bytes.error());
         auto part =
             db_.prepare("INSERT INTO run_artifact_parts (run_id, name, start, data)"
                         " VALUES (?1, ?2, ?3, ?4)");
         if (!part) return std::move(part.error());
         part->bind(1, a.run_id);
         part->bind(2, a.name);
-        part->bind(3, static_cast<int64_t>(start));
-        part->bind_blob(4, bytes.substr(start, artifact_part_bytes));
+        part->bind(3, start);
+        part->bind_blob(4, *bytes);
         if (part->step() != SQLITE_DONE) return db_.fail("cannot write " + what);
       }
       return out;

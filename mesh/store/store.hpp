@@ -11,6 +11,7 @@
 #pragma once
 
 #include "mesh/domain/records.hpp"
+#include "mesh/store/artifact_bytes.hpp"
 
 #include <caf/error.hpp>
 #include <caf/expected.hpp>
@@ -65,7 +66,8 @@ struct append_log {
 /// the write's outcome is `written = false` with the stored one's sha256.
 struct put_artifact {
   artifact_record artifact;
-  std::string data;
+  /// Read a part at a time (from the upload's spool file).
+  artifact_bytes data;
 };
 using write = std::variant<put_run, put_agent, put_token, append_log, put_artifact>;
 

@@ -33,6 +33,20 @@ int connect_local(int port, int receive_buffer) {
   return fd;
 }
 
+std::string exchange_raw(int port, const std::string& bytes) {
+  int fd = connect_local(port);
+  if (fd < 0) return "connect failed";
+  std::string out;
+  if (::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL) ==
+      static_cast<ssize_t>(bytes.size())) {
+    char buf[4096];
+    for (ssize_t n; (n = ::recv(fd, buf, sizeof buf, 0)) > 0;)
+      out.append(buf, static_cast<size_t>(n));
+  }
+  ::close(fd);
+  return out;
+}
+
 void exec_sql(const std::string& db, const std::string& sql) {
   sqlite3* h = nullptr;
   ASSERT_EQ(sqlite3_open(db.c_str(), &h), SQLITE_OK);

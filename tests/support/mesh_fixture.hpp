@@ -42,6 +42,9 @@ void exec_sql(const std::string& db, const std::string& sql);
 /// with a receive buffer of `receive_buffer` bytes when not 0 (set before
 /// connecting, so that the window stays small); -1 on failure.
 int connect_local(int port, int receive_buffer = 0);
+/// Sends `bytes` verbatim on a fresh connection and reads until the server
+/// closes it (or 10 s pass): every response it wrote, as raw text.
+std::string exchange_raw(int port, const std::string& bytes);
 /// The first column of the first row `sql` returns from `db` ("" for none
 /// or NULL).
 std::string query_text(const std::string& db, const std::string& sql);

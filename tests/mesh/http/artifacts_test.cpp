@@ -82,6 +82,37 @@ TEST_F(artifacts, upload_then_download_is_byte_identical) {
   EXPECT_EQ(got_empty.raw, "");
 }
 
+// This test ensures an upload sent in chunks, without a Content-Length, is
+// stored byte for byte across the store's 1 MiB parts with its size and
+// sha256 (meshd receives an upload into a file and stores it a part at a
+// time; it never holds the whole of it).
+TEST_F(artifacts, a_chunked_upload_is_stored_byte_for_byte) {
+  auto agent = register_agent("worker", json::object());
+  auto id = running_run(agent);
+  auto bytes = varied_bytes((1 << 20) * 3 + 5);
+  httplib::Client cli{"127.0.0.1", port};
+  size_t piece = 64 * 1024 + 1;
+  auto put = cli.Put(
+      "/v1/runs/" + id + "/artifacts/chunked.bin",
+      {{"Authorization", "Bearer " + agent.token}},
+      [&](size_t offset, httplib::DataSink& sink) {
+        if (offset < bytes.size())
+          sink.write(bytes.data() + offset, std::min(piece, bytes.size() - offset));
+        else
+          sink.done();
+        return true;
+      },
+      "application/octet-stream");
+  ASSERT_TRUE(put);
+  ASSERT_EQ(put->status, 201) << put->body;
+  auto stored = json::parse(put->body);
+  EXPECT_EQ(stored["size"], bytes.size());
+  EXPECT_EQ(stored["sha256"], sha256_hex(bytes));
+  auto got = download(id, "chunked.bin");
+  ASSERT_EQ(got.status, 200);
+  EXPECT_TRUE(got.raw == bytes) << "the download differs from the upload";
+}
+
 /// A GET of `path` on a connection that reads only as fast as asked: the
 /// server's writes block once the small receive buffer is full.
 class slow_download {
@@ -404,6 +435,36 @@ TEST_F(artifact_limits, size_limits_name_their_key) {
   EXPECT_EQ(sub.status, 413) << sub.raw;
   EXPECT_NE(sub.raw.find("http.max_body_bytes"), std::string::npos) << sub.raw;
   EXPECT_EQ(list(id).body["artifacts"].size(), 1u);
+}
+
+// This test ensures an upload sent in chunks is refused with a 413 naming
+// runs.max_artifact_bytes once it passes the limit, without waiting for its
+// end, with the connection closed and nothing stored; and that a run that
+// is not the caller's is refused before a byte of the body is read.
+TEST_F(artifact_limits, a_chunked_upload_over_the_limit_is_refused_once_it_passes_it) {
+  auto agent = register_agent("worker", json::object());
+  auto id = running_run(agent);
+  char size[20];
+  std::snprintf(size, sizeof size, "%x", 64 * 1024 + 1);
+  auto head = [&](const std::string& run, const std::string& token) {
+    return "PUT /v1/runs/" + run +
+           "/artifacts/big.bin HTTP/1.1\r\nHost: t\r\n"
+           "Authorization: Bearer " +
+           token + "\r\nTransfer-Encoding: chunked\r\n\r\n";
+  };
+  // No last chunk: the client would go on sending.
+  auto chunk = std::string{size} + "\r\n" + std::string(64 * 1024 + 1, 'x') + "\r\n";
+  auto r = exchange_raw(port, head(id, agent.token) + chunk);
+  EXPECT_EQ(r.rfind("HTTP/1.1 413", 0), 0u) << r.substr(0, 300);
+  EXPECT_NE(r.find("runs.max_artifact_bytes"), std::string::npos) << r;
+  EXPECT_NE(r.find("Connection: close"), std::string::npos) << r.substr(0, 300);
+  EXPECT_TRUE(list(id).body["artifacts"].empty());
+
+  auto other = register_agent("other", json::object());
+  auto foreign = exchange_raw(port, head(id, other.token) + chunk);
+  EXPECT_EQ(foreign.rfind("HTTP/1.1 403", 0), 0u) << foreign.substr(0, 300);
+  EXPECT_NE(foreign.find("not assigned to this agent"), std::string::npos) << foreign;
+  EXPECT_TRUE(list(id).body["artifacts"].empty());
 }
 
 // This test ensures a run holds at most runs.max_artifacts artifacts, while
