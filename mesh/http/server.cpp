@@ -1198,6 +1198,19 @@ std::string kinds_text(unsigned allowed) {
   return out;
 }
 
+unsigned bit_of(token_kind k);
+
+/// Why a token of `kind` may not call an endpoint open to `allowed`; none
+/// when it may.
+caf::error kind_refused(token_kind kind, unsigned allowed) {
+  if ((allowed & bit_of(kind)) != 0) return {};
+  return make_error(
+      errc::forbidden,
+      std::string{kind == token_kind::admin || kind == token_kind::agent ? "an " : "a "} +
+          to_string(kind) +
+          " token may not call this endpoint; it needs one of: " + kinds_text(allowed));
+}
+
 unsigned bit_of(token_kind k) {
   switch (k) {
   case token_kind::admin: return admin_access;
@@ -1953,15 +1966,7 @@ http_server::http_server(mesh_node& node)
         auto tok =
             node_.context()->tokens->authenticate(req.get_header_value("Authorization"));
         if (!tok) return rc.fail(tok.error());
-        if ((decl->allowed & bit_of(tok->kind)) == 0)
-          return rc.fail(make_error(
-              errc::forbidden,
-              std::string{tok->kind == token_kind::admin || tok->kind == token_kind::agent
-                              ? "an "
-                              : "a "} +
-                  to_string(tok->kind) +
-                  " token may not call this endpoint; it needs one of: " +
-                  kinds_text(decl->allowed)));
+        if (auto err = kind_refused(tok->kind, decl->allowed)) return rc.fail(err);
         rc.who.token_id = tok->id;
         rc.who.kind = tok->kind;
         rc.who.scope = tok->scope;
@@ -2031,6 +2036,62 @@ http_server::http_server(mesh_node& node)
   svr_->Put(".*", no_route);
   svr_->Patch(".*", no_route);
   svr_->Delete(".*", no_route);
+
+  // curl sends `Expect: 100-continue` before a body over 1 MiB and waits (a
+  // second at most) for the 100 before sending it; cpp-httplib would answer
+  // 100 before any handler ran. What needs no body is checked first: a
+  // wrong token, path or method, or a body announced over its limit, is
+  // answered before the client sends a byte of it, and the connection
+  // closed (the client may send the body all the same). Anything else,
+  // framing included, is left to the handlers.
+  auto gates = std::make_shared<std::vector<std::pair<std::regex, const endpoint*>>>();
+  for (auto& ep : endpoints())
+    if (std::strcmp(ep.method, "GET") != 0)
+      gates->emplace_back(std::regex{route_pattern(ep.path, nullptr)}, &ep);
+  svr_->set_expect_100_continue_handler([this, gates, routes, max_body,
+                                         max_artifact](const httplib::Request& req,
+                                                       httplib::Response& res) {
+    if (req.method != "POST" && req.method != "PUT" && req.method != "PATCH" &&
+        req.method != "DELETE")
+      return 100;
+    auto refuse = [&](const caf::error& err) {
+      res.status = http_status(code_of(err));
+      set_error_content_and_close(res, err);
+      metrics_.refused(res.status);
+      return res.status;
+    };
+    const endpoint* decl = nullptr;
+    for (auto& [pattern, ep] : *gates)
+      if (req.method == ep->method && std::regex_match(req.path, pattern)) {
+        decl = ep;
+        break;
+      }
+    // A fixed path matched by a pattern (`PATCH /v1/agents/register`) is the
+    // handlers' to answer (405).
+    if (decl != nullptr && std::strchr(decl->path, '{') &&
+        routes->literal.count(req.path))
+      return 100;
+    if (decl == nullptr) {
+      res.status = 404;
+      auto err = http_layer_error(req, res, max_body, max_artifact, *routes);
+      set_error_content_and_close(res, err);
+      metrics_.refused(res.status);
+      return res.status;
+    }
+    if (decl->allowed != public_access) {
+      auto tok =
+          node_.context()->tokens->authenticate(req.get_header_value("Authorization"));
+      if (!tok) return refuse(tok.error());
+      if (auto err = kind_refused(tok->kind, decl->allowed)) return refuse(err);
+    }
+    bool raw = decl->body == body_kind::raw;
+    auto length = req.get_header_value("Content-Length");
+    if (req.get_header_value_count("Content-Length") == 1 && is_digits(length) &&
+        (length.size() > 18 || std::stoll(length) > (raw ? max_artifact : max_body)))
+      return refuse(too_large(raw ? max_artifact : max_body,
+                              raw ? "runs.max_artifact_bytes" : "http.max_body_bytes"));
+    return 100;
+  });
 }
 
 http_server::~http_server() = default;

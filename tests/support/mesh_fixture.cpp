@@ -47,6 +47,38 @@ std::string exchange_raw(int port, const std::string& bytes) {
   return out;
 }
 
+std::string exchange_after_answer(int port, const std::string& first,
+                                  const std::string& then) {
+  bool head = first.rfind("HEAD ", 0) == 0;
+  int fd = connect_local(port);
+  if (fd < 0) return "connect failed";
+  std::string out;
+  if (::send(fd, first.data(), first.size(), MSG_NOSIGNAL) !=
+      static_cast<ssize_t>(first.size())) {
+    ::close(fd);
+    return "send failed";
+  }
+  char buf[4096];
+  // The first answer is whole once its headers and Content-Length bytes are in.
+  for (;;) {
+    auto head_end = out.find("\r\n\r\n");
+    if (head_end != std::string::npos) {
+      auto at = out.find("Content-Length: ");
+      size_t length =
+          at == std::string::npos || head ? 0 : std::stoul(out.substr(at + 16));
+      if (out.size() >= head_end + 4 + length) break;
+    }
+    auto n = ::recv(fd, buf, sizeof buf, 0);
+    if (n <= 0) break;
+    out.append(buf, static_cast<size_t>(n));
+  }
+  (void)::send(fd, then.data(), then.size(), MSG_NOSIGNAL);
+  for (ssize_t n; (n = ::recv(fd, buf, sizeof buf, 0)) > 0;)
+    out.append(buf, static_cast<size_t>(n));
+  ::close(fd);
+  return out;
+}
+
 void exec_sql(const std::string& db, const std::string& sql) {
   sqlite3* h = nullptr;
   ASSERT_EQ(sqlite3_open(db.c_str(), &h), SQLITE_OK);

@@ -45,6 +45,12 @@ int connect_local(int port, int receive_buffer = 0);
 /// Sends `bytes` verbatim on a fresh connection and reads until the server
 /// closes it (or 10 s pass): every response it wrote, as raw text.
 std::string exchange_raw(int port, const std::string& bytes);
+/// Sends `first`, reads its whole answer (only its headers for a HEAD, as a
+/// client would), then sends `then` on the same connection (if it is still
+/// open) and reads until the server closes it: what a client that sends a
+/// body after the headers' answer sees.
+std::string exchange_after_answer(int port, const std::string& first,
+                                  const std::string& then);
 /// The first column of the first row `sql` returns from `db` ("" for none
 /// or NULL).
 std::string query_text(const std::string& db, const std::string& sql);

@@ -467,6 +467,44 @@ TEST_F(artifact_limits, a_chunked_upload_over_the_limit_is_refused_once_it_passe
   EXPECT_TRUE(list(id).body["artifacts"].empty());
 }
 
+// This test ensures a client that asks before sending its body (`Expect:
+// 100-continue`, as curl does above 1 MiB) learns of a wrong token, a path
+// no endpoint takes and a body over the limit before it sends a byte of it,
+// with the connection closed; and gets its 100 and then its 201 otherwise.
+// cpp-httplib answered 100 to every such request before meshd looked at it.
+TEST_F(artifact_limits, a_client_that_expects_100_continue_is_refused_before_its_body) {
+  auto agent = register_agent("worker", json::object());
+  auto id = running_run(agent);
+  auto ask = [&](const std::string& path, const std::string& token, size_t length) {
+    return exchange_raw(port,
+                        "PUT " + path + " HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer " +
+                            token + "\r\nContent-Length: " + std::to_string(length) +
+                            "\r\nExpect: 100-continue\r\n\r\n");
+  };
+  auto path = "/v1/runs/" + id + "/artifacts/big.bin";
+  auto wrong_token = ask(path, "pm_nobody.secret", 1000);
+  EXPECT_EQ(wrong_token.rfind("HTTP/1.1 401", 0), 0u) << wrong_token.substr(0, 300);
+  EXPECT_NE(wrong_token.find("Connection: close"), std::string::npos) << wrong_token;
+  auto reader = call_body("POST", "/v1/tokens", admin, R"({"kind":"reader","name":"r"})");
+  ASSERT_EQ(reader.status, 201) << reader.raw;
+  auto wrong_kind = ask(path, reader.body["token"].get<std::string>(), 1000);
+  EXPECT_EQ(wrong_kind.rfind("HTTP/1.1 403", 0), 0u) << wrong_kind.substr(0, 300);
+  auto nowhere = ask("/v1/nowhere", agent.token, 1000);
+  EXPECT_EQ(nowhere.rfind("HTTP/1.1 404", 0), 0u) << nowhere.substr(0, 300);
+  auto over = ask(path, agent.token, 64 * 1024 + 1);
+  EXPECT_EQ(over.rfind("HTTP/1.1 413", 0), 0u) << over.substr(0, 300);
+  EXPECT_NE(over.find("runs.max_artifact_bytes"), std::string::npos) << over;
+  EXPECT_TRUE(list(id).body["artifacts"].empty());
+
+  auto ok = exchange_after_answer(
+      port,
+      "PUT " + path + " HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer " + agent.token +
+          "\r\nContent-Length: 5\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n",
+      "hello");
+  EXPECT_EQ(ok.rfind("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201", 0), 0u) << ok;
+  EXPECT_EQ(list(id).body["artifacts"].size(), 1u);
+}
+
 // This test ensures a run holds at most runs.max_artifacts artifacts, while
 // repeats of the ones it holds still succeed.
 TEST_F(artifact_limits, count_limit_refuses_more_but_allows_repeats) {
