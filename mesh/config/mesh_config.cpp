@@ -208,9 +208,10 @@ const std::vector<key_spec>& key_table() {
                 "Largest artifact an agent may upload, in bytes (at most 512 MiB: "
                 "artifacts are stored in the database). Artifacts are PUT as raw "
                 "bodies, so http.max_body_bytes does not apply to them; an upload is "
-                "received into an unlinked file next to the database and stored from "
-                "it 1 MiB at a time (the data directory needs free space for the "
-                "uploads in progress, besides the database)."),
+                "received into an unlinked file in the database's directory and "
+                "stored from it 1 MiB at a time (that directory needs free space of "
+                "about twice the size of each upload in progress: the file, then the "
+                "database's log)."),
       integer_key("runs.max_artifacts", &mesh_config::max_artifacts, 0, 100000,
                   "Most artifacts one run may hold; 0 refuses every upload."),
       bytes_key("runs.max_log_bytes", &mesh_config::max_log_bytes, 0, 1024 * gib,

@@ -13,6 +13,7 @@
 #include <caf/scoped_actor.hpp>
 #include <caf/send.hpp>
 #include <cctype>
+#include <charconv>
 #include <condition_variable>
 #include <deque>
 #include <filesystem>
@@ -24,6 +25,7 @@
 #include <set>
 #include <string_view>
 #include <sys/socket.h>
+#include <sys/statvfs.h>
 #include <system_error>
 #include <thread>
 
@@ -149,6 +151,16 @@ caf::error too_large(int64_t limit, const char* key) {
                     "request body exceeds the limit of " + std::to_string(limit) +
                         " bytes (" + key + ")",
                     "body");
+}
+
+/// Whether a Content-Length header's value (digits alone, or absent: "")
+/// exceeds `limit`; leading zeros are fine, too many digits are over.
+bool length_over(const std::string& text, int64_t limit) {
+  if (text.empty()) return false;
+  uint64_t value = 0;
+  auto [end, err] = std::from_chars(text.data(), text.data() + text.size(), value);
+  return err != std::errc{} || end != text.data() + text.size() ||
+         value > static_cast<uint64_t>(limit);
 }
 
 caf::expected<json> body_object(request_context& rc) {
@@ -990,8 +1002,27 @@ void upload_artifact(request_context& rc) {
   if (!allowed) return rc.fail(allowed.error());
   // Received into a file next to the database, which the store reads back a
   // part at a time: meshd never holds the whole of an artifact.
-  auto dir = std::filesystem::path{rc.ctx()->config.database_path()}.parent_path();
-  auto bytes = artifact_bytes::spool_in(dir.empty() ? "." : dir.string());
+  auto path = std::filesystem::path{rc.ctx()->config.database_path()}.parent_path();
+  auto dir = path.empty() ? std::string{"."} : path.string();
+  // Received into that file, then written to the database's log before the
+  // file goes: an upload needs about twice its size free there. A full disk
+  // would fail the commit, and other writes with it.
+  auto length = rc.req.get_header_value("Content-Length");
+  uint64_t announced = 0;
+  struct statvfs disk {};
+  if (!length.empty() && !length_over(length, rc.ctx()->config.max_artifact_bytes) &&
+      std::from_chars(length.data(), length.data() + length.size(), announced).ec ==
+          std::errc{} &&
+      ::statvfs(dir.c_str(), &disk) == 0 &&
+      static_cast<uint64_t>(disk.f_bavail) * disk.f_frsize < 2 * announced)
+    return rc.fail(make_error(
+        errc::store_failure,
+        "not enough free disk space in '" + dir + "' for an artifact of " + length +
+            " bytes: it is received into a file there and then stored, which needs "
+            "about twice its size, and " +
+            std::to_string(static_cast<uint64_t>(disk.f_bavail) * disk.f_frsize) +
+            " bytes are free"));
+  auto bytes = artifact_bytes::spool_in(dir);
   if (!bytes) return rc.fail(bytes.error());
   caf::error unwritten;
   auto unread = rc.read_body([&](const char* data, size_t n) {
@@ -1434,12 +1465,16 @@ class request_body {
 public:
   using sink = std::function<bool(const char*, size_t)>;
 
+  /// `drop_limit`: the most of a chunked body dropped, not kept, before the
+  /// connection is closed instead (the largest limit of any endpoint, what
+  /// cpp-httplib read before).
   request_body(const httplib::Request& req, httplib::Response& res,
-               const httplib::ContentReader* reader, int64_t limit)
+               const httplib::ContentReader* reader, int64_t limit, int64_t drop_limit)
       : req_(req)
       , res_(res)
       , reader_(reader)
-      , limit_(limit) {}
+      , limit_(limit)
+      , drop_limit_(std::max(limit, drop_limit)) {}
   request_body(const request_body&) = delete;
   request_body& operator=(const request_body&) = delete;
 
@@ -1453,16 +1488,15 @@ public:
 
   /// Hands the body to `out` as it arrives; `too_large` (over `limit`, said
   /// by `key`) or `unreadable` (the client stopped sending, or sent a chunk
-  /// that does not parse) when it cannot be had whole.
+  /// that does not parse) when it cannot be had whole. When `out` refuses
+  /// bytes, the rest is dropped (an error of the caller's own is the answer).
   [[nodiscard]] caf::error read(const sink& out, const char* key) {
     if (!reader_ || done_) return {};
-    auto length = req_.get_header_value("Content-Length");
-    bool over = !length.empty() && (length.size() > 18 || std::stoll(length) > limit_);
+    bool over = length_over(req_.get_header_value("Content-Length"), limit_);
     auto ok = pass(over ? nullptr : &out);
-    if (over || exceeded_) {
-      close_ = close_ || !ok;
-      return too_large(limit_, key);
-    }
+    if (!ok) close_ = true;
+    if (over || exceeded_) return too_large(limit_, key);
+    if (refused_) return make_error(errc::internal, "the body was refused as it arrived");
     if (!ok) {
       close_ = true;
       return make_error(errc::invalid_argument,
@@ -1477,10 +1511,14 @@ public:
   }
 
 private:
-  /// Reads what is left of the body into `out`, or drops it if null; false
-  /// when the connection cannot go on to another request. A body with a
+  /// Reads what is left of the body into `out`, or drops it if null (and
+  /// what follows once `limit` is passed, or `out` refuses); false when the
+  /// connection cannot go on to another request. A body with a
   /// Content-Length is dropped whole, however long (cpp-httplib skips one
-  /// over its own limit), as before; a chunked one only up to `limit`.
+  /// over its own limit); a chunked one up to `drop_limit`. Bytes are
+  /// dropped rather than the connection closed at once, because a client
+  /// that sends its whole body before it reads would lose the answer to the
+  /// reset that closing a socket with unread bytes sends.
   bool pass(const sink* out) {
     done_ = true;
     // RFC 9112, 6.3: neither header means no body (cpp-httplib would read
@@ -1495,13 +1533,18 @@ private:
     // cpp-httplib sets a status of its own when it cannot read the body; the
     // answer's is meshd's.
     auto status = res_.status;
+    bool keep = out != nullptr;
     bool ok = (*reader_)([&](const char* data, size_t n) {
       seen += static_cast<int64_t>(n);
-      if (seen > limit_ && (out != nullptr || chunked)) {
-        exceeded_ = out != nullptr;
-        return false;
+      if (keep && seen > limit_) {
+        exceeded_ = true;
+        keep = false;
       }
-      return out == nullptr || (*out)(data, n);
+      if (keep && !(*out)(data, n)) {
+        refused_ = true;
+        keep = false;
+      }
+      return !chunked || seen <= drop_limit_;
     });
     res_.status = status;
     return ok;
@@ -1511,8 +1554,10 @@ private:
   httplib::Response& res_;
   const httplib::ContentReader* reader_;
   int64_t limit_;
+  int64_t drop_limit_;
   bool done_ = false;
   bool exceeded_ = false;
+  bool refused_ = false;
   bool close_ = false;
 };
 
@@ -1888,6 +1933,11 @@ http_server::http_server(mesh_node& node)
     if (!reads_body && (req.has_header("Transfer-Encoding") || announces_bytes))
       return refuse_and_close(
           "a " + printable_prefix(req.method, 16) + " request takes no body", "body");
+    // cpp-httplib reads no chunked body of a DELETE (only one with a
+    // Content-Length): it would be served as if it had none. No DELETE of
+    // meshd's takes a body.
+    if (req.method == "DELETE" && req.has_header("Transfer-Encoding"))
+      return refuse_and_close("a DELETE request takes no body", "body");
     // Two credentials: which one a proxy checked is anyone's guess.
     if (req.get_header_value_count("Authorization") > 1)
       return refuse_and_close("the request has more than one Authorization header",
@@ -1930,7 +1980,7 @@ http_server::http_server(mesh_node& node)
     bool raw = decl->body == body_kind::raw;
     auto limit = raw ? max_artifact : max_body;
     auto limit_key = raw ? "runs.max_artifact_bytes" : "http.max_body_bytes";
-    auto serve = [this, decl, route, names, routes, raw, limit,
+    auto serve = [this, decl, route, names, routes, raw, limit, max_body, max_artifact,
                   limit_key](const httplib::Request& req, httplib::Response& res,
                              const httplib::ContentReader* reader) {
       count_answer counted{metrics_, route, res};
@@ -1944,7 +1994,7 @@ http_server::http_server(mesh_node& node)
       } closing{req, res};
       // Destroyed first: drops a body left unread, and closes the
       // connection where it must, before `closing` looks at the answer.
-      request_body body{req, res, reader, limit};
+      request_body body{req, res, reader, limit, std::max(max_body, max_artifact)};
       if (!names->empty()) {
         if (auto lit = routes->literal.find(req.path); lit != routes->literal.end()) {
           set_error_content(res, method_not_allowed(req, res, lit->second));
@@ -2029,7 +2079,7 @@ http_server::http_server(mesh_node& node)
     res.status = 404;
     set_error_content(res, http_layer_error(req, res, max_body, max_artifact, *routes));
     metrics_.refused(res.status);
-    request_body body{req, res, &reader, max_body};
+    request_body body{req, res, &reader, max_body, std::max(max_body, max_artifact)};
     if (chunked(req)) body.close_after();
   };
   svr_->Post(".*", no_route);
@@ -2087,7 +2137,7 @@ http_server::http_server(mesh_node& node)
     bool raw = decl->body == body_kind::raw;
     auto length = req.get_header_value("Content-Length");
     if (req.get_header_value_count("Content-Length") == 1 && is_digits(length) &&
-        (length.size() > 18 || std::stoll(length) > (raw ? max_artifact : max_body)))
+        length_over(length, raw ? max_artifact : max_body))
       return refuse(too_large(raw ? max_artifact : max_body,
                               raw ? "runs.max_artifact_bytes" : "http.max_body_bytes"));
     return 100;

@@ -75,9 +75,9 @@ caf::expected<artifact_bytes> artifact_bytes::spool_in(const std::string& dir) {
     if (fd >= 0) ::unlink(name.c_str());
   }
   if (fd < 0)
-    return make_error(errc::internal, "cannot make a file in '" + dir +
-                                          "' to receive an artifact upload into: " +
-                                          system_error_text(errno));
+    return make_error(errc::store_failure, "cannot make a file in '" + dir +
+                                               "' to receive an artifact upload into: " +
+                                               system_error_text(errno));
   out.state_->fd = fd;
   return out;
 }
@@ -91,7 +91,7 @@ caf::error artifact_bytes::append(const char* data, size_t n) {
       auto wrote = ::write(st.fd, data + done, n - done);
       if (wrote < 0 && errno == EINTR) continue;
       if (wrote < 0)
-        return make_error(errc::internal,
+        return make_error(errc::store_failure,
                           "cannot write an artifact upload to its file: " +
                               system_error_text(errno));
       done += static_cast<size_t>(wrote);
@@ -140,7 +140,7 @@ caf::expected<std::string_view> artifact_bytes::read_part(int64_t start, int64_t
                        static_cast<off_t>(start + static_cast<int64_t>(done)));
     if (got < 0 && errno == EINTR) continue;
     if (got <= 0)
-      return make_error(errc::internal,
+      return make_error(errc::store_failure,
                         "cannot read an artifact upload back from its file: " +
                             (got < 0 ? system_error_text(errno) : "it ended early"));
     done += static_cast<size_t>(got);

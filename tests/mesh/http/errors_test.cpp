@@ -695,22 +695,27 @@ TEST_F(http_framing, a_request_without_length_or_chunks_has_no_body) {
   EXPECT_EQ(call("GET", "/v1/runs/" + id, admin).body["status"], "canceled");
 }
 
-// A mesh with a small body limit, for bodies sent in chunks.
+// A mesh with small body limits, for bodies sent in chunks: JSON 4 KiB,
+// artifacts (the largest limit, up to which a refused body is dropped) 8 KiB.
 class chunked_bodies : public mesh_fixture {
 protected:
-  void configure(mesh_config& c) override { c.max_body_bytes = 4096; }
+  void configure(mesh_config& c) override {
+    c.max_body_bytes = 4096;
+    c.max_artifact_bytes = 8192;
+  }
 };
 
 // This test ensures a chunked body is held to http.max_body_bytes as it
-// arrives: a 413 once it passes the limit, without waiting for its end, and
-// the connection closed. cpp-httplib read a body to the largest limit of any
-// endpoint (an artifact's) before meshd looked at it.
+// arrives: a 413, the rest dropped without being kept up to the largest
+// limit of any endpoint, and then the connection closed without waiting for
+// the body's end. cpp-httplib read a chunked body whole into memory,
+// however long, before meshd looked at it.
 TEST_F(chunked_bodies, a_chunked_body_is_refused_once_it_passes_the_limit) {
   auto head = "POST /v1/runs HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer " + admin +
               "\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n";
   // No last chunk: the client would go on sending.
   auto r = exchange_raw(
-      port, head + chunk_of(R"({"plan":"noop","payload":")" + std::string(5000, 'p')));
+      port, head + chunk_of(R"({"plan":"noop","payload":")" + std::string(9000, 'p')));
   EXPECT_EQ(r.rfind("HTTP/1.1 413", 0), 0u) << r.substr(0, 300);
   EXPECT_NE(r.find("http.max_body_bytes"), std::string::npos) << r;
   EXPECT_NE(r.find("Connection: close"), std::string::npos) << r.substr(0, 300);
@@ -723,12 +728,12 @@ TEST_F(chunked_bodies, a_chunked_body_is_refused_once_it_passes_the_limit) {
 
 // This test ensures a request refused before its body is looked at (no
 // token, a path or method no endpoint takes) gets its answer without meshd
-// holding the body: a chunked one is dropped up to the limit and then the
-// connection is closed; one with a Content-Length is dropped whole and the
-// connection serves the next request. cpp-httplib read every body whole,
-// to an artifact's limit, before any check.
+// holding the body: a chunked one is dropped up to the largest limit and
+// then the connection is closed; one with a Content-Length is dropped whole
+// and the connection serves the next request. cpp-httplib read every body
+// whole before any check (a chunked one however long).
 TEST_F(chunked_bodies, a_request_refused_before_its_body_is_answered_without_it) {
-  auto endless = chunk_of(std::string(5000, 'x'));
+  auto endless = chunk_of(std::string(9000, 'x'));
   auto no_token = exchange_raw(port, "POST /v1/runs HTTP/1.1\r\nHost: t\r\n"
                                      "Transfer-Encoding: chunked\r\n\r\n" +
                                          endless);
@@ -770,6 +775,51 @@ TEST_F(chunked_bodies, a_request_refused_before_its_body_is_answered_without_it)
   EXPECT_EQ(kept.rfind("HTTP/1.1 401", 0), 0u) << kept.substr(0, 300);
   EXPECT_EQ(count_of(kept, "HTTP/1.1 200"), 1u) << kept;
   EXPECT_TRUE(call("GET", "/v1/runs", admin).body["runs"].empty());
+}
+
+// A mesh whose JSON limit is small and whose largest limit (an artifact's,
+// 64 MiB by default) is not.
+class body_drops : public mesh_fixture {
+protected:
+  void configure(mesh_config& c) override { c.max_body_bytes = 4096; }
+};
+
+// This test ensures a client that sends its whole body before it reads the
+// answer (as cpp-httplib's client and Python's http.client do) gets its 413
+// for a chunked body over the limit: the rest of the body is dropped, not
+// left unread, since closing a socket with unread bytes resets the
+// connection and the answer with it. A DELETE with a chunked body, which
+// cpp-httplib would not read at all, is refused and changes nothing; a
+// Content-Length with leading zeros is its number.
+TEST_F(body_drops, a_client_that_sends_everything_first_gets_its_answer) {
+  auto head = "POST /v1/runs HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer " + admin +
+              "\r\nTransfer-Encoding: chunked\r\n\r\n";
+  // More than the sockets' buffers hold, so that the client is still
+  // sending when meshd answers.
+  std::string body;
+  for (int i = 0; i < 16; ++i)
+    body += chunk_of(std::string(1 << 20, 'z'));
+  auto r = exchange_raw(port, head + body + "0\r\n\r\n");
+  EXPECT_EQ(r.rfind("HTTP/1.1 413", 0), 0u) << r.substr(0, 300);
+  EXPECT_NE(r.find("http.max_body_bytes"), std::string::npos) << r;
+
+  auto token = call_body("POST", "/v1/tokens", admin, R"({"kind":"reader","name":"r"})");
+  ASSERT_EQ(token.status, 201) << token.raw;
+  auto id = token.body["id"].get<std::string>();
+  auto del = exchange_raw(port, "DELETE /v1/tokens/" + id +
+                                    " HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer " +
+                                    admin + "\r\nTransfer-Encoding: chunked\r\n\r\n" +
+                                    chunk_of("{}") + "0\r\n\r\n");
+  EXPECT_EQ(del.rfind("HTTP/1.1 400", 0), 0u) << del.substr(0, 300);
+  EXPECT_NE(del.find("a DELETE request takes no body"), std::string::npos) << del;
+  EXPECT_NE(call("GET", "/v1/tokens", admin).raw.find(id), std::string::npos);
+
+  std::string run = R"({"plan":"noop"})";
+  auto zeros = exchange_raw(
+      port, "POST /v1/runs HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer " + admin +
+                "\r\nContent-Length: 000000000000000000000" + std::to_string(run.size()) +
+                "\r\nConnection: close\r\n\r\n" + run);
+  EXPECT_EQ(zeros.rfind("HTTP/1.1 201", 0), 0u) << zeros.substr(0, 300);
 }
 
 // This test ensures a Content-Length that is not digits alone, a transfer
