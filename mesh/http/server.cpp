@@ -28,6 +28,7 @@
 #include <sys/statvfs.h>
 #include <system_error>
 #include <thread>
+#include <utility>
 
 namespace polymesh {
 
@@ -990,6 +991,59 @@ void finish_run(request_context& rc) {
 
 // -- handlers: artifacts ------------------------------------------------------------
 
+/// The disk space held for uploads in progress (twice each one's size), so
+/// that two of them do not both count the same free space.
+std::atomic<uint64_t> upload_reservations{0};
+
+/// Holds twice an upload's announced size against `upload_reservations`
+/// while it lasts.
+class upload_space {
+public:
+  explicit upload_space(uint64_t bytes)
+      : bytes_(bytes) {
+    upload_reservations += bytes_;
+  }
+  upload_space(upload_space&& other) noexcept
+      : bytes_(std::exchange(other.bytes_, 0)) {}
+  upload_space(const upload_space&) = delete;
+  upload_space& operator=(const upload_space&) = delete;
+  upload_space& operator=(upload_space&&) = delete;
+  ~upload_space() { upload_reservations -= bytes_; }
+
+private:
+  uint64_t bytes_;
+};
+
+/// Space for an upload of `length` bytes (a Content-Length, or "" for a
+/// chunked one, which is not checked ahead) into `dir`: twice its size,
+/// besides `wal` (the database's log, whose pages are copied into the
+/// database later) and the uploads in progress; a `store_failure` saying
+/// how much is free when that does not fit.
+caf::expected<upload_space> reserve_upload_space(const std::string& length, int64_t limit,
+                                                 const std::string& dir,
+                                                 const std::string& wal) {
+  uint64_t announced = 0;
+  if (length.empty() || length_over(length, limit) ||
+      std::from_chars(length.data(), length.data() + length.size(), announced).ec !=
+          std::errc{})
+    return upload_space{0};
+  upload_space held{2 * announced};
+  struct statvfs disk {};
+  if (::statvfs(dir.c_str(), &disk) != 0) return held;
+  auto free = static_cast<uint64_t>(disk.f_bavail) * disk.f_frsize;
+  std::error_code ec;
+  auto log = std::filesystem::file_size(wal, ec);
+  auto pending = ec ? 0 : static_cast<uint64_t>(log);
+  if (free >= upload_reservations.load() + pending) return held;
+  return make_error(
+      errc::store_failure,
+      "not enough free disk space in '" + dir + "' for an artifact of " + length +
+          " bytes: it is received into a file there and then stored, "
+          "which needs about twice its size besides the database's log (" +
+          std::to_string(pending) + " bytes) and the uploads in progress, and " +
+          std::to_string(free) + " bytes are free");
+}
+
 void upload_artifact(request_context& rc) {
   artifact_record meta;
   meta.run_id = rc.param("id");
@@ -1004,24 +1058,15 @@ void upload_artifact(request_context& rc) {
   // part at a time: meshd never holds the whole of an artifact.
   auto path = std::filesystem::path{rc.ctx()->config.database_path()}.parent_path();
   auto dir = path.empty() ? std::string{"."} : path.string();
-  // Received into that file, then written to the database's log before the
-  // file goes: an upload needs about twice its size free there. A full disk
-  // would fail the commit, and other writes with it.
-  auto length = rc.req.get_header_value("Content-Length");
-  uint64_t announced = 0;
-  struct statvfs disk {};
-  if (!length.empty() && !length_over(length, rc.ctx()->config.max_artifact_bytes) &&
-      std::from_chars(length.data(), length.data() + length.size(), announced).ec ==
-          std::errc{} &&
-      ::statvfs(dir.c_str(), &disk) == 0 &&
-      static_cast<uint64_t>(disk.f_bavail) * disk.f_frsize < 2 * announced)
-    return rc.fail(make_error(
-        errc::store_failure,
-        "not enough free disk space in '" + dir + "' for an artifact of " + length +
-            " bytes: it is received into a file there and then stored, which needs "
-            "about twice its size, and " +
-            std::to_string(static_cast<uint64_t>(disk.f_bavail) * disk.f_frsize) +
-            " bytes are free"));
+  // Received into that file, then written to the database's log, which is
+  // copied into the database later: an upload needs about twice its size
+  // free there, besides what the log holds that is not copied yet and what
+  // the uploads in progress need. A full disk would fail the commit, and
+  // every write after it until space is freed.
+  auto space = reserve_upload_space(rc.req.get_header_value("Content-Length"),
+                                    rc.ctx()->config.max_artifact_bytes, dir,
+                                    rc.ctx()->config.database_path() + "-wal");
+  if (!space) return rc.fail(space.error());
   auto bytes = artifact_bytes::spool_in(dir);
   if (!bytes) return rc.fail(bytes.error());
   caf::error unwritten;
