@@ -165,8 +165,8 @@ bool length_over(const std::string& text, int64_t limit) {
 }
 
 caf::expected<json> body_object(request_context& rc) {
-  // The server reads bodies up to the larger artifact limit; JSON bodies
-  // keep their own.
+  // `request_body` read no more than this; checked again for any other way
+  // a body gets here.
   auto max_body = rc.ctx()->config.max_body_bytes;
   if (static_cast<int64_t>(rc.req.body.size()) > max_body)
     return too_large(max_body, "http.max_body_bytes");
@@ -1542,8 +1542,7 @@ public:
     if (!ok) close_ = true;
     if (over || exceeded_) return too_large(limit_, key);
     if (refused_) return make_error(errc::internal, "the body was refused as it arrived");
-    if (!ok) {
-      close_ = true;
+    if (!ok)
       return make_error(errc::invalid_argument,
                         req_.has_header("Transfer-Encoding")
                             ? "the chunked body does not parse (a chunk size that is not "
@@ -1551,7 +1550,6 @@ public:
                             : "the body ended before its Content-Length bytes (the "
                               "client stopped sending)",
                         "body");
-    }
     return {};
   }
 
@@ -1860,8 +1858,9 @@ http_server::http_server(mesh_node& node)
       std::chrono::duration_cast<std::chrono::seconds>(cfg.keep_alive_timeout).count()));
   svr_->set_read_timeout(std::max<time_t>(
       1, std::chrono::duration_cast<std::chrono::seconds>(cfg.read_timeout).count()));
-  // Artifacts are the one raw body, and may be larger than any JSON body;
-  // `body_object` holds JSON bodies to their own limit.
+  // cpp-httplib's own limit, on a Content-Length only: a body over it is
+  // skipped (read and dropped) when meshd asks for it. Each endpoint holds
+  // its body to its own limit (`request_body`).
   svr_->set_payload_max_length(
       static_cast<size_t>(std::max(cfg.max_body_bytes, cfg.max_artifact_bytes)));
   auto max_body = cfg.max_body_bytes;
@@ -2052,8 +2051,9 @@ http_server::http_server(mesh_node& node)
         set_error_content(res, method_not_allowed(req, res, "GET"));
         return;
       }
-      // cpp-httplib also puts a form-encoded body's fields into `params`
-      // (`curl -d` labels a JSON body so): read the query string alone.
+      // The query string alone: cpp-httplib puts a form-encoded body's fields
+      // into `params` too when it reads the body itself (`curl -d` labels a
+      // JSON body so).
       auto query = query_of(req.target);
       request_context rc{node_,      req,         res, *names,   query, open_polls_,
                          max_polls_, open_waits_, {},  metrics_, {}};
