@@ -211,9 +211,9 @@ const std::vector<key_spec>& key_table() {
                 "received into an unlinked file in the database's directory and "
                 "stored from it 1 MiB at a time (that directory needs free space of "
                 "about twice the size of each upload in progress, the file and then "
-                "the database's log, besides the log's pages not yet copied into the "
-                "database; an upload with a Content-Length that does not fit is "
-                "refused before it is read)."),
+                "the database's log, and room for the database to grow as its log is "
+                "copied into it; an upload with a Content-Length that does not fit is "
+                "refused before it is stored)."),
       integer_key("runs.max_artifacts", &mesh_config::max_artifacts, 0, 100000,
                   "Most artifacts one run may hold; 0 refuses every upload."),
       bytes_key("runs.max_log_bytes", &mesh_config::max_log_bytes, 0, 1024 * gib,

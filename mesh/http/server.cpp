@@ -1016,12 +1016,13 @@ private:
 
 /// Space for an upload of `length` bytes (a Content-Length, or "" for a
 /// chunked one, which is not checked ahead) into `dir`: twice its size,
-/// besides `wal` (the database's log, whose pages are copied into the
-/// database later) and the uploads in progress; a `store_failure` saying
-/// how much is free when that does not fit.
+/// besides the uploads in progress; a `store_failure` saying how much is
+/// free when that does not fit. The database's log is not counted: its file
+/// keeps its size after its pages were copied into the database (until the
+/// next write), so counting it refused even a small upload after a large
+/// one, again and again if nothing else wrote.
 caf::expected<upload_space> reserve_upload_space(const std::string& length, int64_t limit,
-                                                 const std::string& dir,
-                                                 const std::string& wal) {
+                                                 const std::string& dir) {
   uint64_t announced = 0;
   if (length.empty() || length_over(length, limit) ||
       std::from_chars(length.data(), length.data() + length.size(), announced).ec !=
@@ -1031,17 +1032,14 @@ caf::expected<upload_space> reserve_upload_space(const std::string& length, int6
   struct statvfs disk {};
   if (::statvfs(dir.c_str(), &disk) != 0) return held;
   auto free = static_cast<uint64_t>(disk.f_bavail) * disk.f_frsize;
-  std::error_code ec;
-  auto log = std::filesystem::file_size(wal, ec);
-  auto pending = ec ? 0 : static_cast<uint64_t>(log);
-  if (free >= upload_reservations.load() + pending) return held;
-  return make_error(
-      errc::store_failure,
-      "not enough free disk space in '" + dir + "' for an artifact of " + length +
-          " bytes: it is received into a file there and then stored, "
-          "which needs about twice its size besides the database's log (" +
-          std::to_string(pending) + " bytes) and the uploads in progress, and " +
-          std::to_string(free) + " bytes are free");
+  if (free >= upload_reservations.load()) return held;
+  return make_error(errc::store_failure,
+                    "not enough free disk space in '" + dir + "' for an artifact of " +
+                        length +
+                        " bytes: it is received into a file there and then stored, "
+                        "which needs about twice its size besides the uploads in "
+                        "progress, and " +
+                        std::to_string(free) + " bytes are free");
 }
 
 void upload_artifact(request_context& rc) {
@@ -1058,14 +1056,11 @@ void upload_artifact(request_context& rc) {
   // part at a time: meshd never holds the whole of an artifact.
   auto path = std::filesystem::path{rc.ctx()->config.database_path()}.parent_path();
   auto dir = path.empty() ? std::string{"."} : path.string();
-  // Received into that file, then written to the database's log, which is
-  // copied into the database later: an upload needs about twice its size
-  // free there, besides what the log holds that is not copied yet and what
-  // the uploads in progress need. A full disk would fail the commit, and
-  // every write after it until space is freed.
+  // Received into that file, then written to the database's log: an upload
+  // needs about twice its size free there, besides what the uploads in
+  // progress need. A full disk would fail the commit, and writes after it.
   auto space = reserve_upload_space(rc.req.get_header_value("Content-Length"),
-                                    rc.ctx()->config.max_artifact_bytes, dir,
-                                    rc.ctx()->config.database_path() + "-wal");
+                                    rc.ctx()->config.max_artifact_bytes, dir);
   if (!space) return rc.fail(space.error());
   auto bytes = artifact_bytes::spool_in(dir);
   if (!bytes) return rc.fail(bytes.error());
