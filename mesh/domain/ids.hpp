@@ -5,6 +5,7 @@
 // RAND_bytes is thread-safe).
 #pragma once
 
+#include <cstddef>
 #include <string>
 
 namespace polymesh {
@@ -17,6 +18,8 @@ inline constexpr const char* agent_id_prefix = "agt_";
 [[nodiscard]] std::string new_id(const std::string& prefix);
 /// A new random secret of 32 bytes, base64url without padding (43 chars).
 [[nodiscard]] std::string new_secret();
+/// `n` bytes as lowercase hex, two digits each.
+[[nodiscard]] std::string hex_of(const unsigned char* bytes, size_t n);
 /// Lowercase hex SHA-256 of `text`.
 [[nodiscard]] std::string sha256_hex(const std::string& text);
 /// Compares without an early exit, so timing does not leak a prefix match.

@@ -154,14 +154,22 @@ caf::error too_large(int64_t limit, const char* key) {
                     "body");
 }
 
-/// Whether a Content-Length header's value (digits alone, or absent: "")
-/// exceeds `limit`; leading zeros are fine, too many digits are over.
-bool length_over(const std::string& text, int64_t limit) {
-  if (text.empty()) return false;
+/// A Content-Length header's value (digits alone; leading zeros are fine),
+/// or none for "" and for one too large for 64 bits.
+std::optional<uint64_t> length_of(const std::string& text) {
   uint64_t value = 0;
   auto [end, err] = std::from_chars(text.data(), text.data() + text.size(), value);
-  return err != std::errc{} || end != text.data() + text.size() ||
-         value > static_cast<uint64_t>(limit);
+  if (text.empty() || err != std::errc{} || end != text.data() + text.size())
+    return std::nullopt;
+  return value;
+}
+
+/// Whether a Content-Length header's value (digits alone, or absent: "")
+/// exceeds `limit`; too many digits are over.
+bool length_over(const std::string& text, int64_t limit) {
+  if (text.empty()) return false;
+  auto value = length_of(text);
+  return !value || *value > static_cast<uint64_t>(limit);
 }
 
 caf::expected<json> body_object(request_context& rc) {
@@ -1023,12 +1031,9 @@ private:
 /// one, again and again if nothing else wrote.
 caf::expected<upload_space> reserve_upload_space(const std::string& length, int64_t limit,
                                                  const std::string& dir) {
-  uint64_t announced = 0;
-  if (length.empty() || length_over(length, limit) ||
-      std::from_chars(length.data(), length.data() + length.size(), announced).ec !=
-          std::errc{})
-    return upload_space{0};
-  upload_space held{2 * announced};
+  auto announced = length_of(length);
+  if (!announced || *announced > static_cast<uint64_t>(limit)) return upload_space{0};
+  upload_space held{2 * *announced};
   struct statvfs disk {};
   if (::statvfs(dir.c_str(), &disk) != 0) return held;
   auto free = static_cast<uint64_t>(disk.f_bavail) * disk.f_frsize;
@@ -1604,16 +1609,23 @@ private:
 /// endpoint, not a run with id "batch"), then each pattern with its method.
 struct route_table {
   std::map<std::string, std::string> literal;
-  std::vector<std::pair<std::regex, std::string>> patterns;
+  std::vector<std::pair<std::regex, const endpoint*>> patterns;
 
   /// The methods `path` takes, comma-separated; "" for no such path.
   std::string allowed(const std::string& path) const {
     if (auto it = literal.find(path); it != literal.end()) return it->second;
     std::string out;
-    for (auto& [pattern, method] : patterns)
-      if (std::regex_match(path, pattern) && out.find(method) == std::string::npos)
-        out += (out.empty() ? "" : ", ") + method;
+    for (auto& [pattern, ep] : patterns)
+      if (std::regex_match(path, pattern) && out.find(ep->method) == std::string::npos)
+        out += (out.empty() ? "" : ", ") + std::string{ep->method};
     return out;
+  }
+
+  /// The endpoint taking `method` on `path`, or null.
+  const endpoint* find(const std::string& method, const std::string& path) const {
+    for (auto& [pattern, ep] : patterns)
+      if (method == ep->method && std::regex_match(path, pattern)) return ep;
+    return nullptr;
   }
 };
 
@@ -1862,7 +1874,7 @@ http_server::http_server(mesh_node& node)
   auto max_artifact = cfg.max_artifact_bytes;
   auto routes = std::make_shared<route_table>();
   for (auto& ep : endpoints()) {
-    routes->patterns.emplace_back(std::regex{route_pattern(ep.path, nullptr)}, ep.method);
+    routes->patterns.emplace_back(std::regex{route_pattern(ep.path, nullptr)}, &ep);
     if (std::strchr(ep.path, '{')) continue;
     auto& allowed = routes->literal[ep.path];
     allowed += (allowed.empty() ? "" : ", ") + std::string{ep.method};
@@ -2134,11 +2146,7 @@ http_server::http_server(mesh_node& node)
   // answered before the client sends a byte of it, and the connection
   // closed (the client may send the body all the same). Anything else,
   // framing included, is left to the handlers.
-  auto gates = std::make_shared<std::vector<std::pair<std::regex, const endpoint*>>>();
-  for (auto& ep : endpoints())
-    if (std::strcmp(ep.method, "GET") != 0)
-      gates->emplace_back(std::regex{route_pattern(ep.path, nullptr)}, &ep);
-  svr_->set_expect_100_continue_handler([this, gates, routes, max_body,
+  svr_->set_expect_100_continue_handler([this, routes, max_body,
                                          max_artifact](const httplib::Request& req,
                                                        httplib::Response& res) {
     if (req.method != "POST" && req.method != "PUT" && req.method != "PATCH" &&
@@ -2150,23 +2158,15 @@ http_server::http_server(mesh_node& node)
       metrics_.refused(res.status);
       return res.status;
     };
-    const endpoint* decl = nullptr;
-    for (auto& [pattern, ep] : *gates)
-      if (req.method == ep->method && std::regex_match(req.path, pattern)) {
-        decl = ep;
-        break;
-      }
+    const endpoint* decl = routes->find(req.method, req.path);
     // A fixed path matched by a pattern (`PATCH /v1/agents/register`) is the
     // handlers' to answer (405).
     if (decl != nullptr && std::strchr(decl->path, '{') &&
         routes->literal.count(req.path))
       return 100;
     if (decl == nullptr) {
-      res.status = 404;
-      auto err = http_layer_error(req, res, max_body, max_artifact, *routes);
-      set_error_content_and_close(res, err);
-      metrics_.refused(res.status);
-      return res.status;
+      res.status = 404; // http_layer_error's cue: no such path, or method
+      return refuse(http_layer_error(req, res, max_body, max_artifact, *routes));
     }
     if (decl->allowed != public_access) {
       auto tok =

@@ -1,6 +1,7 @@
 #include "mesh/store/artifact_bytes.hpp"
 
 #include "mesh/domain/error.hpp"
+#include "mesh/domain/ids.hpp"
 
 #include <algorithm>
 #include <array>
@@ -117,14 +118,7 @@ std::string artifact_bytes::sha256_hex() const {
     throw std::runtime_error("cannot finish a SHA-256 digest (OpenSSL)");
   }
   EVP_MD_CTX_free(copy);
-  static constexpr char hex[] = "0123456789abcdef";
-  std::string out;
-  out.reserve(length * 2);
-  for (unsigned int i = 0; i < length; ++i) {
-    out += hex[digest[i] >> 4];
-    out += hex[digest[i] & 15];
-  }
-  return out;
+  return hex_of(digest.data(), length);
 }
 
 caf::expected<std::string_view> artifact_bytes::read_part(int64_t start, int64_t n,
