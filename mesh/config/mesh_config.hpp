@@ -38,6 +38,9 @@ struct mesh_config {
   int64_t keep_alive_max_requests = 100;
   /// Time allowed to read one request. Key `http.read_timeout`.
   duration read_timeout = std::chrono::seconds{10};
+  /// When meshd stops, how long requests in progress may take before their
+  /// connections are cut. Key `http.stop_grace`.
+  duration stop_grace = std::chrono::seconds{10};
 
   // -- store ----------------------------------------------------------------
   /// SQLite file; "" means `<data_dir>/mesh.db`. Key `store.path`.

@@ -16,10 +16,12 @@
 #include <charconv>
 #include <condition_variable>
 #include <deque>
+#include <dirent.h>
 #include <filesystem>
 #include <httplib.h>
 #include <map>
 #include <mutex>
+#include <netinet/in.h>
 #include <optional>
 #include <regex>
 #include <set>
@@ -1131,7 +1133,8 @@ void get_artifact(request_context& rc) {
                                     httplib::DataSink& sink) {
         // All of it in this one call: cpp-httplib calls a provider no more
         // once meshd is stopping, and would end the answer short of its
-        // length, where a download in progress should finish.
+        // length, where a download in progress should finish (within
+        // http.stop_grace, after which its connection is cut).
         auto at = static_cast<int64_t>(offset);
         auto stop = at + static_cast<int64_t>(length);
         while (at < stop) {
@@ -1772,17 +1775,60 @@ private:
 
 namespace {
 
+/// Shuts down (without closing them: cpp-httplib does that) the TCP
+/// connections this process accepted on `port`, so that a transfer still
+/// running on one fails at its next read or write. The listener is closed by
+/// then, so only accepted connections have `port` as their own. Found in
+/// /proc/self/fd (Linux): cpp-httplib 0.11 keeps its sockets to itself.
+size_t cut_connections(int port) {
+  DIR* fds = ::opendir("/proc/self/fd");
+  if (fds == nullptr) return 0;
+  size_t cut = 0;
+  while (const dirent* entry = ::readdir(fds)) {
+    int fd = 0;
+    auto name = std::string_view{entry->d_name};
+    auto [end, ec] = std::from_chars(name.data(), name.data() + name.size(), fd);
+    if (ec != std::errc{} || end != name.data() + name.size() || fd == ::dirfd(fds))
+      continue;
+    int type = 0;
+    int listening = 0;
+    socklen_t len = sizeof type;
+    if (::getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) != 0 || type != SOCK_STREAM)
+      continue;
+    len = sizeof listening;
+    if (::getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) != 0 || listening)
+      continue;
+    sockaddr_storage local{};
+    len = sizeof local;
+    if (::getsockname(fd, reinterpret_cast<sockaddr*>(&local), &len) != 0) continue;
+    int local_port = -1;
+    if (local.ss_family == AF_INET)
+      local_port = ntohs(reinterpret_cast<const sockaddr_in&>(local).sin_port);
+    else if (local.ss_family == AF_INET6)
+      local_port = ntohs(reinterpret_cast<const sockaddr_in6&>(local).sin6_port);
+    if (local_port == port && ::shutdown(fd, SHUT_RDWR) == 0) ++cut;
+  }
+  ::closedir(fds);
+  return cut;
+}
+
 /// cpp-httplib's `ThreadPool`, except that a thread the system will not
-/// create is an exception its owner can catch: `ThreadPool`'s constructor
+/// create is an exception its owner can catch (`ThreadPool`'s constructor
 /// throws with the threads it made still joinable, which is
-/// `std::terminate`.
+/// `std::terminate`), and that its shutdown waits `grace` for the requests
+/// in progress before calling `overdue` (which cuts their connections).
 class worker_pool final : public httplib::TaskQueue {
 public:
-  explicit worker_pool(size_t n) {
+  worker_pool(size_t n, std::chrono::milliseconds grace, std::function<void()> overdue)
+      : grace_(grace)
+      , overdue_(std::move(overdue)) {
     threads_.reserve(n);
     try {
-      for (size_t i = 0; i < n; ++i)
+      for (size_t i = 0; i < n; ++i) {
         threads_.emplace_back([this] { work(); });
+        std::lock_guard<std::mutex> guard{mtx_};
+        ++working_;
+      }
     } catch (...) {
       shutdown();
       throw;
@@ -1800,13 +1846,21 @@ public:
     ready_.notify_one();
   }
 
-  /// Lets the queued jobs run, then joins every thread. Idempotent.
+  /// Lets the queued jobs run, for `grace` at most before `overdue` is
+  /// called, then joins every thread. Idempotent.
   void shutdown() override {
     {
-      std::lock_guard<std::mutex> guard{mtx_};
+      std::unique_lock<std::mutex> lock{mtx_};
       stopping_ = true;
+      ready_.notify_all();
+      bool late = !done_.wait_for(lock, grace_, [&] { return working_ == 0; });
+      if (late && overdue_) {
+        auto overdue = std::move(overdue_);
+        overdue_ = nullptr;
+        lock.unlock();
+        overdue();
+      }
     }
-    ready_.notify_all();
     for (auto& t : threads_)
       if (t.joinable()) t.join();
   }
@@ -1818,7 +1872,11 @@ private:
       {
         std::unique_lock<std::mutex> lock{mtx_};
         ready_.wait(lock, [&] { return !jobs_.empty() || stopping_; });
-        if (jobs_.empty()) return; // stopping, and nothing left to do
+        if (jobs_.empty()) { // stopping, and nothing left to do
+          --working_;
+          done_.notify_all();
+          return;
+        }
         fn = std::move(jobs_.front());
         jobs_.pop_front();
       }
@@ -1828,8 +1886,14 @@ private:
 
   std::mutex mtx_;
   std::condition_variable ready_;
+  /// Signalled as each thread ends.
+  std::condition_variable done_;
   std::deque<std::function<void()>> jobs_;
   bool stopping_ = false;
+  /// Threads not yet ended.
+  size_t working_ = 0;
+  std::chrono::milliseconds grace_;
+  std::function<void()> overdue_;
   std::vector<std::thread> threads_;
 };
 
@@ -1849,7 +1913,7 @@ http_server::http_server(mesh_node& node)
   pool_threads_ = threads;
   // `serve` takes the pool `bind` started; the server deletes it when done.
   svr_->new_task_queue = [this] {
-    return pool_ ? pool_.release() : new worker_pool(pool_threads_);
+    return pool_ ? pool_.release() : new_pool().release();
   };
   svr_->set_tcp_nodelay(true);
   // cpp-httplib's default sets SO_REUSEPORT, with which a second meshd binds
@@ -2193,8 +2257,9 @@ caf::expected<int> http_server::bind(const std::string& host, int port) {
                       "cannot listen on " + host + ":" + std::to_string(port) +
                           " (address in use, not local, or a name that does not resolve)",
                       "listen");
+  port_ = bound;
   try {
-    pool_ = std::make_unique<worker_pool>(pool_threads_);
+    pool_ = new_pool();
   } catch (const std::exception& e) { // std::system_error, or out of memory
     return make_error(errc::invalid_argument,
                       "cannot start " + std::to_string(pool_threads_) +
@@ -2204,6 +2269,21 @@ caf::expected<int> http_server::bind(const std::string& host, int port) {
                       "http.threads");
   }
   return bound;
+}
+
+std::unique_ptr<httplib::TaskQueue> http_server::new_pool() const {
+  auto grace = node_.context()->config.stop_grace;
+  auto cut = [port = port_, grace] {
+    auto n = cut_connections(port);
+    if (n == 0) return;
+    log(log_level::warn,
+        "stopping: cut " + std::to_string(n) + (n == 1 ? " connection" : " connections") +
+            " still busy after http.stop_grace (" + format_duration(grace) +
+            "); an upload cut short is not stored, a download cut short ends before "
+            "its Content-Length");
+  };
+  return std::make_unique<worker_pool>(
+      pool_threads_, std::chrono::duration_cast<std::chrono::milliseconds>(grace), cut);
 }
 
 void http_server::serve() {

@@ -84,13 +84,20 @@ public:
   [[nodiscard]] caf::expected<int> bind(const std::string& host, int port);
   /// Serves until `stop`. Blocks.
   void serve();
-  /// Stops accepting and returns once running handlers are done. Call
+  /// Stops accepting; `serve` returns once running handlers are done, their
+  /// connections cut if they take longer than `http.stop_grace`. Call
   /// `mesh_node::begin_shutdown` first so long-polls return.
   void stop();
 
 private:
+  /// A worker pool that, at a stop, cuts the connections still busy after
+  /// `http.stop_grace`.
+  [[nodiscard]] std::unique_ptr<httplib::TaskQueue> new_pool() const;
+
   mesh_node& node_;
   std::unique_ptr<httplib::Server> svr_;
+  /// The port `bind` bound.
+  int port_ = 0;
   /// The worker pool, started by `bind` (so that a pool the system will not
   /// give threads for is a start-up error) and handed to `svr_` by `serve`.
   std::unique_ptr<httplib::TaskQueue> pool_;

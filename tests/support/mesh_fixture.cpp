@@ -263,6 +263,10 @@ void mesh_fixture::begin_stopping() {
   server_->stop();
 }
 
+void mesh_fixture::await_served() {
+  if (serving_.joinable()) serving_.join();
+}
+
 void mesh_fixture::stop_mesh() {
   if (!node_) return;
   begin_stopping();

@@ -110,6 +110,10 @@ protected:
   /// shut down and the server stops accepting, without waiting for the
   /// requests in progress. `stop_mesh` finishes.
   void begin_stopping();
+  /// Waits until the server, stopping, has ended every request (the node
+  /// stays up: `stop_mesh` shuts it down, on the thread that started it, as
+  /// CAF 0.17 needs).
+  void await_served();
   /// Fires due timers and sweeps, synchronously.
   void tick() { node_->tick(); }
   void advance(duration d) {

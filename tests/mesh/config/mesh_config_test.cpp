@@ -82,6 +82,7 @@ void expect_same_config(const mesh_config& a, const mesh_config& b) {
   EXPECT_EQ(a.keep_alive_timeout, b.keep_alive_timeout);
   EXPECT_EQ(a.keep_alive_max_requests, b.keep_alive_max_requests);
   EXPECT_EQ(a.read_timeout, b.read_timeout);
+  EXPECT_EQ(a.stop_grace, b.stop_grace);
   EXPECT_EQ(a.store_path, b.store_path);
   EXPECT_EQ(a.store_synchronous, b.store_synchronous);
   EXPECT_EQ(a.group_commit_max, b.group_commit_max);
@@ -209,6 +210,7 @@ TEST(mesh_config, defaults_match_the_header) {
   EXPECT_EQ(cfg.keep_alive_timeout, 2s);
   EXPECT_EQ(cfg.keep_alive_max_requests, 100);
   EXPECT_EQ(cfg.read_timeout, 10s);
+  EXPECT_EQ(cfg.stop_grace, 10s);
   EXPECT_EQ(cfg.store_path, "");
   EXPECT_EQ(cfg.store_synchronous, "full");
   EXPECT_EQ(cfg.group_commit_max, 4096);
@@ -274,13 +276,14 @@ TEST(mesh_config, top_level_keys_parse) {
 TEST(mesh_config, http_section_parses) {
   auto cfg = parse_ok("http:\n  threads: 8\n  max_body_bytes: 4096\n"
                       "  keep_alive_timeout: 5s\n  keep_alive_max_requests: 7\n"
-                      "  read_timeout: 30s\n"
+                      "  read_timeout: 30s\n  stop_grace: 250ms\n"
                       "runs:\n  max_result_bytes: 1000\n  max_payload_bytes: 2000\n");
   EXPECT_EQ(cfg.http_threads, 8);
   EXPECT_EQ(cfg.max_body_bytes, 4096);
   EXPECT_EQ(cfg.keep_alive_timeout, 5s);
   EXPECT_EQ(cfg.keep_alive_max_requests, 7);
   EXPECT_EQ(cfg.read_timeout, 30s);
+  EXPECT_EQ(cfg.stop_grace, 250ms);
 }
 
 // This test ensures every store key is read into its field.
@@ -537,6 +540,8 @@ TEST(mesh_config, out_of_bounds_values_are_errors) {
       {"http.keep_alive_max_requests", "1000001"},
       {"http.read_timeout", "0"},
       {"http.read_timeout", "2500ms"},
+      {"http.stop_grace", "-1s"},
+      {"http.stop_grace", "2h"},
       {"store.group_commit_max", "0"},
       {"store.group_commit_max", "1048577"},
       {"agents.offline_after", "0"},
@@ -889,7 +894,7 @@ TEST(mesh_config, load_reads_files_and_reports_failures) {
 // This test ensures the table has unique, documented keys grouped by section.
 TEST(mesh_config, key_table_is_well_formed) {
   auto keys = mesh_config_keys();
-  EXPECT_EQ(keys.size(), 30u);
+  EXPECT_EQ(keys.size(), 31u);
   std::set<std::string> seen;
   std::set<std::string> closed_sections;
   std::string section;

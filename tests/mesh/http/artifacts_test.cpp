@@ -6,6 +6,7 @@
 #include "tests/support/mesh_fixture.hpp"
 #include "tests/support/varied_bytes.hpp"
 
+#include <future>
 #include <httplib.h>
 #include <mutex>
 #include <sys/socket.h>
@@ -15,9 +16,16 @@ namespace polymesh::test {
 namespace {
 
 using namespace std::string_literals;
+using namespace std::chrono_literals;
+
+class slow_download;
 
 class artifacts : public mesh_fixture {
 protected:
+  /// A new agent's run with a 16 MiB artifact `big.bin`, whose bytes go to
+  /// `bytes`, and a slow download of it begun (its first bytes read).
+  std::unique_ptr<slow_download> begin_big_download(std::string& bytes);
+
   /// A run of plan noop held (started) by `agent`; returns its id.
   std::string running_run(const scripted_agent& agent) {
     auto sub = submit(json{{"plan", "noop"}});
@@ -159,21 +167,136 @@ private:
   std::string body_;
 };
 
+std::unique_ptr<slow_download> artifacts::begin_big_download(std::string& bytes) {
+  auto agent = register_agent("worker", json::object());
+  auto id = running_run(agent);
+  bytes = varied_bytes(size_t{16} << 20);
+  if (agent.put_artifact(id, "big.bin", bytes).status != 201) {
+    ADD_FAILURE() << "the artifact was not stored";
+    return nullptr;
+  }
+  auto download = std::make_unique<slow_download>(
+      port, "/v1/runs/" + id + "/artifacts/big.bin", admin);
+  if (download->read_body(1).empty()) {
+    ADD_FAILURE() << "the download did not begin: " << download->header();
+    return nullptr;
+  }
+  return download;
+}
+
 // This test ensures a download in progress when meshd begins to stop is
 // sent whole: cpp-httplib calls a content provider no more once its server
 // is stopping, and the answer ended short of its Content-Length.
 TEST_F(artifacts, a_download_in_progress_when_meshd_stops_is_sent_whole) {
-  auto agent = register_agent("worker", json::object());
-  auto id = running_run(agent);
-  auto bytes = varied_bytes(size_t{16} << 20);
-  ASSERT_EQ(agent.put_artifact(id, "big.bin", bytes).status, 201);
-  slow_download download{port, "/v1/runs/" + id + "/artifacts/big.bin", admin};
-  ASSERT_FALSE(download.read_body(1).empty()) << download.header();
+  std::string bytes;
+  auto download = begin_big_download(bytes);
+  ASSERT_TRUE(download);
   begin_stopping();
-  auto& got = download.read_to_end();
+  auto& got = download->read_to_end();
   stop_mesh();
   EXPECT_EQ(got.size(), bytes.size());
   EXPECT_TRUE(got == bytes);
+}
+
+/// meshd stopping with a grace of 100 ms for requests in progress.
+class stop_grace : public artifacts {
+protected:
+  void configure(mesh_config& c) override { c.stop_grace = 100ms; }
+
+  /// Collects warnings logged from now until the test ends.
+  void collect_warnings() {
+    set_log_handler([this](log_level level, const std::string& text) {
+      std::lock_guard<std::mutex> guard{mtx_};
+      if (level == log_level::warn) warnings_.push_back(text);
+    });
+  }
+  void TearDown() override {
+    artifacts::TearDown();
+    set_log_handler(nullptr);
+  }
+  std::vector<std::string> warnings() {
+    std::lock_guard<std::mutex> guard{mtx_};
+    return warnings_;
+  }
+
+private:
+  std::mutex mtx_;
+  std::vector<std::string> warnings_;
+};
+
+// This test ensures a download still in progress http.stop_grace after
+// meshd began to stop has its connection cut: a client reading slowly but
+// steadily held the stop for as long as it went on reading.
+TEST_F(stop_grace, a_download_that_outlasts_the_grace_is_cut) {
+  collect_warnings();
+  std::string bytes;
+  auto download = begin_big_download(bytes);
+  ASSERT_TRUE(download);
+  begin_stopping();
+  auto stopped = std::async(std::launch::async, [this] { await_served(); });
+  // 16 KiB per 20 ms: the whole artifact would take 20 s.
+  for (size_t had = 0; stopped.wait_for(20ms) != std::future_status::ready;) {
+    had = download->read_body(had + 16 * 1024).size();
+    if (had == bytes.size()) break;
+  }
+  ASSERT_EQ(stopped.wait_for(30s), std::future_status::ready);
+  stop_mesh();
+  auto& got = download->read_to_end();
+  EXPECT_LT(got.size(), bytes.size());
+  EXPECT_TRUE(got == bytes.substr(0, got.size()));
+  auto logged = warnings();
+  ASSERT_FALSE(logged.empty());
+  EXPECT_EQ(logged.back(), "stopping: cut 1 connection still busy after http.stop_grace "
+                           "(100ms); an upload cut short is not stored, a download "
+                           "cut short ends before its Content-Length");
+}
+
+// This test ensures an upload still being sent http.stop_grace after meshd
+// began to stop has its connection cut and is not stored: a client sending
+// slowly but steadily held the stop until its last byte, and its artifact
+// was stored.
+TEST_F(stop_grace, an_upload_that_outlasts_the_grace_is_cut_and_not_stored) {
+  collect_warnings();
+  auto agent = register_agent("worker", json::object());
+  auto id = running_run(agent);
+  int fd = connect_local(port);
+  ASSERT_GE(fd, 0);
+  auto closer = std::shared_ptr<void>{nullptr, [fd](void*) { ::close(fd); }};
+  size_t length = size_t{1} << 20;
+  auto head = "PUT /v1/runs/" + id +
+              "/artifacts/slow.bin HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer " +
+              agent.token + "\r\nContent-Length: " + std::to_string(length) +
+              "\r\nExpect: 100-continue\r\n\r\n";
+  ASSERT_EQ(::send(fd, head.data(), head.size(), MSG_NOSIGNAL),
+            static_cast<ssize_t>(head.size()));
+  // The 100 says that meshd is reading the body.
+  std::string answer;
+  char buf[256];
+  while (answer.find("\r\n\r\n") == std::string::npos) {
+    auto n = ::recv(fd, buf, sizeof buf, 0);
+    ASSERT_GT(n, 0) << answer;
+    answer.append(buf, static_cast<size_t>(n));
+  }
+  ASSERT_EQ(answer, "HTTP/1.1 100 Continue\r\n\r\n");
+  begin_stopping();
+  auto stopped = std::async(std::launch::async, [this] { await_served(); });
+  // 1 KiB per 20 ms: the whole body would take 20 s.
+  std::string piece(1024, 'x');
+  for (size_t sent = 0;
+       sent < length && stopped.wait_for(20ms) != std::future_status::ready;) {
+    if (::send(fd, piece.data(), piece.size(), MSG_NOSIGNAL) <= 0) break;
+    sent += piece.size();
+  }
+  ASSERT_EQ(stopped.wait_for(30s), std::future_status::ready);
+  stop_mesh();
+  auto logged = warnings();
+  ASSERT_FALSE(logged.empty());
+  EXPECT_EQ(logged.back().rfind("stopping: cut 1 connection still busy", 0), 0u)
+      << logged.back();
+  start_mesh();
+  auto listed = list(id);
+  ASSERT_EQ(listed.status, 200) << listed.raw;
+  EXPECT_TRUE(listed.body["artifacts"].empty()) << listed.raw;
 }
 
 // This test ensures a part that cannot be read mid-download ends the answer
