@@ -78,6 +78,9 @@ caf::error upload_refusal(self_ptr self, const caller& c, const std::string& run
   for (auto& a : *existing)
     if (a.name == name) return {};
   auto max = st.ctx->config.max_artifacts;
+  if (max == 0)
+    return make_error(errc::conflict,
+                      "this mesh accepts no artifacts (runs.max_artifacts = 0)", "name");
   if (static_cast<int64_t>(existing->size()) >= max)
     return make_error(
         errc::conflict,

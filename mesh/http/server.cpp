@@ -1039,14 +1039,19 @@ caf::expected<upload_space> reserve_upload_space(const std::string& length, int6
   struct statvfs disk {};
   if (::statvfs(dir.c_str(), &disk) != 0) return held;
   auto free = static_cast<uint64_t>(disk.f_bavail) * disk.f_frsize;
-  if (free >= upload_reservations.load()) return held;
-  return make_error(errc::store_failure,
-                    "not enough free disk space in '" + dir + "' for an artifact of " +
-                        length +
-                        " bytes: it is received into a file there and then stored, "
-                        "which needs about twice its size besides the uploads in "
-                        "progress, and " +
-                        std::to_string(free) + " bytes are free");
+  auto needed = upload_reservations.load();
+  if (free >= needed) return held;
+  auto others = needed > 2 * *announced ? needed - 2 * *announced : 0;
+  auto err = make_error(
+      errc::store_failure,
+      "not enough free disk space in '" + dir + "' for an artifact of " + length +
+          " bytes: it is received into a file there and then stored, which needs "
+          "twice its size (" +
+          std::to_string(2 * *announced) + " bytes), plus " + std::to_string(others) +
+          " bytes held for the other uploads in progress; " + std::to_string(free) +
+          " bytes are free");
+  log(log_level::warn, "artifact upload refused: " + message_of(err));
+  return err;
 }
 
 void upload_artifact(request_context& rc) {
@@ -1054,6 +1059,14 @@ void upload_artifact(request_context& rc) {
   meta.run_id = rc.param("id");
   meta.name = rc.param("name");
   if (auto err = wire::validate_artifact_name(meta.name, "name")) return rc.fail(err);
+  // Such a request has no body (RFC 9112 6.3), and an artifact cannot be
+  // replaced: `curl -X PUT` without data would take the name for good.
+  if (!rc.req.has_header("Content-Length") && !rc.req.has_header("Transfer-Encoding"))
+    return rc.fail(make_error(errc::invalid_argument,
+                              "an artifact upload needs a Content-Length (0 for an "
+                              "empty artifact) or a chunked body; this request has "
+                              "neither, so it has no body",
+                              "Content-Length"));
   // Refused before a byte of the body is read: another agent's run, a run
   // with no room for one more artifact.
   auto allowed = ask<bool>(rc, rc.ctx()->query, artifact_atom::value, check_atom::value,
@@ -1076,7 +1089,10 @@ void upload_artifact(request_context& rc) {
     unwritten = bytes->append(data, n);
     return !unwritten;
   });
-  if (unwritten) return rc.fail(unwritten);
+  if (unwritten) {
+    log(log_level::warn, "artifact upload refused: " + message_of(unwritten));
+    return rc.fail(unwritten);
+  }
   if (unread) return rc.fail(unread);
   meta.size = bytes->size();
   meta.sha256 = bytes->sha256_hex();
@@ -1096,6 +1112,29 @@ void list_artifacts(request_context& rc) {
   rc.reply(200, json{{"artifacts", out}});
 }
 
+/// Whether the request's `If-None-Match` matches `etag` (a strong tag,
+/// quoted): `*`, or a list of tags, each compared weakly (RFC 9110 13.1.2:
+/// `W/"x"` matches `"x"`). A malformed list matches nothing after the fault.
+bool none_match(const httplib::Request& req, const std::string& etag) {
+  auto lines = req.get_header_value_count("If-None-Match");
+  for (size_t n = 0; n < lines; ++n) {
+    std::string h = req.get_header_value("If-None-Match", n);
+    for (size_t i = 0; i < h.size();) {
+      if (h[i] == ' ' || h[i] == '\t' || h[i] == ',') {
+        ++i;
+        continue;
+      }
+      if (h[i] == '*') return true;
+      if (h.compare(i, 2, "W/") == 0) i += 2;
+      auto close = i < h.size() && h[i] == '"' ? h.find('"', i + 1) : std::string::npos;
+      if (close == std::string::npos) break;
+      if (h.compare(i, close + 1 - i, etag) == 0) return true;
+      i = close + 1;
+    }
+  }
+  return false;
+}
+
 void get_artifact(request_context& rc) {
   if (auto err = wire::validate_artifact_name(rc.param("name"), "name"))
     return rc.fail(err);
@@ -1111,7 +1150,9 @@ void get_artifact(request_context& rc) {
   auto etag = "\"" + a.sha256 + "\"";
   rc.res.set_header("ETag", etag);
   rc.res.set_header("X-Polymesh-Sha256", a.sha256);
-  if (rc.req.get_header_value("If-None-Match") == etag) {
+  if (none_match(rc.req, etag)) {
+    // cpp-httplib writes `Content-Length: 0`; the size a 200 would say
+    // (RFC 9110 8.6) makes cpp-httplib 0.11's own client wait for a body.
     rc.res.status = 304;
     return;
   }
@@ -1607,6 +1648,15 @@ private:
   bool close_ = false;
 };
 
+/// The methods `ep` takes, as an `Allow` lists them: a `GET` takes `HEAD`
+/// too, except the agents' poll (a `HEAD` would hand runs to nobody).
+std::string methods_of(const endpoint& ep) {
+  if (std::strcmp(ep.method, "GET") != 0 ||
+      std::strcmp(ep.path, "/v1/agents/{id}/runs") == 0)
+    return ep.method;
+  return "GET, HEAD";
+}
+
 /// The paths meshd serves, for 405 answers: the methods of each path without
 /// placeholders (`GET /v1/runs/batch` is a wrong method on the batch
 /// endpoint, not a run with id "batch"), then each pattern with its method.
@@ -1620,7 +1670,7 @@ struct route_table {
     std::string out;
     for (auto& [pattern, ep] : patterns)
       if (std::regex_match(path, pattern) && out.find(ep->method) == std::string::npos)
-        out += (out.empty() ? "" : ", ") + std::string{ep->method};
+        out += (out.empty() ? "" : ", ") + methods_of(*ep);
     return out;
   }
 
@@ -1941,7 +1991,7 @@ http_server::http_server(mesh_node& node)
     routes->patterns.emplace_back(std::regex{route_pattern(ep.path, nullptr)}, &ep);
     if (std::strchr(ep.path, '{')) continue;
     auto& allowed = routes->literal[ep.path];
-    allowed += (allowed.empty() ? "" : ", ") + std::string{ep.method};
+    allowed += (allowed.empty() ? "" : ", ") + methods_of(ep);
   }
   svr_->set_error_handler([this, max_body, max_artifact,
                            routes](const httplib::Request& req, httplib::Response& res) {

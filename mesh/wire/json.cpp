@@ -441,7 +441,10 @@ caf::error validate_plan_name(const std::string& plan, const std::string& field)
 
 caf::error validate_artifact_name(const std::string& name, const std::string& field) {
   auto bad = [&](const std::string& why) {
-    return make_error(errc::invalid_argument, "artifact name '" + name + "' " + why,
+    // Quoted as printable ASCII, cut at 64 bytes: a name from the URL may
+    // hold anything, a U+202E that turns the text around included.
+    auto shown = printable_prefix(name, 64) + (name.size() > 64 ? "..." : "");
+    return make_error(errc::invalid_argument, "artifact name '" + shown + "' " + why,
                       field);
   };
   if (name.empty() || name.size() > 200) return bad("must be 1 to 200 characters");

@@ -429,6 +429,40 @@ TEST_F(artifacts, if_none_match_with_the_etag_is_304) {
   ASSERT_TRUE(stale);
   EXPECT_EQ(stale->status, 200);
   EXPECT_EQ(stale->body, "aaa");
+  // RFC 9110 13.1.2: a list, compared weakly; `*` for any current bytes.
+  for (const auto& header :
+       {"\"old\", " + etag, "W/" + etag, "\"x,y\",W/\"old\" , " + etag, "*"s}) {
+    auto r =
+        cli.Get(path, {{"Authorization", "Bearer " + admin}, {"If-None-Match", header}});
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 304) << header;
+  }
+  for (const auto& header : {"\"old\", W/\"older\""s, sha256_hex("aaa"), etag.substr(1),
+                             "\"old\" " + etag.substr(0, 10)}) {
+    auto r =
+        cli.Get(path, {{"Authorization", "Bearer " + admin}, {"If-None-Match", header}});
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 200) << header;
+    EXPECT_EQ(r->body, "aaa") << header;
+  }
+}
+
+// This test ensures an upload without a body (neither Content-Length nor
+// chunks, as `curl -X PUT` without data sends) is a 400 naming
+// Content-Length, not an empty artifact that takes the name for good, while
+// `Content-Length: 0` stores an empty one.
+TEST_F(artifacts, an_upload_without_a_body_is_refused) {
+  auto agent = register_agent("worker", json::object());
+  auto id = running_run(agent);
+  auto head = "PUT /v1/runs/" + id + "/artifacts/empty.txt HTTP/1.1\r\nHost: t\r\n" +
+              "Authorization: Bearer " + agent.token + "\r\nConnection: close\r\n";
+  auto none = exchange_raw(port, head + "\r\n");
+  EXPECT_EQ(none.rfind("HTTP/1.1 400", 0), 0u) << none;
+  EXPECT_NE(none.find("\"field\":\"Content-Length\""), std::string::npos) << none;
+  EXPECT_TRUE(list(id).body["artifacts"].empty());
+  auto empty = exchange_raw(port, head + "Content-Length: 0\r\n\r\n");
+  EXPECT_EQ(empty.rfind("HTTP/1.1 201", 0), 0u) << empty;
+  EXPECT_EQ(list(id).body["artifacts"].size(), 1u);
 }
 
 // This test ensures a repeat with the same bytes is 200 (a retried upload)
@@ -475,6 +509,18 @@ TEST_F(artifacts, names_are_relative_paths_and_bad_names_are_400) {
     EXPECT_EQ(d.status, 400) << bad << ": " << d.raw;
   }
   EXPECT_EQ(list(id).body["artifacts"].size(), 2u);
+  // A refused name is quoted as printable ASCII, cut at 64 bytes: it may hold
+  // anything, a U+202E that turns the text around included.
+  auto message = [](const response& r) {
+    return r.body["error"].value("message", std::string{});
+  };
+  auto flipped = agent.put_artifact(id, "a%E2%80%AEtxt.exe", "x");
+  EXPECT_EQ(flipped.status, 400) << flipped.raw;
+  EXPECT_EQ(message(flipped).rfind("artifact name 'a???txt.exe' may contain only", 0), 0u)
+      << flipped.raw;
+  auto long_name = agent.put_artifact(id, std::string(300, 'x'), "x");
+  EXPECT_EQ(message(long_name), "artifact name '" + std::string(64, 'x') +
+                                    "...' must be 1 to 200 characters");
 }
 
 // This test ensures only the agent the run is assigned to may upload, and
@@ -640,6 +686,23 @@ TEST_F(artifact_limits, count_limit_refuses_more_but_allows_repeats) {
   EXPECT_NE(third.raw.find("runs.max_artifacts"), std::string::npos) << third.raw;
   EXPECT_EQ(agent.put_artifact(id, "a", "a").status, 200);
   EXPECT_EQ(list(id).body["artifacts"].size(), 2u);
+}
+
+class no_artifacts : public artifacts {
+protected:
+  void configure(mesh_config& c) override { c.max_artifacts = 0; }
+};
+
+// This test ensures a mesh with runs.max_artifacts 0 says that it takes no
+// artifacts, not that a run holds its most.
+TEST_F(no_artifacts, an_upload_is_refused_saying_that_none_are_accepted) {
+  auto agent = register_agent("worker", json::object());
+  auto id = running_run(agent);
+  auto r = agent.put_artifact(id, "a.txt", "a");
+  EXPECT_EQ(r.status, 409) << r.raw;
+  EXPECT_EQ(r.body["error"]["message"],
+            "this mesh accepts no artifacts (runs.max_artifacts = 0)");
+  EXPECT_TRUE(list(id).body["artifacts"].empty());
 }
 
 } // namespace

@@ -415,11 +415,11 @@ TEST_F(errors, requests_refused_by_the_http_layer_say_why) {
   auto del = cli.Delete("/v1/runs/run_x", auth);
   ASSERT_TRUE(del);
   EXPECT_EQ(del->status, 405);
-  EXPECT_EQ(del->get_header_value("Allow"), "GET");
+  EXPECT_EQ(del->get_header_value("Allow"), "GET, HEAD");
   auto put = cli.Put("/v1/runs", auth, "{}", "application/json");
   ASSERT_TRUE(put);
   EXPECT_EQ(put->status, 405);
-  EXPECT_EQ(put->get_header_value("Allow"), "POST, GET");
+  EXPECT_EQ(put->get_header_value("Allow"), "POST, GET, HEAD");
   auto err_of = [](const httplib::Result& r) {
     return json::parse(r->body, nullptr, false)["error"];
   };
@@ -585,7 +585,7 @@ TEST_F(http_framing, refused_requests_get_their_own_status_and_cause) {
   EXPECT_EQ(version.rfind("HTTP/1.1 400", 0), 0u) << version.substr(0, 300);
   EXPECT_NE(version.find("does not parse"), std::string::npos) << version;
 
-  for (auto [method, path, allow] : {std::tuple{"TRACE", "/v1/runs", "POST, GET"},
+  for (auto [method, path, allow] : {std::tuple{"TRACE", "/v1/runs", "POST, GET, HEAD"},
 
                                      std::tuple{"PUT", "/v1/runs/batch", "POST"},
                                      std::tuple{"PUT", "/v1/agents/register", "POST"}}) {
@@ -765,7 +765,7 @@ TEST_F(chunked_bodies, a_request_refused_before_its_body_is_answered_without_it)
       exchange_raw(port, "PATCH /v1/runs HTTP/1.1\r\nHost: t\r\n" + auth +
                              "Transfer-Encoding: chunked\r\n\r\n" + endless);
   EXPECT_EQ(wrong_method.rfind("HTTP/1.1 405", 0), 0u) << wrong_method.substr(0, 300);
-  EXPECT_NE(wrong_method.find("\r\nAllow: POST, GET\r\n"), std::string::npos)
+  EXPECT_NE(wrong_method.find("\r\nAllow: POST, GET, HEAD\r\n"), std::string::npos)
       << wrong_method;
   // With a Content-Length the body is dropped and the connection goes on.
   std::string body(6000, 'y');
