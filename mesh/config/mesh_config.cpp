@@ -143,14 +143,15 @@ const std::vector<key_spec>& key_table() {
                    "the whole request: a slow but steady sender is not cut off). Whole "
                    "seconds only: meshd applies it in seconds.",
                    1s),
-      duration_key(
-          "http.stop_grace", &mesh_config::stop_grace, 0ms, 1h,
-          "When meshd stops, how long requests in progress may take to "
-          "finish (long-polls are answered at once). Connections still busy "
-          "after it are cut: an upload on them is not stored (its sender "
-          "sends it again to the restarted mesh), a download ends short of "
-          "its length. A request waiting on the store still holds the stop until "
-          "the store answers (30 s at most)."),
+      duration_key("http.stop_grace", &mesh_config::stop_grace, 0ms, 1h,
+                   "When meshd stops, how long requests in progress may take to "
+                   "finish (long-polls are answered at once). Connections still open "
+                   "after it are cut, idle keep-alive ones too: an upload still being "
+                   "received is not stored (its sender sends it again to the restarted "
+                   "mesh), a download ends short of its length. A request waiting on "
+                   "the store, or a download reading its next part from it, holds the "
+                   "stop until the store answers (30 s at most): a stop takes up to "
+                   "this plus 30 s."),
 
       path_key("store.path", &mesh_config::store_path, true,
                "SQLite database file; empty means data_dir/mesh.db. A relative path is "

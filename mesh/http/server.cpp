@@ -2328,9 +2328,9 @@ std::unique_ptr<httplib::TaskQueue> http_server::new_pool() const {
     if (n == 0) return;
     log(log_level::warn,
         "stopping: cut " + std::to_string(n) + (n == 1 ? " connection" : " connections") +
-            " still busy after http.stop_grace (" + format_duration(grace) +
-            "); an upload cut short is not stored, a download cut short ends before "
-            "its Content-Length");
+            " still open after http.stop_grace (" + format_duration(grace) +
+            "); an upload still being received on one is not stored, a download "
+            "ends before its Content-Length");
   };
   return std::make_unique<worker_pool>(
       pool_threads_, std::chrono::duration_cast<std::chrono::milliseconds>(grace), cut);

@@ -246,9 +246,10 @@ TEST_F(stop_grace, a_download_that_outlasts_the_grace_is_cut) {
   EXPECT_TRUE(got == bytes.substr(0, got.size()));
   auto logged = warnings();
   ASSERT_FALSE(logged.empty());
-  EXPECT_EQ(logged.back(), "stopping: cut 1 connection still busy after http.stop_grace "
-                           "(100ms); an upload cut short is not stored, a download "
-                           "cut short ends before its Content-Length");
+  EXPECT_EQ(logged.back(),
+            "stopping: cut 1 connection still open after http.stop_grace (100ms); an "
+            "upload still being received on one is not stored, a download ends before "
+            "its Content-Length");
 }
 
 // This test ensures an upload still being sent http.stop_grace after meshd
@@ -291,7 +292,7 @@ TEST_F(stop_grace, an_upload_that_outlasts_the_grace_is_cut_and_not_stored) {
   stop_mesh();
   auto logged = warnings();
   ASSERT_FALSE(logged.empty());
-  EXPECT_EQ(logged.back().rfind("stopping: cut 1 connection still busy", 0), 0u)
+  EXPECT_EQ(logged.back().rfind("stopping: cut 1 connection still open", 0), 0u)
       << logged.back();
   start_mesh();
   auto listed = list(id);
