@@ -1024,41 +1024,66 @@ private:
   uint64_t bytes_;
 };
 
-/// Space for an upload of `length` bytes (a Content-Length, or "" for a
-/// chunked one, which is not checked ahead) into `dir`: twice its size,
-/// besides the uploads in progress; a `store_failure` saying how much is
-/// free when that does not fit. The database's log is not counted: its file
-/// keeps its size after its pages were copied into the database (until the
-/// next write), so counting it refused even a small upload after a large
-/// one, again and again if nothing else wrote.
-caf::expected<upload_space> reserve_upload_space(const std::string& length, int64_t limit,
-                                                 const std::string& dir) {
-  auto announced = length_of(length);
-  if (!announced || *announced > static_cast<uint64_t>(limit)) return upload_space{0};
-  upload_space held{2 * *announced};
+/// The directory an upload is received into: the database's.
+std::string upload_dir(const mesh_context& ctx) {
+  auto path = std::filesystem::path{ctx.config.database_path()}.parent_path();
+  return path.empty() ? std::string{"."} : path.string();
+}
+
+/// A `store_failure` saying how much is free when `dir` lacks room for an
+/// upload of `length` bytes (announced) besides `others` held for the uploads
+/// in progress: twice its size, the received file and then the database's
+/// log. The log's own file is not counted: it keeps its size after its
+/// pages were copied into the database (until the next write), so counting
+/// it refused even a small upload after a large one, again and again if
+/// nothing else wrote.
+caf::error space_refusal(const std::string& length, uint64_t announced, uint64_t others,
+                         const std::string& dir) {
   struct statvfs disk {};
-  if (::statvfs(dir.c_str(), &disk) != 0) return held;
+  if (::statvfs(dir.c_str(), &disk) != 0) return {};
   auto free = static_cast<uint64_t>(disk.f_bavail) * disk.f_frsize;
-  auto needed = upload_reservations.load();
-  if (free >= needed) return held;
-  auto others = needed > 2 * *announced ? needed - 2 * *announced : 0;
+  if (free >= 2 * announced + others) return {};
   auto err = make_error(
       errc::store_failure,
       "not enough free disk space in '" + dir + "' for an artifact of " + length +
           " bytes: it is received into a file there and then stored, which needs "
           "twice its size (" +
-          std::to_string(2 * *announced) + " bytes), plus " + std::to_string(others) +
+          std::to_string(2 * announced) + " bytes), plus " + std::to_string(others) +
           " bytes held for the other uploads in progress; " + std::to_string(free) +
           " bytes are free");
   log(log_level::warn, "artifact upload refused: " + message_of(err));
   return err;
 }
 
+/// Space for an upload of `length` bytes (a Content-Length, or "" for a
+/// chunked one, which is not checked ahead) into `dir`, held while the
+/// result lives; `space_refusal`'s error when it does not fit.
+caf::expected<upload_space> reserve_upload_space(const std::string& length, int64_t limit,
+                                                 const std::string& dir) {
+  auto announced = length_of(length);
+  if (!announced || *announced > static_cast<uint64_t>(limit)) return upload_space{0};
+  upload_space held{2 * *announced};
+  auto all = upload_reservations.load();
+  auto others = all > 2 * *announced ? all - 2 * *announced : 0;
+  if (auto err = space_refusal(length, *announced, others, dir)) return err;
+  return held;
+}
+
+/// What refuses an upload of `name` to `run_id` by `who` before its body:
+/// the name, another agent's run, a run with no room for one more artifact.
+caf::error upload_refusal(mesh_node& node, const caller& who, const std::string& run_id,
+                          const std::string& name) {
+  if (auto err = wire::validate_artifact_name(name, "name")) return err;
+  auto allowed =
+      ask<bool>(node.system(), node.context()->query, caf::duration{ask_timeout},
+                artifact_atom::value, check_atom::value, who, run_id, name);
+  return allowed ? caf::error{} : allowed.error();
+}
+
 void upload_artifact(request_context& rc) {
   artifact_record meta;
   meta.run_id = rc.param("id");
   meta.name = rc.param("name");
-  if (auto err = wire::validate_artifact_name(meta.name, "name")) return rc.fail(err);
   // Such a request has no body (RFC 9112 6.3), and an artifact cannot be
   // replaced: `curl -X PUT` without data would take the name for good.
   if (!rc.req.has_header("Content-Length") && !rc.req.has_header("Transfer-Encoding"))
@@ -1067,18 +1092,15 @@ void upload_artifact(request_context& rc) {
                               "empty artifact) or a chunked body; this request has "
                               "neither, so it has no body",
                               "Content-Length"));
-  // Refused before a byte of the body is read: another agent's run, a run
-  // with no room for one more artifact.
-  auto allowed = ask<bool>(rc, rc.ctx()->query, artifact_atom::value, check_atom::value,
-                           rc.who, meta.run_id, meta.name);
-  if (!allowed) return rc.fail(allowed.error());
+  // Refused before a byte of the body is read (and, for a client that sends
+  // `Expect: 100-continue`, before it sends one).
+  if (auto err = upload_refusal(rc.node, rc.who, meta.run_id, meta.name))
+    return rc.fail(err);
   // Received into a file next to the database, which the store reads back a
-  // part at a time: meshd never holds the whole of an artifact.
-  auto path = std::filesystem::path{rc.ctx()->config.database_path()}.parent_path();
-  auto dir = path.empty() ? std::string{"."} : path.string();
-  // Received into that file, then written to the database's log: an upload
+  // part at a time: meshd never holds the whole of an artifact. An upload
   // needs about twice its size free there, besides what the uploads in
   // progress need. A full disk would fail the commit, and writes after it.
+  auto dir = upload_dir(*rc.ctx());
   auto space = reserve_upload_space(rc.req.get_header_value("Content-Length"),
                                     rc.ctx()->config.max_artifact_bytes, dir);
   if (!space) return rc.fail(space.error());
@@ -1648,6 +1670,17 @@ private:
   bool close_ = false;
 };
 
+/// Who a request with `tok` comes from, as the actors take it.
+caller caller_of(const token_record& tok) {
+  caller who;
+  who.token_id = tok.id;
+  who.kind = tok.kind;
+  who.scope = tok.scope;
+  who.agent_id = tok.agent_id;
+  who.agent_session = tok.agent_session;
+  return who;
+}
+
 /// The methods `ep` takes, as an `Allow` lists them: a `GET` takes `HEAD`
 /// too, except the agents' poll (a `HEAD` would hand runs to nobody).
 std::string methods_of(const endpoint& ep) {
@@ -1674,10 +1707,15 @@ struct route_table {
     return out;
   }
 
-  /// The endpoint taking `method` on `path`, or null.
-  const endpoint* find(const std::string& method, const std::string& path) const {
+  /// The endpoint taking `method` on `path`, or null; its placeholders'
+  /// values in `match` when given.
+  const endpoint* find(const std::string& method, const std::string& path,
+                       std::smatch* match = nullptr) const {
+    std::smatch unused;
     for (auto& [pattern, ep] : patterns)
-      if (method == ep->method && std::regex_match(path, pattern)) return ep;
+      if (method == ep->method &&
+          std::regex_match(path, match ? *match : unused, pattern))
+        return ep;
     return nullptr;
   }
 };
@@ -2183,11 +2221,7 @@ http_server::http_server(mesh_node& node)
             node_.context()->tokens->authenticate(req.get_header_value("Authorization"));
         if (!tok) return rc.fail(tok.error());
         if (auto err = kind_refused(tok->kind, decl->allowed)) return rc.fail(err);
-        rc.who.token_id = tok->id;
-        rc.who.kind = tok->kind;
-        rc.who.scope = tok->scope;
-        rc.who.agent_id = tok->agent_id;
-        rc.who.agent_session = tok->agent_session;
+        rc.who = caller_of(*tok);
         if (tok->kind == token_kind::agent)
           caf::anon_send(node_.context()->agents, touch_atom::value, tok->agent_id);
       }
@@ -2272,7 +2306,8 @@ http_server::http_server(mesh_node& node)
       metrics_.refused(res.status);
       return res.status;
     };
-    const endpoint* decl = routes->find(req.method, req.path);
+    std::smatch params;
+    const endpoint* decl = routes->find(req.method, req.path, &params);
     // A fixed path matched by a pattern (`PATCH /v1/agents/register`) is the
     // handlers' to answer (405).
     if (decl != nullptr && std::strchr(decl->path, '{') &&
@@ -2282,18 +2317,32 @@ http_server::http_server(mesh_node& node)
       res.status = 404; // http_layer_error's cue: no such path, or method
       return refuse(http_layer_error(req, res, max_body, max_artifact, *routes));
     }
+    caller who;
     if (decl->allowed != public_access) {
       auto tok =
           node_.context()->tokens->authenticate(req.get_header_value("Authorization"));
       if (!tok) return refuse(tok.error());
       if (auto err = kind_refused(tok->kind, decl->allowed)) return refuse(err);
+      who = caller_of(*tok);
     }
     bool raw = decl->body == body_kind::raw;
     auto length = req.get_header_value("Content-Length");
-    if (req.get_header_value_count("Content-Length") == 1 && is_digits(length) &&
-        length_over(length, raw ? max_artifact : max_body))
+    bool one_length =
+        req.get_header_value_count("Content-Length") == 1 && is_digits(length);
+    if (one_length && length_over(length, raw ? max_artifact : max_body))
       return refuse(too_large(raw ? max_artifact : max_body,
                               raw ? "runs.max_artifact_bytes" : "http.max_body_bytes"));
+    // An artifact upload (`PUT /v1/runs/{id}/artifacts/{name*}`): its name,
+    // its run and the free space are checked before the body comes too.
+    if (raw && params.size() == 3) {
+      if (auto err = upload_refusal(node_, who, params[1].str(), params[2].str()))
+        return refuse(err);
+      auto announced = one_length ? length_of(length) : std::nullopt;
+      if (announced)
+        if (auto err = space_refusal(length, *announced, upload_reservations.load(),
+                                     upload_dir(*node_.context())))
+          return refuse(err);
+    }
     return 100;
   });
 }

@@ -639,7 +639,8 @@ TEST_F(artifact_limits, a_chunked_upload_over_the_limit_is_refused_once_it_passe
 
 // This test ensures a client that asks before sending its body (`Expect:
 // 100-continue`, as curl does above 1 MiB) learns of a wrong token, a path
-// no endpoint takes and a body over the limit before it sends a byte of it,
+// no endpoint takes, a body over the limit, a bad artifact name, another
+// agent's run and an unknown run before it sends a byte of it,
 // with the connection closed; and gets its 100 and then its 201 otherwise.
 // cpp-httplib answered 100 to every such request before meshd looked at it.
 TEST_F(artifact_limits, a_client_that_expects_100_continue_is_refused_before_its_body) {
@@ -664,6 +665,16 @@ TEST_F(artifact_limits, a_client_that_expects_100_continue_is_refused_before_its
   auto over = ask(path, agent.token, 64 * 1024 + 1);
   EXPECT_EQ(over.rfind("HTTP/1.1 413", 0), 0u) << over.substr(0, 300);
   EXPECT_NE(over.find("runs.max_artifact_bytes"), std::string::npos) << over;
+  // What needs no body but the run: the name, the run's holder, the run.
+  auto bad_name = ask("/v1/runs/" + id + "/artifacts/.hidden", agent.token, 1000);
+  EXPECT_EQ(bad_name.rfind("HTTP/1.1 400", 0), 0u) << bad_name.substr(0, 300);
+  EXPECT_NE(bad_name.find("starting with '.'"), std::string::npos) << bad_name;
+  auto other = register_agent("other", json::object());
+  auto foreign = ask(path, other.token, 1000);
+  EXPECT_EQ(foreign.rfind("HTTP/1.1 403", 0), 0u) << foreign.substr(0, 300);
+  EXPECT_NE(foreign.find("not assigned to this agent"), std::string::npos) << foreign;
+  auto unknown = ask("/v1/runs/run_nosuchrun/artifacts/a.bin", agent.token, 1000);
+  EXPECT_EQ(unknown.rfind("HTTP/1.1 404", 0), 0u) << unknown.substr(0, 300);
   EXPECT_TRUE(list(id).body["artifacts"].empty());
 
   auto ok = exchange_after_answer(
