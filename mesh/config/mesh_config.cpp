@@ -151,7 +151,7 @@ const std::vector<key_spec>& key_table() {
                    "mesh), a download ends short of its length. A request waiting on "
                    "the store, or a download reading its next part from it, holds the "
                    "stop until the store answers (30 s at most): a stop takes up to "
-                   "this plus 30 s."),
+                   "this plus 30 s. A second SIGTERM cuts the connections at once."),
 
       path_key("store.path", &mesh_config::store_path, true,
                "SQLite database file; empty means data_dir/mesh.db. A relative path is "

@@ -2370,16 +2370,29 @@ caf::expected<int> http_server::bind(const std::string& host, int port) {
   return bound;
 }
 
+namespace {
+
+/// Cuts the connections still open on `port`, saying so with `when`.
+void cut_and_log(int port, const std::string& when) {
+  auto n = cut_connections(port);
+  if (n == 0) return;
+  log(log_level::warn, "stopping: cut " + std::to_string(n) +
+                           (n == 1 ? " connection" : " connections") + " still open " +
+                           when +
+                           "; an upload still being received on one is not stored, a "
+                           "download ends before its Content-Length");
+}
+
+} // namespace
+
+void http_server::hurry() {
+  cut_and_log(port_, "at a second signal");
+}
+
 std::unique_ptr<httplib::TaskQueue> http_server::new_pool() const {
   auto grace = node_.context()->config.stop_grace;
   auto cut = [port = port_, grace] {
-    auto n = cut_connections(port);
-    if (n == 0) return;
-    log(log_level::warn,
-        "stopping: cut " + std::to_string(n) + (n == 1 ? " connection" : " connections") +
-            " still open after http.stop_grace (" + format_duration(grace) +
-            "); an upload still being received on one is not stored, a download "
-            "ends before its Content-Length");
+    cut_and_log(port, "after http.stop_grace (" + format_duration(grace) + ")");
   };
   return std::make_unique<worker_pool>(
       pool_threads_, std::chrono::duration_cast<std::chrono::milliseconds>(grace), cut);

@@ -88,6 +88,9 @@ public:
   /// connections cut if they take longer than `http.stop_grace`. Call
   /// `mesh_node::begin_shutdown` first so long-polls return.
   void stop();
+  /// After `stop`: cuts the connections still open now, without waiting for
+  /// `http.stop_grace` (a second SIGTERM).
+  void hurry();
 
 private:
   /// A worker pool that, at a stop, cuts the connections still busy after

@@ -8,6 +8,7 @@
 #include "mesh/http/server.hpp"
 
 #include <CLI/CLI.hpp>
+#include <atomic>
 #include <cctype>
 #include <csignal>
 #include <cstdio>
@@ -220,15 +221,29 @@ int main(int argc, char** argv) {
       hp->first.find(':') != std::string::npos ? "[" + hp->first + "]" : hp->first;
   // Started before meshd says it listens: a thread the system refuses is a
   // start-up failure (exit 2), not an abort after `listening on`.
+  // A second signal while requests finish cuts their connections at once
+  // instead of after http.stop_grace.
   std::thread waiter;
+  std::atomic<bool> served{false};
   try {
     waiter = std::thread{[&] {
-      int sig = 0;
-      sigwait(&signals, &sig);
-      const char* name = sig == SIGTERM ? "SIGTERM" : sig == SIGINT ? "SIGINT" : "SIGHUP";
-      log(log_level::info, std::string{"received "} + name + ", shutting down");
-      (*node)->begin_shutdown();
-      server.stop();
+      for (int signals_seen = 0;; ++signals_seen) {
+        int sig = 0;
+        sigwait(&signals, &sig);
+        if (served) return; // sent by main once serve() returned
+        const char* name = sig == SIGTERM  ? "SIGTERM"
+                           : sig == SIGINT ? "SIGINT"
+                                           : "SIGHUP";
+        if (signals_seen > 0) {
+          log(log_level::info, std::string{"received "} + name +
+                                   " again: cutting the requests still in progress");
+          server.hurry();
+          continue;
+        }
+        log(log_level::info, std::string{"received "} + name + ", shutting down");
+        (*node)->begin_shutdown();
+        server.stop();
+      }
     }};
   } catch (const std::system_error& e) {
     std::cerr << "meshd: cannot start its signal thread: " << e.what() << std::endl;
@@ -241,6 +256,7 @@ int main(int argc, char** argv) {
 
   server.serve();
   // serve() also returns if the listener fails; make sure the waiter ends.
+  served = true;
   pthread_kill(waiter.native_handle(), SIGTERM);
   waiter.join();
   (*node)->shutdown();

@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 #include <future>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -49,6 +50,76 @@ TEST(signals, sigterm_wakes_long_polls_and_exits_zero) {
       << answered.raw;
   ASSERT_TRUE(WIFEXITED(status)) << "meshd did not exit by itself";
   EXPECT_EQ(WEXITSTATUS(status), 0);
+  remove_tree(dir);
+}
+
+/// The whole of a file, "" when it cannot be read.
+std::string file_text(const std::string& path) {
+  std::ifstream in{path};
+  return {std::istreambuf_iterator<char>{in}, std::istreambuf_iterator<char>{}};
+}
+
+// This test ensures a second SIGTERM cuts the requests still in progress at
+// once, instead of after http.stop_grace: an upload stalled mid-body (with
+// `http.read_timeout` and the grace at an hour) held the stop for the hour.
+TEST(signals, a_second_sigterm_cuts_the_requests_in_progress) {
+  auto dir = make_temp_dir();
+  std::ofstream{dir + "/mesh.yaml"} << "http:\n  read_timeout: 1h\n  stop_grace: 1h\n";
+  auto log = dir + "/meshd.log";
+  auto mesh = std::make_unique<meshd_process>(
+      MESHD_PATH, dir + "/data", admin,
+      std::vector<std::string>{"--config", dir + "/mesh.yaml"}, log);
+  auto reg = call(mesh->port(), "POST", "/v1/tokens", admin,
+                  json{{"kind", "registration"}, {"name", "r"}});
+  auto agent = call(mesh->port(), "POST", "/v1/agents/register",
+                    reg.body["token"].get<std::string>(),
+                    json{{"name", "a"}, {"plans", {"noop"}}});
+  ASSERT_EQ(agent.status, 201) << agent.raw;
+  scripted_agent a{mesh->port(), agent.body["id"], "a", agent.body["access_token"]};
+  auto run = call(mesh->port(), "POST", "/v1/runs", admin, json{{"plan", "noop"}});
+  ASSERT_EQ(run.status, 201) << run.raw;
+  auto id = run.body["id"].get<std::string>();
+  ASSERT_EQ(a.take(1).size(), 1u);
+  ASSERT_EQ(a.start(id).status, 200);
+  // An upload whose body stops after its first bytes; the 100 says that
+  // meshd is reading it.
+  int fd = connect_local(mesh->port());
+  ASSERT_GE(fd, 0);
+  auto closer = std::shared_ptr<void>{nullptr, [fd](void*) { ::close(fd); }};
+  auto head = "PUT /v1/runs/" + id +
+              "/artifacts/stalled.bin HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer " +
+              a.token + "\r\nContent-Length: 1048576\r\nExpect: 100-continue\r\n\r\n";
+  ASSERT_EQ(::send(fd, head.data(), head.size(), MSG_NOSIGNAL),
+            static_cast<ssize_t>(head.size()));
+  char buf[256];
+  auto n = ::recv(fd, buf, sizeof buf, 0);
+  ASSERT_GT(n, 0);
+  ASSERT_EQ(std::string(buf, static_cast<size_t>(n)), "HTTP/1.1 100 Continue\r\n\r\n");
+  ASSERT_EQ(::send(fd, "abc", 3, MSG_NOSIGNAL), 3);
+
+  ASSERT_EQ(::kill(mesh->pid(), SIGTERM), 0);
+  // Signals of one kind do not queue: the second must follow the first's
+  // handling.
+  ASSERT_TRUE(eventually([&] {
+    return file_text(log).find("received SIGTERM, shutting down") != std::string::npos;
+  }));
+  auto exited =
+      std::async(std::launch::async, [&] { return mesh->kill_and_wait(SIGTERM); });
+  if (exited.wait_for(std::chrono::seconds{30}) != std::future_status::ready) {
+    ::kill(mesh->pid(), SIGKILL);
+    FAIL() << "meshd did not stop at the second SIGTERM:\n" << file_text(log);
+  }
+  auto status = exited.get();
+  ASSERT_TRUE(WIFEXITED(status)) << "meshd did not exit by itself";
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+  auto text = file_text(log);
+  EXPECT_NE(text.find("received SIGTERM again: cutting the requests still in progress"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("stopping: cut 1 connection still open at a second signal"),
+            std::string::npos)
+      << text;
+  mesh.reset();
   remove_tree(dir);
 }
 
