@@ -67,16 +67,17 @@ caf::error artifact_conflict(const artifact_record& a) {
 /// What refuses an upload named `name` to run `run_id` whatever its bytes:
 /// a run not assigned to the caller, or one that holds the most artifacts
 /// allowed and none of this name (whose identical repeat is fine). Asked
-/// before an upload's body is read, and again once it is.
-caf::error upload_refusal(self_ptr self, const caller& c, const std::string& run_id,
-                          const std::string& name) {
+/// before an upload's body is read, and again once it is. Otherwise whether
+/// the run holds an artifact of that name already.
+caf::expected<bool> upload_check(self_ptr self, const caller& c,
+                                 const std::string& run_id, const std::string& name) {
   auto& st = self->state;
   auto r = find_own_run(self, c, run_id);
   if (!r) return r.error();
   auto existing = st.db->list_artifacts(run_id);
   if (!existing) return existing.error();
   for (auto& a : *existing)
-    if (a.name == name) return {};
+    if (a.name == name) return true;
   auto max = st.ctx->config.max_artifacts;
   if (max == 0)
     return make_error(errc::conflict,
@@ -88,7 +89,7 @@ caf::error upload_refusal(self_ptr self, const caller& c, const std::string& run
             " artifacts, the most allowed (runs.max_artifacts = " + std::to_string(max) +
             ")",
         "name");
-  return {};
+  return false;
 }
 
 /// Stores an uploaded artifact of a run assigned to the caller. Any status is
@@ -96,7 +97,8 @@ caf::error upload_refusal(self_ptr self, const caller& c, const std::string& run
 caf::result<artifact_put> put_artifact_of(self_ptr self, const caller& c,
                                           artifact_record meta, artifact_bytes data) {
   auto& st = self->state;
-  if (auto err = upload_refusal(self, c, meta.run_id, meta.name)) return err;
+  if (auto checked = upload_check(self, c, meta.run_id, meta.name); !checked)
+    return checked.error();
   auto existing = st.db->list_artifacts(meta.run_id);
   if (!existing) return existing.error();
   for (auto& a : *existing) {
@@ -179,8 +181,9 @@ caf::behavior query_actor(self_ptr self, context_ptr ctx, std::shared_ptr<store>
       },
       [=](artifact_atom, check_atom, const caller& c, const std::string& run_id,
           const std::string& name) -> caf::result<bool> {
-        if (auto err = upload_refusal(self, c, run_id, name)) return err;
-        return true;
+        auto held = upload_check(self, c, run_id, name);
+        if (!held) return held.error();
+        return *held;
       },
       [=](artifact_atom, const caller& c, artifact_record& meta,
           artifact_bytes& data) -> caf::result<artifact_put> {

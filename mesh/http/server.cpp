@@ -37,6 +37,10 @@ namespace polymesh {
 using wire::json;
 using wire::printable_prefix;
 
+/// The artifact upload's path: its name, run and free space are checked
+/// before its body, also for a client that sends `Expect: 100-continue`.
+constexpr const char* upload_path = "/v1/runs/{id}/artifacts/{name*}";
+
 /// Everything a handler needs about one request.
 struct request_context {
   mesh_node& node;
@@ -1071,13 +1075,13 @@ caf::expected<upload_space> reserve_upload_space(const std::string& length, int6
 
 /// What refuses an upload of `name` to `run_id` by `who` before its body:
 /// the name, another agent's run, a run with no room for one more artifact.
-caf::error upload_refusal(mesh_node& node, const caller& who, const std::string& run_id,
-                          const std::string& name) {
+/// Otherwise whether the run holds an artifact of that name already (a
+/// retry, which stores nothing new: no room is needed for it).
+caf::expected<bool> upload_refusal(mesh_node& node, const caller& who,
+                                   const std::string& run_id, const std::string& name) {
   if (auto err = wire::validate_artifact_name(name, "name")) return err;
-  auto allowed =
-      ask<bool>(node.system(), node.context()->query, caf::duration{ask_timeout},
-                artifact_atom::value, check_atom::value, who, run_id, name);
-  return allowed ? caf::error{} : allowed.error();
+  return ask<bool>(node.system(), node.context()->query, caf::duration{ask_timeout},
+                   artifact_atom::value, check_atom::value, who, run_id, name);
 }
 
 void upload_artifact(request_context& rc) {
@@ -1094,14 +1098,15 @@ void upload_artifact(request_context& rc) {
                               "Content-Length"));
   // Refused before a byte of the body is read (and, for a client that sends
   // `Expect: 100-continue`, before it sends one).
-  if (auto err = upload_refusal(rc.node, rc.who, meta.run_id, meta.name))
-    return rc.fail(err);
+  auto held = upload_refusal(rc.node, rc.who, meta.run_id, meta.name);
+  if (!held) return rc.fail(held.error());
   // Received into a file next to the database, which the store reads back a
   // part at a time: meshd never holds the whole of an artifact. An upload
   // needs about twice its size free there, besides what the uploads in
   // progress need. A full disk would fail the commit, and writes after it.
   auto dir = upload_dir(*rc.ctx());
-  auto space = reserve_upload_space(rc.req.get_header_value("Content-Length"),
+  auto space = reserve_upload_space(*held ? std::string{}
+                                          : rc.req.get_header_value("Content-Length"),
                                     rc.ctx()->config.max_artifact_bytes, dir);
   if (!space) return rc.fail(space.error());
   auto bytes = artifact_bytes::spool_in(dir);
@@ -1138,9 +1143,9 @@ void list_artifacts(request_context& rc) {
 /// quoted): `*`, or a list of tags, each compared weakly (RFC 9110 13.1.2:
 /// `W/"x"` matches `"x"`). A malformed list matches nothing after the fault.
 bool none_match(const httplib::Request& req, const std::string& etag) {
-  auto lines = req.get_header_value_count("If-None-Match");
-  for (size_t n = 0; n < lines; ++n) {
-    std::string h = req.get_header_value("If-None-Match", n);
+  auto [first, last] = req.headers.equal_range("If-None-Match");
+  for (auto line = first; line != last; ++line) {
+    const std::string& h = line->second;
     for (size_t i = 0; i < h.size();) {
       if (h[i] == ' ' || h[i] == '\t' || h[i] == ',') {
         ++i;
@@ -1428,7 +1433,7 @@ const std::vector<endpoint>& endpoints() {
        append_logs, body_kind::json},
       {"POST", "/v1/runs/{id}/finish", agent_access, "Report the run's outcome",
        finish_run, body_kind::json},
-      {"PUT", "/v1/runs/{id}/artifacts/{name*}", agent_access,
+      {"PUT", upload_path, agent_access,
        "Upload an artifact (raw body; an identical repeat is 200)", upload_artifact,
        body_kind::raw},
       {"GET", "/v1/runs/{id}/artifacts", users, "List a run's artifacts", list_artifacts},
@@ -1478,6 +1483,15 @@ public:
         port == 0 ? bind_to_any_port(host) : (bind_to_port(host, port) ? port : -1);
     if (bound >= 0) ::listen(svr_sock_, 1024);
     return bound;
+  }
+
+  /// Makes the accept loop end as soon as it starts: cpp-httplib's `stop`
+  /// does nothing before `listen_after_bind` has begun, and a SIGTERM in
+  /// meshd's start-up was lost so. (Once running, `stop` has taken the
+  /// socket already.)
+  void shut_listener() {
+    socket_t sock = svr_sock_;
+    if (sock != INVALID_SOCKET) ::shutdown(sock, SHUT_RDWR);
   }
 };
 
@@ -1868,7 +1882,7 @@ namespace {
 /// running on one fails at its next read or write. The listener is closed by
 /// then, so only accepted connections have `port` as their own. Found in
 /// /proc/self/fd (Linux): cpp-httplib 0.11 keeps its sockets to itself.
-size_t cut_connections(int port) {
+size_t cut_connections(int port, std::set<int>& already_cut) {
   DIR* fds = ::opendir("/proc/self/fd");
   if (fds == nullptr) return 0;
   size_t cut = 0;
@@ -1894,7 +1908,10 @@ size_t cut_connections(int port) {
       local_port = ntohs(reinterpret_cast<const sockaddr_in&>(local).sin_port);
     else if (local.ss_family == AF_INET6)
       local_port = ntohs(reinterpret_cast<const sockaddr_in6&>(local).sin6_port);
-    if (local_port == port && ::shutdown(fd, SHUT_RDWR) == 0) ++cut;
+    // A socket shut down before answers `shutdown` with success again.
+    if (local_port == port && already_cut.insert(fd).second &&
+        ::shutdown(fd, SHUT_RDWR) == 0)
+      ++cut;
   }
   ::closedir(fds);
   return cut;
@@ -2334,10 +2351,10 @@ http_server::http_server(mesh_node& node)
                               raw ? "runs.max_artifact_bytes" : "http.max_body_bytes"));
     // An artifact upload (`PUT /v1/runs/{id}/artifacts/{name*}`): its name,
     // its run and the free space are checked before the body comes too.
-    if (raw && params.size() == 3) {
-      if (auto err = upload_refusal(node_, who, params[1].str(), params[2].str()))
-        return refuse(err);
-      auto announced = one_length ? length_of(length) : std::nullopt;
+    if (std::strcmp(decl->path, upload_path) == 0) {
+      auto held = upload_refusal(node_, who, params[1].str(), params[2].str());
+      if (!held) return refuse(held.error());
+      auto announced = one_length && !*held ? length_of(length) : std::nullopt;
       if (announced)
         if (auto err = space_refusal(length, *announced, upload_reservations.load(),
                                      upload_dir(*node_.context())))
@@ -2370,11 +2387,9 @@ caf::expected<int> http_server::bind(const std::string& host, int port) {
   return bound;
 }
 
-namespace {
-
-/// Cuts the connections still open on `port`, saying so with `when`.
-void cut_and_log(int port, const std::string& when) {
-  auto n = cut_connections(port);
+void http_server::cut_and_log(const std::string& when) {
+  std::lock_guard<std::mutex> guard{cut_mtx_};
+  auto n = cut_connections(port_, cut_fds_);
   if (n == 0) return;
   log(log_level::warn, "stopping: cut " + std::to_string(n) +
                            (n == 1 ? " connection" : " connections") + " still open " +
@@ -2383,16 +2398,15 @@ void cut_and_log(int port, const std::string& when) {
                            "download ends before its Content-Length");
 }
 
-} // namespace
-
 void http_server::hurry() {
-  cut_and_log(port_, "at a second signal");
+  cut_and_log("at a further signal");
 }
 
-std::unique_ptr<httplib::TaskQueue> http_server::new_pool() const {
+std::unique_ptr<httplib::TaskQueue> http_server::new_pool() {
   auto grace = node_.context()->config.stop_grace;
-  auto cut = [port = port_, grace] {
-    cut_and_log(port, "after http.stop_grace (" + format_duration(grace) + ")");
+  // The pool lives inside `serve`, which this server outlives.
+  auto cut = [this, grace] {
+    cut_and_log("after http.stop_grace (" + format_duration(grace) + ")");
   };
   return std::make_unique<worker_pool>(
       pool_threads_, std::chrono::duration_cast<std::chrono::milliseconds>(grace), cut);
@@ -2404,6 +2418,7 @@ void http_server::serve() {
 
 void http_server::stop() {
   svr_->stop();
+  static_cast<mesh_http_server&>(*svr_).shut_listener();
 }
 
 } // namespace polymesh

@@ -16,6 +16,8 @@
 #include <caf/expected.hpp>
 #include <functional>
 #include <memory>
+#include <mutex>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -95,12 +97,18 @@ public:
 private:
   /// A worker pool that, at a stop, cuts the connections still busy after
   /// `http.stop_grace`.
-  [[nodiscard]] std::unique_ptr<httplib::TaskQueue> new_pool() const;
+  [[nodiscard]] std::unique_ptr<httplib::TaskQueue> new_pool();
+  /// Cuts the connections still open on `port_` (each once), saying so with
+  /// `when`.
+  void cut_and_log(const std::string& when);
 
   mesh_node& node_;
   std::unique_ptr<httplib::Server> svr_;
   /// The port `bind` bound.
   int port_ = 0;
+  std::mutex cut_mtx_;
+  /// Connections cut at this stop: `shutdown` succeeds on them again.
+  std::set<int> cut_fds_;
   /// The worker pool, started by `bind` (so that a pool the system will not
   /// give threads for is a start-up error) and handed to `svr_` by `serve`.
   std::unique_ptr<httplib::TaskQueue> pool_;

@@ -1,6 +1,7 @@
 // Artifact endpoints over real HTTP: upload by the assigned agent only,
 // byte-identical download, idempotent repeats, names, limits, and what
 // survives a restart.
+#include "mesh/domain/error.hpp"
 #include "mesh/domain/ids.hpp"
 #include "mesh/domain/log.hpp"
 #include "tests/support/mesh_fixture.hpp"
@@ -250,6 +251,25 @@ TEST_F(stop_grace, a_download_that_outlasts_the_grace_is_cut) {
             "stopping: cut 1 connection still open after http.stop_grace (100ms); an "
             "upload still being received on one is not stored, a download ends before "
             "its Content-Length");
+}
+
+// This test ensures a stop that comes before the server serves (a SIGTERM
+// in meshd's start-up) still ends `serve` at once: cpp-httplib's stop does
+// nothing until its accept loop runs, and meshd then served on forever.
+TEST_F(stop_grace, a_stop_before_serving_ends_serve_at_once) {
+  auto other = cfg;
+  other.data_dir = make_temp_dir();
+  auto node = mesh_node::start(other, clock);
+  ASSERT_TRUE(node) << message_of(node.error());
+  {
+    http_server server{**node};
+    ASSERT_TRUE(server.bind("127.0.0.1", 0));
+    server.stop();
+    auto served = std::async(std::launch::async, [&] { server.serve(); });
+    EXPECT_EQ(served.wait_for(30s), std::future_status::ready);
+  }
+  (*node)->shutdown();
+  remove_tree(other.data_dir);
 }
 
 // This test ensures an upload still being sent http.stop_grace after meshd

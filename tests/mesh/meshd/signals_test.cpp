@@ -116,7 +116,7 @@ TEST(signals, a_second_sigterm_cuts_the_requests_in_progress) {
   EXPECT_NE(text.find("received SIGTERM again: cutting the requests still in progress"),
             std::string::npos)
       << text;
-  EXPECT_NE(text.find("stopping: cut 1 connection still open at a second signal"),
+  EXPECT_NE(text.find("stopping: cut 1 connection still open at a further signal"),
             std::string::npos)
       << text;
   mesh.reset();
