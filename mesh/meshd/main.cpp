@@ -220,9 +220,9 @@ int main(int argc, char** argv) {
   auto shown_host =
       hp->first.find(':') != std::string::npos ? "[" + hp->first + "]" : hp->first;
   // Started before meshd says it listens: a thread the system refuses is a
-  // start-up failure (exit 2), not an abort after `listening on`.
-  // A second signal while requests finish cuts their connections at once
-  // instead of after http.stop_grace.
+  // start-up failure (exit 2), not an abort after `listening on`. A second
+  // signal while requests finish cuts their connections at once instead of
+  // after http.stop_grace.
   std::thread waiter;
   std::atomic<bool> served{false};
   try {
