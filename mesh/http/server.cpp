@@ -2221,11 +2221,14 @@ http_server::http_server(mesh_node& node)
           return;
         }
       }
-      // A poll hands runs over (and starts their delivery leases): a HEAD,
-      // whose answer has no body, would hand them to nobody.
-      if (req.method == "HEAD" && std::strcmp(decl->path, "/v1/agents/{id}/runs") == 0) {
-        set_error_content(res, method_not_allowed(req, res, "GET"));
-        return;
+      // cpp-httplib serves a HEAD with the GET handler; an endpoint whose
+      // methods leave HEAD out (the poll) refuses it.
+      if (req.method == "HEAD") {
+        auto methods = methods_of(*decl);
+        if (methods.find("HEAD") == std::string::npos) {
+          set_error_content(res, method_not_allowed(req, res, methods));
+          return;
+        }
       }
       // The query string alone: cpp-httplib puts a form-encoded body's fields
       // into `params` too when it reads the body itself (`curl -d` labels a

@@ -45,6 +45,26 @@ protected:
   response download(const std::string& run_id, const std::string& name) {
     return call("GET", "/v1/runs/" + run_id + "/artifacts/" + name, admin);
   }
+
+  /// Collects warnings logged from now until the test ends.
+  void collect_warnings() {
+    set_log_handler([this](log_level level, const std::string& text) {
+      std::lock_guard<std::mutex> guard{mtx_};
+      if (level == log_level::warn) warnings_.push_back(text);
+    });
+  }
+  std::vector<std::string> warnings() {
+    std::lock_guard<std::mutex> guard{mtx_};
+    return warnings_;
+  }
+  void TearDown() override {
+    mesh_fixture::TearDown();
+    set_log_handler(nullptr);
+  }
+
+private:
+  std::mutex mtx_;
+  std::vector<std::string> warnings_;
 };
 
 /// Every byte value, NULs included, twice over.
@@ -203,26 +223,6 @@ TEST_F(artifacts, a_download_in_progress_when_meshd_stops_is_sent_whole) {
 class stop_grace : public artifacts {
 protected:
   void configure(mesh_config& c) override { c.stop_grace = 100ms; }
-
-  /// Collects warnings logged from now until the test ends.
-  void collect_warnings() {
-    set_log_handler([this](log_level level, const std::string& text) {
-      std::lock_guard<std::mutex> guard{mtx_};
-      if (level == log_level::warn) warnings_.push_back(text);
-    });
-  }
-  void TearDown() override {
-    artifacts::TearDown();
-    set_log_handler(nullptr);
-  }
-  std::vector<std::string> warnings() {
-    std::lock_guard<std::mutex> guard{mtx_};
-    return warnings_;
-  }
-
-private:
-  std::mutex mtx_;
-  std::vector<std::string> warnings_;
 };
 
 // This test ensures a download still in progress http.stop_grace after
@@ -324,13 +324,7 @@ TEST_F(stop_grace, an_upload_that_outlasts_the_grace_is_cut_and_not_stored) {
 // short of its Content-Length (a client sees a truncated body, not wrong
 // bytes) and is logged with the byte where sending stopped.
 TEST_F(artifacts, a_part_missing_mid_download_ends_the_answer_short_and_is_logged) {
-  std::vector<std::string> warnings;
-  std::mutex mtx;
-  set_log_handler([&](log_level level, const std::string& text) {
-    std::lock_guard<std::mutex> guard{mtx};
-    if (level == log_level::warn) warnings.push_back(text);
-  });
-  auto restore = std::shared_ptr<void>{nullptr, [](void*) { set_log_handler(nullptr); }};
+  collect_warnings();
   auto agent = register_agent("worker", json::object());
   auto id = running_run(agent);
   auto bytes = varied_bytes((size_t{3} << 20) + 5);
@@ -343,13 +337,13 @@ TEST_F(artifacts, a_part_missing_mid_download_ends_the_answer_short_and_is_logge
       << download.header();
   EXPECT_EQ(got.size(), size_t{1} << 20);
   EXPECT_TRUE(got == bytes.substr(0, got.size()));
-  std::lock_guard<std::mutex> guard{mtx};
-  ASSERT_EQ(warnings.size(), 1u);
-  EXPECT_EQ(warnings[0].rfind("artifact 'big.bin' of run '" + id +
-                                  "': sending stopped at byte 1048576: ",
-                              0),
+  auto logged = warnings();
+  ASSERT_EQ(logged.size(), 1u);
+  EXPECT_EQ(logged[0].rfind("artifact 'big.bin' of run '" + id +
+                                "': sending stopped at byte 1048576: ",
+                            0),
             0u)
-      << warnings[0];
+      << logged[0];
 }
 
 // This test ensures an artifact stored whole before schema version 9 (one

@@ -370,8 +370,7 @@ std::string log_of_a_start(const std::string& dir) {
     EXPECT_EQ(call(mesh.port(), "GET", "/healthz").status, 200);
     mesh.kill_and_wait(SIGTERM);
   }
-  std::ifstream in{log};
-  return std::string{std::istreambuf_iterator<char>{in}, {}};
+  return file_text(log);
 }
 
 // This test ensures an empty database file (what a failed restore leaves:
