@@ -5,6 +5,8 @@
 #include "mesh/domain/ids.hpp"
 #include "mesh/domain/log.hpp"
 #include "mesh/domain/selector.hpp"
+#include "mesh/http/framing.hpp"
+#include "mesh/http/worker_pool.hpp"
 #include "mesh/wire/json.hpp"
 
 #include <algorithm>
@@ -14,14 +16,10 @@
 #include <caf/send.hpp>
 #include <cctype>
 #include <charconv>
-#include <condition_variable>
-#include <deque>
-#include <dirent.h>
 #include <filesystem>
 #include <httplib.h>
 #include <map>
 #include <mutex>
-#include <netinet/in.h>
 #include <optional>
 #include <regex>
 #include <set>
@@ -29,7 +27,6 @@
 #include <sys/socket.h>
 #include <sys/statvfs.h>
 #include <system_error>
-#include <thread>
 #include <utility>
 
 namespace polymesh {
@@ -1734,26 +1731,6 @@ struct route_table {
   }
 };
 
-/// A non-empty run of ASCII digits: a Content-Length as RFC 9110 writes it.
-bool is_digits(const std::string& s) {
-  return !s.empty() &&
-         std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; });
-}
-
-/// Whether two ASCII strings are equal but for case.
-bool iequals(std::string_view a, std::string_view b) {
-  return a.size() == b.size() &&
-         std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
-           return std::tolower(static_cast<unsigned char>(x)) ==
-                  std::tolower(static_cast<unsigned char>(y));
-         });
-}
-
-/// Whether ASCII string `s` starts with `prefix`, but for case.
-bool starts_with_nocase(std::string_view s, std::string_view prefix) {
-  return s.size() >= prefix.size() && iequals(s.substr(0, prefix.size()), prefix);
-}
-
 /// The JSON error for a request cpp-httplib refused before any handler ran
 /// (`res.status` says how); may change the status (405, 404).
 caf::error http_layer_error(const httplib::Request& req, httplib::Response& res,
@@ -1827,15 +1804,6 @@ caf::error http_layer_error(const httplib::Request& req, httplib::Response& res,
 
 namespace {
 
-/// A non-empty RFC 9110 token (a header name).
-bool is_token(const std::string& s) {
-  static constexpr std::string_view extra = "!#$%&'*+-.^_`|~";
-  return !s.empty() && std::all_of(s.begin(), s.end(), [](char c) {
-    auto u = static_cast<unsigned char>(c);
-    return std::isalnum(u) || extra.find(c) != std::string_view::npos;
-  });
-}
-
 /// Each endpoint's method and path, in their order, for `http_metrics`.
 std::vector<std::pair<std::string, std::string>> routes_of_endpoints() {
   std::vector<std::pair<std::string, std::string>> out;
@@ -1871,135 +1839,6 @@ private:
   const httplib::Response& res_;
   int exceptions_ = std::uncaught_exceptions();
   std::chrono::steady_clock::time_point began_ = std::chrono::steady_clock::now();
-};
-
-} // namespace
-
-namespace {
-
-/// Shuts down (without closing them: cpp-httplib does that) the TCP
-/// connections this process accepted on `port`, so that a transfer still
-/// running on one fails at its next read or write. The listener is closed by
-/// then, so only accepted connections have `port` as their own. Found in
-/// /proc/self/fd (Linux): cpp-httplib 0.11 keeps its sockets to itself.
-size_t cut_connections(int port, std::set<int>& already_cut) {
-  DIR* fds = ::opendir("/proc/self/fd");
-  if (fds == nullptr) return 0;
-  size_t cut = 0;
-  while (const dirent* entry = ::readdir(fds)) {
-    int fd = 0;
-    auto name = std::string_view{entry->d_name};
-    auto [end, ec] = std::from_chars(name.data(), name.data() + name.size(), fd);
-    if (ec != std::errc{} || end != name.data() + name.size() || fd == ::dirfd(fds))
-      continue;
-    int type = 0;
-    int listening = 0;
-    socklen_t len = sizeof type;
-    if (::getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) != 0 || type != SOCK_STREAM)
-      continue;
-    len = sizeof listening;
-    if (::getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) != 0 || listening)
-      continue;
-    sockaddr_storage local{};
-    len = sizeof local;
-    if (::getsockname(fd, reinterpret_cast<sockaddr*>(&local), &len) != 0) continue;
-    int local_port = -1;
-    if (local.ss_family == AF_INET)
-      local_port = ntohs(reinterpret_cast<const sockaddr_in&>(local).sin_port);
-    else if (local.ss_family == AF_INET6)
-      local_port = ntohs(reinterpret_cast<const sockaddr_in6&>(local).sin6_port);
-    // A socket shut down before answers `shutdown` with success again.
-    if (local_port == port && already_cut.insert(fd).second &&
-        ::shutdown(fd, SHUT_RDWR) == 0)
-      ++cut;
-  }
-  ::closedir(fds);
-  return cut;
-}
-
-/// cpp-httplib's `ThreadPool`, except that a thread the system will not
-/// create is an exception its owner can catch (`ThreadPool`'s constructor
-/// throws with the threads it made still joinable, which is
-/// `std::terminate`), and that its shutdown waits `grace` for the requests
-/// in progress before calling `overdue` (which cuts their connections).
-class worker_pool final : public httplib::TaskQueue {
-public:
-  worker_pool(size_t n, std::chrono::milliseconds grace, std::function<void()> overdue)
-      : grace_(grace)
-      , overdue_(std::move(overdue)) {
-    threads_.reserve(n);
-    try {
-      for (size_t i = 0; i < n; ++i) {
-        threads_.emplace_back([this] { work(); });
-        std::lock_guard<std::mutex> guard{mtx_};
-        ++working_;
-      }
-    } catch (...) {
-      shutdown();
-      throw;
-    }
-  }
-  worker_pool(const worker_pool&) = delete;
-  worker_pool& operator=(const worker_pool&) = delete;
-  ~worker_pool() override { shutdown(); }
-
-  void enqueue(std::function<void()> fn) override {
-    {
-      std::lock_guard<std::mutex> guard{mtx_};
-      jobs_.push_back(std::move(fn));
-    }
-    ready_.notify_one();
-  }
-
-  /// Lets the queued jobs run, for `grace` at most before `overdue` is
-  /// called, then joins every thread. Idempotent.
-  void shutdown() override {
-    {
-      std::unique_lock<std::mutex> lock{mtx_};
-      stopping_ = true;
-      ready_.notify_all();
-      bool late = !done_.wait_for(lock, grace_, [&] { return working_ == 0; });
-      if (late && overdue_) {
-        auto overdue = std::move(overdue_);
-        overdue_ = nullptr;
-        lock.unlock();
-        overdue();
-      }
-    }
-    for (auto& t : threads_)
-      if (t.joinable()) t.join();
-  }
-
-private:
-  void work() {
-    for (;;) {
-      std::function<void()> fn;
-      {
-        std::unique_lock<std::mutex> lock{mtx_};
-        ready_.wait(lock, [&] { return !jobs_.empty() || stopping_; });
-        if (jobs_.empty()) { // stopping, and nothing left to do
-          --working_;
-          done_.notify_all();
-          return;
-        }
-        fn = std::move(jobs_.front());
-        jobs_.pop_front();
-      }
-      fn();
-    }
-  }
-
-  std::mutex mtx_;
-  std::condition_variable ready_;
-  /// Signalled as each thread ends.
-  std::condition_variable done_;
-  std::deque<std::function<void()>> jobs_;
-  bool stopping_ = false;
-  /// Threads not yet ended.
-  size_t working_ = 0;
-  std::chrono::milliseconds grace_;
-  std::function<void()> overdue_;
-  std::vector<std::thread> threads_;
 };
 
 } // namespace
@@ -2063,107 +1902,28 @@ http_server::http_server(mesh_node& node)
   // answer, JSON included, yet with status 200 and the whole body's ETag and
   // checksum: a resuming download would keep a truncated file. meshd
   // ignores `Range` (RFC 9110 allows it) and always sends whole bodies.
-  svr_->set_pre_routing_handler([this](const httplib::Request& req,
-                                       httplib::Response& res) {
-    // `req` is the server's own, non-const request object. Ranges go first:
-    // a refusal below answers through a content provider too.
-    auto& mutable_req = const_cast<httplib::Request&>(req);
-    mutable_req.ranges.clear();
-    // Framing a proxy in front could read otherwise than cpp-httplib (which
-    // takes the first Content-Length, and chunked over any length) is
-    // refused, and the connection closed, before the body is read: a
-    // smuggled second request must not be served (RFC 9112, 6.3).
-    auto refuse_and_close = [&](const std::string& message, const char* field) {
-      // cpp-httplib writes no body for HEAD, and then does not notice the
-      // provider's failure that closes the connection: answered as a GET.
-      if (req.method == "HEAD") mutable_req.method = "GET";
-      res.status = 400;
-      set_error_content_and_close(res,
-                                  make_error(errc::invalid_argument, message, field));
-      metrics_.refused(res.status);
-      return httplib::Server::HandlerResponse::Handled;
-    };
-    auto lengths = req.get_header_value_count("Content-Length");
-    if (lengths > 1)
-      return refuse_and_close("the request has more than one Content-Length header",
-                              "Content-Length");
-    if (lengths == 1 && req.has_header("Transfer-Encoding"))
-      return refuse_and_close("the request has both Content-Length and Transfer-Encoding",
-                              "Content-Length");
-    // cpp-httplib reads the leading digits of a Content-Length (`37x`,
-    // `+37`, `37, 9999` are 37; `abc` is 0): a proxy may read another
-    // length, or refuse it, so anything but digits is refused (RFC 9112, 6.3).
-    if (lengths == 1 && !is_digits(req.get_header_value("Content-Length")))
-      return refuse_and_close(
-          "Content-Length '" +
-              printable_prefix(req.get_header_value("Content-Length"), 64) +
-              "' is not a number of bytes (digits only)",
-          "Content-Length");
-    // Only `chunked` is a transfer coding meshd reads; cpp-httplib would wait
-    // for a close to end any other.
-    if (req.get_header_value_count("Transfer-Encoding") > 1)
-      return refuse_and_close("the request has more than one Transfer-Encoding header",
-                              "Transfer-Encoding");
-    if (req.has_header("Transfer-Encoding") &&
-        !iequals(req.get_header_value("Transfer-Encoding"), "chunked"))
-      return refuse_and_close(
-          "Transfer-Encoding '" +
-              printable_prefix(req.get_header_value("Transfer-Encoding"), 64) +
-              "' is not accepted: send Content-Length, or Transfer-Encoding: chunked "
-              "alone",
-          "Transfer-Encoding");
-    // cpp-httplib decodes gzip, deflate and brotli bodies itself, passes an
-    // unknown coding through, and empties a body it cannot decode: a body is
-    // only ever taken as sent, so any Content-Encoding is refused before it
-    // is read.
-    if (req.has_header("Content-Encoding"))
-      return refuse_and_close(
-          "Content-Encoding '" +
-              printable_prefix(req.get_header_value("Content-Encoding"), 64) +
-              "' is not accepted: send the body uncompressed, without Content-Encoding",
-          "Content-Encoding");
-    // A header cpp-httplib split at its colon but whose name is not a token
-    // (`Bad Header: x`, `Content-Length : 5`, `: x`) is refused, and the
-    // connection closed, for the same reason: a proxy may read it as a
-    // header meshd never saw (RFC 9112, 5.1). A line with no colon at all
-    // never reaches meshd.
-    // A NUL or a bare CR in a value is refused likewise (RFC 9110, 5.5): a
-    // proxy may cut the value there, or read a line break.
-    for (auto& [name, value] : req.headers) {
-      if (!is_token(name))
-        return refuse_and_close("header name '" + printable_prefix(name, 64) +
-                                    "' is not a token: letters, digits and "
-                                    "!#$%&'*+-.^_`|~ only, no spaces, not empty",
-                                "headers");
-      if (value.find_first_of(std::string_view{"\0\r", 2}) != std::string::npos)
-        return refuse_and_close("header '" + printable_prefix(name, 64) +
-                                    "' has a NUL or a bare CR in its value",
-                                "headers");
-    }
-    // cpp-httplib reads a body only for POST, PUT, PATCH and DELETE. Bytes a
-    // GET (HEAD, OPTIONS) announces would be read as the next request on
-    // the connection, where a proxy sees a body: refused, and the
-    // connection closed, before they are looked at.
-    bool reads_body = req.method == "POST" || req.method == "PUT" ||
-                      req.method == "PATCH" || req.method == "DELETE";
-    auto length = req.get_header_value("Content-Length");
-    bool announces_bytes =
-        lengths == 1 && (length.find_first_not_of("0 \t") != std::string::npos ||
-                         length.find('0') == std::string::npos);
-    if (!reads_body && (req.has_header("Transfer-Encoding") || announces_bytes))
-      return refuse_and_close(
-          "a " + printable_prefix(req.method, 16) + " request takes no body", "body");
-    // cpp-httplib reads no chunked body of a DELETE (only one with a
-    // Content-Length): it would be served as if it had none. No DELETE of
-    // meshd's takes a body.
-    if (req.method == "DELETE" && req.has_header("Transfer-Encoding"))
-      return refuse_and_close("a DELETE request takes no body", "body");
-    // Two credentials: which one a proxy checked is anyone's guess.
-    if (req.get_header_value_count("Authorization") > 1)
-      return refuse_and_close("the request has more than one Authorization header",
-                              "Authorization");
-    return httplib::Server::HandlerResponse::Unhandled;
-  });
+  svr_->set_pre_routing_handler(
+      [this](const httplib::Request& req, httplib::Response& res) {
+        // `req` is the server's own, non-const request object. Ranges go first:
+        // a refusal below answers through a content provider too.
+        auto& mutable_req = const_cast<httplib::Request&>(req);
+        mutable_req.ranges.clear();
+        // Framing a proxy in front could read otherwise than cpp-httplib (which
+        // takes the first Content-Length, and chunked over any length) is
+        // refused, and the connection closed, before the body is read: a
+        // smuggled second request must not be served (RFC 9112, 6.3).
+        if (auto refused = framing_refusal_of(req)) {
+          // cpp-httplib writes no body for HEAD, and then does not notice the
+          // provider's failure that closes the connection: answered as a GET.
+          if (req.method == "HEAD") mutable_req.method = "GET";
+          res.status = 400;
+          set_error_content_and_close(
+              res, make_error(errc::invalid_argument, refused->message, refused->field));
+          metrics_.refused(res.status);
+          return httplib::Server::HandlerResponse::Handled;
+        }
+        return httplib::Server::HandlerResponse::Unhandled;
+      });
   svr_->set_exception_handler(
       [](const httplib::Request& req, httplib::Response& res, std::exception_ptr ep) {
         std::string what = "unknown exception";
