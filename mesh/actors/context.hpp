@@ -101,6 +101,10 @@ struct mesh_context {
     return t;
   }
 
+  /// The wall clock's lead over `clock` last logged (ms), shared by the
+  /// two timer routines so that a step is logged once.
+  std::atomic<int64_t> logged_lead_ms{0};
+
 private:
   std::atomic<int64_t> listening_since_ms_{0};
 };

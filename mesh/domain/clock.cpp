@@ -8,16 +8,85 @@
 
 namespace polymesh {
 
+namespace {
+
+int64_t nanoseconds_of(clockid_t id) {
+  timespec ts{};
+  ::clock_gettime(id, &ts);
+  return static_cast<int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
+}
+
+constexpr int64_t ns_per_ms = 1'000'000;
+
+/// Whole milliseconds of `ns`, rounded down (so that a clock that never
+/// goes back in nanoseconds never does in milliseconds either).
+int64_t floor_ms(int64_t ns) {
+  return ns >= 0 ? ns / ns_per_ms : -((-ns + ns_per_ms - 1) / ns_per_ms);
+}
+
+} // namespace
+
+// CLOCK_BOOTTIME: like CLOCK_MONOTONIC (steady_clock), but it also counts
+// the time the host spent suspended, as the wall clock does.
+system_clock::system_clock()
+    : system_clock([] { return nanoseconds_of(CLOCK_REALTIME); },
+                   [] { return nanoseconds_of(CLOCK_BOOTTIME); }) {}
+
+system_clock::system_clock(source wall, source mono)
+    : wall_(std::move(wall))
+    , mono_(std::move(mono))
+    , last_now_(wall_())
+    , last_mono_(mono_()) {}
+
+std::pair<int64_t, int64_t> system_clock::read() const {
+  std::lock_guard<std::mutex> guard{mtx_};
+  auto mono = mono_();
+  auto wall = wall_();
+  auto elapsed = std::max<int64_t>(0, mono - last_mono_);
+  auto moved = last_now_ + elapsed;
+  auto lead = wall - moved;
+  constexpr int64_t snap_ns =
+      std::chrono::duration_cast<std::chrono::nanoseconds>(snap_after).count();
+  // Forward only: this clock never goes back.
+  if (lead > snap_ns) {
+    jump_ = clock_jump{from_unix_ms(floor_ms(wall)), duration{lead / ns_per_ms}};
+    moved = wall;
+    lead = 0;
+  } else {
+    auto most = elapsed / catch_up_divisor;
+    auto step = std::clamp(lead, -most, most);
+    moved += step;
+    lead -= step;
+  }
+  last_now_ = moved;
+  last_mono_ = std::max(last_mono_, mono);
+  lead_ = lead;
+  return {moved, mono};
+}
+
 timestamp system_clock::now() const {
-  return std::chrono::time_point_cast<duration>(std::chrono::system_clock::now());
+  return from_unix_ms(floor_ms(read().first));
 }
 
 duration system_clock::monotonic() const {
-  // CLOCK_BOOTTIME: like CLOCK_MONOTONIC (steady_clock), but it also counts
-  // the time the host spent suspended.
-  timespec ts{};
-  ::clock_gettime(CLOCK_BOOTTIME, &ts);
-  return duration{static_cast<int64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1'000'000};
+  return duration{floor_ms(mono_())};
+}
+
+std::pair<timestamp, duration> system_clock::now_and_monotonic() const {
+  auto [now, mono] = read();
+  return {from_unix_ms(floor_ms(now)), duration{floor_ms(mono)}};
+}
+
+std::optional<clock_jump> system_clock::last_jump() const {
+  read();
+  std::lock_guard<std::mutex> guard{mtx_};
+  return jump_;
+}
+
+duration system_clock::behind_wall() const {
+  read();
+  std::lock_guard<std::mutex> guard{mtx_};
+  return duration{lead_ / ns_per_ms};
 }
 
 std::pair<timestamp, duration> manual_clock::now_and_monotonic() const {
@@ -47,6 +116,25 @@ void manual_clock::stall(duration d) {
   std::lock_guard<std::mutex> guard{stall_mtx_};
   monotonic_ms_ += d.count();
   ms_since_epoch_ += d.count();
+}
+
+void manual_clock::jump(duration d) {
+  std::lock_guard<std::mutex> guard{stall_mtx_};
+  ms_since_epoch_ += d.count();
+  jump_ = clock_jump{now(), d};
+}
+
+void manual_clock::set_behind_wall(duration d) {
+  behind_wall_ms_ = d.count();
+}
+
+duration manual_clock::behind_wall() const {
+  return duration{behind_wall_ms_.load()};
+}
+
+std::optional<clock_jump> manual_clock::last_jump() const {
+  std::lock_guard<std::mutex> guard{stall_mtx_};
+  return jump_;
 }
 
 void manual_clock::set(timestamp t) {

@@ -8,6 +8,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -17,6 +18,14 @@ namespace polymesh {
 
 using timestamp = std::chrono::system_clock::time_point;
 using duration = std::chrono::milliseconds;
+
+/// A step of the wall clock that a clock followed at once.
+struct clock_jump {
+  /// The clock's time after the jump.
+  timestamp at;
+  /// How far it jumped.
+  duration by;
+};
 
 class clock {
 public:
@@ -32,13 +41,67 @@ public:
   [[nodiscard]] virtual std::pair<timestamp, duration> now_and_monotonic() const {
     return {now(), monotonic()};
   }
+  /// How far the host's wall clock is ahead of `now` (negative: behind):
+  /// steps of the wall clock that `now` has not caught up with yet.
+  [[nodiscard]] virtual duration behind_wall() const { return duration{0}; }
+  /// The last step of the wall clock this clock followed at once, if any.
+  [[nodiscard]] virtual std::optional<clock_jump> last_jump() const {
+    return std::nullopt;
+  }
 };
 
-/// The real clock (`std::chrono::system_clock`).
+/// The real clock: the host's wall clock without its steps. A wall clock
+/// steps (an NTP correction, an admin setting the date, a VM resumed): read
+/// as it is, a step forward would end every window that waits on an agent
+/// (offline, lease, expiry, token) at once, and a step back would hold them
+/// off until it caught up, and make timestamps go backwards. This clock moves
+/// with the monotonic clock from the wall time it read at its start, and
+/// follows the wall clock's steps gradually, at `catch_up_rate` at most (a
+/// step of an hour in 20 hours): its time never goes back, and a window it
+/// measures is at most 5 % longer or shorter than on the monotonic clock. A
+/// step forward over `snap_after` (a host that booted with no real-time
+/// clock and then learnt the date) is followed at once, as a stall is: the
+/// windows that wait on agents restart from then (the timer routine). A step
+/// back is always caught up with gradually.
+///
+/// Thread-safety: any thread; reads are serialized by a mutex.
 class system_clock final : public clock {
 public:
+  /// A clock reading, in nanoseconds.
+  using source = std::function<int64_t()>;
+  /// How much faster or slower than the monotonic clock this clock may move
+  /// to catch up with a step of the wall clock: 1/20.
+  static constexpr int64_t catch_up_divisor = 20;
+  /// A step forward this large is followed at once.
+  static constexpr duration snap_after = std::chrono::hours{24};
+
+  /// The host's clocks: CLOCK_REALTIME and CLOCK_BOOTTIME.
+  system_clock();
+  /// Given clocks (tests): `wall` may step, `mono` never goes back.
+  system_clock(source wall, source mono);
+
   [[nodiscard]] timestamp now() const override;
   [[nodiscard]] duration monotonic() const override;
+  [[nodiscard]] std::pair<timestamp, duration> now_and_monotonic() const override;
+  /// How far the wall clock is ahead of `now` (behind it when negative):
+  /// the part of its steps not caught up with yet.
+  [[nodiscard]] duration behind_wall() const override;
+  [[nodiscard]] std::optional<clock_jump> last_jump() const override;
+
+private:
+  /// Moves the clock to the sources' present; returns its time (ns) and the
+  /// monotonic reading (ns).
+  std::pair<int64_t, int64_t> read() const;
+
+  source wall_;
+  source mono_;
+  mutable std::mutex mtx_;
+  /// This clock's time and the monotonic clock's at the last read (ns).
+  mutable int64_t last_now_ = 0;
+  mutable int64_t last_mono_ = 0;
+  /// The wall clock's lead over this clock at the last read (ns).
+  mutable int64_t lead_ = 0;
+  mutable std::optional<clock_jump> jump_;
 };
 
 /// A clock that only moves when told to. Starts at a fixed instant so that
@@ -57,11 +120,21 @@ public:
   /// Time that passes while the process does not run (stopped, or its host
   /// suspended): both the wall clock and `monotonic` move by `d`.
   void stall(duration d);
+  /// What a `system_clock` does at a step of the wall clock forward over
+  /// `system_clock::snap_after`: the clock jumps by `d`, and says so
+  /// (`last_jump`).
+  void jump(duration d);
+  /// Sets what `behind_wall` answers: a step `system_clock` catches up with.
+  void set_behind_wall(duration d);
+  [[nodiscard]] duration behind_wall() const override;
+  [[nodiscard]] std::optional<clock_jump> last_jump() const override;
 
 private:
   std::atomic<int64_t> ms_since_epoch_;
   std::atomic<int64_t> monotonic_ms_{0};
+  std::atomic<int64_t> behind_wall_ms_{0};
   mutable std::mutex stall_mtx_;
+  std::optional<clock_jump> jump_;
 };
 
 /// Milliseconds since the Unix epoch, the store's representation.

@@ -116,8 +116,9 @@ void log(log_level level, const std::string& text) {
   auto safe = one_line(text);
   std::lock_guard<std::mutex> guard{out_mtx};
   if (out_handler) return out_handler(level, safe);
-  auto line =
-      to_rfc3339(system_clock{}.now()) + " " + to_string(level) + " " + safe + "\n";
+  auto line = to_rfc3339(std::chrono::time_point_cast<duration>(
+                  std::chrono::system_clock::now())) +
+              " " + to_string(level) + " " + safe + "\n";
   std::fputs(line.c_str(), stderr);
 }
 

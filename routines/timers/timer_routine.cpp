@@ -7,6 +7,8 @@
 #include <caf/actor_system.hpp>
 #include <caf/event_based_actor.hpp>
 #include <caf/stateful_actor.hpp>
+#include <cstdlib>
+#include <string>
 #include <unordered_map>
 
 namespace polymesh {
@@ -24,9 +26,46 @@ struct timer_state {
   deadline_queue deadlines;
   std::unordered_map<std::string, caf::actor> targets;
   duration last_look{};
+  /// The clock's last jump seen (`clock::last_jump`).
+  timestamp seen_jump{};
 };
 
 using self_ptr = caf::stateful_actor<timer_state>*;
+
+std::string seconds_text(duration d) {
+  return std::to_string((std::llabs(d.count()) + 500) / 1000) + " s";
+}
+
+/// Logs a step of the host's wall clock that meshd's clock catches up with
+/// gradually (`system_clock`), once, and when it has caught up.
+void log_catch_up(mesh_context& ctx) {
+  constexpr int64_t second = 1000;
+  auto lead = ctx.clock->behind_wall().count();
+  auto logged = ctx.logged_lead_ms.load();
+  if (std::llabs(lead) < second) {
+    if (logged != 0 && ctx.logged_lead_ms.compare_exchange_strong(logged, 0))
+      log(log_level::info, "meshd's clock has caught up with the host's wall clock");
+    return;
+  }
+  // Catching up: remembered silently, so that a new step is measured from here.
+  if (std::llabs(lead) <= std::llabs(logged) && (lead < 0) == (logged < 0)) {
+    ctx.logged_lead_ms.compare_exchange_strong(logged, lead);
+    return;
+  }
+  if (std::llabs(lead - logged) < second ||
+      !ctx.logged_lead_ms.compare_exchange_strong(logged, lead))
+    return;
+  auto step = duration{lead - logged};
+  auto hours = (std::llabs(lead) * system_clock::catch_up_divisor + 1'800'000) / 3'600'000;
+  log(log_level::warn,
+      std::string{"the host's wall clock stepped "} +
+          (step.count() > 0 ? "forward" : "back") + " by " + seconds_text(step) +
+          "; meshd's clock is " + seconds_text(duration{lead}) +
+          (lead > 0 ? " behind it" : " ahead of it") +
+          " and catches up gradually (in about " + std::to_string(hours) +
+          " h), so that the windows that wait on agents keep their length and no "
+          "timestamp goes back; restart meshd to take the wall clock's time at once");
+}
 
 size_t fire_due(self_ptr self) {
   auto& st = self->state;
@@ -44,6 +83,15 @@ size_t fire_due(self_ptr self) {
               "runs get their windows again from now");
   }
   st.last_look = looked;
+  if (auto jump = st.ctx->clock->last_jump(); jump && jump->at != st.seen_jump) {
+    st.seen_jump = jump->at;
+    if (st.ctx->listening_again(jump->at) + stall_gap <= jump->at)
+      log(log_level::warn,
+          "the host's wall clock stepped forward by " + seconds_text(jump->by) +
+              ", more than a day: meshd took its time at once, and agents and runs get "
+              "their windows again from now");
+  }
+  log_catch_up(*st.ctx);
   auto due = st.deadlines.pop_due(now);
   for (auto& key : due) {
     auto it = st.targets.find(key);

@@ -45,6 +45,97 @@ TEST(Clock, SystemClockHasMillisecondResolution) {
   EXPECT_GT(to_unix_ms(t), 1'577'836'800'000);
 }
 
+/// A host's clocks as a test drives them, in nanoseconds.
+struct host_clocks {
+  int64_t wall = 1'800'000'000'000 * int64_t{1'000'000};
+  int64_t mono = 5'000 * int64_t{1'000'000};
+  void run(duration d) {
+    wall += d.count() * 1'000'000;
+    mono += d.count() * 1'000'000;
+  }
+  void step(duration d) { wall += d.count() * 1'000'000; }
+  system_clock clock() {
+    return system_clock{[this] { return wall; }, [this] { return mono; }};
+  }
+};
+
+int64_t ms_of(timestamp t) {
+  return to_unix_ms(t);
+}
+
+// This test ensures the system clock reads the host's wall clock while it
+// does not step, and reports nothing to catch up with.
+TEST(Clock, SystemClockFollowsAWallClockThatDoesNotStep) {
+  host_clocks host;
+  auto c = host.clock();
+  auto start = ms_of(c.now());
+  EXPECT_EQ(start, host.wall / 1'000'000);
+  for (int i = 0; i < 1000; ++i)
+    host.run(7ms);
+  EXPECT_EQ(ms_of(c.now()) - start, 7000);
+  EXPECT_EQ(c.behind_wall(), 0ms);
+  EXPECT_FALSE(c.last_jump());
+}
+
+// This test ensures a step of the wall clock forward is caught up with at
+// 1/20 of the time that passes, so that a window measured meanwhile keeps
+// 95 % of its length at least (an agent's 3 minutes of silence are not
+// over at the step), and then reads the wall clock again.
+TEST(Clock, SystemClockCatchesUpWithAStepForwardGradually) {
+  host_clocks host;
+  auto c = host.clock();
+  auto before = c.now();
+  host.step(std::chrono::duration_cast<duration>(1h));
+  EXPECT_EQ(c.now(), before);
+  EXPECT_EQ(c.behind_wall(), std::chrono::duration_cast<duration>(1h));
+  host.run(std::chrono::duration_cast<duration>(3min));
+  EXPECT_EQ(c.now() - before, std::chrono::duration_cast<duration>(3min) + 9s);
+  // 3,591 s left to catch up with, 3 s a minute: 1,197 minutes.
+  for (int i = 0; i < 1196; ++i)
+    host.run(std::chrono::duration_cast<duration>(1min));
+  EXPECT_EQ(c.behind_wall(), 3s);
+  for (int i = 0; i < 2; ++i)
+    host.run(std::chrono::duration_cast<duration>(1min));
+  EXPECT_EQ(ms_of(c.now()), host.wall / 1'000'000);
+  EXPECT_EQ(c.behind_wall(), 0ms);
+  EXPECT_FALSE(c.last_jump());
+}
+
+// This test ensures a step of the wall clock back never makes the clock go
+// back: it moves on, 5 % slower, until the wall clock catches up.
+TEST(Clock, SystemClockNeverGoesBackWhenTheWallClockSteps) {
+  host_clocks host;
+  auto c = host.clock();
+  auto last = c.now();
+  host.step(-std::chrono::duration_cast<duration>(1h));
+  EXPECT_EQ(c.behind_wall(), -std::chrono::duration_cast<duration>(1h));
+  for (int i = 0; i < 21 * 60; ++i) {
+    host.run(std::chrono::duration_cast<duration>(1min));
+    auto t = c.now();
+    ASSERT_GE(t, last) << i;
+    ASSERT_GE(t - last, 57s) << i; // 95 % of a minute
+    last = t;
+  }
+  EXPECT_EQ(ms_of(c.now()), host.wall / 1'000'000);
+  EXPECT_EQ(c.behind_wall(), 0ms);
+}
+
+// This test ensures a step forward of more than a day (a host that booted
+// with no real-time clock) is followed at once, and reported as a jump.
+TEST(Clock, SystemClockJumpsWithAStepForwardOfMoreThanADay) {
+  host_clocks host;
+  auto c = host.clock();
+  host.run(10ms);
+  auto days = std::chrono::duration_cast<duration>(std::chrono::hours{24 * 400});
+  host.step(days);
+  EXPECT_EQ(ms_of(c.now()), host.wall / 1'000'000);
+  auto jump = c.last_jump();
+  ASSERT_TRUE(jump);
+  EXPECT_EQ(jump->by, days);
+  EXPECT_EQ(jump->at, c.now());
+  EXPECT_EQ(c.behind_wall(), 0ms);
+}
+
 // This test ensures milliseconds convert both ways, negative ones included.
 TEST(Clock, UnixMillisecondsRoundTrip) {
   for (int64_t ms : {int64_t{0}, int64_t{1}, int64_t{-1}, int64_t{-1001},

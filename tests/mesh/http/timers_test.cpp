@@ -1,8 +1,13 @@
 // Timers over real HTTP, driven by the fixture's manual clock: agent
 // offline, delivery lease, result expiry, run timeout, queue TTL.
+#include "mesh/domain/log.hpp"
 #include "tests/support/mesh_fixture.hpp"
 
+#include <memory>
+#include <mutex>
 #include <set>
+#include <string>
+#include <vector>
 
 namespace polymesh::test {
 namespace {
@@ -117,6 +122,68 @@ TEST_F(timers, a_mesh_that_did_not_run_gives_agents_and_runs_their_windows_again
   advance(cfg.offline_after + 1s);
   ASSERT_TRUE(becomes(id, "error"));
   EXPECT_EQ(reason_of(id), "agent_lost");
+}
+
+// This test ensures a step of the host's wall clock forward that meshd's clock
+// follows at once (over a day: a host that booted with no real-time clock)
+// does not take agents for gone and end their runs: the windows that wait on
+// agents restart from it, as after a stall. A silence after it still counts.
+TEST_F(timers, a_jump_of_the_clock_gives_agents_and_runs_their_windows_again) {
+  auto a = register_agent("a", json::object());
+  auto id = submit(json{{"plan", "noop"}}).body["id"].get<std::string>();
+  ASSERT_EQ(a.take(1).size(), 1u);
+  ASSERT_EQ(a.start(id).status, 200);
+  clock.jump(std::chrono::duration_cast<duration>(std::chrono::hours{24 * 30}));
+  tick();
+  EXPECT_EQ(call("GET", "/v1/agents/a", admin).body["status"], "online");
+  EXPECT_EQ(status_of(id), "running");
+
+  advance(cfg.offline_after + 1s);
+  ASSERT_TRUE(becomes(id, "error"));
+  EXPECT_EQ(reason_of(id), "agent_lost");
+}
+
+// This test ensures a step of the wall clock that meshd's clock catches up
+// with gradually is logged once, with its size and direction, a further step
+// again, and the end of the catching up too.
+TEST_F(timers, a_step_of_the_wall_clock_is_logged_once_and_its_catch_up_too) {
+  std::vector<std::string> logged;
+  std::mutex mtx;
+  set_log_handler([&](log_level level, const std::string& text) {
+    std::lock_guard<std::mutex> guard{mtx};
+    if (text.find("clock") != std::string::npos)
+      logged.push_back(std::string{to_string(level)} + " " + text);
+  });
+  auto restore = std::shared_ptr<void>{nullptr, [](void*) { set_log_handler(nullptr); }};
+  auto lines = [&] {
+    std::lock_guard<std::mutex> guard{mtx};
+    return logged;
+  };
+  clock.set_behind_wall(3600s);
+  tick();
+  tick();
+  clock.set_behind_wall(3000s); // catching up: nothing to say
+  tick();
+  clock.set_behind_wall(-1200s); // a step back of 4,200 s
+  tick();
+  clock.set_behind_wall(0s);
+  tick();
+  tick();
+  auto seen = lines();
+  ASSERT_EQ(seen.size(), 3u) << ::testing::PrintToString(seen);
+  EXPECT_EQ(
+      seen[0].rfind("warn the host's wall clock stepped forward by 3600 s; meshd's "
+                    "clock is 3600 s behind it and catches up gradually (in about 20 h)",
+                    0),
+      0u)
+      << seen[0];
+  EXPECT_EQ(
+      seen[1].rfind("warn the host's wall clock stepped back by 4200 s; meshd's clock "
+                    "is 1200 s ahead of it",
+                    0),
+      0u)
+      << seen[1];
+  EXPECT_EQ(seen[2], "info meshd's clock has caught up with the host's wall clock");
 }
 
 // This test ensures any authenticated agent request counts as liveness.
