@@ -297,11 +297,22 @@ bool mesh_client::adopt_locked(const json& body) {
   heartbeat_interval_s_ = number("heartbeat_interval_s", heartbeat_interval_s_);
   take_limits_locked(body);
   ++generation_;
-  // Renew at two thirds of the remaining life, measured on our own clock so
-  // that a skewed server clock only shortens the margin, never inverts it.
+  // Renew at two thirds of the remaining life, timed on our own monotonic
+  // clock. The life is taken as seconds from now (`token_expires_in_s`):
+  // read against our wall clock, `token_expires_at` would be off by the
+  // difference between the two hosts' clocks, and a token renewed too late
+  // (ours behind by half its life) ends the session and its runs, one
+  // renewed too early (ours ahead by its life) is renewed every second. A
+  // mesh older than this SDK sends only the time.
   std::chrono::milliseconds life{std::chrono::hours{1}};
+  auto in_it = body.find("token_expires_in_s");
   auto exp_it = body.find("token_expires_at");
-  if (exp_it != body.end() && exp_it->is_string())
+  if (in_it != body.end() && in_it->is_number_integer() && in_it->get<int64_t>() >= 0)
+    life = std::clamp(std::chrono::milliseconds{std::chrono::seconds{std::min<int64_t>(
+                          in_it->get<int64_t>(), int64_t{24} * 365 * 3600)}},
+                      std::chrono::milliseconds{1500},
+                      std::chrono::milliseconds{std::chrono::hours{24 * 365}});
+  else if (exp_it != body.end() && exp_it->is_string())
     if (auto exp = parse_rfc3339(exp_it->get<std::string>())) {
       // In milliseconds: a difference of centuries in nanoseconds overflows.
       std::chrono::milliseconds left{to_unix_ms(*exp) -

@@ -299,7 +299,13 @@ json limits_json(const mesh_config& cfg) {
               {"max_log_bytes", cfg.max_log_bytes}};
 }
 
-json agent_session_json(const agent_session_info& s, const mesh_config& cfg) {
+/// A registration's or a token refresh's answer. The token's life is sent
+/// twice: as a time (`token_expires_at`) and as seconds from now
+/// (`token_expires_in_s`), which an agent times on its own monotonic clock:
+/// the agent's and the mesh's wall clocks may differ by any amount.
+json agent_session_json(const agent_session_info& s, const mesh_config& cfg,
+                        timestamp now) {
+  auto life = std::chrono::duration_cast<std::chrono::seconds>(s.token_expires_at - now);
   auto out = json{
       {"id", s.agent.id},
       {"name", s.agent.name},
@@ -309,6 +315,7 @@ json agent_session_json(const agent_session_info& s, const mesh_config& cfg) {
        s.agent.drained ? json(s.agent.drain_kept ? "admin" : "agent") : json(nullptr)},
       {"access_token", s.access_token},
       {"token_expires_at", to_rfc3339(s.token_expires_at)},
+      {"token_expires_in_s", std::max<int64_t>(0, life.count())},
       {"poll_wait_max_s",
        std::chrono::duration_cast<std::chrono::seconds>(cfg.poll_wait_max).count()},
       {"heartbeat_interval_s",
@@ -408,7 +415,7 @@ void register_agent(request_context& rc) {
   auto s =
       ask<agent_session_info>(rc, rc.ctx()->agents, register_atom::value, rc.who, *req);
   if (!s) return rc.fail(s.error());
-  rc.reply(201, agent_session_json(*s, rc.ctx()->config));
+  rc.reply(201, agent_session_json(*s, rc.ctx()->config, rc.ctx()->now()));
 }
 
 void refresh_agent_token(request_context& rc) {
@@ -416,7 +423,7 @@ void refresh_agent_token(request_context& rc) {
   if (auto err = check_own_agent(rc, id)) return rc.fail(err);
   auto s = ask<agent_session_info>(rc, rc.ctx()->agents, refresh_atom::value, rc.who, id);
   if (!s) return rc.fail(s.error());
-  rc.reply(200, agent_session_json(*s, rc.ctx()->config));
+  rc.reply(200, agent_session_json(*s, rc.ctx()->config, rc.ctx()->now()));
 }
 
 /// A long-poll's place in the worker pool: released when it goes.

@@ -286,6 +286,9 @@ public:
   std::map<std::string, std::vector<std::string>> progress_;
   int unauthorized_ = 0;
   std::optional<std::chrono::milliseconds> token_life_;
+  /// How far the mesh's wall clock is behind the agent's (ahead if
+  /// negative): its `token_expires_at` is off by that much.
+  std::chrono::milliseconds clock_behind_{0};
   std::string token_ = "tok";
   bool fail_logs_every_other_ = false;
   std::map<std::string, std::map<std::string, std::string>> artifacts_;
@@ -322,10 +325,13 @@ private:
   json session_json() {
     // Like meshd: an expiry within the representable range (year < 2262).
     auto life = token_life_.value_or(std::chrono::milliseconds{std::chrono::hours{1}});
-    auto expires = polymesh::to_rfc3339(std::chrono::system_clock::now() + life);
+    auto expires =
+        polymesh::to_rfc3339(std::chrono::system_clock::now() - clock_behind_ + life);
     json out{{"id", "a1"},
              {"access_token", token_},
              {"token_expires_at", expires},
+             {"token_expires_in_s",
+              std::chrono::duration_cast<std::chrono::seconds>(life).count()},
              {"poll_wait_max_s", 1},
              {"heartbeat_interval_s", 1},
              {"drained_by", drained_by_}};
@@ -1279,6 +1285,36 @@ TEST(agent, token_is_refreshed_before_expiry) {
   mesh.submit("r1", "echo", json::object(), "after refresh");
   ASSERT_TRUE(finished(mesh, "r1"));
   EXPECT_EQ(mesh.with([](fake_mesh& m) { return m.unauthorized_; }), 0);
+}
+
+// This test ensures the token's renewal is timed from its life in seconds, not from
+// its expiry time read on the agent's own wall clock: a mesh whose clock is an hour
+// behind (the token "expired" already) is not asked for a new token every second, and
+// one an hour ahead (the token "lasts" an hour more) gets its renewal in time.
+TEST(agent, token_renewal_ignores_the_difference_between_the_clocks) {
+  {
+    fake_mesh mesh;
+    mesh.with([](fake_mesh& m) {
+      m.token_life_ = std::chrono::hours{1};
+      return m.clock_behind_ = std::chrono::hours{1};
+    });
+    agent a{config(mesh), echo_plans()};
+    a.start();
+    // Polls wait a second each (`poll_wait_max_s`): three of them outlast the 1 s
+    // renewal a token read as expired would get.
+    ASSERT_TRUE(eventually(
+        [&] { return mesh.with([](fake_mesh& m) { return m.polls_; }) >= 3; }));
+    EXPECT_EQ(mesh.with([](fake_mesh& m) { return m.refreshes_; }), 0);
+  }
+  fake_mesh mesh;
+  mesh.with([](fake_mesh& m) {
+    m.token_life_ = 1500ms;
+    return m.clock_behind_ = -std::chrono::hours{1};
+  });
+  agent a{config(mesh), echo_plans()};
+  a.start();
+  ASSERT_TRUE(eventually(
+      [&] { return mesh.with([](fake_mesh& m) { return m.refreshes_; }) >= 2; }));
 }
 
 // This test ensures a cancel that arrives while the run waits for a free slot is applied

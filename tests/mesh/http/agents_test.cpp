@@ -396,9 +396,11 @@ TEST_F(agents, registration_answers_the_session_fields) {
                      {"version", "1.2.3"},
                      {"hostname", "host-1"}});
   ASSERT_EQ(r.status, 201) << r.raw;
-  for (auto* key : {"id", "name", "access_token", "token_expires_at", "poll_wait_max_s",
-                    "heartbeat_interval_s"})
+  for (auto* key : {"id", "name", "access_token", "token_expires_at",
+                    "token_expires_in_s", "poll_wait_max_s", "heartbeat_interval_s"})
     EXPECT_TRUE(r.body.contains(key)) << key;
+  // The token's life (agents.token_ttl, 1 h by default) as seconds from now.
+  EXPECT_EQ(r.body["token_expires_in_s"], 3600) << r.raw;
   auto a = call("GET", "/v1/agents/full-1", admin);
   EXPECT_EQ(a.body["capacity"], 1) << "capacity defaults to one slot";
   EXPECT_EQ(a.body["version"], "1.2.3");
