@@ -160,6 +160,15 @@ const std::vector<key_spec>& key_table() {
       choice_key("store.synchronous", &mesh_config::store_synchronous, {"full", "normal"},
                  "full fsyncs each group commit and survives power loss; normal "
                  "survives process crashes only."),
+      choice_key("store.secure_delete", &mesh_config::store_secure_delete, {"fast", "full"},
+                 "What the database file keeps of deleted runs (pruned by retention, "
+                 "with their logs and artifacts). fast: content on pages that are "
+                 "written anyway is zeroed, pages freed whole keep their old bytes "
+                 "until SQLite reuses them. full: every freed page is zeroed too, which "
+                 "writes each pruned byte again (into the WAL first): a retention pass "
+                 "over runs with long logs takes about ten times as long, holding "
+                 "every other write back, and the WAL grows to the size of what it "
+                 "pruned."),
       integer_key("store.group_commit_max", &mesh_config::group_commit_max, 1, 1 << 20,
                   "Largest number of writes committed in one transaction."),
 

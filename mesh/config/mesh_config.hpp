@@ -48,6 +48,9 @@ struct mesh_config {
   /// `full` (fsync each group commit: survives power loss) or `normal`
   /// (survives process crashes). Key `store.synchronous`.
   std::string store_synchronous = "full";
+  /// `fast` (pages freed by deletes keep their bytes until reused) or `full`
+  /// (they are zeroed). Key `store.secure_delete`.
+  std::string store_secure_delete = "fast";
   /// Largest number of writes committed in one transaction. Key
   /// `store.group_commit_max`.
   int64_t group_commit_max = 4096;

@@ -136,6 +136,8 @@ struct store_options {
   /// `normal`: durable across process crashes (WAL); `full`: also across
   /// power loss (fsync per commit).
   std::string synchronous = "full";
+  /// SQLite's `secure_delete`: `fast`, or `full` (`on`).
+  std::string secure_delete = "fast";
   bool read_only = false;
 };
 
