@@ -143,6 +143,13 @@ const std::vector<key_spec>& key_table() {
                    "the whole request: a slow but steady sender is not cut off). Whole "
                    "seconds only: meshd applies it in seconds.",
                    1s),
+      duration_key("http.write_timeout", &mesh_config::write_timeout, 1s, 1h,
+                   "Longest wait for a client to take more of an answer (each wait, not "
+                   "the whole answer). meshd writes again once half the connection's "
+                   "send buffer (up to 2 MiB on Linux) is free, so a client reading an "
+                   "artifact or a long log slower than that per wait is cut off, the "
+                   "answer short of its Content-Length. Whole seconds only.",
+                   1s),
       duration_key("http.stop_grace", &mesh_config::stop_grace, 0ms, 1h,
                    "When meshd stops, how long requests in progress may take to "
                    "finish (long-polls are answered at once). Connections still open "
@@ -160,7 +167,8 @@ const std::vector<key_spec>& key_table() {
       choice_key("store.synchronous", &mesh_config::store_synchronous, {"full", "normal"},
                  "full fsyncs each group commit and survives power loss; normal "
                  "survives process crashes only."),
-      choice_key("store.secure_delete", &mesh_config::store_secure_delete, {"fast", "full"},
+      choice_key("store.secure_delete", &mesh_config::store_secure_delete,
+                 {"fast", "full"},
                  "What the database file keeps of deleted runs (pruned by retention, "
                  "with their logs and artifacts). fast: content on pages that are "
                  "written anyway is zeroed, pages freed whole keep their old bytes "

@@ -38,6 +38,9 @@ struct mesh_config {
   int64_t keep_alive_max_requests = 100;
   /// Time allowed to read one request. Key `http.read_timeout`.
   duration read_timeout = std::chrono::seconds{10};
+  /// Time allowed for a client to take more of an answer. Key
+  /// `http.write_timeout`.
+  duration write_timeout = std::chrono::seconds{60};
   /// When meshd stops, how long requests in progress may take before their
   /// connections are cut. Key `http.stop_grace`.
   duration stop_grace = std::chrono::seconds{10};

@@ -1199,10 +1199,11 @@ void get_artifact(request_context& rc) {
   auto part = std::make_shared<artifact_blob>(std::move(*blob));
   auto& sys = rc.node.system();
   auto query = rc.ctx()->query;
+  auto write_timeout = format_duration(rc.ctx()->config.write_timeout);
   rc.res.set_content_provider(
       static_cast<size_t>(a.size), "application/octet-stream",
-      [part, &sys, query, id, name](size_t offset, size_t length,
-                                    httplib::DataSink& sink) {
+      [part, &sys, query, id, name, write_timeout,
+       size = a.size](size_t offset, size_t length, httplib::DataSink& sink) {
         // All of it in this one call: cpp-httplib calls a provider no more
         // once meshd is stopping, and would end the answer short of its
         // length, where a download in progress should finish (within
@@ -1227,8 +1228,15 @@ void get_artifact(request_context& rc) {
           }
           auto n = std::min(end, stop) - at;
           if (!sink.write(part->data.data() + (at - part->offset),
-                          static_cast<size_t>(n)))
-            return false; // the client went away
+                          static_cast<size_t>(n))) {
+            log(log_level::info,
+                "artifact '" + name + "' of run '" + id + "': sending stopped at byte " +
+                    std::to_string(at) + " of " + std::to_string(size) +
+                    ": the client closed the connection, or took nothing for "
+                    "http.write_timeout (" +
+                    write_timeout + ")");
+            return false;
+          }
           at += n;
         }
         return true;
@@ -1880,6 +1888,11 @@ http_server::http_server(mesh_node& node)
       std::chrono::duration_cast<std::chrono::seconds>(cfg.keep_alive_timeout).count()));
   svr_->set_read_timeout(std::max<time_t>(
       1, std::chrono::duration_cast<std::chrono::seconds>(cfg.read_timeout).count()));
+  // cpp-httplib's default is 5 s, and it writes again only once half the
+  // socket's send buffer (autotuned up to 4 MiB) is free: a download read
+  // at 200 KB/s, or paused by a rate limiter, was cut without a word.
+  svr_->set_write_timeout(std::max<time_t>(
+      1, std::chrono::duration_cast<std::chrono::seconds>(cfg.write_timeout).count()));
   // cpp-httplib's own limit, on a Content-Length only: a body over it is
   // skipped (read and dropped) when meshd asks for it. Each endpoint holds
   // its body to its own limit (`request_body`).

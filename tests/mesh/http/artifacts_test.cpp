@@ -10,6 +10,8 @@
 #include <future>
 #include <httplib.h>
 #include <mutex>
+#include <string>
+#include <thread>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -46,11 +48,11 @@ protected:
     return call("GET", "/v1/runs/" + run_id + "/artifacts/" + name, admin);
   }
 
-  /// Collects warnings logged from now until the test ends.
-  void collect_warnings() {
-    set_log_handler([this](log_level level, const std::string& text) {
+  /// Collects the lines logged at `level` from now until the test ends.
+  void collect_warnings(log_level wanted = log_level::warn) {
+    set_log_handler([this, wanted](log_level level, const std::string& text) {
       std::lock_guard<std::mutex> guard{mtx_};
-      if (level == log_level::warn) warnings_.push_back(text);
+      if (level == wanted) warnings_.push_back(text);
     });
   }
   std::vector<std::string> warnings() {
@@ -217,6 +219,51 @@ TEST_F(artifacts, a_download_in_progress_when_meshd_stops_is_sent_whole) {
   stop_mesh();
   EXPECT_EQ(got.size(), bytes.size());
   EXPECT_TRUE(got == bytes);
+}
+
+// This test ensures a download whose client pauses longer than cpp-httplib's
+// own write timeout (5 s) but less than http.write_timeout (60 s) is sent
+// whole: a client reading slowly, or paused by a rate limiter, was cut off
+// without a word once half the socket's send buffer had not drained in 5 s.
+TEST_F(artifacts, a_download_paused_for_six_seconds_is_sent_whole) {
+  std::string bytes;
+  auto download = begin_big_download(bytes);
+  ASSERT_TRUE(download);
+  // Not a wait for something to happen: the pause is what is tested (the
+  // server's writes block meanwhile, the buffers between them full).
+  std::this_thread::sleep_for(6s);
+  auto& got = download->read_to_end();
+  EXPECT_EQ(got.size(), bytes.size());
+  EXPECT_TRUE(got == bytes);
+}
+
+/// meshd waiting 1 s at most for a client to take more of an answer.
+class write_timeout : public artifacts {
+protected:
+  void configure(mesh_config& c) override { c.write_timeout = 1s; }
+};
+
+// This test ensures a download whose client takes nothing for
+// http.write_timeout ends short of its length, and that meshd says so.
+TEST_F(write_timeout, a_download_its_client_stops_reading_is_cut_and_logged) {
+  collect_warnings(log_level::info);
+  std::string bytes;
+  auto download = begin_big_download(bytes);
+  ASSERT_TRUE(download);
+  auto stopped = [&] {
+    for (auto& line : warnings())
+      if (line.find("sending stopped") != std::string::npos) return line;
+    return std::string{};
+  };
+  ASSERT_TRUE(eventually([&] { return !stopped().empty(); }, 30s));
+  EXPECT_NE(stopped().find("' of run '"), std::string::npos) << stopped();
+  EXPECT_NE(stopped().find(" of 16777216: the client closed the connection, or took "
+                           "nothing for http.write_timeout (1s)"),
+            std::string::npos)
+      << stopped();
+  auto& got = download->read_to_end();
+  EXPECT_LT(got.size(), bytes.size());
+  EXPECT_TRUE(got == bytes.substr(0, got.size()));
 }
 
 /// meshd stopping with a grace of 100 ms for requests in progress.
