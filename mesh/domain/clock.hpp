@@ -64,7 +64,8 @@ public:
 /// windows that wait on agents restart from then (the timer routine). A step
 /// back is always caught up with gradually.
 ///
-/// Thread-safety: any thread; reads are serialized by a mutex.
+/// Thread-safety: any thread; reads take a mutex only while a step is caught
+/// up with.
 class system_clock final : public clock {
 public:
   /// A clock reading, in nanoseconds.
@@ -102,6 +103,10 @@ private:
   /// The wall clock's lead over this clock at the last read (ns).
   mutable int64_t lead_ = 0;
   mutable std::optional<clock_jump> jump_;
+  /// While `settled_` (nothing to catch up with): this clock's time is the
+  /// monotonic clock's plus `offset_` (ns), read without the lock.
+  mutable std::atomic<int64_t> offset_{0};
+  mutable std::atomic<bool> settled_{false};
 };
 
 /// A clock that only moves when told to. Starts at a fixed instant so that
