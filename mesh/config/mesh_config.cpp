@@ -148,7 +148,10 @@ const std::vector<key_spec>& key_table() {
                    "the whole answer). meshd writes again once half the connection's "
                    "send buffer (up to 2 MiB on Linux) is free, so a client reading an "
                    "artifact or a long log slower than that per wait is cut off, the "
-                   "answer short of its Content-Length. Whole seconds only.",
+                   "answer short of its Content-Length. A rate-limited client (curl "
+                   "--limit-rate) reads the socket buffers (up to about 13 MB) at once "
+                   "and then pauses for their size over its rate: 130 s at 100 KB/s. "
+                   "Each waiting client holds an HTTP worker. Whole seconds only.",
                    1s),
       duration_key("http.stop_grace", &mesh_config::stop_grace, 0ms, 1h,
                    "When meshd stops, how long requests in progress may take to "

@@ -40,7 +40,7 @@ struct mesh_config {
   duration read_timeout = std::chrono::seconds{10};
   /// Time allowed for a client to take more of an answer. Key
   /// `http.write_timeout`.
-  duration write_timeout = std::chrono::seconds{60};
+  duration write_timeout = std::chrono::minutes{5};
   /// When meshd stops, how long requests in progress may take before their
   /// connections are cut. Key `http.stop_grace`.
   duration stop_grace = std::chrono::seconds{10};

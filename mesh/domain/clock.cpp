@@ -42,31 +42,42 @@ system_clock::system_clock(source wall, source mono)
 }
 
 std::pair<int64_t, int64_t> system_clock::read() const {
-  auto mono = mono_();
-  auto wall = wall_();
   // The usual case, without the lock (a contended mutex on every read cost
-  // meshd about 7 % of its runs per second): no step to catch up with, and
-  // none since, so this clock is the monotonic clock plus a fixed offset.
-  // The two clocks are read one after the other, hence the tolerance.
+  // 700 ns a read with 4 threads): no step to catch up with, and none since,
+  // so this clock is the monotonic clock plus a fixed offset. The two clocks
+  // are read one after the other, hence the tolerance. `generation_` is odd
+  // while the slow path works, and changes with it: a read that overlapped
+  // it goes the slow way, so that no thread sees an offset older than what
+  // another has already returned.
   constexpr int64_t tolerance = ns_per_ms;
-  if (settled_.load(std::memory_order_acquire)) {
-    auto now = mono + offset_.load(std::memory_order_relaxed);
-    if (wall - now < tolerance && now - wall < tolerance) return {now, mono};
+  auto before = generation_.load(std::memory_order_acquire);
+  if (before % 2 == 0 && settled_.load(std::memory_order_acquire)) {
+    auto mono = mono_();
+    auto wall = wall_();
+    auto now = mono + offset_.load(std::memory_order_acquire);
+    std::atomic_thread_fence(std::memory_order_acquire);
+    if (generation_.load(std::memory_order_relaxed) == before && wall - now < tolerance &&
+        now - wall < tolerance)
+      return {now, mono};
   }
   std::lock_guard<std::mutex> guard{mtx_};
+  generation_.fetch_add(1, std::memory_order_seq_cst);
+  // Read under the lock: a reading taken before it may be older than what
+  // another thread has returned since.
+  auto mono = mono_();
+  auto wall = wall_();
   if (settled_.load(std::memory_order_relaxed)) {
     // The first read after settled ones: they moved with `mono`, none of
     // that time goes to catching up with the step seen now.
-    last_now_ = mono + offset_.load(std::memory_order_relaxed);
+    last_now_ = std::max(last_now_, mono + offset_.load(std::memory_order_relaxed));
     last_mono_ = mono;
   }
   auto elapsed = std::max<int64_t>(0, mono - last_mono_);
   auto moved = last_now_ + elapsed;
   auto lead = wall - moved;
-  constexpr int64_t snap_ns =
-      std::chrono::duration_cast<std::chrono::nanoseconds>(snap_after).count();
-  // Forward only: this clock never goes back.
-  if (lead > snap_ns) {
+  // Forward only, and only from a time before meshd existed: this clock
+  // never goes back, and never jumps from a plausible time.
+  if (lead > 0 && floor_ms(moved) < to_unix_ms(implausible_before)) {
     jump_ = clock_jump{from_unix_ms(floor_ms(wall)), duration{lead / ns_per_ms}};
     moved = wall;
     lead = 0;
@@ -79,8 +90,9 @@ std::pair<int64_t, int64_t> system_clock::read() const {
   last_now_ = moved;
   last_mono_ = std::max(last_mono_, mono);
   lead_ = lead;
-  offset_.store(moved - last_mono_, std::memory_order_relaxed);
+  offset_.store(moved - last_mono_, std::memory_order_release);
   settled_.store(lead == 0, std::memory_order_release);
+  generation_.fetch_add(1, std::memory_order_seq_cst);
   return {moved, mono};
 }
 

@@ -58,11 +58,11 @@ public:
 /// with the monotonic clock from the wall time it read at its start, and
 /// follows the wall clock's steps gradually, at `catch_up_rate` at most (a
 /// step of an hour in 20 hours): its time never goes back, and a window it
-/// measures is at most 5 % longer or shorter than on the monotonic clock. A
-/// step forward over `snap_after` (a host that booted with no real-time
-/// clock and then learnt the date) is followed at once, as a stall is: the
-/// windows that wait on agents restart from then (the timer routine). A step
-/// back is always caught up with gradually.
+/// measures is at most 5 % longer or shorter than on the monotonic clock.
+/// Only a clock that read a time before `implausible_before` (a host that
+/// booted with no real-time clock, and learnt the date later) takes a step
+/// forward at once, as a jump: the windows that wait on agents restart from
+/// then (the timer routine), as after a stall.
 ///
 /// Thread-safety: any thread; reads take a mutex only while a step is caught
 /// up with.
@@ -73,8 +73,11 @@ public:
   /// How much faster or slower than the monotonic clock this clock may move
   /// to catch up with a step of the wall clock: 1/20.
   static constexpr int64_t catch_up_divisor = 20;
-  /// A step forward this large is followed at once.
-  static constexpr duration snap_after = std::chrono::hours{24};
+  /// A time before this one (2026-11-01, before meshd existed) is plainly
+  /// wrong: a step forward from it is taken at once.
+  static constexpr timestamp implausible_before =
+      timestamp{std::chrono::duration_cast<timestamp::duration>(
+          std::chrono::milliseconds{1'793'491'200'000})};
 
   /// The host's clocks: CLOCK_REALTIME and CLOCK_BOOTTIME.
   system_clock();
@@ -107,6 +110,8 @@ private:
   /// monotonic clock's plus `offset_` (ns), read without the lock.
   mutable std::atomic<int64_t> offset_{0};
   mutable std::atomic<bool> settled_{false};
+  /// Odd while a read holds the lock; changes with each such read.
+  mutable std::atomic<uint64_t> generation_{0};
 };
 
 /// A clock that only moves when told to. Starts at a fixed instant so that
@@ -125,8 +130,9 @@ public:
   /// Time that passes while the process does not run (stopped, or its host
   /// suspended): both the wall clock and `monotonic` move by `d`.
   void stall(duration d);
-  /// What a `system_clock` does at a step of the wall clock forward over
-  /// `system_clock::snap_after`: the clock jumps by `d`, and says so
+  /// What a `system_clock` does at a step of the wall clock forward from a
+  /// time before `system_clock::implausible_before`: the clock jumps by `d`,
+  /// and says so
   /// (`last_jump`).
   void jump(duration d);
   /// Sets what `behind_wall` answers: a step `system_clock` catches up with.

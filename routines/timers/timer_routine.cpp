@@ -56,7 +56,8 @@ void log_catch_up(mesh_context& ctx) {
       !ctx.logged_lead_ms.compare_exchange_strong(logged, lead))
     return;
   auto step = duration{lead - logged};
-  auto hours = (std::llabs(lead) * system_clock::catch_up_divisor + 1'800'000) / 3'600'000;
+  auto hours =
+      (std::llabs(lead) * system_clock::catch_up_divisor + 1'800'000) / 3'600'000;
   log(log_level::warn,
       std::string{"the host's wall clock stepped "} +
           (step.count() > 0 ? "forward" : "back") + " by " + seconds_text(step) +
@@ -86,10 +87,12 @@ size_t fire_due(self_ptr self) {
   if (auto jump = st.ctx->clock->last_jump(); jump && jump->at != st.seen_jump) {
     st.seen_jump = jump->at;
     if (st.ctx->listening_again(jump->at) + stall_gap <= jump->at)
-      log(log_level::warn,
-          "the host's wall clock stepped forward by " + seconds_text(jump->by) +
-              ", more than a day: meshd took its time at once, and agents and runs get "
-              "their windows again from now");
+      log(log_level::warn, "the host's wall clock stepped forward by " +
+                               seconds_text(jump->by) +
+                               " from a time before meshd existed (a host that learnt "
+                               "the date late): meshd "
+                               "took its time at once, and agents and runs get "
+                               "their windows again from now");
   }
   log_catch_up(*st.ctx);
   auto due = st.deadlines.pop_due(now);

@@ -122,20 +122,35 @@ TEST(Clock, SystemClockNeverGoesBackWhenTheWallClockSteps) {
   EXPECT_EQ(c.behind_wall(), 0ms);
 }
 
-// This test ensures a step forward of more than a day (a host that booted
-// with no real-time clock) is followed at once, and reported as a jump.
-TEST(Clock, SystemClockJumpsWithAStepForwardOfMoreThanADay) {
-  host_clocks host;
-  auto c = host.clock();
-  host.run(10ms);
-  auto days = std::chrono::duration_cast<duration>(std::chrono::hours{24 * 400});
-  host.step(days);
-  EXPECT_EQ(ms_of(c.now()), host.wall / 1'000'000);
+// This test ensures a clock that read a time before meshd existed (a host
+// that booted with no real-time clock) takes the step forward to the real
+// date at once, and reports it as a jump, while a step of 400 days from a
+// plausible time is caught up with gradually like any other (taken at once,
+// it ended every running run, token and TTL, and let retention prune).
+TEST(Clock, SystemClockJumpsOnlyFromATimeBeforeMeshdExisted) {
+  host_clocks booted;
+  booted.wall = int64_t{86'400'000} * 1'000'000; // 1970-01-02
+  auto c = booted.clock();
+  booted.run(10ms);
+  auto years = std::chrono::duration_cast<duration>(std::chrono::hours{24 * 365 * 56});
+  booted.step(years);
+  EXPECT_EQ(ms_of(c.now()), booted.wall / 1'000'000);
   auto jump = c.last_jump();
   ASSERT_TRUE(jump);
-  EXPECT_EQ(jump->by, days);
+  EXPECT_EQ(jump->by, years);
   EXPECT_EQ(jump->at, c.now());
   EXPECT_EQ(c.behind_wall(), 0ms);
+
+  host_clocks host;
+  auto plausible = host.clock();
+  auto before = plausible.now();
+  auto days = std::chrono::duration_cast<duration>(std::chrono::hours{24 * 400});
+  host.step(days);
+  EXPECT_EQ(plausible.now(), before); // catching up from this read on
+  host.run(10s);
+  EXPECT_EQ(plausible.now() - before, 10s + 500ms);
+  EXPECT_FALSE(plausible.last_jump());
+  EXPECT_EQ(plausible.behind_wall(), days - 500ms);
 }
 
 // This test ensures milliseconds convert both ways, negative ones included.

@@ -222,7 +222,7 @@ TEST_F(artifacts, a_download_in_progress_when_meshd_stops_is_sent_whole) {
 }
 
 // This test ensures a download whose client pauses longer than cpp-httplib's
-// own write timeout (5 s) but less than http.write_timeout (60 s) is sent
+// own write timeout (5 s) but less than http.write_timeout (5 min) is sent
 // whole: a client reading slowly, or paused by a rate limiter, was cut off
 // without a word once half the socket's send buffer had not drained in 5 s.
 TEST_F(artifacts, a_download_paused_for_six_seconds_is_sent_whole) {
