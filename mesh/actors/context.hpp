@@ -80,8 +80,9 @@ struct mesh_context {
   /// its host suspended). The windows that wait on an agent (its offline
   /// timeout, a run's lease, expiry and cancel grace) count from no earlier
   /// than this: a mesh that was not listening heard nobody.
-  /// Never later than now: a wall clock stepped back (NTP) must not hold
-  /// every window off until it catches up.
+  /// Never later than now. meshd's clock never goes back (`system_clock`
+  /// catches up with a step of the wall clock gradually); a test's
+  /// `manual_clock` may be set back.
   [[nodiscard]] timestamp listening_since() const {
     return std::min(from_unix_ms(listening_since_ms_.load(std::memory_order_acquire)),
                     now());

@@ -1383,7 +1383,7 @@ caf::expected<std::unique_ptr<store>> open_at(const std::string& path,
   // told otherwise: a retention pass of 5,000 runs with 1 MiB of log each
   // held the writer about a minute and grew the WAL to 5 GB.
   auto secure_delete = options.secure_delete == "full" ? "PRAGMA secure_delete = ON"
-                                                        : "PRAGMA secure_delete = FAST";
+                                                       : "PRAGMA secure_delete = FAST";
   if (auto err = db.exec_script(secure_delete, "cannot set secure_delete")) return err;
   if (auto err = options.read_only ? check_version(db) : migrate(db)) return err;
   return std::unique_ptr<store>{new sqlite_store(std::move(db))};

@@ -90,9 +90,8 @@ size_t fire_due(self_ptr self) {
       log(log_level::warn, "the host's wall clock stepped forward by " +
                                seconds_text(jump->by) +
                                " from a time before meshd existed (a host that learnt "
-                               "the date late): meshd "
-                               "took its time at once, and agents and runs get "
-                               "their windows again from now");
+                               "the date late): meshd took its time at once, and agents "
+                               "and runs get their windows again from now");
   }
   log_catch_up(*st.ctx);
   auto due = st.deadlines.pop_due(now);

@@ -11,8 +11,8 @@
 #include <httplib.h>
 #include <mutex>
 #include <string>
-#include <thread>
 #include <sys/socket.h>
+#include <thread>
 #include <unistd.h>
 
 namespace polymesh::test {

@@ -125,9 +125,10 @@ TEST_F(timers, a_mesh_that_did_not_run_gives_agents_and_runs_their_windows_again
 }
 
 // This test ensures a step of the host's wall clock forward that meshd's clock
-// follows at once (over a day: a host that booted with no real-time clock)
-// does not take agents for gone and end their runs: the windows that wait on
-// agents restart from it, as after a stall. A silence after it still counts.
+// follows at once (from a time before meshd existed: a host that booted with
+// no real-time clock) does not take agents for gone and end their runs: the
+// windows that wait on agents restart from it, as after a stall. A silence
+// after it still counts.
 TEST_F(timers, a_jump_of_the_clock_gives_agents_and_runs_their_windows_again) {
   auto a = register_agent("a", json::object());
   auto id = submit(json{{"plan", "noop"}}).body["id"].get<std::string>();
