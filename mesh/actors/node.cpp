@@ -151,6 +151,7 @@ caf::error mesh_node::boot(const mesh_config& cfg, const polymesh::clock& clk) {
   ctx_->listening_again(clk.now());
   ctx_->tokens = std::make_unique<token_cache>(clk);
   auto now = clk.now();
+  auto kept_alive = keep_agents_sessions_through_outage(*snap, now);
   for (auto& t : snap->tokens)
     if (!t.revoked_at && (!t.expires_at || *t.expires_at > now)) {
       ctx_->tokens->put(t);
@@ -170,6 +171,13 @@ caf::error mesh_node::boot(const mesh_config& cfg, const polymesh::clock& clk) {
   ctx_->runs = spawn_run_registry(sys, ctx_, snap->max_seq);
 
   if (auto err = bootstrap_admin_token(snap->tokens)) return err;
+  if (!kept_alive.empty()) {
+    write_batch batch;
+    for (auto& t : kept_alive)
+      batch.emplace_back(put_token{t});
+    auto out = ask<write_outcomes>(sys, ctx_->store, write_atom::value, std::move(batch));
+    if (!out) return out.error();
+  }
 
   // Agents first: restored runs re-attach to their agent's actor.
   std::unordered_map<std::string, caf::actor> agent_actors;
@@ -204,6 +212,35 @@ caf::error mesh_node::boot(const mesh_config& cfg, const polymesh::clock& clk) {
   restored_.seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return {};
+}
+
+std::vector<token_record>
+mesh_node::keep_agents_sessions_through_outage(snapshot& snap, timestamp now) const {
+  std::vector<token_record> kept;
+  if (!snap.alive_at) return kept; // a store no meshd has stamped yet
+  auto& cfg = ctx_->config;
+  auto until = now + std::min(cfg.offline_after, cfg.agent_token_ttl);
+  for (auto& t : snap.tokens)
+    if (t.kind == token_kind::agent && !t.revoked_at && t.expires_at &&
+        *t.expires_at > *snap.alive_at && *t.expires_at < until) {
+      t.expires_at = until;
+      kept.push_back(t);
+    }
+  if (!kept.empty()) {
+    auto down_s =
+        std::chrono::duration_cast<std::chrono::seconds>(now - *snap.alive_at).count();
+    log(log_level::info,
+        std::to_string(kept.size()) +
+            " agent access tokens expired while meshd was down (it last ran at " +
+            to_rfc3339(*snap.alive_at) + ", " +
+            std::to_string(std::max<int64_t>(0, down_s)) +
+            " s ago) or would before their agents could renew them; each is honoured "
+            "until " +
+            to_rfc3339(until) +
+            " (agents.offline_after, at most agents.token_ttl), so that agents keep "
+            "their sessions and runs");
+  }
+  return kept;
 }
 
 caf::error check_admin_token_env() {

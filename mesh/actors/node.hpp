@@ -10,12 +10,14 @@
 #include "mesh/actors/context.hpp"
 #include "mesh/config/mesh_config.hpp"
 #include "mesh/domain/clock.hpp"
+#include "mesh/store/store.hpp"
 
 #include <caf/actor_system.hpp>
 #include <caf/actor_system_config.hpp>
 #include <caf/expected.hpp>
 #include <memory>
 #include <string>
+#include <vector>
 
 namespace polymesh {
 
@@ -71,6 +73,13 @@ private:
   /// Warns when DATA_DIR/admin.token holds another token than `token`
   /// (POLYMESH_ADMIN_TOKEN's): one generated before, which no longer works.
   void warn_of_stale_admin_token_file(const std::string& token) const;
+  /// An outage must not end agents' sessions: every agent token that was
+  /// valid when meshd last ran (`snap.alive_at`) and has expired since, or
+  /// would within `agents.offline_after` (at most `agents.token_ttl`), is
+  /// honoured that long from `now`, which is as long as an agent has to be
+  /// heard from anyway. Changes them in `snap` and returns them, to store.
+  [[nodiscard]] std::vector<token_record>
+  keep_agents_sessions_through_outage(snapshot& snap, timestamp now) const;
   void release_lock();
 
   std::unique_ptr<caf::actor_system_config> system_config_;

@@ -7,10 +7,19 @@
 #include <caf/event_based_actor.hpp>
 #include <caf/stateful_actor.hpp>
 #include <chrono>
+#include <optional>
 
 namespace polymesh {
 
 namespace {
+
+/// How often meshd records that it runs (`stamp_alive`): after a crash, the
+/// next start takes tokens that expired in the last interval before it for
+/// ones that expired while meshd was down. A busy store adds the stamp to a
+/// commit it makes anyway; an idle one commits it alone.
+constexpr auto alive_stamp_interval = std::chrono::seconds{10};
+
+using stamp_atom = caf::atom_constant<caf::atom("stamp")>;
 
 struct store_state {
   static inline const char* name = "store";
@@ -22,9 +31,33 @@ struct store_state {
   /// One promise per waiting request and how many writes of `batch` are its.
   std::vector<std::pair<caf::response_promise, size_t>> waiting;
   bool flush_scheduled = false;
+  /// When the last `stamp_alive` was committed (meshd's clock); none yet.
+  std::optional<timestamp> stamped_at;
 };
 
-void commit(caf::stateful_actor<store_state>* self) {
+using self_ptr = caf::stateful_actor<store_state>*;
+
+/// Whether a `stamp_alive` is due: none yet, or the last is an interval old
+/// (or meshd's clock reads earlier than it, which a jump at start can do).
+bool stamp_due(const store_state& st, timestamp now) {
+  return !st.stamped_at || now < *st.stamped_at ||
+         now - *st.stamped_at >= alive_stamp_interval;
+}
+
+/// Commits a `stamp_alive` on its own. Like a prune, its outcome shows in
+/// `/readyz`: an idle mesh whose disk failed says so.
+void stamp_alone(self_ptr self) {
+  auto& st = self->state;
+  auto now = st.ctx->now();
+  if (auto done = st.db->apply(write_batch{stamp_alive{now}})) {
+    st.stamped_at = now;
+    st.ctx->store_status.commit_succeeded();
+  } else {
+    st.ctx->store_status.commit_failed(message_of(done.error()));
+  }
+}
+
+void commit(self_ptr self) {
   auto& st = self->state;
   st.flush_scheduled = false;
   if (st.waiting.empty()) return;
@@ -32,14 +65,22 @@ void commit(caf::stateful_actor<store_state>* self) {
   auto waiting = std::move(st.waiting);
   st.batch.clear();
   st.waiting.clear();
+  // The stamp goes last, after every requester's writes: their outcomes
+  // are the first ones, in order.
+  auto now = st.ctx->now();
+  bool stamping = stamp_due(st, now);
+  if (stamping) batch.emplace_back(stamp_alive{now});
   auto began = std::chrono::steady_clock::now();
   auto outcomes = st.db->apply(batch);
-  st.ctx->metrics.committed(batch.size(), std::chrono::steady_clock::now() - began,
+  st.ctx->metrics.committed(batch.size() - (stamping ? 1 : 0),
+                            std::chrono::steady_clock::now() - began,
                             static_cast<bool>(outcomes));
-  if (outcomes)
+  if (outcomes) {
     st.ctx->store_status.commit_succeeded();
-  else
+    if (stamping) st.stamped_at = now;
+  } else {
     st.ctx->store_status.commit_failed(message_of(outcomes.error()));
+  }
   size_t offset = 0;
   for (auto& [promise, n] : waiting) {
     if (!outcomes) {
@@ -53,8 +94,8 @@ void commit(caf::stateful_actor<store_state>* self) {
   }
 }
 
-caf::behavior store_actor(caf::stateful_actor<store_state>* self, context_ptr ctx,
-                          std::shared_ptr<store> db, size_t group_commit_max) {
+caf::behavior store_actor(self_ptr self, context_ptr ctx, std::shared_ptr<store> db,
+                          size_t group_commit_max) {
   self->state.ctx = std::move(ctx);
   self->state.db = std::move(db);
   self->state.group_commit_max = group_commit_max;
@@ -62,10 +103,13 @@ caf::behavior store_actor(caf::stateful_actor<store_state>* self, context_ptr ct
   // before has its commit queued as a `flush` behind the exit, and CAF 0.17
   // drops an unanswered promise without a word: its requester would wait
   // for ever, and so would shutdown. Commit what waits, then go.
+  // The last stamp of a clean stop is the time it stopped.
   self->set_exit_handler([=](caf::exit_msg& msg) {
     commit(self);
+    stamp_alone(self);
     self->quit(msg.reason);
   });
+  self->send(self, stamp_atom::value);
   return {
       [=](write_atom, write_batch& writes) -> caf::result<write_outcomes> {
         auto& st = self->state;
@@ -85,6 +129,13 @@ caf::behavior store_actor(caf::stateful_actor<store_state>* self, context_ptr ct
         return caf::delegated<write_outcomes>{};
       },
       [=](flush_atom) { commit(self); },
+      [=](stamp_atom) {
+        auto& st = self->state;
+        // Writes waiting for their flush take the stamp along.
+        if (st.waiting.empty() && stamp_due(st, st.ctx->now())) stamp_alone(self);
+        if (!st.ctx->stopping)
+          self->delayed_send(self, alive_stamp_interval, stamp_atom::value);
+      },
       [=](prune_atom, timestamp cutoff, size_t max_rows) -> caf::result<size_t> {
         commit(self);
         auto& st = self->state;

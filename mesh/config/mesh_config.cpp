@@ -197,8 +197,11 @@ const std::vector<key_spec>& key_table() {
                    "agents.poll_wait_max and agents.heartbeat_interval."),
       duration_key("agents.token_ttl", &mesh_config::agent_token_ttl, 1min, 365 * 24h,
                    "Lifetime of an agent access token. Agents renew it at two thirds of "
-                   "its life; one that cannot (the mesh unreachable until it expires) "
-                   "registers again, and the mesh ends the old session's runs."),
+                   "its life; one that cannot reach a running mesh until it expires "
+                   "registers again, and the mesh ends the old session's runs. A token "
+                   "that expires while meshd is down is honoured for "
+                   "agents.offline_after after meshd's start (operations.md, "
+                   "Upgrading)."),
       duration_key("agents.poll_wait_max", &mesh_config::poll_wait_max, 0ms, 1h,
                    "Longest long-poll wait granted, to agents' polls and to clients' "
                    "waits for a run (`?wait=S` on `POST /v1/runs` and "

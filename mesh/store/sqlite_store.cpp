@@ -867,6 +867,11 @@ public:
         "cannot load the highest run seq");
     if (!max_seq) return std::move(max_seq.error());
     out.max_seq = static_cast<uint64_t>(*max_seq);
+    auto alive_at = db_.query_int(
+        "SELECT COALESCE((SELECT value FROM meta WHERE key = 'alive_at'), -1)",
+        "cannot load when meshd last ran");
+    if (!alive_at) return std::move(alive_at.error());
+    if (*alive_at >= 0) out.alive_at = from_unix_ms(*alive_at);
     if (auto err = txn.commit()) return err;
     return out;
   }
@@ -1228,6 +1233,15 @@ private:
     bind_token(*st, w.token);
     if (st->step() != SQLITE_DONE)
       return db_.fail("cannot write token '" + w.token.id + "'");
+    return write_outcome{};
+  }
+
+  caf::expected<write_outcome> write_one(const stamp_alive& w) {
+    auto st = db_.prepare("INSERT INTO meta (key, value) VALUES ('alive_at', ?1)"
+                          " ON CONFLICT(key) DO UPDATE SET value = excluded.value");
+    if (!st) return std::move(st.error());
+    st->bind(1, w.at);
+    if (st->step() != SQLITE_DONE) return db_.fail("cannot record that meshd runs");
     return write_outcome{};
   }
 

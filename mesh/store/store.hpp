@@ -69,7 +69,13 @@ struct put_artifact {
   /// Read a part at a time (from the upload's spool file).
   artifact_bytes data;
 };
-using write = std::variant<put_run, put_agent, put_token, append_log, put_artifact>;
+/// Records that meshd was running at `at` (its clock): the next start learns
+/// from the last such stamp which tokens expired while meshd was down.
+struct stamp_alive {
+  timestamp at{};
+};
+using write =
+    std::variant<put_run, put_agent, put_token, append_log, put_artifact, stamp_alive>;
 
 /// The outcome of one write within a committed batch.
 struct write_outcome {
@@ -108,6 +114,9 @@ struct snapshot {
   std::vector<left_agent> left;     ///< see `load`
   std::vector<run_record> runs;     ///< every run that is not terminal
   uint64_t max_seq = 0;             ///< highest run seq ever stored
+  /// The last `stamp_alive`: when meshd was last known to be running (none
+  /// from a store that a meshd older than the stamp wrote last).
+  std::optional<timestamp> alive_at;
 };
 
 struct run_filter {

@@ -1,7 +1,9 @@
 // The store actor: a write it has taken in is answered even when it is told
-// to exit before its commit (shutdown under load).
+// to exit before its commit (shutdown under load); it records that meshd
+// runs (at start, every 10 s of a busy or an idle store, and at exit).
 #include "mesh/actors/messages.hpp"
 #include "mesh/actors/store_actor.hpp"
+#include "mesh/domain/clock.hpp"
 #include "mesh/domain/error.hpp"
 
 #include <caf/actor_system.hpp>
@@ -22,6 +24,8 @@ struct commit_gate {
   std::condition_variable cv;
   bool closed = false;
   bool held = false;
+  /// What each commit held, in order: run ids, and "alive@<unix ms>" for a
+  /// `stamp_alive`.
   std::vector<std::string> committed;
   /// What the next `prune` answers.
   caf::expected<size_t> prune_answer{size_t{0}};
@@ -43,7 +47,19 @@ struct commit_gate {
   }
   std::vector<std::string> runs_committed() {
     std::lock_guard<std::mutex> guard{mtx};
+    std::vector<std::string> runs;
+    for (auto& c : committed)
+      if (c.rfind("alive@", 0) != 0) runs.push_back(c);
+    return runs;
+  }
+  std::vector<std::string> all_committed() {
+    std::lock_guard<std::mutex> guard{mtx};
     return committed;
+  }
+  /// Waits until `n` commits went through.
+  void wait_until_committed(size_t n) {
+    std::unique_lock<std::mutex> lock{mtx};
+    cv.wait(lock, [&] { return committed.size() >= n; });
   }
 };
 
@@ -63,7 +79,11 @@ public:
     g.cv.wait(lock, [&g] { return !g.closed; });
     g.held = false;
     for (auto& w : batch)
-      g.committed.push_back(std::get<put_run>(w).run.id);
+      if (auto* stamp = std::get_if<stamp_alive>(&w))
+        g.committed.push_back("alive@" + std::to_string(to_unix_ms(stamp->at)));
+      else
+        g.committed.push_back(std::get<put_run>(w).run.id);
+    g.cv.notify_all();
     return std::vector<write_outcome>(batch.size());
   }
   caf::expected<snapshot> load(timestamp) override { return unused(); }
@@ -113,17 +133,64 @@ write_batch put(const std::string& id) {
   return write_batch{put_run{run, true}};
 }
 
-/// A store actor over a `gated_store`, and an actor to ask it.
+std::string alive_at(timestamp t) {
+  return "alive@" + std::to_string(to_unix_ms(t));
+}
+
+/// A store actor over a `gated_store`, and an actor to ask it; it has made
+/// its first stamp.
 class store_actor_test : public ::testing::Test {
 protected:
+  void SetUp() override { gate->wait_until_committed(1); }
+  // The store actor keeps itself alive with its stamp timer until told to
+  // exit, as meshd's shutdown does.
+  void TearDown() override {
+    self->send_exit(store, caf::exit_reason::user_shutdown);
+    self->wait_for(store);
+  }
+
+  manual_clock clock;
   caf::actor_system_config cfg;
   caf::actor_system sys{cfg};
-  std::shared_ptr<mesh_context> ctx = std::make_shared<mesh_context>();
+  std::shared_ptr<mesh_context> ctx = [this] {
+    auto c = std::make_shared<mesh_context>();
+    c->clock = &clock;
+    return c;
+  }();
   std::shared_ptr<commit_gate> gate = std::make_shared<commit_gate>();
   caf::actor store =
       spawn_store_actor(sys, ctx, std::make_unique<gated_store>(gate), 4096);
   caf::scoped_actor self{sys};
 };
+
+void write_now(caf::scoped_actor& self, const caf::actor& store, const std::string& id) {
+  self->request(store, std::chrono::seconds{10}, write_atom::value, put(id))
+      .receive([](write_outcomes&) {},
+               [](caf::error& err) { FAIL() << caf::to_string(err); });
+}
+
+// This test ensures the store records that meshd runs: at start, with a
+// commit it makes anyway once the last stamp is 10 s old (after the commit's
+// own writes, whose outcomes stay theirs), and at exit, whose stamp is when
+// meshd stopped. The next start honours agents' tokens that expired between
+// the last stamp and then; without the stamps every expired token ended its
+// agent's session and runs after an outage longer than agents.token_ttl.
+TEST_F(store_actor_test, records_that_meshd_runs_at_start_every_10s_and_at_exit) {
+  auto t0 = clock.now();
+  write_now(self, store, "run_a");
+  clock.advance(std::chrono::seconds{9});
+  write_now(self, store, "run_b");
+  clock.advance(std::chrono::seconds{1});
+  write_now(self, store, "run_c");
+  write_now(self, store, "run_d");
+  clock.advance(std::chrono::seconds{5});
+  self->send_exit(store, caf::exit_reason::user_shutdown);
+  self->wait_for(store);
+  EXPECT_EQ(gate->all_committed(),
+            (std::vector<std::string>{alive_at(t0), "run_a", "run_b", "run_c",
+                                      alive_at(t0 + std::chrono::seconds{10}), "run_d",
+                                      alive_at(t0 + std::chrono::seconds{15})}));
+}
 
 // This test ensures a write the store actor took in just before it was told
 // to exit is committed and answered. Its commit was queued behind the exit

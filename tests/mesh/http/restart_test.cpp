@@ -91,6 +91,65 @@ TEST_F(restart, an_outage_longer_than_the_result_expiry_loses_no_running_run) {
   EXPECT_EQ(get_run(id)["status"], "success");
 }
 
+// This test ensures an outage longer than agents.token_ttl ends no agent's
+// session: the token that expired while meshd was down is honoured for
+// agents.offline_after from the restart, so the agent's running run
+// finishes `success` and its token refresh keeps its session. Before, the
+// agent got 401, registered again, and the mesh ended its runs.
+TEST_F(restart, an_outage_longer_than_the_token_ttl_keeps_agents_sessions) {
+  auto a = register_agent("through", json::object());
+  auto id = submit(json{{"plan", "noop"}}).body["id"].get<std::string>();
+  ASSERT_EQ(a.take(1).size(), 1u);
+  ASSERT_EQ(a.start(id).status, 200);
+  stop_mesh();
+  clock.advance(cfg.agent_token_ttl + std::chrono::hours{1});
+  start_mesh();
+  a.port = port;
+  clock.advance(cfg.offline_after - std::chrono::seconds{1});
+  tick();
+  ASSERT_EQ(a.finish(id, "success").status, 200);
+  EXPECT_EQ(get_run(id)["status"], "success");
+  auto fresh = call("POST", "/v1/agents/" + a.id + "/token", a.token, json::object());
+  ASSERT_EQ(fresh.status, 200) << fresh.raw;
+  EXPECT_EQ(fresh.body["id"], a.id);
+  EXPECT_EQ(fresh.body["session"], 1) << "the session of the first registration";
+  a.token = fresh.body["access_token"].get<std::string>();
+  // Honoured for the grace only; the refreshed token has a life of its own.
+  clock.advance(std::chrono::seconds{2});
+  EXPECT_EQ(a.poll(0).status, 200);
+}
+
+// This test ensures the grace a restart gives an expired agent token is
+// stored: a second restart within it (before the agent came back) keeps it.
+TEST_F(restart, a_second_restart_keeps_the_grace_of_the_first) {
+  auto a = register_agent("patient", json::object());
+  stop_mesh();
+  clock.advance(cfg.agent_token_ttl + std::chrono::hours{1});
+  start_mesh();
+  stop_mesh();
+  clock.advance(std::chrono::minutes{1});
+  start_mesh();
+  a.port = port;
+  auto r = a.poll(0);
+  EXPECT_EQ(r.status, 200) << r.raw;
+}
+
+// This test ensures only tokens that expired while meshd was down are
+// honoured after a restart: one that expired while meshd ran stays expired
+// (the last record that meshd ran is when it stopped).
+TEST_F(restart, a_token_that_expired_while_meshd_ran_stays_expired) {
+  auto a = register_agent("lapsed", json::object());
+  advance(cfg.agent_token_ttl + std::chrono::seconds{1});
+  ASSERT_EQ(a.poll(0).status, 401);
+  stop_mesh();
+  clock.advance(std::chrono::minutes{1});
+  start_mesh();
+  a.port = port;
+  auto r = call("POST", "/v1/agents/" + a.id + "/token", a.token, json::object());
+  EXPECT_EQ(r.status, 401) << r.raw;
+  EXPECT_EQ(a.poll(0).status, 401);
+}
+
 // This test ensures a pending run held by an agent that is offline when it
 // is offered (here: a crash between the agent's `offline` and its runs'
 // requeue, so the restart re-offers the run to the offline agent; live, an

@@ -1167,6 +1167,24 @@ TEST_F(sqlite_store_test, max_seq_survives_prune_and_reopen) {
   EXPECT_EQ(db_->load(timestamp{})->max_seq, 12u);
 }
 
+// This test ensures that the last `stamp_alive` (when meshd last ran) is
+// what `load` gives after a reopen, and that a store never stamped gives
+// none (meshd then honours no expired token).
+TEST_F(sqlite_store_test, the_last_stamp_alive_is_loaded) {
+  auto fresh = db_->load(timestamp{});
+  ASSERT_TRUE(fresh);
+  EXPECT_FALSE(fresh->alive_at);
+  apply({stamp_alive{at(5)}});
+  apply({put_run{make_run("run_1", 1)}, stamp_alive{at(7)}});
+  db_ = open();
+  ASSERT_TRUE(db_);
+  auto snap = db_->load(timestamp{});
+  ASSERT_TRUE(snap);
+  ASSERT_TRUE(snap->alive_at);
+  EXPECT_EQ(*snap->alive_at, at(7));
+  EXPECT_EQ(snap->runs.size(), 1u);
+}
+
 // This test ensures that `count_runs` reports every status, zeros included.
 TEST_F(sqlite_store_test, count_runs_counts_per_status) {
   apply({put_run{make_run("run_1", 1)}, put_run{make_run("run_2", 2)},
