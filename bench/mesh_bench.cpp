@@ -1496,6 +1496,9 @@ int cmd_restart(const options& o) {
   auto finished = o.num("finished", 1'000'000);
   auto unfinished = o.num("unfinished", 10'000);
   auto repeat = o.num("repeat", 3);
+  // Needed for /readyz: checked before meshd starts, so that a missing token
+  // does not end the program with a meshd of its own still running.
+  (void)admin_token();
   auto db = dir + "/mesh.db";
   std::ifstream exists{db};
   if (!exists.good() || o.str("populate", "auto") == "always")

@@ -215,6 +215,10 @@ public:
   count_runs() = 0;
 };
 
+/// The SQL the SQLite store's `list_runs` runs for `filter` (`paged`: after
+/// a cursor), for tests of its query plan.
+[[nodiscard]] std::string sqlite_list_runs_sql(const run_filter& filter, bool paged);
+
 /// Opens (and creates or migrates) the SQLite database at `path`.
 [[nodiscard]] caf::expected<std::unique_ptr<store>>
 open_sqlite_store(const std::string& path, const store_options& options = {});

@@ -927,6 +927,76 @@ TEST_F(sqlite_store_test, empty_batch_is_a_no_op) {
 
 // -- Listing ------------------------------------------------------------------
 
+/// What SQLite's planner says it does for `sql` on the database at `path`,
+/// its lines joined.
+std::string query_plan(const std::string& path, const std::string& sql) {
+  sqlite3* db = nullptr;
+  std::string out;
+  if (sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READONLY, nullptr) != SQLITE_OK) {
+    sqlite3_close(db);
+    return "cannot open " + path;
+  }
+  sqlite3_stmt* st = nullptr;
+  if (sqlite3_prepare_v2(db, ("EXPLAIN QUERY PLAN " + sql).c_str(), -1, &st, nullptr) !=
+      SQLITE_OK)
+    out = std::string{"cannot prepare: "} + sqlite3_errmsg(db);
+  while (st && sqlite3_step(st) == SQLITE_ROW)
+    out += reinterpret_cast<const char*>(sqlite3_column_text(st, 3)) + std::string{"\n"};
+  sqlite3_finalize(st);
+  sqlite3_close(db);
+  return out;
+}
+
+// This test ensures that a listing of an unfinished status with a plan, an
+// agent or a concurrency key walks the status's index (the queue), and one
+// of a finished status the other filter's, and that both still filter.
+// Without statistics SQLite chose the plan's index: `plan=P&status=pending`
+// walked every run of the plan, 1.5 s with a million finished runs.
+TEST_F(sqlite_store_test, a_listing_of_an_unfinished_status_walks_the_status_index) {
+  std::vector<write> batch;
+  for (uint64_t s = 1; s <= 20; ++s)
+    batch.emplace_back(
+        put_run{make_run("run_" + std::to_string(s), s, run_status::success)});
+  for (uint64_t s : {21, 23})
+    batch.emplace_back(
+        put_run{make_run("run_" + std::to_string(s), s, run_status::pending)});
+  auto other = make_run("run_22", 22, run_status::pending);
+  other.plan = "other";
+  batch.emplace_back(put_run{other});
+  apply(batch);
+
+  run_filter f;
+  f.status = run_status::pending;
+  f.plan = "build";
+  auto page = db_->list_runs(f);
+  ASSERT_TRUE(page);
+  EXPECT_EQ(ids_of(page->runs), (std::vector<std::string>{"run_23", "run_21"}));
+  for (bool paged : {false, true}) {
+    EXPECT_NE(query_plan(path_, sqlite_list_runs_sql(f, paged)).find("runs_by_status"),
+              std::string::npos)
+        << query_plan(path_, sqlite_list_runs_sql(f, paged));
+  }
+  run_filter by_agent;
+  by_agent.status = run_status::running;
+  by_agent.agent = "agt_1";
+  EXPECT_NE(
+      query_plan(path_, sqlite_list_runs_sql(by_agent, false)).find("runs_by_status"),
+      std::string::npos);
+  run_filter by_key;
+  by_key.status = run_status::created;
+  by_key.concurrency_key = "deploy";
+  EXPECT_NE(query_plan(path_, sqlite_list_runs_sql(by_key, false)).find("runs_by_status"),
+            std::string::npos);
+  run_filter done;
+  done.status = run_status::success;
+  done.plan = "other";
+  EXPECT_NE(query_plan(path_, sqlite_list_runs_sql(done, false)).find("runs_by_plan"),
+            std::string::npos);
+  auto none = db_->list_runs(done);
+  ASSERT_TRUE(none);
+  EXPECT_TRUE(none->runs.empty());
+}
+
 // This test ensures that pages list every run once, newest first, then end.
 TEST_F(sqlite_store_test, list_runs_pages_newest_first) {
   std::vector<write> batch;
