@@ -61,6 +61,10 @@ struct mesh_context {
   mesh_metrics metrics;
   /// The reader: queries and answers for runs that are no longer live.
   caf::actor query;
+  /// A second reader, of its own connection, for listings (runs, tokens),
+  /// which may walk many rows: a slow one holds up other listings only, not
+  /// point reads, late reports or `/readyz`.
+  caf::actor lists;
   /// Registries: route requests to per-run and per-agent actors.
   caf::actor runs;
   caf::actor agents;

@@ -131,6 +131,8 @@ caf::error mesh_node::boot(const mesh_config& cfg, const polymesh::clock& clk) {
   ropts.read_only = true;
   auto reader = open_sqlite_store(cfg.database_path(), ropts);
   if (!reader) return reader.error();
+  auto lister = open_sqlite_store(cfg.database_path(), ropts);
+  if (!lister) return lister.error();
 
   system_config_ = std::make_unique<caf::actor_system_config>();
   system_config_->set("logger.verbosity", caf::atom("quiet"));
@@ -162,6 +164,7 @@ caf::error mesh_node::boot(const mesh_config& cfg, const polymesh::clock& clk) {
   ctx_->store = spawn_store_actor(sys, ctx_, std::move(*writer),
                                   static_cast<size_t>(cfg.group_commit_max));
   ctx_->query = spawn_query_actor(sys, ctx_, std::move(*reader));
+  ctx_->lists = spawn_query_actor(sys, ctx_, std::move(*lister));
   ctx_->liveness = spawn_timer_routine(sys, ctx_, "liveness");
   ctx_->expiry = spawn_timer_routine(sys, ctx_, "expiry");
   ctx_->assignment = spawn_assignment_routine(sys, ctx_);
@@ -373,14 +376,14 @@ void mesh_node::shutdown() {
   begin_shutdown();
   // Registries first (they stop their run and agent actors), then
   // the routines, and the store last so in-flight writes still commit.
-  for (auto* h :
-       {&ctx_->runs, &ctx_->agents, &ctx_->token_registry, &ctx_->assignment,
-        &ctx_->liveness, &ctx_->expiry, &ctx_->retention, &ctx_->query, &ctx_->store})
+  for (auto* h : {&ctx_->runs, &ctx_->agents, &ctx_->token_registry, &ctx_->assignment,
+                  &ctx_->liveness, &ctx_->expiry, &ctx_->retention, &ctx_->query,
+                  &ctx_->lists, &ctx_->store})
     if (*h) caf::anon_send_exit(*h, caf::exit_reason::user_shutdown);
   system_->await_all_actors_done();
-  for (auto* h :
-       {&ctx_->runs, &ctx_->agents, &ctx_->token_registry, &ctx_->assignment,
-        &ctx_->liveness, &ctx_->expiry, &ctx_->retention, &ctx_->query, &ctx_->store})
+  for (auto* h : {&ctx_->runs, &ctx_->agents, &ctx_->token_registry, &ctx_->assignment,
+                  &ctx_->liveness, &ctx_->expiry, &ctx_->retention, &ctx_->query,
+                  &ctx_->lists, &ctx_->store})
     *h = nullptr;
   system_.reset();
   system_config_.reset();

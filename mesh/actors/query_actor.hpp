@@ -18,7 +18,9 @@
 //   (list_atom, tokens_atom)                -> token_list
 //   run calls with no live actor: start/progress/logs/finish/cancel
 //
-// Runs detached (its own thread): SQLite calls block.
+// Runs detached (its own thread): SQLite calls block. Two run, each on its
+// own connection: `ctx->query` for everything, `ctx->lists` for the listings
+// of runs and tokens, which may walk many rows.
 #pragma once
 
 #include "mesh/actors/context.hpp"

@@ -381,7 +381,7 @@ void create_token(request_context& rc) {
 
 void list_tokens(request_context& rc) {
   auto tokens =
-      ask<token_list>(rc, rc.ctx()->query, list_atom::value, tokens_atom::value);
+      ask<token_list>(rc, rc.ctx()->lists, list_atom::value, tokens_atom::value);
   if (!tokens) return rc.fail(tokens.error());
   json out = json::array();
   for (auto& t : *tokens)
@@ -895,7 +895,7 @@ void list_runs(request_context& rc) {
   auto limit = query_int(rc, "limit", 50, 1, 1000);
   if (!limit) return rc.fail(limit.error());
   f.limit = static_cast<size_t>(*limit);
-  auto page = ask<run_page>(rc, rc.ctx()->query, list_atom::value, f);
+  auto page = ask<run_page>(rc, rc.ctx()->lists, list_atom::value, f);
   if (!page) return rc.fail(page.error());
   json body{{"runs", run_list_json(page->runs)}};
   body["next_cursor"] =
