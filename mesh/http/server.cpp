@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <atomic>
 #include <caf/after.hpp>
+#include <caf/sec.hpp>
 #include <caf/scoped_actor.hpp>
 #include <caf/send.hpp>
 #include <cctype>
@@ -94,6 +95,16 @@ constexpr int64_t artifact_part_bytes = 1 << 20;
 /// an `unavailable` error people can act on.
 caf::error normalize(caf::error err) {
   if (err.category() == error_category) return err;
+  // The request goes on inside meshd (a write stays queued for the store):
+  // a client that repeats a submit without an idempotency key submits twice.
+  if (err == caf::sec::request_timeout)
+    return make_error(errc::unavailable,
+                      "the mesh did not answer within " +
+                          std::to_string(ask_timeout.count()) +
+                          " s (see /readyz and meshd's log: a stalled store?); a "
+                          "request that changes something may still take effect: "
+                          "repeat a submit only with the same idempotency_key, and "
+                          "look before repeating anything else");
   return make_error(errc::unavailable, "the mesh did not answer: " + caf::to_string(err));
 }
 
