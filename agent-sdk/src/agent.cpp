@@ -1092,10 +1092,23 @@ struct agent::impl {
   }
 
   bool wait_idle_until(steady::time_point until, bool stop_on_cancel_now) {
-    std::unique_lock<std::mutex> guard{mtx};
-    return cv.wait_until(guard, until, [&] {
-      return active.empty() || (stop_on_cancel_now && cancel_now);
-    }) && active.empty();
+    auto idle = [&] { return active.empty() || (stop_on_cancel_now && cancel_now); };
+    for (;;) {
+      // The token is renewed while runs drain, as the poll loop does: a
+      // drain longer than the third of `agents.token_ttl` left at its start
+      // outlived the token, and the agent registered again and lost its runs.
+      auto renew_at =
+          steady::now() + std::max(client.until_token_due(), milliseconds{1000});
+      std::unique_lock<std::mutex> guard{mtx};
+      if (cv.wait_until(guard, std::min(until, renew_at), idle)) return active.empty();
+      if (steady::now() >= until) return false;
+      bool in_session = registered && !name_taken;
+      guard.unlock();
+      if (in_session && client.token_due()) {
+        auto r = client.refresh_token();
+        if (!r.ok()) warn("token refresh failed: " + r.describe());
+      }
+    }
   }
 
   /// Until every active run's plan that started has returned; says so once

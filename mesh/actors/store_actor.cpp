@@ -44,12 +44,17 @@ bool stamp_due(const store_state& st, timestamp now) {
          now - *st.stamped_at >= alive_stamp_interval;
 }
 
-/// Commits a `stamp_alive` on its own. Like a prune, its outcome shows in
-/// `/readyz`: an idle mesh whose disk failed says so.
+/// Commits a `stamp_alive` on its own. Like a prune, it counts as a commit
+/// (of no write) and its outcome shows in `/readyz`: an idle mesh whose disk
+/// failed says so, and counts the failure.
 void stamp_alone(self_ptr self) {
   auto& st = self->state;
   auto now = st.ctx->now();
-  if (auto done = st.db->apply(write_batch{stamp_alive{now}})) {
+  auto began = std::chrono::steady_clock::now();
+  auto done = st.db->apply(write_batch{stamp_alive{now}});
+  st.ctx->metrics.committed(0, std::chrono::steady_clock::now() - began,
+                            static_cast<bool>(done));
+  if (done) {
     st.stamped_at = now;
     st.ctx->store_status.commit_succeeded();
   } else {

@@ -1317,6 +1317,28 @@ TEST(agent, token_renewal_ignores_the_difference_between_the_clocks) {
       [&] { return mesh.with([](fake_mesh& m) { return m.refreshes_; }) >= 2; }));
 }
 
+// This test ensures a draining agent keeps renewing its token while its runs
+// end: the renewal lived in the poll loop only, so a drain longer than the
+// token's remaining life ended the session, and the runs with it.
+TEST(agent, a_draining_agent_keeps_renewing_its_token) {
+  fake_mesh mesh;
+  mesh.with([](fake_mesh& m) { return m.token_life_ = 1500ms; });
+  auto blocker = std::make_shared<blocking_plan>();
+  auto cfg = config(mesh);
+  cfg.drain_deadline = 4s;
+  agent a{cfg, echo_plans(blocker)};
+  a.start();
+  mesh.submit("r1", "block");
+  ASSERT_TRUE(eventually([&] { return blocker->running == 1; }));
+  a.drain();
+  auto before = mesh.with([](fake_mesh& m) { return m.refreshes_; });
+  EXPECT_TRUE(eventually(
+      [&] { return mesh.with([](fake_mesh& m) { return m.refreshes_; }) >= before + 2; },
+      3500ms));
+  EXPECT_EQ(blocker->running, 1) << "the drain outlasted the renewals";
+  a.wait();
+}
+
 // This test ensures a cancel that arrives while the run waits for a free slot is applied
 // when it starts (regression: the run used to run until the next heartbeat).
 TEST(agent, cancel_for_deferred_run_is_kept) {

@@ -29,6 +29,8 @@ struct commit_gate {
   std::vector<std::string> committed;
   /// What the next `prune` answers.
   caf::expected<size_t> prune_answer{size_t{0}};
+  /// A commit that holds a `stamp_alive` fails (a full disk).
+  bool stamps_fail = false;
 
   /// The next commit waits inside `apply` until `open`.
   void close() {
@@ -78,6 +80,10 @@ public:
     g.cv.notify_all();
     g.cv.wait(lock, [&g] { return !g.closed; });
     g.held = false;
+    if (g.stamps_fail)
+      for (auto& w : batch)
+        if (std::holds_alternative<stamp_alive>(w))
+          return make_error(errc::store_failure, "database or disk is full");
     for (auto& w : batch)
       if (auto* stamp = std::get_if<stamp_alive>(&w))
         g.committed.push_back("alive@" + std::to_string(to_unix_ms(stamp->at)));
@@ -190,6 +196,25 @@ TEST_F(store_actor_test, records_that_meshd_runs_at_start_every_10s_and_at_exit)
             (std::vector<std::string>{alive_at(t0), "run_a", "run_b", "run_c",
                                       alive_at(t0 + std::chrono::seconds{10}), "run_d",
                                       alive_at(t0 + std::chrono::seconds{15})}));
+}
+
+// This test ensures a record that meshd runs which fails on its own (an
+// idle mesh whose disk filled) marks the store failing and counts as a
+// failed commit, as a failed prune does: an alert on the failure counter
+// stayed silent while `/readyz` said 503.
+TEST_F(store_actor_test, a_failed_stamp_counts_as_a_failed_commit) {
+  {
+    std::lock_guard<std::mutex> guard{gate->mtx};
+    gate->stamps_fail = true;
+  }
+  self->send_exit(store, caf::exit_reason::user_shutdown);
+  self->wait_for(store);
+  EXPECT_NE(ctx->store_status.error().find("database or disk is full"), std::string::npos)
+      << ctx->store_status.error();
+  std::string rendered;
+  ctx->metrics.render(rendered);
+  EXPECT_NE(rendered.find("polymesh_store_commit_failures_total 1\n"), std::string::npos)
+      << rendered;
 }
 
 // This test ensures a write the store actor took in just before it was told
