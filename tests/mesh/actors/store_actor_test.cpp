@@ -198,6 +198,16 @@ TEST_F(store_actor_test, records_that_meshd_runs_at_start_every_10s_and_at_exit)
                                       alive_at(t0 + std::chrono::seconds{15})}));
 }
 
+/// The store is marked failing with `why`, and one failed commit is counted.
+void expect_one_failed_commit(const mesh_context& ctx, const std::string& why) {
+  EXPECT_NE(ctx.store_status.error().find(why), std::string::npos)
+      << ctx.store_status.error();
+  std::string rendered;
+  ctx.metrics.render(rendered);
+  EXPECT_NE(rendered.find("polymesh_store_commit_failures_total 1\n"), std::string::npos)
+      << rendered;
+}
+
 // This test ensures a record that meshd runs which fails on its own (an
 // idle mesh whose disk filled) marks the store failing and counts as a
 // failed commit, as a failed prune does: an alert on the failure counter
@@ -209,12 +219,7 @@ TEST_F(store_actor_test, a_failed_stamp_counts_as_a_failed_commit) {
   }
   self->send_exit(store, caf::exit_reason::user_shutdown);
   self->wait_for(store);
-  EXPECT_NE(ctx->store_status.error().find("database or disk is full"), std::string::npos)
-      << ctx->store_status.error();
-  std::string rendered;
-  ctx->metrics.render(rendered);
-  EXPECT_NE(rendered.find("polymesh_store_commit_failures_total 1\n"), std::string::npos)
-      << rendered;
+  expect_one_failed_commit(*ctx, "database or disk is full");
 }
 
 // This test ensures a write the store actor took in just before it was told
@@ -260,12 +265,7 @@ TEST_F(store_actor_test, a_failed_prune_marks_the_store_failing) {
         .receive([](size_t) {}, [](caf::error&) {});
   };
   prune(make_error(errc::internal, "database or disk is full"));
-  EXPECT_NE(ctx->store_status.error().find("database or disk is full"), std::string::npos)
-      << ctx->store_status.error();
-  std::string rendered;
-  ctx->metrics.render(rendered);
-  EXPECT_NE(rendered.find("polymesh_store_commit_failures_total 1\n"), std::string::npos)
-      << rendered;
+  expect_one_failed_commit(*ctx, "database or disk is full");
   prune(size_t{0});
   EXPECT_NE(ctx->store_status.error(), "") << "deleting nothing wrote nothing";
   prune(size_t{3});
