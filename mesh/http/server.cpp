@@ -12,8 +12,8 @@
 #include <algorithm>
 #include <atomic>
 #include <caf/after.hpp>
-#include <caf/sec.hpp>
 #include <caf/scoped_actor.hpp>
+#include <caf/sec.hpp>
 #include <caf/send.hpp>
 #include <cctype>
 #include <charconv>

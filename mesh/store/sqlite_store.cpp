@@ -610,30 +610,6 @@ const std::string& select_runs_sql() {
   return sql;
 }
 
-/// One SQL text per combination of filters, each cached like any other.
-std::string list_runs_sql(const run_filter& filter, bool paged) {
-  // With no statistics (meshd runs no ANALYZE: it would hold the writer for
-  // seconds on a large store), SQLite walks the index of plan or agent
-  // rather than status's when both are asked for. An unfinished status
-  // matches the queue, not history: walk its index and check the other
-  // filters row by row (`+` keeps SQLite from their indexes). With a
-  // million finished runs of one plan, `plan=P&status=pending` took 1.5 s
-  // and now a few ms. A finished status still walks plan's or agent's
-  // index: a rare outcome within a large plan is slow to list.
-  bool few = filter.status && !is_terminal(*filter.status);
-  std::string and_ = few ? " AND +" : " AND ";
-  std::string sql = select_runs_sql() + "WHERE 1";
-  if (filter.status) sql += " AND status = ?1";
-  if (!filter.plan.empty()) sql += and_ + "plan = ?2";
-  if (!filter.agent.empty()) sql += and_ + "assigned_agent = ?3";
-  // The second term lets SQLite use the partial index of keyed runs.
-  if (!filter.concurrency_key.empty())
-    sql += and_ + "concurrency_key = ?6 AND concurrency_key <> ''";
-  if (paged) sql += " AND seq < ?4";
-  sql += " ORDER BY seq DESC LIMIT ?5";
-  return sql;
-}
-
 const std::string& upsert_agent_sql() {
   static const auto sql = upsert_sql("agents", agent_columns, "id");
   return sql;
@@ -915,7 +891,7 @@ public:
       before = *seq;
     }
     auto limit = std::clamp(filter.limit, min_page, max_page);
-    auto st = db_.prepare(list_runs_sql(filter, before.has_value()));
+    auto st = db_.prepare(sqlite_list_runs_sql(filter, before.has_value()));
     if (!st) return std::move(st.error());
     if (filter.status) st->bind(1, std::string{to_string(*filter.status)});
     if (!filter.plan.empty()) st->bind(2, filter.plan);
@@ -1419,8 +1395,28 @@ caf::expected<std::unique_ptr<store>> open_at(const std::string& path,
 
 } // namespace
 
+/// One SQL text per combination of filters, each cached like any other.
 std::string sqlite_list_runs_sql(const run_filter& filter, bool paged) {
-  return list_runs_sql(filter, paged);
+  // With no statistics (meshd runs no ANALYZE: it would hold the writer for
+  // seconds on a large store), SQLite walks the index of plan or agent
+  // rather than status's when both are asked for. An unfinished status
+  // matches the queue, not history: walk its index and check the other
+  // filters row by row (`+` keeps SQLite from their indexes). With a
+  // million finished runs of one plan, `plan=P&status=pending` took 1.5 s
+  // and now a few ms. A finished status still walks plan's or agent's
+  // index: a rare outcome within a large plan is slow to list.
+  bool few = filter.status && !is_terminal(*filter.status);
+  std::string and_ = few ? " AND +" : " AND ";
+  std::string sql = select_runs_sql() + "WHERE 1";
+  if (filter.status) sql += " AND status = ?1";
+  if (!filter.plan.empty()) sql += and_ + "plan = ?2";
+  if (!filter.agent.empty()) sql += and_ + "assigned_agent = ?3";
+  // The second term lets SQLite use the partial index of keyed runs.
+  if (!filter.concurrency_key.empty())
+    sql += and_ + "concurrency_key = ?6 AND concurrency_key <> ''";
+  if (paged) sql += " AND seq < ?4";
+  sql += " ORDER BY seq DESC LIMIT ?5";
+  return sql;
 }
 
 caf::expected<std::unique_ptr<store>> open_sqlite_store(const std::string& path,

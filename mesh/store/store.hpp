@@ -216,7 +216,7 @@ public:
 };
 
 /// The SQL the SQLite store's `list_runs` runs for `filter` (`paged`: after
-/// a cursor), for tests of its query plan.
+/// a cursor); public so that tests can check its query plan.
 [[nodiscard]] std::string sqlite_list_runs_sql(const run_filter& filter, bool paged);
 
 /// Opens (and creates or migrates) the SQLite database at `path`.
