@@ -1,16 +1,22 @@
 // Micro benchmarks of the pure units: selector parse and match, one
 // assignment decision with 10,000 agents and 100,000 queued runs across 50
-// plans, and what the metrics' counting costs. Run: polymesh_micro_bench
+// plans, what the metrics' counting costs, and what the SQLite store's
+// triggers that keep the counts of finished runs cost a run's writes. Run:
+// polymesh_micro_bench
 // [--benchmark_min_time=0.2] After Google Benchmark's own report it prints one
 // machine-readable line per benchmark: `bench=micro name=... ns_per_op=...`.
 #include "mesh/domain/metrics.hpp"
 #include "mesh/domain/selector.hpp"
+#include "mesh/store/store.hpp"
 #include "routines/assignment/assigner.hpp"
 
 #include <benchmark/benchmark.h>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
+#include <filesystem>
 #include <memory>
+#include <sqlite3.h>
 #include <string>
 #include <vector>
 
@@ -238,6 +244,79 @@ void BM_metrics_count_run_end(benchmark::State& state) {
     m.run_ended(r);
 }
 BENCHMARK(BM_metrics_count_run_end);
+
+/// A run's writes as meshd makes them, 8 runs to a transaction (one agent
+/// with 8 slots): inserted `created`, then `pending`, `running` and
+/// `success`, each write setting the changed fields only. Arg 1 with the
+/// schema's `run_counts` triggers, 0 with them dropped: the difference is
+/// what keeping the counts of finished runs costs a run. On a scratch
+/// database under TMPDIR with `synchronous=normal`, so that no fsync hides
+/// it; the store grows as the benchmark runs, as a real one does.
+void BM_store_run_life(benchmark::State& state) {
+  namespace fs = std::filesystem;
+  auto tmpl = (fs::temp_directory_path() / "polymesh_micro.XXXXXX").string();
+  if (!mkdtemp(tmpl.data()))
+    return state.SkipWithError("cannot make a scratch directory");
+  auto path = (fs::path{tmpl} / "mesh.db").string();
+  {
+    auto db = open_sqlite_store(path, store_options{"normal", "fast", false});
+    if (!db) return state.SkipWithError("cannot open the store");
+  }
+  if (state.range(0) == 0) {
+    sqlite3* raw = nullptr;
+    sqlite3_open(path.c_str(), &raw);
+    auto rc = sqlite3_exec(
+        raw,
+        "DROP TRIGGER run_counts_on_insert; DROP TRIGGER run_counts_on_end;"
+        " DROP TRIGGER run_counts_on_leave; DROP TRIGGER run_counts_on_delete;",
+        nullptr, nullptr, nullptr);
+    sqlite3_close(raw);
+    if (rc != SQLITE_OK) return state.SkipWithError("cannot drop the triggers");
+  }
+  auto db = open_sqlite_store(path, store_options{"normal", "fast", false});
+  if (!db) return state.SkipWithError("cannot open the store");
+  constexpr int per_batch = 8;
+  uint64_t seq = 0;
+  auto now = std::chrono::system_clock::now();
+  for (auto _ : state) {
+    std::vector<run_record> runs(per_batch);
+    std::vector<write> batch;
+    for (auto& r : runs) {
+      r.seq = ++seq;
+      r.id = "run_" + std::to_string(r.seq);
+      r.plan = "noop";
+      r.created_at = now;
+      batch.emplace_back(put_run{r, true});
+    }
+    if (!(*db)->apply(batch)) return state.SkipWithError("insert failed");
+    for (auto status : {run_status::pending, run_status::running, run_status::success}) {
+      batch.clear();
+      for (auto& r : runs) {
+        auto next = r;
+        next.status = status;
+        next.assigned_agent = "agt_1";
+        if (status == run_status::success) next.finished_at = now;
+        batch.emplace_back(put_run{next, false, changed_run_fields(r, next)});
+        r = next;
+      }
+      if (!(*db)->apply(batch)) return state.SkipWithError("update failed");
+    }
+  }
+  state.SetItemsProcessed(state.iterations() * per_batch);
+  db->reset();
+  std::error_code ec;
+  fs::remove_all(tmpl, ec);
+}
+// Alternately, three times each, so that a drift in the host's speed meets both.
+BENCHMARK(BM_store_run_life)
+    ->Arg(0)
+    ->Arg(1)
+    ->Arg(0)
+    ->Arg(1)
+    ->Arg(0)
+    ->Arg(1)
+    ->ArgName("run_counts")
+    ->Iterations(5000);
 
 /// Prints one `bench=micro` line per benchmark after the normal report.
 class line_reporter : public benchmark::ConsoleReporter {

@@ -189,6 +189,50 @@ CREATE TABLE run_artifact_parts (
   PRIMARY KEY (run_id, name, start)
 );
 )sql",
+    // Version 10: how many finished runs each status holds, kept by
+    // triggers in the transaction of every write, so that `/readyz` and
+    // `/metrics` need not count the finished runs on each call (≈ 0.1 s at a
+    // million, on the reader other reads wait for). Unfinished runs, which
+    // meshd holds in memory anyway, are still counted (through
+    // `runs_by_status`). A change into or out of a finished status is seen
+    // on `finished_at`, which every such write sets (`changed_run_fields`
+    // sees to it): a trigger on `status` would be coded into each of a
+    // run's writes, this one only into its last. The conditions are
+    // comparisons, not `IN` (see version 6).
+    R"sql(
+CREATE TABLE run_counts (
+  status TEXT PRIMARY KEY NOT NULL,
+  n      INTEGER NOT NULL
+) WITHOUT ROWID;
+INSERT INTO run_counts (status, n)
+  SELECT status, COUNT(*) FROM runs
+  WHERE status = 'success' OR status = 'error' OR status = 'canceled'
+  GROUP BY status;
+CREATE TRIGGER run_counts_on_insert AFTER INSERT ON runs
+  WHEN new.status = 'success' OR new.status = 'error' OR new.status = 'canceled'
+BEGIN
+  INSERT INTO run_counts (status, n) VALUES (new.status, 1)
+    ON CONFLICT(status) DO UPDATE SET n = n + 1;
+END;
+CREATE TRIGGER run_counts_on_end AFTER UPDATE OF finished_at ON runs
+  WHEN old.status IS NOT new.status
+   AND (new.status = 'success' OR new.status = 'error' OR new.status = 'canceled')
+BEGIN
+  INSERT INTO run_counts (status, n) VALUES (new.status, 1)
+    ON CONFLICT(status) DO UPDATE SET n = n + 1;
+END;
+CREATE TRIGGER run_counts_on_leave AFTER UPDATE OF finished_at ON runs
+  WHEN old.status IS NOT new.status
+   AND (old.status = 'success' OR old.status = 'error' OR old.status = 'canceled')
+BEGIN
+  UPDATE run_counts SET n = n - 1 WHERE status = old.status;
+END;
+CREATE TRIGGER run_counts_on_delete AFTER DELETE ON runs
+  WHEN old.status = 'success' OR old.status = 'error' OR old.status = 'canceled'
+BEGIN
+  UPDATE run_counts SET n = n - 1 WHERE status = old.status;
+END;
+)sql",
 };
 
 /// The schema version this build reads and writes.

@@ -571,6 +571,13 @@ static_assert(std::string_view{run_mutable_columns[run_lifecycle_fields - 1].nam
                   "held_session",
               "update_sql_for sets the last bit's column in every update");
 
+/// The bit of the mutable column `name` in a `run_fields`.
+constexpr run_fields run_field_bit(std::string_view name) {
+  for (size_t i = 0; i < std::size(run_mutable_columns); ++i)
+    if (name == run_mutable_columns[i].name) return run_fields{1} << i;
+  throw std::logic_error{"not a mutable run column"};
+}
+
 /// `UPDATE runs SET <the mutable columns in fields> WHERE id`, with
 /// `bind_run`'s numbering: the statement names ?N by the column's position
 /// in `run_columns`.
@@ -1157,19 +1164,31 @@ public:
     static constexpr run_status all[] = {run_status::created, run_status::pending,
                                          run_status::running, run_status::success,
                                          run_status::error,   run_status::canceled};
-    auto st = db_.prepare("SELECT status, COUNT(*) FROM runs GROUP BY status");
-    if (!st) return std::move(st.error());
     std::vector<std::pair<run_status, int64_t>> out;
     for (auto s : all)
       out.emplace_back(s, 0);
+    // Unfinished runs are counted, each status on its own index range.
+    for (auto s : all) {
+      if (is_terminal(s)) continue;
+      auto st = db_.prepare("SELECT COUNT(*) FROM runs WHERE status = ?1");
+      if (!st) return std::move(st.error());
+      st->bind(1, std::string{to_string(s)});
+      if (st->step() != SQLITE_ROW) return db_.fail("cannot count runs");
+      out[static_cast<size_t>(s)].second = st->int64(0);
+    }
+    // Finished runs are counted by the schema's triggers (version 10).
+    auto st = db_.prepare("SELECT status, n FROM run_counts");
+    if (!st) return std::move(st.error());
     int rc;
     while ((rc = st->step()) == SQLITE_ROW) {
       auto text = st->text(0);
       auto s = parse_run_status(text);
-      if (!s) return corrupt("status", "runs", text);
-      out[static_cast<size_t>(*s)].second = st->int64(1);
+      if (!s || !is_terminal(*s)) return corrupt("status", "run_counts", text);
+      auto n = st->int64(1);
+      if (n < 0) return corrupt("count", text, std::to_string(n));
+      out[static_cast<size_t>(*s)].second = n;
     }
-    if (rc != SQLITE_DONE) return db_.fail("cannot count runs");
+    if (rc != SQLITE_DONE) return db_.fail("cannot read the counts of finished runs");
     return out;
   }
 
@@ -1326,6 +1345,13 @@ run_fields changed_run_fields(const run_record& stored, const run_record& next) 
   run_fields out = 0;
   for (size_t i = 0; i < std::size(run_mutable_columns); ++i)
     if (!run_mutable_columns[i].same(stored, next)) out |= run_fields{1} << i;
+  // The counts of finished runs (schema version 10) follow writes that set
+  // `finished_at`: a change of status into, out of or between finished ones
+  // sets it, even when its value stays.
+  constexpr auto finished_at = run_field_bit("finished_at");
+  if (stored.status != next.status &&
+      (is_terminal(stored.status) || is_terminal(next.status)))
+    out |= finished_at;
   return out;
 }
 

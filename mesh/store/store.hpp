@@ -30,7 +30,9 @@ using run_fields = uint32_t;
 inline constexpr int run_lifecycle_fields = 17;
 inline constexpr run_fields all_run_fields = (run_fields{1} << run_lifecycle_fields) - 1;
 
-/// The lifecycle fields in which `next` differs from `stored`.
+/// The lifecycle fields in which `next` differs from `stored`, and
+/// `finished_at` whenever the status moves into, out of or between finished
+/// ones (the SQLite store's counts of finished runs follow that column).
 [[nodiscard]] run_fields changed_run_fields(const run_record& stored,
                                             const run_record& next);
 

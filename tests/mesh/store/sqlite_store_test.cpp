@@ -1268,6 +1268,89 @@ TEST_F(sqlite_store_test, count_runs_counts_per_status) {
   EXPECT_EQ(*counts, want);
 }
 
+// This test ensures that the counts `count_runs` answers follow every write
+// of a run: an insert, a status changed by a whole upsert or by the changed
+// fields alone (into, out of and between finished statuses), a write that
+// leaves the status alone, an `insert_only` that finds its id taken, and a
+// prune, each checked against counting the rows.
+TEST_F(sqlite_store_test, run_counts_follow_every_write_of_a_run) {
+  auto check = [&](const char* step) {
+    SCOPED_TRACE(step);
+    auto counts = db_->count_runs();
+    ASSERT_TRUE(counts) << message_of(counts.error());
+    for (auto& [status, n] : *counts)
+      EXPECT_EQ(std::to_string(n),
+                raw_query(std::string{"SELECT COUNT(*) FROM runs WHERE status = '"} +
+                          to_string(status) + "'"))
+          << to_string(status);
+  };
+  apply({put_run{make_run("run_1", 1)}, put_run{make_run("run_2", 2)},
+         put_run{make_run("run_3", 3, run_status::running)},
+         put_run{make_run("run_4", 4, run_status::success)}});
+  check("inserts");
+  auto stored = *get_run("run_1");
+  auto next = stored;
+  next.status = run_status::pending;
+  next.assigned_agent = "agt_1";
+  apply({put_run{next, false, changed_run_fields(stored, next)}});
+  check("the changed fields alone");
+  auto same = next;
+  same.progress = "half";
+  apply({put_run{same, false, changed_run_fields(next, same)}});
+  check("a write that leaves the status alone");
+  apply({put_run{make_run("run_2", 2, run_status::canceled)}});
+  check("a whole upsert");
+  apply({put_run{make_run("run_4", 4, run_status::error)}});
+  check("a finished status to another");
+  apply({put_run{make_run("run_4", 4, run_status::success)}});
+  check("and back");
+  apply({put_run{make_run("run_4", 4, run_status::pending)}});
+  check("out of a finished status");
+  apply({put_run{make_run("run_4", 4, run_status::success)}});
+  check("into one again");
+  // A write of the changed fields alone that keeps `finished_at` (meshd's
+  // own never do).
+  auto done = *get_run("run_4");
+  auto redone = done;
+  redone.status = run_status::canceled;
+  ASSERT_NE(changed_run_fields(done, redone), 0u);
+  apply({put_run{redone, false, changed_run_fields(done, redone)}});
+  check("a finished status to another, the time kept");
+  apply({put_run{done, false, changed_run_fields(redone, done)}});
+  check("and back, the time kept");
+  apply({put_run{make_run("run_3", 3, run_status::error), true}});
+  check("insert_only onto a taken id");
+  EXPECT_EQ(get_run("run_3")->status, run_status::running);
+  auto n = db_->prune(at(9000), 10);
+  ASSERT_TRUE(n);
+  EXPECT_EQ(*n, 2u);
+  check("a prune");
+  std::vector<std::pair<run_status, int64_t>> want{
+      {run_status::created, 0}, {run_status::pending, 1}, {run_status::running, 1},
+      {run_status::success, 0}, {run_status::error, 0},   {run_status::canceled, 0}};
+  EXPECT_EQ(*db_->count_runs(), want);
+}
+
+// This test ensures that a stored count that cannot be right (negative, or
+// of an unfinished status, which is counted instead) is reported as corrupt
+// rather than shown.
+TEST_F(sqlite_store_test, a_stored_run_count_that_cannot_be_right_is_corrupt) {
+  apply({put_run{make_run("run_1", 1, run_status::success)}});
+  raw_query("UPDATE run_counts SET n = -1 WHERE status = 'success'");
+  auto counts = db_->count_runs();
+  ASSERT_FALSE(counts);
+  EXPECT_NE(message_of(counts.error()).find("count of 'success' is corrupt: '-1'"),
+            std::string::npos)
+      << message_of(counts.error());
+  raw_query("UPDATE run_counts SET status = 'running', n = 1");
+  counts = db_->count_runs();
+  ASSERT_FALSE(counts);
+  EXPECT_NE(
+      message_of(counts.error()).find("status of 'run_counts' is corrupt: 'running'"),
+      std::string::npos)
+      << message_of(counts.error());
+}
+
 // -- Load ---------------------------------------------------------------------
 
 // This test ensures that `load` returns unrevoked tokens, live agents, unfinished runs.
@@ -1710,6 +1793,27 @@ TEST_F(sqlite_store_test, version_5_database_migrates_to_an_unfinished_index_wit
   ASSERT_TRUE(snap) << message_of(snap.error());
   ASSERT_EQ(snap->runs.size(), 1u);
   EXPECT_EQ(snap->runs[0].id, "run_old");
+}
+
+// This test ensures a database of schema version 9 (runs counted on each
+// call) migrates to counts kept by triggers, which start from the runs it
+// holds and follow the writes after.
+TEST_F(sqlite_store_test, version_9_database_migrates_to_kept_run_counts) {
+  old_database(9);
+  insert_version_3_run("running", "agt_1", 1);
+  raw_query("UPDATE runs SET seq = 2, id = 'run_done', status = 'success'");
+  insert_version_3_run("running", "agt_1", 1);
+  db_ = open();
+  ASSERT_TRUE(db_);
+  EXPECT_EQ(raw_query("PRAGMA user_version"), std::to_string(sqlite_schema_version));
+  std::vector<std::pair<run_status, int64_t>> want{
+      {run_status::created, 0}, {run_status::pending, 0}, {run_status::running, 1},
+      {run_status::success, 1}, {run_status::error, 0},   {run_status::canceled, 0}};
+  EXPECT_EQ(*db_->count_runs(), want);
+  apply({put_run{make_run("run_old", 1, run_status::error)}});
+  want[2].second = 0;
+  want[4].second = 1;
+  EXPECT_EQ(*db_->count_runs(), want);
 }
 
 // This test ensures a database of schema version 6 migrates to telling an
