@@ -515,6 +515,27 @@ caf::behavior token_registry(token_self self, context_ptr ctx) {
             [=](caf::error err) mutable { rp.deliver(std::move(err)); });
         return rp;
       },
+      // Agent tokens a timer routine honoured through a stall or a jump of
+      // the clock, already in the cache: stored here, where token writes
+      // are made one after another, unless revoked or changed since.
+      [=](update_atom, const token_list& honoured) {
+        token_list still;
+        for (auto& t : honoured)
+          if (auto rec = self->state.ctx->tokens->find(t.id);
+              rec && !rec->revoked_at && rec->expires_at == t.expires_at)
+            still.push_back(*rec);
+        if (still.empty()) return;
+        auto n = still.size();
+        persist_tokens(
+            self, std::move(still), [] {},
+            [n](caf::error err) {
+              log(log_level::warn,
+                  "the longer life of " + std::to_string(n) +
+                      " agent access tokens after a stall was not stored (it holds "
+                      "until meshd stops): " +
+                      message_of(err));
+            });
+      },
   };
 }
 

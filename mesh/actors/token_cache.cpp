@@ -57,10 +57,42 @@ caf::expected<token_record> token_cache::authenticate(const std::string& header)
   if (!constant_time_equal(sha256_hex(secret), rec.secret_hash))
     return make_error(errc::unauthenticated, "unknown or revoked token");
   if (rec.revoked_at) return make_error(errc::unauthenticated, "token has been revoked");
-  if (rec.expires_at && *rec.expires_at <= clock_.now())
-    return make_error(errc::unauthenticated,
-                      "token expired at " + to_rfc3339(*rec.expires_at));
+  if (rec.expires_at && *rec.expires_at <= clock_.now()) {
+    // A stall in progress: meshd did not run since the timer routines' last
+    // look, and this request waited in its socket meanwhile. Or a jump of
+    // the clock that they have not seen yet expired the token.
+    auto [now, monotonic] = clock_.now_and_monotonic();
+    auto ran_at = ran_at_ms_.load(std::memory_order_acquire);
+    auto gap = monotonic - duration{ran_at};
+    bool stalled = ran_at >= 0 && gap >= stall_gap && *rec.expires_at > now - gap;
+    auto jump = clock_.last_jump();
+    bool jumped = jump && to_unix_ms(jump->at) > ran_at_wall_ms_.load() &&
+                  *rec.expires_at > jump->at - jump->by && *rec.expires_at <= jump->at;
+    if (rec.kind != token_kind::agent || !(stalled || jumped))
+      return make_error(errc::unauthenticated,
+                        "token expired at " + to_rfc3339(*rec.expires_at));
+  }
   return rec;
+}
+
+void token_cache::mesh_ran(timestamp now, duration monotonic) {
+  ran_at_wall_ms_.store(to_unix_ms(now), std::memory_order_release);
+  ran_at_ms_.store(monotonic.count(), std::memory_order_release);
+}
+
+std::vector<token_record> token_cache::honour_through(timestamp from, timestamp until) {
+  std::unique_lock<std::shared_mutex> guard{mtx_};
+  std::vector<token_record> out;
+  for (auto& [agent, ids] : by_agent_)
+    for (auto& id : ids) {
+      auto& t = tokens_.at(id);
+      if (!t.revoked_at && t.expires_at && *t.expires_at > from &&
+          *t.expires_at < until) {
+        t.expires_at = until;
+        out.push_back(t);
+      }
+    }
+  return out;
 }
 
 void token_cache::put(const token_record& token) {

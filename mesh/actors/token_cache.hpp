@@ -6,14 +6,17 @@
 // SHA-256 is compared in constant time with the stored hash.
 //
 // Ownership and threads: written by the token registry actor, after the
-// corresponding store write committed ("persist, then apply"), and by the
-// retention routine, which drops tokens that expired long ago; read by any
-// thread. A shared mutex guards the map.
+// corresponding store write committed ("persist, then apply"), by the
+// retention routine, which drops tokens that expired long ago, and by the
+// timer routines after a stall or a jump of the clock (`honour_through`:
+// apply, then persist, since requests queued meanwhile are being served);
+// read by any thread. A shared mutex guards the map.
 #pragma once
 
 #include "mesh/domain/clock.hpp"
 #include "mesh/domain/records.hpp"
 
+#include <atomic>
 #include <caf/expected.hpp>
 #include <optional>
 #include <shared_mutex>
@@ -38,6 +41,20 @@ public:
   [[nodiscard]] caf::expected<token_record> authenticate(const std::string& header) const;
 
   void put(const token_record& token);
+
+  /// Records that meshd ran at `now`, `monotonic` (`clock::now_and_monotonic`;
+  /// the timer routines call it at each look at the clock). Until they
+  /// notice a stall (no look for `stall_gap` or more) or a jump of the clock,
+  /// requests go on being served: `authenticate` then honours an agent
+  /// access token that expired after the last look, or by the jump, as
+  /// `honour_through` will.
+  void mesh_ran(timestamp now, duration monotonic);
+  /// After meshd did not run, or its clock jumped, from `from` on: each
+  /// agent access token, not revoked, that expired after `from` or expires
+  /// before `until` is honoured until `until` (its agent's window to be
+  /// heard from again), so that agents keep their sessions and runs.
+  /// Returns the tokens it changed, to be stored.
+  std::vector<token_record> honour_through(timestamp from, timestamp until);
   /// The live token with this id, if any.
   [[nodiscard]] std::optional<token_record> find(const std::string& id) const;
   /// Every live access token of one agent.
@@ -60,6 +77,9 @@ private:
   void erase_locked(const std::string& id);
 
   const polymesh::clock& clock_;
+  /// `mesh_ran`'s last readings (ms), the monotonic one -1 before the first.
+  std::atomic<int64_t> ran_at_ms_{-1};
+  std::atomic<int64_t> ran_at_wall_ms_{0};
   mutable std::shared_mutex mtx_;
   std::unordered_map<std::string, token_record> tokens_;
   /// Ids of the agent tokens in `tokens_`, per agent id: registration looks

@@ -19,6 +19,12 @@ namespace polymesh {
 using timestamp = std::chrono::system_clock::time_point;
 using duration = std::chrono::milliseconds;
 
+/// A gap this long between two looks at `clock::monotonic` by a process
+/// that looks every few hundred ms at most (the timer routines, every
+/// `timers.resolution`) means it did not run meanwhile: it was stopped
+/// (`SIGSTOP`), its host suspended, or it starved.
+inline constexpr std::chrono::milliseconds stall_gap{2000};
+
 /// A step of the wall clock that a clock followed at once.
 struct clock_jump {
   /// The clock's time after the jump.

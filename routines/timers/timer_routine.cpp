@@ -15,11 +15,6 @@ namespace polymesh {
 
 namespace {
 
-/// A gap this long between two looks at the clock (100 ms apart by
-/// default) means the process did not run meanwhile: it was stopped
-/// (`SIGSTOP`), its host suspended, or it starved.
-constexpr duration stall_gap = std::chrono::seconds{2};
-
 struct timer_state {
   static inline const char* name = "timers";
   context_ptr ctx;
@@ -68,6 +63,27 @@ void log_catch_up(mesh_context& ctx) {
           "timestamp goes back; restart meshd to take the wall clock's time at once");
 }
 
+/// After meshd did not run, or its clock jumped, from `from` until `now`:
+/// the agent access tokens that expired meanwhile, or would before their
+/// agents can renew them, are honoured for the agents' window to be heard
+/// from (`agents.offline_after`, at most `agents.token_ttl`), as after a
+/// restart, and stored by the token registry. `authenticate` honoured them
+/// until now (see `token_cache::mesh_ran`).
+void keep_agents_sessions(self_ptr self, timestamp from, timestamp now,
+                          const std::string& what) {
+  auto& ctx = *self->state.ctx;
+  auto until = now + std::min(ctx.config.offline_after, ctx.config.agent_token_ttl);
+  auto kept = ctx.tokens->honour_through(from, until);
+  if (kept.empty()) return;
+  log(log_level::info,
+      std::to_string(kept.size()) + " agent access tokens expired " + what +
+          " or would before their agents could renew them; each is honoured until " +
+          to_rfc3339(until) +
+          " (agents.offline_after, at most agents.token_ttl), so that agents keep "
+          "their sessions and runs");
+  self->send(ctx.token_registry, update_atom::value, std::move(kept));
+}
+
 size_t fire_due(self_ptr self) {
   auto& st = self->state;
   // After a stall, the agents' requests are still queued in the sockets:
@@ -75,24 +91,30 @@ size_t fire_due(self_ptr self) {
   // windows that wait on agents restart now instead (the deadlines fire,
   // and their owners re-arm them from `listening_since`).
   auto [now, looked] = st.ctx->clock->now_and_monotonic();
-  if (looked - st.last_look >= stall_gap) {
+  if (auto gap = looked - st.last_look; gap >= stall_gap) {
     // Both timer routines see the stall; the first says so.
-    if (st.ctx->listening_again(now) + stall_gap <= now)
-      log(log_level::warn,
-          "the mesh did not run for " + std::to_string((looked - st.last_look).count()) +
-              " ms (stopped, its host suspended, or starved): agents and "
-              "runs get their windows again from now");
+    if (st.ctx->listening_again(now) + stall_gap <= now) {
+      log(log_level::warn, "the mesh did not run for " + std::to_string(gap.count()) +
+                               " ms (stopped, its host suspended, or starved): agents "
+                               "and runs get their windows again from now");
+      keep_agents_sessions(self, now - gap, now, "while the mesh did not run");
+    }
   }
-  st.last_look = looked;
   if (auto jump = st.ctx->clock->last_jump(); jump && jump->at != st.seen_jump) {
     st.seen_jump = jump->at;
-    if (st.ctx->listening_again(jump->at) + stall_gap <= jump->at)
+    if (st.ctx->listening_again(jump->at) + stall_gap <= jump->at) {
       log(log_level::warn, "the host's wall clock stepped forward by " +
                                seconds_text(jump->by) +
                                " from a time before meshd existed (a host that learnt "
                                "the date late): meshd took its time at once, and agents "
                                "and runs get their windows again from now");
+      keep_agents_sessions(self, jump->at - jump->by, jump->at, "at that step");
+    }
   }
+  // Only now: until the tokens above are honoured, `authenticate` honours
+  // them itself.
+  st.last_look = looked;
+  st.ctx->tokens->mesh_ran(now, looked);
   log_catch_up(*st.ctx);
   auto due = st.deadlines.pop_due(now);
   for (auto& key : due) {
@@ -106,7 +128,9 @@ size_t fire_due(self_ptr self) {
 
 caf::behavior timer_routine(self_ptr self, context_ptr ctx) {
   self->state.ctx = std::move(ctx);
-  self->state.last_look = self->state.ctx->clock->monotonic();
+  auto [now, looked] = self->state.ctx->clock->now_and_monotonic();
+  self->state.last_look = looked;
+  self->state.ctx->tokens->mesh_ran(now, looked);
   self->delayed_send(self, self->state.ctx->config.timer_resolution, sweep_atom::value);
   return {
       [=](arm_atom, const std::string& key, timestamp deadline,

@@ -1,4 +1,5 @@
 #include "mesh/actors/token_cache.hpp"
+#include "mesh/domain/ids.hpp"
 
 #include <algorithm>
 #include <gtest/gtest.h>
@@ -89,6 +90,98 @@ TEST(token_cache, of_agent_tracks_puts_updates_and_erasures) {
   EXPECT_TRUE(cache.of_agent("agt_a").empty());
   EXPECT_EQ(ids_of(cache.of_agent("agt_b")), (std::vector<std::string>{"t3"}));
   EXPECT_EQ(cache.size(), 2u);
+}
+
+/// A token with secret `s3cret`, expiring `life` after the clock's now.
+token_record expiring(const manual_clock& clk, const std::string& id, token_kind kind,
+                      duration life) {
+  auto t = agent_token(id, kind == token_kind::agent ? "agt_a" : "", 1);
+  t.kind = kind;
+  t.secret_hash = sha256_hex("s3cret");
+  t.expires_at = clk.now() + life;
+  return t;
+}
+
+std::string bearer(const std::string& id) {
+  return "Bearer " + token_cache::format(id, "s3cret");
+}
+
+// This test ensures an agent access token that expired while meshd did not
+// run (a stall the timer routines have not noticed yet: no `mesh_ran` for
+// `stall_gap` or more) is honoured, one that expired before the stall began
+// and tokens of other kinds are not, and that once the routines looked again
+// the token is refused unless `honour_through` kept it.
+TEST(token_cache, honours_agent_tokens_through_a_stall_in_progress) {
+  manual_clock clk;
+  token_cache cache{clk};
+  cache.mesh_ran(clk.now(), clk.monotonic());
+  cache.put(expiring(clk, "agent", token_kind::agent, std::chrono::minutes{10}));
+  cache.put(expiring(clk, "ci", token_kind::submitter, std::chrono::minutes{10}));
+  cache.put(expiring(clk, "lapsed", token_kind::agent, std::chrono::minutes{1}));
+  clk.advance(std::chrono::minutes{2});
+  cache.mesh_ran(clk.now(), clk.monotonic());
+  ASSERT_FALSE(cache.authenticate(bearer("lapsed")));
+  clk.stall(std::chrono::hours{1});
+  EXPECT_TRUE(cache.authenticate(bearer("agent")));
+  EXPECT_FALSE(cache.authenticate(bearer("ci")));
+  EXPECT_FALSE(cache.authenticate(bearer("lapsed"))) << "expired before the stall";
+  // A gap under `stall_gap` is no stall.
+  cache.mesh_ran(clk.now(), clk.monotonic());
+  clk.stall(stall_gap - std::chrono::milliseconds{1});
+  EXPECT_FALSE(cache.authenticate(bearer("agent")));
+  cache.mesh_ran(clk.now(), clk.monotonic());
+  EXPECT_FALSE(cache.authenticate(bearer("agent")));
+}
+
+// This test ensures an agent access token that a jump of the clock expired
+// is honoured until the timer routines look after the jump, and one that
+// expired before it is not.
+TEST(token_cache, honours_agent_tokens_that_a_jump_of_the_clock_expired) {
+  manual_clock clk;
+  token_cache cache{clk};
+  cache.mesh_ran(clk.now(), clk.monotonic());
+  cache.put(expiring(clk, "agent", token_kind::agent, std::chrono::minutes{10}));
+  cache.put(expiring(clk, "lapsed", token_kind::agent, std::chrono::minutes{1}));
+  clk.advance(std::chrono::minutes{2});
+  cache.mesh_ran(clk.now(), clk.monotonic());
+  clk.jump(std::chrono::hours{24 * 30});
+  EXPECT_TRUE(cache.authenticate(bearer("agent")));
+  EXPECT_FALSE(cache.authenticate(bearer("lapsed")));
+  // Once the routines looked after the jump, only `honour_through` keeps it.
+  cache.mesh_ran(clk.now(), clk.monotonic());
+  EXPECT_FALSE(cache.authenticate(bearer("agent")));
+}
+
+// This test ensures `honour_through` gives exactly the agent tokens that
+// expired after `from`, or expire before `until`, a life until `until`, and
+// returns them: not revoked ones, nor other kinds, nor ones that expired
+// before `from` or live past `until`.
+TEST(token_cache, honour_through_keeps_the_agent_tokens_that_lapsed_in_the_window) {
+  manual_clock clk;
+  token_cache cache{clk};
+  auto t0 = clk.now();
+  cache.put(expiring(clk, "before", token_kind::agent, std::chrono::minutes{1}));
+  cache.put(expiring(clk, "inside", token_kind::agent, std::chrono::minutes{30}));
+  cache.put(expiring(clk, "soon", token_kind::agent, std::chrono::minutes{62}));
+  cache.put(expiring(clk, "later", token_kind::agent, std::chrono::minutes{70}));
+  cache.put(expiring(clk, "ci", token_kind::submitter, std::chrono::minutes{30}));
+  auto revoked = expiring(clk, "revoked", token_kind::agent, std::chrono::minutes{30});
+  revoked.revoked_at = t0;
+  cache.put(revoked);
+  auto from = t0 + std::chrono::minutes{5};
+  auto until = t0 + std::chrono::minutes{63};
+  auto kept = cache.honour_through(from, until);
+  EXPECT_EQ(ids_of(kept), (std::vector<std::string>{"inside", "soon"}));
+  for (auto& t : kept)
+    EXPECT_EQ(t.expires_at, until);
+  EXPECT_EQ(cache.find("inside")->expires_at, until);
+  EXPECT_EQ(cache.find("before")->expires_at, t0 + std::chrono::minutes{1});
+  EXPECT_EQ(cache.find("later")->expires_at, t0 + std::chrono::minutes{70});
+  EXPECT_EQ(cache.find("ci")->expires_at, t0 + std::chrono::minutes{30});
+  EXPECT_EQ(cache.find("revoked")->expires_at, t0 + std::chrono::minutes{30});
+  clk.set(t0 + std::chrono::minutes{60});
+  EXPECT_TRUE(cache.authenticate(bearer("inside")));
+  EXPECT_FALSE(cache.authenticate(bearer("ci")));
 }
 
 } // namespace

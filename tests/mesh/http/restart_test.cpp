@@ -134,6 +134,25 @@ TEST_F(restart, a_second_restart_keeps_the_grace_of_the_first) {
   EXPECT_EQ(r.status, 200) << r.raw;
 }
 
+// This test ensures the grace a stall longer than agents.token_ttl gives an
+// agent's token is stored: a restart within it keeps it (the record that
+// meshd ran is from after the stall, which would otherwise leave the token
+// expired while meshd ran).
+TEST_F(restart, the_grace_of_a_stall_is_stored) {
+  auto a = register_agent("stalled", json::object());
+  clock.stall(cfg.agent_token_ttl + std::chrono::minutes{1});
+  tick();
+  // Answered by the token registry after it stored the honoured token.
+  auto fresh = call("POST", "/v1/agents/" + a.id + "/token", a.token, json::object());
+  ASSERT_EQ(fresh.status, 200) << fresh.raw;
+  stop_mesh();
+  clock.advance(std::chrono::minutes{1});
+  start_mesh();
+  a.port = port;
+  auto r = a.poll(0);
+  EXPECT_EQ(r.status, 200) << r.raw;
+}
+
 // This test ensures only tokens that expired while meshd was down are
 // honoured after a restart: one that expired while meshd ran stays expired
 // (the last record that meshd ran is when it stopped).

@@ -124,11 +124,55 @@ TEST_F(timers, a_mesh_that_did_not_run_gives_agents_and_runs_their_windows_again
   EXPECT_EQ(reason_of(id), "agent_lost");
 }
 
+// This test ensures a mesh that did not run for longer than agents.token_ttl
+// (stopped with SIGSTOP, its host suspended) ends no agent's session: the
+// token that expired meanwhile is honoured for the request that waited in
+// the socket, whether or not the timer routines noticed the stall yet, and
+// then for agents.offline_after, so the running run finishes `success` and
+// the agent's refresh keeps its session. Before, the agent got 401,
+// registered again, and the mesh ended its runs. After the grace the old
+// token is refused.
+TEST_F(timers, a_stall_longer_than_the_token_ttl_keeps_agents_sessions) {
+  auto a = register_agent("a", json::object());
+  auto id = submit(json{{"plan", "noop"}}).body["id"].get<std::string>();
+  ASSERT_EQ(a.take(1).size(), 1u);
+  ASSERT_EQ(a.start(id).status, 200);
+  clock.stall(cfg.agent_token_ttl + 1min);
+  auto waited = a.progress(id);
+  ASSERT_EQ(waited.status, 200) << waited.raw;
+  tick();
+  advance(cfg.offline_after - 1s);
+  ASSERT_EQ(a.finish(id, "success").status, 200);
+  EXPECT_EQ(status_of(id), "success");
+  auto old = a.token;
+  auto fresh = call("POST", "/v1/agents/" + a.id + "/token", a.token, json::object());
+  ASSERT_EQ(fresh.status, 200) << fresh.raw;
+  EXPECT_EQ(fresh.body["session"], 1) << "the session of the registration";
+  a.token = fresh.body["access_token"].get<std::string>();
+  advance(2s);
+  EXPECT_EQ(a.poll(0).status, 200);
+  auto r = call("GET", "/v1/agents/" + a.id + "/runs", old);
+  EXPECT_EQ(r.status, 401) << r.raw;
+}
+
+// This test ensures a token that expired while the mesh ran stays expired
+// through a later stall.
+TEST_F(timers, a_token_that_expired_before_a_stall_stays_expired) {
+  auto a = register_agent("a", json::object());
+  advance(cfg.agent_token_ttl + 1s);
+  ASSERT_EQ(a.poll(0).status, 401);
+  clock.stall(1min);
+  EXPECT_EQ(a.poll(0).status, 401);
+  tick();
+  EXPECT_EQ(a.poll(0).status, 401);
+}
+
 // This test ensures a step of the host's wall clock forward that meshd's clock
 // follows at once (from a time before meshd existed: a host that booted with
 // no real-time clock) does not take agents for gone and end their runs: the
-// windows that wait on agents restart from it, as after a stall. A silence
-// after it still counts.
+// windows that wait on agents restart from it, as after a stall, and the
+// agent tokens it expired are honoured for that window. A silence after it
+// still counts.
 TEST_F(timers, a_jump_of_the_clock_gives_agents_and_runs_their_windows_again) {
   auto a = register_agent("a", json::object());
   auto id = submit(json{{"plan", "noop"}}).body["id"].get<std::string>();
@@ -138,6 +182,9 @@ TEST_F(timers, a_jump_of_the_clock_gives_agents_and_runs_their_windows_again) {
   tick();
   EXPECT_EQ(call("GET", "/v1/agents/a", admin).body["status"], "online");
   EXPECT_EQ(status_of(id), "running");
+  // The jump expired the agent's token: honoured for the agent's window.
+  auto r = a.poll(0);
+  EXPECT_EQ(r.status, 200) << r.raw;
 
   advance(cfg.offline_after + 1s);
   ASSERT_TRUE(becomes(id, "error"));
