@@ -116,6 +116,7 @@ caf::error mesh_node::boot(const mesh_config& cfg, const polymesh::clock& clk) {
   store_options wopts;
   wopts.synchronous = cfg.store_synchronous;
   wopts.secure_delete = cfg.store_secure_delete;
+  wopts.prune_hold = cfg.retention_max_hold;
   auto writer = open_sqlite_store(cfg.database_path(), wopts);
   if (!writer) return writer.error();
   // A deregistered agent's name stays its own until `agents.forget_after`

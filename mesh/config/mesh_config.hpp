@@ -112,6 +112,9 @@ struct mesh_config {
   duration retention = std::chrono::hours{24 * 7};
   /// How often retention runs. Key `retention.interval`.
   duration retention_interval = std::chrono::minutes{1};
+  /// Longest one retention transaction holds the writer. Key
+  /// `retention.max_hold`.
+  duration retention_max_hold = std::chrono::milliseconds{200};
 
   // -- logging --------------------------------------------------------------
   /// `error`, `warn`, `info` or `debug`. Key `log.level`.

@@ -150,6 +150,9 @@ struct store_options {
   /// SQLite's `secure_delete`: `fast`, or `full` (`on`).
   std::string secure_delete = "fast";
   bool read_only = false;
+  /// Longest one `prune` holds its transaction: past it, it commits what
+  /// it deleted (0: one run per call).
+  duration prune_hold = std::chrono::milliseconds{200};
 };
 
 class store {
@@ -208,8 +211,9 @@ public:
   [[nodiscard]] virtual caf::expected<std::vector<token_record>> list_tokens() = 0;
 
   /// Deletes terminal runs finished before `cutoff`, with their logs and
-  /// artifacts, at most
-  /// `max_rows` runs per call. Returns the number of runs deleted.
+  /// artifacts, at most `max_rows` runs per call, and no more once the call
+  /// has held its transaction for `store_options::prune_hold` (one at
+  /// least). Returns the number of runs deleted.
   [[nodiscard]] virtual caf::expected<size_t> prune(timestamp cutoff,
                                                     size_t max_rows) = 0;
   /// Number of runs per status (for `/readyz`, `meshctl status`).

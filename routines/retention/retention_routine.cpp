@@ -69,7 +69,8 @@ void account(self_ptr self, const caf::expected<size_t>& n) {
 }
 
 /// Prunes one batch and calls `done` with the count (or the error); asks
-/// itself for another batch at once while batches come back full.
+/// itself for another batch at once while batches delete anything (a batch
+/// ends early once it held the writer `retention.max_hold`).
 void prune(self_ptr self, std::function<void(caf::expected<size_t>)> done) {
   auto& ctx = self->state.ctx;
   if (ctx->config.retention.count() == 0) return done(size_t{0});
@@ -78,7 +79,7 @@ void prune(self_ptr self, std::function<void(caf::expected<size_t>)> done) {
       .then(
           [=](size_t n) {
             account(self, n);
-            if (n == prune_batch) self->send(self, sweep_atom::value, true);
+            if (n > 0) self->send(self, sweep_atom::value, true);
             done(n);
           },
           [=](caf::error& err) {

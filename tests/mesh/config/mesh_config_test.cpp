@@ -103,6 +103,7 @@ void expect_same_config(const mesh_config& a, const mesh_config& b) {
   EXPECT_EQ(a.timer_resolution, b.timer_resolution);
   EXPECT_EQ(a.retention, b.retention);
   EXPECT_EQ(a.retention_interval, b.retention_interval);
+  EXPECT_EQ(a.retention_max_hold, b.retention_max_hold);
   EXPECT_EQ(a.log_level, b.log_level);
 }
 
@@ -227,6 +228,7 @@ TEST(mesh_config, defaults_match_the_header) {
   EXPECT_EQ(cfg.timer_resolution, 100ms);
   EXPECT_EQ(cfg.retention, 7 * 24h);
   EXPECT_EQ(cfg.retention_interval, 1min);
+  EXPECT_EQ(cfg.retention_max_hold, 200ms);
   EXPECT_EQ(cfg.log_level, "info");
 }
 
@@ -328,9 +330,12 @@ TEST(mesh_config, routines_section_parses) {
 
 // This test ensures every retention key is read, and 0 means keep forever.
 TEST(mesh_config, retention_section_parses) {
-  auto cfg = parse_ok("retention:\n  finished_runs: 30d\n  interval: 5m\n");
+  auto cfg =
+      parse_ok("retention:\n  finished_runs: 30d\n  interval: 5m\n  max_hold: 50ms\n");
   EXPECT_EQ(cfg.retention, 30 * 24h);
   EXPECT_EQ(cfg.retention_interval, 5min);
+  EXPECT_EQ(cfg.retention_max_hold, 50ms);
+  EXPECT_EQ(parse_ok("retention:\n  max_hold: 0\n").retention_max_hold, 0ms);
   EXPECT_EQ(parse_ok("retention:\n  finished_runs: 0\n").retention, 0ms);
 }
 
@@ -564,6 +569,7 @@ TEST(mesh_config, out_of_bounds_values_are_errors) {
       {"retention.finished_runs", "3651d"},
       {"retention.interval", "0"},
       {"retention.interval", "999ms"},
+      {"retention.max_hold", "11s"},
   };
   for (const auto& c : cases) {
     SCOPED_TRACE(std::string{c.key} + ": " + c.value);
@@ -894,7 +900,7 @@ TEST(mesh_config, load_reads_files_and_reports_failures) {
 // This test ensures the table has unique, documented keys grouped by section.
 TEST(mesh_config, key_table_is_well_formed) {
   auto keys = mesh_config_keys();
-  EXPECT_EQ(keys.size(), 33u);
+  EXPECT_EQ(keys.size(), 34u);
   std::set<std::string> seen;
   std::set<std::string> closed_sections;
   std::string section;

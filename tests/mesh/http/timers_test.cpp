@@ -531,6 +531,30 @@ TEST_F(timers, retention_prunes_old_finished_runs) {
   EXPECT_EQ(call("GET", "/v1/runs/" + waiting, admin).status, 200);
 }
 
+/// Retention transactions of one run each (`retention.max_hold: 0`).
+class retention_one_at_a_time : public mesh_fixture {
+protected:
+  void configure(mesh_config& c) override { c.retention_max_hold = duration{0}; }
+};
+
+// This test ensures a retention pass whose transactions end early (past
+// retention.max_hold; with 0 after one run each) goes on at once until every
+// old finished run is gone, instead of one batch per retention.interval.
+TEST_F(retention_one_at_a_time, a_pass_goes_on_until_every_old_run_is_pruned) {
+  std::vector<std::string> ids;
+  for (int i = 0; i < 3; ++i) {
+    ids.push_back(submit(json{{"plan", "nobody"}}).body["id"].get<std::string>());
+    ASSERT_EQ(call("POST", "/v1/runs/" + ids.back() + "/cancel", admin).status, 200);
+  }
+  clock.advance(cfg.retention + 1s);
+  EXPECT_EQ(node_->prune_once(), 1u);
+  EXPECT_TRUE(eventually([&] {
+    return std::all_of(ids.begin(), ids.end(), [&](const std::string& id) {
+      return call("GET", "/v1/runs/" + id, admin).status == 404;
+    });
+  }));
+}
+
 } // namespace
 } // namespace polymesh::test
 

@@ -1219,6 +1219,28 @@ TEST_F(sqlite_store_test, prune_deletes_old_terminal_runs_and_their_logs) {
   EXPECT_EQ(*n, 0u);
 }
 
+// This test ensures a prune commits what it deleted once it held its
+// transaction for `prune_hold` (at least one run a call: with 0, one), and
+// the runs it left go at the next call.
+TEST_F(sqlite_store_test, a_prune_stops_once_it_held_the_writer_long_enough) {
+  apply({put_run{make_run("run_1", 1, run_status::success)},
+         put_run{make_run("run_2", 2, run_status::error)},
+         put_run{make_run("run_3", 3, run_status::canceled)},
+         append_log{"run_2", make_chunk(0, "x")}});
+  db_.reset();
+  store_options opts;
+  opts.prune_hold = duration{0};
+  db_ = open(opts);
+  ASSERT_TRUE(db_);
+  for (size_t want : {1u, 1u, 1u, 0u}) {
+    auto n = db_->prune(at(9000), 100);
+    ASSERT_TRUE(n) << message_of(n.error());
+    EXPECT_EQ(*n, want);
+  }
+  EXPECT_TRUE(list({}).runs.empty());
+  EXPECT_TRUE(db_->logs("run_2", -1, 10, SIZE_MAX)->chunks.empty());
+}
+
 // This test ensures that `max_seq` survives pruning the newest runs and a restart.
 TEST_F(sqlite_store_test, max_seq_survives_prune_and_reopen) {
   apply({put_run{make_run("run_1", 1, run_status::success)},
