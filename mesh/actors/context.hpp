@@ -91,6 +91,8 @@ struct mesh_context {
     return std::min(from_unix_ms(listening_since_ms_.load(std::memory_order_acquire)),
                     now());
   }
+  /// Held by a timer routine while it looks at the clock (see `fire_due`).
+  std::mutex looks;
   /// Moves `listening_since` to `at` unless it is later; returns what it was.
   timestamp listening_again(timestamp at) {
     auto ms = to_unix_ms(at);

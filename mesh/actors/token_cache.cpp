@@ -46,6 +46,11 @@ caf::expected<token_record> token_cache::authenticate(const std::string& header)
     id = bootstrap_admin_id;
     secret = token;
   }
+  // The routines' last look, read before the token: a look recorded after
+  // `honour_through` extended it (`mesh_ran` releases, this acquires) finds
+  // the extended token below, and an older look still says stall.
+  auto ran_at = ran_at_ms_.load(std::memory_order_acquire);
+  auto ran_at_wall = ran_at_wall_ms_.load(std::memory_order_acquire);
   token_record rec;
   {
     std::shared_lock<std::shared_mutex> guard{mtx_};
@@ -62,11 +67,13 @@ caf::expected<token_record> token_cache::authenticate(const std::string& header)
     // look, and this request waited in its socket meanwhile. Or a jump of
     // the clock that they have not seen yet expired the token.
     auto [now, monotonic] = clock_.now_and_monotonic();
-    auto ran_at = ran_at_ms_.load(std::memory_order_acquire);
     auto gap = monotonic - duration{ran_at};
     bool stalled = ran_at >= 0 && gap >= stall_gap && *rec.expires_at > now - gap;
+    // Only a token made before the jump, at the wrong time: one stored
+    // with the right time that expired days ago stays expired.
     auto jump = clock_.last_jump();
-    bool jumped = jump && to_unix_ms(jump->at) > ran_at_wall_ms_.load() &&
+    bool jumped = jump && to_unix_ms(jump->at) > ran_at_wall &&
+                  rec.created_at <= jump->at - jump->by &&
                   *rec.expires_at > jump->at - jump->by && *rec.expires_at <= jump->at;
     if (rec.kind != token_kind::agent || !(stalled || jumped))
       return make_error(errc::unauthenticated,
@@ -80,14 +87,15 @@ void token_cache::mesh_ran(timestamp now, duration monotonic) {
   ran_at_ms_.store(monotonic.count(), std::memory_order_release);
 }
 
-std::vector<token_record> token_cache::honour_through(timestamp from, timestamp until) {
+std::vector<token_record> token_cache::honour_through(timestamp from, timestamp until,
+                                                      std::optional<timestamp> made_by) {
   std::unique_lock<std::shared_mutex> guard{mtx_};
   std::vector<token_record> out;
   for (auto& [agent, ids] : by_agent_)
     for (auto& id : ids) {
       auto& t = tokens_.at(id);
       if (!t.revoked_at && t.expires_at && *t.expires_at > from &&
-          *t.expires_at < until) {
+          *t.expires_at < until && (!made_by || t.created_at <= *made_by)) {
         t.expires_at = until;
         out.push_back(t);
       }

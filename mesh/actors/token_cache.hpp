@@ -53,8 +53,11 @@ public:
   /// agent access token, not revoked, that expired after `from` or expires
   /// before `until` is honoured until `until` (its agent's window to be
   /// heard from again), so that agents keep their sessions and runs.
-  /// Returns the tokens it changed, to be stored.
-  std::vector<token_record> honour_through(timestamp from, timestamp until);
+  /// With `made_by`, only tokens created by then (after a jump of the
+  /// clock: those made at the wrong time). Returns the tokens it changed,
+  /// to be stored.
+  std::vector<token_record> honour_through(timestamp from, timestamp until,
+                                           std::optional<timestamp> made_by = {});
   /// The live token with this id, if any.
   [[nodiscard]] std::optional<token_record> find(const std::string& id) const;
   /// Every live access token of one agent.

@@ -199,9 +199,9 @@ const std::vector<key_spec>& key_table() {
                    "Lifetime of an agent access token. Agents renew it at two thirds of "
                    "its life; one that cannot reach a running mesh until it expires "
                    "registers again, and the mesh ends the old session's runs. A token "
-                   "that expires while meshd is down is honoured for "
-                   "agents.offline_after after meshd's start (operations.md, "
-                   "Upgrading)."),
+                   "that expires while meshd is down or does not run (stopped, its "
+                   "host suspended) is honoured for agents.offline_after from when "
+                   "it runs again (operations.md, Upgrading)."),
       duration_key("agents.poll_wait_max", &mesh_config::poll_wait_max, 0ms, 1h,
                    "Longest long-poll wait granted, to agents' polls and to clients' "
                    "waits for a run (`?wait=S` on `POST /v1/runs` and "

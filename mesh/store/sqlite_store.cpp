@@ -1175,6 +1175,9 @@ public:
     std::vector<std::pair<run_status, int64_t>> out;
     for (auto s : all)
       out.emplace_back(s, 0);
+    // One read transaction, so that a run ending meanwhile is counted once.
+    transaction txn{db_};
+    if (auto err = txn.begin(false)) return err;
     // Unfinished runs are counted, each status on its own index range.
     for (auto s : all) {
       if (is_terminal(s)) continue;

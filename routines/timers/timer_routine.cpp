@@ -8,6 +8,8 @@
 #include <caf/event_based_actor.hpp>
 #include <caf/stateful_actor.hpp>
 #include <cstdlib>
+#include <mutex>
+#include <optional>
 #include <string>
 #include <unordered_map>
 
@@ -70,10 +72,11 @@ void log_catch_up(mesh_context& ctx) {
 /// restart, and stored by the token registry. `authenticate` honoured them
 /// until now (see `token_cache::mesh_ran`).
 void keep_agents_sessions(self_ptr self, timestamp from, timestamp now,
-                          const std::string& what) {
+                          const std::string& what,
+                          std::optional<timestamp> made_by = {}) {
   auto& ctx = *self->state.ctx;
   auto until = now + std::min(ctx.config.offline_after, ctx.config.agent_token_ttl);
-  auto kept = ctx.tokens->honour_through(from, until);
+  auto kept = ctx.tokens->honour_through(from, until, made_by);
   if (kept.empty()) return;
   log(log_level::info,
       std::to_string(kept.size()) + " agent access tokens expired " + what +
@@ -90,31 +93,44 @@ size_t fire_due(self_ptr self) {
   // firing their deadlines first would find every one of them silent. The
   // windows that wait on agents restart now instead (the deadlines fire,
   // and their owners re-arm them from `listening_since`).
+  // Both timer routines see a stall or a jump; the first says so and
+  // honours the agent tokens that lapsed. One look at a time, so that the
+  // other's look (`mesh_ran`, which ends `authenticate`'s own grace) cannot
+  // come between the first's seeing it and its honouring them.
+  std::unique_lock<std::mutex> look{st.ctx->looks};
   auto [now, looked] = st.ctx->clock->now_and_monotonic();
-  if (auto gap = looked - st.last_look; gap >= stall_gap) {
-    // Both timer routines see the stall; the first says so.
-    if (st.ctx->listening_again(now) + stall_gap <= now) {
-      log(log_level::warn, "the mesh did not run for " + std::to_string(gap.count()) +
-                               " ms (stopped, its host suspended, or starved): agents "
-                               "and runs get their windows again from now");
-      keep_agents_sessions(self, now - gap, now, "while the mesh did not run");
-    }
-  }
-  if (auto jump = st.ctx->clock->last_jump(); jump && jump->at != st.seen_jump) {
+  auto gap = looked - st.last_look;
+  auto jump = st.ctx->clock->last_jump();
+  if (jump && jump->at == st.seen_jump) jump.reset();
+  // Both decided before either moves `listening_since`.
+  auto since = st.ctx->listening_since();
+  bool first_to_stall = gap >= stall_gap && since + stall_gap <= now;
+  bool first_to_jump = jump && since + stall_gap <= jump->at;
+  if (jump) {
     st.seen_jump = jump->at;
-    if (st.ctx->listening_again(jump->at) + stall_gap <= jump->at) {
-      log(log_level::warn, "the host's wall clock stepped forward by " +
-                               seconds_text(jump->by) +
-                               " from a time before meshd existed (a host that learnt "
-                               "the date late): meshd took its time at once, and agents "
-                               "and runs get their windows again from now");
-      keep_agents_sessions(self, jump->at - jump->by, jump->at, "at that step");
-    }
+    st.ctx->listening_again(jump->at);
   }
-  // Only now: until the tokens above are honoured, `authenticate` honours
-  // them itself.
+  if (gap >= stall_gap) st.ctx->listening_again(now);
+  if (first_to_stall) {
+    log(log_level::warn, "the mesh did not run for " + std::to_string(gap.count()) +
+                             " ms (stopped, its host suspended, or starved): agents "
+                             "and runs get their windows again from now");
+    keep_agents_sessions(self, now - gap, now, "while the mesh did not run");
+  }
+  if (first_to_jump) {
+    log(log_level::warn, "the host's wall clock stepped forward by " +
+                             seconds_text(jump->by) +
+                             " from a time before meshd existed (a host that learnt "
+                             "the date late): meshd took its time at once, and agents "
+                             "and runs get their windows again from now");
+    // Only tokens made before the jump, at the wrong time: those loaded
+    // from the store with the right one keep their expiry.
+    keep_agents_sessions(self, jump->at - jump->by, jump->at, "at that step",
+                         jump->at - jump->by);
+  }
   st.last_look = looked;
   st.ctx->tokens->mesh_ran(now, looked);
+  look.unlock();
   log_catch_up(*st.ctx);
   auto due = st.deadlines.pop_due(now);
   for (auto& key : due) {

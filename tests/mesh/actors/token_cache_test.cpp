@@ -2,8 +2,10 @@
 #include "mesh/domain/ids.hpp"
 
 #include <algorithm>
+#include <atomic>
 #include <gtest/gtest.h>
 #include <optional>
+#include <thread>
 
 namespace polymesh {
 namespace {
@@ -135,21 +137,65 @@ TEST(token_cache, honours_agent_tokens_through_a_stall_in_progress) {
 
 // This test ensures an agent access token that a jump of the clock expired
 // is honoured until the timer routines look after the jump, and one that
-// expired before it is not.
+// expired before it, or was made at the right time (loaded from the store)
+// and expired long ago, is not.
 TEST(token_cache, honours_agent_tokens_that_a_jump_of_the_clock_expired) {
   manual_clock clk;
   token_cache cache{clk};
   cache.mesh_ran(clk.now(), clk.monotonic());
   cache.put(expiring(clk, "agent", token_kind::agent, std::chrono::minutes{10}));
   cache.put(expiring(clk, "lapsed", token_kind::agent, std::chrono::minutes{1}));
+  // Loaded from the store with the right time (days after the wrong "now"),
+  // expired five days before the jump.
+  auto stored = expiring(clk, "stored", token_kind::agent, std::chrono::hours{24 * 25});
+  stored.created_at = clk.now() + std::chrono::hours{24 * 25 - 1};
+  cache.put(stored);
   clk.advance(std::chrono::minutes{2});
   cache.mesh_ran(clk.now(), clk.monotonic());
+  auto before = clk.now();
   clk.jump(std::chrono::hours{24 * 30});
   EXPECT_TRUE(cache.authenticate(bearer("agent")));
   EXPECT_FALSE(cache.authenticate(bearer("lapsed")));
+  EXPECT_FALSE(cache.authenticate(bearer("stored"))) << "made at the right time";
   // Once the routines looked after the jump, only `honour_through` keeps it.
   cache.mesh_ran(clk.now(), clk.monotonic());
   EXPECT_FALSE(cache.authenticate(bearer("agent")));
+  EXPECT_EQ(
+      ids_of(cache.honour_through(before, clk.now() + std::chrono::minutes{3}, before)),
+      (std::vector<std::string>{"agent"}));
+  EXPECT_TRUE(cache.authenticate(bearer("agent")));
+  EXPECT_FALSE(cache.authenticate(bearer("stored")));
+}
+
+// This test ensures a request that authenticates while a timer routine
+// honours the tokens after a stall and records its look is never refused:
+// it reads the look before the token, so a look recorded after the
+// extension finds the extended token (one thread stalls, honours and looks
+// in a loop, another authenticates throughout).
+TEST(token_cache, a_token_being_honoured_is_never_refused_meanwhile) {
+  manual_clock clk;
+  token_cache cache{clk};
+  cache.mesh_ran(clk.now(), clk.monotonic());
+  cache.put(expiring(clk, "agent", token_kind::agent, std::chrono::minutes{10}));
+  for (int i = 0; i < 200; ++i)
+    cache.put(expiring(clk, "other" + std::to_string(i), token_kind::agent,
+                       std::chrono::minutes{10}));
+  std::atomic<bool> done{false};
+  std::atomic<int> refused{0};
+  std::thread reader{[&] {
+    while (!done)
+      if (!cache.authenticate(bearer("agent"))) ++refused;
+  }};
+  for (int i = 0; i < 2000; ++i) {
+    clk.stall(std::chrono::hours{2});
+    auto [now, monotonic] = clk.now_and_monotonic();
+    (void)cache.honour_through(now - std::chrono::hours{2},
+                               now + std::chrono::minutes{3});
+    cache.mesh_ran(now, monotonic);
+  }
+  done = true;
+  reader.join();
+  EXPECT_EQ(refused.load(), 0);
 }
 
 // This test ensures `honour_through` gives exactly the agent tokens that
