@@ -21,7 +21,7 @@ using duration = std::chrono::milliseconds;
 
 /// A gap this long between two looks at `clock::monotonic` by a process
 /// that looks every few hundred ms at most (the timer routines, every
-/// `timers.resolution`) means it did not run meanwhile: it was stopped
+/// `routines.timer_resolution`) means it did not run meanwhile: it was stopped
 /// (`SIGSTOP`), its host suspended, or it starved.
 inline constexpr std::chrono::milliseconds stall_gap{2000};
 
