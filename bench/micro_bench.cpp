@@ -267,7 +267,7 @@ void BM_store_run_life(benchmark::State& state) {
     sqlite3_open(path.c_str(), &raw);
     auto rc = sqlite3_exec(
         raw,
-        "DROP TRIGGER run_counts_on_insert; DROP TRIGGER run_counts_on_end;"
+        "DROP TRIGGER run_counts_on_end;"
         " DROP TRIGGER run_counts_on_leave; DROP TRIGGER run_counts_on_delete;",
         nullptr, nullptr, nullptr);
     sqlite3_close(raw);

@@ -1219,7 +1219,20 @@ private:
     bind_run(*st, w.run);
     if (st->step() != SQLITE_DONE) return db_.fail("cannot write run '" + w.run.id + "'");
     write_outcome out;
-    if (!w.insert_only || sqlite3_changes(db_.get()) > 0) return out;
+    // Here the upsert inserts (the update above found no row), and so does
+    // an `insert_only` that changed something.
+    bool inserted = !w.insert_only || sqlite3_changes(db_.get()) > 0;
+    if (inserted && is_terminal(w.run.status)) {
+      // The schema's triggers count the runs that end, not those inserted
+      // ended (version 11).
+      auto count = db_.prepare("INSERT INTO run_counts (status, n) VALUES (?1, 1)"
+                               " ON CONFLICT(status) DO UPDATE SET n = n + 1");
+      if (!count) return std::move(count.error());
+      count->bind(1, std::string{to_string(w.run.status)});
+      if (count->step() != SQLITE_DONE)
+        return db_.fail("cannot count finished run '" + w.run.id + "'");
+    }
+    if (inserted) return out;
     // Refused: name the holder of the key, or else the run is already there.
     out.written = false;
     out.existing_id = w.run.id;

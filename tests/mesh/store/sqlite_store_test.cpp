@@ -1342,10 +1342,12 @@ TEST_F(sqlite_store_test, run_counts_follow_every_write_of_a_run) {
   check("and back, the time kept");
   apply({put_run{make_run("run_3", 3, run_status::error), true}});
   check("insert_only onto a taken id");
+  apply({put_run{make_run("run_5", 5, run_status::canceled), true}});
+  check("insert_only of a finished run");
   EXPECT_EQ(get_run("run_3")->status, run_status::running);
   auto n = db_->prune(at(9000), 10);
   ASSERT_TRUE(n);
-  EXPECT_EQ(*n, 2u);
+  EXPECT_EQ(*n, 3u);
   check("a prune");
   std::vector<std::pair<run_status, int64_t>> want{
       {run_status::created, 0}, {run_status::pending, 1}, {run_status::running, 1},
@@ -1819,7 +1821,8 @@ TEST_F(sqlite_store_test, version_5_database_migrates_to_an_unfinished_index_wit
 
 // This test ensures a database of schema version 9 (runs counted on each
 // call) migrates to counts kept by triggers, which start from the runs it
-// holds and follow the writes after.
+// holds and follow the writes after, and that no trigger is left on inserts
+// (version 11).
 TEST_F(sqlite_store_test, version_9_database_migrates_to_kept_run_counts) {
   old_database(9);
   insert_version_3_run("running", "agt_1", 1);
@@ -1836,6 +1839,9 @@ TEST_F(sqlite_store_test, version_9_database_migrates_to_kept_run_counts) {
   want[2].second = 0;
   want[4].second = 1;
   EXPECT_EQ(*db_->count_runs(), want);
+  EXPECT_EQ(raw_query("SELECT COUNT(*) FROM sqlite_master WHERE type = 'trigger'"
+                      " AND tbl_name = 'runs' AND sql LIKE '%INSERT ON runs%'"),
+            "0");
 }
 
 // This test ensures a database of schema version 6 migrates to telling an
