@@ -1187,7 +1187,8 @@ public:
       if (st->step() != SQLITE_ROW) return db_.fail("cannot count runs");
       out[static_cast<size_t>(s)].second = st->int64(0);
     }
-    // Finished runs are counted by the schema's triggers (version 10).
+    // Finished runs are counted as they are written: by the schema's
+    // triggers (versions 10, 11) and `write_one` for one inserted finished.
     auto st = db_.prepare("SELECT status, n FROM run_counts");
     if (!st) return std::move(st.error());
     int rc;
