@@ -222,11 +222,9 @@ std::vector<token_record>
 mesh_node::keep_agents_sessions_through_outage(snapshot& snap, timestamp now) const {
   std::vector<token_record> kept;
   if (!snap.alive_at) return kept; // a store no meshd has stamped yet
-  auto& cfg = ctx_->config;
-  auto until = now + std::min(cfg.offline_after, cfg.agent_token_ttl);
+  auto until = now + ctx_->config.agent_token_grace();
   for (auto& t : snap.tokens)
-    if (t.kind == token_kind::agent && !t.revoked_at && t.expires_at &&
-        *t.expires_at > *snap.alive_at && *t.expires_at < until) {
+    if (token_cache::lapsed_within(t, *snap.alive_at, until)) {
       t.expires_at = until;
       kept.push_back(t);
     }
@@ -377,14 +375,14 @@ void mesh_node::shutdown() {
   begin_shutdown();
   // Registries first (they stop their run and agent actors), then
   // the routines, and the store last so in-flight writes still commit.
-  for (auto* h : {&ctx_->runs, &ctx_->agents, &ctx_->token_registry, &ctx_->assignment,
-                  &ctx_->liveness, &ctx_->expiry, &ctx_->retention, &ctx_->query,
-                  &ctx_->lists, &ctx_->store})
+  auto handles = {&ctx_->runs,       &ctx_->agents,   &ctx_->token_registry,
+                  &ctx_->assignment, &ctx_->liveness, &ctx_->expiry,
+                  &ctx_->retention,  &ctx_->query,    &ctx_->lists,
+                  &ctx_->store};
+  for (auto* h : handles)
     if (*h) caf::anon_send_exit(*h, caf::exit_reason::user_shutdown);
   system_->await_all_actors_done();
-  for (auto* h : {&ctx_->runs, &ctx_->agents, &ctx_->token_registry, &ctx_->assignment,
-                  &ctx_->liveness, &ctx_->expiry, &ctx_->retention, &ctx_->query,
-                  &ctx_->lists, &ctx_->store})
+  for (auto* h : handles)
     *h = nullptr;
   system_.reset();
   system_config_.reset();

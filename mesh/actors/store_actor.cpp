@@ -44,6 +44,20 @@ bool stamp_due(const store_state& st, timestamp now) {
          now - *st.stamped_at >= alive_stamp_interval;
 }
 
+/// Counts a commit of `writes` requested writes, begun at `began`, in the
+/// store's metrics, and its outcome `out` for `/readyz`.
+template <class T>
+void account_commit(store_state& st, size_t writes,
+                    std::chrono::steady_clock::time_point began,
+                    const caf::expected<T>& out) {
+  st.ctx->metrics.committed(writes, std::chrono::steady_clock::now() - began,
+                            static_cast<bool>(out));
+  if (out)
+    st.ctx->store_status.commit_succeeded();
+  else
+    st.ctx->store_status.commit_failed(message_of(out.error()));
+}
+
 /// Commits a `stamp_alive` on its own. Like a prune, it counts as a commit
 /// (of no write) and its outcome shows in `/readyz`: an idle mesh whose disk
 /// failed says so, and counts the failure.
@@ -52,14 +66,8 @@ void stamp_alone(self_ptr self) {
   auto now = st.ctx->now();
   auto began = std::chrono::steady_clock::now();
   auto done = st.db->apply(write_batch{stamp_alive{now}});
-  st.ctx->metrics.committed(0, std::chrono::steady_clock::now() - began,
-                            static_cast<bool>(done));
-  if (done) {
-    st.stamped_at = now;
-    st.ctx->store_status.commit_succeeded();
-  } else {
-    st.ctx->store_status.commit_failed(message_of(done.error()));
-  }
+  account_commit(st, 0, began, done);
+  if (done) st.stamped_at = now;
 }
 
 void commit(self_ptr self) {
@@ -77,15 +85,8 @@ void commit(self_ptr self) {
   if (stamping) batch.emplace_back(stamp_alive{now});
   auto began = std::chrono::steady_clock::now();
   auto outcomes = st.db->apply(batch);
-  st.ctx->metrics.committed(batch.size() - (stamping ? 1 : 0),
-                            std::chrono::steady_clock::now() - began,
-                            static_cast<bool>(outcomes));
-  if (outcomes) {
-    st.ctx->store_status.commit_succeeded();
-    if (stamping) st.stamped_at = now;
-  } else {
-    st.ctx->store_status.commit_failed(message_of(outcomes.error()));
-  }
+  account_commit(st, batch.size() - (stamping ? 1 : 0), began, outcomes);
+  if (outcomes && stamping) st.stamped_at = now;
   size_t offset = 0;
   for (auto& [promise, n] : waiting) {
     if (!outcomes) {
@@ -150,14 +151,8 @@ caf::behavior store_actor(self_ptr self, context_ptr ctx, std::shared_ptr<store>
         // `/readyz` and the store's metrics, also on a mesh that takes no
         // other write; one that deleted nothing wrote nothing, and says
         // nothing of the disk.
-        if (!n || *n > 0)
-          st.ctx->metrics.committed(0, std::chrono::steady_clock::now() - began,
-                                    static_cast<bool>(n));
-        if (!n) {
-          st.ctx->store_status.commit_failed(message_of(n.error()));
-          return n.error();
-        }
-        if (*n > 0) st.ctx->store_status.commit_succeeded();
+        if (!n || *n > 0) account_commit(st, 0, began, n);
+        if (!n) return n.error();
         return *n;
       },
   };

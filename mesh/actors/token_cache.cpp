@@ -94,13 +94,19 @@ std::vector<token_record> token_cache::honour_through(timestamp from, timestamp 
   for (auto& [agent, ids] : by_agent_)
     for (auto& id : ids) {
       auto& t = tokens_.at(id);
-      if (!t.revoked_at && t.expires_at && *t.expires_at > from &&
-          *t.expires_at < until && (!made_by || t.created_at <= *made_by)) {
+      if (lapsed_within(t, from, until, made_by)) {
         t.expires_at = until;
         out.push_back(t);
       }
     }
   return out;
+}
+
+bool token_cache::lapsed_within(const token_record& t, timestamp from, timestamp until,
+                                std::optional<timestamp> made_by) {
+  return t.kind == token_kind::agent && !t.revoked_at && t.expires_at &&
+         *t.expires_at > from && *t.expires_at < until &&
+         (!made_by || t.created_at <= *made_by);
 }
 
 void token_cache::put(const token_record& token) {

@@ -58,6 +58,11 @@ public:
   /// to be stored.
   std::vector<token_record> honour_through(timestamp from, timestamp until,
                                            std::optional<timestamp> made_by = {});
+  /// Whether `honour_through` keeps `t`; also the rule for the tokens of a
+  /// store at meshd's start after an outage (`from`: when meshd last ran).
+  [[nodiscard]] static bool lapsed_within(const token_record& t, timestamp from,
+                                          timestamp until,
+                                          std::optional<timestamp> made_by = {});
   /// The live token with this id, if any.
   [[nodiscard]] std::optional<token_record> find(const std::string& id) const;
   /// Every live access token of one agent.

@@ -7,6 +7,7 @@
 
 #include "mesh/domain/clock.hpp"
 
+#include <algorithm>
 #include <caf/expected.hpp>
 #include <cstdint>
 #include <string>
@@ -68,6 +69,12 @@ struct mesh_config {
   duration offline_after = std::chrono::minutes{3};
   /// Lifetime of an agent access token. Key `agents.token_ttl`.
   duration agent_token_ttl = std::chrono::hours{1};
+  /// How long an agent access token that lapsed while meshd could not hear
+  /// its agent (down, stopped, its clock jumped) is honoured from then: the
+  /// agent's window to be heard from, at most a token's life.
+  [[nodiscard]] duration agent_token_grace() const {
+    return std::min(offline_after, agent_token_ttl);
+  }
   /// Longest long-poll wait granted. Key `agents.poll_wait_max`.
   duration poll_wait_max = std::chrono::seconds{30};
   /// How often agents are told to report when idle. Key

@@ -75,7 +75,7 @@ void keep_agents_sessions(self_ptr self, timestamp from, timestamp now,
                           const std::string& what,
                           std::optional<timestamp> made_by = {}) {
   auto& ctx = *self->state.ctx;
-  auto until = now + std::min(ctx.config.offline_after, ctx.config.agent_token_ttl);
+  auto until = now + ctx.config.agent_token_grace();
   auto kept = ctx.tokens->honour_through(from, until, made_by);
   if (kept.empty()) return;
   log(log_level::info,
