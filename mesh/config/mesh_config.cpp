@@ -114,7 +114,8 @@ const std::vector<key_spec>& key_table() {
   static const std::vector<key_spec> table = {
       address_key("listen", &mesh_config::listen,
                   "HOST:PORT to listen on; port 0 picks a free port. IPv6 hosts go in "
-                  "brackets, e.g. [::1]:7700."),
+                  "brackets, and the value in quotes (YAML reads [ as a list): "
+                  "listen: \"[::1]:7700\"."),
       path_key("data_dir", &mesh_config::data_dir, false,
                "Directory for the database and admin.token."),
 
@@ -209,15 +210,20 @@ const std::vector<key_spec>& key_table() {
                    "Whole seconds only: the protocol counts the wait in seconds.",
                    1s),
       duration_key("agents.heartbeat_interval", &mesh_config::heartbeat_interval, 1s, 24h,
-                   "How often agents are told to report when idle. Whole seconds only: "
-                   "agents are told it in seconds.",
+                   "How often agents are told to send a request when idle, and to "
+                   "report each running run's progress (mesh-agent does; that "
+                   "heartbeat keeps a long, quiet run from ending error/expired). Must "
+                   "be shorter than agents.offline_after and runs.result_expiry. Whole "
+                   "seconds only: agents are told it in seconds.",
                    1s),
       duration_key("agents.forget_after", &mesh_config::forget_after, 0ms, 3650 * 24h,
                    "An agent offline or deregistered for this long (since it was last "
                    "heard from) is forgotten, at the next of meshd's once-a-minute "
                    "checks: it leaves listings and metrics, its tokens are revoked, "
                    "and its name is free. Its runs keep its id. 0 keeps agents for "
-                   "ever. Must exceed agents.offline_after."),
+                   "ever. A deregistered agent is forgotten at meshd's next start "
+                   "already (its row stays until then). Must exceed "
+                   "agents.offline_after."),
 
       duration_key("runs.delivery_lease", &mesh_config::delivery_lease, 1ms, 24h,
                    "A delivered run not started within this goes back to the queue. Must "
@@ -225,7 +231,8 @@ const std::vector<key_spec>& key_table() {
       duration_key("runs.result_expiry", &mesh_config::result_expiry, 1ms, 30 * 24h,
                    "A sent run with no start, progress or result for this long ends "
                    "error/expired (counted from meshd's start, or the end of a stall, "
-                   "at the earliest: an outage does not count)."),
+                   "at the earliest: an outage does not count). Must exceed "
+                   "runs.delivery_lease and agents.heartbeat_interval."),
       duration_key("runs.cancel_grace", &mesh_config::cancel_grace, 0ms, 24h,
                    "After a cancel (a user's, or a timeout's) the agent is told to "
                    "stop; if it has not reported within this grace the run ends anyway: "
@@ -251,7 +258,8 @@ const std::vector<key_spec>& key_table() {
       bytes_key("runs.max_log_bytes", &mesh_config::max_log_bytes, 0, 1024 * gib,
                 "Most log bytes one run may hold, over all its chunks; a log request "
                 "that would pass it is refused (413) and stores nothing. 0 = no "
-                "limit. mesh-agent stops its output a little below it (its own "
+                "limit. mesh-agent stops its output 4 KiB below it (half of a limit "
+                "under 8 KiB), room for its notes on what it dropped (its own "
                 "logs.max_run_bytes, 100 MiB by default, is the lower of the two)."),
 
       duration_key("routines.assignment_sweep", &mesh_config::assignment_sweep, 1ms, 1h,
@@ -432,6 +440,19 @@ caf::error check_value(const key_spec& spec, const mesh_config& cfg) {
                         "keeps nothing when meshd stops; give a file ('./:memory:' for a "
                         "file of that name)",
                         spec.key);
+    // A path that ends in '/' (or '/.', '/..') names a directory: the start
+    // would fail on it, and leave a directory with a lock file behind.
+    if (spec.key == "store.path" && !value.empty()) {
+      std::filesystem::path p{value};
+      auto last = p.filename().string();
+      if (last.empty() || last == "." || last == "..")
+        return make_error(errc::invalid_argument,
+                          "store.path: '" + value +
+                              "' names a directory; give the database file's path "
+                              "(e.g. " +
+                              (last.empty() ? value : value + "/") + "mesh.db)",
+                          spec.key);
+    }
     return {};
   }
   case value_kind::integer: {
@@ -748,6 +769,11 @@ caf::error validate(const mesh_config& cfg) {
     return err;
   if (auto err = must_be_shorter("agents.heartbeat_interval", cfg.heartbeat_interval,
                                  "agents.offline_after", cfg.offline_after))
+    return err;
+  // mesh-agent sends a running run's progress at this interval too: that is
+  // what keeps a long, quiet run from ending error/expired.
+  if (auto err = must_be_shorter("agents.heartbeat_interval", cfg.heartbeat_interval,
+                                 "runs.result_expiry", cfg.result_expiry))
     return err;
   // An agent is offline before it can be forgotten.
   if (cfg.forget_after.count() > 0)

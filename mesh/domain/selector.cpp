@@ -443,10 +443,11 @@ bool satisfiable(const std::vector<const requirement*>& reqs) {
     }
     return false;
   }
-  // Any integer strictly between the bounds will do: `7` and `+7` are one
-  // number, so excluded texts never exclude a number.
+  // Any integer strictly between the bounds will do: `7` and `07` are one
+  // number, so excluded texts never exclude a number. A label value starts
+  // with a digit or letter: no number below 0 is one.
   if (above && *above == std::numeric_limits<int64_t>::max()) return false;
-  if (below && *below == std::numeric_limits<int64_t>::min()) return false;
+  if (below && *below <= 0) return false;
   if (above && below) return *below - 1 > *above;
   return true;
 }

@@ -659,6 +659,25 @@ TEST(mesh_config, store_path_in_memory_is_refused) {
   EXPECT_EQ(parse_ok("store:\n  path: './:memory:'\n").database_path(), "./:memory:");
 }
 
+// This test ensures a store.path that names a directory (ending in '/', '/.'
+// or '/..') is refused naming the key: `--check` passed it, and the start
+// failed and left a directory holding a lock file.
+TEST(mesh_config, a_store_path_naming_a_directory_is_refused) {
+  for (const char* path : {"/var/lib/polymesh/db/", "db/.", "db/..", "/"}) {
+    SCOPED_TRACE(path);
+    auto err = parse_error(std::string{"store:\n  path: '"} + path + "'\n");
+    EXPECT_EQ(field_of(err), "store.path");
+    EXPECT_NE(message_of(err).find("names a directory; give the database file's path"),
+              std::string::npos)
+        << message_of(err);
+  }
+  EXPECT_EQ(message_of(parse_error("store:\n  path: /srv/db/\n")),
+            "store.path: '/srv/db/' names a directory; give the database file's path "
+            "(e.g. /srv/db/mesh.db)");
+  EXPECT_EQ(parse_ok("store:\n  path: /srv/db/mesh.db\n").database_path(),
+            "/srv/db/mesh.db");
+}
+
 // -- durations ------------------------------------------------------------------------
 
 // This test ensures parse_duration reads every unit and plain 0.
@@ -793,6 +812,11 @@ TEST(mesh_config, validate_cross_field_rules) {
        }},
       {"agents.poll_wait_max", [](mesh_config& c) { c.poll_wait_max = c.offline_after; }},
       {"agents.heartbeat_interval", [](mesh_config& c) { c.heartbeat_interval = 5min; }},
+      {"agents.heartbeat_interval",
+       [](mesh_config& c) {
+         c.offline_after = 1h;
+         c.heartbeat_interval = c.result_expiry;
+       }},
       {"runs.max_result_bytes",
        [](mesh_config& c) { c.max_result_bytes = c.max_body_bytes; }},
       {"runs.max_payload_bytes", [](mesh_config& c) { c.max_body_bytes = 128 * 1024; }},
@@ -841,6 +865,13 @@ TEST(mesh_config, parse_applies_cross_field_rules) {
   EXPECT_EQ(message_of(parse_error("agents:\n  offline_after: 2h\n  forget_after: 1h\n")),
             "agents.offline_after (2h) must be shorter than agents.forget_after (1h)");
   parse_ok("agents:\n  offline_after: 2h\n  forget_after: 0\n");
+  // mesh-agent's progress heartbeat is what keeps a quiet run from expiring.
+  EXPECT_EQ(message_of(parse_error("agents:\n  heartbeat_interval: 15m\n"
+                                   "  offline_after: 1h\n")),
+            "agents.heartbeat_interval (15m) must be shorter than runs.result_expiry "
+            "(10m)");
+  parse_ok("agents:\n  heartbeat_interval: 15m\n  offline_after: 1h\n"
+           "runs:\n  result_expiry: 20m\n");
 }
 
 // -- files ------------------------------------------------------------------------

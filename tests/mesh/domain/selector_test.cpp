@@ -453,14 +453,16 @@ TEST(SelectorToString, ReparsesToItself) {
 // This test ensures a selector that no set of labels can meet (alone, or
 // with a token's scope) is told apart from one that some can, with the key
 // and the requirements that contradict each other named; `!=`, `notin` and
-// `!key` are met by leaving the key out, and `+7` and `7` are one number.
+// `!key` are met by leaving the key out, and `07` and `7` are one number;
+// no label value is a number below 0.
 TEST(SelectorContradiction, NamesTheKeyThatNoValueMeets) {
   for (auto [text, also] :
        {std::pair{"env=prod,env=dev", ""}, std::pair{"env in (a,b),env notin (a,b)", ""},
         std::pair{"gpu,!gpu", ""}, std::pair{"env=prod", "!env"},
         std::pair{"cores>4,cores<5", ""}, std::pair{"cores>4,cores in (2,4)", ""},
         std::pair{"cores=abc,cores>1", ""}, std::pair{"env=prod", "env=dev"},
-        std::pair{"cores>9223372036854775807", ""}}) {
+        std::pair{"cores>9223372036854775807", ""}, std::pair{"cores<0", ""},
+        std::pair{"env=prod", "cores<0"}}) {
     SCOPED_TRACE(std::string{text} + " / " + also);
     auto why = parse_ok(text).contradiction(parse_ok(also));
     EXPECT_EQ(why.rfind("label '", 0), 0u) << why;
@@ -471,7 +473,8 @@ TEST(SelectorContradiction, NamesTheKeyThatNoValueMeets) {
        {std::pair{"", ""}, std::pair{"env!=prod,env notin (dev),!env", ""},
         std::pair{"env in (a,b),env in (b,c),env!=a", ""},
         std::pair{"cores>4,cores<6", ""}, std::pair{"cores>4,cores!=5", ""},
-        std::pair{"cores in (5,7),cores>6", ""},
+        std::pair{"cores in (5,7),cores>6", ""}, std::pair{"cores<1", ""},
+        std::pair{"cores>4,cores<6,cores!=5", ""},
         std::pair{"env=prod,tier=web", "env in (prod,qa)"},
         std::pair{"env!=dev", "env=prod"}}) {
     SCOPED_TRACE(std::string{text} + " / " + also);
