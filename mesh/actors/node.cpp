@@ -11,6 +11,7 @@
 #include "routines/retention/retention_routine.hpp"
 #include "routines/timers/timer_routine.hpp"
 
+#include <algorithm>
 #include <caf/scoped_actor.hpp>
 #include <caf/send.hpp>
 #include <cerrno>
@@ -247,9 +248,20 @@ mesh_node::keep_agents_sessions_through_outage(snapshot& snap, timestamp now) co
 
 caf::error check_admin_token_env() {
   const char* env = std::getenv("POLYMESH_ADMIN_TOKEN");
-  if (env && *env && std::string_view{env}.size() < 16)
+  if (!env || !*env) return {};
+  std::string_view token{env};
+  if (token.size() < 16)
     return make_error(errc::invalid_argument,
                       "POLYMESH_ADMIN_TOKEN must be at least 16 characters",
+                      "POLYMESH_ADMIN_TOKEN");
+  // It is compared with what follows "Bearer " in a header, which holds no
+  // line break and loses its ends' blanks: such a token could never be sent.
+  if (std::any_of(token.begin(), token.end(),
+                  [](unsigned char c) { return c <= ' ' || c == 0x7f; }))
+    return make_error(errc::invalid_argument,
+                      "POLYMESH_ADMIN_TOKEN has a space, tab, line break or control "
+                      "character in it (a line break read from its file?); no client "
+                      "could send it",
                       "POLYMESH_ADMIN_TOKEN");
   return {};
 }
@@ -270,11 +282,11 @@ std::string first_line_of(const std::string& path) {
 
 } // namespace
 
-void mesh_node::warn_of_stale_admin_token_file(const std::string& token) const {
+void mesh_node::warn_of_stale_admin_token_file(const std::string& token_hash) const {
   auto path = ctx_->config.data_dir + "/admin.token";
   auto held = first_line_of(path);
   // Compared by hash: the same cost for every value.
-  if (held.empty() || sha256_hex(held) == sha256_hex(token)) return;
+  if (held.empty() || sha256_hex(held) == token_hash) return;
   log(log_level::warn,
       path + " holds an earlier admin token, which no longer works "
              "(POLYMESH_ADMIN_TOKEN replaced it): delete the file, or clients that "
@@ -299,11 +311,15 @@ caf::error mesh_node::bootstrap_admin_token(const std::vector<token_record>& exi
                 "; it stays revoked (set a new value to rotate it)");
         return {};
       }
-    warn_of_stale_admin_token_file(token);
+    warn_of_stale_admin_token_file(sha256_hex(token));
   } else {
     for (auto& t : existing)
-      if (t.id == token_cache::bootstrap_admin_id && !t.revoked_at)
-        return {}; // already bootstrapped; the secret is not ours to show again
+      if (t.id == token_cache::bootstrap_admin_id && !t.revoked_at) {
+        // Already bootstrapped; the secret is not ours to show again. The
+        // variable may have rotated it at an earlier start.
+        warn_of_stale_admin_token_file(t.secret_hash);
+        return {};
+      }
     token = "pm_admin." + new_secret();
     auto path = ctx_->config.data_dir + "/admin.token";
     // Never through a symlink (the secret would land wherever it points),

@@ -70,9 +70,10 @@ private:
   mesh_node() = default;
   caf::error boot(const mesh_config& cfg, const polymesh::clock& clk);
   caf::error bootstrap_admin_token(const std::vector<token_record>& existing);
-  /// Warns when DATA_DIR/admin.token holds another token than `token`
-  /// (POLYMESH_ADMIN_TOKEN's): one generated before, which no longer works.
-  void warn_of_stale_admin_token_file(const std::string& token) const;
+  /// Warns when DATA_DIR/admin.token holds another token than the bootstrap
+  /// admin token's (`token_hash`, POLYMESH_ADMIN_TOKEN's now or at an
+  /// earlier start): one generated before, which no longer works.
+  void warn_of_stale_admin_token_file(const std::string& token_hash) const;
   /// An outage must not end agents' sessions: every agent token that was
   /// valid when meshd last ran (`snap.alive_at`) and has expired since, or
   /// would within `agents.offline_after` (at most `agents.token_ttl`), is

@@ -362,11 +362,13 @@ TEST(signals, check_creates_nothing_and_names_what_it_would_use) {
   remove_tree(dir);
 }
 
-/// Starts meshd on `dir` until it answers, stops it; what it logged.
-std::string log_of_a_start(const std::string& dir) {
+/// Starts meshd on `dir` (POLYMESH_ADMIN_TOKEN=`admin_token`, empty for
+/// none) until it answers, stops it; what it logged.
+std::string log_of_a_start(const std::string& dir,
+                           const std::string& admin_token = admin) {
   auto log = dir + "/meshd.log";
   {
-    meshd_process mesh{MESHD_PATH, dir, admin, {}, log};
+    meshd_process mesh{MESHD_PATH, dir, admin_token, {}, log};
     EXPECT_EQ(call(mesh.port(), "GET", "/healthz").status, 200);
     mesh.kill_and_wait(SIGTERM);
   }
@@ -389,21 +391,45 @@ TEST(signals, an_empty_database_file_is_warned_of_as_a_new_mesh) {
 }
 
 // This test ensures an admin.token left from a start without
-// POLYMESH_ADMIN_TOKEN is warned of once the variable replaced it: clients
-// following the README's MESH_TOKEN_FILE got 401 with no word in the log.
+// POLYMESH_ADMIN_TOKEN is warned of once the variable replaced it, and at
+// the starts without the variable after that: clients following the
+// README's MESH_TOKEN_FILE got 401 with no word in the log.
 TEST(signals, a_stale_admin_token_file_is_warned_of) {
   auto dir = make_temp_dir();
   std::ofstream{dir + "/admin.token"} << "pm_admin.generated-before-0123456789\n";
+  const std::string stale = "warn " + dir +
+                            "/admin.token holds an earlier admin token, which no "
+                            "longer works (POLYMESH_ADMIN_TOKEN replaced it)";
   auto text = log_of_a_start(dir);
-  EXPECT_NE(text.find("warn " + dir +
-                      "/admin.token holds an earlier admin token, which no longer works "
-                      "(POLYMESH_ADMIN_TOKEN replaced it)"),
-            std::string::npos)
-      << text;
+  EXPECT_NE(text.find(stale), std::string::npos) << text;
+  text = log_of_a_start(dir, "");
+  EXPECT_NE(text.find(stale), std::string::npos) << text;
   // The file holding the variable's own value is not stale.
   std::ofstream{dir + "/admin.token"} << admin << "\n";
-  text = log_of_a_start(dir);
-  EXPECT_EQ(text.find("admin.token holds"), std::string::npos) << text;
+  for (const auto* token : {admin, ""}) {
+    text = log_of_a_start(dir, token);
+    EXPECT_EQ(text.find("admin.token holds"), std::string::npos) << text;
+  }
+  remove_tree(dir);
+}
+
+// This test ensures a POLYMESH_ADMIN_TOKEN with a blank or a control
+// character in it (a line break read from its file) fails start-up: it
+// became the admin token as it was, and no client could send it.
+TEST(signals, an_admin_token_no_client_could_send_is_refused) {
+  auto dir = make_temp_dir();
+  for (const auto* token :
+       {"signals-test-admin-0123\n", " signals-test-admin-0123",
+        "signals test admin 0123", "signals-test-admin-0123\x7f", "                "}) {
+    SCOPED_TRACE(token);
+    auto [code, out] = run_shell("POLYMESH_ADMIN_TOKEN='" + std::string{token} + "' " +
+                                 MESHD_PATH + " --check --data-dir " + dir + " 2>&1");
+    EXPECT_EQ(code, 2) << out;
+    EXPECT_NE(out.find("POLYMESH_ADMIN_TOKEN has a space, tab, line break or control "
+                       "character in it"),
+              std::string::npos)
+        << out;
+  }
   remove_tree(dir);
 }
 
