@@ -806,7 +806,11 @@ bool prefers_minimal(const httplib::Request& req) {
       auto item = rest.substr(0, rest.find(','));
       rest.remove_prefix(std::min(rest.size(), item.size() + 1));
       auto pref = trim(item.substr(0, item.find(';')));
-      if (pref == "return=minimal" || pref == "return=\"minimal\"") return true;
+      // `token BWS "=" BWS word`: blanks may surround the `=`.
+      auto eq = pref.find('=');
+      if (eq == std::string_view::npos || trim(pref.substr(0, eq)) != "return") continue;
+      auto value = trim(pref.substr(eq + 1));
+      if (value == "minimal" || value == "\"minimal\"") return true;
     }
   }
   return false;
@@ -960,6 +964,10 @@ void explain_run(request_context& rc) {
   body["agents"] = agents;
   auto& all = why->agents;
   bool any = std::any_of(all.begin(), all.end(), [](auto& c) { return c.candidate; });
+  // `no free slot` is the last check: such an agent meets every other one.
+  bool busy = std::any_of(all.begin(), all.end(), [](auto& c) {
+    return c.reason.rfind("no free slot (", 0) == 0;
+  });
   if (!why->key_holder.empty()) {
     body["waiting_for"] =
         json{{"run", why->key_holder}, {"concurrency_key", run->concurrency_key}};
@@ -969,8 +977,10 @@ void explain_run(request_context& rc) {
     body["message"] = all.empty()
                           ? "no agent to consider (none registered, or the run is "
                             "being assigned right now)"
-                      : any ? "a candidate has a free slot; the run is being assigned"
-                            : "no agent can take this run; see each agent's reason";
+                      : any  ? "a candidate has a free slot; the run is being assigned"
+                      : busy ? "every agent that could take this run is busy: it waits "
+                               "for a free slot"
+                             : "no agent can take this run; see each agent's reason";
   }
   rc.reply(200, body);
 }

@@ -341,6 +341,13 @@ TEST_F(agents, explain_names_every_reason) {
   EXPECT_EQ(reasons["c-draining"], "draining");
   EXPECT_NE(reasons["d-noplan"].find("lacks plan noop"), std::string::npos);
   EXPECT_NE(reasons["e-prod"].find("env=dev"), std::string::npos) << reasons["e-prod"];
+  // b-busy could take it but for its slot: the run waits, nothing is wrong.
+  EXPECT_EQ(why.body["message"],
+            "every agent that could take this run is busy: it waits for a free slot");
+  auto nobody = id_of(submit(json{{"plan", "noop"}, {"selector", "env=qa"}}));
+  tick();
+  EXPECT_EQ(call("GET", "/v1/runs/" + nobody + "/explain", admin).body["message"],
+            "no agent can take this run; see each agent's reason");
 
   auto assigned = call("GET", "/v1/runs/" + first + "/explain", admin);
   ASSERT_EQ(assigned.status, 200);

@@ -492,7 +492,14 @@ TEST_F(runs, batch_with_prefer_return_minimal_answers_ids_only) {
   auto repeat = json::parse(again->body)["results"];
   EXPECT_FALSE(repeat[0]["created"].get<bool>());
   EXPECT_EQ(repeat[0]["run"]["id"], results[0]["run"]["id"]);
-  for (const char* other : {"return=representation", "return=minimalist"}) {
+  // RFC 7240 allows blanks around the `=`.
+  for (const char* spaced : {"return = minimal", "wait=1, return =\t\"minimal\";x=y"}) {
+    auto r = post(spaced);
+    ASSERT_EQ(r->status, 201) << r->body;
+    EXPECT_EQ(r->get_header_value("Preference-Applied"), "return=minimal") << spaced;
+  }
+  for (const char* other :
+       {"return=representation", "return=minimalist", "returns=minimal", "return"}) {
     auto full = post(other);
     ASSERT_EQ(full->status, 201) << full->body;
     EXPECT_FALSE(full->has_header("Preference-Applied"));
