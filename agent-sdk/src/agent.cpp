@@ -136,8 +136,29 @@ std::string host_name() {
   return buf;
 }
 
-std::filesystem::path default_work_root(const std::string& name) {
-  return std::filesystem::temp_directory_path() / ("polymesh-agent-" + name);
+/// `polymesh-agent-NAME` in the temporary directory (TMPDIR, TMP, TEMP or
+/// TEMPDIR, else /tmp); empty, and `why` said, when the variable names no
+/// directory (the standard library would throw).
+std::filesystem::path default_work_root(const std::string& name,
+                                        std::string* why = nullptr) {
+  std::error_code ec;
+  auto tmp = std::filesystem::temp_directory_path(ec);
+  if (ec) {
+    if (why) {
+      std::string var = "TMPDIR", where = "/tmp";
+      for (const char* v : {"TMPDIR", "TMP", "TEMP", "TEMPDIR"})
+        if (const char* dir = std::getenv(v)) {
+          var = v;
+          where = var + " names '" + dir + "', which";
+          break;
+        }
+      *why = "work_dir: not set, and its default is in the temporary directory, but " +
+             where + " is not a directory (" + ec.message() + "): set work_dir, or " +
+             var + " to a directory";
+    }
+    return {};
+  }
+  return tmp / ("polymesh-agent-" + name);
 }
 
 /// `c` with the defaults that depend on the machine filled in.
@@ -207,6 +228,8 @@ std::string agent_config::validate() const {
     return "shutdown_result_grace: must not be negative";
   if (log_flush_interval.count() < 1) return "log_flush_interval: must be at least 1ms";
   if (deregister_timeout.count() < 1) return "deregister_timeout: must be at least 1ms";
+  if (std::string why; work_root.empty() && default_work_root(name, &why).empty())
+    return why;
   return {};
 }
 
@@ -406,6 +429,13 @@ struct agent::impl {
     steady::time_point next_warning{};
     while (!is_draining()) {
       auto r = client.register_agent(cfg.registration_token, registration());
+      // A stop ends a registration in flight: a frozen mesh held it.
+      if (!r.ok() && is_draining()) {
+        if (r.status == 0)
+          info("stopped while registering; a mesh that reads the registration "
+               "later shows this agent online until agents.offline_after");
+        break;
+      }
       if (r.status == 400 && send_instance && error_code_of(r, "field") == "instance") {
         warn("the mesh does not know agents' installations (a meshd older than this "
              "agent): registering without one, so a second agent under this name "
@@ -882,12 +912,16 @@ struct agent::impl {
 
   /// When the mesh refuses a heartbeat because the run is no longer running
   /// there (it ended it as `agent_lost` or `expired` while the agent was out
-  /// of touch, or gave it back to the queue): the plan is stopped, rather
-  /// than hold a slot the mesh counts as free (its next runs would bounce
-  /// off this agent until the plan ended), and nothing more is sent for it.
-  /// True when `r` is that refusal.
+  /// of touch, or gave it back to the queue), or has no such run at all
+  /// (retention pruned it, or meshd was restored from an older backup): the
+  /// plan is stopped, rather than hold a slot the mesh counts as free (its
+  /// next runs would bounce off this agent until the plan ended), and
+  /// nothing more is sent for it. True when `r` is that refusal.
   bool stop_if_ended_by_mesh(run_slot& slot, const http_reply& r, log_buffer& logs) {
-    if (r.status != 409 || error_code_of(r, "code") != "illegal_transition") return false;
+    bool ended = r.status == 409 && error_code_of(r, "code") == "illegal_transition";
+    // meshd's own 404 (a proxy's would not say `not_found` in meshd's JSON).
+    bool unknown = r.status == 404 && error_code_of(r, "code") == "not_found";
+    if (!ended && !unknown) return false;
     if (slot.ended_by_mesh) return true;
     slot.ended_how = "(" + r.describe() + ")";
     slot.ended_by_mesh = true;
@@ -1230,8 +1264,10 @@ struct agent::impl {
 
 std::string agent_config::prepare_work_root() const {
   namespace fs = std::filesystem;
+  std::string why;
   auto root =
-      (work_root.empty() ? default_work_root(name) : work_root).lexically_normal();
+      (work_root.empty() ? default_work_root(name, &why) : work_root).lexically_normal();
+  if (root.empty()) return why;
   // `dir/` and `dir/.` name `dir` itself, a symlink included.
   if (!root.has_filename() && root.has_parent_path() && root != root.root_path())
     root = root.parent_path();

@@ -360,14 +360,14 @@ http_reply mesh_client::register_agent(const std::string& registration_token,
     registration_token_ = registration_token;
     registration_ = req;
   }
-  return register_with(registration_token, req);
+  return register_with(registration_token, req, call_kind::poll);
 }
 
 http_reply mesh_client::register_with(const std::string& registration_token,
-                                      const wire::register_request& req) {
+                                      const wire::register_request& req, call_kind kind) {
   auto body = wire::dump(wire::to_json(req));
-  auto reply =
-      send("POST", "/v1/agents/register", registration_token, &body, request_timeout_);
+  auto reply = send("POST", "/v1/agents/register", registration_token, &body,
+                    request_timeout_, kind);
   if (reply.ok()) {
     {
       std::lock_guard<std::mutex> guard{mtx_};
@@ -599,7 +599,9 @@ size_t mesh_limits::log_bytes_per_request(size_t max_chunks, size_t wanted) cons
 
 size_t mesh_limits::run_log_bytes() const {
   if (max_log_bytes == 0) return SIZE_MAX;
-  return max_log_bytes > log_note_room ? max_log_bytes - log_note_room : 0;
+  // A small limit keeps half for output (a fixed room left none below 4 KiB;
+  // the notes, about 200 bytes, then may not fit and are dropped).
+  return max_log_bytes - std::min(log_note_room, max_log_bytes / 2);
 }
 
 size_t mesh_limits::result_bytes(size_t error_bytes) const {

@@ -95,7 +95,8 @@ struct mesh_limits {
   /// Bytes a result may have next to an error text of `error_bytes`.
   [[nodiscard]] size_t result_bytes(size_t error_bytes) const;
   /// Output bytes a run may log so that the log, with the agent's notes
-  /// about what it dropped, fits `max_log_bytes`; SIZE_MAX for no limit.
+  /// about what it dropped, fits `max_log_bytes` (4 KiB below it, or half
+  /// of a limit under 8 KiB); SIZE_MAX for no limit.
   [[nodiscard]] size_t run_log_bytes() const;
 };
 
@@ -133,6 +134,8 @@ public:
 
   /// Registers with `registration_token`; on success the client holds the
   /// agent id and access token. The request is kept for re-registration.
+  /// Ended by `interrupt_poll` too, like the poll (status 0): an agent told
+  /// to stop while a frozen mesh holds its registration stops at once.
   http_reply register_agent(const std::string& registration_token,
                             const wire::register_request& req);
   /// Renews the access token before it expires.
@@ -152,7 +155,8 @@ public:
 
   /// One long-poll: GET /v1/agents/{id}/runs?wait=S.
   http_reply poll(int64_t wait_s);
-  /// Aborts a poll in flight (used on drain); the poll returns status 0.
+  /// Aborts a poll or a `register_agent` in flight (used on drain), and
+  /// every later one: each returns status 0.
   void interrupt_poll();
   /// Ends every call in flight at once and every later one before it is
   /// sent (status 0), except `deregister`: for a shutdown that gave up on
@@ -189,7 +193,7 @@ public:
 private:
   enum class call_kind {
     plain,
-    /// Ended by `interrupt_poll` too.
+    /// Ended by `interrupt_poll` too: the poll, the main loop's registration.
     poll,
     /// The deregistration: not ended by `stop_calls`.
     farewell,
@@ -224,7 +228,8 @@ private:
   void renew(uint64_t seen_generation);
   /// Registers and adopts the answer. REQUIRES: `renew_mtx_` held.
   http_reply register_with(const std::string& registration_token,
-                           const wire::register_request& req);
+                           const wire::register_request& req,
+                           call_kind kind = call_kind::plain);
 
   /// Why connections fail when the mesh's host name does not resolve, or
   /// "": looked up at most once a minute (a lookup the resolver answers

@@ -498,3 +498,26 @@ TEST(agent_config, work_root_is_private_and_ours) {
     GTEST_SKIP() << "cannot give a directory away without root";
   EXPECT_NE(c.prepare_work_root().find("belongs to uid 65534"), std::string::npos);
 }
+
+// This test ensures a TMPDIR that names no directory, with `agent.work_dir`
+// left at its default (in the temporary directory), is a config error
+// naming the key and the variable: mesh-agent aborted on std::filesystem's
+// exception.
+TEST(agent_config, a_default_work_dir_without_a_temporary_directory_is_named) {
+  const char* before = std::getenv("TMPDIR");
+  std::string saved = before ? before : "";
+  ::setenv("TMPDIR", "/nonexistent/polymesh-tmp", 1);
+  auto key = error_key(minimal);
+  auto text = error_text(minimal);
+  if (before)
+    ::setenv("TMPDIR", saved.c_str(), 1);
+  else
+    ::unsetenv("TMPDIR");
+  EXPECT_EQ(key, "agent.work_dir");
+  EXPECT_NE(
+      text.find("TMPDIR names '/nonexistent/polymesh-tmp', which is not a directory"),
+      std::string::npos)
+      << text;
+  EXPECT_NE(text.find("set agent.work_dir, or TMPDIR to a directory"), std::string::npos)
+      << text;
+}

@@ -36,6 +36,7 @@ public:
     svr_.set_tcp_nodelay(true);
     svr_.Post("/v1/agents/register", [this](const httplib::Request& req,
                                             httplib::Response& res) {
+      stall();
       std::lock_guard<std::mutex> g{mtx_};
       ++register_attempts_;
       if (register_garbage_ > 0) {
@@ -133,24 +134,30 @@ public:
                 }
                 reply(res, 200, json{{"accepted", 1}});
               });
-    svr_.Post(R"(/v1/runs/([^/]+)/progress)",
-              [this](const httplib::Request& req, httplib::Response& res) {
-                if (!authorized(req, res)) return;
-                std::lock_guard<std::mutex> g{mtx_};
-                if (refuse_locked(req.matches[1].str(), res)) return;
-                auto body = json::parse(req.body, nullptr, false);
-                if (body.is_object())
-                  progress_[req.matches[1].str()].push_back(body.value("message", ""));
-                if (ended_here_.count(req.matches[1].str()))
-                  return reply(res, 409,
-                               json{{"error",
-                                     {{"code", "illegal_transition"},
-                                      {"message", "cannot progress a run that is error"},
-                                      {"field", "status"}}}});
-                reply(res, 200,
-                      json{{"cancel_requested",
-                            cancel_by_progress_.count(req.matches[1].str()) > 0}});
-              });
+    svr_.Post(R"(/v1/runs/([^/]+)/progress)", [this](const httplib::Request& req,
+                                                     httplib::Response& res) {
+      if (!authorized(req, res)) return;
+      std::lock_guard<std::mutex> g{mtx_};
+      if (refuse_locked(req.matches[1].str(), res)) return;
+      auto body = json::parse(req.body, nullptr, false);
+      if (body.is_object())
+        progress_[req.matches[1].str()].push_back(body.value("message", ""));
+      if (gone_here_.count(req.matches[1].str()))
+        return reply(
+            res, 404,
+            json{{"error",
+                  {{"code", "not_found"},
+                   {"message", "run '" + req.matches[1].str() + "' not found"}}}});
+      if (ended_here_.count(req.matches[1].str()))
+        return reply(res, 409,
+                     json{{"error",
+                           {{"code", "illegal_transition"},
+                            {"message", "cannot progress a run that is error"},
+                            {"field", "status"}}}});
+      reply(res, 200,
+            json{{"cancel_requested",
+                  cancel_by_progress_.count(req.matches[1].str()) > 0}});
+    });
     svr_.Post(R"(/v1/runs/([^/]+)/finish)", [this](const httplib::Request& req,
                                                    httplib::Response& res) {
       if (!authorized(req, res)) return;
@@ -278,6 +285,8 @@ public:
   std::set<std::string> cancel_by_progress_;
   /// Runs the mesh ended without the agent (agent_lost): a heartbeat is a 409.
   std::set<std::string> ended_here_;
+  /// Runs whose heartbeat is a 404, as for a run the mesh no longer has.
+  std::set<std::string> gone_here_;
   int finish_failures_ = 0;
   int register_failures_ = 0;
   int register_attempts_ = 0;
@@ -678,6 +687,9 @@ TEST(agent, a_drain_keeps_to_its_budget_when_the_mesh_stops_answering) {
   cfg.deregister_timeout = 500ms;
   agent a{cfg, echo_plans()};
   a.start();
+  // Registered first: a stalled mesh holds registrations too.
+  ASSERT_TRUE(
+      eventually([&] { return mesh.with([](fake_mesh& m) { return m.polls_; }) > 0; }));
   mesh.with([](fake_mesh& m) { return m.stall_ = true; });
   mesh.submit("r1", "echo", json::object(), "x");
   ASSERT_TRUE(eventually(
@@ -685,6 +697,23 @@ TEST(agent, a_drain_keeps_to_its_budget_when_the_mesh_stops_answering) {
   EXPECT_LT(drain_time(a), 20s);
   EXPECT_EQ(mesh.with([](fake_mesh& m) { return m.stalled_; }), 2)
       << "the finish and one deregistration that took all of deregister_timeout";
+}
+
+// This test ensures an agent told to stop while a frozen mesh holds its
+// registration stops at once: it waited out `request_timeout` (30 s by
+// default) first.
+TEST(agent, a_stop_during_a_registration_the_mesh_holds_is_prompt) {
+  fake_mesh mesh;
+  mesh.with([](fake_mesh& m) { return m.stall_ = true; });
+  auto cfg = config(mesh);
+  cfg.request_timeout = 60s;
+  agent a{cfg, echo_plans()};
+  a.start();
+  ASSERT_TRUE(eventually(
+      [&] { return mesh.with([](fake_mesh& m) { return m.stalled_; }) == 1; }));
+  EXPECT_LT(drain_time(a), 10s);
+  EXPECT_EQ(mesh.with([](fake_mesh& m) { return m.stalled_; }), 1)
+      << "registered again, or deregistered without a session";
 }
 
 // This test ensures log chunks arrive complete and in order although every other log call
@@ -782,35 +811,42 @@ TEST(agent, cancel_from_progress) {
 }
 
 // This test ensures a run the mesh ended while the agent was out of touch
-// (agent_lost: its heartbeat is a 409) is stopped here, frees its slot at
-// once and sends nothing more: the plan ran on, holding a slot the mesh
-// counted as free, so the next runs bounced off the agent until it ended.
+// (agent_lost: its heartbeat is a 409), or no longer has at all (pruned by a
+// short retention, meshd restored from an older backup: a 404), is stopped
+// here, frees its slot at once and sends nothing more: the plan ran on,
+// holding a slot the mesh counted as free, so the next runs bounced off the
+// agent until it ended.
 TEST(agent, a_run_the_mesh_ended_is_stopped_here_and_frees_its_slot) {
-  fake_mesh mesh;
-  mesh.with([](fake_mesh& m) { return m.ended_here_.insert("r1").second; });
-  log_capture log;
-  auto cfg = config(mesh);
-  cfg.capacity = 1;
-  agent a{cfg, echo_plans()};
-  a.start();
-  mesh.submit("r1", "quiet");
-  ASSERT_TRUE(eventually([&] {
-    return log.count("run r1 stopped: the mesh ended it (HTTP 409: cannot progress a "
-                     "run that is error)") == 1;
-  }));
-  mesh.submit("r2", "echo", json::object(), "next");
-  ASSERT_TRUE(finished(mesh, "r2"));
-  a.drain();
-  a.wait();
-  EXPECT_EQ(log.count("warn run r1: the mesh no longer runs it (HTTP 409: cannot "
-                      "progress a run that is error); stopping it here, nothing more is "
-                      "sent for it"),
-            1);
-  mesh.with([](fake_mesh& m) {
-    EXPECT_EQ(m.finished_.count("r1"), 0u) << "its end is the mesh's";
-    EXPECT_EQ(m.progress_["r1"].size(), 1u) << "no heartbeat after the refusal";
-    return 0;
-  });
+  for (bool gone : {false, true}) {
+    SCOPED_TRACE(gone ? "404" : "409");
+    fake_mesh mesh;
+    mesh.with([&](fake_mesh& m) {
+      return (gone ? m.gone_here_ : m.ended_here_).insert("r1").second;
+    });
+    log_capture log;
+    auto cfg = config(mesh);
+    cfg.capacity = 1;
+    agent a{cfg, echo_plans()};
+    a.start();
+    mesh.submit("r1", "quiet");
+    std::string refusal = gone ? "HTTP 404: run 'r1' not found"
+                               : "HTTP 409: cannot progress a run that is error";
+    ASSERT_TRUE(eventually([&] {
+      return log.count("run r1 stopped: the mesh ended it (" + refusal + ")") == 1;
+    }));
+    mesh.submit("r2", "echo", json::object(), "next");
+    ASSERT_TRUE(finished(mesh, "r2"));
+    a.drain();
+    a.wait();
+    EXPECT_EQ(log.count("warn run r1: the mesh no longer runs it (" + refusal +
+                        "); stopping it here, nothing more is sent for it"),
+              1);
+    mesh.with([](fake_mesh& m) {
+      EXPECT_EQ(m.finished_.count("r1"), 0u) << "its end is the mesh's";
+      EXPECT_EQ(m.progress_["r1"].size(), 1u) << "no heartbeat after the refusal";
+      return 0;
+    });
+  }
 }
 
 // This test ensures a run that writes nothing still sends its heartbeat (its
@@ -851,6 +887,9 @@ TEST(agent, a_plan_that_returned_in_time_keeps_its_outcome) {
   fake_mesh mesh;
   agent a{config(mesh), echo_plans()};
   a.start();
+  // Registered first: a stalled mesh holds registrations too.
+  ASSERT_TRUE(
+      eventually([&] { return mesh.with([](fake_mesh& m) { return m.polls_; }) > 0; }));
   mesh.with([](fake_mesh& m) { return m.stall_ = true; });
   mesh.submit("r1", "artifact", json::object(), "", 2);
   ASSERT_TRUE(eventually(
@@ -916,6 +955,24 @@ TEST(agent, a_bad_config_or_a_null_plan_is_refused_up_front) {
   negative.kill_grace = -1s;
   EXPECT_EQ(refused(negative, echo_plans()),
             "agent_config: kill_grace: must not be negative");
+  // The default work root is in the temporary directory: a TMPDIR that
+  // names none threw std::filesystem's error (mesh-agent aborted).
+  const char* before = std::getenv("TMPDIR");
+  std::string saved = before ? before : "";
+  ::setenv("TMPDIR", "/nonexistent/polymesh-tmp", 1);
+  auto defaulted = config(mesh);
+  defaulted.work_root.clear();
+  auto no_tmp = refused(defaulted, echo_plans());
+  auto prepared = defaulted.prepare_work_root();
+  if (before)
+    ::setenv("TMPDIR", saved.c_str(), 1);
+  else
+    ::unsetenv("TMPDIR");
+  EXPECT_EQ(no_tmp, "agent_config: work_dir: not set, and its default is in the "
+                    "temporary directory, but TMPDIR names '/nonexistent/polymesh-tmp', "
+                    "which is not a directory (No such file or directory): set "
+                    "work_dir, or TMPDIR to a directory");
+  EXPECT_EQ("agent_config: " + prepared, no_tmp);
 }
 
 // This test ensures an agent makes its process non-dumpable when it

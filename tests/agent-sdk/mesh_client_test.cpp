@@ -379,6 +379,22 @@ TEST(mesh_limits, defaults_keep_the_agents_own_sizes) {
   EXPECT_EQ(lim.result_bytes(4000), 64u * 1024);
 }
 
+// This test ensures a run's output keeps to the mesh's log limit with room
+// for the agent's notes, and a small limit still lets output through: below
+// 4 KiB it let none.
+TEST(mesh_limits, a_run_logs_below_the_mesh_limit_whatever_its_size) {
+  mesh_limits lim;
+  EXPECT_EQ(lim.run_log_bytes(), SIZE_MAX) << "0 is no limit";
+  lim.max_log_bytes = 1024 * 1024;
+  EXPECT_EQ(lim.run_log_bytes(), 1024u * 1024 - 4096);
+  lim.max_log_bytes = 8192;
+  EXPECT_EQ(lim.run_log_bytes(), 4096u);
+  lim.max_log_bytes = 1000;
+  EXPECT_EQ(lim.run_log_bytes(), 500u);
+  lim.max_log_bytes = 1;
+  EXPECT_EQ(lim.run_log_bytes(), 1u);
+}
+
 // This test ensures logs requests and results sized by the limits fit the
 // mesh's body limit even when every byte must be escaped, and that the
 // result keeps to the mesh's result limit.
