@@ -131,6 +131,13 @@ int main(int argc, char** argv) {
   } catch (const failure& f) {
     print_failure(f, ctx.resolved && ctx.resolved->color_stderr);
     return f.code();
+  } catch (const json::exception& e) {
+    // A field of an answer that meshd would have sent otherwise.
+    print_failure(failure{exit_refused, std::string{"the mesh's answer is not what a "
+                                                    "meshd sends ("} +
+                                            e.what() + "); is the mesh URL a meshd's?"},
+                  false);
+    return exit_refused;
   } catch (const std::exception& e) {
     print_failure(failure{exit_refused, e.what()}, false);
     return exit_refused;

@@ -187,6 +187,12 @@ json mesh_client::call(const std::string& method, const std::string& path,
                                     ": the mesh answered with something that is "
                                     "not JSON (is " +
                                     base_url_ + " a meshd?)"};
+  // Every answer of meshd's is an object.
+  if (!j.is_object())
+    throw failure{exit_refused, method + " " + path +
+                                    ": the mesh answered JSON that is not an object "
+                                    "(is " +
+                                    base_url_ + " a meshd?)"};
   return j;
 }
 

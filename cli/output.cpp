@@ -53,7 +53,14 @@ void emit_yaml(YAML::Emitter& out, const json& j) {
   case json::value_t::object:
     out << YAML::BeginMap;
     for (auto& [k, v] : j.items()) {
-      out << YAML::Key << k << YAML::Value;
+      // A key YAML reads as a number or bool (a label `on`, a param `010`)
+      // would read back as another key.
+      out << YAML::Key;
+      if (needs_quotes(k))
+        out << YAML::DoubleQuoted << k;
+      else
+        out << k;
+      out << YAML::Value;
       emit_yaml(out, v);
     }
     out << YAML::EndMap;
@@ -188,11 +195,6 @@ std::string to_yaml(const json& j) {
   return out.c_str();
 }
 
-namespace {
-
-/// `s` with control characters but newlines and tabs written as escapes
-/// (`\x1b`, `\u009b`): a payload or result cannot clear the screen, set
-/// the terminal's title or overwrite a line for whoever looks at it.
 std::string visible(const std::string& s) {
   std::string out;
   out.reserve(s.size());
@@ -214,13 +216,12 @@ std::string visible(const std::string& s) {
   return out;
 }
 
-} // namespace
-
 std::string cell(const json& j) {
   if (j.is_null()) return "-";
   if (j.is_string())
     return j.get<std::string>().empty() ? "-" : visible(j.get<std::string>());
-  return j.dump();
+  // JSON escapes C0 characters but not C1 ones (U+0080..U+009F).
+  return visible(j.dump(-1, ' ', false, json::error_handler_t::replace));
 }
 
 std::string age(const json& rfc3339) {

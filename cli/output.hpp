@@ -73,8 +73,13 @@ private:
 /// Renders JSON as YAML (block style, keys in the JSON's order).
 [[nodiscard]] std::string to_yaml(const json& j);
 
-/// Text of a JSON scalar for a table cell: strings bare (control characters
-/// but newlines and tabs as escapes), null as `-`.
+/// `s` with control characters but newlines and tabs written as escapes
+/// (`\x1b`, `\u009b`): a payload or result cannot clear the screen, set
+/// the terminal's title or overwrite a line for whoever looks at it.
+[[nodiscard]] std::string visible(const std::string& s);
+
+/// Text of a JSON value for a table cell: strings bare, null as `-`, others
+/// as JSON (control characters but newlines and tabs as escapes).
 [[nodiscard]] std::string cell(const json& j);
 
 /// `2026-11-23T20:45:03.120Z` as `12s ago` / `3m ago` / `2h ago` / `4d ago`;

@@ -15,6 +15,7 @@
 #include <map>
 #include <optional>
 #include <regex>
+#include <set>
 #include <sstream>
 #include <string_view>
 #include <thread>
@@ -89,8 +90,11 @@ json yaml_to_json(const YAML::Node& n, yaml_budget& budget, const std::string& w
     out = json::object();
     for (auto it = n.begin(); it != n.end(); ++it) {
       auto key = it->first.as<std::string>();
-      out[key] =
-          yaml_to_json(it->second, budget, where.empty() ? key : where + "." + key);
+      auto at = where.empty() ? key : where + "." + key;
+      // yaml-cpp keeps both; the mesh refuses a key given twice in JSON.
+      if (out.contains(key))
+        throw failure{exit_usage, "--params-file: " + visible(at) + ": given twice"};
+      out[key] = yaml_to_json(it->second, budget, at);
     }
     break;
   }
@@ -113,18 +117,38 @@ json yaml_to_json(const YAML::Node& n, yaml_budget& budget, const std::string& w
 
 /// `text` as JSON, discarded when it is not; `what` names it in the usage
 /// error for JSON nested deeper than the mesh takes (deeper still would
-/// overflow the stack when it is written out).
+/// overflow the stack when it is written out) or holding a key twice in
+/// one object (the mesh refuses that too: the last one would have won).
 json parse_json_value(const std::string& text, const std::string& what) {
+  std::vector<std::set<std::string>> keys;
   return json::parse(
       text,
-      [&](int depth, json::parse_event_t, json&) {
+      [&](int depth, json::parse_event_t event, json& parsed) {
         if (depth > wire::max_json_depth)
           throw failure{exit_usage, what + ": nested deeper than " +
                                         std::to_string(wire::max_json_depth) +
                                         " levels, more than the mesh takes"};
+        if (event == json::parse_event_t::object_start) keys.emplace_back();
+        if (event == json::parse_event_t::object_end && !keys.empty()) keys.pop_back();
+        if (event == json::parse_event_t::key && !keys.empty() &&
+            !keys.back().insert(parsed.get<std::string>()).second)
+          throw failure{exit_usage, what + ": has the key '" +
+                                        visible(parsed.get<std::string>()) +
+                                        "' twice in one object"};
         return true;
       },
       false);
+}
+
+/// `r`, a run as meshd answers it (an id and a status, both text), or exit 3:
+/// a proxy or another server that answers JSON must not pass for a run with
+/// every field blank (a submit would then wait on an empty id).
+json run_answer(json r, const std::string& what) {
+  if (!r.is_object() || !r["id"].is_string() || r["id"].get<std::string>().empty() ||
+      !r["status"].is_string())
+    throw failure{exit_refused, what + ": the answer is not a run (no id or status): is "
+                                       "the mesh URL a meshd's?"};
+  return r;
 }
 
 /// The params object: `--params-file` (JSON or YAML), then each `--param`
@@ -221,13 +245,18 @@ std::string why_waiting(mesh_client& mesh, const std::string& id) {
   if (agents.empty()) return body.value("message", "");
   std::string reasons;
   size_t shown = 0;
+  bool busy = false;
   for (auto& a : agents) {
     if (a.value("candidate", false)) return {};
+    // The last check: such an agent meets every other one.
+    auto reason = a["reason"].is_string() ? a["reason"].get<std::string>() : "";
+    busy = busy || reason.rfind("no free slot (", 0) == 0;
     if (shown == 3) continue;
     reasons += (shown++ ? "; " : "") + cell(a["agent_name"]) + ": " + cell(a["reason"]);
   }
   if (agents.size() > shown)
     reasons += "; " + std::to_string(agents.size() - shown) + " more";
+  if (busy) return "every agent that could take it is busy (" + reasons + ")";
   return "no agent can take it (" + reasons + ")";
 }
 
@@ -320,7 +349,7 @@ finished_wait wait_for_run(const command_context& ctx, mesh_client& mesh,
       auto path = "/v1/runs/" + url_encode(id);
       if (mesh_waits && !last_status.empty())
         path += "?wait=1&while_status=" + last_status;
-      run = mesh.get(path);
+      run = run_answer(mesh.get(path), "GET " + path);
     } catch (const failure& f) {
       if (mesh_waits && std::string_view{f.what()}.find(
                             "unknown query parameter 'wait'") != std::string_view::npos) {
@@ -410,7 +439,7 @@ std::vector<std::pair<std::string, std::string>> run_fields(const json& r) {
       {"priority", cell(r["priority"])},
       {"concurrency key", cell(r["concurrency_key"])},
       {"attempts", cell(r["attempts"])},
-      {"params", r.contains("params") ? r["params"].dump() : "{}"},
+      {"params", r.contains("params") ? cell(r["params"]) : "{}"},
       {"payload", cell(r["payload"])},
       {"exit code", cell(r["exit_code"])},
       {"result", cell(r["result"])},
@@ -455,12 +484,18 @@ int finish_wait(const command_context& ctx, const finished_wait& waited, bool fo
         error.is_string() && !error.get<std::string>().empty()) {
       auto text = error.get<std::string>();
       auto first = text.substr(0, text.find('\n'));
-      if (first.size() > 300) first = first.substr(0, 300) + "...";
+      if (first.size() > 300) {
+        // Not within a UTF-8 character.
+        size_t cut = 300;
+        while (cut > 0 && (static_cast<unsigned char>(first[cut]) & 0xc0) == 0x80)
+          --cut;
+        first = first.substr(0, cut) + "...";
+      }
       line += ": " + first;
     }
-    // A log that did not end its line.
+    // A log that did not end its line. The error is the agent's text.
     std::cerr << (waited.log_line_open ? "\n" : "")
-              << out.paint_err(line, printer::status_color(status)) << '\n';
+              << out.paint_err(visible(line), printer::status_color(status)) << '\n';
   } else {
     print_run(out, run);
   }
@@ -510,7 +545,7 @@ json post_run(mesh_client& mesh, const json& body, bool& resent) {
   bool maybe_created = false;
   for (;;) {
     try {
-      auto run = mesh.post("/v1/runs", body);
+      auto run = run_answer(mesh.post("/v1/runs", body), "POST /v1/runs");
       if (down_since) std::cerr << "meshctl: the mesh answers again" << std::endl;
       return run;
     } catch (const failure& f) {
@@ -1018,7 +1053,8 @@ void add_runs_commands(CLI::App& app, command_context& ctx) {
   show->callback([&ctx, id] {
     ctx.action = [&ctx, id] {
       auto mesh = ctx.client();
-      print_run(ctx.out(), mesh.get("/v1/runs/" + url_encode(*id)));
+      auto path = "/v1/runs/" + url_encode(*id);
+      print_run(ctx.out(), run_answer(mesh.get(path), "GET " + path));
       return exit_ok;
     };
   });
@@ -1038,7 +1074,8 @@ void add_runs_commands(CLI::App& app, command_context& ctx) {
   cancel->callback([&ctx, id] {
     ctx.action = [&ctx, id] {
       auto mesh = ctx.client();
-      auto run = mesh.post("/v1/runs/" + url_encode(*id) + "/cancel");
+      auto path = "/v1/runs/" + url_encode(*id) + "/cancel";
+      auto run = run_answer(mesh.post(path), "POST " + path);
       auto out = ctx.out();
       if (out.structured()) {
         out.emit(run);

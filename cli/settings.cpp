@@ -12,6 +12,7 @@
 #include <iostream>
 #include <iterator>
 #include <optional>
+#include <set>
 #include <stdexcept>
 #include <string>
 #include <unistd.h>
@@ -63,9 +64,14 @@ file_settings read_config(const std::string& path) {
   if (!root.IsMap())
     throw failure{exit_usage,
                   "config file " + path + ": must be a mapping of keys to values"};
+  std::set<std::string> seen;
   for (auto it = root.begin(); it != root.end(); ++it) {
     auto key = it->first.as<std::string>();
     auto where = "config file " + path + ": key '" + key + "'";
+    // yaml-cpp keeps both, and reads an empty value as the text "null".
+    if (!seen.insert(key).second) throw failure{exit_usage, where + " is given twice"};
+    if (it->second.IsNull())
+      throw failure{exit_usage, where + " has no value (leave the key out instead)"};
     try {
       if (key == "mesh")
         out.mesh = it->second.as<std::string>();

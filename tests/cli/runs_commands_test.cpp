@@ -646,6 +646,52 @@ TEST_F(runs_cmd, wait_polls_a_mesh_that_does_not_know_wait) {
   EXPECT_EQ(refused, 1) << "asked with ?wait= once, then plain reads";
 }
 
+// This test ensures an answer of JSON that is not what meshd sends (another
+// server, a proxy's page in JSON) is exit 3 saying so: `runs show` printed a
+// run of blank fields and exited 0, `runs submit --wait` waited on an empty
+// id for ever, and an array was a raw json.exception text.
+TEST_F(runs_cmd, an_answer_that_is_not_a_run_is_refused) {
+  httplib::Server other;
+  std::string answer;
+  auto handle = [&](const httplib::Request&, httplib::Response& res) {
+    res.status = 200;
+    res.set_content(answer, "application/json");
+  };
+  other.Get(R"(/.*)", handle);
+  other.Post(R"(/.*)", handle);
+  auto other_port = other.bind_to_any_port("127.0.0.1");
+  std::thread serving{[&] { other.listen_after_bind(); }};
+  auto at = [&](std::vector<std::string> args) {
+    args.insert(args.begin(), {"--mesh", "http://127.0.0.1:" + std::to_string(other_port),
+                               "--token", admin});
+    return ctl_raw(args);
+  };
+  answer = R"({"weird":1})";
+  for (auto args : {std::vector<std::string>{"runs", "show", "run_abc"},
+                    std::vector<std::string>{"runs", "cancel", "run_abc"},
+                    std::vector<std::string>{"runs", "submit", "noop", "--wait"}}) {
+    SCOPED_TRACE(args[1]);
+    auto r = at(args);
+    EXPECT_EQ(r.code, 3) << r.out << r.err;
+    EXPECT_NE(r.err.find("the answer is not a run (no id or status)"), std::string::npos)
+        << r.err;
+  }
+  answer = "[]";
+  auto array = at({"runs", "show", "run_abc"});
+  EXPECT_EQ(array.code, 3) << array.err;
+  EXPECT_NE(array.err.find("answered JSON that is not an object"), std::string::npos)
+      << array.err;
+  answer = R"({"agents":5})";
+  auto shape = at({"agents", "list"});
+  EXPECT_EQ(shape.code, 3) << shape.err;
+  EXPECT_NE(shape.err.find("is the mesh URL a meshd's?"), std::string::npos) << shape.err;
+  EXPECT_NE(shape.err.find("the mesh's answer is not what a meshd sends"),
+            std::string::npos)
+      << shape.err;
+  other.stop();
+  serving.join();
+}
+
 // This test ensures `runs list`, `runs show`, `runs logs` and `runs wait`
 // print the API objects and honour the status, plan, agent, concurrency key
 // and limit filters.
@@ -894,6 +940,38 @@ TEST_F(runs_cmd, follow_keeps_an_unended_line_and_ends_with_the_error) {
   EXPECT_EQ(o.out.find("second line"), std::string::npos) << o.out;
 }
 
+// This test ensures the line that ends a `--follow` shows the agent's error
+// with control characters as escapes, C1 ones too, and cuts a long one
+// between characters; and params are shown so in a table: an agent's or a
+// submitter's text could set the terminal's title or clear the screen.
+TEST_F(runs_cmd, what_others_wrote_reaches_the_terminal_escaped) {
+  auto agent = register_agent("worker", json::object(), json::array({"fetch"}));
+  auto id = submit(json{{"plan", "fetch"}, {"params", {{"k", "v\u009b2J"}}}});
+  auto run = agent.take();
+  ASSERT_TRUE(run.is_object());
+  ASSERT_EQ(agent.start(id).status, 200);
+  // 299 bytes, then a 2-byte character across the 300-byte cut.
+  const std::string sequences = "\x1b]0;pwned\x07"
+                                "boom \u009b2J";
+  auto error = sequences + std::string(299 - sequences.size(), 'x') + "\u00e9tail";
+  auto finished = call(port, "POST", "/v1/runs/" + id + "/finish", agent.token,
+                       json{{"status", "error"}, {"error", error}});
+  ASSERT_EQ(finished.status, 200) << finished.raw;
+  auto waited = ctl({"runs", "wait", id, "--follow"});
+  EXPECT_EQ(waited.code, 1) << waited.err;
+  EXPECT_EQ(waited.err.find('\x1b'), std::string::npos) << waited.err;
+  EXPECT_EQ(waited.err.find("\u009b"), std::string::npos) << waited.err;
+  EXPECT_NE(waited.err.find(": \\x1b]0;pwned\\x07boom \\u009b2J"), std::string::npos)
+      << waited.err;
+  EXPECT_NE(waited.err.find(std::string(299 - sequences.size(), 'x') + "...\n"),
+            std::string::npos)
+      << waited.err;
+  auto shown = ctl({"runs", "show", id});
+  ASSERT_EQ(shown.code, 0) << shown.err;
+  EXPECT_EQ(shown.out.find("\u009b"), std::string::npos) << shown.out;
+  EXPECT_NE(shown.out.find(R"({"k":"v\u009b2J"})"), std::string::npos) << shown.out;
+}
+
 // This test ensures that without a terminal, a heartbeat line during
 // `--follow` first ends the line the log left open (on stderr, which is
 // usually the same file in a CI log), and the log goes on where it was.
@@ -1004,6 +1082,42 @@ TEST_F(runs_cmd, yaml_output_quotes_what_yaml_would_read_otherwise) {
     EXPECT_NE(r.out.find("payload: \"" + payload + "\""), std::string::npos) << r.out;
     EXPECT_NE(r.out.find("created_at: \"2"), std::string::npos) << r.out;
   }
+  // Keys too: params `010` and `yes` read back as 8 and true.
+  auto id =
+      submit(json{{"plan", "noop"}, {"params", {{"010", "x"}, {"yes", 1}, {"k", 2}}}});
+  auto r = ctl({"runs", "show", id, "-o", "yaml"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto doc = YAML::Load(r.out);
+  EXPECT_EQ(doc["params"]["010"].as<std::string>(), "x") << r.out;
+  EXPECT_EQ(doc["params"]["yes"].as<int>(), 1) << r.out;
+  EXPECT_NE(r.out.find("\"010\": x"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("\"yes\": 1"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find(" k: 2"), std::string::npos) << r.out;
+}
+
+// This test ensures a params file or a `:=` value holding a key twice is a
+// usage error naming it, as the mesh refuses it: the last one won, so a typo
+// changed what was run.
+TEST_F(runs_cmd, a_param_key_given_twice_is_refused) {
+  std::ofstream{dir + "/p.json"} << R"({"v": 1, "w": {"a": 1, "a": 2}})";
+  auto json_file = ctl({"runs", "submit", "noop", "--params-file", dir + "/p.json"});
+  EXPECT_EQ(json_file.code, 64) << json_file.err;
+  EXPECT_NE(json_file.err.find("has the key 'a' twice in one object"), std::string::npos)
+      << json_file.err;
+  std::ofstream{dir + "/p.yaml"} << "v: 1\nw:\n  a: 1\n  a: 2\n";
+  auto yaml_file = ctl({"runs", "submit", "noop", "--params-file", dir + "/p.yaml"});
+  EXPECT_EQ(yaml_file.code, 64) << yaml_file.err;
+  EXPECT_NE(yaml_file.err.find("--params-file: w.a: given twice"), std::string::npos)
+      << yaml_file.err;
+  auto typed = ctl({"runs", "submit", "noop", "--param", R"(v:={"a":1,"a":2})"});
+  EXPECT_EQ(typed.code, 64) << typed.err;
+  EXPECT_NE(typed.err.find("--param 'v': has the key 'a' twice"), std::string::npos)
+      << typed.err;
+  // The same key in two objects is no repeat.
+  std::ofstream{dir + "/ok.json"} << R"({"a": {"a": 1}, "b": {"a": 2}})";
+  auto ok = ctl({"runs", "submit", "noop", "--params-file", dir + "/ok.json"});
+  EXPECT_EQ(ok.code, 0) << ok.err;
+  EXPECT_EQ(call(port, "GET", "/v1/runs", admin).body["runs"].size(), 1u);
 }
 
 } // namespace

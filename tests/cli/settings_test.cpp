@@ -41,6 +41,31 @@ TEST_F(settings_cmd, settings_from_env_and_config_file) {
   auto unknown = ctl_raw({"--config", dir + "/other.yaml", "status"});
   EXPECT_EQ(unknown.code, 64);
   EXPECT_NE(unknown.err.find("'colour' is unknown"), std::string::npos) << unknown.err;
+
+  // An empty value was the text "null" (sent as the token), and a key given
+  // twice kept its last value.
+  for (const auto* value : {"", " ~", " null"}) {
+    SCOPED_TRACE(value);
+    {
+      std::ofstream f{dir + "/empty.yaml"};
+      f << "mesh: " << url << "\ntoken:" << value << "\n";
+    }
+    auto empty = ctl_raw({"--config", dir + "/empty.yaml", "status"});
+    EXPECT_EQ(empty.code, 64) << empty.err;
+    EXPECT_NE(empty.err.find("key 'token' has no value"), std::string::npos) << empty.err;
+  }
+  {
+    std::ofstream f{dir + "/twice.yaml"};
+    f << "mesh: http://127.0.0.1:1\nmesh: " << url << "\ntoken: " << admin << "\n";
+  }
+  auto twice = ctl_raw({"--config", dir + "/twice.yaml", "status"});
+  EXPECT_EQ(twice.code, 64) << twice.err;
+  EXPECT_NE(twice.err.find("key 'mesh' is given twice"), std::string::npos) << twice.err;
+  {
+    std::ofstream f{dir + "/quoted.yaml"};
+    f << "mesh: " << url << "\ntoken: \"" << admin << "\"\n";
+  }
+  EXPECT_EQ(ctl_raw({"--config", dir + "/quoted.yaml", "status"}).code, 0);
 }
 
 // This test ensures a token can come from a file (--token-file or
