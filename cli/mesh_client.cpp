@@ -141,6 +141,8 @@ httplib::Result send(const std::string& base_url, const std::string& origin,
   return res;
 }
 
+} // namespace
+
 /// Where in `j` the first text that is not UTF-8 is (`concurrency_key`,
 /// `params.name`, `runs[2]`), or "" when there is none.
 std::string not_utf8_at(const json& j, const std::string& path) {
@@ -159,8 +161,6 @@ std::string not_utf8_at(const json& j, const std::string& path) {
   }
   return {};
 }
-
-} // namespace
 
 json mesh_client::call(const std::string& method, const std::string& path,
                        const json* body, bool null_on_404) {

@@ -36,6 +36,10 @@ using json = nlohmann::json;
 /// Query parameters, in order; empty values are left out.
 using query = std::vector<std::pair<std::string, std::string>>;
 
+/// Where in `j` the first text that is not UTF-8 is (`concurrency_key`,
+/// `params.name`, `runs[2]`), under `path`; "" when there is none.
+[[nodiscard]] std::string not_utf8_at(const json& j, const std::string& path);
+
 class mesh_client {
 public:
   /// `base_url` is scheme://host[:port][/prefix], checked by `check_url`;

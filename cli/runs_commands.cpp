@@ -610,7 +610,9 @@ int send_run(const command_context& ctx, wire::run_request req, bool wait, bool 
     if (out.structured()) {
       // stdout stays the run alone; a script that reads it learns from
       // stderr that the run is an earlier one.
-      if (earlier) std::cerr << "run " << id << " " << what << '\n';
+      if (earlier)
+        std::cerr << "run " << id << " " << what << " (" << run.value("status", "")
+                  << ")\n";
       out.emit(run);
     } else
       std::cout << "run " << id << " " << what << " ("
@@ -630,11 +632,14 @@ int submit(const command_context& ctx, const submit_options& o) {
   req.plan = o.plan;
   req.selector = o.selector;
   req.agent = o.agent;
+  auto params = build_params(o.params_file, o.params);
   try {
-    req.params = build_params(o.params_file, o.params).dump();
+    req.params = params.dump();
   } catch (const json::type_error&) {
+    auto at = not_utf8_at(params, "params");
     throw failure{exit_usage,
-                  "a --param or --params-file value is not UTF-8 text",
+                  "'" + (at.empty() ? std::string{"params"} : at) +
+                      "' (from --param or --params-file) is not UTF-8 text",
                   {"the mesh takes UTF-8 text only; nothing was sent"}};
   }
   req.payload = o.payload;

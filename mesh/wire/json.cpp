@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cmath>
 #include <cstdio>
 #include <set>
 #include <unordered_set>
@@ -39,7 +40,17 @@ public:
   void integer(const char* key, int64_t& out, bool required, int64_t lo, int64_t hi) {
     auto* v = find(key, required);
     if (!v) return;
-    if (!v->is_number_integer()) return fail(key, "must be an integer");
+    if (!v->is_number_integer()) {
+      // Digits beyond 64 bits arrive as a double: the range is what is wrong.
+      if (v->is_number_float()) {
+        auto d = v->get<double>();
+        if (d == std::floor(d) &&
+            (d < static_cast<double>(lo) || d > static_cast<double>(hi)))
+          return fail(key, "must be between " + std::to_string(lo) + " and " +
+                               std::to_string(hi));
+      }
+      return fail(key, "must be an integer");
+    }
     auto x = v->get<int64_t>();
     if (v->is_number_unsigned() && v->get<uint64_t>() > static_cast<uint64_t>(INT64_MAX))
       return fail(key, "is out of range");

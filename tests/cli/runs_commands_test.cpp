@@ -87,8 +87,9 @@ TEST_F(runs_cmd, submit_sends_every_field_and_prints_the_run) {
       ctl({"runs", "submit", "deploy", "--idempotency-key", "deploy-42", "-o", "json"});
   ASSERT_EQ(again.code, 0) << again.err;
   EXPECT_EQ(again.json_out()["id"], run["id"]);
-  EXPECT_NE(again.err.find("already submitted with idempotency key 'deploy-42'"),
-            std::string::npos)
+  EXPECT_NE(
+      again.err.find("already submitted with idempotency key 'deploy-42' (created)"),
+      std::string::npos)
       << "stdout is the run, stderr says it is an earlier one: " << again.err;
   auto repeat = ctl({"runs", "submit", "other-plan", "--idempotency-key", "deploy-42"});
   ASSERT_EQ(repeat.code, 0) << repeat.err;
@@ -152,6 +153,10 @@ TEST_F(runs_cmd, submit_sends_every_field_and_prints_the_run) {
                     "name=a\xff"
                     "b"});
   EXPECT_EQ(param.code, 64) << param.err;
+  EXPECT_NE(param.err.find("'params.name' (from --param or --params-file) is not UTF-8 "
+                           "text"),
+            std::string::npos)
+      << param.err;
   EXPECT_EQ(call(port, "GET", "/v1/runs", admin).body["runs"].size(), stored);
 }
 

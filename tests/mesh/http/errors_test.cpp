@@ -618,6 +618,15 @@ TEST_F(http_framing, refused_requests_get_their_own_status_and_cause) {
         std::string::npos)
         << r.raw;
   }
+  // An integer beyond 64 bits is out of range, not "not an integer".
+  for (std::string n : {"99999999999999999999999", "-99999999999999999999999"}) {
+    auto r =
+        call_body("POST", "/v1/runs", admin, R"({"plan":"noop","priority":)" + n + "}");
+    expect_error(r, 400, "invalid_argument", "priority");
+    EXPECT_EQ(r.body["error"]["message"],
+              "field 'priority' must be between -1000000 and 1000000")
+        << r.raw;
+  }
   EXPECT_TRUE(call("GET", "/v1/runs", admin).body["runs"].empty());
 }
 
