@@ -514,8 +514,10 @@ struct agent::impl {
       bool polls_unanswered = false;
       while (!is_draining()) {
         if (client.token_due()) {
-          auto r = client.refresh_token();
-          if (!r.ok()) warn("token refresh failed: " + r.describe());
+          // A stop ends it (a frozen mesh would hold the drain for a
+          // request_timeout); the drain renews the token itself.
+          auto r = client.refresh_token(true);
+          if (!r.ok() && !is_draining()) warn("token refresh failed: " + r.describe());
         }
         auto wait_ms =
             std::min<int64_t>(cfg.poll_wait.count(), client.poll_wait_max_s() * 1000);

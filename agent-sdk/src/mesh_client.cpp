@@ -384,7 +384,7 @@ http_reply mesh_client::register_with(const std::string& registration_token,
   return reply;
 }
 
-http_reply mesh_client::refresh_token() {
+http_reply mesh_client::refresh_token(bool interruptible) {
   std::string id;
   std::string token;
   {
@@ -392,8 +392,8 @@ http_reply mesh_client::refresh_token() {
     id = agent_id_;
     token = access_token_;
   }
-  auto reply =
-      send("POST", "/v1/agents/" + id + "/token", token, nullptr, request_timeout_);
+  auto reply = send("POST", "/v1/agents/" + id + "/token", token, nullptr,
+                    request_timeout_, interruptible ? call_kind::poll : call_kind::plain);
   if (reply.ok()) {
     std::lock_guard<std::mutex> guard{mtx_};
     if (!adopt_locked(reply.body)) return malformed(std::move(reply));

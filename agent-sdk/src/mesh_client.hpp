@@ -138,8 +138,10 @@ public:
   /// to stop while a frozen mesh holds its registration stops at once.
   http_reply register_agent(const std::string& registration_token,
                             const wire::register_request& req);
-  /// Renews the access token before it expires.
-  http_reply refresh_token();
+  /// Renews the access token before it expires. `interruptible`: ended by
+  /// `interrupt_poll` too, like the poll (the poll loop's renewal, which a
+  /// stop need not wait for; the drain renews the token itself).
+  http_reply refresh_token(bool interruptible = false);
   /// The refusal (not a failure to reach the mesh) of the last registration
   /// the client sent by itself to replace an ended session, if any: e.g. a
   /// revoked registration token. The agent cannot go on.

@@ -78,6 +78,7 @@ public:
     svr_.Post("/v1/agents/a1/token",
               [this](const httplib::Request& req, httplib::Response& res) {
                 if (!authorized(req, res)) return;
+                stall();
                 std::lock_guard<std::mutex> g{mtx_};
                 ++refreshes_;
                 token_ = "tok" + std::to_string(refreshes_);
@@ -578,6 +579,15 @@ std::chrono::steady_clock::duration drain_time(agent& a) {
   return std::chrono::steady_clock::now() - began;
 }
 
+/// Once the agent polls (so registered: a stalled mesh holds registrations
+/// too), makes the fake mesh hold every call like a frozen meshd.
+bool freeze_once_polling(fake_mesh& mesh) {
+  if (!eventually([&] { return mesh.with([](fake_mesh& m) { return m.polls_; }) > 0; }))
+    return false;
+  mesh.with([](fake_mesh& m) { return m.stall_ = true; });
+  return true;
+}
+
 /// Waits (bounded) until the fake mesh has received `id`'s finish.
 bool finished(fake_mesh& mesh, const std::string& id) {
   return eventually(
@@ -687,10 +697,7 @@ TEST(agent, a_drain_keeps_to_its_budget_when_the_mesh_stops_answering) {
   cfg.deregister_timeout = 500ms;
   agent a{cfg, echo_plans()};
   a.start();
-  // Registered first: a stalled mesh holds registrations too.
-  ASSERT_TRUE(
-      eventually([&] { return mesh.with([](fake_mesh& m) { return m.polls_; }) > 0; }));
-  mesh.with([](fake_mesh& m) { return m.stall_ = true; });
+  ASSERT_TRUE(freeze_once_polling(mesh));
   mesh.submit("r1", "echo", json::object(), "x");
   ASSERT_TRUE(eventually(
       [&] { return mesh.with([](fake_mesh& m) { return m.stalled_; }) == 1; }));
@@ -714,6 +721,22 @@ TEST(agent, a_stop_during_a_registration_the_mesh_holds_is_prompt) {
   EXPECT_LT(drain_time(a), 10s);
   EXPECT_EQ(mesh.with([](fake_mesh& m) { return m.stalled_; }), 1)
       << "registered again, or deregistered without a session";
+}
+
+// This test ensures a stop while a frozen mesh holds the poll loop's token
+// renewal is prompt: it waited out `request_timeout` before the drain began.
+TEST(agent, a_stop_during_a_token_renewal_the_mesh_holds_is_prompt) {
+  fake_mesh mesh;
+  mesh.with([](fake_mesh& m) { return m.token_life_ = 1500ms; });
+  auto cfg = config(mesh);
+  cfg.request_timeout = 60s;
+  cfg.deregister_timeout = 500ms;
+  agent a{cfg, echo_plans()};
+  a.start();
+  ASSERT_TRUE(freeze_once_polling(mesh));
+  ASSERT_TRUE(eventually(
+      [&] { return mesh.with([](fake_mesh& m) { return m.stalled_; }) == 1; }));
+  EXPECT_LT(drain_time(a), 10s);
 }
 
 // This test ensures log chunks arrive complete and in order although every other log call
@@ -887,10 +910,7 @@ TEST(agent, a_plan_that_returned_in_time_keeps_its_outcome) {
   fake_mesh mesh;
   agent a{config(mesh), echo_plans()};
   a.start();
-  // Registered first: a stalled mesh holds registrations too.
-  ASSERT_TRUE(
-      eventually([&] { return mesh.with([](fake_mesh& m) { return m.polls_; }) > 0; }));
-  mesh.with([](fake_mesh& m) { return m.stall_ = true; });
+  ASSERT_TRUE(freeze_once_polling(mesh));
   mesh.submit("r1", "artifact", json::object(), "", 2);
   ASSERT_TRUE(eventually(
       [&] { return mesh.with([](fake_mesh& m) { return m.stalled_; }) == 1; }));

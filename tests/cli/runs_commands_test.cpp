@@ -500,6 +500,29 @@ TEST_F(runs_cmd, submit_wait_exits_2_when_canceled) {
   EXPECT_EQ(o.code, 2) << o.err;
 }
 
+// This test ensures the `--wait` hint tells a run that waits for a slot from
+// one no agent can take: it said "no agent can take it" of a busy agent.
+TEST_F(runs_cmd, submit_wait_says_when_every_agent_that_could_take_it_is_busy) {
+  auto agent = register_agent("builder", json::object(), json::array({"hold", "build"}));
+  auto held = submit(json{{"plan", "hold"}});
+  ASSERT_EQ(agent.take()["id"], held);
+  auto waiting = ctl_async({"runs", "submit", "build", "--wait"});
+  auto id = run_of_plan(*this, port, admin, "build");
+  ASSERT_FALSE(id.empty());
+  // The hint comes after a fixed 5 s of waiting; allow for a slow machine.
+  EXPECT_TRUE(eventually(
+      [&] {
+        return waiting->err().find("meshctl: run " + id +
+                                   " is waiting: every agent that could take it is busy "
+                                   "(builder: no free slot (1 of 1 in use))\n") !=
+               std::string::npos;
+      },
+      std::chrono::seconds{30}))
+      << waiting->err();
+  ASSERT_EQ(ctl({"runs", "cancel", id}).code, 0);
+  EXPECT_EQ(waiting->wait().code, 2);
+}
+
 // This test ensures `--wait` without a terminal says what it waits for: a
 // line per change of the run's state (with the agent's name), and, once the
 // run has waited 5 s, the mesh's reason no agent takes it.
