@@ -132,11 +132,15 @@ int main(int argc, char** argv) {
     print_failure(f, ctx.resolved && ctx.resolved->color_stderr);
     return f.code();
   } catch (const json::exception& e) {
-    // A field of an answer that meshd would have sent otherwise.
-    print_failure(failure{exit_refused, std::string{"the mesh's answer is not what a "
-                                                    "meshd sends ("} +
-                                            e.what() + "); is the mesh URL a meshd's?"},
-                  false);
+    // A field of an answer that meshctl read as something else: another
+    // server, or a meshd of another version (or a bug here: the text says).
+    print_failure(
+        failure{exit_refused,
+                std::string{"an answer did not have the shape meshctl expects ("} +
+                    e.what() +
+                    "): the mesh URL may not be a meshd's, or meshd and "
+                    "meshctl differ in version"},
+        false);
     return exit_refused;
   } catch (const std::exception& e) {
     print_failure(failure{exit_refused, e.what()}, false);

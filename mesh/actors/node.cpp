@@ -19,6 +19,7 @@
 #include <cstring>
 #include <fcntl.h>
 #include <filesystem>
+#include <limits>
 #include <string_view>
 #include <sys/file.h>
 #include <sys/stat.h>
@@ -129,6 +130,13 @@ caf::error mesh_node::boot(const mesh_config& cfg, const polymesh::clock& clk) {
         std::chrono::duration_cast<std::chrono::milliseconds>(cfg.forget_after);
   auto snap = (*writer)->load(deregistered_since);
   if (!snap) return snap.error();
+  // Rows of agents forgotten before (earlier versions kept them for ever;
+  // the registry deletes those it forgets while meshd runs).
+  if (cfg.forget_after.count() > 0) {
+    auto deleted = (*writer)->apply(write_batch{delete_forgotten_agents{
+        deregistered_since, std::numeric_limits<int64_t>::max()}});
+    if (!deleted) return deleted.error();
+  }
   store_options ropts = wopts;
   ropts.read_only = true;
   auto reader = open_sqlite_store(cfg.database_path(), ropts);
@@ -255,13 +263,17 @@ caf::error check_admin_token_env() {
                       "POLYMESH_ADMIN_TOKEN must be at least 16 characters",
                       "POLYMESH_ADMIN_TOKEN");
   // It is compared with what follows "Bearer " in a header, which holds no
-  // line break and loses its ends' blanks: such a token could never be sent.
-  if (std::any_of(token.begin(), token.end(),
-                  [](unsigned char c) { return c <= ' ' || c == 0x7f; }))
+  // line break or control character and loses its ends' blanks: such a token
+  // could never be sent. (A blank inside, a passphrase, can be.)
+  auto blank = [](unsigned char c) { return c == ' ' || c == '\t'; };
+  if (blank(static_cast<unsigned char>(token.front())) ||
+      blank(static_cast<unsigned char>(token.back())) ||
+      std::any_of(token.begin(), token.end(),
+                  [](unsigned char c) { return (c < ' ' && c != '\t') || c == 0x7f; }))
     return make_error(errc::invalid_argument,
-                      "POLYMESH_ADMIN_TOKEN has a space, tab, line break or control "
-                      "character in it (a line break read from its file?); no client "
-                      "could send it",
+                      "POLYMESH_ADMIN_TOKEN starts or ends with a blank, or holds a line "
+                      "break or control character (read from a file?); no client could "
+                      "send it",
                       "POLYMESH_ADMIN_TOKEN");
   return {};
 }

@@ -12,6 +12,7 @@
 #include <caf/event_based_actor.hpp>
 #include <caf/stateful_actor.hpp>
 #include <functional>
+#include <limits>
 #include <memory>
 #include <unordered_map>
 
@@ -225,11 +226,36 @@ caf::actor add_agent(agent_self self, agent_record rec, bool restored) {
 /// How often the registry looks for agents to forget (`agents.forget_after`).
 constexpr auto forget_sweep_every = std::chrono::minutes{1};
 
+/// Deletes the stored rows of agents forgotten by now (`agents.forget_after`
+/// after they were last heard from; forgetting an offline agent stores it
+/// deregistered first), then calls `then`: they were kept for ever, and
+/// every start reads the whole table. Only after a sweep that forgot some:
+/// the rows earlier versions kept go at start-up (`mesh_node::boot`).
+void delete_forgotten_rows(agent_self self, size_t forgotten,
+                           std::function<void()> then) {
+  auto& st = self->state;
+  auto after = st.ctx->config.forget_after;
+  if (after.count() == 0 || forgotten == 0) return then();
+  write_batch batch{delete_forgotten_agents{st.ctx->now() - after,
+                                            std::numeric_limits<int64_t>::max()}};
+  self->request(st.ctx->store, caf::infinite, write_atom::value, std::move(batch))
+      .await([then](const write_outcomes&) { then(); },
+             [then](caf::error& err) {
+               log(log_level::warn, "the rows of forgotten agents were not deleted, "
+                                    "tried again after the next agent forgotten: " +
+                                        message_of(err));
+               then();
+             });
+}
+
 /// Forgets every agent offline or deregistered for `agents.forget_after`
-/// that agrees it still is; calls `then` with how many went. Our mailbox
-/// waits for each agent's answer, so a registration cannot reach an agent
-/// that is about to go.
-void forget_quiet_agents(agent_self self, std::function<void(size_t)> then) {
+/// that agrees it still is, then deletes the rows of forgotten agents;
+/// calls `then` with how many went. Our mailbox waits for each agent's
+/// answer, so a registration cannot reach an agent that is about to go.
+void forget_quiet_agents(agent_self self, std::function<void(size_t)> forgotten) {
+  auto then = [self, forgotten](size_t n) {
+    delete_forgotten_rows(self, n, [forgotten, n] { forgotten(n); });
+  };
   auto& st = self->state;
   auto after = st.ctx->config.forget_after;
   auto now = st.ctx->now();

@@ -213,26 +213,28 @@ const std::vector<key_spec>& key_table() {
                    "How often agents are told to send a request when idle, and to "
                    "report each running run's progress (mesh-agent does; that "
                    "heartbeat keeps a long, quiet run from ending error/expired). Must "
-                   "be shorter than agents.offline_after and runs.result_expiry. Whole "
-                   "seconds only: agents are told it in seconds.",
+                   "be shorter than agents.offline_after and at most half of "
+                   "runs.result_expiry. Whole seconds only: agents are told it in "
+                   "seconds.",
                    1s),
       duration_key("agents.forget_after", &mesh_config::forget_after, 0ms, 3650 * 24h,
                    "An agent offline or deregistered for this long (since it was last "
                    "heard from) is forgotten, at the next of meshd's once-a-minute "
                    "checks: it leaves listings and metrics, its tokens are revoked, "
-                   "and its name is free. Its runs keep its id. 0 keeps agents for "
-                   "ever. A deregistered agent is forgotten at meshd's next start "
-                   "already (its row stays until then). Must exceed "
+                   "its name is free and its row is deleted. "
+                   "Its runs keep its id. 0 keeps agents for ever. A deregistered "
+                   "agent leaves listings at meshd's next start already; its row "
+                   "keeps its name for its scope until then. Must exceed "
                    "agents.offline_after."),
 
       duration_key("runs.delivery_lease", &mesh_config::delivery_lease, 1ms, 24h,
                    "A delivered run not started within this goes back to the queue. Must "
                    "be shorter than runs.result_expiry."),
-      duration_key("runs.result_expiry", &mesh_config::result_expiry, 1ms, 30 * 24h,
+      duration_key("runs.result_expiry", &mesh_config::result_expiry, 2s, 30 * 24h,
                    "A sent run with no start, progress or result for this long ends "
                    "error/expired (counted from meshd's start, or the end of a stall, "
                    "at the earliest: an outage does not count). Must exceed "
-                   "runs.delivery_lease and agents.heartbeat_interval."),
+                   "runs.delivery_lease and twice agents.heartbeat_interval."),
       duration_key("runs.cancel_grace", &mesh_config::cancel_grace, 0ms, 24h,
                    "After a cancel (a user's, or a timeout's) the agent is told to "
                    "stop; if it has not reported within this grace the run ends anyway: "
@@ -260,7 +262,9 @@ const std::vector<key_spec>& key_table() {
                 "that would pass it is refused (413) and stores nothing. 0 = no "
                 "limit. mesh-agent stops its output 4 KiB below it (half of a limit "
                 "under 8 KiB), room for its notes on what it dropped (its own "
-                "logs.max_run_bytes, 100 MiB by default, is the lower of the two)."),
+                "logs.max_run_bytes, 100 MiB by default, is the lower of the two); "
+                "under about 400 bytes a note does not fit, and the request that "
+                "carries it is refused with the output in it."),
 
       duration_key("routines.assignment_sweep", &mesh_config::assignment_sweep, 1ms, 1h,
                    "How often the assignment routine sweeps the queue as a safety net."),
@@ -771,10 +775,17 @@ caf::error validate(const mesh_config& cfg) {
                                  "agents.offline_after", cfg.offline_after))
     return err;
   // mesh-agent sends a running run's progress at this interval too: that is
-  // what keeps a long, quiet run from ending error/expired.
-  if (auto err = must_be_shorter("agents.heartbeat_interval", cfg.heartbeat_interval,
-                                 "runs.result_expiry", cfg.result_expiry))
-    return err;
+  // what keeps a long, quiet run from ending error/expired, and one late
+  // report (a flush, a retry) must not end it.
+  if (cfg.heartbeat_interval * 2 > cfg.result_expiry)
+    return make_error(errc::invalid_argument,
+                      "agents.heartbeat_interval (" +
+                          format_duration(cfg.heartbeat_interval) +
+                          ") must be at most half of runs.result_expiry (" +
+                          format_duration(cfg.result_expiry) +
+                          "): mesh-agent reports a running run's progress at this "
+                          "interval, and one late report must not end the run",
+                      "agents.heartbeat_interval");
   // An agent is offline before it can be forgotten.
   if (cfg.forget_after.count() > 0)
     if (auto err = must_be_shorter("agents.offline_after", cfg.offline_after,

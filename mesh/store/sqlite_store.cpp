@@ -1270,6 +1270,17 @@ private:
     return write_outcome{};
   }
 
+  caf::expected<write_outcome> write_one(const delete_forgotten_agents& w) {
+    auto st =
+        db_.prepare("DELETE FROM agents WHERE id IN (SELECT id FROM agents"
+                    " WHERE status = 'deregistered' AND last_seen_at < ?1 LIMIT ?2)");
+    if (!st) return std::move(st.error());
+    st->bind(1, w.last_seen_before);
+    st->bind(2, w.max_rows);
+    if (st->step() != SQLITE_DONE) return db_.fail("cannot delete forgotten agents");
+    return write_outcome{};
+  }
+
   caf::expected<write_outcome> write_one(const stamp_alive& w) {
     auto st = db_.prepare("INSERT INTO meta (key, value) VALUES ('alive_at', ?1)"
                           " ON CONFLICT(key) DO UPDATE SET value = excluded.value");

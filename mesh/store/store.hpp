@@ -76,8 +76,15 @@ struct put_artifact {
 struct stamp_alive {
   timestamp at{};
 };
-using write =
-    std::variant<put_run, put_agent, put_token, append_log, put_artifact, stamp_alive>;
+/// Deletes the rows of agents forgotten: deregistered (forgetting stores an
+/// offline agent so) and last heard from before `last_seen_before`, at most
+/// `max_rows` of them. Runs keep the agent's id.
+struct delete_forgotten_agents {
+  timestamp last_seen_before{};
+  int64_t max_rows = 0;
+};
+using write = std::variant<put_run, put_agent, put_token, append_log, put_artifact,
+                           stamp_alive, delete_forgotten_agents>;
 
 /// The outcome of one write within a committed batch.
 struct write_outcome {

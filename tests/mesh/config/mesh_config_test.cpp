@@ -866,12 +866,14 @@ TEST(mesh_config, parse_applies_cross_field_rules) {
             "agents.offline_after (2h) must be shorter than agents.forget_after (1h)");
   parse_ok("agents:\n  offline_after: 2h\n  forget_after: 0\n");
   // mesh-agent's progress heartbeat is what keeps a quiet run from expiring.
-  EXPECT_EQ(message_of(parse_error("agents:\n  heartbeat_interval: 15m\n"
+  EXPECT_EQ(message_of(parse_error("agents:\n  heartbeat_interval: 6m\n"
                                    "  offline_after: 1h\n")),
-            "agents.heartbeat_interval (15m) must be shorter than runs.result_expiry "
-            "(10m)");
+            "agents.heartbeat_interval (6m) must be at most half of runs.result_expiry "
+            "(10m): mesh-agent reports a running run's progress at this interval, and "
+            "one late report must not end the run");
+  parse_ok("agents:\n  heartbeat_interval: 5m\n  offline_after: 1h\n");
   parse_ok("agents:\n  heartbeat_interval: 15m\n  offline_after: 1h\n"
-           "runs:\n  result_expiry: 20m\n");
+           "runs:\n  result_expiry: 30m\n");
 }
 
 // -- files ------------------------------------------------------------------------

@@ -538,8 +538,9 @@ protected:
 
 // This test ensures agents offline or deregistered for agents.forget_after
 // are forgotten: gone from listings and lookups, their tokens dead, their
-// names free, and not back after a restart; their runs keep their id, and a
-// live agent is never forgotten.
+// names free, their rows deleted (they were kept for ever), and not back
+// after a restart; their runs keep their id, and a live agent is never
+// forgotten.
 TEST_F(forgetting, quiet_agents_are_forgotten_after_forget_after) {
   auto left = register_agent("left", json::object());
   auto quiet = register_agent("quiet", json::object());
@@ -555,8 +556,15 @@ TEST_F(forgetting, quiet_agents_are_forgotten_after_forget_after) {
   }));
   EXPECT_EQ(listed(), json::array({"alive", "left", "quiet"}));
 
+  const auto rows = [&] {
+    return query_text(dir + "/mesh.db", "SELECT group_concat(name || ':' || status, ' ')"
+                                        " FROM (SELECT name, status FROM agents"
+                                        " ORDER BY name)");
+  };
+  EXPECT_EQ(rows(), "alive:online left:deregistered quiet:offline");
   pass(std::chrono::minutes{11}, alive); // 31 min since left and quiet were heard
   EXPECT_EQ(listed(), json::array({"alive"}));
+  EXPECT_EQ(rows(), "alive:online");
   EXPECT_EQ(call("GET", "/v1/agents/quiet", admin).status, 404);
   EXPECT_EQ(call("GET", "/v1/agents/" + quiet.id, admin).status, 404);
   EXPECT_EQ(quiet.poll(0).status, 401); // its token was revoked
@@ -572,9 +580,18 @@ TEST_F(forgetting, quiet_agents_are_forgotten_after_forget_after) {
   ASSERT_EQ(named.status, 201) << named.raw;
   EXPECT_EQ(again.take(1).size(), 1u);
 
+  // A row an earlier version kept of an agent forgotten long ago goes at
+  // the next start.
+  exec_sql(dir + "/mesh.db",
+           "CREATE TABLE t AS SELECT * FROM agents WHERE name = 'alive';"
+           "UPDATE t SET id = 'agt_legacy', name = 'legacy',"
+           " status = 'deregistered', last_seen_at = 0;"
+           "INSERT INTO agents SELECT * FROM t; DROP TABLE t;");
+  EXPECT_EQ(rows(), "alive:online legacy:deregistered quiet:online");
   restart_mesh();
   EXPECT_EQ(listed(), json::array({"alive", "quiet"}));
   EXPECT_EQ(call("GET", "/v1/agents/quiet", admin).body["id"], again.id);
+  EXPECT_EQ(rows(), "alive:online quiet:online");
 }
 
 // This test ensures the name of an agent that left stays its own across a

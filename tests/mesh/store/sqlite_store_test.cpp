@@ -315,6 +315,37 @@ TEST_F(sqlite_store_test, synchronous_option_is_validated) {
 }
 
 // This test ensures that a database from a newer build is refused, not misread.
+// This test ensures the rows of forgotten agents are deleted: deregistered
+// and last heard from before the bound, at most `max_rows` a write; agents
+// of any other status, or heard from since, stay.
+TEST_F(sqlite_store_test, forgotten_agents_rows_are_deleted) {
+  std::vector<write> batch;
+  for (int i = 0; i < 3; ++i)
+    batch.emplace_back(
+        put_agent{make_agent("agt_old" + std::to_string(i), "old" + std::to_string(i),
+                             agent_status::deregistered)});
+  auto recent = make_agent("agt_recent", "recent", agent_status::deregistered);
+  recent.last_seen_at = at(50);
+  batch.emplace_back(put_agent{recent});
+  batch.emplace_back(
+      put_agent{make_agent("agt_offline", "offline", agent_status::offline)});
+  batch.emplace_back(put_agent{make_agent("agt_online", "online")});
+  apply(batch);
+  auto ids = [&] {
+    std::vector<std::string> out;
+    auto agents = db_->list_agents();
+    EXPECT_TRUE(agents);
+    for (auto& a : *agents)
+      out.push_back(a.id);
+    std::sort(out.begin(), out.end());
+    return out;
+  };
+  apply({delete_forgotten_agents{at(30), 2}});
+  EXPECT_EQ(ids().size(), 4u) << "two of the three old ones";
+  apply({delete_forgotten_agents{at(30), 2}});
+  EXPECT_EQ(ids(), (std::vector<std::string>{"agt_offline", "agt_online", "agt_recent"}));
+}
+
 TEST_F(sqlite_store_test, newer_schema_version_is_refused) {
   db_.reset();
   raw_query("PRAGMA user_version = " + std::to_string(sqlite_schema_version + 1));
