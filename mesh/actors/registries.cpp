@@ -229,14 +229,17 @@ constexpr auto forget_sweep_every = std::chrono::minutes{1};
 /// Deletes the stored rows of agents forgotten by now (`agents.forget_after`
 /// after they were last heard from; forgetting an offline agent stores it
 /// deregistered first), then calls `then`: they were kept for ever, and
-/// every start reads the whole table. Only after a sweep that forgot some:
-/// the rows earlier versions kept go at start-up (`mesh_node::boot`).
-void delete_forgotten_rows(agent_self self, size_t forgotten,
+/// every start reads the whole table. Only after a sweep that forgot some
+/// (an agent, or the name of one that left before a restart): the rows
+/// earlier versions kept go at start-up (`mesh_node::boot`).
+void delete_forgotten_rows(agent_self self, timestamp now, size_t forgotten,
                            std::function<void()> then) {
   auto& st = self->state;
   auto after = st.ctx->config.forget_after;
   if (after.count() == 0 || forgotten == 0) return then();
-  write_batch batch{delete_forgotten_agents{st.ctx->now() - after,
+  // Forgotten when `last_seen_at + after <= now` (the sweep's `now`); the
+  // store deletes rows seen strictly before its bound, in milliseconds.
+  write_batch batch{delete_forgotten_agents{now - after + std::chrono::milliseconds{1},
                                             std::numeric_limits<int64_t>::max()}};
   self->request(st.ctx->store, caf::infinite, write_atom::value, std::move(batch))
       .await([then](const write_outcomes&) { then(); },
@@ -253,15 +256,25 @@ void delete_forgotten_rows(agent_self self, size_t forgotten,
 /// calls `then` with how many went. Our mailbox waits for each agent's
 /// answer, so a registration cannot reach an agent that is about to go.
 void forget_quiet_agents(agent_self self, std::function<void(size_t)> forgotten) {
-  auto then = [self, forgotten](size_t n) {
-    delete_forgotten_rows(self, n, [forgotten, n] { forgotten(n); });
-  };
   auto& st = self->state;
   auto after = st.ctx->config.forget_after;
   auto now = st.ctx->now();
-  if (after.count() > 0)
-    for (auto it = st.left.begin(); it != st.left.end();)
-      it = it->second.last_seen_at + after <= now ? st.left.erase(it) : std::next(it);
+  // Agents that left before a restart have no actor, only a name in `left`:
+  // their rows go too (not counted: they were not listed).
+  size_t names_dropped = 0;
+  if (after.count() > 0) {
+    for (auto it = st.left.begin(); it != st.left.end();) {
+      if (it->second.last_seen_at + after <= now) {
+        it = st.left.erase(it);
+        ++names_dropped;
+      } else {
+        ++it;
+      }
+    }
+  }
+  auto then = [self, forgotten, names_dropped, now](size_t n) {
+    delete_forgotten_rows(self, now, n + names_dropped, [forgotten, n] { forgotten(n); });
+  };
   std::vector<std::pair<std::string, caf::actor>> asked;
   if (after.count() > 0)
     for (auto& [id, rec] : st.mirror)

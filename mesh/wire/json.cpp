@@ -53,7 +53,8 @@ public:
     }
     auto x = v->get<int64_t>();
     if (v->is_number_unsigned() && v->get<uint64_t>() > static_cast<uint64_t>(INT64_MAX))
-      return fail(key, "is out of range");
+      return fail(key,
+                  "must be between " + std::to_string(lo) + " and " + std::to_string(hi));
     if (x < lo || x > hi)
       return fail(key,
                   "must be between " + std::to_string(lo) + " and " + std::to_string(hi));

@@ -633,6 +633,25 @@ TEST_F(forgetting, a_left_agent_keeps_its_name_across_a_restart_until_forgotten)
   EXPECT_EQ(free.status, 201) << free.raw;
 }
 
+// This test ensures the row of an agent that left before a restart (only
+// its name is kept then, for its scope) is deleted when it is forgotten,
+// exactly `agents.forget_after` after it was last heard from: it stayed
+// until a sweep forgot another agent, or the next start.
+TEST_F(forgetting, the_row_of_an_agent_that_left_before_a_restart_goes_when_forgotten) {
+  auto left = register_agent("left", json::object());
+  auto alive = register_agent("alive", json::object());
+  ASSERT_EQ(left.deregister().status, 200);
+  restart_mesh();
+  alive.port = port;
+  const auto rows = [&] {
+    return query_text(dir + "/mesh.db", "SELECT group_concat(name, ' ')"
+                                        " FROM (SELECT name FROM agents ORDER BY name)");
+  };
+  EXPECT_EQ(rows(), "alive left");
+  pass(std::chrono::minutes{30}, alive); // exactly forget_after
+  EXPECT_EQ(rows(), "alive");
+}
+
 // This test ensures that of several stored agents of one name that left (a
 // restart used to let a left agent's name register under a new id), the
 // last one's labels keep the name, and none is listed.

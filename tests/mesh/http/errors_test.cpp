@@ -619,7 +619,8 @@ TEST_F(http_framing, refused_requests_get_their_own_status_and_cause) {
         << r.raw;
   }
   // An integer beyond 64 bits is out of range, not "not an integer".
-  for (std::string n : {"99999999999999999999999", "-99999999999999999999999"}) {
+  for (std::string n :
+       {"99999999999999999999999", "-99999999999999999999999", "9223372036854775808"}) {
     auto r =
         call_body("POST", "/v1/runs", admin, R"({"plan":"noop","priority":)" + n + "}");
     expect_error(r, 400, "invalid_argument", "priority");

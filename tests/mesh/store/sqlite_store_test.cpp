@@ -314,7 +314,6 @@ TEST_F(sqlite_store_test, synchronous_option_is_validated) {
   }
 }
 
-// This test ensures that a database from a newer build is refused, not misread.
 // This test ensures the rows of forgotten agents are deleted: deregistered
 // and last heard from before the bound, at most `max_rows` a write; agents
 // of any other status, or heard from since, stay.
@@ -346,6 +345,7 @@ TEST_F(sqlite_store_test, forgotten_agents_rows_are_deleted) {
   EXPECT_EQ(ids(), (std::vector<std::string>{"agt_offline", "agt_online", "agt_recent"}));
 }
 
+// This test ensures that a database from a newer build is refused, not misread.
 TEST_F(sqlite_store_test, newer_schema_version_is_refused) {
   db_.reset();
   raw_query("PRAGMA user_version = " + std::to_string(sqlite_schema_version + 1));
