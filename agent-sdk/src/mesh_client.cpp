@@ -599,8 +599,9 @@ size_t mesh_limits::log_bytes_per_request(size_t max_chunks, size_t wanted) cons
 
 size_t mesh_limits::run_log_bytes() const {
   if (max_log_bytes == 0) return SIZE_MAX;
-  // A small limit keeps half for output (a fixed room left none below 4 KiB;
-  // the notes, about 200 bytes, then may not fit and are dropped).
+  // A small limit keeps half for output (a fixed room left none below 4 KiB).
+  // Under about 400 bytes a note (about 200 bytes) does not fit, and the
+  // request that carries it is refused with the output in it (config.md).
   return max_log_bytes - std::min(log_note_room, max_log_bytes / 2);
 }
 
