@@ -234,7 +234,8 @@ const std::vector<key_spec>& key_table() {
                    "A sent run with no start, progress or result for this long ends "
                    "error/expired (counted from meshd's start, or the end of a stall, "
                    "at the earliest: an outage does not count). Must exceed "
-                   "runs.delivery_lease and be at least twice agents.heartbeat_interval."),
+                   "runs.delivery_lease and be at least twice "
+                   "agents.heartbeat_interval."),
       duration_key("runs.cancel_grace", &mesh_config::cancel_grace, 0ms, 24h,
                    "After a cancel (a user's, or a timeout's) the agent is told to "
                    "stop; if it has not reported within this grace the run ends anyway: "
