@@ -1141,7 +1141,9 @@ struct agent::impl {
       bool in_session = registered && !name_taken;
       guard.unlock();
       if (in_session && client.token_due()) {
-        auto r = client.refresh_token();
+        // Within the drain's time: a frozen mesh held it a request_timeout.
+        auto left = std::chrono::duration_cast<milliseconds>(until - steady::now());
+        auto r = client.refresh_token(false, std::max(left, milliseconds{1}));
         if (!r.ok()) warn("token refresh failed: " + r.describe());
       }
     }

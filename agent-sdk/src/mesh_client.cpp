@@ -360,14 +360,15 @@ http_reply mesh_client::register_agent(const std::string& registration_token,
     registration_token_ = registration_token;
     registration_ = req;
   }
-  return register_with(registration_token, req, call_kind::poll);
+  return register_with(registration_token, req, call_kind::poll, request_timeout_);
 }
 
 http_reply mesh_client::register_with(const std::string& registration_token,
-                                      const wire::register_request& req, call_kind kind) {
+                                      const wire::register_request& req, call_kind kind,
+                                      std::chrono::milliseconds timeout) {
   auto body = wire::dump(wire::to_json(req));
   auto reply = send("POST", "/v1/agents/register", registration_token, &body,
-                    request_timeout_, kind);
+                    std::min(request_timeout_, timeout), kind);
   if (reply.ok()) {
     {
       std::lock_guard<std::mutex> guard{mtx_};
@@ -384,7 +385,12 @@ http_reply mesh_client::register_with(const std::string& registration_token,
   return reply;
 }
 
-http_reply mesh_client::refresh_token(bool interruptible) {
+http_reply mesh_client::refresh_token(bool interruptible,
+                                      std::chrono::milliseconds timeout) {
+  return refresh_with(interruptible ? call_kind::poll : call_kind::plain, timeout);
+}
+
+http_reply mesh_client::refresh_with(call_kind kind, std::chrono::milliseconds timeout) {
   std::string id;
   std::string token;
   {
@@ -393,7 +399,7 @@ http_reply mesh_client::refresh_token(bool interruptible) {
     token = access_token_;
   }
   auto reply = send("POST", "/v1/agents/" + id + "/token", token, nullptr,
-                    request_timeout_, interruptible ? call_kind::poll : call_kind::plain);
+                    std::min(request_timeout_, timeout), kind);
   if (reply.ok()) {
     std::lock_guard<std::mutex> guard{mtx_};
     if (!adopt_locked(reply.body)) return malformed(std::move(reply));
@@ -401,7 +407,8 @@ http_reply mesh_client::refresh_token(bool interruptible) {
   return reply;
 }
 
-void mesh_client::renew(uint64_t seen_generation) {
+void mesh_client::renew(uint64_t seen_generation, call_kind kind,
+                        std::chrono::milliseconds timeout) {
   std::lock_guard<std::mutex> renewing{renew_mtx_};
   std::string reg_token;
   wire::register_request req;
@@ -411,11 +418,12 @@ void mesh_client::renew(uint64_t seen_generation) {
     reg_token = registration_token_;
     req = registration_;
   }
-  auto reply = refresh_token();
+  auto reply = refresh_with(kind, timeout);
   if (reply.ok() || reply.status != 401 || reg_token.empty()) return;
+  if (kind == call_kind::farewell) return;
   // The session is gone (e.g. the mesh declared us offline and a newer
   // session superseded ours): register again under the same name.
-  auto registered = register_with(reg_token, req);
+  auto registered = register_with(reg_token, req, kind, timeout);
   if (!registered.ok() && !registered.transient()) {
     std::lock_guard<std::mutex> guard{mtx_};
     registration_refused_ = std::move(registered);
@@ -449,7 +457,7 @@ http_reply mesh_client::authed(const std::string& method, const std::string& pat
   }
   auto reply = send(method, path, token, body, read_timeout, kind, file);
   if (reply.status != 401) return reply;
-  renew(generation);
+  renew(generation, kind, read_timeout);
   {
     std::lock_guard<std::mutex> guard{mtx_};
     token = access_token_;

@@ -140,8 +140,11 @@ public:
                             const wire::register_request& req);
   /// Renews the access token before it expires. `interruptible`: ended by
   /// `interrupt_poll` too, like the poll (the poll loop's renewal, which a
-  /// stop need not wait for; the drain renews the token itself).
-  http_reply refresh_token(bool interruptible = false);
+  /// stop need not wait for; the drain renews the token itself). Waits at
+  /// most `timeout` (and `request_timeout`) for the answer.
+  http_reply
+  refresh_token(bool interruptible = false,
+                std::chrono::milliseconds timeout = std::chrono::milliseconds::max());
   /// The refusal (not a failure to reach the mesh) of the last registration
   /// the client sent by itself to replace an ended session, if any: e.g. a
   /// revoked registration token. The agent cannot go on.
@@ -226,12 +229,17 @@ private:
   /// REQUIRES: `mtx_` not held.
   void announce();
   /// Refreshes, or registers again; `seen_generation` avoids a second
-  /// renewal when another thread already did it.
-  void renew(uint64_t seen_generation);
+  /// renewal when another thread already did it. The renewal's calls are of
+  /// the refused call's `kind` (a stop ends a poll's renewal like the poll)
+  /// and wait at most its `timeout`; a deregistration's renewal only
+  /// refreshes (registering anew just to leave would start a session).
+  void renew(uint64_t seen_generation, call_kind kind, std::chrono::milliseconds timeout);
+  /// Sends a token refresh and adopts the answer.
+  http_reply refresh_with(call_kind kind, std::chrono::milliseconds timeout);
   /// Registers and adopts the answer. REQUIRES: `renew_mtx_` held.
   http_reply register_with(const std::string& registration_token,
-                           const wire::register_request& req,
-                           call_kind kind = call_kind::plain);
+                           const wire::register_request& req, call_kind kind,
+                           std::chrono::milliseconds timeout);
 
   /// Why connections fail when the mesh's host name does not resolve, or
   /// "": looked up at most once a minute (a lookup the resolver answers

@@ -210,6 +210,10 @@ public:
              });
     svr_.Delete("/v1/agents/a1",
                 [this](const httplib::Request& req, httplib::Response& res) {
+                  {
+                    std::lock_guard<std::mutex> g{mtx_};
+                    if (revoke_at_deregistration_) token_ = "revoked";
+                  }
                   if (!authorized(req, res)) return;
                   stall();
                   std::lock_guard<std::mutex> g{mtx_};
@@ -321,6 +325,8 @@ public:
   int64_t session_ = 0;
   bool count_sessions_ = false;
   bool deregistered_ = false;
+  /// A deregistration ends the session (its token is refused from then on).
+  bool revoke_at_deregistration_ = false;
   int max_running_ = 0;
   int polls_ = 0;
   /// Polls that get no answer, then polls answered 503, before the next is
@@ -737,6 +743,64 @@ TEST(agent, a_stop_during_a_token_renewal_the_mesh_holds_is_prompt) {
   ASSERT_TRUE(eventually(
       [&] { return mesh.with([](fake_mesh& m) { return m.stalled_; }) == 1; }));
   EXPECT_LT(drain_time(a), 10s);
+}
+
+// This test ensures a stop is prompt while a frozen mesh holds the
+// registration that replaces a session the mesh refused a poll for (401):
+// that renewal waited out `request_timeout` before the drain began.
+TEST(agent, a_stop_during_a_renewal_after_a_refused_poll_is_prompt) {
+  fake_mesh mesh;
+  auto cfg = config(mesh);
+  cfg.request_timeout = 60s;
+  cfg.deregister_timeout = 500ms;
+  agent a{cfg, echo_plans()};
+  a.start();
+  ASSERT_TRUE(
+      eventually([&] { return mesh.with([](fake_mesh& m) { return m.polls_; }) > 0; }));
+  mesh.with([](fake_mesh& m) {
+    m.token_ = "revoked";
+    return m.stall_ = true;
+  });
+  ASSERT_TRUE(eventually(
+      [&] { return mesh.with([](fake_mesh& m) { return m.stalled_; }) == 1; }));
+  EXPECT_LT(drain_time(a), 10s);
+  EXPECT_EQ(mesh.with([](fake_mesh& m) { return m.stalled_; }), 1)
+      << "the deregistration registered again to leave";
+}
+
+// This test ensures a deregistration refused for its token (the mesh ended
+// the session meanwhile) does not register the agent again only to leave.
+TEST(agent, a_refused_deregistration_does_not_register_again) {
+  fake_mesh mesh;
+  mesh.with([](fake_mesh& m) { return m.revoke_at_deregistration_ = true; });
+  log_capture log;
+  agent a{config(mesh), echo_plans()};
+  a.start();
+  ASSERT_TRUE(eventually([&] { return a.stats().registered; }));
+  drain_time(a);
+  EXPECT_EQ(mesh.with([](fake_mesh& m) { return m.registrations_.size(); }), 1u);
+  EXPECT_EQ(log.count("deregister refused: HTTP 401"), 1);
+}
+
+// This test ensures the drain's token renewal keeps to `drain_deadline` when a
+// frozen mesh holds it: it waited out `request_timeout` (a minute here).
+TEST(agent, a_drain_keeps_to_its_deadline_when_the_mesh_holds_its_renewal) {
+  fake_mesh mesh;
+  mesh.with([](fake_mesh& m) { return m.token_life_ = 1500ms; });
+  auto blocker = std::make_shared<blocking_plan>();
+  auto cfg = config(mesh);
+  cfg.request_timeout = 60s;
+  cfg.drain_deadline = 2s;
+  cfg.shutdown_result_grace = 300ms;
+  cfg.deregister_timeout = 500ms;
+  agent a{cfg, echo_plans(blocker)};
+  a.start();
+  mesh.submit("r1", "block");
+  ASSERT_TRUE(eventually([&] { return blocker->running == 1; }));
+  mesh.with([](fake_mesh& m) { return m.stall_ = true; });
+  EXPECT_LT(drain_time(a), 10s);
+  EXPECT_GE(mesh.with([](fake_mesh& m) { return m.stalled_; }), 1)
+      << "no token renewal was held";
 }
 
 // This test ensures log chunks arrive complete and in order although every other log call
