@@ -547,10 +547,11 @@ caf::behavior run_actor(self_ptr self, context_ptr ctx, run_record run, bool fre
         if (auto err = check_transition(st.run, run_event::cancel)) return err;
         bool sent = st.run.status == run_status::running ||
                     (st.run.status == run_status::pending && st.run.delivered_at);
-        // A repeat answers the run unchanged. (Returned before the promise:
-        // once a promise exists, a returned value reaches nobody.)
-        if (sent && st.run.cancel_requested && st.run.cancel_reason == "canceled_by_user")
-          return st.run;
+        // A repeat answers the run unchanged, and so does a cancel after the
+        // run's timeout asked it to stop: it ends `error/timeout` within the
+        // grace counted from then. (Returned before the promise: once a
+        // promise exists, a returned value reaches nobody.)
+        if (sent && st.run.cancel_requested) return st.run;
         auto rp = self->make_response_promise<run_record>();
         auto answer = [=]() mutable { rp.deliver(self->state.run); };
         if (sent) {

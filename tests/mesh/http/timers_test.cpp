@@ -474,7 +474,9 @@ TEST_F(timers, silent_running_run_expires) {
 }
 
 // This test ensures a run over its timeout is cancelled through the agent
-// and ends error/timeout, whether the agent confirms or stays silent.
+// and ends error/timeout, whether the agent confirms or stays silent; a
+// user's cancel after the timeout changes nothing (it made the run
+// `canceled/canceled_by_user` and started the grace again).
 TEST_F(timers, timeout_asks_the_agent_to_cancel_then_ends_error_timeout) {
   auto a = register_agent("a", json::object(), json::array({"noop"}), 2);
   auto confirmed =
@@ -495,6 +497,12 @@ TEST_F(timers, timeout_asks_the_agent_to_cancel_then_ends_error_timeout) {
       told.insert(id.get<std::string>());
     return told.size() == 2;
   })) << "the agent's poll carries both cancel requests";
+  for (auto& id : {confirmed, silent}) {
+    auto before = get_run(id);
+    auto c = call("POST", "/v1/runs/" + id + "/cancel", admin);
+    ASSERT_EQ(c.status, 200) << c.raw;
+    EXPECT_EQ(c.body, before);
+  }
   EXPECT_EQ(a.progress(confirmed).body["cancel_requested"], true);
   ASSERT_EQ(a.finish(confirmed, "canceled", 143).status, 200);
   EXPECT_EQ(status_of(confirmed), "error");
