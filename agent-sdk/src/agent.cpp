@@ -987,8 +987,9 @@ struct agent::impl {
              "' skipped: not a regular file (symlinks are never uploaded)");
         continue;
       }
-      if (auto err = wire::validate_artifact_name(rel, "name")) {
-        warn("run " + id + ": artifact skipped: " + message_of(err));
+      // The name as it is: the log escapes what is not printable.
+      if (auto why = wire::artifact_name_problem(rel); !why.empty()) {
+        warn("run " + id + ": artifact '" + rel + "' skipped: its name " + why);
         continue;
       }
       files.push_back(rel);

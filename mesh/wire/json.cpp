@@ -451,27 +451,29 @@ caf::error validate_plan_name(const std::string& plan, const std::string& field)
   return {};
 }
 
-caf::error validate_artifact_name(const std::string& name, const std::string& field) {
-  auto bad = [&](const std::string& why) {
-    // Quoted as printable ASCII, cut at 64 bytes: a name from the URL may
-    // hold anything, a U+202E that turns the text around included.
-    auto shown = printable_prefix(name, 64) + (name.size() > 64 ? "..." : "");
-    return make_error(errc::invalid_argument, "artifact name '" + shown + "' " + why,
-                      field);
-  };
-  if (name.empty() || name.size() > 200) return bad("must be 1 to 200 characters");
+std::string artifact_name_problem(const std::string& name) {
+  if (name.empty() || name.size() > 200) return "must be 1 to 200 characters";
   size_t start = 0;
   for (;;) {
     auto end = name.find('/', start);
     auto segment = name.substr(start, end == std::string::npos ? end : end - start);
-    if (segment.empty()) return bad("has an empty path segment");
-    if (segment.front() == '.') return bad("has a segment starting with '.'");
+    if (segment.empty()) return "has an empty path segment";
+    if (segment.front() == '.') return "has a segment starting with '.'";
     for (char c : segment)
-      if (!name_char(c))
-        return bad("may contain only letters, digits, '-', '_', '.' and '/'");
+      if (!name_char(c)) return "may contain only letters, digits, '-', '_', '.' and '/'";
     if (end == std::string::npos) return {};
     start = end + 1;
   }
+}
+
+caf::error validate_artifact_name(const std::string& name, const std::string& field) {
+  auto why = artifact_name_problem(name);
+  if (why.empty()) return {};
+  // Quoted as printable ASCII, cut at 64 bytes: a name from the URL may
+  // hold anything, a U+202E that turns the text around included.
+  auto shown = printable_prefix(name, 64) + (name.size() > 64 ? "..." : "");
+  return make_error(errc::invalid_argument, "artifact name '" + shown + "' " + why,
+                    field);
 }
 
 caf::error validate_agent_name(const std::string& name, const std::string& field) {

@@ -180,6 +180,9 @@ inline constexpr size_t max_report_items = 1000;
 /// [A-Za-z0-9._-] and not starting with '.' (no hidden files, no `..`).
 [[nodiscard]] caf::error validate_artifact_name(const std::string& name,
                                                 const std::string& field);
+/// Why `name` breaks the artifact name rule ("must be 1 to 200 characters"),
+/// or "": for a caller that shows the name itself, escaped.
+[[nodiscard]] std::string artifact_name_problem(const std::string& name);
 /// The agent name rule: like a label value, 1..63 chars.
 [[nodiscard]] caf::error validate_agent_name(const std::string& name,
                                              const std::string& field);

@@ -537,6 +537,12 @@ plan_set echo_plans(std::shared_ptr<blocking_plan> blocker = nullptr) {
     std::ofstream{ctx.artifacts_dir / "out.txt"} << "made";
     return plan_result::success("made it");
   });
+  // Leaves files whose names the mesh refuses, and one it takes.
+  p["odd_artifact_names"] = std::make_shared<function_plan>([](run_context& ctx) {
+    for (const char* name : {"new\nline", "bad\xffname", "q?mark", "ok.txt"})
+      std::ofstream{ctx.artifacts_dir / name} << "x";
+    return plan_result::success();
+  });
   p["block"] = blocker
                    ? std::static_pointer_cast<plan>(blocker)
                    : std::static_pointer_cast<plan>(std::make_shared<blocking_plan>());
@@ -988,6 +994,23 @@ TEST(agent, a_plan_that_returned_in_time_keeps_its_outcome) {
     EXPECT_EQ(m.artifacts_["r1"]["out.txt"], "made");
     return 0;
   });
+}
+
+// This test ensures an artifact skipped for its name is logged with the name
+// as it is, escaped where not printable: every such byte was shown as `?`,
+// so `new\nline` and a real `q?mark` looked alike.
+TEST(agent, an_artifact_skipped_for_its_name_is_named_exactly) {
+  fake_mesh mesh;
+  log_capture log;
+  agent a{config(mesh), echo_plans()};
+  a.start();
+  mesh.submit("r1", "odd_artifact_names");
+  ASSERT_TRUE(finished(mesh, "r1"));
+  const std::string why = "' skipped: its name may contain only letters, digits";
+  for (const char* shown : {"new\\nline", "bad\\xffname", "q?mark"})
+    EXPECT_EQ(log.count(std::string{"warn run r1: artifact '"} + shown + why), 1)
+        << shown;
+  EXPECT_EQ(mesh.with([](fake_mesh& m) { return m.artifacts_["r1"].size(); }), 1u);
 }
 
 // This test ensures a bad config or a null plan is refused when the agent
