@@ -18,6 +18,13 @@ exec_settings read_exec_settings(sdk::settings_reader& in) {
   return s;
 }
 
+std::string takes_no_params(const nlohmann::json& params, const std::string& plan,
+                            const std::string& instead) {
+  if (!params.is_object() || params.empty()) return {};
+  return "params." + params.begin().key() + ": unknown key (the " + plan +
+         " plan takes no params" + (instead.empty() ? "" : "; " + instead) + ")";
+}
+
 std::string got_instead(const std::string& param, const nlohmann::json& v) {
   if (v.is_string()) {
     auto text = v.get<std::string>();

@@ -58,6 +58,13 @@ run_environment(const exec_settings& s, const sdk::run_context& ctx);
                                              const std::string& path,
                                              const std::string& dir = {});
 
+/// Why a plan that takes no params cannot take `params`, naming the first
+/// key ("params.x: unknown key (the shell plan takes no params; ...)"),
+/// or "": a param meant for another plan would be dropped unseen.
+[[nodiscard]] std::string takes_no_params(const nlohmann::json& params,
+                                          const std::string& plan,
+                                          const std::string& instead);
+
 /// What a param of the wrong type holds, for an error after "expected ...":
 /// `, got a string 'false' (meshctl: --param init:=false)` for a string,
 /// which is what `--param k=v` sends, else `, got a list` and the like.

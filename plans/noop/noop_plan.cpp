@@ -1,5 +1,6 @@
 #include "plans/noop/noop_plan.hpp"
 
+#include "plans/common/plan_env.hpp"
 #include "polymesh/sdk/settings.hpp"
 
 namespace polymesh::plans {
@@ -7,8 +8,11 @@ namespace polymesh::plans {
 std::shared_ptr<sdk::plan> make_noop_plan(const nlohmann::json& settings,
                                           const std::string& key) {
   sdk::settings_reader{settings, key}.finish();
-  return std::make_shared<sdk::function_plan>(
-      [](sdk::run_context&) { return sdk::plan_result::success(); });
+  return std::make_shared<sdk::function_plan>([](sdk::run_context& ctx) {
+    if (auto why = takes_no_params(ctx.params, "noop", ""); !why.empty())
+      return sdk::plan_result::failure(why);
+    return sdk::plan_result::success();
+  });
 }
 
 } // namespace polymesh::plans

@@ -24,3 +24,16 @@ TEST(noop_plan, refuses_unknown_settings) {
     EXPECT_EQ(e.key(), "plans.noop.speed");
   }
 }
+
+// This test ensures noop refuses params, naming the key: it took any, so a
+// run submitted to the wrong plan succeeded without a sign.
+TEST(noop_plan, refuses_params) {
+  auto plan = plans::make_noop_plan(nullptr, "plans.noop");
+  sdk::testkit::scratch_run run;
+  run.ctx.params = {{"seconds", 5}};
+  auto r = plan->run(run.ctx);
+  EXPECT_FALSE(r.ok);
+  EXPECT_EQ(r.error, "params.seconds: unknown key (the noop plan takes no params)");
+  run.ctx.params = nlohmann::json::object();
+  EXPECT_TRUE(plan->run(run.ctx).ok);
+}

@@ -29,8 +29,7 @@ bool is_meta(char c) {
   case '~':
   case '#':
   case '\n':
-  case '\r':
-  case '\0': return true;
+  case '\r': return true;
   default: return false;
   }
 }
@@ -38,7 +37,6 @@ bool is_meta(char c) {
 std::string shown(char c) {
   if (c == '\n') return "a newline";
   if (c == '\r') return "a carriage return";
-  if (c == '\0') return "a NUL byte";
   return std::string{"'"} + c + "'";
 }
 
@@ -51,6 +49,12 @@ command_line refuse(std::string why) {
 } // namespace
 
 command_line parse_command_line(std::string_view text) {
+  // First, whatever quotes it: no quoting passes a NUL to a program (its
+  // arguments end at one), so a hint to quote it would lead in a circle.
+  if (auto nul = text.find('\0'); nul != std::string_view::npos)
+    return refuse(
+        "a NUL byte at position " + std::to_string(nul) +
+        " is not allowed: a program's arguments cannot hold one, quoted or not");
   command_line out;
   std::string word;
   bool in_word = false;
@@ -70,10 +74,7 @@ command_line parse_command_line(std::string_view text) {
       auto close = text.find('\'', i + 1);
       if (close == std::string_view::npos)
         return refuse("unterminated single quote at position " + std::to_string(i));
-      auto inner = text.substr(i + 1, close - i - 1);
-      if (inner.find('\0') != std::string_view::npos)
-        return refuse("a NUL byte is not allowed in a command");
-      word.append(inner);
+      word.append(text.substr(i + 1, close - i - 1));
       in_word = true;
       i = close + 1;
       continue;
@@ -91,7 +92,7 @@ command_line parse_command_line(std::string_view text) {
           word += text[++j];
           continue;
         }
-        if (d == '$' || d == '`' || d == '\0')
+        if (d == '$' || d == '`')
           return refuse("shell expansion " + shown(d) + " at position " +
                         std::to_string(j) +
                         " is not allowed: the command runs without a shell; use single "
@@ -105,7 +106,7 @@ command_line parse_command_line(std::string_view text) {
       if (i + 1 >= text.size())
         return refuse("trailing backslash at position " + std::to_string(i));
       char next = text[i + 1];
-      if (next == '\n' || next == '\0')
+      if (next == '\n')
         return refuse("escaped " + shown(next) + " at position " + std::to_string(i + 1) +
                       " is not allowed");
       word += next;

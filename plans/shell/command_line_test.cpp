@@ -38,5 +38,18 @@ TEST(command_line, malformed_is_refused) {
   EXPECT_NE(parse_command_line("echo \\").error.find("trailing backslash"),
             std::string::npos);
   EXPECT_NE(parse_command_line("   ").error.find("empty"), std::string::npos);
-  EXPECT_FALSE(parse_command_line(std::string_view{"echo a\0b", 8}).error.empty());
+}
+
+// This test ensures a NUL byte is refused as such wherever it is: quoted, it
+// was refused with a hint to quote it differently (in "..." to use '...',
+// unquoted to quote it), which led in a circle.
+TEST(command_line, a_nul_byte_is_refused_quoted_or_not) {
+  using namespace std::string_view_literals;
+  for (auto text : {"echo a\0b"sv, "echo \"a\0b\""sv, "echo 'a\0b'"sv, "echo \\\0"sv})
+    EXPECT_NE(
+        parse_command_line(text).error.find(
+            "a NUL byte at position " + std::to_string(text.find('\0')) +
+            " is not allowed: a program's arguments cannot hold one, quoted or not"),
+        std::string::npos)
+        << parse_command_line(text).error;
 }

@@ -1,5 +1,6 @@
 #include "plans/shell/shell_plan.hpp"
 
+#include "plans/common/plan_env.hpp"
 #include "plans/shell/command_line.hpp"
 #include "polymesh/sdk/output_tail.hpp"
 
@@ -22,6 +23,12 @@ public:
       : s_(std::move(s)) {}
 
   sdk::plan_result run(sdk::run_context& ctx) override {
+    if (auto why =
+            takes_no_params(ctx.params, "shell", "the payload is the command line");
+        !why.empty()) {
+      ctx.log->error_line("refused: " + why);
+      return sdk::plan_result::failure(why);
+    }
     auto cmd = resolve_shell_command(s_, ctx.payload);
     if (!cmd.error.empty()) {
       ctx.log->error_line("refused: " + cmd.error);

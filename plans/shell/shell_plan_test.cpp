@@ -42,6 +42,19 @@ void write_script(const std::filesystem::path& file, const std::string& text) {
 
 } // namespace
 
+// This test ensures the shell plan refuses params, naming the key, before
+// it runs anything: it took any, and dropped them unseen.
+TEST(shell_plan, params_are_refused) {
+  sdk::testkit::scratch_run run;
+  run.ctx.params = {{"cmd", "hostname"}};
+  auto r = run_payload("true", run);
+  EXPECT_FALSE(r.ok);
+  EXPECT_EQ(r.error, "params.cmd: unknown key (the shell plan takes no params; the "
+                     "payload is the command line)");
+  run.ctx.params = json::object();
+  EXPECT_TRUE(run_payload("true", run).ok);
+}
+
 // This test ensures an allowed program runs as argv and its output is the result.
 TEST(shell_plan, allowed_program_runs) {
   sdk::testkit::scratch_run run;

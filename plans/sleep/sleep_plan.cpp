@@ -5,6 +5,20 @@
 
 namespace polymesh::plans {
 
+namespace {
+
+/// `ms` in seconds, without trailing zeros: "1", "0.5", "1.25".
+std::string seconds_text(std::chrono::milliseconds ms) {
+  auto out = std::to_string(ms.count() / 1000);
+  if (auto rest = ms.count() % 1000; rest != 0) {
+    auto frac = std::to_string(1000 + rest).substr(1);
+    out += "." + frac.substr(0, frac.find_last_not_of('0') + 1);
+  }
+  return out;
+}
+
+} // namespace
+
 std::shared_ptr<sdk::plan> make_sleep_plan(const nlohmann::json& settings,
                                            const std::string& key) {
   using namespace std::chrono_literals;
@@ -30,8 +44,7 @@ std::shared_ptr<sdk::plan> make_sleep_plan(const nlohmann::json& settings,
     }
     // Compared before the conversion: 1e16 seconds overflowed it.
     if (seconds * 1000 > static_cast<double>(max.count()))
-      return sdk::plan_result::failure("params.seconds: at most " +
-                                       std::to_string(max.count() / 1000) +
+      return sdk::plan_result::failure("params.seconds: at most " + seconds_text(max) +
                                        " seconds are allowed (plans.sleep.max)");
     auto wanted = std::chrono::milliseconds{static_cast<int64_t>(seconds * 1000)};
     ctx.log->line("sleeping " + std::to_string(wanted.count()) + " ms");

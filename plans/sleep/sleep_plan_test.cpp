@@ -74,3 +74,20 @@ TEST(sleep_plan, max_is_enforced) {
     EXPECT_NE(big.error.find("plans.sleep.max"), std::string::npos) << big.error;
   }
 }
+
+// This test ensures the refusal states a max below or between whole seconds
+// as it is: `500ms` was "at most 0 seconds", `1500ms` "at most 1 seconds".
+TEST(sleep_plan, a_max_in_milliseconds_is_stated_as_it_is) {
+  for (auto [max, shown] : {std::pair{"500ms", "0.5"},
+                            {"1500ms", "1.5"},
+                            {"1250ms", "1.25"},
+                            {"2s", "2"},
+                            {"1001ms", "1.001"}}) {
+    auto plan = plans::make_sleep_plan(nlohmann::json{{"max", max}}, "plans.sleep");
+    sdk::testkit::scratch_run run;
+    run.ctx.params = {{"seconds", 3}};
+    auto r = plan->run(run.ctx);
+    EXPECT_EQ(r.error, std::string{"params.seconds: at most "} + shown +
+                           " seconds are allowed (plans.sleep.max)");
+  }
+}

@@ -240,6 +240,12 @@ terraform_steps plan_terraform_steps(const terraform_settings& s,
                   ")");
   }
   t.workspace = ws;
+  // What only a plan or an apply uses would be dropped unseen by an init.
+  if (action == "init" && params.contains("vars"))
+    return refuse("params.vars: an init takes no vars (they are for plan and apply)");
+  if (action == "init" && params.contains("init"))
+    return refuse("params.init: an init always runs terraform init (the param says "
+                  "whether plan and apply run it first)");
   std::vector<std::string> vars;
   if (params.contains("vars")) {
     auto& v = params["vars"];

@@ -266,6 +266,15 @@ TEST_F(terraform_plan_test, refuses_bad_params) {
   EXPECT_EQ(plan->run(run_.ctx).error,
             "params.init: expected true or false, got a string 'false' (meshctl: --param "
             "init:=false)");
+  // An init took vars and `init: false` and dropped them unseen.
+  run_.ctx.params = {
+      {"action", "init"}, {"workspace", ws_.string()}, {"vars", {{"a", 1}}}};
+  EXPECT_EQ(plan->run(run_.ctx).error,
+            "params.vars: an init takes no vars (they are for plan and apply)");
+  run_.ctx.params = {{"action", "init"}, {"workspace", ws_.string()}, {"init", false}};
+  EXPECT_EQ(plan->run(run_.ctx).error,
+            "params.init: an init always runs terraform init (the param says whether "
+            "plan and apply run it first)");
   EXPECT_TRUE(calls().empty());
 }
 
