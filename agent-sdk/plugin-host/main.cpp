@@ -225,6 +225,7 @@ int main(int argc, char** argv) {
   // read the other.
   ::fcntl(host_frames_fd, F_SETFD, FD_CLOEXEC);
   ::fcntl(host_cancel_fd, F_SETFD, FD_CLOEXEC);
+  send_frame(frame_started, {});
   std::string plan = argc > 2 ? argv[2] : "?";
   // As the agent: its environment (the agent's), memory and pipes stay out
   // of other runs' reach through /proc (no effect when run as root).

@@ -49,6 +49,8 @@ struct frame_reader {
   bool malformed = false;
   /// The errno of a failed `execve` of the host, or 0.
   int exec_errno = 0;
+  /// The host said it runs (`frame_started`).
+  bool started = false;
 
   /// Applies every complete frame in `buf` to the run.
   void drain(run_context& ctx) {
@@ -84,6 +86,10 @@ struct frame_reader {
       result.error = std::move(got->error);
       return;
     }
+    case frame_started:
+      if (!body.empty()) break;
+      started = true;
+      return;
     case frame_exec_failed:
       if (body.size() != sizeof exec_errno) break;
       std::memcpy(&exec_errno, body.data(), sizeof exec_errno);
@@ -359,6 +365,12 @@ plan_result run_isolated(const isolated_plan& which, run_context& ctx) {
   // result of its own gets "returned no result" there): an exit 0 without
   // one is the plan's own `exit(0)`.
   if (how.success() && frames_in.has_result) return frames_in.result;
+  // Its `execve` worked, but the host ended before its first word: the
+  // dynamic loader's message (in the run's log) says why.
+  if (!frames_in.started)
+    return failure("could not start: " + which.host + " ended (" + how.describe() +
+                   ") before it ran; its own message is in the run's log (a plugin's "
+                   "`limits` too tight for it to load its libraries, say)");
   auto text = how.signal != 0
                   ? "crashed: " + how.describe()
                   : "ended its process (" + how.describe() + ") before returning";

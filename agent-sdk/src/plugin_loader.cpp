@@ -162,13 +162,16 @@ int host_add_plan(void* host, const polymesh_plan_v1* p) {
                   path = reg->host_path,
                   limits = reg->limits](const nlohmann::json& settings,
                                         const std::string& key) -> std::shared_ptr<plan> {
-    char error[1024] = {};
+    // Room for a refusal, or for the warnings (a line each; those beyond
+    // it come as a count, plugin.hpp's `warning_lines`).
+    std::vector<char> buffer(16 * 1024, '\0');
+    char* error = buffer.data();
     auto text = settings.is_null() ? std::string{"{}"} : settings.dump();
-    void* instance = table.create(table.plan_data, text.c_str(), error, sizeof error);
+    void* instance = table.create(table.plan_data, text.c_str(), error, buffer.size());
     if (!instance) {
       // A plugin built on plugin.hpp already prefixes its message with the
       // dotted key ("plans.hello.greting: unknown key"); keep that key.
-      std::string text = error[0] ? std::string{error, strnlen(error, sizeof error)}
+      std::string text = error[0] ? std::string{error, strnlen(error, buffer.size())}
                                   : "the plugin refused the settings";
       if (text.rfind(key, 0) == 0 && text.size() > key.size() &&
           (text[key.size()] == '.' || text[key.size()] == ':')) {
@@ -180,7 +183,7 @@ int host_add_plan(void* host, const polymesh_plan_v1* p) {
     }
     // Warnings the plugin left (plugin_abi.h), to this thread's collector;
     // no further than the buffer, should a plugin have filled it unended.
-    for (std::string_view rest{error, strnlen(error, sizeof error)}; !rest.empty();) {
+    for (std::string_view rest{error, strnlen(error, buffer.size())}; !rest.empty();) {
       auto end = std::min(rest.find('\n'), rest.size());
       if (end > 0) config_warning("", std::string{rest.substr(0, end)});
       rest.remove_prefix(std::min(end + 1, rest.size()));

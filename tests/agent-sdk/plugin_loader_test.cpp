@@ -147,7 +147,21 @@ TEST(plugin_loader, a_plugins_config_warnings_reach_the_agent) {
   EXPECT_TRUE(warnings.empty()) << warnings.front();
 }
 
-// This test ensures a plugin's warnings fit the ABI's 1 KiB buffer without
+// This test ensures a plugin's warnings beyond 1 KiB reach the agent: the
+// agent gave `create` 1 KiB for them, and 21 warnings came as 11 and a line
+// counting the rest, which `--check` counted as one more warning.
+TEST(plugin_loader, a_plugins_warnings_beyond_one_kib_reach_the_agent) {
+  plan_catalog catalog;
+  ASSERT_EQ(load_plugin(POLYMESH_GOODBYE_PLUGIN, catalog), "");
+  std::vector<std::string> warnings;
+  auto plans =
+      make_plans(catalog, {{"goodbye", nlohmann::json{{"warnings", 40}}}}, &warnings);
+  ASSERT_EQ(warnings.size(), 40u);
+  EXPECT_EQ(warnings.back(),
+            "plans.goodbye.warnings: warning 40 of 40, as many as were asked for");
+}
+
+// This test ensures a plugin's warnings fit the ABI's buffer without
 // losing what fits: a line break in one becomes a space, one too long is cut,
 // and those that do not fit at all are counted.
 TEST(plugin_loader, a_plugins_warnings_are_cut_to_the_buffer_and_counted) {
@@ -640,4 +654,24 @@ TEST(plugin_isolation, what_the_plan_leaves_behind_ends_with_its_run) {
     EXPECT_EQ(::kill(pid, 0), -1) << "process " << pid << " is left";
     if (::kill(pid, 0) == 0) ::kill(pid, SIGKILL);
   }
+}
+
+// This test ensures a host that cannot even load its libraries (a plugin
+// entry's `limits` too tight) fails the run saying it could not start, and
+// points at its own message in the run's log: it read "ended its process
+// (exited with code 127) before returning", as a plan's own `exit(127)`.
+TEST(plugin_isolation, a_host_that_cannot_load_says_so) {
+  constexpr uint64_t tight = 1000000;
+  auto limited = misbehaving(plugin_isolation::process, {{RLIMIT_AS, tight, tight}});
+  testkit::scratch_run run;
+  auto r = misbehave(limited, run, "");
+  EXPECT_FALSE(r.ok);
+  EXPECT_NE(r.error.find("could not start: "), std::string::npos) << r.error;
+  EXPECT_NE(
+      r.error.find("mesh-plugin-host ended (exited with code 127) before it ran; its "
+                   "own message is in the run's log"),
+      std::string::npos)
+      << r.error;
+  EXPECT_NE(run.log.err().find("error while loading shared libraries"), std::string::npos)
+      << run.log.all();
 }
