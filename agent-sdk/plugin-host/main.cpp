@@ -225,7 +225,6 @@ int main(int argc, char** argv) {
   // read the other.
   ::fcntl(host_frames_fd, F_SETFD, FD_CLOEXEC);
   ::fcntl(host_cancel_fd, F_SETFD, FD_CLOEXEC);
-  send_frame(frame_started, {});
   std::string plan = argc > 2 ? argv[2] : "?";
   // As the agent: its environment (the agent's), memory and pipes stay out
   // of other runs' reach through /proc (no effect when run as root).
@@ -248,6 +247,8 @@ int main(int argc, char** argv) {
     fail(plan, std::string{"the run's spec is not one "} + argv[0] +
                    " reads: it is from another build than the agent (restart the agent "
                    "after an upgrade)");
+  // An agent of this build knows the frame (the spec said so).
+  send_frame(frame_started, {});
 
   void* lib = ::dlopen(spec->plugin_path.c_str(), RTLD_NOW | RTLD_LOCAL);
   if (!lib) {

@@ -279,6 +279,8 @@ plan_result run_isolated(const isolated_plan& which, run_context& ctx) {
   bool cancel_sent = false;
   bool killed = false;
   bool status_lost = false;
+  /// Output before the host's first frame: its own (the dynamic loader's).
+  bool host_wrote = false;
   steady::time_point cancel_at{};
   steady::time_point reaped_at{};
   std::vector<char> buf(64 * 1024);
@@ -293,6 +295,7 @@ plan_result run_isolated(const isolated_plan& which, run_context& ctx) {
         return;
       }
       std::string_view data{buf.data(), static_cast<size_t>(got)};
+      if (i != 0 && !frames_in.started) host_wrote = true;
       if (i == 0) {
         frames_in.buf.append(data);
         frames_in.drain(ctx);
@@ -365,12 +368,16 @@ plan_result run_isolated(const isolated_plan& which, run_context& ctx) {
   // result of its own gets "returned no result" there): an exit 0 without
   // one is the plan's own `exit(0)`.
   if (how.success() && frames_in.has_result) return frames_in.result;
-  // Its `execve` worked, but the host ended before its first word: the
-  // dynamic loader's message (in the run's log) says why.
-  if (!frames_in.started)
+  // Its `execve` worked, but the host ended before its first word (a
+  // refusal of the spec aside, which is a result): the dynamic loader's
+  // message, if any, is in the run's log.
+  if (!frames_in.started && !frames_in.has_result)
     return failure("could not start: " + which.host + " ended (" + how.describe() +
-                   ") before it ran; its own message is in the run's log (a plugin's "
-                   "`limits` too tight for it to load its libraries, say)");
+                   ") before it ran" +
+                   (host_wrote ? "; its own message is in the run's log" : "") +
+                   (which.limits.empty()
+                        ? ""
+                        : " (the plugin's `limits` may be too tight for it to load)"));
   auto text = how.signal != 0
                   ? "crashed: " + how.describe()
                   : "ended its process (" + how.describe() + ") before returning";

@@ -10,9 +10,10 @@ namespace polymesh::sdk::detail {
 
 namespace {
 
-/// Changes with the layout below: a host of another build refuses the spec
-/// instead of misreading it.
-constexpr std::string_view spec_magic{"polymesh-run-spec-2\n"};
+/// Changes with the layout below, and with the frames the host sends (3:
+/// `frame_started`): a host of another build refuses the spec instead of
+/// misreading it or sending what the agent does not know.
+constexpr std::string_view spec_magic{"polymesh-run-spec-3\n"};
 
 template <class T> void put(std::string& out, T value) {
   char bytes[sizeof value];

@@ -31,8 +31,9 @@ enum frame_type : char {
   frame_result = 'r',
   /// The `execve` of the host failed: the payload is its errno (4 bytes).
   frame_exec_failed = 'x',
-  /// The host runs (no payload): its first frame, so that a host that ended
-  /// before it (its libraries did not load) is told from a plan's `exit`.
+  /// The host runs and read the spec (no payload): its first frame but a
+  /// refusal of the spec, so that a host that ended before it (its
+  /// libraries did not load) is told from a plan's `exit`.
   frame_started = 's',
 };
 

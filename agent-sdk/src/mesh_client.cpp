@@ -455,14 +455,23 @@ http_reply mesh_client::authed(const std::string& method, const std::string& pat
     token = access_token_;
     generation = generation_;
   }
+  auto deadline = steady::now() + read_timeout;
   auto reply = send(method, path, token, body, read_timeout, kind, file);
   if (reply.status != 401) return reply;
-  renew(generation, kind, read_timeout);
+  // The renewal and the repeat keep to the call's own time (a poll's repeat
+  // gets its whole wait again: the mesh holds it that long).
+  auto left = [&] {
+    return std::max(
+        std::chrono::milliseconds{1},
+        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - steady::now()));
+  };
+  renew(generation, kind, left());
   {
     std::lock_guard<std::mutex> guard{mtx_};
     token = access_token_;
   }
-  return send(method, path, token, body, read_timeout, kind, file);
+  return send(method, path, token, body, kind == call_kind::poll ? read_timeout : left(),
+              kind, file);
 }
 
 bool mesh_client::token_due() const {

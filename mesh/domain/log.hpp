@@ -1,6 +1,7 @@
 // meshd's log: one line per event on stderr, `<RFC 3339 time> <level> <text>`.
 // Secrets never go through here in full. Control characters in a text (a
-// tab aside) are written as escapes (`\n`, `\r`, `\x1b`, `\u0085`, `\u2028`),
+// tab aside), and the bidirectional embeddings, overrides and isolates, are
+// written as escapes (`\n`, `\r`, `\x1b`, `\u0085`, `\u2028`, `\u202e`),
 // bytes that are not UTF-8 as `\xNN` and a backslash as `\\`, also to a
 // handler: names and messages from elsewhere cannot forge lines or drive a
 // terminal, and a line reads back unambiguously.

@@ -100,6 +100,11 @@ shell_settings read_shell_settings(const nlohmann::json& settings,
       if (other.short_name == x.short_name)
         throw sdk::config_error(prefix + ".short",
                                 "'" + x.short_name + "' is defined twice");
+    // Before the choice of shell: `sh -c` would run the command cut at it.
+    if (x.cmd.find('\0') != std::string::npos)
+      throw sdk::config_error(prefix + ".cmd",
+                              "holds a NUL byte: a program's arguments "
+                              "cannot hold one, with a shell or without");
     if (x.shell) {
       x.argv = {"/bin/sh", "-c", x.cmd};
     } else {

@@ -42,6 +42,26 @@ void write_script(const std::filesystem::path& file, const std::string& text) {
 
 } // namespace
 
+// This test ensures a shortcut's command holding a NUL byte is refused, with
+// a shell or without: with one it ran cut at the NUL, and without one the
+// error told to set `shell: true`.
+TEST(shell_plan, a_shortcut_with_a_nul_byte_is_refused) {
+  for (bool shell : {false, true}) {
+    json s{{"shortcuts",
+            {{{"short", "x"},
+              {"cmd", std::string{"echo a\0; rm -rf /", 16}},
+              {"shell", shell}}}}};
+    try {
+      (void)plans::make_shell_plan(s, "plans.shell");
+      ADD_FAILURE() << "expected a config_error, shell: " << shell;
+    } catch (const sdk::config_error& e) {
+      EXPECT_EQ(e.key(), "plans.shell.shortcuts[0].cmd");
+      EXPECT_NE(std::string{e.what()}.find("holds a NUL byte"), std::string::npos)
+          << e.what();
+    }
+  }
+}
+
 // This test ensures the shell plan refuses params, naming the key, before
 // it runs anything: it took any, and dropped them unseen.
 TEST(shell_plan, params_are_refused) {

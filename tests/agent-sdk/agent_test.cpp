@@ -213,6 +213,10 @@ public:
                   {
                     std::lock_guard<std::mutex> g{mtx_};
                     if (revoke_at_deregistration_) token_ = "revoked";
+                    if (std::exchange(refuse_deregistration_then_stall_, false)) {
+                      stall_ = true;
+                      return reply(res, 401, json{{"error", {{"message", "no"}}}});
+                    }
                   }
                   if (!authorized(req, res)) return;
                   stall();
@@ -327,6 +331,8 @@ public:
   bool deregistered_ = false;
   /// A deregistration ends the session (its token is refused from then on).
   bool revoke_at_deregistration_ = false;
+  /// The first deregistration is refused 401, and every call held after it.
+  bool refuse_deregistration_then_stall_ = false;
   int max_running_ = 0;
   int polls_ = 0;
   /// Polls that get no answer, then polls answered 503, before the next is
@@ -786,6 +792,24 @@ TEST(agent, a_refused_deregistration_does_not_register_again) {
   drain_time(a);
   EXPECT_EQ(mesh.with([](fake_mesh& m) { return m.registrations_.size(); }), 1u);
   EXPECT_EQ(log.count("deregister refused: HTTP 401"), 1);
+}
+
+// This test ensures a deregistration refused 401 keeps to
+// `deregister_timeout` with its renewal and its repeat, which a frozen mesh
+// holds: each had the whole time (8 s here), one after the other.
+TEST(agent, a_deregistration_keeps_to_its_time_through_a_renewal) {
+  fake_mesh mesh;
+  mesh.with([](fake_mesh& m) { return m.refuse_deregistration_then_stall_ = true; });
+  auto cfg = config(mesh);
+  cfg.request_timeout = 60s;
+  cfg.deregister_timeout = 4s;
+  agent a{cfg, echo_plans()};
+  a.start();
+  ASSERT_TRUE(eventually([&] { return a.stats().registered; }));
+  auto took = drain_time(a);
+  EXPECT_LT(took, 6s);
+  EXPECT_GE(mesh.with([](fake_mesh& m) { return m.stalled_; }), 1)
+      << "no renewal was held";
 }
 
 // This test ensures the drain's token renewal keeps to `drain_deadline` when a
@@ -1407,8 +1431,14 @@ TEST(agent, a_log_line_cannot_be_split_or_drive_the_terminal) {
                 "a\\nb \xc2\x9b"
                 "31m \xc2\x85 \xe2\x80\xa8 \xe2\x80\xa9 \x9b \xc0\xaf "
                 "\xed\xa0\x80 \xe2\x82 € 😀 \xc2\xa0.");
+  // Bidirectional overrides and isolates turn a name around on screen.
+  polymesh::log(polymesh::log_level::warn,
+                "evil\xe2\x80\xaetxt.exe \xe2\x80\xaa \xe2\x81\xa6 "
+                "\xe2\x81\xa9 \xe2\x80\xa7 \xe2\x81\xaa");
   auto lines = log.lines();
-  ASSERT_EQ(lines.size(), 2u);
+  ASSERT_EQ(lines.size(), 3u);
+  EXPECT_EQ(lines[2],
+            "warn evil\\u202etxt.exe \\u202a \\u2066 \\u2069 \xe2\x80\xa7 \xe2\x81\xaa");
   EXPECT_EQ(
       lines[0],
       "warn artifact 'evil\\n2026-12-05T00:00:00Z info forged\\r\\x1b[31mred\\x7f\tü'");

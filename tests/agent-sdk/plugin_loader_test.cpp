@@ -13,9 +13,11 @@
 #include <dlfcn.h>
 #include <fcntl.h>
 #include <filesystem>
+#include <fstream>
 #include <gtest/gtest.h>
 #include <mutex>
 #include <poll.h>
+#include <spawn.h>
 #include <sstream>
 #include <sys/resource.h>
 #include <sys/wait.h>
@@ -666,12 +668,81 @@ TEST(plugin_isolation, a_host_that_cannot_load_says_so) {
   testkit::scratch_run run;
   auto r = misbehave(limited, run, "");
   EXPECT_FALSE(r.ok);
-  EXPECT_NE(r.error.find("could not start: "), std::string::npos) << r.error;
+  ASSERT_NE(r.error.find("could not start: "), std::string::npos) << r.error;
+  // A host too large to be mapped at all (another build type) fails its
+  // `execve` instead, which says so (ENOMEM).
+  if (r.error.find("could not start: cannot run ") != std::string::npos) return;
   EXPECT_NE(
       r.error.find("mesh-plugin-host ended (exited with code 127) before it ran; its "
-                   "own message is in the run's log"),
+                   "own message is in the run's log (the plugin's `limits` may be "
+                   "too tight for it to load)"),
       std::string::npos)
       << r.error;
   EXPECT_NE(run.log.err().find("error while loading shared libraries"), std::string::npos)
       << run.log.all();
+}
+
+// This test ensures a host of another build refuses the run's spec with the
+// documented words before it sends anything else (an agent of that build
+// would not know its other frames), and that a host that ends without a
+// word is said to have ended before it ran, without pointing at a message
+// it did not write.
+TEST(plugin_isolation, a_host_of_another_build_refuses_the_run_in_words_the_agent_knows) {
+  temp_dir dir;
+  auto real = built_plugin_host();
+  auto foreign = dir.path / "foreign-spec-host";
+  // The spec arrives on stdin: one of another layout is what an agent of
+  // another build would send.
+  std::ofstream{foreign} << "#!/bin/sh\n{ printf 'polymesh-run-spec-0\\n'; cat; } | exec "
+                         << real << " \"$@\"\n";
+  auto silent = dir.path / "silent-host";
+  std::ofstream{silent} << "#!/bin/sh\nexit 3\n";
+  for (auto& f : {foreign, silent})
+    std::filesystem::permissions(f, std::filesystem::perms::owner_all);
+  {
+    // Its first frame is the refusal (a result), which every agent reads.
+    auto spec = dir.path / "spec";
+    std::ofstream{spec} << "polymesh-run-spec-0\nwhatever follows";
+    int frames[2]; // close-on-exec: the write end reaches the host as fd 3 alone
+    ASSERT_EQ(::pipe2(frames, O_CLOEXEC), 0);
+    ASSERT_NE(frames[1], 3);
+    posix_spawn_file_actions_t acts;
+    posix_spawn_file_actions_init(&acts);
+    posix_spawn_file_actions_addopen(&acts, 0, spec.c_str(), O_RDONLY, 0);
+    posix_spawn_file_actions_adddup2(&acts, frames[1], 3);
+    posix_spawn_file_actions_addopen(&acts, 4, "/dev/null", O_RDONLY, 0);
+    std::string arg0 = real, arg1 = "--isolated-run", arg2 = "test";
+    char* argv[] = {arg0.data(), arg1.data(), arg2.data(), nullptr};
+    pid_t pid = 0;
+    ASSERT_EQ(::posix_spawn(&pid, real.c_str(), &acts, nullptr, argv, environ), 0);
+    posix_spawn_file_actions_destroy(&acts);
+    ::close(frames[1]);
+    std::string got;
+    char buf[4096];
+    for (ssize_t n; (n = ::read(frames[0], buf, sizeof buf)) > 0;)
+      got.append(buf, static_cast<size_t>(n));
+    ::close(frames[0]);
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    ASSERT_FALSE(got.empty());
+    EXPECT_EQ(got.front(), 'r') << "the first frame is not the refusal";
+  }
+  {
+    plugin_host_env env{foreign.string()};
+    auto plans = misbehaving(plugin_isolation::process);
+    testkit::scratch_run run;
+    auto r = misbehave(plans, run, "");
+    EXPECT_NE(r.error.find("could not start in its host process: the run's spec is not "
+                           "one "),
+              std::string::npos)
+        << r.error;
+    EXPECT_NE(r.error.find("(restart the agent after an upgrade)"), std::string::npos)
+        << r.error;
+  }
+  plugin_host_env env{silent.string()};
+  auto plans = misbehaving(plugin_isolation::process);
+  testkit::scratch_run run;
+  EXPECT_EQ(misbehave(plans, run, "").error,
+            "plugin plan 'test' could not start: " + silent.string() +
+                " ended (exited with code 3) before it ran");
 }
