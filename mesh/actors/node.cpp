@@ -115,6 +115,17 @@ caf::error mesh_node::boot(const mesh_config& cfg, const polymesh::clock& clk) {
     if (!db_lock) return db_lock.error();
     db_lock_fd_ = *db_lock;
   }
+  // The locks above go by the paths given; a symlink or a hard link to
+  // another meshd's database passes them (and a hard link has a WAL of its
+  // own: two writers, one of them reading an old state). So the database
+  // file itself is locked too. Closed only after the store (closing a
+  // descriptor of the file drops this process's POSIX locks on it, SQLite's).
+  auto file_lock = take_lock(db, "store.path",
+                             "database '" + db +
+                                 "' is in use by another meshd (it is the same file as "
+                                 "that meshd's database, through a link)");
+  if (!file_lock) return file_lock.error();
+  db_file_lock_fd_ = *file_lock;
   store_options wopts;
   wopts.synchronous = cfg.store_synchronous;
   wopts.secure_delete = cfg.store_secure_delete;
@@ -426,7 +437,7 @@ void mesh_node::shutdown() {
 }
 
 void mesh_node::release_lock() {
-  for (int* fd : {&db_lock_fd_, &lock_fd_})
+  for (int* fd : {&db_file_lock_fd_, &db_lock_fd_, &lock_fd_})
     if (*fd >= 0) {
       ::close(*fd);
       *fd = -1;

@@ -93,6 +93,8 @@ private:
   /// `<database>.lock` while running.
   int lock_fd_ = -1;
   int db_lock_fd_ = -1;
+  /// The `flock` on the database file itself (any path to it).
+  int db_file_lock_fd_ = -1;
 };
 
 } // namespace polymesh

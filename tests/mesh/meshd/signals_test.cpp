@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 #include <future>
+#include <sstream>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -279,6 +280,29 @@ TEST(signals, one_meshd_per_database) {
   std::ofstream{dir + "/own.yaml"} << "store:\n  path: " << dir << "/c/meshd\n";
   meshd_process own{MESHD_PATH, dir + "/c", admin, {"--config", dir + "/own.yaml"}};
   EXPECT_EQ(call(own.port(), "GET", "/healthz").status, 200);
+  // A symlink or a hard link to the running meshd's database is that
+  // database: both started (the hard link with a WAL of its own, reading
+  // an old state).
+  ::mkdir((dir + "/links").c_str(), 0700);
+  ASSERT_EQ(
+      ::symlink((dir + "/shared/mesh.db").c_str(), (dir + "/links/soft.db").c_str()), 0);
+  ASSERT_EQ(::link((dir + "/shared/mesh.db").c_str(), (dir + "/links/hard.db").c_str()),
+            0);
+  for (auto name : {"soft.db", "hard.db"}) {
+    std::ofstream{dir + "/link.yaml"} << "store:\n  path: " << dir << "/links/" << name
+                                      << "\n";
+    auto log = dir + "/link.log";
+    EXPECT_THROW(meshd_process(MESHD_PATH, dir + "/d", admin,
+                               {"--config", dir + "/link.yaml"}, log),
+                 std::runtime_error)
+        << name;
+    std::stringstream out;
+    out << std::ifstream{log}.rdbuf();
+    EXPECT_NE(out.str().find("is in use by another meshd (it is the same file as that "
+                             "meshd's database, through a link)"),
+              std::string::npos)
+        << name << ": " << out.str();
+  }
   remove_tree(dir);
 }
 
