@@ -1682,9 +1682,11 @@ private:
     // refused every other framing.
     bool chunked = req_.has_header("Transfer-Encoding");
     if (!chunked && !req_.has_header("Content-Length")) return true;
-    // A multipart body (refused, unread) would go to cpp-httplib's own
-    // parser, which this reader does not take.
-    if (req_.is_multipart_form_data()) return false;
+    // A multipart body is refused unread, whatever its kind or spelling
+    // (`multipart/form-data` would go to cpp-httplib's own parser, which
+    // this reader does not take), and its connection closed.
+    if (starts_with_nocase(req_.get_header_value("Content-Type"), "multipart/"))
+      return false;
     int64_t seen = 0;
     // cpp-httplib sets a status of its own when it cannot read the body; the
     // answer's is meshd's.
