@@ -105,11 +105,13 @@ httplib::Result send(const std::string& base_url, const std::string& origin,
   else
     res = http.Delete(path, headers);
   if (!res && res.error() == httplib::Error::SSLServerVerification)
-    throw failure{exit_unreachable,
-                  "cannot reach the mesh at " + base_url + ": " +
-                      describe_transport_error(res.error()),
-                  {"give the CA that signed it with --ca-file (or MESH_CA_FILE, or "
-                   "ca_file in the config file), or add that CA to the system's"}}
+    throw failure{
+        exit_unreachable,
+        "cannot reach the mesh at " + base_url + ": " +
+            describe_transport_error(res.error()),
+        {"give the CA that signed it with --ca-file (or MESH_CA_FILE, or "
+         "ca_file in the config file), or add that CA to the system's trusted "
+         "ones (/usr/local/share/ca-certificates, then update-ca-certificates)"}}
         .lasting();
   if (!res && res.error() == httplib::Error::SSLLoadingCerts)
     throw failure{exit_usage,

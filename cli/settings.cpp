@@ -1,6 +1,7 @@
 #include "cli/settings.hpp"
 
 #include "cli/failure.hpp"
+#include "mesh/wire/ca_file.hpp"
 #include "mesh/wire/mesh_url.hpp"
 #include "mesh/wire/secret_file.hpp"
 
@@ -183,6 +184,12 @@ settings resolve_settings(const global_flags& flags) {
       !ca.empty()) {
     if (!std::ifstream{ca})
       throw failure{exit_usage, from + ": cannot read CA file " + ca};
+    // Here, not at the first https:// call: an http:// mesh took any file.
+    if (!wire::holds_a_pem_certificate(ca))
+      throw failure{exit_usage,
+                    from + ": the CA file '" + ca +
+                        "' holds no PEM certificate (it must hold that of the "
+                        "CA that signed the mesh's)"};
     s.ca_file = ca;
   }
 

@@ -20,6 +20,7 @@
 #include "mesh/domain/error.hpp"
 #include "mesh/domain/labels.hpp"
 #include "mesh/domain/log.hpp"
+#include "mesh/wire/ca_file.hpp"
 #include "mesh/wire/mesh_url.hpp"
 #include "mesh_client.hpp"
 #include "on_demand.hpp"
@@ -39,8 +40,6 @@
 #include <iterator>
 #include <map>
 #include <memory>
-#include <openssl/err.h>
-#include <openssl/pem.h>
 #include <optional>
 #include <set>
 #include <stdexcept>
@@ -176,19 +175,6 @@ bool usable_run_id(const std::string& id) {
          id.find('/') == std::string::npos && id.find('\0') == std::string::npos;
 }
 
-/// Whether `path` starts with a PEM certificate, as the TLS client needs its
-/// CA file to (else every call fails as "the CA file could not be loaded",
-/// retried for good).
-bool holds_a_certificate(const std::string& path) {
-  std::unique_ptr<BIO, decltype(&BIO_free)> in{BIO_new_file(path.c_str(), "r"),
-                                               &BIO_free};
-  X509* cert = in ? PEM_read_bio_X509(in.get(), nullptr, nullptr, nullptr) : nullptr;
-  ERR_clear_error();
-  if (!cert) return false;
-  X509_free(cert);
-  return true;
-}
-
 } // namespace
 
 std::string agent_config::validate() const {
@@ -196,7 +182,7 @@ std::string agent_config::validate() const {
   if (auto e = wire::mesh_url_problem(mesh_url); !e.empty()) return "mesh_url: " + e;
   if (!mesh_ca_file.empty() && ::access(mesh_ca_file.c_str(), R_OK) != 0)
     return "mesh_ca_file: cannot read '" + mesh_ca_file + "'";
-  if (!mesh_ca_file.empty() && !holds_a_certificate(mesh_ca_file))
+  if (!mesh_ca_file.empty() && !wire::holds_a_pem_certificate(mesh_ca_file))
     return "mesh_ca_file: '" + mesh_ca_file +
            "' holds no PEM certificate (it must hold that of the CA that signed the "
            "mesh's)";

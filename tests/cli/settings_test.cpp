@@ -238,6 +238,8 @@ TEST_F(settings_cmd, an_https_mesh_is_trusted_through_a_ca_file) {
   EXPECT_NE(untrusted.err.find("certificate is not trusted"), std::string::npos)
       << untrusted.err;
   EXPECT_NE(untrusted.err.find("--ca-file"), std::string::npos) << untrusted.err;
+  EXPECT_NE(untrusted.err.find("then update-ca-certificates)"), std::string::npos)
+      << untrusted.err;
 
   auto flag = ctl_raw(
       {"--mesh", mesh, "--token", admin, "--ca-file", tls.cert, "status", "-o", "json"});
