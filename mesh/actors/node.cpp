@@ -51,7 +51,9 @@ caf::error make_dirs(const std::string& dir, const std::string& field = "data_di
 /// when another process holds it.
 caf::expected<int> take_lock(const std::string& path, const std::string& field,
                              const std::string& in_use) {
-  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  // Read-only is enough for `flock`: a database meshd may read but not
+  // write gets the store's own words for that, not "cannot open".
+  int fd = ::open(path.c_str(), O_RDONLY | O_CREAT | O_CLOEXEC, 0600);
   if (fd < 0)
     return make_error(errc::invalid_argument,
                       "cannot open '" + path + "': " + std::strerror(errno), field);

@@ -1682,11 +1682,15 @@ private:
     // refused every other framing.
     bool chunked = req_.has_header("Transfer-Encoding");
     if (!chunked && !req_.has_header("Content-Length")) return true;
-    // A multipart body is refused unread, whatever its kind or spelling
-    // (`multipart/form-data` would go to cpp-httplib's own parser, which
-    // this reader does not take), and its connection closed.
-    if (starts_with_nocase(req_.get_header_value("Content-Type"), "multipart/"))
-      return false;
+    // A multipart body is refused, whatever its kind or spelling, and its
+    // connection closed after the answer. `multipart/form-data` would go to
+    // cpp-httplib's own parser, which this reader does not take: left
+    // unread. Any other is dropped first, so that its sender gets the answer
+    // (see above).
+    bool multipart =
+        starts_with_nocase(req_.get_header_value("Content-Type"), "multipart/");
+    if (multipart && req_.is_multipart_form_data()) return false;
+    if (multipart) out = nullptr;
     int64_t seen = 0;
     // cpp-httplib sets a status of its own when it cannot read the body; the
     // answer's is meshd's.
@@ -1705,7 +1709,7 @@ private:
       return !chunked || seen <= drop_limit_;
     });
     res_.status = status;
-    return ok;
+    return ok && !multipart;
   }
 
   const httplib::Request& req_;
