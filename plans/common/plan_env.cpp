@@ -1,5 +1,6 @@
 #include "plans/common/plan_env.hpp"
 
+#include <algorithm>
 #include <set>
 
 namespace polymesh::plans {
@@ -18,11 +19,14 @@ exec_settings read_exec_settings(sdk::settings_reader& in) {
   return s;
 }
 
-std::string takes_no_params(const nlohmann::json& params, const std::string& plan,
-                            const std::string& instead) {
-  if (!params.is_object() || params.empty()) return {};
-  return "params." + params.begin().key() + ": unknown key (the " + plan +
-         " plan takes no params" + (instead.empty() ? "" : "; " + instead) + ")";
+std::string unknown_param(const nlohmann::json& params,
+                          std::initializer_list<std::string_view> allowed,
+                          const std::string& hint) {
+  if (!params.is_object()) return {};
+  for (auto& [key, value] : params.items())
+    if (std::find(allowed.begin(), allowed.end(), key) == allowed.end())
+      return "params." + key + ": unknown key (" + hint + ")";
+  return {};
 }
 
 std::string got_instead(const std::string& param, const nlohmann::json& v) {

@@ -10,8 +10,10 @@
 #include "polymesh/sdk/process.hpp"
 #include "polymesh/sdk/settings.hpp"
 
+#include <initializer_list>
 #include <map>
 #include <string>
+#include <string_view>
 
 namespace polymesh::plans {
 
@@ -58,12 +60,12 @@ run_environment(const exec_settings& s, const sdk::run_context& ctx);
                                              const std::string& path,
                                              const std::string& dir = {});
 
-/// Why a plan that takes no params cannot take `params`, naming the first
-/// key ("params.x: unknown key (the shell plan takes no params; ...)"),
-/// or "": a param meant for another plan would be dropped unseen.
-[[nodiscard]] std::string takes_no_params(const nlohmann::json& params,
-                                          const std::string& plan,
-                                          const std::string& instead);
+/// The refusal of the first key of `params` not in `allowed`,
+/// "params.KEY: unknown key (HINT)", or "": a param meant for another plan
+/// would be dropped unseen.
+[[nodiscard]] std::string unknown_param(const nlohmann::json& params,
+                                        std::initializer_list<std::string_view> allowed,
+                                        const std::string& hint);
 
 /// What a param of the wrong type holds, for an error after "expected ...":
 /// `, got a string 'false' (meshctl: --param init:=false)` for a string,

@@ -9,7 +9,8 @@ std::shared_ptr<sdk::plan> make_noop_plan(const nlohmann::json& settings,
                                           const std::string& key) {
   sdk::settings_reader{settings, key}.finish();
   return std::make_shared<sdk::function_plan>([](sdk::run_context& ctx) {
-    if (auto why = takes_no_params(ctx.params, "noop", ""); !why.empty())
+    if (auto why = unknown_param(ctx.params, {}, "the noop plan takes no params");
+        !why.empty())
       return sdk::plan_result::failure(why);
     return sdk::plan_result::success();
   });

@@ -89,9 +89,10 @@ script_settings read_script_settings(const nlohmann::json& settings,
 
 script_call resolve_script_call(const script_settings& s, const nlohmann::json& params) {
   script_call call;
-  for (auto& [k, v] : params.items())
-    if (k != "script" && k != "args" && k != "env")
-      return refuse("params." + k + ": unknown key (expected script, args, env)");
+  if (auto why =
+          unknown_param(params, {"script", "args", "env"}, "expected script, args, env");
+      !why.empty())
+    return refuse(why);
   if (!params.contains("script") || !params["script"].is_string())
     return refuse("params.script: expected the name of a script in " + s.dir);
   auto name = params["script"].get<std::string>();

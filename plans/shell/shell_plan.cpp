@@ -23,8 +23,9 @@ public:
       : s_(std::move(s)) {}
 
   sdk::plan_result run(sdk::run_context& ctx) override {
-    if (auto why =
-            takes_no_params(ctx.params, "shell", "the payload is the command line");
+    if (auto why = unknown_param(
+            ctx.params, {},
+            "the shell plan takes no params; the payload is the command line");
         !why.empty()) {
       ctx.log->error_line("refused: " + why);
       return sdk::plan_result::failure(why);

@@ -28,10 +28,8 @@ std::shared_ptr<sdk::plan> make_sleep_plan(const nlohmann::json& settings,
   return std::make_shared<sdk::function_plan>([max](sdk::run_context& ctx) {
     double seconds = 1;
     auto& p = ctx.params;
-    for (auto& [k, v] : p.items())
-      if (k != "seconds")
-        return sdk::plan_result::failure("params." + k +
-                                         ": unknown key (expected seconds)");
+    if (auto why = unknown_param(p, {"seconds"}, "expected seconds"); !why.empty())
+      return sdk::plan_result::failure(why);
     if (p.contains("seconds")) {
       auto& v = p["seconds"];
       if (!v.is_number())

@@ -214,11 +214,11 @@ terraform_steps plan_terraform_steps(const terraform_settings& s,
                                      const std::string& artifacts_dir,
                                      const std::string& run_id) {
   terraform_steps t;
-  for (auto& [k, v] : params.items())
-    if (k != "action" && k != "workspace" && k != "vars" && k != "init" &&
-        k != "plan_run")
-      return refuse("params." + k +
-                    ": unknown key (expected action, workspace, vars, init, plan_run)");
+  if (auto why =
+          unknown_param(params, {"action", "workspace", "vars", "init", "plan_run"},
+                        "expected action, workspace, vars, init, plan_run");
+      !why.empty())
+    return refuse(why);
   if (!params.contains("action") || !params["action"].is_string())
     return refuse("params.action: expected a string: init, plan or apply");
   auto action = params["action"].get<std::string>();
