@@ -1602,6 +1602,12 @@ void set_error_content_and_close(httplib::Response& res, const caf::error& err) 
   send_and_close(res, wire::dump(wire::error_body(err)));
 }
 
+/// Whether `req`'s body is multipart, of any kind and in any spelling
+/// (refused: api.md, Conventions).
+bool multipart(const httplib::Request& req) {
+  return starts_with_nocase(req.get_header_value("Content-Type"), "multipart/");
+}
+
 /// Whether `req` came with a chunked body. cpp-httplib 0.11's decoder is
 /// lenient (a chunk size `0x22` or ` 22 `, anything after a chunk's data
 /// where CRLF belongs ends the body early), so where such a body ends is
@@ -1687,10 +1693,9 @@ private:
     // cpp-httplib's own parser, which this reader does not take: left
     // unread. Any other is dropped first, so that its sender gets the answer
     // (see above).
-    bool multipart =
-        starts_with_nocase(req_.get_header_value("Content-Type"), "multipart/");
-    if (multipart && req_.is_multipart_form_data()) return false;
-    if (multipart) out = nullptr;
+    bool refused = multipart(req_);
+    if (refused && req_.is_multipart_form_data()) return false;
+    if (refused) out = nullptr;
     int64_t seen = 0;
     // cpp-httplib sets a status of its own when it cannot read the body; the
     // answer's is meshd's.
@@ -1709,7 +1714,7 @@ private:
       return !chunked || seen <= drop_limit_;
     });
     res_.status = status;
-    return ok && !multipart;
+    return ok && !refused;
   }
 
   const httplib::Request& req_;
@@ -2056,8 +2061,7 @@ http_server::http_server(mesh_node& node)
       // cpp-httplib takes a `multipart/form-data` body apart into
       // `req.files` and leaves `req.body` empty, which would pass for "no
       // body"; other kinds, and other spellings, it passes as they came.
-      if (starts_with_nocase(req.get_header_value("Content-Type"), "multipart/"))
-        return rc.fail(multipart_refused());
+      if (multipart(req)) return rc.fail(multipart_refused());
       if (reader && raw) {
         rc.read_body = [&body, limit_key](const request_body::sink& out) {
           return body.read(out, limit_key);
