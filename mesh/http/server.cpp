@@ -1783,8 +1783,6 @@ struct route_table {
 caf::error http_layer_error(const httplib::Request& req, httplib::Response& res,
                             int64_t max_body, int64_t max_artifact,
                             const route_table& routes) {
-  auto type = req.get_header_value("Content-Type");
-  auto starts = [&](const char* prefix) { return type.rfind(prefix, 0) == 0; };
   // A method the path does not take (cpp-httplib answers 404, or 400 for one
   // it does not know at all).
   auto wrong_method = [&]() -> caf::error {
@@ -1813,7 +1811,7 @@ caf::error http_layer_error(const httplib::Request& req, httplib::Response& res,
                       "Range");
   default: break;
   }
-  if (starts("multipart/")) return multipart_refused();
+  if (multipart(req)) return multipart_refused();
   if (req.method.empty() || (req.version != "HTTP/1.1" && req.version != "HTTP/1.0")) {
     res.status = 400;
     return make_error(errc::invalid_argument,

@@ -923,6 +923,19 @@ TEST_F(http_framing, bad_lengths_and_codings_are_refused_and_change_nothing) {
   EXPECT_EQ(bad_chunk.rfind("HTTP/1.1 400", 0), 0u) << bad_chunk.substr(0, 300);
   EXPECT_NE(bad_chunk.find("chunked body does not parse"), std::string::npos)
       << bad_chunk;
+  // A multipart body is refused as such whatever else is wrong with it, in
+  // any spelling of its type.
+  for (std::string type : {"multipart/mixed", "MULTIPART/Mixed", "multipart/form-data",
+                           "Multipart/Form-Data"}) {
+    SCOPED_TRACE(type);
+    auto r =
+        post("/v1/runs",
+             "Content-Type: " + type +
+                 "; boundary=x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n",
+             "zz\r\n" + body + "\r\n0\r\n\r\n");
+    EXPECT_EQ(r.rfind("HTTP/1.1 400", 0), 0u) << r.substr(0, 300);
+    EXPECT_NE(r.find("multipart bodies are not accepted"), std::string::npos) << r;
+  }
   EXPECT_EQ(call("GET", "/v1/runs", admin).body["runs"].size(), 3u);
 }
 
