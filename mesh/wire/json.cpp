@@ -588,7 +588,7 @@ caf::expected<token_request> parse_token_request(const json& j) {
   in.string("kind", kind, true, 32);
   in.string("name", r.name, true, 128);
   in.integer("ttl_s", r.ttl_s, false, 0, int64_t{10} * 365 * 24 * 3600);
-  in.string("scope", r.scope, false, 4096);
+  in.string("scope", r.scope, false, max_selector_bytes);
   if (auto e = in.finish()) return e;
   auto k = parse_token_kind(kind);
   if (!k || *k == token_kind::agent)
@@ -702,7 +702,7 @@ caf::expected<run_request> parse_run_request(const json& j, const limits& lim) {
   run_request r;
   object_reader in{j};
   in.string("plan", r.plan, true, 128);
-  in.string("selector", r.selector, false, 4096);
+  in.string("selector", r.selector, false, max_selector_bytes);
   in.string("agent", r.agent, false, 63);
   if (auto* p = in.raw("params")) {
     if (!p->is_object())

@@ -47,6 +47,10 @@ using json = nlohmann::json;
 /// 200 KB body overflow a thread's stack.
 constexpr int max_json_depth = 64;
 
+/// How long a selector or a token's scope may be, as sent and as stored (in
+/// canonical form, which a rerun sends back).
+constexpr size_t max_selector_bytes = 4096;
+
 /// Parses JSON text, refusing what nlohmann's parser lets through: nesting
 /// deeper than `max_json_depth` and a key repeated in one object (where the
 /// last would win silently). Errors are `invalid_argument` without a field,

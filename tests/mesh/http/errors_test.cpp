@@ -227,6 +227,39 @@ TEST_F(errors, malformed_selector_is_400_with_position) {
   EXPECT_TRUE(call("GET", "/v1/runs", admin).body["runs"].empty());
 }
 
+// This test ensures a selector or a scope is held to 4096 bytes in the
+// canonical form it is stored in (and a rerun sends back) as well as sent:
+// `k in(v)` is stored as `k in (v)`, one byte longer.
+TEST_F(errors, a_selector_longer_than_the_limit_once_canonical_is_refused) {
+  auto requirements = [](size_t bytes) {
+    std::string out;
+    for (int i = 0; out.size() + 12 <= bytes; ++i)
+      out += (out.empty() ? "" : ",") + std::string{"k"} + std::to_string(i) + " in(v)";
+    return out;
+  };
+  auto sent = requirements(4000);
+  ASSERT_LE(sent.size(), 4096u);
+  ASSERT_GT(sent.size() + sent.size() / 8, 4096u); // one byte per requirement
+  auto r = submit(json{{"plan", "noop"}, {"selector", sent}});
+  expect_error(r, 400, "invalid_argument", "selector");
+  EXPECT_NE(r.body["error"]["message"].get<std::string>().find("in canonical form"),
+            std::string::npos)
+      << r.raw;
+  auto tokens = call("GET", "/v1/tokens", admin).body["tokens"].size();
+  auto tok = call("POST", "/v1/tokens", admin,
+                  json{{"kind", "submitter"}, {"name", "s"}, {"scope", sent}});
+  expect_error(tok, 400, "invalid_argument", "scope");
+  // What fits once canonical is stored, and may be sent again as stored.
+  auto fits = requirements(3500);
+  auto ok = submit(json{{"plan", "noop"}, {"selector", fits}});
+  ASSERT_EQ(ok.status, 201) << ok.raw;
+  auto stored = ok.body["selector"].get<std::string>();
+  EXPECT_GT(stored.size(), fits.size());
+  EXPECT_EQ(submit(json{{"plan", "noop"}, {"selector", stored}}).status, 201);
+  EXPECT_EQ(call("GET", "/v1/runs", admin).body["runs"].size(), 2u);
+  EXPECT_EQ(call("GET", "/v1/tokens", admin).body["tokens"].size(), tokens);
+}
+
 // This test ensures bad query parameters (not an integer, out of range,
 // unknown name, unknown enum value) are 400 naming the parameter.
 TEST_F(errors, bad_query_parameters_are_400_naming_the_parameter) {
