@@ -401,13 +401,20 @@ caf::behavior agent_actor(self_ptr self, context_ptr ctx, agent_record agent,
         return rp;
       },
       [=](get_atom) -> agent_record { return self->state.agent; },
-      [=](offer_atom, const run_record& run, const caf::actor& actor) {
+      [=](offer_atom, const run_record& run, const caf::actor& actor, int64_t session) {
         auto& st = self->state;
         if (!connected(st.agent)) {
           // Offered while (or just before) the agent went offline or away: an
           // assignment that crossed the status change in the mailbox, or a
           // restart's re-offer. Holding it would leave it pending for good.
           self->send(actor, lost_atom::value, st.gone_why, st.agent.id);
+          return;
+        }
+        if (session != 0 && session != st.agent.session) {
+          // Placed with an earlier session's plans, labels and slots, and
+          // offered while a new registration replaced them: the new session
+          // may not take the plan, meet the selector or have the slot.
+          self->send(actor, lost_atom::value, std::string{"superseded"}, st.agent.id);
           return;
         }
         if (run.status == run_status::running) {

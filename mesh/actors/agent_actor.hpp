@@ -11,7 +11,8 @@
 //   (drain_atom, by_admin)                      -> agent_record
 //   (labels_atom, label_map)                    -> agent_record
 //   (get_atom)                                  -> agent_record
-//   (offer_atom, run_record, run actor)           a run was assigned here
+//   (offer_atom, run_record, run actor, session)  a run was assigned to that
+//                                                 session (0: any, a restart's)
 //   (withdraw_atom, run id)                       the run left this agent
 //   (recall_atom, run id)                       -> (bool, timestamp): true and
 //                                                 when if a poll carried it; else

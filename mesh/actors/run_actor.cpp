@@ -27,6 +27,9 @@ struct run_actor_state {
   run_record run;
   /// The agent actor holding the run while it is pending or running.
   caf::actor agent;
+  /// The agent's session the run was placed with (0: restored at start-up,
+  /// whatever session the agent has); its offers are for that one only.
+  int64_t session = 0;
   /// Whether the timer routine currently has a deadline for this run.
   bool armed = false;
   /// Writes of a timer's (or a lost agent's) action that failed in a row.
@@ -361,7 +364,7 @@ caf::behavior run_actor(self_ptr self, context_ptr ctx, run_record run, bool fre
     if (st.run.status == run_status::created)
       enqueue(self);
     else if (st.agent)
-      self->send(st.agent, offer_atom::value, st.run, caf::actor{self});
+      self->send(st.agent, offer_atom::value, st.run, caf::actor{self}, int64_t{0});
     else // its agent is gone for good: handled as lost
       self->send(self, lost_atom::value, std::string{"offline"}, st.run.assigned_agent);
   }
@@ -404,8 +407,8 @@ caf::behavior run_actor(self_ptr self, context_ptr ctx, run_record run, bool fre
                 });
         return rp;
       },
-      [=](assign_atom, const std::string& agent_id,
-          const caf::actor& agent) -> caf::result<bool> {
+      [=](assign_atom, const std::string& agent_id, const caf::actor& agent,
+          int64_t session) -> caf::result<bool> {
         auto& st = self->state;
         if (st.run.status != run_status::created) return false;
         auto next = st.run;
@@ -423,7 +426,8 @@ caf::behavior run_actor(self_ptr self, context_ptr ctx, run_record run, bool fre
         // `start` for it is refused, so no agent runs it unassigned.
         auto rp = self->make_response_promise<bool>();
         st.agent = agent;
-        self->send(agent, offer_atom::value, next, caf::actor{self});
+        st.session = session;
+        self->send(agent, offer_atom::value, next, caf::actor{self}, session);
         persist(
             self, std::move(next), {}, [=]() mutable { rp.deliver(true); },
             [=](caf::error err) mutable {
@@ -586,7 +590,7 @@ caf::behavior run_actor(self_ptr self, context_ptr ctx, run_record run, bool fre
                     // with nobody to carry it until its delivery lease ends.
                     if (auto& agent = self->state.agent)
                       self->send(agent, offer_atom::value, self->state.run,
-                                 caf::actor{self});
+                                 caf::actor{self}, self->state.session);
                     rp.deliver(std::move(err));
                   });
                 },
@@ -612,8 +616,11 @@ caf::behavior run_actor(self_ptr self, context_ptr ctx, run_record run, bool fre
         };
         switch (st.run.status) {
         case run_status::created:
-          // Only runs that target the lost agent by name are told.
-          if (!st.run.target_agent.empty())
+          // Only runs that target the lost agent by name are told; such a
+          // run stays queued for the agent's new session. A run the old
+          // session held comes here too when its `withdraw` crossed the new
+          // registration (the delivery lease had put it back in the queue).
+          if (!st.run.target_agent.empty() && why != "superseded")
             abort_run(self, run_status::error, "expired", retry("abort"));
           break;
         case run_status::pending:

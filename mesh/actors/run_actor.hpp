@@ -5,22 +5,25 @@
 // and only then changes memory and answers.
 //
 // Messages (callers: the run registry routes HTTP calls here):
-//   (admit_atom)                                   -> create_result   (fresh runs only)
-//   (assign_atom, agent_id, agent actor)           -> bool            (assignment
-//   routine) (deliver_atom, timestamp)                                          (agent
-//   actor: a poll carried it) (start_atom, caller, id)                       ->
-//   run_record (progress_atom, caller, id, message)           -> bool cancel_requested
-//   (logs_atom, caller, id, log_request)           -> bool
-//   (finish_atom, caller, id, finish_request)      -> run_record
-//   (cancel_atom, caller, id)                      -> run_record
-//   (lost_atom, reason, agent id)                                      (agent actor or
-//   assignment:
-//                                                                       `offline`,
-//                                                                       `superseded`,
-//                                                                       `deregistered`)
-//   (fired_atom)                                                       (expiry routine)
-//   (stop_atom)                                                        (run registry,
-//   after `done`)
+//   (admit_atom)                         -> create_result  fresh runs only
+//   (assign_atom, agent_id, agent actor, session)
+//                                        -> bool           assignment routine
+//   (deliver_atom, timestamp)                              agent actor: a poll
+//                                                          carried it
+//   (start_atom, caller, id)             -> run_record
+//   (progress_atom, caller, id, message) -> bool           cancel_requested
+//   (logs_atom, caller, id, log_request) -> bool
+//   (finish_atom, caller, id, finish_request)
+//                                        -> run_record
+//   (cancel_atom, caller, id)            -> run_record
+//   (lost_atom, reason, agent id)                          agent actor or
+//                                                          assignment: `offline`,
+//                                                          `superseded`,
+//                                                          `deregistered`,
+//                                                          `removed`
+//   (fired_atom)                                           expiry routine
+//   (stop_atom)                                            run registry, after
+//                                                          `done`
 //
 // When the run ends it tells the registry `(done_atom, id)`; the registry
 // stops routing to it and sends `stop`.

@@ -19,6 +19,9 @@ struct assignment_state {
   assigner decisions;
   std::unordered_map<std::string, caf::actor> run_actors;
   std::unordered_map<std::string, caf::actor> agent_actors;
+  /// Each agent's session as last announced: a placement is offered to that
+  /// session only (a new registration may offer other plans, labels, slots).
+  std::unordered_map<std::string, int64_t> sessions;
   /// Queued runs that name their agent: agent name -> run ids.
   std::unordered_map<std::string, std::set<std::string>> targeted;
   std::unordered_map<std::string, std::string> target_of;
@@ -63,7 +66,7 @@ size_t place(self_ptr self) {
       place(self);
     };
     self->request(run->second, caf::infinite, assign_atom::value, p.agent_id,
-                  agent->second)
+                  agent->second, st.sessions[p.agent_id])
         .then(
             [=](bool taken) {
               if (!taken) declined();
@@ -143,6 +146,7 @@ caf::behavior assignment_routine(self_ptr self, context_ptr ctx) {
         v.status = rec.status;
         st.decisions.upsert_agent(std::move(v));
         st.agent_actors[rec.id] = actor;
+        st.sessions[rec.id] = rec.session;
         st.by_name[rec.name] = {rec.id, rec.status};
         if (gone(rec.status)) {
           // Runs queued for this agent by name cannot wait for it any more.
@@ -166,6 +170,7 @@ caf::behavior assignment_routine(self_ptr self, context_ptr ctx) {
         auto& st = self->state;
         st.decisions.remove_agent(agent_id);
         st.agent_actors.erase(agent_id);
+        st.sessions.erase(agent_id);
         if (auto it = st.by_name.find(name);
             it != st.by_name.end() && it->second.first == agent_id)
           st.by_name.erase(it);

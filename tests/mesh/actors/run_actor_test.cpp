@@ -1,6 +1,9 @@
-// The run actor: a user's cancel of a pending run asks the agent actor
-// whether a poll carried the run, whose delivery may not have reached the run
-// actor yet (the HTTP tests can only race for that moment).
+// The run and agent actors alone, for the moments the HTTP tests can only
+// race for: a user's cancel of a pending run asks the agent actor whether a
+// poll carried the run, whose delivery may not have reached the run actor
+// yet; a word or an offer of an agent's earlier session crosses a new
+// registration.
+#include "mesh/actors/agent_actor.hpp"
 #include "mesh/actors/messages.hpp"
 #include "mesh/actors/run_actor.hpp"
 #include "mesh/domain/clock.hpp"
@@ -51,7 +54,7 @@ caf::behavior recalling_agent(caf::event_based_actor* self, bool carried,
   };
 }
 
-class run_actor_cancel : public testing::Test {
+class lone_actors : public testing::Test {
 protected:
   void SetUp() override {
     ctx->clock = &clock;
@@ -70,16 +73,22 @@ protected:
     return a;
   }
 
-  /// A pending run, assigned to `agent` a moment ago, not shown delivered.
-  caf::actor pending_run(caf::actor agent) {
+  /// Run `run_1` of plan `noop`, `status`, made a moment ago, once assigned.
+  run_record a_run(run_status status) {
     run_record run;
     run.id = "run_1";
     run.seq = 1;
     run.plan = "noop";
-    run.status = run_status::pending;
-    run.assigned_agent = "agt_1";
+    run.status = status;
     run.attempts = 1;
     run.created_at = clock.now();
+    return run;
+  }
+
+  /// A pending run, assigned to `agent` a moment ago, not shown delivered.
+  caf::actor pending_run(caf::actor agent) {
+    auto run = a_run(run_status::pending);
+    run.assigned_agent = "agt_1";
     run.assigned_at = clock.now();
     return keep(spawn_run_actor(parent.ptr(), ctx, run, false, std::move(agent)));
   }
@@ -109,7 +118,7 @@ protected:
 // This test ensures a cancel of a run a poll has carried, while the poll's
 // `deliver` is still on its way, is a request the agent is told of, with the
 // delivery time of that poll: the agent holds the run.
-TEST_F(run_actor_cancel, a_run_a_poll_carried_is_sent) {
+TEST_F(lone_actors, a_run_a_poll_carried_is_sent) {
   caf::scoped_actor observer{sys};
   auto carried_at = clock.now();
   clock.advance(std::chrono::milliseconds{3});
@@ -129,7 +138,7 @@ TEST_F(run_actor_cancel, a_run_a_poll_carried_is_sent) {
 
 // This test ensures a cancel of a run no poll carried ends it at once (the
 // agent actor has taken the offer back).
-TEST_F(run_actor_cancel, a_run_no_poll_carried_ends_at_once) {
+TEST_F(lone_actors, a_run_no_poll_carried_ends_at_once) {
   caf::scoped_actor observer{sys};
   auto run = pending_run(keep(sys.spawn(recalling_agent, false, timestamp{},
                                         caf::actor_cast<caf::actor>(observer))));
@@ -137,6 +146,88 @@ TEST_F(run_actor_cancel, a_run_no_poll_carried_ends_at_once) {
   EXPECT_EQ(r.status, run_status::canceled);
   EXPECT_EQ(r.reason, "canceled_by_user");
   EXPECT_FALSE(r.delivered_at);
+}
+
+/// The run as its actor has it now (after every message sent before).
+run_record current(caf::actor_system& sys, caf::scoped_actor& from, caf::actor run) {
+  run_record out;
+  from->request(run, caf::infinite, watch_atom::value, watch_request{})
+      .receive([&](run_record& r) { out = std::move(r); },
+               [&](caf::error& err) { ADD_FAILURE() << sys.render(err); });
+  return out;
+}
+
+// This test ensures a queued run that names an agent stays queued when that
+// agent's old session lets it go because a new registration superseded it
+// (a word that reaches a run the delivery lease had just put back in the
+// queue: it ended `error/expired`), and ends `error/expired` when the agent
+// deregisters.
+TEST_F(lone_actors, a_queued_run_naming_a_superseded_agent_stays_queued) {
+  auto run = a_run(run_status::created);
+  run.target_agent = "agt_1";
+  auto actor = keep(spawn_run_actor(parent.ptr(), ctx, run, false, caf::actor{}));
+  caf::scoped_actor self{sys};
+  self->send(actor, lost_atom::value, std::string{"superseded"}, std::string{"agt_1"});
+  auto after = current(sys, self, actor);
+  EXPECT_EQ(after.status, run_status::created);
+  EXPECT_EQ(after.reason, "");
+  self->send(actor, lost_atom::value, std::string{"deregistered"}, std::string{"agt_1"});
+  auto gone = current(sys, self, actor);
+  EXPECT_EQ(gone.status, run_status::error);
+  EXPECT_EQ(gone.reason, "expired");
+}
+
+// This test ensures an agent actor takes a run placed with its current
+// session (or restored at start-up), and sends one placed with an earlier
+// session back as `superseded`: offered while a new registration replaced
+// the plans, labels and slots it was placed by, it was carried to the new
+// session, which might not offer its plan, meet its selector or have a slot.
+TEST_F(lone_actors, an_offer_for_an_earlier_session_goes_back) {
+  agent_record agent;
+  agent.id = "agt_1";
+  agent.name = "a";
+  agent.session = 2;
+  agent.status = agent_status::online;
+  agent.capacity = 4;
+  agent.plans = {"noop"};
+  auto actor = keep(spawn_agent_actor(parent.ptr(), ctx, agent, true));
+  caf::scoped_actor run{sys};
+  auto offer = [&](int64_t seq, int64_t session) {
+    run_record r;
+    r.id = "run_" + std::to_string(seq);
+    r.seq = seq;
+    r.plan = "noop";
+    r.status = run_status::pending;
+    r.assigned_agent = "agt_1";
+    run->send(actor, offer_atom::value, r, caf::actor_cast<caf::actor>(run), session);
+  };
+  offer(1, 1);
+  std::string why;
+  std::string from;
+  // Bounded, so that a failure does not hang the suite.
+  run->receive(
+      [&](lost_atom, const std::string& w, const std::string& a) {
+        why = w;
+        from = a;
+      },
+      caf::after(std::chrono::seconds{30}) >> [] {});
+  EXPECT_EQ(why, "superseded");
+  EXPECT_EQ(from, "agt_1");
+  offer(2, 2);
+  offer(3, 0);
+  caller c;
+  c.kind = token_kind::agent;
+  c.agent_id = "agt_1";
+  c.agent_session = 2;
+  std::vector<std::string> carried;
+  run->request(actor, caf::infinite, poll_atom::value, c, int64_t{0})
+      .receive(
+          [&](poll_result& p) {
+            for (auto& r : p.runs)
+              carried.push_back(r.id);
+          },
+          [&](caf::error& err) { ADD_FAILURE() << sys.render(err); });
+  EXPECT_EQ(carried, (std::vector<std::string>{"run_2", "run_3"}));
 }
 
 } // namespace
