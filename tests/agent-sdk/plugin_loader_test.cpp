@@ -202,16 +202,20 @@ TEST(plugin_loader, a_plugins_warnings_are_cut_to_the_buffer_and_counted) {
 }
 
 // This test ensures a plugin whose registration throws is refused, and the
-// exception's text is in the agent's log (stderr), not swallowed.
+// exception's text is in the agent's log (stderr), not swallowed: one line
+// naming the plugin's file, with its newline and escape sequence escaped.
 TEST(plugin_loader, a_throwing_registration_is_refused_with_its_message) {
   plan_catalog catalog;
   testing::internal::CaptureStderr();
   auto err = load_plugin(POLYMESH_THROWING_PLUGIN, catalog);
   auto log = testing::internal::GetCapturedStderr();
   EXPECT_NE(err.find("registered no plans"), std::string::npos) << err;
-  EXPECT_NE(log.find("registering its plans failed: cannot find my license file"),
+  EXPECT_NE(log.find("plugin " + std::string{POLYMESH_THROWING_PLUGIN} +
+                     ": registering its plans failed: cannot find my license "
+                     "file\\n\\x1b[31mlook in \\\\etc\n"),
             std::string::npos)
       << log;
+  EXPECT_EQ(std::count(log.begin(), log.end(), '\n'), 1) << log;
   EXPECT_TRUE(catalog.names().empty());
 }
 

@@ -7,7 +7,7 @@
 namespace {
 
 void register_plans(polymesh::sdk::plugin_registrar&) {
-  throw std::runtime_error("cannot find my license file");
+  throw std::runtime_error("cannot find my license file\n\x1b[31mlook in \\etc");
 }
 
 } // namespace

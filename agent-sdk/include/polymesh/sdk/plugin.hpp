@@ -22,6 +22,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <deque>
+#include <dlfcn.h>
 
 namespace polymesh::sdk {
 
@@ -178,6 +179,35 @@ inline void destroy(void* inst) {
   delete static_cast<instance*>(inst);
 }
 
+/// Writes why registering the plans failed to stderr, the agent's log: one
+/// line naming the plugin's file (the one holding `mine`, an object of the
+/// plugin's own), its control characters (a tab aside) and backslashes
+/// escaped as the agent's log does, so a message of several lines or with
+/// terminal sequences cannot garble or forge the log.
+inline void registration_failed(const void* mine, const char* why) {
+  std::string line = "plugin ";
+  Dl_info file{};
+  if (dladdr(mine, &file) && file.dli_fname) line += file.dli_fname;
+  line += ": registering its plans failed: ";
+  for (const char* p = why; *p; ++p) {
+    auto c = static_cast<unsigned char>(*p);
+    if (c == '\\') {
+      line += "\\\\";
+    } else if (c == '\n') {
+      line += "\\n";
+    } else if (c == '\r') {
+      line += "\\r";
+    } else if ((c < 0x20 && c != '\t') || c == 0x7f) {
+      char hex[8];
+      std::snprintf(hex, sizeof hex, "\\x%02x", c);
+      line += hex;
+    } else {
+      line += static_cast<char>(c);
+    }
+  }
+  std::fprintf(stderr, "%s\n", line.c_str());
+}
+
 /// `registrar` is the plugin's own (see `POLYMESH_PLUGIN`): a static local
 /// here would be one object for every plugin in the process, since GCC
 /// makes such statics of inline functions unique symbols across libraries.
@@ -193,10 +223,10 @@ inline uint32_t init(const polymesh_host_v1* host,
     try {
       register_plans(registrar);
     } catch (const std::exception& e) {
-      std::fprintf(stderr, "plugin: registering its plans failed: %s\n", e.what());
+      registration_failed(&registrar, e.what());
       registrar.entries().clear();
     } catch (...) {
-      std::fprintf(stderr, "plugin: registering its plans failed: unknown exception\n");
+      registration_failed(&registrar, "unknown exception");
       registrar.entries().clear();
     }
   }
