@@ -707,14 +707,19 @@ struct agent::impl {
     ctx.artifacts_dir = root / "artifacts";
     ctx.cancel = &slot->cancel;
     ctx.kill_grace = cfg.kill_grace;
-    // The lower of the agent's own ceiling and the mesh's, named in the note.
+    // The lower of the agent's own ceiling and the mesh's, named in the note
+    // (the mesh's less the room its notes need: not the setting's figure).
     auto limits = client.limits();
     auto own_ceiling = cfg.log_max_run_bytes == 0 ? SIZE_MAX : cfg.log_max_run_bytes;
     auto mesh_ceiling = limits.run_log_bytes();
+    auto mesh_key = [&] {
+      return "the mesh's runs.max_log_bytes (" + std::to_string(limits.max_log_bytes) +
+             ", less " + std::to_string(limits.max_log_bytes - mesh_ceiling) +
+             " bytes kept for notes)";
+    };
     log_buffer logs{limits.log_chunk_bytes(cfg.log_chunk_bytes), cfg.log_buffer_bytes,
                     &slot->cancel, std::min(own_ceiling, mesh_ceiling),
-                    mesh_ceiling < own_ceiling ? "the mesh's runs.max_log_bytes"
-                                               : "logs.max_run_bytes"};
+                    mesh_ceiling < own_ceiling ? mesh_key() : "logs.max_run_bytes"};
     ctx.log = &logs;
     auto first_beat = steady::now() + heartbeat();
     auto shipper = std::make_shared<on_demand_task>(

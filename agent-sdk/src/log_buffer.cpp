@@ -163,7 +163,8 @@ void log_buffer::write(log_stream stream, std::string_view data) {
   }
   if (capped_now)
     note_locked("\n[polymesh: this run's log reached " + std::to_string(max_total_) +
-                " bytes (" + max_total_key_ + "); further output is dropped]\n");
+                " bytes, the limit set by " + max_total_key_ +
+                "; further output is dropped]\n");
 }
 
 bool log_buffer::has_full_chunk_locked() const {
@@ -245,8 +246,9 @@ void log_buffer::close() {
                 " bytes of output after the cancel were dropped: the log buffer "
                 "(logs.buffer_bytes) was full]\n");
   if (over_ > 0 && !closed_)
-    note_locked("[polymesh: " + std::to_string(over_) + " bytes of output past " +
-                max_total_key_ + " were dropped]\n");
+    note_locked("[polymesh: " + std::to_string(over_) +
+                " bytes of output past the limit set by " + max_total_key_ +
+                " were dropped]\n");
   closed_ = true;
   space_cv_.notify_all();
   ready_cv_.notify_all();

@@ -195,7 +195,8 @@ TEST(log_buffer, invalid_bytes_count_as_the_mesh_stores_them) {
                 "\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD"
                 "\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD");
   EXPECT_NE(text.find("log reached 30 bytes"), std::string::npos) << text;
-  EXPECT_NE(text.find("30 bytes of output past logs.max_run_bytes"), std::string::npos)
+  EXPECT_NE(text.find("30 bytes of output past the limit set by logs.max_run_bytes"),
+            std::string::npos)
       << text;
 }
 
@@ -244,10 +245,10 @@ TEST(log_buffer, output_past_the_ceiling_is_dropped_with_notes) {
   for (auto& c : b.take(100, true))
     (c.stream == log_stream::out ? out : notes) += c.data;
   EXPECT_EQ(out, "123456789");
-  EXPECT_EQ(notes,
-            "\n[polymesh: this run's log reached 10 bytes (logs.max_run_bytes); further "
-            "output is dropped]\n"
-            "[polymesh: " +
-                std::to_string(2 + 3 + 1000 * 30) +
-                " bytes of output past logs.max_run_bytes were dropped]\n");
+  EXPECT_EQ(notes, "\n[polymesh: this run's log reached 10 bytes, the limit set by "
+                   "logs.max_run_bytes; further output is dropped]\n"
+                   "[polymesh: " +
+                       std::to_string(2 + 3 + 1000 * 30) +
+                       " bytes of output past the limit set by logs.max_run_bytes were "
+                       "dropped]\n");
 }

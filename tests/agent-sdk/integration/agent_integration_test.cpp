@@ -170,11 +170,15 @@ runs: {max_result_bytes: 2048, max_payload_bytes: 1024, max_log_bytes: 204800}
   auto cut = api_->logs(flood);
   EXPECT_LE(cut.size(), 204800u);
   EXPECT_EQ(cut.find_first_not_of('x'), 204800u - 4096u) << cut.substr(200000);
-  EXPECT_NE(cut.find("(the mesh's runs.max_log_bytes); further output is dropped"),
+  EXPECT_NE(cut.find("log reached 200704 bytes, the limit set by the mesh's "
+                     "runs.max_log_bytes (204800, less 4096 bytes kept for notes); "
+                     "further output is dropped"),
             std::string::npos)
       << cut.substr(200000);
-  EXPECT_NE(cut.find("bytes of output past the mesh's runs.max_log_bytes were dropped"),
-            std::string::npos)
+  EXPECT_NE(
+      cut.find("bytes of output past the limit set by the mesh's runs.max_log_bytes "
+               "(204800, less 4096 bytes kept for notes) were dropped"),
+      std::string::npos)
       << cut.substr(200000);
   EXPECT_EQ(agents_.front()->log().find("refused"), std::string::npos)
       << agents_.front()->log();
