@@ -16,6 +16,7 @@
 #include <limits>
 #include <map>
 #include <optional>
+#include <regex>
 #include <sstream>
 #include <variant>
 #include <yaml-cpp/yaml.h>
@@ -507,6 +508,12 @@ int64_t position_in_text(const YAML::Node& node) {
   return mark.is_null() ? -1 : static_cast<int64_t>(mark.pos);
 }
 
+/// Added to what an unquoted IPv6 address gives: YAML reads its `[` as the
+/// start of a list.
+constexpr const char* ipv6_hint =
+    " (an IPv6 host in brackets must be quoted, as YAML reads [ as a list: "
+    "listen: \"[::1]:7700\")";
+
 std::string describe(const YAML::Node& node) {
   switch (node.Type()) {
   case YAML::NodeType::Null: return "an empty value";
@@ -567,7 +574,11 @@ caf::error read_key(const key_spec& spec, const YAML::Node& node, mesh_config& c
                     int64_t key_position) {
   auto position = node.IsNull() ? key_position : position_in_text(node);
   if (!node.IsScalar())
-    return key_error(spec.key, expectation(spec), describe(node), position);
+    return key_error(
+        spec.key, expectation(spec),
+        describe(node) +
+            (spec.kind == value_kind::address && node.IsSequence() ? ipv6_hint : ""),
+        position);
   const auto& text = node.Scalar();
   const auto& tag = node.Tag();
   bool plain = tag == plain_tag;
@@ -669,13 +680,33 @@ caf::error read_map(const YAML::Node& map, const std::string& section, mesh_conf
   return {};
 }
 
-caf::error yaml_error(const YAML::Exception& ex) {
+/// Line `n` (from 0) of `text`.
+std::string line_of(const std::string& text, int n) {
+  size_t start = 0;
+  for (int i = 0; i < n && start != std::string::npos; ++i) {
+    start = text.find('\n', start);
+    if (start != std::string::npos) ++start;
+  }
+  if (start == std::string::npos || start > text.size()) return {};
+  return text.substr(start, text.find('\n', start) - start);
+}
+
+/// Whether `line` gives a key an unquoted bracketed host with a port
+/// (`listen: [::1]:7700`), which YAML takes for a list and then fails on.
+bool unquoted_ipv6_address(const std::string& line) {
+  static const std::regex pattern{R"(^\s*[A-Za-z_.]+\s*:\s*\[[^\]'"]*\]:)"};
+  return std::regex_search(line, pattern);
+}
+
+caf::error yaml_error(const YAML::Exception& ex, const std::string& yaml_text) {
   if (ex.mark.is_null())
     return make_error(errc::invalid_argument, "invalid YAML: " + ex.msg);
-  return make_error(errc::invalid_argument,
-                    "invalid YAML at line " + std::to_string(ex.mark.line + 1) +
-                        ", column " + std::to_string(ex.mark.column + 1) + ": " + ex.msg,
-                    std::string{}, ex.mark.pos);
+  return make_error(
+      errc::invalid_argument,
+      "invalid YAML at line " + std::to_string(ex.mark.line + 1) + ", column " +
+          std::to_string(ex.mark.column + 1) + ": " + ex.msg +
+          (unquoted_ipv6_address(line_of(yaml_text, ex.mark.line)) ? ipv6_hint : ""),
+      std::string{}, ex.mark.pos);
 }
 
 } // namespace
@@ -706,7 +737,7 @@ caf::expected<mesh_config> parse_mesh_config(const std::string& yaml_text) {
       if (auto err = read_map(root, std::string{}, cfg, positions)) return err;
     }
   } catch (const YAML::Exception& ex) {
-    return yaml_error(ex);
+    return yaml_error(ex, yaml_text);
   }
   if (auto err = validate(cfg)) {
     // A rule between two keys is broken by the one the file sets; the

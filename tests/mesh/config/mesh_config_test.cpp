@@ -639,6 +639,20 @@ TEST(mesh_config, listen_address_forms) {
     EXPECT_EQ(message_of(err).rfind("listen: expected HOST:PORT", 0), 0u)
         << message_of(err);
   }
+  // Unquoted, YAML reads a bracketed host as a list: the error says to quote
+  // it, whether the rest of the line parses or not.
+  for (const char* unquoted :
+       {"listen: [::1]:7700\n", "http:\n  threads: 4\nlisten: [::]:0\n",
+        "listen: [::1]\n"}) {
+    SCOPED_TRACE(unquoted);
+    EXPECT_NE(message_of(parse_error(unquoted))
+                  .find("an IPv6 host in brackets must be quoted, as YAML reads [ as a "
+                        "list: listen: \"[::1]:7700\""),
+              std::string::npos)
+        << message_of(parse_error(unquoted));
+  }
+  EXPECT_EQ(message_of(parse_error("http:\n  threads: [8\n")).find("IPv6"),
+            std::string::npos);
 }
 
 // This test ensures data_dir must not be empty while store.path may be.
