@@ -36,7 +36,8 @@ int main(int argc, char** argv) {
   bool check_only = false;
   bool list_plans = false;
   auto* config_opt = app.add_option("-c,--config", config_file,
-                                    "YAML config (see config/agent.example.yaml)");
+                                    "YAML config (see " POLYMESH_EXAMPLES_DIR
+                                    "/agent.example.yaml, config/ in the source)");
   app.add_flag("--check", check_only,
                "Validate the config, load plugins and plans, then exit");
   app.add_flag("--list-plans", list_plans,

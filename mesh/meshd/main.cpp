@@ -118,7 +118,8 @@ int main(int argc, char** argv) {
   bool check_only = false;
   const std::vector<CLI::Option*> paths{
       app.add_option("--config", config_file,
-                     "YAML config file (see config/mesh.example.yaml)"),
+                     "YAML config file (see " POLYMESH_EXAMPLES_DIR
+                     "/mesh.example.yaml, config/ in the source)"),
       app.add_option("--listen", listen,
                      "HOST:PORT to listen on (port 0 picks a free port)"),
       app.add_option("--data-dir", data_dir,
@@ -132,7 +133,7 @@ int main(int argc, char** argv) {
              "16 characters, no blank at either end, no line break or control "
              "character); without it meshd creates one and writes it to "
              "DATA_DIR/admin.token on its first start. Defaults of every setting: "
-             "config/mesh.example.yaml and docs/config.md.");
+             "mesh.example.yaml (above) and docs/config.md.");
   app.set_version_flag("--version", std::string{"meshd "} + POLYMESH_VERSION);
   try {
     app.parse(argc, argv);

@@ -45,9 +45,20 @@ std::string error_text(const std::string& yaml) {
 
 } // namespace
 
-// This test ensures the documented example config parses with the documented values.
+// This test ensures the documented example config parses with the documented
+// values, as agent.md's steps use it: copied next to the registration token
+// it reads from `agent.token`.
 TEST(agent_config, example_file_parses) {
-  auto cfg = load_agent_yaml(POLYMESH_SOURCE_DIR "/config/agent.example.yaml");
+  testkit::temp_dir dir;
+  std::filesystem::copy_file(POLYMESH_SOURCE_DIR "/config/agent.example.yaml",
+                             dir.path() / "agent.yaml");
+  std::ofstream{dir.path() / "agent.token"} << "pm_reg.secret\n";
+  std::filesystem::permissions(dir.path() / "agent.token",
+                               std::filesystem::perms::owner_read |
+                                   std::filesystem::perms::owner_write);
+  auto cfg = load_agent_yaml((dir.path() / "agent.yaml").string());
+  EXPECT_EQ(cfg.agent.registration_token, "pm_reg.secret");
+  EXPECT_TRUE(cfg.warnings.empty());
   EXPECT_EQ(cfg.agent.mesh_url, "http://127.0.0.1:7700");
   EXPECT_EQ(cfg.agent.name, "dev-1");
   EXPECT_EQ(cfg.agent.labels.at("env"), "dev");
