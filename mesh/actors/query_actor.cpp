@@ -18,10 +18,6 @@ struct query_state {
   static inline const char* name = "query";
   std::shared_ptr<store> db;
   context_ptr ctx;
-  /// Bytes of late log chunks sent to the store and not yet answered, per
-  /// run: counted with what the store holds, so that two uploads in flight
-  /// cannot both fit under `runs.max_log_bytes`.
-  std::unordered_map<std::string, int64_t> logs_in_flight;
 };
 
 using self_ptr = caf::stateful_actor<query_state>*;
@@ -78,17 +74,10 @@ caf::expected<bool> upload_check(self_ptr self, const caller& c,
   if (!existing) return existing.error();
   for (auto& a : *existing)
     if (a.name == name) return true;
-  auto max = st.ctx->config.max_artifacts;
-  if (max == 0)
-    return make_error(errc::conflict,
-                      "this mesh accepts no artifacts (runs.max_artifacts = 0)", "name");
-  if (static_cast<int64_t>(existing->size()) >= max)
-    return make_error(
-        errc::conflict,
-        "run '" + run_id + "' already holds " + std::to_string(existing->size()) +
-            " artifacts, the most allowed (runs.max_artifacts = " + std::to_string(max) +
-            ")",
-        "name");
+  // Checked again by the store when it writes (uploads at once).
+  if (auto err = check_artifact_room(st.ctx->config.max_artifacts, run_id,
+                                     static_cast<int64_t>(existing->size())))
+    return err;
   return false;
 }
 
@@ -108,11 +97,17 @@ caf::result<artifact_put> put_artifact_of(self_ptr self, const caller& c,
   }
   meta.created_at = st.ctx->now();
   write_batch batch;
-  batch.emplace_back(put_artifact{meta, std::move(data)});
+  batch.emplace_back(put_artifact{meta, std::move(data), st.ctx->config.max_artifacts});
   auto promise = self->make_response_promise<artifact_put>();
   self->request(st.ctx->store, caf::infinite, write_atom::value, std::move(batch))
       .then(
-          [promise, meta](const write_outcomes& out) mutable {
+          [promise, meta](write_outcomes& out) mutable {
+            // Other uploads at once took the last room, or retention
+            // deleted the run meanwhile.
+            if (!out.empty() && out.front().refused) {
+              promise.deliver(std::move(out.front().refused));
+              return;
+            }
             // Lost a race with a concurrent upload of the same name.
             if (!out.empty() && !out.front().written) {
               if (out.front().existing_sha256 == meta.sha256)
@@ -221,46 +216,11 @@ caf::behavior query_actor(self_ptr self, context_ptr ctx, std::shared_ptr<store>
         // Late chunks of a finished run (a retried upload) are still kept.
         auto r = find_own_run(self, c, id);
         if (!r) return r.error();
-        int64_t adds = 0;
-        for (auto& chunk : req.chunks)
-          adds += static_cast<int64_t>(chunk.data.size());
-        if (auto limit = self->state.ctx->config.max_log_bytes; limit > 0) {
-          auto held = self->state.db->log_bytes(id);
-          if (!held) return held.error();
-          *held += self->state.logs_in_flight[id];
-          if (check_log_room(limit, id, *held, req.chunks)) {
-            // A retried upload's chunks add nothing.
-            auto stored = self->state.db->stored_log_seqs(id, seqs_of(req.chunks));
-            if (!stored) return stored.error();
-            if (auto err = check_log_room(limit, id, *held, req.chunks, *stored))
-              return err;
-          }
-        }
-        write_batch batch;
         auto now = self->state.ctx->now();
-        for (auto& chunk : req.chunks) {
+        for (auto& chunk : req.chunks)
           chunk.at = now;
-          batch.emplace_back(append_log{id, std::move(chunk)});
-        }
-        auto promise = self->make_response_promise<bool>();
-        self->state.logs_in_flight[id] += adds;
-        auto landed = [self, id, adds] {
-          auto it = self->state.logs_in_flight.find(id);
-          if (it != self->state.logs_in_flight.end() && (it->second -= adds) <= 0)
-            self->state.logs_in_flight.erase(it);
-        };
-        self->request(self->state.ctx->store, caf::infinite, write_atom::value,
-                      std::move(batch))
-            .then(
-                [promise, landed](const write_outcomes&) mutable {
-                  landed();
-                  promise.deliver(true);
-                },
-                [promise, landed](caf::error& err) mutable {
-                  landed();
-                  promise.deliver(std::move(err));
-                });
-        return promise;
+        return append_late(self, self->state.ctx->store, id, std::move(req.chunks),
+                           self->state.ctx->config.max_log_bytes);
       },
       [=](finish_atom, const caller& c, const std::string& id,
           const wire::finish_request& req) -> caf::result<run_record> {

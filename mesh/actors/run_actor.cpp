@@ -296,7 +296,8 @@ caf::error check_transition(const run_record& run, run_event ev,
   return next ? caf::error{} : next.error();
 }
 
-/// Stores `req`'s chunks and answers `rp` (the room for them is checked).
+/// Stores `req`'s chunks and answers `rp` (the room for them is checked);
+/// the run has not ended, so this actor alone appends to its log.
 void store_logs(self_ptr self, wire::log_request req,
                 caf::typed_response_promise<bool> rp) {
   auto& st = self->state;
@@ -305,9 +306,7 @@ void store_logs(self_ptr self, wire::log_request req,
     sizes.push_back(static_cast<int64_t>(chunk.data.size()));
   auto now = st.ctx->now();
   auto next = st.run;
-  // Late chunks of a finished run (a retried upload) are kept, as the
-  // query actor does once this actor is gone; they change nothing else.
-  if (!is_terminal(st.run.status)) next.last_activity_at = now;
+  next.last_activity_at = now;
   write_batch logs;
   for (auto& chunk : req.chunks) {
     chunk.at = now;
@@ -349,6 +348,27 @@ void append_logs(self_ptr self, wire::log_request req,
           },
           [=](caf::error& err) mutable { rp.deliver(std::move(err)); });
 }
+
+} // namespace
+
+caf::result<bool> append_late(caf::event_based_actor* self, const caf::actor& store,
+                              const std::string& id, std::vector<log_chunk> chunks,
+                              int64_t max_bytes) {
+  auto promise = self->make_response_promise<bool>();
+  write_batch batch{append_late_logs{id, std::move(chunks), max_bytes}};
+  self->request(store, caf::infinite, write_atom::value, std::move(batch))
+      .then(
+          [promise](write_outcomes& out) mutable {
+            if (!out.empty() && out.front().refused)
+              promise.deliver(std::move(out.front().refused));
+            else
+              promise.deliver(true);
+          },
+          [promise](caf::error& err) mutable { promise.deliver(std::move(err)); });
+  return promise;
+}
+
+namespace {
 
 // -- behavior --------------------------------------------------------------------
 
@@ -492,6 +512,15 @@ caf::behavior run_actor(self_ptr self, context_ptr ctx, run_record run, bool fre
           wire::log_request& req) -> caf::result<bool> {
         auto& st = self->state;
         if (auto err = check_own(self, c)) return err;
+        if (is_terminal(st.run.status)) {
+          // Ended: requests of this run reach the query actor too now, and
+          // retention may delete it; the store checks, in its own order.
+          auto now = st.ctx->now();
+          for (auto& chunk : req.chunks)
+            chunk.at = now;
+          return append_late(self, st.ctx->store, st.run.id, std::move(req.chunks),
+                             st.ctx->config.max_log_bytes);
+        }
         auto rp = self->make_response_promise<bool>();
         if (st.log_bytes) {
           append_logs(self, std::move(req), rp);

@@ -192,4 +192,16 @@ caf::error check_log_room(int64_t limit, const std::string& run_id, int64_t held
                     "chunks");
 }
 
+caf::error check_artifact_room(int64_t max, const std::string& run_id, int64_t held) {
+  if (max == 0)
+    return make_error(errc::conflict,
+                      "this mesh accepts no artifacts (runs.max_artifacts = 0)", "name");
+  if (held < max) return {};
+  return make_error(errc::conflict,
+                    "run '" + run_id + "' already holds " + std::to_string(held) +
+                        " artifacts, the most allowed (runs.max_artifacts = " +
+                        std::to_string(max) + ")",
+                    "name");
+}
+
 } // namespace polymesh

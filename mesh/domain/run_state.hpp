@@ -79,4 +79,10 @@ inline constexpr std::string_view other_session_holds_run{
                                         const std::vector<log_chunk>& chunks,
                                         const std::vector<int64_t>& stored = {});
 
+/// Refuses another artifact to a run that holds `held` of them, the most
+/// allowed (`runs.max_artifacts`; 0 refuses every one). A `conflict` error on
+/// field `name`, or none.
+[[nodiscard]] caf::error check_artifact_room(int64_t max, const std::string& run_id,
+                                             int64_t held);
+
 } // namespace polymesh

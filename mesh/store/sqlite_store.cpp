@@ -7,6 +7,7 @@
 
 #include "mesh/domain/error.hpp"
 #include "mesh/domain/log.hpp"
+#include "mesh/domain/run_state.hpp"
 #include "mesh/store/sqlite_schema.hpp"
 #include "mesh/store/store.hpp"
 
@@ -1308,8 +1309,68 @@ private:
     return out;
   }
 
+  /// Whether run `run_id` is stored (retention may have deleted it).
+  caf::expected<bool> run_stored(const std::string& run_id) {
+    auto st = db_.prepare("SELECT 1 FROM runs WHERE id = ?1");
+    if (!st) return std::move(st.error());
+    st->bind(1, run_id);
+    auto rc = st->step();
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+      return db_.fail("cannot look up run '" + run_id + "'");
+    return rc == SQLITE_ROW;
+  }
+
+  static write_outcome refused(caf::error why) {
+    write_outcome out;
+    out.written = false;
+    out.refused = std::move(why);
+    return out;
+  }
+
+  static caf::error no_run(const std::string& run_id) {
+    return make_error(errc::not_found, "no run with id '" + run_id + "'", "id");
+  }
+
+  caf::expected<write_outcome> write_one(const append_late_logs& w) {
+    auto stored_run = run_stored(w.run_id);
+    if (!stored_run) return std::move(stored_run.error());
+    if (!*stored_run) return refused(no_run(w.run_id));
+    if (w.max_bytes > 0) {
+      auto held = log_bytes(w.run_id);
+      if (!held) return std::move(held.error());
+      auto stored = stored_log_seqs(w.run_id, seqs_of(w.chunks));
+      if (!stored) return std::move(stored.error());
+      if (auto err = check_log_room(w.max_bytes, w.run_id, *held, w.chunks, *stored))
+        return refused(std::move(err));
+    }
+    write_outcome out;
+    out.written = false;
+    for (auto& chunk : w.chunks) {
+      auto one = write_one(append_log{w.run_id, chunk});
+      if (!one) return one;
+      out.written = out.written || one->written;
+    }
+    return out;
+  }
+
   caf::expected<write_outcome> write_one(const put_artifact& w) {
     auto& a = w.artifact;
+    if (w.max_artifacts) {
+      auto stored_run = run_stored(a.run_id);
+      if (!stored_run) return std::move(stored_run.error());
+      if (!*stored_run) return refused(no_run(a.run_id));
+      auto count = db_.prepare("SELECT COUNT(*), COALESCE(SUM(name = ?2), 0)"
+                               " FROM run_artifacts WHERE run_id = ?1");
+      if (!count) return std::move(count.error());
+      count->bind(1, a.run_id);
+      count->bind(2, a.name);
+      if (count->step() != SQLITE_ROW)
+        return db_.fail("cannot count the artifacts of run '" + a.run_id + "'");
+      // A name it holds is answered below (the same bytes, or a conflict).
+      if (count->int64(1) == 0)
+        if (auto err = check_artifact_room(*w.max_artifacts, a.run_id, count->int64(0)))
+          return refused(std::move(err));
+    }
     auto st = db_.prepare("INSERT INTO run_artifacts"
                           " (run_id, name, size, sha256, data, created_at)"
                           " VALUES (?1, ?2, ?3, ?4, ?5, ?6)"

@@ -64,12 +64,28 @@ struct append_log {
   std::string run_id;
   log_chunk chunk;
 };
+/// Appends the log chunks of one upload to a run that may have ended, and
+/// so may be deleted by retention or take chunks from two actors at once:
+/// checked when written, in the writer's order. Nothing of it is written
+/// (the outcome's `refused` says why) when the run is not stored, or when
+/// its log would pass `max_bytes` (> 0; chunks whose seq it has add
+/// nothing, and are not written again).
+struct append_late_logs {
+  std::string run_id;
+  std::vector<log_chunk> chunks;
+  int64_t max_bytes = 0;
+};
 /// Stores an artifact; a name the run already holds is not overwritten and
 /// the write's outcome is `written = false` with the stored one's sha256.
 struct put_artifact {
   artifact_record artifact;
   /// Read a part at a time (from the upload's spool file).
   artifact_bytes data;
+  /// `runs.max_artifacts`, set for every upload: then checked when written,
+  /// in the writer's order, so that uploads at once and retention cannot
+  /// pass the check. Nothing is written (the outcome's `refused` says why)
+  /// when the run is not stored, or when it holds that many other artifacts.
+  std::optional<int64_t> max_artifacts;
 };
 /// Records that meshd was running at `at` (its clock): the next start learns
 /// from the last such stamp which tokens expired while meshd was down.
@@ -83,8 +99,8 @@ struct delete_forgotten_agents {
   timestamp last_seen_before{};
   int64_t max_rows = 0;
 };
-using write = std::variant<put_run, put_agent, put_token, append_log, put_artifact,
-                           stamp_alive, delete_forgotten_agents>;
+using write = std::variant<put_run, put_agent, put_token, append_log, append_late_logs,
+                           put_artifact, stamp_alive, delete_forgotten_agents>;
 
 /// The outcome of one write within a committed batch.
 struct write_outcome {
@@ -95,6 +111,9 @@ struct write_outcome {
   std::string existing_id;
   /// For a refused `put_artifact`: the sha256 of the artifact already stored.
   std::string existing_sha256;
+  /// Why an `append_late_logs` or `put_artifact` was not written, when its
+  /// check refused it (`not_found`, `payload_too_large`, `conflict`).
+  caf::error refused;
 };
 
 /// One artifact with some of its bytes, those from `offset` on

@@ -761,6 +761,27 @@ TEST_F(artifact_limits, count_limit_refuses_more_but_allows_repeats) {
   EXPECT_EQ(list(id).body["artifacts"].size(), 2u);
 }
 
+// This test ensures uploads at once keep to runs.max_artifacts: each was
+// checked against what the run held, not what the others were storing (a
+// run of max 2 took all 12).
+TEST_F(artifact_limits, uploads_at_once_keep_to_the_count_limit) {
+  auto agent = register_agent("worker", json::object());
+  auto id = running_run(agent);
+  std::vector<int> status(12);
+  std::vector<std::thread> uploads;
+  for (size_t i = 0; i < status.size(); ++i)
+    uploads.emplace_back([&, i] {
+      status[i] =
+          agent.put_artifact(id, "n" + std::to_string(i), std::string(32 * 1024, 'x'))
+              .status;
+    });
+  for (auto& t : uploads)
+    t.join();
+  EXPECT_EQ(std::count(status.begin(), status.end(), 201), 2);
+  EXPECT_EQ(std::count(status.begin(), status.end(), 409), 10);
+  EXPECT_EQ(list(id).body["artifacts"].size(), 2u);
+}
+
 class no_artifacts : public artifacts {
 protected:
   void configure(mesh_config& c) override { c.max_artifacts = 0; }

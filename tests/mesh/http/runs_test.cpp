@@ -5,6 +5,7 @@
 #include <caf/scoped_actor.hpp>
 #include <httplib.h>
 #include <set>
+#include <thread>
 
 namespace polymesh::test {
 namespace {
@@ -270,6 +271,38 @@ TEST_F(log_ceiling, a_log_past_the_ceiling_is_refused_and_stores_nothing) {
   EXPECT_EQ(agent.logs(id, 1, "5678").status, 200); // a late retry
   EXPECT_EQ(stored_log(id), "12345678ab");
   EXPECT_EQ(get_run(id)["status"], "success");
+}
+
+// This test ensures uploads at once to a finished run keep to its log's
+// ceiling, and retries at once of a chunk it holds are all answered 200
+// (each upload was checked against what was stored, not what the others
+// were storing: 10 bytes got past a 10-byte ceiling, and a retry that
+// overlapped its original was a 413 though the chunk was stored).
+TEST_F(log_ceiling, late_uploads_at_once_keep_to_the_ceiling) {
+  auto agent = register_agent("logger", json::object());
+  auto id = id_of(submit(json{{"plan", "noop"}}));
+  ASSERT_EQ(agent.take(1).size(), 1u);
+  ASSERT_EQ(agent.start(id).status, 200);
+  ASSERT_EQ(agent.finish(id, "success").status, 200);
+  std::vector<int> status(12);
+  std::vector<std::thread> uploads;
+  for (size_t i = 0; i < status.size(); ++i)
+    uploads.emplace_back([&, i] {
+      // Six retries of seq 0, and six chunks of their own.
+      auto seq = i % 2 == 0 ? int64_t{0} : static_cast<int64_t>(i);
+      status[i] = agent.logs(id, seq, "123456").status;
+    });
+  for (auto& t : uploads)
+    t.join();
+  auto log = stored_log(id);
+  EXPECT_EQ(log, "123456"); // a second chunk of 6 bytes would pass 10
+  for (size_t i = 0; i < status.size(); ++i) {
+    SCOPED_TRACE(i);
+    if (i % 2 == 0)
+      EXPECT_EQ(status[i], 200); // seq 0: stored once, the rest add nothing
+    else
+      EXPECT_EQ(status[i], 413);
+  }
 }
 
 // This test ensures the mesh tells agents its limits when they register

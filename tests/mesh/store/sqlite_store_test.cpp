@@ -1633,6 +1633,73 @@ TEST_F(sqlite_store_test, artifacts_round_trip_and_are_never_overwritten) {
   EXPECT_EQ((*db_->get_artifact("run_1", "z.bin", 0, 1 << 20))->data, bytes);
 }
 
+// This test ensures an upload checked when written (`max_artifacts` set, as
+// every upload is) is refused for a run that is not stored (retention
+// deleted it after the upload's own check: its rows were left for good) and
+// past the most artifacts a run may hold, counting those written before it
+// in the same transaction (uploads at once all passed their own checks); a
+// name the run holds is still answered as before.
+TEST_F(sqlite_store_test, a_checked_artifact_needs_its_run_and_room) {
+  apply({put_run{make_run("run_1", 1, run_status::success)}});
+  auto checked = [](put_artifact w, int64_t max) {
+    w.max_artifacts = max;
+    return w;
+  };
+  auto out = apply({checked(make_artifact("run_1", "a", "1"), 2),
+                    checked(make_artifact("run_1", "b", "2"), 2),
+                    checked(make_artifact("run_1", "c", "3"), 2),
+                    checked(make_artifact("run_1", "a", "1"), 2),
+                    checked(make_artifact("run_gone", "a", "1"), 2)});
+  ASSERT_EQ(out.size(), 5u);
+  EXPECT_TRUE(out[0].written && out[1].written);
+  EXPECT_FALSE(out[2].written);
+  EXPECT_EQ(code_of(out[2].refused), errc::conflict);
+  EXPECT_NE(message_of(out[2].refused).find("already holds 2 artifacts"),
+            std::string::npos)
+      << message_of(out[2].refused);
+  EXPECT_FALSE(out[3].written); // the same name again: not refused, answered
+  EXPECT_FALSE(out[3].refused);
+  EXPECT_EQ(out[3].existing_sha256, "sha-of-1");
+  EXPECT_FALSE(out[4].written);
+  EXPECT_EQ(code_of(out[4].refused), errc::not_found);
+  EXPECT_EQ(db_->list_artifacts("run_1")->size(), 2u);
+  EXPECT_TRUE(db_->list_artifacts("run_gone")->empty());
+  EXPECT_EQ(code_of(apply({checked(make_artifact("run_1", "d", "4"), 0)})[0].refused),
+            errc::conflict);
+}
+
+// This test ensures a late log upload (a run that may have ended) is checked
+// when written: refused whole for a run that is not stored, and when it
+// would take the log past its limit counting what the same transaction
+// wrote before it (two uploads at once both passed their own checks);
+// chunks the run has add nothing (a retry overlapping its original was
+// refused, though its chunk was stored).
+TEST_F(sqlite_store_test, a_late_log_upload_needs_its_run_and_room) {
+  apply({put_run{make_run("run_1", 1, run_status::success)}});
+  auto late = [](const std::string& run, std::vector<log_chunk> chunks) {
+    return append_late_logs{run, std::move(chunks), 10};
+  };
+  auto out = apply({late("run_1", {make_chunk(0, "123456")}),
+                    late("run_1", {make_chunk(0, "123456")}),
+                    late("run_1", {make_chunk(1, "abc"), make_chunk(2, "de")}),
+                    late("run_1", {make_chunk(3, "xy"), make_chunk(4, "zz")}),
+                    late("run_gone", {make_chunk(0, "x")})});
+  ASSERT_EQ(out.size(), 5u);
+  EXPECT_TRUE(out[0].written);
+  EXPECT_FALSE(out[1].written); // a retry: harmless
+  EXPECT_FALSE(out[1].refused);
+  EXPECT_EQ(code_of(out[2].refused), errc::payload_too_large); // 6 + 5 > 10
+  EXPECT_TRUE(out[3].written);                                 // 6 + 4
+  EXPECT_EQ(code_of(out[4].refused), errc::not_found);
+  auto logs = db_->logs("run_1", -1, 10, SIZE_MAX);
+  ASSERT_TRUE(logs);
+  std::vector<int64_t> seqs;
+  for (auto& c : logs->chunks)
+    seqs.push_back(c.seq);
+  EXPECT_EQ(seqs, (std::vector<int64_t>{0, 3, 4}));
+  EXPECT_EQ(*db_->log_bytes("run_gone"), 0);
+}
+
 // This test ensures pruning also deletes agent access tokens that expired or
 // were revoked before the cutoff (an agent renews its token every two thirds
 // of its life: a row each time, kept for good before), and no other token.
