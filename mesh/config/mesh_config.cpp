@@ -240,7 +240,8 @@ const std::vector<key_spec>& key_table() {
       duration_key("runs.cancel_grace", &mesh_config::cancel_grace, 0ms, 24h,
                    "After a cancel (a user's, or a timeout's) the agent is told to "
                    "stop; if it has not reported within this grace the run ends anyway: "
-                   "canceled/canceled_by_user, or error/timeout. 0 ends it at once."),
+                   "canceled/canceled_by_user, or error/timeout. 0 ends it at the next "
+                   "timer tick (routines.timer_resolution), answering the cancel first."),
       bytes_key("runs.max_result_bytes", &mesh_config::max_result_bytes, 0, gib,
                 "Largest result text accepted from an agent, in bytes. Must be smaller "
                 "than http.max_body_bytes."),
