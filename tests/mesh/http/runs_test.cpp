@@ -285,23 +285,24 @@ TEST_F(log_ceiling, late_uploads_at_once_keep_to_the_ceiling) {
   ASSERT_EQ(agent.start(id).status, 200);
   ASSERT_EQ(agent.finish(id, "success").status, 200);
   std::vector<int> status(12);
+  // Six uploads of seq 0 (an upload and its retries), and six of their own.
+  auto seq_of = [](size_t i) {
+    return i % 2 == 0 ? int64_t{0} : static_cast<int64_t>(i);
+  };
   std::vector<std::thread> uploads;
   for (size_t i = 0; i < status.size(); ++i)
-    uploads.emplace_back([&, i] {
-      // Six retries of seq 0, and six chunks of their own.
-      auto seq = i % 2 == 0 ? int64_t{0} : static_cast<int64_t>(i);
-      status[i] = agent.logs(id, seq, "123456").status;
-    });
+    uploads.emplace_back(
+        [&, i] { status[i] = agent.logs(id, seq_of(i), "123456").status; });
   for (auto& t : uploads)
     t.join();
-  auto log = stored_log(id);
-  EXPECT_EQ(log, "123456"); // a second chunk of 6 bytes would pass 10
+  // One chunk of 6 bytes is stored, whichever came first: a second would
+  // pass 10. Every upload of that seq is answered 200, every other one 413.
+  auto log = call("GET", "/v1/runs/" + id + "/logs", admin);
+  ASSERT_EQ(log.body["chunks"].size(), 1u) << log.raw;
+  auto stored = log.body["chunks"][0]["seq"].get<int64_t>();
   for (size_t i = 0; i < status.size(); ++i) {
     SCOPED_TRACE(i);
-    if (i % 2 == 0)
-      EXPECT_EQ(status[i], 200); // seq 0: stored once, the rest add nothing
-    else
-      EXPECT_EQ(status[i], 413);
+    EXPECT_EQ(status[i], seq_of(i) == stored ? 200 : 413);
   }
 }
 
