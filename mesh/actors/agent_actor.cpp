@@ -92,14 +92,14 @@ std::map<uint64_t, offered_run>::iterator find_offered(agent_actor_state& st,
                       [&](const auto& kv) { return kv.second.run.id == run_id; });
 }
 
-/// Tells every run this agent holds that the agent is gone (`why`).
-void lose_runs(self_ptr self, const std::string& why) {
+/// Tells every run this agent's `session` holds that it is gone (`why`).
+void lose_runs(self_ptr self, const std::string& why, int64_t session) {
   auto& st = self->state;
   st.gone_why = why;
   for (auto& [seq, o] : st.offered)
-    self->send(o.actor, lost_atom::value, why, st.agent.id);
+    self->send(o.actor, lost_atom::value, why, st.agent.id, session);
   for (auto& [id, actor] : st.running)
-    self->send(actor, lost_atom::value, why, st.agent.id);
+    self->send(actor, lost_atom::value, why, st.agent.id, session);
   st.offered.clear();
   st.running.clear();
   st.cancel_untold.clear();
@@ -249,13 +249,13 @@ caf::behavior agent_actor(self_ptr self, context_ptr ctx, agent_record agent,
         // A new session starts online, unless an admin's drain holds it.
         next.drained = st.agent.drain_kept;
         if (next.drained) next.status = agent_status::draining;
-        bool superseding = st.agent.session > 0;
+        auto superseded = st.agent.session;
         auto rp = self->make_response_promise<agent_session_info>();
         persist(
             self, std::move(next),
             [=]() mutable {
-              if (superseding) {
-                lose_runs(self, "superseded");
+              if (superseded > 0) {
+                lose_runs(self, "superseded", superseded);
                 wake(self, true);
               }
               arm_liveness(self);
@@ -318,7 +318,8 @@ caf::behavior agent_actor(self_ptr self, context_ptr ctx, agent_record agent,
             self, std::move(next),
             [=]() mutable {
               // An admin's removal is told apart from the agent's own leaving.
-              lose_runs(self, c.kind == token_kind::admin ? "removed" : "deregistered");
+              lose_runs(self, c.kind == token_kind::admin ? "removed" : "deregistered",
+                        self->state.agent.session);
               wake(self, true);
               self->send(self->state.ctx->liveness, disarm_atom::value,
                          self->state.agent.id);
@@ -407,14 +408,21 @@ caf::behavior agent_actor(self_ptr self, context_ptr ctx, agent_record agent,
           // Offered while (or just before) the agent went offline or away: an
           // assignment that crossed the status change in the mailbox, or a
           // restart's re-offer. Holding it would leave it pending for good.
-          self->send(actor, lost_atom::value, st.gone_why, st.agent.id);
+          self->send(actor, lost_atom::value, st.gone_why, st.agent.id, session);
           return;
         }
-        if (session != 0 && session != st.agent.session) {
-          // Placed with an earlier session's plans, labels and slots, and
-          // offered while a new registration replaced them: the new session
-          // may not take the plan, meet the selector or have the slot.
-          self->send(actor, lost_atom::value, std::string{"superseded"}, st.agent.id);
+        // Placed with an earlier session's plans, labels and slots, and
+        // offered while a new registration replaced them: the new session
+        // may not take the plan, meet the selector or have the slot. A run
+        // restored at start-up (session 0) pending since before this session
+        // began was placed with an earlier one too.
+        bool earlier = session != 0
+                           ? session != st.agent.session
+                           : run.status == run_status::pending && run.assigned_at &&
+                                 *run.assigned_at < st.agent.registered_at;
+        if (earlier) {
+          self->send(actor, lost_atom::value, std::string{"superseded"}, st.agent.id,
+                     session);
           return;
         }
         if (run.status == run_status::running) {
@@ -471,7 +479,7 @@ caf::behavior agent_actor(self_ptr self, context_ptr ctx, agent_record agent,
         persist(
             self, std::move(next),
             [=] {
-              lose_runs(self, "offline");
+              lose_runs(self, "offline", self->state.agent.session);
               wake(self, true);
             },
             [=](caf::error) { arm_liveness(self); });

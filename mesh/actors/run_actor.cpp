@@ -27,8 +27,10 @@ struct run_actor_state {
   run_record run;
   /// The agent actor holding the run while it is pending or running.
   caf::actor agent;
-  /// The agent's session the run was placed with (0: restored at start-up,
-  /// whatever session the agent has); its offers are for that one only.
+  /// The agent's session the run was placed with, or that started it when
+  /// restored at start-up (0: unknown, a pending run's or one started before
+  /// sessions were recorded); its offers are for that one only, and a word
+  /// of another session's is not about it.
   int64_t session = 0;
   /// Whether the timer routine currently has a deadline for this run.
   bool armed = false;
@@ -44,6 +46,7 @@ struct run_actor_state {
   struct lost_word {
     std::string why;
     std::string agent_id;
+    int64_t session = 0;
   };
   std::optional<lost_word> lost_retry;
   /// Bytes of the run's stored log chunks, for `runs.max_log_bytes`; unknown
@@ -383,10 +386,13 @@ caf::behavior run_actor(self_ptr self, context_ptr ctx, run_record run, bool fre
     rearm(self);
     if (st.run.status == run_status::created)
       enqueue(self);
-    else if (st.agent)
-      self->send(st.agent, offer_atom::value, st.run, caf::actor{self}, int64_t{0});
-    else // its agent is gone for good: handled as lost
-      self->send(self, lost_atom::value, std::string{"offline"}, st.run.assigned_agent);
+    else if (st.agent) {
+      if (st.run.status == run_status::running) st.session = st.run.held_session;
+      self->send(st.agent, offer_atom::value, st.run, caf::actor{self}, st.session);
+    } else { // its agent is gone for good: handled as lost
+      self->send(self, lost_atom::value, std::string{"offline"}, st.run.assigned_agent,
+                 int64_t{0});
+    }
   }
   return {
       [=](admit_atom) -> caf::result<create_result> {
@@ -626,20 +632,24 @@ caf::behavior run_actor(self_ptr self, context_ptr ctx, run_record run, bool fre
                 [=](caf::error&) mutable { end_now(fail_to(rp)); });
         return rp;
       },
-      [=](lost_atom, const std::string& why, const std::string& agent_id) {
+      [=](lost_atom, const std::string& why, const std::string& agent_id,
+          int64_t session) {
         auto& st = self->state;
         // A late word from an agent that no longer holds the run (its
-        // `withdraw` was still queued when it let its runs go) must not take
-        // the run from the agent that holds it now.
+        // `withdraw` was still queued when it let its runs go), or from an
+        // earlier session of the agent that holds it now (the run went back
+        // to the queue and was placed with the new one meanwhile), must not
+        // take the run from the agent that holds it now.
         if ((st.run.status == run_status::pending ||
              st.run.status == run_status::running) &&
-            st.run.assigned_agent != agent_id)
+            (st.run.assigned_agent != agent_id ||
+             (session != 0 && st.session != 0 && session != st.session)))
           return;
         st.lost_retry.reset();
         // Not stored: kept to be tried again when the retry timer fires.
-        auto retry = [self, why, agent_id](const char* what) {
-          return [self, why, agent_id, what](caf::error err) {
-            self->state.lost_retry = run_actor_state::lost_word{why, agent_id};
+        auto retry = [self, why, agent_id, session](const char* what) {
+          return [self, why, agent_id, session, what](caf::error err) {
+            self->state.lost_retry = run_actor_state::lost_word{why, agent_id, session};
             log_failure(self, what)(std::move(err));
           };
         };
@@ -679,7 +689,7 @@ caf::behavior run_actor(self_ptr self, context_ptr ctx, run_record run, bool fre
         case timer_action::none:
           rearm(self);
           if (auto word = std::exchange(st.lost_retry, std::nullopt))
-            self->send(self, lost_atom::value, word->why, word->agent_id);
+            self->send(self, lost_atom::value, word->why, word->agent_id, word->session);
           break;
         case timer_action::ttl_lapsed:
           abort_run(self, run_status::error, "no_agent_within_ttl");

@@ -16,7 +16,7 @@
 //   (finish_atom, caller, id, finish_request)
 //                                        -> run_record
 //   (cancel_atom, caller, id)            -> run_record
-//   (lost_atom, reason, agent id)                          agent actor or
+//   (lost_atom, reason, agent id, session)                 agent actor or
 //                                                          assignment: `offline`,
 //                                                          `superseded`,
 //                                                          `deregistered`,

@@ -111,8 +111,8 @@ caf::behavior assignment_routine(self_ptr self, context_ptr ctx) {
                                                             gone(named->second.second)) {
           // Its agent went away after the submit checked it, before this
           // run was queued: it cannot wait for it (as below, on the news).
-          self->send(actor, lost_atom::value, std::string{"offline"},
-                     named->second.first);
+          self->send(actor, lost_atom::value, std::string{"offline"}, named->second.first,
+                     int64_t{0});
           return;
         }
         st.run_actors[run.id] = actor;
@@ -157,7 +157,8 @@ caf::behavior assignment_routine(self_ptr self, context_ptr ctx) {
               st.decisions.dequeue(id);
               st.target_of.erase(id);
               if (auto r = st.run_actors.find(id); r != st.run_actors.end()) {
-                self->send(r->second, lost_atom::value, std::string{"offline"}, rec.id);
+                self->send(r->second, lost_atom::value, std::string{"offline"}, rec.id,
+                           int64_t{0});
                 st.run_actors.erase(r);
               }
             }

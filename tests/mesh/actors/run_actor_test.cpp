@@ -167,14 +167,41 @@ TEST_F(lone_actors, a_queued_run_naming_a_superseded_agent_stays_queued) {
   run.target_agent = "agt_1";
   auto actor = keep(spawn_run_actor(parent.ptr(), ctx, run, false, caf::actor{}));
   caf::scoped_actor self{sys};
-  self->send(actor, lost_atom::value, std::string{"superseded"}, std::string{"agt_1"});
+  self->send(actor, lost_atom::value, std::string{"superseded"}, std::string{"agt_1"},
+             int64_t{1});
   auto after = current(sys, self, actor);
   EXPECT_EQ(after.status, run_status::created);
   EXPECT_EQ(after.reason, "");
-  self->send(actor, lost_atom::value, std::string{"deregistered"}, std::string{"agt_1"});
+  self->send(actor, lost_atom::value, std::string{"deregistered"}, std::string{"agt_1"},
+             int64_t{1});
   auto gone = current(sys, self, actor);
   EXPECT_EQ(gone.status, run_status::error);
   EXPECT_EQ(gone.reason, "expired");
+}
+
+// This test ensures a run placed with an agent's session ignores a late
+// word of an earlier session of that agent (the run had gone back to the
+// queue and been placed again meanwhile: it went back once more), and
+// takes one of the session that holds it.
+TEST_F(lone_actors, a_word_of_an_earlier_session_does_not_take_a_new_placement) {
+  auto agent = keep(sys.spawn(sink));
+  auto actor = keep(spawn_run_actor(parent.ptr(), ctx, a_run(run_status::created), false,
+                                    caf::actor{}));
+  caf::scoped_actor self{sys};
+  bool taken = false;
+  self->request(actor, caf::infinite, assign_atom::value, std::string{"agt_1"}, agent,
+                int64_t{2})
+      .receive([&](bool t) { taken = t; },
+               [&](caf::error& err) { ADD_FAILURE() << sys.render(err); });
+  ASSERT_TRUE(taken);
+  self->send(actor, lost_atom::value, std::string{"superseded"}, std::string{"agt_1"},
+             int64_t{1});
+  EXPECT_EQ(current(sys, self, actor).status, run_status::pending);
+  self->send(actor, lost_atom::value, std::string{"superseded"}, std::string{"agt_1"},
+             int64_t{2});
+  auto requeued = current(sys, self, actor);
+  EXPECT_EQ(requeued.status, run_status::created);
+  EXPECT_EQ(requeued.reason, "agent_superseded");
 }
 
 // This test ensures an agent actor takes a run placed with its current
@@ -190,6 +217,7 @@ TEST_F(lone_actors, an_offer_for_an_earlier_session_goes_back) {
   agent.status = agent_status::online;
   agent.capacity = 4;
   agent.plans = {"noop"};
+  agent.registered_at = clock.now() - std::chrono::seconds{5};
   auto actor = keep(spawn_agent_actor(parent.ptr(), ctx, agent, true));
   caf::scoped_actor run{sys};
   auto offer = [&](int64_t seq, int64_t session) {
@@ -206,7 +234,7 @@ TEST_F(lone_actors, an_offer_for_an_earlier_session_goes_back) {
   std::string from;
   // Bounded, so that a failure does not hang the suite.
   run->receive(
-      [&](lost_atom, const std::string& w, const std::string& a) {
+      [&](lost_atom, const std::string& w, const std::string& a, int64_t) {
         why = w;
         from = a;
       },
@@ -215,6 +243,26 @@ TEST_F(lone_actors, an_offer_for_an_earlier_session_goes_back) {
   EXPECT_EQ(from, "agt_1");
   offer(2, 2);
   offer(3, 0);
+  // Restored at start-up (session 0): a pending run assigned before this
+  // session registered was placed with an earlier one; a running run comes
+  // with the session that started it.
+  auto restored = [&](int64_t seq, run_status status, int64_t session) {
+    run_record r;
+    r.id = "run_" + std::to_string(seq);
+    r.seq = seq;
+    r.plan = "noop";
+    r.status = status;
+    r.assigned_agent = "agt_1";
+    r.assigned_at = clock.now() - std::chrono::seconds{10};
+    run->send(actor, offer_atom::value, r, caf::actor_cast<caf::actor>(run), session);
+    std::string word;
+    run->receive(
+        [&](lost_atom, const std::string& w, const std::string&, int64_t) { word = w; },
+        caf::after(std::chrono::seconds{30}) >> [] {});
+    return word;
+  };
+  EXPECT_EQ(restored(4, run_status::pending, 0), "superseded");
+  EXPECT_EQ(restored(5, run_status::running, 1), "superseded");
   caller c;
   c.kind = token_kind::agent;
   c.agent_id = "agt_1";

@@ -190,6 +190,39 @@ TEST_F(restart, a_run_offered_to_an_offline_agent_is_requeued) {
   EXPECT_EQ(got[0]["id"], id);
 }
 
+// This test ensures runs restored at start-up stay with the session that
+// took them: when their agent registered again just before meshd stopped
+// (their words of it not yet stored), the new session, offering another
+// plan, got the pending run, and the running one stayed running though no
+// session could report on it. Now the pending run goes back to the queue
+// and the running one ends error/agent_lost, as when the agent registers
+// again while meshd runs.
+TEST_F(restart, restored_runs_do_not_go_to_a_later_session) {
+  auto a = register_agent("a", json::object(), json::array({"noop"}), 2);
+  auto running = submit(json{{"plan", "noop"}}).body["id"].get<std::string>();
+  ASSERT_EQ(a.take(1).size(), 1u);
+  ASSERT_EQ(a.start(running).status, 200);
+  auto pending = submit(json{{"plan", "noop"}}).body["id"].get<std::string>();
+  ASSERT_TRUE(becomes(pending, "pending"));
+  stop_mesh();
+  exec_sql(dir + "/mesh.db",
+           "UPDATE agents SET session = session + 1, plans = '[\"other\"]', "
+           "registered_at = (SELECT MAX(assigned_at) + 1 FROM runs) WHERE id = '" +
+               a.id +
+               "'; UPDATE tokens SET agent_session = agent_session + 1 "
+               "WHERE agent_id = '" +
+               a.id + "'");
+  start_mesh();
+  a.port = port;
+  ASSERT_TRUE(becomes(running, "error"));
+  EXPECT_EQ(get_run(running)["reason"], "agent_lost");
+  ASSERT_TRUE(becomes(pending, "created"));
+  EXPECT_EQ(get_run(pending)["reason"], "agent_superseded");
+  auto polled = a.poll(0);
+  ASSERT_EQ(polled.status, 200) << polled.raw;
+  EXPECT_TRUE(polled.body["runs"].empty()) << polled.raw;
+}
+
 // This test ensures a queued run that names an agent which is offline by the
 // time the run reaches the queue ends error/expired rather than wait for good
 // (live, a submit racing the agent's removal; here a restart that restores
