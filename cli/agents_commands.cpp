@@ -32,6 +32,9 @@ void check_satisfiable(const std::string& text, const std::string& flag) {
   if (!sel) throw usage_failure(sel.error(), text);
   if (auto why = sel->contradiction(); !why.empty())
     throw failure{exit_usage, flag + ": the selector can never match an agent: " + why};
+  // What the mesh stores, and would refuse as too long.
+  if (auto stored = wire::canonical_selector(*sel, flag); !stored)
+    throw usage_failure(stored.error());
 }
 
 json find_agent(mesh_client& mesh, const std::string& id_or_name) {

@@ -369,21 +369,6 @@ template <class T> void answer(request_context& rc, int status, caf::expected<T>
 
 // -- handlers: tokens ---------------------------------------------------------------
 
-/// `sel` as it is stored: in canonical form (sorted, `k in (v)`), which a
-/// rerun sends back, so it is held to the length a selector may be sent at
-/// (`in(`, written ` in (`, grows it).
-caf::expected<std::string> canonical(const selector& sel, const std::string& field) {
-  auto text = sel.to_string();
-  if (text.size() > wire::max_selector_bytes)
-    return make_error(errc::invalid_argument,
-                      "field '" + field + "' is " + std::to_string(text.size()) +
-                          " bytes in canonical form (sorted, each `in(` written ` in "
-                          "(`), more than " +
-                          std::to_string(wire::max_selector_bytes) + "; shorten it",
-                      field);
-  return text;
-}
-
 void create_token(request_context& rc) {
   auto body = body_object(rc);
   if (!body) return rc.fail(body.error());
@@ -396,7 +381,7 @@ void create_token(request_context& rc) {
     if (auto why = sel->contradiction(); !why.empty())
       return rc.fail(make_error(errc::invalid_argument,
                                 "the scope can never match an agent: " + why, "scope"));
-    auto text = canonical(*sel, "scope");
+    auto text = wire::canonical_selector(*sel, "scope");
     if (!text) return rc.fail(text.error());
     req->scope = std::move(*text);
   }
@@ -680,7 +665,7 @@ void undrain_agent(request_context& rc) {
 caf::error prepare_run(request_context& rc, wire::run_request& req) {
   auto sel = selector::parse(req.selector, "selector");
   if (!sel) return sel.error();
-  auto text = canonical(*sel, "selector");
+  auto text = wire::canonical_selector(*sel, "selector");
   if (!text) return text.error();
   req.selector = std::move(*text);
   // A run no agent could ever take would wait for its TTL (or for ever):

@@ -389,6 +389,19 @@ std::string without_exception_id(const json::exception& e) {
 
 } // namespace
 
+caf::expected<std::string> canonical_selector(const selector& sel,
+                                              const std::string& field) {
+  auto text = sel.to_string();
+  if (text.size() > max_selector_bytes)
+    return make_error(errc::invalid_argument,
+                      field + " is " + std::to_string(text.size()) +
+                          " bytes in the canonical form it is stored in (sorted, `k in "
+                          "(v)`), more than " +
+                          std::to_string(max_selector_bytes) + "; shorten it",
+                      field);
+  return text;
+}
+
 caf::expected<json> parse_strict(const std::string& text, const std::string& what) {
   key_tracker keys;
   auto check = [&keys, &what](int depth, json::parse_event_t event, json& parsed) {

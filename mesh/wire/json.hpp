@@ -9,6 +9,7 @@
 #pragma once
 
 #include "mesh/domain/records.hpp"
+#include "mesh/domain/selector.hpp"
 
 #include <caf/error.hpp>
 #include <caf/expected.hpp>
@@ -50,6 +51,13 @@ constexpr int max_json_depth = 64;
 /// How long a selector or a token's scope may be, as sent and as stored (in
 /// canonical form, which a rerun sends back).
 constexpr size_t max_selector_bytes = 4096;
+
+/// `sel` as it is stored: in canonical form (sorted, `k in (v)`), which a
+/// rerun sends back, so it is held to `max_selector_bytes` too (`in(` and
+/// `notin(` grow by a space). An `invalid_argument` error on `field`
+/// otherwise.
+[[nodiscard]] caf::expected<std::string> canonical_selector(const selector& sel,
+                                                            const std::string& field);
 
 /// Parses JSON text, refusing what nlohmann's parser lets through: nesting
 /// deeper than `max_json_depth` and a key repeated in one object (where the

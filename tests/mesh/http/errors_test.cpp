@@ -242,7 +242,8 @@ TEST_F(errors, a_selector_longer_than_the_limit_once_canonical_is_refused) {
   ASSERT_GT(sent.size() + sent.size() / 8, 4096u); // one byte per requirement
   auto r = submit(json{{"plan", "noop"}, {"selector", sent}});
   expect_error(r, 400, "invalid_argument", "selector");
-  EXPECT_NE(r.body["error"]["message"].get<std::string>().find("in canonical form"),
+  EXPECT_NE(r.body["error"]["message"].get<std::string>().find(
+                "bytes in the canonical form it is stored in"),
             std::string::npos)
       << r.raw;
   auto tokens = call("GET", "/v1/tokens", admin).body["tokens"].size();
