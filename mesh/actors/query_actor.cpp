@@ -220,7 +220,7 @@ caf::behavior query_actor(self_ptr self, context_ptr ctx, std::shared_ptr<store>
         for (auto& chunk : req.chunks)
           chunk.at = now;
         return append_late(self, self->state.ctx->store, id, std::move(req.chunks),
-                           self->state.ctx->config.max_log_bytes);
+                           self->state.ctx->config.max_log_bytes, false);
       },
       [=](finish_atom, const caller& c, const std::string& id,
           const wire::finish_request& req) -> caf::result<run_record> {

@@ -356,18 +356,21 @@ void append_logs(self_ptr self, wire::log_request req,
 
 caf::result<bool> append_late(caf::event_based_actor* self, const caf::actor& store,
                               const std::string& id, std::vector<log_chunk> chunks,
-                              int64_t max_bytes) {
+                              int64_t max_bytes, bool suspend) {
   auto promise = self->make_response_promise<bool>();
   write_batch batch{append_late_logs{id, std::move(chunks), max_bytes}};
-  self->request(store, caf::infinite, write_atom::value, std::move(batch))
-      .then(
-          [promise](write_outcomes& out) mutable {
-            if (!out.empty() && out.front().refused)
-              promise.deliver(std::move(out.front().refused));
-            else
-              promise.deliver(true);
-          },
-          [promise](caf::error& err) mutable { promise.deliver(std::move(err)); });
+  auto answer = [promise](write_outcomes& out) mutable {
+    if (!out.empty() && out.front().refused)
+      promise.deliver(std::move(out.front().refused));
+    else
+      promise.deliver(true);
+  };
+  auto fail = [promise](caf::error& err) mutable { promise.deliver(std::move(err)); };
+  auto sent = self->request(store, caf::infinite, write_atom::value, std::move(batch));
+  if (suspend)
+    std::move(sent).await(std::move(answer), std::move(fail));
+  else
+    std::move(sent).then(std::move(answer), std::move(fail));
   return promise;
 }
 
@@ -524,8 +527,11 @@ caf::behavior run_actor(self_ptr self, context_ptr ctx, run_record run, bool fre
           auto now = st.ctx->now();
           for (auto& chunk : req.chunks)
             chunk.at = now;
+          // Awaited: the registry's `stop` may follow in the mailbox, and an
+          // actor gone before the store answers would leave its caller
+          // without an answer (CAF 0.17 drops a pending promise silently).
           return append_late(self, st.ctx->store, st.run.id, std::move(req.chunks),
-                             st.ctx->config.max_log_bytes);
+                             st.ctx->config.max_log_bytes, true);
         }
         auto rp = self->make_response_promise<bool>();
         if (st.log_bytes) {

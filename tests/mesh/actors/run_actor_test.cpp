@@ -33,6 +33,28 @@ caf::behavior committing_store(caf::event_based_actor* self) {
       [](write_atom, const write_batch& batch) { return write_outcomes(batch.size()); }};
 }
 
+/// A store actor that commits every batch once told to (`flush`), and at
+/// once after that.
+caf::behavior held_store(caf::event_based_actor* self) {
+  self->set_default_handler(ignore);
+  struct held {
+    std::vector<std::pair<caf::response_promise, size_t>> waiting;
+    bool flushed = false;
+  };
+  auto st = std::make_shared<held>();
+  return {[=](write_atom, const write_batch& batch) -> caf::result<write_outcomes> {
+            if (st->flushed) return write_outcomes(batch.size());
+            st->waiting.emplace_back(self->make_response_promise(), batch.size());
+            return caf::delegated<write_outcomes>{};
+          },
+          [=](flush_atom) {
+            st->flushed = true;
+            for (auto& [rp, n] : st->waiting)
+              rp.deliver(write_outcomes(n));
+            st->waiting.clear();
+          }};
+}
+
 /// Stands for the routines and registries the run actor tells things to.
 caf::behavior sink(caf::event_based_actor* self) {
   self->set_default_handler(ignore);
@@ -202,6 +224,35 @@ TEST_F(lone_actors, a_word_of_an_earlier_session_does_not_take_a_new_placement) 
   auto requeued = current(sys, self, actor);
   EXPECT_EQ(requeued.status, run_status::created);
   EXPECT_EQ(requeued.reason, "agent_superseded");
+}
+
+// This test ensures a late log upload to a run that ended is answered when
+// the registry's `stop` follows it in the run actor's mailbox: the actor
+// waits for the store before it goes (it went first, and the upload's caller
+// waited for its timeout and got a 503, its chunks stored).
+TEST_F(lone_actors, a_late_log_upload_is_answered_before_the_run_actor_stops) {
+  auto store = keep(sys.spawn(held_store));
+  ctx->store = store;
+  auto run = a_run(run_status::success);
+  run.assigned_agent = "agt_1";
+  run.held_session = 1;
+  run.finished_at = clock.now();
+  auto actor = keep(spawn_run_actor(parent.ptr(), ctx, run, false, caf::actor{}));
+  caf::scoped_actor self{sys};
+  caller agent;
+  agent.kind = token_kind::agent;
+  agent.agent_id = "agt_1";
+  agent.agent_session = 1;
+  wire::log_request req;
+  req.chunks.push_back(log_chunk{0, "stdout", "late", {}});
+  auto answer = self->request(actor, std::chrono::seconds{30}, logs_atom::value, agent,
+                              std::string{"run_1"}, req);
+  self->send(actor, stop_atom::value); // the registry, on the run's `done`
+  self->send(store, flush_atom::value);
+  std::string got;
+  std::move(answer).receive([&](bool) { got = "answered"; },
+                            [&](caf::error& err) { got = sys.render(err); });
+  EXPECT_EQ(got, "answered");
 }
 
 // This test ensures an agent actor takes a run placed with its current
