@@ -216,11 +216,9 @@ caf::behavior query_actor(self_ptr self, context_ptr ctx, std::shared_ptr<store>
         // Late chunks of a finished run (a retried upload) are still kept.
         auto r = find_own_run(self, c, id);
         if (!r) return r.error();
-        auto now = self->state.ctx->now();
-        for (auto& chunk : req.chunks)
-          chunk.at = now;
         return append_late(self, self->state.ctx->store, id, std::move(req.chunks),
-                           self->state.ctx->config.max_log_bytes, false);
+                           self->state.ctx->now(), self->state.ctx->config.max_log_bytes,
+                           false);
       },
       [=](finish_atom, const caller& c, const std::string& id,
           const wire::finish_request& req) -> caf::result<run_record> {

@@ -356,7 +356,9 @@ void append_logs(self_ptr self, wire::log_request req,
 
 caf::result<bool> append_late(caf::event_based_actor* self, const caf::actor& store,
                               const std::string& id, std::vector<log_chunk> chunks,
-                              int64_t max_bytes, bool suspend) {
+                              timestamp at, int64_t max_bytes, bool suspend) {
+  for (auto& chunk : chunks)
+    chunk.at = at;
   auto promise = self->make_response_promise<bool>();
   write_batch batch{append_late_logs{id, std::move(chunks), max_bytes}};
   auto answer = [promise](write_outcomes& out) mutable {
@@ -524,14 +526,11 @@ caf::behavior run_actor(self_ptr self, context_ptr ctx, run_record run, bool fre
         if (is_terminal(st.run.status)) {
           // Ended: requests of this run reach the query actor too now, and
           // retention may delete it; the store checks, in its own order.
-          auto now = st.ctx->now();
-          for (auto& chunk : req.chunks)
-            chunk.at = now;
           // Awaited: the registry's `stop` may follow in the mailbox, and an
           // actor gone before the store answers would leave its caller
           // without an answer (CAF 0.17 drops a pending promise silently).
           return append_late(self, st.ctx->store, st.run.id, std::move(req.chunks),
-                             st.ctx->config.max_log_bytes, true);
+                             st.ctx->now(), st.ctx->config.max_log_bytes, true);
         }
         auto rp = self->make_response_promise<bool>();
         if (st.log_bytes) {

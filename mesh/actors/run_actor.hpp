@@ -37,13 +37,14 @@
 
 namespace polymesh {
 
-/// Asks `store` to append `chunks` to the log of run `id`, which may have
-/// ended (`append_late_logs`: the store checks the run is there and the
-/// log's room, `max_bytes`, in its own order); answers true, or why not.
-/// With `suspend`, `self` takes no other message until the store answers.
+/// Asks `store` to append `chunks`, received `at`, to the log of run `id`,
+/// which may have ended (`append_late_logs`: the store checks the run is
+/// there and the log's room, `max_bytes`, in its own order); answers true,
+/// or why not. With `suspend`, `self` takes no other message until the
+/// store answers.
 [[nodiscard]] caf::result<bool>
 append_late(caf::event_based_actor* self, const caf::actor& store, const std::string& id,
-            std::vector<log_chunk> chunks, int64_t max_bytes, bool suspend);
+            std::vector<log_chunk> chunks, timestamp at, int64_t max_bytes, bool suspend);
 
 /// The answer to a submit whose idempotency key `holder` already has. A
 /// submitter whose token has another scope gets a conflict, not the run: a

@@ -179,6 +179,14 @@ run_record current(caf::actor_system& sys, caf::scoped_actor& from, caf::actor r
   return out;
 }
 
+/// The run as its actor has it once told that session `session` of agent
+/// `agt_1` is gone (`why`).
+run_record after_word(caf::actor_system& sys, caf::scoped_actor& from, caf::actor run,
+                      const std::string& why, int64_t session) {
+  from->send(run, lost_atom::value, why, std::string{"agt_1"}, session);
+  return current(sys, from, run);
+}
+
 // This test ensures a queued run that names an agent stays queued when that
 // agent's old session lets it go because a new registration superseded it
 // (a word that reaches a run the delivery lease had just put back in the
@@ -189,14 +197,10 @@ TEST_F(lone_actors, a_queued_run_naming_a_superseded_agent_stays_queued) {
   run.target_agent = "agt_1";
   auto actor = keep(spawn_run_actor(parent.ptr(), ctx, run, false, caf::actor{}));
   caf::scoped_actor self{sys};
-  self->send(actor, lost_atom::value, std::string{"superseded"}, std::string{"agt_1"},
-             int64_t{1});
-  auto after = current(sys, self, actor);
+  auto after = after_word(sys, self, actor, "superseded", 1);
   EXPECT_EQ(after.status, run_status::created);
   EXPECT_EQ(after.reason, "");
-  self->send(actor, lost_atom::value, std::string{"deregistered"}, std::string{"agt_1"},
-             int64_t{1});
-  auto gone = current(sys, self, actor);
+  auto gone = after_word(sys, self, actor, "deregistered", 1);
   EXPECT_EQ(gone.status, run_status::error);
   EXPECT_EQ(gone.reason, "expired");
 }
@@ -216,12 +220,8 @@ TEST_F(lone_actors, a_word_of_an_earlier_session_does_not_take_a_new_placement) 
       .receive([&](bool t) { taken = t; },
                [&](caf::error& err) { ADD_FAILURE() << sys.render(err); });
   ASSERT_TRUE(taken);
-  self->send(actor, lost_atom::value, std::string{"superseded"}, std::string{"agt_1"},
-             int64_t{1});
-  EXPECT_EQ(current(sys, self, actor).status, run_status::pending);
-  self->send(actor, lost_atom::value, std::string{"superseded"}, std::string{"agt_1"},
-             int64_t{2});
-  auto requeued = current(sys, self, actor);
+  EXPECT_EQ(after_word(sys, self, actor, "superseded", 1).status, run_status::pending);
+  auto requeued = after_word(sys, self, actor, "superseded", 2);
   EXPECT_EQ(requeued.status, run_status::created);
   EXPECT_EQ(requeued.reason, "agent_superseded");
 }
