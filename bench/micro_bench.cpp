@@ -1,7 +1,9 @@
 // Micro benchmarks of the pure units: selector parse and match, one
 // assignment decision with 10,000 agents and 100,000 queued runs across 50
 // plans, what the metrics' counting costs, and what the SQLite store's
-// triggers that keep the counts of finished runs cost a run's writes. Run:
+// triggers that keep the counts of finished runs cost a run's writes, and
+// what keeping each run's log size costs a log append and saves a late
+// upload's check. Run:
 // polymesh_micro_bench
 // [--benchmark_min_time=0.2] After Google Benchmark's own report it prints one
 // machine-readable line per benchmark: `bench=micro name=... ns_per_op=...`.
@@ -245,6 +247,53 @@ void BM_metrics_count_run_end(benchmark::State& state) {
 }
 BENCHMARK(BM_metrics_count_run_end);
 
+/// A scratch SQLite store under TMPDIR, `synchronous=normal` so that no
+/// fsync hides what is measured; removed with it.
+struct scratch_store {
+  std::string dir;
+  std::string path;
+  std::unique_ptr<store> db;
+
+  /// Makes the directory and opens the store; false (and a skip) if not.
+  bool open(benchmark::State& state) {
+    namespace fs = std::filesystem;
+    dir = (fs::temp_directory_path() / "polymesh_micro.XXXXXX").string();
+    if (!mkdtemp(dir.data())) {
+      dir.clear();
+      state.SkipWithError("cannot make a scratch directory");
+      return false;
+    }
+    path = (fs::path{dir} / "mesh.db").string();
+    return reopen(state);
+  }
+
+  bool reopen(benchmark::State& state) {
+    db.reset();
+    auto opened = open_sqlite_store(path, store_options{"normal", "fast", false});
+    if (!opened) {
+      state.SkipWithError("cannot open the store");
+      return false;
+    }
+    db = std::move(*opened);
+    return true;
+  }
+
+  /// Runs `sql` on a connection of its own; false if it failed.
+  bool exec(const char* sql) const {
+    sqlite3* raw = nullptr;
+    sqlite3_open(path.c_str(), &raw);
+    auto rc = sqlite3_exec(raw, sql, nullptr, nullptr, nullptr);
+    sqlite3_close(raw);
+    return rc == SQLITE_OK;
+  }
+
+  ~scratch_store() {
+    db.reset();
+    std::error_code ec;
+    if (!dir.empty()) std::filesystem::remove_all(dir, ec);
+  }
+};
+
 /// A run's writes as meshd makes them, 8 runs to a transaction (one agent
 /// with 8 slots): inserted `created`, then `pending`, `running` and
 /// `success`, each write setting the changed fields only. Arg 1 with the
@@ -253,28 +302,16 @@ BENCHMARK(BM_metrics_count_run_end);
 /// database under TMPDIR with `synchronous=normal`, so that no fsync hides
 /// it; the store grows as the benchmark runs, as a real one does.
 void BM_store_run_life(benchmark::State& state) {
-  namespace fs = std::filesystem;
-  auto tmpl = (fs::temp_directory_path() / "polymesh_micro.XXXXXX").string();
-  if (!mkdtemp(tmpl.data()))
-    return state.SkipWithError("cannot make a scratch directory");
-  auto path = (fs::path{tmpl} / "mesh.db").string();
-  {
-    auto db = open_sqlite_store(path, store_options{"normal", "fast", false});
-    if (!db) return state.SkipWithError("cannot open the store");
-  }
+  scratch_store scratch;
+  if (!scratch.open(state)) return;
   if (state.range(0) == 0) {
-    sqlite3* raw = nullptr;
-    sqlite3_open(path.c_str(), &raw);
-    auto rc = sqlite3_exec(
-        raw,
-        "DROP TRIGGER run_counts_on_end;"
-        " DROP TRIGGER run_counts_on_leave; DROP TRIGGER run_counts_on_delete;",
-        nullptr, nullptr, nullptr);
-    sqlite3_close(raw);
-    if (rc != SQLITE_OK) return state.SkipWithError("cannot drop the triggers");
+    if (!scratch.exec(
+            "DROP TRIGGER run_counts_on_end;"
+            " DROP TRIGGER run_counts_on_leave; DROP TRIGGER run_counts_on_delete;"))
+      return state.SkipWithError("cannot drop the triggers");
+    if (!scratch.reopen(state)) return;
   }
-  auto db = open_sqlite_store(path, store_options{"normal", "fast", false});
-  if (!db) return state.SkipWithError("cannot open the store");
+  auto& db = scratch.db;
   constexpr int per_batch = 8;
   uint64_t seq = 0;
   auto now = std::chrono::system_clock::now();
@@ -288,7 +325,7 @@ void BM_store_run_life(benchmark::State& state) {
       r.created_at = now;
       batch.emplace_back(put_run{r, true});
     }
-    if (!(*db)->apply(batch)) return state.SkipWithError("insert failed");
+    if (!db->apply(batch)) return state.SkipWithError("insert failed");
     for (auto status : {run_status::pending, run_status::running, run_status::success}) {
       batch.clear();
       for (auto& r : runs) {
@@ -299,13 +336,10 @@ void BM_store_run_life(benchmark::State& state) {
         batch.emplace_back(put_run{next, false, changed_run_fields(r, next)});
         r = next;
       }
-      if (!(*db)->apply(batch)) return state.SkipWithError("update failed");
+      if (!db->apply(batch)) return state.SkipWithError("update failed");
     }
   }
   state.SetItemsProcessed(state.iterations() * per_batch);
-  db->reset();
-  std::error_code ec;
-  fs::remove_all(tmpl, ec);
 }
 // Alternately, three times each, so that a drift in the host's speed meets both.
 BENCHMARK(BM_store_run_life)
@@ -317,6 +351,69 @@ BENCHMARK(BM_store_run_life)
     ->Arg(1)
     ->ArgName("run_counts")
     ->Iterations(5000);
+
+/// A live run's log appends as meshd makes them: 8 chunks of 4 KiB to a
+/// transaction, each added to its run's kept log size (schema version 12).
+void BM_store_log_append(benchmark::State& state) {
+  scratch_store scratch;
+  if (!scratch.open(state)) return;
+  constexpr int per_batch = 8;
+  std::string data(4096, 'x');
+  int64_t seq = 0;
+  auto now = std::chrono::system_clock::now();
+  for (auto _ : state) {
+    std::vector<write> batch;
+    for (int i = 0; i < per_batch; ++i)
+      batch.emplace_back(append_log{"run_1", log_chunk{seq++, "stdout", data, now}});
+    if (!scratch.db->apply(batch)) return state.SkipWithError("append failed");
+  }
+  state.SetItemsProcessed(state.iterations() * per_batch);
+}
+BENCHMARK(BM_store_log_append)->Iterations(5000);
+
+/// The check of a log upload to an ended run, against `runs.max_log_bytes`,
+/// inside the one write transaction every other write waits for: the run
+/// holds 100 MiB of log, and the upload is refused as over the limit (so
+/// each iteration checks the same log). Arg 1 reads the run's kept size;
+/// arg 0 deletes it first, so the check sums the log, as it did before
+/// schema version 12.
+void BM_store_late_log_check(benchmark::State& state) {
+  scratch_store scratch;
+  if (!scratch.open(state)) return;
+  auto now = std::chrono::system_clock::now();
+  run_record run;
+  run.seq = 1;
+  run.id = "run_1";
+  run.plan = "noop";
+  run.status = run_status::success;
+  run.created_at = now;
+  run.finished_at = now;
+  if (!scratch.db->apply({put_run{run, true}}))
+    return state.SkipWithError("cannot store the run");
+  constexpr int64_t mib = int64_t{1} << 20;
+  std::string data(static_cast<size_t>(mib), 'x');
+  for (int64_t seq = 0; seq < 100; ++seq)
+    if (!scratch.db->apply({append_log{run.id, log_chunk{seq, "stdout", data, now}}}))
+      return state.SkipWithError("cannot store the log");
+  for (auto _ : state) {
+    if (state.range(0) == 0) {
+      state.PauseTiming();
+      if (!scratch.exec("DELETE FROM run_log_sizes"))
+        return state.SkipWithError("cannot delete the kept size");
+      state.ResumeTiming();
+    }
+    auto out = scratch.db->apply(
+        {append_late_logs{run.id, {log_chunk{100, "stdout", "x", now}}, 100 * mib}});
+    if (!out || out->empty() || !out->front().refused)
+      return state.SkipWithError("the upload was not refused");
+  }
+}
+BENCHMARK(BM_store_late_log_check)
+    ->Arg(0)
+    ->Arg(1)
+    ->ArgName("kept")
+    ->Unit(benchmark::kMillisecond)
+    ->Iterations(10);
 
 /// Prints one `bench=micro` line per benchmark after the normal report.
 class line_reporter : public benchmark::ConsoleReporter {

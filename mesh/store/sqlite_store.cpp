@@ -955,6 +955,13 @@ public:
   }
 
   caf::expected<int64_t> log_bytes(const std::string& run_id) override {
+    auto kept = db_.prepare("SELECT bytes FROM run_log_sizes WHERE run_id = ?1");
+    if (!kept) return std::move(kept.error());
+    kept->bind(1, run_id);
+    auto rc = kept->step();
+    if (rc == SQLITE_ROW) return kept->int64(0);
+    if (rc != SQLITE_DONE) return db_.fail("cannot size the log of run '" + run_id + "'");
+    // None kept: no log, or one stored before the schema's version 12.
     auto st = db_.prepare("SELECT COALESCE(SUM(length(CAST(data AS BLOB))), 0)"
                           " FROM run_logs WHERE run_id = ?1");
     if (!st) return std::move(st.error());
@@ -1153,7 +1160,8 @@ public:
     for (auto& [seq, id] : victims) {
       if (deleted > 0 && std::chrono::steady_clock::now() - began >= prune_hold_) break;
       ++deleted;
-      for (auto* table : {"run_logs", "run_artifacts", "run_artifact_parts"}) {
+      for (auto* table :
+           {"run_logs", "run_log_sizes", "run_artifacts", "run_artifact_parts"}) {
         auto st = db_.prepare(std::string{"DELETE FROM "} + table + " WHERE run_id = ?1");
         if (!st) return std::move(st.error());
         st->bind(1, id);
@@ -1306,7 +1314,31 @@ private:
     // A chunk whose seq the run already has is a retried upload: not written.
     write_outcome out;
     out.written = sqlite3_changes(db_.get()) > 0;
+    if (out.written)
+      if (auto err = count_log_bytes(w.run_id, static_cast<int64_t>(w.chunk.data.size())))
+        return err;
     return out;
+  }
+
+  /// Adds a chunk just written to its run's kept log size (the schema's
+  /// version 12); the first chunk of a run without a kept size sums the
+  /// run's whole log, this chunk included.
+  caf::error count_log_bytes(const std::string& run_id, int64_t bytes) {
+    auto what = "cannot count the log bytes of run '" + run_id + "'";
+    auto add =
+        db_.prepare("UPDATE run_log_sizes SET bytes = bytes + ?2 WHERE run_id = ?1");
+    if (!add) return std::move(add.error());
+    add->bind(1, run_id);
+    add->bind(2, bytes);
+    if (add->step() != SQLITE_DONE) return db_.fail(what);
+    if (sqlite3_changes(db_.get()) > 0) return {};
+    auto first = db_.prepare("INSERT INTO run_log_sizes (run_id, bytes)"
+                             " SELECT ?1, SUM(length(CAST(data AS BLOB)))"
+                             " FROM run_logs WHERE run_id = ?1");
+    if (!first) return std::move(first.error());
+    first->bind(1, run_id);
+    if (first->step() != SQLITE_DONE) return db_.fail(what);
+    return {};
   }
 
   /// Whether run `run_id` is stored (retention may have deleted it).

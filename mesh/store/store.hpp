@@ -208,8 +208,8 @@ public:
   /// `more` when a stored chunk comes after them.
   [[nodiscard]] virtual caf::expected<log_page>
   logs(const std::string& run_id, int64_t after_seq, size_t limit, size_t max_bytes) = 0;
-  /// The bytes of `run_id`'s log chunks, summed (reads every chunk: for
-  /// the first log call on a run restored at start-up, not per call).
+  /// The bytes of `run_id`'s log chunks, as kept with the log (a run whose
+  /// chunks an older meshd stored, and none since, has its log read).
   [[nodiscard]] virtual caf::expected<int64_t> log_bytes(const std::string& run_id) = 0;
   /// Which of `seqs` the run's log already has (a retried upload's).
   [[nodiscard]] virtual caf::expected<std::vector<int64_t>>

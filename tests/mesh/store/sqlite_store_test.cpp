@@ -904,6 +904,20 @@ TEST_F(sqlite_store_test, log_bytes_sums_one_runs_chunks) {
   EXPECT_EQ(*none, 0);
 }
 
+// This test ensures each run's log size is kept as its chunks are written
+// (a retry adds nothing) and read from there, not summed from the log.
+TEST_F(sqlite_store_test, log_bytes_is_kept_as_chunks_are_written) {
+  apply({append_log{"run_1", make_chunk(0, "ab")},
+         append_log{"run_1", make_chunk(1, "\xc3\xa9t\xc3\xa9")},
+         append_log{"run_1", make_chunk(0, "a retry")},
+         append_log{"run_2", make_chunk(0, "x")}});
+  EXPECT_EQ(raw_query("SELECT bytes FROM run_log_sizes WHERE run_id = 'run_1'"), "7");
+  EXPECT_EQ(raw_query("SELECT bytes FROM run_log_sizes WHERE run_id = 'run_2'"), "1");
+  // A log changed behind meshd's back shows which one is read.
+  raw_query("UPDATE run_logs SET data = 'x' WHERE run_id = 'run_1'");
+  EXPECT_EQ(*db_->log_bytes("run_1"), 7);
+}
+
 // This test ensures that a failing write rolls back its whole batch and nothing else.
 TEST_F(sqlite_store_test, failing_write_rolls_back_the_whole_batch) {
   auto holder = make_run("run_1", 1);
@@ -1231,7 +1245,9 @@ TEST_F(sqlite_store_test, prune_deletes_old_terminal_runs_and_their_logs) {
   EXPECT_FALSE(get_run("run_2"));
   EXPECT_TRUE(get_run("run_3"));
   EXPECT_TRUE(db_->logs("run_1", -1, 10, SIZE_MAX)->chunks.empty());
+  EXPECT_EQ(raw_query("SELECT COUNT(*) FROM run_log_sizes WHERE run_id <= 'run_2'"), "0");
   EXPECT_EQ(db_->logs("run_3", -1, 10, SIZE_MAX)->chunks.size(), 1u);
+  EXPECT_EQ(raw_query("SELECT bytes FROM run_log_sizes WHERE run_id = 'run_3'"), "3");
 
   n = db_->prune(at(2000), 100);
   ASSERT_TRUE(n);
@@ -1940,6 +1956,32 @@ TEST_F(sqlite_store_test, version_9_database_migrates_to_kept_run_counts) {
   EXPECT_EQ(raw_query("SELECT COUNT(*) FROM sqlite_master WHERE type = 'trigger'"
                       " AND tbl_name = 'runs' AND sql LIKE '%INSERT ON runs%'"),
             "0");
+}
+
+// This test ensures a database of schema version 11 migrates to kept log
+// sizes: a log stored before is summed when read, and once, at the run's
+// next chunk, from which its size is kept (a late upload checked by it).
+TEST_F(sqlite_store_test, version_11_database_keeps_log_sizes_from_the_next_chunk) {
+  old_database(11);
+  raw_query(
+      "INSERT INTO run_logs (run_id, seq, stream, data, at) VALUES"
+      " ('run_1', 0, 'stdout', 'abc', 1), ('run_1', 1, 'stdout', '\xc3\xa9t\xc3\xa9', 1),"
+      " ('run_2', 0, 'stdout', 'x', 1)");
+  db_ = open();
+  ASSERT_TRUE(db_);
+  EXPECT_EQ(raw_query("PRAGMA user_version"), std::to_string(sqlite_schema_version));
+  EXPECT_EQ(raw_query("SELECT COUNT(*) FROM run_log_sizes"), "0");
+  EXPECT_EQ(*db_->log_bytes("run_1"), 8);
+  apply({put_run{make_run("run_1", 1, run_status::success)},
+         append_log{"run_1", make_chunk(2, "de")}});
+  EXPECT_EQ(raw_query("SELECT bytes FROM run_log_sizes WHERE run_id = 'run_1'"), "10");
+  auto out = apply({append_late_logs{"run_1", {make_chunk(3, "xyz")}, 12},
+                    append_late_logs{"run_1", {make_chunk(4, "xy")}, 12}});
+  ASSERT_EQ(out.size(), 2u);
+  EXPECT_EQ(code_of(out[0].refused), errc::payload_too_large); // 10 + 3 > 12
+  EXPECT_TRUE(out[1].written);
+  EXPECT_EQ(*db_->log_bytes("run_1"), 12);
+  EXPECT_EQ(*db_->log_bytes("run_2"), 1);
 }
 
 // This test ensures a database of schema version 6 migrates to telling an
