@@ -37,11 +37,23 @@ void check_satisfiable(const std::string& text, const std::string& flag) {
     throw usage_failure(stored.error());
 }
 
+namespace {
+
+/// `a` if it is an agent as meshd answers one.
+json agent_answer(const mesh_client& mesh, json a) {
+  return answer_with(
+      std::move(a),
+      {{"id", holds::id}, {"status", holds::text}, {"labels", holds::object}},
+      mesh.last_call());
+}
+
+} // namespace
+
 json find_agent(mesh_client& mesh, const std::string& id_or_name) {
   // An id (`agt_…`) passes as a name too; a typo fails here with exit 64,
   // not as "no such endpoint" from the mesh.
   if (auto err = wire::validate_agent_name(id_or_name, "NAME")) throw usage_failure(err);
-  return mesh.get("/v1/agents/" + url_encode(id_or_name));
+  return agent_answer(mesh, mesh.get("/v1/agents/" + url_encode(id_or_name)));
 }
 
 namespace {
@@ -96,8 +108,10 @@ int list_agents(const command_context& ctx, const list_options& o) {
     if (auto err = wire::validate_plan_name(o.plan, "--plan")) throw usage_failure(err);
   auto mesh = ctx.client();
   mesh.remember_input("selector", o.selector);
-  auto body = mesh.get(
-      "/v1/agents", {{"selector", o.selector}, {"status", o.status}, {"plan", o.plan}});
+  auto body = answer_with(
+      mesh.get("/v1/agents",
+               {{"selector", o.selector}, {"status", o.status}, {"plan", o.plan}}),
+      {{"agents", holds::list}}, mesh.last_call());
   auto out = ctx.out();
   if (out.structured()) {
     out.emit(body);
@@ -176,7 +190,7 @@ void add_drain_command(CLI::App* agents, command_context& ctx,
     ctx.action = [&ctx, name, verb, paint] {
       auto mesh = ctx.client();
       auto id = find_agent(mesh, *name)["id"].get<std::string>();
-      auto a = mesh.post("/v1/agents/" + url_encode(id) + "/" + verb);
+      auto a = agent_answer(mesh, mesh.post("/v1/agents/" + url_encode(id) + "/" + verb));
       auto out = ctx.out();
       if (out.structured())
         out.emit(a);
@@ -230,7 +244,8 @@ void add_agents_commands(CLI::App& app, command_context& ctx) {
       auto agent = find_agent(mesh, *name);
       auto labels = edit_labels(agent["labels"], parsed);
       auto id = agent["id"].get<std::string>();
-      auto updated = mesh.patch("/v1/agents/" + url_encode(id), json{{"labels", labels}});
+      auto updated = agent_answer(
+          mesh, mesh.patch("/v1/agents/" + url_encode(id), json{{"labels", labels}}));
       auto out = ctx.out();
       if (out.structured())
         out.emit(updated);
@@ -256,7 +271,7 @@ void add_agents_commands(CLI::App& app, command_context& ctx) {
     ctx.action = [&ctx, name] {
       auto mesh = ctx.client();
       auto id = find_agent(mesh, *name)["id"].get<std::string>();
-      auto a = mesh.del("/v1/agents/" + url_encode(id));
+      auto a = agent_answer(mesh, mesh.del("/v1/agents/" + url_encode(id)));
       auto out = ctx.out();
       if (out.structured())
         out.emit(a);

@@ -72,6 +72,40 @@ json mesh_client::del(const std::string& path) {
   return call("DELETE", path, nullptr, false);
 }
 
+json answer_with(json j, std::initializer_list<answer_field> fields,
+                 const std::string& call) {
+  for (auto& f : fields) {
+    auto it = j.is_object() ? j.find(f.key) : j.end();
+    bool ok = false;
+    const char* what = "";
+    if (it != j.end()) switch (f.what) {
+      case holds::id:
+        ok = it->is_string() && !it->get_ref<const std::string&>().empty();
+        break;
+      case holds::text: ok = it->is_string(); break;
+      case holds::list: ok = it->is_array(); break;
+      case holds::object: ok = it->is_object(); break;
+      case holds::flag: ok = it->is_boolean(); break;
+      case holds::number: ok = it->is_number(); break;
+      }
+    switch (f.what) {
+    case holds::id: what = "an id"; break;
+    case holds::text: what = "a text"; break;
+    case holds::list: what = "a list"; break;
+    case holds::object: what = "an object"; break;
+    case holds::flag: what = "true or false"; break;
+    case holds::number: what = "a number"; break;
+    }
+    if (!ok)
+      throw failure{exit_refused,
+                    call + ": the answer has no '" + std::string{f.key} + "' (" + what +
+                        "), as meshd's always does",
+                    {"is the mesh URL a meshd's? (a proxy or another server may have "
+                     "answered; nothing shows that it was done)"}};
+  }
+  return j;
+}
+
 json mesh_client::get_or_null(const std::string& path) {
   return call("GET", path, nullptr, true);
 }
@@ -178,17 +212,19 @@ json mesh_client::call(const std::string& method, const std::string& path,
                       " of this request is not UTF-8 text",
                   {"the mesh takes UTF-8 text only; nothing was sent"}};
   }
+  last_call_ = method + " " + path;
   auto res = send(base_url_, origin_, ca_file_, token_, method, prefix_ + path, &payload);
   last_status_ = res->status;
   if (res->status == 404 && null_on_404) return nullptr;
-  if (res->status >= 400) fail(res->status, res->body, method, path);
-  if (res->body.empty()) return json::object();
+  if (res->status < 200 || res->status >= 300) fail(*res, method, path);
+  // meshd answers every call with a JSON object, never an empty body.
   auto j = json::parse(res->body, nullptr, false);
   if (j.is_discarded())
-    throw failure{exit_refused, method + " " + path +
-                                    ": the mesh answered with something that is "
-                                    "not JSON (is " +
-                                    base_url_ + " a meshd?)"};
+    throw failure{exit_refused,
+                  method + " " + path + ": the mesh answered " +
+                      (res->body.empty() ? std::string{"with nothing"}
+                                         : "with something that is not JSON") +
+                      " (is " + base_url_ + " a meshd?)"};
   // Every answer of meshd's is an object.
   if (!j.is_object())
     throw failure{exit_refused, method + " " + path +
@@ -199,14 +235,29 @@ json mesh_client::call(const std::string& method, const std::string& path,
 }
 
 mesh_client::bytes_answer mesh_client::get_bytes(const std::string& path) {
+  last_call_ = "GET " + path;
   auto res = send(base_url_, origin_, ca_file_, token_, "GET", prefix_ + path, nullptr);
-  if (res->status >= 400) fail(res->status, res->body, "GET", path);
+  last_status_ = res->status;
+  if (res->status < 200 || res->status >= 300) fail(*res, "GET", path);
   return {std::move(res->body), res->get_header_value("X-Polymesh-Sha256")};
 }
 
-void mesh_client::fail(int status, const std::string& raw, const std::string& method,
+void mesh_client::fail(const httplib::Response& res, const std::string& method,
                        const std::string& path) {
-  auto j = json::parse(raw, nullptr, false);
+  auto status = res.status;
+  if (status < 400) {
+    // meshd answers neither redirects nor 1xx: a proxy or a sign-in page
+    // that was asked in its place, whose answer must not pass for done.
+    auto to = res.get_header_value("Location");
+    throw failure{
+        exit_refused,
+        method + " " + path + ": the mesh answered HTTP " + std::to_string(status) +
+            (to.empty() ? std::string{} : ", a redirect to " + to),
+        {"meshd never answers so, and meshctl follows no redirect: is " + base_url_ +
+         " the mesh's URL? (https where http was given, or a proxy's sign-in "
+         "page; nothing was done)"}};
+  }
+  auto j = json::parse(res.body, nullptr, false);
   std::string code, message, field;
   int64_t position = -1;
   if (!j.is_discarded() && j.is_object() && j.contains("error") &&

@@ -23,11 +23,16 @@
 #include "cli/failure.hpp"
 
 #include <chrono>
+#include <initializer_list>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <utility>
 #include <vector>
+
+namespace httplib {
+struct Response;
+}
 
 namespace polymesh::cli {
 
@@ -74,10 +79,13 @@ public:
 
   [[nodiscard]] const std::string& base_url() const { return base_url_; }
 
+  /// The last call made, as `GET /v1/runs` (for messages).
+  [[nodiscard]] const std::string& last_call() const { return last_call_; }
+
 private:
   json call(const std::string& method, const std::string& path, const json* body,
             bool null_on_404);
-  [[noreturn]] void fail(int status, const std::string& raw, const std::string& method,
+  [[noreturn]] void fail(const httplib::Response& res, const std::string& method,
                          const std::string& path);
 
   std::string base_url_;
@@ -89,7 +97,24 @@ private:
   std::string ca_file_;
   std::map<std::string, std::string> inputs_;
   int last_status_ = 0;
+  std::string last_call_;
 };
+
+/// What a field of one of meshd's answers holds.
+enum class holds { id, text, list, object, flag, number };
+
+/// A field that every answer of meshd's to a call has.
+struct answer_field {
+  const char* key;
+  holds what;
+};
+
+/// `j`, when it has each of `fields` as meshd's answers to `call` always do;
+/// otherwise exit 3 naming the first one missing. A proxy, a sign-in page or
+/// another server answering JSON must not pass for an answer with every
+/// field blank: a revoke that never happened would read as done.
+[[nodiscard]] json answer_with(json j, std::initializer_list<answer_field> fields,
+                               const std::string& call);
 
 /// Percent-encodes `text` for a path segment or query value.
 [[nodiscard]] std::string url_encode(const std::string& text);

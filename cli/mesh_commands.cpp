@@ -44,7 +44,8 @@ json plans_of(const json& agents) {
 
 int list_plans(const command_context& ctx) {
   auto mesh = ctx.client();
-  auto plans = plans_of(mesh.get("/v1/agents")["agents"]);
+  auto plans = plans_of(answer_with(mesh.get("/v1/agents"), {{"agents", holds::list}},
+                                    mesh.last_call())["agents"]);
   auto out = ctx.out();
   if (out.structured()) {
     out.emit(plans);
@@ -67,7 +68,8 @@ int list_plans(const command_context& ctx) {
 
 int status(const command_context& ctx) {
   auto mesh = ctx.client();
-  auto ready = mesh.get("/readyz");
+  auto ready =
+      answer_with(mesh.get("/readyz"), {{"status", holds::text}}, mesh.last_call());
   auto out = ctx.out();
   if (out.structured()) {
     out.emit(ready);

@@ -207,13 +207,19 @@ void print_chunks(const printer& out, const json& chunks) {
   std::cout << std::flush;
 }
 
+/// One page of run `id`'s log after seq `after`.
+json logs_page(mesh_client& mesh, const std::string& id, int64_t after) {
+  return answer_with(mesh.get("/v1/runs/" + url_encode(id) + "/logs",
+                              {{"after", std::to_string(after)}, {"limit", "1000"}}),
+                     {{"chunks", holds::list}}, mesh.last_call());
+}
+
 /// Fetches and prints every chunk after `after`; returns the new `after`.
 /// `open_line` says whether the last chunk printed left its line unended.
 int64_t drain_logs(mesh_client& mesh, const printer& out, const std::string& id,
                    int64_t after, spinner* sp, bool* open_line = nullptr) {
   for (;;) {
-    auto page = mesh.get("/v1/runs/" + url_encode(id) + "/logs",
-                         {{"after", std::to_string(after)}, {"limit", "1000"}});
+    auto page = logs_page(mesh, id, after);
     auto& chunks = page["chunks"];
     if (chunks.empty()) return after;
     if (sp) sp->clear();
@@ -739,6 +745,7 @@ int list_runs(const command_context& ctx, const list_options& o) {
                                     {"concurrency_key", o.concurrency_key},
                                     {"limit", std::to_string(o.limit)},
                                     {"cursor", o.cursor}});
+  body = answer_with(std::move(body), {{"runs", holds::list}}, mesh.last_call());
   auto out = ctx.out();
   if (out.structured()) {
     out.emit(body);
@@ -788,8 +795,7 @@ int show_logs(const command_context& ctx, const std::string& id, bool follow) {
     size_t written = 0;
     int64_t after = -1;
     for (;;) {
-      auto page = mesh.get("/v1/runs/" + url_encode(id) + "/logs",
-                           {{"after", std::to_string(after)}, {"limit", "1000"}});
+      auto page = logs_page(mesh, id, after);
       if (page["chunks"].empty()) break;
       for (auto& c : page["chunks"]) {
         if (!stream) {
@@ -818,7 +824,9 @@ int show_logs(const command_context& ctx, const std::string& id, bool follow) {
 
 int explain(const command_context& ctx, const std::string& id) {
   auto mesh = ctx.client();
-  auto body = mesh.get("/v1/runs/" + url_encode(id) + "/explain");
+  auto body =
+      answer_with(mesh.get("/v1/runs/" + url_encode(id) + "/explain"),
+                  {{"assigned", holds::flag}, {"status", holds::text}}, mesh.last_call());
   auto out = ctx.out();
   if (out.structured()) {
     out.emit(body);
@@ -874,7 +882,8 @@ struct artifacts_options {
 
 int list_artifacts(const command_context& ctx, const std::string& id) {
   auto mesh = ctx.client();
-  auto body = mesh.get("/v1/runs/" + url_encode(id) + "/artifacts");
+  auto body = answer_with(mesh.get("/v1/runs/" + url_encode(id) + "/artifacts"),
+                          {{"artifacts", holds::list}}, mesh.last_call());
   auto out = ctx.out();
   if (out.structured()) {
     out.emit(body);

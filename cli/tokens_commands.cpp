@@ -39,7 +39,8 @@ int create_token(const command_context& ctx, const create_options& o) {
                                                  {"scope", "--scope"}});
   auto mesh = ctx.client();
   mesh.remember_input("scope", o.scope);
-  auto tok = mesh.post("/v1/tokens", body);
+  auto tok = answer_with(mesh.post("/v1/tokens", body),
+                         {{"id", holds::id}, {"token", holds::id}}, mesh.last_call());
   auto out = ctx.out();
   if (out.structured()) {
     out.emit(tok);
@@ -73,7 +74,8 @@ struct list_options {
 
 int list_tokens(const command_context& ctx, const list_options& o) {
   auto mesh = ctx.client();
-  auto body = mesh.get("/v1/tokens");
+  auto body =
+      answer_with(mesh.get("/v1/tokens"), {{"tokens", holds::list}}, mesh.last_call());
   // Filtered here: agents' access tokens (one per registration and renewal)
   // outnumber the rest.
   auto kept = json::array();
@@ -133,7 +135,8 @@ void add_tokens_commands(CLI::App& app, command_context& ctx) {
   revoke->callback([&ctx, id] {
     ctx.action = [&ctx, id] {
       auto mesh = ctx.client();
-      auto t = mesh.del("/v1/tokens/" + url_encode(*id));
+      auto t = answer_with(mesh.del("/v1/tokens/" + url_encode(*id)), {{"id", holds::id}},
+                           mesh.last_call());
       auto out = ctx.out();
       if (out.structured())
         out.emit(t);

@@ -726,7 +726,7 @@ TEST_F(runs_cmd, an_answer_that_is_not_a_run_is_refused) {
   EXPECT_EQ(array.code, 3) << array.err;
   EXPECT_NE(array.err.find("answered JSON that is not an object"), std::string::npos)
       << array.err;
-  answer = R"({"agents":5})";
+  answer = R"({"agents":[5]})";
   auto shape = at({"agents", "list"});
   EXPECT_EQ(shape.code, 3) << shape.err;
   EXPECT_NE(shape.err.find("an answer did not have the shape meshctl expects ("),
@@ -736,6 +736,78 @@ TEST_F(runs_cmd, an_answer_that_is_not_a_run_is_refused) {
                            "differ in version"),
             std::string::npos)
       << shape.err;
+  other.stop();
+  serving.join();
+}
+
+// This test ensures an answer meshd never gives (a redirect, an empty body,
+// an object without the fields every answer to the call has) is exit 3
+// saying so, for every command: a proxy's redirect or `{}` made `tokens
+// revoke` print that it revoked, and `status` print a blank mesh, exit 0.
+TEST_F(runs_cmd, an_answer_without_what_meshd_answers_is_refused_by_every_command) {
+  httplib::Server other;
+  int status = 200;
+  std::string answer;
+  auto handle = [&](const httplib::Request&, httplib::Response& res) {
+    res.status = status;
+    if (status == 302) res.set_header("Location", "https://sso.example/login");
+    if (!answer.empty()) res.set_content(answer, "application/json");
+  };
+  for (auto* method : {"GET", "POST", "PATCH", "DELETE"}) {
+    std::string m = method;
+    if (m == "GET") other.Get(R"(/.*)", handle);
+    if (m == "POST") other.Post(R"(/.*)", handle);
+    if (m == "PATCH") other.Patch(R"(/.*)", handle);
+    if (m == "DELETE") other.Delete(R"(/.*)", handle);
+  }
+  auto other_port = other.bind_to_any_port("127.0.0.1");
+  std::thread serving{[&] { other.listen_after_bind(); }};
+  auto at = [&](std::vector<std::string> args) {
+    args.insert(args.begin(), {"--mesh", "http://127.0.0.1:" + std::to_string(other_port),
+                               "--token", admin});
+    return ctl_raw(args);
+  };
+  std::vector<std::vector<std::string>> commands{
+      {"tokens", "revoke", "tok_abc"},
+      {"tokens", "create", "--kind", "reader", "--name", "x"},
+      {"tokens", "list"},
+      {"status"},
+      {"runs", "list"},
+      {"runs", "logs", "run_abc"},
+      {"runs", "explain", "run_abc"},
+      {"runs", "artifacts", "run_abc"},
+      {"agents", "list"},
+      {"agents", "drain", "web-1"},
+      {"plans", "list"}};
+  status = 302;
+  for (auto& args : commands) {
+    SCOPED_TRACE(args[0] + " " + args[1 % args.size()]);
+    auto r = at(args);
+    EXPECT_EQ(r.code, 3) << r.out << r.err;
+    EXPECT_NE(r.err.find("answered HTTP 302, a redirect to https://sso.example/login"),
+              std::string::npos)
+        << r.err;
+    EXPECT_EQ(r.out, "");
+  }
+  status = 200;
+  answer = "";
+  auto empty = at({"tokens", "revoke", "tok_abc"});
+  EXPECT_EQ(empty.code, 3) << empty.out << empty.err;
+  EXPECT_NE(empty.err.find("the mesh answered with nothing"), std::string::npos)
+      << empty.err;
+  answer = "{}";
+  for (auto& args : commands) {
+    SCOPED_TRACE(args[0] + " " + args[1 % args.size()]);
+    auto r = at(args);
+    EXPECT_EQ(r.code, 3) << r.out << r.err;
+    EXPECT_NE(r.err.find(": the answer has no '"), std::string::npos) << r.err;
+    EXPECT_EQ(r.out, "");
+  }
+  auto revoke = at({"tokens", "revoke", "tok_abc"});
+  EXPECT_NE(revoke.err.find("DELETE /v1/tokens/tok_abc: the answer has no 'id' (an id), "
+                            "as meshd's always does"),
+            std::string::npos)
+      << revoke.err;
   other.stop();
   serving.join();
 }
