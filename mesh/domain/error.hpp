@@ -56,6 +56,9 @@ enum class errc : uint8_t {
   /// another installation (HTTP 409); the name is free again once that
   /// agent deregisters, is removed or goes offline.
   name_in_use,
+  /// The request's header section is larger than the HTTP layer reads, in
+  /// bytes or lines (HTTP 431).
+  header_too_large,
 };
 
 /// Returns the stable snake_case name of `code`, used as the JSON `code`.

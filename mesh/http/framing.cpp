@@ -113,6 +113,10 @@ std::optional<framing_refusal> framing_refusal_of(const httplib::Request& req) {
   // meshd's takes a body.
   if (req.method == "DELETE" && req.has_header("Transfer-Encoding"))
     return refused("a DELETE request takes no body", "body");
+  // Two types: meshd would read the first, a proxy perhaps the last (and
+  // let a multipart body through as JSON, or the other way round).
+  if (req.get_header_value_count("Content-Type") > 1)
+    return refused("the request has more than one Content-Type header", "Content-Type");
   // Two credentials: which one a proxy checked is anyone's guess.
   if (req.get_header_value_count("Authorization") > 1)
     return refused("the request has more than one Authorization header", "Authorization");

@@ -5,6 +5,7 @@
 #include "mesh/domain/ids.hpp"
 #include "mesh/domain/log.hpp"
 #include "mesh/domain/selector.hpp"
+#include "mesh/http/connection.hpp"
 #include "mesh/http/framing.hpp"
 #include "mesh/http/worker_pool.hpp"
 #include "mesh/wire/json.hpp"
@@ -25,9 +26,11 @@
 #include <regex>
 #include <set>
 #include <string_view>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/statvfs.h>
 #include <system_error>
+#include <unistd.h>
 #include <utility>
 
 namespace polymesh {
@@ -428,6 +431,7 @@ void register_agent(request_context& rc) {
   auto s =
       ask<agent_session_info>(rc, rc.ctx()->agents, register_atom::value, rc.who, *req);
   if (!s) return rc.fail(s.error());
+  rc.res.set_header("Location", s->agent.id); // relative: /v1/agents/{id}
   rc.reply(201, agent_session_json(*s, rc.ctx()->config, rc.ctx()->now()));
 }
 
@@ -781,6 +785,9 @@ void submit_run(request_context& rc) {
   if (!out) return rc.fail(out.error());
   if (out->refused) return rc.fail(out->refused);
   auto status = out->created ? 201 : 200;
+  // Relative to the request's own URL, so that it holds behind a proxy's
+  // path prefix too.
+  if (status == 201) rc.res.set_header("Location", "runs/" + out->run.id);
   if (slot->first > 0) {
     // The run is durable: a wait that fails still answers with it, as it
     // was created. (One cut short by meshd stopping answers as it is.)
@@ -1515,6 +1522,26 @@ namespace {
 /// at once would wait for SYN retransmits. Raise it after binding.
 class mesh_http_server : public httplib::Server {
 public:
+  mesh_http_server()
+      : stop_fd_(::eventfd(0, EFD_CLOEXEC)) {}
+  ~mesh_http_server() override {
+    if (stop_fd_ >= 0) ::close(stop_fd_);
+  }
+  mesh_http_server(const mesh_http_server&) = delete;
+  mesh_http_server& operator=(const mesh_http_server&) = delete;
+
+  /// Counts a request refused before cpp-httplib parsed it, by status.
+  std::function<void(int)> on_refused = [](int) {};
+
+  /// Wakes the connections waiting for their next request once `stop` made
+  /// the listener invalid, so that they close at once (an eventfd stays
+  /// readable: before `stop`, they would wake again at once, and again).
+  void wake_idle() {
+    if (stop_fd_ < 0) return;
+    uint64_t one = 1;
+    [[maybe_unused]] auto n = ::write(stop_fd_, &one, sizeof one);
+  }
+
   int bind_with_backlog(const std::string& host, int port) {
     auto bound =
         port == 0 ? bind_to_any_port(host) : (bind_to_port(host, port) ? port : -1);
@@ -1530,6 +1557,25 @@ public:
     socket_t sock = svr_sock_;
     if (sock != INVALID_SOCKET) ::shutdown(sock, SHUT_RDWR);
   }
+
+private:
+  /// Each connection in meshd's own loop (`connection.hpp`): a head is
+  /// checked before cpp-httplib parses it.
+  bool process_and_close_socket(socket_t sock) override {
+    connection_limits limits;
+    limits.keep_alive_timeout_s = keep_alive_timeout_sec_;
+    limits.keep_alive_max_requests = keep_alive_max_count_;
+    limits.read_timeout_s = read_timeout_sec_;
+    limits.write_timeout_s = write_timeout_sec_;
+    return serve_connection(
+        sock, svr_sock_, stop_fd_, limits,
+        [this](httplib::Stream& strm, bool close_connection, bool& connection_closed) {
+          return process_request(strm, close_connection, connection_closed, nullptr);
+        },
+        on_refused);
+  }
+
+  int stop_fd_;
 };
 
 } // namespace
@@ -1840,7 +1886,8 @@ caf::error http_layer_error(const httplib::Request& req, httplib::Response& res,
   if (iequals(req.get_header_value("Transfer-Encoding"), "chunked"))
     return make_error(errc::invalid_argument,
                       "the chunked body does not parse (a chunk size that is not "
-                      "hexadecimal, or a body cut short)",
+                      "hexadecimal, a body cut short, or trailer fields after the "
+                      "last chunk, which meshd does not take)",
                       "body");
   return make_error(errc::invalid_argument,
                     "the request does not parse (HTTP status " +
@@ -1896,6 +1943,9 @@ http_server::http_server(mesh_node& node)
     : node_(node)
     , svr_(new mesh_http_server)
     , metrics_(routes_of_endpoints()) {
+  static_cast<mesh_http_server&>(*svr_).on_refused = [this](int status) {
+    metrics_.refused(status);
+  };
   auto& cfg = node_.context()->config;
   // Clients waiting on runs have threads of their own (`take_wait_slot`).
   auto threads = static_cast<size_t>(cfg.http_threads + cfg.run_waits);
@@ -1946,7 +1996,9 @@ http_server::http_server(mesh_node& node)
     // Answered already: in the body, or by a provider (`set_error_content_and_close`).
     if (!res.body.empty() || res.content_provider_) return;
     auto err = http_layer_error(req, res, max_body, max_artifact, *routes);
-    if (chunked(req))
+    // Only a request routed nowhere was read whole (its body too): after any
+    // other refusal of the HTTP layer, where the request ends is not known.
+    if (chunked(req) || (res.status != 404 && res.status != 405))
       set_error_content_and_close(res, err);
     else
       set_error_content(res, err);
@@ -1999,8 +2051,18 @@ http_server::http_server(mesh_node& node)
   // `Accept-Ranges: bytes` to a HEAD answer, but meshd ignores `Range` (and
   // a HEAD answers the GET's header fields).
   svr_->set_post_routing_handler([](const httplib::Request& req, httplib::Response& res) {
+    // cpp-httplib closes an HTTP/1.0 connection unless the request said
+    // `Connection: Keep-Alive` (spelled so), yet says `Keep-Alive` to it.
+    if (req.version == "HTTP/1.0" && req.get_header_value("Connection") != "Keep-Alive")
+      res.set_header("Connection", "close");
     if (res.get_header_value("Connection") == "close") res.headers.erase("Keep-Alive");
     if (req.method == "HEAD") res.headers.erase("Accept-Ranges");
+    // What a client needs to act on a refusal (RFC 9110, 11.6.1 and 10.2.3):
+    // how to authenticate, and when to try again (shutting down, no room).
+    if (res.status == 401 && !res.has_header("WWW-Authenticate"))
+      res.set_header("WWW-Authenticate", "Bearer");
+    if (res.status == 503 && !res.has_header("Retry-After"))
+      res.set_header("Retry-After", "1");
   });
 
   for (auto& ep : endpoints()) {
@@ -2234,7 +2296,9 @@ void http_server::serve() {
 
 void http_server::stop() {
   svr_->stop();
-  static_cast<mesh_http_server&>(*svr_).shut_listener();
+  auto& server = static_cast<mesh_http_server&>(*svr_);
+  server.shut_listener();
+  server.wake_idle();
 }
 
 } // namespace polymesh

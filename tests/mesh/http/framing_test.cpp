@@ -62,6 +62,9 @@ TEST(framing, ambiguous_lengths_and_codings_are_refused_naming_the_header) {
   EXPECT_EQ(
       refused_field(request("GET", {{"Authorization", "a"}, {"Authorization", "b"}})),
       "Authorization");
+  EXPECT_EQ(refused_field(request("POST", {{"Content-Type", "application/json"},
+                                           {"Content-Type", "multipart/form-data"}})),
+            "Content-Type");
 }
 
 // This test ensures header names that are not tokens, and values with a NUL
