@@ -4,6 +4,7 @@
 #include "mesh/actors/run_actor.hpp"
 #include "mesh/domain/error.hpp"
 #include "mesh/domain/run_state.hpp"
+#include "mesh/wire/json.hpp"
 
 #include <caf/actor_system.hpp>
 #include <caf/event_based_actor.hpp>
@@ -25,7 +26,9 @@ using self_ptr = caf::stateful_actor<query_state>*;
 caf::expected<run_record> find_run(self_ptr self, const std::string& id) {
   auto r = self->state.db->get_run(id);
   if (!r) return r.error();
-  if (!*r) return make_error(errc::not_found, "no run with id '" + id + "'", "id");
+  if (!*r)
+    return make_error(errc::not_found,
+                      "no run with id '" + wire::printable_prefix(id, 64) + "'", "id");
   return std::move(**r);
 }
 

@@ -7,6 +7,7 @@
 #include "mesh/domain/ids.hpp"
 #include "mesh/domain/log.hpp"
 #include "mesh/domain/selector.hpp"
+#include "mesh/wire/json.hpp"
 
 #include <caf/actor_system.hpp>
 #include <caf/event_based_actor.hpp>
@@ -209,8 +210,9 @@ caf::actor find_agent(agent_self self, const std::string& id_or_name) {
 }
 
 caf::error no_agent(const std::string& id_or_name) {
-  return make_error(errc::not_found, "no agent with id or name '" + id_or_name + "'",
-                    "id");
+  return make_error(
+      errc::not_found,
+      "no agent with id or name '" + wire::printable_prefix(id_or_name, 64) + "'", "id");
 }
 
 caf::actor add_agent(agent_self self, agent_record rec, bool restored) {

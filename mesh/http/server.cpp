@@ -227,8 +227,8 @@ caf::expected<int64_t> query_int(request_context& rc, const char* name, int64_t 
   char* end = nullptr;
   errno = 0;
   auto x = std::strtoll(text.c_str(), &end, 10);
-  if (text.empty() || *end != '\0' || errno == ERANGE) return not_plain();
-  if (x < lo || x > hi)
+  if (text.empty() || *end != '\0') return not_plain();
+  if (errno == ERANGE || x < lo || x > hi)
     return make_error(errc::invalid_argument,
                       "query parameter '" + std::string{name} + "' must be between " +
                           std::to_string(lo) + " and " + std::to_string(hi),
@@ -352,7 +352,8 @@ caf::error check_own_agent(request_context& rc, const std::string& id) {
     return make_error(errc::forbidden,
                       "this token belongs to agent " + rc.who.agent_id +
                           "; an agent's calls name it by that id in the path, not by "
-                          "name or another agent's id");
+                          "name or another agent's id",
+                      "id");
   return {};
 }
 

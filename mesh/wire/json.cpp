@@ -822,7 +822,7 @@ caf::expected<log_request> parse_log_request(const json& j) {
                         field + "." + field_of(e));
     if (chunk.stream != "stdout" && chunk.stream != "stderr")
       return make_error(errc::invalid_argument,
-                        "stream must be stdout or stderr (got '" +
+                        field + ": stream must be stdout or stderr (got '" +
                             printable_prefix(chunk.stream, 64) + "')",
                         field + ".stream");
     // The run keeps the first chunk of a seq and ignores repeats (a retried

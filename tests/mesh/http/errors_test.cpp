@@ -293,6 +293,10 @@ TEST_F(errors, bad_query_parameters_are_400_naming_the_parameter) {
   EXPECT_EQ(call("GET", "/v1/runs?limit=01", admin).body["error"]["message"],
             "query parameter 'limit' must be an integer in plain digits (no '+', spaces "
             "or leading zeros), got '01'");
+  // Plain digits beyond 64 bits are out of range, not "not plain digits".
+  EXPECT_EQ(call("GET", "/v1/runs/run_x/logs?after=9223372036854775808", admin)
+                .body["error"]["message"],
+            "query parameter 'after' must be between -1 and 9223372036854775807");
 }
 
 // This test ensures a HEAD on an agent's poll is a 405 that hands nothing
@@ -434,6 +438,15 @@ TEST_F(errors, unknown_paths_and_ids_are_404_json) {
   expect_error(logs, 404, "not_found");
   auto named = submit(json{{"plan", "noop"}, {"agent", "ghost"}});
   expect_error(named, 404, "not_found", "agent");
+  // An id is quoted cut to 64 bytes (an 8 KiB one came back whole).
+  auto long_id = call("GET", "/v1/runs/run_" + std::string(5000, 'x'), admin);
+  expect_error(long_id, 404, "not_found", "id");
+  EXPECT_LT(long_id.raw.size(), 300u) << long_id.raw.size();
+  auto long_agent = call("GET", "/v1/agents/" + std::string(5000, 'a'), admin);
+  EXPECT_LT(long_agent.raw.size(), 300u) << long_agent.raw.size();
+  // An agent token naming another agent's path says which part is wrong.
+  auto other = call("GET", "/v1/agents/agt_missing/runs?wait=0", agent.token);
+  expect_error(other, 403, "forbidden", "id");
   EXPECT_TRUE(call("GET", "/v1/runs", admin).body["runs"].empty());
 }
 
