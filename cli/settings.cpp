@@ -95,6 +95,32 @@ file_settings read_config(const std::string& path) {
   return out;
 }
 
+/// Refuses a token that cannot be the one meant, naming `source` (never the
+/// token): a line break in it (a comment line or a second line in a token
+/// file) or a control character. It goes into the Authorization header as
+/// it is: a line break there ends the header and starts another
+/// (`\nX-Evil: 1`), and the mesh's 401 would name neither the source nor
+/// the cause. A blank inside is taken: a bootstrap admin token may be a
+/// passphrase (operations.md).
+void check_token(const std::string& token, const std::string& source) {
+  auto refuse = [&](const std::string& what, size_t at) {
+    return failure{exit_usage,
+                   source + ": the token holds " + what + " at byte " +
+                       std::to_string(at + 1) +
+                       "; a token is one word of printable characters",
+                   {"nothing was sent"}};
+  };
+  // A line break first: it says more than the blank of a comment before it.
+  if (auto at = token.find_first_of("\r\n"); at != std::string::npos)
+    throw refuse("a line break (a comment, or a second line?)", at);
+  for (size_t i = 0; i < token.size(); ++i) {
+    auto c = static_cast<unsigned char>(token[i]);
+    auto next = i + 1 < token.size() ? static_cast<unsigned char>(token[i + 1]) : 0;
+    if (c < 0x20 || c == 0x7f || (c == 0xc2 && next >= 0x80 && next <= 0x9f))
+      throw refuse("a control character", i);
+  }
+}
+
 /// The token in the file at `path`, without surrounding whitespace;
 /// `source` names where the path came from.
 std::string read_token_file(const std::string& path, const std::string& source) {
@@ -112,7 +138,9 @@ std::string read_token_file(const std::string& path, const std::string& source) 
   auto begin = text.find_first_not_of(" \t\r\n");
   if (begin == std::string::npos)
     throw failure{exit_usage, source + ": token file " + path + " is empty"};
-  return text.substr(begin, text.find_last_not_of(" \t\r\n") - begin + 1);
+  auto token = text.substr(begin, text.find_last_not_of(" \t\r\n") - begin + 1);
+  check_token(token, source + " " + path);
+  return token;
 }
 
 } // namespace
@@ -163,20 +191,23 @@ settings resolve_settings(const global_flags& flags) {
 
   if (!flags.token.empty() && !flags.token_file.empty())
     throw failure{exit_usage, "give --token or --token-file, not both"};
-  if (!flags.token.empty())
+  if (!flags.token.empty()) {
     s.token = flags.token;
-  else if (!flags.token_file.empty())
+    check_token(s.token, "--token");
+  } else if (!flags.token_file.empty()) {
     s.token = read_token_file(flags.token_file, "--token-file");
-  else if (auto e = env("MESH_TOKEN"); !e.empty())
+  } else if (auto e = env("MESH_TOKEN"); !e.empty()) {
     s.token = e;
-  else if (auto f = env("MESH_TOKEN_FILE"); !f.empty())
+    check_token(s.token, "MESH_TOKEN");
+  } else if (auto f = env("MESH_TOKEN_FILE"); !f.empty()) {
     s.token = read_token_file(f, "MESH_TOKEN_FILE");
-  else {
+  } else {
     s.token = file.token;
     if (!s.token.empty())
       if (auto open = open_to_others(path); !open.empty())
         std::cerr << "meshctl: warning: config file " << path << " holds a token and is "
                   << open << "; chmod 600 it" << std::endl;
+    check_token(s.token, "config file " + path + ": key 'token'");
   }
 
   if (auto [ca, from] =

@@ -14,7 +14,9 @@
 // missing default file is fine; a named file that is missing, an unknown key
 // or a bad value is a usage failure naming the file and key. A token file
 // (kept out of `ps` and shell history) holds the token, whitespace around it
-// ignored; `--token` and `--token-file` together are a usage failure.
+// ignored; `--token` and `--token-file` together are a usage failure, and
+// so is a token, from any source, with a blank, line break or control
+// character inside (it would go into the Authorization header as it is).
 //
 // Thread-safety: called once from `main`'s thread.
 #pragma once

@@ -118,6 +118,55 @@ TEST_F(settings_cmd, token_from_a_file) {
       << empty.err;
 }
 
+// This test ensures a token with a line break or a control character
+// inside (a token file with a second line or a comment) is refused naming where it came
+// from, and nothing is sent: sent as it is, `\nX-Evil: 1` started a header of its own. A
+// file's trailing newline and blanks around its token stay fine.
+TEST_F(settings_cmd, a_token_with_whitespace_or_control_characters_is_refused) {
+  auto write = [&](const std::string& name, const std::string& text) {
+    auto path = dir + "/" + name;
+    std::ofstream{path} << text;
+    EXPECT_EQ(::chmod(path.c_str(), 0600), 0);
+    return path;
+  };
+  auto injected = write("injected.token", admin + "\nX-Evil: 1\n");
+  auto commented = write("commented.token", "# the admin token\n" + admin + "\n");
+  auto config = write("token.yaml", "token: \"" + admin + "\\nx\"\n");
+  struct refused {
+    std::vector<std::string> args;
+    std::vector<std::string> env;
+    std::string names;
+  };
+  for (const auto& r : std::vector<refused>{
+           {{"--token-file", injected}, {}, "--token-file " + injected + ": "},
+           {{}, {"MESH_TOKEN_FILE=" + commented}, "MESH_TOKEN_FILE " + commented + ": "},
+           {{"--token", admin + "\r"}, {}, "--token: the token holds a line break"},
+           {{},
+            {"MESH_TOKEN=" + admin + "\x1b[2J"},
+            "MESH_TOKEN: the token holds a "
+            "control character"},
+           {{"--config", config}, {}, "config file " + config + ": key 'token': "}}) {
+    SCOPED_TRACE(r.names);
+    auto args = r.args;
+    for (const auto* word : {"--mesh", url.c_str(), "runs", "submit", "noop"})
+      args.emplace_back(word);
+    auto o = ctl_raw(args, r.env);
+    EXPECT_EQ(o.code, 64) << o.err;
+    EXPECT_NE(o.err.find(r.names), std::string::npos) << o.err;
+    EXPECT_NE(o.err.find("nothing was sent"), std::string::npos) << o.err;
+    EXPECT_EQ(o.err.find(admin), std::string::npos) << "the token is shown: " << o.err;
+  }
+  EXPECT_NE(ctl_raw({"--token-file", commented, "--mesh", url, "status"})
+                .err.find("the token holds a line break (a comment, or a second line?)"),
+            std::string::npos);
+  EXPECT_EQ(call(port, "GET", "/v1/runs", admin).body["runs"].size(), 0u);
+
+  auto padded = write("padded.token", " \t" + admin + " \r\n");
+  auto ok = ctl_raw({"--token-file", padded, "--mesh", url, "status", "-o", "json"});
+  ASSERT_EQ(ok.code, 0) << ok.err;
+  EXPECT_EQ(ok.json_out()["status"], "ready");
+}
+
 /// A reverse proxy on 127.0.0.1:0 that serves meshd under `/polymesh` and
 /// answers 404 for every other path, as a proxy in front of a mesh would;
 /// over TLS with `tls`'s certificate when given.
