@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <fcntl.h>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -18,7 +19,9 @@
 #include <set>
 #include <sstream>
 #include <string_view>
+#include <sys/stat.h>
 #include <thread>
+#include <unistd.h>
 #include <yaml-cpp/yaml.h>
 
 namespace polymesh::cli {
@@ -901,8 +904,139 @@ int list_artifacts(const command_context& ctx, const std::string& id) {
   return exit_ok;
 }
 
-/// Downloads one artifact to a file (or stdout), verified against the
-/// sha256 the mesh sends, written under a temporary name and renamed.
+namespace {
+
+/// Where `--get` puts the bytes, judged before they are downloaded the way cp
+/// judges its destination: a symlink by what it points to, so the link itself is
+/// never replaced.
+struct destination {
+  enum kind_t {
+    /// Nothing there yet: a new file, written under a temporary name and renamed.
+    new_file,
+    /// A regular file: replaced the same way, only with `--force`.
+    regular,
+    /// A device or FIFO (any other kind of file): written into as it is.
+    /// Nothing is replaced, so no `--force` is needed (`-O /dev/null`).
+    stream,
+  };
+  kind_t kind = new_file;
+  /// What is written or renamed over: the file given, or a symlink's target.
+  std::string path;
+};
+
+/// Judges `file` before anything is downloaded; throws the refusal, if any.
+destination destination_of(const std::string& file, bool force) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  destination d{destination::new_file, file};
+  auto st = fs::status(file, ec);
+  if (fs::is_symlink(fs::symlink_status(file, ec))) {
+    // Writing through a link that points nowhere would create a file wherever
+    // it says, perhaps far from where the user looks; GNU cp refuses too.
+    if (st.type() == fs::file_type::not_found)
+      throw failure{
+          exit_usage,
+          file + " is a symlink to " + fs::read_symlink(file, ec).string() +
+              ", which does not exist",
+          {"nothing is written through a dangling symlink (nor by cp); create what "
+           "it points to, or choose another file with --file"}};
+    auto target = fs::canonical(file, ec);
+    if (ec) // A loop, or a target that cannot be looked at.
+      throw failure{exit_refused,
+                    "cannot write " + file + ": " + ec.message(),
+                    {"nothing was written"}};
+    d.path = target.string();
+  }
+  switch (st.type()) {
+  // Not there, or not to be looked at: the write says why if it fails.
+  case fs::file_type::not_found:
+  case fs::file_type::none: return d;
+  case fs::file_type::regular: d.kind = destination::regular; break;
+  case fs::file_type::directory:
+    throw failure{
+        exit_usage, file + " is a directory", {"choose another file with --file"}};
+  default: d.kind = destination::stream; return d;
+  }
+  if (!force) {
+    std::vector<std::string> hints{
+        "pass --force to overwrite it, or --file to choose another"};
+    if (d.path != file)
+      hints.insert(hints.begin(), "it is a symlink to " + d.path +
+                                      "; --force replaces that file, not the link");
+    throw failure{exit_usage, file + " already exists", std::move(hints)};
+  }
+  return d;
+}
+
+/// Writes `bytes` into the device or FIFO at `path` as cp does: opened as it is,
+/// never created or truncated (a FIFO waits here for its reader; a socket refuses
+/// to be opened). `file` names it in a failure.
+void write_into(const std::string& path, const std::string& file, const std::string& name,
+                const std::string& bytes) {
+  size_t done = 0;
+  auto cannot_write = [&](int err) {
+    return failure{exit_refused,
+                   "cannot write " + file + ": " + std::strerror(err),
+                   {(done == 0 ? std::string{"nothing was written; "}
+                               : "cut short after " + std::to_string(done) + " of " +
+                                     std::to_string(bytes.size()) + " bytes; ") +
+                    name + " is still in the mesh"}};
+  };
+  int fd = ::open(path.c_str(), O_WRONLY | O_NOCTTY | O_CLOEXEC);
+  if (fd < 0) throw cannot_write(errno);
+  // Judged before the download; a regular file put there since must not be
+  // overwritten in place without `--force`.
+  struct stat st {};
+  int err = ::fstat(fd, &st) != 0 ? errno : S_ISREG(st.st_mode) ? EEXIST : 0;
+  if (err != 0) {
+    ::close(fd);
+    throw cannot_write(err);
+  }
+  while (done < bytes.size()) {
+    auto n = ::write(fd, bytes.data() + done, bytes.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      err = errno;
+      ::close(fd);
+      throw cannot_write(err);
+    }
+    done += static_cast<size_t>(n);
+  }
+  ::close(fd);
+}
+
+/// Writes `bytes` to a new file at `path`, or replaces the regular file there,
+/// under a temporary name in the same directory and renamed: an interrupted
+/// download never leaves half a file under the real name. `file` names it in a
+/// failure.
+void write_replacing(const std::string& path, const std::string& file,
+                     const std::string& name, const std::string& bytes) {
+  namespace fs = std::filesystem;
+  auto tmp = path + ".meshctl-partial";
+  auto cannot_write = [&](const std::string& why) {
+    std::error_code ignored;
+    fs::remove(tmp, ignored);
+    return failure{exit_refused,
+                   "cannot write " + file + ": " + why,
+                   {"nothing was written; " + name + " is still in the mesh"}};
+  };
+  {
+    errno = 0;
+    std::ofstream out{tmp, std::ios::binary | std::ios::trunc};
+    if (!out) throw cannot_write(std::strerror(errno ? errno : EIO));
+    out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+    if (!out.flush()) throw cannot_write(std::strerror(errno ? errno : EIO));
+  }
+  std::error_code ec;
+  fs::rename(tmp, path, ec);
+  if (ec) throw cannot_write(ec.message());
+}
+
+} // namespace
+
+/// Downloads one artifact to a file (or stdout), verified against the sha256
+/// the mesh sends before a byte is written. A file is written under a
+/// temporary name and renamed; a device or FIFO is written into.
 int get_artifact(const command_context& ctx, const artifacts_options& o) {
   namespace fs = std::filesystem;
   auto base = o.get.substr(o.get.rfind('/') + 1);
@@ -912,10 +1046,8 @@ int get_artifact(const command_context& ctx, const artifacts_options& o) {
   // Into a directory, as cp does: DIR/NAME.
   if (!to_stdout && !o.file.empty() && fs::is_directory(file, ec))
     file = (fs::path{file} / base).string();
-  if (!to_stdout && !o.force && fs::exists(file, ec))
-    throw failure{exit_usage,
-                  file + " already exists",
-                  {"pass --force to overwrite it, or --file to choose another"}};
+  destination dest;
+  if (!to_stdout) dest = destination_of(file, o.force);
   auto mesh = ctx.client();
   std::string path = "/v1/runs/" + url_encode(o.id) + "/artifacts/";
   // Keep the name's '/' separators; every segment is encoded on its own.
@@ -951,23 +1083,11 @@ int get_artifact(const command_context& ctx, const artifacts_options& o) {
     std::cerr << summary << " to stdout\n";
     return exit_ok;
   }
-  auto tmp = file + ".meshctl-partial";
-  auto cannot_write = [&](const std::string& why) {
-    std::error_code ignored;
-    fs::remove(tmp, ignored);
-    return failure{exit_refused,
-                   "cannot write " + file + ": " + why,
-                   {"nothing was written; " + o.get + " is still in the mesh"}};
-  };
-  {
-    errno = 0;
-    std::ofstream out{tmp, std::ios::binary | std::ios::trunc};
-    if (!out) throw cannot_write(std::strerror(errno ? errno : EIO));
-    out.write(answer.bytes.data(), static_cast<std::streamsize>(answer.bytes.size()));
-    if (!out.flush()) throw cannot_write(std::strerror(errno ? errno : EIO));
+  if (dest.kind == destination::stream) {
+    write_into(dest.path, file, o.get, answer.bytes);
+  } else {
+    write_replacing(dest.path, file, o.get, answer.bytes);
   }
-  fs::rename(tmp, file, ec);
-  if (ec) throw cannot_write(ec.message());
   if (out.structured())
     out.emit(saved);
   else

@@ -3,13 +3,18 @@
 #include "tests/cli/meshctl_harness.hpp"
 
 #include <atomic>
+#include <cerrno>
 #include <csignal>
+#include <cstring>
+#include <fcntl.h>
 #include <filesystem>
 #include <fstream>
 #include <httplib.h>
 #include <sstream>
+#include <sys/stat.h>
 #include <thread>
 #include <tuple>
+#include <unistd.h>
 #include <yaml-cpp/yaml.h>
 
 namespace polymesh::cli_test {
@@ -1000,12 +1005,14 @@ TEST_F(runs_cmd, artifacts_list_and_download_byte_identical) {
                              "/no/such/dir/x: No such file or directory"),
             std::string::npos)
       << nowhere.err;
+  // A directory where the file would go is refused, --force or not: nothing
+  // could replace it.
   std::filesystem::create_directory(dir + "/into/plan.txt");
   auto onto_dir = ctl({"runs", "artifacts", id, "--get", "plan.txt", "-O",
                        dir + "/into/plan.txt/..", "--force"});
-  EXPECT_EQ(onto_dir.code, 3);
-  EXPECT_EQ(onto_dir.err.find("Success"), std::string::npos) << onto_dir.err;
-  EXPECT_NE(onto_dir.err.find("cannot write"), std::string::npos) << onto_dir.err;
+  EXPECT_EQ(onto_dir.code, 64);
+  EXPECT_NE(onto_dir.err.find("plan.txt is a directory"), std::string::npos)
+      << onto_dir.err;
 
   // Without -O the file is the artifact's base name in the working
   // directory (the test's own); a directory of that name is not written
@@ -1013,16 +1020,142 @@ TEST_F(runs_cmd, artifacts_list_and_download_byte_identical) {
   std::filesystem::create_directory(dir + "/plan.txt");
   auto by_name = ctl({"runs", "artifacts", id, "--get", "plan.txt"});
   EXPECT_EQ(by_name.code, 64) << by_name.err;
-  EXPECT_NE(by_name.err.find("plan.txt already exists"), std::string::npos)
+  EXPECT_NE(by_name.err.find("plan.txt is a directory"), std::string::npos)
       << by_name.err;
   auto forced_onto_dir = ctl({"runs", "artifacts", id, "--get", "plan.txt", "--force"});
-  EXPECT_EQ(forced_onto_dir.code, 3) << forced_onto_dir.err;
-  EXPECT_NE(forced_onto_dir.err.find("cannot write plan.txt"), std::string::npos)
+  EXPECT_EQ(forced_onto_dir.code, 64) << forced_onto_dir.err;
+  EXPECT_NE(forced_onto_dir.err.find("plan.txt is a directory"), std::string::npos)
       << forced_onto_dir.err;
   EXPECT_FALSE(std::filesystem::exists(dir + "/plan.txt/plan.txt"));
   auto here = ctl({"runs", "artifacts", id, "--get", "out/app.bin", "--force"});
   ASSERT_EQ(here.code, 0) << here.err;
   EXPECT_EQ(std::filesystem::file_size(dir + "/app.bin"), bin.size());
+}
+
+/// The contents of `path`, read to its end.
+std::string slurp(const std::string& path) {
+  std::ifstream in{path, std::ios::binary};
+  return {std::istreambuf_iterator<char>{in}, {}};
+}
+
+// This test ensures `--get` writes into a FIFO or a device as cp does, with or
+// without --force since nothing is overwritten, and never replaces one (or a
+// symlink to one) with a regular file: it did, renaming its temporary file over
+// it, and refused `-O /dev/null` as "already exists".
+TEST_F(runs_cmd, artifacts_get_writes_into_a_fifo_or_device_not_over_it) {
+  namespace fs = std::filesystem;
+  auto agent = register_agent("worker", json::object(), json::array({"build"}));
+  auto id = submit(json{{"plan", "build"}});
+  ASSERT_TRUE(agent.take().is_object());
+  ASSERT_EQ(agent.start(id).status, 200);
+  ASSERT_EQ(agent.put_artifact(id, "plan.txt", "Plan: 1 to add\n").status, 201);
+  ASSERT_EQ(agent.finish(id, "success").status, 200);
+
+  // The reader is open before meshctl opens the FIFO, so meshctl need not wait
+  // for it, and the bytes stay in the pipe until read after meshctl ended.
+  auto fifo = dir + "/fifo";
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0) << std::strerror(errno);
+  int reader = ::open(fifo.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+  ASSERT_GE(reader, 0) << std::strerror(errno);
+  auto drain = [reader] {
+    std::string got;
+    char buf[256];
+    for (ssize_t n; (n = ::read(reader, buf, sizeof buf)) > 0;)
+      got.append(buf, static_cast<size_t>(n));
+    return got;
+  };
+  for (bool force : {false, true}) {
+    std::vector<std::string> args{"runs",     "artifacts", id,  "--get",
+                                  "plan.txt", "-O",        fifo};
+    if (force) args.emplace_back("--force");
+    auto r = ctl(args);
+    EXPECT_EQ(r.code, 0) << "force " << force << ": " << r.err;
+    EXPECT_TRUE(fs::is_fifo(fs::symlink_status(fifo))) << "force " << force;
+    EXPECT_EQ(drain(), "Plan: 1 to add\n") << "force " << force;
+  }
+  ::close(reader);
+
+  auto null = ctl({"runs", "artifacts", id, "--get", "plan.txt", "-O", "/dev/null"});
+  EXPECT_EQ(null.code, 0) << null.err;
+  EXPECT_NE(null.out.find("to /dev/null"), std::string::npos) << null.out;
+  // A device's refusal is the write's failure: /dev/full is always full.
+  auto full = ctl({"runs", "artifacts", id, "--get", "plan.txt", "-O", "/dev/full"});
+  EXPECT_EQ(full.code, 3) << full.err;
+  EXPECT_NE(full.err.find("cannot write /dev/full: No space left on device"),
+            std::string::npos)
+      << full.err;
+  // Through a symlink with --force: the device gets the bytes, the link stays.
+  fs::create_symlink("/dev/null", dir + "/null");
+  auto linked =
+      ctl({"runs", "artifacts", id, "--get", "plan.txt", "-O", dir + "/null", "--force"});
+  EXPECT_EQ(linked.code, 0) << linked.err;
+  ASSERT_TRUE(fs::is_symlink(fs::symlink_status(dir + "/null")));
+  EXPECT_EQ(fs::read_symlink(dir + "/null"), "/dev/null");
+  EXPECT_TRUE(fs::is_character_file(fs::status("/dev/null")));
+}
+
+// This test ensures `--get` through a symlink judges and writes what it points
+// to, as cp does: an existing file needs --force and is then replaced while the
+// link stays (it was replaced by a regular file), and a dangling link is
+// refused, neither replaced nor its target created. A plain file is as before.
+TEST_F(runs_cmd, artifacts_get_through_a_symlink_writes_its_target_and_keeps_the_link) {
+  namespace fs = std::filesystem;
+  auto agent = register_agent("worker", json::object(), json::array({"build"}));
+  auto id = submit(json{{"plan", "build"}});
+  ASSERT_TRUE(agent.take().is_object());
+  ASSERT_EQ(agent.start(id).status, 200);
+  ASSERT_EQ(agent.put_artifact(id, "plan.txt", "Plan: 1 to add\n").status, 201);
+  ASSERT_EQ(agent.finish(id, "success").status, 200);
+  auto get = [&](const std::string& file, bool force) {
+    std::vector<std::string> args{"runs",     "artifacts", id,  "--get",
+                                  "plan.txt", "-O",        file};
+    if (force) args.emplace_back("--force");
+    return ctl(args);
+  };
+
+  // The target is in another directory: its replacement is written there.
+  fs::create_directory(dir + "/real");
+  std::ofstream{dir + "/real/target.txt"} << "old\n";
+  fs::create_symlink("real/target.txt", dir + "/link.txt");
+  auto refused = get(dir + "/link.txt", false);
+  EXPECT_EQ(refused.code, 64) << refused.err;
+  EXPECT_NE(refused.err.find("link.txt already exists"), std::string::npos)
+      << refused.err;
+  auto target = fs::canonical(dir + "/real/target.txt").string();
+  EXPECT_NE(refused.err.find("symlink to " + target), std::string::npos) << refused.err;
+  EXPECT_EQ(slurp(target), "old\n");
+  auto forced = get(dir + "/link.txt", true);
+  EXPECT_EQ(forced.code, 0) << forced.err;
+  EXPECT_NE(forced.out.find("to " + dir + "/link.txt"), std::string::npos) << forced.out;
+  ASSERT_TRUE(fs::is_symlink(fs::symlink_status(dir + "/link.txt")));
+  EXPECT_EQ(fs::read_symlink(dir + "/link.txt"), "real/target.txt");
+  EXPECT_EQ(slurp(target), "Plan: 1 to add\n");
+  EXPECT_FALSE(fs::exists(fs::symlink_status(dir + "/link.txt.meshctl-partial")));
+  EXPECT_FALSE(fs::exists(target + ".meshctl-partial"));
+
+  fs::create_symlink("real/missing.txt", dir + "/dangling.txt");
+  for (bool force : {false, true}) {
+    auto r = get(dir + "/dangling.txt", force);
+    EXPECT_EQ(r.code, 64) << "force " << force << ": " << r.err;
+    EXPECT_NE(r.err.find("dangling.txt is a symlink to real/missing.txt, which does "
+                         "not exist"),
+              std::string::npos)
+        << r.err;
+    EXPECT_TRUE(fs::is_symlink(fs::symlink_status(dir + "/dangling.txt")));
+    EXPECT_FALSE(fs::exists(fs::symlink_status(dir + "/real/missing.txt")));
+  }
+
+  std::ofstream{dir + "/plain.txt"} << "old\n";
+  auto plain = get(dir + "/plain.txt", false);
+  EXPECT_EQ(plain.code, 64) << plain.err;
+  EXPECT_NE(plain.err.find("plain.txt already exists"), std::string::npos) << plain.err;
+  EXPECT_EQ(plain.err.find("symlink"), std::string::npos) << plain.err;
+  EXPECT_EQ(slurp(dir + "/plain.txt"), "old\n");
+  auto plain_forced = get(dir + "/plain.txt", true);
+  EXPECT_EQ(plain_forced.code, 0) << plain_forced.err;
+  EXPECT_TRUE(fs::is_regular_file(fs::symlink_status(dir + "/plain.txt")));
+  EXPECT_EQ(slurp(dir + "/plain.txt"), "Plan: 1 to add\n");
+  EXPECT_FALSE(fs::exists(dir + "/plain.txt.meshctl-partial"));
 }
 
 // This test ensures `--follow` on a terminal never draws its spinner over a
