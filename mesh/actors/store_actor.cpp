@@ -2,6 +2,7 @@
 
 #include "mesh/actors/messages.hpp"
 #include "mesh/domain/error.hpp"
+#include "mesh/domain/log.hpp"
 
 #include <caf/actor_system.hpp>
 #include <caf/event_based_actor.hpp>
@@ -19,7 +20,22 @@ namespace {
 /// commit it makes anyway; an idle one commits it alone.
 constexpr auto alive_stamp_interval = std::chrono::seconds{10};
 
+/// While commits keep failing, how often the log says so again.
+constexpr auto failure_log_interval = std::chrono::seconds{60};
+
 using stamp_atom = caf::atom_constant<caf::atom("stamp")>;
+
+/// What the log has said of failed commits: the first of a run of failures
+/// is logged, then one line a `failure_log_interval` with how many more
+/// failed, and a line when a commit succeeds again.
+struct failure_log {
+  /// Commits failed since the last one that succeeded.
+  size_t failed = 0;
+  /// Of those, how many the log has not counted yet.
+  size_t unlogged = 0;
+  /// When the last line was written (meshd's clock).
+  timestamp logged_at{};
+};
 
 struct store_state {
   static inline const char* name = "store";
@@ -33,6 +49,7 @@ struct store_state {
   bool flush_scheduled = false;
   /// When the last `stamp_alive` was committed (meshd's clock); none yet.
   std::optional<timestamp> stamped_at;
+  failure_log failures;
 };
 
 using self_ptr = caf::stateful_actor<store_state>*;
@@ -52,10 +69,33 @@ void account_commit(store_state& st, size_t writes,
                     const caf::expected<T>& out) {
   st.ctx->metrics.committed(writes, std::chrono::steady_clock::now() - began,
                             static_cast<bool>(out));
-  if (out)
+  auto& log_of = st.failures;
+  if (out) {
     st.ctx->store_status.commit_succeeded();
-  else
-    st.ctx->store_status.commit_failed(message_of(out.error()));
+    if (log_of.failed > 0)
+      log(log_level::info, "store: commits succeed again, after " +
+                               std::to_string(log_of.failed) + " failed");
+    log_of = failure_log{};
+    return;
+  }
+  auto why = message_of(out.error());
+  st.ctx->store_status.commit_failed(why);
+  auto now = st.ctx->now();
+  ++log_of.failed;
+  ++log_of.unlogged;
+  if (log_of.failed == 1) {
+    log(log_level::error, "store: a commit failed (writes are answered 500 "
+                          "store_failure, and /readyz 503, until one succeeds): " +
+                              why);
+  } else if (now - log_of.logged_at >= failure_log_interval || now < log_of.logged_at) {
+    log(log_level::error, "store: " + std::to_string(log_of.unlogged) +
+                              " more commits failed (" + std::to_string(log_of.failed) +
+                              " in a row), the last: " + why);
+  } else {
+    return;
+  }
+  log_of.unlogged = 0;
+  log_of.logged_at = now;
 }
 
 /// Commits a `stamp_alive` on its own. Like a prune, it counts as a commit

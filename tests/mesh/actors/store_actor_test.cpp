@@ -5,6 +5,7 @@
 #include "mesh/actors/store_actor.hpp"
 #include "mesh/domain/clock.hpp"
 #include "mesh/domain/error.hpp"
+#include "mesh/domain/log.hpp"
 
 #include <caf/actor_system.hpp>
 #include <caf/actor_system_config.hpp>
@@ -155,6 +156,17 @@ protected:
     self->wait_for(store);
   }
 
+  /// Asks the store actor for a prune that the store answers `answer`.
+  void prune(caf::expected<size_t> answer) {
+    {
+      std::lock_guard<std::mutex> guard{gate->mtx};
+      gate->prune_answer = std::move(answer);
+    }
+    self->request(store, std::chrono::seconds{10}, prune_atom::value, timestamp{},
+                  size_t{10})
+        .receive([](size_t) {}, [](caf::error&) {});
+  }
+
   manual_clock clock;
   caf::actor_system_config cfg;
   caf::actor_system sys{cfg};
@@ -255,21 +267,47 @@ TEST_F(store_actor_test, a_write_taken_in_before_an_exit_is_committed_and_answer
 // one that deletes rows marks it healthy again, one that deletes nothing
 // says nothing.
 TEST_F(store_actor_test, a_failed_prune_marks_the_store_failing) {
-  auto prune = [&](caf::expected<size_t> answer) {
-    {
-      std::lock_guard<std::mutex> guard{gate->mtx};
-      gate->prune_answer = std::move(answer);
-    }
-    self->request(store, std::chrono::seconds{10}, prune_atom::value, timestamp{},
-                  size_t{10})
-        .receive([](size_t) {}, [](caf::error&) {});
-  };
   prune(make_error(errc::internal, "database or disk is full"));
   expect_one_failed_commit(*ctx, "database or disk is full");
   prune(size_t{0});
   EXPECT_NE(ctx->store_status.error(), "") << "deleting nothing wrote nothing";
   prune(size_t{3});
   EXPECT_EQ(ctx->store_status.error(), "");
+}
+
+// This test ensures failed commits reach meshd's log, without flooding it:
+// the first of a run of failures with its cause, then at most one line a
+// minute counting the failures since, and a line when commits succeed
+// again. Before, a full disk answered 500s that no log line explained.
+TEST_F(store_actor_test, failed_commits_are_logged_once_a_minute_and_their_end_too) {
+  std::mutex mtx;
+  std::vector<std::string> lines;
+  set_log_handler([&](log_level level, const std::string& text) {
+    std::lock_guard<std::mutex> guard{mtx};
+    lines.push_back(std::string{to_string(level)} + " " + text);
+  });
+  auto full = [](const std::string& n) {
+    return make_error(errc::store_failure, "database or disk is full " + n);
+  };
+  prune(full("(1)"));
+  clock.advance(std::chrono::seconds{20});
+  prune(full("(2)"));
+  clock.advance(std::chrono::seconds{20});
+  prune(full("(3)"));
+  clock.advance(std::chrono::seconds{20});
+  prune(full("(4)"));
+  prune(size_t{2});
+  prune(full("(5)"));
+  set_log_handler({});
+  EXPECT_EQ(lines,
+            (std::vector<std::string>{
+                "error store: a commit failed (writes are answered 500 store_failure, "
+                "and /readyz 503, until one succeeds): database or disk is full (1)",
+                "error store: 3 more commits failed (4 in a row), the last: database or "
+                "disk is full (4)",
+                "info store: commits succeed again, after 4 failed",
+                "error store: a commit failed (writes are answered 500 store_failure, "
+                "and /readyz 503, until one succeeds): database or disk is full (5)"}));
 }
 
 } // namespace
