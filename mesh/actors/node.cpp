@@ -48,15 +48,24 @@ caf::error make_dirs(const std::string& dir, const std::string& field = "data_di
 
 /// Opens `path` and takes an exclusive `flock` on it; the kernel drops it
 /// when the process ends, even by SIGKILL. `in_use` is the error's message
-/// when another process holds it.
+/// when another process holds it; `what` names the file in one it cannot
+/// open ("'<path>'" when empty).
 caf::expected<int> take_lock(const std::string& path, const std::string& field,
-                             const std::string& in_use) {
+                             const std::string& in_use, const std::string& what = {}) {
   // Read-only is enough for `flock`: a database meshd may read but not
   // write gets the store's own words for that, not "cannot open".
   int fd = ::open(path.c_str(), O_RDONLY | O_CREAT | O_CLOEXEC, 0600);
-  if (fd < 0)
+  if (fd < 0) {
+    int os = errno;
+    std::string hint = os == EACCES ? ": give meshd's user the file and its directory "
+                                      "(chown), mode 0600"
+                                    : "";
+    if (what.empty())
+      return make_error(errc::invalid_argument,
+                        "cannot open '" + path + "': " + std::strerror(os) + hint, field);
     return make_error(errc::invalid_argument,
-                      "cannot open '" + path + "': " + std::strerror(errno), field);
+                      what + ": cannot open it: " + std::strerror(os) + hint);
+  }
   if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
     ::close(fd);
     return make_error(errc::conflict, in_use, field);
@@ -122,10 +131,13 @@ caf::error mesh_node::boot(const mesh_config& cfg, const polymesh::clock& clk) {
   // own: two writers, one of them reading an old state). So the database
   // file itself is locked too. Closed only after the store (closing a
   // descriptor of the file drops this process's POSIX locks on it, SQLite's).
+  // (A file meshd's user may not open is named as the store names it: the
+  // default database is no `store.path` the user set.)
   auto file_lock = take_lock(db, "store.path",
                              "database '" + db +
                                  "' is in use by another meshd (it is the same file as "
-                                 "that meshd's database, through a link)");
+                                 "that meshd's database, through a link)",
+                             "database '" + db + "'");
   if (!file_lock) return file_lock.error();
   db_file_lock_fd_ = *file_lock;
   store_options wopts;

@@ -1,5 +1,6 @@
 // meshd's process behaviour: SIGTERM stops it cleanly, answering waiting
 // long-polls, and it exits 0; bad start-up input fails with a message.
+#include "mesh/store/sqlite_schema.hpp"
 #include "tests/support/mesh_fixture.hpp"
 #include "tests/support/meshd_process.hpp"
 
@@ -7,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 #include <future>
+#include <sqlite3.h>
 #include <sstream>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -386,6 +388,53 @@ TEST(signals, check_creates_nothing_and_names_what_it_would_use) {
   remove_tree(dir);
 }
 
+// This test ensures `--check` says what a start would do to the database
+// before it is done: migrate an older schema (said, exit 0), refuse a newer
+// one, a file that is no database, or one meshd's user cannot read (exit 2,
+// in a start's words). It read nothing of the file, and an upgrade's check
+// said `config OK` for a database the new binary would then refuse or
+// migrate. It still creates nothing (no -wal, no -shm).
+TEST(signals, check_says_what_a_start_would_do_to_the_database) {
+  auto dir = make_temp_dir();
+  auto db = dir + "/mesh.db";
+  auto set_version = [&](int v) {
+    sqlite3* raw = nullptr;
+    ASSERT_EQ(sqlite3_open(db.c_str(), &raw), SQLITE_OK);
+    auto sql = "PRAGMA user_version = " + std::to_string(v);
+    EXPECT_EQ(sqlite3_exec(raw, sql.c_str(), nullptr, nullptr, nullptr), SQLITE_OK);
+    sqlite3_close(raw);
+  };
+  set_version(sqlite_schema_version - 1);
+  auto [code, out] = run_meshd("--check --data-dir " + dir);
+  EXPECT_EQ(code, 0) << out;
+  EXPECT_NE(out.find("  database: schema version " +
+                     std::to_string(sqlite_schema_version - 1) + ", migrated to " +
+                     std::to_string(sqlite_schema_version) + " at the next start"),
+            std::string::npos)
+      << out;
+  EXPECT_FALSE(std::filesystem::exists(db + "-wal"));
+  EXPECT_FALSE(std::filesystem::exists(db + "-shm"));
+
+  set_version(sqlite_schema_version);
+  std::tie(code, out) = run_meshd("--check --data-dir " + dir);
+  EXPECT_EQ(code, 0) << out;
+  EXPECT_EQ(out.find("database: schema"), std::string::npos) << out;
+
+  set_version(sqlite_schema_version + 1);
+  std::tie(code, out) = run_meshd("--check --data-dir " + dir);
+  EXPECT_EQ(code, 2) << out;
+  EXPECT_EQ(out, "meshd: database '" + db + "': database schema version " +
+                     std::to_string(sqlite_schema_version + 1) +
+                     " is newer than this build supports (" +
+                     std::to_string(sqlite_schema_version) + ")\n");
+
+  std::ofstream{db, std::ios::trunc} << "not a database, but not empty either\n";
+  std::tie(code, out) = run_meshd("--check --data-dir " + dir);
+  EXPECT_EQ(code, 2) << out;
+  EXPECT_EQ(out, "meshd: database '" + db + "': file is not a database\n");
+  remove_tree(dir);
+}
+
 /// Starts meshd on `dir` (POLYMESH_ADMIN_TOKEN=`admin_token`, empty for
 /// none) until it answers, stops it; what it logged.
 std::string log_of_a_start(const std::string& dir,
@@ -489,6 +538,44 @@ TEST(signals, http_threads_the_system_refuses_fail_start_up_cleanly) {
       << text;
   EXPECT_NE(text.find("ulimit -u, systemd TasksMax"), std::string::npos) << text;
   EXPECT_EQ(text.find("listening on"), std::string::npos) << text;
+  remove_tree(dir);
+}
+
+// This test ensures a database meshd's user may not open is named as the
+// store names a database it cannot open, with what to do: the message said
+// `store.path: cannot open '…'`, a key the operator never set.
+TEST(signals, a_database_the_user_may_not_open_is_named_as_the_database) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root, to run meshd as another user";
+  const std::string as_nobody =
+      "setpriv --reuid=65534 --regid=65534 --clear-groups " + std::string{MESHD_PATH};
+  if (run_shell(as_nobody + " --version 2>&1").first != 0)
+    GTEST_SKIP() << "cannot run meshd as uid 65534 through setpriv here";
+  auto dir = make_temp_dir();
+  ASSERT_EQ(::chown(dir.c_str(), 65534, 65534), 0);
+  // A database root made: its user's alone.
+  std::ofstream{dir + "/mesh.db"};
+  ASSERT_EQ(::chmod((dir + "/mesh.db").c_str(), 0600), 0);
+  auto [code, text] =
+      run_shell(as_nobody + " --listen 127.0.0.1:0 --data-dir " + dir + " 2>&1");
+  EXPECT_EQ(code, 2) << text;
+  EXPECT_NE(text.find("meshd: database '" + dir +
+                      "/mesh.db': cannot open it: Permission denied: give meshd's user "
+                      "the file and its directory (chown), mode 0600"),
+            std::string::npos)
+      << text;
+  EXPECT_EQ(text.find("store.path"), std::string::npos) << text;
+  // `--check`, as the service's user, says so before a start.
+  std::tie(code, text) = run_shell(as_nobody + " --check --data-dir " + dir + " 2>&1");
+  EXPECT_EQ(code, 2) << text;
+  EXPECT_EQ(text, "meshd: database '" + dir +
+                      "/mesh.db': cannot open it: Permission denied: give meshd's user "
+                      "the file and its directory (chown), mode 0600\n");
+  ASSERT_EQ(::chmod((dir + "/mesh.db").c_str(), 0644), 0);
+  std::tie(code, text) = run_shell(as_nobody + " --check --data-dir " + dir + " 2>&1");
+  EXPECT_EQ(code, 2) << text;
+  EXPECT_NE(text.find("/mesh.db': meshd's user may read it but not write it"),
+            std::string::npos)
+      << text;
   remove_tree(dir);
 }
 
