@@ -179,6 +179,30 @@ json edit_labels(json labels, const std::vector<label_edit>& edits) {
   return labels;
 }
 
+/// How often `agents label` reads and writes again when the labels changed
+/// under it.
+constexpr int relabel_attempts = 10;
+
+/// The agent `name` with `edits` applied to its labels. The API replaces
+/// all labels at once, so this reads them, edits and writes them back on
+/// the condition (`If-Match`) that they are still what was read: an edit
+/// made meanwhile (another `agents label`) is read again and kept, not
+/// overwritten.
+json relabel(mesh_client& mesh, const std::string& name,
+             const std::vector<label_edit>& edits) {
+  for (int attempt = 1;; ++attempt) {
+    auto agent = find_agent(mesh, name);
+    auto etag = mesh.last_etag();
+    auto labels = edit_labels(agent["labels"], edits);
+    auto path = "/v1/agents/" + url_encode(agent["id"].get<std::string>());
+    try {
+      return agent_answer(mesh, mesh.patch(path, json{{"labels", labels}}, etag));
+    } catch (const failure&) {
+      if (mesh.last_status() != 412 || attempt == relabel_attempts) throw;
+    }
+  }
+}
+
 /// `agents drain NAME` or `agents undrain NAME` (`verb`): POSTs the agent's
 /// `/verb` and prints the status it is left in, painted `paint`.
 void add_drain_command(CLI::App* agents, command_context& ctx,
@@ -239,13 +263,8 @@ void add_agents_commands(CLI::App& app, command_context& ctx) {
   label->callback([&ctx, name, edits] {
     ctx.action = [&ctx, name, edits] {
       auto mesh = ctx.client();
-      // The API replaces all labels at once: read, edit, write back.
       auto parsed = parse_label_edits(*edits);
-      auto agent = find_agent(mesh, *name);
-      auto labels = edit_labels(agent["labels"], parsed);
-      auto id = agent["id"].get<std::string>();
-      auto updated = agent_answer(
-          mesh, mesh.patch("/v1/agents/" + url_encode(id), json{{"labels", labels}}));
+      auto updated = relabel(mesh, *name, parsed);
       auto out = ctx.out();
       if (out.structured())
         out.emit(updated);

@@ -64,8 +64,9 @@ json mesh_client::post(const std::string& path, const json& body) {
   return call("POST", path, &body, false);
 }
 
-json mesh_client::patch(const std::string& path, const json& body) {
-  return call("PATCH", path, &body, false);
+json mesh_client::patch(const std::string& path, const json& body,
+                        const std::string& if_match) {
+  return call("PATCH", path, &body, false, if_match);
 }
 
 json mesh_client::del(const std::string& path) {
@@ -119,7 +120,7 @@ namespace {
 httplib::Result send(const std::string& base_url, const std::string& origin,
                      const std::string& ca_file, const std::string& token,
                      const std::string& method, const std::string& path,
-                     const std::string* payload) {
+                     const std::string* payload, const std::string& if_match = {}) {
   httplib::Client http{origin};
   if (!ca_file.empty()) http.set_ca_cert_path(ca_file);
   http.set_tcp_nodelay(true);
@@ -129,6 +130,7 @@ httplib::Result send(const std::string& base_url, const std::string& origin,
   http.set_write_timeout(read_timeout_s, 0);
   httplib::Headers headers;
   if (!token.empty()) headers.emplace("Authorization", "Bearer " + token);
+  if (!if_match.empty()) headers.emplace("If-Match", if_match);
   httplib::Result res{nullptr, httplib::Error::Unknown};
   if (method == "GET")
     res = http.Get(path, headers);
@@ -199,7 +201,7 @@ std::string not_utf8_at(const json& j, const std::string& path) {
 }
 
 json mesh_client::call(const std::string& method, const std::string& path,
-                       const json* body, bool null_on_404) {
+                       const json* body, bool null_on_404, const std::string& if_match) {
   std::string payload;
   try {
     // Strict: text that is not UTF-8 is refused here, not sent changed (two
@@ -213,8 +215,10 @@ json mesh_client::call(const std::string& method, const std::string& path,
                   {"the mesh takes UTF-8 text only; nothing was sent"}};
   }
   last_call_ = method + " " + path;
-  auto res = send(base_url_, origin_, ca_file_, token_, method, prefix_ + path, &payload);
+  auto res = send(base_url_, origin_, ca_file_, token_, method, prefix_ + path, &payload,
+                  if_match);
   last_status_ = res->status;
+  last_etag_ = res->get_header_value("ETag");
   if (res->status == 404 && null_on_404) return nullptr;
   if (res->status < 200 || res->status >= 300) fail(*res, method, path);
   // meshd answers every call with a JSON object, never an empty body.

@@ -53,12 +53,17 @@ public:
 
   [[nodiscard]] json get(const std::string& path, const query& q = {});
   [[nodiscard]] json post(const std::string& path, const json& body = json::object());
-  [[nodiscard]] json patch(const std::string& path, const json& body);
+  /// With `if_match` (an entity tag the mesh gave, `last_etag`), the mesh
+  /// refuses the change with 412 when the entity changed since.
+  [[nodiscard]] json patch(const std::string& path, const json& body,
+                           const std::string& if_match = {});
   [[nodiscard]] json del(const std::string& path);
 
   /// The HTTP status of the last answered call (201 or 200 tells a new run
   /// from an idempotent repeat).
   [[nodiscard]] int last_status() const { return last_status_; }
+  /// The `ETag` of the last answered call ("" without one).
+  [[nodiscard]] const std::string& last_etag() const { return last_etag_; }
 
   /// Like `get`, but a 404 returns null instead of failing.
   [[nodiscard]] json get_or_null(const std::string& path);
@@ -84,7 +89,7 @@ public:
 
 private:
   json call(const std::string& method, const std::string& path, const json* body,
-            bool null_on_404);
+            bool null_on_404, const std::string& if_match = {});
   [[noreturn]] void fail(const httplib::Response& res, const std::string& method,
                          const std::string& path);
 
@@ -97,6 +102,7 @@ private:
   std::string ca_file_;
   std::map<std::string, std::string> inputs_;
   int last_status_ = 0;
+  std::string last_etag_;
   std::string last_call_;
 };
 

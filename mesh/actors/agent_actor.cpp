@@ -2,6 +2,7 @@
 
 #include "mesh/actors/messages.hpp"
 #include "mesh/domain/error.hpp"
+#include "mesh/domain/labels.hpp"
 #include "mesh/domain/selector.hpp"
 
 #include <algorithm>
@@ -373,13 +374,28 @@ caf::behavior agent_actor(self_ptr self, context_ptr ctx, agent_record agent,
             [=](caf::error err) mutable { rp.deliver(std::move(err)); });
         return rp;
       },
-      [=](labels_atom, const label_map& labels) -> caf::result<agent_record> {
+      [=](labels_atom, const label_map& labels,
+          const std::vector<std::string>& if_match) -> caf::result<agent_record> {
         // Its next registration replaces the labels anyway.
         if (self->state.agent.status == agent_status::deregistered)
           return make_error(errc::illegal_transition,
                             "cannot change the labels of a deregistered agent; it "
                             "registers with its own",
                             "status");
+        // A read-edit-write of the labels (meshctl agents label) sends the
+        // tag of the labels it read: checked here, where the labels change,
+        // so that of two edits at once the second is refused, not lost.
+        if (!if_match.empty()) {
+          auto now = labels_etag(self->state.agent.labels);
+          if (std::find(if_match.begin(), if_match.end(), "*") == if_match.end() &&
+              std::find(if_match.begin(), if_match.end(), now) == if_match.end())
+            return make_error(errc::precondition_failed,
+                              "the labels of agent '" + self->state.agent.name +
+                                  "' changed since they were read (they are now " + now +
+                                  "); read the agent again and apply the change to "
+                                  "what it has now",
+                              "If-Match");
+        }
         // Labels outside the scope it registered under would give it runs of
         // another scope, and make its own token's next registration fail.
         if (auto& scope = self->state.agent.scope; !scope.empty()) {

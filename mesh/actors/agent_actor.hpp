@@ -9,7 +9,7 @@
 //   (touch_atom)                                  any authenticated request: liveness
 //   (dereg_atom, caller)                        -> agent_record
 //   (drain_atom, by_admin)                      -> agent_record
-//   (labels_atom, label_map)                    -> agent_record
+//   (labels_atom, label_map, if_match tags)     -> agent_record (412 if none is current)
 //   (get_atom)                                  -> agent_record
 //   (offer_atom, run_record, run actor, session)  a run was assigned to that
 //                                                 session (0: any, a restart's)

@@ -422,9 +422,10 @@ caf::behavior agent_registry(agent_self self, context_ptr ctx) {
         if (auto actor = find_agent(self, id)) return self->delegate(actor, a);
         return no_agent(id);
       },
-      [=](labels_atom a, const std::string& id,
-          const label_map& labels) -> caf::result<caf::message> {
-        if (auto actor = find_agent(self, id)) return self->delegate(actor, a, labels);
+      [=](labels_atom a, const std::string& id, const label_map& labels,
+          const std::vector<std::string>& if_match) -> caf::result<caf::message> {
+        if (auto actor = find_agent(self, id))
+          return self->delegate(actor, a, labels, if_match);
         return no_agent(id);
       },
       [=](list_atom) {

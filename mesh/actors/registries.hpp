@@ -15,7 +15,7 @@
 //     (refresh_atom|poll_atom|dereg_atom, caller, id, ...) -> routed
 //     (touch_atom, id), (get_atom, id-or-name), (list_atom),
 //     (drain_atom, id-or-name, by_admin), (undrain_atom, id-or-name),
-//     (labels_atom, id-or-name, labels)
+//     (labels_atom, id-or-name, labels, if_match tags)
 //     (update_atom, agent_record)                       mirror refresh from agent actors
 //     (admit_atom, agent_record)                     -> caf::actor (start-up restore)
 //     (forget_atom)                                  -> size_t: forgets the agents

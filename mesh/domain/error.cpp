@@ -22,6 +22,7 @@ const char* to_string(errc code) {
   case errc::method_not_allowed: return "method_not_allowed";
   case errc::uri_too_long: return "uri_too_long";
   case errc::header_too_large: return "header_too_large";
+  case errc::precondition_failed: return "precondition_failed";
   case errc::held_by_other_session: return "held_by_other_session";
   case errc::name_in_use: return "name_in_use";
   }
@@ -81,6 +82,7 @@ int http_status(errc code) {
   case errc::method_not_allowed: return 405;
   case errc::uri_too_long: return 414;
   case errc::header_too_large: return 431;
+  case errc::precondition_failed: return 412;
   }
   return 500;
 }

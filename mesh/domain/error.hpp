@@ -59,6 +59,9 @@ enum class errc : uint8_t {
   /// The request's header section is larger than the HTTP layer reads, in
   /// bytes or lines (HTTP 431).
   header_too_large,
+  /// A conditional request's `If-Match` names no current version of the
+  /// entity: it changed since the client read it (HTTP 412).
+  precondition_failed,
 };
 
 /// Returns the stable snake_case name of `code`, used as the JSON `code`.

@@ -1,6 +1,7 @@
 #include "mesh/domain/labels.hpp"
 
 #include "mesh/domain/error.hpp"
+#include "mesh/domain/ids.hpp"
 
 #include <string_view>
 
@@ -105,6 +106,18 @@ caf::error validate_labels(const label_map& labels) {
     if (auto err = validate_label_value(value, field)) return err;
   }
   return {};
+}
+
+std::string labels_etag(const label_map& labels) {
+  // Keys and values hold no NUL: one between each makes the text one map's.
+  std::string text;
+  for (const auto& [key, value] : labels) {
+    text += key;
+    text += '\0';
+    text += value;
+    text += '\0';
+  }
+  return "\"" + sha256_hex(text).substr(0, 32) + "\"";
 }
 
 } // namespace polymesh

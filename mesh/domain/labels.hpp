@@ -27,4 +27,10 @@ inline constexpr size_t max_labels = 64;
 
 [[nodiscard]] caf::error validate_labels(const label_map& labels);
 
+/// The entity tag of an agent's labels (`"…"`, quotes included): equal for
+/// equal maps, different, but for a hash collision, for any others. meshd
+/// sends it as `ETag` with an agent, and takes it in `If-Match` on a
+/// change of its labels.
+[[nodiscard]] std::string labels_etag(const label_map& labels);
+
 } // namespace polymesh

@@ -3,6 +3,7 @@
 #include "mesh/actors/messages.hpp"
 #include "mesh/domain/error.hpp"
 #include "mesh/domain/ids.hpp"
+#include "mesh/domain/labels.hpp"
 #include "mesh/domain/log.hpp"
 #include "mesh/domain/selector.hpp"
 #include "mesh/http/connection.hpp"
@@ -635,19 +636,75 @@ void list_agents(request_context& rc) {
   rc.reply(200, json{{"agents", out}});
 }
 
+/// The entity tags of every `name` header line (`If-Match`,
+/// `If-None-Match`), in order: `*`, or each tag as sent, quotes and a weak
+/// one's `W/` kept. `malformed` when a line holds anything else; the tags
+/// before the fault are kept.
+struct entity_tags {
+  std::vector<std::string> tags;
+  bool malformed = false;
+};
+
+entity_tags read_entity_tags(const httplib::Request& req, const char* name) {
+  entity_tags out;
+  auto [first, last] = req.headers.equal_range(name);
+  for (auto line = first; line != last && !out.malformed; ++line) {
+    const std::string& h = line->second;
+    for (size_t i = 0; i < h.size();) {
+      if (h[i] == ' ' || h[i] == '\t' || h[i] == ',') {
+        ++i;
+        continue;
+      }
+      if (h[i] == '*') {
+        out.tags.emplace_back("*");
+        ++i;
+        continue;
+      }
+      size_t start = i;
+      if (h.compare(i, 2, "W/") == 0) i += 2;
+      auto close = i < h.size() && h[i] == '"' ? h.find('"', i + 1) : std::string::npos;
+      if (close == std::string::npos) {
+        out.malformed = true;
+        break;
+      }
+      out.tags.push_back(h.substr(start, close + 1 - start));
+      i = close + 1;
+    }
+  }
+  return out;
+}
+
+/// Answers an agent with its labels' entity tag (`labels_etag`), which a
+/// change of its labels may name in `If-Match`.
+void answer_agent(request_context& rc, const caf::expected<agent_record>& agent) {
+  if (agent) rc.res.set_header("ETag", labels_etag(agent->labels));
+  answer(rc, 200, agent);
+}
+
 void get_agent(request_context& rc) {
-  answer(rc, 200,
-         ask<agent_record>(rc, rc.ctx()->agents, get_atom::value, rc.param("id")));
+  answer_agent(rc,
+               ask<agent_record>(rc, rc.ctx()->agents, get_atom::value, rc.param("id")));
 }
 
 void patch_agent(request_context& rc) {
+  // `If-Match` (RFC 9110 13.1.1): `*`, or the tags of the labels the edit
+  // started from, compared strongly (a weak tag matches none).
+  auto if_match = read_entity_tags(rc.req, "If-Match");
+  if (if_match.malformed)
+    return rc.fail(make_error(errc::invalid_argument,
+                              "must be * or a list of entity tags (\"…\", as the "
+                              "agent's ETag)",
+                              "If-Match"));
+  if (rc.req.has_header("If-Match") && if_match.tags.empty())
+    return rc.fail(make_error(errc::invalid_argument,
+                              "is empty: send the agent's ETag, or no If-Match",
+                              "If-Match"));
   auto body = body_object(rc);
   if (!body) return rc.fail(body.error());
   auto patch = wire::parse_labels_patch(*body);
   if (!patch) return rc.fail(patch.error());
-  answer(rc, 200,
-         ask<agent_record>(rc, rc.ctx()->agents, labels_atom::value, rc.param("id"),
-                           patch->labels));
+  answer_agent(rc, ask<agent_record>(rc, rc.ctx()->agents, labels_atom::value,
+                                     rc.param("id"), patch->labels, if_match.tags));
 }
 
 void drain_agent(request_context& rc) {
@@ -1180,23 +1237,10 @@ void list_artifacts(request_context& rc) {
 /// quoted): `*`, or a list of tags, each compared weakly (RFC 9110 13.1.2:
 /// `W/"x"` matches `"x"`). A malformed list matches nothing after the fault.
 bool none_match(const httplib::Request& req, const std::string& etag) {
-  auto [first, last] = req.headers.equal_range("If-None-Match");
-  for (auto line = first; line != last; ++line) {
-    const std::string& h = line->second;
-    for (size_t i = 0; i < h.size();) {
-      if (h[i] == ' ' || h[i] == '\t' || h[i] == ',') {
-        ++i;
-        continue;
-      }
-      if (h[i] == '*') return true;
-      if (h.compare(i, 2, "W/") == 0) i += 2;
-      auto close = i < h.size() && h[i] == '"' ? h.find('"', i + 1) : std::string::npos;
-      if (close == std::string::npos) break;
-      if (h.compare(i, close + 1 - i, etag) == 0) return true;
-      i = close + 1;
-    }
-  }
-  return false;
+  auto tags = read_entity_tags(req, "If-None-Match");
+  return std::any_of(tags.tags.begin(), tags.tags.end(), [&](const std::string& t) {
+    return t == "*" || t == etag || (t.compare(0, 2, "W/") == 0 && t.substr(2) == etag);
+  });
 }
 
 void get_artifact(request_context& rc) {

@@ -107,6 +107,27 @@ TEST_F(agents_cmd, label_sets_and_removes_keeping_the_rest) {
   EXPECT_EQ(call(port, "GET", "/v1/agents/db-1", admin).body["labels"], now["labels"]);
 }
 
+// This test ensures edits of one agent's labels made at once each keep the
+// others': `agents label` reads, edits and writes back all the labels, and
+// two at once wrote over each other (2 of 15 edits lost in an audit). Now
+// each writes on the condition that the labels are what it read, and reads
+// again when they are not; of 8 at once, each fails at most 7 times.
+TEST_F(agents_cmd, label_edits_at_once_are_each_kept) {
+  register_agent("busy", json{{"env", "prod"}});
+  std::vector<std::unique_ptr<meshctl_process>> edits;
+  for (int i = 0; i < 8; ++i)
+    edits.push_back(
+        ctl_async({"agents", "label", "busy", "k" + std::to_string(i) + "=v"}));
+  for (auto& e : edits) {
+    auto done = e->wait();
+    EXPECT_EQ(done.code, 0) << done.err;
+  }
+  json want{{"env", "prod"}};
+  for (int i = 0; i < 8; ++i)
+    want["k" + std::to_string(i)] = "v";
+  EXPECT_EQ(call(port, "GET", "/v1/agents/busy", admin).body["labels"], want);
+}
+
 // This test ensures `agents drain` stops new assignments, `agents undrain`
 // lifts that, and `agents remove` deregisters the agent, all addressed by name.
 TEST_F(agents_cmd, drain_then_remove) {

@@ -4,6 +4,7 @@
 #include "mesh/store/store.hpp"
 #include "tests/support/mesh_fixture.hpp"
 
+#include <httplib.h>
 #include <map>
 
 namespace polymesh::test {
@@ -264,6 +265,68 @@ TEST_F(agents, patched_labels_take_effect_for_the_next_assignment) {
   auto later = id_of(submit(json{{"plan", "noop"}, {"selector", "env=dev"}}));
   tick();
   EXPECT_EQ(get_run(later)["status"], "created");
+}
+
+// This test ensures a change of an agent's labels may be made on the
+// condition that they are what the client read: GET and PATCH answer the
+// labels' ETag, a PATCH whose If-Match names another version is 412 and
+// changes nothing, `*` and the current tag pass, a weak tag never matches,
+// and a malformed If-Match is 400. Two read-edit-writes at once (`meshctl
+// agents label`) lost one of the edits.
+TEST_F(agents, a_labels_change_may_be_conditional_on_what_was_read) {
+  register_agent("cond", json{{"env", "dev"}});
+  httplib::Client cli{"127.0.0.1", port};
+  auto get = [&] {
+    auto r = cli.Get("/v1/agents/cond", {{"Authorization", "Bearer " + admin}});
+    EXPECT_TRUE(r);
+    return r ? r->get_header_value("ETag") : std::string{};
+  };
+  auto patch = [&](const json& labels, const std::string& if_match) {
+    httplib::Headers h{{"Authorization", "Bearer " + admin}};
+    if (!if_match.empty()) h.emplace("If-Match", if_match);
+    auto r = cli.Patch("/v1/agents/cond", h, json{{"labels", labels}}.dump(),
+                       "application/json");
+    EXPECT_TRUE(r);
+    return r ? std::make_tuple(r->status, r->get_header_value("ETag"), r->body)
+             : std::make_tuple(0, std::string{}, std::string{});
+  };
+  auto labels = [&] { return call("GET", "/v1/agents/cond", admin).body["labels"]; };
+  auto read = get();
+  ASSERT_EQ(read.size(), 34u) << read;
+  EXPECT_EQ(read.front(), '"');
+
+  // Another edit lands first: the one made from the older read is refused.
+  auto [s1, tag1, b1] = patch(json{{"env", "dev"}, {"a", "1"}}, read);
+  ASSERT_EQ(s1, 200) << b1;
+  EXPECT_NE(tag1, read);
+  EXPECT_EQ(tag1, get());
+  auto [s2, tag2, b2] = patch(json{{"env", "dev"}, {"b", "2"}}, read);
+  EXPECT_EQ(s2, 412) << b2;
+  EXPECT_NE(b2.find("\"precondition_failed\""), std::string::npos) << b2;
+  EXPECT_NE(b2.find("\"If-Match\""), std::string::npos) << b2;
+  EXPECT_NE(b2.find("changed since they were read"), std::string::npos) << b2;
+  EXPECT_EQ(labels(), (json{{"env", "dev"}, {"a", "1"}}));
+
+  // The current tag, in a list or alone, and `*` pass; a weak one does not.
+  auto [s3, tag3, b3] =
+      patch(json{{"env", "dev"}, {"a", "1"}, {"b", "2"}}, "\"x\", " + tag1);
+  EXPECT_EQ(s3, 200) << b3;
+  auto [s4, tag4, b4] = patch(json{{"env", "prod"}}, "W/" + tag3);
+  EXPECT_EQ(s4, 412) << b4;
+  auto [s5, tag5, b5] = patch(json{{"env", "prod"}}, "*");
+  EXPECT_EQ(s5, 200) << b5;
+  EXPECT_EQ(labels(), (json{{"env", "prod"}}));
+  // Equal labels, equal tags.
+  auto [s6, tag6, b6] = patch(json{{"env", "dev"}}, {});
+  EXPECT_EQ(s6, 200) << b6;
+  EXPECT_EQ(tag6, read);
+
+  for (auto bad : {"abc", "\"open", ","}) {
+    auto [s, tag, b] = patch(json{{"env", "x"}}, bad);
+    EXPECT_EQ(s, 400) << bad << ": " << b;
+    EXPECT_NE(b.find("\"If-Match\""), std::string::npos) << b;
+  }
+  EXPECT_EQ(labels(), (json{{"env", "dev"}}));
 }
 
 // This test ensures an agent a scoped token registered cannot be given
