@@ -47,6 +47,26 @@ std::string missing_command_message(CLI::App& app) {
   return "unknown command '" + rest.front() + "' for '" + path + "'; commands: " + names;
 }
 
+/// Refuses an empty value for every option and argument that takes one, on
+/// `app` and its subcommands: an unset shell variable (`--scope "$SCOPE"`)
+/// must not quietly mean "not given" (`tokens create --scope ""` made a token
+/// of full reach, `--ttl ""` one that never expires, `--priority ""` was 0).
+/// Runs before any other check of the option, so the message is this one.
+void refuse_empty_values(CLI::App& app) {
+  static const CLI::Validator needs_value{
+      [](std::string& value) {
+        return value.empty()
+                   ? std::string{"needs a value, not an empty one (an unset shell "
+                                 "variable?)"}
+                   : std::string{};
+      },
+      ""};
+  for (auto* opt : app.get_options())
+    if (opt->get_items_expected_max() > 0) opt->transform(needs_value);
+  for (auto* sub : app.get_subcommands([](CLI::App*) { return true; }))
+    refuse_empty_values(*sub);
+}
+
 void print_failure(const failure& f, bool color) {
   auto red = color ? "\033[31m" : "";
   auto reset = color ? "\033[0m" : "";
@@ -97,6 +117,7 @@ int main(int argc, char** argv) {
   add_tokens_commands(app, ctx);
   add_mesh_commands(app, ctx);
   add_completion_command(app, ctx);
+  refuse_empty_values(app);
   app.require_subcommand(1);
 
   try {

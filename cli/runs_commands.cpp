@@ -1097,21 +1097,12 @@ int get_artifact(const command_context& ctx, const artifacts_options& o) {
 
 namespace {
 
-/// Refuses an empty value: an unset shell variable (`--concurrency-key
-/// "$WORKSPACE"`) must not quietly mean "no key".
-const CLI::Validator not_empty{[](std::string& value) {
-                                 return value.empty() ? std::string{"must not be empty"}
-                                                      : std::string{};
-                               },
-                               ""};
-
 /// The options `submit` and `rerun` share: an idempotency key, and whether
 /// to wait for the new run or follow its log.
 void add_submission_options(CLI::App* cmd, std::string& idempotency_key, bool& wait,
                             bool& follow) {
   cmd->add_option("--idempotency-key", idempotency_key,
-                  "A repeat with the same key returns the same run")
-      ->check(not_empty);
+                  "A repeat with the same key returns the same run");
   cmd->add_flag("--wait", wait, "Wait for the end; exit 0 success, 1 error, 2 canceled");
   cmd->add_flag("-f,--follow", follow,
                 "Stream the run's log while it runs (implies --wait)");
@@ -1141,11 +1132,9 @@ void add_runs_commands(CLI::App& app, command_context& ctx) {
   submit_cmd->add_option("--priority", so->priority, "Higher runs first (default 0)");
   submit_cmd->add_option("--timeout", so->timeout, "Run time limit, e.g. 90s, 10m, 2h");
   submit_cmd->add_option("--ttl", so->ttl, "How long it may wait for an agent, e.g. 10m");
-  submit_cmd
-      ->add_option("--concurrency-key", so->concurrency_key,
-                   "Run only when no other run with this key is pending or "
-                   "running, e.g. a terraform workspace")
-      ->check(not_empty);
+  submit_cmd->add_option("--concurrency-key", so->concurrency_key,
+                         "Run only when no other run with this key is pending or "
+                         "running, e.g. a terraform workspace");
   add_submission_options(submit_cmd, so->idempotency_key, so->wait, so->follow);
   submit_cmd->callback(
       [&ctx, so] { ctx.action = [&ctx, so] { return submit(ctx, *so); }; });
@@ -1174,8 +1163,7 @@ void add_runs_commands(CLI::App& app, command_context& ctx) {
   list->add_option("--plan", lo->plan, "Only runs of this plan");
   list->add_option("--agent", lo->agent, "Only runs held by this agent (name or id)");
   list->add_option("--concurrency-key", lo->concurrency_key,
-                   "Only runs with this concurrency key (the holder and those waiting)")
-      ->check(not_empty);
+                   "Only runs with this concurrency key (the holder and those waiting)");
   list->add_option("--limit", lo->limit, "At most this many (1 to 1000, default 50)")
       ->check(CLI::Range(1, 1000));
   list->add_option("--cursor", lo->cursor, "Continue after a previous page");
@@ -1234,8 +1222,7 @@ void add_runs_commands(CLI::App& app, command_context& ctx) {
   auto* artifacts = runs->add_subcommand(
       "artifacts", "List a run's artifacts, or download one with --get");
   artifacts->add_option("ID", ao->id, "Run id")->required();
-  artifacts->add_option("--get", ao->get, "Download the artifact with this name")
-      ->check(not_empty);
+  artifacts->add_option("--get", ao->get, "Download the artifact with this name");
   // Not `-o`: that is the global output format.
   artifacts
       ->add_option("-O,--file", ao->file,

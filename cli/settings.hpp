@@ -25,7 +25,8 @@
 
 namespace polymesh::cli {
 
-/// The global flags as parsed; empty strings mean "not given".
+/// The global flags as parsed; empty strings mean "not given" (an empty
+/// value given is refused while parsing).
 struct global_flags {
   std::string mesh;
   std::string token;

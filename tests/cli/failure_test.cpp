@@ -133,5 +133,83 @@ TEST_F(failure_cmd, validation_and_usage_errors) {
   EXPECT_NE(bad_url.err.find("http://"), std::string::npos) << bad_url.err;
 }
 
+// This test ensures an empty value (an unset shell variable) is refused for
+// every option and argument that takes one, naming it, with exit 64 and
+// nothing sent: it was taken as "not given" (`--ttl ""` a token that never
+// expires, `--priority ""` priority 0, `-l ""` every agent).
+TEST_F(failure_cmd, an_empty_value_is_refused_for_every_option) {
+  auto runs_before = call(port, "GET", "/v1/runs", admin).body["runs"].size();
+  auto tokens_before = call(port, "GET", "/v1/tokens", admin).body["tokens"].size();
+  using args = std::vector<std::string>;
+  std::vector<std::pair<args, std::string>> cases{
+      {{"--mesh", "", "status"}, "--mesh"},
+      {{"--token", "", "status"}, "--token"},
+      {{"--token-file", "", "status"}, "--token-file"},
+      {{"--ca-file", "", "status"}, "--ca-file"},
+      {{"-o", "", "status"}, "--output"},
+      {{"--config", "", "status"}, "--config"},
+      {{"agents", "list", "-l", ""}, "--selector"},
+      {{"agents", "list", "--selector", ""}, "--selector"},
+      {{"agents", "list", "--status", ""}, "--status"},
+      {{"agents", "list", "--plan", ""}, "--plan"},
+      {{"agents", "show", ""}, "NAME"},
+      {{"agents", "label", "", "a=b"}, "NAME"},
+      {{"agents", "label", "web-1", ""}, "EDITS"},
+      {{"agents", "drain", ""}, "NAME"},
+      {{"agents", "undrain", ""}, "NAME"},
+      {{"agents", "remove", ""}, "NAME"},
+      {{"runs", "submit", ""}, "PLAN"},
+      {{"runs", "submit", "noop", "-l", ""}, "--selector"},
+      {{"runs", "submit", "noop", "--agent", ""}, "--agent"},
+      {{"runs", "submit", "noop", "--param", ""}, "--param"},
+      {{"runs", "submit", "noop", "--params-file", ""}, "--params-file"},
+      {{"runs", "submit", "noop", "--payload", ""}, "--payload"},
+      {{"runs", "submit", "noop", "--priority", ""}, "--priority"},
+      {{"runs", "submit", "noop", "--timeout", ""}, "--timeout"},
+      {{"runs", "submit", "noop", "--ttl", ""}, "--ttl"},
+      {{"runs", "submit", "noop", "--idempotency-key", ""}, "--idempotency-key"},
+      {{"runs", "submit", "noop", "--concurrency-key", ""}, "--concurrency-key"},
+      {{"runs", "rerun", ""}, "ID"},
+      {{"runs", "rerun", "run_x", "--priority", ""}, "--priority"},
+      {{"runs", "rerun", "run_x", "--idempotency-key", ""}, "--idempotency-key"},
+      {{"runs", "list", "--status", ""}, "--status"},
+      {{"runs", "list", "--plan", ""}, "--plan"},
+      {{"runs", "list", "--agent", ""}, "--agent"},
+      {{"runs", "list", "--concurrency-key", ""}, "--concurrency-key"},
+      {{"runs", "list", "--limit", ""}, "--limit"},
+      {{"runs", "list", "--cursor", ""}, "--cursor"},
+      {{"runs", "show", ""}, "ID"},
+      {{"runs", "logs", ""}, "ID"},
+      {{"runs", "cancel", ""}, "ID"},
+      {{"runs", "explain", ""}, "ID"},
+      {{"runs", "wait", ""}, "ID"},
+      {{"runs", "artifacts", ""}, "ID"},
+      {{"runs", "artifacts", "run_x", "--get", ""}, "--get"},
+      {{"runs", "artifacts", "run_x", "--get", "a", "-O", ""}, "--file"},
+      {{"runs", "artifacts", "run_x", "--get", "a", "--file", ""}, "--file"},
+      {{"tokens", "create", "--kind", "", "--name", "n"}, "--kind"},
+      {{"tokens", "create", "--kind", "reader", "--name", ""}, "--name"},
+      {{"tokens", "create", "--kind", "reader", "--name", "n", "--ttl", ""}, "--ttl"},
+      {{"tokens", "create", "--kind", "submitter", "--name", "n", "--scope", ""},
+       "--scope"},
+      {{"tokens", "list", "--kind", ""}, "--kind"},
+      {{"tokens", "revoke", ""}, "ID"},
+  };
+  for (auto& [argv, name] : cases) {
+    std::string shown;
+    for (auto& a : argv)
+      shown += (shown.empty() ? "" : " ") + (a.empty() ? std::string{"''"} : a);
+    SCOPED_TRACE(shown);
+    // A global flag alone: `ctl` gives --mesh and --token already.
+    auto r = argv.front().front() == '-' ? ctl_raw(argv) : ctl(argv);
+    EXPECT_EQ(r.code, 64) << r.out << r.err;
+    EXPECT_NE(r.err.find("error: " + name + ": needs a value, not an empty one"),
+              std::string::npos)
+        << r.err;
+  }
+  EXPECT_EQ(call(port, "GET", "/v1/runs", admin).body["runs"].size(), runs_before);
+  EXPECT_EQ(call(port, "GET", "/v1/tokens", admin).body["tokens"].size(), tokens_before);
+}
+
 } // namespace
 } // namespace polymesh::cli_test

@@ -105,5 +105,27 @@ TEST_F(tokens_cmd, create_rejects_bad_kind_and_scope) {
   EXPECT_EQ(call(port, "GET", "/v1/tokens", admin).body["tokens"].size(), before);
 }
 
+// This test ensures `tokens create --scope ""` (an unset shell variable) is
+// refused, exit 64, and creates nothing: it made an unscoped token, of full
+// reach, for a user who asked for a scope; `--ttl ""` made one that never
+// expires.
+TEST_F(tokens_cmd, an_empty_scope_or_ttl_makes_no_token) {
+  auto before = call(port, "GET", "/v1/tokens", admin).body["tokens"].size();
+  for (auto flag : {"--scope", "--ttl"}) {
+    auto r = ctl({"tokens", "create", "--kind", "submitter", "--name", "ci", flag, "",
+                  "-o", "json"});
+    EXPECT_EQ(r.code, 64) << flag << ": " << r.out;
+    EXPECT_NE(r.err.find("error: " + std::string{flag} + ": needs a value"),
+              std::string::npos)
+        << r.err;
+  }
+  // CLI11 reads `--scope=` as `--scope` and takes the next word: none here.
+  auto bare =
+      ctl({"tokens", "create", "--kind", "submitter", "--name", "ci", "--scope="});
+  EXPECT_EQ(bare.code, 64) << bare.out;
+  EXPECT_NE(bare.err.find("error: --scope:"), std::string::npos) << bare.err;
+  EXPECT_EQ(call(port, "GET", "/v1/tokens", admin).body["tokens"].size(), before);
+}
+
 } // namespace
 } // namespace polymesh::cli_test
