@@ -69,9 +69,11 @@ file_settings read_config(const std::string& path) {
   for (auto it = root.begin(); it != root.end(); ++it) {
     auto key = it->first.as<std::string>();
     auto where = "config file " + path + ": key '" + key + "'";
-    // yaml-cpp keeps both, and reads an empty value as the text "null".
+    // yaml-cpp keeps both, and reads an empty value as the text "null". An
+    // empty text (`ca_file: ""`, a template's unset variable) is no value
+    // either: it would mean "not set" (the system's CAs, no token).
     if (!seen.insert(key).second) throw failure{exit_usage, where + " is given twice"};
-    if (it->second.IsNull())
+    if (it->second.IsNull() || (it->second.IsScalar() && it->second.Scalar().empty()))
       throw failure{exit_usage, where + " has no value (leave the key out instead)"};
     try {
       if (key == "mesh")

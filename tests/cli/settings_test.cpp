@@ -42,9 +42,9 @@ TEST_F(settings_cmd, settings_from_env_and_config_file) {
   EXPECT_EQ(unknown.code, 64);
   EXPECT_NE(unknown.err.find("'colour' is unknown"), std::string::npos) << unknown.err;
 
-  // An empty value was the text "null" (sent as the token), and a key given
-  // twice kept its last value.
-  for (const auto* value : {"", " ~", " null"}) {
+  // An empty value was the text "null" (sent as the token), an empty text
+  // meant no token, and a key given twice kept its last value.
+  for (const auto* value : {"", " ~", " null", " \"\"", " ''"}) {
     SCOPED_TRACE(value);
     {
       std::ofstream f{dir + "/empty.yaml"};
