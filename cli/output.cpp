@@ -48,6 +48,33 @@ bool needs_quotes(const std::string& s) {
   return false;
 }
 
+/// True when `s` holds a character yaml-cpp writes as it is but a YAML
+/// parser would not read back: U+0085, U+2028 and U+2029, which YAML reads
+/// as line breaks (and folds, in a plain or a quoted scalar), and DEL, which
+/// it does not allow in a document.
+bool needs_escapes(const std::string& s) {
+  auto at = [&](size_t i) { return i < s.size() ? static_cast<unsigned char>(s[i]) : 0; };
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (at(i) == 0x7f) return true;
+    if (at(i) == 0xc2 && at(i + 1) == 0x85) return true;
+    if (at(i) == 0xe2 && at(i + 1) == 0x80 && (at(i + 2) == 0xa8 || at(i + 2) == 0xa9))
+      return true;
+  }
+  return false;
+}
+
+/// Writes a key or a string value so that it reads back as this string.
+void emit_string(YAML::Emitter& out, const std::string& s) {
+  if (needs_escapes(s))
+    // yaml-cpp escapes these only along with every other non-ASCII
+    // character, and only in this one scalar.
+    out << YAML::EscapeNonAscii << YAML::DoubleQuoted << s;
+  else if (needs_quotes(s))
+    out << YAML::DoubleQuoted << s;
+  else
+    out << s;
+}
+
 void emit_yaml(YAML::Emitter& out, const json& j) {
   switch (j.type()) {
   case json::value_t::object:
@@ -56,10 +83,7 @@ void emit_yaml(YAML::Emitter& out, const json& j) {
       // A key YAML reads as a number or bool (a label `on`, a param `010`)
       // would read back as another key.
       out << YAML::Key;
-      if (needs_quotes(k))
-        out << YAML::DoubleQuoted << k;
-      else
-        out << k;
+      emit_string(out, k);
       out << YAML::Value;
       emit_yaml(out, v);
     }
@@ -72,14 +96,7 @@ void emit_yaml(YAML::Emitter& out, const json& j) {
     out << YAML::EndSeq;
     return;
   case json::value_t::null: out << YAML::Null; return;
-  case json::value_t::string: {
-    auto& s = j.get_ref<const std::string&>();
-    if (needs_quotes(s))
-      out << YAML::DoubleQuoted << s;
-    else
-      out << s;
-    return;
-  }
+  case json::value_t::string: emit_string(out, j.get_ref<const std::string&>()); return;
   case json::value_t::boolean: out << j.get<bool>(); return;
   case json::value_t::number_integer: out << j.get<int64_t>(); return;
   case json::value_t::number_unsigned: out << j.get<uint64_t>(); return;
