@@ -13,6 +13,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <iterator>
 #include <map>
 #include <optional>
 #include <regex>
@@ -154,12 +155,24 @@ json run_answer(json r, const std::string& what) {
   return r;
 }
 
-/// The params object: `--params-file` (JSON or YAML), then each `--param`
-/// on top. `k=v` sets a string, `k:=JSON` a typed value.
+/// Standard input, whole; `flag` names it in a failure.
+std::string read_stdin(const std::string& flag) {
+  std::string text{std::istreambuf_iterator<char>{std::cin},
+                   std::istreambuf_iterator<char>{}};
+  if (std::cin.bad())
+    throw failure{exit_usage, flag + ": cannot read standard input: " +
+                                  std::strerror(errno ? errno : EIO)};
+  return text;
+}
+
+/// The params object: `--params-file` (JSON or YAML; `-` is standard
+/// input), then each `--param` on top. `k=v` sets a string, `k:=JSON` a
+/// typed value.
 json build_params(const std::string& file, const std::vector<std::string>& params) {
   json out = json::object();
   if (!file.empty()) {
-    auto text = read_file(file, "--params-file");
+    auto text =
+        file == "-" ? read_stdin("--params-file -") : read_file(file, "--params-file");
     out = parse_json_value(text, "--params-file " + file);
     if (out.is_discarded()) {
       try {
@@ -1125,7 +1138,8 @@ void add_runs_commands(CLI::App& app, command_context& ctx) {
                    "Parameter KEY=VALUE (string) or KEY:=JSON; repeatable")
       ->allow_extra_args(false);
   submit_cmd->add_option("--params-file", so->params_file,
-                         "Parameters from a JSON or YAML object file");
+                         "Parameters from a JSON or YAML object file (- reads "
+                         "standard input)");
   submit_cmd->add_option("--payload", so->payload,
                          "Payload text, @FILE to read it from a file, or @@TEXT for a "
                          "text starting with @");

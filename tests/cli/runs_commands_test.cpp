@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <fstream>
 #include <httplib.h>
+#include <iterator>
 #include <sstream>
 #include <sys/stat.h>
 #include <thread>
@@ -242,6 +243,35 @@ TEST_F(runs_cmd, a_yaml_params_file_never_changes_a_value_silently) {
     EXPECT_NE(bad.err.find("quote it"), std::string::npos) << bad.err;
   }
   EXPECT_EQ(call(port, "GET", "/v1/runs", admin).body["runs"].size(), 1u);
+}
+
+// This test ensures `--params-file -` reads the params from standard input,
+// JSON or YAML, with `--param`s on top (it looked for a file named `-`).
+TEST_F(runs_cmd, a_params_file_of_dash_is_standard_input) {
+  auto slurp = [](const std::string& path) {
+    std::ifstream in{path};
+    return std::string{std::istreambuf_iterator<char>{in},
+                       std::istreambuf_iterator<char>{}};
+  };
+  for (auto [text, params] :
+       {std::pair{std::string{R"({"n": 3, "extra": "y"})"},
+                  json{{"n", 3}, {"extra", "x"}}},
+        std::pair{std::string{"n: 3\nversion: \"1.10\"\n"},
+                  json{{"n", 3}, {"version", "1.10"}, {"extra", "x"}}}}) {
+    SCOPED_TRACE(text);
+    {
+      std::ofstream f{dir + "/stdin"};
+      f << text;
+    }
+    auto command = "cat '" + dir + "/stdin' | env -i HOME='" + dir + "' MESH_URL='" +
+                   url + "' MESH_TOKEN='" + admin + "' " + MESHCTL_PATH +
+                   " runs submit deploy --params-file - --param extra=x -o json >'" +
+                   dir + "/out' 2>'" + dir + "/err'; echo $? >'" + dir + "/code'";
+    ASSERT_EQ(std::system(command.c_str()), 0);
+    EXPECT_EQ(slurp(dir + "/code"), "0\n") << slurp(dir + "/err");
+    auto run = json::parse(slurp(dir + "/out"), nullptr, false);
+    EXPECT_EQ(run["params"], params) << slurp(dir + "/out");
+  }
 }
 
 // This test ensures `runs submit --wait` exits 0 when the run succeeds.
