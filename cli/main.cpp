@@ -109,7 +109,8 @@ int main(int argc, char** argv) {
       "Exit codes: 0 ok, 1 the waited-for run ended in error, 2 it was canceled, "
       "3 refused or failed (the mesh said no, a download could not be verified), "
       "64 usage error, 69 mesh unreachable or unavailable, 75 a change was sent but "
-      "no answer came (it may have been done), 130 interrupted, 143 terminated. "
+      "no answer came (it may have been done), 130 interrupted, 141 standard output "
+      "closed (its reader, such as head, went away), 143 terminated. "
       "See docs/cli.md");
 
   add_agents_commands(app, ctx);

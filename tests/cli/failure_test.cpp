@@ -36,14 +36,16 @@ TEST_F(failure_cmd, unreachable_mesh_names_the_url) {
   EXPECT_NE(o.err.find("cannot reach the mesh at " + dead), std::string::npos) << o.err;
 }
 
-// This test ensures `--help` lists the exit codes meshctl gives, 3 among
-// them (a refused request), as docs/cli.md does.
+// This test ensures `--help` lists the exit codes meshctl gives, as
+// docs/cli.md does: 3 (a refused request), 75 (no answer) and 141 (a closed
+// pipe) among them.
 TEST_F(failure_cmd, help_lists_every_exit_code) {
   auto o = ctl_raw({"--help"});
   EXPECT_EQ(o.code, 0);
   for (auto code : {"0 ok", "1 the waited-for run ended in error", "2 it was canceled",
                     "3 refused or failed", "64 usage error", "69 mesh unreachable",
-                    "130 interrupted", "143 terminated"})
+                    "75 a change was sent but no answer came", "130 interrupted",
+                    "141 standard output closed", "143 terminated"})
     EXPECT_NE(o.out.find(code), std::string::npos) << code << "\n" << o.out;
 }
 
