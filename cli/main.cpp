@@ -78,8 +78,15 @@ void print_failure(const failure& f, bool color) {
 } // namespace
 
 int main(int argc, char** argv) {
-  // A closed pipe (`meshctl runs logs -f ID | head`) ends us quietly.
+  // A closed pipe (`meshctl runs logs -f ID | head`) ends us quietly, by
+  // SIGPIPE (141) as other Unix tools, also when the parent left the signal
+  // ignored or blocked: blocked, a write failed and was reported as a full
+  // disk (exit 3).
   std::signal(SIGPIPE, SIG_DFL);
+  sigset_t pipe_signal;
+  sigemptyset(&pipe_signal);
+  sigaddset(&pipe_signal, SIGPIPE);
+  ::sigprocmask(SIG_UNBLOCK, &pipe_signal, nullptr);
   // Ctrl-C (130) and SIGTERM (143, a CI job's timeout) leave no spinner line.
   std::signal(SIGINT, on_interrupt);
   std::signal(SIGTERM, on_interrupt);

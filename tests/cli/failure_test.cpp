@@ -3,9 +3,13 @@
 #include "tests/cli/meshctl_harness.hpp"
 
 #include <arpa/inet.h>
+#include <csignal>
+#include <fcntl.h>
 #include <fstream>
+#include <iterator>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 namespace polymesh::cli_test {
@@ -47,6 +51,54 @@ TEST_F(failure_cmd, help_lists_every_exit_code) {
                     "75 a change was sent but no answer came", "130 interrupted",
                     "141 standard output closed", "143 terminated"})
     EXPECT_NE(o.out.find(code), std::string::npos) << code << "\n" << o.out;
+}
+
+// This test ensures a closed standard output (`meshctl ... | head -0`) ends
+// meshctl quietly by SIGPIPE (141 in a shell), also when its parent left
+// SIGPIPE blocked: then the write failed and meshctl said "a full disk"
+// (exit 3).
+TEST_F(failure_cmd, a_closed_standard_output_ends_quietly_by_sigpipe) {
+  for (bool blocked : {false, true}) {
+    SCOPED_TRACE(blocked ? "SIGPIPE blocked" : "SIGPIPE as usual");
+    int out[2];
+    ASSERT_EQ(::pipe(out), 0);
+    ::close(out[0]); // the reader is gone before meshctl writes
+    auto err_file = dir + "/err";
+    std::vector<std::string> argv_s{MESHCTL_PATH, "--mesh", url,
+                                    "--token",    admin,    "status"};
+    std::vector<char*> argv;
+    for (auto& a : argv_s)
+      argv.push_back(a.data());
+    argv.push_back(nullptr);
+    auto env_s = base_env();
+    std::vector<char*> envp;
+    for (auto& e : env_s)
+      envp.push_back(e.data());
+    envp.push_back(nullptr);
+    pid_t pid = ::fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+      if (blocked) {
+        sigset_t set;
+        sigemptyset(&set);
+        sigaddset(&set, SIGPIPE);
+        ::sigprocmask(SIG_BLOCK, &set, nullptr);
+      }
+      int err = ::open(err_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+      ::dup2(out[1], STDOUT_FILENO);
+      ::dup2(err, STDERR_FILENO);
+      ::execve(MESHCTL_PATH, argv.data(), envp.data());
+      ::_exit(127);
+    }
+    ::close(out[1]);
+    int status = 0;
+    ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+    std::ifstream in{err_file};
+    std::string err{std::istreambuf_iterator<char>{in}, std::istreambuf_iterator<char>{}};
+    EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGPIPE)
+        << "exit " << (WIFEXITED(status) ? WEXITSTATUS(status) : -1) << ": " << err;
+    EXPECT_EQ(err, "");
+  }
 }
 
 // This test ensures a bad selector fails before anything is sent, with exit
