@@ -26,6 +26,7 @@
 #include "on_demand.hpp"
 #include "polymesh/sdk/cancel_source.hpp"
 #include "polymesh/sdk/process.hpp"
+#include "polymesh/sdk/settings.hpp"
 #include "process_tracking.hpp"
 #include "report_batcher.hpp"
 #include "run_dirs.hpp"
@@ -212,12 +213,38 @@ std::string agent_config::validate() const {
   if (kill_grace.count() < 0) return "kill_grace: must not be negative";
   if (shutdown_result_grace.count() < 0)
     return "shutdown_result_grace: must not be negative";
+  if (upload_retry_for.count() < 0 || upload_retry_for > std::chrono::hours{24})
+    return "upload_retry_for: must be between 0 and 1d";
   if (log_flush_interval.count() < 1) return "log_flush_interval: must be at least 1ms";
   if (deregister_timeout.count() < 1) return "deregister_timeout: must be at least 1ms";
   if (std::string why; work_root.empty() && default_work_root(name, &why).empty())
     return why;
   return {};
 }
+
+/// Why the retries of a finished run's last uploads (log chunks, progress
+/// message, artifacts) stopped short.
+enum class upload_stop {
+  /// They did not: everything was sent, or refused for good.
+  none,
+  /// `upload_retry_for` passed since the plan returned.
+  retry_time_over,
+  /// A cancel of the run came after its plan returned.
+  canceled,
+  /// The drain's `shutdown_result_grace` passed.
+  shutting_down,
+};
+
+/// What a finished run's last uploads left unsent when their retries
+/// stopped, for the one warning that says so.
+struct upload_loss {
+  upload_stop why = upload_stop::none;
+  /// The failure of the try after which they stopped.
+  std::string last_failure;
+  size_t log_bytes = 0;
+  bool progress = false;
+  std::vector<std::string> artifacts;
+};
 
 /// One run in flight.
 struct run_slot {
@@ -238,12 +265,21 @@ struct run_slot {
   std::atomic<bool> plan_returned{false};
   /// The plan was called (not refused before: canceled, no such plan).
   std::atomic<bool> plan_started{false};
+  /// When the plan returned, plus `upload_retry_for`: no retry of the run's
+  /// last uploads starts after it. Set before `plan_returned`.
+  steady::time_point uploads_until{};
+  /// A cancel of the run came after its plan returned: the retries of its
+  /// last uploads stop at once (its outcome stays what it was). Set under
+  /// the agent's `mtx`, which `upload_nap` waits on.
+  std::atomic<bool> canceled_while_uploading{false};
   /// The mesh refused a report because another session of this agent holds
   /// the run: nothing more is sent for it.
   std::atomic<bool> held_elsewhere{false};
   std::mutex mtx;
   std::string progress;
   bool progress_dirty = false;
+  /// Under `mtx`.
+  upload_loss lost;
 };
 
 struct agent::impl {
@@ -591,8 +627,12 @@ struct agent::impl {
       for (auto& id : *it) {
         if (!id.is_string()) continue;
         if (auto slot = active.find(id.get<std::string>()); slot != active.end()) {
-          if (slot->second->cancel.cancel(cancel_reason::canceled_by_user))
+          auto& s = *slot->second;
+          if (s.cancel.cancel(cancel_reason::canceled_by_user))
             info("run " + slot->first + ": cancel requested by the mesh");
+          // Its plan is done: what it still has to send is not retried.
+          if (s.plan_returned && !s.canceled_while_uploading.exchange(true))
+            cv.notify_all();
         } else {
           // The run may come later (it was offered while every slot was
           // taken): remember the cancel, the mesh tells it only once.
@@ -779,11 +819,13 @@ struct agent::impl {
       // and waking it here, before the slot is free, costs a context switch
       // per run.
       std::lock_guard<std::mutex> guard{mtx};
+      slot->uploads_until = steady::now() + cfg.upload_retry_for;
       slot->plan_returned = true;
       if (draining) cv.notify_all();
     }
     shipper->close();
     upload_artifacts(*slot, ctx.artifacts_dir);
+    warn_of_lost_uploads(*slot);
     report(*slot, why, res, plan_ran);
     // A process the run left running (on purpose, without its tracking
     // entry, process.hpp; or one the agent cannot tell apart) would share
@@ -835,31 +877,35 @@ struct agent::impl {
         next_beat = now + beat_every;
         auto r = client.progress(id, message);
         if (stop_if_held_elsewhere(*slot, r, &logs)) return;
-        if (stop_if_ended_by_mesh(*slot, r, logs)) return;
+        if (stop_if_ended_by_mesh(*slot, r, &logs)) return;
         if (r.ok() && r.body.is_object() && r.body.value("cancel_requested", false))
           if (slot->cancel.cancel(cancel_reason::canceled_by_user))
             info("run " + id + ": cancel requested by the mesh");
       }
     }
-    // Final flush: everything, in order, before the result.
+    // Final flush: everything, in order, before the result; retried while
+    // `uploads_stop` allows.
     b.reset();
     while (!logs.empty()) {
-      if (send_logs(*slot, logs, true)) {
+      http_reply failure;
+      if (send_logs(*slot, logs, true, &failure)) {
         b.reset();
         continue;
       }
-      if (abandon_results) {
-        warn("run " + id + ": giving up on " + std::to_string(logs.buffered_bytes()) +
-             " unsent log bytes");
-        return;
+      if (uploads_stop(*slot, failure)) {
+        std::lock_guard<std::mutex> guard{slot->mtx};
+        slot->lost.log_bytes = logs.buffered_bytes();
+        logs.discard();
+        break;
       }
       auto d = b.next();
       retry_warn("log", "run " + id + ": cannot send the last " +
-                            std::to_string(logs.buffered_bytes()) +
-                            " log bytes, retrying in " + std::to_string(d.count()) +
-                            " ms");
-      retry_nap(d);
+                            std::to_string(logs.buffered_bytes()) + " log bytes (" +
+                            failure.describe() + "), retrying in " +
+                            std::to_string(d.count()) + " ms");
+      upload_nap(*slot, d);
     }
+    if (slot->held_elsewhere || slot->ended_by_mesh) return;
     // The last progress message wins (plan.hpp), also one given just before
     // the plan returned or within the rate limit, which the loop above did
     // not get to send. Retried like the log; a refusal (the run ended in
@@ -870,21 +916,108 @@ struct agent::impl {
       {
         std::lock_guard<std::mutex> guard{slot->mtx};
         if (!slot->progress_dirty) return;
+        if (slot->lost.why != upload_stop::none) {
+          slot->lost.progress = true;
+          return;
+        }
         message = slot->progress;
       }
       auto r = client.progress(id, message);
-      if (!r.transient() || abandon_results) {
+      if (!r.transient()) {
         stop_if_held_elsewhere(*slot, r, nullptr);
         std::lock_guard<std::mutex> guard{slot->mtx};
         if (slot->progress == message) slot->progress_dirty = false;
         return;
       }
+      if (uploads_stop(*slot, r)) continue; // noted as lost above
       auto d = b.next();
       retry_warn("progress", "run " + id + ": cannot send its last progress message (" +
                                  r.describe() + "), retrying in " +
                                  std::to_string(d.count()) + " ms");
-      retry_nap(d);
+      upload_nap(*slot, d);
     }
+  }
+
+  /// Why the retries of `slot`'s last uploads stop now, if they do.
+  upload_stop upload_stop_now(const run_slot& slot) const {
+    if (abandon_results) return upload_stop::shutting_down;
+    if (slot.canceled_while_uploading) return upload_stop::canceled;
+    if (steady::now() >= slot.uploads_until) return upload_stop::retry_time_over;
+    return upload_stop::none;
+  }
+
+  /// After `r`, a failed try of one of `slot`'s last uploads that is worth
+  /// retrying: true when no retry follows, for this upload or the run's
+  /// later ones (`lost` says why from now on).
+  bool uploads_stop(run_slot& slot, const http_reply& r) {
+    auto why = upload_stop_now(slot);
+    std::lock_guard<std::mutex> guard{slot.mtx};
+    if (slot.lost.why != upload_stop::none) return true;
+    if (why == upload_stop::none) return false;
+    slot.lost.why = why;
+    slot.lost.last_failure = r.describe();
+    return true;
+  }
+
+  /// Whether the retries of `slot`'s last uploads have stopped.
+  static bool uploads_stopped(run_slot& slot) {
+    std::lock_guard<std::mutex> guard{slot.mtx};
+    return slot.lost.why != upload_stop::none;
+  }
+
+  /// Sleeps `d` before a retry of one of `slot`'s last uploads; wakes at
+  /// the end of `upload_retry_for`, and at once on a cancel of the run or
+  /// when the drain gives up on results.
+  void upload_nap(run_slot& slot, milliseconds d) {
+    std::unique_lock<std::mutex> guard{mtx};
+    cv.wait_until(guard, std::min(steady::now() + d, slot.uploads_until), [&] {
+      return abandon_results.load() || slot.canceled_while_uploading.load();
+    });
+  }
+
+  /// Says, once, what `slot`'s last uploads left unsent and why, if they
+  /// stopped short.
+  void warn_of_lost_uploads(run_slot& slot) {
+    upload_loss l;
+    {
+      std::lock_guard<std::mutex> guard{slot.mtx};
+      l = slot.lost;
+    }
+    std::vector<std::string> what;
+    if (l.log_bytes > 0) what.push_back(std::to_string(l.log_bytes) + " log bytes");
+    if (l.progress) what.push_back("its last progress message");
+    if (!l.artifacts.empty()) {
+      constexpr size_t named = 10;
+      std::string names;
+      for (size_t i = 0; i < l.artifacts.size() && i < named; ++i)
+        names += (i == 0 ? "'" : ", '") + l.artifacts[i] + "'";
+      if (l.artifacts.size() > named)
+        names += " and " + std::to_string(l.artifacts.size() - named) + " more";
+      what.push_back((l.artifacts.size() == 1 ? "artifact " : "artifacts ") + names);
+    }
+    if (l.why == upload_stop::none || what.empty()) return;
+    std::string list;
+    for (size_t i = 0; i < what.size(); ++i)
+      list += (i == 0 ? "" : i + 1 == what.size() ? " and " : ", ") + what[i];
+    std::string text = "run " + slot.run.id + ": ";
+    switch (l.why) {
+    case upload_stop::retry_time_over:
+      text += "giving up on its last uploads, which the mesh did not take within "
+              "agent.upload_retry_for (" +
+              duration_text(cfg.upload_retry_for) + ")";
+      break;
+    case upload_stop::canceled:
+      text += "canceled while its last uploads were retried";
+      break;
+    case upload_stop::shutting_down:
+      text += "giving up on its last uploads: the agent is shutting down";
+      break;
+    case upload_stop::none: break;
+    }
+    text += ": not sent: " + list + " (last failure: " + l.last_failure + ")";
+    if (l.why != upload_stop::shutting_down)
+      text += "; reporting its result without them";
+    warn(text);
   }
 
   /// When `r` says that another session of this agent holds the run (the
@@ -905,12 +1038,13 @@ struct agent::impl {
 
   /// When the mesh refuses a heartbeat because the run is no longer running
   /// there (it ended it as `agent_lost` or `expired` while the agent was out
-  /// of touch, or gave it back to the queue), or has no such run at all
-  /// (retention pruned it, or meshd was restored from an older backup): the
+  /// of touch, or gave it back to the queue), or refuses a heartbeat, log
+  /// chunks or an artifact because it has no such run at all (retention
+  /// pruned it, or meshd was restored from an older backup): the
   /// plan is stopped, rather than hold a slot the mesh counts as free (its
   /// next runs would bounce off this agent until the plan ended), and
   /// nothing more is sent for it. True when `r` is that refusal.
-  bool stop_if_ended_by_mesh(run_slot& slot, const http_reply& r, log_buffer& logs) {
+  bool stop_if_ended_by_mesh(run_slot& slot, const http_reply& r, log_buffer* logs) {
     bool ended = r.status == 409 && error_code_of(r, "code") == "illegal_transition";
     // meshd's own 404 (a proxy's would not say `not_found` in meshd's JSON).
     bool unknown = r.status == 404 && error_code_of(r, "code") == "not_found";
@@ -918,15 +1052,17 @@ struct agent::impl {
     if (slot.ended_by_mesh) return true;
     slot.ended_how = "(" + r.describe() + ")";
     slot.ended_by_mesh = true;
-    logs.discard();
+    if (logs) logs->discard();
     slot.cancel.cancel(cancel_reason::canceled_by_user);
     warn("run " + slot.run.id + ": the mesh no longer runs it (" + r.describe() +
          "); stopping it here, nothing more is sent for it");
     return true;
   }
 
-  /// Sends the next chunks; false on a transient failure (retry later).
-  bool send_logs(run_slot& slot, log_buffer& logs, bool flush) {
+  /// Sends the next chunks; false on a transient failure (retry later),
+  /// which is then in `failure` when given.
+  bool send_logs(run_slot& slot, log_buffer& logs, bool flush,
+                 http_reply* failure = nullptr) {
     auto chunks = logs.take(
         chunks_per_request, flush,
         client.limits().log_bytes_per_request(chunks_per_request, log_bytes_per_request));
@@ -941,8 +1077,12 @@ struct agent::impl {
     }
     auto& id = slot.run.id;
     auto r = client.logs(id, req);
-    if (r.transient()) return false;
+    if (r.transient()) {
+      if (failure) *failure = std::move(r);
+      return false;
+    }
     if (stop_if_held_elsewhere(slot, r, &logs)) return true;
+    if (stop_if_ended_by_mesh(slot, r, &logs)) return true;
     if (!r.ok())
       warn("run " + id + ": log chunks refused (" + r.describe() + "); dropping them");
     logs.ack(chunks.back().seq);
@@ -989,7 +1129,17 @@ struct agent::impl {
       warn("run " + id + ": cannot list artifacts in " + dir.string() + ": " +
            ec.message());
     std::sort(files.begin(), files.end());
-    for (auto& name : files) {
+    // Once the retries stopped (for the log, or an artifact), the rest is
+    // not tried: the mesh evidently does not take the run's uploads.
+    auto lose_from = [&](size_t i) {
+      std::lock_guard<std::mutex> guard{slot.mtx};
+      slot.lost.artifacts.insert(slot.lost.artifacts.end(),
+                                 files.begin() + static_cast<std::ptrdiff_t>(i),
+                                 files.end());
+    };
+    for (size_t i = 0; i < files.size(); ++i) {
+      auto& name = files[i];
+      if (uploads_stopped(slot)) return lose_from(i);
       int fd = -1;
       size_t size = 0;
       if (auto err = open_artifact(dir, name, fd, size); !err.empty()) {
@@ -998,13 +1148,16 @@ struct agent::impl {
       }
       bool go_on = upload_artifact(slot, name, fd, size);
       ::close(fd);
-      if (!go_on) return;
+      if (!go_on) {
+        if (uploads_stopped(slot)) lose_from(i);
+        return;
+      }
     }
   }
 
   /// Uploads one artifact, retrying while the mesh cannot take it; false
-  /// when no more are to be sent: the drain gave up on results, or another
-  /// session holds the run.
+  /// when no more are to be sent: the retries stopped (`uploads_stop`), the
+  /// mesh no longer has the run, or another session holds it.
   bool upload_artifact(run_slot& slot, const std::string& name, int fd, size_t size) {
     auto& id = slot.run.id;
     auto b = make_backoff();
@@ -1016,6 +1169,7 @@ struct agent::impl {
         return true;
       }
       if (stop_if_held_elsewhere(slot, r, nullptr)) return false;
+      if (stop_if_ended_by_mesh(slot, r, nullptr)) return false;
       // A process left behind may still write to it: what it had when it
       // was listed is gone, and a mix of old and new bytes is no artifact.
       struct stat st {};
@@ -1029,16 +1183,12 @@ struct agent::impl {
         warn("run " + id + ": artifact '" + name + "' refused (" + r.describe() + ")");
         return true;
       }
-      if (abandon_results) {
-        warn("run " + id + ": giving up on artifact '" + name + "' (" + r.describe() +
-             ")");
-        return false;
-      }
+      if (uploads_stop(slot, r)) return false;
       auto d = b.next();
       retry_warn("artifact", "run " + id + ": cannot upload artifact '" + name + "' (" +
                                  r.describe() + "), retrying in " +
                                  std::to_string(d.count()) + " ms");
-      retry_nap(d);
+      upload_nap(slot, d);
     }
   }
 
@@ -1111,9 +1261,9 @@ struct agent::impl {
     }
   }
 
-  /// Sleeps `d` before a retry of a run's logs, artifacts or result; wakes
-  /// early when the drain gives up on results, so that shutting down keeps
-  /// to `shutdown_result_grace` instead of sleeping out a backoff.
+  /// Sleeps `d` before a retry of a run's result; wakes early when the
+  /// drain gives up on results, so that shutting down keeps to
+  /// `shutdown_result_grace` instead of sleeping out a backoff.
   void retry_nap(milliseconds d) {
     std::unique_lock<std::mutex> guard{mtx};
     cv.wait_for(guard, d, [this] { return abandon_results.load(); });

@@ -195,6 +195,7 @@ agent_file_config parse(const std::string& text, const std::string& base_dir,
   a.work_root = resolve(ag.string("work_dir"), base_dir);
   a.drain_deadline = ag.duration("drain_deadline", a.drain_deadline, 0ms, 24h);
   a.kill_grace = ag.duration("kill_grace", a.kill_grace, 0ms, 1h);
+  a.upload_retry_for = ag.duration("upload_retry_for", a.upload_retry_for, 0ms, 24h);
   a.shutdown_result_grace =
       ag.duration("shutdown_result_grace", a.shutdown_result_grace, 0ms, 24h);
   a.deregister_timeout =

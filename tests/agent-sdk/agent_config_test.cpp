@@ -64,6 +64,7 @@ TEST(agent_config, example_file_parses) {
   EXPECT_EQ(cfg.agent.labels.at("env"), "dev");
   EXPECT_EQ(cfg.agent.capacity, 2);
   EXPECT_EQ(cfg.agent.drain_deadline, 60s);
+  EXPECT_EQ(cfg.agent.upload_retry_for, 5min);
   EXPECT_EQ(cfg.agent.log_flush_interval, 500ms);
   EXPECT_EQ(cfg.agent.log_max_run_bytes, 100u * 1024 * 1024);
   EXPECT_EQ(cfg.agent.backoff_max, 30s);
@@ -186,6 +187,25 @@ TEST(agent_config, mistakes_found_before_the_agent_starts) {
       parse_agent_yaml(mesh + "agent: {name: a, hostname: " + std::string(255, 'h') +
                        ", drain_deadline: 1d}\nplans: {echo: {}}");
   EXPECT_EQ(fine.agent.drain_deadline, 24h);
+}
+
+// This test ensures `agent.upload_retry_for` is read as a duration of 0 to
+// 1 day (5 minutes when left out), and a value out of bounds is refused
+// naming the key.
+TEST(agent_config, upload_retry_for_is_a_bounded_duration) {
+  std::string mesh = "mesh: {url: 'http://h:1', registration_token: t}\n";
+  auto with = [&](const std::string& value) {
+    return mesh + "agent: {name: a, upload_retry_for: " + value + "}\nplans: {echo: {}}";
+  };
+  EXPECT_EQ(parse_agent_yaml(minimal).agent.upload_retry_for, 5min);
+  EXPECT_EQ(parse_agent_yaml(with("0")).agent.upload_retry_for, 0ms);
+  EXPECT_EQ(parse_agent_yaml(with("90s")).agent.upload_retry_for, 90s);
+  EXPECT_EQ(parse_agent_yaml(with("1d")).agent.upload_retry_for, 24h);
+  EXPECT_EQ(error_text(with("2d")),
+            "agent.upload_retry_for: expected a duration in 0..1d, got 2d");
+  EXPECT_EQ(error_text(with("5")),
+            "agent.upload_retry_for: expected a duration like 90s, 10m or 2h, got a "
+            "number");
 }
 
 // This test ensures a key written with no value is refused by name rather

@@ -122,6 +122,8 @@ public:
                 if (!authorized(req, res)) return;
                 std::lock_guard<std::mutex> g{mtx_};
                 if (refuse_locked(req.matches[1].str(), res)) return;
+                if (log_refusal_)
+                  return reply(res, log_refusal_->first, log_refusal_->second);
                 if (fail_logs_every_other_ && (++log_calls_ % 2 == 1))
                   return reply(res, 503, json{{"error", {{"message", "busy"}}}});
                 auto id = req.matches[1].str();
@@ -205,6 +207,9 @@ public:
                stall();
                std::lock_guard<std::mutex> g{mtx_};
                if (refuse_locked(req.matches[1].str(), res)) return;
+               ++artifact_attempts_[req.matches[1].str()][req.matches[2].str()];
+               if (artifact_refusal_)
+                 return reply(res, artifact_refusal_->first, artifact_refusal_->second);
                artifacts_[req.matches[1].str()][req.matches[2].str()] = req.body;
                reply(res, 201, json{{"name", req.matches[2].str()}});
              });
@@ -310,6 +315,12 @@ public:
   std::string token_ = "tok";
   bool fail_logs_every_other_ = false;
   std::map<std::string, std::map<std::string, std::string>> artifacts_;
+  /// Uploads tried, by run and name (refused ones too).
+  std::map<std::string, std::map<std::string, int>> artifact_attempts_;
+  /// While set, every artifact upload, or log request, gets this status and
+  /// body.
+  std::optional<std::pair<int, json>> artifact_refusal_;
+  std::optional<std::pair<int, json>> log_refusal_;
   /// Finishes, reports, artifact uploads and deregistrations get no answer
   /// while set, like a frozen meshd's; `stalled_` counts them.
   bool stall_ = false;
@@ -1020,6 +1031,135 @@ TEST(agent, a_plan_that_returned_in_time_keeps_its_outcome) {
   });
 }
 
+/// meshd's answer to an upload its disk has no room for.
+json no_room() {
+  return json{
+      {"error",
+       {{"code", "store_failure"}, {"message", "not enough free space for the upload"}}}};
+}
+
+// This test ensures the last log chunks or artifacts of a finished run that
+// the mesh keeps refusing (a meshd short of disk answers 500) are given up
+// once `upload_retry_for` has passed since the plan returned, with a warning
+// naming the run and what was not sent, and that the run's result is then
+// reported and its slot freed: they were retried for good, and the run held
+// its slot as long.
+TEST(agent, a_finished_runs_uploads_the_mesh_keeps_refusing_are_given_up_in_time) {
+  for (bool logs : {false, true}) {
+    SCOPED_TRACE(logs ? "log chunks refused" : "artifacts refused");
+    fake_mesh mesh;
+    log_capture log;
+    auto cfg = config(mesh);
+    cfg.capacity = 1;
+    cfg.upload_retry_for = 300ms;
+    agent a{cfg, echo_plans()};
+    a.start();
+    mesh.with([&](fake_mesh& m) {
+      (logs ? m.log_refusal_ : m.artifact_refusal_) = std::make_pair(500, no_room());
+      return 0;
+    });
+    mesh.submit("r1", "output_and_artifacts");
+    ASSERT_TRUE(finished(mesh, "r1"));
+    mesh.with([&](fake_mesh& m) {
+      EXPECT_EQ(m.finished_["r1"]["status"], "success");
+      EXPECT_EQ(m.finished_["r1"]["result"], "done");
+      EXPECT_TRUE(m.artifacts_["r1"].empty());
+      // After the retries stopped, the rest is not tried.
+      EXPECT_EQ(m.artifact_attempts_["r1"]["b.txt"], 0);
+      if (!logs) {
+        EXPECT_GE(m.artifact_attempts_["r1"]["a.txt"], 2);
+      }
+      return 0;
+    });
+    // Lines 0 to 199 of `output_and_artifacts`, none of them taken.
+    std::string not_sent = logs ? "1690 log bytes and artifacts 'a.txt', 'b.txt'"
+                                : "artifacts 'a.txt', 'b.txt'";
+    EXPECT_EQ(log.count("warn run r1: giving up on its last uploads, which the mesh did "
+                        "not take within agent.upload_retry_for (300ms): not sent: " +
+                        not_sent +
+                        " (last failure: HTTP 500: not enough free space for the "
+                        "upload); reporting its result without them"),
+              1);
+    // The slot is free again.
+    mesh.with([](fake_mesh& m) {
+      m.log_refusal_.reset();
+      m.artifact_refusal_.reset();
+      return 0;
+    });
+    mesh.submit("r2", "echo", json::object(), "next");
+    ASSERT_TRUE(finished(mesh, "r2"));
+  }
+}
+
+// This test ensures a cancel of a run that comes while its plan's artifacts
+// are retried stops the retries at once, and that the agent polls on
+// meanwhile: the result then goes out with the outcome the plan returned.
+// The retries went on for good, cancel or not.
+TEST(agent, a_cancel_stops_the_retries_of_a_finished_runs_uploads) {
+  fake_mesh mesh;
+  log_capture log;
+  auto cfg = config(mesh);
+  cfg.upload_retry_for = 1h;
+  agent a{cfg, echo_plans()};
+  a.start();
+  mesh.with([](fake_mesh& m) {
+    m.artifact_refusal_ = std::make_pair(500, no_room());
+    return 0;
+  });
+  mesh.submit("r1", "artifact");
+  auto tries = [&] {
+    return mesh.with([](fake_mesh& m) { return m.artifact_attempts_["r1"]["out.txt"]; });
+  };
+  ASSERT_TRUE(eventually([&] { return tries() >= 3; }));
+  auto polls = mesh.with([](fake_mesh& m) { return m.polls_; });
+  ASSERT_TRUE(eventually([&] {
+    return mesh.with([](fake_mesh& m) { return m.polls_; }) >= polls + 2;
+  })) << "the retries held up the poll";
+  EXPECT_EQ(mesh.with([](fake_mesh& m) { return m.finish_attempts_.count("r1"); }), 0u);
+  mesh.cancel("r1");
+  ASSERT_TRUE(finished(mesh, "r1"));
+  EXPECT_EQ(mesh.with([](fake_mesh& m) { return m.finished_["r1"]["status"]; }),
+            "success");
+  EXPECT_EQ(log.count("warn run r1: canceled while its last uploads were retried: not "
+                      "sent: artifact 'out.txt' (last failure: HTTP 500: not enough free "
+                      "space for the upload); reporting its result without them"),
+            1);
+}
+
+// This test ensures meshd answering an artifact upload that it has no such
+// run (its 404: pruned, or meshd restored from an older backup) ends the
+// run's uploads at once, and no result is sent: each later artifact was
+// tried and refused in turn, and then the result too.
+TEST(agent, a_finished_run_the_mesh_no_longer_has_sends_nothing_more) {
+  fake_mesh mesh;
+  log_capture log;
+  agent a{config(mesh), echo_plans()};
+  a.start();
+  mesh.with([](fake_mesh& m) {
+    m.artifact_refusal_ =
+        std::make_pair(404, json{{"error",
+                                  {{"code", "not_found"},
+                                   {"field", "id"},
+                                   {"message", "no run with id 'r1'"}}}});
+    return 0;
+  });
+  mesh.submit("r1", "output_and_artifacts");
+  ASSERT_TRUE(eventually([&] {
+    return log.count(
+               "run r1 stopped: the mesh ended it (HTTP 404: no run with id 'r1')") == 1;
+  }));
+  drain_time(a);
+  EXPECT_EQ(log.count("warn run r1: the mesh no longer runs it (HTTP 404: no run with id "
+                      "'r1'); stopping it here, nothing more is sent for it"),
+            1);
+  mesh.with([](fake_mesh& m) {
+    EXPECT_EQ(m.artifact_attempts_["r1"]["a.txt"], 1);
+    EXPECT_EQ(m.artifact_attempts_["r1"]["b.txt"], 0);
+    EXPECT_EQ(m.finish_attempts_.count("r1"), 0u);
+    return 0;
+  });
+}
+
 // This test ensures an artifact skipped for its name is logged with the name
 // as it is, escaped where not printable: every such byte was shown as `?`,
 // so `new\nline` and a real `q?mark` looked alike.
@@ -1086,6 +1226,12 @@ TEST(agent, a_bad_config_or_a_null_plan_is_refused_up_front) {
   negative.kill_grace = -1s;
   EXPECT_EQ(refused(negative, echo_plans()),
             "agent_config: kill_grace: must not be negative");
+  for (auto retry_for : {-1ms, 24h + 1ms}) {
+    auto c = config(mesh);
+    c.upload_retry_for = retry_for;
+    EXPECT_EQ(refused(c, echo_plans()),
+              "agent_config: upload_retry_for: must be between 0 and 1d");
+  }
   // The default work root is in the temporary directory: a TMPDIR that
   // names none threw std::filesystem's error (mesh-agent aborted).
   const char* before = std::getenv("TMPDIR");

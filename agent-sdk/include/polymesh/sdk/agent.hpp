@@ -13,7 +13,9 @@
 //   twice with two different outcomes.
 // - Log chunks are numbered per run, sent in order, and sent again with the
 //   same numbers after a failure; memory per run is bounded by
-//   `log_buffer_bytes`.
+//   `log_buffer_bytes`. Once the plan has returned, its last log chunks and
+//   artifacts are retried for `upload_retry_for` at most, then given up
+//   (with a warning), and the result is reported all the same.
 // - `drain()` stops taking runs at once, lets running ones finish until
 //   `drain_deadline`, cancels the rest (`canceled/agent_shutdown`), then
 //   deregisters. `cancel_all()` skips the waiting.
@@ -76,6 +78,15 @@ struct agent_config {
   /// Retry delays: the first, and the cap of the exponential growth.
   std::chrono::milliseconds backoff_initial{500};
   std::chrono::milliseconds backoff_max{30000};
+  /// How long a finished run's last log chunks, progress message and
+  /// artifacts are retried while the mesh does not take them (no answer, a
+  /// 5xx such as meshd's 500 when its disk is short of room), counted from
+  /// when the plan returned; no retry starts after it. Then the agent gives
+  /// them up with a warning naming the run and what was not sent, and
+  /// reports the run's result, so that the run does not hold its slot for
+  /// good. A cancel of the run, or the mesh answering that it no longer has
+  /// the run, ends the retries at once. 0 (no retry) to 1 day.
+  std::chrono::milliseconds upload_retry_for{std::chrono::minutes{5}};
   /// Once the drain's canceled plans have all returned (a plan that cleans
   /// up after its cancel still sends what it made), how long unsent logs,
   /// artifacts and results keep being retried before the
