@@ -28,6 +28,7 @@
 #include "polymesh/sdk/process.hpp"
 #include "polymesh/sdk/settings.hpp"
 #include "process_tracking.hpp"
+#include "recent_runs.hpp"
 #include "report_batcher.hpp"
 #include "run_dirs.hpp"
 #include "thread_pool.hpp"
@@ -61,8 +62,11 @@ using std::chrono::milliseconds;
 /// mesh's body limit needs it, see `mesh_limits`).
 constexpr size_t chunks_per_request = 64;
 constexpr size_t log_bytes_per_request = 128 * 1024;
-/// Runs remembered after they ended, so that a late re-delivery is ignored.
+/// Runs remembered after they ended (and cancels of runs not yet here), so
+/// that an offer of one again is answered rather than run twice; and the
+/// bytes of their finishes kept to answer with (`recent_runs`).
 constexpr size_t recent_runs_kept = 4096;
+constexpr size_t recent_finish_bytes = size_t{16} << 20;
 /// Plan progress messages are sent at most this often.
 constexpr milliseconds progress_min_interval{1000};
 /// A worker or shipper thread idle this long ends.
@@ -168,6 +172,15 @@ agent_config with_defaults(agent_config c) {
   return c;
 }
 
+/// What tells one offer of run `r` from another: its assignment. A poll that
+/// crossed the run's start carries the offer the agent took again; a meshd
+/// restored from an older backup assigns the run anew.
+std::string offer_of(const run_record& r) {
+  return std::to_string(r.attempts) + "@" +
+         (r.assigned_at ? std::to_string(r.assigned_at->time_since_epoch().count())
+                        : std::string{"-"});
+}
+
 /// Whether `id` can name a directory under the work root: one path segment,
 /// not hidden (the mesh's ids always are; a broken or hostile answer must
 /// not make the agent create or remove anything elsewhere).
@@ -265,6 +278,10 @@ struct run_slot {
   std::atomic<bool> plan_returned{false};
   /// The plan was called (not refused before: canceled, no such plan).
   std::atomic<bool> plan_started{false};
+  /// Set for a run this agent already ran, offered again: it is answered
+  /// with what is remembered of it (`answer_again`), never run. Its
+  /// `plan_returned` is set from the start: only a finish is to be sent.
+  std::optional<recent_runs::memory> recalled;
   /// When the plan returned, plus `upload_retry_for`: no retry of the run's
   /// last uploads starts after it. Set before `plan_returned`.
   steady::time_point uploads_until{};
@@ -323,8 +340,8 @@ struct agent::impl {
   /// refuses the field).
   bool send_instance = true;
   std::map<std::string, std::shared_ptr<run_slot>> active;
-  std::set<std::string> recent_set;
-  std::deque<std::string> recent;
+  /// The runs that ended here lately, and how.
+  recent_runs recent{recent_runs_kept, recent_finish_bytes};
   /// Cancels received for runs not (yet) active.
   std::set<std::string> early_cancel_set;
   std::deque<std::string> early_cancels;
@@ -667,17 +684,31 @@ struct agent::impl {
     }
   }
 
-  /// Starts a worker for a new run; false when no slot is free.
+  /// Starts a worker for a new run, or for the answer to an offer of a run
+  /// that ended here; false when no slot is free.
   bool launch(run_record rec) {
     std::lock_guard<std::mutex> guard{mtx};
     // Runs not yet started come again on later polls: deliver each once.
-    if (active.count(rec.id) || recent_set.count(rec.id)) return true;
-    if (static_cast<int64_t>(active.size()) >= cfg.capacity)
+    if (active.count(rec.id)) return true;
+    auto recalled = recent.recall(rec.id);
+    // Let go during a drain (the mesh gives it to an agent that takes
+    // runs), or the offer taken, carried again by a poll that crossed the
+    // run's start.
+    if (recalled && (recalled->what == recent_runs::outcome::not_run ||
+                     recalled->offer == offer_of(rec)))
+      return true;
+    // An answer runs no plan, so it needs no free slot (and a mesh restored
+    // from an older backup does not know what the slots hold).
+    if (!recalled && static_cast<int64_t>(active.size()) >= cfg.capacity)
       return false; // the mesh re-sends it when a slot is free
     std::optional<steady::time_point> deadline;
     if (rec.timeout_s > 0) deadline = steady::now() + std::chrono::seconds{rec.timeout_s};
     bool cancel_first = rec.cancel_requested || early_cancel_set.count(rec.id) > 0;
     auto slot = std::make_shared<run_slot>(std::move(rec), deadline);
+    if (recalled) {
+      slot->recalled = std::move(recalled);
+      slot->plan_returned = true;
+    }
     if (cancel_first) slot->cancel.cancel(cancel_reason::canceled_by_user);
     active.emplace(slot->run.id, slot);
     pool.run([this, slot] { work(slot); });
@@ -685,33 +716,63 @@ struct agent::impl {
   }
 
   /// Removes a run from the active set. REQUIRES: called by its worker last.
-  /// A `remember`ed run is not launched again when a later poll offers it (a
-  /// poll that crossed its end, or one during a drain). A run the mesh
-  /// refused to start is not remembered: a later offer is a new assignment
-  /// to this agent (its delivery lease lapsed meanwhile, or it went
-  /// elsewhere and came back), to be taken.
-  void forget(const std::shared_ptr<run_slot>& slot, bool remember, bool finished) {
+  /// A run `remember`ed is not run again when a later poll offers it (a
+  /// poll that crossed its end, one during a drain, or a meshd restored
+  /// from an older backup): it is answered (`launch`). A run the mesh
+  /// refused to start, or whose plan never started, is not remembered: a
+  /// later offer is a new assignment to this agent (its delivery lease
+  /// lapsed meanwhile, or it went elsewhere and came back), to be taken.
+  void forget(const std::shared_ptr<run_slot>& slot,
+              std::optional<recent_runs::memory> remember, bool finished) {
     std::lock_guard<std::mutex> guard{mtx};
     active.erase(slot->run.id);
-    if (remember && recent_set.insert(slot->run.id).second) {
-      recent.push_back(slot->run.id);
-      if (recent.size() > recent_runs_kept) {
-        recent_set.erase(recent.front());
-        recent.pop_front();
-      }
+    if (remember) {
+      remember->offer = offer_of(slot->run);
+      recent.remember(slot->run.id, std::move(*remember));
     }
     if (finished) ++n_finished;
     cv.notify_all();
   }
 
+  /// Answers an offer of a run that ended here (`slot->recalled`): a
+  /// meshd restored from an older backup offers again the runs it had
+  /// pending. The finish the mesh accepted then goes again; when that is no
+  /// longer known, the run ends `error/already_ran`. Running it again could
+  /// do its work twice (a deployment, a payment).
+  void answer_again(const std::shared_ptr<run_slot>& slot) {
+    auto& id = slot->run.id;
+    auto memory = *slot->recalled;
+    wire::finish_request fr;
+    if (memory.what == recent_runs::outcome::finished) {
+      fr = memory.finish;
+      info("run " + id +
+           " offered again, which this agent already ran: sending again the finish "
+           "the mesh accepted (" +
+           to_string(fr.status) + (fr.reason.empty() ? "" : "/" + fr.reason) + ")");
+    } else {
+      fr.status = run_status::error;
+      fr.reason = "already_ran";
+      fr.error = "agent '" + cfg.name +
+                 "' already ran this run and no longer knows its outcome (it was "
+                 "offered again, e.g. by a meshd restored from an older backup); not "
+                 "running it twice";
+      warn("run " + id +
+           " offered again, which this agent already ran and whose outcome it no "
+           "longer knows: ending it error/already_ran rather than running it twice");
+    }
+    send_finish(*slot, fr);
+    forget(slot, std::move(memory), false);
+  }
+
   void work(std::shared_ptr<run_slot> slot) {
+    if (slot->recalled) return answer_again(slot);
     auto& run = slot->run;
     // -- start ----------------------------------------------------------------
     auto b = make_backoff();
     for (;;) {
       if (slot->cancel.reason() == cancel_reason::agent_shutdown || is_draining()) {
         // Not started: the mesh gives it to someone else.
-        forget(slot, true, false);
+        forget(slot, recent_runs::memory{recent_runs::outcome::not_run, {}, {}}, false);
         return;
       }
       auto r = reports.start(run.id);
@@ -724,7 +785,7 @@ struct agent::impl {
       }
       if (!r.transient()) {
         info("run " + run.id + " not started (" + r.describe() + "); dropping it");
-        forget(slot, false, false);
+        forget(slot, std::nullopt, false);
         return;
       }
       std::this_thread::sleep_for(std::min(b.next(), milliseconds{2000}));
@@ -826,7 +887,7 @@ struct agent::impl {
     shipper->close();
     upload_artifacts(*slot, ctx.artifacts_dir);
     warn_of_lost_uploads(*slot);
-    report(*slot, why, res, plan_ran);
+    auto accepted = report(*slot, why, res, plan_ran);
     // A process the run left running (on purpose, without its tracking
     // entry, process.hpp; or one the agent cannot tell apart) would share
     // the next run's directory.
@@ -839,7 +900,13 @@ struct agent::impl {
     }
     if (auto ec = dirs.retire(run.id, reusable))
       warn("run " + run.id + ": cannot remove " + root.string() + ": " + ec.message());
-    forget(slot, true, true);
+    std::optional<recent_runs::memory> memory;
+    if (accepted)
+      memory =
+          recent_runs::memory{recent_runs::outcome::finished, std::move(*accepted), {}};
+    else if (plan_ran)
+      memory = recent_runs::memory{recent_runs::outcome::ran, {}, {}};
+    forget(slot, std::move(memory), true);
   }
 
   /// Ships log chunks and progress until the plan is done, then the rest.
@@ -1192,13 +1259,16 @@ struct agent::impl {
     }
   }
 
-  void report(run_slot& slot, cancel_reason why, const plan_result& res, bool plan_ran) {
+  /// Reports the run's outcome; returns the finish when the mesh accepted
+  /// it.
+  std::optional<wire::finish_request> report(run_slot& slot, cancel_reason why,
+                                             const plan_result& res, bool plan_ran) {
     auto& run = slot.run;
     if (slot.ended_by_mesh) {
       info("run " + run.id + " stopped: the mesh ended it " + slot.ended_how);
-      return;
+      return std::nullopt;
     }
-    if (slot.held_elsewhere) return; // said once, when the mesh first refused
+    if (slot.held_elsewhere) return std::nullopt; // said when the mesh first refused
     wire::finish_request fr;
     fr.exit_code = res.exit_code;
     switch (why) {
@@ -1234,25 +1304,32 @@ struct agent::impl {
     // The tail the mesh takes: `runs.max_result_bytes`, and what fits its body
     // limit next to the error text.
     fr.result = tail_of(res.result, client.limits().result_bytes(fr.error.size()));
-    // The result is kept until the mesh takes it: a restarting mesh gets the
-    // same outcome again, never a different one.
+    if (!send_finish(slot, fr)) return std::nullopt;
+    return fr;
+  }
+
+  /// Sends `fr`, the run's finish; true when the mesh accepted it. It is
+  /// kept until the mesh takes it or refuses it for good: a restarting mesh
+  /// gets the same outcome again, never a different one.
+  bool send_finish(run_slot& slot, const wire::finish_request& fr) {
+    auto& run = slot.run;
     auto b = make_backoff();
     for (;;) {
       auto r = reports.finish(run.id, fr);
       if (r.ok()) {
         info("run " + run.id + " finished: " + to_string(fr.status) +
              (fr.reason.empty() ? "" : " (" + fr.reason + ")"));
-        return;
+        return true;
       }
-      if (stop_if_held_elsewhere(slot, r, nullptr)) return;
+      if (stop_if_held_elsewhere(slot, r, nullptr)) return false;
       if (!r.transient()) {
         warn("run " + run.id + ": result refused (" + r.describe() + ")");
-        return;
+        return false;
       }
       if (abandon_results) {
         warn("run " + run.id + ": giving up on sending the result (" + r.describe() +
              ")");
-        return;
+        return false;
       }
       auto d = b.next();
       retry_warn("result", "run " + run.id + ": cannot send the result (" + r.describe() +

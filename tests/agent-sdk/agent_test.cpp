@@ -260,7 +260,29 @@ public:
     std::lock_guard<std::mutex> g{mtx_};
     runs_[id] =
         json{{"id", id},           {"plan", plan},        {"params", params},
-             {"payload", payload}, {"status", "pending"}, {"timeout_s", timeout_s}};
+             {"payload", payload}, {"status", "pending"}, {"timeout_s", timeout_s},
+             {"attempts", 1}};
+    pending_.insert(id);
+    cv_.notify_all();
+  }
+
+  /// As meshd restored from a backup taken before `id` ended: the run is
+  /// queued again and assigned to the agent anew (its next attempt), and
+  /// nothing of its end is known.
+  void restore(const std::string& id) {
+    std::lock_guard<std::mutex> g{mtx_};
+    finished_.erase(id);
+    started_.erase(id);
+    ended_here_.erase(id);
+    runs_[id]["attempts"] = runs_[id]["attempts"].get<int>() + 1;
+    pending_.insert(id);
+    cv_.notify_all();
+  }
+
+  /// Offers `id` again as it was offered before, as a poll that crossed its
+  /// start would.
+  void offer_again(const std::string& id) {
+    std::lock_guard<std::mutex> g{mtx_};
     pending_.insert(id);
     cv_.notify_all();
   }
@@ -326,6 +348,8 @@ public:
   bool stall_ = false;
   int stalled_ = 0;
   std::set<std::string> started_;
+  /// Starts answered, refused ones too.
+  std::map<std::string, int> starts_;
   std::map<std::string, json> finished_;
   std::map<std::string, std::vector<json>> finish_attempts_;
   std::map<std::string, std::map<int64_t, std::string>> logs_;
@@ -427,6 +451,7 @@ private:
 
   /// A start's status and body. REQUIRES: `mtx_` held.
   std::pair<int, json> start_locked(const std::string& id) {
+    ++starts_[id];
     if (conflict_.count(id)) {
       pending_.erase(id);
       ++conflicts_answered_;
@@ -454,7 +479,8 @@ private:
     if (finished_.count(id))
       return {409, json{{"error", {{"message", "already finished"}}}}};
     finished_[id] = body;
-    --running_now_;
+    // A finish of a pending run (not started) ends it too.
+    if (!pending_.erase(id)) --running_now_;
     cv_.notify_all();
     return {200, run_json(id)};
   }
@@ -1158,6 +1184,81 @@ TEST(agent, a_finished_run_the_mesh_no_longer_has_sends_nothing_more) {
     EXPECT_EQ(m.finish_attempts_.count("r1"), 0u);
     return 0;
   });
+}
+
+// This test ensures a run offered again after it ran here (a meshd restored
+// from a backup taken before the run ended assigns it anew) is answered with
+// the finish the mesh accepted then, the same outcome, exit code and result,
+// and is not run again; and that a poll that crosses a run's start, offering
+// it as it was, is not answered. The agent let every offer of a run it had
+// run go unanswered: the restored mesh offered it again and again, each
+// delivery lease.
+TEST(agent, a_run_offered_again_after_it_ran_gets_its_finish_again) {
+  fake_mesh mesh;
+  log_capture log;
+  auto ran = std::make_shared<std::atomic<int>>(0);
+  auto plans = echo_plans();
+  plans["counted"] = std::make_shared<function_plan>([ran](run_context&) {
+    ++*ran;
+    return plan_result::failure("it broke", 3, "partial result");
+  });
+  agent a{config(mesh), plans};
+  a.start();
+  mesh.submit("r1", "counted");
+  ASSERT_TRUE(eventually([&] { return a.stats().finished == 1; }));
+  auto polls = [&] { return mesh.with([](fake_mesh& m) { return m.polls_; }); };
+  mesh.offer_again("r1");
+  auto seen = polls();
+  ASSERT_TRUE(eventually([&] { return polls() >= seen + 2; }));
+  mesh.restore("r1");
+  ASSERT_TRUE(finished(mesh, "r1"));
+  EXPECT_EQ(*ran, 1);
+  mesh.with([](fake_mesh& m) {
+    EXPECT_EQ(m.starts_["r1"], 1);
+    auto& attempts = m.finish_attempts_["r1"];
+    EXPECT_EQ(attempts.size(), 2u) << "the crossing offer was answered";
+    EXPECT_EQ(attempts.back(), attempts.front());
+    EXPECT_EQ(attempts.front()["status"], "error");
+    EXPECT_EQ(attempts.front()["reason"], "plan_failed");
+    EXPECT_EQ(attempts.front()["exit_code"], 3);
+    EXPECT_EQ(attempts.front()["result"], "partial result");
+    return 0;
+  });
+  EXPECT_EQ(log.count("info run r1 offered again, which this agent already ran: sending "
+                      "again the finish the mesh accepted (error/plan_failed)"),
+            1);
+}
+
+// This test ensures a run offered again after its plan ran here, but whose
+// finish the mesh never took (it ended the run itself meanwhile, then was
+// restored from an older backup), ends error/already_ran instead of running
+// a second time or going unanswered.
+TEST(agent, a_run_offered_again_whose_outcome_is_not_known_ends_already_ran) {
+  fake_mesh mesh;
+  mesh.with([](fake_mesh& m) { return m.ended_here_.insert("r1").second; });
+  log_capture log;
+  agent a{config(mesh), echo_plans()};
+  a.start();
+  mesh.submit("r1", "quiet");
+  ASSERT_TRUE(eventually([&] { return a.stats().finished == 1; }));
+  mesh.restore("r1");
+  ASSERT_TRUE(finished(mesh, "r1"));
+  mesh.with([](fake_mesh& m) {
+    EXPECT_EQ(m.starts_["r1"], 1);
+    auto& f = m.finished_["r1"];
+    EXPECT_EQ(f["status"], "error");
+    EXPECT_EQ(f["reason"], "already_ran");
+    EXPECT_FALSE(f.contains("exit_code"));
+    EXPECT_EQ(f.value("error", ""),
+              "agent 'unit-agent' already ran this run and no longer knows its outcome "
+              "(it was offered again, e.g. by a meshd restored from an older backup); "
+              "not running it twice");
+    return 0;
+  });
+  EXPECT_EQ(log.count("warn run r1 offered again, which this agent already ran and whose "
+                      "outcome it no longer knows: ending it error/already_ran rather "
+                      "than running it twice"),
+            1);
 }
 
 // This test ensures an artifact skipped for its name is logged with the name

@@ -501,6 +501,55 @@ TEST_F(agent_integration, meshd_restart_keeps_result) {
   EXPECT_EQ(api.logs(id), "sleeping 1000 ms\n");
 }
 
+namespace {
+
+/// Copies meshd's database files (those there are) from `from` to `to`,
+/// as operations.md's restore does while meshd is stopped.
+void copy_database(const std::string& from, const std::string& to) {
+  namespace fs = std::filesystem;
+  fs::create_directories(to);
+  for (const char* name : {"mesh.db", "mesh.db-wal", "mesh.db-shm"}) {
+    fs::remove(fs::path{to} / name);
+    if (fs::exists(fs::path{from} / name))
+      fs::copy_file(fs::path{from} / name, fs::path{to} / name);
+  }
+}
+
+} // namespace
+
+// This test ensures a run that meshd, restored from a backup taken before
+// the run was assigned, offers again to the agent that ran it ends with the
+// outcome and result it had, and is run once: the agent let the offer go
+// unanswered, and the restored meshd offered the run again every delivery
+// lease for good.
+TEST_F(agent_integration, a_run_restored_from_an_older_backup_gets_its_outcome_again) {
+  auto id = api_->submit({{"plan", "echo"}, {"payload", "done before the restore"}});
+  auto data = dir_.path() + "/data";
+  auto backup = dir_.path() + "/backup";
+  mesh_->stop();
+  copy_database(data, backup);
+  mesh_->restart();
+  auto& agent = start_agent({"dev-1"});
+  auto done = api_->wait_terminal(id);
+  ASSERT_EQ(done["status"], "success") << done.dump();
+  mesh_->stop();
+  copy_database(backup, data);
+  mesh_->restart();
+  auto again = api_->wait_terminal(id, 60s);
+  EXPECT_EQ(again["status"], "success") << again.dump();
+  EXPECT_EQ(again["result"], "done before the restore");
+  auto count = [&](const std::string& what) {
+    auto log = agent.log();
+    size_t n = 0;
+    for (auto at = log.find(what); at != std::string::npos; at = log.find(what, at + 1))
+      ++n;
+    return n;
+  };
+  EXPECT_EQ(count("run " + id + " (echo) started"), 1u) << agent.log();
+  EXPECT_EQ(count("run " + id + " offered again, which this agent already ran"), 1u)
+      << agent.log();
+}
+
 // This test ensures an agent that stays connected while meshd restarts with
 // lower limits keeps to the new ones: it learns them from its next poll
 // answer, so the next run's log stops below the new runs.max_log_bytes and
