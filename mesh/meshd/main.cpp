@@ -9,6 +9,7 @@
 #include "mesh/store/sqlite_schema.hpp"
 
 #include <CLI/CLI.hpp>
+#include <array>
 #include <atomic>
 #include <cctype>
 #include <cerrno>
@@ -116,6 +117,17 @@ int print_check(const mesh_config& cfg) {
     return std::string{" (not there yet: created at the first start)"};
   };
   auto db = cfg.database_path();
+  // A path this user may not reach would read as "not there yet".
+  for (const std::string* p : std::array<const std::string*, 2>{&cfg.data_dir, &db}) {
+    (void)fs::status(*p, ec);
+    if (ec == std::errc::permission_denied) {
+      std::cerr << "meshd: " << (p == &db ? "database '" : "data_dir '") << absolute(*p)
+                << "': cannot reach it: " << ec.message()
+                << " (run --check as meshd's user: sudo -u USER meshd --check ...)"
+                << std::endl;
+      return 2;
+    }
+  }
   if (fs::exists(cfg.data_dir, ec) && !fs::is_directory(cfg.data_dir, ec)) {
     std::cerr << "meshd: data_dir " << absolute(cfg.data_dir) << " is not a directory"
               << std::endl;

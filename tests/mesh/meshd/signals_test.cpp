@@ -570,6 +570,18 @@ TEST(signals, a_database_the_user_may_not_open_is_named_as_the_database) {
   EXPECT_EQ(text, "meshd: database '" + dir +
                       "/mesh.db': cannot open it: Permission denied: give meshd's user "
                       "the file and its directory (chown), mode 0600\n");
+  // Run as a user who may not look into the data directory, it says so:
+  // it said the directory and the database were "not there yet".
+  ASSERT_EQ(::chmod(dir.c_str(), 0700), 0);
+  ASSERT_EQ(::chown(dir.c_str(), 0, 0), 0);
+  std::tie(code, text) = run_shell(as_nobody + " --check --data-dir " + dir + " 2>&1");
+  EXPECT_EQ(code, 2) << text;
+  EXPECT_NE(text.find("meshd: database '" + dir +
+                      "/mesh.db': cannot reach it: Permission denied (run --check as "
+                      "meshd's user"),
+            std::string::npos)
+      << text;
+  ASSERT_EQ(::chown(dir.c_str(), 65534, 65534), 0);
   ASSERT_EQ(::chmod((dir + "/mesh.db").c_str(), 0644), 0);
   std::tie(code, text) = run_shell(as_nobody + " --check --data-dir " + dir + " 2>&1");
   EXPECT_EQ(code, 2) << text;
