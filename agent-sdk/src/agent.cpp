@@ -959,10 +959,13 @@ struct agent::impl {
         b.reset();
         continue;
       }
-      if (uploads_stop(*slot, failure)) {
+      auto give_up = [&] {
         std::lock_guard<std::mutex> guard{slot->mtx};
         slot->lost.log_bytes = logs.buffered_bytes();
         logs.discard();
+      };
+      if (uploads_stop(*slot, failure)) {
+        give_up();
         break;
       }
       auto d = b.next();
@@ -971,6 +974,10 @@ struct agent::impl {
                             failure.describe() + "), retrying in " +
                             std::to_string(d.count()) + " ms");
       upload_nap(*slot, d);
+      if (uploads_stop(*slot, failure)) {
+        give_up();
+        break;
+      }
     }
     if (slot->held_elsewhere || slot->ended_by_mesh) return;
     // The last progress message wins (plan.hpp), also one given just before
@@ -1002,6 +1009,7 @@ struct agent::impl {
                                  r.describe() + "), retrying in " +
                                  std::to_string(d.count()) + " ms");
       upload_nap(*slot, d);
+      if (uploads_stop(*slot, r)) continue; // noted as lost above
     }
   }
 
@@ -1034,7 +1042,8 @@ struct agent::impl {
 
   /// Sleeps `d` before a retry of one of `slot`'s last uploads; wakes at
   /// the end of `upload_retry_for`, and at once on a cancel of the run or
-  /// when the drain gives up on results.
+  /// when the drain gives up on results. The caller asks `uploads_stop`
+  /// again before it tries again (it sent one more upload after a cancel).
   void upload_nap(run_slot& slot, milliseconds d) {
     std::unique_lock<std::mutex> guard{mtx};
     cv.wait_until(guard, std::min(steady::now() + d, slot.uploads_until), [&] {
@@ -1081,7 +1090,8 @@ struct agent::impl {
       break;
     case upload_stop::none: break;
     }
-    text += ": not sent: " + list + " (last failure: " + l.last_failure + ")";
+    text +=
+        ": not confirmed as stored: " + list + " (last failure: " + l.last_failure + ")";
     if (l.why != upload_stop::shutting_down)
       text += "; reporting its result without them";
     warn(text);
@@ -1256,6 +1266,7 @@ struct agent::impl {
                                  r.describe() + "), retrying in " +
                                  std::to_string(d.count()) + " ms");
       upload_nap(slot, d);
+      if (uploads_stop(slot, r)) return false;
     }
   }
 

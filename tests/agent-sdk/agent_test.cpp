@@ -1100,12 +1100,14 @@ TEST(agent, a_finished_runs_uploads_the_mesh_keeps_refusing_are_given_up_in_time
     // Lines 0 to 199 of `output_and_artifacts`, none of them taken.
     std::string not_sent = logs ? "1690 log bytes and artifacts 'a.txt', 'b.txt'"
                                 : "artifacts 'a.txt', 'b.txt'";
-    EXPECT_EQ(log.count("warn run r1: giving up on its last uploads, which the mesh did "
-                        "not take within agent.upload_retry_for (300ms): not sent: " +
-                        not_sent +
-                        " (last failure: HTTP 500: not enough free space for the "
-                        "upload); reporting its result without them"),
-              1);
+    EXPECT_EQ(
+        log.count(
+            "warn run r1: giving up on its last uploads, which the mesh did "
+            "not take within agent.upload_retry_for (300ms): not confirmed as stored: " +
+            not_sent +
+            " (last failure: HTTP 500: not enough free space for the "
+            "upload); reporting its result without them"),
+        1);
     // The slot is free again.
     mesh.with([](fake_mesh& m) {
       m.log_refusal_.reset();
@@ -1115,6 +1117,19 @@ TEST(agent, a_finished_runs_uploads_the_mesh_keeps_refusing_are_given_up_in_time
     mesh.submit("r2", "echo", json::object(), "next");
     ASSERT_TRUE(finished(mesh, "r2"));
   }
+}
+
+/// Makes `mesh` answer every artifact upload 500 for want of room.
+void refuse_artifacts_for_room(fake_mesh& mesh) {
+  mesh.with([](fake_mesh& m) {
+    m.artifact_refusal_ = std::make_pair(500, no_room());
+    return 0;
+  });
+}
+
+/// How often `mesh` was sent artifact `name` of run `run`.
+int artifact_tries(fake_mesh& mesh, const std::string& run, const std::string& name) {
+  return mesh.with([&](fake_mesh& m) { return m.artifact_attempts_[run][name]; });
 }
 
 // This test ensures a cancel of a run that comes while its plan's artifacts
@@ -1128,14 +1143,9 @@ TEST(agent, a_cancel_stops_the_retries_of_a_finished_runs_uploads) {
   cfg.upload_retry_for = 1h;
   agent a{cfg, echo_plans()};
   a.start();
-  mesh.with([](fake_mesh& m) {
-    m.artifact_refusal_ = std::make_pair(500, no_room());
-    return 0;
-  });
+  refuse_artifacts_for_room(mesh);
   mesh.submit("r1", "artifact");
-  auto tries = [&] {
-    return mesh.with([](fake_mesh& m) { return m.artifact_attempts_["r1"]["out.txt"]; });
-  };
+  auto tries = [&] { return artifact_tries(mesh, "r1", "out.txt"); };
   ASSERT_TRUE(eventually([&] { return tries() >= 3; }));
   auto polls = mesh.with([](fake_mesh& m) { return m.polls_; });
   ASSERT_TRUE(eventually([&] {
@@ -1146,10 +1156,36 @@ TEST(agent, a_cancel_stops_the_retries_of_a_finished_runs_uploads) {
   ASSERT_TRUE(finished(mesh, "r1"));
   EXPECT_EQ(mesh.with([](fake_mesh& m) { return m.finished_["r1"]["status"]; }),
             "success");
-  EXPECT_EQ(log.count("warn run r1: canceled while its last uploads were retried: not "
-                      "sent: artifact 'out.txt' (last failure: HTTP 500: not enough free "
-                      "space for the upload); reporting its result without them"),
-            1);
+  EXPECT_EQ(
+      log.count("warn run r1: canceled while its last uploads were retried: not "
+                "confirmed as stored: artifact 'out.txt' (last failure: HTTP 500: not "
+                "enough free space for the upload); reporting its result without them"),
+      1);
+}
+
+// This test ensures a cancel that wakes the wait before a retry of a
+// finished run's upload sends no more try: one was sent on waking, and
+// against a meshd that does not answer it held the result up to
+// mesh.request_timeout. The wait here is at least half an hour: a second
+// try can only be the one the cancel woke.
+TEST(agent, a_cancel_during_the_wait_before_a_retry_sends_no_more_upload) {
+  fake_mesh mesh;
+  log_capture log;
+  auto cfg = config(mesh);
+  cfg.upload_retry_for = 2h;
+  cfg.backoff_initial = 1h;
+  cfg.backoff_max = 1h;
+  agent a{cfg, echo_plans()};
+  a.start();
+  refuse_artifacts_for_room(mesh);
+  mesh.submit("r1", "artifact");
+  ASSERT_TRUE(eventually([&] {
+    return log.count("run r1: cannot upload artifact 'out.txt' (HTTP 500: not enough "
+                     "free space for the upload), retrying in ") == 1;
+  }));
+  mesh.cancel("r1");
+  ASSERT_TRUE(finished(mesh, "r1"));
+  EXPECT_EQ(artifact_tries(mesh, "r1", "out.txt"), 1);
 }
 
 // This test ensures meshd answering an artifact upload that it has no such
