@@ -5,8 +5,12 @@
 #include "mesh/domain/selector.hpp"
 #include "mesh/wire/json.hpp"
 
+#include <algorithm>
+#include <chrono>
 #include <iostream>
 #include <optional>
+#include <random>
+#include <thread>
 
 namespace polymesh::cli {
 
@@ -180,8 +184,8 @@ json edit_labels(json labels, const std::vector<label_edit>& edits) {
 }
 
 /// How often `agents label` reads and writes again when the labels changed
-/// under it.
-constexpr int relabel_attempts = 10;
+/// under it; it waits a random while, longer each time, before each retry.
+constexpr int relabel_attempts = 20;
 
 /// The agent `name` with `edits` applied to its labels. The API replaces
 /// all labels at once, so this reads them, edits and writes them back on
@@ -198,8 +202,19 @@ json relabel(mesh_client& mesh, const std::string& name,
     try {
       return agent_answer(mesh, mesh.patch(path, json{{"labels", labels}}, etag));
     } catch (const failure&) {
-      if (mesh.last_status() != 412 || attempt == relabel_attempts) throw;
+      if (mesh.last_status() != 412) throw;
+      if (attempt == relabel_attempts)
+        throw failure{exit_refused,
+                      "the labels of agent '" + name + "' kept changing while meshctl " +
+                          "edited them: gave up after " +
+                          std::to_string(relabel_attempts) + " tries, nothing changed",
+                      {"other edits of its labels are going on; try again"}};
     }
+    // Edits at once retry at once: spread them (5 ms to 0.5 s).
+    static thread_local std::mt19937 rng{std::random_device{}()};
+    auto most = std::min(25 * attempt, 500);
+    std::this_thread::sleep_for(
+        std::chrono::milliseconds{std::uniform_int_distribution<int>{5, most}(rng)});
   }
 }
 
