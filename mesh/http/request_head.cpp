@@ -176,6 +176,13 @@ std::optional<head_refusal> header_line_refusal(std::string_view line, size_t nu
   if (value.empty() &&
       (iequals(name, "Content-Length") || iequals(name, "Transfer-Encoding")))
     return refused("header '" + name + "' has no value", name);
+  // The library drops a header without a value: an `If-Match: $ETAG` of an
+  // unset variable would make a conditional change an unconditional one.
+  if (value.empty() && (iequals(name, "If-Match") || iequals(name, "If-None-Match")))
+    return refused("header '" + name +
+                       "' has no value: send an entity tag (the ETag read), *, or no "
+                       "such header",
+                   name);
   // cpp-httplib decodes `%XX` in every header value: meshd would read
   // `Content-Length: 1%30` as 10 where a proxy reads no length at all.
   if (!escapes_allowed(name) && has_escape(value))

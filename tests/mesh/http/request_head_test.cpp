@@ -82,6 +82,19 @@ TEST(request_head, heads_a_proxy_could_read_otherwise_are_refused) {
 // This test ensures a path the router would read otherwise than a proxy (an
 // encoded '/', '.' segments, a malformed escape, no leading '/') is
 // refused.
+// This test ensures a precondition header without a value is refused: the
+// HTTP library drops it, so `If-Match: $ETAG` with the variable unset made
+// a conditional change of an agent's labels an unconditional one.
+TEST(request_head, an_empty_precondition_is_refused) {
+  for (auto [line, part] : {std::pair{"If-Match:", "header 'If-Match' has no value"},
+                            {"if-match:   ", "header 'if-match' has no value"},
+                            {"If-None-Match:", "header 'If-None-Match' has no value"}}) {
+    auto got = refusal(head("/", {line}));
+    EXPECT_NE(got.find(part), std::string::npos) << "'" << got << "' for " << line;
+  }
+  EXPECT_EQ(refusal(head("/", {"If-Match: *"})), "");
+}
+
 TEST(request_head, paths_a_proxy_could_read_otherwise_are_refused) {
   for (auto* target : {"/v1%2Ftokens", "/v1/runs/run_1%2fcancel", "/v1/runs/%zz",
                        "/v1/runs/%4", "%2Fv1%2Fruns", "http://mesh/v1/runs", "*",
