@@ -7,6 +7,7 @@
 #include "mesh/domain/log.hpp"
 #include "mesh/http/server.hpp"
 #include "mesh/store/sqlite_schema.hpp"
+#include "mesh/store/store.hpp"
 
 #include <CLI/CLI.hpp>
 #include <array>
@@ -147,9 +148,7 @@ int print_check(const mesh_config& cfg) {
       return 2;
     };
     if (!version) return refuse(message_of(version.error()));
-    if (::access(db.c_str(), W_OK) != 0 && errno == EACCES)
-      return refuse("meshd's user may read it but not write it: give that user the file "
-                    "and its directory (chown), mode 0600");
+    if (auto err = check_database_writable(db)) return refuse(message_of(err));
     if (*version > sqlite_schema_version)
       return refuse("database schema version " + std::to_string(*version) +
                     " is newer than this build supports (" +

@@ -12,6 +12,7 @@
 #include "mesh/store/store.hpp"
 
 #include <algorithm>
+#include <cerrno>
 #include <charconv>
 #include <cstring>
 #include <filesystem>
@@ -20,6 +21,7 @@
 #include <sqlite3.h>
 #include <stdexcept>
 #include <string_view>
+#include <unistd.h>
 #include <unordered_map>
 #include <utility>
 
@@ -1511,6 +1513,10 @@ caf::expected<std::unique_ptr<store>> open_at(const std::string& path,
     return make_error(errc::store_failure,
                       "meshd's user may read it but not write it: give that user "
                       "the file and its directory (chown), mode 0600");
+  // A file it may write in a directory it may not: SQLite fails at the
+  // first write, "attempt to write a readonly database".
+  if (!options.read_only && !is_special(path))
+    if (auto err = check_database_writable(path)) return err;
   sqlite3_extended_result_codes(raw, 1);
   // Set before anything else touches the file, so that opening next to a
   // busy writer waits instead of failing.
@@ -1573,6 +1579,30 @@ std::string sqlite_list_runs_sql(const run_filter& filter, bool paged) {
   if (paged) sql += " AND seq < ?4";
   sql += " ORDER BY seq DESC LIMIT ?5";
   return sql;
+}
+
+caf::error check_database_writable(const std::string& path) {
+  auto refused = [](const std::string& file) {
+    return ::access(file.c_str(), W_OK) != 0 && errno == EACCES;
+  };
+  if (refused(path))
+    return make_error(errc::store_failure,
+                      "meshd's user may read it but not write it: give that user "
+                      "the file and its directory (chown), mode 0600");
+  auto dir = std::filesystem::path{path}.parent_path().string();
+  if (dir.empty()) dir = ".";
+  if (::access(dir.c_str(), W_OK | X_OK) != 0 && errno == EACCES)
+    return make_error(errc::store_failure,
+                      "meshd's user cannot make files in its directory '" + dir +
+                          "', where SQLite keeps the database's -wal and -shm files: "
+                          "give that user the directory (chown), mode 0700");
+  for (auto* suffix : {"-wal", "-shm"})
+    if (refused(path + suffix))
+      return make_error(errc::store_failure,
+                        "meshd's user may not write '" + path + suffix +
+                            "', SQLite's file beside it: give that user the file "
+                            "(chown), mode 0600");
+  return {};
 }
 
 caf::expected<std::unique_ptr<store>> open_sqlite_store(const std::string& path,

@@ -255,4 +255,10 @@ public:
 [[nodiscard]] caf::expected<std::unique_ptr<store>>
 open_sqlite_store(const std::string& path, const store_options& options = {});
 
+/// Whether this process may write the database at `path` as a writer must:
+/// the file (when it is there), its directory, where SQLite makes `-wal`
+/// and `-shm`, and those two when they are there. A `store_failure` saying
+/// what to chown, or none; other errors than a refused permission pass.
+[[nodiscard]] caf::error check_database_writable(const std::string& path);
+
 } // namespace polymesh

@@ -588,6 +588,23 @@ TEST(signals, a_database_the_user_may_not_open_is_named_as_the_database) {
   EXPECT_NE(text.find("/mesh.db': meshd's user may read it but not write it"),
             std::string::npos)
       << text;
+  // A database it may write in a directory it may not: SQLite cannot make
+  // the -wal beside it. `--check` said OK, and a start failed with "attempt
+  // to write a readonly database".
+  ASSERT_EQ(::chmod((dir + "/mesh.db").c_str(), 0666), 0);
+  ASSERT_EQ(::chown(dir.c_str(), 0, 0), 0);
+  ASSERT_EQ(::chmod(dir.c_str(), 0755), 0);
+  ASSERT_EQ(::chmod((dir + "/meshd.lock").c_str(), 0666), 0);
+  ASSERT_EQ(::chmod((dir + "/mesh.db.lock").c_str(), 0666) == 0 || errno == ENOENT, true);
+  for (auto* how : {" --check", " --listen 127.0.0.1:0"}) {
+    std::tie(code, text) =
+        run_shell(as_nobody + how + std::string{" --data-dir "} + dir + " 2>&1");
+    EXPECT_EQ(code, 2) << how << ": " << text;
+    EXPECT_NE(text.find("/mesh.db': meshd's user cannot make files in its directory '" +
+                        dir + "', where SQLite keeps the database's -wal and -shm files"),
+              std::string::npos)
+        << how << ": " << text;
+  }
   remove_tree(dir);
 }
 
