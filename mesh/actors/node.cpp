@@ -57,9 +57,7 @@ caf::expected<int> take_lock(const std::string& path, const std::string& field,
   int fd = ::open(path.c_str(), O_RDONLY | O_CREAT | O_CLOEXEC, 0600);
   if (fd < 0) {
     int os = errno;
-    std::string hint = os == EACCES ? ": give meshd's user the file and its directory "
-                                      "(chown), mode 0600"
-                                    : "";
+    auto hint = database_permission_hint(os);
     if (what.empty())
       return make_error(errc::invalid_argument,
                         "cannot open '" + path + "': " + std::strerror(os) + hint, field);

@@ -91,9 +91,7 @@ caf::expected<int> header_schema_version(const std::string& db) {
     int os = errno;
     return make_error(errc::invalid_argument,
                       "cannot open it: " + std::string{std::strerror(os)} +
-                          (os == EACCES ? ": give meshd's user the file and its "
-                                          "directory (chown), mode 0600"
-                                        : ""));
+                          database_permission_hint(os));
   }
   unsigned char header[100] = {};
   in.read(reinterpret_cast<char*>(header), sizeof header);

@@ -1489,6 +1489,13 @@ run_fields changed_run_fields(const run_record& stored, const run_record& next) 
 
 namespace {
 
+/// A database meshd's user may read but not write.
+caf::error read_only_database() {
+  return make_error(errc::store_failure,
+                    "meshd's user may read it but not write it: give that user "
+                    "the file and its directory (chown), mode 0600");
+}
+
 caf::expected<std::unique_ptr<store>> open_at(const std::string& path,
                                               const store_options& options) {
   if (!options.read_only)
@@ -1510,9 +1517,7 @@ caf::expected<std::unique_ptr<store>> open_at(const std::string& path,
   // SQLite opens a file it may not write read-only, without an error: every
   // write would then fail while meshd looked healthy.
   if (!options.read_only && sqlite3_db_readonly(raw, "main") == 1)
-    return make_error(errc::store_failure,
-                      "meshd's user may read it but not write it: give that user "
-                      "the file and its directory (chown), mode 0600");
+    return read_only_database();
   // A file it may write in a directory it may not: SQLite fails at the
   // first write, "attempt to write a readonly database".
   if (!options.read_only && !is_special(path))
@@ -1581,14 +1586,17 @@ std::string sqlite_list_runs_sql(const run_filter& filter, bool paged) {
   return sql;
 }
 
+std::string database_permission_hint(int os) {
+  return os == EACCES
+             ? ": give meshd's user the file and its directory (chown), mode 0600"
+             : "";
+}
+
 caf::error check_database_writable(const std::string& path) {
   auto refused = [](const std::string& file) {
     return ::access(file.c_str(), W_OK) != 0 && errno == EACCES;
   };
-  if (refused(path))
-    return make_error(errc::store_failure,
-                      "meshd's user may read it but not write it: give that user "
-                      "the file and its directory (chown), mode 0600");
+  if (refused(path)) return read_only_database();
   auto dir = std::filesystem::path{path}.parent_path().string();
   if (dir.empty()) dir = ".";
   if (::access(dir.c_str(), W_OK | X_OK) != 0 && errno == EACCES)

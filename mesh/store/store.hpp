@@ -261,4 +261,9 @@ open_sqlite_store(const std::string& path, const store_options& options = {});
 /// what to chown, or none; other errors than a refused permission pass.
 [[nodiscard]] caf::error check_database_writable(const std::string& path);
 
+/// What to add to "cannot open" the database (or a file meshd keeps beside
+/// it) for the OS error `os`: what to chown for a refused permission, else
+/// nothing.
+[[nodiscard]] std::string database_permission_hint(int os);
+
 } // namespace polymesh
