@@ -2,11 +2,16 @@
 // talking real HTTP. Each test starts its own meshd on port 0.
 #include "mesh_process.hpp"
 
+#include <cerrno>
 #include <csignal>
+#include <cstring>
+#include <fcntl.h>
 #include <filesystem>
 #include <fstream>
 #include <gtest/gtest.h>
 #include <sstream>
+#include <sys/stat.h>
+#include <unistd.h>
 
 using namespace polymesh::itest;
 
@@ -62,6 +67,29 @@ protected:
 /// A shell plan whose `hold` shortcut prints its pid and then waits.
 const char* shell_plans =
     R"({shell: {programs: [echo], shortcuts: [{short: hold, cmd: "echo pid=$$; exec sleep 600", shell: true}]}, sleep: {}, echo: {}})";
+
+/// The plans `sleep` and `shell`, whose `gated` shortcut waits for a word on
+/// the FIFO `gate` and prints `gate <word>`: a run that ends when the test
+/// says, not after a time a loaded host might pass first.
+std::string gated_plans(const std::string& gate) {
+  EXPECT_EQ(::mkfifo(gate.c_str(), 0600), 0) << std::strerror(errno);
+  return R"({sleep: {}, shell: {shortcuts: [{short: gated, cmd: "read word < ')" + gate +
+         R"('; echo \"gate $word\"", shell: true}]}})";
+}
+
+/// Opens the gate of `gated_plans` once its run reads it (ENXIO until
+/// then): the run prints `gate opened`.
+bool open_gate(const std::string& gate) {
+  int writer = -1;
+  if (!eventually([&] {
+        writer = ::open(gate.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+        return writer >= 0;
+      }))
+    return false;
+  bool sent = ::write(writer, "opened\n", 7) == 7;
+  ::close(writer);
+  return sent;
+}
 
 pid_t pid_from_log(const mesh_api& api, const std::string& run) {
   pid_t pid = 0;
@@ -406,19 +434,28 @@ TEST_F(agent_integration, a_large_artifact_is_sent_without_being_held_in_memory)
 }
 
 // This test ensures SIGTERM drains: a short run finishes, a long one is canceled as
-// agent_shutdown, then deregister and exit 0.
+// agent_shutdown, then deregister and exit 0. The short run ends when the
+// test opens its gate, once the agent drains (a 1 s sleep inside a 3 s
+// drain was wall-clock luck on a loaded host).
 TEST_F(agent_integration, sigterm_drains) {
+  auto gate = dir_.path() + "/gate";
   agent_options o{"dev-1", "{env: dev}"};
   o.drain_deadline = "3s";
+  o.plans_yaml = gated_plans(gate);
   auto& agent = start_agent(o);
   auto agent_id = api_->wait_agent_online("dev-1");
-  auto short_run = api_->submit({{"plan", "sleep"}, {"params", {{"seconds", 1}}}});
+  auto short_run = api_->submit({{"plan", "shell"}, {"payload", "gated"}});
   auto long_run = api_->submit({{"plan", "sleep"}, {"params", {{"seconds", 600}}}});
   ASSERT_TRUE(eventually([&] {
     return api_->run(short_run)["status"] == "running" &&
            api_->run(long_run)["status"] == "running";
   }));
   agent.proc().signal(SIGTERM);
+  ASSERT_TRUE(eventually([&] {
+    auto [status, body] = api_->call("GET", "/v1/agents/" + agent_id);
+    return status == 200 && body["status"] == "draining";
+  })) << agent.log();
+  ASSERT_TRUE(open_gate(gate));
   auto code = agent.proc().wait_exit();
   ASSERT_TRUE(code.has_value());
   EXPECT_EQ(*code, 0);
@@ -482,13 +519,18 @@ TEST_F(agent_integration,
 }
 
 // This test ensures a result produced while meshd is down arrives after its restart,
-// exactly once.
+// exactly once. The run ends when the test opens its gate, once meshd has
+// stopped (a 1 s sleep could end before a loaded host had stopped meshd).
 TEST_F(agent_integration, meshd_restart_keeps_result) {
-  auto& agent = start_agent({"dev-1", "{env: dev}"});
-  auto id = api_->submit({{"plan", "sleep"}, {"params", {{"seconds", 1}}}});
+  auto gate = dir_.path() + "/gate";
+  agent_options o{"dev-1", "{env: dev}"};
+  o.plans_yaml = gated_plans(gate);
+  auto& agent = start_agent(o);
+  auto id = api_->submit({{"plan", "shell"}, {"payload", "gated"}});
   ASSERT_TRUE(eventually([&] { return api_->run(id)["status"] == "running"; }));
   mesh_->stop();
   // The run ends while the mesh is away; the agent keeps the result.
+  ASSERT_TRUE(open_gate(gate));
   ASSERT_TRUE(eventually([&] {
     return agent.log().find("run " + id + ": cannot send") != std::string::npos;
   })) << agent.log();
@@ -496,9 +538,9 @@ TEST_F(agent_integration, meshd_restart_keeps_result) {
   mesh_api api{mesh_->url(), mesh_->admin_token()};
   auto r = api.wait_terminal(id, 60s);
   EXPECT_EQ(r["status"], "success") << r.dump();
-  EXPECT_EQ(r["result"], "slept 1000 ms");
-  // The log line "sleeping 1000 ms" is stored once, not once per retry.
-  EXPECT_EQ(api.logs(id), "sleeping 1000 ms\n");
+  EXPECT_EQ(r["result"], "gate opened\n");
+  // The log line is stored once, not once per retry.
+  EXPECT_EQ(api.logs(id), "gate opened\n");
 }
 
 namespace {
