@@ -6,6 +6,7 @@
 #include "mesh/domain/error.hpp"
 #include "mesh/domain/log.hpp"
 #include "mesh/http/server.hpp"
+#include "mesh/store/schema_on_disk.hpp"
 #include "mesh/store/sqlite_schema.hpp"
 #include "mesh/store/store.hpp"
 
@@ -16,9 +17,7 @@
 #include <cerrno>
 #include <csignal>
 #include <cstdio>
-#include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <iostream>
 #include <pthread.h>
 #include <sys/prctl.h>
@@ -79,32 +78,6 @@ std::string exposure(const std::string& host, const std::string& listen) {
                   "(docs/operations.md, Network)";
 }
 
-/// The schema version (`PRAGMA user_version`) in the header of the
-/// database file `db`, read without SQLite, which would create the file's
-/// `-wal` and `-shm` beside it. A migration not yet checkpointed out of the
-/// WAL is not seen; one is, within seconds of meshd's start. 0 for an empty
-/// file; an error says why the file cannot be read, or that it is no
-/// database.
-caf::expected<int> header_schema_version(const std::string& db) {
-  std::ifstream in{db, std::ios::binary};
-  if (!in) {
-    int os = errno;
-    return make_error(errc::invalid_argument,
-                      "cannot open it: " + std::string{std::strerror(os)} +
-                          database_permission_hint(os));
-  }
-  unsigned char header[100] = {};
-  in.read(reinterpret_cast<char*>(header), sizeof header);
-  static constexpr char magic[] = "SQLite format 3";
-  if (in.gcount() == 0) return 0; // an empty file: a new mesh is started in it
-  if (in.gcount() < static_cast<std::streamsize>(sizeof header) ||
-      std::memcmp(header, magic, sizeof magic) != 0)
-    return make_error(errc::invalid_argument, "file is not a database");
-  // Bytes 60..63, big-endian.
-  return static_cast<int>((uint32_t{header[60]} << 24) | (uint32_t{header[61]} << 16) |
-                          (uint32_t{header[62]} << 8) | uint32_t{header[63]});
-}
-
 /// What `--check` prints: the settings that decide where meshd listens and
 /// keeps its data, and what is there now. Reads; creates nothing.
 /// Returns 2, saying why, when a path there is not what a start needs.
@@ -140,7 +113,7 @@ int print_check(const mesh_config& cfg) {
   // What a start would refuse in the database, or do to it first.
   std::string migration;
   if (fs::exists(db, ec)) {
-    auto version = header_schema_version(db);
+    auto version = schema_version_on_disk(db);
     auto refuse = [&](const std::string& why) {
       std::cerr << "meshd: database '" << absolute(db) << "': " << why << std::endl;
       return 2;
