@@ -139,14 +139,26 @@ void meshd_process::launch(const std::string& listen) {
   std::vector<std::string> argv{POLYMESH_MESHD, "--listen", listen, "--data-dir",
                                 dir_ + "/data"};
   if (!config_file_.empty()) argv.insert(argv.end(), {"--config", config_file_});
+  // A restart binds the port the first start got: for a moment another
+  // socket may still hold that number (a client's source port), and meshd
+  // exits 2 "cannot listen on". It is started again then, as an operator
+  // would, for as long as `eventually` waits.
+  auto err_seen = log().size();
   proc_ = child_process{argv, out, dir_ + "/meshd.err"};
   std::string line;
   ASSERT_TRUE(eventually([&] {
     auto text = read_file(out);
     auto at = text.find("listening on http://");
-    if (at == std::string::npos || text.find('\n', at) == std::string::npos) return false;
-    line = text.substr(at, text.find('\n', at) - at);
-    return true;
+    if (at != std::string::npos && text.find('\n', at) != std::string::npos) {
+      line = text.substr(at, text.find('\n', at) - at);
+      return true;
+    }
+    if (listen != "127.0.0.1:0" && proc_.wait_exit(0ms).has_value() &&
+        log().find("cannot listen on", err_seen) != std::string::npos) {
+      err_seen = log().size();
+      proc_ = child_process{argv, out, dir_ + "/meshd.err"};
+    }
+    return false;
   })) << "meshd did not start: "
       << log();
   url_ = line.substr(std::string{"listening on "}.size());
