@@ -167,8 +167,8 @@ int main(int argc, char** argv) {
                "Check the config and flags, print where meshd would listen and keep its "
                "data, and exit (0, or 2 naming the first error); creates nothing");
   app.footer("Environment: POLYMESH_ADMIN_TOKEN sets the bootstrap admin token (at least "
-             "16 characters, no blank at either end, no line break or control "
-             "character); without it meshd creates one and writes it to "
+             "16 characters, no space at either end, no line break, tab or other "
+             "control character); without it meshd creates one and writes it to "
              "DATA_DIR/admin.token on its first start. Defaults of every setting: "
              "mesh.example.yaml (above) and docs/config.md.");
   app.set_version_flag("--version", std::string{"meshd "} + POLYMESH_VERSION);

@@ -27,13 +27,16 @@ public:
   explicit object_reader(const json& j)
       : j_(j) {}
 
-  void string(const char* key, std::string& out, bool required, size_t max_len = 1024) {
+  /// `limit_key`: the setting that sets `max_len`, named in the refusal.
+  void string(const char* key, std::string& out, bool required, size_t max_len = 1024,
+              const char* limit_key = nullptr) {
     auto* v = find(key, required);
     if (!v) return;
     if (!v->is_string()) return fail(key, "must be a string");
     auto s = v->get<std::string>();
     if (s.size() > max_len)
-      return fail(key, "must be at most " + std::to_string(max_len) + " bytes");
+      return fail(key, "must be at most " + std::to_string(max_len) + " bytes" +
+                           (limit_key ? std::string{" ("} + limit_key + ")" : ""));
     out = std::move(s);
   }
 
@@ -723,7 +726,7 @@ caf::expected<run_request> parse_run_request(const json& j, const limits& lim) {
     else
       r.params = p->dump();
   }
-  in.string("payload", r.payload, false, lim.max_payload_bytes);
+  in.string("payload", r.payload, false, lim.max_payload_bytes, "runs.max_payload_bytes");
   in.integer("priority", r.priority, false, -1'000'000, 1'000'000);
   in.integer("timeout_s", r.timeout_s, false, 0, int64_t{30} * 24 * 3600);
   in.integer("ttl_s", r.ttl_s, false, 0, int64_t{30} * 24 * 3600);
@@ -850,7 +853,7 @@ caf::expected<finish_request> parse_finish_request(const json& j, const limits& 
   std::string status;
   in.string("status", status, true, 16);
   in.optional_integer("exit_code", r.exit_code, INT32_MIN, INT32_MAX);
-  in.string("result", r.result, false, lim.max_result_bytes);
+  in.string("result", r.result, false, lim.max_result_bytes, "runs.max_result_bytes");
   in.string("error", r.error, false, 4096);
   in.string("reason", r.reason, false, 64);
   if (auto e = in.finish()) return e;

@@ -592,6 +592,39 @@ TEST_F(small_bodies, body_over_the_limit_is_413) {
   EXPECT_EQ(small.status, 201) << small.raw;
 }
 
+// A mesh with small payload and result limits.
+class small_texts : public mesh_fixture {
+protected:
+  void configure(mesh_config& c) override {
+    c.max_payload_bytes = 100;
+    c.max_result_bytes = 100;
+  }
+};
+
+// This test ensures a payload or result over its limit is refused naming
+// the setting that sets it, as the body's and the log's limits are, and
+// changes nothing.
+TEST_F(small_texts, a_payload_or_result_over_its_limit_names_the_setting) {
+  auto r = submit(json{{"plan", "noop"}, {"payload", std::string(101, 'p')}});
+  expect_error(r, 400, "invalid_argument", "payload");
+  EXPECT_EQ(r.body["error"]["message"],
+            "field 'payload' must be at most 100 bytes (runs.max_payload_bytes)")
+      << r.raw;
+  EXPECT_TRUE(call("GET", "/v1/runs", admin).body["runs"].empty());
+  auto agent = register_agent("texts", json::object());
+  auto id = submit(json{{"plan", "noop"}, {"payload", std::string(100, 'p')}})
+                .body["id"]
+                .get<std::string>();
+  ASSERT_EQ(agent.take(1).size(), 1u);
+  ASSERT_EQ(agent.start(id).status, 200);
+  auto f = agent.finish(id, "success", 0, std::string(101, 'r'));
+  expect_error(f, 400, "invalid_argument", "result");
+  EXPECT_EQ(f.body["error"]["message"],
+            "field 'result' must be at most 100 bytes (runs.max_result_bytes)")
+      << f.raw;
+  EXPECT_EQ(call("GET", "/v1/runs/" + id, admin).body["status"], "running");
+}
+
 // This test ensures that while meshd shuts down, /readyz and submits are
 // 503 `unavailable` and no run is created, while /healthz still answers.
 TEST_F(errors, shutting_down_is_503) {

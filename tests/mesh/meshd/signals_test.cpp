@@ -506,14 +506,16 @@ TEST(signals, a_stale_admin_token_file_is_warned_of) {
 }
 
 // This test ensures a POLYMESH_ADMIN_TOKEN that starts or ends with a blank
-// or holds a control character (a line break read from its file) fails
-// start-up: it became the admin token as it was, and no client could send
-// it. A blank inside (a passphrase) can be sent, and is taken.
+// or holds a control character (a line break read from its file, a tab)
+// fails start-up: it became the admin token as it was, and no client could
+// send it (meshctl refuses a token with a tab). A space inside (a
+// passphrase) can be sent, and is taken.
 TEST(signals, an_admin_token_no_client_could_send_is_refused) {
   auto dir = make_temp_dir();
-  for (const auto* token : {"signals-test-admin-0123\n", " signals-test-admin-0123",
-                            "signals-test-admin-0123\t", "signals-test\radmin-0123",
-                            "signals-test-admin-0123\x7f", "                "}) {
+  for (const auto* token :
+       {"signals-test-admin-0123\n", " signals-test-admin-0123",
+        "signals-test-admin-0123\t", "signals-test\radmin-0123",
+        "signals-test-admin-0123\x7f", "signals-test\tadmin-0123", "                "}) {
     SCOPED_TRACE(token);
     auto [code, out] = run_shell("POLYMESH_ADMIN_TOKEN='" + std::string{token} + "' " +
                                  MESHD_PATH + " --check --data-dir " + dir + " 2>&1");
