@@ -218,8 +218,10 @@ std::string agent_config::validate() const {
     return "log_chunk_bytes: must be between 4 and 65536";
   if (log_buffer_bytes < log_chunk_bytes)
     return "log_buffer_bytes: must be at least log_chunk_bytes";
-  if (backoff_initial.count() < 1 || backoff_max < backoff_initial)
-    return "backoff: initial must be at least 1ms and max at least initial";
+  if (backoff_initial.count() < 1) return "backoff.initial: must be at least 1ms";
+  if (backoff_max < backoff_initial)
+    return "backoff.max: must be at least backoff.initial (" +
+           duration_text(backoff_initial) + "), got " + duration_text(backoff_max);
   if (poll_wait.count() < 0) return "poll_wait: must not be negative";
   if (request_timeout.count() < 1) return "request_timeout: must be at least 1ms";
   if (drain_deadline.count() < 0) return "drain_deadline: must not be negative";

@@ -8,6 +8,8 @@
 #include "mesh/wire/secret_file.hpp"
 #include "polymesh/sdk/agent_yaml.hpp"
 
+#include <algorithm>
+#include <array>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -162,8 +164,18 @@ agent_file_config parse(const std::string& text, const std::string& base_dir,
   auto& a = out.agent;
   settings_reader top{doc, ""};
   // A misspelt section (`msh:`) is an unknown key, not a missing one.
-  for (auto section : {"mesh", "agent", "logs", "backoff", "plugins", "plans", "log"})
+  static constexpr std::array sections{"mesh",    "agent", "logs", "backoff",
+                                       "plugins", "plans", "log"};
+  for (auto section : sections)
     (void)top.raw(section);
+  // `agent.capacity: 3` at the top level: a known section, the wrong layout.
+  if (doc.is_object())
+    for (auto& [key, value] : doc.items())
+      if (auto dot = key.find('.');
+          dot != std::string::npos && std::find(sections.begin(), sections.end(),
+                                                key.substr(0, dot)) != sections.end())
+        throw config_error(key, "must be nested: write '" + key.substr(dot + 1) +
+                                    "' under '" + key.substr(0, dot) + ":'");
   top.finish();
 
   settings_reader mesh{top.raw("mesh"), "mesh"};

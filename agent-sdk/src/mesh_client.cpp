@@ -3,6 +3,7 @@
 #include "mesh/domain/clock.hpp"
 #include "mesh/domain/run_state.hpp"
 #include "mesh/wire/transport_error.hpp"
+#include "polymesh/sdk/settings.hpp"
 
 #include <algorithm>
 #include <cerrno>
@@ -217,6 +218,7 @@ http_reply mesh_client::send(const std::string& method, const std::string& path,
   httplib::Headers headers;
   if (!token.empty()) headers.emplace("Authorization", "Bearer " + token);
   auto full = prefix_ + path;
+  auto began = std::chrono::steady_clock::now();
   auto res = [&] {
     if (method == "GET") return cli.Get(full, headers);
     if (method == "DELETE") return cli.Delete(full, headers);
@@ -238,6 +240,7 @@ http_reply mesh_client::send(const std::string& method, const std::string& path,
     }
     return cli.Post(full, headers, body ? *body : std::string{"{}"}, "application/json");
   }();
+  bool timed_out = std::chrono::steady_clock::now() - began >= read_timeout;
   {
     std::lock_guard<std::mutex> guard{calls_mtx_};
     in_flight_.erase(&cli);
@@ -247,6 +250,13 @@ http_reply mesh_client::send(const std::string& method, const std::string& path,
   if (!res) {
     // The connection is in an unknown state (or was stopped): not reused.
     out.error = describe_transport_error(res.error());
+    // cpp-httplib tells a read that timed out from a broken one by neither.
+    if (res.error() == httplib::Error::Read && timed_out)
+      out.error = read_timeout == request_timeout_
+                      ? "timed out after mesh.request_timeout (" +
+                            duration_text(request_timeout_) + ")"
+                      : "timed out after " + duration_text(read_timeout) +
+                            " (the poll's wait and a margin)";
     // "Nothing is listening there" is wrong for a name that does not resolve.
     if (res.error() == httplib::Error::Connection)
       if (auto why = unresolved_host_cached(); !why.empty()) out.error = why;

@@ -8,6 +8,22 @@ namespace polymesh::plans {
 exec_settings read_exec_settings(sdk::settings_reader& in) {
   exec_settings s;
   s.path = in.string("path", s.path);
+  // A program is looked up in these directories, and the plan's processes
+  // get them as PATH: a relative or empty entry would be the run's own work
+  // directory, where anything the run wrote would shadow the real programs.
+  size_t begin = 0;
+  for (int entry = 1;; ++entry) {
+    auto end = s.path.find(':', begin);
+    auto dir = s.path.substr(begin, end == std::string::npos ? end : end - begin);
+    if (dir.empty() || dir.front() != '/')
+      throw sdk::config_error(
+          in.path("path"), "entry " + std::to_string(entry) + " " +
+                               (dir.empty() ? std::string{"is empty"} : "'" + dir + "'") +
+                               ": each entry must be an absolute directory (a relative "
+                               "or empty one is the run's work directory)");
+    if (end == std::string::npos) break;
+    begin = end + 1;
+  }
   s.env = in.string_map("env");
   for (auto& [k, v] : s.env)
     if (auto err = check_admin_env_name(k); !err.empty())

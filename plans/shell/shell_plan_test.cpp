@@ -175,6 +175,31 @@ TEST(shell_plan, cancel_stops_the_command) {
   EXPECT_LT(std::chrono::steady_clock::now() - begin, std::chrono::seconds{15});
 }
 
+// This test ensures a `path` with a relative or empty entry is refused
+// naming it: the plan's processes get it as PATH, and such an entry is the
+// run's work directory, where what the run wrote would shadow real programs.
+TEST(shell_plan, a_path_entry_that_is_not_absolute_is_refused) {
+  for (auto [path, why] :
+       {std::pair{"bin:/usr/bin", "entry 1 'bin'"},
+        std::pair{"/usr/bin::/bin", "entry 2 is empty"},
+        std::pair{"", "entry 1 is empty"}, std::pair{"/usr/bin:", "entry 2 is empty"}}) {
+    SCOPED_TRACE(path);
+    json s{{"programs", {"echo"}}, {"path", path}};
+    try {
+      (void)plans::make_shell_plan(s, "plans.shell");
+      ADD_FAILURE() << "expected a config_error";
+    } catch (const sdk::config_error& e) {
+      EXPECT_EQ(e.key(), "plans.shell.path");
+      EXPECT_NE(std::string{e.what()}.find(std::string{why} +
+                                           ": each entry must be an absolute directory"),
+                std::string::npos)
+          << e.what();
+    }
+  }
+  json fine{{"programs", {"echo"}}, {"path", "/usr/bin:/bin"}};
+  EXPECT_NO_THROW((void)plans::make_shell_plan(fine, "plans.shell"));
+}
+
 // This test ensures a shortcut command that needs a shell is refused at config time.
 TEST(shell_plan, shortcut_with_metacharacters_needs_shell_flag) {
   json s{{"shortcuts", {{{"short", "x"}, {"cmd", "a | b"}}}}};

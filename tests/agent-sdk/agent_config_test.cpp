@@ -178,6 +178,12 @@ TEST(agent_config, mistakes_found_before_the_agent_starts) {
                        "agent: {name: a}\nplans: {echo: {}}"),
             "msh: unknown key");
   EXPECT_EQ(error_key(mesh + "agnet: {name: a}\nplans: {echo: {}}"), "agnet");
+  // A dotted key of a known section at the top level says how to write it
+  // (meshd's rule too); another stays unknown.
+  EXPECT_EQ(error_text(mesh + "agent: {name: a}\nagent.capacity: 3\nplans: {echo: {}}"),
+            "agent.capacity: must be nested: write 'capacity' under 'agent:'");
+  EXPECT_EQ(error_text(mesh + "agent: {name: a}\nagnet.capacity: 3\nplans: {echo: {}}"),
+            "agnet.capacity: unknown key");
   EXPECT_EQ(error_text(mesh + "agent: {name: agt_x}\nplans: {echo: {}}"),
             "agent.name: agent names starting with 'agt_' are reserved for agent ids");
   EXPECT_EQ(error_text(mesh + "agent: {name: a, hostname: " + std::string(256, 'h') +

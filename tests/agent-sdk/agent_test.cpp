@@ -1369,6 +1369,11 @@ TEST(agent, a_bad_config_or_a_null_plan_is_refused_up_front) {
     EXPECT_EQ(refused(c, echo_plans()),
               "agent_config: upload_retry_for: must be between 0 and 1d");
   }
+  auto slow_start = config(mesh);
+  slow_start.backoff_initial = 1h; // in its own range, but past max (30s)
+  slow_start.backoff_max = 30s;
+  EXPECT_EQ(refused(slow_start, echo_plans()),
+            "agent_config: backoff.max: must be at least backoff.initial (1h), got 30s");
   // The default work root is in the temporary directory: a TMPDIR that
   // names none threw std::filesystem's error (mesh-agent aborted).
   const char* before = std::getenv("TMPDIR");

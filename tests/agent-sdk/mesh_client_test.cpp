@@ -7,6 +7,7 @@
 #include "mesh_client.hpp"
 #include "tests/support/tls_cert.hpp"
 
+#include <arpa/inet.h>
 #include <atomic>
 #include <condition_variable>
 #include <filesystem>
@@ -14,8 +15,10 @@
 #include <gtest/gtest.h>
 #include <httplib.h>
 #include <map>
+#include <netinet/in.h>
 #include <set>
 #include <sstream>
+#include <sys/socket.h>
 #include <thread>
 #include <unistd.h>
 
@@ -150,6 +153,28 @@ TEST(mesh_client, a_host_name_that_does_not_resolve_is_named) {
   EXPECT_EQ(r.error.rfind("the host name 'no-such-host.invalid' does not resolve (", 0),
             0u)
       << r.error;
+}
+
+// This test ensures a mesh that takes the connection and never answers is
+// reported as a timeout naming the setting, not as a broken connection
+// (cpp-httplib reports both as a failed read).
+TEST(mesh_client, a_mesh_that_never_answers_is_a_timeout_named_by_its_setting) {
+  // A listener nobody accepts on: the kernel completes the connection.
+  int silent = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ASSERT_GE(silent, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::bind(silent, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  ASSERT_EQ(::listen(silent, 8), 0);
+  socklen_t len = sizeof addr;
+  ASSERT_EQ(::getsockname(silent, reinterpret_cast<sockaddr*>(&addr), &len), 0);
+  mesh_client client{"http://127.0.0.1:" + std::to_string(ntohs(addr.sin_port)), 300ms,
+                     1min};
+  auto r = client.register_agent("reg", registration());
+  ::close(silent);
+  EXPECT_EQ(r.status, 0);
+  EXPECT_EQ(r.error, "timed out after mesh.request_timeout (300ms)");
 }
 
 TEST(mesh_client, idle_connection_is_closed_after_the_linger) {
