@@ -1,5 +1,6 @@
 #include "polymesh/sdk/settings.hpp"
 
+#include <algorithm>
 #include <limits>
 
 namespace polymesh::sdk {
@@ -130,6 +131,24 @@ int64_t settings_reader::integer(const char* key, int64_t fallback, int64_t lo,
   return x;
 }
 
+namespace {
+
+/// What is wrong with a text that is no duration, as meshd says it: "" when
+/// nothing more specific than "not a duration" can be said.
+std::string why_no_duration(const nlohmann::json& v) {
+  if (!v.is_string()) return {};
+  auto text = v.get<std::string>();
+  if (!text.empty() && text[0] == '-') return " (durations cannot be negative)";
+  auto digits = std::min(text.find_first_not_of("0123456789"), text.size());
+  if (digits == 0) return {};
+  if (digits > 12) return " (too large)";
+  if (digits == text.size()) return " (a unit is required unless the value is 0)";
+  if (digits > 1 && text[0] == '0') return " (leading zeros are not allowed)";
+  return {};
+}
+
+} // namespace
+
 std::string duration_text(std::chrono::milliseconds d) {
   // As the agent's config writes it: the largest unit that divides it
   // (`1h`, `90s`, `1500ms`), `0` for nothing.
@@ -155,8 +174,8 @@ std::chrono::milliseconds settings_reader::duration(const char* key,
   else if (v.is_number_integer() && v.get<int64_t>() == 0)
     d = std::chrono::milliseconds{0};
   if (!d)
-    throw config_error(path(key),
-                       "expected a duration like 90s, 10m or 2h, got " + type_of(v));
+    throw config_error(path(key), "expected a duration like 90s, 10m or 2h, got " +
+                                      type_of(v) + why_no_duration(v));
   if (*d < lo || *d > hi)
     throw config_error(path(key), "expected a duration in " + duration_text(lo) + ".." +
                                       duration_text(hi) + ", got " +

@@ -212,6 +212,15 @@ TEST(agent_config, upload_retry_for_is_a_bounded_duration) {
   EXPECT_EQ(error_text(with("5")),
             "agent.upload_retry_for: expected a duration like 90s, 10m or 2h, got a "
             "number");
+  // What is wrong is said, as meshd says it.
+  for (auto [text, why] :
+       {std::pair{"-1s", "(durations cannot be negative)"},
+        std::pair{"99999999999999999999d", "(too large)"},
+        std::pair{"'90'", "(a unit is required unless the value is 0)"},
+        std::pair{"090s", "(leading zeros are not allowed)"}}) {
+    auto text_of = error_text(with(text));
+    EXPECT_NE(text_of.find(why), std::string::npos) << text_of;
+  }
 }
 
 // This test ensures a key written with no value is refused by name rather
