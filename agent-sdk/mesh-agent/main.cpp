@@ -14,8 +14,10 @@
 
 #include <CLI/CLI.hpp>
 #include <csignal>
+#include <fstream>
 #include <iostream>
 #include <pthread.h>
+#include <sstream>
 #include <sys/prctl.h>
 #include <thread>
 
@@ -26,6 +28,17 @@ namespace {
 int config_failure(const std::string& file, const std::string& message) {
   std::cerr << "mesh-agent: " << file << ": " << message << std::endl;
   return 2;
+}
+
+/// `file` with the line of `key` in it (`agent.yaml:12`), as meshd names
+/// a setting; `file` alone when the key is not found there.
+std::string at_key(const std::string& file, const std::string& key) {
+  if (key.empty()) return file;
+  std::ifstream in{file};
+  std::stringstream text;
+  text << in.rdbuf();
+  auto line = sdk::yaml_key_line(text.str(), key);
+  return line ? file + ":" + std::to_string(*line) : file;
 }
 
 } // namespace
@@ -60,7 +73,7 @@ int main(int argc, char** argv) {
     try {
       cfg = sdk::load_agent_yaml(config_file);
     } catch (const sdk::config_error& e) {
-      return config_failure(config_file, e.what());
+      return config_failure(at_key(config_file, e.key()), e.what());
     }
   }
   log_level level = log_level::info;
@@ -93,7 +106,7 @@ int main(int argc, char** argv) {
     plans = sdk::make_plans(catalog, cfg.plans, &warnings);
     warnings.insert(warnings.begin(), cfg.warnings.begin(), cfg.warnings.end());
   } catch (const sdk::config_error& e) {
-    return config_failure(config_file, e.what());
+    return config_failure(at_key(config_file, e.key()), e.what());
   }
   cfg.agent.version = POLYMESH_VERSION;
   if (auto err = cfg.agent.prepare_work_root(); !err.empty())

@@ -295,6 +295,56 @@ agent_file_config parse(const std::string& text, const std::string& base_dir,
 
 } // namespace
 
+std::optional<int> yaml_key_line(const std::string& text, const std::string& key) {
+  YAML::Node node;
+  try {
+    auto docs = load_all_documents(text);
+    if (docs.empty()) return std::nullopt;
+    node = docs.front();
+  } catch (const YAML::Exception&) {
+    return std::nullopt;
+  }
+  std::optional<int> line;
+  std::string_view rest{key};
+  while (!rest.empty()) {
+    YAML::Node next;
+    size_t used = 0;
+    if (node.IsSequence() && rest.front() == '[') {
+      auto close = rest.find(']');
+      if (close == std::string_view::npos) break;
+      size_t index = 0;
+      for (auto c : rest.substr(1, close - 1)) {
+        if (c < '0' || c > '9') return line;
+        index = index * 10 + static_cast<size_t>(c - '0');
+      }
+      if (index >= node.size()) break;
+      next = node[index];
+      used = close + 1;
+    } else if (node.IsMap()) {
+      // The longest key that the rest starts with: keys may hold dots
+      // (labels such as app.kubernetes.io/name).
+      for (auto it = node.begin(); it != node.end(); ++it) {
+        if (!it->first.IsScalar()) continue;
+        const auto& k = it->first.Scalar();
+        if (k.size() <= used || rest.substr(0, k.size()) != k) continue;
+        if (k.size() < rest.size() && rest[k.size()] != '.' && rest[k.size()] != '[')
+          continue;
+        used = k.size();
+        line = it->first.Mark().line + 1; // the key's line
+        next = it->second;
+      }
+      if (used == 0) break;
+    } else {
+      break;
+    }
+    if (node.IsSequence()) line = next.Mark().line + 1;
+    node = next;
+    rest.remove_prefix(used);
+    if (!rest.empty() && rest.front() == '.') rest.remove_prefix(1);
+  }
+  return line;
+}
+
 agent_file_config parse_agent_yaml(const std::string& text, const std::string& base_dir) {
   bool token_inline = false;
   return parse(text, base_dir, token_inline);

@@ -567,3 +567,29 @@ TEST(agent_config, a_default_work_dir_without_a_temporary_directory_is_named) {
   EXPECT_NE(text.find("set agent.work_dir, or TMPDIR to a directory"), std::string::npos)
       << text;
 }
+
+// This test ensures a setting's line is found as config errors name the
+// setting: through maps, lists and keys holding dots, and the nearest
+// enclosing line for a key that is not there (a missing key's section).
+TEST(agent_config, a_settings_line_is_found_by_its_dotted_key) {
+  const std::string text = "mesh: {url: 'http://h:1'}\n"       // 1
+                           "agent:\n"                          // 2
+                           "  name: a\n"                       // 3
+                           "  labels:\n"                       // 4
+                           "    app.kubernetes.io/name: web\n" // 5
+                           "plans:\n"                          // 6
+                           "  shell:\n"                        // 7
+                           "    shortcuts:\n"                  // 8
+                           "      - {short: x, cmd: a}\n"      // 9
+                           "      - short: y\n"                // 10
+                           "        cmd: b\n";                 // 11
+  EXPECT_EQ(yaml_key_line(text, "mesh.url"), 1);
+  EXPECT_EQ(yaml_key_line(text, "agent.name"), 3);
+  EXPECT_EQ(yaml_key_line(text, "agent.labels.app.kubernetes.io/name"), 5);
+  EXPECT_EQ(yaml_key_line(text, "plans.shell.shortcuts[0].cmd"), 9);
+  EXPECT_EQ(yaml_key_line(text, "plans.shell.shortcuts[1].cmd"), 11);
+  EXPECT_EQ(yaml_key_line(text, "agent.capacity"), 2) << "missing: its section";
+  EXPECT_EQ(yaml_key_line(text, "plans.shell.shortcuts[5]"), 8);
+  EXPECT_EQ(yaml_key_line(text, "logs.level"), std::nullopt);
+  EXPECT_EQ(yaml_key_line("a: [", "a"), std::nullopt) << "no YAML";
+}

@@ -2,6 +2,7 @@
 // talking real HTTP. Each test starts its own meshd on port 0.
 #include "mesh_process.hpp"
 
+#include <algorithm>
 #include <cerrno>
 #include <csignal>
 #include <cstring>
@@ -700,6 +701,14 @@ TEST_F(agent_integration, config_error_names_the_key) {
   EXPECT_EQ(*code, 2);
   auto log = read_file(dir_.path() + "/cfg-1/agent.err");
   EXPECT_NE(log.find("plans.shell.shortcuts[0].cmd: shell metacharacter '|'"),
+            std::string::npos)
+      << log;
+  // With the file and the line of the setting, as meshd names them.
+  auto config = read_file(dir_.path() + "/cfg-1/agent.yaml");
+  auto line =
+      1 + std::count(config.begin(), config.begin() + config.find("plans:"), '\n');
+  EXPECT_NE(log.find("/cfg-1/agent.yaml:" + std::to_string(line) +
+                     ": plans.shell.shortcuts[0].cmd: "),
             std::string::npos)
       << log;
 }

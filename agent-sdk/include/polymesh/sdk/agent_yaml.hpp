@@ -16,6 +16,7 @@
 #include "polymesh/sdk/settings.hpp"
 
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -54,6 +55,13 @@ struct agent_file_config {
 /// integers, `true`/`false` or `null` when unquoted; everything else is a
 /// string.
 [[nodiscard]] nlohmann::json yaml_to_json(const std::string& text);
+
+/// The line (1-based) in YAML `text` of the setting `key` as config errors
+/// name it (`agent.capacity`, `plans.shell.shortcuts[0].cmd`), or of the
+/// nearest enclosing one that is there (a missing key's section); none when
+/// no part of it is there or the text is no YAML.
+[[nodiscard]] std::optional<int> yaml_key_line(const std::string& text,
+                                               const std::string& key);
 
 /// Builds every enabled plan from `catalog`; throws `config_error` naming
 /// `plans.<name>` for a plan nobody provides or with bad settings. What the
