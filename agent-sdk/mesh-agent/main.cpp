@@ -26,7 +26,7 @@ using namespace polymesh;
 namespace {
 
 int config_failure(const std::string& file, const std::string& message) {
-  std::cerr << "mesh-agent: " << file << ": " << message << std::endl;
+  std::cerr << "mesh-agent: " << file << ": " << one_line(message) << std::endl;
   return 2;
 }
 
@@ -120,7 +120,7 @@ int main(int argc, char** argv) {
                 << (warnings.size() == 1 ? " warning:" : " warnings:");
     std::cout << "\n";
     for (auto& w : warnings)
-      std::cout << "  " << w << "\n";
+      std::cout << "  " << one_line(w) << "\n"; // escaped as the log writes it
     std::cout << std::flush;
     return 0;
   }

@@ -158,7 +158,9 @@ std::optional<std::string> find_plugin_host(std::string* error) {
     auto path = std::filesystem::absolute(env, ec).string();
     if (!ec && is_executable_file(path)) return path;
     if (error)
-      *error = std::string{"POLYMESH_PLUGIN_HOST="} + env + " is not an executable file";
+      *error = std::string{"POLYMESH_PLUGIN_HOST="} + env +
+               (ec || path == env ? std::string{} : " (" + path + ")") +
+               " is not an executable file";
     return std::nullopt;
   }
   std::vector<std::string> tried;

@@ -34,6 +34,8 @@ size_t utf8_sequence(const std::string& s, size_t i) {
   return n;
 }
 
+} // namespace
+
 /// `text` as one line that says exactly what it held: control characters
 /// (a tab aside) as escapes — `\n`, `\r`, `\x1b`, and the C1 controls,
 /// the line and paragraph separators and the bidirectional embeddings,
@@ -89,8 +91,6 @@ std::string one_line(const std::string& text) {
   }
   return out;
 }
-
-} // namespace
 
 const char* to_string(log_level level) {
   switch (level) {

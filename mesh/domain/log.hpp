@@ -25,5 +25,8 @@ void log(log_level level, const std::string& text);
 /// instead of stderr; an empty function restores stderr.
 void set_log_handler(std::function<void(log_level, const std::string&)> handler);
 [[nodiscard]] const char* to_string(log_level level);
+/// `text` escaped as a log line writes it (above), for what is printed
+/// outside the log (`mesh-agent --check`'s warnings).
+[[nodiscard]] std::string one_line(const std::string& text);
 
 } // namespace polymesh

@@ -538,6 +538,15 @@ TEST(plugin_isolation, a_missing_host_program_is_refused_at_load) {
                 ": POLYMESH_PLUGIN_HOST=" + (dir.path / "nothing-here").string() +
                 " is not an executable file");
   EXPECT_TRUE(catalog.names().empty());
+  {
+    // A relative one is named as given and as the path looked at.
+    plugin_host_env relative{"no-such-dir/host"};
+    auto looked_at = std::filesystem::absolute("no-such-dir/host").string();
+    EXPECT_EQ(load_plugin(POLYMESH_CRASHING_PLUGIN, catalog),
+              std::string{"plugin "} + POLYMESH_CRASHING_PLUGIN +
+                  ": POLYMESH_PLUGIN_HOST=no-such-dir/host (" + looked_at +
+                  ") is not an executable file");
+  }
   EXPECT_EQ(
       load_plugin(POLYMESH_CRASHING_PLUGIN, catalog, nullptr, plugin_isolation::none),
       "");

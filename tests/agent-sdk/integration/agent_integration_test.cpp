@@ -750,6 +750,23 @@ TEST_F(agent_integration, check_warns_of_a_program_not_installed) {
   EXPECT_NE(agent.log().find(" warn " + warning), std::string::npos) << agent.log();
 }
 
+// This test ensures `mesh-agent --check` prints its warnings escaped as the
+// log writes them: a control character in a setting reached the terminal.
+TEST_F(agent_integration, check_prints_warnings_escaped_as_the_log_does) {
+  agent_options o{"esc-1", "{env: chk}"};
+  o.plans_yaml =
+      R"({shell: {shortcuts: [{short: x, dir: "/no-such-\e[31m-dir", cmd: "echo hi"}]}})";
+  o.extra_args = {"--check"};
+  agent_process check{dir_.path(), mesh_->url(), reg_, o};
+  auto code = check.proc().wait_exit();
+  ASSERT_TRUE(code.has_value());
+  EXPECT_EQ(*code, 0);
+  auto out = read_file(dir_.path() + "/esc-1/agent.out");
+  EXPECT_NE(out.find("'/no-such-\\x1b[31m-dir' is not a directory"), std::string::npos)
+      << out;
+  EXPECT_EQ(out.find('\x1b'), std::string::npos) << out;
+}
+
 // This test ensures a registration token the mesh refuses stops mesh-agent with exit 1.
 TEST_F(agent_integration, refused_registration_exits_1) {
   agent_options o{"nope-1", "{env: dev}"};
