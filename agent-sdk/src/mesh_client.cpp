@@ -240,7 +240,6 @@ http_reply mesh_client::send(const std::string& method, const std::string& path,
     }
     return cli.Post(full, headers, body ? *body : std::string{"{}"}, "application/json");
   }();
-  bool timed_out = std::chrono::steady_clock::now() - began >= read_timeout;
   {
     std::lock_guard<std::mutex> guard{calls_mtx_};
     in_flight_.erase(&cli);
@@ -251,7 +250,8 @@ http_reply mesh_client::send(const std::string& method, const std::string& path,
     // The connection is in an unknown state (or was stopped): not reused.
     out.error = describe_transport_error(res.error());
     // cpp-httplib tells a read that timed out from a broken one by neither.
-    if (res.error() == httplib::Error::Read && timed_out)
+    if (res.error() == httplib::Error::Read &&
+        std::chrono::steady_clock::now() - began >= read_timeout)
       out.error = read_timeout == request_timeout_
                       ? "timed out after mesh.request_timeout (" +
                             duration_text(request_timeout_) + ")"

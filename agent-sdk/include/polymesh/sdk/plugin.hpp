@@ -181,9 +181,11 @@ inline void destroy(void* inst) {
 
 /// Writes why registering the plans failed to stderr, the agent's log: one
 /// line naming the plugin's file (the one holding `mine`, an object of the
-/// plugin's own), its control characters (a tab aside) and backslashes
-/// escaped as the agent's log does, so a message of several lines or with
-/// terminal sequences cannot garble or forge the log.
+/// plugin's own), its ASCII control characters (a tab aside) and
+/// backslashes escaped, so a message of several lines or with terminal
+/// sequences cannot garble or forge the log. (The agent's log also escapes
+/// Unicode line separators and bytes that are not UTF-8; this inline code
+/// in the plugin does not, as plugins.md says.)
 inline void registration_failed(const void* mine, const char* why) {
   std::string line = "plugin ";
   Dl_info file{};
