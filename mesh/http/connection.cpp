@@ -190,7 +190,8 @@ void connection_stream::refuse(const head_refusal& why) {
   auto body = wire::dump(wire::error_body(make_error(why.code, why.message, why.field)));
   auto text = "HTTP/1.1 " + std::to_string(status) + " " + reason_of(status) +
               "\r\nContent-Type: application/json\r\nContent-Length: " +
-              std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" + body;
+              std::to_string(body.size()) + "\r\nConnection: close\r\n" +
+              (status == 503 ? "Retry-After: 1\r\n" : "") + "\r\n" + body;
   size_t sent = 0;
   while (sent < text.size()) {
     if (wait_for(sock_, POLLOUT, limits_.write_timeout_s * 1000) <= 0) return;
@@ -238,6 +239,23 @@ bool serve_connection(int sock, const std::atomic<int>& listener, int stop_fd,
   ::shutdown(sock, SHUT_RDWR);
   ::close(sock);
   return ret;
+}
+
+void refuse_connection(int sock, int stop_fd, const connection_limits& limits,
+                       const head_refusal& why,
+                       const std::function<void(int status)>& refused) {
+  connection_stream strm{sock, limits};
+  head_refusal malformed;
+  // Its head is read first: an answer to a request not yet sent may be
+  // reset away, unread, when the request arrives at a closed socket.
+  if (strm.wait_for_request(stop_fd) &&
+      strm.read_head(malformed) != connection_stream::head_state::closed) {
+    strm.refuse(why);
+    refused(http_status(why.code));
+    linger(sock);
+  }
+  ::shutdown(sock, SHUT_RDWR);
+  ::close(sock);
 }
 
 } // namespace polymesh

@@ -59,7 +59,8 @@ public:
   /// refused.
   head_state read_head(head_refusal& why);
 
-  /// Answers `why` as meshd's JSON error, with `Connection: close`.
+  /// Answers `why` as meshd's JSON error, with `Connection: close` (and
+  /// `Retry-After: 1` when it is a 503).
   void refuse(const head_refusal& why);
 
   /// Gives back a large buffer once all of it was read: a connection then
@@ -87,5 +88,12 @@ bool serve_connection(int sock, const std::atomic<int>& listener, int stop_fd,
                       const std::function<bool(httplib::Stream&, bool close_connection,
                                                bool& connection_closed)>& process,
                       const std::function<void(int status)>& refused);
+
+/// Reads the first request's head on `sock` and answers it `why` instead
+/// of serving it (a connection meshd has no room for, `open_files.hpp`);
+/// `refused` counts it. Closes `sock`.
+void refuse_connection(int sock, int stop_fd, const connection_limits& limits,
+                       const head_refusal& why,
+                       const std::function<void(int status)>& refused);
 
 } // namespace polymesh

@@ -8,6 +8,7 @@
 #include "mesh/domain/selector.hpp"
 #include "mesh/http/connection.hpp"
 #include "mesh/http/framing.hpp"
+#include "mesh/http/open_files.hpp"
 #include "mesh/http/worker_pool.hpp"
 #include "mesh/wire/json.hpp"
 
@@ -1568,7 +1569,9 @@ namespace {
 class mesh_http_server : public httplib::Server {
 public:
   mesh_http_server()
-      : stop_fd_(::eventfd(0, EFD_CLOEXEC)) {}
+      : stop_fd_(::eventfd(0, EFD_CLOEXEC))
+      , open_files_(current_open_files_limit().soft)
+      , refuse_from_(refuse_connections_from(open_files_)) {}
   ~mesh_http_server() override {
     if (stop_fd_ >= 0) ::close(stop_fd_);
   }
@@ -1612,6 +1615,11 @@ private:
     limits.keep_alive_max_requests = keep_alive_max_count_;
     limits.read_timeout_s = read_timeout_sec_;
     limits.write_timeout_s = write_timeout_sec_;
+    if (sock >= refuse_from_) {
+      refuse_for_files(sock, limits);
+      return false;
+    }
+    if (refusing_.load(std::memory_order_relaxed)) note_served_again();
     return serve_connection(
         sock, svr_sock_, stop_fd_, limits,
         [this](httplib::Stream& strm, bool close_connection, bool& connection_closed) {
@@ -1620,7 +1628,75 @@ private:
         on_refused);
   }
 
+  /// Answers a connection on descriptor `sock`, at the limit on open
+  /// files, 503 instead of serving it (`open_files.hpp`), once the log said
+  /// so.
+  void refuse_for_files(socket_t sock, const connection_limits& limits) {
+    auto held = std::to_string(sock + 1);
+    auto limit = std::to_string(open_files_);
+    note_refused(held, limit);
+    refuse_connection(sock, stop_fd_, limits,
+                      head_refusal{errc::unavailable,
+                                   "meshd is out of open files for connections (" + held +
+                                       " in use of its limit of " + limit + ", " +
+                                       std::to_string(open_files_reserve) +
+                                       " kept for its store): try again shortly; its "
+                                       "operator raises the limit (docs/operations.md, "
+                                       "Sizing)",
+                                   ""},
+                      on_refused);
+  }
+
+  /// Logs a connection refused for files: the first, then once a minute
+  /// with how many more.
+  void note_refused(const std::string& held, const std::string& limit) {
+    std::lock_guard lock{refusals_mtx_};
+    refusing_.store(true, std::memory_order_relaxed);
+    auto now = std::chrono::steady_clock::now();
+    ++refused_;
+    ++unlogged_;
+    if (refused_ == 1) {
+      log(log_level::warn,
+          "http: a connection was refused (503): meshd holds at least " + held +
+              " open files and keeps the last " + std::to_string(open_files_reserve) +
+              " of its limit of " + limit +
+              " for its store and uploads; raise LimitNOFILE= or ulimit -n "
+              "(docs/operations.md, Sizing)");
+    } else if (now - refusal_logged_at_ >= std::chrono::minutes{1}) {
+      log(log_level::warn, "http: " + std::to_string(unlogged_) +
+                               " more connections refused at the limit on open files (" +
+                               limit + "), " + std::to_string(refused_) + " in all");
+    } else {
+      return;
+    }
+    unlogged_ = 0;
+    refusal_logged_at_ = now;
+  }
+
+  /// A connection served after some were refused for files: the log says
+  /// how many were.
+  void note_served_again() {
+    std::lock_guard lock{refusals_mtx_};
+    if (!refusing_.exchange(false, std::memory_order_relaxed)) return;
+    log(log_level::info, "http: connections are served again, after " +
+                             std::to_string(refused_) +
+                             " refused at the limit on open files");
+    refused_ = 0;
+    unlogged_ = 0;
+  }
+
   int stop_fd_;
+  /// The limit on open files when serving began; 0 when unknown.
+  uint64_t open_files_;
+  /// Descriptors from this number on are refused.
+  int refuse_from_;
+  std::atomic<bool> refusing_{false};
+  std::mutex refusals_mtx_;
+  /// Connections refused since the last one served, and of those, how many
+  /// the log has not counted yet.
+  size_t refused_ = 0;
+  size_t unlogged_ = 0;
+  std::chrono::steady_clock::time_point refusal_logged_at_{};
 };
 
 } // namespace

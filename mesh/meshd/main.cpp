@@ -5,6 +5,7 @@
 #include "mesh/config/mesh_config.hpp"
 #include "mesh/domain/error.hpp"
 #include "mesh/domain/log.hpp"
+#include "mesh/http/open_files.hpp"
 #include "mesh/http/server.hpp"
 #include "mesh/store/schema_on_disk.hpp"
 #include "mesh/store/sqlite_schema.hpp"
@@ -140,6 +141,13 @@ int print_check(const mesh_config& cfg) {
   auto hp = split_host_port(cfg.listen);
   if (auto why = hp ? exposure(hp->first, cfg.listen) : std::string{}; !why.empty())
     std::cout << "  listen: " << why << "\n";
+  // A start raises its limit to the hard one (as the user running this;
+  // a systemd unit's is LimitNOFILE=).
+  if (auto why =
+          open_files_shortfall(current_open_files_limit().hard,
+                               static_cast<uint64_t>(cfg.http_threads + cfg.run_waits));
+      !why.empty())
+    std::cout << "  open files: " << why << "\n";
   std::cout << migration << std::flush;
   return 0;
 }
@@ -208,6 +216,15 @@ int main(int argc, char** argv) {
   log_level level = log_level::info;
   if (parse_log_level(cfg.log_level, level)) set_log_level(level);
   size_futex_hash(cfg.http_threads + cfg.run_waits);
+  auto [files_before, files] = raise_open_files_limit();
+  if (files.soft > files_before.soft)
+    log(log_level::debug, "open files: limit raised from " +
+                              std::to_string(files_before.soft) + " to " +
+                              std::to_string(files.soft) + " (the hard limit)");
+  if (auto why = open_files_shortfall(
+          files.soft, static_cast<uint64_t>(cfg.http_threads + cfg.run_waits));
+      !why.empty())
+    log(log_level::warn, "open files: " + why);
 
   // The database holds payloads, logs and token hashes: whatever meshd
   // creates (also a store.path outside the 0700 data directory, its WAL

@@ -13,8 +13,8 @@ namespace polymesh::test {
 
 meshd_process::meshd_process(const std::string& binary, const std::string& dir,
                              const std::string& admin_token,
-                             std::vector<std::string> extra,
-                             const std::string& log_file) {
+                             std::vector<std::string> extra, const std::string& log_file,
+                             nofile_limit files) {
   int out[2];
   if (::pipe(out) != 0) throw std::runtime_error("pipe failed");
   pid_ = ::fork();
@@ -26,6 +26,10 @@ meshd_process::meshd_process(const std::string& binary, const std::string& dir,
     if (!log_file.empty()) {
       int log = ::open(log_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
       if (log < 0 || ::dup2(log, STDERR_FILENO) < 0) ::_exit(126);
+    }
+    if (files.soft > 0) {
+      rlimit limit{files.soft, files.hard};
+      if (::setrlimit(RLIMIT_NOFILE, &limit) != 0) ::_exit(125);
     }
     ::setenv("POLYMESH_ADMIN_TOKEN", admin_token.c_str(), 1);
     std::vector<std::string> args{binary, "--data-dir", dir};

@@ -4,19 +4,27 @@
 #pragma once
 
 #include <string>
+#include <sys/resource.h>
 #include <sys/types.h>
 #include <vector>
 
 namespace polymesh::test {
 
+/// A limit on open files (RLIMIT_NOFILE) for a meshd; 0: inherited.
+struct nofile_limit {
+  rlim_t soft = 0;
+  rlim_t hard = 0;
+};
+
 class meshd_process {
 public:
   /// Starts `binary --listen 127.0.0.1:0 --data-dir dir [extra...]` with
   /// POLYMESH_ADMIN_TOKEN=`admin_token`, its log (stderr) into `log_file`
-  /// when one is given. Throws if it does not come up.
+  /// when one is given, under `files` when set. Throws if it does not come
+  /// up.
   meshd_process(const std::string& binary, const std::string& dir,
                 const std::string& admin_token, std::vector<std::string> extra = {},
-                const std::string& log_file = {});
+                const std::string& log_file = {}, nofile_limit files = {});
   ~meshd_process();
 
   [[nodiscard]] int port() const { return port_; }

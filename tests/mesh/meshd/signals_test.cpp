@@ -329,7 +329,8 @@ std::pair<int, std::string> run_meshd(const std::string& args) {
 // would listen and keep its data without creating anything (checking by
 // starting meshd made the data directory, a database and an admin token,
 // owned by whoever checked), warns of a listener other hosts reach, and
-// names a bad key with exit 2.
+// names a bad key with exit 2, and a limit on open files short of the
+// threads.
 TEST(signals, check_creates_nothing_and_names_what_it_would_use) {
   auto dir = make_temp_dir();
   auto data = dir + "/data";
@@ -384,6 +385,15 @@ TEST(signals, check_creates_nothing_and_names_what_it_would_use) {
   EXPECT_NE(
       out.find("/empty/mesh.db (an empty file: a new, empty mesh is started in it)"),
       std::string::npos)
+      << out;
+
+  // A limit on open files short of the threads is said (a start would warn).
+  std::tie(code, out) = run_shell("ulimit -n 100 && " + std::string{MESHD_PATH} +
+                                  " --check --data-dir " + dir + " 2>&1");
+  EXPECT_EQ(code, 0) << out;
+  EXPECT_NE(out.find("\n  open files: the limit is 100 (ulimit -n; LimitNOFILE= under "
+                     "systemd), below the 144 that 80 connections"),
+            std::string::npos)
       << out;
   remove_tree(dir);
 }
