@@ -141,6 +141,9 @@ struct explanation {
   std::vector<candidacy> agents;
   /// The run holding the run's concurrency key; "" when it waits for none.
   std::string key_holder;
+  /// While the key is free: the run of the key that goes first, when it is
+  /// another; "".
+  std::string key_first;
 };
 using run_list = std::vector<run_record>;
 using agent_list = std::vector<agent_record>;

@@ -1038,19 +1038,32 @@ void explain_run(request_context& rc) {
   bool busy = std::any_of(all.begin(), all.end(), [](auto& c) {
     return c.reason.rfind("no free slot (", 0) == 0;
   });
+  // Status is the first check: whether a draining agent meets the others.
+  bool draining = std::any_of(all.begin(), all.end(),
+                              [](auto& c) { return c.reason == "draining" && c.fits; });
   if (!why->key_holder.empty()) {
-    body["waiting_for"] =
-        json{{"run", why->key_holder}, {"concurrency_key", run->concurrency_key}};
+    body["waiting_for"] = json{{"run", why->key_holder},
+                               {"concurrency_key", run->concurrency_key},
+                               {"holds_key", true}};
     body["message"] = "waits for run " + why->key_holder +
                       ", which holds concurrency key " + run->concurrency_key;
+  } else if (!why->key_first.empty()) {
+    body["waiting_for"] = json{{"run", why->key_first},
+                               {"concurrency_key", run->concurrency_key},
+                               {"holds_key", false}};
+    body["message"] = "waits for run " + why->key_first +
+                      ", which goes first with concurrency key " + run->concurrency_key +
+                      " (queued before it, or of a higher priority)";
   } else {
-    body["message"] = all.empty()
-                          ? "no agent to consider (none registered, or the run is "
-                            "being assigned right now)"
-                      : any  ? "a candidate has a free slot; the run is being assigned"
-                      : busy ? "every agent that could take this run is busy: it waits "
-                               "for a free slot"
-                             : "no agent can take this run; see each agent's reason";
+    body["message"] =
+        all.empty() ? "no agent to consider (none registered, or the run is "
+                      "being assigned right now)"
+        : any       ? "a candidate has a free slot; the run is being assigned"
+        : busy      ? "every agent that could take this run is busy: it waits "
+                      "for a free slot"
+        : draining  ? "no agent can take this run now; a draining agent could take "
+                      "it once undrained (see each agent's reason)"
+                    : "no agent can take this run; see each agent's reason";
   }
   rc.reply(200, body);
 }

@@ -46,8 +46,10 @@
 // - `explain`: O(A log A) over all known agents A; it is a diagnostic.
 //
 // Concurrency keys are part of a class, so a held key makes whole classes
-// not ready: `place` still never looks at a run it cannot place. Holding or
-// freeing a key re-checks the classes with it, O(those classes) (usually one).
+// not ready: `place` still never looks at a run it cannot place. A free key
+// makes ready only the class whose head is the key's first run. Holding or
+// freeing a key, and a change of the head of a class with a key, re-check
+// the classes with it, O(K²) for K classes of the key (usually one).
 //
 // Classes whose queue runs empty are kept (a steady kind of run would
 // otherwise rebuild its class for every run); beyond `max_idle` of them the
@@ -137,7 +139,7 @@ bool assigner::eligible(const agent_entry& agent, const run_class& cls) {
 
 void assigner::sync_ready(run_class& cls) {
   bool want = !cls.queue.empty() && !cls.ranked.empty() && cls.ranked.begin()->free > 0 &&
-              !held(cls);
+              !held(cls) && !not_its_turn(cls);
   if (cls.is_ready) {
     const auto& at = cls.ready_at->first;
     const auto& head = *cls.queue.begin();
@@ -355,7 +357,7 @@ void assigner::enqueue(queued_run run) {
   run_key rk{run.priority, run.seq, run.id};
   cls.queue.insert(rk);
   runs_.emplace(std::move(run.id), std::make_pair(&cls, std::move(rk)));
-  sync_ready(cls);
+  sync_queue(cls);
 }
 
 void assigner::rank_step(run_class& cls, size_t& budget) {
@@ -392,7 +394,7 @@ bool assigner::dequeue(const std::string& run_id) {
   auto& cls = *it->second.first;
   cls.queue.erase(it->second.second);
   runs_.erase(it);
-  sync_ready(cls);
+  sync_queue(cls);
   if (cls.queue.empty()) {
     cls.idle_at = idle_.insert(idle_.end(), &cls);
     trim_idle();
@@ -437,6 +439,28 @@ bool assigner::held(const run_class& cls) const {
   return !cls.hold.empty() && holders_.count(cls.hold) > 0;
 }
 
+const assigner::run_key* assigner::key_head(const std::string& hold) const {
+  auto classes = hold_classes_.find(hold);
+  if (classes == hold_classes_.end()) return nullptr;
+  const run_key* first = nullptr;
+  for (const auto* cls : classes->second)
+    if (!cls->queue.empty() && (!first || *cls->queue.begin() < *first))
+      first = &*cls->queue.begin();
+  return first;
+}
+
+bool assigner::not_its_turn(const run_class& cls) const {
+  if (cls.hold.empty() || cls.queue.empty()) return false;
+  return key_head(cls.hold) != &*cls.queue.begin();
+}
+
+void assigner::sync_queue(run_class& cls) {
+  if (cls.hold.empty())
+    sync_ready(cls);
+  else
+    sync_hold(cls.hold);
+}
+
 void assigner::sync_hold(const std::string& hold) {
   if (auto it = hold_classes_.find(hold); it != hold_classes_.end())
     for (auto* cls : it->second)
@@ -476,6 +500,13 @@ std::string assigner::key_holder(const std::string& run_id) const {
   return holders_.at(run->second.first->hold).front();
 }
 
+std::string assigner::key_first(const std::string& run_id) const {
+  auto run = runs_.find(run_id);
+  if (run == runs_.end() || held(*run->second.first)) return {};
+  const auto* first = key_head(run->second.first->hold);
+  return !first || first->id == run_id ? std::string{} : first->id;
+}
+
 std::string assigner::holder(const selector& scope, const std::string& key) const {
   auto it = holders_.find(hold_key(scope, key));
   return it == holders_.end() || key.empty() ? std::string{} : it->second.front();
@@ -486,6 +517,7 @@ std::vector<candidacy> assigner::explain(const std::string& run_id) const {
   if (run == runs_.end()) return {};
   const auto& cls = *run->second.first;
   auto holder = key_holder(run_id);
+  auto first = key_first(run_id);
   std::vector<const agent_entry*> agents;
   agents.reserve(agents_.size());
   for (const auto& [id, entry] : agents_)
@@ -503,9 +535,12 @@ std::vector<candidacy> assigner::explain(const std::string& run_id) const {
     c.agent_name = v.name;
     // The checks run in the documented order; the first failing one is the
     // reason, so an operator fixes the most fundamental problem first.
-    if (v.status != agent_status::online)
+    if (v.status != agent_status::online) {
       c.reason = to_string(v.status);
-    else if (v.plans.count(cls.plan) == 0)
+      c.fits = v.plans.count(cls.plan) > 0 && cls.sel.matches(v.labels) &&
+               cls.scope.matches(v.labels) &&
+               (cls.target_agent.empty() || cls.target_agent == v.name);
+    } else if (v.plans.count(cls.plan) == 0)
       c.reason = "lacks plan " + cls.plan;
     else if (const auto* req = cls.sel.first_unmet(v.labels))
       c.reason = "selector requirement " + req->to_string() + " not met";
@@ -515,6 +550,9 @@ std::vector<candidacy> assigner::explain(const std::string& run_id) const {
       c.reason = "not the target agent";
     else if (!holder.empty())
       c.reason = "concurrency key " + cls.concurrency_key + " is held by run " + holder;
+    else if (!first.empty())
+      c.reason =
+          "run " + first + " goes first with concurrency key " + cls.concurrency_key;
     else if (entry->free() <= 0)
       c.reason = "no free slot (" + std::to_string(entry->reserved) + " of " +
                  std::to_string(v.capacity) + " in use)";

@@ -14,7 +14,9 @@
 //   go to the one assigned to least recently.
 // - Concurrency keys: a run with a key waits while another run with the same
 //   key and scope is placed (pending or running); the key is held from its
-//   placement until its slot is released.
+//   placement until its slot is released. A free key goes to its first
+//   queued run (priority, then FIFO) only: a later run of the key waits
+//   behind it even when another agent could take the later one.
 //
 // Runs are grouped into classes of identical (plan, selector, scope, target);
 // eligibility is computed once per class and kept up to date as agents
@@ -77,8 +79,12 @@ struct candidacy {
   /// "" when `candidate`; otherwise e.g. `offline`, `draining`,
   /// `lacks plan deploy`, `selector requirement env=prod not met`,
   /// `outside the token's scope (env=dev not met)`, `not the target agent`,
-  /// `concurrency key K is held by run R`, `no free slot (2 of 2 in use)`.
+  /// `concurrency key K is held by run R`, `run R goes first with
+  /// concurrency key K`, `no free slot (2 of 2 in use)`.
   std::string reason;
+  /// For an agent that is not online (its status the reason): whether its
+  /// plans, labels and name would let it take the run once online.
+  bool fits = false;
 };
 
 class assigner {
@@ -138,6 +144,10 @@ public:
   /// For a queued run waiting for its concurrency key: the run holding it;
   /// "" otherwise.
   [[nodiscard]] std::string key_holder(const std::string& run_id) const;
+  /// For a queued run whose concurrency key is free: the run of that key
+  /// that goes first (the key goes in priority and submission order, also
+  /// across selectors and plans), when it is another; "" otherwise.
+  [[nodiscard]] std::string key_first(const std::string& run_id) const;
 
 private:
   // Implementation-defined; see assigner.cpp for the invariants and costs.
@@ -226,6 +236,14 @@ private:
   [[nodiscard]] static std::string hold_key(const selector& scope,
                                             const std::string& key);
   [[nodiscard]] bool held(const run_class& cls) const;
+  /// The first queued run with concurrency key `hold` (by priority, then
+  /// submission), whose turn with the key it is; null for none.
+  [[nodiscard]] const run_key* key_head(const std::string& hold) const;
+  /// Whether `cls` has a key and its head is not the key's first run.
+  [[nodiscard]] bool not_its_turn(const run_class& cls) const;
+  /// `sync_ready` for `cls` after its queue changed, and for the other
+  /// classes of its key, whose turn may have changed with it.
+  void sync_queue(run_class& cls);
   void hold(const std::string& run_id, std::string hold);
   void sync_hold(const std::string& hold);
 

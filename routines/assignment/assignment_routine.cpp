@@ -192,7 +192,8 @@ caf::behavior assignment_routine(self_ptr self, context_ptr ctx) {
       },
       [=](explain_atom, const std::string& run_id) {
         auto& decisions = self->state.decisions;
-        return explanation{decisions.explain(run_id), decisions.key_holder(run_id)};
+        return explanation{decisions.explain(run_id), decisions.key_holder(run_id),
+                           decisions.key_first(run_id)};
       },
       [=](tick_atom) { return place(self); },
       [=](sweep_atom) {

@@ -411,6 +411,13 @@ TEST_F(agents, explain_names_every_reason) {
   tick();
   EXPECT_EQ(call("GET", "/v1/runs/" + nobody + "/explain", admin).body["message"],
             "no agent can take this run; see each agent's reason");
+  // Only the draining agent could take it: an undrain would.
+  auto after_drain = id_of(
+      submit(json{{"plan", "noop"}, {"selector", "env=dev"}, {"agent", "c-draining"}}));
+  tick();
+  EXPECT_EQ(call("GET", "/v1/runs/" + after_drain + "/explain", admin).body["message"],
+            "no agent can take this run now; a draining agent could take it once "
+            "undrained (see each agent's reason)");
 
   auto assigned = call("GET", "/v1/runs/" + first + "/explain", admin);
   ASSERT_EQ(assigned.status, 200);

@@ -254,8 +254,9 @@ TEST_F(assignment, runs_with_one_concurrency_key_run_one_at_a_time) {
   ASSERT_EQ(why.body["agents"].size(), 1u) << why.raw;
   EXPECT_EQ(why.body["agents"][0]["reason"],
             "concurrency key tf:prod is held by run " + keyed[0]);
-  EXPECT_EQ(why.body["waiting_for"],
-            (json{{"run", keyed[0]}, {"concurrency_key", "tf:prod"}}));
+  EXPECT_EQ(
+      why.body["waiting_for"],
+      (json{{"run", keyed[0]}, {"concurrency_key", "tf:prod"}, {"holds_key", true}}));
   EXPECT_EQ(why.body["message"],
             "waits for run " + keyed[0] + ", which holds concurrency key tf:prod");
   EXPECT_TRUE(
@@ -280,6 +281,37 @@ TEST_F(assignment, runs_with_one_concurrency_key_run_one_at_a_time) {
   auto last = agent.take(1);
   ASSERT_EQ(last.size(), 1u);
   EXPECT_EQ(last[0]["id"], keyed[2]);
+}
+
+// This test ensures a run of a concurrency key waits for the key's earlier
+// run even when another agent could take it at once, and explain says whom
+// it waits for: the agents of the first run busy, a later run went first.
+TEST_F(assignment, a_free_key_goes_to_its_first_run_whichever_agent_is_free) {
+  auto zone_a = register_agent("zone-a", json{{"zone", "a"}}, json::array({"noop"}), 1);
+  auto zone_b = register_agent("zone-b", json{{"zone", "b"}}, json::array({"noop"}), 1);
+  auto busy = id_of(submit(json{{"plan", "noop"}, {"selector", "zone=a"}}));
+  ASSERT_EQ(zone_a.take(1).size(), 1u);
+  auto first = id_of(
+      submit(json{{"plan", "noop"}, {"selector", "zone=a"}, {"concurrency_key", "k"}}));
+  auto second = id_of(
+      submit(json{{"plan", "noop"}, {"selector", "zone=b"}, {"concurrency_key", "k"}}));
+  tick();
+  EXPECT_TRUE(zone_b.poll(0).body["runs"].empty()) << "the later run took the key first";
+  auto why = call("GET", "/v1/runs/" + second + "/explain", admin);
+  ASSERT_EQ(why.status, 200) << why.raw;
+  EXPECT_EQ(why.body["waiting_for"],
+            (json{{"run", first}, {"concurrency_key", "k"}, {"holds_key", false}}));
+  EXPECT_EQ(why.body["message"], "waits for run " + first +
+                                     ", which goes first with concurrency key k (queued "
+                                     "before it, or of a higher priority)");
+  ASSERT_EQ(zone_a.finish(busy, "success").status, 200);
+  auto got = zone_a.take(1);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0]["id"], first);
+  ASSERT_EQ(zone_a.finish(first, "success").status, 200);
+  got = zone_b.take(1);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0]["id"], second);
 }
 
 // This test ensures a concurrency key that is empty, not a string or holds

@@ -569,6 +569,48 @@ TEST(Assigner, ExplainNamesTheKeyHolder) {
   EXPECT_EQ(a.key_holder("waiting"), "");
 }
 
+// This test ensures a free key goes to its first run (priority, then
+// submission) only: a later run of the key that another agent could take
+// waits behind it. The first free agent of any class with the key took it,
+// so a newer deploy could go out before an older one still waiting.
+TEST(Assigner, AFreeKeyGoesToItsFirstRunOnly) {
+  assigner a;
+  a.upsert_agent(agent("a", {"deploy"}, {{"zone", "a"}}, 1));
+  a.upsert_agent(agent("b", {"deploy"}, {{"zone", "b"}}, 1));
+  a.enqueue(run("busy", 1, "deploy", 0, "zone=a"));
+  EXPECT_EQ(run_ids(a.place()), ids{"busy"});
+  auto in_zone = [](std::string id, uint64_t seq, const char* zone, int64_t priority) {
+    auto r = run(std::move(id), seq, "deploy", priority, zone);
+    r.concurrency_key = "ws";
+    return r;
+  };
+  a.enqueue(in_zone("first", 2, "zone=a", 0));
+  a.enqueue(in_zone("second", 3, "zone=b", 0));
+  EXPECT_TRUE(a.place().empty()) << "second went before first, whose agent is busy";
+  EXPECT_EQ(a.holder(selector{}, "ws"), "");
+  EXPECT_EQ(a.key_first("second"), "first");
+  EXPECT_EQ(a.key_first("first"), "");
+  EXPECT_EQ(a.key_holder("second"), "");
+  auto why = a.explain("second");
+  ASSERT_EQ(why.size(), 2u);
+  EXPECT_EQ(why[0].reason, "selector requirement zone=b not met");
+  EXPECT_EQ(why[1].reason, "run first goes first with concurrency key ws");
+  EXPECT_FALSE(why[1].candidate);
+
+  // A run of a higher priority takes the turn, and goes at once.
+  a.enqueue(in_zone("urgent", 4, "zone=b", 5));
+  EXPECT_EQ(run_ids(a.place()), ids{"urgent"});
+  EXPECT_EQ(a.key_holder("first"), "urgent");
+  a.release("b");
+  a.release_hold("urgent");
+  EXPECT_TRUE(a.place().empty()) << "second went before first again";
+  a.release("a");
+  EXPECT_EQ(run_ids(a.place()), ids{"first"});
+  a.release("a");
+  a.release_hold("first");
+  EXPECT_EQ(run_ids(a.place()), ids{"second"});
+}
+
 // -- against a model -----------------------------------------------------------
 
 // The rules of the header, implemented as plainly as possible: scan every
@@ -620,9 +662,11 @@ struct model {
              std::make_tuple(-y->priority, y->seq, y->id);
     });
     std::vector<placement> result;
+    // Keys whose first run found no agent in this pass: its turn, not theirs.
+    std::set<std::string> waiting;
     for (const auto* r : order) {
       auto hold = hold_of(*r);
-      if (!hold.empty() && holds.count(hold) > 0) continue;
+      if (!hold.empty() && (holds.count(hold) > 0 || waiting.count(hold) > 0)) continue;
       agent_state* best = nullptr;
       for (auto& [id, a] : agents) {
         if (!eligible(a, *r)) continue;
@@ -631,7 +675,10 @@ struct model {
         };
         if (!best || key(a) < key(*best)) best = &a;
       }
-      if (!best) continue;
+      if (!best) {
+        if (!hold.empty()) waiting.insert(hold);
+        continue;
+      }
       ++best->reserved;
       best->last = ++count;
       result.push_back(placement{r->id, best->view.id});
