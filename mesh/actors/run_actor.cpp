@@ -240,11 +240,25 @@ void requeue(self_ptr self, std::string why,
   }
   auto next = st.run;
   next.status = run_status::created;
-  next.reason = std::move(why);
+  next.reason = why;
   next.assigned_at.reset();
   next.delivered_at.reset();
   next.last_activity_at.reset();
   next.held_session = 0;
+  // Back in the queue after its ttl_s: had it waited there, it would have
+  // ended then, so it ends now. It was placed again past its ttl_s when a
+  // slot was free at once, and ended only when none was.
+  if (due_action(next, st.ctx->run_timing_now(), st.ctx->now()) ==
+      timer_action::ttl_lapsed) {
+    auto over = ended(st.run, run_status::error, "no_agent_within_ttl", st.ctx->now());
+    over.error = "ended by the mesh: no_agent_within_ttl (its ttl_s of " +
+                 std::to_string(st.run.ttl_s) +
+                 " s had passed when it would have gone back to the queue: " + why + ")";
+    persist(
+        self, std::move(over), {}, [self] { finalize(self); },
+        fail ? std::move(fail) : log_failure(self, "abort"));
+    return;
+  }
   persist(
       self, std::move(next), {},
       [self] {

@@ -523,6 +523,26 @@ TEST_F(timers, ttl_lapses_without_an_agent) {
   EXPECT_EQ(reason_of(id), "no_agent_within_ttl");
 }
 
+// This test ensures a run that would go back to the queue after its ttl_s
+// (its delivery lease lapsed) ends error/no_agent_within_ttl, saying why,
+// although an agent is free: it was placed again past its ttl_s whenever a
+// slot was free at that moment, and ended only when none was.
+TEST_F(timers, a_run_back_in_the_queue_after_its_ttl_ends) {
+  auto a = register_agent("a", json::object());
+  auto id = submit(json{{"plan", "noop"}, {"ttl_s", 2}}).body["id"].get<std::string>();
+  ASSERT_EQ(a.take(1).size(), 1u);
+  ASSERT_TRUE(eventually([&] { return get_run(id)["skadi_status"] == "sent"; }));
+  advance(cfg.delivery_lease + 1s);
+  ASSERT_TRUE(becomes(id, "error")) << get_run(id).dump();
+  auto run = get_run(id);
+  EXPECT_EQ(run["reason"], "no_agent_within_ttl");
+  EXPECT_EQ(run["attempts"], 1);
+  EXPECT_EQ(run["error"], "ended by the mesh: no_agent_within_ttl (its ttl_s of 2 s had "
+                          "passed when it would have gone back to the queue: "
+                          "delivery_lease_lapsed)");
+  EXPECT_TRUE(a.poll().body["runs"].empty());
+}
+
 // This test ensures retention prunes finished runs (and their logs) older
 // than the configured age and keeps unfinished ones.
 TEST_F(timers, retention_prunes_old_finished_runs) {
