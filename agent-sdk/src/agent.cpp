@@ -1186,27 +1186,58 @@ struct agent::impl {
            "nothing uploaded");
       return;
     }
-    fs::recursive_directory_iterator it{dir, ec};
-    for (fs::recursive_directory_iterator end; !ec && it != end; it.increment(ec)) {
-      auto rel = it->path().lexically_relative(dir).generic_string();
-      auto st = it->symlink_status(ec);
-      if (ec) break;
-      if (fs::is_directory(st)) continue; // not followed when a symlink
-      if (!fs::is_regular_file(st)) {
-        warn("run " + id + ": artifact '" + rel +
-             "' skipped: not a regular file (symlinks are never uploaded)");
+    // Directory by directory: one the plan left unreadable (or too deep to
+    // name) is skipped with a warning naming it, and the rest still go.
+    std::vector<fs::path> listing{dir};
+    while (!listing.empty()) {
+      auto at = std::move(listing.back());
+      listing.pop_back();
+      auto where =
+          at == dir ? std::string{} : at.lexically_relative(dir).generic_string();
+      auto cannot_list = [&](const std::error_code& why) {
+        if (where.empty())
+          warn("run " + id + ": cannot list artifacts in " + dir.string() + ": " +
+               why.message());
+        else
+          warn("run " + id + ": artifacts under '" + where + "/' skipped: cannot list " +
+               "them: " + why.message());
+      };
+      fs::directory_iterator it{at, ec};
+      if (ec) {
+        if (!(where.empty() && ec == std::errc::no_such_file_or_directory))
+          cannot_list(ec);
         continue;
       }
-      // The name as it is: the log escapes what is not printable.
-      if (auto why = wire::artifact_name_problem(rel); !why.empty()) {
-        warn("run " + id + ": artifact '" + rel + "' skipped: its name " + why);
-        continue;
+      for (fs::directory_iterator end; it != end; it.increment(ec)) {
+        if (ec) break;
+        auto rel = it->path().lexically_relative(dir).generic_string();
+        auto st = it->symlink_status(ec);
+        if (ec) {
+          warn("run " + id + ": artifact '" + rel + "' skipped: " + ec.message());
+          ec.clear();
+          continue;
+        }
+        if (fs::is_directory(st)) { // not followed when a symlink
+          listing.push_back(it->path());
+          continue;
+        }
+        if (!fs::is_regular_file(st)) {
+          warn("run " + id + ": artifact '" + rel +
+               "' skipped: not a regular file (symlinks are never uploaded)");
+          continue;
+        }
+        // The name as it is: the log escapes what is not printable.
+        if (auto why = wire::artifact_name_problem(rel); !why.empty()) {
+          warn("run " + id + ": artifact '" + rel + "' skipped: its name " + why);
+          continue;
+        }
+        files.push_back(rel);
       }
-      files.push_back(rel);
+      if (ec) {
+        cannot_list(ec);
+        ec.clear();
+      }
     }
-    if (ec && ec != std::errc::no_such_file_or_directory)
-      warn("run " + id + ": cannot list artifacts in " + dir.string() + ": " +
-           ec.message());
     std::sort(files.begin(), files.end());
     // Once the retries stopped (for the log, or an artifact), the rest is
     // not tried: the mesh evidently does not take the run's uploads.

@@ -15,12 +15,14 @@
 
 #include <algorithm>
 #include <condition_variable>
+#include <fcntl.h>
 #include <fstream>
 #include <gtest/gtest.h>
 #include <httplib.h>
 #include <optional>
 #include <set>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <thread>
 
 using namespace polymesh::sdk;
@@ -584,6 +586,26 @@ plan_set echo_plans(std::shared_ptr<blocking_plan> blocker = nullptr) {
   p["odd_artifact_names"] = std::make_shared<function_plan>([](run_context& ctx) {
     for (const char* name : {"new\nline", "bad\xffname", "q?mark", "ok.txt"})
       std::ofstream{ctx.artifacts_dir / name} << "x";
+    return plan_result::success();
+  });
+  // Leaves a file on each side of a tree too deep to be named by a path
+  // (past PATH_MAX: it cannot be listed, even by root).
+  p["deep_artifacts"] = std::make_shared<function_plan>([](run_context& ctx) {
+    std::ofstream{ctx.artifacts_dir / "a.txt"} << "a";
+    std::ofstream{ctx.artifacts_dir / "z.txt"} << "z";
+    int fd = ::open(ctx.artifacts_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    const std::string name(200, 'd');
+    for (int depth = 0; depth < 25 && fd >= 0; ++depth) {
+      ::mkdirat(fd, name.c_str(), 0700);
+      int next = ::openat(fd, name.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+      ::close(fd);
+      fd = next;
+    }
+    if (fd >= 0) {
+      int file = ::openat(fd, "deep.txt", O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+      if (file >= 0) ::close(file);
+      ::close(fd);
+    }
     return plan_result::success();
   });
   p["block"] = blocker
@@ -1312,6 +1334,29 @@ TEST(agent, an_artifact_skipped_for_its_name_is_named_exactly) {
     EXPECT_EQ(log.count(std::string{"warn run r1: artifact '"} + shown + why), 1)
         << shown;
   EXPECT_EQ(mesh.with([](fake_mesh& m) { return m.artifacts_["r1"].size(); }), 1u);
+}
+
+// This test ensures an entry of the artifacts that cannot be read (here a
+// path past PATH_MAX, as root cannot be refused a directory) is skipped with
+// a warning naming it, and the other artifacts still go: the listing stopped
+// at the first such entry, and every file after it (in directory order) was
+// lost with one warning naming the artifacts directory.
+TEST(agent, an_artifact_that_cannot_be_read_skips_only_itself) {
+  fake_mesh mesh;
+  log_capture log;
+  agent a{config(mesh), echo_plans()};
+  a.start();
+  mesh.submit("r1", "deep_artifacts");
+  ASSERT_TRUE(finished(mesh, "r1"));
+  auto sent = mesh.with([](fake_mesh& m) { return m.artifacts_["r1"]; });
+  EXPECT_EQ(sent.size(), 2u);
+  EXPECT_EQ(sent.count("a.txt"), 1u);
+  EXPECT_EQ(sent.count("z.txt"), 1u);
+  // The entry whose path is too long is named (a directory past the limit
+  // cannot even be told from a file).
+  EXPECT_EQ(log.count("warn run r1: artifact 'dddd"), 1);
+  EXPECT_EQ(log.count("' skipped: File name too long"), 1);
+  EXPECT_EQ(log.count("cannot list artifacts in"), 0);
 }
 
 // This test ensures a bad config or a null plan is refused when the agent
