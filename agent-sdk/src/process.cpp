@@ -216,7 +216,16 @@ bool kill_escaped(const program_mark& p) {
 void end_leftovers(const program_mark& p) {
   auto group = p.group;
   auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds{500};
+  // A pass sees a snapshot of the adopted children: a chain of processes
+  // that keep forking into new sessions (each parent exiting at once) can
+  // have its live member between two parents at that instant. Only a few
+  // quiet passes in a row end the search; a single one let such chains
+  // live on after nearly every run.
+  int quiet = 0;
   for (;;) {
+    // The zombies of what was killed go first: each pass reads every
+    // adopted child, and thousands of zombies made it slower than a chain.
+    reap_adopted_orphans();
     bool group_left = ::kill(-group, SIGKILL) == 0;
     // Members of the group whose parent died were adopted by the main
     // thread: reap them here, or the group (zombies and all) stays.
@@ -229,7 +238,8 @@ void end_leftovers(const program_mark& p) {
     // A killed process turns zombie with its children already adopted:
     // the next pass finds them.
     bool escaped = kill_escaped(p);
-    if ((!group_left && !escaped) || std::chrono::steady_clock::now() >= until) return;
+    quiet = group_left || escaped ? 0 : quiet + 1;
+    if (quiet == 3 || std::chrono::steady_clock::now() >= until) return;
     std::this_thread::sleep_for(std::chrono::milliseconds{1});
   }
 }

@@ -237,6 +237,60 @@ TEST(process, escaped_processes_do_not_outlive_the_run) {
   EXPECT_TRUE(gone(grouped));
 }
 
+/// The live processes started with the environment entry `entry`.
+static std::vector<pid_t> started_with_entry(const std::string& entry) {
+  std::vector<pid_t> found;
+  for (const auto& proc : std::filesystem::directory_iterator{"/proc"}) {
+    auto name = proc.path().filename().string();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::ifstream in{proc.path() / "environ", std::ios::binary};
+    std::string text{std::istreambuf_iterator<char>{in},
+                     std::istreambuf_iterator<char>{}};
+    if (('\0' + text).find('\0' + entry + '\0') != std::string::npos)
+      found.push_back(static_cast<pid_t>(std::stol(name)));
+  }
+  return found;
+}
+
+// This test ensures chains of processes that keep forking into new
+// sessions, each parent exiting at once, end with the run. The search for
+// escaped processes stopped at its first pass that found none alive, which
+// such a chain passes between a parent and its child; in mesh-agent, whose
+// passes slowed with thousands of unreaped zombies of earlier chains, an
+// audit's chain lived on after 8 runs of 8 (0 of 14 since). Here, with no
+// zombies to slow the passes, the old search caught these chains too: this
+// guards the behaviour, the audit's `t1b_hydra.sh` showed the difference.
+TEST(process, a_chain_forking_into_new_sessions_ends_with_the_run) {
+  testkit::temp_dir dir;
+  testkit::memory_log log;
+  cancel_source c;
+  const std::string chain = POLYMESH_TEST_LEFTOVER;
+  // Two chains, on a worker thread as in the agent (its orphans go to the
+  // main thread); the program waits until each has begun.
+  auto spec = sh("for i in 1 2; do " + chain +
+                     " chain$i.pid chain </dev/null >/dev/null 2>&1 & done;"
+                     " for i in 1 2; do while [ ! -s chain$i.pid ]; do sleep 0.01; "
+                     "done; done",
+                 dir.path());
+  const std::string mark = "POLYMESH_TEST_CHAIN=" + dir.path().filename().string();
+  spec.env["POLYMESH_TEST_CHAIN"] = dir.path().filename().string();
+  process_outcome out;
+  run_on_worker(spec, log, c, out).join();
+  EXPECT_TRUE(out.success()) << out.describe();
+  // A live chain always has a member: the child exists before its parent
+  // exits.
+  auto left = started_with_entry(mark);
+  EXPECT_TRUE(left.empty()) << left.size() << " of the chains outlived the run";
+  // However it went, none of it outlives the test.
+  auto until = std::chrono::steady_clock::now() + 20s;
+  while (!left.empty() && std::chrono::steady_clock::now() < until) {
+    for (pid_t pid : left)
+      ::kill(pid, SIGKILL);
+    left = started_with_entry(mark);
+  }
+  reap_adopted_orphans();
+}
+
 // This test ensures what left the run's group is ended with it also when
 // the run is on a worker thread, as in the agent, where the kernel gives
 // the escaped orphans to the main thread (they used to outlive the run,
