@@ -212,6 +212,25 @@ std::string to_yaml(const json& j) {
   return out.c_str();
 }
 
+namespace {
+
+/// The code point at `s[i]` when it is one that changes how the text
+/// around it is laid out (the Unicode line and paragraph separators, the
+/// bidirectional marks, embeddings, overrides and isolates: a result could
+/// show its words in another order, "Trojan Source"), else 0.
+unsigned layout_mark(const std::string& s, size_t i) {
+  if (i + 2 >= s.size() || static_cast<unsigned char>(s[i]) != 0xe2) return 0;
+  auto b1 = static_cast<unsigned char>(s[i + 1]);
+  auto b2 = static_cast<unsigned char>(s[i + 2]);
+  unsigned cp = 0x2000u + ((b1 & 0x3fu) << 6) + (b2 & 0x3fu);
+  if ((b1 & 0xc0) != 0x80 || (b2 & 0xc0) != 0x80) return 0;
+  bool mark = cp == 0x200e || cp == 0x200f || (cp >= 0x2028 && cp <= 0x202e) ||
+              (cp >= 0x2066 && cp <= 0x2069);
+  return mark ? cp : 0;
+}
+
+} // namespace
+
 std::string visible(const std::string& s) {
   std::string out;
   out.reserve(s.size());
@@ -226,6 +245,10 @@ std::string visible(const std::string& s) {
       std::snprintf(code, sizeof code, "\\u%04x", next);
       out += code;
       ++i;
+    } else if (auto mark = layout_mark(s, i)) {
+      std::snprintf(code, sizeof code, "\\u%04x", mark);
+      out += code;
+      i += 2;
     } else {
       out += static_cast<char>(c);
     }

@@ -75,7 +75,9 @@ private:
 
 /// `s` with control characters but newlines and tabs written as escapes
 /// (`\x1b`, `\u009b`): a payload or result cannot clear the screen, set
-/// the terminal's title or overwrite a line for whoever looks at it.
+/// the terminal's title or overwrite a line for whoever looks at it. So are
+/// the Unicode line separators and the bidirectional controls (`\u2028`,
+/// `\u202e`), with which a text could show its words in another order.
 [[nodiscard]] std::string visible(const std::string& s);
 
 /// Text of a JSON value for a table cell: strings bare, null as `-`, others

@@ -91,6 +91,23 @@ TEST_F(output_cmd, yaml_escapes_unicode_line_breaks_and_del) {
   EXPECT_EQ(node["payload"].as<std::string>(), "p\u2028q");
 }
 
+// This test ensures `runs show` writes the Unicode line separators and the
+// bidirectional controls of a payload as escapes: written as they were, a
+// payload could show its words in another order ("Trojan Source") or break
+// its line where none is.
+TEST_F(output_cmd, show_escapes_bidirectional_controls_and_line_separators) {
+  auto id = submit(json{{"plan", "noop"},
+                        {"payload", "rm\u202e-rf\u2028x\u2066y\u200fz \u00e9\u2014"}});
+  auto r = ctl({"runs", "show", id});
+  ASSERT_EQ(r.code, 0) << r.err;
+  for (auto raw : {"\u202e", "\u2028", "\u2066", "\u200f"})
+    EXPECT_EQ(r.out.find(raw), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find(R"(rm\u202e-rf\u2028x\u2066y\u200fz)"
+                       " \u00e9\u2014"),
+            std::string::npos)
+      << r.out;
+}
+
 // This test ensures a value of several lines in a `key: value` block (a
 // run's result) keeps to the value column instead of breaking the block.
 TEST_F(output_cmd, a_value_of_several_lines_keeps_to_its_column) {
