@@ -228,9 +228,11 @@ const std::vector<key_spec>& key_table() {
                    "keeps its name for its scope until then. Must exceed "
                    "agents.offline_after."),
 
-      duration_key("runs.delivery_lease", &mesh_config::delivery_lease, 1ms, 24h,
-                   "A delivered run not started within this goes back to the queue. Must "
-                   "be shorter than runs.result_expiry."),
+      duration_key(
+          "runs.delivery_lease", &mesh_config::delivery_lease, 1ms, 24h,
+          "A delivered run not started within this goes back to the queue, and so "
+          "does an assigned run no poll carried within this of its assignment. "
+          "Must be shorter than runs.result_expiry."),
       duration_key("runs.result_expiry", &mesh_config::result_expiry, 2s, 30 * 24h,
                    "A sent run with no start, progress or result for this long ends "
                    "error/expired (counted from meshd's start, or the end of a stall, "

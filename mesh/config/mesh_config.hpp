@@ -85,7 +85,8 @@ struct mesh_config {
   duration forget_after = std::chrono::hours{7 * 24};
 
   // -- runs -----------------------------------------------------------------
-  /// A delivered run not started within this goes back to the queue. Key
+  /// A delivered run not started within this goes back to the queue, as
+  /// does an assigned run no poll carried within this of its assignment. Key
   /// `runs.delivery_lease`.
   duration delivery_lease = std::chrono::seconds{30};
   /// A sent run with no start, progress or result for this long ends

@@ -39,8 +39,13 @@ std::array<candidate, 5> candidates(const run_record& run, const run_timing& t) 
   };
   if (run.status == run_status::created && run.ttl_s > 0)
     out[4].at = run.created_at + std::chrono::seconds{run.ttl_s};
-  if (run.status == run_status::pending && run.delivered_at && !run.cancel_requested)
-    out[3].at = agents_could_answer(*run.delivered_at) + t.delivery_lease;
+  // Never delivered: its agent has not polled since it was assigned (a
+  // program whose poll loop hangs while it still reports on other runs);
+  // the lease counts from the assignment.
+  if (run.status == run_status::pending && !run.cancel_requested) {
+    if (auto since = run.delivered_at ? run.delivered_at : run.assigned_at)
+      out[3].at = agents_could_answer(*since) + t.delivery_lease;
+  }
   if (run.status == run_status::running && run.timeout_s > 0 && run.started_at &&
       !run.cancel_requested)
     out[2].at = *run.started_at + std::chrono::seconds{run.timeout_s};

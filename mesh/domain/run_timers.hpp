@@ -6,6 +6,7 @@
 //
 //   created, ttl_s > 0            created_at + ttl          -> error/no_agent_within_ttl
 //   pending, delivered, unstarted delivered_at + lease      -> back to created
+//   pending, never delivered      assigned_at + lease       -> back to created
 //   running (or pending delivered) last activity + expiry   -> error/expired
 //   running, timeout_s > 0        started_at + timeout      -> ask the agent to cancel
 //   cancel requested, sent        cancel_requested_at+grace -> end without the agent
@@ -41,7 +42,8 @@ enum class timer_action : uint8_t {
   none,
   /// Waited longer than `ttl_s` for an agent: error/no_agent_within_ttl.
   ttl_lapsed,
-  /// Delivered but never started within the lease: back to created.
+  /// Delivered but never started within the lease, or never delivered
+  /// (its agent did not poll) within the lease: back to created.
   lease_lapsed,
   /// Sent with no start, progress or result for `result_expiry`: error/expired.
   result_expired,

@@ -50,11 +50,19 @@ TEST_F(run_timers_test, ttl_governs_created_runs) {
   EXPECT_EQ(due_action(r, timing, clock.now()), timer_action::ttl_lapsed);
 }
 
-// This test ensures an assigned but undelivered run has no timer: the agent
-// has not seen it, so neither the lease nor the expiry runs.
-TEST_F(run_timers_test, undelivered_pending_run_has_no_timer) {
+// This test ensures an assigned run no poll has carried goes back after the
+// lease, counted from its assignment (it had no timer: an agent that stopped
+// polling but kept reporting on other runs, so stayed online, held it for
+// ever), and has no result expiry: its agent has not seen it.
+TEST_F(run_timers_test, undelivered_pending_run_goes_back_after_the_lease) {
   auto r = delivered();
   r.delivered_at.reset();
+  EXPECT_EQ(next_deadline(r, timing), *r.assigned_at + timing.delivery_lease);
+  clock.advance(timing.delivery_lease - 1ms);
+  EXPECT_EQ(due_action(r, timing, clock.now()), timer_action::none);
+  clock.advance(1ms);
+  EXPECT_EQ(due_action(r, timing, clock.now()), timer_action::lease_lapsed);
+  r.cancel_requested = true;
   EXPECT_FALSE(next_deadline(r, timing));
 }
 

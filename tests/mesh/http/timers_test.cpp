@@ -396,6 +396,30 @@ TEST_F(timers, delivered_but_unstarted_run_is_redelivered_then_reassigned) {
   EXPECT_EQ(get_run(id)["assigned_agent"], a.id);
 }
 
+// This test ensures a run assigned to an agent that then stops polling (but
+// stays online, reporting on its other run) goes back to the queue once the
+// delivery lease passes from its assignment, and to another agent: it had no
+// timer while no poll carried it, and waited with that agent for ever.
+TEST_F(timers, a_run_no_poll_collects_goes_back_after_the_lease) {
+  auto a = register_agent("a", json::object(), json::array({"noop"}), 2);
+  auto first = submit(json{{"plan", "noop"}}).body["id"].get<std::string>();
+  ASSERT_EQ(a.take(1).size(), 1u);
+  ASSERT_EQ(a.start(first).status, 200);
+  auto stuck = submit(json{{"plan", "noop"}}).body["id"].get<std::string>();
+  ASSERT_TRUE(eventually([&] { return get_run(stuck)["assigned_agent"] == a.id; }));
+  auto b = register_agent("b", json::object());
+  advance(cfg.delivery_lease - 1s);
+  ASSERT_EQ(a.progress(first, "still here").status, 200);
+  EXPECT_EQ(get_run(stuck)["assigned_agent"], a.id);
+  advance(2s);
+  auto got = b.take(1);
+  ASSERT_EQ(got.size(), 1u) << get_run(stuck).dump();
+  EXPECT_EQ(got[0]["id"], stuck);
+  // The offer may reach the agent before its assignment is stored.
+  EXPECT_TRUE(eventually([&] { return get_run(stuck)["attempts"] == 2; }))
+      << get_run(stuck).dump();
+}
+
 // This test ensures the agent a run was taken from (its delivery lease
 // lapsed) can no longer upload artifacts to it: the run waits in the queue
 // still naming its last agent, and an upload used to be accepted, taking the
@@ -640,11 +664,19 @@ TEST_F(timer_retries, a_failed_timer_write_backs_off_and_applies_later) {
       << "the stored row is meshd's again";
 }
 
+/// A delivery lease longer than agents.offline_after, so that an assigned
+/// run's agent goes offline before its lease lapses.
+class timer_retries_long_lease : public mesh_fixture {
+protected:
+  void configure(mesh_config& c) override { c.delivery_lease = c.offline_after + 1min; }
+};
+
 // This test ensures a requeue that cannot be stored when an agent goes
-// offline (a full disk at that moment) is tried again. The run, assigned
-// and not yet delivered, has no timer of its own: it used to stay with the
-// lost agent until that agent came back or meshd restarted.
-TEST_F(timer_retries, a_failed_requeue_of_a_lost_agents_run_is_tried_again) {
+// offline (a full disk at that moment) is tried again: the run, assigned
+// and not yet delivered (its lease longer than the agent's offline time),
+// used to stay with the lost agent until that agent came back or meshd
+// restarted.
+TEST_F(timer_retries_long_lease, a_failed_requeue_of_a_lost_agents_run_is_tried_again) {
   auto a = register_agent("a", json::object(), json::array({"noop"}), 1);
   auto id = submit(json{{"plan", "noop"}}).body["id"].get<std::string>();
   ASSERT_TRUE(becomes(id, "pending"));
