@@ -66,6 +66,7 @@ const char* reason_of(int status) {
   case 400: return "Bad Request";
   case 414: return "URI Too Long";
   case 431: return "Request Header Fields Too Large";
+  case 503: return "Service Unavailable";
   default: return "Error";
   }
 }

@@ -1660,42 +1660,43 @@ private:
                       on_refused);
   }
 
-  /// Logs a connection refused for files: the first, then once a minute
-  /// with how many more.
+  /// Logs a connection refused for files: at most a line a minute, the
+  /// first refusal in full, later ones counted.
   void note_refused(const std::string& held, const std::string& limit) {
     std::lock_guard lock{refusals_mtx_};
     refusing_.store(true, std::memory_order_relaxed);
     auto now = std::chrono::steady_clock::now();
     ++refused_;
     ++unlogged_;
-    if (refused_ == 1) {
+    if (refusal_logged_at_ && now - *refusal_logged_at_ < std::chrono::minutes{1}) return;
+    if (!refusal_logged_at_)
       log(log_level::warn,
           "http: a connection was refused (503): meshd holds at least " + held +
               " open files and keeps the last " + std::to_string(open_files_reserve) +
               " of its limit of " + limit +
               " for its store and uploads; raise LimitNOFILE= or ulimit -n "
               "(docs/operations.md, Sizing)");
-    } else if (now - refusal_logged_at_ >= std::chrono::minutes{1}) {
+    else
       log(log_level::warn, "http: " + std::to_string(unlogged_) +
                                " more connections refused at the limit on open files (" +
-                               limit + "), " + std::to_string(refused_) + " in all");
-    } else {
-      return;
-    }
+                               limit + ", " + held + " in use)");
     unlogged_ = 0;
     refusal_logged_at_ = now;
+    episode_logged_ = true;
   }
 
   /// A connection served after some were refused for files: the log says
-  /// how many were.
+  /// so when it said they were (so a limit crossed back and forth writes
+  /// at most two lines a minute).
   void note_served_again() {
     std::lock_guard lock{refusals_mtx_};
     if (!refusing_.exchange(false, std::memory_order_relaxed)) return;
-    log(log_level::info, "http: connections are served again, after " +
-                             std::to_string(refused_) +
-                             " refused at the limit on open files");
+    if (episode_logged_)
+      log(log_level::info, "http: connections are served again, after " +
+                               std::to_string(refused_) +
+                               " refused at the limit on open files");
     refused_ = 0;
-    unlogged_ = 0;
+    episode_logged_ = false;
   }
 
   int stop_fd_;
@@ -1705,11 +1706,13 @@ private:
   int refuse_from_;
   std::atomic<bool> refusing_{false};
   std::mutex refusals_mtx_;
-  /// Connections refused since the last one served, and of those, how many
-  /// the log has not counted yet.
+  /// Connections refused since the last one served; refused ones the log
+  /// has not counted yet; when it last said so; whether it did since the
+  /// last one served.
   size_t refused_ = 0;
   size_t unlogged_ = 0;
-  std::chrono::steady_clock::time_point refusal_logged_at_{};
+  std::optional<std::chrono::steady_clock::time_point> refusal_logged_at_;
+  bool episode_logged_ = false;
 };
 
 } // namespace

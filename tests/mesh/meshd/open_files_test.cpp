@@ -92,7 +92,7 @@ TEST(open_files, a_mesh_at_its_limit_answers_503_and_serves_again) {
       continue;
     }
     ::close(fd);
-    ASSERT_EQ(answer.rfind("HTTP/1.1 503", 0), 0u)
+    ASSERT_EQ(answer.rfind("HTTP/1.1 503 Service Unavailable\r\n", 0), 0u)
         << "connection " << i << " was answered neither 200 nor 503: '" << answer << "'";
     refused = answer;
   }
