@@ -875,6 +875,19 @@ struct agent::impl {
     // The outcome is what it was when the plan returned: a timeout or a
     // cancel while the logs and artifacts are sent changes nothing.
     auto why = slot->cancel.reason();
+    // Listed while the run's log still takes lines, so that what is skipped
+    // is said there too (the first 20; the agent's log names every one).
+    std::vector<std::string> artifacts;
+    if (!slot->held_elsewhere && !slot->ended_by_mesh) {
+      size_t skipped = 0;
+      artifacts = list_artifacts(*slot, ctx.artifacts_dir, [&](std::string what) {
+        if (++skipped <= 20) logs.write(log_stream::err, "[polymesh: " + what + "]\n");
+      });
+      if (skipped > 20)
+        logs.write(log_stream::err, "[polymesh: " + std::to_string(skipped - 20) +
+                                        " more artifacts skipped; the agent's log names "
+                                        "them]\n");
+    }
     logs.close();
     {
       // Under the lock: `drain_phase` waits for every plan to return. Only
@@ -887,7 +900,7 @@ struct agent::impl {
       if (draining) cv.notify_all();
     }
     shipper->close();
-    upload_artifacts(*slot, ctx.artifacts_dir);
+    upload_artifacts(*slot, ctx.artifacts_dir, artifacts);
     warn_of_lost_uploads(*slot);
     auto accepted = report(*slot, why, res, plan_ran);
     // A process the run left running (on purpose, without its tracking
@@ -1168,23 +1181,27 @@ struct agent::impl {
     return true;
   }
 
-  /// Uploads every regular file the plan left under `dir` (named by its
-  /// path relative to `dir`, in sorted order) before the result is sent, so
-  /// that a finished run's artifacts are there when users look. Also after a
-  /// failed or canceled run: partial output helps. Symlinks and other
-  /// special files are skipped (the plan could point one at a secret).
-  void upload_artifacts(run_slot& slot, const std::filesystem::path& dir) {
+  /// The regular files the plan left under `dir`, named by their paths
+  /// relative to it, in sorted order. What is skipped is said in the
+  /// agent's log and, through `note`, in the run's own (the plan's
+  /// submitter does not read the agent's). Symlinks and other special files
+  /// are skipped (the plan could point one at a secret).
+  std::vector<std::string> list_artifacts(run_slot& slot,
+                                          const std::filesystem::path& dir,
+                                          const std::function<void(std::string)>& note) {
     namespace fs = std::filesystem;
-    if (slot.held_elsewhere || slot.ended_by_mesh) return;
     auto& id = slot.run.id;
+    auto skip = [&](const std::string& what) {
+      warn("run " + id + ": " + what);
+      note(what);
+    };
     std::vector<std::string> files;
     std::error_code ec;
     // The plan may have replaced the directory itself with a symlink (to the
     // agent's config, say): the listing would follow it.
     if (fs::is_symlink(fs::symlink_status(dir, ec))) {
-      warn("run " + id + ": its artifacts directory was replaced by a symlink; " +
-           "nothing uploaded");
-      return;
+      skip("its artifacts directory was replaced by a symlink; nothing uploaded");
+      return files;
     }
     // Directory by directory: one the plan left unreadable (or too deep to
     // name) is skipped with a warning naming it, and the rest still go.
@@ -1196,11 +1213,10 @@ struct agent::impl {
           at == dir ? std::string{} : at.lexically_relative(dir).generic_string();
       auto cannot_list = [&](const std::error_code& why) {
         if (where.empty())
-          warn("run " + id + ": cannot list artifacts in " + dir.string() + ": " +
-               why.message());
+          skip("cannot list artifacts in " + dir.string() + ": " + why.message());
         else
-          warn("run " + id + ": artifacts under '" + where + "/' skipped: cannot list " +
-               "them: " + why.message());
+          skip("artifacts under '" + where +
+               "/' skipped: cannot list them: " + why.message());
       };
       fs::directory_iterator it{at, ec};
       if (ec) {
@@ -1213,7 +1229,7 @@ struct agent::impl {
         auto rel = it->path().lexically_relative(dir).generic_string();
         auto st = it->symlink_status(ec);
         if (ec) {
-          warn("run " + id + ": artifact '" + rel + "' skipped: " + ec.message());
+          skip("artifact '" + rel + "' skipped: " + ec.message());
           ec.clear();
           continue;
         }
@@ -1222,13 +1238,14 @@ struct agent::impl {
           continue;
         }
         if (!fs::is_regular_file(st)) {
-          warn("run " + id + ": artifact '" + rel +
-               "' skipped: not a regular file (symlinks are never uploaded)");
+          skip("artifact '" + rel + "' skipped: " +
+               (fs::is_symlink(st) ? "a symlink (never uploaded, nor followed)"
+                                   : "not a regular file (a FIFO, socket or device)"));
           continue;
         }
         // The name as it is: the log escapes what is not printable.
         if (auto why = wire::artifact_name_problem(rel); !why.empty()) {
-          warn("run " + id + ": artifact '" + rel + "' skipped: its name " + why);
+          skip("artifact '" + rel + "' skipped: its name " + why);
           continue;
         }
         files.push_back(rel);
@@ -1239,6 +1256,16 @@ struct agent::impl {
       }
     }
     std::sort(files.begin(), files.end());
+    return files;
+  }
+
+  /// Uploads `files` (`list_artifacts`) from `dir` before the result is
+  /// sent, so that a finished run's artifacts are there when users look.
+  /// Also after a failed or canceled run: partial output helps.
+  void upload_artifacts(run_slot& slot, const std::filesystem::path& dir,
+                        const std::vector<std::string>& files) {
+    if (slot.held_elsewhere || slot.ended_by_mesh) return;
+    auto& id = slot.run.id;
     // Once the retries stopped (for the log, or an artifact), the rest is
     // not tried: the mesh evidently does not take the run's uploads.
     auto lose_from = [&](size_t i) {

@@ -586,6 +586,8 @@ plan_set echo_plans(std::shared_ptr<blocking_plan> blocker = nullptr) {
   p["odd_artifact_names"] = std::make_shared<function_plan>([](run_context& ctx) {
     for (const char* name : {"new\nline", "bad\xffname", "q?mark", "ok.txt"})
       std::ofstream{ctx.artifacts_dir / name} << "x";
+    std::filesystem::create_symlink("ok.txt", ctx.artifacts_dir / "link");
+    ::mkfifo((ctx.artifacts_dir / "pipe").c_str(), 0600);
     return plan_result::success();
   });
   // Leaves a file on each side of a tree too deep to be named by a path
@@ -1334,6 +1336,27 @@ TEST(agent, an_artifact_skipped_for_its_name_is_named_exactly) {
     EXPECT_EQ(log.count(std::string{"warn run r1: artifact '"} + shown + why), 1)
         << shown;
   EXPECT_EQ(mesh.with([](fake_mesh& m) { return m.artifacts_["r1"].size(); }), 1u);
+  // The run's own log says so too: its submitter does not read the agent's.
+  auto run_log = mesh.with([](fake_mesh& m) {
+    std::string all;
+    for (auto& [seq, chunk] : m.logs_["r1"])
+      all += chunk;
+    return all;
+  });
+  EXPECT_EQ(run_log.rfind("stderr:[polymesh: artifact '", 0), 0u) << run_log;
+  EXPECT_NE(run_log.find("[polymesh: artifact 'q?mark" + why), std::string::npos)
+      << run_log;
+  EXPECT_NE(run_log.find("[polymesh: artifact 'new\nline" + why), std::string::npos)
+      << run_log;
+  EXPECT_NE(run_log.find("[polymesh: artifact 'link' skipped: a symlink (never uploaded, "
+                         "nor followed)]\n"),
+            std::string::npos)
+      << run_log;
+  EXPECT_NE(
+      run_log.find("[polymesh: artifact 'pipe' skipped: not a regular file (a FIFO, "
+                   "socket or device)]\n"),
+      std::string::npos)
+      << run_log;
 }
 
 // This test ensures an entry of the artifacts that cannot be read (here a
