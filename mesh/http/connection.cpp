@@ -212,6 +212,19 @@ void connection_stream::compact() {
     buf_.clear();
 }
 
+namespace {
+
+/// Answers `why` on `strm` (over `sock`), counts it with `refused`, and
+/// lets the client's unread request drain before the close (`linger`).
+void refuse_and_linger(connection_stream& strm, int sock, const head_refusal& why,
+                       const std::function<void(int status)>& refused) {
+  strm.refuse(why);
+  refused(http_status(why.code));
+  linger(sock);
+}
+
+} // namespace
+
 bool serve_connection(int sock, const std::atomic<int>& listener, int stop_fd,
                       const connection_limits& limits,
                       const std::function<bool(httplib::Stream&, bool close_connection,
@@ -225,9 +238,7 @@ bool serve_connection(int sock, const std::atomic<int>& listener, int stop_fd,
     auto head = strm.read_head(why);
     if (head == connection_stream::head_state::closed) break;
     if (head == connection_stream::head_state::refused) {
-      strm.refuse(why);
-      refused(http_status(why.code));
-      linger(sock);
+      refuse_and_linger(strm, sock, why, refused);
       ret = false;
       break;
     }
@@ -250,11 +261,8 @@ void refuse_connection(int sock, int stop_fd, const connection_limits& limits,
   // Its head is read first: an answer to a request not yet sent may be
   // reset away, unread, when the request arrives at a closed socket.
   if (strm.wait_for_request(stop_fd) &&
-      strm.read_head(malformed) != connection_stream::head_state::closed) {
-    strm.refuse(why);
-    refused(http_status(why.code));
-    linger(sock);
-  }
+      strm.read_head(malformed) != connection_stream::head_state::closed)
+    refuse_and_linger(strm, sock, why, refused);
   ::shutdown(sock, SHUT_RDWR);
   ::close(sock);
 }

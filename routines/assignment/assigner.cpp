@@ -128,11 +128,15 @@ assigner::agent_rank assigner::rank_of(agent_entry& agent) {
   return {agent.free(), agent.last_assigned, &agent};
 }
 
-bool assigner::eligible(const agent_entry& agent, const run_class& cls) {
-  const auto& v = agent.view;
-  return agent.known && v.status == agent_status::online && v.plans.count(cls.plan) > 0 &&
+bool assigner::fits(const agent_view& v, const run_class& cls) {
+  return v.plans.count(cls.plan) > 0 &&
          (cls.target_agent.empty() || cls.target_agent == v.name) &&
          cls.sel.matches(v.labels) && cls.scope.matches(v.labels);
+}
+
+bool assigner::eligible(const agent_entry& agent, const run_class& cls) {
+  return agent.known && agent.view.status == agent_status::online &&
+         fits(agent.view, cls);
 }
 
 // -- index maintenance --------------------------------------------------------
@@ -537,9 +541,7 @@ std::vector<candidacy> assigner::explain(const std::string& run_id) const {
     // reason, so an operator fixes the most fundamental problem first.
     if (v.status != agent_status::online) {
       c.reason = to_string(v.status);
-      c.fits = v.plans.count(cls.plan) > 0 && cls.sel.matches(v.labels) &&
-               cls.scope.matches(v.labels) &&
-               (cls.target_agent.empty() || cls.target_agent == v.name);
+      c.fits = fits(v, cls);
     } else if (v.plans.count(cls.plan) == 0)
       c.reason = "lacks plan " + cls.plan;
     else if (const auto* req = cls.sel.first_unmet(v.labels))

@@ -217,6 +217,9 @@ private:
   };
 
   [[nodiscard]] static agent_rank rank_of(agent_entry& agent);
+  /// Whether `v`'s plans, name and labels let it take `cls`'s runs,
+  /// whatever its status.
+  [[nodiscard]] static bool fits(const agent_view& v, const run_class& cls);
   [[nodiscard]] static bool eligible(const agent_entry& agent, const run_class& cls);
   void link(agent_entry& agent, run_class& cls);
   /// Removes `cls` from `agent.classes` (not from `cls.ranked`).
