@@ -67,7 +67,21 @@ namespace {
 std::string status_text(const json& a) {
   auto status = cell(a["status"]);
   if (status == "offline" && a.value("drained", false)) status += " (drained)";
+  if (a.contains("held_until") && a["held_until"].is_string()) status += " (held back)";
   return status;
+}
+
+/// Whether meshd holds the agent back after runs placed with it were not
+/// started, and how many in a row lapsed.
+std::string held_text(const json& a) {
+  auto lapsed = a.value("lapsed_leases", json{});
+  auto row = lapsed.is_number_integer() && lapsed.get<int64_t>() > 0
+                 ? cell(lapsed) + " run" + (lapsed.get<int64_t>() == 1 ? "" : "s") +
+                       " in a row not started within the delivery lease"
+                 : std::string{};
+  if (a.contains("held_until") && a["held_until"].is_string())
+    return "until " + cell(a["held_until"]) + "  (" + row + ")";
+  return row.empty() ? "no" : "no (" + row + ")";
 }
 
 std::vector<std::pair<std::string, std::string>> agent_fields(const json& a) {
@@ -83,6 +97,7 @@ std::vector<std::pair<std::string, std::string>> agent_fields(const json& a) {
                   : a.value("drained_by", json{}) == "admin" ? "yes (by an admin)"
                   : a.value("drained_by", json{}) == "agent" ? "yes (by the agent)"
                                                              : "yes"},
+      {"held back", held_text(a)},
       {"labels", labels_text(a["labels"])},
       {"plans", plans.empty() ? "-" : plans},
       {"capacity", cell(a["capacity"])},

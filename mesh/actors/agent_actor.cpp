@@ -106,6 +106,14 @@ void lose_runs(self_ptr self, const std::string& why, int64_t session) {
   st.cancel_untold.clear();
 }
 
+/// The agent acted on a run (started it, reported its end): the assignment
+/// routine ends a hold its lapsed leases earned, and tells us.
+void clear_lapses(self_ptr self) {
+  auto& st = self->state;
+  if (st.agent.lapsed_leases > 0)
+    self->send(st.ctx->assignment, started_atom::value, st.agent.id, st.agent.session);
+}
+
 /// Whether the agent is heard from: `online` or `draining`.
 bool connected(const agent_record& a) {
   return a.status == agent_status::online || a.status == agent_status::draining;
@@ -247,6 +255,10 @@ caf::behavior agent_actor(self_ptr self, context_ptr ctx, agent_record agent,
         next.registered_at = now;
         next.last_seen_at = now;
         next.session += 1;
+        // A new session starts with a clean record (the assignment routine
+        // forgets the old session's lapsed leases too).
+        next.lapsed_leases = 0;
+        next.held_until.reset();
         // A new session starts online, unless an admin's drain holds it.
         next.drained = st.agent.drain_kept;
         if (next.drained) next.status = agent_status::draining;
@@ -453,8 +465,9 @@ caf::behavior agent_actor(self_ptr self, context_ptr ctx, agent_record agent,
         }
         wake(self);
       },
-      [=](withdraw_atom, const std::string& run_id) {
+      [=](withdraw_atom, const std::string& run_id, bool acted) {
         auto& st = self->state;
+        if (acted) clear_lapses(self);
         st.running.erase(run_id);
         st.cancel_untold.erase(run_id);
         if (auto it = find_offered(st, run_id); it != st.offered.end())
@@ -471,10 +484,21 @@ caf::behavior agent_actor(self_ptr self, context_ptr ctx, agent_record agent,
       },
       [=](started_atom, const std::string& run_id) {
         auto& st = self->state;
+        clear_lapses(self);
         if (auto it = find_offered(st, run_id); it != st.offered.end()) {
           st.running[run_id] = it->second.actor;
           st.offered.erase(it);
         }
+      },
+      [=](held_atom, int64_t session, int64_t lapsed, timestamp until) {
+        // The assignment routine's word on the agent's lapsed leases, shown
+        // in the agent's record; it decides, the record only mirrors it.
+        auto& st = self->state;
+        if (session != st.agent.session) return;
+        st.agent.lapsed_leases = lapsed;
+        st.agent.held_until =
+            until == timestamp{} ? std::nullopt : std::optional<timestamp>{until};
+        self->send(st.ctx->agents, update_atom::value, st.agent);
       },
       [=](cancel_atom, const std::string& run_id) {
         auto& st = self->state;

@@ -13,11 +13,14 @@
 //   (get_atom)                                  -> agent_record
 //   (offer_atom, run_record, run actor, session)  a run was assigned to that
 //                                                 session (0: any, a restart's)
-//   (withdraw_atom, run id)                       the run left this agent
+//   (withdraw_atom, run id, bool acted)           the run left this agent
+//                                                 (acted: it started or ended it)
 //   (recall_atom, run id)                       -> (bool, timestamp): true and
 //                                                 when if a poll carried it; else
 //                                                 the offer is taken back
 //   (started_atom, run id)                        the agent started it
+//   (held_atom, session, lapsed, until)           the assignment routine's
+//                                                 hold (until: none = 0)
 //   (cancel_atom, run id)                         tell the agent to cancel it
 //   (fired_atom)                                  liveness timer
 //   (shutdown_atom)                               answer the waiting poll now

@@ -167,7 +167,10 @@ std::function<void(caf::error)> log_failure(self_ptr self, const char* what) {
 void detach_agent(self_ptr self) {
   auto& st = self->state;
   if (st.agent) {
-    self->send(st.agent, withdraw_atom::value, st.run.id);
+    // Whether the agent acted on the run (started it, or reported its end):
+    // that ends a hold its lapsed leases earned (`agents.hold_back_max`).
+    bool acted = st.run.started_at.has_value() || st.run.held_session != 0;
+    self->send(st.agent, withdraw_atom::value, st.run.id, acted);
     self->send(st.ctx->assignment, release_atom::value, st.run.assigned_agent, st.run.id);
     st.agent = nullptr;
   }
@@ -230,6 +233,16 @@ void abort_run(self_ptr self, run_status status, std::string reason,
 void requeue(self_ptr self, std::string why,
              std::function<void(caf::error)> fail = nullptr) {
   auto& st = self->state;
+  // Its agent did not start it within the delivery lease: the assignment
+  // routine hears of it before the run is queued again, so that an agent it
+  // holds back for that is not given the run straight back. A run whose
+  // cancel was asked for was rightly not started.
+  auto lapsed = [self, agent_id = st.run.assigned_agent, session = st.session,
+                 tell = why == "delivery_lease_lapsed" && !st.run.cancel_requested] {
+    if (tell)
+      self->send(self->state.ctx->assignment, lapsed_atom::value, agent_id, session,
+                 self->state.run.id);
+  };
   if (st.run.cancel_requested) {
     auto reason = st.run.cancel_reason.empty() ? std::string{"canceled_by_user"}
                                                : st.run.cancel_reason;
@@ -255,13 +268,18 @@ void requeue(self_ptr self, std::string why,
                  std::to_string(st.run.ttl_s) +
                  " s had passed when it would have gone back to the queue: " + why + ")";
     persist(
-        self, std::move(over), {}, [self] { finalize(self); },
+        self, std::move(over), {},
+        [self, lapsed] {
+          lapsed();
+          finalize(self);
+        },
         fail ? std::move(fail) : log_failure(self, "abort"));
     return;
   }
   persist(
       self, std::move(next), {},
-      [self] {
+      [self, lapsed] {
+        lapsed();
         // Queued before it lets go of its concurrency key, so that it keeps
         // its turn before later runs of the key.
         enqueue(self);
@@ -478,7 +496,7 @@ caf::behavior run_actor(self_ptr self, context_ptr ctx, run_record run, bool fre
             [=](caf::error err) mutable {
               log(log_level::warn, "run " + self->state.run.id +
                                        ": assignment not persisted: " + message_of(err));
-              self->send(agent, withdraw_atom::value, self->state.run.id);
+              self->send(agent, withdraw_atom::value, self->state.run.id, false);
               self->state.agent = nullptr;
               // The routine forgot it when it placed it. Queued before the
               // answer frees its concurrency key, so that it keeps its turn.

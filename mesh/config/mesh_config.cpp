@@ -227,6 +227,15 @@ const std::vector<key_spec>& key_table() {
                    "agent leaves listings at meshd's next start already; its row "
                    "keeps its name for its scope until then. Must exceed "
                    "agents.offline_after."),
+      duration_key("agents.hold_back_max", &mesh_config::hold_back_max, 0ms, 24h,
+                   "An agent that was placed a run and did not start it within "
+                   "runs.delivery_lease (it did not poll, or polled and never "
+                   "started it) is held back: no run is placed with it for "
+                   "runs.delivery_lease, twice that after its next hold in a row, "
+                   "and so on, at most this long. A run it starts, or its next "
+                   "registration, ends the hold and the row; a restart of meshd "
+                   "forgets them. Runs it holds already stay with it. 0 never "
+                   "holds an agent back."),
 
       duration_key(
           "runs.delivery_lease", &mesh_config::delivery_lease, 1ms, 24h,

@@ -83,6 +83,10 @@ struct mesh_config {
   /// An agent offline or deregistered for this long is forgotten; 0 = never.
   /// Key `agents.forget_after`.
   duration forget_after = std::chrono::hours{7 * 24};
+  /// Longest an agent is held back (placed no run) after runs placed with it
+  /// were not started within `delivery_lease`; 0 = never. Key
+  /// `agents.hold_back_max`.
+  duration hold_back_max = std::chrono::minutes{10};
 
   // -- runs -----------------------------------------------------------------
   /// A delivered run not started within this goes back to the queue, as

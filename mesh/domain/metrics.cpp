@@ -239,6 +239,14 @@ void mesh_metrics::pruned(size_t runs, bool ok) {
     add(prune_failures_, 1);
 }
 
+void mesh_metrics::lease_lapsed() {
+  add(lease_lapses_, 1);
+}
+
+void mesh_metrics::agents_held(int64_t n) {
+  agents_held_.store(n, std::memory_order_relaxed);
+}
+
 void mesh_metrics::render(std::string& out) const {
   render_counter(out, "polymesh_runs_submitted_total",
                  "Runs durably accepted (single submits and batch items)", submitted_);
@@ -272,6 +280,15 @@ void mesh_metrics::render(std::string& out) const {
   render_counter(out, "polymesh_retention_failures_total",
                  "Retention prunes that failed (retried at the next interval)",
                  prune_failures_);
+  render_counter(out, "polymesh_delivery_lease_lapses_total",
+                 "Runs placed with an agent that did not start them within "
+                 "runs.delivery_lease (back to the queue)",
+                 lease_lapses_);
+  describe_metric(out, "polymesh_agents_held_back", "gauge",
+                  "Agents placed no run for now after runs placed with them were not "
+                  "started (agents.hold_back_max)");
+  out += "polymesh_agents_held_back " +
+         std::to_string(agents_held_.load(std::memory_order_relaxed)) + "\n";
 }
 
 // -- process metrics -------------------------------------------------------------

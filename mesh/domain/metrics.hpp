@@ -103,6 +103,10 @@ public:
   void committed(size_t writes, std::chrono::nanoseconds took, bool ok);
   /// Retention pruned `runs` finished runs, or failed to (`ok` false).
   void pruned(size_t runs, bool ok);
+  /// A run's delivery lease lapsed (its agent did not start it in time).
+  void lease_lapsed();
+  /// `n` agents are held back now after lapsed leases.
+  void agents_held(int64_t n);
   void render(std::string& out) const;
 
 private:
@@ -117,6 +121,8 @@ private:
   latency_histogram commit_seconds_{latency_histogram::request_bounds()};
   std::atomic<uint64_t> pruned_{0};
   std::atomic<uint64_t> prune_failures_{0};
+  std::atomic<uint64_t> lease_lapses_{0};
+  std::atomic<int64_t> agents_held_{0};
 };
 
 /// Appends the standard `process_*` metrics of this process, read from

@@ -155,6 +155,13 @@ struct agent_record {
   /// directory keeps it across restarts; "" when the agent sent none). Not
   /// shown in the API.
   std::string instance;
+  /// Runs placed with the current session whose delivery lease lapsed in a
+  /// row (not started within `runs.delivery_lease`); a start or the next
+  /// registration clears it. Kept by the assignment routine, not stored.
+  int64_t lapsed_leases = 0;
+  /// Until when no run is placed with the agent after such a lapse
+  /// (`agents.hold_back_max`); not stored.
+  std::optional<timestamp> held_until;
 };
 
 struct token_record {

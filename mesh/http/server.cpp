@@ -1041,6 +1041,10 @@ void explain_run(request_context& rc) {
   // Status is the first check: whether a draining agent meets the others.
   bool draining = std::any_of(all.begin(), all.end(),
                               [](auto& c) { return c.reason == "draining" && c.fits; });
+  // Held back after lapsed leases: the same place as the status.
+  bool held = std::any_of(all.begin(), all.end(), [](auto& c) {
+    return c.fits && c.reason.rfind("held back until ", 0) == 0;
+  });
   if (!why->key_holder.empty()) {
     body["waiting_for"] = json{{"run", why->key_holder},
                                {"concurrency_key", run->concurrency_key},
@@ -1059,6 +1063,10 @@ void explain_run(request_context& rc) {
         all.empty() ? "no agent to consider (none registered, or the run is "
                       "being assigned right now)"
         : any       ? "a candidate has a free slot; the run is being assigned"
+        : held      ? "no agent can take this run now; an agent held back (runs "
+                      "placed with it were not started) could take it when its hold "
+                      "ends, unless another frees a slot first (see each agent's "
+                      "reason)"
         : busy      ? "every agent that could take this run is busy: it waits "
                       "for a free slot"
         : draining  ? "no agent can take this run now; a draining agent could take "

@@ -212,6 +212,8 @@ json to_json(const agent_record& a) {
       {"scope", a.scope},
       {"registered_at", to_rfc3339(a.registered_at)},
       {"last_seen_at", to_rfc3339(a.last_seen_at)},
+      {"lapsed_leases", a.lapsed_leases},
+      {"held_until", optional_time(a.held_until)},
   };
 }
 
@@ -333,6 +335,8 @@ caf::expected<agent_record> agent_from_json(const json& j) {
   a.scope = read_string(j, "scope");
   a.registered_at = read_time(j, "registered_at").value_or(timestamp{});
   a.last_seen_at = read_time(j, "last_seen_at").value_or(timestamp{});
+  a.lapsed_leases = j.value("lapsed_leases", int64_t{0});
+  a.held_until = read_time(j, "held_until");
   return a;
 }
 

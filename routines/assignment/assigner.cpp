@@ -41,7 +41,7 @@
 // - Agents' ranks are also kept per plan (`plan_agents_`), so `reserve`,
 //   `release` and `place` update one more set per plan of the agent.
 // - `upsert_agent`: O(M log(C + E)) when only the capacity changed; a change
-//   of labels, plans, status or name re-matches the agent against the classes
+//   of labels, plans, status, name or hold re-matches the agent against the classes
 //   of its plans, O(C) selector matches.
 // - `explain`: O(A log A) over all known agents A; it is a diagnostic.
 //
@@ -135,8 +135,7 @@ bool assigner::fits(const agent_view& v, const run_class& cls) {
 }
 
 bool assigner::eligible(const agent_entry& agent, const run_class& cls) {
-  return agent.known && agent.view.status == agent_status::online &&
-         fits(agent.view, cls);
+  return attached(agent) && fits(agent.view, cls);
 }
 
 // -- index maintenance --------------------------------------------------------
@@ -158,7 +157,8 @@ void assigner::sync_ready(run_class& cls) {
 }
 
 bool assigner::attached(const agent_entry& agent) {
-  return agent.known && agent.view.status == agent_status::online;
+  return agent.known && agent.view.status == agent_status::online &&
+         agent.view.held.empty();
 }
 
 bool assigner::looked_at(const run_class& cls, const agent_rank& rank) {
@@ -286,7 +286,8 @@ void assigner::upsert_agent(agent_view agent) {
   auto& entry = agents_[agent.id];
   const auto& old = entry.view;
   if (entry.known && old.name == agent.name && old.labels == agent.labels &&
-      old.plans == agent.plans && old.status == agent.status) {
+      old.plans == agent.plans && old.status == agent.status &&
+      old.held.empty() == agent.held.empty()) {
     // Only the capacity (or nothing) changed: eligibility stands.
     rerank(entry, [&] { entry.view = std::move(agent); });
     return;
@@ -295,6 +296,14 @@ void assigner::upsert_agent(agent_view agent) {
   entry.view = std::move(agent);
   entry.known = true;
   attach(entry);
+}
+
+void assigner::hold_back(const std::string& agent_id, std::string why) {
+  auto it = agents_.find(agent_id);
+  if (it == agents_.end() || !it->second.known) return;
+  auto view = it->second.view;
+  view.held = std::move(why);
+  upsert_agent(std::move(view));
 }
 
 void assigner::remove_agent(const std::string& agent_id) {
@@ -325,6 +334,11 @@ void assigner::release(const std::string& agent_id) {
 int64_t assigner::reserved(const std::string& agent_id) const {
   auto it = agents_.find(agent_id);
   return it == agents_.end() ? 0 : it->second.reserved;
+}
+
+std::string assigner::name_of(const std::string& agent_id) const {
+  auto it = agents_.find(agent_id);
+  return it == agents_.end() || !it->second.known ? std::string{} : it->second.view.name;
 }
 
 // -- runs ---------------------------------------------------------------------
@@ -539,8 +553,9 @@ std::vector<candidacy> assigner::explain(const std::string& run_id) const {
     c.agent_name = v.name;
     // The checks run in the documented order; the first failing one is the
     // reason, so an operator fixes the most fundamental problem first.
-    if (v.status != agent_status::online) {
-      c.reason = to_string(v.status);
+    if (v.status != agent_status::online || !v.held.empty()) {
+      c.reason =
+          v.status != agent_status::online ? std::string{to_string(v.status)} : v.held;
       c.fits = fits(v, cls);
     } else if (v.plans.count(cls.plan) == 0)
       c.reason = "lacks plan " + cls.plan;

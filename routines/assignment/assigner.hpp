@@ -4,9 +4,9 @@
 //
 // Rules (issue "Mesh server core"):
 // - A run may go only to an agent that is `online` (not draining, offline or
-//   deregistered), lists the run's plan, matches the run's selector AND its
-//   scope, is the run's target agent if one is named, and has a free slot
-//   (capacity - reserved > 0).
+//   deregistered) and not held back (`agent_view::held`), lists the run's plan, matches
+//   the run's selector AND its scope, is the run's target agent if one is named, and has
+//   a free slot (capacity - reserved > 0).
 // - Higher priority first, FIFO (by `seq`) within a priority.
 // - No head-of-line blocking: a run nobody can take never blocks a run that
 //   some agent can take.
@@ -64,6 +64,10 @@ struct agent_view {
   std::set<std::string> plans;
   int64_t capacity = 1;
   agent_status status = agent_status::online;
+  /// Non-empty while the agent is held back (runs placed with it were not
+  /// started, `agents.hold_back_max`): why, as explain says it. A held-back
+  /// agent takes no run, like one that is not online.
+  std::string held;
 };
 
 struct placement {
@@ -80,9 +84,10 @@ struct candidacy {
   /// `lacks plan deploy`, `selector requirement env=prod not met`,
   /// `outside the token's scope (env=dev not met)`, `not the target agent`,
   /// `concurrency key K is held by run R`, `run R goes first with
-  /// concurrency key K`, `no free slot (2 of 2 in use)`.
+  /// concurrency key K`, `no free slot (2 of 2 in use)`, or the agent's
+  /// `agent_view::held`.
   std::string reason;
-  /// For an agent that is not online (its status the reason): whether its
+  /// For an agent that is not online or held back (that the reason): whether its
   /// plans, labels and name would let it take the run once online.
   bool fits = false;
 };
@@ -105,6 +110,9 @@ public:
   /// reserved slot count.
   void upsert_agent(agent_view agent);
   void remove_agent(const std::string& agent_id);
+  /// Holds a known agent back (`why` non-empty, see `agent_view::held`) or
+  /// lets it take runs again (`why` empty); keeps the rest of its view.
+  void hold_back(const std::string& agent_id, std::string why);
   /// Marks one slot of `agent_id` in use (a pending or running run that the
   /// routine did not place itself, e.g. rebuilt at start-up).
   void reserve(const std::string& agent_id);
@@ -119,6 +127,8 @@ public:
   /// The run holding `key` of `scope`, or "" when it is free.
   [[nodiscard]] std::string holder(const selector& scope, const std::string& key) const;
   [[nodiscard]] int64_t reserved(const std::string& agent_id) const;
+  /// A known agent's name; "" for an agent it does not know.
+  [[nodiscard]] std::string name_of(const std::string& agent_id) const;
 
   /// Queues a run; a run already queued is replaced.
   void enqueue(queued_run run);

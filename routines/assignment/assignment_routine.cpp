@@ -1,13 +1,18 @@
 #include "routines/assignment/assignment_routine.hpp"
 
 #include "mesh/actors/messages.hpp"
+#include "mesh/domain/clock.hpp"
+#include "mesh/domain/log.hpp"
 #include "routines/assignment/assigner.hpp"
 
+#include <algorithm>
 #include <caf/actor_system.hpp>
 #include <caf/event_based_actor.hpp>
 #include <caf/stateful_actor.hpp>
+#include <optional>
 #include <set>
 #include <unordered_map>
+#include <vector>
 
 namespace polymesh {
 
@@ -27,6 +32,17 @@ struct assignment_state {
   std::unordered_map<std::string, std::string> target_of;
   /// The latest announcement per agent name: its id and status.
   std::unordered_map<std::string, std::pair<std::string, agent_status>> by_name;
+  /// Agents whose runs' delivery leases lapsed since they last acted on a
+  /// run, for their current session (`agents.hold_back_max`).
+  struct lapses {
+    int64_t session = 0;
+    /// Leases lapsed in a row, and holds in a row.
+    int64_t leases = 0;
+    int64_t holds = 0;
+    /// While held back: until when; none once the hold ended.
+    std::optional<timestamp> until;
+  };
+  std::unordered_map<std::string, lapses> lapsed;
   /// Whether a `rank` message to ourselves is on its way.
   bool rank_sent = false;
 };
@@ -75,6 +91,114 @@ size_t place(self_ptr self) {
     forget(self, p.run_id);
   }
   return placements.size();
+}
+
+/// The liveness routine's key for the end of `agent_id`'s hold (its own
+/// key is the agent id).
+std::string hold_timer(const std::string& agent_id) {
+  return agent_id + "/hold";
+}
+
+/// What explain says of an agent held back.
+std::string held_reason(const assignment_state& st, const std::string& agent_id) {
+  auto it = st.lapsed.find(agent_id);
+  if (it == st.lapsed.end() || !it->second.until) return {};
+  auto& l = it->second;
+  return "held back until " + to_rfc3339(*l.until) + ": " + std::to_string(l.leases) +
+         (l.leases == 1 ? " run" : " runs") +
+         " placed with it in a row not started within runs.delivery_lease (" +
+         format_duration(st.ctx->config.delivery_lease) + ")";
+}
+
+/// Tells the agent's actor what its record shows of its lapsed leases.
+void mirror_lapses(self_ptr self, const std::string& agent_id) {
+  auto& st = self->state;
+  auto actor = st.agent_actors.find(agent_id);
+  if (actor == st.agent_actors.end()) return;
+  auto it = st.lapsed.find(agent_id);
+  if (it == st.lapsed.end()) {
+    if (auto session = st.sessions.find(agent_id); session != st.sessions.end())
+      self->send(actor->second, held_atom::value, session->second, int64_t{0},
+                 timestamp{});
+    return;
+  }
+  self->send(actor->second, held_atom::value, it->second.session, it->second.leases,
+             it->second.until.value_or(timestamp{}));
+}
+
+void count_held(assignment_state& st) {
+  st.ctx->metrics.agents_held(static_cast<int64_t>(
+      std::count_if(st.lapsed.begin(), st.lapsed.end(),
+                    [](const auto& kv) { return kv.second.until.has_value(); })));
+}
+
+/// A run placed with `agent_id`'s `session` was not started within the
+/// delivery lease. Unless the agent is held back already, it is now:
+/// `runs.delivery_lease` for its first hold in a row, twice that for the
+/// next, and so on, at most `agents.hold_back_max`.
+void lease_lapsed(self_ptr self, const std::string& agent_id, int64_t session,
+                  const std::string& run_id) {
+  auto& st = self->state;
+  st.ctx->metrics.lease_lapsed();
+  auto max = st.ctx->config.hold_back_max;
+  auto current = st.sessions.find(agent_id);
+  // Held back never, forgotten, or a run of an earlier session (0: a run
+  // restored at start-up, of whichever session).
+  if (max.count() == 0 || current == st.sessions.end() ||
+      (session != 0 && session != current->second))
+    return;
+  auto& l = st.lapsed[agent_id];
+  if (l.session != current->second) {
+    l = {};
+    l.session = current->second;
+  }
+  ++l.leases;
+  auto now = st.ctx->now();
+  if (!l.until || now >= *l.until) {
+    ++l.holds;
+    auto length = st.ctx->config.delivery_lease;
+    for (int64_t i = 1; i < l.holds && length < max; ++i)
+      length *= 2;
+    length = std::min(length, max);
+    l.until = now + length;
+    // On the mesh's clock, as the windows that wait on agents are.
+    self->send(st.ctx->liveness, arm_atom::value, hold_timer(agent_id), *l.until,
+               caf::actor{self});
+    auto name = st.decisions.name_of(agent_id);
+    log(log_level::warn,
+        "agent " + name + " (" + agent_id + ") held back until " + to_rfc3339(*l.until) +
+            ": run " + run_id + " was not started within runs.delivery_lease (" +
+            format_duration(st.ctx->config.delivery_lease) + "), " +
+            std::to_string(l.leases) + " in a row; hold " + std::to_string(l.holds) +
+            " in a row, for " + format_duration(length) +
+            " (agents.hold_back_max: " + format_duration(max) + ")");
+  }
+  st.decisions.hold_back(agent_id, held_reason(st, agent_id));
+  mirror_lapses(self, agent_id);
+  count_held(st);
+}
+
+/// The hold ends: its time is up, or the agent acted on a run
+/// (`acted`, which also clears the row).
+void end_hold(self_ptr self, const std::string& agent_id, bool acted) {
+  auto& st = self->state;
+  auto it = st.lapsed.find(agent_id);
+  if (it == st.lapsed.end()) return;
+  bool was_held = it->second.until.has_value();
+  if (acted)
+    st.lapsed.erase(it);
+  else
+    it->second.until.reset();
+  if (was_held) {
+    self->send(st.ctx->liveness, disarm_atom::value, hold_timer(agent_id));
+    st.decisions.hold_back(agent_id, {});
+    log(log_level::info,
+        "agent " + st.decisions.name_of(agent_id) + " (" + agent_id +
+            ") takes runs again: " + (acted ? "it acted on a run" : "its hold is over"));
+  }
+  mirror_lapses(self, agent_id);
+  count_held(st);
+  if (was_held) place(self);
 }
 
 /// A new class ranks its agents one step per message, so the messages that
@@ -144,6 +268,13 @@ caf::behavior assignment_routine(self_ptr self, context_ptr ctx) {
         v.plans = std::set<std::string>(rec.plans.begin(), rec.plans.end());
         v.capacity = rec.capacity;
         v.status = rec.status;
+        // A new registration starts with a clean row of leases.
+        if (auto l = st.lapsed.find(rec.id);
+            l != st.lapsed.end() && l->second.session != rec.session) {
+          st.lapsed.erase(l);
+          count_held(st);
+        }
+        v.held = held_reason(st, rec.id);
         st.decisions.upsert_agent(std::move(v));
         st.agent_actors[rec.id] = actor;
         st.sessions[rec.id] = rec.session;
@@ -170,6 +301,10 @@ caf::behavior assignment_routine(self_ptr self, context_ptr ctx) {
         // Already gone for placement; this drops what is kept of it.
         auto& st = self->state;
         st.decisions.remove_agent(agent_id);
+        if (st.lapsed.erase(agent_id) > 0) {
+          self->send(st.ctx->liveness, disarm_atom::value, hold_timer(agent_id));
+          count_held(st);
+        }
         st.agent_actors.erase(agent_id);
         st.sessions.erase(agent_id);
         if (auto it = st.by_name.find(name);
@@ -180,6 +315,22 @@ caf::behavior assignment_routine(self_ptr self, context_ptr ctx) {
         self->state.decisions.release(agent_id);
         self->state.decisions.release_hold(run_id);
         place(self);
+      },
+      [=](lapsed_atom, const std::string& agent_id, int64_t session,
+          const std::string& run_id) { lease_lapsed(self, agent_id, session, run_id); },
+      [=](fired_atom) {
+        // A hold's end is due (a wake-up is never late, and may be early:
+        // each hold's own time decides).
+        auto& st = self->state;
+        auto now = st.ctx->now();
+        std::vector<std::string> over;
+        for (auto& [id, l] : st.lapsed)
+          if (l.until && now >= *l.until) over.push_back(id);
+        for (auto& id : over)
+          end_hold(self, id, false);
+      },
+      [=](started_atom, const std::string& agent_id, int64_t) {
+        end_hold(self, agent_id, true);
       },
       [=](reserve_atom, const run_record& run) {
         auto& decisions = self->state.decisions;

@@ -13,6 +13,11 @@
 //                                           its concurrency key)
 //   (reserve_atom, run_record)              a pending or running run holds a
 //                                           slot and its key (start-up restore)
+//   (lapsed_atom, agent id, session, run id) the run's delivery lease lapsed:
+//                                           the agent is held back
+//                                           (`agents.hold_back_max`)
+//   (started_atom, agent id, session)       an agent with lapsed leases acted
+//                                           on a run: its hold ends
 //   (explain_atom, run id)               -> explanation
 //   (tick_atom)                          -> size_t placements (the sweep)
 #pragma once

@@ -1,7 +1,9 @@
 // meshctl agents list / show / label / drain / undrain / remove against a real meshd.
 #include "tests/cli/meshctl_harness.hpp"
 
+#include <httplib.h>
 #include <sstream>
+#include <thread>
 #include <yaml-cpp/yaml.h>
 
 namespace polymesh::cli_test {
@@ -15,6 +17,17 @@ std::vector<std::string> names_of(const json& body) {
     out.push_back(a["name"].get<std::string>());
   std::sort(out.begin(), out.end());
   return out;
+}
+
+/// The value of `name` in `agents show`'s fields; "" if it has none.
+std::string field(const std::string& out, const std::string& name) {
+  std::istringstream lines{out};
+  for (std::string line; std::getline(lines, line);)
+    if (line.rfind(name + ":", 0) == 0) {
+      auto at = line.find_first_not_of(' ', name.size() + 1);
+      return at == std::string::npos ? std::string{} : line.substr(at);
+    }
+  return {};
 }
 
 // This test ensures `agents list` prints the API's agents as JSON and
@@ -153,6 +166,80 @@ TEST_F(agents_cmd, drain_then_remove) {
   EXPECT_NE(rm.out.find("removed"), std::string::npos);
   EXPECT_EQ(call(port, "GET", "/v1/agents/old-box", admin).body["status"],
             "deregistered");
+}
+
+// This test ensures `agents list` and `agents show` say when the mesh holds
+// an agent back (runs placed with it were not started) and how many lapsed
+// in a row. The hold is timed by meshd (tests/mesh/http/timers_test.cpp); here
+// a proxy puts it into meshd's answers for one agent.
+TEST_F(agents_cmd, list_and_show_say_an_agent_is_held_back) {
+  register_agent("stuck", json::object());
+  register_agent("fine", json::object());
+  register_agent("late", json::object());
+  httplib::Server proxy;
+  proxy.Get(R"(/.*)", [&](const httplib::Request& req, httplib::Response& res) {
+    httplib::Client mesh{"127.0.0.1", port};
+    auto r = mesh.Get(
+        req.target,
+        httplib::Headers{{"Authorization", req.get_header_value("Authorization")}});
+    if (!r) {
+      res.status = 502;
+      return;
+    }
+    auto body = json::parse(r->body);
+    auto edit = [](json& a) {
+      if (a["name"] == "stuck") {
+        a["lapsed_leases"] = 3;
+        a["held_until"] = "2026-12-07T18:30:00.000Z";
+      } else if (a["name"] == "late") {
+        a["lapsed_leases"] = 1;
+      }
+    };
+    if (body.contains("agents"))
+      for (auto& a : body["agents"])
+        edit(a);
+    else
+      edit(body);
+    res.status = r->status;
+    res.set_content(body.dump(), "application/json");
+  });
+  auto proxy_port = proxy.bind_to_any_port("127.0.0.1");
+  std::thread serving{[&] { proxy.listen_after_bind(); }};
+  auto via = [&](std::vector<std::string> args) {
+    std::vector<std::string> all{
+        "--mesh", "http://127.0.0.1:" + std::to_string(proxy_port), "--token", admin};
+    all.insert(all.end(), args.begin(), args.end());
+    return ctl_raw(all);
+  };
+  auto list = via({"agents", "list"});
+  auto stuck = via({"agents", "show", "stuck"});
+  auto fine = via({"agents", "show", "fine"});
+  auto late = via({"agents", "show", "late"});
+  proxy.stop();
+  serving.join();
+  ASSERT_EQ(list.code, 0) << list.err;
+  std::istringstream lines{list.out};
+  int seen = 0;
+  for (std::string line; std::getline(lines, line);) {
+    if (line.rfind("stuck", 0) == 0) {
+      EXPECT_NE(line.find("online (held back)"), std::string::npos) << line;
+      ++seen;
+    }
+    if (line.rfind("fine", 0) == 0 || line.rfind("late", 0) == 0) {
+      EXPECT_EQ(line.find("held"), std::string::npos) << line;
+      ++seen;
+    }
+  }
+  EXPECT_EQ(seen, 3) << list.out;
+  ASSERT_EQ(stuck.code, 0) << stuck.err;
+  EXPECT_EQ(field(stuck.out, "held back"),
+            "until 2026-12-07T18:30:00.000Z  (3 runs in a row not started within the "
+            "delivery lease)")
+      << stuck.out;
+  EXPECT_EQ(field(fine.out, "held back"), "no") << fine.out;
+  EXPECT_EQ(field(late.out, "held back"),
+            "no (1 run in a row not started within the delivery lease)")
+      << late.out;
 }
 
 /// A mesh that takes an agent for offline after 1.5 s of silence.

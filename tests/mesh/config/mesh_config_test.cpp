@@ -91,6 +91,7 @@ void expect_same_config(const mesh_config& a, const mesh_config& b) {
   EXPECT_EQ(a.poll_wait_max, b.poll_wait_max);
   EXPECT_EQ(a.heartbeat_interval, b.heartbeat_interval);
   EXPECT_EQ(a.forget_after, b.forget_after);
+  EXPECT_EQ(a.hold_back_max, b.hold_back_max);
   EXPECT_EQ(a.delivery_lease, b.delivery_lease);
   EXPECT_EQ(a.result_expiry, b.result_expiry);
   EXPECT_EQ(a.cancel_grace, b.cancel_grace);
@@ -302,8 +303,10 @@ TEST(mesh_config, store_section_parses) {
 // This test ensures every agents key is read into its field.
 TEST(mesh_config, agents_section_parses) {
   auto cfg = parse_ok("agents:\n  offline_after: 10m\n  token_ttl: 2h\n"
-                      "  poll_wait_max: 0\n  heartbeat_interval: 1m\n");
+                      "  poll_wait_max: 0\n  heartbeat_interval: 1m\n"
+                      "  hold_back_max: 0\n");
   EXPECT_EQ(cfg.offline_after, 10min);
+  EXPECT_EQ(cfg.hold_back_max, 0ms);
   EXPECT_EQ(cfg.agent_token_ttl, 2h);
   EXPECT_EQ(cfg.poll_wait_max, 0ms);
   EXPECT_EQ(cfg.heartbeat_interval, 1min);
@@ -947,7 +950,7 @@ TEST(mesh_config, load_reads_files_and_reports_failures) {
 // This test ensures the table has unique, documented keys grouped by section.
 TEST(mesh_config, key_table_is_well_formed) {
   auto keys = mesh_config_keys();
-  EXPECT_EQ(keys.size(), 34u);
+  EXPECT_EQ(keys.size(), 35u);
   std::set<std::string> seen;
   std::set<std::string> closed_sections;
   std::string section;

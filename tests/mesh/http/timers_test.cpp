@@ -32,6 +32,16 @@ protected:
     auto r = get_run(id)["reason"];
     return r.is_null() ? "" : r.get<std::string>();
   }
+  /// The agent as meshd shows it now.
+  json agent_of(const scripted_agent& a) {
+    return call("GET", "/v1/agents/" + a.id, admin).body;
+  }
+  /// `/metrics`' value of an unlabelled metric, or -1.
+  double metric(const std::string& name) {
+    auto text = call("GET", "/metrics", admin).raw;
+    auto at = text.find("\n" + name + " ");
+    return at == std::string::npos ? -1 : std::stod(text.substr(at + name.size() + 2));
+  }
 };
 
 // This test ensures an agent silent for the offline timeout goes offline:
@@ -391,6 +401,11 @@ TEST_F(timers, delivered_but_unstarted_run_is_redelivered_then_reassigned) {
   clock.advance(3s); // past the redelivery pause, within the lease
   ASSERT_EQ(a.poll().body["runs"].size(), 1u) << "an unstarted run is delivered again";
   advance(cfg.delivery_lease + 1s);
+  ASSERT_TRUE(eventually([&] { return reason_of(id) == "delivery_lease_lapsed"; }));
+  // Its only agent is held back for a lease (agents.hold_back_max), then
+  // takes it again.
+  EXPECT_EQ(status_of(id), "created");
+  advance(cfg.delivery_lease);
   ASSERT_TRUE(eventually([&] { return get_run(id)["attempts"] == 2; }));
   EXPECT_EQ(status_of(id), "pending");
   EXPECT_EQ(get_run(id)["assigned_agent"], a.id);
@@ -710,10 +725,110 @@ TEST_F(timers, a_requeued_key_holder_keeps_its_turn) {
   ASSERT_EQ(a.take(1).size(), 1u);
   ASSERT_TRUE(eventually([&] { return get_run(first)["skadi_status"] == "sent"; }));
   advance(cfg.delivery_lease + 1s);
+  ASSERT_TRUE(eventually([&] { return status_of(first) == "created"; }));
+  advance(cfg.delivery_lease); // the agent's hold for the lapse ends
   ASSERT_TRUE(eventually(
       [&] { return get_run(first)["attempts"] == 2 || status_of(second) == "pending"; }));
   EXPECT_EQ(status_of(first), "pending");
   EXPECT_EQ(status_of(second), "created") << "the later run took the key first";
+}
+
+// -- agents that do not start their runs ---------------------------------------
+
+// This test ensures an agent that was delivered a run and did not start it
+// within the delivery lease is held back for a lease: the run goes to
+// another agent though the first had more free slots (it went straight back
+// to it, round after round), a run submitted meanwhile waits and explain
+// says why, the agent's record and /metrics show the hold; once the hold is
+// over the agent takes runs again, and a run it starts clears its row.
+TEST_F(timers, an_agent_that_does_not_start_its_runs_is_held_back_for_a_lease) {
+  auto a = register_agent("a", json::object(), json::array({"noop"}), 2);
+  auto first = submit(json{{"plan", "noop"}}).body["id"].get<std::string>();
+  ASSERT_EQ(a.take(1).size(), 1u);
+  ASSERT_TRUE(eventually([&] { return get_run(first)["skadi_status"] == "sent"; }));
+  auto b = register_agent("b", json::object());
+  EXPECT_EQ(agent_of(a)["lapsed_leases"], 0);
+  EXPECT_TRUE(agent_of(a)["held_until"].is_null());
+  advance(cfg.delivery_lease + 1s);
+  auto lapsed_at = clock.now();
+  auto got = b.take(1);
+  ASSERT_EQ(got.size(), 1u) << get_run(first).dump();
+  EXPECT_EQ(got[0]["id"], first) << "a, with two free slots to b's one, took it back";
+  ASSERT_EQ(b.start(first).status, 200);
+  ASSERT_TRUE(eventually([&] { return agent_of(a)["lapsed_leases"] == 1; }))
+      << agent_of(a).dump();
+  EXPECT_EQ(agent_of(a)["held_until"], to_rfc3339(lapsed_at + cfg.delivery_lease));
+  EXPECT_EQ(metric("polymesh_agents_held_back"), 1);
+  EXPECT_EQ(metric("polymesh_delivery_lease_lapses_total"), 1);
+
+  auto second = submit(json{{"plan", "noop"}}).body["id"].get<std::string>();
+  auto why = call("GET", "/v1/runs/" + second + "/explain", admin).body;
+  ASSERT_EQ(why["agents"].size(), 2u) << why.dump();
+  EXPECT_EQ(why["agents"][0]["agent_name"], "a");
+  EXPECT_EQ(why["agents"][0]["reason"],
+            "held back until " + to_rfc3339(lapsed_at + cfg.delivery_lease) +
+                ": 1 run placed with it in a row not started within "
+                "runs.delivery_lease (30s)");
+  EXPECT_EQ(why["agents"][1]["reason"], "no free slot (1 of 1 in use)");
+  EXPECT_NE(why["message"].get<std::string>().find("held back"), std::string::npos)
+      << why.dump();
+
+  advance(cfg.delivery_lease);
+  got = a.take(1);
+  ASSERT_EQ(got.size(), 1u) << get_run(second).dump();
+  EXPECT_EQ(got[0]["id"], second);
+  EXPECT_TRUE(eventually([&] { return agent_of(a)["held_until"].is_null(); }));
+  EXPECT_EQ(agent_of(a)["lapsed_leases"], 1) << "the row ends with a start";
+  EXPECT_EQ(metric("polymesh_agents_held_back"), 0);
+  ASSERT_EQ(a.start(second).status, 200);
+  EXPECT_TRUE(eventually([&] { return agent_of(a)["lapsed_leases"] == 0; }))
+      << agent_of(a).dump();
+}
+
+class held_back_at_most : public timers {
+protected:
+  void configure(mesh_config& c) override { c.hold_back_max = 45s; }
+};
+
+// This test ensures an agent's holds double while it goes on not starting
+// its runs, up to agents.hold_back_max, and that its next registration ends
+// the hold and the row at once.
+TEST_F(held_back_at_most, holds_double_up_to_the_most_and_a_registration_ends_them) {
+  auto a = register_agent("a", json::object());
+  auto id = submit(json{{"plan", "noop"}}).body["id"].get<std::string>();
+  ASSERT_EQ(a.take(1).size(), 1u);
+  advance(cfg.delivery_lease + 1s);
+  ASSERT_TRUE(eventually([&] { return get_run(id)["status"] == "created"; }));
+  advance(cfg.delivery_lease); // the first hold: one lease
+  ASSERT_EQ(a.take(1).size(), 1u);
+  advance(cfg.delivery_lease + 1s);
+  auto second_lapse = clock.now();
+  ASSERT_TRUE(eventually([&] { return agent_of(a)["lapsed_leases"] == 2; }));
+  EXPECT_EQ(agent_of(a)["held_until"], to_rfc3339(second_lapse + 45s))
+      << "twice the lease (60s), at most 45s";
+  auto again = register_agent("a", json::object());
+  EXPECT_EQ(agent_of(again)["lapsed_leases"], 0);
+  EXPECT_TRUE(agent_of(again)["held_until"].is_null());
+  auto got = again.take(1);
+  ASSERT_EQ(got.size(), 1u) << get_run(id).dump();
+  EXPECT_EQ(got[0]["id"], id);
+}
+
+class never_held_back : public timers {
+protected:
+  void configure(mesh_config& c) override { c.hold_back_max = duration{0}; }
+};
+
+// This test ensures agents.hold_back_max 0 never holds an agent back: the
+// lapsed run goes straight back to its only agent.
+TEST_F(never_held_back, a_lapsed_run_goes_back_to_the_agent_at_once) {
+  auto a = register_agent("a", json::object());
+  auto id = submit(json{{"plan", "noop"}}).body["id"].get<std::string>();
+  ASSERT_EQ(a.take(1).size(), 1u);
+  advance(cfg.delivery_lease + 1s);
+  ASSERT_TRUE(eventually([&] { return get_run(id)["attempts"] == 2; }));
+  EXPECT_EQ(get_run(id)["assigned_agent"], a.id);
+  EXPECT_TRUE(agent_of(a)["held_until"].is_null());
 }
 
 } // namespace

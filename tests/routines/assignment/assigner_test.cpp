@@ -270,6 +270,45 @@ TEST(Assigner, StatusChangeTakesEffect) {
   EXPECT_EQ(as_pairs(a.place()), (pairs{{"r1", "a1"}}));
 }
 
+// This test ensures an agent held back (runs placed with it were not
+// started) takes no run, explain gives the hold as its reason and says it
+// would fit, and once let go it takes runs again with its slots as they were.
+TEST(Assigner, HeldBackAgentTakesNoRunUntilLetGo) {
+  assigner a;
+  a.upsert_agent(agent("a1", {"build"}, {}, 3));
+  a.enqueue(run("r0", 1, "build"));
+  EXPECT_EQ(as_pairs(a.place()), (pairs{{"r0", "a1"}}));
+  a.hold_back("a1", "held back until T: 1 run placed with it in a row not started");
+  a.enqueue(run("r1", 2, "build"));
+  EXPECT_TRUE(a.place().empty());
+  auto why = a.explain("r1");
+  ASSERT_EQ(why.size(), 1u);
+  EXPECT_FALSE(why[0].candidate);
+  EXPECT_EQ(why[0].reason,
+            "held back until T: 1 run placed with it in a row not started");
+  EXPECT_TRUE(why[0].fits);
+  // An upsert carrying the hold (the routine's announcement) keeps it.
+  auto v = agent("a1", {"build"}, {}, 3);
+  v.held = "held back until T2";
+  a.upsert_agent(v);
+  EXPECT_TRUE(a.place().empty());
+  EXPECT_EQ(a.explain("r1")[0].reason, "held back until T2");
+  a.upsert_agent(agent("a2", {"build"}));
+  EXPECT_EQ(as_pairs(a.place()), (pairs{{"r1", "a2"}}));
+  a.hold_back("a1", "");
+  EXPECT_EQ(a.reserved("a1"), 1);
+  a.enqueue(run("r2", 3, "build"));
+  a.enqueue(run("r3", 4, "build"));
+  a.enqueue(run("r4", 5, "build"));
+  EXPECT_EQ(as_pairs(a.place()), (pairs{{"r2", "a1"}, {"r3", "a1"}}))
+      << "a1 has two free slots of three, a2 none";
+  // An agent it does not know is not made up.
+  a.hold_back("nobody", "held");
+  EXPECT_EQ(a.explain("r4").size(), 2u);
+  EXPECT_EQ(a.name_of("a1"), "name-a1");
+  EXPECT_EQ(a.name_of("nobody"), "");
+}
+
 // This test ensures a run only goes to an agent inside the submitting token's
 // scope, even when its own selector is empty.
 TEST(Assigner, ScopeEnforced) {
@@ -647,8 +686,9 @@ struct model {
 
   static bool eligible(const agent_state& a, const queued_run& r) {
     const auto& v = a.view;
-    return v.status == agent_status::online && v.plans.count(r.plan) > 0 &&
-           r.sel.matches(v.labels) && r.scope.matches(v.labels) &&
+    return v.status == agent_status::online && v.held.empty() &&
+           v.plans.count(r.plan) > 0 && r.sel.matches(v.labels) &&
+           r.scope.matches(v.labels) &&
            (r.target_agent.empty() || r.target_agent == v.name) &&
            v.capacity - a.reserved > 0;
   }
@@ -795,6 +835,11 @@ void match_brute_force_model(size_t rank_step) {
       if (pick(4) == 0) {
         m.agents.erase(id);
         a.remove_agent(id);
+      } else if (pick(3) == 0) {
+        // Held back, or let go (an unknown agent is left alone).
+        auto why = pick(2) ? std::string{"held back"} : std::string{};
+        if (auto it = m.agents.find(id); it != m.agents.end()) it->second.view.held = why;
+        a.hold_back(id, why);
       }
       break;
     }
