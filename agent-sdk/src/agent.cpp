@@ -189,6 +189,39 @@ bool usable_run_id(const std::string& id) {
          id.find('/') == std::string::npos && id.find('\0') == std::string::npos;
 }
 
+/// What the agent says of a run's artifacts (one skipped, one the mesh
+/// refused): each in the agent's log, and the first 20 in the run's own, on
+/// stderr, for whoever submitted it (`[polymesh: artifact 'x' skipped: …]`);
+/// `close` then says there how many more there were. The lines reach the
+/// mesh only with a flush of the run's log after them.
+class artifact_warnings {
+public:
+  /// `more` names what the lines left out of the run's log say ("skipped").
+  artifact_warnings(std::string run_id, log_sink& run_log, std::string more)
+      : run_id_(std::move(run_id))
+      , run_log_(run_log)
+      , more_(std::move(more)) {}
+
+  void operator()(const std::string& what) {
+    warn("run " + run_id_ + ": " + what);
+    if (++count_ <= shown) run_log_.write(log_stream::err, "[polymesh: " + what + "]\n");
+  }
+
+  void close() {
+    if (count_ > shown)
+      run_log_.write(log_stream::err, "[polymesh: " + std::to_string(count_ - shown) +
+                                          " more artifacts " + more_ +
+                                          "; the agent's log names them]\n");
+  }
+
+private:
+  static constexpr size_t shown = 20;
+  std::string run_id_;
+  log_sink& run_log_;
+  std::string more_;
+  size_t count_ = 0;
+};
+
 } // namespace
 
 std::string agent_config::validate() const {
@@ -879,14 +912,9 @@ struct agent::impl {
     // is said there too (the first 20; the agent's log names every one).
     std::vector<std::string> artifacts;
     if (!slot->held_elsewhere && !slot->ended_by_mesh) {
-      size_t skipped = 0;
-      artifacts = list_artifacts(*slot, ctx.artifacts_dir, [&](std::string what) {
-        if (++skipped <= 20) logs.write(log_stream::err, "[polymesh: " + what + "]\n");
-      });
-      if (skipped > 20)
-        logs.write(log_stream::err, "[polymesh: " + std::to_string(skipped - 20) +
-                                        " more artifacts skipped; the agent's log names "
-                                        "them]\n");
+      artifact_warnings skipped{run.id, logs, "skipped"};
+      artifacts = list_artifacts(ctx.artifacts_dir, skipped);
+      skipped.close();
     }
     logs.close();
     {
@@ -965,35 +993,7 @@ struct agent::impl {
             info("run " + id + ": cancel requested by the mesh");
       }
     }
-    // Final flush: everything, in order, before the result; retried while
-    // `uploads_stop` allows.
-    b.reset();
-    while (!logs.empty()) {
-      http_reply failure;
-      if (send_logs(*slot, logs, true, &failure)) {
-        b.reset();
-        continue;
-      }
-      auto give_up = [&] {
-        std::lock_guard<std::mutex> guard{slot->mtx};
-        slot->lost.log_bytes = logs.buffered_bytes();
-        logs.discard();
-      };
-      if (uploads_stop(*slot, failure)) {
-        give_up();
-        break;
-      }
-      auto d = b.next();
-      retry_warn("log", "run " + id + ": cannot send the last " +
-                            std::to_string(logs.buffered_bytes()) + " log bytes (" +
-                            failure.describe() + "), retrying in " +
-                            std::to_string(d.count()) + " ms");
-      upload_nap(*slot, d);
-      if (uploads_stop(*slot, failure)) {
-        give_up();
-        break;
-      }
-    }
+    flush_logs(*slot, logs);
     if (slot->held_elsewhere || slot->ended_by_mesh) return;
     // The last progress message wins (plan.hpp), also one given just before
     // the plan returned or within the rate limit, which the loop above did
@@ -1025,6 +1025,39 @@ struct agent::impl {
                                  std::to_string(d.count()) + " ms");
       upload_nap(*slot, d);
       if (uploads_stop(*slot, r)) continue; // noted as lost above
+    }
+  }
+
+  /// Sends all of `slot`'s log that is left, in order, before the result;
+  /// retried while `uploads_stop` allows. Called once the plan has returned.
+  void flush_logs(run_slot& slot, log_buffer& logs) {
+    auto& id = slot.run.id;
+    auto b = make_backoff();
+    while (!logs.empty()) {
+      http_reply failure;
+      if (send_logs(slot, logs, true, &failure)) {
+        b.reset();
+        continue;
+      }
+      auto give_up = [&] {
+        std::lock_guard<std::mutex> guard{slot.mtx};
+        slot.lost.log_bytes += logs.buffered_bytes();
+        logs.discard();
+      };
+      if (uploads_stop(slot, failure)) {
+        give_up();
+        break;
+      }
+      auto d = b.next();
+      retry_warn("log", "run " + id + ": cannot send the last " +
+                            std::to_string(logs.buffered_bytes()) + " log bytes (" +
+                            failure.describe() + "), retrying in " +
+                            std::to_string(d.count()) + " ms");
+      upload_nap(slot, d);
+      if (uploads_stop(slot, failure)) {
+        give_up();
+        break;
+      }
     }
   }
 
@@ -1182,19 +1215,13 @@ struct agent::impl {
   }
 
   /// The regular files the plan left under `dir`, named by their paths
-  /// relative to it, in sorted order. What is skipped is said in the
-  /// agent's log and, through `note`, in the run's own (the plan's
-  /// submitter does not read the agent's). Symlinks and other special files
-  /// are skipped (the plan could point one at a secret).
-  std::vector<std::string> list_artifacts(run_slot& slot,
-                                          const std::filesystem::path& dir,
-                                          const std::function<void(std::string)>& note) {
+  /// relative to it, in sorted order. What is skipped is said through
+  /// `skip`, in the agent's log and the run's own (the plan's submitter
+  /// does not read the agent's). Symlinks and other special files are
+  /// skipped (the plan could point one at a secret).
+  static std::vector<std::string> list_artifacts(const std::filesystem::path& dir,
+                                                 artifact_warnings& skip) {
     namespace fs = std::filesystem;
-    auto& id = slot.run.id;
-    auto skip = [&](const std::string& what) {
-      warn("run " + id + ": " + what);
-      note(what);
-    };
     std::vector<std::string> files;
     std::error_code ec;
     // The plan may have replaced the directory itself with a symlink (to the
