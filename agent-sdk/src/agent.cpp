@@ -928,7 +928,15 @@ struct agent::impl {
       if (draining) cv.notify_all();
     }
     shipper->close();
-    upload_artifacts(*slot, ctx.artifacts_dir, artifacts);
+    // What the uploads skip, or the mesh refuses for good, is said in the
+    // run's log too, after the plan's output: the run is running in the mesh
+    // until its result is reported, and takes more log chunks meanwhile; a
+    // closed `logs` takes writes still (with the next seqs), and they are
+    // flushed before the result.
+    artifact_warnings not_stored{run.id, logs, "refused or skipped"};
+    upload_artifacts(*slot, ctx.artifacts_dir, artifacts, not_stored);
+    not_stored.close();
+    flush_logs(*slot, logs);
     warn_of_lost_uploads(*slot);
     auto accepted = report(*slot, why, res, plan_ran);
     // A process the run left running (on purpose, without its tracking
@@ -1029,7 +1037,9 @@ struct agent::impl {
   }
 
   /// Sends all of `slot`'s log that is left, in order, before the result;
-  /// retried while `uploads_stop` allows. Called once the plan has returned.
+  /// retried while `uploads_stop` allows. Called once the plan has returned
+  /// (by its shipper), and again after the artifacts' uploads (for what
+  /// they said in the log).
   void flush_logs(run_slot& slot, log_buffer& logs) {
     auto& id = slot.run.id;
     auto b = make_backoff();
@@ -1288,11 +1298,13 @@ struct agent::impl {
 
   /// Uploads `files` (`list_artifacts`) from `dir` before the result is
   /// sent, so that a finished run's artifacts are there when users look.
-  /// Also after a failed or canceled run: partial output helps.
+  /// Also after a failed or canceled run: partial output helps. What is
+  /// skipped or refused for good is said through `not_stored`; a failure that
+  /// is retried is not.
   void upload_artifacts(run_slot& slot, const std::filesystem::path& dir,
-                        const std::vector<std::string>& files) {
+                        const std::vector<std::string>& files,
+                        artifact_warnings& not_stored) {
     if (slot.held_elsewhere || slot.ended_by_mesh) return;
-    auto& id = slot.run.id;
     // Once the retries stopped (for the log, or an artifact), the rest is
     // not tried: the mesh evidently does not take the run's uploads.
     auto lose_from = [&](size_t i) {
@@ -1307,10 +1319,10 @@ struct agent::impl {
       int fd = -1;
       size_t size = 0;
       if (auto err = open_artifact(dir, name, fd, size); !err.empty()) {
-        warn("run " + id + ": artifact '" + name + "' skipped: " + err);
+        not_stored("artifact '" + name + "' skipped: " + err);
         continue;
       }
-      bool go_on = upload_artifact(slot, name, fd, size);
+      bool go_on = upload_artifact(slot, name, fd, size, not_stored);
       ::close(fd);
       if (!go_on) {
         if (uploads_stopped(slot)) lose_from(i);
@@ -1321,8 +1333,12 @@ struct agent::impl {
 
   /// Uploads one artifact, retrying while the mesh cannot take it; false
   /// when no more are to be sent: the retries stopped (`uploads_stop`), the
-  /// mesh no longer has the run, or another session holds it.
-  bool upload_artifact(run_slot& slot, const std::string& name, int fd, size_t size) {
+  /// mesh no longer has the run, or another session holds it. A refusal
+  /// for good (413 over `runs.max_artifact_bytes`, 409 at
+  /// `runs.max_artifacts`, ...) is said through `not_stored` with the mesh's
+  /// words, once.
+  bool upload_artifact(run_slot& slot, const std::string& name, int fd, size_t size,
+                       artifact_warnings& not_stored) {
     auto& id = slot.run.id;
     auto b = make_backoff();
     for (;;) {
@@ -1338,13 +1354,13 @@ struct agent::impl {
       // was listed is gone, and a mix of old and new bytes is no artifact.
       struct stat st {};
       if (::fstat(fd, &st) == 0 && static_cast<size_t>(st.st_size) < size) {
-        warn("run " + id + ": artifact '" + name + "' skipped: it shrank from " +
-             std::to_string(size) + " to " + std::to_string(st.st_size) +
-             " bytes while it was uploaded");
+        not_stored("artifact '" + name + "' skipped: it shrank from " +
+                   std::to_string(size) + " to " + std::to_string(st.st_size) +
+                   " bytes while it was uploaded");
         return true;
       }
       if (!r.transient()) {
-        warn("run " + id + ": artifact '" + name + "' refused (" + r.describe() + ")");
+        not_stored("artifact '" + name + "' refused by the mesh: " + r.describe());
         return true;
       }
       if (uploads_stop(slot, r)) return false;

@@ -1156,6 +1156,16 @@ int artifact_tries(fake_mesh& mesh, const std::string& run, const std::string& n
   return mesh.with([&](fake_mesh& m) { return m.artifact_attempts_[run][name]; });
 }
 
+/// The log of run `id` as `mesh` holds it: each chunk as `stream:data`.
+std::string run_log_of(fake_mesh& mesh, const std::string& id) {
+  return mesh.with([&](fake_mesh& m) {
+    std::string all;
+    for (auto& [seq, chunk] : m.logs_[id])
+      all += chunk;
+    return all;
+  });
+}
+
 // This test ensures a cancel of a run that comes while its plan's artifacts
 // are retried stops the retries at once, and that the agent polls on
 // meanwhile: the result then goes out with the outcome the plan returned.
@@ -1210,6 +1220,38 @@ TEST(agent, a_cancel_during_the_wait_before_a_retry_sends_no_more_upload) {
   mesh.cancel("r1");
   ASSERT_TRUE(finished(mesh, "r1"));
   EXPECT_EQ(artifact_tries(mesh, "r1", "out.txt"), 1);
+}
+
+// This test ensures an artifact upload the mesh answers 500 (short of disk)
+// says nothing in the run's own log while it is retried, and one line once
+// the mesh refuses it for good (a 413), after which the result goes out.
+TEST(agent, only_a_refusal_for_good_of_an_artifact_is_said_in_the_runs_log) {
+  fake_mesh mesh;
+  log_capture log;
+  auto cfg = config(mesh);
+  cfg.upload_retry_for = 1h;
+  agent a{cfg, echo_plans()};
+  a.start();
+  refuse_artifacts_for_room(mesh);
+  mesh.submit("r1", "artifact");
+  ASSERT_TRUE(eventually([&] { return artifact_tries(mesh, "r1", "out.txt") >= 3; }));
+  mesh.with([](fake_mesh& m) {
+    m.artifact_refusal_ = std::make_pair(
+        413, json{{"error",
+                   {{"code", "payload_too_large"},
+                    {"field", "body"},
+                    {"message", "request body exceeds the limit of 2 bytes "
+                                "(runs.max_artifact_bytes)"}}}});
+    return 0;
+  });
+  ASSERT_TRUE(finished(mesh, "r1"));
+  EXPECT_EQ(run_log_of(mesh, "r1"),
+            "stderr:[polymesh: artifact 'out.txt' refused by the mesh: HTTP 413: "
+            "request body exceeds the limit of 2 bytes (runs.max_artifact_bytes)]\n");
+  EXPECT_EQ(
+      log.count("warn run r1: artifact 'out.txt' refused by the mesh: HTTP 413: "
+                "request body exceeds the limit of 2 bytes (runs.max_artifact_bytes)"),
+      1);
 }
 
 // This test ensures meshd answering an artifact upload that it has no such
@@ -1337,12 +1379,7 @@ TEST(agent, an_artifact_skipped_for_its_name_is_named_exactly) {
         << shown;
   EXPECT_EQ(mesh.with([](fake_mesh& m) { return m.artifacts_["r1"].size(); }), 1u);
   // The run's own log says so too: its submitter does not read the agent's.
-  auto run_log = mesh.with([](fake_mesh& m) {
-    std::string all;
-    for (auto& [seq, chunk] : m.logs_["r1"])
-      all += chunk;
-    return all;
-  });
+  auto run_log = run_log_of(mesh, "r1");
   EXPECT_EQ(run_log.rfind("stderr:[polymesh: artifact '", 0), 0u) << run_log;
   EXPECT_NE(run_log.find("[polymesh: artifact 'q?mark" + why), std::string::npos)
       << run_log;

@@ -401,6 +401,46 @@ TEST_F(agent_integration, artifacts_upload_and_download_byte_identical) {
   EXPECT_NE(agents_.front()->log().find("'secret' skipped"), std::string::npos);
 }
 
+// This test ensures an artifact meshd refuses for good (413 over
+// runs.max_artifact_bytes, 409 past runs.max_artifacts) is said in the run's
+// own log, on stderr, once, in meshd's words naming the limit, and that the
+// other artifacts and the result still go: the run's submitter saw only a
+// missing artifact, the reason was in the agent's log alone.
+TEST_F(agent_integration, an_artifact_the_mesh_refuses_is_said_in_the_runs_log) {
+  std::filesystem::create_directories(dir_.path() + "/small");
+  mesh_ = std::make_unique<meshd_process>(
+      dir_.path() + "/small", "runs: {max_artifact_bytes: 1024, max_artifacts: 2}\n");
+  api_ = std::make_unique<mesh_api>(mesh_->url(), mesh_->admin_token());
+  reg_ = api_->create_registration_token("itest");
+  agent_options o{"dev-1", "{env: dev}"};
+  o.plans_yaml =
+      R"({shell: {shortcuts: [{short: leave, shell: true, cmd: 'cd "$POLYMESH_ARTIFACTS_DIR" && echo a > a.txt && head -c 2000 /dev/zero > big.bin && echo c > c.txt && echo d > d.txt && echo left'}]}})";
+  start_agent(o);
+  auto id = api_->submit({{"plan", "shell"}, {"payload", "leave"}});
+  auto r = api_->wait_terminal(id);
+  EXPECT_EQ(r["status"], "success") << r.dump();
+
+  auto [status, list] = api_->call("GET", "/v1/runs/" + id + "/artifacts");
+  ASSERT_EQ(status, 200) << list.dump();
+  ASSERT_EQ(list["artifacts"].size(), 2u) << list.dump();
+  EXPECT_EQ(list["artifacts"][0]["name"], "a.txt");
+  EXPECT_EQ(list["artifacts"][1]["name"], "c.txt");
+
+  auto [got, page] = api_->call("GET", "/v1/runs/" + id + "/logs");
+  ASSERT_EQ(got, 200) << page.dump();
+  std::string out;
+  std::string err;
+  for (auto& c : page["chunks"])
+    (c["stream"] == "stderr" ? err : out) += c["data"].get<std::string>();
+  EXPECT_EQ(out, "left\n");
+  EXPECT_EQ(err, "[polymesh: artifact 'big.bin' refused by the mesh: HTTP 413: request "
+                 "body exceeds the limit of 1024 bytes (runs.max_artifact_bytes)]\n"
+                 "[polymesh: artifact 'd.txt' refused by the mesh: HTTP 409: run '" +
+                     id +
+                     "' already holds 2 artifacts, the most allowed "
+                     "(runs.max_artifacts = 2)]\n");
+}
+
 // This test ensures an artifact is sent from its file as it is read, not
 // held in memory: uploading 60 MiB raises mesh-agent's peak RSS by far less
 // than that (it grew by about four times the artifact's size: 810 MiB for
