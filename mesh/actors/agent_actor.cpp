@@ -326,6 +326,10 @@ caf::behavior agent_actor(self_ptr self, context_ptr ctx, agent_record agent,
         if (st.agent.status == agent_status::deregistered) return st.agent;
         auto next = st.agent;
         next.status = agent_status::deregistered;
+        // Its session is over, and with it any hold (the assignment routine
+        // drops it on the news).
+        next.lapsed_leases = 0;
+        next.held_until.reset();
         auto rp = self->make_response_promise<agent_record>();
         persist(
             self, std::move(next),
@@ -494,7 +498,8 @@ caf::behavior agent_actor(self_ptr self, context_ptr ctx, agent_record agent,
         // The assignment routine's word on the agent's lapsed leases, shown
         // in the agent's record; it decides, the record only mirrors it.
         auto& st = self->state;
-        if (session != st.agent.session) return;
+        if (session != st.agent.session || st.agent.status == agent_status::deregistered)
+          return;
         st.agent.lapsed_leases = lapsed;
         st.agent.held_until =
             until == timestamp{} ? std::nullopt : std::optional<timestamp>{until};

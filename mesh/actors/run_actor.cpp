@@ -32,6 +32,9 @@ struct run_actor_state {
   /// sessions were recorded); its offers are for that one only, and a word
   /// of another session's is not about it.
   int64_t session = 0;
+  /// Whether its agent reported its end (`finish`): the agent acted on it,
+  /// which ends a hold its lapsed leases earned (a start says so itself).
+  bool finished_by_agent = false;
   /// Whether the timer routine currently has a deadline for this run.
   bool armed = false;
   /// Writes of a timer's (or a lost agent's) action that failed in a row.
@@ -167,10 +170,11 @@ std::function<void(caf::error)> log_failure(self_ptr self, const char* what) {
 void detach_agent(self_ptr self) {
   auto& st = self->state;
   if (st.agent) {
-    // Whether the agent acted on the run (started it, or reported its end):
-    // that ends a hold its lapsed leases earned (`agents.hold_back_max`).
-    bool acted = st.run.started_at.has_value() || st.run.held_session != 0;
-    self->send(st.agent, withdraw_atom::value, st.run.id, acted);
+    // Whether the agent reported the run's end, also of a run it never said
+    // it started: that ends a hold its lapsed leases earned
+    // (`agents.hold_back_max`). An end the mesh decided (a cancel, expiry,
+    // a lost agent) is no sign of the agent's.
+    self->send(st.agent, withdraw_atom::value, st.run.id, st.finished_by_agent);
     self->send(st.ctx->assignment, release_atom::value, st.run.assigned_agent, st.run.id);
     st.agent = nullptr;
   }
@@ -613,6 +617,7 @@ caf::behavior run_actor(self_ptr self, context_ptr ctx, run_record run, bool fre
         next.error = req.error;
         next.last_activity_at = next.finished_at;
         auto rp = self->make_response_promise<run_record>();
+        st.finished_by_agent = true;
         end_and_answer(self, std::move(next), rp);
         return rp;
       },

@@ -232,9 +232,10 @@ const std::vector<key_spec>& key_table() {
                    "runs.delivery_lease (it did not poll, or polled and never "
                    "started it) is held back: no run is placed with it for "
                    "runs.delivery_lease, twice that after its next hold in a row, "
-                   "and so on, at most this long. A run it starts, or its next "
-                   "registration, ends the hold and the row; a restart of meshd "
-                   "forgets them. Runs it holds already stay with it. 0 never "
+                   "and so on, at most this long. A run it starts or reports the end "
+                   "of, its next registration or its deregistration ends the hold "
+                   "and the row; a restart of meshd forgets them. Runs it holds already "
+                   "stay with it. 0 never "
                    "holds an agent back."),
 
       duration_key(

@@ -282,7 +282,7 @@ void mesh_metrics::render(std::string& out) const {
                  prune_failures_);
   render_counter(out, "polymesh_delivery_lease_lapses_total",
                  "Runs placed with an agent that did not start them within "
-                 "runs.delivery_lease (back to the queue)",
+                 "runs.delivery_lease",
                  lease_lapses_);
   describe_metric(out, "polymesh_agents_held_back", "gauge",
                   "Agents placed no run for now after runs placed with them were not "

@@ -1063,15 +1063,18 @@ void explain_run(request_context& rc) {
         all.empty() ? "no agent to consider (none registered, or the run is "
                       "being assigned right now)"
         : any       ? "a candidate has a free slot; the run is being assigned"
-        : held      ? "no agent can take this run now; an agent held back (runs "
-                      "placed with it were not started) could take it when its hold "
-                      "ends, unless another frees a slot first (see each agent's "
-                      "reason)"
-        : busy      ? "every agent that could take this run is busy: it waits "
-                      "for a free slot"
-        : draining  ? "no agent can take this run now; a draining agent could take "
-                      "it once undrained (see each agent's reason)"
-                    : "no agent can take this run; see each agent's reason";
+        : held && busy
+            ? "no agent can take this run now; an agent held back (runs placed "
+              "with it were not started) could take it when its hold ends, or a "
+              "busy one when it frees a slot (see each agent's reason)"
+        : held     ? "no agent can take this run now; an agent held back (runs placed "
+                     "with it were not started) could take it when its hold ends (see "
+                     "each agent's reason)"
+        : busy     ? "every agent that could take this run is busy: it waits "
+                     "for a free slot"
+        : draining ? "no agent can take this run now; a draining agent could take "
+                     "it once undrained (see each agent's reason)"
+                   : "no agent can take this run; see each agent's reason";
   }
   rc.reply(200, body);
 }

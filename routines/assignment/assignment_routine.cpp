@@ -142,10 +142,9 @@ void lease_lapsed(self_ptr self, const std::string& agent_id, int64_t session,
   st.ctx->metrics.lease_lapsed();
   auto max = st.ctx->config.hold_back_max;
   auto current = st.sessions.find(agent_id);
-  // Held back never, forgotten, or a run of an earlier session (0: a run
-  // restored at start-up, of whichever session).
-  if (max.count() == 0 || current == st.sessions.end() ||
-      (session != 0 && session != current->second))
+  // Forgotten, or a run of an earlier session (0: a run restored at
+  // start-up, of whichever session).
+  if (current == st.sessions.end() || (session != 0 && session != current->second))
     return;
   auto& l = st.lapsed[agent_id];
   if (l.session != current->second) {
@@ -154,7 +153,8 @@ void lease_lapsed(self_ptr self, const std::string& agent_id, int64_t session,
   }
   ++l.leases;
   auto now = st.ctx->now();
-  if (!l.until || now >= *l.until) {
+  // The row is kept also when agents are never held back (max 0).
+  if (max.count() > 0 && (!l.until || now >= *l.until)) {
     ++l.holds;
     auto length = st.ctx->config.delivery_lease;
     for (int64_t i = 1; i < l.holds && length < max; ++i)
@@ -268,9 +268,18 @@ caf::behavior assignment_routine(self_ptr self, context_ptr ctx) {
         v.plans = std::set<std::string>(rec.plans.begin(), rec.plans.end());
         v.capacity = rec.capacity;
         v.status = rec.status;
-        // A new registration starts with a clean row of leases.
+        // A new registration starts with a clean row of leases, and an
+        // agent that deregistered (or was removed) is held back no more.
         if (auto l = st.lapsed.find(rec.id);
-            l != st.lapsed.end() && l->second.session != rec.session) {
+            l != st.lapsed.end() && (l->second.session != rec.session ||
+                                     rec.status == agent_status::deregistered)) {
+          if (l->second.until) {
+            self->send(st.ctx->liveness, disarm_atom::value, hold_timer(rec.id));
+            log(log_level::info,
+                "agent " + rec.name + " (" + rec.id + ") is held back no more: " +
+                    (rec.status == agent_status::deregistered ? "it deregistered"
+                                                              : "it registered again"));
+          }
           st.lapsed.erase(l);
           count_held(st);
         }

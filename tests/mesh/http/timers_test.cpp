@@ -785,6 +785,53 @@ TEST_F(timers, an_agent_that_does_not_start_its_runs_is_held_back_for_a_lease) {
       << agent_of(a).dump();
 }
 
+// This test ensures an agent removed (or deregistered) while held back is
+// held back no more: its record, and /metrics' count of held agents, said
+// so until the hold's time ran out.
+TEST_F(timers, a_removed_agent_is_held_back_no_more) {
+  auto a = register_agent("a", json::object());
+  submit(json{{"plan", "noop"}});
+  ASSERT_EQ(a.take(1).size(), 1u);
+  advance(cfg.delivery_lease + 1s);
+  ASSERT_TRUE(eventually([&] { return !agent_of(a)["held_until"].is_null(); }));
+  EXPECT_EQ(metric("polymesh_agents_held_back"), 1);
+  ASSERT_EQ(call("DELETE", "/v1/agents/" + a.id, admin).status, 200);
+  EXPECT_TRUE(eventually([&] { return metric("polymesh_agents_held_back") == 0; }));
+  EXPECT_TRUE(agent_of(a)["held_until"].is_null()) << agent_of(a).dump();
+  EXPECT_EQ(agent_of(a)["lapsed_leases"], 0);
+}
+
+class mesh_ends_at_once : public timers {
+protected:
+  void configure(mesh_config& c) override { c.cancel_grace = duration{0}; }
+};
+
+// This test ensures an end the mesh decides for a run the held agent started
+// (here its timeout, with no grace) does not end the hold: the agent did not
+// act. It did, and a wedged agent's runs ending so wiped its hold and row.
+TEST_F(mesh_ends_at_once, an_end_the_mesh_decides_does_not_end_a_hold) {
+  auto a = register_agent("a", json::object(), json::array({"noop"}), 2);
+  auto started =
+      submit(json{{"plan", "noop"}, {"timeout_s", 40}}).body["id"].get<std::string>();
+  ASSERT_EQ(a.take(1).size(), 1u);
+  ASSERT_EQ(a.start(started).status, 200);
+  submit(json{{"plan", "noop"}});
+  ASSERT_EQ(a.take(1).size(), 1u);
+  advance(cfg.delivery_lease + 1s);
+  ASSERT_TRUE(eventually([&] { return agent_of(a)["lapsed_leases"] == 1; }));
+  advance(10s); // past the started run's timeout_s, within the hold
+  // The timeout asks for the cancel; the grace (0) lapses at the next tick.
+  ASSERT_TRUE(eventually([&] {
+    tick();
+    return status_of(started) == "error";
+  }));
+  EXPECT_EQ(reason_of(started), "timeout");
+  // Nothing to wait for if it holds: a bounded look for the wrong outcome.
+  EXPECT_FALSE(eventually([&] { return agent_of(a)["lapsed_leases"] == 0; }, 1s))
+      << agent_of(a).dump();
+  EXPECT_FALSE(agent_of(a)["held_until"].is_null());
+}
+
 class held_back_at_most : public timers {
 protected:
   void configure(mesh_config& c) override { c.hold_back_max = 45s; }
@@ -829,6 +876,9 @@ TEST_F(never_held_back, a_lapsed_run_goes_back_to_the_agent_at_once) {
   ASSERT_TRUE(eventually([&] { return get_run(id)["attempts"] == 2; }));
   EXPECT_EQ(get_run(id)["assigned_agent"], a.id);
   EXPECT_TRUE(agent_of(a)["held_until"].is_null());
+  EXPECT_TRUE(eventually([&] { return agent_of(a)["lapsed_leases"] == 1; }))
+      << "the row is kept all the same";
+  EXPECT_EQ(metric("polymesh_agents_held_back"), 0);
 }
 
 } // namespace
