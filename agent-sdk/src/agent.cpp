@@ -377,6 +377,9 @@ struct agent::impl {
   std::map<std::string, std::shared_ptr<run_slot>> active;
   /// The runs that ended here lately, and how.
   recent_runs recent{recent_runs_kept, recent_finish_bytes};
+  /// Until when the mesh holds this agent back, as its last poll said (""
+  /// for not held); the poll loop's alone.
+  std::string held_until;
   /// Cancels received for runs not (yet) active.
   std::set<std::string> early_cancel_set;
   std::deque<std::string> early_cancels;
@@ -661,7 +664,32 @@ struct agent::impl {
     drain_phase();
   }
 
+  /// Says in the agent's log when the mesh begins to hold this agent back
+  /// (runs offered to it were not started within the delivery lease) and
+  /// when it stops: the agent is given no run meanwhile, and its operator
+  /// reads this log, not the mesh's. Once per hold.
+  void note_hold(const nlohmann::json& body) {
+    auto it = body.find("held_until");
+    if (it == body.end()) return; // a mesh that does not hold agents back
+    auto until = it->is_string() ? it->get<std::string>() : std::string{};
+    if (until == held_until) return;
+    if (!until.empty()) {
+      auto n = body.value("lapsed_leases", nlohmann::json{});
+      warn("the mesh holds this agent back until " + until + ": " +
+           (n.is_number_integer() ? std::to_string(n.get<int64_t>())
+                                  : std::string{"some"}) +
+           " runs offered to it in a row were not started within its delivery lease, "
+           "so it gives it no new run until then (a run it starts ends the hold); "
+           "look for what kept them from starting: a host too busy, a stuck plan "
+           "start, answers lost on the way");
+    } else {
+      info("the mesh no longer holds this agent back");
+    }
+    held_until = until;
+  }
+
   void handle_poll(const nlohmann::json& body) {
+    if (body.is_object()) note_hold(body);
     std::vector<run_record> deferred;
     if (auto it = body.find("runs"); it != body.end() && it->is_array()) {
       for (auto& j : *it) {

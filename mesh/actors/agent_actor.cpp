@@ -137,6 +137,8 @@ poll_result collect(self_ptr self) {
   }
   out.cancel.assign(st.cancel_untold.begin(), st.cancel_untold.end());
   st.cancel_untold.clear();
+  out.held_until = st.agent.held_until;
+  out.lapsed_leases = st.agent.lapsed_leases;
   return out;
 }
 
@@ -500,10 +502,13 @@ caf::behavior agent_actor(self_ptr self, context_ptr ctx, agent_record agent,
         auto& st = self->state;
         if (session != st.agent.session || st.agent.status == agent_status::deregistered)
           return;
+        bool begins = !st.agent.held_until && until != timestamp{};
         st.agent.lapsed_leases = lapsed;
         st.agent.held_until =
             until == timestamp{} ? std::nullopt : std::optional<timestamp>{until};
         self->send(st.ctx->agents, update_atom::value, st.agent);
+        // The agent hears of a hold at once: its parked poll is answered.
+        if (begins) wake(self, true);
       },
       [=](cancel_atom, const std::string& run_id) {
         auto& st = self->state;

@@ -107,6 +107,10 @@ struct artifact_put {
 struct poll_result {
   std::vector<run_record> runs;
   std::vector<std::string> cancel;
+  /// The agent's record's `held_until` and `lapsed_leases`: the agent is told
+  /// that the mesh holds it back (`agents.hold_back_max`).
+  std::optional<timestamp> held_until;
+  int64_t lapsed_leases = 0;
 };
 
 /// A client's wait for a run to change (`GET /v1/runs/{id}?wait=S`): answered

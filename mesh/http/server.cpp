@@ -512,6 +512,8 @@ void poll_runs(request_context& rc) {
   if (!out) return rc.fail(out.error());
   rc.reply(200, json{{"runs", run_list_json(out->runs)},
                      {"cancel", out->cancel},
+                     {"held_until", wire::optional_time(out->held_until)},
+                     {"lapsed_leases", out->lapsed_leases},
                      {"limits", limits_json(rc.ctx()->config)}});
 }
 
@@ -595,6 +597,8 @@ void report_runs(request_context& rc) {
   if (!polled) return rc.fail(polled.error());
   out["runs"] = run_list_json(polled->runs);
   out["cancel"] = polled->cancel;
+  out["held_until"] = wire::optional_time(polled->held_until);
+  out["lapsed_leases"] = polled->lapsed_leases;
   out["limits"] = limits_json(rc.ctx()->config);
   rc.reply(200, out);
 }

@@ -14,11 +14,11 @@
 
 namespace polymesh::wire {
 
-namespace {
-
 json optional_time(const std::optional<timestamp>& t) {
   return t ? json(to_rfc3339(*t)) : json(nullptr);
 }
+
+namespace {
 
 /// Reads the fields of one JSON object strictly: each accessor records the
 /// key as known, the first problem wins, and `finish` rejects unknown keys.

@@ -30,6 +30,8 @@ using json = nlohmann::json;
 [[nodiscard]] json to_json(const token_record& token);
 [[nodiscard]] json to_json(const log_chunk& chunk);
 [[nodiscard]] json to_json(const artifact_record& artifact);
+/// A time as RFC 3339 text, or null for none.
+[[nodiscard]] json optional_time(const std::optional<timestamp>& t);
 /// `{"error":{"code","message","field"?,"position"?}}`.
 [[nodiscard]] json error_body(const caf::error& err);
 /// Serializes without throwing on invalid UTF-8 (replaced by U+FFFD).

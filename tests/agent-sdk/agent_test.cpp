@@ -109,6 +109,7 @@ public:
                };
                cv_.wait_for(g, 1s, ready);
                json body{{"runs", pending_json()}, {"cancel", cancels_}};
+               body.update(poll_extra_);
                cancels_.clear();
                reply(res, 200, body);
              });
@@ -372,6 +373,8 @@ public:
   bool refuse_deregistration_then_stall_ = false;
   int max_running_ = 0;
   int polls_ = 0;
+  /// Fields every poll answer carries besides `runs` and `cancel`.
+  json poll_extra_ = json::object();
   /// Polls that get no answer, then polls answered 503, before the next is
   /// served; the `wait` each asked.
   int poll_failures_ = 0;
@@ -953,6 +956,38 @@ TEST(agent, a_run_refused_at_start_is_taken_when_offered_again) {
   ASSERT_TRUE(finished(mesh, "r1"));
   EXPECT_EQ(mesh.with([](fake_mesh& m) { return m.finished_["r1"]["status"]; }),
             "success");
+}
+
+// This test ensures the agent's log says once when the mesh begins to hold
+// the agent back (its poll answers say so) and once when it stops: the agent
+// gets no runs meanwhile, and its operator reads this log.
+TEST(agent, a_hold_the_mesh_tells_of_is_logged_once_at_its_start_and_end) {
+  log_capture log;
+  fake_mesh mesh;
+  agent a{config(mesh), echo_plans()};
+  a.start();
+  auto polls = [&] { return mesh.with([](fake_mesh& m) { return m.polls_; }); };
+  ASSERT_TRUE(eventually([&] { return polls() > 0; }));
+  mesh.with([](fake_mesh& m) {
+    m.poll_extra_ = {{"held_until", "2026-12-07T19:00:00.000Z"}, {"lapsed_leases", 2}};
+    return 0;
+  });
+  auto seen = polls();
+  ASSERT_TRUE(eventually([&] { return polls() >= seen + 3; }, 10s));
+  EXPECT_EQ(log.count("the mesh holds this agent back until 2026-12-07T19:00:00.000Z: 2 "
+                      "runs offered to it in a row were not started"),
+            1)
+      << testing::PrintToString(log.lines());
+  mesh.with([](fake_mesh& m) {
+    m.poll_extra_ = {{"held_until", nullptr}, {"lapsed_leases", 2}};
+    return 0;
+  });
+  seen = polls();
+  ASSERT_TRUE(eventually([&] { return polls() >= seen + 3; }, 10s));
+  EXPECT_EQ(log.count("the mesh no longer holds this agent back"), 1);
+  EXPECT_EQ(log.count("holds this agent back until"), 1);
+  a.drain();
+  a.wait();
 }
 
 // This test ensures a cancel in the poll answer stops the run, reported canceled_by_user.

@@ -760,6 +760,11 @@ TEST_F(timers, an_agent_that_does_not_start_its_runs_is_held_back_for_a_lease) {
   EXPECT_EQ(agent_of(a)["held_until"], to_rfc3339(lapsed_at + cfg.delivery_lease));
   EXPECT_EQ(metric("polymesh_agents_held_back"), 1);
   EXPECT_EQ(metric("polymesh_delivery_lease_lapses_total"), 1);
+  // The agent is told too, in its poll's answer.
+  auto told = a.poll().body;
+  EXPECT_EQ(told["held_until"], to_rfc3339(lapsed_at + cfg.delivery_lease))
+      << told.dump();
+  EXPECT_EQ(told["lapsed_leases"], 1);
 
   auto second = submit(json{{"plan", "noop"}}).body["id"].get<std::string>();
   auto why = call("GET", "/v1/runs/" + second + "/explain", admin).body;
@@ -777,6 +782,7 @@ TEST_F(timers, an_agent_that_does_not_start_its_runs_is_held_back_for_a_lease) {
   got = a.take(1);
   ASSERT_EQ(got.size(), 1u) << get_run(second).dump();
   EXPECT_EQ(got[0]["id"], second);
+  EXPECT_TRUE(a.poll().body["held_until"].is_null());
   EXPECT_TRUE(eventually([&] { return agent_of(a)["held_until"].is_null(); }));
   EXPECT_EQ(agent_of(a)["lapsed_leases"], 1) << "the row ends with a start";
   EXPECT_EQ(metric("polymesh_agents_held_back"), 0);
