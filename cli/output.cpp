@@ -1,6 +1,7 @@
 #include "cli/output.hpp"
 
 #include "mesh/domain/clock.hpp"
+#include "mesh/domain/log.hpp"
 
 #include <cctype>
 #include <cstdio>
@@ -212,32 +213,13 @@ std::string to_yaml(const json& j) {
   return out.c_str();
 }
 
-namespace {
-
-/// The code point at `s[i]` when it is one that changes how the text
-/// around it is laid out (the Unicode line and paragraph separators, the
-/// bidirectional marks, embeddings, overrides and isolates: a result could
-/// show its words in another order, "Trojan Source"), else 0.
-unsigned layout_mark(const std::string& s, size_t i) {
-  if (i + 2 >= s.size() || static_cast<unsigned char>(s[i]) != 0xe2) return 0;
-  auto b1 = static_cast<unsigned char>(s[i + 1]);
-  auto b2 = static_cast<unsigned char>(s[i + 2]);
-  unsigned cp = 0x2000u + ((b1 & 0x3fu) << 6) + (b2 & 0x3fu);
-  if ((b1 & 0xc0) != 0x80 || (b2 & 0xc0) != 0x80) return 0;
-  bool mark = cp == 0x200e || cp == 0x200f || (cp >= 0x2028 && cp <= 0x202e) ||
-              (cp >= 0x2066 && cp <= 0x2069);
-  return mark ? cp : 0;
-}
-
-} // namespace
-
 std::string visible(const std::string& s) {
   std::string out;
   out.reserve(s.size());
   for (size_t i = 0; i < s.size(); ++i) {
     auto c = static_cast<unsigned char>(s[i]);
     auto next = i + 1 < s.size() ? static_cast<unsigned char>(s[i + 1]) : 0;
-    char code[8];
+    char code[16];
     if ((c < 0x20 && c != '\n' && c != '\t') || c == 0x7f) {
       std::snprintf(code, sizeof code, "\\x%02x", c);
       out += code;

@@ -36,11 +36,21 @@ size_t utf8_sequence(const std::string& s, size_t i) {
 
 } // namespace
 
+unsigned layout_mark(const std::string& s, size_t i) {
+  if (i + 2 >= s.size() || static_cast<unsigned char>(s[i]) != 0xe2) return 0;
+  auto b1 = static_cast<unsigned char>(s[i + 1]);
+  auto b2 = static_cast<unsigned char>(s[i + 2]);
+  if ((b1 & 0xc0) != 0x80 || (b2 & 0xc0) != 0x80) return 0;
+  unsigned cp = 0x2000u + ((b1 & 0x3fu) << 6) + (b2 & 0x3fu);
+  bool mark = cp == 0x200e || cp == 0x200f || (cp >= 0x2028 && cp <= 0x202e) ||
+              (cp >= 0x2066 && cp <= 0x2069);
+  return mark ? cp : 0;
+}
+
 /// `text` as one line that says exactly what it held: control characters
-/// (a tab aside) as escapes — `\n`, `\r`, `\x1b`, and the C1 controls,
-/// the line and paragraph separators and the bidirectional embeddings,
-/// overrides and isolates (`evil\u202etxt.exe` reads as another name) as
-/// `\u0085`, `\u2028`, `\u202e` — bytes that
+/// (a tab aside) as escapes — `\n`, `\r`, `\x1b`, and the C1 controls and
+/// the marks that change the layout (`layout_mark`: `evil\u202etxt.exe`
+/// reads as another name) as `\u0085`, `\u2028`, `\u202e` — bytes that
 /// are not UTF-8 as `\xNN`, and a backslash as `\\`, so that no escape
 /// can be faked. Names and messages from elsewhere (a plan's artifact file,
 /// a request) must not forge lines or drive the terminal.
@@ -63,13 +73,10 @@ std::string one_line(const std::string& text) {
     }
     if (n > 1) {
       auto second = static_cast<unsigned char>(text[i + 1]);
-      auto third = n > 2 ? static_cast<unsigned char>(text[i + 2]) : 0u;
       if (c == 0xc2 && second <= 0x9f)
         escape("\\u", second, 4); // U+0080..U+009F
-      else if (c == 0xe2 && second == 0x80 && third >= 0xa8 && third <= 0xae)
-        escape("\\u", 0x2000 + (third - 0x80), 4); // U+2028..U+202E
-      else if (c == 0xe2 && second == 0x81 && third >= 0xa6 && third <= 0xa9)
-        escape("\\u", 0x2040 + (third - 0x80), 4); // U+2066..U+2069
+      else if (auto mark = layout_mark(text, i))
+        escape("\\u", mark, 4);
       else
         out.append(text, i, n);
       i += n;

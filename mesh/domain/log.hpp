@@ -28,5 +28,12 @@ void set_log_handler(std::function<void(log_level, const std::string&)> handler)
 /// `text` escaped as a log line writes it (above), for what is printed
 /// outside the log (`mesh-agent --check`'s warnings).
 [[nodiscard]] std::string one_line(const std::string& text);
+/// The code point at `s[i]` when it is one that changes how the text around
+/// it is laid out: the left-to-right and right-to-left marks, the line and
+/// paragraph separators, the bidirectional embeddings, overrides and
+/// isolates (U+200E, U+200F, U+2028..U+202E, U+2066..U+2069: a name could
+/// show its letters in another order, "Trojan Source"); else 0. The log and
+/// meshctl escape these.
+[[nodiscard]] unsigned layout_mark(const std::string& s, size_t i);
 
 } // namespace polymesh

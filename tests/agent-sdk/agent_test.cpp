@@ -1862,11 +1862,13 @@ TEST(agent, a_log_line_cannot_be_split_or_drive_the_terminal) {
   // Bidirectional overrides and isolates turn a name around on screen.
   polymesh::log(polymesh::log_level::warn,
                 "evil\xe2\x80\xaetxt.exe \xe2\x80\xaa \xe2\x81\xa6 "
-                "\xe2\x81\xa9 \xe2\x80\xa7 \xe2\x81\xaa");
+                "\xe2\x81\xa9 \xe2\x80\xa7 \xe2\x81\xaa \xe2\x80\x8e \xe2\x80\x8f "
+                "\xe2\x80\x8d");
   auto lines = log.lines();
   ASSERT_EQ(lines.size(), 3u);
   EXPECT_EQ(lines[2],
-            "warn evil\\u202etxt.exe \\u202a \\u2066 \\u2069 \xe2\x80\xa7 \xe2\x81\xaa");
+            "warn evil\\u202etxt.exe \\u202a \\u2066 \\u2069 \xe2\x80\xa7 \xe2\x81\xaa "
+            "\\u200e \\u200f \xe2\x80\x8d");
   EXPECT_EQ(
       lines[0],
       "warn artifact 'evil\\n2026-12-05T00:00:00Z info forged\\r\\x1b[31mred\\x7f\tü'");
