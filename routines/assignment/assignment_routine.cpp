@@ -275,10 +275,11 @@ caf::behavior assignment_routine(self_ptr self, context_ptr ctx) {
                                      rec.status == agent_status::deregistered)) {
           if (l->second.until) {
             self->send(st.ctx->liveness, disarm_atom::value, hold_timer(rec.id));
-            log(log_level::info,
-                "agent " + rec.name + " (" + rec.id + ") is held back no more: " +
-                    (rec.status == agent_status::deregistered ? "it deregistered"
-                                                              : "it registered again"));
+            log(log_level::info, "agent " + rec.name + " (" + rec.id +
+                                     ") is held back no more: " +
+                                     (rec.status == agent_status::deregistered
+                                          ? "it deregistered or was removed"
+                                          : "it registered again"));
           }
           st.lapsed.erase(l);
           count_held(st);
