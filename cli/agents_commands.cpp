@@ -62,12 +62,18 @@ json find_agent(mesh_client& mesh, const std::string& id_or_name) {
 
 namespace {
 
+/// Whether meshd holds the agent back now (runs placed with it were not
+/// started).
+bool held_back(const json& a) {
+  return a.contains("held_until") && a["held_until"].is_string();
+}
+
 /// The agent's status; an offline agent that comes back draining (it was
 /// drained) says so.
 std::string status_text(const json& a) {
   auto status = cell(a["status"]);
   if (status == "offline" && a.value("drained", false)) status += " (drained)";
-  if (a.contains("held_until") && a["held_until"].is_string()) status += " (held back)";
+  if (held_back(a)) status += " (held back)";
   return status;
 }
 
@@ -79,8 +85,8 @@ std::string held_text(const json& a) {
                  ? cell(lapsed) + " run" + (lapsed.get<int64_t>() == 1 ? "" : "s") +
                        " in a row not started within the delivery lease"
                  : std::string{};
-  if (a.contains("held_until") && a["held_until"].is_string())
-    return "until " + cell(a["held_until"]) + "  (" + row + ")";
+  if (held_back(a))
+    return "until " + cell(a["held_until"]) + (row.empty() ? "" : "  (" + row + ")");
   return row.empty() ? "no" : "no (" + row + ")";
 }
 

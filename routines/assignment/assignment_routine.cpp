@@ -201,6 +201,19 @@ void end_hold(self_ptr self, const std::string& agent_id, bool acted) {
   if (was_held) place(self);
 }
 
+/// Forgets `agent_id`'s row and hold (its session ended, or the agent is
+/// forgotten); true if it was held back.
+bool drop_lapses(self_ptr self, const std::string& agent_id) {
+  auto& st = self->state;
+  auto it = st.lapsed.find(agent_id);
+  if (it == st.lapsed.end()) return false;
+  bool held = it->second.until.has_value();
+  if (held) self->send(st.ctx->liveness, disarm_atom::value, hold_timer(agent_id));
+  st.lapsed.erase(it);
+  count_held(st);
+  return held;
+}
+
 /// A new class ranks its agents one step per message, so the messages that
 /// arrive meanwhile (other placements, agents, finishes) go between steps.
 void keep_ranking(self_ptr self) {
@@ -270,20 +283,15 @@ caf::behavior assignment_routine(self_ptr self, context_ptr ctx) {
         v.status = rec.status;
         // A new registration starts with a clean row of leases, and an
         // agent that deregistered (or was removed) is held back no more.
-        if (auto l = st.lapsed.find(rec.id);
-            l != st.lapsed.end() && (l->second.session != rec.session ||
-                                     rec.status == agent_status::deregistered)) {
-          if (l->second.until) {
-            self->send(st.ctx->liveness, disarm_atom::value, hold_timer(rec.id));
-            log(log_level::info, "agent " + rec.name + " (" + rec.id +
-                                     ") is held back no more: " +
-                                     (rec.status == agent_status::deregistered
-                                          ? "it deregistered or was removed"
-                                          : "it registered again"));
-          }
-          st.lapsed.erase(l);
-          count_held(st);
-        }
+        if (auto l = st.lapsed.find(rec.id); l != st.lapsed.end() &&
+                                             (l->second.session != rec.session ||
+                                              rec.status == agent_status::deregistered) &&
+                                             drop_lapses(self, rec.id))
+          log(log_level::info, "agent " + rec.name + " (" + rec.id +
+                                   ") is held back no more: " +
+                                   (rec.status == agent_status::deregistered
+                                        ? "it deregistered or was removed"
+                                        : "it registered again"));
         v.held = held_reason(st, rec.id);
         st.decisions.upsert_agent(std::move(v));
         st.agent_actors[rec.id] = actor;
@@ -311,10 +319,7 @@ caf::behavior assignment_routine(self_ptr self, context_ptr ctx) {
         // Already gone for placement; this drops what is kept of it.
         auto& st = self->state;
         st.decisions.remove_agent(agent_id);
-        if (st.lapsed.erase(agent_id) > 0) {
-          self->send(st.ctx->liveness, disarm_atom::value, hold_timer(agent_id));
-          count_held(st);
-        }
+        drop_lapses(self, agent_id);
         st.agent_actors.erase(agent_id);
         st.sessions.erase(agent_id);
         if (auto it = st.by_name.find(name);
