@@ -36,6 +36,14 @@ protected:
   json agent_of(const scripted_agent& a) {
     return call("GET", "/v1/agents/" + a.id, admin).body;
   }
+  /// Waits until `a`'s record shows a hold. The routine armed the hold's
+  /// end before it told the record, so an `advance` from here cannot come
+  /// before the hold began (a lapse's stored run is no such sign: the routine
+  /// hears of it after the commit, and could start the hold from the
+  /// advanced clock).
+  bool held(const scripted_agent& a) {
+    return eventually([&] { return !agent_of(a)["held_until"].is_null(); });
+  }
   /// `/metrics`' value of an unlabelled metric, or -1.
   double metric(const std::string& name) {
     auto text = call("GET", "/metrics", admin).raw;
@@ -405,6 +413,7 @@ TEST_F(timers, delivered_but_unstarted_run_is_redelivered_then_reassigned) {
   // Its only agent is held back for a lease (agents.hold_back_max), then
   // takes it again.
   EXPECT_EQ(status_of(id), "created");
+  ASSERT_TRUE(held(a));
   advance(cfg.delivery_lease);
   ASSERT_TRUE(eventually([&] { return get_run(id)["attempts"] == 2; }));
   EXPECT_EQ(status_of(id), "pending");
@@ -726,6 +735,7 @@ TEST_F(timers, a_requeued_key_holder_keeps_its_turn) {
   ASSERT_TRUE(eventually([&] { return get_run(first)["skadi_status"] == "sent"; }));
   advance(cfg.delivery_lease + 1s);
   ASSERT_TRUE(eventually([&] { return status_of(first) == "created"; }));
+  ASSERT_TRUE(held(a));
   advance(cfg.delivery_lease); // the agent's hold for the lapse ends
   ASSERT_TRUE(eventually(
       [&] { return get_run(first)["attempts"] == 2 || status_of(second) == "pending"; }));
@@ -799,7 +809,7 @@ TEST_F(timers, a_removed_agent_is_held_back_no_more) {
   submit(json{{"plan", "noop"}});
   ASSERT_EQ(a.take(1).size(), 1u);
   advance(cfg.delivery_lease + 1s);
-  ASSERT_TRUE(eventually([&] { return !agent_of(a)["held_until"].is_null(); }));
+  ASSERT_TRUE(held(a));
   EXPECT_EQ(metric("polymesh_agents_held_back"), 1);
   ASSERT_EQ(call("DELETE", "/v1/agents/" + a.id, admin).status, 200);
   EXPECT_TRUE(eventually([&] { return metric("polymesh_agents_held_back") == 0; }));
@@ -852,6 +862,7 @@ TEST_F(held_back_at_most, holds_double_up_to_the_most_and_a_registration_ends_th
   ASSERT_EQ(a.take(1).size(), 1u);
   advance(cfg.delivery_lease + 1s);
   ASSERT_TRUE(eventually([&] { return get_run(id)["status"] == "created"; }));
+  ASSERT_TRUE(held(a));
   advance(cfg.delivery_lease); // the first hold: one lease
   ASSERT_EQ(a.take(1).size(), 1u);
   advance(cfg.delivery_lease + 1s);
