@@ -309,9 +309,11 @@ struct finished_wait {
 /// Polls the run until it is terminal, streaming its log when `follow`.
 /// Without `follow` each poll after the first waits in the mesh for up to
 /// 1 s for the run to leave the status last seen, so a change shows at once.
-/// Returns the final run object.
+/// A run that ended and was retried (`retried_by`) is followed by its retry,
+/// said on stderr. Returns the final run object.
 finished_wait wait_for_run(const command_context& ctx, mesh_client& mesh,
-                           const std::string& id, bool follow) {
+                           const std::string& first_id, bool follow) {
+  auto id = first_id;
   auto out = ctx.out();
   spinner sp{ctx.config()};
   int64_t after = -1;
@@ -403,7 +405,25 @@ finished_wait wait_for_run(const command_context& ctx, mesh_client& mesh,
       // Chunks written just before the finish are still to be shown.
       if (follow) drain_logs(mesh, out, id, after, &sp, &open_line);
       sp.clear();
-      return {std::move(run), open_line};
+      if (!run["retried_by"].is_string()) return {std::move(run), open_line};
+      // The mesh submitted it again: the wait goes on with the retry.
+      auto next = run["retried_by"].get<std::string>();
+      std::cerr << (open_line ? "\n" : "") << "meshctl: run " << id << " ended " << status
+                << (run["reason"].is_string() ? "/" + run["reason"].get<std::string>()
+                                              : "")
+                << "; the mesh retries it as run " << next << " (retry "
+                << cell(run["retry_number"].is_number_integer()
+                            ? json(run["retry_number"].get<int64_t>() + 1)
+                            : json(nullptr))
+                << " of " << cell(run.value("retry", json::object()).value("max", json{}))
+                << ")" << std::endl;
+      open_line = false;
+      id = next;
+      after = -1;
+      last_status.clear();
+      last_state.clear();
+      last_why.clear();
+      continue;
     }
     std::string where =
         run["assigned_agent"].is_string()
@@ -461,6 +481,19 @@ std::vector<std::pair<std::string, std::string>> run_fields(const json& r) {
       {"priority", cell(r["priority"])},
       {"concurrency key", cell(r["concurrency_key"])},
       {"attempts", cell(r["attempts"])},
+  };
+  // Retries: shown for runs that have them.
+  if (auto retry = r.value("retry", json{}); retry.is_object()) {
+    std::string on;
+    for (auto& reason : retry.value("on", json::array()))
+      on += (on.empty() ? "" : ", ") + cell(reason);
+    kv.emplace_back("retry", "up to " + cell(retry["max"]) + " times, after " + on);
+  }
+  if (r["retry_of"].is_string())
+    kv.emplace_back("retry of",
+                    cell(r["retry_of"]) + " (retry " + cell(r["retry_number"]) + ")");
+  if (r["retried_by"].is_string()) kv.emplace_back("retried by", cell(r["retried_by"]));
+  std::vector<std::pair<std::string, std::string>> rest{
       {"params", r.contains("params") ? cell(r["params"]) : "{}"},
       {"payload", cell(r["payload"])},
       {"exit code", cell(r["exit_code"])},
@@ -472,6 +505,7 @@ std::vector<std::pair<std::string, std::string>> run_fields(const json& r) {
       {"started", cell(r["started_at"])},
       {"finished", cell(r["finished_at"])},
   };
+  kv.insert(kv.end(), rest.begin(), rest.end());
   return kv;
 }
 
@@ -536,6 +570,8 @@ struct submit_options {
   std::string ttl;
   std::string idempotency_key;
   std::string concurrency_key;
+  int64_t retry = 0;
+  std::vector<std::string> retry_on;
   bool wait = false;
   bool follow = false;
 };
@@ -553,6 +589,15 @@ failure usage_failure_of_flag(const caf::error& err) {
       {"ttl_s", "--ttl"},
       {"idempotency_key", "--idempotency-key"},
       {"concurrency_key", "--concurrency-key"}};
+  // `retry.max` and `retry.on[i]`: two flags of one field.
+  if (auto field = field_of(err); field.rfind("retry.", 0) == 0) {
+    auto message = message_of(err);
+    if (auto named = "field '" + field + "' "; message.rfind(named, 0) == 0)
+      message.erase(0, named.size());
+    return failure{exit_usage,
+                   (field.rfind("retry.on", 0) == 0 ? "--retry-on: " : "--retry: ") +
+                       message};
+  }
   return cli::usage_failure_of_flag(err, flags);
 }
 
@@ -675,6 +720,15 @@ int submit(const command_context& ctx, const submit_options& o) {
   req.ttl_s = o.ttl.empty() ? 0 : duration_seconds(o.ttl, "--ttl");
   req.idempotency_key = o.idempotency_key;
   req.concurrency_key = o.concurrency_key;
+  if (!o.retry_on.empty() && o.retry == 0)
+    throw failure{
+        exit_usage,
+        "--retry-on: names the ends to retry, but --retry N is not given",
+        {"add --retry N (1 to 10): how many times the mesh may submit it again"}};
+  // `send_run` checks the bound and the names before anything is sent.
+  req.retry_max = o.retry;
+  for (auto& reason : o.retry_on)
+    req.retry_on += (req.retry_on.empty() ? "" : ",") + reason;
   check_satisfiable(o.selector, "-l/--selector");
   return send_run(ctx, req, o.wait, o.follow);
 }
@@ -688,8 +742,8 @@ struct rerun_options {
 };
 
 /// Submits a new run with what run `o.id` was submitted with: plan,
-/// selector, target agent, params, payload, priority, timeout, ttl and
-/// concurrency key.
+/// selector, target agent, params, payload, priority, timeout, ttl,
+/// concurrency key and retry.
 /// GET `path`, riding out an outage of up to a minute as the submit that
 /// follows does (a restarting mesh must not fail a CI job's rerun).
 json get_through_outage(mesh_client& mesh, const std::string& path) {
@@ -729,6 +783,12 @@ int rerun(const command_context& ctx, const rerun_options& o) {
   req.ttl_s = old.value("ttl_s", int64_t{0});
   if (old["concurrency_key"].is_string())
     req.concurrency_key = old["concurrency_key"].get<std::string>();
+  if (auto retry = old.value("retry", json{}); retry.is_object()) {
+    req.retry_max = retry.value("max", int64_t{0});
+    for (auto& reason : retry.value("on", json::array()))
+      if (reason.is_string())
+        req.retry_on += (req.retry_on.empty() ? "" : ",") + reason.get<std::string>();
+  }
   req.idempotency_key = o.idempotency_key;
   return send_run(ctx, req, o.wait, o.follow, " as a rerun of " + old.value("id", o.id));
 }
@@ -1149,6 +1209,15 @@ void add_runs_commands(CLI::App& app, command_context& ctx) {
   submit_cmd->add_option("--concurrency-key", so->concurrency_key,
                          "Run only when no other run with this key is pending or "
                          "running, e.g. a terraform workspace");
+  submit_cmd->add_option("--retry", so->retry,
+                         "Submit it again, up to N times (1 to 10), when it ends as "
+                         "--retry-on says");
+  submit_cmd
+      ->add_option("--retry-on", so->retry_on,
+                   "Ends that retry it, comma separated: agent_lost, agent_shutdown, "
+                   "agent_removed (the default: its agent went away), expired, "
+                   "plan_failed, timeout")
+      ->delimiter(',');
   add_submission_options(submit_cmd, so->idempotency_key, so->wait, so->follow);
   submit_cmd->callback(
       [&ctx, so] { ctx.action = [&ctx, so] { return submit(ctx, *so); }; });
@@ -1157,7 +1226,7 @@ void add_runs_commands(CLI::App& app, command_context& ctx) {
   auto ro_priority = std::make_shared<int64_t>(0);
   auto* rerun_cmd = runs->add_subcommand(
       "rerun", "Submit a new run as run ID was submitted (plan, selector, agent, "
-               "params, payload, priority, timeout, ttl, concurrency key)");
+               "params, payload, priority, timeout, ttl, concurrency key, retry)");
   rerun_cmd->add_option("ID", ro->id, "The run to run again")->required();
   auto* rerun_priority = rerun_cmd->add_option("--priority", *ro_priority,
                                                "Another priority for the new run");

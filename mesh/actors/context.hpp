@@ -108,6 +108,14 @@ struct mesh_context {
     return t;
   }
 
+  /// The next run's `seq`: strictly increasing, taken by the run registry
+  /// for runs submitted and by run actors for the retries they make. Set
+  /// from the store's highest before the run registry starts.
+  [[nodiscard]] uint64_t next_run_seq() {
+    return last_run_seq.fetch_add(1, std::memory_order_relaxed) + 1;
+  }
+  std::atomic<uint64_t> last_run_seq{0};
+
   /// The wall clock's lead over `clock` last logged (ms), shared by the
   /// two timer routines so that a step is logged once.
   std::atomic<int64_t> logged_lead_ms{0};

@@ -59,6 +59,7 @@ using redeliver_atom = caf::atom_constant<caf::atom("redeliver")>;
 using refresh_atom = caf::atom_constant<caf::atom("refresh")>;
 using register_atom = caf::atom_constant<caf::atom("register")>;
 using release_atom = caf::atom_constant<caf::atom("release")>;
+using retry_atom = caf::atom_constant<caf::atom("retry")>;
 using reserve_atom = caf::atom_constant<caf::atom("reserve")>;
 using revoke_atom = caf::atom_constant<caf::atom("revoke")>;
 using shutdown_atom = caf::atom_constant<caf::atom("shutdown")>;

@@ -26,7 +26,6 @@ namespace {
 struct run_registry_state {
   static inline const char* name = "run-registry";
   context_ptr ctx;
-  uint64_t seq = 0;
   std::unordered_map<std::string, caf::actor> live;
 };
 
@@ -42,7 +41,7 @@ run_record new_run(run_registry_state& st, const caller& c,
                    const wire::run_request& req) {
   run_record run;
   run.id = new_id("run");
-  run.seq = ++st.seq;
+  run.seq = st.ctx->next_run_seq();
   run.plan = req.plan;
   run.selector = req.selector;
   run.scope = c.scope;
@@ -54,6 +53,8 @@ run_record new_run(run_registry_state& st, const caller& c,
   run.ttl_s = req.ttl_s;
   run.idempotency_key = req.idempotency_key;
   run.concurrency_key = req.concurrency_key;
+  run.retry_max = req.retry_max;
+  run.retry_on = req.retry_on;
   run.submitted_by = c.token_id;
   run.created_at = st.ctx->now();
   return run;
@@ -83,8 +84,8 @@ caf::result<create_results> create_batch(run_self self, const caller& c,
               if (out[i].written) {
                 auto& st = self->state;
                 st.ctx->metrics.runs_submitted(1);
-                st.live.emplace(runs[i].id,
-                                spawn_run_actor(self, st.ctx, runs[i], false, {}));
+                st.live.emplace(runs[i].id, spawn_run_actor(self, st.ctx, runs[i],
+                                                            run_origin::restored, {}));
                 (*results)[i] = create_result{runs[i], true, {}};
                 continue;
               }
@@ -110,7 +111,7 @@ caf::result<create_results> create_batch(run_self self, const caller& c,
 
 caf::behavior run_registry(run_self self, context_ptr ctx, uint64_t max_seq) {
   self->state.ctx = std::move(ctx);
-  self->state.seq = max_seq;
+  self->state.ctx->last_run_seq.store(max_seq, std::memory_order_relaxed);
   // Run actors are not linked to us (see `spawn_run_actor`): pass our exit on.
   self->set_exit_handler([=](caf::exit_msg& msg) {
     for (auto& [id, actor] : self->state.live)
@@ -123,7 +124,8 @@ caf::behavior run_registry(run_self self, context_ptr ctx, uint64_t max_seq) {
         auto& st = self->state;
         auto run = new_run(st, c, req);
         auto id = run.id;
-        auto actor = spawn_run_actor(self, st.ctx, std::move(run), true, {});
+        auto actor =
+            spawn_run_actor(self, st.ctx, std::move(run), run_origin::submitted, {});
         st.live.emplace(id, actor);
         return self->delegate(actor, admit_atom::value);
       },
@@ -132,9 +134,18 @@ caf::behavior run_registry(run_self self, context_ptr ctx, uint64_t max_seq) {
       },
       [=](admit_atom, run_record& run, const caf::actor& agent) {
         auto id = run.id;
-        auto actor = spawn_run_actor(self, self->state.ctx, std::move(run), false, agent);
+        auto actor = spawn_run_actor(self, self->state.ctx, std::move(run),
+                                     run_origin::restored, agent);
         self->state.live.emplace(id, actor);
         return true;
+      },
+      [=](admit_atom, run_record& run, retry_atom) {
+        // A retry its run actor stored; that actor queues it.
+        auto id = run.id;
+        auto actor = spawn_run_actor(self, self->state.ctx, std::move(run),
+                                     run_origin::retried, {});
+        self->state.live.emplace(id, actor);
+        return actor;
       },
       [=](start_atom a, const caller& c, const std::string& id) {
         return self->delegate(route(self, id), a, c, id);

@@ -8,6 +8,8 @@
 //     (start|progress|logs|finish|cancel_atom, caller, id, ...) -> routed
 //     (done_atom, id)                                   from a finished run actor
 //     (admit_atom, run_record, agent actor)          -> ok  (start-up restore)
+//     (admit_atom, run_record, retry_atom)           -> run actor (a retry stored
+//                                                       by the run it retries)
 //
 // agent registry — owns agent names and ids, routes agent calls, and keeps a
 //   mirror of every agent's record for listings.

@@ -2,7 +2,9 @@
 
 #include "mesh/actors/messages.hpp"
 #include "mesh/domain/error.hpp"
+#include "mesh/domain/ids.hpp"
 #include "mesh/domain/log.hpp"
+#include "mesh/domain/retry.hpp"
 #include "mesh/domain/run_state.hpp"
 #include "mesh/domain/run_timers.hpp"
 
@@ -105,19 +107,53 @@ void wake_watchers(self_ptr self) {
            ws.end());
 }
 
+/// Gives the retry `retry` of our run, durable, its actor (through the
+/// registry, which routes its calls) and queues it, then calls `then`. The
+/// retry is queued by us, before our end lets go of the concurrency key
+/// (`finalize`), so that the key's next run cannot slip ahead of it.
+void admit_retry(self_ptr self, const run_record& retry, std::function<void()> then) {
+  auto& st = self->state;
+  st.ctx->metrics.run_retried(st.run);
+  log(log_level::info, "run " + st.run.id + " ended " + to_string(st.run.status) + "/" +
+                           st.run.reason + ": retried as run " + retry.id + " (retry " +
+                           std::to_string(retry.retry_number) + " of " +
+                           std::to_string(retry.retry_max) + ")");
+  self->request(st.ctx->runs, caf::infinite, admit_atom::value, retry, retry_atom::value)
+      .await(
+          [=](const caf::actor& actor) {
+            self->send(self->state.ctx->assignment, enqueue_atom::value, retry, actor);
+            then();
+          },
+          [=](caf::error& err) {
+            // Only while meshd stops: the retry is stored, and the next
+            // start queues it with the other unfinished runs.
+            log(log_level::warn, "run " + retry.id + ": retry stored but not queued (" +
+                                     message_of(err) + "); meshd's next start queues it");
+            then();
+          });
+}
+
 /// Persists `next` (plus `extra` writes) and, once durable, makes it the
 /// run's state and calls `then` with the writes' outcomes (the run's first).
 /// On failure nothing changes and `fail` gets the error. Other messages wait
-/// until the commit answers.
+/// until the commit answers. An end that the run's `retry` follows writes
+/// the retry in the same transaction (after `extra`), so that an end
+/// acknowledged never lacks its retry, and queues it before `then`.
 void persist_with(self_ptr self, run_record next, write_batch extra,
                   std::function<void(const write_outcomes&)> then,
                   std::function<void(caf::error)> fail) {
   auto& st = self->state;
+  std::optional<run_record> retry;
+  if (!is_terminal(st.run.status) && retried(next)) {
+    retry = make_retry(next, new_id("run"), st.ctx->next_run_seq(), st.ctx->now());
+    next.retried_by = retry->id;
+  }
   write_batch batch;
   batch.emplace_back(put_run{
       next, false, st.stored_as_run ? changed_run_fields(st.run, next) : all_run_fields});
   for (auto& w : extra)
     batch.push_back(std::move(w));
+  if (retry) batch.emplace_back(put_run{*retry, true});
   self->request(st.ctx->store, caf::infinite, write_atom::value, std::move(batch))
       .await(
           [=](const write_outcomes& out) mutable {
@@ -126,7 +162,10 @@ void persist_with(self_ptr self, run_record next, write_batch extra,
             self->state.failed_writes = 0;
             rearm(self);
             if (!self->state.watchers.empty()) wake_watchers(self);
-            then(out);
+            if (retry)
+              admit_retry(self, *retry, [then, out] { then(out); });
+            else
+              then(out);
           },
           [=](caf::error& err) mutable {
             self->state.stored_as_run = false;
@@ -416,14 +455,16 @@ namespace {
 
 // -- behavior --------------------------------------------------------------------
 
-caf::behavior run_actor(self_ptr self, context_ptr ctx, run_record run, bool fresh,
+caf::behavior run_actor(self_ptr self, context_ptr ctx, run_record run, run_origin origin,
                         caf::actor agent) {
   auto& st = self->state;
   st.ctx = std::move(ctx);
   st.run = std::move(run);
   st.agent = std::move(agent);
-  if (fresh) st.log_bytes = 0;
-  if (!fresh) {
+  if (origin != run_origin::restored) st.log_bytes = 0;
+  if (origin == run_origin::retried) {
+    rearm(self);
+  } else if (origin == run_origin::restored) {
     rearm(self);
     if (st.run.status == run_status::created)
       enqueue(self);
@@ -827,11 +868,11 @@ create_result answer_for_taken_key(run_record holder, const run_record& attempt)
 }
 
 caf::actor spawn_run_actor(caf::local_actor* parent, context_ptr ctx, run_record run,
-                           bool fresh, caf::actor agent) {
+                           run_origin origin, caf::actor agent) {
   // Not linked: a link costs the parent a linear scan of all its links
   // whenever one ends, and runs end all the time. The registry stops its
   // run actors itself (see `run_registry`).
-  return parent->spawn(run_actor, std::move(ctx), std::move(run), fresh,
+  return parent->spawn(run_actor, std::move(ctx), std::move(run), origin,
                        std::move(agent));
 }
 

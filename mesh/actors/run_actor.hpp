@@ -5,7 +5,7 @@
 // and only then changes memory and answers.
 //
 // Messages (callers: the run registry routes HTTP calls here):
-//   (admit_atom)                         -> create_result  fresh runs only
+//   (admit_atom)                         -> create_result  submitted runs only
 //   (assign_atom, agent_id, agent actor, session)
 //                                        -> bool           assignment routine
 //   (deliver_atom, timestamp)                              agent actor: a poll
@@ -67,12 +67,24 @@ finish_outcome(const run_record& run, const wire::finish_request& req);
 [[nodiscard]] caf::error refuse_finish_of_ended(const run_record& run,
                                                 const wire::finish_request& req);
 
-/// Spawns the actor of `run`. `fresh` runs are not yet durable and wait for
-/// `admit`; restored runs re-arm their timer and re-enter the queue (or
-/// re-attach to `agent` when pending or running).
+/// Where a run actor's run comes from.
+enum class run_origin {
+  /// Submitted, not yet durable: waits for `admit`, which persists it.
+  submitted,
+  /// Durable (a restart, a batch submit): re-arms its timer and re-enters
+  /// the queue, or re-attaches to its agent when pending or running.
+  restored,
+  /// A retry, durable: arms its timer; the run it retries queues it (ahead
+  /// of that run's release of its concurrency key: see `retry.hpp`).
+  retried,
+};
+
+/// Spawns the actor of `run` (see `run_origin`); `agent` is the agent
+/// holding a restored run that is pending or running.
 /// Spawned by its registry, which stops it when the run is done or the
 /// registry exits (not linked: see the definition).
 [[nodiscard]] caf::actor spawn_run_actor(caf::local_actor* parent, context_ptr ctx,
-                                         run_record run, bool fresh, caf::actor agent);
+                                         run_record run, run_origin origin,
+                                         caf::actor agent);
 
 } // namespace polymesh

@@ -1,5 +1,7 @@
 #include "mesh/domain/metrics.hpp"
 
+#include "mesh/domain/retry.hpp"
+
 #include <algorithm>
 #include <charconv>
 #include <dirent.h>
@@ -243,6 +245,12 @@ void mesh_metrics::lease_lapsed() {
   add(lease_lapses_, 1);
 }
 
+void mesh_metrics::run_retried(const run_record& ended) {
+  static_assert(std::tuple_size_v<decltype(retried_)> == std::size(retry_reasons));
+  for (size_t i = 0; i < std::size(retry_reasons); ++i)
+    if (retry_reasons[i] == ended.reason) add(retried_[i], 1);
+}
+
 void mesh_metrics::agents_held(int64_t n) {
   agents_held_.store(n, std::memory_order_relaxed);
 }
@@ -284,6 +292,13 @@ void mesh_metrics::render(std::string& out) const {
                  "Runs placed with an agent that did not start them within "
                  "runs.delivery_lease",
                  lease_lapses_);
+  describe_metric(out, "polymesh_runs_retried_total", "counter",
+                  "Runs the mesh submitted again after their end (retry.on), by that "
+                  "end's reason");
+  for (size_t i = 0; i < std::size(retry_reasons); ++i)
+    sample(out, "polymesh_runs_retried_total",
+           label("reason", std::string{retry_reasons[i]}),
+           number(retried_[i].load(std::memory_order_relaxed)));
   describe_metric(out, "polymesh_agents_held_back", "gauge",
                   "Agents placed no run for now after runs placed with them were not "
                   "started (agents.hold_back_max)");

@@ -11,6 +11,7 @@
 
 #include "mesh/domain/records.hpp"
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -105,6 +106,8 @@ public:
   void pruned(size_t runs, bool ok);
   /// A run's delivery lease lapsed (its agent did not start it in time).
   void lease_lapsed();
+  /// The mesh durably submitted a retry of `ended` (see `retry.hpp`).
+  void run_retried(const run_record& ended);
   /// `n` agents are held back now after lapsed leases.
   void agents_held(int64_t n);
   void render(std::string& out) const;
@@ -122,6 +125,8 @@ private:
   std::atomic<uint64_t> pruned_{0};
   std::atomic<uint64_t> prune_failures_{0};
   std::atomic<uint64_t> lease_lapses_{0};
+  /// Retries made, by the reason of the end they followed (`retry_reasons`).
+  std::array<std::atomic<uint64_t>, 6> retried_{};
   std::atomic<int64_t> agents_held_{0};
 };
 

@@ -125,7 +125,27 @@ struct run_record {
   /// (a late log chunk or artifact): a later session of the same agent did
   /// not run it.
   int64_t held_session = 0;
+  /// Automatic retries (submitted as `retry`): when it ends with a reason
+  /// named in `retry_on`, the mesh submits it again, at most `retry_max`
+  /// times in the chain (0: never). See `mesh/domain/retry.hpp`.
+  int64_t retry_max = 0;
+  /// The end reasons that retry it, comma separated ("" when `retry_max` is 0).
+  std::string retry_on;
+  /// How many runs came before it in its chain of retries (0: submitted).
+  int64_t retry_number = 0;
+  /// The run it retries ("" for a run submitted).
+  std::string retry_of;
+  /// The run that retries it, once it ended so ("" until then).
+  std::string retried_by;
+  /// Its place in the queue: the seq of its chain's first run, so that a
+  /// retry is placed as its first run would have been (0: `seq`).
+  uint64_t queue_seq = 0;
 };
+
+/// The seq that orders `run` in the queue (see `run_record::queue_seq`).
+[[nodiscard]] inline uint64_t queue_order(const run_record& run) {
+  return run.queue_seq != 0 ? run.queue_seq : run.seq;
+}
 
 struct agent_record {
   std::string id;

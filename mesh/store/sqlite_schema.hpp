@@ -254,6 +254,18 @@ CREATE TABLE run_log_sizes (
   bytes  INTEGER NOT NULL
 ) WITHOUT ROWID;
 )sql",
+    // Version 13: automatic retries (`mesh/domain/retry.hpp`): the policy a
+    // run was submitted with, its place in its chain of retries and the
+    // links along it, and the seq of the chain's first run that orders a
+    // retry in the queue (0: its own). Runs stored before it have none.
+    R"sql(
+ALTER TABLE runs ADD COLUMN retry_max INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE runs ADD COLUMN retry_on TEXT NOT NULL DEFAULT '';
+ALTER TABLE runs ADD COLUMN retry_number INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE runs ADD COLUMN retry_of TEXT NOT NULL DEFAULT '';
+ALTER TABLE runs ADD COLUMN retried_by TEXT NOT NULL DEFAULT '';
+ALTER TABLE runs ADD COLUMN queue_seq INTEGER NOT NULL DEFAULT 0;
+)sql",
 };
 
 /// The schema version this build reads and writes.

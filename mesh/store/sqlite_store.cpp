@@ -292,6 +292,13 @@ constexpr const char* run_columns[] = {
     "last_activity_at",
     "cancel_requested_at",
     "concurrency_key",
+    "retry_max",
+    "retry_on",
+    "retry_number",
+    "retry_of",
+    "retried_by",
+    "queue_seq",
+    // Last: every update sets it (see `update_run_sql`).
     "held_session",
 };
 
@@ -328,6 +335,12 @@ void bind_run(statement& st, const run_record& r) {
   st.bind(++i, r.last_activity_at);
   st.bind(++i, r.cancel_requested_at);
   st.bind(++i, r.concurrency_key);
+  st.bind(++i, r.retry_max);
+  st.bind(++i, r.retry_on);
+  st.bind(++i, r.retry_number);
+  st.bind(++i, r.retry_of);
+  st.bind(++i, r.retried_by);
+  st.bind(++i, r.queue_seq);
   st.bind(++i, r.held_session);
 }
 
@@ -369,6 +382,12 @@ caf::expected<run_record> read_run(const statement& st) {
   r.last_activity_at = st.opt_time(i++);
   r.cancel_requested_at = st.opt_time(i++);
   r.concurrency_key = st.text(i++);
+  r.retry_max = st.int64(i++);
+  r.retry_on = st.text(i++);
+  r.retry_number = st.int64(i++);
+  r.retry_of = st.text(i++);
+  r.retried_by = st.text(i++);
+  r.queue_seq = static_cast<uint64_t>(st.int64(i++));
   r.held_session = st.int64(i++);
   return r;
 }
@@ -566,6 +585,7 @@ constexpr mutable_column run_mutable_columns[] = {
      [](auto& a, auto& b) { return a.last_activity_at == b.last_activity_at; }},
     {"cancel_requested_at",
      [](auto& a, auto& b) { return a.cancel_requested_at == b.cancel_requested_at; }},
+    {"retried_by", [](auto& a, auto& b) { return a.retried_by == b.retried_by; }},
     {"held_session", [](auto& a, auto& b) { return a.held_session == b.held_session; }},
 };
 static_assert(std::size(run_mutable_columns) == run_lifecycle_fields,

@@ -26,8 +26,8 @@ namespace polymesh {
 
 /// A set of a run's lifecycle fields, one bit each (see `changed_run_fields`).
 using run_fields = uint32_t;
-/// How many lifecycle fields a run has: bits 0 to 16.
-inline constexpr int run_lifecycle_fields = 17;
+/// How many lifecycle fields a run has: bits 0 to 17.
+inline constexpr int run_lifecycle_fields = 18;
 inline constexpr run_fields all_run_fields = (run_fields{1} << run_lifecycle_fields) - 1;
 
 /// The lifecycle fields in which `next` differs from `stored`, and
@@ -37,10 +37,11 @@ inline constexpr run_fields all_run_fields = (run_fields{1} << run_lifecycle_fie
                                             const run_record& next);
 
 /// Writes a run. A new run is written whole; a stored one gets its lifecycle
-/// fields (status, assignment, outcome, cancel state, timestamps), and the
-/// fields fixed at submission (plan, selector, scope, target agent, params,
-/// payload, priority, idempotency key, submitter, timeout, TTL, created_at)
-/// keep their stored values. With `insert_only`, a run whose
+/// fields (status, assignment, outcome, cancel state, timestamps, the retry
+/// made of it), and the fields fixed at submission (plan, selector, scope,
+/// target agent, params, payload, priority, idempotency key, submitter,
+/// timeout, TTL, retry policy and place in its chain, created_at) keep their
+/// stored values. With `insert_only`, a run whose
 /// `idempotency_key` (non-empty) is already taken is not written and the
 /// write's outcome is `conflict` (carrying the existing run's id).
 struct put_run {

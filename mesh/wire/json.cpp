@@ -3,6 +3,7 @@
 #include "mesh/domain/error.hpp"
 #include "mesh/domain/ids.hpp"
 #include "mesh/domain/labels.hpp"
+#include "mesh/domain/retry.hpp"
 #include "mesh/domain/run_state.hpp"
 
 #include <algorithm>
@@ -24,8 +25,11 @@ namespace {
 /// key as known, the first problem wins, and `finish` rejects unknown keys.
 class object_reader {
 public:
-  explicit object_reader(const json& j)
-      : j_(j) {}
+  /// `prefix` goes before each field named in an error (`retry.` for the
+  /// fields of a nested object).
+  explicit object_reader(const json& j, std::string prefix = {})
+      : j_(j)
+      , prefix_(std::move(prefix)) {}
 
   /// `limit_key`: the setting that sets `max_len`, named in the refusal.
   void string(const char* key, std::string& out, bool required, size_t max_len = 1024,
@@ -104,7 +108,8 @@ public:
 
   void fail(const std::string& field, const std::string& what) {
     if (!err_)
-      err_ = make_error(errc::invalid_argument, "field '" + field + "' " + what, field);
+      err_ = make_error(errc::invalid_argument, "field '" + prefix_ + field + "' " + what,
+                        prefix_ + field);
   }
 
   void check(caf::error e) {
@@ -118,11 +123,11 @@ public:
     for (auto& [k, v] : j_.items())
       if (known_.count(k) == 0)
         return make_error(errc::invalid_argument,
-                          "unknown field '" + k + "'" +
-                              (missing_.empty()
-                                   ? std::string{}
-                                   : " (and field '" + missing_ + "' is required)"),
-                          k);
+                          "unknown field '" + prefix_ + k + "'" +
+                              (missing_.empty() ? std::string{}
+                                                : " (and field '" + prefix_ + missing_ +
+                                                      "' is required)"),
+                          prefix_ + k);
     return std::move(err_);
   }
 
@@ -141,6 +146,7 @@ private:
   }
 
   const json& j_;
+  std::string prefix_;
   std::set<std::string> known_;
   caf::error err_;
   std::string missing_; // the required field `err_` is about, if that
@@ -194,6 +200,12 @@ json to_json(const run_record& r) {
       {"started_at", optional_time(r.started_at)},
       {"finished_at", optional_time(r.finished_at)},
       {"last_activity_at", optional_time(r.last_activity_at)},
+      {"retry", r.retry_max == 0
+                    ? json(nullptr)
+                    : json{{"max", r.retry_max}, {"on", retry_on_list(r.retry_on)}}},
+      {"retry_number", r.retry_number},
+      {"retry_of", r.retry_of.empty() ? json(nullptr) : json(r.retry_of)},
+      {"retried_by", r.retried_by.empty() ? json(nullptr) : json(r.retried_by)},
   };
 }
 
@@ -303,6 +315,15 @@ caf::expected<run_record> run_from_json(const json& j) {
   r.attempts = j.value("attempts", int64_t{0});
   r.idempotency_key = read_string(j, "idempotency_key");
   r.concurrency_key = read_string(j, "concurrency_key");
+  if (j.contains("retry") && j["retry"].is_object()) {
+    r.retry_max = j["retry"].value("max", int64_t{0});
+    for (auto& reason : j["retry"].value("on", json::array()))
+      if (reason.is_string())
+        r.retry_on += (r.retry_on.empty() ? "" : ",") + reason.get<std::string>();
+  }
+  r.retry_number = j.value("retry_number", int64_t{0});
+  r.retry_of = read_string(j, "retry_of");
+  r.retried_by = read_string(j, "retried_by");
   r.timeout_s = j.value("timeout_s", int64_t{0});
   r.ttl_s = j.value("ttl_s", int64_t{0});
   r.cancel_requested = j.value("cancel_requested", false);
@@ -718,6 +739,32 @@ caf::expected<labels_patch> parse_labels_patch(const json& j) {
   return r;
 }
 
+/// A run request's `retry` object into `r.retry_max` and `r.retry_on`.
+caf::error read_retry(const json& retry, run_request& r) {
+  if (!retry.is_object())
+    return make_error(errc::invalid_argument,
+                      "field 'retry' must be an object such as {\"max\": 2}", "retry");
+  object_reader in{retry, "retry."};
+  in.integer("max", r.retry_max, true, 1, max_retries);
+  std::vector<std::string> on;
+  in.string_list("on", on, false);
+  if (auto e = in.finish()) return e;
+  if (retry.contains("on") && !retry["on"].is_null() && on.empty())
+    return make_error(errc::invalid_argument,
+                      "field 'retry.on' is empty: name an end to retry, or leave 'on' "
+                      "out for " +
+                          std::string{default_retry_on},
+                      "retry.on");
+  if (on.empty()) {
+    r.retry_on = std::string{default_retry_on};
+    return {};
+  }
+  auto text = retry_on_text(on, "retry.on");
+  if (!text) return text.error();
+  r.retry_on = std::move(*text);
+  return {};
+}
+
 caf::expected<run_request> parse_run_request(const json& j, const limits& lim) {
   run_request r;
   object_reader in{j};
@@ -736,7 +783,10 @@ caf::expected<run_request> parse_run_request(const json& j, const limits& lim) {
   in.integer("ttl_s", r.ttl_s, false, 0, int64_t{30} * 24 * 3600);
   in.string("idempotency_key", r.idempotency_key, false, 256);
   in.string("concurrency_key", r.concurrency_key, false, max_concurrency_key_bytes);
+  auto* retry = in.raw("retry");
   if (auto e = in.finish()) return e;
+  if (retry)
+    if (auto e = read_retry(*retry, r)) return e;
   if (auto e = not_blank(j, "agent", "to let the mesh pick an agent")) return e;
   if (auto e = not_blank(j, "idempotency_key", "for a submit that is not deduplicated"))
     return e;
@@ -793,6 +843,10 @@ json to_json(const run_request& r) {
   if (r.ttl_s != 0) j["ttl_s"] = r.ttl_s;
   if (!r.idempotency_key.empty()) j["idempotency_key"] = r.idempotency_key;
   if (!r.concurrency_key.empty()) j["concurrency_key"] = r.concurrency_key;
+  if (r.retry_max != 0) {
+    j["retry"] = json{{"max", r.retry_max}};
+    if (!r.retry_on.empty()) j["retry"]["on"] = retry_on_list(r.retry_on);
+  }
   return j;
 }
 

@@ -130,6 +130,10 @@ struct run_request {
   int64_t ttl_s = 0;
   std::string idempotency_key;
   std::string concurrency_key;
+  /// `retry`: `{"max": 1..10, "on": [reasons]}` (see `mesh/domain/retry.hpp`);
+  /// 0 and "" when absent. `on` defaults to `default_retry_on`.
+  int64_t retry_max = 0;
+  std::string retry_on;
 };
 inline constexpr size_t max_concurrency_key_bytes = 256;
 [[nodiscard]] caf::expected<run_request> parse_run_request(const json& j,

@@ -46,6 +46,8 @@ namespace polymesh {
 
 struct queued_run {
   std::string id;
+  /// Its order within a priority: `queue_order` (a retry takes its first
+  /// run's place).
   uint64_t seq = 0;
   int64_t priority = 0;
   std::string plan;

@@ -231,7 +231,7 @@ caf::behavior assignment_routine(self_ptr self, context_ptr ctx) {
         auto& st = self->state;
         queued_run q;
         q.id = run.id;
-        q.seq = run.seq;
+        q.seq = queue_order(run);
         q.priority = run.priority;
         q.plan = run.plan;
         // Both were validated at submit; a stored one that no longer parses

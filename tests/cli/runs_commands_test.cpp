@@ -294,8 +294,8 @@ TEST_F(runs_cmd, submit_wait_exits_0_on_success) {
 
 // This test ensures `runs rerun` submits a new run with what the old one was
 // submitted with (plan, selector, target agent, params, payload, priority,
-// timeout, ttl, concurrency key), takes another priority and an idempotency key, waits
-// like `submit --wait`, and refuses an unknown run with exit 3.
+// timeout, ttl, concurrency key, retry), takes another priority and an idempotency key,
+// waits like `submit --wait`, and refuses an unknown run with exit 3.
 TEST_F(runs_cmd, rerun_submits_what_the_run_was_submitted_with) {
   auto agent = register_agent("worker", json{{"env", "prod"}}, json::array({"deploy"}));
   auto old = submit(json{{"plan", "deploy"},
@@ -307,7 +307,8 @@ TEST_F(runs_cmd, rerun_submits_what_the_run_was_submitted_with) {
                          {"timeout_s", 90},
                          {"ttl_s", 600},
                          {"idempotency_key", "deploy-1"},
-                         {"concurrency_key", "tf:prod"}});
+                         {"concurrency_key", "tf:prod"},
+                         {"retry", {{"max", 3}, {"on", {"expired"}}}}});
   auto first = agent.take();
   ASSERT_TRUE(first.is_object());
   ASSERT_EQ(agent.start(old).status, 200);
@@ -319,8 +320,9 @@ TEST_F(runs_cmd, rerun_submits_what_the_run_was_submitted_with) {
   EXPECT_NE(again["id"], old);
   EXPECT_EQ(again["status"], "created");
   for (auto key : {"plan", "selector", "target_agent", "params", "payload", "priority",
-                   "timeout_s", "ttl_s", "concurrency_key"})
+                   "timeout_s", "ttl_s", "concurrency_key", "retry"})
     EXPECT_EQ(again[key], get_run(old)[key]) << key;
+  EXPECT_TRUE(again["retry_of"].is_null()) << "a rerun is no retry of the mesh's";
   ASSERT_TRUE(again["idempotency_key"].is_string());
   EXPECT_EQ(again["idempotency_key"].get<std::string>().rfind("meshctl_", 0), 0u)
       << "a rerun is a new submission, with a key of meshctl's own";
@@ -521,6 +523,73 @@ TEST_F(runs_cmd, a_ca_file_without_a_certificate_is_a_usage_error) {
               std::string::npos)
         << r.err;
   }
+}
+
+// This test ensures `runs submit --retry N --retry-on ...` sends the retry,
+// `--wait` goes on with the run the mesh submitted again after a failure
+// (said on stderr) and exits with the retry's end, and `runs show` names
+// the policy and both links.
+TEST_F(runs_cmd, submit_wait_follows_the_retry_the_mesh_makes) {
+  auto agent = register_agent("worker", json::object(), json::array({"build"}));
+  auto ctl_run = ctl_async({"runs", "submit", "build", "--retry", "2", "--retry-on",
+                            "plan_failed,agent_lost", "--wait", "-o", "json"});
+  auto first = agent.take();
+  ASSERT_TRUE(first.is_object());
+  auto first_id = first["id"].get<std::string>();
+  EXPECT_EQ(first["retry"], (json{{"max", 2}, {"on", {"agent_lost", "plan_failed"}}}));
+  ASSERT_EQ(agent.start(first_id).status, 200);
+  ASSERT_EQ(agent.finish(first_id, "error", 3).status, 200);
+  auto second = agent.take();
+  ASSERT_TRUE(second.is_object());
+  auto second_id = second["id"].get<std::string>();
+  EXPECT_EQ(second["retry_of"], first_id);
+  ASSERT_EQ(agent.start(second_id).status, 200);
+  ASSERT_EQ(agent.finish(second_id, "success", 0, "built").status, 200);
+  auto o = ctl_run->wait();
+  EXPECT_EQ(o.code, 0) << o.err;
+  EXPECT_EQ(o.json_out()["id"], second_id) << o.out;
+  EXPECT_NE(o.err.find("run " + first_id +
+                       " ended error/plan_failed; the mesh retries it "
+                       "as run " +
+                       second_id + " (retry 1 of 2)"),
+            std::string::npos)
+      << o.err;
+
+  auto shown = ctl({"runs", "show", second_id});
+  EXPECT_EQ(shown.code, 0) << shown.err;
+  EXPECT_NE(shown.out.find("up to 2 times, after agent_lost, plan_failed"),
+            std::string::npos)
+      << shown.out;
+  EXPECT_NE(shown.out.find(first_id + " (retry 1)"), std::string::npos) << shown.out;
+  auto before = ctl({"runs", "show", first_id});
+  EXPECT_NE(before.out.find("retried by"), std::string::npos) << before.out;
+  EXPECT_NE(before.out.find(second_id), std::string::npos) << before.out;
+}
+
+// This test ensures a bad `--retry` or `--retry-on` is a usage error naming
+// the flag, and nothing is submitted.
+TEST_F(runs_cmd, a_bad_retry_flag_is_a_usage_error) {
+  struct bad {
+    std::vector<std::string> flags;
+    std::string says;
+  };
+  std::vector<bad> cases{
+      {{"--retry", "11"}, "--retry: must be between 1 and 10"},
+      {{"--retry", "1", "--retry-on", "agent_lost,success"}, "--retry-on: is 'success'"},
+      {{"--retry", "1", "--retry-on", "timeout,timeout"},
+       "--retry-on: names 'timeout' a second time"},
+      {{"--retry-on", "agent_lost"},
+       "--retry-on: names the ends to retry, but --retry N"},
+  };
+  for (auto& c : cases) {
+    std::vector<std::string> args{"runs", "submit", "build"};
+    args.insert(args.end(), c.flags.begin(), c.flags.end());
+    auto o = ctl(args);
+    EXPECT_EQ(o.code, 64) << c.says << ": " << o.err;
+    EXPECT_NE(o.err.find(c.says), std::string::npos) << o.err;
+  }
+  auto list = ctl({"runs", "list", "-o", "json"});
+  EXPECT_EQ(list.json_out()["runs"].size(), 0u) << list.out;
 }
 
 // This test ensures `runs submit --wait` exits 1 when the run ends in error.

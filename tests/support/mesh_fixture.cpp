@@ -10,6 +10,7 @@
 #include <netinet/in.h>
 #include <set>
 #include <sqlite3.h>
+#include <sstream>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -158,6 +159,13 @@ response call_raw(int port, const std::string& method, const std::string& path,
   for (auto& [k, v] : res->headers)
     out.headers[k] = v;
   return out;
+}
+
+double metric_value(const std::string& text, const std::string& head) {
+  std::istringstream in{text};
+  for (std::string line; std::getline(in, line);)
+    if (line.rfind(head + " ", 0) == 0) return std::stod(line.substr(head.size() + 1));
+  return -1;
 }
 
 bool eventually(const std::function<bool()>& cond, std::chrono::milliseconds limit) {

@@ -66,6 +66,10 @@ response call(int port, const std::string& method, const std::string& path,
 response call_raw(int port, const std::string& method, const std::string& path,
                   const std::string& authorization, const std::string& raw_body = {});
 
+/// The value of the sample line of `/metrics` text starting with `head`
+/// (`name{labels}`), or -1 if there is none.
+double metric_value(const std::string& text, const std::string& head);
+
 /// Re-evaluates `cond` until it holds or `limit` elapses; true if it held.
 bool eventually(const std::function<bool()>& cond,
                 std::chrono::milliseconds limit = std::chrono::seconds{10});

@@ -112,7 +112,8 @@ protected:
     auto run = a_run(run_status::pending);
     run.assigned_agent = "agt_1";
     run.assigned_at = clock.now();
-    return keep(spawn_run_actor(parent.ptr(), ctx, run, false, std::move(agent)));
+    return keep(
+        spawn_run_actor(parent.ptr(), ctx, run, run_origin::restored, std::move(agent)));
   }
 
   /// The answer to an admin's cancel.
@@ -195,7 +196,8 @@ run_record after_word(caf::actor_system& sys, caf::scoped_actor& from, caf::acto
 TEST_F(lone_actors, a_queued_run_naming_a_superseded_agent_stays_queued) {
   auto run = a_run(run_status::created);
   run.target_agent = "agt_1";
-  auto actor = keep(spawn_run_actor(parent.ptr(), ctx, run, false, caf::actor{}));
+  auto actor =
+      keep(spawn_run_actor(parent.ptr(), ctx, run, run_origin::restored, caf::actor{}));
   caf::scoped_actor self{sys};
   auto after = after_word(sys, self, actor, "superseded", 1);
   EXPECT_EQ(after.status, run_status::created);
@@ -211,8 +213,8 @@ TEST_F(lone_actors, a_queued_run_naming_a_superseded_agent_stays_queued) {
 // takes one of the session that holds it.
 TEST_F(lone_actors, a_word_of_an_earlier_session_does_not_take_a_new_placement) {
   auto agent = keep(sys.spawn(sink));
-  auto actor = keep(spawn_run_actor(parent.ptr(), ctx, a_run(run_status::created), false,
-                                    caf::actor{}));
+  auto actor = keep(spawn_run_actor(parent.ptr(), ctx, a_run(run_status::created),
+                                    run_origin::restored, caf::actor{}));
   caf::scoped_actor self{sys};
   bool taken = false;
   self->request(actor, caf::infinite, assign_atom::value, std::string{"agt_1"}, agent,
@@ -237,7 +239,8 @@ TEST_F(lone_actors, a_late_log_upload_is_answered_before_the_run_actor_stops) {
   run.assigned_agent = "agt_1";
   run.held_session = 1;
   run.finished_at = clock.now();
-  auto actor = keep(spawn_run_actor(parent.ptr(), ctx, run, false, caf::actor{}));
+  auto actor =
+      keep(spawn_run_actor(parent.ptr(), ctx, run, run_origin::restored, caf::actor{}));
   caf::scoped_actor self{sys};
   caller agent;
   agent.kind = token_kind::agent;

@@ -5,21 +5,12 @@
 
 #include <memory>
 #include <mutex>
-#include <sstream>
 #include <vector>
 
 namespace polymesh::test {
 namespace {
 
 using metrics = mesh_fixture;
-
-/// The value of the sample line starting with `head`, or -1 if none.
-double value_of(const std::string& text, const std::string& head) {
-  std::istringstream in{text};
-  for (std::string line; std::getline(in, line);)
-    if (line.rfind(head + " ", 0) == 0) return std::stod(line.substr(head.size() + 1));
-  return -1;
-}
 
 // This test ensures users' tokens (a reader's too) may read the metrics and
 // agent or registration tokens and callers without a token may not.
@@ -66,53 +57,58 @@ TEST_F(metrics, counters_follow_runs_requests_and_the_store) {
   auto m = call("GET", "/metrics", admin);
   ASSERT_EQ(m.status, 200) << m.raw;
   auto& t = m.raw;
-  EXPECT_EQ(value_of(t, "polymesh_runs_submitted_total"), 3) << t;
-  EXPECT_EQ(
-      value_of(t, "polymesh_runs_ended_total{status=\"error\",reason=\"plan_failed\"}"),
-      1)
-      << t;
-  EXPECT_EQ(value_of(t, "polymesh_runs_ended_total{status=\"canceled\",reason=\"canceled_"
-                        "by_user\"}"),
+  EXPECT_EQ(metric_value(t, "polymesh_runs_submitted_total"), 3) << t;
+  EXPECT_EQ(metric_value(
+                t, "polymesh_runs_ended_total{status=\"error\",reason=\"plan_failed\"}"),
             1)
+      << t;
+  EXPECT_EQ(
+      metric_value(t, "polymesh_runs_ended_total{status=\"canceled\",reason=\"canceled_"
+                      "by_user\"}"),
+      1)
       << t;
   // The run waited 2 s (manual clock) before it started, and ran 3 s.
-  EXPECT_EQ(value_of(t, "polymesh_run_wait_seconds_count"), 1) << t;
-  EXPECT_EQ(value_of(t, "polymesh_run_wait_seconds_sum"), 2) << t;
-  EXPECT_EQ(value_of(t, "polymesh_run_duration_seconds_sum"), 3) << t;
-  EXPECT_EQ(value_of(t, "polymesh_runs{status=\"error\"}"), 1) << t;
-  EXPECT_EQ(value_of(t, "polymesh_runs{status=\"created\"}"), 1) << t;
-  EXPECT_EQ(value_of(t, "polymesh_agents{status=\"online\"}"), 1) << t;
-  EXPECT_EQ(value_of(t, "polymesh_http_requests_total{method=\"POST\",route=\"/v1/runs\","
-                        "code=\"201\"}"),
+  EXPECT_EQ(metric_value(t, "polymesh_run_wait_seconds_count"), 1) << t;
+  EXPECT_EQ(metric_value(t, "polymesh_run_wait_seconds_sum"), 2) << t;
+  EXPECT_EQ(metric_value(t, "polymesh_run_duration_seconds_sum"), 3) << t;
+  EXPECT_EQ(metric_value(t, "polymesh_runs{status=\"error\"}"), 1) << t;
+  EXPECT_EQ(metric_value(t, "polymesh_runs{status=\"created\"}"), 1) << t;
+  EXPECT_EQ(metric_value(t, "polymesh_agents{status=\"online\"}"), 1) << t;
+  EXPECT_EQ(
+      metric_value(t, "polymesh_http_requests_total{method=\"POST\",route=\"/v1/runs\","
+                      "code=\"201\"}"),
+      1)
+      << t;
+  EXPECT_EQ(metric_value(t,
+                         "polymesh_http_requests_total{method=\"POST\",route=\"/v1/runs/"
+                         "batch\",code=\"201\"}"),
             1)
       << t;
-  EXPECT_EQ(value_of(t, "polymesh_http_requests_total{method=\"POST\",route=\"/v1/runs/"
-                        "batch\",code=\"201\"}"),
-            1)
-      << t;
-  EXPECT_EQ(value_of(t, "polymesh_http_requests_total{method=\"GET\",route=\"/v1/runs/"
-                        "{id}\",code=\"404\"}"),
+  EXPECT_EQ(metric_value(t,
+                         "polymesh_http_requests_total{method=\"GET\",route=\"/v1/runs/"
+                         "{id}\",code=\"404\"}"),
             1)
       << t;
   EXPECT_EQ(
-      value_of(t,
-               "polymesh_http_requests_total{method=\"\",route=\"other\",code=\"404\"}"),
+      metric_value(
+          t, "polymesh_http_requests_total{method=\"\",route=\"other\",code=\"404\"}"),
       1)
       << t;
   EXPECT_EQ(
-      value_of(t,
-               "polymesh_http_requests_total{method=\"\",route=\"other\",code=\"405\"}"),
+      metric_value(
+          t, "polymesh_http_requests_total{method=\"\",route=\"other\",code=\"405\"}"),
       1)
       << t;
   EXPECT_EQ(t.find("route=\"/v1/runs/{id}\",code=\"405\""), std::string::npos) << t;
-  EXPECT_EQ(value_of(t, "polymesh_http_request_duration_seconds_count{method=\"POST\","
-                        "route=\"/v1/runs/{id}/finish\"}"),
+  EXPECT_EQ(metric_value(t,
+                         "polymesh_http_request_duration_seconds_count{method=\"POST\","
+                         "route=\"/v1/runs/{id}/finish\"}"),
             1)
       << t;
-  EXPECT_GE(value_of(t, "polymesh_store_commits_total"), 5) << t;
-  EXPECT_EQ(value_of(t, "polymesh_store_commit_failures_total"), 0) << t;
-  EXPECT_EQ(value_of(t, "polymesh_store_healthy"), 1) << t;
-  EXPECT_GT(value_of(t, "process_resident_memory_bytes"), 0) << t;
+  EXPECT_GE(metric_value(t, "polymesh_store_commits_total"), 5) << t;
+  EXPECT_EQ(metric_value(t, "polymesh_store_commit_failures_total"), 0) << t;
+  EXPECT_EQ(metric_value(t, "polymesh_store_healthy"), 1) << t;
+  EXPECT_GT(metric_value(t, "process_resident_memory_bytes"), 0) << t;
   EXPECT_NE(t.find("polymesh_build_info{version=\""), std::string::npos) << t;
 }
 
@@ -126,8 +122,8 @@ TEST_F(metrics, a_failing_store_is_counted) {
                              "RAISE(ABORT, 'refused by test'); END;");
   EXPECT_GE(call("POST", "/v1/runs/" + id + "/cancel", admin).status, 500);
   auto t = call("GET", "/metrics", admin).raw;
-  EXPECT_GE(value_of(t, "polymesh_store_commit_failures_total"), 1) << t;
-  EXPECT_EQ(value_of(t, "polymesh_store_healthy"), 0) << t;
+  EXPECT_GE(metric_value(t, "polymesh_store_commit_failures_total"), 1) << t;
+  EXPECT_EQ(metric_value(t, "polymesh_store_healthy"), 0) << t;
 }
 
 // This test ensures a retention prune that fails is counted and logged as a
@@ -153,16 +149,16 @@ TEST_F(metrics, retention_counts_pruned_runs_and_logs_failed_prunes) {
   EXPECT_EQ(node_->prune_once(), 0u);
   EXPECT_EQ(node_->prune_once(), 0u);
   auto t = call("GET", "/metrics", admin).raw;
-  EXPECT_EQ(value_of(t, "polymesh_retention_failures_total"), 2) << t;
-  EXPECT_EQ(value_of(t, "polymesh_runs_pruned_total"), 0) << t;
+  EXPECT_EQ(metric_value(t, "polymesh_retention_failures_total"), 2) << t;
+  EXPECT_EQ(metric_value(t, "polymesh_runs_pruned_total"), 0) << t;
   EXPECT_EQ(call("GET", "/v1/runs/" + id, admin).status, 200)
       << "a failed prune deletes nothing";
 
   exec_sql(dir + "/mesh.db", "DROP TRIGGER refuse;");
   EXPECT_EQ(node_->prune_once(), 1u);
   t = call("GET", "/metrics", admin).raw;
-  EXPECT_EQ(value_of(t, "polymesh_retention_failures_total"), 2) << t;
-  EXPECT_EQ(value_of(t, "polymesh_runs_pruned_total"), 1) << t;
+  EXPECT_EQ(metric_value(t, "polymesh_retention_failures_total"), 2) << t;
+  EXPECT_EQ(metric_value(t, "polymesh_runs_pruned_total"), 1) << t;
   std::lock_guard<std::mutex> guard{mtx};
   ASSERT_EQ(warnings.size(), 3u) << ::testing::PrintToString(warnings);
   EXPECT_EQ(warnings[0].rfind("warn retention: pruning finished runs failed (1 time,", 0),

@@ -79,6 +79,12 @@ run_record full_run() {
   r.cancel_requested_at = at(-7);
   r.concurrency_key = "tf:prod";
   r.held_session = 42;
+  r.retry_max = 3;
+  r.retry_on = "agent_lost,timeout";
+  r.retry_number = 2;
+  r.retry_of = "run_0";
+  r.retried_by = "run_9";
+  r.queue_seq = 1;
   return r;
 }
 
@@ -144,6 +150,12 @@ void expect_same(const run_record& a, const run_record& b) {
   EXPECT_EQ(a.cancel_requested_at, b.cancel_requested_at);
   EXPECT_EQ(a.concurrency_key, b.concurrency_key);
   EXPECT_EQ(a.held_session, b.held_session);
+  EXPECT_EQ(a.retry_max, b.retry_max);
+  EXPECT_EQ(a.retry_on, b.retry_on);
+  EXPECT_EQ(a.retry_number, b.retry_number);
+  EXPECT_EQ(a.retry_of, b.retry_of);
+  EXPECT_EQ(a.retried_by, b.retried_by);
+  EXPECT_EQ(a.queue_seq, b.queue_seq);
 }
 
 void expect_same(const agent_record& a, const agent_record& b) {
@@ -706,6 +718,11 @@ TEST_F(sqlite_store_test, put_run_replaces_lifecycle_fields_and_keeps_fixed_ones
   expected.submitted_by = run.submitted_by;
   expected.timeout_s = run.timeout_s;
   expected.ttl_s = run.ttl_s;
+  expected.retry_max = run.retry_max;
+  expected.retry_on = run.retry_on;
+  expected.retry_number = run.retry_number;
+  expected.retry_of = run.retry_of;
+  expected.queue_seq = run.queue_seq;
   expected.created_at = run.created_at;
   expect_same(*got, expected);
   EXPECT_EQ(got->status, run_status::pending);
@@ -737,6 +754,7 @@ TEST_F(sqlite_store_test, put_run_of_the_changed_fields_writes_each_change) {
       [](run_record& r) { r.finished_at = at(23); },
       [](run_record& r) { r.last_activity_at = at(24); },
       [](run_record& r) { r.cancel_requested_at = at(25); },
+      [](run_record& r) { r.retried_by = "run_2"; },
       [](run_record& r) { r.held_session = 5; },
   };
   run_fields seen = 0;
