@@ -864,6 +864,8 @@ struct agent::impl {
     run_context ctx;
     ctx.run_id = run.id;
     ctx.plan = run.plan;
+    ctx.retry_number = run.retry_number;
+    ctx.retry_of = run.retry_of;
     ctx.params = nlohmann::json::parse(run.params, nullptr, false);
     if (!ctx.params.is_object()) ctx.params = nlohmann::json::object();
     ctx.payload = run.payload;

@@ -74,6 +74,8 @@ std::map<std::string, std::string> run_environment(const exec_settings& s,
   env["PATH"] = s.path;
   env["HOME"] = ctx.work_dir.string();
   env["POLYMESH_RUN_ID"] = ctx.run_id;
+  env["POLYMESH_RETRY_NUMBER"] = std::to_string(ctx.retry_number);
+  env["POLYMESH_RETRY_OF"] = ctx.retry_of;
   env["POLYMESH_WORK_DIR"] = ctx.work_dir.string();
   env["POLYMESH_ARTIFACTS_DIR"] = ctx.artifacts_dir.string();
   return env;

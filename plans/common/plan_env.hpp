@@ -34,7 +34,8 @@ struct exec_settings {
 [[nodiscard]] exec_settings read_exec_settings(sdk::settings_reader& in);
 
 /// The environment of one run's program: `env`, PATH, HOME = the work dir,
-/// POLYMESH_RUN_ID, POLYMESH_WORK_DIR, POLYMESH_ARTIFACTS_DIR.
+/// POLYMESH_RUN_ID, POLYMESH_RETRY_NUMBER, POLYMESH_RETRY_OF ("" for a run
+/// submitted), POLYMESH_WORK_DIR, POLYMESH_ARTIFACTS_DIR.
 [[nodiscard]] std::map<std::string, std::string>
 run_environment(const exec_settings& s, const sdk::run_context& ctx);
 

@@ -155,7 +155,21 @@ TEST(shell_plan, environment_is_only_what_is_allowed) {
   EXPECT_EQ(r.result.find("POLYMESH_TEST_SECRET"), std::string::npos);
   EXPECT_NE(r.result.find("GREETING=hi\n"), std::string::npos);
   EXPECT_NE(r.result.find("POLYMESH_RUN_ID=r-test\n"), std::string::npos);
+  EXPECT_NE(r.result.find("POLYMESH_RETRY_NUMBER=0\n"), std::string::npos) << r.result;
+  EXPECT_NE(r.result.find("POLYMESH_RETRY_OF=\n"), std::string::npos) << r.result;
   EXPECT_NE(r.result.find("PATH=/usr/local/bin:/usr/bin:/bin\n"), std::string::npos);
+}
+
+// This test ensures a retry's program learns it is one, and of which run.
+TEST(shell_plan, a_retry_says_which_and_of_what) {
+  sdk::testkit::scratch_run run;
+  run.ctx.retry_number = 2;
+  run.ctx.retry_of = "run_first";
+  auto r = run_payload("env", run);
+  EXPECT_TRUE(r.ok) << r.error;
+  EXPECT_NE(r.result.find("POLYMESH_RETRY_NUMBER=2\n"), std::string::npos) << r.result;
+  EXPECT_NE(r.result.find("POLYMESH_RETRY_OF=run_first\n"), std::string::npos)
+      << r.result;
 }
 
 // This test ensures a cancel stops the running command promptly.

@@ -269,6 +269,13 @@ public:
     cv_.notify_all();
   }
 
+  /// As `submit`, with more fields of meshd's run object from `extra`.
+  void submit_with(const std::string& id, const std::string& plan, const json& extra) {
+    submit(id, plan);
+    std::lock_guard<std::mutex> g{mtx_};
+    runs_[id].update(extra);
+  }
+
   /// As meshd restored from a backup taken before `id` ended: the run is
   /// queued again and assigned to the agent anew (its next attempt), and
   /// nothing of its end is known.
@@ -696,6 +703,30 @@ TEST(agent, runs_and_reports_success) {
   a.wait();
   EXPECT_TRUE(mesh.with([](fake_mesh& m) { return m.deregistered_; }));
   EXPECT_EQ(a.stats().finished, 1u);
+}
+
+// This test ensures a plan learns from the run it is given whether the mesh
+// retried it, which time, and of which run; a run submitted says 0 and "".
+TEST(agent, a_plan_learns_it_runs_a_retry) {
+  fake_mesh mesh;
+  auto plans = echo_plans();
+  plans["retry"] = std::make_shared<function_plan>([](run_context& ctx) {
+    return plan_result::success(std::to_string(ctx.retry_number) + " '" + ctx.retry_of +
+                                "'");
+  });
+  agent a{config(mesh), plans};
+  a.start();
+  mesh.submit_with("r2", "retry", json{{"retry_number", 2}, {"retry_of", "r1"}});
+  mesh.submit("r3", "retry");
+  ASSERT_TRUE(finished(mesh, "r2"));
+  ASSERT_TRUE(finished(mesh, "r3"));
+  mesh.with([](fake_mesh& m) {
+    EXPECT_EQ(m.finished_["r2"]["result"], "2 'r1'");
+    EXPECT_EQ(m.finished_["r3"]["result"], "0 ''");
+    return 0;
+  });
+  a.drain();
+  a.wait();
 }
 
 // This test ensures a failing plan is reported as error with its exit code and reason

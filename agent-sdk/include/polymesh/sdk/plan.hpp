@@ -89,6 +89,12 @@ struct run_context {
   std::string run_id;
   /// The plan name the run asked for.
   std::string plan;
+  /// 0 for a run submitted; n for the mesh's nth automatic retry of it
+  /// (docs/api.md, "Automatic retries"): its first tries may have left
+  /// work half done.
+  int64_t retry_number = 0;
+  /// The run this one retries ("" for a run submitted).
+  std::string retry_of;
   /// The run's params, always a JSON object.
   nlohmann::json params = nlohmann::json::object();
   /// The run's payload, opaque text (for `shell`: the command line).
