@@ -487,7 +487,9 @@ std::vector<std::pair<std::string, std::string>> run_fields(const json& r) {
     std::string on;
     for (auto& reason : retry.value("on", json::array()))
       on += (on.empty() ? "" : ", ") + cell(reason);
-    kv.emplace_back("retry", "up to " + cell(retry["max"]) + " times, after " + on);
+    auto max = cell(retry["max"]);
+    kv.emplace_back("retry",
+                    "up to " + max + (max == "1" ? " time" : " times") + ", after " + on);
   }
   if (r["retry_of"].is_string())
     kv.emplace_back("retry of",
@@ -570,8 +572,9 @@ struct submit_options {
   std::string ttl;
   std::string idempotency_key;
   std::string concurrency_key;
-  int64_t retry = 0;
-  std::vector<std::string> retry_on;
+  /// `--retry`, when given.
+  std::optional<int64_t> retry;
+  std::string retry_on;
   bool wait = false;
   bool follow = false;
 };
@@ -720,15 +723,30 @@ int submit(const command_context& ctx, const submit_options& o) {
   req.ttl_s = o.ttl.empty() ? 0 : duration_seconds(o.ttl, "--ttl");
   req.idempotency_key = o.idempotency_key;
   req.concurrency_key = o.concurrency_key;
-  if (!o.retry_on.empty() && o.retry == 0)
+  if (!o.retry_on.empty() && !o.retry)
     throw failure{
         exit_usage,
         "--retry-on: names the ends to retry, but --retry N is not given",
         {"add --retry N (1 to 10): how many times the mesh may submit it again"}};
+  if (o.retry && *o.retry == 0)
+    // 0 would send no `retry` at all: leaving the flag out says that.
+    throw failure{exit_usage,
+                  "--retry: must be between 1 and 10",
+                  {"leave --retry out for a run the mesh does not retry"}};
   // `send_run` checks the bound and the names before anything is sent.
-  req.retry_max = o.retry;
-  for (auto& reason : o.retry_on)
-    req.retry_on += (req.retry_on.empty() ? "" : ",") + reason;
+  req.retry_max = o.retry.value_or(0);
+  for (size_t at = 0; !o.retry_on.empty();) {
+    auto comma = o.retry_on.find(',', at);
+    auto name = o.retry_on.substr(at, comma == std::string::npos ? comma : comma - at);
+    if (name.empty())
+      throw failure{
+          exit_usage,
+          "--retry-on: '" + o.retry_on + "' has an empty name in its list",
+          {"name the ends comma separated, e.g. --retry-on agent_lost,plan_failed"}};
+    req.retry_on += (req.retry_on.empty() ? "" : ",") + name;
+    if (comma == std::string::npos) break;
+    at = comma + 1;
+  }
   check_satisfiable(o.selector, "-l/--selector");
   return send_run(ctx, req, o.wait, o.follow);
 }
@@ -1209,18 +1227,21 @@ void add_runs_commands(CLI::App& app, command_context& ctx) {
   submit_cmd->add_option("--concurrency-key", so->concurrency_key,
                          "Run only when no other run with this key is pending or "
                          "running, e.g. a terraform workspace");
-  submit_cmd->add_option("--retry", so->retry,
-                         "Submit it again, up to N times (1 to 10), when it ends as "
-                         "--retry-on says");
-  submit_cmd
-      ->add_option("--retry-on", so->retry_on,
-                   "Ends that retry it, comma separated: agent_lost, agent_shutdown, "
-                   "agent_removed (the default: its agent went away), expired, "
-                   "plan_failed, timeout")
-      ->delimiter(',');
+  auto so_retry = std::make_shared<int64_t>(0);
+  auto* retry_opt =
+      submit_cmd->add_option("--retry", *so_retry,
+                             "Submit it again, up to N times (1 to 10), when it ends as "
+                             "--retry-on says");
+  submit_cmd->add_option(
+      "--retry-on", so->retry_on,
+      "Ends that retry it, comma separated: agent_lost, agent_shutdown, "
+      "agent_removed (the default: its agent went away), expired, "
+      "plan_failed, timeout");
   add_submission_options(submit_cmd, so->idempotency_key, so->wait, so->follow);
-  submit_cmd->callback(
-      [&ctx, so] { ctx.action = [&ctx, so] { return submit(ctx, *so); }; });
+  submit_cmd->callback([&ctx, so, so_retry, retry_opt] {
+    if (retry_opt->count() > 0) so->retry = *so_retry;
+    ctx.action = [&ctx, so] { return submit(ctx, *so); };
+  });
 
   auto ro = std::make_shared<rerun_options>();
   auto ro_priority = std::make_shared<int64_t>(0);

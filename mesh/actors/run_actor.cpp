@@ -138,13 +138,14 @@ void admit_retry(self_ptr self, const run_record& retry, std::function<void()> t
 /// On failure nothing changes and `fail` gets the error. Other messages wait
 /// until the commit answers. An end that the run's `retry` follows writes
 /// the retry in the same transaction (after `extra`), so that an end
-/// acknowledged never lacks its retry, and queues it before `then`.
+/// acknowledged never lacks its retry, and queues it before `then`; unless
+/// `may_retry` is false (an end whose retry could not be placed).
 void persist_with(self_ptr self, run_record next, write_batch extra,
                   std::function<void(const write_outcomes&)> then,
-                  std::function<void(caf::error)> fail) {
+                  std::function<void(caf::error)> fail, bool may_retry = true) {
   auto& st = self->state;
   std::optional<run_record> retry;
-  if (!is_terminal(st.run.status) && retried(next)) {
+  if (may_retry && !is_terminal(st.run.status) && retried(next)) {
     retry = make_retry(next, new_id("run"), st.ctx->next_run_seq(), st.ctx->now());
     next.retried_by = retry->id;
   }
@@ -175,10 +176,12 @@ void persist_with(self_ptr self, run_record next, write_batch extra,
 
 /// `persist_with` for a `then` that needs no outcomes.
 void persist(self_ptr self, run_record next, write_batch extra,
-             std::function<void()> then, std::function<void(caf::error)> fail) {
+             std::function<void()> then, std::function<void(caf::error)> fail,
+             bool may_retry = true) {
   persist_with(
       self, std::move(next), std::move(extra),
-      [then = std::move(then)](const write_outcomes&) { then(); }, std::move(fail));
+      [then = std::move(then)](const write_outcomes&) { then(); }, std::move(fail),
+      may_retry);
 }
 
 template <class T>
@@ -258,15 +261,16 @@ void end_and_answer(self_ptr self, run_record next,
 }
 
 /// Ends the run on the mesh's own initiative (expiry, TTL, agent lost ...).
-/// `fail` defaults to `log_failure`.
+/// `fail` defaults to `log_failure`; `may_retry` false makes no retry of
+/// the end (see `persist_with`).
 void abort_run(self_ptr self, run_status status, std::string reason,
-               std::function<void(caf::error)> fail = nullptr) {
+               std::function<void(caf::error)> fail = nullptr, bool may_retry = true) {
   auto& st = self->state;
   auto next = ended(st.run, status, std::move(reason), st.ctx->now());
   if (next.error.empty()) next.error = "ended by the mesh: " + next.reason;
   persist(
       self, std::move(next), {}, [self] { finalize(self); },
-      fail ? std::move(fail) : log_failure(self, "abort"));
+      fail ? std::move(fail) : log_failure(self, "abort"), may_retry);
 }
 
 /// Puts a pending run back into the queue for another agent; one whose
@@ -742,15 +746,16 @@ caf::behavior run_actor(self_ptr self, context_ptr ctx, run_record run, run_orig
           // run stays queued for the agent's new session. A run the old
           // session held comes here too when its `withdraw` crossed the new
           // registration (the delivery lease had put it back in the queue).
+          // Not retried: its retry would name the same agent, gone.
           if (!st.run.target_agent.empty() && why != "superseded")
-            abort_run(self, run_status::error, "expired", retry("abort"));
+            abort_run(self, run_status::error, "expired", retry("abort"), false);
           break;
         case run_status::pending:
           // A cancel requested before the start wins (`requeue` ends it
           // canceled), also for a run that named the agent.
           if (!st.run.target_agent.empty() && why != "superseded" &&
               !st.run.cancel_requested)
-            abort_run(self, run_status::error, "expired", retry("abort"));
+            abort_run(self, run_status::error, "expired", retry("abort"), false);
           else
             requeue(self, "agent_" + why, retry("requeue"));
           break;

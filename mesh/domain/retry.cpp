@@ -49,6 +49,12 @@ bool retried(const run_record& ended) {
   if (!is_terminal(ended.status) || ended.status == run_status::success) return false;
   if (ended.retry_number >= ended.retry_max || !ended.retried_by.empty()) return false;
   if (ended.cancel_requested && ended.cancel_reason != "timeout") return false;
+  // A run for one agent whose agent left: its retry, for that agent too,
+  // could only end `error/expired` at once.
+  if (!ended.target_agent.empty() &&
+      (ended.reason == "agent_lost" || ended.reason == "agent_shutdown" ||
+       ended.reason == "agent_removed"))
+    return false;
   auto on = retry_on_list(ended.retry_on);
   return std::find(on.begin(), on.end(), ended.reason) != on.end();
 }

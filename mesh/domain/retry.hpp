@@ -44,7 +44,10 @@ retry_on_text(const std::vector<std::string>& names, const std::string& field);
 /// Whether the mesh retries `ended` (a run in a terminal status): it has
 /// retries left, ended with a reason its `retry_on` names, no retry was made
 /// of it yet, and nobody asked to cancel it (a run whose `timeout_s` passed
-/// is retried when `on` names `timeout`).
+/// is retried when `on` names `timeout`). A run for one agent (Skadi style)
+/// is not retried after its agent left (`agent_lost`, `agent_shutdown`,
+/// `agent_removed`; nor, by its run actor, `expired` for that reason): its
+/// retry could only go to that agent.
 [[nodiscard]] bool retried(const run_record& ended);
 
 /// The retry of `ended`: the same request (plan, selector, target agent,

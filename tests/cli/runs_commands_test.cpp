@@ -561,6 +561,13 @@ TEST_F(runs_cmd, submit_wait_follows_the_retry_the_mesh_makes) {
             std::string::npos)
       << shown.out;
   EXPECT_NE(shown.out.find(first_id + " (retry 1)"), std::string::npos) << shown.out;
+  auto once = ctl({"runs", "submit", "build", "--retry", "1", "-o", "json"});
+  ASSERT_EQ(once.code, 0) << once.err;
+  auto once_shown = ctl({"runs", "show", once.json_out()["id"].get<std::string>()});
+  EXPECT_NE(once_shown.out.find("up to 1 time, after agent_lost, agent_shutdown, "
+                                "agent_removed"),
+            std::string::npos)
+      << once_shown.out;
   auto before = ctl({"runs", "show", first_id});
   EXPECT_NE(before.out.find("retried by"), std::string::npos) << before.out;
   EXPECT_NE(before.out.find(second_id), std::string::npos) << before.out;
@@ -580,6 +587,13 @@ TEST_F(runs_cmd, a_bad_retry_flag_is_a_usage_error) {
        "--retry-on: names 'timeout' a second time"},
       {{"--retry-on", "agent_lost"},
        "--retry-on: names the ends to retry, but --retry N"},
+      {{"--retry", "0"}, "--retry: must be between 1 and 10"},
+      {{"--retry", "0", "--retry-on", "timeout"}, "--retry: must be between 1 and 10"},
+      {{"--retry", "1", "--retry-on", "timeout,"}, "has an empty name in its list"},
+      {{"--retry", "1", "--retry-on", ",timeout"}, "has an empty name in its list"},
+      {{"--retry", "1", "--retry-on", "timeout,,expired"},
+       "has an empty name in its list"},
+      {{"--retry", "1", "--retry-on", ","}, "has an empty name in its list"},
   };
   for (auto& c : cases) {
     std::vector<std::string> args{"runs", "submit", "build"};

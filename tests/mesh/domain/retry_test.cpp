@@ -64,6 +64,17 @@ TEST(Retry, OnlyTheEndsNamedWithRetriesLeftAreRetried) {
   asked.cancel_reason = "canceled_by_user";
   EXPECT_FALSE(retried(asked));
 
+  auto named = ended_run("agent_lost");
+  named.target_agent = "web-1";
+  EXPECT_FALSE(retried(named)) << "its retry could only go to the agent that left";
+  named.reason = "agent_shutdown";
+  named.status = run_status::canceled;
+  EXPECT_FALSE(retried(named));
+  named.reason = "plan_failed";
+  named.status = run_status::error;
+  named.retry_on = "plan_failed";
+  EXPECT_TRUE(retried(named));
+
   auto overran = ended_run("timeout");
   overran.retry_on = "timeout";
   overran.cancel_requested = true;

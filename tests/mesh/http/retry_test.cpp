@@ -198,6 +198,35 @@ TEST_F(retry, a_retry_is_queued_again_after_a_restart) {
   EXPECT_EQ(get_run(later)["status"], "created");
 }
 
+// This test ensures a run for one named agent is not retried once that
+// agent left (a retry for it would end `error/expired` at once), neither
+// the running run nor the queued one its leaving expired, and is retried
+// after a plan failure while its agent is there.
+TEST_F(retry, a_run_for_one_agent_is_not_retried_once_that_agent_left) {
+  auto a = register_agent("a", json::object());
+  json policy{{"max", 3}, {"on", {"agent_shutdown", "expired", "plan_failed"}}};
+  auto running = id_of(submit(json{{"plan", "noop"}, {"agent", "a"}, {"retry", policy}}));
+  ASSERT_EQ(a.take(1).size(), 1u);
+  ASSERT_EQ(a.start(running).status, 200);
+  auto queued = id_of(submit(json{{"plan", "noop"}, {"agent", "a"}, {"retry", policy}}));
+  ASSERT_EQ(a.deregister().status, 200);
+  ASSERT_TRUE(becomes(running, "canceled"));
+  ASSERT_TRUE(becomes(queued, "error"));
+  EXPECT_EQ(get_run(queued)["reason"], "expired");
+  EXPECT_TRUE(get_run(running)["retried_by"].is_null()) << get_run(running).dump();
+  EXPECT_TRUE(get_run(queued)["retried_by"].is_null()) << get_run(queued).dump();
+  EXPECT_EQ(call("GET", "/v1/runs", admin).body["runs"].size(), 2u);
+
+  auto b = register_agent("b", json::object());
+  auto failed = id_of(submit(json{{"plan", "noop"}, {"agent", "b"}, {"retry", policy}}));
+  ASSERT_EQ(b.take(1).size(), 1u);
+  ASSERT_EQ(b.start(failed).status, 200);
+  ASSERT_EQ(b.finish(failed, "error", 1).status, 200);
+  auto retried = get_run(failed)["retried_by"];
+  ASSERT_TRUE(retried.is_string());
+  EXPECT_EQ(get_run(retried.get<std::string>())["target_agent"], "b");
+}
+
 // This test ensures a batch item carries its `retry` too.
 TEST_F(retry, a_batch_item_carries_its_retry) {
   auto r =
