@@ -861,8 +861,16 @@ int list_runs(const command_context& ctx, const list_options& o) {
     } else if (r["target_agent"].is_string()) {
       agent = "(" + r["target_agent"].get<std::string>() + ")";
     }
+    // The reason, and where the run stands in a chain of retries.
+    std::string reason = r["reason"].is_string() ? cell(r["reason"]) : "";
+    auto add = [&reason](const std::string& part) {
+      reason += (reason.empty() ? "" : ", ") + part;
+    };
+    if (r["retry_of"].is_string()) add("retry " + cell(r["retry_number"]));
+    if (r["retried_by"].is_string()) add("retried");
     rows.push_back({cell(r["id"]), cell(r["plan"]), cell(r["status"]), agent,
-                    cell(r["priority"]), age(r["created_at"]), cell(r["reason"])});
+                    cell(r["priority"]), age(r["created_at"]),
+                    reason.empty() ? cell(r["reason"]) : reason});
   }
   if (rows.empty())
     std::cerr << "no runs match\n";

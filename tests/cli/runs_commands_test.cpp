@@ -561,6 +561,9 @@ TEST_F(runs_cmd, submit_wait_follows_the_retry_the_mesh_makes) {
             std::string::npos)
       << shown.out;
   EXPECT_NE(shown.out.find(first_id + " (retry 1)"), std::string::npos) << shown.out;
+  auto listed = ctl({"runs", "list"});
+  EXPECT_NE(listed.out.find("plan_failed, retried"), std::string::npos) << listed.out;
+  EXPECT_NE(listed.out.find("retry 1"), std::string::npos) << listed.out;
   auto once = ctl({"runs", "submit", "build", "--retry", "1", "-o", "json"});
   ASSERT_EQ(once.code, 0) << once.err;
   auto once_shown = ctl({"runs", "show", once.json_out()["id"].get<std::string>()});
