@@ -3,6 +3,7 @@
 #include "mesh/actors/messages.hpp"
 #include "mesh/domain/error.hpp"
 #include "mesh/domain/labels.hpp"
+#include "mesh/domain/log.hpp"
 #include "mesh/domain/selector.hpp"
 
 #include <algorithm>
@@ -39,9 +40,11 @@ struct agent_actor_state {
   std::map<std::string, caf::actor> running;
   /// Runs whose cancel the agent has not been told yet.
   std::set<std::string> cancel_untold;
-  /// The waiting long-poll, if any, and its number.
+  /// The waiting long-poll, if any, its number, and the id of the token
+  /// that asked it.
   std::optional<caf::typed_response_promise<poll_result>> poll;
   uint64_t poll_seq = 0;
+  std::string poll_token;
   timestamp last_mirrored{};
   /// Why the runs were last let go (`lose_runs`): told to runs offered while
   /// the agent is offline or deregistered.
@@ -142,14 +145,46 @@ poll_result collect(self_ptr self) {
   return out;
 }
 
+/// Whether token `id` may still be used now: known, not revoked, not expired.
+bool token_lives(const agent_actor_state& st, const std::string& id) {
+  auto t = st.ctx->tokens->find(id);
+  return t && !t->revoked_at && (!t->expires_at || *t->expires_at > st.ctx->now());
+}
+
 /// Answers the waiting poll if there is something to carry (or `force`).
+/// A poll whose token was revoked, or expired, while it waited is answered
+/// 401 and carries nothing: a run's payload and params are not handed to a
+/// token that no longer opens the mesh.
 void wake(self_ptr self, bool force = false) {
   auto& st = self->state;
   if (!st.poll) return;
+  if (!st.poll_token.empty() && !token_lives(st, st.poll_token)) {
+    st.poll->deliver(make_error(errc::unauthenticated,
+                                "this agent's token was revoked, or expired, while its "
+                                "poll waited: no run is carried with it (register "
+                                "again, or refresh the token before it expires)",
+                                "Authorization"));
+    st.poll.reset();
+    return;
+  }
   auto out = collect(self);
   if (out.runs.empty() && out.cancel.empty() && !force) return;
   st.poll->deliver(std::move(out));
   st.poll.reset();
+}
+
+/// Stores the agent `offline` and then lets its runs go (`lose_runs`) and
+/// answers its poll; a failed write is tried again by the liveness timer.
+void go_offline(self_ptr self) {
+  auto next = self->state.agent;
+  next.status = agent_status::offline;
+  persist(
+      self, std::move(next),
+      [=] {
+        lose_runs(self, "offline", self->state.agent.session);
+        wake(self, true);
+      },
+      [=](caf::error) { arm_liveness(self); });
 }
 
 void touch(self_ptr self) {
@@ -300,9 +335,15 @@ caf::behavior agent_actor(self_ptr self, context_ptr ctx, agent_record agent,
           return out;
         auto rp = self->make_response_promise<poll_result>();
         st.poll = rp;
+        st.poll_token = c.token_id;
         auto seq = ++st.poll_seq;
-        self->delayed_send(self, std::chrono::milliseconds{wait_ms}, polltmo_atom::value,
-                           seq);
+        // Answered (401) by the time its token expires, if that is sooner.
+        auto wait = std::chrono::milliseconds{wait_ms};
+        if (auto t = st.ctx->tokens->find(c.token_id); t && t->expires_at)
+          wait = std::min(wait, std::chrono::ceil<std::chrono::milliseconds>(
+                                    *t->expires_at - st.ctx->now()));
+        self->delayed_send(self, std::max(wait, std::chrono::milliseconds{0}),
+                           polltmo_atom::value, seq);
         // A run carried moments ago but not started (the agent had no free
         // slot yet, or lost the answer) is carried again once
         // `redeliver_after` has passed, without waiting for the poll to end.
@@ -321,6 +362,22 @@ caf::behavior agent_actor(self_ptr self, context_ptr ctx, agent_record agent,
         if (self->state.poll_seq == seq) wake(self);
       },
       [=](touch_atom) { touch(self); },
+      [=](revoked_atom, const std::string& token_id) {
+        // An admin revoked one of this agent's tokens: a poll it waits on
+        // is answered 401 now. Without a live token of its session the
+        // agent can no longer reach the mesh: it is offline at once (its
+        // runs go as they would after agents.offline_after), not after a
+        // silence in which runs were still placed with it.
+        auto& st = self->state;
+        if (st.poll && st.poll_token == token_id) wake(self, true);
+        if (!connected(st.agent)) return;
+        for (auto& t : st.ctx->tokens->of_agent(st.agent.id))
+          if (t.agent_session == st.agent.session && token_lives(st, t.id)) return;
+        log(log_level::info, "agent " + st.agent.name +
+                                 ": its token was revoked and its session has no other: "
+                                 "offline now (it registers again to come back)");
+        go_offline(self);
+      },
       [=](dereg_atom, const caller& c) -> caf::result<agent_record> {
         auto& st = self->state;
         if (c.kind != token_kind::admin)
@@ -524,15 +581,7 @@ caf::behavior agent_actor(self_ptr self, context_ptr ctx, agent_record agent,
           arm_liveness(self);
           return;
         }
-        auto next = st.agent;
-        next.status = agent_status::offline;
-        persist(
-            self, std::move(next),
-            [=] {
-              lose_runs(self, "offline", self->state.agent.session);
-              wake(self, true);
-            },
-            [=](caf::error) { arm_liveness(self); });
+        go_offline(self);
       },
       [=](shutdown_atom) { wake(self, true); },
       [=](forget_atom) -> caf::result<bool> {

@@ -60,6 +60,7 @@ using refresh_atom = caf::atom_constant<caf::atom("refresh")>;
 using register_atom = caf::atom_constant<caf::atom("register")>;
 using release_atom = caf::atom_constant<caf::atom("release")>;
 using retry_atom = caf::atom_constant<caf::atom("retry")>;
+using revoked_atom = caf::atom_constant<caf::atom("revoked")>;
 using reserve_atom = caf::atom_constant<caf::atom("reserve")>;
 using revoke_atom = caf::atom_constant<caf::atom("revoke")>;
 using shutdown_atom = caf::atom_constant<caf::atom("shutdown")>;

@@ -406,6 +406,9 @@ caf::behavior agent_registry(agent_self self, context_ptr ctx) {
         if (auto actor = find_agent(self, id)) return self->delegate(actor, a, c);
         return no_agent(id);
       },
+      [=](revoked_atom a, const std::string& agent_id, const std::string& token_id) {
+        if (auto actor = find_agent(self, agent_id)) self->send(actor, a, token_id);
+      },
       [=](poll_atom a, const caller& c, const std::string& id,
           int64_t wait_ms) -> caf::result<caf::message> {
         if (auto actor = find_agent(self, id))
@@ -552,7 +555,15 @@ caf::behavior token_registry(token_self self, context_ptr ctx) {
         auto rp = self->make_response_promise<token_record>();
         auto out = *rec;
         persist_tokens(
-            self, {*rec}, [=]() mutable { rp.deliver(out); },
+            self, {*rec},
+            [=]() mutable {
+              // Its agent answers a poll waiting on it, and goes offline
+              // when no token of its session is left.
+              if (out.kind == token_kind::agent)
+                self->send(self->state.ctx->agents, revoked_atom::value, out.agent_id,
+                           out.id);
+              rp.deliver(out);
+            },
             [=](caf::error err) mutable { rp.deliver(std::move(err)); });
         return rp;
       },

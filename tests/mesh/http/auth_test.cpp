@@ -5,6 +5,7 @@
 
 #include <cstdlib>
 #include <fstream>
+#include <future>
 #include <map>
 #include <sstream>
 #include <sys/stat.h>
@@ -222,6 +223,64 @@ TEST_F(auth, expired_agent_token_is_401_and_refresh_replaces_it) {
   auto r = a.poll(0);
   EXPECT_EQ(r.status, 401) << r.raw;
   EXPECT_EQ(r.body["error"]["code"], "unauthenticated");
+}
+
+/// Whether `n` agents' polls wait in the mesh now (`/readyz`).
+bool polls_waiting(int port, const std::string& admin, int n) {
+  return eventually([&] {
+    auto ready = call(port, "GET", "/readyz", admin);
+    return ready.body["http"]["long_polls"] == n;
+  });
+}
+
+// This test ensures a poll waiting when its agent's token is revoked is
+// answered 401 at once and carries nothing, also a run submitted after the
+// revocation; the agent, left without a token of its session, is offline
+// at once (not placed runs for agents.offline_after), and its next
+// registration takes the run.
+TEST_F(auth,
+       a_poll_waiting_when_its_token_is_revoked_is_answered_401_and_carries_nothing) {
+  auto a = register_agent("leaky", json::object());
+  auto tokens = call("GET", "/v1/tokens", admin).body["tokens"];
+  std::string token_id;
+  for (auto& t : tokens)
+    if (t["kind"] == "agent" && t["agent_id"] == a.id)
+      token_id = t["id"].get<std::string>();
+  ASSERT_FALSE(token_id.empty()) << tokens.dump();
+  auto waited = std::async(std::launch::async, [&] { return a.poll(20); });
+  ASSERT_TRUE(polls_waiting(port, admin, 1));
+  auto began = std::chrono::steady_clock::now();
+  ASSERT_EQ(call("DELETE", "/v1/tokens/" + token_id, admin).status, 200);
+  auto r = waited.get();
+  EXPECT_EQ(r.status, 401) << r.raw;
+  EXPECT_NE(r.raw.find("revoked, or expired, while its poll waited"), std::string::npos)
+      << r.raw;
+  EXPECT_LT(std::chrono::steady_clock::now() - began, std::chrono::seconds{10})
+      << "answered at the revocation, not at the poll's end";
+  auto agent = call("GET", "/v1/agents/" + a.id, admin);
+  EXPECT_EQ(agent.body["status"], "offline") << agent.raw;
+  auto id = submit(json{{"plan", "noop"}}).body["id"].get<std::string>();
+  EXPECT_EQ(get_run(id)["status"], "created");
+  EXPECT_EQ(a.poll(0).status, 401);
+  auto again = register_agent("leaky", json::object());
+  auto got = again.take(1);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0]["id"], id);
+}
+
+// This test ensures a poll whose token expired while it waited carries
+// nothing: the run placed then wakes it with a 401, and the run goes back
+// to the queue with the agent offline.
+TEST_F(auth, a_poll_whose_token_expired_while_it_waited_carries_nothing) {
+  auto a = register_agent("slow", json::object());
+  auto waited = std::async(std::launch::async, [&] { return a.poll(20); });
+  ASSERT_TRUE(polls_waiting(port, admin, 1));
+  clock.advance(cfg.agent_token_ttl + std::chrono::seconds{1});
+  auto id = submit(json{{"plan", "noop"}}).body["id"].get<std::string>();
+  auto r = waited.get();
+  EXPECT_EQ(r.status, 401) << r.raw;
+  EXPECT_EQ(r.raw.find(id), std::string::npos) << "the run was carried: " << r.raw;
+  EXPECT_TRUE(get_run(id)["delivered_at"].is_null());
 }
 
 // This test ensures a revoked token is 401 at once, and revoking it again
