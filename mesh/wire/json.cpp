@@ -644,6 +644,14 @@ caf::expected<token_request> parse_token_request(const json& j) {
                       "characters only)",
                       "name");
   if (auto e = printable(r.name, "name")) return e;
+  // A blank scope would select every agent: a token of full reach made by
+  // a variable left empty (`"scope": "$SCOPE"`).
+  if (auto s = j.find("scope"); s != j.end() && s->is_string() && blank_text(r.scope))
+    return make_error(
+        errc::invalid_argument,
+        "field 'scope' is empty or blank, which would scope nothing: give a "
+        "selector (env=dev), or leave it out for a token of full reach",
+        "scope");
   // A scope would confine nothing a reader does: it would only mislead.
   if (*k == token_kind::reader && !r.scope.empty())
     return make_error(

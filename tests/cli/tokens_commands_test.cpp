@@ -102,6 +102,12 @@ TEST_F(tokens_cmd, create_rejects_bad_kind_and_scope) {
   auto blank = ctl({"tokens", "create", "--kind", "reader", "--name", " "});
   EXPECT_EQ(blank.code, 64);
   EXPECT_NE(blank.err.find("--name: must not be empty"), std::string::npos) << blank.err;
+  // A blank scope would scope nothing: a token of full reach.
+  auto blank_scope =
+      ctl({"tokens", "create", "--kind", "submitter", "--name", "x", "--scope", " "});
+  EXPECT_EQ(blank_scope.code, 64) << blank_scope.err;
+  EXPECT_NE(blank_scope.err.find("--scope: is empty or blank"), std::string::npos)
+      << blank_scope.err;
   EXPECT_EQ(call(port, "GET", "/v1/tokens", admin).body["tokens"].size(), before);
 }
 

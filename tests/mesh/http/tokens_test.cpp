@@ -85,6 +85,9 @@ TEST_F(tokens, bad_token_requests_are_400) {
       {json{{"kind", "reader"}, {"name", "x"}, {"ttl_s", "60"}}, "ttl_s"},
       {json{{"kind", "reader"}, {"name", "x"}, {"scope", 3}}, "scope"},
       {json{{"kind", "reader"}, {"name", "x"}, {"scope", "env=dev"}}, "scope"},
+      {json{{"kind", "submitter"}, {"name", "x"}, {"scope", ""}}, "scope"},
+      {json{{"kind", "submitter"}, {"name", "x"}, {"scope", "  "}}, "scope"},
+      {json{{"kind", "registration"}, {"name", "x"}, {"scope", "\u00a0"}}, "scope"},
   };
   for (auto& [body, field] : cases) {
     auto r = call("POST", "/v1/tokens", admin, body);
