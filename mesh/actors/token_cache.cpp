@@ -38,6 +38,13 @@ caf::expected<token_record> token_cache::authenticate(const std::string& header)
     return make_error(errc::unauthenticated,
                       "Authorization header must be 'Bearer <token>'");
   auto token = header.substr(bearer.size());
+  // No token starts with a blank (the header's ends lose theirs, and so
+  // POLYMESH_ADMIN_TOKEN may not have one): a second space after `Bearer`,
+  // or a token pasted with one before it, would read as an unknown token.
+  if (!token.empty() && (token.front() == ' ' || token.front() == '\t'))
+    return make_error(errc::unauthenticated,
+                      "more than one space between 'Bearer' and the token (a token read "
+                      "from a file or a variable may carry one): send 'Bearer <token>'");
   std::string id;
   std::string secret;
   if (!split(token, id, secret) || id == bootstrap_admin_id) {

@@ -283,6 +283,19 @@ TEST_F(auth, a_poll_whose_token_expired_while_it_waited_carries_nothing) {
   EXPECT_TRUE(get_run(id)["delivered_at"].is_null());
 }
 
+// This test ensures a second space between `Bearer` and the token (a token
+// read with a blank before it) is named as such, not "unknown or revoked".
+TEST_F(auth, a_second_space_before_the_token_is_named) {
+  for (std::string header : {"Bearer  " + admin, "Bearer \t" + admin}) {
+    auto r = call_raw(port, "GET", "/v1/runs", header);
+    EXPECT_EQ(r.status, 401) << r.raw;
+    EXPECT_NE(r.raw.find("more than one space between 'Bearer' and the token"),
+              std::string::npos)
+        << r.raw;
+  }
+  EXPECT_EQ(call_raw(port, "GET", "/v1/runs", "Bearer " + admin).status, 200);
+}
+
 // This test ensures a revoked token is 401 at once, and revoking it again
 // is 404.
 TEST_F(auth, revoked_token_is_401) {
