@@ -116,7 +116,8 @@ const std::vector<key_spec>& key_table() {
       address_key("listen", &mesh_config::listen,
                   "HOST:PORT to listen on; port 0 picks a free port. IPv6 hosts go in "
                   "brackets, and the value in quotes (YAML reads [ as a list): "
-                  "listen: \"[::1]:7700\"."),
+                  "listen: \"[::1]:7700\". Not used when systemd passes meshd its "
+                  "socket (socket activation: docs/operations.md, systemd)."),
       path_key("data_dir", &mesh_config::data_dir, false,
                "Directory for the database and admin.token."),
 

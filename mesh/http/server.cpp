@@ -8,6 +8,7 @@
 #include "mesh/domain/selector.hpp"
 #include "mesh/http/connection.hpp"
 #include "mesh/http/framing.hpp"
+#include "mesh/http/inherited_socket.hpp"
 #include "mesh/http/open_files.hpp"
 #include "mesh/http/worker_pool.hpp"
 #include "mesh/wire/json.hpp"
@@ -20,6 +21,7 @@
 #include <caf/send.hpp>
 #include <cctype>
 #include <charconv>
+#include <fcntl.h>
 #include <filesystem>
 #include <httplib.h>
 #include <map>
@@ -1625,11 +1627,33 @@ public:
     return bound;
   }
 
+  /// Serves on `fd`, a listening socket bound by someone else (systemd),
+  /// which must go on listening after meshd stops: `let_go_of_listener`
+  /// ends the accept loop instead of cpp-httplib's `stop`, whose
+  /// `shutdown` would stop the socket for systemd and the next meshd too.
+  /// The loop then looks at the socket every 100 ms.
+  void adopt_listener(int fd) {
+    svr_sock_ = fd;
+    adopted_ = fd;
+    set_idle_interval(0, 100'000);
+  }
+  [[nodiscard]] bool adopted() const { return adopted_ >= 0; }
+
+  /// Ends the accept loop on an adopted socket within 100 ms, leaving the
+  /// socket listening (connections not yet accepted wait for the next
+  /// meshd); `close_adopted` closes meshd's copy once the loop is over.
+  void let_go_of_listener() { svr_sock_ = INVALID_SOCKET; }
+  void close_adopted() {
+    if (adopted_ >= 0) ::close(adopted_);
+    adopted_ = -1;
+  }
+
   /// Makes the accept loop end as soon as it starts: cpp-httplib's `stop`
   /// does nothing before `listen_after_bind` has begun, and a SIGTERM in
   /// meshd's start-up was lost so. (Once running, `stop` has taken the
   /// socket already.)
   void shut_listener() {
+    if (adopted()) return let_go_of_listener();
     socket_t sock = svr_sock_;
     if (sock != INVALID_SOCKET) ::shutdown(sock, SHUT_RDWR);
   }
@@ -1715,6 +1739,9 @@ private:
   }
 
   int stop_fd_;
+  /// The socket passed in (`adopt_listener`), until meshd closed its copy;
+  /// -1 for one meshd bound.
+  int adopted_ = -1;
   /// The limit on open files when serving began; 0 when unknown.
   uint64_t open_files_;
   /// Descriptors from this number on are refused.
@@ -2404,6 +2431,23 @@ caf::expected<int> http_server::bind(const std::string& host, int port) {
                           " (address in use, not local, or a name that does not resolve)",
                       "listen");
   port_ = bound;
+  if (auto err = start_pool()) return err;
+  return bound;
+}
+
+caf::expected<std::pair<std::string, int>> http_server::adopt(int fd) {
+  auto address = listening_address(fd);
+  if (!address) return address.error();
+  // Not for the programs a run's plan might start: meshd starts none, but
+  // the socket stays meshd's alone.
+  ::fcntl(fd, F_SETFD, FD_CLOEXEC);
+  static_cast<mesh_http_server&>(*svr_).adopt_listener(fd);
+  port_ = address->second;
+  if (auto err = start_pool()) return err;
+  return address;
+}
+
+caf::error http_server::start_pool() {
   try {
     pool_ = new_pool();
   } catch (const std::exception& e) { // std::system_error, or out of memory
@@ -2414,7 +2458,7 @@ caf::expected<int> http_server::bind(const std::string& host, int port) {
                           "processes and threads (ulimit -u, systemd TasksMax)",
                       "http.threads");
   }
-  return bound;
+  return {};
 }
 
 void http_server::cut_and_log(const std::string& when) {
@@ -2444,11 +2488,12 @@ std::unique_ptr<httplib::TaskQueue> http_server::new_pool() {
 
 void http_server::serve() {
   svr_->listen_after_bind();
+  static_cast<mesh_http_server&>(*svr_).close_adopted();
 }
 
 void http_server::stop() {
-  svr_->stop();
   auto& server = static_cast<mesh_http_server&>(*svr_);
+  if (!server.adopted()) svr_->stop();
   server.shut_listener();
   server.wake_idle();
 }

@@ -84,6 +84,10 @@ public:
 
   /// Binds `host:port` (port 0 picks one). Returns the bound port.
   [[nodiscard]] caf::expected<int> bind(const std::string& host, int port);
+  /// Serves on `fd`, a listening TCP socket passed in (systemd's socket
+  /// activation: `inherited_socket.hpp`), instead of binding one. Returns
+  /// its address, or why it cannot serve on it.
+  [[nodiscard]] caf::expected<std::pair<std::string, int>> adopt(int fd);
   /// Serves until `stop`. Blocks.
   void serve();
   /// Stops accepting; `serve` returns once running handlers are done, their
@@ -98,6 +102,8 @@ private:
   /// A worker pool that, at a stop, cuts the connections still busy after
   /// `http.stop_grace`.
   [[nodiscard]] std::unique_ptr<httplib::TaskQueue> new_pool();
+  /// Starts the worker pool (`pool_`) once there is a socket to serve on.
+  [[nodiscard]] caf::error start_pool();
   /// Cuts the connections still open on `port_` (each once), saying so with
   /// `when`.
   void cut_and_log(const std::string& when);

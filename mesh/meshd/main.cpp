@@ -5,6 +5,7 @@
 #include "mesh/config/mesh_config.hpp"
 #include "mesh/domain/error.hpp"
 #include "mesh/domain/log.hpp"
+#include "mesh/http/inherited_socket.hpp"
 #include "mesh/http/open_files.hpp"
 #include "mesh/http/server.hpp"
 #include "mesh/store/schema_on_disk.hpp"
@@ -213,6 +214,10 @@ int main(int argc, char** argv) {
   if (check_only) {
     return print_check(cfg);
   }
+  // Socket activation: the socket systemd holds for meshd, instead of
+  // `listen` (read before any thread starts: it changes the environment).
+  auto inherited = take_inherited_socket();
+  if (!inherited) return fail(inherited.error());
   log_level level = log_level::info;
   if (parse_log_level(cfg.log_level, level)) set_log_level(level);
   size_futex_hash(cfg.http_threads + cfg.run_waits);
@@ -271,10 +276,24 @@ int main(int argc, char** argv) {
         "admin token written to " + absolute((*node)->admin_token_file()));
 
   http_server server{**node};
-  auto port = server.bind(hp->first, hp->second);
-  if (!port) return fail(port.error());
-  auto shown_host =
-      hp->first.find(':') != std::string::npos ? "[" + hp->first + "]" : hp->first;
+  std::string host = hp->first;
+  int port = 0;
+  std::string listen_setting = cfg.listen;
+  if (*inherited) {
+    auto address = server.adopt(**inherited);
+    if (!address) return fail(address.error());
+    std::tie(host, port) = *address;
+    listen_setting =
+        "the socket systemd passed (" + host + ":" + std::to_string(port) + ")";
+    log(log_level::info, "serving on the socket systemd passed (socket activation); "
+                         "http.listen (" +
+                             cfg.listen + ") is not used");
+  } else {
+    auto bound = server.bind(hp->first, hp->second);
+    if (!bound) return fail(bound.error());
+    port = *bound;
+  }
+  auto shown_host = host.find(':') != std::string::npos ? "[" + host + "]" : host;
   // Started before meshd says it listens: a thread the system refuses is a
   // start-up failure (exit 2), not an abort after `listening on`. A second
   // signal while requests finish cuts their connections at once instead of
@@ -305,9 +324,9 @@ int main(int argc, char** argv) {
     std::cerr << "meshd: cannot start its signal thread: " << e.what() << std::endl;
     return 2;
   }
-  std::printf("listening on http://%s:%d\n", shown_host.c_str(), *port);
+  std::printf("listening on http://%s:%d\n", shown_host.c_str(), port);
   std::fflush(stdout);
-  if (auto why = exposure(hp->first, cfg.listen); !why.empty())
+  if (auto why = exposure(host, listen_setting); !why.empty())
     log(log_level::warn, "listening on " + why);
 
   server.serve();

@@ -6,6 +6,7 @@
 #include <cstring>
 #include <fcntl.h>
 #include <stdexcept>
+#include <string>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -14,7 +15,7 @@ namespace polymesh::test {
 meshd_process::meshd_process(const std::string& binary, const std::string& dir,
                              const std::string& admin_token,
                              std::vector<std::string> extra, const std::string& log_file,
-                             nofile_limit files) {
+                             nofile_limit files, int listen_fd) {
   int out[2];
   if (::pipe(out) != 0) throw std::runtime_error("pipe failed");
   pid_ = ::fork();
@@ -30,6 +31,12 @@ meshd_process::meshd_process(const std::string& binary, const std::string& dir,
     if (files.soft > 0) {
       rlimit limit{files.soft, files.hard};
       if (::setrlimit(RLIMIT_NOFILE, &limit) != 0) ::_exit(125);
+    }
+    if (listen_fd >= 0) {
+      if (listen_fd != 3 && ::dup2(listen_fd, 3) < 0) ::_exit(124);
+      ::fcntl(3, F_SETFD, 0); // kept across exec
+      ::setenv("LISTEN_FDS", "1", 1);
+      ::setenv("LISTEN_PID", std::to_string(::getpid()).c_str(), 1);
     }
     ::setenv("POLYMESH_ADMIN_TOKEN", admin_token.c_str(), 1);
     std::vector<std::string> args{binary, "--data-dir", dir};

@@ -20,11 +20,14 @@ class meshd_process {
 public:
   /// Starts `binary --listen 127.0.0.1:0 --data-dir dir [extra...]` with
   /// POLYMESH_ADMIN_TOKEN=`admin_token`, its log (stderr) into `log_file`
-  /// when one is given, under `files` when set. Throws if it does not come
-  /// up.
+  /// when one is given, under `files` when set. With `listen_fd` (>= 0),
+  /// that socket is passed as systemd's socket activation passes it:
+  /// descriptor 3, `LISTEN_FDS=1`, `LISTEN_PID` meshd's. Throws if it does
+  /// not come up.
   meshd_process(const std::string& binary, const std::string& dir,
                 const std::string& admin_token, std::vector<std::string> extra = {},
-                const std::string& log_file = {}, nofile_limit files = {});
+                const std::string& log_file = {}, nofile_limit files = {},
+                int listen_fd = -1);
   ~meshd_process();
 
   [[nodiscard]] int port() const { return port_; }
