@@ -145,12 +145,6 @@ poll_result collect(self_ptr self) {
   return out;
 }
 
-/// Whether token `id` may still be used now: known, not revoked, not expired.
-bool token_lives(const agent_actor_state& st, const std::string& id) {
-  auto t = st.ctx->tokens->find(id);
-  return t && !t->revoked_at && (!t->expires_at || *t->expires_at > st.ctx->now());
-}
-
 /// Answers the waiting poll if there is something to carry (or `force`).
 /// A poll whose token was revoked, or expired, while it waited is answered
 /// 401 and carries nothing: a run's payload and params are not handed to a
@@ -158,7 +152,7 @@ bool token_lives(const agent_actor_state& st, const std::string& id) {
 void wake(self_ptr self, bool force = false) {
   auto& st = self->state;
   if (!st.poll) return;
-  if (!st.poll_token.empty() && !token_lives(st, st.poll_token)) {
+  if (!st.poll_token.empty() && st.ctx->tokens->refusal_of(st.poll_token)) {
     st.poll->deliver(make_error(errc::unauthenticated,
                                 "this agent's token was revoked, or expired, while its "
                                 "poll waited: no run is carried with it (register "
@@ -372,7 +366,8 @@ caf::behavior agent_actor(self_ptr self, context_ptr ctx, agent_record agent,
         if (st.poll && st.poll_token == token_id) wake(self, true);
         if (!connected(st.agent)) return;
         for (auto& t : st.ctx->tokens->of_agent(st.agent.id))
-          if (t.agent_session == st.agent.session && token_lives(st, t.id)) return;
+          if (t.agent_session == st.agent.session && !st.ctx->tokens->refusal_of(t.id))
+            return;
         log(log_level::info, "agent " + st.agent.name +
                                  ": its token was revoked and its session has no other: "
                                  "offline now (it registers again to come back)");

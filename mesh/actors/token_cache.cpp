@@ -53,6 +53,16 @@ caf::expected<token_record> token_cache::authenticate(const std::string& header)
     id = bootstrap_admin_id;
     secret = token;
   }
+  return usable(id, &secret);
+}
+
+caf::error token_cache::refusal_of(const std::string& id) const {
+  auto rec = usable(id, nullptr);
+  return rec ? caf::error{} : std::move(rec.error());
+}
+
+caf::expected<token_record> token_cache::usable(const std::string& id,
+                                                const std::string* secret) const {
   // The routines' last look, read before the token: a look recorded after
   // `honour_through` extended it (`mesh_ran` releases, this acquires) finds
   // the extended token below, and an older look still says stall.
@@ -66,7 +76,7 @@ caf::expected<token_record> token_cache::authenticate(const std::string& header)
       return make_error(errc::unauthenticated, "unknown or revoked token");
     rec = it->second;
   }
-  if (!constant_time_equal(sha256_hex(secret), rec.secret_hash))
+  if (secret && !constant_time_equal(sha256_hex(*secret), rec.secret_hash))
     return make_error(errc::unauthenticated, "unknown or revoked token");
   if (rec.revoked_at) return make_error(errc::unauthenticated, "token has been revoked");
   if (rec.expires_at && *rec.expires_at <= clock_.now()) {

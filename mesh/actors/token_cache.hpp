@@ -39,6 +39,11 @@ public:
   /// with a message saying whether the token is missing, malformed, unknown,
   /// expired or revoked.
   [[nodiscard]] caf::expected<token_record> authenticate(const std::string& header) const;
+  /// Why the token with this id may not be used now, as `authenticate`
+  /// would refuse it once its secret matched (unknown, revoked, expired and
+  /// not honoured through a stall); none when it may. For a request that
+  /// waits, looked at again before its answer.
+  [[nodiscard]] caf::error refusal_of(const std::string& id) const;
 
   void put(const token_record& token);
 
@@ -81,6 +86,11 @@ public:
   static std::string format(const std::string& id, const std::string& secret);
 
 private:
+  /// The lookup of `id` and the checks after the secret, with the routines'
+  /// last look read before the lookup (see `authenticate`). `secret` null:
+  /// not compared.
+  [[nodiscard]] caf::expected<token_record> usable(const std::string& id,
+                                                   const std::string* secret) const;
   /// `erase` with `mtx_` held.
   void erase_locked(const std::string& id);
 
