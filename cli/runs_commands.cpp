@@ -801,12 +801,8 @@ int rerun(const command_context& ctx, const rerun_options& o) {
   req.ttl_s = old.value("ttl_s", int64_t{0});
   if (old["concurrency_key"].is_string())
     req.concurrency_key = old["concurrency_key"].get<std::string>();
-  if (auto retry = old.value("retry", json{}); retry.is_object()) {
-    req.retry_max = retry.value("max", int64_t{0});
-    for (auto& reason : retry.value("on", json::array()))
-      if (reason.is_string())
-        req.retry_on += (req.retry_on.empty() ? "" : ",") + reason.get<std::string>();
-  }
+  if (auto retry = old.find("retry"); retry != old.end())
+    wire::read_retry_json(*retry, req.retry_max, req.retry_on);
   req.idempotency_key = o.idempotency_key;
   return send_run(ctx, req, o.wait, o.follow, " as a rerun of " + old.value("id", o.id));
 }

@@ -200,9 +200,7 @@ json to_json(const run_record& r) {
       {"started_at", optional_time(r.started_at)},
       {"finished_at", optional_time(r.finished_at)},
       {"last_activity_at", optional_time(r.last_activity_at)},
-      {"retry", r.retry_max == 0
-                    ? json(nullptr)
-                    : json{{"max", r.retry_max}, {"on", retry_on_list(r.retry_on)}}},
+      {"retry", retry_json(r.retry_max, r.retry_on)},
       {"retry_number", r.retry_number},
       {"retry_of", r.retry_of.empty() ? json(nullptr) : json(r.retry_of)},
       {"retried_by", r.retried_by.empty() ? json(nullptr) : json(r.retried_by)},
@@ -290,6 +288,22 @@ std::string read_string(const json& j, const char* key) {
 
 } // namespace
 
+json retry_json(int64_t max, const std::string& on) {
+  if (max == 0) return nullptr;
+  json out{{"max", max}};
+  if (!on.empty()) out["on"] = retry_on_list(on);
+  return out;
+}
+
+void read_retry_json(const json& retry, int64_t& max, std::string& on) {
+  if (!retry.is_object()) return;
+  if (auto m = retry.find("max"); m != retry.end() && m->is_number_integer())
+    max = m->get<int64_t>();
+  if (auto list = retry.find("on"); list != retry.end() && list->is_array())
+    for (auto& reason : *list)
+      if (reason.is_string()) on += (on.empty() ? "" : ",") + reason.get<std::string>();
+}
+
 caf::expected<run_record> run_from_json(const json& j) {
   if (!j.is_object())
     return make_error(errc::invalid_argument, "a run must be a JSON object", "body");
@@ -315,12 +329,8 @@ caf::expected<run_record> run_from_json(const json& j) {
   r.attempts = j.value("attempts", int64_t{0});
   r.idempotency_key = read_string(j, "idempotency_key");
   r.concurrency_key = read_string(j, "concurrency_key");
-  if (j.contains("retry") && j["retry"].is_object()) {
-    r.retry_max = j["retry"].value("max", int64_t{0});
-    for (auto& reason : j["retry"].value("on", json::array()))
-      if (reason.is_string())
-        r.retry_on += (r.retry_on.empty() ? "" : ",") + reason.get<std::string>();
-  }
+  if (auto retry = j.find("retry"); retry != j.end())
+    read_retry_json(*retry, r.retry_max, r.retry_on);
   r.retry_number = j.value("retry_number", int64_t{0});
   r.retry_of = read_string(j, "retry_of");
   r.retried_by = read_string(j, "retried_by");
@@ -851,10 +861,7 @@ json to_json(const run_request& r) {
   if (r.ttl_s != 0) j["ttl_s"] = r.ttl_s;
   if (!r.idempotency_key.empty()) j["idempotency_key"] = r.idempotency_key;
   if (!r.concurrency_key.empty()) j["concurrency_key"] = r.concurrency_key;
-  if (r.retry_max != 0) {
-    j["retry"] = json{{"max", r.retry_max}};
-    if (!r.retry_on.empty()) j["retry"]["on"] = retry_on_list(r.retry_on);
-  }
+  if (r.retry_max != 0) j["retry"] = retry_json(r.retry_max, r.retry_on);
   return j;
 }
 

@@ -41,6 +41,12 @@ using json = nlohmann::json;
 [[nodiscard]] bool is_utf8(const std::string& text);
 
 [[nodiscard]] caf::expected<run_record> run_from_json(const json& j);
+/// A run's `retry`: `{"max": max, "on": [...]}` (`on` left out when empty),
+/// null when `max` is 0.
+[[nodiscard]] json retry_json(int64_t max, const std::string& on);
+/// `retry_json`'s object back into `max` and `on` (comma separated), as a
+/// run object shows it: what is not there is 0 and "", anything else null.
+void read_retry_json(const json& retry, int64_t& max, std::string& on);
 [[nodiscard]] caf::expected<agent_record> agent_from_json(const json& j);
 
 // -- requests -----------------------------------------------------------------
